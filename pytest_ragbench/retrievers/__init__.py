@@ -1,0 +1,25 @@
+"""Retriever contract and the built-in retrievers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from ..datasets import Document
+
+Hit = tuple[str, float]
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """What the plugin needs of a retriever.
+
+    ``index`` is called once per process with the whole corpus; ``retrieve`` returns up to ``k``
+    ``(doc_id, score)`` pairs, best first. A retriever may also offer
+    ``retrieve_many(queries, k) -> list[list[Hit]]`` for batching and ``close()``; async
+    variants (``async def retrieve``) are allowed.
+    """
+
+    def index(self, corpus: Sequence[Document]) -> None: ...
+
+    def retrieve(self, query: str, k: int) -> list[Hit]: ...
