@@ -1,0 +1,1 @@
+"""LLM providers, embedders and what makes calling them robust (resilience, cache, usage)."""
