@@ -1,0 +1,1 @@
+"""Metrics for scoring benchmark runs: retrieval metrics live in :mod:`.retrieval`."""
