@@ -1,0 +1,127 @@
+"""pytest collection: a suite file becomes one item per (retriever, query).
+
+Node ids read ``path/to/suite.yaml::<retriever>::<query id>``. Query ``type``, ``difficulty``
+and ``tags`` become markers (``type_factoid``, ``difficulty_hard``, ``tag_numeric``), registered
+as they are met so ``--strict-markers`` accepts them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .errors import RagbenchError
+from .records import USER_PROPERTY
+from .report.failure import format_case_failure
+
+if TYPE_CHECKING:
+    from .plugin import RagbenchState
+
+RECORD_KEY = pytest.StashKey[dict[str, Any]]()
+
+
+def marker_name(prefix: str, value: str) -> str:
+    """A valid marker name for a query attribute, e.g. ``difficulty_hard``."""
+    slug = re.sub(r"\W+", "_", value.strip().lower()).strip("_") or "none"
+    return f"{prefix}_{slug}"
+
+
+class CaseFailed(Exception):
+    """Raised by an item whose record says it failed; the report shows the record."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record.get("status"))
+        self.record = record
+
+
+class SuiteFile(pytest.File):
+    """A suite file; collecting it validates the suite and reads the dataset."""
+
+    def _state(self) -> RagbenchState:
+        from .plugin import STATE_KEY
+
+        return self.config.stash[STATE_KEY]
+
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        state = self._state()
+        runtime = state.runtime(self.nodeid, self.path)
+        dataset = runtime.dataset
+        seen: set[str] = set()
+        for q in dataset.queries:
+            names = [marker_name("tag", t) for t in q.tags]
+            if q.type:
+                names.append(marker_name("type", q.type))
+            if q.difficulty:
+                names.append(marker_name("difficulty", q.difficulty))
+            for name in names:
+                if name not in seen:
+                    seen.add(name)
+                    state.register_marker(name)
+        for spec in runtime.suite.retrievers:
+            yield RetrieverGroup.from_parent(self, name=spec.name)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, RagbenchError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class RetrieverGroup(pytest.Collector):
+    """The cases of one retriever of a suite."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        parent = self.parent
+        assert isinstance(parent, SuiteFile)
+        runtime = parent._state().runtime(parent.nodeid, parent.path)
+        for q in runtime.dataset.queries:
+            item = CaseItem.from_parent(self, name=q.id, retriever=self.name, case_id=q.id)
+            for t in q.tags:
+                item.add_marker(marker_name("tag", t))
+            if q.type:
+                item.add_marker(marker_name("type", q.type))
+            if q.difficulty:
+                item.add_marker(marker_name("difficulty", q.difficulty))
+            item.add_marker("ragbench")
+            yield item
+
+
+class CaseItem(pytest.Item):
+    """One query against one retriever. The work happens in setup so that a component that
+    fails shows as an ERROR, and a missed per-query threshold as a FAILURE."""
+
+    def __init__(self, *, retriever: str, case_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retriever = retriever
+        self.case_id = case_id
+
+    def _suite_file(self) -> SuiteFile:
+        node = self.parent.parent if self.parent else None
+        assert isinstance(node, SuiteFile)
+        return node
+
+    def setup(self) -> None:
+        suite_file = self._suite_file()
+        runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
+        rec = runtime.run_case(self.retriever, self.case_id)
+        self.stash[RECORD_KEY] = rec
+        for name, value in rec["metrics"].items():
+            # Per-metric properties so --junitxml carries the scores.
+            self.user_properties.append((f"{USER_PROPERTY}.{name}", value))
+        if rec["status"] == "error":
+            raise CaseFailed(rec)
+
+    def runtest(self) -> None:
+        rec = self.stash[RECORD_KEY]
+        if rec["status"] == "failed":
+            raise CaseFailed(rec)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, CaseFailed):
+            return format_case_failure(excinfo.value.record)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"ragbench {self.retriever}::{self.case_id}"

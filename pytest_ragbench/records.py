@@ -1,0 +1,99 @@
+"""The per-case record: the versioned, JSON-safe wire schema between workers and the controller.
+
+A record is a plain ``dict`` of str/int/float/bool/None/list/dict, so it crosses the pytest-xdist
+wire (execnet) and lands in JSONL files unchanged. Metric values that could not be computed are
+``None`` (NaN) and are counted, never dropped silently.
+
+Fields (schema version 1)::
+
+    schema          1
+    suite           suite id (the suite file's node id, e.g. "suites/qs.yaml")
+    suite_name      the suite's name
+    suite_hash      sha256 of the suite file
+    dataset_hash    sha256 of the corpus and the selected queries
+    retriever       retriever name in the suite
+    case_id         query id
+    run             repetition index (0 unless the suite repeats runs)
+    query           query text
+    type, difficulty, tags   query metadata (None / [] when absent)
+    status          "ok" | "failed" (a per-query threshold missed) | "error"
+    error           None | {"stage": "index"|"retrieve"|..., "type": str, "message": str}
+    metrics         {metric name: float | None}
+    latency_ms      float | None
+    n_relevant      number of relevant (grade > 0) documents in the labels
+    no_relevant     True when the query is judged but has no relevant document
+    retrieved       [[doc_id, score, grade | None], ...] top ``record_depth`` in evaluation order
+    missed          [[doc_id, grade], ...] relevant documents not retrieved within k
+    thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"}, ...]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+SCHEMA_VERSION = 1
+USER_PROPERTY = "ragbench_record"
+
+
+def record_key(rec: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    """The identity of a case within a run; the canonical sort order of records."""
+    return (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]), int(rec.get("run", 0)))
+
+
+def clean_float(value: Any) -> float | None:
+    """A plain finite float, or None for NaN/inf/None (numpy scalars become Python floats)."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def jsonable(value: Any) -> Any:
+    """Recursively convert to plain JSON types (numpy scalars, tuples, Paths, NaN -> None)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return clean_float(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    # numpy scalars and similar expose item()
+    item = getattr(value, "item", None)
+    if callable(item):
+        return jsonable(item())
+    return str(value)
+
+
+def error_record(
+    *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
+    etype: str = "Error",
+) -> dict[str, Any]:
+    """A minimal record for a case that died before producing one (e.g. a crashed worker)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "suite": suite,
+        "suite_name": suite,
+        "suite_hash": None,
+        "dataset_hash": None,
+        "retriever": retriever,
+        "case_id": case_id,
+        "run": run,
+        "query": None,
+        "type": None,
+        "difficulty": None,
+        "tags": [],
+        "status": "error",
+        "error": {"stage": stage, "type": etype, "message": message},
+        "metrics": {},
+        "latency_ms": None,
+        "n_relevant": None,
+        "no_relevant": False,
+        "retrieved": [],
+        "missed": [],
+        "thresholds": [],
+    }

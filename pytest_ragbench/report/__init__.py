@@ -1,0 +1,1 @@
+"""Renderers of run results: terminal summary, failure reports and result files."""

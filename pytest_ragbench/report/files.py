@@ -1,0 +1,135 @@
+"""Result files of a run: per-case JSONL (appended live), per-case CSV, summary JSON, Markdown."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ..records import jsonable, record_key
+
+CASES_JSONL = "cases.jsonl"
+CASES_CSV = "cases.csv"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+class JsonlAppender:
+    """Appends one JSON line per record and flushes it, so a crash loses no finished case."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh: IO[str] | None = path.open("a", encoding="utf-8")
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            raise ValueError(f"{self.path} is closed")
+        self._fh.write(json.dumps(jsonable(record), ensure_ascii=False, allow_nan=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read records back, skipping a torn last line left by a crash."""
+    out: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(jsonable(doc), indent=1, ensure_ascii=False, allow_nan=False)
+                   + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """One row per case: identity, status, every metric (blank = NaN), latency, error."""
+    recs = sorted(records, key=record_key)
+    metric_names: list[str] = []
+    for r in recs:
+        for m in r.get("metrics", {}):
+            if m not in metric_names:
+                metric_names.append(m)
+    cols = ["suite", "retriever", "case_id", "run", "status", "type", "difficulty", "tags",
+            *metric_names, "latency_ms", "n_relevant", "error"]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in recs:
+            m = r.get("metrics", {})
+            w.writerow([
+                r["suite"], r["retriever"], r["case_id"], r.get("run", 0), r.get("status"),
+                r.get("type") or "", r.get("difficulty") or "", ";".join(r.get("tags") or []),
+                *["" if m.get(n) is None else repr(float(m[n])) for n in metric_names],
+                "" if r.get("latency_ms") is None else r["latency_ms"],
+                "" if r.get("n_relevant") is None else r["n_relevant"],
+                (r.get("error") or {}).get("message", ""),
+            ])
+    tmp.replace(path)
+
+
+def _md(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(summary: Mapping[str, Any],
+                     baseline_rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """A Markdown summary suitable for a pull-request comment or a CI step summary."""
+    ok = summary["gates_passed"] and not any(r["regressed"] for r in baseline_rows)
+    lines = [f"## ragbench: {'passed' if ok else 'FAILED'}", ""]
+    for s in summary["suites"]:
+        lines += [f"### Suite `{_cell(s['name'])}`", ""]
+        metrics = s["metrics"]
+        lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
+                     + " |")
+        lines.append("|---|---:|---:|" + "---:|" * len(metrics))
+        for r in s["retrievers"]:
+            cells = []
+            for m in metrics:
+                st = r["metrics"][m]
+                cells.append(f"{_md(st['mean'])} [{_md(st['ci_low'])}, {_md(st['ci_high'])}]")
+            lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    if summary["gates"]:
+        lines += ["### Gates", "", "| | suite/retriever | gate | value | margin |",
+                  "|---|---|---|---:|---:|"]
+        for g in summary["gates"]:
+            mark = "PASS" if g["passed"] else "**FAIL**"
+            lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
+                         f"`{_cell(g['text'])}` | {_md(g['value'])} | {_md(g['margin'])} |")
+        lines.append("")
+    if baseline_rows:
+        lines += ["### Against the baseline", "",
+                  "| | suite/retriever | metric | baseline | current | delta | tolerance |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for b in baseline_rows:
+            mark = "**REGRESSED**" if b["regressed"] else "ok"
+            lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])} | "
+                         f"{_cell(b['metric'])} | {_md(b['baseline'])} | {_md(b['current'])} | "
+                         f"{_md(b['delta'])} | {b['tolerance']} |")
+        lines.append("")
+    return "\n".join(lines)

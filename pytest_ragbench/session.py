@@ -1,0 +1,266 @@
+"""Controller-side session plugin: collects records from reports, writes results as they arrive,
+aggregates once at the end, applies gates and baselines, and sets the exit status.
+
+Registered only on the controller (``not hasattr(config, "workerinput")``), so there is one
+aggregation path with or without pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .aggregate import summarize_run
+from .baseline import (
+    BaselineError,
+    compare_to_baseline,
+    load_baseline,
+    make_baseline,
+    save_baseline,
+)
+from .errors import RagbenchError
+from .records import error_record, jsonable
+from .report.files import (
+    CASES_CSV,
+    CASES_JSONL,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    JsonlAppender,
+    summary_markdown,
+    write_cases_csv,
+    write_json,
+)
+from .report.terminal import baseline_lines, failure_lines, gate_lines, summary_lines
+from .suite import Suite, is_suite_file
+
+_PACKAGES = ("pytest-ragbench", "pytest", "pytest-xdist", "numpy", "scipy", "rank-bm25", "httpx")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus random hex."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class RagbenchSession:
+    """Aggregates ragbench records on the controller."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.run_id = new_run_id()
+        self.started = _now()
+        self.t0 = time.monotonic()
+        self.records: dict[str, dict[str, Any]] = {}
+        self._appender: JsonlAppender | None = None
+        self.summary: dict[str, Any] | None = None
+        self.baseline_rows: list[dict[str, Any]] = []
+        self.messages: list[str] = []
+        self.failures: list[str] = []
+        self.run_dir: Path | None = None
+        out = config.getoption("ragbench_out")
+        self.out_root = (
+            (config.invocation_params.dir / out) if out else config.rootpath / ".ragbench" / "runs"
+        )
+        self.write_files = not config.getoption("ragbench_no_output")
+
+    # -- arriving results ------------------------------------------------------------------
+
+    def _run_dir(self) -> Path:
+        if self.run_dir is None:
+            self.run_dir = self.out_root / self.run_id
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _point_latest(self.out_root, self.run_id)
+        return self.run_dir
+
+    def _add(self, nodeid: str, rec: dict[str, Any]) -> None:
+        if nodeid in self.records:
+            return
+        self.records[nodeid] = rec
+        if self.write_files:
+            if self._appender is None:
+                self._appender = JsonlAppender(self._run_dir() / CASES_JSONL)
+            self._appender.append(rec)
+
+    def _is_case(self, nodeid: str) -> bool:
+        parts = nodeid.split("::")
+        return len(parts) == 3 and (
+            is_suite_file(Path(parts[0]))
+            or (self.config.rootpath / parts[0]).resolve() in self._explicit()
+        )
+
+    def _explicit(self) -> list[Path]:
+        from .plugin import STATE_KEY
+
+        return self.config.stash[STATE_KEY].explicit
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .plugin import REPORT_ATTR
+
+        rec = getattr(report, REPORT_ATTR, None)
+        if isinstance(rec, dict):
+            self._add(report.nodeid, rec)
+        elif report.failed and report.nodeid not in self.records and self._is_case(report.nodeid):
+            # The case died before producing a record (a crashed worker, a bug): keep it as an
+            # error so it is counted, not lost.
+            suite, retriever, case_id = report.nodeid.split("::")
+            message = str(report.longrepr).strip().splitlines()
+            self._add(report.nodeid, error_record(
+                suite=suite, retriever=retriever, case_id=case_id,
+                message=message[-1] if message else "the case failed without a record",
+                stage="crash" if report.when not in ("setup", "call", "teardown")
+                else report.when,
+            ))
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _suites(self) -> dict[str, Suite | None]:
+        from .plugin import STATE_KEY
+
+        state = self.config.stash[STATE_KEY]
+        out: dict[str, Suite | None] = {}
+        for rec in self.records.values():
+            sid = rec["suite"]
+            if sid not in out:
+                try:
+                    out[sid] = state.load_suite(self.config.rootpath / sid)
+                except (RagbenchError, OSError):
+                    out[sid] = None
+        return out
+
+    def run_metadata(self, exitstatus: int) -> dict[str, Any]:
+        from .plugin import STATE_KEY
+
+        state = self.config.stash[STATE_KEY]
+        return {
+            "id": self.run_id,
+            "started": self.started,
+            "finished": _now(),
+            "duration_s": round(time.monotonic() - self.t0, 3),
+            "command": [sys.argv[0], *self.config.invocation_params.args],
+            "cwd": str(self.config.invocation_params.dir),
+            "rootdir": str(self.config.rootpath),
+            "suites": [str(p) for p in state.explicit],
+            "git_commit": git_commit(self.config.rootpath),
+            "versions": package_versions(),
+            "workers": getattr(self.config.option, "numprocesses", None),
+            "exitstatus": int(exitstatus),
+            "partial": int(exitstatus) == int(pytest.ExitCode.INTERRUPTED),
+            "n_records": len(self.records),
+        }
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.records:
+            return
+        suites = self._suites()
+        summary = summarize_run(self.records.values(), suites)
+        run = self.run_metadata(exitstatus)
+        summary = jsonable({**summary, "run": run})
+        tolerances = {sid: s.tolerances for sid, s in suites.items() if s is not None}
+
+        baseline_path = self.config.getoption("ragbench_baseline")
+        if baseline_path:
+            try:
+                base = load_baseline(self.config.invocation_params.dir / baseline_path)
+            except BaselineError as exc:
+                self.failures.append(f"ragbench: {exc}")
+            else:
+                self.baseline_rows = jsonable(compare_to_baseline(
+                    summary, base, tolerances, self.config.getoption("ragbench_tolerance")))
+                summary["baseline"] = {"path": str(baseline_path), "rows": self.baseline_rows,
+                                       "baseline_run": base.get("run", {}).get("id")}
+        self.summary = summary
+        self.failures += failure_lines(summary, self.baseline_rows)
+
+        save_path = self.config.getoption("ragbench_save_baseline")
+        if save_path:
+            dest = self.config.invocation_params.dir / save_path
+            save_baseline(dest, make_baseline(summary, self.records.values(), run))
+            self.messages.append(f"baseline saved to {dest}")
+
+        if self.write_files:
+            self._write_outputs(summary)
+        if self.failures and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_outputs(self, summary: dict[str, Any]) -> None:
+        run_dir = self._run_dir()
+        if self._appender is not None:
+            self._appender.close()
+        write_cases_csv(run_dir / CASES_CSV, self.records.values())
+        write_json(run_dir / SUMMARY_JSON, summary)
+        md = summary_markdown(summary, self.baseline_rows)
+        (run_dir / SUMMARY_MD).write_text(md, encoding="utf-8")
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(md + "\n")
+        self.messages.append(f"results: {run_dir}")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        if self.summary is None:
+            return
+        tr.write_sep("=", "ragbench summary")
+        for line in summary_lines(self.summary):
+            tr.write_line(line)
+        if self.summary["gates"]:
+            tr.write_line("gates:")
+            for line in gate_lines(self.summary["gates"]):
+                tr.write_line(line)
+        if self.baseline_rows:
+            tr.write_line(f"baseline {self.summary['baseline']['path']}:")
+            for line in baseline_lines(self.baseline_rows):
+                tr.write_line(line)
+        for line in self.messages:
+            tr.write_line(line)
+        for line in self.failures:
+            tr.write_line(line, red=True, bold=True)
+
+    def pytest_unconfigure(self) -> None:
+        if self._appender is not None:
+            self._appender.close()
+
+
+def _point_latest(root: Path, run_id: str) -> None:
+    """Point ``root/latest`` at the newest run (a symlink, or a text file where links fail)."""
+    link = root / "latest"
+    tmp = root / f".latest-{run_id}"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(run_id, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        (root / "LATEST").write_text(run_id + "\n", encoding="utf-8")
