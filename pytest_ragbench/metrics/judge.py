@@ -1,0 +1,735 @@
+"""LLM-judged RAG metrics with the RAGAS definitions, in one judge call per item.
+
+Definitions (as in RAGAS):
+
+``faithfulness``
+    The answer is split into claims; each is checked against the retrieved contexts.
+    Score = supported claims / claims. NaN when the answer makes no claim.
+``answer_relevancy``
+    The judge writes ``n_questions`` questions that the answer answers; the score is the mean
+    cosine similarity between the embedding of the real question and each generated question's
+    embedding, or 0 when the judge flags the answer as noncommittal (evasive, a refusal).
+``context_precision``
+    Each ranked context gets a binary verdict v_k, "useful to arrive at the reference answer".
+    Score = sum_k (precision@k * v_k) / (number of useful contexts), 0 when none is useful
+    (and 0 when nothing was retrieved). Needs a reference.
+``context_recall``
+    The reference is split into claims; score = claims attributable to the contexts / claims.
+    Needs a reference; NaN when the reference makes no claim.
+``answer_correctness``
+    Answer claims are classified against the reference (TP: supported by the reference, FP: not
+    in the reference) and reference claims against the answer (FN: missing from the answer).
+    Factual F1 = TP / (TP + 0.5 * (FP + FN)). Without an embedder the score IS this factual F1.
+    With an embedder it is RAGAS's blend ``0.75 * F1 + 0.25 * cos(answer, reference)``, the
+    cosine clipped to [0, 1]. Needs a reference; NaN when neither side makes a claim.
+
+Cost. RAGAS spends 7 chat requests and 2 embedding requests per item on the first four metrics.
+In ``mode="batched"`` (default) :class:`Judge` asks for everything the requested metrics need in
+ONE chat request, sharing claim extraction between metrics (faithfulness and correctness use the
+same answer claims, context recall and correctness the same reference claims), and makes at most
+ONE embedding request (question, generated questions, and for correctness answer and reference,
+together). ``mode="per_metric"`` makes one chat request per metric (same schema, one section
+each) and still one embedding request. A parse failure costs one more request (one retry).
+
+Reply schema. The judge must reply with one JSON object (a single fenced ```json block is
+accepted) holding exactly the keys the prompt asks for; other keys are ignored. A "verdict" is
+``0`` or ``1`` (``false`` / ``true`` accepted). Context numbers are 1-based, as in the prompt.
+
+- ``"answer_claims"`` (faithfulness, answer_correctness): list of objects
+  ``{"claim": non-empty str, "supported": verdict, "ctx": [int, ...], "in_reference": verdict,
+  "why": str}``; ``supported`` is required for faithfulness, ``in_reference`` for
+  answer_correctness; ``ctx`` (contexts backing a supported claim) and ``why`` (reason for a 0)
+  are optional, but ``ctx`` numbers must be in 1..number of contexts.
+- ``"reference_claims"`` (context_recall, answer_correctness): list of objects
+  ``{"claim": str, "attributed": verdict, "ctx": [int, ...], "in_answer": verdict, "why": str}``;
+  ``attributed`` required for context_recall, ``in_answer`` for answer_correctness.
+- ``"useful"`` (context_precision): list of verdicts, exactly one per context, in rank order.
+- ``"questions"`` (answer_relevancy): list of exactly ``n_questions`` non-empty strings.
+- ``"noncommittal"`` (answer_relevancy): verdict.
+
+Failures are never exceptions: a reply that still does not validate after one retry (the retry
+message quotes the validation error), an :class:`~pytest_ragbench.llm.base.LLMError`, a missing
+embedder, or a bad embedding become an entry in :attr:`JudgeResult.errors` for every metric
+concerned, whose score is then NaN. A NaN score without an error entry means "not computable"
+(no reference, no claims) and :attr:`JudgeResult.verdicts` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from ..errors import did_you_mean
+from ..llm.base import LLM, Embedder, LLMError, Message, Usage
+
+__all__ = [
+    "JUDGED_METRICS",
+    "TEMPLATE_VERSION",
+    "Judge",
+    "JudgeInput",
+    "JudgeResult",
+]
+
+JUDGED_METRICS: tuple[str, ...] = (
+    "faithfulness",
+    "answer_relevancy",
+    "context_precision",
+    "context_recall",
+    "answer_correctness",
+)
+"""Names of the metrics :class:`Judge` computes."""
+
+_NEEDS_REFERENCE = frozenset({"context_precision", "context_recall", "answer_correctness"})
+_CORRECTNESS_WEIGHTS = (0.75, 0.25)  # factual F1, semantic similarity (the RAGAS defaults)
+_MODES = ("batched", "per_metric")
+_MAX_REPLY_IN_VERDICTS = 2000
+
+_SYSTEM_PROMPT = (
+    "You grade the output of a retrieval-augmented question answering system. Be literal: a "
+    "statement is backed by a text only if the text says it or it follows directly from it; "
+    "background knowledge does not count. Reply with one JSON object and nothing else."
+)
+
+# Sections appear only when a requested metric needs them, so a batched request pays for the
+# shared parts (question, answer, contexts, claim extraction) once.
+_USER_TEMPLATE = """\
+QUESTION: {{ question }}
+{% if show_answer %}
+ANSWER: {{ answer }}
+{% endif %}
+{% if show_reference %}
+REFERENCE: {{ reference }}
+{% endif %}
+{% if show_contexts %}
+CONTEXTS:
+{% for text in contexts %}
+[{{ loop.index }}] {{ text }}
+{% else %}
+(none)
+{% endfor %}
+{% endif %}
+
+Produce these keys:
+{% if ask.answer_claims %}
+- "answer_claims": the ANSWER split into short self-contained factual claims (resolve pronouns; \
+[] if it states no fact). Each is {"claim": text\
+{% if ask.ans_supported %}, "supported": 1 if the CONTEXTS back it else 0, \
+"ctx": [numbers of the contexts that back it]{% endif %}\
+{% if ask.ans_in_ref %}, "in_reference": 1 if the REFERENCE backs it else 0{% endif %}}.
+{% endif %}
+{% if ask.reference_claims %}
+- "reference_claims": the REFERENCE split into short self-contained factual claims. \
+Each is {"claim": text\
+{% if ask.ref_attributed %}, "attributed": 1 if the CONTEXTS back it else 0, \
+"ctx": [numbers of the contexts that back it]{% endif %}\
+{% if ask.ref_in_answer %}, "in_answer": 1 if the ANSWER states it else 0{% endif %}}.
+{% endif %}
+{% if ask.answer_claims or ask.reference_claims %}
+  Give each claim with a 0 a "why" of at most 12 words.
+{% endif %}
+{% if ask.useful %}
+- "useful": {{ contexts | length }} numbers, one per context in order: 1 if that context helps \
+to arrive at the REFERENCE, else 0.
+{% endif %}
+{% if ask.n_questions %}
+- "questions": {{ ask.n_questions }} different questions that the ANSWER would answer, derived \
+from the ANSWER's content alone (do not reword the QUESTION), each understandable on its own.
+- "noncommittal": 1 if the ANSWER is evasive, vague or declines to answer, else 0.
+{% endif %}
+
+Reply with only the JSON object {{ '{' }}{{ keys | join(', ') }}{{ '}' }}.
+"""
+
+_RETRY_TEMPLATE = (
+    "Your reply was rejected: {error}. Reply again with only the corrected JSON object, "
+    "following the instructions above."
+)
+
+TEMPLATE_VERSION: str = (
+    "judge-1+"
+    + hashlib.sha256(
+        "\0".join((_SYSTEM_PROMPT, _USER_TEMPLATE, _RETRY_TEMPLATE)).encode("utf-8")
+    ).hexdigest()[:12]
+)
+"""Identifies the judge prompts; it changes whenever any prompt text changes, so caches and
+suites that pin it never mix scores from different prompts."""
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """One RAG output to judge: the question, the generated answer, the ranked retrieved
+    contexts (best first) and, when the dataset has one, the reference answer."""
+
+    question: str
+    answer: str
+    contexts: tuple[str, ...]
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        # Callers often hold contexts in a list; keep the value immutable and hashable.
+        object.__setattr__(self, "contexts", tuple(self.contexts))
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """Scores and evidence for one item.
+
+    ``scores`` has every requested metric (NaN when it could not be computed); ``errors`` names
+    the metrics that failed and why; ``verdicts`` holds JSON-safe evidence per metric (claims,
+    verdicts, reasons, similarities, or ``skipped`` / ``error`` explanations); ``usage`` sums
+    the chat requests this item cost; ``embed_requests`` counts embedding requests.
+    """
+
+    scores: dict[str, float]
+    verdicts: dict[str, Any]
+    usage: Usage
+    embed_requests: int
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """Which parts of the reply schema one judge request asks for."""
+
+    ans_supported: bool = False
+    ans_in_ref: bool = False
+    ref_attributed: bool = False
+    ref_in_answer: bool = False
+    useful: bool = False
+    n_questions: int = 0
+
+    @property
+    def answer_claims(self) -> bool:
+        return self.ans_supported or self.ans_in_ref
+
+    @property
+    def reference_claims(self) -> bool:
+        return self.ref_attributed or self.ref_in_answer
+
+    def reply_keys(self) -> list[str]:
+        keys = []
+        if self.answer_claims:
+            keys.append("answer_claims")
+        if self.reference_claims:
+            keys.append("reference_claims")
+        if self.useful:
+            keys.append("useful")
+        if self.n_questions:
+            keys += ["questions", "noncommittal"]
+        return keys
+
+    @classmethod
+    def for_metrics(cls, metrics: Iterable[str], n_questions: int) -> _Ask:
+        wanted = set(metrics)
+        return cls(
+            ans_supported="faithfulness" in wanted,
+            ans_in_ref="answer_correctness" in wanted,
+            ref_attributed="context_recall" in wanted,
+            ref_in_answer="answer_correctness" in wanted,
+            useful="context_precision" in wanted,
+            n_questions=n_questions if "answer_relevancy" in wanted else 0,
+        )
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """A validated judge reply, with verdicts as ints and JSON-safe claim dicts."""
+
+    answer_claims: list[dict[str, Any]]
+    reference_claims: list[dict[str, Any]]
+    useful: list[int]
+    questions: list[str]
+    noncommittal: bool
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one judge request (with its retry) produced."""
+
+    reply: _Reply | None
+    error: str | None
+    usage: Usage
+    text: str | None
+
+
+class _SchemaError(ValueError):
+    """The judge's reply does not match the schema; the message is shown to the judge."""
+
+
+class _EmbedError(Exception):
+    """The embedder failed or returned something unusable."""
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n(.*?)\n?[ \t]*```", re.DOTALL)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _SchemaError(f"{name} is not allowed in the reply")
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    body = text.strip()
+    fenced = _FENCE.fullmatch(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise _SchemaError(
+            f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise _SchemaError(f"expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def _verdict(value: Any, where: str) -> int:
+    # bool is checked first because it is a subclass of int.
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    raise _SchemaError(f"{where}: expected 0 or 1, got {json.dumps(value)}")
+
+
+def _required(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in obj:
+        raise _SchemaError(f"{where}: missing key {key!r}")
+    return obj[key]
+
+
+def _context_numbers(value: Any, where: str, n_contexts: int) -> list[int]:
+    if not isinstance(value, list):
+        raise _SchemaError(f"{where}: expected an array of context numbers")
+    numbers = []
+    for i, number in enumerate(value):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise _SchemaError(f"{where}[{i}]: expected a context number, got {json.dumps(number)}")
+        if not 1 <= number <= n_contexts:
+            allowed = f"1..{n_contexts}" if n_contexts else "none (there are no contexts)"
+            raise _SchemaError(f"{where}[{i}]: context number {number} out of range ({allowed})")
+        numbers.append(number)
+    return numbers
+
+
+def _claims(
+    obj: Mapping[str, Any],
+    key: str,
+    verdict_keys: Sequence[str],
+    with_ctx: bool,
+    n_contexts: int,
+) -> list[dict[str, Any]]:
+    value = _required(obj, key, "reply")
+    if not isinstance(value, list):
+        raise _SchemaError(f"{key}: expected an array, got {_json_type(value)}")
+    claims = []
+    for i, entry in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise _SchemaError(f"{where}: expected an object, got {_json_type(entry)}")
+        text = _required(entry, "claim", where)
+        if not isinstance(text, str) or not text.strip():
+            raise _SchemaError(f"{where}.claim: expected a non-empty string")
+        claim: dict[str, Any] = {"claim": text.strip()}
+        for verdict_key in verdict_keys:
+            claim[verdict_key] = _verdict(
+                _required(entry, verdict_key, where), f"{where}.{verdict_key}"
+            )
+        if with_ctx:
+            claim["ctx"] = _context_numbers(entry.get("ctx", []), f"{where}.ctx", n_contexts)
+        why = entry.get("why")
+        if why is not None:
+            if not isinstance(why, str):
+                raise _SchemaError(f"{where}.why: expected a string")
+            claim["why"] = why.strip()
+        claims.append(claim)
+    return claims
+
+
+def _parse_reply(text: str, ask: _Ask, n_contexts: int) -> _Reply:
+    obj = _load_object(text)
+    answer_claims: list[dict[str, Any]] = []
+    reference_claims: list[dict[str, Any]] = []
+    useful: list[int] = []
+    questions: list[str] = []
+    noncommittal = False
+    if ask.answer_claims:
+        flags = (("supported", ask.ans_supported), ("in_reference", ask.ans_in_ref))
+        keys = [k for k, on in flags if on]
+        answer_claims = _claims(obj, "answer_claims", keys, ask.ans_supported, n_contexts)
+    if ask.reference_claims:
+        flags = (("attributed", ask.ref_attributed), ("in_answer", ask.ref_in_answer))
+        keys = [k for k, on in flags if on]
+        reference_claims = _claims(obj, "reference_claims", keys, ask.ref_attributed, n_contexts)
+    if ask.useful:
+        value = _required(obj, "useful", "reply")
+        if not isinstance(value, list):
+            raise _SchemaError(f"useful: expected an array, got {_json_type(value)}")
+        if len(value) != n_contexts:
+            raise _SchemaError(
+                f"useful: expected {n_contexts} verdicts (one per context), got {len(value)}"
+            )
+        useful = [_verdict(v, f"useful[{i}]") for i, v in enumerate(value)]
+    if ask.n_questions:
+        value = _required(obj, "questions", "reply")
+        if not isinstance(value, list):
+            raise _SchemaError(f"questions: expected an array, got {_json_type(value)}")
+        if len(value) != ask.n_questions:
+            raise _SchemaError(f"questions: expected {ask.n_questions} questions, got {len(value)}")
+        for i, question in enumerate(value):
+            if not isinstance(question, str) or not question.strip():
+                raise _SchemaError(f"questions[{i}]: expected a non-empty string")
+            questions.append(question.strip())
+        noncommittal = bool(_verdict(_required(obj, "noncommittal", "reply"), "noncommittal"))
+    return _Reply(answer_claims, reference_claims, useful, questions, noncommittal)
+
+
+def _average_precision(useful: Sequence[int]) -> tuple[float, list[float]]:
+    precision_at_k = []
+    hits = 0
+    total = 0.0
+    for k, verdict in enumerate(useful, start=1):
+        hits += verdict
+        precision_at_k.append(hits / k)
+        total += precision_at_k[-1] * verdict
+    return (total / hits if hits else 0.0), precision_at_k
+
+
+def _cosines(matrix: np.ndarray, anchor: int, others: Sequence[int]) -> list[float]:
+    norms = np.linalg.norm(matrix, axis=1)
+    rows = [anchor, *others]
+    if np.any(norms[rows] == 0.0):
+        raise _EmbedError("the embedder returned a zero vector")
+    sims = matrix[list(others)] @ matrix[anchor] / (norms[list(others)] * norms[anchor])
+    return [float(s) for s in sims]
+
+
+class Judge:
+    """Computes the :data:`JUDGED_METRICS` for one item at a time with an LLM judge.
+
+    ``llm`` answers the judge prompts; ``embedder`` is needed for ``answer_relevancy`` and turns
+    ``answer_correctness`` into RAGAS's weighted blend. ``mode`` is ``"batched"`` (one chat
+    request per item for all requested metrics) or ``"per_metric"`` (one per metric).
+    ``n_questions`` is how many questions answer relevancy generates. ``params`` go to every
+    ``llm.chat`` call unchanged (e.g. ``{"temperature": 0, "seed": 0}`` for repeatable
+    judging). ``template_version`` pins the prompts: a value other than
+    :data:`TEMPLATE_VERSION` is refused, so scores from different prompts are never mixed.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        embedder: Embedder | None = None,
+        *,
+        mode: str = "batched",
+        n_questions: int = 3,
+        params: Mapping[str, Any] | None = None,
+        template_version: str = TEMPLATE_VERSION,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"judge mode must be one of {_MODES}, got {mode!r}")
+        if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:
+            raise ValueError(f"n_questions must be a positive integer, got {n_questions!r}")
+        if template_version != TEMPLATE_VERSION:
+            raise ValueError(
+                f"judge template version {template_version!r} was requested but this "
+                f"pytest-ragbench has {TEMPLATE_VERSION!r}; scores would not be comparable"
+            )
+        self.llm = llm
+        self.embedder = embedder
+        self.mode = mode
+        self.n_questions = n_questions
+        self.params: dict[str, Any] = dict(params or {})
+        self.template_version = template_version
+        env = jinja2.Environment(
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+            undefined=jinja2.StrictUndefined,
+        )
+        self._template = env.from_string(_USER_TEMPLATE)
+
+    def messages(self, item: JudgeInput, metrics: Sequence[str]) -> list[Message]:
+        """The chat messages of the single batched request for ``metrics`` (for inspection,
+        dry runs and token estimates); metrics that need no request are left out, and the list is
+        empty when none does."""
+        wanted = [m for m in self._check(metrics) if self._skip(item, m) is None]
+        ask = _Ask.for_metrics(wanted, self.n_questions)
+        return self._messages(item, ask) if ask.reply_keys() else []
+
+    async def evaluate(self, item: JudgeInput, metrics: Sequence[str]) -> JudgeResult:
+        """Judge ``item`` on ``metrics`` (names from :data:`JUDGED_METRICS`).
+
+        Never raises for judge or embedder failures: see :class:`JudgeResult`.
+        Raises :class:`ValueError` for an unknown metric name.
+        """
+        wanted = self._check(metrics)
+        scores = {m: math.nan for m in wanted}
+        verdicts: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+
+        pending = []
+        for metric in wanted:
+            skip = self._skip(item, metric)
+            if skip is None:
+                pending.append(metric)
+                continue
+            kind, reason, score = skip
+            scores[metric] = score
+            verdicts[metric] = {kind: reason}
+            if kind == "error":
+                errors[metric] = reason
+
+        groups = [pending] if self.mode == "batched" else [[m] for m in pending]
+        groups = [g for g in groups if g]
+        outcomes = await asyncio.gather(
+            *(self._request(item, _Ask.for_metrics(g, self.n_questions)) for g in groups)
+        )
+        usage = Usage(0, 0, 0)
+        # Texts to embed, and for each metric that needs them, the row indices it uses.
+        embed_texts: list[str] = []
+        relevancy_rows: tuple[int, list[int]] | None = None
+        correctness_rows: tuple[int, int] | None = None
+        correctness_f1 = math.nan
+
+        for group, outcome in zip(groups, outcomes, strict=True):
+            usage += outcome.usage
+            if outcome.reply is None:
+                assert outcome.error is not None
+                for metric in group:
+                    errors[metric] = outcome.error
+                    verdicts[metric] = {"error": outcome.error}
+                    if outcome.text is not None:
+                        verdicts[metric]["reply"] = outcome.text[:_MAX_REPLY_IN_VERDICTS]
+                continue
+            reply = outcome.reply
+            for metric in group:
+                if metric == "faithfulness":
+                    scores[metric], verdicts[metric] = _claim_ratio(
+                        reply.answer_claims, "supported", "the answer states no claim"
+                    )
+                elif metric == "context_recall":
+                    scores[metric], verdicts[metric] = _claim_ratio(
+                        reply.reference_claims, "attributed", "the reference states no claim"
+                    )
+                elif metric == "context_precision":
+                    ap, precision_at_k = _average_precision(reply.useful)
+                    scores[metric] = ap
+                    verdicts[metric] = {"useful": reply.useful, "precision_at_k": precision_at_k}
+                elif metric == "answer_relevancy":
+                    verdicts[metric] = {
+                        "questions": reply.questions,
+                        "noncommittal": reply.noncommittal,
+                    }
+                    if reply.noncommittal:
+                        scores[metric] = 0.0
+                    else:
+                        start = len(embed_texts)
+                        embed_texts += [item.question, *reply.questions]
+                        others = list(range(start + 1, len(embed_texts)))
+                        relevancy_rows = (start, others)
+                elif metric == "answer_correctness":
+                    correctness_f1, verdicts[metric] = _factual_f1(reply)
+                    if self.embedder is None or math.isnan(correctness_f1):
+                        scores[metric] = correctness_f1
+                    else:
+                        start = len(embed_texts)
+                        embed_texts += [item.answer, item.reference or ""]
+                        correctness_rows = (start, start + 1)
+
+        embed_requests = 0
+        if embed_texts:
+            assert self.embedder is not None
+            embed_requests = 1
+            matrix: np.ndarray | None = None
+            embed_error = ""
+            try:
+                matrix = await self._embed(embed_texts)
+            except _EmbedError as exc:
+                embed_error = str(exc)
+
+            def cosines(anchor: int, others: list[int]) -> list[float]:
+                # A failed embedding request fails every metric that was waiting for it.
+                if matrix is None:
+                    raise _EmbedError(embed_error)
+                return _cosines(matrix, anchor, others)
+
+            if relevancy_rows is not None:
+                try:
+                    sims = cosines(*relevancy_rows)
+                    scores["answer_relevancy"] = float(np.mean(sims))
+                    verdicts["answer_relevancy"]["similarities"] = sims
+                except _EmbedError as exc:
+                    errors["answer_relevancy"] = verdicts["answer_relevancy"]["error"] = str(exc)
+            if correctness_rows is not None:
+                try:
+                    (sim,) = cosines(correctness_rows[0], [correctness_rows[1]])
+                    sim = min(1.0, max(0.0, sim))
+                    w_f1, w_sim = _CORRECTNESS_WEIGHTS
+                    scores["answer_correctness"] = w_f1 * correctness_f1 + w_sim * sim
+                    verdicts["answer_correctness"].update(
+                        similarity=sim,
+                        formula=f"{w_f1} * factual_f1 + {w_sim} * similarity",
+                    )
+                except _EmbedError as exc:
+                    errors["answer_correctness"] = str(exc)
+                    verdicts["answer_correctness"]["error"] = str(exc)
+
+        return JudgeResult(
+            scores=scores,
+            verdicts=verdicts,
+            usage=usage,
+            embed_requests=embed_requests,
+            errors=errors,
+        )
+
+    def _check(self, metrics: Sequence[str]) -> list[str]:
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        wanted: list[str] = []
+        for metric in metrics:
+            if metric not in JUDGED_METRICS:
+                raise ValueError(
+                    f"unknown judged metric {metric!r}{did_you_mean(metric, JUDGED_METRICS)}; "
+                    f"known: {', '.join(JUDGED_METRICS)}"
+                )
+            if metric not in wanted:
+                wanted.append(metric)
+        return wanted
+
+    def _skip(self, item: JudgeInput, metric: str) -> tuple[str, str, float] | None:
+        """Why ``metric`` needs no judge request, as ``(kind, reason, score)`` with kind
+        ``"error"`` or ``"skipped"``; None when it needs one."""
+        if metric == "answer_relevancy" and self.embedder is None:
+            return ("error", "answer_relevancy needs an embedder", math.nan)
+        if metric in _NEEDS_REFERENCE and not (item.reference and item.reference.strip()):
+            reason = f"{metric} needs a reference answer and the item has none"
+            return ("skipped", reason, math.nan)
+        if metric == "context_precision" and not item.contexts:
+            # Nothing retrieved means no useful context at any rank: the "none useful" case.
+            return ("skipped", "no contexts were retrieved", 0.0)
+        return None
+
+    def _messages(self, item: JudgeInput, ask: _Ask) -> list[Message]:
+        user = self._template.render(
+            question=item.question,
+            answer=item.answer,
+            reference=item.reference or "",
+            contexts=list(item.contexts),
+            ask=ask,
+            keys=[json.dumps(k) + ": ..." for k in ask.reply_keys()],
+            show_answer=ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions),
+            show_reference=ask.reference_claims or ask.ans_in_ref or ask.useful,
+            show_contexts=ask.ans_supported or ask.ref_attributed or ask.useful,
+        )
+        return [
+            {"role": "system", "content": _SYSTEM_PROMPT},
+            {"role": "user", "content": user},
+        ]
+
+    async def _request(self, item: JudgeInput, ask: _Ask) -> _Outcome:
+        messages = self._messages(item, ask)
+        usage = Usage(0, 0, 0)
+        text: str | None = None
+        error = ""
+        for _attempt in range(2):
+            try:
+                completion = await self.llm.chat(messages, **self.params)
+            except LLMError as exc:
+                return _Outcome(None, f"judge request failed: {exc}", usage, text)
+            usage += completion.usage
+            text = completion.text
+            try:
+                reply = _parse_reply(text, ask, len(item.contexts))
+            except _SchemaError as exc:
+                error = str(exc)
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": _RETRY_TEMPLATE.format(error=error)},
+                ]
+                continue
+            return _Outcome(reply, None, usage, text)
+        return _Outcome(
+            None, f"judge reply did not parse as JSON after 1 retry: {error}", usage, text
+        )
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        assert self.embedder is not None
+        try:
+            raw = await self.embedder.embed(texts)
+        except LLMError as exc:
+            raise _EmbedError(f"embedding request failed: {exc}") from None
+        matrix = np.asarray(raw, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts):
+            raise _EmbedError(f"the embedder returned shape {matrix.shape} for {len(texts)} texts")
+        if not np.all(np.isfinite(matrix)):
+            raise _EmbedError("the embedder returned non-finite values")
+        return matrix
+
+
+def _claim_ratio(
+    claims: list[dict[str, Any]], verdict_key: str, empty_note: str
+) -> tuple[float, dict[str, Any]]:
+    backed = sum(c[verdict_key] for c in claims)
+    evidence: dict[str, Any] = {
+        "claims": [
+            {k: c[k] for k in ("claim", verdict_key, "ctx", "why") if k in c} for c in claims
+        ],
+        verdict_key: backed,
+        "total": len(claims),
+    }
+    if not claims:
+        evidence["note"] = empty_note
+        return math.nan, evidence
+    return backed / len(claims), evidence
+
+
+def _factual_f1(reply: _Reply) -> tuple[float, dict[str, Any]]:
+    tp = sum(c["in_reference"] for c in reply.answer_claims)
+    fp = len(reply.answer_claims) - tp
+    fn = sum(1 - c["in_answer"] for c in reply.reference_claims)
+    denominator = tp + 0.5 * (fp + fn)
+    f1 = tp / denominator if denominator else math.nan
+    evidence: dict[str, Any] = {
+        "answer_claims": [
+            {k: c[k] for k in ("claim", "in_reference", "why") if k in c}
+            for c in reply.answer_claims
+        ],
+        "reference_claims": [
+            {k: c[k] for k in ("claim", "in_answer", "why") if k in c}
+            for c in reply.reference_claims
+        ],
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "factual_f1": None if math.isnan(f1) else f1,  # NaN is not valid JSON
+        "formula": "factual_f1",
+    }
+    if not denominator:
+        evidence["note"] = "neither the answer nor the reference states a claim"
+    return f1, evidence
