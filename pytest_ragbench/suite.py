@@ -36,6 +36,7 @@ _TOP_KEYS = {
     "baseline": "baseline comparison settings (tolerance)",
     "seed": "seed for bootstrap confidence intervals",
     "record_depth": "how many retrieved documents each record keeps for reports",
+    "xfail": "known failures: query id -> reason (the item is reported as xfailed)",
 }
 _DATASET_KEYS = {
     "name", "path", "split", "corpus", "queries", "qrels", "query_ids", "max_queries",
@@ -71,6 +72,7 @@ class Suite:
     seed: int = 0
     record_depth: int = 20
     suite_hash: str = ""
+    xfail: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:
@@ -220,7 +222,20 @@ def load_suite(path: Path, known_retrievers: Sequence[str]) -> Suite:
         seed=seed,
         record_depth=depth,
         suite_hash=hashlib.sha256(raw).hexdigest(),
+        xfail=_parse_xfail(ctx, data.get("xfail") or {}),
     )
+
+
+def _parse_xfail(ctx: _Ctx, value: Any) -> Mapping[str, str]:
+    if isinstance(value, list):
+        value = {str(q): "known failure" for q in value}
+    data = ctx.mapping(value, ("xfail",))
+    out: dict[str, str] = {}
+    for qid, reason in data.items():
+        if not isinstance(reason, str):
+            raise ctx.error(("xfail", qid), f"expected a reason string, got {_type_name(reason)}")
+        out[str(qid)] = reason
+    return out
 
 
 def _parse_metrics(ctx: _Ctx, value: Any) -> tuple[MetricSpec, ...]:
