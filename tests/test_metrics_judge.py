@@ -229,6 +229,16 @@ async def test_per_metric_prompts_leave_out_unneeded_parts() -> None:
     assert ITEM.contexts[2] in prompts["answer_claims"]
 
 
+@pytest.mark.asyncio
+async def test_relevancy_only_prompt_hides_the_real_question() -> None:
+    llm = OracleLLM(FULL_REPLY)
+    await Judge(llm, FakeEmbedder(VECTORS)).evaluate(ITEM, ["answer_relevancy"])
+    prompt = llm.calls[0][0][1]["content"]
+    assert ITEM.question not in prompt
+    assert ITEM.answer in prompt
+    assert ITEM.contexts[0] not in prompt
+
+
 @pytest.mark.parametrize(
     ("useful", "expected"),
     [

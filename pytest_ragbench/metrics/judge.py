@@ -102,7 +102,9 @@ _SYSTEM_PROMPT = (
 # Sections appear only when a requested metric needs them, so a batched request pays for the
 # shared parts (question, answer, contexts, claim extraction) once.
 _USER_TEMPLATE = """\
+{% if show_question %}
 QUESTION: {{ question }}
+{% endif %}
 {% if show_answer %}
 ANSWER: {{ answer }}
 {% endif %}
@@ -142,7 +144,8 @@ to arrive at the REFERENCE, else 0.
 {% endif %}
 {% if ask.n_questions %}
 - "questions": {{ ask.n_questions }} different questions that the ANSWER would answer, derived \
-from the ANSWER's content alone (do not reword the QUESTION), each understandable on its own.
+from the ANSWER's content alone{% if show_question %} (do not reword the QUESTION){% endif %}, \
+each understandable on its own.
 - "noncommittal": 1 if the ANSWER is evasive, vague or declines to answer, else 0.
 {% endif %}
 
@@ -642,6 +645,9 @@ class Judge:
             contexts=list(item.contexts),
             ask=ask,
             keys=[json.dumps(k) + ": ..." for k in ask.reply_keys()],
+            # As in RAGAS, questions are generated from the answer without seeing the real one,
+            # which would otherwise leak into them and inflate answer relevancy.
+            show_question=ask.answer_claims or ask.reference_claims or ask.useful,
             show_answer=ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions),
             show_reference=ask.reference_claims or ask.ans_in_ref or ask.useful,
             show_contexts=ask.ans_supported or ask.ref_attributed or ask.useful,
