@@ -30,6 +30,9 @@ same answer claims, context recall and correctness the same reference claims), a
 ONE embedding request (question, generated questions, and for correctness answer and reference,
 together). ``mode="per_metric"`` makes one chat request per metric (same schema, one section
 each) and still one embedding request. A parse failure costs one more request (one retry).
+In per-metric mode answer relevancy questions are generated without showing the real question,
+as in RAGAS; in batched mode the judge sees it (the other sections need it) and is told not to
+reword it.
 
 Reply schema. The judge must reply with one JSON object (a single fenced ```json block is
 accepted) holding exactly the keys the prompt asks for; other keys are ignored. A "verdict" is
