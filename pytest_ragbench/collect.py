@@ -29,14 +29,6 @@ def marker_name(prefix: str, value: str) -> str:
     return f"{prefix}_{slug}"
 
 
-class CaseFailed(Exception):
-    """Raised by an item whose record says it failed; the report shows the record."""
-
-    def __init__(self, record: dict[str, Any]) -> None:
-        super().__init__(record.get("status"))
-        self.record = record
-
-
 class SuiteFile(pytest.File):
     """A suite file; collecting it validates the suite and reads the dataset."""
 
@@ -114,17 +106,13 @@ class CaseItem(pytest.Item):
             # Per-metric properties so --junitxml carries the scores.
             self.user_properties.append((f"{USER_PROPERTY}.{name}", value))
         if rec["status"] == "error":
-            raise CaseFailed(rec)
+            # pytrace=False: the record says what went wrong; a traceback of the plugin would not.
+            pytest.fail(format_case_failure(rec), pytrace=False)
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]
         if rec["status"] == "failed":
-            raise CaseFailed(rec)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
-        if isinstance(excinfo.value, CaseFailed):
-            return format_case_failure(excinfo.value.record)
-        return super().repr_failure(excinfo)
+            pytest.fail(format_case_failure(rec), pytrace=False)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"ragbench {self.retriever}::{self.case_id}"

@@ -1,0 +1,95 @@
+"""Shared helpers for plugin tests: a small suite written into a pytester directory."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+BASE_INI = "[pytest]\npythonpath = .\nasyncio_default_fixture_loop_scope = function\n"
+
+DOCS = [
+    {"_id": "d1", "title": "Espresso grind", "text": "Espresso needs a fine grind and 9 bar."},
+    {"_id": "d2", "title": "Cold brew", "text": "Cold brew steeps coarse grounds for hours."},
+    {"_id": "d3", "title": "Milk steaming", "text": "Steam milk to about 60 degrees."},
+    {"_id": "d4", "title": "Descaling", "text": "Descale the kettle and machine with citric acid."},
+    {"_id": "d5", "title": "Pour over",
+     "text": "Pour over uses a medium fine grind and a gooseneck."},
+    {"_id": "d6", "title": "Beans", "text": "Store beans airtight away from light."},
+]
+
+QUERIES = [
+    {"_id": "q1", "text": "espresso grind size", "relevant": {"d1": 2, "d5": 1},
+     "type": "factoid", "difficulty": "easy", "tags": ["espresso"]},
+    {"_id": "q2", "text": "how long to steep cold brew", "relevant": {"d2": 2, "d3": 0},
+     "type": "numeric", "difficulty": "hard", "tags": ["cold_brew", "numeric"]},
+    {"_id": "q3", "text": "milk temperature for steaming", "relevant": {"d3": 2},
+     "type": "numeric", "difficulty": "easy", "tags": ["milk", "numeric"]},
+    {"_id": "q4", "text": "remove scale with citric acid", "relevant": {"d4": 1},
+     "type": "how_to", "difficulty": "hard", "tags": ["cleaning"]},
+    {"_id": "q5", "text": "keeping beans fresh", "relevant": {"d6": 2, "d2": 0},
+     "type": "how_to", "difficulty": "medium", "tags": ["beans"]},
+]
+
+OVERLAP_RETRIEVER = '''
+import os
+
+class Overlap:
+    """Scores documents by words shared with the query (test retriever)."""
+
+    def __init__(self, fail_on: str = "", crash_on: str = "", interrupt_on: str = "",
+                 drop: str = ""):
+        self.fail_on, self.crash_on, self.interrupt_on = fail_on, crash_on, interrupt_on
+        self.drop = set(drop.split(",")) if drop else set()
+
+    def index(self, corpus):
+        self.docs = [(d.id, set((d.title + " " + d.text).lower().replace(".", "").split()))
+                     for d in corpus]
+
+    def retrieve(self, query, k):
+        if self.fail_on and self.fail_on in query:
+            raise RuntimeError("backend unavailable")
+        if self.crash_on and self.crash_on in query:
+            os._exit(3)
+        if self.interrupt_on and self.interrupt_on in query:
+            raise KeyboardInterrupt
+        q = set(query.lower().split())
+        scored = [(i, float(len(q & t))) for i, t in self.docs if i not in self.drop]
+        scored = [s for s in scored if s[1] > 0]
+        scored.sort(key=lambda x: (-x[1], x[0]))
+        return scored[:k]
+'''
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def mini_suite(pytester: pytest.Pytester):
+    """Write the mini dataset, a retriever module and a suite; returns a writer for variants."""
+    write_jsonl(pytester.path / "corpus.jsonl", DOCS)
+    write_jsonl(pytester.path / "queries.jsonl", QUERIES)
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
+    # xdist workers started from an in-process pytester run inherit the outer interpreter's
+    # startup sys.path, so the retriever module is found through pytest's pythonpath ini.
+    pytester.makeini(BASE_INI)
+
+    def write(body: str = "", name: str = "suite.yaml", **params: str) -> Path:
+        ret_params = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in params.items())
+        text = textwrap.dedent(body) if body else (
+            "name: mini\n"
+            "dataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
+            "retrievers:\n  overlap:\n    type: overlap_retriever:Overlap" + ret_params + "\n"
+            "metrics: [ndcg@10, recall@10, mrr@10]\n"
+        )
+        path = pytester.path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,331 @@
+"""Plugin behaviour end to end: collection, reports, gates, outputs, baselines, xdist parity."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import BASE_INI
+
+SUITE = "--ragbench=suite.yaml"
+
+
+def summary_section(lines: list[str]) -> list[str]:
+    """The terminal summary lines that must not depend on timing or worker count."""
+    start = next(i for i, line in enumerate(lines) if "ragbench summary" in line)
+    out = []
+    for line in lines[start + 1:]:
+        if line.startswith(("results:", "=")):
+            break
+        out.append(line)
+    return out
+
+
+def latest_run(root: Path) -> Path:
+    return (root / ".ragbench" / "runs" / "latest").resolve()
+
+
+def test_collects_one_item_per_query_and_retriever(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "suite.yaml::overlap::q1",
+        "suite.yaml::overlap::q2",
+        "suite.yaml::overlap::q5",
+        "5 tests collected*",
+    ])
+
+
+def test_order_is_dataset_order_across_retrievers(pytester, mini_suite):
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          b: {type: "overlap_retriever:Overlap"}
+          a: {type: "overlap_retriever:Overlap"}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE, "--collect-only", "-q")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == [f"suite.yaml::{r}::q{i}" for r in ("b", "a") for i in range(1, 6)]
+
+
+def test_k_selects_queries_and_retrievers(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "-k", "q2 or q4", "-q")
+    result.assert_outcomes(passed=2)
+    result = pytester.runpytest(SUITE, "-k", "overlap and not q1", "-q")
+    result.assert_outcomes(passed=4)
+
+
+def test_query_metadata_become_registered_markers(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--strict-markers", "-m",
+                                "difficulty_hard and not tag_numeric", "-q")
+    result.assert_outcomes(passed=1)  # q4: hard, not numeric
+    result = pytester.runpytest(SUITE, "--strict-markers", "-m", "type_numeric", "-q")
+    result.assert_outcomes(passed=2)
+    result = pytester.runpytest(SUITE, "--markers")
+    result.stdout.fnmatch_lines(["*ragbench: a case collected from a ragbench suite*"])
+
+
+def test_summary_shows_means_ci_counts_and_passes(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "*ragbench summary*",
+        "suite mini [[]suite.yaml[]] dataset *",
+        "  overlap: 5 cases, 0 errors, 0 below per-query thresholds",
+        "    metric * mean * 95% CI * n * nan",
+        "    ndcg@10 * [[]*, *[]] * 5 * 0",
+    ])
+
+
+def test_failing_threshold_report_shows_query_hits_missed_and_margin(pytester, mini_suite):
+    path = mini_suite(drop="d4")
+    path.write_text(path.read_text() + "thresholds:\n  recall@10: 0.5\n")
+    result = pytester.runpytest(SUITE, "-k", "q4")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*query q4 (overlap): 'remove scale with citric acid'",
+        "threshold failed: recall@10 = 0.0000, expected >= 0.5 (missed by 0.5000)",
+        "top * retrieved (rank, doc id, score, grade):",
+        "relevant but not retrieved: d4 (grade 1)",
+    ])
+
+
+def test_retrieved_grades_are_listed_in_failure(pytester, mini_suite):
+    path = mini_suite()
+    path.write_text(path.read_text() + "thresholds:\n  ndcg@10: 1.01\n")
+    result = pytester.runpytest(SUITE, "-k", "q1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*1. d1  *  grade 2", "*d5  *  grade 1"])
+
+
+def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suite):
+    path = mini_suite(fail_on="milk")
+    path.write_text(path.read_text() + "gates:\n  error_rate: '<= 0.1'\n")
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines([
+        "*error [[]retrieve[]]: retriever 'overlap' raised RuntimeError: backend unavailable",
+        "  overlap: 5 cases, 1 errors, 0 below per-query thresholds",
+        "    ndcg@10 * 4 * 0",
+        "*FAIL mini/overlap: error_rate 0.2000 <= 0.1*",
+        "ragbench: gate failed: mini/overlap error_rate = 0.2000, expected <= 0.1*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("return [('nope', 1.0)]", "returned unknown document id 'nope' at rank 1"),
+        ("return [('d1', 1.0), ('d1', 0.5)]", "returned document 'd1' twice"),
+        ("return [('d1', float('nan'))]", "returned a non-finite score (nan) for 'd1'"),
+        ("return [('d1', 1.0)] * 0 + [(f'd{i}', 1.0) for i in range(1, 7)]",
+         "returned 6 results, more than k=3"),
+        ("return 'd1'", "returned str, expected a list of (doc_id, score) pairs"),
+    ],
+)
+def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, body, message):
+    pytester.makepyfile(bad=f"""
+        class Bad:
+            def index(self, corpus):
+                pass
+            def retrieve(self, query, k):
+                {body}
+    """)
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bad: {type: "bad:Bad"}}
+        metrics: [ndcg@3]
+        k: 3
+    """)
+    result = pytester.runpytest(SUITE, "-k", "q1")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{message}*", "*1 errors*"])
+
+
+def test_async_retriever_is_awaited(pytester, mini_suite):
+    pytester.makepyfile(aret="""
+        class Async:
+            async def index(self, corpus):
+                self.ids = [d.id for d in corpus]
+            async def retrieve(self, query, k):
+                return [(self.ids[0], 1.0)]
+    """)
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {a: {type: "aret:Async"}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE, "-k", "q1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["    recall@10 * 0.5000 *"])
+
+
+def test_gate_failure_sets_exit_code_although_all_tests_pass(pytester, mini_suite):
+    path = mini_suite(drop="d5")
+    path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.99'\n  mrr@10: 0.1\n")
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=5)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "gates:",
+        "  FAIL mini/overlap: ndcg@10 * >= 0.99 (margin -*)",
+        "  PASS mini/overlap: mrr@10 * >= 0.1 (margin +*)",
+        "ragbench: gate failed: mini/overlap ndcg@10 = *, expected >= 0.99 (missed by *)",
+    ])
+
+
+def test_output_files_written_with_schema_and_metadata(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE)
+    assert result.ret == 0
+    run = latest_run(pytester.path)
+    assert run.parent.name == "runs"
+    lines = (run / "cases.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    rec = json.loads(lines[0])
+    assert rec["schema"] == 1 and rec["retriever"] == "overlap"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["schema_version"] == 1
+    meta = summary["run"]
+    assert meta["id"] == run.name
+    for key in ("started", "finished", "command", "versions", "git_commit", "partial"):
+        assert key in meta
+    assert meta["partial"] is False
+    assert summary["suites"][0]["suite_hash"] and summary["suites"][0]["dataset_hash"]
+    csv_rows = (run / "cases.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("suite,retriever,case_id,run,status")
+    assert len(csv_rows) == 6
+    assert (run / "summary.md").read_text().startswith("## ragbench: passed")
+
+
+def test_each_run_gets_its_own_folder_and_latest_points_to_newest(pytester, mini_suite):
+    mini_suite()
+    pytester.runpytest(SUITE)
+    first = latest_run(pytester.path)
+    pytester.runpytest(SUITE, "--ragbench-out", "out")
+    assert latest_run(pytester.path) == first  # --ragbench-out used another root
+    second = (pytester.path / "out" / "latest").resolve()
+    assert second != first and (second / "summary.json").is_file()
+
+
+def test_summary_identical_with_and_without_xdist(pytester, mini_suite):
+    mini_suite()
+    serial = pytester.runpytest(SUITE, "-p", "no:randomly")
+    serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    parallel = pytester.runpytest(SUITE, "-n", "2")
+    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert summary_section(serial.outlines) == summary_section(parallel.outlines)
+    assert serial_json["suites"] == parallel_json["suites"]
+    assert serial_json["run"]["workers"] in (None, 0) and parallel_json["run"]["workers"] == 2
+
+
+def test_unjudged_queries_are_nan_and_counted(pytester, mini_suite):
+    mini_suite("""
+        dataset:
+          corpus: corpus.jsonl
+          items:
+            - {_id: a, text: espresso grind, relevant: {d1: 1}}
+            - {_id: b, text: cold brew}
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["    recall@10 * 1.0000 * 1 * 1"])
+
+
+def test_queries_without_relevant_documents_are_reported(pytester, mini_suite):
+    mini_suite("""
+        dataset:
+          corpus: corpus.jsonl
+          items:
+            - {_id: a, text: espresso grind, relevant: {d1: 1}}
+            - {_id: b, text: cold brew, relevant: {d2: 0}}
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines([
+        "    1 queries have no relevant document in the labels (scored 0, as trec_eval does)",
+        "    recall@10 * 0.5000 * 2 * 0",
+    ])
+
+
+def test_ini_option_and_suite_file_pattern_collect_suites(pytester, mini_suite):
+    mini_suite(name="mine.ragbench.yaml")
+    pytester.makeini(BASE_INI + "testpaths = .\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=5)
+    (pytester.path / "mine.ragbench.yaml").rename(pytester.path / "other.yaml")
+    pytester.makeini(BASE_INI + "ragbench_suites = other.yaml\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=5)
+
+
+def test_ragbench_alongside_explicit_test_paths(pytester, mini_suite):
+    mini_suite()
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    result = pytester.runpytest(SUITE, "test_plain.py", "-q")
+    result.assert_outcomes(passed=6)
+    result = pytester.runpytest(SUITE, "-q")
+    result.assert_outcomes(passed=5)  # only the suite when no path is given
+
+
+def test_missing_suite_file_is_a_usage_error(pytester):
+    result = pytester.runpytest("--ragbench=nope.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ragbench: suite file not found: *nope.yaml"])
+
+
+def test_results_survive_a_crashed_worker(pytester, mini_suite):
+    mini_suite(crash_on="milk")
+    result = pytester.runpytest(SUITE, "-n", "2")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 4 and outcomes.get("failed") == 1
+    run = latest_run(pytester.path)
+    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+    assert len(recs) == 5
+    crashed = [r for r in recs if r["status"] == "error"]
+    assert [r["case_id"] for r in crashed] == ["q3"]
+    result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
+
+
+def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):
+    mini_suite(interrupt_on="milk")
+    result = pytester.runpytest(SUITE)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    run = latest_run(pytester.path)
+    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+    assert [r["case_id"] for r in recs] == ["q1", "q2"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"]["partial"] is True
+    assert summary["suites"][0]["retrievers"][0]["n_cases"] == 2
+
+
+def test_junitxml_carries_per_item_metrics(pytester, mini_suite):
+    mini_suite()
+    pytester.runpytest(SUITE, "--junitxml=out.xml", "-k", "q1")
+    xml = (pytester.path / "out.xml").read_text()
+    assert re.search(r'<property name="ragbench_record.ndcg@10" value="[0-9.]+"', xml)
+
+
+def test_xfail_key_marks_known_failures(pytester, mini_suite):
+    path = mini_suite(drop="d4")
+    path.write_text(path.read_text() + "thresholds: {recall@10: 0.5}\nxfail: {q4: known miss}\n")
+    result = pytester.runpytest(SUITE, "-rx")
+    result.assert_outcomes(passed=4, xfailed=1)
+    result.stdout.fnmatch_lines(["XFAIL suite.yaml::overlap::q4*known miss*"])
+
+
+def test_no_output_flag_writes_nothing(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--ragbench-no-output")
+    assert result.ret == 0
+    assert not (pytester.path / ".ragbench").exists()
