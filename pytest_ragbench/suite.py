@@ -20,7 +20,7 @@ import yaml
 from .datasets import DatasetSpec
 from .errors import SuiteError, did_you_mean
 from .gates import Gate, Tolerance, parse_gate, parse_tolerance
-from .metrics.spec import MetricSpec, known_metric_forms, resolve_metric
+from .metrics.spec import MetricSpec, resolve_metric
 
 SUITE_SUFFIXES = (".ragbench.yaml", ".ragbench.yml", ".ragbench.json")
 
@@ -250,11 +250,7 @@ def _parse_metrics(ctx: _Ctx, value: Any) -> tuple[MetricSpec, ...]:
         try:
             spec = resolve_metric(item)
         except ValueError as exc:
-            raise ctx.error(
-                ("metrics", i),
-                f"{exc}{did_you_mean(item, known_metric_forms())}; known metrics: "
-                f"{', '.join(known_metric_forms())}",
-            ) from None
+            raise ctx.error(("metrics", i), str(exc)) from None
         if spec.name in {m.name for m in out}:
             raise ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")
         out.append(spec)
