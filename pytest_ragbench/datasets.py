@@ -278,14 +278,17 @@ def read_queries(
             val = rec.get(key)
             if isinstance(val, str) and val.strip():
                 answers.append(val)
+            elif isinstance(val, int | float) and not isinstance(val, bool):
+                answers.append(str(val))
             elif isinstance(val, list):
                 answers.extend(str(a) for a in val if str(a).strip())
         if answer_field:
             val = _dotted(rec, answer_field)
-            if isinstance(val, str) and val.strip():
-                answers.append(val)
-            elif isinstance(val, list):
-                answers.extend(str(a) for a in val if str(a).strip())
+            # Real datasets store short answers as numbers too (NQ-UTD: 2023, 0.687).
+            vals = val if isinstance(val, list) else [val]
+            answers.extend(str(a) for a in vals
+                           if isinstance(a, str | int | float) and not isinstance(a, bool)
+                           and str(a).strip())
         tags = rec.get("tags") or ()
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]

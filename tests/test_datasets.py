@@ -1,0 +1,123 @@
+"""Dataset readers: property tests for the parsers, and the real BEIR files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_ragbench.datasets import (
+    DatasetSpec,
+    load_dataset,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_records,
+)
+from pytest_ragbench.errors import SuiteError
+
+ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.",
+              min_size=1, max_size=12)
+qrels_rows = st.lists(st.tuples(ids, ids, st.integers(-1, 4)), max_size=30,
+                      unique_by=lambda r: (r[0], r[1]))
+tmp_settings = settings(max_examples=60, deadline=None,
+                        suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@tmp_settings
+@given(rows=qrels_rows, trec=st.booleans(), crlf=st.booleans(), header=st.booleans())
+def test_qrels_round_trip(tmp_path: Path, rows, trec, crlf, header) -> None:
+    eol = "\r\n" if crlf else "\n"
+    lines = []
+    if header and not trec:
+        lines.append("query-id\tcorpus-id\tscore")
+    for q, d, g in rows:
+        lines.append(f"{q} 0 {d} {g}" if trec else f"{q}\t{d}\t{g}")
+    path = tmp_path / "qrels.txt"
+    path.write_bytes((eol.join(lines) + eol).encode())
+    parsed = read_qrels(path)
+    assert [(r.query_id, r.doc_id, r.grade) for r in parsed] == rows
+
+
+@tmp_settings
+@given(docs=st.lists(st.tuples(ids, st.text(max_size=40), st.text(min_size=1, max_size=80)),
+                     min_size=1, max_size=20, unique_by=lambda d: d[0]))
+def test_jsonl_corpus_round_trip(tmp_path: Path, docs) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
+                            for i, t, x in docs), encoding="utf-8")
+    corpus = read_corpus(read_records(path), path)
+    assert [(d.id, d.title, d.text) for d in corpus] == docs
+
+
+@tmp_settings
+@given(line=st.integers(1, 5), junk=st.sampled_from(["{", "[1,", '{"_id": }', "nope"]))
+def test_malformed_jsonl_names_line(tmp_path: Path, line, junk) -> None:
+    rows = [json.dumps({"_id": f"d{i}", "text": "x"}) for i in range(1, 6)]
+    rows[line - 1] = junk
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(SuiteError) as exc:
+        read_corpus(read_records(path), path)
+    assert exc.value.line == line and str(path) in str(exc.value)
+
+
+def test_inline_labels_forms(tmp_path: Path) -> None:
+    recs = [
+        (1, {"id": "a", "question": "x?", "relevant": ["d1", "d2"], "tags": "t1, t2"}),
+        (2, {"qid": "b", "query": "y", "relevant": {"d1": 2, "d2": 0},
+             "reference_answers": ["r1", "r2"], "difficulty": "hard"}),
+        (3, {"_id": "c", "text": "z", "metadata": {"answer": "m"}}),
+    ]
+    qs = read_queries(recs, tmp_path / "q.jsonl", answer_field="metadata.answer")
+    assert qs[0].relevant == {"d1": 1, "d2": 1} and qs[0].tags == ("t1", "t2")
+    assert qs[1].relevant == {"d1": 2, "d2": 0} and qs[1].num_relevant == 1
+    assert qs[1].reference_answers == ("r1", "r2") and qs[1].difficulty == "hard"
+    assert qs[2].judged is False and qs[2].reference_answers == ("m",)
+
+
+def test_csv_and_json_corpora(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text("id,title,text\nd1,T,hello\nd2,,world\n")
+    (tmp_path / "c.json").write_text(json.dumps({"d1": "hello", "d2": {"text": "world"}}))
+    csv_docs = read_corpus(read_records(tmp_path / "c.csv"), tmp_path / "c.csv")
+    json_docs = read_corpus(read_records(tmp_path / "c.json"), tmp_path / "c.json")
+    assert [(d.id, d.text) for d in csv_docs] == [("d1", "hello"), ("d2", "world")]
+    assert [(d.id, d.text) for d in json_docs] == [("d1", "hello"), ("d2", "world")]
+
+
+def test_max_queries_and_query_ids(tmp_path: Path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n')
+    (tmp_path / "q.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": "a", "relevant": ["d1"]}) + "\n" for i in range(5)))
+    base = {"name": "x", "source": tmp_path / "s.yaml", "corpus": tmp_path / "c.jsonl",
+            "queries": tmp_path / "q.jsonl"}
+    assert [q.id for q in load_dataset(DatasetSpec(**base, max_queries=2)).queries] == ["q0",
+                                                                                          "q1"]
+    ds = load_dataset(DatasetSpec(**base, query_ids=("q3", "q1")))
+    assert [q.id for q in ds.queries] == ["q1", "q3"]
+    with pytest.raises(SuiteError, match="unknown query ids: q9"):
+        load_dataset(DatasetSpec(**base, query_ids=("q9",)))
+
+
+@pytest.mark.skipif(not (SHARED / "nfcorpus").is_dir(), reason="shared NFCorpus not present")
+def test_nfcorpus_test_split() -> None:
+    spec = DatasetSpec(name="nf", source=SHARED / "x.yaml", path=SHARED / "nfcorpus",
+                       split="test")
+    ds = load_dataset(spec)
+    assert len(ds.corpus) == 3633
+    assert len(ds.queries) == 323
+    assert sum(len(q.relevant) for q in ds.queries) == 12334
+
+
+@pytest.mark.skipif(not (SHARED / "nq-utd").is_dir(), reason="shared NQ-UTD not present")
+def test_nq_utd_keeps_grade_zero_as_judged_nonrelevant() -> None:
+    spec = DatasetSpec(name="nq", source=SHARED / "x.yaml", path=SHARED / "nq-utd",
+                       split="test", answer_field="metadata.answer")
+    ds = load_dataset(spec)
+    zeros = sum(1 for q in ds.queries for g in q.relevant.values() if g == 0)
+    assert zeros == 503
+    assert all(q.reference_answers for q in ds.queries)
