@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 __all__ = [
     "ALTERNATIVES",
@@ -49,11 +48,21 @@ ALTERNATIVES: tuple[str, ...] = ("two-sided", "less", "greater")
 # 10,000 queries does not materialise a (n_boot, n) matrix at once (~16 MB per block).
 _BLOCK_ELEMENTS = 1 << 21
 
-# scipy 1.15 renamed permutation_test's ``random_state`` to ``rng``; the old name is slated to
-# warn, the new one does not exist before 1.15, and the project supports scipy >= 1.10.
-_PERMUTATION_RNG_KW = (
-    "rng" if "rng" in inspect.signature(scipy.stats.permutation_test).parameters else "random_state"
-)
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it costs most of a second, and a plain summary
+    (means and bootstrap CIs) needs only numpy."""
+    import scipy.stats
+
+    return scipy.stats
+
+
+def _permutation_rng_kw() -> str:
+    # scipy 1.15 renamed permutation_test's ``random_state`` to ``rng``; the old name is slated
+    # to warn, the new one does not exist before 1.15, and the project supports scipy >= 1.10.
+    params = inspect.signature(_scipy_stats().permutation_test).parameters
+    return "rng" if "rng" in params else "random_state"
 
 
 @dataclass(frozen=True)
@@ -202,11 +211,11 @@ def _p_paired_t(d: np.ndarray, a: np.ndarray, b: np.ndarray, alternative: str) -
         sign = 1.0 if d.mean() > 0 else -1.0
         p_less, p_greater = (1.0, 0.0) if sign > 0 else (0.0, 1.0)
         return _p_from_tails(p_less, p_greater, alternative)
-    return float(scipy.stats.ttest_rel(b, a, alternative=alternative).pvalue)
+    return float(_scipy_stats().ttest_rel(b, a, alternative=alternative).pvalue)
 
 
 def _p_wilcoxon(d: np.ndarray, alternative: str) -> float:
-    return float(scipy.stats.wilcoxon(d, alternative=alternative).pvalue)
+    return float(_scipy_stats().wilcoxon(d, alternative=alternative).pvalue)
 
 
 def _p_permutation(
@@ -215,8 +224,8 @@ def _p_permutation(
     # A single sample with permutation_type="samples" is scipy's sign-flip test: under the null,
     # which system got which score within a pair is exchangeable, i.e. each difference is
     # equally likely to have either sign.
-    rng_kw: dict[str, Any] = {_PERMUTATION_RNG_KW: rng}
-    result = scipy.stats.permutation_test(
+    rng_kw: dict[str, Any] = {_permutation_rng_kw(): rng}
+    result = _scipy_stats().permutation_test(
         (d,),
         _mean_along,
         permutation_type="samples",

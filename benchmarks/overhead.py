@@ -1,0 +1,170 @@
+"""Plugin overhead: `pytest --ragbench` vs a plain script doing the same work, and memory at scale.
+
+1. NFCorpus test split (323 queries, BM25, k=1000, five metrics): wall time of
+   `pytest --ragbench=<suite> -n 0` vs a plain Python script that loads the same data, indexes,
+   retrieves and computes the same metrics and means. Both run as fresh subprocesses, alternated,
+   best of N. Target: plugin within 1.5x of the script.
+2. A synthetic 10,000-query suite collected and run: peak RSS of the pytest process.
+   Target: under 1 GB.
+
+    python benchmarks/overhead.py [--data ../shared/datasets/nfcorpus] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "nfcorpus"
+METRICS = ["ndcg@10", "recall@100", "recall@1000", "mrr@10", "map@100"]
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from pytest_ragbench.datasets import DatasetSpec, load_dataset
+from pytest_ragbench.metrics.retrieval import parse_metric, trec_order
+from pytest_ragbench.retrievers.bm25 import BM25Retriever
+from pytest_ragbench.stats import summarize
+
+data = Path(sys.argv[1])
+metrics = [parse_metric(m) for m in sys.argv[2].split(",")]
+ds = load_dataset(DatasetSpec(name="nf", source=data, path=data, split="test"))
+r = BM25Retriever(k1=0.9, b=0.4, stemmer="porter", stopwords="lucene")
+r.index(ds.corpus)
+values = {m.name: [] for m in metrics}
+for q in ds.queries:
+    ranked = trec_order(r.retrieve(q.text, 1000))
+    for m in metrics:
+        values[m.name].append(m.compute(ranked, q.relevant))
+for name, vals in values.items():
+    s = summarize(vals)
+    print(f"{name} {s.mean:.4f} [{s.ci_low:.4f}, {s.ci_high:.4f}]")
+"""
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    dt = time.perf_counter() - t0
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"command failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}"
+                         f"\n{out.stderr}")
+    return dt, out.stdout
+
+
+def write_suite(folder: Path, data: Path) -> Path:
+    suite = folder / "nf.yaml"
+    suite.write_text(json.dumps({
+        "name": "nf", "dataset": {"path": str(data), "split": "test"},
+        "retrievers": {"bm25": {"k1": 0.9, "b": 0.4, "stemmer": "porter",
+                                "stopwords": "lucene"}},
+        "k": 1000, "metrics": METRICS,
+    }))
+    return suite
+
+
+# Plugins installed in a dev environment that have nothing to do with ragbench (hypothesis
+# alone costs ~0.5 s of imports at every pytest start); the second row measures without them.
+UNRELATED = ["-p", "no:hypothesispytest", "-p", "no:anyio"]
+
+
+def nfcorpus_overhead(data: Path, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        suite = write_suite(folder, data)
+        script = folder / "script.py"
+        script.write_text(SCRIPT)
+        plugin_cmd = [sys.executable, "-m", "pytest", f"--ragbench={suite}", "-q",
+                      "-p", "no:cacheprovider", "--ragbench-out",
+                      str(folder / "out"), "--rootdir", str(folder), "-c", os.devnull]
+        script_cmd = [sys.executable, str(script), str(data), ",".join(METRICS)]
+        empty = folder / "test_empty.py"
+        empty.write_text("def test_nothing():\n    pass\n")
+        empty_cmd = [sys.executable, "-m", "pytest", str(empty), "-q", "-p", "no:cacheprovider",
+                     "--rootdir", str(folder), "-c", os.devnull]
+        rows: dict[str, list[float]] = {k: [] for k in (
+            "plain script", "pytest --ragbench", "pytest --ragbench, unrelated plugins off",
+            "pytest, one empty test", "pytest, one empty test, unrelated plugins off")}
+        plugin_out = script_out = ""
+        for _ in range(repeat):
+            dt, script_out = timed(script_cmd, folder)
+            rows["plain script"].append(dt)
+            dt, plugin_out = timed(plugin_cmd, folder)
+            rows["pytest --ragbench"].append(dt)
+            rows["pytest --ragbench, unrelated plugins off"].append(
+                timed(plugin_cmd + UNRELATED, folder)[0])
+            rows["pytest, one empty test"].append(timed(empty_cmd, folder)[0])
+            rows["pytest, one empty test, unrelated plugins off"].append(
+                timed(empty_cmd + UNRELATED, folder)[0])
+    print("== NFCorpus test split: 323 queries, BM25 k=1000, -n 0, metrics:", ", ".join(METRICS))
+    best = {k: min(v) for k, v in rows.items()}
+    for name, times in rows.items():
+        print(f"{name:<46} best {best[name]:5.2f} s   runs "
+              + ", ".join(f"{t:.2f}" for t in times))
+    for name in ("pytest --ragbench", "pytest --ragbench, unrelated plugins off"):
+        ratio = best[name] / best["plain script"]
+        print(f"ratio [{name}] / script: {ratio:.2f}x  "
+              f"(target <= 1.5x: {'PASS' if ratio <= 1.5 else 'FAIL'})")
+    print("script means:\n  " + "\n  ".join(script_out.strip().splitlines()))
+    means = [line.strip() for line in plugin_out.splitlines()
+             if line.strip().split(" ")[0] in METRICS]
+    print("plugin means:\n  " + "\n  ".join(means))
+
+
+def synthetic_memory(n_queries: int, n_docs: int) -> None:
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(5000)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with (folder / "corpus.jsonl").open("w") as fh:
+            for i in range(n_docs):
+                fh.write(json.dumps({"_id": f"d{i}", "title": "",
+                                     "text": " ".join(rng.choices(vocab, k=60))}) + "\n")
+        with (folder / "queries.jsonl").open("w") as fh:
+            for i in range(n_queries):
+                rel = {f"d{rng.randrange(n_docs)}": rng.randint(1, 2) for _ in range(3)}
+                fh.write(json.dumps({"_id": f"q{i:05d}", "text": " ".join(rng.choices(vocab, k=5)),
+                                     "relevant": rel, "difficulty": rng.choice(["easy", "hard"]),
+                                     "tags": [rng.choice(["a", "b", "c"])]}) + "\n")
+        (folder / "big.yaml").write_text(json.dumps({
+            "name": "big", "dataset": {"corpus": "corpus.jsonl", "queries": "queries.jsonl"},
+            "retrievers": {"bm25": {}}, "k": 100, "metrics": ["ndcg@10", "recall@100", "mrr@10"],
+        }))
+        cmd = [sys.executable, "-m", "pytest", "--ragbench=big.yaml", "-q", "-p",
+               "no:cacheprovider", "--rootdir", str(folder), "-c", os.devnull]
+        t0 = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+        dt = time.perf_counter() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        tail = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:]
+    print(f"== synthetic suite: {n_queries} queries x 1 retriever, {n_docs} documents")
+    print(f"result: {tail}")
+    print(f"wall {dt:.1f} s, peak RSS {peak_mb:.0f} MB (previous child peak {before / 1024:.0f} MB)"
+          f"  (target < 1024 MB: {'PASS' if peak_mb < 1024 else 'FAIL'})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--queries", type=int, default=10_000)
+    args = ap.parse_args()
+    if not (args.data / "corpus.jsonl").is_file():
+        raise SystemExit(f"NFCorpus not found at {args.data} (pass --data)")
+    # The memory run goes first so its peak RSS is not hidden by an earlier, larger child.
+    synthetic_memory(args.queries, 5000)
+    nfcorpus_overhead(args.data, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
