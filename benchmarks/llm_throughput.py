@@ -1,0 +1,194 @@
+"""LLM client throughput against a local fake endpoint, and the request cost of judged metrics.
+
+Run from anywhere::
+
+    python benchmarks/llm_throughput.py [--items 200] [--latency 0.2] [--concurrency 16]
+
+Part 1 (generation): one ``OpenAIChat.chat`` per item through the real HTTP stack against
+:class:`~pytest_ragbench.llm.testing.FakeOpenAIServer`, which answers every request after a
+fixed latency. With ``concurrency`` requests in flight the best possible wall time is
+``calls * latency / concurrency``; the ratio of the measured time to that bound shows the
+client's overhead (target: <= 1.25x).
+
+Part 2 (judged metrics): requests and tokens per item for the four RAGAS metrics
+(faithfulness, answer relevancy, context precision, context recall) with
+``pytest_ragbench.metrics.judge.Judge``, batched and per-metric, then a second batched pass
+through the response cache. The fake server's judge replies are valid JSON built from the
+prompt; its token counts are whitespace words, so compare rows with each other rather than
+with a real tokenizer's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytest_ragbench.llm.base import Message
+from pytest_ragbench.llm.cache import CachedEmbedder, CachedLLM, ResponseCache
+from pytest_ragbench.llm.extractive import format_prompt
+from pytest_ragbench.llm.openai import OpenAIChat, OpenAIEmbedder
+from pytest_ragbench.llm.resilience import RetryPolicy
+from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
+
+TARGET_RATIO = 1.25
+FOUR_METRICS = ("faithfulness", "answer_relevancy", "context_precision", "context_recall")
+
+
+def item_prompt(i: int) -> list[Message]:
+    passages = [f"Passage {j} about topic {i} says fact number {i * 10 + j}." for j in range(4)]
+    return [{"role": "user", "content": format_prompt(f"What does topic {i} say?", passages)}]
+
+
+async def generation(items: int, latency: float, concurrency: int) -> None:
+    with FakeOpenAIServer(latency=latency) as server:
+        async with OpenAIChat(
+            server.base_url, "bench-model", concurrency=concurrency, timeout=30
+        ) as llm:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(llm.chat(item_prompt(i)) for i in range(items)))
+            wall = time.perf_counter() - started
+            usage = llm.usage
+        calls = server.count(CHAT_PATH)
+    bound = calls * latency / concurrency
+    ratio = wall / bound if bound else float("nan")
+    verdict = "OK" if ratio <= TARGET_RATIO else "SLOW"
+    print(
+        f"generation: {items} items, {calls} calls, latency {latency * 1000:.0f} ms, "
+        f"concurrency {concurrency}"
+    )
+    print(
+        f"  wall {wall:.3f} s   lower bound {bound:.3f} s   ratio {ratio:.3f}x "
+        f"(target <= {TARGET_RATIO}x) {verdict}"
+    )
+    print(
+        f"  {len(results)} completions, {usage.requests} requests, "
+        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
+    )
+
+
+# -- judged metrics ------------------------------------------------------------------------
+
+
+def judge_reply(messages: Sequence[Message]) -> str:
+    """A valid judge reply for whatever the prompt asks (extra keys are ignored by the judge)."""
+    prompt = str(messages[-1].get("content", "")) if messages else ""
+    if prompt.startswith("Your reply was rejected"):  # a retry keeps the original request first
+        prompt = next((str(m["content"]) for m in messages if m.get("role") == "user"), "")
+    contexts = len(re.findall(r"^\[\d+\] ", prompt, flags=re.MULTILINE))
+    wanted = re.search(r'"questions": (\d+) different questions', prompt)
+    ctx = [1] if contexts else []
+    return json.dumps(
+        {
+            "answer_claims": [
+                {
+                    "claim": "The answer states a fact.",
+                    "supported": 1,
+                    "ctx": ctx,
+                    "in_reference": 1,
+                },
+                {
+                    "claim": "The answer states another fact.",
+                    "supported": 0,
+                    "ctx": [],
+                    "in_reference": 0,
+                    "why": "not in the contexts",
+                },
+            ],
+            "reference_claims": [
+                {
+                    "claim": "The reference states a fact.",
+                    "attributed": 1,
+                    "ctx": ctx,
+                    "in_answer": 1,
+                },
+            ],
+            "useful": [1 if k % 2 == 0 else 0 for k in range(contexts)],
+            "questions": [
+                f"Generated question {q}?" for q in range(int(wanted.group(1)) if wanted else 0)
+            ],
+            "noncommittal": 0,
+        }
+    )
+
+
+def judge_available() -> bool:
+    return importlib.util.find_spec("pytest_ragbench.metrics.judge") is not None
+
+
+async def judged_metric_costs(items: int) -> None:
+    """Requests and tokens per item for the four judged metrics (RAGAS definitions)."""
+    if not judge_available():
+        print("judge metrics: not yet available")
+        return
+    from pytest_ragbench.metrics.judge import Judge, JudgeInput
+
+    inputs = [
+        JudgeInput(
+            question=f"What does topic {i} say?",
+            answer=f"Topic {i} says fact number {i * 10}. It also says something else.",
+            contexts=tuple(
+                f"Passage {j} about topic {i} says fact {i * 10 + j}." for j in range(4)
+            ),
+            reference=f"Topic {i} says fact number {i * 10}.",
+        )
+        for i in range(items)
+    ]
+    print(f"judge metrics: {', '.join(FOUR_METRICS)}; {items} items, 4 contexts each")
+    print(
+        f"  {'setup':<22} {'chat req':>9} {'embed req':>10} {'prompt tok':>11} "
+        f"{'compl tok':>10} {'scored':>7}"
+    )
+    retry = RetryPolicy(max_attempts=3, base_delay=0.01)
+    with FakeOpenAIServer(reply=judge_reply) as server, tempfile.TemporaryDirectory() as tmp:
+        cache = ResponseCache(Path(tmp) / "judge.sqlite")
+        async with (
+            OpenAIChat(server.base_url, "judge", retry=retry) as chat,
+            OpenAIEmbedder(server.base_url, "emb", retry=retry) as embedder,
+        ):
+            cached_chat = CachedLLM(chat, cache, provider_id=chat.provider_id)
+            cached_embedder = CachedEmbedder(embedder, cache, provider_id=embedder.provider_id)
+            setups = [
+                ("batched", Judge(chat, embedder, mode="batched")),
+                ("per_metric", Judge(chat, embedder, mode="per_metric")),
+                ("batched, cold cache", Judge(cached_chat, cached_embedder, mode="batched")),
+                ("batched, warm cache", Judge(cached_chat, cached_embedder, mode="batched")),
+            ]
+            for name, judge in setups:
+                before_chat, before_embed = server.count(CHAT_PATH), server.count(EMBEDDINGS_PATH)
+                results = await asyncio.gather(*(judge.evaluate(x, FOUR_METRICS) for x in inputs))
+                chat_requests = (server.count(CHAT_PATH) - before_chat) / items
+                embed_requests = (server.count(EMBEDDINGS_PATH) - before_embed) / items
+                prompt = sum(r.usage.prompt_tokens for r in results) / items
+                completion = sum(r.usage.completion_tokens for r in results) / items
+                scored = sum(not r.errors for r in results)
+                print(
+                    f"  {name:<22} {chat_requests:>9.2f} {embed_requests:>10.2f} "
+                    f"{prompt:>11.1f} {completion:>10.1f} {scored:>4}/{items}"
+                )
+        cache.close()
+    print("  (requests counted at the server; tokens are what results report, cached included)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=0.2, help="seconds per request")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--judge-items", type=int, default=20)
+    args = ap.parse_args(argv)
+    asyncio.run(generation(args.items, args.latency, args.concurrency))
+    print()
+    asyncio.run(judged_metric_costs(args.judge_items))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Chat and embedding clients for OpenAI-compatible HTTP endpoints (OpenAI, vLLM, llama.cpp...).
+
+Each instance owns one ``httpx.AsyncClient`` (one connection pool) and must be used from one
+event loop; close it with ``await client.aclose()`` or ``async with``. Every request goes
+through, in order: the circuit breaker, the rate limiter, the concurrency semaphore and a
+per-request timeout; failed attempts are retried according to the :class:`RetryPolicy`.
+
+Secrets: the API key is read from the environment variable *named* by ``api_key_env`` and
+header values may be ``${ENV_NAME}`` references. Those values live only inside the HTTP
+client's headers; every message this module produces (exceptions, logs, breaker reasons) is
+scrubbed of them, because servers sometimes echo the key back in their error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import numpy as np
+
+from ..errors import ComponentError
+from .base import Completion, LLMError, Message, Usage
+from .identity import ProviderId, strip_credentials
+from .resilience import (
+    CircuitBreaker,
+    RateLimiter,
+    RetryPolicy,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Header names whose literal values are treated as secrets too (scrubbed from messages).
+_SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|cookie|password", re.I)
+_ERROR_DETAIL_CHARS = 300
+
+
+class _BadReply(Exception):
+    """A 2xx reply whose JSON does not have the expected shape."""
+
+
+def _env_value(name: str, where: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ComponentError(f"{where}: environment variable {name} is not set or empty")
+    return value
+
+
+def _resolve_header(name: str, value: str) -> tuple[str, list[str]]:
+    """Substitute ``${ENV}`` references; return the value and the substituted (secret) parts."""
+    found: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        resolved = _env_value(match.group(1), f"headers.{name}")
+        found.append(resolved)
+        return resolved
+
+    return _ENV_REF.sub(substitute, value), found
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _estimate_tokens(messages: Sequence[Message], max_tokens: Any) -> int:
+    # ~4 characters per token is the usual rule of thumb; only used for rate limiting
+    chars = sum(len(str(m.get("content", ""))) for m in messages)
+    completion = max_tokens if _is_int(max_tokens) else 0
+    return chars // 4 + 1 + completion
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The outcome of one HTTP attempt."""
+
+    value: Any = None
+    failure: str = ""  # empty when the attempt succeeded
+    retryable: bool = False
+    endpoint_fault: bool = False  # counts against the circuit breaker
+    retry_after: float | None = None
+
+
+class _OpenAIEndpoint:
+    """Transport, secrets and resilience shared by the chat and embedding clients."""
+
+    _kind: ClassVar[str] = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        params: Mapping[str, Any] | None = None,
+        concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rate_limiter: RateLimiter | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url:
+            raise ComponentError("base_url: must not be empty")
+        if not model:
+            raise ComponentError("model: must not be empty")
+        if timeout <= 0:
+            raise ComponentError(f"timeout: must be > 0 seconds, got {timeout}")
+        if concurrency < 1:
+            raise ComponentError(f"concurrency: must be >= 1, got {concurrency}")
+        secrets: list[str] = []
+        request_headers: dict[str, str] = {}
+        if api_key_env is not None:
+            key = _env_value(api_key_env, "api_key_env")
+            secrets.append(key)
+            request_headers["Authorization"] = f"Bearer {key}"
+        for name, raw in (headers or {}).items():
+            value, resolved = _resolve_header(name, str(raw))
+            secrets.extend(resolved)
+            if _SECRET_HEADER.search(name):
+                secrets.append(value)
+            request_headers[name] = value
+        auth: tuple[str, str] | None = None
+        parts = urlsplit(base_url)
+        if parts.username or parts.password:
+            # credentials in the URL become basic auth so that URLs in logs stay clean
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            secrets.extend(s for s in auth if s)
+        # longest first, so a secret containing another one is scrubbed whole
+        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+        self.model = model
+        self._endpoint = strip_credentials(base_url)
+        self._timeout = float(timeout)
+        self._params = dict(params or {})
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._breaker = breaker if breaker is not None else CircuitBreaker()
+        self._limiter = rate_limiter
+        self._rng = rng if rng is not None else random.Random()
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+        self._requests = 0
+        self._client = httpx.AsyncClient(
+            headers=request_headers,
+            auth=auth,
+            # httpx's own timeout is a backstop; the overall per-request bound is wait_for
+            timeout=httpx.Timeout(self._timeout),
+            limits=httpx.Limits(max_connections=max(concurrency, 1)),
+            transport=transport,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The endpoint URL without credentials."""
+        return self._endpoint
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def provider_id(self) -> ProviderId:
+        """Identity for cache keys: kind, endpoint, model and default params (no secrets)."""
+        return ProviderId(self._kind, self._endpoint, self.model, self._params)
+
+    @property
+    def usage(self) -> Usage:
+        """Totals over this instance's life: tokens of successful replies, every request sent."""
+        return Usage(self._prompt_tokens, self._completion_tokens, self._requests)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._endpoint!r}, model={self.model!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def __aenter__(self: T) -> T:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _error_detail(self, response: httpx.Response) -> str:
+        text = response.text
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            error = data.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                text = error["message"]
+            elif isinstance(error, str):
+                text = error
+        text = " ".join(text.split())
+        if len(text) > _ERROR_DETAIL_CHARS:
+            text = text[:_ERROR_DETAIL_CHARS] + "..."
+        return text or "(empty body)"
+
+    async def _attempt(self, url: str, body: dict[str, Any], parse: Callable[[Any], T]) -> _Attempt:
+        async with self._semaphore:
+            try:
+                response = await asyncio.wait_for(self._client.post(url, json=body), self._timeout)
+            except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+                return _Attempt(
+                    failure=f"timed out after {self._timeout:g} s",
+                    retryable=True,
+                    endpoint_fault=True,
+                )
+            except httpx.TransportError as exc:
+                return _Attempt(
+                    failure=f"connection error ({type(exc).__name__}: {exc})",
+                    retryable=True,
+                    endpoint_fault=True,
+                )
+        status = response.status_code
+        if not 200 <= status <= 299:
+            retryable = is_retryable_status(status)
+            return _Attempt(
+                failure=f"HTTP {status}: {self._error_detail(response)}",
+                retryable=retryable,
+                # 429 and other 4xx are answers from a live endpoint, not outages
+                endpoint_fault=retryable and status != 429,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        raw = response.text
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            truncated = isinstance(exc, json.JSONDecodeError) and exc.pos >= len(raw.rstrip())
+            kind = "truncated" if truncated else "malformed"
+            return _Attempt(
+                failure=f"{kind} JSON in reply body ({exc}; {len(raw)} chars)",
+                retryable=True,
+                endpoint_fault=True,
+            )
+        try:
+            value = parse(data)
+        except _BadReply as exc:
+            return _Attempt(failure=f"unexpected reply: {exc}", endpoint_fault=True)
+        return _Attempt(value=value)
+
+    async def _request(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[Any], T],
+        estimated_tokens: int,
+    ) -> tuple[T, int]:
+        """POST with retries; return the parsed value and the number of requests it took."""
+        url = self._endpoint + path
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._breaker.before_call(self._endpoint)
+            try:
+                if self._limiter is not None:
+                    await self._limiter.acquire(estimated_tokens)
+                self._requests += 1
+                outcome = await self._attempt(url, body, parse)
+            except BaseException:
+                self._breaker.record_abort()
+                raise
+            if not outcome.failure:
+                await self._breaker.record_success()
+                return outcome.value, attempt
+            failure = self._scrub(outcome.failure)
+            if outcome.endpoint_fault:
+                await self._breaker.record_failure(failure)
+            else:
+                await self._breaker.record_success()
+            if not outcome.retryable:
+                raise LLMError(f"POST {url} failed: {failure}")
+            if attempt >= self._retry.max_attempts:
+                raise LLMError(f"POST {url} failed after {attempt} attempts: {failure}")
+            delay = self._retry.delay(attempt, outcome.retry_after, self._rng)
+            logger.info(
+                "POST %s attempt %d/%d failed (%s); retrying in %.2f s",
+                url,
+                attempt,
+                self._retry.max_attempts,
+                failure,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+
+def _parse_chat(data: Any) -> tuple[str, Usage, str]:
+    if not isinstance(data, dict):
+        raise _BadReply(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _BadReply("'choices' is missing or empty")
+    first = choices[0]
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise _BadReply("'choices[0].message' is missing")
+    content = message.get("content")
+    if not isinstance(content, str):
+        raise _BadReply(
+            f"'choices[0].message.content' is {type(content).__name__}, expected a string"
+        )
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        raise _BadReply("'usage' is missing")
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (_is_int(prompt) and _is_int(completion)):
+        raise _BadReply("'usage.prompt_tokens'/'usage.completion_tokens' are not counts")
+    model = data.get("model")
+    return content, Usage(prompt, completion, 1), model if isinstance(model, str) else ""
+
+
+class OpenAIChat(_OpenAIEndpoint):
+    """An :class:`~pytest_ragbench.llm.base.LLM` over ``POST {base_url}/chat/completions``.
+
+    Args:
+        base_url: endpoint root including the version, e.g. ``http://127.0.0.1:8000/v1``.
+        model: model name sent with every request.
+        api_key_env: NAME of the environment variable holding the API key (read now; a
+            named but unset variable is an error). ``None`` sends no Authorization header.
+        headers: extra headers; values may contain ``${ENV_NAME}`` references.
+        timeout: seconds allowed per request (each attempt), default 60.
+        params: default request parameters (temperature, max_tokens, seed, ...); per-call
+            ``chat(..., **params)`` override them.
+        concurrency: maximum requests in flight from this instance, default 16.
+        retry, breaker, rate_limiter: resilience settings (defaults: ``RetryPolicy()``, a new
+            ``CircuitBreaker()``, no rate limit).
+        rng: random source for backoff jitter; transport: an httpx transport (tests).
+
+    ``Completion.usage.requests`` is the number of HTTP requests the call took (retries
+    included); token counts are those of the successful reply.
+    """
+
+    _kind = "openai-chat"
+
+    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+        """Send ``messages`` and return the first choice's text; raise LLMError for good."""
+        merged = {**self._params, **params}
+        body = {**merged, "model": self.model, "messages": [dict(m) for m in messages]}
+        estimate = _estimate_tokens(messages, merged.get("max_tokens"))
+        (text, usage, model), requests = await self._request(
+            "/chat/completions", body, _parse_chat, estimate
+        )
+        self._prompt_tokens += usage.prompt_tokens
+        self._completion_tokens += usage.completion_tokens
+        if self._limiter is not None:
+            self._limiter.adjust(usage.prompt_tokens + usage.completion_tokens - estimate)
+        return Completion(
+            text=text,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, requests),
+            model=model or self.model,
+        )
+
+
+def _embedding_parser(count: int) -> Callable[[Any], tuple[np.ndarray, int]]:
+    def parse(data: Any) -> tuple[np.ndarray, int]:
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise _BadReply("'data' is missing")
+        items = data["data"]
+        if len(items) != count:
+            raise _BadReply(f"{len(items)} embeddings for {count} inputs")
+        if not all(isinstance(item, dict) for item in items):
+            raise _BadReply("'data' items are not objects")
+        if all(_is_int(item.get("index")) for item in items):
+            items = sorted(items, key=lambda item: item["index"])
+            if [item["index"] for item in items] != list(range(count)):
+                raise _BadReply("'data[].index' values are not 0..n-1")
+        try:
+            array = np.asarray([item["embedding"] for item in items], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _BadReply(
+                f"'data[].embedding' is not a list of equal-length vectors ({exc})"
+            ) from None
+        if array.ndim != 2 or not np.isfinite(array).all():
+            raise _BadReply("'data[].embedding' vectors are not finite numbers")
+        usage = data.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else 0
+        return array, tokens if _is_int(tokens) else 0
+
+    return parse
+
+
+class OpenAIEmbedder(_OpenAIEndpoint):
+    """An :class:`~pytest_ragbench.llm.base.Embedder` over ``POST {base_url}/embeddings``.
+
+    Takes the same arguments as :class:`OpenAIChat` plus ``batch_size`` (texts per request,
+    default 128); batches go out concurrently within ``concurrency``. Token usage is counted
+    in :attr:`usage` (the Embedder contract returns only the array).
+    """
+
+    _kind = "openai-embeddings"
+
+    def __init__(self, base_url: str, model: str, *, batch_size: int = 128, **kwargs: Any) -> None:
+        if batch_size < 1:
+            raise ComponentError(f"batch_size: must be >= 1, got {batch_size}")
+        super().__init__(base_url, model, **kwargs)
+        self.batch_size = batch_size
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a float32 array of shape ``(len(texts), d)``; ``(0, 0)`` for no texts."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        parts = await asyncio.gather(*(self._embed_batch(batch) for batch in batches))
+        dims = {part.shape[1] for part in parts}
+        if len(dims) != 1:
+            raise LLMError(f"POST {self._endpoint}/embeddings returned mixed dimensions {dims}")
+        return np.concatenate(parts, axis=0)
+
+    async def _embed_batch(self, batch: list[str]) -> np.ndarray:
+        body = {**self._params, "model": self.model, "input": batch}
+        estimate = sum(len(t) for t in batch) // 4 + 1
+        (array, tokens), _ = await self._request(
+            "/embeddings", body, _embedding_parser(len(batch)), estimate
+        )
+        self._prompt_tokens += tokens
+        if self._limiter is not None:
+            self._limiter.adjust(tokens - estimate)
+        return array

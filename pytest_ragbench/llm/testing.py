@@ -1,0 +1,420 @@
+"""A real, local OpenAI-compatible HTTP server for tests and benchmarks, with scripted faults.
+
+Public test utility: plugin users can point a suite's LLM at it to test their configuration
+offline. It serves ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` on 127.0.0.1 (an
+ephemeral port) from a background thread::
+
+    from pytest_ragbench.llm.testing import Fault, FakeOpenAIServer
+
+    with FakeOpenAIServer(latency=0.05, reply=lambda messages: '{"score": 1}') as server:
+        server.add_faults(Fault.rate_limited(retry_after="0.2"), Fault.server_error())
+        llm = OpenAIChat(server.base_url, "any-model")
+        ...
+        assert server.count("/v1/chat/completions") == 3
+
+Each request takes the next queued :class:`Fault` (in arrival order) or, when the queue is
+empty, the default one (``Fault.ok()`` unless :meth:`FakeOpenAIServer.set_default` changed it,
+which is how a lasting outage and its recovery are simulated). Requests, with their headers,
+are recorded; the recorded headers include whatever credentials the client sent, so do not
+point real keys at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import socket
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .base import Message
+
+FaultKind = Literal["ok", "status", "hang", "malformed", "truncated", "drop"]
+Reply = Callable[[Sequence[Message]], str]
+
+CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the server does with one request.
+
+    ``kind``: ``"ok"`` (a normal reply), ``"status"`` (HTTP ``status`` with ``body`` or an
+    OpenAI-style error, plus ``Retry-After`` if given), ``"hang"`` (say nothing for the
+    server's ``hang_seconds``, then close), ``"malformed"`` (200 with a non-JSON body),
+    ``"truncated"`` (200 with the first half of a valid JSON reply), ``"drop"`` (close the
+    connection without a response). ``delay`` is added to the server's latency.
+    """
+
+    kind: FaultKind = "ok"
+    status: int = 500
+    retry_after: str | None = None
+    body: str | None = None
+    delay: float = 0.0
+
+    @classmethod
+    def ok(cls, delay: float = 0.0) -> Fault:
+        return cls("ok", delay=delay)
+
+    @classmethod
+    def rate_limited(cls, retry_after: str | None = "1") -> Fault:
+        return cls("status", 429, retry_after=retry_after)
+
+    @classmethod
+    def server_error(cls, status: int = 500, retry_after: str | None = None) -> Fault:
+        return cls("status", status, retry_after=retry_after)
+
+    @classmethod
+    def hang(cls) -> Fault:
+        return cls("hang")
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        return cls("malformed")
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        return cls("truncated")
+
+    @classmethod
+    def drop(cls) -> Fault:
+        return cls("drop")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the server received (``body`` is ``None`` when it was not JSON)."""
+
+    path: str
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def whitespace_tokens(text: str) -> int:
+    """The fake server's (and the extractive provider's) token count: whitespace words."""
+    return len(text.split())
+
+
+def hash_embedding(text: str, dim: int = 64) -> list[float]:
+    """A deterministic unit vector for ``text``: signed feature hashing of lowercase words.
+
+    Texts sharing words get similar vectors, so dense retrieval over it behaves sensibly;
+    a text without words hashes as a whole so it never becomes the zero vector.
+    """
+    vector = [0.0] * dim
+    words = _WORD.findall(text.lower()) or [text]
+    for word in words:
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+        number = int.from_bytes(digest, "big")
+        vector[number % dim] += 1.0 if (number >> 63) & 1 else -1.0
+    norm = sum(v * v for v in vector) ** 0.5
+    if norm == 0.0:  # opposite signs cancelled out exactly
+        vector[0], norm = 1.0, 1.0
+    return [v / norm for v in vector]
+
+
+def echo_reply(messages: Sequence[Message]) -> str:
+    """Default reply: ``"echo: "`` and the last user message."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return f"echo: {message.get('content', '')}"
+    return "echo:"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # the default of 5 resets connections under a concurrent burst
+
+    def __init__(self, owner: FakeOpenAIServer) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like real endpoints
+    timeout = 10  # idle keep-alive connections end on their own
+    # headers and body go out in separate writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms), which would dwarf the latency a test asks for
+    disable_nagle_algorithm = True
+
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # tests read counts, not access logs
+
+    def do_GET(self) -> None:
+        self._send_json(404, {"error": {"message": f"no route GET {self.path}"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path = urlsplit(self.path).path
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        owner = self.server.owner
+        fault = owner._take(RecordedRequest(path, body, dict(self.headers.items())))
+        if owner._pause(owner.latency + fault.delay):
+            self.close_connection = True
+            return
+        if fault.kind == "hang":
+            owner._pause(owner.hang_seconds)
+            self.close_connection = True
+            return
+        if fault.kind == "drop":
+            self.close_connection = True
+            return
+        if fault.kind == "status":
+            error = fault.body or json.dumps(
+                {"error": {"message": f"injected HTTP {fault.status}", "type": "injected"}}
+            )
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            self._send(fault.status, error.encode(), headers)
+            return
+        if fault.kind == "malformed":
+            self._send(200, b"<html>this is not JSON</html>")
+            return
+        status, reply = owner._answer(path, body)
+        data = json.dumps(reply).encode()
+        if fault.kind == "truncated" and status == 200:
+            data = data[: len(data) // 2]
+        self._send(status, data)
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload).encode())
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible server on ``127.0.0.1`` in a background thread.
+
+    Args:
+        latency: seconds every request waits before it is answered.
+        reply: ``messages -> text`` for chat completions (default :func:`echo_reply`); an
+            exception in it becomes an HTTP 500.
+        faults: initial fault queue, one per request in arrival order.
+        hang_seconds: how long a ``"hang"`` fault keeps the connection silent (stopping the
+            server ends it early).
+        embedding_dim: dimension of :func:`hash_embedding` vectors.
+
+    Usable as a context manager, or with :meth:`start` / :meth:`stop`. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        reply: Reply | None = None,
+        faults: Iterable[Fault] = (),
+        hang_seconds: float = 30.0,
+        embedding_dim: int = 64,
+    ) -> None:
+        self.latency = latency
+        self.hang_seconds = hang_seconds
+        self.embedding_dim = embedding_dim
+        self._reply: Reply = reply or echo_reply
+        self._lock = threading.Lock()
+        self._faults: deque[Fault] = deque(faults)
+        self._default = Fault.ok()
+        self._counts: Counter[str] = Counter()
+        self._requests: list[RecordedRequest] = []
+        self._connections: set[socket.socket] = set()
+        self._stop = threading.Event()
+        self._server: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAIServer:
+        """Bind an ephemeral port and serve in a daemon thread; returns ``self``."""
+        if self._server is not None:
+            raise RuntimeError("FakeOpenAIServer is already running")
+        self._stop.clear()
+        self._server = _HTTPServer(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeOpenAIServer:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end hanging and idle connections, and join the thread."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stop.set()
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            # the peer may have closed it already
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeOpenAIServer is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``, the ``base_url`` to give a client."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- programming it ----------------------------------------------------------------------
+
+    def add_faults(self, *faults: Fault) -> None:
+        """Queue faults for the next requests, in order."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def set_default(self, fault: Fault | None) -> None:
+        """What requests get when the queue is empty (``None`` restores normal replies)."""
+        with self._lock:
+            self._default = fault or Fault.ok()
+
+    def set_reply(self, reply: Reply) -> None:
+        with self._lock:
+            self._reply = reply
+
+    # -- observing it ------------------------------------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        """Requests received so far, on any path."""
+        with self._lock:
+            return sum(self._counts.values())
+
+    def count(self, path: str) -> int:
+        """Requests received on ``path`` (e.g. ``"/v1/chat/completions"``)."""
+        with self._lock:
+            return self._counts[path]
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._counts.clear()
+            self._requests.clear()
+
+    # -- used by the handler threads ---------------------------------------------------------
+
+    def _track(self, connection: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def _take(self, request: RecordedRequest) -> Fault:
+        with self._lock:
+            self._counts[request.path] += 1
+            self._requests.append(request)
+            return self._faults.popleft() if self._faults else self._default
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless the server stops first; True means it is stopping."""
+        if seconds > 0:
+            return self._stop.wait(seconds)
+        return self._stop.is_set()
+
+    def _answer(self, path: str, body: Any) -> tuple[int, Any]:
+        if not isinstance(body, dict):
+            return 400, {"error": {"message": "request body is not a JSON object"}}
+        model = str(body.get("model", ""))
+        if path == CHAT_PATH:
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                return 400, {"error": {"message": "'messages' must be a list"}}
+            with self._lock:
+                reply = self._reply
+            try:
+                text = reply(messages)
+            except Exception as exc:  # the script is test code; surface its bug as a 500
+                return 500, {"error": {"message": f"reply function failed: {exc!r}"}}
+            prompt = sum(whitespace_tokens(str(m.get("content", ""))) for m in messages)
+            completion = whitespace_tokens(text)
+            return 200, {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
+        if path == EMBEDDINGS_PATH:
+            inputs = body.get("input")
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+                return 400, {"error": {"message": "'input' must be a string or list of strings"}}
+            tokens = sum(whitespace_tokens(t) for t in inputs)
+            return 200, {
+                "object": "list",
+                "model": model,
+                "data": [
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": hash_embedding(t, self.embedding_dim),
+                    }
+                    for i, t in enumerate(inputs)
+                ],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        return 404, {"error": {"message": f"no route POST {path}"}}

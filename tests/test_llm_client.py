@@ -1,0 +1,398 @@
+"""OpenAI-compatible clients against a real local HTTP server, and the extractive provider."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from pytest_ragbench.errors import ComponentError
+from pytest_ragbench.llm.base import LLM, Embedder, LLMError
+from pytest_ragbench.llm.extractive import (
+    ABSTAIN,
+    ExtractiveLLM,
+    format_prompt,
+    parse_prompt,
+)
+from pytest_ragbench.llm.openai import OpenAIChat, OpenAIEmbedder
+from pytest_ragbench.llm.resilience import CircuitBreaker, RetryPolicy
+from pytest_ragbench.llm.testing import (
+    CHAT_PATH,
+    EMBEDDINGS_PATH,
+    FakeOpenAIServer,
+    Fault,
+    hash_embedding,
+)
+
+USER = [{"role": "user", "content": "hello there"}]
+FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
+SECRET = "sk-test-9f8e7d6c5b4a-DO-NOT-LEAK"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(hang_seconds=5) as running:
+        yield running
+
+
+def chat_client(server: FakeOpenAIServer, **kwargs: object) -> OpenAIChat:
+    settings: dict = {"timeout": 0.5, "retry": FAST, "breaker": CircuitBreaker(100)}
+    settings.update(kwargs)
+    return OpenAIChat(server.base_url, "test-model", **settings)
+
+
+# -- happy path ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_chat_returns_text_usage_and_sends_params(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGBENCH_TEST_KEY", SECRET)
+    monkeypatch.setenv("RAGBENCH_TEST_ORG", "org-42")
+    async with chat_client(
+        server,
+        api_key_env="RAGBENCH_TEST_KEY",
+        headers={"OpenAI-Organization": "${RAGBENCH_TEST_ORG}", "X-Plain": "v"},
+        params={"temperature": 0, "seed": 7},
+    ) as llm:
+        assert isinstance(llm, LLM)
+        completion = await llm.chat(USER, temperature=0.5, max_tokens=20)
+    assert completion.text == "echo: hello there"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (2, 3)
+    assert completion.usage.requests == 1
+    assert completion.model == "test-model"
+    assert not completion.cached
+    (request,) = server.requests
+    assert request.path == CHAT_PATH
+    assert request.body == {
+        "model": "test-model",
+        "messages": USER,
+        "temperature": 0.5,
+        "seed": 7,
+        "max_tokens": 20,
+    }
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["authorization"] == f"Bearer {SECRET}"
+    assert headers["openai-organization"] == "org-42"
+    assert headers["x-plain"] == "v"
+
+
+@pytest.mark.asyncio
+async def test_scripted_reply_can_return_judge_json(server: FakeOpenAIServer) -> None:
+    server.set_reply(lambda messages: json.dumps({"verdict": len(messages)}))
+    async with chat_client(server) as llm:
+        completion = await llm.chat([{"role": "system", "content": "judge"}, *USER])
+    assert json.loads(completion.text) == {"verdict": 2}
+
+
+@pytest.mark.asyncio
+async def test_concurrency_limit_bounds_requests_in_flight() -> None:
+    with FakeOpenAIServer(latency=0.1) as server:
+        async with chat_client(server, concurrency=2, timeout=5) as llm:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(llm.chat(USER) for _ in range(6)))
+            elapsed = time.perf_counter() - started
+    assert len(results) == 6
+    assert elapsed >= 0.29  # 6 calls, 2 at a time, 0.1 s each
+    assert elapsed < 2.0
+    assert llm.usage.requests == 6
+
+
+# -- every fault ends in a completion or an LLMError ----------------------------------------
+
+
+FAULTS = {
+    "429": (Fault.rate_limited("0"), "HTTP 429"),
+    "500": (Fault.server_error(500), "HTTP 500: injected HTTP 500"),
+    "hang": (Fault.hang(), "timed out after 0.3 s"),
+    "malformed": (Fault.malformed(), "malformed JSON in reply body"),
+    "truncated": (Fault.truncated(), "truncated JSON in reply body"),
+    "drop": (Fault.drop(), "connection error"),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(FAULTS))
+async def test_single_fault_is_retried_to_a_completion(server: FakeOpenAIServer, name: str) -> None:
+    fault, _ = FAULTS[name]
+    server.add_faults(fault)
+    async with chat_client(server, timeout=0.3) as llm:
+        completion = await asyncio.wait_for(llm.chat(USER), 5)
+    assert completion.text == "echo: hello there"
+    assert completion.usage.requests == 2
+    assert server.count(CHAT_PATH) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", sorted(FAULTS))
+async def test_lasting_fault_ends_in_llm_error_with_reason(
+    server: FakeOpenAIServer, name: str
+) -> None:
+    fault, reason = FAULTS[name]
+    server.set_default(fault)
+    async with chat_client(server, timeout=0.3) as llm:
+        with pytest.raises(LLMError) as info:
+            await asyncio.wait_for(llm.chat(USER), 5)
+    message = str(info.value)
+    assert reason in message
+    assert message.startswith(f"POST {server.base_url}/chat/completions failed after 3 attempts")
+    assert server.count(CHAT_PATH) == 3
+
+
+@pytest.mark.asyncio
+async def test_retry_after_is_honoured(server: FakeOpenAIServer) -> None:
+    server.add_faults(Fault.rate_limited("0.2"), Fault.rate_limited("0.2"))
+    retry = RetryPolicy(max_attempts=3, base_delay=0.0)  # without the header: no wait at all
+    async with chat_client(server, retry=retry, timeout=2) as llm:
+        started = time.perf_counter()
+        completion = await asyncio.wait_for(llm.chat(USER), 5)
+        elapsed = time.perf_counter() - started
+    assert completion.usage.requests == 3
+    assert 0.4 <= elapsed < 1.5
+
+
+@pytest.mark.asyncio
+async def test_retry_after_is_capped_by_max_delay(server: FakeOpenAIServer) -> None:
+    server.add_faults(Fault.server_error(503, retry_after="100"))
+    retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.1)
+    async with chat_client(server, retry=retry, timeout=2) as llm:
+        started = time.perf_counter()
+        await asyncio.wait_for(llm.chat(USER), 5)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.asyncio
+async def test_client_errors_are_not_retried(server: FakeOpenAIServer) -> None:
+    server.set_default(Fault("status", 400, body='{"error": {"message": "bad max_tokens"}}'))
+    async with chat_client(server) as llm:
+        with pytest.raises(LLMError, match=r"failed: HTTP 400: bad max_tokens$"):
+            await llm.chat(USER)
+    assert server.count(CHAT_PATH) == 1
+
+
+@pytest.mark.asyncio
+async def test_connection_refused_ends_in_llm_error() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with OpenAIChat(
+        f"http://127.0.0.1:{port}/v1", "m", retry=FAST, timeout=1, breaker=CircuitBreaker(10)
+    ) as llm:
+        with pytest.raises(LLMError, match="failed after 3 attempts: connection error"):
+            await asyncio.wait_for(llm.chat(USER), 5)
+
+
+def _transport_returning(payload: object) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(200, json=payload))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ([], "expected a JSON object, got list"),
+        ({"choices": []}, "'choices' is missing or empty"),
+        ({"choices": [{"text": "hi"}]}, "'choices[0].message' is missing"),
+        (
+            {"choices": [{"message": {"content": None}}], "usage": {}},
+            "'choices[0].message.content' is NoneType",
+        ),
+        ({"choices": [{"message": {"content": "hi"}}]}, "'usage' is missing"),
+        (
+            {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "3"}},
+            "are not counts",
+        ),
+    ],
+)
+async def test_replies_of_the_wrong_shape_are_rejected_strictly(
+    payload: object, reason: str
+) -> None:
+    llm = OpenAIChat("http://example.invalid/v1", "m", transport=_transport_returning(payload))
+    async with llm:
+        with pytest.raises(LLMError, match="unexpected reply") as info:
+            await llm.chat(USER)
+    assert reason in str(info.value)
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+
+def test_named_but_unset_key_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAGBENCH_MISSING_KEY", raising=False)
+    with pytest.raises(
+        ComponentError, match="api_key_env: environment variable RAGBENCH_MISSING_KEY"
+    ):
+        OpenAIChat("http://127.0.0.1:1/v1", "m", api_key_env="RAGBENCH_MISSING_KEY")
+    with pytest.raises(
+        ComponentError, match=r"headers\.X-Key: environment variable RAGBENCH_MISSING_KEY"
+    ):
+        OpenAIChat("http://127.0.0.1:1/v1", "m", headers={"X-Key": "${RAGBENCH_MISSING_KEY}"})
+
+
+@pytest.mark.asyncio
+async def test_api_key_never_leaks(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RAGBENCH_TEST_KEY", SECRET)
+    monkeypatch.setenv("RAGBENCH_TEST_TOKEN", "tok-SECOND-SECRET-value")
+    caplog.set_level(logging.DEBUG)
+    echo = json.dumps({"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+    texts: list[str] = []
+
+    def collect(error: BaseException) -> None:
+        texts.extend([str(error), repr(error), "".join(traceback.format_exception(error))])
+
+    llm = chat_client(
+        server,
+        api_key_env="RAGBENCH_TEST_KEY",
+        headers={"X-Api-Token": "${RAGBENCH_TEST_TOKEN}"},
+        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=60),
+    )
+    async with llm:
+        texts.append(repr(llm))
+        server.add_faults(Fault("status", 401, body=echo))
+        with pytest.raises(LLMError) as info:
+            await llm.chat(USER)
+        collect(info.value)
+        server.set_default(
+            Fault("status", 500, body=f"internal error for key {SECRET} / tok-SECOND-SECRET-value")
+        )
+        with pytest.raises(LLMError) as info:
+            await llm.chat(USER)
+        collect(info.value)
+        with pytest.raises(LLMError) as info:  # breaker now open: its message quotes the error
+            await llm.chat(USER)
+        collect(info.value)
+        texts.append(repr(llm.breaker))
+    texts.append(caplog.text)
+    texts.extend([str(llm.provider_id), repr(llm.usage), repr(llm.breaker)])
+    # the server did see the key, so a leak would have been possible
+    assert any(SECRET in str(r.headers) for r in server.requests)
+    joined = "\n".join(texts)
+    assert "Incorrect API key provided: ***" in joined
+    assert "internal error for key *** / ***" in joined
+    assert SECRET not in joined
+    assert "tok-SECOND-SECRET-value" not in joined
+
+
+@pytest.mark.asyncio
+async def test_credentials_in_base_url_become_basic_auth_and_are_hidden(
+    server: FakeOpenAIServer,
+) -> None:
+    url = server.base_url.replace("http://", "http://alice:pa55word-xyz@")
+    async with OpenAIChat(url, "m", retry=FAST) as llm:
+        assert "pa55word-xyz" not in repr(llm)
+        assert llm.base_url == server.base_url
+        assert "pa55word-xyz" not in str(llm.provider_id)
+        await llm.chat(USER)
+    headers = {k.lower(): v for k, v in server.requests[0].headers.items()}
+    assert headers["authorization"].startswith("Basic ")
+
+
+# -- embeddings ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_embedder_batches_keeps_order_and_counts_tokens(server: FakeOpenAIServer) -> None:
+    texts = [f"text number {i}" for i in range(7)]
+    async with OpenAIEmbedder(server.base_url, "emb", batch_size=3, retry=FAST) as embedder:
+        assert isinstance(embedder, Embedder)
+        vectors = await embedder.embed(texts)
+        empty = await embedder.embed([])
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (7, 64)
+    expected = np.asarray([hash_embedding(t) for t in texts], dtype=np.float32)
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6)
+    assert empty.shape == (0, 0)
+    assert server.count(EMBEDDINGS_PATH) == 3
+    assert embedder.usage.prompt_tokens == 21
+    assert embedder.usage.requests == 3
+
+
+@pytest.mark.asyncio
+async def test_embedder_retries_faults(server: FakeOpenAIServer) -> None:
+    server.add_faults(Fault.truncated(), Fault.server_error())
+    async with OpenAIEmbedder(server.base_url, "emb", retry=FAST, timeout=1) as embedder:
+        vectors = await asyncio.wait_for(embedder.embed(["a", "b"]), 5)
+    assert vectors.shape == (2, 64)
+    assert server.count(EMBEDDINGS_PATH) == 3
+
+
+@pytest.mark.asyncio
+async def test_embedder_rejects_a_wrong_number_of_vectors() -> None:
+    payload = {"data": [{"index": 0, "embedding": [0.1, 0.2]}]}
+    embedder = OpenAIEmbedder("http://x.invalid/v1", "e", transport=_transport_returning(payload))
+    async with embedder:
+        with pytest.raises(LLMError, match="1 embeddings for 2 inputs"):
+            await embedder.embed(["a", "b"])
+
+
+def test_hash_embedding_is_deterministic_and_similarity_follows_words() -> None:
+    a, b, c = (np.asarray(hash_embedding(t)) for t in ("red apple pie", "red apple", "blue sky"))
+    assert hash_embedding("red apple pie") == hash_embedding("red apple pie")
+    assert np.linalg.norm(a) == pytest.approx(1.0)
+    assert a @ b > a @ c
+    assert np.linalg.norm(hash_embedding("")) == pytest.approx(1.0)
+
+
+# -- extractive provider -------------------------------------------------------------------
+
+
+PASSAGES = [
+    "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair.",
+    "Mount Everest is the highest mountain above sea level.",
+]
+
+
+def test_prompt_round_trip() -> None:
+    prompt = format_prompt("When was the Eiffel Tower completed?", [*PASSAGES, "two\n\nlines"])
+    parsed = parse_prompt(prompt)
+    assert parsed.question == "When was the Eiffel Tower completed?"
+    assert parsed.passages == (*PASSAGES, "two lines")
+
+
+def test_parse_prompt_without_question_label_uses_loose_lines() -> None:
+    parsed = parse_prompt("[1] alpha beta\ngamma\n\nwhich letter follows alpha?")
+    assert parsed.passages == ("alpha beta gamma",)
+    assert parsed.question == "which letter follows alpha?"
+
+
+@pytest.mark.asyncio
+async def test_extractive_answers_with_the_best_sentence() -> None:
+    llm = ExtractiveLLM()
+    assert isinstance(llm, LLM)
+    prompt = format_prompt("In which year was it completed for the fair?", PASSAGES)
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": prompt}]
+    completion = await llm.chat(messages, temperature=0.7)
+    assert completion.text == "It was completed in 1889 for the World's Fair."
+    assert completion.usage.prompt_tokens == 2 + len(prompt.split())
+    assert completion.usage.completion_tokens == 9
+    assert completion.usage.requests == 1
+    assert (await llm.chat(messages)).text == completion.text
+
+
+@pytest.mark.asyncio
+async def test_extractive_abstains_below_the_threshold() -> None:
+    llm = ExtractiveLLM(threshold=0.5)
+    prompt = format_prompt("What is the boiling point of mercury?", PASSAGES)
+    completion = await llm.chat([{"role": "user", "content": prompt}])
+    assert completion.text == ABSTAIN == "I don't know."
+    assert (await llm.chat([{"role": "user", "content": "[1] no question here"}])).text == ABSTAIN
+
+
+def test_extractive_returns_several_sentences_ranked() -> None:
+    llm = ExtractiveLLM(threshold=0.3, max_sentences=2)
+    passages = ["Everest is tall.", "Everest is the highest mountain on Earth."]
+    answer = llm.answer(format_prompt("Which mountain is the highest on Earth?", passages))
+    assert answer == "Everest is the highest mountain on Earth."
+    answer = llm.answer(format_prompt("Is Everest the highest mountain?", passages))
+    assert answer == "Everest is the highest mountain on Earth. Everest is tall."
