@@ -299,7 +299,8 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
 
 def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):
     mini_suite(interrupt_on="milk")
-    result = pytester.runpytest(SUITE)
+    # In a subprocess: an in-process KeyboardInterrupt would also reach an outer xdist worker.
+    result = pytester.runpytest_subprocess(SUITE)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     run = latest_run(pytester.path)
     recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
