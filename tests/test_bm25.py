@@ -1,0 +1,529 @@
+"""BM25 retriever: scores against rank_bm25 and a hand-written Lucene formula, ordering, the
+tokenizer, the on-disk index cache and parameter validation."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rank_bm25 import BM25Okapi
+
+from pytest_ragbench.datasets import Document
+from pytest_ragbench.retrievers import Retriever
+from pytest_ragbench.retrievers.bm25 import BM25Retriever
+from pytest_ragbench.retrievers.tokenize import LUCENE_STOPWORDS, Tokenizer
+
+# "food" is in more than half of the documents, so rank_bm25's idf is negative for it and gets
+# floored: the comparison below covers the flooring too.
+TEXTS = (
+    ("Coffee and health", "Drinking coffee may lower the risk of liver disease. Food matters."),
+    ("Green tea", "Green tea contains catechins; food with tea is common in Japan."),
+    ("Espresso", "Espresso is brewed by forcing hot water through finely ground coffee."),
+    ("Breakfast", "A healthy breakfast: oats, berries and food rich in fibre."),
+    ("Vitamin D", "Vitamin D is made in the skin from sunlight and found in oily fish food."),
+    ("Statins", "Statins lower cholesterol and the risk of heart disease."),
+    ("Cholesterol", "Dietary cholesterol from eggs affects blood cholesterol less than thought."),
+    ("Salt", "Too much salt in food raises blood pressure in many people."),
+    ("Sugar", "Sugar-sweetened drinks are linked to diabetes and weight gain; food too."),
+    ("Fibre", "Fibre from whole grains helps digestion and feeds gut bacteria. Food."),
+    ("Running", "Running every day improves heart health and mood."),
+    ("Sleep", "Sleep deprivation raises the risk of obesity and food cravings."),
+    ("Berries", "Berries are rich in antioxidants and make a good food for the brain."),
+    ("Fish oil", "Fish oil supplements and omega-3 fats: evidence for heart disease is mixed."),
+    ("Nuts", "Eating nuts is associated with lower mortality; nuts are a dense food."),
+    ("Red meat", "Processed red meat is a risk factor for colorectal cancer, food studies say."),
+    ("Soy", "Soy foods and breast cancer: soy food intake and survival."),
+    ("Broccoli", "Broccoli sprouts contain sulforaphane, a food compound studied in cancer."),
+    ("Turmeric", "Curcumin from turmeric is poorly absorbed unless eaten with black pepper."),
+    ("Garlic", "Garlic may modestly lower blood pressure; garlic food supplements vary."),
+    ("Milk", "Milk intake and bone fractures: more milk food did not prevent fractures."),
+    ("Eggs", "Eggs, cholesterol and heart disease: the food debate continues."),
+    ("Water", "Drinking water before meals helps weight loss in some trials."),
+    ("Fasting", "Intermittent fasting and food timing: effects on weight and insulin."),
+    ("Chocolate", "Dark chocolate flavanols may improve blood flow; chocolate is a food."),
+    ("Apples", "An apple a day: apples, apple peel and food polyphenols."),
+    ("Beans", "Beans and lentils are cheap food sources of protein and fibre."),
+    ("Spinach", "Spinach nitrates improve muscle efficiency in athletes; spinach food."),
+    ("Alcohol", "Alcohol raises the risk of breast cancer even at low doses."),
+    ("Coffee and sleep", "Coffee late in the day disturbs sleep; caffeine has a long half-life."),
+)
+CORPUS = tuple(
+    Document(id=f"doc-{i:02d}", title=title, text=text) for i, (title, text) in enumerate(TEXTS)
+)
+QUERIES = (
+    "coffee",
+    "heart disease risk",
+    "cholesterol cholesterol eggs",
+    "food",
+    "breast cancer soy food",
+    "blood pressure salt garlic",
+    "sleep and coffee",
+    "Running improves mood",
+    "fibre from whole grains and beans",
+    "does milk prevent fractures?",
+    "chocolate",
+)
+
+
+def tokens_of(tok: Tokenizer, doc: Document) -> list[str]:
+    return tok(f"{doc.title} {doc.text}")
+
+
+def lucene_reference(
+    corpus: tuple[Document, ...], query: str, k1: float = 0.9, b: float = 0.4
+) -> dict[str, float]:
+    """Textbook BM25 with Lucene's idf, written out term by term, no matrices."""
+    tok = Tokenizer()
+    docs = {d.id: Counter(tokens_of(tok, d)) for d in corpus}
+    lengths = {i: sum(c.values()) for i, c in docs.items()}
+    n = sum(1 for length in lengths.values() if length > 0)
+    avgdl = sum(lengths.values()) / n
+    scores: dict[str, float] = {}
+    for term in tok(query):
+        df = sum(1 for c in docs.values() if term in c)
+        if df == 0:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for doc_id, c in docs.items():
+            tf = c.get(term, 0)
+            if tf:
+                norm = k1 * (1 - b + b * lengths[doc_id] / avgdl)
+                scores[doc_id] = scores.get(doc_id, 0.0) + idf * tf * (k1 + 1) / (tf + norm)
+    return scores
+
+
+def trec_sorted(scores: dict[str, float]) -> list[tuple[str, float]]:
+    """Score descending, then id descending (trec_eval's order), by two stable sorts."""
+    by_id = sorted(scores.items(), key=lambda kv: kv[0], reverse=True)
+    return sorted(by_id, key=lambda kv: -kv[1])
+
+
+@pytest.fixture(scope="module")
+def lucene() -> BM25Retriever:
+    r = BM25Retriever()
+    r.index(CORPUS)
+    return r
+
+
+# -- scores ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_sparse_matches_hand_written_lucene_formula(lucene: BM25Retriever, query: str) -> None:
+    expected = lucene_reference(CORPUS, query)
+    hits = lucene.retrieve(query, len(CORPUS))
+    assert [d for d, _ in hits] == [d for d, _ in trec_sorted(expected)]
+    for doc_id, score in hits:
+        assert score == pytest.approx(expected[doc_id], abs=1e-9)
+
+
+@pytest.mark.parametrize("k1,b", [(0.9, 0.4), (1.5, 0.75), (0.5, 0.0), (2.0, 1.0)])
+def test_sparse_with_rank_bm25_idf_reproduces_bm25okapi(k1: float, b: float) -> None:
+    tok = Tokenizer()
+    okapi = BM25Okapi([tokens_of(tok, d) for d in CORPUS], k1=k1, b=b)
+    df_food = sum("food" in tokens_of(tok, d) for d in CORPUS)
+    assert df_food > len(CORPUS) / 2  # so rank_bm25 floors its idf
+    assert okapi.idf["food"] == pytest.approx(0.25 * okapi.average_idf)
+    sparse = BM25Retriever(k1=k1, b=b, idf="rank_bm25")
+    sparse.index(CORPUS)
+    engine = BM25Retriever(k1=k1, b=b, engine="rank_bm25")
+    engine.index(CORPUS)
+    for query in QUERIES:
+        raw = okapi.get_scores(tok(query))
+        expected = trec_sorted({d.id: float(s) for d, s in zip(CORPUS, raw, strict=True) if s})
+        for retriever in (sparse, engine):
+            hits = retriever.retrieve(query, len(CORPUS))
+            assert [d for d, _ in hits] == [d for d, _ in expected], query
+            assert np.allclose([s for _, s in hits], [s for _, s in expected], rtol=0, atol=1e-9)
+
+
+def test_k1_zero_on_the_sparse_engine_sums_idf(lucene: BM25Retriever) -> None:
+    r = BM25Retriever(k1=0.0)
+    r.index(CORPUS)
+    ref = lucene_reference(CORPUS, "heart disease risk", k1=0.0)
+    hits = r.retrieve("heart disease risk", 100)
+    assert dict(hits) == pytest.approx(ref, abs=1e-12)
+
+
+def test_frequent_term_idf_differs_between_variants(lucene: BM25Retriever) -> None:
+    # "food" is in most documents: Lucene's idf stays positive and small, rank_bm25 floors it.
+    rb = BM25Retriever(idf="rank_bm25")
+    rb.index(CORPUS)
+    food_lucene = dict(lucene.retrieve("food", 100))
+    food_rb = dict(rb.retrieve("food", 100))
+    assert set(food_lucene) == set(food_rb)
+    assert len(food_lucene) > len(CORPUS) / 2
+    assert not np.allclose(sorted(food_lucene.values()), sorted(food_rb.values()))
+
+
+words = st.sampled_from(["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    docs=st.lists(st.lists(words, min_size=0, max_size=12), min_size=1, max_size=15),
+    query=st.lists(words, min_size=1, max_size=5),
+)
+def test_property_sparse_equals_bm25okapi(docs: list[list[str]], query: list[str]) -> None:
+    corpus = [Document(id=f"d{i}", text=" ".join(ws)) for i, ws in enumerate(docs)]
+    if not any(docs):
+        return  # BM25Okapi divides by the vocabulary size
+    okapi = BM25Okapi(docs, k1=1.2, b=0.75)
+    sparse = BM25Retriever(k1=1.2, b=0.75, idf="rank_bm25", stemmer=None, stopwords=None,
+                           fields="text")
+    sparse.index(corpus)
+    raw = okapi.get_scores(query)
+    hits = sparse.retrieve(" ".join(query), len(corpus))
+    # Scores agree to 1e-9. When the mean idf is 0 mathematically, the floor for negative idf
+    # is rounding noise (~1e-17) that either implementation may round to exactly 0 and so
+    # (not) return: such scores are left out of the comparison. The order is checked against
+    # our own scores, because scores that tie mathematically can differ in the last bit
+    # between the two summation orders.
+    expected = {d.id: float(s) for d, s in zip(corpus, raw, strict=True) if abs(s) > 1e-9}
+    assert {d: s for d, s in hits if abs(s) > 1e-9} == pytest.approx(expected, rel=0, abs=1e-9)
+    assert hits == trec_sorted(dict(hits))
+
+
+def test_few_postings_path_on_a_larger_corpus() -> None:
+    # Queries whose postings are few next to the corpus size take the sort-based path rather
+    # than the dense accumulator; duplicated texts check its tie-break.
+    corpus = tuple(
+        Document(id=f"n{i:03d}", text=f"topic{i % 7} rare{i % 150} filler {'x ' * (i % 5)}")
+        for i in range(300)
+    )
+    r = BM25Retriever()
+    r.index(corpus)
+    for query in ("rare5 rare17 rare17", "rare149 topic3 zzz", "rare0"):
+        expected = trec_sorted(lucene_reference(corpus, query))
+        hits = r.retrieve(query, 1000)
+        assert [d for d, _ in hits] == [d for d, _ in expected]
+        assert np.allclose([s for _, s in hits], [s for _, s in expected], rtol=0, atol=1e-9)
+        assert r.retrieve_many([query], 3) == [hits[:3]]
+
+
+def test_repeated_query_term_counts_twice(lucene: BM25Retriever) -> None:
+    once = dict(lucene.retrieve("garlic", 5))
+    twice = dict(lucene.retrieve("garlic garlic", 5))
+    assert once and once.keys() == twice.keys()
+    for doc_id, score in once.items():
+        assert twice[doc_id] == pytest.approx(2 * score, rel=1e-12)
+
+
+def test_retrieve_many_is_bit_identical_to_retrieve(lucene: BM25Retriever) -> None:
+    queries = [*QUERIES, "", "the of and", "unknownword"]
+    for k in (1, 3, 10, 1000):
+        assert lucene.retrieve_many(queries, k) == [lucene.retrieve(q, k) for q in queries]
+
+
+# -- ordering and result sets ------------------------------------------------------------------
+
+
+def test_ties_break_by_doc_id_descending_also_at_the_cut() -> None:
+    same = "kiwi fruit salad"
+    corpus = [Document(id=i, text=same) for i in ("b", "a", "d", "c")]
+    corpus.append(Document(id="z", text="kiwi kiwi kiwi"))
+    corpus.append(Document(id="e", text="nothing in common"))
+    r = BM25Retriever()
+    r.index(corpus)
+    hits = r.retrieve("kiwi salad", 10)
+    assert [d for d, _ in hits] == ["d", "c", "b", "a", "z"]
+    assert hits[0][1] == hits[3][1] > hits[4][1]
+    # Cutting inside the tie group keeps the largest ids, as trec_eval's order would.
+    assert [d for d, _ in r.retrieve("kiwi salad", 2)] == ["d", "c"]
+    assert r.retrieve_many(["kiwi salad"], 2) == [r.retrieve("kiwi salad", 2)]
+
+
+def test_documents_without_matching_terms_are_not_returned(lucene: BM25Retriever) -> None:
+    hits = lucene.retrieve("turmeric", 10)
+    assert [d for d, _ in hits] == ["doc-18"]
+    assert lucene.retrieve("the and of", 10) == []  # only stopwords
+    assert lucene.retrieve("zzzunknown", 10) == []
+    assert lucene.retrieve("", 10) == []
+    assert all(s > 0 for q in QUERIES for _, s in lucene.retrieve(q, 100))
+
+
+def test_k_limits_and_zero(lucene: BM25Retriever) -> None:
+    full = lucene.retrieve("food", 100)
+    assert lucene.retrieve("food", 3) == full[:3]
+    assert lucene.retrieve("food", 0) == []
+    assert lucene.retrieve_many(["food", "coffee"], 0) == [[], []]
+
+
+def test_fields_text_ignores_titles() -> None:
+    corpus = [Document(id="1", title="zebra", text="horse"), Document(id="2", text="zebra")]
+    flat, text_only = BM25Retriever(), BM25Retriever(fields="text")
+    flat.index(corpus)
+    text_only.index(corpus)
+    assert {d for d, _ in flat.retrieve("zebra", 5)} == {"1", "2"}
+    assert [d for d, _ in text_only.retrieve("zebra", 5)] == ["2"]
+
+
+def test_stemming_and_stopwords_reach_the_index() -> None:
+    corpus = [Document(id="1", text="The runners were running"), Document(id="2", text="walk")]
+    stemmed, plain = BM25Retriever(), BM25Retriever(stemmer=None)
+    stemmed.index(corpus)
+    plain.index(corpus)
+    assert [d for d, _ in stemmed.retrieve("run", 5)] == ["1"]
+    assert plain.retrieve("run", 5) == []
+    assert stemmed.retrieve("the", 5) == []  # a stopword, not indexed
+    keep = BM25Retriever(stopwords=None)
+    keep.index(corpus)
+    assert [d for d, _ in keep.retrieve("the", 5)] == ["1"]
+
+
+def test_rank_bm25_engine_and_describe() -> None:
+    r = BM25Retriever(engine="rank_bm25", k1=1.2, b=0.75)
+    r.index(CORPUS)
+    assert r.describe()["idf"] == "rank_bm25"
+    assert r.retrieve("coffee", 2)[0][0] in {"doc-00", "doc-02", "doc-29"}
+    d = BM25Retriever().describe()
+    assert d["engine"] == "sparse" and d["idf"] == "lucene"
+    assert (d["k1"], d["b"], d["stemmer"], d["stopwords"], d["fields"]) == (
+        0.9, 0.4, "porter", "lucene", "flat")
+
+
+def test_implements_retriever_protocol(lucene: BM25Retriever) -> None:
+    assert isinstance(lucene, Retriever)
+
+
+def test_reindex_replaces_previous_corpus() -> None:
+    r = BM25Retriever()
+    r.index(CORPUS)
+    assert r.retrieve("turmeric", 5)
+    r.index([Document(id="x", text="something else")])
+    assert r.retrieve("turmeric", 5) == []
+    assert r.retrieve("something", 5)[0][0] == "x"
+
+
+def test_all_stopword_corpus_retrieves_nothing() -> None:
+    corpus = [Document(id="1", text="the and"), Document(id="2", text="of")]
+    for engine in ("sparse", "rank_bm25"):
+        r = BM25Retriever(engine=engine)
+        r.index(corpus)
+        assert r.retrieve("the", 5) == []
+
+
+# -- tokenizer ---------------------------------------------------------------------------------
+
+
+def test_tokenizer_lowercases_splits_and_strips_possessives() -> None:
+    tok = Tokenizer(stemmer=None, stopwords=None)
+    assert tok.words("The WOMEN's shoes don't fit; 'quoted' o'Neil's 60.2% e-mail foo_bar") == [
+        "the", "women", "shoes", "don't", "fit", "quoted", "o'neil", "60", "2", "e", "mail",
+        "foo_bar",
+    ]
+    # The right single quotation mark is an apostrophe.
+    assert tok.words("It\u2019s James\u2019 car") == ["it", "james", "car"]
+
+
+def test_tokenizer_unicode() -> None:
+    tok = Tokenizer(stemmer=None, stopwords=None)
+    # Precomposed and decomposed accents give the same term; en dash and nbsp separate.
+    assert tok("Caf\u00e9 cafe\u0301 CAF\u00c9 1995\u20132003 a\u00a0b") == [
+        "caf\u00e9", "caf\u00e9", "caf\u00e9", "1995", "2003", "a", "b",
+    ]
+    # Combining marks (Devanagari vowel signs, Thai) stay inside words; CJK runs are kept.
+    assert tok("\u0939\u093f\u0928\u094d\u0926\u0940 \u0e1b\u0e23\u0e30\u0e40\u0e17\u0e28") == [
+        "\u0939\u093f\u0928\u094d\u0926\u0940", "\u0e1b\u0e23\u0e30\u0e40\u0e17\u0e28",
+    ]
+    cjk = "\u5317\u4eac\u5927\u5b66"
+    assert tok(f"{cjk}\u3002\u00dcber!") == [cjk, "\u00fcber"]
+    assert tok("\U0001f600 \u2014 ... ''") == []
+
+
+def test_tokenizer_lucene_stopwords() -> None:
+    assert len(LUCENE_STOPWORDS) == 33
+    assert {"the", "a", "with", "such", "into", "will"} <= LUCENE_STOPWORDS
+    assert "he" not in LUCENE_STOPWORDS
+    tok = Tokenizer(stemmer=None)
+    assert tok("The cat is on the mat with a hat") == ["cat", "mat", "hat"]
+    assert Tokenizer(stemmer=None, stopwords=None)("the cat") == ["the", "cat"]
+    custom = Tokenizer(stemmer=None, stopwords=["Cat", "MAT"])
+    assert custom("The cat is on the mat") == ["the", "is", "on", "the"]
+
+
+def test_tokenizer_stemmers() -> None:
+    words = "generously dying skies running cats"
+    assert Tokenizer(stemmer="porter", stopwords=None)(words) == [
+        "gener", "dy", "ski", "run", "cat"]
+    assert Tokenizer(stemmer="english", stopwords=None)(words) == [
+        "generous", "die", "sky", "run", "cat"]
+    assert Tokenizer(stemmer=None, stopwords=None)(words) == words.split()
+    # Stopwords are matched before stemming: "this" is removed, "thi" would not be.
+    assert Tokenizer()("this running") == ["run"]
+
+
+def test_tokenizer_caches_stems_per_instance() -> None:
+    tok = Tokenizer()
+    assert tok("running runs") == ["run", "run"]
+    assert tok._stem_cache == {"running": "run", "runs": "run"}
+    assert Tokenizer()._stem_cache == {}
+    tok._stem_cache["running"] = "CACHED"  # proves the cache is consulted
+    assert tok("running") == ["CACHED"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"stemmer": "lancaster"}, "unknown stemmer 'lancaster'"),
+        ({"stopwords": "english"}, "unknown stopword set 'english'"),
+        ({"stopwords": ["ok", 3]}, "stopwords must be strings"),
+    ],
+)
+def test_tokenizer_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Tokenizer(**kwargs)  # type: ignore[arg-type]
+
+
+# -- on-disk cache -----------------------------------------------------------------------------
+
+
+def test_cache_second_instance_loads(tmp_path: Path) -> None:
+    first = BM25Retriever(cache_dir=tmp_path)
+    first.index(CORPUS)
+    assert not first.loaded_from_cache
+    assert first.cache_path is not None and first.cache_path.is_file()
+    assert first.cache_path.parent == tmp_path and first.cache_path.name.startswith("bm25-")
+    mtime = first.cache_path.stat().st_mtime_ns
+
+    second = BM25Retriever(cache_dir=tmp_path)
+    second.index(CORPUS)
+    assert second.loaded_from_cache
+    assert second.cache_path == first.cache_path
+    assert second.cache_path.stat().st_mtime_ns == mtime
+    assert second.retrieve_many(list(QUERIES), 10) == first.retrieve_many(list(QUERIES), 10)
+    assert [p.name for p in tmp_path.iterdir()] == [first.cache_path.name]  # no temp files
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"k1": 1.2}, {"b": 0.75}, {"stemmer": "english"}, {"stopwords": None},
+     {"stopwords": ["coffee"]}, {"fields": "text"}, {"idf": "rank_bm25"}],
+)
+def test_cache_key_covers_every_parameter(tmp_path: Path, kwargs: dict[str, object]) -> None:
+    base = BM25Retriever(cache_dir=tmp_path)
+    base.index(CORPUS)
+    other = BM25Retriever(cache_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    other.index(CORPUS)
+    assert not other.loaded_from_cache
+    assert other.cache_path != base.cache_path
+
+
+def test_cache_key_covers_corpus_content(tmp_path: Path) -> None:
+    base = BM25Retriever(cache_dir=tmp_path)
+    base.index(CORPUS)
+    edited = (*CORPUS[:-1], Document(id=CORPUS[-1].id, title=CORPUS[-1].title, text="changed"))
+    other = BM25Retriever(cache_dir=tmp_path)
+    other.index(edited)
+    assert not other.loaded_from_cache and other.cache_path != base.cache_path
+    assert other.retrieve("changed", 5)[0][0] == CORPUS[-1].id
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b"not a zip file"),
+        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+        lambda p: p.write_bytes(b""),
+    ],
+    ids=["garbage", "truncated", "empty"],
+)
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, damage: object) -> None:
+    first = BM25Retriever(cache_dir=tmp_path)
+    first.index(CORPUS)
+    assert first.cache_path is not None
+    expected = first.retrieve_many(list(QUERIES), 10)
+    damage(first.cache_path)  # type: ignore[operator]
+
+    second = BM25Retriever(cache_dir=tmp_path)
+    second.index(CORPUS)
+    assert not second.loaded_from_cache
+    assert second.retrieve_many(list(QUERIES), 10) == expected
+    third = BM25Retriever(cache_dir=tmp_path)  # the rebuild rewrote a good file
+    third.index(CORPUS)
+    assert third.loaded_from_cache
+
+
+def test_cache_with_wrong_arrays_is_rebuilt(tmp_path: Path) -> None:
+    first = BM25Retriever(cache_dir=tmp_path)
+    first.index(CORPUS)
+    assert first.cache_path is not None
+    with np.load(first.cache_path) as z:
+        arrays = dict(z)
+    arrays["indices"] = arrays["indices"] + 10_000  # out of range document numbers
+    with first.cache_path.open("wb") as fh:
+        np.savez(fh, **arrays)
+    second = BM25Retriever(cache_dir=tmp_path)
+    second.index(CORPUS)
+    assert not second.loaded_from_cache
+    assert second.retrieve("turmeric", 3)[0][0] == "doc-18"
+
+
+def test_concurrent_builders_leave_one_valid_file(tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+    results: list[list[list[tuple[str, float]]]] = []
+
+    def build() -> None:
+        try:
+            r = BM25Retriever(cache_dir=tmp_path)
+            r.index(CORPUS)
+            results.append(r.retrieve_many(list(QUERIES), 5))
+        except BaseException as exc:  # pragma: no cover - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 4 and all(r == results[0] for r in results)
+    assert len(list(tmp_path.iterdir())) == 1
+    later = BM25Retriever(cache_dir=tmp_path)
+    later.index(CORPUS)
+    assert later.loaded_from_cache
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"k1": -0.1}, "k1 must be a number >= 0"),
+        ({"k1": float("nan")}, "k1 must be a number >= 0"),
+        ({"k1": "1.2"}, "k1 must be a number >= 0"),
+        ({"b": 1.5}, "b must be a number between 0 and 1"),
+        ({"b": -0.01}, "b must be a number between 0 and 1"),
+        ({"engine": "lucene"}, "unknown engine 'lucene'"),
+        ({"fields": "title"}, "unknown fields 'title'"),
+        ({"idf": "bm25+"}, "unknown idf 'bm25\\+'"),
+        ({"engine": "rank_bm25", "idf": "lucene"}, "engine 'rank_bm25' only has"),
+        ({"engine": "rank_bm25", "cache_dir": "x"}, "cache_dir is only supported"),
+        ({"engine": "rank_bm25", "k1": 0}, "rank_bm25 divides by zero"),
+        ({"stemmer": "snowball"}, "unknown stemmer 'snowball'"),
+        ({"stopwords": "none"}, "unknown stopword set 'none'"),
+    ],
+)
+def test_parameter_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BM25Retriever(**kwargs)  # type: ignore[arg-type]
+
+
+def test_usage_errors(lucene: BM25Retriever) -> None:
+    with pytest.raises(RuntimeError, match="call index"):
+        BM25Retriever().retrieve("x", 3)
+    with pytest.raises(ValueError, match="k must be an integer >= 0"):
+        lucene.retrieve("coffee", -1)
+    with pytest.raises(TypeError, match="sequence of queries"):
+        lucene.retrieve_many("coffee", 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty corpus"):
+        BM25Retriever().index([])
+    with pytest.raises(ValueError, match="unique"):
+        BM25Retriever().index([Document(id="a", text="x"), Document(id="a", text="y")])
