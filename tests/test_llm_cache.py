@@ -287,7 +287,8 @@ async def test_cached_embedder_shares_concurrent_texts(db: Path) -> None:
             asyncio.gather(embedder.embed(["x", "y"]), embedder.embed(["y", "z"])), 5
         )
         await inner.aclose()
-        assert [r.body["input"] for r in server.requests] == [["x", "y"], ["z"]]
+        # The two requests race on the wire; what matters is that "y" was sent only once.
+        assert sorted(r.body["input"] for r in server.requests) == [["x", "y"], ["z"]]
     np.testing.assert_array_equal(a[1], b[0])
 
 
