@@ -8,12 +8,13 @@ per-query values, never means of worker means.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .gates import ERROR_RATE
+from .gates import Gate, evaluate_threshold, scope_retriever
 from .records import record_key
-from .stats import summarize
+from .stats import best_system, pairwise_table, summarize
 from .suite import Suite
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -64,21 +65,103 @@ def summarize_group(
     return out
 
 
-def evaluate_gates(suite: Suite, retriever: str, group: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each suite gate checked against one retriever's summary."""
+def case_scores(
+    recs: Sequence[Mapping[str, Any]], metric: str,
+) -> dict[str, tuple[float | None, bool]]:
+    """Per query id: (the metric averaged over repetitions, or None; whether every run errored).
+
+    The unit of pairing against a baseline and between retrievers is the query, so repeated
+    runs of one query are averaged first.
+    """
+    values: dict[str, list[float]] = {}
+    errored: dict[str, bool] = {}
+    for r in recs:
+        cid = str(r["case_id"])
+        err = r.get("status") == "error"
+        errored[cid] = errored.get(cid, True) and err
+        v = None if err else r.get("metrics", {}).get(metric)
+        bucket = values.setdefault(cid, [])
+        if v is not None and math.isfinite(float(v)):
+            bucket.append(float(v))
+    return {cid: ((math.fsum(vs) / len(vs)) if vs else None, errored[cid])
+            for cid, vs in sorted(values.items())}
+
+
+def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Query id -> type, difficulty and tags (what scoped gates select on)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        cid = str(r["case_id"])
+        if cid not in out or (r.get("query") is not None and out[cid].get("type") is None):
+            out[cid] = {"type": r.get("type"), "difficulty": r.get("difficulty"),
+                        "tags": sorted(r.get("tags") or [])}
+    return dict(sorted(out.items()))
+
+
+def evaluate_gates(
+    suite: Suite, retriever: str, group: Mapping[str, Any],
+    recs: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Each threshold gate of the suite checked against one retriever's summary.
+
+    Gates scoped to another retriever are skipped; gates against a baseline are checked later,
+    when the baseline is known.
+    """
+    meta = case_meta(recs)
     results = []
     for gate in suite.gates:
-        if gate.metric == ERROR_RATE:
-            value = float(group["error_rate"])
-        else:
-            value = float(group["metrics"][gate.metric]["mean"])
-        passed = gate.passes(value)
-        results.append({
-            "suite": suite.name, "retriever": retriever, "metric": gate.metric,
-            "op": gate.op, "threshold": gate.threshold, "value": value, "passed": passed,
-            "margin": gate.margin(value), "text": gate.text,
-        })
+        if not isinstance(gate, Gate):
+            continue
+        only = scope_retriever(gate.scope)
+        if only is not None and only != retriever:
+            continue
+        mean = group["metrics"][gate.metric]["mean"] if gate.metric in group["metrics"] else None
+        results.append(evaluate_threshold(
+            gate, suite=suite.name, retriever=retriever, mean=mean,
+            error_rate=float(group["error_rate"]),
+            cases=case_scores(recs, gate.metric), meta=meta))
     return results
+
+
+def ab_comparisons(
+    entries: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], metric_names: Sequence[str],
+    directions: Mapping[str, str], *, test: str, alpha: float, seed: int,
+) -> list[dict[str, Any]]:
+    """Pairwise comparisons of the retrievers of one suite, per metric (Holm-corrected).
+
+    Queries are aligned by id; a pair uses the queries both retrievers scored. ``best`` is the
+    retriever with the best mean over the queries every retriever scored, with the bootstrap
+    probability that it is the best.
+    """
+    if len(entries) < 2:
+        return []
+    out = []
+    for metric in metric_names:
+        per = {name: case_scores(recs, metric) for name, recs in entries}
+        ids = sorted({cid for scores in per.values() for cid in scores})
+        scores = {name: [per[name].get(cid, (None, True))[0] for cid in ids] for name in per}
+        table = pairwise_table(scores, metric=metric, test=test, alpha=alpha, seed=seed)
+        try:
+            best, p_best = best_system(scores, higher_is_better=directions[metric] != "lower",
+                                       seed=seed)
+        except ValueError:
+            best, p_best = None, None
+        names = list(scores)
+        pairs = []
+        k = 0
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                c = table[k]
+                k += 1
+                pairs.append({
+                    "a": a, "b": b, "n": c.n, "mean_a": c.mean_a, "mean_b": c.mean_b,
+                    "delta": c.delta, "ci_low": c.ci_low, "ci_high": c.ci_high,
+                    "p_holm": c.p_value,
+                    "significant": bool(not math.isnan(c.p_value) and c.p_value < alpha),
+                })
+        out.append({"metric": metric, "direction": directions[metric], "test": test,
+                    "alpha": alpha, "pairs": pairs, "best": best, "p_best": p_best})
+    return out
 
 
 def summarize_run(
@@ -121,9 +204,21 @@ def summarize_run(
             group = summarize_group(suite, recs, metric_names, seed)
             group["name"] = retriever
             if suite is not None:
-                group["gates"] = evaluate_gates(suite, retriever, group)
+                group["gates"] = evaluate_gates(suite, retriever, group, recs)
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
+        if suite is not None:
+            settings = suite.baseline_settings
+            suite_out["seed"] = suite.seed
+            suite_out["gate_texts"] = [g.text for g in suite.gates]
+            suite_out["baseline_settings"] = settings.as_dict()
+            directions = {m.name: m.direction for m in suite.metrics}
+            test, alpha = settings.test, settings.alpha
+        else:
+            directions = {m: "higher" for m in metric_names}
+            test, alpha = "permutation", 0.05
+        suite_out["ab"] = ab_comparisons(entries, metric_names, directions, test=test,
+                                         alpha=alpha, seed=seed)
         out_suites.append(suite_out)
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,

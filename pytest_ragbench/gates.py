@@ -1,39 +1,96 @@
-"""Gates and tolerances: small value objects parsed from suite files and the command line.
+"""The gate language: checks on a run's means, and on its change against a baseline.
 
-A gate bounds a suite-level value (the mean of a metric, or the error rate) with ``>=``, ``>``,
-``<=`` or ``<``; a bare number means "at least" for higher-is-better metrics and "at most" for
-lower-is-better ones. A tolerance is how far a metric may move in its worse direction against a
-baseline: absolute (``0.02``) or relative (``5%``).
+A gate is written as one expression string, or as ``metric: body`` in a suite's ``gates``
+mapping::
+
+    ndcg@10 >= 0.60                         absolute floor on the mean
+    error_rate <= 0.01                      ceiling on the share of cases that errored
+    latency_ms: 250                         a bare number: "at least" for higher-is-better
+                                            metrics, "at most" for lower-is-better ones
+    ndcg@10: drop <= 0.02                   allowed drop against the baseline, absolute
+    ndcg@10: drop <= 5%                     ... or relative to the baseline mean
+    ndcg@10: no significant drop            paired test per query against the baseline
+    ndcg@10: no significant drop at 0.01 using wilcoxon
+    difficulty=hard: recall@10 >= 0.5       scoped to the queries of one difficulty,
+    tag=numeric, retriever=bm25: ...        tag or type, and/or to one retriever
+
+"Drop" always means a move in the metric's worse direction (down for quality metrics, up for
+``latency_ms``, ``cost`` and ``error_rate``). A tolerance is the older, suite-wide form of an
+allowed drop (``baseline: {tolerance: 0.02}``).
+
+Nothing here imports pytest: the ``ragbench`` CLI parses and evaluates the same gates.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 ERROR_RATE = "error_rate"
+TESTS = ("paired-t", "wilcoxon", "permutation", "bootstrap")
+DEFAULT_TEST = "permutation"
+DEFAULT_ALPHA = 0.05
+SCOPE_KEYS = ("retriever", "tag", "type", "difficulty")
+_LOWER_IS_BETTER = {ERROR_RATE, "latency_ms", "cost"}
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _OPS = (">=", "<=", ">", "<")
-_EXPR = re.compile(r"^\s*(>=|<=|>|<)?\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%)?\s*$")
+_EXPR = re.compile(rf"^\s*(>=|<=|>|<)?\s*({_NUM})\s*(%)?\s*$")
+_DROP = re.compile(rf"^\s*drop\s*(<=|<)\s*({_NUM})\s*(%)?\s*$", re.IGNORECASE)
+_SIG = re.compile(
+    rf"^\s*no\s+significant\s+drop(?:\s+at\s+({_NUM}))?(?:\s+using\s+([\w-]+))?\s*$",
+    re.IGNORECASE,
+)
+_METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_@.\-]*")
+_SCOPE_ITEM = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*([^\s=:,]+)\s*$")
+_BODY_HELP = ("'>= 0.5' (operators >=, >, <=, <), a bare number, 'drop <= 0.02', "
+              "'drop <= 5%' or 'no significant drop [at 0.05] [using permutation]'")
+
+Scope = tuple[tuple[str, str], ...]
 
 
 class _HasDirection(Protocol):
     direction: str
 
 
+def default_direction(metric: str) -> str:
+    """``"lower"`` for error rate, latency and cost; ``"higher"`` for everything else."""
+    base = metric.split("@")[0]
+    return "lower" if base in _LOWER_IS_BETTER or base.endswith("_ms") else "higher"
+
+
+def _num(value: float) -> str:
+    """Shortest text that reads back as exactly ``value`` (``:g`` when that is exact)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def scope_text(scope: Scope) -> str:
+    """``difficulty=hard, tag=numeric`` (empty for the whole run)."""
+    return ", ".join(f"{k}={v}" for k, v in scope)
+
+
+def _prefix(scope: Scope) -> str:
+    return f"{scope_text(scope)}: " if scope else ""
+
+
 @dataclass(frozen=True)
 class Gate:
-    """``metric op threshold``, e.g. ``ndcg@10 >= 0.3``."""
+    """``metric op threshold`` on a mean (or the error rate), e.g. ``ndcg@10 >= 0.3``."""
 
     metric: str
     op: str
     threshold: float
+    scope: Scope = ()
+
+    kind = "threshold"
 
     @property
     def text(self) -> str:
-        return f"{self.metric} {self.op} {self.threshold:g}"
+        return f"{_prefix(self.scope)}{self.metric} {self.op} {_num(self.threshold)}"
 
     def passes(self, value: float) -> bool:
         if math.isnan(value):
@@ -50,24 +107,244 @@ class Gate:
         return value - self.threshold if self.op in (">=", ">") else self.threshold - value
 
 
-def parse_gate(metric: str, expr: Any, metrics: Mapping[str, _HasDirection]) -> Gate:
-    """Parse one ``metric: expression`` entry; ``metrics`` are the suite's metrics by name."""
-    name = metric.strip()
-    if name != ERROR_RATE and name not in metrics:
-        known = ", ".join([*metrics, ERROR_RATE])
-        raise ValueError(f"gate on {name!r}, which is not among the suite's metrics ({known})")
-    lower_better = name == ERROR_RATE or metrics[name].direction == "lower"
-    if isinstance(expr, bool) or not isinstance(expr, int | float | str):
-        raise ValueError(f"expected a number or an expression like '>= 0.5', got {expr!r}")
-    if isinstance(expr, int | float):
-        return Gate(name, "<=" if lower_better else ">=", float(expr))
-    m = _EXPR.match(expr)
-    if not m:
-        raise ValueError(f"cannot parse {expr!r}: expected a number or an expression like "
+@dataclass(frozen=True)
+class DropGate:
+    """How far a metric may move in its worse direction against the baseline.
+
+    ``limit`` is the number as written: an absolute amount, or percent of the baseline mean
+    when ``relative`` (kept as written so the expression reads back exactly).
+    """
+
+    metric: str
+    limit: float
+    relative: bool = False
+    op: str = "<="
+    scope: Scope = ()
+
+    kind = "drop"
+
+    @property
+    def limit_text(self) -> str:
+        return f"{_num(self.limit)}%" if self.relative else _num(self.limit)
+
+    @property
+    def text(self) -> str:
+        return f"{_prefix(self.scope)}{self.metric}: drop {self.op} {self.limit_text}"
+
+    def allowed(self, baseline_mean: float) -> float:
+        return self.limit / 100.0 * abs(baseline_mean) if self.relative else self.limit
+
+    def passes(self, worse_by: float, baseline_mean: float) -> bool:
+        """``worse_by`` is the change in the worse direction (positive = got worse)."""
+        if math.isnan(worse_by):
+            return False
+        allowed = self.allowed(baseline_mean)
+        # Means of the same scores summed in another order differ by roundoff.
+        return worse_by <= allowed + 1e-12 if self.op == "<=" else worse_by < allowed - 1e-12
+
+
+@dataclass(frozen=True)
+class SignificanceGate:
+    """Fails when the metric got worse and a paired test says so at level ``alpha``.
+
+    ``test`` None means the suite's ``baseline.test`` (permutation unless set).
+    """
+
+    metric: str
+    alpha: float = DEFAULT_ALPHA
+    test: str | None = None
+    scope: Scope = ()
+
+    kind = "significance"
+
+    @property
+    def text(self) -> str:
+        out = f"{_prefix(self.scope)}{self.metric}: no significant drop at {_num(self.alpha)}"
+        return out + (f" using {self.test}" if self.test else "")
+
+
+GateCheck = Gate | DropGate | SignificanceGate
+
+
+def _parse_number(text: str, what: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {text!r}")
+    return value
+
+
+def parse_scope(text: str) -> Scope:
+    """``difficulty=hard, retriever=bm25`` -> ``(("difficulty", "hard"), ("retriever", ...))``."""
+    out: list[tuple[str, str]] = []
+    for part in text.split(","):
+        m = _SCOPE_ITEM.match(part)
+        if not m:
+            raise ValueError(f"cannot parse scope {part.strip()!r}: expected key=value with key "
+                             f"one of {', '.join(SCOPE_KEYS)} (e.g. 'difficulty=hard')")
+        key, value = m.group(1).lower(), m.group(2)
+        if key not in SCOPE_KEYS:
+            raise ValueError(f"unknown scope key {key!r} in {part.strip()!r}: expected one of "
+                             f"{', '.join(SCOPE_KEYS)}")
+        if key == "retriever" and any(k == "retriever" for k, _ in out):
+            raise ValueError(f"scope {text.strip()!r} names more than one retriever")
+        out.append((key, value))
+    return tuple(out)
+
+
+def parse_gate_body(
+    metric: str, body: Any, direction: str | None = None, scope: Scope = (),
+    *, allow_baseline: bool = True,
+) -> GateCheck:
+    """Parse the part after ``metric:`` (a number or a string); see the module docstring."""
+    if direction is None:
+        direction = default_direction(metric)
+    lower_better = metric == ERROR_RATE or direction == "lower"
+    if isinstance(body, bool) or not isinstance(body, int | float | str):
+        raise ValueError(f"expected a number or an expression like '>= 0.5', got {body!r}")
+    if isinstance(body, int | float):
+        try:
+            value = float(body)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise ValueError(f"threshold must be a finite number, got {body!r}")
+        return Gate(metric, "<=" if lower_better else ">=", value, scope)
+    m = _EXPR.match(body)
+    if m:
+        op = m.group(1) or ("<=" if lower_better else ">=")
+        value = _parse_number(m.group(2), "threshold") / (100.0 if m.group(3) else 1.0)
+        return Gate(metric, op, value, scope)
+    m = _DROP.match(body)
+    if m and allow_baseline:
+        limit = _parse_number(m.group(2), "allowed drop")
+        if limit < 0:
+            raise ValueError(f"allowed drop must be non-negative, got {m.group(2)!r}")
+        relative = bool(m.group(3))
+        return DropGate(metric, limit, relative, m.group(1), scope)
+    m = _SIG.match(body)
+    if m and allow_baseline:
+        alpha = _parse_number(m.group(1), "alpha") if m.group(1) else DEFAULT_ALPHA
+        if not 0.0 < alpha < 1.0:
+            raise ValueError(f"alpha must be strictly between 0 and 1, got {m.group(1)!r}")
+        test = m.group(2).lower() if m.group(2) else None
+        if test is not None and test not in TESTS:
+            raise ValueError(f"unknown test {m.group(2)!r} in {body!r}: expected one of "
+                             f"{', '.join(TESTS)}")
+        return SignificanceGate(metric, alpha, test, scope)
+    if not allow_baseline:
+        raise ValueError(f"cannot parse {body!r}: expected a number or an expression like "
                          "'>= 0.5' (operators: >=, >, <=, <)")
-    op = m.group(1) or ("<=" if lower_better else ">=")
-    value = float(m.group(2)) / (100.0 if m.group(3) else 1.0)
-    return Gate(name, op, value)
+    stripped = body.strip().lower()
+    if stripped.startswith("drop"):
+        hint = "expected 'drop <= NUMBER' or 'drop <= NUMBER%'"
+    elif stripped.startswith("no "):
+        hint = ("expected 'no significant drop', optionally followed by 'at ALPHA' and "
+                f"'using TEST' (TEST one of {', '.join(TESTS)})")
+    else:
+        hint = f"expected {_BODY_HELP}"
+    raise ValueError(f"cannot parse {body!r}: {hint}")
+
+
+def _split_expression(text: str) -> tuple[Scope, str, str]:
+    """``[scope:] metric [:] body`` -> (scope, metric, body)."""
+    rest = text.strip()
+    scope: Scope = ()
+    head, sep, tail = rest.partition(":")
+    if sep and "=" in head and not any(op in head for op in _OPS):
+        scope = parse_scope(head)
+        rest = tail.strip()
+    m = _METRIC.match(rest)
+    if not m:
+        raise ValueError(f"cannot parse gate {text!r}: expected a metric name at "
+                         f"{rest[:20]!r} (e.g. 'ndcg@10 >= 0.5')")
+    metric, body = m.group(0), rest[m.end():].strip()
+    if body.startswith(":"):
+        body = body[1:].strip()
+    if not body:
+        raise ValueError(f"cannot parse gate {text!r}: nothing after {metric!r}; expected "
+                         f"{_BODY_HELP}")
+    return scope, metric, body
+
+
+def parse_gate_expression(text: Any, directions: Mapping[str, str] | None = None) -> GateCheck:
+    """Parse a whole gate expression such as ``tag=numeric: ndcg@10: drop <= 2%``.
+
+    ``directions`` maps metric names to ``"higher"``/``"lower"``; metrics not in it get
+    :func:`default_direction`. Raises ValueError saying which part was not understood.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"expected a gate expression string, got {type(text).__name__}")
+    scope, metric, body = _split_expression(text)
+    direction = (directions or {}).get(metric) or default_direction(metric)
+    try:
+        return parse_gate_body(metric, body, direction, scope)
+    except ValueError as exc:
+        raise ValueError(f"in gate {text.strip()!r}: {exc}") from None
+
+
+def _check_metric(metric: str, metrics: Mapping[str, _HasDirection]) -> str:
+    if metric != ERROR_RATE and metric not in metrics:
+        known = ", ".join([*metrics, ERROR_RATE])
+        raise ValueError(f"gate on {metric!r}, which is not among the suite's metrics ({known})")
+    return "lower" if metric == ERROR_RATE else metrics[metric].direction
+
+
+def parse_gate(metric: str, expr: Any, metrics: Mapping[str, _HasDirection],
+               *, allow_baseline: bool = False) -> GateCheck:
+    """Parse one ``metric: expression`` mapping entry; ``metrics`` are the suite's metrics.
+
+    The key may carry a scope (``"difficulty=hard: recall@10"``). Without ``allow_baseline``
+    only thresholds are accepted (per-query thresholds have no baseline).
+    """
+    key = metric.strip()
+    scope: Scope = ()
+    head, sep, tail = key.partition(":")
+    if sep and "=" in head:
+        scope = parse_scope(head)
+        key = tail.strip()
+    direction = _check_metric(key, metrics)
+    return parse_gate_body(key, expr, direction, scope, allow_baseline=allow_baseline)
+
+
+def parse_gate_list(items: Iterable[Any], metrics: Mapping[str, _HasDirection]) -> list[GateCheck]:
+    """Parse whole expressions (the list form of ``gates:``), checking metric names."""
+    out = []
+    directions = {name: m.direction for name, m in metrics.items()}
+    for item in items:
+        check = parse_gate_expression(item, directions)
+        _check_metric(check.metric, metrics)
+        out.append(check)
+    return out
+
+
+def is_baseline_gate(check: GateCheck) -> bool:
+    """Whether the check needs a baseline (drops and significance) rather than one run."""
+    return isinstance(check, DropGate | SignificanceGate)
+
+
+def scope_retriever(scope: Scope) -> str | None:
+    return next((v for k, v in scope if k == "retriever"), None)
+
+
+def case_filter(scope: Scope) -> Scope:
+    """The part of a scope that selects queries (everything but the retriever)."""
+    return tuple((k, v) for k, v in scope if k != "retriever")
+
+
+def case_in_scope(meta: Mapping[str, Any], scope: Scope) -> bool:
+    """Whether a query's metadata (``type``, ``difficulty``, ``tags``) matches every filter."""
+    for key, value in case_filter(scope):
+        if key == "tag":
+            if value not in (meta.get("tags") or []):
+                return False
+        elif str(meta.get(key)) != value:
+            return False
+    return True
+
+
+def worse_by(delta: float, direction: str) -> float:
+    """How much worse ``current - baseline = delta`` is (positive = worse)."""
+    return -delta if direction == "higher" else delta
 
 
 @dataclass(frozen=True)
@@ -79,7 +356,7 @@ class Tolerance:
 
     @property
     def text(self) -> str:
-        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+        return f"{_num(self.value * 100)}%" if self.relative else _num(self.value)
 
     def allowed(self, baseline: float) -> float:
         return self.value * abs(baseline) if self.relative else self.value
@@ -100,3 +377,58 @@ def parse_tolerance(spec: Any) -> Tolerance:
     if value < 0 or not math.isfinite(value):
         raise ValueError(f"tolerance must be a non-negative number, got {spec!r}")
     return Tolerance(value, relative)
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """A suite's ``baseline:`` section: how comparisons against a baseline are made."""
+
+    tolerances: Mapping[str, Tolerance] | None = None
+    require_same_dataset: bool = False
+    test: str = DEFAULT_TEST
+    alpha: float = DEFAULT_ALPHA
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tolerance": {k: v.text for k, v in (self.tolerances or {}).items()},
+            "require_same_dataset": self.require_same_dataset,
+            "test": self.test, "alpha": self.alpha,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> BaselineSettings:
+        data = data or {}
+        tol = {str(k): parse_tolerance(v) for k, v in (data.get("tolerance") or {}).items()}
+        return cls(tol, bool(data.get("require_same_dataset", False)),
+                   str(data.get("test", DEFAULT_TEST)), float(data.get("alpha", DEFAULT_ALPHA)))
+
+
+def evaluate_threshold(
+    gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
+    cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Check one threshold gate for one retriever.
+
+    ``mean`` and ``error_rate`` are the run-wide figures (used when the gate has no query
+    scope); ``cases`` maps query ids to (score averaged over repetitions or None, errored) and
+    ``meta`` query ids to their type/difficulty/tags, for scoped gates.
+    """
+    filt = case_filter(gate.scope)
+    n = len(cases)
+    if not filt:
+        value = error_rate if gate.metric == ERROR_RATE else mean
+    else:
+        chosen = [v for cid, v in cases.items() if case_in_scope(meta.get(cid, {}), filt)]
+        n = len(chosen)
+        if gate.metric == ERROR_RATE:
+            value = sum(1 for _, err in chosen if err) / n if n else math.nan
+        else:
+            finite = [s for s, err in chosen if not err and s is not None and math.isfinite(s)]
+            value = math.fsum(finite) / len(finite) if finite else math.nan
+    v = math.nan if value is None else float(value)
+    return {
+        "kind": "threshold", "suite": suite, "retriever": retriever, "metric": gate.metric,
+        "scope": scope_text(gate.scope), "op": gate.op, "threshold": gate.threshold,
+        "value": v, "passed": gate.passes(v), "margin": gate.margin(v), "text": gate.text,
+        "n": n,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .gates import Tolerance, parse_tolerance
+from .gates import Tolerance, parse_gate_expression, parse_tolerance
 
 
 def tolerance_arg(value: str) -> Tolerance:
@@ -14,6 +14,15 @@ def tolerance_arg(value: str) -> Tolerance:
         return parse_tolerance(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def gate_arg(value: str) -> str:
+    """argparse type for ``--ragbench-gate``: checked for syntax now, for metrics at the end."""
+    try:
+        parse_gate_expression(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def addoption(parser: Any) -> None:
@@ -34,9 +43,25 @@ def addoption(parser: Any) -> None:
         help="write per-query scores of this run as a baseline JSON file",
     )
     group.addoption(
-        "--ragbench-baseline", default=None, metavar="PATH",
-        help="compare this run's means against a saved baseline; a drop beyond the "
-             "tolerance fails the run",
+        "--ragbench-baseline", default=None, metavar="REF",
+        help="compare this run per query against a baseline: a baseline JSON file, a run "
+             "folder, or from the run history 'last', 'best' or a run id; gates against the "
+             "baseline (drop, no significant drop) and the tolerance decide the verdict",
+    )
+    group.addoption(
+        "--ragbench-gate", action="append", default=[], type=gate_arg, metavar="EXPR",
+        help="an extra gate for every suite, e.g. 'ndcg@10 >= 0.6', 'ndcg@10: drop <= 2%%', "
+             "'ndcg@10: no significant drop at 0.05', 'difficulty=hard: recall@10 >= 0.5'; "
+             "repeatable",
+    )
+    group.addoption(
+        "--ragbench-history", default=None, metavar="PATH",
+        help="SQLite run history to append to and to read baselines from (default: "
+             ".ragbench/history.sqlite under the rootdir)",
+    )
+    group.addoption(
+        "--ragbench-no-history", action="store_true", default=False,
+        help="do not append this run to the run history",
     )
     group.addoption(
         "--ragbench-tolerance", default=None, type=tolerance_arg, metavar="TOL",
@@ -45,7 +70,8 @@ def addoption(parser: Any) -> None:
     )
     group.addoption(
         "--ragbench-no-output", action="store_true", default=False,
-        help="write no run folder (the terminal summary and gates still apply)",
+        help="write no run folder and no history entry (the terminal summary and gates "
+             "still apply)",
     )
     parser.addini(
         "ragbench_suites", type="linelist", default=[],

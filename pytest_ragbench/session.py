@@ -20,14 +20,10 @@ from typing import Any
 import pytest
 
 from .aggregate import summarize_run
-from .baseline import (
-    BaselineError,
-    compare_to_baseline,
-    load_baseline,
-    make_baseline,
-    save_baseline,
-)
+from .baseline import BaselineError, make_baseline, save_baseline
+from .compare import Overrides, compare_docs, gate_failure_line, load_side
 from .errors import RagbenchError
+from .history import DEFAULT_HISTORY, HistoryError, RunHistory
 from .records import error_record, jsonable
 from .report.files import (
     CASES_CSV,
@@ -39,7 +35,7 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .report.terminal import baseline_lines, failure_lines, gate_lines, summary_lines
+from .report.terminal import ab_lines, baseline_lines, dataset_lines, gate_lines, summary_lines
 from .suite import Suite, is_suite_file
 
 _PACKAGES = ("pytest-ragbench", "pytest", "pytest-xdist", "numpy", "scipy", "rank-bm25", "httpx")
@@ -179,6 +175,13 @@ class RagbenchSession:
             "n_records": len(self.records),
         }
 
+    def history_path(self) -> Path | None:
+        """Where the run history is, or None when it is switched off."""
+        opt = self.config.getoption("ragbench_history")
+        if opt:
+            return self.config.invocation_params.dir / opt
+        return self.config.rootpath / DEFAULT_HISTORY
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
@@ -187,30 +190,51 @@ class RagbenchSession:
         summary = summarize_run(self.records.values(), suites)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": run})
-        tolerances = {sid: s.tolerances for sid, s in suites.items() if s is not None}
+        self.failures += [gate_failure_line(g) for g in summary["gates"] if not g["passed"]]
+        current = make_baseline(summary, self.records.values(), run)
+        history = self.history_path()
 
-        baseline_path = self.config.getoption("ragbench_baseline")
-        if baseline_path:
+        base_doc = None
+        spec = self.config.getoption("ragbench_baseline")
+        if spec:
             try:
-                base = load_baseline(self.config.invocation_params.dir / baseline_path)
-            except BaselineError as exc:
+                base_doc, label = load_side(str(spec), cwd=self.config.invocation_params.dir,
+                                            history=history)
+            except (BaselineError, HistoryError) as exc:
                 self.failures.append(f"ragbench: {exc}")
             else:
-                self.baseline_rows = jsonable(compare_to_baseline(
-                    summary, base, tolerances, self.config.getoption("ragbench_tolerance")))
-                summary["baseline"] = {"path": str(baseline_path), "rows": self.baseline_rows,
-                                       "baseline_run": base.get("run", {}).get("id")}
+                summary["baseline"] = {"path": label, "spec": str(spec),
+                                       "baseline_run": base_doc.get("run", {}).get("id")}
+        overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
+                              gates=tuple(self.config.getoption("ragbench_gate") or ()))
+        try:
+            result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
+        except BaselineError as exc:
+            self.failures.append(f"ragbench: {exc}")
+        else:
+            summary["gates"] += result["gates"]
+            summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
+            if base_doc is not None:
+                self.baseline_rows = result["rows"]
+                summary["baseline"].update(rows=result["rows"], suites=result["suites"])
+            self.failures += result["failures"]
+        summary["passed"] = not self.failures
         self.summary = summary
-        self.failures += failure_lines(summary, self.baseline_rows)
 
         save_path = self.config.getoption("ragbench_save_baseline")
         if save_path:
             dest = self.config.invocation_params.dir / save_path
-            save_baseline(dest, make_baseline(summary, self.records.values(), run))
+            save_baseline(dest, current)
             self.messages.append(f"baseline saved to {dest}")
 
         if self.write_files:
             self._write_outputs(summary)
+            if not self.config.getoption("ragbench_no_history") and history is not None:
+                try:
+                    with RunHistory(history) as h:
+                        h.append(current, passed=not self.failures)
+                except HistoryError as exc:
+                    self.messages.append(f"ragbench: run not added to the history: {exc}")
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -235,12 +259,16 @@ class RagbenchSession:
         tr.write_sep("=", "ragbench summary")
         for line in summary_lines(self.summary):
             tr.write_line(line)
+        for line in ab_lines(self.summary):
+            tr.write_line(line)
         if self.summary["gates"]:
             tr.write_line("gates:")
             for line in gate_lines(self.summary["gates"]):
                 tr.write_line(line)
-        if self.baseline_rows:
+        if "baseline" in self.summary and "rows" in self.summary["baseline"]:
             tr.write_line(f"baseline {self.summary['baseline']['path']}:")
+            for line in dataset_lines(self.summary["baseline"].get("suites", [])):
+                tr.write_line(line)
             for line in baseline_lines(self.baseline_rows):
                 tr.write_line(line)
         for line in self.messages:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,16 @@ import yaml
 
 from .datasets import DatasetSpec
 from .errors import SuiteError, did_you_mean
-from .gates import Gate, Tolerance, parse_gate, parse_tolerance
+from .gates import (
+    TESTS,
+    BaselineSettings,
+    Gate,
+    GateCheck,
+    Tolerance,
+    parse_gate,
+    parse_gate_list,
+    parse_tolerance,
+)
 from .metrics.spec import MetricSpec, resolve_metric
 
 SUITE_SUFFIXES = (".ragbench.yaml", ".ragbench.yml", ".ragbench.json")
@@ -33,7 +42,7 @@ _TOP_KEYS = {
     "k": "how many documents each retriever returns",
     "thresholds": "per-query minimums: an item fails below them",
     "gates": "suite gates on the means",
-    "baseline": "baseline comparison settings (tolerance)",
+    "baseline": "baseline comparison settings (tolerance, require_same_dataset, test, alpha)",
     "seed": "seed for bootstrap confidence intervals",
     "record_depth": "how many retrieved documents each record keeps for reports",
     "xfail": "known failures: query id -> reason (the item is reported as xfailed)",
@@ -42,7 +51,7 @@ _DATASET_KEYS = {
     "name", "path", "split", "corpus", "queries", "qrels", "query_ids", "max_queries",
     "answer_field", "documents", "items",
 }
-_BASELINE_KEYS = {"tolerance"}
+_BASELINE_KEYS = {"tolerance", "require_same_dataset", "test", "alpha"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,10 @@ class Suite:
     metrics: tuple[MetricSpec, ...]
     k: int
     thresholds: tuple[Gate, ...]
-    gates: tuple[Gate, ...]
+    gates: tuple[GateCheck, ...]
     tolerances: Mapping[str, Tolerance] = field(compare=False, hash=False, default_factory=dict)
+    baseline_settings: BaselineSettings = field(compare=False, hash=False,
+                                                default_factory=BaselineSettings)
     seed: int = 0
     record_depth: int = 20
     suite_hash: str = ""
@@ -162,11 +173,17 @@ def is_suite_file(path: Path) -> bool:
     return any(name.endswith(s) for s in SUITE_SUFFIXES)
 
 
-def load_suite(path: Path, known_retrievers: Sequence[str]) -> Suite:
+MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
+
+
+def load_suite(path: Path, known_retrievers: Sequence[str] | None,
+               metric_resolver: MetricResolver | None = None) -> Suite:
     """Load and validate the suite file at ``path``.
 
     ``known_retrievers`` lists the retriever type names the registry can build, for checking
-    names and suggesting the closest one.
+    names and suggesting the closest one (None: the caller checks them). ``metric_resolver``
+    turns a metric entry (name, parameters) into a MetricSpec (default: built-ins and installed
+    entry points, see :func:`~pytest_ragbench.metrics.spec.resolve_metric`).
     """
     path = Path(path)
     if not path.is_file():
@@ -194,7 +211,8 @@ def load_suite(path: Path, known_retrievers: Sequence[str]) -> Suite:
     if not isinstance(name, str):
         raise ctx.error(("name",), f"expected a string, got {_type_name(name)}")
 
-    metrics = _parse_metrics(ctx, data["metrics"])
+    metrics = _parse_metrics(ctx, data["metrics"], metric_resolver or _resolve_metric)
+    baseline = _parse_baseline(ctx, data.get("baseline") or {})
     by_name = {m.name: m for m in metrics}
     default_k = max([m.k for m in metrics if m.k] + [10])
     if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
@@ -216,9 +234,13 @@ def load_suite(path: Path, known_retrievers: Sequence[str]) -> Suite:
         retrievers=_parse_retrievers(ctx, data["retrievers"], known_retrievers),
         metrics=metrics,
         k=k,
-        thresholds=_parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name),
+        thresholds=tuple(
+            g for g in _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name)
+            if isinstance(g, Gate)
+        ),
         gates=_parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name),
-        tolerances=_parse_baseline(ctx, data.get("baseline") or {}),
+        tolerances=baseline.tolerances or {},
+        baseline_settings=baseline,
         seed=seed,
         record_depth=depth,
         suite_hash=hashlib.sha256(raw).hexdigest(),
@@ -238,17 +260,27 @@ def _parse_xfail(ctx: _Ctx, value: Any) -> Mapping[str, str]:
     return out
 
 
-def _parse_metrics(ctx: _Ctx, value: Any) -> tuple[MetricSpec, ...]:
+def _resolve_metric(name: str, params: Mapping[str, Any]) -> MetricSpec:
+    return resolve_metric(name, params)
+
+
+def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[MetricSpec, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not value:
         raise ctx.error(("metrics",), "expected a non-empty list of metric names, e.g. [ndcg@10]")
     out: list[MetricSpec] = []
     for i, item in enumerate(value):
+        # A mapping entry carries parameters: {name: temporal_ndcg@10, lambda: 0.5}.
+        params: Mapping[str, Any] = {}
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            params = {str(k): v for k, v in item.items() if k != "name"}
+            item = item["name"]
         if not isinstance(item, str):
-            raise ctx.error(("metrics", i), f"expected a metric name, got {_type_name(item)}")
+            raise ctx.error(("metrics", i), f"expected a metric name or a mapping with a "
+                                            f"'name' key, got {_type_name(item)}")
         try:
-            spec = resolve_metric(item)
+            spec = resolve(item, params)
         except ValueError as exc:
             raise ctx.error(("metrics", i), str(exc)) from None
         if spec.name in {m.name for m in out}:
@@ -258,7 +290,7 @@ def _parse_metrics(ctx: _Ctx, value: Any) -> tuple[MetricSpec, ...]:
 
 
 def _parse_retrievers(
-    ctx: _Ctx, value: Any, known: Sequence[str]
+    ctx: _Ctx, value: Any, known: Sequence[str] | None
 ) -> tuple[ComponentSpec, ...]:
     entries: list[tuple[str, Any, tuple[Any, ...]]] = []
     if isinstance(value, str):
@@ -298,7 +330,7 @@ def _parse_retrievers(
         rtype = params.get("type", rname)
         if not isinstance(rtype, str):
             raise ctx.error((*path, "type"), f"expected a string, got {_type_name(rtype)}")
-        if ":" not in rtype and rtype not in known:
+        if known is not None and ":" not in rtype and rtype not in known:
             raise ctx.error(
                 (*path, "type") if "type" in params else path,
                 f"unknown retriever {rtype!r}{did_you_mean(rtype, known)} "
@@ -388,33 +420,58 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
 
 def _parse_gates(
     ctx: _Ctx, value: Any, path: tuple[Any, ...], metrics: Mapping[str, MetricSpec]
-) -> tuple[Gate, ...]:
+) -> tuple[GateCheck, ...]:
+    """``{metric: expr | [expr, ...]}`` or, for gates, a list of whole expressions.
+
+    Per-query thresholds (``path == ("thresholds",)``) accept only ``>=``-style bounds: a query
+    has no baseline of its own to drop from.
+    """
+    allow_baseline = path == ("gates",)
+    out: list[GateCheck] = []
+    if isinstance(value, list) and allow_baseline:
+        for i, item in enumerate(value):
+            try:
+                out += parse_gate_list([item], metrics)
+            except ValueError as exc:
+                raise ctx.error((*path, i), str(exc)) from None
+        return tuple(out)
     data = ctx.mapping(value, path)
-    out: list[Gate] = []
     for key, expr in data.items():
-        try:
-            gate = parse_gate(str(key), expr, metrics)
-        except ValueError as exc:
-            raise ctx.error((*path, key), str(exc)) from None
-        out.append(gate)
+        exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
+        for e in exprs:
+            try:
+                gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+            except ValueError as exc:
+                raise ctx.error((*path, key), str(exc)) from None
+            out.append(gate)
     return tuple(out)
 
 
-def _parse_baseline(ctx: _Ctx, value: Any) -> Mapping[str, Tolerance]:
+def _parse_baseline(ctx: _Ctx, value: Any) -> BaselineSettings:
     data = ctx.mapping(value, ("baseline",))
     ctx.check_keys(data, _BASELINE_KEYS, ("baseline",))
-    tol = data.get("tolerance")
-    if tol is None:
-        return {}
     out: dict[str, Tolerance] = {}
-    items = tol.items() if isinstance(tol, Mapping) else [("*", tol)]
+    tol = data.get("tolerance")
+    items = [] if tol is None else tol.items() if isinstance(tol, Mapping) else [("*", tol)]
     for metric, spec in items:
         try:
             out[str(metric)] = parse_tolerance(spec)
         except ValueError as exc:
             key = ("baseline", "tolerance") if metric == "*" else ("baseline", "tolerance", metric)
             raise ctx.error(key, str(exc)) from None
-    return out
+    same = data.get("require_same_dataset", False)
+    if not isinstance(same, bool):
+        raise ctx.error(("baseline", "require_same_dataset"),
+                        f"expected true or false, got {same!r}")
+    test = data.get("test", "permutation")
+    if test not in TESTS:
+        raise ctx.error(("baseline", "test"),
+                        f"unknown test {test!r}: expected one of {', '.join(TESTS)}")
+    alpha = data.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise ctx.error(("baseline", "alpha"),
+                        f"expected a number strictly between 0 and 1, got {alpha!r}")
+    return BaselineSettings(out, same, str(test), float(alpha))
 
 
 def finite_or_none(value: float) -> float | None:

@@ -95,10 +95,33 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _signed(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:+.4f}"
+
+
+def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
+    if g.get("skipped"):
+        return "-", _cell(g.get("note", ""))
+    if g.get("kind", "threshold") == "threshold":
+        return _md(g["value"]), _md(g["margin"])
+    r = g["row"]
+    return (f"{_signed(r['delta'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]",
+            f"p = {_p(r['p_holm'])} ({r['test']}, Holm)")
+
+
 def summary_markdown(summary: Mapping[str, Any],
                      baseline_rows: Sequence[Mapping[str, Any]] = ()) -> str:
     """A Markdown summary suitable for a pull-request comment or a CI step summary."""
-    ok = summary["gates_passed"] and not any(r["regressed"] for r in baseline_rows)
+    ok = summary.get("passed", summary["gates_passed"]
+                     and not any(r["regressed"] for r in baseline_rows))
     lines = [f"## ragbench: {'passed' if ok else 'FAILED'}", ""]
     for s in summary["suites"]:
         lines += [f"### Suite `{_cell(s['name'])}`", ""]
@@ -114,22 +137,50 @@ def summary_markdown(summary: Mapping[str, Any],
             lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+        for table in s.get("ab", []):
+            lines += [f"A/B on `{_cell(table['metric'])}` ({table['test']}, two-sided, "
+                      f"Holm-corrected; **bold** = p < {table['alpha']:g})", "",
+                      "| candidate | vs | delta | 95% CI | p (Holm) |",
+                      "|---|---|---:|---|---:|"]
+            for c in table["pairs"]:
+                delta = f"**{_signed(c['delta'])}**" if c["significant"] else _signed(c["delta"])
+                lines.append(f"| {_cell(c['b'])} | {_cell(c['a'])} | {delta} | "
+                             f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}] | "
+                             f"{_p(c['p_holm'])} |")
+            if table["best"] is not None:
+                lines += ["", f"best: {_cell(table['best'])} (P(best) = {table['p_best']:.2f})"]
+            lines.append("")
     if summary["gates"]:
-        lines += ["### Gates", "", "| | suite/retriever | gate | value | margin |",
+        lines += ["### Gates", "", "| | suite/retriever | gate | value | margin / p |",
                   "|---|---|---|---:|---:|"]
         for g in summary["gates"]:
-            mark = "PASS" if g["passed"] else "**FAIL**"
-            lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
-                         f"`{_cell(g['text'])}` | {_md(g['value'])} | {_md(g['margin'])} |")
+            mark = "skip" if g.get("skipped") else "PASS" if g["passed"] else "**FAIL**"
+            where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
+            value, margin = _gate_value(g)
+            lines.append(f"| {mark} | {where} | `{_cell(g['text'])}` | {value} | {margin} |")
         lines.append("")
     if baseline_rows:
-        lines += ["### Against the baseline", "",
-                  "| | suite/retriever | metric | baseline | current | delta | tolerance |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+        base = summary.get("baseline", {})
+        lines += ["### Against the baseline", ""]
+        if base.get("path"):
+            lines += [f"Baseline: {_cell(str(base['path']))}", ""]
+        for s in base.get("suites", []):
+            if s.get("in_baseline") and (s.get("dataset_changed") or s.get("added")
+                                         or s.get("removed")):
+                lines += [f"- suite `{_cell(s['name'])}`: dataset "
+                          f"{'changed' if s.get('dataset_changed') else 'unchanged'}, "
+                          f"{s['added']} queries added, {s['removed']} removed; compared on "
+                          f"{s['n_common']} common queries", ""]
+        lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
+                  "p (Holm) | test | tolerance |",
+                  "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
         for b in baseline_rows:
             mark = "**REGRESSED**" if b["regressed"] else "ok"
-            lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])} | "
+            scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
+            lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
                          f"{_cell(b['metric'])} | {_md(b['baseline'])} | {_md(b['current'])} | "
-                         f"{_md(b['delta'])} | {b['tolerance']} |")
+                         f"{_signed(b['delta'])} | [{_signed(b['ci_low'])}, "
+                         f"{_signed(b['ci_high'])}] | {_p(b['p_holm'])} | {b['test']} | "
+                         f"{b['tolerance'] if b.get('tolerance') is not None else '-'} |")
         lines.append("")
     return "\n".join(lines)

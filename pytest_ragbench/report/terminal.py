@@ -41,44 +41,93 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _where(g: Mapping[str, Any]) -> str:
+    scope = f" [{g['scope']}]" if g.get("scope") else ""
+    return f"{g['suite']}/{g['retriever']}{scope}"
+
+
 def gate_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per checked gate: PASS/FAIL (or SKIP), where, the value and the margin."""
     lines = []
     for g in gates:
-        mark = "PASS" if g["passed"] else "FAIL"
-        lines.append(
-            f"  {mark} {g['suite']}/{g['retriever']}: {g['metric']} {_f(g['value'])} "
-            f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})"
-        )
+        mark = "SKIP" if g.get("skipped") else "PASS" if g["passed"] else "FAIL"
+        kind = g.get("kind", "threshold")
+        if g.get("skipped"):
+            lines.append(f"  {mark} {_where(g)}: {g['text']} ({g.get('note', '')})")
+        elif kind == "threshold":
+            lines.append(
+                f"  {mark} {_where(g)}: {g['metric']} {_f(g['value'])} "
+                f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})"
+            )
+        else:
+            r = g["row"]
+            lines.append(
+                f"  {mark} {_where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
+                f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "
+                f"p = {_p(r['p_holm'])} ({r['test']}, Holm)"
+            )
+    return lines
+
+
+def ab_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Pairwise comparisons of a suite's retrievers, per metric, and the likely best one."""
+    lines: list[str] = []
+    for s in summary["suites"]:
+        for table in s.get("ab", []):
+            lines.append(
+                f"A/B {s['name']} {table['metric']} ({table['test']}, two-sided, Holm-corrected;"
+                f" * p < {table['alpha']:g}):"
+            )
+            for c in table["pairs"]:
+                mark = "*" if c["significant"] else " "
+                lines.append(
+                    f"  {c['b']} vs {c['a']}: {_f(c['delta'], signed=True)} "
+                    f"[{_f(c['ci_low'], signed=True)}, {_f(c['ci_high'], signed=True)}] "
+                    f"p = {_p(c['p_holm'])} {mark}".rstrip()
+                )
+            if table["best"] is not None:
+                lines.append(f"  best: {table['best']} (P(best) = {table['p_best']:.2f})")
+    return lines
+
+
+def dataset_lines(suites: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What differs between the baseline and this run: suite file, dataset, query set."""
+    lines = []
+    for s in suites:
+        if not s.get("in_baseline", True):
+            lines.append(f"  suite {s['name']}: not in the baseline")
+            continue
+        changes = []
+        if s.get("suite_changed"):
+            changes.append("suite file changed")
+        if s.get("dataset_changed"):
+            changes.append("dataset changed")
+        if s.get("added") or s.get("removed"):
+            changes.append(f"{s['added']} queries added, {s['removed']} removed")
+        if changes:
+            lines.append(f"  suite {s['name']}: {', '.join(changes)}; compared on the "
+                         f"{s['n_common']} common queries")
     return lines
 
 
 def baseline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per (suite, retriever, metric): baseline and current means, paired delta, CI, p."""
     lines = []
     for row in rows:
         mark = "REGRESSED" if row["regressed"] else "ok"
+        scope = f" [{row['scope']}]" if row.get("scope") else ""
+        tol = f", tolerance {row['tolerance']}" if row.get("tolerance") is not None else ""
         lines.append(
-            f"  {mark:<9} {row['suite']}/{row['retriever']}: {row['metric']} "
+            f"  {mark:<9} {row['suite']}/{row['retriever']}{scope}: {row['metric']} "
             f"{_f(row['current'])} vs baseline {_f(row['baseline'])} "
-            f"(delta {_f(row['delta'], signed=True)}, tolerance {row['tolerance']})"
+            f"(delta {_f(row['delta'], signed=True)}, 95% CI [{_f(row['ci_low'], signed=True)}, "
+            f"{_f(row['ci_high'], signed=True)}], p = {_p(row['p_holm'])} {row['test']}, "
+            f"n {row['n']}{tol})"
         )
     return lines
-
-
-def failure_lines(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One explicit line per failed gate or regression, for the end of the output."""
-    out = []
-    for g in summary["gates"]:
-        if not g["passed"]:
-            out.append(
-                f"ragbench: gate failed: {g['suite']}/{g['retriever']} {g['metric']} = "
-                f"{_f(g['value'])}, expected {g['op']} {g['threshold']:g} "
-                f"(missed by {_f(abs(g['margin']))})"
-            )
-    for row in rows:
-        if row["regressed"]:
-            out.append(
-                f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
-                f"dropped from {_f(row['baseline'])} to {_f(row['current'])} "
-                f"(delta {_f(row['delta'], signed=True)}, tolerance {row['tolerance']})"
-            )
-    return out

@@ -1,0 +1,408 @@
+"""Paired comparison of a run against a baseline, and the gates that need a baseline.
+
+Both sides are baseline documents (see :mod:`pytest_ragbench.baseline`): the plugin turns the
+current run into one before comparing, and ``ragbench compare A B`` reads two of them from
+files, run folders or the run history, so the plugin and the CLI compute the same rows and the
+same verdict from the same data.
+
+For each (suite, retriever, metric) the comparison is paired per query on the queries both
+sides scored: the delta of means with a 95% bootstrap interval, and a one-sided p-value for a
+drop (``less`` for higher-is-better metrics, ``greater`` for lower-is-better ones) from the
+suite's test, Holm-corrected across the metrics gated for significance (or across all compared
+metrics when none is). Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load_baseline
+from .gates import (
+    ERROR_RATE,
+    BaselineSettings,
+    DropGate,
+    Gate,
+    GateCheck,
+    SignificanceGate,
+    Tolerance,
+    case_filter,
+    case_in_scope,
+    evaluate_threshold,
+    parse_gate_expression,
+    scope_retriever,
+    scope_text,
+    worse_by,
+)
+from .stats import holm, paired_compare
+
+N_RESAMPLES = 10000
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line settings that win over what the current side's suites say."""
+
+    tolerance: Tolerance | None = None
+    test: str | None = None
+    alpha: float | None = None
+    require_same_dataset: bool = False
+    gates: tuple[str, ...] = field(default=())
+
+
+def _settings(doc_suite: Mapping[str, Any], ov: Overrides) -> BaselineSettings:
+    base = BaselineSettings.from_dict(doc_suite.get("baseline_settings"))
+    return BaselineSettings(
+        base.tolerances or {},
+        base.require_same_dataset or ov.require_same_dataset,
+        ov.test or base.test,
+        ov.alpha if ov.alpha is not None else base.alpha,
+    )
+
+
+def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list[GateCheck]:
+    """The suite's gates as stored with the run, then ``extra`` (from the command line).
+
+    Raises BaselineError for a gate on a metric the suite does not compute.
+    """
+    directions = {
+        m: st.get("direction", "higher")
+        for r in doc_suite.get("retrievers", {}).values()
+        for m, st in r.get("metrics", {}).items()
+    }
+    out = []
+    for text in [*doc_suite.get("gates", []), *extra]:
+        try:
+            gate = parse_gate_expression(text, directions)
+        except ValueError as exc:
+            raise BaselineError(f"gate {text!r}: {exc}") from None
+        if gate.metric != ERROR_RATE and gate.metric not in directions:
+            known = ", ".join([*directions, ERROR_RATE])
+            raise BaselineError(f"gate {text!r} in suite {doc_suite.get('name')}: metric "
+                                f"{gate.metric!r} is not among the suite's metrics ({known})")
+        out.append(gate)
+    return out
+
+
+def _scores(doc_r: Mapping[str, Any], metric: str) -> dict[str, float | None]:
+    return dict(doc_r.get("metrics", {}).get(metric, {}).get("scores", {}))
+
+
+def _case_ids(doc_suite: Mapping[str, Any]) -> set[str]:
+    ids = set(doc_suite.get("cases", {}))
+    for r in doc_suite.get("retrievers", {}).values():
+        for st in r.get("metrics", {}).values():
+            ids.update(st.get("scores", {}))
+    return ids
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def compare_docs(
+    baseline: Mapping[str, Any] | None, current: Mapping[str, Any],
+    overrides: Overrides | None = None, *, suite_thresholds: bool = True,
+) -> dict[str, Any]:
+    """Compare ``current`` with ``baseline`` and check every gate; the verdict is ``passed``.
+
+    Without a baseline only the threshold gates are checked (gates against a baseline are
+    reported as skipped). ``suite_thresholds=False`` leaves out the threshold gates stored with
+    the suites (the plugin has checked them already) but still checks the command line's.
+
+    Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
+    "passed": bool}``: ``suites`` says per suite whether the suite file, the dataset or the
+    query set changed; ``rows`` are the per-metric comparisons; ``gates`` the checked gates
+    (thresholds on the current side and gates against the baseline); ``failures`` one line per
+    failed gate, regression or required-but-different dataset.
+    """
+    ov = overrides or Overrides()
+    out_suites: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    gate_results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for sid in sorted(current.get("suites", {})):
+        cur_s = current["suites"][sid]
+        name = cur_s.get("name", sid)
+        settings = _settings(cur_s, ov)
+        gates = suite_gates(cur_s, ov.gates)
+        n_stored = len(cur_s.get("gates", []))
+        gate_results += _threshold_results(
+            name, cur_s, gates if suite_thresholds else gates[n_stored:])
+        base_s = None if baseline is None else baseline.get("suites", {}).get(sid)
+        if base_s is None:
+            out_suites.append({"id": sid, "name": name, "in_baseline": False})
+            gate_results += [
+                {"kind": g.kind, "suite": name, "retriever": "*", "metric": g.metric,
+                 "scope": scope_text(g.scope), "text": g.text, "passed": True, "skipped": True,
+                 "note": "no baseline to compare with"}
+                for g in gates if isinstance(g, DropGate | SignificanceGate)]
+            continue
+        cur_ids, base_ids = _case_ids(cur_s), _case_ids(base_s)
+        info = {
+            "id": sid, "name": name, "in_baseline": True,
+            "suite_changed": base_s.get("suite_hash") != cur_s.get("suite_hash"),
+            "dataset_changed": base_s.get("dataset_hash") != cur_s.get("dataset_hash"),
+            "n_common": len(cur_ids & base_ids),
+            "added": len(cur_ids - base_ids), "removed": len(base_ids - cur_ids),
+        }
+        out_suites.append(info)
+        if settings.require_same_dataset and (
+            info["dataset_changed"] or info["added"] or info["removed"]
+        ):
+            failures.append(
+                f"ragbench: dataset differs from the baseline in suite {name}: dataset "
+                f"{str(base_s.get('dataset_hash'))[:12]} -> {str(cur_s.get('dataset_hash'))[:12]}"
+                f", {info['added']} queries added, {info['removed']} removed "
+                "(require_same_dataset is set)")
+        suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
+        rows += suite_rows
+        gate_results += _baseline_gate_results(name, cur_s, base_s, gates, suite_rows)
+    for g in gate_results:
+        if not g["passed"]:
+            failures.append(gate_failure_line(g))
+    for row in rows:
+        if row["regressed"]:
+            failures.append(regression_line(row))
+    return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
+            "passed": not failures}
+
+
+def _threshold_results(
+    name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
+) -> list[dict[str, Any]]:
+    meta = cur_s.get("cases", {})
+    out = []
+    for rname, r in cur_s.get("retrievers", {}).items():
+        n = r.get("n_cases") or 0
+        error_rate = (r.get("n_errors") or 0) / n if n else 0.0
+        errors = set(r.get("errors", []))
+        for gate in gates:
+            if not isinstance(gate, Gate):
+                continue
+            only = scope_retriever(gate.scope)
+            if only is not None and only != rname:
+                continue
+            st = r.get("metrics", {}).get(gate.metric, {})
+            cases = {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
+            if not st:
+                cases = {cid: (None, cid in errors) for cid in meta}
+            out.append(evaluate_threshold(
+                gate, suite=name, retriever=rname, mean=st.get("mean"), error_rate=error_rate,
+                cases=cases, meta=meta))
+    return out
+
+
+def _suite_rows(
+    sid: str, name: str, base_s: Mapping[str, Any], cur_s: Mapping[str, Any],
+    settings: BaselineSettings, gates: Sequence[GateCheck], ov: Overrides,
+) -> list[dict[str, Any]]:
+    seed = int(cur_s.get("seed", 0) or 0)
+    sig = [g for g in gates if isinstance(g, SignificanceGate)]
+    baseline_metrics = {g.metric for g in gates if isinstance(g, DropGate | SignificanceGate)}
+    # Rows for the whole query set, plus one per query scope a baseline gate asks for.
+    scopes: list[tuple[tuple[str, str], ...]] = [()]
+    for g in gates:
+        if isinstance(g, DropGate | SignificanceGate) and case_filter(g.scope) not in scopes:
+            scopes.append(case_filter(g.scope))
+    meta = cur_s.get("cases", {})
+    same_dataset = base_s.get("dataset_hash") == cur_s.get("dataset_hash")
+    rows: list[dict[str, Any]] = []
+    for rname, cur_r in cur_s.get("retrievers", {}).items():
+        base_r = base_s.get("retrievers", {}).get(rname)
+        if base_r is None:
+            continue
+        for scope in scopes:
+            group: list[dict[str, Any]] = []
+            for metric, st in cur_r.get("metrics", {}).items():
+                if metric not in base_r.get("metrics", {}):
+                    continue
+                if scope and not any(case_filter(g.scope) == scope and g.metric == metric
+                                     for g in gates if isinstance(g, DropGate | SignificanceGate)):
+                    continue
+                direction = st.get("direction", "higher")
+                cur_scores, base_scores = _scores(cur_r, metric), _scores(base_r, metric)
+                ids = sorted(set(cur_scores) & set(base_scores))
+                if scope:
+                    ids = [c for c in ids if case_in_scope(meta.get(c, {}), scope)]
+                test = next((g.test for g in sig if g.metric == metric and g.test
+                             and case_filter(g.scope) == scope), None) or settings.test
+                c = paired_compare(
+                    [_nan(base_scores[c]) for c in ids], [_nan(cur_scores[c]) for c in ids],
+                    metric=metric, test=test,
+                    alternative="less" if direction == "higher" else "greater",
+                    n_resamples=N_RESAMPLES, seed=seed)
+                tol = _tolerance(metric, settings, ov, metric in baseline_metrics)
+                regressed = False
+                if tol is not None and not scope:
+                    regressed = math.isnan(c.delta) or (
+                        worse_by(c.delta, direction) > tol.allowed(c.mean_a) + 1e-12)
+                group.append({
+                    "suite": name, "suite_id": sid, "retriever": rname, "metric": metric,
+                    "scope": scope_text(scope), "direction": direction, "n": c.n,
+                    "baseline": c.mean_a, "current": c.mean_b, "delta": c.delta,
+                    "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
+                    "p_holm": c.p_value, "test": c.test, "alternative": c.alternative,
+                    "tolerance": tol.text if tol is not None else None,
+                    "allowed": tol.allowed(c.mean_a) if tol is not None else None,
+                    "regressed": regressed, "same_dataset": same_dataset,
+                    "gated": any(g.metric == metric and case_filter(g.scope) == scope
+                                 for g in sig),
+                })
+            _apply_holm(group)
+            rows += group
+    return rows
+
+
+def _tolerance(
+    metric: str, settings: BaselineSettings, ov: Overrides, has_baseline_gate: bool,
+) -> Tolerance | None:
+    """The tolerance check applies when one is configured, or by default (0) to metrics that
+    no drop or significance gate covers: a plain ``--ragbench-baseline`` still catches any drop.
+    """
+    tols = settings.tolerances or {}
+    tol = ov.tolerance or tols.get(metric) or tols.get("*")
+    if tol is None and not has_baseline_gate:
+        tol = DEFAULT_TOLERANCE
+    return tol
+
+
+def _apply_holm(group: list[dict[str, Any]]) -> None:
+    """Holm across the metrics gated for significance; the others form their own family."""
+    for gated in (True, False):
+        family = [r for r in group if r["gated"] is gated]
+        for row, p in zip(family, holm([r["p_value"] for r in family]), strict=True):
+            row["p_holm"] = p
+
+
+def _baseline_gate_results(
+    name: str, cur_s: Mapping[str, Any], base_s: Mapping[str, Any], gates: Sequence[GateCheck],
+    rows: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
+    out = []
+    for rname in cur_s.get("retrievers", {}):
+        for gate in gates:
+            if not isinstance(gate, DropGate | SignificanceGate):
+                continue
+            only = scope_retriever(gate.scope)
+            if only is not None and only != rname:
+                continue
+            row = by_key.get((rname, gate.metric, scope_text(case_filter(gate.scope))))
+            res: dict[str, Any] = {
+                "kind": gate.kind, "suite": name, "retriever": rname, "metric": gate.metric,
+                "scope": scope_text(gate.scope), "text": gate.text,
+            }
+            if row is None:
+                res.update(passed=True, skipped=True,
+                           note="not in the baseline; nothing to compare")
+            elif isinstance(gate, DropGate):
+                worse = worse_by(_nan(row["delta"]), row["direction"])
+                res.update(passed=gate.passes(worse, _nan(row["baseline"])),
+                           value=row["delta"], allowed=gate.allowed(_nan(row["baseline"])),
+                           row=_row_ref(row))
+            else:
+                p = _nan(row["p_holm"])
+                worse = worse_by(_nan(row["delta"]), row["direction"])
+                res.update(passed=not (worse > 0 and p < gate.alpha), value=row["delta"],
+                           p_holm=row["p_holm"], alpha=gate.alpha, row=_row_ref(row))
+            out.append(res)
+    return out
+
+
+def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("baseline", "current", "delta", "ci_low", "ci_high", "p_value", "p_holm", "test",
+            "n")
+    return {k: row[k] for k in keys}
+
+
+def _f(value: Any, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def _where(g: Mapping[str, Any]) -> str:
+    scope = f" [{g['scope']}]" if g.get("scope") else ""
+    return f"{g['suite']}/{g['retriever']}{scope}"
+
+
+def gate_failure_line(g: Mapping[str, Any]) -> str:
+    """One explicit line for a failed gate: which, where, by how much, with the statistics."""
+    if g["kind"] == "threshold":
+        return (f"ragbench: gate failed: {_where(g)} {g['metric']} = {_f(g['value'])}, "
+                f"expected {g['op']} {g['threshold']:g} (missed by {_f(abs(g['margin']))})")
+    r = g["row"]
+    stats = (f"delta {_f(r['delta'], signed=True)}, 95% CI [{_f(r['ci_low'], signed=True)}, "
+             f"{_f(r['ci_high'], signed=True)}], p = {_p(r['p_holm'])} ({r['test']}, Holm), "
+             f"{_f(r['baseline'])} -> {_f(r['current'])}, n = {r['n']}")
+    if g["kind"] == "drop":
+        return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped more than allowed "
+                f"(`{g['text']}`, allowed {_f(g['allowed'])}): {stats}")
+    return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped significantly "
+            f"(`{g['text']}`): {stats}")
+
+
+def regression_line(row: Mapping[str, Any]) -> str:
+    """One line for a metric that moved beyond its tolerance."""
+    return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
+            f"dropped from {_f(row['baseline'])} to {_f(row['current'])} "
+            f"(delta {_f(row['delta'], signed=True)}, 95% CI [{_f(row['ci_low'], signed=True)}, "
+            f"{_f(row['ci_high'], signed=True)}], p = {_p(row['p_holm'])} ({row['test']}), "
+            f"tolerance {row['tolerance']})")
+
+
+# -- loading either side -------------------------------------------------------------------
+
+
+def doc_from_run_dir(folder: Path) -> dict[str, Any]:
+    """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``)."""
+    from .baseline import make_baseline
+    from .report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
+
+    summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
+    if not summary_path.is_file() or not cases_path.is_file():
+        raise BaselineError(f"{folder}: not a run folder (expected {SUMMARY_JSON} and "
+                            f"{CASES_JSONL})")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{summary_path}: not valid JSON ({exc})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("suites"), list):
+        raise BaselineError(f"{summary_path}: not a ragbench summary")
+    return make_baseline(summary, read_jsonl(cases_path), summary.get("run", {}))
+
+
+def load_side(spec: str, *, cwd: Path, history: Path | None) -> tuple[dict[str, Any], str]:
+    """Resolve ``spec`` to a baseline document and a label for the output.
+
+    ``spec`` is a baseline JSON file, a run folder, or (with a history database) ``last``,
+    ``best`` or a run id. Raises BaselineError with what was tried.
+    """
+    path = Path(spec) if Path(spec).is_absolute() else cwd / spec
+    if path.is_dir():
+        return doc_from_run_dir(path), str(spec)
+    if path.is_file():
+        return load_baseline(path), str(spec)
+    if history is not None and history.is_file():
+        from .history import HistoryError, RunHistory
+
+        try:
+            with RunHistory(history, readonly=True) as h:
+                doc = h.baseline_doc(spec)
+        except HistoryError as exc:
+            raise BaselineError(str(exc)) from None
+        check_baseline_doc(doc, f"history run {spec}")
+        return doc, f"history run {doc['run'].get('id')}"
+    where = f" nor a run in {history}" if history is not None else ""
+    raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
