@@ -119,7 +119,8 @@ class EndpointConfig:
     model: str
     api_key_env: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # literal header values may be credentials, so they stay out of repr()
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     timeout: float = 60.0
     concurrency: int = 16
     retries: int = 4
@@ -427,6 +428,10 @@ def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagCon
     llm = _parse_llm(top["llm"], _path(key_prefix, "llm"))
     judge = None if top.get("judge") is None else _parse_judge(
         top["judge"], _path(key_prefix, "judge"))
+    if judge is not None and judge.llm is None and llm.type == "extractive":
+        raise _fail(_path(key_prefix, "judge", "llm"),
+                    "'same' would make the extractive provider judge, and it cannot write the "
+                    "judge's JSON; give the judge an openai endpoint")
     embedder = None if top.get("embedder") is None else _parse_embedder(
         top["embedder"], _path(key_prefix, "embedder"))
     generation = _parse_generation(top.get("generation") or {}, _path(key_prefix, "generation"))
@@ -487,19 +492,16 @@ def _environment() -> jinja2.Environment:
 
 
 def _looks_like_path(text: str) -> bool:
+    # a template without a variable could not include the question, so one line without any
+    # Jinja2 markup can only be meant as a file name
     return "\n" not in text and "{{" not in text and "{%" not in text
 
 
 def _template_text(generation: GenerationConfig, base_dir: Path, key: str) -> str:
     if generation.template_file is not None:
-        source: str | None = generation.template_file
-        where = f"{key}.template_file"
+        source, where = generation.template_file, f"{key}.template_file"
     elif generation.template is not None and _looks_like_path(generation.template):
-        candidate = base_dir / generation.template
-        source = generation.template if candidate.is_file() else None
-        where = f"{key}.template"
-        if source is None:
-            return generation.template  # a one-line inline template without variables
+        source, where = generation.template, f"{key}.template"
     elif generation.template is not None:
         return generation.template
     else:
@@ -1115,7 +1117,8 @@ def build_pipeline(
 
         def finish(inner: LLM, pid: ProviderId, model: str | None, version: str) -> LLM:
             wrapped: LLM = inner
-            if cache is not None:
+            # a free provider (model None) is offline and deterministic: caching gains nothing
+            if cache is not None and model is not None:
                 wrapped = CachedLLM(inner, cache, provider_id=pid, template_version=version)
             return _MeteredLLM(wrapped, meter, config.prices, model)
 

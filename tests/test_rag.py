@@ -157,6 +157,17 @@ def test_only_the_top_contexts_reach_the_prompt(tmp_path: Path) -> None:
     assert out["answer"] == "I don't know."  # the answering passage was cut off
 
 
+def test_offline_provider_is_not_cached(tmp_path: Path) -> None:
+    with pipeline(tmp_path, {"llm": {"type": "extractive"}}) as rag:  # cache on by default
+        first = rag.run_case_sync(FRANCE, CONTEXTS, ["exact_match"])
+        second = rag.run_case_sync(FRANCE, CONTEXTS, ["exact_match"])
+        assert rag.cache is not None
+        stats = rag.cache.stats
+    assert first == second
+    assert second["usage"]["requests"] == 1
+    assert (stats.hits, stats.misses, stats.writes) == (0, 0, 0)
+
+
 def test_judged_metric_without_a_judge_is_an_explicit_error(tmp_path: Path) -> None:
     with pipeline(tmp_path, {"llm": {"type": "extractive"}, "cache": "off"}) as rag:
         out = rag.run_case_sync(FRANCE, CONTEXTS, ["faithfulness", "exact_match"])
@@ -245,12 +256,18 @@ def test_malformed_judge_reply_fails_only_judged_metrics(
     assert out["usage"]["requests"] == 3  # answer, judge, judge retry
 
 
-def test_mixed_faults_lose_no_case(tmp_path: Path, server: FakeOpenAIServer) -> None:
+def _numbered_queries(n: int) -> list[Query]:
+    return [Query(f"q{i}", f"question number {i}",
+                  reference_answers=(f"answer to question number {i}",)) for i in range(n)]
+
+
+def test_mixed_faults_are_retried_and_lose_no_case(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # 4 endpoint faults (429s do not count): below the circuit breaker's threshold of 5
     server.add_faults(Fault.rate_limited("0.05"), Fault.server_error(), Fault.truncated(),
-                      Fault.drop(), Fault.malformed(), Fault.server_error(502))
-    queries = [Query(f"q{i}", f"question number {i}", reference_answers=(f"answer to "
-                                                                          f"question number {i}",))
-               for i in range(12)]
+                      Fault.rate_limited("0"), Fault.drop(), Fault.malformed())
+    queries = _numbered_queries(12)
     with pipeline(tmp_path, full_config(server, cache="off")) as rag:
         for q in queries:
             rag.submit(q.id, q, CONTEXTS, ["exact_match", "faithfulness"])
@@ -260,6 +277,27 @@ def test_mixed_faults_lose_no_case(tmp_path: Path, server: FakeOpenAIServer) -> 
         assert out["errors"] == {}, out["errors"]
         assert out["metrics"]["exact_match"] == 1.0
         assert out["metrics"]["faithfulness"] == pytest.approx(0.5)
+
+
+def test_fault_burst_ends_each_case_in_scores_or_an_explicit_error(
+    tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    # enough consecutive failures to open the circuit breaker for some in-flight cases
+    server.add_faults(*[Fault.server_error(502)] * 8, Fault.malformed(), Fault.drop())
+    queries = _numbered_queries(12)
+    with pipeline(tmp_path, full_config(server, cache="off")) as rag:
+        rag.schedule((q.id, CaseRequest(q, tuple(CONTEXTS), ("exact_match", "faithfulness")))
+                     for q in queries)
+        results = [rag.result(q.id, timeout=20) for q in queries]
+    assert len(results) == len(queries)
+    for out in results:
+        if out["answer"] is None:
+            assert out["errors"]["generation"]  # why it has no answer
+            assert out["metrics"] == {"exact_match": None, "faithfulness": None}
+        else:
+            assert out["metrics"]["exact_match"] == 1.0
+            for name in ("faithfulness",):
+                assert out["metrics"][name] is not None or out["errors"][name]
 
 
 # -- cache --------------------------------------------------------------------------------------
@@ -424,6 +462,7 @@ def test_api_key_never_appears_in_results(
     server.add_faults(Fault("status", 401, body=echo_key))
     config = full_config(server, cache={"path": "c.sqlite"})
     config["llm"]["api_key_env"] = "RAGBENCH_RAG_TEST_KEY"
+    config["llm"]["headers"] = {"X-Api-Key": SECRET}  # a literal secret header too
     with pipeline(tmp_path, config) as rag:
         failed = rag.run_case_sync(FRANCE, CONTEXTS, ["exact_match", "faithfulness"])
         ok = rag.run_case_sync(FRANCE, CONTEXTS, ["exact_match", "faithfulness"])
@@ -485,6 +524,8 @@ BAD_CONFIGS = [
     ({"llm": {"type": "openai", "base_url": "http://x/v1", "model": "m",
               "params": {"stop": {1, 2}}}}, "rag.llm.params.stop: expected a JSON value"),
     ({"llm": {"type": "extractive"}, "sed": 1}, "rag.sed: unknown key (did you mean 'seed'?)"),
+    ({"llm": {"type": "extractive"}, "judge": {"llm": "same"}},
+     "rag.judge.llm: 'same' would make the extractive provider judge"),
 ]
 
 
@@ -508,6 +549,9 @@ def test_build_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
          "generation.template: bad Jinja2 template"),
         ({"llm": llm, "generation": {"template_file": "missing.j2"}},
          "generation.template_file: cannot read template"),
+        # one line without Jinja2 markup is a file name, so a typo is reported, not sent
+        ({"llm": llm, "generation": {"template": "prompts/gen.j2"}},
+         "generation.template: cannot read template"),
     ]
     for data, message in cases:
         with pytest.raises(ValueError) as info:
