@@ -161,7 +161,7 @@ def compare_docs(
                 "(require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
-        gate_results += _baseline_gate_results(name, cur_s, base_s, gates, suite_rows)
+        gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
     for g in gate_results:
         if not g["passed"]:
             failures.append(gate_failure_line(g))
@@ -280,8 +280,8 @@ def _apply_holm(group: list[dict[str, Any]]) -> None:
 
 
 def _baseline_gate_results(
-    name: str, cur_s: Mapping[str, Any], base_s: Mapping[str, Any], gates: Sequence[GateCheck],
-    rows: Sequence[Mapping[str, Any]],
+    name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
+    rows: Sequence[Mapping[str, Any]], default_alpha: float,
 ) -> list[dict[str, Any]]:
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
     out = []
@@ -307,9 +307,10 @@ def _baseline_gate_results(
                            row=_row_ref(row))
             else:
                 p = _nan(row["p_holm"])
+                alpha = gate.alpha if gate.alpha is not None else default_alpha
                 worse = worse_by(_nan(row["delta"]), row["direction"])
-                res.update(passed=not (worse > 0 and p < gate.alpha), value=row["delta"],
-                           p_holm=row["p_holm"], alpha=gate.alpha, row=_row_ref(row))
+                res.update(passed=not (worse > 0 and p < alpha), value=row["delta"],
+                           p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row))
             out.append(res)
     return out
 
@@ -349,8 +350,8 @@ def gate_failure_line(g: Mapping[str, Any]) -> str:
     if g["kind"] == "drop":
         return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped more than allowed "
                 f"(`{g['text']}`, allowed {_f(g['allowed'])}): {stats}")
-    return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped significantly "
-            f"(`{g['text']}`): {stats}")
+    return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped significantly at "
+            f"{g['alpha']:g} (`{g['text']}`): {stats}")
 
 
 def regression_line(row: Mapping[str, Any]) -> str:

@@ -147,11 +147,12 @@ class DropGate:
 class SignificanceGate:
     """Fails when the metric got worse and a paired test says so at level ``alpha``.
 
-    ``test`` None means the suite's ``baseline.test`` (permutation unless set).
+    ``alpha`` None means the suite's ``baseline.alpha`` (0.05 unless set), ``test`` None the
+    suite's ``baseline.test`` (permutation unless set).
     """
 
     metric: str
-    alpha: float = DEFAULT_ALPHA
+    alpha: float | None = None
     test: str | None = None
     scope: Scope = ()
 
@@ -159,7 +160,8 @@ class SignificanceGate:
 
     @property
     def text(self) -> str:
-        out = f"{_prefix(self.scope)}{self.metric}: no significant drop at {_num(self.alpha)}"
+        out = f"{_prefix(self.scope)}{self.metric}: no significant drop"
+        out += f" at {_num(self.alpha)}" if self.alpha is not None else ""
         return out + (f" using {self.test}" if self.test else "")
 
 
@@ -223,8 +225,8 @@ def parse_gate_body(
         return DropGate(metric, limit, relative, m.group(1), scope)
     m = _SIG.match(body)
     if m and allow_baseline:
-        alpha = _parse_number(m.group(1), "alpha") if m.group(1) else DEFAULT_ALPHA
-        if not 0.0 < alpha < 1.0:
+        alpha = _parse_number(m.group(1), "alpha") if m.group(1) else None
+        if alpha is not None and not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be strictly between 0 and 1, got {m.group(1)!r}")
         test = m.group(2).lower() if m.group(2) else None
         if test is not None and test not in TESTS:
@@ -260,6 +262,11 @@ def _split_expression(text: str) -> tuple[Scope, str, str]:
     metric, body = m.group(0), rest[m.end():].strip()
     if body.startswith(":"):
         body = body[1:].strip()
+        inner = _METRIC.match(body)
+        if inner and not body.lower().startswith(("drop", "no ")):
+            raise ValueError(f"cannot parse gate {text!r}: {metric!r} before ':' is neither a "
+                             f"metric with a bound nor a scope; scopes are written key=value "
+                             f"with key one of {', '.join(SCOPE_KEYS)} (e.g. 'difficulty=hard')")
     if not body:
         raise ValueError(f"cannot parse gate {text!r}: nothing after {metric!r}; expected "
                          f"{_BODY_HELP}")

@@ -1,0 +1,249 @@
+"""Comparisons against a baseline: a planted regression fails, identical runs pass, the CLI
+agrees with the plugin, and -n 2 gives the same result."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import BASE_INI, write_jsonl
+from test_plugin_core import latest_run, summary_section
+
+from pytest_ragbench.cli import main as ragbench_main
+from pytest_ragbench.compare import Overrides, compare_docs
+
+N_QUERIES = 100
+
+PLANTED = '''
+class Planted:
+    """Ranks the relevant document first, except for the first ``degrade`` queries, where it
+    comes second: a planted regression of about 0.0037 nDCG@10 per degraded query."""
+
+    def __init__(self, degrade=0):
+        self.degrade = int(degrade)
+
+    def index(self, corpus):
+        self.n = len(list(corpus))
+
+    def retrieve(self, query, k):
+        i = int(query.split()[1])
+        first, other = f"d{i}", f"d{(i + 1) % self.n}"
+        ranked = [other, first] if i < self.degrade else [first, other]
+        return [(d, float(2 - r)) for r, d in enumerate(ranked)]
+'''
+
+
+def _suite(degrade: int, gates: str) -> str:
+    return textwrap.dedent(f"""\
+        name: planted
+        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        retrievers:
+          planted: {{type: "planted:Planted", degrade: {degrade}}}
+        metrics: [ndcg@10, mrr@10]
+        """) + gates
+
+
+GATES = ('gates:\n  - "ndcg@10: drop <= 0.02"\n  - "ndcg@10: no significant drop at 0.05"\n'
+         '  - "mrr@10: drop <= 5%"\n')
+
+
+@pytest.fixture
+def planted(pytester: pytest.Pytester):
+    write_jsonl(pytester.path / "corpus.jsonl",
+                [{"_id": f"d{i}", "text": f"doc {i}"} for i in range(N_QUERIES)])
+    write_jsonl(pytester.path / "queries.jsonl", [
+        {"_id": f"q{i:03d}", "text": f"query {i}", "relevant": {f"d{i}": 1},
+         "difficulty": "hard" if i < 20 else "easy"}
+        for i in range(N_QUERIES)])
+    pytester.makepyfile(planted=PLANTED)
+    pytester.makeini(BASE_INI)
+
+    def write(degrade: int, gates: str = GATES) -> Path:
+        path = pytester.path / "suite.yaml"
+        path.write_text(_suite(degrade, gates), encoding="utf-8")
+        return path
+
+    return write
+
+
+def _save_baseline(pytester, planted) -> None:
+    planted(0)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-save-baseline=base.json",
+                                "-q")
+    assert result.ret == 0
+
+
+def test_planted_regression_fails_with_metric_delta_ci_and_p(pytester, planted):
+    _save_baseline(pytester, planted)
+    planted(8)  # 8 of 100 queries lose 1 - 1/log2(3): a drop of 0.0295 in nDCG@10
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    result.assert_outcomes(passed=N_QUERIES)  # every item passed; the gates fail the run
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "ragbench: gate failed: planted/planted ndcg@10 dropped more than allowed "
+        "(`ndcg@10: drop <= 0.02`, allowed 0.0200): delta -0.0295, 95% CI [[]-0.0*, -0.0*[]], "
+        "p = 0.0040 (permutation, Holm), 1.0000 -> 0.9705, n = 100",
+        "ragbench: gate failed: planted/planted ndcg@10 dropped significantly at 0.05 "
+        "(`ndcg@10: no significant drop at 0.05`): delta -0.0295, *p = 0.0040*",
+    ])
+    # mrr@10 lost 0.04 (4%), inside its 5% allowance.
+    assert "mrr@10 dropped" not in result.stdout.str()
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    row = next(r for r in summary["baseline"]["rows"] if r["metric"] == "ndcg@10")
+    assert row["delta"] == pytest.approx(-8 * (1 - 1 / 1.5849625007211563) / 100)
+    assert row["ci_high"] < 0 and row["test"] == "permutation"
+    assert row["alternative"] == "less"
+    md = (latest_run(pytester.path) / "summary.md").read_text()
+    assert md.startswith("## ragbench: FAILED") and "### Against the baseline" in md
+
+
+def test_identical_run_passes(pytester, planted):
+    _save_baseline(pytester, planted)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "  PASS planted/planted: ndcg@10: drop <= 0.02: delta +0.0000 *",
+        "  ok        planted/planted: ndcg@10 1.0000 vs baseline 1.0000 (delta +0.0000*",
+    ])
+    assert "gate failed" not in result.stdout.str()
+
+
+def test_small_drop_within_gates_passes_but_plain_baseline_catches_it(pytester, planted):
+    _save_baseline(pytester, planted)
+    planted(1, gates="")  # one query degraded: -0.0037, not significant
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                "--ragbench-gate", "ndcg@10: drop <= 0.02",
+                                "--ragbench-gate", "ndcg@10: no significant drop")
+    assert result.ret == 0
+    # Without baseline gates a plain comparison keeps the old meaning: any drop regresses.
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["ragbench: regression: planted/planted ndcg@10 dropped from "
+                                 "1.0000 to 0.9963 (delta -0.0037, 95% CI *tolerance 0)"])
+
+
+def test_cli_compare_agrees_with_plugin(pytester, planted, monkeypatch, capsys):
+    _save_baseline(pytester, planted)
+    planted(8)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                "--ragbench-no-history")
+    assert result.ret == 1
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    monkeypatch.chdir(pytester.path)
+    capsys.readouterr()
+    assert ragbench_main(["compare", "base.json", str(run), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == summary["baseline"]["rows"]
+    plugin_fails = [line for line in result.outlines if line.startswith("ragbench: gate failed")]
+    assert out["failures"] == plugin_fails and len(plugin_fails) == 2
+    assert ragbench_main(["compare", "base.json", "base.json"]) == 0
+
+
+def test_results_identical_with_two_workers(pytester, planted):
+    _save_baseline(pytester, planted)
+    planted(8)
+    serial = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                "-p", "no:randomly")
+    serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    parallel = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                  "-n", "2")
+    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert serial.ret == parallel.ret == 1
+    assert summary_section(serial.outlines) == summary_section(parallel.outlines)
+    assert serial_json["baseline"]["rows"] == parallel_json["baseline"]["rows"]
+    assert serial_json["gates"] == parallel_json["gates"]
+
+
+def test_history_last_is_a_baseline(pytester, planted):
+    planted(0)
+    assert pytester.runpytest("--ragbench=suite.yaml", "-q").ret == 0
+    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
+    planted(8)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
+
+
+def test_require_same_dataset_fails_on_a_changed_query_set(pytester, planted):
+    _save_baseline(pytester, planted)
+    path = planted(0, gates="baseline: {require_same_dataset: true}\n")
+    path.write_text(path.read_text().replace(
+        "queries: queries.jsonl}", "queries: queries.jsonl, max_queries: 90}"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "  suite planted: suite file changed, dataset changed, 0 queries added, 10 removed; "
+        "compared on the 90 common queries",
+        "ragbench: dataset differs from the baseline in suite planted: *0 queries added, "
+        "10 removed (require_same_dataset is set)",
+    ])
+
+
+def test_missing_baseline_is_a_clear_failure(pytester, planted):
+    planted(0)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=nope.json",
+                                "--ragbench-no-history")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["ragbench: baseline 'nope.json' is not a file, a run folder*"])
+
+
+def test_ab_table_for_two_retrievers(pytester, planted):
+    path = planted(0, gates="")
+    path.write_text(path.read_text().replace(
+        "retrievers:\n", "retrievers:\n  worse: {type: \"planted:Planted\", degrade: 30}\n"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-no-history")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "A/B planted ndcg@10 (permutation, two-sided, Holm-corrected; * p < 0.05):",
+        "  planted vs worse: +0.1107 [[]+0.*, +0.*[]] p = * [*]",
+        "  best: planted (P(best) = 1.00)",
+    ])
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    ab = summary["suites"][0]["ab"][0]
+    assert ab["best"] == "planted" and ab["pairs"][0]["significant"] is True
+
+
+# -- synthetic documents, no pytest run --------------------------------------------------------
+
+
+def _doc(scores: dict[str, float], *, gates: list[str] | None = None,
+         dataset: str = "d1", settings: dict | None = None) -> dict:
+    return {
+        "schema_version": 1, "kind": "ragbench-baseline", "run": {"id": "r"},
+        "suites": {"s.yaml": {
+            "name": "s", "suite_hash": "h", "dataset_hash": dataset, "seed": 0,
+            "gates": gates or [], "baseline_settings": settings or {},
+            "cases": {q: {"type": None, "difficulty": "hard" if q < "q10" else "easy",
+                          "tags": []} for q in scores},
+            "retrievers": {"r": {"n_cases": len(scores), "n_errors": 0, "errors": [],
+                                 "metrics": {"ndcg@10": {
+                                     "mean": sum(scores.values()) / len(scores),
+                                     "direction": "higher", "scores": scores}}}},
+        }},
+    }
+
+
+def test_synthetic_comparison_reports_query_set_changes_and_holm():
+    base = _doc({f"q{i:02d}": 0.5 for i in range(40)})
+    cur = _doc({f"q{i:02d}": 0.5 - (0.1 if i < 12 else 0.0) for i in range(2, 42)},
+               gates=["ndcg@10: no significant drop using wilcoxon",
+                      "difficulty=hard: ndcg@10: drop <= 0.01"], dataset="d2")
+    out = compare_docs(base, cur)
+    suite = out["suites"][0]
+    assert (suite["added"], suite["removed"], suite["n_common"]) == (2, 2, 38)
+    assert suite["dataset_changed"] is True
+    rows = {r["scope"]: r for r in out["rows"]}
+    assert rows[""]["test"] == "wilcoxon" and rows[""]["n"] == 38
+    assert rows[""]["p_holm"] < 0.05
+    assert rows["difficulty=hard"]["n"] == 8  # q02..q09 are hard and common
+    assert rows["difficulty=hard"]["delta"] == pytest.approx(-0.1)
+    assert not out["passed"] and len(out["failures"]) == 2
+    same = compare_docs(cur, cur)
+    assert same["passed"] and all(r["delta"] == 0 for r in same["rows"])
+    strict = compare_docs(base, base, Overrides(require_same_dataset=True))
+    assert strict["passed"]
+    changed = compare_docs(base, _doc({"q00": 0.5}), Overrides(require_same_dataset=True))
+    assert any("require_same_dataset" in line for line in changed["failures"])

@@ -1,0 +1,92 @@
+"""The ``ragbench`` command line: dispatch, exit codes, compare and history."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_ragbench.baseline import save_baseline
+from pytest_ragbench.cli import main
+from pytest_ragbench.history import RunHistory
+
+
+def _doc(run_id: str, drop: int, *, gates: list[str] | None = None) -> dict:
+    scores = {f"q{i:02d}": (0.6 if i < drop else 1.0) for i in range(30)}
+    return {
+        "schema_version": 1, "kind": "ragbench-baseline", "run": {"id": run_id},
+        "suites": {"s.yaml": {
+            "name": "s", "suite_hash": "h", "dataset_hash": "d", "seed": 0,
+            "gates": gates if gates is not None else ["ndcg@10: no significant drop"],
+            "baseline_settings": {}, "cases": {},
+            "retrievers": {"r": {"n_cases": 30, "n_errors": 0, "errors": [], "metrics": {
+                "ndcg@10": {"mean": sum(scores.values()) / 30, "direction": "higher",
+                            "scores": scores}}}},
+        }},
+    }
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_baseline(tmp_path / "base.json", _doc("base", 0))
+    save_baseline(tmp_path / "same.json", _doc("same", 0))
+    save_baseline(tmp_path / "worse.json", _doc("worse", 10))
+    return tmp_path
+
+
+def test_compare_exit_codes(files, capsys):
+    assert main(["compare", "base.json", "same.json"]) == 0
+    assert "ragbench compare: passed" in capsys.readouterr().out
+    assert main(["compare", "base.json", "worse.json"]) == 1
+    out = capsys.readouterr().out
+    assert "ragbench: gate failed: s/r ndcg@10 dropped significantly" in out
+    assert "delta -0.1333" in out and "ragbench compare: FAILED" in out
+    assert main(["compare", "base.json", "missing.json"]) == 2
+    assert "is not a file, a run folder" in capsys.readouterr().err
+
+
+def test_compare_options_override_the_suite(files, capsys):
+    # A generous absolute drop gate from the command line passes; the stored significance
+    # gate still fails.
+    assert main(["compare", "base.json", "worse.json", "--gate", "ndcg@10: drop <= 0.2",
+                 "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    kinds = {g["kind"]: g["passed"] for g in out["gates"]}
+    assert kinds == {"drop": True, "significance": False}
+    assert main(["compare", "base.json", "worse.json", "--alpha", "1e-12"]) == 0
+    capsys.readouterr()
+    assert main(["compare", "base.json", "worse.json", "--gate", "mrr@10 >= 1"]) == 2
+    assert "not among the suite's metrics" in capsys.readouterr().err
+
+
+def test_compare_usage_errors_exit_2(files, capsys):
+    assert main(["compare", "base.json"]) == 2
+    assert main(["compare", "a", "b", "--gate", "ndcg@10 at least 1"]) == 2
+    assert "cannot parse" in capsys.readouterr().err
+    assert main(["compare", "a", "b", "--test", "magic"]) == 2
+    assert main(["nope"]) == 2
+    assert main([]) == 2
+
+
+def test_compare_history_runs(files, capsys):
+    with RunHistory(files / ".ragbench" / "history.sqlite") as h:
+        h.append(_doc("20250101-a", 0))
+        h.append(_doc("20250102-b", 10))
+    assert main(["compare", "20250101-a", "last"]) == 1
+    out = capsys.readouterr().out
+    assert "history run 20250102-b against baseline history run 20250101-a" in out
+    assert main(["history"]) == 0
+    out = capsys.readouterr().out
+    assert "20250101-a" in out and "trend of ndcg@10" in out
+    assert main(["history", "--db", "nowhere.sqlite"]) == 2
+
+
+def test_report_dispatch_is_lazy(files, capsys):
+    try:
+        import pytest_ragbench.report.rerender  # noqa: F401
+    except ImportError:
+        assert main(["report", "x"]) == 2
+        assert "'report' is not available" in capsys.readouterr().err
+    else:
+        pytest.skip("the report subcommand exists; its tests live with it")

@@ -1,0 +1,164 @@
+"""The gate language: parsing (including property tests), suite forms, threshold evaluation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_ragbench.gates import (
+    SCOPE_KEYS,
+    TESTS,
+    DropGate,
+    Gate,
+    SignificanceGate,
+    evaluate_threshold,
+    parse_gate,
+    parse_gate_expression,
+    parse_gate_list,
+)
+
+
+@dataclass(frozen=True)
+class _M:
+    direction: str
+
+
+METRICS = {"ndcg@10": _M("higher"), "recall@10": _M("higher"), "latency_ms": _M("lower")}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ndcg@10 >= 0.60", Gate("ndcg@10", ">=", 0.6)),
+    ("ndcg@10: 0.5", Gate("ndcg@10", ">=", 0.5)),
+    ("latency_ms: 250", Gate("latency_ms", "<=", 250.0)),
+    ("error_rate <= 0.01", Gate("error_rate", "<=", 0.01)),
+    ("ndcg@10 >= 50%", Gate("ndcg@10", ">=", 0.5)),
+    ("ndcg@10: drop <= 0.02", DropGate("ndcg@10", 0.02)),
+    ("ndcg@10: drop <= 5%", DropGate("ndcg@10", 5.0, relative=True)),
+    ("ndcg@10: drop < 0.1", DropGate("ndcg@10", 0.1, op="<")),
+    ("ndcg@10: no significant drop", SignificanceGate("ndcg@10", None, None)),
+    ("ndcg@10: no significant drop at 0.01 using wilcoxon",
+     SignificanceGate("ndcg@10", 0.01, "wilcoxon")),
+    ("difficulty=hard: recall@10 >= 0.5",
+     Gate("recall@10", ">=", 0.5, (("difficulty", "hard"),))),
+    ("tag=numeric, retriever=bm25: ndcg@10: drop <= 0.02",
+     DropGate("ndcg@10", 0.02, scope=(("tag", "numeric"), ("retriever", "bm25")))),
+    ("type=factoid: ndcg@10 > 0.3", Gate("ndcg@10", ">", 0.3, (("type", "factoid"),))),
+])
+def test_expressions_parse_to_checks(text, expected):
+    assert parse_gate_expression(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ndcg@10 at least 0.5", "cannot parse 'at least 0.5': expected '>= 0.5'"),
+    ("ndcg@10: drop 5", "expected 'drop <= NUMBER' or 'drop <= NUMBER%'"),
+    ("ndcg@10: drop <= -1", "allowed drop must be non-negative"),
+    ("ndcg@10: no significant drop using magic", "unknown test 'magic'"),
+    ("ndcg@10: no significant drop at 1.5", "alpha must be strictly between 0 and 1"),
+    ("ndcg@10: no big drop", "expected 'no significant drop'"),
+    ("colour=red: ndcg@10 >= 1", "unknown scope key 'colour'"),
+    ("hard: ndcg@10 >= 1", "'hard' before ':' is neither a metric with a bound nor a scope"),
+    ("ndcg@10", "nothing after 'ndcg@10'"),
+    (">= 0.5", "expected a metric name"),
+    ("ndcg@10 >= 1e999", "threshold must be a finite number"),
+])
+def test_bad_expressions_say_what_was_not_understood(text, message):
+    with pytest.raises(ValueError) as info:
+        parse_gate_expression(text)
+    assert message in str(info.value)
+
+
+def test_mapping_form_keeps_old_meaning_and_checks_metric_names():
+    assert parse_gate("ndcg@10", ">= 0.5", METRICS) == Gate("ndcg@10", ">=", 0.5)
+    assert parse_gate("latency_ms", 100, METRICS) == Gate("latency_ms", "<=", 100.0)
+    assert parse_gate("error_rate", "<= 0.1", METRICS) == Gate("error_rate", "<=", 0.1)
+    assert parse_gate("difficulty=hard: ndcg@10", "drop <= 2%", METRICS,
+                      allow_baseline=True) == DropGate("ndcg@10", 2.0, True,
+                                                       scope=(("difficulty", "hard"),))
+    with pytest.raises(ValueError, match="not among the suite's metrics"):
+        parse_gate("mrr@10", 0.5, METRICS)
+    # Per-query thresholds have no baseline: drop gates are not understood there.
+    with pytest.raises(ValueError, match=r"cannot parse 'drop <= 0\.1'"):
+        parse_gate("ndcg@10", "drop <= 0.1", METRICS)
+
+
+def test_list_form_checks_metric_names():
+    gates = parse_gate_list(["ndcg@10 >= 0.5", "latency_ms: 300"], METRICS)
+    assert gates == [Gate("ndcg@10", ">=", 0.5), Gate("latency_ms", "<=", 300.0)]
+    with pytest.raises(ValueError, match="'mrr@10', which is not among"):
+        parse_gate_list(["mrr@10 >= 0.5"], METRICS)
+
+
+def test_drop_gate_direction_and_relative_allowance():
+    g = DropGate("ndcg@10", 5.0, relative=True)
+    assert g.allowed(0.6) == pytest.approx(0.03)
+    assert g.passes(0.029, 0.6) and not g.passes(0.031, 0.6)
+    assert not DropGate("x", 0.0).passes(math.nan, 1.0)
+
+
+def test_scoped_threshold_uses_only_matching_queries():
+    meta = {"q1": {"difficulty": "hard", "tags": ["numeric"]},
+            "q2": {"difficulty": "easy", "tags": []},
+            "q3": {"difficulty": "hard", "tags": []}}
+    cases = {"q1": (0.2, False), "q2": (1.0, False), "q3": (None, True)}
+    gate = parse_gate_expression("difficulty=hard: recall@10 >= 0.5")
+    res = evaluate_threshold(gate, suite="s", retriever="r", mean=0.6, error_rate=1 / 3,
+                             cases=cases, meta=meta)
+    assert res["value"] == pytest.approx(0.2) and res["n"] == 2 and not res["passed"]
+    err = evaluate_threshold(parse_gate_expression("difficulty=hard: error_rate <= 0.4"),
+                             suite="s", retriever="r", mean=None, error_rate=1 / 3,
+                             cases=cases, meta=meta)
+    assert err["value"] == pytest.approx(0.5) and not err["passed"]
+    tag = evaluate_threshold(parse_gate_expression("tag=numeric: recall@10 >= 0.1"),
+                             suite="s", retriever="r", mean=0.6, error_rate=0.0,
+                             cases=cases, meta=meta)
+    assert tag["n"] == 1 and tag["passed"]
+
+
+# -- property tests ------------------------------------------------------------------------
+
+_names = st.from_regex(r"[a-z][a-z_]{0,8}(@[1-9][0-9]{0,2})?", fullmatch=True)
+_values = st.from_regex(r"[a-z0-9_]{1,8}", fullmatch=True)
+_scopes = st.lists(st.tuples(st.sampled_from(SCOPE_KEYS[1:]), _values), max_size=2).map(tuple)
+_nums = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+_checks = st.one_of(
+    st.builds(Gate, _names, st.sampled_from([">=", ">", "<=", "<"]), _nums, _scopes),
+    st.builds(DropGate, _names, _nums, st.booleans(), st.sampled_from(["<=", "<"]), _scopes),
+    st.builds(SignificanceGate, _names,
+              st.one_of(st.none(), st.floats(min_value=1e-6, max_value=0.999)),
+              st.one_of(st.none(), st.sampled_from(TESTS)), _scopes),
+)
+
+
+@given(_checks)
+def test_round_trip_of_generated_expressions(check):
+    assert parse_gate_expression(check.text) == check
+
+
+@given(_checks, st.sampled_from(["bm25", "dense_1"]))
+def test_round_trip_with_retriever_scope(check, retriever):
+    scoped = type(check)(**{**check.__dict__, "scope": (("retriever", retriever),)})
+    assert parse_gate_expression(scoped.text) == scoped
+
+
+@given(st.text(max_size=60))
+def test_garbage_raises_only_value_error(text):
+    try:
+        check = parse_gate_expression(text)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        # Whatever parsed must print as an expression that parses back to the same check.
+        assert parse_gate_expression(check.text) == check
+
+
+@given(st.one_of(st.none(), st.integers(), st.floats(), st.booleans(),
+                 st.lists(st.integers(), max_size=2), st.text(max_size=20)))
+def test_mapping_values_of_any_type_raise_only_value_error(value):
+    try:
+        parse_gate("ndcg@10", value, METRICS, allow_baseline=True)
+    except ValueError as exc:
+        assert str(exc)

@@ -1,0 +1,100 @@
+"""The SQLite run history: storing runs, resolving last/best/ids, rebuilding baselines."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from pytest_ragbench.history import HistoryError, RunHistory, history_lines, sparkline
+
+
+def _doc(run_id: str, mean: float, *, partial: bool = False) -> dict:
+    scores = {"q1": mean, "q2": mean, "q3": None}
+    return {
+        "schema_version": 1, "kind": "ragbench-baseline", "created": "t",
+        "run": {"id": run_id, "started": f"2025-01-0{run_id[-1]}T00:00:00+00:00",
+                "git_commit": "abcdef0123", "partial": partial, "exitstatus": 0,
+                "env": {"OPENAI_API_KEY": "sk-secret"}},
+        "suites": {"s.yaml": {
+            "name": "s", "suite_hash": "h", "dataset_hash": "d", "seed": 3,
+            "gates": ["ndcg@10: drop <= 0.02"], "baseline_settings": {"test": "wilcoxon"},
+            "cases": {"q1": {"type": "factoid", "difficulty": None, "tags": ["a"]}},
+            "retrievers": {"bm25": {
+                "n_cases": 3, "n_errors": 1, "errors": ["q3"],
+                "metrics": {"ndcg@10": {"mean": mean, "direction": "higher",
+                                        "scores": scores},
+                            "latency_ms": {"mean": 5.0, "direction": "lower",
+                                           "scores": {"q1": 5.0}}}}},
+        }},
+    }
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "h" / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(_doc("run1", 0.5), passed=True)
+        h.append(_doc("run2", 0.7), passed=False)
+        h.append(_doc("run3", 0.6), passed=True)
+        h.append(_doc("run4", 0.9, partial=True), passed=True)
+    return path
+
+
+def test_round_trip_rebuilds_the_baseline_document(db):
+    with RunHistory(db, readonly=True) as h:
+        doc = h.baseline_doc("run2")
+    expected = _doc("run2", 0.7)
+    assert doc["suites"] == expected["suites"]
+    assert doc["run"]["git_commit"] == "abcdef0123"
+
+
+def test_environment_is_never_stored(db):
+    raw = b"".join(p.read_bytes() for p in db.parent.iterdir())
+    assert b"abcdef0123" in raw and b"sk-secret" not in raw
+    with RunHistory(db, readonly=True) as h:
+        assert "env" not in h.baseline_doc("run1")["run"]
+
+
+def test_wal_mode(db):
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_last_best_and_prefixes(db):
+    with RunHistory(db, readonly=True) as h:
+        assert h.resolve("last") == "run3"  # run4 is partial
+        assert h.resolve("best") == "run2"
+        assert h.resolve("run1") == "run1"
+        with pytest.raises(HistoryError, match="ambiguous"):
+            h.resolve("run")
+        with pytest.raises(HistoryError, match="no run 'nope'"):
+            h.resolve("nope")
+
+
+def test_missing_database_is_a_history_error(tmp_path):
+    with pytest.raises(HistoryError, match="no run history at"):
+        RunHistory(tmp_path / "none.sqlite", readonly=True)
+
+
+def test_history_lines_list_runs_and_trend(db):
+    with RunHistory(db, readonly=True) as h:
+        lines = history_lines(h, metric="ndcg@10")
+    text = "\n".join(lines)
+    assert "run1" in text and "FAILED" in text and "partial" in text
+    trend = next(line for line in lines if line.strip().startswith("s/bm25"))
+    assert "0.5000" in trend and "0.9000" in trend and "+0.4000" in trend
+    assert trend.endswith(sparkline([0.5, 0.7, 0.6, 0.9]))
+    with RunHistory(db, readonly=True) as h:
+        assert "not in the history" in history_lines(h, metric="mrr@5")[-1]
+        assert history_lines(h, suite="other") == [f"no runs in {db} for suite 'other'"]
+
+
+def test_sparkline_is_ascii_and_scaled():
+    line = sparkline([0.0, 0.5, 1.0, None])
+    assert line == "_+@ " and line.isascii()
+    assert sparkline([2.0, 2.0]) == "++"
+    assert sparkline([None]) == " "
