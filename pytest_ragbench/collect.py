@@ -100,7 +100,7 @@ class CaseItem(pytest.Item):
     def setup(self) -> None:
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
-        rec = runtime.run_case(self.retriever, self.case_id)
+        rec = runtime.run_case(self.retriever, self.case_id, upcoming=self.upcoming_case_ids)
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
             # Per-metric properties so --junitxml carries the scores.
@@ -109,6 +109,26 @@ class CaseItem(pytest.Item):
             # pytrace=False: the record says what went wrong; a traceback of the plugin would not.
             pytest.fail(format_case_failure(rec), pytrace=False)
 
+    def upcoming_case_ids(self) -> list[str]:
+        """Ids of the cases of this suite and retriever this process will run after this one.
+
+        Without xdist that is the rest of ``session.items`` (after deselection). On an xdist
+        worker it is what the controller has already sent to this worker: pytest-xdist has no
+        public API for that, so its worker queue is read defensively, and nothing is batched
+        if that fails.
+        """
+        items = self.session.items
+        interactor = self.config.pluginmanager.get_plugin("interactor")
+        if interactor is not None:
+            candidates = [items[i] for i in _xdist_pending(interactor) if 0 <= i < len(items)]
+        else:
+            try:
+                candidates = items[items.index(self) + 1:]
+            except ValueError:
+                return []
+        group = self.parent
+        return [it.case_id for it in candidates if isinstance(it, CaseItem) and it.parent is group]
+
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]
         if rec["status"] == "failed":
@@ -116,3 +136,21 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"ragbench {self.retriever}::{self.case_id}"
+
+
+def _xdist_pending(interactor: Any) -> list[int]:
+    """Indexes of the items an xdist worker has queued (its next item first); [] if unknown."""
+    out: list[int] = []
+    try:
+        nxt = getattr(interactor, "nextitem_index", None)
+        if isinstance(nxt, int) and not isinstance(nxt, bool):
+            out.append(nxt)
+        queue = getattr(interactor, "torun", None)
+        lock = getattr(queue, "lock", None)
+        if callable(lock):
+            with lock() as pending:
+                out.extend(i for i in list(pending) if isinstance(i, int)
+                           and not isinstance(i, bool))
+    except Exception:
+        return []
+    return out

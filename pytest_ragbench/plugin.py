@@ -1,25 +1,73 @@
 """pytest entry point (pytest11) of pytest-ragbench: options, collection and per-process state.
 
 The controller-side aggregation lives in :mod:`pytest_ragbench.session` and is registered only
-where ``not hasattr(config, "workerinput")``; workers only collect and run cases.
+where ``not hasattr(config, "workerinput")``; workers only collect and run cases. The hooks this
+plugin adds are in :mod:`pytest_ragbench.hookspecs`, the fixtures in
+:mod:`pytest_ragbench.fixtures`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import options
+from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
-from .errors import RagbenchError
-from .registry import BuildContext, Registry
+from .errors import ComponentError, RagbenchError, SuiteError
+from .registry import BuildContext, Registry, split_spec
 from .runtime import SuiteRuntime
 from .suite import Suite, is_suite_file, load_suite
 
 STATE_KEY = pytest.StashKey["RagbenchState"]()
 REPORT_ATTR = "ragbench_record"
+RUN_START_INPUT = "ragbench_run_start"
+
+
+class _MakeComponentHook:
+    """Lets the registry ask ``pytest_ragbench_make_component`` implementations first."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def active(self) -> bool:
+        return bool(self.config.hook.pytest_ragbench_make_component.get_hookimpls())
+
+    def make(self, kind: str, name: str, params: Mapping[str, Any],
+             context: BuildContext) -> Any:
+        return self.config.hook.pytest_ragbench_make_component(
+            kind=kind, name=name, params=params, context=context)
+
+
+def plugin_origin(config: pytest.Config, plugin: object, plugin_name: str,
+                  function: Any = None) -> str:
+    """How ``--ragbench-list`` and conflict messages name where a registration came from."""
+    module = inspect.getmodule(function) if function is not None else None
+    file = getattr(plugin, "__file__", None) or getattr(module, "__file__", None)
+    if file and Path(file).name == "conftest.py":
+        path = Path(file).resolve()
+        try:
+            shown = path.relative_to(config.rootpath.resolve()).as_posix()
+        except ValueError:
+            shown = str(path)
+        return f"conftest {shown}"
+    pm = config.pluginmanager
+    pairs: list[tuple[object, Any]] = (
+        list(pm.list_plugin_distributions()) if hasattr(pm, "list_plugin_distributions")
+        else [(p, getattr(d, "_dist", d)) for p, d in pm.list_plugin_distinfo()]
+    )
+    for candidate, dist in pairs:
+        if candidate is plugin:
+            return f"plugin {plugin_name} (distribution {dist.metadata['Name']} {dist.version})"
+    return f"plugin {plugin_name}"
 
 
 class RagbenchState:
@@ -27,11 +75,18 @@ class RagbenchState:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.registry = Registry()
+        self.hook = _MakeComponentHook(config)
+        self.registry = Registry(hook=self.hook)
         self.explicit: list[Path] = []
+        workerinput = getattr(config, "workerinput", None) or {}
+        # Workers take the controller's start time, so time-dependent metrics (temporal nDCG)
+        # agree across processes.
+        self.run_start = float(workerinput.get(RUN_START_INPUT, time.time()))
         self._suites: dict[Path, Suite] = {}
         self._runtimes: dict[str, SuiteRuntime] = {}
         self._markers: set[str] = set()
+        self._registered: set[tuple[str, str]] = set()
+        self._components: dict[tuple[str, str], Any] = {}
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -39,19 +94,74 @@ class RagbenchState:
             return None
         return Path(cache.mkdir("ragbench"))
 
+    def ensure_registered(self) -> None:
+        """Call each ``pytest_ragbench_register`` implementation not called yet, once.
+
+        Implementations are called one by one (not through the hook caller) so that every
+        name they add is attributed to the conftest or plugin that added it.
+        """
+        hook = self.config.hook.pytest_ragbench_register
+        for impl in hook.get_hookimpls():
+            key = (impl.plugin_name, getattr(impl.function, "__qualname__", repr(impl.function)))
+            if key in self._registered:
+                continue
+            self._registered.add(key)
+            origin = plugin_origin(self.config, impl.plugin, impl.plugin_name, impl.function)
+            args = {"registry": self.registry}
+            with self.registry.origin(origin):
+                impl.function(*[args[a] for a in impl.argnames if a in args])
+
+    def build_context(self, base_dir: Path) -> BuildContext:
+        return BuildContext(cache_dir=self.cache_dir(), base_dir=base_dir,
+                            registry=self.registry, run_start=self.run_start)
+
     def load_suite(self, path: Path) -> Suite:
+        """The validated suite at ``path``: schema, metrics and every component's parameters."""
         path = path.resolve()
         if path not in self._suites:
-            self._suites[path] = load_suite(path, self.registry.names("retriever"))
+            self.ensure_registered()
+            ctx = self.build_context(path.parent)
+            # Names only a make-component hook knows cannot be checked before building.
+            known = None if self.hook.active() else self.registry.names("retriever")
+
+            def resolve(name: str, params: Mapping[str, Any]) -> Any:
+                from .metrics.spec import resolve_metric
+
+                return resolve_metric(name, params, registry=self.registry, context=ctx)
+
+            suite = load_suite(path, known, resolve)
+            self._check_components(suite, ctx)
+            self._suites[path] = suite
         return self._suites[path]
+
+    def _check_components(self, suite: Suite, ctx: BuildContext) -> None:
+        siblings = {r.name: (r.type, dict(r.params)) for r in suite.retrievers}
+        for spec in suite.retrievers:
+            try:
+                self.registry.check("retriever", spec.type, spec.params,
+                                    replace(ctx, siblings=siblings, name=spec.name))
+            except ComponentError as exc:
+                raise SuiteError(str(exc), file=suite.path, key=spec.key or None,
+                                 line=spec.line) from None
 
     def runtime(self, suite_id: str, path: Path) -> SuiteRuntime:
         """The process-wide runtime of a suite, created on first use."""
         if suite_id not in self._runtimes:
             suite = self.load_suite(path)
-            ctx = BuildContext(cache_dir=self.cache_dir(), base_dir=suite.path.parent)
+            ctx = self.build_context(suite.path.parent)
             self._runtimes[suite_id] = SuiteRuntime(suite, suite_id, self.registry, ctx)
         return self._runtimes[suite_id]
+
+    def component(self, kind: str, spec: Any) -> Any:
+        """A component for fixtures, built once per process per spec; closed by :meth:`close`."""
+        type_name, params = split_spec(kind, spec)
+        key = (kind, json.dumps([type_name, params], sort_keys=True, default=repr))
+        if key not in self._components:
+            self.ensure_registered()
+            ctx = self.build_context(self.config.rootpath)
+            self.registry.check(kind, type_name, params, ctx)
+            self._components[key] = self.registry.build(kind, type_name, params, ctx)
+        return self._components[key]
 
     def register_marker(self, name: str) -> None:
         if name not in self._markers:
@@ -62,10 +172,53 @@ class RagbenchState:
         for rt in self._runtimes.values():
             rt.close()
         self._runtimes.clear()
+        if self._components:
+            loop = asyncio.new_event_loop()
+            try:
+                for comp in self._components.values():
+                    for meth in ("aclose", "close"):
+                        fn = getattr(comp, meth, None)
+                        if callable(fn):
+                            # Teardown must not mask results.
+                            with contextlib.suppress(Exception):
+                                result = fn()
+                                if inspect.isawaitable(result):
+                                    loop.run_until_complete(result)
+                            break
+            finally:
+                loop.close()
+            self._components.clear()
+
+
+class _CaseResultRelay:
+    """Controller only: hands every arriving record to ``pytest_ragbench_case_result``."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rec = getattr(report, REPORT_ATTR, None)
+        if isinstance(rec, dict):
+            self.config.hook.pytest_ragbench_case_result(record=rec, config=self.config)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.addoption(parser)
+    group = parser.getgroup("ragbench")
+    group.addoption(
+        "--ragbench-list", action="store_true", default=False,
+        help="show every available ragbench component (retrievers, LLMs, embedders, metrics) "
+             "with its origin and parameters, then exit",
+    )
+    parser.addini("ragbench_llm", type="string", default="",
+                  help="LLM for the ragbench_llm fixture: a type name or a JSON mapping")
+    parser.addini("ragbench_embedder", type="string", default="",
+                  help="embedder for the ragbench_embedder fixture: a type name or a JSON "
+                       "mapping")
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:
@@ -83,8 +236,17 @@ def _suite_args(config: pytest.Config) -> list[Path]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ragbench: a case collected from a ragbench suite")
+    config.addinivalue_line(
+        "markers", "ragbench_suite(path, retriever=None): parametrize the test over the cases "
+                   "of a ragbench suite (fixtures ragbench_case, ragbench_record)")
+    config.addinivalue_line(
+        "markers", "ragbench_components(llm=SPEC, embedder=SPEC): the components the "
+                   "ragbench_llm and ragbench_embedder fixtures build")
     state = RagbenchState(config)
     config.stash[STATE_KEY] = state
+    from . import fixtures
+
+    config.pluginmanager.register(fixtures, "ragbench-fixtures")
     state.explicit = _suite_args(config)
     if state.explicit:
         _add_suites_to_args(config, state.explicit)
@@ -92,6 +254,38 @@ def pytest_configure(config: pytest.Config) -> None:
         from .session import RagbenchSession
 
         config.pluginmanager.register(RagbenchSession(config), "ragbench-session")
+        config.pluginmanager.register(_CaseResultRelay(config), "ragbench-case-result")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.option.ragbench_list:
+        return None
+    from .listing import render_listing
+
+    # As pytest's own --markers: configure (conftests and plugins registered), print, exit.
+    config._do_configure()
+    try:
+        state = config.stash[STATE_KEY]
+        tw = config.get_terminal_writer()
+        try:
+            state.ensure_registered()
+        except RagbenchError as exc:
+            tw.line(f"ragbench: {exc}", red=True)
+            return 1
+        for text, markup in render_listing(state.registry):
+            tw.line(text, **markup)
+    finally:
+        config._ensure_unconfigure()
+    return 0
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: send the run's start time to each worker."""
+    state = node.config.stash.get(STATE_KEY, None)
+    if state is not None:
+        node.workerinput[RUN_START_INPUT] = state.run_start
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:
@@ -139,4 +333,4 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     return [f"ragbench suites: {', '.join(str(p) for p in state.explicit)}"]
 
 
-__all__ = ["REPORT_ATTR", "STATE_KEY", "RagbenchError", "RagbenchState"]
+__all__ = ["REPORT_ATTR", "STATE_KEY", "RagbenchError", "RagbenchState", "Registry"]

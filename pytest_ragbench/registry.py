@@ -1,41 +1,106 @@
-"""Component registry: resolves names from suite files to factories.
+"""Component registry: resolves the names written in suite files to factories.
 
-Sources, in order of precedence (a name found in an earlier source wins; two *installed
-distributions* claiming one name is an error naming both):
+Kinds: ``retriever``, ``llm``, ``embedder`` and ``metric``. Where a name can come from, and
+which source wins (see ``docs/writing-a-plugin.md``):
 
-1. ``package.module:attr`` written directly as a component ``type`` in a suite file;
-2. components registered at run time (conftest hooks, plugins) through :meth:`Registry.add`;
-3. entry points of installed distributions, groups ``ragbench.<kind>s`` (loaded lazily: only a
-   name a suite uses is imported);
-4. the built-ins of this package.
+1. ``package.module:attr`` written as a component ``type``: imported directly; not a name, so
+   it never conflicts with anything.
+2. The ``pytest_ragbench_make_component`` hook (see :mod:`pytest_ragbench.hookspecs`) is asked
+   first for every build; an implementation returning something other than ``None`` wins.
+3. Run-time registrations (:meth:`Registry.add`, usually from a ``pytest_ragbench_register``
+   hook in a conftest.py or a pytest plugin). They *override* built-ins and entry points of the
+   same name (``--ragbench-list`` says so); two run-time registrations of one name from
+   different places are an error naming both.
+4. Entry points of installed distributions, groups ``ragbench.retrievers``, ``ragbench.llms``,
+   ``ragbench.embedders`` and ``ragbench.metrics``, and
+5. the built-ins of this package. Sources 4 and 5 are peers: one name claimed by two of them
+   (two distributions, or a distribution and a built-in) is an error naming both, raised when a
+   suite uses that name, so installing a package can never silently change what ``bm25``
+   means.
+
+Loading is lazy: listing names reads package metadata only; a component's module is imported
+when a suite names it (validation at collection time) or when it is built.
+
+Factories receive a suite's parameters as keyword arguments. A factory may also ask, by
+parameter name, for ``cache_dir``, ``base_dir`` or ``context`` (the whole
+:class:`BuildContext`); a suite key that is a Python keyword (``lambda``) is passed to the
+parameter with a trailing underscore (``lambda_``). A factory may define
+``ragbench_check(params, context)`` (a static or class method) to validate parameters at
+collection time without building anything heavy. Nothing here imports pytest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import keyword
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ComponentError, did_you_mean
 
 KINDS = ("retriever", "llm", "embedder", "metric")
 
+#: Entry point group of each kind.
+GROUPS: dict[str, str] = {kind: f"ragbench.{kind}s" for kind in KINDS}
+
 # Built-ins are "module:attr" strings so that listing them imports nothing.
 BUILTINS: dict[str, dict[str, str]] = {
     "retriever": {
         "bm25": "pytest_ragbench.retrievers.bm25:BM25Retriever",
+        "dense": "pytest_ragbench.retrievers.dense:DenseRetriever",
+        "hybrid": "pytest_ragbench.retrievers.hybrid:HybridRetriever",
+        "run": "pytest_ragbench.retrievers.runfile:RunFileRetriever",
+        "http": "pytest_ragbench.retrievers.http:HTTPRetriever",
     },
-    "llm": {},
-    "embedder": {},
-    "metric": {},
+    "llm": {
+        "openai": "pytest_ragbench.llm.openai:OpenAIChat",
+        "extractive": "pytest_ragbench.llm.extractive:ExtractiveLLM",
+    },
+    "embedder": {
+        "hashing": "pytest_ragbench.embedders:HashingEmbedder",
+        "openai": "pytest_ragbench.embedders:openai_embedder",
+        "sentence-transformers": "pytest_ragbench.embedders:SentenceTransformerEmbedder",
+    },
+    "metric": {
+        "ndcg": "pytest_ragbench.metrics.spec:ndcg",
+        "recall": "pytest_ragbench.metrics.spec:recall",
+        "precision": "pytest_ragbench.metrics.spec:precision",
+        "mrr": "pytest_ragbench.metrics.spec:mrr",
+        "map": "pytest_ragbench.metrics.spec:map_metric",
+        "hit": "pytest_ragbench.metrics.spec:hit",
+        "r_precision": "pytest_ragbench.metrics.spec:r_precision",
+        "latency_ms": "pytest_ragbench.metrics.spec:latency_ms",
+        "temporal_ndcg": "pytest_ragbench.metrics.temporal:TemporalNDCG",
+    },
 }
 
-# Optional built-ins whose dependencies are an extra: name -> pip install hint.
-OPTIONAL_HINTS: dict[str, dict[str, str]] = {"retriever": {}, "llm": {}, "embedder": {}}
+#: Built-ins whose dependencies are an optional extra: name -> (importable module, install hint).
+REQUIRES: dict[str, dict[str, tuple[str, str]]] = {
+    "embedder": {
+        "sentence-transformers": (
+            "sentence_transformers", "pip install 'pytest-ragbench[dense]'",
+        ),
+    },
+}
+
+# Names that are not components of this package but that users reach for; kind -> name -> hint.
+OPTIONAL_HINTS: dict[str, dict[str, str]] = {
+    "embedder": {
+        "sentence_transformers": "the built-in is spelled 'sentence-transformers' "
+                                 "(pip install 'pytest-ragbench[dense]')",
+    },
+}
+
+#: Parameters the registry fills from the :class:`BuildContext`; never user parameters.
+CONTEXT_PARAMS = ("cache_dir", "base_dir", "context")
+
+BUILTIN_ORIGIN = "built-in"
 
 
 @dataclass(frozen=True)
@@ -44,11 +109,26 @@ class ComponentInfo:
 
     kind: str
     name: str
-    origin: str  # "built-in", "distribution NAME VERSION", "conftest PATH", "plugin NAME"
+    origin: str  # "built-in", "distribution NAME VERSION", "conftest PATH", "plugin NAME", ...
     target: str | None = None  # "module:attr", imported on first use
     factory: Callable[..., Any] | None = field(default=None, compare=False)
+    overrides: tuple[str, ...] = ()  # origins this run-time registration shadows
+    conflict: tuple[str, ...] = ()  # origins that all claim the name (an error on use)
+    requires: tuple[str, str] | None = None  # (module, install hint) of an optional extra
 
     def load(self) -> Callable[..., Any]:
+        """Import (if needed) and return the factory."""
+        if self.conflict:
+            raise ComponentError(
+                f"{self.kind} {self.name!r} is provided by {' and by '.join(self.conflict)}; "
+                "uninstall one of them, register the one you want from a conftest.py "
+                "(pytest_ragbench_register), or name it as 'package.module:Factory'"
+            )
+        if self.requires is not None and importlib.util.find_spec(self.requires[0]) is None:
+            raise ComponentError(
+                f"{self.kind} {self.name!r} needs the optional package {self.requires[0]!r}, "
+                f"which is not installed: {self.requires[1]}"
+            )
         if self.factory is not None:
             return self.factory
         assert self.target is not None
@@ -57,10 +137,64 @@ class ComponentInfo:
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What the plugin passes to factories that ask for it by parameter name."""
+    """What the plugin passes to factories that ask for it by parameter name.
+
+    ``registry`` builds nested components (:meth:`build`); ``retriever`` returns another
+    retriever of the same suite, built and indexed (hybrid retrievers use it); ``siblings``
+    maps the suite's retriever names to ``(type, params)`` for collection-time checks;
+    ``name`` is the name the component being built has in the suite; ``run_start`` is the
+    run's start time in epoch seconds (the same on every xdist worker).
+    """
 
     cache_dir: Path | None = None
     base_dir: Path | None = None
+    registry: Registry | None = field(default=None, compare=False, repr=False)
+    retriever: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
+    siblings: Mapping[str, tuple[str, Mapping[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False)
+    name: str = ""
+    run_start: float | None = None
+
+    def _registry(self) -> Registry:
+        return self.registry if self.registry is not None else Registry()
+
+    def build(self, kind: str, spec: str | Mapping[str, Any]) -> Any:
+        """Build a nested component from ``"type"`` or ``{"type": ..., **params}``."""
+        type_name, params = split_spec(kind, spec)
+        return self._registry().build(kind, type_name, params, self)
+
+    def check(self, kind: str, spec: str | Mapping[str, Any]) -> None:
+        """Validate a nested component spec without building it."""
+        type_name, params = split_spec(kind, spec)
+        self._registry().check(kind, type_name, params, self)
+
+
+def split_spec(kind: str, spec: Any) -> tuple[str, dict[str, Any]]:
+    """``"hashing"`` or ``{"type": "hashing", "dim": 64}`` -> ``("hashing", {"dim": 64})``."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping):
+        type_name = spec.get("type")
+        if not isinstance(type_name, str) or not type_name:
+            raise ComponentError(
+                f"a nested {kind} needs a 'type', e.g. {{type: hashing}}; got {dict(spec)!r}"
+            )
+        return type_name, {str(k): v for k, v in spec.items() if k != "type"}
+    raise ComponentError(
+        f"expected a {kind} name or a mapping with a 'type' key, got {type(spec).__name__}"
+    )
+
+
+class ComponentHook(Protocol):
+    """How the plugin lets ``pytest_ragbench_make_component`` implementations build things."""
+
+    def active(self) -> bool:
+        """Whether any implementation exists (unknown names are then left to build time)."""
+        ...
+
+    def make(self, kind: str, name: str, params: Mapping[str, Any], context: BuildContext) -> Any:
+        """The first non-None result of the hook, or None."""
+        ...
 
 
 def load_target(target: str) -> Callable[..., Any]:
@@ -84,115 +218,235 @@ def load_target(target: str) -> Callable[..., Any]:
 
 
 class Registry:
-    """Name -> factory lookup for one pytest session (or one CLI run)."""
+    """Name -> factory lookup for one pytest process (or one CLI run)."""
 
-    def __init__(self, *, use_entry_points: bool = True) -> None:
+    def __init__(self, *, use_entry_points: bool = True,
+                 hook: ComponentHook | None = None) -> None:
         self._added: dict[str, dict[str, ComponentInfo]] = {k: {} for k in KINDS}
-        self._entry_points: dict[str, dict[str, ComponentInfo]] | None = None
+        self._entry_points: dict[str, dict[str, list[ComponentInfo]]] | None = None
         self._use_entry_points = use_entry_points
+        self._origin: str | None = None
+        self.hook = hook
 
-    def add(self, kind: str, name: str, factory: Callable[..., Any] | str, origin: str) -> None:
-        """Register a component at run time (from a hook or a plugin)."""
+    # -- registration ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def origin(self, origin: str) -> Iterator[None]:
+        """Attribute :meth:`add` calls without an explicit origin to ``origin`` meanwhile."""
+        previous, self._origin = self._origin, origin
+        try:
+            yield
+        finally:
+            self._origin = previous
+
+    def add(self, kind: str, name: str, factory: Callable[..., Any] | str,
+            origin: str | None = None) -> None:
+        """Register a component at run time (from a hook, a plugin or a conftest.py).
+
+        ``factory`` is a callable (class or function) or a ``"module:attr"`` string imported on
+        first use. ``origin`` defaults to the plugin whose ``pytest_ragbench_register`` is
+        running. A run-time registration overrides built-ins and entry points of the same name;
+        registering one name from two different origins is an error naming both.
+        """
         _check_kind(kind)
+        if not isinstance(name, str) or not name or ":" in name:
+            raise ComponentError(f"{kind} name {name!r} must be a non-empty string without ':'")
+        where = origin or self._origin or "a run-time registration"
         existing = self._added[kind].get(name)
-        if existing is not None and existing.origin != origin:
+        if existing is not None and existing.origin != where:
             raise ComponentError(
-                f"{kind} {name!r} is registered twice: by {existing.origin} and by {origin}"
+                f"{kind} {name!r} is registered twice: by {existing.origin} and by {where}"
             )
         if isinstance(factory, str):
-            self._added[kind][name] = ComponentInfo(kind, name, origin, target=factory)
+            self._added[kind][name] = ComponentInfo(kind, name, where, target=factory)
+        elif callable(factory):
+            self._added[kind][name] = ComponentInfo(kind, name, where, factory=factory)
         else:
-            self._added[kind][name] = ComponentInfo(kind, name, origin, factory=factory)
+            raise ComponentError(f"{kind} {name!r}: factory must be callable or 'module:attr'")
 
-    def _eps(self) -> dict[str, dict[str, ComponentInfo]]:
+    # -- lookup ----------------------------------------------------------------------------
+
+    def _eps(self) -> dict[str, dict[str, list[ComponentInfo]]]:
         if self._entry_points is None:
-            found: dict[str, dict[str, ComponentInfo]] = {k: {} for k in KINDS}
+            found: dict[str, dict[str, list[ComponentInfo]]] = {k: {} for k in KINDS}
             if self._use_entry_points:
                 for kind in KINDS:
-                    for ep in entry_points(group=f"ragbench.{kind}s"):
+                    for ep in entry_points(group=GROUPS[kind]):
                         dist = getattr(ep, "dist", None)
                         origin = (
                             f"distribution {dist.name} {dist.version}" if dist is not None
-                            else "an installed distribution"
+                            else f"an installed distribution ({ep.value})"
                         )
-                        prev = found[kind].get(ep.name)
-                        if prev is not None and prev.origin != origin:
-                            raise ComponentError(
-                                f"{kind} {ep.name!r} is provided by two packages: "
-                                f"{prev.origin} and {origin}; uninstall one of them"
-                            )
-                        found[kind][ep.name] = ComponentInfo(kind, ep.name, origin,
-                                                             target=ep.value)
+                        claims = found[kind].setdefault(ep.name, [])
+                        if all(c.origin != origin for c in claims):
+                            claims.append(ComponentInfo(kind, ep.name, origin, target=ep.value))
             self._entry_points = found
         return self._entry_points
 
     def infos(self, kind: str) -> dict[str, ComponentInfo]:
-        """Every component of ``kind`` by name, after precedence."""
+        """Every component of ``kind`` by name, after precedence (conflicts marked)."""
         _check_kind(kind)
-        merged: dict[str, ComponentInfo] = {
-            name: ComponentInfo(kind, name, "built-in", target=target)
+        claims: dict[str, list[ComponentInfo]] = {
+            name: [ComponentInfo(kind, name, BUILTIN_ORIGIN, target=target,
+                                 requires=REQUIRES.get(kind, {}).get(name))]
             for name, target in BUILTINS[kind].items()
         }
-        merged.update(self._eps()[kind])
-        merged.update(self._added[kind])
-        return merged
+        for name, infos in self._eps()[kind].items():
+            claims.setdefault(name, []).extend(infos)
+        merged: dict[str, ComponentInfo] = {}
+        for name, infos in claims.items():
+            if len(infos) == 1:
+                merged[name] = infos[0]
+            else:
+                first = infos[0]
+                merged[name] = ComponentInfo(
+                    kind, name, first.origin, target=first.target,
+                    conflict=tuple(i.origin for i in infos),
+                )
+        for name, info in self._added[kind].items():
+            shadowed = merged.get(name)
+            overrides = () if shadowed is None else (shadowed.conflict or (shadowed.origin,))
+            merged[name] = ComponentInfo(kind, name, info.origin, target=info.target,
+                                         factory=info.factory, overrides=overrides)
+        return dict(sorted(merged.items()))
 
     def names(self, kind: str) -> list[str]:
-        return sorted(self.infos(kind))
+        """Registered names of ``kind`` (module paths are accepted too but not listed)."""
+        return list(self.infos(kind))
 
     def resolve(self, kind: str, type_name: str) -> ComponentInfo:
-        """Find ``type_name`` (a registered name or ``module:attr``)."""
+        """Find ``type_name`` (a registered name or ``module:attr``); ComponentError if unknown."""
+        _check_kind(kind)
         if ":" in type_name:
             return ComponentInfo(kind, type_name, "module path", target=type_name)
         infos = self.infos(kind)
         if type_name in infos:
             return infos[type_name]
+        raise ComponentError(self.unknown_message(kind, type_name, infos))
+
+    def unknown_message(self, kind: str, type_name: str,
+                        infos: Mapping[str, ComponentInfo] | None = None) -> str:
+        """``unknown <kind> 'x' (did you mean 'y'?) (known: ...)`` plus an install hint."""
+        known = sorted(infos if infos is not None else self.infos(kind))
         hint = OPTIONAL_HINTS.get(kind, {}).get(type_name)
-        if hint:
-            raise ComponentError(f"{kind} {type_name!r} needs an optional extra: {hint}")
-        raise ComponentError(
-            f"unknown {kind} {type_name!r}{did_you_mean(type_name, infos)} "
-            f"(known: {', '.join(sorted(infos)) or 'none'})"
+        return (
+            f"unknown {kind} {type_name!r}{did_you_mean(type_name, known)} "
+            f"(known: {', '.join(known) or 'none'}; or 'package.module:Factory')"
+            + (f"; {hint}" if hint else "")
         )
 
-    def build(
-        self, kind: str, type_name: str, params: Mapping[str, Any], ctx: BuildContext
-    ) -> Any:
-        """Build a component, passing context values the factory asks for by name."""
+    # -- validation and building -----------------------------------------------------------
+
+    def check(self, kind: str, type_name: str, params: Mapping[str, Any],
+              ctx: BuildContext | None = None) -> None:
+        """Validate a component spec without building it (imports the factory's module).
+
+        Unknown names, missing optional packages, unknown or missing parameters and whatever
+        the factory's own ``ragbench_check`` rejects raise :class:`ComponentError`. A name no
+        source knows is accepted when a ``pytest_ragbench_make_component`` implementation
+        exists, since only building can tell whether it handles the name.
+        """
+        ctx = ctx if ctx is not None else BuildContext(registry=self)
+        try:
+            info = self.resolve(kind, type_name)
+        except ComponentError:
+            if self.hook is not None and self.hook.active() and ":" not in type_name:
+                return
+            raise
+        factory = info.load()
+        self._kwargs(kind, type_name, factory, params, ctx)
+        checker = getattr(factory, "ragbench_check", None)
+        if callable(checker):
+            try:
+                checker(dict(params), ctx)
+            except (TypeError, ValueError) as exc:
+                raise ComponentError(f"{kind} {type_name!r}: {exc}") from None
+
+    def build(self, kind: str, type_name: str, params: Mapping[str, Any],
+              ctx: BuildContext | None = None) -> Any:
+        """Build a component: the make-component hook first, then the resolved factory."""
+        ctx = ctx if ctx is not None else BuildContext(registry=self)
+        if ctx.registry is None:
+            ctx = _with_registry(ctx, self)
+        if self.hook is not None:
+            made = self.hook.make(kind, type_name, dict(params), ctx)
+            if made is not None:
+                return made
         info = self.resolve(kind, type_name)
         factory = info.load()
-        kwargs = dict(params)
-        accepted = factory_params(factory)
-        if accepted is not None:
-            unknown = [k for k in kwargs if k not in accepted]
-            if unknown:
-                raise ComponentError(
-                    f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
-                    f"{did_you_mean(unknown[0], accepted)}; it accepts: "
-                    f"{', '.join(accepted) or 'no parameters'}"
-                )
-            for name in ("cache_dir", "base_dir"):
-                if name in accepted and name not in kwargs:
-                    kwargs[name] = getattr(ctx, name)
+        kwargs = self._kwargs(kind, type_name, factory, params, ctx)
         try:
             return factory(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ComponentError(f"cannot build {kind} {type_name!r}: {exc}") from None
 
+    def _kwargs(self, kind: str, type_name: str, factory: Callable[..., Any],
+                params: Mapping[str, Any], ctx: BuildContext) -> dict[str, Any]:
+        """Map suite parameters onto the factory's signature; fill context parameters."""
+        sig = signature_params(factory)
+        if sig is None:  # **kwargs: nothing can be checked
+            return dict(params)
+        accepted, required = sig
+        shown = [display_name(p) for p in accepted if p not in CONTEXT_PARAMS]
+        kwargs: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in params.items():
+            target = f"{key}_" if keyword.iskeyword(key) and f"{key}_" in accepted else key
+            if target not in accepted or key == "context" or target == "context":
+                unknown.append(str(key))
+            else:
+                kwargs[target] = value
+        if unknown:
+            raise ComponentError(
+                f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
+                f"{did_you_mean(unknown[0], shown)}; it accepts: "
+                f"{', '.join(shown) or 'no parameters'}"
+            )
+        for name in CONTEXT_PARAMS:
+            if name in accepted and name not in kwargs:
+                kwargs[name] = ctx if name == "context" else getattr(ctx, name)
+        missing = [display_name(p) for p in required if p not in kwargs]
+        if missing:
+            raise ComponentError(
+                f"{kind} {type_name!r} is missing required parameter(s) {', '.join(missing)}; "
+                f"it accepts: {', '.join(shown)}"
+            )
+        return kwargs
 
-def factory_params(factory: Callable[..., Any]) -> list[str] | None:
-    """Keyword parameter names a factory accepts, or None when it takes ``**kwargs``."""
+
+def _with_registry(ctx: BuildContext, registry: Registry) -> BuildContext:
+    return replace(ctx, registry=registry)
+
+
+def display_name(param: str) -> str:
+    """``lambda_`` -> ``lambda``: the key a suite writes for a keyword-named parameter."""
+    if param.endswith("_") and keyword.iskeyword(param[:-1]):
+        return param[:-1]
+    return param
+
+
+def signature_params(factory: Callable[..., Any]) -> tuple[list[str], list[str]] | None:
+    """(accepted keyword names, required ones) of a factory, or None when it takes ``**kw``."""
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
         return None
     names: list[str] = []
+    required: list[str] = []
     for p in sig.parameters.values():
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             return None
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
             names.append(p.name)
-    return names
+            if p.default is inspect.Parameter.empty:
+                required.append(p.name)
+    return names, required
+
+
+def factory_params(factory: Callable[..., Any]) -> list[str] | None:
+    """Keyword parameter names a factory accepts, or None when it takes ``**kwargs``."""
+    sig = signature_params(factory)
+    return None if sig is None else sig[0]
 
 
 def _check_kind(kind: str) -> None:
@@ -201,15 +455,19 @@ def _check_kind(kind: str) -> None:
 
 
 def describe_params(factory: Callable[..., Any]) -> str:
-    """``name=default, ...`` for listings."""
+    """``name, name=default, ...`` for listings (context parameters left out)."""
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
         return "..."
-    parts: Iterable[str] = (
-        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
-        for p in sig.parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        and p.name not in ("cache_dir", "base_dir")
-    )
+    parts: list[str] = []
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+            continue
+        if (p.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           inspect.Parameter.KEYWORD_ONLY) or p.name in CONTEXT_PARAMS):
+            continue
+        name = display_name(p.name)
+        parts.append(name if p.default is inspect.Parameter.empty else f"{name}={p.default!r}")
     return ", ".join(parts)

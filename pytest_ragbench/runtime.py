@@ -5,6 +5,25 @@ Each process (the pytest controller without xdist, or each xdist worker) owns on
 once (lazily, on the first case that needs it), and :meth:`SuiteRuntime.run_case` turns one
 (retriever, query) into a JSON-safe record (see :mod:`pytest_ragbench.records`).
 Nothing here imports pytest.
+
+How a retriever is asked (the first that applies):
+
+1. ``retrieve_case(query, k)`` when the retriever has it: it gets the whole
+   :class:`~pytest_ragbench.datasets.Query` (id, text, metadata), for retrievers that answer
+   by query id (run files, remote services);
+2. ``retrieve_many(queries, k)`` when the retriever has it and the caller says which cases
+   this process will run next (``upcoming``): the first case that misses the batch cache
+   retrieves the texts of up to :data:`BATCH_LIMIT` upcoming cases of the same retriever in
+   one call, and the following cases are served from that batch. Each batched case's
+   ``latency_ms`` is the batch's wall time divided by the number of queries in it. If
+   ``retrieve_many`` raises or returns a wrong shape, batching is switched off for that
+   retriever in this process and every case (this one included) uses ``retrieve``;
+3. ``retrieve(text, k)``.
+
+Any of them may be a coroutine function; coroutines run on the runtime's own event loop.
+Results are checked per case (a list of (doc_id, score) pairs, at most ``k``, known ids, no
+duplicates, finite scores); a violation, an exception or a metric that raises makes that case
+an error record and the run goes on.
 """
 
 from __future__ import annotations
@@ -14,15 +33,22 @@ import contextlib
 import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from .datasets import Dataset, Query, load_dataset
+from .datasets import Dataset, Document, Query, load_dataset
 from .errors import RagbenchError
 from .metrics.retrieval import parse_metric, trec_order
+from .metrics.spec import CaseResult, MetricSpec
 from .records import SCHEMA_VERSION, clean_float
 from .registry import BuildContext, Registry
 from .suite import Suite
+
+#: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
+BATCH_LIMIT = 256
+
+Upcoming = Callable[[], Sequence[str]]
 
 
 class CaseError(RagbenchError):
@@ -42,16 +68,21 @@ class SuiteRuntime:
         self.suite = suite
         self.suite_id = suite_id
         self.registry = registry
-        self.ctx = ctx
+        # Factories see the suite's other retrievers (hybrid fuses them) through the context.
+        self.ctx = replace(
+            ctx, registry=registry, retriever=self.retriever,
+            siblings={r.name: (r.type, dict(r.params)) for r in suite.retrievers},
+        )
         self._dataset: Dataset | None = None
         self._queries: dict[str, Query] = {}
         self._doc_ids: frozenset[str] = frozenset()
+        self._documents: Mapping[str, Document] = {}
         self._retrievers: dict[str, Any] = {}
         self._failed: dict[str, CaseError] = {}
+        self._building: list[str] = []
+        self._batched: dict[tuple[str, str], tuple[Any, float]] = {}
+        self._no_batch: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._metric_objs = {
-            m.name: parse_metric(m.name) for m in suite.metrics if m.family == "retrieval"
-        }
 
     @property
     def dataset(self) -> Dataset:
@@ -59,6 +90,7 @@ class SuiteRuntime:
             self._dataset = load_dataset(self.suite.dataset)
             self._queries = {q.id: q for q in self._dataset.queries}
             self._doc_ids = self._dataset.doc_ids()
+            self._documents = {d.id: d for d in self._dataset.corpus}
         return self._dataset
 
     def query(self, case_id: str) -> Query:
@@ -79,17 +111,34 @@ class SuiteRuntime:
             return self._retrievers[name]
         if name in self._failed:
             raise self._failed[name]
-        spec = next(r for r in self.suite.retrievers if r.name == name)
+        spec = next((r for r in self.suite.retrievers if r.name == name), None)
+        if spec is None:
+            have = ", ".join(r.name for r in self.suite.retrievers)
+            raise CaseError("index", f"suite {self.suite.name!r} has no retriever {name!r} "
+                                     f"(it has: {have})")
+        if name in self._building:
+            cycle = " -> ".join([*self._building[self._building.index(name):], name])
+            raise CaseError("index", f"retrievers depend on each other in a cycle: {cycle}")
+        self._building.append(name)
         try:
-            instance = self.registry.build("retriever", spec.type, spec.params, self.ctx)
+            instance = self.registry.build("retriever", spec.type, spec.params,
+                                           replace(self.ctx, name=name))
             self._run(instance.index(self.dataset.corpus))
         except Exception as exc:
+            detail = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
             err = CaseError("index", f"retriever {name!r} ({spec.type}) could not be built or "
-                                     f"indexed: {type(exc).__name__}: {exc}", type(exc).__name__)
+                                     f"indexed: {detail}", type(exc).__name__)
             self._failed[name] = err
             raise err from exc
+        finally:
+            self._building.pop()
         self._retrievers[name] = instance
         return instance
+
+    def check_hits(self, name: str, hits: Any, k: int) -> list[tuple[str, float]]:
+        """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""
+        _ = self.dataset
+        return self._check_hits(name, hits, k)
 
     def _check_hits(self, name: str, hits: Any, k: int) -> list[tuple[str, float]]:
         if not isinstance(hits, Sequence) or isinstance(hits, str | bytes):
@@ -120,11 +169,11 @@ class SuiteRuntime:
             out.append((doc_id, score))
         return out
 
-    def run_case(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
-        """Evaluate one case and return its record (status "error" carries the reason)."""
+    def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
+        """A record for one case with every field present and nothing measured yet."""
         suite = self.suite
         query = self.query(case_id)
-        rec: dict[str, Any] = {
+        return {
             "schema": SCHEMA_VERSION,
             "suite": self.suite_id,
             "suite_name": suite.name,
@@ -147,42 +196,137 @@ class SuiteRuntime:
             "missed": [],
             "thresholds": [],
         }
+
+    def _timed(self, name: str, call: Callable[[], Any]) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        try:
+            raw = self._run(call())
+        except Exception as exc:
+            raise CaseError("retrieve", f"retriever {name!r} raised {type(exc).__name__}: {exc}",
+                            type(exc).__name__) from exc
+        return raw, (time.perf_counter() - t0) * 1000.0
+
+    def _prefetch(self, name: str, retriever: Any, case_ids: Sequence[str], k: int) -> None:
+        """One ``retrieve_many`` call for ``case_ids``; results cached per case."""
+        texts = [self.query(c).text for c in case_ids]
+        t0 = time.perf_counter()
+        try:
+            raw = self._run(retriever.retrieve_many(texts, k))
+        except Exception:
+            self._no_batch.add(name)
+            return
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        if (not isinstance(raw, Sequence) or isinstance(raw, str | bytes)
+                or len(raw) != len(case_ids)):
+            self._no_batch.add(name)
+            return
+        each = elapsed / len(case_ids)
+        for cid, hits in zip(case_ids, raw, strict=True):
+            self._batched[(name, cid)] = (hits, each)
+
+    def _retrieve(self, name: str, retriever: Any, query: Query, k: int,
+                  upcoming: Upcoming | None) -> tuple[Any, float]:
+        """Raw hits and latency in ms for one case (see the module docs for the order)."""
+        if callable(getattr(retriever, "retrieve_case", None)):
+            return self._timed(name, lambda: retriever.retrieve_case(query, k))
+        if (upcoming is not None and name not in self._no_batch
+                and callable(getattr(retriever, "retrieve_many", None))):
+            key = (name, query.id)
+            if key not in self._batched:
+                ids = [query.id]
+                for cid in upcoming():
+                    if len(ids) >= BATCH_LIMIT:
+                        break
+                    if cid not in ids and (name, cid) not in self._batched \
+                            and cid in self._queries:
+                        ids.append(cid)
+                self._prefetch(name, retriever, ids, k)
+            if key in self._batched:
+                return self._batched.pop(key)
+        return self._timed(name, lambda: retriever.retrieve(query.text, k))
+
+    def retrieve_hits(self, retriever_name: str, query: Query,
+                      k: int | None = None) -> tuple[list[tuple[str, float]], float]:
+        """Checked hits and latency (ms) of one retrieval, outside any case record.
+
+        Raises :class:`CaseError` like a case would record it.
+        """
+        k = self.suite.k if k is None else k
+        retriever = self.retriever(retriever_name)
+        raw, latency = self._retrieve(retriever_name, retriever, query, k, None)
+        return self._check_hits(retriever_name, raw, k), latency
+
+    def case_result(self, query: Query, hits: Sequence[tuple[str, float]],
+                    latency_ms: float | None) -> CaseResult:
+        """What metrics see of one retrieval."""
+        _ = self.dataset
+        return CaseResult(
+            ranked=tuple(trec_order(list(hits))), scores=dict(hits), k=self.suite.k,
+            latency_ms=latency_ms, documents=self._documents, run_start=self.ctx.run_start,
+        )
+
+    def _metric_value(self, m: MetricSpec, query: Query, result: CaseResult) -> float | None:
+        if m.component is not None:
+            return m.compute(query, result)
+        # A MetricSpec made by hand (no component): the built-in families still work.
+        if m.family == "retrieval":
+            return parse_metric(m.name).compute(result.ranked, query.relevant) \
+                if query.judged else None
+        if m.name == "latency_ms":
+            return result.latency_ms
+        return None
+
+    def score(self, rec: dict[str, Any], query: Query, hits: Sequence[tuple[str, float]],
+              latency_ms: float | None) -> None:
+        """Fill ``rec``'s latency, retrieved/missed lists and metrics from checked hits.
+
+        A metric that raises makes the record an error (stage ``metric``).
+        """
+        suite = self.suite
+        result = self.case_result(query, hits, latency_ms)
+        rec["latency_ms"] = None if latency_ms is None else round(latency_ms, 3)
+        scores = result.scores
+        grades = query.relevant
+        rec["retrieved"] = [
+            [d, clean_float(scores[d]), grades.get(d)] for d in result.ranked[: suite.record_depth]
+        ]
+        got = set(result.ranked)
+        rec["missed"] = sorted(
+            ([d, g] for d, g in grades.items() if g > 0 and d not in got),
+            key=lambda x: (-x[1], x[0]),
+        )[: suite.record_depth]
+        for m in suite.metrics:
+            try:
+                rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
+            except Exception as exc:
+                rec["status"] = "error"
+                rec["error"] = {"stage": "metric", "type": type(exc).__name__,
+                                "message": f"metric {m.name!r} raised {type(exc).__name__}: "
+                                           f"{exc}"}
+                return
+
+    def run_case(self, retriever_name: str, case_id: str, run: int = 0,
+                 upcoming: Upcoming | None = None) -> dict[str, Any]:
+        """Evaluate one case and return its record (status "error" carries the reason).
+
+        ``upcoming`` returns the ids of the cases of this retriever this process will run
+        next; it enables ``retrieve_many`` batching.
+        """
+        suite = self.suite
+        query = self.query(case_id)
+        rec = self.new_record(retriever_name, case_id, run)
         try:
             retriever = self.retriever(retriever_name)
-            t0 = time.perf_counter()
-            try:
-                raw = self._run(retriever.retrieve(query.text, suite.k))
-            except Exception as exc:
-                raise CaseError("retrieve", f"retriever {retriever_name!r} raised "
-                                            f"{type(exc).__name__}: {exc}",
-                                type(exc).__name__) from exc
-            latency = (time.perf_counter() - t0) * 1000.0
+            raw, latency = self._retrieve(retriever_name, retriever, query, suite.k, upcoming)
             hits = self._check_hits(retriever_name, raw, suite.k)
         except CaseError as exc:
             rec["status"] = "error"
             rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
             return rec
 
-        rec["latency_ms"] = round(latency, 3)
-        ranked = trec_order(hits)
-        scores = dict(hits)
-        grades = query.relevant
-        rec["retrieved"] = [
-            [d, clean_float(scores[d]), grades.get(d)] for d in ranked[: suite.record_depth]
-        ]
-        got = set(ranked)
-        rec["missed"] = sorted(
-            ([d, g] for d, g in grades.items() if g > 0 and d not in got),
-            key=lambda x: (-x[1], x[0]),
-        )[: suite.record_depth]
-        for m in suite.metrics:
-            if m.family == "retrieval":
-                rec["metrics"][m.name] = (
-                    clean_float(self._metric_objs[m.name].compute(ranked, grades))
-                    if query.judged else None
-                )
-            elif m.name == "latency_ms":
-                rec["metrics"][m.name] = rec["latency_ms"]
+        self.score(rec, query, hits, latency)
+        if rec["status"] == "error":
+            return rec
         for gate in suite.thresholds:
             value = rec["metrics"].get(gate.metric)
             # A value that could not be computed (an unjudged query) is counted as NaN in the

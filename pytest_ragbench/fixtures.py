@@ -1,0 +1,386 @@
+"""Fixtures for hand-written tests over a suite's cases (registered by the plugin).
+
+Parametrize a test function over a suite's cases with the marker::
+
+    @pytest.mark.ragbench_suite("suites/qa.ragbench.yaml", retriever="bm25")
+    def test_top_hit_is_fresh(ragbench_case, ragbench_retriever, ragbench_record):
+        hits = ragbench_retriever.retrieve(ragbench_case)
+        ragbench_record.evaluate(hits)                   # the suite's metrics on these hits
+        ragbench_record("fresh_top1", float(is_fresh(hits[0][0])))
+        assert hits
+
+The path is relative to the test file's folder. Without ``retriever=`` the test runs for every
+retriever of the suite (ids ``<retriever>-<query id>``). Alternatively
+``@pytest.mark.parametrize("ragbench_case", cases("suite.yaml", retriever="bm25"),
+indirect=True)`` with :func:`cases`.
+
+Fixtures:
+
+``ragbench_case``
+    the current :class:`~pytest_ragbench.datasets.Query` (id, text, labels, metadata).
+``ragbench_retriever``
+    a :class:`RetrieverHandle` for the case's retriever (or the marker's, or the suite's first):
+    ``retrieve(query_or_text, k=None)`` runs it synchronously on the plugin's event loop and
+    checks the hits like a collected item; ``.component`` is the retriever object itself. The
+    retriever is the same instance collected items use: built once per process, closed at the
+    end of the session.
+``ragbench_llm`` / ``ragbench_embedder``
+    the component named by ``@pytest.mark.ragbench_components(llm=SPEC, embedder=SPEC)`` or
+    by the ini options ``ragbench_llm`` / ``ragbench_embedder`` (a type name or a JSON
+    mapping such as ``{"type": "hashing", "dim": 64}``); built once per process per spec and
+    closed at the end of the session. Both are async (``await llm.chat(...)``); a session-long
+    client should be used from one event loop, e.g. ``@pytest.mark.asyncio(loop_scope="session")``.
+``ragbench_record``
+    a :class:`CaseRecorder`: ``ragbench_record(name, value)`` records a metric,
+    ``ragbench_record.evaluate(hits)`` scores hits with the suite's metrics. When the test
+    passes or fails, a record in the same schema as a collected case is attached to its report
+    and aggregated by the controller like any case, as suite ``<test file>::<function>`` (so
+    its summary is separate from the collected suite's), status ``ok`` or ``failed``. Metric
+    directions of such records are taken as "higher is better".
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .datasets import Query
+from .errors import RagbenchError
+from .records import SCHEMA_VERSION, clean_float
+
+if TYPE_CHECKING:
+    from .plugin import RagbenchState
+    from .runtime import SuiteRuntime
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """One (suite file, retriever, query id) a test is parametrized with."""
+
+    suite: str  # absolute path of the suite file
+    retriever: str
+    case_id: str
+
+
+RECORDER_KEY = pytest.StashKey["CaseRecorder"]()
+
+
+def _state(config: pytest.Config) -> RagbenchState:
+    from .plugin import STATE_KEY
+
+    return config.stash[STATE_KEY]
+
+
+def suite_id_for(config: pytest.Config, path: Path) -> str:
+    """The id collected items of the suite file ``path`` have (its node id)."""
+    try:
+        return path.resolve().relative_to(config.rootpath.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def cases(path: str | Path, retriever: str | None = None) -> list[Any]:
+    """``pytest.param`` values over a suite's cases, for ``parametrize(..., indirect=True)``.
+
+    A relative ``path`` is resolved against the folder of the calling module. Only the suite
+    and its dataset are read (built-in and installed metrics; conftest-registered retrievers
+    are checked when the test runs).
+    """
+    from .suite import load_suite
+
+    p = Path(path)
+    if not p.is_absolute():
+        caller = inspect.stack()[1].filename
+        p = Path(caller).resolve().parent / p
+    suite = load_suite(p, None)
+    from .datasets import load_dataset
+
+    dataset = load_dataset(suite.dataset)
+    names = [r.name for r in suite.retrievers]
+    if retriever is not None and retriever not in names:
+        raise RagbenchError(f"{p}: no retriever {retriever!r} (it has: {', '.join(names)})")
+    chosen = [retriever] if retriever is not None else names
+    return [
+        pytest.param(CaseRef(str(p.resolve()), r, q.id),
+                     id=q.id if len(chosen) == 1 else f"{r}-{q.id}")
+        for r in chosen for q in dataset.queries
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize tests marked ``ragbench_suite`` that use ``ragbench_case`` or ``_record``."""
+    marker = metafunc.definition.get_closest_marker("ragbench_suite")
+    if marker is None:
+        return
+    if not {"ragbench_case", "ragbench_record"} & set(metafunc.fixturenames):
+        return
+    if "ragbench_case_ref" not in metafunc.fixturenames:
+        return
+    # An explicit parametrize of ragbench_case (cases()) takes precedence over the marker.
+    for m in metafunc.definition.iter_markers("parametrize"):
+        argnames = m.args[0] if m.args else ""
+        names = argnames.split(",") if isinstance(argnames, str) else list(argnames)
+        if "ragbench_case" in [n.strip() for n in names]:
+            return
+    path, retriever = _marker_args(marker, metafunc.definition.path)
+    state = _state(metafunc.config)
+    try:
+        suite = state.load_suite(path)
+        runtime = state.runtime(suite_id_for(metafunc.config, path), path)
+        queries = runtime.dataset.queries
+    except RagbenchError as exc:
+        pytest.fail(f"ragbench_suite: {exc}", pytrace=False)
+    names = [r.name for r in suite.retrievers]
+    if retriever is not None and retriever not in names:
+        pytest.fail(f"ragbench_suite: {path} has no retriever {retriever!r} "
+                    f"(it has: {', '.join(names)})", pytrace=False)
+    chosen = [retriever] if retriever is not None else names
+    refs = [CaseRef(str(path), r, q.id) for r in chosen for q in queries]
+    ids = [ref.case_id if len(chosen) == 1 else f"{ref.retriever}-{ref.case_id}"
+           for ref in refs]
+    metafunc.parametrize("ragbench_case_ref", refs, ids=ids, indirect=True)
+
+
+def _marker_args(marker: pytest.Mark, test_path: Path) -> tuple[Path, str | None]:
+    if not marker.args or not isinstance(marker.args[0], str | Path):
+        pytest.fail("ragbench_suite needs the suite file's path: "
+                    "@pytest.mark.ragbench_suite('suite.yaml', retriever='bm25')", pytrace=False)
+    p = Path(marker.args[0])
+    if not p.is_absolute():
+        p = test_path.parent / p
+    retriever = marker.kwargs.get("retriever")
+    if retriever is not None and not isinstance(retriever, str):
+        pytest.fail(f"ragbench_suite: retriever must be a name, got {retriever!r}",
+                    pytrace=False)
+    return p.resolve(), retriever
+
+
+def _ref(request: pytest.FixtureRequest) -> CaseRef | None:
+    """The case the current test is parametrized with, whichever fixture carries it."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return None
+    for name in ("ragbench_case_ref", "ragbench_case"):
+        value = callspec.params.get(name)
+        if isinstance(value, CaseRef):
+            return value
+    return None
+
+
+def _runtime(config: pytest.Config, suite_path: str | Path) -> SuiteRuntime:
+    state = _state(config)
+    path = Path(suite_path)
+    try:
+        state.load_suite(path)
+        return state.runtime(suite_id_for(config, path), path)
+    except RagbenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def ragbench_case_ref(request: pytest.FixtureRequest) -> CaseRef | None:
+    """The (suite, retriever, query id) of the current test, or None when not parametrized."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def ragbench_case(request: pytest.FixtureRequest, ragbench_case_ref: CaseRef | None) -> Query:
+    """The current query of a test parametrized over a suite's cases."""
+    ref = getattr(request, "param", None) or ragbench_case_ref
+    if not isinstance(ref, CaseRef):
+        pytest.fail("ragbench_case needs @pytest.mark.ragbench_suite('suite.yaml') or "
+                    "@pytest.mark.parametrize('ragbench_case', cases('suite.yaml'), "
+                    "indirect=True)", pytrace=False)
+    return _runtime(request.config, ref.suite).query(ref.case_id)
+
+
+class RetrieverHandle:
+    """A suite's retriever for hand-written tests (see the module docs)."""
+
+    def __init__(self, runtime: SuiteRuntime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+
+    @property
+    def component(self) -> Any:
+        """The built and indexed retriever object."""
+        return self.runtime.retriever(self.name)
+
+    def retrieve(self, query: Query | str, k: int | None = None) -> list[tuple[str, float]]:
+        """Checked ``(doc_id, score)`` hits for a case (or a bare text), best first."""
+        q = query if isinstance(query, Query) else Query(id="", text=str(query))
+        hits, _ = self.runtime.retrieve_hits(self.name, q, k)
+        return hits
+
+    def __repr__(self) -> str:
+        return f"RetrieverHandle({self.runtime.suite_id}::{self.name})"
+
+
+@pytest.fixture
+def ragbench_retriever(request: pytest.FixtureRequest,
+                       ragbench_case_ref: CaseRef | None) -> RetrieverHandle:
+    """The current case's retriever (or the ``ragbench_suite`` marker's, or the first)."""
+    ref = _ref(request)
+    if ref is not None:
+        suite_path, name = ref.suite, ref.retriever
+    else:
+        marker = request.node.get_closest_marker("ragbench_suite")
+        if marker is None:
+            pytest.fail("ragbench_retriever needs @pytest.mark.ragbench_suite('suite.yaml', "
+                        "retriever='name')", pytrace=False)
+        path, retriever = _marker_args(marker, request.node.path)
+        suite_path = str(path)
+        name = retriever or _runtime(request.config, path).suite.retrievers[0].name
+    runtime = _runtime(request.config, suite_path)
+    try:
+        runtime.retriever(name)
+    except RagbenchError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return RetrieverHandle(runtime, name)
+
+
+def _component_spec(request: pytest.FixtureRequest, kind: str) -> Any:
+    marker = request.node.get_closest_marker("ragbench_components")
+    if marker is not None and kind in marker.kwargs:
+        return marker.kwargs[kind]
+    raw = request.config.getini(f"ragbench_{kind}")
+    if raw:
+        text = str(raw).strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                pytest.fail(f"ini option ragbench_{kind}: not valid JSON: {exc}", pytrace=False)
+        return text
+    pytest.fail(f"ragbench_{kind}: no {kind} configured; use "
+                f"@pytest.mark.ragbench_components({kind}={{'type': ...}}) or the "
+                f"ragbench_{kind} ini option", pytrace=False)
+
+
+def _component(request: pytest.FixtureRequest, kind: str) -> Any:
+    spec = _component_spec(request, kind)
+    try:
+        return _state(request.config).component(kind, spec)
+    except RagbenchError as exc:
+        pytest.fail(f"ragbench_{kind}: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def ragbench_llm(request: pytest.FixtureRequest) -> Any:
+    """The configured LLM (built once per process per spec)."""
+    return _component(request, "llm")
+
+
+@pytest.fixture
+def ragbench_embedder(request: pytest.FixtureRequest) -> Any:
+    """The configured embedder (built once per process per spec)."""
+    return _component(request, "embedder")
+
+
+class CaseRecorder:
+    """Collects what a hand-written test measures into a case record (module docs)."""
+
+    def __init__(self, item: pytest.Item, runtime: SuiteRuntime | None,
+                 ref: CaseRef | None) -> None:
+        self._item = item
+        self._runtime = runtime
+        self._ref = ref
+        self.metrics: dict[str, float | None] = {}
+        self._scored: dict[str, Any] | None = None
+        self.latency_ms: float | None = None
+
+    def __call__(self, name: str, value: float | None) -> None:
+        """Record metric ``name`` for this case (None or NaN: could not be computed)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a metric name must be a non-empty string, got {name!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metric {name!r}: expected a number, got {value!r}") from None
+        self.metrics[name] = clean_float(value)
+
+    metric = __call__
+
+    def latency(self, ms: float) -> None:
+        """Record the case's latency in milliseconds."""
+        self.latency_ms = float(ms)
+
+    def evaluate(self, hits: Sequence[tuple[str, float]],
+                 latency_ms: float | None = None) -> dict[str, float | None]:
+        """Score ``hits`` with the suite's metrics (checked like a retriever's results)."""
+        if self._runtime is None or self._ref is None:
+            raise RagbenchError("ragbench_record.evaluate needs a test parametrized over a "
+                                "suite's cases")
+        runtime, ref = self._runtime, self._ref
+        checked = runtime.check_hits(ref.retriever, list(hits), runtime.suite.k)
+        rec = runtime.new_record(ref.retriever, ref.case_id)
+        runtime.score(rec, runtime.query(ref.case_id), checked, latency_ms)
+        if rec["status"] == "error":
+            raise RagbenchError(rec["error"]["message"])
+        self._scored = rec
+        if latency_ms is not None:
+            self.latency_ms = latency_ms
+        return dict(rec["metrics"])
+
+    def build(self, report: pytest.TestReport) -> dict[str, Any] | None:
+        """The record for the finished test, or None when it was skipped."""
+        if report.skipped:
+            return None
+        item = self._item
+        suite_id = item.nodeid.split("[", 1)[0]
+        if self._runtime is not None and self._ref is not None:
+            runtime, ref = self._runtime, self._ref
+            rec = (dict(self._scored) if self._scored is not None
+                   else runtime.new_record(ref.retriever, ref.case_id))
+            if self._scored is None:
+                rec["metrics"] = {}
+            rec["suite_name"] = f"{runtime.suite.name}:{getattr(item, 'originalname', item.name)}"
+        else:
+            rec = {
+                "schema": SCHEMA_VERSION, "suite_name": item.name, "suite_hash": None,
+                "dataset_hash": None, "retriever": "-", "case_id": item.name, "run": 0,
+                "query": None, "type": None, "difficulty": None, "tags": [], "status": "ok",
+                "error": None, "metrics": {}, "latency_ms": None, "n_relevant": None,
+                "no_relevant": False, "retrieved": [], "missed": [], "thresholds": [],
+            }
+        rec["suite"] = suite_id
+        rec["thresholds"] = []
+        rec["metrics"] = {**rec["metrics"], **self.metrics}
+        if self.latency_ms is not None:
+            rec["latency_ms"] = round(self.latency_ms, 3)
+        rec["status"] = "ok" if report.passed else "failed"
+        rec["error"] = None
+        return rec
+
+
+@pytest.fixture
+def ragbench_record(request: pytest.FixtureRequest,
+                    ragbench_case_ref: CaseRef | None) -> CaseRecorder:
+    """Record per-case metrics from a hand-written test (aggregated like collected cases)."""
+    ref = _ref(request)
+    runtime = _runtime(request.config, ref.suite) if ref is not None else None
+    recorder = CaseRecorder(request.node, runtime, ref)  # type: ignore[arg-type]
+    request.node.stash[RECORDER_KEY] = recorder
+    return recorder
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if call.when == "call":
+        recorder = item.stash.get(RECORDER_KEY, None)
+        if recorder is not None:
+            rec = recorder.build(report)
+            if rec is not None:
+                from .plugin import REPORT_ATTR
+
+                # A plain attribute survives xdist's report serialisation, as for CaseItems.
+                setattr(report, REPORT_ATTR, rec)
+    return report

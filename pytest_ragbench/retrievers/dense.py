@@ -1,0 +1,267 @@
+"""Exact dense retrieval: cosine similarity over normalised float32 embeddings, with numpy.
+
+The corpus is embedded once (in batches of ``batch_size`` texts) by the retriever's embedder,
+rows are L2-normalised, and a query's scores are one matrix-vector product; the top ``k`` come
+back in trec_eval's order (score descending, ties by document id descending). No approximate
+index: the point is a faithful baseline, and numpy does a 100k x 768 product in milliseconds.
+
+Suite syntax: the embedder is a nested component spec::
+
+    retrievers:
+      dense:
+        type: dense
+        embedder: {type: hashing, dim: 256}        # or just: embedder: hashing
+        batch_size: 64
+
+On-disk cache: with a ``cache_dir`` (pytest's cache folder by default), the embedding matrix is
+stored as ``dense-<key>/vectors.npy`` plus ``ids.json``, where ``key`` hashes the corpus content
+(ids, titles, texts), the fields and prefixes, and the embedder's identity (its ``provider_id``,
+else the nested spec); later runs and other xdist workers memory-map it
+(``np.load(mmap_mode="r")``) instead of embedding again. The folder is written under a
+temporary name and renamed into place, so a reader never sees a partial index. An embedder
+instance without an identity disables the cache (a wrong cache hit would be silent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets import Document
+from ..llm.identity import canonical_json
+from ..registry import BuildContext, split_spec
+
+CACHE_FORMAT_VERSION = 1
+FIELDS = ("flat", "text")
+# Upper bound on query x document scores materialised at once by retrieve_many.
+_SCORE_BLOCK = 16_000_000
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """float32 copy of ``matrix`` with unit-length rows (all-zero rows stay zero)."""
+    out = np.array(matrix, dtype=np.float32, copy=True)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 0)
+    return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indexes of the ``k`` best scores, best first, ties by index ascending (exactly)."""
+    n = scores.shape[0]
+    if k >= n:
+        cand = np.arange(n)
+    else:
+        part = np.argpartition(-scores, k - 1)[:k]
+        # Every index scoring at least the k-th best, so ties at the boundary are decided by
+        # index and not by argpartition's arbitrary choice.
+        cand = np.flatnonzero(scores >= scores[part].min())
+    order = np.lexsort((cand, -scores[cand]))
+    return cand[order][:k]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class DenseRetriever:
+    """Exact cosine top-k over an embedder's vectors (module docs); a ``Retriever``.
+
+    Parameters: ``embedder`` (a nested spec ``{type: ..., ...}``, a name, or an embedder
+    object), ``batch_size`` (texts per embed call), ``fields`` (``"flat"``: title and text;
+    ``"text"``: text only), ``query_prefix`` / ``doc_prefix`` (prepended before embedding, e.g.
+    ``"query: "`` for E5 models). ``index`` and ``retrieve`` are coroutines.
+    """
+
+    def __init__(self, *, embedder: Any, batch_size: int = 64, fields: str = "flat",
+                 query_prefix: str = "", doc_prefix: str = "",
+                 cache_dir: str | Path | None = None,
+                 context: BuildContext | None = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if fields not in FIELDS:
+            raise ValueError(f"fields must be one of {', '.join(FIELDS)}, got {fields!r}")
+        self._spec: Any = None
+        if isinstance(embedder, str | Mapping):
+            self._spec = split_spec("embedder", embedder)
+            ctx = context if context is not None else BuildContext()
+            self.embedder = ctx.build("embedder", embedder)
+        else:
+            if not callable(getattr(embedder, "embed", None)):
+                raise ValueError("embedder must be a spec or an object with embed(texts)")
+            self.embedder = embedder
+        self.batch_size = batch_size
+        self.fields = fields
+        self.query_prefix = query_prefix
+        self.doc_prefix = doc_prefix
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_path: Path | None = None
+        self.loaded_from_cache = False
+        self._ids: list[str] = []
+        self._id_array = np.zeros(0, dtype=object)
+        self._matrix: np.ndarray | None = None
+
+    @staticmethod
+    def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
+        """Collection-time check of the nested embedder spec (nothing is built)."""
+        spec = params.get("embedder")
+        if isinstance(spec, str | Mapping):
+            context.check("embedder", spec)
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters for reports."""
+        return {"retriever": "dense", "embedder": self._identity(), "fields": self.fields,
+                "num_docs": len(self._ids),
+                "dim": None if self._matrix is None else int(self._matrix.shape[1])}
+
+    # -- identity and cache ----------------------------------------------------------------
+
+    def _identity(self) -> str | None:
+        pid = getattr(self.embedder, "provider_id", None)
+        if pid is not None and callable(getattr(pid, "as_dict", None)):
+            return canonical_json(pid.as_dict())
+        if isinstance(pid, str):
+            return pid
+        if self._spec is not None:
+            return canonical_json({"type": self._spec[0], "params": self._spec[1]})
+        return None
+
+    def _cache_key(self, corpus: Sequence[Document], identity: str) -> str:
+        h = hashlib.sha256()
+        h.update(canonical_json({
+            "format": CACHE_FORMAT_VERSION, "embedder": identity, "fields": self.fields,
+            "doc_prefix": self.doc_prefix,
+        }).encode("utf-8"))
+        for d in corpus:
+            for part in (d.id, d.title, d.text):
+                raw = part.encode("utf-8")
+                h.update(len(raw).to_bytes(8, "little"))
+                h.update(raw)
+        return h.hexdigest()[:32]
+
+    def _load_cache(self, path: Path) -> bool:
+        try:
+            ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
+            matrix = np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            return False
+        if (ids != self._ids or matrix.dtype != np.float32 or matrix.ndim != 2
+                or matrix.shape[0] != len(self._ids)):
+            return False
+        self._matrix = matrix
+        return True
+
+    def _save_cache(self, path: Path, matrix: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            np.save(tmp / "vectors.npy", matrix, allow_pickle=False)
+            (tmp / "ids.json").write_text(json.dumps(self._ids, ensure_ascii=False),
+                                          encoding="utf-8")
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                # Another process renamed an identical index into place first: keep theirs.
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    # -- embedding -------------------------------------------------------------------------
+
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        parts = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = list(texts[i:i + self.batch_size])
+            arr = np.asarray(await _maybe_await(self.embedder.embed(batch)))
+            if arr.ndim != 2 or arr.shape[0] != len(batch):
+                raise ValueError(f"the embedder returned shape {arr.shape} for {len(batch)} "
+                                 "texts, expected (n, d)")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError("the embedder returned non-finite values")
+            parts.append(arr)
+        dims = {p.shape[1] for p in parts}
+        if len(dims) > 1:
+            raise ValueError(f"the embedder returned mixed dimensions {sorted(dims)}")
+        return normalise_rows(np.concatenate(parts, axis=0))
+
+    def _doc_text(self, doc: Document) -> str:
+        text = f"{doc.title} {doc.text}".strip() if self.fields == "flat" else doc.text
+        return self.doc_prefix + text
+
+    # -- the Retriever contract ------------------------------------------------------------
+
+    async def index(self, corpus: Sequence[Document]) -> None:
+        """Embed ``corpus`` (or memory-map a cached embedding of the same corpus)."""
+        if not corpus:
+            raise ValueError("cannot index an empty corpus")
+        # Descending id order: equal scores then rank by row number, which is trec order.
+        docs = sorted(corpus, key=lambda d: d.id, reverse=True)
+        self._ids = [d.id for d in docs]
+        if len(set(self._ids)) != len(self._ids):
+            raise ValueError("document ids must be unique")
+        self._id_array = np.asarray(self._ids, dtype=object)
+        self.loaded_from_cache = False
+        self.cache_path = None
+        identity = self._identity() if self.cache_dir is not None else None
+        if self.cache_dir is not None and identity is not None:
+            self.cache_path = self.cache_dir / f"dense-{self._cache_key(docs, identity)}"
+            if self._load_cache(self.cache_path):
+                self.loaded_from_cache = True
+                return
+        matrix = await self._embed([self._doc_text(d) for d in docs])
+        if self.cache_path is not None:
+            self._save_cache(self.cache_path, matrix)
+            with contextlib.suppress(OSError, ValueError):
+                # Serve from the mapped file, so the memory is shared with other workers.
+                if self._load_cache(self.cache_path):
+                    return
+        self._matrix = matrix
+
+    def _hits(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        idx = top_k(scores, k)
+        return [(self._ids[i], float(scores[i])) for i in idx]
+
+    def _ready(self, k: int) -> np.ndarray:
+        if self._matrix is None:
+            raise RuntimeError("index() must be called before retrieve()")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        return self._matrix
+
+    async def retrieve(self, query: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` documents most similar to ``query`` with their cosine similarity."""
+        return (await self.retrieve_many([query], k))[0]
+
+    async def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+        """:meth:`retrieve` for many queries: one embedding pass, blocked matrix products."""
+        matrix = self._ready(k)
+        if not queries:
+            return []
+        q = await self._embed([self.query_prefix + text for text in queries])
+        if q.shape[1] != matrix.shape[1]:
+            raise ValueError(f"query vectors have dimension {q.shape[1]}, the index "
+                             f"{matrix.shape[1]}")
+        out: list[list[tuple[str, float]]] = []
+        block = max(1, _SCORE_BLOCK // max(1, matrix.shape[0]))
+        for start in range(0, len(queries), block):
+            scores = np.asarray(matrix @ q[start:start + block].T)  # (n_docs, block)
+            out.extend(self._hits(scores[:, j], k) for j in range(scores.shape[1]))
+        return out
+
+    async def aclose(self) -> None:
+        """Close the embedder if it holds resources (an HTTP client)."""
+        for name in ("aclose", "close"):
+            fn = getattr(self.embedder, name, None)
+            if callable(fn):
+                await _maybe_await(fn())
+                return

@@ -1,0 +1,200 @@
+"""A retriever that asks the user's own retrieval service over HTTP.
+
+Suite syntax::
+
+    retrievers:
+      prod:
+        type: http
+        url: http://127.0.0.1:8080/search
+        headers: {Authorization: "Bearer ${SEARCH_TOKEN}"}
+        timeout: 10
+        retries: 3
+
+JSON contract. For each case the retriever sends ``POST url`` with the body::
+
+    {"query": "<query text>", "k": 10, "query_id": "<query id>"}
+
+(plus the fixed fields of ``params``, if given) and expects a 200 reply::
+
+    {"results": [{"id": "<document id>", "score": 12.5}, ...]}
+
+best first, at most ``k`` entries (the plugin checks ids, duplicates, the count and that scores
+are finite, per item). ``doc_id`` is accepted for ``id``.
+
+Header values may reference environment variables as ``${NAME}``; they are read when the
+retriever is built (an unset variable is an error naming the variable, never its value) and
+never appear in messages: error texts are scrubbed of every header value that came from the
+environment. Failures are retried ``retries`` times with exponential backoff (``backoff`` *
+2^attempt seconds, at most ``max_backoff``) on connection errors, timeouts, 429 and 5xx
+replies; other 4xx replies and malformed JSON fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..datasets import Document, Query
+from ..llm.identity import strip_credentials
+from ..registry import BuildContext
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BODY_EXCERPT = 200
+
+
+class HTTPRetrieverError(Exception):
+    """The service failed for good or answered something outside the JSON contract."""
+
+
+def expand_env(value: str, where: str) -> tuple[str, list[str]]:
+    """``value`` with ``${NAME}`` replaced from the environment, and the substituted values."""
+    used: list[str] = []
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        env = os.environ.get(name)
+        if not env:
+            raise ValueError(f"{where}: environment variable {name} is not set or empty")
+        used.append(env)
+        return env
+
+    return _ENV_REF.sub(sub, value), used
+
+
+def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
+              params: Any) -> None:
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+            or not urlsplit(url).netloc:
+        raise ValueError(f"url must be an http(s) URL, got {url!r}")
+    if headers is not None and not (
+        isinstance(headers, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str | int | float) for k, v in
+                headers.items())
+    ):
+        raise ValueError("headers must be a mapping of header names to strings")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
+        raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+    if params is not None and not isinstance(params, Mapping):
+        raise ValueError(f"params must be a mapping of extra JSON fields, got {params!r}")
+
+
+class HTTPRetriever:
+    """POSTs each query to a retrieval service (module docs); a ``Retriever``."""
+
+    def __init__(self, *, url: str, headers: Mapping[str, str] | None = None,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
+                 max_backoff: float = 8.0, params: Mapping[str, Any] | None = None) -> None:
+        _validate(url, headers, timeout, retries, backoff, params)
+        secrets: list[str] = []
+        resolved: dict[str, str] = {}
+        for name, raw in (headers or {}).items():
+            value, used = expand_env(str(raw), f"headers.{name}")
+            secrets += used
+            resolved[name] = value
+        self.url = url
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.params = dict(params or {})
+        self._headers = resolved
+        # Longest first, so a secret containing another one is scrubbed whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._client: httpx.AsyncClient | None = None
+        self.requests = 0
+
+    @staticmethod
+    def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
+        """At collection: URL and option types (environment variables are read at build)."""
+        _validate(params.get("url"), params.get("headers"), params.get("timeout", 30.0),
+                  params.get("retries", 3), params.get("backoff", 0.5), params.get("params"))
+
+    def __repr__(self) -> str:
+        return f"HTTPRetriever(url={strip_credentials(self.url)!r})"
+
+    def describe(self) -> dict[str, Any]:
+        return {"retriever": "http", "url": strip_credentials(self.url),
+                "timeout": self.timeout, "retries": self.retries}
+
+    def _scrub(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def index(self, corpus: list[Document] | tuple[Document, ...]) -> None:
+        """Nothing to index: the service owns its corpus."""
+
+    def _client_for_loop(self) -> httpx.AsyncClient:
+        # Created on first use so it belongs to the event loop that runs the requests.
+        if self._client is None:
+            self._client = httpx.AsyncClient(headers=self._headers,
+                                             timeout=httpx.Timeout(self.timeout))
+        return self._client
+
+    async def _post(self, body: dict[str, Any]) -> Any:
+        client = self._client_for_loop()
+        where = f"POST {strip_credentials(self.url)}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            self.requests += 1
+            try:
+                reply = await client.post(self.url, json=body)
+            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if reply.status_code == 429 or reply.status_code >= 500:
+                last = f"HTTP {reply.status_code}: {reply.text[:_BODY_EXCERPT]}"
+                continue
+            if reply.status_code != 200:
+                raise HTTPRetrieverError(self._scrub(
+                    f"{where} answered HTTP {reply.status_code}: {reply.text[:_BODY_EXCERPT]}"))
+            try:
+                return reply.json()
+            except ValueError:
+                raise HTTPRetrieverError(self._scrub(
+                    f"{where} answered non-JSON: {reply.text[:_BODY_EXCERPT]!r}")) from None
+        raise HTTPRetrieverError(self._scrub(
+            f"{where} failed after {self.retries + 1} attempt(s): {last}"))
+
+    async def _search(self, text: str, query_id: str | None, k: int) -> list[tuple[str, float]]:
+        data = await self._post({**self.params, "query": text, "k": k, "query_id": query_id})
+        results = data.get("results") if isinstance(data, Mapping) else None
+        if not isinstance(results, list):
+            raise HTTPRetrieverError(
+                f"POST {strip_credentials(self.url)}: expected {{\"results\": [...]}}, got "
+                f"{self._scrub(repr(data))[:_BODY_EXCERPT]}")
+        hits: list[tuple[str, float]] = []
+        for i, item in enumerate(results):
+            doc = item.get("id", item.get("doc_id")) if isinstance(item, Mapping) else None
+            score = item.get("score") if isinstance(item, Mapping) else None
+            if doc is None or isinstance(score, bool) or not isinstance(score, int | float):
+                raise HTTPRetrieverError(
+                    f"result {i} is {self._scrub(repr(item))[:_BODY_EXCERPT]}, expected "
+                    "{\"id\": ..., \"score\": <number>}")
+            hits.append((str(doc), float(score)))
+        return hits
+
+    async def retrieve_case(self, query: Query, k: int) -> list[tuple[str, float]]:
+        """Ask the service for ``query`` (its text and id)."""
+        return await self._search(query.text, query.id, k)
+
+    async def retrieve(self, query: str, k: int) -> list[tuple[str, float]]:
+        """Ask the service for a bare text (``query_id`` is null)."""
+        return await self._search(query, None, k)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
