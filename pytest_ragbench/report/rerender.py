@@ -1,0 +1,214 @@
+"""Re-render the report files of a saved run folder (``ragbench report RUN_DIR``).
+
+A run folder (see :mod:`pytest_ragbench.session`) holds ``cases.jsonl`` (appended live, so it
+survives a crash) and, when the run finished, ``summary.json``. From these this module writes
+``report.html``, ``cases.csv`` and ``summary.md`` again, e.g. after upgrading the plugin or for
+a run that crashed before writing them. Without ``summary.json`` the summary is recomputed from
+the records (no suite definitions, so no gates or baseline) and the report is marked partial.
+Trend lines come from the run history database (``.ragbench/history.sqlite`` next to the
+``runs`` folder, or ``--history``) or, without one, from the finished runs next to the folder.
+
+Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..aggregate import summarize_run
+from ..errors import RagbenchError
+from ..history import HistoryError, RunHistory
+from ..records import jsonable
+from .files import (
+    CASES_CSV,
+    CASES_JSONL,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    read_jsonl,
+    summary_markdown,
+    write_cases_csv,
+)
+from .html import REPORT_HTML, write_html
+
+__all__ = ["HISTORY_RUNS", "RunFolderError", "history_from_db", "history_from_runs", "load_run",
+           "main_report", "rerender"]
+
+HISTORY_RUNS = 20
+"""How many earlier runs the trend lines of a re-rendered report show at most."""
+
+
+class RunFolderError(RagbenchError):
+    """The folder is not a ragbench run folder."""
+
+
+def _is_run_folder(path: Path) -> bool:
+    return (path / CASES_JSONL).is_file() or (path / SUMMARY_JSON).is_file()
+
+
+def _not_a_run_folder(run_dir: Path) -> RunFolderError:
+    if not run_dir.is_dir():
+        return RunFolderError(f"{run_dir}: no such folder")
+    message = (f"{run_dir} is not a ragbench run folder (it has neither {CASES_JSONL} nor "
+               f"{SUMMARY_JSON})")
+    if (run_dir / "latest").exists() or any(
+            p.is_dir() and _is_run_folder(p) for p in run_dir.iterdir()):
+        message += f"; it holds runs: pass one of them, e.g. {run_dir / 'latest'}"
+    return RunFolderError(message)
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("suites"), list) else None
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The summary and records of a run folder; raises :class:`RunFolderError` if it is not one.
+
+    A missing or unreadable ``summary.json`` (a crashed run) is recomputed from ``cases.jsonl``
+    and flagged with ``run.partial = True`` and a ``run.note`` saying why.
+    """
+    if not run_dir.is_dir() or not _is_run_folder(run_dir):
+        raise _not_a_run_folder(run_dir)
+    cases = run_dir / CASES_JSONL
+    records = read_jsonl(cases) if cases.is_file() else []
+    summary = _read_summary(run_dir / SUMMARY_JSON)
+    if summary is None:
+        missing = not (run_dir / SUMMARY_JSON).exists()
+        why = f"{SUMMARY_JSON} is {'missing' if missing else 'unreadable'}"
+        summary = jsonable(summarize_run(records, {}))
+        summary["run"] = {
+            "id": run_dir.resolve().name,
+            "partial": True,
+            "n_records": len(records),
+            "note": f"{why} (the run did not finish), so the summary was recomputed from "
+                    f"{CASES_JSONL}, without gates or baseline comparison.",
+        }
+    return summary, records
+
+
+def history_from_runs(runs_root: Path, *, before: str | None = None,
+                      limit: int = HISTORY_RUNS) -> list[dict[str, Any]]:
+    """Means of the finished runs in ``runs_root`` for the report's trend lines.
+
+    Run folders are named by their sortable run id; only those sorting before ``before``
+    (when given) count, at most the last ``limit``; partial runs are left out because their
+    means cover only some queries. Each entry is ``{"run_id", "finished",
+    "means": {"SUITE_ID/RETRIEVER/METRIC": mean}}``.
+    """
+    if not runs_root.is_dir():
+        return []
+    names = sorted(p.name for p in runs_root.iterdir()
+                   if p.is_dir() and not p.is_symlink() and (p / SUMMARY_JSON).is_file()
+                   and (before is None or p.name < before))
+    out: list[dict[str, Any]] = []
+    for name in names[-limit:]:
+        summary = _read_summary(runs_root / name / SUMMARY_JSON)
+        run = (summary or {}).get("run") or {}
+        if summary is None or run.get("partial"):
+            continue
+        means = {
+            f"{s['id']}/{r['name']}/{m}": st.get("mean")
+            for s in summary["suites"] for r in s.get("retrievers", [])
+            for m, st in r.get("metrics", {}).items()
+        }
+        out.append({"run_id": run.get("id", name), "finished": run.get("finished"),
+                    "means": means})
+    return out
+
+
+def history_from_db(db: Path, *, before: str | None = None,
+                    limit: int = HISTORY_RUNS) -> list[dict[str, Any]]:
+    """Means of the complete runs in a run history database, in the same form as
+    :func:`history_from_runs` (keys use the suite name). Raises ``HistoryError`` when the
+    database cannot be read."""
+    with RunHistory(db, readonly=True) as h:
+        runs = [r for r in h.runs() if not r.partial and (before is None or r.id < before)]
+        runs = runs[-limit:] if limit > 0 else []
+        means: dict[str, dict[str, float | None]] = {r.id: {} for r in runs}
+        for metric in h.metrics():
+            for (suite, retriever), per_run in h.means(metric).items():
+                for run_id, mean in per_run.items():
+                    if run_id in means:
+                        means[run_id][f"{suite}/{retriever}/{metric}"] = mean
+    return [{"run_id": r.id, "finished": r.started, "means": means[r.id]} for r in runs]
+
+
+def _history(run_dir: Path, db: Path | None) -> list[dict[str, Any]]:
+    real = run_dir.resolve()
+    # The default layout is .ragbench/runs/<run id> with .ragbench/history.sqlite beside runs.
+    path = db if db is not None else real.parent.parent / "history.sqlite"
+    if path.is_file():
+        try:
+            return history_from_db(path, before=real.name)
+        except HistoryError:
+            if db is not None:
+                raise
+    return history_from_runs(real.parent, before=real.name)
+
+
+def rerender(run_dir: Path, *, html_path: Path | None = None,
+             history_db: Path | None = None) -> list[Path]:
+    """Write ``report.html`` (or ``html_path``), ``cases.csv`` and ``summary.md`` for a run
+    folder and return their paths.
+
+    Trends come from ``history_db`` when given, else from the default history database or the
+    sibling run folders. Raises :class:`RunFolderError` for a folder that is not a run folder
+    and ``HistoryError`` when an explicitly given ``history_db`` cannot be read.
+    """
+    summary, records = load_run(run_dir)
+    history = _history(run_dir, history_db)
+    baseline_rows = (summary.get("baseline") or {}).get("rows") or []
+    html = write_html(html_path if html_path is not None else run_dir / REPORT_HTML,
+                      summary, records, history=history)
+    csv_path = run_dir / CASES_CSV
+    write_cases_csv(csv_path, records)
+    md = summary_markdown(summary, baseline_rows)
+    run = summary.get("run") or {}
+    if run.get("partial"):
+        # summary_markdown judges only gates and regressions; say plainly that it is partial.
+        md = (f"> **Partial run**: {run.get('note') or 'the run did not finish.'}\n\n" + md)
+    md_path = run_dir / SUMMARY_MD
+    md_path.write_text(md, encoding="utf-8")
+    return [html, csv_path, md_path]
+
+
+def main_report(argv: Sequence[str]) -> int:
+    """``ragbench report RUN_DIR [--html PATH]``: re-render a run folder, print the paths.
+
+    Exit status 0 on success, 2 for bad arguments or a folder that is not a run folder, 1 when
+    a file cannot be written.
+    """
+    parser = argparse.ArgumentParser(
+        prog="ragbench report",
+        description="Re-render report.html, cases.csv and summary.md of a saved run folder "
+                    "(e.g. .ragbench/runs/latest) from its cases.jsonl and summary.json.",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+    parser.add_argument("--html", type=Path, default=None, metavar="PATH",
+                        help="write the HTML report here instead of RUN_DIR/report.html")
+    parser.add_argument("--history", type=Path, default=None, metavar="DB",
+                        help="run history database for the trend lines (default: the "
+                             "history.sqlite beside the runs folder, if any)")
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse exits on --help and on bad arguments
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        paths = rerender(args.run_dir, html_path=args.html, history_db=args.history)
+    except (RunFolderError, HistoryError) as exc:
+        print(f"ragbench report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ragbench report: cannot write the report: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    return 0

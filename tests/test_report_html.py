@@ -1,0 +1,546 @@
+"""Tests of the HTML report (pytest_ragbench.report.html, .svg) and of re-rendering run folders
+(pytest_ragbench.report.rerender)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.aggregate import summarize_run
+from pytest_ragbench.report import svg
+from pytest_ragbench.report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
+from pytest_ragbench.report.html import (
+    PAGE_SIZE,
+    REPORT_HTML,
+    embed_json,
+    fmt,
+    heat,
+    render_html,
+    write_html,
+)
+from pytest_ragbench.report.rerender import (
+    RunFolderError,
+    history_from_runs,
+    load_run,
+    main_report,
+    rerender,
+)
+
+XSS = "<script>alert(1)</script>\"' onmouseover=\"x"
+
+
+def make_record(case_id: str, *, retriever: str = "bm25", suite: str = "suites/s.yaml",
+                ndcg: float | None = 0.5, status: str = "ok", **extra: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "schema": 1, "suite": suite, "suite_name": "smoke", "suite_hash": "a" * 64,
+        "dataset_hash": "b" * 64, "retriever": retriever, "case_id": case_id, "run": 0,
+        "query": f"question {case_id}", "type": None, "difficulty": "easy", "tags": ["t1"],
+        "status": status, "error": None,
+        "metrics": {"ndcg@10": ndcg, "recall@10": None if ndcg is None else min(1.0, ndcg * 2)},
+        "latency_ms": 12.5, "n_relevant": 1, "no_relevant": False,
+        "retrieved": [["d1", 3.25, 2], ["d2", 1.5, 0]], "missed": [["d9", 1]], "thresholds": [],
+    }
+    rec.update(extra)
+    return rec
+
+
+def make_summary(records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    summary = summarize_run(records, {})
+    summary["run"] = {"id": "20260101T000000Z-abcdef", "started": "2026-01-01T00:00:00+00:00",
+                      "finished": "2026-01-01T00:00:05+00:00", "duration_s": 5.0,
+                      "command": ["pytest", "--ragbench=s.yaml"], "cwd": "/work",
+                      "git_commit": "0123456789abcdef", "versions": {"python": "3.11.7"},
+                      "workers": 2, "exitstatus": 0, "partial": False,
+                      "n_records": len(records)}
+    summary.update(extra)
+    return summary
+
+
+GATES = [
+    {"kind": "threshold", "suite": "smoke", "retriever": "bm25", "metric": "ndcg@10",
+     "scope": "", "op": ">=", "threshold": 0.4, "value": 0.5, "passed": True, "margin": 0.1,
+     "text": "ndcg@10 >= 0.4"},
+    {"kind": "threshold", "suite": "smoke", "retriever": "bm25", "metric": "recall@10",
+     "scope": "", "op": ">=", "threshold": 0.99, "value": 0.9, "passed": False,
+     "margin": -0.09, "text": "recall@10 >= 0.99"},
+]
+
+
+class Page(HTMLParser):
+    """Collects what the escaping tests look at: script elements, attributes, SVG blocks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scripts: list[dict[str, str | None]] = []
+        self.script_text: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.tags: list[str] = []
+        self.metas: list[list[tuple[str, str | None]]] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += attrs
+        if tag == "meta":
+            self.metas.append(attrs)
+        if tag == "script":
+            self.scripts.append(dict(attrs))
+            self._in_script = True
+            self.script_text.append("")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            self.script_text[-1] += data
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    page.close()
+    return page
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg[\s>].*?</svg>", html, flags=re.S)
+
+
+def data_block(html: str) -> dict[str, Any]:
+    m = re.search(r'<script type="application/json" id="rb-data">(.*?)</script>', html, re.S)
+    assert m is not None
+    data: dict[str, Any] = json.loads(m.group(1))
+    return data
+
+
+@pytest.fixture
+def records() -> list[dict[str, Any]]:
+    recs = [make_record(f"q{i}", ndcg=i / 10) for i in range(1, 6)]
+    recs += [make_record(f"q{i}", retriever="dense", ndcg=min(1.0, i / 8)) for i in range(1, 6)]
+    recs[0]["status"] = "failed"
+    recs[0]["thresholds"] = [{"metric": "ndcg@10", "op": ">=", "threshold": 0.3,
+                              "value": 0.1, "passed": False, "margin": -0.2}]
+    recs[1].update(status="error", metrics={},
+                   error={"stage": "retrieve", "type": "TimeoutError", "message": "took 30 s"})
+    return recs
+
+
+# -- structure ----------------------------------------------------------------------------
+
+
+def test_gates_metrics_and_run_metadata_are_shown(records: list[dict[str, Any]]) -> None:
+    summary = make_summary(records, gates=GATES, gates_passed=False)
+    html = render_html(summary, records)
+    assert "ragbench <span class=\"rb-verdict\">FAILED</span>" in html
+    assert html.count('<span class="badge pass">PASS</span>') == 1
+    assert html.count('<span class="badge fail">FAIL</span>') == 1
+    assert "recall@10 &gt;= 0.99" in html
+    # Means and CIs of the summary appear in the metric table, as the terminal prints them.
+    for r in summary["suites"][0]["retrievers"]:
+        st = r["metrics"]["ndcg@10"]
+        assert f"{st['mean']:.4f}" in html
+        assert f"[{st['ci_low']:.4f}, {st['ci_high']:.4f}]" in html
+    for text in ("20260101T000000Z-abcdef", "0123456789abcdef", "pytest --ragbench=s.yaml",
+                 "took 30 s"):
+        assert text in html
+
+
+def test_verdict_follows_the_sessions_overall_result(records: list[dict[str, Any]]) -> None:
+    # Gates pass but the session failed the run for another reason (e.g. a changed dataset).
+    html = render_html(make_summary(records, gates=GATES[:1], passed=False), records)
+    assert "FAILED</span>" in html
+    html = render_html(make_summary(records, gates=GATES[:1], gates_passed=True), records)
+    assert "PASSED</span>" in html
+    assert "no gates</span>" in render_html(make_summary(records), records)
+
+
+def test_charts_are_well_formed_svg(records: list[dict[str, Any]]) -> None:
+    html = render_html(make_summary(records), records)
+    blocks = svgs(html)
+    # One bar chart and one histogram panel per metric.
+    assert len(blocks) == 1 + 2
+    for block in blocks:
+        root = ET.fromstring(block)
+        assert root.tag == "svg"
+        assert root.get("viewBox")
+        assert root.find("title") is not None
+    bars = ET.fromstring(blocks[0])
+    # 2 retrievers x 2 metrics bars, each with a whisker (3 lines).
+    assert len(bars.findall(".//g[@class='bar']")) == 4
+    assert len(bars.findall(".//g[@class='bar']/line")) == 12
+
+
+def test_baseline_deltas_and_trends(records: list[dict[str, Any]]) -> None:
+    row = {"suite": "smoke", "suite_id": "suites/s.yaml", "retriever": "dense",
+           "metric": "ndcg@10", "scope": "", "baseline": 0.7, "current": 0.55, "delta": -0.15,
+           "ci_low": -0.2, "ci_high": -0.1, "p_holm": 0.004, "test": "permutation",
+           "direction": "higher", "tolerance": "0.02", "allowed": 0.02, "regressed": True,
+           "same_dataset": True}
+    ok_row = {**row, "retriever": "bm25", "delta": 0.01, "regressed": False, "p_holm": 0.8}
+    summary = make_summary(records, baseline={"path": "base.json", "rows": [row, ok_row]})
+    history = [{"run_id": f"r{i}", "finished": f"2025-12-0{i}T00:00:00",
+                "means": {"suites/s.yaml/bm25/ndcg@10": 0.2 + i / 100}} for i in range(1, 4)]
+    html = render_html(summary, records, history=history)
+    assert "REGRESSED" in html
+    assert "FAILED</span>" in html
+    assert "[-0.2000, -0.1000]" in html and "0.0040" in html
+    delta = next(b for b in svgs(html) if 'class="chart delta"' in b)
+    root = ET.fromstring(delta)
+    fills = [r.get("fill") for r in root.iter("rect") if r.get("fill-opacity") is None]
+    assert svg._BAD in fills and svg._GOOD in fills
+    spark = [b for b in svgs(html) if 'class="chart spark"' in b]
+    assert len(spark) == 1  # only bm25/ndcg@10 has history
+    # Three earlier runs and this one.
+    assert ET.fromstring(spark[0]).get("aria-label", "").count(",") == 3
+
+
+def test_ab_tables_and_statistical_gates(records: list[dict[str, Any]]) -> None:
+    summary = make_summary(records)
+    assert summary["suites"][0]["ab"], "summarize_run compares two retrievers"
+    summary["gates"] = [
+        {"kind": "significance", "suite": "smoke", "retriever": "dense", "metric": "ndcg@10",
+         "scope": "difficulty=hard", "text": "ndcg@10: no significant drop", "passed": False,
+         "value": -0.1, "p_holm": 0.01, "alpha": 0.05,
+         "row": {"baseline": 0.6, "current": 0.5, "delta": -0.1, "ci_low": -0.15,
+                 "ci_high": -0.05, "p_value": 0.01, "p_holm": 0.01, "test": "wilcoxon",
+                 "n": 5}},
+        {"kind": "drop", "suite": "smoke", "retriever": "*", "metric": "ndcg@10", "scope": "",
+         "text": "ndcg@10: drop <= 0.02", "passed": True, "skipped": True,
+         "note": "no baseline to compare with"},
+    ]
+    html = render_html(summary, records)
+    assert "Retriever comparisons" in html
+    assert "smoke / dense [difficulty=hard]" in html
+    assert "p (Holm) = 0.0100 (wilcoxon), alpha 0.05" in html
+    assert '<span class="badge skip">SKIP</span>' in html
+    assert "no baseline to compare with" in html
+
+
+def test_drill_down_shows_everything_about_a_case() -> None:
+    rec = make_record(
+        "q1", answer="Espresso needs a fine grind.", contexts=["ctx one", "ctx two"],
+        judge={"faithfulness": {"claims": [
+            {"claim": "fine grind", "supported": 1, "ctx": [1]},
+            {"claim": "hot water", "supported": 0, "why": "not in the contexts"}],
+            "supported": 1, "total": 2},
+            "answer_relevancy": {"verdicts": [1, 0], "reasons": ["on topic", "evasive"]}},
+        usage={"prompt_tokens": 1200, "completion_tokens": 80, "requests": 2}, cost=0.0042,
+        status="failed", thresholds=[{"metric": "ndcg@10", "op": ">=", "threshold": 0.9,
+                                      "value": 0.5, "passed": False, "margin": -0.4}],
+    )
+    html = render_html(make_summary([rec]), [rec], doc_text={"d1": "Espresso text  here"})
+    for text in ("question q1", "Espresso needs a fine grind.", "ctx two", "fine grind",
+                 "not in the contexts", "evasive", "1200 prompt + 80 completion, 2 requests",
+                 "$0.004200", "12.50 ms", "FAIL ndcg@10 = 0.5000, expected &gt;= 0.9",
+                 "Espresso text here", "missed relevant", "<td>d9</td>"):
+        assert text in html, text
+    # Relevant retrieved documents are marked; the claim verdicts are shown as marks.
+    assert '<tr class="rel"><td>1</td><td>d1</td><td>3.2500</td><td>2</td>' in html
+    assert '<span class="rb-v yes">\u2713</span>' in html
+    assert '<span class="rb-v no">\u2717</span>' in html
+    detail = data_block(html)["tables"][0]["rows"][0][8]
+    assert detail["judge"]["faithfulness"][1] == ["claims", "hot water", 0,
+                                                  "not in the contexts"]
+    assert detail["usage"] == [1200, 80, 2]
+
+
+def test_problems_come_first_and_only_the_first_page_is_html() -> None:
+    recs = [make_record(f"q{i:04d}", ndcg=0.5) for i in range(PAGE_SIZE + 50)]
+    recs[-1]["status"] = "failed"
+    html = render_html(make_summary(recs), recs)
+    assert html.count('<tr class="rb-row') == PAGE_SIZE
+    rows = data_block(html)["tables"][0]["rows"]
+    assert len(rows) == PAGE_SIZE + 50
+    assert rows[0][1] == f"q{PAGE_SIZE + 49:04d}" and rows[0][4] == "failed"
+    assert f"Showing the first {PAGE_SIZE} of {PAGE_SIZE + 50} rows" in html
+
+
+# -- escaping and self-containment ----------------------------------------------------------
+
+
+def _hostile_run() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+    rec = make_record(
+        "q-" + XSS, retriever="dense " + XSS, query="why " + XSS + " \u2028 end",
+        retrieved=[[XSS, 1.0, 1], ["https://evil.example/x.js", 0.5, 0]], missed=[[XSS, 2]],
+        answer="answer " + XSS + "</script><!--", contexts=[XSS],
+        judge={"faithfulness": {"claims": [{"claim": XSS, "supported": 0, "why": XSS}]}},
+        status="error", error={"stage": "retrieve", "type": XSS, "message": XSS},
+        tags=[XSS], type=XSS,
+    )
+    summary = make_summary([rec], gates=[{**GATES[0], "retriever": "dense " + XSS,
+                                          "text": "ndcg@10 >= 0.4 " + XSS}])
+    summary["suites"][0]["name"] = "suite " + XSS
+    summary["run"]["command"] = ["pytest", XSS]
+    return summary, [rec], {XSS: XSS, "d1": "<img src=x onerror=alert(1)>"}
+
+
+def test_data_is_escaped_everywhere() -> None:
+    summary, recs, docs = _hostile_run()
+    html = render_html(summary, recs, doc_text=docs)
+    page = parse(html)
+    # The only scripts are the report's own: the JSON data block and the inline script.
+    assert page.scripts == [{"type": "application/json", "id": "rb-data"}, {}]
+    assert "<script>alert" not in html
+    assert "<img src=x" not in html
+    assert not [name for name, _ in page.attrs if name.lower().startswith("on")]
+    assert "img" not in page.tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    for block in svgs(html):
+        ET.fromstring(block)  # names in charts did not break the SVG
+    # The data block holds the hostile strings intact, with no raw <, > or & and no U+2028.
+    raw = page.script_text[0]
+    assert not set(raw) & {"<", ">", "&", "\u2028", "\u2029"}
+    data = json.loads(raw)
+    row = data["tables"][0]["rows"][0]
+    assert row[1] == "q-" + XSS
+    assert data["tables"][0]["retrievers"] == ["dense " + XSS]
+    assert row[8]["answer"] == "answer " + XSS + "</script><!--"
+
+
+def test_no_network_urls_and_a_strict_content_security_policy() -> None:
+    summary, recs, docs = _hostile_run()
+    html = render_html(summary, recs, doc_text=docs)
+    page = parse(html)
+    for name, value in page.attrs:
+        if name in ("src", "href", "xlink:href", "action", "srcset", "data"):
+            assert value is not None
+            assert not re.match(r"\s*(https?:)?//", value), (name, value)
+    # Apart from data (shown as text), no URL at all: no CDN, fonts, images or namespaces.
+    clean = render_html(*(make_summary([make_record("q1")]), [make_record("q1")]))
+    assert "http://" not in clean and "https://" not in clean
+    metas = [dict(a) for a in page.metas if dict(a).get("http-equiv") ==
+             "Content-Security-Policy"]
+    assert len(metas) == 1
+    policy = dict(d.strip().split(" ", 1) for d in (metas[0]["content"] or "").split(";"))
+    assert policy["default-src"] == "'none'"
+    # Only the report's own script may run: its hash, no 'unsafe-inline', no other source.
+    script = page.script_text[1]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert policy["script-src"] == f"'sha256-{digest}'"
+
+
+def test_embed_json_escapes_what_could_end_or_confuse_the_block() -> None:
+    text = str(embed_json({"a": "</script><!-- & \u2028\u2029", "n": float("nan")}))
+    assert text == ('{"a":"\\u003c/script\\u003e\\u003c!-- \\u0026 \\u2028\\u2029",'
+                    '"n":null}')
+    assert json.loads(text)["a"] == "</script><!-- & \u2028\u2029"
+
+
+def test_value_formatting_and_shading_agree_with_the_script() -> None:
+    assert fmt(None) == fmt(float("nan")) == "nan"
+    assert fmt(0.123456) == "0.1235" and fmt(0.5, signed=True) == "+0.5000"
+    assert heat(1.0) == "h10" and heat(0.0) == "h0" and heat(0.25) == "h3"  # half up
+    assert heat(0.9, "lower") == "h1"
+    assert heat(1.5) == heat(None) == ""
+
+
+# -- scale ------------------------------------------------------------------------------------
+
+
+def _big_run(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield make_record(
+            f"q{i:05d}", ndcg=(i % 97) / 96, query=f"how does query number {i} work in practice",
+            retrieved=[[f"doc{(i * 7 + k) % 50_000:05d}", 10.0 - k, k % 2] for k in range(10)],
+            answer="word " * 60, contexts=["context text " * 40] * 5,
+            judge={"faithfulness": {"claims": [{"claim": "a claim " * 8, "supported": 1,
+                                                "why": "because " * 10}] * 4}},
+        )
+
+
+def test_ten_thousand_queries_fit_in_fifteen_megabytes() -> None:
+    recs = list(_big_run(10_000))
+    summary = make_summary(recs)
+    docs = {f"doc{k:05d}": "document text " * 30 for k in range(50_000)}
+    t0 = time.perf_counter()
+    html = render_html(summary, recs, doc_text=docs)
+    elapsed = time.perf_counter() - t0
+    size = len(html.encode("utf-8"))
+    print(f"10,000 queries: {size / 1e6:.2f} MB in {elapsed:.2f} s")
+    assert size < 15 * 1024 * 1024
+    assert elapsed < 30, "rendering should take seconds, not minutes"
+    assert html.count('<tr class="rb-row') == PAGE_SIZE
+    data = data_block(html)
+    assert len(data["tables"][0]["rows"]) == 10_000
+    # Long texts were shortened to fit, and the page says so.
+    assert data["trimmed"] is True
+    assert "complete records are in cases.jsonl" in html
+
+
+# -- svg ------------------------------------------------------------------------------------
+
+
+def test_svg_charts_handle_missing_and_out_of_range_values() -> None:
+    bars = svg.ci_bar_chart(["m", "latency"], [
+        svg.CiSeries("a", svg.color(0), ((None, None, None), (250.0, 200.0, 300.0))),
+        svg.CiSeries("b & c", svg.color(1), ((0.5, 0.4, 0.6), (-3.0, -5.0, 1.0)))],
+        label="x < y")
+    root = ET.fromstring(str(bars))
+    assert root.get("aria-label") == "x < y"
+    assert any(t.text == "\u00d7" for t in root.iter("text"))  # the NaN mean is marked
+    hist = ET.fromstring(str(svg.histogram_panel("m", [
+        svg.HistSeries("a", svg.color(0), (0.0, 1.0, 1.0, None))])))
+    counts = [r.find("title").text for r in hist.iter("rect")]  # type: ignore[union-attr]
+    assert counts == ["a m in [0, 0.05): 1 queries", "a m in [0.95, 1]: 2 queries"]
+    assert any(t.text == "n=3 nan=1" for t in hist.iter("text"))
+    spark = ET.fromstring(str(svg.sparkline([0.1, None, 0.3, 0.4], label="t")))
+    assert len(spark.findall("polyline")) == 1 and len(spark.findall("circle")) == 2
+
+
+# -- re-rendering run folders --------------------------------------------------------------------
+
+SUITE = """\
+name: smoke
+dataset:
+  documents:
+    - {_id: d1, title: Espresso, text: espresso needs fine grind}
+    - {_id: d2, title: Cold brew, text: cold brew steeps coarse grounds for hours}
+    - {_id: d3, title: Milk, text: steam milk to 60 degrees}
+  items:
+    - {_id: q1, text: how fine is espresso grind, relevant: {d1: 2}, difficulty: easy}
+    - {_id: q2, text: cold brew time, relevant: {d2: 1, d3: 0}, difficulty: hard}
+    - {_id: q3, text: milk temperature, relevant: [d3]}
+retrievers:
+  ov: {type: "rbret_html:Overlap"}
+metrics: [ndcg@10, recall@10]
+gates:
+  ndcg@10: ">= 0.5"
+"""
+
+RETRIEVER = """\
+class Overlap:
+    def index(self, corpus):
+        self.docs = [(d.id, set((d.title + " " + d.text).lower().split())) for d in corpus]
+
+    def retrieve(self, query, k):
+        q = set(query.lower().split())
+        scored = [(i, float(len(q & t))) for i, t in self.docs if q & t]
+        return sorted(scored, key=lambda x: -x[1])[:k]
+"""
+
+
+@pytest.fixture
+def run_dir(pytester: pytest.Pytester) -> Path:
+    """A run folder written by the plugin itself for a small suite."""
+    pytester.makepyfile(rbret_html=RETRIEVER)
+    pytester.syspathinsert()
+    pytester.makefile(".ragbench.yaml", s=SUITE)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly",
+                                "s.ragbench.yaml")
+    result.assert_outcomes(passed=3)
+    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    assert (folder / SUMMARY_JSON).is_file()
+    return folder
+
+
+def test_rerender_round_trip(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run_dir / "cases.csv").unlink()
+    assert main_report([str(run_dir)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(run_dir / REPORT_HTML), str(run_dir / "cases.csv"),
+                       str(run_dir / "summary.md")]
+    html = (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+    summary = json.loads((run_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+    assert summary["run"]["id"] in html
+    assert "how fine is espresso grind" in html
+    assert '<span class="badge pass">PASS</span>' in html
+    assert len(data_block(html)["tables"][0]["rows"]) == 3
+    assert (run_dir / "cases.csv").read_text().count("\n") == 4
+    assert "ragbench: passed" in (run_dir / "summary.md").read_text()
+    # --html writes elsewhere; the same inputs give the same page.
+    other = run_dir.parent / "copy.html"
+    assert main_report([str(run_dir), "--html", str(other)]) == 0
+    assert other.read_text(encoding="utf-8") == html
+
+
+def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
+    (run_dir / SUMMARY_JSON).unlink()
+    with (run_dir / CASES_JSONL).open("a", encoding="utf-8") as fh:
+        fh.write('{"torn": ')  # the last line of a crashed run
+    paths = rerender(run_dir)
+    html = paths[0].read_text(encoding="utf-8")
+    assert "Partial run: summary.json is missing" in html
+    assert "without gates" in html
+    assert "no gates</span>" in html
+    md = paths[2].read_text(encoding="utf-8")
+    assert md.startswith("> **Partial run**")
+    summary, records = load_run(run_dir)
+    assert summary["run"]["partial"] is True
+    assert len(records) == 3 == summary["run"]["n_records"]
+    assert summary["suites"][0]["metrics"] == ["ndcg@10", "recall@10"]
+
+
+def test_folders_that_are_not_run_folders(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main_report([str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    runs = tmp_path / "runs"
+    (runs / "20260101T000000Z-aaaaaa").mkdir(parents=True)
+    (runs / "20260101T000000Z-aaaaaa" / CASES_JSONL).write_text("")
+    assert main_report([str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "not a ragbench run folder" in err and "pass one of them" in err
+    with pytest.raises(RunFolderError):
+        rerender(tmp_path)
+    assert main_report([]) == 2  # argparse: RUN_DIR is required
+
+
+def test_history_from_sibling_run_folders(tmp_path: Path) -> None:
+    recs = [make_record("q1", ndcg=0.25)]
+    for i, (name, partial) in enumerate((("20260101T000000Z-aaaaaa", False),
+                                         ("20260102T000000Z-bbbbbb", True),
+                                         ("20260103T000000Z-cccccc", False),
+                                         ("20260104T000000Z-dddddd", False))):
+        folder = tmp_path / name
+        folder.mkdir()
+        summary = make_summary(recs)
+        summary["run"].update(id=name, partial=partial, finished=f"2026-01-0{i + 1}")
+        summary["suites"][0]["retrievers"][0]["metrics"]["ndcg@10"]["mean"] = i / 10
+        (folder / SUMMARY_JSON).write_text(json.dumps(summary))
+        (folder / CASES_JSONL).write_text(json.dumps(recs[0]) + "\n")
+    history = history_from_runs(tmp_path, before="20260104T000000Z-dddddd")
+    assert [h["run_id"] for h in history] == ["20260101T000000Z-aaaaaa",
+                                              "20260103T000000Z-cccccc"]
+    assert history[1]["means"]["suites/s.yaml/bm25/ndcg@10"] == pytest.approx(0.2)
+    html = rerender(tmp_path / "20260104T000000Z-dddddd")[0].read_text(encoding="utf-8")
+    assert "Trend over recent runs" in html
+    assert read_jsonl(tmp_path / "20260104T000000Z-dddddd" / CASES_JSONL) == recs
+
+
+def test_write_html_writes_the_rendered_page(tmp_path: Path,
+                                             records: list[dict[str, Any]]) -> None:
+    summary = make_summary(records)
+    path = write_html(tmp_path / "sub" / "r.html", summary, records)
+    assert path.read_text(encoding="utf-8") == render_html(summary, records)
+    assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_sparse_summaries_still_render() -> None:
+    # A summary from another version or tool may lack keys; the report must not crash.
+    rec = make_record("q1")
+    summary: dict[str, Any] = {"suites": [{
+        "id": "suites/s.yaml", "metrics": ["ndcg@10"],
+        "retrievers": [{"name": "bm25", "metrics": {"ndcg@10": {"mean": 0.5}}}],
+        "ab": [{"metric": "ndcg@10", "pairs": [{"a": "bm25", "b": "dense"}]}]}],
+        "baseline": {"rows": [{"retriever": "bm25", "metric": "ndcg@10", "delta": 0.1}]}}
+    html = render_html(summary, [rec])
+    assert "Suite suites/s.yaml" in html  # the id stands in for a missing name
+    assert "0.5000" in html and "question q1" in html
+    assert "No suite results in this run." in render_html({}, [])
