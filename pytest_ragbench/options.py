@@ -73,6 +73,11 @@ def addoption(parser: Any) -> None:
         help="write no run folder and no history entry (the terminal summary and gates "
              "still apply)",
     )
+    group.addoption(
+        "--ragbench-html", default=None, metavar="PATH",
+        help="also write the self-contained HTML report to PATH (it is always written to the "
+             "run folder as report.html)",
+    )
     parser.addini(
         "ragbench_suites", type="linelist", default=[],
         help="suite files to collect as if given with --ragbench (relative to the rootdir)",

@@ -250,7 +250,28 @@ class RagbenchSession:
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as fh:
                 fh.write(md + "\n")
+        self._write_html(run_dir, summary)
         self.messages.append(f"results: {run_dir}")
+
+    def _write_html(self, run_dir: Path, summary: dict[str, Any]) -> None:
+        from .report.html import write_html
+        from .report.rerender import history_from_db, history_from_runs
+
+        history: list[dict[str, Any]] = []
+        db = self.history_path()
+        try:
+            history = (history_from_db(db, before=self.run_id) if db is not None and db.is_file()
+                       else history_from_runs(self.out_root, before=self.run_id))
+        except (HistoryError, OSError, ValueError) as exc:
+            self.messages.append(f"ragbench: report trends left out: {exc}")
+        records = list(self.records.values())
+        path = write_html(run_dir / "report.html", summary, records, history=history)
+        self.messages.append(f"report: {path}")
+        extra = self.config.getoption("ragbench_html")
+        if extra:
+            dest = write_html(self.config.invocation_params.dir / extra, summary, records,
+                              history=history)
+            self.messages.append(f"report: {dest}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter

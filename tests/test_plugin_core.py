@@ -330,3 +330,14 @@ def test_no_output_flag_writes_nothing(pytester, mini_suite):
     result = pytester.runpytest(SUITE, "--ragbench-no-output")
     assert result.ret == 0
     assert not (pytester.path / ".ragbench").exists()
+
+
+def test_html_report_written_to_run_folder_and_path(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--ragbench-html", "out/report.html")
+    assert result.ret == 0
+    run = latest_run(pytester.path)
+    page = (run / "report.html").read_text()
+    assert "<svg" in page and "q1" in page
+    assert (pytester.path / "out" / "report.html").read_text() == page
+    result.stdout.fnmatch_lines(["report: *report.html", "report: *out*report.html"])
