@@ -1,0 +1,473 @@
+"""Components as plugins, end to end: entry points of real (fake) distributions, conftest
+registrations, the make-component hook, --ragbench-list, collection-time validation, the
+retriever contract (errors per item, retrieve_case, retrieve_many batching), metric components
+and the case-result hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+
+from pytest_ragbench import registry as registry_module
+
+SUITE = "--ragbench=suite.yaml"
+THIRDPARTY = Path(__file__).parent / "data" / "thirdparty"
+SITE_A = THIRDPARTY / "site_a"
+SITE_B = THIRDPARTY / "site_b"
+DATASET = "dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+
+CONFTEST_REGISTER = '''
+from overlap_retriever import Overlap
+
+
+def pytest_ragbench_register(registry):
+    registry.add("retriever", "mine", Overlap)
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester):
+    """The mini dataset, the Overlap test retriever, an ini; returns a suite writer."""
+    from conftest import OVERLAP_RETRIEVER
+
+    write_jsonl(pytester.path / "corpus.jsonl", DOCS)
+    write_jsonl(pytester.path / "queries.jsonl", QUERIES)
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
+    pytester.makeini(BASE_INI)
+
+    def write(body: str) -> Path:
+        path = pytester.path / "suite.yaml"
+        path.write_text(DATASET + textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+def _pythonpath(monkeypatch: pytest.MonkeyPatch, *sites: Path) -> None:
+    """Make fake distributions visible to subprocess runs through real package metadata."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(str(s) for s in sites))
+
+
+def _records(pytester: pytest.Pytester) -> list[dict]:
+    path = pytester.path / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+
+def test_third_party_distribution_is_discovered_and_used(pytester, project, monkeypatch):
+    _pythonpath(monkeypatch, SITE_A)
+    project("""
+        retrievers:
+          kw: {type: keyword, boost: 2.0}
+        metrics: [ndcg@10, {name: novelty@3, weight: 2.0}]
+    """)
+    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*kw: 5 cases, 0 errors*", "*novelty@3 *"])
+    recs = _records(pytester)
+    assert {r["retriever"] for r in recs} == {"kw"}
+    # q3 "milk temperature for steaming" retrieves d3 (labelled) and d2 ("for"; not labelled
+    # for q3): novelty = weight 2 * 1/2
+    q3 = next(r for r in recs if r["case_id"] == "q3")
+    assert q3["metrics"]["novelty@3"] == pytest.approx(1.0)
+
+
+def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
+    _pythonpath(monkeypatch, SITE_A)
+    project("""
+        retrievers: {kw: {type: keyword}}
+        metrics: [ndcg@10, novelty@3]
+    """)
+    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-n", "2")
+    result.assert_outcomes(passed=5)
+    assert len(_records(pytester)) == 5
+
+
+def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
+    _pythonpath(monkeypatch, SITE_A)
+    pytester.makeconftest(CONFTEST_REGISTER)
+    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "retrievers (type names for suite files)",
+        "  bm25 -- built-in",
+        "      parameters: k1=0.9, b=0.4, *",
+        "  extra-registered -- plugin ragbench_extra (distribution ragbench-extra 1.2.0)",
+        "      parameters: boost=1.0, min_len=1",
+        "  keyword -- distribution ragbench-extra 1.2.0",
+        "      parameters: boost=1.0, min_len=1",
+        "      Scores documents by the number of query words*",
+        "  mine -- conftest conftest.py",
+        "      parameters: fail_on='', crash_on='', interrupt_on='', drop=''",
+        "embedders (type names for suite files)",
+        "  constant -- distribution ragbench-extra 1.2.0",
+        "metrics (type names for suite files)",
+        "  novelty -- distribution ragbench-extra 1.2.0",
+        "      parameters: k=10, weight=1.0",
+        "  temporal_ndcg -- built-in",
+        "      parameters: k=10, lambda=0.3, T='7d', now=None, field='timestamp', missing='zero'",
+    ])
+    assert "collected" not in result.stdout.str()  # listed, then exited: nothing ran
+
+
+def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
+    _pythonpath(monkeypatch, SITE_A, SITE_B)
+    pytester.makeconftest("""
+        from overlap_retriever import Overlap
+
+        def pytest_ragbench_register(registry):
+            registry.add("retriever", "bm25", Overlap)
+    """)
+    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "  bm25 -- conftest conftest.py (overrides built-in, distribution ragbench-clash 0.3.0)",
+        "  keyword -- CONFLICT: provided by distribution ragbench-* and by distribution "
+        "ragbench-*",
+    ])
+
+
+def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, project,
+                                                                  monkeypatch):
+    _pythonpath(monkeypatch, SITE_A, SITE_B)
+    project("""
+        retrievers: {kw: {type: keyword}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    line = next(ln for ln in result.outlines if "is provided by" in ln)
+    assert "suite.yaml:2: retrievers.kw: retriever 'keyword' is provided by" in line
+    assert "distribution ragbench-extra 1.2.0" in line
+    assert "distribution ragbench-clash 0.3.0" in line
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_conftest_registered_retriever(pytester, project):
+    pytester.makeconftest(CONFTEST_REGISTER)
+    project("""
+        retrievers: {mine: {drop: d4}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
+    q4 = next(r for r in _records(pytester) if r["case_id"] == "q4")
+    assert q4["metrics"]["recall@10"] == 0.0  # the parameter reached the conftest's class
+
+
+def test_registration_from_two_conftests_fails_naming_both(pytester, project):
+    pytester.makeconftest(CONFTEST_REGISTER)
+    sub = pytester.mkpydir("sub")
+    (sub / "conftest.py").write_text(CONFTEST_REGISTER)
+    (sub / "suite.ragbench.yaml").write_text(
+        "dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}\n"
+        "retrievers: {mine: {}}\nmetrics: [ndcg@10]\n")
+    result = pytester.runpytest("sub")
+    result.stdout.fnmatch_lines(["*retriever 'mine' is registered twice: by conftest "
+                                 "conftest.py and by conftest sub/conftest.py*"])
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_make_component_hook_builds_unregistered_names(pytester, project):
+    pytester.makeconftest("""
+        from overlap_retriever import Overlap
+
+        def pytest_ragbench_make_component(kind, name, params, context):
+            if kind == "retriever" and name == "virtual":
+                return Overlap(**params)
+            return None
+    """)
+    project("""
+        retrievers:
+          v: {type: virtual, drop: d1}
+          b: {type: bm25}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=10)  # the hook passes on bm25, the registry builds it
+
+
+def test_module_path_type_with_missing_attribute_is_one_collection_error(pytester, project):
+    project("""
+        retrievers: {x: {type: "overlap_retriever:Nope"}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines(["*suite.yaml:2: retrievers.x: 'overlap_retriever' has no "
+                                 "attribute 'Nope'"])
+    assert "Traceback" not in result.stdout.str()
+
+
+# -- collection-time validation ----------------------------------------------------------------
+
+
+def test_bad_parameter_lists_the_components_parameters(pytester, project):
+    project("""
+        retrievers:
+          o: {type: "overlap_retriever:Overlap", fial_on: milk}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
+        "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
+        "interrupt_on, drop",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_unknown_nested_embedder_fails_at_collection(pytester, project):
+    project("""
+        retrievers:
+          dense: {type: dense, embedder: {type: hashin, dim: 8}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
+        "'hashing'?) (known: hashing, openai, sentence-transformers; *",
+    ])
+
+
+def test_missing_optional_package_shows_install_hint(pytester, project, monkeypatch):
+    monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
+                        ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
+    project("""
+        retrievers:
+          dense: {type: dense, embedder: {type: sentence-transformers, model: all-MiniLM-L6-v2}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines([
+        "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
+        "'no_such_module_for_ragbench', which is not installed: "
+        "pip install 'pytest-ragbench[[]dense[]]'",
+    ])
+
+
+def test_hybrid_cycle_fails_at_collection(pytester, project):
+    project("""
+        retrievers:
+          a: {type: hybrid, retrievers: [b, bm25]}
+          b: {type: hybrid, retrievers: [a, bm25]}
+          bm25: {}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines(["*retrievers.a: retriever 'hybrid': hybrid retrievers form a "
+                                 "cycle: a -> b -> a"])
+
+
+def test_unknown_metric_parameter_lists_the_metric_parameters(pytester, project):
+    project("""
+        retrievers: {bm25: {}}
+        metrics: [{name: temporal_ndcg@10, lamda: 0.5}]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
+        "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing",
+    ])
+
+
+# -- the retriever contract --------------------------------------------------------------------
+
+MISBEHAVING = '''
+class Misbehaving:
+    """Each query breaks the contract in another way."""
+
+    def index(self, corpus):
+        pass
+
+    def retrieve(self, query, k):
+        if "espresso" in query:
+            raise RuntimeError("backend down")
+        if "cold brew" in query:
+            return [("d9", 1.0)]
+        if "milk" in query:
+            return [("d3", 1.0), ("d3", 0.5)]
+        if "citric" in query:
+            return [("d1", 1.0), ("d2", 0.9), ("d3", 0.8), ("d4", 0.7)]
+        return [("d6", float("inf"))]
+'''
+
+
+def test_every_contract_violation_is_a_per_item_error_and_the_run_goes_on(pytester, project):
+    pytester.makepyfile(misbehaving=MISBEHAVING)
+    project("""
+        retrievers:
+          bad: {type: "misbehaving:Misbehaving"}
+          good: {type: "overlap_retriever:Overlap"}
+        metrics: [ndcg@3]
+        k: 3
+    """)
+    result = pytester.runpytest(SUITE, "-p", "no:randomly")
+    result.assert_outcomes(passed=5, errors=5)
+    result.stdout.fnmatch_lines_random([
+        "*retriever 'bad' raised RuntimeError: backend down*",
+        "*retriever 'bad' returned unknown document id 'd9' at rank 1*",
+        "*retriever 'bad' returned document 'd3' twice*",
+        "*retriever 'bad' returned 4 results, more than k=3*",
+        "*retriever 'bad' returned a non-finite score (inf) for 'd6'*",
+    ])
+    result.stdout.fnmatch_lines(["  bad: 5 cases, 5 errors*", "  good: 5 cases, 0 errors*"])
+
+
+BATCHED = '''
+import json, os
+
+class Batched:
+    """Only retrieve_many works; every call is logged to batches.jsonl."""
+
+    def __init__(self, log="batches.jsonl", broken=False):
+        self.log, self.broken = log, broken
+
+    def index(self, corpus):
+        self.ids = sorted(d.id for d in corpus)
+
+    def retrieve(self, query, k):
+        if not self.broken:
+            raise AssertionError("retrieve called although retrieve_many exists")
+        return [(self.ids[0], 1.0)]
+
+    async def retrieve_many(self, queries, k):
+        with open(self.log, "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "queries": list(queries)}) + "\\n")
+        if self.broken:
+            return []  # wrong length: the runtime must fall back to retrieve
+        return [[(self.ids[0], 1.0)] for _ in queries]
+'''
+
+
+def _batches(pytester: pytest.Pytester) -> list[dict]:
+    path = pytester.path / "batches.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
+    pytester.makepyfile(batched=BATCHED)
+    project("""
+        retrievers: {b: {type: "batched:Batched"}}
+        metrics: [recall@10, latency_ms]
+    """)
+    result = pytester.runpytest(SUITE, "-k", "not q3")
+    result.assert_outcomes(passed=4)
+    batches = _batches(pytester)
+    assert len(batches) == 1  # one call for every selected case, none for the deselected one
+    assert batches[0]["queries"] == [q["text"] for q in QUERIES if q["_id"] != "q3"]
+    latencies = {r["latency_ms"] for r in _records(pytester)}
+    assert len(latencies) == 1  # batch time / n, the same for each case of the batch
+    assert next(iter(latencies)) is not None
+
+
+def test_retrieve_many_with_xdist_batches_each_workers_queue(pytester, project):
+    pytester.makepyfile(batched=BATCHED)
+    project("""
+        retrievers: {b: {type: "batched:Batched"}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE, "-n", "2")
+    result.assert_outcomes(passed=5)
+    batches = _batches(pytester)
+    seen = [q for b in batches for q in b["queries"]]
+    assert set(seen) == {q["text"] for q in QUERIES}
+    assert len(batches) < 5  # some cases were served from a batch
+
+
+def test_broken_retrieve_many_falls_back_to_retrieve(pytester, project):
+    pytester.makepyfile(batched=BATCHED)
+    project("""
+        retrievers: {b: {type: "batched:Batched", broken: true}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=5)
+    assert len(_batches(pytester)) == 1  # tried once, then switched off for this retriever
+
+
+def test_retrieve_case_is_preferred_and_gets_the_query_id(pytester, project):
+    pytester.makepyfile(byid="""
+        class ById:
+            def index(self, corpus):
+                pass
+            def retrieve(self, query, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_many(self, queries, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_case(self, query, k):
+                return [(d, float(g)) for d, g in query.relevant.items() if g > 0][:k]
+    """)
+    project("""
+        retrievers: {oracle: {type: "byid:ById"}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["    ndcg@10 *1.0000 *"])
+
+
+# -- metrics as components and the case-result hook -------------------------------------------
+
+
+def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project):
+    pytester.makeconftest("""
+        class Depth:
+            direction = "lower"
+
+            def __init__(self, k=10, *, scale=1.0):
+                self.k, self.scale, self.name = k, scale, f"depth@{k}"
+
+            def compute(self, case, result):
+                if case.id == "q5":
+                    raise ZeroDivisionError("no depth for q5")
+                return self.scale * len(result.ranked[: self.k])
+
+        def pytest_ragbench_register(registry):
+            registry.add("metric", "depth", Depth)
+    """)
+    project("""
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [ndcg@10, {name: depth@2, scale: 10, as: depth_x10}]
+        gates:
+          depth_x10: "<= 20"
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines([
+        "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
+        "    depth_x10 *",
+        "*PASS suite/o: depth_x10 * <= 20*",
+    ])
+    recs = {r["case_id"]: r for r in _records(pytester)}
+    assert recs["q1"]["metrics"]["depth_x10"] == 20.0
+    assert recs["q5"]["status"] == "error"
+
+
+def test_case_result_hook_runs_on_the_controller_only(pytester, project):
+    pytester.makeconftest("""
+        import json, os
+
+        def pytest_ragbench_case_result(record, config):
+            with open(config.rootpath / "sink.jsonl", "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                     "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
+    """)
+    project("""
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [ndcg@10]
+    """)
+    result = pytester.runpytest(SUITE, "-n", "2")
+    result.assert_outcomes(passed=5)
+    sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
+    assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
+    assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
+    assert all(isinstance(s["ndcg"], float) for s in sink)
