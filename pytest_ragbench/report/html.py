@@ -169,25 +169,27 @@ def _dumps(data: Any) -> str:
 # other tools; every key the template reads gets a default here so that a sparse summary still
 # renders (the template itself is strict, so a typo in it fails the tests).
 
-_SUITE_DEFAULTS = MappingProxyType({"id": "", "name": "", "suite_hash": None,
-                                    "dataset_hash": None, "metrics": [], "retrievers": [],
-                                    "ab": []})
-_RETRIEVER_DEFAULTS = MappingProxyType({"name": "", "n_cases": 0, "n_errors": 0, "n_failed": 0,
-                                        "n_no_relevant": 0, "error_rate": 0.0, "errors": [],
-                                        "metrics": {}})
-_STAT_DEFAULTS = MappingProxyType({"mean": None, "ci_low": None, "ci_high": None, "std": None,
-                                   "n": 0, "n_nan": 0, "direction": "higher"})
-_ROW_DEFAULTS = MappingProxyType({"suite": "", "suite_id": None, "retriever": "", "metric": "",
-                                  "scope": "", "baseline": None, "current": None,
-                                  "delta": None, "ci_low": None, "ci_high": None,
-                                  "p_holm": None, "test": "", "tolerance": None,
-                                  "allowed": None, "direction": "higher", "regressed": False,
-                                  "same_dataset": True})
-_AB_DEFAULTS = MappingProxyType({"metric": "", "test": "", "alpha": 0.05, "pairs": [],
-                                 "best": None, "p_best": None})
-_PAIR_DEFAULTS = MappingProxyType({"a": "", "b": "", "n": None, "delta": None, "ci_low": None,
-                                   "ci_high": None, "p_holm": None, "significant": False})
-_ERROR_DEFAULTS = MappingProxyType({"case_id": "", "stage": "", "message": ""})
+_SUITE_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "id": "", "name": "", "suite_hash": None, "dataset_hash": None, "metrics": (),
+    "retrievers": (), "ab": ()})
+_RETRIEVER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "name": "", "n_cases": 0, "n_errors": 0, "n_failed": 0, "n_no_relevant": 0,
+    "error_rate": 0.0, "errors": (), "metrics": MappingProxyType({})})
+_STAT_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "mean": None, "ci_low": None, "ci_high": None, "std": None, "n": 0, "n_nan": 0,
+    "direction": "higher"})
+_ROW_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "suite": "", "suite_id": None, "retriever": "", "metric": "", "scope": "",
+    "baseline": None, "current": None, "delta": None, "ci_low": None, "ci_high": None,
+    "p_holm": None, "test": "", "tolerance": None, "allowed": None, "direction": "higher",
+    "regressed": False, "same_dataset": True})
+_AB_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "metric": "", "test": "", "alpha": 0.05, "pairs": (), "best": None, "p_best": None})
+_PAIR_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "a": "", "b": "", "n": None, "delta": None, "ci_low": None, "ci_high": None,
+    "p_holm": None, "significant": False})
+_ERROR_DEFAULTS: Mapping[str, Any] = MappingProxyType({"case_id": "", "stage": "",
+                                                       "message": ""})
 
 
 def _with(defaults: Mapping[str, Any], value: Any) -> dict[str, Any]:
@@ -198,14 +200,15 @@ def _normal_suite(suite: Any) -> dict[str, Any]:
     s = _with(_SUITE_DEFAULTS, suite)
     s["name"] = s["name"] or s["id"]
     s["retrievers"] = []
-    for r in (suite or {}).get("retrievers") or []:
+    for r in (suite if isinstance(suite, Mapping) else {}).get("retrievers") or []:
         rv = _with(_RETRIEVER_DEFAULTS, r)
         rv["metrics"] = {str(m): _with(_STAT_DEFAULTS, st)
                          for m, st in (rv["metrics"] or {}).items()}
         rv["errors"] = [_with(_ERROR_DEFAULTS, e) for e in rv["errors"] or []]
         s["retrievers"].append(rv)
     s["ab"] = [{**_with(_AB_DEFAULTS, ab),
-                "pairs": [_with(_PAIR_DEFAULTS, c) for c in (ab or {}).get("pairs") or []]}
+                "pairs": [_with(_PAIR_DEFAULTS, c)
+                          for c in (ab if isinstance(ab, Mapping) else {}).get("pairs") or []]}
                for ab in s["ab"] or []]
     return s
 
@@ -334,6 +337,7 @@ def _gate_view(g: Mapping[str, Any]) -> GateView:
 class SuiteView:
     summary: Mapping[str, Any]
     retrievers: tuple[RetrieverView, ...]
+    directions: Mapping[str, str]
     bar_chart: Markup | None
     histograms: tuple[tuple[str, Markup], ...]
     baseline_rows: tuple[Mapping[str, Any], ...]
@@ -643,8 +647,11 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
                          f"queries added, {info.get('removed', 0)} removed; compared on "
                          f"{info.get('n_common', '?')} common queries.")
     trends = _trends(suite, history, run_id) if history else ()
+    directions = {m: next((r.summary["metrics"][m]["direction"] for r in retrievers
+                           if m in r.summary["metrics"]), "higher") for m in metrics}
     return SuiteView(
-        summary=suite, retrievers=tuple(retrievers), bar_chart=bar, histograms=tuple(hists),
+        summary=suite, retrievers=tuple(retrievers), directions=directions, bar_chart=bar,
+        histograms=tuple(hists),
         baseline_rows=rows, baseline_notes=tuple(notes), delta_chart=delta, trends=trends,
         table=table,
         has_usage=any(rv.tokens is not None for rv in retrievers),
