@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
 
+# Imported here, in the outer process: in-process pytester runs drop modules first imported
+# during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
+import pytest_ragbench.retrievers.bm25  # noqa: F401
 from pytest_ragbench import registry as registry_module
 
 SUITE = "--ragbench=suite.yaml"

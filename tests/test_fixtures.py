@@ -1,0 +1,244 @@
+"""Fixtures for hand-written tests: parametrizing over a suite's cases, the retriever, LLM and
+embedder fixtures, and ragbench_record producing records aggregated like collected cases."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
+
+# Imported here, in the outer process: in-process pytester runs drop modules first imported
+# during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
+import pytest_ragbench.retrievers.bm25  # noqa: F401
+
+SUITE_TEXT = """\
+name: mini
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+retrievers:
+  overlap: {type: "overlap_retriever:Overlap"}
+  bm25: {}
+metrics: [ndcg@10, recall@10]
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A dataset and suite in a sub folder (not collected as suite items: named suite.yaml)."""
+    data = pytester.mkdir("suites")
+    write_jsonl(data / "corpus.jsonl", DOCS)
+    write_jsonl(data / "queries.jsonl", QUERIES)
+    (data / "suite.yaml").write_text(SUITE_TEXT, encoding="utf-8")
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
+    pytester.makeini(BASE_INI)
+    return pytester
+
+
+def _records(pytester: pytest.Pytester) -> list[dict]:
+    path = pytester.path / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _test_file(pytester: pytest.Pytester, body: str) -> None:
+    pytester.makepyfile(test_hand=textwrap.dedent(body))
+
+
+def test_marker_parametrizes_over_cases_with_labels_and_metadata(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+        def test_case(ragbench_case):
+            assert ragbench_case.text
+            if ragbench_case.id == "q1":
+                assert dict(ragbench_case.relevant) == {"d1": 2, "d5": 1}
+                assert ragbench_case.difficulty == "easy"
+                assert ragbench_case.tags == ("espresso",)
+    """)
+    result = project.runpytest("-v", "test_hand.py")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*test_case[[]q1[]] PASSED*", "*test_case[[]q5[]] PASSED*"])
+
+
+def test_without_retriever_the_test_runs_for_every_retriever(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml")
+        def test_case(ragbench_case, ragbench_retriever):
+            assert ragbench_retriever.name in ("overlap", "bm25")
+    """)
+    result = project.runpytest("-v", "test_hand.py")
+    result.assert_outcomes(passed=10)
+    result.stdout.fnmatch_lines(["*test_case[[]overlap-q1[]]*", "*test_case[[]bm25-q5[]]*"])
+
+
+def test_retriever_fixture_retrieves_checked_hits(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
+        def test_top_hit_is_relevant(ragbench_case, ragbench_retriever):
+            hits = ragbench_retriever.retrieve(ragbench_case, k=3)
+            assert len(hits) <= 3
+            assert hits == sorted(hits, key=lambda h: -h[1])
+            assert ragbench_retriever.component.__class__.__name__ == "BM25Retriever"
+            top = hits[0][0]
+            assert ragbench_case.relevant.get(top, 0) > 0, (ragbench_case.id, hits)
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+        def test_text_query(ragbench_retriever):
+            assert ragbench_retriever.retrieve("cold brew")[0][0] == "d2"
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(passed=6)
+
+
+def test_record_fixture_produces_records_aggregated_like_cases(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+        def test_scored(ragbench_case, ragbench_retriever, ragbench_record):
+            hits = ragbench_retriever.retrieve(ragbench_case)
+            scores = ragbench_record.evaluate(hits, latency_ms=2.5)
+            assert set(scores) == {"ndcg@10", "recall@10"}
+            ragbench_record("hits", len(hits))
+            assert ragbench_case.id != "q4", "deliberate failure"
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([
+        "*ragbench summary*",
+        "suite mini:test_scored [[]test_hand.py::test_scored[]]*",
+        "  overlap: 5 cases, 0 errors, 1 below per-query thresholds",
+        "    hits *",
+        "    ndcg@10 *",
+    ])
+    recs = {r["case_id"]: r for r in _records(project)}
+    assert set(recs) == {"q1", "q2", "q3", "q4", "q5"}
+    assert recs["q4"]["status"] == "failed"
+    assert recs["q1"]["status"] == "ok"
+    assert recs["q1"]["suite"] == "test_hand.py::test_scored"
+    assert recs["q1"]["retriever"] == "overlap"
+    assert recs["q1"]["latency_ms"] == 2.5
+    assert recs["q1"]["metrics"]["ndcg@10"] is not None
+    assert recs["q1"]["metrics"]["hits"] == 2.0
+    assert recs["q1"]["retrieved"][0][0] == "d1"
+
+
+def test_record_fixture_with_xdist_matches_serial(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
+        def test_scored(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+    """)
+    serial = project.runpytest("test_hand.py")
+    serial.assert_outcomes(passed=5)
+    serial_recs = sorted(_records(project), key=lambda r: r["case_id"])
+    parallel = project.runpytest("test_hand.py", "-n", "2")
+    parallel.assert_outcomes(passed=5)
+    parallel_recs = sorted(_records(project), key=lambda r: r["case_id"])
+    assert [r["metrics"] for r in serial_recs] == [r["metrics"] for r in parallel_recs]
+
+
+def test_cases_helper_parametrizes_directly(project):
+    _test_file(project, """
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm25"),
+                                 indirect=True)
+        def test_case(ragbench_case, ragbench_retriever, ragbench_record):
+            assert ragbench_retriever.name == "bm25"
+            ragbench_record("len", len(ragbench_case.text))
+    """)
+    result = project.runpytest("-v", "test_hand.py")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*test_case[[]q3[]] PASSED*"])
+    assert {r["metrics"]["len"] for r in _records(project)} == {
+        float(len(q["text"])) for q in QUERIES}
+
+
+def test_missing_marker_is_a_clear_error(project):
+    _test_file(project, """
+        def test_case(ragbench_case):
+            pass
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ragbench_case needs @pytest.mark.ragbench_suite*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_unknown_retriever_in_marker_is_a_collection_error(project):
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm52")
+        def test_case(ragbench_case):
+            pass
+    """)
+    result = project.runpytest("test_hand.py")
+    result.stdout.fnmatch_lines(["*has no retriever 'bm52' (it has: overlap, bm25)*"])
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
+    project.makeconftest("""
+        import os
+        from pytest_ragbench.embedders import HashingEmbedder
+
+        class Tracked(HashingEmbedder):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                with open("built.txt", "a") as fh:
+                    fh.write("built\\n")
+
+            def close(self):
+                with open("closed.txt", "a") as fh:
+                    fh.write("closed\\n")
+
+        def pytest_ragbench_register(registry):
+            registry.add("embedder", "tracked", Tracked)
+    """)
+    _test_file(project, """
+        import asyncio
+        import pytest
+
+        pytestmark = pytest.mark.ragbench_components(
+            embedder={"type": "tracked", "dim": 16}, llm="extractive")
+
+        @pytest.mark.parametrize("text", ["a b", "c d", "e f"])
+        def test_embed(ragbench_embedder, text):
+            vec = asyncio.run(ragbench_embedder.embed([text]))
+            assert vec.shape == (1, 16)
+
+        def test_llm(ragbench_llm):
+            reply = asyncio.run(ragbench_llm.chat([{"role": "user", "content":
+                "[1] Espresso needs a fine grind.\\n\\nQuestion: what grind for espresso?"}]))
+            assert "fine grind" in reply.text
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(passed=4)
+    assert (project.path / "built.txt").read_text() == "built\n"  # once for three tests
+    assert (project.path / "closed.txt").read_text() == "closed\n"
+
+
+def test_embedder_fixture_from_ini_and_missing_configuration(project):
+    project.makeini(BASE_INI + 'ragbench_embedder = {"type": "hashing", "dim": 8}\n')
+    _test_file(project, """
+        import asyncio
+
+        def test_embed(ragbench_embedder):
+            assert asyncio.run(ragbench_embedder.embed(["x"])).shape == (1, 8)
+
+        def test_llm(ragbench_llm):
+            pass
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ragbench_llm: no llm configured*"])
