@@ -250,8 +250,10 @@ class RagbenchSession:
         if step_summary:
             with open(step_summary, "a", encoding="utf-8") as fh:
                 fh.write(md + "\n")
-        self._write_html(run_dir, summary)
+        # "results:" first: the lines after it carry run-specific paths, and tests compare
+        # the summary up to it between runs.
         self.messages.append(f"results: {run_dir}")
+        self._write_html(run_dir, summary)
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any]) -> None:
         from .report.html import write_html

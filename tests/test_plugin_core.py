@@ -340,4 +340,4 @@ def test_html_report_written_to_run_folder_and_path(pytester, mini_suite):
     page = (run / "report.html").read_text()
     assert "<svg" in page and "q1" in page
     assert (pytester.path / "out" / "report.html").read_text() == page
-    result.stdout.fnmatch_lines(["report: *report.html", "report: *out*report.html"])
+    result.stdout.fnmatch_lines(["results: *", "report: *report.html", "report: *out*report.html"])
