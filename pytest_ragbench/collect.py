@@ -68,8 +68,13 @@ class RetrieverGroup(pytest.Collector):
         parent = self.parent
         assert isinstance(parent, SuiteFile)
         runtime = parent._state().runtime(parent.nodeid, parent.path)
-        for q in runtime.dataset.queries:
-            item = CaseItem.from_parent(self, name=q.id, retriever=self.name, case_id=q.id)
+        runs = runtime.suite.runs
+        for q, run in ((q, r) for q in runtime.dataset.queries for r in range(runs)):
+            # Repeated runs of a case sit next to each other, so a worker that gets one tends
+            # to get the others (and their cached contexts).
+            name = q.id if runs == 1 else f"{q.id}[run{run}]"
+            item = CaseItem.from_parent(self, name=name, retriever=self.name, case_id=q.id,
+                                        run=run)
             for t in q.tags:
                 item.add_marker(marker_name("tag", t))
             if q.type:
@@ -87,10 +92,11 @@ class CaseItem(pytest.Item):
     """One query against one retriever. The work happens in setup so that a component that
     fails shows as an ERROR, and a missed per-query threshold as a FAILURE."""
 
-    def __init__(self, *, retriever: str, case_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, retriever: str, case_id: str, run: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.retriever = retriever
         self.case_id = case_id
+        self.run = run
 
     def _suite_file(self) -> SuiteFile:
         node = self.parent.parent if self.parent else None
@@ -100,7 +106,9 @@ class CaseItem(pytest.Item):
     def setup(self) -> None:
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
-        rec = runtime.run_case(self.retriever, self.case_id, upcoming=self.upcoming_case_ids)
+        rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
+                               upcoming=self.upcoming_case_ids,
+                               upcoming_runs=self.upcoming_cases)
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
             # Per-metric properties so --junitxml carries the scores.
@@ -110,6 +118,10 @@ class CaseItem(pytest.Item):
             pytest.fail(format_case_failure(rec), pytrace=False)
 
     def upcoming_case_ids(self) -> list[str]:
+        """Ids of the upcoming cases of this suite and retriever (see :meth:`upcoming_cases`)."""
+        return list(dict.fromkeys(cid for cid, _ in self.upcoming_cases()))
+
+    def upcoming_cases(self) -> list[tuple[str, int]]:
         """Ids of the cases of this suite and retriever this process will run after this one.
 
         Without xdist that is the rest of ``session.items`` (after deselection). On an xdist
@@ -118,8 +130,13 @@ class CaseItem(pytest.Item):
         if that fails.
         """
         items = self.session.items
-        interactor = self.config.pluginmanager.get_plugin("interactor")
-        if interactor is not None:
+        if hasattr(self.config, "workerinput"):
+            # xdist registers its WorkerInteractor without a name; find it by type. On a worker
+            # the rest of session.items is NOT what it will run, so without the queue: nothing.
+            interactor = next((p for p in self.config.pluginmanager.get_plugins()
+                               if type(p).__name__ == "WorkerInteractor"), None)
+            if interactor is None:
+                return []
             candidates = [items[i] for i in _xdist_pending(interactor) if 0 <= i < len(items)]
         else:
             try:
@@ -127,7 +144,8 @@ class CaseItem(pytest.Item):
             except ValueError:
                 return []
         group = self.parent
-        return [it.case_id for it in candidates if isinstance(it, CaseItem) and it.parent is group]
+        return [(it.case_id, it.run) for it in candidates
+                if isinstance(it, CaseItem) and it.parent is group]
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]

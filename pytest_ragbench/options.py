@@ -74,6 +74,15 @@ def addoption(parser: Any) -> None:
              "still apply)",
     )
     group.addoption(
+        "--ragbench-cache", default=None, choices=("on", "off", "read-only", "refresh"),
+        help="LLM/embedding response cache mode, overriding the suite's cache.mode: on (read "
+             "and write), off, read-only, refresh (write, never read)",
+    )
+    group.addoption(
+        "--ragbench-cache-path", default=None, metavar="PATH",
+        help="LLM/embedding response cache file (SQLite), overriding the suite's cache.path",
+    )
+    group.addoption(
         "--ragbench-html", default=None, metavar="PATH",
         help="also write the self-contained HTML report to PATH (it is always written to the "
              "run folder as report.html)",

@@ -112,8 +112,14 @@ class RagbenchState:
                 impl.function(*[args[a] for a in impl.argnames if a in args])
 
     def build_context(self, base_dir: Path) -> BuildContext:
-        return BuildContext(cache_dir=self.cache_dir(), base_dir=base_dir,
-                            registry=self.registry, run_start=self.run_start)
+        cache_path = self.config.getoption("ragbench_cache_path", None)
+        return BuildContext(
+            cache_dir=self.cache_dir(), base_dir=base_dir, registry=self.registry,
+            run_start=self.run_start,
+            llm_cache_path=(self.config.invocation_params.dir / cache_path) if cache_path
+            else None,
+            llm_cache_mode=self.config.getoption("ragbench_cache", None),
+        )
 
     def load_suite(self, path: Path) -> Suite:
         """The validated suite at ``path``: schema, metrics and every component's parameters."""

@@ -77,6 +77,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "r_precision": "pytest_ragbench.metrics.spec:r_precision",
         "latency_ms": "pytest_ragbench.metrics.spec:latency_ms",
         "temporal_ndcg": "pytest_ragbench.metrics.temporal:TemporalNDCG",
+        "exact_match": "pytest_ragbench.metrics.rag_components:exact_match",
+        "token_f1": "pytest_ragbench.metrics.rag_components:token_f1",
+        "rouge_l": "pytest_ragbench.metrics.rag_components:rouge_l",
+        "answer_contains": "pytest_ragbench.metrics.rag_components:answer_contains",
+        "abstention_accuracy": "pytest_ragbench.metrics.rag_components:abstention_accuracy",
+        "faithfulness": "pytest_ragbench.metrics.rag_components:faithfulness",
+        "answer_relevancy": "pytest_ragbench.metrics.rag_components:answer_relevancy",
+        "context_precision": "pytest_ragbench.metrics.rag_components:context_precision",
+        "context_recall": "pytest_ragbench.metrics.rag_components:context_recall",
+        "answer_correctness": "pytest_ragbench.metrics.rag_components:answer_correctness",
     },
 }
 
@@ -148,6 +158,8 @@ class BuildContext:
 
     cache_dir: Path | None = None
     base_dir: Path | None = None
+    llm_cache_path: Path | None = None  # --ragbench-cache-path / the rootdir default
+    llm_cache_mode: str | None = None  # --ragbench-cache
     registry: Registry | None = field(default=None, compare=False, repr=False)
     retriever: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
     siblings: Mapping[str, tuple[str, Mapping[str, Any]]] = field(

@@ -83,6 +83,12 @@ class SuiteRuntime:
         self._batched: dict[tuple[str, str], tuple[Any, float]] = {}
         self._no_batch: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._rag_metrics = [m.name for m in suite.metrics if m.family == "rag"]
+        self._pipeline: Any = None
+        self._pipeline_error: CaseError | None = None
+        # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
+        self._retrieved: dict[tuple[str, str], tuple[list[tuple[str, float]], float]] = {}
+        self._submitted: set[tuple[str, str, int]] = set()
 
     @property
     def dataset(self) -> Dataset:
@@ -305,8 +311,96 @@ class SuiteRuntime:
                                            f"{exc}"}
                 return
 
+    # -- generation and judging (suites with an ``llm`` section) ---------------------------
+
+    def pipeline(self) -> Any:
+        """The suite's RAG pipeline, built once per process; a failure is remembered."""
+        if self._pipeline is None and self._pipeline_error is None:
+            from .rag import build_pipeline
+
+            try:
+                self._pipeline = build_pipeline(
+                    self.suite.rag, base_dir=self.suite.path.parent,
+                    cache_path_override=self.ctx.llm_cache_path,
+                    cache_mode_override=self.ctx.llm_cache_mode,
+                )
+            except Exception as exc:
+                self._pipeline_error = CaseError(
+                    "generation", f"the suite's LLM setup failed: {exc}", type(exc).__name__)
+        if self._pipeline_error is not None:
+            raise self._pipeline_error
+        return self._pipeline
+
+    def _contexts(self, hits: Sequence[tuple[str, float]]) -> list[tuple[str, str]]:
+        n = self.pipeline().n_contexts
+        out = []
+        for doc_id in trec_order(list(hits))[:n]:
+            d = self._documents[doc_id]
+            out.append((doc_id, f"{d.title}. {d.text}" if d.title else d.text))
+        return out
+
+    def _prefetch_answers(self, name: str, cases: Sequence[tuple[str, int]],
+                          upcoming: Upcoming | None) -> None:
+        """Retrieve the upcoming cases now and start their generation/judging in the
+        background, so LLM requests for many items are in flight while items report in order.
+        Only cases this process will run are touched, so no call is made twice across workers.
+        """
+        pipeline = self.pipeline()
+        retriever = self.retriever(name)
+        for cid, run in cases:
+            key = (name, cid, run)
+            if key in self._submitted or cid not in self._queries:
+                continue
+            if (name, cid) not in self._retrieved:
+                try:
+                    raw, latency = self._retrieve(name, retriever, self._queries[cid],
+                                                  self.suite.k, upcoming)
+                    hits = self._check_hits(name, raw, self.suite.k)
+                except CaseError:
+                    continue  # the case itself will retrieve again and record the error
+                self._retrieved[(name, cid)] = (hits, latency)
+            hits, _ = self._retrieved[(name, cid)]
+            pipeline.submit(key, self._queries[cid], self._contexts(hits), self._rag_metrics,
+                            run=run)
+            self._submitted.add(key)
+
+    def _answer(self, rec: dict[str, Any], name: str, query: Query,
+                hits: Sequence[tuple[str, float]], run: int) -> None:
+        """Merge the generated answer, its metrics, verdicts, usage and cost into ``rec``."""
+        key = (name, query.id, run)
+        try:
+            pipeline = self.pipeline()
+            if key in self._submitted:
+                self._submitted.discard(key)
+                out = pipeline.result(key)
+            else:
+                out = pipeline.run_case_sync(query, self._contexts(hits), self._rag_metrics,
+                                             run=run)
+        except CaseError as exc:
+            rec["status"] = "error"
+            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            return
+        except Exception as exc:  # a bug or a cancelled prefetch: still a recorded error
+            rec["status"] = "error"
+            rec["error"] = {"stage": "generation", "type": type(exc).__name__,
+                            "message": f"generation failed: {type(exc).__name__}: {exc}"}
+            return
+        for field_name in ("answer", "contexts", "judge", "usage", "cost"):
+            rec[field_name] = out.get(field_name)
+        for metric, value in out.get("metrics", {}).items():
+            if metric in rec["metrics"]:
+                rec["metrics"][metric] = clean_float(value)
+        errors = out.get("errors") or {}
+        if errors:
+            rec["status"] = "error"
+            stage = "generation" if "generation" in errors else "judge"
+            rec["error"] = {"stage": stage, "type": "LLMError",
+                            "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+
     def run_case(self, retriever_name: str, case_id: str, run: int = 0,
-                 upcoming: Upcoming | None = None) -> dict[str, Any]:
+                 upcoming: Upcoming | None = None,
+                 upcoming_runs: Callable[[], Sequence[tuple[str, int]]] | None = None,
+                 ) -> dict[str, Any]:
         """Evaluate one case and return its record (status "error" carries the reason).
 
         ``upcoming`` returns the ids of the cases of this retriever this process will run
@@ -316,9 +410,19 @@ class SuiteRuntime:
         query = self.query(case_id)
         rec = self.new_record(retriever_name, case_id, run)
         try:
-            retriever = self.retriever(retriever_name)
-            raw, latency = self._retrieve(retriever_name, retriever, query, suite.k, upcoming)
-            hits = self._check_hits(retriever_name, raw, suite.k)
+            if self._rag_metrics and upcoming_runs is not None:
+                self._prefetch_answers(retriever_name, [(case_id, run), *upcoming_runs()],
+                                       upcoming)
+            if (retriever_name, case_id) in self._retrieved:
+                hits, latency = self._retrieved[(retriever_name, case_id)]
+                if not any(k[:2] == (retriever_name, case_id) for k in self._submitted
+                           if k[2] != run):
+                    del self._retrieved[(retriever_name, case_id)]
+            else:
+                retriever = self.retriever(retriever_name)
+                raw, latency = self._retrieve(retriever_name, retriever, query, suite.k,
+                                              upcoming)
+                hits = self._check_hits(retriever_name, raw, suite.k)
         except CaseError as exc:
             rec["status"] = "error"
             rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
@@ -327,6 +431,10 @@ class SuiteRuntime:
         self.score(rec, query, hits, latency)
         if rec["status"] == "error":
             return rec
+        if self._rag_metrics:
+            self._answer(rec, retriever_name, query, hits, run)
+            if rec["status"] == "error":
+                return rec
         for gate in suite.thresholds:
             value = rec["metrics"].get(gate.metric)
             # A value that could not be computed (an unjudged query) is counted as NaN in the
@@ -352,6 +460,10 @@ class SuiteRuntime:
                         self._run(fn())
                     break
         self._retrievers.clear()
+        if self._pipeline is not None:
+            with contextlib.suppress(Exception):
+                self._pipeline.close()
+            self._pipeline = None
         if self._loop is not None:
             self._loop.close()
             self._loop = None

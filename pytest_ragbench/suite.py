@@ -46,7 +46,16 @@ _TOP_KEYS = {
     "seed": "seed for bootstrap confidence intervals",
     "record_depth": "how many retrieved documents each record keeps for reports",
     "xfail": "known failures: query id -> reason (the item is reported as xfailed)",
+    "llm": "the generation LLM (openai-compatible endpoint or the offline extractive one)",
+    "judge": "the LLM judge for faithfulness, context precision/recall, ...",
+    "embedder": "the embedder for answer relevancy",
+    "generation": "how answers are generated (contexts, prompt template)",
+    "cache": "the LLM response cache (path, mode)",
+    "prices": "USD per 1M prompt/completion tokens, per model",
+    "max_cost": "stop paid LLM calls once this many USD are spent",
+    "runs": "repeat generation and judging this many times per case",
 }
+_RAG_KEYS = ("llm", "judge", "embedder", "generation", "cache", "prices", "max_cost", "runs")
 _DATASET_KEYS = {
     "name", "path", "split", "corpus", "queries", "qrels", "query_ids", "max_queries",
     "answer_field", "documents", "items",
@@ -84,6 +93,8 @@ class Suite:
     record_depth: int = 20
     suite_hash: str = ""
     xfail: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    rag: Any = field(default=None, compare=False, hash=False)  # rag.RagConfig when answers run
+    runs: int = 1
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:
@@ -227,6 +238,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         else 20
     )
 
+    rag = _parse_rag(ctx, data, metrics, seed)
     return Suite(
         name=name,
         path=path,
@@ -245,7 +257,30 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         record_depth=depth,
         suite_hash=hashlib.sha256(raw).hexdigest(),
         xfail=_parse_xfail(ctx, data.get("xfail") or {}),
+        rag=rag,
+        runs=rag.runs if rag is not None else 1,
     )
+
+
+def _parse_rag(ctx: _Ctx, data: Mapping[str, Any], metrics: Sequence[MetricSpec],
+               seed: int) -> Any:
+    """The generation/judging part of a suite, or None for a retrieval-only suite."""
+    rag_data = {k: data[k] for k in _RAG_KEYS if k in data}
+    needs = [m.name for m in metrics if m.family == "rag"]
+    if not rag_data and not needs:
+        return None
+    from .rag import parse_rag_config
+
+    if "llm" not in rag_data:
+        raise ctx.error(("metrics",), f"metric(s) {', '.join(needs)} need an 'llm' section "
+                                      "(e.g. llm: {type: extractive} for an offline run)")
+    try:
+        return parse_rag_config({**rag_data, "seed": seed})
+    except ValueError as exc:
+        key, sep, message = str(exc).partition(": ")
+        if not sep or " " in key:
+            raise ctx.error((), str(exc)) from None
+        raise ctx.error(tuple(key.split(".")), message) from None
 
 
 def _parse_xfail(ctx: _Ctx, value: Any) -> Mapping[str, str]:

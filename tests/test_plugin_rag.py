@@ -1,0 +1,160 @@
+"""Answers and judges through the plugin: offline provider, a real OpenAI-compatible server on
+127.0.0.1, faults, the response cache and xdist (no call made twice)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pytest_ragbench.llm.testing import FakeOpenAIServer, Fault
+
+SECRET = "sk-test-0123456789abcdef"
+
+
+def judge_reply(messages: Sequence[dict[str, str]]) -> str:
+    """A valid judge reply for whatever the prompt asks; generation gets the same text."""
+    prompt = next((str(m["content"]) for m in messages if m.get("role") == "user"), "")
+    contexts = len(re.findall(r"^\[\d+\] ", prompt, flags=re.MULTILINE))
+    wanted = re.search(r'"questions": (\d+) different questions', prompt)
+    return json.dumps({
+        "answer_claims": [
+            {"claim": "A supported claim.", "supported": 1, "ctx": [1] if contexts else [],
+             "in_reference": 1},
+            {"claim": "An unsupported claim.", "supported": 0, "ctx": [], "in_reference": 0},
+        ],
+        "reference_claims": [{"claim": "Ref.", "attributed": 1, "ctx": [], "in_answer": 1}],
+        "useful": [1] + [0] * max(contexts - 1, 0),
+        "questions": [f"q{i}?" for i in range(int(wanted.group(1)) if wanted else 0)],
+        "noncommittal": 0,
+    })
+
+
+def rag_suite(base_url: str, *, metrics: str = "faithfulness, context_precision",
+              extra: str = "") -> str:
+    return f"""
+name: rag
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{overlap: {{type: "overlap_retriever:Overlap"}}}}
+metrics: [recall@10, {metrics}]
+llm:
+  type: openai
+  base_url: {base_url}
+  model: m
+  api_key_env: RAGBENCH_TEST_KEY
+  retries: 2
+  backoff: 0.01
+  timeout: 5
+judge: {{llm: same}}
+cache: {{path: cache.sqlite}}
+{extra}
+"""
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("RAGBENCH_TEST_KEY", SECRET)
+    with FakeOpenAIServer(reply=judge_reply) as srv:
+        yield srv
+
+
+def run_dir(root: Path) -> Path:
+    return (root / ".ragbench" / "runs" / "latest").resolve()
+
+
+def records(root: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir(root) / "cases.jsonl").read_text().splitlines()]
+
+
+def test_offline_extractive_answers(pytester, mini_suite):
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
+        metrics: [recall@10, token_f1, abstention_accuracy]
+        llm: {type: extractive}
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["    token_f1 * 0 * 5", "    abstention_accuracy * 5 * 0"])
+    recs = records(pytester.path)
+    assert all(isinstance(r["answer"], str) and r["contexts"] for r in recs)
+
+
+def test_judged_metrics_from_a_real_server_and_cache(pytester, mini_suite, server):
+    mini_suite(rag_suite(server.base_url))
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["    faithfulness * 0.5000 *[[]0.5000, 0.5000[]] * 5 * 0"])
+    first = server.count("/v1/chat/completions")
+    assert first == 10  # one generation + one batched judge call per item
+    recs = records(pytester.path)
+    assert all(r["usage"]["requests"] == 2 and r["judge"] for r in recs)
+    # A rerun of the unchanged suite is served by the cache: no network call.
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    assert server.count("/v1/chat/completions") == first
+    assert all(r["usage"]["requests"] == 0 for r in records(pytester.path))
+    # The key is nowhere on disk.
+    for path in pytester.path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_xdist_makes_no_call_twice_and_matches_serial(pytester, mini_suite, server):
+    mini_suite(rag_suite(server.base_url))
+    serial = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    serial_calls = server.count("/v1/chat/completions")
+    serial_json = json.loads((run_dir(pytester.path) / "summary.json").read_text())
+    parallel = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-n", "2")
+    parallel.assert_outcomes(passed=5)
+    assert server.count("/v1/chat/completions") - serial_calls == serial_calls == 10
+    parallel_json = json.loads((run_dir(pytester.path) / "summary.json").read_text())
+    assert serial_json["suites"] == parallel_json["suites"]
+    assert serial.ret == parallel.ret == 0
+
+
+def test_dead_endpoint_makes_explicit_errors_and_the_run_goes_on(pytester, mini_suite, server):
+    server.set_default(Fault.server_error(503))
+    mini_suite(rag_suite(server.base_url, extra="gates: {error_rate: '<= 0.5'}"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    result.assert_outcomes(errors=5)
+    result.stdout.fnmatch_lines([
+        "*error [[]generation[]]: generation: *",
+        "  overlap: 5 cases, 5 errors, 0 below per-query thresholds",
+        "*FAIL rag/overlap: error_rate 1.0000 <= 0.5*",
+    ])
+    assert len(records(pytester.path)) == 5
+    assert SECRET not in result.stdout.str()
+
+
+def test_transient_faults_are_retried_to_a_score(pytester, mini_suite, server):
+    server.add_faults(Fault.rate_limited("0.05"), Fault.server_error(500), Fault.malformed())
+    mini_suite(rag_suite(server.base_url))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    result.assert_outcomes(passed=5)
+    assert all(r["metrics"]["faithfulness"] == 0.5 for r in records(pytester.path))
+
+
+def test_runs_repeat_cases(pytester, mini_suite, server):
+    mini_suite(rag_suite(server.base_url, extra="runs: 2"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["suite.yaml::overlap::q1[[]run0[]]",
+                                 "suite.yaml::overlap::q1[[]run1[]]"])
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    result.assert_outcomes(passed=10)
+    assert sorted({r["run"] for r in records(pytester.path)}) == [0, 1]
+
+
+def test_answer_metric_without_llm_is_a_clear_error(pytester, mini_suite):
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
+        metrics: [faithfulness]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.stdout.fnmatch_lines(["*suite.yaml:4: metrics: metric(s) faithfulness need an "
+                                 "'llm' section*"])
+    assert "Traceback" not in result.stdout.str()
