@@ -474,3 +474,26 @@ def test_case_result_hook_runs_on_the_controller_only(pytester, project):
     assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
     assert all(isinstance(s["ndcg"], float) for s in sink)
+
+
+def test_workers_share_the_controllers_run_start(pytester, project):
+    pytester.makeconftest("""
+        class Start:
+            name = "run_start"
+            direction = "higher"
+
+            def compute(self, case, result):
+                return result.run_start
+
+        def pytest_ragbench_register(registry):
+            registry.add("metric", "run_start", Start)
+    """)
+    project("""
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [run_start]
+    """)
+    result = pytester.runpytest(SUITE, "-n", "2")
+    result.assert_outcomes(passed=5)
+    starts = {r["metrics"]["run_start"] for r in _records(pytester)}
+    assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
+    assert isinstance(next(iter(starts)), float)

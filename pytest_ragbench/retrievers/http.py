@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -131,7 +131,7 @@ class HTTPRetriever:
             text = text.replace(s, "***")
         return text
 
-    def index(self, corpus: list[Document] | tuple[Document, ...]) -> None:
+    def index(self, corpus: Sequence[Document]) -> None:
         """Nothing to index: the service owns its corpus."""
 
     def _client_for_loop(self) -> httpx.AsyncClient:
