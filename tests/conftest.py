@@ -6,7 +6,15 @@ import json
 import textwrap
 from pathlib import Path
 
+import httpcore  # noqa: F401
+import httpx  # noqa: F401
+import numpy  # noqa: F401
 import pytest
+import scipy.stats  # noqa: F401
+
+# Imported before any in-process pytester run: pytester restores sys.modules afterwards, and a
+# second import of numpy's extensions fails, while a second httpcore would no longer be the one
+# httpx maps exceptions from.
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

@@ -233,6 +233,17 @@ class _OpenAIEndpoint:
                     retryable=True,
                     endpoint_fault=True,
                 )
+            except Exception as exc:
+                # httpx maps httpcore's errors by class; when httpcore was imported twice (a
+                # reloaded module set) one slips through unmapped. It is still a dropped
+                # connection, not a bug of the caller.
+                if not type(exc).__module__.startswith(("httpcore", "h11")):
+                    raise
+                return _Attempt(
+                    failure=f"connection error ({type(exc).__name__}: {exc})",
+                    retryable=True,
+                    endpoint_fault=True,
+                )
         status = response.status_code
         if not 200 <= status <= 299:
             retryable = is_retryable_status(status)
