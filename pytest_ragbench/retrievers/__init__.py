@@ -16,8 +16,10 @@ class Retriever(Protocol):
 
     ``index`` is called once per process with the whole corpus; ``retrieve`` returns up to ``k``
     ``(doc_id, score)`` pairs, best first. A retriever may also offer
-    ``retrieve_many(queries, k) -> list[list[Hit]]`` for batching and ``close()``; async
-    variants (``async def retrieve``) are allowed.
+    ``retrieve_many(queries, k) -> list[list[Hit]]`` for batching, ``retrieve_case(query, k)``
+    taking the whole :class:`~pytest_ragbench.datasets.Query` (id and labels; preferred when
+    present, e.g. by the ``run`` retriever) and ``close()``; async variants
+    (``async def retrieve``) are allowed.
     """
 
     def index(self, corpus: Sequence[Document]) -> None: ...
