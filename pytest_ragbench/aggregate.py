@@ -62,6 +62,49 @@ def summarize_group(
             "mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "std": s.std,
             "n": s.n, "n_nan": s.n_nan, "direction": direction,
         }
+    usage = usage_totals(recs)
+    if usage is not None:
+        out["usage"] = usage
+    if any(int(r.get("run", 0)) > 0 for r in recs):
+        out["flaky"] = flaky_cases(recs, metric_names)
+    return out
+
+
+def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs)."""
+    with_usage = [r for r in recs if isinstance(r.get("usage"), Mapping)]
+    if not with_usage:
+        return None
+    totals = {k: sum(int(r["usage"].get(k) or 0) for r in with_usage)
+              for k in ("requests", "prompt_tokens", "completion_tokens")}
+    cost = sum(float(r.get("cost") or 0.0) for r in with_usage)
+    n = len(with_usage)
+    return {**totals, "cost": cost, "n_items": n,
+            "per_item": {k: v / n for k, v in {**totals, "cost": cost}.items()}}
+
+
+def flaky_cases(recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
+                threshold: float = 0.5) -> list[dict[str, Any]]:
+    """Cases whose metric values differ across repeated runs, flips (pass/fail at
+    ``threshold`` changing between runs) first; the spread is max - min over the runs."""
+    by_case: dict[str, list[Mapping[str, Any]]] = {}
+    for r in recs:
+        by_case.setdefault(str(r["case_id"]), []).append(r)
+    out = []
+    for case_id, runs in sorted(by_case.items()):
+        if len(runs) < 2:
+            continue
+        for name in metric_names:
+            vals = [r["metrics"].get(name) for r in runs if r.get("status") != "error"]
+            vals = [float(v) for v in vals if v is not None]
+            if len(vals) < 2:
+                continue
+            spread = max(vals) - min(vals)
+            flips = len({v >= threshold for v in vals}) > 1
+            if spread > 0:
+                out.append({"case_id": case_id, "metric": name, "spread": spread,
+                            "flips": flips, "values": vals})
+    out.sort(key=lambda f: (not f["flips"], -f["spread"], f["case_id"], f["metric"]))
     return out
 
 

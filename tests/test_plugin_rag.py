@@ -90,6 +90,7 @@ def test_judged_metrics_from_a_real_server_and_cache(pytester, mini_suite, serve
     result.stdout.fnmatch_lines(["    faithfulness * 0.5000 *[[]0.5000, 0.5000[]] * 5 * 0"])
     first = server.count("/v1/chat/completions")
     assert first == 10  # one generation + one batched judge call per item
+    result.stdout.fnmatch_lines(["    llm: 10 requests, * cost $0.0000 (per item: 2.00 requests*"])
     recs = records(pytester.path)
     assert all(r["usage"]["requests"] == 2 and r["judge"] for r in recs)
     # A rerun of the unchanged suite is served by the cache: no network call.
@@ -138,6 +139,17 @@ def test_transient_faults_are_retried_to_a_score(pytester, mini_suite, server):
     assert all(r["metrics"]["faithfulness"] == 0.5 for r in records(pytester.path))
 
 
+def test_failing_item_shows_answer_and_judge_verdicts(pytester, mini_suite, server):
+    mini_suite(rag_suite(server.base_url, extra="thresholds: {faithfulness: 0.9}"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "-k", "q1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "threshold failed: faithfulness = 0.5000, expected >= 0.9 (missed by 0.4000)",
+        "answer: *",
+        "judge faithfulness: not supported: 'An unsupported claim.'",
+    ])
+
+
 def test_runs_repeat_cases(pytester, mini_suite, server):
     mini_suite(rag_suite(server.base_url, extra="runs: 2"))
     result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only", "-q")
@@ -158,3 +170,16 @@ def test_answer_metric_without_llm_is_a_clear_error(pytester, mini_suite):
     result.stdout.fnmatch_lines(["*suite.yaml:4: metrics: metric(s) faithfulness need an "
                                  "'llm' section*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_flaky_cases_are_flagged_across_runs():
+    from pytest_ragbench.aggregate import flaky_cases
+
+    def rec(case, run, value):
+        return {"case_id": case, "run": run, "status": "ok", "metrics": {"f": value}}
+
+    recs = [rec("a", 0, 0.2), rec("a", 1, 0.9), rec("b", 0, 0.6), rec("b", 1, 0.7),
+            rec("c", 0, 1.0), rec("c", 1, 1.0)]
+    flaky = flaky_cases(recs, ["f"])
+    assert [(f["case_id"], f["flips"]) for f in flaky] == [("a", True), ("b", False)]
+    assert flaky[0]["spread"] == pytest.approx(0.7)

@@ -34,9 +34,32 @@ def format_case_failure(rec: Mapping[str, Any]) -> str:
         lines.append(f"  {rank:>3}. {doc_id}  {_num(score)}  {g}")
     if not retrieved:
         lines.append("  (nothing retrieved)")
+    if rec.get("answer") is not None:
+        answer = " ".join(str(rec["answer"]).split())
+        lines.append(f"answer: {answer[:300]}{'...' if len(answer) > 300 else ''}")
+    for metric, verdict in (rec.get("judge") or {}).items():
+        lines.extend(_judge_lines(metric, verdict))
     missed = rec.get("missed", [])
     if missed:
         shown = ", ".join(f"{d} (grade {g})" for d, g in missed[:SHOWN_HITS])
         more = f" and {len(missed) - SHOWN_HITS} more" if len(missed) > SHOWN_HITS else ""
         lines.append(f"relevant but not retrieved: {shown}{more}")
     return "\n".join(lines)
+
+
+def _judge_lines(metric: str, verdict: Any) -> list[str]:
+    """The judge's negative verdicts (and their reasons) for one metric, briefly."""
+    if not isinstance(verdict, Mapping):
+        return []
+    if verdict.get("skipped") or verdict.get("error"):
+        return [f"judge {metric}: {verdict.get('skipped') or verdict.get('error')}"]
+    out = []
+    for claim in verdict.get("claims") or []:
+        if not isinstance(claim, Mapping):
+            continue
+        flags = [k for k in ("supported", "attributed", "in_reference", "in_answer")
+                 if claim.get(k) in (0, False)]
+        if flags:
+            why = f" ({claim['why']})" if claim.get("why") else ""
+            out.append(f"judge {metric}: not {'/'.join(flags)}: {claim.get('claim')!r}{why}")
+    return out[:SHOWN_HITS]

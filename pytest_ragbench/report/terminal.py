@@ -36,6 +36,24 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
                 ci = f"[{_f(st['ci_low'])}, {_f(st['ci_high'])}]"
                 lines.append(f"    {name:<{width}}  {_f(st['mean']):>8}  {ci:<18}  "
                              f"{st['n']:>6}  {st['n_nan']:>5}")
+            u = r.get("usage")
+            if u:
+                per = u["per_item"]
+                lines.append(
+                    f"    llm: {u['requests']} requests, {u['prompt_tokens']} prompt + "
+                    f"{u['completion_tokens']} completion tokens, cost ${u['cost']:.4f} "
+                    f"(per item: {per['requests']:.2f} requests, "
+                    f"{per['prompt_tokens'] + per['completion_tokens']:.0f} tokens)"
+                )
+            flaky = r.get("flaky")
+            if flaky is not None:
+                flips = [f for f in flaky if f["flips"]]
+                lines.append(f"    repeated runs: {len(flaky)} case/metric pairs vary, "
+                             f"{len(flips)} flip between pass and fail at 0.5")
+                for f in flaky[:5]:
+                    mark = "FLAKY" if f["flips"] else "varies"
+                    lines.append(f"      {mark} {f['case_id']} {f['metric']}: spread "
+                                 f"{_f(f['spread'])} over {len(f['values'])} runs")
             for e in r.get("errors", [])[:5]:
                 lines.append(f"    error {e['case_id']} [{e['stage']}]: {e['message']}")
     return lines
