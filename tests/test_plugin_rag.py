@@ -183,3 +183,10 @@ def test_flaky_cases_are_flagged_across_runs():
     flaky = flaky_cases(recs, ["f"])
     assert [(f["case_id"], f["flips"]) for f in flaky] == [("a", True), ("b", False)]
     assert flaky[0]["spread"] == pytest.approx(0.7)
+
+
+def test_deselected_items_cost_no_calls(pytester, mini_suite, server):
+    mini_suite(rag_suite(server.base_url))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-k", "q1 or q4")
+    result.assert_outcomes(passed=2)
+    assert server.count("/v1/chat/completions") == 4  # 2 items x (generation + judge)
