@@ -38,6 +38,7 @@ from .gates import (
     scope_text,
     worse_by,
 )
+from .report.terminal import _f, _p, _where
 from .stats import holm, paired_compare
 
 N_RESAMPLES = 10000
@@ -319,23 +320,6 @@ def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("baseline", "current", "delta", "ci_low", "ci_high", "p_value", "p_holm", "test",
             "n")
     return {k: row[k] for k in keys}
-
-
-def _f(value: Any, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
-def _p(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
-
-
-def _where(g: Mapping[str, Any]) -> str:
-    scope = f" [{g['scope']}]" if g.get("scope") else ""
-    return f"{g['suite']}/{g['retriever']}{scope}"
 
 
 def gate_failure_line(g: Mapping[str, Any]) -> str:

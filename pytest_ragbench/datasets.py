@@ -364,13 +364,19 @@ def read_qrels(path: Path) -> list[QrelsRow]:
     return rows
 
 
-def _hash_docs(docs: Sequence[Document]) -> str:
-    h = hashlib.sha256()
+def update_hash_with_documents(h: Any, docs: Sequence[Document]) -> None:
+    """Feed ids, titles and texts into a hashlib object, length-prefixed so that no two
+    corpora collide by concatenation; shared by the dataset hash and the index caches."""
     for d in docs:
         for part in (d.id, d.title, d.text):
             b = part.encode("utf-8")
             h.update(len(b).to_bytes(8, "little"))
             h.update(b)
+
+
+def _hash_docs(docs: Sequence[Document]) -> str:
+    h = hashlib.sha256()
+    update_hash_with_documents(h, docs)
     return h.hexdigest()
 
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..datasets import Document
+from ..datasets import Document, update_hash_with_documents
 from .tokenize import Tokenizer
 
 ENGINES: tuple[str, ...] = ("sparse", "rank_bm25")
@@ -263,11 +263,7 @@ class BM25Retriever:
             "tokenizer": self.tokenizer.fingerprint(),
         }
         h.update(json.dumps(params, sort_keys=True).encode("utf-8"))
-        for d in corpus:
-            for part in (d.id, d.title, d.text):
-                raw = part.encode("utf-8")
-                h.update(len(raw).to_bytes(8, "little"))
-                h.update(raw)
+        update_hash_with_documents(h, corpus)
         return h.hexdigest()[:32]
 
     def _save_cache(self, path: Path) -> None:

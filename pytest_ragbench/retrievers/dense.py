@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import Document
+from ..datasets import Document, update_hash_with_documents
 from ..llm.identity import canonical_json
 from ..registry import BuildContext, split_spec
 
@@ -141,11 +141,7 @@ class DenseRetriever:
             "format": CACHE_FORMAT_VERSION, "embedder": identity, "fields": self.fields,
             "doc_prefix": self.doc_prefix,
         }).encode("utf-8"))
-        for d in corpus:
-            for part in (d.id, d.title, d.text):
-                raw = part.encode("utf-8")
-                h.update(len(raw).to_bytes(8, "little"))
-                h.update(raw)
+        update_hash_with_documents(h, corpus)
         return h.hexdigest()[:32]
 
     def _load_cache(self, path: Path) -> bool:
