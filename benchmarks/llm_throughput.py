@@ -177,6 +177,61 @@ async def judged_metric_costs(items: int) -> None:
     print("  (requests counted at the server; tokens are what results report, cached included)")
 
 
+def plugin_generation(items: int, latency: float, concurrency: int) -> None:
+    """The same load through `pytest --ragbench` (-n 0): the plugin prefetches the LLM work
+    of the items ahead while they report in order. The LLM phase is the wall time minus the
+    same suite answered by the offline extractive provider (same retrieval, no network)."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(latency=latency) as server:
+        folder = Path(tmp)
+        with (folder / "corpus.jsonl").open("w") as fh:
+            for i in range(500):
+                fh.write(json.dumps({"_id": f"d{i}", "text": f"document {i} about topic {i % 50}"})
+                         + "\n")
+        with (folder / "queries.jsonl").open("w") as fh:
+            for i in range(items):
+                fh.write(json.dumps({"_id": f"q{i:04d}", "text": f"topic {i % 50} question {i}",
+                                     "relevant": {f"d{i % 500}": 1},
+                                     "reference_answer": f"answer {i}"}) + "\n")
+
+        def run(llm: dict) -> float:
+            (folder / "suite.yaml").write_text(json.dumps({
+                "name": "tp", "dataset": {"corpus": "corpus.jsonl", "queries": "queries.jsonl"},
+                "retrievers": {"bm25": {}}, "k": 10, "metrics": ["recall@10", "token_f1"],
+                "llm": llm, "cache": {"mode": "off"},
+            }))
+            cmd = [sys.executable, "-m", "pytest", "--ragbench=suite.yaml", "-q", "-p",
+                   "no:cacheprovider", "--rootdir", str(folder), "-c", os.devnull,
+                   "--ragbench-no-output"]
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - t0
+            if out.returncode != 0:
+                raise SystemExit(out.stdout[-2000:] + out.stderr[-2000:])
+            return wall
+
+        offline = run({"type": "extractive"})
+        before = server.count("/v1/chat/completions")
+        online = run({"type": "openai", "base_url": server.base_url, "model": "m",
+                      "concurrency": concurrency})
+        calls = server.count("/v1/chat/completions") - before
+    bound = calls * latency / concurrency
+    phase = online - offline
+    ratio = phase / bound if bound else float("nan")
+    verdict = "OK" if ratio <= TARGET_RATIO else "SLOW"
+    print(f"pytest --ragbench: {items} items, {calls} calls, latency {latency * 1000:.0f} ms, "
+          f"concurrency {concurrency}")
+    print(f"  wall {online:.3f} s, same suite offline {offline:.3f} s, LLM phase {phase:.3f} s"
+          f"   lower bound {bound:.3f} s   ratio {ratio:.3f}x (target <= {TARGET_RATIO}x) "
+          f"{verdict}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=200)
@@ -185,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--judge-items", type=int, default=20)
     args = ap.parse_args(argv)
     asyncio.run(generation(args.items, args.latency, args.concurrency))
+    print()
+    plugin_generation(args.items, args.latency, args.concurrency)
     print()
     asyncio.run(judged_metric_costs(args.judge_items))
     return 0
