@@ -82,11 +82,6 @@ def test_compare_history_runs(files, capsys):
     assert main(["history", "--db", "nowhere.sqlite"]) == 2
 
 
-def test_report_dispatch_is_lazy(files, capsys):
-    try:
-        import pytest_ragbench.report.rerender  # noqa: F401
-    except ImportError:
-        assert main(["report", "x"]) == 2
-        assert "'report' is not available" in capsys.readouterr().err
-    else:
-        pytest.skip("the report subcommand exists; its tests live with it")
+def test_report_subcommand_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is not a ragbench run folder" in capsys.readouterr().err
