@@ -53,6 +53,7 @@ from .llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, Respon
 from .llm.extractive import ABSTAIN, PROMPT_INSTRUCTIONS, ExtractiveLLM
 from .llm.identity import ProviderId
 from .llm.openai import OpenAIChat, OpenAIEmbedder
+from .llm.prompts import prompt_environment
 from .llm.resilience import RateLimiter, RetryPolicy
 from .llm.usage import BudgetedLLM, CostBudget, PriceTable
 from .metrics.answer import ANSWER_METRICS
@@ -480,13 +481,7 @@ def _oneline(value: Any) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        undefined=jinja2.StrictUndefined,
-    )
+    env = prompt_environment()
     env.filters["oneline"] = _oneline
     return env
 

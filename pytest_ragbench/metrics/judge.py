@@ -68,11 +68,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 import numpy as np
 
 from ..errors import did_you_mean
 from ..llm.base import LLM, Embedder, LLMError, Message, Usage
+from ..llm.prompts import prompt_environment
 
 __all__ = [
     "JUDGED_METRICS",
@@ -470,14 +470,7 @@ class Judge:
         self.n_questions = n_questions
         self.params: dict[str, Any] = dict(params or {})
         self.template_version = template_version
-        env = jinja2.Environment(
-            autoescape=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-            undefined=jinja2.StrictUndefined,
-        )
-        self._template = env.from_string(_USER_TEMPLATE)
+        self._template = prompt_environment().from_string(_USER_TEMPLATE)
 
     def messages(self, item: JudgeInput, metrics: Sequence[str]) -> list[Message]:
         """The chat messages of the single batched request for ``metrics`` (for inspection,
