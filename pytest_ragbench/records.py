@@ -29,6 +29,7 @@ Fields (schema version 1)::
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -67,6 +68,16 @@ def jsonable(value: Any) -> Any:
     if callable(item):
         return jsonable(item())
     return str(value)
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of ``jsonable(value)`` with ``allow_nan=False``, without the conversion
+    walk when ``value`` is plain JSON already (records are built that way; the recursive walk
+    costs more than the encoding). ``kwargs`` go to :func:`json.dumps`."""
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except (TypeError, ValueError):
+        return json.dumps(jsonable(value), allow_nan=False, **kwargs)
 
 
 def error_record(

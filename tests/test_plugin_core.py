@@ -128,6 +128,10 @@ def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suit
         ("return [('d1', 1.0)] * 0 + [(f'd{i}', 1.0) for i in range(1, 7)]",
          "returned 6 results, more than k=3"),
         ("return 'd1'", "returned str, expected a list of (doc_id, score) pairs"),
+        ("return [('d1', 1.0), ('d2', 0.5, 'x')]",
+         "result 1 is ('d2', 0.5, 'x'), expected a (doc_id, score) pair"),
+        ("return [('d2', 1.0), ('d1', float('-inf'))]",
+         "returned a non-finite score (-inf) for 'd1'"),
     ],
 )
 def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, body, message):
@@ -147,6 +151,34 @@ def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, bo
     result = pytester.runpytest(SUITE, "-k", "q1")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*{message}*", "*1 errors*"])
+
+
+def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
+    # Lists for pairs, int and numpy scores, and scores whose sum overflows are all valid.
+    pytester.makepyfile(odd="""
+        import numpy as np
+        class Odd:
+            def index(self, corpus):
+                pass
+            def retrieve(self, query, k):
+                if query.startswith("milk"):
+                    return [("d2", 1e308), ("d1", 1e308)]
+                return [["d1", 2], ("d2", np.float32(1.5))]
+    """)
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {odd: {type: "odd:Odd"}}
+        metrics: [ndcg@3]
+        k: 3
+    """)
+    result = pytester.runpytest(SUITE, "--ragbench-out", "out")
+    result.assert_outcomes(passed=5)
+    records = {r["case_id"]: r for r in map(json.loads,
+               (pytester.path / "out" / "latest" / "cases.jsonl").read_text().splitlines())}
+    assert all(r["status"] == "ok" for r in records.values())
+    plain = [r for r in records.values() if not r["query"].startswith("milk")]
+    assert plain and all(r["retrieved"][0][:2] == ["d1", 2.0] for r in plain)
+    assert all(r["retrieved"][1][:2] == ["d2", 1.5] for r in plain)
 
 
 def test_async_retriever_is_awaited(pytester, mini_suite):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..records import jsonable, record_key
+from ..records import dumps_json, record_key
 
 CASES_JSONL = "cases.jsonl"
 CASES_CSV = "cases.csv"
@@ -29,7 +29,7 @@ class JsonlAppender:
     def append(self, record: Mapping[str, Any]) -> None:
         if self._fh is None:
             raise ValueError(f"{self.path} is closed")
-        self._fh.write(json.dumps(jsonable(record), ensure_ascii=False, allow_nan=False) + "\n")
+        self._fh.write(dumps_json(record, ensure_ascii=False) + "\n")
         # flush hands the line to the OS, which keeps it when this process crashes or is
         # killed; an fsync per case (only power loss needs it) would cost milliseconds each.
         self._fh.flush()
@@ -54,8 +54,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(doc), indent=1, ensure_ascii=False, allow_nan=False)
-                   + "\n", encoding="utf-8")
+    tmp.write_text(dumps_json(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
 
 

@@ -39,7 +39,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..aggregate import group_records, metric_values
-from ..records import jsonable
+from ..records import dumps_json
 from . import svg
 
 __all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]
@@ -149,11 +149,7 @@ def embed_json(data: Any) -> Markup:
     ``<``, ``>`` and ``&`` become ``\\u003c``-style escapes, so no ``</script>`` or ``<!--`` can
     end or confuse the block; U+2028/U+2029 are escaped for tools that read it as JavaScript.
     """
-    try:
-        text = _dumps(data)
-    except (TypeError, ValueError):
-        # Not plain JSON (numpy scalars, NaN): convert recursively, which is slower.
-        text = _dumps(jsonable(data))
+    text = _dumps(data)
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                     ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
@@ -161,7 +157,7 @@ def embed_json(data: Any) -> Markup:
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return dumps_json(data, ensure_ascii=False, separators=(",", ":"))
 
 
 # -- normalising the summary -------------------------------------------------------------------
@@ -687,7 +683,7 @@ def _first_level(records: Sequence[Mapping[str, Any]]) -> int:
     budget = JSON_BUDGET - SNIPPET_BUDGET
     for level, limits in enumerate(_LEVELS):
         # ~120 bytes for the fixed part of a row (ids, status, values, latency).
-        size = sum(len(_dumps(jsonable(_detail(r, limits, {})))) + 120
+        size = sum(len(_dumps(_detail(r, limits, {}))) + 120
                    + len(str(r.get("query") or "")[:_ROW_QUERY]) for r in sample)
         if size * scale <= budget:
             return level
