@@ -6,6 +6,7 @@ import dataclasses
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -405,3 +406,19 @@ def test_stats_module_does_not_import_pytest() -> None:
     code = "import sys, pytest_ragbench.stats; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([0.0, 0.25, 0.0, 5e-324], [5e-324, 0.25, 5e-324, 5e-324]),  # variance underflows
+        ([0.0, 0.5, 0.0], [0.25, 0.25, 5e-324]),  # mean near 0: scipy's check overflows
+    ],
+)
+def test_paired_t_on_tiny_differences_gives_a_p_value(a: list[float], b: list[float]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forward = paired_compare(a, b, test="paired-t", n_resamples=50)
+        backward = paired_compare(b, a, test="paired-t", n_resamples=50)
+    assert 0.0 <= forward.p_value <= 1.0
+    assert backward.p_value == pytest.approx(forward.p_value, rel=1e-9)
