@@ -19,11 +19,7 @@ from typing import Any
 
 import pytest
 
-from .aggregate import summarize_run
-from .baseline import BaselineError, make_baseline, save_baseline
-from .compare import Overrides, compare_docs, gate_failure_line, load_side
 from .errors import RagbenchError
-from .history import DEFAULT_HISTORY, HistoryError, RunHistory
 from .records import error_record, jsonable
 from .report.files import (
     CASES_CSV,
@@ -35,8 +31,11 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .report.terminal import ab_lines, baseline_lines, dataset_lines, gate_lines, summary_lines
 from .suite import Suite, is_suite_file
+
+# Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
+# imported when a run has records: this module is loaded by every pytest run in an environment
+# with the plugin installed, and most of those runs collect no suite.
 
 _PACKAGES = ("pytest-ragbench", "pytest", "pytest-xdist", "numpy", "scipy", "rank-bm25", "httpx")
 
@@ -177,6 +176,8 @@ class RagbenchSession:
 
     def history_path(self) -> Path | None:
         """Where the run history is, or None when it is switched off."""
+        from .history import DEFAULT_HISTORY
+
         opt = self.config.getoption("ragbench_history")
         if opt:
             return self.config.invocation_params.dir / opt
@@ -186,6 +187,11 @@ class RagbenchSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
+        from .aggregate import summarize_run
+        from .baseline import BaselineError, make_baseline, save_baseline
+        from .compare import Overrides, compare_docs, gate_failure_line, load_side
+        from .history import HistoryError, RunHistory
+
         suites = self._suites()
         summary = summarize_run(self.records.values(), suites)
         run = self.run_metadata(exitstatus)
@@ -256,6 +262,7 @@ class RagbenchSession:
         self._write_html(run_dir, summary)
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any]) -> None:
+        from .history import HistoryError
         from .report.html import write_html
         from .report.rerender import history_from_db, history_from_runs
 
@@ -279,6 +286,14 @@ class RagbenchSession:
         tr = terminalreporter
         if self.summary is None:
             return
+        from .report.terminal import (
+            ab_lines,
+            baseline_lines,
+            dataset_lines,
+            gate_lines,
+            summary_lines,
+        )
+
         tr.write_sep("=", "ragbench summary")
         for line in summary_lines(self.summary):
             tr.write_line(line)
