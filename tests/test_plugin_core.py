@@ -373,3 +373,17 @@ def test_html_report_written_to_run_folder_and_path(pytester, mini_suite):
     assert "<svg" in page and "q1" in page
     assert (pytester.path / "out" / "report.html").read_text() == page
     result.stdout.fnmatch_lines(["results: *", "report: *report.html", "report: *out*report.html"])
+
+
+def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
+    # Every pytest run in an environment with the plugin installed loads it; the statistics,
+    # numpy and the HTML renderer are for runs that collect a suite.
+    pytester.makepyfile(test_plain="""
+        import sys
+
+        def test_modules():
+            heavy = {"numpy", "scipy", "jinja2", "sqlite3", "pytest_ragbench.aggregate"}
+            assert not heavy & set(sys.modules)
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=1)
