@@ -174,10 +174,14 @@ class RagbenchState:
             self._markers.add(name)
             self.config.addinivalue_line("markers", f"{name}: ragbench query attribute")
 
-    def close(self) -> None:
+    def close_runtimes(self) -> None:
+        """Close and drop every suite runtime (retrievers, indexes, datasets)."""
         for rt in self._runtimes.values():
             rt.close()
         self._runtimes.clear()
+
+    def close(self) -> None:
+        self.close_runtimes()
         if self._components:
             loop = asyncio.new_event_loop()
             try:
@@ -324,6 +328,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session) -> Any:
+    try:
+        return (yield)
+    finally:
+        # Every item and session fixture is done and the records are aggregated. Dropping
+        # the indexes and datasets now, rather than at unconfigure, spares pytest's closing
+        # full garbage collections (several per run) a walk over hundreds of thousands of
+        # objects.
+        state = session.config.stash.get(STATE_KEY, None)
+        if state is not None:
+            state.close_runtimes()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -478,7 +478,7 @@ class SuiteRuntime:
         return rec
 
     def close(self) -> None:
-        """Close retrievers that have a ``close``/``aclose`` and the event loop."""
+        """Close retrievers that have a ``close``/``aclose`` and the event loop; drop the data."""
         for r in self._retrievers.values():
             for meth in ("aclose", "close"):
                 fn = getattr(r, meth, None)
@@ -495,3 +495,9 @@ class SuiteRuntime:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+        # The context refers back to this runtime (a cycle only the garbage collector frees),
+        # so the large parts are let go of here, not whenever that collection happens.
+        self._dataset = None
+        self._queries, self._documents, self._doc_ids = {}, {}, frozenset()
+        self._batched.clear()
+        self._retrieved.clear()
