@@ -282,8 +282,10 @@ class Registry:
         if self._entry_points is None:
             found: dict[str, dict[str, list[ComponentInfo]]] = {k: {} for k in KINDS}
             if self._use_entry_points:
+                # One scan of every installed distribution's metadata, not one per group.
+                eps = entry_points()
                 for kind in KINDS:
-                    for ep in entry_points(group=GROUPS[kind]):
+                    for ep in eps.select(group=GROUPS[kind]):
                         dist = getattr(ep, "dist", None)
                         origin = (
                             f"distribution {dist.name} {dist.version}" if dist is not None

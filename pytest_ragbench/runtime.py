@@ -189,19 +189,20 @@ class SuiteRuntime:
         """
         if not hits:
             return []
-        if set(map(type, hits)) - {tuple, list} or set(map(len, hits)) != {2}:
+        row_types = set(map(type, hits))
+        if not row_types <= {tuple, list} or set(map(len, hits)) != {2}:
             return None
         ids, scores = zip(*hits, strict=True)
         if set(map(type, ids)) != {str} or set(map(type, scores)) != {float}:
             return None
-        if len(set(ids)) != len(ids) or not self._doc_ids.issuperset(ids):
+        unique = set(ids)
+        if len(unique) != len(ids) or not self._doc_ids.issuperset(unique):
             return None
-        try:
-            if not math.isfinite(math.fsum(scores)):
-                return None
-        except OverflowError:  # finite scores whose partial sums overflow
+        # inf and NaN propagate through a sum; finite scores whose sum overflows go to the
+        # slow path, which accepts them.
+        if not math.isfinite(sum(scores)):
             return None
-        return list(zip(ids, scores, strict=True))
+        return list(hits) if row_types == {tuple} else list(zip(ids, scores, strict=True))
 
     def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
         """A record for one case with every field present and nothing measured yet."""
