@@ -221,6 +221,31 @@ def test_retrieve_many_is_bit_identical_to_retrieve(lucene: BM25Retriever) -> No
         assert lucene.retrieve_many(queries, k) == [lucene.retrieve(q, k) for q in queries]
 
 
+@pytest.mark.parametrize("dense_up_to", [0, 10**9])
+def test_both_accumulation_paths_give_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch, dense_up_to: int
+) -> None:
+    # Small corpora accumulate over every document, large ones with few postings per query
+    # sort the postings; forcing each path (filler documents keep the postings few), both
+    # must equal the batched sparse product bit for bit.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
+    filler = tuple(Document(id=f"fill-{i:03d}", text=f"filler{i} words{i % 7}")
+                   for i in range(500))
+    r = BM25Retriever()
+    r.index(CORPUS + filler)
+    queries = [*QUERIES, "garlic garlic coffee", "kiwi salad kiwi"]
+    expected = r.retrieve_many(queries, 1000)
+    assert any(expected)
+    calls: list[int] = []
+    unique = np.unique
+    monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", dense_up_to)
+    monkeypatch.setattr(bm25_module.np, "unique",
+                        lambda *a, **kw: (calls.append(1), unique(*a, **kw))[1])
+    assert [r.retrieve(q, 1000) for q in queries] == expected
+    assert bool(calls) == (dense_up_to == 0)
+
+
 # -- ordering and result sets ------------------------------------------------------------------
 
 
