@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .gates import Gate, evaluate_threshold, scope_retriever
-from .records import record_key
+from .records import case_outcome, record_key
 from .stats import best_system, pairwise_table, summarize
 from .suite import Suite
 
@@ -39,13 +39,22 @@ def summarize_group(
     suite: Suite | None, recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
     seed: int,
 ) -> dict[str, Any]:
-    """Counts and per-metric statistics for one (suite, retriever)."""
+    """Counts and per-metric statistics for one (suite, retriever).
+
+    ``n_failed`` counts the cases below a per-query threshold that were not expected to fail;
+    the suite's known failures are counted as ``n_xfailed`` (an error among them too) and
+    ``n_xpassed``. ``n_errors`` and ``error_rate`` count every error, expected or not: an
+    errored case has no scores, which the metric means and the error-rate gates must know.
+    """
     n = len(recs)
     n_err = sum(1 for r in recs if r.get("status") == "error")
+    outcomes = [case_outcome(r) for r in recs]
     out: dict[str, Any] = {
         "n_cases": n,
         "n_errors": n_err,
-        "n_failed": sum(1 for r in recs if r.get("status") == "failed"),
+        "n_failed": outcomes.count("failed"),
+        "n_xfailed": outcomes.count("xfailed"),
+        "n_xpassed": outcomes.count("xpassed"),
         "n_no_relevant": sum(1 for r in recs if r.get("no_relevant")),
         "error_rate": (n_err / n) if n else 0.0,
         "errors": [

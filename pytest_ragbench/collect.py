@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import USER_PROPERTY
+from .records import USER_PROPERTY, mark_expected_failure
 from .report.failure import format_case_failure
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ class RetrieverGroup(pytest.Collector):
             # Repeated runs of a case sit next to each other, so a worker that gets one tends
             # to get the others (and their cached contexts).
             name = q.id if runs == 1 else f"{q.id}[run{run}]"
+            reason = runtime.suite.xfail.get(q.id)
             item = CaseItem.from_parent(self, name=name, retriever=self.name, case_id=q.id,
-                                        run=run)
+                                        run=run, xfail_reason=reason)
             for t in q.tags:
                 item.add_marker(marker_name("tag", t))
             if q.type:
@@ -82,7 +83,6 @@ class RetrieverGroup(pytest.Collector):
             if q.difficulty:
                 item.add_marker(marker_name("difficulty", q.difficulty))
             item.add_marker("ragbench")
-            reason = runtime.suite.xfail.get(q.id)
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
             yield item
@@ -92,11 +92,14 @@ class CaseItem(pytest.Item):
     """One query against one retriever. The work happens in setup so that a component that
     fails shows as an ERROR, and a missed per-query threshold as a FAILURE."""
 
-    def __init__(self, *, retriever: str, case_id: str, run: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *, retriever: str, case_id: str, run: int = 0,
+                 xfail_reason: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.retriever = retriever
         self.case_id = case_id
         self.run = run
+        #: The suite's ``xfail`` reason for this case (the item carries the matching mark).
+        self.xfail_reason = xfail_reason
 
     def _suite_file(self) -> SuiteFile:
         node = self.parent.parent if self.parent else None
@@ -109,6 +112,8 @@ class CaseItem(pytest.Item):
         rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
                                upcoming=self.upcoming_case_ids,
                                upcoming_runs=self.upcoming_cases)
+        if self.xfail_reason is not None:
+            mark_expected_failure(rec, self.xfail_reason, applied=self._xfail_applied())
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
             # Per-metric properties so --junitxml carries the scores.
@@ -116,6 +121,12 @@ class CaseItem(pytest.Item):
         if rec["status"] == "error":
             # pytrace=False: the record says what went wrong; a traceback of the plugin would not.
             pytest.fail(format_case_failure(rec), pytrace=False)
+
+    def _xfail_applied(self) -> bool:
+        """Whether pytest honours this item's xfail mark: ``--runxfail`` (or disabling the
+        skipping plugin) makes it report a listed case as a plain pass or failure."""
+        return (self.config.pluginmanager.has_plugin("skipping")
+                and not getattr(self.config.option, "runxfail", False))
 
     def upcoming_case_ids(self) -> list[str]:
         """Ids of the upcoming cases of this suite and retriever (see :meth:`upcoming_cases`)."""

@@ -25,6 +25,16 @@ Fields (schema version 1)::
     retrieved       [[doc_id, score, grade | None], ...] top ``record_depth`` in evaluation order
     missed          [[doc_id, grade], ...] relevant documents not retrieved within k
     thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"}, ...]
+    xfail           None, or {"reason": str, "outcome": "xfailed" | "xpassed" | None} when the
+                    suite lists the case under ``xfail`` (a known failure). ``outcome`` is what
+                    pytest reports for the item: "xfailed" when it failed as expected (below a
+                    threshold, or an error), "xpassed" when it passed, None when pytest did not
+                    apply the xfail mark (``--runxfail``). ``status`` keeps the case's own
+                    verdict ("failed" for a missed threshold), so an xfailed case is still
+                    "failed" there; read :func:`case_outcome` to show or count cases.
+
+Readers take records of every version: a missing field reads as its default (``xfail``: None,
+so older records show their plain status).
 """
 
 from __future__ import annotations
@@ -80,6 +90,58 @@ def dumps_json(value: Any, **kwargs: Any) -> str:
         return json.dumps(jsonable(value), allow_nan=False, **kwargs)
 
 
+XFAIL_OUTCOMES = ("xfailed", "xpassed")
+OUTCOMES = ("error", "failed", "xpassed", "xfailed", "ok")
+"""What :func:`case_outcome` returns, the ones that need attention first."""
+
+
+def xfail_outcome(rec: Mapping[str, Any]) -> str | None:
+    """How pytest reported a known failure ("xfailed" or "xpassed"); None for any other case,
+    also for records written before the ``xfail`` field existed."""
+    xfail = rec.get("xfail")
+    if isinstance(xfail, Mapping):
+        outcome = xfail.get("outcome")
+        if outcome in XFAIL_OUTCOMES:
+            return str(outcome)
+    return None
+
+
+def xfail_reason(rec: Mapping[str, Any]) -> str | None:
+    """The suite's reason when it lists the case as a known failure, else None."""
+    xfail = rec.get("xfail")
+    reason = xfail.get("reason") if isinstance(xfail, Mapping) else None
+    return None if reason is None else str(reason)
+
+
+def case_outcome(rec: Mapping[str, Any]) -> str:
+    """The case as pytest reported it: "ok", "failed", "error", "xfailed" or "xpassed".
+
+    An expected failure is "xfailed" whatever made it fail, so that it is neither shown nor
+    counted as a failure; an unknown status reads as "error" rather than passing silently.
+    """
+    outcome = xfail_outcome(rec)
+    if outcome is not None:
+        return outcome
+    status = rec.get("status")
+    return str(status) if status in ("ok", "failed", "error") else "error"
+
+
+def mark_expected_failure(rec: dict[str, Any], reason: str, *, applied: bool) -> None:
+    """Fill in ``rec["xfail"]`` for a case the suite lists as a known failure.
+
+    Call it once ``rec["status"]`` is final. The record travels to the controller with the
+    item's setup report, before the call phase runs, so the outcome is derived rather than
+    observed: a collected case fails its setup exactly when the status is "error" and its call
+    exactly when it is "failed", and pytest reports either under a non-strict xfail mark as
+    xfailed, and a pass as xpassed. ``applied`` is False when pytest ignores xfail marks
+    (``--runxfail``); the case is then reported, and recorded, as a plain pass or failure.
+    """
+    outcome: str | None = None
+    if applied:
+        outcome = "xpassed" if rec.get("status") == "ok" else "xfailed"
+    rec["xfail"] = {"reason": reason, "outcome": outcome}
+
+
 def error_record(
     *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
     etype: str = "Error",
@@ -107,4 +169,5 @@ def error_record(
         "retrieved": [],
         "missed": [],
         "thresholds": [],
+        "xfail": None,
     }

@@ -230,6 +230,9 @@ class SuiteRuntime:
             "retrieved": [],
             "missed": [],
             "thresholds": [],
+            # Set by the collected item (CaseItem.setup), where the suite's xfail mark is
+            # applied; hand-written tests over the suite's cases carry no such mark.
+            "xfail": None,
         }
 
     def _timed(self, name: str, call: Callable[[], Any]) -> tuple[Any, float]:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from ..records import dumps_json, record_key
+from ..records import case_outcome, dumps_json, record_key, xfail_reason
 
 CASES_JSONL = "cases.jsonl"
 CASES_CSV = "cases.csv"
@@ -59,7 +59,13 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
 
 
 def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """One row per case: identity, status, every metric (blank = NaN), latency, error."""
+    """One row per case: identity, status, every metric (blank = NaN), latency, error, and
+    how pytest reported the case.
+
+    ``status`` is the case's own verdict ("failed" below a threshold); ``outcome`` is what to
+    count ("xfailed" for a known failure of the suite, see :func:`records.case_outcome`) and
+    ``xfail_reason`` the suite's reason. Both come last so positional readers keep working.
+    """
     recs = sorted(records, key=record_key)
     metric_names: list[str] = []
     for r in recs:
@@ -67,7 +73,7 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
             if m not in metric_names:
                 metric_names.append(m)
     cols = ["suite", "retriever", "case_id", "run", "status", "type", "difficulty", "tags",
-            *metric_names, "latency_ms", "n_relevant", "error"]
+            *metric_names, "latency_ms", "n_relevant", "error", "outcome", "xfail_reason"]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
@@ -81,6 +87,8 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
                 "" if r.get("latency_ms") is None else r["latency_ms"],
                 "" if r.get("n_relevant") is None else r["n_relevant"],
                 (r.get("error") or {}).get("message", ""),
+                case_outcome(r),
+                xfail_reason(r) or "",
             ])
     tmp.replace(path)
 

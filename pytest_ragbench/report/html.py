@@ -39,7 +39,14 @@ import jinja2
 from markupsafe import Markup
 
 from ..aggregate import group_records, metric_values
-from ..records import dumps_json
+from ..records import (
+    OUTCOMES,
+    XFAIL_OUTCOMES,
+    case_outcome,
+    dumps_json,
+    xfail_outcome,
+    xfail_reason,
+)
 from . import svg
 
 __all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]
@@ -53,7 +60,9 @@ SNIPPET_BUDGET = 2_000_000
 """The part of :data:`JSON_BUDGET` for document snippets (filled in table order)."""
 _SAMPLE = 400  # records measured to pick the level of detail before building every row
 
-_STATUS_RANK = {"error": 0, "failed": 1, "ok": 2}
+# Rows are shown as pytest reported them (records.case_outcome), problems first; the page's
+# script has the same ranks (STATUS_RANK in report.js).
+_STATUS_RANK = {name: rank for rank, name in enumerate(OUTCOMES)}
 _ROW_QUERY = 300  # characters of the query in the table row; the drill-down has the rest
 _TEMPLATES = "templates"
 
@@ -169,8 +178,8 @@ _SUITE_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "id": "", "name": "", "suite_hash": None, "dataset_hash": None, "metrics": (),
     "retrievers": (), "ab": ()})
 _RETRIEVER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "name": "", "n_cases": 0, "n_errors": 0, "n_failed": 0, "n_no_relevant": 0,
-    "error_rate": 0.0, "errors": (), "metrics": MappingProxyType({})})
+    "name": "", "n_cases": 0, "n_errors": 0, "n_failed": 0, "n_xfailed": 0, "n_xpassed": 0,
+    "n_no_relevant": 0, "error_rate": 0.0, "errors": (), "metrics": MappingProxyType({})})
 _STAT_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "mean": None, "ci_low": None, "ci_high": None, "std": None, "n": 0, "n_nan": 0,
     "direction": "higher"})
@@ -230,7 +239,7 @@ class CaseRow:
     case_id: str
     run: int
     query: str
-    status: str
+    status: str  # records.case_outcome: an expected failure is "xfailed", not "failed"
     values: tuple[float | None, ...]
     latency_ms: float | None
     cost: float | None
@@ -343,6 +352,7 @@ class SuiteView:
     table: CaseTable
     has_usage: bool
     has_cost: bool
+    has_xfail: bool
 
 
 @dataclass(frozen=True)
@@ -474,6 +484,10 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
     query = "" if rec.get("query") is None else str(rec["query"])
     if len(query) > min(limits.query, _ROW_QUERY):
         d["query"] = _cut(query, limits.query)
+    reason = xfail_reason(rec)
+    if reason is not None:
+        # [reason, "xfailed" | "xpassed" | None]; None: listed, but pytest ignored the mark.
+        d["xfail"] = [_cut(reason, max(limits.answer, 500)), xfail_outcome(rec)]
     err = rec.get("error")
     if isinstance(err, Mapping):
         d["error"] = [str(err.get("stage", "")), str(err.get("type", "")),
@@ -547,16 +561,16 @@ def _case_table(index: int, suite: Mapping[str, Any],
     r_index = {name: i for i, name in enumerate(retrievers)}
     # Problems first (errors, then cases below a per-query threshold): the page people see
     # first, and the one shown without scripts, is the one worth reading.
-    recs.sort(key=lambda r: (_STATUS_RANK.get(str(r.get("status")), 3), r_index[r["retriever"]]))
+    outcomes = {id(r): case_outcome(r) for r in recs}
+    recs.sort(key=lambda r: (_STATUS_RANK[outcomes[id(r)]], r_index[r["retriever"]]))
     rows = []
     for r in recs:
-        status = str(r.get("status"))
         rows.append(CaseRow(
             retriever=r_index[r["retriever"]],
             case_id=str(r["case_id"]),
             run=int(r.get("run") or 0),
             query=_cut(r.get("query"), min(limits.query, _ROW_QUERY)),
-            status=status if status in _STATUS_RANK else "error",
+            status=outcomes[id(r)],
             values=tuple(_round((r.get("metrics") or {}).get(m), 4) for m in metrics),
             latency_ms=_round(r.get("latency_ms"), 2),
             cost=_round(r.get("cost"), 6),
@@ -652,6 +666,9 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
         table=table,
         has_usage=any(rv.tokens is not None for rv in retrievers),
         has_cost=any(rv.cost is not None for rv in retrievers),
+        # From the rows too: a summary written before the xfail counts existed has none.
+        has_xfail=any(rv.summary["n_xfailed"] or rv.summary["n_xpassed"] for rv in retrievers)
+        or any(row.status in XFAIL_OUTCOMES for row in table.rows),
     )
 
 

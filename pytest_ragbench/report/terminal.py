@@ -20,10 +20,14 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         ds = (s.get("dataset_hash") or "")[:12]
         lines.append(f"suite {s['name']} [{s['id']}] dataset {ds}")
         for r in s["retrievers"]:
-            lines.append(
-                f"  {r['name']}: {r['n_cases']} cases, {r['n_errors']} errors, "
-                f"{r['n_failed']} below per-query thresholds"
-            )
+            counts = (f"  {r['name']}: {r['n_cases']} cases, {r['n_errors']} errors, "
+                      f"{r['n_failed']} below per-query thresholds")
+            # Known failures only when the suite has some, so other runs print as before;
+            # .get: summaries written before these counts existed are printed too (compare).
+            n_xfailed, n_xpassed = r.get("n_xfailed", 0), r.get("n_xpassed", 0)
+            if n_xfailed or n_xpassed:
+                counts += f", {n_xfailed} xfailed (expected), {n_xpassed} xpassed"
+            lines.append(counts)
             if r["n_no_relevant"]:
                 lines.append(
                     f"    {r['n_no_relevant']} queries have no relevant document in the labels "

@@ -11,7 +11,12 @@
   // Positions in a row array; see CaseRow.compact() in html.py.
   const F_RET = 0, F_ID = 1, F_RUN = 2, F_Q = 3, F_ST = 4, F_V = 5, F_LAT = 6, F_COST = 7,
     F_D = 8;
-  const STATUS_RANK = { error: 0, failed: 1, ok: 2 };
+  // As _STATUS_RANK in html.py (records.OUTCOMES): problems first.
+  const STATUS_RANK = { error: 0, failed: 1, xpassed: 2, xfailed: 3, ok: 4 };
+  const XFAIL_LABEL = {
+    xfailed: "expected failure (xfailed)",
+    xpassed: "expected to fail, but passed (xpassed)",
+  };
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
   function el(tag, cls, text) {
@@ -92,6 +97,12 @@
     }
     if (isNum(row[F_COST])) kv(meta, "cost", "$" + fmt(row[F_COST], 6));
     body.append(meta);
+    if (d.xfail !== undefined) {
+      const p = el("p", "rb-xfail");
+      p.append(el("span", "k", XFAIL_LABEL[d.xfail[1]] ||
+        "listed as a known failure, not applied (--runxfail)"), " " + d.xfail[0]);
+      body.append(p);
+    }
     if (d.no_relevant) {
       note(body, "No relevant document in the labels: scored 0, as trec_eval does.");
     }
@@ -103,9 +114,11 @@
     if (d.thresholds !== undefined) {
       heading(body, "per-query thresholds");
       const ul = el("ul", "rb-thr");
+      // A missed threshold of an expected failure is not a failure to alarm anyone.
+      const miss = row[F_ST] === "xfailed" ? "xfail" : "fail";
       for (const t of d.thresholds) {
-        ul.append(el("li", t[4] ? "pass" : "fail", (t[4] ? "PASS " : "FAIL ") + t[0] + " = " +
-          fmt(t[3], 4) + ", expected " + t[1] + " " + t[2]));
+        ul.append(el("li", t[4] ? "pass" : miss, (t[4] ? "PASS" : miss.toUpperCase()) + " " +
+          t[0] + " = " + fmt(t[3], 4) + ", expected " + t[1] + " " + t[2]));
       }
       body.append(ul);
     }
@@ -161,6 +174,7 @@
     let s = "details: " + (d.retrieved ? d.retrieved.length : 0) + " retrieved, " +
       (d.missed ? d.missed.length : 0) + " missed";
     if (d.error) s += ", error";
+    if (d.xfail) s += ", expected failure";
     if (d.answer !== undefined) s += ", answer";
     if (d.judge) s += ", judge";
     return s;

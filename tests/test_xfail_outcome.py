@@ -1,0 +1,254 @@
+"""Known failures (a suite's ``xfail`` key) end to end: the record says that a case was expected
+to fail and how pytest reported it, with and without xdist, and the HTML report, the terminal
+summary, the summary counts and the CSV show it as xfailed / xpassed, not as a failure."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import html as htmllib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_report_browser import CHROMIUM, _console, _run_chromium
+from test_report_html import data_block, make_record, make_summary
+
+from pytest_ragbench.aggregate import summarize_run
+from pytest_ragbench.records import case_outcome, mark_expected_failure, xfail_outcome
+from pytest_ragbench.report.html import render_html, write_html
+
+SUITE = "--ragbench=suite.yaml"
+# q4's only relevant document is dropped, so it misses the recall threshold; q1 passes it.
+KNOWN = "thresholds: {recall@10: 0.5}\nxfail: {q4: known miss, q1: listed but fine}\n"
+
+
+def latest_run(root: Path) -> Path:
+    return (root / ".ragbench" / "runs" / "latest").resolve()
+
+
+def run_records(run: Path) -> dict[str, dict[str, Any]]:
+    lines = (run / "cases.jsonl").read_text(encoding="utf-8").splitlines()
+    return {r["case_id"]: r for r in map(json.loads, lines)}
+
+
+def html_rows(page: str) -> dict[str, str]:
+    """Query id -> the status class of its row in the report's HTML table."""
+    return dict((cid, st) for st, cid in
+                re.findall(r'<tr class="rb-row st-(\w+)"><td class="rb-nw">([^<]+)</td>', page))
+
+
+# -- the plugin ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_known_failures_are_recorded_and_reported_as_xfailed(pytester, mini_suite,
+                                                             xdist: list[str]) -> None:
+    path = mini_suite(drop="d4")
+    path.write_text(path.read_text() + KNOWN)
+    result = pytester.runpytest(SUITE, *xdist)
+    result.assert_outcomes(passed=3, xfailed=1, xpassed=1)
+    assert result.ret == 0
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    # The records really came from workers in the xdist variant.
+    assert summary["run"]["workers"] in ((2,) if xdist else (None, 0))
+
+    recs = run_records(run)
+    assert recs["q4"]["xfail"] == {"reason": "known miss", "outcome": "xfailed"}
+    assert recs["q4"]["status"] == "failed"  # the case's own verdict is kept
+    assert recs["q1"]["xfail"] == {"reason": "listed but fine", "outcome": "xpassed"}
+    assert recs["q1"]["status"] == "ok"
+    assert all(recs[c]["xfail"] is None for c in ("q2", "q3", "q5"))
+
+    group = summary["suites"][0]["retrievers"][0]
+    assert (group["n_failed"], group["n_xfailed"], group["n_xpassed"]) == (0, 1, 1)
+    result.stdout.fnmatch_lines([
+        "  overlap: 5 cases, 0 errors, 0 below per-query thresholds, "
+        "1 xfailed (expected), 1 xpassed",
+    ])
+
+    with (run / "cases.csv").open(encoding="utf-8", newline="") as fh:
+        rows = {r["case_id"]: r for r in csv.DictReader(fh)}
+    assert (rows["q4"]["outcome"], rows["q4"]["xfail_reason"]) == ("xfailed", "known miss")
+    assert (rows["q1"]["outcome"], rows["q2"]["outcome"]) == ("xpassed", "ok")
+
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert html_rows(page) == {"q1": "xpassed", "q4": "xfailed", "q2": "ok", "q3": "ok",
+                               "q5": "ok"}
+    assert '"rb-row st-failed"' not in page and '"badge st-failed"' not in page
+    assert '<span class="badge st-xfailed">xfailed</span>' in page
+    assert '<span class="k">expected failure (xfailed)</span> known miss' in page
+    assert '<li class="xfail">XFAIL recall@10 = 0.0000, expected &gt;= 0.5</li>' in page
+    assert ">FAIL " not in page
+    # Counts table: nothing below threshold, one xfailed and one xpassed.
+    assert re.search(r'<td class="num">0</td><td class="num">1 / 1</td>', page)
+    statuses = {row[1]: row[4] for row in data_block(page)["tables"][0]["rows"]}
+    assert statuses == {"q1": "xpassed", "q2": "ok", "q3": "ok", "q4": "xfailed", "q5": "ok"}
+
+
+def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
+                                                                    mini_suite) -> None:
+    path = mini_suite(fail_on="citric")  # q4's retrieval raises
+    path.write_text(path.read_text() + "xfail: {q4: backend flaky}\n")
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=4, xfailed=1)
+    run = latest_run(pytester.path)
+    rec = run_records(run)["q4"]
+    assert rec["status"] == "error"
+    assert rec["xfail"] == {"reason": "backend flaky", "outcome": "xfailed"}
+    # pytest calls it xfailed; the error is still counted, as error-rate gates need.
+    result.stdout.fnmatch_lines([
+        "  overlap: 5 cases, 1 errors, 0 below per-query thresholds, "
+        "1 xfailed (expected), 0 xpassed",
+    ])
+    assert html_rows((run / "report.html").read_text(encoding="utf-8"))["q4"] == "xfailed"
+
+
+def test_runxfail_records_and_reports_a_plain_failure(pytester, mini_suite) -> None:
+    path = mini_suite(drop="d4")
+    path.write_text(path.read_text() + KNOWN)
+    result = pytester.runpytest(SUITE, "--runxfail")
+    result.assert_outcomes(passed=4, failed=1)
+    run = latest_run(pytester.path)
+    recs = run_records(run)
+    assert recs["q4"]["xfail"] == {"reason": "known miss", "outcome": None}
+    assert recs["q1"]["xfail"] == {"reason": "listed but fine", "outcome": None}
+    result.stdout.fnmatch_lines(["  overlap: 5 cases, 0 errors, 1 below per-query thresholds"])
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert html_rows(page)["q4"] == "failed" and html_rows(page)["q1"] == "ok"
+    assert "listed as a known failure, not applied (--runxfail)</span> known miss" in page
+
+
+# -- records and the report, without pytest ----------------------------------------------------
+
+
+def test_outcome_of_records_old_and_new() -> None:
+    old = make_record("q1", status="failed")  # written before the xfail field existed
+    assert "xfail" not in old
+    assert (case_outcome(old), xfail_outcome(old)) == ("failed", None)
+    assert case_outcome(make_record("q1", status="weird")) == "error"
+    rec = make_record("q1", status="failed")
+    mark_expected_failure(rec, "why", applied=True)
+    assert (case_outcome(rec), rec["xfail"]) == ("xfailed", {"reason": "why",
+                                                             "outcome": "xfailed"})
+    rec = make_record("q1", status="ok")
+    mark_expected_failure(rec, "why", applied=True)
+    assert case_outcome(rec) == "xpassed"
+    mark_expected_failure(rec, "why", applied=False)
+    assert (case_outcome(rec), rec["xfail"]["outcome"]) == ("ok", None)
+
+
+def xfail_run() -> list[dict[str, Any]]:
+    """One case of each outcome, in an order the report has to change."""
+    threshold = [{"metric": "ndcg@10", "op": ">=", "threshold": 0.5, "value": 0.1,
+                  "passed": False, "margin": -0.4}]
+    return [
+        make_record("q1", ndcg=0.9),
+        make_record("q2", ndcg=0.1, status="failed", thresholds=threshold,
+                    xfail={"reason": "known hard", "outcome": "xfailed"}),
+        make_record("q3", ndcg=0.8, xfail={"reason": "fixed?", "outcome": "xpassed"}),
+        make_record("q4", ndcg=0.1, status="failed", thresholds=threshold),
+        make_record("q5", status="error", metrics={}, error={
+            "stage": "retrieve", "type": "TimeoutError", "message": "took 30 s"}),
+    ]
+
+
+def test_report_shows_expected_failures_apart_from_failures() -> None:
+    recs = xfail_run()
+    page = render_html(make_summary(recs), recs)
+    # Problems first: error, failed, then xpassed (a known failure that now passes), xfailed.
+    assert list(html_rows(page).items()) == [("q5", "error"), ("q4", "failed"),
+                                             ("q3", "xpassed"), ("q2", "xfailed"),
+                                             ("q1", "ok")]
+    assert '<option value="xfailed">xfailed (expected)</option>' in page
+    # Counts: one below threshold (q4 only), one xfailed, one xpassed.
+    assert re.search(r'<td class="num">1</td><td class="num">1 / 1</td>', page)
+    assert page.count('<li class="fail">FAIL ndcg@10') == 1  # q4's, not q2's
+    assert page.count('<li class="xfail">XFAIL ndcg@10') == 1
+    assert "expected to fail, but passed (xpassed)</span> fixed?" in page
+    assert page.count(", expected failure</summary>") == 2
+    detail = {row[1]: row[8] for row in data_block(page)["tables"][0]["rows"]}
+    assert detail["q2"]["xfail"] == ["known hard", "xfailed"]
+    assert "xfail" not in detail["q4"]
+
+
+def test_report_of_records_without_the_field_is_unchanged() -> None:
+    recs = [r for r in xfail_run() if "xfail" not in r]
+    page = render_html(make_summary(recs), recs)
+    assert html_rows(page) == {"q5": "error", "q4": "failed", "q1": "ok"}
+    # No xfail column or filter option when nothing was expected to fail.
+    assert "xfailed / xpassed" not in page and 'value="xfailed"' not in page
+    # A summary from before the xfail counts (no n_xfailed) still renders the new records.
+    summary = make_summary(xfail_run())
+    for group in summary["suites"][0]["retrievers"]:
+        del group["n_xfailed"], group["n_xpassed"]
+    page = render_html(summary, xfail_run())
+    assert html_rows(page)["q2"] == "xfailed"
+    assert '<td class="num">0 / 0</td>' in page
+
+
+# -- the page's script ------------------------------------------------------------------------
+
+DRIVER = """
+(() => {
+  const out = {};
+  const table = document.querySelector("table.rb-table");
+  const section = table.closest(".rb-cases");
+  const keys = [...table.tHead.rows[0].cells].map((th) => th.getAttribute("data-key"));
+  const rows = () => [...table.tBodies[0].querySelectorAll("tr.rb-row")];
+  const column = (key) => rows().map((r) => r.cells[keys.indexOf(key)].textContent);
+  const sort = table.querySelector('th[data-key="status"] button');
+  sort.click();
+  sort.click();
+  out.descending = column("status");
+  out.rowClasses = rows().map((r) => r.className);
+  const status = section.querySelector(".rb-status");
+  status.value = "xfailed";
+  status.dispatchEvent(new Event("change"));
+  out.xfailed = column("id");
+  const details = table.querySelector("tr.rb-drill details");
+  out.summary = details.querySelector("summary").textContent;
+  details.open = true;
+  setTimeout(() => {
+    const body = details.querySelector(".rb-drill-body");
+    out.drill = body ? body.textContent : null;
+    out.thresholds = body ? [...body.querySelectorAll(".rb-thr li")].map((li) => li.className)
+      : null;
+    const pre = document.createElement("pre");
+    pre.id = "rb-test-out";
+    pre.textContent = JSON.stringify(out);
+    document.body.append(pre);
+  }, 50);
+})();
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found")
+def test_script_sorts_filters_and_explains_expected_failures(tmp_path: Path) -> None:
+    recs = xfail_run()
+    summary = summarize_run(recs, {})
+    report = write_html(tmp_path / "report.html", summary, recs)
+    page = report.read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(DRIVER.encode()).digest()).decode()
+    page = page.replace("script-src ", f"script-src &#39;sha256-{digest}&#39; ", 1)
+    page = page.replace("</body>", f"<script>{DRIVER}</script></body>", 1)
+    driven = tmp_path / "driven.html"
+    driven.write_text(page, encoding="utf-8")
+    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0",
+                         "--virtual-time-budget=5000", "--dump-dom", driven.as_uri())
+    assert _console(proc.stderr) == []
+    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
+    assert m is not None, proc.stdout[-2000:]
+    out = json.loads(htmllib.unescape(m.group(1)))
+    assert out["descending"] == ["ok", "xfailed", "xpassed", "failed", "error"]
+    assert out["rowClasses"][1] == "rb-row st-xfailed"
+    assert out["xfailed"] == ["q2"]
+    assert out["summary"].endswith(", expected failure")
+    assert "expected failure (xfailed) known hard" in out["drill"]
+    assert "XFAIL ndcg@10 = 0.1000" in out["drill"]
+    assert not re.search(r"(?<!X)FAIL", out["drill"])
+    assert out["thresholds"] == ["xfail"]
