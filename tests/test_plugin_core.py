@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,23 @@ def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suit
     assert "Traceback" not in result.stdout.str()
 
 
+def _suite_with_retriever(pytester, mini_suite, name: str, methods: str) -> None:
+    """A module ``name`` with a retriever class (``index`` plus ``methods``, indented as a
+    class body) and a k=3 suite using it under the same name."""
+    pytester.makepyfile(**{name: f"""
+        class Retriever:
+            def index(self, corpus):
+                pass
+{textwrap.indent(textwrap.dedent(methods), " " * 12)}
+    """})
+    mini_suite(f"""
+        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        retrievers: {{{name}: {{type: "{name}:Retriever"}}}}
+        metrics: [ndcg@3]
+        k: 3
+    """)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -135,18 +153,9 @@ def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suit
     ],
 )
 def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, body, message):
-    pytester.makepyfile(bad=f"""
-        class Bad:
-            def index(self, corpus):
-                pass
+    _suite_with_retriever(pytester, mini_suite, "bad", f"""
             def retrieve(self, query, k):
                 {body}
-    """)
-    mini_suite("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {bad: {type: "bad:Bad"}}
-        metrics: [ndcg@3]
-        k: 3
     """)
     result = pytester.runpytest(SUITE, "-k", "q1")
     result.assert_outcomes(errors=1)
@@ -155,21 +164,12 @@ def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, bo
 
 def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
     # Lists for pairs, int and numpy scores, and scores whose sum overflows are all valid.
-    pytester.makepyfile(odd="""
-        import numpy as np
-        class Odd:
-            def index(self, corpus):
-                pass
+    _suite_with_retriever(pytester, mini_suite, "odd", """
             def retrieve(self, query, k):
+                import numpy as np
                 if query.startswith("milk"):
                     return [("d2", 1e308), ("d1", 1e308)]
                 return [["d1", 2], ("d2", np.float32(1.5))]
-    """)
-    mini_suite("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {odd: {type: "odd:Odd"}}
-        metrics: [ndcg@3]
-        k: 3
     """)
     result = pytester.runpytest(SUITE, "--ragbench-out", "out")
     result.assert_outcomes(passed=5)
