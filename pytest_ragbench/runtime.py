@@ -43,6 +43,7 @@ from .metrics.retrieval import parse_metric, trec_order
 from .metrics.spec import CaseResult, MetricSpec
 from .records import SCHEMA_VERSION, clean_float
 from .registry import BuildContext, Registry
+from .retrievers.hits import RankedHits
 from .suite import Suite
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
@@ -189,10 +190,15 @@ class SuiteRuntime:
         """
         if not hits:
             return []
-        row_types = set(map(type, hits))
-        if not row_types <= {tuple, list} or set(map(len, hits)) != {2}:
-            return None
-        ids, scores = zip(*hits, strict=True)
+        if isinstance(hits, RankedHits):
+            ids, scores = hits.ids, hits.scores
+            reusable = False
+        else:
+            row_types = set(map(type, hits))
+            if not row_types <= {tuple, list} or set(map(len, hits)) != {2}:
+                return None
+            ids, scores = zip(*hits, strict=True)
+            reusable = row_types == {tuple}
         if set(map(type, ids)) != {str} or set(map(type, scores)) != {float}:
             return None
         unique = set(ids)
@@ -202,7 +208,7 @@ class SuiteRuntime:
         # slow path, which accepts them.
         if not math.isfinite(sum(scores)):
             return None
-        return list(hits) if row_types == {tuple} else list(zip(ids, scores, strict=True))
+        return list(hits) if reusable else list(zip(ids, scores, strict=True))
 
     def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
         """A record for one case with every field present and nothing measured yet."""

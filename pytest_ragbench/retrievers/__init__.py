@@ -15,7 +15,8 @@ class Retriever(Protocol):
     """What the plugin needs of a retriever.
 
     ``index`` is called once per process with the whole corpus; ``retrieve`` returns up to ``k``
-    ``(doc_id, score)`` pairs, best first. A retriever may also offer
+    ``(doc_id, score)`` pairs, best first: a list, or any sequence of pairs such as
+    :class:`~pytest_ragbench.retrievers.hits.RankedHits`. A retriever may also offer
     ``retrieve_many(queries, k) -> list[list[Hit]]`` for batching, ``retrieve_case(query, k)``
     taking the whole :class:`~pytest_ragbench.datasets.Query` (id and labels; preferred when
     present, e.g. by the ``run`` retriever) and ``close()``; async variants
@@ -24,4 +25,4 @@ class Retriever(Protocol):
 
     def index(self, corpus: Sequence[Document]) -> None: ...
 
-    def retrieve(self, query: str, k: int) -> list[Hit]: ...
+    def retrieve(self, query: str, k: int) -> Sequence[Hit]: ...

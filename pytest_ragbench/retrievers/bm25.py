@@ -44,6 +44,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..datasets import Document, update_hash_with_documents
+from .hits import RankedHits
 from .tokenize import Tokenizer
 
 ENGINES: tuple[str, ...] = ("sparse", "rank_bm25")
@@ -355,10 +356,10 @@ class BM25Retriever:
         m.sum_duplicates()
         return m
 
-    def _top(self, scores: np.ndarray, docs: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def _top(self, scores: np.ndarray, docs: np.ndarray, k: int) -> RankedHits:
         """The best ``k`` of ``scores``/``docs`` as hits; ``docs`` must be ascending."""
         if k == 0 or len(scores) == 0:
-            return []
+            return RankedHits([], [])
         if len(scores) > k:
             # Keep everything tied with the k-th best so the id tie-break below decides.
             kth = scores[np.argpartition(scores, len(scores) - k)[len(scores) - k]]
@@ -383,12 +384,11 @@ class BM25Retriever:
             key += order
             key.sort()
             order = key % n
-        # Converting whole arrays with tolist() is several times faster than a per-hit loop,
-        # which matters at k=1000.
-        ids = self._id_array[docs[order[:k]]].tolist()
-        return list(zip(ids, ranked[:k].tolist(), strict=True))
+        # Whole arrays through tolist(), and no tuple per hit (RankedHits): at k=1000 that
+        # packaging would cost more than the scoring.
+        return RankedHits(self._id_array[docs[order[:k]]].tolist(), ranked[:k].tolist())
 
-    def retrieve(self, query: str, k: int) -> list[tuple[str, float]]:
+    def retrieve(self, query: str, k: int) -> RankedHits:
         """The ``k`` best ``(doc_id, score)`` pairs for ``query``, best first (module docs)."""
         self._check_ready(k)
         if self.engine == "rank_bm25":
@@ -441,7 +441,7 @@ class BM25Retriever:
             scores, docs = scores[nonzero], docs[nonzero]
         return scores, docs
 
-    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[RankedHits]:
         """:meth:`retrieve` for each query, batched into sparse matrix products."""
         self._check_ready(k)
         if isinstance(queries, str):
@@ -454,7 +454,7 @@ class BM25Retriever:
         # Entries each query can produce at most: the postings of its terms.
         postings = np.diff(weights.indptr)
         cost = np.asarray(qm @ postings.astype(np.float64)).ravel()
-        results: list[list[tuple[str, float]]] = []
+        results: list[RankedHits] = []
         start = 0
         while start < len(queries):
             stop, total = start + 1, cost[start]
@@ -469,9 +469,9 @@ class BM25Retriever:
             start = stop
         return results
 
-    def _retrieve_rank_bm25(self, query: str, k: int) -> list[tuple[str, float]]:
+    def _retrieve_rank_bm25(self, query: str, k: int) -> RankedHits:
         if self._okapi is None:
-            return []
+            return RankedHits([], [])
         scores = np.asarray(self._okapi.get_scores(self.tokenizer(query)), dtype=np.float64)
         docs = (scores != 0).nonzero()[0]
         return self._top(scores[docs], docs, k)
