@@ -150,6 +150,8 @@ def _suite_with_retriever(pytester, mini_suite, name: str, methods: str) -> None
          "result 1 is ('d2', 0.5, 'x'), expected a (doc_id, score) pair"),
         ("return [('d2', 1.0), ('d1', float('-inf'))]",
          "returned a non-finite score (-inf) for 'd1'"),
+        ("from pytest_ragbench.retrievers.hits import RankedHits; "
+         "return RankedHits(['d2', 'd2'], [1.0, 0.5])", "returned document 'd2' twice"),
     ],
 )
 def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, body, message):
