@@ -263,6 +263,7 @@ class RagbenchSession:
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any]) -> None:
         from .history import HistoryError
+        from .plugin import STATE_KEY
         from .report.html import write_html
         from .report.rerender import history_from_db, history_from_runs
 
@@ -274,12 +275,15 @@ class RagbenchSession:
         except (HistoryError, OSError, ValueError) as exc:
             self.messages.append(f"ragbench: report trends left out: {exc}")
         records = list(self.records.values())
-        path = write_html(run_dir / "report.html", summary, records, history=history)
+        cache = self.config.stash[STATE_KEY].cache_dir()
+        template_cache = cache / "templates" if cache is not None else None
+        path = write_html(run_dir / "report.html", summary, records, history=history,
+                          template_cache=template_cache)
         self.messages.append(f"report: {path}")
         extra = self.config.getoption("ragbench_html")
         if extra:
             dest = write_html(self.config.invocation_params.dir / extra, summary, records,
-                              history=history)
+                              history=history, template_cache=template_cache)
             self.messages.append(f"report: {dest}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

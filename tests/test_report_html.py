@@ -544,3 +544,32 @@ def test_sparse_summaries_still_render() -> None:
     assert "Suite suites/s.yaml" in html  # the id stands in for a missing name
     assert "0.5000" in html and "question q1" in html
     assert "No suite results in this run." in render_html({}, [])
+
+
+def test_compiled_template_is_cached_and_renders_the_same(
+    records: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    summary = make_summary(records)
+    plain = render_html(summary, records)
+    cache = tmp_path / "templates"
+    assert render_html(summary, records, template_cache=cache) == plain
+    entries = list(cache.glob("__jinja2_*.cache"))
+    assert entries, "no compiled template was stored"
+    stamps = [p.stat().st_mtime_ns for p in entries]
+    # The second render loads the stored code instead of compiling (and rewriting) it.
+    assert render_html(summary, records, template_cache=cache) == plain
+    assert [p.stat().st_mtime_ns for p in entries] == stamps
+
+
+def test_the_session_keeps_compiled_templates_in_the_pytest_cache(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(rbret_html=RETRIEVER)
+    pytester.syspathinsert()
+    pytester.makefile(".ragbench.yaml", s=SUITE)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest("-p", "no:randomly", "s.ragbench.yaml")
+    result.assert_outcomes(passed=3)
+    cached = list((pytester.path / ".pytest_cache" / "d" / "ragbench" / "templates")
+                  .glob("__jinja2_*.cache"))
+    assert cached

@@ -727,11 +727,17 @@ def _run_items(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
-def _environment() -> jinja2.Environment:
+def _environment(template_cache: Path | None = None) -> jinja2.Environment:
+    # Compiling the template costs tens of milliseconds per run; jinja2's bytecode cache keys
+    # each entry by the template source and the Python version, so a stale entry is never used.
+    cache = None
+    if template_cache is not None:
+        template_cache.mkdir(parents=True, exist_ok=True)
+        cache = jinja2.FileSystemBytecodeCache(str(template_cache))
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_ragbench.report", _TEMPLATES),
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.StrictUndefined, bytecode_cache=cache,
     )
     env.globals.update(fmt=fmt, fmt_p=fmt_p, heat=heat)
     return env
@@ -747,6 +753,7 @@ def render_html(
     *,
     history: Sequence[Mapping[str, Any]] | None = None,
     doc_text: Mapping[str, str] | None = None,
+    template_cache: Path | None = None,
 ) -> str:
     """Render the report of one run as a self-contained HTML page.
 
@@ -754,7 +761,8 @@ def render_html(
     ``baseline``); ``records`` are the run's per-case records. ``history`` lists earlier runs as
     ``{"run_id", "finished", "means": {"SUITE/RETRIEVER/METRIC": value}}`` (SUITE is the suite
     id or name) and adds trend sparklines; ``doc_text`` maps document ids to their text and adds
-    snippets to the drill-downs.
+    snippets to the drill-downs. ``template_cache`` is a folder for compiled templates
+    (jinja2's bytecode cache), reused by later runs.
     """
     groups = group_records(records)
     suite_summaries = [_normal_suite(s) for s in summary.get("suites") or []]
@@ -794,7 +802,7 @@ def render_html(
     verdict = "failed" if not passed else ("passed" if gates or baseline_rows else "none")
     script = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    env = _environment()
+    env = _environment(template_cache)
     return env.get_template("report.html.j2").render(
         run=run, run_items=_run_items(run), partial=bool(run.get("partial")),
         verdict=verdict, gates=gates, baseline=baseline, baseline_rows=baseline_rows,
@@ -812,9 +820,11 @@ def write_html(
     *,
     history: Sequence[Mapping[str, Any]] | None = None,
     doc_text: Mapping[str, str] | None = None,
+    template_cache: Path | None = None,
 ) -> Path:
     """Render with :func:`render_html` and write atomically to ``path``; returns ``path``."""
-    html = render_html(summary, records, history=history, doc_text=doc_text)
+    html = render_html(summary, records, history=history, doc_text=doc_text,
+                       template_cache=template_cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")
