@@ -216,7 +216,7 @@ class RetrieverHandle:
         """Checked ``(doc_id, score)`` hits for a case (or a bare text), best first."""
         q = query if isinstance(query, Query) else Query(id="", text=str(query))
         hits, _ = self.runtime.retrieve_hits(self.name, q, k)
-        return hits
+        return list(hits)
 
     def __repr__(self) -> str:
         return f"RetrieverHandle({self.runtime.suite_id}::{self.name})"

@@ -88,7 +88,7 @@ class SuiteRuntime:
         self._pipeline: Any = None
         self._pipeline_error: CaseError | None = None
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
-        self._retrieved: dict[tuple[str, str], tuple[list[tuple[str, float]], float]] = {}
+        self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
 
     @property
@@ -142,12 +142,12 @@ class SuiteRuntime:
         self._retrievers[name] = instance
         return instance
 
-    def check_hits(self, name: str, hits: Any, k: int) -> list[tuple[str, float]]:
+    def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""
         _ = self.dataset
         return self._check_hits(name, hits, k)
 
-    def _check_hits(self, name: str, hits: Any, k: int) -> list[tuple[str, float]]:
+    def _check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         if not isinstance(hits, Sequence) or isinstance(hits, str | bytes):
             raise CaseError("retrieve", f"retriever {name!r} returned {type(hits).__name__}, "
                                         "expected a list of (doc_id, score) pairs")
@@ -180,25 +180,24 @@ class SuiteRuntime:
             out.append((doc_id, score))
         return out
 
-    def _check_hits_fast(self, hits: Sequence[Any]) -> list[tuple[str, float]] | None:
+    def _check_hits_fast(self, hits: Sequence[Any]) -> Sequence[tuple[str, float]] | None:
         """The checked hits when every hit is a valid ``(str, float)`` pair, else None.
 
         Whole-list operations in C instead of a Python loop per hit: the loop costs more than
         a fast retriever's whole query at k=1000. None sends the caller to the per-hit loop,
         which accepts what this path does not bother with (ints, numpy scalars) and names
-        the first bad hit.
+        the first bad hit. A :class:`RankedHits` comes back as it is: consumers read pairs by
+        iterating, so its tuples are made one at a time and dropped, never k at once.
         """
         if not hits:
             return []
         if isinstance(hits, RankedHits):
             ids, scores = hits.ids, hits.scores
-            reusable = False
         else:
             row_types = set(map(type, hits))
             if not row_types <= {tuple, list} or set(map(len, hits)) != {2}:
                 return None
             ids, scores = zip(*hits, strict=True)
-            reusable = row_types == {tuple}
         if set(map(type, ids)) != {str} or set(map(type, scores)) != {float}:
             return None
         unique = set(ids)
@@ -208,7 +207,9 @@ class SuiteRuntime:
         # slow path, which accepts them.
         if not math.isfinite(sum(scores)):
             return None
-        return list(hits) if reusable else list(zip(ids, scores, strict=True))
+        if isinstance(hits, RankedHits):
+            return hits
+        return list(hits) if row_types == {tuple} else list(zip(ids, scores, strict=True))
 
     def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
         """A record for one case with every field present and nothing measured yet."""
@@ -290,7 +291,7 @@ class SuiteRuntime:
         return self._timed(name, lambda: retriever.retrieve(query.text, k))
 
     def retrieve_hits(self, retriever_name: str, query: Query,
-                      k: int | None = None) -> tuple[list[tuple[str, float]], float]:
+                      k: int | None = None) -> tuple[Sequence[tuple[str, float]], float]:
         """Checked hits and latency (ms) of one retrieval, outside any case record.
 
         Raises :class:`CaseError` like a case would record it.
@@ -305,7 +306,7 @@ class SuiteRuntime:
         """What metrics see of one retrieval."""
         _ = self.dataset
         return CaseResult(
-            ranked=tuple(trec_order(list(hits))), scores=dict(hits), k=self.suite.k,
+            ranked=tuple(trec_order(hits)), scores=dict(hits), k=self.suite.k,
             latency_ms=latency_ms, documents=self._documents, run_start=self.ctx.run_start,
         )
 
