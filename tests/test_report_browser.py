@@ -110,7 +110,9 @@ def test_script_runs_and_renders_the_table(report: Path, tmp_path: Path) -> None
     assert not re.search(r"<html[^>]*data-pwned", dom)  # no injected handler ran
 
 
-DRIVER = """
+# The start of every driver script: the case table and helpers to read its columns. A driver
+# ends by writing its findings, as JSON, into <pre id="rb-test-out">.
+DRIVER_PRELUDE = """
 (() => {
   const out = {};
   const table = document.querySelector("table.rb-table");
@@ -118,6 +120,9 @@ DRIVER = """
   const keys = [...table.tHead.rows[0].cells].map((th) => th.getAttribute("data-key"));
   const rows = () => [...table.tBodies[0].querySelectorAll("tr.rb-row")];
   const column = (key) => rows().map((r) => r.cells[keys.indexOf(key)].textContent);
+"""
+
+DRIVER = DRIVER_PRELUDE + """
   const fire = (el, value, type) => { el.value = value; el.dispatchEvent(new Event(type)); };
   const sort = table.querySelector('th[data-key="m0"] button');
   sort.click();
@@ -159,15 +164,28 @@ DRIVER = """
 """
 
 
-def _with_driver(report: Path, dest: Path) -> Path:
-    """The report plus the driver script, allowed by its hash like the report's own."""
+def _with_driver(report: Path, dest: Path, driver: str = DRIVER) -> Path:
+    """The report plus a driver script, allowed by its hash like the report's own."""
     page = report.read_text(encoding="utf-8")
-    digest = base64.b64encode(hashlib.sha256(DRIVER.encode()).digest()).decode()
+    digest = base64.b64encode(hashlib.sha256(driver.encode()).digest()).decode()
     assert page.count("script-src ") == 1
     page = page.replace("script-src ", f"script-src &#39;sha256-{digest}&#39; ", 1)
-    page = page.replace("</body>", f"<script>{DRIVER}</script></body>", 1)
+    page = page.replace("</body>", f"<script>{driver}</script></body>", 1)
     dest.write_text(page, encoding="utf-8")
     return dest
+
+
+def _drive(report: Path, tmp_path: Path,
+           driver: str = DRIVER) -> tuple[dict[str, Any], str]:
+    """Open the report with ``driver`` in headless Chromium: what the driver wrote, and the
+    final DOM."""
+    page = _with_driver(report, tmp_path / "driven.html", driver)
+    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0",
+                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert _console(proc.stderr) == []
+    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
+    assert m is not None, proc.stdout[-2000:]
+    return json.loads(htmllib.unescape(m.group(1))), proc.stdout
 
 
 def _numbers(cells: list[str]) -> list[float]:
@@ -175,13 +193,7 @@ def _numbers(cells: list[str]) -> list[float]:
 
 
 def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
-    page = _with_driver(report, tmp_path / "driven.html")
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0",
-                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
-    assert _console(proc.stderr) == []
-    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
-    assert m is not None, proc.stdout[-2000:]
-    out = json.loads(htmllib.unescape(m.group(1)))
+    out, dom = _drive(report, tmp_path)
     asc, desc = _numbers(out["asc"]), _numbers(out["desc"])
     assert len(asc) == len(desc) == PAGE_SIZE
     assert asc == sorted(asc) and asc[0] == 0.0
@@ -198,7 +210,7 @@ def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
     assert out["drillImages"] == 0
     assert "answer " + PWN in out["drill"]
     assert "retrieved" in out["drill"] and "document one" not in out["drill"]
-    assert not re.search(r"<html[^>]*data-pwned", proc.stdout)
+    assert not re.search(r"<html[^>]*data-pwned", dom)
 
 
 def _png_size_and_pixels(path: Path) -> tuple[int, int, bytes]:

@@ -4,17 +4,14 @@ summary, the summary counts and the CSV show it as xfailed / xpassed, not as a f
 
 from __future__ import annotations
 
-import base64
 import csv
-import hashlib
-import html as htmllib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_browser import CHROMIUM, _console, _run_chromium
+from test_report_browser import CHROMIUM, DRIVER_PRELUDE, _drive
 from test_report_html import data_block, make_record, make_summary
 
 from pytest_ragbench.aggregate import summarize_run
@@ -193,14 +190,7 @@ def test_report_of_records_without_the_field_is_unchanged() -> None:
 
 # -- the page's script ------------------------------------------------------------------------
 
-DRIVER = """
-(() => {
-  const out = {};
-  const table = document.querySelector("table.rb-table");
-  const section = table.closest(".rb-cases");
-  const keys = [...table.tHead.rows[0].cells].map((th) => th.getAttribute("data-key"));
-  const rows = () => [...table.tBodies[0].querySelectorAll("tr.rb-row")];
-  const column = (key) => rows().map((r) => r.cells[keys.indexOf(key)].textContent);
+DRIVER = DRIVER_PRELUDE + """
   const sort = table.querySelector('th[data-key="status"] button');
   sort.click();
   sort.click();
@@ -232,18 +222,7 @@ def test_script_sorts_filters_and_explains_expected_failures(tmp_path: Path) -> 
     recs = xfail_run()
     summary = summarize_run(recs, {})
     report = write_html(tmp_path / "report.html", summary, recs)
-    page = report.read_text(encoding="utf-8")
-    digest = base64.b64encode(hashlib.sha256(DRIVER.encode()).digest()).decode()
-    page = page.replace("script-src ", f"script-src &#39;sha256-{digest}&#39; ", 1)
-    page = page.replace("</body>", f"<script>{DRIVER}</script></body>", 1)
-    driven = tmp_path / "driven.html"
-    driven.write_text(page, encoding="utf-8")
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0",
-                         "--virtual-time-budget=5000", "--dump-dom", driven.as_uri())
-    assert _console(proc.stderr) == []
-    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
-    assert m is not None, proc.stdout[-2000:]
-    out = json.loads(htmllib.unescape(m.group(1)))
+    out, _ = _drive(report, tmp_path, DRIVER)
     assert out["descending"] == ["ok", "xfailed", "xpassed", "failed", "error"]
     assert out["rowClasses"][1] == "rb-row st-xfailed"
     assert out["xfailed"] == ["q2"]
