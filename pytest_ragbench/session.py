@@ -187,6 +187,12 @@ class RagbenchSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
+        from .plugin import STATE_KEY
+
+        # Every item and fixture is done (this hook runs last): let the indexes and datasets
+        # go before aggregating, so the garbage collections that the aggregation's
+        # allocations trigger walk a smaller heap.
+        self.config.stash[STATE_KEY].close_runtimes()
         from .aggregate import summarize_run
         from .baseline import BaselineError, make_baseline, save_baseline
         from .compare import Overrides, compare_docs, gate_failure_line, load_side
