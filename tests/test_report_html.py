@@ -573,3 +573,21 @@ def test_the_session_keeps_compiled_templates_in_the_pytest_cache(
     cached = list((pytester.path / ".pytest_cache" / "d" / "ragbench" / "templates")
                   .glob("__jinja2_*.cache"))
     assert cached
+
+
+def test_an_unusable_template_cache_never_costs_the_report(
+    records: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = make_summary(records)
+    plain = render_html(summary, records)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert render_html(summary, records, template_cache=blocker / "templates") == plain
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tempfile.NamedTemporaryFile", full_disk)
+    cache = tmp_path / "templates"
+    assert render_html(summary, records, template_cache=cache) == plain
+    assert not list(cache.glob("__jinja2_*"))

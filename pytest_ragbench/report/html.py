@@ -24,6 +24,7 @@ Nothing here imports pytest.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -727,13 +728,26 @@ def _run_items(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+class _BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """jinja2's file cache of compiled templates, where a write that fails (read-only or full
+    disk) is skipped: the cache only saves time, and must never cost the report."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
 def _environment(template_cache: Path | None = None) -> jinja2.Environment:
     # Compiling the template costs tens of milliseconds per run; jinja2's bytecode cache keys
     # each entry by the template source and the Python version, so a stale entry is never used.
     cache = None
     if template_cache is not None:
-        template_cache.mkdir(parents=True, exist_ok=True)
-        cache = jinja2.FileSystemBytecodeCache(str(template_cache))
+        try:
+            template_cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        else:
+            cache = _BestEffortBytecodeCache(str(template_cache))
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("pytest_ragbench.report", _TEMPLATES),
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
