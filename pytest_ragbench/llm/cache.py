@@ -354,7 +354,29 @@ def _free(completion: Completion) -> Completion:
     )
 
 
-class CachedLLM:
+class _CachedComponent:
+    """What :class:`CachedLLM` and :class:`CachedEmbedder` share: the wrapped component, the
+    cache, the identity their keys are built from, and the requests in flight."""
+
+    def __init__(
+        self,
+        inner: Any,
+        cache: ResponseCache,
+        *,
+        provider_id: ProviderId | str,
+        template_version: str = "",
+    ) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.provider_id = _provider(provider_id)
+        self.template_version = template_version
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r}, {self.cache!r})"
+
+
+class CachedLLM(_CachedComponent):
     """An :class:`~pytest_ragbench.llm.base.LLM` that answers from a :class:`ResponseCache`.
 
     Args:
@@ -369,22 +391,8 @@ class CachedLLM:
     ``inner`` (whatever the cache mode, except ``"off"``, which passes every call through).
     """
 
-    def __init__(
-        self,
-        inner: LLM,
-        cache: ResponseCache,
-        *,
-        provider_id: ProviderId | str,
-        template_version: str = "",
-    ) -> None:
-        self.inner = inner
-        self.cache = cache
-        self.provider_id = _provider(provider_id)
-        self.template_version = template_version
-        self._inflight: dict[str, asyncio.Future[Completion]] = {}
-
-    def __repr__(self) -> str:
-        return f"CachedLLM({self.inner!r}, {self.cache!r})"
+    inner: LLM
+    _inflight: dict[str, asyncio.Future[Completion]]
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         """The cached reply if there is one, else the inner provider's (then stored)."""
@@ -425,7 +433,7 @@ class CachedLLM:
         return completion
 
 
-class CachedEmbedder:
+class CachedEmbedder(_CachedComponent):
     """An :class:`~pytest_ragbench.llm.base.Embedder` caching one vector per text.
 
     Only the texts missing from the cache go to ``inner`` (in one call); texts being embedded
@@ -433,22 +441,8 @@ class CachedEmbedder:
     as for :class:`CachedLLM`.
     """
 
-    def __init__(
-        self,
-        inner: Embedder,
-        cache: ResponseCache,
-        *,
-        provider_id: ProviderId | str,
-        template_version: str = "",
-    ) -> None:
-        self.inner = inner
-        self.cache = cache
-        self.provider_id = _provider(provider_id)
-        self.template_version = template_version
-        self._inflight: dict[str, asyncio.Future[np.ndarray]] = {}
-
-    def __repr__(self) -> str:
-        return f"CachedEmbedder({self.inner!r}, {self.cache!r})"
+    inner: Embedder
+    _inflight: dict[str, asyncio.Future[np.ndarray]]
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for ``texts``, float32 ``(n, d)``, from the cache where possible."""
