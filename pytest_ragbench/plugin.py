@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import json
 import time
@@ -87,6 +88,7 @@ class RagbenchState:
         self._markers: set[str] = set()
         self._registered: set[tuple[str, str]] = set()
         self._components: dict[tuple[str, str], Any] = {}
+        self._froze_heap = False
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -174,6 +176,25 @@ class RagbenchState:
             self._markers.add(name)
             self.config.addinivalue_line("markers", f"{name}: ragbench query attribute")
 
+    def freeze_heap(self) -> None:
+        """Exempt every object alive now from the cyclic garbage collector until :meth:`thaw_heap`.
+
+        After collection the heap holds the interpreter's modules, the items and the suites'
+        datasets, and it lives for the whole run. Each full collection walks all of it: pytest
+        alone forces two at its end, and the automatic ones triggered by the index build and
+        the records cost as much again (about 0.1 s on NFCorpus, 15% of the run). Frozen objects
+        are still freed by reference counting; only cycles among them wait for the thaw.
+        """
+        if not self._froze_heap:
+            gc.freeze()
+            self._froze_heap = True
+
+    def thaw_heap(self) -> None:
+        """Hand the frozen objects back to the collector (a no-op when nothing was frozen)."""
+        if self._froze_heap:
+            gc.unfreeze()
+            self._froze_heap = False
+
     def close_runtimes(self) -> None:
         """Close and drop every suite runtime (retrievers, indexes, datasets)."""
         for rt in self._runtimes.values():
@@ -229,6 +250,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("ragbench_embedder", type="string", default="",
                   help="embedder for the ragbench_embedder fixture: a type name or a JSON "
                        "mapping")
+    parser.addini("ragbench_gc_freeze", type="bool", default=True,
+                  help="exempt the heap built by collection from Python's cyclic garbage "
+                       "collector until the run ends, when ragbench cases were collected "
+                       "(faster; set false if your tests rely on collecting cycles created "
+                       "before the first test)")
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:
@@ -254,6 +280,10 @@ def pytest_configure(config: pytest.Config) -> None:
                    "ragbench_llm and ragbench_embedder fixtures build")
     state = RagbenchState(config)
     config.stash[STATE_KEY] = state
+    # Cleanups run last-in first-out and this hook runs before pytest's own plugins' (they
+    # registered earlier), so the thaw comes after pytest's closing garbage collections: those
+    # stay cheap, and a process that runs pytest again (pytester, an IDE) gets its heap back.
+    config.add_cleanup(state.thaw_heap)
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")
@@ -317,6 +347,13 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile 
     if is_suite_file(file_path) or file_path.resolve() in state.explicit:
         return SuiteFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.getini("ragbench_gc_freeze") and any(
+            isinstance(item, CaseItem) for item in session.items):
+        session.config.stash[STATE_KEY].freeze_heap()
 
 
 @pytest.hookimpl(wrapper=True)

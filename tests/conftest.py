@@ -78,6 +78,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def latest_run(root: Path) -> Path:
+    """The newest run folder under the default output root."""
+    return (root / ".ragbench" / "runs" / "latest").resolve()
+
+
 @pytest.fixture
 def mini_suite(pytester: pytest.Pytester):
     """Write the mini dataset, a retriever module and a suite; returns a writer for variants."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from pathlib import Path
 
 import pytest
-from conftest import BASE_INI
+from conftest import BASE_INI, latest_run
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -22,10 +21,6 @@ def summary_section(lines: list[str]) -> list[str]:
             break
         out.append(line)
     return out
-
-
-def latest_run(root: Path) -> Path:
-    return (root / ".ragbench" / "runs" / "latest").resolve()
 
 
 def test_collects_one_item_per_query_and_retriever(pytester, mini_suite):

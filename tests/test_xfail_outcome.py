@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import latest_run
 from test_report_browser import CHROMIUM, DRIVER_PRELUDE, _drive
 from test_report_html import data_block, make_record, make_summary
 
@@ -21,10 +22,6 @@ from pytest_ragbench.report.html import render_html, write_html
 SUITE = "--ragbench=suite.yaml"
 # q4's only relevant document is dropped, so it misses the recall threshold; q1 passes it.
 KNOWN = "thresholds: {recall@10: 0.5}\nxfail: {q4: known miss, q1: listed but fine}\n"
-
-
-def latest_run(root: Path) -> Path:
-    return (root / ".ragbench" / "runs" / "latest").resolve()
 
 
 def run_records(run: Path) -> dict[str, dict[str, Any]]:

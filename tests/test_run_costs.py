@@ -1,0 +1,136 @@
+"""What a run pays for beyond its cases: the garbage collector, optional modules, run metadata."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import BASE_INI, latest_run
+
+SUITE = "--ragbench=suite.yaml"
+
+# Reports, per item, how many objects the collector had frozen when the item ran.
+FREEZE_PROBE = """
+import gc
+
+def pytest_runtest_setup(item):
+    item.config._freeze_counts = getattr(item.config, "_freeze_counts", [])
+    item.config._freeze_counts.append(gc.get_freeze_count())
+
+def pytest_terminal_summary(terminalreporter):
+    counts = getattr(terminalreporter.config, "_freeze_counts", [])
+    terminalreporter.write_line(f"FROZEN {min(counts) if counts else -1}")
+"""
+
+
+def _frozen_during_run(result: pytest.RunResult) -> int:
+    line = next(x for x in result.outlines if x.startswith("FROZEN "))
+    return int(line.split()[1])
+
+
+def test_the_collected_heap_is_frozen_during_the_cases_and_thawed_after(pytester, mini_suite):
+    mini_suite()
+    pytester.makeconftest(FREEZE_PROBE)
+    before = gc.get_freeze_count()
+    result = pytester.runpytest(SUITE, "--ragbench-no-output")
+    result.assert_outcomes(passed=5)
+    assert _frozen_during_run(result) > before
+    # An in-process run (pytester, an IDE) gets every object back for the collector.
+    assert gc.get_freeze_count() == before
+
+
+def test_heap_freezing_can_be_switched_off(pytester, mini_suite):
+    mini_suite()
+    pytester.makeconftest(FREEZE_PROBE)
+    before = gc.get_freeze_count()
+    result = pytester.runpytest(SUITE, "--ragbench-no-output", "-o", "ragbench_gc_freeze=false")
+    result.assert_outcomes(passed=5)
+    assert _frozen_during_run(result) == before
+
+
+def test_a_run_without_ragbench_cases_leaves_the_collector_alone(pytester):
+    pytester.makeconftest(FREEZE_PROBE)
+    pytester.makeini(BASE_INI)
+    pytester.makepyfile(test_plain="def test_one():\n    pass\n")
+    before = gc.get_freeze_count()
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert _frozen_during_run(result) == before
+
+
+OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.compare", "pytest_ragbench.history",
+                    "pytest_ragbench.baseline")
+MODULE_PROBE = f"""
+import sys
+
+def pytest_terminal_summary(terminalreporter):
+    loaded = sorted(m for m in {OPTIONAL_MODULES!r} if m in sys.modules)
+    terminalreporter.write_line(f"LOADED {{loaded}}")
+"""
+
+
+def test_a_run_with_nothing_to_compare_or_keep_skips_baselines_and_history(pytester, mini_suite):
+    mini_suite()
+    pytester.makeconftest(MODULE_PROBE)
+    result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
+                                           "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["LOADED []"])
+
+
+def test_suite_gates_against_a_baseline_are_reported_as_skipped_without_one(pytester, mini_suite):
+    mini_suite(
+        "name: mini\n"
+        "dataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
+        "retrievers:\n  overlap:\n    type: overlap_retriever:Overlap\n"
+        "metrics: [ndcg@10, recall@10, mrr@10]\n"
+        'gates:\n  - "ndcg@10: drop <= 0.02"\n'
+    )
+    result = pytester.runpytest(SUITE)
+    assert result.ret == 0
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    skipped = [g for g in summary["gates"] if g.get("skipped")]
+    assert [(g["text"], g["note"]) for g in skipped] == [
+        ("ndcg@10: drop <= 0.02", "no baseline to compare with")]
+
+
+def test_a_command_line_gate_is_checked_without_a_baseline_or_outputs(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--ragbench-no-output", "--ragbench-gate",
+                                "ndcg@10 >= 1.01")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*gate failed*ndcg@10 = 1.0000, expected >= 1.01*"])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_run_records_the_commit_of_its_repository(pytester, mini_suite):
+    mini_suite()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=pytester.path, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q",
+        "--allow-empty", "-m", "x")
+    result = pytester.runpytest(SUITE)
+    assert result.ret == 0
+    run = json.loads((latest_run(pytester.path) / "summary.json").read_text())["run"]
+    assert run["git_commit"] == git("rev-parse", "HEAD")
+    assert run["versions"]["pytest-ragbench"] == __import__("pytest_ragbench").__version__
+    assert run["versions"]["pytest"] == pytest.__version__
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_outside_a_repository_the_commit_is_none(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--rootdir", str(pytester.path))
+    assert result.ret == 0
+    run = json.loads((latest_run(pytester.path) / "summary.json").read_text())["run"]
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=pytester.path, capture_output=True,
+                      check=False).returncode == 0:
+        pytest.skip("the temporary folder is inside a git repository")
+    assert run["git_commit"] is None
