@@ -15,7 +15,6 @@ import pytest
 
 from .errors import RagbenchError
 from .records import USER_PROPERTY, mark_expected_failure
-from .report.failure import format_case_failure
 
 if TYPE_CHECKING:
     from .plugin import RagbenchState
@@ -119,6 +118,8 @@ class CaseItem(pytest.Item):
             # Per-metric properties so --junitxml carries the scores.
             self.user_properties.append((f"{USER_PROPERTY}.{name}", value))
         if rec["status"] == "error":
+            from .report.failure import format_case_failure
+
             # pytrace=False: the record says what went wrong; a traceback of the plugin would not.
             pytest.fail(format_case_failure(rec), pytrace=False)
 
@@ -161,6 +162,8 @@ class CaseItem(pytest.Item):
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]
         if rec["status"] == "failed":
+            from .report.failure import format_case_failure
+
             pytest.fail(format_case_failure(rec), pytrace=False)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

@@ -335,9 +335,9 @@ class SuiteRuntime:
         rec["retrieved"] = [
             [d, clean_float(scores[d]), grades.get(d)] for d in result.ranked[: suite.record_depth]
         ]
-        got = set(result.ranked)
+        # ``scores`` has exactly the ranked ids as keys: no set of them is needed.
         rec["missed"] = sorted(
-            ([d, g] for d, g in grades.items() if g > 0 and d not in got),
+            ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
             key=lambda x: (-x[1], x[0]),
         )[: suite.record_depth]
         for m in suite.metrics:

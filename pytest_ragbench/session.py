@@ -7,6 +7,7 @@ aggregation path with or without pytest-xdist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -37,7 +38,10 @@ from .suite import Suite, is_suite_file
 # imported when a run has records: this module is loaded by every pytest run in an environment
 # with the plugin installed, and most of those runs collect no suite.
 
-_PACKAGES = ("pytest-ragbench", "pytest", "pytest-xdist", "numpy", "scipy", "rank-bm25", "httpx")
+# Distribution -> import name. A module already imported reports the version of the code that
+# actually ran (and costs nothing); the others are looked up in the installed metadata.
+_PACKAGES = {"pytest-ragbench": "pytest_ragbench", "pytest": "pytest", "pytest-xdist": "xdist",
+             "numpy": "numpy", "scipy": "scipy", "rank-bm25": "rank_bm25", "httpx": "httpx"}
 
 
 def _now() -> str:
@@ -50,17 +54,52 @@ def new_run_id() -> str:
 
 
 def git_commit(cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    """The commit checked out at ``cwd``, or None (not a repository, no git)."""
+    return GitCommitLookup(cwd).result()
+
+
+class GitCommitLookup:
+    """``git rev-parse HEAD`` started now and read later, so it runs beside the cases."""
+
+    def __init__(self, cwd: Path) -> None:
+        self._value: str | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        try:
+            self._proc = subprocess.Popen(
+                ["git", "rev-parse", "HEAD"], cwd=cwd, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        except (OSError, subprocess.SubprocessError):
+            self._proc = None
+
+    def result(self, timeout: float = 5.0) -> str | None:
+        """The commit id; None when git failed or took longer than ``timeout`` seconds."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                return None
+            self._value = (out.strip() or None) if proc.returncode == 0 else None
+        return self._value
+
+    def cancel(self) -> None:
+        """Stop and reap the process if it is still running (a run that ended early)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.communicate()
 
 
 def package_versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for name in _PACKAGES:
+    for name, module_name in _PACKAGES.items():
+        module_version = getattr(sys.modules.get(module_name), "__version__", None)
+        if isinstance(module_version, str):
+            out[name] = module_version
+            continue
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -88,6 +127,7 @@ class RagbenchSession:
             (config.invocation_params.dir / out) if out else config.rootpath / ".ragbench" / "runs"
         )
         self.write_files = not config.getoption("ragbench_no_output")
+        self._git: GitCommitLookup | None = None
 
     # -- arriving results ------------------------------------------------------------------
 
@@ -102,6 +142,9 @@ class RagbenchSession:
         if nodeid in self.records:
             return
         self.records[nodeid] = rec
+        if self._git is None:
+            # Asked at the first result, not at start-up: runs without cases never spawn git.
+            self._git = GitCommitLookup(self.config.rootpath)
         if self.write_files:
             if self._appender is None:
                 self._appender = JsonlAppender(self._run_dir() / CASES_JSONL)
@@ -166,7 +209,7 @@ class RagbenchSession:
             "cwd": str(self.config.invocation_params.dir),
             "rootdir": str(self.config.rootpath),
             "suites": [str(p) for p in state.explicit],
-            "git_commit": git_commit(self.config.rootpath),
+            "git_commit": (self._git or GitCommitLookup(self.config.rootpath)).result(),
             "versions": package_versions(),
             "workers": getattr(self.config.option, "numprocesses", None),
             "exitstatus": int(exitstatus),
@@ -194,54 +237,47 @@ class RagbenchSession:
         # allocations trigger walk a smaller heap.
         self.config.stash[STATE_KEY].close_runtimes()
         from .aggregate import summarize_run
-        from .baseline import BaselineError, make_baseline, save_baseline
-        from .compare import Overrides, compare_docs, gate_failure_line, load_side
-        from .history import HistoryError, RunHistory
 
         suites = self._suites()
         summary = summarize_run(self.records.values(), suites)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": run})
-        self.failures += [gate_failure_line(g) for g in summary["gates"] if not g["passed"]]
-        current = make_baseline(summary, self.records.values(), run)
-        history = self.history_path()
+        failed = [g for g in summary["gates"] if not g["passed"]]
+        if failed:
+            from .compare import gate_failure_line
 
-        base_doc = None
+            self.failures += [gate_failure_line(g) for g in failed]
+
         spec = self.config.getoption("ragbench_baseline")
-        if spec:
-            try:
-                base_doc, label = load_side(str(spec), cwd=self.config.invocation_params.dir,
-                                            history=history)
-            except (BaselineError, HistoryError) as exc:
-                self.failures.append(f"ragbench: {exc}")
-            else:
-                summary["baseline"] = {"path": label, "spec": str(spec),
-                                       "baseline_run": base_doc.get("run", {}).get("id")}
-        overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
-                              gates=tuple(self.config.getoption("ragbench_gate") or ()))
-        try:
-            result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
-        except BaselineError as exc:
-            self.failures.append(f"ragbench: {exc}")
+        extra_gates = tuple(self.config.getoption("ragbench_gate") or ())
+        save_path = self.config.getoption("ragbench_save_baseline")
+        add_to_history = (self.write_files and not self.config.getoption("ragbench_no_history")
+                          and self.history_path() is not None)
+        # Without a baseline, command-line gates or gates stored with the suites there is
+        # nothing to compare, and without a baseline to save or a history to extend the
+        # per-query document is not needed: such runs skip both (and their imports).
+        needs_compare = bool(spec or extra_gates
+                             or any(s.get("gate_texts") for s in summary["suites"]))
+        if needs_compare or save_path or add_to_history:
+            current = self._compare(summary, run, spec, extra_gates, needs_compare)
+            if save_path:
+                from .baseline import save_baseline
+
+                dest = self.config.invocation_params.dir / save_path
+                save_baseline(dest, current)
+                self.messages.append(f"baseline saved to {dest}")
         else:
-            summary["gates"] += result["gates"]
-            summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
-            if base_doc is not None:
-                self.baseline_rows = result["rows"]
-                summary["baseline"].update(rows=result["rows"], suites=result["suites"])
-            self.failures += result["failures"]
+            current = None
         summary["passed"] = not self.failures
         self.summary = summary
 
-        save_path = self.config.getoption("ragbench_save_baseline")
-        if save_path:
-            dest = self.config.invocation_params.dir / save_path
-            save_baseline(dest, current)
-            self.messages.append(f"baseline saved to {dest}")
-
         if self.write_files:
             self._write_outputs(summary)
-            if not self.config.getoption("ragbench_no_history") and history is not None:
+            if add_to_history and current is not None:
+                from .history import HistoryError, RunHistory
+
+                history = self.history_path()
+                assert history is not None
                 try:
                     with RunHistory(history) as h:
                         h.append(current, passed=not self.failures)
@@ -249,6 +285,45 @@ class RagbenchSession:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _compare(self, summary: dict[str, Any], run: dict[str, Any], spec: Any,
+                 extra_gates: tuple[str, ...], needs_compare: bool) -> dict[str, Any]:
+        """Build this run's per-query document and, when asked, compare it with the baseline
+        and check the gates against it; results go into ``summary`` and the failures."""
+        from .baseline import BaselineError, make_baseline
+
+        current = make_baseline(summary, self.records.values(), run)
+        if not needs_compare:
+            return current
+        from .compare import Overrides, compare_docs
+        from .history import HistoryError
+
+        base_doc = None
+        if spec:
+            from .compare import load_side
+
+            try:
+                base_doc, label = load_side(str(spec), cwd=self.config.invocation_params.dir,
+                                            history=self.history_path())
+            except (BaselineError, HistoryError) as exc:
+                self.failures.append(f"ragbench: {exc}")
+            else:
+                summary["baseline"] = {"path": label, "spec": str(spec),
+                                       "baseline_run": base_doc.get("run", {}).get("id")}
+        overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
+                              gates=extra_gates)
+        try:
+            result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
+        except BaselineError as exc:
+            self.failures.append(f"ragbench: {exc}")
+            return current
+        summary["gates"] += result["gates"]
+        summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
+        if base_doc is not None:
+            self.baseline_rows = result["rows"]
+            summary["baseline"].update(rows=result["rows"], suites=result["suites"])
+        self.failures += result["failures"]
+        return current
 
     def _write_outputs(self, summary: dict[str, Any]) -> None:
         run_dir = self._run_dir()
@@ -327,6 +402,8 @@ class RagbenchSession:
     def pytest_unconfigure(self) -> None:
         if self._appender is not None:
             self._appender.close()
+        if self._git is not None:
+            self._git.cancel()
 
 
 def _point_latest(root: Path, run_id: str) -> None:
