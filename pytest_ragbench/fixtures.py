@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .datasets import Query
 from .errors import RagbenchError
 from .records import SCHEMA_VERSION, clean_float
 
 if TYPE_CHECKING:
+    from .datasets import Query
     from .plugin import RagbenchState
     from .runtime import SuiteRuntime
 
@@ -214,6 +214,8 @@ class RetrieverHandle:
 
     def retrieve(self, query: Query | str, k: int | None = None) -> list[tuple[str, float]]:
         """Checked ``(doc_id, score)`` hits for a case (or a bare text), best first."""
+        from .datasets import Query
+
         q = query if isinstance(query, Query) else Query(id="", text=str(query))
         hits, _ = self.runtime.retrieve_hits(self.name, q, k)
         return list(hits)

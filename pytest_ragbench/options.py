@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .gates import Tolerance, parse_gate_expression, parse_tolerance
+if TYPE_CHECKING:
+    from .gates import Tolerance
 
 
 def tolerance_arg(value: str) -> Tolerance:
     """argparse type for ``--ragbench-tolerance``: ``0.02`` or ``5%``."""
+    from .gates import parse_tolerance
+
     try:
         return parse_tolerance(value)
     except ValueError as exc:
@@ -18,6 +21,8 @@ def tolerance_arg(value: str) -> Tolerance:
 
 def gate_arg(value: str) -> str:
     """argparse type for ``--ragbench-gate``: checked for syntax now, for metrics at the end."""
+    from .gates import parse_gate_expression
+
     try:
         parse_gate_expression(value)
     except ValueError as exc:

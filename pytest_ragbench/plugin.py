@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,8 +25,14 @@ from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import ComponentError, RagbenchError, SuiteError
 from .registry import BuildContext, Registry, split_spec
-from .runtime import SuiteRuntime
-from .suite import Suite, is_suite_file, load_suite
+from .suite_files import is_suite_file
+
+if TYPE_CHECKING:
+    from .runtime import SuiteRuntime
+    from .suite import Suite
+
+# The suite parser (with YAML), datasets, metrics and runtimes are imported when a suite is
+# loaded: every pytest run in an environment with the plugin installed imports this module.
 
 STATE_KEY = pytest.StashKey["RagbenchState"]()
 REPORT_ATTR = "ragbench_record"
@@ -137,6 +143,8 @@ class RagbenchState:
 
                 return resolve_metric(name, params, registry=self.registry, context=ctx)
 
+            from .suite import load_suite
+
             suite = load_suite(path, known, resolve)
             self._check_components(suite, ctx)
             self._suites[path] = suite
@@ -157,6 +165,8 @@ class RagbenchState:
         if suite_id not in self._runtimes:
             suite = self.load_suite(path)
             ctx = self.build_context(suite.path.parent)
+            from .runtime import SuiteRuntime
+
             self._runtimes[suite_id] = SuiteRuntime(suite, suite_id, self.registry, ctx)
         return self._runtimes[suite_id]
 

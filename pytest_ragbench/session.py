@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,7 +32,10 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .suite import Suite, is_suite_file
+from .suite_files import is_suite_file
+
+if TYPE_CHECKING:
+    from .suite import Suite
 
 # Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
 # imported when a run has records: this module is loaded by every pytest run in an environment

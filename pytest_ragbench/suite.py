@@ -31,8 +31,6 @@ from .gates import (
 )
 from .metrics.spec import MetricSpec, resolve_metric
 
-SUITE_SUFFIXES = (".ragbench.yaml", ".ragbench.yml", ".ragbench.json")
-
 _TOP_KEYS = {
     "name": "a short name for reports",
     "description": "free text",
@@ -176,12 +174,6 @@ class _Ctx:
 
 def _type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
-
-
-def is_suite_file(path: Path) -> bool:
-    """Whether ``path`` is named like a suite file collected from testpaths."""
-    name = path.name.lower()
-    return any(name.endswith(s) for s in SUITE_SUFFIXES)
 
 
 MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
