@@ -14,7 +14,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +185,31 @@ class RagbenchState:
         if name not in self._markers:
             self._markers.add(name)
             self.config.addinivalue_line("markers", f"{name}: ragbench query attribute")
+
+    def document_texts(self, suite_id: str, ids: Iterable[str]) -> dict[str, str]:
+        """``"title. text"`` of the documents ``ids`` of a suite's corpus, for report snippets.
+
+        Read from the suite's runtime when this process ran its cases (before
+        :meth:`close_runtimes`), else from the dataset (an xdist controller runs none). Ids not
+        in the corpus are left out; a suite or dataset that cannot be read gives ``{}``.
+        """
+        rt = self._runtimes.get(suite_id)
+        try:
+            if rt is not None:
+                corpus = rt.documents
+            else:
+                from .datasets import load_dataset
+
+                suite = self.load_suite(self.config.rootpath / suite_id)
+                corpus = {d.id: d for d in load_dataset(suite.dataset).corpus}
+        except (RagbenchError, OSError, ValueError):
+            return {}
+        out: dict[str, str] = {}
+        for doc_id in ids:
+            doc = corpus.get(doc_id)
+            if doc is not None:
+                out[doc_id] = f"{doc.title}. {doc.text}" if doc.title else doc.text
+        return out
 
     def freeze_heap(self) -> None:
         """Exempt every object alive now from the cyclic garbage collector until :meth:`thaw_heap`.

@@ -100,6 +100,12 @@ class SuiteRuntime:
             self._documents = {d.id: d for d in self._dataset.corpus}
         return self._dataset
 
+    @property
+    def documents(self) -> Mapping[str, Document]:
+        """The corpus by document id."""
+        _ = self.dataset
+        return self._documents
+
     def query(self, case_id: str) -> Query:
         _ = self.dataset
         return self._queries[case_id]

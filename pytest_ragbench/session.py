@@ -238,7 +238,9 @@ class RagbenchSession:
         # Every item and fixture is done (this hook runs last): let the indexes and datasets
         # go before aggregating, so the garbage collections that the aggregation's
         # allocations trigger walk a smaller heap.
-        self.config.stash[STATE_KEY].close_runtimes()
+        state = self.config.stash[STATE_KEY]
+        doc_text = self._document_texts(state) if self.write_files else None
+        state.close_runtimes()
         from .aggregate import summarize_run
 
         suites = self._suites()
@@ -275,7 +277,7 @@ class RagbenchSession:
         self.summary = summary
 
         if self.write_files:
-            self._write_outputs(summary)
+            self._write_outputs(summary, doc_text)
             if add_to_history and current is not None:
                 from .history import HistoryError, RunHistory
 
@@ -328,7 +330,27 @@ class RagbenchSession:
         self.failures += result["failures"]
         return current
 
-    def _write_outputs(self, summary: dict[str, Any]) -> None:
+    def _document_texts(self, state: Any) -> dict[str, str]:
+        """Texts of the documents the records show (retrieved and missed), for the report's
+        snippets. An id that two suites' corpora give different texts gets none: a wrong
+        snippet is worse than a missing one."""
+        wanted: dict[str, dict[str, None]] = {}
+        for rec in self.records.values():
+            ids = wanted.setdefault(rec["suite"], {})
+            for row in (rec.get("retrieved") or [], rec.get("missed") or []):
+                ids.update((str(x[0]), None) for x in row)
+        out: dict[str, str] = {}
+        clashes: set[str] = set()
+        for suite_id, ids in wanted.items():
+            for doc_id, text in state.document_texts(suite_id, ids).items():
+                if out.setdefault(doc_id, text) != text:
+                    clashes.add(doc_id)
+        for doc_id in clashes:
+            del out[doc_id]
+        return out
+
+    def _write_outputs(self, summary: dict[str, Any],
+                       doc_text: dict[str, str] | None = None) -> None:
         run_dir = self._run_dir()
         if self._appender is not None:
             self._appender.close()
@@ -343,9 +365,10 @@ class RagbenchSession:
         # "results:" first: the lines after it carry run-specific paths, and tests compare
         # the summary up to it between runs.
         self.messages.append(f"results: {run_dir}")
-        self._write_html(run_dir, summary)
+        self._write_html(run_dir, summary, doc_text)
 
-    def _write_html(self, run_dir: Path, summary: dict[str, Any]) -> None:
+    def _write_html(self, run_dir: Path, summary: dict[str, Any],
+                    doc_text: dict[str, str] | None = None) -> None:
         from .history import HistoryError
         from .plugin import STATE_KEY
         from .report.html import write_html
@@ -362,12 +385,13 @@ class RagbenchSession:
         cache = self.config.stash[STATE_KEY].cache_dir()
         template_cache = cache / "templates" if cache is not None else None
         path = write_html(run_dir / "report.html", summary, records, history=history,
-                          template_cache=template_cache)
+                          doc_text=doc_text, template_cache=template_cache)
         self.messages.append(f"report: {path}")
         extra = self.config.getoption("ragbench_html")
         if extra:
             dest = write_html(self.config.invocation_params.dir / extra, summary, records,
-                              history=history, template_cache=template_cache)
+                              history=history, doc_text=doc_text,
+                              template_cache=template_cache)
             self.messages.append(f"report: {dest}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

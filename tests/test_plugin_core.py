@@ -234,6 +234,18 @@ def test_output_files_written_with_schema_and_metadata(pytester, mini_suite):
     assert (run / "summary.md").read_text().startswith("## ragbench: passed")
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_report_drill_downs_show_snippets_of_the_shown_documents(pytester, mini_suite, workers):
+    mini_suite()
+    result = pytester.runpytest(SUITE, *workers)
+    assert result.ret == 0
+    page = (latest_run(pytester.path) / "report.html").read_text()
+    # Title and text of d1 (retrieved for q1), read from the corpus: an xdist controller ran
+    # no case, so it reads the dataset itself.
+    assert "Espresso grind. Espresso needs a fine grind and 9 bar." in page
+    assert "Steam milk to about 60 degrees." in page
+
+
 def test_each_run_gets_its_own_folder_and_latest_points_to_newest(pytester, mini_suite):
     mini_suite()
     pytester.runpytest(SUITE)
