@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.report import svg
@@ -22,6 +24,8 @@ from pytest_ragbench.report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
 from pytest_ragbench.report.html import (
     PAGE_SIZE,
     REPORT_HTML,
+    _cut,
+    _snippet,
     embed_json,
     fmt,
     heat,
@@ -591,3 +595,9 @@ def test_an_unusable_template_cache_never_costs_the_report(
     cache = tmp_path / "templates"
     assert render_html(summary, records, template_cache=cache) == plain
     assert not list(cache.glob("__jinja2_*"))
+
+
+@given(st.text(alphabet=st.sampled_from("ab \t\n\u00a0\u2003xy."), max_size=400),
+       st.integers(min_value=1, max_value=150))
+def test_a_snippet_collapses_only_what_it_shows_and_equals_collapsing_everything(text, length):
+    assert _snippet(text, length) == _cut(" ".join(text.split()), length)

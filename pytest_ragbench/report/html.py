@@ -684,12 +684,23 @@ def _snippets(doc_text: Mapping[str, str] | None, docs: Sequence[str],
     out: dict[str, str] = {}
     used = 0
     for doc in known:
-        snippet = _cut(" ".join(str(doc_text[doc]).split()), length)
+        snippet = _snippet(str(doc_text[doc]), length)
         used += len(snippet) + len(doc) + 6
         if used > SNIPPET_BUDGET:
             break
         out[doc] = snippet
     return out
+
+
+def _snippet(text: str, length: int) -> str:
+    """``text`` with its whitespace collapsed, cut to ``length``. Collapsing only a prefix gives
+    the same result whenever that prefix still outlasts ``length``: documents can be long, and
+    a report shows thousands of them."""
+    head = text[: 2 * length + 16]
+    collapsed = " ".join(head.split())
+    if len(collapsed) <= length and len(head) < len(text):
+        collapsed = " ".join(text.split())
+    return _cut(collapsed, length)
 
 
 def _first_level(records: Sequence[Mapping[str, Any]]) -> int:
