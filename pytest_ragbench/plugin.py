@@ -14,7 +14,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from .registry import BuildContext, Registry, split_spec
 from .suite_files import is_suite_file
 
 if TYPE_CHECKING:
+    from .datasets import Document
     from .runtime import SuiteRuntime
     from .suite import Suite
 
@@ -186,30 +187,22 @@ class RagbenchState:
             self._markers.add(name)
             self.config.addinivalue_line("markers", f"{name}: ragbench query attribute")
 
-    def document_texts(self, suite_id: str, ids: Iterable[str]) -> dict[str, str]:
-        """``"title. text"`` of the documents ``ids`` of a suite's corpus, for report snippets.
+    def corpus(self, suite_id: str) -> Mapping[str, Document] | None:
+        """A suite's corpus by document id, for report snippets; None when unreadable.
 
-        Read from the suite's runtime when this process ran its cases (before
-        :meth:`close_runtimes`), else from the dataset (an xdist controller runs none). Ids not
-        in the corpus are left out; a suite or dataset that cannot be read gives ``{}``.
+        From the suite's runtime when this process ran its cases (before
+        :meth:`close_runtimes`), else read from the dataset (an xdist controller runs none).
         """
         rt = self._runtimes.get(suite_id)
         try:
             if rt is not None:
-                corpus = rt.documents
-            else:
-                from .datasets import load_dataset
+                return rt.documents
+            from .datasets import load_dataset
 
-                suite = self.load_suite(self.config.rootpath / suite_id)
-                corpus = {d.id: d for d in load_dataset(suite.dataset).corpus}
+            suite = self.load_suite(self.config.rootpath / suite_id)
+            return {d.id: d for d in load_dataset(suite.dataset).corpus}
         except (RagbenchError, OSError, ValueError):
-            return {}
-        out: dict[str, str] = {}
-        for doc_id in ids:
-            doc = corpus.get(doc_id)
-            if doc is not None:
-                out[doc_id] = f"{doc.title}. {doc.text}" if doc.title else doc.text
-        return out
+            return None
 
     def freeze_heap(self) -> None:
         """Exempt every object alive now from the cyclic garbage collector until :meth:`thaw_heap`.

@@ -239,7 +239,11 @@ class RagbenchSession:
         # go before aggregating, so the garbage collections that the aggregation's
         # allocations trigger walk a smaller heap.
         state = self.config.stash[STATE_KEY]
-        doc_text = self._document_texts(state) if self.write_files else None
+        doc_text = None
+        if self.write_files:
+            from .report.documents import shown_document_texts
+
+            doc_text = shown_document_texts(self.records.values(), state.corpus)
         state.close_runtimes()
         from .aggregate import summarize_run
 
@@ -329,25 +333,6 @@ class RagbenchSession:
             summary["baseline"].update(rows=result["rows"], suites=result["suites"])
         self.failures += result["failures"]
         return current
-
-    def _document_texts(self, state: Any) -> dict[str, str]:
-        """Texts of the documents the records show (retrieved and missed), for the report's
-        snippets. An id that two suites' corpora give different texts gets none: a wrong
-        snippet is worse than a missing one."""
-        wanted: dict[str, dict[str, None]] = {}
-        for rec in self.records.values():
-            ids = wanted.setdefault(rec["suite"], {})
-            for row in (rec.get("retrieved") or [], rec.get("missed") or []):
-                ids.update((str(x[0]), None) for x in row)
-        out: dict[str, str] = {}
-        clashes: set[str] = set()
-        for suite_id, ids in wanted.items():
-            for doc_id, text in state.document_texts(suite_id, ids).items():
-                if out.setdefault(doc_id, text) != text:
-                    clashes.add(doc_id)
-        for doc_id in clashes:
-            del out[doc_id]
-        return out
 
     def _write_outputs(self, summary: dict[str, Any],
                        doc_text: dict[str, str] | None = None) -> None:

@@ -246,6 +246,25 @@ def test_report_drill_downs_show_snippets_of_the_shown_documents(pytester, mini_
     assert "Steam milk to about 60 degrees." in page
 
 
+def test_a_rerendered_report_keeps_the_snippets_while_the_data_is_unchanged(pytester,
+                                                                            mini_suite):
+    from pytest_ragbench.report.rerender import rerender
+
+    mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-no-history").ret == 0
+    run = latest_run(pytester.path)
+    snippet = "Espresso grind. Espresso needs a fine grind and 9 bar."
+    (run / "report.html").unlink()
+    rerender(run)
+    assert snippet in (run / "report.html").read_text()
+    # Another corpus now: the run's documents cannot be told from the file any more.
+    corpus = pytester.path / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace("9 bar", "nine bar"))
+    rerender(run)
+    page = (run / "report.html").read_text()
+    assert snippet not in page and "nine bar" not in page
+
+
 def test_each_run_gets_its_own_folder_and_latest_points_to_newest(pytester, mini_suite):
     mini_suite()
     pytester.runpytest(SUITE)

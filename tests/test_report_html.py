@@ -601,3 +601,23 @@ def test_an_unusable_template_cache_never_costs_the_report(
        st.integers(min_value=1, max_value=150))
 def test_a_snippet_collapses_only_what_it_shows_and_equals_collapsing_everything(text, length):
     assert _snippet(text, length) == _cut(" ".join(text.split()), length)
+
+
+def test_shown_documents_get_their_text_unless_two_corpora_disagree() -> None:
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.report.documents import shown_document_texts
+
+    corpora = {
+        "a.yaml": {"d1": Document("d1", "same", "Title"), "d2": Document("d2", "A's d2"),
+                   "d9": Document("d9", "never shown")},
+        "b.yaml": {"d1": Document("d1", "same", "Title"), "d2": Document("d2", "B's d2"),
+                   "d3": Document("d3", "missed in b")},
+    }
+    records = [
+        {"suite": "a.yaml", "retrieved": [["d1", 1.0, 1], ["d2", 0.5, None]], "missed": []},
+        {"suite": "b.yaml", "retrieved": [["d2", 2.0, None], ["dX", 1.0, None]],
+         "missed": [["d3", 2]]},
+        {"suite": "gone.yaml", "retrieved": [["d7", 1.0, None]], "missed": []},
+    ]
+    texts = shown_document_texts(records, corpora.get)
+    assert texts == {"d1": "Title. same", "d3": "missed in b"}

@@ -5,7 +5,9 @@ survives a crash) and, when the run finished, ``summary.json``. From these this 
 ``report.html``, ``cases.csv`` and ``summary.md`` again, e.g. after upgrading the plugin or for
 a run that crashed before writing them. Without ``summary.json`` the summary is recomputed from
 the records (no suite definitions, so no gates or baseline) and the report is marked partial.
-Trend lines come from the run history database (``.ragbench/history.sqlite`` next to the
+Document snippets come from the suites' datasets when the suite files are still where the run
+read them and the data has not changed since (same dataset hash). Trend lines come from the run
+history database (``.ragbench/history.sqlite`` next to the
 ``runs`` folder, or ``--history``) or, without one, from the finished runs next to the folder.
 
 Nothing here imports pytest.
@@ -16,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..aggregate import summarize_run
+from ..datasets import Document, load_dataset
 from ..errors import RagbenchError
 from ..history import HistoryError, RunHistory
 from ..records import jsonable
+from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
     CASES_JSONL,
@@ -154,6 +158,27 @@ def _history(run_dir: Path, db: Path | None) -> list[dict[str, Any]]:
     return history_from_runs(real.parent, before=real.name)
 
 
+def _corpus_lookup(summary: Mapping[str, Any]) -> CorpusLookup:
+    """Read a suite's corpus again from its suite file, if it still describes the same data."""
+    root = (summary.get("run") or {}).get("rootdir")
+    hashes = {str(s.get("id")): s.get("dataset_hash") for s in summary.get("suites") or []}
+
+    def corpus_of(suite_id: str) -> Mapping[str, Document] | None:
+        if not root or not hashes.get(suite_id):
+            return None
+        from ..suite import load_suite
+
+        try:
+            dataset = load_dataset(load_suite(Path(root) / suite_id, None).dataset)
+        except (RagbenchError, OSError, ValueError):
+            return None
+        if dataset.content_hash != hashes[suite_id]:
+            return None
+        return {d.id: d for d in dataset.corpus}
+
+    return corpus_of
+
+
 def rerender(run_dir: Path, *, html_path: Path | None = None,
              history_db: Path | None = None) -> list[Path]:
     """Write ``report.html`` (or ``html_path``), ``cases.csv`` and ``summary.md`` for a run
@@ -166,8 +191,9 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     summary, records = load_run(run_dir)
     history = _history(run_dir, history_db)
     baseline_rows = (summary.get("baseline") or {}).get("rows") or []
+    doc_text = shown_document_texts(records, _corpus_lookup(summary))
     html = write_html(html_path if html_path is not None else run_dir / REPORT_HTML,
-                      summary, records, history=history)
+                      summary, records, history=history, doc_text=doc_text)
     csv_path = run_dir / CASES_CSV
     write_cases_csv(csv_path, records)
     md = summary_markdown(summary, baseline_rows)
