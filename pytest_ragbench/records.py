@@ -61,6 +61,16 @@ def clean_float(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _json_key(key: Any) -> str:
+    """A mapping key as :func:`json.dumps` writes it (``True`` -> "true", ``None`` -> "null"),
+    so that :func:`dumps_json` gives the same text with or without the conversion walk."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return json.dumps(key)
+    return str(key)
+
+
 def jsonable(value: Any) -> Any:
     """Recursively convert to plain JSON types (numpy scalars, tuples, Paths, NaN -> None)."""
     if value is None or isinstance(value, bool | str):
@@ -70,7 +80,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return clean_float(value)
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {_json_key(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     # numpy scalars and similar expose item()
@@ -83,7 +93,8 @@ def jsonable(value: Any) -> Any:
 def dumps_json(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` of ``jsonable(value)`` with ``allow_nan=False``, without the conversion
     walk when ``value`` is plain JSON already (records are built that way; the recursive walk
-    costs more than the encoding). ``kwargs`` go to :func:`json.dumps`."""
+    costs more than the encoding). Both paths write keys as JSON does (``True`` -> "true").
+    ``kwargs`` go to :func:`json.dumps`."""
     try:
         return json.dumps(value, allow_nan=False, **kwargs)
     except (TypeError, ValueError):
