@@ -400,10 +400,11 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
     try:
         return (yield)
     finally:
-        # Every item and session fixture is done and the records are aggregated. Dropping
-        # the indexes and datasets now, rather than at unconfigure, spares pytest's closing
-        # full garbage collections (several per run) a walk over hundreds of thousands of
-        # objects.
+        # Every item and session fixture is done and the records are aggregated (the
+        # controller closed its runtimes if it had records; this covers workers and the
+        # rest). Dropping the indexes and datasets now rather than at unconfigure returns
+        # their memory before pytest's closing work, and spares its full collections the walk
+        # when the heap is not frozen.
         state = session.config.stash.get(STATE_KEY, None)
         if state is not None:
             state.close_runtimes()

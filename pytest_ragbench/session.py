@@ -56,11 +56,6 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def git_commit(cwd: Path) -> str | None:
-    """The commit checked out at ``cwd``, or None (not a repository, no git)."""
-    return GitCommitLookup(cwd).result()
-
-
 class GitCommitLookup:
     """``git rev-parse HEAD`` started now and read later, so it runs beside the cases."""
 
@@ -220,8 +215,8 @@ class RagbenchSession:
             "n_records": len(self.records),
         }
 
-    def history_path(self) -> Path | None:
-        """Where the run history is, or None when it is switched off."""
+    def history_path(self) -> Path:
+        """Where the run history is (``--ragbench-no-history`` only stops adding to it)."""
         from .history import DEFAULT_HISTORY
 
         opt = self.config.getoption("ragbench_history")
@@ -235,9 +230,9 @@ class RagbenchSession:
             return
         from .plugin import STATE_KEY
 
-        # Every item and fixture is done (this hook runs last): let the indexes and datasets
-        # go before aggregating, so the garbage collections that the aggregation's
-        # allocations trigger walk a smaller heap.
+        # Every item and fixture is done (this hook runs last): the report's document texts
+        # are taken, then the indexes and datasets go before aggregating and rendering, which
+        # lowers the peak memory (and, with ragbench_gc_freeze off, what collections walk).
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
@@ -260,23 +255,25 @@ class RagbenchSession:
         spec = self.config.getoption("ragbench_baseline")
         extra_gates = tuple(self.config.getoption("ragbench_gate") or ())
         save_path = self.config.getoption("ragbench_save_baseline")
-        add_to_history = (self.write_files and not self.config.getoption("ragbench_no_history")
-                          and self.history_path() is not None)
+        add_to_history = self.write_files and not self.config.getoption("ragbench_no_history")
         # Without a baseline, command-line gates or gates stored with the suites there is
         # nothing to compare, and without a baseline to save or a history to extend the
         # per-query document is not needed: such runs skip both (and their imports).
         needs_compare = bool(spec or extra_gates
                              or any(s.get("gate_texts") for s in summary["suites"]))
+        current = None
         if needs_compare or save_path or add_to_history:
-            current = self._compare(summary, run, spec, extra_gates, needs_compare)
+            from .baseline import make_baseline
+
+            current = make_baseline(summary, self.records.values(), run)
+            if needs_compare:
+                self._compare(summary, current, spec, extra_gates)
             if save_path:
                 from .baseline import save_baseline
 
                 dest = self.config.invocation_params.dir / save_path
                 save_baseline(dest, current)
                 self.messages.append(f"baseline saved to {dest}")
-        else:
-            current = None
         summary["passed"] = not self.failures
         self.summary = summary
 
@@ -285,25 +282,19 @@ class RagbenchSession:
             if add_to_history and current is not None:
                 from .history import HistoryError, RunHistory
 
-                history = self.history_path()
-                assert history is not None
                 try:
-                    with RunHistory(history) as h:
+                    with RunHistory(self.history_path()) as h:
                         h.append(current, passed=not self.failures)
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def _compare(self, summary: dict[str, Any], run: dict[str, Any], spec: Any,
-                 extra_gates: tuple[str, ...], needs_compare: bool) -> dict[str, Any]:
-        """Build this run's per-query document and, when asked, compare it with the baseline
-        and check the gates against it; results go into ``summary`` and the failures."""
-        from .baseline import BaselineError, make_baseline
-
-        current = make_baseline(summary, self.records.values(), run)
-        if not needs_compare:
-            return current
+    def _compare(self, summary: dict[str, Any], current: dict[str, Any], spec: Any,
+                 extra_gates: tuple[str, ...]) -> None:
+        """Compare this run's per-query document with the baseline (if any) and check the
+        gates against it; the results go into ``summary`` and the failures."""
+        from .baseline import BaselineError
         from .compare import Overrides, compare_docs
         from .history import HistoryError
 
@@ -325,14 +316,13 @@ class RagbenchSession:
             result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
         except BaselineError as exc:
             self.failures.append(f"ragbench: {exc}")
-            return current
+            return
         summary["gates"] += result["gates"]
         summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
         if base_doc is not None:
             self.baseline_rows = result["rows"]
             summary["baseline"].update(rows=result["rows"], suites=result["suites"])
         self.failures += result["failures"]
-        return current
 
     def _write_outputs(self, summary: dict[str, Any],
                        doc_text: dict[str, str] | None = None) -> None:
@@ -362,7 +352,7 @@ class RagbenchSession:
         history: list[dict[str, Any]] = []
         db = self.history_path()
         try:
-            history = (history_from_db(db, before=self.run_id) if db is not None and db.is_file()
+            history = (history_from_db(db, before=self.run_id) if db.is_file()
                        else history_from_runs(self.out_root, before=self.run_id))
         except (HistoryError, OSError, ValueError) as exc:
             self.messages.append(f"ragbench: report trends left out: {exc}")
