@@ -7,8 +7,8 @@ a run that crashed before writing them. Without ``summary.json`` the summary is 
 the records (no suite definitions, so no gates or baseline) and the report is marked partial.
 Document snippets come from the suites' datasets when the suite files are still where the run
 read them and the data has not changed since (same dataset hash). Trend lines come from the run
-history database (``.ragbench/history.sqlite`` next to the
-``runs`` folder, or ``--history``) or, without one, from the finished runs next to the folder.
+history database (``.ragbench/history.sqlite`` next to the ``runs`` folder, or ``--history``)
+or, without one, from the finished runs next to the folder.
 
 Nothing here imports pytest.
 """
