@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from pytest_ragbench.datasets import Query
+from pytest_ragbench.metrics.spec import CaseResult, MetricSpec, resolve_metric
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.retrievers.hits import RankedHits
 from pytest_ragbench.runtime import SuiteRuntime
@@ -106,6 +108,19 @@ class AsyncRetriever:
     async def retrieve(self, query: str, k: int) -> list[tuple[str, float]]:
         self.calls.append(query)
         return RANKINGS[query][:k]
+
+
+class AsyncBatchRetriever(AsyncRetriever):
+    """A coroutine ``retrieve_many`` besides the coroutine ``retrieve``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    async def retrieve_many(self, queries: Sequence[str],
+                            k: int) -> list[list[tuple[str, float]]]:
+        self.batches.append(list(queries))
+        return [RANKINGS[q][:k] for q in queries]
 
 
 class ScriptedRetriever(PlainRetriever):
@@ -207,6 +222,34 @@ def test_batched_and_async_retrievers_give_identical_records(make_runtime) -> No
         assert comparable(batched[cid]) == comparable(plain[cid]), cid
         assert comparable(awaited[cid]) == comparable(plain[cid]), cid
         assert plain[cid]["metrics"] == pytest.approx(EXPECTED[cid], abs=1e-12)
+
+
+def test_async_retrieve_many_is_awaited_and_gives_the_same_records(make_runtime) -> None:
+    plain = run_all(make_runtime(PlainRetriever))
+    retriever = AsyncBatchRetriever()
+    records = run_all(make_runtime(lambda: retriever), batched=True)
+    assert retriever.batches == [["alpha", "beta", "gamma", "delta"]] and retriever.calls == []
+    for cid in CASES:
+        assert comparable(records[cid]) == comparable(plain[cid]), cid
+
+
+def test_retrieve_case_gets_the_whole_query_and_wins_over_the_others(make_runtime) -> None:
+    class ById(BatchRetriever):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cases: list[str] = []
+
+        def retrieve_case(self, query: Query, k: int) -> list[tuple[str, float]]:
+            self.cases.append(query.id)
+            return RANKINGS[query.text][:k]
+
+    plain = run_all(make_runtime(PlainRetriever))
+    retriever = ById()
+    records = run_all(make_runtime(lambda: retriever), batched=True)
+    assert retriever.cases == list(CASES)
+    assert retriever.batches == [] and retriever.calls == []
+    for cid in CASES:
+        assert comparable(records[cid]) == comparable(plain[cid]), cid
 
 
 def test_ranked_hits_score_like_a_list_of_pairs(make_runtime) -> None:
@@ -330,3 +373,53 @@ def test_an_unknown_retriever_name_is_an_error_naming_the_ones_there_are(make_ru
     assert rec["status"] == "error"
     assert rec["error"]["stage"] == "index"
     assert rec["error"]["message"] == "suite 'unit' has no retriever 'other' (it has: fake)"
+
+
+class _NaNMetric:
+    name, direction, family = "nan_metric", "higher", "custom"
+
+    def compute(self, case: Query, result: CaseResult) -> float:
+        return math.nan
+
+
+class _RaisingMetric:
+    name, direction, family = "boom", "higher", "custom"
+
+    def compute(self, case: Query, result: CaseResult) -> float:
+        if case.id == "q2":
+            raise ZeroDivisionError("no documents to divide by")
+        return float(len(result.ranked))
+
+
+def test_a_nan_metric_is_none_and_a_raising_metric_errors_only_its_case(
+    suite_path: Path,
+) -> None:
+    custom = {"nan_metric": _NaNMetric(), "boom": _RaisingMetric()}
+
+    def resolver(name: str, params: Any) -> MetricSpec:
+        if name in custom:
+            return MetricSpec(name, "custom", component=custom[name])
+        return resolve_metric(name, params)
+
+    suite_path.write_text(SUITE.replace("metrics: [ndcg@3, recall@2, mrr@3]",
+                                        "metrics: [ndcg@3, recall@2, nan_metric, boom]"))
+    registry = Registry(use_entry_points=False)
+    registry.add("retriever", "fake", PlainRetriever, origin="the test")
+    runtime = SuiteRuntime(load_suite(suite_path, None, resolver), "suite.yaml", registry,
+                           BuildContext())
+    try:
+        records = run_all(runtime)
+    finally:
+        runtime.close()
+    assert records["q1"]["status"] == "ok"
+    assert records["q1"]["metrics"] == {"ndcg@3": pytest.approx(EXPECTED["q1"]["ndcg@3"]),
+                                        "recall@2": 1.0, "nan_metric": None, "boom": 3.0}
+    q2 = records["q2"]
+    assert q2["status"] == "error"
+    assert q2["error"] == {"stage": "metric", "type": "ZeroDivisionError",
+                           "message": "metric 'boom' raised ZeroDivisionError: "
+                                      "no documents to divide by"}
+    # What was computed before the failing metric still counts.
+    assert q2["metrics"]["ndcg@3"] == 0.5 and q2["metrics"]["recall@2"] == 0.0
+    assert q2["thresholds"] == []
+    assert records["q3"]["metrics"]["boom"] == 2.0 and records["q3"]["status"] == "ok"
