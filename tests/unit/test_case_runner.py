@@ -281,6 +281,23 @@ def test_a_failing_retrieve_many_falls_back_to_retrieve(make_runtime) -> None:
 # -- what a retriever does wrong becomes an error record with the reason -------------------
 
 
+def test_one_bad_result_in_a_batch_errors_only_its_case(make_runtime) -> None:
+    class OneBad(BatchRetriever):
+        def retrieve_many(self, queries: Sequence[str], k: int) -> Any:
+            self.batches.append(list(queries))
+            return [[("d9", 1.0)] if q == "beta" else RANKINGS[q][:k] for q in queries]
+
+    retriever = OneBad()
+    records = run_all(make_runtime(lambda: retriever), batched=True)
+    assert len(retriever.batches) == 1 and retriever.calls == []
+    assert records["q2"]["status"] == "error"
+    assert records["q2"]["error"]["message"] == (
+        "retriever 'fake' returned unknown document id 'd9' at rank 1")
+    for cid in ("q1", "q3", "q4"):
+        assert records[cid]["error"] is None
+        assert records[cid]["metrics"] == pytest.approx(EXPECTED[cid], abs=1e-12)
+
+
 @pytest.mark.parametrize(
     ("result", "message"),
     [
