@@ -106,3 +106,25 @@ def mini_suite(pytester: pytest.Pytester):
         return path
 
     return write
+
+
+# -- the unit / e2e split ------------------------------------------------------------------
+# `pytest -m unit` runs the fast domain tests (everything under tests/unit/, no pytest run
+# inside); `pytest -m e2e` runs the tests that drive a whole pytest run through `pytester`;
+# `pytest -m "not e2e"` skips the slow end-to-end part. tests/unit/test_markers.py checks it.
+
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "unit: a plain unit test of the domain (tests/unit/)")
+    config.addinivalue_line("markers", "e2e: drives a whole pytest run through pytester")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers added here
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if UNIT_DIR in item.path.resolve().parents:
+            item.add_marker(pytest.mark.unit)
+        if "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)

@@ -313,8 +313,22 @@ def test_rank_bm25_engine_and_describe() -> None:
         0.9, 0.4, "porter", "lucene", "flat")
 
 
-def test_implements_retriever_protocol(lucene: BM25Retriever) -> None:
-    assert isinstance(lucene, Retriever)
+@pytest.mark.parametrize("k", [1, 3, 100])
+def test_keeps_the_retriever_contract(lucene: BM25Retriever, k: int) -> None:
+    # What the plugin needs of any Retriever: at most k (doc_id, score) pairs of indexed
+    # documents, each once, best first, with finite float scores; batches answer the same.
+    retriever: Retriever = lucene
+    ids = {d.id for d in CORPUS}
+    batched = lucene.retrieve_many(QUERIES, k)
+    assert len(batched) == len(QUERIES)
+    for query, many in zip(QUERIES, batched, strict=True):
+        hits = [(doc_id, score) for doc_id, score in retriever.retrieve(query, k)]
+        assert 0 < len(hits) <= k, query
+        assert all(type(d) is str and type(s) is float and math.isfinite(s) for d, s in hits)
+        assert {d for d, _ in hits} <= ids and len({d for d, _ in hits}) == len(hits)
+        scores = [s for _, s in hits]
+        assert scores == sorted(scores, reverse=True), query
+        assert [(d, s) for d, s in many] == hits, query
 
 
 def test_reindex_replaces_previous_corpus() -> None:

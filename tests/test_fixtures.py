@@ -123,7 +123,8 @@ def test_record_fixture_produces_records_aggregated_like_cases(project):
     assert recs["q1"]["suite"] == "test_hand.py::test_scored"
     assert recs["q1"]["retriever"] == "overlap"
     assert recs["q1"]["latency_ms"] == 2.5
-    assert recs["q1"]["metrics"]["ndcg@10"] is not None
+    # d1 (grade 2) shares two words with the query, d5 (grade 1) one: the ideal order
+    assert recs["q1"]["metrics"]["ndcg@10"] == 1.0
     assert recs["q1"]["metrics"]["hits"] == 2.0
     assert recs["q1"]["retrieved"][0][0] == "d1"
 

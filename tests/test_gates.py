@@ -144,12 +144,38 @@ def test_round_trip_with_retriever_scope(check, retriever):
     assert parse_gate_expression(scoped.text) == scoped
 
 
-@given(st.text(max_size=60))
-def test_garbage_raises_only_value_error(text):
+def _quotes_part_of(message: str, text: str) -> bool:
+    """Whether ``message`` quotes ``text`` or a non-blank piece of it (as repr() writes it)."""
+    pieces = {text[i:j] for i in range(len(text)) for j in range(i + 1, len(text) + 1)}
+    return repr(text) in message or any(
+        p.strip() and repr(p) in message for p in pieces)
+
+
+def _says_what_was_expected(message: str) -> bool:
+    return any(says in message for says in (
+        "expected", "must be", "more than one retriever", "scopes are written key=value"))
+
+
+# Texts shaped like gates ("scope: metric body") reach the scope and number errors too.
+_gate_like = st.builds(
+    "{}: {} {}".format,
+    st.text(alphabet="ab=, ", max_size=12),
+    st.sampled_from(["ndcg@10", "recall@5", "x"]),
+    st.text(alphabet="<>=0123456789.e%-drop nsigficatuwlx", max_size=24),
+)
+
+
+@given(st.one_of(st.text(max_size=60), _gate_like))
+def test_garbage_raises_only_value_error_naming_the_bad_part(text):
     try:
         check = parse_gate_expression(text)
     except ValueError as exc:
-        assert str(exc)
+        message = str(exc)
+        if message.startswith("cannot parse scope ''"):
+            return  # a known gap, see test_an_empty_scope_item_names_the_gate
+        # One clear message: the gate (or the part of it not understood) and what would be.
+        assert _quotes_part_of(message, text), message
+        assert _says_what_was_expected(message), message
     else:
         # Whatever parsed must print as an expression that parses back to the same check.
         assert parse_gate_expression(check.text) == check
@@ -161,4 +187,32 @@ def test_mapping_values_of_any_type_raise_only_value_error(value):
     try:
         parse_gate("ndcg@10", value, METRICS, allow_baseline=True)
     except ValueError as exc:
-        assert str(exc)
+        message = str(exc)
+        if isinstance(value, str):
+            assert _quotes_part_of(message, value), message
+        else:
+            assert f"got {value!r}" in message, message
+        assert _says_what_was_expected(message), message
+
+
+@pytest.mark.xfail(strict=True, reason="gates.parse_scope reports an empty scope item (a stray "
+                   "comma) as \"cannot parse scope ''\", naming neither the gate nor the comma")
+def test_an_empty_scope_item_names_the_gate():
+    with pytest.raises(ValueError) as info:
+        parse_gate_expression("difficulty=hard,: ndcg@10 >= 0.5")
+    assert "difficulty=hard," in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "expected a number or an expression like '>= 0.5', got None"),
+    ([1, 2], "expected a number or an expression like '>= 0.5', got [1, 2]"),
+    (True, "expected a number or an expression like '>= 0.5', got True"),
+    (math.inf, "threshold must be a finite number, got inf"),
+    ("somewhat", "cannot parse 'somewhat': expected '>= 0.5'"),
+    ("drop <= -1", "allowed drop must be non-negative, got '-1'"),
+    ("no significant drop at 2", "alpha must be strictly between 0 and 1, got '2'"),
+])
+def test_mapping_value_errors_name_the_value_and_what_was_expected(value, message):
+    with pytest.raises(ValueError) as info:
+        parse_gate("ndcg@10", value, METRICS, allow_baseline=True)
+    assert message in str(info.value)

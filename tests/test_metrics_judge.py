@@ -146,9 +146,24 @@ def assert_json_safe(result: JudgeResult) -> None:
     json.dumps(result.verdicts, allow_nan=False)
 
 
-def test_fakes_implement_the_protocols() -> None:
-    assert isinstance(ScriptedLLM([]), LLM)
-    assert isinstance(FakeEmbedder({}), Embedder)
+@pytest.mark.asyncio
+async def test_fakes_behave_as_the_protocols_say() -> None:
+    # What the judge relies on: chat() returns a Completion with its usage, in script order;
+    # embed() returns a float32 (n, d) array in the order of the texts.
+    llm: LLM = ScriptedLLM(["first", lambda msgs: msgs[-1]["content"].upper()])
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi there"}]
+    one = await llm.chat(messages, temperature=0)
+    two = await llm.chat(messages)
+    assert isinstance(one, Completion) and isinstance(two, Completion)
+    assert (one.text, two.text) == ("first", "HI THERE")
+    assert one.usage.requests == 1 and one.usage.prompt_tokens > 0
+    assert one.usage.completion_tokens == _tokens("first")
+    embedder: Embedder = FakeEmbedder(VECTORS)
+    texts = [GENERATED[1], ITEM.question]
+    vectors = await embedder.embed(texts)
+    assert isinstance(vectors, np.ndarray) and vectors.dtype == np.float32
+    assert vectors.shape == (2, 3)
+    np.testing.assert_array_equal(vectors, np.array([VECTORS[t] for t in texts], np.float32))
 
 
 @pytest.mark.asyncio

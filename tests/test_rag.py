@@ -289,15 +289,21 @@ def test_fault_burst_ends_each_case_in_scores_or_an_explicit_error(
         rag.schedule((q.id, CaseRequest(q, tuple(CONTEXTS), ("exact_match", "faithfulness")))
                      for q in queries)
         results = [rag.result(q.id, timeout=20) for q in queries]
+    # The burst was served: without this the test would pass against a server that ignored it.
+    assert server.faults_served > 0
     assert len(results) == len(queries)
     for out in results:
         if out["answer"] is None:
-            assert out["errors"]["generation"]  # why it has no answer
+            reason = out["errors"]["generation"]  # why it has no answer
+            assert isinstance(reason, str) and reason.strip()
             assert out["metrics"] == {"exact_match": None, "faithfulness": None}
         else:
             assert out["metrics"]["exact_match"] == 1.0
             for name in ("faithfulness",):
                 assert out["metrics"][name] is not None or out["errors"][name]
+    if any(out["answer"] is not None for out in results):
+        # Replies come only once the queue is empty: an answer means every fault went out.
+        assert server.faults_served_by_kind() == {"status": 8, "malformed": 1, "drop": 1}
 
 
 # -- cache --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ ephemeral port) from a background thread::
         llm = OpenAIChat(server.base_url, "any-model")
         ...
         assert server.count("/v1/chat/completions") == 3
+        assert server.faults_served == 2  # the test's faults really went out
 
 Each request takes the next queued :class:`Fault` (in arrival order) or, when the queue is
 empty, the default one (``Fault.ok()`` unless :meth:`FakeOpenAIServer.set_default` changed it,
@@ -246,6 +247,7 @@ class FakeOpenAIServer:
         self._faults: deque[Fault] = deque(faults)
         self._default = Fault.ok()
         self._counts: Counter[str] = Counter()
+        self._faults_served: Counter[str] = Counter()
         self._requests: list[RecordedRequest] = []
         self._connections: set[socket.socket] = set()
         self._stop = threading.Event()
@@ -334,6 +336,17 @@ class FakeOpenAIServer:
             return self._counts[path]
 
     @property
+    def faults_served(self) -> int:
+        """Requests answered with a fault (any kind but ``"ok"``), queued or default."""
+        with self._lock:
+            return sum(self._faults_served.values())
+
+    def faults_served_by_kind(self) -> dict[str, int]:
+        """How many requests got each kind of fault (``"status"``, ``"drop"``, ...)."""
+        with self._lock:
+            return dict(self._faults_served)
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
@@ -341,6 +354,7 @@ class FakeOpenAIServer:
     def reset_counts(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._faults_served.clear()
             self._requests.clear()
 
     # -- used by the handler threads ---------------------------------------------------------
@@ -356,7 +370,10 @@ class FakeOpenAIServer:
         with self._lock:
             self._counts[request.path] += 1
             self._requests.append(request)
-            return self._faults.popleft() if self._faults else self._default
+            fault = self._faults.popleft() if self._faults else self._default
+            if fault.kind != "ok":
+                self._faults_served[fault.kind] += 1
+            return fault
 
     def _pause(self, seconds: float) -> bool:
         """Sleep unless the server stops first; True means it is stopping."""
