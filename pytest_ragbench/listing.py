@@ -131,19 +131,22 @@ def describe_user_params(factory: Callable[..., Any]) -> str:
 
 # -- description -----------------------------------------------------------------------------
 
-_ROLE = re.compile(r":(?:[\w-]+:)?([\w-]+):`([^`]+)`")
-_LITERAL = re.compile(r"``(.+?)``")
-_LINK = re.compile(r"`([^`<]+?)\s*(?:<[^>]*>)?`__?")
-_INTERPRETED = re.compile(r"`([^`]+)`")
-_STRONG = re.compile(r"\*\*(\S(?:.*?\S)?)\*\*")
-_EMPHASIS = re.compile(r"(?<![\w*])\*(\S(?:.*?\S)?)\*(?![\w*])")
+# One pass, left to right, so that what a literal contains (``*args*``) is never read as markup.
+_INLINE = re.compile(
+    r":(?:[\w-]+:)?(?P<role>[\w-]+):`(?P<target>[^`]+)`"
+    r"|``(?P<literal>.+?)``"
+    r"|`(?P<link>[^`<]+?)\s*<[^>]*>`__?"
+    r"|`(?P<ref>[^`]+)`_{0,2}"
+    r"|(?<!\\)\*\*(?P<strong>\S(?:.*?\S)?)(?<!\\)\*\*"
+    r"|(?<![\w*\\])\*(?P<em>\S(?:.*?\S)?)(?<!\\)\*(?![\w*])"
+    r"|\\(?P<escaped>.)"
+)
 _FIELD = re.compile(r"^:[^:\s][^:]*:")
 # A sentence ends at . ! ? followed by whitespace or the end, except after common abbreviations.
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bcf)(?<!\bvs)[.!?](?=\s|$)")
 
 
-def _role_text(match: re.Match[str]) -> str:
-    role, content = match.group(1), match.group(2)
+def _role_text(role: str, content: str) -> str:
     titled = re.fullmatch(r"(.+?)\s*<[^>]+>", content)
     if titled:
         return titled.group(1)
@@ -154,17 +157,19 @@ def _role_text(match: re.Match[str]) -> str:
     return text
 
 
+def _inline(match: re.Match[str]) -> str:
+    groups = match.groupdict()
+    if groups["role"] is not None:
+        return _role_text(groups["role"], groups["target"])
+    if groups["strong"] is not None or groups["em"] is not None:
+        return plain_text(groups["strong"] or groups["em"])
+    return next(v for k, v in groups.items() if v is not None and k != "target")
+
+
 def plain_text(rest: str) -> str:
     """reST/Sphinx inline markup removed: roles, literals, links, emphasis, escapes."""
-    text = _ROLE.sub(_role_text, rest)
-    text = _LITERAL.sub(r"\1", text)
-    text = _LINK.sub(r"\1", text)
-    text = _INTERPRETED.sub(r"\1", text)
-    text = _STRONG.sub(r"\1", text)
-    text = _EMPHASIS.sub(r"\1", text)
-    text = re.sub(r"\s*::$", ":", text)  # "Example::" introduces a literal block
-    text = re.sub(r"\\(.)", r"\1", text)
-    return " ".join(text.split())
+    text = re.sub(r"\s*::$", ":", rest.strip())  # "Example::" introduces a literal block
+    return " ".join(_INLINE.sub(_inline, text).split())
 
 
 def first_sentence(doc: str) -> str:
