@@ -168,3 +168,12 @@ def test_list_into_a_closed_pipe_is_no_traceback(pytester):
     result = pytester.run(sys.executable, "-c", script)
     assert result.ret == 0
     assert result.stdout.lines[-1] == "STATUS: 1 STDERR:''"
+
+
+def test_list_with_conftest_when_plugin_autoload_is_disabled(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(CONFTEST)
+    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
+                          "--conftest", str(pytester.path))
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["  keyword -- conftest conftest.py"])

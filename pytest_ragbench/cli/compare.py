@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from ..gates import TESTS
-from ..history import DEFAULT_HISTORY
 from ..options import add_gate_options, add_history_option
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
 
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
     from ..baseline import BaselineError
     from ..compare import Overrides, compare_docs, load_side
-    from ..history import HistoryError
+    from ..history import DEFAULT_HISTORY, HistoryError
     from ..records import jsonable
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
 

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..history import DEFAULT_HISTORY
 from ..options import add_history_option
 from .common import EXIT_OK, EXIT_USAGE, add_command
 
@@ -26,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragbench history`` on parsed arguments; returns the exit status."""
-    from ..history import HistoryError, RunHistory, history_lines
+    from ..history import DEFAULT_HISTORY, HistoryError, RunHistory, history_lines
 
     db = Path(args.history) if args.history else Path.cwd() / DEFAULT_HISTORY
     try:
