@@ -1,8 +1,15 @@
-"""Command-line and ini options, and the value parsers shared with the ``ragbench`` CLI."""
+"""Command-line and ini options of the plugin; the ones the ``ragbench`` command shares.
+
+Shared options are defined once, by functions taking an ``addoption`` callable and a prefix
+(the way pytest-benchmark shares its display options with its CLI), so the plugin's
+``--ragbench-gate`` and ``ragbench compare --gate`` cannot drift apart in type, default or
+help.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +37,40 @@ def gate_arg(value: str) -> str:
     return value
 
 
+AddOption = Callable[..., Any]
+
+
+def add_gate_options(addoption: AddOption, prefix: str = "ragbench-") -> None:
+    """Register ``--{prefix}gate`` and ``--{prefix}tolerance``.
+
+    ``addoption`` is pytest's ``group.addoption`` (prefix ``ragbench-``) or an argparse
+    parser's ``add_argument`` (prefix ``""``, as ``ragbench compare`` does): one definition, so
+    the plugin and the command accept the same values with the same help.
+    """
+    addoption(
+        f"--{prefix}gate", action="append", default=[], type=gate_arg, metavar="EXPR",
+        help="an extra gate for every suite, e.g. 'ndcg@10 >= 0.6', 'ndcg@10: drop <= 2%%', "
+             "'ndcg@10: no significant drop at 0.05', 'difficulty=hard: recall@10 >= 0.5'; "
+             "repeatable",
+    )
+    addoption(
+        f"--{prefix}tolerance", default=None, type=tolerance_arg, metavar="TOL",
+        help="allowed drop against the baseline for every metric: absolute (0.02) or "
+             "relative (5%%); overrides the suite's baseline.tolerance",
+    )
+
+
+def add_history_option(addoption: AddOption, prefix: str = "ragbench-",
+                       aliases: Sequence[str] = ()) -> None:
+    """Register ``--{prefix}history`` (plus ``aliases``, e.g. the command's older ``--db``)."""
+    addoption(
+        f"--{prefix}history", *aliases, default=None, metavar="PATH",
+        help="SQLite run history: pytest runs are appended to it, baselines ('last', "
+             "'best', a run id) are read from it (default: .ragbench/history.sqlite under the "
+             "rootdir; for the ragbench command, under the current directory)",
+    )
+
+
 def addoption(parser: Any) -> None:
     """Register the plugin's options on pytest's parser."""
     group = parser.getgroup("ragbench", "RAG benchmarks as test suites (pytest-ragbench)")
@@ -53,25 +94,11 @@ def addoption(parser: Any) -> None:
              "folder, or from the run history 'last', 'best' or a run id; gates against the "
              "baseline (drop, no significant drop) and the tolerance decide the verdict",
     )
-    group.addoption(
-        "--ragbench-gate", action="append", default=[], type=gate_arg, metavar="EXPR",
-        help="an extra gate for every suite, e.g. 'ndcg@10 >= 0.6', 'ndcg@10: drop <= 2%%', "
-             "'ndcg@10: no significant drop at 0.05', 'difficulty=hard: recall@10 >= 0.5'; "
-             "repeatable",
-    )
-    group.addoption(
-        "--ragbench-history", default=None, metavar="PATH",
-        help="SQLite run history to append to and to read baselines from (default: "
-             ".ragbench/history.sqlite under the rootdir)",
-    )
+    add_gate_options(group.addoption)
+    add_history_option(group.addoption)
     group.addoption(
         "--ragbench-no-history", action="store_true", default=False,
         help="do not append this run to the run history",
-    )
-    group.addoption(
-        "--ragbench-tolerance", default=None, type=tolerance_arg, metavar="TOL",
-        help="allowed drop against the baseline for every metric: absolute (0.02) or "
-             "relative (5%%); overrides the suite's baseline.tolerance",
     )
     group.addoption(
         "--ragbench-no-output", action="store_true", default=False,

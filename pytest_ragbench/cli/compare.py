@@ -1,0 +1,85 @@
+"""``ragbench compare A B``: gate run B against baseline A offline, as the plugin would.
+
+The comparison is :func:`pytest_ragbench.compare.compare_docs` on the same documents the
+plugin uses, so the verdict and the exit status (0 passed, 1 failed) match ``pytest
+--ragbench-baseline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..gates import TESTS
+from ..options import add_gate_options, add_history_option
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
+
+
+def _alpha(value: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 < alpha < 1.0:
+        raise argparse.ArgumentTypeError(f"alpha must be strictly between 0 and 1, got {value}")
+    return alpha
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``compare`` to the command's subparsers."""
+    p = add_command(commands, "compare",
+                    summary="compare run B against baseline A and gate it (exit 1 on failure)",
+                    description="Compare run B against baseline A, paired per query, and gate "
+                                "it exactly as pytest --ragbench-baseline does.")
+    p.add_argument("baseline", metavar="A",
+                   help="baseline: a baseline JSON file, a run folder, or a history run id "
+                        "('last', 'best')")
+    p.add_argument("current", metavar="B", help="the run to check, in any of the same forms")
+    add_history_option(p.add_argument, prefix="", aliases=("--db",))
+    add_gate_options(p.add_argument, prefix="")
+    p.add_argument("--test", choices=TESTS, default=None, help="paired test (default: the "
+                   "suite's baseline.test, else permutation)")
+    p.add_argument("--alpha", type=_alpha, default=None, help="significance level")
+    p.add_argument("--require-same-dataset", action="store_true",
+                   help="fail when the dataset or the query set differ")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
+    from ..baseline import BaselineError
+    from ..compare import Overrides, compare_docs, load_side
+    from ..history import DEFAULT_HISTORY, HistoryError
+    from ..records import jsonable
+    from ..report.terminal import baseline_lines, dataset_lines, gate_lines
+
+    cwd = Path.cwd()
+    db = Path(args.history) if args.history else cwd / DEFAULT_HISTORY
+    try:
+        base, base_label = load_side(args.baseline, cwd=cwd, history=db)
+        cur, cur_label = load_side(args.current, cwd=cwd, history=db)
+        result = jsonable(compare_docs(base, cur, Overrides(
+            tolerance=args.tolerance, test=args.test, alpha=args.alpha,
+            require_same_dataset=args.require_same_dataset, gates=tuple(args.gate))))
+    except (BaselineError, HistoryError) as exc:
+        print(f"ragbench compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result, indent=1, sort_keys=True))
+    else:
+        print(f"ragbench compare: {cur_label} against baseline {base_label}")
+        for line in dataset_lines(result["suites"]):
+            print(line)
+        for line in baseline_lines(result["rows"]):
+            print(line)
+        if result["gates"]:
+            print("gates:")
+            for line in gate_lines(result["gates"]):
+                print(line)
+        for line in result["failures"]:
+            print(line)
+        print("ragbench compare: " + ("passed" if result["passed"] else "FAILED"))
+    return EXIT_OK if result["passed"] else EXIT_FAILED

@@ -1,0 +1,43 @@
+"""``ragbench report RUN_DIR``: re-render the report files of a saved run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``report`` to the command's subparsers."""
+    p = add_command(commands, "report", summary="re-render the reports of a run folder",
+                    description="Re-render report.html, cases.csv and summary.md of a saved "
+                                "run folder (e.g. .ragbench/runs/latest) from its cases.jsonl "
+                                "and summary.json.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
+    p.add_argument("--html", type=Path, default=None, metavar="PATH",
+                   help="write the HTML report here instead of RUN_DIR/report.html")
+    p.add_argument("--history", type=Path, default=None, metavar="DB",
+                   help="run history database for the trend lines (default: the "
+                        "history.sqlite beside the runs folder, if any)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ragbench report``: prints the written paths; 2 for a folder that is not a run
+    folder or an unreadable history, 1 when a file cannot be written."""
+    from ..history import HistoryError
+    from ..report.rerender import RunFolderError, rerender
+
+    try:
+        paths = rerender(args.run_dir, html_path=args.html, history_db=args.history)
+    except (RunFolderError, HistoryError) as exc:
+        print(f"ragbench report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"ragbench report: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for path in paths:
+        print(path)
+    return EXIT_OK

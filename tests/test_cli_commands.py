@@ -1,0 +1,179 @@
+"""The ``ragbench`` command's structure: subcommands, their --help, --version, usage errors,
+the console-script entry, and ``ragbench list`` (with and without a pytest configuration)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from importlib.metadata import entry_points
+
+import pytest
+
+import pytest_ragbench
+from pytest_ragbench.cli import main
+
+HELP_NAMES = {
+    "compare": ["A", "B", "--history", "--db", "--gate", "--tolerance", "--test", "--alpha",
+                "--require-same-dataset", "--json"],
+    "history": ["--history", "--db", "--metric", "--suite", "--limit"],
+    "report": ["RUN_DIR", "--html", "--history"],
+    "list": ["--conftest"],
+    "schema": ["JSON Schema"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP_NAMES))
+def test_each_subcommand_has_its_own_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: ragbench {command} ")
+    for name in HELP_NAMES[command]:
+        assert name in out, name
+
+
+def test_top_level_help_names_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in HELP_NAMES:
+        assert f"    {command} " in out
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"pytest-ragbench {pytest_ragbench.__version__}\n"
+
+
+def test_console_script_entry_point_is_main():
+    found = entry_points(group="console_scripts", name="ragbench")
+    if not found:
+        pytest.skip("pytest-ragbench is not installed in this environment")
+    (ep,) = found
+    assert ep.value == "pytest_ragbench.cli:main"
+    assert ep.load() is main
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    assert main(["lsit"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ragbench ")
+    assert "invalid choice: 'lsit'" in err
+
+
+def test_no_subcommand_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage: ragbench" in capsys.readouterr().err
+
+
+def test_bad_subcommand_option_names_the_subcommand(capsys):
+    assert main(["history", "--limit", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: ragbench history" in err and "invalid int value: 'many'" in err
+
+
+def _component_block(out: str, head: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index(head)
+    block = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith("      "):
+            break
+        block.append(line)
+    return block
+
+
+def test_list_shows_user_parameters_and_plain_descriptions(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    bm25 = _component_block(out, "  bm25 -- built-in")
+    assert bm25[1].startswith("      parameters: k1=0.9, b=0.4, stemmer='porter'")
+    assert bm25[2] == ("      BM25 over the corpus passed to index(); implements the Retriever "
+                       "protocol.")
+    llm = _component_block(out, "  openai -- built-in")  # the LLM section comes first
+    assert llm[1].startswith("      parameters: base_url, model, api_key_env=None")
+    for internal in ("transport", "retry", "breaker", "rate_limiter", "rng"):
+        assert f"{internal}=" not in out
+    assert ":class:" not in out and ":meth:" not in out and "``" not in out
+    assert "--conftest DIR" in out.splitlines()[-1]
+
+
+CONFTEST = '''
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import httpx
+
+
+class Keyword:
+    """Scores by query words, see :class:`~collections.Counter` and ``str.split``.
+
+    :param boost: weight of a match.
+    """
+
+    def __init__(self, boost: float = 1.0, words: list[str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 on_hit: Callable[[str], None] | None = None, _trace: bool = False) -> None:
+        self.boost = boost
+
+
+def pytest_ragbench_register(registry):
+    registry.add("retriever", "keyword", Keyword)
+'''
+
+
+def test_list_with_conftest_includes_its_registrations(pytester):
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
+                          "--conftest", str(pytester.path))
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines([
+        "  bm25 -- built-in",
+        "      parameters: k1=0.9, b=0.4, *",
+        "  keyword -- conftest conftest.py",
+        "      parameters: boost=1.0, words=None",
+        "      Scores by query words, see Counter and str.split.",
+    ])
+    assert "collected" not in result.stdout.str()
+
+
+def test_list_without_conftest_leaves_conftest_registrations_out(pytester):
+    pytester.makeconftest(CONFTEST)
+    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list")
+    assert result.ret == 0
+    assert "keyword" not in result.stdout.str()
+    assert "  bm25 -- built-in" in result.stdout.lines
+
+
+def test_list_with_a_broken_conftest_is_a_usage_error(pytester, tmp_path):
+    pytester.makeconftest("import no_such_module_anywhere\n")
+    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
+                          "--conftest", str(pytester.path))
+    assert result.ret == 2
+    assert "no_such_module_anywhere" in result.stderr.str() + result.stdout.str()
+    assert main(["list", "--conftest", str(tmp_path / "missing")]) == 2
+
+
+def test_list_into_a_closed_pipe_is_no_traceback(pytester):
+    # `ragbench list | head -1`: the reader is gone before the listing is written.
+    script = textwrap.dedent("""
+        import os, subprocess, sys
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        p = subprocess.run([sys.executable, "-m", "pytest_ragbench.cli", "list"],
+                           stdout=write_end, stderr=subprocess.PIPE)
+        print("STATUS:", p.returncode, "STDERR:" + repr(p.stderr.decode()))
+    """)
+    result = pytester.run(sys.executable, "-c", script)
+    assert result.ret == 0
+    assert result.stdout.lines[-1] == "STATUS: 1 STDERR:''"
+
+
+def test_list_with_conftest_when_plugin_autoload_is_disabled(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(CONFTEST)
+    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
+                          "--conftest", str(pytester.path))
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["  keyword -- conftest conftest.py"])
