@@ -208,3 +208,39 @@ def test_http_concurrent_answers_equal_sequential(search_service: str) -> None:
     one = asyncio.run(sequential())
     assert any(one)
     assert asyncio.run(concurrent()) == one
+
+
+# -- through the plugin: -n 0 and -n 2 batch differently, and must not score differently ---
+
+
+def _comparable(root: Path) -> tuple[Any, list[dict[str, Any]]]:
+    run_dir = (root / ".ragbench" / "runs" / "latest").resolve()
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in
+               (run_dir / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    for record in records:
+        record.pop("latency_ms", None)  # wall time, the one thing allowed to differ
+    return summary["suites"], sorted(records, key=lambda r: (r["retriever"], r["case_id"]))
+
+
+@pytest.mark.parametrize("method", ["rrf", "weighted"])
+def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite, method: str) -> None:
+    mini_suite(f"""
+        name: batching
+        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        retrievers:
+          bm25: {{}}
+          dense: {{type: dense, embedder: {{type: hashing, dim: 384}}, batch_size: 2}}
+          fused: {{type: hybrid, retrievers: [bm25, dense], method: {method},
+                   weights: [0.4, 0.6]}}
+        metrics: [ndcg@10, recall@10, mrr@10]
+    """)
+    serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    serial.assert_outcomes(passed=15)
+    serial_suites, serial_records = _comparable(pytester.path)
+    parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+    parallel.assert_outcomes(passed=15)
+    parallel_suites, parallel_records = _comparable(pytester.path)
+    assert any(r["retrieved"] for r in serial_records if r["retriever"] == "dense")
+    assert parallel_records == serial_records
+    assert parallel_suites == serial_suites
