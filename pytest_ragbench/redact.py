@@ -26,6 +26,20 @@ MASK = "***"
 SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|cookie|password", re.I)
 
 
+_AUTH_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9-]* +(\S+)")
+
+
+def header_secrets(name: str, value: str, substituted: Iterable[str] = ()) -> list[str]:
+    """The secrets in one request header: the values substituted from ``${ENV}`` references,
+    or, for a secret-named header (Authorization, X-Api-Key, ...) written literally, its value
+    without an auth scheme word (``Bearer``), so that "Bearer" itself is not a secret."""
+    found = [s for s in substituted if s]
+    if found or not SECRET_HEADER.search(name):
+        return found
+    scheme = _AUTH_SCHEME.fullmatch(value.strip())
+    return [scheme.group(1) if scheme else value]
+
+
 class Redactor:
     """Replaces secrets, and fragments of them, with ``***``.
 

@@ -273,3 +273,15 @@ def test_a_run_against_echoing_servers_leaks_no_fragment(pytester, mini_suite, e
     for path in Path(pytester.path).rglob("*"):
         if path.is_file():
             assert leaks(path.read_bytes().decode("utf-8", "replace")) == [], path
+
+
+def test_header_secrets_keep_the_auth_scheme_word_out() -> None:
+    from pytest_ragbench.redact import header_secrets
+
+    assert header_secrets("Authorization", f"Bearer {SECRET}", [SECRET]) == [SECRET]
+    assert header_secrets("Authorization", "Bearer literal-token-123") == ["literal-token-123"]
+    assert header_secrets("X-Api-Key", "abc def ghi") == ["abc def ghi"]
+    assert header_secrets("Accept", "application/json") == []
+    redact = Redactor(header_secrets("Authorization", "Bearer literal-token-123"))
+    assert redact("missing Bearer scheme; got literal-token-123") == (
+        "missing Bearer scheme; got ***")

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 
 from ..errors import ComponentError
-from ..redact import SECRET_HEADER, Redactor
+from ..redact import Redactor, header_secrets
 from .base import Completion, LLMError, Message, Usage
 from .identity import ProviderId, strip_credentials
 from .resilience import (
@@ -131,9 +131,7 @@ class _OpenAIEndpoint:
             request_headers["Authorization"] = f"Bearer {key}"
         for name, raw in (headers or {}).items():
             value, resolved = _resolve_header(name, str(raw))
-            secrets.extend(resolved)
-            if SECRET_HEADER.search(name):
-                secrets.append(value)
+            secrets.extend(header_secrets(name, value, resolved))
             request_headers[name] = value
         auth: tuple[str, str] | None = None
         parts = urlsplit(base_url)

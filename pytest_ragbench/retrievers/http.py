@@ -46,7 +46,7 @@ import httpx
 
 from ..datasets import Document, Query
 from ..llm.identity import strip_credentials
-from ..redact import SECRET_HEADER, Redactor
+from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -104,9 +104,7 @@ class HTTPRetriever:
         resolved: dict[str, str] = {}
         for name, raw in (headers or {}).items():
             value, used = expand_env(str(raw), f"headers.{name}")
-            secrets += used
-            if SECRET_HEADER.search(name):
-                secrets.append(value)
+            secrets += header_secrets(name, value, used)
             resolved[name] = value
         self.url = url
         self.timeout = float(timeout)
@@ -173,8 +171,10 @@ class HTTPRetriever:
             try:
                 return reply.json()
             except ValueError:
+                # scrubbed before repr too: repr could escape a secret's characters
+                body = repr(self._scrub(reply.text))
                 raise HTTPRetrieverError(self._scrub(
-                    f"{where} answered non-JSON: {self._excerpt(repr(reply.text))}")) from None
+                    f"{where} answered non-JSON: {self._excerpt(body)}")) from None
         raise HTTPRetrieverError(self._scrub(
             f"{where} failed after {self.retries + 1} attempt(s): {last}"))
 
