@@ -89,8 +89,11 @@ class HashingEmbedder:
                     "little",
                 )
                 out[row, (h >> 1) % self.dim] += 1.0 if h & 1 else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
+            # One row at a time, so a text's vector cannot depend on the batch it came in; the
+            # same reduction as a whole-matrix norm along axis 1 (cached indexes stay valid).
+            norm = np.linalg.norm(out[row:row + 1], axis=1)[0]
+            if norm > 0:
+                out[row] /= norm
         return out
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -298,6 +298,14 @@ def _suite_args(config: pytest.Config) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+@pytest.hookimpl(tryfirst=True, specname="pytest_configure")
+def pytest_configure_quiet_asyncio(config: pytest.Config) -> None:
+    # Before pytest-asyncio's own pytest_configure, which warns (see asyncio_setup).
+    from .asyncio_setup import quiet_unset_fixture_loop_scope
+
+    quiet_unset_fixture_loop_scope(config)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ragbench: a case collected from a ragbench suite")
     config.addinivalue_line(

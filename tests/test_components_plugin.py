@@ -278,7 +278,7 @@ def test_unknown_metric_parameter_lists_the_metric_parameters(pytester, project)
     result = pytester.runpytest(SUITE)
     result.stdout.fnmatch_lines([
         "*suite.yaml:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
-        "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing",
+        "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain",
     ])
 
 

@@ -18,6 +18,7 @@ from pytest_ragbench.metrics.judge import (
     Judge,
     JudgeInput,
     JudgeResult,
+    f_beta,
 )
 
 RAGAS_FOUR = ("faithfulness", "answer_relevancy", "context_precision", "context_recall")
@@ -548,6 +549,49 @@ async def test_no_contexts_means_no_claim_can_cite_one() -> None:
     assert "(none)" in llm.calls[0][0][1]["content"]
     assert "there are no contexts" in llm.calls[1][0][-1]["content"]
     assert result.scores["faithfulness"] == 0.0
+
+
+@pytest.mark.parametrize(("tp", "fp", "fn", "beta", "expected"), [
+    (2, 1, 1, 1.0, 2 / 3),           # p = r = 2/3
+    (1, 0, 3, 1.0, 0.4),             # p 1, r 1/4: 2 * 0.25 / 1.25
+    (1, 0, 3, 2.0, 1.25 / 4.25),     # (1 + 4) * 0.25 / (4 + 0.25)
+    (0, 0, 0, 1.0, 1.0),             # nothing to count on either side: perfect, as in RAGAS
+    (0, 0, 3, 1.0, 0.0),             # empty precision with misses: 0
+    (0, 2, 0, 1.0, 0.0),             # empty recall with false claims: 0
+    (0, 2, 3, 1.0, 0.0),
+])
+def test_f_beta_follows_ragas(tp: int, fp: int, fn: int, beta: float, expected: float) -> None:
+    assert f_beta(tp, fp, fn, beta) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.asyncio
+async def test_answer_correctness_keeps_a_negative_similarity() -> None:
+    vectors = {**VECTORS, ITEM.answer: [-3.0, -4.0, 0.0]}  # cos with reference = -9/15
+    result = await Judge(OracleLLM(FULL_REPLY), FakeEmbedder(vectors)).evaluate(
+        ITEM, ["answer_correctness"])
+    # 0.75 * 2/3 + 0.25 * (-0.6) = 0.5 - 0.15
+    assert result.scores["answer_correctness"] == pytest.approx(0.35, abs=1e-7)
+    assert result.verdicts["answer_correctness"]["similarity"] == pytest.approx(-0.6, abs=1e-7)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("answer_claims", "reference_claims", "side"), [
+    ([], FULL_REPLY["reference_claims"], "the answer"),
+    (FULL_REPLY["answer_claims"], [], "the reference"),
+    ([], [], "neither the answer nor the reference"),
+])
+async def test_answer_correctness_when_a_side_states_no_claim(
+        answer_claims: list[Any], reference_claims: list[Any], side: str) -> None:
+    reply = {**FULL_REPLY, "answer_claims": answer_claims, "reference_claims": reference_claims}
+    alone = await Judge(OracleLLM(reply)).evaluate(ITEM, ["answer_correctness"])
+    # RAGAS only classifies when both sides state claims; otherwise factuality is 1.0
+    assert alone.scores["answer_correctness"] == 1.0
+    assert alone.verdicts["answer_correctness"]["note"].startswith(side + " states no claim")
+    json.dumps(alone.verdicts, allow_nan=False)
+    blended = await Judge(OracleLLM(reply), FakeEmbedder(VECTORS)).evaluate(
+        ITEM, ["answer_correctness"])
+    # (0.75 * 1.0 + 0.25 * 0.6) / (0.75 + 0.25)
+    assert blended.scores["answer_correctness"] == pytest.approx(0.9, abs=1e-7)
 
 
 @pytest.mark.asyncio

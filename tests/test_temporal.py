@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import textwrap
 from datetime import date, datetime, timedelta, timezone
 
@@ -36,7 +37,7 @@ def _dcg(gains: list[float]) -> float:
 
 
 def test_gains_halve_per_period_with_lambda_ln2() -> None:
-    metric = TemporalNDCG(k=3, lambda_=math.log(2), T="1d", now=NOW)
+    metric = TemporalNDCG(k=3, lambda_=math.log(2), T="1d", now=NOW, gain="linear")
     docs = _docs({"a": 0, "b": 1, "c": 0, "d": 0})
     case = Query(id="q", text="q", relevant={"a": 2, "b": 2, "c": 1, "d": 0}, judged=True)
     value = metric.compute(case, _result(["b", "a", "d"], docs))
@@ -47,7 +48,7 @@ def test_gains_halve_per_period_with_lambda_ln2() -> None:
 
 
 def test_ideal_ordering_is_by_discounted_gain() -> None:
-    metric = TemporalNDCG(k=2, lambda_=math.log(2), T="1d", now=NOW)
+    metric = TemporalNDCG(k=2, lambda_=math.log(2), T="1d", now=NOW, gain="linear")
     docs = _docs({"old": 3, "new": 0})
     case = Query(id="q", text="q", relevant={"old": 3, "new": 1}, judged=True)
     # old: 3 / 2^3 = 0.375; new: 1. The ideal list puts the fresh, less relevant one first.
@@ -57,12 +58,53 @@ def test_ideal_ordering_is_by_discounted_gain() -> None:
     assert graded_first < 1.0
 
 
+def test_defaults_follow_the_original_definition() -> None:
+    """k=10, T=7 days, lambda=0.3, gain 2^rel - 1, IDCG by decayed gain (hand-computed)."""
+    metric = TemporalNDCG(now=NOW)
+    assert (metric.k, metric.T, metric.lambda_) == (10, 7 * DAY, 0.3)
+    docs = _docs({"a": 0, "b": 7, "c": 14, "x": 1, "z": 3.5})
+    case = Query(id="q", text="q", relevant={"a": 2, "b": 1, "c": 3, "x": 0}, judged=True)
+    # gains: a (2^2-1) e^0 = 3; b (2^1-1) e^-0.3 = 0.740818220681718;
+    # c (2^3-1) e^-0.6 = 3.841681452658185; x and z 0
+    # DCG = 0.740818220681718/1 + 3/log2(3) + 0/2 + 3.841681452658185/log2(5)
+    #     = 0.740818220681718 + 1.892789260714372 + 1.654522145245220 = 4.288129626641310
+    # IDCG = 3.841681452658185/1 + 3/log2(3) + 0.740818220681718/2 = 6.104879823713416
+    value = metric.compute(case, _result(["b", "a", "x", "c", "z"], docs))
+    assert value == pytest.approx(4.288129626641310 / 6.104879823713416, abs=1e-12)
+    assert value == pytest.approx(0.702410, abs=1e-6)
+    assert metric.gain("c", 3, NOW, docs) == pytest.approx(7 * math.exp(-0.6), abs=1e-15)
+
+
+def test_linear_gain_without_decay_is_trec_evals_ndcg() -> None:
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = random.Random(1)
+    ids = [f"d{i:02d}" for i in range(40)]
+    docs = _docs({d: rng.uniform(0, 30) for d in ids})
+    checked = 0
+    for _ in range(50):
+        qrels = {d: rng.choice([0, 0, 1, 1, 2, 3]) for d in rng.sample(ids, rng.randint(1, 12))}
+        if not any(g > 0 for g in qrels.values()):
+            continue
+        scores = {d: float(s) for s, d in enumerate(rng.sample(ids, rng.randint(1, 25)))}
+        ranking = sorted(scores, key=lambda d: -scores[d])
+        for k in (1, 5, 10):
+            trec = pytrec_eval.RelevanceEvaluator({"q": qrels}, {f"ndcg_cut.{k}"})
+            expected = trec.evaluate({"q": scores})["q"][f"ndcg_cut_{k}"]
+            case = Query(id="q", text="q", relevant=qrels, judged=True)
+            metric = TemporalNDCG(k=k, lambda_=0, now=NOW, gain="linear")
+            assert metric.compute(case, _result(ranking, docs)) == pytest.approx(
+                expected, abs=1e-12)
+            checked += 1
+    assert checked > 100
+
+
 def test_lambda_zero_is_plain_ndcg() -> None:
     docs = _docs({f"d{i}": float(i) for i in range(6)})
     case = Query(id="q", text="q", relevant={"d0": 1, "d2": 3, "d4": 2, "d5": 0}, judged=True)
     ranking = ["d5", "d4", "d1", "d0", "d2"]
     plain = parse_metric("ndcg@4").compute(ranking, case.relevant)
-    temporal = TemporalNDCG(k=4, lambda_=0, now=NOW).compute(case, _result(ranking, docs))
+    temporal = TemporalNDCG(k=4, lambda_=0, now=NOW, gain="linear").compute(
+        case, _result(ranking, docs))
     assert temporal == pytest.approx(plain, abs=1e-12)
 
 
@@ -70,8 +112,10 @@ def test_cutoff_and_no_relevant_documents() -> None:
     metric = TemporalNDCG(k=1, lambda_=0.3, now=NOW)
     docs = _docs({"a": 0, "b": 0})
     case = Query(id="q", text="q", relevant={"a": 1, "b": 2}, judged=True)
-    # only rank 1 counts: a's gain 1 against the ideal b's 2
-    assert metric.compute(case, _result(["a", "b"], docs)) == pytest.approx(0.5)
+    # only rank 1 counts: a's gain 2^1 - 1 = 1 against the ideal b's 2^2 - 1 = 3
+    assert metric.compute(case, _result(["a", "b"], docs)) == pytest.approx(1 / 3)
+    linear = TemporalNDCG(k=1, lambda_=0.3, now=NOW, gain="linear")
+    assert linear.compute(case, _result(["a", "b"], docs)) == pytest.approx(0.5)
     nothing = Query(id="q", text="q", relevant={"a": 0}, judged=True)
     assert metric.compute(nothing, _result(["a"], docs)) == 0.0
 
@@ -106,8 +150,8 @@ def test_now_defaults_to_the_run_start() -> None:
     docs = _docs({"a": 0})  # stamped NOW
     case = Query(id="q", text="q", relevant={"a": 1, "b": 0}, judged=True)
     one_day_later = NOW + DAY
-    # ideal and actual decay alike, so look at the gain itself
-    assert metric.gain("a", 2, one_day_later, docs) == pytest.approx(1.0)
+    # ideal and actual decay alike, so look at the gain itself: (2^2 - 1) / 2
+    assert metric.gain("a", 2, one_day_later, docs) == pytest.approx(1.5)
     assert metric.compute(case, _result(["a"], docs, run_start=one_day_later)) == 1.0
     assert metric._now(_result([], docs, run_start=one_day_later)) == one_day_later
 
@@ -172,6 +216,9 @@ def test_suite_mapping_parameters_resolve_through_the_registry() -> None:
         resolve_metric("temporal_ndcg@5", {"k": 3})
     with pytest.raises(ValueError, match="missing must be one of zero, no_decay, error"):
         resolve_metric("temporal_ndcg@5", {"missing": "skip"})
+    with pytest.raises(ValueError, match="gain must be one of exponential, linear"):
+        resolve_metric("temporal_ndcg@5", {"gain": "log"})
+    assert resolve_metric("temporal_ndcg@5", {"gain": "linear"}).component.gain_kind == "linear"
 
 
 def test_temporal_ndcg_in_a_suite_run(pytester: pytest.Pytester) -> None:
@@ -196,11 +243,17 @@ def test_temporal_ndcg_in_a_suite_run(pytester: pytest.Pytester) -> None:
           - ndcg@2
           - {name: temporal_ndcg@2, lambda: 0.6931471805599453, T: 1d,
              now: "2026-01-01T00:00:00Z"}
+          - {name: temporal_ndcg@2, lambda: 0.6931471805599453, T: 1d,
+             now: "2026-01-01T00:00:00Z", gain: linear, as: temporal_ndcg_linear@2}
     """), encoding="utf-8")
     result = pytester.runpytest("--ragbench=suite.yaml")
     result.assert_outcomes(passed=1)
     rec = json.loads((pytester.path / ".ragbench/runs/latest/cases.jsonl").read_text())
-    # old is 3 days old at "now": gain 3/8; new (epoch 1767225600 = now) keeps gain 1
-    expected = _dcg([0.375, 1.0]) / _dcg([1.0, 0.375])
+    # old is 3 days old at "now": gain (2^3 - 1)/8 = 0.875; new (epoch 1767225600 = now)
+    # keeps gain 2^1 - 1 = 1
+    expected = _dcg([0.875, 1.0]) / _dcg([1.0, 0.875])
     assert rec["metrics"]["temporal_ndcg@2"] == pytest.approx(expected, abs=1e-9)
+    # linear gains: 3/8 and 1
+    linear = _dcg([0.375, 1.0]) / _dcg([1.0, 0.375])
+    assert rec["metrics"]["temporal_ndcg_linear@2"] == pytest.approx(linear, abs=1e-9)
     assert rec["metrics"]["ndcg@2"] == pytest.approx(1.0)

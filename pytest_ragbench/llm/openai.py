@@ -8,7 +8,9 @@ per-request timeout; failed attempts are retried according to the :class:`RetryP
 Secrets: the API key is read from the environment variable *named* by ``api_key_env`` and
 header values may be ``${ENV_NAME}`` references. Those values live only inside the HTTP
 client's headers; every message this module produces (exceptions, logs, breaker reasons) is
-scrubbed of them, because servers sometimes echo the key back in their error bodies.
+scrubbed of them, and of any 8-character run of them, because servers sometimes echo the key
+back (whole or in part) in their error bodies; a body is scrubbed before it is cut to an excerpt
+(:mod:`pytest_ragbench.redact`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 import numpy as np
 
 from ..errors import ComponentError
+from ..redact import Redactor, header_secrets
 from .base import Completion, LLMError, Message, Usage
 from .identity import ProviderId, strip_credentials
 from .resilience import (
@@ -43,8 +46,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# Header names whose literal values are treated as secrets too (scrubbed from messages).
-_SECRET_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|cookie|password", re.I)
 _ERROR_DETAIL_CHARS = 300
 
 
@@ -130,9 +131,7 @@ class _OpenAIEndpoint:
             request_headers["Authorization"] = f"Bearer {key}"
         for name, raw in (headers or {}).items():
             value, resolved = _resolve_header(name, str(raw))
-            secrets.extend(resolved)
-            if _SECRET_HEADER.search(name):
-                secrets.append(value)
+            secrets.extend(header_secrets(name, value, resolved))
             request_headers[name] = value
         auth: tuple[str, str] | None = None
         parts = urlsplit(base_url)
@@ -140,8 +139,7 @@ class _OpenAIEndpoint:
             # credentials in the URL become basic auth so that URLs in logs stay clean
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
             secrets.extend(s for s in auth if s)
-        # longest first, so a secret containing another one is scrubbed whole
-        self._secrets = tuple(sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True))
+        self._redact = Redactor(secrets)
         self.model = model
         self._endpoint = strip_credentials(base_url)
         self._timeout = float(timeout)
@@ -196,9 +194,7 @@ class _OpenAIEndpoint:
         await self.aclose()
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redact(text)
 
     def _error_detail(self, response: httpx.Response) -> str:
         text = response.text
@@ -212,10 +208,8 @@ class _OpenAIEndpoint:
                 text = error["message"]
             elif isinstance(error, str):
                 text = error
-        text = " ".join(text.split())
-        if len(text) > _ERROR_DETAIL_CHARS:
-            text = text[:_ERROR_DETAIL_CHARS] + "..."
-        return text or "(empty body)"
+        # scrubbed before the cut: a key cut in half would escape the whole-key replacement
+        return self._redact.excerpt(text, _ERROR_DETAIL_CHARS, collapse=True) or "(empty body)"
 
     async def _attempt(self, url: str, body: dict[str, Any], parse: Callable[[Any], T]) -> _Attempt:
         async with self._semaphore:

@@ -19,9 +19,14 @@ Definitions (as in RAGAS):
 ``answer_correctness``
     Answer claims are classified against the reference (TP: supported by the reference, FP: not
     in the reference) and reference claims against the answer (FN: missing from the answer).
-    Factual F1 = TP / (TP + 0.5 * (FP + FN)). Without an embedder the score IS this factual F1.
-    With an embedder it is RAGAS's blend ``0.75 * F1 + 0.25 * cos(answer, reference)``, the
-    cosine clipped to [0, 1]. Needs a reference; NaN when neither side makes a claim.
+    Factual score = RAGAS's F-beta (beta 1): precision TP / (TP + FP) and recall TP / (TP + FN),
+    a precision (recall) with nothing to count being 1 when FN (FP) is 0 too and 0 otherwise,
+    F = 0 when both are 0; so with claims on both sides F1 = TP / (TP + 0.5 * (FP + FN)). As in
+    RAGAS, when the answer or the reference states no claim at all the factual score is 1.0
+    (nothing to contradict). Without an embedder the score IS this factual score. With an
+    embedder it is RAGAS's weighted average ``(0.75 * F1 + 0.25 * cos) / (0.75 + 0.25)`` with
+    ``cos`` the cosine similarity of answer and reference, not clipped (it can be negative).
+    Needs a reference.
 
 Cost. RAGAS spends 7 chat requests and 2 embedding requests per item on the first four metrics.
 In ``mode="batched"`` (default) :class:`Judge` asks for everything the requested metrics need in
@@ -586,13 +591,16 @@ class Judge:
                     errors["answer_relevancy"] = verdicts["answer_relevancy"]["error"] = str(exc)
             if correctness_rows is not None:
                 try:
+                    # RAGAS neither clips nor rescales the cosine: a negative one lowers the
+                    # score below the factual part's share.
                     (sim,) = cosines(correctness_rows[0], [correctness_rows[1]])
-                    sim = min(1.0, max(0.0, sim))
                     w_f1, w_sim = _CORRECTNESS_WEIGHTS
-                    scores["answer_correctness"] = w_f1 * correctness_f1 + w_sim * sim
+                    scores["answer_correctness"] = (
+                        (w_f1 * correctness_f1 + w_sim * sim) / (w_f1 + w_sim))
                     verdicts["answer_correctness"].update(
                         similarity=sim,
-                        formula=f"{w_f1} * factual_f1 + {w_sim} * similarity",
+                        formula=(f"({w_f1} * factual_f1 + {w_sim} * similarity)"
+                                 f" / ({w_f1} + {w_sim})"),
                     )
                 except _EmbedError as exc:
                     errors["answer_correctness"] = str(exc)
@@ -711,12 +719,24 @@ def _claim_ratio(
     return backed / len(claims), evidence
 
 
+def f_beta(tp: int, fp: int, fn: int, beta: float = 1.0) -> float:
+    """RAGAS's F-beta of claim counts: an empty precision (recall) is 1 when there is no FN
+    (FP) either, else 0; 0 when precision and recall are both 0."""
+    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    recall = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
+    if precision + recall == 0:
+        return 0.0
+    b2 = beta * beta
+    return (1 + b2) * precision * recall / (b2 * precision + recall)
+
+
 def _factual_f1(reply: _Reply) -> tuple[float, dict[str, Any]]:
     tp = sum(c["in_reference"] for c in reply.answer_claims)
     fp = len(reply.answer_claims) - tp
     fn = sum(1 - c["in_answer"] for c in reply.reference_claims)
-    denominator = tp + 0.5 * (fp + fn)
-    f1 = tp / denominator if denominator else math.nan
+    one_side_empty = not reply.answer_claims or not reply.reference_claims
+    # RAGAS classifies only when both sides state claims; otherwise factuality is 1.0.
+    f1 = 1.0 if one_side_empty else f_beta(tp, fp, fn)
     evidence: dict[str, Any] = {
         "answer_claims": [
             {k: c[k] for k in ("claim", "in_reference", "why") if k in c}
@@ -729,9 +749,12 @@ def _factual_f1(reply: _Reply) -> tuple[float, dict[str, Any]]:
         "tp": tp,
         "fp": fp,
         "fn": fn,
-        "factual_f1": None if math.isnan(f1) else f1,  # NaN is not valid JSON
+        "factual_f1": f1,
         "formula": "factual_f1",
     }
-    if not denominator:
-        evidence["note"] = "neither the answer nor the reference states a claim"
+    if one_side_empty:
+        side = ("neither the answer nor the reference" if not reply.answer_claims
+                and not reply.reference_claims else
+                "the answer" if not reply.answer_claims else "the reference")
+        evidence["note"] = f"{side} states no claim: factual score 1.0, as in RAGAS"
     return f1, evidence

@@ -1,24 +1,28 @@
 """Temporal nDCG: nDCG whose gains decay with the age of the document (a built-in metric
 component, and an example of a parametrised metric).
 
-For a query with graded labels ``grade(d)`` and documents carrying a timestamp ``t(d)`` in their
-metadata (field ``timestamp`` by default; ISO 8601 text, a datetime, or epoch seconds)::
+It follows the metric's original definition. For a query with graded labels ``rel(d)`` and
+documents carrying a timestamp ``ts(d)`` in their metadata (field ``timestamp`` by default; ISO
+8601 text, a datetime, or epoch seconds)::
 
-    age(d)  = max(0, now - t(d))                        seconds; future documents count as new
-    gain(d) = grade(d) * exp(-lambda * age(d) / T)      for grade(d) > 0, else 0
-    DCG@k   = sum over ranks i = 1..k of gain(d_i) / log2(i + 1)
+    dt(d)   = max(0, now - ts(d)) / T                   in units of T; future documents are new
+    gain(d) = (2^rel(d) - 1) * exp(-lambda * dt(d))     for rel(d) > 0, else 0
+    DCG^time@k = sum over ranks i = 1..k of gain(d_i) / log2(i + 1)
     IDCG@k  = the same sum over the labelled documents sorted by gain(d), highest first
-    temporal_ndcg@k = DCG@k / IDCG@k                    0 when IDCG@k is 0
+    temporal_ndcg@k = DCG^time@k / IDCG@k               0 when IDCG@k is 0
 
-The ideal ordering is by *discounted* gain, so an old, highly graded document may rank below a
+The ideal ordering is by *decayed* gain, so an old, highly graded document may rank below a
 fresh, less relevant one in the ideal list. Parameters (suite mapping entry
 ``{name: temporal_ndcg@10, lambda: 0.5, T: 3d, now: "2026-01-01T00:00:00Z"}``):
 
 ``lambda``
-    decay rate per ``T`` (default 0.3); 0 gives plain nDCG@k with linear gains.
+    decay rate per ``T`` (default 0.3).
 ``T``
     time unit of the decay: seconds as a number, or ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``,
     ``"2w"`` (default ``"7d"``).
+``gain``
+    ``"exponential"`` (default): ``2^rel - 1`` as above; ``"linear"``: ``rel`` itself, so that
+    ``lambda: 0`` with linear gain is trec_eval's nDCG@k.
 ``now``
     reference time (ISO 8601 or epoch seconds); default: the run's start time, the same on
     every xdist worker.
@@ -26,7 +30,7 @@ fresh, less relevant one in the ideal list. Parameters (suite mapping entry
     metadata key holding the timestamp (default ``"timestamp"``).
 ``missing``
     what a labelled document without a (readable) timestamp gets: ``"zero"`` gain (default),
-    ``"no_decay"`` (its plain grade) or ``"error"`` (the case errors).
+    ``"no_decay"`` (its undecayed gain) or ``"error"`` (the case errors).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ..datasets import Query
 from .spec import CaseResult
 
 MISSING_POLICIES = ("zero", "no_decay", "error")
+GAINS = ("exponential", "linear")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
@@ -106,7 +111,8 @@ class TemporalNDCG:
     needs_qrels = True
 
     def __init__(self, k: int = 10, *, lambda_: float = 0.3, T: Any = "7d",
-                 now: Any = None, field: str = "timestamp", missing: str = "zero") -> None:
+                 now: Any = None, field: str = "timestamp", missing: str = "zero",
+                 gain: str = "exponential") -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if (isinstance(lambda_, bool) or not isinstance(lambda_, int | float)
@@ -115,6 +121,8 @@ class TemporalNDCG:
         if missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, "
                              f"got {missing!r}")
+        if gain not in GAINS:
+            raise ValueError(f"gain must be one of {', '.join(GAINS)}, got {gain!r}")
         if not isinstance(field, str) or not field:
             raise ValueError(f"field must be a metadata key, got {field!r}")
         self.k = k
@@ -123,11 +131,12 @@ class TemporalNDCG:
         self.now = None if now is None else parse_time(now)
         self.field = field
         self.missing = missing
+        self.gain_kind = gain
         self.name = f"temporal_ndcg@{k}"
 
     def __repr__(self) -> str:
         return (f"TemporalNDCG(k={self.k}, lambda={self.lambda_}, T={self.T}s, now={self.now}, "
-                f"field={self.field!r}, missing={self.missing!r})")
+                f"field={self.field!r}, missing={self.missing!r}, gain={self.gain_kind!r})")
 
     def _now(self, result: CaseResult) -> float:
         if self.now is not None:
@@ -141,6 +150,7 @@ class TemporalNDCG:
         """The decayed gain of one labelled document."""
         if grade <= 0:
             return 0.0
+        full = float(grade) if self.gain_kind == "linear" else 2.0 ** grade - 1.0
         doc = documents.get(doc_id)
         raw = None if doc is None else doc.metadata.get(self.field)
         try:
@@ -152,9 +162,9 @@ class TemporalNDCG:
                 where = "is not in the corpus" if doc is None else (
                     f"has no readable {self.field!r} ({raw!r})")
                 raise ValueError(f"{self.name}: document {doc_id!r} {where}")
-            return 0.0 if self.missing == "zero" else float(grade)
+            return 0.0 if self.missing == "zero" else full
         age = max(0.0, now - ts)
-        return grade * math.exp(-self.lambda_ * age / self.T)
+        return full * math.exp(-self.lambda_ * age / self.T)
 
     def compute(self, case: Query, result: CaseResult) -> float:
         now = self._now(result)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..records import case_outcome, dumps_json, record_key, xfail_reason
+from .markdown import md_text
 
 CASES_JSONL = "cases.jsonl"
 CASES_CSV = "cases.csv"
@@ -99,8 +100,11 @@ def _md(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(text: Any) -> str:
+    # Every user-provided string (suite, retriever, metric names, gate texts, paths) goes
+    # through here: escaped Markdown, one line, no raw HTML. Never inside a code span, where
+    # no escape works and "<" would stay raw in the file.
+    return md_text(text)
 
 
 def _p(value: Any) -> str:
@@ -132,7 +136,7 @@ def summary_markdown(summary: Mapping[str, Any],
                      and not any(r["regressed"] for r in baseline_rows))
     lines = [f"## ragbench: {'passed' if ok else 'FAILED'}", ""]
     for s in summary["suites"]:
-        lines += [f"### Suite `{_cell(s['name'])}`", ""]
+        lines += [f"### Suite {_cell(s['name'])}", ""]
         metrics = s["metrics"]
         lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
                      + " |")
@@ -146,7 +150,7 @@ def summary_markdown(summary: Mapping[str, Any],
                          + " | ".join(cells) + " |")
         lines.append("")
         for table in s.get("ab", []):
-            lines += [f"A/B on `{_cell(table['metric'])}` ({table['test']}, two-sided, "
+            lines += [f"A/B on {_cell(table['metric'])} ({table['test']}, two-sided, "
                       f"Holm-corrected; **bold** = p < {table['alpha']:g})", "",
                       "| candidate | vs | delta | 95% CI | p (Holm) |",
                       "|---|---|---:|---|---:|"]
@@ -165,7 +169,7 @@ def summary_markdown(summary: Mapping[str, Any],
             mark = "skip" if g.get("skipped") else "PASS" if g["passed"] else "**FAIL**"
             where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
             value, margin = _gate_value(g)
-            lines.append(f"| {mark} | {where} | `{_cell(g['text'])}` | {value} | {margin} |")
+            lines.append(f"| {mark} | {where} | {_cell(g['text'])} | {value} | {margin} |")
         lines.append("")
     if baseline_rows:
         base = summary.get("baseline", {})
@@ -175,7 +179,7 @@ def summary_markdown(summary: Mapping[str, Any],
         for s in base.get("suites", []):
             if s.get("in_baseline") and (s.get("dataset_changed") or s.get("added")
                                          or s.get("removed")):
-                lines += [f"- suite `{_cell(s['name'])}`: dataset "
+                lines += [f"- suite {_cell(s['name'])}: dataset "
                           f"{'changed' if s.get('dataset_changed') else 'unchanged'}, "
                           f"{s['added']} queries added, {s['removed']} removed; compared on "
                           f"{s['n_common']} common queries", ""]
@@ -189,6 +193,6 @@ def summary_markdown(summary: Mapping[str, Any],
                          f"{_cell(b['metric'])} | {_md(b['baseline'])} | {_md(b['current'])} | "
                          f"{_signed(b['delta'])} | [{_signed(b['ci_low'])}, "
                          f"{_signed(b['ci_high'])}] | {_p(b['p_holm'])} | {b['test']} | "
-                         f"{b['tolerance'] if b.get('tolerance') is not None else '-'} |")
+                         f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
         lines.append("")
     return "\n".join(lines)

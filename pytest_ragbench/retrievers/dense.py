@@ -1,9 +1,21 @@
 """Exact dense retrieval: cosine similarity over normalised float32 embeddings, with numpy.
 
 The corpus is embedded once (in batches of ``batch_size`` texts) by the retriever's embedder,
-rows are L2-normalised, and a query's scores are one matrix-vector product; the top ``k`` come
-back in trec_eval's order (score descending, ties by document id descending). No approximate
-index: the point is a faithful baseline, and numpy does a 100k x 768 product in milliseconds.
+rows are L2-normalised, and the top ``k`` come back in trec_eval's order (score descending, ties
+by document id descending). No approximate index: the point is a faithful baseline.
+
+Scores are bit-identical whether a query is asked alone or in a batch, in any process. A
+float32 matrix product is not: BLAS sums a matrix-vector and a matrix-matrix product in
+different orders, so the same query got scores differing in the 7th digit and could rank
+differently. Hence two steps:
+
+1. screening: one float32 product for a block of queries (fast BLAS) finds the candidates,
+   every document whose approximate score is within twice the product's rounding error bound
+   of the k-th best (so the exact top k is always among them);
+2. scoring: each candidate's score is recomputed in float64 from the same float32 vectors,
+   products exact (24-bit mantissas multiply exactly in 53 bits) and summed per row by numpy's
+   pairwise summation, whose order depends only on the vector length. Those scores, the ones
+   reported and ranked, depend on nothing but the two vectors.
 
 Suite syntax: the embedder is a nested component spec::
 
@@ -45,6 +57,8 @@ CACHE_FORMAT_VERSION = 1
 FIELDS = ("flat", "text")
 # Upper bound on query x document scores materialised at once by retrieve_many.
 _SCORE_BLOCK = 16_000_000
+# Upper bound on the float64 products materialised at once when scoring candidates.
+_EXACT_BLOCK = 4_000_000
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -67,6 +81,36 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         cand = np.flatnonzero(scores >= scores[part].min())
     order = np.lexsort((cand, -scores[cand]))
     return cand[order][:k]
+
+
+def normalise_each_row(matrix: np.ndarray) -> np.ndarray:
+    """:func:`normalise_rows` applied to one row at a time, so a row's result cannot depend
+    on which other rows came with it (a query alone or in a batch)."""
+    out = np.empty(matrix.shape, dtype=np.float32)
+    for i in range(matrix.shape[0]):
+        out[i] = normalise_rows(matrix[i:i + 1])[0]
+    return out
+
+
+def exact_scores(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """float64 dot products of ``query`` with ``matrix[rows]``: exact float32 x float32
+    products summed per row in a fixed order (numpy's pairwise sum along a contiguous row)."""
+    q = np.asarray(query, dtype=np.float64)
+    out = np.empty(rows.shape[0], dtype=np.float64)
+    step = max(1, _EXACT_BLOCK // max(1, q.shape[0]))
+    for start in range(0, rows.shape[0], step):
+        chunk = np.asarray(matrix[rows[start:start + step]], dtype=np.float64)
+        out[start:start + step] = np.add.reduce(chunk * q, axis=1)
+    return out
+
+
+def screening_margin(dim: int) -> float:
+    """Twice a bound on |float32 dot - exact dot| for vectors of norm <= 1 in ``dim``
+    dimensions (gamma_dim = dim * u / (1 - dim * u), u = 2**-24, any summation order),
+    doubled again for the norms' own rounding."""
+    u = 2.0 ** -24
+    gamma = (dim + 2) * u / (1.0 - (dim + 2) * u)
+    return 4.0 * gamma
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -174,7 +218,7 @@ class DenseRetriever:
 
     # -- embedding -------------------------------------------------------------------------
 
-    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+    async def _embed(self, texts: Sequence[str], each_row: bool = False) -> np.ndarray:
         parts = []
         for i in range(0, len(texts), self.batch_size):
             batch = list(texts[i:i + self.batch_size])
@@ -188,7 +232,8 @@ class DenseRetriever:
         dims = {p.shape[1] for p in parts}
         if len(dims) > 1:
             raise ValueError(f"the embedder returned mixed dimensions {sorted(dims)}")
-        return normalise_rows(np.concatenate(parts, axis=0))
+        matrix = np.concatenate(parts, axis=0)
+        return normalise_each_row(matrix) if each_row else normalise_rows(matrix)
 
     def _doc_text(self, doc: Document) -> str:
         text = f"{doc.title} {doc.text}".strip() if self.fields == "flat" else doc.text
@@ -223,9 +268,19 @@ class DenseRetriever:
                     return
         self._matrix = matrix
 
-    def _hits(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
-        idx = top_k(scores, k)
-        return [(self._ids[i], float(scores[i])) for i in idx]
+    def _hits(self, matrix: np.ndarray, approx: np.ndarray, query: np.ndarray,
+              k: int) -> list[tuple[str, float]]:
+        """The top ``k`` by exact score, among the candidates the float32 ``approx`` allows."""
+        n = approx.shape[0]
+        if k >= n:
+            cand = np.arange(n)
+        else:
+            kth = float(np.partition(approx, n - k)[n - k])
+            cand = np.flatnonzero(approx >= kth - screening_margin(matrix.shape[1]))
+        scores = exact_scores(matrix, cand, query)
+        # cand ascends, so top_k's ties by position are ties by row: trec order
+        best = top_k(scores, k)
+        return [(self._ids[int(cand[i])], float(scores[i])) for i in best]
 
     def _ready(self, k: int) -> np.ndarray:
         if self._matrix is None:
@@ -243,15 +298,16 @@ class DenseRetriever:
         matrix = self._ready(k)
         if not queries:
             return []
-        q = await self._embed([self.query_prefix + text for text in queries])
+        q = await self._embed([self.query_prefix + text for text in queries], each_row=True)
         if q.shape[1] != matrix.shape[1]:
             raise ValueError(f"query vectors have dimension {q.shape[1]}, the index "
                              f"{matrix.shape[1]}")
         out: list[list[tuple[str, float]]] = []
         block = max(1, _SCORE_BLOCK // max(1, matrix.shape[0]))
         for start in range(0, len(queries), block):
-            scores = np.asarray(matrix @ q[start:start + block].T)  # (n_docs, block)
-            out.extend(self._hits(scores[:, j], k) for j in range(scores.shape[1]))
+            approx = np.asarray(matrix @ q[start:start + block].T)  # (n_docs, block)
+            out.extend(self._hits(matrix, approx[:, j], q[start + j], k)
+                       for j in range(approx.shape[1]))
         return out
 
     async def aclose(self) -> None:

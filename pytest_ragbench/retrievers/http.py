@@ -24,9 +24,13 @@ are finite, per item). ``doc_id`` is accepted for ``id``.
 Header values may reference environment variables as ``${NAME}``; they are read when the
 retriever is built (an unset variable is an error naming the variable, never its value) and
 never appear in messages: error texts are scrubbed of every header value that came from the
-environment. Failures are retried ``retries`` times with exponential backoff (``backoff`` *
-2^attempt seconds, at most ``max_backoff``) on connection errors, timeouts, 429 and 5xx
-replies; other 4xx replies and malformed JSON fail at once.
+environment (and of secret-named headers' literal values, and URL credentials), and of any
+8-character run of one (a key the service echoes in part), before a reply body is cut to an
+excerpt (:mod:`pytest_ragbench.redact`).
+
+Failures are retried ``retries`` times with exponential backoff (``backoff`` * 2^attempt
+seconds, at most ``max_backoff``) on connection errors, timeouts, 429 and 5xx replies; other 4xx
+replies and malformed JSON fail at once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import httpx
 
 from ..datasets import Document, Query
 from ..llm.identity import strip_credentials
+from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -99,7 +104,7 @@ class HTTPRetriever:
         resolved: dict[str, str] = {}
         for name, raw in (headers or {}).items():
             value, used = expand_env(str(raw), f"headers.{name}")
-            secrets += used
+            secrets += header_secrets(name, value, used)
             resolved[name] = value
         self.url = url
         self.timeout = float(timeout)
@@ -108,8 +113,9 @@ class HTTPRetriever:
         self.max_backoff = float(max_backoff)
         self.params = dict(params or {})
         self._headers = resolved
-        # Longest first, so a secret containing another one is scrubbed whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        parts = urlsplit(url)
+        secrets += [s for s in (parts.username, parts.password) if s]
+        self._redact = Redactor(secrets)
         self._client: httpx.AsyncClient | None = None
         self.requests = 0
 
@@ -127,9 +133,11 @@ class HTTPRetriever:
                 "timeout": self.timeout, "retries": self.retries}
 
     def _scrub(self, text: str) -> str:
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        return text
+        return self._redact(text)
+
+    def _excerpt(self, text: str) -> str:
+        # scrubbed before the cut: a key cut in half would escape the whole-key replacement
+        return self._redact.excerpt(text, _BODY_EXCERPT)
 
     def index(self, corpus: Sequence[Document]) -> None:
         """Nothing to index: the service owns its corpus."""
@@ -155,16 +163,18 @@ class HTTPRetriever:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
             if reply.status_code == 429 or reply.status_code >= 500:
-                last = f"HTTP {reply.status_code}: {reply.text[:_BODY_EXCERPT]}"
+                last = f"HTTP {reply.status_code}: {self._excerpt(reply.text)}"
                 continue
             if reply.status_code != 200:
                 raise HTTPRetrieverError(self._scrub(
-                    f"{where} answered HTTP {reply.status_code}: {reply.text[:_BODY_EXCERPT]}"))
+                    f"{where} answered HTTP {reply.status_code}: {self._excerpt(reply.text)}"))
             try:
                 return reply.json()
             except ValueError:
+                # scrubbed before repr too: repr could escape a secret's characters
+                body = repr(self._scrub(reply.text))
                 raise HTTPRetrieverError(self._scrub(
-                    f"{where} answered non-JSON: {reply.text[:_BODY_EXCERPT]!r}")) from None
+                    f"{where} answered non-JSON: {self._excerpt(body)}")) from None
         raise HTTPRetrieverError(self._scrub(
             f"{where} failed after {self.retries + 1} attempt(s): {last}"))
 
@@ -174,14 +184,14 @@ class HTTPRetriever:
         if not isinstance(results, list):
             raise HTTPRetrieverError(
                 f"POST {strip_credentials(self.url)}: expected {{\"results\": [...]}}, got "
-                f"{self._scrub(repr(data))[:_BODY_EXCERPT]}")
+                f"{self._excerpt(repr(data))}")
         hits: list[tuple[str, float]] = []
         for i, item in enumerate(results):
             doc = item.get("id", item.get("doc_id")) if isinstance(item, Mapping) else None
             score = item.get("score") if isinstance(item, Mapping) else None
             if doc is None or isinstance(score, bool) or not isinstance(score, int | float):
                 raise HTTPRetrieverError(
-                    f"result {i} is {self._scrub(repr(item))[:_BODY_EXCERPT]}, expected "
+                    f"result {i} is {self._excerpt(repr(item))}, expected "
                     "{\"id\": ..., \"score\": <number>}")
             hits.append((str(doc), float(score)))
         return hits

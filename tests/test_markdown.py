@@ -1,0 +1,94 @@
+"""summary.md shows user-provided strings as text: no raw HTML, no emphasis, no broken table.
+Checked by rendering with a CommonMark renderer (HTML passthrough on, as on many CI pages)."""
+
+from __future__ import annotations
+
+import html
+import re
+import textwrap
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_ragbench.report.markdown import md_text
+
+markdown_it = pytest.importorskip("markdown_it")
+
+# printable text, with the characters Markdown and HTML give meaning to over-represented
+TEXT = st.text(
+    alphabet=st.one_of(st.sampled_from(list("<>&|*_`~#![]()\\ \n\r\t'\"/=:-+.")),
+                       st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+                       st.characters(min_codepoint=0xA0, max_codepoint=0x2FF)),
+    max_size=40,
+)
+
+
+def renderer() -> object:
+    return markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table")
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\r\n|[\r\n]", " ", text)
+
+
+@given(TEXT)
+def test_md_text_renders_as_exactly_the_text(text: str) -> None:
+    out = renderer().renderInline(md_text(text))
+    assert "<" not in out.replace("&lt;", "")  # no element at all
+    assert html.unescape(out) == flat(text)
+
+
+@given(TEXT, TEXT)
+def test_cells_keep_a_table_row_whole(a: str, b: str) -> None:
+    table = f"| x | y | z |\n|---|---|---|\n| {md_text(a)} | {md_text(b)} | end |\n"
+    out = renderer().render(table)
+    cells = re.findall(r"<td>(.*?)</td>", out, flags=re.DOTALL)
+    assert len(cells) == 3 and cells[2] == "end"
+    # a renderer trims a cell's outer whitespace (Unicode spaces too)
+    assert [html.unescape(c).strip() for c in cells[:2]] == [flat(a).strip(), flat(b).strip()]
+
+
+def test_examples() -> None:
+    assert md_text("<script>x</script>") == "&lt;script&gt;x&lt;/script&gt;"
+    assert md_text("a|b *c* `d` _e_\nf") == "a\\|b \\*c\\* \\`d\\` \\_e\\_ f"
+
+
+HOSTILE_SUITE = """\
+    name: "<script>alert(1)</script> | *bold* `tick` _u_ [l](http://x)\\nsecond line"
+    dataset:
+      corpus: corpus.jsonl
+      items:
+        - {_id: q1, text: "<img src=x onerror=alert(1)> espresso grind", relevant: {d1: 1}}
+        - {_id: q2, text: "cold brew | `x` *y*\\n<b>z", relevant: {d2: 1}}
+    retrievers:
+      "<b>bm|25<b>*": {type: bm25}
+      "r`2`_x_": {type: bm25, k1: 1.2}
+    metrics: [ndcg@10, {name: recall@10, as: "<i>rec<i>|*"}]
+    gates: ["ndcg@10 >= 0.1"]
+"""
+
+
+def test_summary_md_escapes_names_from_the_suite(pytester, mini_suite) -> None:
+    mini_suite(textwrap.dedent(HOSTILE_SUITE))
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=4)
+    run = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    text = (run / "summary.md").read_text(encoding="utf-8")
+    page = renderer().render(text)
+    # no element came from a name: only the renderer's own structure and the legend's bold
+    tags = set(re.findall(r"</?([a-z0-9]+)", page))
+    assert tags <= {"h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td",
+                    "strong"}, tags
+    assert re.findall(r"<strong>(.*?)</strong>", page) == ["bold"] * 2
+    # every table row has as many cells as its header
+    for table in re.findall(r"<table>.*?</table>", page, flags=re.DOTALL):
+        width = len(re.findall(r"<th[ >]", table))
+        rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.DOTALL)[1:]
+        assert rows and all(len(re.findall(r"<td[ >]", r)) == width for r in rows)
+    # the names are there, as text
+    plain = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "<script>alert(1)</script> | *bold* `tick` _u_ [l](http://x) second line" in plain
+    assert "<b>bm|25<b>*" in plain and "r`2`_x_" in plain and "<i>rec<i>|*" in plain
+    # and the file itself holds no raw tag a renderer could pass through
+    assert not re.search(r"<(script|img|b|i)\b", text)
