@@ -704,7 +704,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     for q in queries:
         for doc_id in q.relevant:
             if doc_id not in doc_ids:
-                raise SuiteError(
+                raise DataFileError(
                     f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
                     file=queries_src,
                     key="relevant",
@@ -722,12 +722,12 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             # queries file is the list of queries, so a qrels id it lacks is a mismatch
             # (wrong split or wrong folder) and an error, as is an unknown document.
             if row.query_id not in by_id:
-                raise SuiteError(
+                raise DataFileError(
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_path,
                     line=row.line,
                 )
             if row.doc_id not in doc_ids:
-                raise SuiteError(
+                raise DataFileError(
                     f"qrels row names unknown document {row.doc_id!r}", file=qrels_path,
                     line=row.line,
                 )
