@@ -97,20 +97,34 @@ def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
     """
     check_file(path, "run")
     out: dict[str, dict[str, float]] = {}
+    last_qid: str | None = None
+    docs: dict[str, float] = {}
+    # Runs hold hundreds of thousands of lines and are read at collection and again when
+    # indexing: the loop does the least per line, and builds messages only on errors.
     with open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
             parts = line.split()
-            if not parts:
-                continue
             if len(parts) < 6:
+                if not parts:
+                    continue
                 raise DataFileError(f"{_TREC_COLUMNS}, got {len(parts)}", file=path, line=n)
-            qid, _, doc, rank, score = parts[:5]
-            _check_rank(rank, path, n)
-            docs = out.setdefault(qid, {})
+            qid = parts[0]
+            doc = parts[2]
+            if qid != last_qid:
+                docs = out.setdefault(qid, {})
+                last_qid = qid
             if doc in docs:
                 raise DataFileError(f"document {doc!r} is listed twice for query {qid!r}",
                                     file=path, line=n)
-            docs[doc] = _score(score, path, n)
+            try:
+                score = float(parts[4])
+            except ValueError:
+                score = _score(parts[4], path, n)
+            if score - score != 0.0:  # inf or nan
+                score = _score(parts[4], path, n)
+            if not parts[3].isdigit():
+                _check_rank(parts[3], path, n)
+            docs[doc] = score
     if not out:
         raise DataFileError(f"the run file holds no results ({_TREC_COLUMNS} lines)",
                             file=path)
