@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from .errors import SuiteError
 
@@ -121,6 +121,8 @@ _SNIFF_BYTES = 4096
 # trec_eval stores grades in a C long; a bound also keeps gains finite as floats.
 _MAX_GRADE = 2**31 - 1
 
+_ID_TYPES = (str, int)
+_SCALAR_TYPES = (str, int, float)
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
                bool: "boolean", type(None): "null"}
 
@@ -305,7 +307,9 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]
 
 def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
     key, value = _first(record, _ID_KEYS)
-    if key is not None and (not isinstance(value, str | int) or isinstance(value, bool)):
+    if type(value) is str and value and not value.isspace():
+        return value  # the common case, first
+    if key is not None and (not isinstance(value, _ID_TYPES) or isinstance(value, bool)):
         raise DataFileError(
             f"{what} id: field {key!r} must be a string or an integer, got {_type_name(value)}",
             file=path, line=line)
@@ -342,9 +346,9 @@ def read_corpus(
         seen[doc_id] = lineno
         text_key, text = _first(rec, _DOC_TEXT_KEYS)
         title = rec.get("title")
-        if text is not None and not isinstance(text, str):
+        if type(text) is not str and text is not None:
             _require_str(text, text_key, path, lineno, f"document {doc_id!r}")
-        if title is not None and not isinstance(title, str):
+        if type(title) is not str and title is not None:
             _require_str(title, "title", path, lineno, f"document {doc_id!r}")
         if text is None and not title:
             raise DataFileError(
@@ -378,7 +382,7 @@ def _grade(value: Any) -> int | None:
 
 
 def _label_id(value: Any, path: Path, line: int, qid: str) -> str:
-    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+    if not isinstance(value, _ID_TYPES) or isinstance(value, bool) or str(value).strip() == "":
         raise DataFileError(
             f"query {qid!r}: 'relevant' document ids must be non-empty strings, got {value!r}",
             file=path, line=line)
@@ -467,13 +471,14 @@ def read_queries(
         tags = rec.get("tags") or ()
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
-        elif not isinstance(tags, list | tuple) or not all(_is_scalar(t) for t in tags):
+        elif tags and (not isinstance(tags, list) or not all(_is_scalar(t) for t in tags)):
             raise DataFileError(f"query {qid!r}: field 'tags' must be a list of strings or a "
                                 f"comma-separated string, got {tags!r}", file=path, line=lineno)
-        for key in ("type", "difficulty"):
-            if rec.get(key) is not None and not _is_scalar(rec[key]):
+        qtype, difficulty = rec.get("type"), rec.get("difficulty")
+        for key, value in (("type", qtype), ("difficulty", difficulty)):
+            if value is not None and not _is_scalar(value):
                 raise DataFileError(f"query {qid!r}: field {key!r} must be a string, got "
-                                    f"{_type_name(rec[key])}", file=path, line=lineno)
+                                    f"{_type_name(value)}", file=path, line=lineno)
         known = {
             *_ID_KEYS, text_key, "relevant", "reference_answer", "reference_answers", "answers",
             "answer", "type", "difficulty", "tags", "metadata",
@@ -488,10 +493,8 @@ def read_queries(
                 relevant=relevant,
                 judged=judged,
                 reference_answers=tuple(dict.fromkeys(answers)),
-                type=str(rec["type"]) if rec.get("type") not in (None, "") else None,
-                difficulty=(
-                    str(rec["difficulty"]) if rec.get("difficulty") not in (None, "") else None
-                ),
+                type=str(qtype) if qtype not in (None, "") else None,
+                difficulty=str(difficulty) if difficulty not in (None, "") else None,
                 tags=tuple(str(t) for t in tags),
                 metadata=meta,
             )
@@ -502,11 +505,13 @@ def read_queries(
 
 
 def _is_scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float) and not isinstance(value, bool)
+    return isinstance(value, _SCALAR_TYPES) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class QrelsRow:
+class QrelsRow(NamedTuple):
+    """One judgement of a qrels file and its line (a tuple: qrels have many rows, and a
+    frozen dataclass costs twice as much to build)."""
+
     query_id: str
     doc_id: str
     grade: int
@@ -524,7 +529,8 @@ def read_qrels(path: Path) -> list[QrelsRow]:
     """
     check_file(path, "qrels")
     rows: list[QrelsRow] = []
-    seen: dict[tuple[str, str], QrelsRow] = {}
+    # Per query, so the check allocates one dict per query rather than a tuple per row.
+    seen: dict[str, dict[str, QrelsRow]] = {}
     first = True
     with open_text(path, newline="") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -562,7 +568,10 @@ def read_qrels(path: Path) -> list[QrelsRow]:
             if not qid or not doc_id:
                 raise DataFileError(f"empty {'query' if not qid else 'document'} id "
                                     "(expected non-empty ids)", file=path, line=lineno)
-            prev = seen.get((qid, doc_id))
+            judged = seen.get(qid)
+            if judged is None:
+                judged = seen[qid] = {}
+            prev = judged.get(doc_id)
             if prev is not None:
                 if prev.grade != grade:
                     raise DataFileError(
@@ -571,7 +580,7 @@ def read_qrels(path: Path) -> list[QrelsRow]:
                         file=path, line=lineno)
                 continue
             row = QrelsRow(qid, doc_id, grade, lineno)
-            seen[(qid, doc_id)] = row
+            judged[doc_id] = row
             rows.append(row)
     return rows
 
