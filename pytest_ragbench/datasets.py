@@ -6,7 +6,17 @@ query files. Queries may carry their labels inline (``relevant``, ``reference_an
 ``difficulty``, ``tags``). Grade 0 means "judged non-relevant" and is kept as such.
 
 Nothing here imports pytest: every problem is a :class:`~pytest_ragbench.errors.SuiteError`
-naming the file, the line and what was expected.
+(for a data file's content, its subclass :class:`DataFileError`) naming the file, the line,
+the field and what was expected, which the plugin shows as one collection error. Files must be
+UTF-8 (a BOM is skipped; UTF-16/UTF-32 and other bytes are named as such) regular files;
+directories, pipes, devices, symlink loops and unreadable files are refused before reading.
+
+Labels follow trec_eval where it has a rule: grades are integers (``1.0`` reads as 1, ``1.5``,
+``inf`` and ``nan`` are errors); a qrels row repeating a (query, document) pair is dropped when
+it repeats the grade and an error when it changes it. Where trec_eval would silently ignore
+data, here it is an error: a qrels row naming a query the queries file lacks, or a document the
+corpus lacks, means the wrong split, folder or file, and evaluating anyway would give scores for
+a different benchmark than the one named.
 """
 
 from __future__ import annotations
