@@ -157,19 +157,21 @@ def check_file(
     ``key`` (the suite entry) when given, else the path itself.
     """
     file, where = (source, key) if source is not None else (path, None)
+    # The path is in the message only when the error names the suite entry instead.
+    subject = f"{what} file {path}" if source is not None else f"{what} file"
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise DataFileError(f"{what} file not found: {path}", file=file, key=where) from None
+        raise DataFileError(f"{what} file not found: {path}" if source is not None
+                            else f"{what} file not found", file=file, key=where) from None
     except OSError as exc:
-        raise DataFileError(f"{what} file {path}: {_os_reason(exc)} (expected a readable file)",
+        raise DataFileError(f"{subject}: {_os_reason(exc)} (expected a readable file)",
                             file=file, key=where) from None
     if stat.S_ISDIR(mode):
-        raise DataFileError(f"{what} file {path} is a directory (expected a file)",
-                            file=file, key=where)
+        raise DataFileError(f"{subject} is a directory (expected a file)", file=file, key=where)
     if not stat.S_ISREG(mode):
-        raise DataFileError(f"{what} file {path} is not a regular file (expected a file; "
-                            "pipes and devices are not read)", file=file, key=where)
+        raise DataFileError(f"{subject} is not a regular file (expected a file; pipes and "
+                            "devices are not read)", file=file, key=where)
 
 
 def _sniff_encoding(head: bytes, path: Path) -> None:
