@@ -739,9 +739,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
                                 "'query-id corpus-id score' or 'qid iter docid grade' rows)",
                                 file=qrels_path)
         for row in qrels:
-            # Stricter than trec_eval, which ignores qrels of queries the run lacks: here the
-            # queries file is the list of queries, so a qrels id it lacks is a mismatch
-            # (wrong split or wrong folder) and an error, as is an unknown document.
+            # An error, not ignored as trec_eval would: see the module docs.
             if row.query_id not in by_id:
                 raise DataFileError(
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_path,
