@@ -6,18 +6,34 @@ query files. Queries may carry their labels inline (``relevant``, ``reference_an
 ``difficulty``, ``tags``). Grade 0 means "judged non-relevant" and is kept as such.
 
 Nothing here imports pytest: every problem is a :class:`~pytest_ragbench.errors.SuiteError`
-naming the file, the line and what was expected.
+(for a data file's content, its subclass :class:`DataFileError`) naming the file, the line,
+the field and what was expected, which the plugin shows as one collection error. Files must be
+UTF-8 (a BOM is skipped; UTF-16/UTF-32 and other bytes are named as such) regular files;
+directories, pipes, devices, symlink loops and unreadable files are refused before reading.
+
+Labels follow trec_eval where it has a rule: grades are integers (``1.0`` reads as 1, ``1.5``,
+``inf`` and ``nan`` are errors); a qrels row repeating a (query, document) pair is dropped when
+it repeats the grade and an error when it changes it. Where trec_eval would silently ignore
+data, here it is an error: a qrels row naming a query the queries file lacks, or a document the
+corpus lacks, means the wrong split, folder or file, and evaluating anyway would give scores for
+a different benchmark than the one named.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import errno
 import hashlib
+import io
 import json
+import math
+import stat
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TextIO
 
 from .errors import SuiteError
 
@@ -100,10 +116,120 @@ def _first(record: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, 
     return None, None
 
 
+class DataFileError(SuiteError, ValueError):
+    """A data file (corpus, queries, qrels or a run file) that cannot be read or parsed.
+
+    A :class:`SuiteError`, so it reaches the user as one collection error naming the file and
+    line; also a ``ValueError``, so a component's ``ragbench_check`` that reads a file reports it
+    the same way.
+    """
+
+
+# Bytes read ahead to recognise UTF-16/UTF-32 files, which decode as UTF-8 without error
+# when the text is ASCII (every other byte NUL) and would otherwise give baffling messages.
+_SNIFF_BYTES = 4096
+# trec_eval stores grades in a C long; a bound also keeps gains finite as floats.
+_MAX_GRADE = 2**31 - 1
+
+_ID_TYPES = (str, int)
+_SCALAR_TYPES = (str, int, float)
+_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
+               bool: "boolean", type(None): "null"}
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    return exc.strerror or str(exc)
+
+
+def check_file(
+    path: Path, what: str, *, source: Path | None = None, key: str | None = None
+) -> None:
+    """Raise :class:`DataFileError` unless ``path`` is an existing regular file.
+
+    Anything else (a directory, a FIFO or device that would block or never end, a dangling
+    symlink or a symlink loop) is refused before it is opened. The error names ``source`` and
+    ``key`` (the suite entry) when given, else the path itself.
+    """
+    file, where = (source, key) if source is not None else (path, None)
+    # The path is in the message only when the error names the suite entry instead.
+    subject = f"{what} file {path}" if source is not None else f"{what} file"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataFileError(f"{what} file not found: {path}" if source is not None
+                            else f"{what} file not found", file=file, key=where) from None
+    except OSError as exc:
+        raise DataFileError(f"{subject}: {_os_reason(exc)} (expected a readable file)",
+                            file=file, key=where) from None
+    if stat.S_ISDIR(mode):
+        raise DataFileError(f"{subject} is a directory (expected a file)", file=file, key=where)
+    if not stat.S_ISREG(mode):
+        raise DataFileError(f"{subject} is not a regular file (expected a file; pipes and "
+                            "devices are not read)", file=file, key=where)
+
+
+def _sniff_encoding(head: bytes, path: Path) -> None:
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        found = "UTF-32"
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        found = "UTF-16"
+    elif b"\x00" in head:
+        line = head[: head.index(b"\x00")].count(b"\n") + 1
+        raise DataFileError("NUL byte: the file looks like UTF-16 or binary, expected UTF-8 "
+                            "text (re-save it as UTF-8)", file=path, line=line)
+    else:
+        return
+    raise DataFileError(f"the file is {found} (it starts with a {found} byte order mark), "
+                        "expected UTF-8 text (re-save it as UTF-8)", file=path, line=1)
+
+
+def _decode_error(path: Path) -> DataFileError:
+    """The error for a file that failed to decode, with the line and byte found by re-reading
+    it; only this error path pays for the second read."""
+    try:
+        with path.open("rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return DataFileError(
+                        f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
+                        "(expected UTF-8 text; re-save the file as UTF-8, it may be Latin-1 or "
+                        "Windows-1252)", file=path, line=lineno)
+    except OSError as exc:
+        return DataFileError(f"cannot read the file: {_os_reason(exc)}", file=path)
+    return DataFileError("the file is not valid UTF-8 (expected UTF-8 text)", file=path)
+
+
+@contextmanager
+def open_text(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open ``path`` as UTF-8 text (a BOM is skipped); every failure, while opening or while
+    reading inside the ``with`` block, becomes a :class:`DataFileError` naming the file."""
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise DataFileError(f"cannot open the file: {_os_reason(exc)} (expected a readable "
+                            "file)", file=path) from None
+    with raw:
+        try:
+            _sniff_encoding(raw.read(_SNIFF_BYTES), path)
+            raw.seek(0)
+            yield io.TextIOWrapper(raw, encoding="utf-8-sig", newline=newline)
+        except UnicodeDecodeError:
+            raise _decode_error(path) from None
+        except OSError as exc:
+            raise DataFileError(f"cannot read the file: {_os_reason(exc)}", file=path) from None
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` from a JSONL, JSON (list of objects) or CSV file."""
-    if not path.is_file():
-        raise SuiteError(f"file not found: {path}", file=path)
+    check_file(path, "data")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path)
@@ -112,25 +238,33 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     elif suffix in (".csv", ".tsv"):
         yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     else:
-        raise SuiteError(
+        raise DataFileError(
             f"unsupported file type {suffix!r} (expected .jsonl, .json, .csv or .tsv)", file=path
         )
 
 
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)  # e.g. an integer literal longer than Python's digit limit
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SuiteError(
-                    f"malformed JSON line: {exc.msg} at column {exc.colno}", file=path, line=lineno
+            except (ValueError, RecursionError) as exc:
+                raise DataFileError(
+                    f"malformed JSON line: {_json_error(exc)}", file=path, line=lineno
                 ) from None
             if not isinstance(obj, dict):
-                raise SuiteError(
-                    f"expected a JSON object per line, got {type(obj).__name__}",
+                raise DataFileError(
+                    f"expected a JSON object per line, got {_type_name(obj)}",
                     file=path,
                     line=lineno,
                 )
@@ -138,10 +272,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open_text(path) as fh:
+        content = fh.read()
+    if not content.strip():
+        raise DataFileError("the file is empty (expected a JSON list of objects or an object "
+                            "keyed by id)", file=path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise SuiteError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno) from None
+        data = json.loads(content)
+    except (ValueError, RecursionError) as exc:
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
+        raise DataFileError(f"malformed JSON: {_json_error(exc)}", file=path, line=line) from None
     if isinstance(data, dict):
         # {"id": {...}} mapping form
         items: list[Any] = [
@@ -151,26 +291,42 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     elif isinstance(data, list):
         items = data
     else:
-        raise SuiteError("expected a JSON list of objects or an object keyed by id", file=path)
+        raise DataFileError("expected a JSON list of objects or an object keyed by id, got "
+                            f"{_type_name(data)}", file=path)
     for i, obj in enumerate(items):
         if not isinstance(obj, dict):
-            raise SuiteError(
-                f"entry {i}: expected an object, got {type(obj).__name__}", file=path
+            raise DataFileError(
+                f"entry {i}: expected an object, got {_type_name(obj)}", file=path
             )
         yield i + 1, obj
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    with open_text(path, newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            yield reader.line_num, dict(row)
+        try:
+            for row in reader:
+                if None in row:
+                    raise DataFileError(
+                        f"row has {len(row) - 1 + len(row[None])} fields, the header "
+                        f"{len(row) - 1} (expected one value per header column)",
+                        file=path, line=reader.line_num)
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise DataFileError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
+                                file=path, line=reader.line_num) from None
 
 
 def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
-    _, value = _first(record, _ID_KEYS)
+    key, value = _first(record, _ID_KEYS)
+    if type(value) is str and value and not value.isspace():
+        return value  # the common case, first
+    if key is not None and (not isinstance(value, _ID_TYPES) or isinstance(value, bool)):
+        raise DataFileError(
+            f"{what} id: field {key!r} must be a string or an integer, got {_type_name(value)}",
+            file=path, line=line)
     if value is None or str(value).strip() == "":
-        raise SuiteError(
+        raise DataFileError(
             f"{what} has no id (expected one of the keys {', '.join(_ID_KEYS)})",
             file=path,
             line=line,
@@ -178,26 +334,36 @@ def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> 
     return str(value)
 
 
+def _require_str(value: Any, key: str | None, path: Path, line: int, what: str) -> None:
+    if not isinstance(value, str):
+        raise DataFileError(f"{what}: field {key!r} must be a string, got {_type_name(value)}",
+                            file=path, line=line)
+
+
 def read_corpus(
     records: Iterator[tuple[int, Mapping[str, Any]]] | Sequence[tuple[int, Mapping[str, Any]]],
     path: Path,
 ) -> tuple[Document, ...]:
-    """Build documents from records; duplicate ids and missing text are errors."""
+    """Build documents from records; duplicate ids, missing text and wrong types are errors."""
     docs: list[Document] = []
     seen: dict[str, int] = {}
     for lineno, rec in records:
         doc_id = _require_id(rec, path, lineno, "document")
         if doc_id in seen:
-            raise SuiteError(
+            raise DataFileError(
                 f"duplicate document id {doc_id!r} (first seen at line {seen[doc_id]})",
                 file=path,
                 line=lineno,
             )
         seen[doc_id] = lineno
         text_key, text = _first(rec, _DOC_TEXT_KEYS)
-        title = rec.get("title") or ""
+        title = rec.get("title")
+        if type(text) is not str and text is not None:
+            _require_str(text, text_key, path, lineno, f"document {doc_id!r}")
+        if type(title) is not str and title is not None:
+            _require_str(title, "title", path, lineno, f"document {doc_id!r}")
         if text is None and not title:
-            raise SuiteError(
+            raise DataFileError(
                 f"document {doc_id!r} has no text (expected a 'text' or 'title' field)",
                 file=path,
                 line=lineno,
@@ -207,32 +373,55 @@ def read_corpus(
         }
         if isinstance(rec.get("metadata"), dict):
             meta.update(rec["metadata"])
-        docs.append(Document(id=doc_id, text=str(text or ""), title=str(title), metadata=meta))
+        docs.append(Document(id=doc_id, text=text or "", title=title or "", metadata=meta))
     if not docs:
-        raise SuiteError("the corpus is empty (expected at least one document)", file=path)
+        raise DataFileError("the corpus is empty (expected at least one document)", file=path)
     return tuple(docs)
+
+
+def _grade(value: Any) -> int | None:
+    """``value`` as an integer relevance grade, or None when it is not one (1.5, inf, nan,
+    a string, a boolean or beyond a C long as trec_eval stores it)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            return None
+        value = int(value)
+    if not isinstance(value, int) or not -_MAX_GRADE <= value <= _MAX_GRADE:
+        return None
+    return value
+
+
+def _label_id(value: Any, path: Path, line: int, qid: str) -> str:
+    if not isinstance(value, _ID_TYPES) or isinstance(value, bool) or str(value).strip() == "":
+        raise DataFileError(
+            f"query {qid!r}: 'relevant' document ids must be non-empty strings, got {value!r}",
+            file=path, line=line)
+    return str(value)
 
 
 def _parse_relevant(value: Any, path: Path, line: int, qid: str) -> dict[str, int]:
     if isinstance(value, Mapping):
         out: dict[str, int] = {}
         for doc_id, grade in value.items():
-            if isinstance(grade, bool) or not isinstance(grade, int | float) or grade != int(grade):
-                raise SuiteError(
+            g = _grade(grade)
+            if g is None:
+                raise DataFileError(
                     f"query {qid!r}: relevance grade for {doc_id!r} must be an integer, "
                     f"got {grade!r}",
                     file=path,
                     line=line,
                 )
-            out[str(doc_id)] = int(grade)
+            out[_label_id(doc_id, path, line, qid)] = g
         return out
     if isinstance(value, list | tuple):
-        return {str(d): 1 for d in value}
+        return {_label_id(d, path, line, qid): 1 for d in value}
     if isinstance(value, str):
         return {d.strip(): 1 for d in value.split(",") if d.strip()}
-    raise SuiteError(
+    raise DataFileError(
         f"query {qid!r}: 'relevant' must be a mapping doc_id -> grade or a list of doc ids, "
-        f"got {type(value).__name__}",
+        f"got {_type_name(value)}",
         file=path,
         line=line,
     )
@@ -258,15 +447,17 @@ def read_queries(
     for lineno, rec in records:
         qid = _require_id(rec, path, lineno, "query")
         if qid in seen:
-            raise SuiteError(
+            raise DataFileError(
                 f"duplicate query id {qid!r} (first seen at line {seen[qid]})",
                 file=path,
                 line=lineno,
             )
         seen[qid] = lineno
         text_key, text = _first(rec, _QUERY_TEXT_KEYS)
-        if text is None or not str(text).strip():
-            raise SuiteError(
+        if text is not None and not isinstance(text, str):
+            _require_str(text, text_key, path, lineno, f"query {qid!r}")
+        if text is None or not text.strip():
+            raise DataFileError(
                 f"query {qid!r} has no text (expected one of {', '.join(_QUERY_TEXT_KEYS)})",
                 file=path,
                 line=lineno,
@@ -292,6 +483,14 @@ def read_queries(
         tags = rec.get("tags") or ()
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
+        elif tags and (not isinstance(tags, list) or not all(_is_scalar(t) for t in tags)):
+            raise DataFileError(f"query {qid!r}: field 'tags' must be a list of strings or a "
+                                f"comma-separated string, got {tags!r}", file=path, line=lineno)
+        qtype, difficulty = rec.get("type"), rec.get("difficulty")
+        for key, value in (("type", qtype), ("difficulty", difficulty)):
+            if value is not None and not _is_scalar(value):
+                raise DataFileError(f"query {qid!r}: field {key!r} must be a string, got "
+                                    f"{_type_name(value)}", file=path, line=lineno)
         known = {
             *_ID_KEYS, text_key, "relevant", "reference_answer", "reference_answers", "answers",
             "answer", "type", "difficulty", "tags", "metadata",
@@ -302,23 +501,29 @@ def read_queries(
         queries.append(
             Query(
                 id=qid,
-                text=str(text),
+                text=text,
                 relevant=relevant,
                 judged=judged,
                 reference_answers=tuple(dict.fromkeys(answers)),
-                type=str(rec["type"]) if rec.get("type") not in (None, "") else None,
-                difficulty=(
-                    str(rec["difficulty"]) if rec.get("difficulty") not in (None, "") else None
-                ),
+                type=str(qtype) if qtype not in (None, "") else None,
+                difficulty=str(difficulty) if difficulty not in (None, "") else None,
                 tags=tuple(str(t) for t in tags),
                 metadata=meta,
             )
         )
+    if not queries:
+        raise DataFileError("no queries (expected at least one)", file=path)
     return tuple(queries)
 
 
-@dataclass(frozen=True)
-class QrelsRow:
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, _SCALAR_TYPES) and not isinstance(value, bool)
+
+
+class QrelsRow(NamedTuple):
+    """One judgement of a qrels file and its line (a tuple: qrels have many rows, and a
+    frozen dataclass costs twice as much to build)."""
+
     query_id: str
     doc_id: str
     grade: int
@@ -328,39 +533,67 @@ class QrelsRow:
 def read_qrels(path: Path) -> list[QrelsRow]:
     """Read TREC qrels (``qid iter docid grade``) or BEIR tsv (``qid docid grade`` + header).
 
-    CRLF line endings and a header line are tolerated; anything else malformed is an error
-    naming the line.
+    CRLF line endings, ``#`` comment lines and a header line (a first row whose grade is not
+    a number) are tolerated. A row repeating an earlier (query, document) pair with the same
+    grade is dropped; with a different grade it is an error, as trec_eval refuses it. Grades
+    are integers (``1.0`` is read as 1; ``1.5``, ``inf`` and ``nan`` are errors). Anything else
+    malformed is an error naming the line.
     """
-    if not path.is_file():
-        raise SuiteError(f"file not found: {path}", file=path)
+    check_file(path, "qrels")
     rows: list[QrelsRow] = []
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    # Per query, so the check allocates one dict per query rather than a tuple per row.
+    seen: dict[str, dict[str, QrelsRow]] = {}
+    first = True
+    with open_text(path, newline="") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
+            may_be_header, first = first, False
             parts = line.split("\t") if "\t" in line else line.split()
-            parts = [p.strip() for p in parts]
             if len(parts) == 4:
                 qid, _, doc_id, grade_s = parts
             elif len(parts) == 3:
                 qid, doc_id, grade_s = parts
             else:
-                raise SuiteError(
+                raise DataFileError(
                     f"expected 3 (BEIR: query-id corpus-id score) or 4 (TREC: qid iter docid "
                     f"grade) columns, got {len(parts)}",
                     file=path,
                     line=lineno,
                 )
+            qid, doc_id, grade_s = qid.strip(), doc_id.strip(), grade_s.strip()
             try:
-                grade = int(float(grade_s))
+                grade: int | None = int(grade_s)
             except ValueError:
-                if not rows and lineno == 1:
-                    continue  # header line
-                raise SuiteError(
+                try:
+                    number = float(grade_s)
+                except ValueError:
+                    if may_be_header:
+                        continue
+                    number = None
+                grade = _grade(number)
+            if grade is None or not -_MAX_GRADE <= grade <= _MAX_GRADE:
+                raise DataFileError(
                     f"relevance grade must be an integer, got {grade_s!r}", file=path, line=lineno
-                ) from None
-            rows.append(QrelsRow(qid, doc_id, grade, lineno))
+                )
+            if not qid or not doc_id:
+                raise DataFileError(f"empty {'query' if not qid else 'document'} id "
+                                    "(expected non-empty ids)", file=path, line=lineno)
+            judged = seen.get(qid)
+            if judged is None:
+                judged = seen[qid] = {}
+            prev = judged.get(doc_id)
+            if prev is not None:
+                if prev.grade != grade:
+                    raise DataFileError(
+                        f"query {qid!r}, document {doc_id!r}: grade {grade} conflicts with grade "
+                        f"{prev.grade} at line {prev.line} (expected one grade per pair)",
+                        file=path, line=lineno)
+                continue
+            row = QrelsRow(qid, doc_id, grade, lineno)
+            judged[doc_id] = row
+            rows.append(row)
     return rows
 
 
@@ -388,22 +621,72 @@ def _hash_queries(queries: Sequence[Query]) -> str:
     return h.hexdigest()
 
 
+def _check_folder(spec: DatasetSpec) -> None:
+    assert spec.path is not None
+    key = f"{spec.key}.path"
+    try:
+        mode = spec.path.stat().st_mode
+    except FileNotFoundError:
+        raise SuiteError(f"dataset folder not found: {spec.path}", file=spec.source,
+                         key=key) from None
+    except OSError as exc:
+        raise SuiteError(f"dataset folder {spec.path}: {_os_reason(exc)}", file=spec.source,
+                         key=key) from None
+    if not stat.S_ISDIR(mode):
+        raise SuiteError(f"{spec.path} is a file, expected a BEIR folder (corpus.jsonl, "
+                         "queries.jsonl, qrels/<split>.tsv); name single files with 'corpus', "
+                         "'queries' and 'qrels'", file=spec.source, key=key)
+
+
+def _surrogate_error(corpus: Sequence[Document], queries: Sequence[Query], corpus_src: Path,
+                     queries_src: Path) -> SuiteError:
+    """Which text holds an unpaired surrogate (a JSON ``"\\ud800"`` escape), which no UTF-8
+    output can hold; found only after hashing failed."""
+    def bad(text: str) -> bool:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    for d in corpus:
+        for name, text in (("_id", d.id), ("title", d.title), ("text", d.text)):
+            if bad(text):
+                return DataFileError(f"document {d.id!r}: field {name!r} holds an unpaired "
+                                     "surrogate escape (expected valid Unicode text)",
+                                     file=corpus_src)
+    for q in queries:
+        texts = [("_id", q.id), ("text", q.text), *(("relevant", d) for d in q.relevant),
+                 *(("reference_answer", a) for a in q.reference_answers)]
+        for name, text in texts:
+            if bad(text):
+                return DataFileError(f"query {q.id!r}: field {name!r} holds an unpaired "
+                                     "surrogate escape (expected valid Unicode text)",
+                                     file=queries_src)
+    return DataFileError("a text holds an unpaired surrogate escape (expected valid Unicode)",
+                         file=corpus_src)
+
+
 def load_dataset(spec: DatasetSpec) -> Dataset:
     """Read, join and validate a dataset described by ``spec``."""
     corpus_path = spec.corpus
     queries_path = spec.queries
     qrels_path = spec.qrels
+    keys = {what: f"{spec.key}.{what}" for what in ("corpus", "queries", "qrels")}
     if spec.path is not None:
-        if not spec.path.is_dir():
-            raise SuiteError(
-                f"dataset folder not found: {spec.path}", file=spec.source, key=f"{spec.key}.path"
-            )
-        corpus_path = corpus_path or spec.path / "corpus.jsonl"
-        queries_path = queries_path or spec.path / "queries.jsonl"
+        _check_folder(spec)
+        if corpus_path is None:
+            corpus_path, keys["corpus"] = spec.path / "corpus.jsonl", f"{spec.key}.path"
+        if queries_path is None:
+            queries_path, keys["queries"] = spec.path / "queries.jsonl", f"{spec.key}.path"
         if qrels_path is None and spec.split:
             qrels_path = spec.path / "qrels" / f"{spec.split}.tsv"
-            if not qrels_path.is_file():
-                available = sorted(p.stem for p in (spec.path / "qrels").glob("*.tsv"))
+            keys["qrels"] = f"{spec.key}.split"
+            if not qrels_path.exists() and not qrels_path.is_symlink():
+                try:
+                    available = sorted(p.stem for p in (spec.path / "qrels").glob("*.tsv"))
+                except OSError:
+                    available = []
                 raise SuiteError(
                     f"no qrels for split {spec.split!r} at {qrels_path} "
                     f"(available splits: {', '.join(available) or 'none'})",
@@ -411,10 +694,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
                     key=f"{spec.key}.split",
                 )
     for what, p in (("corpus", corpus_path), ("queries", queries_path), ("qrels", qrels_path)):
-        if p is not None and not p.is_file():
-            raise SuiteError(
-                f"{what} file not found: {p}", file=spec.source, key=f"{spec.key}.{what}"
-            )
+        if p is not None:
+            check_file(p, what, source=spec.source, key=keys[what])
 
     if spec.inline_corpus is not None:
         corpus = read_corpus(list(enumerate(spec.inline_corpus, 1)), spec.source)
@@ -444,7 +725,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     for q in queries:
         for doc_id in q.relevant:
             if doc_id not in doc_ids:
-                raise SuiteError(
+                raise DataFileError(
                     f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
                     file=queries_src,
                     key="relevant",
@@ -452,14 +733,20 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
 
     if qrels_path is not None:
         labels: dict[str, dict[str, int]] = {}
-        for row in read_qrels(qrels_path):
+        qrels = read_qrels(qrels_path)
+        if not qrels:
+            raise DataFileError("no relevance judgements in the qrels file (expected "
+                                "'query-id corpus-id score' or 'qid iter docid grade' rows)",
+                                file=qrels_path)
+        for row in qrels:
+            # An error, not ignored as trec_eval would: see the module docs.
             if row.query_id not in by_id:
-                raise SuiteError(
+                raise DataFileError(
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_path,
                     line=row.line,
                 )
             if row.doc_id not in doc_ids:
-                raise SuiteError(
+                raise DataFileError(
                     f"qrels row names unknown document {row.doc_id!r}", file=qrels_path,
                     line=row.line,
                 )
@@ -496,10 +783,14 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             file=spec.source,
             key=spec.key,
         )
-    corpus_hash = _hash_docs(corpus)
-    content_hash = hashlib.sha256(
-        (corpus_hash + _hash_queries(selected)).encode("ascii")
-    ).hexdigest()
+    try:
+        corpus_hash = _hash_docs(corpus)
+        content_hash = hashlib.sha256(
+            (corpus_hash + _hash_queries(selected)).encode("ascii")
+        ).hexdigest()
+    except UnicodeEncodeError:
+        raise _surrogate_error(corpus, selected, corpus_path or spec.source,
+                               queries_src) from None
     return Dataset(
         name=spec.name,
         corpus=corpus,

@@ -26,7 +26,12 @@ from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.retrievers.dense import DenseRetriever, normalise_rows, top_k
 from pytest_ragbench.retrievers.http import HTTPRetriever, HTTPRetrieverError
 from pytest_ragbench.retrievers.hybrid import HybridRetriever, fuse, min_max
-from pytest_ragbench.retrievers.runfile import RunFileRetriever, read_jsonl_run, read_trec_run
+from pytest_ragbench.retrievers.runfile import (
+    RunDepthWarning,
+    RunFileRetriever,
+    read_jsonl_run,
+    read_trec_run,
+)
 
 CORPUS = [Document(id=d["_id"], title=d["title"], text=d["text"]) for d in DOCS]
 
@@ -296,7 +301,8 @@ def test_trec_run_ignores_ranks_and_orders_by_score(tmp_path: Path) -> None:
     assert read_trec_run(run) == {"q1": {"d2": 0.5, "d1": 0.9, "d3": 0.9}, "q2": {"d4": 7.0}}
     r = RunFileRetriever(path=str(run))
     r.index(CORPUS)
-    assert r.retrieve_case(_q("q1"), 2) == [("d3", 0.9), ("d1", 0.9)]
+    with pytest.warns(RunDepthWarning, match="holds up to 3 results per query, deeper than k=2"):
+        assert r.retrieve_case(_q("q1"), 2) == [("d3", 0.9), ("d1", 0.9)]
     with pytest.raises(TypeError, match="answers by query id"):
         r.retrieve("text", 3)
 

@@ -8,9 +8,10 @@ Suite syntax::
 Formats (``format: auto`` picks JSONL for ``.jsonl``/``.ndjson`` files, TREC otherwise):
 
 ``trec``
-    one result per line, whitespace separated: ``qid Q0 docid rank score tag``. The rank
-    column is ignored, as trec_eval ignores it: documents are ordered by score (descending,
-    ties by document id descending).
+    one result per line, whitespace separated: ``qid Q0 docid rank score tag``; further
+    columns are ignored, as trec_eval ignores them. The rank must be a number but is otherwise
+    ignored, as trec_eval ignores it: documents are ordered by score (descending, ties by
+    document id descending).
 ``jsonl``
     one query per line: ``{"query_id": "q1", "results": [["d3", 12.5], ["d1", 9.0]]}``;
     ``qid`` is accepted for ``query_id``, and a result may be an object
@@ -22,17 +23,24 @@ which the plugin calls in preference to ``retrieve(text, k)`` when a retriever h
 naming the query) or ``"empty"`` (no results: every metric 0, as ``trec_eval -c``).
 ``unknown_docs: drop`` removes results naming documents that are not in the corpus (a run made
 on a larger collection); by default they are kept, and the plugin reports them as errors.
+
+The file is parsed at collection (``ragbench_check``), so a malformed one is a single collection
+error naming the file, the line and the column: a short or non-numeric line, a non-finite score,
+a (query, document) pair listed twice, a file that holds no results or is not UTF-8. A run
+deeper than the ``k`` it is asked for gives one :class:`RunDepthWarning` per retriever: only the
+top ``k`` are scored.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..datasets import Document, Query
+from ..datasets import DataFileError, Document, Query, check_file, open_text
 from ..metrics.retrieval import trec_order
 from ..registry import BuildContext
 
@@ -48,81 +56,147 @@ def _resolve(path: str | Path, base_dir: Path | None) -> Path:
     return p
 
 
-def _score(value: Any, where: str) -> float:
+class RunDepthWarning(UserWarning):
+    """A run file holds more results per query than the suite scores (its ``k``)."""
+
+
+_TREC_COLUMNS = "expected 'qid Q0 docid rank score tag' (6 columns)"
+
+
+def _score(value: Any, path: Path, line: int) -> float:
     try:
+        if isinstance(value, bool):
+            raise TypeError
         score = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: score {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DataFileError(f"score {value!r} is not a number", file=path, line=line) from None
     if not math.isfinite(score):
-        raise ValueError(f"{where}: score {value!r} is not finite")
+        raise DataFileError(f"score {value!r} is not finite (expected a finite number)",
+                            file=path, line=line)
     return score
 
 
+def _check_rank(value: str, path: Path, line: int) -> None:
+    # trec_eval ignores the rank, but a non-number there means the columns are shifted.
+    try:
+        int(value)
+    except ValueError:
+        try:
+            if math.isfinite(float(value)):
+                return
+        except ValueError:
+            pass
+        raise DataFileError(f"rank {value!r} is not a number ({_TREC_COLUMNS})",
+                            file=path, line=line) from None
+
+
 def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
-    """``{qid: {docid: score}}`` from a TREC run file; ValueError names the line."""
+    """``{qid: {docid: score}}`` from a TREC run file; :class:`DataFileError` names the line.
+
+    Columns after the sixth are ignored, as trec_eval ignores them.
+    """
+    check_file(path, "run")
     out: dict[str, dict[str, float]] = {}
-    with path.open(encoding="utf-8") as fh:
+    last_qid: str | None = None
+    docs: dict[str, float] = {}
+    # Runs hold hundreds of thousands of lines and are read at collection and again when
+    # indexing: the loop does the least per line, and builds messages only on errors.
+    with open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
             parts = line.split()
-            where = f"{path}:{n}"
-            if len(parts) != 6:
-                raise ValueError(f"{where}: expected 'qid Q0 docid rank score tag' (6 columns), "
-                                 f"got {len(parts)}")
-            qid, _, doc, _, score, _ = parts
-            docs = out.setdefault(qid, {})
+            if len(parts) < 6:
+                if not parts:
+                    continue
+                raise DataFileError(f"{_TREC_COLUMNS}, got {len(parts)}", file=path, line=n)
+            qid = parts[0]
+            doc = parts[2]
+            if qid != last_qid:
+                docs = out.setdefault(qid, {})
+                last_qid = qid
             if doc in docs:
-                raise ValueError(f"{where}: document {doc!r} is listed twice for query {qid!r}")
-            docs[doc] = _score(score, where)
+                raise DataFileError(f"document {doc!r} is listed twice for query {qid!r}",
+                                    file=path, line=n)
+            try:
+                score = float(parts[4])
+            except ValueError:
+                score = _score(parts[4], path, n)
+            if score - score != 0.0:  # inf or nan
+                score = _score(parts[4], path, n)
+            if not parts[3].isdigit():
+                _check_rank(parts[3], path, n)
+            docs[doc] = score
+    if not out:
+        raise DataFileError(f"the run file holds no results ({_TREC_COLUMNS} lines)",
+                            file=path)
     return out
 
 
-def _result(item: Any, where: str) -> tuple[str, float]:
+def _id(value: Any) -> str | None:
+    if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
+        return None
+    return str(value)
+
+
+def _result(item: Any, path: Path, line: int) -> tuple[str, float]:
     if isinstance(item, Mapping):
         doc = item.get("id", item.get("doc_id"))
         score = item.get("score")
     elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
         doc, score = item
     else:
-        raise ValueError(f"{where}: a result must be [doc_id, score] or "
-                         f"{{\"id\": ..., \"score\": ...}}, got {item!r}")
-    if not isinstance(doc, str | int) or isinstance(doc, bool):
-        raise ValueError(f"{where}: document id {doc!r} is not a string")
-    return str(doc), _score(score, where)
+        raise DataFileError(f"a result must be [doc_id, score] or "
+                            f"{{\"id\": ..., \"score\": ...}}, got {item!r}", file=path, line=line)
+    doc_id = _id(doc)
+    if doc_id is None:
+        raise DataFileError(f"document id {doc!r} is not a string", file=path, line=line)
+    return doc_id, _score(score, path, line)
 
 
 def read_jsonl_run(path: Path) -> dict[str, dict[str, float]]:
-    """``{qid: {docid: score}}`` from a JSONL run file; ValueError names the line."""
+    """``{qid: {docid: score}}`` from a JSONL run file; :class:`DataFileError` names the line."""
+    check_file(path, "run")
     out: dict[str, dict[str, float]] = {}
-    with path.open(encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: malformed JSON line: {exc.msg}") from None
+            except (ValueError, RecursionError) as exc:
+                detail = exc.msg if isinstance(exc, json.JSONDecodeError) else (
+                    "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+                raise DataFileError(f"malformed JSON line: {detail}", file=path,
+                                    line=n) from None
             if not isinstance(rec, Mapping):
-                raise ValueError(f"{where}: expected an object with query_id and results")
-            qid = rec.get("query_id", rec.get("qid"))
+                raise DataFileError("expected an object with query_id and results", file=path,
+                                    line=n)
+            qid = _id(rec.get("query_id", rec.get("qid")))
             results = rec.get("results")
-            if not isinstance(qid, str | int) or isinstance(qid, bool):
-                raise ValueError(f"{where}: missing query_id")
+            if qid is None:
+                raise DataFileError("missing query_id (expected a string or an integer)",
+                                    file=path, line=n)
             if not isinstance(results, list):
-                raise ValueError(f"{where}: 'results' must be a list")
-            qid = str(qid)
+                raise DataFileError("'results' must be a list", file=path, line=n)
             if qid in out:
-                raise ValueError(f"{where}: query {qid!r} appears twice")
+                raise DataFileError(f"query {qid!r} appears twice", file=path, line=n)
             docs: dict[str, float] = {}
             for item in results:
-                doc, score = _result(item, where)
+                doc, score = _result(item, path, n)
                 if doc in docs:
-                    raise ValueError(f"{where}: document {doc!r} is listed twice")
+                    raise DataFileError(f"document {doc!r} is listed twice", file=path, line=n)
                 docs[doc] = score
             out[qid] = docs
+    if not out:
+        raise DataFileError('the run file holds no results (expected lines such as '
+                            '{"query_id": "q1", "results": [["d3", 12.5]]})', file=path)
     return out
+
+
+def read_run(path: Path, format: str) -> dict[str, dict[str, float]]:
+    """The run at ``path`` in ``format`` (``auto`` picks by the file's suffix)."""
+    if format == "auto":
+        format = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "trec"
+    return read_jsonl_run(path) if format == "jsonl" else read_trec_run(path)
 
 
 class RunFileRetriever:
@@ -137,17 +211,24 @@ class RunFileRetriever:
         self.missing = missing
         self.unknown_docs = unknown_docs
         self._run: dict[str, dict[str, float]] | None = None
+        self._depth = 0
+        self._warned = False
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
-        """At collection: valid options and an existing file (parsed only when indexing)."""
+        """At collection: valid options and a well-formed run file.
+
+        The file is parsed here and again when indexing: a malformed line is then one
+        collection error instead of the same error repeated for every case.
+        """
         path = params.get("path")
-        _validate(path, params.get("format", "auto"), params.get("missing", "error"),
-                  params.get("unknown_docs", "keep"))
+        fmt = params.get("format", "auto")
+        _validate(path, fmt, params.get("missing", "error"), params.get("unknown_docs", "keep"))
         assert isinstance(path, str)
         resolved = _resolve(path, context.base_dir)
-        if not resolved.is_file():
+        if not resolved.exists() and not resolved.is_symlink():
             raise ValueError(f"run file not found: {resolved}")
+        read_run(resolved, fmt)
 
     def describe(self) -> dict[str, Any]:
         return {"retriever": "run", "path": str(self.path), "format": self.format,
@@ -155,16 +236,22 @@ class RunFileRetriever:
 
     def index(self, corpus: Sequence[Document]) -> None:
         """Read the run file (results for unknown documents dropped if asked)."""
-        run = read_jsonl_run(self.path) if self.format == "jsonl" else read_trec_run(self.path)
+        run = read_run(self.path, self.format)
         if self.unknown_docs == "drop":
             known = {d.id for d in corpus}
             run = {q: {d: s for d, s in docs.items() if d in known} for q, docs in run.items()}
         self._run = run
+        self._depth = max((len(docs) for docs in run.values()), default=0)
 
     def retrieve_case(self, query: Query, k: int) -> list[tuple[str, float]]:
         """The top ``k`` results the file holds for ``query.id``."""
         if self._run is None:
             raise RuntimeError("index() must be called before retrieve_case()")
+        if self._depth > k and not self._warned:
+            self._warned = True
+            warnings.warn(RunDepthWarning(
+                f"run file {self.path} holds up to {self._depth} results per query, deeper "
+                f"than k={k}: only the top {k} of each query are scored"), stacklevel=2)
         docs = self._run.get(query.id)
         if docs is None:
             if self.missing == "empty":
