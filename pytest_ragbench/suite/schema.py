@@ -41,7 +41,6 @@ from pydantic_core import PydanticCustomError
 from ..gates import TESTS
 from ..llm.cache import CACHE_MODES
 
-SCHEMA_ID = "https://pytest-ragbench.invalid/ragbench-suite.schema.json"
 SCHEMA_FILE = "ragbench-suite.schema.json"
 DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
@@ -574,7 +573,6 @@ def suite_json_schema() -> dict[str, Any]:
     schema = SuiteModel.model_json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
         **schema,
         "description": "A pytest-ragbench suite file (YAML or JSON). Paths are relative to "
                        "the suite file.",
