@@ -39,7 +39,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..gates import TESTS
-from ..llm.cache import CACHE_MODES
+
+# llm.cache.CACHE_MODES (a test keeps them equal); importing it would load numpy and sqlite3
+# into `ragbench schema`.
+CACHE_MODES = ("on", "off", "read-only", "refresh")
 
 SCHEMA_FILE = "ragbench-suite.schema.json"
 DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
@@ -150,7 +153,8 @@ Alpha = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False),
 NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S"), _wrapped(_non_empty),
                         AfterValidator(str.strip)]
 # Scalars written where a string is meant (query ids, metric names as YAML keys) read as text.
-IdText = Annotated[str, BeforeValidator(lambda v: str(v) if _is_number(v) else v)]
+IdText = Annotated[str, BeforeValidator(lambda v: str(v) if _is_number(v) else v),
+                 WithJsonSchema({"type": ["string", "integer"]})]
 
 
 def _json_value(value: Any) -> Any:
