@@ -318,12 +318,16 @@ def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str
     template, so a suite fails when it is loaded rather than at its first case.
     """
     template_key = _path(key_prefix, "generation")
-    text = _template_text(generation, Path(base_dir), template_key)
+    which = "template_file" if generation.template_file else "template"
+    try:
+        text = _template_text(generation, Path(base_dir), template_key)
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{template_key}.{which}", f"cannot read template: not UTF-8 (byte "
+                                               f"{exc.start}: {exc.reason})") from None
     try:
         template = _environment().from_string(text)
         template.render(**_context_vars("q", [("d", "t")]))
     except jinja2.TemplateError as exc:
-        which = "template_file" if generation.template_file else "template"
         raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
 
 

@@ -523,7 +523,8 @@ BAD_CONFIGS = [
      "rag.generation: give either"),
     ({"llm": {"type": "openai", "base_url": "http://x/v1", "model": "m",
               "params": {"stop": {1, 2}}}}, "rag.llm.params.stop: expected a JSON value"),
-    ({"llm": {"type": "extractive"}, "sed": 1}, "rag.sed: unknown key 'sed' (did you mean 'seed'?)"),
+    ({"llm": {"type": "extractive"}, "sed": 1},
+     "rag.sed: unknown key 'sed' (did you mean 'seed'?)"),
     ({"llm": {"type": "extractive"}, "judge": {"llm": "same"}},
      "rag.judge.llm: 'same' would make the extractive provider judge"),
 ]

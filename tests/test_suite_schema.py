@@ -101,7 +101,8 @@ def test_schema_module_imports_neither_yaml_nor_the_loader() -> None:
         import sys
         from pytest_ragbench.suite.schema import suite_json_schema
         suite_json_schema()
-        print(sorted(m for m in ("yaml", "numpy", "pytest_ragbench.suite.loader") if m in sys.modules))
+        heavy = ("yaml", "numpy", "sqlite3", "pytest_ragbench.suite.loader")
+        print(sorted(m for m in heavy if m in sys.modules))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
