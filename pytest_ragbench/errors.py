@@ -42,7 +42,15 @@ class SuiteError(RagbenchError):
 
 
 class ComponentError(RagbenchError):
-    """A component (retriever, LLM, metric, ...) could not be found or built."""
+    """A component (retriever, LLM, metric, ...) could not be found or built.
+
+    ``param`` is the key path below the component's own key (``"k1"``, ``"stopwords[0]"``)
+    when one parameter is at fault, so a caller can point at its line.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -425,7 +425,7 @@ class Registry:
             raise ComponentError(
                 f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
                 f"{did_you_mean(unknown[0], shown)}; it accepts: "
-                f"{', '.join(shown) or 'no parameters'}"
+                f"{', '.join(shown) or 'no parameters'}", param=unknown[0]
             )
         self._check_types(kind, type_name, factory, kwargs)
         for name in CONTEXT_PARAMS:
@@ -473,7 +473,7 @@ class Registry:
                 where = display_name(target) + "".join(
                     f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
                 raise ComponentError(f"{kind} {type_name!r} parameter {where}: "
-                                     f"{validation_message(dict(err))}") from None
+                                     f"{validation_message(dict(err))}", param=where) from None
 
 
 def _is_union(core_schema: Any) -> bool:

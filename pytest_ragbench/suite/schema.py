@@ -214,7 +214,7 @@ class _Open(_Model):
 class DatasetModel(_Model):
     """Where the corpus, queries and labels are; paths are relative to the suite file."""
 
-    name: str | None = Field(None, description="the dataset's name in reports")
+    name: IdText | None = Field(None, description="the dataset's name in reports")
     path: NonEmptyStr | None = Field(
         None, description="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     split: NonEmptyStr | None = Field(None, description="which qrels/<split>.tsv of `path` to use")
@@ -545,7 +545,8 @@ class SuiteModel(RagFields):
 
     model_config = ConfigDict(title="pytest-ragbench suite")
 
-    name: NonEmptyStr | None = Field(None, description="a short name for reports")
+    name: str | None = Field(None, description="a short name for reports (default: the file "
+                                               "name without its suffixes)")
     description: str | None = Field(None, description="free text")
     dataset: DatasetField = Field(
         description="where the corpus, queries and labels are")
