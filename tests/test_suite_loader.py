@@ -207,3 +207,17 @@ def test_arbitrary_bytes_are_a_message_or_a_suite(tmp_path_factory, raw: bytes) 
     path.write_bytes(raw)
     with pytest.raises(SuiteError):  # no bytes of this size make a complete suite
         load_suite(path, None)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "example_suites").glob("*/suite.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.parent.name)
+def test_every_example_suite_loads(path: Path) -> None:
+    try:
+        suite = load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    except SuiteError as exc:
+        if "dataset folder not found" in str(exc):
+            pytest.skip("the shared datasets folder is not beside this checkout")
+        raise
+    assert suite.metrics and suite.retrievers
