@@ -64,6 +64,7 @@ __all__ = [
     "RAG_METRICS",
     "CacheConfig",
     "CaseRequest",
+    "ConfigError",
     "EmbedderConfig",
     "EndpointConfig",
     "GenerationConfig",
@@ -74,8 +75,10 @@ __all__ = [
     "RagConfig",
     "RagPipeline",
     "build_pipeline",
+    "check_template",
     "flaky_summary",
     "parse_rag_config",
+    "rag_config_from_model",
     "template_version",
 ]
 
@@ -216,8 +219,20 @@ def _path(prefix: str, *parts: str) -> str:
     return prefix + ".".join(parts)
 
 
-def _fail(key: str, message: str) -> ValueError:
-    return ValueError(f"{key}: {message}")
+class ConfigError(ValueError):
+    """A bad configuration value: ``key`` is its key path, ``detail`` what is wrong.
+
+    ``str()`` reads ``key: detail``, as every ValueError of this module always has.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(key, message)
 
 
 def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> EndpointConfig:
@@ -301,11 +316,11 @@ def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagCon
     try:
         model = schema.RagFields.model_validate(data)
     except ValidationError as exc:
-        err = min(exc.errors(), key=lambda e: len(e["loc"]))
-        below = (err.get("ctx") or {}).get("path", ()) if err["type"] == "ragbench" else ()
-        loc = [str(p) for p in (*err["loc"], *below) if p not in schema.SHAPE_TAGS
-               or not isinstance(p, str)]
-        raise _fail(_path(key_prefix, *loc) or where, validation_message(dict(err))) from None
+        err = exc.errors()[0]
+        path = schema.key_path(err, data)
+        key = key_prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path
+                                   ).lstrip(".")
+        raise _fail(key or where, validation_message(dict(err))) from None
     if model.llm is None:
         raise _fail(_path(key_prefix, "llm"), "missing (answer metrics need a generation LLM)")
     return rag_config_from_model(model, key_prefix=key_prefix)
@@ -314,8 +329,8 @@ def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagCon
 def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str = "") -> None:
     """Read, compile and render once the generation template, as :func:`build_pipeline` will.
 
-    Raises ``ValueError("generation.template: ...")`` for a missing, unreadable or broken
-    template, so a suite fails when it is loaded rather than at its first case.
+    Raises :class:`ConfigError` (``generation.template: ...``) for a missing, unreadable or
+    broken template, so a suite fails when it is loaded rather than at its first case.
     """
     template_key = _path(key_prefix, "generation")
     which = "template_file" if generation.template_file else "template"

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import math
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from ..gates import (
     parse_tolerance,
 )
 from ..metrics.spec import MetricSpec, resolve_metric
-from .schema import SHAPE_TAGS, SuiteModel, required_keys
+from .schema import KeyPath, SuiteModel, key_path, required_keys
 
 # Bounds on the document, far above any real suite: a YAML alias bomb (a few hundred bytes that
 # expand to billions of nodes) or thousands of nested brackets must fail fast, not hang or
@@ -87,9 +88,6 @@ class Suite:
 
 MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
 
-Path_ = tuple[str | int, ...]
-
-
 # -- bytes -> text ----------------------------------------------------------------------------
 
 
@@ -101,20 +99,15 @@ def read_text(path: Path) -> tuple[bytes, str]:
         raise SuiteError("suite file not found", file=path) from None
     except OSError as exc:
         raise SuiteError(_os_problem(exc), file=path) from None
-    if os.path.isdir(path) or not _regular(st.st_mode):
-        what = "a directory" if os.path.isdir(path) else "not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or device would block or never end
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise SuiteError(f"is {what}; expected a suite file (.yaml, .yml or .json)", file=path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SuiteError(_os_problem(exc), file=path) from None
     return raw, decode(raw, path)
-
-
-def _regular(mode: int) -> bool:
-    import stat
-
-    return stat.S_ISREG(mode)
 
 
 def _os_problem(exc: OSError) -> str:
@@ -148,7 +141,7 @@ def decode(raw: bytes, path: Path) -> str:
 class Lines:
     """Maps key paths of a YAML document to 1-based line numbers, for error messages."""
 
-    def __init__(self, lines: dict[Path_, int] | None = None) -> None:
+    def __init__(self, lines: dict[KeyPath, int] | None = None) -> None:
         self._lines = lines or {}
 
     def get(self, path: Sequence[Any]) -> int | None:
@@ -208,8 +201,8 @@ def _check_size(text: str, path: Path) -> None:
 
 def _map_lines(root: yaml.Node, path: Path) -> Lines:
     """Key path -> line of every node; duplicate keys are an error naming both lines."""
-    lines: dict[Path_, int] = {(): root.start_mark.line + 1}
-    todo: list[tuple[yaml.Node, Path_]] = [(root, ())]
+    lines: dict[KeyPath, int] = {(): root.start_mark.line + 1}
+    todo: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
     while todo:
         node, where = todo.pop()
         if isinstance(node, yaml.MappingNode):
@@ -266,31 +259,6 @@ def _key_str(path: Sequence[Any]) -> str:
     return out
 
 
-def key_path(loc: Sequence[Any], data: Any) -> Path_:
-    """A pydantic error location as a key path of the document (union tags left out)."""
-    out: list[str | int] = []
-    current = data
-    for seg in loc:
-        if isinstance(current, Mapping):
-            match = next((k for k in current if k == seg or str(k) == seg), _MISSING)
-            if match is not _MISSING:
-                out.append(str(match))
-                current = current[match]
-                continue
-        elif isinstance(current, list) and isinstance(seg, int) and 0 <= seg < len(current):
-            out.append(seg)
-            current = current[seg]
-            continue
-        if isinstance(seg, str) and seg in SHAPE_TAGS:
-            continue
-        out.append(seg)
-        current = None
-    return tuple(out)
-
-
-_MISSING = object()
-
-
 class _Ctx:
     def __init__(self, file: Path, lines: Lines) -> None:
         self.file = file
@@ -301,14 +269,12 @@ class _Ctx:
                           line=self.lines.get(path))
 
 
-def validation_error(exc: ValidationError, data: Any, ctx: _Ctx,
-                     prefix: Path_ = ()) -> SuiteError:
+def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
     """The first problem (in document order) of a validation error, as a SuiteError."""
-    required = required_keys() if not prefix else {}
+    required = required_keys()
     found: list[SuiteError] = []
     for err in exc.errors():
-        below = (err.get("ctx") or {}).get("path", ()) if err["type"] == "ragbench" else ()
-        path = (*prefix, *key_path(err["loc"], data), *below)
+        path = key_path(err, data)
         if err["type"] == "missing" and len(path) == 1 and path[0] in required:
             found.append(ctx.error((), f"missing required key {path[0]!r} "
                                        f"({required[str(path[0])]})"))
@@ -391,8 +357,9 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
     needs = [m.name for m in metrics if m.family == "rag"]
     if not given and not needs:
         return None
+    from ..llm.base import LLMError
     from ..metrics.judge import JUDGED_METRICS
-    from ..rag import check_template, rag_config_from_model
+    from ..rag import ConfigError, check_template, rag_config_from_model
 
     if model.llm is None:
         if needs:
@@ -406,24 +373,18 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
                 raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
                                                 "section (e.g. judge: {llm: same} with an "
                                                 "openai llm)")
-    if model.prices is not None or model.max_cost is not None:
-        for where, llm_model in model.models():
-            if model.prices is None:
-                break  # max_cost without prices is a schema error for paid models
-            from ..llm.usage import PriceTable
-
-            table = PriceTable.from_mapping({m: p.model_dump() for m, p in model.prices.items()})
+    config = rag_config_from_model(model)
+    if config.prices is not None:  # max_cost without prices is a schema error for paid models
+        for where, llm_model in model.paid_models():
             try:
-                table.price(llm_model)
-            except Exception as exc:  # LLMError: no price for the model
+                config.prices.price(llm_model)
+            except LLMError as exc:
                 raise ctx.error(("prices",), f"{exc} (used by {_key_str(where[:-1])}); "
                                              "add it to prices") from None
-    config = rag_config_from_model(model)
     try:
         check_template(config.generation, base_dir)
-    except ValueError as exc:
-        key, _, message = str(exc).partition(": ")
-        raise ctx.error(tuple(key.split(".")), message) from None
+    except ConfigError as exc:
+        raise ctx.error(tuple(exc.key.split(".")), exc.detail) from None
     return config
 
 

@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..errors import type_name
 from ..gates import TESTS
 
 # llm.cache.CACHE_MODES (a test keeps them equal); importing it would load numpy and sqlite3
@@ -50,6 +51,40 @@ DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 # Loc segments pydantic adds for the member of a tagged union; never keys of the document.
 SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
                         "hashing"})
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def key_path(error: Mapping[str, Any], data: Any) -> KeyPath:
+    """Where in the document ``data`` a pydantic error (an item of ``errors()``) is.
+
+    Union members add their tag to an error's location; walking the document tells those
+    apart from its keys. Our own errors (:func:`fail`) may point further down.
+    """
+    out: list[str | int] = []
+    current = data
+    for seg in error["loc"]:
+        if isinstance(current, Mapping):
+            match = next((k for k in current if k == seg or str(k) == seg), _ABSENT)
+            if match is not _ABSENT:
+                out.append(str(match))
+                current = current[match]
+                continue
+        elif isinstance(current, list) and isinstance(seg, int) and 0 <= seg < len(current):
+            out.append(seg)
+            current = current[seg]
+            continue
+        if isinstance(seg, str) and seg in SHAPE_TAGS:
+            continue
+        out.append(seg)
+        current = None
+    if error["type"] == "ragbench":
+        out += (error.get("ctx") or {}).get("path", ())
+    return tuple(out)
+
+
+_ABSENT = object()
 
 
 def fail(message: str, *path: str | int) -> PydanticCustomError:
@@ -120,8 +155,6 @@ def _positive_words(value: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    from ..errors import type_name
-
     return repr(value) if _is_number(value) else type_name(value)
 
 
@@ -526,7 +559,7 @@ class RagFields(_Model):
             raise fail("needs 'prices' to know what the LLM calls cost", "max_cost")
         return self
 
-    def models(self) -> list[tuple[tuple[str, ...], str]]:
+    def paid_models(self) -> list[tuple[tuple[str, ...], str]]:
         """(key path, model) of each paid chat model the suite uses."""
         out: list[tuple[tuple[str, ...], str]] = []
         if isinstance(self.llm, OpenAILlm):
