@@ -221,3 +221,42 @@ def test_every_example_suite_loads(path: Path) -> None:
             pytest.skip("the shared datasets folder is not beside this checkout")
         raise
     assert suite.metrics and suite.retrievers
+
+
+# -- any document is a Suite or one SuiteError, never another exception ------------------------
+
+TOP_KEYS = ["name", "dataset", "retrievers", "metrics", "k", "thresholds", "gates", "baseline",
+            "seed", "record_depth", "xfail", "llm", "judge", "generation", "cache", "prices",
+            "max_cost", "runs", "corpus", "queries", "path", "split", "type", "bm25", "name",
+            "ndcg@10", "tolerance", "alpha", "template", "contexts", "mode"]
+scalars = (st.none() | st.booleans() | st.integers(-5, 2000) | st.floats(allow_nan=True)
+           | st.sampled_from(["bm25", "ndcg@10", "recall@5", ">= 0.5", "5%", "corpus.jsonl",
+                              "queries.jsonl", "extractive", "same", "off", "{{ question }",
+                              "", "q1"])
+           | st.text(max_size=8))
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(TOP_KEYS) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20,
+)
+base = st.fixed_dictionaries({
+    "dataset": st.just({"corpus": "corpus.jsonl", "queries": "queries.jsonl"}) | documents,
+    "retrievers": st.just({"bm25": {}}) | documents,
+    "metrics": st.just(["ndcg@10"]) | documents,
+}, optional={key: documents for key in TOP_KEYS
+             if key not in ("dataset", "retrievers", "metrics")})
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(document=base)
+def test_any_document_is_a_suite_or_one_suite_error(folder: Path, document: dict) -> None:
+    import json
+
+    path = folder / "suite.yaml"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    try:
+        load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    except SuiteError as exc:
+        assert str(exc).startswith(str(path))
