@@ -214,8 +214,7 @@ def _string_keys(value: Any) -> Any:
 class _Model(BaseModel):
     """Closed mappings: an unknown key is an error naming the closest known key."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
-                              hide_input_in_errors=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
