@@ -42,10 +42,90 @@ class SuiteError(RagbenchError):
 
 
 class ComponentError(RagbenchError):
-    """A component (retriever, LLM, metric, ...) could not be found or built."""
+    """A component (retriever, LLM, metric, ...) could not be found or built.
+
+    ``param`` is the key path below the component's own key (``"k1"``, ``"stopwords[0]"``)
+    when one parameter is at fault, so a caller can point at its line.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest known name, or an empty string."""
     match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def type_name(value: object) -> str:
+    """How a value's type reads in a message about a YAML/JSON document."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_message(error: dict[str, object]) -> str:
+    """One pydantic validation error (an item of ``ValidationError.errors()``) in our words.
+
+    Takes the error's plain dict so this module, imported by every pytest run, never imports
+    pydantic itself.
+    """
+    kind = error.get("type")
+    ctx = error.get("ctx")
+    ctx = ctx if isinstance(ctx, dict) else {}
+    value = error.get("input")
+    got = f"got {_shown(value)}" if isinstance(value, str | int | float) else (
+        f"got {type_name(value)}")
+    if kind in ("ragbench", "shape"):
+        message = str(error.get("msg"))
+        return message if kind == "ragbench" else f"{message}, {got}"
+    simple = {
+        "missing": "missing (required)",
+        "model_type": "expected a mapping",
+        "model_attributes_type": "expected a mapping",
+        "dict_type": "expected a mapping",
+        "list_type": "expected a list",
+        "tuple_type": "expected a list",
+        "string_type": "expected a string",
+        "int_type": "expected an integer",
+        "int_from_float": "expected an integer",
+        "float_type": "expected a number",
+        "bool_type": "expected true or false",
+        "finite_number": "expected a finite number",
+        "path_type": "expected a path string",
+        "union_tag_not_found": "expected a mapping",
+    }
+    if kind == "missing":
+        return simple["missing"]
+    if kind in simple:
+        return f"{simple[str(kind)]}, {got}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, {got}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")), "?")
+        return f"expected a value {bounds[str(kind)]} {limit}, {got}"
+    if kind in ("too_short", "too_long"):
+        return f"expected {ctx.get('min_length', ctx.get('max_length'))} item(s) at " + (
+            "least" if kind == "too_short" else "most") + f", {got}"
+    return f"{error.get('msg')}, {got}"

@@ -33,8 +33,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import hashlib
-import json
-import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -47,7 +45,7 @@ import jinja2
 import numpy as np
 
 from .datasets import Query
-from .errors import ComponentError, RagbenchError, SuiteError, did_you_mean
+from .errors import ComponentError, RagbenchError, did_you_mean, type_name, validation_message
 from .llm.base import LLM, Completion, Embedder, LLMError, Message
 from .llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
 from .llm.extractive import ABSTAIN, PROMPT_INSTRUCTIONS, ExtractiveLLM
@@ -59,12 +57,14 @@ from .llm.usage import BudgetedLLM, CostBudget, PriceTable
 from .metrics.answer import ANSWER_METRICS
 from .metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge, JudgeInput
 from .records import clean_float, jsonable
+from .suite import schema
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "RAG_METRICS",
     "CacheConfig",
     "CaseRequest",
+    "ConfigError",
     "EmbedderConfig",
     "EndpointConfig",
     "GenerationConfig",
@@ -75,8 +75,10 @@ __all__ = [
     "RagConfig",
     "RagPipeline",
     "build_pipeline",
+    "check_template",
     "flaky_summary",
     "parse_rag_config",
+    "rag_config_from_model",
     "template_version",
 ]
 
@@ -85,7 +87,7 @@ T = TypeVar("T")
 RAG_METRICS: tuple[str, ...] = (*ANSWER_METRICS, *JUDGED_METRICS)
 """Every metric name :meth:`RagPipeline.run_case` computes."""
 
-DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
+DEFAULT_CACHE_PATH = schema.DEFAULT_CACHE_PATH
 
 DEFAULT_TEMPLATE = """\
 {{ instructions }}
@@ -217,251 +219,131 @@ def _path(prefix: str, *parts: str) -> str:
     return prefix + ".".join(parts)
 
 
-def _fail(key: str, message: str) -> ValueError:
-    return ValueError(f"{key}: {message}")
+class ConfigError(ValueError):
+    """A bad configuration value: ``key`` is its key path, ``detail`` what is wrong.
+
+    ``str()`` reads ``key: detail``, as every ValueError of this module always has.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(key, message)
 
 
-def _mapping(value: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _fail(key, f"expected a mapping, got {_type_name(value)}")
-    return value
-
-
-def _known_keys(data: Mapping[str, Any], allowed: Iterable[str], key: str) -> None:
-    allowed = list(allowed)
-    for name in data:
-        if name not in allowed:
-            where = f"{key}.{name}" if key else str(name)
-            raise _fail(where, f"unknown key{did_you_mean(str(name), allowed)}; "
-                               f"known: {', '.join(allowed)}")
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(key, f"expected a non-empty string, got {_type_name(value)}")
-    return value.strip()
-
-
-def _integer(value: Any, key: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, f"expected an integer, got {_type_name(value)}")
-    if minimum is not None and value < minimum:
-        raise _fail(key, f"expected an integer >= {minimum}, got {value}")
-    return value
-
-
-def _number(value: Any, key: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(key, f"expected a number, got {_type_name(value)}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise _fail(key, f"expected a finite number {bound}, got {value}")
-    return float(value)
-
-
-def _optional_number(data: Mapping[str, Any], name: str, key: str) -> float | None:
-    value = data.get(name)
-    return None if value is None else _number(value, f"{key}.{name}", positive=True)
-
-
-def _json_params(value: Any, key: str) -> dict[str, Any]:
-    params = dict(_mapping(value, key))
-    for name, item in params.items():
-        if not isinstance(name, str):
-            raise _fail(key, f"parameter names must be strings, got {name!r}")
-        try:
-            json.dumps(item, allow_nan=False)
-        except (TypeError, ValueError):
-            raise _fail(f"{key}.{name}", "expected a JSON value (number, string, list...)"
-                        ) from None
-    return params
-
-
-_ENDPOINT_KEYS = ("base_url", "model", "api_key_env", "params", "headers", "timeout",
-                  "concurrency", "retries", "backoff", "rpm", "tpm")
-
-
-def _parse_endpoint(data: Mapping[str, Any], key: str, *, embeddings: bool) -> EndpointConfig:
-    for required in ("base_url", "model"):
-        if required not in data:
-            raise _fail(f"{key}.{required}", "missing (required for type openai)")
-    headers = dict(_mapping(data.get("headers") or {}, f"{key}.headers"))
-    for name, value in headers.items():
-        if not isinstance(value, str):
-            raise _fail(f"{key}.headers.{name}", f"expected a string, got {_type_name(value)}")
-    api_key_env = data.get("api_key_env")
+def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> EndpointConfig:
     return EndpointConfig(
-        base_url=_string(data["base_url"], f"{key}.base_url"),
-        model=_string(data["model"], f"{key}.model"),
-        api_key_env=None if api_key_env is None else _string(api_key_env, f"{key}.api_key_env"),
-        params=_json_params(data.get("params") or {}, f"{key}.params"),
-        headers=headers,
-        timeout=_number(data.get("timeout", 60), f"{key}.timeout", positive=True),
-        concurrency=_integer(data.get("concurrency", 16), f"{key}.concurrency", 1),
-        retries=_integer(data.get("retries", 4), f"{key}.retries", 0),
-        backoff=_number(data.get("backoff", 0.5), f"{key}.backoff"),
-        rpm=_optional_number(data, "rpm", key),
-        tpm=_optional_number(data, "tpm", key),
-        batch_size=(_integer(data.get("batch_size", 128), f"{key}.batch_size", 1)
-                    if embeddings else 128),
+        base_url=model.base_url,
+        model=model.model,
+        api_key_env=model.api_key_env,
+        params=dict(model.params or {}),
+        headers=dict(model.headers or {}),
+        timeout=float(model.timeout),
+        concurrency=model.concurrency,
+        retries=model.retries,
+        backoff=float(model.backoff),
+        rpm=None if model.rpm is None else float(model.rpm),
+        tpm=None if model.tpm is None else float(model.tpm),
+        batch_size=batch_size,
     )
 
 
-def _parse_llm(value: Any, key: str) -> LlmConfig:
-    data = _mapping(value, key)
-    kind = data.get("type", "openai")
-    if kind == "openai":
-        _known_keys(data, ("type", *_ENDPOINT_KEYS), key)
-        endpoint = _parse_endpoint(data, key, embeddings=False)
-        return LlmConfig("openai", endpoint, concurrency=endpoint.concurrency)
-    if kind == "extractive":
-        _known_keys(data, ("type", "threshold", "max_sentences", "concurrency"), key)
-        threshold = _number(data.get("threshold", 0.4), f"{key}.threshold", positive=True)
-        if threshold > 1:
-            raise _fail(f"{key}.threshold", f"expected a share in (0, 1], got {threshold}")
-        return LlmConfig(
-            "extractive",
-            threshold=threshold,
-            max_sentences=_integer(data.get("max_sentences", 1), f"{key}.max_sentences", 1),
-            concurrency=_integer(data.get("concurrency", 16), f"{key}.concurrency", 1),
-        )
-    known = ("openai", "extractive")
-    raise _fail(f"{key}.type", f"unknown LLM type {kind!r}{did_you_mean(str(kind), known)}; "
-                               f"known: {', '.join(known)}")
+def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm) -> LlmConfig:
+    if isinstance(model, schema.ExtractiveLlm):
+        return LlmConfig("extractive", threshold=float(model.threshold),
+                         max_sentences=model.max_sentences, concurrency=model.concurrency)
+    endpoint = _endpoint(model)
+    return LlmConfig("openai", endpoint, concurrency=endpoint.concurrency)
 
 
-def _parse_judge(value: Any, key: str) -> JudgeConfig:
-    data = _mapping(value, key)
-    _known_keys(data, ("llm", "mode", "n_questions", "params"), key)
-    raw_llm = data.get("llm", "same")
-    llm: LlmConfig | None
-    if raw_llm == "same":
-        llm = None
-    elif isinstance(raw_llm, Mapping):
-        llm = _parse_llm(raw_llm, f"{key}.llm")
-        if llm.type == "extractive":
-            raise _fail(f"{key}.llm.type", "the extractive provider cannot judge (it does not "
-                                           "write the judge's JSON); use an openai endpoint")
+def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> RagConfig:
+    """The :class:`RagConfig` of validated suite keys (``model.llm`` must be set)."""
+    assert model.llm is not None
+    judge = None
+    if model.judge is not None:
+        j = model.judge
+        judge = JudgeConfig(llm=None if j.llm == "same" else _llm(j.llm), mode=j.mode,
+                            n_questions=j.n_questions, params=dict(j.params or {}))
+    embedder = None
+    if isinstance(model.embedder, schema.HashingEmbedderModel):
+        embedder = EmbedderConfig("hashing", dim=model.embedder.dim)
+    elif model.embedder is not None:
+        embedder = EmbedderConfig(
+            "openai", endpoint=_endpoint(model.embedder, batch_size=model.embedder.batch_size))
+    gen = model.generation or schema.GenerationModel()
+    cache = model.cache
+    if isinstance(cache, schema.CacheModel):
+        cache_config = CacheConfig(path=cache.path, mode=cache.mode)
     else:
-        raise _fail(f"{key}.llm", f"expected 'same' or a mapping, got {raw_llm!r}")
-    mode = data.get("mode", "batched")
-    if mode not in ("batched", "per_metric"):
-        raise _fail(f"{key}.mode", f"expected 'batched' or 'per_metric', got {mode!r}")
-    return JudgeConfig(
-        llm=llm,
-        mode=mode,
-        n_questions=_integer(data.get("n_questions", 3), f"{key}.n_questions", 1),
-        params=_json_params(data.get("params") or {}, f"{key}.params"),
+        cache_config = CacheConfig(mode=cache if cache is not None else "on")
+    prices = None
+    if model.prices is not None:
+        prices = PriceTable.from_mapping({m: p.model_dump() for m, p in model.prices.items()},
+                                         key=_path(key_prefix, "prices"))
+    return RagConfig(
+        llm=_llm(model.llm),
+        judge=judge,
+        embedder=embedder,
+        generation=GenerationConfig(contexts=gen.contexts, template=gen.template,
+                                    template_file=gen.template_file),
+        cache=cache_config,
+        prices=prices,
+        max_cost=None if model.max_cost is None else float(model.max_cost),
+        runs=model.runs,
+        seed=model.seed,
+        key_prefix=key_prefix,
     )
-
-
-def _parse_embedder(value: Any, key: str) -> EmbedderConfig:
-    data = _mapping(value, key)
-    kind = data.get("type", "openai")
-    if kind == "hashing":
-        _known_keys(data, ("type", "dim"), key)
-        return EmbedderConfig("hashing", dim=_integer(data.get("dim", 256), f"{key}.dim", 1))
-    if kind == "openai":
-        _known_keys(data, ("type", *_ENDPOINT_KEYS, "batch_size"), key)
-        return EmbedderConfig("openai", endpoint=_parse_endpoint(data, key, embeddings=True))
-    known = ("openai", "hashing")
-    raise _fail(f"{key}.type", f"unknown embedder type {kind!r}"
-                               f"{did_you_mean(str(kind), known)}; known: {', '.join(known)}")
-
-
-def _parse_generation(value: Any, key: str) -> GenerationConfig:
-    data = _mapping(value, key)
-    _known_keys(data, ("contexts", "template", "template_file"), key)
-    template = data.get("template")
-    template_file = data.get("template_file")
-    if template is not None and template_file is not None:
-        raise _fail(key, "give either 'template' or 'template_file', not both")
-    return GenerationConfig(
-        contexts=_integer(data.get("contexts", 5), f"{key}.contexts", 1),
-        template=None if template is None else _string(template, f"{key}.template"),
-        template_file=(None if template_file is None
-                       else _string(template_file, f"{key}.template_file")),
-    )
-
-
-def _cache_mode(value: Any, key: str) -> CacheMode:
-    # YAML 1.1 reads bare on/off as booleans
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    for mode in CACHE_MODES:
-        if value == mode:
-            return mode
-    raise _fail(key, f"expected one of {', '.join(CACHE_MODES)}, got {value!r}")
-
-
-def _parse_cache(value: Any, key: str) -> CacheConfig:
-    if not isinstance(value, Mapping):
-        return CacheConfig(mode=_cache_mode(value, key))
-    _known_keys(value, ("path", "mode"), key)
-    return CacheConfig(
-        path=_string(value.get("path", DEFAULT_CACHE_PATH), f"{key}.path"),
-        mode=_cache_mode(value.get("mode", "on"), f"{key}.mode"),
-    )
-
-
-_TOP_KEYS = ("llm", "judge", "embedder", "generation", "cache", "prices", "max_cost", "runs",
-             "seed")
 
 
 def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagConfig:
     """Parse the generation/judging keys of a suite into a :class:`RagConfig`.
 
     ``data`` holds (some of) ``llm`` (required), ``judge``, ``embedder``, ``generation``,
-    ``cache``, ``prices``, ``max_cost``, ``runs`` and ``seed``; ``key_prefix`` (e.g.
-    ``"rag."``) is put in front of every key path in messages. Raises
-    ``ValueError("key.path: what is wrong")`` for bad input. Nothing is contacted or read here.
+    ``cache``, ``prices``, ``max_cost``, ``runs`` and ``seed``, as described by
+    :class:`pytest_ragbench.suite.schema.RagFields`; ``key_prefix`` (e.g. ``"rag."``) is put in
+    front of every key path in messages. Raises ``ValueError("key.path: what is wrong")`` for
+    bad input. Nothing is contacted or read here.
     """
-    top = _mapping(data, key_prefix.rstrip(".") or "suite")
-    _known_keys(top, _TOP_KEYS, key_prefix.rstrip("."))
-    if "llm" not in top:
+    from pydantic import ValidationError
+
+    where = key_prefix.rstrip(".") or "suite"
+    if not isinstance(data, Mapping):
+        raise _fail(where, f"expected a mapping, got {type_name(data)}")
+    try:
+        model = schema.RagFields.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = schema.key_path(err, data)
+        key = key_prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path
+                                   ).lstrip(".")
+        raise _fail(key or where, validation_message(dict(err))) from None
+    if model.llm is None:
         raise _fail(_path(key_prefix, "llm"), "missing (answer metrics need a generation LLM)")
-    llm = _parse_llm(top["llm"], _path(key_prefix, "llm"))
-    judge = None if top.get("judge") is None else _parse_judge(
-        top["judge"], _path(key_prefix, "judge"))
-    if judge is not None and judge.llm is None and llm.type == "extractive":
-        raise _fail(_path(key_prefix, "judge", "llm"),
-                    "'same' would make the extractive provider judge, and it cannot write the "
-                    "judge's JSON; give the judge an openai endpoint")
-    embedder = None if top.get("embedder") is None else _parse_embedder(
-        top["embedder"], _path(key_prefix, "embedder"))
-    generation = _parse_generation(top.get("generation") or {}, _path(key_prefix, "generation"))
-    cache = _parse_cache(top.get("cache", {}), _path(key_prefix, "cache"))
-    prices: PriceTable | None = None
-    if top.get("prices") is not None:
-        try:
-            prices = PriceTable.from_mapping(top["prices"], key=_path(key_prefix, "prices"))
-        except SuiteError as exc:
-            raise ValueError(str(exc)) from None
-    max_cost = None
-    if top.get("max_cost") is not None:
-        max_cost = _number(top["max_cost"], _path(key_prefix, "max_cost"))
-        paid = llm.paid or (judge is not None and judge.llm is not None and judge.llm.paid)
-        if paid and prices is None:
-            raise _fail(_path(key_prefix, "max_cost"),
-                        "needs 'prices' to know what the LLM calls cost")
-    return RagConfig(
-        llm=llm,
-        judge=judge,
-        embedder=embedder,
-        generation=generation,
-        cache=cache,
-        prices=prices,
-        max_cost=max_cost,
-        runs=_integer(top.get("runs", 1), _path(key_prefix, "runs"), 1),
-        seed=_integer(top.get("seed", 0), _path(key_prefix, "seed")),
-        key_prefix=key_prefix,
-    )
+    return rag_config_from_model(model, key_prefix=key_prefix)
+
+
+def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str = "") -> None:
+    """Read, compile and render once the generation template, as :func:`build_pipeline` will.
+
+    Raises :class:`ConfigError` (``generation.template: ...``) for a missing, unreadable or
+    broken template, so a suite fails when it is loaded rather than at its first case.
+    """
+    template_key = _path(key_prefix, "generation")
+    which = "template_file" if generation.template_file else "template"
+    try:
+        text = _template_text(generation, Path(base_dir), template_key)
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{template_key}.{which}", f"cannot read template: not UTF-8 (byte "
+                                               f"{exc.start}: {exc.reason})") from None
+    try:
+        template = _environment().from_string(text)
+        template.render(**_context_vars("q", [("d", "t")]))
+    except jinja2.TemplateError as exc:
+        raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
 
 
 # -- prompt template -------------------------------------------------------------------------

@@ -26,7 +26,13 @@ parameter name, for ``cache_dir``, ``base_dir`` or ``context`` (the whole
 :class:`BuildContext`); a suite key that is a Python keyword (``lambda``) is passed to the
 parameter with a trailing underscore (``lambda_``). A factory may define
 ``ragbench_check(params, context)`` (a static or class method) to validate parameters at
-collection time without building anything heavy. Nothing here imports pytest.
+collection time without building anything heavy.
+
+Parameters are checked the same way for every kind, before ``ragbench_check`` and before
+building: unknown names (with the closest accepted one), missing required ones, and each
+value against the factory's type hint (validated by pydantic as a value read from a JSON/YAML
+document: no string-to-number coercion, no NaN or infinity). A hint pydantic cannot validate
+from such a document (an arbitrary class) is not checked. Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import json
 import keyword
+import sys
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ComponentError, did_you_mean
+from .errors import ComponentError, did_you_mean, validation_message
 
 KINDS = ("retriever", "llm", "embedder", "metric")
 
@@ -239,6 +248,8 @@ class Registry:
         self._use_entry_points = use_entry_points
         self._origin: str | None = None
         self.hook = hook
+        # factory -> parameter name -> pydantic TypeAdapter, built on first check
+        self._param_types: dict[Any, dict[str, Any]] = {}
 
     # -- registration ----------------------------------------------------------------------
 
@@ -414,8 +425,9 @@ class Registry:
             raise ComponentError(
                 f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
                 f"{did_you_mean(unknown[0], shown)}; it accepts: "
-                f"{', '.join(shown) or 'no parameters'}"
+                f"{', '.join(shown) or 'no parameters'}", param=unknown[0]
             )
+        self._check_types(kind, type_name, factory, kwargs)
         for name in CONTEXT_PARAMS:
             if name in accepted and name not in kwargs:
                 kwargs[name] = ctx if name == "context" else getattr(ctx, name)
@@ -426,6 +438,82 @@ class Registry:
                 f"it accepts: {', '.join(shown)}"
             )
         return kwargs
+
+    def _check_types(self, kind: str, type_name: str, factory: Callable[..., Any],
+                     kwargs: Mapping[str, Any]) -> None:
+        """Each user parameter against the factory's type hint; ComponentError naming it."""
+        from pydantic import ValidationError
+
+        try:
+            types = self._param_types.get(factory)
+        except TypeError:  # an unhashable callable: check without remembering
+            types = None
+        if types is None:
+            types = param_types(factory)
+            with contextlib.suppress(TypeError):
+                self._param_types[factory] = types
+        for target, value in kwargs.items():
+            adapter = types.get(target)
+            if adapter is None:
+                continue
+            try:
+                # as a document value: YAML dates and the like read as their text
+                text = json.dumps(value, default=str)
+            except (TypeError, ValueError):
+                continue
+            try:
+                adapter.validate_json(text, strict=True)
+            except ValidationError as exc:
+                # a union reports one error per member, each under the member's label:
+                # the deepest one is the member the value was meant for
+                err = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
+                loc = list(err["loc"])
+                if loc and isinstance(loc[0], str) and _is_union(adapter.core_schema):
+                    loc = loc[1:]
+                where = display_name(target) + "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+                raise ComponentError(f"{kind} {type_name!r} parameter {where}: "
+                                     f"{validation_message(dict(err))}", param=where) from None
+
+
+def _is_union(core_schema: Any) -> bool:
+    while core_schema.get("type") in ("nullable", "default"):
+        core_schema = core_schema["schema"]
+    return core_schema.get("type") == "union"
+
+
+def param_types(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Parameter name -> pydantic TypeAdapter of its hint, for the hints pydantic can check."""
+    from pydantic import ConfigDict, PydanticSchemaGenerationError, TypeAdapter
+
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {}
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # a hint naming something only imported for type checkers
+        hints = {}
+    namespace = vars(sys.modules.get(getattr(target, "__module__", ""), typing))
+    config = ConfigDict(strict=True, allow_inf_nan=False)
+    out: dict[str, Any] = {}
+    for p in sig.parameters.values():
+        if p.name in CONTEXT_PARAMS or p.annotation is inspect.Parameter.empty:
+            continue
+        hint = hints.get(p.name, p.annotation)
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, dict(namespace))  # the factory's own annotation text
+            except Exception:
+                continue
+        if hint is Any:
+            continue
+        try:
+            out[p.name] = TypeAdapter(hint, config=config)
+        except (PydanticSchemaGenerationError, TypeError, NameError, ValueError):
+            continue
+    return out
 
 
 def _with_registry(ctx: BuildContext, registry: Registry) -> BuildContext:

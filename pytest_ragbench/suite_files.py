@@ -1,5 +1,5 @@
 """Which files are suite files: what pytest checks for every file it collects, kept apart from
-the suite parser so that runs without suites never import it (nor YAML)."""
+the suite parser so that runs without suites never import it (nor YAML, nor pydantic)."""
 
 from __future__ import annotations
 

@@ -513,7 +513,7 @@ BAD_CONFIGS = [
     ({"llm": {"type": "openai", "model": "m"}}, "rag.llm.base_url: missing"),
     ({"llm": {"type": "extractive", "threshold": 2}}, "rag.llm.threshold: expected a share"),
     ({"llm": {"type": "extractive", "treshold": 0.5}},
-     "rag.llm.treshold: unknown key (did you mean 'threshold'?)"),
+     "rag.llm.treshold: unknown key 'treshold' (did you mean 'threshold'?)"),
     ({"llm": {"type": "extractive"}, "judge": {"mode": "fast"}}, "rag.judge.mode: expected"),
     ({"llm": {"type": "extractive"}, "judge": {"llm": {"type": "extractive"}}},
      "rag.judge.llm.type: the extractive provider cannot judge"),
@@ -529,7 +529,8 @@ BAD_CONFIGS = [
      "rag.generation: give either"),
     ({"llm": {"type": "openai", "base_url": "http://x/v1", "model": "m",
               "params": {"stop": {1, 2}}}}, "rag.llm.params.stop: expected a JSON value"),
-    ({"llm": {"type": "extractive"}, "sed": 1}, "rag.sed: unknown key (did you mean 'seed'?)"),
+    ({"llm": {"type": "extractive"}, "sed": 1},
+     "rag.sed: unknown key 'sed' (did you mean 'seed'?)"),
     ({"llm": {"type": "extractive"}, "judge": {"llm": "same"}},
      "rag.judge.llm: 'same' would make the extractive provider judge"),
 ]

@@ -1,10 +1,23 @@
-"""Every kind of bad input gets one clear message naming file, key (and line), never a traceback."""
+"""Every kind of bad input gets one clear message naming file, key (and line), never a traceback.
+
+Unit tests of the loader (:func:`pytest_ragbench.suite.load_suite`, and
+:func:`~pytest_ragbench.datasets.load_dataset` for what the dataset files hold); two pytester
+runs show the same messages reach the user as a usage error.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import textwrap
+from pathlib import Path
 
 import pytest
+from conftest import DOCS, QUERIES, write_jsonl
+
+from pytest_ragbench.datasets import load_dataset
+from pytest_ragbench.errors import SuiteError
+from pytest_ragbench.registry import Registry
+from pytest_ragbench.suite import Suite, load_suite
 
 GOOD = """\
 name: e
@@ -17,9 +30,192 @@ metrics: [ndcg@10, recall@10]
 """
 
 
-def run_bad(pytester: pytest.Pytester, suite: str, **files: str) -> pytest.RunResult:
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", QUERIES)
+    return tmp_path
+
+
+def load(folder: Path, suite: str, **files: str) -> Suite:
     for name, content in files.items():
-        (pytester.path / name.replace("__", ".")).write_text(textwrap.dedent(content))
+        (folder / name.replace("__", ".")).write_text(textwrap.dedent(content))
+    path = folder / "suite.yaml"
+    path.write_text(textwrap.dedent(suite))
+    return load_suite(path, Registry(use_entry_points=False).names("retriever"))
+
+
+def error(folder: Path, suite: str, *, dataset: bool = False, **files: str) -> str:
+    """The one message a bad suite (or, with ``dataset``, a bad dataset file) gets."""
+    with pytest.raises(SuiteError) as info:
+        loaded = load(folder, suite, **files)
+        if dataset:
+            load_dataset(loaded.dataset)
+    return str(info.value)
+
+
+def check(message: str, pattern: str) -> None:
+    assert fnmatch.fnmatchcase(message, pattern), message
+
+
+def test_good_suite_loads(folder):
+    suite = load(folder, GOOD)
+    assert [m.name for m in suite.metrics] == ["ndcg@10", "recall@10"]
+    assert [r.name for r in suite.retrievers] == ["bm25"]
+    assert suite.k == 10 and suite.record_depth == 20
+
+
+def test_unknown_top_level_key_with_did_you_mean(folder):
+    check(error(folder, GOOD + "metric: [mrr@10]\n"),
+          "*suite.yaml:8: metric: unknown key 'metric' (did you mean 'metrics'?) "
+          "(expected one of: *)")
+
+
+def test_unknown_dataset_key(folder):
+    check(error(folder, GOOD.replace("  corpus:", "  corpse:")),
+          "*suite.yaml:3: dataset.corpse: unknown key 'corpse' (did you mean 'corpus'?)*")
+
+
+def test_missing_required_key(folder):
+    check(error(folder, GOOD.replace("metrics: [ndcg@10, recall@10]\n", "")),
+          "*suite.yaml:1: missing required key 'metrics'*")
+
+
+def test_missing_corpus_file(folder):
+    check(error(folder, GOOD.replace("corpus.jsonl", "nothere.jsonl")),
+          "*suite.yaml:3: dataset.corpus: corpus file not found: *nothere.jsonl")
+
+
+def test_unknown_retriever_lists_known_names(folder):
+    check(error(folder, GOOD.replace("bm25: {}", "bm52: {}")),
+          "*suite.yaml:6: retrievers.bm52: unknown retriever 'bm52' (did you mean 'bm25'?) "
+          "(known: *bm25*)")
+
+
+def test_unknown_metric_lists_known_metrics(folder):
+    check(error(folder, GOOD.replace("recall@10]", "recal@10]")),
+          "*suite.yaml:7: metrics[[]1[]]: unknown metric 'recal@10' (did you mean 'recall'?)"
+          "*ndcg@K*")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("k: 0\n", "*suite.yaml:8: k: must be a positive integer, got 0"),
+    ("k: -5\n", "*suite.yaml:8: k: must be a positive integer, got -5"),
+    ("k: ten\n", "*suite.yaml:8: k: expected a positive integer, got 'ten'"),
+])
+def test_k_must_be_positive(folder, change, message):
+    check(error(folder, GOOD + change), message)
+
+
+def test_metric_cutoff_must_be_positive(folder):
+    check(error(folder, GOOD.replace("recall@10]", "recall@0]")),
+          "*metrics[[]1[]]: *k must be a positive integer, got 0*")
+
+
+def test_malformed_json_line_names_the_line(folder):
+    lines = (folder / "queries.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-3]
+    check(error(folder, GOOD, dataset=True, queries__jsonl="\n".join(lines) + "\n"),
+          "*queries.jsonl:3: malformed JSON line: *")
+
+
+def test_duplicate_document_ids(folder):
+    corpus = '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n{"_id": "d1", "text": "c"}\n'
+    check(error(folder, GOOD, dataset=True, corpus__jsonl=corpus),
+          "*corpus.jsonl:3: duplicate document id 'd1' (first seen at line 1)")
+
+
+def test_duplicate_query_ids(folder):
+    queries = ('{"_id": "q1", "text": "a", "relevant": ["d1"]}\n'
+               '{"_id": "q1", "text": "b", "relevant": ["d2"]}\n')
+    check(error(folder, GOOD, dataset=True, queries__jsonl=queries),
+          "*queries.jsonl:2: duplicate query id 'q1' (first seen at line 1)")
+
+
+def test_empty_corpus(folder):
+    check(error(folder, GOOD, dataset=True, corpus__jsonl="\n"),
+          "*corpus.jsonl: the corpus is empty*")
+
+
+def test_qrels_row_with_unknown_query(folder):
+    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
+                         "  qrels: qrels.tsv\n")
+    check(error(folder, suite, dataset=True,
+                qrels__tsv="query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nqX\td1\t1\r\n"),
+          "*qrels.tsv:3: qrels row names unknown query 'qX'")
+
+
+def test_qrels_row_with_unknown_document(folder):
+    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
+                         "  qrels: qrels.txt\n")
+    check(error(folder, suite, dataset=True, qrels__txt="q1 0 d1 1\nq2 0 d99 2\n"),
+          "*qrels.txt:2: qrels row names unknown document 'd99'")
+
+
+def test_qrels_bad_grade(folder):
+    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
+                         "  qrels: qrels.txt\n")
+    check(error(folder, suite, dataset=True, qrels__txt="q1 0 d1 1\nq2 0 d2 high\n"),
+          "*qrels.txt:2: relevance grade must be an integer, got 'high'")
+
+
+def test_inline_label_for_unknown_document(folder):
+    queries = '{"_id": "q1", "text": "a", "relevant": {"zz": 1}}\n'
+    check(error(folder, GOOD, dataset=True, queries__jsonl=queries),
+          "*queries.jsonl: relevant: query 'q1' labels unknown document 'zz' as relevant")
+
+
+def test_bad_gate_expression(folder):
+    check(error(folder, GOOD + "gates:\n  ndcg@10: at least 0.5\n"),
+          "*suite.yaml:9: gates.ndcg@10: cannot parse 'at least 0.5'*")
+
+
+def test_gate_on_metric_not_in_suite(folder):
+    check(error(folder, GOOD + "gates:\n  mrr@10: 0.5\n"),
+          "*gates.mrr@10: gate on 'mrr@10', which is not among the suite's metrics "
+          "(ndcg@10, recall@10, error_rate)")
+
+
+def test_bad_tolerance(folder):
+    check(error(folder, GOOD + "baseline:\n  tolerance: 5 percent\n"),
+          "*baseline.tolerance: cannot parse tolerance '5 percent'*")
+
+
+def test_invalid_yaml_names_the_line(folder):
+    check(error(folder, GOOD + "gates: [unclosed\n"), "*suite.yaml:*: not valid YAML/JSON: *")
+
+
+def test_split_without_qrels_lists_available_splits(folder):
+    beir = folder / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text((folder / "corpus.jsonl").read_text())
+    (beir / "queries.jsonl").write_text((folder / "queries.jsonl").read_text())
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    suite = GOOD.replace("  corpus: corpus.jsonl\n  queries: queries.jsonl\n",
+                         "  path: beir\n  split: dev\n")
+    check(error(folder, suite),
+          "*suite.yaml:4: dataset.split: no qrels for split 'dev' at * (available splits: test)")
+
+
+def test_retriever_name_unfit_for_test_ids(folder):
+    check(error(folder, GOOD.replace("bm25: {}", "'my bm25': {type: bm25}")),
+          "*retrievers.my bm25: retriever name 'my bm25' must be*")
+
+
+def test_top_level_not_a_mapping(folder):
+    check(error(folder, "- just\n- a list\n"),
+          "*suite.yaml:1: expected a mapping at the top level, got list")
+
+
+# ten levels of nine aliases of the level below: 9**10 strings from under 700 bytes
+BOMB = "l0: &l0 lol\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 11))
+
+
+# -- end to end: the same messages reach the user, as a usage error, without a traceback --------
+
+
+def run_bad(pytester: pytest.Pytester, suite: str) -> pytest.RunResult:
     (pytester.path / "suite.yaml").write_text(textwrap.dedent(suite))
     result = pytester.runpytest("--ragbench=suite.yaml")
     out = result.stdout.str() + result.stderr.str()
@@ -28,159 +224,14 @@ def run_bad(pytester: pytest.Pytester, suite: str, **files: str) -> pytest.RunRe
     return result
 
 
-@pytest.fixture
-def data(mini_suite):
-    mini_suite(GOOD)  # writes corpus.jsonl and queries.jsonl
-
-
-def test_good_suite_runs(pytester, data):
-    assert pytester.runpytest("--ragbench=suite.yaml").ret == 0
-
-
-def test_unknown_top_level_key_with_did_you_mean(pytester, data):
+def test_end_to_end_unknown_key(pytester, mini_suite):
+    mini_suite(GOOD)
     result = run_bad(pytester, GOOD + "metric: [mrr@10]\n")
     result.stdout.fnmatch_lines(["*suite.yaml:8: metric: unknown key 'metric' "
                                  "(did you mean 'metrics'?) (expected one of: *)"])
 
 
-def test_unknown_dataset_key(pytester, data):
-    result = run_bad(pytester, GOOD.replace("  corpus:", "  corpse:"))
-    result.stdout.fnmatch_lines(["*suite.yaml:3: dataset.corpse: unknown key 'corpse' "
-                                 "(did you mean 'corpus'?)*"])
-
-
-def test_missing_required_key(pytester, data):
-    result = run_bad(pytester, GOOD.replace("metrics: [ndcg@10, recall@10]\n", ""))
-    result.stdout.fnmatch_lines(["*suite.yaml:1: missing required key 'metrics'*"])
-
-
-def test_missing_corpus_file(pytester, data):
-    result = run_bad(pytester, GOOD.replace("corpus.jsonl", "nothere.jsonl"))
-    result.stdout.fnmatch_lines(["*suite.yaml:3: dataset.corpus: corpus file not found: "
-                                 "*nothere.jsonl"])
-
-
-def test_unknown_retriever_lists_known_names(pytester, data):
-    result = run_bad(pytester, GOOD.replace("bm25: {}", "bm52: {}"))
-    result.stdout.fnmatch_lines(["*suite.yaml:6: retrievers.bm52: unknown retriever 'bm52' "
-                                 "(did you mean 'bm25'?) (known: *bm25*)"])
-
-
-def test_unknown_metric_lists_known_metrics(pytester, data):
-    result = run_bad(pytester, GOOD.replace("recall@10]", "recal@10]"))
-    result.stdout.fnmatch_lines(["*suite.yaml:7: metrics[[]1[]]: unknown metric 'recal@10' "
-                                 "(did you mean 'recall'?)*ndcg@K*"])
-
-
-@pytest.mark.parametrize(("change", "message"), [
-    ("k: 0\n", "*suite.yaml:8: k: must be a positive integer, got 0"),
-    ("k: -5\n", "*suite.yaml:8: k: must be a positive integer, got -5"),
-    ("k: ten\n", "*suite.yaml:8: k: expected a positive integer, got 'ten'"),
-])
-def test_k_must_be_positive(pytester, data, change, message):
-    run_bad(pytester, GOOD + change).stdout.fnmatch_lines([message])
-
-
-def test_metric_cutoff_must_be_positive(pytester, data):
-    result = run_bad(pytester, GOOD.replace("recall@10]", "recall@0]"))
-    result.stdout.fnmatch_lines(["*metrics[[]1[]]: *k must be a positive integer, got 0*"])
-
-
-def test_malformed_json_line_names_the_line(pytester, data):
-    lines = (pytester.path / "queries.jsonl").read_text().splitlines()
-    lines[2] = lines[2][:-3]
-    result = run_bad(pytester, GOOD, queries__jsonl="\n".join(lines) + "\n")
-    result.stdout.fnmatch_lines(["*queries.jsonl:3: malformed JSON line: *"])
-
-
-def test_duplicate_document_ids(pytester, data):
-    corpus = '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n{"_id": "d1", "text": "c"}\n'
-    result = run_bad(pytester, GOOD, corpus__jsonl=corpus)
-    result.stdout.fnmatch_lines(["*corpus.jsonl:3: duplicate document id 'd1' "
-                                 "(first seen at line 1)"])
-
-
-def test_duplicate_query_ids(pytester, data):
-    queries = ('{"_id": "q1", "text": "a", "relevant": ["d1"]}\n'
-               '{"_id": "q1", "text": "b", "relevant": ["d2"]}\n')
-    result = run_bad(pytester, GOOD, queries__jsonl=queries)
-    result.stdout.fnmatch_lines(["*queries.jsonl:2: duplicate query id 'q1' "
-                                 "(first seen at line 1)"])
-
-
-def test_empty_corpus(pytester, data):
-    result = run_bad(pytester, GOOD, corpus__jsonl="\n")
-    result.stdout.fnmatch_lines(["*corpus.jsonl: the corpus is empty*"])
-
-
-def test_qrels_row_with_unknown_query(pytester, data):
-    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
-                         "  qrels: qrels.tsv\n")
-    result = run_bad(pytester, suite,
-                     qrels__tsv="query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nqX\td1\t1\r\n")
-    result.stdout.fnmatch_lines(["*qrels.tsv:3: qrels row names unknown query 'qX'"])
-
-
-def test_qrels_row_with_unknown_document(pytester, data):
-    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
-                         "  qrels: qrels.txt\n")
-    result = run_bad(pytester, suite, qrels__txt="q1 0 d1 1\nq2 0 d99 2\n")
-    result.stdout.fnmatch_lines(["*qrels.txt:2: qrels row names unknown document 'd99'"])
-
-
-def test_qrels_bad_grade(pytester, data):
-    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
-                         "  qrels: qrels.txt\n")
-    result = run_bad(pytester, suite, qrels__txt="q1 0 d1 1\nq2 0 d2 high\n")
-    result.stdout.fnmatch_lines(["*qrels.txt:2: relevance grade must be an integer, got 'high'"])
-
-
-def test_inline_label_for_unknown_document(pytester, data):
-    queries = '{"_id": "q1", "text": "a", "relevant": {"zz": 1}}\n'
-    result = run_bad(pytester, GOOD, queries__jsonl=queries)
-    result.stdout.fnmatch_lines(["*queries.jsonl: relevant: query 'q1' labels unknown "
-                                 "document 'zz' as relevant"])
-
-
-def test_bad_gate_expression(pytester, data):
-    result = run_bad(pytester, GOOD + "gates:\n  ndcg@10: at least 0.5\n")
-    result.stdout.fnmatch_lines(["*suite.yaml:9: gates.ndcg@10: cannot parse 'at least 0.5'*"])
-
-
-def test_gate_on_metric_not_in_suite(pytester, data):
-    result = run_bad(pytester, GOOD + "gates:\n  mrr@10: 0.5\n")
-    result.stdout.fnmatch_lines(["*gates.mrr@10: gate on 'mrr@10', which is not among the "
-                                 "suite's metrics (ndcg@10, recall@10, error_rate)"])
-
-
-def test_bad_tolerance(pytester, data):
-    result = run_bad(pytester, GOOD + "baseline:\n  tolerance: 5 percent\n")
-    result.stdout.fnmatch_lines(["*baseline.tolerance: cannot parse tolerance '5 percent'*"])
-
-
-def test_invalid_yaml_names_the_line(pytester, data):
-    result = run_bad(pytester, GOOD + "gates: [unclosed\n")
-    result.stdout.fnmatch_lines(["*suite.yaml:*: not valid YAML/JSON: *"])
-
-
-def test_split_without_qrels_lists_available_splits(pytester, data):
-    beir = pytester.path / "beir"
-    (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text((pytester.path / "corpus.jsonl").read_text())
-    (beir / "queries.jsonl").write_text((pytester.path / "queries.jsonl").read_text())
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    suite = GOOD.replace("  corpus: corpus.jsonl\n  queries: queries.jsonl\n",
-                         "  path: beir\n  split: dev\n")
-    result = run_bad(pytester, suite)
-    result.stdout.fnmatch_lines(["*dataset.split: no qrels for split 'dev' at * "
-                                 "(available splits: test)"])
-
-
-def test_retriever_name_unfit_for_test_ids(pytester, data):
-    result = run_bad(pytester, GOOD.replace("bm25: {}", "'my bm25': {type: bm25}"))
-    result.stdout.fnmatch_lines(["*retrievers.my bm25: retriever name 'my bm25' must be*"])
-
-
-def test_top_level_not_a_mapping(pytester, data):
-    result = run_bad(pytester, "- just\n- a list\n")
-    result.stdout.fnmatch_lines(["*suite.yaml:1: expected a mapping at the top level, got list"])
+def test_end_to_end_alias_bomb_fails_fast(pytester, mini_suite):
+    mini_suite(GOOD)
+    result = run_bad(pytester, GOOD + BOMB)
+    result.stdout.fnmatch_lines(["*suite.yaml:*: *expands to more than * values*"])

@@ -1,0 +1,580 @@
+"""Reading a suite file: bytes -> YAML/JSON document -> :class:`.schema.SuiteModel` -> Suite.
+
+A suite file (YAML or JSON) names a dataset, the retrievers to run, the metrics to compute, the
+per-query thresholds (an item fails below them) and the suite gates (the run fails when a mean
+misses them). Paths resolve relative to the suite file. Every mistake is a
+:class:`~pytest_ragbench.errors.SuiteError` naming the file, the key path and, for YAML, the line:
+the bytes (encoding, readability), the document (YAML syntax, duplicate keys, nesting depth,
+alias expansion), its shape (the schema) and what only the file system and the registry can
+tell (files, component and metric names, templates, cutoffs against ``k``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import hashlib
+import math
+import os
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..datasets import DatasetSpec
+from ..errors import SuiteError, did_you_mean, type_name, validation_message
+from ..gates import (
+    BaselineSettings,
+    Gate,
+    GateCheck,
+    Tolerance,
+    parse_gate,
+    parse_gate_list,
+    parse_tolerance,
+)
+from ..metrics.spec import MetricSpec, resolve_metric
+from .schema import KeyPath, SuiteModel, key_path, required_keys
+
+# Bounds on the document, far above any real suite: a YAML alias bomb (a few hundred bytes that
+# expand to billions of nodes) or thousands of nested brackets must fail fast, not hang or
+# exhaust the stack.
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A component named in a suite: its name in reports, its type and its parameters."""
+
+    name: str
+    type: str
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    key: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite definition (the dataset itself is loaded lazily, per process)."""
+
+    name: str
+    path: Path
+    dataset: DatasetSpec
+    retrievers: tuple[ComponentSpec, ...]
+    metrics: tuple[MetricSpec, ...]
+    k: int
+    thresholds: tuple[Gate, ...]
+    gates: tuple[GateCheck, ...]
+    tolerances: Mapping[str, Tolerance] = field(compare=False, hash=False, default_factory=dict)
+    baseline_settings: BaselineSettings = field(compare=False, hash=False,
+                                                default_factory=BaselineSettings)
+    seed: int = 0
+    record_depth: int = 20
+    suite_hash: str = ""
+    xfail: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    rag: Any = field(default=None, compare=False, hash=False)  # rag.RagConfig when answers run
+    runs: int = 1
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
+
+# -- bytes -> text ----------------------------------------------------------------------------
+
+
+def read_text(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and its text; SuiteError for anything that is not readable UTF-8."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SuiteError("suite file not found", file=path) from None
+    except OSError as exc:
+        raise SuiteError(_os_problem(exc), file=path) from None
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO or device would block or never end
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise SuiteError(f"is {what}; expected a suite file (.yaml, .yml or .json)", file=path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError(_os_problem(exc), file=path) from None
+    return raw, decode(raw, path)
+
+
+def _os_problem(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "cannot read the suite file: symbolic link loop"
+    return f"cannot read the suite file: {exc.strerror or exc}"
+
+
+def decode(raw: bytes, path: Path) -> str:
+    """UTF-8 text (a BOM is allowed); UTF-16/32 and undecodable bytes are named precisely."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if raw.startswith(bom):
+            raise SuiteError(f"the file is {name} encoded; save it as UTF-8", file=path)
+    if b"\x00" in raw[:4096]:
+        raise SuiteError("the file contains NUL bytes (UTF-16 without a byte order mark?); "
+                         "save it as UTF-8", file=path,
+                         line=raw[: raw.index(b"\x00")].count(b"\n") + 1)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SuiteError(f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {column} cannot be "
+                         "decoded; save the file as UTF-8", file=path, line=line) from None
+
+
+# -- text -> document -------------------------------------------------------------------------
+
+
+class Lines:
+    """Maps key paths of a YAML document to 1-based line numbers, for error messages."""
+
+    def __init__(self, lines: dict[KeyPath, int] | None = None) -> None:
+        self._lines = lines or {}
+
+    def get(self, path: Sequence[Any]) -> int | None:
+        p = tuple(path)
+        while p:
+            if p in self._lines:
+                return self._lines[p]
+            p = p[:-1]
+        return self._lines.get(())
+
+
+def _yaml_error(exc: yaml.YAMLError, path: Path) -> SuiteError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return SuiteError(f"not valid YAML/JSON: {problem}", file=path,
+                      line=mark.line + 1 if mark is not None else None)
+
+
+def _check_size(text: str, path: Path) -> None:
+    """Bound nesting depth and node count after alias expansion, from the event stream.
+
+    The parser is a state machine (no recursion), so this pass is safe on any input; the
+    composer and constructor that follow recurse per level and expand every alias.
+    """
+    open_sizes: list[list[Any]] = []  # [size, anchor] per open collection
+    sizes: dict[str, int] = {}
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            if len(open_sizes) >= MAX_DEPTH:
+                raise SuiteError(f"nested more than {MAX_DEPTH} levels deep", file=path,
+                                 line=line)
+            open_sizes.append([1, event.anchor])
+            continue
+        if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            size, anchor = open_sizes.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+        elif isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(anchor == event.anchor for _, anchor in open_sizes):
+                raise SuiteError(f"alias *{event.anchor} refers to a node that contains it",
+                                 file=path, line=line)
+            size = sizes.get(event.anchor, 1)
+        else:
+            continue
+        if open_sizes:
+            open_sizes[-1][0] += size
+            if open_sizes[-1][0] > MAX_NODES:
+                raise SuiteError(f"the document expands to more than {MAX_NODES} values "
+                                 "(YAML aliases repeat what they point to); write the values "
+                                 "out or use fewer aliases", file=path, line=line)
+
+
+def _map_lines(root: yaml.Node, path: Path) -> Lines:
+    """Key path -> line of every node; duplicate keys are an error naming both lines."""
+    lines: dict[KeyPath, int] = {(): root.start_mark.line + 1}
+    todo: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
+    while todo:
+        node, where = todo.pop()
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for k_node, v_node in node.value:
+                if not isinstance(k_node, yaml.ScalarNode):
+                    continue
+                line = k_node.start_mark.line + 1
+                if k_node.tag == "tag:yaml.org,2002:merge":
+                    todo.append((v_node, where))
+                    continue
+                ident = (k_node.tag, k_node.value)
+                if ident in first:
+                    raise SuiteError(
+                        f"duplicate key {k_node.value!r} (first at line {first[ident]}, again "
+                        f"at line {line})", file=path, key=_key_str((*where, k_node.value)),
+                        line=line)
+                first[ident] = line
+                lines.setdefault((*where, k_node.value), line)
+                todo.append((v_node, (*where, k_node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault((*where, i), item.start_mark.line + 1)
+                todo.append((item, (*where, i)))
+    return Lines(lines)
+
+
+def parse_document(text: str, path: Path) -> tuple[Any, Lines]:
+    """The YAML/JSON document in ``text`` and its line map; SuiteError when unreadable."""
+    try:
+        _check_size(text, path)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None, Lines()
+            lines = _map_lines(node, path)
+            return loader.construct_document(node), lines
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, path) from None
+    except RecursionError:  # cannot happen below MAX_DEPTH; a message beats a traceback
+        raise SuiteError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=path) from None
+
+
+# -- document -> model ------------------------------------------------------------------------
+
+
+def _key_str(path: Sequence[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class _Ctx:
+    def __init__(self, file: Path, lines: Lines) -> None:
+        self.file = file
+        self.lines = lines
+
+    def error(self, path: Sequence[Any], message: str) -> SuiteError:
+        return SuiteError(message, file=self.file, key=_key_str(path) or None,
+                          line=self.lines.get(path))
+
+
+def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
+    """The first problem (in document order) of a validation error, as a SuiteError."""
+    required = required_keys()
+    found: list[SuiteError] = []
+    for err in exc.errors():
+        path = key_path(err, data)
+        if err["type"] == "missing" and len(path) == 1 and path[0] in required:
+            found.append(ctx.error((), f"missing required key {path[0]!r} "
+                                       f"({required[str(path[0])]})"))
+        else:
+            found.append(ctx.error(path, validation_message(dict(err))))
+    return min(found, key=lambda e: e.line or 0)
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def load_suite(path: Path, known_retrievers: Sequence[str] | None,
+               metric_resolver: MetricResolver | None = None) -> Suite:
+    """Load and validate the suite file at ``path``.
+
+    ``known_retrievers`` lists the retriever type names the registry can build, for checking
+    names and suggesting the closest one (None: the caller checks them). ``metric_resolver``
+    turns a metric entry (name, parameters) into a MetricSpec (default: built-ins and installed
+    entry points, see :func:`~pytest_ragbench.metrics.spec.resolve_metric`).
+    """
+    path = Path(path)
+    raw, text = read_text(path)
+    data, lines = parse_document(text, path)
+    ctx = _Ctx(path, lines)
+    if not isinstance(data, Mapping):
+        raise ctx.error((), f"expected a mapping at the top level, got {type_name(data)}")
+    try:
+        model = SuiteModel.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, data, ctx) from None
+
+    name = model.name or path.name.split(".")[0]
+    metrics = _parse_metrics(ctx, data["metrics"], metric_resolver or _resolve_metric)
+    baseline = _parse_baseline(ctx, data.get("baseline") or {})
+    by_name = {m.name: m for m in metrics}
+    default_k = max([m.k for m in metrics if m.k] + [10])
+    if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
+        default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
+    k = model.k if model.k is not None else default_k
+    if model.k is not None:
+        _check_cutoffs(ctx, metrics, model.k)
+
+    rag = _parse_rag(ctx, model, metrics, path.parent)
+    return Suite(
+        name=name,
+        path=path,
+        dataset=_parse_dataset(ctx, data["dataset"], path.parent, name),
+        retrievers=_parse_retrievers(ctx, data["retrievers"], known_retrievers),
+        metrics=metrics,
+        k=k,
+        thresholds=tuple(
+            g for g in _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name)
+            if isinstance(g, Gate)
+        ),
+        gates=_parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name),
+        tolerances=baseline.tolerances or {},
+        baseline_settings=baseline,
+        seed=model.seed,
+        record_depth=model.record_depth,
+        suite_hash=hashlib.sha256(raw).hexdigest(),
+        xfail=_parse_xfail(data.get("xfail") or {}),
+        rag=rag,
+        runs=rag.runs if rag is not None else 1,
+    )
+
+
+def _check_cutoffs(ctx: _Ctx, metrics: Sequence[MetricSpec], k: int) -> None:
+    for i, m in enumerate(metrics):
+        if m.k is not None and m.k > k:
+            raise ctx.error(("metrics", i),
+                            f"{m.name} looks at the top {m.k} documents but each retriever "
+                            f"returns only k: {k}; raise k or lower the cutoff")
+
+
+def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
+               base_dir: Path) -> Any:
+    """The generation/judging part of a suite, or None for a retrieval-only suite."""
+    given = [k for k in SuiteModel.RAG_KEYS if getattr(model, k) is not None
+             and k in model.model_fields_set]
+    needs = [m.name for m in metrics if m.family == "rag"]
+    if not given and not needs:
+        return None
+    from ..llm.base import LLMError
+    from ..metrics.judge import JUDGED_METRICS
+    from ..rag import ConfigError, check_template, rag_config_from_model
+
+    if model.llm is None:
+        if needs:
+            raise ctx.error(("metrics",), f"metric(s) {', '.join(needs)} need an 'llm' section "
+                                          "(e.g. llm: {type: extractive} for an offline run)")
+        raise ctx.error((given[0],), "needs an 'llm' section (the generation LLM), e.g. "
+                                     "llm: {type: extractive}")
+    if model.judge is None:
+        for i, m in enumerate(metrics):
+            if m.kind in JUDGED_METRICS:
+                raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
+                                                "section (e.g. judge: {llm: same} with an "
+                                                "openai llm)")
+    config = rag_config_from_model(model)
+    if config.prices is not None:  # max_cost without prices is a schema error for paid models
+        for where, llm_model in model.paid_models():
+            try:
+                config.prices.price(llm_model)
+            except LLMError as exc:
+                raise ctx.error(("prices",), f"{exc} (used by {_key_str(where[:-1])}); "
+                                             "add it to prices") from None
+    try:
+        check_template(config.generation, base_dir)
+    except ConfigError as exc:
+        raise ctx.error(tuple(exc.key.split(".")), exc.detail) from None
+    return config
+
+
+def _parse_xfail(value: Any) -> Mapping[str, str]:
+    if isinstance(value, list):
+        return {str(q): "known failure" for q in value}
+    return {str(qid): reason for qid, reason in value.items()}
+
+
+def _resolve_metric(name: str, params: Mapping[str, Any]) -> MetricSpec:
+    return resolve_metric(name, params)
+
+
+def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[MetricSpec, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+        if not value:
+            raise ctx.error(("metrics",), "expected a non-empty list of metric names, "
+                                          "e.g. [ndcg@10]")
+    out: list[MetricSpec] = []
+    for i, item in enumerate(value):
+        # A mapping entry carries parameters: {name: temporal_ndcg@10, lambda: 0.5}.
+        params: Mapping[str, Any] = {}
+        if isinstance(item, Mapping):
+            params = {str(k): v for k, v in item.items() if k != "name"}
+            item = item["name"]
+        try:
+            spec = resolve(item, params)
+        except ValueError as exc:
+            raise ctx.error(("metrics", i), str(exc)) from None
+        if spec.name in {m.name for m in out}:
+            raise ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")
+        out.append(spec)
+    return tuple(out)
+
+
+def _parse_retrievers(
+    ctx: _Ctx, value: Any, known: Sequence[str] | None
+) -> tuple[ComponentSpec, ...]:
+    entries: list[tuple[str, Mapping[str, Any], tuple[Any, ...]]] = []
+    if isinstance(value, str):
+        entries = [(value, {}, ("retrievers",))]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, Mapping):
+                params = {k: v for k, v in item.items() if k != "name"}
+                entries.append((str(item["name"]), params, ("retrievers", i)))
+            else:
+                entries.append((str(item), {}, ("retrievers", i)))
+    else:
+        for rname, params in value.items():
+            entries.append((str(rname), params if params is not None else {},
+                            ("retrievers", str(rname))))
+    if not entries:
+        raise ctx.error(("retrievers",), "expected at least one retriever")
+
+    out: list[ComponentSpec] = []
+    seen: set[str] = set()
+    for rname, params, path in entries:
+        if not rname or any(c in rname for c in ":/[] "):
+            raise ctx.error(path, f"retriever name {rname!r} must be non-empty and contain no "
+                                  "':', '/', '[', ']' or spaces (it is part of test ids)")
+        if rname in seen:
+            raise ctx.error(path, f"retriever name {rname!r} is used twice")
+        seen.add(rname)
+        rtype = str(params.get("type") or rname).strip()
+        if known is not None and ":" not in rtype and rtype not in known:
+            raise ctx.error(
+                (*path, "type") if "type" in params else path,
+                f"unknown retriever {rtype!r}{did_you_mean(rtype, known)} "
+                f"(known: {', '.join(sorted(known))}; or 'package.module:Factory')",
+            )
+        out.append(
+            ComponentSpec(
+                name=rname,
+                type=rtype,
+                params={k: v for k, v in params.items() if k != "type"},
+                key=_key_str(path),
+                line=ctx.lines.get(path),
+            )
+        )
+    return tuple(out)
+
+
+def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> DatasetSpec:
+    path_key: tuple[Any, ...] = ("dataset",)
+    data: Mapping[str, Any] = {"path": value} if isinstance(value, str) else value
+
+    def as_path(key: str) -> Path | None:
+        v = data.get(key)
+        if v is None:
+            return None
+        p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
+        if key == "path":
+            if not p.is_dir():
+                raise ctx.error((*path_key, key), f"dataset folder not found: {p}")
+        elif not p.is_file():
+            raise ctx.error((*path_key, key), f"{key} file not found: {p}")
+        return p
+
+    qids = data.get("query_ids")
+    inline_docs = data.get("documents")
+    inline_items = data.get("items")
+    ds_path = as_path("path")
+    qrels = as_path("qrels")
+    split = data.get("split")
+    if ds_path is not None and qrels is None:
+        _check_split(ctx, ds_path, split, "split" in data)
+    name = data.get("name") or (ds_path.name if ds_path else suite_name)
+    return DatasetSpec(
+        name=str(name),
+        source=ctx.file,
+        key="dataset",
+        path=ds_path,
+        corpus=as_path("corpus"),
+        queries=as_path("queries"),
+        qrels=qrels,
+        split=split,
+        query_ids=tuple(str(q) for q in qids) if qids is not None else None,
+        max_queries=data.get("max_queries"),
+        answer_field=data.get("answer_field"),
+        inline_corpus=tuple(inline_docs) if inline_docs is not None else None,
+        inline_queries=tuple(inline_items) if inline_items is not None else None,
+    )
+
+
+def _check_split(ctx: _Ctx, folder: Path, split: str | None, given: bool) -> None:
+    """A BEIR folder with qrels needs a split naming one of them (before any item runs)."""
+    qrels_dir = folder / "qrels"
+    try:
+        available = sorted(p.stem for p in qrels_dir.glob("*.tsv"))
+    except OSError:
+        available = []
+    if split is None:
+        if available:
+            raise ctx.error(("dataset", "path"),
+                            f"a BEIR folder with qrels needs 'split' (available splits: "
+                            f"{', '.join(available)})")
+        return
+    qrels = qrels_dir / f"{split}.tsv"
+    if not qrels.is_file():
+        raise ctx.error(("dataset", "split") if given else ("dataset",),
+                        f"no qrels for split {split!r} at {qrels} "
+                        f"(available splits: {', '.join(available) or 'none'})")
+
+
+def _parse_gates(
+    ctx: _Ctx, value: Any, path: tuple[Any, ...], metrics: Mapping[str, MetricSpec]
+) -> tuple[GateCheck, ...]:
+    """``{metric: expr | [expr, ...]}`` or, for gates, a list of whole expressions.
+
+    Per-query thresholds (``path == ("thresholds",)``) accept only ``>=``-style bounds: a query
+    has no baseline of its own to drop from.
+    """
+    allow_baseline = path == ("gates",)
+    out: list[GateCheck] = []
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            try:
+                out += parse_gate_list([item], metrics)
+            except ValueError as exc:
+                raise ctx.error((*path, i), str(exc)) from None
+        return tuple(out)
+    for key, expr in value.items():
+        exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
+        for e in exprs:
+            try:
+                gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+            except ValueError as exc:
+                raise ctx.error((*path, str(key)), str(exc)) from None
+            out.append(gate)
+    return tuple(out)
+
+
+def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
+    out: dict[str, Tolerance] = {}
+    tol = data.get("tolerance")
+    items = [] if tol is None else tol.items() if isinstance(tol, Mapping) else [("*", tol)]
+    for metric, spec in items:
+        try:
+            out[str(metric)] = parse_tolerance(spec)
+        except ValueError as exc:
+            key = (("baseline", "tolerance") if metric == "*"
+                   else ("baseline", "tolerance", str(metric)))
+            raise ctx.error(key, str(exc)) from None
+    return BaselineSettings(out, bool(data.get("require_same_dataset", False)),
+                            str(data.get("test", "permutation")),
+                            float(data.get("alpha", 0.05)))
+
+
+def finite_or_none(value: float) -> float | None:
+    """NaN and infinities become None so records stay strict JSON."""
+    return value if math.isfinite(value) else None

@@ -1,0 +1,616 @@
+"""The suite file's one schema: typed pydantic models, and the JSON Schema published from them.
+
+Every key a suite file may hold, its type, its range and its default are declared here once;
+:mod:`.loader` validates a document against :class:`SuiteModel` and turns the validation errors
+into :class:`~pytest_ragbench.errors.SuiteError` messages, and :func:`suite_json_schema` gives
+editors the same rules (``ragbench schema > ragbench-suite.schema.json``).
+
+What a model cannot know without the file system or the component registry (whether a file
+exists, whether ``bm25`` is a registered retriever, what ``ndcg@10`` means) is checked by the
+loader after this shape check. Component parameters (a retriever's ``k1``, a metric's
+``lambda``) are open here and checked against the component's own signature by
+:meth:`pytest_ragbench.registry.Registry.check`.
+
+Shorthand forms (``dataset: path/to/beir``, ``metrics: "ndcg@10, recall@100"``, ``cache: off``)
+are tagged unions picked by the value's shape, so an error names the form that was meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from annotated_types import MinLen
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..errors import type_name
+from ..gates import TESTS
+
+# llm.cache.CACHE_MODES (a test keeps them equal); importing it would load numpy and sqlite3
+# into `ragbench schema`.
+CACHE_MODES = ("on", "off", "read-only", "refresh")
+
+SCHEMA_FILE = "ragbench-suite.schema.json"
+DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
+
+# Loc segments pydantic adds for the member of a tagged union; never keys of the document.
+SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
+                        "hashing"})
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def key_path(error: Mapping[str, Any], data: Any) -> KeyPath:
+    """Where in the document ``data`` a pydantic error (an item of ``errors()``) is.
+
+    Union members add their tag to an error's location; walking the document tells those
+    apart from its keys. Our own errors (:func:`fail`) may point further down.
+    """
+    out: list[str | int] = []
+    current = data
+    for seg in error["loc"]:
+        if isinstance(current, Mapping):
+            match = next((k for k in current if k == seg or str(k) == seg), _ABSENT)
+            if match is not _ABSENT:
+                out.append(str(match))
+                current = current[match]
+                continue
+        elif isinstance(current, list) and isinstance(seg, int) and 0 <= seg < len(current):
+            out.append(seg)
+            current = current[seg]
+            continue
+        if isinstance(seg, str) and seg in SHAPE_TAGS:
+            continue
+        out.append(seg)
+        current = None
+    if error["type"] == "ragbench":
+        out += (error.get("ctx") or {}).get("path", ())
+    return tuple(out)
+
+
+_ABSENT = object()
+
+
+def fail(message: str, *path: str | int) -> PydanticCustomError:
+    """A validation error with our own message, at ``path`` below the value being validated."""
+    return PydanticCustomError("ragbench", "{message}", {"message": message, "path": path})
+
+
+def _shape(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, int | float):
+        return "number"
+    return None
+
+
+def _one_of(expected: str, **members: Any) -> Any:
+    """A union whose member is chosen by the value's shape (mapping, list, text, number, flag)."""
+
+    def pick(value: Any) -> str | None:
+        shape = _shape(value)
+        return shape if shape in members else None
+
+    choices = tuple(Annotated[t, Tag(name)] for name, t in members.items())
+    return Annotated[Union[choices],  # noqa: UP007 - a runtime-built union needs Union[...]
+                     Discriminator(pick, custom_error_type="shape",
+                                   custom_error_message=f"expected {expected}")]
+
+
+# -- scalar types with the messages users see -------------------------------------------------
+
+
+def _wrapped(check: Callable[[Any], str | None]) -> WrapValidator:
+    """Run the declared type (and its constraints) but report failures as ``check`` words them."""
+
+    def validate(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            message = check(value)
+            raise fail(message or f"invalid value {value!r}") from None
+
+    return WrapValidator(validate)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _int_words(minimum: int | None) -> Callable[[Any], str | None]:
+    def words(value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {_describe(value)}"
+        return f"expected an integer >= {minimum}, got {value}"
+
+    return words
+
+
+def _positive_words(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected a positive integer, got {value!r}"
+    return f"must be a positive integer, got {value}"
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if _is_number(value) else type_name(value)
+
+
+def _number_words(bound: str) -> Callable[[Any], str]:
+    def words(value: Any) -> str:
+        if not _is_number(value):
+            return f"expected a number, got {_describe(value)}"
+        return f"expected a finite number {bound}, got {value!r}"
+
+    return words
+
+
+def _non_empty(value: Any) -> str:
+    return f"expected a non-empty string, got {_describe(value)}"
+
+
+PositiveInt = Annotated[int, Field(gt=0), _wrapped(_positive_words)]
+"""The top-level counts (``k``, ``record_depth``, ``max_queries``)."""
+AtLeastOne = Annotated[int, Field(ge=1), _wrapped(_int_words(1))]
+AtLeastZero = Annotated[int, Field(ge=0), _wrapped(_int_words(0))]
+AnyInt = Annotated[int, _wrapped(_int_words(None))]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False), _wrapped(_number_words(">= 0"))]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False), _wrapped(_number_words("> 0"))]
+Share = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False),
+                  _wrapped(lambda v: (f"expected a share in (0, 1], got {v!r}" if _is_number(v)
+                                      else f"expected a number, got {_describe(v)}"))]
+Alpha = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False),
+                  _wrapped(lambda v: f"expected a number strictly between 0 and 1, got {v!r}")]
+NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S"), _wrapped(_non_empty),
+                        AfterValidator(str.strip)]
+# Scalars written where a string is meant (query ids, metric names as YAML keys) read as text.
+IdText = Annotated[str, BeforeValidator(lambda v: str(v) if _is_number(v) else v),
+                 WithJsonSchema({"type": ["string", "integer"]})]
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise fail("expected a JSON value (number, string, list, mapping)") from None
+    return value
+
+
+JsonParams = dict[str, Annotated[Any, AfterValidator(_json_value)]]
+
+
+def _string_keys(value: Any) -> Any:
+    # YAML reads `101:` as an integer key; ids and names are text.
+    if isinstance(value, Mapping):
+        return {str(k) if _is_number(k) else k: v for k, v in value.items()}
+    return value
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    """Closed mappings: an unknown key is an error naming the closest known key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and cls.model_config.get("extra") == "forbid":
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    raise fail(unknown_key_message(key, known), str(key))
+        return data
+
+
+def unknown_key_message(key: Any, known: list[str]) -> str:
+    """``unknown key 'x' (did you mean 'y'?) (expected one of: ...)``."""
+    match = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    hint = f" (did you mean {match[0]!r}?)" if match else ""
+    return f"unknown key {key!r}{hint} (expected one of: {', '.join(sorted(known))})"
+
+
+class _Open(_Model):
+    """A mapping whose other keys are a component's parameters, checked by the registry."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# dataset ---------------------------------------------------------------------------------------
+
+
+class DatasetModel(_Model):
+    """Where the corpus, queries and labels are; paths are relative to the suite file."""
+
+    name: IdText | None = Field(None, description="the dataset's name in reports")
+    path: NonEmptyStr | None = Field(
+        None, description="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    split: NonEmptyStr | None = Field(None, description="which qrels/<split>.tsv of `path` to use")
+    corpus: NonEmptyStr | None = Field(None, description="the corpus file (JSONL, JSON or CSV)")
+    queries: NonEmptyStr | None = Field(None, description="the queries file")
+    qrels: NonEmptyStr | None = Field(None, description="a qrels file (TREC or BEIR TSV)")
+    query_ids: list[IdText] | None = Field(None, description="run only these queries")
+    max_queries: PositiveInt | None = Field(None, description="run at most this many queries")
+    answer_field: str | None = Field(
+        None, description="dotted key of a query record holding its reference answer")
+    documents: list[dict[str, Any]] | None = Field(None, description="the corpus, inline")
+    items: list[dict[str, Any]] | None = Field(None, description="the queries, inline")
+
+    @model_validator(mode="after")
+    def _sources(self) -> DatasetModel:
+        if self.path is None and self.corpus is None and self.documents is None:
+            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file) or "
+                       "'documents' (inline)")
+        if self.queries is None and self.path is None and self.items is None:
+            raise fail("expected 'queries' (a file) or 'items' (inline queries)")
+        return self
+
+
+# components ------------------------------------------------------------------------------------
+
+
+class RetrieverParams(_Open):
+    """A retriever's parameters; ``type`` defaults to the retriever's name."""
+
+    type: NonEmptyStr | None = Field(
+        None, description="a registered retriever name or 'package.module:Factory'")
+
+
+class RetrieverEntry(RetrieverParams):
+    """A retriever in list form: ``{name: ..., type: ..., <parameters>}``."""
+
+    name: IdText = Field(description="the retriever's name in reports and test ids")
+
+
+class MetricEntry(_Open):
+    """A metric with parameters: ``{name: temporal_ndcg@10, lambda: 0.5, as: label}``."""
+
+    name: NonEmptyStr = Field(description="a metric name such as ndcg@10")
+
+
+MetricName = Annotated[NonEmptyStr, Field(examples=["ndcg@10", "recall@100", "mrr@10"])]
+
+Retrievers = _one_of(
+    "a mapping of name -> parameters, a list or a name",
+    mapping=Annotated[dict[IdText, RetrieverParams | None], BeforeValidator(_string_keys)],
+    list=Annotated[list[_one_of("a retriever name or a mapping with a 'name' key",
+                                text=IdText, mapping=RetrieverEntry)], MinLen(1)],
+    text=NonEmptyStr,
+)
+
+Metrics = _one_of(
+    "a non-empty list of metric names, e.g. [ndcg@10]",
+    list=Annotated[list[_one_of("a metric name or a mapping with a 'name' key",
+                                text=MetricName, mapping=MetricEntry)], MinLen(1)],
+    text=NonEmptyStr,
+)
+
+GateValue = _one_of("a number or an expression like '>= 0.5'",
+                    number=float, text=str, flag=bool)
+Gates = _one_of(
+    "a mapping of metric -> expression, or a list of expressions",
+    mapping=Annotated[dict[IdText, _one_of("a number, an expression or a list of them",
+                                           number=float, text=str, flag=bool,
+                                           list=list[GateValue])],
+                      BeforeValidator(_string_keys)],
+    list=list[str],
+)
+Thresholds = Annotated[dict[IdText, GateValue], BeforeValidator(_string_keys)]
+
+Tolerance = _one_of("a tolerance like 0.02 or '5%'", number=float, text=str, flag=bool)
+
+
+Tolerances = _one_of("a tolerance like 0.02 or '5%', or a mapping of metric -> tolerance",
+                     number=float, text=str, flag=bool,
+                     mapping=Annotated[dict[IdText, Tolerance], BeforeValidator(_string_keys)])
+TestName = Annotated[Literal[TESTS], _wrapped(  # type: ignore[valid-type]
+    lambda v: f"unknown test {v!r}: expected one of {', '.join(TESTS)}")]
+
+
+class BaselineModel(_Model):
+    """How runs are compared against a saved baseline."""
+
+    tolerance: Tolerances | None = Field(
+        None, description="allowed drop: absolute (0.02) or relative ('5%'), or per metric")
+    require_same_dataset: bool = Field(
+        False, description="refuse to compare against a baseline of another dataset")
+    test: TestName = Field(
+        "permutation", description="the paired significance test")
+    alpha: Alpha = Field(0.05, description="significance level of the paired test")
+
+
+Xfail = _one_of(
+    "a mapping of query id -> reason, or a list of query ids",
+    mapping=Annotated[dict[IdText, Annotated[str, _wrapped(
+        lambda v: f"expected a reason string, got {_describe(v)}")]],
+        BeforeValidator(_string_keys)],
+    list=list[IdText],
+)
+
+
+# the generation / judging part -----------------------------------------------------------------
+
+
+class EndpointModel(_Model):
+    """An OpenAI-compatible endpoint (secrets only by environment variable name)."""
+
+    base_url: NonEmptyStr = Field(description="e.g. https://api.openai.com/v1")
+    model: NonEmptyStr = Field(description="the model name sent with each request")
+    api_key_env: NonEmptyStr | None = Field(
+        None, description="the environment variable holding the API key")
+    params: JsonParams | None = Field(None, description="request parameters (temperature, ...)")
+    headers: dict[str, str] | None = Field(
+        None, description="extra request headers; ${VAR} expands environment variables")
+    timeout: Positive = Field(60.0, description="seconds per request")
+    concurrency: AtLeastOne = Field(16, description="requests in flight at once")
+    retries: AtLeastZero = Field(4, description="retries after the first attempt")
+    backoff: NonNegative = Field(0.5, description="base delay of the exponential backoff, s")
+    rpm: Positive | None = Field(None, description="requests per minute limit")
+    tpm: Positive | None = Field(None, description="tokens per minute limit")
+
+
+class OpenAILlm(EndpointModel):
+    """A chat model behind an OpenAI-compatible endpoint."""
+
+    type: Literal["openai"] = "openai"
+
+
+class ExtractiveLlm(_Model):
+    """The offline provider: answers with the best-matching context sentence."""
+
+    type: Literal["extractive"]
+    threshold: Share = Field(0.4, description="share of question words a sentence must hold")
+    max_sentences: AtLeastOne = 1
+    concurrency: AtLeastOne = 16
+
+
+class OpenAIEmbedderModel(EndpointModel):
+    """Embeddings from an OpenAI-compatible endpoint."""
+
+    type: Literal["openai"] = "openai"
+    batch_size: AtLeastOne = Field(128, description="texts per request")
+
+
+class HashingEmbedderModel(_Model):
+    """The offline embedder (signed feature hashing)."""
+
+    type: Literal["hashing"]
+    dim: AtLeastOne = 256
+
+
+def _typed(kind: str, known: tuple[str, ...], default: str) -> Callable[[Any], Any]:
+    """Name an unknown ``type`` of a provider before the union would list its tags."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            chosen = value.get("type", default)
+            if chosen not in known:
+                match = difflib.get_close_matches(str(chosen), known, n=1, cutoff=0.6)
+                hint = f" (did you mean {match[0]!r}?)" if match else ""
+                raise fail(f"unknown {kind} type {chosen!r}{hint}; known: {', '.join(known)}",
+                           "type")
+        return value
+
+    return check
+
+
+def _type_tag(default: str) -> Callable[[Any], str | None]:
+    def tag(value: Any) -> str | None:
+        return value.get("type", default) if isinstance(value, Mapping) else None
+
+    return tag
+
+
+Llm = Annotated[
+    Union[Annotated[OpenAILlm, Tag("openai")],  # noqa: UP007
+          Annotated[ExtractiveLlm, Tag("extractive")]],
+    Discriminator(_type_tag("openai"), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai or extractive)"),
+    BeforeValidator(_typed("LLM", ("openai", "extractive"), "openai")),
+]
+
+Embedder = Annotated[
+    Union[Annotated[OpenAIEmbedderModel, Tag("openai")],  # noqa: UP007
+          Annotated[HashingEmbedderModel, Tag("hashing")]],
+    Discriminator(_type_tag("openai"), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai or hashing)"),
+    BeforeValidator(_typed("embedder", ("openai", "hashing"), "openai")),
+]
+
+
+def _same(value: Any) -> Any:
+    if value != "same":
+        raise fail(f"expected 'same' or a mapping, got {value!r}")
+    return value
+
+
+JudgeMode = Annotated[Literal["batched", "per_metric"], _wrapped(
+    lambda v: f"expected 'batched' or 'per_metric', got {v!r}")]
+JudgeLlm = _one_of("'same' or a mapping",
+                   text=Annotated[Literal["same"], BeforeValidator(_same)], mapping=Llm)
+
+
+class JudgeModel(_Model):
+    """The LLM judge of faithfulness, context precision/recall, answer correctness, ..."""
+
+    llm: JudgeLlm = Field(
+        "same", description="'same' (the generation LLM) or an LLM of its own")
+    mode: JudgeMode = Field(
+        "batched", description="one call for all judged metrics of a case, or one per metric")
+    n_questions: AtLeastOne = Field(3, description="questions generated for answer relevancy")
+    params: JsonParams | None = Field(None, description="request parameters of judge calls")
+
+    @model_validator(mode="after")
+    def _can_judge(self) -> JudgeModel:
+        if isinstance(self.llm, ExtractiveLlm):
+            raise fail("the extractive provider cannot judge (it does not write the judge's "
+                       "JSON); use an openai endpoint", "llm", "type")
+        return self
+
+
+class GenerationModel(_Model):
+    """How answers are generated."""
+
+    contexts: AtLeastOne = Field(5, description="retrieved contexts put into the prompt")
+    template: NonEmptyStr | None = Field(
+        None, description="inline Jinja2 prompt, or the path of a template file")
+    template_file: NonEmptyStr | None = Field(None, description="path of a Jinja2 prompt file")
+
+    @model_validator(mode="after")
+    def _one_template(self) -> GenerationModel:
+        if self.template is not None and self.template_file is not None:
+            raise fail("give either 'template' or 'template_file', not both")
+        return self
+
+
+def _cache_mode(value: Any) -> str:
+    # YAML 1.1 reads bare on/off as booleans
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if value in CACHE_MODES:
+        return str(value)
+    raise fail(f"expected one of {', '.join(CACHE_MODES)}, got {value!r}")
+
+
+CacheMode = Annotated[
+    Any, AfterValidator(_cache_mode),
+    WithJsonSchema({"oneOf": [{"enum": list(CACHE_MODES)}, {"type": "boolean"}]}),
+]
+
+
+class CacheModel(_Model):
+    """The LLM response cache."""
+
+    path: NonEmptyStr = Field(DEFAULT_CACHE_PATH, description="relative to the suite file")
+    mode: CacheMode = Field("on", description="on, off, read-only or refresh")
+
+
+class PriceModel(_Model):
+    """USD per 1M tokens."""
+
+    prompt: NonNegative
+    completion: NonNegative
+
+
+CacheField = _one_of("a mapping (path, mode) or a mode", mapping=CacheModel, text=CacheMode,
+                     flag=CacheMode)
+
+Prices = Annotated[dict[str, PriceModel], BeforeValidator(_string_keys)]
+
+
+class RagFields(_Model):
+    """The generation and judging keys of a suite (also :func:`rag.parse_rag_config`'s input)."""
+
+    llm: Llm | None = Field(
+        None, description="the generation LLM (openai-compatible endpoint or the offline "
+                          "extractive one)")
+    judge: JudgeModel | None = Field(
+        None, description="the LLM judge for faithfulness, context precision/recall, ...")
+    embedder: Embedder | None = Field(None, description="the embedder for answer relevancy")
+    generation: GenerationModel | None = Field(
+        None, description="how answers are generated (contexts, prompt template)")
+    cache: CacheField | None = Field(
+        None, description="the LLM response cache (path, mode)")
+    prices: Prices | None = Field(
+        None, description="USD per 1M prompt/completion tokens, per model")
+    max_cost: NonNegative | None = Field(
+        None, description="stop paid LLM calls once this many USD are spent")
+    runs: AtLeastOne = Field(1, description="repeat generation and judging this many times")
+    seed: AnyInt = Field(0, description="seed for LLM calls and bootstrap confidence intervals")
+
+    RAG_KEYS: ClassVar[tuple[str, ...]] = (
+        "llm", "judge", "embedder", "generation", "cache", "prices", "max_cost", "runs")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RagFields:
+        judge_llm = self.judge.llm if self.judge is not None else None
+        if judge_llm == "same" and isinstance(self.llm, ExtractiveLlm):
+            raise fail("'same' would make the extractive provider judge, and it cannot write "
+                       "the judge's JSON; give the judge an openai endpoint", "judge", "llm")
+        paid = isinstance(self.llm, OpenAILlm) or isinstance(judge_llm, OpenAILlm)
+        if self.max_cost is not None and paid and self.prices is None:
+            raise fail("needs 'prices' to know what the LLM calls cost", "max_cost")
+        return self
+
+    def paid_models(self) -> list[tuple[tuple[str, ...], str]]:
+        """(key path, model) of each paid chat model the suite uses."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        if isinstance(self.llm, OpenAILlm):
+            out.append((("llm", "model"), self.llm.model))
+        if self.judge is not None and isinstance(self.judge.llm, OpenAILlm):
+            out.append((("judge", "llm", "model"), self.judge.llm.model))
+        return out
+
+
+DatasetField = _one_of("a mapping or the path of a BEIR-layout folder",
+                       mapping=DatasetModel, text=NonEmptyStr)
+
+
+class SuiteModel(RagFields):
+    """A suite file: a dataset, the retrievers to run, the metrics, thresholds and gates."""
+
+    model_config = ConfigDict(title="pytest-ragbench suite")
+
+    name: str | None = Field(None, description="a short name for reports (default: the file "
+                                               "name without its suffixes)")
+    description: str | None = Field(None, description="free text")
+    dataset: DatasetField = Field(
+        description="where the corpus, queries and labels are")
+    retrievers: Retrievers = Field(description="the retrievers to run, by name")
+    metrics: Metrics = Field(description="metric names such as ndcg@10")
+    k: PositiveInt | None = Field(
+        None, description="how many documents each retriever returns (default: the largest "
+                          "metric cutoff, 1000 for uncut measures)")
+    thresholds: Thresholds | None = Field(
+        None, description="per-query minimums: an item fails below them")
+    gates: Gates | None = Field(None, description="suite gates on the means")
+    baseline: BaselineModel | None = Field(
+        None, description="baseline comparison settings (tolerance, require_same_dataset, "
+                          "test, alpha)")
+    record_depth: PositiveInt = Field(
+        20, description="how many retrieved documents each record keeps for reports")
+    xfail: Xfail | None = Field(
+        None, description="known failures: query id -> reason (reported as xfailed)")
+
+
+def required_keys() -> dict[str, str]:
+    """Required top-level keys and what they hold, for 'missing required key' messages."""
+    return {name: f.description or "" for name, f in SuiteModel.model_fields.items()
+            if f.is_required()}
+
+
+def suite_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a suite file, generated from :class:`SuiteModel`."""
+    schema = SuiteModel.model_json_schema(mode="validation")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "description": "A pytest-ragbench suite file (YAML or JSON). Paths are relative to "
+                       "the suite file.",
+    }

@@ -1,0 +1,154 @@
+"""What the suite file alone tells is checked at load, before the first item, as a SuiteError."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import DOCS, QUERIES, write_jsonl
+
+from pytest_ragbench.errors import SuiteError
+from pytest_ragbench.suite import Suite, load_suite
+
+BASE = """\
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+retrievers: {bm25: {}}
+"""
+OPENAI = "{type: openai, base_url: 'http://127.0.0.1:9/v1', model: gpt-x}"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", QUERIES)
+    return tmp_path
+
+
+def load(folder: Path, body: str) -> Suite:
+    path = folder / "suite.yaml"
+    path.write_text(BASE + textwrap.dedent(body))
+    return load_suite(path, None)
+
+
+def message(folder: Path, body: str) -> str:
+    with pytest.raises(SuiteError) as info:
+        load(folder, body)
+    return str(info.value).replace(str(folder / "suite.yaml"), "S")
+
+
+def test_judged_metric_without_judge(folder):
+    assert message(folder, f"metrics: [token_f1, faithfulness]\nllm: {OPENAI}\n") == (
+        "S:3: metrics[1]: faithfulness is judged by an LLM; add a 'judge:' section "
+        "(e.g. judge: {llm: same} with an openai llm)")
+
+
+def test_judged_metric_with_judge_loads(folder):
+    suite = load(folder, f"metrics: [faithfulness]\nllm: {OPENAI}\njudge: {{llm: same}}\n")
+    assert suite.rag is not None and suite.rag.judge is not None
+
+
+def test_lexical_answer_metrics_need_no_judge(folder):
+    assert load(folder, "metrics: [token_f1]\nllm: {type: extractive}\n").rag.judge is None
+
+
+def test_model_missing_from_prices(folder):
+    body = (f"metrics: [token_f1]\nllm: {OPENAI}\n"
+            "prices: {gpt-y: {prompt: 1, completion: 2}}\n")
+    assert message(folder, body) == (
+        "S:5: prices: no price for model 'gpt-x' (did you mean 'gpt-y'?) (used by llm); "
+        "add it to prices")
+
+
+def test_judge_model_missing_from_prices(folder):
+    judge = OPENAI.replace("gpt-x", "judge-1")
+    body = (f"metrics: [faithfulness]\nllm: {OPENAI}\njudge: {{llm: {judge}}}\n"
+            "prices: {gpt-x: {prompt: 1, completion: 2}}\nmax_cost: 1\n")
+    assert "prices: no price for model 'judge-1'" in message(folder, body)
+    assert "(used by judge.llm)" in message(folder, body)
+
+
+def test_max_cost_without_prices_for_a_paid_llm(folder):
+    assert message(folder, f"metrics: [token_f1]\nllm: {OPENAI}\nmax_cost: 2\n") == (
+        "S:5: max_cost: needs 'prices' to know what the LLM calls cost")
+
+
+def test_priced_models_load(folder):
+    suite = load(folder, f"metrics: [token_f1]\nllm: {OPENAI}\n"
+                         "prices: {gpt-x: {prompt: 1, completion: 2}}\nmax_cost: 1\n")
+    assert suite.rag.max_cost == 1.0
+
+
+@pytest.mark.parametrize(("generation", "expected"), [
+    ("{template: '{{ question }'}", "S:5: generation.template: bad Jinja2 template: "),
+    ("{template: '{% for c in contexts %}{{ c.text }}'}",
+     "S:5: generation.template: bad Jinja2 template: "),
+    ("{template_file: missing.j2}", "S:5: generation.template_file: cannot read template "),
+    ("{template: prompts/gen.j2}", "S:5: generation.template: cannot read template "),
+])
+def test_templates_are_compiled_at_load(folder, generation, expected):
+    body = f"metrics: [token_f1]\nllm: {{type: extractive}}\ngeneration: {generation}\n"
+    assert message(folder, body).startswith(expected)
+
+
+def test_broken_template_file(folder):
+    (folder / "gen.j2").write_text("{{ question }")
+    body = "metrics: [token_f1]\nllm: {type: extractive}\ngeneration: {template_file: gen.j2}\n"
+    assert message(folder, body).startswith(
+        "S:5: generation.template_file: bad Jinja2 template: ")
+
+
+def test_template_file_that_is_not_utf8(folder):
+    (folder / "gen.j2").write_bytes(b"\xff\xfe{{ question }}")
+    body = "metrics: [token_f1]\nllm: {type: extractive}\ngeneration: {template_file: gen.j2}\n"
+    assert message(folder, body).startswith("S:5: generation.template_file: cannot read ")
+
+
+def test_good_template_file_loads(folder):
+    (folder / "gen.j2").write_text("Q={{ question }}")
+    body = "metrics: [token_f1]\nllm: {type: extractive}\ngeneration: {template_file: gen.j2}\n"
+    assert load(folder, body).rag.generation.template_file == "gen.j2"
+
+
+def beir(folder: Path, *splits: str) -> None:
+    (folder / "beir" / "qrels").mkdir(parents=True)
+    for split in splits:
+        (folder / "beir" / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n")
+
+
+def test_beir_path_without_split_lists_the_splits(folder):
+    beir(folder, "test", "dev")
+    path = folder / "suite.yaml"
+    path.write_text("dataset:\n  path: beir\nretrievers: {bm25: {}}\nmetrics: [ndcg@10]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, None)
+    assert str(info.value) == (f"{path}:2: dataset.path: a BEIR folder with qrels needs 'split' "
+                               "(available splits: dev, test)")
+
+
+def test_beir_path_with_split_or_without_qrels_loads(folder):
+    beir(folder, "test")
+    path = folder / "suite.yaml"
+    path.write_text("dataset: {path: beir, split: test}\nretrievers: {bm25: {}}\n"
+                    "metrics: [ndcg@10]\n")
+    assert load_suite(path, None).dataset.split == "test"
+    (folder / "plain").mkdir()
+    path.write_text("dataset: plain\nretrievers: {bm25: {}}\nmetrics: [ndcg@10]\n")
+    assert load_suite(path, None).dataset.split is None
+
+
+def test_cutoff_above_k(folder):
+    assert message(folder, "metrics: [ndcg@10, ndcg@1000]\nk: 100\n") == (
+        "S:3: metrics[1]: ndcg@1000 looks at the top 1000 documents but each retriever returns "
+        "only k: 100; raise k or lower the cutoff")
+
+
+def test_cutoffs_up_to_k_load_and_k_defaults_to_the_largest(folder):
+    assert load(folder, "metrics: [ndcg@10, recall@100]\nk: 100\n").k == 100
+    assert load(folder, "metrics: [ndcg@10, recall@100]\n").k == 100
+
+
+def test_all_checks_run_before_any_dataset_is_read(folder):
+    # the corpus is garbage, yet the suite error comes first: nothing has read it
+    (folder / "corpus.jsonl").write_text("{not json\n")
+    assert "looks at the top 1000" in message(folder, "metrics: [ndcg@1000]\nk: 10\n")

@@ -1,0 +1,262 @@
+"""Bad suite files (bytes, encodings, YAML structure, numbers) get one SuiteError, fast."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DOCS, QUERIES, write_jsonl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_ragbench.errors import SuiteError
+from pytest_ragbench.registry import Registry
+from pytest_ragbench.suite import load_suite
+from pytest_ragbench.suite.loader import MAX_DEPTH, parse_document
+
+GOOD = """\
+name: e
+dataset:
+  corpus: corpus.jsonl
+  queries: queries.jsonl
+retrievers:
+  bm25: {}
+metrics: [ndcg@10, recall@10]
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", QUERIES)
+    return tmp_path
+
+
+def message(path: Path) -> str:
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    return str(info.value)
+
+
+def write(folder: Path, data: str | bytes) -> Path:
+    path = folder / "suite.yaml"
+    if isinstance(data, str):
+        path.write_text(data, encoding="utf-8")
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def test_utf8_with_bom_is_fine(folder):
+    load_suite(write(folder, b"\xef\xbb\xbf" + GOOD.encode()), None)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_and_utf32_are_named(folder, encoding):
+    text = message(write(folder, GOOD.encode(encoding)))
+    assert text.startswith(str(folder / "suite.yaml"))
+    assert "save it as UTF-8" in text
+    assert "UTF-16" in text or "UTF-32" in text or "NUL bytes" in text
+
+
+def test_non_utf8_byte_names_line_and_column(folder):
+    raw = GOOD.replace("name: e", "name: caf\xe9").encode("latin-1")
+    assert message(write(folder, raw)) == (
+        f"{folder / 'suite.yaml'}:1: not UTF-8: byte 0xe9 at column 10 cannot be decoded; "
+        "save the file as UTF-8")
+
+
+def test_directory_given_as_suite_file(folder):
+    (folder / "dir.yaml").mkdir()
+    assert message(folder / "dir.yaml").endswith(
+        "dir.yaml: is a directory; expected a suite file (.yaml, .yml or .json)")
+
+
+def test_missing_file(folder):
+    assert message(folder / "nope.yaml").endswith("nope.yaml: suite file not found")
+
+
+def test_symlink_loop(folder):
+    a, b = folder / "a.yaml", folder / "b.yaml"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    assert message(a).endswith("a.yaml: cannot read the suite file: symbolic link loop")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(folder):
+    path = write(folder, GOOD)
+    path.chmod(0)
+    try:
+        assert message(path).endswith("suite.yaml: cannot read the suite file: Permission denied")
+    finally:
+        path.chmod(0o644)
+
+
+def test_read_error_eio(folder, monkeypatch):
+    path = write(folder, GOOD)
+
+    def broken(self: Path) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", broken)
+    assert message(path).endswith("suite.yaml: cannot read the suite file: Input/output error")
+
+
+def test_alias_bomb_fails_fast(folder):
+    bomb = "l0: &l0 lol\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 11))
+    assert len(bomb) < 700
+    start = time.perf_counter()
+    text = message(write(folder, GOOD + bomb))
+    assert time.perf_counter() - start < 5
+    assert "expands to more than" in text and "suite.yaml:" in text
+
+
+def test_recursive_alias(folder):
+    text = message(write(folder, GOOD + "xfail: &a {q1: *a}\n"))
+    assert "refers to a node that contains it" in text
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_deep_nesting(folder, opening):
+    closing = "]" if opening == "[" else "}"
+    text = message(write(folder, GOOD + "description: " + opening * 5000 + closing * 5000 + "\n"))
+    assert f"nested more than {MAX_DEPTH} levels deep" in text
+    assert ":8:" in text
+
+
+def test_duplicate_keys_name_both_lines(folder):
+    text = message(write(folder, GOOD + "k: 10\nseed: 1\nk: 20\n"))
+    assert text == (f"{folder / 'suite.yaml'}:10: k: duplicate key 'k' (first at line 8, "
+                    "again at line 10)")
+
+
+def test_duplicate_nested_keys(folder):
+    text = message(write(folder, GOOD.replace("bm25: {}", "bm25: {k1: 1, k1: 2}")))
+    assert "retrievers.bm25.k1: duplicate key 'k1'" in text
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ("k: .inf\n", "k: expected a positive integer, got inf"),
+    ("k: -3\n", "k: must be a positive integer, got -3"),
+    ("record_depth: 0\n", "record_depth: must be a positive integer, got 0"),
+    ("seed: 1.5\n", "seed: expected an integer, got 1.5"),
+    ("baseline: {alpha: .nan}\n", "baseline.alpha: expected a number strictly between 0 and 1"),
+    ("baseline: {alpha: 1.5}\n", "baseline.alpha: expected a number strictly between 0 and 1"),
+    ("llm: {type: extractive}\nmax_cost: .inf\n", "max_cost: expected a finite number >= 0"),
+    ("llm: {type: extractive}\nmax_cost: -1\n", "max_cost: expected a finite number >= 0"),
+    ("llm: {type: extractive, threshold: .nan}\n", "llm.threshold: expected a share in (0, 1]"),
+])
+def test_non_finite_and_out_of_range_numbers(folder, change, expected):
+    assert expected in message(write(folder, GOOD + change))
+
+
+def test_component_parameters_are_checked_against_the_factory(folder):
+    # the loader leaves parameters to the registry; the plugin runs this check at collection
+    registry = Registry(use_entry_points=False)
+    suite = load_suite(write(folder, GOOD.replace("bm25: {}", "bm25: {k1: .inf}")), None)
+    (spec,) = suite.retrievers
+    with pytest.raises(Exception) as info:
+        registry.check("retriever", spec.type, spec.params)
+    assert str(info.value) == "retriever 'bm25' parameter k1: expected a finite number, got inf"
+
+
+def test_metric_parameters_go_through_the_same_check(folder):
+    text = message(write(folder, GOOD.replace(
+        "metrics: [ndcg@10, recall@10]", "metrics: [{name: temporal_ndcg@10, lambda: .inf}]")))
+    assert "metrics[0]: metric 'temporal_ndcg' parameter lambda: expected a finite number" \
+        in text
+
+
+# -- the parser never raises anything but SuiteError ------------------------------------------
+
+yaml_text = st.text(alphabet=st.sampled_from(list("ab:- \n[]{},&*!|>'\"#%@`?0.\t")),
+                    max_size=80)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_text)
+def test_parse_document_only_raises_suite_errors(text: str) -> None:
+    try:
+        parse_document(text, Path("x.yaml"))
+    except SuiteError as exc:
+        assert str(exc).startswith("x.yaml")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=300), st.sampled_from(["[", "{k: "]))
+def test_any_nesting_depth_is_a_message_or_a_document(depth: int, opening: str) -> None:
+    closing = "]" if opening == "[" else "}"
+    text = "a: " + opening * depth + closing * depth
+    try:
+        data, _ = parse_document(text, Path("x.yaml"))
+    except SuiteError as exc:
+        assert depth >= MAX_DEPTH and "nested more than" in str(exc)
+    else:
+        assert depth < MAX_DEPTH and isinstance(data, dict)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_are_a_message_or_a_suite(tmp_path_factory, raw: bytes) -> None:
+    path = tmp_path_factory.mktemp("bytes") / "s.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(SuiteError):  # no bytes of this size make a complete suite
+        load_suite(path, None)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "example_suites").glob("*/suite.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.parent.name)
+def test_every_example_suite_loads(path: Path) -> None:
+    try:
+        suite = load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    except SuiteError as exc:
+        if "dataset folder not found" in str(exc):
+            pytest.skip("the shared datasets folder is not beside this checkout")
+        raise
+    assert suite.metrics and suite.retrievers
+
+
+# -- any document is a Suite or one SuiteError, never another exception ------------------------
+
+TOP_KEYS = ["name", "dataset", "retrievers", "metrics", "k", "thresholds", "gates", "baseline",
+            "seed", "record_depth", "xfail", "llm", "judge", "generation", "cache", "prices",
+            "max_cost", "runs", "corpus", "queries", "path", "split", "type", "bm25", "name",
+            "ndcg@10", "tolerance", "alpha", "template", "contexts", "mode"]
+scalars = (st.none() | st.booleans() | st.integers(-5, 2000) | st.floats(allow_nan=True)
+           | st.sampled_from(["bm25", "ndcg@10", "recall@5", ">= 0.5", "5%", "corpus.jsonl",
+                              "queries.jsonl", "extractive", "same", "off", "{{ question }",
+                              "", "q1"])
+           | st.text(max_size=8))
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(TOP_KEYS) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=20,
+)
+base = st.fixed_dictionaries({
+    "dataset": st.just({"corpus": "corpus.jsonl", "queries": "queries.jsonl"}) | documents,
+    "retrievers": st.just({"bm25": {}}) | documents,
+    "metrics": st.just(["ndcg@10"]) | documents,
+}, optional={key: documents for key in TOP_KEYS
+             if key not in ("dataset", "retrievers", "metrics")})
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(document=base)
+def test_any_document_is_a_suite_or_one_suite_error(folder: Path, document: dict) -> None:
+    import json
+
+    path = folder / "suite.yaml"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    try:
+        load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    except SuiteError as exc:
+        assert str(exc).startswith(str(path))
