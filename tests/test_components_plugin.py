@@ -115,7 +115,8 @@ def test_list_shows_components_with_origins_and_parameters(pytester, project, mo
         "  novelty -- distribution ragbench-extra 1.2.0",
         "      parameters: k=10, weight=1.0",
         "  temporal_ndcg -- built-in",
-        "      parameters: k=10, lambda=0.3, T='7d', now=None, field='timestamp', missing='zero'",
+        "      parameters: k=10, lambda=0.3, T='7d', now=None, field='timestamp', missing='zero', "
+        "gain='exponential'",
     ])
     assert "collected" not in result.stdout.str()  # listed, then exited: nothing ran
 

@@ -168,7 +168,7 @@ dataset:
   queries: queries.jsonl
 retrievers:
   submitted: {type: run, path: run.trec}
-metrics: [ndcg@10]
+metrics: [ndcg@K]  # a cutoff above k is refused at load
 k: K
 """
 
