@@ -260,3 +260,23 @@ def test_any_document_is_a_suite_or_one_suite_error(folder: Path, document: dict
         load_suite(path, Registry(use_entry_points=False).names("retriever"))
     except SuiteError as exc:
         assert str(exc).startswith(str(path))
+
+
+def test_dataset_paths_that_loop_or_are_the_wrong_kind_name_the_entry(tmp_path: Path) -> None:
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plain.txt").write_text("x")
+    cases = {
+        "corpus: loop1\n  queries: q.jsonl": ("dataset.corpus", "Symlink loop"),
+        "corpus: folder\n  queries: q.jsonl": ("dataset.corpus", "is a directory (expected a"),
+        "path: plain.txt": ("dataset.path", "is a file (expected a BEIR folder"),
+    }
+    for dataset, (key, text) in cases.items():
+        suite = tmp_path / "suite.yaml"
+        suite.write_text(f"name: x\ndataset:\n  {dataset}\nretrievers: {{bm25: {{}}}}\n"
+                         "metrics: [ndcg@10]\n")
+        with pytest.raises(SuiteError) as exc:
+            load_suite(suite, None)
+        assert exc.value.key == key and exc.value.line == 3, str(exc.value)
+        assert text in str(exc.value)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..datasets import DatasetSpec
+from ..datasets import DataFileError, DatasetSpec, check_file
 from ..errors import SuiteError, did_you_mean, type_name, validation_message
 from ..gates import (
     BaselineSettings,
@@ -477,12 +477,28 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         v = data.get(key)
         if v is None:
             return None
-        p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
+        where = (*path_key, key)
+        try:
+            p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
+        except (OSError, RuntimeError) as exc:  # a symlink loop raises one or the other
+            raise ctx.error(where, f"cannot resolve {v!r}: {exc}") from None
         if key == "path":
-            if not p.is_dir():
-                raise ctx.error((*path_key, key), f"dataset folder not found: {p}")
-        elif not p.is_file():
-            raise ctx.error((*path_key, key), f"{key} file not found: {p}")
+            try:
+                mode = p.stat().st_mode
+            except FileNotFoundError:
+                raise ctx.error(where, f"dataset folder not found: {p}") from None
+            except OSError as exc:
+                raise ctx.error(where, f"dataset folder {p}: {exc.strerror or exc}") from None
+            if not stat.S_ISDIR(mode):
+                raise ctx.error(where, f"dataset folder {p} is a file (expected a BEIR "
+                                       "folder with corpus.jsonl, queries.jsonl, qrels/)")
+        else:
+            try:
+                check_file(p, key)
+            except DataFileError as exc:
+                # The dataset reader's own wording, placed at the suite entry that names it.
+                raise ctx.error(where, f"{exc.detail}: {p}" if exc.line is None
+                                else exc.detail) from None
         return p
 
     qids = data.get("query_ids")
