@@ -134,6 +134,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         suite = state.load_suite(path)
         runtime = state.runtime(suite_id_for(metafunc.config, path), path)
         queries = runtime.dataset.queries
+        # Hand-written tests retrieve and score but generate no answers.
+        runtime.prepare(answers=False)
     except RagbenchError as exc:
         pytest.fail(f"ragbench_suite: {exc}", pytrace=False)
     names = [r.name for r in suite.retrievers]
