@@ -172,23 +172,22 @@ class SuiteRuntime:
         from .prechecks import unset_env_problems
 
         suite = self.suite
-        problems: list[SuiteError] = []
-        unset: set[str] = set()
         rag = suite.rag if "answers" in todo else None
         specs = suite.retrievers if "retrievers" in todo else ()
-        lines = {_spec_key(r): r.line for r in specs}
-        for key, message in unset_env_problems([(_spec_key(r), r.params) for r in specs], rag):
-            owner = next((k for k in lines if key == k or key.startswith(f"{k}.")), None)
-            unset.add(owner if owner is not None else "answers")
-            problems.append(SuiteError(message, file=suite.path, key=key,
-                                       line=lines.get(owner) if owner else None))
-        # What an unset variable already explains is not built again to say the same.
-        for spec in specs:
-            if _spec_key(spec) not in unset:
-                problems += self._build_retriever(spec)
+        keys = {_spec_key(r): r for r in specs}
+        # Unset variables by the retriever naming them ("" for the answer pipeline).
+        unset: dict[str, list[SuiteError]] = {}
+        for key, message in unset_env_problems([(k, r.params) for k, r in keys.items()], rag):
+            owner = next((k for k in keys if key == k or key.startswith(f"{k}.")), "")
+            line = keys[owner].line if owner else None
+            unset.setdefault(owner, []).append(
+                SuiteError(message, file=suite.path, key=key, line=line))
+        # In the order of the file; what an unset variable explains is not built again.
+        problems: list[SuiteError] = []
+        for key, spec in keys.items():
+            problems += unset.get(key) or self._build_retriever(spec)
         if rag is not None:
-            if "answers" not in unset:
-                problems += self._prepare_pipeline()
+            problems += unset.get("") or self._prepare_pipeline()
             problems += self._check_references()
         if problems:
             if len(problems) == 1:
