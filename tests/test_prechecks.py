@@ -317,3 +317,18 @@ def test_junit_carries_the_collection_error(pytester, mini_suite):
     assert result.ret != 0
     xml = Path(pytester.path / "out.xml").read_text()
     assert "no collected suite computes" in xml
+
+
+@pytest.mark.parametrize("extra, where", [
+    ("prices: {other-model: {prompt: 1, completion: 2}}\n", "prices"),
+    ("generation: {template: '{{ question | nosuchfilter }}'}\n", "generation.template"),
+], ids=["model-without-price", "broken-template"])
+def test_pipeline_problems_are_found_before_any_request(pytester, answered, server, extra,
+                                                        where):
+    answered(suite_text(llm=openai_llm(server.base_url, SET) + extra))
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines([f"*suite.yaml*{where}*"])
+    assert error_blocks(out) == 1 and "Traceback" not in out
+    assert result.ret != 0
+    assert server.request_count == 0
