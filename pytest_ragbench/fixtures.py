@@ -137,7 +137,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # Hand-written tests retrieve and score but generate no answers.
         runtime.prepare(answers=False)
     except RagbenchError as exc:
-        pytest.fail(f"ragbench_suite: {exc}", pytrace=False)
+        # Not chained: pytest would show the message twice.
+        raise pytest.fail.Exception(f"ragbench_suite: {exc}", pytrace=False) from None
     names = [r.name for r in suite.retrievers]
     if retriever is not None and retriever not in names:
         pytest.fail(f"ragbench_suite: {path} has no retriever {retriever!r} "

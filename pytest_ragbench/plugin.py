@@ -400,7 +400,9 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
         return
     from .prechecks import cli_gate_problems
 
-    suites = {s.name: [m.name for m in s.metrics] for s in state.collected_suites.values()}
+    # By file: two suite files may share a name but not their metrics.
+    suites = {f"{s.name} [{nodeid}]": [m.name for m in s.metrics]
+              for nodeid, s in state.collected_suites.items()}
     problems = cli_gate_problems(gates, suites)
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))

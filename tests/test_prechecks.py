@@ -307,6 +307,7 @@ def test_hand_written_suite_tests_get_the_error_once(pytester, mini_suite):
         "must be*"])
     out = result.stdout.str()
     assert out.count("k1 must be") <= 2  # the error block and its summary line, not per case
+    assert "During handling" not in out
     assert "passed" not in out.splitlines()[-1]
 
 
@@ -332,3 +333,17 @@ def test_pipeline_problems_are_found_before_any_request(pytester, answered, serv
     assert error_blocks(out) == 1 and "Traceback" not in out
     assert result.ret != 0
     assert server.request_count == 0
+
+
+def test_cli_gate_metric_of_any_collected_suite_is_accepted(pytester, mini_suite):
+    """Two suite files with the same name: each one's metrics count."""
+    mini_suite(suite_text(metrics="recall@10"), name="a.yaml")
+    mini_suite(suite_text(metrics="mrr@10"), name="b.yaml")
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-gate", "mrr@10 >= 0", "--collect-only", "-q")
+    assert result.ret == 0, result.stdout.str()
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-gate", "mrr@1 >= 0", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*no collected suite computes 'mrr@1' (did you mean "
+                                 "'mrr@10'?); the suites compute: pre [[]a.yaml[]] (recall@10), "
+                                 "pre [[]b.yaml[]] (mrr@10)*"])
