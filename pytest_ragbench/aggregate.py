@@ -31,8 +31,14 @@ def group_records(
 
 
 def metric_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float | None]:
-    """Per-query values of ``metric`` over the cases that did not error, in record order."""
-    return [r["metrics"].get(metric) for r in recs if r.get("status") != "error"]
+    """Per-query values of ``metric`` in record order, over the cases that measured it.
+
+    A case that errored after its retrieval was scored (its generation or judge failed) keeps
+    what it measured. None from an errored case means "not measured" and is left out; from
+    any other case it means "could not be computed" (NaN, counted).
+    """
+    return [v for r in recs
+            if (v := r["metrics"].get(metric)) is not None or r.get("status") != "error"]
 
 
 def summarize_group(
@@ -43,8 +49,8 @@ def summarize_group(
 
     ``n_failed`` counts the cases below a per-query threshold that were not expected to fail;
     the suite's known failures are counted as ``n_xfailed`` (an error among them too) and
-    ``n_xpassed``. ``n_errors`` and ``error_rate`` count every error, expected or not: an
-    errored case has no scores, which the metric means and the error-rate gates must know.
+    ``n_xpassed``. ``n_errors`` and ``error_rate`` count every error, expected or not; an
+    errored case counts in the metric means only with what it measured before it failed.
     """
     n = len(recs)
     n_err = sum(1 for r in recs if r.get("status") == "error")
@@ -104,7 +110,7 @@ def flaky_cases(recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
         if len(runs) < 2:
             continue
         for name in metric_names:
-            vals = [r["metrics"].get(name) for r in runs if r.get("status") != "error"]
+            vals = [r["metrics"].get(name) for r in runs]
             vals = [float(v) for v in vals if v is not None]
             if len(vals) < 2:
                 continue
@@ -131,7 +137,7 @@ def case_scores(
         cid = str(r["case_id"])
         err = r.get("status") == "error"
         errored[cid] = errored.get(cid, True) and err
-        v = None if err else r.get("metrics", {}).get(metric)
+        v = r.get("metrics", {}).get(metric)
         bucket = values.setdefault(cid, [])
         if v is not None and math.isfinite(float(v)):
             bucket.append(float(v))

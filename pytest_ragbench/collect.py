@@ -29,7 +29,8 @@ def marker_name(prefix: str, value: str) -> str:
 
 
 class SuiteFile(pytest.File):
-    """A suite file; collecting it validates the suite and reads the dataset."""
+    """A suite file; collecting it validates the suite, reads the dataset and builds the
+    suite's components (see :meth:`~pytest_ragbench.runtime.SuiteRuntime.prepare`)."""
 
     def _state(self) -> RagbenchState:
         from .plugin import STATE_KEY
@@ -40,6 +41,10 @@ class SuiteFile(pytest.File):
         state = self._state()
         runtime = state.runtime(self.nodeid, self.path)
         dataset = runtime.dataset
+        # Before any item, once per suite: a bad parameter or an unset key is one collection
+        # error here rather than an error per item, and no request has been sent yet.
+        runtime.prepare()
+        state.collected_suites[self.nodeid] = runtime.suite
         seen: set[str] = set()
         for q in dataset.queries:
             names = [marker_name("tag", t) for t in q.tags]

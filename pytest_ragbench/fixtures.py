@@ -134,8 +134,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         suite = state.load_suite(path)
         runtime = state.runtime(suite_id_for(metafunc.config, path), path)
         queries = runtime.dataset.queries
+        # Hand-written tests retrieve and score but generate no answers.
+        runtime.prepare(answers=False)
     except RagbenchError as exc:
-        pytest.fail(f"ragbench_suite: {exc}", pytrace=False)
+        # Not chained: pytest would show the message twice.
+        raise pytest.fail.Exception(f"ragbench_suite: {exc}", pytrace=False) from None
     names = [r.name for r in suite.retrievers]
     if retriever is not None and retriever not in names:
         pytest.fail(f"ragbench_suite: {path} has no retriever {retriever!r} "

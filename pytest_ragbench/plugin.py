@@ -96,6 +96,8 @@ class RagbenchState:
         self._registered: set[tuple[str, str]] = set()
         self._components: dict[tuple[str, str], Any] = {}
         self._froze_heap = False
+        #: Suites collected in this process by node id (checked and built, see collect.py).
+        self.collected_suites: dict[str, Suite] = {}
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -383,6 +385,42 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile 
     if is_suite_file(file_path) or file_path.resolve() in state.explicit:
         return SuiteFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # Last, so the items are those that will run: the checks come before the first of them
+    # and before any answer is prefetched.
+    _check_cli_gates(session, items)
+
+
+def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """``--ragbench-gate`` on a metric no collected suite computes: one collection error.
+
+    Nothing runs then, so a typo costs no request. Each xdist worker finds the same problem
+    and reports the same text, which the controller shows once; its items are dropped so the
+    workers have nothing to run (without xdist the collection error stops the run anyway).
+    """
+    gates = session.config.getoption("ragbench_gate", None) or []
+    state = session.config.stash.get(STATE_KEY, None)
+    if not gates or state is None or not state.collected_suites:
+        return
+    from .prechecks import cli_gate_problems
+
+    # By file: two suite files may share a name but not their metrics.
+    suites = {f"{s.name} [{nodeid}]": [m.name for m in s.metrics]
+              for nodeid, s in state.collected_suites.items()}
+    problems = cli_gate_problems(gates, suites)
+    if problems:
+        _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))
+        items.clear()
+
+
+def _collection_error(session: pytest.Session, message: str) -> None:
+    """Report ``message`` as a collection error of the whole session (not of one file)."""
+    report = pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
+    session.config.hook.pytest_collectreport(report=report)
 
 
 @pytest.hookimpl(trylast=True)

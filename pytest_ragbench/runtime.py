@@ -38,13 +38,13 @@ from dataclasses import replace
 from typing import Any
 
 from .datasets import Dataset, Document, Query, load_dataset
-from .errors import RagbenchError
+from .errors import RagbenchError, SuiteError
 from .metrics.retrieval import parse_metric, trec_order
 from .metrics.spec import CaseResult, MetricSpec
 from .records import SCHEMA_VERSION, clean_float
 from .registry import BuildContext, Registry
 from .retrievers.hits import RankedHits
-from .suite import Suite
+from .suite import ComponentSpec, Suite
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
 BATCH_LIMIT = 256
@@ -79,6 +79,9 @@ class SuiteRuntime:
         self._doc_ids: frozenset[str] = frozenset()
         self._documents: Mapping[str, Document] = {}
         self._retrievers: dict[str, Any] = {}
+        # Built at collection (prepare) and indexed on first use.
+        self._built: dict[str, Any] = {}
+        self._prepared: set[str] = set()
         self._failed: dict[str, CaseError] = {}
         self._building: list[str] = []
         self._batched: dict[tuple[str, str], tuple[Any, float]] = {}
@@ -134,8 +137,10 @@ class SuiteRuntime:
             raise CaseError("index", f"retrievers depend on each other in a cycle: {cycle}")
         self._building.append(name)
         try:
-            instance = self.registry.build("retriever", spec.type, spec.params,
-                                           replace(self.ctx, name=name))
+            instance = self._built.pop(name, None)
+            if instance is None:
+                instance = self.registry.build("retriever", spec.type, spec.params,
+                                               replace(self.ctx, name=name))
             self._run(instance.index(self.dataset.corpus))
         except Exception as exc:
             detail = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
@@ -147,6 +152,88 @@ class SuiteRuntime:
             self._building.pop()
         self._retrievers[name] = instance
         return instance
+
+    # -- checks before the first item ------------------------------------------------------
+
+    def prepare(self, *, answers: bool = True) -> None:
+        """Check what can be checked before the first case; build each component once.
+
+        Checked: the environment variables the suite names (API keys, ``${VAR}`` headers),
+        each retriever's factory with the suite's parameters (built now, indexed on first
+        use), and with ``answers`` (for suites with answer metrics) the generation/judging
+        pipeline and that some query has the reference answer reference-based metrics need.
+        Every problem goes into ONE :class:`SuiteError`, a line each naming the suite file
+        and key path; nothing is indexed and no request is sent. Idempotent.
+        """
+        wanted = {"retrievers", "answers"} if answers and self._rag_metrics else {"retrievers"}
+        todo = wanted - self._prepared
+        if not todo:
+            return
+        from .prechecks import unset_env_problems
+
+        suite = self.suite
+        rag = suite.rag if "answers" in todo else None
+        specs = suite.retrievers if "retrievers" in todo else ()
+        keys = {_spec_key(r): r for r in specs}
+        # Unset variables by the retriever naming them ("" for the answer pipeline).
+        unset: dict[str, list[SuiteError]] = {}
+        for key, message in unset_env_problems([(k, r.params) for k, r in keys.items()], rag):
+            owner = next((k for k in keys if key == k or key.startswith(f"{k}.")), "")
+            line = keys[owner].line if owner else None
+            unset.setdefault(owner, []).append(
+                SuiteError(message, file=suite.path, key=key, line=line))
+        # In the order of the file; what an unset variable explains is not built again.
+        problems: list[SuiteError] = []
+        for key, spec in keys.items():
+            problems += unset.get(key) or self._build_retriever(spec)
+        if rag is not None:
+            problems += unset.get("") or self._prepare_pipeline()
+            problems += self._check_references()
+        if problems:
+            if len(problems) == 1:
+                raise problems[0]
+            raise SuiteError("\n".join(str(p) for p in problems))
+        self._prepared |= todo
+
+    def _build_retriever(self, spec: ComponentSpec) -> list[SuiteError]:
+        if spec.name in self._built or spec.name in self._retrievers:
+            return []
+        try:
+            self._built[spec.name] = self.registry.build(
+                "retriever", spec.type, spec.params, replace(self.ctx, name=spec.name))
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
+            return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
+                               line=spec.line)]
+        return []
+
+    def _prepare_pipeline(self) -> list[SuiteError]:
+        if self._pipeline is not None:
+            return []
+        try:
+            self._pipeline = self._build_pipeline()
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, ValueError | RagbenchError) \
+                else f"{type(exc).__name__}: {exc}"
+            # build_pipeline says "key.path: what is wrong".
+            key, sep, detail = text.partition(": ")
+            if sep and key and " " not in key:
+                return [SuiteError(detail, file=self.suite.path, key=key)]
+            return [SuiteError(text, file=self.suite.path)]
+        return []
+
+    def _check_references(self) -> list[SuiteError]:
+        from .prechecks import missing_reference_problem
+
+        queries = self.dataset.queries
+        answer_field = self.suite.dataset.answer_field
+        message = missing_reference_problem(
+            self._rag_metrics, (q.reference_answers for q in queries), len(queries),
+            answer_field)
+        if message is None:
+            return []
+        return [SuiteError(message, file=self.suite.path,
+                           key="dataset.answer_field" if answer_field else "metrics")]
 
     def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""
@@ -358,17 +445,20 @@ class SuiteRuntime:
 
     # -- generation and judging (suites with an ``llm`` section) ---------------------------
 
+    def _build_pipeline(self) -> Any:
+        from .rag import build_pipeline
+
+        return build_pipeline(
+            self.suite.rag, base_dir=self.suite.path.parent,
+            cache_path_override=self.ctx.llm_cache_path,
+            cache_mode_override=self.ctx.llm_cache_mode,
+        )
+
     def pipeline(self) -> Any:
         """The suite's RAG pipeline, built once per process; a failure is remembered."""
         if self._pipeline is None and self._pipeline_error is None:
-            from .rag import build_pipeline
-
             try:
-                self._pipeline = build_pipeline(
-                    self.suite.rag, base_dir=self.suite.path.parent,
-                    cache_path_override=self.ctx.llm_cache_path,
-                    cache_mode_override=self.ctx.llm_cache_mode,
-                )
+                self._pipeline = self._build_pipeline()
             except Exception as exc:
                 self._pipeline_error = CaseError(
                     "generation", f"the suite's LLM setup failed: {exc}", type(exc).__name__)
@@ -454,10 +544,13 @@ class SuiteRuntime:
         suite = self.suite
         query = self.query(case_id)
         rec = self.new_record(retriever_name, case_id, run)
-        try:
-            if self._rag_metrics and upcoming_runs is not None:
+        if self._rag_metrics and upcoming_runs is not None:
+            # A pipeline or retriever that cannot be had fails again below, where this case
+            # records it: after its retrieval was measured, when only the answer failed.
+            with contextlib.suppress(CaseError):
                 self._prefetch_answers(retriever_name, [(case_id, run), *upcoming_runs()],
                                        upcoming)
+        try:
             if (retriever_name, case_id) in self._retrieved:
                 hits, latency = self._retrieved[(retriever_name, case_id)]
                 if not any(k[:2] == (retriever_name, case_id) for k in self._submitted
@@ -496,7 +589,8 @@ class SuiteRuntime:
 
     def close(self) -> None:
         """Close retrievers that have a ``close``/``aclose`` and the event loop; drop the data."""
-        for r in self._retrievers.values():
+        # Built at collection but never indexed (their cases were deselected) count too.
+        for r in [*self._retrievers.values(), *self._built.values()]:
             for meth in ("aclose", "close"):
                 fn = getattr(r, meth, None)
                 if callable(fn):
@@ -505,6 +599,7 @@ class SuiteRuntime:
                         self._run(fn())
                     break
         self._retrievers.clear()
+        self._built.clear()
         if self._pipeline is not None:
             with contextlib.suppress(Exception):
                 self._pipeline.close()
@@ -518,3 +613,8 @@ class SuiteRuntime:
         self._queries, self._documents, self._doc_ids = {}, {}, frozenset()
         self._batched.clear()
         self._retrieved.clear()
+
+
+def _spec_key(spec: ComponentSpec) -> str:
+    """The key path of a retriever in its suite file (specs made by hand have none)."""
+    return spec.key or f"retrievers.{spec.name}"

@@ -1,0 +1,151 @@
+"""Checks made before the first item that a suite file alone cannot answer.
+
+The suite loader checks what the file says; these checks need the environment (API key
+variables), the command line (``--ragbench-gate``) or the dataset (reference answers). Each
+returns messages naming where the problem is (a suite key path, an option) and never the value
+of an environment variable. The plugin turns them into one collection error, so a typo costs
+a second and no request. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .errors import did_you_mean
+
+__all__ = [
+    "REFERENCE_METRICS",
+    "cli_gate_problems",
+    "missing_reference_problem",
+    "unset_env_problems",
+]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _reference_metrics() -> frozenset[str]:
+    from .metrics.answer import ANSWER_METRICS
+    from .metrics.judge import _NEEDS_REFERENCE
+
+    # The judge keeps its list private; it is the one source of truth for judged metrics.
+    lexical = {name for name, spec in ANSWER_METRICS.items() if spec.needs_reference}
+    return frozenset(lexical | _NEEDS_REFERENCE)
+
+
+REFERENCE_METRICS: frozenset[str] = _reference_metrics()
+"""Answer metrics that compare against a reference answer (NaN for a query without one)."""
+
+
+def _unset(name: str) -> bool:
+    return not os.environ.get(name)
+
+
+def _env_refs(key: str, value: Any) -> Iterator[tuple[str, str]]:
+    """(key path, variable) for each variable a component spec names, at any depth.
+
+    ``api_key_env: NAME`` names a variable; so does ``${NAME}`` inside a header value.
+    """
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            path = f"{key}.{k}" if key else str(k)
+            if k == "api_key_env" and isinstance(v, str) and v:
+                yield path, v
+            elif k == "headers" and isinstance(v, Mapping):
+                for header, raw in v.items():
+                    if isinstance(raw, str):
+                        for match in _ENV_REF.finditer(raw):
+                            yield f"{path}.{header}", match.group(1)
+            else:
+                yield from _env_refs(path, v)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _env_refs(f"{key}[{i}]", v)
+
+
+def _endpoint_refs(rag: Any) -> Iterator[tuple[str, str]]:
+    """(key path, variable) of the generation LLM, the judge's LLM and the embedder.
+
+    Read defensively (``getattr``): whatever is not found here is still caught when the
+    pipeline is built, one problem at a time.
+    """
+    prefix = str(getattr(rag, "key_prefix", "") or "")
+    judge = getattr(rag, "judge", None)
+    for key, part in (("llm", getattr(rag, "llm", None)),
+                      ("judge.llm", getattr(judge, "llm", None)),
+                      ("embedder", getattr(rag, "embedder", None))):
+        endpoint = getattr(part, "endpoint", None)
+        if endpoint is None:
+            continue
+        name = getattr(endpoint, "api_key_env", None)
+        if isinstance(name, str) and name:
+            yield f"{prefix}{key}.api_key_env", name
+        headers = getattr(endpoint, "headers", None) or {}
+        yield from _env_refs(f"{prefix}{key}", {"headers": dict(headers)})
+
+
+def unset_env_problems(
+    retrievers: Iterable[tuple[str, Mapping[str, Any]]], rag: Any = None,
+) -> list[tuple[str, str]]:
+    """(key path, message) for every environment variable a suite names that is unset or empty.
+
+    ``retrievers`` are (key path, parameters) of the suite's retrievers; ``rag`` is its
+    generation/judging configuration when answers are generated (else None).
+    """
+    refs: list[tuple[str, str]] = []
+    for key, params in retrievers:
+        refs += _env_refs(key, params)
+    if rag is not None:
+        refs += _endpoint_refs(rag)
+    return [(key, f"environment variable {name} is not set or empty")
+            for key, name in dict.fromkeys(refs) if _unset(name)]
+
+
+def missing_reference_problem(
+    metrics: Sequence[str], references: Iterable[Sequence[str]], n_queries: int,
+    answer_field: str | None,
+) -> str | None:
+    """Why ``metrics`` cannot be computed when no query has a reference answer (else None).
+
+    ``references`` are the queries' reference answers, one sequence per query.
+    """
+    needs = [m for m in metrics if m in REFERENCE_METRICS]
+    if not needs or any(any(r.strip() for r in refs) for refs in references):
+        return None
+    where = ("reference_answer, reference_answers, answers or answer"
+             + (f" nor under {answer_field!r}" if answer_field else ""))
+    fix = ("check that dataset.answer_field names the field that holds them" if answer_field
+           else "set dataset.answer_field to the (dotted) query field that holds them")
+    return (f"metric(s) {', '.join(needs)} compare against a reference answer, but none of the "
+            f"{n_queries} selected queries has one (looked under {where}); {fix}, or drop "
+            "those metrics")
+
+
+def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence[str]]
+                      ) -> list[str]:
+    """Messages for ``--ragbench-gate`` expressions on a metric no collected suite computes.
+
+    ``suite_metrics`` maps each collected suite's name to its metric names. Expressions were
+    checked for syntax when the option was parsed.
+    """
+    from .gates import ERROR_RATE, parse_gate_expression
+
+    known = sorted({m for names in suite_metrics.values() for m in names})
+    problems = []
+    for text in gates:
+        try:
+            metric = parse_gate_expression(text).metric
+        except ValueError as exc:
+            problems.append(f"--ragbench-gate {text!r}: {exc}")
+            continue
+        if metric == ERROR_RATE or metric in known:
+            continue
+        shown = ", ".join(f"{name} ({', '.join(names)})"
+                          for name, names in sorted(suite_metrics.items()))
+        problems.append(
+            f"--ragbench-gate {text!r}: no collected suite computes {metric!r}"
+            f"{did_you_mean(metric, [*known, ERROR_RATE])}; the suites compute: {shown}; "
+            f"{ERROR_RATE} is always available")
+    return problems
