@@ -127,7 +127,8 @@ def test_cli_gate_problems_say_did_you_mean():
 
 
 def test_bad_retriever_parameter_is_one_collection_error(pytester, mini_suite):
-    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: fast}}", metrics="ndcg@10"))
+    # k1: -1 has the right type, so only the factory's own check can refuse it.
+    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: -1}}", metrics="ndcg@10"))
     t0 = time.monotonic()
     result = pytester.runpytest("--ragbench=suite.yaml")
     elapsed = time.monotonic() - t0
@@ -135,7 +136,7 @@ def test_bad_retriever_parameter_is_one_collection_error(pytester, mini_suite):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
         "*suite.yaml:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be a number "
-        ">= 0, got 'fast'",
+        ">= 0, got -1",
         "*Interrupted: 1 error during collection*",
     ])
     assert error_blocks(out) == 1 and "Traceback" not in out
@@ -145,7 +146,7 @@ def test_bad_retriever_parameter_is_one_collection_error(pytester, mini_suite):
 
 def test_every_problem_of_a_suite_in_one_error(pytester, mini_suite, server):
     mini_suite(suite_text(
-        retrievers=('{bm25: {type: bm25, k1: fast}, '
+        retrievers=('{bm25: {type: bm25, k1: -1}, '
                     'prod: {type: http, url: "' + server.base_url + '/search", '
                     'headers: {Authorization: "Bearer ${' + UNSET + '}"}}}'),
         metrics="recall@10, faithfulness",
@@ -292,7 +293,7 @@ def test_components_are_built_once_per_process(pytester, mini_suite):
 
 
 def test_hand_written_suite_tests_get_the_error_once(pytester, mini_suite):
-    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: fast}}", metrics="ndcg@10"),
+    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: -1}}", metrics="ndcg@10"),
                name="bench.yaml")
     pytester.makepyfile(test_hand='''
         import pytest
@@ -347,3 +348,14 @@ def test_cli_gate_metric_of_any_collected_suite_is_accepted(pytester, mini_suite
     result.stdout.fnmatch_lines(["*no collected suite computes 'mrr@1' (did you mean "
                                  "'mrr@10'?); the suites compute: pre [[]a.yaml[]] (recall@10), "
                                  "pre [[]b.yaml[]] (mrr@10)*"])
+
+
+def test_wrongly_typed_parameter_is_refused_at_load(pytester, mini_suite):
+    """A type the factory's signature rules out is found by the suite loader, before building."""
+    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: fast}}", metrics="ndcg@10"))
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:3: retrievers.bm25: retriever 'bm25' parameter k1: expected a number, "
+        "got 'fast'"])
+    assert error_blocks(result.stdout.str()) == 1

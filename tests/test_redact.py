@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import QUERIES, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -257,6 +258,9 @@ def test_a_run_against_echoing_servers_leaks_no_fragment(pytester, mini_suite, e
               backoff: 0.01
               timeout: 5
         """)
+        # token_f1 needs reference answers to be asked for at all.
+        write_jsonl(pytester.path / "queries.jsonl",
+                    [{**q, "answer": f"answer {q['_id']}"} for q in QUERIES])
         result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-rA")
         assert any(SECRET in str(r.headers) for r in llm.requests)
     assert search.seen and search.seen[0]["authorization"] == f"Bearer {SECRET}"
