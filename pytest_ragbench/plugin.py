@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 STATE_KEY = pytest.StashKey["RagbenchState"]()
 REPORT_ATTR = "ragbench_record"
+# On the first case report of each process: {suite id: cases the suite holds as collected}.
+COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
 
 
@@ -96,6 +98,8 @@ class RagbenchState:
         self._registered: set[tuple[str, str]] = set()
         self._components: dict[tuple[str, str], Any] = {}
         self._froze_heap = False
+        self.collected: dict[str, int] = {}
+        self.collected_sent = False
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -384,6 +388,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session.config.stash[STATE_KEY].freeze_heap()
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Count the cases each suite holds, as collected and before ``-k``, ``-m``,
+    ``--deselect`` or ``--lf`` deselect any: the M of "N of M cases"."""
+    items = [x for x in (report.result or []) if isinstance(x, CaseItem)]
+    if not items:
+        return
+    state = items[0].config.stash[STATE_KEY]
+    for item in items:
+        sid = item.nodeid.split("::")[0]
+        state.collected[sid] = state.collected.get(sid, 0) + 1
+
+
+def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Send the collection counts to the controller once per process, with a case report."""
+    state = item.config.stash[STATE_KEY]
+    if not state.collected_sent and state.collected:
+        state.collected_sent = True
+        setattr(report, COLLECTED_ATTR, dict(state.collected))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -392,6 +416,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)
+        _attach_collected(item, report)
     return report
 
 
