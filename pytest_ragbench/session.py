@@ -177,10 +177,11 @@ class RagbenchSession:
             return
         self._write_failed.add(what)
         line = f"ragbench: cannot write {path}: {exc.strerror or exc}"
-        self.messages.append(line)
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             tr.write_line(line, red=True)
+        else:
+            self.messages.append(line)
 
     def _is_case(self, nodeid: str) -> bool:
         parts = nodeid.split("::")
