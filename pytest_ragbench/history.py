@@ -163,6 +163,11 @@ class RunHistory:
         return None
 
     def _create(self) -> None:
+        tables = {str(n) for (n,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise HistoryError(f"{self.path}: not a ragbench run history (a SQLite database "
+                               "with other tables); pass another --ragbench-history")
         # journal_mode cannot change inside a transaction; once WAL, it stays WAL.
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.conn.execute("PRAGMA journal_mode=WAL")
