@@ -143,6 +143,8 @@ class RagbenchSession:
         self._baseline_matched = False
         if self.write_files:
             check_out_dir(self.out_root)
+            if not config.getoption("ragbench_no_history"):
+                self._check_history()
         if self.baseline_spec:
             self._check_baseline_reference()
 
@@ -294,6 +296,21 @@ class RagbenchSession:
             raise pytest.UsageError(f"ragbench: {exc}") from None
         if doc is not None:
             self.baseline_doc, self.baseline_label = doc, self.baseline_spec
+
+    def _check_history(self) -> None:
+        """A history file the run could not append to is a usage error now, not a lost row
+        at the end (nothing is created here)."""
+        from .history import HistoryError, RunHistory
+
+        path = self.history_path()
+        if not path.exists():
+            return
+        try:
+            with RunHistory(path, readonly=True):
+                pass
+        except HistoryError as exc:
+            raise pytest.UsageError(f"ragbench: {exc} (check --ragbench-history, or pass "
+                                    "--ragbench-no-history)") from None
 
     def _run_started(self, suite_ids: list[str]) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline

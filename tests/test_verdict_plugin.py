@@ -112,7 +112,8 @@ def test_baseline_regressions_are_junit_testcases(pytester, mini_suite):
 
 
 @pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
-                                  ["-x"]], ids=["k", "deselect", "x"])
+                                  ["-x"], ["-k", "q1 or q2", "-n", "2"]],
+                         ids=["k", "deselect", "x", "k-xdist"])
 def test_narrowed_runs_are_partial_everywhere(pytester, mini_suite, args):
     path = mini_suite(drop="d3")
     path.write_text(path.read_text() + THRESHOLD + "gates:\n  mrr@10: 0.1\n")
@@ -345,3 +346,29 @@ def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
     if code == 0 or code == 1:
         summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         assert summary["passed"] is (code == 0)
+
+
+@pytest.mark.parametrize("kind", ["truncated-baseline", "history-dir", "history-text"])
+def test_malformed_files_on_the_command_line_are_one_clear_usage_error(pytester, mini_suite,
+                                                                       kind):
+    mini_suite()
+    args = [SUITE]
+    if kind == "truncated-baseline":
+        assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+        base = pytester.path / "base.json"
+        base.write_text(base.read_text()[:200])
+        args.append("--ragbench-baseline=base.json")
+        named = "base.json"
+    elif kind == "history-dir":
+        (pytester.path / "hist").mkdir()
+        args.append("--ragbench-history=hist")
+        named = "hist"
+    else:
+        (pytester.path / "hist.sqlite").write_text("not sqlite at all\n" * 100)
+        args.append("--ragbench-history=hist.sqlite")
+        named = "hist.sqlite"
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [x for x in result.stderr.lines if x.strip()]
+    assert len(errors) == 1 and named in errors[0] and errors[0].startswith("ERROR: ragbench:")
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()

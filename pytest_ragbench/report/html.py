@@ -30,7 +30,7 @@ import json
 import math
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -315,6 +315,14 @@ class GateView:
 
 
 def _gate_view(g: Mapping[str, Any]) -> GateView:
+    view = _gate_view_of(g)
+    if g.get("coverage") and not g.get("skipped"):
+        # Judged on the cases a partial run ran, and labelled so.
+        return replace(view, detail=f"{view.detail}; on {g['coverage']} that ran")
+    return view
+
+
+def _gate_view_of(g: Mapping[str, Any]) -> GateView:
     where = f"{g.get('suite')} / {g.get('retriever')}"
     if g.get("scope"):
         where += f" [{g['scope']}]"
