@@ -175,9 +175,24 @@ def compare_docs(
     for row in rows:
         if row["regressed"]:
             failures.append(regression_line(row))
+    prior = _prior_failure(current)
+    if prior is not None:
+        failures.append(prior)
+        other.append(prior)
     verdict = _verdict(current, gate_results, rows, other)
     return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
             "passed": verdict["passed"], "verdict": verdict}
+
+
+def _prior_failure(current: Mapping[str, Any]) -> str | None:
+    """A history run or saved baseline keeps its exit status, not its reasons: one that
+    failed when it ran fails the comparison too, so the two verdicts agree."""
+    run = current.get("run") or {}
+    status = run.get("exitstatus")
+    if isinstance(current.get("verdict"), Mapping) or not isinstance(status, int) or not status:
+        return None
+    said = f" ({run['verdict']})" if isinstance(run.get("verdict"), str) else ""
+    return f"ragbench: run {run.get('id')} ended with exit status {status} when it ran{said}"
 
 
 def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],

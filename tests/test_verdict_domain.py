@@ -215,3 +215,20 @@ def test_cli_reports_a_broken_history_in_one_line(tmp_path, monkeypatch, capsys)
     assert ragbench_main(["compare", "a.json", "b.json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "b.json: not valid JSON" in err[0]
+
+
+def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    failed = _doc("r2", 0.5)
+    failed["run"].update(exitstatus=1, verdict="FAILED")
+    with RunHistory(tmp_path / ".ragbench" / "history.sqlite") as h:
+        h.append(_doc("r1", 0.5), passed=True)
+        h.append(failed, passed=False)
+    assert ragbench_main(["compare", "r1", "r1"]) == 0
+    assert ragbench_main(["compare", "r1", "r2"]) == 1
+    out = capsys.readouterr().out
+    assert "ragbench compare: FAILED" in out
+    assert "ragbench: run r2 ended with exit status 1 when it ran (FAILED)" in out
+    assert ragbench_main(["history"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any("r2" in row and row.endswith("FAILED") for row in rows)
