@@ -109,12 +109,15 @@ def _nan(value: Any) -> float:
 def compare_docs(
     baseline: Mapping[str, Any] | None, current: Mapping[str, Any],
     overrides: Overrides | None = None, *, suite_thresholds: bool = True,
+    stored_verdict: bool = True,
 ) -> dict[str, Any]:
     """Compare ``current`` with ``baseline`` and check every gate; the verdict is ``passed``.
 
     Without a baseline only the threshold gates are checked (gates against a baseline are
     reported as skipped). ``suite_thresholds=False`` leaves out the threshold gates stored with
     the suites (the plugin has checked them already) but still checks the command line's.
+    ``stored_verdict=False`` ignores what ``current`` recorded about its own run (the plugin
+    decides the verdict of the run in progress itself).
 
     Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
     "passed": bool}``: ``suites`` says per suite whether the suite file, the dataset or the
@@ -175,11 +178,11 @@ def compare_docs(
     for row in rows:
         if row["regressed"]:
             failures.append(regression_line(row))
-    prior = _prior_failure(current)
+    prior = _prior_failure(current) if stored_verdict else None
     if prior is not None:
         failures.append(prior)
         other.append(prior)
-    verdict = _verdict(current, gate_results, rows, other)
+    verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
     return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
             "passed": verdict["passed"], "verdict": verdict}
 

@@ -501,7 +501,8 @@ class RagbenchSession:
         overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
                               gates=extra_gates)
         try:
-            result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
+            result = jsonable(compare_docs(base_doc, current, overrides,
+                                                suite_thresholds=False, stored_verdict=False))
         except BaselineError as exc:
             line = f"ragbench: {exc}"
             self.failures.append(line)

@@ -40,13 +40,15 @@ def test_failed_items_fail_every_output(pytester, mini_suite, monkeypatch):
     path.write_text(path.read_text() + THRESHOLD)
     step = pytester.path / "step.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
-    result = pytester.runpytest(SUITE, "--junitxml=out.xml")
+    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate", "mrr@10 >= 0")
     assert result.ret == 1
+    assert "ended with exit status" not in result.stdout.str()
     summary, md, html = _outputs(pytester)
     assert summary["passed"] is False
     verdict = summary["verdict"]
     assert verdict["status"] == "failed" and not verdict["partial"]
-    failed = next(r for r in verdict["reasons"] if r["kind"] == "items_failed")
+    assert [r["kind"] for r in verdict["reasons"]] == ["items_failed"]
+    failed = verdict["reasons"][0]
     n_failed = result.parseoutcomes()["failed"]
     assert failed["count"] == n_failed >= 2
     assert md.startswith("## ragbench: FAILED")
