@@ -50,6 +50,11 @@ _PACKAGES = {"pytest-ragbench": "pytest_ragbench", "pytest": "pytest", "pytest-x
              "numpy": "numpy", "scipy": "scipy", "rank-bm25": "rank_bm25", "httpx": "httpx"}
 
 
+# history.DEFAULT_HISTORY, not imported from there: it loads sqlite3 and the statistics, and
+# every pytest run asks for the path at start-up (tests check that the two agree).
+DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -274,8 +279,6 @@ class RagbenchSession:
 
     def history_path(self) -> Path:
         """Where the run history is (``--ragbench-no-history`` only stops adding to it)."""
-        from .history import DEFAULT_HISTORY
-
         opt = self.config.getoption("ragbench_history")
         if opt:
             return self.config.invocation_params.dir / opt
@@ -300,11 +303,11 @@ class RagbenchSession:
     def _check_history(self) -> None:
         """A history file the run could not append to is a usage error now, not a lost row
         at the end (nothing is created here)."""
-        from .history import HistoryError, RunHistory
-
         path = self.history_path()
         if not path.exists():
             return
+        from .history import HistoryError, RunHistory
+
         try:
             with RunHistory(path, readonly=True):
                 pass

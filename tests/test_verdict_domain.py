@@ -232,3 +232,9 @@ def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, cap
     assert ragbench_main(["history"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert any("r2" in row and row.endswith("FAILED") for row in rows)
+
+
+def test_the_session_and_the_history_agree_on_the_default_path():
+    from pytest_ragbench import history, session
+
+    assert session.DEFAULT_HISTORY == history.DEFAULT_HISTORY
