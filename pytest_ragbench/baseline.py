@@ -65,6 +65,9 @@ def make_baseline(
                            "gates": list(s.get("gate_texts", [])),
                            "baseline_settings": s.get("baseline_settings", {}),
                            "cases": case_meta(all_recs), "retrievers": retrievers}
+        if s.get("partial"):
+            suites[s["id"]].update(n_cases_run=s["n_cases_run"],
+                                   n_cases_total=s["n_cases_total"])
     return jsonable({
         "schema_version": BASELINE_SCHEMA_VERSION,
         "kind": BASELINE_KIND,

@@ -140,10 +140,12 @@ def compare_docs(
         n_stored = len(cur_s.get("gates", []))
         gate_results += _threshold_results(
             name, cur_s, gates if suite_thresholds else gates[n_stored:])
+        partial = _partial_text(current, cur_s)
         base_id = matched.get(sid)
         base_s = None if baseline is None or base_id is None else baseline["suites"][base_id]
         if base_s is None:
-            out_suites.append({"id": sid, "name": name, "in_baseline": False})
+            out_suites.append({"id": sid, "name": name, "in_baseline": False,
+                               **({"partial": partial} if partial else {})})
             gate_results += [
                 {"kind": g.kind, "suite": name, "retriever": "*", "metric": g.metric,
                  "scope": scope_text(g.scope), "text": g.text, "passed": True, "skipped": True,
@@ -158,6 +160,7 @@ def compare_docs(
             "dataset_changed": base_s.get("dataset_hash") != cur_s.get("dataset_hash"),
             "n_common": len(cur_ids & base_ids),
             "added": len(cur_ids - base_ids), "removed": len(base_ids - cur_ids),
+            **({"partial": partial} if partial else {}),
         }
         out_suites.append(info)
         if settings.require_same_dataset and (
@@ -185,6 +188,23 @@ def compare_docs(
     verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
     return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
             "passed": verdict["passed"], "verdict": verdict}
+
+
+def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
+    """"N of M cases" when the current side's suite (or, lacking per-suite counts, its
+    run) is partial."""
+    from .verdict import coverage_text
+
+    if isinstance(cur_s.get("n_cases_total"), int):
+        n, total = int(cur_s.get("n_cases_run") or 0), int(cur_s["n_cases_total"])
+        return coverage_text(n, total) if n < total else None
+    run = current.get("run") or {}
+    if run.get("partial"):
+        n, total = run.get("n_cases"), run.get("n_cases_total")
+        if isinstance(n, int) and isinstance(total, int):
+            return f"run {coverage_text(n, total)}"
+        return "run partial"
+    return None
 
 
 def _prior_failure(current: Mapping[str, Any]) -> str | None:

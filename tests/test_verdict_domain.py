@@ -238,3 +238,18 @@ def test_the_session_and_the_history_agree_on_the_default_path():
     from pytest_ragbench import history, session
 
     assert session.DEFAULT_HISTORY == history.DEFAULT_HISTORY
+
+
+def test_cli_compare_says_when_the_run_is_partial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    part = _doc("r2", 0.5)
+    part["run"].update(partial=True, n_cases=1, n_cases_total=3)
+    with RunHistory(tmp_path / ".ragbench" / "history.sqlite") as h:
+        h.append(_doc("r1", 0.5), passed=True)
+        h.append(part, passed=True)
+    assert ragbench_main(["compare", "r1", "r2"]) == 0
+    out = capsys.readouterr().out
+    assert "suite s: partial, run 1 of 3 cases ran" in out
+    assert ragbench_main(["compare", "r1", "r2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["verdict"]["headline"] == "passed (partial: 1 of 3 cases)"

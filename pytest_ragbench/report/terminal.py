@@ -124,6 +124,9 @@ def dataset_lines(suites: Sequence[Mapping[str, Any]]) -> list[str]:
     """What differs between the baseline and this run: suite file, dataset, query set."""
     lines = []
     for s in suites:
+        if s.get("partial"):
+            lines.append(f"  suite {s['name']}: partial, {s['partial']} ran; compared on "
+                         "those")
         if not s.get("in_baseline", True):
             lines.append(f"  suite {s['name']}: not in the baseline")
             continue
