@@ -120,10 +120,13 @@ def compare_docs(
     decides the verdict of the run in progress itself).
 
     Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
-    "passed": bool}``: ``suites`` says per suite whether the suite file, the dataset or the
-    query set changed; ``rows`` are the per-metric comparisons; ``gates`` the checked gates
-    (thresholds on the current side and gates against the baseline); ``failures`` one line per
-    failed gate, regression or required-but-different dataset.
+    "other_failures": [...], "passed": bool, "verdict": {...}}``: ``suites`` says per suite
+    which baseline suite it was matched with (by name), whether the suite file, the dataset or
+    the query set changed, and whether it is partial; ``rows`` are the per-metric comparisons;
+    ``gates`` the checked gates (thresholds on the current side and gates against the
+    baseline); ``failures`` one line per failed gate, regression or required-but-different
+    dataset; ``other_failures`` those that are neither gates nor regressions; ``verdict`` as
+    :func:`pytest_ragbench.verdict.make_verdict` builds it.
     """
     ov = overrides or Overrides()
     out_suites: list[dict[str, Any]] = []
@@ -187,7 +190,7 @@ def compare_docs(
         other.append(prior)
     verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
     return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
-            "passed": verdict["passed"], "verdict": verdict}
+            "other_failures": other, "passed": verdict["passed"], "verdict": verdict}
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:

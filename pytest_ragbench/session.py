@@ -247,6 +247,7 @@ class RagbenchSession:
         from .plugin import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
+        cov = self.coverage(exitstatus)
         return {
             "id": self.run_id,
             "started": self.started,
@@ -260,10 +261,10 @@ class RagbenchSession:
             "versions": package_versions(),
             "workers": getattr(self.config.option, "numprocesses", None),
             "exitstatus": int(exitstatus),
-            "partial": self.coverage(exitstatus).partial,
+            "partial": cov.partial,
             "n_records": len(self.records),
-            "n_cases": self.coverage(exitstatus).cases_run,
-            "n_cases_total": self.coverage(exitstatus).cases_total,
+            "n_cases": cov.cases_run,
+            "n_cases_total": cov.cases_total,
         }
 
     def coverage(self, exitstatus: int) -> Coverage:
@@ -510,22 +511,20 @@ class RagbenchSession:
             line = f"ragbench: {exc}"
             self.failures.append(line)
             return [line]
-        cov = {s["id"]: s for s in summary["suites"]}
-        for g in result["gates"]:
-            s = next((c for c in cov.values() if c["name"] == g.get("suite")), None)
-            if s is not None and s.get("partial") and not g.get("skipped"):
-                from .verdict import coverage_text
+        from .verdict import coverage_text
 
-                g["coverage"] = coverage_text(s["n_cases_run"], s["n_cases_total"])
+        partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
+                   for s in summary["suites"] if s.get("partial")}
+        for g in result["gates"]:
+            if g.get("suite") in partial and not g.get("skipped"):
+                g["coverage"] = partial[g["suite"]]
         summary["gates"] += result["gates"]
         summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
         if base_doc is not None:
             self.baseline_rows = result["rows"]
             summary["baseline"].update(rows=result["rows"], suites=result["suites"])
-        gate_lines_ = {gate_failure_line_of(g) for g in result["gates"] if not g["passed"]}
         self.failures += result["failures"]
-        return [f for f in result["failures"]
-                if f not in gate_lines_ and not f.startswith("ragbench: regression:")]
+        return list(result["other_failures"])
 
     def _junit_gates(self, summary: dict[str, Any]) -> None:
         """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
@@ -637,12 +636,6 @@ def _point_latest(root: Path, run_id: str) -> None:
         os.replace(tmp, link)
     except OSError:
         (root / "LATEST").write_text(run_id + "\n", encoding="utf-8")
-
-
-def gate_failure_line_of(g: dict[str, Any]) -> str:
-    from .compare import gate_failure_line
-
-    return gate_failure_line(g)
 
 
 def check_out_dir(out_root: Path) -> None:
