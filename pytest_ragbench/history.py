@@ -187,6 +187,11 @@ class RunHistory:
 
     def _check_schema(self) -> None:
         try:
+            tables = {str(n) for (n,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                # A file another run has just created and not yet filled: empty, not broken.
+                return
             rows = self.conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
         except sqlite3.DatabaseError as exc:
