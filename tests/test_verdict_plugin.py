@@ -77,11 +77,12 @@ def _junit_cases(path: Path) -> dict[str, ET.Element]:
     return {f"{c.get('classname')}::{c.get('name')}": c for c in root.iter("testcase")}
 
 
-def test_every_gate_is_a_junit_testcase(pytester, mini_suite):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_gate_is_a_junit_testcase(pytester, mini_suite, workers):
     path = mini_suite(drop="d5")
     path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.99'\n  mrr@10: 0.1\n")
     result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate",
-                                "recall@10 >= 0.2")
+                                "recall@10 >= 0.2", *workers)
     assert result.ret == 1
     suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "8"
