@@ -426,8 +426,8 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         return (yield)
     finally:
         # Every item and session fixture is done and the records are aggregated (the
-        # controller closed its runtimes if it had records; this covers workers and the
-        # rest). Dropping the indexes and datasets now rather than at unconfigure returns
+        # controller aggregates first among the session-finish hooks, so that its gates reach
+        # junitxml). Dropping the indexes and datasets now rather than at unconfigure returns
         # their memory before pytest's closing work, and spares its full collections the walk
         # when the heap is not frozen.
         state = session.config.stash.get(STATE_KEY, None)
