@@ -16,6 +16,7 @@ from .gates import Gate, evaluate_threshold, scope_retriever
 from .records import case_outcome, record_key
 from .stats import best_system, pairwise_table, summarize
 from .suite import Suite
+from .verdict import coverage_text
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -224,12 +225,16 @@ def ab_comparisons(
 
 def summarize_run(
     records: Iterable[Mapping[str, Any]], suites: Mapping[str, Suite | None],
+    totals: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``suites`` and ``gates`` part of a summary (deterministic for the same records).
 
     ``suites`` maps suite ids (as in records) to their definitions, or None when the suite file
-    could not be read again (then metrics come from the records themselves).
+    could not be read again (then metrics come from the records themselves). ``totals`` maps
+    suite ids to the number of cases each suite holds (as collected): a suite that ran fewer
+    is partial, says "N of M cases", and its gates are labelled as judged on those cases.
     """
+    records = list(records)
     groups = group_records(records)
     by_suite: dict[str, list[tuple[str, list[Mapping[str, Any]]]]] = {}
     for (suite_id, retriever), recs in groups.items():
@@ -258,11 +263,17 @@ def summarize_run(
             "metrics": metric_names,
             "retrievers": [],
         }
+        n_run = sum(len(recs) for _, recs in entries)
+        n_total = max(n_run, int((totals or {}).get(suite_id, n_run)))
+        suite_out.update(n_cases_run=n_run, n_cases_total=n_total, partial=n_run < n_total)
         for retriever, recs in entries:
             group = summarize_group(suite, recs, metric_names, seed)
             group["name"] = retriever
             if suite is not None:
                 group["gates"] = evaluate_gates(suite, retriever, group, recs)
+                if n_run < n_total:
+                    for g in group["gates"]:
+                        g["coverage"] = coverage_text(n_run, n_total)
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
         if suite is not None:

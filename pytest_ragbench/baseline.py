@@ -65,6 +65,9 @@ def make_baseline(
                            "gates": list(s.get("gate_texts", [])),
                            "baseline_settings": s.get("baseline_settings", {}),
                            "cases": case_meta(all_recs), "retrievers": retrievers}
+        if s.get("partial"):
+            suites[s["id"]].update(n_cases_run=s["n_cases_run"],
+                                   n_cases_total=s["n_cases_total"])
     return jsonable({
         "schema_version": BASELINE_SCHEMA_VERSION,
         "kind": BASELINE_KIND,
@@ -90,7 +93,10 @@ def load_baseline(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BaselineError(f"{path}: not valid JSON ({exc})") from None
+        raise BaselineError(f"{path}: not valid JSON ({exc}); a truncated or hand-edited "
+                            "baseline? save it again with --ragbench-save-baseline") from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read the baseline ({exc})") from None
     if not isinstance(doc, dict) or doc.get("kind") != BASELINE_KIND:
         raise BaselineError(f"{path}: not a ragbench baseline (expected kind "
                             "'ragbench-baseline'; save one with --ragbench-save-baseline)")
@@ -110,6 +116,19 @@ def check_baseline_doc(doc: Mapping[str, Any], where: str) -> None:
     for sid, s in suites.items():
         if not isinstance(s, dict) or not isinstance(s.get("retrievers"), dict):
             raise BaselineError(f"{where}: suite {sid!r} has no 'retrievers' mapping")
+        for key, kind in (("name", str), ("cases", dict), ("gates", list),
+                          ("baseline_settings", dict)):
+            if key in s and s[key] is not None and not isinstance(s[key], kind):
+                raise BaselineError(f"{where}: suite {sid!r}: '{key}' must be a "
+                                    f"{'string' if kind is str else kind.__name__}")
         for rname, r in s["retrievers"].items():
             if not isinstance(r, dict) or not isinstance(r.get("metrics"), dict):
                 raise BaselineError(f"{where}: {sid}/{rname} has no 'metrics' mapping")
+            for metric, st in r["metrics"].items():
+                at = f"{where}: {sid}/{rname}/{metric}"
+                if not isinstance(st, dict) or not isinstance(st.get("scores", {}), dict):
+                    raise BaselineError(f"{at}: expected a mapping with a 'scores' mapping")
+                values = [st.get("mean"), *st.get("scores", {}).values()]
+                if any(v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
+                       for v in values):
+                    raise BaselineError(f"{at}: means and scores must be numbers or null")

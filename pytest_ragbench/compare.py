@@ -40,6 +40,7 @@ from .gates import (
 )
 from .report.terminal import _f, _p, _where
 from .stats import holm, paired_compare
+from .verdict import make_verdict
 
 N_RESAMPLES = 10000
 
@@ -108,24 +109,32 @@ def _nan(value: Any) -> float:
 def compare_docs(
     baseline: Mapping[str, Any] | None, current: Mapping[str, Any],
     overrides: Overrides | None = None, *, suite_thresholds: bool = True,
+    stored_verdict: bool = True,
 ) -> dict[str, Any]:
     """Compare ``current`` with ``baseline`` and check every gate; the verdict is ``passed``.
 
     Without a baseline only the threshold gates are checked (gates against a baseline are
     reported as skipped). ``suite_thresholds=False`` leaves out the threshold gates stored with
     the suites (the plugin has checked them already) but still checks the command line's.
+    ``stored_verdict=False`` ignores what ``current`` recorded about its own run (the plugin
+    decides the verdict of the run in progress itself).
 
     Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
-    "passed": bool}``: ``suites`` says per suite whether the suite file, the dataset or the
-    query set changed; ``rows`` are the per-metric comparisons; ``gates`` the checked gates
-    (thresholds on the current side and gates against the baseline); ``failures`` one line per
-    failed gate, regression or required-but-different dataset.
+    "other_failures": [...], "passed": bool, "verdict": {...}}``: ``suites`` says per suite
+    which baseline suite it was matched with (by name), whether the suite file, the dataset or
+    the query set changed, and whether it is partial; ``rows`` are the per-metric comparisons;
+    ``gates`` the checked gates (thresholds on the current side and gates against the
+    baseline); ``failures`` one line per failed gate, regression or required-but-different
+    dataset; ``other_failures`` those that are neither gates nor regressions; ``verdict`` as
+    :func:`pytest_ragbench.verdict.make_verdict` builds it.
     """
     ov = overrides or Overrides()
     out_suites: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     gate_results: list[dict[str, Any]] = []
     failures: list[str] = []
+    names = {sid: str(cs.get("name", sid)) for sid, cs in current.get("suites", {}).items()}
+    matched = match_suites(baseline, names) if baseline is not None else {}
     for sid in sorted(current.get("suites", {})):
         cur_s = current["suites"][sid]
         name = cur_s.get("name", sid)
@@ -134,9 +143,12 @@ def compare_docs(
         n_stored = len(cur_s.get("gates", []))
         gate_results += _threshold_results(
             name, cur_s, gates if suite_thresholds else gates[n_stored:])
-        base_s = None if baseline is None else baseline.get("suites", {}).get(sid)
+        partial = _partial_text(current, cur_s)
+        base_id = matched.get(sid)
+        base_s = None if baseline is None or base_id is None else baseline["suites"][base_id]
         if base_s is None:
-            out_suites.append({"id": sid, "name": name, "in_baseline": False})
+            out_suites.append({"id": sid, "name": name, "in_baseline": False,
+                               **({"partial": partial} if partial else {})})
             gate_results += [
                 {"kind": g.kind, "suite": name, "retriever": "*", "metric": g.metric,
                  "scope": scope_text(g.scope), "text": g.text, "passed": True, "skipped": True,
@@ -145,11 +157,13 @@ def compare_docs(
             continue
         cur_ids, base_ids = _case_ids(cur_s), _case_ids(base_s)
         info = {
-            "id": sid, "name": name, "in_baseline": True,
+            "id": sid, "name": name, "in_baseline": True, "baseline_id": base_id,
+            "baseline_run": base_s.get("run_id") or (baseline or {}).get("run", {}).get("id"),
             "suite_changed": base_s.get("suite_hash") != cur_s.get("suite_hash"),
             "dataset_changed": base_s.get("dataset_hash") != cur_s.get("dataset_hash"),
             "n_common": len(cur_ids & base_ids),
             "added": len(cur_ids - base_ids), "removed": len(base_ids - cur_ids),
+            **({"partial": partial} if partial else {}),
         }
         out_suites.append(info)
         if settings.require_same_dataset and (
@@ -163,14 +177,66 @@ def compare_docs(
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
         gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
+    other = list(failures)
     for g in gate_results:
         if not g["passed"]:
             failures.append(gate_failure_line(g))
     for row in rows:
         if row["regressed"]:
             failures.append(regression_line(row))
+    prior = _prior_failure(current) if stored_verdict else None
+    if prior is not None:
+        failures.append(prior)
+        other.append(prior)
+    verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
     return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
-            "passed": not failures}
+            "other_failures": other, "passed": verdict["passed"], "verdict": verdict}
+
+
+def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
+    """"N of M cases" when the current side's suite (or, lacking per-suite counts, its
+    run) is partial."""
+    from .verdict import coverage_text
+
+    if isinstance(cur_s.get("n_cases_total"), int):
+        n, total = int(cur_s.get("n_cases_run") or 0), int(cur_s["n_cases_total"])
+        return coverage_text(n, total) if n < total else None
+    run = current.get("run") or {}
+    if run.get("partial"):
+        n, total = run.get("n_cases"), run.get("n_cases_total")
+        if isinstance(n, int) and isinstance(total, int):
+            return f"run {coverage_text(n, total)}"
+        return "run partial"
+    return None
+
+
+def _prior_failure(current: Mapping[str, Any]) -> str | None:
+    """A history run or saved baseline keeps its exit status, not its reasons: one that
+    failed when it ran fails the comparison too, so the two verdicts agree."""
+    run = current.get("run") or {}
+    status = run.get("exitstatus")
+    if isinstance(current.get("verdict"), Mapping) or not isinstance(status, int) or not status:
+        return None
+    said = f" ({run['verdict']})" if isinstance(run.get("verdict"), str) else ""
+    return f"ragbench: run {run.get('id')} ended with exit status {status} when it ran{said}"
+
+
+def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],
+             rows: Sequence[Mapping[str, Any]], other: Sequence[str]) -> dict[str, Any]:
+    """The comparison's verdict; a run folder or history run that failed or was partial
+    when it ran stays so (its failed items and coverage come from what it stored)."""
+    stored = current.get("verdict") if isinstance(current.get("verdict"), Mapping) else {}
+    run = current.get("run") or {}
+    counts = {r.get("kind"): int(r.get("count") or 0) for r in stored.get("reasons", [])
+              if isinstance(r, Mapping)}
+    n = run.get("n_cases", run.get("n_records"))
+    total = run.get("n_cases_total", n)
+    n = int(n) if isinstance(n, int) else 0
+    total = int(total) if isinstance(total, int) else n
+    return make_verdict(
+        items_failed=counts.get("items_failed", 0), items_errored=counts.get("items_errored", 0),
+        gates=gates, rows=rows, other_failures=other, cases_run=n, cases_total=total,
+        partial=bool(run.get("partial")), interrupted=counts.get("interrupted", 0) > 0)
 
 
 def _threshold_results(
@@ -303,15 +369,17 @@ def _baseline_gate_results(
                            note="not in the baseline; nothing to compare")
             elif isinstance(gate, DropGate):
                 worse = worse_by(_nan(row["delta"]), row["direction"])
+                allowed = gate.allowed(_nan(row["baseline"]))
                 res.update(passed=gate.passes(worse, _nan(row["baseline"])),
-                           value=row["delta"], allowed=gate.allowed(_nan(row["baseline"])),
+                           value=row["delta"], allowed=allowed, margin=allowed - worse,
                            row=_row_ref(row))
             else:
                 p = _nan(row["p_holm"])
                 alpha = gate.alpha if gate.alpha is not None else default_alpha
                 worse = worse_by(_nan(row["delta"]), row["direction"])
                 res.update(passed=not (worse > 0 and p < alpha), value=row["delta"],
-                           p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row))
+                           p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row),
+                           margin=(p - alpha) if worse > 0 else None)
             out.append(res)
     return out
 
@@ -351,7 +419,8 @@ def regression_line(row: Mapping[str, Any]) -> str:
 
 
 def doc_from_run_dir(folder: Path) -> dict[str, Any]:
-    """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``)."""
+    """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
+    carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
     from .baseline import make_baseline
     from .report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
 
@@ -363,31 +432,107 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{summary_path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise BaselineError(f"{summary_path}: cannot be read ({exc})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("suites"), list):
-        raise BaselineError(f"{summary_path}: not a ragbench summary")
-    return make_baseline(summary, read_jsonl(cases_path), summary.get("run", {}))
+        raise BaselineError(f"{summary_path}: not a ragbench summary (expected a 'suites' "
+                            "list)")
+    try:
+        doc = make_baseline(summary, read_jsonl(cases_path), summary.get("run") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BaselineError(f"{summary_path}: not a ragbench summary this version reads "
+                            f"({type(exc).__name__}: {exc})") from None
+    if isinstance(summary.get("verdict"), Mapping):
+        doc["verdict"] = summary["verdict"]
+    return doc
 
 
-def load_side(spec: str, *, cwd: Path, history: Path | None) -> tuple[dict[str, Any], str]:
+HISTORY_SPECS = ("last", "best")
+
+
+def load_side(spec: str, *, cwd: Path, history: Path | None,
+              suites: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
     """Resolve ``spec`` to a baseline document and a label for the output.
 
     ``spec`` is a baseline JSON file, a run folder, or (with a history database) ``last``,
-    ``best`` or a run id. Raises BaselineError with what was tried.
+    ``best`` or a run id. ``last`` and ``best`` resolve per suite (for the suite names in
+    ``suites``, else every suite in the history): each suite comes from the newest complete
+    run, or the complete run where it scored best, that holds it. Raises BaselineError with
+    what was tried.
     """
     path = Path(spec) if Path(spec).is_absolute() else cwd / spec
     if path.is_dir():
         return doc_from_run_dir(path), str(spec)
     if path.is_file():
         return load_baseline(path), str(spec)
-    if history is not None and history.is_file():
+    if history is not None and history.exists():
         from .history import HistoryError, RunHistory
 
         try:
             with RunHistory(history, readonly=True) as h:
-                doc = h.baseline_doc(spec)
+                if spec in HISTORY_SPECS:
+                    doc = h.per_suite_doc(spec, suites)
+                    if not doc["suites"]:
+                        which = f" holding suite {', '.join(map(repr, suites))}" if suites \
+                            else ""
+                        raise BaselineError(f"baseline {spec!r}: {history} has no complete "
+                                            f"run{which}")
+                    runs = doc["run"]["runs"]
+                    label = (f"history run {doc['run']['id']}" if doc["run"]["id"] else
+                             f"history {spec} per suite (" + ", ".join(
+                                 f"{name}: run {rid}" for name, rid in runs.items()) + ")")
+                else:
+                    doc = h.baseline_doc(spec)
+                    label = f"history run {doc['run'].get('id')}"
         except HistoryError as exc:
             raise BaselineError(str(exc)) from None
         check_baseline_doc(doc, f"history run {spec}")
-        return doc, f"history run {doc['run'].get('id')}"
+        return doc, label
     where = f" nor a run in {history}" if history is not None else ""
     raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
+
+
+def check_reference(spec: str, *, cwd: Path, history: Path | None) -> dict[str, Any] | None:
+    """Check that a baseline reference can exist before a run starts: a file or run folder
+    is read (and returned), a history reference needs a readable history with such a run.
+    Raises BaselineError; returns None for history references (resolved per suite later)."""
+    path = Path(spec) if Path(spec).is_absolute() else cwd / spec
+    if path.exists():
+        return load_side(spec, cwd=cwd, history=history)[0]
+    if history is None or not history.exists():
+        where = f" nor a run in {history} (no run history there)" if history else ""
+        raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
+    from .history import HistoryError, RunHistory
+
+    try:
+        with RunHistory(history, readonly=True) as h:
+            if spec in HISTORY_SPECS:
+                if not h.has_complete_run():
+                    raise BaselineError(f"baseline {spec!r}: {history} has no complete run "
+                                        "yet")
+            else:
+                h.resolve(spec)
+    except HistoryError as exc:
+        raise BaselineError(f"baseline {spec!r}: {exc}") from None
+    return None
+
+
+def match_suites(
+    baseline: Mapping[str, Any], current: Mapping[str, str],
+) -> dict[str, str]:
+    """Current suite id -> the baseline suite id it is compared with.
+
+    Suites are matched by name (their stable identity: moving or renaming the suite file
+    keeps it); when the baseline holds several suites of that name, the one at the same path
+    wins, else the first by id. ``current`` maps suite ids to names.
+    """
+    by_name: dict[str, list[str]] = {}
+    for bid, bs in sorted((baseline.get("suites") or {}).items()):
+        name = bs.get("name") if isinstance(bs, Mapping) else None
+        by_name.setdefault(str(name if name is not None else bid), []).append(bid)
+    out: dict[str, str] = {}
+    for sid, name in current.items():
+        candidates = by_name.get(name, [])
+        if candidates:
+            out[sid] = sid if sid in candidates else candidates[0]
+    return out

@@ -10,10 +10,12 @@ pytest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,8 +28,11 @@ HISTORY_SCHEMA_VERSION = 1
 DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
 # Run metadata worth keeping; anything else in the run dict is left out on purpose.
 _RUN_KEYS = ("id", "started", "finished", "duration_s", "command", "git_commit", "versions",
-             "workers", "exitstatus", "partial", "n_records", "suites")
+             "workers", "exitstatus", "partial", "n_records", "n_cases", "n_cases_total",
+             "verdict", "suites")
 _SPARK = "_.-=+*#@"
+BUSY_TIMEOUT_S = 30.0
+_RETRIES = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,6 +71,13 @@ class HistoryError(RagbenchError):
     """The history database is missing, unreadable, or has no such run."""
 
 
+def _why(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"not a SQLite database: {text}"
+    return text
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """One row of the run list."""
@@ -100,21 +112,95 @@ class RunHistory:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise HistoryError(f"{self.path}: is a folder, expected a run history file "
+                               "(SQLite)")
         try:
             if readonly:
                 if not self.path.is_file():
                     raise HistoryError(f"no run history at {self.path}")
-                self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+                self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                            timeout=BUSY_TIMEOUT_S)
+                self._check_schema()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(self.path, timeout=30)
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.executescript(_SCHEMA)
-                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                  (str(HISTORY_SCHEMA_VERSION),))
-                self.conn.commit()
+                # Autocommit mode: every transaction below is opened explicitly, IMMEDIATE,
+                # so that two runs creating the file at the same moment queue on the write
+                # lock (busy_timeout) instead of one failing half-way through the schema.
+                self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S,
+                                            isolation_level=None)
+                self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                self._retry(self._create)
         except sqlite3.Error as exc:
+            self._close_quietly()
+            raise HistoryError(f"{self.path}: cannot open the run history ({_why(exc)})"
+                               ) from None
+        except OSError as exc:
             raise HistoryError(f"{self.path}: cannot open the run history ({exc})") from None
+        except HistoryError:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _retry(self, action: Callable[[], Any]) -> Any:
+        """Run a write transaction, again when another process held the lock past the busy
+        timeout (WAL mode switches and schema creation can report "locked" at once)."""
+        for attempt in range(_RETRIES):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                if attempt == _RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return None
+
+    def _create(self) -> None:
+        tables = {str(n) for (n,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "meta" not in tables:
+            raise HistoryError(f"{self.path}: not a ragbench run history (a SQLite database "
+                               "with other tables); pass another --ragbench-history")
+        # journal_mode cannot change inside a transaction; once WAL, it stays WAL.
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                              (str(HISTORY_SCHEMA_VERSION),))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        try:
+            tables = {str(n) for (n,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                # A file another run has just created and not yet filled: empty, not broken.
+                return
+            rows = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(f"{self.path}: not a ragbench run history ({_why(exc)})"
+                               ) from None
+        version = rows[0][0] if rows else None
+        if version != str(HISTORY_SCHEMA_VERSION):
+            raise HistoryError(f"{self.path}: run history schema version {version!r} is not "
+                               f"supported (this version reads {HISTORY_SCHEMA_VERSION})")
 
     def __enter__(self) -> RunHistory:
         return self
@@ -139,7 +225,17 @@ class RunHistory:
         run = doc.get("run", {})
         run_id = str(run.get("id"))
         meta = {k: run[k] for k in _RUN_KEYS if k in run}
-        with self.conn:
+        try:
+            self._retry(lambda: self._insert(doc, run_id, run, meta, passed))
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: cannot write the run history ({_why(exc)})"
+                               ) from None
+        return run_id
+
+    def _insert(self, doc: Mapping[str, Any], run_id: str, run: Mapping[str, Any],
+                meta: Mapping[str, Any], passed: bool | None) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
             self.conn.execute(
                 "INSERT OR REPLACE INTO runs (id, started, finished, git_commit, exitstatus, "
                 "partial, passed, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -165,7 +261,11 @@ class RunHistory:
                             "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
                             [(run_id, sid, rname, metric, cid, v)
                              for cid, v in st.get("scores", {}).items()])
-        return run_id
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -184,6 +284,29 @@ class RunHistory:
         return [RunInfo(seq, rid, started, commit, None if passed is None else bool(passed),
                         bool(partial))
                 for seq, rid, started, commit, passed, partial in reversed(rows)]
+
+    def verdict_text(self, info: RunInfo) -> str:
+        """The run's verdict as the run itself printed it: ``passed``, ``FAILED``, with
+        ``(partial: N of M cases)`` for a partial run."""
+        from .verdict import headline
+
+        if info.passed is None:
+            word = "-"
+            return f"{word} (partial)" if info.partial else word
+        n, total = self._coverage(info.id)
+        if info.partial and n is not None and total is not None:
+            return headline(info.passed, True, n, total)
+        return ("passed" if info.passed else "FAILED") + (" (partial)" if info.partial else "")
+
+    def _coverage(self, run_id: str) -> tuple[int | None, int | None]:
+        rows = self._query("SELECT meta FROM runs WHERE id = ?", (run_id,))
+        try:
+            meta = json.loads(rows[0][0]) if rows else {}
+        except json.JSONDecodeError:
+            return None, None
+        n, total = meta.get("n_cases"), meta.get("n_cases_total")
+        return (int(n), int(total)) if isinstance(n, int) and isinstance(total, int) else (
+            None, None)
 
     def metrics(self, suite: str | None = None) -> list[str]:
         sql = "SELECT DISTINCT metric FROM means"
@@ -257,36 +380,134 @@ class RunHistory:
     def baseline_doc(self, spec: str) -> dict[str, Any]:
         """Rebuild a stored run as a baseline document (see :mod:`pytest_ragbench.baseline`)."""
         run_id = self.resolve(spec)
-        (meta,) = self._query("SELECT meta FROM runs WHERE id = ?", (run_id,))[0]
-        run = json.loads(meta)
-        suites: dict[str, Any] = {}
-        for sid, name, sh, dh, seed, gates, settings, cases in self._query(
-            "SELECT suite_id, name, suite_hash, dataset_hash, seed, gates, settings, cases "
-            "FROM suites WHERE run_id = ? ORDER BY suite_id", (run_id,)
-        ):
-            suites[sid] = {"name": name, "suite_hash": sh, "dataset_hash": dh, "seed": seed,
-                           "gates": json.loads(gates), "baseline_settings": json.loads(settings),
-                           "cases": json.loads(cases), "retrievers": {}}
-        for sid, rname, n_cases, n_errors, errors in self._query(
-            "SELECT suite_id, retriever, n_cases, n_errors, errors FROM retrievers "
-            "WHERE run_id = ? ORDER BY rowid", (run_id,)
-        ):
-            suites[sid]["retrievers"][rname] = {"n_cases": n_cases, "n_errors": n_errors,
-                                                "errors": json.loads(errors), "metrics": {}}
-        for sid, rname, metric, direction, mean in self._query(
-            "SELECT suite_id, retriever, metric, direction, mean FROM means WHERE run_id = ? "
-            "ORDER BY rowid", (run_id,)
-        ):
-            suites[sid]["retrievers"][rname]["metrics"][metric] = {
-                "mean": mean, "direction": direction, "scores": {}}
-        for sid, rname, metric, cid, value in self._query(
-            "SELECT suite_id, retriever, metric, case_id, value FROM scores WHERE run_id = ? "
-            "ORDER BY suite_id, retriever, metric, case_id", (run_id,)
-        ):
-            suites[sid]["retrievers"][rname]["metrics"][metric]["scores"][cid] = value
+        run = self._run_meta(run_id)
         return {"schema_version": BASELINE_SCHEMA_VERSION, "kind": BASELINE_KIND,
                 "created": run.get("finished") or run.get("started"), "run": run,
-                "suites": suites}
+                "suites": self._suite_entries(run_id)}
+
+    def _run_meta(self, run_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT meta, passed, partial FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise HistoryError(f"{self.path}: no run {run_id!r} in the run history")
+        meta, passed, partial = rows[0]
+        try:
+            run = json.loads(meta)
+        except json.JSONDecodeError:
+            raise HistoryError(f"{self.path}: run {run_id!r} has unreadable metadata") from None
+        run["passed"] = None if passed is None else bool(passed)
+        run["partial"] = bool(partial)
+        return dict(run)
+
+    def _suite_entries(self, run_id: str, only: set[str] | None = None) -> dict[str, Any]:
+        """The baseline-document ``suites`` of one stored run (``only``: these suite ids)."""
+        suites: dict[str, Any] = {}
+        try:
+            for sid, name, sh, dh, seed, gates, settings, cases in self._query(
+                "SELECT suite_id, name, suite_hash, dataset_hash, seed, gates, settings, "
+                "cases FROM suites WHERE run_id = ? ORDER BY suite_id", (run_id,)
+            ):
+                if only is None or sid in only:
+                    suites[sid] = {
+                        "name": name, "suite_hash": sh, "dataset_hash": dh, "seed": seed,
+                        "gates": json.loads(gates), "baseline_settings": json.loads(settings),
+                        "cases": json.loads(cases), "retrievers": {}}
+            for sid, rname, n_cases, n_errors, errors in self._query(
+                "SELECT suite_id, retriever, n_cases, n_errors, errors FROM retrievers "
+                "WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ):
+                if sid in suites:
+                    suites[sid]["retrievers"][rname] = {
+                        "n_cases": n_cases, "n_errors": n_errors,
+                        "errors": json.loads(errors), "metrics": {}}
+            for sid, rname, metric, direction, mean in self._query(
+                "SELECT suite_id, retriever, metric, direction, mean FROM means "
+                "WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ):
+                if sid in suites:
+                    suites[sid]["retrievers"][rname]["metrics"][metric] = {
+                        "mean": mean, "direction": direction, "scores": {}}
+            for sid, rname, metric, cid, value in self._query(
+                "SELECT suite_id, retriever, metric, case_id, value FROM scores "
+                "WHERE run_id = ? ORDER BY suite_id, retriever, metric, case_id", (run_id,)
+            ):
+                if sid in suites:
+                    suites[sid]["retrievers"][rname]["metrics"][metric]["scores"][cid] = value
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise HistoryError(f"{self.path}: run {run_id!r} is stored inconsistently "
+                               f"({type(exc).__name__}: {exc})") from None
+        return suites
+
+    def suite_names(self) -> list[str]:
+        """Names of every suite a complete run holds."""
+        return sorted({str(n) for (n,) in self._query(
+            "SELECT DISTINCT s.name FROM suites s JOIN runs r ON r.id = s.run_id "
+            "WHERE r.partial = 0")})
+
+    def _suite_runs(self, name: str) -> list[tuple[int, str, str]]:
+        """(seq, run id, suite id) of the complete runs holding a suite named ``name``,
+        oldest first."""
+        rows = self._query(
+            "SELECT r.seq, r.id, s.suite_id FROM runs r JOIN suites s ON s.run_id = r.id "
+            "WHERE r.partial = 0 AND s.name = ? ORDER BY r.seq, s.suite_id", (name,))
+        return [(int(seq), str(rid), str(sid)) for seq, rid, sid in rows]
+
+    def _suite_score(self, run_id: str, suite_id: str) -> float | None:
+        """The suite's first metric averaged over its retrievers, better = larger."""
+        rows = self._query(
+            "SELECT metric, direction, mean FROM means WHERE run_id = ? AND suite_id = ? "
+            "ORDER BY rowid", (run_id, suite_id))
+        if not rows:
+            return None
+        metric, direction = rows[0][0], rows[0][1]
+        vals = [float(v) for m, _, v in rows if m == metric and v is not None]
+        if not vals:
+            return None
+        return sum(vals) / len(vals) * (-1.0 if direction == "lower" else 1.0)
+
+    def resolve_suite(self, spec: str, name: str) -> tuple[str, str] | None:
+        """(run id, suite id) that ``last`` or ``best`` means for the suite named ``name``:
+        the newest complete run holding it, or the complete run where its first metric
+        (averaged over retrievers) is best; None when no complete run holds it."""
+        candidates = self._suite_runs(name)
+        if not candidates:
+            return None
+        if spec == "last":
+            _, rid, sid = candidates[-1]
+            return rid, sid
+        best: tuple[float, int, str, str] | None = None
+        for seq, rid, sid in candidates:
+            score = self._suite_score(rid, sid)
+            if score is not None and (best is None or (score, seq) > best[:2]):
+                best = (score, seq, rid, sid)
+        return None if best is None else (best[2], best[3])
+
+    def per_suite_doc(self, spec: str, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """``last`` or ``best`` resolved per suite: a baseline document holding, for each
+        suite name (``names``, else every name in the history), that suite from the run
+        ``spec`` picks for it. Partial runs are never picked. Each suite records its
+        ``run_id``; ``run.runs`` maps suite names to run ids."""
+        wanted = list(dict.fromkeys(names)) if names is not None else self.suite_names()
+        suites: dict[str, Any] = {}
+        runs: dict[str, str] = {}
+        for name in wanted:
+            found = self.resolve_suite(spec, name)
+            if found is None:
+                continue
+            rid, sid = found
+            entry = self._suite_entries(rid, {sid}).get(sid)
+            if entry is None:
+                continue
+            key = sid if sid not in suites else f"{sid}@{rid}"
+            suites[key] = {**entry, "run_id": rid}
+            runs[name] = rid
+        ids = sorted(set(runs.values()))
+        run: dict[str, Any] = {"id": ids[0] if len(ids) == 1 else None, "spec": spec,
+                               "runs": runs}
+        return {"schema_version": BASELINE_SCHEMA_VERSION, "kind": BASELINE_KIND,
+                "created": None, "run": run, "suites": suites}
+
+    def has_complete_run(self) -> bool:
+        return bool(self._query("SELECT 1 FROM runs WHERE partial = 0 LIMIT 1"))
 
 
 def history_lines(history: RunHistory, *, metric: str | None = None, suite: str | None = None,
@@ -299,15 +520,15 @@ def history_lines(history: RunHistory, *, metric: str | None = None, suite: str 
     metric = metric or (metrics[0] if metrics else None)
     lines = [f"{'#':>4}  {'run id':<24}  {'started':<25}  {'commit':<8}  verdict"]
     for r in runs:
-        verdict = "partial" if r.partial else {True: "passed", False: "FAILED", None: "-"}[
-            r.passed]
         lines.append(f"{r.seq:>4}  {r.id:<24}  {r.started or '-':<25}  "
-                     f"{(r.git_commit or '-')[:8]:<8}  {verdict}")
+                     f"{(r.git_commit or '-')[:8]:<8}  {history.verdict_text(r)}")
     if metric is None:
         return lines
     if metric not in metrics:
         return [*lines, f"metric {metric!r} is not in the history (known: {', '.join(metrics)})"]
-    lines += ["", f"trend of {metric} over the last {len(runs)} runs (oldest first):"]
+    # A partial run's means cover only the cases it ran: listed above, never in a trend.
+    runs = [r for r in runs if not r.partial]
+    lines += ["", f"trend of {metric} over the last {len(runs)} complete runs (oldest first):"]
     series = history.means(metric, suite)
     width = max([len("suite/retriever"), *(len(f"{s}/{r}") for s, r in series)])
     lines.append(f"  {'suite/retriever':<{width}}  {'first':>8}  {'last':>8}  {'delta':>8}  "

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 STATE_KEY = pytest.StashKey["RagbenchState"]()
 REPORT_ATTR = "ragbench_record"
+# On the first case report of each process: {suite id: cases the suite holds as collected}.
+COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
 
 
@@ -98,6 +100,8 @@ class RagbenchState:
         self._froze_heap = False
         #: Suites collected in this process by node id (checked and built, see collect.py).
         self.collected_suites: dict[str, Suite] = {}
+        self.collected: dict[str, int] = {}
+        self.collected_sent = False
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -430,6 +434,26 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session.config.stash[STATE_KEY].freeze_heap()
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Count the cases each suite holds, as collected and before ``-k``, ``-m``,
+    ``--deselect`` or ``--lf`` deselect any: the M of "N of M cases"."""
+    items = [x for x in (report.result or []) if isinstance(x, CaseItem)]
+    if not items:
+        return
+    state = items[0].config.stash[STATE_KEY]
+    for item in items:
+        sid = item.nodeid.split("::")[0]
+        state.collected[sid] = state.collected.get(sid, 0) + 1
+
+
+def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Send the collection counts to the controller once per process, with a case report."""
+    state = item.config.stash[STATE_KEY]
+    if not state.collected_sent and state.collected:
+        state.collected_sent = True
+        setattr(report, COLLECTED_ATTR, dict(state.collected))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -438,6 +462,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)
+        _attach_collected(item, report)
     return report
 
 
@@ -447,8 +472,8 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         return (yield)
     finally:
         # Every item and session fixture is done and the records are aggregated (the
-        # controller closed its runtimes if it had records; this covers workers and the
-        # rest). Dropping the indexes and datasets now rather than at unconfigure returns
+        # controller aggregates first among the session-finish hooks, so that its gates reach
+        # junitxml). Dropping the indexes and datasets now rather than at unconfigure returns
         # their memory before pytest's closing work, and spares its full collections the walk
         # when the heap is not frozen.
         state = session.config.stash.get(STATE_KEY, None)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -33,6 +35,7 @@ from .report.files import (
     write_json,
 )
 from .suite_files import is_suite_file
+from .verdict import Coverage
 
 if TYPE_CHECKING:
     from .suite import Suite
@@ -45,6 +48,11 @@ if TYPE_CHECKING:
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
 _PACKAGES = {"pytest-ragbench": "pytest_ragbench", "pytest": "pytest", "pytest-xdist": "xdist",
              "numpy": "numpy", "scipy": "scipy", "rank-bm25": "rank_bm25", "httpx": "httpx"}
+
+
+# history.DEFAULT_HISTORY, not imported from there: it loads sqlite3 and the statistics, and
+# every pytest run asks for the path at start-up (tests check that the two agree).
+DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
 
 
 def _now() -> str:
@@ -126,6 +134,24 @@ class RagbenchSession:
         )
         self.write_files = not config.getoption("ragbench_no_output")
         self._git: GitCommitLookup | None = None
+        # Cases each suite holds as collected (suite id -> count), before any deselection;
+        # workers send theirs with their first case report.
+        self.collected: dict[str, int] = {}
+        self.items_failed: set[str] = set()
+        self.items_errored: set[str] = set()
+        self.verdict: dict[str, Any] | None = None
+        self._sigterm = SigtermAsInterrupt()
+        self._write_failed: set[str] = set()
+        self.baseline_spec: str | None = config.getoption("ragbench_baseline") or None
+        self.baseline_doc: dict[str, Any] | None = None
+        self.baseline_label: str | None = None
+        self._baseline_matched = False
+        if self.write_files:
+            check_out_dir(self.out_root)
+            if not config.getoption("ragbench_no_history"):
+                self._check_history()
+        if self.baseline_spec:
+            self._check_baseline_reference()
 
     # -- arriving results ------------------------------------------------------------------
 
@@ -143,10 +169,26 @@ class RagbenchSession:
         if self._git is None:
             # Asked at the first result, not at start-up: runs without cases never spawn git.
             self._git = GitCommitLookup(self.config.rootpath)
-        if self.write_files:
-            if self._appender is None:
-                self._appender = JsonlAppender(self._run_dir() / CASES_JSONL)
-            self._appender.append(rec)
+        if self.write_files and "cases" not in self._write_failed:
+            try:
+                if self._appender is None:
+                    self._appender = JsonlAppender(self._run_dir() / CASES_JSONL)
+                self._appender.append(rec)
+            except OSError as exc:
+                # The run goes on: the records stay in memory for the summary.
+                self._cannot_write("cases", self.out_root / self.run_id / CASES_JSONL, exc)
+
+    def _cannot_write(self, what: str, path: Path, exc: OSError) -> None:
+        """Say once per kind of output that it could not be written."""
+        if what in self._write_failed:
+            return
+        self._write_failed.add(what)
+        line = f"ragbench: cannot write {path}: {exc.strerror or exc}"
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(line, red=True)
+        else:
+            self.messages.append(line)
 
     def _is_case(self, nodeid: str) -> bool:
         parts = nodeid.split("::")
@@ -161,8 +203,15 @@ class RagbenchSession:
         return self.config.stash[STATE_KEY].explicit
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .plugin import REPORT_ATTR
+        from .plugin import COLLECTED_ATTR, REPORT_ATTR
 
+        collected = getattr(report, COLLECTED_ATTR, None)
+        if isinstance(collected, dict):
+            for sid, n in collected.items():
+                self.collected[str(sid)] = max(int(n), self.collected.get(str(sid), 0))
+        if report.failed and not hasattr(report, "wasxfail"):
+            (self.items_failed if report.when == "call" else self.items_errored).add(
+                report.nodeid)
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict):
             self._add(report.nodeid, rec)
@@ -198,6 +247,7 @@ class RagbenchSession:
         from .plugin import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
+        cov = self.coverage(exitstatus)
         return {
             "id": self.run_id,
             "started": self.started,
@@ -211,39 +261,149 @@ class RagbenchSession:
             "versions": package_versions(),
             "workers": getattr(self.config.option, "numprocesses", None),
             "exitstatus": int(exitstatus),
-            "partial": int(exitstatus) == int(pytest.ExitCode.INTERRUPTED),
+            "partial": cov.partial,
             "n_records": len(self.records),
+            "n_cases": cov.cases_run,
+            "n_cases_total": cov.cases_total,
         }
+
+    def coverage(self, exitstatus: int) -> Coverage:
+        """How many cases ran against how many the collected suites hold."""
+        run: dict[str, int] = {}
+        for rec in self.records.values():
+            run[str(rec["suite"])] = run.get(str(rec["suite"]), 0) + 1
+        interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+        # Without collection counts (cases from hand-written tests) only an interruption
+        # tells that cases are missing.
+        return Coverage(run=run, total=self.collected,
+                        interrupted=interrupted and not self.collected)
 
     def history_path(self) -> Path:
         """Where the run history is (``--ragbench-no-history`` only stops adding to it)."""
-        from .history import DEFAULT_HISTORY
-
         opt = self.config.getoption("ragbench_history")
         if opt:
             return self.config.invocation_params.dir / opt
         return self.config.rootpath / DEFAULT_HISTORY
 
-    @pytest.hookimpl(trylast=True)
+    # -- before the first item ----------------------------------------------------------
+
+    def _check_baseline_reference(self) -> None:
+        """A baseline that cannot exist is a usage error before anything runs."""
+        from .baseline import BaselineError
+        from .compare import check_reference
+
+        assert self.baseline_spec is not None
+        try:
+            doc = check_reference(self.baseline_spec, cwd=self.config.invocation_params.dir,
+                                  history=self.history_path())
+        except BaselineError as exc:
+            raise pytest.UsageError(f"ragbench: {exc}") from None
+        if doc is not None:
+            self.baseline_doc, self.baseline_label = doc, self.baseline_spec
+
+    def _check_history(self) -> None:
+        """A history file the run could not append to is a usage error now, not a lost row
+        at the end (nothing is created here)."""
+        path = self.history_path()
+        if not path.exists():
+            return
+        from .history import HistoryError, RunHistory
+
+        try:
+            with RunHistory(path, readonly=True):
+                pass
+        except HistoryError as exc:
+            raise pytest.UsageError(f"ragbench: {exc} (check --ragbench-history, or pass "
+                                    "--ragbench-no-history)") from None
+
+    def _run_started(self, suite_ids: list[str]) -> None:
+        """Collection is done and these suites have cases to run: resolve the baseline
+        against them, and let SIGTERM end the run as Ctrl-C does."""
+        if not suite_ids:
+            return
+        if self.baseline_spec and not self._baseline_matched:
+            self._baseline_matched = True
+            self._match_baseline(suite_ids)
+        self._sigterm.install()
+
+    def _suite_names(self, suite_ids: list[str]) -> dict[str, str]:
+        from .plugin import STATE_KEY
+
+        state = self.config.stash[STATE_KEY]
+        names: dict[str, str] = {}
+        for sid in suite_ids:
+            try:
+                names[sid] = state.load_suite(self.config.rootpath / sid).name
+            except (RagbenchError, OSError):
+                names[sid] = sid
+        return names
+
+    def _match_baseline(self, suite_ids: list[str]) -> None:
+        from .baseline import BaselineError
+        from .compare import HISTORY_SPECS, load_side, match_suites
+
+        spec = str(self.baseline_spec)
+        names = self._suite_names(suite_ids)
+        if spec in HISTORY_SPECS:
+            try:
+                self.baseline_doc, self.baseline_label = load_side(
+                    spec, cwd=self.config.invocation_params.dir, history=self.history_path(),
+                    suites=sorted(set(names.values())))
+            except BaselineError as exc:
+                raise pytest.UsageError(f"ragbench: {exc}") from None
+        elif self.baseline_doc is None:
+            try:
+                self.baseline_doc, self.baseline_label = load_side(
+                    spec, cwd=self.config.invocation_params.dir, history=self.history_path())
+            except BaselineError as exc:
+                raise pytest.UsageError(f"ragbench: {exc}") from None
+        assert self.baseline_doc is not None
+        if not match_suites(self.baseline_doc, names):
+            held = sorted({str(s.get("name", sid))
+                           for sid, s in self.baseline_doc.get("suites", {}).items()})
+            raise pytest.UsageError(
+                f"ragbench: baseline {spec!r} matches no suite of this run (suites are matched "
+                f"by name; this run: {', '.join(sorted(set(names.values())))}; the baseline: "
+                f"{', '.join(held) or 'none'})")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._run_started(self._case_suites(item.nodeid for item in session.items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Every worker collects the same items: the first one's are the run's.
+        self._run_started(self._case_suites(ids))
+
+    def _case_suites(self, nodeids: Any) -> list[str]:
+        return sorted({n.split("::")[0] for n in nodeids if self._is_case(n)})
+
+    # -- the end ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # First among the session-finish hooks: the gates must be known before junitxml
+        # writes its file (session fixtures are still up; the records are all in).
+        self._sigterm.defer()
+        try:
+            self._finish(session, exitstatus)
+        finally:
+            self._sigterm.restore()
+
+    def _finish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
         from .plugin import STATE_KEY
 
-        # Every item and fixture is done (this hook runs last): the report's document texts
-        # are taken, then the indexes and datasets go before aggregating and rendering, which
-        # lowers the peak memory (and, with ragbench_gc_freeze off, what collections walk).
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
             from .report.documents import shown_document_texts
 
             doc_text = shown_document_texts(self.records.values(), state.corpus)
-        state.close_runtimes()
         from .aggregate import summarize_run
 
         suites = self._suites()
-        summary = summarize_run(self.records.values(), suites)
+        summary = summarize_run(self.records.values(), suites, self.collected)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": run})
         failed = [g for g in summary["gates"] if not g["passed"]]
@@ -252,77 +412,125 @@ class RagbenchSession:
 
             self.failures += [gate_failure_line(g) for g in failed]
 
-        spec = self.config.getoption("ragbench_baseline")
         extra_gates = tuple(self.config.getoption("ragbench_gate") or ())
         save_path = self.config.getoption("ragbench_save_baseline")
         add_to_history = self.write_files and not self.config.getoption("ragbench_no_history")
         # Without a baseline, command-line gates or gates stored with the suites there is
         # nothing to compare, and without a baseline to save or a history to extend the
         # per-query document is not needed: such runs skip both (and their imports).
-        needs_compare = bool(spec or extra_gates
+        needs_compare = bool(self.baseline_doc is not None or extra_gates
                              or any(s.get("gate_texts") for s in summary["suites"]))
         current = None
+        other: list[str] = []
         if needs_compare or save_path or add_to_history:
             from .baseline import make_baseline
 
             current = make_baseline(summary, self.records.values(), run)
             if needs_compare:
-                self._compare(summary, current, spec, extra_gates)
-            if save_path:
-                from .baseline import save_baseline
-
-                dest = self.config.invocation_params.dir / save_path
-                save_baseline(dest, current)
-                self.messages.append(f"baseline saved to {dest}")
-        summary["passed"] = not self.failures
+                other = self._compare(summary, current, extra_gates)
+        self._decide(session, summary, other)
+        if current is not None:
+            current["run"].update(summary["run"])
+        if save_path and current is not None:
+            self._save_baseline(current, save_path)
         self.summary = summary
+        self._junit_gates(summary)
 
         if self.write_files:
-            self._write_outputs(summary, doc_text)
+            try:
+                self._write_outputs(summary, doc_text)
+            except OSError as exc:
+                self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
                 from .history import HistoryError, RunHistory
 
                 try:
                     with RunHistory(self.history_path()) as h:
-                        h.append(current, passed=not self.failures)
+                        h.append(current, passed=bool(summary["passed"]))
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
+
+    def _decide(self, session: pytest.Session, summary: dict[str, Any],
+                other: list[str]) -> None:
+        """Set the exit status from the gates and regressions, then the one verdict every
+        output shows (it passes exactly when the exit status is 0)."""
+        from .verdict import make_verdict
+
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        cov = self.coverage(int(session.exitstatus))
+        interrupted = int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+        self.verdict = make_verdict(
+            items_failed=len(self.items_failed),
+            items_errored=len(self.items_errored - self.items_failed),
+            gates=summary["gates"], rows=self.baseline_rows, other_failures=other,
+            cases_run=cov.cases_run, cases_total=cov.cases_total, partial=cov.partial,
+            interrupted=interrupted, exitstatus=int(session.exitstatus))
+        summary["passed"] = self.verdict["passed"]
+        summary["verdict"] = self.verdict
+        summary["run"]["exitstatus"] = int(session.exitstatus)
+        summary["run"]["verdict"] = self.verdict["headline"]
 
-    def _compare(self, summary: dict[str, Any], current: dict[str, Any], spec: Any,
-                 extra_gates: tuple[str, ...]) -> None:
+    def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
+        from .baseline import save_baseline
+
+        dest = self.config.invocation_params.dir / save_path
+        if current["run"].get("partial"):
+            self.messages.append(
+                f"ragbench: baseline not saved to {dest}: the run is partial "
+                f"({current['run'].get('n_cases')} of {current['run'].get('n_cases_total')} "
+                "cases); a partial run never becomes a baseline")
+            return
+        try:
+            save_baseline(dest, current)
+        except OSError as exc:
+            self._cannot_write("baseline", dest, exc)
+            return
+        self.messages.append(f"baseline saved to {dest}")
+
+    def _compare(self, summary: dict[str, Any], current: dict[str, Any],
+                 extra_gates: tuple[str, ...]) -> list[str]:
         """Compare this run's per-query document with the baseline (if any) and check the
-        gates against it; the results go into ``summary`` and the failures."""
+        gates against it; the results go into ``summary`` and the failures. Returns the
+        failures that are neither gates nor regressions (a dataset that must not change)."""
         from .baseline import BaselineError
         from .compare import Overrides, compare_docs
-        from .history import HistoryError
 
-        base_doc = None
-        if spec:
-            from .compare import load_side
-
-            try:
-                base_doc, label = load_side(str(spec), cwd=self.config.invocation_params.dir,
-                                            history=self.history_path())
-            except (BaselineError, HistoryError) as exc:
-                self.failures.append(f"ragbench: {exc}")
-            else:
-                summary["baseline"] = {"path": label, "spec": str(spec),
-                                       "baseline_run": base_doc.get("run", {}).get("id")}
+        base_doc = self.baseline_doc
+        if base_doc is not None:
+            base_run = base_doc.get("run", {})
+            summary["baseline"] = {"path": self.baseline_label, "spec": self.baseline_spec,
+                                   "baseline_run": base_run.get("id"),
+                                   "baseline_runs": base_run.get("runs")}
         overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
                               gates=extra_gates)
         try:
-            result = jsonable(compare_docs(base_doc, current, overrides, suite_thresholds=False))
+            result = jsonable(compare_docs(base_doc, current, overrides,
+                                                suite_thresholds=False, stored_verdict=False))
         except BaselineError as exc:
-            self.failures.append(f"ragbench: {exc}")
-            return
+            line = f"ragbench: {exc}"
+            self.failures.append(line)
+            return [line]
+        from .verdict import coverage_text
+
+        partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
+                   for s in summary["suites"] if s.get("partial")}
+        for g in result["gates"]:
+            if g.get("suite") in partial and not g.get("skipped"):
+                g["coverage"] = partial[g["suite"]]
         summary["gates"] += result["gates"]
         summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
         if base_doc is not None:
             self.baseline_rows = result["rows"]
             summary["baseline"].update(rows=result["rows"], suites=result["suites"])
         self.failures += result["failures"]
+        return list(result["other_failures"])
+
+    def _junit_gates(self, summary: dict[str, Any]) -> None:
+        """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
+        from .report.junit import add_gate_testcases
+
+        add_gate_testcases(self.config, summary, self.baseline_rows)
 
     def _write_outputs(self, summary: dict[str, Any],
                        doc_text: dict[str, str] | None = None) -> None:
@@ -382,6 +590,8 @@ class RagbenchSession:
         )
 
         tr.write_sep("=", "ragbench summary")
+        if self.verdict is not None and self.verdict["partial"]:
+            tr.write_line(f"partial run: {self.verdict['coverage']} ran", yellow=True)
         for line in summary_lines(self.summary):
             tr.write_line(line)
         for line in ab_lines(self.summary):
@@ -396,12 +606,19 @@ class RagbenchSession:
                 tr.write_line(line)
             for line in baseline_lines(self.baseline_rows):
                 tr.write_line(line)
-        for line in self.messages:
+        for line in dict.fromkeys(self.messages):
             tr.write_line(line)
         for line in self.failures:
             tr.write_line(line, red=True, bold=True)
+        if self.verdict is not None:
+            from .verdict import reason_line
+
+            tr.write_line(f"ragbench: {reason_line(self.verdict)}",
+                          green=self.verdict["passed"], red=not self.verdict["passed"],
+                          bold=True)
 
     def pytest_unconfigure(self) -> None:
+        self._sigterm.restore()
         if self._appender is not None:
             self._appender.close()
         if self._git is not None:
@@ -419,3 +636,57 @@ def _point_latest(root: Path, run_id: str) -> None:
         os.replace(tmp, link)
     except OSError:
         (root / "LATEST").write_text(run_id + "\n", encoding="utf-8")
+
+
+def check_out_dir(out_root: Path) -> None:
+    """A ``--ragbench-out`` folder that cannot hold a run is a usage error before the first
+    item; nothing is created here (a run without cases writes no folder)."""
+    probe = out_root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
+                                "not a folder (check --ragbench-out)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
+                                "not writable (check --ragbench-out)")
+
+
+class SigtermAsInterrupt:
+    """SIGTERM (a CI cancel or timeout) ends the run as Ctrl-C does: KeyboardInterrupt in the
+    main thread, so the finished cases get a partial summary, report and history row.
+
+    Installed only while ragbench cases run, in the main thread of the controller, and the
+    previous handler is put back at the end. While the results are being written a SIGTERM
+    only is noted, so the outputs are complete.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+        self._deferred = False
+        self.received = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except (ValueError, OSError):  # not the main interpreter thread / no SIGTERM
+            return
+        self._installed = True
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        if not self._deferred:
+            raise KeyboardInterrupt("SIGTERM")
+
+    def defer(self) -> None:
+        self._deferred = True
+
+    def restore(self) -> None:
+        if self._installed:
+            self._installed = False
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self._previous if self._previous is not None
+                              else signal.SIG_DFL)

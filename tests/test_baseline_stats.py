@@ -191,8 +191,10 @@ def test_missing_baseline_is_a_clear_failure(pytester, planted):
     planted(0)
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=nope.json",
                                 "--ragbench-no-history")
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(["ragbench: baseline 'nope.json' is not a file, a run folder*"])
+    # A usage error before any item runs (issue 11.3), no longer a failure at the end.
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json' is not a file, a run folder*"])
+    assert "passed" not in result.stdout.str() and not (pytester.path / ".ragbench").exists()
 
 
 def test_ab_table_for_two_retrievers(pytester, planted):

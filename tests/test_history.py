@@ -85,9 +85,12 @@ def test_history_lines_list_runs_and_trend(db):
         lines = history_lines(h, metric="ndcg@10")
     text = "\n".join(lines)
     assert "run1" in text and "FAILED" in text and "partial" in text
+    # run4 is partial: listed with its verdict, never drawn in the trend.
+    assert any("run4" in line and "passed (partial)" in line for line in lines)
     trend = next(line for line in lines if line.strip().startswith("s/bm25"))
-    assert "0.5000" in trend and "0.9000" in trend and "+0.4000" in trend
-    assert trend.endswith(sparkline([0.5, 0.7, 0.6, 0.9]))
+    assert "0.5000" in trend and "0.6000" in trend and "+0.1000" in trend
+    assert "0.9000" not in trend
+    assert trend.endswith(sparkline([0.5, 0.7, 0.6]))
     with RunHistory(db, readonly=True) as h:
         assert "not in the history" in history_lines(h, metric="mrr@5")[-1]
         assert history_lines(h, suite="other") == [f"no runs in {db} for suite 'other'"]

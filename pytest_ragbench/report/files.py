@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..records import case_outcome, dumps_json, record_key, xfail_reason
+from ..verdict import verdict_of
 from .markdown import md_text
 
 CASES_JSONL = "cases.jsonl"
@@ -132,11 +133,20 @@ def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
 def summary_markdown(summary: Mapping[str, Any],
                      baseline_rows: Sequence[Mapping[str, Any]] = ()) -> str:
     """A Markdown summary suitable for a pull-request comment or a CI step summary."""
-    ok = summary.get("passed", summary["gates_passed"]
-                     and not any(r["regressed"] for r in baseline_rows))
-    lines = [f"## ragbench: {'passed' if ok else 'FAILED'}", ""]
+    verdict = verdict_of({**summary, "baseline": {
+        **(summary.get("baseline") or {}), "rows": baseline_rows}})
+    lines = [f"## ragbench: {verdict['headline']}", ""]
+    reasons = [r["text"] for r in verdict["reasons"] if r.get("fails")]
+    if reasons:
+        lines += ["Failed because: " + "; ".join(_cell(t) for t in reasons) + ".", ""]
+    if verdict["partial"]:
+        lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
+                  "those cases, and the run is never picked as a baseline by `last`/`best`.",
+                  ""]
     for s in summary["suites"]:
         lines += [f"### Suite {_cell(s['name'])}", ""]
+        if s.get("partial"):
+            lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
         metrics = s["metrics"]
         lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
                      + " |")
@@ -169,7 +179,8 @@ def summary_markdown(summary: Mapping[str, Any],
             mark = "skip" if g.get("skipped") else "PASS" if g["passed"] else "**FAIL**"
             where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
             value, margin = _gate_value(g)
-            lines.append(f"| {mark} | {where} | {_cell(g['text'])} | {value} | {margin} |")
+            cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
+            lines.append(f"| {mark} | {where} | {_cell(g['text'])}{cov} | {value} | {margin} |")
         lines.append("")
     if baseline_rows:
         base = summary.get("baseline", {})

@@ -30,7 +30,7 @@ import json
 import math
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -315,6 +315,14 @@ class GateView:
 
 
 def _gate_view(g: Mapping[str, Any]) -> GateView:
+    view = _gate_view_of(g)
+    if g.get("coverage") and not g.get("skipped"):
+        # Judged on the cases a partial run ran, and labelled so.
+        return replace(view, detail=f"{view.detail}; on {g['coverage']} that ran")
+    return view
+
+
+def _gate_view_of(g: Mapping[str, Any]) -> GateView:
     where = f"{g.get('suite')} / {g.get('retriever')}"
     if g.get("scope"):
         where += f" [{g['scope']}]"
@@ -825,11 +833,19 @@ def render_html(
     # regressions (e.g. a required dataset that changed), so it wins when present.
     passed = summary.get("passed", summary.get("gates_passed", True) and not regressed)
     verdict = "failed" if not passed else ("passed" if gates or baseline_rows else "none")
+    one = summary.get("verdict") if isinstance(summary.get("verdict"), Mapping) else None
+    if one is not None:
+        # The run's one verdict (as the exit status, summary.json and summary.md say).
+        verdict = "passed" if one.get("passed") else "failed"
+    reasons = [str(r.get("text")) for r in (one or {}).get("reasons", [])
+               if isinstance(r, Mapping) and r.get("fails")]
+    coverage = (one or {}).get("coverage") if (one or {}).get("partial") else None
     script = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     env = _environment(template_cache)
     return env.get_template("report.html.j2").render(
         run=run, run_items=_run_items(run), partial=bool(run.get("partial")),
+        reasons=reasons, coverage=coverage,
         verdict=verdict, gates=gates, baseline=baseline, baseline_rows=baseline_rows,
         regressed=regressed, suites=suites, data_json=data_json, trimmed=trimmed,
         docs=snippets, page_size=PAGE_SIZE, n_records=len(records),

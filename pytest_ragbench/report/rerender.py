@@ -198,7 +198,7 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     write_cases_csv(csv_path, records)
     md = summary_markdown(summary, baseline_rows)
     run = summary.get("run") or {}
-    if run.get("partial"):
+    if run.get("partial") and "verdict" not in summary:
         # summary_markdown judges only gates and regressions; say plainly that it is partial.
         md = (f"> **Partial run**: {run.get('note') or 'the run did not finish.'}\n\n" + md)
     md_path = run_dir / SUMMARY_MD

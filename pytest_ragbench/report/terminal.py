@@ -18,7 +18,10 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     for s in summary["suites"]:
         ds = (s.get("dataset_hash") or "")[:12]
-        lines.append(f"suite {s['name']} [{s['id']}] dataset {ds}")
+        line = f"suite {s['name']} [{s['id']}] dataset {ds}"
+        if s.get("partial"):
+            line += f": partial, {s['n_cases_run']} of {s['n_cases_total']} cases ran"
+        lines.append(line)
         for r in s["retrievers"]:
             counts = (f"  {r['name']}: {r['n_cases']} cases, {r['n_errors']} errors, "
                       f"{r['n_failed']} below per-query thresholds")
@@ -78,23 +81,22 @@ def gate_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per checked gate: PASS/FAIL (or SKIP), where, the value and the margin."""
     lines = []
     for g in gates:
-        mark = "SKIP" if g.get("skipped") else "PASS" if g["passed"] else "FAIL"
-        kind = g.get("kind", "threshold")
-        if g.get("skipped"):
-            lines.append(f"  {mark} {_where(g)}: {g['text']} ({g.get('note', '')})")
-        elif kind == "threshold":
-            lines.append(
-                f"  {mark} {_where(g)}: {g['metric']} {_f(g['value'])} "
-                f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})"
-            )
-        else:
-            r = g["row"]
-            lines.append(
-                f"  {mark} {_where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
-                f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "
-                f"p = {_p(r['p_holm'])} ({r['test']}, Holm)"
-            )
+        lines.append(_gate_line(g) + (f" [on {g['coverage']} that ran]"
+                                      if g.get("coverage") else ""))
     return lines
+
+
+def _gate_line(g: Mapping[str, Any]) -> str:
+    mark = "SKIP" if g.get("skipped") else "PASS" if g["passed"] else "FAIL"
+    if g.get("skipped"):
+        return f"  {mark} {_where(g)}: {g['text']} ({g.get('note', '')})"
+    if g.get("kind", "threshold") == "threshold":
+        return (f"  {mark} {_where(g)}: {g['metric']} {_f(g['value'])} "
+                f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})")
+    r = g["row"]
+    return (f"  {mark} {_where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
+            f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "
+            f"p = {_p(r['p_holm'])} ({r['test']}, Holm)")
 
 
 def ab_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -122,17 +124,22 @@ def dataset_lines(suites: Sequence[Mapping[str, Any]]) -> list[str]:
     """What differs between the baseline and this run: suite file, dataset, query set."""
     lines = []
     for s in suites:
+        if s.get("partial"):
+            lines.append(f"  suite {s['name']}: partial, {s['partial']} ran; compared on "
+                         "those")
         if not s.get("in_baseline", True):
             lines.append(f"  suite {s['name']}: not in the baseline")
             continue
         changes = []
+        if s.get("baseline_id") and s["baseline_id"] != s.get("id"):
+            changes.append(f"matched by name to {s['baseline_id']} in the baseline")
         if s.get("suite_changed"):
             changes.append("suite file changed")
         if s.get("dataset_changed"):
             changes.append("dataset changed")
         if s.get("added") or s.get("removed"):
             changes.append(f"{s['added']} queries added, {s['removed']} removed")
-        if changes:
+        if changes and s.get("n_common") is not None:
             lines.append(f"  suite {s['name']}: {', '.join(changes)}; compared on the "
                          f"{s['n_common']} common queries")
     return lines

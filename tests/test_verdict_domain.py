@@ -1,0 +1,255 @@
+"""Issue 11, domain side: the verdict mapping, history under concurrent first writers, per-suite
+last/best, suite matching by name, and malformed baseline and history files."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pytest_ragbench.baseline import BaselineError, load_baseline, save_baseline
+from pytest_ragbench.cli import main as ragbench_main
+from pytest_ragbench.compare import check_reference, compare_docs, load_side, match_suites
+from pytest_ragbench.history import HistoryError, RunHistory
+from pytest_ragbench.verdict import Coverage, make_verdict, reason_line, verdict_of
+
+
+def _doc(run_id: str, mean: float, *, name: str = "s", sid: str = "s.yaml",
+         partial: bool = False, n: int = 3) -> dict:
+    scores = {f"q{i}": mean for i in range(n)}
+    return {
+        "schema_version": 1, "kind": "ragbench-baseline", "created": "t",
+        "run": {"id": run_id, "partial": partial},
+        "suites": {sid: {
+            "name": name, "suite_hash": "h", "dataset_hash": "d", "seed": 0, "gates": [],
+            "baseline_settings": {}, "cases": {},
+            "retrievers": {"bm25": {"n_cases": n, "n_errors": 0, "errors": [], "metrics": {
+                "ndcg@10": {"mean": mean, "direction": "higher", "scores": scores}}}}}},
+    }
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+def test_verdict_follows_the_exit_status_and_lists_reasons():
+    gates = [{"passed": False}, {"passed": True}, {"passed": True, "skipped": True}]
+    v = make_verdict(items_failed=23, gates=gates, rows=[{"regressed": True}],
+                     cases_run=40, cases_total=40, exitstatus=1)
+    assert v["passed"] is False and v["status"] == "failed"
+    assert [r["kind"] for r in v["reasons"]] == ["items_failed", "gates_failed", "regression"]
+    assert reason_line(v) == ("FAILED: 23 items failed; 1 gate failed; 1 metric regressed "
+                              "against the baseline")
+    # Nothing ragbench knows failed, but pytest says so: the verdict still agrees with it.
+    v = make_verdict(cases_run=5, cases_total=5, exitstatus=3)
+    assert v["passed"] is False and v["reasons"][0]["text"] == "pytest exit status 3"
+    assert make_verdict(cases_run=5, cases_total=5, exitstatus=0)["passed"] is True
+
+
+def test_partial_is_said_but_does_not_fail_by_itself():
+    v = make_verdict(cases_run=1, cases_total=15, partial=True, exitstatus=0)
+    assert v["passed"] is True and v["partial"] is True
+    assert v["headline"] == "passed (partial: 1 of 15 cases)"
+    assert v["reasons"] == [{"kind": "partial", "count": 14, "fails": False,
+                             "text": "partial: 1 of 15 cases ran"}]
+
+
+def test_coverage_counts_cases_against_collected_totals():
+    cov = Coverage(run={"a.yaml": 3, "b.yaml": 5}, total={"a.yaml": 10, "b.yaml": 5,
+                                                          "c.yaml": 2})
+    assert (cov.cases_run, cov.cases_total, cov.partial) == (8, 17, True)
+    assert not Coverage(run={"a.yaml": 3}, total={"a.yaml": 3}).partial
+    assert Coverage(run={"a.yaml": 3}, interrupted=True).partial
+
+
+def test_old_summaries_get_a_verdict_from_what_they_hold():
+    v = verdict_of({"passed": False, "gates": [], "run": {"n_records": 4}})
+    assert v["passed"] is False and v["headline"] == "FAILED"
+
+
+# -- history under concurrency -----------------------------------------------------------------
+
+
+def _append(args: tuple[str, str, multiprocessing.synchronize.Event]) -> str:
+    path, run_id, start = args
+    start.wait()
+    with RunHistory(Path(path)) as h:
+        h.append(_doc(run_id, 0.5), passed=True)
+    return run_id
+
+
+def test_simultaneous_first_writers_lose_no_row(tmp_path):
+    for attempt in range(3):
+        path = tmp_path / f"h{attempt}" / "history.sqlite"
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Manager() as manager:
+            start = manager.Event()
+            ids = [f"run{attempt}-{i:02d}" for i in range(12)]
+            with ctx.Pool(6) as pool:
+                pending = pool.map_async(_append, [(str(path), rid, start) for rid in ids])
+                start.set()
+                assert sorted(pending.get(timeout=120)) == ids
+        with RunHistory(path, readonly=True) as h:
+            assert sorted(r.id for r in h.runs()) == ids
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 12 * 3
+        finally:
+            conn.close()
+
+
+# -- last / best per suite, matching by name ---------------------------------------------------
+
+
+def test_last_and_best_resolve_per_suite_and_skip_partial_runs(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(_doc("r1", 0.9, name="a", sid="a.yaml"), passed=True)
+        h.append(_doc("r2", 0.4, name="b", sid="b.yaml"), passed=True)
+        h.append(_doc("r3", 0.5, name="a", sid="moved/a.yaml"), passed=True)
+        h.append(_doc("r4", 1.0, name="a", sid="a.yaml", partial=True), passed=True)
+    with RunHistory(path, readonly=True) as h:
+        last = h.per_suite_doc("last", ["a", "b"])
+        assert last["run"]["runs"] == {"a": "r3", "b": "r2"}
+        best = h.per_suite_doc("best", ["a"])
+        assert best["run"]["runs"] == {"a": "r1"}
+        assert h.per_suite_doc("last", ["zzz"])["suites"] == {}
+    doc, label = load_side("last", cwd=tmp_path, history=path, suites=["a"])
+    assert label == "history run r3" and list(doc["suites"]) == ["moved/a.yaml"]
+    with pytest.raises(BaselineError, match="no complete run holding suite 'zzz'"):
+        load_side("last", cwd=tmp_path, history=path, suites=["zzz"])
+
+
+def test_suites_match_by_name_preferring_the_same_path():
+    base = {"suites": {"old/x.yaml": {"name": "x"}, "x.yaml": {"name": "x"},
+                       "y.yaml": {"name": "y"}}}
+    assert match_suites(base, {"x.yaml": "x", "new/y.yaml": "y", "z.yaml": "z"}) == {
+        "x.yaml": "x.yaml", "new/y.yaml": "y.yaml"}
+
+
+def test_compare_matches_a_moved_suite_and_reports_a_changed_dataset():
+    base = _doc("a", 0.8, sid="old.yaml")
+    cur = _doc("b", 0.8, sid="new/place.yaml")
+    cur["suites"]["new/place.yaml"]["dataset_hash"] = "other"
+    result = compare_docs(base, cur)
+    (info,) = result["suites"]
+    assert info["in_baseline"] and info["baseline_id"] == "old.yaml"
+    assert info["dataset_changed"] is True and result["passed"] is True
+    assert len(result["rows"]) == 1 and result["verdict"]["passed"] is True
+
+
+def test_compare_repeats_a_stored_failed_or_partial_verdict():
+    cur = _doc("b", 0.8)
+    cur["run"].update(partial=True, n_cases=3, n_cases_total=9)
+    cur["verdict"] = make_verdict(items_failed=2, cases_run=3, cases_total=9, partial=True,
+                                  exitstatus=1)
+    result = compare_docs(_doc("a", 0.8), cur)
+    assert result["passed"] is False
+    assert result["verdict"]["headline"] == "FAILED (partial: 3 of 9 cases)"
+
+
+# -- malformed files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not valid JSON"),
+    ('{"kind": "ragbench-baseline", "schema_version": 1, "suites": {"s": ', "not valid JSON"),
+    ('{"kind": "other"}', "not a ragbench baseline"),
+    ('{"kind": "ragbench-baseline", "schema_version": 7, "suites": {}}',
+     "schema version 7 is not supported"),
+    ('{"kind": "ragbench-baseline", "schema_version": 1, "suites": []}', "no 'suites' mapping"),
+    ('{"kind": "ragbench-baseline", "schema_version": 1, "suites": {"s": {"retrievers": '
+     '{"r": {"metrics": {"m": {"mean": "high", "scores": {}}}}}}}}', "must be numbers"),
+    ('{"kind": "ragbench-baseline", "schema_version": 1, "suites": {"s": {"retrievers": '
+     '{"r": {"metrics": {"m": {"scores": [1]}}}}}}}', "a 'scores' mapping"),
+])
+def test_malformed_baseline_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "base.json"
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=message) as err:
+        load_baseline(path)
+    assert str(path) in str(err.value)
+
+
+def test_malformed_baseline_on_the_command_line_is_a_usage_error(tmp_path):
+    (tmp_path / "base.json").write_text("{truncated")
+    with pytest.raises(BaselineError, match=r"base\.json: not valid JSON"):
+        check_reference("base.json", cwd=tmp_path, history=None)
+
+
+@pytest.mark.parametrize("kind", ["text", "directory", "other-sqlite", "version"])
+def test_malformed_history_files_name_the_file(tmp_path, kind):
+    path = tmp_path / "history.sqlite"
+    if kind == "text":
+        path.write_text("this is not a database " * 50)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        conn = sqlite3.connect(path)
+        if kind == "version":
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT INTO meta VALUES ('schema_version', '99')")
+        else:
+            conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    for readonly in (True, False):
+        with pytest.raises(HistoryError) as err:
+            RunHistory(path, readonly=readonly)
+        assert str(path) in str(err.value)
+    with pytest.raises(BaselineError, match=re.escape(str(path))):
+        check_reference("last", cwd=tmp_path, history=path)
+
+
+def test_cli_reports_a_broken_history_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "h.sqlite").write_bytes(b"\x00garbage" * 100)
+    assert ragbench_main(["history", "--db", "h.sqlite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "h.sqlite" in err[0] and "Traceback" not in err[0]
+    save_baseline(tmp_path / "a.json", _doc("a", 0.5))
+    (tmp_path / "b.json").write_text(json.dumps(_doc("b", 0.5))[:-40])
+    assert ragbench_main(["compare", "a.json", "b.json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "b.json: not valid JSON" in err[0]
+
+
+def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    failed = _doc("r2", 0.5)
+    failed["run"].update(exitstatus=1, verdict="FAILED")
+    with RunHistory(tmp_path / ".ragbench" / "history.sqlite") as h:
+        h.append(_doc("r1", 0.5), passed=True)
+        h.append(failed, passed=False)
+    assert ragbench_main(["compare", "r1", "r1"]) == 0
+    assert ragbench_main(["compare", "r1", "r2"]) == 1
+    out = capsys.readouterr().out
+    assert "ragbench compare: FAILED" in out
+    assert "ragbench: run r2 ended with exit status 1 when it ran (FAILED)" in out
+    assert ragbench_main(["history"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any("r2" in row and row.endswith("FAILED") for row in rows)
+
+
+def test_the_session_and_the_history_agree_on_the_default_path():
+    from pytest_ragbench import history, session
+
+    assert session.DEFAULT_HISTORY == history.DEFAULT_HISTORY
+
+
+def test_cli_compare_says_when_the_run_is_partial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    part = _doc("r2", 0.5)
+    part["run"].update(partial=True, n_cases=1, n_cases_total=3)
+    with RunHistory(tmp_path / ".ragbench" / "history.sqlite") as h:
+        h.append(_doc("r1", 0.5), passed=True)
+        h.append(part, passed=True)
+    assert ragbench_main(["compare", "r1", "r2"]) == 0
+    out = capsys.readouterr().out
+    assert "suite s: partial, run 1 of 3 cases ran" in out
+    assert ragbench_main(["compare", "r1", "r2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["verdict"]["headline"] == "passed (partial: 1 of 3 cases)"

@@ -1,0 +1,378 @@
+"""Issue 11: one verdict in every output, partial runs that say so, baselines that never
+compare nothing, SIGTERM, unwritable outputs, and the exit codes docs/ci.md lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import latest_run
+
+SUITE = "--ragbench=suite.yaml"
+THRESHOLD = "thresholds:\n  recall@10: 0.99\n"
+
+
+def _outputs(pytester: pytest.Pytester) -> tuple[dict, str, str]:
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    return summary, (run / "summary.md").read_text(), (run / "report.html").read_text()
+
+
+def _history_rows(pytester: pytest.Pytester) -> list[str]:
+    from pytest_ragbench.history import RunHistory, history_lines
+
+    with RunHistory(pytester.path / ".ragbench" / "history.sqlite", readonly=True) as h:
+        lines = history_lines(h)
+    # The run list: the header, then one line per run, up to the blank line before trends.
+    return lines[1:lines.index("")] if "" in lines else lines[1:]
+
+
+def test_failed_items_fail_every_output(pytester, mini_suite, monkeypatch):
+    path = mini_suite(drop="d4,d6")
+    path.write_text(path.read_text() + THRESHOLD)
+    step = pytester.path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate", "mrr@10 >= 0")
+    assert result.ret == 1
+    assert "ended with exit status" not in result.stdout.str()
+    summary, md, html = _outputs(pytester)
+    assert summary["passed"] is False
+    verdict = summary["verdict"]
+    assert verdict["status"] == "failed" and not verdict["partial"]
+    assert [r["kind"] for r in verdict["reasons"]] == ["items_failed"]
+    failed = verdict["reasons"][0]
+    n_failed = result.parseoutcomes()["failed"]
+    assert failed["count"] == n_failed >= 2
+    assert md.startswith("## ragbench: FAILED")
+    assert f"{n_failed} items failed" in md and step.read_text().startswith("## ragbench: FAILED")
+    assert 'class="rb-verdict">FAILED</span>' in html
+    assert f"{n_failed} items failed" in html
+    result.stdout.fnmatch_lines([f"ragbench: FAILED: {n_failed} items failed"])
+    assert "FAILED" in _history_rows(pytester)[-1]
+
+
+def test_a_passing_run_passes_everywhere(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE)
+    assert result.ret == 0
+    summary, md, html = _outputs(pytester)
+    assert summary["passed"] is True and summary["verdict"]["reasons"] == []
+    assert summary["run"]["n_cases"] == summary["run"]["n_cases_total"] == 5
+    assert md.startswith("## ragbench: passed\n")
+    assert 'class="rb-verdict">PASSED</span>' in html
+    assert _history_rows(pytester)[-1].endswith("passed")
+    result.stdout.fnmatch_lines(["ragbench: passed"])
+
+
+def _junit_cases(path: Path) -> dict[str, ET.Element]:
+    root = ET.parse(path).getroot()
+    return {f"{c.get('classname')}::{c.get('name')}": c for c in root.iter("testcase")}
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_gate_is_a_junit_testcase(pytester, mini_suite, workers):
+    path = mini_suite(drop="d5")
+    path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.99'\n  mrr@10: 0.1\n")
+    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate",
+                                "recall@10 >= 0.2", *workers)
+    assert result.ret == 1
+    suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "8"
+    cases = _junit_cases(pytester.path / "out.xml")
+    failed = cases["suite.yaml.ragbench-gates.overlap::ndcg@10 >= 0.99"]
+    failure = failed.find("failure")
+    assert failure is not None and "gate failed: ndcg@10 >= 0.99: value" in failure.get(
+        "message", "")
+    props = {p.get("name"): p.get("value") for p in failed.iter("property")}
+    assert props["ragbench_gate.gate"] == "ndcg@10 >= 0.99"
+    assert float(props["ragbench_gate.margin"]) < 0
+    assert float(props["ragbench_gate.value"]) == pytest.approx(
+        float(props["ragbench_gate.margin"]) + 0.99)
+    for passed in ("mrr@10 >= 0.1", "recall@10 >= 0.2"):
+        case = cases[f"suite.yaml.ragbench-gates.overlap::{passed}"]
+        assert case.find("failure") is None and case.find("skipped") is None
+
+
+def test_baseline_regressions_are_junit_testcases(pytester, mini_suite):
+    mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    mini_suite(drop="d1")
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "--junitxml=out.xml")
+    assert result.ret == 1
+    cases = _junit_cases(pytester.path / "out.xml")
+    reg = cases["suite.yaml.ragbench-gates.overlap::ndcg@10: regression within tolerance 0"]
+    assert reg.find("failure") is not None
+    summary, _, _ = _outputs(pytester)
+    assert [r["kind"] for r in summary["verdict"]["reasons"]] == ["regression"]
+
+
+@pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
+                                  ["-x"], ["-k", "q1 or q2", "-n", "2"],
+                                  ["-m", "type_numeric"]],
+                         ids=["k", "deselect", "x", "k-xdist", "m"])
+def test_narrowed_runs_are_partial_everywhere(pytester, mini_suite, args):
+    path = mini_suite(drop="d3")
+    path.write_text(path.read_text() + THRESHOLD + "gates:\n  mrr@10: 0.1\n")
+    result = pytester.runpytest(SUITE, *args)
+    summary, md, html = _outputs(pytester)
+    n = summary["run"]["n_cases"]
+    assert summary["run"]["n_cases_total"] == 5 and n < 5
+    assert summary["run"]["partial"] is True and summary["verdict"]["partial"] is True
+    assert summary["verdict"]["coverage"] == f"{n} of 5 cases"
+    assert summary["suites"][0]["n_cases_run"] == n and summary["suites"][0]["partial"]
+    gate = summary["gates"][0]
+    assert gate["coverage"] == f"{n} of 5 cases"
+    assert f"(partial: {n} of 5 cases)" in md.splitlines()[0]
+    assert f"partial: {n} of 5 cases" in html
+    result.stdout.fnmatch_lines([f"partial run: {n} of 5 cases ran",
+                                 f"*mrr@10 * [[]on {n} of 5 cases that ran[]]"])
+    assert f"(partial: {n} of 5 cases)" in _history_rows(pytester)[-1]
+    assert (result.ret == 0) is summary["passed"]
+
+
+def test_last_failed_rerun_is_partial(pytester, mini_suite):
+    path = mini_suite(drop="d3")
+    path.write_text(path.read_text() + THRESHOLD)
+    first = pytester.runpytest(SUITE, "-p", "cacheprovider")
+    assert first.ret == 1
+    pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider")
+    summary, _, _ = _outputs(pytester)
+    assert summary["run"]["partial"] is True
+    assert summary["run"]["n_cases"] == first.parseoutcomes()["failed"] < 5
+
+
+def test_partial_runs_are_never_last_or_best(pytester, mini_suite):
+    mini_suite(drop="d1")
+    assert pytester.runpytest(SUITE).ret == 0
+    complete = json.loads((latest_run(pytester.path) / "summary.json").read_text())["run"]["id"]
+    mini_suite()
+    # A one-query run that scores better than the complete run.
+    pytester.runpytest(SUITE, "-k", "q2")
+    for spec in ("last", "best"):
+        result = pytester.runpytest(SUITE, f"--ragbench-baseline={spec}", "-k", "q3")
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        assert summary["baseline"]["baseline_run"] == complete, spec
+        assert result.ret == 0
+
+
+def test_save_baseline_refuses_a_partial_run(pytester, mini_suite):
+    mini_suite()
+    result = pytester.runpytest(SUITE, "-k", "q1", "--ragbench-save-baseline=base.json")
+    assert not (pytester.path / "base.json").exists()
+    result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
+
+
+def test_baseline_matching_no_suite_is_a_usage_error_before_any_item(pytester, mini_suite):
+    mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    mini_suite(mini_suite().read_text().replace("name: mini", "name: other"), name="suite.yaml")
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: baseline 'base.json' matches no suite of "
+                                 "this run (suites are matched by name; this run: other; the "
+                                 "baseline: mini)"])
+    assert "PASSED" not in result.stdout.str() and "passed" not in result.stdout.str()
+    runs = [p for p in (pytester.path / ".ragbench" / "runs").iterdir() if not p.is_symlink()]
+    assert len(runs) == 1  # only the baseline run wrote a folder
+
+
+def test_baseline_matching_no_suite_is_a_usage_error_under_xdist(pytester, mini_suite):
+    mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    mini_suite(mini_suite().read_text().replace("name: mini", "name: other"), name="suite.yaml")
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "matches no suite of this run" in result.stderr.str() + result.stdout.str()
+    assert "passed" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("spec", ["last", "best", "nope-run"])
+def test_history_reference_without_a_run_is_a_usage_error(pytester, mini_suite, spec):
+    mini_suite()
+    result = pytester.runpytest(SUITE, f"--ragbench-baseline={spec}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(result.stderr.lines) <= 2
+    result.stderr.fnmatch_lines([f"ERROR: ragbench: baseline '{spec}' is not a file, a run "
+                                 "folder nor a run in *history.sqlite (no run history there)"])
+
+
+def test_baseline_follows_a_moved_suite_by_name(pytester, mini_suite):
+    mini_suite()
+    assert pytester.runpytest(SUITE).ret == 0
+    moved = pytester.path / "bench"
+    moved.mkdir()
+    text = (pytester.path / "suite.yaml").read_text()
+    (moved / "renamed.yaml").write_text(text.replace("corpus.jsonl", "../corpus.jsonl")
+                                        .replace("queries.jsonl", "../queries.jsonl"))
+    (pytester.path / "suite.yaml").unlink()
+    result = pytester.runpytest("--ragbench=bench/renamed.yaml", "--ragbench-baseline=last")
+    assert result.ret == 0
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    info = summary["baseline"]["suites"][0]
+    assert info["in_baseline"] and info["baseline_id"] == "suite.yaml"
+    assert info["id"] == "bench/renamed.yaml" and len(summary["baseline"]["rows"]) == 3
+    result.stdout.fnmatch_lines(["  suite mini: matched by name to suite.yaml in the baseline*"])
+
+
+def test_last_resolves_per_suite(pytester, mini_suite):
+    mini_suite()
+    text = (pytester.path / "suite.yaml").read_text()
+    (pytester.path / "other.yaml").write_text(text.replace("name: mini", "name: other"))
+    assert pytester.runpytest(SUITE, "--ragbench=other.yaml").ret == 0
+    both = json.loads((latest_run(pytester.path) / "summary.json").read_text())["run"]["id"]
+    assert pytester.runpytest(SUITE).ret == 0
+    only_mini = json.loads((latest_run(pytester.path) / "summary.json").read_text())["run"]["id"]
+    pytester.runpytest(SUITE, "--ragbench=other.yaml", "--ragbench-baseline=last")
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert summary["baseline"]["baseline_runs"] == {"mini": only_mini, "other": both}
+    assert all(s["in_baseline"] for s in summary["baseline"]["suites"])
+
+
+def test_unwritable_out_folder_is_a_usage_error_before_any_item(pytester, mini_suite):
+    mini_suite()
+    (pytester.path / "afile").write_text("x")
+    result = pytester.runpytest(SUITE, "--ragbench-out=afile/runs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: cannot write results to *afile/runs: "
+                                 "*afile is not a folder (check --ragbench-out)"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_a_write_failure_mid_run_is_one_line_and_the_run_goes_on(pytester, mini_suite):
+    mini_suite()
+    pytester.makeconftest('''
+import os, shutil
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    # After the first case is written, the output root turns into a file.
+    root = os.path.join(os.getcwd(), "out")
+    if report.when == "teardown" and os.path.isdir(root):
+        shutil.rmtree(root)
+        open(root, "w").close()
+''')
+    result = pytester.runpytest(SUITE, "--ragbench-out=out")
+    assert result.ret == 0
+    result.assert_outcomes(passed=5)
+    lines = [x for x in result.stdout.lines if x.startswith("ragbench: cannot write")]
+    assert len(lines) == 1
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*ragbench summary*", "  overlap: 5 cases, 0 errors*"])
+
+
+SLOW = '''
+import time
+
+class Slow:
+    def index(self, corpus):
+        self.ids = [d.id for d in corpus]
+
+    def retrieve(self, query, k):
+        if "espresso" not in query:
+            time.sleep(4)
+        return [(i, 1.0) for i in self.ids[:k]]
+'''
+
+
+def test_sigterm_ends_the_run_like_ctrl_c(pytester, mini_suite):
+    mini_suite()
+    pytester.makepyfile(slow=SLOW)
+    text = (pytester.path / "suite.yaml").read_text().replace("overlap_retriever:Overlap",
+                                                                "slow:Slow")
+    (pytester.path / "suite.yaml").write_text(text)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-v"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        seen.append(line)
+        if "::q1 PASSED" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    text_out = "".join(seen) + out
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text_out
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"]["partial"] is True
+    assert summary["verdict"]["coverage"] == "1 of 5 cases"
+    assert (run / "report.html").is_file() and (run / "summary.md").is_file()
+    assert "partial run: 1 of 5 cases ran" in text_out
+    assert "(partial: 1 of 5 cases)" in _history_rows(pytester)[-1]
+
+
+def test_sigterm_handler_is_restored(pytester, mini_suite):
+    mini_suite()
+    pytester.makeconftest('''
+import signal
+
+def pytest_unconfigure(config):
+    print("handler after:", signal.getsignal(signal.SIGTERM))
+''')
+    result = pytester.runpytest_subprocess(SUITE, "-s")
+    assert result.ret == 0
+    assert re.search(r"handler after: (Handlers\.)?SIG_DFL|handler after: 0",
+                     result.stdout.str())
+
+
+@pytest.mark.parametrize(("setup", "args", "code"), [
+    ("", [], 0),
+    ("fail", [], 1),
+    ("gate", [], 1),
+    ("", ["--ragbench-baseline=nope.json"], 4),
+    ("", ["--ragbench-gate", "ndcg@10 >>= 1"], 4),
+    # A suite error is a collection error: pytest stops before running any item (2).
+    ("badkey", [], 2),
+], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key"])
+def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
+    path = mini_suite(drop="d4")
+    if setup == "fail":
+        path.write_text(path.read_text() + THRESHOLD)
+    elif setup == "gate":
+        path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.999'\n")
+    elif setup == "badkey":
+        path.write_text(path.read_text() + "unknown_key: 1\n")
+    result = pytester.runpytest(SUITE, *args)
+    assert int(result.ret) == code, result.stdout.str() + result.stderr.str()
+    if code == 0 or code == 1:
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        assert summary["passed"] is (code == 0)
+
+
+@pytest.mark.parametrize("kind", ["truncated-baseline", "history-dir", "history-text"])
+def test_malformed_files_on_the_command_line_are_one_clear_usage_error(pytester, mini_suite,
+                                                                       kind):
+    mini_suite()
+    args = [SUITE]
+    if kind == "truncated-baseline":
+        assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+        base = pytester.path / "base.json"
+        base.write_text(base.read_text()[:200])
+        args.append("--ragbench-baseline=base.json")
+        named = "base.json"
+    elif kind == "history-dir":
+        (pytester.path / "hist").mkdir()
+        args.append("--ragbench-history=hist")
+        named = "hist"
+    else:
+        (pytester.path / "hist.sqlite").write_text("not sqlite at all\n" * 100)
+        args.append("--ragbench-history=hist.sqlite")
+        named = "hist.sqlite"
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [x for x in result.stderr.lines if x.strip()]
+    assert len(errors) == 1 and named in errors[0] and errors[0].startswith("ERROR: ragbench:")
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
