@@ -351,3 +351,17 @@ def test_run_cost_budget_stops_a_budgeted_llm_with_the_run_spend() -> None:
         with pytest.raises(BudgetExceeded, match=r"this run spent \$1\.2000 of \$1\.0000"):
             asyncio.run(first.chat([]))
         assert RunCostBudget(budget, "suite", 1.0).spent == pytest.approx(1.2)
+
+
+def test_cost_charged_on_release_is_known_before_the_next_grant() -> None:
+    h = Harness()
+    h.declare(concurrency=1)
+    h.send("w", {"op": "declare_cost", "key": "suite", "max_cost": 0.5})
+    a = h.acquire(cost_key="suite")
+    b = h.acquire(cost_key="suite")
+    h.release(a, usd=0.5)  # frees the slot and spends the cap in one step
+    assert h.replies[("w", b)]["error"] == "budget"
+    assert h.core.totals()["costs"]["suite"]["spent"] == 0.5
+    c = h.acquire()  # without a cost key there is nothing to charge
+    ident = h.send("w", {"op": "release", "lease": c, "usd": 0.1})
+    assert "without a cost_key" in h.replies[("w", ident)]["message"]

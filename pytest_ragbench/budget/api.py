@@ -66,13 +66,17 @@ class Lease:
         *,
         retry_after: float | None = None,
         tokens_used: int | None = None,
+        usd: float | None = None,
     ) -> None:
         """Give the slot back. Never blocks; safe to call during cancellation; idempotent.
 
         ``outcome``: ``"ok"``, ``"throttled"`` (HTTP 429), ``"timeout"``, ``"error"`` (any
         other failure) or ``"aborted"`` (says nothing about the endpoint). ``retry_after``:
         the server's Retry-After in seconds, which pauses the whole pool. ``tokens_used``: the
-        real token count, settling the estimate given to :meth:`RunBudget.acquire`.
+        real token count, settling the estimate given to :meth:`RunBudget.acquire`. ``usd``:
+        the call's cost, charged to the acquire's ``cost_key`` in the same step as the slot
+        is freed; prefer it to a later :meth:`RunBudget.charge`, which lets requests be
+        admitted while a finished call's cost is still unknown.
         """
         if self.released:
             return
@@ -82,6 +86,8 @@ class Lease:
             message["retry_after"] = float(retry_after)
         if tokens_used is not None:
             message["tokens_used"] = int(tokens_used)
+        if usd is not None:
+            message["usd"] = float(usd)
         self._budget._post(message)
 
     async def __aenter__(self) -> Lease:

@@ -209,9 +209,9 @@ class BudgetCore:
           conflicting redeclaration is an error (every worker reads the same suites).
         - ``acquire {id, key, tokens, cost_key}``: answered ``{id, ok}`` once granted; the
           lease is named by ``id``.
-        - ``release {lease, outcome, retry_after, tokens_used}``: ends a lease, or withdraws a
-          pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429), ``timeout``,
-          ``error``, ``aborted``.
+        - ``release {lease, outcome, retry_after, tokens_used, usd}``: ends a lease, or
+          withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
+          ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
         """
         ident = message.get("id")
@@ -349,6 +349,13 @@ class BudgetCore:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
         retry_after = message.get("retry_after")
         tokens_used = message.get("tokens_used")
+        usd = message.get("usd")
+        if usd is not None:
+            # charged in the same step as the slot is freed, so no request can be admitted
+            # between the end of a paid call and its cost being known
+            if waiter.cost_key is None:
+                raise ValueError("usd given for a lease acquired without a cost_key")
+            self._charge(waiter.cost_key, float(usd))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),
                   None if tokens_used is None else float(tokens_used))

@@ -59,6 +59,7 @@ class Coordinator:
         self._server: asyncio.base_events.Server | None = None
         self._owners = itertools.count(1)
         self._connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __repr__(self) -> str:
         state = self.address if self._server is not None else "stopped"
@@ -94,9 +95,11 @@ class Coordinator:
         async def shutdown() -> None:
             if server is not None:
                 server.close()
-                # connection handlers end when their sockets close
-                for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
-                    task.cancel()
+            # each handler sees end-of-file, drops its owner and returns
+            for writer in list(self._writers):
+                writer.close()
+            for _ in range(3):
+                await asyncio.sleep(0)
 
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             asyncio.run_coroutine_threadsafe(shutdown(), runner.loop).result(5)
@@ -151,6 +154,7 @@ class Coordinator:
             # each message is one small write awaited by the peer: Nagle would add ~40 ms
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         owner = next(self._owners)
+        self._writers.add(writer)
         core = self._core
         assert core is not None
         authenticated = False
@@ -186,6 +190,7 @@ class Coordinator:
                 asyncio.IncompleteReadError):
             return
         finally:
+            self._writers.discard(writer)
             if authenticated:
                 self._connections -= 1
                 core.drop_owner(owner)

@@ -30,6 +30,7 @@ class WorkerSpec:
     ``seconds`` have passed); ``tasks``: concurrent tasks (more than the pool allows, so the
     budget is what limits them); ``cost_key`` / ``usd_per_request``: charge each success;
     ``retry_throttled``: send a request refused with 429 again (after its lease released).
+    Costs are charged through ``Lease.release(usd=...)``.
     """
 
     address: str
@@ -60,8 +61,12 @@ class WorkerReport:
     finished: float = 0.0
 
 
-async def drive(budget: RunBudget, spec: WorkerSpec) -> WorkerReport:
-    """Send ``spec``'s requests through ``budget``; return what happened."""
+async def drive(budget: RunBudget, spec: WorkerSpec, ready: Any = None) -> WorkerReport:
+    """Send ``spec``'s requests through ``budget``; return what happened.
+
+    ``ready``: a ``multiprocessing.Barrier`` that every worker waits at, once warm, so
+    process start-up does not skew timings.
+    """
     report = WorkerReport(started=time.monotonic())
     deadline = None if spec.seconds is None else report.started + spec.seconds
     remaining = [spec.requests]
@@ -110,12 +115,19 @@ async def drive(budget: RunBudget, spec: WorkerSpec) -> WorkerReport:
                     report.errors += 1
                     return True
                 usage = response.json().get("usage", {})
-                lease.release("ok", tokens_used=int(usage.get("total_tokens", 0)))
+                usd = spec.usd_per_request if spec.cost_key is not None else None
+                lease.release("ok", tokens_used=int(usage.get("total_tokens", 0)), usd=usd)
                 report.ok += 1
-                if spec.cost_key is not None and spec.usd_per_request:
-                    budget.charge(spec.cost_key, spec.usd_per_request)
-                    report.charged += spec.usd_per_request
+                report.charged += usd or 0.0
                 return True
+
+        if ready is not None:
+            # connections open and code warm before the measured part starts in every process
+            await http.get("/models")
+            await asyncio.to_thread(ready.wait, 60)
+            report.started = time.monotonic()
+            if deadline is not None:
+                deadline = report.started + (spec.seconds or 0.0)
 
         async def task() -> None:
             while more():
@@ -127,14 +139,14 @@ async def drive(budget: RunBudget, spec: WorkerSpec) -> WorkerReport:
     return report
 
 
-def worker_main(spec: dict[str, Any], results: Any) -> None:
+def worker_main(spec: dict[str, Any], results: Any, ready: Any = None) -> None:
     """Process entry point: run :func:`drive` on a coordinator client; put the report dict
     (or ``{"error": text}``) on the ``results`` queue."""
     try:
         worker = WorkerSpec(**spec)
         budget = CoordinatorClient(worker.address, worker.token, name=worker.name)
         try:
-            report = asyncio.run(drive(budget, worker))
+            report = asyncio.run(drive(budget, worker, ready))
             # a totals round trip flushes this connection's fire-and-forget charges first
             budget.totals()
         finally:
