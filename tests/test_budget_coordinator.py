@@ -21,7 +21,7 @@ from pytest_ragbench.budget import (
     CoordinatorError,
     PoolLimits,
 )
-from pytest_ragbench.budget.testing import hold_and_wait, worker_main
+from pytest_ragbench.budget.testing import collect, hold_and_wait, worker_main
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
 # spawn: the parent runs server threads, which fork would copy in an undefined state
@@ -49,9 +49,7 @@ def run_workers(coordinator: Coordinator, server: FakeOpenAIServer, count: int,
     ]
     for process in processes:
         process.start()
-    reports = [results.get(timeout=60) for _ in processes]
-    for process in processes:
-        process.join(timeout=10)
+    reports = collect(processes, results)
     assert [r.get("error") for r in reports] == [None] * count
     return reports
 

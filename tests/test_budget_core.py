@@ -105,7 +105,7 @@ def test_fixed_concurrency_queues_in_order_and_counts_max_in_flight() -> None:
 
 def test_request_window_never_holds_more_than_rpm() -> None:
     h = Harness()
-    h.declare(rpm=3, period=10.0)
+    h.declare(rpm=3, period=10.0, margin=0.0)
     ids = [h.acquire() for _ in range(7)]
     h.release(ids[0])  # releasing does not give a rate permit back
     h.advance(30.0)
@@ -118,13 +118,24 @@ def test_request_window_never_holds_more_than_rpm() -> None:
 
 def test_fractional_rpm_stretches_the_window() -> None:
     h = Harness()
-    h.declare(rpm=0.5, period=60.0)
+    h.declare(rpm=0.5, period=60.0, margin=0.0)
     first, second = h.acquire(), h.acquire()
     assert h.granted(first) and not h.granted(second)
     h.advance(119.0)
     assert not h.granted(second)
     h.advance(1.0)
     assert h.granted(second)
+
+
+def test_request_window_is_held_a_margin_longer_than_the_period() -> None:
+    h = Harness()
+    h.declare(rpm=2, period=10.0)  # default margin: 2%
+    ids = [h.acquire() for _ in range(3)]
+    h.advance(10.1)
+    assert not h.granted(ids[2])
+    h.advance(0.1)
+    assert h.granted(ids[2])
+    assert h.grant_times[2] == pytest.approx(10.2)
 
 
 def test_token_window_settles_estimates_and_admits_the_next_waiter() -> None:

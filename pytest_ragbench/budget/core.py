@@ -125,7 +125,7 @@ class _Pool:
         assert rpm is not None
         count = max(1, math.floor(rpm))
         # below one request per period the window stretches instead of the count shrinking
-        return count, self.limits.period * count / rpm
+        return count, self.limits.period * (1.0 + self.limits.margin) * count / rpm
 
     def rate_wait(self, now: float, tokens: float) -> float:
         """Seconds until one more request with ``tokens`` fits both windows (0: now)."""
@@ -137,7 +137,7 @@ class _Pool:
             if len(self.requests) >= count:
                 wait = max(wait, self.requests[-count] + span - now)
         if self.limits.tpm is not None:
-            period = self.limits.period
+            period = self.limits.period * (1.0 + self.limits.margin)
             while self.token_log and self.token_log[0][0] <= now - period:
                 self.token_log.popleft()
             want = min(tokens, self.limits.tpm)

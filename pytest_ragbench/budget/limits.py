@@ -42,7 +42,8 @@ class PoolLimits:
     ``concurrency``: requests in flight at once (``None``: unbounded); ``adaptive``: use AIMD
     instead, bounded by ``adaptive.max``. ``rpm`` / ``tpm``: requests and tokens per
     ``period`` seconds (60 in real use; tests shrink it), enforced as a sliding window so no
-    window of ``period`` seconds ever holds more than ``rpm`` requests.
+    window of ``period`` seconds ever holds more than ``rpm`` requests (the window is held
+    ``margin`` longer, 2% by default, to absorb network jitter).
     """
 
     concurrency: int | None = None
@@ -51,6 +52,9 @@ class PoolLimits:
     tpm: float | None = None
     period: float = 60.0
     max_pause: float = 60.0  # a Retry-After longer than this is capped
+    # the window is held this fraction longer than ``period``: requests reach the provider
+    # with a little jitter, and it counts by arrival, so an exact window could show rpm + 1
+    margin: float = 0.02
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
@@ -63,6 +67,8 @@ class PoolLimits:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if not math.isfinite(self.period) or self.period <= 0:
             raise ValueError(f"period must be > 0 seconds, got {self.period}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ValueError(f"margin must be in [0, 1], got {self.margin}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the wire (see :meth:`from_dict`)."""
@@ -79,6 +85,7 @@ class PoolLimits:
             tpm=data.get("tpm"),
             period=float(data.get("period", 60.0)),
             max_pause=float(data.get("max_pause", 60.0)),
+            margin=float(data.get("margin", 0.02)),
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -123,7 +124,8 @@ async def drive(budget: RunBudget, spec: WorkerSpec, ready: Any = None) -> Worke
 
         if ready is not None:
             # connections open and code warm before the measured part starts in every process
-            await http.get("/models")
+            # every connection a task will use, so no request pays a TCP connect later
+            await asyncio.gather(*(http.get("/models") for _ in range(spec.tasks)))
             await asyncio.to_thread(ready.wait, 60)
             report.started = time.monotonic()
             if deadline is not None:
@@ -168,3 +170,25 @@ def hold_and_wait(spec: dict[str, Any], results: Any) -> None:
         await asyncio.sleep(3600)
 
     asyncio.run(hold())
+
+
+def collect(processes: list[Any], results: Any, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """One report per process from ``results``; fails fast if a process dies without one."""
+    reports: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(reports) < len(processes):
+        try:
+            reports.append(results.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"worker process exited with code {dead[0].exitcode} "
+                               "without a report")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no report from {len(processes) - len(reports)} worker "
+                               f"process(es) within {timeout:g} s")
+    for process in processes:
+        process.join(timeout=10)
+    return reports
