@@ -92,6 +92,22 @@ def test_rpm_holds_across_processes(coordinator: Coordinator) -> None:
     client.close()
 
 
+def test_tpm_holds_across_processes_with_settled_estimates(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(tpm=50, period=0.5))
+    with FakeOpenAIServer() as server:
+        # estimated 10 tokens, settled to the reply's real 7 ("one two three" + "echo: ...")
+        reports = run_workers(coordinator, server, 3, requests=6, tasks=6, tokens=10)
+        arrivals = server.arrival_times()
+        used = {r.body["messages"][0]["content"] for r in server.requests}
+    assert used == {"one two three"}
+    assert sum(r["ok"] for r in reports) == 18
+    # 7 tokens each: at most 7 requests fit 50 tokens in a window, so 18 need 3 windows
+    assert max_in_window(arrivals, 0.45) <= 7
+    assert max(arrivals) - min(arrivals) >= 0.9
+    client.close()
+
+
 def test_max_cost_holds_across_processes(coordinator: Coordinator) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=4))

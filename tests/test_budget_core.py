@@ -376,3 +376,33 @@ def test_cost_charged_on_release_is_known_before_the_next_grant() -> None:
     c = h.acquire()  # without a cost key there is nothing to charge
     ident = h.send("w", {"op": "release", "lease": c, "usd": 0.1})
     assert "without a cost_key" in h.replies[("w", ident)]["message"]
+
+
+def test_process_budget_picks_the_transport() -> None:
+    from pytest_ragbench.budget import Coordinator, CoordinatorClient
+    from pytest_ragbench.budget.wiring import process_budget
+
+    local = process_budget(None)
+    assert isinstance(local, LocalBudget)
+    local.close()
+    assert isinstance(process_budget({"workerid": "gw0"}), LocalBudget)
+    with Coordinator() as coordinator:
+        client = process_budget(coordinator.workerinput(), name="gw0")
+        assert isinstance(client, CoordinatorClient)
+        assert client.totals()["pools"] == {}
+        client.close()
+
+
+def test_pool_keys_share_agreeing_suites_and_split_differing_ones() -> None:
+    from pytest_ragbench.budget.wiring import endpoint_limits, outcome_of, pool_key
+
+    four = endpoint_limits(4, rpm=60)
+    assert pool_key("http://h/v1", "m", four) == pool_key("http://h/v1", "m",
+                                                           endpoint_limits(4, rpm=60))
+    assert pool_key("http://h/v1", "m", four) != pool_key("http://h/v1", "m",
+                                                           endpoint_limits(8, rpm=60))
+    auto = endpoint_limits(16, adaptive=Adaptive(max=32))
+    assert auto.concurrency is None and auto.adaptive == Adaptive(max=32)
+    assert [outcome_of(s) for s in (200, 429, 408, 500, 400, None)] == [
+        "ok", "throttled", "timeout", "error", "error", "error"]
+    assert outcome_of(None, timed_out=True) == "timeout"
