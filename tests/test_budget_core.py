@@ -256,6 +256,8 @@ def test_bad_messages_get_an_error_reply() -> None:
     assert "never declared" in h.replies[("w", ident)]["message"]
     ident = h.send("w", {"op": "acquire"})
     assert h.replies[("w", ident)]["message"] == "acquire: missing field 'key'"
+    ident = h.send("w", {"op": "declare", "key": "q", "limits": "fast"})
+    assert h.replies[("w", ident)]["error"] == "invalid"  # answered, not raised
 
 
 @pytest.mark.parametrize(
@@ -406,3 +408,19 @@ def test_pool_keys_share_agreeing_suites_and_split_differing_ones() -> None:
     assert [outcome_of(s) for s in (200, 429, 408, 500, 400, None)] == [
         "ok", "throttled", "timeout", "error", "error", "error"]
     assert outcome_of(None, timed_out=True) == "timeout"
+
+
+@pytest.mark.asyncio
+async def test_closing_the_local_budget_fails_waiting_calls() -> None:
+    from pytest_ragbench.budget import CoordinatorError
+
+    budget = LocalBudget()
+    budget.declare("p", PoolLimits(concurrency=1))
+    await budget.acquire("p")
+    waiter = asyncio.ensure_future(budget.acquire("p"))
+    await asyncio.sleep(0.05)
+    budget.close()
+    with pytest.raises(CoordinatorError, match="the run budget was closed"):
+        await asyncio.wait_for(waiter, 2)
+    with pytest.raises(CoordinatorError, match="the run budget was closed"):
+        await budget.acquire("p")

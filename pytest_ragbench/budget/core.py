@@ -244,7 +244,8 @@ class BudgetCore:
                 answer({"ok": True, "totals": self.totals()})
             else:
                 answer({"ok": False, "error": "protocol", "message": f"unknown op {op!r}"})
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:
+            # whatever a peer sends, it gets an answer: an unanswered acquire would hang it
             detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             answer({"ok": False, "error": "invalid", "message": f"{op}: {detail}"})
 

@@ -48,20 +48,36 @@ class LocalBudget(RunBudget):
         self._runner = LoopThread("ragbench-budget")
         loop = self._runner.loop
         self._core = BudgetCore(call_later=loop.call_later, clock=time.monotonic)
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
 
     def __repr__(self) -> str:
         return "LocalBudget()"
 
     def _deliver(self, message: dict[str, Any], future: concurrent.futures.Future[Any] | None
                  ) -> None:
+        if future is not None:
+            with self._lock:
+                self._pending.add(future)
+
         def reply(payload: dict[str, Any]) -> None:
-            if future is not None and not future.done():
-                future.set_result(payload)
+            if future is not None:
+                with self._lock:
+                    self._pending.discard(future)
+                if not future.done():
+                    future.set_result(payload)
 
         try:
             self._runner.loop.call_soon_threadsafe(self._core.handle, _OWNER, message, reply)
         except RuntimeError:  # the loop is closed
-            reply({"ok": False, "error": "lost", "message": "the run budget is closed"})
+            reply({"ok": False, "error": "lost", "message": "the run budget was closed"})
 
     def close(self) -> None:
+        """Stop the budget; calls still waiting fail with ``CoordinatorError``."""
         self._runner.stop()
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for future in pending:
+            if not future.done():
+                future.set_result({"ok": False, "error": "lost",
+                                   "message": "the run budget was closed"})
