@@ -28,6 +28,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,29 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, {"error": {"message": f"no route GET {self.path}"}})
 
     def do_POST(self) -> None:
+        owner = self.server.owner
+        refuse = owner._enter()
+        try:
+            if refuse:
+                self._refuse()
+            else:
+                self._post()
+        finally:
+            owner._leave(accepted=not refuse)
+
+    def _refuse(self) -> None:
+        # an overloaded endpoint answers at once: the request never reaches a model
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        owner = self.server.owner
+        error = json.dumps({"error": {"message": "too many concurrent requests",
+                                      "type": "rate_limit"}})
+        retry_after = owner.refuse_retry_after
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        self._send(429, error.encode(), headers)
+
+    def _post(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         path = urlsplit(self.path).path
@@ -226,6 +250,12 @@ class FakeOpenAIServer:
         hang_seconds: how long a ``"hang"`` fault keeps the connection silent (stopping the
             server ends it early).
         embedding_dim: dimension of :func:`hash_embedding` vectors.
+        refuse_above: a hidden concurrency limit: a request arriving while this many are
+            being served is answered 429 at once (with ``refuse_retry_after`` if given),
+            like an endpoint that sheds load. ``None`` (default) never refuses.
+
+    :attr:`in_flight`, :attr:`max_in_flight` and :meth:`arrival_times` show what clients
+    really did to it (e.g. that a shared concurrency limit held across processes).
 
     Usable as a context manager, or with :meth:`start` / :meth:`stop`. Thread-safe.
     """
@@ -238,8 +268,17 @@ class FakeOpenAIServer:
         faults: Iterable[Fault] = (),
         hang_seconds: float = 30.0,
         embedding_dim: int = 64,
+        refuse_above: int | None = None,
+        refuse_retry_after: str | None = None,
     ) -> None:
         self.latency = latency
+        self.refuse_above = refuse_above
+        self.refuse_retry_after = refuse_retry_after
+        self._in_flight = 0
+        self._accepted = 0
+        self._max_in_flight = 0
+        self._refused = 0
+        self._arrivals: list[float] = []
         self.hang_seconds = hang_seconds
         self.embedding_dim = embedding_dim
         self._reply: Reply = reply or echo_reply
@@ -356,6 +395,32 @@ class FakeOpenAIServer:
             self._counts.clear()
             self._faults_served.clear()
             self._requests.clear()
+            self._max_in_flight = self._in_flight
+            self._refused = 0
+            self._arrivals.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now (refused ones included while they are answered)."""
+        with self._lock:
+            return self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests ever served at once (since start or :meth:`reset_counts`)."""
+        with self._lock:
+            return self._max_in_flight
+
+    @property
+    def refused(self) -> int:
+        """Requests answered 429 because of ``refuse_above``."""
+        with self._lock:
+            return self._refused
+
+    def arrival_times(self) -> list[float]:
+        """``time.monotonic()`` of every POST's arrival, in order (system-wide clock)."""
+        with self._lock:
+            return list(self._arrivals)
 
     # -- used by the handler threads ---------------------------------------------------------
 
@@ -365,6 +430,24 @@ class FakeOpenAIServer:
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def _enter(self) -> bool:
+        """Count an arriving request; True when the hidden concurrency limit refuses it."""
+        with self._lock:
+            self._arrivals.append(time.monotonic())
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if self.refuse_above is not None and self._accepted >= self.refuse_above:
+                self._refused += 1
+                return True
+            self._accepted += 1
+            return False
+
+    def _leave(self, *, accepted: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if accepted:
+                self._accepted -= 1
 
     def _take(self, request: RecordedRequest) -> Fault:
         with self._lock:

@@ -1,0 +1,50 @@
+"""Drop-in shapes of the run budget for code written against the per-process classes."""
+
+from __future__ import annotations
+
+from ..llm.base import Completion
+from ..llm.usage import PriceTable
+from .api import RunBudget
+
+
+class RunCostBudget:
+    """A run-wide spending cap with :class:`~pytest_ragbench.llm.usage.CostBudget`'s methods.
+
+    Pass it where a ``CostBudget`` goes (e.g. ``BudgetedLLM``): :meth:`check` asks the run
+    budget (one local round trip) and raises ``BudgetExceeded`` with the *run's* spend;
+    :meth:`add` / :meth:`charge` record spend without blocking.
+    """
+
+    def __init__(self, budget: RunBudget, key: str, max_cost: float) -> None:
+        budget.declare_cost(key, max_cost)
+        self.run_budget = budget
+        self.key = key
+        self.max_cost = float(max_cost)
+
+    def __repr__(self) -> str:
+        return f"RunCostBudget(key={self.key!r}, max_cost={self.max_cost})"
+
+    @property
+    def spent(self) -> float:
+        """The whole run's spend under this cap (all workers)."""
+        costs = self.run_budget.totals()["costs"]
+        return float(costs[self.key]["spent"]) if self.key in costs else 0.0
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.max_cost - self.spent)
+
+    def check(self) -> None:
+        """Raise ``BudgetExceeded`` if the run has used this cap up."""
+        self.run_budget.check_cost_sync(self.key)
+
+    def add(self, cost: float) -> None:
+        """Record ``cost`` USD spent."""
+        self.run_budget.charge(self.key, cost)
+
+    def charge(self, prices: PriceTable, model: str, completion: Completion) -> float:
+        """Add the cost of ``completion`` (zero when it came from the cache); return it."""
+        cost = 0.0 if completion.cached else prices.cost(model, completion.usage)
+        if cost:
+            self.add(cost)
+        return cost

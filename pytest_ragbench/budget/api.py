@@ -1,0 +1,218 @@
+"""The run budget's interface: what callers (LLM clients, pipelines) use, whatever the transport.
+
+A :class:`RunBudget` is either a :class:`~.local.LocalBudget` (one process, ``-n 0``) or a
+:class:`~.client.CoordinatorClient` (an xdist worker talking to the controller's
+:class:`~.server.Coordinator`). Both send the same messages to one
+:class:`~.core.BudgetCore`, so they behave the same. All methods are thread-safe and may be
+awaited from any event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..llm.base import LLMError
+from ..llm.usage import BudgetExceeded
+from .limits import PoolLimits
+
+__all__ = ["BudgetError", "BudgetExceeded", "CoordinatorError", "Lease", "RunBudget"]
+
+
+class BudgetError(LLMError):
+    """The budget refused a message (an undeclared pool, conflicting limits, bad input)."""
+
+
+class CoordinatorError(LLMError):
+    """The coordinator cannot be reached or was lost; no request can be admitted."""
+
+
+def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply
+    message = str(reply.get("message", "refused"))
+    if reply.get("error") == "budget":
+        raise BudgetExceeded(message)
+    if reply.get("error") == "lost":
+        raise CoordinatorError(message)
+    raise BudgetError(message)
+
+
+class Lease:
+    """A granted request: one concurrency slot and its rate permits, until :meth:`release`.
+
+    Release it exactly once, right after the response (or failure) with what happened, so the
+    adaptive controller learns from it. As an async context manager it releases itself:
+    ``"ok"`` on a normal exit, ``"aborted"`` on cancellation and ``"error"`` otherwise, unless
+    :meth:`release` was called inside.
+    """
+
+    def __init__(self, budget: RunBudget, ident: int, key: str) -> None:
+        self._budget = budget
+        self.ident = ident
+        self.key = key
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"Lease(key={self.key!r}, id={self.ident}, released={self.released})"
+
+    def release(
+        self,
+        outcome: str = "ok",
+        *,
+        retry_after: float | None = None,
+        tokens_used: int | None = None,
+        usd: float | None = None,
+    ) -> None:
+        """Give the slot back. Never blocks; safe to call during cancellation; idempotent.
+
+        ``outcome``: ``"ok"``, ``"throttled"`` (HTTP 429), ``"timeout"``, ``"error"`` (any
+        other failure) or ``"aborted"`` (says nothing about the endpoint). ``retry_after``:
+        the server's Retry-After in seconds, which pauses the whole pool. ``tokens_used``: the
+        real token count, settling the estimate given to :meth:`RunBudget.acquire`. ``usd``:
+        the call's cost, charged to the acquire's ``cost_key`` in the same step as the slot
+        is freed; prefer it to a later :meth:`RunBudget.charge`, which lets requests be
+        admitted while a finished call's cost is still unknown.
+        """
+        if self.released:
+            return
+        self.released = True
+        message: dict[str, Any] = {"op": "release", "lease": self.ident, "outcome": outcome}
+        if retry_after is not None:
+            message["retry_after"] = float(retry_after)
+        if tokens_used is not None:
+            message["tokens_used"] = int(tokens_used)
+        if usd is not None:
+            message["usd"] = float(usd)
+        self._budget._post(message)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.release("ok")
+        elif issubclass(exc_type, asyncio.CancelledError):
+            self.release("aborted")
+        else:
+            self.release("error")
+
+
+class RunBudget(ABC):
+    """Concurrency, rate limits and spending caps shared by a whole run.
+
+    Declare pools and cost keys once (every worker may declare the same ones; conflicting
+    limits are an error), then per request: ``lease = await acquire(pool, tokens=..,
+    cost_key=..)``, send, ``lease.release(outcome, ...)``, and ``charge(cost_key, usd)``.
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._ids_lock = threading.Lock()
+
+    # -- transport (implemented by LocalBudget and CoordinatorClient) --------------------------
+
+    @abstractmethod
+    def _deliver(self, message: dict[str, Any], future: concurrent.futures.Future[Any] | None
+                 ) -> None:
+        """Hand ``message`` to the core; resolve ``future`` with its reply dict if given."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release what this object holds (threads, sockets). Idempotent."""
+
+    def _next_id(self) -> int:
+        with self._ids_lock:
+            return next(self._ids)
+
+    def _call(self, message: dict[str, Any]) -> tuple[int, concurrent.futures.Future[Any]]:
+        ident = self._next_id()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._deliver({**message, "id": ident}, future)
+        return ident, future
+
+    def _post(self, message: dict[str, Any]) -> None:
+        """Send without waiting for (or getting) a reply."""
+        self._deliver(message, None)
+
+    def _call_sync(self, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+        _, future = self._call(message)
+        try:
+            reply = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise CoordinatorError(f"the run budget did not answer {message['op']!r} within "
+                                   f"{timeout:g} s") from None
+        return _raise_for(reply)
+
+    async def _call_async(self, message: dict[str, Any]) -> dict[str, Any]:
+        _, future = self._call(message)
+        return _raise_for(await asyncio.wrap_future(future))
+
+    # -- declarations ------------------------------------------------------------
+
+    def declare(self, key: str, limits: PoolLimits) -> None:
+        """Declare pool ``key`` (e.g. one endpoint and model) with its run-wide limits."""
+        self._call_sync({"op": "declare", "key": key, "limits": limits.to_dict()})
+
+    def declare_cost(self, key: str, max_cost: float) -> None:
+        """Declare spending cap ``key`` (e.g. a suite's ``max_cost``) in USD for the run."""
+        self._call_sync({"op": "declare_cost", "key": key, "max_cost": float(max_cost)})
+
+    # -- per request ------------------------------------------------------------
+
+    async def acquire(self, key: str, *, tokens: int = 0, cost_key: str | None = None) -> Lease:
+        """Wait for a slot of pool ``key``, then for its rate windows to take the request.
+
+        ``tokens`` is the request's estimated token count (for ``tpm``). With ``cost_key``,
+        raises :class:`BudgetExceeded` (with the run's spend) instead once that cap is used
+        up, also when it is reached while waiting. Cancelling the wait withdraws it.
+        """
+        message: dict[str, Any] = {"op": "acquire", "key": key, "tokens": int(tokens)}
+        if cost_key is not None:
+            message["cost_key"] = cost_key
+        ident, future = self._call(message)
+        try:
+            reply = await asyncio.wrap_future(future)
+        except BaseException:
+            # a withdrawal crossing its grant ends the lease instead: no slot leaks
+            self._post({"op": "release", "lease": ident, "outcome": "aborted"})
+            raise
+        _raise_for(reply)
+        return Lease(self, ident, key)
+
+    async def check_cost(self, key: str) -> None:
+        """Raise :class:`BudgetExceeded` if spending cap ``key`` is used up by the run."""
+        await self._call_async({"op": "check_cost", "key": key})
+
+    def check_cost_sync(self, key: str) -> None:
+        """:meth:`check_cost` for synchronous callers (one local round trip)."""
+        self._call_sync({"op": "check_cost", "key": key})
+
+    def charge(self, key: str, usd: float) -> None:
+        """Add ``usd`` spent to cap ``key``. Never blocks."""
+        self._post({"op": "charge", "key": key, "usd": float(usd)})
+
+    # -- reading ------------------------------------------------------------
+
+    def totals(self) -> dict[str, Any]:
+        """The run's totals (plain data): ``{"pools": {key: {...}}, "costs": {...}, "spent"}``.
+
+        Each pool reports ``requests``, ``in_flight``, ``max_in_flight``, ``throttled``,
+        ``timeouts`` and, when adaptive, ``adaptive: {level, max_level, bound, decreases}``.
+        Messages sent earlier from this object are counted (one connection keeps order).
+        """
+        return dict(self._call_sync({"op": "totals"})["totals"])
+
+    async def atotals(self) -> dict[str, Any]:
+        """:meth:`totals` without blocking the event loop."""
+        return dict((await self._call_async({"op": "totals"}))["totals"])
+
+    def __enter__(self) -> RunBudget:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,451 @@
+"""The run budget's state machine: slots, rate windows, adaptive concurrency and spend.
+
+One :class:`BudgetCore` holds the whole run's state. It is driven by plain-dict messages
+(the same ones the coordinator receives over TCP) from *owners* (a worker connection, or the
+process itself) and answers through a reply callback, possibly later: an ``acquire`` is
+answered when its slot and rate permits are granted, never by polling. It is not thread-safe:
+exactly one event loop thread calls it (see :mod:`.local` and :mod:`.server`), and it uses
+that loop only through the injected ``clock`` and ``call_later``.
+
+An acquire passes two stages, in this order so that a request is sent right after its grant:
+
+1. a concurrency slot of its pool (fixed, adaptive or unbounded), first come first served;
+2. while holding the slot: the pool's Retry-After pause, its request and token windows, and
+   the cost check of its cost key.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .limits import PoolLimits
+
+Reply = Callable[[dict[str, Any]], None]
+OUTCOMES = ("ok", "throttled", "timeout", "error", "aborted")
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], None]], TimerHandle]
+
+
+def budget_message(spent: float, max_cost: float, key: str) -> str:
+    """The text of a :class:`~pytest_ragbench.llm.usage.BudgetExceeded` raised for the run."""
+    where = f" for {key!r}" if key else ""
+    return (f"cost budget exhausted{where}: this run spent ${spent:.4f} of "
+            f"${max_cost:.4f} (all workers together)")
+
+
+@dataclass
+class _Waiter:
+    owner: Hashable
+    ident: int
+    pool: _Pool
+    tokens: float
+    cost_key: str | None
+    reply: Reply
+    holds_slot: bool = False
+    granted: bool = False
+    epoch: int = 0
+    saturated: bool = False
+    token_entry: list[float] | None = None  # [time, amount] in the pool's token window
+
+
+@dataclass
+class _Aimd:
+    level: float
+    bound: int
+    decrease: float
+    max_level: float = 0.0
+    successes: int = 0
+    epoch: int = 0
+    decreases: int = 0
+
+    def __post_init__(self) -> None:
+        self.max_level = self.level
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.level))
+
+    def success(self, saturated: bool) -> None:
+        # growing only on evidence: successes while every slot was in use
+        if not saturated:
+            return
+        self.successes += 1
+        if self.successes >= self.limit and self.level < self.bound:
+            self.level = min(float(self.bound), math.floor(self.level) + 1.0)
+            self.max_level = max(self.max_level, self.level)
+            self.successes = 0
+
+    def back_off(self, epoch: int) -> None:
+        # requests sent before the last decrease report the old overload; one cut per generation
+        if epoch != self.epoch:
+            return
+        self.level = max(1.0, self.level * self.decrease)
+        self.epoch += 1
+        self.successes = 0
+        self.decreases += 1
+
+
+@dataclass
+class _Pool:
+    key: str
+    limits: PoolLimits
+    aimd: _Aimd | None
+    waiting: deque[_Waiter] = field(default_factory=deque)
+    rate_waiting: deque[_Waiter] = field(default_factory=deque)
+    slots: int = 0  # held by stage 2 and granted waiters
+    active: int = 0  # granted and not released: requests in flight
+    max_active: int = 0
+    granted: int = 0
+    throttled: int = 0
+    timeouts: int = 0
+    requests: deque[float] = field(default_factory=deque)
+    token_log: deque[list[float]] = field(default_factory=deque)
+    paused_until: float = 0.0
+    timer: TimerHandle | None = None
+    timer_at: float = math.inf
+
+    def limit(self) -> float:
+        if self.aimd is not None:
+            return self.aimd.limit
+        return self.limits.concurrency if self.limits.concurrency is not None else math.inf
+
+    def request_window(self) -> tuple[int, float]:
+        """(count, seconds): at most ``count`` grants in any window of ``seconds``."""
+        rpm = self.limits.rpm
+        assert rpm is not None
+        count = max(1, math.floor(rpm))
+        # below one request per period the window stretches instead of the count shrinking
+        return count, self.limits.period * (1.0 + self.limits.margin) * count / rpm
+
+    def rate_wait(self, now: float, tokens: float) -> float:
+        """Seconds until one more request with ``tokens`` fits both windows (0: now)."""
+        wait = max(0.0, self.paused_until - now)
+        if self.limits.rpm is not None:
+            count, span = self.request_window()
+            while self.requests and self.requests[0] <= now - span:
+                self.requests.popleft()
+            if len(self.requests) >= count:
+                wait = max(wait, self.requests[-count] + span - now)
+        if self.limits.tpm is not None:
+            period = self.limits.period * (1.0 + self.limits.margin)
+            while self.token_log and self.token_log[0][0] <= now - period:
+                self.token_log.popleft()
+            want = min(tokens, self.limits.tpm)
+            total = sum(entry[1] for entry in self.token_log)
+            if total + want > self.limits.tpm:
+                # wait until enough of the oldest entries have left the window
+                excess = total + want - self.limits.tpm
+                for stamp, amount in self.token_log:
+                    excess -= amount
+                    if excess <= 0:
+                        wait = max(wait, stamp + period - now)
+                        break
+        return wait
+
+    def snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "concurrency": self.limits.concurrency,
+            "rpm": self.limits.rpm,
+            "tpm": self.limits.tpm,
+            "period": self.limits.period,
+            "requests": self.granted,
+            "in_flight": self.active,
+            "max_in_flight": self.max_active,
+            "waiting": len(self.waiting) + len(self.rate_waiting),
+            "throttled": self.throttled,
+            "timeouts": self.timeouts,
+        }
+        if self.aimd is not None:
+            data["adaptive"] = {
+                "level": self.aimd.limit,
+                "max_level": int(self.aimd.max_level),
+                "bound": self.aimd.bound,
+                "decreases": self.aimd.decreases,
+            }
+        return data
+
+
+@dataclass
+class _Cost:
+    max_cost: float
+    spent: float = 0.0
+    charges: int = 0
+    refused: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.max_cost
+
+
+class BudgetCore:
+    """All budgets of one run. See the module docstring; messages are documented on
+    :meth:`handle`."""
+
+    def __init__(self, *, call_later: CallLater, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._call_later = call_later
+        self._pools: dict[str, _Pool] = {}
+        self._costs: dict[str, _Cost] = {}
+        self._leases: dict[tuple[Hashable, int], _Waiter] = {}
+
+    # -- entry point ------------------------------------------------------------
+
+    def handle(self, owner: Hashable, message: dict[str, Any], reply: Reply) -> None:
+        """Process one message from ``owner``; answer through ``reply`` (now or later).
+
+        Messages (``id`` is the caller's request number; messages without one get no reply):
+
+        - ``declare {key, limits}`` and ``declare_cost {key, max_cost}``: idempotent; a
+          conflicting redeclaration is an error (every worker reads the same suites).
+        - ``acquire {id, key, tokens, cost_key}``: answered ``{id, ok}`` once granted; the
+          lease is named by ``id``.
+        - ``release {lease, outcome, retry_after, tokens_used, usd}``: ends a lease, or
+          withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
+          ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
+        - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
+        """
+        ident = message.get("id")
+
+        def answer(payload: dict[str, Any]) -> None:
+            if ident is not None:
+                reply({"id": ident, **payload})
+
+        op = message.get("op")
+        try:
+            if op == "acquire":
+                self._acquire(owner, message, answer)
+                return
+            if op == "release":
+                self._release(owner, message)
+                answer({"ok": True})
+            elif op == "declare":
+                self._declare(str(message["key"]), PoolLimits.from_dict(message["limits"]))
+                answer({"ok": True})
+            elif op == "declare_cost":
+                self._declare_cost(str(message["key"]), float(message["max_cost"]))
+                answer({"ok": True})
+            elif op == "check_cost":
+                error = self._cost_error(message.get("key"))
+                answer(error or {"ok": True})
+            elif op == "charge":
+                self._charge(message.get("key"), float(message["usd"]))
+                answer({"ok": True})
+            elif op == "totals":
+                answer({"ok": True, "totals": self.totals()})
+            else:
+                answer({"ok": False, "error": "protocol", "message": f"unknown op {op!r}"})
+        except Exception as exc:
+            # whatever a peer sends, it gets an answer: an unanswered acquire would hang it
+            detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            answer({"ok": False, "error": "invalid", "message": f"{op}: {detail}"})
+
+    def drop_owner(self, owner: Hashable) -> None:
+        """Forget a departed owner: withdraw its waiters and release its slots."""
+        # every pending or granted acquire is in _leases, so this covers the queues too
+        for (who, _ident), waiter in list(self._leases.items()):
+            if who == owner:
+                self._end(waiter, "aborted", None, None)
+        for pool in self._pools.values():
+            self._pump(pool)
+
+    def totals(self) -> dict[str, Any]:
+        """Plain-data view: per pool counters and adaptive level, per cost key spend."""
+        return {
+            "pools": {key: pool.snapshot() for key, pool in sorted(self._pools.items())},
+            "costs": {
+                key: {"spent": c.spent, "max_cost": c.max_cost, "charges": c.charges,
+                      "refused": c.refused, "exhausted": c.exhausted}
+                for key, c in sorted(self._costs.items())
+            },
+            "spent": sum(c.spent for c in self._costs.values()),
+        }
+
+    # -- declarations ------------------------------------------------------------
+
+    def _declare(self, key: str, limits: PoolLimits) -> None:
+        pool = self._pools.get(key)
+        if pool is not None:
+            if pool.limits != limits:
+                raise ValueError(f"pool {key!r} was declared with {pool.limits} and now with "
+                                 f"{limits}; every worker must use the same limits")
+            return
+        aimd = None
+        if limits.adaptive is not None:
+            aimd = _Aimd(float(limits.adaptive.start), limits.adaptive.max,
+                         limits.adaptive.decrease)
+        self._pools[key] = _Pool(key, limits, aimd)
+
+    def _declare_cost(self, key: str, max_cost: float) -> None:
+        if not math.isfinite(max_cost) or max_cost < 0:
+            raise ValueError(f"max_cost must be a finite number >= 0, got {max_cost}")
+        cost = self._costs.get(key)
+        if cost is not None:
+            if cost.max_cost != max_cost:
+                raise ValueError(f"cost key {key!r} was declared with max_cost "
+                                 f"{cost.max_cost} and now with {max_cost}")
+            return
+        self._costs[key] = _Cost(max_cost)
+
+    # -- cost ------------------------------------------------------------
+
+    def _cost(self, key: Any) -> _Cost:
+        cost = self._costs.get(str(key))
+        if cost is None:
+            raise ValueError(f"cost key {key!r} was never declared")
+        return cost
+
+    def _cost_error(self, key: Any) -> dict[str, Any] | None:
+        cost = self._cost(key)
+        if not cost.exhausted:
+            return None
+        cost.refused += 1
+        return {"ok": False, "error": "budget",
+                "message": budget_message(cost.spent, cost.max_cost, str(key)),
+                "spent": cost.spent, "max_cost": cost.max_cost}
+
+    def _charge(self, key: Any, usd: float) -> None:
+        if not math.isfinite(usd) or usd < 0:
+            raise ValueError(f"cost must be a finite number >= 0, got {usd}")
+        cost = self._cost(key)
+        cost.spent += usd
+        cost.charges += 1
+
+    # -- slots and rates ------------------------------------------------------------
+
+    def _acquire(self, owner: Hashable, message: dict[str, Any], answer: Reply) -> None:
+        key = str(message["key"])
+        pool = self._pools.get(key)
+        if pool is None:
+            answer({"ok": False, "error": "invalid", "message": f"pool {key!r} was never declared"})
+            return
+        cost_key = message.get("cost_key")
+        if cost_key is not None:
+            error = self._cost_error(cost_key)  # fail fast, before queueing
+            if error is not None:
+                answer(error)
+                return
+        tokens = float(message.get("tokens") or 0)
+        waiter = _Waiter(owner, int(message["id"]), pool, max(0.0, tokens),
+                         None if cost_key is None else str(cost_key), answer)
+        self._leases[(owner, waiter.ident)] = waiter
+        pool.waiting.append(waiter)
+        self._pump(pool)
+
+    def _release(self, owner: Hashable, message: dict[str, Any]) -> None:
+        waiter = self._leases.get((owner, int(message["lease"])))
+        if waiter is None:
+            return  # already released, or a withdrawal that crossed its grant: idempotent
+        outcome = str(message.get("outcome") or "ok")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        retry_after = message.get("retry_after")
+        tokens_used = message.get("tokens_used")
+        usd = message.get("usd")
+        if usd is not None:
+            # charged in the same step as the slot is freed, so no request can be admitted
+            # between the end of a paid call and its cost being known
+            if waiter.cost_key is None:
+                raise ValueError("usd given for a lease acquired without a cost_key")
+            self._charge(waiter.cost_key, float(usd))
+        self._end(waiter, outcome,
+                  None if retry_after is None else float(retry_after),
+                  None if tokens_used is None else float(tokens_used))
+        self._pump(waiter.pool)
+
+    def _end(self, waiter: _Waiter, outcome: str, retry_after: float | None,
+             tokens_used: float | None) -> None:
+        pool = waiter.pool
+        self._leases.pop((waiter.owner, waiter.ident), None)
+        if not waiter.holds_slot:
+            if waiter in pool.waiting:
+                pool.waiting.remove(waiter)
+            return
+        waiter.holds_slot = False
+        pool.slots -= 1
+        if not waiter.granted:
+            if waiter in pool.rate_waiting:
+                pool.rate_waiting.remove(waiter)
+            return
+        pool.active -= 1
+        if tokens_used is not None and waiter.token_entry is not None:
+            # settles the estimate in place; an entry already out of the window stays out
+            waiter.token_entry[1] = max(0.0, tokens_used)
+        if outcome == "throttled":
+            pool.throttled += 1
+        elif outcome == "timeout":
+            pool.timeouts += 1
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+            pause = min(retry_after, pool.limits.max_pause)
+            pool.paused_until = max(pool.paused_until, self._clock() + pause)
+        if pool.aimd is not None:
+            if outcome in ("throttled", "timeout") or retry_after is not None:
+                pool.aimd.back_off(waiter.epoch)
+            elif outcome == "ok":
+                pool.aimd.success(waiter.saturated)
+
+    def _pump(self, pool: _Pool) -> None:
+        """Grant whatever can be granted now; arm a timer for what must wait."""
+        while True:
+            while pool.waiting and pool.slots < pool.limit():
+                waiter = pool.waiting.popleft()
+                waiter.holds_slot = True
+                pool.slots += 1
+                pool.rate_waiting.append(waiter)
+            if not pool.rate_waiting:
+                return
+            waiter = pool.rate_waiting[0]
+            if waiter.cost_key is not None:
+                error = self._cost_error(waiter.cost_key)
+                if error is not None:  # the cap was reached while it waited
+                    pool.rate_waiting.popleft()
+                    self._leases.pop((waiter.owner, waiter.ident), None)
+                    waiter.holds_slot = False
+                    pool.slots -= 1
+                    waiter.reply(error)
+                    continue
+            now = self._clock()
+            wait = pool.rate_wait(now, waiter.tokens)
+            if wait > 1e-9:
+                self._arm(pool, now + wait)
+                return
+            pool.rate_waiting.popleft()
+            self._grant(pool, waiter, now)
+
+    def _grant(self, pool: _Pool, waiter: _Waiter, now: float) -> None:
+        waiter.granted = True
+        pool.active += 1
+        pool.max_active = max(pool.max_active, pool.active)
+        pool.granted += 1
+        if pool.limits.rpm is not None:
+            pool.requests.append(now)
+        if pool.limits.tpm is not None:
+            waiter.token_entry = [now, min(waiter.tokens, pool.limits.tpm)]
+            pool.token_log.append(waiter.token_entry)
+        if pool.aimd is not None:
+            waiter.epoch = pool.aimd.epoch
+            waiter.saturated = pool.active >= pool.aimd.limit or bool(pool.waiting)
+        waiter.reply({"ok": True})
+
+    def _arm(self, pool: _Pool, when: float) -> None:
+        if pool.timer is not None and pool.timer_at <= when:
+            return
+        if pool.timer is not None:
+            pool.timer.cancel()
+
+        def fire() -> None:
+            pool.timer = None
+            pool.timer_at = math.inf
+            self._pump(pool)
+
+        pool.timer_at = when
+        pool.timer = self._call_later(max(0.0, when - self._clock()), fire)

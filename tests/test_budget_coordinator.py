@@ -1,0 +1,256 @@
+"""One budget per run, across real processes: a coordinator, worker processes with their own
+clients, and a real local HTTP server that counts what really reached it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import multiprocessing
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.budget import (
+    Adaptive,
+    Coordinator,
+    CoordinatorClient,
+    CoordinatorError,
+    PoolLimits,
+)
+from pytest_ragbench.budget.testing import collect, hold_and_wait, worker_main
+from pytest_ragbench.llm.testing import FakeOpenAIServer
+
+# spawn: the parent runs server threads, which fork would copy in an undefined state
+CTX = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def coordinator() -> Iterator[Coordinator]:
+    with Coordinator() as running:
+        yield running
+
+
+def run_workers(coordinator: Coordinator, server: FakeOpenAIServer, count: int,
+                **spec: Any) -> list[dict[str, Any]]:
+    """Run ``count`` worker processes to completion; return their reports."""
+    host, port = coordinator.address
+    results = CTX.Queue()
+    ready = CTX.Barrier(count)
+    processes = [
+        CTX.Process(target=worker_main, args=({
+            "address": f"{host}:{port}", "token": coordinator.token,
+            "base_url": server.base_url, "pool": "endpoint", "name": f"gw{i}", **spec,
+        }, results, ready))
+        for i in range(count)
+    ]
+    for process in processes:
+        process.start()
+    reports = collect(processes, results)
+    assert [r.get("error") for r in reports] == [None] * count
+    return reports
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max(sum(start <= t < start + window for t in times) for start in times)
+
+
+def test_processes_sharing_a_coordinator_never_exceed_concurrency(
+        coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(concurrency=3))
+    with FakeOpenAIServer(latency=0.05) as server:
+        # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
+        reports = run_workers(coordinator, server, 3, requests=12, tasks=6)
+        assert sum(r["ok"] for r in reports) == 36
+        assert server.count("/v1/chat/completions") == 36
+        assert server.max_in_flight == 3  # never more, and the limit was really used
+    pool = client.totals()["pools"]["endpoint"]
+    assert pool["max_in_flight"] == 3
+    assert pool["requests"] == 36
+    assert pool["in_flight"] == 0
+    client.close()
+
+
+def test_rpm_holds_across_processes(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    # a test-sized "minute": at most 5 requests in any 0.5 s
+    client.declare("endpoint", PoolLimits(rpm=5, period=0.5))
+    with FakeOpenAIServer() as server:
+        reports = run_workers(coordinator, server, 3, requests=5, tasks=5)
+        arrivals = server.arrival_times()
+    assert sum(r["ok"] for r in reports) == 15
+    assert len(arrivals) == 15
+    # windows of 5 at 0, 0.5 and 1.0 s: per-process buckets would send all 15 at once
+    assert max(arrivals) - min(arrivals) >= 0.95
+    # arrival jitter (a request granted at t may arrive a little later) is far below 50 ms
+    assert max_in_window(arrivals, 0.45) <= 5
+    client.close()
+
+
+def test_tpm_holds_across_processes_with_settled_estimates(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(tpm=50, period=0.5))
+    with FakeOpenAIServer() as server:
+        # estimated 10 tokens, settled to the reply's real 7 ("one two three" + "echo: ...")
+        reports = run_workers(coordinator, server, 3, requests=6, tasks=6, tokens=10)
+        arrivals = server.arrival_times()
+        used = {r.body["messages"][0]["content"] for r in server.requests}
+    assert used == {"one two three"}
+    assert sum(r["ok"] for r in reports) == 18
+    # 7 tokens each: at most 7 requests fit 50 tokens in a window, so 18 need 3 windows
+    assert max_in_window(arrivals, 0.45) <= 7
+    assert max(arrivals) - min(arrivals) >= 0.9
+    client.close()
+
+
+def test_max_cost_holds_across_processes(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(concurrency=4))
+    client.declare_cost("suite", 1.0)
+    with FakeOpenAIServer(latency=0.02) as server:
+        reports = run_workers(coordinator, server, 4, requests=20, tasks=4,
+                              cost_key="suite", usd_per_request=0.1)
+    spent = client.totals()["costs"]["suite"]["spent"]
+    charged = sum(r["charged"] for r in reports)
+    assert spent == pytest.approx(charged)
+    # the cap, plus at most the calls in flight (concurrency 4) when it was reached
+    assert 1.0 <= spent <= 1.0 + 4 * 0.1 + 1e-9
+    messages = [m for r in reports for m in r["budget_errors"]]
+    assert len(messages) == 4 * 4  # every task of every worker was stopped by the cap
+    # errors show the run's spend, not one worker's share of it
+    shown = [float(m.split("spent $")[1].split(" ")[0]) for m in messages]
+    assert min(shown) >= 1.0
+    client.close()
+
+
+def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(concurrency=2))
+    host, port = coordinator.address
+    results = CTX.Queue()
+    holder = CTX.Process(target=hold_and_wait, args=({
+        "address": f"{host}:{port}", "token": coordinator.token, "pool": "endpoint",
+        "slots": 2}, results))
+    holder.start()
+    try:
+        assert results.get(timeout=30)["held"] == 2
+        assert client.totals()["pools"]["endpoint"]["in_flight"] == 2
+
+        async def blocked_then_granted() -> float:
+            waiter = asyncio.ensure_future(client.acquire("endpoint"))
+            await asyncio.sleep(0.2)
+            assert not waiter.done()  # both slots are held by the other process
+            start = time.monotonic()
+            holder.kill()  # SIGKILL: no goodbye, only the closed socket tells
+            lease = await asyncio.wait_for(waiter, 5)
+            lease.release()
+            return time.monotonic() - start
+
+        waited = asyncio.run(blocked_then_granted())
+        assert waited < 2.0
+        assert client.totals()["pools"]["endpoint"]["in_flight"] == 0
+    finally:
+        holder.kill()
+        holder.join(timeout=10)
+        client.close()
+
+
+def test_adaptive_concurrency_finds_a_hidden_limit(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    hidden = 6
+    client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
+    with FakeOpenAIServer(latency=0.03, refuse_above=hidden) as server:
+        reports = run_workers(coordinator, server, 3, requests=None, seconds=2.5, tasks=12)
+        refused = server.refused
+    pool = client.totals()["pools"]["endpoint"]
+    adaptive = pool["adaptive"]
+    ok = sum(r["ok"] for r in reports)
+    assert sum(r["throttled"] for r in reports) == refused == pool["throttled"]
+    assert hidden / 2 <= adaptive["level"] <= hidden + 1
+    assert adaptive["max_level"] <= hidden + 2  # it probed past the limit, not far past it
+    assert adaptive["max_level"] >= hidden  # and it did find it
+    assert adaptive["bound"] == 32
+    # each overshoot costs a 429 or two before the cut, and growth is slow
+    assert 1 <= refused <= 0.1 * ok
+    assert pool["max_in_flight"] <= hidden + 2
+    client.close()
+
+
+def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
+        coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
+    with FakeOpenAIServer(latency=0.05, refuse_above=2, refuse_retry_after="0.3") as server:
+        reports = run_workers(coordinator, server, 2, requests=8, tasks=8)
+        arrivals = sorted(server.arrival_times())
+    assert sum(r["ok"] for r in reports) == 16
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert max(gaps) >= 0.25  # the pause held every worker back, not just the refused one
+    assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
+    client.close()
+
+
+def test_wrong_token_is_refused_and_nothing_leaks(coordinator: Coordinator) -> None:
+    with pytest.raises(CoordinatorError, match="refused this worker: wrong token") as info:
+        CoordinatorClient(coordinator.address, "not-the-token")
+    assert coordinator.token not in str(info.value)
+    # a peer speaking garbage is disconnected, and the coordinator keeps serving
+    with socket.create_connection(coordinator.address, timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        reply = json.loads(raw.makefile("rb").readline())
+        assert reply["ok"] is False and reply["error"] == "auth"
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    assert client.totals()["spent"] == 0
+    client.close()
+
+
+def test_losing_the_coordinator_fails_waiting_calls_clearly() -> None:
+    coordinator = Coordinator().start()
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(concurrency=1))
+
+    async def wait_then_lose() -> None:
+        held = await client.acquire("endpoint")
+        waiter = asyncio.ensure_future(client.acquire("endpoint"))
+        await asyncio.sleep(0.05)
+        coordinator.stop()
+        with pytest.raises(CoordinatorError, match="lost the run budget coordinator at"):
+            await asyncio.wait_for(waiter, 5)
+        held.release()  # releasing into a lost connection must not raise
+        with pytest.raises(CoordinatorError, match="lost the run budget coordinator"):
+            await client.acquire("endpoint")
+
+    asyncio.run(wait_then_lose())
+    client.close()
+
+
+def test_an_acquire_is_a_local_round_trip(coordinator: Coordinator) -> None:
+    client = CoordinatorClient(coordinator.address, coordinator.token)
+    client.declare("endpoint", PoolLimits(concurrency=4, rpm=1_000_000, tpm=10**9))
+
+    async def many() -> float:
+        start = time.perf_counter()
+        for _ in range(300):
+            lease = await client.acquire("endpoint", tokens=10)
+            lease.release(tokens_used=12)
+        return (time.perf_counter() - start) / 300
+
+    per_acquire = asyncio.run(many())
+    assert per_acquire < 0.005  # < 1 ms on an idle machine; slack for a loaded CI box
+    assert client.totals()["pools"]["endpoint"]["requests"] == 300
+    client.close()
+
+
+def test_workerinput_round_trip_connects(coordinator: Coordinator) -> None:
+    entry = coordinator.workerinput()
+    assert all(isinstance(v, str) for v in entry.values())
+    client = CoordinatorClient.from_workerinput(entry, name="gw0")
+    assert client is not None
+    assert coordinator.connections == 1
+    client.close()
+    assert CoordinatorClient.from_workerinput({}) is None

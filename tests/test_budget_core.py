@@ -1,0 +1,426 @@
+"""The run budget's state machine, driven by hand: slots, windows, AIMD, cost, departures."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_ragbench.budget import (
+    Adaptive,
+    BudgetExceeded,
+    LocalBudget,
+    PoolLimits,
+    RunCostBudget,
+    parse_concurrency,
+)
+from pytest_ragbench.budget.core import BudgetCore
+from pytest_ragbench.llm.base import Completion, Usage
+from pytest_ragbench.llm.usage import BudgetedLLM, PriceTable
+
+
+class _Timer:
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
+        self.when, self.fn, self.cancelled = when, fn, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Harness:
+    """A core on a hand-driven clock, recording replies per request id."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[_Timer] = []
+        self.core = BudgetCore(call_later=self._later, clock=lambda: self.now)
+        self.replies: dict[tuple[str, int], dict[str, Any]] = {}
+        self.grant_times: list[float] = []
+        self._ids = 0
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> _Timer:
+        timer = _Timer(self.now + delay, fn)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.when <= end]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.fn()
+        self.now = end
+
+    def send(self, owner: str, message: dict[str, Any]) -> int:
+        self._ids += 1
+        ident = self._ids
+
+        def reply(payload: dict[str, Any]) -> None:
+            self.replies[(owner, ident)] = payload
+            if payload.get("ok") and message["op"] == "acquire":
+                self.grant_times.append(self.now)
+
+        self.core.handle(owner, {**message, "id": ident}, reply)
+        return ident
+
+    def declare(self, key: str = "p", **limits: Any) -> None:
+        self.send("w", {"op": "declare", "key": key, "limits": PoolLimits(**limits).to_dict()})
+
+    def acquire(self, owner: str = "w", key: str = "p", **extra: Any) -> int:
+        return self.send(owner, {"op": "acquire", "key": key, **extra})
+
+    def granted(self, ident: int, owner: str = "w") -> bool:
+        return bool(self.replies.get((owner, ident), {}).get("ok"))
+
+    def release(self, ident: int, owner: str = "w", **extra: Any) -> None:
+        self.core.handle(owner, {"op": "release", "lease": ident, **extra}, lambda _: None)
+
+    def pool(self, key: str = "p") -> dict[str, Any]:
+        return self.core.totals()["pools"][key]
+
+
+def test_fixed_concurrency_queues_in_order_and_counts_max_in_flight() -> None:
+    h = Harness()
+    h.declare(concurrency=2)
+    ids = [h.acquire() for _ in range(4)]
+    assert [h.granted(i) for i in ids] == [True, True, False, False]
+    h.release(ids[1])
+    assert [h.granted(i) for i in ids] == [True, True, True, False]
+    h.release(ids[1])  # idempotent: a second release frees nothing
+    assert not h.granted(ids[3])
+    h.release(ids[0])
+    assert h.granted(ids[3])
+    assert h.pool()["max_in_flight"] == 2
+    assert h.pool()["requests"] == 4
+
+
+def test_request_window_never_holds_more_than_rpm() -> None:
+    h = Harness()
+    h.declare(rpm=3, period=10.0, margin=0.0)
+    ids = [h.acquire() for _ in range(7)]
+    h.release(ids[0])  # releasing does not give a rate permit back
+    h.advance(30.0)
+    assert all(h.granted(i) for i in ids)
+    times = h.grant_times
+    assert times == [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 20.0]
+    for start in times:
+        assert sum(start <= t < start + 10.0 for t in times) <= 3
+
+
+def test_fractional_rpm_stretches_the_window() -> None:
+    h = Harness()
+    h.declare(rpm=0.5, period=60.0, margin=0.0)
+    first, second = h.acquire(), h.acquire()
+    assert h.granted(first) and not h.granted(second)
+    h.advance(119.0)
+    assert not h.granted(second)
+    h.advance(1.0)
+    assert h.granted(second)
+
+
+def test_request_window_is_held_a_margin_longer_than_the_period() -> None:
+    h = Harness()
+    h.declare(rpm=2, period=10.0)  # default margin: 2%
+    ids = [h.acquire() for _ in range(3)]
+    h.advance(10.1)
+    assert not h.granted(ids[2])
+    h.advance(0.1)
+    assert h.granted(ids[2])
+    assert h.grant_times[2] == pytest.approx(10.2)
+
+
+def test_token_window_settles_estimates_and_admits_the_next_waiter() -> None:
+    h = Harness()
+    h.declare(tpm=100, period=60.0)
+    a = h.acquire(tokens=60)
+    b = h.acquire(tokens=60)
+    assert h.granted(a) and not h.granted(b)
+    h.release(a, tokens_used=30)
+    assert h.granted(b)
+    assert h.grant_times == [0.0, 0.0]
+
+
+def test_retry_after_pauses_the_whole_pool() -> None:
+    h = Harness()
+    h.declare(concurrency=4)
+    a = h.acquire()
+    h.release(a, outcome="throttled", retry_after=2.5)
+    b = h.acquire()
+    assert not h.granted(b)
+    h.advance(2.4)
+    assert not h.granted(b)
+    h.advance(0.1)
+    assert h.granted(b)
+    assert h.pool()["throttled"] == 1
+
+
+def test_adaptive_grows_on_saturated_success_and_cuts_once_per_generation() -> None:
+    h = Harness()
+    h.declare(adaptive=Adaptive(max=6, start=2, decrease=0.5))
+    level = lambda: h.pool()["adaptive"]["level"]  # noqa: E731
+    # with only one request at a time the pool is never saturated: no evidence, no growth
+    for _ in range(10):
+        h.release(h.acquire())
+    assert level() == 2
+    # saturated: many waiters; each window of `level` successes adds one
+    ids = [h.acquire() for _ in range(40)]
+    released: set[int] = set()
+    while len(released) < len(ids):
+        # release whatever is granted, which grants the next waiters
+        for ident in [i for i in ids if h.granted(i) and i not in released]:
+            released.add(ident)
+            h.release(ident)
+    assert level() == 6  # bounded by max
+    assert h.pool()["adaptive"]["max_level"] == 6
+    # a burst of 429s from one generation cuts once, not once per 429
+    burst = [h.acquire() for _ in range(6)]
+    assert all(h.granted(i) for i in burst)
+    for ident in burst:
+        h.release(ident, outcome="throttled")
+    assert level() == 3
+    assert h.pool()["adaptive"]["decreases"] == 1
+    # the next generation's 429 cuts again; the level never goes below 1
+    for _ in range(5):
+        h.release(h.acquire(), outcome="timeout")
+    assert level() == 1
+    assert h.pool()["in_flight"] == 0
+
+
+def test_adaptive_limit_holds_while_waiting() -> None:
+    h = Harness()
+    h.declare(adaptive=Adaptive(max=10, start=3))
+    ids = [h.acquire() for _ in range(5)]
+    assert sum(h.granted(i) for i in ids) == 3
+
+
+def test_cost_cap_refuses_before_and_while_waiting() -> None:
+    h = Harness()
+    h.declare(concurrency=1)
+    h.send("w", {"op": "declare_cost", "key": "suite", "max_cost": 1.0})
+    a = h.acquire(cost_key="suite")
+    b = h.acquire(cost_key="suite")
+    assert h.granted(a) and not h.granted(b)
+    h.send("w", {"op": "charge", "key": "suite", "usd": 1.25})
+    h.release(a)
+    reply = h.replies[("w", b)]
+    assert reply["error"] == "budget"
+    assert "this run spent $1.2500 of $1.0000" in reply["message"]
+    assert h.pool()["in_flight"] == 0 and h.pool()["waiting"] == 0
+    c = h.acquire(cost_key="suite")
+    assert h.replies[("w", c)]["error"] == "budget"
+    assert h.core.totals()["costs"]["suite"]["refused"] == 2
+
+
+def test_departed_owner_releases_slots_and_withdraws_waiters() -> None:
+    h = Harness()
+    h.declare(concurrency=2)
+    crashed = [h.acquire("gw1") for _ in range(3)]
+    survivor = h.acquire("gw0")
+    assert [h.granted(i, "gw1") for i in crashed] == [True, True, False]
+    h.core.drop_owner("gw1")
+    assert h.granted(survivor, "gw0")
+    assert h.pool()["in_flight"] == 1 and h.pool()["waiting"] == 0
+
+
+def test_withdrawn_acquire_never_takes_a_slot() -> None:
+    h = Harness()
+    h.declare(concurrency=1)
+    a = h.acquire()
+    b = h.acquire()
+    h.release(b, outcome="aborted")  # the caller was cancelled while waiting
+    h.release(a)
+    assert not h.granted(b)
+    assert h.pool()["in_flight"] == 0
+
+
+def test_bad_messages_get_an_error_reply() -> None:
+    h = Harness()
+    h.declare(concurrency=2)
+    h.send("w", {"op": "declare", "key": "p", "limits": PoolLimits(concurrency=3).to_dict()})
+    assert "every worker must use the same limits" in h.replies[("w", 2)]["message"]
+    ident = h.acquire(key="nope")
+    assert h.replies[("w", ident)] == {
+        "id": ident, "ok": False, "error": "invalid", "message": "pool 'nope' was never declared"}
+    ident = h.send("w", {"op": "launch"})
+    assert h.replies[("w", ident)]["error"] == "protocol"
+    ident = h.send("w", {"op": "charge", "key": "none", "usd": 1.0})
+    assert "never declared" in h.replies[("w", ident)]["message"]
+    ident = h.send("w", {"op": "acquire"})
+    assert h.replies[("w", ident)]["message"] == "acquire: missing field 'key'"
+    ident = h.send("w", {"op": "declare", "key": "q", "limits": "fast"})
+    assert h.replies[("w", ident)]["error"] == "invalid"  # answered, not raised
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (8, (8, None)),
+        ("auto", (None, Adaptive())),
+        ({"auto": True, "max": 32}, (None, Adaptive(max=32))),
+        ({"auto": True, "max": 2, "start": 5}, (None, Adaptive(max=2, start=2))),
+    ],
+)
+def test_parse_concurrency_accepts(value: Any, expected: Any) -> None:
+    assert parse_concurrency(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "expected a whole number >= 1, 'auto' or {auto: true, max: N}, got 0"),
+        (True, "got True"),
+        ("fast", "got 'fast'"),
+        ({"max": 4}, "needs 'auto: true'"),
+        ({"auto": True, "maxx": 4}, "unknown field 'maxx'"),
+        ({"auto": True, "max": 0}, "concurrency.max: expected a whole number >= 1, got 0"),
+        (2.5, "got float"),
+    ],
+)
+def test_parse_concurrency_rejects_with_a_clear_message(value: Any, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_concurrency(value)
+    assert message in str(info.value)
+
+
+@given(st.one_of(st.integers(), st.text(max_size=8), st.floats(allow_nan=True), st.none()))
+def test_parse_concurrency_never_raises_anything_but_value_error(value: Any) -> None:
+    try:
+        fixed, adaptive = parse_concurrency(value)
+    except ValueError:
+        return
+    assert (fixed is None) != (adaptive is None)
+    assert fixed is None or fixed >= 1
+
+
+def test_limits_round_trip_as_plain_data() -> None:
+    limits = PoolLimits(adaptive=Adaptive(max=9, start=3), rpm=30.5, tpm=1000, period=2.0)
+    assert PoolLimits.from_dict(limits.to_dict()) == limits
+    with pytest.raises(ValueError, match="rpm must be a finite number > 0"):
+        PoolLimits(rpm=math.inf)
+
+
+# -- the in-process budget through its async interface -------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_local_budget_cancelled_wait_is_withdrawn() -> None:
+    with LocalBudget() as budget:
+        budget.declare("p", PoolLimits(concurrency=1))
+        held = await budget.acquire("p")
+        waiter = asyncio.create_task(budget.acquire("p"))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        held.release()
+        again = await asyncio.wait_for(budget.acquire("p"), 2)
+        totals = await budget.atotals()
+        assert totals["pools"]["p"]["in_flight"] == 1
+        assert totals["pools"]["p"]["requests"] == 2  # the cancelled wait was never granted
+        again.release()
+
+
+@pytest.mark.asyncio
+async def test_lease_context_manager_reports_outcomes() -> None:
+    with LocalBudget() as budget:
+        budget.declare("p", PoolLimits(adaptive=Adaptive(max=8, start=4, decrease=0.5)))
+        async with await budget.acquire("p"):
+            pass
+        with pytest.raises(RuntimeError):
+            async with await budget.acquire("p"):
+                raise RuntimeError("boom")
+        async with await budget.acquire("p") as lease:
+            lease.release("throttled")
+        pool = (await budget.atotals())["pools"]["p"]
+        assert pool["in_flight"] == 0
+        assert pool["throttled"] == 1
+        assert pool["adaptive"]["level"] == 2
+
+
+def test_run_cost_budget_stops_a_budgeted_llm_with_the_run_spend() -> None:
+    class Paid:
+        async def chat(self, messages: Any, **params: Any) -> Completion:
+            return Completion("x", Usage(1_000_000, 0, 1), "m")
+
+    prices = PriceTable.from_mapping({"m": {"prompt": 0.6, "completion": 0.0}})
+    with LocalBudget() as budget:
+        # two pipelines (e.g. two workers' views) sharing one cap
+        first = BudgetedLLM(Paid(), RunCostBudget(budget, "suite", 1.0), prices,  # type: ignore[arg-type]
+                            model="m")
+        second = BudgetedLLM(Paid(), RunCostBudget(budget, "suite", 1.0), prices,  # type: ignore[arg-type]
+                             model="m")
+        asyncio.run(first.chat([]))
+        asyncio.run(second.chat([]))
+        with pytest.raises(BudgetExceeded, match=r"this run spent \$1\.2000 of \$1\.0000"):
+            asyncio.run(first.chat([]))
+        assert RunCostBudget(budget, "suite", 1.0).spent == pytest.approx(1.2)
+
+
+def test_cost_charged_on_release_is_known_before_the_next_grant() -> None:
+    h = Harness()
+    h.declare(concurrency=1)
+    h.send("w", {"op": "declare_cost", "key": "suite", "max_cost": 0.5})
+    a = h.acquire(cost_key="suite")
+    b = h.acquire(cost_key="suite")
+    h.release(a, usd=0.5)  # frees the slot and spends the cap in one step
+    assert h.replies[("w", b)]["error"] == "budget"
+    assert h.core.totals()["costs"]["suite"]["spent"] == 0.5
+    c = h.acquire()  # without a cost key there is nothing to charge
+    ident = h.send("w", {"op": "release", "lease": c, "usd": 0.1})
+    assert "without a cost_key" in h.replies[("w", ident)]["message"]
+
+
+def test_process_budget_picks_the_transport() -> None:
+    from pytest_ragbench.budget import Coordinator, CoordinatorClient
+    from pytest_ragbench.budget.wiring import process_budget
+
+    local = process_budget(None)
+    assert isinstance(local, LocalBudget)
+    local.close()
+    assert isinstance(process_budget({"workerid": "gw0"}), LocalBudget)
+    with Coordinator() as coordinator:
+        client = process_budget(coordinator.workerinput(), name="gw0")
+        assert isinstance(client, CoordinatorClient)
+        assert client.totals()["pools"] == {}
+        client.close()
+
+
+def test_pool_keys_share_agreeing_suites_and_split_differing_ones() -> None:
+    from pytest_ragbench.budget.wiring import endpoint_limits, outcome_of, pool_key
+
+    four = endpoint_limits(4, rpm=60)
+    assert pool_key("http://h/v1", "m", four) == pool_key("http://h/v1", "m",
+                                                           endpoint_limits(4, rpm=60))
+    assert pool_key("http://h/v1", "m", four) != pool_key("http://h/v1", "m",
+                                                           endpoint_limits(8, rpm=60))
+    auto = endpoint_limits(16, adaptive=Adaptive(max=32))
+    assert auto.concurrency is None and auto.adaptive == Adaptive(max=32)
+    assert [outcome_of(s) for s in (200, 429, 408, 500, 400, None)] == [
+        "ok", "throttled", "timeout", "error", "error", "error"]
+    assert outcome_of(None, timed_out=True) == "timeout"
+
+
+@pytest.mark.asyncio
+async def test_closing_the_local_budget_fails_waiting_calls() -> None:
+    from pytest_ragbench.budget import CoordinatorError
+
+    budget = LocalBudget()
+    budget.declare("p", PoolLimits(concurrency=1))
+    await budget.acquire("p")
+    waiter = asyncio.ensure_future(budget.acquire("p"))
+    await asyncio.sleep(0.05)
+    budget.close()
+    with pytest.raises(CoordinatorError, match="the run budget was closed"):
+        await asyncio.wait_for(waiter, 2)
+    with pytest.raises(CoordinatorError, match="the run budget was closed"):
+        await budget.acquire("p")
