@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.report.html import render_html
+from pytest_ragbench.results.aggregate import summarize_run
 
 LIMIT_BYTES = 15 * 1024 * 1024
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "P@5")

@@ -40,7 +40,7 @@ from pathlib import Path
 from pytest_ragbench.datasets import DatasetSpec, load_dataset
 from pytest_ragbench.metrics.retrieval import parse_metric, trec_order
 from pytest_ragbench.retrievers.bm25 import BM25Retriever
-from pytest_ragbench.stats import summarize
+from pytest_ragbench.results.stats import summarize
 
 data = Path(sys.argv[1])
 metrics = [parse_metric(m) for m in sys.argv[2].split(",")]

@@ -1,4 +1,6 @@
-"""Calibration of pytest_ragbench.stats on simulated benchmark runs (prints figures; not a test).
+"""Calibration of pytest_ragbench.results.stats on simulated benchmark runs.
+
+Prints figures; not a test.
 
 Two questions decide whether the regression gates can be trusted:
 
@@ -35,7 +37,7 @@ import numpy as np
 import scipy.integrate
 import scipy.stats
 
-from pytest_ragbench.stats import TESTS, paired_compare
+from pytest_ragbench.results.stats import TESTS, paired_compare
 
 N_SIMULATIONS = 1000
 N_QUERIES = 100

@@ -17,7 +17,7 @@ from .errors import RagbenchError
 from .records import USER_PROPERTY, mark_expected_failure
 
 if TYPE_CHECKING:
-    from .plugin import RagbenchState
+    from .state import RagbenchState
 
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
 
@@ -30,10 +30,10 @@ def marker_name(prefix: str, value: str) -> str:
 
 class SuiteFile(pytest.File):
     """A suite file; collecting it validates the suite, reads the dataset and builds the
-    suite's components (see :meth:`~pytest_ragbench.runtime.SuiteRuntime.prepare`)."""
+    suite's components (see :meth:`~pytest_ragbench.execution.runtime.SuiteRuntime.prepare`)."""
 
     def _state(self) -> RagbenchState:
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         return self.config.stash[STATE_KEY]
 

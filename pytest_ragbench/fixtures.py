@@ -55,8 +55,8 @@ from .records import SCHEMA_VERSION, clean_float
 
 if TYPE_CHECKING:
     from .datasets import Query
-    from .plugin import RagbenchState
-    from .runtime import SuiteRuntime
+    from .execution.runtime import SuiteRuntime
+    from .state import RagbenchState
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ RECORDER_KEY = pytest.StashKey["CaseRecorder"]()
 
 
 def _state(config: pytest.Config) -> RagbenchState:
-    from .plugin import STATE_KEY
+    from .state import STATE_KEY
 
     return config.stash[STATE_KEY]
 
@@ -92,7 +92,7 @@ def cases(path: str | Path, retriever: str | None = None) -> list[Any]:
     and its dataset are read (built-in and installed metrics; conftest-registered retrievers
     are checked when the test runs).
     """
-    from .suite import load_suite
+    from .suite.loader import load_suite
 
     p = Path(path)
     if not p.is_absolute():
@@ -384,7 +384,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if recorder is not None:
             rec = recorder.build(report)
             if rec is not None:
-                from .plugin import REPORT_ATTR
+                from .state import REPORT_ATTR
 
                 # A plain attribute survives xdist's report serialisation, as for CaseItems.
                 setattr(report, REPORT_ATTR, rec)

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .gates import Tolerance
+    from .results.gates import Tolerance
 
 
 def tolerance_arg(value: str) -> Tolerance:
     """argparse type for ``--ragbench-tolerance``: ``0.02`` or ``5%``."""
-    from .gates import parse_tolerance
+    from .results.gates import parse_tolerance
 
     try:
         return parse_tolerance(value)
@@ -28,7 +28,7 @@ def tolerance_arg(value: str) -> Tolerance:
 
 def gate_arg(value: str) -> str:
     """argparse type for ``--ragbench-gate``: checked for syntax now, for metrics at the end."""
-    from .gates import parse_gate_expression
+    from .results.gates import parse_gate_expression
 
     try:
         parse_gate_expression(value)

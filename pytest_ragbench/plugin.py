@@ -1,21 +1,13 @@
-"""pytest entry point (pytest11) of pytest-ragbench: options, collection and per-process state.
+"""pytest entry point (pytest11) of pytest-ragbench: options, configuration and collection hooks.
 
-The controller-side aggregation lives in :mod:`pytest_ragbench.session` and is registered only
-where ``not hasattr(config, "workerinput")``; workers only collect and run cases. The hooks this
-plugin adds are in :mod:`pytest_ragbench.hookspecs`, the fixtures in
-:mod:`pytest_ragbench.fixtures`.
+Per-process state is in :mod:`pytest_ragbench.state`. The controller-side aggregation lives in
+:mod:`pytest_ragbench.session` and is imported and registered only where ``not hasattr(config,
+"workerinput")``; workers only collect and run cases. The hooks this plugin adds are in
+:mod:`pytest_ragbench.hookspecs`, the fixtures in :mod:`pytest_ragbench.fixtures`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import inspect
-import json
-import time
-from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,236 +15,19 @@ import pytest
 
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
-from .errors import ComponentError, RagbenchError, SuiteError
-from .registry import BuildContext, Registry, split_spec
-from .suite_files import is_suite_file
+from .errors import RagbenchError
+from .registry import Registry
+from .state import (
+    COLLECTED_ATTR,
+    REPORT_ATTR,
+    RUN_START_INPUT,
+    STATE_KEY,
+    RagbenchState,
+)
+from .suite.files import is_suite_file
 
 if TYPE_CHECKING:
-    from .datasets import Document
-    from .runtime import SuiteRuntime
-    from .suite import Suite
-
-# The suite parser (with YAML), datasets, metrics and runtimes are imported when a suite is
-# loaded: every pytest run in an environment with the plugin installed imports this module.
-
-STATE_KEY = pytest.StashKey["RagbenchState"]()
-REPORT_ATTR = "ragbench_record"
-# On the first case report of each process: {suite id: cases the suite holds as collected}.
-COLLECTED_ATTR = "ragbench_collected"
-RUN_START_INPUT = "ragbench_run_start"
-
-
-class _MakeComponentHook:
-    """Lets the registry ask ``pytest_ragbench_make_component`` implementations first."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def active(self) -> bool:
-        return bool(self.config.hook.pytest_ragbench_make_component.get_hookimpls())
-
-    def make(self, kind: str, name: str, params: Mapping[str, Any],
-             context: BuildContext) -> Any:
-        return self.config.hook.pytest_ragbench_make_component(
-            kind=kind, name=name, params=params, context=context)
-
-
-def plugin_origin(config: pytest.Config, plugin: object, plugin_name: str,
-                  function: Any = None) -> str:
-    """How ``--ragbench-list`` and conflict messages name where a registration came from."""
-    module = inspect.getmodule(function) if function is not None else None
-    file = getattr(plugin, "__file__", None) or getattr(module, "__file__", None)
-    if file and Path(file).name == "conftest.py":
-        path = Path(file).resolve()
-        try:
-            shown = path.relative_to(config.rootpath.resolve()).as_posix()
-        except ValueError:
-            shown = str(path)
-        return f"conftest {shown}"
-    pm = config.pluginmanager
-    pairs: list[tuple[object, Any]] = (
-        list(pm.list_plugin_distributions()) if hasattr(pm, "list_plugin_distributions")
-        else [(p, getattr(d, "_dist", d)) for p, d in pm.list_plugin_distinfo()]
-    )
-    for candidate, dist in pairs:
-        if candidate is plugin:
-            return f"plugin {plugin_name} (distribution {dist.metadata['Name']} {dist.version})"
-    return f"plugin {plugin_name}"
-
-
-class RagbenchState:
-    """Everything the plugin keeps for one pytest process: suites, runtimes, the registry."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.hook = _MakeComponentHook(config)
-        self.registry = Registry(hook=self.hook)
-        self.explicit: list[Path] = []
-        workerinput = getattr(config, "workerinput", None) or {}
-        # Workers take the controller's start time, so time-dependent metrics (temporal nDCG)
-        # agree across processes.
-        self.run_start = float(workerinput.get(RUN_START_INPUT, time.time()))
-        self._suites: dict[Path, Suite] = {}
-        self._runtimes: dict[str, SuiteRuntime] = {}
-        self._markers: set[str] = set()
-        self._registered: set[tuple[str, str]] = set()
-        self._components: dict[tuple[str, str], Any] = {}
-        self._froze_heap = False
-        #: Suites collected in this process by node id (checked and built, see collect.py).
-        self.collected_suites: dict[str, Suite] = {}
-        self.collected: dict[str, int] = {}
-        self.collected_sent = False
-
-    def cache_dir(self) -> Path | None:
-        cache = getattr(self.config, "cache", None)
-        if cache is None:
-            return None
-        return Path(cache.mkdir("ragbench"))
-
-    def ensure_registered(self) -> None:
-        """Call each ``pytest_ragbench_register`` implementation not called yet, once.
-
-        Implementations are called one by one (not through the hook caller) so that every
-        name they add is attributed to the conftest or plugin that added it.
-        """
-        hook = self.config.hook.pytest_ragbench_register
-        for impl in hook.get_hookimpls():
-            key = (impl.plugin_name, getattr(impl.function, "__qualname__", repr(impl.function)))
-            if key in self._registered:
-                continue
-            self._registered.add(key)
-            origin = plugin_origin(self.config, impl.plugin, impl.plugin_name, impl.function)
-            args = {"registry": self.registry}
-            with self.registry.origin(origin):
-                impl.function(*[args[a] for a in impl.argnames if a in args])
-
-    def build_context(self, base_dir: Path) -> BuildContext:
-        cache_path = self.config.getoption("ragbench_cache_path", None)
-        return BuildContext(
-            cache_dir=self.cache_dir(), base_dir=base_dir, registry=self.registry,
-            run_start=self.run_start,
-            llm_cache_path=(self.config.invocation_params.dir / cache_path) if cache_path
-            else None,
-            llm_cache_mode=self.config.getoption("ragbench_cache", None),
-        )
-
-    def load_suite(self, path: Path) -> Suite:
-        """The validated suite at ``path``: schema, metrics and every component's parameters."""
-        path = path.resolve()
-        if path not in self._suites:
-            self.ensure_registered()
-            ctx = self.build_context(path.parent)
-            # Names only a make-component hook knows cannot be checked before building.
-            known = None if self.hook.active() else self.registry.names("retriever")
-
-            def resolve(name: str, params: Mapping[str, Any]) -> Any:
-                from .metrics.spec import resolve_metric
-
-                return resolve_metric(name, params, registry=self.registry, context=ctx)
-
-            from .suite import load_suite
-
-            suite = load_suite(path, known, resolve)
-            self._check_components(suite, ctx)
-            self._suites[path] = suite
-        return self._suites[path]
-
-    def _check_components(self, suite: Suite, ctx: BuildContext) -> None:
-        siblings = {r.name: (r.type, dict(r.params)) for r in suite.retrievers}
-        for spec in suite.retrievers:
-            try:
-                self.registry.check("retriever", spec.type, spec.params,
-                                    replace(ctx, siblings=siblings, name=spec.name))
-            except ComponentError as exc:
-                raise SuiteError(str(exc), file=suite.path, key=spec.key or None,
-                                 line=spec.line) from None
-
-    def runtime(self, suite_id: str, path: Path) -> SuiteRuntime:
-        """The process-wide runtime of a suite, created on first use."""
-        if suite_id not in self._runtimes:
-            suite = self.load_suite(path)
-            ctx = self.build_context(suite.path.parent)
-            from .runtime import SuiteRuntime
-
-            self._runtimes[suite_id] = SuiteRuntime(suite, suite_id, self.registry, ctx)
-        return self._runtimes[suite_id]
-
-    def component(self, kind: str, spec: Any) -> Any:
-        """A component for fixtures, built once per process per spec; closed by :meth:`close`."""
-        type_name, params = split_spec(kind, spec)
-        key = (kind, json.dumps([type_name, params], sort_keys=True, default=repr))
-        if key not in self._components:
-            self.ensure_registered()
-            ctx = self.build_context(self.config.rootpath)
-            self.registry.check(kind, type_name, params, ctx)
-            self._components[key] = self.registry.build(kind, type_name, params, ctx)
-        return self._components[key]
-
-    def register_marker(self, name: str) -> None:
-        if name not in self._markers:
-            self._markers.add(name)
-            self.config.addinivalue_line("markers", f"{name}: ragbench query attribute")
-
-    def corpus(self, suite_id: str) -> Mapping[str, Document] | None:
-        """A suite's corpus by document id, for report snippets; None when unreadable.
-
-        From the suite's runtime when this process ran its cases (before
-        :meth:`close_runtimes`), else read from the dataset (an xdist controller runs none).
-        """
-        rt = self._runtimes.get(suite_id)
-        try:
-            if rt is not None:
-                return rt.documents
-            from .datasets import load_dataset
-
-            suite = self.load_suite(self.config.rootpath / suite_id)
-            return {d.id: d for d in load_dataset(suite.dataset).corpus}
-        except (RagbenchError, OSError, ValueError):
-            return None
-
-    def freeze_heap(self) -> None:
-        """Exempt every object alive now from the cyclic garbage collector until :meth:`thaw_heap`.
-
-        After collection the heap holds the interpreter's modules, the items and the suites'
-        datasets, and it lives for the whole run. Each full collection walks all of it: pytest
-        alone forces two at its end, and the automatic ones triggered by the index build and
-        the records cost as much again (about 0.1 s on NFCorpus, 15% of the run). Frozen objects
-        are still freed by reference counting; only cycles among them wait for the thaw.
-        """
-        if not self._froze_heap:
-            gc.freeze()
-            self._froze_heap = True
-
-    def thaw_heap(self) -> None:
-        """Hand the frozen objects back to the collector (a no-op when nothing was frozen)."""
-        if self._froze_heap:
-            gc.unfreeze()
-            self._froze_heap = False
-
-    def close_runtimes(self) -> None:
-        """Close and drop every suite runtime (retrievers, indexes, datasets)."""
-        for rt in self._runtimes.values():
-            rt.close()
-        self._runtimes.clear()
-
-    def close(self) -> None:
-        self.close_runtimes()
-        if self._components:
-            loop = asyncio.new_event_loop()
-            try:
-                for comp in self._components.values():
-                    for meth in ("aclose", "close"):
-                        fn = getattr(comp, meth, None)
-                        if callable(fn):
-                            # Teardown must not mask results.
-                            with contextlib.suppress(Exception):
-                                result = fn()
-                                if inspect.isawaitable(result):
-                                    loop.run_until_complete(result)
-                            break
-            finally:
-                loop.close()
-            self._components.clear()
+    pass
 
 
 class _CaseResultRelay:
@@ -410,7 +185,7 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if not gates or state is None or not state.collected_suites:
         return
-    from .prechecks import cli_gate_problems
+    from .execution.prechecks import cli_gate_problems
 
     # By file: two suite files may share a name but not their metrics.
     suites = {f"{s.name} [{nodeid}]": [m.name for m in s.metrics]

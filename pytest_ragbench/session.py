@@ -34,11 +34,11 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .suite_files import is_suite_file
-from .verdict import Coverage
+from .results.verdict import Coverage
+from .suite.files import is_suite_file
 
 if TYPE_CHECKING:
-    from .suite import Suite
+    from .suite.loader import Suite
 
 # Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
 # imported when a run has records: this module is loaded by every pytest run in an environment
@@ -198,12 +198,12 @@ class RagbenchSession:
         )
 
     def _explicit(self) -> list[Path]:
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         return self.config.stash[STATE_KEY].explicit
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .plugin import COLLECTED_ATTR, REPORT_ATTR
+        from .state import COLLECTED_ATTR, REPORT_ATTR
 
         collected = getattr(report, COLLECTED_ATTR, None)
         if isinstance(collected, dict):
@@ -230,7 +230,7 @@ class RagbenchSession:
     # -- the end ---------------------------------------------------------------------------
 
     def _suites(self) -> dict[str, Suite | None]:
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         out: dict[str, Suite | None] = {}
@@ -244,7 +244,7 @@ class RagbenchSession:
         return out
 
     def run_metadata(self, exitstatus: int) -> dict[str, Any]:
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         cov = self.coverage(exitstatus)
@@ -289,8 +289,8 @@ class RagbenchSession:
 
     def _check_baseline_reference(self) -> None:
         """A baseline that cannot exist is a usage error before anything runs."""
-        from .baseline import BaselineError
-        from .compare import check_reference
+        from .results.baseline import BaselineError
+        from .results.compare import check_reference
 
         assert self.baseline_spec is not None
         try:
@@ -307,7 +307,7 @@ class RagbenchSession:
         path = self.history_path()
         if not path.exists():
             return
-        from .history import HistoryError, RunHistory
+        from .results.history import HistoryError, RunHistory
 
         try:
             with RunHistory(path, readonly=True):
@@ -327,7 +327,7 @@ class RagbenchSession:
         self._sigterm.install()
 
     def _suite_names(self, suite_ids: list[str]) -> dict[str, str]:
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         names: dict[str, str] = {}
@@ -339,8 +339,8 @@ class RagbenchSession:
         return names
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
-        from .baseline import BaselineError
-        from .compare import HISTORY_SPECS, load_side, match_suites
+        from .results.baseline import BaselineError
+        from .results.compare import HISTORY_SPECS, load_side, match_suites
 
         spec = str(self.baseline_spec)
         names = self._suite_names(suite_ids)
@@ -392,7 +392,7 @@ class RagbenchSession:
     def _finish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
-        from .plugin import STATE_KEY
+        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         doc_text = None
@@ -400,7 +400,7 @@ class RagbenchSession:
             from .report.documents import shown_document_texts
 
             doc_text = shown_document_texts(self.records.values(), state.corpus)
-        from .aggregate import summarize_run
+        from .results.aggregate import summarize_run
 
         suites = self._suites()
         summary = summarize_run(self.records.values(), suites, self.collected)
@@ -408,7 +408,7 @@ class RagbenchSession:
         summary = jsonable({**summary, "run": run})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            from .compare import gate_failure_line
+            from .results.compare import gate_failure_line
 
             self.failures += [gate_failure_line(g) for g in failed]
 
@@ -423,7 +423,7 @@ class RagbenchSession:
         current = None
         other: list[str] = []
         if needs_compare or save_path or add_to_history:
-            from .baseline import make_baseline
+            from .results.baseline import make_baseline
 
             current = make_baseline(summary, self.records.values(), run)
             if needs_compare:
@@ -442,7 +442,7 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
-                from .history import HistoryError, RunHistory
+                from .results.history import HistoryError, RunHistory
 
                 try:
                     with RunHistory(self.history_path()) as h:
@@ -454,7 +454,7 @@ class RagbenchSession:
                 other: list[str]) -> None:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
-        from .verdict import make_verdict
+        from .results.verdict import make_verdict
 
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -472,7 +472,7 @@ class RagbenchSession:
         summary["run"]["verdict"] = self.verdict["headline"]
 
     def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
-        from .baseline import save_baseline
+        from .results.baseline import save_baseline
 
         dest = self.config.invocation_params.dir / save_path
         if current["run"].get("partial"):
@@ -493,8 +493,8 @@ class RagbenchSession:
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
-        from .baseline import BaselineError
-        from .compare import Overrides, compare_docs
+        from .results.baseline import BaselineError
+        from .results.compare import Overrides, compare_docs
 
         base_doc = self.baseline_doc
         if base_doc is not None:
@@ -511,7 +511,7 @@ class RagbenchSession:
             line = f"ragbench: {exc}"
             self.failures.append(line)
             return [line]
-        from .verdict import coverage_text
+        from .results.verdict import coverage_text
 
         partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
                    for s in summary["suites"] if s.get("partial")}
@@ -552,10 +552,10 @@ class RagbenchSession:
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any],
                     doc_text: dict[str, str] | None = None) -> None:
-        from .history import HistoryError
-        from .plugin import STATE_KEY
         from .report.html import write_html
         from .report.rerender import history_from_db, history_from_runs
+        from .results.history import HistoryError
+        from .state import STATE_KEY
 
         history: list[dict[str, Any]] = []
         db = self.history_path()
@@ -611,7 +611,7 @@ class RagbenchSession:
         for line in self.failures:
             tr.write_line(line, red=True, bold=True)
         if self.verdict is not None:
-            from .verdict import reason_line
+            from .results.verdict import reason_line
 
             tr.write_line(f"ragbench: {reason_line(self.verdict)}",
                           green=self.verdict["passed"], red=not self.verdict["passed"],

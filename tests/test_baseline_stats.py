@@ -16,7 +16,7 @@ from conftest import BASE_INI, write_jsonl
 from test_plugin_core import latest_run, summary_section
 
 from pytest_ragbench.cli import main as ragbench_main
-from pytest_ragbench.compare import Overrides, compare_docs
+from pytest_ragbench.results.compare import Overrides, compare_docs
 
 N_QUERIES = 100
 

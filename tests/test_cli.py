@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pytest_ragbench.baseline import save_baseline
 from pytest_ragbench.cli import main
-from pytest_ragbench.history import RunHistory
+from pytest_ragbench.results.baseline import save_baseline
+from pytest_ragbench.results.history import RunHistory
 
 
 def _doc(run_id: str, drop: int, *, gates: list[str] | None = None) -> dict:

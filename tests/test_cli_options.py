@@ -9,9 +9,9 @@ import json
 import pytest
 
 from pytest_ragbench import options
-from pytest_ragbench.baseline import save_baseline
 from pytest_ragbench.cli import build_parser, main
-from pytest_ragbench.history import RunHistory
+from pytest_ragbench.results.baseline import save_baseline
+from pytest_ragbench.results.history import RunHistory
 
 
 def _cli_actions(command: str) -> dict[str, argparse.Action]:

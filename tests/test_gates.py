@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ragbench.gates import (
+from pytest_ragbench.results.gates import (
     SCOPE_KEYS,
     TESTS,
     DropGate,

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from pytest_ragbench.history import HistoryError, RunHistory, history_lines, sparkline
+from pytest_ragbench.results.history import HistoryError, RunHistory, history_lines, sparkline
 
 
 def _doc(run_id: str, mean: float, *, partial: bool = False) -> dict:

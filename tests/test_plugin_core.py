@@ -410,8 +410,9 @@ def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
         import sys
 
         def test_modules():
-            heavy = {"numpy", "scipy", "jinja2", "sqlite3", "yaml", "pytest_ragbench.aggregate",
-                     "pytest_ragbench.suite", "pytest_ragbench.runtime", "pytest_ragbench.gates",
+            heavy = {"numpy", "scipy", "jinja2", "sqlite3", "yaml",
+                     "pytest_ragbench.results.aggregate", "pytest_ragbench.suite.loader",
+                     "pytest_ragbench.execution.runtime", "pytest_ragbench.results.gates",
                      "pytest_ragbench.datasets"}
             assert not heavy & set(sys.modules)
     """)

@@ -187,7 +187,7 @@ def test_answer_metric_without_llm_is_a_clear_error(pytester, mini_suite):
 
 
 def test_flaky_cases_are_flagged_across_runs():
-    from pytest_ragbench.aggregate import flaky_cases
+    from pytest_ragbench.results.aggregate import flaky_cases
 
     def rec(case, run, value):
         return {"case_id": case, "run": run, "status": "ok", "metrics": {"f": value}}

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from conftest import QUERIES, write_jsonl
 
-from pytest_ragbench.llm.testing import FakeOpenAIServer
-from pytest_ragbench.prechecks import (
+from pytest_ragbench.answers.config import parse_rag_config
+from pytest_ragbench.execution.prechecks import (
     REFERENCE_METRICS,
     cli_gate_problems,
     missing_reference_problem,
     unset_env_problems,
 )
-from pytest_ragbench.rag import parse_rag_config
+from pytest_ragbench.llm.testing import FakeOpenAIServer
 
 SECRET = "sk-precheck-0123456789"
 UNSET = "RAGBENCH_PRECHECK_UNSET"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import QUERIES, latest_run, write_jsonl
 
-from pytest_ragbench.aggregate import case_scores, metric_values, summarize_run
 from pytest_ragbench.llm.testing import FakeOpenAIServer
+from pytest_ragbench.results.aggregate import case_scores, metric_values, summarize_run
 
 KEY = "RAGBENCH_MEASURED_KEY"
 GENERATION_FAILS = "how long to steep cold brew"  # q2
@@ -95,7 +95,7 @@ def test_a_failing_pipeline_build_still_scores_the_retrieval(tmp_path: Path):
     """Without the collection checks (a runtime used directly), an LLM setup that fails is
     each case's error, after its retrieval was scored."""
     from pytest_ragbench.registry import BuildContext, Registry
-    from pytest_ragbench.suite import load_suite
+    from pytest_ragbench.suite.loader import load_suite
 
     write_jsonl(tmp_path / "corpus.jsonl",
                 [{"_id": "d1", "text": "espresso grind"}, {"_id": "d2", "text": "cold brew"}])
@@ -106,7 +106,7 @@ def test_a_failing_pipeline_build_still_scores_the_retrieval(tmp_path: Path):
         "retrievers: {bm25: {}}\nmetrics: [recall@10, token_f1]\n"
         "llm: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: m, "
         "api_key_env: RAGBENCH_MEASURED_NEVER_SET}\n")
-    from pytest_ragbench.runtime import SuiteRuntime
+    from pytest_ragbench.execution.runtime import SuiteRuntime
 
     registry = Registry(use_entry_points=False)
     rt = SuiteRuntime(load_suite(tmp_path / "suite.yaml", None), "suite.yaml", registry,

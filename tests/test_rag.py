@@ -14,19 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_ragbench.answers.config import parse_rag_config
+from pytest_ragbench.answers.hashing import HashingEmbedder
+from pytest_ragbench.answers.pipeline import CaseRequest, RagPipeline, build_pipeline
+from pytest_ragbench.answers.prefetch import Prefetcher
+from pytest_ragbench.answers.prompt import DEFAULT_TEMPLATE, template_version
+from pytest_ragbench.answers.repeats import flaky_summary
 from pytest_ragbench.datasets import Query
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer, Fault
-from pytest_ragbench.rag import (
-    DEFAULT_TEMPLATE,
-    CaseRequest,
-    HashingEmbedder,
-    Prefetcher,
-    RagPipeline,
-    build_pipeline,
-    flaky_summary,
-    parse_rag_config,
-    template_version,
-)
 
 LEXICAL = ("exact_match", "token_f1", "rouge_l", "answer_contains", "abstention_accuracy")
 JUDGED = (

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.report.html import PAGE_SIZE, write_html
+from pytest_ragbench.results.aggregate import summarize_run
 
 
 def _chromium() -> str | None:

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.report import svg
 from pytest_ragbench.report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
 from pytest_ragbench.report.html import (
@@ -39,6 +38,7 @@ from pytest_ragbench.report.rerender import (
     main_report,
     rerender,
 )
+from pytest_ragbench.results.aggregate import summarize_run
 
 XSS = "<script>alert(1)</script>\"' onmouseover=\"x"
 

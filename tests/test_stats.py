@@ -1,4 +1,4 @@
-"""Tests for pytest_ragbench.stats: summaries, paired tests, Holm correction, best system."""
+"""pytest_ragbench.results.stats: summaries, paired tests, Holm correction, best system."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_ragbench.stats import (
+from pytest_ragbench.results.stats import (
     ALTERNATIVES,
     TESTS,
     PairedComparison,
@@ -403,7 +403,7 @@ def test_single_system_is_certainly_best() -> None:
 
 
 def test_stats_module_does_not_import_pytest() -> None:
-    code = "import sys, pytest_ragbench.stats; print('pytest' in sys.modules)"
+    code = "import sys, pytest_ragbench.results.stats; print('pytest' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

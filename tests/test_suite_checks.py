@@ -9,7 +9,7 @@ import pytest
 from conftest import DOCS, QUERIES, write_jsonl
 
 from pytest_ragbench.errors import SuiteError
-from pytest_ragbench.suite import Suite, load_suite
+from pytest_ragbench.suite.loader import Suite, load_suite
 
 BASE = """\
 dataset: {corpus: corpus.jsonl, queries: queries.jsonl}

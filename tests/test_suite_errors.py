@@ -17,7 +17,7 @@ from conftest import DOCS, QUERIES, write_jsonl
 from pytest_ragbench.datasets import load_dataset
 from pytest_ragbench.errors import SuiteError
 from pytest_ragbench.registry import Registry
-from pytest_ragbench.suite import Suite, load_suite
+from pytest_ragbench.suite.loader import Suite, load_suite
 
 GOOD = """\
 name: e

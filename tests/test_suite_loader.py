@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from pytest_ragbench.errors import SuiteError
 from pytest_ragbench.registry import Registry
-from pytest_ragbench.suite import load_suite
-from pytest_ragbench.suite.loader import MAX_DEPTH, parse_document
+from pytest_ragbench.suite.loader import MAX_DEPTH, load_suite, parse_document
 
 GOOD = """\
 name: e

@@ -8,8 +8,8 @@ def test_a_run_without_suites_imports_no_suite_parser_yaml_or_pydantic(pytester)
         import sys
 
         def test_modules():
-            parser = {"yaml", "pydantic", "pydantic_core", "pytest_ragbench.suite",
-                      "pytest_ragbench.suite.schema", "pytest_ragbench.suite.loader"}
+            parser = {"yaml", "pydantic", "pydantic_core", "pytest_ragbench.suite.loader",
+                      "pytest_ragbench.suite.schema"}
             assert not parser & set(sys.modules), parser & set(sys.modules)
     """)
     result = pytester.runpytest_subprocess("-p", "no:hypothesispytest")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_ragbench.baseline import BaselineError, load_baseline, save_baseline
 from pytest_ragbench.cli import main as ragbench_main
-from pytest_ragbench.compare import check_reference, compare_docs, load_side, match_suites
-from pytest_ragbench.history import HistoryError, RunHistory
-from pytest_ragbench.verdict import Coverage, make_verdict, reason_line, verdict_of
+from pytest_ragbench.results.baseline import BaselineError, load_baseline, save_baseline
+from pytest_ragbench.results.compare import check_reference, compare_docs, load_side, match_suites
+from pytest_ragbench.results.history import HistoryError, RunHistory
+from pytest_ragbench.results.verdict import Coverage, make_verdict, reason_line, verdict_of
 
 
 def _doc(run_id: str, mean: float, *, name: str = "s", sid: str = "s.yaml",
@@ -235,7 +235,8 @@ def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, cap
 
 
 def test_the_session_and_the_history_agree_on_the_default_path():
-    from pytest_ragbench import history, session
+    from pytest_ragbench import session
+    from pytest_ragbench.results import history
 
     assert session.DEFAULT_HISTORY == history.DEFAULT_HISTORY
 

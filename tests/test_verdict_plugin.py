@@ -27,7 +27,7 @@ def _outputs(pytester: pytest.Pytester) -> tuple[dict, str, str]:
 
 
 def _history_rows(pytester: pytest.Pytester) -> list[str]:
-    from pytest_ragbench.history import RunHistory, history_lines
+    from pytest_ragbench.results.history import RunHistory, history_lines
 
     with RunHistory(pytester.path / ".ragbench" / "history.sqlite", readonly=True) as h:
         lines = history_lines(h)

@@ -15,9 +15,9 @@ from conftest import latest_run
 from test_report_browser import CHROMIUM, DRIVER_PRELUDE, _drive
 from test_report_html import data_block, make_record, make_summary
 
-from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.records import case_outcome, mark_expected_failure, xfail_outcome
 from pytest_ragbench.report.html import render_html, write_html
+from pytest_ragbench.results.aggregate import summarize_run
 
 SUITE = "--ragbench=suite.yaml"
 # q4's only relevant document is dropped, so it misses the recall threshold; q1 passes it.

@@ -12,7 +12,8 @@ from .api import BudgetError, BudgetExceeded, CoordinatorError, Lease, RunBudget
 from .client import CoordinatorClient, parse_address
 from .limits import Adaptive, PoolLimits, parse_concurrency
 from .local import LocalBudget
-from .server import WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN, Coordinator
+from .protocol import WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN
+from .server import Coordinator
 
 __all__ = [
     "WORKERINPUT_ADDRESS",

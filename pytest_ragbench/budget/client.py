@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .api import CoordinatorError, RunBudget
-
-PROTOCOL_VERSION = 1
+from .protocol import PROTOCOL_VERSION, WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -71,7 +70,6 @@ class CoordinatorClient(RunBudget):
     def from_workerinput(cls, workerinput: Mapping[str, Any], *, name: str = ""
                          ) -> CoordinatorClient | None:
         """Connect with what :meth:`Coordinator.workerinput` put there (``None`` if absent)."""
-        from .server import WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN
 
         address = workerinput.get(WORKERINPUT_ADDRESS)
         token = workerinput.get(WORKERINPUT_TOKEN)

@@ -24,15 +24,13 @@ import socket
 import time
 from typing import Any
 
-from .client import PROTOCOL_VERSION
 from .core import BudgetCore
 from .local import LoopThread
+from .protocol import PROTOCOL_VERSION, WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN
 
 MAX_LINE = 64 * 1024
 HELLO_TIMEOUT = 10.0
 
-WORKERINPUT_ADDRESS = "ragbench_budget_address"
-WORKERINPUT_TOKEN = "ragbench_budget_token"
 
 
 class Coordinator:

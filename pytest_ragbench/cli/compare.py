@@ -1,6 +1,6 @@
 """``ragbench compare A B``: gate run B against baseline A offline, as the plugin would.
 
-The comparison is :func:`pytest_ragbench.compare.compare_docs` on the same documents the
+The comparison is :func:`pytest_ragbench.results.compare.compare_docs` on the same documents the
 plugin uses, so the verdict and the exit status (0 passed, 1 failed) match ``pytest
 --ragbench-baseline``.
 """
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..gates import TESTS
 from ..options import add_gate_options, add_history_option
+from ..results.gates import TESTS
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
 
 
@@ -50,11 +50,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
-    from ..baseline import BaselineError
-    from ..compare import Overrides, compare_docs, load_side
-    from ..history import DEFAULT_HISTORY, HistoryError
     from ..records import jsonable
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
+    from ..results.baseline import BaselineError
+    from ..results.compare import Overrides, compare_docs, load_side
+    from ..results.history import DEFAULT_HISTORY, HistoryError
 
     cwd = Path.cwd()
     db = Path(args.history) if args.history else cwd / DEFAULT_HISTORY

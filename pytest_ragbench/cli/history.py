@@ -25,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragbench history`` on parsed arguments; returns the exit status."""
-    from ..history import DEFAULT_HISTORY, HistoryError, RunHistory, history_lines
+    from ..results.history import DEFAULT_HISTORY, HistoryError, RunHistory, history_lines
 
     db = Path(args.history) if args.history else Path.cwd() / DEFAULT_HISTORY
     try:

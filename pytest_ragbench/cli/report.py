@@ -27,8 +27,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Run ``ragbench report``: prints the written paths; 2 for a folder that is not a run
     folder or an unreadable history, 1 when a file cannot be written."""
-    from ..history import HistoryError
     from ..report.rerender import RunFolderError, rerender
+    from ..results.history import HistoryError
 
     try:
         paths = rerender(args.run_dir, html_path=args.html, history_db=args.history)

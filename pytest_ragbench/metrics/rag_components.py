@@ -1,6 +1,6 @@
 """Answer and judged metrics as registry components.
 
-Their values are produced by the suite's RAG pipeline (:mod:`pytest_ragbench.rag`), which
+Their values are produced by the suite's RAG pipeline (:mod:`pytest_ragbench.answers`), which
 generates and judges the answer after retrieval; the component only names the metric, its
 direction and its family so suites, gates and reports treat it like any other metric.
 """

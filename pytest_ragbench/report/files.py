@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..records import case_outcome, dumps_json, record_key, xfail_reason
-from ..verdict import verdict_of
+from ..results.verdict import verdict_of
 from .markdown import md_text
 
 CASES_JSONL = "cases.jsonl"

@@ -1,7 +1,7 @@
 """The self-contained HTML report of a run: one file that opens from disk with no network access.
 
-:func:`render_html` turns a run summary (see :mod:`pytest_ragbench.aggregate`) and the per-case
-records (see :mod:`pytest_ragbench.records`) into one HTML page rendered with Jinja2
+:func:`render_html` turns a run summary (see :mod:`pytest_ragbench.results.aggregate`) and the
+per-case records (see :mod:`pytest_ragbench.records`) into one HTML page rendered with Jinja2
 (autoescaping on). The page holds run metadata, gate results, per-suite metric tables with 95%
 confidence intervals, inline SVG charts (:mod:`.svg`), the baseline comparison and trends when
 given, and a per-query table with a drill-down for every case.
@@ -39,7 +39,6 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from ..aggregate import group_records, metric_values
 from ..records import (
     OUTCOMES,
     XFAIL_OUTCOMES,
@@ -48,6 +47,7 @@ from ..records import (
     xfail_outcome,
     xfail_reason,
 )
+from ..results.aggregate import group_records, metric_values
 from . import svg
 
 __all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]

@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..aggregate import summarize_run
 from ..datasets import Document, load_dataset
 from ..errors import RagbenchError
-from ..history import HistoryError, RunHistory
 from ..records import jsonable
+from ..results.aggregate import summarize_run
+from ..results.history import HistoryError, RunHistory
 from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
@@ -166,7 +166,7 @@ def _corpus_lookup(summary: Mapping[str, Any]) -> CorpusLookup:
     def corpus_of(suite_id: str) -> Mapping[str, Document] | None:
         if not root or not hashes.get(suite_id):
             return None
-        from ..suite import load_suite
+        from ..suite.loader import load_suite
 
         try:
             dataset = load_dataset(load_suite(Path(root) / suite_id, None).dataset)

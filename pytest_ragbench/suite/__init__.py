@@ -1,22 +1,7 @@
-"""Suite files: one schema (:mod:`.schema`) and the loader that applies it (:mod:`.loader`).
+"""Suite files: one schema (:mod:`.schema`), the loader that applies it (:mod:`.loader`) and the
+rule for which files are suites (:mod:`.files`).
 
-Everything other modules import from ``pytest_ragbench.suite`` is re-exported here, lazily, so
-that importing :mod:`.schema` alone (``ragbench schema``) reads neither YAML nor the loader.
+This package module imports nothing, so importing :mod:`.schema` alone (``ragbench schema``)
+reads neither YAML nor the loader, and the answer path can use the schema's models without an
+import cycle through the loader.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .loader import ComponentSpec, MetricResolver, Suite, finite_or_none, load_suite
-
-__all__ = ["ComponentSpec", "MetricResolver", "Suite", "finite_or_none", "load_suite"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import loader
-
-        return getattr(loader, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

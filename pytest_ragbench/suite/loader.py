@@ -27,7 +27,8 @@ from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, check_file
 from ..errors import SuiteError, did_you_mean, type_name, validation_message
-from ..gates import (
+from ..metrics.spec import MetricSpec, resolve_metric
+from ..results.gates import (
     BaselineSettings,
     Gate,
     GateCheck,
@@ -36,7 +37,6 @@ from ..gates import (
     parse_gate_list,
     parse_tolerance,
 )
-from ..metrics.spec import MetricSpec, resolve_metric
 from .schema import KeyPath, SuiteModel, key_path, required_keys
 
 # Bounds on the document, far above any real suite: a YAML alias bomb (a few hundred bytes that
@@ -357,9 +357,10 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
     needs = [m.name for m in metrics if m.family == "rag"]
     if not given and not needs:
         return None
+    from ..answers.config import ConfigError, rag_config_from_model
+    from ..answers.prompt import check_template
     from ..llm.base import LLMError
     from ..metrics.judge import JUDGED_METRICS
-    from ..rag import ConfigError, check_template, rag_config_from_model
 
     if model.llm is None:
         if needs:

@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..errors import type_name
-from ..gates import TESTS
+from ..results.gates import TESTS
 
 # llm.cache.CACHE_MODES (a test keeps them equal); importing it would load numpy and sqlite3
 # into `ragbench schema`.
@@ -525,7 +525,10 @@ Prices = Annotated[dict[str, PriceModel], BeforeValidator(_string_keys)]
 
 
 class RagFields(_Model):
-    """The generation and judging keys of a suite (also :func:`rag.parse_rag_config`'s input)."""
+    """The generation and judging keys of a suite.
+
+    Also the input of :func:`~pytest_ragbench.answers.config.parse_rag_config`.
+    """
 
     llm: Llm | None = Field(
         None, description="the generation LLM (openai-compatible endpoint or the offline "

@@ -1,4 +1,4 @@
-"""Aggregation (:func:`pytest_ragbench.aggregate.summarize_run`) from hand-made records.
+"""Aggregation (:func:`pytest_ragbench.results.aggregate.summarize_run`) from hand-made records.
 
 Records are plain dicts shaped like the lines of ``cases.jsonl``; nothing here runs pytest.
 """
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_ragbench.aggregate import summarize_run
 from pytest_ragbench.records import dumps_json, error_record, mark_expected_failure
-from pytest_ragbench.stats import summarize
-from pytest_ragbench.suite import Suite, load_suite
+from pytest_ragbench.results.aggregate import summarize_run
+from pytest_ragbench.results.stats import summarize
+from pytest_ragbench.suite.loader import Suite, load_suite
 
 SID = "suites/s.yaml"
 

@@ -1,4 +1,4 @@
-"""The case runner (:class:`pytest_ragbench.runtime.SuiteRuntime`) without a pytest run.
+"""The case runner (:class:`pytest_ragbench.execution.runtime.SuiteRuntime`) without a pytest run.
 
 A suite with an inline dataset is loaded from a temporary file, a fake retriever is registered
 in a plain :class:`~pytest_ragbench.registry.Registry`, and ``run_case`` is called the way a
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from pytest_ragbench.datasets import Query
+from pytest_ragbench.execution.runtime import SuiteRuntime
 from pytest_ragbench.metrics.spec import CaseResult, MetricSpec, resolve_metric
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.retrievers.hits import RankedHits
-from pytest_ragbench.runtime import SuiteRuntime
-from pytest_ragbench.suite import load_suite
+from pytest_ragbench.suite.loader import load_suite
 
 SUITE = textwrap.dedent("""\
     name: unit

@@ -12,10 +12,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..records import case_outcome, record_key
+from ..suite.loader import Suite
 from .gates import Gate, evaluate_threshold, scope_retriever
-from .records import case_outcome, record_key
 from .stats import best_system, pairwise_table, summarize
-from .suite import Suite
 from .verdict import coverage_text
 
 SUMMARY_SCHEMA_VERSION = 1

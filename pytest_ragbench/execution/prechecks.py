@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import did_you_mean
+from ..errors import did_you_mean
 
 __all__ = [
     "REFERENCE_METRICS",
@@ -27,8 +27,8 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _reference_metrics() -> frozenset[str]:
-    from .metrics.answer import ANSWER_METRICS
-    from .metrics.judge import _NEEDS_REFERENCE
+    from ..metrics.answer import ANSWER_METRICS
+    from ..metrics.judge import _NEEDS_REFERENCE
 
     # The judge keeps its list private; it is the one source of truth for judged metrics.
     lexical = {name for name, spec in ANSWER_METRICS.items() if spec.needs_reference}
@@ -130,7 +130,7 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
     ``suite_metrics`` maps each collected suite's name to its metric names. Expressions were
     checked for syntax when the option was parsed.
     """
-    from .gates import ERROR_RATE, parse_gate_expression
+    from ..results.gates import ERROR_RATE, parse_gate_expression
 
     known = sorted({m for names in suite_metrics.values() for m in names})
     problems = []

@@ -1,7 +1,7 @@
 """Paired comparison of a run against a baseline, and the gates that need a baseline.
 
-Both sides are baseline documents (see :mod:`pytest_ragbench.baseline`): the plugin turns the
-current run into one before comparing, and ``ragbench compare A B`` reads two of them from
+Both sides are baseline documents (see :mod:`pytest_ragbench.results.baseline`): the plugin
+turns the current run into one before comparing, and ``ragbench compare A B`` reads two of them from
 files, run folders or the run history, so the plugin and the CLI compute the same rows and the
 same verdict from the same data.
 
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..report.terminal import _f, _p, _where
 from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load_baseline
 from .gates import (
     ERROR_RATE,
@@ -38,7 +39,6 @@ from .gates import (
     scope_text,
     worse_by,
 )
-from .report.terminal import _f, _p, _where
 from .stats import holm, paired_compare
 from .verdict import make_verdict
 
@@ -126,7 +126,7 @@ def compare_docs(
     ``gates`` the checked gates (thresholds on the current side and gates against the
     baseline); ``failures`` one line per failed gate, regression or required-but-different
     dataset; ``other_failures`` those that are neither gates nor regressions; ``verdict`` as
-    :func:`pytest_ragbench.verdict.make_verdict` builds it.
+    :func:`pytest_ragbench.results.verdict.make_verdict` builds it.
     """
     ov = overrides or Overrides()
     out_suites: list[dict[str, Any]] = []
@@ -421,8 +421,8 @@ def regression_line(row: Mapping[str, Any]) -> str:
 def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
+    from ..report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
     from .baseline import make_baseline
-    from .report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     if not summary_path.is_file() or not cases_path.is_file():

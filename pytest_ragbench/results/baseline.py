@@ -22,10 +22,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import RagbenchError
+from ..records import jsonable
 from .aggregate import case_meta, case_scores, group_records
-from .errors import RagbenchError
 from .gates import Tolerance
-from .records import jsonable
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "ragbench-baseline"

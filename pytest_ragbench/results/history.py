@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import RagbenchError
 from .baseline import BASELINE_KIND, BASELINE_SCHEMA_VERSION
-from .errors import RagbenchError
 
 HISTORY_SCHEMA_VERSION = 1
 DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
@@ -378,7 +378,7 @@ class RunHistory:
         return best[2]
 
     def baseline_doc(self, spec: str) -> dict[str, Any]:
-        """Rebuild a stored run as a baseline document (see :mod:`pytest_ragbench.baseline`)."""
+        """Rebuild a stored run as a baseline document (:mod:`pytest_ragbench.results.baseline`)."""
         run_id = self.resolve(spec)
         run = self._run_meta(run_id)
         return {"schema_version": BASELINE_SCHEMA_VERSION, "kind": BASELINE_KIND,

@@ -37,14 +37,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .datasets import Dataset, Document, Query, load_dataset
-from .errors import RagbenchError, SuiteError
-from .metrics.retrieval import parse_metric, trec_order
-from .metrics.spec import CaseResult, MetricSpec
-from .records import SCHEMA_VERSION, clean_float
-from .registry import BuildContext, Registry
-from .retrievers.hits import RankedHits
-from .suite import ComponentSpec, Suite
+from ..datasets import Dataset, Document, Query, load_dataset
+from ..errors import RagbenchError, SuiteError
+from ..metrics.retrieval import parse_metric, trec_order
+from ..metrics.spec import CaseResult, MetricSpec
+from ..records import SCHEMA_VERSION, clean_float
+from ..registry import BuildContext, Registry
+from ..retrievers.hits import RankedHits
+from ..suite.loader import ComponentSpec, Suite
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
 BATCH_LIMIT = 256
@@ -446,7 +446,7 @@ class SuiteRuntime:
     # -- generation and judging (suites with an ``llm`` section) ---------------------------
 
     def _build_pipeline(self) -> Any:
-        from .rag import build_pipeline
+        from ..answers.pipeline import build_pipeline
 
         return build_pipeline(
             self.suite.rag, base_dir=self.suite.path.parent,

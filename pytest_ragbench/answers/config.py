@@ -1,0 +1,241 @@
+"""Suite configuration of the answer path: LLM, judge, embedder, generation, cache, prices, budget.
+
+The pydantic models of :mod:`pytest_ragbench.suite.schema` validate the suite keys;
+:func:`rag_config_from_model` turns them into the frozen values the pipeline is built from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import type_name, validation_message
+from ..llm.cache import CacheMode
+from ..llm.extractive import ExtractiveLLM
+from ..llm.usage import PriceTable
+from ..suite import schema
+
+DEFAULT_CACHE_PATH = schema.DEFAULT_CACHE_PATH
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """An OpenAI-compatible endpoint and how to talk to it (no secret values, only env names).
+
+    ``retries`` is the number of retries after the first attempt; ``backoff`` the base delay
+    in seconds of the exponential backoff between them; ``rpm`` / ``tpm`` rate limits.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # literal header values may be credentials, so they stay out of repr()
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
+    timeout: float = 60.0
+    concurrency: int = 16
+    retries: int = 4
+    backoff: float = 0.5
+    rpm: float | None = None
+    tpm: float | None = None
+    batch_size: int = 128  # embeddings only
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """A chat provider: ``type`` ``"openai"`` (with ``endpoint``) or ``"extractive"``."""
+
+    type: str
+    endpoint: EndpointConfig | None = None
+    threshold: float = 0.4  # extractive
+    max_sentences: int = 1  # extractive
+    concurrency: int = 16
+
+    @property
+    def paid(self) -> bool:
+        return self.type == "openai"
+
+    @property
+    def model(self) -> str:
+        return self.endpoint.model if self.endpoint is not None else ExtractiveLLM.model
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The judge: its LLM (``None`` = the generation LLM), mode, questions, call params."""
+
+    llm: LlmConfig | None = None
+    mode: str = "batched"
+    n_questions: int = 3
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """``type`` ``"hashing"`` (offline, ``dim``) or ``"openai"`` (with ``endpoint``)."""
+
+    type: str
+    dim: int = 256
+    endpoint: EndpointConfig | None = None
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How many retrieved contexts go into the prompt, and an optional template override.
+
+    ``template`` is inline Jinja2 text or a path (relative to the suite's directory);
+    ``template_file`` is always a path. At most one of them is set.
+    """
+
+    contexts: int = 5
+    template: str | None = None
+    template_file: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The response cache file (relative to the suite's directory) and its mode."""
+
+    path: str = DEFAULT_CACHE_PATH
+    mode: CacheMode = "on"
+
+
+@dataclass(frozen=True)
+class RagConfig:
+    """Everything needed to generate and judge answers; see :func:`parse_rag_config`."""
+
+    llm: LlmConfig
+    judge: JudgeConfig | None = None
+    embedder: EmbedderConfig | None = None
+    generation: GenerationConfig = GenerationConfig()
+    cache: CacheConfig = CacheConfig()
+    prices: PriceTable | None = field(default=None, hash=False)
+    max_cost: float | None = None
+    runs: int = 1
+    seed: int = 0
+    key_prefix: str = field(default="", compare=False)  # for messages at build time
+
+
+def _path(prefix: str, *parts: str) -> str:
+    return prefix + ".".join(parts)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: ``key`` is its key path, ``detail`` what is wrong.
+
+    ``str()`` reads ``key: detail``, as every ValueError of this module always has.
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(key, message)
+
+
+def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> EndpointConfig:
+    return EndpointConfig(
+        base_url=model.base_url,
+        model=model.model,
+        api_key_env=model.api_key_env,
+        params=dict(model.params or {}),
+        headers=dict(model.headers or {}),
+        timeout=float(model.timeout),
+        concurrency=model.concurrency,
+        retries=model.retries,
+        backoff=float(model.backoff),
+        rpm=None if model.rpm is None else float(model.rpm),
+        tpm=None if model.tpm is None else float(model.tpm),
+        batch_size=batch_size,
+    )
+
+
+def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm) -> LlmConfig:
+    if isinstance(model, schema.ExtractiveLlm):
+        return LlmConfig("extractive", threshold=float(model.threshold),
+                         max_sentences=model.max_sentences, concurrency=model.concurrency)
+    endpoint = _endpoint(model)
+    return LlmConfig("openai", endpoint, concurrency=endpoint.concurrency)
+
+
+def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> RagConfig:
+    """The :class:`RagConfig` of validated suite keys (``model.llm`` must be set)."""
+    assert model.llm is not None
+    judge = None
+    if model.judge is not None:
+        j = model.judge
+        judge = JudgeConfig(llm=None if j.llm == "same" else _llm(j.llm), mode=j.mode,
+                            n_questions=j.n_questions, params=dict(j.params or {}))
+    embedder = None
+    if isinstance(model.embedder, schema.HashingEmbedderModel):
+        embedder = EmbedderConfig("hashing", dim=model.embedder.dim)
+    elif model.embedder is not None:
+        embedder = EmbedderConfig(
+            "openai", endpoint=_endpoint(model.embedder, batch_size=model.embedder.batch_size))
+    gen = model.generation or schema.GenerationModel()
+    cache = model.cache
+    if isinstance(cache, schema.CacheModel):
+        cache_config = CacheConfig(path=cache.path, mode=cache.mode)
+    else:
+        cache_config = CacheConfig(mode=cache if cache is not None else "on")
+    prices = None
+    if model.prices is not None:
+        prices = PriceTable.from_mapping({m: p.model_dump() for m, p in model.prices.items()},
+                                         key=_path(key_prefix, "prices"))
+    return RagConfig(
+        llm=_llm(model.llm),
+        judge=judge,
+        embedder=embedder,
+        generation=GenerationConfig(contexts=gen.contexts, template=gen.template,
+                                    template_file=gen.template_file),
+        cache=cache_config,
+        prices=prices,
+        max_cost=None if model.max_cost is None else float(model.max_cost),
+        runs=model.runs,
+        seed=model.seed,
+        key_prefix=key_prefix,
+    )
+
+
+def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagConfig:
+    """Parse the generation/judging keys of a suite into a :class:`RagConfig`.
+
+    ``data`` holds (some of) ``llm`` (required), ``judge``, ``embedder``, ``generation``,
+    ``cache``, ``prices``, ``max_cost``, ``runs`` and ``seed``, as described by
+    :class:`pytest_ragbench.suite.schema.RagFields`; ``key_prefix`` (e.g. ``"rag."``) is put in
+    front of every key path in messages. Raises ``ValueError("key.path: what is wrong")`` for
+    bad input. Nothing is contacted or read here.
+    """
+    from pydantic import ValidationError
+
+    where = key_prefix.rstrip(".") or "suite"
+    if not isinstance(data, Mapping):
+        raise _fail(where, f"expected a mapping, got {type_name(data)}")
+    try:
+        model = schema.RagFields.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = schema.key_path(err, data)
+        key = key_prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path
+                                   ).lstrip(".")
+        raise _fail(key or where, validation_message(dict(err))) from None
+    if model.llm is None:
+        raise _fail(_path(key_prefix, "llm"), "missing (answer metrics need a generation LLM)")
+    return rag_config_from_model(model, key_prefix=key_prefix)
+
+

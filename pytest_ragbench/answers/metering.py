@@ -1,0 +1,64 @@
+"""Per-case metering: what one case's chat calls cost, seen through a context variable.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Sequence
+from typing import Any
+
+from ..llm.base import LLM, Completion, Message
+from ..llm.usage import PriceTable
+
+# -- per-case metering ---------------------------------------------------------------------
+
+
+class _Meter:
+    """What one case's chat calls cost (mutated by :class:`_MeteredLLM` within the case)."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.requests = 0
+        self.cost = 0.0
+
+    def add(self, completion: Completion, cost: float) -> None:
+        self.prompt_tokens += completion.usage.prompt_tokens
+        self.completion_tokens += completion.usage.completion_tokens
+        self.requests += completion.usage.requests
+        self.cost += cost
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "requests": self.requests,
+        }
+
+
+class _MeteredLLM:
+    """Adds every completion's usage and cost to the meter of the case being run.
+
+    The meter travels in a context variable because many cases run concurrently on one loop
+    through the same client; asyncio copies the context into the judge's subtasks, and the
+    meter object itself is shared, so their calls are counted too.
+    """
+
+    def __init__(self, inner: LLM, meter: contextvars.ContextVar[_Meter | None],
+                 prices: PriceTable | None, model: str | None) -> None:
+        self.inner = inner
+        self._meter = meter
+        self._prices = prices
+        self._model = model  # None: a free provider
+
+    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+        completion = await self.inner.chat(messages, **params)
+        meter = self._meter.get()
+        if meter is not None:
+            cost = 0.0
+            if self._prices is not None and self._model is not None and not completion.cached:
+                cost = self._prices.cost(self._model, completion.usage)
+            meter.add(completion, cost)
+        return completion
+
+

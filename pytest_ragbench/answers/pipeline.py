@@ -1,0 +1,480 @@
+"""Generation and judging for one RAG case: configuration, the pipeline, and prefetching.
+
+The domain side of answer metrics. A suite's ``llm`` / ``judge`` / ``embedder`` /
+``generation`` / ``cache`` / ``prices`` / ``max_cost`` / ``runs`` / ``seed`` keys are parsed by
+:func:`parse_rag_config` into a :class:`RagConfig`; :func:`build_pipeline` turns it into a
+:class:`RagPipeline` whose :meth:`RagPipeline.run_case` renders the prompt from the retrieved
+contexts, asks the LLM, and computes the requested lexical (:data:`ANSWER_METRICS`) and
+judged (:data:`JUDGED_METRICS`) metrics, returning JSON-safe fields for the case record.
+
+Provider failures are data, never exceptions: a failed generation puts
+``{"generation": reason}`` in ``errors`` and ``None`` in every requested metric; a failed
+judgement puts one entry per failed metric.
+
+Event loops. The HTTP clients belong to the event loop that first uses them, so one pipeline
+must be driven from ONE loop: either ``await run_case(...)`` from your own loop, or the
+synchronous API (:meth:`RagPipeline.submit` / :meth:`RagPipeline.result` /
+:meth:`RagPipeline.run_case_sync`), which runs everything on the pipeline's own
+:class:`Prefetcher` thread. The plugin uses the latter: it submits the LLM work of every item a
+process will run ahead of time, and each item then blocks on its own result, in order.
+
+Wrapping order of a paid provider (outermost first)::
+
+    _MeteredLLM -> CachedLLM -> BudgetedLLM -> OpenAIChat
+
+so cache hits are served (and cost nothing) even when the budget is used up, and the per-case
+meter sees exactly what each call cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+
+from ..datasets import Query
+from ..errors import ComponentError, RagbenchError, did_you_mean
+from ..llm.base import LLM, Embedder, LLMError, Message
+from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
+from ..llm.extractive import ExtractiveLLM
+from ..llm.identity import ProviderId
+from ..llm.openai import OpenAIChat, OpenAIEmbedder
+from ..llm.resilience import RateLimiter, RetryPolicy
+from ..llm.usage import BudgetedLLM, CostBudget
+from ..metrics.answer import ANSWER_METRICS
+from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge, JudgeInput
+from ..records import clean_float, jsonable
+from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
+from .hashing import HashingEmbedder
+from .metering import _Meter, _MeteredLLM
+from .prefetch import Prefetcher
+from .prompt import _context_vars, _environment, _template_text, template_version
+
+T = TypeVar("T")
+
+RAG_METRICS: tuple[str, ...] = (*ANSWER_METRICS, *JUDGED_METRICS)
+"""Every metric name :meth:`RagPipeline.run_case` computes."""
+
+
+# -- the pipeline ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseRequest:
+    """The arguments of one :meth:`RagPipeline.run_case` call, for :meth:`RagPipeline.schedule`."""
+
+    query: Query
+    contexts: tuple[tuple[str, str], ...]
+    metrics: tuple[str, ...]
+    run: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "contexts", tuple((str(d), str(t)) for d, t in self.contexts))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+
+
+def _check_metrics(metrics: Sequence[str]) -> list[str]:
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    wanted: list[str] = []
+    for name in metrics:
+        if name not in RAG_METRICS:
+            raise ValueError(f"unknown answer metric {name!r}{did_you_mean(name, RAG_METRICS)}; "
+                             f"known: {', '.join(RAG_METRICS)}")
+        if name not in wanted:
+            wanted.append(name)
+    return wanted
+
+
+class RagPipeline:
+    """Generation and judging for cases; built by :func:`build_pipeline`.
+
+    ``llm`` / ``judge`` / ``embedder`` are the fully wrapped objects in use (for inspection).
+    """
+
+    def __init__(
+        self,
+        config: RagConfig,
+        *,
+        llm: LLM,
+        judge: Judge | None,
+        embedder: Embedder | None,
+        template: jinja2.Template,
+        template_version: str,
+        meter: contextvars.ContextVar[_Meter | None],
+        budget: CostBudget | None,
+        cache: ResponseCache | None,
+        clients: Sequence[OpenAIChat | OpenAIEmbedder],
+    ) -> None:
+        self.config = config
+        self.llm = llm
+        self.judge = judge
+        self.embedder = embedder
+        self.template_version = template_version
+        self.budget = budget
+        self.cache = cache
+        self._template = template
+        self._meter = meter
+        self._clients = list(clients)
+        self._prefetcher: Prefetcher | None = None
+        self._prefetcher_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (f"RagPipeline(llm={self.config.llm.type}:{self.config.llm.model}, "
+                f"judge={self.judge is not None}, template={self.template_version})")
+
+    @property
+    def n_contexts(self) -> int:
+        """How many retrieved contexts go into the prompt."""
+        return self.config.generation.contexts
+
+    @property
+    def spent(self) -> float:
+        """USD spent so far under ``max_cost`` (0 without a budget)."""
+        return self.budget.spent if self.budget is not None else 0.0
+
+    def messages(self, question: str, contexts: Sequence[tuple[str, str]]) -> list[Message]:
+        """The generation request for ``question`` over the top contexts."""
+        top = list(contexts)[: self.n_contexts]
+        return [{"role": "user", "content": self._template.render(**_context_vars(question, top))}]
+
+    async def run_case(
+        self,
+        query: Query,
+        contexts: Sequence[tuple[str, str]],
+        metrics: Sequence[str],
+        run: int = 0,
+    ) -> dict[str, Any]:
+        """Generate an answer from the top contexts and compute ``metrics``.
+
+        ``contexts`` are ``(doc_id, text)`` best first (only the first ``generation.contexts``
+        are used). Returns JSON-safe fields to merge into the case record::
+
+            {"answer": str | None, "contexts": [doc ids], "metrics": {name: float | None},
+             "judge": {metric: evidence}, "usage": {"prompt_tokens", "completion_tokens",
+             "requests"}, "cost": float, "errors": {metric | "generation": reason}}
+
+        ``usage`` counts the chat calls of this case (generation and judge; cache hits keep
+        their tokens with 0 requests); ``cost`` is what they cost in USD (0 for cache hits;
+        embeddings are not priced). Raises ``ValueError`` for an unknown metric name only.
+        """
+        wanted = _check_metrics(metrics)
+        top = [(str(d), str(t)) for d, t in list(contexts)[: self.n_contexts]]
+        meter = _Meter()
+        token = self._meter.set(meter)
+        try:
+            return await self._run_case(query, top, wanted, run, meter)
+        finally:
+            self._meter.reset(token)
+
+    async def _run_case(self, query: Query, top: list[tuple[str, str]], wanted: list[str],
+                        run: int, meter: _Meter) -> dict[str, Any]:
+        scores: dict[str, float | None] = {m: None for m in wanted}
+        errors: dict[str, str] = {}
+        verdicts: dict[str, Any] = {}
+        answer: str | None = None
+        try:
+            completion = await self.llm.chat(
+                self.messages(query.text, top), seed=self.config.seed + run
+            )
+            answer = completion.text.strip()
+        except (LLMError, RagbenchError) as exc:
+            errors["generation"] = str(exc) or type(exc).__name__
+
+        if answer is not None:
+            references = [r for r in query.reference_answers if r.strip()]
+            for name in wanted:
+                spec = ANSWER_METRICS.get(name)
+                if spec is not None:
+                    scores[name] = clean_float(spec.fn(answer, references, bool(references)))
+            judged = [m for m in wanted if m in JUDGED_METRICS]
+            if judged:
+                await self._judge(query, answer, top, references, judged, scores, verdicts,
+                                  errors)
+        return {
+            "answer": answer,
+            "contexts": [d for d, _ in top],
+            "metrics": scores,
+            "judge": jsonable(verdicts),
+            "usage": meter.usage(),
+            "cost": meter.cost,
+            "errors": errors,
+        }
+
+    async def _judge(
+        self,
+        query: Query,
+        answer: str,
+        top: list[tuple[str, str]],
+        references: list[str],
+        judged: list[str],
+        scores: dict[str, float | None],
+        verdicts: dict[str, Any],
+        errors: dict[str, str],
+    ) -> None:
+        if self.judge is None:
+            for name in judged:
+                errors[name] = f"{name} needs a judge; add a 'judge:' section to the suite"
+            return
+        item = JudgeInput(
+            question=query.text,
+            answer=answer,
+            contexts=tuple(t for _, t in top),
+            # the judge compares against one reference; the dataset's first is canonical
+            reference=references[0] if references else None,
+        )
+        try:
+            result = await self.judge.evaluate(item, judged)
+        except (LLMError, RagbenchError) as exc:  # e.g. the cache file became unwritable
+            for name in judged:
+                errors[name] = str(exc) or type(exc).__name__
+            return
+        for name in judged:
+            scores[name] = clean_float(result.scores.get(name))
+        verdicts.update(result.verdicts)
+        errors.update(result.errors)
+
+    # -- synchronous API on the pipeline's own loop ------------------------------------------
+
+    @property
+    def prefetcher(self) -> Prefetcher:
+        """The pipeline's :class:`Prefetcher` (created on first use)."""
+        with self._prefetcher_lock:
+            if self._closed:
+                raise RuntimeError("the pipeline is closed")
+            if self._prefetcher is None:
+                self._prefetcher = Prefetcher(self.config.llm.concurrency)
+            return self._prefetcher
+
+    def submit(self, key: Hashable, query: Query, contexts: Sequence[tuple[str, str]],
+               metrics: Sequence[str], run: int = 0) -> bool:
+        """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
+        request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
+        _check_metrics(request.metrics)  # fail in the caller, not in the background
+        return self.prefetcher.submit(key, lambda: self.run_case(
+            request.query, request.contexts, request.metrics, request.run))
+
+    def schedule(self, keys_and_requests: Iterable[tuple[Hashable, CaseRequest]]) -> int:
+        """Submit many cases (in the order given); returns how many were newly scheduled."""
+        scheduled = 0
+        for key, request in keys_and_requests:
+            scheduled += self.submit(key, request.query, request.contexts, request.metrics,
+                                     request.run)
+        return scheduled
+
+    def result(self, key: Hashable, timeout: float | None = None) -> dict[str, Any]:
+        """Block until ``key``'s case is done and return its fields; see
+        :meth:`Prefetcher.result`."""
+        value: dict[str, Any] = self.prefetcher.result(key, timeout)
+        return value
+
+    def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
+                      metrics: Sequence[str], run: int = 0) -> dict[str, Any]:
+        """:meth:`run_case` on the pipeline's own loop, waiting for it."""
+        return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients and the cache (from the loop that used the clients)."""
+        clients, self._clients = self._clients, []
+        for client in clients:
+            with contextlib.suppress(Exception):  # teardown must not mask results
+                await client.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    def close(self) -> None:
+        """Cancel prefetched work, close clients and cache, stop the loop. Idempotent.
+
+        Without a prefetcher (the pipeline was driven from your own loop), call
+        ``await aclose()`` from that loop instead; this then only closes what is left.
+        """
+        with self._prefetcher_lock:
+            if self._closed:
+                return
+            self._closed = True
+            prefetcher, self._prefetcher = self._prefetcher, None
+        if prefetcher is not None:
+            prefetcher.close(self.aclose)
+            return
+        if self._clients:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(self.aclose())
+                return
+            raise RuntimeError("RagPipeline.close() called inside an event loop; "
+                               "use 'await pipeline.aclose()'")
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> RagPipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# -- building --------------------------------------------------------------------------------
+
+
+def _endpoint_kwargs(endpoint: EndpointConfig) -> dict[str, Any]:
+    limiter = (RateLimiter(endpoint.rpm, endpoint.tpm)
+               if endpoint.rpm is not None or endpoint.tpm is not None else None)
+    return {
+        "api_key_env": endpoint.api_key_env,
+        "headers": dict(endpoint.headers),
+        "timeout": endpoint.timeout,
+        "params": dict(endpoint.params),
+        "concurrency": endpoint.concurrency,
+        "retry": RetryPolicy(max_attempts=endpoint.retries + 1, base_delay=endpoint.backoff),
+        "rate_limiter": limiter,
+    }
+
+
+def _component(key: str, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except ComponentError as exc:
+        # the client's messages start with its own field name ("api_key_env: ...")
+        raise ValueError(f"{key}.{exc}") from None
+
+
+def build_pipeline(
+    config: RagConfig,
+    *,
+    base_dir: Path,
+    cache_path_override: str | Path | None = None,
+    cache_mode_override: CacheMode | None = None,
+) -> RagPipeline:
+    """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
+
+    Relative paths (cache, template file) are resolved against ``base_dir`` (the suite's
+    directory). ``cache_path_override`` / ``cache_mode_override`` come from the command line.
+    Raises ``ValueError("key.path: ...")`` when something cannot be built (an unset API key
+    variable, a model without a price, an unreadable or broken template). No request is sent.
+    """
+    prefix = config.key_prefix
+    base_dir = Path(base_dir)
+    mode = cache_mode_override or config.cache.mode
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
+
+    template_key = _path(prefix, "generation")
+    text = _template_text(config.generation, base_dir, template_key)
+    try:
+        template = _environment().from_string(text)
+        # render once so a misspelt variable fails now rather than in every case
+        template.render(**_context_vars("q", [("d", "t")]))
+    except jinja2.TemplateError as exc:
+        which = "template_file" if config.generation.template_file else "template"
+        raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
+    version = template_version(text)
+
+    clients: list[OpenAIChat | OpenAIEmbedder] = []
+    cache: ResponseCache | None = None
+    try:
+        if mode != "off":
+            path = Path(cache_path_override or config.cache.path)
+            cache = ResponseCache(path if path.is_absolute() else base_dir / path, mode)
+        budget = CostBudget(config.max_cost) if config.max_cost is not None else None
+        meter: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar(
+            "ragbench_case_meter", default=None
+        )
+
+        def provider(llm_config: LlmConfig, key: str) -> tuple[LLM, ProviderId, str | None]:
+            """The budgeted provider, its identity and its priced model (None when free)."""
+            if llm_config.type == "extractive":
+                extractive = ExtractiveLLM(threshold=llm_config.threshold,
+                                           max_sentences=llm_config.max_sentences)
+                return extractive, extractive.provider_id, None
+            assert llm_config.endpoint is not None
+            endpoint = llm_config.endpoint
+            client = _component(key, lambda: OpenAIChat(
+                endpoint.base_url, endpoint.model, **_endpoint_kwargs(endpoint)))
+            clients.append(client)
+            if config.prices is not None:
+                try:
+                    config.prices.price(endpoint.model)
+                except LLMError as exc:
+                    raise _fail(_path(prefix, "prices"), str(exc)) from None
+            inner: LLM = client
+            if budget is not None and config.prices is not None:
+                inner = BudgetedLLM(client, budget, config.prices, model=endpoint.model)
+            return inner, client.provider_id, endpoint.model
+
+        def finish(inner: LLM, pid: ProviderId, model: str | None, version: str) -> LLM:
+            wrapped: LLM = inner
+            # a free provider (model None) is offline and deterministic: caching gains nothing
+            if cache is not None and model is not None:
+                wrapped = CachedLLM(inner, cache, provider_id=pid, template_version=version)
+            return _MeteredLLM(wrapped, meter, config.prices, model)
+
+        gen_inner, gen_id, gen_model = provider(config.llm, _path(prefix, "llm"))
+        llm = finish(gen_inner, gen_id, gen_model, version)
+
+        embedder: Embedder | None = None
+        if config.embedder is not None and config.embedder.type == "hashing":
+            embedder = HashingEmbedder(config.embedder.dim)
+        elif config.embedder is not None:
+            assert config.embedder.endpoint is not None
+            ep = config.embedder.endpoint
+            emb = _component(_path(prefix, "embedder"), lambda: OpenAIEmbedder(
+                ep.base_url, ep.model, batch_size=ep.batch_size, **_endpoint_kwargs(ep)))
+            clients.append(emb)
+            embedder = (CachedEmbedder(emb, cache, provider_id=emb.provider_id)
+                        if cache is not None else emb)
+
+        judge: Judge | None = None
+        if config.judge is not None:
+            if config.judge.llm is None:  # "same": share the client, budget and price
+                j_inner, j_id, j_model = gen_inner, gen_id, gen_model
+            else:
+                j_inner, j_id, j_model = provider(config.judge.llm, _path(prefix, "judge", "llm"))
+            judge = Judge(
+                finish(j_inner, j_id, j_model, TEMPLATE_VERSION),
+                embedder,
+                mode=config.judge.mode,
+                n_questions=config.judge.n_questions,
+                params={"seed": config.seed, **config.judge.params},
+            )
+    except BaseException:
+        _close_quietly(clients, cache)
+        raise
+    return RagPipeline(
+        config,
+        llm=llm,
+        judge=judge,
+        embedder=embedder,
+        template=template,
+        template_version=version,
+        meter=meter,
+        budget=budget,
+        cache=cache,
+        clients=clients,
+    )
+
+
+def _close_quietly(clients: Sequence[OpenAIChat | OpenAIEmbedder],
+                   cache: ResponseCache | None) -> None:
+    async def close_all() -> None:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    if clients:
+        with contextlib.suppress(Exception):  # a half-built pipeline; the real error matters
+            asyncio.run(close_all())
+    if cache is not None:
+        cache.close()
+
+

@@ -1,0 +1,106 @@
+"""The generation prompt: the default template, user templates and their checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..llm.extractive import ABSTAIN, PROMPT_INSTRUCTIONS
+from ..llm.prompts import prompt_environment
+from .config import GenerationConfig, _fail, _path
+
+DEFAULT_TEMPLATE = """\
+{{ instructions }}
+
+{% for c in contexts %}
+[{{ c.n }}] {{ c.text | oneline }}
+{% endfor %}
+
+Question: {{ question | oneline }}
+"""
+"""The generation prompt (one user message). It follows the passage convention of
+:mod:`pytest_ragbench.llm.extractive`, so the offline provider can answer it. Variables:
+``question``, ``contexts`` (list of ``{"n", "id", "text"}``, best first), ``instructions`` and
+``abstain`` (the exact abstention reply); filter ``oneline`` folds whitespace."""
+
+_TEMPLATE_SCHEMA = "gen-1"
+
+
+def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str = "") -> None:
+    """Read, compile and render once the generation template, as :func:`build_pipeline` will.
+
+    Raises :class:`ConfigError` (``generation.template: ...``) for a missing, unreadable or
+    broken template, so a suite fails when it is loaded rather than at its first case.
+    """
+    template_key = _path(key_prefix, "generation")
+    which = "template_file" if generation.template_file else "template"
+    try:
+        text = _template_text(generation, Path(base_dir), template_key)
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{template_key}.{which}", f"cannot read template: not UTF-8 (byte "
+                                               f"{exc.start}: {exc.reason})") from None
+    try:
+        template = _environment().from_string(text)
+        template.render(**_context_vars("q", [("d", "t")]))
+    except jinja2.TemplateError as exc:
+        raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
+
+
+# -- prompt template -------------------------------------------------------------------------
+
+
+def template_version(template_text: str) -> str:
+    """The cache-key version of a generation template: it changes with any text change."""
+    digest = hashlib.sha256(
+        "\0".join((template_text, PROMPT_INSTRUCTIONS, ABSTAIN)).encode("utf-8")
+    ).hexdigest()[:12]
+    return f"{_TEMPLATE_SCHEMA}+{digest}"
+
+
+def _oneline(value: Any) -> str:
+    # a passage's own blank lines would end it early in the [n] convention
+    return " ".join(str(value).split())
+
+
+def _environment() -> jinja2.Environment:
+    env = prompt_environment()
+    env.filters["oneline"] = _oneline
+    return env
+
+
+def _looks_like_path(text: str) -> bool:
+    # a template without a variable could not include the question, so one line without any
+    # Jinja2 markup can only be meant as a file name
+    return "\n" not in text and "{{" not in text and "{%" not in text
+
+
+def _template_text(generation: GenerationConfig, base_dir: Path, key: str) -> str:
+    if generation.template_file is not None:
+        source, where = generation.template_file, f"{key}.template_file"
+    elif generation.template is not None and _looks_like_path(generation.template):
+        source, where = generation.template, f"{key}.template"
+    elif generation.template is not None:
+        return generation.template
+    else:
+        return DEFAULT_TEMPLATE
+    path = base_dir / source
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _fail(where, f"cannot read template {path}: {exc.strerror or exc}") from None
+
+
+def _context_vars(question: str, contexts: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "question": question,
+        "contexts": [{"n": i, "id": d, "text": t} for i, (d, t) in enumerate(contexts, 1)],
+        "instructions": PROMPT_INSTRUCTIONS,
+        "abstain": ABSTAIN,
+    }
+
+

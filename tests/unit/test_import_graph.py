@@ -1,0 +1,150 @@
+"""The package's import graph: no cycles, and the domain never imports pytest or the glue.
+
+Every import counts, also those inside functions (a lazy import still ties two modules
+together); only ``if TYPE_CHECKING:`` blocks are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import pytest_ragbench
+
+PACKAGE = Path(pytest_ragbench.__file__).resolve().parent
+GLUE = {"plugin", "state", "collect", "fixtures", "session", "hookspecs"}
+# Modules with no pytest import: everything but the glue, the CLI (runs pytest for `list
+# --conftest`) and the report renderers that pytest's terminal writer feeds.
+DOMAIN = ("answers", "budget", "datasets", "execution", "llm", "metrics", "results",
+          "retrievers", "suite", "embedders", "records", "registry", "errors", "redact")
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            skipped.update(id(sub) for sub in ast.walk(node))
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    names = module_names()
+    return {name: imports_of(name, path, set(names)) for name, path in names.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert len(graph) > 50  # the walk found the package
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("area", DOMAIN)
+def test_the_domain_imports_neither_pytest_nor_the_glue(area: str) -> None:
+    graph = import_graph()
+    names = module_names()
+    members = [n for n in names if n == f"pytest_ragbench.{area}"
+               or n.startswith(f"pytest_ragbench.{area}.")]
+    assert members, area
+    glue = {f"pytest_ragbench.{g}" for g in GLUE}
+    for name in members:
+        assert not graph[name] & glue, name
+        tree = ast.parse(names[name].read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] not in {"pytest", "_pytest"}
+                           for a in node.names), name
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                assert (node.module or "").split(".")[0] not in {"pytest", "_pytest"}, name
+
+
+@pytest.mark.xfail(strict=True, reason="results.compare still formats with the terminal "
+                   "renderer's helpers; report facts move to report/views.py (issue 12.5)")
+def test_results_and_metrics_import_no_renderer() -> None:
+    graph = import_graph()
+    for name, deps in graph.items():
+        if name.startswith(("pytest_ragbench.results", "pytest_ragbench.metrics")):
+            assert not {d for d in deps if d.startswith("pytest_ragbench.report")}, name
