@@ -157,6 +157,9 @@ def _hf_split(loaded: Any, part: HfPart, spec: DatasetSpec) -> Any:
                          f"{', '.join(splits)})", file=spec.source, key=part.key)
     if len(splits) == 1:
         return loaded[splits[0]]
+    named = part.key.rsplit(".", 1)[-1]  # the part: corpus, queries or qrels
+    if named in loaded:
+        return loaded[named]
     raise SuiteError(f"{_hf_label(part)} has several splits ({', '.join(splits)}): name one "
                      "with 'split'", file=spec.source, key=part.key)
 
