@@ -86,13 +86,17 @@ def _hf_offline(datasets: Any) -> Iterator[None]:
     """
     import huggingface_hub.constants as hub_constants
 
-    saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
-    datasets.config.HF_HUB_OFFLINE = True
-    hub_constants.HF_HUB_OFFLINE = True
+    # datasets < 3 reads HF_DATASETS_OFFLINE, later versions HF_HUB_OFFLINE.
+    switches = [(module, name) for module in (datasets.config, hub_constants)
+                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(module, name)]
+    saved = [getattr(module, name) for module, name in switches]
+    for module, name in switches:
+        setattr(module, name, True)
     try:
         yield
     finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+        for (module, name), value in zip(switches, saved, strict=True):
+            setattr(module, name, value)
 
 
 def _hf_label(part: HfPart) -> str:
