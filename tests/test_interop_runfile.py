@@ -201,3 +201,18 @@ def test_file_names_are_safe_and_distinct_for_suites_sharing_a_name() -> None:
     assert names[("a/s.yaml", "my/retr ever")] == "a_s.yaml.my_retr_ever.trec"
     assert names[("b/s.yaml", "my/retr ever")] == "b_s.yaml.my_retr_ever.trec"
     assert names[("c.yaml", "x")] == "_.x.trec"
+
+
+# -- the shipped BEIR example ----------------------------------------------------------------
+
+BEIR_EXAMPLE = Path(__file__).resolve().parents[1] / "example_suites" / "beir" / "suite.yaml"
+
+
+def test_the_beir_example_runs_on_its_sample_and_saves_a_run(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(f"--ragbench={BEIR_EXAMPLE}", "-q",
+                                           "--ragbench-save-run=runs", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    result.assert_outcomes(passed=6)  # the six queries of sample/qrels/test.tsv, not dev's
+    lines = _trec_lines(pytester.path / "runs" / "beir-bm25.bm25.trec")
+    assert {parts[0] for parts in lines} == {"t1", "t2", "t3", "t4", "t5", "t6"}
+    assert all(len(parts) == 6 for parts in lines)
