@@ -19,8 +19,11 @@ from typing import Any, NamedTuple
 
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, write_jsonl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from pytest_ragbench.datasets import Dataset, DatasetSpec, load_dataset
+from pytest_ragbench.datasets import DataFileError, Dataset, DatasetSpec, load_dataset, read_qrels
+from pytest_ragbench.datasets.libraries import qrels_from_rows
 from pytest_ragbench.errors import SuiteError
 from pytest_ragbench.suite.loader import load_suite
 
@@ -317,3 +320,25 @@ def test_library_datasets_in_a_run_with_two_workers(pytester: pytest.Pytester, h
             for s in summary["suites"]}
     assert seen["irds"] == seen["files"] == seen["hf"]
     assert seen["files"][1]["ndcg@10"]["n"] == 3
+
+
+# -- labels from library rows follow the qrels file rules -------------------------------------
+
+ids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(ids, ids, st.integers(-1, 3)), max_size=25))
+def test_library_qrels_rows_read_as_a_qrels_file_would(tmp_path: Path, rows) -> None:
+    path = tmp_path / "qrels.txt"
+    path.write_text("".join(f"{q} 0 {d} {g}\n" for q, d, g in rows))
+    numbered = [(i, q, d, g) for i, (q, d, g) in enumerate(rows, 1)]
+    try:
+        from_file = [tuple(r) for r in read_qrels(path)]
+    except DataFileError as exc:  # a pair given two grades
+        with pytest.raises(DataFileError) as got:
+            qrels_from_rows(numbered, Path("rows"))
+        assert got.value.line == exc.line
+        return
+    assert [tuple(r) for r in qrels_from_rows(numbered, Path("rows"))] == from_file
