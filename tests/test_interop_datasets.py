@@ -179,6 +179,9 @@ def test_hf_split_and_column_errors_name_the_entry(tmp_path: Path, hf: Any) -> N
         suite_dataset(tmp_path, "hf: {path: t, queries: {columns: {text: question}}}\n")
     with pytest.raises(SuiteError, match=r"dataset\.hf\.qrels: .*no query_id column"):
         suite_dataset(tmp_path, "hf: {path: t, qrels: {split: corpus}}\n")
+    with pytest.raises(SuiteError, match=r"dataset\.hf\.qrels: columns\.grade: no column "
+                                         r"'stars'"):
+        suite_dataset(tmp_path, "hf: {path: t, qrels: {split: corpus, columns: {grade: stars}}}\n")
 
 
 @pytest.mark.parametrize(("dataset", "message"), [

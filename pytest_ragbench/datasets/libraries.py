@@ -212,17 +212,22 @@ def read_hf(spec: DatasetSpec) -> LibraryDataset:
         if part is None:
             continue
         table = _hf_open(datasets, part, hf.cache_dir, spec)
-        if name != "qrels":
-            _check_columns(table, part, spec)
+        _check_columns(table, part, spec)
         tables[name] = (table, part, Path(_hf_label(part)))
-    table, part, corpus_src = tables["corpus"]
-    corpus = read_corpus(_renamed_rows(table, part), corpus_src)
-    table, part, queries_src = tables["queries"]
-    queries = read_queries(_renamed_rows(table, part), queries_src, spec.answer_field)
-    qrels, qrels_src = None, None
-    if "qrels" in tables:
-        table, part, qrels_src = tables["qrels"]
-        qrels = _qrels_rows(table, part, qrels_src, spec)
+    try:
+        table, part, corpus_src = tables["corpus"]
+        corpus = read_corpus(_renamed_rows(table, part), corpus_src)
+        table, part, queries_src = tables["queries"]
+        queries = read_queries(_renamed_rows(table, part), queries_src, spec.answer_field)
+        qrels, qrels_src = None, None
+        if "qrels" in tables:
+            table, part, qrels_src = tables["qrels"]
+            qrels = _qrels_rows(table, part, qrels_src, spec)
+    except SuiteError:
+        raise
+    except Exception as exc:  # the library failing while rows are read (a damaged file)
+        raise SuiteError(f"cannot read Hugging Face dataset {_hf_label(part)}: "
+                         f"{type(exc).__name__}: {exc}", file=spec.source, key=part.key) from None
     return LibraryDataset(corpus, queries, qrels, corpus_src, queries_src, qrels_src)
 
 
