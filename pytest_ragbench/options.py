@@ -115,6 +115,12 @@ def addoption(parser: Any) -> None:
         help="LLM/embedding response cache file (SQLite), overriding the suite's cache.path",
     )
     group.addoption(
+        "--ragbench-save-run", default=None, metavar="DIR",
+        help="write each suite x system's rankings as a TREC run file DIR/<suite>.<system>.trec "
+             "(top k per query; records then keep k documents), readable by trec_eval, ranx "
+             "and the 'run' retriever",
+    )
+    group.addoption(
         "--ragbench-html", default=None, metavar="PATH",
         help="also write the self-contained HTML report to PATH (it is always written to the "
              "run folder as report.html)",

@@ -435,6 +435,10 @@ class RagbenchSession:
             self._save_baseline(current, save_path)
         self.summary = summary
         self._junit_gates(summary)
+        if save_run := self.config.getoption("ragbench_save_run", None):
+            from .results.runfile import save_runs
+            run_dir = self.config.invocation_params.dir / save_run
+            self.messages += save_runs(self.records.values(), run_dir)
 
         if self.write_files:
             try:

@@ -167,6 +167,8 @@ class RagbenchState:
         """The process-wide runtime of a suite, created on first use."""
         if suite_id not in self._runtimes:
             suite = self.load_suite(path)
+            if self.config.getoption("ragbench_save_run", None):  # its files hold the top k
+                suite = replace(suite, record_depth=max(suite.record_depth, suite.k))
             ctx = self.build_context(suite.path.parent)
             from .execution.runtime import SuiteRuntime
 

@@ -16,6 +16,7 @@ import errno
 import hashlib
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..datasets import DataFileError, DatasetSpec, check_file
+from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
 from ..errors import SuiteError, did_you_mean, type_name, validation_message
 from ..metrics.spec import MetricSpec, resolve_metric
 from ..results.gates import (
@@ -503,6 +504,8 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         return p
 
     qids = data.get("query_ids")
+    hf = _parse_hf(ctx, data["hf"], base) if data.get("hf") is not None else None
+    library_id = data.get("ir_datasets")
     inline_docs = data.get("documents")
     inline_items = data.get("items")
     ds_path = as_path("path")
@@ -510,7 +513,10 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
     split = data.get("split")
     if ds_path is not None and qrels is None:
         _check_split(ctx, ds_path, split, "split" in data)
-    name = data.get("name") or (ds_path.name if ds_path else suite_name)
+    default_name = (ds_path.name if ds_path else library_id if library_id
+                    else hf.corpus.path if hf is not None and not hf.corpus.local
+                    else suite_name)
+    name = data.get("name") or default_name
     return DatasetSpec(
         name=str(name),
         source=ctx.file,
@@ -525,6 +531,67 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         answer_field=data.get("answer_field"),
         inline_corpus=tuple(inline_docs) if inline_docs is not None else None,
         inline_queries=tuple(inline_items) if inline_items is not None else None,
+        hf=hf,
+        ir_datasets=library_id,
+    )
+
+
+# A hub id: "name" or "namespace/name" (what the hub accepts), never a path-like "./x" or "a/b/c".
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+# Parts omitted under ``hf`` read the BEIR layout on the hub: configs "corpus" and "queries"
+# (each with one split of the same name); a local folder holds them as splits.
+_HF_PARTS = ("corpus", "queries", "qrels")
+
+
+def _parse_hf(ctx: _Ctx, value: Any, base: Path) -> HfSpec:
+    top: Mapping[str, Any] = {"path": value} if isinstance(value, str) else value
+
+    def location(where: tuple[Any, ...], text: str) -> tuple[str, bool]:
+        """A local path when one exists relative to the suite file, else a hub name."""
+        candidate = Path(text).expanduser()
+        candidate = candidate if candidate.is_absolute() else base / candidate
+        if candidate.exists():
+            return str(candidate.resolve()), True
+        if _HUB_ID.fullmatch(text) and not text.endswith((".parquet", ".arrow", ".jsonl",
+                                                          ".json", ".csv")):
+            return text, False
+        raise ctx.error(where, f"not found: {candidate} (expected a local folder or file, or "
+                               "a hub name such as BeIR/nfcorpus)")
+
+    default = None
+    if top.get("path") is not None:
+        where = ("dataset", "hf") if isinstance(value, str) else ("dataset", "hf", "path")
+        default = location(where, str(top["path"]))
+    parts: dict[str, HfPart | None] = {}
+    for part in _HF_PARTS:
+        raw = top.get(part)
+        where = ("dataset", "hf", part)
+        key = _key_str(where)
+        if raw is None:
+            if part == "qrels" or default is None:
+                parts[part] = None
+                continue
+            path, local = default
+            parts[part] = HfPart(path=path, local=local, config=None if local else part,
+                                 split=part, key=key)
+            continue
+        spec: Mapping[str, Any] = {"path": raw} if isinstance(raw, str) else raw
+        if spec.get("path") is not None:
+            path, local = location((*where, "path") if isinstance(raw, Mapping) else where,
+                                   str(spec["path"]))
+        else:
+            assert default is not None  # the schema requires hf.path then
+            path, local = default
+        parts[part] = HfPart(
+            path=path, local=local, config=spec.get("config"), split=spec.get("split"),
+            columns=tuple((str(k), str(v)) for k, v in (spec.get("columns") or {}).items()),
+            key=key)
+    cache_dir = top.get("cache_dir")
+    corpus, queries = parts["corpus"], parts["queries"]
+    assert corpus is not None and queries is not None  # the schema requires them
+    return HfSpec(
+        corpus=corpus, queries=queries, qrels=parts["qrels"],
+        cache_dir=None if cache_dir is None else (base / Path(cache_dir).expanduser()),
     )
 
 

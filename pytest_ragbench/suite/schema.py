@@ -243,6 +243,68 @@ class _Open(_Model):
 # dataset ---------------------------------------------------------------------------------------
 
 
+HF_COLUMNS = {"corpus": ("id", "title", "text"), "queries": ("id", "text"),
+              "qrels": ("query_id", "doc_id", "grade")}
+"""The fields each part of a Hugging Face dataset may map to a column of its own name."""
+
+
+class HfPartModel(_Model):
+    """One part (corpus, queries or qrels) of a Hugging Face dataset."""
+
+    path: NonEmptyStr | None = Field(
+        None, description="a hub name already in the local cache, or a local folder or file "
+                          "(parquet, arrow, jsonl, csv, or a save_to_disk folder); default: "
+                          "hf.path")
+    config: NonEmptyStr | None = Field(None, description="the dataset configuration (name)")
+    split: NonEmptyStr | None = Field(
+        None, description="the split to read (default: the only split, or the one named "
+                          "like the part)")
+    columns: dict[str, NonEmptyStr] | None = Field(
+        None, description="our field -> the dataset's column, e.g. {id: query-id}")
+
+
+HfPart = _one_of("a mapping (path, config, split, columns) or a hub name / path",
+                 mapping=HfPartModel, text=NonEmptyStr)
+
+
+class HfModel(_Model):
+    """A dataset read with the Hugging Face ``datasets`` library (offline: local files and the
+    local cache only)."""
+
+    path: NonEmptyStr | None = Field(
+        None, description="hub name (e.g. BeIR/nfcorpus, read from the local cache) or local "
+                          "folder; the default path of every part")
+    cache_dir: NonEmptyStr | None = Field(
+        None, description="the datasets cache folder (default: HF_DATASETS_CACHE)")
+    corpus: HfPart | None = Field(
+        None, description="the corpus part (default: config corpus, split corpus)")
+    queries: HfPart | None = Field(
+        None, description="the queries part (default: config queries, split queries)")
+    qrels: HfPart | None = Field(
+        None, description="the relevance labels, e.g. {path: BeIR/nfcorpus-qrels, split: test}")
+
+    @model_validator(mode="after")
+    def _paths(self) -> HfModel:
+        if self.path is None:
+            for part in ("corpus", "queries"):
+                value = getattr(self, part)
+                if value is None or (isinstance(value, HfPartModel) and value.path is None):
+                    raise fail(f"expected 'path' (the default of every part) or a path for "
+                               f"{part!r}")
+        for part, known in HF_COLUMNS.items():
+            value = getattr(self, part)
+            if isinstance(value, HfPartModel) and value.columns:
+                for key in value.columns:
+                    if key not in known:
+                        raise fail(f"unknown field {key!r} (expected one of: "
+                                   f"{', '.join(known)})", part, "columns", key)
+        return self
+
+
+HfField = _one_of("a mapping (path, corpus, queries, qrels, cache_dir) or a dataset name/path",
+                  mapping=HfModel, text=NonEmptyStr)
+
+
 class DatasetModel(_Model):
     """Where the corpus, queries and labels are; paths are relative to the suite file."""
 
@@ -250,9 +312,15 @@ class DatasetModel(_Model):
     path: NonEmptyStr | None = Field(
         None, description="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     split: NonEmptyStr | None = Field(None, description="which qrels/<split>.tsv of `path` to use")
-    corpus: NonEmptyStr | None = Field(None, description="the corpus file (JSONL, JSON or CSV)")
+    corpus: NonEmptyStr | None = Field(
+        None, description="the corpus file (JSONL, JSON, CSV or TSV)")
     queries: NonEmptyStr | None = Field(None, description="the queries file")
     qrels: NonEmptyStr | None = Field(None, description="a qrels file (TREC or BEIR TSV)")
+    hf: HfField | None = Field(
+        None, description="a Hugging Face dataset (needs the 'hf' extra)")
+    ir_datasets: NonEmptyStr | None = Field(
+        None, description="an ir_datasets id such as beir/nfcorpus/test, already downloaded "
+                          "(needs the 'ir_datasets' extra)")
     query_ids: list[IdText] | None = Field(None, description="run only these queries")
     max_queries: PositiveInt | None = Field(None, description="run at most this many queries")
     answer_field: str | None = Field(
@@ -262,9 +330,23 @@ class DatasetModel(_Model):
 
     @model_validator(mode="after")
     def _sources(self) -> DatasetModel:
+        library = "hf" if self.hf is not None else (
+            "ir_datasets" if self.ir_datasets is not None else None)
+        if library is not None:
+            if self.hf is not None and self.ir_datasets is not None:
+                raise fail("give either 'hf' or 'ir_datasets', not both", "ir_datasets")
+            for key in ("path", "split", "corpus", "queries", "documents", "items"):
+                if getattr(self, key) is not None:
+                    raise fail(f"{key!r} cannot be combined with {library!r}, which gives the "
+                               "corpus and the queries", key)
+            if (self.qrels is not None and isinstance(self.hf, HfModel)
+                    and self.hf.qrels is not None):
+                raise fail("give the labels either as 'qrels' (a file) or as 'hf.qrels', not "
+                           "both", "qrels")
+            return self
         if self.path is None and self.corpus is None and self.documents is None:
-            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file) or "
-                       "'documents' (inline)")
+            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file), "
+                       "'documents' (inline), 'hf' or 'ir_datasets'")
         if self.queries is None and self.path is None and self.items is None:
             raise fail("expected 'queries' (a file) or 'items' (inline queries)")
         return self

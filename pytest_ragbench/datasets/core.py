@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from .errors import SuiteError
+from ..errors import SuiteError
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,28 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class HfPart:
+    """One part (corpus, queries or qrels) of a Hugging Face dataset, resolved by the loader."""
+
+    path: str  # a hub name, or an absolute local path when ``local``
+    local: bool
+    config: str | None = None
+    split: str | None = None
+    columns: tuple[tuple[str, str], ...] = ()  # (our field, the dataset's column)
+    key: str = "dataset.hf"  # the suite entry, for messages
+
+
+@dataclass(frozen=True)
+class HfSpec:
+    """A dataset read with the Hugging Face ``datasets`` library, offline."""
+
+    corpus: HfPart
+    queries: HfPart
+    qrels: HfPart | None = None
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a dataset lives and how to read it (already resolved against the suite file)."""
 
@@ -102,6 +124,8 @@ class DatasetSpec:
     answer_field: str | None = None  # dotted path into a query record holding a reference answer
     inline_queries: tuple[Mapping[str, Any], ...] | None = None
     inline_corpus: tuple[Mapping[str, Any], ...] | None = None
+    hf: HfSpec | None = None
+    ir_datasets: str | None = None  # an ir_datasets id, e.g. "beir/nfcorpus/test"
 
 
 _ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
@@ -667,8 +691,8 @@ def _surrogate_error(corpus: Sequence[Document], queries: Sequence[Query], corpu
                          file=corpus_src)
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
-    """Read, join and validate a dataset described by ``spec``."""
+def load_files(spec: DatasetSpec) -> Dataset:
+    """Read, join and validate a dataset of files or inline data described by ``spec``."""
     corpus_path = spec.corpus
     queries_path = spec.queries
     qrels_path = spec.qrels
@@ -719,9 +743,18 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             key=spec.key,
         )
 
+    queries_src = queries_path or spec.source
+    qrels = read_qrels(qrels_path) if qrels_path is not None else None
+    return join_labels(spec, corpus, queries, qrels, corpus_src=corpus_path or spec.source,
+                 queries_src=queries_src, qrels_src=qrels_path)
+
+
+def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[Query, ...],
+                qrels: list[QrelsRow] | None, *, corpus_src: Path, queries_src: Path,
+                qrels_src: Path | None) -> Dataset:
+    """Labels joined to the queries, checked against the corpus; the selected queries."""
     doc_ids = {d.id for d in corpus}
     by_id = {q.id: q for q in queries}
-    queries_src = queries_path or spec.source
     for q in queries:
         for doc_id in q.relevant:
             if doc_id not in doc_ids:
@@ -731,23 +764,22 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
                     key="relevant",
                 )
 
-    if qrels_path is not None:
+    if qrels is not None:
         labels: dict[str, dict[str, int]] = {}
-        qrels = read_qrels(qrels_path)
         if not qrels:
             raise DataFileError("no relevance judgements in the qrels file (expected "
                                 "'query-id corpus-id score' or 'qid iter docid grade' rows)",
-                                file=qrels_path)
+                                file=qrels_src)
         for row in qrels:
             # An error, not ignored as trec_eval would: see the module docs.
             if row.query_id not in by_id:
                 raise DataFileError(
-                    f"qrels row names unknown query {row.query_id!r}", file=qrels_path,
+                    f"qrels row names unknown query {row.query_id!r}", file=qrels_src,
                     line=row.line,
                 )
             if row.doc_id not in doc_ids:
                 raise DataFileError(
-                    f"qrels row names unknown document {row.doc_id!r}", file=qrels_path,
+                    f"qrels row names unknown document {row.doc_id!r}", file=qrels_src,
                     line=row.line,
                 )
             labels.setdefault(row.query_id, {})[row.doc_id] = row.grade
@@ -789,8 +821,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
             (corpus_hash + _hash_queries(selected)).encode("ascii")
         ).hexdigest()
     except UnicodeEncodeError:
-        raise _surrogate_error(corpus, selected, corpus_path or spec.source,
-                               queries_src) from None
+        raise _surrogate_error(corpus, selected, corpus_src, queries_src) from None
     return Dataset(
         name=spec.name,
         corpus=corpus,

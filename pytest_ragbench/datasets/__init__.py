@@ -1,0 +1,47 @@
+"""Datasets: the model (documents, queries, labels), the file readers and the library readers.
+
+:mod:`.core` holds the model and the readers of files (BEIR folders, TREC qrels, JSONL / JSON /
+CSV / TSV corpora and queries, inline data); :mod:`.libraries` reads Hugging Face ``datasets``
+and ``ir_datasets`` (optional extras). :func:`load_dataset` picks one by the spec; everything
+else is re-exported from :mod:`.core`, where its documentation is.
+"""
+
+from __future__ import annotations
+
+from .core import (
+    DataFileError,
+    Dataset,
+    DatasetSpec,
+    Document,
+    HfPart,
+    HfSpec,
+    QrelsRow,
+    Query,
+    check_file,
+    load_files,
+    open_text,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    read_records,
+    update_hash_with_documents,
+)
+
+__all__ = [
+    "DataFileError", "Dataset", "DatasetSpec", "Document", "HfPart", "HfSpec", "QrelsRow",
+    "Query", "check_file", "load_dataset", "open_text", "read_corpus", "read_qrels",
+    "read_queries", "read_records", "update_hash_with_documents",
+]
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    """Read, join and validate the dataset described by ``spec``.
+
+    Files and inline data are read by :func:`.core.load_files`; ``hf`` and ``ir_datasets``
+    datasets by :func:`.libraries.load_library_dataset`, imported only then.
+    """
+    if spec.hf is not None or spec.ir_datasets is not None:
+        from .libraries import load_library_dataset
+
+        return load_library_dataset(spec)
+    return load_files(spec)
