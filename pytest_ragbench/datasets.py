@@ -102,6 +102,8 @@ class DatasetSpec:
     answer_field: str | None = None  # dotted path into a query record holding a reference answer
     inline_queries: tuple[Mapping[str, Any], ...] | None = None
     inline_corpus: tuple[Mapping[str, Any], ...] | None = None
+    #: No corpus is an empty corpus (a suite of pipelines that needs no documents).
+    corpus_optional: bool = False
 
 
 _ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
@@ -701,6 +703,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         corpus = read_corpus(list(enumerate(spec.inline_corpus, 1)), spec.source)
     elif corpus_path is not None:
         corpus = read_corpus(read_records(corpus_path), corpus_path)
+    elif spec.corpus_optional:
+        corpus = ()
     else:
         raise SuiteError(
             "no corpus given (expected 'path' to a BEIR folder or 'corpus' to a file)",
@@ -724,7 +728,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     queries_src = queries_path or spec.source
     for q in queries:
         for doc_id in q.relevant:
-            if doc_id not in doc_ids:
+            # without a corpus, labels name documents of the pipeline's own store
+            if doc_ids and doc_id not in doc_ids:
                 raise DataFileError(
                     f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
                     file=queries_src,
@@ -745,7 +750,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_path,
                     line=row.line,
                 )
-            if row.doc_id not in doc_ids:
+            if doc_ids and row.doc_id not in doc_ids:
                 raise DataFileError(
                     f"qrels row names unknown document {row.doc_id!r}", file=qrels_path,
                     line=row.line,

@@ -242,6 +242,40 @@ class RagPipeline:
         verdicts.update(result.verdicts)
         errors.update(result.errors)
 
+    async def judge_answer(self, query: Query, answer: str,
+                           contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                           run: int = 0) -> dict[str, Any]:
+        """Judge an answer produced elsewhere (a pipeline under test): nothing is generated.
+
+        ``contexts`` are ``(id, text)`` as the pipeline used them (all of them: the
+        ``generation.contexts`` cut is for generated answers). Returns the fields of
+        :meth:`run_case` for the judged ``metrics`` only; ``usage`` / ``cost`` are the
+        judge's. ``run`` is accepted for symmetry; the judge's seed is the suite's.
+        """
+        wanted = [m for m in _check_metrics(metrics) if m in JUDGED_METRICS]
+        top = [(str(d), str(t)) for d, t in contexts]
+        meter = _Meter()
+        token = self._meter.set(meter)
+        try:
+            scores: dict[str, float | None] = {m: None for m in wanted}
+            errors: dict[str, str] = {}
+            verdicts: dict[str, Any] = {}
+            references = [r for r in query.reference_answers if r.strip()]
+            if wanted:
+                await self._judge(query, answer, top, references, wanted, scores, verdicts,
+                                  errors)
+        finally:
+            self._meter.reset(token)
+        return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
+                "cost": meter.cost, "errors": errors}
+
+    def judge_answer_sync(self, query: Query, answer: str,
+                          contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                          run: int = 0) -> dict[str, Any]:
+        """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
+        return self.prefetcher.call(
+            lambda: self.judge_answer(query, answer, contexts, metrics, run))
+
     # -- synchronous API on the pipeline's own loop ------------------------------------------
 
     @property

@@ -250,7 +250,9 @@ class DatasetModel(_Model):
     path: NonEmptyStr | None = Field(
         None, description="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     split: NonEmptyStr | None = Field(None, description="which qrels/<split>.tsv of `path` to use")
-    corpus: NonEmptyStr | None = Field(None, description="the corpus file (JSONL, JSON or CSV)")
+    corpus: NonEmptyStr | None = Field(
+        None, description="the corpus file (JSONL, JSON or CSV); optional when only pipelines "
+                          "run")
     queries: NonEmptyStr | None = Field(None, description="the queries file")
     qrels: NonEmptyStr | None = Field(None, description="a qrels file (TREC or BEIR TSV)")
     query_ids: list[IdText] | None = Field(None, description="run only these queries")
@@ -262,9 +264,7 @@ class DatasetModel(_Model):
 
     @model_validator(mode="after")
     def _sources(self) -> DatasetModel:
-        if self.path is None and self.corpus is None and self.documents is None:
-            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file) or "
-                       "'documents' (inline)")
+        # the corpus may be left out when only pipelines run (SuiteModel checks that)
         if self.queries is None and self.path is None and self.items is None:
             raise fail("expected 'queries' (a file) or 'items' (inline queries)")
         return self
@@ -286,6 +286,20 @@ class RetrieverEntry(RetrieverParams):
     name: IdText = Field(description="the retriever's name in reports and test ids")
 
 
+class PipelineParams(_Open):
+    """A pipeline's parameters; ``type`` defaults to the pipeline's name."""
+
+    type: NonEmptyStr | None = Field(
+        None, description="http, recorded, a registered pipeline name or "
+                          "'package.module:factory'")
+
+
+class PipelineEntry(PipelineParams):
+    """A pipeline in list form: ``{name: ..., type: ..., <parameters>}``."""
+
+    name: IdText = Field(description="the pipeline's name in reports and test ids")
+
+
 class MetricEntry(_Open):
     """A metric with parameters: ``{name: temporal_ndcg@10, lambda: 0.5, as: label}``."""
 
@@ -299,6 +313,14 @@ Retrievers = _one_of(
     mapping=Annotated[dict[IdText, RetrieverParams | None], BeforeValidator(_string_keys)],
     list=Annotated[list[_one_of("a retriever name or a mapping with a 'name' key",
                                 text=IdText, mapping=RetrieverEntry)], MinLen(1)],
+    text=NonEmptyStr,
+)
+
+Pipelines = _one_of(
+    "a mapping of name -> parameters, a list or a name",
+    mapping=Annotated[dict[IdText, PipelineParams | None], BeforeValidator(_string_keys)],
+    list=Annotated[list[_one_of("a pipeline name or a mapping with a 'name' key",
+                                text=IdText, mapping=PipelineEntry)], MinLen(1)],
     text=NonEmptyStr,
 )
 
@@ -585,7 +607,12 @@ class SuiteModel(RagFields):
     description: str | None = Field(None, description="free text")
     dataset: DatasetField = Field(
         description="where the corpus, queries and labels are")
-    retrievers: Retrievers = Field(description="the retrievers to run, by name")
+    retrievers: Retrievers | None = Field(
+        None, description="the retrievers to run, by name (a suite needs retrievers, "
+                          "pipelines or both)")
+    pipelines: Pipelines | None = Field(
+        None, description="the RAG systems under test (http, recorded, a Python factory), by "
+                          "name: each answers every question")
     metrics: Metrics = Field(description="metric names such as ndcg@10")
     k: PositiveInt | None = Field(
         None, description="how many documents each retriever returns (default: the largest "
@@ -600,6 +627,19 @@ class SuiteModel(RagFields):
         20, description="how many retrieved documents each record keeps for reports")
     xfail: Xfail | None = Field(
         None, description="known failures: query id -> reason (reported as xfailed)")
+
+
+    @model_validator(mode="after")
+    def _systems(self) -> SuiteModel:
+        if self.retrievers is None and self.pipelines is None:
+            raise fail("expected 'retrievers' or 'pipelines' (the systems to test), or both")
+        dataset = self.dataset
+        if (self.retrievers is not None and isinstance(dataset, DatasetModel)
+                and dataset.path is None and dataset.corpus is None
+                and dataset.documents is None):
+            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file) or "
+                       "'documents' (inline): retrievers search a corpus", "dataset")
+        return self
 
 
 def required_keys() -> dict[str, str]:
