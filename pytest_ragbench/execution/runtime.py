@@ -602,6 +602,8 @@ class SuiteRuntime:
         try:
             instance = self.registry.build("pipeline", spec.type, spec.params,
                                            replace(self.ctx, name=spec.name))
+            # an async factory: built on the loop its pipeline's answers will run on
+            instance = self._run(instance)
         except Exception as exc:
             detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
