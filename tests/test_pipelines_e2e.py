@@ -339,3 +339,23 @@ def test_pipeline_results_do_not_depend_on_scheduling(pytester, app):
     serial = {r["case_id"]: r["metrics"] for r in records(pytester.path)}
     pytester.runpytest("--ragbench=suite.yaml", "-n", "2").assert_outcomes(passed=5)
     assert {r["case_id"]: r["metrics"] for r in records(pytester.path)} == serial
+
+
+def test_the_pipeline_example_runs_offline_and_passes(pytester):
+    import shutil
+
+    examples = Path(__file__).resolve().parents[1] / "example_suites"
+    for name in ("pipeline", "quickstart"):
+        shutil.copytree(examples / name, pytester.path / "example_suites" / name)
+    pytester.makeini(BASE_INI)
+    result = pytester.runpytest("--ragbench=example_suites/pipeline/suite.yaml",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=130)
+    result.stdout.fnmatch_lines([
+        "  coffee_bot: 65 cases, 0 errors*",
+        "  last_release: 65 cases, 0 errors*",
+        "A/B pipeline recall@3 *",
+        "  last_release vs coffee_bot: *",
+        "*PASS pipeline/coffee_bot: recall@3 *",
+        "ragbench: passed",
+    ])
