@@ -458,7 +458,7 @@ def build_pipeline(
 
         embedder: Embedder | None = None
         if config.embedder is not None and config.embedder.type == "hashing":
-            embedder = HashingEmbedder(config.embedder.dim)
+            embedder = HashingEmbedder(dim=config.embedder.dim, nonzero=True)
         elif config.embedder is not None:
             assert config.embedder.endpoint is not None
             ep = config.embedder.endpoint

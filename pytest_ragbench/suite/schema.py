@@ -421,7 +421,7 @@ class HashingEmbedderModel(_Model):
     """The offline embedder (signed feature hashing)."""
 
     type: Literal["hashing"]
-    dim: AtLeastOne = 256
+    dim: Annotated[int, Field(ge=2), _wrapped(_int_words(2))] = 256
 
 
 def _typed(kind: str, known: tuple[str, ...], default: str) -> Callable[[Any], Any]:
