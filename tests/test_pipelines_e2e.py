@@ -359,3 +359,37 @@ def test_the_pipeline_example_runs_offline_and_passes(pytester):
         "*PASS pipeline/coffee_bot: recall@3 *",
         "ragbench: passed",
     ])
+
+
+def test_entry_point_llm_named_in_llm_is_built_cached_and_checked(pytester, app, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [recall@10, token_f1]
+        llm: {type: canned, answer: "a fine grind", log: calls.log}
+        cache: {path: cache.sqlite}
+    """)
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    recs = by_case(records(pytester.path), "bm25")
+    assert recs["q1"]["answer"] == "a fine grind" and recs["q1"]["metrics"]["token_f1"] == 1.0
+    assert recs["q1"]["usage"]["prompt_tokens"] == 7
+    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    # the response cache wraps it like any provider: a rerun asks it nothing
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    # its parameters are checked against the factory before any item
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [token_f1]
+        llm: {type: canned, answr: "x"}
+    """)
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*llm* got unknown parameter(s) answr (did you mean "
+                                 "'answer'?)*"])

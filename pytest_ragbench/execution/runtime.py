@@ -458,6 +458,9 @@ class SuiteRuntime:
             self.suite.rag, base_dir=self.suite.path.parent,
             cache_path_override=self.ctx.llm_cache_path,
             cache_mode_override=self.ctx.llm_cache_mode,
+            # registered LLM / embedder types come from this run's registry (conftest too)
+            components=lambda kind, name, params: self.registry.build(kind, name, params,
+                                                                      self.ctx),
         )
 
     def pipeline(self) -> Any:

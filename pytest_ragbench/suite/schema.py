@@ -50,7 +50,7 @@ DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
 # Loc segments pydantic adds for the member of a tagged union; never keys of the document.
 SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
-                        "hashing"})
+                        "hashing", "registered"})
 
 
 KeyPath = tuple[str | int, ...]
@@ -424,6 +424,44 @@ class HashingEmbedderModel(_Model):
     dim: Annotated[int, Field(ge=2), _wrapped(_int_words(2))] = 256
 
 
+BUILTIN_LLMS = ("openai", "extractive")
+BUILTIN_EMBEDDERS = ("openai", "hashing")
+
+
+def _other_type(builtins: tuple[str, ...]) -> WithJsonSchema:
+    # editors: a built-in type name selects the built-in's own (closed) schema instead
+    return WithJsonSchema({"type": "string", "minLength": 1, "not": {"enum": list(builtins)}})
+
+
+class RegisteredLlm(_Open):
+    """An LLM of any registered type: a conftest registration, an installed package's
+    ``ragbench.llms`` entry point or ``'package.module:Factory'``; the other keys are the
+    factory's parameters (checked against its signature when the suite is collected)."""
+
+    type: Annotated[NonEmptyStr, _other_type(BUILTIN_LLMS)] = Field(
+        description="a registered LLM name or 'package.module:Factory'")
+
+
+class RegisteredEmbedder(_Open):
+    """An embedder of any registered type (``ragbench.embedders`` entry point, conftest,
+    ``'package.module:Factory'``); the other keys are the factory's parameters."""
+
+    type: Annotated[NonEmptyStr, _other_type(BUILTIN_EMBEDDERS)] = Field(
+        description="a registered embedder name or 'package.module:Factory'")
+
+
+def _registered_tag(default: str, builtins: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """The union member of a provider mapping: a built-in by its type, else 'registered'."""
+
+    def tag(value: Any) -> str | None:
+        if not isinstance(value, Mapping):
+            return None
+        chosen = value.get("type", default)
+        return chosen if chosen in builtins else "registered"
+
+    return tag
+
+
 def _typed(kind: str, known: tuple[str, ...], default: str) -> Callable[[Any], Any]:
     """Name an unknown ``type`` of a provider before the union would list its tags."""
 
@@ -447,20 +485,24 @@ def _type_tag(default: str) -> Callable[[Any], str | None]:
     return tag
 
 
+# Any other type is a registered component, checked against the registry by whoever holds
+# it (the plugin at collection, parse_rag_config against built-ins and entry points).
 Llm = Annotated[
     Union[Annotated[OpenAILlm, Tag("openai")],  # noqa: UP007
-          Annotated[ExtractiveLlm, Tag("extractive")]],
-    Discriminator(_type_tag("openai"), custom_error_type="shape",
-                  custom_error_message="expected a mapping with a 'type' (openai or extractive)"),
-    BeforeValidator(_typed("LLM", ("openai", "extractive"), "openai")),
+          Annotated[ExtractiveLlm, Tag("extractive")],
+          Annotated[RegisteredLlm, Tag("registered")]],
+    Discriminator(_registered_tag("openai", BUILTIN_LLMS), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai, extractive "
+                                       "or a registered LLM)"),
 ]
 
 Embedder = Annotated[
     Union[Annotated[OpenAIEmbedderModel, Tag("openai")],  # noqa: UP007
-          Annotated[HashingEmbedderModel, Tag("hashing")]],
-    Discriminator(_type_tag("openai"), custom_error_type="shape",
-                  custom_error_message="expected a mapping with a 'type' (openai or hashing)"),
-    BeforeValidator(_typed("embedder", ("openai", "hashing"), "openai")),
+          Annotated[HashingEmbedderModel, Tag("hashing")],
+          Annotated[RegisteredEmbedder, Tag("registered")]],
+    Discriminator(_registered_tag("openai", BUILTIN_EMBEDDERS), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai, hashing or "
+                                       "a registered embedder)"),
 ]
 
 
