@@ -193,7 +193,8 @@ class SuiteRuntime:
                      else self._build_retriever)
             problems += unset.get(key) or build(spec)
         if rag is not None:
-            problems += unset.get("") or self._prepare_pipeline()
+            if self._needs_answer_pipeline():
+                problems += unset.get("") or self._prepare_pipeline()
             problems += self._check_references()
         if problems:
             if len(problems) == 1:
@@ -597,6 +598,13 @@ class SuiteRuntime:
         return rec
 
     # -- pipelines: the user's RAG systems under test ---------------------------------------
+
+    def _needs_answer_pipeline(self) -> bool:
+        """Whether the generation/judging pipeline is used: retrievers generate answers;
+        pipelines bring their own and need it only for judged metrics."""
+        from ..metrics.judge import JUDGED_METRICS
+
+        return bool(self.suite.retrievers) or any(m in JUDGED_METRICS for m in self._rag_metrics)
 
     def _build_system(self, spec: ComponentSpec) -> list[SuiteError]:
         """Build pipeline ``spec`` now and check it against the suite's queries."""
