@@ -72,6 +72,8 @@ BUILTINS: dict[str, dict[str, str]] = {
     "pipeline": {
         "http": "pytest_ragbench.pipelines.http:HTTPPipeline",
         "recorded": "pytest_ragbench.pipelines.recorded:RecordedPipeline",
+        "langchain": "pytest_ragbench.pipelines.adapters:LangChainPipeline",
+        "llamaindex": "pytest_ragbench.pipelines.adapters:LlamaIndexPipeline",
     },
     "llm": {
         "openai": "pytest_ragbench.llm.openai:OpenAIChat",

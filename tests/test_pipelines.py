@@ -236,3 +236,73 @@ def test_http_pipeline_errors_are_clear_and_never_leak_the_secret(service, monke
     monkeypatch.delenv("RAG_TOKEN")
     with pytest.raises(ValueError, match="environment variable RAG_TOKEN is not set"):
         HTTPPipeline(url="http://127.0.0.1:1/a", headers=headers)
+
+
+# -- LangChain / LlamaIndex shapes (duck-typed: neither library is needed) -------------------
+
+
+@dataclass
+class _Document:  # langchain_core.documents.Document's shape
+    page_content: str
+    metadata: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass
+class _Message:  # an AIMessage's shape
+    content: str
+
+
+@dataclass
+class _Node:  # llama_index TextNode's shape
+    text: str
+    node_id: str
+    metadata: dict[str, Any]
+
+    def get_content(self) -> str:
+        return self.text
+
+
+@dataclass
+class _Scored:  # NodeWithScore
+    node: _Node
+    score: float | None
+
+
+@dataclass
+class _Response:  # llama_index Response
+    response: str | None
+    source_nodes: list[_Scored]
+
+
+def test_langchain_outputs_map_onto_the_contract() -> None:
+    from pytest_ragbench.pipelines.adapters import langchain_output
+
+    out = langchain_output({"input": "q", "answer": _Message("fine"),
+                            "context": [_Document("Espresso...", {"doc_id": "d1"}),
+                                        _Document("Brew...", {}, id="d2"),
+                                        _Document("Loose text", {})]})
+    assert out.answer == "fine"
+    assert out.contexts == (Context("d1", "Espresso..."), Context("d2", "Brew..."),
+                            Context(None, "Loose text"))
+    assert langchain_output("plain").answer == "plain"
+    assert langchain_output(_Message("msg")).answer == "msg"
+    assert [c.id for c in langchain_output(
+        {"result": "r", "source_documents": [_Document("t", {"source": "s.pdf"})]}).contexts] \
+        == ["s.pdf"]
+    with pytest.raises(OutputError, match="has none of answer, result, output, text"):
+        langchain_output({"input": "q"})
+    with pytest.raises(OutputError, match="document 0 is dict, expected a Document"):
+        langchain_output({"answer": "a", "context": [{"page": 1}]})
+
+
+def test_llamaindex_responses_map_onto_the_contract() -> None:
+    from pytest_ragbench.pipelines.adapters import llamaindex_output
+
+    out = llamaindex_output(_Response("fine", [
+        _Scored(_Node("Espresso...", "uuid-1", {"doc_id": "d1"}), 0.8),
+        _Scored(_Node("Chunk", "uuid-2", {}), float("nan"))]))
+    assert out.answer == "fine"
+    assert out.contexts == (Context("d1", "Espresso...", 0.8), Context("uuid-2", "Chunk", None))
+    with pytest.raises(OutputError, match="whose 'response' is not a string"):
+        llamaindex_output(_Response(None, []))

@@ -393,3 +393,80 @@ def test_entry_point_llm_named_in_llm_is_built_cached_and_checked(pytester, app,
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*llm* got unknown parameter(s) answr (did you mean "
                                  "'answer'?)*"])
+
+
+FRAMEWORKS = '''
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Document:
+    page_content: str
+    metadata: dict = field(default_factory=dict)
+
+
+class Chain:
+    """Shaped like a LangChain retrieval chain (create_retrieval_chain)."""
+
+    async def ainvoke(self, inputs):
+        question = inputs["input"]
+        return {"input": question, "answer": "citric acid",
+                "context": [Document("Descale with citric acid.", {"doc_id": "d4"})]}
+
+
+@dataclass
+class Node:
+    text: str
+    node_id: str
+    metadata: dict
+
+    def get_content(self):
+        return self.text
+
+
+@dataclass
+class Scored:
+    node: Node
+    score: float
+
+
+@dataclass
+class Response:
+    response: str
+    source_nodes: list
+
+
+class Engine:
+    """Shaped like a LlamaIndex query engine (sync query only)."""
+
+    def query(self, text):
+        return Response("airtight away from light",
+                        [Scored(Node("Store beans airtight.", "n-1", {"doc_id": "d6"}), 2.5)])
+
+
+def make_engine():
+    return Engine()
+
+
+chain = Chain()
+'''
+
+
+def test_langchain_and_llamaindex_adapters_end_to_end(pytester, app):
+    pytester.makepyfile(frameworks=FRAMEWORKS)
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          lc: {type: langchain, chain: "frameworks:chain", input_key: input}
+          li: {type: llamaindex, engine: "frameworks:make_engine"}
+        metrics: [recall@10, answer_contains]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=10)
+    recs = records(pytester.path)
+    lc, li = by_case(recs, "lc"), by_case(recs, "li")
+    assert lc["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert lc["q4"]["contexts"] == ["d4"]
+    assert li["q5"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
