@@ -1,6 +1,7 @@
-"""pytest collection: a suite file becomes one item per (retriever, query).
+"""pytest collection: a suite file becomes one item per (system, query).
 
-Node ids read ``path/to/suite.yaml::<retriever>::<query id>``. Query ``type``, ``difficulty``
+A system is a retriever or a pipeline (the user's RAG system); node ids read
+``path/to/suite.yaml::<retriever or pipeline>::<query id>``. Query ``type``, ``difficulty``
 and ``tags`` become markers (``type_factoid``, ``difficulty_hard``, ``tag_numeric``), registered
 as they are met so ``--strict-markers`` accepts them.
 """
@@ -56,7 +57,7 @@ class SuiteFile(pytest.File):
                 if name not in seen:
                     seen.add(name)
                     state.register_marker(name)
-        for spec in runtime.suite.retrievers:
+        for spec in runtime.suite.systems:
             yield RetrieverGroup.from_parent(self, name=spec.name)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
@@ -66,7 +67,7 @@ class SuiteFile(pytest.File):
 
 
 class RetrieverGroup(pytest.Collector):
-    """The cases of one retriever of a suite."""
+    """The cases of one retriever or pipeline of a suite."""
 
     def collect(self) -> Iterator[pytest.Item]:
         parent = self.parent
@@ -113,9 +114,12 @@ class CaseItem(pytest.Item):
     def setup(self) -> None:
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
-        rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
-                               upcoming=self.upcoming_case_ids,
-                               upcoming_runs=self.upcoming_cases)
+        if runtime.suite.is_pipeline(self.retriever):
+            rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run)
+        else:
+            rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
+                                   upcoming=self.upcoming_case_ids,
+                                   upcoming_runs=self.upcoming_cases)
         if self.xfail_reason is not None:
             mark_expected_failure(rec, self.xfail_reason, applied=self._xfail_applied())
         self.stash[RECORD_KEY] = rec

@@ -45,11 +45,17 @@ class HashingEmbedder:
     Each feature (a lowercased word, and each character n-gram of ``" word "`` when
     ``char_ngrams`` > 0) adds +1 or -1 (a second hash bit) to bucket ``blake2b(feature, seed)
     mod dim``; the vector is L2-normalised. Identical inputs give identical vectors on every
-    machine and Python version (no ``hash()`` randomisation).
+    machine and Python version (no ``hash()`` randomisation). A text without words is the zero
+    vector, unless ``nonzero``: then it hashes as a whole, and a row whose signs cancel out
+    exactly becomes the first unit vector, so no row is zero (the judge rejects those).
+
+    The one offline embedder of the package: the dense retriever's ``hashing`` embedder and
+    the answer path's (``embedder: {type: hashing}``, for answer relevancy, built with
+    ``nonzero=True``) are this class.
     """
 
     def __init__(self, *, dim: int = 256, char_ngrams: int = 3, seed: int = 0,
-                 lowercase: bool = True) -> None:
+                 lowercase: bool = True, nonzero: bool = False) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
             raise ValueError(f"dim must be an integer >= 2, got {dim!r}")
         if isinstance(char_ngrams, bool) or not isinstance(char_ngrams, int) or char_ngrams < 0:
@@ -60,17 +66,23 @@ class HashingEmbedder:
         self.char_ngrams = char_ngrams
         self.seed = seed
         self.lowercase = lowercase
+        self.nonzero = bool(nonzero)
         self._key = seed.to_bytes(8, "little", signed=True)
 
     @property
     def provider_id(self) -> ProviderId:
-        return ProviderId("hashing", model=f"v{HASHING_VERSION}", params={
+        params: dict[str, object] = {
             "dim": self.dim, "char_ngrams": self.char_ngrams, "seed": self.seed,
             "lowercase": self.lowercase,
-        })
+        }
+        if self.nonzero:  # only when set: identities (and cached indexes) of others stay
+            params["nonzero"] = True
+        return ProviderId("hashing", model=f"v{HASHING_VERSION}", params=params)
 
     def _features(self, text: str) -> list[str]:
         words = _WORD.findall(text.lower() if self.lowercase else text)
+        if not words and self.nonzero:
+            return [f"t:{text}"]
         feats = [f"w:{w}" for w in words]
         n = self.char_ngrams
         if n:
@@ -94,7 +106,13 @@ class HashingEmbedder:
             norm = np.linalg.norm(out[row:row + 1], axis=1)[0]
             if norm > 0:
                 out[row] /= norm
+            elif self.nonzero:  # opposite signs cancelled out exactly
+                out[row, 0] = 1.0
         return out
+
+    def vector(self, text: str) -> np.ndarray:
+        """The embedding of one text."""
+        return self.embed_sync([text])[0]
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed_sync(list(texts))

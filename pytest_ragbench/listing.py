@@ -30,7 +30,8 @@ from .registry import CONTEXT_PARAMS, KINDS, ComponentInfo, Registry, display_na
 
 Line = tuple[str, dict[str, Any]]
 
-_TITLES = {"retriever": "retrievers", "llm": "LLMs", "embedder": "embedders",
+_TITLES = {"retriever": "retrievers", "pipeline": "pipelines", "llm": "LLMs",
+           "embedder": "embedders",
            "metric": "metrics"}
 
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

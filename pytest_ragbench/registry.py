@@ -1,6 +1,7 @@
 """Component registry: resolves the names written in suite files to factories.
 
-Kinds: ``retriever``, ``llm``, ``embedder`` and ``metric``. Where a name can come from, and
+Kinds: ``retriever``, ``pipeline`` (a RAG system under test), ``llm``, ``embedder`` and
+``metric``. Where a name can come from, and
 which source wins (see ``docs/writing-a-plugin.md``):
 
 1. ``package.module:attr`` written as a component ``type``: imported directly; not a name, so
@@ -11,8 +12,9 @@ which source wins (see ``docs/writing-a-plugin.md``):
    hook in a conftest.py or a pytest plugin). They *override* built-ins and entry points of the
    same name (``--ragbench-list`` says so); two run-time registrations of one name from
    different places are an error naming both.
-4. Entry points of installed distributions, groups ``ragbench.retrievers``, ``ragbench.llms``,
-   ``ragbench.embedders`` and ``ragbench.metrics``, and
+4. Entry points of installed distributions, groups ``ragbench.retrievers``,
+   ``ragbench.pipelines``, ``ragbench.llms``, ``ragbench.embedders`` and ``ragbench.metrics``,
+   and
 5. the built-ins of this package. Sources 4 and 5 are peers: one name claimed by two of them
    (two distributions, or a distribution and a built-in) is an error naming both, raised when a
    suite uses that name, so installing a package can never silently change what ``bm25``
@@ -53,7 +55,7 @@ from typing import Any, Protocol
 
 from .errors import ComponentError, did_you_mean, validation_message
 
-KINDS = ("retriever", "llm", "embedder", "metric")
+KINDS = ("retriever", "pipeline", "llm", "embedder", "metric")
 
 #: Entry point group of each kind.
 GROUPS: dict[str, str] = {kind: f"ragbench.{kind}s" for kind in KINDS}
@@ -66,6 +68,12 @@ BUILTINS: dict[str, dict[str, str]] = {
         "hybrid": "pytest_ragbench.retrievers.hybrid:HybridRetriever",
         "run": "pytest_ragbench.retrievers.runfile:RunFileRetriever",
         "http": "pytest_ragbench.retrievers.http:HTTPRetriever",
+    },
+    "pipeline": {
+        "http": "pytest_ragbench.pipelines.http:HTTPPipeline",
+        "recorded": "pytest_ragbench.pipelines.recorded:RecordedPipeline",
+        "langchain": "pytest_ragbench.pipelines.adapters:LangChainPipeline",
+        "llamaindex": "pytest_ragbench.pipelines.adapters:LlamaIndexPipeline",
     },
     "llm": {
         "openai": "pytest_ragbench.llm.openai:OpenAIChat",

@@ -140,6 +140,7 @@ class RagbenchState:
             ctx = self.build_context(path.parent)
             # Names only a make-component hook knows cannot be checked before building.
             known = None if self.hook.active() else self.registry.names("retriever")
+            known_pipelines = None if self.hook.active() else self.registry.names("pipeline")
 
             def resolve(name: str, params: Mapping[str, Any]) -> Any:
                 from .metrics.spec import resolve_metric
@@ -148,16 +149,17 @@ class RagbenchState:
 
             from .suite.loader import load_suite
 
-            suite = load_suite(path, known, resolve)
+            suite = load_suite(path, known, resolve, known_pipelines)
             self._check_components(suite, ctx)
             self._suites[path] = suite
         return self._suites[path]
 
     def _check_components(self, suite: Suite, ctx: BuildContext) -> None:
         siblings = {r.name: (r.type, dict(r.params)) for r in suite.retrievers}
-        for spec in suite.retrievers:
+        for kind, spec in [*(("retriever", r) for r in suite.retrievers),
+                           *(("pipeline", p) for p in suite.pipelines)]:
             try:
-                self.registry.check("retriever", spec.type, spec.params,
+                self.registry.check(kind, spec.type, spec.params,
                                     replace(ctx, siblings=siblings, name=spec.name))
             except ComponentError as exc:
                 raise SuiteError(str(exc), file=suite.path, key=spec.key or None,

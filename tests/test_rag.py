@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from pytest_ragbench.answers.config import parse_rag_config
-from pytest_ragbench.answers.hashing import HashingEmbedder
 from pytest_ragbench.answers.pipeline import CaseRequest, RagPipeline, build_pipeline
 from pytest_ragbench.answers.prefetch import Prefetcher
 from pytest_ragbench.answers.prompt import DEFAULT_TEMPLATE, template_version
 from pytest_ragbench.answers.repeats import flaky_summary
 from pytest_ragbench.datasets import Query
+from pytest_ragbench.embedders import HashingEmbedder
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer, Fault
 
 LEXICAL = ("exact_match", "token_f1", "rouge_l", "answer_contains", "abstention_accuracy")
@@ -178,7 +178,7 @@ def test_judged_metric_without_a_judge_is_an_explicit_error(tmp_path: Path) -> N
 def test_full_pipeline_end_to_end(tmp_path: Path, server: FakeOpenAIServer) -> None:
     with pipeline(tmp_path, full_config(server)) as rag:
         out = rag.run_case_sync(FRANCE, CONTEXTS, (*LEXICAL, *JUDGED))
-    hashing = HashingEmbedder(256)
+    hashing = HashingEmbedder(dim=256, nonzero=True)
     relevancy = np.mean([cosine(hashing.vector(FRANCE.text), hashing.vector(q))
                          for q in QUESTIONS])
     similarity = min(1.0, max(0.0, cosine(hashing.vector(ANSWER), hashing.vector("Paris"))))
@@ -513,7 +513,7 @@ BAD_CONFIGS = [
     ({"llm": {"type": "extractive"}, "judge": {"llm": {"type": "extractive"}}},
      "rag.judge.llm.type: the extractive provider cannot judge"),
     ({"llm": {"type": "extractive"}, "embedder": {"type": "hashing", "dim": 0}},
-     "rag.embedder.dim: expected an integer >= 1"),
+     "rag.embedder.dim: expected an integer >= 2"),
     ({"llm": {"type": "extractive"}, "cache": {"mode": "sometimes"}}, "rag.cache.mode: expected"),
     ({"llm": {"type": "extractive"}, "runs": 0}, "rag.runs: expected an integer >= 1"),
     ({"llm": {"type": "extractive"}, "prices": {"m": {"prompt": -1, "completion": 1}}},
@@ -589,7 +589,7 @@ def test_flaky_summary_spread_and_flips() -> None:
 
 
 def test_hashing_embedder_is_deterministic_and_normalised() -> None:
-    embedder = HashingEmbedder(64)
+    embedder = HashingEmbedder(dim=64, nonzero=True)
     matrix = asyncio.run(embedder.embed(["Paris is big", "paris IS big", "", "Berlin"]))
     assert matrix.shape == (4, 64) and matrix.dtype == np.float32
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1.0)

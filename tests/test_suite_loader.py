@@ -219,7 +219,7 @@ def test_every_example_suite_loads(path: Path) -> None:
         if "dataset folder not found" in str(exc):
             pytest.skip("the shared datasets folder is not beside this checkout")
         raise
-    assert suite.metrics and suite.retrievers
+    assert suite.metrics and suite.systems
 
 
 # -- any document is a Suite or one SuiteError, never another exception ------------------------

@@ -59,7 +59,7 @@ GOOD = {"dataset": {"corpus": "c.jsonl", "queries": "q.jsonl"},
     {"metrics": []},
     {"metrics": 3},
     {"retrievers": {"bm25": {"type": 5}}},
-    {"llm": {"type": "gpt"}},
+    {"llm": {"type": ""}},  # any other name may be a registered LLM type (checked at load)
     {"llm": {"type": "extractive", "threshold": 2}},
     {"llm": {"type": "openai", "model": "m"}},  # base_url missing
     {"cache": "sometimes"},
@@ -77,7 +77,9 @@ def test_shorthands_are_accepted(validator) -> None:
                    {"retrievers": ["bm25", {"name": "b2", "type": "bm25"}]},
                    {"cache": False}, {"cache": "read-only"}, {"xfail": ["q1", 7]},
                    {"gates": ["ndcg@10 >= 0.5"]}, {"gates": {"ndcg@10": [">= 0.5", 0.4]}},
-                   {"llm": {"base_url": "http://x/v1", "model": "m"}}):
+                   {"llm": {"base_url": "http://x/v1", "model": "m"}},
+                   {"llm": {"type": "my_llm", "temperature": 0}},
+                   {"pipelines": {"app": {"type": "recorded", "path": "out.jsonl"}}}):
         assert validator.is_valid({**GOOD, **change}), change
 
 

@@ -52,13 +52,23 @@ class EndpointConfig:
 
 @dataclass(frozen=True)
 class LlmConfig:
-    """A chat provider: ``type`` ``"openai"`` (with ``endpoint``) or ``"extractive"``."""
+    """A chat provider: ``type`` ``"openai"`` (with ``endpoint``), ``"extractive"``, or any
+    registered LLM type (built from the registry with ``params``)."""
 
     type: str
     endpoint: EndpointConfig | None = None
     threshold: float = 0.4  # extractive
     max_sentences: int = 1  # extractive
     concurrency: int = 16
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def registered(self) -> bool:
+        """Built from the component registry (not one of the two built-in shapes)."""
+        return self.type not in ("openai", "extractive")
 
     @property
     def paid(self) -> bool:
@@ -66,6 +76,9 @@ class LlmConfig:
 
     @property
     def model(self) -> str:
+        if self.registered:
+            # the name looked up in `prices`: the factory's `model` parameter, else the type
+            return str(self.params.get("model") or self.type)
         return self.endpoint.model if self.endpoint is not None else ExtractiveLLM.model
 
 
@@ -84,11 +97,20 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class EmbedderConfig:
-    """``type`` ``"hashing"`` (offline, ``dim``) or ``"openai"`` (with ``endpoint``)."""
+    """``type`` ``"hashing"`` (offline, ``dim``), ``"openai"`` (with ``endpoint``), or any
+    registered embedder type (built from the registry with ``params``)."""
 
     type: str
     dim: int = 256
     endpoint: EndpointConfig | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    @property
+    def registered(self) -> bool:
+        return self.type not in ("openai", "hashing")
 
 
 @dataclass(frozen=True)
@@ -165,7 +187,9 @@ def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> Endpoint
     )
 
 
-def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm) -> LlmConfig:
+def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm | schema.RegisteredLlm) -> LlmConfig:
+    if isinstance(model, schema.RegisteredLlm):
+        return LlmConfig(model.type, params=dict(model.model_extra or {}))
     if isinstance(model, schema.ExtractiveLlm):
         return LlmConfig("extractive", threshold=float(model.threshold),
                          max_sentences=model.max_sentences, concurrency=model.concurrency)
@@ -182,7 +206,10 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
         judge = JudgeConfig(llm=None if j.llm == "same" else _llm(j.llm), mode=j.mode,
                             n_questions=j.n_questions, params=dict(j.params or {}))
     embedder = None
-    if isinstance(model.embedder, schema.HashingEmbedderModel):
+    if isinstance(model.embedder, schema.RegisteredEmbedder):
+        embedder = EmbedderConfig(model.embedder.type,
+                                  params=dict(model.embedder.model_extra or {}))
+    elif isinstance(model.embedder, schema.HashingEmbedderModel):
         embedder = EmbedderConfig("hashing", dim=model.embedder.dim)
     elif model.embedder is not None:
         embedder = EmbedderConfig(
@@ -236,6 +263,48 @@ def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagCon
         raise _fail(key or where, validation_message(dict(err))) from None
     if model.llm is None:
         raise _fail(_path(key_prefix, "llm"), "missing (answer metrics need a generation LLM)")
-    return rag_config_from_model(model, key_prefix=key_prefix)
+    config = rag_config_from_model(model, key_prefix=key_prefix)
+    _check_registered(config, key_prefix)
+    return config
+
+
+def registered_components(config: RagConfig) -> list[tuple[str, str, str, Mapping[str, Any]]]:
+    """(key path, kind, type, parameters) of each registered-type provider ``config`` uses."""
+    out: list[tuple[str, str, str, Mapping[str, Any]]] = []
+    judge_llm = config.judge.llm if config.judge is not None else None
+    for key, llm in (("llm", config.llm), ("judge.llm", judge_llm)):
+        if llm is not None and llm.registered:
+            out.append((key, "llm", llm.type, llm.params))
+    if config.embedder is not None and config.embedder.registered:
+        out.append(("embedder", "embedder", config.embedder.type, config.embedder.params))
+    return out
+
+
+def _check_registered(config: RagConfig, key_prefix: str) -> None:
+    """Registered provider types against built-ins and installed entry points (the plugin
+    checks them against its own registry, conftest registrations included)."""
+    from ..errors import ComponentError
+    from ..registry import Registry
+
+    registry = Registry()
+    for key, kind, name, params in registered_components(config):
+        try:
+            registry.resolve(kind, name)
+        except ComponentError:
+            raise _fail(_path(key_prefix, f"{key}.type"),
+                        unknown_provider_message(kind, name, registry.names(kind))) from None
+        try:
+            registry.check(kind, name, params)
+        except ComponentError as exc:
+            raise _fail(_path(key_prefix, key), str(exc)) from None
+
+
+def unknown_provider_message(kind: str, type_name: str, known: list[str]) -> str:
+    """``unknown LLM type 'x' (did you mean 'y'?); known: ...``."""
+    from ..errors import did_you_mean
+
+    label = "LLM" if kind == "llm" else kind
+    return (f"unknown {label} type {type_name!r}{did_you_mean(type_name, known)}; known: "
+            f"{', '.join(known)} (or 'package.module:Factory')")
 
 

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,6 +242,40 @@ class RagPipeline:
         verdicts.update(result.verdicts)
         errors.update(result.errors)
 
+    async def judge_answer(self, query: Query, answer: str,
+                           contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                           run: int = 0) -> dict[str, Any]:
+        """Judge an answer produced elsewhere (a pipeline under test): nothing is generated.
+
+        ``contexts`` are ``(id, text)`` as the pipeline used them (all of them: the
+        ``generation.contexts`` cut is for generated answers). Returns the fields of
+        :meth:`run_case` for the judged ``metrics`` only; ``usage`` / ``cost`` are the
+        judge's. ``run`` is accepted for symmetry; the judge's seed is the suite's.
+        """
+        wanted = [m for m in _check_metrics(metrics) if m in JUDGED_METRICS]
+        top = [(str(d), str(t)) for d, t in contexts]
+        meter = _Meter()
+        token = self._meter.set(meter)
+        try:
+            scores: dict[str, float | None] = {m: None for m in wanted}
+            errors: dict[str, str] = {}
+            verdicts: dict[str, Any] = {}
+            references = [r for r in query.reference_answers if r.strip()]
+            if wanted:
+                await self._judge(query, answer, top, references, wanted, scores, verdicts,
+                                  errors)
+        finally:
+            self._meter.reset(token)
+        return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
+                "cost": meter.cost, "errors": errors}
+
+    def judge_answer_sync(self, query: Query, answer: str,
+                          contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                          run: int = 0) -> dict[str, Any]:
+        """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
+        return self.prefetcher.call(
+            lambda: self.judge_answer(query, answer, contexts, metrics, run))
+
     # -- synchronous API on the pipeline's own loop ------------------------------------------
 
     @property
@@ -355,6 +389,7 @@ def build_pipeline(
     base_dir: Path,
     cache_path_override: str | Path | None = None,
     cache_mode_override: CacheMode | None = None,
+    components: Callable[[str, str, Mapping[str, Any]], Any] | None = None,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
@@ -362,6 +397,9 @@ def build_pipeline(
     directory). ``cache_path_override`` / ``cache_mode_override`` come from the command line.
     Raises ``ValueError("key.path: ...")`` when something cannot be built (an unset API key
     variable, a model without a price, an unreadable or broken template). No request is sent.
+    ``components(kind, type, params)`` builds registered LLM / embedder types (default: a
+    registry of built-ins and installed entry points); they get the same cache, budget and
+    metering as the built-in providers.
     """
     prefix = config.key_prefix
     base_dir = Path(base_dir)
@@ -393,6 +431,8 @@ def build_pipeline(
 
         def provider(llm_config: LlmConfig, key: str) -> tuple[LLM, ProviderId, str | None]:
             """The budgeted provider, its identity and its priced model (None when free)."""
+            if llm_config.registered:
+                return _registered_llm(llm_config, key, config, budget, cache, components)
             if llm_config.type == "extractive":
                 extractive = ExtractiveLLM(threshold=llm_config.threshold,
                                            max_sentences=llm_config.max_sentences)
@@ -423,8 +463,15 @@ def build_pipeline(
         llm = finish(gen_inner, gen_id, gen_model, version)
 
         embedder: Embedder | None = None
-        if config.embedder is not None and config.embedder.type == "hashing":
-            embedder = HashingEmbedder(config.embedder.dim)
+        if config.embedder is not None and config.embedder.registered:
+            built = _build_registered(components, "embedder", config.embedder.type,
+                                      config.embedder.params, _path(prefix, "embedder"))
+            pid = getattr(built, "provider_id", None) or ProviderId(
+                config.embedder.type, params=dict(config.embedder.params))
+            embedder = (CachedEmbedder(built, cache, provider_id=pid)
+                        if cache is not None else built)
+        elif config.embedder is not None and config.embedder.type == "hashing":
+            embedder = HashingEmbedder(dim=config.embedder.dim, nonzero=True)
         elif config.embedder is not None:
             assert config.embedder.endpoint is not None
             ep = config.embedder.endpoint
@@ -462,6 +509,55 @@ def build_pipeline(
         cache=cache,
         clients=clients,
     )
+
+
+def _build_registered(components: Callable[[str, str, Mapping[str, Any]], Any] | None,
+                      kind: str, type_name: str, params: Mapping[str, Any], key: str) -> Any:
+    if components is None:
+        from ..registry import Registry
+
+        registry = Registry()
+
+        def components(k: str, t: str, p: Mapping[str, Any]) -> Any:
+            return registry.build(k, t, p)
+
+    try:
+        return components(kind, type_name, params)
+    except (ComponentError, TypeError, ValueError) as exc:
+        raise _fail(key, str(exc)) from None
+
+
+def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
+                    budget: CostBudget | None, cache: ResponseCache | None,
+                    components: Callable[[str, str, Mapping[str, Any]], Any] | None,
+                    ) -> tuple[LLM, ProviderId, str | None]:
+    """A registered LLM type: cached, and budgeted and priced when ``prices`` names its model.
+
+    Its identity (for cache keys) is its own ``provider_id`` or its type and parameters; its
+    model for ``prices`` is its ``model`` parameter, else its type name. A priced one is
+    wrapped like a paid built-in (by the caller); an unpriced one is cached here and costs 0.
+    """
+    inner: LLM = _build_registered(components, "llm", llm_config.type, llm_config.params, key)
+    pid = getattr(inner, "provider_id", None)
+    if not isinstance(pid, ProviderId):
+        pid = ProviderId(llm_config.type, model=llm_config.model,
+                         params={k: v for k, v in llm_config.params.items()
+                                 if isinstance(v, str | int | float | bool)})
+    model = llm_config.model
+    priced = config.prices is not None
+    if config.prices is not None:
+        try:
+            config.prices.price(model)
+        except LLMError:
+            priced = False
+    if not priced:
+        if cache is not None:
+            inner = CachedLLM(inner, cache, provider_id=pid)
+        return inner, pid, None
+    assert config.prices is not None
+    if budget is not None:
+        inner = BudgetedLLM(inner, budget, config.prices, model=model)
+    return inner, pid, model
 
 
 def _close_quietly(clients: Sequence[OpenAIChat | OpenAIEmbedder],

@@ -126,6 +126,8 @@ class DatasetSpec:
     inline_corpus: tuple[Mapping[str, Any], ...] | None = None
     hf: HfSpec | None = None
     ir_datasets: str | None = None  # an ir_datasets id, e.g. "beir/nfcorpus/test"
+    #: No corpus is an empty corpus (a suite of pipelines that needs no documents).
+    corpus_optional: bool = False
 
 
 _ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
@@ -725,6 +727,8 @@ def load_files(spec: DatasetSpec) -> Dataset:
         corpus = read_corpus(list(enumerate(spec.inline_corpus, 1)), spec.source)
     elif corpus_path is not None:
         corpus = read_corpus(read_records(corpus_path), corpus_path)
+    elif spec.corpus_optional:
+        corpus = ()
     else:
         raise SuiteError(
             "no corpus given (expected 'path' to a BEIR folder or 'corpus' to a file)",
@@ -757,7 +761,8 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
     by_id = {q.id: q for q in queries}
     for q in queries:
         for doc_id in q.relevant:
-            if doc_id not in doc_ids:
+            # without a corpus, labels name documents of the pipeline's own store
+            if doc_ids and doc_id not in doc_ids:
                 raise DataFileError(
                     f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
                     file=queries_src,
@@ -777,7 +782,7 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_src,
                     line=row.line,
                 )
-            if row.doc_id not in doc_ids:
+            if doc_ids and row.doc_id not in doc_ids:
                 raise DataFileError(
                     f"qrels row names unknown document {row.doc_id!r}", file=qrels_src,
                     line=row.line,

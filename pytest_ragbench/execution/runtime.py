@@ -93,6 +93,9 @@ class SuiteRuntime:
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
         self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
+        # The suite's pipelines (systems under test), built at collection; failures remembered.
+        self._systems: dict[str, Any] = {}
+        self._system_failed: dict[str, CaseError] = {}
 
     @property
     def dataset(self) -> Dataset:
@@ -173,7 +176,8 @@ class SuiteRuntime:
 
         suite = self.suite
         rag = suite.rag if "answers" in todo else None
-        specs = suite.retrievers if "retrievers" in todo else ()
+        # pipelines are prepared with the retrievers: the same checks, the same messages
+        specs = suite.systems if "retrievers" in todo else ()
         keys = {_spec_key(r): r for r in specs}
         # Unset variables by the retriever naming them ("" for the answer pipeline).
         unset: dict[str, list[SuiteError]] = {}
@@ -185,9 +189,12 @@ class SuiteRuntime:
         # In the order of the file; what an unset variable explains is not built again.
         problems: list[SuiteError] = []
         for key, spec in keys.items():
-            problems += unset.get(key) or self._build_retriever(spec)
+            build = (self._build_system if suite.is_pipeline(spec.name)
+                     else self._build_retriever)
+            problems += unset.get(key) or build(spec)
         if rag is not None:
-            problems += unset.get("") or self._prepare_pipeline()
+            if self._needs_answer_pipeline():
+                problems += unset.get("") or self._prepare_pipeline()
             problems += self._check_references()
         if problems:
             if len(problems) == 1:
@@ -452,6 +459,9 @@ class SuiteRuntime:
             self.suite.rag, base_dir=self.suite.path.parent,
             cache_path_override=self.ctx.llm_cache_path,
             cache_mode_override=self.ctx.llm_cache_mode,
+            # registered LLM / embedder types come from this run's registry (conftest too)
+            components=lambda kind, name, params: self.registry.build(kind, name, params,
+                                                                      self.ctx),
         )
 
     def pipeline(self) -> Any:
@@ -587,10 +597,243 @@ class SuiteRuntime:
                 rec["status"] = "failed"
         return rec
 
+    # -- pipelines: the user's RAG systems under test ---------------------------------------
+
+    def _needs_answer_pipeline(self) -> bool:
+        """Whether the generation/judging pipeline is used: retrievers generate answers;
+        pipelines bring their own and need it only for judged metrics."""
+        from ..metrics.judge import JUDGED_METRICS
+
+        return bool(self.suite.retrievers) or any(m in JUDGED_METRICS for m in self._rag_metrics)
+
+    def _build_system(self, spec: ComponentSpec) -> list[SuiteError]:
+        """Build pipeline ``spec`` now and check it against the suite's queries."""
+        if spec.name in self._systems:
+            return []
+        try:
+            instance = self.registry.build("pipeline", spec.type, spec.params,
+                                           replace(self.ctx, name=spec.name))
+            # an async factory: built on the loop its pipeline's answers will run on
+            instance = self._run(instance)
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
+            return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
+                               line=spec.line)]
+        self._systems[spec.name] = instance
+        return self._check_system(spec, instance)
+
+    def _check_system(self, spec: ComponentSpec, instance: Any) -> list[SuiteError]:
+        problems: list[SuiteError] = []
+        if not callable(getattr(instance, "answer", None)):
+            problems.append(SuiteError(
+                f"pipeline {spec.name!r} ({spec.type}) built {type(instance).__name__}, which "
+                "has no answer(query) method", file=self.suite.path, key=_spec_key(spec),
+                line=spec.line))
+        checker = getattr(instance, "check_queries", None)
+        if callable(checker):
+            for message in checker(self.dataset.queries) or ():
+                problems.append(SuiteError(str(message), file=self.suite.path,
+                                           key=_spec_key(spec), line=spec.line))
+        return problems
+
+    def system(self, name: str) -> Any:
+        """The built pipeline ``name``; a failure is remembered, not retried."""
+        if name in self._systems:
+            return self._systems[name]
+        if name in self._system_failed:
+            raise self._system_failed[name]
+        spec = next((p for p in self.suite.pipelines if p.name == name), None)
+        if spec is None:
+            have = ", ".join(p.name for p in self.suite.pipelines) or "none"
+            raise CaseError("answer", f"suite {self.suite.name!r} has no pipeline {name!r} "
+                                      f"(it has: {have})")
+        problems = self._build_system(spec)
+        if problems:
+            err = CaseError("answer", f"pipeline {name!r} ({spec.type}) could not be built: "
+                                      + "; ".join(p.detail for p in problems))
+            self._systems.pop(name, None)
+            self._system_failed[name] = err
+            raise err
+        return self._systems[name]
+
+    def _ask(self, name: str, instance: Any, query: Query) -> tuple[Any, float]:
+        """Call ``answer(query)`` (awaited when async); the raw output and wall time in ms."""
+        t0 = time.perf_counter()
+        try:
+            raw = self._run(instance.answer(query))
+        except Exception as exc:
+            raise CaseError("answer", f"pipeline {name!r} raised {type(exc).__name__}: {exc}",
+                            type(exc).__name__) from exc
+        return raw, (time.perf_counter() - t0) * 1000.0
+
+    def _context_text(self, ctx: Any) -> str | None:
+        if ctx.text is not None and ctx.text.strip():
+            return str(ctx.text)
+        doc = self._documents.get(ctx.id) if ctx.id is not None else None
+        if doc is None:
+            return None
+        return f"{doc.title}. {doc.text}" if doc.title else doc.text
+
+    def run_pipeline_case(self, name: str, case_id: str, run: int = 0) -> dict[str, Any]:
+        """Evaluate one (pipeline, query) case and return its record.
+
+        The record is a retriever case's (``retriever`` holds the pipeline's name, so tables,
+        baselines and A/B comparisons treat both alike) plus ``pipeline`` (the same name),
+        ``answer``, ``contexts`` (ids, or texts where a context has no id), ``judge``,
+        ``usage`` / ``cost`` (the pipeline's reported spend plus the judge's) and
+        ``system_usage`` (what the pipeline reported).
+        """
+        from ..pipelines.contract import OutputError, normalise_output
+
+        query = self.query(case_id)
+        rec = self.new_record(name, case_id, run)
+        rec["pipeline"] = name
+        try:
+            instance = self.system(name)
+            raw, wall_ms = self._ask(name, instance, query)
+            try:
+                output = normalise_output(raw)
+            except OutputError as exc:
+                raise CaseError("answer", f"pipeline {name!r} returned an output outside the "
+                                          f"contract: {exc}", "OutputError") from None
+        except CaseError as exc:
+            rec["status"] = "error"
+            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            return rec
+        latency = output.latency_ms if output.latency_ms is not None else wall_ms
+        self._score_pipeline(rec, query, output, latency)
+        if rec["status"] == "error":
+            return rec
+        if self._rag_metrics:
+            self._judge_pipeline(rec, name, query, output, run)
+            if rec["status"] == "error":
+                return rec
+        self._apply_thresholds(rec)
+        return rec
+
+    def _score_pipeline(self, rec: dict[str, Any], query: Query, output: Any,
+                        latency_ms: float) -> None:
+        """Latency, retrieval metrics over the context ids (in the pipeline's order) and the
+        retrieved/missed lists; answer metrics are left to :meth:`_judge_pipeline`."""
+        ids: list[str] = []
+        scores: dict[str, float] = {}
+        n = len(output.contexts)
+        for i, ctx in enumerate(output.contexts):
+            if ctx.id is None or ctx.id in scores:
+                continue
+            ids.append(ctx.id)
+            # the pipeline's order is its ranking; a missing score stands in by rank
+            scores[ctx.id] = ctx.score if ctx.score is not None else float(n - i)
+        result = CaseResult(
+            ranked=tuple(ids), scores=scores, k=max(self.suite.k, len(ids)),
+            latency_ms=latency_ms, documents=self._documents, run_start=self.ctx.run_start,
+            answer=output.answer,
+            contexts=tuple(t for t in map(self._context_text, output.contexts) if t),
+        )
+        rec["latency_ms"] = round(latency_ms, 3)
+        grades = query.relevant
+        rec["retrieved"] = [[d, clean_float(scores[d]), grades.get(d)]
+                            for d in ids[: self.suite.record_depth]]
+        rec["missed"] = sorted(
+            ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
+            key=lambda x: (-x[1], x[0]),
+        )[: self.suite.record_depth] if ids else []
+        rec["answer"] = output.answer
+        rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
+                           for c in output.contexts]
+        usage = output.usage
+        rec["system_usage"] = usage.as_dict() if usage is not None else None
+        rec["usage"] = {"prompt_tokens": (usage.prompt_tokens or 0) if usage else 0,
+                        "completion_tokens": (usage.completion_tokens or 0) if usage else 0,
+                        "requests": 0}
+        rec["cost"] = clean_float(usage.cost) if usage is not None and usage.cost is not None \
+            else None
+        for m in self.suite.metrics:
+            if m.family == "rag":
+                continue
+            if m.family == "retrieval" and not ids:
+                # text-only contexts: nothing to rank against the labels
+                continue
+            try:
+                rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
+            except Exception as exc:
+                rec["status"] = "error"
+                rec["error"] = {"stage": "metric", "type": type(exc).__name__,
+                                "message": f"metric {m.name!r} raised {type(exc).__name__}: "
+                                           f"{exc}"}
+                return
+
+    def _judge_pipeline(self, rec: dict[str, Any], name: str, query: Query, output: Any,
+                        run: int) -> None:
+        """Lexical answer metrics here; judged ones through the suite's judge (one batched
+        chat call and at most one embedding call per case, as for generated answers)."""
+        from ..metrics.answer import ANSWER_METRICS
+        from ..metrics.judge import JUDGED_METRICS
+
+        references = [r for r in query.reference_answers if r.strip()]
+        for metric in self._rag_metrics:
+            spec = ANSWER_METRICS.get(metric)
+            if spec is not None:
+                rec["metrics"][metric] = clean_float(
+                    spec.fn(output.answer, references, bool(references)))
+        judged = [m for m in self._rag_metrics if m in JUDGED_METRICS]
+        if not judged:
+            return
+        texts: list[tuple[str, str]] = []
+        for i, ctx in enumerate(output.contexts):
+            text = self._context_text(ctx)
+            if text is None:
+                rec["status"] = "error"
+                rec["error"] = {"stage": "judge", "type": "ContextError", "message": (
+                    f"pipeline {name!r} context {i} has no text and its id {ctx.id!r} is not a "
+                    "corpus document; judged metrics need the context texts (return them, or "
+                    "give the suite the corpus)")}
+                return
+            texts.append((ctx.id or f"context-{i + 1}", text))
+        try:
+            out = self.pipeline().judge_answer_sync(query, output.answer, texts, judged, run=run)
+        except CaseError as exc:
+            rec["status"] = "error"
+            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            return
+        except Exception as exc:
+            rec["status"] = "error"
+            rec["error"] = {"stage": "judge", "type": type(exc).__name__,
+                            "message": f"judging failed: {type(exc).__name__}: {exc}"}
+            return
+        for metric, value in out.get("metrics", {}).items():
+            if metric in rec["metrics"]:
+                rec["metrics"][metric] = clean_float(value)
+        rec["judge"] = out.get("judge")
+        judge_usage = out.get("usage") or {}
+        for key in ("prompt_tokens", "completion_tokens", "requests"):
+            rec["usage"][key] += int(judge_usage.get(key) or 0)
+        judge_cost = clean_float(out.get("cost"))
+        if judge_cost is not None:
+            rec["cost"] = clean_float((rec["cost"] or 0.0) + judge_cost)
+        errors = out.get("errors") or {}
+        if errors:
+            rec["status"] = "error"
+            rec["error"] = {"stage": "judge", "type": "LLMError",
+                            "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+
+    def _apply_thresholds(self, rec: dict[str, Any]) -> None:
+        """Per-query thresholds of a pipeline case (as retriever cases apply them)."""
+        for gate in self.suite.thresholds:
+            value = rec["metrics"].get(gate.metric)
+            passed = None if value is None else gate.passes(value)
+            rec["thresholds"].append({
+                "metric": gate.metric, "op": gate.op, "threshold": gate.threshold,
+                "value": value, "passed": passed,
+                "margin": None if value is None else clean_float(gate.margin(value)),
+            })
+            if passed is False:
+                rec["status"] = "failed"
+
     def close(self) -> None:
         """Close retrievers that have a ``close``/``aclose`` and the event loop; drop the data."""
         # Built at collection but never indexed (their cases were deselected) count too.
-        for r in [*self._retrievers.values(), *self._built.values()]:
+        for r in [*self._retrievers.values(), *self._built.values(), *self._systems.values()]:
             for meth in ("aclose", "close"):
                 fn = getattr(r, meth, None)
                 if callable(fn):
@@ -600,6 +843,7 @@ class SuiteRuntime:
                     break
         self._retrievers.clear()
         self._built.clear()
+        self._systems.clear()
         if self._pipeline is not None:
             with contextlib.suppress(Exception):
                 self._pipeline.close()

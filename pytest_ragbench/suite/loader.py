@@ -79,6 +79,17 @@ class Suite:
     xfail: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     rag: Any = field(default=None, compare=False, hash=False)  # rag.RagConfig when answers run
     runs: int = 1
+    #: The RAG systems under test (``pipelines:``); each answers every query.
+    pipelines: tuple[ComponentSpec, ...] = ()
+
+    @property
+    def systems(self) -> tuple[ComponentSpec, ...]:
+        """Retrievers, then pipelines: every name that collects a group of cases."""
+        return (*self.retrievers, *self.pipelines)
+
+    def is_pipeline(self, name: str) -> bool:
+        """Whether ``name`` is one of the suite's pipelines (not a retriever)."""
+        return any(p.name == name for p in self.pipelines)
 
     def metric(self, name: str) -> MetricSpec:
         for m in self.metrics:
@@ -288,11 +299,13 @@ def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
 
 
 def load_suite(path: Path, known_retrievers: Sequence[str] | None,
-               metric_resolver: MetricResolver | None = None) -> Suite:
+               metric_resolver: MetricResolver | None = None,
+               known_pipelines: Sequence[str] | None = None) -> Suite:
     """Load and validate the suite file at ``path``.
 
-    ``known_retrievers`` lists the retriever type names the registry can build, for checking
-    names and suggesting the closest one (None: the caller checks them). ``metric_resolver``
+    ``known_retrievers`` / ``known_pipelines`` list the retriever / pipeline type names the
+    registry can build, for checking names and suggesting the closest one (None: the caller
+    checks them). ``metric_resolver``
     turns a metric entry (name, parameters) into a MetricSpec (default: built-ins and installed
     entry points, see :func:`~pytest_ragbench.metrics.spec.resolve_metric`).
     """
@@ -318,12 +331,18 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     if model.k is not None:
         _check_cutoffs(ctx, metrics, model.k)
 
-    rag = _parse_rag(ctx, model, metrics, path.parent)
+    retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers)
+                  if data.get("retrievers") is not None else ())
+    pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline")
+                 if data.get("pipelines") is not None else ())
+    _check_system_names(ctx, retrievers, pipelines)
+    rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
     return Suite(
         name=name,
         path=path,
         dataset=_parse_dataset(ctx, data["dataset"], path.parent, name),
-        retrievers=_parse_retrievers(ctx, data["retrievers"], known_retrievers),
+        retrievers=retrievers,
+        pipelines=pipelines,
         metrics=metrics,
         k=k,
         thresholds=tuple(
@@ -350,9 +369,24 @@ def _check_cutoffs(ctx: _Ctx, metrics: Sequence[MetricSpec], k: int) -> None:
                             f"returns only k: {k}; raise k or lower the cutoff")
 
 
+def _check_system_names(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
+                        pipelines: Sequence[ComponentSpec]) -> None:
+    """A name is a test id segment and the system column of every table: one per suite."""
+    names = {r.name for r in retrievers}
+    for p in pipelines:
+        if p.name in names:
+            raise ctx.error(tuple(p.key.split(".")),
+                            f"pipeline name {p.name!r} is also a retriever name; names of "
+                            "retrievers and pipelines must differ (they name test ids)")
+
+
 def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
-               base_dir: Path) -> Any:
-    """The generation/judging part of a suite, or None for a retrieval-only suite."""
+               base_dir: Path, *, only_pipelines: bool = False) -> Any:
+    """The generation/judging part of a suite, or None for a retrieval-only suite.
+
+    A suite whose systems are all pipelines generates nothing: it needs no ``llm`` (lexical
+    answer metrics need no model at all; judged ones need the judge's own LLM).
+    """
     given = [k for k in SuiteModel.RAG_KEYS if getattr(model, k) is not None
              and k in model.model_fields_set]
     needs = [m.name for m in metrics if m.family == "rag"]
@@ -363,6 +397,8 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
     from ..llm.base import LLMError
     from ..metrics.judge import JUDGED_METRICS
 
+    if model.llm is None and only_pipelines:
+        model = _judge_only_model(ctx, model, metrics, JUDGED_METRICS)
     if model.llm is None:
         if needs:
             raise ctx.error(("metrics",), f"metric(s) {', '.join(needs)} need an 'llm' section "
@@ -388,6 +424,26 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
     except ConfigError as exc:
         raise ctx.error(tuple(exc.key.split(".")), exc.detail) from None
     return config
+
+
+def _judge_only_model(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
+                      judged: Any) -> SuiteModel:
+    """``model`` with a stand-in ``llm`` for a pipelines-only suite: the judge's own LLM, or
+    the offline extractive one when nothing is judged. It never generates anything."""
+    from .schema import ExtractiveLlm
+
+    judge_llm = model.judge.llm if model.judge is not None else None
+    if judge_llm == "same":
+        raise ctx.error(("judge", "llm"), "'same' means the generation LLM, and a suite of "
+                                          "pipelines has none; give the judge its own llm "
+                                          "(e.g. judge: {llm: {base_url: ..., model: ...}})")
+    if judge_llm is None:
+        for i, m in enumerate(metrics):
+            if m.kind in judged:
+                raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
+                                                "section with its own llm")
+    stand_in = judge_llm if judge_llm is not None else ExtractiveLlm(type="extractive")
+    return model.model_copy(update={"llm": stand_in})
 
 
 def _parse_xfail(value: Any) -> Mapping[str, str]:
@@ -424,39 +480,41 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[Metr
 
 
 def _parse_retrievers(
-    ctx: _Ctx, value: Any, known: Sequence[str] | None
+    ctx: _Ctx, value: Any, known: Sequence[str] | None, kind: str = "retriever"
 ) -> tuple[ComponentSpec, ...]:
+    """The ``retrievers:`` (or, with ``kind="pipeline"``, ``pipelines:``) section."""
+    section = f"{kind}s"
     entries: list[tuple[str, Mapping[str, Any], tuple[Any, ...]]] = []
     if isinstance(value, str):
-        entries = [(value, {}, ("retrievers",))]
+        entries = [(value, {}, (section,))]
     elif isinstance(value, list):
         for i, item in enumerate(value):
             if isinstance(item, Mapping):
                 params = {k: v for k, v in item.items() if k != "name"}
-                entries.append((str(item["name"]), params, ("retrievers", i)))
+                entries.append((str(item["name"]), params, (section, i)))
             else:
-                entries.append((str(item), {}, ("retrievers", i)))
+                entries.append((str(item), {}, (section, i)))
     else:
         for rname, params in value.items():
             entries.append((str(rname), params if params is not None else {},
-                            ("retrievers", str(rname))))
+                            (section, str(rname))))
     if not entries:
-        raise ctx.error(("retrievers",), "expected at least one retriever")
+        raise ctx.error((section,), f"expected at least one {kind}")
 
     out: list[ComponentSpec] = []
     seen: set[str] = set()
     for rname, params, path in entries:
         if not rname or any(c in rname for c in ":/[] "):
-            raise ctx.error(path, f"retriever name {rname!r} must be non-empty and contain no "
+            raise ctx.error(path, f"{kind} name {rname!r} must be non-empty and contain no "
                                   "':', '/', '[', ']' or spaces (it is part of test ids)")
         if rname in seen:
-            raise ctx.error(path, f"retriever name {rname!r} is used twice")
+            raise ctx.error(path, f"{kind} name {rname!r} is used twice")
         seen.add(rname)
         rtype = str(params.get("type") or rname).strip()
         if known is not None and ":" not in rtype and rtype not in known:
             raise ctx.error(
                 (*path, "type") if "type" in params else path,
-                f"unknown retriever {rtype!r}{did_you_mean(rtype, known)} "
+                f"unknown {kind} {rtype!r}{did_you_mean(rtype, known)} "
                 f"(known: {', '.join(sorted(known))}; or 'package.module:Factory')",
             )
         out.append(
@@ -531,6 +589,8 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         answer_field=data.get("answer_field"),
         inline_corpus=tuple(inline_docs) if inline_docs is not None else None,
         inline_queries=tuple(inline_items) if inline_items is not None else None,
+        # the schema requires a corpus when retrievers run; pipelines may do without
+        corpus_optional=True,
         hf=hf,
         ir_datasets=library_id,
     )

@@ -50,7 +50,7 @@ DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
 # Loc segments pydantic adds for the member of a tagged union; never keys of the document.
 SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
-                        "hashing"})
+                        "hashing", "registered"})
 
 
 KeyPath = tuple[str | int, ...]
@@ -313,7 +313,8 @@ class DatasetModel(_Model):
         None, description="a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     split: NonEmptyStr | None = Field(None, description="which qrels/<split>.tsv of `path` to use")
     corpus: NonEmptyStr | None = Field(
-        None, description="the corpus file (JSONL, JSON, CSV or TSV)")
+        None, description="the corpus file (JSONL, JSON, CSV or TSV); optional when only "
+                          "pipelines run")
     queries: NonEmptyStr | None = Field(None, description="the queries file")
     qrels: NonEmptyStr | None = Field(None, description="a qrels file (TREC or BEIR TSV)")
     hf: HfField | None = Field(
@@ -344,9 +345,7 @@ class DatasetModel(_Model):
                 raise fail("give the labels either as 'qrels' (a file) or as 'hf.qrels', not "
                            "both", "qrels")
             return self
-        if self.path is None and self.corpus is None and self.documents is None:
-            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file), "
-                       "'documents' (inline), 'hf' or 'ir_datasets'")
+        # the corpus may be left out when only pipelines run (SuiteModel checks that)
         if self.queries is None and self.path is None and self.items is None:
             raise fail("expected 'queries' (a file) or 'items' (inline queries)")
         return self
@@ -368,6 +367,20 @@ class RetrieverEntry(RetrieverParams):
     name: IdText = Field(description="the retriever's name in reports and test ids")
 
 
+class PipelineParams(_Open):
+    """A pipeline's parameters; ``type`` defaults to the pipeline's name."""
+
+    type: NonEmptyStr | None = Field(
+        None, description="http, recorded, a registered pipeline name or "
+                          "'package.module:factory'")
+
+
+class PipelineEntry(PipelineParams):
+    """A pipeline in list form: ``{name: ..., type: ..., <parameters>}``."""
+
+    name: IdText = Field(description="the pipeline's name in reports and test ids")
+
+
 class MetricEntry(_Open):
     """A metric with parameters: ``{name: temporal_ndcg@10, lambda: 0.5, as: label}``."""
 
@@ -381,6 +394,14 @@ Retrievers = _one_of(
     mapping=Annotated[dict[IdText, RetrieverParams | None], BeforeValidator(_string_keys)],
     list=Annotated[list[_one_of("a retriever name or a mapping with a 'name' key",
                                 text=IdText, mapping=RetrieverEntry)], MinLen(1)],
+    text=NonEmptyStr,
+)
+
+Pipelines = _one_of(
+    "a mapping of name -> parameters, a list or a name",
+    mapping=Annotated[dict[IdText, PipelineParams | None], BeforeValidator(_string_keys)],
+    list=Annotated[list[_one_of("a pipeline name or a mapping with a 'name' key",
+                                text=IdText, mapping=PipelineEntry)], MinLen(1)],
     text=NonEmptyStr,
 )
 
@@ -481,7 +502,45 @@ class HashingEmbedderModel(_Model):
     """The offline embedder (signed feature hashing)."""
 
     type: Literal["hashing"]
-    dim: AtLeastOne = 256
+    dim: Annotated[int, Field(ge=2), _wrapped(_int_words(2))] = 256
+
+
+BUILTIN_LLMS = ("openai", "extractive")
+BUILTIN_EMBEDDERS = ("openai", "hashing")
+
+
+def _other_type(builtins: tuple[str, ...]) -> WithJsonSchema:
+    # editors: a built-in type name selects the built-in's own (closed) schema instead
+    return WithJsonSchema({"type": "string", "minLength": 1, "not": {"enum": list(builtins)}})
+
+
+class RegisteredLlm(_Open):
+    """An LLM of any registered type: a conftest registration, an installed package's
+    ``ragbench.llms`` entry point or ``'package.module:Factory'``; the other keys are the
+    factory's parameters (checked against its signature when the suite is collected)."""
+
+    type: Annotated[NonEmptyStr, _other_type(BUILTIN_LLMS)] = Field(
+        description="a registered LLM name or 'package.module:Factory'")
+
+
+class RegisteredEmbedder(_Open):
+    """An embedder of any registered type (``ragbench.embedders`` entry point, conftest,
+    ``'package.module:Factory'``); the other keys are the factory's parameters."""
+
+    type: Annotated[NonEmptyStr, _other_type(BUILTIN_EMBEDDERS)] = Field(
+        description="a registered embedder name or 'package.module:Factory'")
+
+
+def _registered_tag(default: str, builtins: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """The union member of a provider mapping: a built-in by its type, else 'registered'."""
+
+    def tag(value: Any) -> str | None:
+        if not isinstance(value, Mapping):
+            return None
+        chosen = value.get("type", default)
+        return chosen if chosen in builtins else "registered"
+
+    return tag
 
 
 def _typed(kind: str, known: tuple[str, ...], default: str) -> Callable[[Any], Any]:
@@ -507,20 +566,24 @@ def _type_tag(default: str) -> Callable[[Any], str | None]:
     return tag
 
 
+# Any other type is a registered component, checked against the registry by whoever holds
+# it (the plugin at collection, parse_rag_config against built-ins and entry points).
 Llm = Annotated[
     Union[Annotated[OpenAILlm, Tag("openai")],  # noqa: UP007
-          Annotated[ExtractiveLlm, Tag("extractive")]],
-    Discriminator(_type_tag("openai"), custom_error_type="shape",
-                  custom_error_message="expected a mapping with a 'type' (openai or extractive)"),
-    BeforeValidator(_typed("LLM", ("openai", "extractive"), "openai")),
+          Annotated[ExtractiveLlm, Tag("extractive")],
+          Annotated[RegisteredLlm, Tag("registered")]],
+    Discriminator(_registered_tag("openai", BUILTIN_LLMS), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai, extractive "
+                                       "or a registered LLM)"),
 ]
 
 Embedder = Annotated[
     Union[Annotated[OpenAIEmbedderModel, Tag("openai")],  # noqa: UP007
-          Annotated[HashingEmbedderModel, Tag("hashing")]],
-    Discriminator(_type_tag("openai"), custom_error_type="shape",
-                  custom_error_message="expected a mapping with a 'type' (openai or hashing)"),
-    BeforeValidator(_typed("embedder", ("openai", "hashing"), "openai")),
+          Annotated[HashingEmbedderModel, Tag("hashing")],
+          Annotated[RegisteredEmbedder, Tag("registered")]],
+    Discriminator(_registered_tag("openai", BUILTIN_EMBEDDERS), custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'type' (openai, hashing or "
+                                       "a registered embedder)"),
 ]
 
 
@@ -667,7 +730,12 @@ class SuiteModel(RagFields):
     description: str | None = Field(None, description="free text")
     dataset: DatasetField = Field(
         description="where the corpus, queries and labels are")
-    retrievers: Retrievers = Field(description="the retrievers to run, by name")
+    retrievers: Retrievers | None = Field(
+        None, description="the retrievers to run, by name (a suite needs retrievers, "
+                          "pipelines or both)")
+    pipelines: Pipelines | None = Field(
+        None, description="the RAG systems under test (http, recorded, a Python factory), by "
+                          "name: each answers every question")
     metrics: Metrics = Field(description="metric names such as ndcg@10")
     k: PositiveInt | None = Field(
         None, description="how many documents each retriever returns (default: the largest "
@@ -682,6 +750,20 @@ class SuiteModel(RagFields):
         20, description="how many retrieved documents each record keeps for reports")
     xfail: Xfail | None = Field(
         None, description="known failures: query id -> reason (reported as xfailed)")
+
+    @model_validator(mode="after")
+    def _systems(self) -> SuiteModel:
+        if self.retrievers is None and self.pipelines is None:
+            raise fail("expected 'retrievers' or 'pipelines' (the systems to test), or both")
+        dataset = self.dataset
+        if (self.retrievers is not None and isinstance(dataset, DatasetModel)
+                and dataset.path is None and dataset.corpus is None
+                and dataset.documents is None and dataset.hf is None
+                and dataset.ir_datasets is None):
+            raise fail("expected 'path' (a BEIR-layout folder), 'corpus' (a file), "
+                       "'documents' (inline), 'hf' or 'ir_datasets': retrievers search a "
+                       "corpus", "dataset")
+        return self
 
 
 def required_keys() -> dict[str, str]:

@@ -1,0 +1,181 @@
+"""The output contract of a RAG pipeline, and its normalisation.
+
+The same shape for a Python return value, an HTTP response body and a line of a recorded file
+(which adds ``query_id``)::
+
+    {"answer": "...",
+     "contexts": [{"id": "d1", "text": "...", "score": 0.8}, ...],   # or ["text", ...]
+     "usage": {"prompt_tokens": 120, "completion_tokens": 30, "cost": 0.0004},  # optional
+     "latency_ms": 812.5}                                               # optional
+
+Each context needs an ``id`` or a ``text`` (or both); ``score`` is optional. ``contexts`` may
+be omitted (an answer only: answer metrics still run). A Python pipeline may also return a
+:class:`PipelineOutput`, or any object with ``answer`` / ``contexts`` / ``usage`` attributes
+(a dataclass, a pydantic model), or a bare string (the answer, no contexts).
+
+:func:`normalise_output` turns any of those into a :class:`PipelineOutput` or raises
+:class:`OutputError` naming the first thing that is wrong. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import type_name
+
+
+class OutputError(ValueError):
+    """A pipeline's output does not follow the contract; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """One context a pipeline used: its corpus id and/or its text, and an optional score."""
+
+    id: str | None = None
+    text: str | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the pipeline reports having spent on one query (every field optional)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost": self.cost}
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """A normalised pipeline answer (also a welcome return type of Python pipelines)."""
+
+    answer: str
+    contexts: tuple[Context, ...] = ()
+    usage: Usage | None = None
+    latency_ms: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+_TOP_KEYS = ("answer", "contexts", "usage", "latency_ms", "query_id", "metadata")
+_CONTEXT_KEYS = ("id", "doc_id", "text", "score", "title", "metadata")
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """A mapping view of a dict, a pydantic model or an object with contract attributes."""
+    if isinstance(value, Mapping):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            dumped = dump()
+        except Exception:
+            dumped = None
+        if isinstance(dumped, Mapping):
+            return dumped
+    if hasattr(value, "answer"):
+        return {k: getattr(value, k) for k in ("answer", "contexts", "usage", "latency_ms")
+                if hasattr(value, k)}
+    return None
+
+
+def _number(value: Any, where: str, *, integer: bool = False) -> float | int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "an integer" if integer else "a number"
+        raise OutputError(f"{where} must be {kind}, got {type_name(value)}")
+    if integer:
+        if isinstance(value, float) and not value.is_integer():
+            raise OutputError(f"{where} must be an integer, got {value!r}")
+        if value < 0:
+            raise OutputError(f"{where} must be >= 0, got {value!r}")
+        return int(value)
+    if not math.isfinite(float(value)):
+        raise OutputError(f"{where} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _context(value: Any, i: int) -> Context:
+    where = f"contexts[{i}]"
+    if isinstance(value, str):
+        return Context(text=value)
+    if isinstance(value, Context):
+        return value
+    item = _as_mapping(value) if not isinstance(value, Mapping) else value
+    if item is None and (hasattr(value, "id") or hasattr(value, "text")):
+        item = {k: getattr(value, k) for k in ("id", "text", "score") if hasattr(value, k)}
+    if item is None:
+        raise OutputError(f"{where} is {type_name(value)}; expected a string (the text) or a "
+                          "mapping with 'id' and/or 'text'")
+    doc_id = item.get("id", item.get("doc_id"))
+    text = item.get("text")
+    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
+        raise OutputError(f"{where}.id must be a string, got {type_name(doc_id)}")
+    if text is not None and not isinstance(text, str):
+        raise OutputError(f"{where}.text must be a string, got {type_name(text)}")
+    doc_id = None if doc_id is None or str(doc_id) == "" else str(doc_id)
+    if doc_id is None and not (text and text.strip()):
+        raise OutputError(f"{where} has neither an 'id' nor a non-empty 'text'")
+    score = _number(item.get("score"), f"{where}.score")
+    return Context(id=doc_id, text=text, score=score)
+
+
+def _usage(value: Any) -> Usage | None:
+    if value is None:
+        return None
+    if isinstance(value, Usage):
+        return value
+    data = _as_mapping(value) if not isinstance(value, Mapping) else value
+    if data is None:
+        raise OutputError(f"usage must be a mapping (prompt_tokens, completion_tokens, cost), "
+                          f"got {type_name(value)}")
+    cost = _number(data.get("cost"), "usage.cost")
+    if cost is not None and cost < 0:
+        raise OutputError(f"usage.cost must be >= 0, got {cost!r}")
+    return Usage(
+        prompt_tokens=_number(data.get("prompt_tokens"), "usage.prompt_tokens",
+                              integer=True),  # type: ignore[arg-type]
+        completion_tokens=_number(data.get("completion_tokens"), "usage.completion_tokens",
+                                  integer=True),  # type: ignore[arg-type]
+        cost=cost,
+    )
+
+
+def normalise_output(value: Any) -> PipelineOutput:
+    """``value`` (see the module docs) as a :class:`PipelineOutput`; :class:`OutputError` if
+    it does not follow the contract."""
+    if isinstance(value, PipelineOutput):
+        return value
+    if isinstance(value, str):
+        return PipelineOutput(answer=value)
+    data = _as_mapping(value)
+    if data is None:
+        raise OutputError(f"returned {type_name(value)}; expected a mapping "
+                          "{'answer': str, 'contexts': [...], 'usage': {...}}, a "
+                          "PipelineOutput or a string")
+    if "answer" not in data:
+        keys = ", ".join(repr(k) for k in list(data)[:8]) or "none"
+        raise OutputError(f"the output has no 'answer' (its keys: {keys})")
+    answer = data["answer"]
+    if not isinstance(answer, str):
+        raise OutputError(f"'answer' must be a string, got {type_name(answer)}")
+    raw_contexts = data.get("contexts")
+    if raw_contexts is None:
+        raw_contexts = []
+    if isinstance(raw_contexts, str | bytes) or not isinstance(raw_contexts, Sequence):
+        raise OutputError(f"'contexts' must be a list, got {type_name(raw_contexts)}")
+    contexts = tuple(_context(c, i) for i, c in enumerate(raw_contexts))
+    latency = _number(data.get("latency_ms"), "latency_ms")
+    if latency is not None and latency < 0:
+        raise OutputError(f"latency_ms must be >= 0, got {latency!r}")
+    extra = {k: v for k, v in data.items() if k not in _TOP_KEYS}
+    return PipelineOutput(answer=answer, contexts=contexts, usage=_usage(data.get("usage")),
+                          latency_ms=latency, extra=extra)

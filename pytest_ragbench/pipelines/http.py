@@ -1,0 +1,202 @@
+"""A pipeline that asks the user's own RAG service over HTTP.
+
+Suite syntax::
+
+    pipelines:
+      prod:
+        type: http
+        url: http://127.0.0.1:8080/answer
+        headers: {Authorization: "Bearer ${RAG_TOKEN}"}
+        timeout: 30
+        retries: 3
+
+Request. For each case the pipeline sends ``POST url`` with the JSON body::
+
+    {"query": "<query text>", "query_id": "<query id>", "metadata": {...}}
+
+plus the fixed fields of ``params``, if given.
+
+Response. A 200 reply whose JSON body follows the output contract of
+:mod:`pytest_ragbench.pipelines.contract`::
+
+    {"answer": "...", "contexts": [{"id": "d1", "text": "...", "score": 0.8}],
+     "usage": {"prompt_tokens": 120, "completion_tokens": 30, "cost": 0.0004}}
+
+Resilience, as the LLM client does it (:mod:`pytest_ragbench.llm.resilience`): connection
+errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with exponential backoff and
+jitter (a ``Retry-After`` header wins); a circuit breaker fails fast after
+``breaker_threshold`` consecutive failures, so a service that is down costs seconds, not
+``retries`` timeouts per query. Other 4xx replies and bodies outside the contract fail the case
+at once. ``concurrency`` bounds requests in flight.
+
+Secrets: header values may reference environment variables as ``${NAME}``; they are read when
+the pipeline is built (an unset variable is an error naming the variable, never its value) and
+are scrubbed, with secret-named headers' literal values and URL credentials, from every message
+(:mod:`pytest_ragbench.redact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..datasets import Query
+from ..llm.base import LLMError
+from ..llm.identity import strip_credentials
+from ..llm.resilience import CircuitBreaker, RetryPolicy, is_retryable_status, parse_retry_after
+from ..redact import Redactor, header_secrets
+from ..registry import BuildContext
+from ..retrievers.http import expand_env
+from .contract import OutputError, PipelineOutput, normalise_output
+
+_BODY_EXCERPT = 200
+
+
+class HTTPPipelineError(Exception):
+    """The service failed for good or answered outside the JSON contract."""
+
+
+def _validate(params: Mapping[str, Any]) -> None:
+    url = params.get("url")
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+            or not urlsplit(url).netloc:
+        raise ValueError(f"url must be an http(s) URL, got {url!r}")
+    headers = params.get("headers")
+    if headers is not None and not (
+        isinstance(headers, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str | int | float)
+                for k, v in headers.items())
+    ):
+        raise ValueError("headers must be a mapping of header names to strings")
+    extra = params.get("params")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ValueError(f"params must be a mapping of extra JSON fields, got {extra!r}")
+
+
+class HTTPPipeline:
+    """POSTs each query to a RAG service and reads its answer (see the module docs)."""
+
+    def __init__(self, *, url: str, headers: Mapping[str, str] | None = None,
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
+                 max_backoff: float = 8.0, concurrency: int = 8,
+                 breaker_threshold: int = 5, breaker_reset: float = 30.0,
+                 params: Mapping[str, Any] | None = None) -> None:
+        _validate({"url": url, "headers": headers, "params": params})
+        for name, value, low in (("timeout", timeout, 0.0), ("backoff", backoff, 0.0),
+                                 ("max_backoff", max_backoff, 0.0),
+                                 ("breaker_reset", breaker_reset, 0.0)):
+            if value < low or (name == "timeout" and value == 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}" if name == "timeout"
+                                 else f"{name} must be >= 0, got {value!r}")
+        for name, count, low in (("retries", retries, 0), ("concurrency", concurrency, 1),
+                                 ("breaker_threshold", breaker_threshold, 1)):
+            if count < low:
+                raise ValueError(f"{name} must be >= {low}, got {count!r}")
+        secrets: list[str] = []
+        resolved: dict[str, str] = {}
+        for name, raw in (headers or {}).items():
+            value, used = expand_env(str(raw), f"headers.{name}")
+            secrets += header_secrets(name, value, used)
+            resolved[name] = value
+        parts = urlsplit(url)
+        secrets += [s for s in (parts.username, parts.password) if s]
+        self.url = url
+        self.timeout = float(timeout)
+        self.params = dict(params or {})
+        self.concurrency = concurrency
+        self.retry = RetryPolicy(max_attempts=retries + 1, base_delay=float(backoff),
+                                 max_delay=float(max_backoff))
+        self.breaker = CircuitBreaker(breaker_threshold, float(breaker_reset))
+        self.requests = 0
+        self._headers = resolved
+        self._redact = Redactor(secrets)
+        # Jitter only spreads retries; seeded so a run's timing does not depend on the clock.
+        self._rng = random.Random(0)
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    @staticmethod
+    def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
+        """At collection: URL, headers and params (environment variables are read at build)."""
+        _validate(params)
+
+    def __repr__(self) -> str:
+        return f"HTTPPipeline(url={strip_credentials(self.url)!r})"
+
+    def _excerpt(self, text: str) -> str:
+        return self._redact.excerpt(text, _BODY_EXCERPT)
+
+    def _client_for_loop(self) -> httpx.AsyncClient:
+        # Created on first use so it belongs to the event loop that runs the requests.
+        if self._client is None:
+            self._client = httpx.AsyncClient(headers=self._headers,
+                                             timeout=httpx.Timeout(self.timeout))
+            self._slots = asyncio.Semaphore(self.concurrency)
+        return self._client
+
+    async def _post(self, body: dict[str, Any]) -> Any:
+        client = self._client_for_loop()
+        assert self._slots is not None
+        where = f"POST {strip_credentials(self.url)}"
+        last = ""
+        attempts = self.retry.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.breaker.before_call(strip_credentials(self.url))
+            except LLMError as exc:
+                raise HTTPPipelineError(self._redact(str(exc))) from None
+            retry_after: float | None = None
+            try:
+                async with self._slots:
+                    self.requests += 1
+                    reply = await client.post(self.url, json=body)
+            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                await self.breaker.record_failure(last)
+            except BaseException:
+                self.breaker.record_abort()
+                raise
+            else:
+                if is_retryable_status(reply.status_code):
+                    last = f"HTTP {reply.status_code}: {self._excerpt(reply.text)}"
+                    retry_after = parse_retry_after(reply.headers.get("retry-after"))
+                    await self.breaker.record_failure(f"HTTP {reply.status_code}")
+                else:
+                    # any other answer proves the service is alive
+                    await self.breaker.record_success()
+                    if reply.status_code != 200:
+                        raise HTTPPipelineError(self._redact(
+                            f"{where} answered HTTP {reply.status_code}: "
+                            f"{self._excerpt(reply.text)}"))
+                    try:
+                        return reply.json()
+                    except ValueError:
+                        raise HTTPPipelineError(self._redact(
+                            f"{where} answered non-JSON: "
+                            f"{self._excerpt(repr(self._redact(reply.text)))}")) from None
+            if attempt < attempts:
+                await asyncio.sleep(self.retry.delay(attempt, retry_after, self._rng))
+        raise HTTPPipelineError(self._redact(f"{where} failed after {attempts} attempt(s): "
+                                             f"{last}"))
+
+    async def answer(self, query: Query) -> PipelineOutput:
+        """Ask the service about ``query``; the reply checked against the contract."""
+        body = {**self.params, "query": query.text, "query_id": query.id,
+                "metadata": dict(query.metadata)}
+        data = await self._post(body)
+        try:
+            return normalise_output(data)
+        except OutputError as exc:
+            raise HTTPPipelineError(self._redact(
+                f"POST {strip_credentials(self.url)}: the reply does not follow the pipeline "
+                f"contract: {exc}")) from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,308 @@
+"""The pipeline output contract, recorded files and the HTTP pipeline, without a pytest run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.datasets import DataFileError, Query
+from pytest_ragbench.pipelines import Context, OutputError, PipelineOutput, normalise_output
+from pytest_ragbench.pipelines.http import HTTPPipeline, HTTPPipelineError
+from pytest_ragbench.pipelines.recorded import RecordedOutputError, RecordedPipeline
+from pytest_ragbench.registry import Registry
+
+Q1 = Query(id="q1", text="espresso grind size", metadata={"lang": "en"})
+
+
+# -- the contract ------------------------------------------------------------------------------
+
+
+def test_the_documented_dict_normalises() -> None:
+    out = normalise_output({
+        "answer": "fine",
+        "contexts": [{"id": "d1", "text": "Espresso needs a fine grind.", "score": 0.9},
+                     {"doc_id": 7}, "a bare text"],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "cost": 0.002},
+        "latency_ms": 41.5,
+        "trace_id": "t-1",
+    })
+    assert out.answer == "fine"
+    assert out.contexts == (Context("d1", "Espresso needs a fine grind.", 0.9),
+                            Context("7", None, None), Context(None, "a bare text", None))
+    assert out.usage is not None and out.usage.as_dict() == {
+        "prompt_tokens": 12, "completion_tokens": 3, "cost": 0.002}
+    assert out.latency_ms == 41.5
+    assert out.extra == {"trace_id": "t-1"}
+
+
+def test_richer_return_types_are_welcome() -> None:
+    @dataclass
+    class Answer:
+        answer: str
+        contexts: list[str]
+
+    assert normalise_output("just text") == PipelineOutput(answer="just text")
+    assert normalise_output(Answer("a", ["t1"])).contexts == (Context(text="t1"),)
+    given = PipelineOutput("x", (Context(id="d1"),))
+    assert normalise_output(given) is given
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "returned null; expected a mapping"),
+    (42, "returned number"),
+    ({"contexts": []}, "the output has no 'answer' (its keys: 'contexts')"),
+    ({"answer": 3}, "'answer' must be a string, got number"),
+    ({"answer": "a", "contexts": "d1"}, "'contexts' must be a list, got str"),
+    ({"answer": "a", "contexts": [{"score": 1.0}]},
+     "contexts[0] has neither an 'id' nor a non-empty 'text'"),
+    ({"answer": "a", "contexts": [{"id": "d1", "score": "high"}]},
+     "contexts[0].score must be a number, got str"),
+    ({"answer": "a", "contexts": [{"id": "d1", "score": float("nan")}]},
+     "contexts[0].score must be a finite number"),
+    ({"answer": "a", "contexts": [3.5]}, "contexts[0] is number"),
+    ({"answer": "a", "usage": {"prompt_tokens": -1}}, "usage.prompt_tokens must be >= 0"),
+    ({"answer": "a", "usage": {"cost": "free"}}, "usage.cost must be a number, got str"),
+    ({"answer": "a", "usage": [1, 2]}, "usage must be a mapping"),
+])
+def test_outputs_outside_the_contract_say_what_is_wrong(value: Any, message: str) -> None:
+    with pytest.raises(OutputError) as info:
+        normalise_output(value)
+    assert message in str(info.value)
+
+
+# -- recorded files ----------------------------------------------------------------------------
+
+
+def test_recorded_jsonl_json_and_csv_read_the_same(tmp_path: Path) -> None:
+    rows = [{"query_id": "q1", "answer": "fine", "contexts": [{"id": "d1"}, {"id": "d5"}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "cost": 0.5}},
+            {"query_id": "q2", "answer": "hours", "contexts": ["Cold brew steeps."]}]
+    (tmp_path / "out.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "out.json").write_text(json.dumps({r["query_id"]: r for r in rows}))
+    (tmp_path / "out.csv").write_text(
+        "query_id,answer,contexts,prompt_tokens,completion_tokens,cost\n"
+        "q1,fine,d1|d5,5,1,0.5\n"
+        'q2,hours,"[""Cold brew steeps.""]",,,\n')
+    read = {name: RecordedPipeline(path=name, base_dir=tmp_path).outputs
+            for name in ("out.jsonl", "out.json", "out.csv")}
+    assert read["out.jsonl"] == read["out.json"] == read["out.csv"]
+    assert [c.id for c in read["out.csv"]["q1"].contexts] == ["d1", "d5"]
+
+
+def test_recorded_file_problems_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"query_id": "q1", "answer": "a"}\n{"query_id": "q1", "answer": "b"}\n')
+    with pytest.raises(DataFileError) as info:
+        RecordedPipeline(path=str(path))
+    assert info.value.line == 2 and "query id 'q1' has two outputs (first at line 1)" in str(
+        info.value)
+    path.write_text('{"query_id": "q1", "answer": "a"}\n{"query_id": "q2", "answer": 5}\n')
+    with pytest.raises(DataFileError, match="output of query 'q2': 'answer' must be a string"):
+        RecordedPipeline(path=str(path))
+    path.write_text('{"answer": "a"}\n')
+    with pytest.raises(DataFileError, match="expected a 'query_id'"):
+        RecordedPipeline(path=str(path))
+
+
+def test_recorded_unknown_ids_and_missing_outputs_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text("".join(json.dumps({"query_id": q, "answer": "x"}) + "\n"
+                            for q in ("q1", "zz1", "zz2")))
+    pipeline = RecordedPipeline(path=str(path))
+    problems = pipeline.check_queries([Q1, Query(id="q2", text="t")])
+    assert len(problems) == 1 and "2 output(s) match no query of the suite: 'zz1', 'zz2'" \
+        in problems[0]
+    assert RecordedPipeline(path=str(path), ignore_unknown=True).check_queries([Q1]) == []
+    with pytest.raises(RecordedOutputError, match="has no output for query 'q2'"):
+        pipeline.answer(Query(id="q2", text="t"))
+
+
+def test_recorded_is_a_registered_pipeline_checked_at_collection(tmp_path: Path) -> None:
+    from pytest_ragbench.errors import ComponentError
+    from pytest_ragbench.registry import BuildContext
+
+    reg = Registry(use_entry_points=False)
+    assert {"http", "recorded"} <= set(reg.names("pipeline"))
+    with pytest.raises(ComponentError, match="recorded outputs"):
+        reg.check("pipeline", "recorded", {"path": "missing.jsonl"},
+                  BuildContext(base_dir=tmp_path, registry=reg))
+    with pytest.raises(ComponentError, match="unknown parameter"):
+        reg.check("pipeline", "http", {"url": "http://x", "timout": 3})
+
+
+# -- the HTTP pipeline against a real server ---------------------------------------------------
+
+
+class _Service:
+    """A RAG service on 127.0.0.1: answers from ``replies`` (status, body) in order."""
+
+    def __init__(self, replies: list[tuple[int, Any]]) -> None:
+        self.replies = replies
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                service.bodies.append(json.loads(self.rfile.read(length)))
+                service.headers.append(dict(self.headers))
+                status, body = (service.replies.pop(0) if len(service.replies) > 1
+                                else service.replies[0])
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/answer"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Service:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def service() -> Iterator[type[_Service]]:
+    yield _Service
+
+
+def _ask(pipeline: HTTPPipeline, query: Query = Q1) -> PipelineOutput:
+    async def go() -> PipelineOutput:
+        try:
+            return await pipeline.answer(query)
+        finally:
+            await pipeline.aclose()
+
+    return asyncio.run(go())
+
+
+GOOD = {"answer": "a fine grind", "contexts": [{"id": "d1", "text": "Espresso..."}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
+
+
+def test_http_pipeline_sends_the_query_and_retries_transient_failures(service, monkeypatch):
+    monkeypatch.setenv("RAG_TOKEN", "tok-0123456789abcdef")
+    with service([(503, "busy"), (429, "slow down"), (200, GOOD)]) as svc:
+        pipeline = HTTPPipeline(url=svc.url, headers={"Authorization": "Bearer ${RAG_TOKEN}"},
+                                backoff=0.0, params={"mode": "eval"})
+        out = _ask(pipeline)
+    assert out.answer == "a fine grind" and out.contexts[0].id == "d1"
+    assert pipeline.requests == 3
+    assert svc.bodies[-1] == {"mode": "eval", "query": "espresso grind size",
+                              "query_id": "q1", "metadata": {"lang": "en"}}
+    assert svc.headers[-1]["Authorization"] == "Bearer tok-0123456789abcdef"
+
+
+def test_http_pipeline_errors_are_clear_and_never_leak_the_secret(service, monkeypatch):
+    secret = "tok-0123456789abcdef"
+    monkeypatch.setenv("RAG_TOKEN", secret)
+    headers = {"Authorization": "Bearer ${RAG_TOKEN}"}
+    with service([(401, f"bad token {secret}")]) as svc:
+        with pytest.raises(HTTPPipelineError) as info:
+            _ask(HTTPPipeline(url=svc.url, headers=headers))
+        assert "answered HTTP 401" in str(info.value) and secret not in str(info.value)
+    with service([(200, {"answer": None})]) as svc, pytest.raises(
+            HTTPPipelineError,
+            match="does not follow the pipeline contract: 'answer' must be a string, got null"):
+        _ask(HTTPPipeline(url=svc.url))
+    with service([(500, "down")]) as svc:
+        pipeline = HTTPPipeline(url=svc.url, retries=1, backoff=0.0, breaker_threshold=2)
+        with pytest.raises(HTTPPipelineError, match="failed after 2 attempt"):
+            _ask(pipeline)
+        # the breaker is open now: the next query fails without a request
+        before = pipeline.requests
+        with pytest.raises(HTTPPipelineError, match="circuit open"):
+            _ask(pipeline)
+        assert pipeline.requests == before
+    monkeypatch.delenv("RAG_TOKEN")
+    with pytest.raises(ValueError, match="environment variable RAG_TOKEN is not set"):
+        HTTPPipeline(url="http://127.0.0.1:1/a", headers=headers)
+
+
+# -- LangChain / LlamaIndex shapes (duck-typed: neither library is needed) -------------------
+
+
+@dataclass
+class _Document:  # langchain_core.documents.Document's shape
+    page_content: str
+    metadata: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass
+class _Message:  # an AIMessage's shape
+    content: str
+
+
+@dataclass
+class _Node:  # llama_index TextNode's shape
+    text: str
+    node_id: str
+    metadata: dict[str, Any]
+
+    def get_content(self) -> str:
+        return self.text
+
+
+@dataclass
+class _Scored:  # NodeWithScore
+    node: _Node
+    score: float | None
+
+
+@dataclass
+class _Response:  # llama_index Response
+    response: str | None
+    source_nodes: list[_Scored]
+
+
+def test_langchain_outputs_map_onto_the_contract() -> None:
+    from pytest_ragbench.pipelines.adapters import langchain_output
+
+    out = langchain_output({"input": "q", "answer": _Message("fine"),
+                            "context": [_Document("Espresso...", {"doc_id": "d1"}),
+                                        _Document("Brew...", {}, id="d2"),
+                                        _Document("Loose text", {})]})
+    assert out.answer == "fine"
+    assert out.contexts == (Context("d1", "Espresso..."), Context("d2", "Brew..."),
+                            Context(None, "Loose text"))
+    assert langchain_output("plain").answer == "plain"
+    assert langchain_output(_Message("msg")).answer == "msg"
+    assert [c.id for c in langchain_output(
+        {"result": "r", "source_documents": [_Document("t", {"source": "s.pdf"})]}).contexts] \
+        == ["s.pdf"]
+    with pytest.raises(OutputError, match="has none of answer, result, output, text"):
+        langchain_output({"input": "q"})
+    with pytest.raises(OutputError, match="document 0 is dict, expected a Document"):
+        langchain_output({"answer": "a", "context": [{"page": 1}]})
+
+
+def test_llamaindex_responses_map_onto_the_contract() -> None:
+    from pytest_ragbench.pipelines.adapters import llamaindex_output
+
+    out = llamaindex_output(_Response("fine", [
+        _Scored(_Node("Espresso...", "uuid-1", {"doc_id": "d1"}), 0.8),
+        _Scored(_Node("Chunk", "uuid-2", {}), float("nan"))]))
+    assert out.answer == "fine"
+    assert out.contexts == (Context("d1", "Espresso...", 0.8), Context("uuid-2", "Chunk", None))
+    with pytest.raises(OutputError, match="whose 'response' is not a string"):
+        llamaindex_output(_Response(None, []))

@@ -1,0 +1,472 @@
+"""Pipelines (the user's RAG systems) through a whole pytest run: a conftest registration, a
+module path, an async factory function, the built-in http and recorded types, an installed
+distribution's entry point, bad outputs per item, judged metrics and xdist."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+from test_pipelines import _Service
+
+from pytest_ragbench.llm.testing import FakeOpenAIServer
+
+ANSWERS = {"q1": "a fine grind", "q2": "for hours", "q3": "about 60 degrees",
+           "q4": "citric acid", "q5": "airtight away from light"}
+SITE = Path(__file__).parent / "data" / "thirdparty" / "site_pipelines"
+
+# A pipeline as a user would write it: its own tiny store and a keyword ranking.
+TINY_RAG = '''
+import json
+from pathlib import Path
+
+DOCS = [json.loads(line) for line in
+        Path(__file__).with_name("corpus.jsonl").read_text().splitlines()]
+
+
+def words(text):
+    return set(text.lower().replace(".", "").split())
+
+
+class TinyRAG:
+    def __init__(self, top: int = 2, fail_on: str = ""):
+        self.top, self.fail_on = top, fail_on
+
+    def answer(self, query):
+        if self.fail_on and self.fail_on in query.id:
+            raise RuntimeError("the LLM backend is down")
+        q = words(query.text)
+        ranked = sorted(DOCS, key=lambda d: (-len(q & words(d["title"] + " " + d["text"])),
+                                             d["_id"]))[: self.top]
+        return {"answer": ranked[0]["text"],
+                "contexts": [{"id": d["_id"], "text": d["text"]} for d in ranked],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001}}
+
+
+async def make_async(answers: dict):
+    """A factory function whose pipeline answers asynchronously, by query id."""
+
+    class Remote:
+        async def answer(self, query):
+            if query.id == "q2":
+                return {"answer": None}
+            if query.id == "q3":
+                return ["not", "a", "mapping"]
+            return {"answer": answers.get(query.id, ""), "contexts": ["some text"]}
+
+    return Remote()
+
+
+def sync_factory(answers: dict):
+    class Fixed:
+        def answer(self, query):
+            return answers[query.id]
+
+    return Fixed()
+'''
+
+CONFTEST = '''
+from tiny_rag import TinyRAG
+
+
+def pytest_ragbench_register(registry):
+    registry.add("pipeline", "tiny", TinyRAG)
+'''
+
+
+@pytest.fixture
+def app(pytester: pytest.Pytester):
+    """The mini dataset with reference answers, the user's pipeline module and conftest."""
+    write_jsonl(pytester.path / "corpus.jsonl", DOCS)
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{**q, "answer": ANSWERS[q["_id"]]} for q in QUERIES])
+    pytester.makepyfile(tiny_rag=TINY_RAG)
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini(BASE_INI)
+
+    def write(body: str) -> Path:
+        path = pytester.path / "suite.yaml"
+        path.write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+def records(root: Path) -> list[dict]:
+    path = root / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def by_case(recs: list[dict], system: str) -> dict[str, dict]:
+    return {r["case_id"]: r for r in recs if r["retriever"] == system}
+
+
+def test_conftest_pipeline_scored_like_a_retriever(pytester, app):
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          tiny: {top: 2}
+        metrics: [recall@10, token_f1, answer_contains, latency_ms]
+        thresholds: {recall@10: 0.5}
+        gates: {recall@10: '>= 0.5', token_f1: '>= 0.1'}
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*tiny: 5 cases, 0 errors*", "*PASS app/tiny: recall@10 *"])
+    recs = by_case(records(pytester.path), "tiny")
+    q1 = recs["q1"]
+    assert q1["pipeline"] == "tiny" and q1["status"] == "ok"
+    # "espresso grind size": d1 shares two words, d5 one; both are labelled relevant
+    assert [r[0] for r in q1["retrieved"]] == ["d1", "d5"] and q1["missed"] == []
+    assert q1["metrics"]["recall@10"] == 1.0
+    assert q1["answer"] == "Espresso needs a fine grind and 9 bar."
+    assert q1["contexts"] == ["d1", "d5"]
+    # SQuAD F1 of the answer against "a fine grind": 2 shared of 7 answer tokens
+    assert q1["metrics"]["token_f1"] == pytest.approx(4 / 9)
+    assert q1["metrics"]["answer_contains"] == 1.0
+    assert q1["usage"]["prompt_tokens"] == 10 and q1["cost"] == 0.001
+    assert q1["system_usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001}
+    assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in recs.values())
+
+
+def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pytester, app):
+    answers = json.dumps(ANSWERS)
+    app(f"""
+        name: app
+        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        pipelines:
+          remote: {{type: "tiny_rag:make_async", answers: {answers}}}
+          fixed: {{type: "tiny_rag:sync_factory", answers: {answers}}}
+          flaky: {{type: tiny, fail_on: q4}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    recs = records(pytester.path)
+    remote, fixed, flaky = (by_case(recs, n) for n in ("remote", "fixed", "flaky"))
+    assert remote["q1"]["status"] == "ok" and remote["q1"]["answer"] == "a fine grind"
+    # text-only contexts rank nothing against the labels: retrieval metrics are not computed
+    assert remote["q1"]["metrics"]["recall@10"] is None
+    assert remote["q2"]["status"] == "error"
+    assert remote["q2"]["error"]["message"] == (
+        "pipeline 'remote' returned an output outside the contract: 'answer' must be a "
+        "string, got null")
+    assert "pipeline 'remote' returned an output outside the contract: returned list" \
+        in remote["q3"]["error"]["message"]
+    assert flaky["q4"]["error"] == {
+        "stage": "answer", "type": "RuntimeError",
+        "message": "pipeline 'flaky' raised RuntimeError: the LLM backend is down"}
+    assert all(r["status"] == "ok" for r in fixed.values())
+    assert fixed["q5"]["answer"] == ANSWERS["q5"] and fixed["q5"]["contexts"] == []
+    result.assert_outcomes(passed=12, errors=3)
+    result.stdout.fnmatch_lines(["*remote: 5 cases, 2 errors*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_unknown_pipeline_and_bad_parameters_fail_collection_clearly(pytester, app):
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {mine: {type: tinny}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*suite.yaml:2: pipelines.mine.type: unknown pipeline 'tinny' "
+                                 "(did you mean 'tiny'?)*"])
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {tiny: {topp: 3}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*pipelines.tiny: pipeline 'tiny' got unknown parameter(s) "
+                                 "topp (did you mean 'top'?)*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_recorded_outputs_without_a_corpus(pytester):
+    pytester.makeini(BASE_INI)
+    items = [{"id": q["_id"], "question": q["text"], "answer": ANSWERS[q["_id"]]}
+             for q in QUERIES]
+    outputs = [{"query_id": q, "answer": a if q != "q2" else "overnight",
+                "contexts": [{"text": "context text"}]}
+               for q, a in ANSWERS.items() if q != "q5"]
+    write_jsonl(pytester.path / "outputs.jsonl", outputs)
+    (pytester.path / "suite.yaml").write_text(textwrap.dedent(f"""
+        name: offline
+        dataset: {{items: {json.dumps(items)}}}
+        pipelines:
+          last_night: {{type: recorded, path: outputs.jsonl}}
+        metrics: [exact_match, token_f1]
+        thresholds: {{exact_match: 1}}
+    """), encoding="utf-8")
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=3, failed=1, errors=1)
+    recs = by_case(records(pytester.path), "last_night")
+    assert recs["q2"]["status"] == "failed" and recs["q2"]["metrics"]["exact_match"] == 0.0
+    assert recs["q5"]["status"] == "error"
+    assert "outputs.jsonl has no output for query 'q5' (4 output(s) recorded)" \
+        in recs["q5"]["error"]["message"]
+    # ids in the file that match no query: a collection error listing them
+    write_jsonl(pytester.path / "outputs.jsonl",
+                [*outputs, {"query_id": "q99", "answer": "x"}])
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*pipelines.last_night: *outputs.jsonl: 1 output(s) match no "
+                                 "query of the suite: 'q99'*"])
+
+
+def test_a_corpus_is_still_required_by_retrievers(pytester, app):
+    app("""
+        dataset: {queries: queries.jsonl}
+        retrievers: {tiny_r: {type: "tiny_rag:TinyRAG"}}
+        metrics: [recall@10]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*suite.yaml:1: dataset: expected 'path' (a BEIR-layout "
+                                 "folder), 'corpus' (a file) or 'documents' (inline): "
+                                 "retrievers search a corpus*"])
+
+
+def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
+    secret = "tok-0123456789abcdef"
+    monkeypatch.setenv("RAG_TOKEN", secret)
+    reply = {"answer": "Descale the kettle with citric acid.",
+             "contexts": [{"id": "d4", "score": 3.0}, {"id": "d1", "score": 1.0}]}
+    with _Service([(503, "warming up"), (200, reply)]) as svc:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines:
+              prod:
+                type: http
+                url: {svc.url}
+                headers: {{Authorization: "Bearer ${{RAG_TOKEN}}"}}
+                backoff: 0.0
+            metrics: [recall@10, answer_contains]
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    recs = by_case(records(pytester.path), "prod")
+    assert recs["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert recs["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
+    assert [b["query_id"] for b in svc.bodies] == ["q1", "q1", "q2", "q3", "q4", "q5"]
+    assert all(h["Authorization"] == f"Bearer {secret}" for h in svc.headers)
+    monkeypatch.delenv("RAG_TOKEN")
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*environment variable RAG_TOKEN is not set or empty*"])
+
+
+def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):
+    # this checkout first: the subprocess must run the code under test
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {echo: {prefix: "about"}}
+        metrics: [token_f1]
+    """)
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "--ragbench-list",
+                                           "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["pipelines (type names for suite files)",
+                                 "  echo -- distribution ragbench-rag-app 0.1.0"])
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    recs = by_case(records(pytester.path), "echo")
+    assert recs["q3"]["answer"] == "about milk temperature for steaming"
+
+
+def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, monkeypatch):
+    from test_plugin_rag import judge_reply
+
+    monkeypatch.setenv("RAGBENCH_TEST_KEY", "sk-test-0123456789abcdef")
+    outputs = json.dumps({q: {"answer": a, "contexts": [{"id": "d1"}]}
+                          for q, a in ANSWERS.items()})
+    with FakeOpenAIServer(reply=judge_reply) as server:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines:
+              ids_only: {{type: "tiny_rag:sync_factory", answers: {outputs}}}
+              tiny: {{}}
+            metrics: [faithfulness, token_f1]
+            judge:
+              llm: {{base_url: {server.base_url}, model: m, api_key_env: RAGBENCH_TEST_KEY,
+                     retries: 0}}
+            cache: off
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+        result.assert_outcomes(passed=10)
+        assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
+    recs = records(pytester.path)
+    assert all(r["metrics"]["faithfulness"] == 0.5 and r["judge"] for r in recs)
+    assert all(r["usage"]["requests"] == 1 for r in recs)
+    # contexts given by id only are judged with the corpus text of that id
+    ids_only = by_case(recs, "ids_only")
+    assert ids_only["q2"]["contexts"] == ["d1"]
+    # the pipeline's reported spend plus the judge's
+    assert by_case(recs, "tiny")["q1"]["usage"]["prompt_tokens"] > 10
+
+
+def test_judge_same_needs_a_generation_llm(pytester, app):
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {tiny: {}}
+        metrics: [faithfulness]
+        judge: {llm: same}
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*judge.llm: 'same' means the generation LLM, and a suite of "
+                                 "pipelines has none*"])
+
+
+def test_pipeline_results_do_not_depend_on_scheduling(pytester, app):
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {tiny: {top: 3}}
+        metrics: [ndcg@10, recall@10, token_f1, rouge_l]
+    """)
+    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
+    serial = {r["case_id"]: r["metrics"] for r in records(pytester.path)}
+    pytester.runpytest("--ragbench=suite.yaml", "-n", "2").assert_outcomes(passed=5)
+    assert {r["case_id"]: r["metrics"] for r in records(pytester.path)} == serial
+
+
+def test_the_pipeline_example_runs_offline_and_passes(pytester):
+    import shutil
+
+    examples = Path(__file__).resolve().parents[1] / "example_suites"
+    for name in ("pipeline", "quickstart"):
+        shutil.copytree(examples / name, pytester.path / "example_suites" / name)
+    pytester.makeini(BASE_INI)
+    result = pytester.runpytest("--ragbench=example_suites/pipeline/suite.yaml",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=130)
+    result.stdout.fnmatch_lines([
+        "  coffee_bot: 65 cases, 0 errors*",
+        "  last_release: 65 cases, 0 errors*",
+        "A/B pipeline recall@3 *",
+        "  last_release vs coffee_bot: *",
+        "*PASS pipeline/coffee_bot: recall@3 *",
+        "ragbench: passed",
+    ])
+
+
+def test_entry_point_llm_named_in_llm_is_built_cached_and_checked(pytester, app, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [recall@10, token_f1]
+        llm: {type: canned, answer: "a fine grind", log: calls.log}
+        cache: {path: cache.sqlite}
+    """)
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    recs = by_case(records(pytester.path), "bm25")
+    assert recs["q1"]["answer"] == "a fine grind" and recs["q1"]["metrics"]["token_f1"] == 1.0
+    assert recs["q1"]["usage"]["prompt_tokens"] == 7
+    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    # the response cache wraps it like any provider: a rerun asks it nothing
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    # its parameters are checked against the factory before any item
+    app("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [token_f1]
+        llm: {type: canned, answr: "x"}
+    """)
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*llm* got unknown parameter(s) answr (did you mean "
+                                 "'answer'?)*"])
+
+
+FRAMEWORKS = '''
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Document:
+    page_content: str
+    metadata: dict = field(default_factory=dict)
+
+
+class Chain:
+    """Shaped like a LangChain retrieval chain (create_retrieval_chain)."""
+
+    async def ainvoke(self, inputs):
+        question = inputs["input"]
+        return {"input": question, "answer": "citric acid",
+                "context": [Document("Descale with citric acid.", {"doc_id": "d4"})]}
+
+
+@dataclass
+class Node:
+    text: str
+    node_id: str
+    metadata: dict
+
+    def get_content(self):
+        return self.text
+
+
+@dataclass
+class Scored:
+    node: Node
+    score: float
+
+
+@dataclass
+class Response:
+    response: str
+    source_nodes: list
+
+
+class Engine:
+    """Shaped like a LlamaIndex query engine (sync query only)."""
+
+    def query(self, text):
+        return Response("airtight away from light",
+                        [Scored(Node("Store beans airtight.", "n-1", {"doc_id": "d6"}), 2.5)])
+
+
+def make_engine():
+    return Engine()
+
+
+chain = Chain()
+'''
+
+
+def test_langchain_and_llamaindex_adapters_end_to_end(pytester, app):
+    pytester.makepyfile(frameworks=FRAMEWORKS)
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          lc: {type: langchain, chain: "frameworks:chain", input_key: input}
+          li: {type: llamaindex, engine: "frameworks:make_engine"}
+        metrics: [recall@10, answer_contains]
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=10)
+    recs = records(pytester.path)
+    lc, li = by_case(recs, "lc"), by_case(recs, "li")
+    assert lc["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert lc["q4"]["contexts"] == ["d4"]
+    assert li["q5"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
