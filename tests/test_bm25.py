@@ -3,8 +3,14 @@ tokenizer, the on-disk index cache and parameter validation."""
 
 from __future__ import annotations
 
+import json
 import math
+import mmap
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -423,21 +429,107 @@ def test_tokenizer_validation(kwargs: dict[str, object], message: str) -> None:
 # -- on-disk cache -----------------------------------------------------------------------------
 
 
+def _is_mapped(array: object) -> bool:
+    """True if ``array`` (or the array it is a view of) is memory-mapped from a file."""
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
 def test_cache_second_instance_loads(tmp_path: Path) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert not first.loaded_from_cache
-    assert first.cache_path is not None and first.cache_path.is_file()
+    assert first.cache_path is not None and first.cache_path.is_dir()
     assert first.cache_path.parent == tmp_path and first.cache_path.name.startswith("bm25-")
-    mtime = first.cache_path.stat().st_mtime_ns
+    assert sorted(p.name for p in first.cache_path.iterdir()) == [
+        "data.npy", "indices.npy", "indptr.npy", "meta.json", "vocab.json"
+    ]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in first.cache_path.iterdir()}
 
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert second.loaded_from_cache
     assert second.cache_path == first.cache_path
-    assert second.cache_path.stat().st_mtime_ns == mtime
+    assert {p.name: p.stat().st_mtime_ns for p in second.cache_path.iterdir()} == mtimes
     assert second.retrieve_many(list(QUERIES), 10) == first.retrieve_many(list(QUERIES), 10)
-    assert [p.name for p in tmp_path.iterdir()] == [first.cache_path.name]  # no temp files
+    assert [second.retrieve(q, 1000) for q in QUERIES] == [first.retrieve(q, 1000) for q in QUERIES]
+    # The entry and its lock file, no temporary files.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        first.cache_path.name, f"{first.cache_path.name}.lock"
+    ]
+
+
+def test_cached_index_is_memory_mapped_not_copied(tmp_path: Path) -> None:
+    BM25Retriever(cache_dir=tmp_path).index(CORPUS)
+    loaded = BM25Retriever(cache_dir=tmp_path)
+    loaded.index(CORPUS)
+    assert loaded.loaded_from_cache and loaded.memory_mapped
+    weights = loaded._weights
+    assert weights is not None
+    for array in (weights.data, weights.indices):
+        assert _is_mapped(array)
+        assert not array.flags.writeable
+    assert weights.data.dtype == np.float64 and weights.indices.dtype == np.int32
+    # Without a cache the index lives in memory: nothing is left to map.
+    plain = BM25Retriever()
+    plain.index(CORPUS)
+    assert plain._weights is not None and not plain.memory_mapped
+    assert not _is_mapped(plain._weights.data)
+    assert plain.retrieve_many(list(QUERIES), 10) == loaded.retrieve_many(list(QUERIES), 10)
+
+
+_COLD_CACHE_WORKER = """
+import json, sys
+from pathlib import Path
+from pytest_ragbench.datasets import Document
+from pytest_ragbench.retrievers.bm25 import BM25Retriever
+corpus = [Document(id=i, title=t, text=x) for i, t, x in json.loads(sys.argv[2])]
+r = BM25Retriever(cache_dir=sys.argv[1])
+print("ready", flush=True)
+r.index(corpus)
+print(json.dumps([r.loaded_from_cache, r.memory_mapped, list(r.retrieve("coffee heart", 5))]))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the test holds the lock with fcntl")
+def test_two_processes_on_a_cold_cache_build_once(tmp_path: Path) -> None:
+    import fcntl
+
+    probe = BM25Retriever(cache_dir=tmp_path / "probe")
+    probe.index(CORPUS)
+    assert probe.cache_path is not None
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entry = cache / probe.cache_path.name  # the key does not depend on the folder
+    corpus = json.dumps([[d.id, d.title, d.text] for d in CORPUS])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Hold the entry's lock so that both processes find the cache cold and queue on it.
+    with (cache / f"{entry.name}.lock").open("a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _COLD_CACHE_WORKER, str(cache), corpus],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )
+            for _ in range(2)
+        ]
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # both are now past their lock-free look at the cache
+        assert not entry.exists()
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outputs.append(json.loads(out))
+    assert sorted((o[0], o[1]) for o in outputs) == [(False, True), (True, True)]
+    assert outputs[0][2] == outputs[1][2] == [list(h) for h in probe.retrieve("coffee heart", 5)]
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock"]
 
 
 @pytest.mark.parametrize(
@@ -464,40 +556,58 @@ def test_cache_key_covers_corpus_content(tmp_path: Path) -> None:
     assert other.retrieve("changed", 5)[0][0] == CORPUS[-1].id
 
 
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
 @pytest.mark.parametrize(
-    "damage",
+    "name,damage",
     [
-        lambda p: p.write_bytes(b"not a zip file"),
-        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
-        lambda p: p.write_bytes(b""),
+        ("data.npy", lambda p: p.write_bytes(b"not an array")),
+        ("data.npy", _truncate),
+        ("indices.npy", lambda p: p.write_bytes(b"")),
+        ("indptr.npy", _truncate),
+        ("indptr.npy", lambda p: p.unlink()),
+        ("vocab.json", lambda p: p.write_text("[1, 2")),
+        ("vocab.json", lambda p: p.write_text('["a", "a"]')),
+        ("meta.json", lambda p: p.write_text("{}")),
     ],
-    ids=["garbage", "truncated", "empty"],
+    ids=["garbage", "truncated", "empty", "truncated-indptr", "missing", "bad-json",
+         "duplicate-terms", "bad-meta"],
 )
-def test_corrupt_cache_is_rebuilt(tmp_path: Path, damage: object) -> None:
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, name: str, damage: object) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert first.cache_path is not None
     expected = first.retrieve_many(list(QUERIES), 10)
-    damage(first.cache_path)  # type: ignore[operator]
+    damage(first.cache_path / name)  # type: ignore[operator]
 
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert not second.loaded_from_cache
     assert second.retrieve_many(list(QUERIES), 10) == expected
-    third = BM25Retriever(cache_dir=tmp_path)  # the rebuild rewrote a good file
+    third = BM25Retriever(cache_dir=tmp_path)  # the rebuild rewrote a good folder
     third.index(CORPUS)
     assert third.loaded_from_cache
+    assert third.retrieve_many(list(QUERIES), 10) == expected
 
 
-def test_cache_with_wrong_arrays_is_rebuilt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        ("indices.npy", lambda a: a + 10_000),  # out of range document numbers
+        ("indices.npy", lambda a: a.astype(np.int64)),
+        ("data.npy", lambda a: np.where(a == a.max(), np.nan, a)),
+        ("indptr.npy", lambda a: a[::-1].copy()),
+    ],
+    ids=["out-of-range", "wrong-dtype", "nan-weight", "decreasing-indptr"],
+)
+def test_cache_with_wrong_arrays_is_rebuilt(tmp_path: Path, name: str, edit: object) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert first.cache_path is not None
-    with np.load(first.cache_path) as z:
-        arrays = dict(z)
-    arrays["indices"] = arrays["indices"] + 10_000  # out of range document numbers
-    with first.cache_path.open("wb") as fh:
-        np.savez(fh, **arrays)
+    path = first.cache_path / name
+    np.save(path, edit(np.load(path)))  # type: ignore[operator]
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert not second.loaded_from_cache
@@ -523,10 +633,14 @@ def test_concurrent_builders_leave_one_valid_file(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert len(results) == 4 and all(r == results[0] for r in results)
-    assert len(list(tmp_path.iterdir())) == 1
     later = BM25Retriever(cache_dir=tmp_path)
     later.index(CORPUS)
     assert later.loaded_from_cache
+    assert later.cache_path is not None
+    # One entry and its lock; the lock made the other three wait and load instead of build.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        later.cache_path.name, f"{later.cache_path.name}.lock"
+    ]
 
 
 # -- validation --------------------------------------------------------------------------------
