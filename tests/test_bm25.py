@@ -252,6 +252,47 @@ def test_both_accumulation_paths_give_the_same_bits(
     assert bool(calls) == (dense_up_to == 0)
 
 
+@pytest.mark.parametrize("k", [1, 7, 100, 1000])
+def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
+    monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    # Thousands of matching documents, many of them tied: the ranking first keeps only the
+    # documents above a sampled lower bound of the k-th score. Every path (one term, many
+    # postings, few postings next to the corpus size) must give what ranking every matching
+    # document gives, and the batched sparse product, bit for bit.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
+    rng = np.random.default_rng(7)
+    corpus = [
+        Document(id=f"p{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.3, size=12) % 400))
+        for i in range(12_000)
+    ]
+    r = BM25Retriever()
+    r.index(corpus)
+    queries = ["w1", "w1 w2", "w3 w4 w5 w1", "w9 w9 w40", "w200 w300 w301 w1", "w150"]
+    with monkeypatch.context() as m:
+        m.setattr(bm25_module, "_SMALL_CANDIDATES", 10**9)  # no pruning
+        expected = [r.retrieve(q, k) for q in queries]
+    assert any(len(h) == k for h in expected)
+    assert [r.retrieve(q, k) for q in queries] == expected
+    assert r.retrieve_many(queries, k) == expected
+    monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)  # few-postings path too
+    assert [r.retrieve(q, k) for q in queries] == expected
+
+
+def test_lower_bound_is_at_most_the_kth_score() -> None:
+    from pytest_ragbench.retrievers.bm25 import _lower_bound
+
+    rng = np.random.default_rng(3)
+    for n, k in [(5000, 1), (20_000, 10), (20_000, 1000), (100_000, 3)]:
+        scores = np.round(rng.exponential(size=n), 1)  # many ties
+        bound = _lower_bound(scores, k)
+        assert bound is not None and 0 < bound <= np.sort(scores)[-k]
+        assert np.count_nonzero(scores >= bound) < n / 2  # it does prune
+    assert _lower_bound(np.zeros(10_000), 5) is None  # no positive bound
+    assert _lower_bound(np.ones(100), 5) is None  # too few to bother
+
+
 # -- ordering and result sets ------------------------------------------------------------------
 
 

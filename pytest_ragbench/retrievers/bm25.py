@@ -75,7 +75,8 @@ _TF_CAP = 0xFFFF
 # Codes of raw tokens that are not terms, while indexing.
 _BREAK, _STOP, _UNSEEN = -1, -2, -3
 
-# Up to this many documents a query's scores are accumulated over every document.
+# Up to this many documents a query's scores are read back from every document (beyond, only
+# from those its postings list, unless they are many).
 _DENSE_ACCUMULATE = 20_000
 
 
@@ -156,6 +157,7 @@ class BM25Retriever:
         self._vocab: dict[str, int] = {}
         self._weights: sp.csr_matrix | None = None  # terms x documents
         self._okapi: Any = None  # rank_bm25.BM25Okapi
+        self._accumulators: list[np.ndarray] = []  # free per-document score buffers
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -206,6 +208,7 @@ class BM25Retriever:
         self.cache_path = None
         self._weights = None
         self._okapi = None
+        self._accumulators = []
         self._vocab = {}
         self._indexed = False
         if self.engine == "rank_bm25":
@@ -580,14 +583,18 @@ class BM25Retriever:
         self._check_ready(k)
         if self.engine == "rank_bm25":
             return self._retrieve_rank_bm25(query, k)
-        scores, docs = self._score_one(query)
+        scores, docs = self._score_one(query, k)
         return self._top(scores, docs, k)
 
-    def _score_one(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and indexes of the documents scoring non-zero for one query.
+    def _score_one(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and indexes (ascending) of the documents scoring non-zero for one query.
+
+        With ``k``, only a subset that surely holds the best ``k`` and every document tied
+        with the ``k``-th (see :func:`_lower_bound`) is returned, so that ranking does not
+        have to sort every matching document.
 
         Summation follows the same order as the sparse product in :meth:`retrieve_many` (by
-        term number), so both return bit-identical scores.
+        term number, from 0.0), so both return bit-identical scores.
         """
         assert self._weights is not None
         weights = self._weights
@@ -600,33 +607,59 @@ class BM25Retriever:
             for term in set(terms):
                 counts[term] = terms.count(term)
         indptr, indices, data = weights.indptr, weights.indices, weights.data
-        # Stored weights are non-zero (eliminate_zeros), so only sums can be zero; multiplying
-        # by a count of 1 is exact and skipped.
-        spans = [(indptr[t], indptr[t + 1], counts[t]) for t in sorted(counts)]
+        # Stored weights are non-zero, so only sums can be zero; multiplying by a count of 1
+        # is exact and skipped.
+        spans = [
+            (indices[indptr[t]:indptr[t + 1]], data[indptr[t]:indptr[t + 1]], counts[t])
+            for t in sorted(counts)
+        ]
         if len(spans) == 1:
-            lo, hi, c = spans[0]
-            docs = indices[lo:hi]
-            scores = data[lo:hi] if c == 1 else data[lo:hi] * float(c)
+            docs, scores, c = spans[0]
+            if c != 1:
+                scores = scores * float(c)
+            if k is not None:
+                keep = _at_least_kth(scores, k)
+                if keep is not None:
+                    return scores[keep], docs[keep]
             return scores, docs
-        docs = np.concatenate([indices[lo:hi] for lo, hi, _ in spans])
-        vals = np.concatenate(
-            [data[lo:hi] if c == 1 else data[lo:hi] * float(c) for lo, hi, c in spans]
-        )
         n_docs = len(self._doc_ids)
-        # A pass over every document (bincount) costs about 1 ns a document; sorting the
-        # postings (unique) about 15 us plus their sort, so it only pays on large corpora.
-        if n_docs <= _DENSE_ACCUMULATE or len(docs) * 16 >= n_docs:
-            acc = np.bincount(docs, weights=vals, minlength=n_docs)
-            # nonzero() of a boolean mask is several times faster than of the floats.
-            docs = (acc != 0).nonzero()[0]
-            return acc[docs], docs
-        # Few postings: sorting them is cheaper than a pass over every document.
-        docs, inverse = np.unique(docs, return_inverse=True)
-        scores = np.bincount(inverse, weights=vals, minlength=len(docs))
-        nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
-        if not nonzero.all():
-            scores, docs = scores[nonzero], docs[nonzero]
-        return scores, docs
+        postings = sum(len(d) for d, _, _ in spans)
+        # One float64 accumulator per document, reused across queries (and taken from a pool,
+        # so that threads never share one): allocating and faulting in a fresh one costs more
+        # than the scoring on large corpora.
+        pool = self._accumulators
+        acc = pool.pop() if pool else np.zeros(n_docs)
+        try:
+            # Each term lists a document once, so the fancy-index add never sees duplicates:
+            # per document it is 0.0 + w1 + w2 + ... in term order.
+            for docs, vals, c in spans:
+                acc[docs] += vals if c == 1 else vals * float(c)
+            bound = None
+            if k is not None:
+                # The best k of any set of distinct documents bound the best k overall from
+                # below; the documents of the longest list are distinct and likely to score.
+                longest = max(spans, key=lambda s: len(s[0]))[0]
+                bound = _lower_bound(acc[longest], k)
+            if n_docs <= _DENSE_ACCUMULATE or postings * 8 >= n_docs:
+                # Small corpus or many postings: one pass over every document.
+                docs = (acc != 0 if bound is None else acc >= bound).nonzero()[0]
+                return acc[docs], docs
+            # Few postings: only the documents they list are read.
+            parts = [d[acc[d] >= bound] if bound is not None else d for d, _, _ in spans]
+            docs = np.unique(np.concatenate(parts))
+            scores = acc[docs]
+            if bound is None:
+                nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
+                if not nonzero.all():
+                    scores, docs = scores[nonzero], docs[nonzero]
+            return scores, docs
+        finally:
+            if postings * 4 >= n_docs:
+                acc[:] = 0.0
+            else:
+                for docs, _, _ in spans:
+                    acc[docs] = 0.0
+            pool.append(acc)
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[RankedHits]:
         """:meth:`retrieve` for each query, batched into sparse matrix products."""
@@ -760,3 +793,32 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# Candidate sets at most this large are ranked as they are.
+_SMALL_CANDIDATES = 4096
+
+
+def _lower_bound(scores: np.ndarray, k: int) -> float | None:
+    """A positive score at most the ``k``-th largest of ``scores`` (an array over distinct
+    documents, or a subset of them), or None if none is found cheaply.
+
+    The ``k``-th largest of a strided sample of about ``sqrt(k * n)`` entries: a lower bound
+    of the ``k``-th largest overall, so every document of the best ``k`` (ties included)
+    scores at least as much, while about ``sqrt(k * n)`` documents do.
+    """
+    n = len(scores)
+    if n <= _SMALL_CANDIDATES or k == 0:
+        return None
+    step = max(1, int(n / max(2 * math.sqrt(k * n), 4 * k)))
+    sample = scores[::step]
+    if len(sample) < k:
+        return None
+    bound = float(np.partition(sample, len(sample) - k)[len(sample) - k])
+    return bound if bound > 0 else None
+
+
+def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """Mask of ``scores`` at least :func:`_lower_bound` (all of them non-zero), or None."""
+    bound = _lower_bound(scores, k)
+    return None if bound is None else scores >= bound
