@@ -630,16 +630,15 @@ class BM25Retriever:
         pool = self._accumulators
         acc = pool.pop() if pool else np.zeros(n_docs)
         try:
-            # Each term lists a document once, so the fancy-index add never sees duplicates:
-            # per document it is 0.0 + w1 + w2 + ... in term order.
+            # add.at adds in order, unbuffered: per document 0.0 + w1 + w2 + ... in term order.
             for docs, vals, c in spans:
-                acc[docs] += vals if c == 1 else vals * float(c)
+                np.add.at(acc, docs, vals if c == 1 else vals * float(c))
             bound = None
             if k is not None:
                 # The best k of any set of distinct documents bound the best k overall from
                 # below; the documents of the longest list are distinct and likely to score.
                 longest = max(spans, key=lambda s: len(s[0]))[0]
-                bound = _lower_bound(acc[longest], k)
+                bound = _lower_bound(acc, k, longest)
             if n_docs <= _DENSE_ACCUMULATE or postings * 8 >= n_docs:
                 # Small corpus or many postings: one pass over every document.
                 docs = (acc != 0 if bound is None else acc >= bound).nonzero()[0]
@@ -654,8 +653,8 @@ class BM25Retriever:
                     scores, docs = scores[nonzero], docs[nonzero]
             return scores, docs
         finally:
-            if postings * 4 >= n_docs:
-                acc[:] = 0.0
+            if postings * 10 >= n_docs:
+                acc.fill(0.0)
             else:
                 for docs, _, _ in spans:
                     acc[docs] = 0.0
@@ -799,19 +798,19 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 _SMALL_CANDIDATES = 4096
 
 
-def _lower_bound(scores: np.ndarray, k: int) -> float | None:
-    """A positive score at most the ``k``-th largest of ``scores`` (an array over distinct
-    documents, or a subset of them), or None if none is found cheaply.
+def _lower_bound(scores: np.ndarray, k: int, docs: np.ndarray | None = None) -> float | None:
+    """A positive score at most the ``k``-th largest of ``scores`` (``scores[docs]`` if
+    ``docs`` is given: distinct document numbers), or None if none is found cheaply.
 
     The ``k``-th largest of a strided sample of about ``sqrt(k * n)`` entries: a lower bound
     of the ``k``-th largest overall, so every document of the best ``k`` (ties included)
-    scores at least as much, while about ``sqrt(k * n)`` documents do.
+    scores at least as much, while only about ``sqrt(k * n)`` documents do.
     """
-    n = len(scores)
+    n = len(scores) if docs is None else len(docs)
     if n <= _SMALL_CANDIDATES or k == 0:
         return None
     step = max(1, int(n / max(2 * math.sqrt(k * n), 4 * k)))
-    sample = scores[::step]
+    sample = scores[::step] if docs is None else scores[docs[::step]]
     if len(sample) < k:
         return None
     bound = float(np.partition(sample, len(sample) - k)[len(sample) - k])
