@@ -278,6 +278,8 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     assert r.retrieve_many(queries, k) == expected
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)  # few-postings path too
     assert [r.retrieve(q, k) for q in queries] == expected
+    monkeypatch.setattr(bm25_module, "_BATCH_MAX_DOCS", 1000)  # retrieve_many query by query
+    assert r.retrieve_many(queries, k) == expected
 
 
 def test_lower_bound_is_at_most_the_kth_score() -> None:

@@ -59,6 +59,9 @@ CACHE_FORMAT_VERSION = 2
 # rank_bm25.BM25Okapi's default floor for negative idf, as a fraction of the mean idf.
 _RANK_BM25_EPSILON = 0.25
 
+# Beyond this many documents retrieve_many runs query by query.
+_BATCH_MAX_DOCS = 50_000
+
 # Upper bound on the partial-score entries one batch of queries may produce in retrieve_many,
 # so that a batch of queries full of frequent terms does not materialise a huge dense-ish matrix.
 _BATCH_ENTRIES = 4_000_000
@@ -667,6 +670,10 @@ class BM25Retriever:
             raise TypeError("retrieve_many expects a sequence of queries, not one string")
         if self.engine == "rank_bm25":
             return [self._retrieve_rank_bm25(q, k) for q in queries]
+        if len(self._doc_ids) > _BATCH_MAX_DOCS:
+            # On large corpora each row of the product holds every matching document; ranking
+            # query by query from a bound of the k-th score is faster.
+            return [self._top(*self._score_one(q, k), k) for q in queries]
         assert self._weights is not None
         weights = self._weights
         qm = self._query_matrix(queries)
