@@ -23,7 +23,7 @@ from rank_bm25 import BM25Okapi
 from pytest_ragbench.datasets import Document
 from pytest_ragbench.retrievers import Retriever
 from pytest_ragbench.retrievers.bm25 import BM25Retriever
-from pytest_ragbench.retrievers.tokenize import LUCENE_STOPWORDS, Tokenizer
+from pytest_ragbench.retrievers.tokenize import LUCENE_STOPWORDS, TEXT_BREAK, Tokenizer
 
 # "food" is in more than half of the documents, so rank_bm25's idf is negative for it and gets
 # floored: the comparison below covers the flooring too.
@@ -467,6 +467,42 @@ def test_tokenizer_caches_stems_per_instance() -> None:
 def test_tokenizer_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Tokenizer(**kwargs)  # type: ignore[arg-type]
+
+
+def _terms_by_stream(tok: Tokenizer, texts: list[str]) -> list[list[str]]:
+    stream = tok.token_stream(texts)
+    assert stream.count(TEXT_BREAK) == len(texts)
+    out: list[list[str]] = [[]]
+    for token, term in zip(stream, tok.index_terms(stream), strict=True):
+        if token == TEXT_BREAK:
+            out.append([])
+        elif term is not None:
+            out[-1].append(term)
+    assert out.pop() == []
+    return out
+
+
+_TRICKY_TEXT = st.text(
+    alphabet=st.sampled_from(list("ab's _.-\x00\t\n3é\u2019\u03a3\u03c3\u03c2\u0130\u0301\u00a0\u2028😀Ⅻ")), max_size=30
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TRICKY_TEXT, max_size=6), st.sampled_from(["porter", None]))
+def test_token_stream_equals_tokenising_each_text(texts: list[str], stemmer: str | None) -> None:
+    # The index is built from one token stream per chunk of documents; it must give every
+    # document exactly the terms the tokenizer gives it alone (queries use the latter).
+    tok = Tokenizer(stemmer=stemmer)
+    assert _terms_by_stream(tok, texts) == [tok(t) for t in texts]
+
+
+def test_token_stream_edge_cases() -> None:
+    tok = Tokenizer()
+    texts = ["Don't stop 'quoted' women's o'neil''x a'", "'s x's ''a' b_c 3.25", "",
+             "café ΟΔΟΣ x\u2019s\u00a0y", "nul\x00inside", "tab\there\x1cx"]
+    assert _terms_by_stream(tok, texts) == [tok(t) for t in texts]
+    assert _terms_by_stream(tok, texts)[0] == ["don't", "stop", "quot", "women", "o'neil", "x"]
+    assert tok.token_stream([]) == []
 
 
 # -- on-disk cache -----------------------------------------------------------------------------
