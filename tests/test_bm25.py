@@ -483,7 +483,10 @@ def _terms_by_stream(tok: Tokenizer, texts: list[str]) -> list[list[str]]:
 
 
 _TRICKY_TEXT = st.text(
-    alphabet=st.sampled_from(list("ab's _.-\x00\t\n3é\u2019\u03a3\u03c3\u03c2\u0130\u0301\u00a0\u2028😀Ⅻ")), max_size=30
+    alphabet=st.sampled_from(
+        list("ab's _.-\x00\t\n3é\u2019\u03a3\u03c3\u03c2\u0130\u0301\u00a0\u2028😀Ⅻ")
+    ),
+    max_size=30,
 )
 
 
