@@ -16,8 +16,12 @@ of the child, via ``resource.getrusage(RUSAGE_CHILDREN)`` in the parent) is that
 only. Reported per engine:
 
 * build: wall time of indexing (tokenising included, both engines use our tokenizer), peak
-  resident memory of the process and its increase over the corpus alone;
-* query: time per query at k=10 and k=1000 over all queries (ours one ``retrieve`` call per
+  resident memory of the process up to the end of indexing and its increase over the corpus
+  alone, and what is resident after indexing split into private (anonymous) and file-backed
+  pages (a memory-mapped index is file-backed: shared with every process mapping it);
+* process peak: the whole child, queries included;
+* query: time (wall and CPU: on a shared machine CPU time is the steadier figure) per query
+  at k=10 and k=1000 over all queries (ours one ``retrieve`` call per
   query, and ``retrieve_many`` for the batch; bm25s one ``retrieve`` call for the whole batch
   on one thread, its fastest mode), tokenising included;
 * warm cache (ours only): a second process indexing the same corpus with the on-disk cache
@@ -38,7 +42,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,6 +107,37 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def rss_split_mb() -> dict[str, float]:
+    """Resident memory by kind: private (anonymous) and file-backed (e.g. memory-mapped)."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def peak_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timer:
+    """Record wall and CPU milliseconds per item of a block as ``key`` and ``key`` + "_cpu"."""
+
+    def __init__(self, out: dict[str, Any], key: str, items: int = 1) -> None:
+        self.out, self.key, self.items = out, key, items
+
+    def __enter__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def __exit__(self, *exc: object) -> None:
+        scale = 1e3 / self.items
+        self.out[self.key] = (time.perf_counter() - self.wall) * scale
+        self.out[self.key + "_cpu"] = (time.process_time() - self.cpu) * scale
+
+
 # -- child processes ---------------------------------------------------------------------------
 
 
@@ -115,39 +149,38 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         from pytest_ragbench.retrievers.bm25 import BM25Retriever
 
         r = BM25Retriever(k1=K1, b=B, cache_dir=args.cache_dir)
-        t0 = time.perf_counter()
-        r.index(corpus)
-        out["index_s"] = time.perf_counter() - t0
+        with Timer(out, "index_s", 1000):
+            r.index(corpus)
         out["loaded_from_cache"] = r.loaded_from_cache
         out["memory_mapped"] = r.memory_mapped
         out["after_index_rss_mb"] = rss_mb()
+        out["build_peak_mb"] = peak_mb()
+        out["after_index_split_mb"] = rss_split_mb()
         if args.child == "ours":
             for k in (10, 1000):
-                t0 = time.perf_counter()
-                for q in queries:
-                    r.retrieve(q, k)
-                out[f"query_ms@{k}"] = 1e3 * (time.perf_counter() - t0) / len(queries)
-            t0 = time.perf_counter()
-            r.retrieve_many(queries, 1000)
-            out["batch_query_ms@1000"] = 1e3 * (time.perf_counter() - t0) / len(queries)
+                with Timer(out, f"query_ms@{k}", len(queries)):
+                    for q in queries:
+                        r.retrieve(q, k)
+            with Timer(out, "batch_query_ms@1000", len(queries)):
+                r.retrieve_many(queries, 1000)
     else:
         import bm25s
 
         from pytest_ragbench.retrievers.tokenize import Tokenizer
 
         tok = Tokenizer()
-        t0 = time.perf_counter()
-        model = bm25s.BM25(k1=K1, b=B, method="lucene", backend="numba")
-        model.index([tok(d.text) for d in corpus], show_progress=False)
-        out["index_s"] = time.perf_counter() - t0
+        with Timer(out, "index_s", 1000):
+            model = bm25s.BM25(k1=K1, b=B, method="lucene", backend="numba")
+            model.index([tok(d.text) for d in corpus], show_progress=False)
         out["after_index_rss_mb"] = rss_mb()
+        out["build_peak_mb"] = peak_mb()
+        out["after_index_split_mb"] = rss_split_mb()
         q_tokens = [tok(q) for q in queries]
         # The first call compiles the numba kernels; not part of the timing.
         model.retrieve(q_tokens[:2], k=10, show_progress=False, n_threads=0)
         for k in (10, 1000):
-            t0 = time.perf_counter()
-            model.retrieve([tok(q) for q in queries], k=k, show_progress=False, n_threads=0)
-            out[f"query_ms@{k}"] = 1e3 * (time.perf_counter() - t0) / len(queries)
+            with Timer(out, f"query_ms@{k}", len(queries)):
+                model.retrieve([tok(q) for q in queries], k=k, show_progress=False, n_threads=0)
         out["version"] = bm25s.__version__
     return out
 
@@ -182,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         out = child(args)
-        out["self_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["self_peak_mb"] = peak_mb()
         print(json.dumps(out))
         return 0
 
@@ -202,31 +235,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = [
         ("index build s", "index_s", "ours", ".1f"),
-        ("peak RSS MB", "peak_rss_mb", "ours", ".0f"),
-        ("peak - corpus MB", None, "ours", ".0f"),
+        ("index build CPU s", "index_s_cpu", "ours", ".1f"),
+        ("build peak RSS MB", "build_peak_mb", "ours", ".0f"),
+        ("build peak - corpus MB", None, "ours", ".0f"),
+        ("process peak RSS MB", "peak_rss_mb", "ours", ".0f"),
         ("query ms @10", "query_ms@10", "ours", ".3f"),
+        ("query CPU ms @10", "query_ms@10_cpu", "ours", ".3f"),
         ("query ms @1000", "query_ms@1000", "ours", ".3f"),
+        ("query CPU ms @1000", "query_ms@1000_cpu", "ours", ".3f"),
     ]
     ours, other = results.get("ours"), results.get("bm25s")
-    print(f"\n{'':<22} {'ours':>10} {'bm25s':>10} {'bm25s/ours':>11}")
+    print(f"\n{'':<24} {'ours':>10} {'bm25s':>10} {'bm25s/ours':>11}")
     for label, key, _, fmt in rows:
         def value(r: dict[str, Any] | None, key: str | None = key) -> float | None:
             if r is None:
                 return None
             if key is None:
-                return float(r["peak_rss_mb"] - r["corpus_rss_mb"])
+                return float(r["build_peak_mb"] - r["corpus_rss_mb"])
             return r.get(key)
         a, b = value(ours), value(other)
         cells = [f"{x:>10{fmt}}" if x is not None else f"{'-':>10}" for x in (a, b)]
         ratio = f"{b / a:>11.2f}" if a and b else f"{'-':>11}"
-        print(f"{label:<22} {cells[0]} {cells[1]} {ratio}")
+        print(f"{label:<24} {cells[0]} {cells[1]} {ratio}")
     if ours:
-        print(f"{'retrieve_many ms/q @1000':<22} {ours['batch_query_ms@1000']:>10.3f}")
+        print(f"{'retrieve_many ms/q @1000':<24} {ours['batch_query_ms@1000']:>10.3f}")
+    for name, r in results.items():
+        split = ", ".join(f"{k} {v:.0f} MB" for k, v in r["after_index_split_mb"].items())
+        print(f"after indexing, {name}: {split}")
     warm = results.get("ours warm")
     if warm:
-        print(f"\nwarm cache (ours, second process): load {warm['index_s']:.2f} s, peak RSS "
-              f"{warm['peak_rss_mb']:.0f} MB ({warm['peak_rss_mb'] - warm['corpus_rss_mb']:.0f}"
-              f" MB over the corpus), loaded_from_cache={warm['loaded_from_cache']}, "
+        print(f"\nwarm cache (ours, second process): load {warm['index_s']:.2f} s (corpus hash "
+              f"included), peak RSS {warm['build_peak_mb']:.0f} MB "
+              f"({warm['build_peak_mb'] - warm['corpus_rss_mb']:.0f} MB over the corpus, of "
+              f"which file-backed shared pages: {warm['after_index_split_mb']['RssFile']:.0f} MB)"
+              f", loaded_from_cache={warm['loaded_from_cache']}, "
               f"memory_mapped={warm['memory_mapped']}")
     if other:
         print(f"(bm25s {other['version']}, numba backend, batch retrieve on one thread)")
