@@ -20,6 +20,12 @@ lossy byte; we use exact lengths (on NFCorpus the difference in nDCG@10 is below
 Query terms are not deduplicated: as in a Lucene ``BooleanQuery`` of one clause per query token
 (and in ``rank_bm25``), a term occurring twice in the query contributes twice.
 
+Indexing works in bounded memory (about the size of the finished index besides the corpus):
+documents are tokenised a chunk at a time, their (term, document, tf) counts spilled to a
+temporary file, and the term x document matrix assembled from them a block of terms at a time.
+Queries add up the postings of their terms into a reused per-document accumulator and rank only
+the documents above a sampled lower bound of the ``k``-th score.
+
 Results are ordered by score, descending, then by document id, descending: the order in which
 ``trec_eval`` (and ``pytrec_eval``) reads a run, so metrics computed on our top-k are the
 metrics of the ranking we return. Documents scoring exactly 0 are not returned; with Lucene idf
@@ -104,11 +110,17 @@ class BM25Retriever:
         ``"lucene"`` or ``"rank_bm25"`` (module docs). Defaults to the engine's own:
         ``"lucene"`` for ``"sparse"``, ``"rank_bm25"`` for ``"rank_bm25"`` (the only one it has).
     ``cache_dir``
-        Where the sparse engine keeps built indexes between processes (``bm25-<key>.npz``, key
-        covering the corpus content and every parameter); ``None`` disables the cache.
+        Where the sparse engine keeps built indexes between processes: a folder
+        ``bm25-<key>`` of ``.npy`` arrays (key covering the corpus content and every
+        parameter), written under a temporary name and renamed into place, and a lock file
+        ``bm25-<key>.lock`` next to it, so that of several processes (xdist workers) wanting
+        the same index one builds it and the others wait and load it. Loaded indexes are
+        memory-mapped read-only: every process on a host shares the same pages, and loading
+        copies nothing. ``None`` disables the cache (the index is then held in memory).
 
     After :meth:`index`, ``loaded_from_cache`` tells whether the index was read from
-    ``cache_path`` rather than built.
+    ``cache_path`` rather than built, and ``memory_mapped`` whether its arrays are mapped
+    from ``cache_path``.
     """
 
     def __init__(
