@@ -282,6 +282,43 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     assert r.retrieve_many(queries, k) == expected
 
 
+@pytest.mark.parametrize("k,applies", [(1, 3), (10, 3), (50, 0)])
+def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, k: int, applies: int
+) -> None:
+    # Queries mixing rare and frequent terms may skip adding up the frequent ones; what they
+    # return must be what the full sum gives, scores to the last bit and tie order included.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
+    rng = np.random.default_rng(11)
+    corpus = [
+        Document(id=f"m{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.2, size=15) % 3000))
+        for i in range(8_000)
+    ]
+    corpus += [Document(id=f"t{i}", text="w1 w2 rare7 rare7") for i in range(30)]  # ties
+    r = BM25Retriever()
+    r.index(corpus)
+    queries = ["w1 w700", "w1 w2 rare7", "w2 w3 w1500 w1501", "w1 w1 w80 w81 w82",
+               "w1 w2999", "w4 w5 w6 w7 w1200", "rare7 w1"]
+    monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)
+    with monkeypatch.context() as m:
+        m.setattr(bm25_module, "_score_pruned", lambda *a: None)
+        expected = [r.retrieve(q, k) for q in queries]
+    used: list[bool] = []
+    real = bm25_module._score_pruned
+
+    def spy(*args: object) -> object:
+        out = real(*args)  # type: ignore[arg-type]
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(bm25_module, "_score_pruned", spy)
+    assert [r.retrieve(q, k) for q in queries] == expected
+    assert len(used) == len(queries) and sum(used) >= applies  # the shortcut did apply
+    assert r.retrieve_many(queries, k) == expected
+    assert r._accumulators and not any(a.any() for a in r._accumulators)  # left all zero
+
+
 def test_lower_bound_is_at_most_the_kth_score() -> None:
     from pytest_ragbench.retrievers.bm25 import _lower_bound
 

@@ -644,6 +644,15 @@ class BM25Retriever:
         # than the scoring on large corpora.
         pool = self._accumulators
         acc = pool.pop() if pool else np.zeros(n_docs)
+        if k is not None and self.idf == "lucene" and n_docs > _DENSE_ACCUMULATE:
+            try:
+                pruned = _score_pruned(spans, k, acc)
+            except BaseException:
+                pool.append(np.zeros(n_docs))
+                raise
+            if pruned is not None:
+                pool.append(acc)
+                return pruned
         try:
             # add.at adds in order, unbuffered: per document 0.0 + w1 + w2 + ... in term order.
             for docs, vals, c in spans:
@@ -840,3 +849,67 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
     """Mask of ``scores`` at least :func:`_lower_bound` (all of them non-zero), or None."""
     bound = _lower_bound(scores, k)
     return None if bound is None else scores >= bound
+
+
+# Posting lists longer than 1/_FREQUENT of the corpus are "frequent" for _score_pruned.
+_FREQUENT = 16
+
+# Relative slack on upper bounds of sums, far above the rounding of a float64 sum of even
+# a million terms (about 1e-10), so that a bound computed in floating point stays a bound.
+_SLACK = 1e-9
+
+
+def _score_pruned(
+    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores and indexes (ascending) of a set of documents that holds the best ``k`` of the
+    query and every document tied with the ``k``-th; None if the shortcut does not apply.
+
+    A "max-score" shortcut for queries mixing rare and frequent terms (weights must be
+    non-negative, as with Lucene's idf): the rare terms' weights are added up first; the
+    ``k``-th best of those partial sums is a lower bound ``theta`` of the ``k``-th best score.
+    If the frequent terms together add at most ``u < theta``, no document lacking every rare
+    term can make the top ``k``, nor can one whose partial sum plus ``u`` is below ``theta``.
+    The few remaining documents are then scored exactly, looking their weights up term by
+    term in term order from 0.0: the same additions, hence the same bits, as the full sum.
+    ``acc`` (all zero) is used for the partial sums and left all zero.
+    """
+    cut = len(acc) // _FREQUENT
+    rare = [s for s in spans if len(s[0]) <= cut]
+    frequent = [s for s in spans if len(s[0]) > cut]
+    if not rare or not frequent:
+        return None
+    frequent_postings = sum(len(d) for d, _, _ in frequent)
+    try:
+        for docs, vals, c in rare:
+            np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+        # Partial sums never exceed full ones (adding non-negative weights cannot lower a
+        # rounded sum), so the k-th best partial sum of any distinct documents bounds the
+        # k-th best score from below.
+        longest = max(rare, key=lambda s: len(s[0]))[0]
+        if len(longest) > _SMALL_CANDIDATES:
+            theta = _lower_bound(acc, k, longest)
+        elif len(longest) >= k > 0:
+            partial = acc[longest]
+            theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
+        else:
+            theta = None
+        upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
+        if theta is None or not upper < theta:
+            return None
+        need = theta / (1 + _SLACK) - upper
+        candidates = np.unique(np.concatenate([d[acc[d] >= need] for d, _, _ in rare]))
+        # A binary search per candidate and term against the adds it saves.
+        if len(candidates) * len(spans) * 32 > frequent_postings:
+            return None
+        scores = np.zeros(len(candidates))
+        for docs, vals, c in spans:
+            at = np.searchsorted(docs, candidates)
+            at[at == len(docs)] = 0
+            found = docs[at] == candidates
+            w = vals[at] if c == 1 else vals[at] * float(c)
+            scores += np.where(found, w, 0.0)
+        return scores, candidates
+    finally:
+        for docs, _, _ in rare:
+            acc[docs] = 0.0
