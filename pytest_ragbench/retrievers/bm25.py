@@ -854,6 +854,9 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
 # Posting lists longer than 1/_FREQUENT of the corpus are "frequent" for _score_pruned.
 _FREQUENT = 16
 
+# What a binary search costs next to adding one posting, roughly.
+_SEARCH_COST = 32
+
 # Relative slack on upper bounds of sums, far above the rounding of a float64 sum of even
 # a million terms (about 1e-10), so that a bound computed in floating point stays a bound.
 _SLACK = 1e-9
@@ -880,28 +883,36 @@ def _score_pruned(
     if not rare or not frequent:
         return None
     frequent_postings = sum(len(d) for d, _, _ in frequent)
+    longest = max(rare, key=lambda s: len(s[0]))[0]
+    # At least k documents get a binary search per term, and each must save enough adds;
+    # the bound below needs k documents in one list.
+    if k * len(spans) * _SEARCH_COST > frequent_postings or len(longest) < k:
+        return None
+    upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
+    # No partial sum can exceed the rare terms' maximum weights added up: if the frequent
+    # terms can add that much, the bound below cannot beat them.
+    if not upper < sum(float(vals.max()) * c for _, vals, c in rare):
+        return None
     try:
         for docs, vals, c in rare:
             np.add.at(acc, docs, vals if c == 1 else vals * float(c))
         # Partial sums never exceed full ones (adding non-negative weights cannot lower a
         # rounded sum), so the k-th best partial sum of any distinct documents bounds the
         # k-th best score from below.
-        longest = max(rare, key=lambda s: len(s[0]))[0]
         if len(longest) > _SMALL_CANDIDATES:
             theta = _lower_bound(acc, k, longest)
-        elif len(longest) >= k > 0:
+        elif k > 0:
             partial = acc[longest]
             theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
         else:
             theta = None
-        upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
         if theta is None or not upper < theta:
             return None
         need = theta / (1 + _SLACK) - upper
-        candidates = np.unique(np.concatenate([d[acc[d] >= need] for d, _, _ in rare]))
-        # A binary search per candidate and term against the adds it saves.
-        if len(candidates) * len(spans) * 32 > frequent_postings:
+        parts = [d[acc[d] >= need] for d, _, _ in rare]
+        if sum(len(p) for p in parts) * len(spans) * _SEARCH_COST > frequent_postings:
             return None
+        candidates = np.unique(np.concatenate(parts))
         scores = np.zeros(len(candidates))
         for docs, vals, c in spans:
             at = np.searchsorted(docs, candidates)
