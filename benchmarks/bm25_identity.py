@@ -62,7 +62,8 @@ def load_reference(rev: str) -> types.ModuleType:
 def large_corpus_paths(on: bool) -> Iterator[None]:
     """Lower the size thresholds so that NFCorpus takes the paths meant for large corpora:
     query by query in retrieve_many, ranking from a sampled bound, the max-score shortcut."""
-    names = {"_DENSE_ACCUMULATE": 0, "_BATCH_MAX_DOCS": 0, "_SMALL_CANDIDATES": 32}
+    names = {"_DENSE_ACCUMULATE": 0, "_BATCH_MAX_DOCS": 0, "_SMALL_CANDIDATES": 32,
+             "_SHORTCUT_MAX_K": 10**9}
     saved = {n: getattr(bm25_module, n) for n in names}
     if on:
         for n, v in names.items():
