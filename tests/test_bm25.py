@@ -3,8 +3,14 @@ tokenizer, the on-disk index cache and parameter validation."""
 
 from __future__ import annotations
 
+import json
 import math
+import mmap
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +23,7 @@ from rank_bm25 import BM25Okapi
 from pytest_ragbench.datasets import Document
 from pytest_ragbench.retrievers import Retriever
 from pytest_ragbench.retrievers.bm25 import BM25Retriever
-from pytest_ragbench.retrievers.tokenize import LUCENE_STOPWORDS, Tokenizer
+from pytest_ragbench.retrievers.tokenize import LUCENE_STOPWORDS, TEXT_BREAK, Tokenizer
 
 # "food" is in more than half of the documents, so rank_bm25's idf is negative for it and gets
 # floored: the comparison below covers the flooring too.
@@ -246,6 +252,86 @@ def test_both_accumulation_paths_give_the_same_bits(
     assert bool(calls) == (dense_up_to == 0)
 
 
+@pytest.mark.parametrize("k", [1, 7, 100, 1000])
+def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
+    monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    # Thousands of matching documents, many of them tied: the ranking first keeps only the
+    # documents above a sampled lower bound of the k-th score. Every path (one term, many
+    # postings, few postings next to the corpus size) must give what ranking every matching
+    # document gives, and the batched sparse product, bit for bit.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
+    rng = np.random.default_rng(7)
+    corpus = [
+        Document(id=f"p{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.3, size=12) % 400))
+        for i in range(12_000)
+    ]
+    r = BM25Retriever()
+    r.index(corpus)
+    queries = ["w1", "w1 w2", "w3 w4 w5 w1", "w9 w9 w40", "w200 w300 w301 w1", "w150"]
+    with monkeypatch.context() as m:
+        m.setattr(bm25_module, "_SMALL_CANDIDATES", 10**9)  # no pruning
+        expected = [r.retrieve(q, k) for q in queries]
+    assert any(len(h) == k for h in expected)
+    assert [r.retrieve(q, k) for q in queries] == expected
+    assert r.retrieve_many(queries, k) == expected
+    monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)  # few-postings path too
+    assert [r.retrieve(q, k) for q in queries] == expected
+    monkeypatch.setattr(bm25_module, "_BATCH_MAX_DOCS", 1000)  # retrieve_many query by query
+    assert r.retrieve_many(queries, k) == expected
+
+
+@pytest.mark.parametrize("k,applies", [(1, 3), (10, 3), (50, 0)])
+def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, k: int, applies: int
+) -> None:
+    # Queries mixing rare and frequent terms may skip adding up the frequent ones; what they
+    # return must be what the full sum gives, scores to the last bit and tie order included.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
+    rng = np.random.default_rng(11)
+    corpus = [
+        Document(id=f"m{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.2, size=15) % 3000))
+        for i in range(8_000)
+    ]
+    corpus += [Document(id=f"t{i}", text="w1 w2 rare7 rare7") for i in range(30)]  # ties
+    r = BM25Retriever()
+    r.index(corpus)
+    queries = ["w1 w700", "w1 w2 rare7", "w2 w3 w1500 w1501", "w1 w1 w80 w81 w82",
+               "w1 w2999", "w4 w5 w6 w7 w1200", "rare7 w1"]
+    monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)
+    with monkeypatch.context() as m:
+        m.setattr(bm25_module, "_score_pruned", lambda *a: None)
+        expected = [r.retrieve(q, k) for q in queries]
+    used: list[bool] = []
+    real = bm25_module._score_pruned
+
+    def spy(*args: object) -> object:
+        out = real(*args)  # type: ignore[arg-type]
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(bm25_module, "_score_pruned", spy)
+    assert [r.retrieve(q, k) for q in queries] == expected
+    assert len(used) == len(queries) and sum(used) >= applies  # the shortcut did apply
+    assert r.retrieve_many(queries, k) == expected
+    assert r._accumulators and not any(a.any() for a in r._accumulators)  # left all zero
+
+
+def test_lower_bound_is_at_most_the_kth_score() -> None:
+    from pytest_ragbench.retrievers.bm25 import _lower_bound
+
+    rng = np.random.default_rng(3)
+    for n, k in [(5000, 1), (20_000, 10), (20_000, 1000), (100_000, 3)]:
+        scores = np.round(rng.exponential(size=n), 1)  # many ties
+        bound = _lower_bound(scores, k)
+        assert bound is not None and 0 < bound <= np.sort(scores)[-k]
+        assert np.count_nonzero(scores >= bound) < n / 2  # it does prune
+    assert _lower_bound(np.zeros(10_000), 5) is None  # no positive bound
+    assert _lower_bound(np.ones(100), 5) is None  # too few to bother
+
+
 # -- ordering and result sets ------------------------------------------------------------------
 
 
@@ -420,24 +506,149 @@ def test_tokenizer_validation(kwargs: dict[str, object], message: str) -> None:
         Tokenizer(**kwargs)  # type: ignore[arg-type]
 
 
+def _terms_by_stream(tok: Tokenizer, texts: list[str]) -> list[list[str]]:
+    stream = tok.token_stream(texts)
+    assert stream.count(TEXT_BREAK) == len(texts)
+    out: list[list[str]] = [[]]
+    for token, term in zip(stream, tok.index_terms(stream), strict=True):
+        if token == TEXT_BREAK:
+            out.append([])
+        elif term is not None:
+            out[-1].append(term)
+    assert out.pop() == []
+    return out
+
+
+_TRICKY_TEXT = st.text(
+    alphabet=st.sampled_from(
+        list("ab's _.-\x00\t\n3é\u2019\u03a3\u03c3\u03c2\u0130\u0301\u00a0\u2028😀Ⅻ")
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TRICKY_TEXT, max_size=6), st.sampled_from(["porter", None]))
+def test_token_stream_equals_tokenising_each_text(texts: list[str], stemmer: str | None) -> None:
+    # The index is built from one token stream per chunk of documents; it must give every
+    # document exactly the terms the tokenizer gives it alone (queries use the latter).
+    tok = Tokenizer(stemmer=stemmer)
+    assert _terms_by_stream(tok, texts) == [tok(t) for t in texts]
+
+
+def test_token_stream_edge_cases() -> None:
+    tok = Tokenizer()
+    texts = ["Don't stop 'quoted' women's o'neil''x a'", "'s x's ''a' b_c 3.25", "",
+             "café ΟΔΟΣ x\u2019s\u00a0y", "nul\x00inside", "tab\there\x1cx"]
+    assert _terms_by_stream(tok, texts) == [tok(t) for t in texts]
+    assert _terms_by_stream(tok, texts)[0] == ["don't", "stop", "quot", "women", "o'neil", "x"]
+    assert tok.token_stream([]) == []
+
+
 # -- on-disk cache -----------------------------------------------------------------------------
+
+
+def _is_mapped(array: object) -> bool:
+    """True if ``array`` (or the array it is a view of) is memory-mapped from a file."""
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def test_cache_second_instance_loads(tmp_path: Path) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert not first.loaded_from_cache
-    assert first.cache_path is not None and first.cache_path.is_file()
+    assert first.cache_path is not None and first.cache_path.is_dir()
     assert first.cache_path.parent == tmp_path and first.cache_path.name.startswith("bm25-")
-    mtime = first.cache_path.stat().st_mtime_ns
+    assert sorted(p.name for p in first.cache_path.iterdir()) == [
+        "data.npy", "indices.npy", "indptr.npy", "meta.json", "vocab.json"
+    ]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in first.cache_path.iterdir()}
 
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert second.loaded_from_cache
     assert second.cache_path == first.cache_path
-    assert second.cache_path.stat().st_mtime_ns == mtime
+    assert {p.name: p.stat().st_mtime_ns for p in second.cache_path.iterdir()} == mtimes
     assert second.retrieve_many(list(QUERIES), 10) == first.retrieve_many(list(QUERIES), 10)
-    assert [p.name for p in tmp_path.iterdir()] == [first.cache_path.name]  # no temp files
+    assert [second.retrieve(q, 1000) for q in QUERIES] == [first.retrieve(q, 1000) for q in QUERIES]
+    # The entry and its lock file, no temporary files.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        first.cache_path.name, f"{first.cache_path.name}.lock"
+    ]
+
+
+def test_cached_index_is_memory_mapped_not_copied(tmp_path: Path) -> None:
+    BM25Retriever(cache_dir=tmp_path).index(CORPUS)
+    loaded = BM25Retriever(cache_dir=tmp_path)
+    loaded.index(CORPUS)
+    assert loaded.loaded_from_cache and loaded.memory_mapped
+    weights = loaded._weights
+    assert weights is not None
+    for array in (weights.data, weights.indices):
+        assert _is_mapped(array)
+        assert not array.flags.writeable
+    assert weights.data.dtype == np.float64 and weights.indices.dtype == np.int32
+    # Without a cache the index lives in memory: nothing is left to map.
+    plain = BM25Retriever()
+    plain.index(CORPUS)
+    assert plain._weights is not None and not plain.memory_mapped
+    assert not _is_mapped(plain._weights.data)
+    assert plain.retrieve_many(list(QUERIES), 10) == loaded.retrieve_many(list(QUERIES), 10)
+
+
+_COLD_CACHE_WORKER = """
+import json, sys
+from pathlib import Path
+from pytest_ragbench.datasets import Document
+from pytest_ragbench.retrievers.bm25 import BM25Retriever
+corpus = [Document(id=i, title=t, text=x) for i, t, x in json.loads(sys.argv[2])]
+r = BM25Retriever(cache_dir=sys.argv[1])
+print("ready", flush=True)
+r.index(corpus)
+print(json.dumps([r.loaded_from_cache, r.memory_mapped, list(r.retrieve("coffee heart", 5))]))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the test holds the lock with fcntl")
+def test_two_processes_on_a_cold_cache_build_once(tmp_path: Path) -> None:
+    import fcntl
+
+    probe = BM25Retriever(cache_dir=tmp_path / "probe")
+    probe.index(CORPUS)
+    assert probe.cache_path is not None
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entry = cache / probe.cache_path.name  # the key does not depend on the folder
+    corpus = json.dumps([[d.id, d.title, d.text] for d in CORPUS])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Hold the entry's lock so that both processes find the cache cold and queue on it.
+    with (cache / f"{entry.name}.lock").open("a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _COLD_CACHE_WORKER, str(cache), corpus],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )
+            for _ in range(2)
+        ]
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # both are now past their lock-free look at the cache
+        assert not entry.exists()
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    outputs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outputs.append(json.loads(out))
+    assert sorted((o[0], o[1]) for o in outputs) == [(False, True), (True, True)]
+    assert outputs[0][2] == outputs[1][2] == [list(h) for h in probe.retrieve("coffee heart", 5)]
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock"]
 
 
 @pytest.mark.parametrize(
@@ -464,40 +675,58 @@ def test_cache_key_covers_corpus_content(tmp_path: Path) -> None:
     assert other.retrieve("changed", 5)[0][0] == CORPUS[-1].id
 
 
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
 @pytest.mark.parametrize(
-    "damage",
+    "name,damage",
     [
-        lambda p: p.write_bytes(b"not a zip file"),
-        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
-        lambda p: p.write_bytes(b""),
+        ("data.npy", lambda p: p.write_bytes(b"not an array")),
+        ("data.npy", _truncate),
+        ("indices.npy", lambda p: p.write_bytes(b"")),
+        ("indptr.npy", _truncate),
+        ("indptr.npy", lambda p: p.unlink()),
+        ("vocab.json", lambda p: p.write_text("[1, 2")),
+        ("vocab.json", lambda p: p.write_text('["a", "a"]')),
+        ("meta.json", lambda p: p.write_text("{}")),
     ],
-    ids=["garbage", "truncated", "empty"],
+    ids=["garbage", "truncated", "empty", "truncated-indptr", "missing", "bad-json",
+         "duplicate-terms", "bad-meta"],
 )
-def test_corrupt_cache_is_rebuilt(tmp_path: Path, damage: object) -> None:
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, name: str, damage: object) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert first.cache_path is not None
     expected = first.retrieve_many(list(QUERIES), 10)
-    damage(first.cache_path)  # type: ignore[operator]
+    damage(first.cache_path / name)  # type: ignore[operator]
 
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert not second.loaded_from_cache
     assert second.retrieve_many(list(QUERIES), 10) == expected
-    third = BM25Retriever(cache_dir=tmp_path)  # the rebuild rewrote a good file
+    third = BM25Retriever(cache_dir=tmp_path)  # the rebuild rewrote a good folder
     third.index(CORPUS)
     assert third.loaded_from_cache
+    assert third.retrieve_many(list(QUERIES), 10) == expected
 
 
-def test_cache_with_wrong_arrays_is_rebuilt(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        ("indices.npy", lambda a: a + 10_000),  # out of range document numbers
+        ("indices.npy", lambda a: a.astype(np.int64)),
+        ("data.npy", lambda a: np.where(a == a.max(), np.nan, a)),
+        ("indptr.npy", lambda a: a[::-1].copy()),
+    ],
+    ids=["out-of-range", "wrong-dtype", "nan-weight", "decreasing-indptr"],
+)
+def test_cache_with_wrong_arrays_is_rebuilt(tmp_path: Path, name: str, edit: object) -> None:
     first = BM25Retriever(cache_dir=tmp_path)
     first.index(CORPUS)
     assert first.cache_path is not None
-    with np.load(first.cache_path) as z:
-        arrays = dict(z)
-    arrays["indices"] = arrays["indices"] + 10_000  # out of range document numbers
-    with first.cache_path.open("wb") as fh:
-        np.savez(fh, **arrays)
+    path = first.cache_path / name
+    np.save(path, edit(np.load(path)))  # type: ignore[operator]
     second = BM25Retriever(cache_dir=tmp_path)
     second.index(CORPUS)
     assert not second.loaded_from_cache
@@ -523,10 +752,14 @@ def test_concurrent_builders_leave_one_valid_file(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert len(results) == 4 and all(r == results[0] for r in results)
-    assert len(list(tmp_path.iterdir())) == 1
     later = BM25Retriever(cache_dir=tmp_path)
     later.index(CORPUS)
     assert later.loaded_from_cache
+    assert later.cache_path is not None
+    # One entry and its lock; the lock made the other three wait and load instead of build.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        later.cache_path.name, f"{later.cache_path.name}.lock"
+    ]
 
 
 # -- validation --------------------------------------------------------------------------------

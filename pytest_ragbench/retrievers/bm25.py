@@ -20,6 +20,12 @@ lossy byte; we use exact lengths (on NFCorpus the difference in nDCG@10 is below
 Query terms are not deduplicated: as in a Lucene ``BooleanQuery`` of one clause per query token
 (and in ``rank_bm25``), a term occurring twice in the query contributes twice.
 
+Indexing works in bounded memory (about the size of the finished index besides the corpus):
+documents are tokenised a chunk at a time, their (term, document, tf) counts spilled to a
+temporary file, and the term x document matrix assembled from them a block of terms at a time.
+Queries add up the postings of their terms into a reused per-document accumulator and rank only
+the documents above a sampled lower bound of the ``k``-th score.
+
 Results are ordered by score, descending, then by document id, descending: the order in which
 ``trec_eval`` (and ``pytrec_eval``) reads a run, so metrics computed on our top-k are the
 metrics of the ranking we return. Documents scoring exactly 0 are not returned; with Lucene idf
@@ -31,12 +37,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
+import shutil
+import struct
 import tempfile
-from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +53,39 @@ import scipy.sparse as sp
 
 from ..datasets import Document, update_hash_with_documents
 from .hits import RankedHits
-from .tokenize import Tokenizer
+from .tokenize import TEXT_BREAK, Tokenizer
 
 ENGINES: tuple[str, ...] = ("sparse", "rank_bm25")
 IDF_VARIANTS: tuple[str, ...] = ("lucene", "rank_bm25")
 FIELDS: tuple[str, ...] = ("flat", "text")
 
 #: Bumped whenever the on-disk layout or the weight computation changes.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 # rank_bm25.BM25Okapi's default floor for negative idf, as a fraction of the mean idf.
 _RANK_BM25_EPSILON = 0.25
+
+# Beyond this many documents retrieve_many runs query by query.
+_BATCH_MAX_DOCS = 50_000
 
 # Upper bound on the partial-score entries one batch of queries may produce in retrieve_many,
 # so that a batch of queries full of frequent terms does not materialise a huge dense-ish matrix.
 _BATCH_ENTRIES = 4_000_000
 
-# Up to this many documents a query's scores are accumulated over every document.
+# Characters of text tokenised at once while indexing: bounds the memory of the token lists.
+_CHUNK_CHARS = 8_000_000
+
+# Postings assembled at once while indexing.
+_BUILD_BLOCK = 4_000_000
+
+# Term frequencies are spilled as uint16.
+_TF_CAP = 0xFFFF
+
+# Codes of raw tokens that are not terms, while indexing.
+_BREAK, _STOP, _UNSEEN = -1, -2, -3
+
+# Up to this many documents a query's scores are read back from every document (beyond, only
+# from those its postings list, unless they are many).
 _DENSE_ACCUMULATE = 20_000
 
 
@@ -86,11 +110,17 @@ class BM25Retriever:
         ``"lucene"`` or ``"rank_bm25"`` (module docs). Defaults to the engine's own:
         ``"lucene"`` for ``"sparse"``, ``"rank_bm25"`` for ``"rank_bm25"`` (the only one it has).
     ``cache_dir``
-        Where the sparse engine keeps built indexes between processes (``bm25-<key>.npz``, key
-        covering the corpus content and every parameter); ``None`` disables the cache.
+        Where the sparse engine keeps built indexes between processes: a folder
+        ``bm25-<key>`` of ``.npy`` arrays (key covering the corpus content and every
+        parameter), written under a temporary name and renamed into place, and a lock file
+        ``bm25-<key>.lock`` next to it, so that of several processes (xdist workers) wanting
+        the same index one builds it and the others wait and load it. Loaded indexes are
+        memory-mapped read-only: every process on a host shares the same pages, and loading
+        copies nothing. ``None`` disables the cache (the index is then held in memory).
 
     After :meth:`index`, ``loaded_from_cache`` tells whether the index was read from
-    ``cache_path`` rather than built.
+    ``cache_path`` rather than built, and ``memory_mapped`` whether its arrays are mapped
+    from ``cache_path``.
     """
 
     def __init__(
@@ -136,11 +166,13 @@ class BM25Retriever:
         self.tokenizer = Tokenizer(stemmer=stemmer, stopwords=stopwords)
         self.cache_path: Path | None = None
         self.loaded_from_cache = False
+        self.memory_mapped = False
         self._doc_ids: list[str] = []  # in internal order: descending id
         self._id_array = np.zeros(0, dtype=object)
         self._vocab: dict[str, int] = {}
         self._weights: sp.csr_matrix | None = None  # terms x documents
         self._okapi: Any = None  # rank_bm25.BM25Okapi
+        self._accumulators: list[np.ndarray] = []  # free per-document score buffers
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -187,23 +219,35 @@ class BM25Retriever:
         self._doc_ids = [d.id for d in corpus]
         self._id_array = np.asarray(self._doc_ids, dtype=object)
         self.loaded_from_cache = False
+        self.memory_mapped = False
         self.cache_path = None
         self._weights = None
         self._okapi = None
+        self._accumulators = []
         self._vocab = {}
         self._indexed = False
         if self.engine == "rank_bm25":
             self._index_rank_bm25(corpus)
+        elif self.cache_dir is None:
+            with tempfile.TemporaryDirectory(prefix="ragbench-bm25-") as tmp:
+                folder = Path(tmp) / "index"
+                self._build_sparse(corpus, folder)
+                # Read into memory: nothing refers to the temporary files afterwards.
+                if not self._load_index(folder, mmap=False):  # pragma: no cover - just written
+                    raise RuntimeError(f"BM25 index written to {folder} does not read back")
         else:
-            if self.cache_dir is not None:
-                self.cache_path = self.cache_dir / f"bm25-{cache_key}.npz"
-                if self._load_cache(self.cache_path):
-                    self.loaded_from_cache = True
-                    self._indexed = True
-                    return
-            self._build_sparse(corpus)
-            if self.cache_path is not None:
-                self._save_cache(self.cache_path)
+            self.cache_path = path = self.cache_dir / f"bm25-{cache_key}"
+            if self._load_index(path):
+                self.loaded_from_cache = True
+            else:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                # One builder per index: processes (xdist workers) and threads that want the
+                # same index queue here, and all but the first find it built.
+                with _exclusive_lock(self.cache_dir / f"bm25-{cache_key}.lock"):
+                    if self._load_index(path):
+                        self.loaded_from_cache = True
+                    else:
+                        self._build_cached(corpus, path)
         self._indexed = True
 
     def _index_rank_bm25(self, corpus: Sequence[Document]) -> None:
@@ -214,47 +258,201 @@ class BM25Retriever:
         if any(tokens):
             self._okapi = BM25Okapi(tokens, k1=self.k1, b=self.b, epsilon=_RANK_BM25_EPSILON)
 
-    def _build_sparse(self, corpus: Sequence[Document]) -> None:
+    def _build_sparse(self, corpus: Sequence[Document], folder: Path) -> None:
+        """Build the term x document weight matrix into ``folder`` (see :meth:`_load_index`).
+
+        In bounded memory, about the size of the index itself: documents are tokenised in
+        chunks of text; each chunk becomes (term, document, tf) triples counted with numpy and
+        sorted by term, spilled to a file. Once the vocabulary and the document lengths are
+        complete, the index is assembled a block of terms at a time from every chunk's slice
+        for those terms and appended to ``folder``'s files. Term numbers follow first
+        occurrence in document order, as a dictionary filled token by token would assign them;
+        the weights are the same float64 operations as in ``rank_bm25.BM25Okapi.get_scores``.
+        """
+        folder.mkdir(parents=True)
         vocab: dict[str, int] = {}
-        # A typed array holds the term number of every token in 4 bytes, not a list slot.
-        term_ids = array("i")
-        lengths = np.empty(len(corpus), dtype=np.int64)
-        tokenizer = self.tokenizer
-        for i, doc in enumerate(corpus):
-            tokens = tokenizer(self._field_text(doc))
-            lengths[i] = len(tokens)
-            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in tokens])
-        n_docs, n_terms = len(corpus), len(vocab)
-        doc_of_token = np.repeat(np.arange(n_docs, dtype=np.int32), lengths)
-        tf = sp.csr_matrix(
-            (np.ones(len(term_ids)), (np.frombuffer(term_ids, dtype=np.intc), doc_of_token)),
-            shape=(n_terms, n_docs),
-        )
-        tf.sum_duplicates()
-        tf.sort_indices()
-        df = np.diff(tf.indptr).astype(np.float64)
+        n_docs = len(corpus)
+        lengths = np.zeros(n_docs, dtype=np.int64)
+        # Per chunk: its first pair in the spill files, its distinct terms (ascending) and the
+        # cumulative number of pairs up to each of them.
+        chunks: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # Raw token -> term number, or _STOP / _BREAK: one dictionary look-up per token.
+        codes = {TEXT_BREAK: _BREAK}
+        n_pairs = 0
+        docs_path, tf_path = folder / "spill-docs.bin", folder / "spill-tf.bin"
+        with docs_path.open("wb") as docs_fh, tf_path.open("wb") as tf_fh:
+            for lo, hi in self._chunks(corpus):
+                docs, tf, terms, counts = self._count_chunk(
+                    [self._field_text(d) for d in corpus[lo:hi]], vocab, codes, lengths[lo:hi]
+                )
+                if tf.max(initial=0) > _TF_CAP:
+                    raise ValueError(  # pragma: no cover - 65535 repetitions in one document
+                        f"a term occurs more than {_TF_CAP} times in one document"
+                    )
+                (docs + np.int32(lo)).tofile(docs_fh)
+                tf.astype(np.uint16).tofile(tf_fh)
+                ends = np.cumsum(counts, dtype=np.int64)
+                chunks.append((n_pairs, terms.astype(np.int32), ends))
+                n_pairs += len(docs)
+        del codes
+        n_terms = len(vocab)
+        df = np.zeros(n_terms, dtype=np.int64)
+        for _, terms, ends in chunks:
+            df[terms] += np.diff(ends, prepend=0)  # terms are distinct within a chunk
+        dff = df.astype(np.float64)
         if self.idf == "lucene":
             n = int(np.count_nonzero(lengths))
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
+            idf = np.log1p((n - dff + 0.5) / (dff + 0.5))
         else:
             n = n_docs
-            idf = np.log(n - df + 0.5) - np.log(df + 0.5)
+            idf = np.log(n - dff + 0.5) - np.log(dff + 0.5)
             if n_terms:
                 # fsum: the same floor whatever the document order.
                 floor = _RANK_BM25_EPSILON * math.fsum(idf.tolist()) / n_terms
                 idf[idf < 0] = floor
+        del dff
         avgdl = float(lengths.sum()) / n if n else 1.0
         # Same operation order as rank_bm25.BM25Okapi.get_scores, so both engines agree to the
         # last few bits.
         norm = self.k1 * (1 - self.b + self.b * lengths / avgdl)
-        term_of_entry = np.repeat(np.arange(n_terms), np.diff(tf.indptr))
-        freq = tf.data
-        tf.data = idf[term_of_entry] * (freq * (self.k1 + 1) / (freq + norm[tf.indices]))
-        tf.eliminate_zeros()  # zero-idf terms (rank_bm25 variant) would only add explicit zeros
-        self._weights = tf
+        k1p1 = self.k1 + 1
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(df, out=indptr[1:])
+        kept = np.zeros(n_terms + 1, dtype=np.int64)  # postings kept per term, shifted by one
+        with (
+            _NpyWriter(folder / "indices.npy", np.int32) as out_indices,
+            _NpyWriter(folder / "data.npy", np.float64) as out_data,
+            docs_path.open("rb") as docs_fh,
+            tf_path.open("rb") as tf_fh,
+        ):
+            for t0, t1 in _row_blocks(indptr, _BUILD_BLOCK):
+                base = int(indptr[t0])
+                size = int(indptr[t1]) - base
+                block_docs = np.empty(size, dtype=np.int32)
+                block_tf = np.empty(size, dtype=np.float64)
+                fill = indptr[t0:t1] - base  # next free slot of each term of the block
+                # Chunks hold ascending document ranges, so appending them in order keeps
+                # every term's postings sorted by document number.
+                for start, terms, ends in chunks:
+                    a, z = np.searchsorted(terms, (t0, t1))
+                    if a == z:
+                        continue
+                    lo = int(ends[a - 1]) if a else 0
+                    hi = int(ends[z - 1])
+                    c_docs = _read_array(docs_fh, np.int32, start + lo, hi - lo)
+                    c_tf = _read_array(tf_fh, np.uint16, start + lo, hi - lo)
+                    rel = terms[a:z] - t0
+                    counts = np.diff(ends[a:z], prepend=lo)
+                    dest = np.repeat(fill[rel] - (ends[a:z] - counts - lo), counts)
+                    dest += np.arange(hi - lo, dtype=np.int64)
+                    block_docs[dest] = c_docs
+                    block_tf[dest] = c_tf
+                    fill[rel] += counts
+                weights = block_tf * k1p1
+                block_tf += norm[block_docs]
+                weights /= block_tf
+                weights *= np.repeat(idf[t0:t1], df[t0:t1])
+                del block_tf
+                nonzero = weights != 0
+                if not nonzero.all():
+                    # Zero-idf terms (rank_bm25 variant) would only add explicit zeros.
+                    row = np.repeat(np.arange(t1 - t0), df[t0:t1])
+                    kept[t0 + 1:t1 + 1] = np.bincount(row[nonzero], minlength=t1 - t0)
+                    weights, block_docs = weights[nonzero], block_docs[nonzero]
+                else:
+                    kept[t0 + 1:t1 + 1] = df[t0:t1]
+                out_indices.write(block_docs)
+                out_data.write(weights)
+        docs_path.unlink()
+        tf_path.unlink()
+        np.cumsum(kept, out=kept)
+        np.save(folder / "indptr.npy", kept)
+        meta = {"format": CACHE_FORMAT_VERSION, "n_docs": n_docs, "n_terms": n_terms}
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        vocab_list = sorted(vocab, key=vocab.__getitem__)
+        (folder / "vocab.json").write_text(
+            json.dumps(vocab_list, ensure_ascii=False), encoding="utf-8"
+        )
+
+    @staticmethod
+    def _chunks(corpus: Sequence[Document]) -> list[tuple[int, int]]:
+        """Document ranges of about ``_CHUNK_CHARS`` characters of text each."""
+        bounds: list[tuple[int, int]] = []
+        lo, size = 0, 0
+        for i, d in enumerate(corpus):
+            size += len(d.text) + len(d.title) + 1
+            if size >= _CHUNK_CHARS:
+                bounds.append((lo, i + 1))
+                lo, size = i + 1, 0
+        if lo < len(corpus):
+            bounds.append((lo, len(corpus)))
+        return bounds
+
+    def _count_chunk(
+        self, texts: list[str], vocab: dict[str, int], codes: dict[str, int], lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Count the (term, document) pairs of ``texts``, numbering new terms in ``vocab``.
+
+        Writes each text's number of index terms into ``lengths``. Returns the chunk-local
+        document number and tf of every pair (sorted by term, then document), and the distinct
+        terms with their number of pairs.
+        """
+        tokenizer = self.tokenizer
+        stream = tokenizer.token_stream(texts)
+        ids = np.fromiter(
+            map(codes.get, stream, itertools.repeat(_UNSEEN)), dtype=np.int64, count=len(stream)
+        )
+        unseen = (ids == _UNSEEN).nonzero()[0]
+        if len(unseen):
+            words = [stream[i] for i in unseen.tolist()]
+            # New terms are numbered in order of first occurrence, as token by token would.
+            new = list(dict.fromkeys(words))
+            for w, term in zip(new, tokenizer.index_terms(new), strict=True):
+                codes[w] = _STOP if term is None else vocab.setdefault(term, len(vocab))
+            ids[unseen] = [codes[w] for w in words]
+        del stream
+        is_break = ids == _BREAK
+        doc_of_token = np.cumsum(is_break)
+        keep = ids >= 0
+        terms = ids[keep]
+        doc_of_token = doc_of_token[keep]
+        # The k-th break closes text k, so a token's text is the number of breaks before it.
+        n = len(texts)
+        lengths[:] = np.bincount(doc_of_token, minlength=n)
+        pair = terms * n
+        pair += doc_of_token
+        del terms, doc_of_token, keep, is_break, ids
+        pair.sort()
+        starts = np.flatnonzero(np.diff(pair)) + 1
+        starts = np.concatenate(([0], starts)) if len(pair) else starts
+        tf = np.diff(np.append(starts, len(pair)))
+        pair = pair[starts]
+        term_of_pair = pair // n
+        docs = (pair - term_of_pair * n).astype(np.int32)
+        tf = tf.astype(np.uint16 if len(tf) == 0 or tf.max() <= 0xFFFF else np.int64)
+        if len(term_of_pair):
+            first = np.flatnonzero(np.diff(term_of_pair)) + 1
+            first = np.concatenate(([0], first))
+            counts = np.diff(np.append(first, len(term_of_pair)))
+            terms_present = term_of_pair[first]
+        else:
+            counts = terms_present = np.zeros(0, dtype=np.int64)
+        return docs, tf, terms_present, counts
+
+    def _set_index(
+        self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, vocab: dict[str, int]
+    ) -> None:
+        n_terms = len(indptr) - 1
+        # scipy wants one index dtype for both arrays; converting indptr (one entry per term)
+        # is cheap, converting indices (one per posting) would copy the index.
+        if len(indices) < 2**31 - 1:
+            indptr = indptr.astype(np.int32)
+        self._weights = sp.csr_matrix(
+            (data, indices, indptr), shape=(n_terms, len(self._doc_ids)), copy=False
+        )
         self._vocab = vocab
 
-    # -- on-disk cache ---------------------------------------------------------------------
+    # -- on-disk index ---------------------------------------------------------------------
 
     def _cache_key(self, corpus: Sequence[Document]) -> str:
         h = hashlib.sha256()
@@ -270,67 +468,74 @@ class BM25Retriever:
         update_hash_with_documents(h, corpus)
         return h.hexdigest()[:32]
 
-    def _save_cache(self, path: Path) -> None:
-        assert self._weights is not None
-        w = self._weights
-        meta = json.dumps(
-            {
-                "format": CACHE_FORMAT_VERSION,
-                "key": path.stem,
-                "doc_ids": self._doc_ids,
-                "vocab": sorted(self._vocab, key=self._vocab.__getitem__),
-            },
-            ensure_ascii=False,
-        ).encode("utf-8")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written under a unique temporary name and renamed into place, so concurrent workers
-        # building the same index never see (or leave) a half-written file: the last rename
-        # wins and every candidate is complete.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    def _build_cached(self, corpus: Sequence[Document], path: Path) -> None:
+        """Build into a temporary folder next to ``path``, rename it into place, map it."""
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
         try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    data=w.data,
-                    indices=w.indices,
-                    indptr=w.indptr,
-                    shape=np.asarray(w.shape, dtype=np.int64),
-                    meta=np.frombuffer(meta, dtype=np.uint8),
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            self._build_sparse(corpus, tmp / "index")
+            for f in (tmp / "index").iterdir():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
+            if path.exists():
+                # An unusable entry (we hold the lock and could not load it): moved aside
+                # first, as a rename cannot replace a non-empty folder.
+                os.rename(path, tmp / "unusable")
+            # A folder appears complete or not at all.
+            os.rename(tmp / "index", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not self._load_index(path):  # pragma: no cover - just written
+            raise RuntimeError(f"BM25 index written to {path} does not read back")
 
-    def _load_cache(self, path: Path) -> bool:
-        """Load a cached index; False (so the caller rebuilds) if missing or unusable."""
-        if not path.is_file():
+    def _load_index(self, folder: Path, *, mmap: bool = True) -> bool:
+        """Load an index folder; False (so the caller rebuilds) if missing or unusable.
+
+        The folder holds ``indptr.npy`` (int64, one entry per term plus one), ``indices.npy``
+        (int32 document numbers) and ``data.npy`` (float64 weights): a CSR matrix of terms x
+        documents; ``vocab.json``, the terms in number order; ``meta.json``. With ``mmap`` the
+        arrays are memory-mapped read-only, not read: processes loading the same index share
+        its pages, and loading costs no copy.
+        """
+        if not folder.is_dir():
             return False
+        mode = "r" if mmap else None
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(z["meta"].tobytes().decode("utf-8"))
-                shape = tuple(int(x) for x in z["shape"])
-                vocab_list = meta["vocab"]
-                if (
-                    meta.get("format") != CACHE_FORMAT_VERSION
-                    or meta.get("key") != path.stem
-                    or meta.get("doc_ids") != self._doc_ids
-                    or shape != (len(vocab_list), len(self._doc_ids))
-                ):
-                    return False
-                weights = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
-            weights.check_format(full_check=True)
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            vocab_list = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            indptr = np.load(folder / "indptr.npy", mmap_mode=mode, allow_pickle=False)
+            indices = np.load(folder / "indices.npy", mmap_mode=mode, allow_pickle=False)
+            data = np.load(folder / "data.npy", mmap_mode=mode, allow_pickle=False)
+            n_docs, n_terms = len(self._doc_ids), len(vocab_list)
+            if (
+                meta.get("format") != CACHE_FORMAT_VERSION
+                or meta.get("n_docs") != n_docs
+                or meta.get("n_terms") != n_terms
+                or indptr.dtype != np.int64
+                or indices.dtype != np.int32
+                or data.dtype != np.float64
+                or indptr.shape != (n_terms + 1,)
+                or indices.shape != data.shape
+                or indices.ndim != 1
+                or indptr[0] != 0
+                or indptr[-1] != len(indices)
+                or np.any(np.diff(indptr) < 0)
+            ):
+                return False
+            # Reductions only: they read the mapped pages without copying them.
+            if len(indices) and (
+                indices.min() < 0
+                or indices.max() >= n_docs
+                or not np.isfinite(np.add.reduce(data, dtype=np.float64))
+            ):
+                return False
             vocab = {t: i for i, t in enumerate(vocab_list)}
-            if len(vocab) != len(vocab_list) or not np.all(np.isfinite(weights.data)):
+            if len(vocab) != n_terms or not all(isinstance(t, str) for t in vocab):
                 return False
         except Exception:
-            # Truncated zip, bad JSON, wrong dtypes, inconsistent arrays...: rebuild.
+            # Missing files, truncated arrays, bad JSON...: rebuild.
             return False
-        self._weights = weights
-        self._vocab = vocab
+        self._set_index(data, indices, indptr, vocab)
+        self.memory_mapped = mmap
         return True
 
     # -- retrieval -------------------------------------------------------------------------
@@ -393,14 +598,18 @@ class BM25Retriever:
         self._check_ready(k)
         if self.engine == "rank_bm25":
             return self._retrieve_rank_bm25(query, k)
-        scores, docs = self._score_one(query)
+        scores, docs = self._score_one(query, k)
         return self._top(scores, docs, k)
 
-    def _score_one(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and indexes of the documents scoring non-zero for one query.
+    def _score_one(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and indexes (ascending) of the documents scoring non-zero for one query.
+
+        With ``k``, only a subset that surely holds the best ``k`` and every document tied
+        with the ``k``-th (see :func:`_lower_bound`) is returned, so that ranking does not
+        have to sort every matching document.
 
         Summation follows the same order as the sparse product in :meth:`retrieve_many` (by
-        term number), so both return bit-identical scores.
+        term number, from 0.0), so both return bit-identical scores.
         """
         assert self._weights is not None
         weights = self._weights
@@ -413,33 +622,72 @@ class BM25Retriever:
             for term in set(terms):
                 counts[term] = terms.count(term)
         indptr, indices, data = weights.indptr, weights.indices, weights.data
-        # Stored weights are non-zero (eliminate_zeros), so only sums can be zero; multiplying
-        # by a count of 1 is exact and skipped.
-        spans = [(indptr[t], indptr[t + 1], counts[t]) for t in sorted(counts)]
+        # Stored weights are non-zero, so only sums can be zero; multiplying by a count of 1
+        # is exact and skipped.
+        spans = [
+            (indices[indptr[t]:indptr[t + 1]], data[indptr[t]:indptr[t + 1]], counts[t])
+            for t in sorted(counts)
+        ]
         if len(spans) == 1:
-            lo, hi, c = spans[0]
-            docs = indices[lo:hi]
-            scores = data[lo:hi] if c == 1 else data[lo:hi] * float(c)
+            docs, scores, c = spans[0]
+            if c != 1:
+                scores = scores * float(c)
+            if k is not None:
+                keep = _at_least_kth(scores, k)
+                if keep is not None:
+                    return scores[keep], docs[keep]
             return scores, docs
-        docs = np.concatenate([indices[lo:hi] for lo, hi, _ in spans])
-        vals = np.concatenate(
-            [data[lo:hi] if c == 1 else data[lo:hi] * float(c) for lo, hi, c in spans]
-        )
         n_docs = len(self._doc_ids)
-        # A pass over every document (bincount) costs about 1 ns a document; sorting the
-        # postings (unique) about 15 us plus their sort, so it only pays on large corpora.
-        if n_docs <= _DENSE_ACCUMULATE or len(docs) * 16 >= n_docs:
-            acc = np.bincount(docs, weights=vals, minlength=n_docs)
-            # nonzero() of a boolean mask is several times faster than of the floats.
-            docs = (acc != 0).nonzero()[0]
-            return acc[docs], docs
-        # Few postings: sorting them is cheaper than a pass over every document.
-        docs, inverse = np.unique(docs, return_inverse=True)
-        scores = np.bincount(inverse, weights=vals, minlength=len(docs))
-        nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
-        if not nonzero.all():
-            scores, docs = scores[nonzero], docs[nonzero]
-        return scores, docs
+        postings = sum(len(d) for d, _, _ in spans)
+        # One float64 accumulator per document, reused across queries (and taken from a pool,
+        # so that threads never share one): allocating and faulting in a fresh one costs more
+        # than the scoring on large corpora.
+        pool = self._accumulators
+        acc = pool.pop() if pool else np.zeros(n_docs)
+        if (
+            k is not None
+            and k <= _SHORTCUT_MAX_K
+            and self.idf == "lucene"
+            and n_docs > _DENSE_ACCUMULATE
+        ):
+            try:
+                pruned = _score_pruned(spans, k, acc)
+            except BaseException:
+                pool.append(np.zeros(n_docs))
+                raise
+            if pruned is not None:
+                pool.append(acc)
+                return pruned
+        try:
+            # add.at adds in order, unbuffered: per document 0.0 + w1 + w2 + ... in term order.
+            for docs, vals, c in spans:
+                np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+            bound = None
+            if k is not None:
+                # The best k of any set of distinct documents bound the best k overall from
+                # below; the documents of the longest list are distinct and likely to score.
+                longest = max(spans, key=lambda s: len(s[0]))[0]
+                bound = _lower_bound(acc, k, longest)
+            if n_docs <= _DENSE_ACCUMULATE or postings * 8 >= n_docs:
+                # Small corpus or many postings: one pass over every document.
+                docs = (acc != 0 if bound is None else acc >= bound).nonzero()[0]
+                return acc[docs], docs
+            # Few postings: only the documents they list are read.
+            parts = [d[acc[d] >= bound] if bound is not None else d for d, _, _ in spans]
+            docs = np.unique(np.concatenate(parts))
+            scores = acc[docs]
+            if bound is None:
+                nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
+                if not nonzero.all():
+                    scores, docs = scores[nonzero], docs[nonzero]
+            return scores, docs
+        finally:
+            if postings * 10 >= n_docs:
+                acc.fill(0.0)
+            else:
+                for docs, _, _ in spans:
+                    acc[docs] = 0.0
+            pool.append(acc)
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[RankedHits]:
         """:meth:`retrieve` for each query, batched into sparse matrix products."""
@@ -448,6 +696,10 @@ class BM25Retriever:
             raise TypeError("retrieve_many expects a sequence of queries, not one string")
         if self.engine == "rank_bm25":
             return [self._retrieve_rank_bm25(q, k) for q in queries]
+        if len(self._doc_ids) > _BATCH_MAX_DOCS:
+            # On large corpora each row of the product holds every matching document; ranking
+            # query by query from a bound of the k-th score is faster.
+            return [self._top(*self._score_one(q, k), k) for q in queries]
         assert self._weights is not None
         weights = self._weights
         qm = self._query_matrix(queries)
@@ -475,3 +727,224 @@ class BM25Retriever:
         scores = np.asarray(self._okapi.get_scores(self.tokenizer(query)), dtype=np.float64)
         docs = (scores != 0).nonzero()[0]
         return self._top(scores[docs], docs, k)
+
+
+def _drain(items: list[Any]) -> Iterator[Any]:
+    """Yield and drop the items of ``items`` front to back, so each is freed once used."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
+def _row_blocks(indptr: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive row ranges of a CSR ``indptr`` holding about ``size`` entries each."""
+    n_rows = len(indptr) - 1
+    t0 = 0
+    while t0 < n_rows:
+        t1 = int(np.searchsorted(indptr, indptr[t0] + size, side="right")) - 1
+        t1 = min(max(t1, t0 + 1), n_rows)
+        yield t0, t1
+        t0 = t1
+
+
+def _read_array(fh: Any, dtype: type[np.generic], start: int, count: int) -> np.ndarray:
+    """``count`` items of ``dtype`` from item ``start`` of the raw file ``fh``."""
+    itemsize = np.dtype(dtype).itemsize
+    fh.seek(start * itemsize)
+    out = np.fromfile(fh, dtype=dtype, count=count)
+    if len(out) != count:  # pragma: no cover - our own file, just written
+        raise OSError(f"short read from {fh.name}")
+    return out
+
+
+class _NpyWriter:
+    """Append 1-d arrays of one dtype to a ``.npy`` file whose length is known at the end.
+
+    The header (numpy's format 1.0: magic, version, header length, a dict literal padded with
+    spaces to a fixed size) is written last, into room reserved up front.
+    """
+
+    _HEADER = 128
+
+    def __init__(self, path: Path, dtype: type[np.generic]) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self._fh: Any = None
+
+    def __enter__(self) -> _NpyWriter:
+        self._fh = self.path.open("wb")
+        self._fh.write(b"\0" * self._HEADER)
+        return self
+
+    def write(self, array: np.ndarray) -> None:
+        array.astype(self.dtype, copy=False).tofile(self._fh)
+        self.count += len(array)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                header = repr(
+                    {"descr": self.dtype.str, "fortran_order": False, "shape": (self.count,)}
+                ).encode("latin1")
+                room = self._HEADER - 10
+                self._fh.seek(0)
+                self._fh.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", room))
+                self._fh.write(header.ljust(room - 1) + b"\n")
+        finally:
+            self._fh.close()
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed), waiting for it.
+
+    ``flock`` on POSIX; on Windows ``msvcrt.locking`` on the first byte. The file stays: deleting
+    it while another process waits on it would let a third one lock a new file meanwhile.
+    """
+    with path.open("a+b") as fh:
+        if os.name == "nt":  # pragma: no cover - not run on the POSIX CI
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s; keep waiting
+                    continue
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# Candidate sets at most this large are ranked as they are.
+_SMALL_CANDIDATES = 4096
+
+
+def _lower_bound(scores: np.ndarray, k: int, docs: np.ndarray | None = None) -> float | None:
+    """A positive score at most the ``k``-th largest of ``scores`` (``scores[docs]`` if
+    ``docs`` is given: distinct document numbers), or None if none is found cheaply.
+
+    The ``k``-th largest of a strided sample of about ``sqrt(k * n)`` entries: a lower bound
+    of the ``k``-th largest overall, so every document of the best ``k`` (ties included)
+    scores at least as much, while only about ``sqrt(k * n)`` documents do.
+    """
+    n = len(scores) if docs is None else len(docs)
+    if n <= _SMALL_CANDIDATES or k == 0:
+        return None
+    step = max(1, int(n / max(2 * math.sqrt(k * n), 4 * k)))
+    sample = scores[::step] if docs is None else scores[docs[::step]]
+    if len(sample) < k:
+        return None
+    bound = float(np.partition(sample, len(sample) - k)[len(sample) - k])
+    return bound if bound > 0 else None
+
+
+def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
+    """Mask of ``scores`` at least :func:`_lower_bound` (all of them non-zero), or None."""
+    bound = _lower_bound(scores, k)
+    return None if bound is None else scores >= bound
+
+
+# Posting lists longer than 1/_FREQUENT of the corpus are "frequent" for _score_pruned.
+_FREQUENT = 16
+
+# Beyond this k the max-score shortcut rarely applies and its failed attempts cost more than
+# it saves (measured on 1M documents).
+_SHORTCUT_MAX_K = 100
+
+# What a binary search costs next to adding one posting, roughly.
+_SEARCH_COST = 32
+
+# Relative slack on upper bounds of sums, far above the rounding of a float64 sum of even
+# a million terms (about 1e-10), so that a bound computed in floating point stays a bound.
+_SLACK = 1e-9
+
+
+def _score_pruned(
+    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores and indexes (ascending) of a set of documents that holds the best ``k`` of the
+    query and every document tied with the ``k``-th; None if the shortcut does not apply.
+
+    A "max-score" shortcut for queries mixing rare and frequent terms (weights must be
+    non-negative, as with Lucene's idf): the rare terms' weights are added up first; the
+    ``k``-th best of those partial sums is a lower bound ``theta`` of the ``k``-th best score.
+    If the frequent terms together add at most ``u < theta``, no document lacking every rare
+    term can make the top ``k``, nor can one whose partial sum plus ``u`` is below ``theta``.
+    The few remaining documents are then scored exactly, looking their weights up term by
+    term in term order from 0.0: the same additions, hence the same bits, as the full sum.
+    ``acc`` (all zero) is used for the partial sums and left all zero.
+    """
+    cut = len(acc) // _FREQUENT
+    rare = [s for s in spans if len(s[0]) <= cut]
+    frequent = [s for s in spans if len(s[0]) > cut]
+    if not rare or not frequent:
+        return None
+    frequent_postings = sum(len(d) for d, _, _ in frequent)
+    longest = max(rare, key=lambda s: len(s[0]))[0]
+    # At least k documents get a binary search per term, and each must save enough adds;
+    # the bound below needs k documents in one list.
+    if k * len(spans) * _SEARCH_COST > frequent_postings or len(longest) < k:
+        return None
+    upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
+    # No partial sum can exceed the rare terms' maximum weights added up: if the frequent
+    # terms can add that much, the bound below cannot beat them.
+    if not upper < sum(float(vals.max()) * c for _, vals, c in rare):
+        return None
+    try:
+        for docs, vals, c in rare:
+            np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+        # Partial sums never exceed full ones (adding non-negative weights cannot lower a
+        # rounded sum), so the k-th best partial sum of any distinct documents bounds the
+        # k-th best score from below.
+        if len(longest) > _SMALL_CANDIDATES:
+            theta = _lower_bound(acc, k, longest)
+        elif k > 0:
+            partial = acc[longest]
+            theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
+        else:
+            theta = None
+        if theta is None:
+            return None
+        # The exact scores of the (at least k) documents whose partial sum reaches theta
+        # bound the k-th best score too, usually much more tightly.
+        seed = np.unique(np.concatenate([d[acc[d] >= theta] for d, _, _ in rare]))
+        if len(seed) * len(spans) * _SEARCH_COST > frequent_postings:
+            return None
+        seed_scores = _exact_scores(spans, seed)
+        theta = max(theta, float(np.partition(seed_scores, len(seed) - k)[len(seed) - k]))
+        if not upper < theta:
+            return None
+        need = theta / (1 + _SLACK) - upper
+        parts = [d[acc[d] >= need] for d, _, _ in rare]
+        if sum(len(p) for p in parts) * len(spans) * _SEARCH_COST > frequent_postings:
+            return None
+        candidates = np.unique(np.concatenate(parts))
+        return _exact_scores(spans, candidates), candidates
+    finally:
+        for docs, _, _ in rare:
+            acc[docs] = 0.0
+
+
+def _exact_scores(spans: list[tuple[np.ndarray, np.ndarray, int]], docs: np.ndarray) -> np.ndarray:
+    """The scores of ``docs`` (ascending), added up as the accumulator does: term by term in
+    term order from 0.0, adding 0.0 (which changes nothing) where a document lacks a term."""
+    scores = np.zeros(len(docs))
+    for postings, vals, c in spans:
+        at = np.searchsorted(postings, docs)
+        at[at == len(postings)] = 0
+        found = postings[at] == docs
+        w = vals[at] if c == 1 else vals[at] * float(c)
+        scores += np.where(found, w, 0.0)
+    return scores
