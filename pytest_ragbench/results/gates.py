@@ -179,6 +179,11 @@ def parse_scope(text: str) -> Scope:
     """``difficulty=hard, retriever=bm25`` -> ``(("difficulty", "hard"), ("retriever", ...))``."""
     out: list[tuple[str, str]] = []
     for part in text.split(","):
+        if not part.strip():
+            # A stray comma: quoting the empty piece would name nothing the user wrote.
+            raise ValueError(f"empty item in scope {text.strip()!r}: expected key=value items "
+                             f"separated by commas, with key one of {', '.join(SCOPE_KEYS)} "
+                             "(e.g. 'difficulty=hard, tag=numeric')")
         m = _SCOPE_ITEM.match(part)
         if not m:
             raise ValueError(f"cannot parse scope {part.strip()!r}: expected key=value with key "
@@ -430,7 +435,9 @@ def evaluate_threshold(
         if gate.metric == ERROR_RATE:
             value = sum(1 for _, err in chosen if err) / n if n else math.nan
         else:
-            finite = [s for s, err in chosen if not err and s is not None and math.isfinite(s)]
+            # As in the unscoped means: a case that errored after it was scored (its
+            # generation or judge failed) counts with what it measured.
+            finite = [s for s, _ in chosen if s is not None and math.isfinite(s)]
             value = math.fsum(finite) / len(finite) if finite else math.nan
     v = math.nan if value is None else float(value)
     return {
