@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from ..records import case_outcome, dumps_json, record_key, xfail_reason
+from ..results.runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl, run_start_doc
 from ..results.verdict import verdict_of
 from .markdown import md_text
 
-CASES_JSONL = "cases.jsonl"
 CASES_CSV = "cases.csv"
-SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+
+__all__ = ["CASES_CSV", "CASES_JSONL", "RUN_JSON", "SUMMARY_JSON", "SUMMARY_MD",
+           "JsonlAppender", "read_jsonl", "run_start_doc", "summary_markdown",
+           "write_cases_csv", "write_json"]
 
 
 class JsonlAppender:
@@ -40,18 +42,6 @@ class JsonlAppender:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read records back, skipping a torn last line left by a crash."""
-    out: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:

@@ -27,13 +27,12 @@ from .gates import (
     ERROR_RATE,
     BaselineSettings,
     DropGate,
-    Gate,
     GateCheck,
     SignificanceGate,
     Tolerance,
     case_filter,
     case_in_scope,
-    evaluate_threshold,
+    check_thresholds,
     parse_gate_expression,
     scope_retriever,
     scope_text,
@@ -248,19 +247,18 @@ def _threshold_results(
         n = r.get("n_cases") or 0
         error_rate = (r.get("n_errors") or 0) / n if n else 0.0
         errors = set(r.get("errors", []))
-        for gate in gates:
-            if not isinstance(gate, Gate):
-                continue
-            only = scope_retriever(gate.scope)
-            if only is not None and only != rname:
-                continue
-            st = r.get("metrics", {}).get(gate.metric, {})
-            cases = {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
+        metrics = r.get("metrics", {})
+
+        def cases(metric: str, metrics: Mapping[str, Any] = metrics,
+                  errors: set[str] = errors) -> dict[str, tuple[float | None, bool]]:
+            st = metrics.get(metric)
             if not st:
-                cases = {cid: (None, cid in errors) for cid in meta}
-            out.append(evaluate_threshold(
-                gate, suite=name, retriever=rname, mean=st.get("mean"), error_rate=error_rate,
-                cases=cases, meta=meta))
+                return {cid: (None, cid in errors) for cid in meta}
+            return {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
+
+        out += check_thresholds(
+            gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
+            means={m: st.get("mean") for m, st in metrics.items()})
     return out
 
 
@@ -421,8 +419,8 @@ def regression_line(row: Mapping[str, Any]) -> str:
 def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
-    from ..report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
     from .baseline import make_baseline
+    from .runfolder import CASES_JSONL, SUMMARY_JSON, read_jsonl
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     if not summary_path.is_file() or not cases_path.is_file():

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -446,3 +446,30 @@ def evaluate_threshold(
         "value": v, "passed": gate.passes(v), "margin": gate.margin(v), "text": gate.text,
         "n": n,
     }
+
+
+def check_thresholds(
+    gates: Iterable[GateCheck], *, suite: str, retriever: str,
+    means: Mapping[str, float | None], error_rate: float,
+    cases: Callable[[str], Mapping[str, tuple[float | None, bool]]],
+    meta: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every threshold gate among ``gates`` that applies to ``retriever``, checked.
+
+    The one path for threshold gates: the plugin checks a run's summary with it and
+    ``ragbench compare`` a stored run. ``means`` maps metric names to the retriever's means,
+    ``cases(metric)`` gives per query id (score averaged over repetitions, every run errored)
+    and ``meta`` the queries' type/difficulty/tags. Gates against a baseline and gates scoped
+    to another retriever are left out.
+    """
+    out = []
+    for gate in gates:
+        if not isinstance(gate, Gate):
+            continue
+        only = scope_retriever(gate.scope)
+        if only is not None and only != retriever:
+            continue
+        out.append(evaluate_threshold(
+            gate, suite=suite, retriever=retriever, mean=means.get(gate.metric),
+            error_rate=error_rate, cases=cases(gate.metric), meta=meta))
+    return out
