@@ -179,9 +179,10 @@ def make_record(
 
 def add_answer(rec: CaseRecord, part: AnswerPart | Mapping[str, Any]) -> None:
     """Merge the answer fields of ``part`` into ``rec``: each of :data:`ANSWER_FIELDS` is set
-    (None when ``part`` lacks it), in that order, after the base fields."""
+    (None when ``part`` lacks it), in that order, after the base fields, as plain JSON
+    (contexts given as tuples become lists, as they would be read back)."""
     for name in ANSWER_FIELDS:
-        rec[name] = part.get(name)  # type: ignore[literal-required]
+        rec[name] = jsonable(part.get(name))  # type: ignore[literal-required]
 
 
 def record_key(rec: Mapping[str, Any]) -> tuple[str, str, str, int]:
