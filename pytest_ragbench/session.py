@@ -427,7 +427,7 @@ class RagbenchSession:
         summary = jsonable({**summary, "run": run})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            from .results.compare import gate_failure_line
+            from .report.views import gate_failure_line
 
             self.failures += [gate_failure_line(g) for g in failed]
 
@@ -512,6 +512,7 @@ class RagbenchSession:
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
+        from .report.views import with_failure_lines
         from .results.baseline import BaselineError
         from .results.compare import Overrides, compare_docs
 
@@ -524,8 +525,8 @@ class RagbenchSession:
         overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
                               gates=extra_gates)
         try:
-            result = jsonable(compare_docs(base_doc, current, overrides,
-                                                suite_thresholds=False, stored_verdict=False))
+            result = jsonable(with_failure_lines(compare_docs(
+                base_doc, current, overrides, suite_thresholds=False, stored_verdict=False)))
         except BaselineError as exc:
             line = f"ragbench: {exc}"
             self.failures.append(line)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..report.terminal import _f, _p, _where
 from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load_baseline
 from .gates import (
     ERROR_RATE,
@@ -118,14 +117,16 @@ def compare_docs(
     ``stored_verdict=False`` ignores what ``current`` recorded about its own run (the plugin
     decides the verdict of the run in progress itself).
 
-    Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
-    "other_failures": [...], "passed": bool, "verdict": {...}}``: ``suites`` says per suite
-    which baseline suite it was matched with (by name), whether the suite file, the dataset or
-    the query set changed, and whether it is partial; ``rows`` are the per-metric comparisons;
-    ``gates`` the checked gates (thresholds on the current side and gates against the
-    baseline); ``failures`` one line per failed gate, regression or required-but-different
-    dataset; ``other_failures`` those that are neither gates nor regressions; ``verdict`` as
-    :func:`pytest_ragbench.results.verdict.make_verdict` builds it.
+    Returns ``{"suites": [...], "rows": [...], "gates": [...], "other_failures": [...],
+    "prior_failure": str | None, "passed": bool, "verdict": {...}}``: ``suites`` says per
+    suite which baseline suite it was matched with (by name), whether the suite file, the
+    dataset or the query set changed, and whether it is partial; ``rows`` are the per-metric
+    comparisons (``regressed`` beyond a tolerance); ``gates`` the checked gates (thresholds on
+    the current side and gates against the baseline); ``other_failures`` the reasons to fail
+    that are neither gates nor regressions (a required-but-different dataset, and
+    ``prior_failure``, a run that had failed when it ran); ``verdict`` as
+    :func:`pytest_ragbench.results.verdict.make_verdict` builds it. The one line per failure
+    that the outputs print is worded by :func:`pytest_ragbench.report.views.failure_lines`.
     """
     ov = overrides or Overrides()
     out_suites: list[dict[str, Any]] = []
@@ -169,27 +170,30 @@ def compare_docs(
             info["dataset_changed"] or info["added"] or info["removed"]
         ):
             failures.append(
-                f"ragbench: dataset differs from the baseline in suite {name}: dataset "
-                f"{str(base_s.get('dataset_hash'))[:12]} -> {str(cur_s.get('dataset_hash'))[:12]}"
-                f", {info['added']} queries added, {info['removed']} removed "
-                "(require_same_dataset is set)")
+                f"ragbench: dataset differs from the baseline in suite {name}: "
+                f"{dataset_change_text(info)} (dataset {str(base_s.get('dataset_hash'))[:12]} "
+                f"-> {str(cur_s.get('dataset_hash'))[:12]}; require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
         gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
     other = list(failures)
-    for g in gate_results:
-        if not g["passed"]:
-            failures.append(gate_failure_line(g))
-    for row in rows:
-        if row["regressed"]:
-            failures.append(regression_line(row))
     prior = _prior_failure(current) if stored_verdict else None
     if prior is not None:
-        failures.append(prior)
         other.append(prior)
     verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
-    return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
-            "other_failures": other, "passed": verdict["passed"], "verdict": verdict}
+    return {"suites": out_suites, "rows": rows, "gates": gate_results,
+            "other_failures": other, "prior_failure": prior, "passed": verdict["passed"],
+            "verdict": verdict}
+
+
+def dataset_change_text(info: Mapping[str, Any]) -> str | None:
+    """How a suite's dataset differs from its baseline suite's, e.g. "dataset changed, 0
+    queries added, 10 removed"; None when it does not. Every output words it so (the failure
+    of ``require_same_dataset``, the terminal, Markdown and HTML reports)."""
+    if not (info.get("dataset_changed") or info.get("added") or info.get("removed")):
+        return None
+    return (f"dataset {'changed' if info.get('dataset_changed') else 'unchanged'}, "
+            f"{info.get('added', 0)} queries added, {info.get('removed', 0)} removed")
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
@@ -386,31 +390,6 @@ def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("baseline", "current", "delta", "ci_low", "ci_high", "p_value", "p_holm", "test",
             "n")
     return {k: row[k] for k in keys}
-
-
-def gate_failure_line(g: Mapping[str, Any]) -> str:
-    """One explicit line for a failed gate: which, where, by how much, with the statistics."""
-    if g["kind"] == "threshold":
-        return (f"ragbench: gate failed: {_where(g)} {g['metric']} = {_f(g['value'])}, "
-                f"expected {g['op']} {g['threshold']:g} (missed by {_f(abs(g['margin']))})")
-    r = g["row"]
-    stats = (f"delta {_f(r['delta'], signed=True)}, 95% CI [{_f(r['ci_low'], signed=True)}, "
-             f"{_f(r['ci_high'], signed=True)}], p = {_p(r['p_holm'])} ({r['test']}, Holm), "
-             f"{_f(r['baseline'])} -> {_f(r['current'])}, n = {r['n']}")
-    if g["kind"] == "drop":
-        return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped more than allowed "
-                f"(`{g['text']}`, allowed {_f(g['allowed'])}): {stats}")
-    return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped significantly at "
-            f"{g['alpha']:g} (`{g['text']}`): {stats}")
-
-
-def regression_line(row: Mapping[str, Any]) -> str:
-    """One line for a metric that moved beyond its tolerance."""
-    return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
-            f"dropped from {_f(row['baseline'])} to {_f(row['current'])} "
-            f"(delta {_f(row['delta'], signed=True)}, 95% CI [{_f(row['ci_low'], signed=True)}, "
-            f"{_f(row['ci_high'], signed=True)}], p = {_p(row['p_holm'])} ({row['test']}), "
-            f"tolerance {row['tolerance']})")
 
 
 # -- loading either side -------------------------------------------------------------------
