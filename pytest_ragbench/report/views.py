@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..results.compare import dataset_change_text
+from ..results.changes import dataset_change_text
 from .format import finite, num, p_value
 
 __all__ = ["UsageView", "baseline_notes", "dataset_change_text", "failure_lines",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load_baseline
+from .changes import dataset_change_text
 from .gates import (
     ERROR_RATE,
     BaselineSettings,
@@ -169,10 +170,10 @@ def compare_docs(
         if settings.require_same_dataset and (
             info["dataset_changed"] or info["added"] or info["removed"]
         ):
-            failures.append(
-                f"ragbench: dataset differs from the baseline in suite {name}: "
-                f"{dataset_change_text(info)} (dataset {str(base_s.get('dataset_hash'))[:12]} "
-                f"-> {str(cur_s.get('dataset_hash'))[:12]}; require_same_dataset is set)")
+            change = dataset_change_text(
+                info, (base_s.get("dataset_hash"), cur_s.get("dataset_hash")))
+            failures.append(f"ragbench: dataset differs from the baseline in suite {name}: "
+                            f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
         gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
@@ -184,16 +185,6 @@ def compare_docs(
     return {"suites": out_suites, "rows": rows, "gates": gate_results,
             "other_failures": other, "prior_failure": prior, "passed": verdict["passed"],
             "verdict": verdict}
-
-
-def dataset_change_text(info: Mapping[str, Any]) -> str | None:
-    """How a suite's dataset differs from its baseline suite's, e.g. "dataset changed, 0
-    queries added, 10 removed"; None when it does not. Every output words it so (the failure
-    of ``require_same_dataset``, the terminal, Markdown and HTML reports)."""
-    if not (info.get("dataset_changed") or info.get("added") or info.get("removed")):
-        return None
-    return (f"dataset {'changed' if info.get('dataset_changed') else 'unchanged'}, "
-            f"{info.get('added', 0)} queries added, {info.get('removed', 0)} removed")
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:

@@ -22,9 +22,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .spec import SPEC_SCHEMA_VERSION, SuiteSpec, read_spec
+if TYPE_CHECKING:
+    from .spec import SuiteSpec
+
+# The session loads this module in every pytest run (the names above); the spec reader, and the
+# gate parser it brings, only when a run folder is read back.
+
+RUN_SCHEMA_VERSION = 1
 
 CASES_JSONL = "cases.jsonl"
 SUMMARY_JSON = "summary.json"
@@ -47,7 +53,7 @@ def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | 
                   collected: Mapping[str, int]) -> dict[str, Any]:
     """The content of ``run.json`` (suites whose file could not be read are left out)."""
     return {
-        "schema_version": SPEC_SCHEMA_VERSION,
+        "schema_version": RUN_SCHEMA_VERSION,
         "id": run_id,
         "started": started,
         "suites": {sid: spec for sid, spec in sorted(specs.items()) if spec is not None},
@@ -62,6 +68,8 @@ def read_run_start(path: Path) -> tuple[dict[str, Any], dict[str, SuiteSpec | No
     A missing or unreadable file (a run folder of an older version) gives empty results;
     a spec this version cannot read is None (that suite is aggregated without gates).
     """
+    from .spec import read_spec
+
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):

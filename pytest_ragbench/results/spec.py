@@ -19,9 +19,6 @@ from .gates import DEFAULT_ALPHA, DEFAULT_TEST, Gate, GateCheck, parse_gate_expr
 if TYPE_CHECKING:
     from ..suite.loader import Suite
 
-SPEC_SCHEMA_VERSION = 1
-
-
 class SuiteSpec(TypedDict):
     """A suite as aggregation sees it.
 
