@@ -88,8 +88,14 @@ class UsageView:
     requests: int
     prompt_tokens: int
     completion_tokens: int
-    cost: float
+    total_cost: float
     per_item: Mapping[str, float]
+    costed: bool
+
+    @property
+    def cost(self) -> float | None:
+        """The summed cost; None when no case carried one (an LLM without prices)."""
+        return self.total_cost if self.costed else None
 
     @property
     def tokens(self) -> int:
@@ -98,7 +104,7 @@ class UsageView:
     def line(self) -> str:
         per = self.per_item
         return (f"llm: {self.requests} requests, {self.prompt_tokens} prompt + "
-                f"{self.completion_tokens} completion tokens, cost ${self.cost:.4f} "
+                f"{self.completion_tokens} completion tokens, cost ${self.total_cost:.4f} "
                 f"(per item: {per['requests']:.2f} requests, "
                 f"{per['prompt_tokens'] + per['completion_tokens']:.0f} tokens)")
 
@@ -109,9 +115,12 @@ def usage_view(group: Mapping[str, Any]) -> UsageView | None:
     u = group.get("usage")
     if not isinstance(u, Mapping) or not u:
         return None
+    cost = float(u.get("cost") or 0.0)
+    # Summaries written before n_costed existed: a cost of 0 reads as none carried.
+    costed = int(u["n_costed"]) > 0 if "n_costed" in u else cost != 0.0
     return UsageView(int(u.get("requests") or 0), int(u.get("prompt_tokens") or 0),
-                     int(u.get("completion_tokens") or 0), float(u.get("cost") or 0.0),
-                     dict(u.get("per_item") or {}))
+                     int(u.get("completion_tokens") or 0), cost,
+                     dict(u.get("per_item") or {}), costed)
 
 
 def baseline_notes(info: Mapping[str, Any]) -> list[str]:

@@ -88,7 +88,11 @@ def summarize_group(
 
 
 def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs)."""
+    """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs).
+
+    ``n_costed`` counts the cases that carry a cost at all: a cost of 0 from an LLM without
+    prices is then told apart from a cost of 0 that was measured.
+    """
     with_usage = [r for r in recs if isinstance(r.get("usage"), Mapping)]
     if not with_usage:
         return None
@@ -96,7 +100,8 @@ def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
               for k in ("requests", "prompt_tokens", "completion_tokens")}
     cost = sum(float(r.get("cost") or 0.0) for r in with_usage)
     n = len(with_usage)
-    return {**totals, "cost": cost, "n_items": n,
+    costed = sum(1 for r in with_usage if r.get("cost") is not None)
+    return {**totals, "cost": cost, "n_items": n, "n_costed": costed,
             "per_item": {k: v / n for k, v in {**totals, "cost": cost}.items()}}
 
 
