@@ -536,6 +536,26 @@ def test_report_of_a_run_killed_before_the_end_shows_the_gates(
             "ran) | 1.0000 | 0.1000 |") in md
 
 
+def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester) -> None:
+    # xdist's controller collects nothing: it takes the spec from the suite file when the
+    # workers report their collection, before any case, and aggregates with it at the end.
+    pytester.makepyfile(rbret_html=RETRIEVER)
+    pytester.makefile(".ragbench.yaml", s=SUITE)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "pythonpath = .\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2",
+                                "s.ragbench.yaml")
+    result.assert_outcomes(passed=3)
+    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    start = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    spec = start["suites"]["s.ragbench.yaml"]
+    assert (spec["name"], spec["gates"], spec["retrievers"]) == ("smoke", ["ndcg@10 >= 0.5"],
+                                                                 ["ov"])
+    summary = json.loads((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
+    assert summary["suites"][0]["gate_texts"] == spec["gates"]
+    assert [g["text"] for g in summary["gates"]] == ["ndcg@10 >= 0.5"]
+
+
 def test_folders_that_are_not_run_folders(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert ragbench_main(["report", str(tmp_path / "nope")]) == 2
