@@ -2,7 +2,10 @@
 aggregates once at the end, applies gates and baselines, and sets the exit status.
 
 Registered only on the controller (``not hasattr(config, "workerinput")``), so there is one
-aggregation path with or without pytest-xdist.
+aggregation path with or without pytest-xdist. Aggregation takes the records and each suite's
+spec (:mod:`pytest_ragbench.results.spec`), taken when the run starts and written to the run
+folder's ``run.json`` (:mod:`pytest_ragbench.results.runfolder`); no suite file is read at the
+end, and ``ragbench report`` can aggregate a run that never reached it.
 """
 
 from __future__ import annotations
