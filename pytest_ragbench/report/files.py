@@ -145,7 +145,7 @@ def summary_markdown(summary: Mapping[str, Any],
                              f"[{signed(c['ci_low'])}, {signed(c['ci_high'])}] | "
                              f"{p_value(c['p_holm'])} |")
             if table["best"] is not None:
-                lines += ["", f"best: {_cell(table['best'])} (P(best) = {table['p_best']:.2f})"]
+                lines += ["", f"best: {_cell(table['best'])} (P(best) = {num(table['p_best'], 2)})"]
             lines.append("")
     if summary["gates"]:
         lines += ["### Gates", "", "| | suite/retriever | gate | value | margin / p |",

@@ -277,7 +277,7 @@ def histogram_panel(metric: str, series: Sequence[HistSeries], *, bins: int = 20
             mean = sum(finite) / len(finite)
             parts.append(_el("line", {"x1": x(mean), "x2": x(mean), "y1": base - row_h - 2,
                                       "y2": base + 3, "stroke": _TEXT, "stroke-width": "1.5"},
-                             _title(f"{s.name} mean {metric}: {mean:.4f}")))
+                             _title(f"{s.name} mean {metric}: {num(mean)}")))
         note = f"n={len(finite)}" + (f" nan={n_nan}" if n_nan else "")
         parts.append(_text(left + plot_w + 6, base - row_h / 2 + 4, note, font_size=10))
     axis_y = top + len(series) * (row_h + gap) + 4
@@ -319,7 +319,7 @@ def delta_chart(rows: Sequence[DeltaBar], *, label: str) -> Markup:
             parts.append(_el("rect", {"x": a, "y": y + 2, "width": b - a, "height": row_h - 4,
                                       "fill": _NEUTRAL, "fill-opacity": "0.18"},
                              _title(f"tolerated {'drop' if worse_sign < 0 else 'rise'}: "
-                                    f"{r.allowed:.4f}")))
+                                    f"{num(r.allowed)}")))
         if r.delta is None or not math.isfinite(r.delta):
             parts.append(_text(mid + 4, y + row_h / 2 + 4, "n/a", font_size=10))
             continue

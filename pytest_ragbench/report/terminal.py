@@ -97,7 +97,7 @@ def ab_lines(summary: Mapping[str, Any]) -> list[str]:
                     f"p = {_p(c['p_holm'])} {mark}".rstrip()
                 )
             if table["best"] is not None:
-                lines.append(f"  best: {table['best']} (P(best) = {table['p_best']:.2f})")
+                lines.append(f"  best: {table['best']} (P(best) = {_f(table['p_best'], 2)})")
     return lines
 
 

@@ -104,9 +104,9 @@ class UsageView:
     def line(self) -> str:
         per = self.per_item
         return (f"llm: {self.requests} requests, {self.prompt_tokens} prompt + "
-                f"{self.completion_tokens} completion tokens, cost ${self.total_cost:.4f} "
-                f"(per item: {per['requests']:.2f} requests, "
-                f"{per['prompt_tokens'] + per['completion_tokens']:.0f} tokens)")
+                f"{self.completion_tokens} completion tokens, cost ${num(self.total_cost)} "
+                f"(per item: {num(per['requests'], 2)} requests, "
+                f"{num(per['prompt_tokens'] + per['completion_tokens'], 0)} tokens)")
 
 
 def usage_view(group: Mapping[str, Any]) -> UsageView | None:
