@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import SCHEMA_VERSION, clean_float
+from .records import CaseRecord, clean_float, make_record
 
 if TYPE_CHECKING:
     from .datasets import Query
@@ -334,7 +334,7 @@ class CaseRecorder:
             self.latency_ms = latency_ms
         return dict(rec["metrics"])
 
-    def build(self, report: pytest.TestReport) -> dict[str, Any] | None:
+    def build(self, report: pytest.TestReport) -> CaseRecord | None:
         """The record for the finished test, or None when it was skipped."""
         if report.skipped:
             return None
@@ -342,26 +342,26 @@ class CaseRecorder:
         suite_id = item.nodeid.split("[", 1)[0]
         if self._runtime is not None and self._ref is not None:
             runtime, ref = self._runtime, self._ref
-            rec = (dict(self._scored) if self._scored is not None
-                   else runtime.new_record(ref.retriever, ref.case_id))
-            if self._scored is None:
-                rec["metrics"] = {}
-            rec["suite_name"] = f"{runtime.suite.name}:{getattr(item, 'originalname', item.name)}"
+            base = (self._scored if self._scored is not None
+                    else runtime.new_record(ref.retriever, ref.case_id))
+            rec = make_record(
+                suite=suite_id, retriever=base["retriever"], case_id=base["case_id"],
+                run=base["run"],
+                suite_name=f"{runtime.suite.name}:{getattr(item, 'originalname', item.name)}",
+                suite_hash=base["suite_hash"], dataset_hash=base["dataset_hash"],
+                query=base["query"], type=base["type"], difficulty=base["difficulty"],
+                tags=base["tags"],
+                metrics={**(base["metrics"] if self._scored is not None else {}),
+                         **self.metrics},
+                n_relevant=base["n_relevant"], no_relevant=base["no_relevant"])
+            rec["latency_ms"] = base["latency_ms"]
+            rec["retrieved"], rec["missed"] = base["retrieved"], base["missed"]
         else:
-            rec = {
-                "schema": SCHEMA_VERSION, "suite_name": item.name, "suite_hash": None,
-                "dataset_hash": None, "retriever": "-", "case_id": item.name, "run": 0,
-                "query": None, "type": None, "difficulty": None, "tags": [], "status": "ok",
-                "error": None, "metrics": {}, "latency_ms": None, "n_relevant": None,
-                "no_relevant": False, "retrieved": [], "missed": [], "thresholds": [],
-            }
-        rec["suite"] = suite_id
-        rec["thresholds"] = []
-        rec["metrics"] = {**rec["metrics"], **self.metrics}
+            rec = make_record(suite=suite_id, suite_name=item.name, retriever="-",
+                              case_id=item.name, metrics=self.metrics)
         if self.latency_ms is not None:
             rec["latency_ms"] = round(self.latency_ms, 3)
         rec["status"] = "ok" if report.passed else "failed"
-        rec["error"] = None
         return rec
 
 

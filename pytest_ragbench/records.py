@@ -33,6 +33,19 @@ Fields (schema version 1)::
                     verdict ("failed" for a missed threshold), so an xfailed case is still
                     "failed" there; read :func:`case_outcome` to show or count cases.
 
+Cases that generate answers add, after these, the fields of an :class:`AnswerPart`:
+
+    answer          the generated answer text
+    contexts        the passages the answer was generated from
+    judge           {metric name: the judge's verdict}
+    usage           {"requests", "prompt_tokens", "completion_tokens"} of the LLM calls
+    cost            the calls' cost in dollars
+
+:class:`CaseRecord` types these fields and :func:`make_record` is the one constructor: the
+collected cases (:mod:`pytest_ragbench.execution.runtime`), the hand-written tests'
+``ragbench_record`` and the controller's records of cases that died without one all build their
+records with it, so every producer writes the same keys in the same order.
+
 Readers take records of every version: a missing field reads as its default (``xfail``: None,
 so older records show their plain status).
 """
@@ -41,11 +54,135 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
 USER_PROPERTY = "ragbench_record"
+
+
+class CaseFailure(TypedDict):
+    """Why a case errored: the stage it failed in, the exception type and its message."""
+
+    stage: str
+    type: str
+    message: str
+
+
+class ThresholdCheck(TypedDict):
+    """One per-query threshold checked on a case."""
+
+    metric: str
+    op: str
+    threshold: float
+    value: float | None
+    passed: bool | None
+    margin: float | None
+
+
+class AnswerPart(TypedDict, total=False):
+    """What a case that generates an answer adds to its record (all optional)."""
+
+    answer: str | None
+    contexts: list[Any] | None
+    judge: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    cost: float | None
+
+
+ANSWER_FIELDS = ("answer", "contexts", "judge", "usage", "cost")
+
+
+class _RecordFields(TypedDict):
+    """The fields every record has."""
+
+    schema: int
+    suite: str
+    suite_name: str
+    suite_hash: str | None
+    dataset_hash: str | None
+    retriever: str
+    case_id: str
+    run: int
+    query: str | None
+    type: str | None
+    difficulty: str | None
+    tags: list[str]
+    status: str
+    error: CaseFailure | None
+    metrics: dict[str, float | None]
+    latency_ms: float | None
+    n_relevant: int | None
+    no_relevant: bool
+    retrieved: list[list[Any]]
+    missed: list[list[Any]]
+    thresholds: list[ThresholdCheck]
+    xfail: dict[str, Any] | None
+
+
+class CaseRecord(_RecordFields, total=False):
+    """The per-case record (see the module docstring). A plain ``dict`` at run time: it
+    crosses the xdist wire and is written to ``cases.jsonl`` as it is. The answer fields
+    (:class:`AnswerPart`) are present only on cases that generate answers."""
+
+    answer: str | None
+    contexts: list[Any] | None
+    judge: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    cost: float | None
+
+
+def make_record(
+    *, suite: str, retriever: str, case_id: str, run: int = 0, suite_name: str | None = None,
+    suite_hash: str | None = None, dataset_hash: str | None = None, query: str | None = None,
+    type: str | None = None, difficulty: str | None = None,
+    tags: Iterable[str] = (), metrics: Iterable[str] | Mapping[str, float | None] = (),
+    n_relevant: int | None = None, no_relevant: bool = False,
+    error: CaseFailure | None = None, answer: AnswerPart | None = None,
+) -> CaseRecord:
+    """The one constructor of a :class:`CaseRecord`, with every field present.
+
+    ``metrics`` names the metrics still to measure (each None) or maps them to values already
+    measured. A record with an ``error`` has status "error", any other "ok" until something
+    sets it. ``answer`` holds the fields of a generated answer, when the producer has them
+    (a runtime merges them later with :func:`add_answer`).
+    """
+    rec: CaseRecord = {
+        "schema": SCHEMA_VERSION,
+        "suite": suite,
+        "suite_name": suite if suite_name is None else suite_name,
+        "suite_hash": suite_hash,
+        "dataset_hash": dataset_hash,
+        "retriever": retriever,
+        "case_id": case_id,
+        "run": int(run),
+        "query": query,
+        "type": type,
+        "difficulty": difficulty,
+        "tags": list(tags),
+        "status": "ok" if error is None else "error",
+        "error": error,
+        "metrics": ({str(k): clean_float(v) for k, v in metrics.items()}
+                    if isinstance(metrics, Mapping) else dict.fromkeys(metrics)),
+        "latency_ms": None,
+        "n_relevant": n_relevant,
+        "no_relevant": bool(no_relevant),
+        "retrieved": [],
+        "missed": [],
+        "thresholds": [],
+        "xfail": None,
+    }
+    if answer is not None:
+        add_answer(rec, answer)
+    return rec
+
+
+def add_answer(rec: CaseRecord, part: AnswerPart | Mapping[str, Any]) -> None:
+    """Merge the answer fields of ``part`` into ``rec``: each of :data:`ANSWER_FIELDS` is set
+    (None when ``part`` lacks it), in that order, after the base fields, as plain JSON
+    (contexts given as tuples become lists, as they would be read back)."""
+    for name in ANSWER_FIELDS:
+        rec[name] = jsonable(part.get(name))  # type: ignore[literal-required]
 
 
 def record_key(rec: Mapping[str, Any]) -> tuple[str, str, str, int]:
@@ -156,29 +293,7 @@ def mark_expected_failure(rec: dict[str, Any], reason: str, *, applied: bool) ->
 def error_record(
     *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
     etype: str = "Error",
-) -> dict[str, Any]:
+) -> CaseRecord:
     """A minimal record for a case that died before producing one (e.g. a crashed worker)."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "suite": suite,
-        "suite_name": suite,
-        "suite_hash": None,
-        "dataset_hash": None,
-        "retriever": retriever,
-        "case_id": case_id,
-        "run": run,
-        "query": None,
-        "type": None,
-        "difficulty": None,
-        "tags": [],
-        "status": "error",
-        "error": {"stage": stage, "type": etype, "message": message},
-        "metrics": {},
-        "latency_ms": None,
-        "n_relevant": None,
-        "no_relevant": False,
-        "retrieved": [],
-        "missed": [],
-        "thresholds": [],
-        "xfail": None,
-    }
+    return make_record(suite=suite, retriever=retriever, case_id=case_id, run=run,
+                       error={"stage": stage, "type": etype, "message": message})

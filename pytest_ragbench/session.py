@@ -2,7 +2,10 @@
 aggregates once at the end, applies gates and baselines, and sets the exit status.
 
 Registered only on the controller (``not hasattr(config, "workerinput")``), so there is one
-aggregation path with or without pytest-xdist.
+aggregation path with or without pytest-xdist. Aggregation takes the records and each suite's
+spec (:mod:`pytest_ragbench.results.spec`), taken when the run starts and written to the run
+folder's ``run.json`` (:mod:`pytest_ragbench.results.runfolder`); no suite file is read at the
+end, and ``ragbench report`` can aggregate a run that never reached it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from .records import error_record, jsonable
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
+    RUN_JSON,
     SUMMARY_JSON,
     SUMMARY_MD,
     JsonlAppender,
+    run_start_doc,
     summary_markdown,
     write_cases_csv,
     write_json,
@@ -38,7 +43,7 @@ from .results.verdict import Coverage
 from .suite.files import is_suite_file
 
 if TYPE_CHECKING:
-    from .suite.loader import Suite
+    from .results.spec import SuiteSpec
 
 # Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
 # imported when a run has records: this module is loaded by every pytest run in an environment
@@ -137,6 +142,9 @@ class RagbenchSession:
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
         self.collected: dict[str, int] = {}
+        # Suite id -> the spec aggregation needs (None: the suite file could not be read),
+        # taken when the run starts; see _collect_specs.
+        self.specs: dict[str, SuiteSpec | None] = {}
         self.items_failed: set[str] = set()
         self.items_errored: set[str] = set()
         self.verdict: dict[str, Any] | None = None
@@ -229,20 +237,6 @@ class RagbenchSession:
 
     # -- the end ---------------------------------------------------------------------------
 
-    def _suites(self) -> dict[str, Suite | None]:
-        from .state import STATE_KEY
-
-        state = self.config.stash[STATE_KEY]
-        out: dict[str, Suite | None] = {}
-        for rec in self.records.values():
-            sid = rec["suite"]
-            if sid not in out:
-                try:
-                    out[sid] = state.load_suite(self.config.rootpath / sid)
-                except (RagbenchError, OSError):
-                    out[sid] = None
-        return out
-
     def run_metadata(self, exitstatus: int) -> dict[str, Any]:
         from .state import STATE_KEY
 
@@ -321,29 +315,58 @@ class RagbenchSession:
         against them, and let SIGTERM end the run as Ctrl-C does."""
         if not suite_ids:
             return
+        new_specs = self._collect_specs(suite_ids)
         if self.baseline_spec and not self._baseline_matched:
             self._baseline_matched = True
             self._match_baseline(suite_ids)
+        # After the baseline is matched: a run that stops at a usage error writes no folder.
+        if new_specs and self.write_files:
+            self._write_run_json()
         self._sigterm.install()
 
-    def _suite_names(self, suite_ids: list[str]) -> dict[str, str]:
+    def _collect_specs(self, suite_ids: list[str]) -> bool:
+        """The spec of each suite about to run, from the suite as collected (xdist's
+        controller collects nothing: it validates the suite file itself, once, now), so that
+        the end of the run reads no suite file. Returns whether a suite was new; the specs
+        then go to ``run.json``, for ``ragbench report`` on a run that never finishes."""
+        from .results.spec import suite_spec
         from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
-        names: dict[str, str] = {}
-        for sid in suite_ids:
+        new = [sid for sid in suite_ids if sid not in self.specs]
+        for sid in new:
+            suite = state.collected_suites.get(sid)
             try:
-                names[sid] = state.load_suite(self.config.rootpath / sid).name
+                if suite is None:
+                    suite = state.load_suite(self.config.rootpath / sid)
             except (RagbenchError, OSError):
-                names[sid] = sid
-        return names
+                self.specs[sid] = None
+                continue
+            self.specs[sid] = suite_spec(suite)
+        return bool(new)
+
+    def _write_run_json(self) -> None:
+        path = self.out_root / self.run_id / RUN_JSON
+        try:
+            write_json(self._run_dir() / RUN_JSON, run_start_doc(
+                run_id=self.run_id, started=self.started, specs=self.specs,
+                collected=self._known_totals()))
+        except OSError as exc:
+            self._cannot_write("run", path, exc)
+
+    def _known_totals(self) -> dict[str, int]:
+        """Cases per suite as collected, as far as this process knows them at the start
+        (without xdist all of them; with it they arrive with the workers' reports)."""
+        from .state import STATE_KEY
+
+        return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
         from .results.baseline import BaselineError
         from .results.compare import HISTORY_SPECS, load_side, match_suites
 
         spec = str(self.baseline_spec)
-        names = self._suite_names(suite_ids)
+        names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
         if spec in HISTORY_SPECS:
             try:
                 self.baseline_doc, self.baseline_label = load_side(
@@ -402,13 +425,12 @@ class RagbenchSession:
             doc_text = shown_document_texts(self.records.values(), state.corpus)
         from .results.aggregate import summarize_run
 
-        suites = self._suites()
-        summary = summarize_run(self.records.values(), suites, self.collected)
+        summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": run})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            from .results.compare import gate_failure_line
+            from .report.views import gate_failure_line
 
             self.failures += [gate_failure_line(g) for g in failed]
 
@@ -497,6 +519,7 @@ class RagbenchSession:
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
+        from .report.views import with_failure_lines
         from .results.baseline import BaselineError
         from .results.compare import Overrides, compare_docs
 
@@ -509,8 +532,8 @@ class RagbenchSession:
         overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
                               gates=extra_gates)
         try:
-            result = jsonable(compare_docs(base_doc, current, overrides,
-                                                suite_thresholds=False, stored_verdict=False))
+            result = jsonable(with_failure_lines(compare_docs(
+                base_doc, current, overrides, suite_thresholds=False, stored_verdict=False)))
         except BaselineError as exc:
             line = f"ragbench: {exc}"
             self.failures.append(line)

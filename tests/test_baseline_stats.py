@@ -16,6 +16,7 @@ from conftest import BASE_INI, write_jsonl
 from test_plugin_core import latest_run, summary_section
 
 from pytest_ragbench.cli import main as ragbench_main
+from pytest_ragbench.report.views import failure_lines
 from pytest_ragbench.results.compare import Overrides, compare_docs
 
 N_QUERIES = 100
@@ -247,10 +248,10 @@ def test_synthetic_comparison_reports_query_set_changes_and_holm():
     assert rows[""]["p_holm"] < 0.05
     assert rows["difficulty=hard"]["n"] == 8  # q02..q09 are hard and common
     assert rows["difficulty=hard"]["delta"] == pytest.approx(-0.1)
-    assert not out["passed"] and len(out["failures"]) == 2
+    assert not out["passed"] and len(failure_lines(out)) == 2
     same = compare_docs(cur, cur)
     assert same["passed"] and all(r["delta"] == 0 for r in same["rows"])
     strict = compare_docs(base, base, Overrides(require_same_dataset=True))
     assert strict["passed"]
     changed = compare_docs(base, _doc({"q00": 0.5}), Overrides(require_same_dataset=True))
-    assert any("require_same_dataset" in line for line in changed["failures"])
+    assert any("require_same_dataset" in line for line in failure_lines(changed))

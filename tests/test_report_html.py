@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_ragbench.cli import main as ragbench_main
 from pytest_ragbench.report import svg
-from pytest_ragbench.report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
+from pytest_ragbench.report.files import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
 from pytest_ragbench.report.html import (
     PAGE_SIZE,
     REPORT_HTML,
@@ -35,7 +36,6 @@ from pytest_ragbench.report.rerender import (
     RunFolderError,
     history_from_runs,
     load_run,
-    main_report,
     rerender,
 )
 from pytest_ragbench.results.aggregate import summarize_run
@@ -456,7 +456,7 @@ def run_dir(pytester: pytest.Pytester) -> Path:
 
 def test_rerender_round_trip(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run_dir / "cases.csv").unlink()
-    assert main_report([str(run_dir)]) == 0
+    assert ragbench_main(["report", str(run_dir)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(run_dir / REPORT_HTML), str(run_dir / "cases.csv"),
                        str(run_dir / "summary.md")]
@@ -470,12 +470,14 @@ def test_rerender_round_trip(run_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert "ragbench: passed" in (run_dir / "summary.md").read_text()
     # --html writes elsewhere; the same inputs give the same page.
     other = run_dir.parent / "copy.html"
-    assert main_report([str(run_dir), "--html", str(other)]) == 0
+    assert ragbench_main(["report", str(run_dir), "--html", str(other)]) == 0
     assert other.read_text(encoding="utf-8") == html
 
 
 def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
+    # A run folder of a version that kept no run.json: nothing says what the suite gates.
     (run_dir / SUMMARY_JSON).unlink()
+    (run_dir / RUN_JSON).unlink()
     with (run_dir / CASES_JSONL).open("a", encoding="utf-8") as fh:
         fh.write('{"torn": ')  # the last line of a crashed run
     paths = rerender(run_dir)
@@ -491,19 +493,82 @@ def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     assert summary["suites"][0]["metrics"] == ["ndcg@10", "recall@10"]
 
 
+CRASHING_RETRIEVER = RETRIEVER + """\
+
+    def retrieve_crashing(self, query, k):
+        if "milk" in query:
+            import os
+
+            os._exit(3)  # killed mid-run: no summary, no report, no sessionfinish
+        return self.retrieve_plain(query, k)
+
+Overlap.retrieve_plain = Overlap.retrieve
+Overlap.retrieve = Overlap.retrieve_crashing
+"""
+
+
+def test_report_of_a_run_killed_before_the_end_shows_the_gates(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    pytester.makepyfile(rbret_html=CRASHING_RETRIEVER)
+    pytester.makefile(".ragbench.yaml", s=SUITE.replace("ndcg@10: \">= 0.5\"",
+                                                        "ndcg@10: \">= 0.5\"\n"
+                                                        "  'difficulty=hard: recall@10': 0.9"))
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly",
+                                           "s.ragbench.yaml")
+    assert result.ret == 3
+    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    assert not (folder / SUMMARY_JSON).exists()
+    assert len(read_jsonl(folder / CASES_JSONL)) == 2  # q1 and q2 finished, q3 killed it
+    assert ragbench_main(["report", str(folder)]) == 0
+    capsys.readouterr()
+    summary, _ = load_run(folder)
+    # The gates come from the suite's spec in run.json, checked on the cases that ran.
+    checked = {g["text"]: g["passed"] for g in summary["gates"]}
+    assert checked == {"ndcg@10 >= 0.5": True, "difficulty=hard: recall@10 >= 0.9": True}
+    assert all(g["coverage"] == "2 of 3 cases" for g in summary["gates"])
+    assert summary["suites"][0]["partial"] and summary["suites"][0]["seed"] == 0
+    assert summary["run"]["partial"] and "without baseline comparison" in summary["run"]["note"]
+    html = (folder / REPORT_HTML).read_text(encoding="utf-8")
+    assert "difficulty=hard: recall@10 &gt;= 0.9" in html and "no gates</span>" not in html
+    md = (folder / "summary.md").read_text(encoding="utf-8")
+    assert ("| PASS | smoke/ov | difficulty=hard: recall@10 &gt;= 0.9 (on 2 of 3 cases that "
+            "ran) | 1.0000 | 0.1000 |") in md
+
+
+def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester) -> None:
+    # xdist's controller collects nothing: it takes the spec from the suite file when the
+    # workers report their collection, before any case, and aggregates with it at the end.
+    pytester.makepyfile(rbret_html=RETRIEVER)
+    pytester.makefile(".ragbench.yaml", s=SUITE)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "pythonpath = .\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2",
+                                "s.ragbench.yaml")
+    result.assert_outcomes(passed=3)
+    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    start = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    spec = start["suites"]["s.ragbench.yaml"]
+    assert (spec["name"], spec["gates"], spec["retrievers"]) == ("smoke", ["ndcg@10 >= 0.5"],
+                                                                 ["ov"])
+    summary = json.loads((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
+    assert summary["suites"][0]["gate_texts"] == spec["gates"]
+    assert [g["text"] for g in summary["gates"]] == ["ndcg@10 >= 0.5"]
+
+
 def test_folders_that_are_not_run_folders(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    assert main_report([str(tmp_path / "nope")]) == 2
+    assert ragbench_main(["report", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err
     runs = tmp_path / "runs"
     (runs / "20260101T000000Z-aaaaaa").mkdir(parents=True)
     (runs / "20260101T000000Z-aaaaaa" / CASES_JSONL).write_text("")
-    assert main_report([str(runs)]) == 2
+    assert ragbench_main(["report", str(runs)]) == 2
     err = capsys.readouterr().err
     assert "not a ragbench run folder" in err and "pass one of them" in err
     with pytest.raises(RunFolderError):
         rerender(tmp_path)
-    assert main_report([]) == 2  # argparse: RUN_DIR is required
+    assert ragbench_main(["report"]) == 2  # argparse: RUN_DIR is required
 
 
 def test_history_from_sibling_run_folders(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
     from ..records import jsonable
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
+    from ..report.views import with_failure_lines
     from ..results.baseline import BaselineError
     from ..results.compare import Overrides, compare_docs, load_side
     from ..results.history import DEFAULT_HISTORY, HistoryError
@@ -61,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         base, base_label = load_side(args.baseline, cwd=cwd, history=db)
         cur, cur_label = load_side(args.current, cwd=cwd, history=db)
-        result = jsonable(compare_docs(base, cur, Overrides(
+        result = jsonable(with_failure_lines(compare_docs(base, cur, Overrides(
             tolerance=args.tolerance, test=args.test, alpha=args.alpha,
-            require_same_dataset=args.require_same_dataset, gates=tuple(args.gate))))
+            require_same_dataset=args.require_same_dataset, gates=tuple(args.gate)))))
     except (BaselineError, HistoryError) as exc:
         print(f"ragbench compare: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -41,7 +41,7 @@ from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
-from ..records import SCHEMA_VERSION, clean_float
+from ..records import CaseRecord, add_answer, clean_float, make_record
 from ..registry import BuildContext, Registry
 from ..retrievers.hits import RankedHits
 from ..suite.loader import ComponentSpec, Suite
@@ -311,36 +311,20 @@ class SuiteRuntime:
             return hits
         return list(hits) if row_types == {tuple} else list(zip(ids, scores, strict=True))
 
-    def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> dict[str, Any]:
+    def new_record(self, retriever_name: str, case_id: str, run: int = 0) -> CaseRecord:
         """A record for one case with every field present and nothing measured yet."""
         suite = self.suite
         query = self.query(case_id)
-        return {
-            "schema": SCHEMA_VERSION,
-            "suite": self.suite_id,
-            "suite_name": suite.name,
-            "suite_hash": suite.suite_hash,
-            "dataset_hash": self.dataset.content_hash,
-            "retriever": retriever_name,
-            "case_id": case_id,
-            "run": run,
-            "query": query.text,
-            "type": query.type,
-            "difficulty": query.difficulty,
-            "tags": list(query.tags),
-            "status": "ok",
-            "error": None,
-            "metrics": {m.name: None for m in suite.metrics},
-            "latency_ms": None,
-            "n_relevant": query.num_relevant if query.judged else None,
-            "no_relevant": query.judged and query.num_relevant == 0,
-            "retrieved": [],
-            "missed": [],
-            "thresholds": [],
-            # Set by the collected item (CaseItem.setup), where the suite's xfail mark is
-            # applied; hand-written tests over the suite's cases carry no such mark.
-            "xfail": None,
-        }
+        # "xfail" is set by the collected item (CaseItem.setup), where the suite's xfail mark
+        # is applied; hand-written tests over the suite's cases carry no such mark.
+        return make_record(
+            suite=self.suite_id, retriever=retriever_name, case_id=case_id, run=run,
+            suite_name=suite.name, suite_hash=suite.suite_hash,
+            dataset_hash=self.dataset.content_hash, query=query.text, type=query.type,
+            difficulty=query.difficulty, tags=query.tags,
+            metrics=[m.name for m in suite.metrics],
+            n_relevant=query.num_relevant if query.judged else None,
+            no_relevant=query.judged and query.num_relevant == 0)
 
     def _timed(self, name: str, call: Callable[[], Any]) -> tuple[Any, float]:
         t0 = time.perf_counter()
@@ -421,7 +405,7 @@ class SuiteRuntime:
             return result.latency_ms
         return None
 
-    def score(self, rec: dict[str, Any], query: Query, hits: Sequence[tuple[str, float]],
+    def score(self, rec: CaseRecord, query: Query, hits: Sequence[tuple[str, float]],
               latency_ms: float | None) -> None:
         """Fill ``rec``'s latency, retrieved/missed lists and metrics from checked hits.
 
@@ -509,7 +493,7 @@ class SuiteRuntime:
                             run=run)
             self._submitted.add(key)
 
-    def _answer(self, rec: dict[str, Any], name: str, query: Query,
+    def _answer(self, rec: CaseRecord, name: str, query: Query,
                 hits: Sequence[tuple[str, float]], run: int) -> None:
         """Merge the generated answer, its metrics, verdicts, usage and cost into ``rec``."""
         key = (name, query.id, run)
@@ -530,8 +514,7 @@ class SuiteRuntime:
             rec["error"] = {"stage": "generation", "type": type(exc).__name__,
                             "message": f"generation failed: {type(exc).__name__}: {exc}"}
             return
-        for field_name in ("answer", "contexts", "judge", "usage", "cost"):
-            rec[field_name] = out.get(field_name)
+        add_answer(rec, out)
         for metric, value in out.get("metrics", {}).items():
             if metric in rec["metrics"]:
                 rec["metrics"][metric] = clean_float(value)
@@ -545,7 +528,7 @@ class SuiteRuntime:
     def run_case(self, retriever_name: str, case_id: str, run: int = 0,
                  upcoming: Upcoming | None = None,
                  upcoming_runs: Callable[[], Sequence[tuple[str, int]]] | None = None,
-                 ) -> dict[str, Any]:
+                 ) -> CaseRecord:
         """Evaluate one case and return its record (status "error" carries the reason).
 
         ``upcoming`` returns the ids of the cases of this retriever this process will run

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .format import num as _num
+
 SHOWN_HITS = 10
-
-
-def _num(value: Any) -> str:
-    return "nan" if value is None else f"{value:.4f}"
 
 
 def format_case_failure(rec: Mapping[str, Any]) -> str:
@@ -23,7 +21,7 @@ def format_case_failure(rec: Mapping[str, Any]) -> str:
         if t["passed"] is False:
             lines.append(
                 f"threshold failed: {t['metric']} = {_num(t['value'])}, expected "
-                f"{t['op']} {t['threshold']:g} (missed by {abs(t['margin']):.4f})"
+                f"{t['op']} {t['threshold']:g} (missed by {_num(abs(t['margin']))})"
             )
     metrics = ", ".join(f"{k}={_num(v)}" for k, v in rec.get("metrics", {}).items())
     lines.append(f"metrics: {metrics}")

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import csv
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from ..records import case_outcome, dumps_json, record_key, xfail_reason
+from ..results.runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl, run_start_doc
 from ..results.verdict import verdict_of
+from .format import num, p_value, signed
 from .markdown import md_text
+from .views import dataset_change_text, gate_state
 
-CASES_JSONL = "cases.jsonl"
 CASES_CSV = "cases.csv"
-SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+
+__all__ = ["CASES_CSV", "CASES_JSONL", "RUN_JSON", "SUMMARY_JSON", "SUMMARY_MD",
+           "JsonlAppender", "read_jsonl", "run_start_doc", "summary_markdown",
+           "write_cases_csv", "write_json"]
 
 
 class JsonlAppender:
@@ -40,18 +43,6 @@ class JsonlAppender:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read records back, skipping a torn last line left by a crash."""
-    out: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
@@ -95,12 +86,6 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _md(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:.4f}"
-
-
 def _cell(text: Any) -> str:
     # Every user-provided string (suite, retriever, metric names, gate texts, paths) goes
     # through here: escaped Markdown, one line, no raw HTML. Never inside a code span, where
@@ -108,26 +93,14 @@ def _cell(text: Any) -> str:
     return md_text(text)
 
 
-def _p(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
-
-
-def _signed(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:+.4f}"
-
-
 def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
     if g.get("skipped"):
         return "-", _cell(g.get("note", ""))
     if g.get("kind", "threshold") == "threshold":
-        return _md(g["value"]), _md(g["margin"])
+        return num(g["value"]), num(g["margin"])
     r = g["row"]
-    return (f"{_signed(r['delta'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]",
-            f"p = {_p(r['p_holm'])} ({r['test']}, Holm)")
+    return (f"{signed(r['delta'])} [{signed(r['ci_low'])}, {signed(r['ci_high'])}]",
+            f"p = {p_value(r['p_holm'])} ({r['test']}, Holm)")
 
 
 def summary_markdown(summary: Mapping[str, Any],
@@ -155,7 +128,7 @@ def summary_markdown(summary: Mapping[str, Any],
             cells = []
             for m in metrics:
                 st = r["metrics"][m]
-                cells.append(f"{_md(st['mean'])} [{_md(st['ci_low'])}, {_md(st['ci_high'])}]")
+                cells.append(f"{num(st['mean'])} [{num(st['ci_low'])}, {num(st['ci_high'])}]")
             lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
                          + " | ".join(cells) + " |")
         lines.append("")
@@ -165,18 +138,20 @@ def summary_markdown(summary: Mapping[str, Any],
                       "| candidate | vs | delta | 95% CI | p (Holm) |",
                       "|---|---|---:|---|---:|"]
             for c in table["pairs"]:
-                delta = f"**{_signed(c['delta'])}**" if c["significant"] else _signed(c["delta"])
+                delta = signed(c["delta"])
+                if c["significant"]:
+                    delta = f"**{delta}**"
                 lines.append(f"| {_cell(c['b'])} | {_cell(c['a'])} | {delta} | "
-                             f"[{_signed(c['ci_low'])}, {_signed(c['ci_high'])}] | "
-                             f"{_p(c['p_holm'])} |")
+                             f"[{signed(c['ci_low'])}, {signed(c['ci_high'])}] | "
+                             f"{p_value(c['p_holm'])} |")
             if table["best"] is not None:
-                lines += ["", f"best: {_cell(table['best'])} (P(best) = {table['p_best']:.2f})"]
+                lines += ["", f"best: {_cell(table['best'])} (P(best) = {num(table['p_best'], 2)})"]
             lines.append("")
     if summary["gates"]:
         lines += ["### Gates", "", "| | suite/retriever | gate | value | margin / p |",
                   "|---|---|---|---:|---:|"]
         for g in summary["gates"]:
-            mark = "skip" if g.get("skipped") else "PASS" if g["passed"] else "**FAIL**"
+            mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
             where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
             value, margin = _gate_value(g)
             cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
@@ -188,11 +163,9 @@ def summary_markdown(summary: Mapping[str, Any],
         if base.get("path"):
             lines += [f"Baseline: {_cell(str(base['path']))}", ""]
         for s in base.get("suites", []):
-            if s.get("in_baseline") and (s.get("dataset_changed") or s.get("added")
-                                         or s.get("removed")):
-                lines += [f"- suite {_cell(s['name'])}: dataset "
-                          f"{'changed' if s.get('dataset_changed') else 'unchanged'}, "
-                          f"{s['added']} queries added, {s['removed']} removed; compared on "
+            change = dataset_change_text(s) if s.get("in_baseline") else None
+            if change:
+                lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
                           f"{s['n_common']} common queries", ""]
         lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
                   "p (Holm) | test | tolerance |",
@@ -201,9 +174,9 @@ def summary_markdown(summary: Mapping[str, Any],
             mark = "**REGRESSED**" if b["regressed"] else "ok"
             scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
             lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
-                         f"{_cell(b['metric'])} | {_md(b['baseline'])} | {_md(b['current'])} | "
-                         f"{_signed(b['delta'])} | [{_signed(b['ci_low'])}, "
-                         f"{_signed(b['ci_high'])}] | {_p(b['p_holm'])} | {b['test']} | "
+                         f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "
+                         f"{signed(b['delta'])} | [{signed(b['ci_low'])}, "
+                         f"{signed(b['ci_high'])}] | {p_value(b['p_holm'])} | {b['test']} | "
                          f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
         lines.append("")
     return "\n".join(lines)

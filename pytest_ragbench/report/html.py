@@ -49,6 +49,9 @@ from ..records import (
 )
 from ..results.aggregate import group_records, metric_values
 from . import svg
+from .format import finite as _finite
+from .format import num, p_value
+from .views import dataset_change_text, gate_state, usage_view
 
 __all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]
 
@@ -107,22 +110,10 @@ _LEVELS = (
 # -- value formatting shared with the template ------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def fmt(value: Any, digits: int = 4, signed: bool = False) -> str:
-    """A number as the report shows it; ``nan`` for missing or non-finite values."""
-    f = _finite(value)
-    if f is None:
-        return "nan"
-    return f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
+fmt = num
+"""A number as the report shows it (the shared format); ``nan`` for missing or non-finite."""
+fmt_p = p_value
+"""A p-value as the report shows it (the shared format)."""
 
 
 def heat(value: Any, direction: str = "higher") -> str:
@@ -133,14 +124,6 @@ def heat(value: Any, direction: str = "higher") -> str:
     good = 1.0 - f if direction == "lower" else f
     # Half-up rounding, as Math.round in the page's script, so both renderings agree.
     return f"h{int(good * 10 + 0.5)}"
-
-
-def fmt_p(value: Any) -> str:
-    """A p-value: four decimals, or scientific notation below 1e-4."""
-    f = _finite(value)
-    if f is None:
-        return "nan"
-    return f"{f:.4f}" if f >= 1e-4 else f"{f:.1e}"
 
 
 def _cut(text: Any, limit: int) -> str:
@@ -327,9 +310,10 @@ def _gate_view_of(g: Mapping[str, Any]) -> GateView:
     if g.get("scope"):
         where += f" [{g['scope']}]"
     text = str(g.get("text", ""))
-    if g.get("skipped"):
+    state = gate_state({"passed": False, **g})
+    if state == "skipped":
         return GateView("skip", where, text, "\u2013", str(g.get("note", "")))
-    status = "pass" if g.get("passed") else "fail"
+    status = "pass" if state == "passed" else "fail"
     kind = g.get("kind", "threshold")
     if kind == "threshold":
         detail = f"margin {fmt(g.get('margin'), signed=True)}"
@@ -384,22 +368,6 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(s) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def _usage_totals(recs: Sequence[Mapping[str, Any]]) -> tuple[int | None, int | None,
-                                                              float | None]:
-    tokens = requests = None
-    cost = None
-    for r in recs:
-        u = r.get("usage")
-        if isinstance(u, Mapping):
-            tokens = (tokens or 0) + int(u.get("prompt_tokens") or 0) \
-                + int(u.get("completion_tokens") or 0)
-            requests = (requests or 0) + int(u.get("requests") or 0)
-        c = _finite(r.get("cost"))
-        if c is not None:
-            cost = (cost or 0.0) + c
-    return tokens, requests, cost
 
 
 def _best(suite: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -623,12 +591,13 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
     for r in suite.get("retrievers", []):
         recs = groups.get((suite["id"], r["name"]), [])
         latencies = [f for f in (_finite(x.get("latency_ms")) for x in recs) if f is not None]
-        tokens, requests, cost = _usage_totals(recs)
+        usage = usage_view(r)
         retrievers.append(RetrieverView(
             name=r["name"], color=colors.of(r["name"]), summary=r,
             best=frozenset(best.get(r["name"], ())),
             latency_p50=_percentile(latencies, 0.5), latency_p95=_percentile(latencies, 0.95),
-            tokens=tokens, requests=requests, cost=cost,
+            tokens=usage.tokens if usage else None, requests=usage.requests if usage else None,
+            cost=usage.cost if usage else None,
         ))
     series = [svg.CiSeries(rv.name, rv.color, tuple(
         (_finite(st.get("mean")), _finite(st.get("ci_low")), _finite(st.get("ci_high")))
@@ -661,9 +630,9 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
             continue
         if info.get("suite_changed"):
             notes.append("The suite file changed since the baseline.")
-        if info.get("dataset_changed") or info.get("added") or info.get("removed"):
-            notes.append(f"The dataset differs from the baseline: {info.get('added', 0)} "
-                         f"queries added, {info.get('removed', 0)} removed; compared on "
+        change = dataset_change_text(info)
+        if change:
+            notes.append(f"Against the baseline: {change}; compared on "
                          f"{info.get('n_common', '?')} common queries.")
     trends = _trends(suite, history, run_id) if history else ()
     directions = {m: next((r.summary["metrics"][m]["direction"] for r in retrievers

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from .terminal import _f, _p
+from .format import num as _f
+from .format import p_value as _p
 
 GATES_CLASS = "ragbench-gates"
 

@@ -1,10 +1,13 @@
 """Re-render the report files of a saved run folder (``ragbench report RUN_DIR``).
 
-A run folder (see :mod:`pytest_ragbench.session`) holds ``cases.jsonl`` (appended live, so it
-survives a crash) and, when the run finished, ``summary.json``. From these this module writes
+A run folder (see :mod:`pytest_ragbench.results.runfolder`) holds ``run.json`` (written when the
+run starts), ``cases.jsonl`` (appended live, so it survives a crash) and, when the run finished,
+``summary.json``. From these this module writes
 ``report.html``, ``cases.csv`` and ``summary.md`` again, e.g. after upgrading the plugin or for
 a run that crashed before writing them. Without ``summary.json`` the summary is recomputed from
-the records (no suite definitions, so no gates or baseline) and the report is marked partial.
+the records and the suites' specs the run wrote to ``run.json`` when it started (so with the
+suites' gates and metric directions; a folder without ``run.json`` gets neither), without a
+baseline comparison, and the report is marked partial.
 Document snippets come from the suites' datasets when the suite files are still where the run
 read them and the data has not changed since (same dataset hash). Trend lines come from the run
 history database (``.ragbench/history.sqlite`` next to the ``runs`` folder, or ``--history``)
@@ -15,10 +18,8 @@ Nothing here imports pytest.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..errors import RagbenchError
 from ..records import jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
+from ..results.runfolder import RUN_JSON, read_run_start
 from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
@@ -40,7 +42,7 @@ from .files import (
 from .html import REPORT_HTML, write_html
 
 __all__ = ["HISTORY_RUNS", "RunFolderError", "history_from_db", "history_from_runs", "load_run",
-           "main_report", "rerender"]
+           "rerender"]
 
 HISTORY_RUNS = 20
 """How many earlier runs the trend lines of a re-rendered report show at most."""
@@ -87,14 +89,23 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if summary is None:
         missing = not (run_dir / SUMMARY_JSON).exists()
         why = f"{SUMMARY_JSON} is {'missing' if missing else 'unreadable'}"
-        summary = jsonable(summarize_run(records, {}))
+        start, specs, collected = read_run_start(run_dir / RUN_JSON)
+        summary = jsonable(summarize_run(records, specs, collected))
+        kept = any(spec is not None for spec in specs.values())
         summary["run"] = {
-            "id": run_dir.resolve().name,
+            "id": str(start.get("id") or run_dir.resolve().name),
+            **({"started": start["started"]} if isinstance(start.get("started"), str) else {}),
             "partial": True,
             "n_records": len(records),
             "note": f"{why} (the run did not finish), so the summary was recomputed from "
-                    f"{CASES_JSONL}, without gates or baseline comparison.",
+                    + (f"{CASES_JSONL} and the suites kept in {RUN_JSON}, without baseline "
+                       "comparison." if kept else
+                       f"{CASES_JSONL}, without gates or baseline comparison."),
         }
+        if collected:
+            summary["run"]["n_cases"] = sum(s["n_cases_run"] for s in summary["suites"])
+            summary["run"]["n_cases_total"] = sum(s["n_cases_total"]
+                                                  for s in summary["suites"])
     return summary, records
 
 
@@ -204,37 +215,3 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     md_path = run_dir / SUMMARY_MD
     md_path.write_text(md, encoding="utf-8")
     return [html, csv_path, md_path]
-
-
-def main_report(argv: Sequence[str]) -> int:
-    """``ragbench report RUN_DIR [--html PATH]``: re-render a run folder, print the paths.
-
-    Exit status 0 on success, 2 for bad arguments or a folder that is not a run folder, 1 when
-    a file cannot be written.
-    """
-    parser = argparse.ArgumentParser(
-        prog="ragbench report",
-        description="Re-render report.html, cases.csv and summary.md of a saved run folder "
-                    "(e.g. .ragbench/runs/latest) from its cases.jsonl and summary.json.",
-    )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder")
-    parser.add_argument("--html", type=Path, default=None, metavar="PATH",
-                        help="write the HTML report here instead of RUN_DIR/report.html")
-    parser.add_argument("--history", type=Path, default=None, metavar="DB",
-                        help="run history database for the trend lines (default: the "
-                             "history.sqlite beside the runs folder, if any)")
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:  # argparse exits on --help and on bad arguments
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        paths = rerender(args.run_dir, html_path=args.html, history_db=args.history)
-    except (RunFolderError, HistoryError) as exc:
-        print(f"ragbench report: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"ragbench report: cannot write the report: {exc}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(path)
-    return 0

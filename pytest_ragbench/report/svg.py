@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from .format import coord, num
+
 __all__ = [
     "PALETTE",
     "CiSeries",
@@ -79,18 +81,12 @@ class DeltaBar:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _num(x: float) -> str:
-    """Coordinates with two decimals, trailing zeros dropped (keeps the markup small)."""
-    text = f"{x:.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
 def _attrs(attrs: dict[str, object]) -> str:
     parts = []
     for key, value in attrs.items():
         if value is None:
             continue
-        text = _num(value) if isinstance(value, float) else str(value)
+        text = coord(value) if isinstance(value, float) else str(value)
         parts.append(f' {key}="{escape(text)}"')
     return "".join(parts)
 
@@ -115,15 +111,9 @@ def _short(text: str, limit: int = _MAX_LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None or not math.isfinite(value):
-        return "nan"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
 def _svg(width: float, height: float, label: str, body: str, cls: str) -> Markup:
     attrs = {"class": cls, "width": width, "height": height,
-             "viewBox": f"0 0 {_num(width)} {_num(height)}", "role": "img",
+             "viewBox": f"0 0 {coord(width)} {coord(height)}", "role": "img",
              "aria-label": label}
     return Markup(_el("svg", attrs, _title(label), body))
 
@@ -191,7 +181,7 @@ def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: s
         for si, s in enumerate(series):
             mean, ci_lo, ci_hi = s.points[mi] if mi < len(s.points) else (None, None, None)
             x = gx + si * bar_w
-            tip = f"{s.name} {metric}: {_fmt(mean)} [{_fmt(ci_lo)}, {_fmt(ci_hi)}]"
+            tip = f"{s.name} {metric}: {num(mean)} [{num(ci_lo)}, {num(ci_hi)}]"
             if mean is None or not math.isfinite(mean):
                 parts.append(_el("g", {}, _title(tip),
                                  _text(x + bar_w / 2, base - 3, "\u00d7", text_anchor="middle",
@@ -287,7 +277,7 @@ def histogram_panel(metric: str, series: Sequence[HistSeries], *, bins: int = 20
             mean = sum(finite) / len(finite)
             parts.append(_el("line", {"x1": x(mean), "x2": x(mean), "y1": base - row_h - 2,
                                       "y2": base + 3, "stroke": _TEXT, "stroke-width": "1.5"},
-                             _title(f"{s.name} mean {metric}: {mean:.4f}")))
+                             _title(f"{s.name} mean {metric}: {num(mean)}")))
         note = f"n={len(finite)}" + (f" nan={n_nan}" if n_nan else "")
         parts.append(_text(left + plot_w + 6, base - row_h / 2 + 4, note, font_size=10))
     axis_y = top + len(series) * (row_h + gap) + 4
@@ -329,7 +319,7 @@ def delta_chart(rows: Sequence[DeltaBar], *, label: str) -> Markup:
             parts.append(_el("rect", {"x": a, "y": y + 2, "width": b - a, "height": row_h - 4,
                                       "fill": _NEUTRAL, "fill-opacity": "0.18"},
                              _title(f"tolerated {'drop' if worse_sign < 0 else 'rise'}: "
-                                    f"{r.allowed:.4f}")))
+                                    f"{num(r.allowed)}")))
         if r.delta is None or not math.isfinite(r.delta):
             parts.append(_text(mid + 4, y + row_h / 2 + 4, "n/a", font_size=10))
             continue
@@ -340,16 +330,16 @@ def delta_chart(rows: Sequence[DeltaBar], *, label: str) -> Markup:
         ci = ""
         if r.ci_low is not None and r.ci_high is not None and math.isfinite(r.ci_low) \
                 and math.isfinite(r.ci_high):
-            ci = f" [{_fmt(r.ci_low, signed=True)}, {_fmt(r.ci_high, signed=True)}]"
+            ci = f" [{num(r.ci_low, signed=True)}, {num(r.ci_high, signed=True)}]"
         parts.append(_el("rect", {"x": a, "y": y + 5, "width": max(b - a, 1.0),
                                   "height": row_h - 10, "fill": fill},
-                         _title(f"{r.label}: {_fmt(r.delta, signed=True)}{ci} ({verdict})")))
+                         _title(f"{r.label}: {num(r.delta, signed=True)}{ci} ({verdict})")))
         if ci:
             cy = y + row_h / 2
             assert r.ci_low is not None and r.ci_high is not None
             parts.append(_el("line", {"x1": x(r.ci_low), "x2": x(r.ci_high), "y1": cy,
                                       "y2": cy, "stroke": _TEXT, "stroke-width": "1.2"}))
-        parts.append(_text(left + plot_w + 6, y + row_h / 2 + 4, _fmt(r.delta, signed=True),
+        parts.append(_text(left + plot_w + 6, y + row_h / 2 + 4, num(r.delta, signed=True),
                            font_size=10, fill=fill))
     bottom = top + len(rows) * row_h
     parts.append(_el("line", {"x1": mid, "x2": mid, "y1": top, "y2": bottom, "stroke": _AXIS}))
@@ -380,7 +370,7 @@ def sparkline(points: Sequence[float | None], *, label: str, width: float = 140.
     for i, v in enumerate([*points, None]):
         if v is None or not math.isfinite(v):
             if len(segment) > 1:
-                coords = " ".join(f"{_num(x)},{_num(y)}" for x, y in segment)
+                coords = " ".join(f"{coord(x)},{coord(y)}" for x, y in segment)
                 parts.append(_el("polyline", {"points": coords, "fill": "none",
                                               "stroke": PALETTE[0], "stroke-width": "1.5"}))
             elif segment:
@@ -394,5 +384,5 @@ def sparkline(points: Sequence[float | None], *, label: str, width: float = 140.
     if last is not None and math.isfinite(last):
         cx, cy = xy(n - 1, last)
         parts.append(_el("circle", {"cx": cx, "cy": cy, "r": "2.5", "fill": PALETTE[5]}))
-    values = ", ".join(_fmt(p) for p in points)
+    values = ", ".join(num(p) for p in points)
     return _svg(width, height, f"{label}: {values}", "".join(parts), "chart spark")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-def _f(value: Any, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+from .format import num as _f
+from .format import p_value as _p
+from .views import baseline_notes, gate_state, usage_view, where
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:
@@ -43,15 +40,9 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
                 ci = f"[{_f(st['ci_low'])}, {_f(st['ci_high'])}]"
                 lines.append(f"    {name:<{width}}  {_f(st['mean']):>8}  {ci:<18}  "
                              f"{st['n']:>6}  {st['n_nan']:>5}")
-            u = r.get("usage")
-            if u:
-                per = u["per_item"]
-                lines.append(
-                    f"    llm: {u['requests']} requests, {u['prompt_tokens']} prompt + "
-                    f"{u['completion_tokens']} completion tokens, cost ${u['cost']:.4f} "
-                    f"(per item: {per['requests']:.2f} requests, "
-                    f"{per['prompt_tokens'] + per['completion_tokens']:.0f} tokens)"
-                )
+            usage = usage_view(r)
+            if usage is not None:
+                lines.append(f"    {usage.line()}")
             flaky = r.get("flaky")
             if flaky is not None:
                 flips = [f for f in flaky if f["flips"]]
@@ -66,17 +57,6 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _p(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "nan"
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
-
-
-def _where(g: Mapping[str, Any]) -> str:
-    scope = f" [{g['scope']}]" if g.get("scope") else ""
-    return f"{g['suite']}/{g['retriever']}{scope}"
-
-
 def gate_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per checked gate: PASS/FAIL (or SKIP), where, the value and the margin."""
     lines = []
@@ -87,14 +67,15 @@ def gate_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def _gate_line(g: Mapping[str, Any]) -> str:
-    mark = "SKIP" if g.get("skipped") else "PASS" if g["passed"] else "FAIL"
-    if g.get("skipped"):
-        return f"  {mark} {_where(g)}: {g['text']} ({g.get('note', '')})"
+    state = gate_state(g)
+    mark = {"skipped": "SKIP", "passed": "PASS", "failed": "FAIL"}[state]
+    if state == "skipped":
+        return f"  {mark} {where(g)}: {g['text']} ({g.get('note', '')})"
     if g.get("kind", "threshold") == "threshold":
-        return (f"  {mark} {_where(g)}: {g['metric']} {_f(g['value'])} "
+        return (f"  {mark} {where(g)}: {g['metric']} {_f(g['value'])} "
                 f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})")
     r = g["row"]
-    return (f"  {mark} {_where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
+    return (f"  {mark} {where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
             f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "
             f"p = {_p(r['p_holm'])} ({r['test']}, Holm)")
 
@@ -116,7 +97,7 @@ def ab_lines(summary: Mapping[str, Any]) -> list[str]:
                     f"p = {_p(c['p_holm'])} {mark}".rstrip()
                 )
             if table["best"] is not None:
-                lines.append(f"  best: {table['best']} (P(best) = {table['p_best']:.2f})")
+                lines.append(f"  best: {table['best']} (P(best) = {_f(table['p_best'], 2)})")
     return lines
 
 
@@ -130,15 +111,7 @@ def dataset_lines(suites: Sequence[Mapping[str, Any]]) -> list[str]:
         if not s.get("in_baseline", True):
             lines.append(f"  suite {s['name']}: not in the baseline")
             continue
-        changes = []
-        if s.get("baseline_id") and s["baseline_id"] != s.get("id"):
-            changes.append(f"matched by name to {s['baseline_id']} in the baseline")
-        if s.get("suite_changed"):
-            changes.append("suite file changed")
-        if s.get("dataset_changed"):
-            changes.append("dataset changed")
-        if s.get("added") or s.get("removed"):
-            changes.append(f"{s['added']} queries added, {s['removed']} removed")
+        changes = baseline_notes(s)
         if changes and s.get("n_common") is not None:
             lines.append(f"  suite {s['name']}: {', '.join(changes)}; compared on the "
                          f"{s['n_common']} common queries")

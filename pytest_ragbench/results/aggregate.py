@@ -1,6 +1,7 @@
 """Controller-side aggregation: per-case records -> per-suite, per-retriever summaries and gates.
 
-Pure functions over plain data, shared by the pytest plugin and the ``ragbench`` CLI. Records are
+Pure functions over plain data, shared by the pytest plugin and the ``ragbench`` CLI: records and
+each suite's :class:`~pytest_ragbench.results.spec.SuiteSpec`, never a suite file. Records are
 put in canonical order (suite, retriever, query id, run) before anything is computed, so the same
 records give byte-identical summaries however many workers produced them. Means are over
 per-query values, never means of worker means.
@@ -13,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..records import case_outcome, record_key
-from ..suite.loader import Suite
-from .gates import Gate, evaluate_threshold, scope_retriever
+from .gates import check_thresholds
+from .spec import SuiteSpec, spec_test, threshold_gates
 from .stats import best_system, pairwise_table, summarize
 from .verdict import coverage_text
 
@@ -43,7 +44,7 @@ def metric_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float 
 
 
 def summarize_group(
-    suite: Suite | None, recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
+    spec: SuiteSpec | None, recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
     seed: int,
 ) -> dict[str, Any]:
     """Counts and per-metric statistics for one (suite, retriever).
@@ -73,7 +74,7 @@ def summarize_group(
     }
     for name in metric_names:
         s = summarize(metric_values(recs, name), seed=seed)
-        direction = suite.metric(name).direction if suite is not None else "higher"
+        direction = spec["directions"].get(name, "higher") if spec is not None else "higher"
         out["metrics"][name] = {
             "mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "std": s.std,
             "n": s.n, "n_nan": s.n_nan, "direction": direction,
@@ -87,7 +88,11 @@ def summarize_group(
 
 
 def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs)."""
+    """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs).
+
+    ``n_costed`` counts the cases that carry a cost at all: a cost of 0 from an LLM without
+    prices is then told apart from a cost of 0 that was measured.
+    """
     with_usage = [r for r in recs if isinstance(r.get("usage"), Mapping)]
     if not with_usage:
         return None
@@ -95,7 +100,8 @@ def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
               for k in ("requests", "prompt_tokens", "completion_tokens")}
     cost = sum(float(r.get("cost") or 0.0) for r in with_usage)
     n = len(with_usage)
-    return {**totals, "cost": cost, "n_items": n,
+    costed = sum(1 for r in with_usage if r.get("cost") is not None)
+    return {**totals, "cost": cost, "n_items": n, "n_costed": costed,
             "per_item": {k: v / n for k, v in {**totals, "cost": cost}.items()}}
 
 
@@ -158,7 +164,7 @@ def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def evaluate_gates(
-    suite: Suite, retriever: str, group: Mapping[str, Any],
+    spec: SuiteSpec, retriever: str, group: Mapping[str, Any],
     recs: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """Each threshold gate of the suite checked against one retriever's summary.
@@ -166,20 +172,11 @@ def evaluate_gates(
     Gates scoped to another retriever are skipped; gates against a baseline are checked later,
     when the baseline is known.
     """
-    meta = case_meta(recs)
-    results = []
-    for gate in suite.gates:
-        if not isinstance(gate, Gate):
-            continue
-        only = scope_retriever(gate.scope)
-        if only is not None and only != retriever:
-            continue
-        mean = group["metrics"][gate.metric]["mean"] if gate.metric in group["metrics"] else None
-        results.append(evaluate_threshold(
-            gate, suite=suite.name, retriever=retriever, mean=mean,
-            error_rate=float(group["error_rate"]),
-            cases=case_scores(recs, gate.metric), meta=meta))
-    return results
+    return check_thresholds(
+        threshold_gates(spec), suite=spec["name"], retriever=retriever,
+        means={name: st["mean"] for name, st in group["metrics"].items()},
+        error_rate=float(group["error_rate"]),
+        cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs))
 
 
 def ab_comparisons(
@@ -224,15 +221,17 @@ def ab_comparisons(
 
 
 def summarize_run(
-    records: Iterable[Mapping[str, Any]], suites: Mapping[str, Suite | None],
+    records: Iterable[Mapping[str, Any]], specs: Mapping[str, SuiteSpec | None],
     totals: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``suites`` and ``gates`` part of a summary (deterministic for the same records).
 
-    ``suites`` maps suite ids (as in records) to their definitions, or None when the suite file
-    could not be read again (then metrics come from the records themselves). ``totals`` maps
-    suite ids to the number of cases each suite holds (as collected): a suite that ran fewer
-    is partial, says "N of M cases", and its gates are labelled as judged on those cases.
+    ``specs`` maps suite ids (as in records) to their specs (see
+    :func:`pytest_ragbench.results.spec.suite_spec`); a suite without one (cases of
+    hand-written tests, a run folder written before specs were kept) gets its metrics from the
+    records themselves, every metric higher-is-better, and no gates. ``totals`` maps suite ids
+    to the number of cases each suite holds (as collected): a suite that ran fewer is partial,
+    says "N of M cases", and its gates are labelled as judged on those cases.
     """
     records = list(records)
     groups = group_records(records)
@@ -242,20 +241,20 @@ def summarize_run(
     out_suites: list[dict[str, Any]] = []
     gates: list[dict[str, Any]] = []
     for suite_id in sorted(by_suite):
-        suite = suites.get(suite_id)
+        spec = specs.get(suite_id)
         entries = by_suite[suite_id]
-        if suite is not None:
-            order = {r.name: i for i, r in enumerate(suite.retrievers)}
+        if spec is not None:
+            order = {name: i for i, name in enumerate(spec["retrievers"])}
             entries.sort(key=lambda e: (order.get(e[0], len(order)), e[0]))
-            metric_names = [m.name for m in suite.metrics]
-            seed = suite.seed
+            metric_names = list(spec["metrics"])
+            seed = int(spec["seed"])
         else:
             metric_names = sorted({m for _, recs in entries for r in recs for m in r["metrics"]})
             seed = 0
         first = entries[0][1][0]
         suite_out: dict[str, Any] = {
             "id": suite_id,
-            "name": suite.name if suite is not None else first.get("suite_name", suite_id),
+            "name": spec["name"] if spec is not None else first.get("suite_name", suite_id),
             "suite_hash": first.get("suite_hash"),
             "dataset_hash": next(
                 (r.get("dataset_hash") for _, recs in entries for r in recs
@@ -267,22 +266,21 @@ def summarize_run(
         n_total = max(n_run, int((totals or {}).get(suite_id, n_run)))
         suite_out.update(n_cases_run=n_run, n_cases_total=n_total, partial=n_run < n_total)
         for retriever, recs in entries:
-            group = summarize_group(suite, recs, metric_names, seed)
+            group = summarize_group(spec, recs, metric_names, seed)
             group["name"] = retriever
-            if suite is not None:
-                group["gates"] = evaluate_gates(suite, retriever, group, recs)
+            if spec is not None:
+                group["gates"] = evaluate_gates(spec, retriever, group, recs)
                 if n_run < n_total:
                     for g in group["gates"]:
                         g["coverage"] = coverage_text(n_run, n_total)
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
-        if suite is not None:
-            settings = suite.baseline_settings
-            suite_out["seed"] = suite.seed
-            suite_out["gate_texts"] = [g.text for g in suite.gates]
-            suite_out["baseline_settings"] = settings.as_dict()
-            directions = {m.name: m.direction for m in suite.metrics}
-            test, alpha = settings.test, settings.alpha
+        if spec is not None:
+            suite_out["seed"] = seed
+            suite_out["gate_texts"] = list(spec["gates"])
+            suite_out["baseline_settings"] = dict(spec["baseline_settings"])
+            directions = {m: spec["directions"].get(m, "higher") for m in metric_names}
+            test, alpha = spec_test(spec)
         else:
             directions = {m: "higher" for m in metric_names}
             test, alpha = "permutation", 0.05

@@ -21,19 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..report.terminal import _f, _p, _where
 from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load_baseline
+from .changes import dataset_change_text
 from .gates import (
     ERROR_RATE,
     BaselineSettings,
     DropGate,
-    Gate,
     GateCheck,
     SignificanceGate,
     Tolerance,
     case_filter,
     case_in_scope,
-    evaluate_threshold,
+    check_thresholds,
     parse_gate_expression,
     scope_retriever,
     scope_text,
@@ -119,14 +118,16 @@ def compare_docs(
     ``stored_verdict=False`` ignores what ``current`` recorded about its own run (the plugin
     decides the verdict of the run in progress itself).
 
-    Returns ``{"suites": [...], "rows": [...], "gates": [...], "failures": [...],
-    "other_failures": [...], "passed": bool, "verdict": {...}}``: ``suites`` says per suite
-    which baseline suite it was matched with (by name), whether the suite file, the dataset or
-    the query set changed, and whether it is partial; ``rows`` are the per-metric comparisons;
-    ``gates`` the checked gates (thresholds on the current side and gates against the
-    baseline); ``failures`` one line per failed gate, regression or required-but-different
-    dataset; ``other_failures`` those that are neither gates nor regressions; ``verdict`` as
-    :func:`pytest_ragbench.results.verdict.make_verdict` builds it.
+    Returns ``{"suites": [...], "rows": [...], "gates": [...], "other_failures": [...],
+    "prior_failure": str | None, "passed": bool, "verdict": {...}}``: ``suites`` says per
+    suite which baseline suite it was matched with (by name), whether the suite file, the
+    dataset or the query set changed, and whether it is partial; ``rows`` are the per-metric
+    comparisons (``regressed`` beyond a tolerance); ``gates`` the checked gates (thresholds on
+    the current side and gates against the baseline); ``other_failures`` the reasons to fail
+    that are neither gates nor regressions (a required-but-different dataset, and
+    ``prior_failure``, a run that had failed when it ran); ``verdict`` as
+    :func:`pytest_ragbench.results.verdict.make_verdict` builds it. The one line per failure
+    that the outputs print is worded by :func:`pytest_ragbench.report.views.failure_lines`.
     """
     ov = overrides or Overrides()
     out_suites: list[dict[str, Any]] = []
@@ -169,28 +170,21 @@ def compare_docs(
         if settings.require_same_dataset and (
             info["dataset_changed"] or info["added"] or info["removed"]
         ):
-            failures.append(
-                f"ragbench: dataset differs from the baseline in suite {name}: dataset "
-                f"{str(base_s.get('dataset_hash'))[:12]} -> {str(cur_s.get('dataset_hash'))[:12]}"
-                f", {info['added']} queries added, {info['removed']} removed "
-                "(require_same_dataset is set)")
+            change = dataset_change_text(
+                info, (base_s.get("dataset_hash"), cur_s.get("dataset_hash")))
+            failures.append(f"ragbench: dataset differs from the baseline in suite {name}: "
+                            f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
         gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
     other = list(failures)
-    for g in gate_results:
-        if not g["passed"]:
-            failures.append(gate_failure_line(g))
-    for row in rows:
-        if row["regressed"]:
-            failures.append(regression_line(row))
     prior = _prior_failure(current) if stored_verdict else None
     if prior is not None:
-        failures.append(prior)
         other.append(prior)
     verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
-    return {"suites": out_suites, "rows": rows, "gates": gate_results, "failures": failures,
-            "other_failures": other, "passed": verdict["passed"], "verdict": verdict}
+    return {"suites": out_suites, "rows": rows, "gates": gate_results,
+            "other_failures": other, "prior_failure": prior, "passed": verdict["passed"],
+            "verdict": verdict}
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
@@ -248,19 +242,18 @@ def _threshold_results(
         n = r.get("n_cases") or 0
         error_rate = (r.get("n_errors") or 0) / n if n else 0.0
         errors = set(r.get("errors", []))
-        for gate in gates:
-            if not isinstance(gate, Gate):
-                continue
-            only = scope_retriever(gate.scope)
-            if only is not None and only != rname:
-                continue
-            st = r.get("metrics", {}).get(gate.metric, {})
-            cases = {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
+        metrics = r.get("metrics", {})
+
+        def cases(metric: str, metrics: Mapping[str, Any] = metrics,
+                  errors: set[str] = errors) -> dict[str, tuple[float | None, bool]]:
+            st = metrics.get(metric)
             if not st:
-                cases = {cid: (None, cid in errors) for cid in meta}
-            out.append(evaluate_threshold(
-                gate, suite=name, retriever=rname, mean=st.get("mean"), error_rate=error_rate,
-                cases=cases, meta=meta))
+                return {cid: (None, cid in errors) for cid in meta}
+            return {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
+
+        out += check_thresholds(
+            gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
+            means={m: st.get("mean") for m, st in metrics.items()})
     return out
 
 
@@ -390,39 +383,14 @@ def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in keys}
 
 
-def gate_failure_line(g: Mapping[str, Any]) -> str:
-    """One explicit line for a failed gate: which, where, by how much, with the statistics."""
-    if g["kind"] == "threshold":
-        return (f"ragbench: gate failed: {_where(g)} {g['metric']} = {_f(g['value'])}, "
-                f"expected {g['op']} {g['threshold']:g} (missed by {_f(abs(g['margin']))})")
-    r = g["row"]
-    stats = (f"delta {_f(r['delta'], signed=True)}, 95% CI [{_f(r['ci_low'], signed=True)}, "
-             f"{_f(r['ci_high'], signed=True)}], p = {_p(r['p_holm'])} ({r['test']}, Holm), "
-             f"{_f(r['baseline'])} -> {_f(r['current'])}, n = {r['n']}")
-    if g["kind"] == "drop":
-        return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped more than allowed "
-                f"(`{g['text']}`, allowed {_f(g['allowed'])}): {stats}")
-    return (f"ragbench: gate failed: {_where(g)} {g['metric']} dropped significantly at "
-            f"{g['alpha']:g} (`{g['text']}`): {stats}")
-
-
-def regression_line(row: Mapping[str, Any]) -> str:
-    """One line for a metric that moved beyond its tolerance."""
-    return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
-            f"dropped from {_f(row['baseline'])} to {_f(row['current'])} "
-            f"(delta {_f(row['delta'], signed=True)}, 95% CI [{_f(row['ci_low'], signed=True)}, "
-            f"{_f(row['ci_high'], signed=True)}], p = {_p(row['p_holm'])} ({row['test']}), "
-            f"tolerance {row['tolerance']})")
-
-
 # -- loading either side -------------------------------------------------------------------
 
 
 def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
-    from ..report.files import CASES_JSONL, SUMMARY_JSON, read_jsonl
     from .baseline import make_baseline
+    from .runfolder import CASES_JSONL, SUMMARY_JSON, read_jsonl
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     if not summary_path.is_file() or not cases_path.is_file():

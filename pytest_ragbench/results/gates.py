@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -179,6 +179,11 @@ def parse_scope(text: str) -> Scope:
     """``difficulty=hard, retriever=bm25`` -> ``(("difficulty", "hard"), ("retriever", ...))``."""
     out: list[tuple[str, str]] = []
     for part in text.split(","):
+        if not part.strip():
+            # A stray comma: quoting the empty piece would name nothing the user wrote.
+            raise ValueError(f"empty item in scope {text.strip()!r}: expected key=value items "
+                             f"separated by commas, with key one of {', '.join(SCOPE_KEYS)} "
+                             "(e.g. 'difficulty=hard, tag=numeric')")
         m = _SCOPE_ITEM.match(part)
         if not m:
             raise ValueError(f"cannot parse scope {part.strip()!r}: expected key=value with key "
@@ -430,7 +435,9 @@ def evaluate_threshold(
         if gate.metric == ERROR_RATE:
             value = sum(1 for _, err in chosen if err) / n if n else math.nan
         else:
-            finite = [s for s, err in chosen if not err and s is not None and math.isfinite(s)]
+            # As in the unscoped means: a case that errored after it was scored (its
+            # generation or judge failed) counts with what it measured.
+            finite = [s for s, _ in chosen if s is not None and math.isfinite(s)]
             value = math.fsum(finite) / len(finite) if finite else math.nan
     v = math.nan if value is None else float(value)
     return {
@@ -439,3 +446,30 @@ def evaluate_threshold(
         "value": v, "passed": gate.passes(v), "margin": gate.margin(v), "text": gate.text,
         "n": n,
     }
+
+
+def check_thresholds(
+    gates: Iterable[GateCheck], *, suite: str, retriever: str,
+    means: Mapping[str, float | None], error_rate: float,
+    cases: Callable[[str], Mapping[str, tuple[float | None, bool]]],
+    meta: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every threshold gate among ``gates`` that applies to ``retriever``, checked.
+
+    The one path for threshold gates: the plugin checks a run's summary with it and
+    ``ragbench compare`` a stored run. ``means`` maps metric names to the retriever's means,
+    ``cases(metric)`` gives per query id (score averaged over repetitions, every run errored)
+    and ``meta`` the queries' type/difficulty/tags. Gates against a baseline and gates scoped
+    to another retriever are left out.
+    """
+    out = []
+    for gate in gates:
+        if not isinstance(gate, Gate):
+            continue
+        only = scope_retriever(gate.scope)
+        if only is not None and only != retriever:
+            continue
+        out.append(evaluate_threshold(
+            gate, suite=suite, retriever=retriever, mean=means.get(gate.metric),
+            error_rate=error_rate, cases=cases(gate.metric), meta=meta))
+    return out

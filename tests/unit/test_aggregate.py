@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from pytest_ragbench.records import dumps_json, error_record, mark_expected_failure
 from pytest_ragbench.results.aggregate import summarize_run
+from pytest_ragbench.results.spec import suite_spec
 from pytest_ragbench.results.stats import summarize
 from pytest_ragbench.suite.loader import Suite, load_suite
 
@@ -111,8 +112,8 @@ def test_a_group_with_only_errors_has_nan_means_and_full_error_rate() -> None:
 
 def test_ci_is_the_seeded_bootstrap_of_the_values_in_query_order(tmp_path: Path) -> None:
     suite = _suite(tmp_path, seed=7)
-    first = summarize_run(RECORDS, {SID: suite})
-    again = summarize_run(RECORDS, {SID: suite})
+    first = summarize_run(RECORDS, {SID: suite_spec(suite)})
+    again = summarize_run(RECORDS, {SID: suite_spec(suite)})
     assert dumps_json(first) == dumps_json(again)
     assert first["suites"][0]["seed"] == 7
     expected = summarize(B_NDCG, seed=7)
@@ -126,7 +127,7 @@ def test_ci_is_the_seeded_bootstrap_of_the_values_in_query_order(tmp_path: Path)
 
 def test_suite_gates_are_checked_against_the_means(tmp_path: Path) -> None:
     suite = _suite(tmp_path, gates="gates: {ndcg@10: '>= 0.45', error_rate: '<= 0.1'}")
-    summary = summarize_run(RECORDS, {SID: suite})
+    summary = summarize_run(RECORDS, {SID: suite_spec(suite)})
     verdicts = {(g["retriever"], g["metric"]): g["passed"] for g in summary["gates"]}
     assert verdicts == {("a", "ndcg@10"): True, ("a", "error_rate"): False,
                         ("b", "ndcg@10"): True, ("b", "error_rate"): True}
@@ -184,3 +185,56 @@ def test_the_order_independent_summary_still_sees_every_record() -> None:
     ab = {p["metric"]: p for p in summary["suites"][0]["ab"]}
     pair = next(p for p in ab["ndcg@10"]["pairs"] if (p["a"], p["b"]) == ("a", "b"))
     assert pair["n"] == 3  # q1, q2, q5: q3 is NaN for a, q4 an error
+
+
+# -- records and specs only ------------------------------------------------------------------
+
+SPEC = {
+    "name": "s", "metrics": ["recall@10", "ndcg@10"],
+    "directions": {"recall@10": "higher", "ndcg@10": "higher"}, "retrievers": ["b", "a"],
+    "seed": 3, "gates": ["ndcg@10 >= 0.45", "difficulty=hard: ndcg@10 >= 0.9",
+                         "ndcg@10: drop <= 0.02"],
+    "baseline_settings": {"tolerance": {}, "require_same_dataset": False, "test": "wilcoxon",
+                          "alpha": 0.1},
+}
+
+
+def test_aggregation_takes_records_and_a_plain_spec_without_any_suite() -> None:
+    records = [dict(r, difficulty="hard" if r["case_id"] == "q1" else None) for r in RECORDS]
+    summary = summarize_run(records, {SID: SPEC})  # type: ignore[dict-item]
+    s = summary["suites"][0]
+    # The spec orders metrics and retrievers, names the suite and gives seed and settings.
+    assert s["metrics"] == ["recall@10", "ndcg@10"] and s["name"] == "s"
+    assert [r["name"] for r in s["retrievers"]] == ["b", "a"]
+    assert s["seed"] == 3 and s["gate_texts"] == SPEC["gates"]
+    assert s["ab"][0]["test"] == "wilcoxon" and s["ab"][0]["alpha"] == 0.1
+    # Threshold gates are parsed back from their texts; the baseline gate waits for a baseline.
+    checked = {(g["retriever"], g["text"]): g["passed"] for g in summary["gates"]}
+    assert checked == {("b", "ndcg@10 >= 0.45"): True, ("a", "ndcg@10 >= 0.45"): True,
+                       ("b", "difficulty=hard: ndcg@10 >= 0.9"): False,
+                       ("a", "difficulty=hard: ndcg@10 >= 0.9"): True}
+
+
+def test_the_spec_of_a_suite_gives_the_summary_the_suite_itself_gave(tmp_path: Path) -> None:
+    import json
+
+    suite = _suite(tmp_path, seed=5, gates="gates: {ndcg@10: 0.45, error_rate: '<= 0.1'}")
+    spec = suite_spec(suite)
+    # Plain JSON: it is written to run.json and read back by `ragbench report`.
+    assert json.loads(json.dumps(spec)) == spec
+    summary = summarize_run(RECORDS, {SID: json.loads(json.dumps(spec))})
+    assert summary["suites"][0]["gate_texts"] == ["ndcg@10 >= 0.45", "error_rate <= 0.1"]
+    assert {(g["retriever"], g["metric"]): g["passed"] for g in summary["gates"]} == {
+        ("a", "ndcg@10"): True, ("a", "error_rate"): False,
+        ("b", "ndcg@10"): True, ("b", "error_rate"): True}
+
+
+def test_a_scoped_gate_counts_what_an_errored_case_measured() -> None:
+    # q4 errored after retrieval was scored (say, its judge failed): its ndcg counts, as it
+    # does in the unscoped mean.
+    late = dict(errored("q4"), metrics={"ndcg@10": 0.2, "recall@10": 1.0}, difficulty="hard")
+    early = dict(rec("q1", {"ndcg@10": 1.0, "recall@10": 1.0}), difficulty="hard")
+    spec = dict(SPEC, gates=["difficulty=hard: ndcg@10 >= 0.7", "ndcg@10 >= 0.7"])
+    summary = summarize_run([late, early], {SID: spec})  # type: ignore[dict-item]
+    values = {g["text"]: g["value"] for g in summary["gates"]}
+    assert values == {"difficulty=hard: ndcg@10 >= 0.7": 0.6, "ndcg@10 >= 0.7": 0.6}

@@ -141,8 +141,6 @@ def test_the_domain_imports_neither_pytest_nor_the_glue(area: str) -> None:
                 assert (node.module or "").split(".")[0] not in {"pytest", "_pytest"}, name
 
 
-@pytest.mark.xfail(strict=True, reason="results.compare still formats with the terminal "
-                   "renderer's helpers; report facts move to report/views.py (issue 12.5)")
 def test_results_and_metrics_import_no_renderer() -> None:
     graph = import_graph()
     for name, deps in graph.items():

@@ -1,0 +1,49 @@
+"""The number formats every output shares (terminal, Markdown, HTML, SVG, junit, failures).
+
+One place, so a mean, a delta or a p-value reads the same wherever it is shown. A value that is
+missing or not finite (None, NaN, inf) is shown as ``nan``: the summaries store such values as
+null, and the outputs say "not a number" the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float; None for None, booleans, non-numbers, NaN and inf."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def num(value: Any, digits: int = 4, signed: bool = False) -> str:
+    """A score, mean, margin or delta: ``digits`` decimals (``+`` for ``signed``), or ``nan``."""
+    f = finite(value)
+    if f is None:
+        return "nan"
+    return f"{f:+.{digits}f}" if signed else f"{f:.{digits}f}"
+
+
+def p_value(value: Any) -> str:
+    """A p-value: four decimals, or scientific notation below 1e-4 (so it never reads 0)."""
+    f = finite(value)
+    if f is None:
+        return "nan"
+    return f"{f:.4f}" if f >= 1e-4 else f"{f:.1e}"
+
+
+def coord(x: float) -> str:
+    """An SVG coordinate: two decimals, trailing zeros dropped (keeps the markup small)."""
+    text = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def signed(value: Any, digits: int = 4) -> str:
+    """A delta or margin, always with its sign: ``num(value, digits, signed=True)``."""
+    return num(value, digits, signed=True)
