@@ -230,8 +230,8 @@ def test_a_corpus_is_still_required_by_retrievers(pytester, app):
     result = pytester.runpytest("--ragbench=suite.yaml")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*suite.yaml:1: dataset: expected 'path' (a BEIR-layout "
-                                 "folder), 'corpus' (a file) or 'documents' (inline): "
-                                 "retrievers search a corpus*"])
+                                 "folder), 'corpus' (a file), 'documents' (inline), 'hf' "
+                                 "or 'ir_datasets': retrievers search a corpus*"])
 
 
 def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
