@@ -143,6 +143,13 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
         node.workerinput[RUN_START_INPUT] = state.run_start
+        _join_run_budget(state, node)
+
+
+def _join_run_budget(state: RagbenchState, node: Any) -> None:
+    """Give each worker the address and token of the run's budget coordinator, so that
+    concurrency, rate limits and max_cost hold for the whole run, not per worker."""
+    node.workerinput.update(state.coordinator_workerinput())
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:

@@ -93,6 +93,8 @@ class SuiteRuntime:
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
         self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
+        # The process's run budget (set by the plugin's state); None: a budget per pipeline.
+        self.run_budget: Callable[[], Any] | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -452,6 +454,9 @@ class SuiteRuntime:
             self.suite.rag, base_dir=self.suite.path.parent,
             cache_path_override=self.ctx.llm_cache_path,
             cache_mode_override=self.ctx.llm_cache_mode,
+            run_budget=self.run_budget() if self.run_budget is not None else None,
+            cost_key=self.suite_id + (f"::{self.suite.rag.key_prefix}"
+                                      if self.suite.rag.key_prefix else ""),
         )
 
     def pipeline(self) -> Any:
