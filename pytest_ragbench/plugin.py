@@ -152,6 +152,18 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
     node.workerinput.update(state.coordinator_workerinput())
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Hand each worker its whole share of ragbench cases up front, so each prefetches all of
+    its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit ``--dist`` wins."""
+    from .scheduling import RagbenchScheduling, case_matcher, dist_chosen
+
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or dist_chosen(config) or config.getvalue("dist") != "load":
+        return None
+    return RagbenchScheduling(config, log, case_matcher(config, state.explicit))
+
+
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:
     """Make the suites collection arguments; alone when no test paths were given explicitly."""
     explicit_args = config.args_source == pytest.Config.ArgsSource.ARGS

@@ -221,3 +221,37 @@ def test_case_past_generation_timeout_is_an_explicit_error(pytester: pytest.Pyte
     (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
     assert err["error"]["stage"] == "generation"
     assert "generation.timeout 0.5 s" in err["error"]["message"]
+
+
+# -- scheduling across workers ----------------------------------------------------------------
+
+
+def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    # 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at once
+    # can all 16 requests be in flight together (xdist's load scheduling sends 2 at first)
+    with FakeOpenAIServer(latency=0.5, reply=reply) as server:
+        dataset(server.base_url, "  concurrency: 16")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+        result.assert_outcomes(passed=N_QUERIES)
+        ours = server.max_in_flight
+        server.reset_counts()
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2", "--dist", "load")
+        result.assert_outcomes(passed=N_QUERIES)
+        explicit = server.max_in_flight
+    assert ours == N_QUERIES
+    assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
+
+
+def test_other_tests_still_run_beside_the_cases(pytester: pytest.Pytester, dataset: Any) -> None:
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_plain(i):
+            assert i >= 0
+    """)
+    with FakeOpenAIServer(reply=reply) as server:
+        dataset(server.base_url, "  concurrency: 4")
+        result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2")
+        result.assert_outcomes(passed=N_QUERIES + 6)
