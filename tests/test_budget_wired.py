@@ -255,3 +255,58 @@ def test_other_tests_still_run_beside_the_cases(pytester: pytest.Pytester, datas
         dataset(server.base_url, "  concurrency: 4")
         result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2")
         result.assert_outcomes(passed=N_QUERIES + 6)
+
+
+SLOW_RETRIEVERS = '''
+import asyncio
+import time
+
+
+class Slow:
+    """Sleeps on queries containing ``slow_on``; otherwise returns the first document."""
+
+    def __init__(self, slow_on: str = "", asynchronous: bool = False):
+        self.slow_on, self.asynchronous = slow_on, asynchronous
+
+    def index(self, corpus):
+        self.first = corpus[0].id
+
+    def _hits(self):
+        return [(self.first, 1.0)]
+
+    def retrieve(self, query, k):
+        if self.asynchronous:
+            return self._aretrieve(query)
+        if self.slow_on in query:
+            time.sleep(3)
+        return self._hits()
+
+    async def _aretrieve(self, query):
+        if self.slow_on in query:
+            await asyncio.sleep(3)
+        return self._hits()
+'''
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_retrieval_past_its_case_timeout_is_an_explicit_error(
+        pytester: pytest.Pytester, dataset: Any, asynchronous: bool) -> None:
+    dataset("http://127.0.0.1:9/v1")  # writes the data; the suite below has no LLM
+    pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
+    (pytester.path / "suite.yaml").write_text(f"""
+name: slow
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers:
+  slow:
+    type: "slow_retrievers:Slow"
+    slow_on: "question 3"
+    asynchronous: {str(asynchronous).lower()}
+    case_timeout: 0.5
+metrics: [recall@10]
+""", encoding="utf-8")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+    result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
+    result.stdout.fnmatch_lines(["*retriever 'slow' timed out: the retrieval took longer "
+                                 "than its case_timeout 0.5 s*"])
+    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+    assert err["case_id"] == "q3" and err["error"]["stage"] == "retrieve"

@@ -278,6 +278,9 @@ class RetrieverParams(_Open):
 
     type: NonEmptyStr | None = Field(
         None, description="a registered retriever name or 'package.module:Factory'")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one retrieval may take; a case past it is an error naming "
+                          "the retriever and the limit, and the run goes on")
 
 
 class RetrieverEntry(RetrieverParams):
