@@ -154,8 +154,9 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Hand each worker its whole share of ragbench cases up front, so each prefetches all of
-    its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit ``--dist`` wins."""
+    """Hand each worker its whole share of ragbench cases up front (dealt in turn), so each
+    prefetches all of its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit
+    ``--dist`` wins."""
     from .scheduling import RagbenchScheduling, case_matcher, dist_chosen
 
     state = config.stash.get(STATE_KEY, None)

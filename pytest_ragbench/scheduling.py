@@ -3,11 +3,13 @@
 xdist's default ``load`` scheduling hands each worker a small first batch (a quarter of its
 share) and tops it up as items finish. A worker can only prefetch the LLM work of the items it
 already holds, so with ``-n 2`` each worker keeps few requests in flight and the run is slower
-than ``-n 0``. Here the ragbench cases are split into one contiguous run per worker, sent at
-once: every worker's prefetcher sees all of its cases, and the run budget (shared by the
-workers) keeps the total in flight at the suite's ``concurrency``. Other tests are scheduled
-as ``load`` does. Used only when the user did not choose ``--dist``; imported only when xdist
-starts workers.
+than ``-n 0``. Here the ragbench cases are dealt out to the workers in turn (the first to the
+first worker, the second to the second, ...) and sent at once: every worker's prefetcher sees
+all of its cases, and the run budget (shared by the workers) keeps the total in flight at the
+suite's ``concurrency``. Dealing in turn rather than in contiguous blocks keeps the workers
+moving through the suite side by side, so reports arrive close to pytest's order. Other tests
+are scheduled as ``load`` does. Used only when the user did not choose ``--dist``; imported
+only when xdist starts workers.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def dist_chosen(config: pytest.Config) -> bool:
 
 
 class RagbenchScheduling(LoadScheduling):
-    """``load`` scheduling, except that ragbench cases go out in contiguous shares at once."""
+    """``load`` scheduling, except that ragbench cases go out at once, dealt in turn."""
 
     def __init__(self, config: pytest.Config, log: Any = None,
                  is_case: Callable[[str], bool] | None = None) -> None:
@@ -55,12 +57,9 @@ class RagbenchScheduling(LoadScheduling):
         if self.maxschedchunk is None:
             self.maxschedchunk = len(collection)
         nodes = self.nodes
-        # contiguous shares, in collection order: each worker's items report in pytest order
-        size, extra = divmod(len(cases), len(nodes))
-        start = 0
         for n, node in enumerate(nodes):
-            share = cases[start:start + size + (1 if n < extra else 0)]
-            start += len(share)
+            # in collection order within each worker: its items report in pytest order
+            share = cases[n::len(nodes)]
             if share:
                 self.node2pending[node].extend(share)
                 node.send_runtest_some(share)
