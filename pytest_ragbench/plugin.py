@@ -143,6 +143,26 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
         node.workerinput[RUN_START_INPUT] = state.run_start
+        _join_run_budget(state, node)
+
+
+def _join_run_budget(state: RagbenchState, node: Any) -> None:
+    """Give each worker the address and token of the run's budget coordinator, so that
+    concurrency, rate limits and max_cost hold for the whole run, not per worker."""
+    node.workerinput.update(state.coordinator_workerinput())
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Hand each worker its whole share of ragbench cases up front (dealt in turn), so each
+    prefetches all of its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit
+    ``--dist`` wins."""
+    from .scheduling import RagbenchScheduling, case_matcher, dist_chosen
+
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or dist_chosen(config) or config.getvalue("dist") != "load":
+        return None
+    return RagbenchScheduling(config, log, case_matcher(config, state.explicit))
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:

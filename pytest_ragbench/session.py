@@ -427,7 +427,7 @@ class RagbenchSession:
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)
-        summary = jsonable({**summary, "run": run})
+        summary = jsonable({**summary, "run": {**run, **self._budget_figures(state)}})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
             from .report.views import gate_failure_line
@@ -475,6 +475,17 @@ class RagbenchSession:
                         h.append(current, passed=bool(summary["passed"]))
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
+
+    def _budget_figures(self, state: Any) -> dict[str, Any]:
+        """The run budget's spend and pool figures (timing-dependent: run metadata)."""
+        totals = state.budget_totals()
+        if totals is None:
+            return {}
+        from .budget.wiring import budget_lines, budget_report
+
+        report = budget_report(totals)
+        self.messages += budget_lines(report)
+        return {"budget": report}
 
     def _decide(self, session: pytest.Session, summary: dict[str, Any],
                 other: list[str]) -> None:

@@ -24,6 +24,7 @@ from .errors import ComponentError, RagbenchError, SuiteError
 from .registry import BuildContext, Registry, split_spec
 
 if TYPE_CHECKING:
+    from .budget import Coordinator, RunBudget
     from .datasets import Document
     from .execution.runtime import SuiteRuntime
     from .suite.loader import Suite
@@ -98,6 +99,10 @@ class RagbenchState:
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
         self.collected_sent = False
+        # The run's budget: a coordinator in an xdist controller, the budget of this process
+        # (its client, or a LocalBudget at -n 0) where cases run. Made on first use.
+        self._coordinator: Coordinator | None = None
+        self._run_budget: RunBudget | None = None
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -174,8 +179,56 @@ class RagbenchState:
             ctx = self.build_context(suite.path.parent)
             from .execution.runtime import SuiteRuntime
 
-            self._runtimes[suite_id] = SuiteRuntime(suite, suite_id, self.registry, ctx)
+            runtime = SuiteRuntime(suite, suite_id, self.registry, ctx)
+            runtime.run_budget = self.run_budget
+            self._runtimes[suite_id] = runtime
         return self._runtimes[suite_id]
+
+    # -- the run budget -------------------------------------------------------------------
+
+    def coordinator_workerinput(self) -> dict[str, str]:
+        """xdist controller: what a starting worker needs to join the run's budget.
+
+        The coordinator starts with the first worker, so runs without workers open no port.
+        """
+        if self._coordinator is None:
+            from .budget import Coordinator
+
+            # ssh workers (``--tx ssh=...``) need a reachable address, bound with the token
+            remote = any(str(tx).startswith("ssh=")
+                         for tx in (self.config.getoption("tx", None) or []))
+            self._coordinator = Coordinator(host="0.0.0.0" if remote else "127.0.0.1").start()
+        return self._coordinator.workerinput()
+
+    def run_budget(self) -> RunBudget:
+        """The run budget as this process sees it: the coordinator's client in an xdist
+        worker, a :class:`~pytest_ragbench.budget.LocalBudget` otherwise."""
+        if self._run_budget is None:
+            from .budget.wiring import process_budget
+
+            workerinput = getattr(self.config, "workerinput", None)
+            name = str(workerinput.get("workerid", "")) if workerinput else ""
+            self._run_budget = process_budget(workerinput, name=name)
+        return self._run_budget
+
+    def budget_totals(self) -> dict[str, Any] | None:
+        """The run's budget totals (controller; None when no budget was used)."""
+        if self._coordinator is not None:
+            totals = self._coordinator.totals()
+        elif self._run_budget is not None:
+            totals = self._run_budget.totals()
+        else:
+            return None
+        return totals if totals.get("pools") or totals.get("costs") else None
+
+    def close_budget(self) -> None:
+        """Close this process's budget client and stop the coordinator (after the runtimes)."""
+        budget, self._run_budget = self._run_budget, None
+        if budget is not None:
+            budget.close()
+        coordinator, self._coordinator = self._coordinator, None
+        if coordinator is not None:
+            coordinator.stop()
 
     def component(self, kind: str, spec: Any) -> Any:
         """A component for fixtures, built once per process per spec; closed by :meth:`close`."""
@@ -237,6 +290,7 @@ class RagbenchState:
 
     def close(self) -> None:
         self.close_runtimes()
+        self.close_budget()
         if self._components:
             loop = asyncio.new_event_loop()
             try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..budget.limits import Adaptive
 from ..errors import type_name, validation_message
 from ..llm.cache import CacheMode
 from ..llm.extractive import ExtractiveLLM
@@ -29,6 +30,9 @@ class EndpointConfig:
 
     ``retries`` is the number of retries after the first attempt; ``backoff`` the base delay
     in seconds of the exponential backoff between them; ``rpm`` / ``tpm`` rate limits.
+    ``timeout`` bounds each attempt, ``case_timeout`` one whole call (retries and waits for a
+    slot included). ``concurrency`` is fixed unless ``adaptive`` is set (``concurrency: auto``),
+    in which case it holds the adaptive upper bound.
     """
 
     base_url: str
@@ -44,6 +48,8 @@ class EndpointConfig:
     rpm: float | None = None
     tpm: float | None = None
     batch_size: int = 128  # embeddings only
+    adaptive: Adaptive | None = None
+    case_timeout: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -124,6 +130,7 @@ class GenerationConfig:
     contexts: int = 5
     template: str | None = None
     template_file: str | None = None
+    timeout: float | None = None  # seconds for one case's generation and judging
 
 
 @dataclass(frozen=True)
@@ -170,7 +177,19 @@ def _fail(key: str, message: str) -> ConfigError:
     return ConfigError(key, message)
 
 
+def _concurrency(value: Any) -> tuple[int, Adaptive | None]:
+    """A validated ``concurrency`` value as (fixed level or adaptive bound, adaptive)."""
+    if isinstance(value, schema.ConcurrencyAutoModel):
+        adaptive = Adaptive(max=value.max, start=value.start)
+        return adaptive.max, adaptive
+    if value == "auto":
+        adaptive = Adaptive()
+        return adaptive.max, adaptive
+    return int(value), None
+
+
 def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> EndpointConfig:
+    concurrency, adaptive = _concurrency(model.concurrency)
     return EndpointConfig(
         base_url=model.base_url,
         model=model.model,
@@ -178,7 +197,9 @@ def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> Endpoint
         params=dict(model.params or {}),
         headers=dict(model.headers or {}),
         timeout=float(model.timeout),
-        concurrency=model.concurrency,
+        concurrency=concurrency,
+        adaptive=adaptive,
+        case_timeout=None if model.case_timeout is None else float(model.case_timeout),
         retries=model.retries,
         backoff=float(model.backoff),
         rpm=None if model.rpm is None else float(model.rpm),
@@ -229,7 +250,8 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
         judge=judge,
         embedder=embedder,
         generation=GenerationConfig(contexts=gen.contexts, template=gen.template,
-                                    template_file=gen.template_file),
+                                    template_file=gen.template_file,
+                                    timeout=None if gen.timeout is None else float(gen.timeout)),
         cache=cache_config,
         prices=prices,
         max_cost=None if model.max_cost is None else float(model.max_cost),

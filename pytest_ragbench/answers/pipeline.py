@@ -39,15 +39,17 @@ from typing import Any, TypeVar
 
 import jinja2
 
+from ..budget import RunBudget, RunCostBudget
+from ..budget.wiring import endpoint_limits, pool_key
 from ..datasets import Query
 from ..errors import ComponentError, RagbenchError, did_you_mean
 from ..llm.base import LLM, Embedder, LLMError, Message
 from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
 from ..llm.extractive import ExtractiveLLM
-from ..llm.identity import ProviderId
+from ..llm.identity import ProviderId, strip_credentials
 from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
-from ..llm.usage import BudgetedLLM, CostBudget
+from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
 from ..metrics.answer import ANSWER_METRICS
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge, JudgeInput
 from ..records import clean_float, jsonable
@@ -109,7 +111,7 @@ class RagPipeline:
         template: jinja2.Template,
         template_version: str,
         meter: contextvars.ContextVar[_Meter | None],
-        budget: CostBudget | None,
+        budget: CostBudget | RunCostBudget | None,
         cache: ResponseCache | None,
         clients: Sequence[OpenAIChat | OpenAIEmbedder],
     ) -> None:
@@ -138,7 +140,8 @@ class RagPipeline:
 
     @property
     def spent(self) -> float:
-        """USD spent so far under ``max_cost`` (0 without a budget)."""
+        """USD spent so far under ``max_cost`` (0 without a budget); with a run budget, the
+        whole run's spend under this suite's cap (every worker)."""
         return self.budget.spent if self.budget is not None else 0.0
 
     def messages(self, question: str, contexts: Sequence[tuple[str, str]]) -> list[Message]:
@@ -171,13 +174,47 @@ class RagPipeline:
         meter = _Meter()
         token = self._meter.set(meter)
         try:
-            return await self._run_case(query, top, wanted, run, meter)
+            limit = self.config.generation.timeout
+            if limit is None:
+                return await self._run_case(query, top, wanted, run, meter)
+            progress: dict[str, Any] = {"stage": "generation"}
+            try:
+                return await asyncio.wait_for(
+                    self._run_case(query, top, wanted, run, meter, progress), limit)
+            except (asyncio.TimeoutError, TimeoutError):
+                return self._timed_out(top, wanted, meter, progress, limit)
         finally:
             self._meter.reset(token)
 
-    async def _run_case(self, query: Query, top: list[tuple[str, str]], wanted: list[str],
-                        run: int, meter: _Meter) -> dict[str, Any]:
+    def _timed_out(self, top: list[tuple[str, str]], wanted: list[str], meter: _Meter,
+                   progress: dict[str, Any], limit: float) -> dict[str, Any]:
+        """The fields of a case stopped by ``generation.timeout``: an explicit error naming
+        the stage it was in and the limit; an answer already generated is kept."""
+        stage = str(progress["stage"])
+        message = (f"{stage} timed out: the case's generation and judging took longer than "
+                   f"generation.timeout {limit:g} s")
+        answer = progress.get("answer")
+        errors = {stage: message} if stage == "generation" else {
+            m: message for m in wanted if m in JUDGED_METRICS}
         scores: dict[str, float | None] = {m: None for m in wanted}
+        scores.update({k: v for k, v in progress.get("scores", {}).items() if k in scores
+                       and k not in errors})
+        return {
+            "answer": answer,
+            "contexts": [d for d, _ in top],
+            "metrics": scores,
+            "judge": {},
+            "usage": meter.usage(),
+            "cost": meter.cost,
+            "errors": errors,
+        }
+
+    async def _run_case(self, query: Query, top: list[tuple[str, str]], wanted: list[str],
+                        run: int, meter: _Meter, progress: dict[str, Any] | None = None,
+                        ) -> dict[str, Any]:
+        progress = {} if progress is None else progress
+        scores: dict[str, float | None] = {m: None for m in wanted}
+        progress["scores"] = scores
         errors: dict[str, str] = {}
         verdicts: dict[str, Any] = {}
         answer: str | None = None
@@ -197,6 +234,7 @@ class RagPipeline:
                     scores[name] = clean_float(spec.fn(answer, references, bool(references)))
             judged = [m for m in wanted if m in JUDGED_METRICS]
             if judged:
+                progress.update(stage="judge", answer=answer)
                 await self._judge(query, answer, top, references, judged, scores, verdicts,
                                   errors)
         return {
@@ -285,6 +323,8 @@ class RagPipeline:
             if self._closed:
                 raise RuntimeError("the pipeline is closed")
             if self._prefetcher is None:
+                # with a run budget the budget holds the run's limit; this only caps how many
+                # cases this process keeps open at once
                 self._prefetcher = Prefetcher(self.config.llm.concurrency)
             return self._prefetcher
 
@@ -361,18 +401,45 @@ class RagPipeline:
 # -- building --------------------------------------------------------------------------------
 
 
-def _endpoint_kwargs(endpoint: EndpointConfig) -> dict[str, Any]:
-    limiter = (RateLimiter(endpoint.rpm, endpoint.tpm)
-               if endpoint.rpm is not None or endpoint.tpm is not None else None)
-    return {
+@dataclass(frozen=True)
+class _RunShare:
+    """What a pipeline draws from the run's budget: the budget and this suite's cost cap."""
+
+    budget: RunBudget
+    cost_key: str | None
+    prices: PriceTable | None
+
+
+def _endpoint_kwargs(endpoint: EndpointConfig, share: _RunShare | None = None,
+                     *, priced: bool = False) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
         "api_key_env": endpoint.api_key_env,
         "headers": dict(endpoint.headers),
         "timeout": endpoint.timeout,
         "params": dict(endpoint.params),
         "concurrency": endpoint.concurrency,
         "retry": RetryPolicy(max_attempts=endpoint.retries + 1, base_delay=endpoint.backoff),
-        "rate_limiter": limiter,
+        "case_timeout": endpoint.case_timeout,
     }
+    if share is None:
+        kwargs["rate_limiter"] = (RateLimiter(endpoint.rpm, endpoint.tpm)
+                                  if endpoint.rpm is not None or endpoint.tpm is not None
+                                  else None)
+        return kwargs
+    limits = endpoint_limits(endpoint.concurrency, adaptive=endpoint.adaptive,
+                             rpm=endpoint.rpm, tpm=endpoint.tpm)
+    # never credentials in the key: it travels to the coordinator and into the summary
+    key = pool_key(strip_credentials(endpoint.base_url), endpoint.model, limits)
+    share.budget.declare(key, limits)
+    kwargs.update(run_budget=share.budget, pool=key)
+    if priced and share.cost_key is not None and share.prices is not None:
+        prices, model = share.prices, endpoint.model
+
+        def cost_of(usage: Usage) -> float:
+            return prices.cost(model, usage)
+
+        kwargs.update(cost_key=share.cost_key, cost_of=cost_of)
+    return kwargs
 
 
 def _component(key: str, build: Callable[[], T]) -> T:
@@ -390,11 +457,16 @@ def build_pipeline(
     cache_path_override: str | Path | None = None,
     cache_mode_override: CacheMode | None = None,
     components: Callable[[str, str, Mapping[str, Any]], Any] | None = None,
+    run_budget: RunBudget | None = None,
+    cost_key: str | None = None,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
     Relative paths (cache, template file) are resolved against ``base_dir`` (the suite's
     directory). ``cache_path_override`` / ``cache_mode_override`` come from the command line.
+    With ``run_budget`` every endpoint draws from its run-wide pool and ``max_cost`` is the
+    run's cap ``cost_key`` (one per suite file), whatever process the pipeline is in; without
+    it, limits and the cap hold for this pipeline only.
     Raises ``ValueError("key.path: ...")`` when something cannot be built (an unset API key
     variable, a model without a price, an unreadable or broken template). No request is sent.
     ``components(kind, type, params)`` builds registered LLM / embedder types (default: a
@@ -424,7 +496,15 @@ def build_pipeline(
         if mode != "off":
             path = Path(cache_path_override or config.cache.path)
             cache = ResponseCache(path if path.is_absolute() else base_dir / path, mode)
-        budget = CostBudget(config.max_cost) if config.max_cost is not None else None
+        budget: CostBudget | RunCostBudget | None = None
+        share: _RunShare | None = None
+        if run_budget is not None:
+            key = cost_key or prefix or "suite"
+            if config.max_cost is not None:
+                budget = RunCostBudget(run_budget, key, config.max_cost)
+            share = _RunShare(run_budget, key if budget is not None else None, config.prices)
+        elif config.max_cost is not None:
+            budget = CostBudget(config.max_cost)
         meter: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar(
             "ragbench_case_meter", default=None
         )
@@ -440,7 +520,8 @@ def build_pipeline(
             assert llm_config.endpoint is not None
             endpoint = llm_config.endpoint
             client = _component(key, lambda: OpenAIChat(
-                endpoint.base_url, endpoint.model, **_endpoint_kwargs(endpoint)))
+                endpoint.base_url, endpoint.model,
+                **_endpoint_kwargs(endpoint, share, priced=True)))
             clients.append(client)
             if config.prices is not None:
                 try:
@@ -448,7 +529,9 @@ def build_pipeline(
                 except LLMError as exc:
                     raise _fail(_path(prefix, "prices"), str(exc)) from None
             inner: LLM = client
-            if budget is not None and config.prices is not None:
+            # a run budget refuses and charges inside the client, with each lease
+            if budget is not None and config.prices is not None and share is None:
+                assert isinstance(budget, CostBudget)
                 inner = BudgetedLLM(client, budget, config.prices, model=endpoint.model)
             return inner, client.provider_id, endpoint.model
 
@@ -476,7 +559,8 @@ def build_pipeline(
             assert config.embedder.endpoint is not None
             ep = config.embedder.endpoint
             emb = _component(_path(prefix, "embedder"), lambda: OpenAIEmbedder(
-                ep.base_url, ep.model, batch_size=ep.batch_size, **_endpoint_kwargs(ep)))
+                ep.base_url, ep.model, batch_size=ep.batch_size,
+                **_endpoint_kwargs(ep, share)))
             clients.append(emb)
             embedder = (CachedEmbedder(emb, cache, provider_id=emb.provider_id)
                         if cache is not None else emb)

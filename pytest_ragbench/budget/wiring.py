@@ -63,3 +63,48 @@ def outcome_of(status: int | None, *, timed_out: bool = False) -> str:
     if status == 408:
         return "timeout"
     return "ok" if 200 <= status <= 299 else "error"
+
+
+def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's budget figures for the summary: spend per cap and per pool what it saw.
+
+    Pools are named by endpoint and model (their keys hold no credentials); the figures
+    depend on timing, so they belong with the run's metadata, not with the results.
+    """
+    pools = []
+    for key, pool in totals.get("pools", {}).items():
+        try:
+            url, model, _ = json.loads(key)
+        except (ValueError, TypeError):
+            url, model = key, ""
+        entry = {"endpoint": url, "model": model,
+                 **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
+                                             "max_in_flight", "throttled", "timeouts")}}
+        if pool.get("adaptive"):
+            entry["adaptive"] = dict(pool["adaptive"])
+        pools.append(entry)
+    costs = {key: {k: c.get(k) for k in ("spent", "max_cost", "refused", "exhausted")}
+             for key, c in totals.get("costs", {}).items()}
+    return {"spent": float(totals.get("spent", 0.0)), "costs": costs, "pools": pools}
+
+
+def budget_lines(report: Mapping[str, Any]) -> list[str]:
+    """Terminal lines for :func:`budget_report`'s figures."""
+    lines = []
+    for key, cost in report.get("costs", {}).items():
+        state = ", cap reached" if cost.get("exhausted") else ""
+        lines.append(f"run budget {key}: spent ${cost['spent']:.4f} of ${cost['max_cost']:.4f}"
+                     f" (all workers){state}")
+    for pool in report.get("pools", []):
+        line = (f"llm pool {pool['model']} at {pool['endpoint']}: {pool['requests']} requests, "
+                f"max {pool['max_in_flight']} in flight, {pool['throttled']} throttled (429), "
+                f"{pool['timeouts']} timed out")
+        adaptive = pool.get("adaptive")
+        if adaptive:
+            line += (f"; concurrency auto reached {adaptive['level']} (max "
+                     f"{adaptive['max_level']} of bound {adaptive['bound']}, "
+                     f"{adaptive['decreases']} back-offs)")
+        elif pool.get("concurrency") is not None:
+            line += f" (concurrency {pool['concurrency']})"
+        lines.append(line)
+    return lines

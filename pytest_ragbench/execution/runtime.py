@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -96,6 +97,8 @@ class SuiteRuntime:
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
+        # The process's run budget (set by the plugin's state); None: a budget per pipeline.
+        self.run_budget: Callable[[], Any] | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -326,14 +329,59 @@ class SuiteRuntime:
             n_relevant=query.num_relevant if query.judged else None,
             no_relevant=query.judged and query.num_relevant == 0)
 
+    def _retrieval_limit(self, name: str) -> float | None:
+        spec = next((r for r in self.suite.retrievers if r.name == name), None)
+        return getattr(spec, "timeout", None)
+
     def _timed(self, name: str, call: Callable[[], Any]) -> tuple[Any, float]:
         t0 = time.perf_counter()
+        limit = self._retrieval_limit(name)
         try:
-            raw = self._run(call())
+            raw = self._run(call()) if limit is None else self._within(name, call, limit)
+        except CaseError:
+            raise
         except Exception as exc:
             raise CaseError("retrieve", f"retriever {name!r} raised {type(exc).__name__}: {exc}",
                             type(exc).__name__) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
+
+    def _within(self, name: str, call: Callable[[], Any], limit: float) -> Any:
+        """``call()`` (awaited if async) bounded by the retriever's ``case_timeout``.
+
+        A synchronous call cannot be interrupted, so it runs in a thread of its own that is
+        left to finish in the background when the limit passes; the case records the
+        timeout and the run goes on.
+        """
+        deadline = time.monotonic() + limit
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = call()
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name=f"ragbench-retrieve-{name}", daemon=True).start()
+        if not done.wait(limit):
+            raise self._timeout_error(name, limit)
+        if "error" in box:
+            raise box["error"]
+        value = box["value"]
+        if inspect.isawaitable(value):
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                value = self._run(asyncio.wait_for(value, remaining))
+            except (asyncio.TimeoutError, TimeoutError):
+                raise self._timeout_error(name, limit) from None
+        return value
+
+    @staticmethod
+    def _timeout_error(name: str, limit: float) -> CaseError:
+        return CaseError("retrieve", f"retriever {name!r} timed out: the retrieval took longer "
+                                     f"than its case_timeout {limit:g} s", "TimeoutError")
 
     def _prefetch(self, name: str, retriever: Any, case_ids: Sequence[str], k: int) -> None:
         """One ``retrieve_many`` call for ``case_ids``; results cached per case."""
@@ -358,7 +406,9 @@ class SuiteRuntime:
         """Raw hits and latency in ms for one case (see the module docs for the order)."""
         if callable(getattr(retriever, "retrieve_case", None)):
             return self._timed(name, lambda: retriever.retrieve_case(query, k))
+        # a batch would put many cases under one limit: time-limited retrievers go one by one
         if (upcoming is not None and name not in self._no_batch
+                and self._retrieval_limit(name) is None
                 and callable(getattr(retriever, "retrieve_many", None))):
             key = (name, query.id)
             if key not in self._batched:
@@ -446,6 +496,9 @@ class SuiteRuntime:
             # registered LLM / embedder types come from this run's registry (conftest too)
             components=lambda kind, name, params: self.registry.build(kind, name, params,
                                                                       self.ctx),
+            run_budget=self.run_budget() if self.run_budget is not None else None,
+            cost_key=self.suite_id + (f"::{self.suite.rag.key_prefix}"
+                                      if self.suite.rag.key_prefix else ""),
         )
 
     def pipeline(self) -> Any:

@@ -5,6 +5,12 @@ event loop; close it with ``await client.aclose()`` or ``async with``. Every req
 through, in order: the circuit breaker, the rate limiter, the concurrency semaphore and a
 per-request timeout; failed attempts are retried according to the :class:`RetryPolicy`.
 
+Given a run budget (``run_budget`` and its ``pool``), the rate limiter and semaphore are
+replaced by one lease of that budget per attempt, shared with every other client and worker
+of the run: it holds concurrency, rpm, tpm and, with ``cost_key``, the spending cap for the
+whole run, and each release tells the adaptive controller what happened (429, timeout,
+Retry-After). The circuit breaker stays per instance.
+
 Secrets: the API key is read from the environment variable *named* by ``api_key_env`` and
 header values may be ``${ENV_NAME}`` references. Those values live only inside the HTTP
 client's headers; every message this module produces (exceptions, logs, breaker reasons) is
@@ -29,6 +35,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import numpy as np
 
+from ..budget.api import RunBudget
+from ..budget.wiring import outcome_of
 from ..errors import ComponentError
 from ..redact import Redactor, header_secrets
 from .base import Completion, LLMError, Message, Usage
@@ -92,6 +100,8 @@ class _Attempt:
     retryable: bool = False
     endpoint_fault: bool = False  # counts against the circuit breaker
     retry_after: float | None = None
+    status: int | None = None  # the HTTP status, None when no response came
+    timed_out: bool = False
 
 
 class _OpenAIEndpoint:
@@ -114,6 +124,11 @@ class _OpenAIEndpoint:
         rate_limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        run_budget: RunBudget | None = None,
+        pool: str | None = None,
+        cost_key: str | None = None,
+        cost_of: Callable[[Usage], float] | None = None,
+        case_timeout: float | None = None,
     ) -> None:
         if not base_url:
             raise ComponentError("base_url: must not be empty")
@@ -123,6 +138,10 @@ class _OpenAIEndpoint:
             raise ComponentError(f"timeout: must be > 0 seconds, got {timeout}")
         if concurrency < 1:
             raise ComponentError(f"concurrency: must be >= 1, got {concurrency}")
+        if case_timeout is not None and case_timeout <= 0:
+            raise ComponentError(f"case_timeout: must be > 0 seconds, got {case_timeout}")
+        if run_budget is not None and not pool:
+            raise ComponentError("pool: a run budget needs the pool to draw from")
         secrets: list[str] = []
         request_headers: dict[str, str] = {}
         if api_key_env is not None:
@@ -149,6 +168,11 @@ class _OpenAIEndpoint:
         self._limiter = rate_limiter
         self._rng = rng if rng is not None else random.Random()
         self._semaphore = asyncio.Semaphore(concurrency)
+        self._budget = run_budget
+        self._pool = pool or ""
+        self._cost_key = cost_key
+        self._cost_of = cost_of
+        self._case_timeout = case_timeout
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._requests = 0
@@ -157,6 +181,7 @@ class _OpenAIEndpoint:
             auth=auth,
             # httpx's own timeout is a backstop; the overall per-request bound is wait_for
             timeout=httpx.Timeout(self._timeout),
+            # with a run budget ``concurrency`` is the pool's level (or adaptive bound)
             limits=httpx.Limits(max_connections=max(concurrency, 1)),
             transport=transport,
         )
@@ -211,33 +236,68 @@ class _OpenAIEndpoint:
         # scrubbed before the cut: a key cut in half would escape the whole-key replacement
         return self._redact.excerpt(text, _ERROR_DETAIL_CHARS, collapse=True) or "(empty body)"
 
-    async def _attempt(self, url: str, body: dict[str, Any], parse: Callable[[Any], T]) -> _Attempt:
-        async with self._semaphore:
-            try:
-                response = await asyncio.wait_for(self._client.post(url, json=body), self._timeout)
-            except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
-                return _Attempt(
-                    failure=f"timed out after {self._timeout:g} s",
-                    retryable=True,
-                    endpoint_fault=True,
-                )
-            except httpx.TransportError as exc:
-                return _Attempt(
-                    failure=f"connection error ({type(exc).__name__}: {exc})",
-                    retryable=True,
-                    endpoint_fault=True,
-                )
-            except Exception as exc:
-                # httpx maps httpcore's errors by class; when httpcore was imported twice (a
-                # reloaded module set) one slips through unmapped. It is still a dropped
-                # connection, not a bug of the caller.
-                if not type(exc).__module__.startswith(("httpcore", "h11")):
-                    raise
-                return _Attempt(
-                    failure=f"connection error ({type(exc).__name__}: {exc})",
-                    retryable=True,
-                    endpoint_fault=True,
-                )
+    async def _send(self, url: str, body: dict[str, Any]) -> httpx.Response | _Attempt:
+        """POST once within the per-attempt timeout: the response, or the failed attempt."""
+        try:
+            return await asyncio.wait_for(self._client.post(url, json=body), self._timeout)
+        except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+            return _Attempt(
+                failure=f"timed out after {self._timeout:g} s (the per-attempt timeout)",
+                retryable=True,
+                endpoint_fault=True,
+                timed_out=True,
+            )
+        except httpx.TransportError as exc:
+            return _Attempt(
+                failure=f"connection error ({type(exc).__name__}: {exc})",
+                retryable=True,
+                endpoint_fault=True,
+            )
+        except Exception as exc:
+            # httpx maps httpcore's errors by class; when httpcore was imported twice (a
+            # reloaded module set) one slips through unmapped. It is still a dropped
+            # connection, not a bug of the caller.
+            if not type(exc).__module__.startswith(("httpcore", "h11")):
+                raise
+            return _Attempt(
+                failure=f"connection error ({type(exc).__name__}: {exc})",
+                retryable=True,
+                endpoint_fault=True,
+            )
+
+    async def _attempt(self, url: str, body: dict[str, Any], parse: Callable[[Any], T],
+                       estimated_tokens: int = 0,
+                       usage_of: Callable[[Any], tuple[int, int]] | None = None) -> _Attempt:
+        if self._budget is None:
+            async with self._semaphore:
+                sent = await self._send(url, body)
+            return sent if isinstance(sent, _Attempt) else self._interpret(sent, parse)
+        lease = await self._budget.acquire(self._pool, tokens=estimated_tokens,
+                                           cost_key=self._cost_key)
+        try:
+            sent = await self._send(url, body)
+            if isinstance(sent, _Attempt):
+                lease.release(outcome_of(None, timed_out=sent.timed_out))
+                return sent
+            outcome = self._interpret(sent, parse)
+        except BaseException:
+            # cancelled (or a bug): says nothing about the endpoint, frees the slot
+            lease.release("aborted")
+            raise
+        tokens: int | None = None
+        usd: float | None = None
+        if not outcome.failure and usage_of is not None:
+            prompt, completion = usage_of(outcome.value)
+            tokens = prompt + completion
+            if self._cost_of is not None:
+                # charged with the release, in one step: no request is admitted while a
+                # finished call's cost is still unknown
+                usd = self._cost_of(Usage(prompt, completion, 1))
+        lease.release(outcome_of(outcome.status), retry_after=outcome.retry_after,
+                      tokens_used=tokens, usd=usd)
+        return outcome
+
+    def _interpret(self, response: httpx.Response, parse: Callable[[Any], T]) -> _Attempt:
         status = response.status_code
         if not 200 <= status <= 299:
             retryable = is_retryable_status(status)
@@ -247,6 +307,7 @@ class _OpenAIEndpoint:
                 # 429 and other 4xx are answers from a live endpoint, not outages
                 endpoint_fault=retryable and status != 429,
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
+                status=status,
             )
         raw = response.text
         try:
@@ -258,12 +319,14 @@ class _OpenAIEndpoint:
                 failure=f"{kind} JSON in reply body ({exc}; {len(raw)} chars)",
                 retryable=True,
                 endpoint_fault=True,
+                status=status,
             )
         try:
             value = parse(data)
         except _BadReply as exc:
-            return _Attempt(failure=f"unexpected reply: {exc}", endpoint_fault=True)
-        return _Attempt(value=value)
+            return _Attempt(failure=f"unexpected reply: {exc}", endpoint_fault=True,
+                            status=status)
+        return _Attempt(value=value, status=status)
 
     async def _request(
         self,
@@ -271,18 +334,42 @@ class _OpenAIEndpoint:
         body: dict[str, Any],
         parse: Callable[[Any], T],
         estimated_tokens: int,
+        usage_of: Callable[[Any], tuple[int, int]] | None = None,
     ) -> tuple[T, int]:
-        """POST with retries; return the parsed value and the number of requests it took."""
+        """POST with retries; return the parsed value and the number of requests it took.
+
+        With ``case_timeout`` the whole call (waits for a slot, attempts and backoff) is
+        bounded too; past it the call fails with an error naming that limit.
+        """
+        if self._case_timeout is None:
+            return await self._retrying(path, body, parse, estimated_tokens, usage_of)
+        try:
+            return await asyncio.wait_for(
+                self._retrying(path, body, parse, estimated_tokens, usage_of),
+                self._case_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise LLMError(f"POST {self._endpoint + path} timed out: the call took longer "
+                           f"than case_timeout {self._case_timeout:g} s "
+                           f"(retries and waits included)") from None
+
+    async def _retrying(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[Any], T],
+        estimated_tokens: int,
+        usage_of: Callable[[Any], tuple[int, int]] | None,
+    ) -> tuple[T, int]:
         url = self._endpoint + path
         attempt = 0
         while True:
             attempt += 1
             await self._breaker.before_call(self._endpoint)
             try:
-                if self._limiter is not None:
+                if self._limiter is not None and self._budget is None:
                     await self._limiter.acquire(estimated_tokens)
                 self._requests += 1
-                outcome = await self._attempt(url, body, parse)
+                outcome = await self._attempt(url, body, parse, estimated_tokens, usage_of)
             except BaseException:
                 self._breaker.record_abort()
                 raise
@@ -335,6 +422,14 @@ def _parse_chat(data: Any) -> tuple[str, Usage, str]:
     return content, Usage(prompt, completion, 1), model if isinstance(model, str) else ""
 
 
+def _chat_tokens(value: tuple[str, Usage, str]) -> tuple[int, int]:
+    return value[1].prompt_tokens, value[1].completion_tokens
+
+
+def _embedding_tokens(value: tuple[np.ndarray, int]) -> tuple[int, int]:
+    return value[1], 0
+
+
 class OpenAIChat(_OpenAIEndpoint):
     """An :class:`~pytest_ragbench.llm.base.LLM` over ``POST {base_url}/chat/completions``.
 
@@ -347,10 +442,16 @@ class OpenAIChat(_OpenAIEndpoint):
         timeout: seconds allowed per request (each attempt), default 60.
         params: default request parameters (temperature, max_tokens, seed, ...); per-call
             ``chat(..., **params)`` override them.
-        concurrency: maximum requests in flight from this instance, default 16.
+        concurrency: maximum requests in flight from this instance, default 16 (with a run
+            budget: only the size of the connection pool).
         retry, breaker, rate_limiter: resilience settings (defaults: ``RetryPolicy()``, a new
             ``CircuitBreaker()``, no rate limit).
         rng: random source for backoff jitter; transport: an httpx transport (tests).
+        run_budget, pool: draw every attempt from this declared pool of the run's budget
+            instead of the local semaphore and rate limiter.
+        cost_key, cost_of: refuse calls once the run's cap ``cost_key`` is used up, and
+            charge each reply's ``cost_of(usage)`` to it as its slot is released.
+        case_timeout: seconds one ``chat`` call may take in all (retries included).
 
     ``Completion.usage.requests`` is the number of HTTP requests the call took (retries
     included); token counts are those of the successful reply.
@@ -364,11 +465,11 @@ class OpenAIChat(_OpenAIEndpoint):
         body = {**merged, "model": self.model, "messages": [dict(m) for m in messages]}
         estimate = _estimate_tokens(messages, merged.get("max_tokens"))
         (text, usage, model), requests = await self._request(
-            "/chat/completions", body, _parse_chat, estimate
+            "/chat/completions", body, _parse_chat, estimate, _chat_tokens
         )
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens
-        if self._limiter is not None:
+        if self._limiter is not None and self._budget is None:
             self._limiter.adjust(usage.prompt_tokens + usage.completion_tokens - estimate)
         return Completion(
             text=text,
@@ -437,9 +538,9 @@ class OpenAIEmbedder(_OpenAIEndpoint):
         body = {**self._params, "model": self.model, "input": batch}
         estimate = sum(len(t) for t in batch) // 4 + 1
         (array, tokens), _ = await self._request(
-            "/embeddings", body, _embedding_parser(len(batch)), estimate
+            "/embeddings", body, _embedding_parser(len(batch)), estimate, _embedding_tokens
         )
         self._prompt_tokens += tokens
-        if self._limiter is not None:
+        if self._limiter is not None and self._budget is None:
             self._limiter.adjust(tokens - estimate)
         return array

@@ -170,13 +170,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner = self.server.owner
         refuse = owner._enter()
+        self._pending_leave: bool | None = not refuse
         try:
             if refuse:
                 self._refuse()
             else:
                 self._post()
         finally:
-            owner._leave(accepted=not refuse)
+            self._leave()
+
+    def _leave(self) -> None:
+        # once per request, before the body goes out: a client that has the reply may send
+        # its next request at once, and must not find this one still counted
+        accepted, self._pending_leave = getattr(self, "_pending_leave", None), None
+        if accepted is not None:
+            self.server.owner._leave(accepted=accepted)
 
     def _refuse(self) -> None:
         # an overloaded endpoint answers at once: the request never reaches a model
@@ -236,6 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+        self._leave()
         self.wfile.write(data)
 
 

@@ -56,6 +56,7 @@ class ComponentSpec:
     params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     key: str = ""
     line: int | None = None
+    timeout: float | None = None  # ``case_timeout``: seconds one retrieval may take
 
 
 @dataclass(frozen=True)
@@ -521,9 +522,11 @@ def _parse_retrievers(
             ComponentSpec(
                 name=rname,
                 type=rtype,
-                params={k: v for k, v in params.items() if k != "type"},
+                params={k: v for k, v in params.items() if k not in ("type", "case_timeout")},
                 key=_key_str(path),
                 line=ctx.lines.get(path),
+                timeout=None if params.get("case_timeout") is None
+                else float(params["case_timeout"]),
             )
         )
     return tuple(out)

@@ -359,6 +359,9 @@ class RetrieverParams(_Open):
 
     type: NonEmptyStr | None = Field(
         None, description="a registered retriever name or 'package.module:Factory'")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one retrieval may take; a case past it is an error naming "
+                          "the retriever and the limit, and the run goes on")
 
 
 class RetrieverEntry(RetrieverParams):
@@ -458,6 +461,29 @@ Xfail = _one_of(
 # the generation / judging part -----------------------------------------------------------------
 
 
+def _auto_word(value: str) -> str:
+    if value.strip().lower() != "auto":
+        raise fail(f"expected a whole number >= 1, 'auto' or {{auto: true, max: N}}, "
+                   f"got {value!r}")
+    return "auto"
+
+
+AutoWord = Annotated[str, AfterValidator(_auto_word), WithJsonSchema({"const": "auto"})]
+
+
+class ConcurrencyAutoModel(_Model):
+    """Adaptive concurrency: grows while the endpoint keeps up, backs off on 429s, timeouts
+    and Retry-After; shared by the whole run (all workers)."""
+
+    auto: Literal[True] = Field(description="must be true")
+    max: AtLeastOne = Field(64, description="the upper bound of the level")
+    start: AtLeastOne = Field(4, description="the level to start at")
+
+
+Concurrency = _one_of("a whole number >= 1, 'auto' or {auto: true, max: N}",
+                      number=AtLeastOne, text=AutoWord, mapping=ConcurrencyAutoModel)
+
+
 class EndpointModel(_Model):
     """An OpenAI-compatible endpoint (secrets only by environment variable name)."""
 
@@ -468,8 +494,12 @@ class EndpointModel(_Model):
     params: JsonParams | None = Field(None, description="request parameters (temperature, ...)")
     headers: dict[str, str] | None = Field(
         None, description="extra request headers; ${VAR} expands environment variables")
-    timeout: Positive = Field(60.0, description="seconds per request")
-    concurrency: AtLeastOne = Field(16, description="requests in flight at once")
+    timeout: Positive = Field(60.0, description="seconds per request attempt")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one call may take, retries and waits for a slot included")
+    concurrency: Concurrency = Field(
+        16, description="requests in flight at once for the whole run (all workers): a "
+                        "number, 'auto' (adaptive up to 64) or {auto: true, max: N, start: N}")
     retries: AtLeastZero = Field(4, description="retries after the first attempt")
     backoff: NonNegative = Field(0.5, description="base delay of the exponential backoff, s")
     rpm: Positive | None = Field(None, description="requests per minute limit")
@@ -624,6 +654,9 @@ class GenerationModel(_Model):
     template: NonEmptyStr | None = Field(
         None, description="inline Jinja2 prompt, or the path of a template file")
     template_file: NonEmptyStr | None = Field(None, description="path of a Jinja2 prompt file")
+    timeout: Positive | None = Field(
+        None, description="seconds one case's generation and judging may take in all; a case "
+                          "past it is an error naming the stage and the limit")
 
     @model_validator(mode="after")
     def _one_template(self) -> GenerationModel:

@@ -1,0 +1,312 @@
+"""The run budget wired into the plugin: one budget per run, whatever ``-n`` is.
+
+Every run goes through pytest (in-process for ``-n 0``, xdist workers for ``-n 2``) against a
+real OpenAI-compatible server on 127.0.0.1 that counts the requests in flight at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, Fault
+
+N_QUERIES = 16
+REPLY = "the answer is in the passage"  # 6 completion tokens (the fake counts words)
+
+
+def reply(messages: Sequence[dict[str, Any]]) -> str:
+    return REPLY
+
+
+@pytest.fixture
+def dataset(pytester: pytest.Pytester, mini_suite: Any) -> Any:
+    """``N_QUERIES`` queries with reference answers over a small corpus; returns a writer of
+    suite files with an LLM section for ``base_url``."""
+    docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i}"}
+            for i in range(8)]
+    queries = [{"_id": f"q{i}", "text": f"topic {i % 8} question {i}",
+                "relevant": {f"d{i % 8}": 1}, "answer": "passage"} for i in range(N_QUERIES)]
+    write_jsonl(pytester.path / "corpus.jsonl", docs)
+    write_jsonl(pytester.path / "queries.jsonl", queries)
+
+    def write(base_url: str, llm_extra: str = "", extra: str = "",
+              name: str = "suite.yaml", retries: int = 0) -> Path:
+        path = pytester.path / name
+        path.write_text(f"""
+name: {name.split('.')[0]}
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{overlap: {{type: "overlap_retriever:Overlap"}}}}
+metrics: [recall@10, answer_contains]
+llm:
+  type: openai
+  base_url: {base_url}
+  model: m
+  retries: {retries}
+  backoff: 0.01
+  timeout: 10
+{llm_extra}
+cache: off
+{extra}
+""", encoding="utf-8")
+        return path
+
+    return write
+
+
+def summary(root: Path) -> dict[str, Any]:
+    return json.loads((root / ".ragbench" / "runs" / "latest" / "summary.json").read_text())
+
+
+def records(root: Path) -> list[dict[str, Any]]:
+    text = (root / ".ragbench" / "runs" / "latest" / "cases.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def nprocs(n: int) -> list[str]:
+    return ["-n", str(n)] if n else ["-p", "no:xdist"]
+
+
+@pytest.mark.parametrize("n", [0, 2])
+def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any,
+                                             n: int) -> None:
+    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
+        base_url = server.base_url
+        dataset(base_url, "  concurrency: 3")
+        result = pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
+        result.assert_outcomes(passed=N_QUERIES)
+        assert server.count(CHAT_PATH) == N_QUERIES
+        assert server.max_in_flight <= 3
+    budget = summary(pytester.path)["run"]["budget"]
+    (pool,) = budget["pools"]
+    assert pool["requests"] == N_QUERIES
+    assert pool["concurrency"] == 3
+    assert 1 <= pool["max_in_flight"] <= 3
+    assert pool["endpoint"] == base_url and pool["model"] == "m"
+    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {N_QUERIES} requests, "
+                                 "max * in flight, 0 throttled (429), 0 timed out "
+                                 "(concurrency 3)"])
+
+
+def test_two_suites_on_one_endpoint_share_one_pool(pytester: pytest.Pytester,
+                                                   dataset: Any) -> None:
+    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
+        dataset(server.base_url, "  concurrency: 2", name="a.ragbench.yaml")
+        dataset(server.base_url, "  concurrency: 2", name="b.ragbench.yaml")
+        result = pytester.runpytest("--ragbench=a.ragbench.yaml", "--ragbench=b.ragbench.yaml",
+                                    "-n", "2")
+        result.assert_outcomes(passed=2 * N_QUERIES)
+        assert server.max_in_flight <= 2
+    (pool,) = summary(pytester.path)["run"]["budget"]["pools"]
+    assert pool["requests"] == 2 * N_QUERIES
+
+
+@pytest.mark.parametrize("n", [0, 2])
+def test_max_cost_is_the_runs_cap(pytester: pytest.Pytester, dataset: Any, n: int) -> None:
+    # $1 per completion token: every call costs $6; the cap is reached after 5 calls
+    cap, per_call, concurrency = 30.0, 6.0, 2
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
+        dataset(server.base_url, f"  concurrency: {concurrency}",
+                extra=f"max_cost: {cap}\nprices: {{m: {{prompt: 0, completion: 1000000}}}}")
+        pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
+        calls = server.count(CHAT_PATH)
+    recs = records(pytester.path)
+    paid = [r for r in recs if r["status"] != "error"]
+    refused = [r for r in recs if r["status"] == "error"]
+    spent = sum(r["cost"] or 0.0 for r in recs)
+    # the calls in flight when the cap was reached may finish; nothing starts after it
+    assert cap <= spent <= cap + concurrency * per_call
+    assert calls == len(paid) < N_QUERIES
+    budget = summary(pytester.path)["run"]["budget"]
+    (cost,) = budget["costs"].values()
+    assert cost["spent"] == pytest.approx(spent) and budget["spent"] == pytest.approx(spent)
+    assert cost["max_cost"] == cap and cost["exhausted"] is True
+    for rec in refused:
+        message = rec["error"]["message"]
+        assert "cost budget exhausted" in message and "all workers together" in message
+        shown = float(re.search(r"this run spent \$([0-9.]+) of \$30\.0000", message)[1])
+        assert cap <= shown <= spent
+
+
+def test_pool_keys_hold_no_credentials(pytester: pytest.Pytester, dataset: Any) -> None:
+    with FakeOpenAIServer(reply=reply) as server:
+        url = server.base_url.replace("http://", "http://user:hunter2secret@")
+        dataset(url)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        result.assert_outcomes(passed=N_QUERIES)
+    assert "hunter2secret" not in (pytester.path / ".ragbench" / "runs" / "latest"
+                                   / "summary.json").read_text()
+    assert "hunter2secret" not in result.stdout.str()
+
+
+# -- concurrency: auto ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 2])
+def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytester,
+                                                          dataset: Any, n: int) -> None:
+    # the endpoint sheds load above 3 requests at once; auto starts at 2 and may grow to 8
+    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+                          refuse_retry_after="0") as server:
+        dataset(server.base_url, "  concurrency: {auto: true, max: 8, start: 2}", retries=8)
+        result = pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
+        result.assert_outcomes(passed=N_QUERIES)
+    (pool,) = summary(pytester.path)["run"]["budget"]["pools"]
+    adaptive = pool["adaptive"]
+    assert adaptive["bound"] == 8
+    assert 1 <= adaptive["level"] <= adaptive["max_level"] <= 8
+    assert pool["max_in_flight"] <= adaptive["max_level"]
+    assert pool["throttled"] == server.refused
+    if server.refused:
+        assert adaptive["decreases"] >= 1
+    result.stdout.fnmatch_lines(["llm pool m at *; concurrency auto reached * (max * of "
+                                 "bound 8, * back-offs)"])
+
+
+def test_auto_concurrency_grows_on_a_willing_endpoint(pytester: pytest.Pytester,
+                                                      dataset: Any) -> None:
+    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
+        dataset(server.base_url, "  concurrency: {auto: true, max: 6, start: 1}")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        result.assert_outcomes(passed=N_QUERIES)
+        assert server.max_in_flight <= 6
+    adaptive = summary(pytester.path)["run"]["budget"]["pools"][0]["adaptive"]
+    assert adaptive["max_level"] > 1 and adaptive["decreases"] == 0
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "llm.concurrency: expected an integer >= 1, got 0"),
+    ("fast", "llm.concurrency: expected a whole number >= 1, 'auto' or {auto: true, max: N}"),
+    ("{auto: true, mx: 3}", "llm.concurrency.mx: unknown key 'mx' (did you mean 'max'?)"),
+])
+def test_bad_concurrency_is_one_clear_message(pytester: pytest.Pytester, dataset: Any,
+                                              value: str, message: str) -> None:
+    dataset("http://127.0.0.1:9/v1", f"  concurrency: {value}")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines([f"*suite.yaml*{message}*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+# -- time limits ------------------------------------------------------------------------------
+
+
+def test_call_past_its_case_timeout_is_an_explicit_error(pytester: pytest.Pytester,
+                                                         dataset: Any) -> None:
+    with FakeOpenAIServer(reply=reply) as server:
+        server.add_faults(Fault.ok(delay=3.0))  # the first request is slow; the rest are not
+        dataset(server.base_url, "  concurrency: 1\n  case_timeout: 0.5")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
+    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+    assert err["error"]["stage"] == "generation"
+    assert "case_timeout 0.5 s" in err["error"]["message"]
+
+
+def test_case_past_generation_timeout_is_an_explicit_error(pytester: pytest.Pytester,
+                                                          dataset: Any) -> None:
+    with FakeOpenAIServer(reply=reply) as server:
+        server.add_faults(Fault.ok(delay=3.0))
+        dataset(server.base_url, "  concurrency: 1",
+                extra="generation: {timeout: 0.5}")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
+    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+    assert err["error"]["stage"] == "generation"
+    assert "generation.timeout 0.5 s" in err["error"]["message"]
+
+
+# -- scheduling across workers ----------------------------------------------------------------
+
+
+def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    # 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at once
+    # can all 16 requests be in flight together (xdist's load scheduling sends 2 at first)
+    with FakeOpenAIServer(latency=0.5, reply=reply) as server:
+        dataset(server.base_url, "  concurrency: 16")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+        result.assert_outcomes(passed=N_QUERIES)
+        ours = server.max_in_flight
+        server.reset_counts()
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2", "--dist", "load")
+        result.assert_outcomes(passed=N_QUERIES)
+        explicit = server.max_in_flight
+    assert ours == N_QUERIES
+    assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
+
+
+def test_other_tests_still_run_beside_the_cases(pytester: pytest.Pytester, dataset: Any) -> None:
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_plain(i):
+            assert i >= 0
+    """)
+    with FakeOpenAIServer(reply=reply) as server:
+        dataset(server.base_url, "  concurrency: 4")
+        result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2")
+        result.assert_outcomes(passed=N_QUERIES + 6)
+
+
+SLOW_RETRIEVERS = '''
+import asyncio
+import time
+
+
+class Slow:
+    """Sleeps on queries containing ``slow_on``; otherwise returns the first document."""
+
+    def __init__(self, slow_on: str = "", asynchronous: bool = False):
+        self.slow_on, self.asynchronous = slow_on, asynchronous
+
+    def index(self, corpus):
+        self.first = corpus[0].id
+
+    def _hits(self):
+        return [(self.first, 1.0)]
+
+    def retrieve(self, query, k):
+        if self.asynchronous:
+            return self._aretrieve(query)
+        if self.slow_on in query:
+            time.sleep(3)
+        return self._hits()
+
+    async def _aretrieve(self, query):
+        if self.slow_on in query:
+            await asyncio.sleep(3)
+        return self._hits()
+'''
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_retrieval_past_its_case_timeout_is_an_explicit_error(
+        pytester: pytest.Pytester, dataset: Any, asynchronous: bool) -> None:
+    dataset("http://127.0.0.1:9/v1")  # writes the data; the suite below has no LLM
+    pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
+    (pytester.path / "suite.yaml").write_text(f"""
+name: slow
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers:
+  slow:
+    type: "slow_retrievers:Slow"
+    slow_on: "question 3"
+    asynchronous: {str(asynchronous).lower()}
+    case_timeout: 0.5
+metrics: [recall@10]
+""", encoding="utf-8")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+    result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
+    result.stdout.fnmatch_lines(["*retriever 'slow' timed out: the retrieval took longer "
+                                 "than its case_timeout 0.5 s*"])
+    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+    assert err["case_id"] == "q3" and err["error"]["stage"] == "retrieve"
