@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,24 @@ import scipy.stats  # noqa: F401
 # Imported before any in-process pytester run: pytester restores sys.modules afterwards, and a
 # second import of numpy's extensions fails, while a second httpcore would no longer be the one
 # httpx maps exceptions from.
+
+
+def _import_the_package() -> None:
+    """Import every module of pytest_ragbench once, before any in-process pytester run.
+
+    A module first imported inside such a run is dropped again when the run ends, so the next
+    run compiles and assertion-rewrites it anew (without bytecode caching, e.g. under
+    PYTHONDONTWRITEBYTECODE, that is most of a small run's time). Tests of what a run imports
+    use subprocesses.
+    """
+    import pytest_ragbench
+
+    for info in pkgutil.walk_packages(pytest_ragbench.__path__, "pytest_ragbench."):
+        if not info.name.endswith(".__main__"):  # __main__ runs the CLI
+            importlib.import_module(info.name)
+
+
+_import_the_package()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 

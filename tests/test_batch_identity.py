@@ -223,24 +223,27 @@ def _comparable(root: Path) -> tuple[Any, list[dict[str, Any]]]:
     return summary["suites"], sorted(records, key=lambda r: (r["retriever"], r["case_id"]))
 
 
-@pytest.mark.parametrize("method", ["rrf", "weighted"])
-def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite, method: str) -> None:
-    mini_suite(f"""
+def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
+    # Both fusion methods in one suite: one serial and one xdist run check them both.
+    mini_suite("""
         name: batching
-        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers:
-          bm25: {{}}
-          dense: {{type: dense, embedder: {{type: hashing, dim: 384}}, batch_size: 2}}
-          fused: {{type: hybrid, retrievers: [bm25, dense], method: {method},
-                   weights: [0.4, 0.6]}}
+          bm25: {}
+          dense: {type: dense, embedder: {type: hashing, dim: 384}, batch_size: 2}
+          fused_rrf: {type: hybrid, retrievers: [bm25, dense], method: rrf,
+                      weights: [0.4, 0.6]}
+          fused_weighted: {type: hybrid, retrievers: [bm25, dense], method: weighted,
+                           weights: [0.4, 0.6]}
         metrics: [ndcg@10, recall@10, mrr@10]
     """)
     serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-    serial.assert_outcomes(passed=15)
+    serial.assert_outcomes(passed=20)
     serial_suites, serial_records = _comparable(pytester.path)
     parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-    parallel.assert_outcomes(passed=15)
+    parallel.assert_outcomes(passed=20)
     parallel_suites, parallel_records = _comparable(pytester.path)
-    assert any(r["retrieved"] for r in serial_records if r["retriever"] == "dense")
+    for name in ("dense", "fused_rrf", "fused_weighted"):
+        assert any(r["retrieved"] for r in serial_records if r["retriever"] == name), name
     assert parallel_records == serial_records
     assert parallel_suites == serial_suites

@@ -456,29 +456,12 @@ def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project)
     assert recs["q5"]["status"] == "error"
 
 
-def test_case_result_hook_runs_on_the_controller_only(pytester, project):
+def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
+        pytester, project):
+    # One xdist run shows both: each check needs workers, and workers are what cost time.
     pytester.makeconftest("""
         import json, os
 
-        def pytest_ragbench_case_result(record, config):
-            with open(config.rootpath / "sink.jsonl", "a") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
-                                     "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
-    """)
-    project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}}
-        metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=5)
-    sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
-    assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
-    assert all(isinstance(s["ndcg"], float) for s in sink)
-
-
-def test_workers_share_the_controllers_run_start(pytester, project):
-    pytester.makeconftest("""
         class Start:
             name = "run_start"
             direction = "higher"
@@ -488,13 +471,24 @@ def test_workers_share_the_controllers_run_start(pytester, project):
 
         def pytest_ragbench_register(registry):
             registry.add("metric", "run_start", Start)
+
+        def pytest_ragbench_case_result(record, config):
+            with open(config.rootpath / "sink.jsonl", "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                     "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
     """)
     project("""
         retrievers: {o: {type: "overlap_retriever:Overlap"}}
-        metrics: [run_start]
+        metrics: [ndcg@10, run_start]
     """)
     result = pytester.runpytest(SUITE, "-n", "2")
     result.assert_outcomes(passed=5)
+    # The case-result hook runs on the controller only.
+    sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
+    assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
+    assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
+    assert all(isinstance(s["ndcg"], float) for s in sink)
+    # Workers share the controller's run start.
     starts = {r["metrics"]["run_start"] for r in _records(pytester)}
     assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
     assert isinstance(next(iter(starts)), float)

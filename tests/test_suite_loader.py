@@ -247,7 +247,8 @@ base = st.fixed_dictionaries({
              if key not in ("dataset", "retrievers", "metrics")})
 
 
-@settings(max_examples=150, deadline=None,
+# 100 examples: drawing these nested documents is most of this test's time.
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(document=base)
 def test_any_document_is_a_suite_or_one_suite_error(folder: Path, document: dict) -> None:

@@ -319,13 +319,20 @@ def test_sigterm_handler_is_restored(pytester, mini_suite):
     pytester.makeconftest('''
 import signal
 
+def pytest_runtest_setup(item):
+    print("handler during:", signal.getsignal(signal.SIGTERM) != signal.SIG_DFL)
+
 def pytest_unconfigure(config):
     print("handler after:", signal.getsignal(signal.SIGTERM))
 ''')
-    result = pytester.runpytest_subprocess(SUITE, "-s")
+    # In-process: this process's handler is the default one too, and must be it again after.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    result = pytester.runpytest(SUITE, "-s")
     assert result.ret == 0
     assert re.search(r"handler after: (Handlers\.)?SIG_DFL|handler after: 0",
                      result.stdout.str())
+    assert "handler during: True" in result.stdout.str()  # the run did install its own
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 @pytest.mark.parametrize(("setup", "args", "code"), [

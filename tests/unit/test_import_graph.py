@@ -7,6 +7,7 @@ together); only ``if TYPE_CHECKING:`` blocks are left out.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,9 @@ DOMAIN = ("answers", "budget", "datasets", "execution", "llm", "metrics", "resul
           "retrievers", "suite", "embedders", "records", "registry", "errors", "redact")
 
 
+# Parsing the whole package takes a while; the package does not change during a test run, so
+# every test reads the same graph (callers must not mutate what they get).
+@functools.cache
 def module_names() -> dict[str, Path]:
     names = {}
     for path in PACKAGE.rglob("*.py"):
@@ -61,6 +65,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     names = module_names()
     return {name: imports_of(name, path, set(names)) for name, path in names.items()}
