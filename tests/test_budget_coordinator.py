@@ -164,8 +164,8 @@ def test_adaptive_concurrency_finds_a_hidden_limit(coordinator: Coordinator) -> 
     client = CoordinatorClient(coordinator.address, coordinator.token)
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
-    with FakeOpenAIServer(latency=0.03, refuse_above=hidden) as server:
-        reports = run_workers(coordinator, server, 3, requests=None, seconds=2.5, tasks=12)
+    with FakeOpenAIServer(latency=0.1, refuse_above=hidden) as server:
+        reports = run_workers(coordinator, server, 3, requests=None, seconds=3.0, tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
     adaptive = pool["adaptive"]
