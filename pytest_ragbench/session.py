@@ -40,6 +40,7 @@ from .report.files import (
     write_json,
 )
 from .results.verdict import Coverage
+from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
 if TYPE_CHECKING:
@@ -206,12 +207,10 @@ class RagbenchSession:
         )
 
     def _explicit(self) -> list[Path]:
-        from .state import STATE_KEY
 
         return self.config.stash[STATE_KEY].explicit
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from .state import COLLECTED_ATTR, REPORT_ATTR
 
         collected = getattr(report, COLLECTED_ATTR, None)
         if isinstance(collected, dict):
@@ -238,7 +237,6 @@ class RagbenchSession:
     # -- the end ---------------------------------------------------------------------------
 
     def run_metadata(self, exitstatus: int) -> dict[str, Any]:
-        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         cov = self.coverage(exitstatus)
@@ -330,7 +328,6 @@ class RagbenchSession:
         the end of the run reads no suite file. Returns whether a suite was new; the specs
         then go to ``run.json``, for ``ragbench report`` on a run that never finishes."""
         from .results.spec import suite_spec
-        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         new = [sid for sid in suite_ids if sid not in self.specs]
@@ -357,7 +354,6 @@ class RagbenchSession:
     def _known_totals(self) -> dict[str, int]:
         """Cases per suite as collected, as far as this process knows them at the start
         (without xdist all of them; with it they arrive with the workers' reports)."""
-        from .state import STATE_KEY
 
         return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
@@ -415,7 +411,6 @@ class RagbenchSession:
     def _finish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
-        from .state import STATE_KEY
 
         state = self.config.stash[STATE_KEY]
         doc_text = None
@@ -593,7 +588,6 @@ class RagbenchSession:
         from .report.html import write_html
         from .report.rerender import history_from_db, history_from_runs
         from .results.history import HistoryError
-        from .state import STATE_KEY
 
         history: list[dict[str, Any]] = []
         db = self.history_path()
