@@ -479,10 +479,10 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         if v is None:
             return None
         where = (*path_key, key)
-        try:
-            p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
-        except (OSError, RuntimeError) as exc:  # a symlink loop raises one or the other
-            raise ctx.error(where, f"cannot resolve {v!r}: {exc}") from None
+        # Not resolved: a symlink keeps the name it was given (its suffix picks the reader, so
+        # corpus.jsonl -> a content-addressed blob stays JSONL), and a loop or an unreadable
+        # target is reported by check_file below as what it is.
+        p = Path(v) if Path(v).is_absolute() else base.absolute() / v
         if key == "path":
             try:
                 mode = p.stat().st_mode
