@@ -342,6 +342,13 @@ NUMBERS: list[Case] = [
          "*suite.yaml:10: thresholds.recall@10: *", {}),
         ("threshold-inf", SUITE + "thresholds: {recall@10: '>= inf'}\n",
          "*suite.yaml:10: thresholds.recall@10: *", {}),
+        ("threshold-above-one", SUITE + "thresholds: {recall@10: '>= 1.5'}\n",
+         "*suite.yaml:10: thresholds.recall@10: recall@10 lies between 0 and 1, so 'recall@10 "
+         ">= 1.5' can never pass*", {}),
+        ("gate-negative", SUITE + "gates: {ndcg@10: '>= -2'}\n",
+         "*suite.yaml:10: gates.ndcg@10: *'ndcg@10 >= -2' always passes*", {}),
+        ("gate-error-rate-percent", SUITE + "gates: ['error_rate <= 5']\n",
+         "*suite.yaml:10: gates[[]0]: error_rate lies between 0 and 1*always passes*", {}),
         ("gate-nan", SUITE + "gates: {ndcg@10: '>= nan'}\n", "*suite.yaml:10: gates.ndcg@10: *",
          {}),
         ("gate-text", SUITE + "gates: {ndcg@10: '>= high'}\n",
@@ -532,7 +539,8 @@ COMMANDS: list[Case] = [
         "ragbench history: *h.sqlite: not a ragbench run history*", {"h.sqlite": b"x" * 500}),
     cli("cmd-history-directory", ("history", "--history", "h.sqlite"),
         "ragbench history: *h.sqlite: is a folder*", {"h.sqlite": DIR}),
-    cli("history-limit-text", ("history", "--limit", "many"), "*argument --limit: *"),
+    cli("history-limit-text", ("history", "--limit", "many"),
+        "*argument --limit: invalid int value: 'many'"),
     cli("history-limit-negative", ("history", "--limit", "-1"),
         "*argument --limit: expected at least 1, got -1"),
     cli("report-missing-dir", ("report", "nowhere"), "ragbench report: *nowhere*"),
@@ -555,6 +563,10 @@ CONTROLS: list[Case] = [
     Case("control-corpus-symlink-to-blob", "*2 passed*", exits=(0,),
          files={"store/3f9a": CORPUS, "corpus.jsonl": Special("link:store/3f9a")},
          args=("--ragbench-no-output",)),
+    # latency_ms has no upper bound: a gate of 5000 ms is meant.
+    Case("control-unbounded-metric-gate", "*PASS battery/bm25: latency_ms *<= 5000*", exits=(0,),
+         suite=sub(SUITE, "[ndcg@10, recall@10]", "[ndcg@10, recall@10, latency_ms]")
+         + "gates: {latency_ms: '<= 5000'}\n", args=("--ragbench-no-output",)),
     Case("control-tolerance-percent", "*2 passed*", exits=(0,),
          args=("--ragbench-tolerance=5%", "--ragbench-no-output")),
 ]

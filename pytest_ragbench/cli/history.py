@@ -14,7 +14,8 @@ def _positive(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+        # argparse's own wording for type=int
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
     return number

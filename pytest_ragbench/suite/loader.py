@@ -561,19 +561,43 @@ def _parse_gates(
     if isinstance(value, list):
         for i, item in enumerate(value):
             try:
-                out += parse_gate_list([item], metrics)
+                checks = parse_gate_list([item], metrics)
+                for check in checks:
+                    _check_bound(check, metrics)
             except ValueError as exc:
                 raise ctx.error((*path, i), str(exc)) from None
+            out += checks
         return tuple(out)
     for key, expr in value.items():
         exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
         for e in exprs:
             try:
                 gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+                _check_bound(gate, metrics)
             except ValueError as exc:
                 raise ctx.error((*path, str(key)), str(exc)) from None
             out.append(gate)
     return tuple(out)
+
+
+# Metrics whose every value lies in [0, 1] (trec_eval's measures, the lexical answer scores,
+# the error rate); a bound outside it is a typo (1.5 for 0.15, 60 for 0.6, 5 for 5%).
+_UNIT_INTERVAL = frozenset({
+    "ndcg", "recall", "precision", "mrr", "map", "hit", "r_precision", "exact_match",
+    "token_f1", "rouge_l", "answer_contains", "abstention_accuracy"})
+
+
+def _check_bound(check: GateCheck, metrics: Mapping[str, MetricSpec]) -> None:
+    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0:
+        return
+    spec = metrics.get(check.metric)
+    if check.metric != "error_rate" and (spec is None or spec.kind not in _UNIT_INTERVAL):
+        return
+    above = check.threshold > 1.0
+    never = above == (check.op in (">=", ">"))
+    raise ValueError(f"{check.metric} lies between 0 and 1, so '{check.text}' "
+                     f"{'can never pass' if never else 'always passes'} (expected a bound "
+                     "between 0 and 1)")
 
 
 def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
