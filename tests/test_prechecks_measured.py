@@ -61,8 +61,9 @@ def test_failed_answers_keep_their_retrieval_scores(pytester, mini_suite, server
     mini_suite(suite(server.base_url))
     result = pytester.runpytest("--ragbench=suite.yaml", *workers)
     result.assert_outcomes(passed=3, errors=2)
-    result.stdout.fnmatch_lines(["*error [[]generation[]]: generation: *",
-                                 "*error [[]judge[]]: faithfulness: *"])
+    # Two calls: under xdist the two error reports come in whichever order the workers finish.
+    result.stdout.fnmatch_lines(["*error [[]generation[]]: generation: *"])
+    result.stdout.fnmatch_lines(["*error [[]judge[]]: faithfulness: *"])
     run = latest_run(pytester.path)
     recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
                                          .splitlines())}
