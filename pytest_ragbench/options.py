@@ -21,9 +21,16 @@ def tolerance_arg(value: str) -> Tolerance:
     from .results.gates import parse_tolerance
 
     try:
-        return parse_tolerance(value)
+        tolerance = parse_tolerance(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    # It applies to every metric, and most lie in [0, 1]: an absolute drop above 1 would pass
+    # any regression, so "5" is far more likely a percentage missing its sign.
+    if not tolerance.relative and tolerance.value > 1:
+        raise argparse.ArgumentTypeError(
+            f"an absolute tolerance of {value} lets any score in [0, 1] drop to 0; for a "
+            f"relative one write '{value}%', for an absolute one a value up to 1 (e.g. 0.02)")
+    return tolerance
 
 
 def gate_arg(value: str) -> str:

@@ -67,15 +67,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:
+    given = [config.invocation_params.dir / raw for raw in config.getoption("ragbench") or []]
+    given += [config.rootpath / raw for raw in config.getini("ragbench_suites") or []]
     paths: list[Path] = []
-    invocation = config.invocation_params.dir
-    for raw in config.getoption("ragbench") or []:
-        paths.append((invocation / raw).resolve())
-    for raw in config.getini("ragbench_suites") or []:
-        paths.append((config.rootpath / raw).resolve())
-    for p in paths:
-        if not p.is_file():
-            raise pytest.UsageError(f"ragbench: suite file not found: {p}")
+    for p in given:
+        try:
+            resolved = p.resolve()
+        except (OSError, RuntimeError):  # a symlink loop raises one or the other
+            raise pytest.UsageError(f"ragbench: {p}: cannot read the suite file: symbolic "
+                                    "link loop") from None
+        if resolved.is_dir():
+            raise pytest.UsageError(f"ragbench: {p}: is a directory; expected a suite file "
+                                    "(.yaml, .yml or .json)")
+        if not resolved.is_file():
+            raise pytest.UsageError(f"ragbench: suite file not found: {resolved}")
+        paths.append(resolved)
     return list(dict.fromkeys(paths))
 
 

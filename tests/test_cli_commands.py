@@ -161,8 +161,11 @@ def test_list_into_a_closed_pipe_is_no_traceback(pytester):
         import os, subprocess, sys
         read_end, write_end = os.pipe()
         os.close(read_end)
+        # Buffered, as on a machine without PYTHONUNBUFFERED: the broken pipe then shows at
+        # the final flush.
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         p = subprocess.run([sys.executable, "-m", "pytest_ragbench.cli", "list"],
-                           stdout=write_end, stderr=subprocess.PIPE)
+                           stdout=write_end, stderr=subprocess.PIPE, env=env)
         print("STATUS:", p.returncode, "STDERR:" + repr(p.stderr.decode()))
     """)
     result = pytester.run(sys.executable, "-c", script)

@@ -94,7 +94,7 @@ def test_failing_threshold_report_shows_query_hits_missed_and_margin(pytester, m
 
 def test_retrieved_grades_are_listed_in_failure(pytester, mini_suite):
     path = mini_suite()
-    path.write_text(path.read_text() + "thresholds:\n  ndcg@10: 1.01\n")
+    path.write_text(path.read_text() + "thresholds:\n  ndcg@10: '> 1'\n")
     result = pytester.runpytest(SUITE, "-k", "q1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*1. d1  *  grade 2", "*d5  *  grade 1"])

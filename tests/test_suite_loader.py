@@ -268,7 +268,7 @@ def test_dataset_paths_that_loop_or_are_the_wrong_kind_name_the_entry(tmp_path: 
     (tmp_path / "folder").mkdir()
     (tmp_path / "plain.txt").write_text("x")
     cases = {
-        "corpus: loop1\n  queries: q.jsonl": ("dataset.corpus", "Symlink loop"),
+        "corpus: loop1\n  queries: q.jsonl": ("dataset.corpus", "symlink loop"),
         "corpus: folder\n  queries: q.jsonl": ("dataset.corpus", "is a directory (expected a"),
         "path: plain.txt": ("dataset.path", "is a file (expected a BEIR folder"),
     }

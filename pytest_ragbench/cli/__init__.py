@@ -49,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: 0 after --help/--version, 2 on bad arguments
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        # Output to a pipe is block-buffered (unless PYTHONUNBUFFERED is set): flushed here, a
+        # reader that went away raises below rather than in the interpreter's exit flush.
+        sys.stdout.flush()
+        return status
     except BrokenPipeError:
         # The reader went away (``ragbench list | head``): not an error of ours, and Python
         # would print a traceback when it flushes stdout at exit; point stdout at devnull.

@@ -10,6 +10,17 @@ from ..options import add_history_option
 from .common import EXIT_OK, EXIT_USAGE, add_command
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        # argparse's own wording for type=int
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return number
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``history`` to the command's subparsers."""
     p = add_command(commands, "history",
@@ -19,7 +30,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_history_option(p.add_argument, prefix="", aliases=("--db",))
     p.add_argument("--metric", default=None, help="metric to show the trend of")
     p.add_argument("--suite", default=None, help="only runs of this suite (id or name)")
-    p.add_argument("--limit", type=int, default=20, help="how many recent runs (default 20)")
+    p.add_argument("--limit", type=_positive, default=20,
+                   help="how many recent runs (default 20)")
     p.set_defaults(run=run)
 
 

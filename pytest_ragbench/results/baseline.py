@@ -92,7 +92,11 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise BaselineError(f"baseline file not found: {path}")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: also undecodable bytes and integers past Python's digit limit;
+        # RecursionError: arrays nested thousands deep.
+        if isinstance(exc, RecursionError):
+            exc = ValueError("nested too deeply")
         raise BaselineError(f"{path}: not valid JSON ({exc}); a truncated or hand-edited "
                             "baseline? save it again with --ragbench-save-baseline") from None
     except OSError as exc:

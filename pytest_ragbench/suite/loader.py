@@ -541,10 +541,10 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         if v is None:
             return None
         where = (*path_key, key)
-        try:
-            p = (base / v).resolve() if not Path(v).is_absolute() else Path(v)
-        except (OSError, RuntimeError) as exc:  # a symlink loop raises one or the other
-            raise ctx.error(where, f"cannot resolve {v!r}: {exc}") from None
+        # Not resolved: a symlink keeps the name it was given (its suffix picks the reader, so
+        # corpus.jsonl -> a content-addressed blob stays JSONL), and a loop or an unreadable
+        # target is reported by check_file below as what it is.
+        p = Path(v) if Path(v).is_absolute() else base.absolute() / v
         if key == "path":
             try:
                 mode = p.stat().st_mode
@@ -691,19 +691,43 @@ def _parse_gates(
     if isinstance(value, list):
         for i, item in enumerate(value):
             try:
-                out += parse_gate_list([item], metrics)
+                checks = parse_gate_list([item], metrics)
+                for check in checks:
+                    _check_bound(check, metrics)
             except ValueError as exc:
                 raise ctx.error((*path, i), str(exc)) from None
+            out += checks
         return tuple(out)
     for key, expr in value.items():
         exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
         for e in exprs:
             try:
                 gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+                _check_bound(gate, metrics)
             except ValueError as exc:
                 raise ctx.error((*path, str(key)), str(exc)) from None
             out.append(gate)
     return tuple(out)
+
+
+# Metrics whose every value lies in [0, 1] (trec_eval's measures, the lexical answer scores,
+# the error rate); a bound outside it is a typo (1.5 for 0.15, 60 for 0.6, 5 for 5%).
+_UNIT_INTERVAL = frozenset({
+    "ndcg", "recall", "precision", "mrr", "map", "hit", "r_precision", "exact_match",
+    "token_f1", "rouge_l", "answer_contains", "abstention_accuracy"})
+
+
+def _check_bound(check: GateCheck, metrics: Mapping[str, MetricSpec]) -> None:
+    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0:
+        return
+    spec = metrics.get(check.metric)
+    if check.metric != "error_rate" and (spec is None or spec.kind not in _UNIT_INTERVAL):
+        return
+    above = check.threshold > 1.0
+    never = above == (check.op in (">=", ">"))
+    raise ValueError(f"{check.metric} lies between 0 and 1, so '{check.text}' "
+                     f"{'can never pass' if never else 'always passes'} (expected a bound "
+                     "between 0 and 1)")
 
 
 def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
