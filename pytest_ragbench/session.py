@@ -298,6 +298,7 @@ class RagbenchSession:
         at the end (nothing is created here)."""
         path = self.history_path()
         if not path.exists():
+            self._check_history_folder(path)
             return
         from .results.history import HistoryError, RunHistory
 
@@ -307,6 +308,28 @@ class RagbenchSession:
         except HistoryError as exc:
             raise pytest.UsageError(f"ragbench: {exc} (check --ragbench-history, or pass "
                                     "--ragbench-no-history)") from None
+
+    @staticmethod
+    def _check_history_folder(path: Path) -> None:
+        """A history that does not exist yet: its path must be one the run can create."""
+        def refuse(why: str) -> None:
+            raise pytest.UsageError(f"ragbench: run history {path}: {why} (check "
+                                    "--ragbench-history, or pass --ragbench-no-history)")
+
+        if path.is_symlink():  # dangling or a loop: exists() is False for both
+            try:
+                path.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:
+                refuse(f"cannot be resolved: {exc}")
+        folder = path.parent
+        while not folder.exists():
+            if folder.is_symlink() or folder == folder.parent:
+                refuse("its folder cannot be created")
+            folder = folder.parent
+        if not folder.is_dir():
+            refuse(f"{folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            refuse(f"folder {folder} is not writable")
 
     def _run_started(self, suite_ids: list[str]) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline

@@ -178,13 +178,6 @@ def files_case(id: str, name: str, content: str | bytes | Special, expect: str, 
 
 
 BASELINE_ARGS = ("--ragbench-baseline=base.json",)
-# session.py (being reworked elsewhere) checks the history before the first item only when
-# the path exists(): a symlink loop or a path under a file is found at the end of the run
-# ("run not added to the history"), which then exits 0.
-HISTORY_PRECHECK = ("session._check_history skips a history path that does not exist(); a "
-                    "loop or a path under a file is reported only after the run, exit 0")
-# report/rerender.py (being reworked elsewhere).
-RERENDER = "report/rerender.py"
 HISTORY_ARGS = ("--ragbench-history=hist.sqlite",)
 
 ENCODINGS: list[Case] = [
@@ -259,8 +252,7 @@ LOOPS: list[Case] = [
         ("prompt.j2", "*suite.yaml:11: generation.template_file: *", RAG_SUITE, ()),
     )
 ] + [
-    files_case("hist.sqlite-symlink-loop", "hist.sqlite", LOOP, "*hist.sqlite*", args=HISTORY_ARGS,
-               xfail=HISTORY_PRECHECK),
+    files_case("hist.sqlite-symlink-loop", "hist.sqlite", LOOP, "*hist.sqlite*", args=HISTORY_ARGS),
 ]
 
 DIRECTORIES: list[Case] = [
@@ -480,7 +472,7 @@ OUTPUTS: list[Case] = [
     Case("save-baseline-is-a-directory", "ragbench: cannot write *base-dir: Is a directory",
          files={"base-dir": DIR}, args=("--ragbench-save-baseline=base-dir",), exits=(0,)),
     Case("history-under-a-file", "*out.txt*", files={"out.txt": "x"},
-         args=("--ragbench-history=out.txt/hist.sqlite",), xfail=HISTORY_PRECHECK),
+         args=("--ragbench-history=out.txt/hist.sqlite",)),
 ]
 
 OPTIONS: list[Case] = [
@@ -545,12 +537,12 @@ COMMANDS: list[Case] = [
         "*argument --limit: expected at least 1, got -1"),
     cli("report-missing-dir", ("report", "nowhere"), "ragbench report: *nowhere*"),
     cli("report-on-a-file", ("report", "f.txt"), "ragbench report: *f.txt*", {"f.txt": "x"}),
-    cli("report-truncated-summary", ("report", "run"), "ragbench report: *summary.json*",
-        {"run/summary.json": '{"schema_version": 1, "su', "run/cases.jsonl": ""},
-        xfail=f"{RERENDER} recomputes a run whose summary.json is unreadable without a word"),
-    cli("report-utf16-cases", ("report", "run"), "ragbench report: *cases.jsonl*",
-        {"run/cases.jsonl": utf16('{"a": 1}\n'), "run/summary.json": "{}"},
-        xfail=f"{RERENDER}: a cases.jsonl that is not UTF-8 raises UnicodeDecodeError"),
+    # A torn summary.json is a crashed run: re-rendered from cases.jsonl, and said so.
+    Case("report-truncated-summary", "ragbench report: summary.json is unreadable *",
+         {"run/summary.json": '{"schema_version": 1, "su', "run/cases.jsonl": ""},
+         cli=("report", "run"), exits=(0,)),
+    cli("report-utf16-cases", ("report", "run"), "ragbench report: *cases.jsonl: not UTF-8*",
+        {"run/cases.jsonl": utf16('{"a": 1}\n'), "run/summary.json": "{}"}),
 ]
 
 CONTROLS: list[Case] = [

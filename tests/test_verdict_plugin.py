@@ -343,7 +343,10 @@ def pytest_unconfigure(config):
     ("", ["--ragbench-gate", "ndcg@10 >>= 1"], 4),
     # A suite error is a collection error: pytest stops before running any item (2).
     ("badkey", [], 2),
-], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key"])
+    # So is a gate on a metric that no collected suite computes (a typo).
+    ("", ["--ragbench-gate", "ndcg@100 >= 0.1"], 2),
+], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key",
+        "gate-metric-typo"])
 def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
     path = mini_suite(drop="d4")
     if setup == "fail":

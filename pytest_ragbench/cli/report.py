@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..results.history import HistoryError
 
     try:
-        paths = rerender(args.run_dir, html_path=args.html, history_db=args.history)
+        paths = rerender(args.run_dir, html_path=args.html, history_db=args.history,
+                         on_note=lambda note: print(f"ragbench report: {note}",
+                                                    file=sys.stderr))
     except (RunFolderError, HistoryError) as exc:
         print(f"ragbench report: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -19,7 +19,7 @@ Nothing here imports pytest.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,11 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not run_dir.is_dir() or not _is_run_folder(run_dir):
         raise _not_a_run_folder(run_dir)
     cases = run_dir / CASES_JSONL
-    records = read_jsonl(cases) if cases.is_file() else []
+    try:
+        records = read_jsonl(cases) if cases.is_file() else []
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"{cases}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                             "expected the JSON lines a run writes") from None
     summary = _read_summary(run_dir / SUMMARY_JSON)
     if summary is None:
         missing = not (run_dir / SUMMARY_JSON).exists()
@@ -191,7 +195,8 @@ def _corpus_lookup(summary: Mapping[str, Any]) -> CorpusLookup:
 
 
 def rerender(run_dir: Path, *, html_path: Path | None = None,
-             history_db: Path | None = None) -> list[Path]:
+             history_db: Path | None = None,
+             on_note: Callable[[str], None] | None = None) -> list[Path]:
     """Write ``report.html`` (or ``html_path``), ``cases.csv`` and ``summary.md`` for a run
     folder and return their paths.
 
@@ -200,6 +205,10 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     and ``HistoryError`` when an explicitly given ``history_db`` cannot be read.
     """
     summary, records = load_run(run_dir)
+    note = (summary.get("run") or {}).get("note")
+    if note and on_note is not None:
+        # A recomputed summary (a crashed run) must not pass for the one the run wrote.
+        on_note(note)
     history = _history(run_dir, history_db)
     baseline_rows = (summary.get("baseline") or {}).get("rows") or []
     doc_text = shown_document_texts(records, _corpus_lookup(summary))
