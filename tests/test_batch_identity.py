@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import DOCS, QUERIES
 
 from pytest_ragbench.datasets import Document, Query
 from pytest_ragbench.embedders import HashingEmbedder
@@ -154,7 +155,11 @@ def test_run_file_answers_do_not_depend_on_order(tmp_path: Path) -> None:
 @pytest.fixture
 def search_service() -> Iterator[str]:
     """A retrieval service on 127.0.0.1 scoring by float64 word overlap / length."""
-    docs = corpus()
+    yield from serve_search(corpus())
+
+
+def serve_search(docs: Sequence[Document]) -> Iterator[str]:
+    """Serve ``docs`` on 127.0.0.1 until the generator is closed; yields the search URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -224,26 +229,41 @@ def _comparable(root: Path) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
-    # Both fusion methods in one suite: one serial and one xdist run check them both.
-    mini_suite("""
-        name: batching
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers:
-          bm25: {}
-          dense: {type: dense, embedder: {type: hashing, dim: 384}, batch_size: 2}
-          fused_rrf: {type: hybrid, retrievers: [bm25, dense], method: rrf,
-                      weights: [0.4, 0.6]}
-          fused_weighted: {type: hybrid, retrievers: [bm25, dense], method: weighted,
-                           weights: [0.4, 0.6]}
-        metrics: [ndcg@10, recall@10, mrr@10]
-    """)
-    serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-    serial.assert_outcomes(passed=20)
-    serial_suites, serial_records = _comparable(pytester.path)
-    parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-    parallel.assert_outcomes(passed=20)
-    parallel_suites, parallel_records = _comparable(pytester.path)
-    for name in ("dense", "fused_rrf", "fused_weighted"):
+    # Every built-in retriever in one suite: one serial and one xdist run check them all.
+    docs = [Document(id=d["_id"], text=d["text"]) for d in DOCS]
+    run_lines = []
+    for q in QUERIES:
+        words = set(q["text"].split())
+        # whole-number scores: ties that only trec_eval's order breaks
+        for d in docs:
+            run_lines.append(f"{q['_id']} Q0 {d.id} 0 {len(words & set(d.text.split()))} r")
+    (pytester.path / "run.trec").write_text("\n".join(run_lines) + "\n", encoding="utf-8")
+    service = serve_search(docs)
+    url = next(service)
+    try:
+        mini_suite(f"""
+            name: batching
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            retrievers:
+              bm25: {{}}
+              dense: {{type: dense, embedder: {{type: hashing, dim: 384}}, batch_size: 2}}
+              fused_rrf: {{type: hybrid, retrievers: [bm25, dense], method: rrf,
+                          weights: [0.4, 0.6]}}
+              fused_weighted: {{type: hybrid, retrievers: [bm25, dense], method: weighted,
+                               weights: [0.4, 0.6]}}
+              replayed: {{type: run, path: run.trec}}
+              service: {{type: http, url: "{url}", retries: 0}}
+            metrics: [ndcg@10, recall@10, mrr@10]
+        """)
+        serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        serial.assert_outcomes(passed=30)
+        serial_suites, serial_records = _comparable(pytester.path)
+        parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+        parallel.assert_outcomes(passed=30)
+        parallel_suites, parallel_records = _comparable(pytester.path)
+    finally:
+        service.close()
+    for name in ("dense", "fused_rrf", "fused_weighted", "replayed", "service"):
         assert any(r["retrieved"] for r in serial_records if r["retriever"] == name), name
     assert parallel_records == serial_records
     assert parallel_suites == serial_suites
