@@ -536,7 +536,8 @@ COMMANDS: list[Case] = [
     cli("history-limit-negative", ("history", "--limit", "-1"),
         "*argument --limit: expected at least 1, got -1"),
     cli("report-missing-dir", ("report", "nowhere"), "ragbench report: *nowhere*"),
-    cli("report-on-a-file", ("report", "f.txt"), "ragbench report: *f.txt*", {"f.txt": "x"}),
+    cli("report-on-a-file", ("report", "f.txt"), "ragbench report: *f.txt is a file, not a run "
+        "folder*", {"f.txt": "x"}),
     # A torn summary.json is a crashed run: re-rendered from cases.jsonl, and said so.
     Case("report-truncated-summary", "ragbench report: summary.json is unreadable *",
          {"run/summary.json": '{"schema_version": 1, "su', "run/cases.jsonl": ""},

@@ -58,6 +58,9 @@ def _is_run_folder(path: Path) -> bool:
 
 def _not_a_run_folder(run_dir: Path) -> RunFolderError:
     if not run_dir.is_dir():
+        if run_dir.exists():
+            return RunFolderError(f"{run_dir} is a file, not a run folder (expected the folder "
+                                  f"that holds {CASES_JSONL} and {SUMMARY_JSON})")
         return RunFolderError(f"{run_dir}: no such folder")
     message = (f"{run_dir} is not a ragbench run folder (it has neither {CASES_JSONL} nor "
                f"{SUMMARY_JSON})")
