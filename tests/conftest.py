@@ -148,3 +148,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         if "pytester" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _outputs_as_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner pytest runs print the same whether or not this one runs in CI.
+
+    pytest writes the whole message of each error in its short summary when ``CI`` or
+    ``BUILD_NUMBER`` is set, so a test that counts how often a message appears would count it
+    twice on a CI machine only.
+    """
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
