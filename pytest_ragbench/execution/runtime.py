@@ -619,18 +619,7 @@ class SuiteRuntime:
             self._answer(rec, retriever_name, query, hits, run)
             if rec["status"] == "error":
                 return rec
-        for gate in suite.thresholds:
-            value = rec["metrics"].get(gate.metric)
-            # A value that could not be computed (an unjudged query) is counted as NaN in the
-            # summary; it neither passes nor fails a per-query threshold.
-            passed = None if value is None else gate.passes(value)
-            rec["thresholds"].append({
-                "metric": gate.metric, "op": gate.op, "threshold": gate.threshold,
-                "value": value, "passed": passed,
-                "margin": None if value is None else clean_float(gate.margin(value)),
-            })
-            if passed is False:
-                rec["status"] = "failed"
+        self._apply_thresholds(rec)
         return rec
 
     # -- pipelines: the user's RAG systems under test ---------------------------------------
@@ -854,9 +843,11 @@ class SuiteRuntime:
                             "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
 
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
-        """Per-query thresholds of a pipeline case (as retriever cases apply them)."""
+        """Per-query thresholds of one case, retriever or pipeline; a failed one fails it."""
         for gate in self.suite.thresholds:
             value = rec["metrics"].get(gate.metric)
+            # A value that could not be computed (an unjudged query) is counted as NaN in the
+            # summary; it neither passes nor fails a per-query threshold.
             passed = None if value is None else gate.passes(value)
             rec["thresholds"].append({
                 "metric": gate.metric, "op": gate.op, "threshold": gate.threshold,
