@@ -21,12 +21,14 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from .budget.wiring import budget_lines, budget_report
 from .errors import RagbenchError
 from .records import error_record, jsonable
+from .report.documents import shown_document_texts
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
@@ -39,26 +41,36 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .results.verdict import Coverage
+from .report.html import write_html
+from .report.junit import add_gate_testcases
+from .report.rerender import history_from_db, history_from_runs
+from .report.terminal import ab_lines, baseline_lines, dataset_lines, gate_lines, summary_lines
+from .report.views import gate_failure_line, with_failure_lines
+from .results.aggregate import summarize_run
+from .results.baseline import BaselineError, make_baseline, save_baseline
+from .results.compare import (
+    HISTORY_SPECS,
+    Overrides,
+    check_reference,
+    compare_docs,
+    load_side,
+    match_suites,
+)
+from .results.history import DEFAULT_HISTORY, HistoryError, RunHistory
+from .results.runfile import save_runs
+from .results.spec import SuiteSpec, suite_spec
+from .results.verdict import Coverage, coverage_text, make_verdict, reason_line
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
-if TYPE_CHECKING:
-    from .results.spec import SuiteSpec
-
-# Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
-# imported when a run has records: this module is loaded by every pytest run in an environment
-# with the plugin installed, and most of those runs collect no suite.
+# This module imports aggregation, statistics (numpy, scipy), baselines, history (sqlite3) and
+# the renderers: pytest_ragbench.plugin imports it only once a run turns out to have ragbench
+# cases, so runs without suites pay for none of them.
 
 # Distribution -> import name. A module already imported reports the version of the code that
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
 _PACKAGES = {"pytest-ragbench": "pytest_ragbench", "pytest": "pytest", "pytest-xdist": "xdist",
              "numpy": "numpy", "scipy": "scipy", "rank-bm25": "rank_bm25", "httpx": "httpx"}
-
-
-# history.DEFAULT_HISTORY, not imported from there: it loads sqlite3 and the statistics, and
-# every pytest run asks for the path at start-up (tests check that the two agree).
-DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
 
 
 def _now() -> str:
@@ -281,8 +293,6 @@ class RagbenchSession:
 
     def _check_baseline_reference(self) -> None:
         """A baseline that cannot exist is a usage error before anything runs."""
-        from .results.baseline import BaselineError
-        from .results.compare import check_reference
 
         assert self.baseline_spec is not None
         try:
@@ -300,7 +310,6 @@ class RagbenchSession:
         if not path.exists():
             self._check_history_folder(path)
             return
-        from .results.history import HistoryError, RunHistory
 
         try:
             with RunHistory(path, readonly=True):
@@ -350,7 +359,6 @@ class RagbenchSession:
         controller collects nothing: it validates the suite file itself, once, now), so that
         the end of the run reads no suite file. Returns whether a suite was new; the specs
         then go to ``run.json``, for ``ragbench report`` on a run that never finishes."""
-        from .results.spec import suite_spec
 
         state = self.config.stash[STATE_KEY]
         new = [sid for sid in suite_ids if sid not in self.specs]
@@ -381,8 +389,6 @@ class RagbenchSession:
         return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
-        from .results.baseline import BaselineError
-        from .results.compare import HISTORY_SPECS, load_side, match_suites
 
         spec = str(self.baseline_spec)
         names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
@@ -438,17 +444,14 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
-            from .report.documents import shown_document_texts
 
             doc_text = shown_document_texts(self.records.values(), state.corpus)
-        from .results.aggregate import summarize_run
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": {**run, **self._budget_figures(state)}})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            from .report.views import gate_failure_line
 
             self.failures += [gate_failure_line(g) for g in failed]
 
@@ -463,7 +466,6 @@ class RagbenchSession:
         current = None
         other: list[str] = []
         if needs_compare or save_path or add_to_history:
-            from .results.baseline import make_baseline
 
             current = make_baseline(summary, self.records.values(), run)
             if needs_compare:
@@ -476,7 +478,6 @@ class RagbenchSession:
         self.summary = summary
         self._junit_gates(summary)
         if save_run := self.config.getoption("ragbench_save_run", None):
-            from .results.runfile import save_runs
             run_dir = self.config.invocation_params.dir / save_run
             self.messages += save_runs(self.records.values(), run_dir)
 
@@ -486,7 +487,6 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
-                from .results.history import HistoryError, RunHistory
 
                 try:
                     with RunHistory(self.history_path()) as h:
@@ -499,7 +499,6 @@ class RagbenchSession:
         totals = state.budget_totals()
         if totals is None:
             return {}
-        from .budget.wiring import budget_lines, budget_report
 
         report = budget_report(totals)
         self.messages += budget_lines(report)
@@ -509,7 +508,6 @@ class RagbenchSession:
                 other: list[str]) -> None:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
-        from .results.verdict import make_verdict
 
         if self.failures and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -527,7 +525,6 @@ class RagbenchSession:
         summary["run"]["verdict"] = self.verdict["headline"]
 
     def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
-        from .results.baseline import save_baseline
 
         dest = self.config.invocation_params.dir / save_path
         if current["run"].get("partial"):
@@ -548,9 +545,6 @@ class RagbenchSession:
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
-        from .report.views import with_failure_lines
-        from .results.baseline import BaselineError
-        from .results.compare import Overrides, compare_docs
 
         base_doc = self.baseline_doc
         if base_doc is not None:
@@ -567,7 +561,6 @@ class RagbenchSession:
             line = f"ragbench: {exc}"
             self.failures.append(line)
             return [line]
-        from .results.verdict import coverage_text
 
         partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
                    for s in summary["suites"] if s.get("partial")}
@@ -584,7 +577,6 @@ class RagbenchSession:
 
     def _junit_gates(self, summary: dict[str, Any]) -> None:
         """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
-        from .report.junit import add_gate_testcases
 
         add_gate_testcases(self.config, summary, self.baseline_rows)
 
@@ -608,9 +600,6 @@ class RagbenchSession:
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any],
                     doc_text: dict[str, str] | None = None) -> None:
-        from .report.html import write_html
-        from .report.rerender import history_from_db, history_from_runs
-        from .results.history import HistoryError
 
         history: list[dict[str, Any]] = []
         db = self.history_path()
@@ -636,13 +625,6 @@ class RagbenchSession:
         tr = terminalreporter
         if self.summary is None:
             return
-        from .report.terminal import (
-            ab_lines,
-            baseline_lines,
-            dataset_lines,
-            gate_lines,
-            summary_lines,
-        )
 
         tr.write_sep("=", "ragbench summary")
         if self.verdict is not None and self.verdict["partial"]:
@@ -666,7 +648,6 @@ class RagbenchSession:
         for line in self.failures:
             tr.write_line(line, red=True, bold=True)
         if self.verdict is not None:
-            from .results.verdict import reason_line
 
             tr.write_line(f"ragbench: {reason_line(self.verdict)}",
                           green=self.verdict["passed"], red=not self.verdict["passed"],
