@@ -609,16 +609,13 @@ class RagbenchSession:
         except (HistoryError, OSError, ValueError) as exc:
             self.messages.append(f"ragbench: report trends left out: {exc}")
         records = list(self.records.values())
-        cache = self.config.stash[STATE_KEY].cache_dir()
-        template_cache = cache / "templates" if cache is not None else None
         path = write_html(run_dir / "report.html", summary, records, history=history,
-                          doc_text=doc_text, template_cache=template_cache)
+                          doc_text=doc_text)
         self.messages.append(f"report: {path}")
         extra = self.config.getoption("ragbench_html")
         if extra:
             dest = write_html(self.config.invocation_params.dir / extra, summary, records,
-                              history=history, doc_text=doc_text,
-                              template_cache=template_cache)
+                              history=history, doc_text=doc_text)
             self.messages.append(f"report: {dest}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

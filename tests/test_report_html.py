@@ -630,18 +630,35 @@ def test_compiled_template_is_cached_and_renders_the_same(
     assert [p.stat().st_mtime_ns for p in entries] == stamps
 
 
-def test_the_session_keeps_compiled_templates_in_the_pytest_cache(
+def test_runs_share_compiled_templates_in_the_per_user_cache(
     pytester: pytest.Pytester,
 ) -> None:
+    # jinja2's default per-user folder: two runs in different projects (and runs without
+    # pytest's cache) compile the template once and then load the stored code.
+    import jinja2
+
+    folder = Path(jinja2.FileSystemBytecodeCache().directory)
+    for entry in folder.glob("__jinja2_*.cache"):  # a cache: removing entries costs a compile
+        entry.unlink(missing_ok=True)
     pytester.makepyfile(rbret_html=RETRIEVER)
     pytester.syspathinsert()
     pytester.makefile(".ragbench.yaml", s=SUITE)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    result = pytester.runpytest("-p", "no:randomly", "s.ragbench.yaml")
-    result.assert_outcomes(passed=3)
-    cached = list((pytester.path / ".pytest_cache" / "d" / "ragbench" / "templates")
-                  .glob("__jinja2_*.cache"))
+    pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider",
+                       "s.ragbench.yaml").assert_outcomes(passed=3)
+    cached = {p: p.stat().st_mtime_ns for p in folder.glob("__jinja2_*.cache")}
     assert cached
+    assert not (pytester.path / ".pytest_cache").exists()
+    other = pytester.mkdir("other")
+    for name in ("rbret_html.py", "s.ragbench.yaml", "tox.ini"):
+        if (pytester.path / name).exists():
+            (other / name).write_bytes((pytester.path / name).read_bytes())
+    pytester.chdir()
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider",
+                                str(other / "s.ragbench.yaml"), "--rootdir", str(other))
+    result.assert_outcomes(passed=3)
+    # Nothing compiled and rewritten again.
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached
 
 
 def test_an_unusable_template_cache_never_costs_the_report(

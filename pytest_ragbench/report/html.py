@@ -726,10 +726,19 @@ class _BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
 
 
 def _environment(template_cache: Path | None = None) -> jinja2.Environment:
-    # Compiling the template costs tens of milliseconds per run; jinja2's bytecode cache keys
+    # Compiling the template costs a large part of a small run; jinja2's bytecode cache keys
     # each entry by the template source and the Python version, so a stale entry is never used.
-    cache = None
-    if template_cache is not None:
+    # Without a folder given, compiled templates go where jinja2 keeps them by default: a
+    # per-user folder in the temp directory that it creates private (0700) and refuses to use
+    # when another user owns it. Compiled code is not project data, so every project, CI
+    # checkout and `-p no:cacheprovider` run on the machine compiles the template once.
+    cache: jinja2.BytecodeCache | None = None
+    if template_cache is None:
+        try:
+            cache = _BestEffortBytecodeCache()
+        except (OSError, RuntimeError):  # no safe per-user folder: render without the cache
+            cache = None
+    else:
         try:
             template_cache.mkdir(parents=True, exist_ok=True)
         except OSError:
@@ -764,7 +773,8 @@ def render_html(
     ``{"run_id", "finished", "means": {"SUITE/RETRIEVER/METRIC": value}}`` (SUITE is the suite
     id or name) and adds trend sparklines; ``doc_text`` maps document ids to their text and adds
     snippets to the drill-downs. ``template_cache`` is a folder for compiled templates
-    (jinja2's bytecode cache), reused by later runs.
+    (jinja2's bytecode cache), reused by later runs; by default jinja2's private per-user
+    folder in the temp directory.
     """
     groups = group_records(records)
     suite_summaries = [_normal_suite(s) for s in summary.get("suites") or []]
