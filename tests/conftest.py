@@ -171,5 +171,8 @@ def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
     # (langsmith's, installed with the LangChain extra, about 0.6 s).
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
-    skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS)
+    # Plain asserts: rewriting makes pytest list every installed distribution's files at each
+    # start (about a quarter of a small in-process run); no test here reads an inner run's
+    # assertion introspection.
+    skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS) + " --assert=plain"
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {skip}".strip())
