@@ -686,3 +686,55 @@ def test_shown_documents_get_their_text_unless_two_corpora_disagree() -> None:
     ]
     texts = shown_document_texts(records, corpora.get)
     assert texts == {"d1": "Title. same", "d3": "missed in b"}
+
+
+# -- axes, gate order, headline trends ------------------------------------------------------
+
+
+def _axis_ticks(block: str) -> list[float]:
+    """The y-axis tick labels of a bar chart (the end-anchored numbers at its left)."""
+    return [float(t.text) for t in ET.fromstring(block).iter("text")
+            if t.get("text-anchor") == "end" and t.text]
+
+
+def test_latency_and_cost_get_axes_of_their_own(records: list[dict[str, Any]]) -> None:
+    for i, r in enumerate(records):
+        if r["metrics"]:
+            r["metrics"]["latency_ms"] = 100.0 + 10 * i
+        r["cost"] = 0.002
+    summary = make_summary(records)
+    html = render_html(summary, records)
+    bars = [b for b in svgs(html) if 'class="chart bars"' in b]
+    assert len(bars) == 3  # scores, latency, cost
+    scores, latency, cost = bars
+    # The scores keep their 0-1 axis: no latency bar stretches it.
+    assert max(_axis_ticks(scores)) == 1.0
+    assert "latency_ms" not in scores and "latency_ms" in latency
+    assert max(_axis_ticks(latency)) >= 140.0
+    assert ">ms</text>" in latency and ">$</text>" in cost
+    assert 0.002 <= max(_axis_ticks(cost)) < 0.01
+    assert "Mean latency_ms (ms) with 95% CI" in html
+    assert "Mean LLM cost per query ($)" in html
+
+
+def test_failed_gates_are_listed_first(records: list[dict[str, Any]]) -> None:
+    html = render_html(make_summary(records, gates=GATES, gates_passed=False), records)
+    gates = html[html.index('<section id="gates">'):html.index("</section>")]
+    assert gates.index("FAIL</span>") < gates.index("PASS</span>")
+    assert gates.index("recall@10 &gt;= 0.99") < gates.index("ndcg@10 &gt;= 0.4")
+
+
+def test_trends_show_the_headline_metrics_only() -> None:
+    metrics = ["ndcg@10", "recall@10", "mrr@10", "hit@10", "precision@5"]
+    recs = [make_record(f"q{i}", metrics={m: i / 10 for m in metrics}) for i in range(1, 5)]
+    summary = make_summary(recs, gates=[{**GATES[0], "metric": "precision@5"}])
+    summary["suites"][0]["metrics"] = metrics
+    history = [{"run_id": f"r{i}", "finished": f"2025-12-0{i}T00:00:00",
+                "means": {f"suites/s.yaml/bm25/{m}": 0.2 + i / 100 for m in metrics}}
+               for i in range(1, 4)]
+    html = render_html(summary, recs, history=history)
+    trend = html[html.index('<table class="rb-trends">'):]
+    trend = trend[:trend.index("</table>")]
+    shown = re.findall(r"<tr><td>([^<]+)</td><td>bm25</td>", trend)
+    # The first three listed and the gated one, in the suite's order.
+    assert shown == ["ndcg@10", "recall@10", "mrr@10", "precision@5"]
