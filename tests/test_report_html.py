@@ -738,3 +738,21 @@ def test_trends_show_the_headline_metrics_only() -> None:
     shown = re.findall(r"<tr><td>([^<]+)</td><td>bm25</td>", trend)
     # The first three listed and the gated one, in the suite's order.
     assert shown == ["ndcg@10", "recall@10", "mrr@10", "precision@5"]
+
+
+def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:
+    import csv
+
+    from pytest_ragbench.report.files import write_cases_csv
+
+    rec = make_record("q1", latency_ms=7.25)
+    write_cases_csv(tmp_path / "a.csv", [rec])
+    rec_metric = make_record("q1", latency_ms=7.25,
+                             metrics={"ndcg@10": 0.5, "latency_ms": 7.25})
+    write_cases_csv(tmp_path / "b.csv", [rec_metric])
+    for name in ("a.csv", "b.csv"):
+        with (tmp_path / name).open(newline="") as fh:
+            header, row = list(csv.reader(fh))
+        assert header.count("latency_ms") == 1, name
+        assert float(row[header.index("latency_ms")]) == 7.25
+        assert header[-2:] == ["outcome", "xfail_reason"] and len(row) == len(header)
