@@ -46,10 +46,10 @@ def test_the_guides_pytester_example_passes_as_written(
     package = site / name.replace("-", "_")
     package.mkdir()
     (package / "__init__.py").write_text(module, encoding="utf-8")
-    info = site / f"{name.replace('-', '_')}-{project['project']['version']}.dist-info"
+    info = site / f"{name.replace('-', '_')}-{project['version']}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\n"
-                                   f"Version: {project['project']['version']}\n")
+                                   f"Version: {project['version']}\n")
     (info / "entry_points.txt").write_text("".join(
         f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
         for group, eps in project["entry-points"].items()))
