@@ -756,3 +756,36 @@ def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:
         assert header.count("latency_ms") == 1, name
         assert float(row[header.index("latency_ms")]) == 7.25
         assert header[-2:] == ["outcome", "xfail_reason"] and len(row) == len(header)
+
+
+def test_readme_screenshot_shows_the_current_templates() -> None:
+    import struct
+
+    from pytest_ragbench.report.html import TEMPLATE_FILES, template_digest
+
+    root = Path(__file__).resolve().parents[1]
+    image = root / "docs" / "img" / "quickstart-report.png"
+    made = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    assert f"]({image.relative_to(root).as_posix()})" in (root / "README.md").read_text(
+        encoding="utf-8")
+    data = image.read_bytes()
+    assert made["image_sha256"] == hashlib.sha256(data).hexdigest(), \
+        "the picture is not the one the sidecar describes"
+    assert struct.unpack(">II", data[16:24]) == (made["width"], made["height"])
+    assert made["templates"] == list(TEMPLATE_FILES)
+    assert made["templates_sha256"] == template_digest(), (
+        "docs/img/quickstart-report.png was made from older report templates; regenerate it "
+        "with `python scripts/render_readme_screenshot.py`")
+
+
+def test_template_digest_follows_every_template_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_ragbench.report import html as html_module
+
+    before = html_module.template_digest()
+    real = html_module._asset
+    for name in html_module.TEMPLATE_FILES:
+        monkeypatch.setattr(html_module, "_asset",
+                            lambda n, name=name: real(n) + (" " if n == name else ""))
+        assert html_module.template_digest() != before, name
+    monkeypatch.setattr(html_module, "_asset", real)
+    assert html_module.template_digest() == before

@@ -53,7 +53,8 @@ from .format import finite as _finite
 from .format import num, p_value
 from .views import dataset_change_text, gate_state, headline_metrics, usage_view
 
-__all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]
+__all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "TEMPLATE_FILES", "embed_json", "render_html",
+           "template_digest", "write_html"]
 
 REPORT_HTML = "report.html"
 PAGE_SIZE = 200
@@ -795,6 +796,21 @@ def _environment(template_cache: Path | None = None) -> jinja2.Environment:
 
 def _asset(name: str) -> str:
     return (resources.files("pytest_ragbench.report") / _TEMPLATES / name).read_text("utf-8")
+
+
+TEMPLATE_FILES = ("report.html.j2", "report.css", "report.js")
+"""The files the page is made from (in ``report/templates``)."""
+
+
+def template_digest() -> str:
+    """SHA-256 over the template files (names and contents, in :data:`TEMPLATE_FILES` order):
+    what a picture of the report records to tell whether it still shows the current page."""
+    h = hashlib.sha256()
+    for name in TEMPLATE_FILES:
+        data = _asset(name).encode("utf-8")
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def render_html(
