@@ -158,7 +158,11 @@ def _fitted_domain(values: Sequence[float]) -> tuple[float, float]:
     lo, hi = min(min(values), 0.0), max(max(values), 0.0)
     if hi - lo < 1e-12:
         hi = lo + 1.0
-    return lo, _nice_ticks(lo, hi * 1.05)[-1] if hi > 0 else hi
+    ticks = _nice_ticks(lo, hi)
+    if len(ticks) > 1 and ticks[-1] < hi:
+        # Up to the next tick, so the highest bar or whisker stays inside the axis.
+        ticks.append(round(ticks[-1] + (ticks[-1] - ticks[-2]), 12))
+    return lo, max(ticks[-1], hi)
 
 
 def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: str,
@@ -180,6 +184,8 @@ def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: s
     min_w = 360.0 if unit is None else 200.0
     width = max(left + right + group_w * max(len(metrics), 1), min_w)
     height = top + plot_h + bottom
+    # Groups centred when the chart is wider than they need (a one-metric chart).
+    spare = width - left - right - group_w * max(len(metrics), 1)
     values = _finite([v for s in series for p in s.points for v in p])
     lo, hi = _domain(values) if unit is None else _fitted_domain(values)
 
@@ -197,7 +203,7 @@ def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: s
         parts.append(_text(4.0, top - 4, unit, font_size=10, class_="unit"))
     base = y(min(max(0.0, lo), hi))
     for mi, metric in enumerate(metrics):
-        gx = left + mi * group_w + (group_w - n_series * bar_w) / 2
+        gx = left + spare / 2 + mi * group_w + (group_w - n_series * bar_w) / 2
         for si, s in enumerate(series):
             mean, ci_lo, ci_hi = s.points[mi] if mi < len(s.points) else (None, None, None)
             x = gx + si * bar_w
