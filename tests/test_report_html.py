@@ -718,6 +718,12 @@ def test_latency_and_cost_get_axes_of_their_own(records: list[dict[str, Any]]) -
     assert 0.002 <= max(_axis_ticks(cost)) < 0.01
     assert "Mean latency_ms (ms) with 95% CI" in html
     assert "Mean LLM cost per query ($)" in html
+    # One latency column in the per-query table: the metric's.
+    keys = [c[0] for c in data_block(html)["tables"][0]["columns"]]
+    assert "latency" not in keys and len(keys) == len(set(keys))
+    plain = [make_record("q1")]
+    assert "latency" in [c[0] for c in data_block(
+        render_html(make_summary(plain), plain))["tables"][0]["columns"]]
 
 
 def test_failed_gates_are_listed_first(records: list[dict[str, Any]]) -> None:

@@ -542,7 +542,8 @@ def _columns(metrics: Sequence[str], directions: Mapping[str, str], has_run: boo
     cols += [Column("query", "query", "text"), Column("status", "status", "status")]
     cols += [Column(f"m{i}", m, "metric", directions.get(m, "higher"))
              for i, m in enumerate(metrics)]
-    cols.append(Column("latency", "latency ms", "num"))
+    if "latency_ms" not in metrics:  # else it is a metric column already
+        cols.append(Column("latency", "latency ms", "num"))
     if has_cost:
         cols.append(Column("cost", "cost $", "num"))
     return tuple(cols)
