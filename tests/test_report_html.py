@@ -747,6 +747,15 @@ def test_trends_show_the_headline_metrics_only() -> None:
     shown = re.findall(r"<tr><td>([^<]+)</td><td>bm25</td>", trend)
     # The first three listed and the gated one, in the suite's order.
     assert shown == ["ndcg@10", "recall@10", "mrr@10", "precision@5"]
+    assert trend.count('class="chart spark"') == 4
+    # One earlier run: a change, shown as numbers, not a two-dot line.
+    html = render_html(summary, recs, history=history[-1:])
+    trend = html[html.index('<table class="rb-trends">'):]
+    trend = trend[:trend.index("</table>")]
+    assert 'class="chart spark"' not in trend
+    assert re.search(r"<tr><td>ndcg@10</td><td>bm25</td><td></td><td class=\"num\">2</td>"
+                     r"<td class=\"num\">0.2300</td><td class=\"num\">0.2500</td>"
+                     r"<td class=\"num\">\+0.0200</td></tr>", trend), trend
 
 
 def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:

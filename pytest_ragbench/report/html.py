@@ -275,7 +275,7 @@ class TrendRow:
     retriever: str
     metric: str
     points: tuple[float | None, ...]
-    chart: Markup
+    chart: Markup | None
 
     @property
     def first(self) -> float | None:
@@ -284,6 +284,16 @@ class TrendRow:
     @property
     def last(self) -> float | None:
         return self.points[-1]
+
+    @property
+    def runs(self) -> int:
+        """Runs with a value (this one included)."""
+        return sum(p is not None for p in self.points)
+
+    @property
+    def change(self) -> float | None:
+        first, last = self.first, self.last
+        return None if first is None or last is None else last - first
 
 
 @dataclass(frozen=True)
@@ -606,7 +616,9 @@ def _trends(suite: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
                 points.append(_finite(r["metrics"].get(m, {}).get("mean")))
             if len(points) < 2:
                 continue
-            chart = svg.sparkline(points, label=f"{r['name']} {m} over the last runs")
+            # Two values are a change, not a trend: the table's numbers say it better.
+            chart = svg.sparkline(points, label=f"{r['name']} {m} over the last runs") \
+                if sum(p is not None for p in points) >= 3 else None
             out.append(TrendRow(r["name"], m, tuple(points), chart))
     return tuple(out)
 
