@@ -9,7 +9,7 @@ as they are met so ``--strict-markers`` accepts them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,6 +29,18 @@ def marker_name(prefix: str, value: str) -> str:
     return f"{prefix}_{slug}"
 
 
+def query_marker_names(queries: Iterable[Any]) -> list[str]:
+    """The markers the queries' tags, type and difficulty give, each once, in order met."""
+    names: dict[str, None] = {}
+    for q in queries:
+        names.update((marker_name("tag", t), None) for t in q.tags)
+        if q.type:
+            names[marker_name("type", q.type)] = None
+        if q.difficulty:
+            names[marker_name("difficulty", q.difficulty)] = None
+    return list(names)
+
+
 class SuiteFile(pytest.File):
     """A suite file; collecting it validates the suite, reads the dataset and builds the
     suite's components (see :meth:`~pytest_ragbench.execution.runtime.SuiteRuntime.prepare`)."""
@@ -46,17 +58,8 @@ class SuiteFile(pytest.File):
         # error here rather than an error per item, and no request has been sent yet.
         runtime.prepare()
         state.collected_suites[self.nodeid] = runtime.suite
-        seen: set[str] = set()
-        for q in dataset.queries:
-            names = [marker_name("tag", t) for t in q.tags]
-            if q.type:
-                names.append(marker_name("type", q.type))
-            if q.difficulty:
-                names.append(marker_name("difficulty", q.difficulty))
-            for name in names:
-                if name not in seen:
-                    seen.add(name)
-                    state.register_marker(name)
+        for name in query_marker_names(dataset.queries):
+            state.register_marker(name)
         for spec in runtime.suite.systems:
             yield RetrieverGroup.from_parent(self, name=spec.name)
 

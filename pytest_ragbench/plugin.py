@@ -168,11 +168,28 @@ def pytest_configure(config: pytest.Config) -> None:
     state.explicit = _suite_args(config)
     if state.explicit:
         _add_suites_to_args(config, state.explicit)
+        if getattr(config.option, "markers", False):
+            _register_query_markers(state)
     if not hasattr(config, "workerinput"):
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
             starter.start()
+
+
+def _register_query_markers(state: RagbenchState) -> None:
+    """Register the query markers of the given suites now: ``pytest --markers`` prints before
+    collection, which registers them otherwise."""
+    from .collect import query_marker_names
+    from .datasets import load_dataset
+
+    for path in state.explicit:
+        try:
+            queries = load_dataset(state.load_suite(path).dataset).queries
+        except (RagbenchError, OSError, ValueError) as exc:
+            raise pytest.UsageError(f"ragbench: {exc}") from None
+        for name in query_marker_names(queries):
+            state.register_marker(name)
 
 
 @pytest.hookimpl(tryfirst=True)

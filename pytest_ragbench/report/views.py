@@ -9,7 +9,7 @@ them, with the shared number formats of :mod:`pytest_ragbench.report.format`. Th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,11 @@ from ..results.changes import dataset_change_text
 from .format import finite, num, p_value
 
 __all__ = ["UsageView", "baseline_notes", "dataset_change_text", "failure_lines",
-           "gate_failure_line", "gate_state", "regression_line", "usage_view", "where",
-           "with_failure_lines"]
+           "gate_failure_line", "gate_state", "headline_metrics", "regression_line", "usage_view",
+           "where", "with_failure_lines"]
+
+HEADLINE_FIRST = 3
+"""How many of a suite's listed metrics lead its outputs besides the gated ones."""
 
 
 def where(g: Mapping[str, Any]) -> str:
@@ -135,3 +138,24 @@ def baseline_notes(info: Mapping[str, Any]) -> list[str]:
     if data:
         changes.append(data)
     return changes
+
+
+def headline_metrics(suite: Mapping[str, Any], gates: Iterable[Mapping[str, Any]] = (),
+                     *, first: int = HEADLINE_FIRST) -> tuple[str, ...]:
+    """The metrics a suite leads with: every listed metric a gate of the suite checks, plus
+    its first ``first`` listed metrics, in the suite's listing order.
+
+    ``suite`` is a suite of a run summary (its ``id``, ``name``, ``metrics`` and optionally
+    its retrievers' ``gates``); ``gates`` are gate results of the run (``summary["gates"]``),
+    of any suite: those naming this suite by name or id count. A gate on something that is
+    not a listed metric (``error_rate``) adds nothing. The outputs that show a part of a
+    suite's metrics (trends, the terminal summary) all pick them here, so they agree.
+    """
+    listed = [str(m) for m in suite.get("metrics") or ()]
+    names = {suite.get("id"), suite.get("name")} - {None}
+    every = [*gates, *(g for r in suite.get("retrievers") or () if isinstance(r, Mapping)
+                       for g in r.get("gates") or ())]
+    gated = {str(g.get("metric")) for g in every if isinstance(g, Mapping)
+             and (g.get("suite") in names or g.get("suite_id") in names)}
+    lead = set(listed[: max(first, 0)])
+    return tuple(m for m in listed if m in gated or m in lead)
