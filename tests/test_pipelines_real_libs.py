@@ -102,11 +102,11 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models.fake_chat_models import (
     FakeListChatModel, GenericFakeChatModel)
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
 DOCS = json.loads({DOCS_JSON!r})
@@ -128,6 +128,10 @@ chain = (RunnablePassthrough.assign(context=itemgetter("input") | retriever)
 
 # a chain whose output is the chat model's message itself (no parser, no documents)
 message_chain = prompt.partial(context="") | FakeListChatModel(responses=["from the list"])
+
+# an agent's state, as a LangGraph graph returns it: the answer is the last message
+agent = RunnableLambda(lambda question: {{"messages": [HumanMessage(question),
+                                                      model.invoke(question)]}})
 
 
 class ScoredRetriever(BaseRetriever):
@@ -180,6 +184,8 @@ def test_langchain_message_output_and_retrievers(lc: types.ModuleType) -> None:
     chain = lc.prompt.partial(context="") | lc.model
     lc.chain_with_message = chain
     out = ask(build("langchain", {"object": "lc_app:chain_with_message"}), "anything")
+    assert (out.answer, out.usage) == (LC_ANSWER, Usage(prompt_tokens=42, completion_tokens=7))
+    out = ask(build("langchain", {"object": "lc_app:agent"}), "anything")
     assert (out.answer, out.usage) == (LC_ANSWER, Usage(prompt_tokens=42, completion_tokens=7))
 
     # a BaseRetriever: contexts only, ids from the metadata (not the made-up Document.id)

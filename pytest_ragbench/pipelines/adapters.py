@@ -26,8 +26,9 @@ LangChain. A ``Runnable`` is called with ``ainvoke`` (``invoke`` for a stand-in 
 Its result may be a string (``StrOutputParser``), a message (``AIMessage.content``), a mapping
 whose answer is under ``answer_key`` (default: the first of ``answer``, ``result``,
 ``output``, ``text``) and whose documents are under ``context_key`` (default: ``context``,
-``source_documents`` or ``documents``) -- the shape of ``create_retrieval_chain`` -- or a list
-of ``Document`` (a chain ending in a retriever). A ``BaseRetriever`` is called with the
+``source_documents`` or ``documents``) -- the shape of ``create_retrieval_chain`` --, a
+LangGraph state (the answer is the last of its ``messages``), or a list of ``Document`` (a
+chain ending in a retriever). A ``BaseRetriever`` is called with the
 question and its documents are the contexts. A document's text is ``page_content``; its id is
 ``metadata[id_key]`` when ``id_key`` is set (a document without it is an error), else
 ``metadata["id"]`` / ``["doc_id"]``, else ``Document.id``, else ``metadata["source"]``
@@ -297,6 +298,13 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
                           "message, a list of Documents or a mapping with an answer")
     keys = (answer_key,) if answer_key else _ANSWER_KEYS
     key = next((k for k in keys if k in result), None)
+    messages = result.get("messages")
+    if key is None and not answer_key and isinstance(messages, Sequence) and messages \
+            and hasattr(messages[-1], "content"):
+        # a LangGraph agent's state: its answer is the last message
+        last = messages[-1]
+        return PipelineOutput(answer=_content_text(last.content, "the last message"),
+                              usage=usage or _message_usage(last))
     if key is None:
         raise OutputError(f"the chain's output has none of {', '.join(keys)} "
                           f"(its keys: {', '.join(map(str, result))})")
