@@ -237,6 +237,17 @@ def test_langchain_bad_objects_are_named_at_collection(
     check("langchain", {"object": "lc_app:make_store"})
     with pytest.raises(ComponentError, match="is InMemoryVectorStore, not a LangChain"):
         build("langchain", {"object": "lc_app:make_store"})
+    lc.needs_args = lambda store, k: store
+
+    async def make_later() -> Any:
+        return lc.chain
+
+    lc.make_later = make_later
+    with pytest.raises(ComponentError, match=r"'lc_app:needs_args' is a factory with required "
+                                             r"argument\(s\) store, k"):
+        build("langchain", {"object": "lc_app:needs_args"})
+    with pytest.raises(ComponentError, match="'lc_app:make_later' is an async factory"):
+        build("langchain", {"object": "lc_app:make_later"})
     # without the library: one message with the install command
     monkeypatch.setitem(sys.modules, "langchain_core", None)
     with pytest.raises(ComponentError) as info:

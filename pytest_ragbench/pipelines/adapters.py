@@ -109,17 +109,14 @@ def _spec(params: Mapping[str, Any], alias: str, where: str) -> str:
     return spec
 
 
-def _attribute(spec: str, where: str, lib: _Library) -> Any:
+def _attribute(spec: str, where: str) -> Any:
     """The attribute at ``spec``, imported but not called."""
     module_name, _, attr = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        missing = getattr(exc, "name", None) or ""
-        hint = (f" (pip install 'pytest-ragbench[{lib.type}]')"
-                if missing.split(".")[0] == lib.module.split(".")[0] else "")
         raise ComponentError(f"{where}: cannot import {module_name!r} for {spec!r}: "
-                             f"{exc}{hint}") from None
+                             f"{exc}") from None
     except Exception as exc:
         raise ComponentError(f"{where}: importing {module_name!r} raised "
                              f"{type(exc).__name__}: {exc}") from None
@@ -345,7 +342,7 @@ class LangChainPipeline:
         where = _where(context, _LANGCHAIN)
         spec = _spec({"object": object, "chain": chain}, "chain", where)
         _LANGCHAIN.require(where)
-        self.target = _instantiate(_attribute(spec, where, _LANGCHAIN), spec, where)
+        self.target = _instantiate(_attribute(spec, where), spec, where)
         self.kind = _langchain_kind(self.target, spec, where)
         if self.kind == "retriever" and (input_key or answer_key or context_key):
             raise ComponentError(f"{where}: {spec!r} is a retriever, which takes the question "
@@ -364,7 +361,7 @@ class LangChainPipeline:
         where = _where(context, _LANGCHAIN)
         spec = _spec(params, "chain", where)
         _LANGCHAIN.require(where)
-        obj = _attribute(spec, where, _LANGCHAIN)
+        obj = _attribute(spec, where)
         if not _is_factory(obj):
             _langchain_kind(obj, spec, where)
 
@@ -460,7 +457,7 @@ class LlamaIndexPipeline:
         where = _where(context, _LLAMAINDEX)
         spec = _spec({"object": object, "engine": engine}, "engine", where)
         _LLAMAINDEX.require(where)
-        self.target = _instantiate(_attribute(spec, where, _LLAMAINDEX), spec, where)
+        self.target = _instantiate(_attribute(spec, where), spec, where)
         self.kind = _llamaindex_kind(self.target, spec, where)
         self.id_key = id_key
 
@@ -471,7 +468,7 @@ class LlamaIndexPipeline:
         where = _where(context, _LLAMAINDEX)
         spec = _spec(params, "engine", where)
         _LLAMAINDEX.require(where)
-        obj = _attribute(spec, where, _LLAMAINDEX)
+        obj = _attribute(spec, where)
         if not _is_factory(obj):
             _llamaindex_kind(obj, spec, where)
 
