@@ -402,7 +402,9 @@ def test_langchain_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPa
         assert [r[1] for r in rec["retrieved"]] == [pytest.approx(s) for _, s in hits]
         assert rec["metrics"]["recall@2"] == recall(
             [d.metadata["doc_id"] for d, _ in hits[:2]], relevant)
-    assert recs["chain", "q1"]["metrics"]["recall@2"] == 0.5  # d1 itself, ranked first
+    # q1's text is d1's: the fake embedding ranks d1 first, whatever comes second
+    assert recs["chain", "q1"]["contexts"][0] == "d1"
+    assert recs["chain", "q1"]["metrics"]["recall@2"] >= 0.5
 
 
 def test_llamaindex_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
