@@ -85,7 +85,54 @@ def build(type_name: str, params: dict[str, Any]) -> Any:
                           BuildContext(registry=registry, name="x"))
 
 
+def assert_needs_library(monkeypatch: pytest.MonkeyPatch, folder: Path, app: str, source: str,
+                         module: str, type_name: str) -> None:
+    """The app, imported from a file while its library cannot be imported."""
+    (folder / f"{app}.py").write_text(source)
+    monkeypatch.syspath_prepend(folder)
+    monkeypatch.delitem(sys.modules, app)
+    for name in [m for m in sys.modules if m == module or m.startswith(f"{module}.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ComponentError) as info:
+        check(type_name, {"object": f"{app}:anything"})
+    dist = {"langchain": "langchain-core", "llamaindex": "llama-index-core"}[type_name]
+    assert str(info.value).startswith(
+        f"pipeline 'x' (type {type_name}) needs the optional package {dist} (pip install "
+        f"'pytest-ragbench[{type_name}]'): importing {app!r} failed: ")
+
+
 DOCS_JSON = json.dumps(DOCS)
+
+DUCKS = """
+class Document:
+    def __init__(self, text, **metadata):
+        self.page_content, self.metadata, self.id = text, metadata, None
+
+
+class Chain:
+    async def ainvoke(self, question):
+        return {"answer": "citric acid", "context": [Document("Descale...", doc_id="d4")]}
+
+
+class Engine:
+    def query(self, question):
+        return type("Response", (), {"response": "airtight", "source_nodes": []})()
+"""
+
+
+def test_stand_ins_need_no_library(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects with the libraries' methods work where neither library is installed."""
+    monkeypatch.setitem(sys.modules, "langchain_core", None)
+    monkeypatch.setitem(sys.modules, "llama_index.core", None)
+    load_app(monkeypatch, "ducks", DUCKS)
+    check("langchain", {"object": "ducks:Chain"})
+    out = ask(build("langchain", {"object": "ducks:Chain"}), "descaling")
+    assert (out.answer, out.contexts) == ("citric acid", (Context("d4", "Descale..."),))
+    assert ask(build("llamaindex", {"object": "ducks:Engine"}), "beans").answer == "airtight"
+    with pytest.raises(ComponentError, match=r"'ducks:Document' is a factory with required "
+                                             r"argument\(s\) text"):
+        build("llamaindex", {"object": "ducks:Document"})
+
 
 # -- LangChain ---------------------------------------------------------------------------------
 
@@ -212,7 +259,7 @@ def test_langchain_message_output_and_retrievers(lc: types.ModuleType) -> None:
 
 
 def test_langchain_bad_objects_are_named_at_collection(
-        lc: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+        lc: types.ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     check("langchain", {"object": "lc_app:chain"})
     check("langchain", {"chain": "lc_app:chain"})  # the older spelling
     cases = {
@@ -248,13 +295,8 @@ def test_langchain_bad_objects_are_named_at_collection(
         build("langchain", {"object": "lc_app:needs_args"})
     with pytest.raises(ComponentError, match="'lc_app:make_later' is an async factory"):
         build("langchain", {"object": "lc_app:make_later"})
-    # without the library: one message with the install command
-    monkeypatch.setitem(sys.modules, "langchain_core", None)
-    with pytest.raises(ComponentError) as info:
-        check("langchain", {"object": "lc_app:chain"})
-    assert str(info.value) == (
-        "pipeline 'x' (type langchain) needs the optional package langchain-core, which is "
-        "not installed: pip install 'pytest-ragbench[langchain]'")
+    # an application that cannot be imported without the library: the install command
+    assert_needs_library(monkeypatch, tmp_path, "lc_app", LC_APP, "langchain_core", "langchain")
 
 
 # -- LlamaIndex --------------------------------------------------------------------------------
@@ -316,7 +358,7 @@ def test_llamaindex_query_engine_and_retriever(li: types.ModuleType) -> None:
 
 
 def test_llamaindex_bad_objects_are_named_at_collection(
-        li: types.ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+        li: types.ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     check("llamaindex", {"object": "li_app:engine"})
     check("llamaindex", {"engine": "li_app:engine"})  # the older spelling
     with pytest.raises(ComponentError, match=r"^pipeline 'x' \(type llamaindex\): 'li_app:index' "
@@ -328,12 +370,7 @@ def test_llamaindex_bad_objects_are_named_at_collection(
         check("llamaindex", {"object": "li_app:splitter"})
     with pytest.raises(ComponentError, match=r"needs 'object': the 'package\.module:attr' path"):
         check("llamaindex", {})
-    monkeypatch.setitem(sys.modules, "llama_index.core", None)
-    with pytest.raises(ComponentError) as info:
-        check("llamaindex", {"object": "li_app:engine"})
-    assert str(info.value) == (
-        "pipeline 'x' (type llamaindex) needs the optional package llama-index-core, which is "
-        "not installed: pip install 'pytest-ragbench[llamaindex]'")
+    assert_needs_library(monkeypatch, tmp_path, "li_app", LI_APP, "llama_index.core", "llamaindex")
 
 
 def test_wrong_library_gets_a_hint(lc: types.ModuleType, li: types.ModuleType) -> None:

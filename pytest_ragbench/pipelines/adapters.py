@@ -17,10 +17,11 @@ Suite syntax::
 required argument is called once, when the pipeline is built. ``chain:`` (langchain) and
 ``engine:`` (llamaindex) are older spellings of ``object:``.
 
-Each adapter needs its library (the optional extras ``pytest-ragbench[langchain]`` and
-``pytest-ragbench[llamaindex]``), checked with the suite before the first item, as are the
-object's path and kind; the objects are read through the libraries' public types, and
-duck-typed stand-ins with the same methods are accepted too.
+The objects are read through the libraries' public types (the optional extras
+``pytest-ragbench[langchain]`` and ``pytest-ragbench[llamaindex]``); an object with the same
+methods is accepted too, and then the library is not needed. The object's path and kind are
+checked with the suite, before the first item; an application that cannot be imported because
+the library is missing gets the install command.
 
 LangChain. A ``Runnable`` is called with ``ainvoke`` (``invoke`` for a stand-in without it).
 Its result may be a string (``StrOutputParser``), a message (``AIMessage.content``), a mapping
@@ -52,6 +53,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,14 +76,21 @@ class _Library:
     module: str  # importable name
     dist: str  # the distribution to install
 
-    def require(self, where: str) -> None:
-        """ComponentError with the install command when the library cannot be imported."""
-        try:
-            importlib.import_module(self.module)
-        except ImportError:
-            raise ComponentError(
-                f"{where} needs the optional package {self.dist}, which is not installed: "
-                f"pip install 'pytest-ragbench[{self.type}]'") from None
+    def loaded(self) -> bool:
+        """Whether the library is imported: an object of its types implies it is (and an
+        application that does not use it does not pay for importing it)."""
+        return sys.modules.get(self.module) is not None
+
+    def is_missing(self, exc: ImportError) -> bool:
+        """Whether ``exc`` says this library (or a module of it) cannot be imported."""
+        missing = getattr(exc, "name", None) or ""
+        return bool(missing) and (missing == self.module or missing.startswith(f"{self.module}.")
+                                  or self.module.startswith(f"{missing}."))
+
+    def missing(self, where: str, detail: str) -> ComponentError:
+        return ComponentError(
+            f"{where} needs the optional package {self.dist} "
+            f"(pip install 'pytest-ragbench[{self.type}]'): {detail}")
 
 
 _LANGCHAIN = _Library("langchain", "langchain_core", "langchain-core")
@@ -109,12 +118,14 @@ def _spec(params: Mapping[str, Any], alias: str, where: str) -> str:
     return spec
 
 
-def _attribute(spec: str, where: str) -> Any:
+def _attribute(spec: str, where: str, lib: _Library) -> Any:
     """The attribute at ``spec``, imported but not called."""
     module_name, _, attr = spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
+        if lib.is_missing(exc):
+            raise lib.missing(where, f"importing {module_name!r} failed: {exc}") from None
         raise ComponentError(f"{where}: cannot import {module_name!r} for {spec!r}: "
                              f"{exc}") from None
     except Exception as exc:
@@ -234,12 +245,12 @@ def _message_usage(message: Any) -> Usage | None:
 
 def _langchain_kind(obj: Any, spec: str, where: str) -> str:
     """``"retriever"`` or ``"runnable"``; ComponentError naming what ``obj`` is otherwise."""
-    from langchain_core.retrievers import BaseRetriever
-    from langchain_core.runnables import Runnable
+    if _LANGCHAIN.loaded():
+        from langchain_core.retrievers import BaseRetriever
 
-    if isinstance(obj, BaseRetriever):
-        return "retriever"
-    if isinstance(obj, Runnable) or _has(obj, "ainvoke", "invoke"):
+        if isinstance(obj, BaseRetriever):
+            return "retriever"
+    if _has(obj, "ainvoke", "invoke"):
         return "runnable"
     hint = ""
     if _has(obj, "as_retriever"):
@@ -248,6 +259,12 @@ def _langchain_kind(obj: Any, spec: str, where: str) -> str:
         hint = " (it looks like a LlamaIndex object: use type: llamaindex)"
     raise ComponentError(f"{where}: {spec!r} is {type(obj).__name__}, not a LangChain Runnable "
                          f"(chain) or BaseRetriever{hint}")
+
+
+def _is_runnable(obj: Any) -> bool:
+    from langchain_core.runnables import Runnable
+
+    return isinstance(obj, Runnable)
 
 
 def langchain_contexts(docs: Any, *, id_key: str | None = None,
@@ -341,9 +358,10 @@ class LangChainPipeline:
                  context_key: str | None = None, context: BuildContext | None = None) -> None:
         where = _where(context, _LANGCHAIN)
         spec = _spec({"object": object, "chain": chain}, "chain", where)
-        _LANGCHAIN.require(where)
-        self.target = _instantiate(_attribute(spec, where), spec, where)
+        self.target = _instantiate(_attribute(spec, where, _LANGCHAIN), spec, where)
         self.kind = _langchain_kind(self.target, spec, where)
+        # a real Runnable takes a config: the callback that reads the token usage
+        self.runnable = _LANGCHAIN.loaded() and _is_runnable(self.target)
         if self.kind == "retriever" and (input_key or answer_key or context_key):
             raise ComponentError(f"{where}: {spec!r} is a retriever, which takes the question "
                                  "text and returns documents: input_key, answer_key and "
@@ -360,20 +378,17 @@ class LangChainPipeline:
         builds it (then it is checked when built, still before the first item)."""
         where = _where(context, _LANGCHAIN)
         spec = _spec(params, "chain", where)
-        _LANGCHAIN.require(where)
-        obj = _attribute(spec, where)
+        obj = _attribute(spec, where, _LANGCHAIN)
         if not _is_factory(obj):
             _langchain_kind(obj, spec, where)
 
     async def answer(self, query: Query) -> PipelineOutput:
         """Run the chain (or retriever) on the question; its output in the contract."""
-        from langchain_core.runnables import Runnable
-
         arg: Any = query.text
         if self.input_key is not None:
             arg = {self.input_key: query.text}
         collector = None
-        if isinstance(self.target, Runnable):
+        if self.runnable:
             collector = _usage_collector()
             result = await self.target.ainvoke(arg, config={"callbacks": [collector]})
         elif _has(self.target, "ainvoke"):
@@ -396,13 +411,14 @@ class LangChainPipeline:
 
 def _llamaindex_kind(obj: Any, spec: str, where: str) -> str:
     """``"engine"`` or ``"retriever"``; ComponentError naming what ``obj`` is otherwise."""
-    from llama_index.core.base.base_query_engine import BaseQueryEngine
-    from llama_index.core.base.base_retriever import BaseRetriever
+    if _LLAMAINDEX.loaded():
+        from llama_index.core.base.base_query_engine import BaseQueryEngine
+        from llama_index.core.base.base_retriever import BaseRetriever
 
-    if isinstance(obj, BaseQueryEngine):
-        return "engine"
-    if isinstance(obj, BaseRetriever):
-        return "retriever"
+        if isinstance(obj, BaseQueryEngine):
+            return "engine"
+        if isinstance(obj, BaseRetriever):
+            return "retriever"
     if _has(obj, "aquery", "query"):
         return "engine"
     if _has(obj, "aretrieve", "retrieve"):
@@ -456,8 +472,7 @@ class LlamaIndexPipeline:
                  id_key: str | None = None, context: BuildContext | None = None) -> None:
         where = _where(context, _LLAMAINDEX)
         spec = _spec({"object": object, "engine": engine}, "engine", where)
-        _LLAMAINDEX.require(where)
-        self.target = _instantiate(_attribute(spec, where), spec, where)
+        self.target = _instantiate(_attribute(spec, where, _LLAMAINDEX), spec, where)
         self.kind = _llamaindex_kind(self.target, spec, where)
         self.id_key = id_key
 
@@ -467,8 +482,7 @@ class LlamaIndexPipeline:
         builds it (then it is checked when built, still before the first item)."""
         where = _where(context, _LLAMAINDEX)
         spec = _spec(params, "engine", where)
-        _LLAMAINDEX.require(where)
-        obj = _attribute(spec, where)
+        obj = _attribute(spec, where, _LLAMAINDEX)
         if not _is_factory(obj):
             _llamaindex_kind(obj, spec, where)
 
