@@ -4,8 +4,9 @@ Each library's own in-memory components and fake models (no network, no keys): L
 ``InMemoryVectorStore`` over ``DeterministicFakeEmbedding``, LCEL chains around
 ``GenericFakeChatModel`` / ``FakeListChatModel``; LlamaIndex's ``VectorStoreIndex`` over
 ``Document`` objects with ``MockEmbedding`` and ``MockLLM``. Mostly direct adapter calls, plus
-one in-process pytest run per library. Skipped only when the library is not installed (the
-``test`` extra installs both).
+one in-process pytest run per library. Skipped only when the library is not installed: the
+``test`` extra leaves both out (langsmith's pytest plugin, which langchain-core brings, slows
+every pytest process), and .ci/run installs them after the main suite to run this file.
 """
 
 from __future__ import annotations
