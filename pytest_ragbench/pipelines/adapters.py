@@ -29,13 +29,13 @@ whose answer is under ``answer_key`` (default: the first of ``answer``, ``result
 ``output``, ``text``) and whose documents are under ``context_key`` (default: ``context``,
 ``source_documents`` or ``documents``) -- the shape of ``create_retrieval_chain`` --, a
 LangGraph state (the answer is the last of its ``messages``), or a list of ``Document`` (a
-chain ending in a retriever). A ``BaseRetriever`` is called with the
-question and its documents are the contexts. A document's text is ``page_content``; its id is
+chain ending in a retriever). A ``BaseRetriever`` is called with the question and its
+documents are the contexts. A document's text is ``page_content``; its id is
 ``metadata[id_key]`` when ``id_key`` is set (a document without it is an error), else
-``metadata["id"]`` / ``["doc_id"]``, else ``Document.id``, else ``metadata["source"]``
-(vector stores make ``Document.id`` up unless given one); its score is
-``metadata[score_key]`` (default ``score``) when that is a finite number. Token usage is the
-sum of the ``usage_metadata`` of every chat model call in the run (read by a callback).
+``metadata["id"]`` / ``["doc_id"]``, else ``Document.id``, else ``metadata["source"]`` (vector
+stores make ``Document.id`` up unless given one); its score is ``metadata[score_key]``
+(default ``score``) when that is a finite number. Token usage is the sum of the
+``usage_metadata`` of every chat model call in the run (read by a callback).
 
 LlamaIndex. A query engine is called with ``aquery`` (else ``query``): ``Response.response``
 is the answer, ``Response.source_nodes`` the contexts. A retriever is called with
