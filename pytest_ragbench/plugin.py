@@ -17,6 +17,7 @@ from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
 from .registry import Registry
+from .resuming import CaseResume
 from .state import (
     COLLECTED_ATTR,
     REPORT_ATTR,
@@ -118,6 +119,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.pluginmanager.register(RagbenchSession(config), "ragbench-session")
         config.pluginmanager.register(_CaseResultRelay(config), "ragbench-case-result")
+    # Every process: case keys for the records, and the replays of a resumed run.
+    config.pluginmanager.register(CaseResume(config), "ragbench-resume")
 
 
 @pytest.hookimpl(tryfirst=True)
