@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import latest_run
 
 SUITE = "--ragbench=suite.yaml"
@@ -180,7 +179,7 @@ def _stop_after(proc: subprocess.Popen[str], line: str, sig: int) -> str:
 
 def test_killed_then_terminated_runs_lose_nothing_and_redo_nothing(pytester, logged):
     logged(TWO.replace("  a: {type: \"logged:Logged\", drop: d4}\n", ""))
-    queries = [q.splitlines()[0] for q in ("espresso grind size", "how long to steep cold brew")]
+    queries = ["espresso grind size", "how long to steep cold brew"]
     hold = pytester.path / "hold"
     hold.write_text(queries[0] + "\n")
     killed = _stop_after(_start(pytester.path), "::q1 PASSED", signal.SIGKILL)

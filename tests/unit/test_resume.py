@@ -86,7 +86,7 @@ def _write_run(root: Path, run_id: str, records: list[dict], *, summary: dict | 
                suites: tuple[str, ...] = ("s.yaml",)) -> Path:
     folder = root / run_id
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"suites": dict.fromkeys(suites, {})}))
+    (folder / "run.json").write_text(json.dumps({"suites": {s: {} for s in suites}}))
     (folder / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
                                         + '{"torn')
     if summary is not None:
@@ -143,12 +143,12 @@ def test_a_run_reference_is_an_id_or_a_folder(tmp_path: Path):
     assert resolve_run_folder("20260101T000000Z-aaaaaa", root, tmp_path) == folder.resolve()
     assert resolve_run_folder("runs/20260101T000000Z-aaaaaa", root, tmp_path) == \
         folder.resolve()
-    with pytest.raises(ResumeError, match="no run folder .*nope and no run with that id"):
+    with pytest.raises(ResumeError, match=r"no run folder .*nope and no run with that id"):
         resolve_run_folder("nope", root, tmp_path)
     (tmp_path / "suite.yaml").write_text("x")
-    with pytest.raises(ResumeError, match="a file, not a run folder .*--ragbench-resume=RUN"):
+    with pytest.raises(ResumeError, match=r"a file, not a run folder .*--ragbench-resume=RUN"):
         resolve_run_folder("suite.yaml", root, tmp_path)
-    with pytest.raises(ResumeError, match="holds no cases.jsonl"):
+    with pytest.raises(ResumeError, match=r"holds no cases\.jsonl"):
         resolve_run_folder(".", root, tmp_path)
 
 
