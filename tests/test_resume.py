@@ -132,13 +132,17 @@ def test_a_changed_parameter_reruns_that_retrievers_cases_and_says_why(pytester,
     first = latest_run(pytester.path)
     logged(TWO.replace('b: {type: "logged:Logged"}', 'b: {type: "logged:Logged", drop: d3}')
            .replace("thresholds", "gates: {ndcg@10: 0.1}\nthresholds"))
-    result = pytester.runpytest(SUITE, f"--ragbench-resume={first.name}", "-p",
-                                "no:cacheprovider")
-    result.assert_outcomes(passed=8, failed=2)  # b::q3 now misses d3 as well
+    # Deselected cases keep their earlier records when resuming (a::q4 failed): they count.
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={first.name}",
+                                "--deselect=suite.yaml::a", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, failed=1, deselected=5)  # b::q3 now misses d3
     # A new gate changes no case: a's cases are reused.
     result.stdout.fnmatch_lines([f"resumed from {first.name}: 5 cases reused, 5 run "
-                                 "(5 not reused: retriever 'b' parameters changed)"])
+                                 "(5 not reused: retriever 'b' parameters changed)",
+                                 "ragbench: FAILED: 2 items failed"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert _calls(pytester.path)["milk temperature for steaming"] == 3
+    assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
 
 
 def test_last_failed_with_resume_judges_the_whole_suite(pytester, logged):
