@@ -256,6 +256,7 @@ class RagbenchSession:
             if case_outcome(rec) == "failed":
                 # Not run now, yet a case of the whole-suite verdict.
                 self.items_failed.add(str(nodeid))
+                self.resume.failed = True
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -536,7 +537,8 @@ class RagbenchSession:
         output shows (it passes exactly when the exit status is 0)."""
         from .results.verdict import make_verdict
 
-        if (self.failures or self.items_failed) and session.exitstatus == pytest.ExitCode.OK:
+        reused_failure = self.resume is not None and self.resume.failed
+        if (self.failures or reused_failure) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         cov = self.coverage(int(session.exitstatus))
         interrupted = int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)

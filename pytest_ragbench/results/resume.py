@@ -301,6 +301,8 @@ class ResumeTally:
 
     run_id: str | None = None
     seen: bool = False
+    #: A reused record of a case not run now failed: the run fails as if it had run.
+    failed: bool = False
     reused: set[str] = field(default_factory=set)
     why: dict[str, str] = field(default_factory=dict)
 
