@@ -8,6 +8,7 @@ as they are met so ``--strict-markers`` accepts them.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import USER_PROPERTY, mark_expected_failure
+from .records import CASE_KEY_FIELD, USER_PROPERTY, mark_expected_failure
 
 if TYPE_CHECKING:
     from .state import RagbenchState
@@ -108,6 +109,10 @@ class CaseItem(pytest.Item):
         self.run = run
         #: The suite's ``xfail`` reason for this case (the item carries the matching mark).
         self.xfail_reason = xfail_reason
+        #: Set at the end of collection (:mod:`pytest_ragbench.resuming`): the case's key,
+        #: and the earlier run's record when this run resumes one and may reuse it.
+        self.case_key: dict[str, Any] | None = None
+        self.replay: dict[str, Any] | None = None
 
     def _suite_file(self) -> SuiteFile:
         node = self.parent.parent if self.parent else None
@@ -117,7 +122,10 @@ class CaseItem(pytest.Item):
     def setup(self) -> None:
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
-        if runtime.suite.is_pipeline(self.retriever):
+        if self.replay is not None:
+            # Resumed: the earlier record, re-labelled below as this run labels it.
+            rec = {**copy.deepcopy(self.replay), "xfail": None}
+        elif runtime.suite.is_pipeline(self.retriever):
             rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run)
         else:
             rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
@@ -125,6 +133,8 @@ class CaseItem(pytest.Item):
                                    upcoming_runs=self.upcoming_cases)
         if self.xfail_reason is not None:
             mark_expected_failure(rec, self.xfail_reason, applied=self._xfail_applied())
+        if self.case_key is not None:
+            rec[CASE_KEY_FIELD] = self.case_key
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
             # Per-metric properties so --junitxml carries the scores.
@@ -168,8 +178,9 @@ class CaseItem(pytest.Item):
             except ValueError:
                 return []
         group = self.parent
+        # Replayed cases need no retrieval or answer: they are not batched or prefetched.
         return [(it.case_id, it.run) for it in candidates
-                if isinstance(it, CaseItem) and it.parent is group]
+                if isinstance(it, CaseItem) and it.parent is group and it.replay is None]
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]

@@ -128,6 +128,14 @@ def addoption(parser: Any) -> None:
              "and the 'run' retriever",
     )
     group.addoption(
+        "--ragbench-resume", nargs="?", const="latest", default=None, metavar="RUN",
+        help="finish an earlier run: reuse its finished cases whose suite, dataset, system "
+             "parameters, case and repetition are unchanged, run the rest (missing or "
+             "errored), and report old and new as one run. RUN: a run id or run folder "
+             "(default: the newest unfinished run of the same suites; with --lf the newest "
+             "run)",
+    )
+    group.addoption(
         "--ragbench-html", default=None, metavar="PATH",
         help="also write the self-contained HTML report to PATH (it is always written to the "
              "run folder as report.html)",

@@ -18,6 +18,7 @@ from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
 from .registry import Registry
+from .resuming import CaseResume
 from .state import (
     COLLECTED_ATTR,
     REPORT_ATTR,
@@ -175,6 +176,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
             starter.start()
+    # Every process: case keys for the records, and the replays of a resumed run.
+    config.pluginmanager.register(CaseResume(config), "ragbench-resume")
 
 
 def _register_query_markers(state: RagbenchState) -> None:

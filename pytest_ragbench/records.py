@@ -32,6 +32,9 @@ Fields (schema version 1)::
                     apply the xfail mark (``--runxfail``). ``status`` keeps the case's own
                     verdict ("failed" for a missed threshold), so an xfailed case is still
                     "failed" there; read :func:`case_outcome` to show or count cases.
+    case_key        None, or {"key", "settings", "dataset", "system", "version"}: what the
+                    record depends on, hashed (see :mod:`pytest_ragbench.results.resume`); a
+                    resumed run reuses a finished record whose key is the case's key now
 
 Cases that generate answers add, after these, the fields of an :class:`AnswerPart`:
 
@@ -59,6 +62,7 @@ from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
 USER_PROPERTY = "ragbench_record"
+CASE_KEY_FIELD = "case_key"
 
 
 class CaseFailure(TypedDict):
@@ -118,6 +122,7 @@ class _RecordFields(TypedDict):
     missed: list[list[Any]]
     thresholds: list[ThresholdCheck]
     xfail: dict[str, Any] | None
+    case_key: dict[str, Any] | None
 
 
 class CaseRecord(_RecordFields, total=False):
@@ -171,6 +176,7 @@ def make_record(
         "missed": [],
         "thresholds": [],
         "xfail": None,
+        "case_key": None,
     }
     if answer is not None:
         add_answer(rec, answer)

@@ -27,7 +27,7 @@ import pytest
 
 from .budget.wiring import budget_lines, budget_report
 from .errors import RagbenchError
-from .records import error_record, jsonable
+from .records import case_outcome, error_record, jsonable
 from .report.documents import shown_document_texts
 from .report.files import (
     CASES_CSV,
@@ -57,9 +57,11 @@ from .results.compare import (
     match_suites,
 )
 from .results.history import DEFAULT_HISTORY, HistoryError, RunHistory
+from .results.resume import ResumeTally, resume_line
 from .results.runfile import save_runs
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, coverage_text, make_verdict, reason_line
+from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
@@ -146,10 +148,9 @@ class RagbenchSession:
         self.messages: list[str] = []
         self.failures: list[str] = []
         self.run_dir: Path | None = None
-        out = config.getoption("ragbench_out")
-        self.out_root = (
-            (config.invocation_params.dir / out) if out else config.rootpath / ".ragbench" / "runs"
-        )
+        self.out_root = runs_root(config)
+        self.resume: ResumeTally | None = (
+            ResumeTally() if config.getoption("ragbench_resume", None) is not None else None)
         self.write_files = not config.getoption("ragbench_no_output")
         self._git: GitCommitLookup | None = None
         # Cases each suite holds as collected (suite id -> count), before any deselection;
@@ -231,6 +232,8 @@ class RagbenchSession:
         if report.failed and not hasattr(report, "wasxfail"):
             (self.items_failed if report.when == "call" else self.items_errored).add(
                 report.nodeid)
+        if self.resume is not None:
+            self._resumed(report)
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict):
             self._add(report.nodeid, rec)
@@ -245,6 +248,27 @@ class RagbenchSession:
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
             ))
+
+    def _resumed(self, report: pytest.TestReport) -> None:
+        """Count a resumed run's reuse; add the earlier records of cases not run now."""
+        assert self.resume is not None
+        info = getattr(report, RESUME_ATTR, None)
+        if isinstance(info, dict):
+            self.resume.item(report.nodeid, info)
+        run = getattr(report, RESUME_RUN_ATTR, None)
+        if not isinstance(run, dict) or self.resume.seen:
+            return  # every xdist worker sends the same, with its first case
+        self.resume.seen = True
+        self.resume.run_id = run.get("from")
+        for nodeid, why in (run.get("why") or {}).items():
+            self.resume.item(str(nodeid), {"why": why})
+        for nodeid, rec in (run.get("injected") or {}).items():
+            self.resume.item(str(nodeid), {"reused": True})
+            self._add(str(nodeid), rec)
+            if case_outcome(rec) == "failed":
+                # Not run now, yet a case of the whole-suite verdict.
+                self.items_failed.add(str(nodeid))
+                self.resume.failed = True
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -269,6 +293,8 @@ class RagbenchSession:
             "n_records": len(self.records),
             "n_cases": cov.cases_run,
             "n_cases_total": cov.cases_total,
+            **({"resumed": self.resume.as_dict(len(self.records))}
+               if self.resume is not None and self.resume.seen else {}),
         }
 
     def coverage(self, exitstatus: int) -> Coverage:
@@ -509,7 +535,8 @@ class RagbenchSession:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
 
-        if self.failures and session.exitstatus == pytest.ExitCode.OK:
+        reused_failure = self.resume is not None and self.resume.failed
+        if (self.failures or reused_failure) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         cov = self.coverage(int(session.exitstatus))
         interrupted = int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
@@ -624,6 +651,9 @@ class RagbenchSession:
             return
 
         tr.write_sep("=", "ragbench summary")
+        resumed = self.summary["run"].get("resumed")
+        if resumed is not None:
+            tr.write_line(resume_line(resumed))
         if self.verdict is not None and self.verdict["partial"]:
             tr.write_line(f"partial run: {self.verdict['coverage']} ran", yellow=True)
         for line in summary_lines(self.summary):
