@@ -104,6 +104,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "context_precision": "pytest_ragbench.metrics.rag_components:context_precision",
         "context_recall": "pytest_ragbench.metrics.rag_components:context_recall",
         "answer_correctness": "pytest_ragbench.metrics.rag_components:answer_correctness",
+        "criteria": "pytest_ragbench.metrics.rag_components:criteria",
     },
 }
 
