@@ -839,6 +839,19 @@ class SuiteRuntime:
             rec["error"] = {"stage": "judge", "type": "LLMError",
                             "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
 
+    def score_answer(self, rec: dict[str, Any], query: Query, output: Any) -> None:
+        """The suite's answer metrics of an answer made outside its systems (a hand-written
+        test): ``output`` is a :class:`~pytest_ragbench.pipelines.contract.PipelineOutput`;
+        ``rec`` gets the answer, contexts, metrics, verdicts, usage and cost like a pipeline
+        case (an error as its status and error)."""
+        rec["answer"] = output.answer
+        rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
+                           for c in output.contexts]
+        rec["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        rec["cost"] = None
+        if self._rag_metrics:
+            self._judge_pipeline(rec, str(rec["retriever"]), query, output, int(rec["run"]))
+
     def _score_answer_here(self, rec: dict[str, Any], query: Query, output: Any) -> None:
         """Answer metrics that need no model, on this runtime's loop."""
         from ..metrics.contract import AnswerSample, score_answer

@@ -263,6 +263,10 @@ async def score_answer(
         except Exception as exc:
             errors[name] = f"metric {name!r} raised {type(exc).__name__}: {exc}"
             evidence = None
+        part = getattr(metric, "judge_part", None)
+        if evidence is None and part is not None:
+            # the judge's evidence for a metric that returned a bare number
+            evidence = resources.verdict(part).evidence
         if evidence is not None:
             verdicts[name] = dict(evidence)
 
