@@ -23,21 +23,17 @@ class AnswerWords:
 
 @dataclass(frozen=True)
 class GroundedRubric:
-    """An async rubric graded in the item's one judge request (its ``judge_part``)."""
+    """A rubric graded 0-4 in the item's one judge request."""
 
-    scale: int = 4
     name: str = "grounded_rubric"
     direction: str = "higher"
     needs: frozenset = frozenset({"answer", "contexts", "judge"})
-    judge_part: Criteria = field(init=False)
-
-    def __post_init__(self):
-        object.__setattr__(self, "judge_part", Criteria(
-            "grounded_rubric", "Is every sentence of the answer backed by the contexts?",
-            scale=(0, self.scale), inputs=("answer", "contexts")))
+    judge_part: Criteria = field(default_factory=lambda: Criteria(
+        "grounded_rubric", "Is every sentence of the answer backed by the contexts?",
+        scale=(0, 4), inputs=("answer", "contexts")))
 
     async def score(self, sample, resources):
         verdict = resources.verdict(self.judge_part)
         if verdict.error:
             raise MetricError(verdict.error)
-        return MetricScore(verdict.score, {**verdict.evidence, "contexts": len(sample.contexts)})
+        return MetricScore(verdict.score, verdict.evidence)
