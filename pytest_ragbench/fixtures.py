@@ -365,6 +365,10 @@ class CaseRecorder:
             raise RagbenchError("ragbench_record.score needs a test parametrized over a "
                                 "suite's cases")
         runtime, ref = self._runtime, self._ref
+        wanted = {m.name for m in runtime.suite.metrics if m.needs is not None}
+        if not wanted:
+            raise RagbenchError(f"ragbench_record.score: suite {runtime.suite.name!r} lists no "
+                                "answer metric (e.g. token_f1, faithfulness, a criteria entry)")
         query = runtime.query(ref.case_id)
         if question is not None:
             query = replace(query, text=str(question))
@@ -382,7 +386,6 @@ class CaseRecorder:
         rec = runtime.new_record(ref.retriever, ref.case_id)
         runtime.score_answer(rec, query, output)
         self._answered = rec
-        wanted = {m.name for m in runtime.suite.metrics if m.needs is not None}
         values = {k: v for k, v in rec["metrics"].items() if k in wanted}
         if rec["status"] == "error":
             raise RagbenchError(f"ragbench_record.score: {rec['error']['message']}")
