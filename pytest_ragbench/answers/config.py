@@ -155,6 +155,10 @@ class RagConfig:
     runs: int = 1
     seed: int = 0
     key_prefix: str = field(default="", compare=False)  # for messages at build time
+    # the suite's answer metrics by record name (built components of metrics/contract.py);
+    # names not here are the built-ins
+    metrics: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False,
+                                       repr=False)
 
 
 def _path(prefix: str, *parts: str) -> str:

@@ -4,8 +4,10 @@ The domain side of answer metrics. A suite's ``llm`` / ``judge`` / ``embedder`` 
 ``generation`` / ``cache`` / ``prices`` / ``max_cost`` / ``runs`` / ``seed`` keys are parsed by
 :func:`parse_rag_config` into a :class:`RagConfig`; :func:`build_pipeline` turns it into a
 :class:`RagPipeline` whose :meth:`RagPipeline.run_case` renders the prompt from the retrieved
-contexts, asks the LLM, and computes the requested lexical (:data:`ANSWER_METRICS`) and
-judged (:data:`JUDGED_METRICS`) metrics, returning JSON-safe fields for the case record.
+contexts, asks the LLM, and scores the answer with the requested answer metrics (the
+contract of :mod:`pytest_ragbench.metrics.contract`: built-in lexical and judged ones, the
+suite's custom criteria, third-party ones), returning JSON-safe fields for the case record.
+The judged parts of all of them go to the judge in one request per item.
 
 Provider failures are data, never exceptions: a failed generation puts
 ``{"generation": reason}`` in ``errors`` and ``None`` in every requested metric; a failed
@@ -51,7 +53,8 @@ from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
 from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
 from ..metrics.answer import ANSWER_METRICS
-from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge, JudgeInput
+from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
+from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
 from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
 from .hashing import HashingEmbedder
@@ -62,7 +65,9 @@ from .prompt import _context_vars, _environment, _template_text, template_versio
 T = TypeVar("T")
 
 RAG_METRICS: tuple[str, ...] = (*ANSWER_METRICS, *JUDGED_METRICS)
-"""Every metric name :meth:`RagPipeline.run_case` computes."""
+"""The built-in answer metric names :meth:`RagPipeline.run_case` knows without a suite."""
+
+MetricRef = Any  # a metric name, or an object of the answer-metric contract
 
 
 # -- the pipeline ----------------------------------------------------------------------------
@@ -74,7 +79,7 @@ class CaseRequest:
 
     query: Query
     contexts: tuple[tuple[str, str], ...]
-    metrics: tuple[str, ...]
+    metrics: tuple[MetricRef, ...]
     run: int = 0
 
     def __post_init__(self) -> None:
@@ -82,17 +87,36 @@ class CaseRequest:
         object.__setattr__(self, "metrics", tuple(self.metrics))
 
 
-def _check_metrics(metrics: Sequence[str]) -> list[str]:
-    if isinstance(metrics, str):
+def _check_metrics(metrics: Sequence[MetricRef],
+                   known: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """``(record name, metric)`` for each metric: a name of the suite's (``known``) or a
+    built-in one, or a metric object (named by its ``name``)."""
+    from ..metrics.rag_components import BUILTIN_ANSWER_METRICS
+
+    if isinstance(metrics, str) or is_answer_metric(metrics):
         metrics = [metrics]
-    wanted: list[str] = []
-    for name in metrics:
-        if name not in RAG_METRICS:
-            raise ValueError(f"unknown answer metric {name!r}{did_you_mean(name, RAG_METRICS)}; "
-                             f"known: {', '.join(RAG_METRICS)}")
-        if name not in wanted:
-            wanted.append(name)
+    known = known or {}
+    wanted: list[tuple[str, Any]] = []
+    for ref in metrics:
+        if is_answer_metric(ref):
+            name, metric = str(ref.name), ref
+        elif isinstance(ref, str) and ref in known:
+            name, metric = ref, known[ref]
+        elif isinstance(ref, str) and ref in BUILTIN_ANSWER_METRICS:
+            name, metric = ref, BUILTIN_ANSWER_METRICS[ref]()
+        else:
+            names = [*known, *(n for n in RAG_METRICS if n not in known)]
+            raise ValueError(f"unknown answer metric {ref!r}{did_you_mean(str(ref), names)}; "
+                             f"known: {', '.join(names)}")
+        if name not in (n for n, _ in wanted):
+            wanted.append((name, metric))
     return wanted
+
+
+def _judged(wanted: Sequence[tuple[str, Any]]) -> list[str]:
+    """The names of the metrics that need the judge."""
+    return [name for name, m in wanted
+            if getattr(m, "judge_part", None) is not None or "judge" in m.needs]
 
 
 class RagPipeline:
@@ -153,7 +177,7 @@ class RagPipeline:
         self,
         query: Query,
         contexts: Sequence[tuple[str, str]],
-        metrics: Sequence[str],
+        metrics: Sequence[MetricRef],
         run: int = 0,
     ) -> dict[str, Any]:
         """Generate an answer from the top contexts and compute ``metrics``.
@@ -167,9 +191,10 @@ class RagPipeline:
 
         ``usage`` counts the chat calls of this case (generation and judge; cache hits keep
         their tokens with 0 requests); ``cost`` is what they cost in USD (0 for cache hits;
-        embeddings are not priced). Raises ``ValueError`` for an unknown metric name only.
+        embeddings are not priced). ``metrics`` are names (the suite's, or built-in) or
+        answer-metric objects. Raises ``ValueError`` for an unknown metric name only.
         """
-        wanted = _check_metrics(metrics)
+        wanted = _check_metrics(metrics, self.config.metrics)
         top = [(str(d), str(t)) for d, t in list(contexts)[: self.n_contexts]]
         meter = _Meter()
         token = self._meter.set(meter)
@@ -186,7 +211,8 @@ class RagPipeline:
         finally:
             self._meter.reset(token)
 
-    def _timed_out(self, top: list[tuple[str, str]], wanted: list[str], meter: _Meter,
+    def _timed_out(self, top: list[tuple[str, str]], wanted: list[tuple[str, Any]],
+                   meter: _Meter,
                    progress: dict[str, Any], limit: float) -> dict[str, Any]:
         """The fields of a case stopped by ``generation.timeout``: an explicit error naming
         the stage it was in and the limit; an answer already generated is kept."""
@@ -195,8 +221,8 @@ class RagPipeline:
                    f"generation.timeout {limit:g} s")
         answer = progress.get("answer")
         errors = {stage: message} if stage == "generation" else {
-            m: message for m in wanted if m in JUDGED_METRICS}
-        scores: dict[str, float | None] = {m: None for m in wanted}
+            m: message for m in _judged(wanted)}
+        scores: dict[str, float | None] = {m: None for m, _ in wanted}
         scores.update({k: v for k, v in progress.get("scores", {}).items() if k in scores
                        and k not in errors})
         return {
@@ -209,11 +235,11 @@ class RagPipeline:
             "errors": errors,
         }
 
-    async def _run_case(self, query: Query, top: list[tuple[str, str]], wanted: list[str],
-                        run: int, meter: _Meter, progress: dict[str, Any] | None = None,
-                        ) -> dict[str, Any]:
+    async def _run_case(self, query: Query, top: list[tuple[str, str]],
+                        wanted: list[tuple[str, Any]], run: int, meter: _Meter,
+                        progress: dict[str, Any] | None = None) -> dict[str, Any]:
         progress = {} if progress is None else progress
-        scores: dict[str, float | None] = {m: None for m in wanted}
+        scores: dict[str, float | None] = {m: None for m, _ in wanted}
         progress["scores"] = scores
         errors: dict[str, str] = {}
         verdicts: dict[str, Any] = {}
@@ -227,16 +253,8 @@ class RagPipeline:
             errors["generation"] = str(exc) or type(exc).__name__
 
         if answer is not None:
-            references = [r for r in query.reference_answers if r.strip()]
-            for name in wanted:
-                spec = ANSWER_METRICS.get(name)
-                if spec is not None:
-                    scores[name] = clean_float(spec.fn(answer, references, bool(references)))
-            judged = [m for m in wanted if m in JUDGED_METRICS]
-            if judged:
-                progress.update(stage="judge", answer=answer)
-                await self._judge(query, answer, top, references, judged, scores, verdicts,
-                                  errors)
+            progress.update(stage="judge", answer=answer)
+            await self._score(query, answer, top, wanted, scores, verdicts, errors)
         return {
             "answer": answer,
             "contexts": [d for d, _ in top],
@@ -247,68 +265,59 @@ class RagPipeline:
             "errors": errors,
         }
 
-    async def _judge(
+    async def _score(
         self,
         query: Query,
         answer: str,
         top: list[tuple[str, str]],
-        references: list[str],
-        judged: list[str],
+        wanted: list[tuple[str, Any]],
         scores: dict[str, float | None],
         verdicts: dict[str, Any],
         errors: dict[str, str],
     ) -> None:
-        if self.judge is None:
-            for name in judged:
-                errors[name] = f"{name} needs a judge; add a 'judge:' section to the suite"
-            return
-        item = JudgeInput(
-            question=query.text,
-            answer=answer,
-            contexts=tuple(t for _, t in top),
+        """Score ``answer`` with ``wanted``; the judged parts in one judge request."""
+        sample = AnswerSample(
+            question=query.text, answer=answer, contexts=tuple(t for _, t in top),
             # the judge compares against one reference; the dataset's first is canonical
-            reference=references[0] if references else None,
-        )
-        try:
-            result = await self.judge.evaluate(item, judged)
-        except (LLMError, RagbenchError) as exc:  # e.g. the cache file became unwritable
-            for name in judged:
-                errors[name] = str(exc) or type(exc).__name__
-            return
-        for name in judged:
-            scores[name] = clean_float(result.scores.get(name))
+            references=tuple(query.reference_answers), query=query)
+        # filled as values come, so what was scored survives a timeout (progress holds
+        # this very dict)
+        result = await score_answer(wanted, sample, judge=self.judge, embedder=self.embedder,
+                                    values=scores)
+        for name, value in result.metrics.items():
+            scores[name] = clean_float(value)
         verdicts.update(result.verdicts)
         errors.update(result.errors)
 
     async def judge_answer(self, query: Query, answer: str,
-                           contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                            run: int = 0) -> dict[str, Any]:
-        """Judge an answer produced elsewhere (a pipeline under test): nothing is generated.
+        """Score an answer produced elsewhere (a pipeline under test, a hand-written test):
+        nothing is generated.
 
         ``contexts`` are ``(id, text)`` as the pipeline used them (all of them: the
         ``generation.contexts`` cut is for generated answers). Returns the fields of
-        :meth:`run_case` for the judged ``metrics`` only; ``usage`` / ``cost`` are the
-        judge's. ``run`` is accepted for symmetry; the judge's seed is the suite's.
+        :meth:`run_case` for ``metrics`` (every answer metric, judged or not); ``usage`` /
+        ``cost`` are the judge's. ``run`` is accepted for symmetry; the judge's seed is the
+        suite's.
         """
-        wanted = [m for m in _check_metrics(metrics) if m in JUDGED_METRICS]
+        wanted = _check_metrics(metrics, self.config.metrics)
         top = [(str(d), str(t)) for d, t in contexts]
         meter = _Meter()
         token = self._meter.set(meter)
         try:
-            scores: dict[str, float | None] = {m: None for m in wanted}
+            scores: dict[str, float | None] = {m: None for m, _ in wanted}
             errors: dict[str, str] = {}
             verdicts: dict[str, Any] = {}
-            references = [r for r in query.reference_answers if r.strip()]
             if wanted:
-                await self._judge(query, answer, top, references, wanted, scores, verdicts,
-                                  errors)
+                await self._score(query, answer, top, wanted, scores, verdicts, errors)
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
                 "cost": meter.cost, "errors": errors}
 
     def judge_answer_sync(self, query: Query, answer: str,
-                          contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                          contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                           run: int = 0) -> dict[str, Any]:
         """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
         return self.prefetcher.call(
@@ -329,10 +338,10 @@ class RagPipeline:
             return self._prefetcher
 
     def submit(self, key: Hashable, query: Query, contexts: Sequence[tuple[str, str]],
-               metrics: Sequence[str], run: int = 0) -> bool:
+               metrics: Sequence[MetricRef], run: int = 0) -> bool:
         """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
         request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
-        _check_metrics(request.metrics)  # fail in the caller, not in the background
+        _check_metrics(request.metrics, self.config.metrics)  # fail here, not in the background
         return self.prefetcher.submit(key, lambda: self.run_case(
             request.query, request.contexts, request.metrics, request.run))
 
@@ -351,7 +360,7 @@ class RagPipeline:
         return value
 
     def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
-                      metrics: Sequence[str], run: int = 0) -> dict[str, Any]:
+                      metrics: Sequence[MetricRef], run: int = 0) -> dict[str, Any]:
         """:meth:`run_case` on the pipeline's own loop, waiting for it."""
         return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
 

@@ -627,9 +627,13 @@ class SuiteRuntime:
     def _needs_answer_pipeline(self) -> bool:
         """Whether the generation/judging pipeline is used: retrievers generate answers;
         pipelines bring their own and need it only for judged metrics."""
-        from ..metrics.judge import JUDGED_METRICS
+        return bool(self.suite.retrievers) or bool(self._model_metrics())
 
-        return bool(self.suite.retrievers) or any(m in JUDGED_METRICS for m in self._rag_metrics)
+    def _model_metrics(self) -> list[str]:
+        """The answer metrics that need the suite's judge or embedder."""
+        return [m.name for m in self.suite.metrics if m.needs is not None
+                and ({"judge", "embedder"} & m.needs
+                     or getattr(m.component, "judge_part", None) is not None)]
 
     def _build_system(self, spec: ComponentSpec) -> list[SuiteError]:
         """Build pipeline ``spec`` now and check it against the suite's queries."""
@@ -790,19 +794,11 @@ class SuiteRuntime:
 
     def _judge_pipeline(self, rec: dict[str, Any], name: str, query: Query, output: Any,
                         run: int) -> None:
-        """Lexical answer metrics here; judged ones through the suite's judge (one batched
-        chat call and at most one embedding call per case, as for generated answers)."""
-        from ..metrics.answer import ANSWER_METRICS
-        from ..metrics.judge import JUDGED_METRICS
-
-        references = [r for r in query.reference_answers if r.strip()]
-        for metric in self._rag_metrics:
-            spec = ANSWER_METRICS.get(metric)
-            if spec is not None:
-                rec["metrics"][metric] = clean_float(
-                    spec.fn(output.answer, references, bool(references)))
-        judged = [m for m in self._rag_metrics if m in JUDGED_METRICS]
-        if not judged:
+        """The answer metrics: through the suite's answer pipeline when one needs the judge
+        or the embedder (one batched chat call and at most one embedding call per case, as
+        for generated answers), else here, without building it."""
+        if not self._model_metrics():
+            self._score_answer_here(rec, query, output)
             return
         texts: list[tuple[str, str]] = []
         for i, ctx in enumerate(output.contexts):
@@ -816,7 +812,8 @@ class SuiteRuntime:
                 return
             texts.append((ctx.id or f"context-{i + 1}", text))
         try:
-            out = self.pipeline().judge_answer_sync(query, output.answer, texts, judged, run=run)
+            out = self.pipeline().judge_answer_sync(query, output.answer, texts,
+                                                    self._rag_metrics, run=run)
         except CaseError as exc:
             rec["status"] = "error"
             rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
@@ -841,6 +838,38 @@ class SuiteRuntime:
             rec["status"] = "error"
             rec["error"] = {"stage": "judge", "type": "LLMError",
                             "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+
+    def score_answer(self, rec: dict[str, Any], query: Query, output: Any) -> None:
+        """The suite's answer metrics of an answer made outside its systems (a hand-written
+        test): ``output`` is a :class:`~pytest_ragbench.pipelines.contract.PipelineOutput`;
+        ``rec`` gets the answer, contexts, metrics, verdicts, usage and cost like a pipeline
+        case (an error as its status and error)."""
+        rec["answer"] = output.answer
+        rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
+                           for c in output.contexts]
+        rec["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        rec["cost"] = None
+        if self._rag_metrics:
+            self._judge_pipeline(rec, str(rec["retriever"]), query, output, int(rec["run"]))
+
+    def _score_answer_here(self, rec: dict[str, Any], query: Query, output: Any) -> None:
+        """Answer metrics that need no model, on this runtime's loop."""
+        from ..metrics.contract import AnswerSample, score_answer
+
+        sample = AnswerSample(
+            question=query.text, answer=output.answer,
+            contexts=tuple(t for t in map(self._context_text, output.contexts) if t),
+            references=tuple(query.reference_answers), query=query)
+        metrics = [(m.name, m.component) for m in self.suite.metrics if m.needs is not None]
+        result = self._run(score_answer(metrics, sample))
+        for metric, value in result.metrics.items():
+            rec["metrics"][metric] = clean_float(value)
+        if result.verdicts:
+            rec["judge"] = result.verdicts
+        if result.errors:
+            rec["status"] = "error"
+            rec["error"] = {"stage": "metric", "type": "MetricError",
+                            "message": "; ".join(f"{k}: {v}" for k, v in result.errors.items())}
 
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
         """Per-query thresholds of one case, retriever or pipeline; a failed one fails it."""
