@@ -356,6 +356,7 @@ class CaseRecorder:
                 n_relevant=base["n_relevant"], no_relevant=base["no_relevant"])
             rec["latency_ms"] = base["latency_ms"]
             rec["retrieved"], rec["missed"] = base["retrieved"], base["missed"]
+            rec["relevant_ranks"] = base["relevant_ranks"]
         else:
             rec = make_record(suite=suite_id, suite_name=item.name, retriever="-",
                               case_id=item.name, metrics=self.metrics)
