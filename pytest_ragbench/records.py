@@ -190,15 +190,14 @@ def relevant_ranks(ranked: Sequence[str], grades: Mapping[str, int]) -> dict[str
     what a record keeps still shows where it is. Ranked documents come first by rank, then the
     ones not retrieved (None) by grade, highest first, and id, as ``missed`` lists them.
     """
+    relevant = {d for d, g in grades.items() if g > 0}
+    if not relevant:
+        return {}
     found: dict[str, int | None] = {}
-    if not grades:
-        return found
     for rank, doc_id in enumerate(ranked, 1):
-        grade = grades.get(doc_id)
-        if grade is not None and grade > 0 and doc_id not in found:
+        if doc_id in relevant and doc_id not in found:
             found[doc_id] = rank
-    absent = sorted((d for d, g in grades.items() if g > 0 and d not in found),
-                    key=lambda d: (-grades[d], d))
+    absent = sorted(relevant.difference(found), key=lambda d: (-grades[d], d))
     found.update(dict.fromkeys(absent))
     return found
 
