@@ -415,6 +415,7 @@ class CaseRecorder:
             rec["retrieved"], rec["missed"] = base["retrieved"], base["missed"]
             if self._answered is not None:
                 add_answer(rec, self._answered)
+            rec["relevant_ranks"] = base["relevant_ranks"]
         else:
             rec = make_record(suite=suite_id, suite_name=item.name, retriever="-",
                               case_id=item.name, metrics=self.metrics)

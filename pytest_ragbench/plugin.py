@@ -334,6 +334,9 @@ def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if call.when == "setup" and isinstance(item, CaseItem):
+        longrepr = item.error_repr(call.excinfo) if call.excinfo is not None else None
+        if longrepr is not None:
+            report.longrepr = longrepr
         rec = item.stash.get(RECORD_KEY, None)
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).

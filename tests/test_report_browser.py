@@ -58,6 +58,7 @@ def _records() -> list[dict[str, Any]]:
             })
     out.append({**out[0], "case_id": "hostile-" + PWN, "query": "hostile " + PWN,
                 "retrieved": [[PWN, 1.0, 1]], "answer": "answer " + PWN,
+                "relevant_ranks": {PWN: 57, "d3": None},
                 "judge": {"faithfulness": {"claims": [{"claim": PWN, "supported": 0,
                                                        "why": PWN}]}}})
     return out
@@ -209,6 +210,7 @@ def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
     assert out["query"] == ["hostile " + PWN]
     assert out["drillImages"] == 0
     assert "answer " + PWN in out["drill"]
+    assert f"relevant documents by rank {PWN} at 57, d3 not retrieved" in out["drill"]
     assert "retrieved" in out["drill"] and "document one" not in out["drill"]
     assert not re.search(r"<html[^>]*data-pwned", dom)
 

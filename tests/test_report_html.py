@@ -362,6 +362,8 @@ def _big_run(n: int) -> Iterator[dict[str, Any]]:
         yield make_record(
             f"q{i:05d}", ndcg=(i % 97) / 96, query=f"how does query number {i} work in practice",
             retrieved=[[f"doc{(i * 7 + k) % 50_000:05d}", 10.0 - k, k % 2] for k in range(10)],
+            relevant_ranks={**{f"doc{(i * 7 + k) % 50_000:05d}": k + 1 for k in range(1, 10, 2)},
+                            "d9": None},
             answer="word " * 60, contexts=["context text " * 40] * 5,
             judge={"faithfulness": {"claims": [{"claim": "a claim " * 8, "supported": 1,
                                                 "why": "because " * 10}] * 4}},

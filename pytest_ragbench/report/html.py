@@ -523,6 +523,12 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
         d["missed"] = [[str(doc), grade] for doc, grade in missed[: limits.retrieved]]
         if len(missed) > limits.retrieved:
             d["missed_more"] = len(missed) - limits.retrieved
+    ranks = rec.get("relevant_ranks") or {}
+    if isinstance(ranks, Mapping) and ranks:
+        # [doc, rank | None] of every relevant document, below the retrieved rows shown too
+        d["ranks"] = [[str(doc), rank] for doc, rank in list(ranks.items())[: limits.retrieved]]
+        if len(ranks) > limits.retrieved:
+            d["ranks_more"] = len(ranks) - limits.retrieved
     if limits.snippet:
         # A dict keeps first-appearance (display) order, so snippets go to the first pages.
         docs.update((x[0], None) for x in d.get("retrieved", []))
