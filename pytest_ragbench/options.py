@@ -136,3 +136,8 @@ def addoption(parser: Any) -> None:
         "ragbench_suites", type="linelist", default=[],
         help="suite files to collect as if given with --ragbench (relative to the rootdir)",
     )
+    parser.addini(
+        "ragbench_keep_runs", type="string", default="",
+        help="after each run keep the newest N runs' folders and history rows, and the runs a "
+             "baseline points at; delete older ones (default: keep every run)",
+    )

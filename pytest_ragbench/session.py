@@ -39,6 +39,7 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
+from .results.runfolder import make_run_folder
 from .results.verdict import Coverage
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
@@ -155,6 +156,8 @@ class RagbenchSession:
         self.baseline_doc: dict[str, Any] | None = None
         self.baseline_label: str | None = None
         self._baseline_matched = False
+        self._saved_baseline: Path | None = None
+        self.keep_runs = self._keep_runs()
         if self.write_files:
             check_out_dir(self.out_root)
             if not config.getoption("ragbench_no_history"):
@@ -162,12 +165,21 @@ class RagbenchSession:
         if self.baseline_spec:
             self._check_baseline_reference()
 
+    def _keep_runs(self) -> int | None:
+        """The ``ragbench_keep_runs`` ini value; a bad one is a usage error now."""
+        from .results.retention import KEEP_RUNS_INI, parse_keep_runs
+
+        try:
+            return parse_keep_runs(self.config.getini(KEEP_RUNS_INI))
+        except ValueError as exc:
+            where = f" in {self.config.inipath}" if self.config.inipath else ""
+            raise pytest.UsageError(f"ragbench: {KEEP_RUNS_INI}{where}: {exc}") from None
+
     # -- arriving results ------------------------------------------------------------------
 
     def _run_dir(self) -> Path:
         if self.run_dir is None:
-            self.run_dir = self.out_root / self.run_id
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir = make_run_folder(self.out_root, self.run_id)
             _point_latest(self.out_root, self.run_id)
         return self.run_dir
 
@@ -486,13 +498,34 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
+                from .results.baseline import baseline_run_ids
                 from .results.history import HistoryError, RunHistory
 
                 try:
                     with RunHistory(self.history_path()) as h:
-                        h.append(current, passed=bool(summary["passed"]))
+                        h.append(current, passed=bool(summary["passed"]),
+                                 compared_with=baseline_run_ids(self.baseline_doc or {}),
+                                 saved_to=self._saved_baseline)
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
+            if self.keep_runs is not None:
+                self._prune(self.keep_runs)
+
+    def _prune(self, keep: int) -> None:
+        """Apply ``ragbench_keep_runs`` once this run is stored."""
+        from .results.history import HistoryError
+        from .results.retention import KEEP_RUNS_INI, prune_lines, prune_runs
+
+        try:
+            result = prune_runs(self.out_root, self.history_path(), keep,
+                                protect=[self.run_id])
+        except HistoryError as exc:
+            self.messages.append(f"ragbench: old runs not pruned: {exc}")
+            return
+        if result.deleted or result.errors:
+            lines = prune_lines(result, detail=False)
+            self.messages.append(f"ragbench: {lines[0]} ({KEEP_RUNS_INI} = {keep})")
+            self.messages += [f"ragbench: {line}" for line in lines[1:]]
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""
@@ -541,6 +574,7 @@ class RagbenchSession:
         except OSError as exc:
             self._cannot_write("baseline", dest, exc)
             return
+        self._saved_baseline = dest
         self.messages.append(f"baseline saved to {dest}")
 
     def _compare(self, summary: dict[str, Any], current: dict[str, Any],
