@@ -284,17 +284,18 @@ class RunHistory:
                 refs: Sequence[tuple[str, str | None, str | None]]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            # An upsert, not INSERT OR REPLACE: a replaced row would get a new number, and the
-            # number is what users pass as a run reference.
-            self.conn.execute(
-                "INSERT INTO runs (id, started, finished, git_commit, exitstatus, partial, "
-                "passed, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "started = excluded.started, finished = excluded.finished, "
-                "git_commit = excluded.git_commit, exitstatus = excluded.exitstatus, "
-                "partial = excluded.partial, passed = excluded.passed, meta = excluded.meta",
-                (run_id, run.get("started"), run.get("finished"), run.get("git_commit"),
-                 run.get("exitstatus"), int(bool(run.get("partial"))),
-                 None if passed is None else int(passed), json.dumps(meta, sort_keys=True)))
+            # Update, else insert (not INSERT OR REPLACE, nor an upsert, which both use up a
+            # number): a stored run keeps its number, what users pass as a run reference.
+            values = (run.get("started"), run.get("finished"), run.get("git_commit"),
+                      run.get("exitstatus"), int(bool(run.get("partial"))),
+                      None if passed is None else int(passed), json.dumps(meta, sort_keys=True))
+            if not self.conn.execute(
+                    "UPDATE runs SET started = ?, finished = ?, git_commit = ?, exitstatus = ?, "
+                    "partial = ?, passed = ?, meta = ? WHERE id = ?", (*values, run_id)
+            ).rowcount:
+                self.conn.execute(
+                    "INSERT INTO runs (id, started, finished, git_commit, exitstatus, partial, "
+                    "passed, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, *values))
             for table in _RUN_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             self.conn.executemany("INSERT INTO refs VALUES (?, ?, ?)", refs)

@@ -57,8 +57,8 @@ def resolve_run_ref(ref: str, out_dir: Path, *, history: Path | None = None,
     db = history if history is not None and history.is_file() else None
     if db is None and (number is not None or text in ("last", "best")):
         where = f"there is none at {history}" if history is not None else "none was given"
-        raise RunRefError(f"run {text!r}: a run {'number' if number is not None else text!r} "
-                          f"is looked up in the run history, and {where}")
+        what = "a run number" if number is not None else repr(text)
+        raise RunRefError(f"run {text!r}: {what} is looked up in the run history, and {where}")
     found: str | None = None
     shown: int | None = None
     history_error: str | None = None
