@@ -40,7 +40,7 @@ def doc(run_id: str, mean: float, *, suite: str = "s", metrics: tuple[str, ...] 
     scores = {f"q{i}": mean for i in range(cases)}
     return {
         "schema_version": 1, "kind": "ragbench-baseline", "created": "t",
-        "run": {"id": run_id, "started": f"2025-01-01T00:00:00+00:00", "partial": partial,
+        "run": {"id": run_id, "started": "2025-01-01T00:00:00+00:00", "partial": partial,
                 "exitstatus": 0, "n_cases": cases, "n_cases_total": cases + partial},
         "suites": {f"{suite}.yaml": {
             "name": suite, "suite_hash": "h", "dataset_hash": "d", "seed": 0, "gates": [],
