@@ -39,7 +39,7 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .results.runfolder import make_run_folder
+from .results.runfolder import KEEP_RUNS_INI, make_run_folder, parse_keep_runs
 from .results.verdict import Coverage
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
@@ -167,8 +167,6 @@ class RagbenchSession:
 
     def _keep_runs(self) -> int | None:
         """The ``ragbench_keep_runs`` ini value; a bad one is a usage error now."""
-        from .results.retention import KEEP_RUNS_INI, parse_keep_runs
-
         try:
             return parse_keep_runs(self.config.getini(KEEP_RUNS_INI))
         except ValueError as exc:
@@ -514,7 +512,7 @@ class RagbenchSession:
     def _prune(self, keep: int) -> None:
         """Apply ``ragbench_keep_runs`` once this run is stored."""
         from .results.history import HistoryError
-        from .results.retention import KEEP_RUNS_INI, prune_lines, prune_runs
+        from .results.retention import prune_lines, prune_runs
 
         try:
             result = prune_runs(self.out_root, self.history_path(), keep,

@@ -30,28 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import RunHistory
-from .runfolder import SUMMARY_JSON, folder_size, latest_run_id, run_folders
+from .runfolder import (
+    KEEP_RUNS_INI,
+    SUMMARY_JSON,
+    folder_size,
+    latest_run_id,
+    parse_keep_runs,
+    run_folders,
+)
 
-KEEP_RUNS_INI = "ragbench_keep_runs"
+__all__ = ["KEEP_RUNS_INI", "RUNNING_GRACE_S", "PruneResult", "PrunedRun", "human_size",
+           "parse_keep_runs", "prune_lines", "prune_runs"]
+
 RUNNING_GRACE_S = 3600.0
 """A run folder without ``summary.json`` touched this recently may still be running."""
-
-
-def parse_keep_runs(value: str) -> int | None:
-    """The ``ragbench_keep_runs`` ini value: a whole number of runs, at least 1; empty keeps
-    every run (None). Raises ValueError with what was expected."""
-    text = str(value).strip()
-    if not text:
-        return None
-    try:
-        keep = int(text)
-    except ValueError:
-        raise ValueError(f"expected a whole number of runs to keep (at least 1), got "
-                         f"{text!r}") from None
-    if keep < 1:
-        raise ValueError(f"expected a whole number of runs to keep (at least 1), got {text} "
-                         "(leave the option out to keep every run)")
-    return keep
 
 
 @dataclass(frozen=True)
@@ -187,6 +179,8 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
                 size = folder_size(folder)
                 try:
                     shutil.rmtree(folder)
+                except FileNotFoundError:
+                    pass  # another run pruning at the same moment got there first
                 except OSError as exc:
                     result.errors.append(f"cannot delete {folder}: {exc}")
                     continue

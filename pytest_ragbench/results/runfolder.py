@@ -46,6 +46,26 @@ RAGBENCH_FOLDER = ".ragbench"
 GITIGNORE = ".gitignore"
 GITIGNORE_TEXT = "# Written by pytest-ragbench: run outputs are not source.\n*\n"
 LATEST = "latest"
+# Read by every run (the session checks it before the first item), so here and not in the
+# retention module, which loads the history.
+KEEP_RUNS_INI = "ragbench_keep_runs"
+
+
+def parse_keep_runs(value: str) -> int | None:
+    """The ``ragbench_keep_runs`` ini value: a whole number of runs, at least 1; empty keeps
+    every run (None). Raises ValueError with what was expected."""
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        keep = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of runs to keep (at least 1), got "
+                         f"{text!r}") from None
+    if keep < 1:
+        raise ValueError(f"expected a whole number of runs to keep (at least 1), got {text} "
+                         "(leave the option out to keep every run)")
+    return keep
 
 
 def ignore_folder(path: Path) -> Path | None:
