@@ -262,9 +262,9 @@ class RunHistory:
         """Store a run given as a baseline document; returns its run id.
 
         ``compared_with``: the ids of the runs this run was compared against (its baseline);
-        ``saved_to``: the baseline file this run was saved to. Both pin those runs against
-        pruning (:meth:`pins`). Appending a run id that is already stored replaces that run's
-        rows but keeps its number.
+        ``saved_to``: the baseline file this run was saved to. Both keep those runs from
+        being pruned (:mod:`pytest_ragbench.results.retention`). Appending a run id that is
+        already stored replaces that run's rows but keeps its number.
         """
         run = doc.get("run", {})
         run_id = str(run.get("id"))
