@@ -47,7 +47,7 @@ from .report.rerender import history_from_db, history_from_runs
 from .report.terminal import ab_lines, baseline_lines, dataset_lines, gate_lines, summary_lines
 from .report.views import gate_failure_line, with_failure_lines
 from .results.aggregate import summarize_run
-from .results.baseline import BaselineError, make_baseline, save_baseline
+from .results.baseline import BaselineError, baseline_run_ids, make_baseline, save_baseline
 from .results.compare import (
     HISTORY_SPECS,
     Overrides,
@@ -58,7 +58,9 @@ from .results.compare import (
 )
 from .results.history import DEFAULT_HISTORY, HistoryError, RunHistory
 from .results.resume import ResumeTally, resume_line
+from .results.retention import prune_lines, prune_runs
 from .results.runfile import save_runs
+from .results.runfolder import KEEP_RUNS_INI, make_run_folder, parse_keep_runs
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, coverage_text, make_verdict, reason_line
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
@@ -168,6 +170,8 @@ class RagbenchSession:
         self.baseline_doc: dict[str, Any] | None = None
         self.baseline_label: str | None = None
         self._baseline_matched = False
+        self._saved_baseline: Path | None = None
+        self.keep_runs = self._keep_runs()
         if self.write_files:
             check_out_dir(self.out_root)
             if not config.getoption("ragbench_no_history"):
@@ -175,12 +179,19 @@ class RagbenchSession:
         if self.baseline_spec:
             self._check_baseline_reference()
 
+    def _keep_runs(self) -> int | None:
+        """The ``ragbench_keep_runs`` ini value; a bad one is a usage error now."""
+        try:
+            return parse_keep_runs(self.config.getini(KEEP_RUNS_INI))
+        except ValueError as exc:
+            where = f" in {self.config.inipath}" if self.config.inipath else ""
+            raise pytest.UsageError(f"ragbench: {KEEP_RUNS_INI}{where}: {exc}") from None
+
     # -- arriving results ------------------------------------------------------------------
 
     def _run_dir(self) -> Path:
         if self.run_dir is None:
-            self.run_dir = self.out_root / self.run_id
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir = make_run_folder(self.out_root, self.run_id)
             _point_latest(self.out_root, self.run_id)
         return self.run_dir
 
@@ -513,12 +524,28 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
-
                 try:
                     with RunHistory(self.history_path()) as h:
-                        h.append(current, passed=bool(summary["passed"]))
+                        h.append(current, passed=bool(summary["passed"]),
+                                 compared_with=baseline_run_ids(self.baseline_doc or {}),
+                                 saved_to=self._saved_baseline)
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
+            if self.keep_runs is not None:
+                self._prune(self.keep_runs)
+
+    def _prune(self, keep: int) -> None:
+        """Apply ``ragbench_keep_runs`` once this run is stored."""
+        try:
+            result = prune_runs(self.out_root, self.history_path(), keep,
+                                protect=[self.run_id])
+        except HistoryError as exc:
+            self.messages.append(f"ragbench: old runs not pruned: {exc}")
+            return
+        if result.deleted or result.errors:
+            lines = prune_lines(result, detail=False)
+            self.messages.append(f"ragbench: {lines[0]} ({KEEP_RUNS_INI} = {keep})")
+            self.messages += [f"ragbench: {line}" for line in lines[1:]]
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""
@@ -565,6 +592,7 @@ class RagbenchSession:
         except OSError as exc:
             self._cannot_write("baseline", dest, exc)
             return
+        self._saved_baseline = dest
         self.messages.append(f"baseline saved to {dest}")
 
     def _compare(self, summary: dict[str, Any], current: dict[str, Any],
