@@ -70,7 +70,8 @@ class CaseResume:
         root = runs_root(self.config)
         if ref != "latest":
             try:
-                folder = resolve_run_folder(ref, root, self.config.invocation_params.dir)
+                folder = resolve_run_folder(ref, root, self.config.invocation_params.dir,
+                                            history=self._history_path())
             except ResumeError as exc:
                 raise pytest.UsageError(f"ragbench: {exc}") from None
             self.candidates = [str(folder)]
@@ -78,6 +79,15 @@ class CaseResume:
         self.candidates = [str(p) for p in run_folders(root)]
         # --lf reruns what failed in the newest run, finished or not.
         self.unfinished_only = not self._lf_active()
+
+    def _history_path(self) -> Path:
+        """The run history run numbers, ``last`` and ``best`` are looked up in."""
+        from .results.history import DEFAULT_HISTORY
+
+        given = self.config.getoption("ragbench_history", None)
+        if given:
+            return self.config.invocation_params.dir / given
+        return self.config.rootpath / DEFAULT_HISTORY
 
     def _lf_active(self) -> bool:
         return bool(self.config.getoption("lf", False) or self.config.getoption("failedfirst",

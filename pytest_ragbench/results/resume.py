@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RagbenchError
 from ..records import CASE_KEY_FIELD
 from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
+from .runref import RunRefError, resolve_run_ref
 
 if TYPE_CHECKING:
     from ..suite.loader import ComponentSpec, Suite
@@ -208,28 +209,25 @@ def run_folders(runs_root: Path) -> list[Path]:
     return sorted(folders, key=_age_key, reverse=True)
 
 
-def resolve_run_folder(ref: str, runs_root: Path, cwd: Path) -> Path:
-    """The run folder ``ref`` names: a run folder path, or a run id under ``runs_root``.
-
-    The one place that reads a run reference for resuming (to be merged with the history's
-    references, e.g. run numbers).
-    """
-    candidates = [cwd / ref, runs_root / ref]
-    for folder in candidates:
-        if folder.is_dir() and (folder / CASES_JSONL).is_file():
-            return folder.resolve()
+def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
+                       history: Path | None = None) -> Path:
+    """The run folder ``ref`` names, as every run reference is read
+    (:func:`~pytest_ragbench.results.runref.resolve_run_ref`: a folder, ``latest``, a run
+    number, ``last``, ``best`` or a run id), that holds finished cases to resume from."""
+    given = cwd / ref
     # "--ragbench-resume suite.yaml" reads the path as the run: say how to write both.
     hint = (" (the option takes the argument after it as the run: write "
             "--ragbench-resume=RUN, or put the option after the paths)")
-    for folder in candidates:
-        if folder.is_dir():
-            raise ResumeError(f"cannot resume from {folder}: it holds no {CASES_JSONL} "
-                              "(not a ragbench run folder, or a run that finished no case)"
-                              + hint)
-        if folder.exists():
-            raise ResumeError(f"cannot resume from {folder}: a file, not a run folder" + hint)
-    raise ResumeError(f"cannot resume from {ref!r}: no run folder {cwd / ref} and no run "
-                      f"with that id under {runs_root}")
+    if given.exists() and not given.is_dir():
+        raise ResumeError(f"cannot resume from {given}: a file, not a run folder" + hint)
+    try:
+        folder = resolve_run_ref(ref, runs_root, history=history, cwd=cwd)
+    except RunRefError as exc:
+        raise ResumeError(f"cannot resume from {ref!r}: {exc}") from None
+    if not (folder / CASES_JSONL).is_file():
+        raise ResumeError(f"cannot resume from {folder}: it holds no {CASES_JSONL} (not a "
+                          "ragbench run folder, or a run that finished no case)" + hint)
+    return folder.resolve()
 
 
 @dataclass

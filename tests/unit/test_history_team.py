@@ -332,3 +332,18 @@ def test_cli_report_by_number(tmp_path, rb, monkeypatch, capsys):
     err = capsys.readouterr()
     assert status == 0, err.err
     assert str(run / "report.html") in err.out
+
+
+def test_resume_reads_run_references_as_everything_else_does(tmp_path, rb):
+    from pytest_ragbench.results.resume import ResumeError, resolve_run_folder
+
+    out, db = rb / "runs", rb / "history.sqlite"
+    with RunHistory(db) as h:
+        for i in (1, 2):
+            h.append(doc(rid(i), 0.1 * i))
+    for i in (1, 2):
+        (folder(out, rid(i)) / "cases.jsonl").write_text("{}\n", encoding="utf-8")
+    assert resolve_run_folder("1", out, tmp_path, history=db) == (out / rid(1)).resolve()
+    assert resolve_run_folder("last", out, tmp_path, history=db) == (out / rid(2)).resolve()
+    with pytest.raises(ResumeError, match=r"cannot resume from '9': .*no run number 9"):
+        resolve_run_folder("9", out, tmp_path, history=db)

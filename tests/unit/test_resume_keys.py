@@ -143,7 +143,7 @@ def test_a_run_reference_is_an_id_or_a_folder(tmp_path: Path):
     assert resolve_run_folder("20260101T000000Z-aaaaaa", root, tmp_path) == folder.resolve()
     assert resolve_run_folder("runs/20260101T000000Z-aaaaaa", root, tmp_path) == \
         folder.resolve()
-    with pytest.raises(ResumeError, match=r"no run folder .*nope and no run with that id"):
+    with pytest.raises(ResumeError, match=r"cannot resume from 'nope': .*no such folder"):
         resolve_run_folder("nope", root, tmp_path)
     (tmp_path / "suite.yaml").write_text("x")
     with pytest.raises(ResumeError, match=r"a file, not a run folder .*--ragbench-resume=RUN"):
