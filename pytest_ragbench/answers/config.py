@@ -15,6 +15,7 @@ from ..budget.limits import Adaptive
 from ..errors import type_name, validation_message
 from ..llm.cache import CacheMode
 from ..llm.extractive import ExtractiveLLM
+from ..llm.guard import CallLimits
 from ..llm.usage import PriceTable
 from ..suite import schema
 
@@ -59,7 +60,7 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class LlmConfig:
     """A chat provider: ``type`` ``"openai"`` (with ``endpoint``), ``"extractive"``, or any
-    registered LLM type (built from the registry with ``params``)."""
+    registered LLM type (built from the registry with ``params``, called under ``limits``)."""
 
     type: str
     endpoint: EndpointConfig | None = None
@@ -67,6 +68,7 @@ class LlmConfig:
     max_sentences: int = 1  # extractive
     concurrency: int = 16
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+    limits: CallLimits = field(default_factory=CallLimits)  # registered types: how called
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -104,12 +106,14 @@ class JudgeConfig:
 @dataclass(frozen=True)
 class EmbedderConfig:
     """``type`` ``"hashing"`` (offline, ``dim``), ``"openai"`` (with ``endpoint``), or any
-    registered embedder type (built from the registry with ``params``)."""
+    registered embedder type (built from the registry with ``params``, called under
+    ``limits``)."""
 
     type: str
     dim: int = 256
     endpoint: EndpointConfig | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+    limits: CallLimits = field(default_factory=CallLimits)  # registered types: how called
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -208,9 +212,22 @@ def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> Endpoint
     )
 
 
+def _limits(model: schema.RegisteredLlm | schema.RegisteredEmbedder) -> CallLimits:
+    concurrency, adaptive = _concurrency(model.concurrency)
+    return CallLimits(
+        concurrency=concurrency, adaptive=adaptive, retries=model.retries,
+        backoff=float(model.backoff),
+        rpm=None if model.rpm is None else float(model.rpm),
+        tpm=None if model.tpm is None else float(model.tpm),
+        timeout=None if model.timeout is None else float(model.timeout),
+        case_timeout=None if model.case_timeout is None else float(model.case_timeout))
+
+
 def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm | schema.RegisteredLlm) -> LlmConfig:
     if isinstance(model, schema.RegisteredLlm):
-        return LlmConfig(model.type, params=dict(model.model_extra or {}))
+        limits = _limits(model)
+        return LlmConfig(model.type, params=dict(model.model_extra or {}), limits=limits,
+                         concurrency=limits.concurrency)
     if isinstance(model, schema.ExtractiveLlm):
         return LlmConfig("extractive", threshold=float(model.threshold),
                          max_sentences=model.max_sentences, concurrency=model.concurrency)
@@ -229,7 +246,8 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
     embedder = None
     if isinstance(model.embedder, schema.RegisteredEmbedder):
         embedder = EmbedderConfig(model.embedder.type,
-                                  params=dict(model.embedder.model_extra or {}))
+                                  params=dict(model.embedder.model_extra or {}),
+                                  limits=_limits(model.embedder))
     elif isinstance(model.embedder, schema.HashingEmbedderModel):
         embedder = EmbedderConfig("hashing", dim=model.embedder.dim)
     elif model.embedder is not None:
