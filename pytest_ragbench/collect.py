@@ -115,7 +115,8 @@ class CaseItem(pytest.Item):
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
         if runtime.suite.is_pipeline(self.retriever):
-            rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run)
+            rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run,
+                                            upcoming_runs=self.upcoming_cases)
         else:
             rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
                                    upcoming=self.upcoming_case_ids,

@@ -315,6 +315,48 @@ def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, mon
     assert by_case(recs, "tiny")["q1"]["usage"]["prompt_tokens"] > 10
 
 
+COUNTED = '''
+from pathlib import Path
+
+
+class Counted:
+    """A pipeline that logs each question it is asked."""
+
+    def answer(self, query):
+        with open(Path(__file__).with_name("asked.log"), "a") as fh:
+            fh.write(query.id + "\\n")
+        return {"answer": "a fine grind", "contexts": [{"id": "d1"}]}
+'''
+
+
+def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
+    from test_plugin_rag import judge_reply
+
+    pytester.makepyfile(counted=COUNTED)
+    with FakeOpenAIServer(reply=judge_reply, latency=0.3) as server:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines: {{sys: {{type: "counted:Counted"}}}}
+            metrics: [faithfulness]
+            judge:
+              llm: {{base_url: {server.base_url}, model: m, retries: 0, concurrency: 4}}
+            cache: off
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        result.assert_outcomes(passed=5)
+        # items report one by one, yet their judge calls were in flight together
+        assert server.count("/v1/chat/completions") == 5
+        assert 1 < server.max_in_flight <= 4
+    recs = records(pytester.path)
+    assert [r["case_id"] for r in recs] == ["q1", "q2", "q3", "q4", "q5"]
+    assert all(r["metrics"]["faithfulness"] == 0.5 and r["usage"]["requests"] == 1
+               for r in recs)
+    # asked ahead, but each question exactly once
+    assert sorted((pytester.path / "asked.log").read_text().split()) == [
+        "q1", "q2", "q3", "q4", "q5"]
+
+
 def test_judge_same_needs_a_generation_llm(pytester, app):
     app("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
