@@ -348,3 +348,27 @@ def unknown_provider_message(kind: str, type_name: str, known: list[str]) -> str
             f"{', '.join(known)} (or 'package.module:Factory')")
 
 
+
+
+def split_call_keys(kind: str, type_name: str, params: Mapping[str, Any],
+                    ) -> tuple[dict[str, Any], CallLimits | None]:
+    """A registered provider's spec as a suite reads it: (the factory's parameters, how it is
+    called), for the ``ragbench_llm`` / ``ragbench_embedder`` fixtures. Other kinds and the
+    built-in provider types keep every key and get ``None``. Raises ``ComponentError`` for
+    a bad value of a call key."""
+    from pydantic import ValidationError
+
+    from ..errors import ComponentError
+
+    builtins = {"llm": schema.BUILTIN_LLMS, "embedder": schema.BUILTIN_EMBEDDERS}.get(kind)
+    if builtins is None or type_name in builtins:
+        return dict(params), None
+    model_class = schema.RegisteredLlm if kind == "llm" else schema.RegisteredEmbedder
+    try:
+        model = model_class.model_validate({**params, "type": type_name})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or kind
+        raise ComponentError(f"{kind} {type_name!r} {where}: "
+                             f"{validation_message(dict(err))}") from None
+    return dict(model.model_extra or {}), _limits(model)
