@@ -30,8 +30,9 @@ Fixtures:
     mapping such as ``{"type": "hashing", "dim": 64}``); built once per process per spec and
     closed at the end of the session. A registered type is called as in a suite, under its
     call guard (retries, limits: the keys ``concurrency``, ``retries``, ``backoff``, ``rpm``,
-    ``tpm``, ``timeout``, ``case_timeout``). Both are async (``await llm.chat(...)``); a session-long
-    client should be used from one event loop, e.g. ``@pytest.mark.asyncio(loop_scope="session")``.
+    ``tpm``, ``timeout``, ``case_timeout``). Both are async (``await llm.chat(...)``); a
+    session-long client should be used from one event loop, e.g.
+    ``@pytest.mark.asyncio(loop_scope="session")``.
 ``ragbench_record``
     a :class:`CaseRecorder`: ``ragbench_record(name, value)`` records a metric,
     ``ragbench_record.evaluate(hits)`` scores hits with the suite's metrics. When the test

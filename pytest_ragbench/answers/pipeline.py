@@ -52,7 +52,7 @@ from ..llm.base import LLM, Embedder, LLMError, Message
 from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
 from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
-from ..llm.identity import ProviderId, strip_credentials
+from ..llm.identity import ProviderId, canonical_json, strip_credentials
 from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
 from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
@@ -77,7 +77,6 @@ class _Closable(Protocol):
     """What the pipeline closes at the end: its HTTP clients and guarded providers."""
 
     async def aclose(self) -> None: ...
-
 
 
 @dataclass(frozen=True)
@@ -644,7 +643,17 @@ def _build_registered(components: Callable[[str, str, Mapping[str, Any]], Any] |
 
 
 def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if isinstance(v, str | int | float | bool)}
+    """The parameters that can be part of a cache key: every one a suite file can write
+    (nested lists and mappings too, so changing one misses the cache); objects handed over
+    by a hook are left out."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            canonical_json(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
 
 
 def _guard(name: str, limits: CallLimits, endpoint: str, model: str,
