@@ -146,6 +146,7 @@ class CaseItem(pytest.Item):
             rec = {**copy.deepcopy(self.replay), "xfail": None}
         elif runtime.suite.is_pipeline(self.retriever):
             rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run,
+                                            upcoming_runs=self.upcoming_cases,
                                             on_error=on_error)
         else:
             rec = runtime.run_case(self.retriever, self.case_id, run=self.run,

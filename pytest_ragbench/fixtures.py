@@ -28,8 +28,11 @@ Fixtures:
     the component named by ``@pytest.mark.ragbench_components(llm=SPEC, embedder=SPEC)`` or
     by the ini options ``ragbench_llm`` / ``ragbench_embedder`` (a type name or a JSON
     mapping such as ``{"type": "hashing", "dim": 64}``); built once per process per spec and
-    closed at the end of the session. Both are async (``await llm.chat(...)``); a session-long
-    client should be used from one event loop, e.g. ``@pytest.mark.asyncio(loop_scope="session")``.
+    closed at the end of the session. A registered type is called as in a suite, under its
+    call guard (retries, limits: the keys ``concurrency``, ``retries``, ``backoff``, ``rpm``,
+    ``tpm``, ``timeout``, ``case_timeout``). Both are async (``await llm.chat(...)``); a
+    session-long client should be used from one event loop, e.g.
+    ``@pytest.mark.asyncio(loop_scope="session")``.
 ``ragbench_record``
     a :class:`CaseRecorder`: ``ragbench_record(name, value)`` records a metric,
     ``ragbench_record.evaluate(hits)`` scores hits with the suite's metrics, and
@@ -284,7 +287,9 @@ def _component(request: pytest.FixtureRequest, kind: str) -> Any:
     try:
         return _state(request.config).component(kind, spec)
     except RagbenchError as exc:
-        pytest.fail(f"ragbench_{kind}: {exc}", pytrace=False)
+        message = f"ragbench_{kind}: {exc}"
+    # outside the except block: the report shows the message, not a chained exception
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

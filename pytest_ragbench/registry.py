@@ -76,7 +76,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "llamaindex": "pytest_ragbench.pipelines.adapters:LlamaIndexPipeline",
     },
     "llm": {
-        "openai": "pytest_ragbench.llm.openai:OpenAIChat",
+        "openai": "pytest_ragbench.llm.openai:openai_chat",
         "extractive": "pytest_ragbench.llm.extractive:ExtractiveLLM",
     },
     "embedder": {

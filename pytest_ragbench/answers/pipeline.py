@@ -23,9 +23,13 @@ process will run ahead of time, and each item then blocks on its own result, in 
 Wrapping order of a paid provider (outermost first)::
 
     _MeteredLLM -> CachedLLM -> BudgetedLLM -> OpenAIChat
+    _MeteredLLM -> CachedLLM -> BudgetedLLM -> GuardedLLM -> a registered LLM
 
 so cache hits are served (and cost nothing) even when the budget is used up, and the per-case
-meter sees exactly what each call cost.
+meter sees exactly what each call cost. With a run budget there is no ``BudgetedLLM``: the
+client (or the guard) refuses and charges with each lease of its run-wide pool. A registered
+provider (or embedder) gets from :class:`~pytest_ragbench.llm.guard.GuardedLLM` what the
+OpenAI client does itself: retries, breaker, timeouts, its pool's concurrency and rate limits.
 """
 
 from __future__ import annotations
@@ -37,18 +41,20 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import jinja2
 
 from ..budget import RunBudget, RunCostBudget
 from ..budget.wiring import endpoint_limits, pool_key
 from ..datasets import Query
+from ..embedders import HashingEmbedder
 from ..errors import ComponentError, RagbenchError, did_you_mean
 from ..llm.base import LLM, Embedder, LLMError, Message
 from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
 from ..llm.extractive import ExtractiveLLM
-from ..llm.identity import ProviderId, strip_credentials
+from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
+from ..llm.identity import ProviderId, canonical_json, strip_credentials
 from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
 from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
@@ -57,7 +63,6 @@ from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
 from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
-from .hashing import HashingEmbedder
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
 from .prompt import _context_vars, _environment, _template_text, template_version
@@ -71,6 +76,12 @@ MetricRef = Any  # a metric name, or an object of the answer-metric contract
 
 
 # -- the pipeline ----------------------------------------------------------------------------
+
+
+class _Closable(Protocol):
+    """What the pipeline closes at the end: its HTTP clients and guarded providers."""
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,7 @@ class RagPipeline:
         meter: contextvars.ContextVar[_Meter | None],
         budget: CostBudget | RunCostBudget | None,
         cache: ResponseCache | None,
-        clients: Sequence[OpenAIChat | OpenAIEmbedder],
+        clients: Sequence[_Closable],
     ) -> None:
         self.config = config
         self.llm = llm
@@ -315,6 +326,18 @@ class RagPipeline:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
                 "cost": meter.cost, "errors": errors}
+
+    def submit_judgement(self, key: Hashable, query: Query, answer: str,
+                         contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                         run: int = 0) -> bool:
+        """Start :meth:`judge_answer` for ``key`` in the background, like :meth:`submit`
+        (a pipeline's answers are judged ahead while items report in order); collect it
+        with :meth:`result`."""
+        wanted = tuple(metrics)
+        _check_metrics(wanted)  # fail in the caller, not in the background
+        top = tuple((str(d), str(t)) for d, t in contexts)
+        return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
+                                                                     wanted, run))
 
     def judge_answer_sync(self, query: Query, answer: str,
                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
@@ -499,7 +522,7 @@ def build_pipeline(
         raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
     version = template_version(text)
 
-    clients: list[OpenAIChat | OpenAIEmbedder] = []
+    clients: list[_Closable] = []
     cache: ResponseCache | None = None
     try:
         if mode != "off":
@@ -521,7 +544,8 @@ def build_pipeline(
         def provider(llm_config: LlmConfig, key: str) -> tuple[LLM, ProviderId, str | None]:
             """The budgeted provider, its identity and its priced model (None when free)."""
             if llm_config.registered:
-                return _registered_llm(llm_config, key, config, budget, cache, components)
+                return _registered_llm(llm_config, key, config, budget, share, cache,
+                                       components, clients)
             if llm_config.type == "extractive":
                 extractive = ExtractiveLLM(threshold=llm_config.threshold,
                                            max_sentences=llm_config.max_sentences)
@@ -556,12 +580,19 @@ def build_pipeline(
 
         embedder: Embedder | None = None
         if config.embedder is not None and config.embedder.registered:
-            built = _build_registered(components, "embedder", config.embedder.type,
+            emb_type = config.embedder.type
+            built = _build_registered(components, "embedder", emb_type,
                                       config.embedder.params, _path(prefix, "embedder"))
-            pid = getattr(built, "provider_id", None) or ProviderId(
-                config.embedder.type, params=dict(config.embedder.params))
-            embedder = (CachedEmbedder(built, cache, provider_id=pid)
-                        if cache is not None else built)
+            pid = getattr(built, "provider_id", None)
+            if not isinstance(pid, ProviderId):
+                pid = ProviderId(emb_type, params=_scalars(config.embedder.params))
+            guarded = GuardedEmbedder(built, _guard(
+                f"embedder {emb_type!r}", config.embedder.limits,
+                pid.base_url or f"registered embedder {emb_type!r}", pid.model or emb_type,
+                share))
+            clients.append(guarded)
+            embedder = (CachedEmbedder(guarded, cache, provider_id=pid)
+                        if cache is not None else guarded)
         elif config.embedder is not None and config.embedder.type == "hashing":
             embedder = HashingEmbedder(dim=config.embedder.dim, nonzero=True)
         elif config.embedder is not None:
@@ -620,22 +651,58 @@ def _build_registered(components: Callable[[str, str, Mapping[str, Any]], Any] |
         raise _fail(key, str(exc)) from None
 
 
+def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that can be part of a cache key: every one a suite file can write
+    (nested lists and mappings too, so changing one misses the cache); objects handed over
+    by a hook are left out."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            canonical_json(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
+
+
+def _guard(name: str, limits: CallLimits, endpoint: str, model: str,
+           share: _RunShare | None, *, priced: bool = False) -> CallGuard:
+    """The call guard of a registered provider: a run-wide pool of its own with a run budget
+    (declared now, named by ``endpoint`` and ``model``), else local limits."""
+    if share is None:
+        return CallGuard(name, limits)
+    pool_limits = endpoint_limits(limits.concurrency, adaptive=limits.adaptive,
+                                  rpm=limits.rpm, tpm=limits.tpm)
+    key = pool_key(strip_credentials(endpoint), model, pool_limits)
+    share.budget.declare(key, pool_limits)
+    if priced and share.cost_key is not None and share.prices is not None:
+        prices = share.prices
+
+        def cost_of(usage: Usage) -> float:
+            return prices.cost(model, usage)
+
+        return CallGuard(name, limits, run_budget=share.budget, pool=key,
+                         cost_key=share.cost_key, cost_of=cost_of)
+    return CallGuard(name, limits, run_budget=share.budget, pool=key)
+
+
 def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
-                    budget: CostBudget | None, cache: ResponseCache | None,
+                    budget: CostBudget | RunCostBudget | None, share: _RunShare | None,
+                    cache: ResponseCache | None,
                     components: Callable[[str, str, Mapping[str, Any]], Any] | None,
-                    ) -> tuple[LLM, ProviderId, str | None]:
-    """A registered LLM type: cached, and budgeted and priced when ``prices`` names its model.
+                    clients: list[_Closable]) -> tuple[LLM, ProviderId, str | None]:
+    """A registered LLM type under its call guard: cached, and budgeted and priced when
+    ``prices`` names its model.
 
     Its identity (for cache keys) is its own ``provider_id`` or its type and parameters; its
     model for ``prices`` is its ``model`` parameter, else its type name. A priced one is
     wrapped like a paid built-in (by the caller); an unpriced one is cached here and costs 0.
     """
-    inner: LLM = _build_registered(components, "llm", llm_config.type, llm_config.params, key)
-    pid = getattr(inner, "provider_id", None)
+    name = llm_config.type
+    built: LLM = _build_registered(components, "llm", name, llm_config.params, key)
+    pid = getattr(built, "provider_id", None)
     if not isinstance(pid, ProviderId):
-        pid = ProviderId(llm_config.type, model=llm_config.model,
-                         params={k: v for k, v in llm_config.params.items()
-                                 if isinstance(v, str | int | float | bool)})
+        pid = ProviderId(name, model=llm_config.model, params=_scalars(llm_config.params))
     model = llm_config.model
     priced = config.prices is not None
     if config.prices is not None:
@@ -643,18 +710,24 @@ def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
             config.prices.price(model)
         except LLMError:
             priced = False
+    guarded = GuardedLLM(built, _guard(f"llm {name!r}", llm_config.limits,
+                                       pid.base_url or f"registered llm {name!r}", model,
+                                       share, priced=priced))
+    clients.append(guarded)
+    inner: LLM = guarded
     if not priced:
         if cache is not None:
             inner = CachedLLM(inner, cache, provider_id=pid)
         return inner, pid, None
     assert config.prices is not None
-    if budget is not None:
+    # a run budget refuses and charges inside the guard, with each lease
+    if budget is not None and share is None:
+        assert isinstance(budget, CostBudget)
         inner = BudgetedLLM(inner, budget, config.prices, model=model)
     return inner, pid, model
 
 
-def _close_quietly(clients: Sequence[OpenAIChat | OpenAIEmbedder],
-                   cache: ResponseCache | None) -> None:
+def _close_quietly(clients: Sequence[_Closable], cache: ResponseCache | None) -> None:
     async def close_all() -> None:
         for client in clients:
             with contextlib.suppress(Exception):

@@ -157,6 +157,10 @@ class SuiteRuntime:
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
+        # Pipeline cases asked ahead (output and wall ms, or the error) and those whose
+        # judging was started in the background: (pipeline, case, run).
+        self._answered: dict[tuple[str, str, int], tuple[Any, float] | CaseError] = {}
+        self._judging: set[tuple[str, str, int]] = set()
         # The process's run budget (set by the plugin's state); None: a budget per pipeline.
         self.run_budget: Callable[[], Any] | None = None
 
@@ -766,7 +770,63 @@ class SuiteRuntime:
             return None
         return f"{doc.title}. {doc.text}" if doc.title else doc.text
 
+    def _prefetch_judging(self, name: str, cases: Sequence[tuple[str, int]]) -> None:
+        """Ask pipeline ``name`` for the answers of the next cases and start judging them in
+        the background, so judge requests of several items are in flight while items report
+        in order. At most the judge's ``concurrency`` cases are ahead (asked and not yet
+        reported), so a slow pipeline is not asked far ahead of its items; each case is
+        asked once, and only cases this process will run are touched."""
+        from ..pipelines.contract import OutputError, normalise_output
+
+        judged = self._judged_metrics()
+        if not judged:
+            return
+        pipeline = self.pipeline()
+        instance = self.system(name)
+        window = pipeline.prefetcher.concurrency
+        ahead = {k for k in (*self._answered, *self._judging) if k[0] == name}
+        for cid, run in cases:
+            key = (name, cid, run)
+            if key in ahead or cid not in self._queries:
+                continue
+            if len(ahead) >= window:
+                break
+            ahead.add(key)
+            query = self._queries[cid]
+            try:
+                asked = self._ask(name, instance, query)
+            except CaseError as exc:
+                self._answered[key] = exc
+                continue
+            self._answered[key] = asked
+            try:
+                output = normalise_output(asked[0])
+            except OutputError:
+                continue  # the case itself says what is wrong with it
+            texts = self._judge_texts(output)
+            if texts is None:
+                continue
+            pipeline.submit_judgement(("judge", *key), query, output.answer, texts, judged,
+                                      run=run)
+            self._judging.add(key)
+
+    def _judged_metrics(self) -> list[str]:
+        """The answer metrics handed to the suite's judge: all of them when one needs the
+        judge or the embedder (as in :meth:`_judge_pipeline`), else none."""
+        return list(self._rag_metrics) if self._model_metrics() else []
+
+    def _judge_texts(self, output: Any) -> list[tuple[str, str]] | None:
+        """(id, text) of each context of a pipeline's output; None if one has no text."""
+        texts: list[tuple[str, str]] = []
+        for i, ctx in enumerate(output.contexts):
+            text = self._context_text(ctx)
+            if text is None:
+                return None
+            texts.append((ctx.id or f"context-{i + 1}", text))
+        return texts
+
     def run_pipeline_case(self, name: str, case_id: str, run: int = 0,
+                          upcoming_runs: Callable[[], Sequence[tuple[str, int]]] | None = None,
                           on_error: OnError | None = None) -> dict[str, Any]:
         """Evaluate one (pipeline, query) case and return its record (``on_error`` as for
         :meth:`run_case`).
@@ -775,16 +835,25 @@ class SuiteRuntime:
         baselines and A/B comparisons treat both alike) plus ``pipeline`` (the same name),
         ``answer``, ``contexts`` (ids, or texts where a context has no id), ``judge``,
         ``usage`` / ``cost`` (the pipeline's reported spend plus the judge's) and
-        ``system_usage`` (what the pipeline reported).
+        ``system_usage`` (what the pipeline reported). ``upcoming_runs`` returns the
+        (case, run) pairs of this pipeline this process will run next: their answers are
+        asked for and judged ahead (see :meth:`_prefetch_judging`).
         """
         from ..pipelines.contract import OutputError, normalise_output
 
         query = self.query(case_id)
         rec = self.new_record(name, case_id, run)
         rec["pipeline"] = name
+        if upcoming_runs is not None and self._rag_metrics:
+            # a judge or pipeline that cannot be had fails again below, in this case's record
+            with contextlib.suppress(CaseError):
+                self._prefetch_judging(name, [(case_id, run), *upcoming_runs()])
         try:
             instance = self.system(name)
-            raw, wall_ms = self._ask(name, instance, query)
+            asked = self._answered.pop((name, case_id, run), None)
+            if isinstance(asked, CaseError):
+                raise asked
+            raw, wall_ms = asked if asked is not None else self._ask(name, instance, query)
             try:
                 output = normalise_output(raw)
             except OutputError as exc:
@@ -875,9 +944,14 @@ class SuiteRuntime:
                     "give the suite the corpus)")}
                 return
             texts.append((ctx.id or f"context-{i + 1}", text))
+        key = (name, query.id, run)
         try:
-            out = self.pipeline().judge_answer_sync(query, output.answer, texts,
-                                                    self._rag_metrics, run=run)
+            if key in self._judging:
+                self._judging.discard(key)
+                out = self.pipeline().result(("judge", *key))
+            else:
+                out = self.pipeline().judge_answer_sync(query, output.answer, texts,
+                                                        self._rag_metrics, run=run)
         except CaseError as exc:
             _fail_case(rec, exc, on_error)
             return
@@ -976,6 +1050,8 @@ class SuiteRuntime:
         self._queries, self._documents, self._doc_ids = {}, {}, frozenset()
         self._batched.clear()
         self._retrieved.clear()
+        self._answered.clear()
+        self._judging.clear()
 
 
 def _spec_key(spec: ComponentSpec) -> str:

@@ -612,7 +612,25 @@ def _other_type(builtins: tuple[str, ...]) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "minLength": 1, "not": {"enum": list(builtins)}})
 
 
-class RegisteredLlm(_Open):
+class _CallKeys(_Open):
+    """The keys of a registered provider that set how it is called (retries, limits), the
+    same as an openai endpoint's; they are not passed to its factory."""
+
+    concurrency: Concurrency = Field(
+        16, description="calls in flight at once for the whole run (all workers): a number, "
+                        "'auto' or {auto: true, max: N, start: N}")
+    retries: AtLeastZero = Field(
+        4, description="retries after the first attempt of a call that failed with a "
+                       "retryable error (ProviderError, status 408/429/5xx, timeouts)")
+    backoff: NonNegative = Field(0.5, description="base delay of the exponential backoff, s")
+    rpm: Positive | None = Field(None, description="calls per minute limit")
+    tpm: Positive | None = Field(None, description="tokens per minute limit")
+    timeout: Positive | None = Field(None, description="seconds per attempt (default: none)")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one call may take, retries and waits for a slot included")
+
+
+class RegisteredLlm(_CallKeys):
     """An LLM of any registered type: a conftest registration, an installed package's
     ``ragbench.llms`` entry point or ``'package.module:Factory'``; the other keys are the
     factory's parameters (checked against its signature when the suite is collected)."""
@@ -621,7 +639,7 @@ class RegisteredLlm(_Open):
         description="a registered LLM name or 'package.module:Factory'")
 
 
-class RegisteredEmbedder(_Open):
+class RegisteredEmbedder(_CallKeys):
     """An embedder of any registered type (``ragbench.embedders`` entry point, conftest,
     ``'package.module:Factory'``); the other keys are the factory's parameters."""
 
