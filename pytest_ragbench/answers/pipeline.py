@@ -328,13 +328,13 @@ class RagPipeline:
                 "cost": meter.cost, "errors": errors}
 
     def submit_judgement(self, key: Hashable, query: Query, answer: str,
-                         contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                         contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                          run: int = 0) -> bool:
         """Start :meth:`judge_answer` for ``key`` in the background, like :meth:`submit`
         (a pipeline's answers are judged ahead while items report in order); collect it
         with :meth:`result`."""
         wanted = tuple(metrics)
-        _check_metrics(wanted)  # fail in the caller, not in the background
+        _check_metrics(wanted, self.config.metrics)  # fail in the caller, not in the background
         top = tuple((str(d), str(t)) for d, t in contexts)
         return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
                                                                      wanted, run))
