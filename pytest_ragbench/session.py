@@ -636,41 +636,16 @@ class RagbenchSession:
         tr = terminalreporter
         if self.summary is None:
             return
-        from .report.terminal import (
-            ab_lines,
-            baseline_lines,
-            dataset_lines,
-            gate_lines,
-            summary_lines,
-        )
+        from .options import summary_level
+        from .report.terminal import render_summary
 
         tr.write_sep("=", "ragbench summary")
-        if self.verdict is not None and self.verdict["partial"]:
-            tr.write_line(f"partial run: {self.verdict['coverage']} ran", yellow=True)
-        for line in summary_lines(self.summary):
-            tr.write_line(line)
-        for line in ab_lines(self.summary):
-            tr.write_line(line)
-        if self.summary["gates"]:
-            tr.write_line("gates:")
-            for line in gate_lines(self.summary["gates"]):
-                tr.write_line(line)
-        if "baseline" in self.summary and "rows" in self.summary["baseline"]:
-            tr.write_line(f"baseline {self.summary['baseline']['path']}:")
-            for line in dataset_lines(self.summary["baseline"].get("suites", [])):
-                tr.write_line(line)
-            for line in baseline_lines(self.baseline_rows):
-                tr.write_line(line)
-        for line in dict.fromkeys(self.messages):
-            tr.write_line(line)
-        for line in self.failures:
-            tr.write_line(line, red=True, bold=True)
-        if self.verdict is not None:
-            from .results.verdict import reason_line
-
-            tr.write_line(f"ragbench: {reason_line(self.verdict)}",
-                          green=self.verdict["passed"], red=not self.verdict["passed"],
-                          bold=True)
+        level = summary_level(self.config.getoption("ragbench_summary"),
+                              self.config.get_verbosity())
+        for line in render_summary(self.summary, self.baseline_rows, level=level,
+                                   verdict=self.verdict, messages=self.messages,
+                                   failures=self.failures):
+            tr.write_line(line.text, **line.markup)
 
     def pytest_unconfigure(self) -> None:
         self._sigterm.restore()
