@@ -595,7 +595,9 @@ class RagbenchSession:
             self._appender.close()
         write_cases_csv(run_dir / CASES_CSV, self.records.values())
         write_json(run_dir / SUMMARY_JSON, summary)
-        md = summary_markdown(summary, self.baseline_rows)
+        # -q and -v change only what the terminal shows; the option, the file too.
+        md = summary_markdown(summary, self.baseline_rows,
+                              level=self.config.getoption("ragbench_summary") or "default")
         (run_dir / SUMMARY_MD).write_text(md, encoding="utf-8")
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:

@@ -21,6 +21,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--history", type=Path, default=None, metavar="DB",
                    help="run history database for the trend lines (default: the "
                         "history.sqlite beside the runs folder, if any)")
+    from ..options import add_summary_option
+
+    add_summary_option(p.add_argument, prefix="")
     p.set_defaults(run=run)
 
 
@@ -32,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         paths = rerender(args.run_dir, html_path=args.html, history_db=args.history,
+                         summary_level=args.summary or "default",
                          on_note=lambda note: print(f"ragbench report: {note}",
                                                     file=sys.stderr))
     except (RunFolderError, HistoryError) as exc:

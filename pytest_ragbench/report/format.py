@@ -62,7 +62,7 @@ def duration(seconds: float | None) -> str:
     """A duration as a person reads it: ``45s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:

@@ -145,7 +145,7 @@ def table_lines(table: SuiteTable, *, ci: bool = True) -> list[str]:
 
     def row(values: Sequence[str]) -> str:
         cells = [v.rjust(w) if right else v.ljust(w)
-                 for v, w, (_, _, right) in zip(values, widths, cols)]
+                 for v, w, (_, _, right) in zip(values, widths, cols, strict=True)]
         return ("  " + "  ".join(cells)).rstrip()
 
     return [head, row([c[0] for c in cols]),
@@ -209,7 +209,7 @@ def gate_summary_lines(gates: Sequence[Mapping[str, Any]], level: str) -> list[s
     if level == "short":
         ordered = [g for g in ordered if gate_state(g) == "failed"]
     shown = ordered[:MAX_GATES] if level == "default" else ordered
-    lines = [f"gates: {counts}"] + gate_lines(shown)
+    lines = [f"gates: {counts}", *gate_lines(shown)]
     if len(ordered) > len(shown):
         rest = [gate_state(g) for g in ordered[len(shown):]]
         lines.append(f"  ... {len(rest)} more ({rest.count('failed')} failed) ({_MORE})")
