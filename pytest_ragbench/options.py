@@ -160,6 +160,11 @@ def addoption(parser: Any) -> None:
              "run folder as report.html)",
     )
     parser.addini(
+        "ragbench_progress_interval", type="string", default="10",
+        help="seconds between progress lines (LLM requests, tokens, cost, ETA) when the "
+             "output is not a terminal, e.g. in CI logs; 0 turns progress off (default 10)",
+    )
+    parser.addini(
         "ragbench_suites", type="linelist", default=[],
         help="suite files to collect as if given with --ragbench (relative to the rootdir)",
     )

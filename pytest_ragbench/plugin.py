@@ -117,6 +117,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from .session import RagbenchSession
 
         config.pluginmanager.register(RagbenchSession(config), "ragbench-session")
+        from .report.progress import ProgressReporter
+
+        config.pluginmanager.register(ProgressReporter(config, state.budget_totals),
+                                      "ragbench-progress")
         config.pluginmanager.register(_CaseResultRelay(config), "ragbench-case-result")
 
 
