@@ -124,8 +124,9 @@ class ProgressReporter:
         if isinstance(rec, dict) and rec.get("cost") is not None:
             self._case_cost = (self._case_cost or 0.0) + float(rec["cost"])
         if report.when == "teardown":
+            # between items: pytest has written this item's result and not the next one's
             self._items_done += 1
-        self.update()
+            self.update()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self) -> None:
@@ -156,19 +157,23 @@ class ProgressReporter:
             return None
         self._last = now
         text = progress.line()
+        if not tty:
+            # write_line ends pytest's line of dots; the next dots go on the line after ours
+            # (without the file name again, and without a blank line)
+            fspath = tr.currentfspath
+            tr.write_line(text)
+            tr.currentfspath = fspath
+            return progress
+        if _current_width(tr) and not owned:
+            tr.write("\n")
         if owned:
             tr.rewrite(text, erase=True)
         else:
-            if _current_width(tr):
-                tr.write("\n")
-            if tty:
-                tr.write(text)
-            else:
-                tr.write_line(text)
-        # pytest's next result starts a fresh line (with its file name) instead of being
-        # appended to the progress line
+            tr.write(text)
+        # the line is left open to be rewritten; pytest's next result starts a fresh line
+        # (with its file name) instead of being appended to it
         tr.currentfspath = None
-        self._owned_width = _current_width(tr) if tty else None
+        self._owned_width = _current_width(tr)
         return progress
 
     def _owns_line(self, tr: Any) -> bool:
