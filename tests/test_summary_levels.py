@@ -66,3 +66,10 @@ def test_default_short_and_full_in_a_run(pytester: pytest.Pytester, mini_suite) 
     pytester.runpytest("--ragbench=suite.yaml", "-q", "--ragbench-summary=full")
     md = (latest_run(pytester.path) / "summary.md").read_text(encoding="utf-8")
     assert "| retriever | cases | errors | ndcg@10 | recall@10 | mrr@10 | map@10 |" in md
+    # ragbench report re-renders summary.md at the level it is asked for
+    from pytest_ragbench.cli import main as ragbench_main
+
+    run = latest_run(pytester.path)
+    assert ragbench_main(["report", str(run), "--summary", "short"]) == 0
+    md = (run / "summary.md").read_text(encoding="utf-8")
+    assert "| system | cases | errors |" in md and "A/B" not in md and "| PASS |" not in md
