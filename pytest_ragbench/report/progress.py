@@ -149,7 +149,13 @@ class ProgressReporter:
         due = self._last + (TTY_INTERVAL if owned else self._interval)
         if not force and now < due:
             return None
-        progress = progress_of(self._totals(), items_done=self._items_done,
+        try:
+            totals = self._totals()
+        except Exception:
+            # a budget that is closing or slow to answer: progress is a courtesy, it never
+            # fails the run
+            return None
+        progress = progress_of(totals, items_done=self._items_done,
                                items_total=self._items_total,
                                elapsed=now - (self._t0 if self._t0 is not None else now),
                                case_cost=self._case_cost)
