@@ -7,9 +7,11 @@ process's :class:`~pytest_ragbench.budget.LocalBudget`, under xdist the controll
 done, the cost of finished cases when no cost cap counts it live). Nothing is shown while no
 LLM request was made, so retrieval-only runs print as before.
 
-On a terminal the line is rewritten in place while nothing else was written after it (a new
-line starts when pytest's own output came in between); elsewhere (CI logs) a plain line is
-written every ``ragbench_progress_interval`` seconds; with ``-q`` and no terminal, nothing.
+Lines are written between items (from the report hooks: a thread could not write while a case
+runs, pytest captures the output then). On a terminal the line is rewritten in place while
+nothing else was written after it; after pytest's own output a new line starts, at most every
+``ragbench_progress_interval`` seconds; elsewhere (CI logs) a plain line is written as often;
+with ``-q`` and no terminal, nothing.
 """
 
 from __future__ import annotations
