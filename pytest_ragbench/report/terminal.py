@@ -221,10 +221,9 @@ def baseline_section(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     """The comparison with the baseline: every row at ``full``; the regressed rows and a
     count otherwise (``short``: the count only)."""
     regressed = [r for r in rows if r["regressed"]]
-    head = f"baseline {base['path']}:"
+    lines = [f"baseline {base['path']}:", *dataset_lines(base.get("suites", []))]
     if level != "full":
-        head += f" {len(regressed)} of {len(rows)} metrics regressed"
-    lines = [head, *dataset_lines(base.get("suites", []))]
+        lines.append(f"  {len(regressed)} of {len(rows)} metrics regressed")
     if level == "full":
         lines += baseline_lines(rows)
     elif level == "default":

@@ -178,3 +178,20 @@ def test_markdown_escapes_names_in_the_compact_tables() -> None:
     assert "<b>" not in md
     assert "| &lt;b&gt;x\\|y&lt;/b&gt; | 50 |" in md
     assert "| ndcg@10 | splade | &lt;b&gt;x\\|y&lt;/b&gt; |" in md
+
+
+def test_baseline_section_by_level() -> None:
+    from pytest_ragbench.report.terminal import baseline_section
+
+    row = {"suite": "bench", "retriever": "bm25", "metric": "ndcg@10", "baseline": 0.5,
+           "current": 0.4, "delta": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_holm": 0.001,
+           "test": "permutation", "n": 50, "tolerance": "0.02", "regressed": True}
+    rows = [row, *({**row, "retriever": name, "regressed": False, "delta": 0.0}
+                   for name in SYSTEMS[1:])]
+    base = {"path": "base.json", "suites": []}
+    default = baseline_section(base, rows, "default")
+    assert default[:2] == ["baseline base.json:", "  1 of 5 metrics regressed"]
+    assert len(default) == 3 and default[2].startswith("  REGRESSED bench/bm25: ndcg@10")
+    assert baseline_section(base, rows, "short") == default[:2]
+    full = baseline_section(base, rows, "full")
+    assert len(full) == 6 and sum(line.startswith("  ok") for line in full) == 4
