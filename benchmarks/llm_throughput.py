@@ -13,9 +13,12 @@ client's overhead (target: <= 1.25x).
 Part 2 (judged metrics): requests and tokens per item for the four RAGAS metrics
 (faithfulness, answer relevancy, context precision, context recall) with
 ``pytest_ragbench.metrics.judge.Judge``, batched and per-metric, then a second batched pass
-through the response cache. The fake server's judge replies are valid JSON built from the
-prompt; its token counts are whitespace words, so compare rows with each other rather than
-with a real tokenizer's numbers.
+through the response cache, and the four with two custom criteria (a suite's ``type:
+criteria`` metrics) scored the way the plugin scores an item
+(``pytest_ragbench.metrics.contract.score_answer``): the criteria join the same single chat
+request, so the row must still read 1 chat and 1 embedding request per item. The fake
+server's judge replies are valid JSON built from the prompt; its token counts are whitespace
+words, so compare rows with each other rather than with a real tokenizer's numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_ragbench.llm.base import Message
 from pytest_ragbench.llm.cache import CachedEmbedder, CachedLLM, ResponseCache
@@ -85,6 +89,8 @@ def judge_reply(messages: Sequence[Message]) -> str:
     contexts = len(re.findall(r"^\[\d+\] ", prompt, flags=re.MULTILINE))
     wanted = re.search(r'"questions": (\d+) different questions', prompt)
     ctx = [1] if contexts else []
+    names = re.findall(r'^  "([^"]+)" \(an integer from', prompt, flags=re.MULTILINE)
+    rubric = {"criteria": {n: {"score": 4, "why": "clear"} for n in names}} if names else {}
     return json.dumps(
         {
             "answer_claims": [
@@ -115,6 +121,7 @@ def judge_reply(messages: Sequence[Message]) -> str:
                 f"Generated question {q}?" for q in range(int(wanted.group(1)) if wanted else 0)
             ],
             "noncommittal": 0,
+            **rubric,
         }
     )
 
@@ -128,7 +135,23 @@ async def judged_metric_costs(items: int) -> None:
     if not judge_available():
         print("judge metrics: not yet available")
         return
+    from pytest_ragbench.metrics.contract import AnswerSample, score_answer
     from pytest_ragbench.metrics.judge import Judge, JudgeInput
+    from pytest_ragbench.metrics.rag_components import BUILTIN_ANSWER_METRICS, criteria
+
+    rubrics = [
+        criteria("helpfulness", "Does the answer give the asker something to act on?",
+                 examples=[{"answer": "It depends.", "score": 1, "why": "evasive"}]),
+        criteria("tone", "Is the answer polite and neutral?", scale=[0, 10],
+                 inputs=["answer"]),
+    ]
+    with_criteria = [*(BUILTIN_ANSWER_METRICS[m]() for m in FOUR_METRICS), *rubrics]
+
+    async def score_item(judge: Judge, x: JudgeInput) -> Any:
+        sample = AnswerSample(x.question, x.answer, x.contexts, (x.reference or "",))
+        scores = await score_answer([(m.name, m) for m in with_criteria], sample, judge=judge,
+                                    embedder=judge.embedder)
+        return judge, scores
 
     inputs = [
         JudgeInput(
@@ -173,6 +196,21 @@ async def judged_metric_costs(items: int) -> None:
                     f"  {name:<22} {chat_requests:>9.2f} {embed_requests:>10.2f} "
                     f"{prompt:>11.1f} {completion:>10.1f} {scored:>4}/{items}"
                 )
+            # the plugin's path: four judged metrics and two custom criteria per item
+            metered = Judge(chat, embedder, mode="batched")
+            before_chat, before_embed = server.count(CHAT_PATH), server.count(EMBEDDINGS_PATH)
+            usage_before = chat.usage
+            outs = await asyncio.gather(*(score_item(metered, x) for x in inputs))
+            chat_requests = (server.count(CHAT_PATH) - before_chat) / items
+            embed_requests = (server.count(EMBEDDINGS_PATH) - before_embed) / items
+            prompt = (chat.usage.prompt_tokens - usage_before.prompt_tokens) / items
+            completion = (chat.usage.completion_tokens - usage_before.completion_tokens) / items
+            scored = sum(not s.errors and s.metrics["helpfulness"] == 0.75 for _, s in outs)
+            verdict = "OK" if chat_requests == 1 and embed_requests == 1 else "TOO MANY"
+            print(
+                f"  {'batched + 2 criteria':<22} {chat_requests:>9.2f} {embed_requests:>10.2f} "
+                f"{prompt:>11.1f} {completion:>10.1f} {scored:>4}/{items}  {verdict}"
+            )
         cache.close()
     print("  (requests counted at the server; tokens are what results report, cached included)")
 

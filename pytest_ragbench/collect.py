@@ -4,21 +4,33 @@ A system is a retriever or a pipeline (the user's RAG system); node ids read
 ``path/to/suite.yaml::<retriever or pipeline>::<query id>``. Query ``type``, ``difficulty``
 and ``tags`` become markers (``type_factoid``, ``difficulty_hard``, ``tag_numeric``), registered
 as they are met so ``--strict-markers`` accepts them.
+
+A case that errors shows one paragraph: the query and the reason. When a component (the user's
+retriever, pipeline or metric) raised, ``--tb=long|short|native``, ``-vv`` and ``--fulltrace``
+add its traceback, cut to the component's own frames, and ``--pdb`` stops in the frame that
+raised: the item re-raises the component's exception instead of a one-line failure.
 """
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .errors import RagbenchError
-from .records import USER_PROPERTY, mark_expected_failure
+from .records import CASE_KEY_FIELD, USER_PROPERTY, mark_expected_failure
 
 if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
     from .state import RagbenchState
+
+TRACEBACK_STYLES = ("long", "short", "native")
+"""``--tb`` styles that ask for a component's traceback (``auto``, the default, does with -vv)."""
 
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
 
@@ -27,6 +39,18 @@ def marker_name(prefix: str, value: str) -> str:
     """A valid marker name for a query attribute, e.g. ``difficulty_hard``."""
     slug = re.sub(r"\W+", "_", value.strip().lower()).strip("_") or "none"
     return f"{prefix}_{slug}"
+
+
+def query_marker_names(queries: Iterable[Any]) -> list[str]:
+    """The markers the queries' tags, type and difficulty give, each once, in order met."""
+    names: dict[str, None] = {}
+    for q in queries:
+        names.update((marker_name("tag", t), None) for t in q.tags)
+        if q.type:
+            names[marker_name("type", q.type)] = None
+        if q.difficulty:
+            names[marker_name("difficulty", q.difficulty)] = None
+    return list(names)
 
 
 class SuiteFile(pytest.File):
@@ -46,17 +70,8 @@ class SuiteFile(pytest.File):
         # error here rather than an error per item, and no request has been sent yet.
         runtime.prepare()
         state.collected_suites[self.nodeid] = runtime.suite
-        seen: set[str] = set()
-        for q in dataset.queries:
-            names = [marker_name("tag", t) for t in q.tags]
-            if q.type:
-                names.append(marker_name("type", q.type))
-            if q.difficulty:
-                names.append(marker_name("difficulty", q.difficulty))
-            for name in names:
-                if name not in seen:
-                    seen.add(name)
-                    state.register_marker(name)
+        for name in query_marker_names(dataset.queries):
+            state.register_marker(name)
         for spec in runtime.suite.systems:
             yield RetrieverGroup.from_parent(self, name=spec.name)
 
@@ -105,6 +120,13 @@ class CaseItem(pytest.Item):
         self.run = run
         #: The suite's ``xfail`` reason for this case (the item carries the matching mark).
         self.xfail_reason = xfail_reason
+        #: Set at the end of collection (:mod:`pytest_ragbench.resuming`): the case's key,
+        #: and the earlier run's record when this run resumes one and may reuse it.
+        self.case_key: dict[str, Any] | None = None
+        self.replay: dict[str, Any] | None = None
+        # The component's exception setup re-raised, and the traceback it was raised with,
+        # until the setup report is made (see error_repr).
+        self._raised: tuple[BaseException, TracebackType | None] | None = None
 
     def _suite_file(self) -> SuiteFile:
         node = self.parent.parent if self.parent else None
@@ -114,23 +136,79 @@ class CaseItem(pytest.Item):
     def setup(self) -> None:
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
-        if runtime.suite.is_pipeline(self.retriever):
-            rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run)
+        raised: list[tuple[BaseException, TracebackType | None]] = []
+
+        def on_error(exc: BaseException, tb: TracebackType | None) -> None:
+            raised.append((exc, tb))
+
+        if self.replay is not None:
+            # Resumed: the earlier record, re-labelled below as this run labels it.
+            rec = {**copy.deepcopy(self.replay), "xfail": None}
+        elif runtime.suite.is_pipeline(self.retriever):
+            rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run,
+                                            upcoming_runs=self.upcoming_cases,
+                                            on_error=on_error)
         else:
             rec = runtime.run_case(self.retriever, self.case_id, run=self.run,
                                    upcoming=self.upcoming_case_ids,
-                                   upcoming_runs=self.upcoming_cases)
+                                   upcoming_runs=self.upcoming_cases, on_error=on_error)
         if self.xfail_reason is not None:
             mark_expected_failure(rec, self.xfail_reason, applied=self._xfail_applied())
+        if self.case_key is not None:
+            rec[CASE_KEY_FIELD] = self.case_key
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
             # Per-metric properties so --junitxml carries the scores.
             self.user_properties.append((f"{USER_PROPERTY}.{name}", value))
         if rec["status"] == "error":
+            if raised and (self._shows_traceback() or self.config.getoption("usepdb", False)):
+                from .execution.runtime import user_traceback
+
+                exc, tb = raised[-1]
+                if not self.config.getoption("fulltrace", False):
+                    tb = user_traceback(tb)
+                self._raised = (exc, tb)
+                # The component's own exception, raised from its own frames: pytest's --pdb
+                # post-mortem starts in the frame that raised it. error_repr writes the report.
+                raise exc.with_traceback(tb)
             from .report.failure import format_case_failure
 
             # pytrace=False: the record says what went wrong; a traceback of the plugin would not.
             pytest.fail(format_case_failure(rec), pytrace=False)
+
+    def _shows_traceback(self) -> bool:
+        """Whether the options ask for tracebacks beyond pytest's default (``--tb=auto``)."""
+        style = self.config.getoption("tbstyle", "auto")
+        return (bool(self.config.getoption("fulltrace", False)) or style in TRACEBACK_STYLES
+                or (style == "auto" and self.config.get_verbosity() >= 2))
+
+    def error_repr(self, excinfo: pytest.ExceptionInfo[BaseException],
+                   ) -> str | TerminalRepr | None:
+        """The setup report's text when setup re-raised a component's exception (None for
+        any other failure): the record's paragraph, after the component's traceback when the
+        options ask for tracebacks. Called once, by the plugin's makereport hook."""
+        raised, self._raised = self._raised, None
+        if raised is None or excinfo.value is not raised[0]:
+            return None
+        from .report.failure import format_case_failure
+
+        text = format_case_failure(self.stash[RECORD_KEY])
+        if not self._shows_traceback():
+            return text
+        exc, tb = raised
+        fulltrace = bool(self.config.getoption("fulltrace", False))
+        info = (excinfo if fulltrace or tb is None
+                else pytest.ExceptionInfo.from_exc_info((type(exc), exc, tb)))
+        style = self.config.getoption("tbstyle", "auto")
+        verbosity = self.config.get_verbosity()
+        longrepr = info.getrepr(
+            showlocals=bool(self.config.getoption("showlocals", False)),
+            style="long" if fulltrace or style not in TRACEBACK_STYLES else style,
+            tbfilter=not fulltrace, funcargs=True, truncate_locals=verbosity <= 1)
+        # a section (not a string) keeps the crash line of pytest's short summary and
+        # survives xdist's report serialisation
+        longrepr.addsection("ragbench case", text)
+        return longrepr
 
     def _xfail_applied(self) -> bool:
         """Whether pytest honours this item's xfail mark: ``--runxfail`` (or disabling the
@@ -165,8 +243,9 @@ class CaseItem(pytest.Item):
             except ValueError:
                 return []
         group = self.parent
+        # Replayed cases need no retrieval or answer: they are not batched or prefetched.
         return [(it.case_id, it.run) for it in candidates
-                if isinstance(it, CaseItem) and it.parent is group]
+                if isinstance(it, CaseItem) and it.parent is group and it.replay is None]
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]

@@ -28,11 +28,25 @@ Fixtures:
     the component named by ``@pytest.mark.ragbench_components(llm=SPEC, embedder=SPEC)`` or
     by the ini options ``ragbench_llm`` / ``ragbench_embedder`` (a type name or a JSON
     mapping such as ``{"type": "hashing", "dim": 64}``); built once per process per spec and
-    closed at the end of the session. Both are async (``await llm.chat(...)``); a session-long
-    client should be used from one event loop, e.g. ``@pytest.mark.asyncio(loop_scope="session")``.
+    closed at the end of the session. A registered type is called as in a suite, under its
+    call guard (retries, limits: the keys ``concurrency``, ``retries``, ``backoff``, ``rpm``,
+    ``tpm``, ``timeout``, ``case_timeout``). Both are async (``await llm.chat(...)``); a
+    session-long client should be used from one event loop, e.g.
+    ``@pytest.mark.asyncio(loop_scope="session")``.
 ``ragbench_record``
     a :class:`CaseRecorder`: ``ragbench_record(name, value)`` records a metric,
-    ``ragbench_record.evaluate(hits)`` scores hits with the suite's metrics. When the test
+    ``ragbench_record.evaluate(hits)`` scores hits with the suite's metrics, and
+    ``ragbench_record.score(answer, contexts)`` scores an answer with the suite's answer
+    metrics (lexical, judged, custom criteria, third-party: one judge request per test, as
+    for a collected item), DeepEval's ``assert_test`` pattern::
+
+        @pytest.mark.ragbench_suite("suites/qa.ragbench.yaml", retriever="bm25")
+        def test_my_rag_app(ragbench_case, ragbench_record):
+            out = my_app.ask(ragbench_case.text)
+            scores = ragbench_record.score(out.answer, [c.text for c in out.sources])
+            assert scores["faithfulness"] >= 0.8
+
+    When the test
     passes or fails, a record in the same schema as a collected case is attached to its report
     and aggregated by the controller like any case, as suite ``<test file>::<function>`` (so
     its summary is separate from the collected suite's), status ``ok`` or ``failed``. Metric
@@ -51,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import CaseRecord, clean_float, make_record
+from .records import CaseRecord, add_answer, clean_float, make_record
 
 if TYPE_CHECKING:
     from .datasets import Query
@@ -273,7 +287,9 @@ def _component(request: pytest.FixtureRequest, kind: str) -> Any:
     try:
         return _state(request.config).component(kind, spec)
     except RagbenchError as exc:
-        pytest.fail(f"ragbench_{kind}: {exc}", pytrace=False)
+        message = f"ragbench_{kind}: {exc}"
+    # outside the except block: the report shows the message, not a chained exception
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -298,6 +314,7 @@ class CaseRecorder:
         self._ref = ref
         self.metrics: dict[str, float | None] = {}
         self._scored: dict[str, Any] | None = None
+        self._answered: dict[str, Any] | None = None
         self.latency_ms: float | None = None
 
     def __call__(self, name: str, value: float | None) -> None:
@@ -334,6 +351,51 @@ class CaseRecorder:
             self.latency_ms = latency_ms
         return dict(rec["metrics"])
 
+    def score(self, answer: str, contexts: Sequence[Any] = (), *, question: str | None = None,
+              references: Sequence[str] | None = None) -> dict[str, float | None]:
+        """Score ``answer`` and the ``contexts`` it used with the suite's answer metrics.
+
+        ``contexts`` are texts, ``{"id", "text"}`` mappings or corpus document ids given as
+        ``{"id": ...}`` (best first). ``question`` and ``references`` default to the case's
+        text and reference answers. The record of the test gets the answer, its metrics, the
+        judge's verdicts, usage and cost, and aggregates like a collected item. Returns the
+        answer metrics' values (None: not computable); raises :class:`RagbenchError` when a
+        metric could not be computed because something failed (the judge, a metric).
+        """
+        from dataclasses import replace
+
+        from .pipelines.contract import OutputError, normalise_output
+
+        if self._runtime is None or self._ref is None:
+            raise RagbenchError("ragbench_record.score needs a test parametrized over a "
+                                "suite's cases")
+        runtime, ref = self._runtime, self._ref
+        wanted = {m.name for m in runtime.suite.metrics if m.needs is not None}
+        if not wanted:
+            raise RagbenchError(f"ragbench_record.score: suite {runtime.suite.name!r} lists no "
+                                "answer metric (e.g. token_f1, faithfulness, a criteria entry)")
+        query = runtime.query(ref.case_id)
+        if question is not None:
+            query = replace(query, text=str(question))
+        if references is not None:
+            if isinstance(references, str):
+                references = [references]
+            query = replace(query, reference_answers=tuple(str(r) for r in references))
+        if not isinstance(contexts, Sequence) or isinstance(contexts, str | bytes):
+            raise RagbenchError(f"ragbench_record.score: contexts must be a list, got "
+                                f"{type(contexts).__name__}")
+        try:
+            output = normalise_output({"answer": answer, "contexts": list(contexts)})
+        except OutputError as exc:
+            raise RagbenchError(f"ragbench_record.score: {exc}") from None
+        rec = runtime.new_record(ref.retriever, ref.case_id)
+        runtime.score_answer(rec, query, output)
+        self._answered = rec
+        values = {k: v for k, v in rec["metrics"].items() if k in wanted}
+        if rec["status"] == "error":
+            raise RagbenchError(f"ragbench_record.score: {rec['error']['message']}")
+        return values
+
     def build(self, report: pytest.TestReport) -> CaseRecord | None:
         """The record for the finished test, or None when it was skipped."""
         if report.skipped:
@@ -352,10 +414,13 @@ class CaseRecorder:
                 query=base["query"], type=base["type"], difficulty=base["difficulty"],
                 tags=base["tags"],
                 metrics={**(base["metrics"] if self._scored is not None else {}),
-                         **self.metrics},
+                         **self._answer_metrics(), **self.metrics},
                 n_relevant=base["n_relevant"], no_relevant=base["no_relevant"])
             rec["latency_ms"] = base["latency_ms"]
             rec["retrieved"], rec["missed"] = base["retrieved"], base["missed"]
+            if self._answered is not None:
+                add_answer(rec, self._answered)
+            rec["relevant_ranks"] = base["relevant_ranks"]
         else:
             rec = make_record(suite=suite_id, suite_name=item.name, retriever="-",
                               case_id=item.name, metrics=self.metrics)
@@ -363,6 +428,12 @@ class CaseRecorder:
             rec["latency_ms"] = round(self.latency_ms, 3)
         rec["status"] = "ok" if report.passed else "failed"
         return rec
+
+    def _answer_metrics(self) -> dict[str, float | None]:
+        if self._answered is None or self._runtime is None:
+            return {}
+        wanted = {m.name for m in self._runtime.suite.metrics if m.needs is not None}
+        return {k: v for k, v in self._answered["metrics"].items() if k in wanted}
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ComponentError
+from .llm.guard import GUARD_KEYS
 from .registry import CONTEXT_PARAMS, KINDS, ComponentInfo, Registry, display_name
 
 Line = tuple[str, dict[str, Any]]
@@ -33,6 +34,15 @@ Line = tuple[str, dict[str, Any]]
 _TITLES = {"retriever": "retrievers", "pipeline": "pipelines", "llm": "LLMs",
            "embedder": "embedders",
            "metric": "metrics"}
+
+# The keys of the call wrapper every registered provider runs under (llm/guard.py).
+_CALL_KEYS = ", ".join(GUARD_KEYS)
+_CALL_NOTES = {
+    "llm": f"In a suite's llm: or judge: {{llm: ...}}, every type but openai and extractive "
+           f"also takes {_CALL_KEYS} (how it is called: retries, limits; not passed to it).",
+    "embedder": f"In a suite's embedder:, every type but openai and hashing also takes "
+                f"{_CALL_KEYS} (how it is called: retries, limits; not passed to it).",
+}
 
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -234,6 +244,8 @@ def render_listing(registry: Registry, *, footer: str = "") -> Iterator[Line]:
         for info in infos.values():
             for text, markup in describe(info):
                 yield (f"  {text}", markup)
+        if kind in _CALL_NOTES:
+            yield (f"  {_CALL_NOTES[kind]}", {})
     yield ("", {})
     yield ("Any type may also be written as 'package.module:Factory'. Origins: built-in, "
            "distribution (entry point), conftest or plugin (pytest_ragbench_register)."

@@ -72,9 +72,10 @@ def add_history_option(addoption: AddOption, prefix: str = "ragbench-",
     """Register ``--{prefix}history`` (plus ``aliases``, e.g. the command's older ``--db``)."""
     addoption(
         f"--{prefix}history", *aliases, default=None, metavar="PATH",
-        help="SQLite run history: pytest runs are appended to it, baselines ('last', "
-             "'best', a run id) are read from it (default: .ragbench/history.sqlite under the "
-             "rootdir; for the ragbench command, under the current directory)",
+        help="SQLite run history: pytest runs are appended to it, baselines (a run "
+             "number, 'last', 'best', a run id) are read from it (default: "
+             ".ragbench/history.sqlite under the rootdir; for the ragbench command, under the "
+             "current directory)",
     )
 
 
@@ -124,8 +125,9 @@ def addoption(parser: Any) -> None:
     group.addoption(
         "--ragbench-baseline", default=None, metavar="REF",
         help="compare this run per query against a baseline: a baseline JSON file, a run "
-             "folder, or from the run history 'last', 'best' or a run id; gates against the "
-             "baseline (drop, no significant drop) and the tolerance decide the verdict",
+             "folder, or from the run history a run number (the # of 'ragbench history'), "
+             "'last', 'best' or a run id; gates against the baseline (drop, no significant "
+             "drop) and the tolerance decide the verdict",
     )
     add_gate_options(group.addoption)
     add_history_option(group.addoption)
@@ -155,6 +157,14 @@ def addoption(parser: Any) -> None:
              "and the 'run' retriever",
     )
     group.addoption(
+        "--ragbench-resume", nargs="?", const="latest", default=None, metavar="RUN",
+        help="finish an earlier run: reuse its finished cases whose suite, dataset, system "
+             "parameters, case and repetition are unchanged, run the rest (missing or "
+             "errored), and report old and new as one run. RUN: a run id or run folder "
+             "(default: the newest unfinished run of the same suites; with --lf the newest "
+             "run)",
+    )
+    group.addoption(
         "--ragbench-html", default=None, metavar="PATH",
         help="also write the self-contained HTML report to PATH (it is always written to the "
              "run folder as report.html)",
@@ -167,4 +177,9 @@ def addoption(parser: Any) -> None:
     parser.addini(
         "ragbench_suites", type="linelist", default=[],
         help="suite files to collect as if given with --ragbench (relative to the rootdir)",
+    )
+    parser.addini(
+        "ragbench_keep_runs", type="string", default="",
+        help="after each run keep the newest N runs' folders and history rows, and the runs a "
+             "baseline points at; delete older ones (default: keep every run)",
     )

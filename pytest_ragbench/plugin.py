@@ -1,15 +1,16 @@
 """pytest entry point (pytest11) of pytest-ragbench: options, configuration and collection hooks.
 
 Per-process state is in :mod:`pytest_ragbench.state`. The controller-side aggregation lives in
-:mod:`pytest_ragbench.session` and is imported and registered only where ``not hasattr(config,
-"workerinput")``; workers only collect and run cases. The hooks this plugin adds are in
+:mod:`pytest_ragbench.session`, imported at one boundary (``_ControllerStart``): only on the
+controller (``not hasattr(config, "workerinput")``) and only in a run that has ragbench cases;
+workers only collect and run cases. The hooks this plugin adds are in
 :mod:`pytest_ragbench.hookspecs`, the fixtures in :mod:`pytest_ragbench.fixtures`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
 from .registry import Registry
+from .resuming import CaseResume
 from .state import (
     COLLECTED_ATTR,
     REPORT_ATTR,
@@ -26,20 +28,74 @@ from .state import (
 )
 from .suite.files import is_suite_file
 
-if TYPE_CHECKING:
-    pass
 
+class _ControllerStart:
+    """Controller only: starts the controller session once the run turns out to have cases.
 
-class _CaseResultRelay:
-    """Controller only: hands every arriving record to ``pytest_ragbench_case_result``."""
+    :mod:`pytest_ragbench.session` imports aggregation, statistics, history and the renderers;
+    this is the one place it is imported (as pytest-xdist imports its ``DSession`` only in
+    distribution mode). Explicit suites start it at configure, so its usage checks come
+    before collection; suites found by collection, ``ragbench_suite`` tests and hand-written
+    ``ragbench_record`` tests start it when their items or first record show up. It also
+    hands every arriving record to ``pytest_ragbench_case_result``.
+    """
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.session: Any = None
+        # What the xdist workers collected and the failures so far, for a session started
+        # after the fact (it counts failed items for the verdict).
+        self._node_ids: list[tuple[Any, list[str]]] = []
+        self._failed: list[pytest.TestReport] = []
 
+    def start(self) -> Any:
+        if self.session is None:
+            from .session import RagbenchSession
+
+            self.session = RagbenchSession(self.config)
+            self.config.pluginmanager.register(self.session, "ragbench-session")
+        return self.session
+
+    def _has_cases(self, nodeids: Any) -> bool:
+        explicit = self.config.stash[STATE_KEY].explicit
+        for nodeid in nodeids:
+            path = Path(nodeid.split("::")[0])
+            if is_suite_file(path) or (self.config.rootpath / path).resolve() in explicit:
+                return True
+        return False
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.session is None and any(
+                isinstance(item, CaseItem) or "ragbench_record" in getattr(
+                    item, "fixturenames", ()) for item in session.items):
+            # Registered during this hook's call: pluggy does not add it to the call.
+            self.start().pytest_collection_finish(session)
+
+    @pytest.hookimpl(optionalhook=True, tryfirst=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.session is None:
+            self._node_ids.append((node, ids))
+            if self._has_cases(ids):
+                self.start().pytest_xdist_node_collection_finished(node, ids)
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = getattr(report, REPORT_ATTR, None)
-        if isinstance(rec, dict):
-            self.config.hook.pytest_ragbench_case_result(record=rec, config=self.config)
+        if not isinstance(rec, dict):
+            if self.session is None and report.failed:
+                self._failed.append(report)
+            return
+        if self.session is None:
+            # A hand-written record under xdist: the controller saw only node ids.
+            session = self.start()
+            for node, ids in self._node_ids:
+                session.pytest_xdist_node_collection_finished(node, ids)
+            for earlier in self._failed:
+                session.pytest_runtest_logreport(earlier)
+            session.pytest_runtest_logreport(report)
+            self._node_ids, self._failed = [], []
+        self.config.hook.pytest_ragbench_case_result(record=rec, config=self.config)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -113,15 +169,34 @@ def pytest_configure(config: pytest.Config) -> None:
     state.explicit = _suite_args(config)
     if state.explicit:
         _add_suites_to_args(config, state.explicit)
+        if getattr(config.option, "markers", False):
+            _register_query_markers(state)
     if not hasattr(config, "workerinput"):
-        from .session import RagbenchSession
-
-        config.pluginmanager.register(RagbenchSession(config), "ragbench-session")
+        starter = _ControllerStart(config)
+        config.pluginmanager.register(starter, "ragbench-controller-start")
+        if state.explicit:
+            starter.start()
         from .report.progress import ProgressReporter
 
         config.pluginmanager.register(ProgressReporter(config, state.budget_totals),
                                       "ragbench-progress")
-        config.pluginmanager.register(_CaseResultRelay(config), "ragbench-case-result")
+    # Every process: case keys for the records, and the replays of a resumed run.
+    config.pluginmanager.register(CaseResume(config), "ragbench-resume")
+
+
+def _register_query_markers(state: RagbenchState) -> None:
+    """Register the query markers of the given suites now: ``pytest --markers`` prints before
+    collection, which registers them otherwise."""
+    from .collect import query_marker_names
+    from .datasets import load_dataset
+
+    for path in state.explicit:
+        try:
+            queries = load_dataset(state.load_suite(path).dataset).queries
+        except (RagbenchError, OSError, ValueError) as exc:
+            raise pytest.UsageError(f"ragbench: {exc}") from None
+        for name in query_marker_names(queries):
+            state.register_marker(name)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -263,6 +338,9 @@ def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if call.when == "setup" and isinstance(item, CaseItem):
+        longrepr = item.error_repr(call.excinfo) if call.excinfo is not None else None
+        if longrepr is not None:
+            report.longrepr = longrepr
         rec = item.stash.get(RECORD_KEY, None)
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).

@@ -24,6 +24,10 @@ Fields (schema version 1)::
     no_relevant     True when the query is judged but has no relevant document
     retrieved       [[doc_id, score, grade | None], ...] top ``record_depth`` in evaluation order
     missed          [[doc_id, grade], ...] relevant documents not retrieved within k
+    relevant_ranks  {doc_id: rank | None} every relevant (grade > 0) document's 1-based rank in
+                    the whole ranking of depth k (not only the ``record_depth`` kept in
+                    ``retrieved``), None when it was not retrieved within k; ranked ones first
+                    by rank, then the rest as in ``missed``
     thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"}, ...]
     xfail           None, or {"reason": str, "outcome": "xfailed" | "xpassed" | None} when the
                     suite lists the case under ``xfail`` (a known failure). ``outcome`` is what
@@ -32,6 +36,9 @@ Fields (schema version 1)::
                     apply the xfail mark (``--runxfail``). ``status`` keeps the case's own
                     verdict ("failed" for a missed threshold), so an xfailed case is still
                     "failed" there; read :func:`case_outcome` to show or count cases.
+    case_key        None, or {"key", "settings", "dataset", "system", "version"}: what the
+                    record depends on, hashed (see :mod:`pytest_ragbench.results.resume`); a
+                    resumed run reuses a finished record whose key is the case's key now
 
 Cases that generate answers add, after these, the fields of an :class:`AnswerPart`:
 
@@ -47,18 +54,19 @@ collected cases (:mod:`pytest_ragbench.execution.runtime`), the hand-written tes
 records with it, so every producer writes the same keys in the same order.
 
 Readers take records of every version: a missing field reads as its default (``xfail``: None,
-so older records show their plain status).
+so older records show their plain status; ``relevant_ranks``: {}, nothing to show).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
 SCHEMA_VERSION = 1
 USER_PROPERTY = "ragbench_record"
+CASE_KEY_FIELD = "case_key"
 
 
 class CaseFailure(TypedDict):
@@ -116,8 +124,10 @@ class _RecordFields(TypedDict):
     no_relevant: bool
     retrieved: list[list[Any]]
     missed: list[list[Any]]
+    relevant_ranks: dict[str, int | None]
     thresholds: list[ThresholdCheck]
     xfail: dict[str, Any] | None
+    case_key: dict[str, Any] | None
 
 
 class CaseRecord(_RecordFields, total=False):
@@ -169,12 +179,33 @@ def make_record(
         "no_relevant": bool(no_relevant),
         "retrieved": [],
         "missed": [],
+        "relevant_ranks": {},
         "thresholds": [],
         "xfail": None,
+        "case_key": None,
     }
     if answer is not None:
         add_answer(rec, answer)
     return rec
+
+
+def relevant_ranks(ranked: Sequence[str], grades: Mapping[str, int]) -> dict[str, int | None]:
+    """Each relevant (grade > 0) document of ``grades`` by its 1-based rank in ``ranked``.
+
+    ``ranked`` is the whole ranking of the case (depth k), so a relevant document ranked below
+    what a record keeps still shows where it is. Ranked documents come first by rank, then the
+    ones not retrieved (None) by grade, highest first, and id, as ``missed`` lists them.
+    """
+    relevant = {d for d, g in grades.items() if g > 0}
+    if not relevant:
+        return {}
+    found: dict[str, int | None] = {}
+    for rank, doc_id in enumerate(ranked, 1):
+        if doc_id in relevant and doc_id not in found:
+            found[doc_id] = rank
+    absent = sorted(relevant.difference(found), key=lambda d: (-grades[d], d))
+    found.update(dict.fromkeys(absent))
+    return found
 
 
 def add_answer(rec: CaseRecord, part: AnswerPart | Mapping[str, Any]) -> None:

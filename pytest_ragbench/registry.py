@@ -76,7 +76,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "llamaindex": "pytest_ragbench.pipelines.adapters:LlamaIndexPipeline",
     },
     "llm": {
-        "openai": "pytest_ragbench.llm.openai:OpenAIChat",
+        "openai": "pytest_ragbench.llm.openai:openai_chat",
         "extractive": "pytest_ragbench.llm.extractive:ExtractiveLLM",
     },
     "embedder": {
@@ -104,6 +104,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "context_precision": "pytest_ragbench.metrics.rag_components:context_precision",
         "context_recall": "pytest_ragbench.metrics.rag_components:context_recall",
         "answer_correctness": "pytest_ragbench.metrics.rag_components:answer_correctness",
+        "criteria": "pytest_ragbench.metrics.rag_components:criteria",
     },
 }
 
@@ -492,7 +493,7 @@ def _is_union(core_schema: Any) -> bool:
 
 def param_types(factory: Callable[..., Any]) -> dict[str, Any]:
     """Parameter name -> pydantic TypeAdapter of its hint, for the hints pydantic can check."""
-    from pydantic import ConfigDict, PydanticSchemaGenerationError, TypeAdapter
+    from pydantic import ConfigDict, PydanticUserError, TypeAdapter
 
     try:
         sig = inspect.signature(factory)
@@ -519,7 +520,9 @@ def param_types(factory: Callable[..., Any]) -> dict[str, Any]:
             continue
         try:
             out[p.name] = TypeAdapter(hint, config=config)
-        except (PydanticSchemaGenerationError, TypeError, NameError, ValueError):
+        # PydanticUserError covers a hint it cannot build a schema for and a dataclass or
+        # model hint (those refuse the config): such parameters are not checked
+        except (PydanticUserError, TypeError, NameError, ValueError):
             continue
     return out
 

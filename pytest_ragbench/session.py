@@ -21,12 +21,15 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from .budget.wiring import budget_lines, budget_report
 from .errors import RagbenchError
-from .records import error_record, jsonable
+from .options import summary_level
+from .records import case_outcome, error_record, jsonable
+from .report.documents import shown_document_texts
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
@@ -39,26 +42,40 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .results.verdict import Coverage
+from .report.html import write_html
+from .report.junit import add_gate_testcases
+from .report.rerender import history_from_db, history_from_runs
+from .report.terminal import render_summary
+from .report.views import gate_failure_line, with_failure_lines
+from .results.aggregate import summarize_run
+from .results.baseline import BaselineError, baseline_run_ids, make_baseline, save_baseline
+from .results.compare import (
+    HISTORY_SPECS,
+    Overrides,
+    check_reference,
+    compare_docs,
+    load_side,
+    match_suites,
+)
+from .results.history import DEFAULT_HISTORY, HistoryError, RunHistory
+from .results.resume import ResumeTally, resume_line
+from .results.retention import prune_lines, prune_runs
+from .results.runfile import save_runs
+from .results.runfolder import KEEP_RUNS_INI, make_run_folder, parse_keep_runs
+from .results.spec import SuiteSpec, suite_spec
+from .results.verdict import Coverage, coverage_text, make_verdict
+from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
-if TYPE_CHECKING:
-    from .results.spec import SuiteSpec
-
-# Aggregation, statistics (numpy), baselines, history (sqlite3) and the terminal formatters are
-# imported when a run has records: this module is loaded by every pytest run in an environment
-# with the plugin installed, and most of those runs collect no suite.
+# This module imports aggregation, statistics (numpy, scipy), baselines, history (sqlite3) and
+# the renderers: pytest_ragbench.plugin imports it only once a run turns out to have ragbench
+# cases, so runs without suites pay for none of them.
 
 # Distribution -> import name. A module already imported reports the version of the code that
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
 _PACKAGES = {"pytest-ragbench": "pytest_ragbench", "pytest": "pytest", "pytest-xdist": "xdist",
              "numpy": "numpy", "scipy": "scipy", "rank-bm25": "rank_bm25", "httpx": "httpx"}
-
-
-# history.DEFAULT_HISTORY, not imported from there: it loads sqlite3 and the statistics, and
-# every pytest run asks for the path at start-up (tests check that the two agree).
-DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
 
 
 def _now() -> str:
@@ -134,10 +151,9 @@ class RagbenchSession:
         self.messages: list[str] = []
         self.failures: list[str] = []
         self.run_dir: Path | None = None
-        out = config.getoption("ragbench_out")
-        self.out_root = (
-            (config.invocation_params.dir / out) if out else config.rootpath / ".ragbench" / "runs"
-        )
+        self.out_root = runs_root(config)
+        self.resume: ResumeTally | None = (
+            ResumeTally() if config.getoption("ragbench_resume", None) is not None else None)
         self.write_files = not config.getoption("ragbench_no_output")
         self._git: GitCommitLookup | None = None
         # Cases each suite holds as collected (suite id -> count), before any deselection;
@@ -155,6 +171,8 @@ class RagbenchSession:
         self.baseline_doc: dict[str, Any] | None = None
         self.baseline_label: str | None = None
         self._baseline_matched = False
+        self._saved_baseline: Path | None = None
+        self.keep_runs = self._keep_runs()
         if self.write_files:
             check_out_dir(self.out_root)
             if not config.getoption("ragbench_no_history"):
@@ -162,12 +180,19 @@ class RagbenchSession:
         if self.baseline_spec:
             self._check_baseline_reference()
 
+    def _keep_runs(self) -> int | None:
+        """The ``ragbench_keep_runs`` ini value; a bad one is a usage error now."""
+        try:
+            return parse_keep_runs(self.config.getini(KEEP_RUNS_INI))
+        except ValueError as exc:
+            where = f" in {self.config.inipath}" if self.config.inipath else ""
+            raise pytest.UsageError(f"ragbench: {KEEP_RUNS_INI}{where}: {exc}") from None
+
     # -- arriving results ------------------------------------------------------------------
 
     def _run_dir(self) -> Path:
         if self.run_dir is None:
-            self.run_dir = self.out_root / self.run_id
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_dir = make_run_folder(self.out_root, self.run_id)
             _point_latest(self.out_root, self.run_id)
         return self.run_dir
 
@@ -219,6 +244,8 @@ class RagbenchSession:
         if report.failed and not hasattr(report, "wasxfail"):
             (self.items_failed if report.when == "call" else self.items_errored).add(
                 report.nodeid)
+        if self.resume is not None:
+            self._resumed(report)
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict):
             self._add(report.nodeid, rec)
@@ -233,6 +260,27 @@ class RagbenchSession:
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
             ))
+
+    def _resumed(self, report: pytest.TestReport) -> None:
+        """Count a resumed run's reuse; add the earlier records of cases not run now."""
+        assert self.resume is not None
+        info = getattr(report, RESUME_ATTR, None)
+        if isinstance(info, dict):
+            self.resume.item(report.nodeid, info)
+        run = getattr(report, RESUME_RUN_ATTR, None)
+        if not isinstance(run, dict) or self.resume.seen:
+            return  # every xdist worker sends the same, with its first case
+        self.resume.seen = True
+        self.resume.run_id = run.get("from")
+        for nodeid, why in (run.get("why") or {}).items():
+            self.resume.item(str(nodeid), {"why": why})
+        for nodeid, rec in (run.get("injected") or {}).items():
+            self.resume.item(str(nodeid), {"reused": True})
+            self._add(str(nodeid), rec)
+            if case_outcome(rec) == "failed":
+                # Not run now, yet a case of the whole-suite verdict.
+                self.items_failed.add(str(nodeid))
+                self.resume.failed = True
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -257,6 +305,8 @@ class RagbenchSession:
             "n_records": len(self.records),
             "n_cases": cov.cases_run,
             "n_cases_total": cov.cases_total,
+            **({"resumed": self.resume.as_dict(len(self.records))}
+               if self.resume is not None and self.resume.seen else {}),
         }
 
     def coverage(self, exitstatus: int) -> Coverage:
@@ -281,8 +331,6 @@ class RagbenchSession:
 
     def _check_baseline_reference(self) -> None:
         """A baseline that cannot exist is a usage error before anything runs."""
-        from .results.baseline import BaselineError
-        from .results.compare import check_reference
 
         assert self.baseline_spec is not None
         try:
@@ -300,7 +348,6 @@ class RagbenchSession:
         if not path.exists():
             self._check_history_folder(path)
             return
-        from .results.history import HistoryError, RunHistory
 
         try:
             with RunHistory(path, readonly=True):
@@ -350,7 +397,6 @@ class RagbenchSession:
         controller collects nothing: it validates the suite file itself, once, now), so that
         the end of the run reads no suite file. Returns whether a suite was new; the specs
         then go to ``run.json``, for ``ragbench report`` on a run that never finishes."""
-        from .results.spec import suite_spec
 
         state = self.config.stash[STATE_KEY]
         new = [sid for sid in suite_ids if sid not in self.specs]
@@ -381,8 +427,6 @@ class RagbenchSession:
         return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
-        from .results.baseline import BaselineError
-        from .results.compare import HISTORY_SPECS, load_side, match_suites
 
         spec = str(self.baseline_spec)
         names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
@@ -438,17 +482,14 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
-            from .report.documents import shown_document_texts
 
             doc_text = shown_document_texts(self.records.values(), state.corpus)
-        from .results.aggregate import summarize_run
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)
         summary = jsonable({**summary, "run": {**run, **self._budget_figures(state)}})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            from .report.views import gate_failure_line
 
             self.failures += [gate_failure_line(g) for g in failed]
 
@@ -463,7 +504,6 @@ class RagbenchSession:
         current = None
         other: list[str] = []
         if needs_compare or save_path or add_to_history:
-            from .results.baseline import make_baseline
 
             current = make_baseline(summary, self.records.values(), run)
             if needs_compare:
@@ -476,7 +516,6 @@ class RagbenchSession:
         self.summary = summary
         self._junit_gates(summary)
         if save_run := self.config.getoption("ragbench_save_run", None):
-            from .results.runfile import save_runs
             run_dir = self.config.invocation_params.dir / save_run
             self.messages += save_runs(self.records.values(), run_dir)
 
@@ -486,20 +525,34 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
-                from .results.history import HistoryError, RunHistory
-
                 try:
                     with RunHistory(self.history_path()) as h:
-                        h.append(current, passed=bool(summary["passed"]))
+                        h.append(current, passed=bool(summary["passed"]),
+                                 compared_with=baseline_run_ids(self.baseline_doc or {}),
+                                 saved_to=self._saved_baseline)
                 except HistoryError as exc:
                     self.messages.append(f"ragbench: run not added to the history: {exc}")
+            if self.keep_runs is not None:
+                self._prune(self.keep_runs)
+
+    def _prune(self, keep: int) -> None:
+        """Apply ``ragbench_keep_runs`` once this run is stored."""
+        try:
+            result = prune_runs(self.out_root, self.history_path(), keep,
+                                protect=[self.run_id])
+        except HistoryError as exc:
+            self.messages.append(f"ragbench: old runs not pruned: {exc}")
+            return
+        if result.deleted or result.errors:
+            lines = prune_lines(result, detail=False)
+            self.messages.append(f"ragbench: {lines[0]} ({KEEP_RUNS_INI} = {keep})")
+            self.messages += [f"ragbench: {line}" for line in lines[1:]]
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""
         totals = state.budget_totals()
         if totals is None:
             return {}
-        from .budget.wiring import budget_lines, budget_report
 
         report = budget_report(totals)
         self.messages += budget_lines(report)
@@ -509,9 +562,9 @@ class RagbenchSession:
                 other: list[str]) -> None:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
-        from .results.verdict import make_verdict
 
-        if self.failures and session.exitstatus == pytest.ExitCode.OK:
+        reused_failure = self.resume is not None and self.resume.failed
+        if (self.failures or reused_failure) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         cov = self.coverage(int(session.exitstatus))
         interrupted = int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
@@ -527,7 +580,6 @@ class RagbenchSession:
         summary["run"]["verdict"] = self.verdict["headline"]
 
     def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
-        from .results.baseline import save_baseline
 
         dest = self.config.invocation_params.dir / save_path
         if current["run"].get("partial"):
@@ -541,6 +593,7 @@ class RagbenchSession:
         except OSError as exc:
             self._cannot_write("baseline", dest, exc)
             return
+        self._saved_baseline = dest
         self.messages.append(f"baseline saved to {dest}")
 
     def _compare(self, summary: dict[str, Any], current: dict[str, Any],
@@ -548,9 +601,6 @@ class RagbenchSession:
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
-        from .report.views import with_failure_lines
-        from .results.baseline import BaselineError
-        from .results.compare import Overrides, compare_docs
 
         base_doc = self.baseline_doc
         if base_doc is not None:
@@ -567,7 +617,6 @@ class RagbenchSession:
             line = f"ragbench: {exc}"
             self.failures.append(line)
             return [line]
-        from .results.verdict import coverage_text
 
         partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
                    for s in summary["suites"] if s.get("partial")}
@@ -584,7 +633,6 @@ class RagbenchSession:
 
     def _junit_gates(self, summary: dict[str, Any]) -> None:
         """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
-        from .report.junit import add_gate_testcases
 
         add_gate_testcases(self.config, summary, self.baseline_rows)
 
@@ -610,9 +658,6 @@ class RagbenchSession:
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any],
                     doc_text: dict[str, str] | None = None) -> None:
-        from .report.html import write_html
-        from .report.rerender import history_from_db, history_from_runs
-        from .results.history import HistoryError
 
         history: list[dict[str, Any]] = []
         db = self.history_path()
@@ -622,26 +667,23 @@ class RagbenchSession:
         except (HistoryError, OSError, ValueError) as exc:
             self.messages.append(f"ragbench: report trends left out: {exc}")
         records = list(self.records.values())
-        cache = self.config.stash[STATE_KEY].cache_dir()
-        template_cache = cache / "templates" if cache is not None else None
         path = write_html(run_dir / "report.html", summary, records, history=history,
-                          doc_text=doc_text, template_cache=template_cache)
+                          doc_text=doc_text)
         self.messages.append(f"report: {path}")
         extra = self.config.getoption("ragbench_html")
         if extra:
             dest = write_html(self.config.invocation_params.dir / extra, summary, records,
-                              history=history, doc_text=doc_text,
-                              template_cache=template_cache)
+                              history=history, doc_text=doc_text)
             self.messages.append(f"report: {dest}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         if self.summary is None:
             return
-        from .options import summary_level
-        from .report.terminal import render_summary
-
         tr.write_sep("=", "ragbench summary")
+        resumed = self.summary["run"].get("resumed")
+        if resumed is not None:
+            tr.write_line(resume_line(resumed))
         level = summary_level(self.config.getoption("ragbench_summary"),
                               self.config.get_verbosity())
         for line in render_summary(self.summary, self.baseline_rows, level=level,

@@ -235,10 +235,20 @@ class RagbenchState:
         type_name, params = split_spec(kind, spec)
         key = (kind, json.dumps([type_name, params], sort_keys=True, default=repr))
         if key not in self._components:
+            from .answers.config import split_call_keys
+
             self.ensure_registered()
             ctx = self.build_context(self.config.rootpath)
+            # a registered provider is called as in a suite: under its call guard
+            params, limits = split_call_keys(kind, type_name, params)
             self.registry.check(kind, type_name, params, ctx)
-            self._components[key] = self.registry.build(kind, type_name, params, ctx)
+            built = self.registry.build(kind, type_name, params, ctx)
+            if limits is not None:
+                from .llm.guard import CallGuard, GuardedEmbedder, GuardedLLM
+
+                wrapper = GuardedLLM if kind == "llm" else GuardedEmbedder
+                built = wrapper(built, CallGuard(f"{kind} {type_name!r}", limits))
+            self._components[key] = built
         return self._components[key]
 
     def register_marker(self, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import textwrap
 from pathlib import Path
@@ -150,8 +151,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+#: Installed pytest plugins that inner runs do not need (see _outputs_as_on_a_developer_machine).
+UNRELATED_PLUGINS = ("langsmith_plugin", "hypothesispytest", "anyio", "platformdirs")
+
+
 @pytest.fixture(autouse=True)
-def _outputs_as_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Inner pytest runs print the same whether or not this one runs in CI.
 
     pytest writes the whole message of each error in its short summary when ``CI`` or
@@ -160,3 +166,13 @@ def _outputs_as_on_a_developer_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
+    # Inner runs (in-process, subprocess and their xdist workers) load every installed pytest
+    # plugin; these are unrelated to ragbench and cost each new process time to import
+    # (langsmith's, installed with the LangChain extra, about 0.6 s).
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+    # Plain asserts: rewriting makes pytest list every installed distribution's files at each
+    # start (about a quarter of a small in-process run); no test here reads an inner run's
+    # assertion introspection.
+    skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS) + " --assert=plain"
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {skip}".strip())

@@ -15,7 +15,7 @@ from pytest_ragbench.cli import main
 HELP_NAMES = {
     "compare": ["A", "B", "--history", "--db", "--gate", "--tolerance", "--test", "--alpha",
                 "--require-same-dataset", "--json"],
-    "history": ["--history", "--db", "--metric", "--suite", "--limit"],
+    "history": ["--history", "--db", "--metric", "--suite", "--limit", "--prune", "--out"],
     "report": ["RUN_DIR", "--html", "--history"],
     "list": ["--conftest"],
     "schema": ["JSON Schema"],

@@ -119,3 +119,56 @@ def test_literals_and_roles_leave_no_markup(before, code, role):
 @given(_PROSE, _CODE)
 def test_literal_content_is_kept_verbatim(before, code):
     assert plain_text(f"{before} ``{code}``") == " ".join(f"{before} {code}".split())
+
+
+class _LocalLLM:
+    """A **local** model served by :mod:`llama_cpp`.
+
+    More detail that the listing leaves out.
+    """
+
+    def __init__(self, model_path: str, n_ctx: int = 4096, client: _Client | None = None,
+                 cache_dir: Path | None = None) -> None:
+        pass
+
+
+class _MyEmbedder:
+    """Embeds with ``my-model``; the second sentence is left out."""
+
+    def __init__(self, *, dim: int = 8) -> None:
+        pass
+
+
+class _MyPipeline:
+    """The production RAG app, in process."""
+
+    def __init__(self, top: int = 3) -> None:
+        pass
+
+
+def test_pipelines_llms_and_embedders_are_listed_with_plain_lines_and_user_parameters():
+    from pytest_ragbench.listing import render_listing
+    from pytest_ragbench.registry import Registry
+
+    registry = Registry(use_entry_points=False)
+    registry.add("llm", "local", _LocalLLM, origin="conftest conftest.py")
+    registry.add("embedder", "mine", _MyEmbedder, origin="conftest conftest.py")
+    registry.add("pipeline", "app", _MyPipeline, origin="conftest conftest.py")
+    text = "\n".join(line for line, _ in render_listing(registry))
+    llms = text[text.index("LLMs (type names"):text.index("embedders (type names")]
+    assert ("  local -- conftest conftest.py\n"
+            "      parameters: model_path, n_ctx=4096\n"
+            "      A local model served by llama_cpp.\n") in llms
+    # the built-in openai type lists the keys a suite writes, none of the client's internals
+    openai = llms[llms.index("  openai -- built-in"):]
+    assert "retries=4, backoff=0.5, rpm=None, tpm=None" in openai
+    assert "pool" not in openai and "cost_key" not in openai and "transport" not in openai
+    assert ("also takes concurrency, retries, backoff, rpm, tpm, timeout, case_timeout"
+            in llms)
+    embedders = text[text.index("embedders (type names"):text.index("metrics (type names")]
+    assert ("  mine -- conftest conftest.py\n      parameters: dim=8\n"
+            "      Embeds with my-model; the second sentence is left out.\n") in embedders
+    assert "also takes concurrency, retries" in embedders
+    pipelines = text[text.index("pipelines (type names"):text.index("LLMs (type names")]
+    assert ("  app -- conftest conftest.py\n      parameters: top=3\n"
+            "      The production RAG app, in process.\n") in pipelines

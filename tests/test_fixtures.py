@@ -203,8 +203,19 @@ def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
                 with open("closed.txt", "a") as fh:
                     fh.write("closed\\n")
 
+        class Flaky:
+            calls = 0
+
+            async def chat(self, messages, **params):
+                from pytest_ragbench.llm.base import Completion, ProviderError
+                Flaky.calls += 1
+                if Flaky.calls == 1:
+                    raise ProviderError("slow down", status=429, retry_after=0)
+                return Completion("ok")
+
         def pytest_ragbench_register(registry):
             registry.add("embedder", "tracked", Tracked)
+            registry.add("llm", "flaky", Flaky)
     """)
     _test_file(project, """
         import asyncio
@@ -222,9 +233,22 @@ def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
             reply = asyncio.run(ragbench_llm.chat([{"role": "user", "content":
                 "[1] Espresso needs a fine grind.\\n\\nQuestion: what grind for espresso?"}]))
             assert "fine grind" in reply.text
+
+        # a registered LLM is called as in a suite: its call keys are not factory parameters
+        @pytest.mark.ragbench_components(llm={"type": "flaky", "retries": 1, "backoff": 0})
+        def test_registered_llm_is_retried(ragbench_llm):
+            reply = asyncio.run(ragbench_llm.chat([{"role": "user", "content": "q"}]))
+            assert reply.text == "ok" and reply.usage.requests == 2
+
+        @pytest.mark.ragbench_components(llm={"type": "flaky", "retries": -1})
+        def test_bad_call_key(ragbench_llm):
+            pass
     """)
     result = project.runpytest("test_hand.py")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(["*ragbench_llm: llm 'flaky' retries: expected an integer "
+                                 ">= 0, got -1*"])
+    assert "another exception occurred" not in result.stdout.str()
     assert (project.path / "built.txt").read_text() == "built\n"  # once for three tests
     assert (project.path / "closed.txt").read_text() == "closed\n"
 

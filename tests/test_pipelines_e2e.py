@@ -316,6 +316,48 @@ def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, mon
     assert by_case(recs, "tiny")["q1"]["usage"]["prompt_tokens"] > 10
 
 
+COUNTED = '''
+from pathlib import Path
+
+
+class Counted:
+    """A pipeline that logs each question it is asked."""
+
+    def answer(self, query):
+        with open(Path(__file__).with_name("asked.log"), "a") as fh:
+            fh.write(query.id + "\\n")
+        return {"answer": "a fine grind", "contexts": [{"id": "d1"}]}
+'''
+
+
+def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
+    from test_plugin_rag import judge_reply
+
+    pytester.makepyfile(counted=COUNTED)
+    with FakeOpenAIServer(reply=judge_reply, latency=0.3) as server:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines: {{sys: {{type: "counted:Counted"}}}}
+            metrics: [faithfulness]
+            judge:
+              llm: {{base_url: {server.base_url}, model: m, retries: 0, concurrency: 4}}
+            cache: off
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        result.assert_outcomes(passed=5)
+        # items report one by one, yet their judge calls were in flight together
+        assert server.count("/v1/chat/completions") == 5
+        assert 1 < server.max_in_flight <= 4
+    recs = records(pytester.path)
+    assert [r["case_id"] for r in recs] == ["q1", "q2", "q3", "q4", "q5"]
+    assert all(r["metrics"]["faithfulness"] == 0.5 and r["usage"]["requests"] == 1
+               for r in recs)
+    # asked ahead, but each question exactly once
+    assert sorted((pytester.path / "asked.log").read_text().split()) == [
+        "q1", "q2", "q3", "q4", "q5"]
+
+
 def test_judge_same_needs_a_generation_llm(pytester, app):
     app("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
@@ -363,27 +405,34 @@ def test_the_pipeline_example_runs_offline_and_passes(pytester):
     ])
 
 
-def test_entry_point_llm_named_in_llm_is_built_cached_and_checked(pytester, app, monkeypatch):
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
+        pytester, app, monkeypatch):
+    # real .dist-info metadata on sys.path: the registry finds the ragbench.llms entry point
+    monkeypatch.syspath_prepend(str(SITE))
     app("""
         name: app
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers: {bm25: {}}
         metrics: [recall@10, token_f1]
-        llm: {type: canned, answer: "a fine grind", log: calls.log}
+        llm: {type: canned, answer: "a fine grind", log: calls.log, fail_first: 2,
+              retries: 2, backoff: 0}
         cache: {path: cache.sqlite}
     """)
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
     result.assert_outcomes(passed=5)
     recs = by_case(records(pytester.path), "bm25")
     assert recs["q1"]["answer"] == "a fine grind" and recs["q1"]["metrics"]["token_f1"] == 1.0
     assert recs["q1"]["usage"]["prompt_tokens"] == 7
-    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    # two 429s, then answers: every attempt is counted, in the records and the summary
+    assert sum(r["usage"]["requests"] for r in recs.values()) == 7
+    assert (pytester.path / "calls.log").read_text().count("call") == 7
+    result.stdout.fnmatch_lines(["*llm: 7 requests, 35 prompt + 15 completion tokens*",
+                                 "*llm pool canned at registered llm 'canned': 7 requests*"])
     # the response cache wraps it like any provider: a rerun asks it nothing
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml")
     result.assert_outcomes(passed=5)
-    assert (pytester.path / "calls.log").read_text().count("call") == 5
+    assert (pytester.path / "calls.log").read_text().count("call") == 7
+    result.stdout.fnmatch_lines(["*llm: 0 requests, 35 prompt + 15 completion tokens*"])
     # its parameters are checked against the factory before any item
     app("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
@@ -391,10 +440,68 @@ def test_entry_point_llm_named_in_llm_is_built_cached_and_checked(pytester, app,
         metrics: [token_f1]
         llm: {type: canned, answr: "x"}
     """)
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*llm* got unknown parameter(s) answr (did you mean "
                                  "'answer'?)*"])
+
+
+FLAKY_CONFTEST = '''
+from pathlib import Path
+
+from pytest_ragbench.llm.base import Completion, ProviderError, Usage
+
+
+class Overloaded:
+    """Fails each question twice with HTTP 503, then answers; logs every call."""
+
+    def __init__(self, model: str = "ovl-1"):
+        self.model = model
+        self.seen = {}
+
+    async def chat(self, messages, **params):
+        text = messages[-1]["content"]
+        with open(Path(__file__).with_name("calls.log"), "a") as fh:
+            fh.write("call\\n")
+        self.seen[text] = self.seen.get(text, 0) + 1
+        if self.seen[text] <= 2:
+            raise ProviderError("overloaded", status=503)
+        return Completion("a fine grind", Usage(20, 4), model=self.model)
+
+
+def pytest_ragbench_register(registry):
+    registry.add("llm", "overloaded", Overloaded)
+'''
+
+
+def test_conftest_llm_is_retried_priced_metered_and_cached(pytester, app):
+    pytester.makeconftest(CONFTEST + FLAKY_CONFTEST)
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [token_f1]
+        llm: {type: overloaded, model: ovl-1, retries: 3, backoff: 0, concurrency: 2}
+        prices: {ovl-1: {prompt: 1000, completion: 1000}}
+        max_cost: 10
+        cache: {path: cache.sqlite}
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    recs = list(by_case(records(pytester.path), "bm25").values())
+    assert all(r["usage"]["requests"] == 3 and r["answer"] == "a fine grind" for r in recs)
+    # priced as its model: 24 tokens at $1000 per 1M each
+    assert all(r["cost"] == pytest.approx(0.024) for r in recs)
+    assert (pytester.path / "calls.log").read_text().count("call") == 15
+    result.stdout.fnmatch_lines(["*llm: 15 requests, 100 prompt + 20 completion tokens, "
+                                 "cost $0.12*",
+                                 "*run budget * spent $0.1200 of $10.0000*",
+                                 "*llm pool ovl-1 at registered llm 'overloaded': 15 requests, "
+                                 "max * in flight*(concurrency 2)*"])
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.assert_outcomes(passed=5)
+    assert (pytester.path / "calls.log").read_text().count("call") == 15
+    result.stdout.fnmatch_lines(["*llm: 0 requests, 100 prompt + 20 completion tokens*"])
 
 
 FRAMEWORKS = '''

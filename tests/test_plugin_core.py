@@ -64,6 +64,10 @@ def test_query_metadata_become_registered_markers(pytester, mini_suite):
     result.assert_outcomes(passed=2)
     result = pytester.runpytest(SUITE, "--markers")
     result.stdout.fnmatch_lines(["*ragbench: a case collected from a ragbench suite*"])
+    # `--markers` prints before collection: the query markers of the given suites are there.
+    result.stdout.fnmatch_lines(["@pytest.mark.difficulty_hard: ragbench query attribute"])
+    result.stdout.fnmatch_lines(["@pytest.mark.tag_numeric: ragbench query attribute"])
+    assert result.ret == 0
 
 
 def test_summary_shows_means_ci_counts_and_passes(pytester, mini_suite):

@@ -58,6 +58,7 @@ def _records() -> list[dict[str, Any]]:
             })
     out.append({**out[0], "case_id": "hostile-" + PWN, "query": "hostile " + PWN,
                 "retrieved": [[PWN, 1.0, 1]], "answer": "answer " + PWN,
+                "relevant_ranks": {PWN: 57, "d3": None},
                 "judge": {"faithfulness": {"claims": [{"claim": PWN, "supported": 0,
                                                        "why": PWN}]}}})
     return out
@@ -209,6 +210,7 @@ def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
     assert out["query"] == ["hostile " + PWN]
     assert out["drillImages"] == 0
     assert "answer " + PWN in out["drill"]
+    assert f"relevant documents by rank {PWN} at 57, d3 not retrieved" in out["drill"]
     assert "retrieved" in out["drill"] and "document one" not in out["drill"]
     assert not re.search(r"<html[^>]*data-pwned", dom)
 
@@ -237,3 +239,82 @@ def test_screenshot(report: Path, tmp_path: Path) -> None:
     assert shot.stat().st_size > 20_000
     # A rendered page, not a blank one: many distinct byte values across the image.
     assert len(set(pixels[:: 97])) > 50
+
+
+WIDE_METRICS = ("ndcg@10", "recall@10", "mrr@10", "map@10", "hit@10", "precision@5",
+                "r_precision", "latency_ms")
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight metrics (one of them latency in milliseconds) and long queries: a table wider
+    than a 1280 px window."""
+    records = []
+    for retriever in ("bm25", "dense"):
+        for i in range(30):
+            records.append({
+                "schema": 1, "suite": "suites/w.yaml", "suite_name": "wide",
+                "suite_hash": "a" * 64, "dataset_hash": "b" * 64, "retriever": retriever,
+                "case_id": f"wide-query-{i:03d}", "run": 0,
+                "query": f"a rather long question number {i} about many things " * 3,
+                "type": None, "difficulty": None, "tags": [], "status": "ok", "error": None,
+                "metrics": {m: (120.0 + i if m == "latency_ms" else ((i * 13) % 10) / 10)
+                            for m in WIDE_METRICS},
+                "latency_ms": 120.0 + i, "n_relevant": 1, "no_relevant": False,
+                "retrieved": [["d1", 1.0, 1]], "missed": [], "thresholds": [],
+            })
+    summary = summarize_run(records, {})
+    summary["run"] = {"id": "wide", "partial": False, "n_records": len(records)}
+    return write_html(tmp_path_factory.mktemp("wide") / "report.html", summary, records)
+
+
+STICKY_DRIVER = DRIVER_PRELUDE + """
+  const box = table.closest(".rb-scroll");
+  const first = rows()[0];
+  const at = (el) => el.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  out.viewport = window.innerWidth;
+  out.clientWidth = box.clientWidth;
+  out.scrollWidth = box.scrollWidth;
+  out.pageScrollWidth = document.documentElement.scrollWidth;
+  const idCell = first.cells[keys.indexOf("id")];
+  const metricCell = first.cells[keys.indexOf("m7")];
+  const head = table.tHead.rows[0].cells[0];
+  out.before = [at(idCell), at(metricCell), at(head)];
+  box.scrollLeft = 200;
+  out.scrolled = box.scrollLeft;
+  out.after = [at(idCell), at(metricCell), at(head)];
+  out.idPosition = getComputedStyle(idCell).position;
+  // What is painted at the id cell's place is the id cell, not a metric sliding under it.
+  window.scrollTo(0, window.scrollY + idCell.getBoundingClientRect().top - 200);
+  const r = idCell.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + 5, r.top + r.height / 2);
+  out.onTop = hit === idCell || idCell.contains(hit);
+  out.hit = hit ? hit.tagName + "." + hit.className : null;
+  const pre = document.createElement("pre");
+  pre.id = "rb-test-out";
+  pre.textContent = JSON.stringify(out);
+  document.body.append(pre);
+})();
+"""
+
+
+def test_wide_table_scrolls_sideways_with_a_sticky_id_column(wide_report: Path,
+                                                            tmp_path: Path) -> None:
+    page = _with_driver(wide_report, tmp_path / "wide.html", STICKY_DRIVER)
+    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--window-size=1280,900",
+                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert _console(proc.stderr) == []
+    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
+    assert m is not None, proc.stdout[-2000:]
+    out = json.loads(htmllib.unescape(m.group(1)))
+    assert out["viewport"] == 1280
+    # The table is wider than its box, which scrolls; the page itself does not get wider.
+    assert out["scrollWidth"] > out["clientWidth"] + 200
+    assert out["pageScrollWidth"] <= 1280
+    assert out["scrolled"] == 200
+    id_before, metric_before, head_before = out["before"]
+    id_after, metric_after, head_after = out["after"]
+    assert out["idPosition"] == "sticky"
+    assert abs(id_after - id_before) < 1 and abs(head_after - head_before) < 1
+    assert abs((metric_before - metric_after) - 200) < 1
+    assert out["onTop"], out["hit"]

@@ -362,6 +362,8 @@ def _big_run(n: int) -> Iterator[dict[str, Any]]:
         yield make_record(
             f"q{i:05d}", ndcg=(i % 97) / 96, query=f"how does query number {i} work in practice",
             retrieved=[[f"doc{(i * 7 + k) % 50_000:05d}", 10.0 - k, k % 2] for k in range(10)],
+            relevant_ranks={**{f"doc{(i * 7 + k) % 50_000:05d}": k + 1 for k in range(1, 10, 2)},
+                            "d9": None},
             answer="word " * 60, contexts=["context text " * 40] * 5,
             judge={"faithfulness": {"claims": [{"claim": "a claim " * 8, "supported": 1,
                                                 "why": "because " * 10}] * 4}},
@@ -630,18 +632,35 @@ def test_compiled_template_is_cached_and_renders_the_same(
     assert [p.stat().st_mtime_ns for p in entries] == stamps
 
 
-def test_the_session_keeps_compiled_templates_in_the_pytest_cache(
+def test_runs_share_compiled_templates_in_the_per_user_cache(
     pytester: pytest.Pytester,
 ) -> None:
+    # jinja2's default per-user folder: two runs in different projects (and runs without
+    # pytest's cache) compile the template once and then load the stored code.
+    import jinja2
+
+    folder = Path(jinja2.FileSystemBytecodeCache().directory)
+    for entry in folder.glob("__jinja2_*.cache"):  # a cache: removing entries costs a compile
+        entry.unlink(missing_ok=True)
     pytester.makepyfile(rbret_html=RETRIEVER)
     pytester.syspathinsert()
     pytester.makefile(".ragbench.yaml", s=SUITE)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    result = pytester.runpytest("-p", "no:randomly", "s.ragbench.yaml")
-    result.assert_outcomes(passed=3)
-    cached = list((pytester.path / ".pytest_cache" / "d" / "ragbench" / "templates")
-                  .glob("__jinja2_*.cache"))
+    pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider",
+                       "s.ragbench.yaml").assert_outcomes(passed=3)
+    cached = {p: p.stat().st_mtime_ns for p in folder.glob("__jinja2_*.cache")}
     assert cached
+    assert not (pytester.path / ".pytest_cache").exists()
+    other = pytester.mkdir("other")
+    for name in ("rbret_html.py", "s.ragbench.yaml", "tox.ini"):
+        if (pytester.path / name).exists():
+            (other / name).write_bytes((pytester.path / name).read_bytes())
+    pytester.chdir()
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider",
+                                str(other / "s.ragbench.yaml"), "--rootdir", str(other))
+    result.assert_outcomes(passed=3)
+    # Nothing compiled and rewritten again.
+    assert {p: p.stat().st_mtime_ns for p in cached} == cached
 
 
 def test_an_unusable_template_cache_never_costs_the_report(
@@ -686,3 +705,124 @@ def test_shown_documents_get_their_text_unless_two_corpora_disagree() -> None:
     ]
     texts = shown_document_texts(records, corpora.get)
     assert texts == {"d1": "Title. same", "d3": "missed in b"}
+
+
+# -- axes, gate order, headline trends ------------------------------------------------------
+
+
+def _axis_ticks(block: str) -> list[float]:
+    """The y-axis tick labels of a bar chart (the end-anchored numbers at its left)."""
+    return [float(t.text) for t in ET.fromstring(block).iter("text")
+            if t.get("text-anchor") == "end" and t.text]
+
+
+def test_latency_and_cost_get_axes_of_their_own(records: list[dict[str, Any]]) -> None:
+    for i, r in enumerate(records):
+        if r["metrics"]:
+            r["metrics"]["latency_ms"] = 100.0 + 10 * i
+        r["cost"] = 0.002
+    summary = make_summary(records)
+    html = render_html(summary, records)
+    bars = [b for b in svgs(html) if 'class="chart bars"' in b]
+    assert len(bars) == 3  # scores, latency, cost
+    scores, latency, cost = bars
+    # The scores keep their 0-1 axis: no latency bar stretches it.
+    assert max(_axis_ticks(scores)) == 1.0
+    assert "latency_ms" not in scores and "latency_ms" in latency
+    # The axis reaches past the highest whisker, and its top is a labelled tick.
+    highest = max(r["metrics"]["latency_ms"]["ci_high"]
+                  for r in summary["suites"][0]["retrievers"])
+    assert max(_axis_ticks(latency)) >= highest > 100
+    assert ">ms</text>" in latency and ">$</text>" in cost
+    assert 0.002 <= max(_axis_ticks(cost)) < 0.01
+    assert "Mean latency_ms (ms) with 95% CI" in html
+    assert "Mean LLM cost per query ($)" in html
+    # One latency column in the per-query table: the metric's.
+    keys = [c[0] for c in data_block(html)["tables"][0]["columns"]]
+    assert "latency" not in keys and len(keys) == len(set(keys))
+    plain = [make_record("q1")]
+    assert "latency" in [c[0] for c in data_block(
+        render_html(make_summary(plain), plain))["tables"][0]["columns"]]
+
+
+def test_failed_gates_are_listed_first(records: list[dict[str, Any]]) -> None:
+    html = render_html(make_summary(records, gates=GATES, gates_passed=False), records)
+    gates = html[html.index('<section id="gates">'):html.index("</section>")]
+    assert gates.index("FAIL</span>") < gates.index("PASS</span>")
+    assert gates.index("recall@10 &gt;= 0.99") < gates.index("ndcg@10 &gt;= 0.4")
+
+
+def test_trends_show_the_headline_metrics_only() -> None:
+    metrics = ["ndcg@10", "recall@10", "mrr@10", "hit@10", "precision@5"]
+    recs = [make_record(f"q{i}", metrics={m: i / 10 for m in metrics}) for i in range(1, 5)]
+    summary = make_summary(recs, gates=[{**GATES[0], "metric": "precision@5"}])
+    summary["suites"][0]["metrics"] = metrics
+    history = [{"run_id": f"r{i}", "finished": f"2025-12-0{i}T00:00:00",
+                "means": {f"suites/s.yaml/bm25/{m}": 0.2 + i / 100 for m in metrics}}
+               for i in range(1, 4)]
+    html = render_html(summary, recs, history=history)
+    trend = html[html.index('<table class="rb-trends">'):]
+    trend = trend[:trend.index("</table>")]
+    shown = re.findall(r"<tr><td>([^<]+)</td><td>bm25</td>", trend)
+    # The first three listed and the gated one, in the suite's order.
+    assert shown == ["ndcg@10", "recall@10", "mrr@10", "precision@5"]
+    assert trend.count('class="chart spark"') == 4
+    # One earlier run: a change, shown as numbers, not a two-dot line.
+    html = render_html(summary, recs, history=history[-1:])
+    trend = html[html.index('<table class="rb-trends">'):]
+    trend = trend[:trend.index("</table>")]
+    assert 'class="chart spark"' not in trend
+    assert re.search(r"<tr><td>ndcg@10</td><td>bm25</td><td></td><td class=\"num\">2</td>"
+                     r"<td class=\"num\">0.2300</td><td class=\"num\">0.2500</td>"
+                     r"<td class=\"num\">\+0.0200</td></tr>", trend), trend
+
+
+def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:
+    import csv
+
+    from pytest_ragbench.report.files import write_cases_csv
+
+    rec = make_record("q1", latency_ms=7.25)
+    write_cases_csv(tmp_path / "a.csv", [rec])
+    rec_metric = make_record("q1", latency_ms=7.25,
+                             metrics={"ndcg@10": 0.5, "latency_ms": 7.25})
+    write_cases_csv(tmp_path / "b.csv", [rec_metric])
+    for name in ("a.csv", "b.csv"):
+        with (tmp_path / name).open(newline="") as fh:
+            header, row = list(csv.reader(fh))
+        assert header.count("latency_ms") == 1, name
+        assert float(row[header.index("latency_ms")]) == 7.25
+        assert header[-2:] == ["outcome", "xfail_reason"] and len(row) == len(header)
+
+
+def test_readme_screenshot_shows_the_current_templates() -> None:
+    import struct
+
+    from pytest_ragbench.report.html import TEMPLATE_FILES, template_digest
+
+    root = Path(__file__).resolve().parents[1]
+    image = root / "docs" / "img" / "quickstart-report.png"
+    made = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    assert f"]({image.relative_to(root).as_posix()})" in (root / "README.md").read_text(
+        encoding="utf-8")
+    data = image.read_bytes()
+    assert made["image_sha256"] == hashlib.sha256(data).hexdigest(), \
+        "the picture is not the one the sidecar describes"
+    assert struct.unpack(">II", data[16:24]) == (made["width"], made["height"])
+    assert made["templates"] == list(TEMPLATE_FILES)
+    assert made["templates_sha256"] == template_digest(), (
+        "docs/img/quickstart-report.png was made from older report templates; regenerate it "
+        "with `python scripts/render_readme_screenshot.py`")
+
+
+def test_template_digest_follows_every_template_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_ragbench.report import html as html_module
+
+    before = html_module.template_digest()
+    real = html_module._asset
+    for name in html_module.TEMPLATE_FILES:
+        monkeypatch.setattr(html_module, "_asset",
+                            lambda n, name=name: real(n) + (" " if n == name else ""))
+        assert html_module.template_digest() != before, name
+    monkeypatch.setattr(html_module, "_asset", real)
+    assert html_module.template_digest() == before

@@ -234,13 +234,6 @@ def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, cap
     assert any("r2" in row and row.endswith("FAILED") for row in rows)
 
 
-def test_the_session_and_the_history_agree_on_the_default_path():
-    from pytest_ragbench import session
-    from pytest_ragbench.results import history
-
-    assert session.DEFAULT_HISTORY == history.DEFAULT_HISTORY
-
-
 def test_cli_compare_says_when_the_run_is_partial(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     part = _doc("r2", 0.5)

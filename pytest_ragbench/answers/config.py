@@ -15,6 +15,7 @@ from ..budget.limits import Adaptive
 from ..errors import type_name, validation_message
 from ..llm.cache import CacheMode
 from ..llm.extractive import ExtractiveLLM
+from ..llm.guard import CallLimits
 from ..llm.usage import PriceTable
 from ..suite import schema
 
@@ -59,7 +60,7 @@ class EndpointConfig:
 @dataclass(frozen=True)
 class LlmConfig:
     """A chat provider: ``type`` ``"openai"`` (with ``endpoint``), ``"extractive"``, or any
-    registered LLM type (built from the registry with ``params``)."""
+    registered LLM type (built from the registry with ``params``, called under ``limits``)."""
 
     type: str
     endpoint: EndpointConfig | None = None
@@ -67,6 +68,7 @@ class LlmConfig:
     max_sentences: int = 1  # extractive
     concurrency: int = 16
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+    limits: CallLimits = field(default_factory=CallLimits)  # registered types: how called
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -104,12 +106,14 @@ class JudgeConfig:
 @dataclass(frozen=True)
 class EmbedderConfig:
     """``type`` ``"hashing"`` (offline, ``dim``), ``"openai"`` (with ``endpoint``), or any
-    registered embedder type (built from the registry with ``params``)."""
+    registered embedder type (built from the registry with ``params``, called under
+    ``limits``)."""
 
     type: str
     dim: int = 256
     endpoint: EndpointConfig | None = None
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)  # registered types
+    limits: CallLimits = field(default_factory=CallLimits)  # registered types: how called
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -155,6 +159,10 @@ class RagConfig:
     runs: int = 1
     seed: int = 0
     key_prefix: str = field(default="", compare=False)  # for messages at build time
+    # the suite's answer metrics by record name (built components of metrics/contract.py);
+    # names not here are the built-ins
+    metrics: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False,
+                                       repr=False)
 
 
 def _path(prefix: str, *parts: str) -> str:
@@ -208,9 +216,22 @@ def _endpoint(model: schema.EndpointModel, *, batch_size: int = 128) -> Endpoint
     )
 
 
+def _limits(model: schema.RegisteredLlm | schema.RegisteredEmbedder) -> CallLimits:
+    concurrency, adaptive = _concurrency(model.concurrency)
+    return CallLimits(
+        concurrency=concurrency, adaptive=adaptive, retries=model.retries,
+        backoff=float(model.backoff),
+        rpm=None if model.rpm is None else float(model.rpm),
+        tpm=None if model.tpm is None else float(model.tpm),
+        timeout=None if model.timeout is None else float(model.timeout),
+        case_timeout=None if model.case_timeout is None else float(model.case_timeout))
+
+
 def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm | schema.RegisteredLlm) -> LlmConfig:
     if isinstance(model, schema.RegisteredLlm):
-        return LlmConfig(model.type, params=dict(model.model_extra or {}))
+        limits = _limits(model)
+        return LlmConfig(model.type, params=dict(model.model_extra or {}), limits=limits,
+                         concurrency=limits.concurrency)
     if isinstance(model, schema.ExtractiveLlm):
         return LlmConfig("extractive", threshold=float(model.threshold),
                          max_sentences=model.max_sentences, concurrency=model.concurrency)
@@ -229,7 +250,8 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
     embedder = None
     if isinstance(model.embedder, schema.RegisteredEmbedder):
         embedder = EmbedderConfig(model.embedder.type,
-                                  params=dict(model.embedder.model_extra or {}))
+                                  params=dict(model.embedder.model_extra or {}),
+                                  limits=_limits(model.embedder))
     elif isinstance(model.embedder, schema.HashingEmbedderModel):
         embedder = EmbedderConfig("hashing", dim=model.embedder.dim)
     elif model.embedder is not None:
@@ -330,3 +352,27 @@ def unknown_provider_message(kind: str, type_name: str, known: list[str]) -> str
             f"{', '.join(known)} (or 'package.module:Factory')")
 
 
+
+
+def split_call_keys(kind: str, type_name: str, params: Mapping[str, Any],
+                    ) -> tuple[dict[str, Any], CallLimits | None]:
+    """A registered provider's spec as a suite reads it: (the factory's parameters, how it is
+    called), for the ``ragbench_llm`` / ``ragbench_embedder`` fixtures. Other kinds and the
+    built-in provider types keep every key and get ``None``. Raises ``ComponentError`` for
+    a bad value of a call key."""
+    from pydantic import ValidationError
+
+    from ..errors import ComponentError
+
+    builtins = {"llm": schema.BUILTIN_LLMS, "embedder": schema.BUILTIN_EMBEDDERS}.get(kind)
+    if builtins is None or type_name in builtins:
+        return dict(params), None
+    model_class = schema.RegisteredLlm if kind == "llm" else schema.RegisteredEmbedder
+    try:
+        model = model_class.model_validate({**params, "type": type_name})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or kind
+        raise ComponentError(f"{kind} {type_name!r} {where}: "
+                             f"{validation_message(dict(err))}") from None
+    return dict(model.model_extra or {}), _limits(model)

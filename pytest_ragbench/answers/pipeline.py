@@ -4,8 +4,10 @@ The domain side of answer metrics. A suite's ``llm`` / ``judge`` / ``embedder`` 
 ``generation`` / ``cache`` / ``prices`` / ``max_cost`` / ``runs`` / ``seed`` keys are parsed by
 :func:`parse_rag_config` into a :class:`RagConfig`; :func:`build_pipeline` turns it into a
 :class:`RagPipeline` whose :meth:`RagPipeline.run_case` renders the prompt from the retrieved
-contexts, asks the LLM, and computes the requested lexical (:data:`ANSWER_METRICS`) and
-judged (:data:`JUDGED_METRICS`) metrics, returning JSON-safe fields for the case record.
+contexts, asks the LLM, and scores the answer with the requested answer metrics (the
+contract of :mod:`pytest_ragbench.metrics.contract`: built-in lexical and judged ones, the
+suite's custom criteria, third-party ones), returning JSON-safe fields for the case record.
+The judged parts of all of them go to the judge in one request per item.
 
 Provider failures are data, never exceptions: a failed generation puts
 ``{"generation": reason}`` in ``errors`` and ``None`` in every requested metric; a failed
@@ -21,9 +23,13 @@ process will run ahead of time, and each item then blocks on its own result, in 
 Wrapping order of a paid provider (outermost first)::
 
     _MeteredLLM -> CachedLLM -> BudgetedLLM -> OpenAIChat
+    _MeteredLLM -> CachedLLM -> BudgetedLLM -> GuardedLLM -> a registered LLM
 
 so cache hits are served (and cost nothing) even when the budget is used up, and the per-case
-meter sees exactly what each call cost.
+meter sees exactly what each call cost. With a run budget there is no ``BudgetedLLM``: the
+client (or the guard) refuses and charges with each lease of its run-wide pool. A registered
+provider (or embedder) gets from :class:`~pytest_ragbench.llm.guard.GuardedLLM` what the
+OpenAI client does itself: retries, breaker, timeouts, its pool's concurrency and rate limits.
 """
 
 from __future__ import annotations
@@ -35,26 +41,28 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import jinja2
 
 from ..budget import RunBudget, RunCostBudget
 from ..budget.wiring import endpoint_limits, pool_key
 from ..datasets import Query
+from ..embedders import HashingEmbedder
 from ..errors import ComponentError, RagbenchError, did_you_mean
 from ..llm.base import LLM, Embedder, LLMError, Message
 from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
 from ..llm.extractive import ExtractiveLLM
-from ..llm.identity import ProviderId, strip_credentials
+from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
+from ..llm.identity import ProviderId, canonical_json, strip_credentials
 from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
 from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
 from ..metrics.answer import ANSWER_METRICS
-from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge, JudgeInput
+from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
+from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
 from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
-from .hashing import HashingEmbedder
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
 from .prompt import _context_vars, _environment, _template_text, template_version
@@ -62,10 +70,18 @@ from .prompt import _context_vars, _environment, _template_text, template_versio
 T = TypeVar("T")
 
 RAG_METRICS: tuple[str, ...] = (*ANSWER_METRICS, *JUDGED_METRICS)
-"""Every metric name :meth:`RagPipeline.run_case` computes."""
+"""The built-in answer metric names :meth:`RagPipeline.run_case` knows without a suite."""
+
+MetricRef = Any  # a metric name, or an object of the answer-metric contract
 
 
 # -- the pipeline ----------------------------------------------------------------------------
+
+
+class _Closable(Protocol):
+    """What the pipeline closes at the end: its HTTP clients and guarded providers."""
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ class CaseRequest:
 
     query: Query
     contexts: tuple[tuple[str, str], ...]
-    metrics: tuple[str, ...]
+    metrics: tuple[MetricRef, ...]
     run: int = 0
 
     def __post_init__(self) -> None:
@@ -82,17 +98,36 @@ class CaseRequest:
         object.__setattr__(self, "metrics", tuple(self.metrics))
 
 
-def _check_metrics(metrics: Sequence[str]) -> list[str]:
-    if isinstance(metrics, str):
+def _check_metrics(metrics: Sequence[MetricRef],
+                   known: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """``(record name, metric)`` for each metric: a name of the suite's (``known``) or a
+    built-in one, or a metric object (named by its ``name``)."""
+    from ..metrics.rag_components import BUILTIN_ANSWER_METRICS
+
+    if isinstance(metrics, str) or is_answer_metric(metrics):
         metrics = [metrics]
-    wanted: list[str] = []
-    for name in metrics:
-        if name not in RAG_METRICS:
-            raise ValueError(f"unknown answer metric {name!r}{did_you_mean(name, RAG_METRICS)}; "
-                             f"known: {', '.join(RAG_METRICS)}")
-        if name not in wanted:
-            wanted.append(name)
+    known = known or {}
+    wanted: list[tuple[str, Any]] = []
+    for ref in metrics:
+        if is_answer_metric(ref):
+            name, metric = str(ref.name), ref
+        elif isinstance(ref, str) and ref in known:
+            name, metric = ref, known[ref]
+        elif isinstance(ref, str) and ref in BUILTIN_ANSWER_METRICS:
+            name, metric = ref, BUILTIN_ANSWER_METRICS[ref]()
+        else:
+            names = [*known, *(n for n in RAG_METRICS if n not in known)]
+            raise ValueError(f"unknown answer metric {ref!r}{did_you_mean(str(ref), names)}; "
+                             f"known: {', '.join(names)}")
+        if name not in (n for n, _ in wanted):
+            wanted.append((name, metric))
     return wanted
+
+
+def _judged(wanted: Sequence[tuple[str, Any]]) -> list[str]:
+    """The names of the metrics that need the judge."""
+    return [name for name, m in wanted
+            if getattr(m, "judge_part", None) is not None or "judge" in m.needs]
 
 
 class RagPipeline:
@@ -113,7 +148,7 @@ class RagPipeline:
         meter: contextvars.ContextVar[_Meter | None],
         budget: CostBudget | RunCostBudget | None,
         cache: ResponseCache | None,
-        clients: Sequence[OpenAIChat | OpenAIEmbedder],
+        clients: Sequence[_Closable],
     ) -> None:
         self.config = config
         self.llm = llm
@@ -153,7 +188,7 @@ class RagPipeline:
         self,
         query: Query,
         contexts: Sequence[tuple[str, str]],
-        metrics: Sequence[str],
+        metrics: Sequence[MetricRef],
         run: int = 0,
     ) -> dict[str, Any]:
         """Generate an answer from the top contexts and compute ``metrics``.
@@ -167,9 +202,10 @@ class RagPipeline:
 
         ``usage`` counts the chat calls of this case (generation and judge; cache hits keep
         their tokens with 0 requests); ``cost`` is what they cost in USD (0 for cache hits;
-        embeddings are not priced). Raises ``ValueError`` for an unknown metric name only.
+        embeddings are not priced). ``metrics`` are names (the suite's, or built-in) or
+        answer-metric objects. Raises ``ValueError`` for an unknown metric name only.
         """
-        wanted = _check_metrics(metrics)
+        wanted = _check_metrics(metrics, self.config.metrics)
         top = [(str(d), str(t)) for d, t in list(contexts)[: self.n_contexts]]
         meter = _Meter()
         token = self._meter.set(meter)
@@ -186,7 +222,8 @@ class RagPipeline:
         finally:
             self._meter.reset(token)
 
-    def _timed_out(self, top: list[tuple[str, str]], wanted: list[str], meter: _Meter,
+    def _timed_out(self, top: list[tuple[str, str]], wanted: list[tuple[str, Any]],
+                   meter: _Meter,
                    progress: dict[str, Any], limit: float) -> dict[str, Any]:
         """The fields of a case stopped by ``generation.timeout``: an explicit error naming
         the stage it was in and the limit; an answer already generated is kept."""
@@ -195,8 +232,8 @@ class RagPipeline:
                    f"generation.timeout {limit:g} s")
         answer = progress.get("answer")
         errors = {stage: message} if stage == "generation" else {
-            m: message for m in wanted if m in JUDGED_METRICS}
-        scores: dict[str, float | None] = {m: None for m in wanted}
+            m: message for m in _judged(wanted)}
+        scores: dict[str, float | None] = {m: None for m, _ in wanted}
         scores.update({k: v for k, v in progress.get("scores", {}).items() if k in scores
                        and k not in errors})
         return {
@@ -209,11 +246,11 @@ class RagPipeline:
             "errors": errors,
         }
 
-    async def _run_case(self, query: Query, top: list[tuple[str, str]], wanted: list[str],
-                        run: int, meter: _Meter, progress: dict[str, Any] | None = None,
-                        ) -> dict[str, Any]:
+    async def _run_case(self, query: Query, top: list[tuple[str, str]],
+                        wanted: list[tuple[str, Any]], run: int, meter: _Meter,
+                        progress: dict[str, Any] | None = None) -> dict[str, Any]:
         progress = {} if progress is None else progress
-        scores: dict[str, float | None] = {m: None for m in wanted}
+        scores: dict[str, float | None] = {m: None for m, _ in wanted}
         progress["scores"] = scores
         errors: dict[str, str] = {}
         verdicts: dict[str, Any] = {}
@@ -227,16 +264,8 @@ class RagPipeline:
             errors["generation"] = str(exc) or type(exc).__name__
 
         if answer is not None:
-            references = [r for r in query.reference_answers if r.strip()]
-            for name in wanted:
-                spec = ANSWER_METRICS.get(name)
-                if spec is not None:
-                    scores[name] = clean_float(spec.fn(answer, references, bool(references)))
-            judged = [m for m in wanted if m in JUDGED_METRICS]
-            if judged:
-                progress.update(stage="judge", answer=answer)
-                await self._judge(query, answer, top, references, judged, scores, verdicts,
-                                  errors)
+            progress.update(stage="judge", answer=answer)
+            await self._score(query, answer, top, wanted, scores, verdicts, errors)
         return {
             "answer": answer,
             "contexts": [d for d, _ in top],
@@ -247,68 +276,71 @@ class RagPipeline:
             "errors": errors,
         }
 
-    async def _judge(
+    async def _score(
         self,
         query: Query,
         answer: str,
         top: list[tuple[str, str]],
-        references: list[str],
-        judged: list[str],
+        wanted: list[tuple[str, Any]],
         scores: dict[str, float | None],
         verdicts: dict[str, Any],
         errors: dict[str, str],
     ) -> None:
-        if self.judge is None:
-            for name in judged:
-                errors[name] = f"{name} needs a judge; add a 'judge:' section to the suite"
-            return
-        item = JudgeInput(
-            question=query.text,
-            answer=answer,
-            contexts=tuple(t for _, t in top),
+        """Score ``answer`` with ``wanted``; the judged parts in one judge request."""
+        sample = AnswerSample(
+            question=query.text, answer=answer, contexts=tuple(t for _, t in top),
             # the judge compares against one reference; the dataset's first is canonical
-            reference=references[0] if references else None,
-        )
-        try:
-            result = await self.judge.evaluate(item, judged)
-        except (LLMError, RagbenchError) as exc:  # e.g. the cache file became unwritable
-            for name in judged:
-                errors[name] = str(exc) or type(exc).__name__
-            return
-        for name in judged:
-            scores[name] = clean_float(result.scores.get(name))
+            references=tuple(query.reference_answers), query=query)
+        # filled as values come, so what was scored survives a timeout (progress holds
+        # this very dict)
+        result = await score_answer(wanted, sample, judge=self.judge, embedder=self.embedder,
+                                    values=scores)
+        for name, value in result.metrics.items():
+            scores[name] = clean_float(value)
         verdicts.update(result.verdicts)
         errors.update(result.errors)
 
     async def judge_answer(self, query: Query, answer: str,
-                           contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                            run: int = 0) -> dict[str, Any]:
-        """Judge an answer produced elsewhere (a pipeline under test): nothing is generated.
+        """Score an answer produced elsewhere (a pipeline under test, a hand-written test):
+        nothing is generated.
 
         ``contexts`` are ``(id, text)`` as the pipeline used them (all of them: the
         ``generation.contexts`` cut is for generated answers). Returns the fields of
-        :meth:`run_case` for the judged ``metrics`` only; ``usage`` / ``cost`` are the
-        judge's. ``run`` is accepted for symmetry; the judge's seed is the suite's.
+        :meth:`run_case` for ``metrics`` (every answer metric, judged or not); ``usage`` /
+        ``cost`` are the judge's. ``run`` is accepted for symmetry; the judge's seed is the
+        suite's.
         """
-        wanted = [m for m in _check_metrics(metrics) if m in JUDGED_METRICS]
+        wanted = _check_metrics(metrics, self.config.metrics)
         top = [(str(d), str(t)) for d, t in contexts]
         meter = _Meter()
         token = self._meter.set(meter)
         try:
-            scores: dict[str, float | None] = {m: None for m in wanted}
+            scores: dict[str, float | None] = {m: None for m, _ in wanted}
             errors: dict[str, str] = {}
             verdicts: dict[str, Any] = {}
-            references = [r for r in query.reference_answers if r.strip()]
             if wanted:
-                await self._judge(query, answer, top, references, wanted, scores, verdicts,
-                                  errors)
+                await self._score(query, answer, top, wanted, scores, verdicts, errors)
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
                 "cost": meter.cost, "errors": errors}
 
+    def submit_judgement(self, key: Hashable, query: Query, answer: str,
+                         contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
+                         run: int = 0) -> bool:
+        """Start :meth:`judge_answer` for ``key`` in the background, like :meth:`submit`
+        (a pipeline's answers are judged ahead while items report in order); collect it
+        with :meth:`result`."""
+        wanted = tuple(metrics)
+        _check_metrics(wanted, self.config.metrics)  # fail in the caller, not in the background
+        top = tuple((str(d), str(t)) for d, t in contexts)
+        return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
+                                                                     wanted, run))
+
     def judge_answer_sync(self, query: Query, answer: str,
-                          contexts: Sequence[tuple[str, str]], metrics: Sequence[str],
+                          contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                           run: int = 0) -> dict[str, Any]:
         """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
         return self.prefetcher.call(
@@ -329,10 +361,10 @@ class RagPipeline:
             return self._prefetcher
 
     def submit(self, key: Hashable, query: Query, contexts: Sequence[tuple[str, str]],
-               metrics: Sequence[str], run: int = 0) -> bool:
+               metrics: Sequence[MetricRef], run: int = 0) -> bool:
         """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
         request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
-        _check_metrics(request.metrics)  # fail in the caller, not in the background
+        _check_metrics(request.metrics, self.config.metrics)  # fail here, not in the background
         return self.prefetcher.submit(key, lambda: self.run_case(
             request.query, request.contexts, request.metrics, request.run))
 
@@ -351,7 +383,7 @@ class RagPipeline:
         return value
 
     def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
-                      metrics: Sequence[str], run: int = 0) -> dict[str, Any]:
+                      metrics: Sequence[MetricRef], run: int = 0) -> dict[str, Any]:
         """:meth:`run_case` on the pipeline's own loop, waiting for it."""
         return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
 
@@ -490,7 +522,7 @@ def build_pipeline(
         raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
     version = template_version(text)
 
-    clients: list[OpenAIChat | OpenAIEmbedder] = []
+    clients: list[_Closable] = []
     cache: ResponseCache | None = None
     try:
         if mode != "off":
@@ -512,7 +544,8 @@ def build_pipeline(
         def provider(llm_config: LlmConfig, key: str) -> tuple[LLM, ProviderId, str | None]:
             """The budgeted provider, its identity and its priced model (None when free)."""
             if llm_config.registered:
-                return _registered_llm(llm_config, key, config, budget, cache, components)
+                return _registered_llm(llm_config, key, config, budget, share, cache,
+                                       components, clients)
             if llm_config.type == "extractive":
                 extractive = ExtractiveLLM(threshold=llm_config.threshold,
                                            max_sentences=llm_config.max_sentences)
@@ -547,12 +580,19 @@ def build_pipeline(
 
         embedder: Embedder | None = None
         if config.embedder is not None and config.embedder.registered:
-            built = _build_registered(components, "embedder", config.embedder.type,
+            emb_type = config.embedder.type
+            built = _build_registered(components, "embedder", emb_type,
                                       config.embedder.params, _path(prefix, "embedder"))
-            pid = getattr(built, "provider_id", None) or ProviderId(
-                config.embedder.type, params=dict(config.embedder.params))
-            embedder = (CachedEmbedder(built, cache, provider_id=pid)
-                        if cache is not None else built)
+            pid = getattr(built, "provider_id", None)
+            if not isinstance(pid, ProviderId):
+                pid = ProviderId(emb_type, params=_scalars(config.embedder.params))
+            guarded = GuardedEmbedder(built, _guard(
+                f"embedder {emb_type!r}", config.embedder.limits,
+                pid.base_url or f"registered embedder {emb_type!r}", pid.model or emb_type,
+                share))
+            clients.append(guarded)
+            embedder = (CachedEmbedder(guarded, cache, provider_id=pid)
+                        if cache is not None else guarded)
         elif config.embedder is not None and config.embedder.type == "hashing":
             embedder = HashingEmbedder(dim=config.embedder.dim, nonzero=True)
         elif config.embedder is not None:
@@ -611,22 +651,58 @@ def _build_registered(components: Callable[[str, str, Mapping[str, Any]], Any] |
         raise _fail(key, str(exc)) from None
 
 
+def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that can be part of a cache key: every one a suite file can write
+    (nested lists and mappings too, so changing one misses the cache); objects handed over
+    by a hook are left out."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            canonical_json(value)
+        except (TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
+
+
+def _guard(name: str, limits: CallLimits, endpoint: str, model: str,
+           share: _RunShare | None, *, priced: bool = False) -> CallGuard:
+    """The call guard of a registered provider: a run-wide pool of its own with a run budget
+    (declared now, named by ``endpoint`` and ``model``), else local limits."""
+    if share is None:
+        return CallGuard(name, limits)
+    pool_limits = endpoint_limits(limits.concurrency, adaptive=limits.adaptive,
+                                  rpm=limits.rpm, tpm=limits.tpm)
+    key = pool_key(strip_credentials(endpoint), model, pool_limits)
+    share.budget.declare(key, pool_limits)
+    if priced and share.cost_key is not None and share.prices is not None:
+        prices = share.prices
+
+        def cost_of(usage: Usage) -> float:
+            return prices.cost(model, usage)
+
+        return CallGuard(name, limits, run_budget=share.budget, pool=key,
+                         cost_key=share.cost_key, cost_of=cost_of)
+    return CallGuard(name, limits, run_budget=share.budget, pool=key)
+
+
 def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
-                    budget: CostBudget | None, cache: ResponseCache | None,
+                    budget: CostBudget | RunCostBudget | None, share: _RunShare | None,
+                    cache: ResponseCache | None,
                     components: Callable[[str, str, Mapping[str, Any]], Any] | None,
-                    ) -> tuple[LLM, ProviderId, str | None]:
-    """A registered LLM type: cached, and budgeted and priced when ``prices`` names its model.
+                    clients: list[_Closable]) -> tuple[LLM, ProviderId, str | None]:
+    """A registered LLM type under its call guard: cached, and budgeted and priced when
+    ``prices`` names its model.
 
     Its identity (for cache keys) is its own ``provider_id`` or its type and parameters; its
     model for ``prices`` is its ``model`` parameter, else its type name. A priced one is
     wrapped like a paid built-in (by the caller); an unpriced one is cached here and costs 0.
     """
-    inner: LLM = _build_registered(components, "llm", llm_config.type, llm_config.params, key)
-    pid = getattr(inner, "provider_id", None)
+    name = llm_config.type
+    built: LLM = _build_registered(components, "llm", name, llm_config.params, key)
+    pid = getattr(built, "provider_id", None)
     if not isinstance(pid, ProviderId):
-        pid = ProviderId(llm_config.type, model=llm_config.model,
-                         params={k: v for k, v in llm_config.params.items()
-                                 if isinstance(v, str | int | float | bool)})
+        pid = ProviderId(name, model=llm_config.model, params=_scalars(llm_config.params))
     model = llm_config.model
     priced = config.prices is not None
     if config.prices is not None:
@@ -634,18 +710,24 @@ def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
             config.prices.price(model)
         except LLMError:
             priced = False
+    guarded = GuardedLLM(built, _guard(f"llm {name!r}", llm_config.limits,
+                                       pid.base_url or f"registered llm {name!r}", model,
+                                       share, priced=priced))
+    clients.append(guarded)
+    inner: LLM = guarded
     if not priced:
         if cache is not None:
             inner = CachedLLM(inner, cache, provider_id=pid)
         return inner, pid, None
     assert config.prices is not None
-    if budget is not None:
+    # a run budget refuses and charges inside the guard, with each lease
+    if budget is not None and share is None:
+        assert isinstance(budget, CostBudget)
         inner = BudgetedLLM(inner, budget, config.prices, model=model)
     return inner, pid, model
 
 
-def _close_quietly(clients: Sequence[OpenAIChat | OpenAIEmbedder],
-                   cache: ResponseCache | None) -> None:
+def _close_quietly(clients: Sequence[_Closable], cache: ResponseCache | None) -> None:
     async def close_all() -> None:
         for client in clients:
             with contextlib.suppress(Exception):

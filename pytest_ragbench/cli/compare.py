@@ -34,8 +34,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     description="Compare run B against baseline A, paired per query, and gate "
                                 "it exactly as pytest --ragbench-baseline does.")
     p.add_argument("baseline", metavar="A",
-                   help="baseline: a baseline JSON file, a run folder, or a history run id "
-                        "('last', 'best')")
+                   help="baseline: a baseline JSON file, a run folder, or from the run "
+                        "history a run number (the # of 'ragbench history'), 'last', 'best' "
+                        "or a run id")
     p.add_argument("current", metavar="B", help="the run to check, in any of the same forms")
     add_history_option(p.add_argument, prefix="", aliases=("--db",))
     add_gate_options(p.add_argument, prefix="")

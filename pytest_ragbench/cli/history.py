@@ -1,4 +1,5 @@
-"""``ragbench history``: recent runs and a trend per metric, from the run history."""
+"""``ragbench history``: recent runs and a trend per metric, from the run history; with
+``--prune N``, retention on demand (:mod:`pytest_ragbench.results.retention`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..options import add_history_option
-from .common import EXIT_OK, EXIT_USAGE, add_command
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
 
 
 def _positive(value: str) -> int:
@@ -24,14 +25,24 @@ def _positive(value: str) -> int:
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``history`` to the command's subparsers."""
     p = add_command(commands, "history",
-                    summary="list runs and metric trends from the run history",
-                    description="List recent runs and the trend of a metric from the run "
-                                "history.")
+                    summary="list runs and metric trends from the run history; prune old runs",
+                    description="List recent runs (their number '#' names the run wherever a "
+                                "run is expected: --ragbench-baseline=3, 'ragbench compare 3 "
+                                "5', 'ragbench report 3') and the trend of each suite's first "
+                                "metric; with --prune N, delete all but the newest N runs and "
+                                "those a baseline points at.")
     add_history_option(p.add_argument, prefix="", aliases=("--db",))
-    p.add_argument("--metric", default=None, help="metric to show the trend of")
+    p.add_argument("--metric", default=None,
+                   help="metric to show the trend of (default: each suite's first metric)")
     p.add_argument("--suite", default=None, help="only runs of this suite (id or name)")
     p.add_argument("--limit", type=_positive, default=20,
                    help="how many recent runs (default 20)")
+    p.add_argument("--prune", type=_positive, default=None, metavar="N",
+                   help="keep the newest N runs (folders and history rows) and every run a "
+                        "baseline points at, delete the others, and print what was deleted")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="the folder holding the run folders, for --prune (default: 'runs' "
+                        "beside the history file, as pytest writes them by default)")
     p.set_defaults(run=run)
 
 
@@ -40,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from ..results.history import DEFAULT_HISTORY, HistoryError, RunHistory, history_lines
 
     db = Path(args.history) if args.history else Path.cwd() / DEFAULT_HISTORY
+    if args.prune is not None:
+        return _prune(db, args.out if args.out is not None else db.parent / "runs",
+                      args.prune)
     try:
         with RunHistory(db, readonly=True) as h:
             lines = history_lines(h, metric=args.metric, suite=args.suite, limit=args.limit)
@@ -48,3 +62,23 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _prune(db: Path, out_dir: Path, keep: int) -> int:
+    from ..results.history import HistoryError
+    from ..results.retention import prune_lines, prune_runs
+
+    if not db.is_file() and not out_dir.is_dir():
+        print(f"ragbench history: nothing to prune: no run history at {db} and no run "
+              f"folders in {out_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = prune_runs(out_dir, db, keep, vacuum=True)
+    except HistoryError as exc:
+        print(f"ragbench history: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    lines = prune_lines(result)
+    print(f"ragbench history: {lines[0]}")
+    for line in lines[1:]:
+        print(line)
+    return EXIT_FAILED if result.errors else EXIT_OK

@@ -23,26 +23,31 @@ How a retriever is asked (the first that applies):
 Any of them may be a coroutine function; coroutines run on the runtime's own event loop.
 Results are checked per case (a list of (doc_id, score) pairs, at most ``k``, known ids, no
 duplicates, finite scores); a violation, an exception or a metric that raises makes that case
-an error record and the run goes on.
+an error record and the run goes on. The exception a component raised does not fit in the
+record; the case runners hand it, with its traceback, to their ``on_error`` callback, so that
+the caller can show the component's own frames (:func:`user_traceback`) or debug them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from types import TracebackType
 from typing import Any
 
 from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
-from ..records import CaseRecord, add_answer, clean_float, make_record
+from ..records import CaseRecord, add_answer, clean_float, make_record, relevant_ranks
 from ..registry import BuildContext, Registry
 from ..retrievers.hits import RankedHits
 from ..suite.loader import ComponentSpec, Suite
@@ -52,14 +57,69 @@ BATCH_LIMIT = 256
 
 Upcoming = Callable[[], Sequence[str]]
 
+Raised = tuple[BaseException, TracebackType | None]
+"""An exception a component raised and its traceback as the runtime caught it (kept apart
+because re-raising the exception later replaces its ``__traceback__``)."""
+
+OnError = Callable[[BaseException, TracebackType | None], None]
+"""Called with a :data:`Raised` when a component's exception makes a case an error."""
+
 
 class CaseError(RagbenchError):
-    """A case could not be evaluated; the message is the reason shown to the user."""
+    """A case could not be evaluated; the message is the reason shown to the user.
 
-    def __init__(self, stage: str, message: str, etype: str = "Error") -> None:
+    ``cause`` is the exception a component raised, when one did (a :class:`CaseError` passes
+    its own cause on); :attr:`raised` keeps it with its traceback as caught here.
+    """
+
+    def __init__(self, stage: str, message: str, etype: str = "Error", *,
+                 cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.stage = stage
         self.etype = etype
+        self.raised: Raised | None = None
+        if isinstance(cause, CaseError):
+            self.raised = cause.raised
+        elif cause is not None:
+            self.raised = (cause, cause.__traceback__)
+
+
+def _glue_paths() -> tuple[str, ...]:
+    """Where the frames between the plugin and a component's code live: this package, and
+    the event loop and threads the runtime calls components through."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = [package, *(os.path.dirname(os.path.abspath(m.__file__ or ""))
+                          for m in (asyncio, concurrent.futures))]
+    return (*(os.path.join(f, "") for f in folders), os.path.abspath(threading.__file__ or ""))
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` from the first frame of the component's own code (the user's retriever, pipeline
+    or metric) on: the plugin's frames that called it, and the event loop's and thread's in
+    between, are cut. A traceback with no such frame (a built-in component failed) is
+    returned whole."""
+    glue = _glue_paths()
+    entry = tb
+    while entry is not None:
+        filename = os.path.abspath(entry.tb_frame.f_code.co_filename)
+        if not filename.startswith(glue):
+            return entry
+        entry = entry.tb_next
+    return tb
+
+
+def _fail(rec: CaseRecord | dict[str, Any], stage: str, etype: str, message: str,
+          raised: Raised | None = None, on_error: OnError | None = None) -> None:
+    """Make ``rec`` an error record; hand the component's exception, if any, to ``on_error``."""
+    rec["status"] = "error"
+    rec["error"] = {"stage": stage, "type": etype, "message": message}
+    if raised is not None and on_error is not None:
+        on_error(*raised)
+
+
+def _fail_case(rec: CaseRecord | dict[str, Any], exc: CaseError,
+               on_error: OnError | None) -> None:
+    _fail(rec, exc.stage, exc.etype, str(exc), exc.raised, on_error)
 
 
 class SuiteRuntime:
@@ -97,6 +157,10 @@ class SuiteRuntime:
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
+        # Pipeline cases asked ahead (output and wall ms, or the error) and those whose
+        # judging was started in the background: (pipeline, case, run).
+        self._answered: dict[tuple[str, str, int], tuple[Any, float] | CaseError] = {}
+        self._judging: set[tuple[str, str, int]] = set()
         # The process's run budget (set by the plugin's state); None: a budget per pipeline.
         self.run_budget: Callable[[], Any] | None = None
 
@@ -151,7 +215,7 @@ class SuiteRuntime:
         except Exception as exc:
             detail = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
             err = CaseError("index", f"retriever {name!r} ({spec.type}) could not be built or "
-                                     f"indexed: {detail}", type(exc).__name__)
+                                     f"indexed: {detail}", type(exc).__name__, cause=exc)
             self._failed[name] = err
             raise err from exc
         finally:
@@ -342,7 +406,7 @@ class SuiteRuntime:
             raise
         except Exception as exc:
             raise CaseError("retrieve", f"retriever {name!r} raised {type(exc).__name__}: {exc}",
-                            type(exc).__name__) from exc
+                            type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
 
     def _within(self, name: str, call: Callable[[], Any], limit: float) -> Any:
@@ -456,10 +520,12 @@ class SuiteRuntime:
         return None
 
     def score(self, rec: CaseRecord, query: Query, hits: Sequence[tuple[str, float]],
-              latency_ms: float | None) -> None:
-        """Fill ``rec``'s latency, retrieved/missed lists and metrics from checked hits.
+              latency_ms: float | None, on_error: OnError | None = None) -> None:
+        """Fill ``rec``'s latency, retrieved/missed lists, relevant ranks and metrics from
+        checked hits.
 
-        A metric that raises makes the record an error (stage ``metric``).
+        A metric that raises makes the record an error (stage ``metric``); its exception goes
+        to ``on_error``.
         """
         suite = self.suite
         result = self.case_result(query, hits, latency_ms)
@@ -474,14 +540,14 @@ class SuiteRuntime:
             ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
             key=lambda x: (-x[1], x[0]),
         )[: suite.record_depth]
+        rec["relevant_ranks"] = relevant_ranks(result.ranked, grades)
         for m in suite.metrics:
             try:
                 rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
             except Exception as exc:
-                rec["status"] = "error"
-                rec["error"] = {"stage": "metric", "type": type(exc).__name__,
-                                "message": f"metric {m.name!r} raised {type(exc).__name__}: "
-                                           f"{exc}"}
+                _fail(rec, "metric", type(exc).__name__,
+                      f"metric {m.name!r} raised {type(exc).__name__}: {exc}",
+                      (exc, exc.__traceback__), on_error)
                 return
 
     # -- generation and judging (suites with an ``llm`` section) ---------------------------
@@ -508,7 +574,8 @@ class SuiteRuntime:
                 self._pipeline = self._build_pipeline()
             except Exception as exc:
                 self._pipeline_error = CaseError(
-                    "generation", f"the suite's LLM setup failed: {exc}", type(exc).__name__)
+                    "generation", f"the suite's LLM setup failed: {exc}", type(exc).__name__,
+                    cause=exc)
         if self._pipeline_error is not None:
             raise self._pipeline_error
         return self._pipeline
@@ -547,7 +614,8 @@ class SuiteRuntime:
             self._submitted.add(key)
 
     def _answer(self, rec: CaseRecord, name: str, query: Query,
-                hits: Sequence[tuple[str, float]], run: int) -> None:
+                hits: Sequence[tuple[str, float]], run: int,
+                on_error: OnError | None = None) -> None:
         """Merge the generated answer, its metrics, verdicts, usage and cost into ``rec``."""
         key = (name, query.id, run)
         try:
@@ -559,13 +627,12 @@ class SuiteRuntime:
                 out = pipeline.run_case_sync(query, self._contexts(hits), self._rag_metrics,
                                              run=run)
         except CaseError as exc:
-            rec["status"] = "error"
-            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            _fail_case(rec, exc, on_error)
             return
         except Exception as exc:  # a bug or a cancelled prefetch: still a recorded error
-            rec["status"] = "error"
-            rec["error"] = {"stage": "generation", "type": type(exc).__name__,
-                            "message": f"generation failed: {type(exc).__name__}: {exc}"}
+            _fail(rec, "generation", type(exc).__name__,
+                  f"generation failed: {type(exc).__name__}: {exc}", (exc, exc.__traceback__),
+                  on_error)
             return
         add_answer(rec, out)
         for metric, value in out.get("metrics", {}).items():
@@ -581,11 +648,12 @@ class SuiteRuntime:
     def run_case(self, retriever_name: str, case_id: str, run: int = 0,
                  upcoming: Upcoming | None = None,
                  upcoming_runs: Callable[[], Sequence[tuple[str, int]]] | None = None,
-                 ) -> CaseRecord:
+                 on_error: OnError | None = None) -> CaseRecord:
         """Evaluate one case and return its record (status "error" carries the reason).
 
         ``upcoming`` returns the ids of the cases of this retriever this process will run
-        next; it enables ``retrieve_many`` batching.
+        next; it enables ``retrieve_many`` batching. ``on_error`` receives the exception a
+        component raised when that made the case an error.
         """
         suite = self.suite
         query = self.query(case_id)
@@ -608,15 +676,14 @@ class SuiteRuntime:
                                               upcoming)
                 hits = self._check_hits(retriever_name, raw, suite.k)
         except CaseError as exc:
-            rec["status"] = "error"
-            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            _fail_case(rec, exc, on_error)
             return rec
 
-        self.score(rec, query, hits, latency)
+        self.score(rec, query, hits, latency, on_error)
         if rec["status"] == "error":
             return rec
         if self._rag_metrics:
-            self._answer(rec, retriever_name, query, hits, run)
+            self._answer(rec, retriever_name, query, hits, run, on_error)
             if rec["status"] == "error":
                 return rec
         self._apply_thresholds(rec)
@@ -627,9 +694,13 @@ class SuiteRuntime:
     def _needs_answer_pipeline(self) -> bool:
         """Whether the generation/judging pipeline is used: retrievers generate answers;
         pipelines bring their own and need it only for judged metrics."""
-        from ..metrics.judge import JUDGED_METRICS
+        return bool(self.suite.retrievers) or bool(self._model_metrics())
 
-        return bool(self.suite.retrievers) or any(m in JUDGED_METRICS for m in self._rag_metrics)
+    def _model_metrics(self) -> list[str]:
+        """The answer metrics that need the suite's judge or embedder."""
+        return [m.name for m in self.suite.metrics if m.needs is not None
+                and ({"judge", "embedder"} & m.needs
+                     or getattr(m.component, "judge_part", None) is not None)]
 
     def _build_system(self, spec: ComponentSpec) -> list[SuiteError]:
         """Build pipeline ``spec`` now and check it against the suite's queries."""
@@ -688,7 +759,7 @@ class SuiteRuntime:
             raw = self._run(instance.answer(query))
         except Exception as exc:
             raise CaseError("answer", f"pipeline {name!r} raised {type(exc).__name__}: {exc}",
-                            type(exc).__name__) from exc
+                            type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
 
     def _context_text(self, ctx: Any) -> str | None:
@@ -699,45 +770,111 @@ class SuiteRuntime:
             return None
         return f"{doc.title}. {doc.text}" if doc.title else doc.text
 
-    def run_pipeline_case(self, name: str, case_id: str, run: int = 0) -> dict[str, Any]:
-        """Evaluate one (pipeline, query) case and return its record.
+    def _prefetch_judging(self, name: str, cases: Sequence[tuple[str, int]]) -> None:
+        """Ask pipeline ``name`` for the answers of the next cases and start judging them in
+        the background, so judge requests of several items are in flight while items report
+        in order. At most the judge's ``concurrency`` cases are ahead (asked and not yet
+        reported), so a slow pipeline is not asked far ahead of its items; each case is
+        asked once, and only cases this process will run are touched."""
+        from ..pipelines.contract import OutputError, normalise_output
+
+        judged = self._judged_metrics()
+        if not judged:
+            return
+        pipeline = self.pipeline()
+        instance = self.system(name)
+        window = pipeline.prefetcher.concurrency
+        ahead = {k for k in (*self._answered, *self._judging) if k[0] == name}
+        for cid, run in cases:
+            key = (name, cid, run)
+            if key in ahead or cid not in self._queries:
+                continue
+            if len(ahead) >= window:
+                break
+            ahead.add(key)
+            query = self._queries[cid]
+            try:
+                asked = self._ask(name, instance, query)
+            except CaseError as exc:
+                self._answered[key] = exc
+                continue
+            self._answered[key] = asked
+            try:
+                output = normalise_output(asked[0])
+            except OutputError:
+                continue  # the case itself says what is wrong with it
+            texts = self._judge_texts(output)
+            if texts is None:
+                continue
+            pipeline.submit_judgement(("judge", *key), query, output.answer, texts, judged,
+                                      run=run)
+            self._judging.add(key)
+
+    def _judged_metrics(self) -> list[str]:
+        """The answer metrics handed to the suite's judge: all of them when one needs the
+        judge or the embedder (as in :meth:`_judge_pipeline`), else none."""
+        return list(self._rag_metrics) if self._model_metrics() else []
+
+    def _judge_texts(self, output: Any) -> list[tuple[str, str]] | None:
+        """(id, text) of each context of a pipeline's output; None if one has no text."""
+        texts: list[tuple[str, str]] = []
+        for i, ctx in enumerate(output.contexts):
+            text = self._context_text(ctx)
+            if text is None:
+                return None
+            texts.append((ctx.id or f"context-{i + 1}", text))
+        return texts
+
+    def run_pipeline_case(self, name: str, case_id: str, run: int = 0,
+                          upcoming_runs: Callable[[], Sequence[tuple[str, int]]] | None = None,
+                          on_error: OnError | None = None) -> dict[str, Any]:
+        """Evaluate one (pipeline, query) case and return its record (``on_error`` as for
+        :meth:`run_case`).
 
         The record is a retriever case's (``retriever`` holds the pipeline's name, so tables,
         baselines and A/B comparisons treat both alike) plus ``pipeline`` (the same name),
         ``answer``, ``contexts`` (ids, or texts where a context has no id), ``judge``,
         ``usage`` / ``cost`` (the pipeline's reported spend plus the judge's) and
-        ``system_usage`` (what the pipeline reported).
+        ``system_usage`` (what the pipeline reported). ``upcoming_runs`` returns the
+        (case, run) pairs of this pipeline this process will run next: their answers are
+        asked for and judged ahead (see :meth:`_prefetch_judging`).
         """
         from ..pipelines.contract import OutputError, normalise_output
 
         query = self.query(case_id)
         rec = self.new_record(name, case_id, run)
         rec["pipeline"] = name
+        if upcoming_runs is not None and self._rag_metrics:
+            # a judge or pipeline that cannot be had fails again below, in this case's record
+            with contextlib.suppress(CaseError):
+                self._prefetch_judging(name, [(case_id, run), *upcoming_runs()])
         try:
             instance = self.system(name)
-            raw, wall_ms = self._ask(name, instance, query)
+            asked = self._answered.pop((name, case_id, run), None)
+            if isinstance(asked, CaseError):
+                raise asked
+            raw, wall_ms = asked if asked is not None else self._ask(name, instance, query)
             try:
                 output = normalise_output(raw)
             except OutputError as exc:
                 raise CaseError("answer", f"pipeline {name!r} returned an output outside the "
                                           f"contract: {exc}", "OutputError") from None
         except CaseError as exc:
-            rec["status"] = "error"
-            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            _fail_case(rec, exc, on_error)
             return rec
         latency = output.latency_ms if output.latency_ms is not None else wall_ms
-        self._score_pipeline(rec, query, output, latency)
+        self._score_pipeline(rec, query, output, latency, on_error)
         if rec["status"] == "error":
             return rec
         if self._rag_metrics:
-            self._judge_pipeline(rec, name, query, output, run)
+            self._judge_pipeline(rec, name, query, output, run, on_error)
             if rec["status"] == "error":
                 return rec
         self._apply_thresholds(rec)
         return rec
 
     def _score_pipeline(self, rec: dict[str, Any], query: Query, output: Any,
-                        latency_ms: float) -> None:
+                        latency_ms: float, on_error: OnError | None = None) -> None:
         """Latency, retrieval metrics over the context ids (in the pipeline's order) and the
         retrieved/missed lists; answer metrics are left to :meth:`_judge_pipeline`."""
         ids: list[str] = []
@@ -763,6 +900,7 @@ class SuiteRuntime:
             ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
             key=lambda x: (-x[1], x[0]),
         )[: self.suite.record_depth] if ids else []
+        rec["relevant_ranks"] = relevant_ranks(ids, grades) if ids else {}
         rec["answer"] = output.answer
         rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
                            for c in output.contexts]
@@ -782,27 +920,18 @@ class SuiteRuntime:
             try:
                 rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
             except Exception as exc:
-                rec["status"] = "error"
-                rec["error"] = {"stage": "metric", "type": type(exc).__name__,
-                                "message": f"metric {m.name!r} raised {type(exc).__name__}: "
-                                           f"{exc}"}
+                _fail(rec, "metric", type(exc).__name__,
+                      f"metric {m.name!r} raised {type(exc).__name__}: {exc}",
+                      (exc, exc.__traceback__), on_error)
                 return
 
     def _judge_pipeline(self, rec: dict[str, Any], name: str, query: Query, output: Any,
-                        run: int) -> None:
-        """Lexical answer metrics here; judged ones through the suite's judge (one batched
-        chat call and at most one embedding call per case, as for generated answers)."""
-        from ..metrics.answer import ANSWER_METRICS
-        from ..metrics.judge import JUDGED_METRICS
-
-        references = [r for r in query.reference_answers if r.strip()]
-        for metric in self._rag_metrics:
-            spec = ANSWER_METRICS.get(metric)
-            if spec is not None:
-                rec["metrics"][metric] = clean_float(
-                    spec.fn(output.answer, references, bool(references)))
-        judged = [m for m in self._rag_metrics if m in JUDGED_METRICS]
-        if not judged:
+                        run: int, on_error: OnError | None = None) -> None:
+        """The answer metrics: through the suite's answer pipeline when one needs the judge
+        or the embedder (one batched chat call and at most one embedding call per case, as
+        for generated answers), else here, without building it."""
+        if not self._model_metrics():
+            self._score_answer_here(rec, query, output)
             return
         texts: list[tuple[str, str]] = []
         for i, ctx in enumerate(output.contexts):
@@ -815,16 +944,21 @@ class SuiteRuntime:
                     "give the suite the corpus)")}
                 return
             texts.append((ctx.id or f"context-{i + 1}", text))
+        key = (name, query.id, run)
         try:
-            out = self.pipeline().judge_answer_sync(query, output.answer, texts, judged, run=run)
+            if key in self._judging:
+                self._judging.discard(key)
+                out = self.pipeline().result(("judge", *key))
+            else:
+                out = self.pipeline().judge_answer_sync(query, output.answer, texts,
+                                                        self._rag_metrics, run=run)
         except CaseError as exc:
-            rec["status"] = "error"
-            rec["error"] = {"stage": exc.stage, "type": exc.etype, "message": str(exc)}
+            _fail_case(rec, exc, on_error)
             return
         except Exception as exc:
-            rec["status"] = "error"
-            rec["error"] = {"stage": "judge", "type": type(exc).__name__,
-                            "message": f"judging failed: {type(exc).__name__}: {exc}"}
+            _fail(rec, "judge", type(exc).__name__,
+                  f"judging failed: {type(exc).__name__}: {exc}", (exc, exc.__traceback__),
+                  on_error)
             return
         for metric, value in out.get("metrics", {}).items():
             if metric in rec["metrics"]:
@@ -841,6 +975,38 @@ class SuiteRuntime:
             rec["status"] = "error"
             rec["error"] = {"stage": "judge", "type": "LLMError",
                             "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+
+    def score_answer(self, rec: dict[str, Any], query: Query, output: Any) -> None:
+        """The suite's answer metrics of an answer made outside its systems (a hand-written
+        test): ``output`` is a :class:`~pytest_ragbench.pipelines.contract.PipelineOutput`;
+        ``rec`` gets the answer, contexts, metrics, verdicts, usage and cost like a pipeline
+        case (an error as its status and error)."""
+        rec["answer"] = output.answer
+        rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
+                           for c in output.contexts]
+        rec["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        rec["cost"] = None
+        if self._rag_metrics:
+            self._judge_pipeline(rec, str(rec["retriever"]), query, output, int(rec["run"]))
+
+    def _score_answer_here(self, rec: dict[str, Any], query: Query, output: Any) -> None:
+        """Answer metrics that need no model, on this runtime's loop."""
+        from ..metrics.contract import AnswerSample, score_answer
+
+        sample = AnswerSample(
+            question=query.text, answer=output.answer,
+            contexts=tuple(t for t in map(self._context_text, output.contexts) if t),
+            references=tuple(query.reference_answers), query=query)
+        metrics = [(m.name, m.component) for m in self.suite.metrics if m.needs is not None]
+        result = self._run(score_answer(metrics, sample))
+        for metric, value in result.metrics.items():
+            rec["metrics"][metric] = clean_float(value)
+        if result.verdicts:
+            rec["judge"] = result.verdicts
+        if result.errors:
+            rec["status"] = "error"
+            rec["error"] = {"stage": "metric", "type": "MetricError",
+                            "message": "; ".join(f"{k}: {v}" for k, v in result.errors.items())}
 
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
         """Per-query thresholds of one case, retriever or pipeline; a failed one fails it."""
@@ -884,6 +1050,8 @@ class SuiteRuntime:
         self._queries, self._documents, self._doc_ids = {}, {}, frozenset()
         self._batched.clear()
         self._retrieved.clear()
+        self._answered.clear()
+        self._judging.clear()
 
 
 def _spec_key(spec: ComponentSpec) -> str:

@@ -48,6 +48,25 @@ class LLMError(Exception):
     """A provider call failed for good (after retries, breaker open, bad reply)."""
 
 
+class ProviderError(LLMError):
+    """What an LLM or embedder raises when a call failed, saying whether to try again.
+
+    The call wrapper every provider runs under (:mod:`pytest_ragbench.llm.guard`) retries it
+    when ``retryable`` is true; by default that is when ``status`` is 408, 429 or a 5xx.
+    ``retry_after`` (seconds, e.g. from a ``Retry-After`` header) sets the wait before the
+    next attempt, and pauses the provider's whole run-wide pool.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retryable: bool | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        if retryable is None:
+            retryable = status is not None and (status in (408, 429) or 500 <= status <= 599)
+        self.retryable = retryable
+
+
 @runtime_checkable
 class LLM(Protocol):
     """An async chat model. ``params`` are provider parameters (temperature, max_tokens, seed)."""

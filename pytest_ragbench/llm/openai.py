@@ -544,3 +544,33 @@ class OpenAIEmbedder(_OpenAIEndpoint):
         if self._limiter is not None and self._budget is None:
             self._limiter.adjust(tokens - estimate)
         return array
+
+
+def openai_chat(
+    *,
+    base_url: str,
+    model: str,
+    api_key_env: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+    case_timeout: float | None = None,
+    concurrency: int = 16,
+    retries: int = 4,
+    backoff: float = 0.5,
+    rpm: float | None = None,
+    tpm: float | None = None,
+) -> OpenAIChat:
+    """A chat model behind an OpenAI-compatible endpoint (POST {base_url}/chat/completions).
+
+    The keys of a suite's ``llm: {type: openai, ...}``: ``api_key_env`` names the environment
+    variable holding the key, header values may reference ``${ENV_NAME}``, ``params`` are
+    request parameters (temperature, max_tokens, seed), ``timeout`` is per attempt and
+    ``case_timeout`` per call, ``retries`` after the first attempt with exponential
+    ``backoff``, ``rpm`` / ``tpm`` rate limits for this client.
+    """
+    limiter = RateLimiter(rpm, tpm) if rpm is not None or tpm is not None else None
+    return OpenAIChat(base_url, model, api_key_env=api_key_env, headers=headers,
+                      timeout=timeout, params=params, concurrency=concurrency,
+                      retry=RetryPolicy(max_attempts=retries + 1, base_delay=backoff),
+                      rate_limiter=limiter, case_timeout=case_timeout)

@@ -27,6 +27,11 @@ Definitions (as in RAGAS):
     embedder it is RAGAS's weighted average ``(0.75 * F1 + 0.25 * cos) / (0.75 + 0.25)`` with
     ``cos`` the cosine similarity of answer and reference, not clipped (it can be negative).
     Needs a reference.
+custom criteria (:class:`Criteria`)
+    A rubric written in the suite (G-Eval / promptfoo ``llm-rubric`` style): the criterion's
+    text, an integer scale ``(low, high)`` and optional scored examples. The judge gives one
+    integer on the scale; the score is ``(s - low) / (high - low)`` in [0, 1]. Its verdict is
+    asked in the same request as the other judged metrics of the item.
 
 Cost. RAGAS spends 7 chat requests and 2 embedding requests per item on the first four metrics.
 In ``mode="batched"`` (default) :class:`Judge` asks for everything the requested metrics need in
@@ -54,6 +59,9 @@ accepted) holding exactly the keys the prompt asks for; other keys are ignored. 
 - ``"useful"`` (context_precision): list of verdicts, exactly one per context, in rank order.
 - ``"questions"`` (answer_relevancy): list of exactly ``n_questions`` non-empty strings.
 - ``"noncommittal"`` (answer_relevancy): verdict.
+- ``"criteria"`` (custom criteria): an object with one entry per criterion name,
+  ``{"score": integer on the criterion's scale, "why": str}`` (``why`` optional; a whole
+  number written as ``4.0`` is accepted).
 
 Failures are never exceptions: a reply that still does not validate after one retry (the retry
 message quotes the validation error), an :class:`~pytest_ragbench.llm.base.LLMError`, a missing
@@ -80,8 +88,11 @@ from ..llm.base import LLM, Embedder, LLMError, Message, Usage
 from ..llm.prompts import prompt_environment
 
 __all__ = [
+    "CRITERIA_INPUTS",
     "JUDGED_METRICS",
     "TEMPLATE_VERSION",
+    "Criteria",
+    "CriterionExample",
     "Judge",
     "JudgeInput",
     "JudgeResult",
@@ -156,6 +167,19 @@ from the ANSWER's content alone{% if show_question %} (do not reword the QUESTIO
 each understandable on its own.
 - "noncommittal": 1 if the ANSWER is evasive, vague or declines to answer, else 0.
 {% endif %}
+{% if ask.criteria %}
+- "criteria": an object with one entry per criterion below, keyed by its name, each \
+{"score": an integer on the criterion's scale, "why": at most 20 words}. Grade each criterion \
+on its own terms only.
+{% for c in ask.criteria %}
+  {{ c.name | tojson }} (an integer from {{ c.scale[0] }} to {{ c.scale[1] }}): {{ c.criteria }}
+{% for ex in c.examples %}
+    Example{% if ex.question is not none %}: QUESTION {{ ex.question | tojson }}{% endif %}; \
+ANSWER {{ ex.answer | tojson }} -> {"score": {{ ex.score }}\
+{% if ex.reason is not none %}, "why": {{ ex.reason | tojson }}{% endif %}}
+{% endfor %}
+{% endfor %}
+{% endif %}
 
 Reply with only the JSON object {{ '{' }}{{ keys | join(', ') }}{{ '}' }}.
 """
@@ -190,6 +214,70 @@ class JudgeInput:
         object.__setattr__(self, "contexts", tuple(self.contexts))
 
 
+CRITERIA_INPUTS: tuple[str, ...] = ("question", "answer", "contexts", "reference")
+"""What a custom criterion may show the judge; the answer is always shown."""
+
+
+@dataclass(frozen=True)
+class CriterionExample:
+    """A scored example shown to the judge with a criterion (few-shot calibration)."""
+
+    answer: str
+    score: int
+    question: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """A custom-criteria judged metric: ``criteria`` is the rubric text, ``scale`` the integer
+    range ``(low, high)`` the judge grades on, ``examples`` scored examples, ``inputs`` what
+    the judge is shown (of :data:`CRITERIA_INPUTS`; the answer always). Its score is the
+    judge's integer normalised to [0, 1]; NaN (skipped) for an item without a reference
+    when ``inputs`` holds ``"reference"``. Raises ValueError for a bad definition."""
+
+    name: str
+    criteria: str
+    scale: tuple[int, int] = (1, 5)
+    examples: tuple[CriterionExample, ...] = ()
+    inputs: tuple[str, ...] = ("question", "answer")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", tuple(self.scale))
+        object.__setattr__(self, "examples", tuple(
+            e if isinstance(e, CriterionExample) else CriterionExample(**e)
+            for e in self.examples))
+        inputs = tuple(dict.fromkeys(("answer", *self.inputs)))
+        object.__setattr__(self, "inputs", inputs)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a criterion needs a non-empty name, got {self.name!r}")
+        if self.name in JUDGED_METRICS:
+            raise ValueError(f"criterion name {self.name!r} is the name of a built-in judged "
+                             "metric; choose another")
+        if not isinstance(self.criteria, str) or not self.criteria.strip():
+            raise ValueError(f"{self.name}: criteria must be a non-empty text")
+        low_high = self.scale
+        if (len(low_high) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                      for v in low_high) or low_high[0] >= low_high[1]):
+            raise ValueError(f"{self.name}: scale must be two integers [low, high] with "
+                             f"low < high, got {list(low_high)}")
+        for name in inputs:
+            if name not in CRITERIA_INPUTS:
+                raise ValueError(f"{self.name}: unknown input {name!r}"
+                                 f"{did_you_mean(name, CRITERIA_INPUTS)}; known: "
+                                 f"{', '.join(CRITERIA_INPUTS)}")
+        for i, example in enumerate(self.examples):
+            if (isinstance(example.score, bool) or not isinstance(example.score, int)
+                    or not low_high[0] <= example.score <= low_high[1]):
+                raise ValueError(f"{self.name}: examples[{i}].score must be an integer from "
+                                 f"{low_high[0]} to {low_high[1]}, got {example.score!r}")
+
+    def normalise(self, score: int) -> float:
+        """The judge's integer mapped to [0, 1] (low -> 0, high -> 1)."""
+        low, high = self.scale
+        return (score - low) / (high - low)
+
+
 @dataclass(frozen=True)
 class JudgeResult:
     """Scores and evidence for one item.
@@ -217,6 +305,7 @@ class _Ask:
     ref_in_answer: bool = False
     useful: bool = False
     n_questions: int = 0
+    criteria: tuple[Criteria, ...] = ()
 
     @property
     def answer_claims(self) -> bool:
@@ -236,11 +325,18 @@ class _Ask:
             keys.append("useful")
         if self.n_questions:
             keys += ["questions", "noncommittal"]
+        if self.criteria:
+            keys.append("criteria")
         return keys
 
+    def shows(self, part: str) -> bool:
+        """Whether some criterion asks for ``part`` of the item."""
+        return any(part in c.inputs for c in self.criteria)
+
     @classmethod
-    def for_metrics(cls, metrics: Iterable[str], n_questions: int) -> _Ask:
-        wanted = set(metrics)
+    def for_metrics(cls, metrics: Iterable[str | Criteria], n_questions: int) -> _Ask:
+        metrics = list(metrics)
+        wanted = {m for m in metrics if isinstance(m, str)}
         return cls(
             ans_supported="faithfulness" in wanted,
             ans_in_ref="answer_correctness" in wanted,
@@ -248,6 +344,7 @@ class _Ask:
             ref_in_answer="answer_correctness" in wanted,
             useful="context_precision" in wanted,
             n_questions=n_questions if "answer_relevancy" in wanted else 0,
+            criteria=tuple(m for m in metrics if isinstance(m, Criteria)),
         )
 
 
@@ -260,6 +357,7 @@ class _Reply:
     useful: list[int]
     questions: list[str]
     noncommittal: bool
+    criteria: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -415,7 +513,36 @@ def _parse_reply(text: str, ask: _Ask, n_contexts: int) -> _Reply:
                 raise _SchemaError(f"questions[{i}]: expected a non-empty string")
             questions.append(question.strip())
         noncommittal = bool(_verdict(_required(obj, "noncommittal", "reply"), "noncommittal"))
-    return _Reply(answer_claims, reference_claims, useful, questions, noncommittal)
+    criteria = _criteria(obj, ask.criteria) if ask.criteria else {}
+    return _Reply(answer_claims, reference_claims, useful, questions, noncommittal, criteria)
+
+
+def _criteria(obj: Mapping[str, Any], wanted: Sequence[Criteria]) -> dict[str, dict[str, Any]]:
+    value = _required(obj, "criteria", "reply")
+    if not isinstance(value, dict):
+        raise _SchemaError(f"criteria: expected an object, got {_json_type(value)}")
+    out: dict[str, dict[str, Any]] = {}
+    for criterion in wanted:
+        where = f"criteria.{criterion.name}"
+        entry = _required(value, criterion.name, "criteria")
+        if not isinstance(entry, dict):
+            raise _SchemaError(f"{where}: expected an object, got {_json_type(entry)}")
+        score = _required(entry, "score", where)
+        low, high = criterion.scale
+        # a whole number written as 4.0 is still the integer the scale asks for
+        if isinstance(score, float) and score.is_integer():
+            score = int(score)
+        if isinstance(score, bool) or not isinstance(score, int) or not low <= score <= high:
+            raise _SchemaError(f"{where}.score: expected an integer from {low} to {high}, "
+                               f"got {json.dumps(score)}")
+        verdict: dict[str, Any] = {"score": score}
+        why = entry.get("why")
+        if why is not None:
+            if not isinstance(why, str):
+                raise _SchemaError(f"{where}.why: expected a string")
+            verdict["why"] = why.strip()
+        out[criterion.name] = verdict
+    return out
 
 
 def _average_precision(useful: Sequence[int]) -> tuple[float, list[float]]:
@@ -477,7 +604,7 @@ class Judge:
         self.template_version = template_version
         self._template = prompt_environment().from_string(_USER_TEMPLATE)
 
-    def messages(self, item: JudgeInput, metrics: Sequence[str]) -> list[Message]:
+    def messages(self, item: JudgeInput, metrics: Sequence[str | Criteria]) -> list[Message]:
         """The chat messages of the single batched request for ``metrics`` (for inspection,
         dry runs and token estimates); metrics that need no request are left out, and the list is
         empty when none does."""
@@ -485,28 +612,30 @@ class Judge:
         ask = _Ask.for_metrics(wanted, self.n_questions)
         return self._messages(item, ask) if ask.reply_keys() else []
 
-    async def evaluate(self, item: JudgeInput, metrics: Sequence[str]) -> JudgeResult:
-        """Judge ``item`` on ``metrics`` (names from :data:`JUDGED_METRICS`).
+    async def evaluate(self, item: JudgeInput,
+                       metrics: Sequence[str | Criteria]) -> JudgeResult:
+        """Judge ``item`` on ``metrics`` (names from :data:`JUDGED_METRICS` and
+        :class:`Criteria`, whose results are keyed by their names).
 
         Never raises for judge or embedder failures: see :class:`JudgeResult`.
         Raises :class:`ValueError` for an unknown metric name.
         """
         wanted = self._check(metrics)
-        scores = {m: math.nan for m in wanted}
+        scores = {_key(m): math.nan for m in wanted}
         verdicts: dict[str, Any] = {}
         errors: dict[str, str] = {}
 
-        pending = []
+        pending: list[str | Criteria] = []
         for metric in wanted:
             skip = self._skip(item, metric)
             if skip is None:
                 pending.append(metric)
                 continue
             kind, reason, score = skip
-            scores[metric] = score
-            verdicts[metric] = {kind: reason}
+            scores[_key(metric)] = score
+            verdicts[_key(metric)] = {kind: reason}
             if kind == "error":
-                errors[metric] = reason
+                errors[_key(metric)] = reason
 
         groups = [pending] if self.mode == "batched" else [[m] for m in pending]
         groups = [g for g in groups if g]
@@ -525,14 +654,18 @@ class Judge:
             if outcome.reply is None:
                 assert outcome.error is not None
                 for metric in group:
-                    errors[metric] = outcome.error
-                    verdicts[metric] = {"error": outcome.error}
+                    errors[_key(metric)] = outcome.error
+                    verdicts[_key(metric)] = {"error": outcome.error}
                     if outcome.text is not None:
-                        verdicts[metric]["reply"] = outcome.text[:_MAX_REPLY_IN_VERDICTS]
+                        verdicts[_key(metric)]["reply"] = outcome.text[:_MAX_REPLY_IN_VERDICTS]
                 continue
             reply = outcome.reply
             for metric in group:
-                if metric == "faithfulness":
+                if isinstance(metric, Criteria):
+                    verdict = reply.criteria[metric.name]
+                    scores[metric.name] = metric.normalise(verdict["score"])
+                    verdicts[metric.name] = {**verdict, "scale": list(metric.scale)}
+                elif metric == "faithfulness":
                     scores[metric], verdicts[metric] = _claim_ratio(
                         reply.answer_claims, "supported", "the answer states no claim"
                     )
@@ -614,11 +747,18 @@ class Judge:
             errors=errors,
         )
 
-    def _check(self, metrics: Sequence[str]) -> list[str]:
-        if isinstance(metrics, str):
+    def _check(self, metrics: Sequence[str | Criteria]) -> list[str | Criteria]:
+        if isinstance(metrics, str | Criteria):
             metrics = [metrics]
-        wanted: list[str] = []
+        wanted: list[str | Criteria] = []
+        criteria: dict[str, Criteria] = {}
         for metric in metrics:
+            if isinstance(metric, Criteria):
+                if criteria.setdefault(metric.name, metric) != metric:
+                    raise ValueError(f"two different criteria are named {metric.name!r}")
+                if metric not in wanted:
+                    wanted.append(metric)
+                continue
             if metric not in JUDGED_METRICS:
                 raise ValueError(
                     f"unknown judged metric {metric!r}{did_you_mean(metric, JUDGED_METRICS)}; "
@@ -628,9 +768,15 @@ class Judge:
                 wanted.append(metric)
         return wanted
 
-    def _skip(self, item: JudgeInput, metric: str) -> tuple[str, str, float] | None:
+    def _skip(self, item: JudgeInput,
+              metric: str | Criteria) -> tuple[str, str, float] | None:
         """Why ``metric`` needs no judge request, as ``(kind, reason, score)`` with kind
         ``"error"`` or ``"skipped"``; None when it needs one."""
+        if isinstance(metric, Criteria):
+            if "reference" in metric.inputs and not (item.reference and item.reference.strip()):
+                reason = f"{metric.name} needs a reference answer and the item has none"
+                return ("skipped", reason, math.nan)
+            return None
         if metric == "answer_relevancy" and self.embedder is None:
             return ("error", "answer_relevancy needs an embedder", math.nan)
         if metric in _NEEDS_REFERENCE and not (item.reference and item.reference.strip()):
@@ -651,10 +797,14 @@ class Judge:
             keys=[json.dumps(k) + ": ..." for k in ask.reply_keys()],
             # As in RAGAS, questions are generated from the answer without seeing the real one,
             # which would otherwise leak into them and inflate answer relevancy.
-            show_question=ask.answer_claims or ask.reference_claims or ask.useful,
-            show_answer=ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions),
-            show_reference=ask.reference_claims or ask.ans_in_ref or ask.useful,
-            show_contexts=ask.ans_supported or ask.ref_attributed or ask.useful,
+            show_question=(ask.answer_claims or ask.reference_claims or ask.useful
+                           or ask.shows("question")),
+            show_answer=(ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions)
+                         or bool(ask.criteria)),
+            show_reference=(ask.reference_claims or ask.ans_in_ref or ask.useful
+                            or ask.shows("reference")),
+            show_contexts=ask.ans_supported or ask.ref_attributed or ask.useful
+            or ask.shows("contexts"),
         )
         return [
             {"role": "system", "content": _SYSTEM_PROMPT},
@@ -700,6 +850,11 @@ class Judge:
         if not np.all(np.isfinite(matrix)):
             raise _EmbedError("the embedder returned non-finite values")
         return matrix
+
+
+def _key(metric: str | Criteria) -> str:
+    """The name results are keyed by."""
+    return metric.name if isinstance(metric, Criteria) else metric
 
 
 def _claim_ratio(

@@ -1,7 +1,9 @@
 """Metrics as components: the metric contract, and metric names resolved through the registry.
 
 A suite lists metrics by name (``ndcg@10``, ``latency_ms``, ``temporal_ndcg@10``) or as a
-mapping with parameters (``{name: temporal_ndcg@10, lambda: 0.5, T: 3d}``).
+mapping with parameters (``{name: temporal_ndcg@10, lambda: 0.5, T: 3d}``). A mapping with a
+``type`` builds that registered metric under the mapping's ``name``
+(``{name: helpfulness, type: criteria, criteria: "...", scale: [1, 5]}``).
 :func:`resolve_metric` turns an entry into a :class:`MetricSpec`: the canonical name records
 and gates use, whether higher or lower is better, and the built metric object.
 
@@ -20,6 +22,10 @@ Optional attributes: ``needs_qrels`` (True: not computed, None, for queries with
 ``family`` (a label for reports). ``None`` or NaN means "could not be computed" and is counted,
 not averaged. Factories should be cheap: metric objects are built when a suite is loaded, in
 every process.
+
+Answer metrics follow their own contract (:mod:`.contract`): ``needs`` and
+``score(sample, resources)`` instead of ``compute``; their family is ``"rag"`` and the answer
+path computes them.
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ class MetricSpec:
     kind: str = ""  # the registry name the metric was built from ("ndcg", "temporal_ndcg")
     needs_qrels: bool = False
     params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # what an answer metric needs (see .contract); None for metrics of hits
+    needs: frozenset[str] | None = None
     component: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
@@ -94,6 +102,8 @@ class MetricSpec:
 
     def compute(self, case: Query, result: CaseResult) -> float | None:
         """The metric's value for one case; None when it cannot be computed."""
+        if self.needs is not None:
+            return None  # an answer metric: the answer path scores it
         if self.needs_qrels and not case.judged:
             return None
         if self.component is None:
@@ -261,6 +271,9 @@ def resolve_metric(
     label = kwargs.pop("as", None)
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ValueError(f"{key}: 'as' must be a non-empty string, got {label!r}")
+    type_name = kwargs.pop("type", None)
+    if type_name is not None:
+        return _resolve_typed(key, type_name, kwargs, reg, context, params)
     base, k = _lookup(key, reg)
     if k is not None:
         if "k" in kwargs:
@@ -276,6 +289,37 @@ def resolve_metric(
         obj = reg.build("metric", base, kwargs, context)
     except ComponentError as exc:
         raise ValueError(str(exc)) from None
+    return _spec(obj, base, k, label, params)
+
+
+def _resolve_typed(key: str, type_name: Any, kwargs: dict[str, Any], reg: Registry,
+                   context: BuildContext | None, params: Mapping[str, Any] | None) -> MetricSpec:
+    """``{name: <label>, type: <registered metric>, ...}``: the factory gets the label as
+    its ``name`` when it takes one."""
+    if not isinstance(type_name, str) or not type_name.strip():
+        raise ValueError(f"{key}: 'type' must be a registered metric name, got {type_name!r}")
+    base = type_name.strip()
+    infos = reg.infos("metric")
+    if base not in infos and ":" not in base:
+        raise ValueError(f"{key}: unknown metric type {base!r}{did_you_mean(base, list(infos))}"
+                         f"; known: {', '.join(infos)}")
+    try:
+        accepted = _accepted(reg, base)
+    except ComponentError as exc:
+        raise ValueError(str(exc)) from None
+    if accepted is None or "name" in accepted:
+        kwargs = {"name": key, **kwargs}
+    try:
+        obj = reg.build("metric", base, kwargs, context)
+    except ComponentError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    return _spec(obj, base, None, key, params)
+
+
+def _spec(obj: Any, base: str, k: int | None, label: str | None,
+          params: Mapping[str, Any] | None) -> MetricSpec:
+    from .contract import check_needs, is_answer_metric
+
     metric_name = getattr(obj, "name", None)
     direction = getattr(obj, "direction", None)
     if not isinstance(metric_name, str) or not metric_name:
@@ -283,17 +327,29 @@ def resolve_metric(
     if direction not in DIRECTIONS:
         raise ValueError(f"metric {base!r}: direction must be 'higher' or 'lower', "
                          f"got {direction!r}")
-    if not callable(getattr(obj, "compute", None)):
-        raise ValueError(f"metric {base!r} built an object without compute(case, result)")
+    answer = is_answer_metric(obj)
+    if answer:
+        try:
+            needs: frozenset[str] | None = check_needs(base, obj.needs)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    elif callable(getattr(obj, "compute", None)):
+        needs = None
+    else:
+        raise ValueError(f"metric {base!r} built an object without compute(case, result) "
+                         "(a metric of hits) or needs and score(sample, resources) (an answer "
+                         "metric)")
     return MetricSpec(
         name=label.strip() if label else metric_name,
-        family=str(getattr(obj, "family", "custom")),
+        # the answer path computes every answer metric, whatever family it calls itself
+        family="rag" if answer else str(getattr(obj, "family", "custom")),
         direction=direction,
         k=k if k is not None else getattr(obj, "k", None),
         kind=base,
-        needs_qrels=bool(getattr(obj, "needs_qrels", False)),
+        needs_qrels=False if answer else bool(getattr(obj, "needs_qrels", False)),
         params=MappingProxyType(dict(params or {})),
         component=obj,
+        needs=needs,
     )
 
 

@@ -11,7 +11,8 @@ SHOWN_HITS = 10
 
 
 def format_case_failure(rec: Mapping[str, Any]) -> str:
-    """Query text, the top retrieved ids with grades, missed relevant ids, and what failed."""
+    """Query text, what failed, the top retrieved ids with grades, the rank of every relevant
+    document retrieved (below the top shown too) and the relevant ids not retrieved."""
     lines = [f"query {rec['case_id']} ({rec['retriever']}): {rec.get('query')!r}"]
     err = rec.get("error")
     if err:
@@ -37,10 +38,20 @@ def format_case_failure(rec: Mapping[str, Any]) -> str:
         lines.append(f"answer: {answer[:300]}{'...' if len(answer) > 300 else ''}")
     for metric, verdict in (rec.get("judge") or {}).items():
         lines.extend(_judge_lines(metric, verdict))
+    ranks = rec.get("relevant_ranks") or {}
+    ranked = [(d, r) for d, r in ranks.items() if r is not None]
+    if ranked:
+        # The whole ranking, not only the top shown above: a relevant document at rank 57 of a
+        # top 100 explains a recall@100 of 1 next to an nDCG@10 of 0.
+        shown = ", ".join(f"{d} at {r}" for d, r in ranked[:SHOWN_HITS])
+        more = f" and {len(ranked) - SHOWN_HITS} more" if len(ranked) > SHOWN_HITS else ""
+        lines.append(f"relevant documents by rank: {shown}{more}")
     missed = rec.get("missed", [])
     if missed:
         shown = ", ".join(f"{d} (grade {g})" for d, g in missed[:SHOWN_HITS])
-        more = f" and {len(missed) - SHOWN_HITS} more" if len(missed) > SHOWN_HITS else ""
+        # missed is cut at the record depth; the ranks, when recorded, count them all
+        n_missed = (len(ranks) - len(ranked)) if ranks else len(missed)
+        more = f" and {n_missed - SHOWN_HITS} more" if n_missed > SHOWN_HITS else ""
         lines.append(f"relevant but not retrieved: {shown}{more}")
     return "\n".join(lines)
 

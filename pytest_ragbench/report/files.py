@@ -62,8 +62,11 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
         for m in r.get("metrics", {}):
             if m not in metric_names:
                 metric_names.append(m)
+    # latency_ms listed as a suite metric is already a metric column, with the same value:
+    # a second column of that name would make the header ambiguous for readers keyed by name.
+    latency = [] if "latency_ms" in metric_names else ["latency_ms"]
     cols = ["suite", "retriever", "case_id", "run", "status", "type", "difficulty", "tags",
-            *metric_names, "latency_ms", "n_relevant", "error", "outcome", "xfail_reason"]
+            *metric_names, *latency, "n_relevant", "error", "outcome", "xfail_reason"]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
@@ -74,7 +77,7 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
                 r["suite"], r["retriever"], r["case_id"], r.get("run", 0), r.get("status"),
                 r.get("type") or "", r.get("difficulty") or "", ";".join(r.get("tags") or []),
                 *["" if m.get(n) is None else repr(float(m[n])) for n in metric_names],
-                "" if r.get("latency_ms") is None else r["latency_ms"],
+                *(["" if r.get("latency_ms") is None else r["latency_ms"]] if latency else []),
                 "" if r.get("n_relevant") is None else r["n_relevant"],
                 (r.get("error") or {}).get("message", ""),
                 case_outcome(r),

@@ -51,9 +51,10 @@ from ..results.aggregate import group_records, metric_values
 from . import svg
 from .format import finite as _finite
 from .format import num, p_value
-from .views import dataset_change_text, gate_state, usage_view
+from .views import dataset_change_text, gate_state, headline_metrics, usage_view
 
-__all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "embed_json", "render_html", "write_html"]
+__all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "TEMPLATE_FILES", "embed_json", "render_html",
+           "template_digest", "write_html"]
 
 REPORT_HTML = "report.html"
 PAGE_SIZE = 200
@@ -274,7 +275,7 @@ class TrendRow:
     retriever: str
     metric: str
     points: tuple[float | None, ...]
-    chart: Markup
+    chart: Markup | None
 
     @property
     def first(self) -> float | None:
@@ -283,6 +284,16 @@ class TrendRow:
     @property
     def last(self) -> float | None:
         return self.points[-1]
+
+    @property
+    def runs(self) -> int:
+        """Runs with a value (this one included)."""
+        return sum(p is not None for p in self.points)
+
+    @property
+    def change(self) -> float | None:
+        first, last = self.first, self.last
+        return None if first is None or last is None else last - first
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,9 @@ class GateView:
     text: str
     value: str
     detail: str
+
+
+_GATE_RANK = {"fail": 0, "pass": 1, "skip": 2}
 
 
 def _gate_view(g: Mapping[str, Any]) -> GateView:
@@ -337,6 +351,7 @@ class SuiteView:
     retrievers: tuple[RetrieverView, ...]
     directions: Mapping[str, str]
     bar_chart: Markup | None
+    scaled_charts: tuple[tuple[str, Markup], ...]
     histograms: tuple[tuple[str, Markup], ...]
     baseline_rows: tuple[Mapping[str, Any], ...]
     baseline_notes: tuple[str, ...]
@@ -368,6 +383,29 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     pos = (len(s) - 1) * q
     lo, hi = math.floor(pos), math.ceil(pos)
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+_UNITS: Mapping[str, str] = MappingProxyType({"latency_ms": "ms"})
+"""Units of the metrics that are not scores, for their chart axes."""
+
+
+def _is_score(metric: str, retrievers: Sequence[RetrieverView]) -> bool:
+    """Whether a metric belongs on the [0, 1] axis of scores: not a known measurement with a
+    unit, and every mean and interval bound in [0, 1]."""
+    if metric in _UNITS:
+        return False
+    for rv in retrievers:
+        st = rv.summary["metrics"].get(metric, {})
+        for key in ("mean", "ci_low", "ci_high"):
+            v = _finite(st.get(key))
+            if v is not None and not -1e-9 <= v <= 1.0 + 1e-9:
+                return False
+    return True
+
+
+def _mean_cost(records: Sequence[Mapping[str, Any]]) -> float | None:
+    costs = [c for c in (_finite(r.get("cost")) for r in records) if c is not None]
+    return math.fsum(costs) / len(costs) if costs else None
 
 
 def _best(suite: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -485,6 +523,12 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
         d["missed"] = [[str(doc), grade] for doc, grade in missed[: limits.retrieved]]
         if len(missed) > limits.retrieved:
             d["missed_more"] = len(missed) - limits.retrieved
+    ranks = rec.get("relevant_ranks") or {}
+    if isinstance(ranks, Mapping) and ranks:
+        # [doc, rank | None] of every relevant document, below the retrieved rows shown too
+        d["ranks"] = [[str(doc), rank] for doc, rank in list(ranks.items())[: limits.retrieved]]
+        if len(ranks) > limits.retrieved:
+            d["ranks_more"] = len(ranks) - limits.retrieved
     if limits.snippet:
         # A dict keeps first-appearance (display) order, so snippets go to the first pages.
         docs.update((x[0], None) for x in d.get("retrieved", []))
@@ -514,7 +558,8 @@ def _columns(metrics: Sequence[str], directions: Mapping[str, str], has_run: boo
     cols += [Column("query", "query", "text"), Column("status", "status", "status")]
     cols += [Column(f"m{i}", m, "metric", directions.get(m, "higher"))
              for i, m in enumerate(metrics)]
-    cols.append(Column("latency", "latency ms", "num"))
+    if "latency_ms" not in metrics:  # else it is a metric column already
+        cols.append(Column("latency", "latency ms", "num"))
     if has_cost:
         cols.append(Column("cost", "cost $", "num"))
     return tuple(cols)
@@ -558,12 +603,14 @@ def _case_table(index: int, suite: Mapping[str, Any],
 
 
 def _trends(suite: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-            run_id: str | None) -> tuple[TrendRow, ...]:
+            run_id: str | None, gates: Sequence[Mapping[str, Any]]) -> tuple[TrendRow, ...]:
+    """Sparklines of the suite's headline metrics (a row per retriever and metric would bury
+    the few that matter), each over the earlier runs and this one."""
     runs = sorted(history, key=lambda h: (str(h.get("finished") or ""), str(h.get("run_id"))))
     include_current = run_id is None or all(h.get("run_id") != run_id for h in runs)
     out = []
-    for r in suite.get("retrievers", []):
-        for m in suite.get("metrics", []):
+    for m in headline_metrics(suite, gates):
+        for r in suite.get("retrievers", []):
             keys = {f"{suite['id']}/{r['name']}/{m}", f"{suite.get('name')}/{r['name']}/{m}"}
             points: list[float | None] = []
             for h in runs:
@@ -575,7 +622,9 @@ def _trends(suite: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
                 points.append(_finite(r["metrics"].get(m, {}).get("mean")))
             if len(points) < 2:
                 continue
-            chart = svg.sparkline(points, label=f"{r['name']} {m} over the last runs")
+            # Two values are a change, not a trend: the table's numbers say it better.
+            chart = svg.sparkline(points, label=f"{r['name']} {m} over the last runs") \
+                if sum(p is not None for p in points) >= 3 else None
             out.append(TrendRow(r["name"], m, tuple(points), chart))
     return tuple(out)
 
@@ -584,7 +633,7 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
                 groups: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
                 colors: _Colors, baseline: Mapping[str, Any],
                 history: Sequence[Mapping[str, Any]] | None,
-                run_id: str | None) -> SuiteView:
+                run_id: str | None, gates: Sequence[Mapping[str, Any]]) -> SuiteView:
     metrics = list(suite.get("metrics", []))
     best = _best(suite)
     retrievers = []
@@ -599,11 +648,30 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
             tokens=usage.tokens if usage else None, requests=usage.requests if usage else None,
             cost=usage.cost if usage else None,
         ))
-    series = [svg.CiSeries(rv.name, rv.color, tuple(
-        (_finite(st.get("mean")), _finite(st.get("ci_low")), _finite(st.get("ci_high")))
-        for st in (rv.summary["metrics"].get(m, {}) for m in metrics))) for rv in retrievers]
-    bar = svg.ci_bar_chart(metrics, series, label=f"{suite.get('name')}: mean per metric "
-                           "with 95% confidence interval") if metrics and series else None
+    def ci_series(names: Sequence[str]) -> list[svg.CiSeries]:
+        return [svg.CiSeries(rv.name, rv.color, tuple(
+            (_finite(st.get("mean")), _finite(st.get("ci_low")), _finite(st.get("ci_high")))
+            for st in (rv.summary["metrics"].get(m, {}) for m in names))) for rv in retrievers]
+
+    scores = [m for m in metrics if _is_score(m, retrievers)]
+    bar = svg.ci_bar_chart(scores, ci_series(scores), label=f"{suite.get('name')}: mean per "
+                           "metric with 95% confidence interval") \
+        if scores and retrievers else None
+    # Latency, cost and any metric off the [0, 1] scale each get an axis of their own, in
+    # their unit: on the scores' axis they would flatten every score bar.
+    scaled = []
+    for m in metrics:
+        if m not in scores and retrievers:
+            unit = _UNITS.get(m, "")
+            scaled.append((f"Mean {m}{f' ({unit})' if unit else ''} with 95% CI",
+                           svg.ci_bar_chart([m], ci_series([m]), unit=unit,
+                                            label=f"{suite.get('name')}: mean {m}")))
+    costs = [svg.CiSeries(rv.name, rv.color, ((_mean_cost(
+        groups.get((suite["id"], rv.name), [])), None, None),)) for rv in retrievers]
+    if any(c.points[0][0] is not None for c in costs):
+        scaled.append(("Mean LLM cost per query ($)",
+                       svg.ci_bar_chart(["cost per query"], costs, unit="$",
+                                        label=f"{suite.get('name')}: mean cost per query")))
     hists = []
     for m in metrics:
         hs = [svg.HistSeries(rv.name, rv.color, tuple(
@@ -634,12 +702,12 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
         if change:
             notes.append(f"Against the baseline: {change}; compared on "
                          f"{info.get('n_common', '?')} common queries.")
-    trends = _trends(suite, history, run_id) if history else ()
+    trends = _trends(suite, history, run_id, gates) if history else ()
     directions = {m: next((r.summary["metrics"][m]["direction"] for r in retrievers
                            if m in r.summary["metrics"]), "higher") for m in metrics}
     return SuiteView(
         summary=suite, retrievers=tuple(retrievers), directions=directions, bar_chart=bar,
-        histograms=tuple(hists),
+        scaled_charts=tuple(scaled), histograms=tuple(hists),
         baseline_rows=rows, baseline_notes=tuple(notes), delta_chart=delta, trends=trends,
         table=table,
         has_usage=any(rv.tokens is not None for rv in retrievers),
@@ -726,10 +794,19 @@ class _BestEffortBytecodeCache(jinja2.FileSystemBytecodeCache):
 
 
 def _environment(template_cache: Path | None = None) -> jinja2.Environment:
-    # Compiling the template costs tens of milliseconds per run; jinja2's bytecode cache keys
+    # Compiling the template costs a large part of a small run; jinja2's bytecode cache keys
     # each entry by the template source and the Python version, so a stale entry is never used.
-    cache = None
-    if template_cache is not None:
+    # Without a folder given, compiled templates go where jinja2 keeps them by default: a
+    # per-user folder in the temp directory that it creates private (0700) and refuses to use
+    # when another user owns it. Compiled code is not project data, so every project, CI
+    # checkout and `-p no:cacheprovider` run on the machine compiles the template once.
+    cache: jinja2.BytecodeCache | None = None
+    if template_cache is None:
+        try:
+            cache = _BestEffortBytecodeCache()
+        except (OSError, RuntimeError):  # no safe per-user folder: render without the cache
+            cache = None
+    else:
         try:
             template_cache.mkdir(parents=True, exist_ok=True)
         except OSError:
@@ -749,6 +826,21 @@ def _asset(name: str) -> str:
     return (resources.files("pytest_ragbench.report") / _TEMPLATES / name).read_text("utf-8")
 
 
+TEMPLATE_FILES = ("report.html.j2", "report.css", "report.js")
+"""The files the page is made from (in ``report/templates``)."""
+
+
+def template_digest() -> str:
+    """SHA-256 over the template files (names and contents, in :data:`TEMPLATE_FILES` order):
+    what a picture of the report records to tell whether it still shows the current page."""
+    h = hashlib.sha256()
+    for name in TEMPLATE_FILES:
+        data = _asset(name).encode("utf-8")
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
 def render_html(
     summary: Mapping[str, Any],
     records: Sequence[Mapping[str, Any]],
@@ -764,7 +856,8 @@ def render_html(
     ``{"run_id", "finished", "means": {"SUITE/RETRIEVER/METRIC": value}}`` (SUITE is the suite
     id or name) and adds trend sparklines; ``doc_text`` maps document ids to their text and adds
     snippets to the drill-downs. ``template_cache`` is a folder for compiled templates
-    (jinja2's bytecode cache), reused by later runs.
+    (jinja2's bytecode cache), reused by later runs; by default jinja2's private per-user
+    folder in the temp directory.
     """
     groups = group_records(records)
     suite_summaries = [_normal_suite(s) for s in summary.get("suites") or []]
@@ -794,9 +887,11 @@ def render_html(
         if len(data_json.encode("utf-8")) <= JSON_BUDGET:
             break
 
-    suites = [_suite_view(s, t, groups, colors, baseline, history, run.get("id"))
+    gate_results = [g for g in summary.get("gates") or [] if isinstance(g, Mapping)]
+    suites = [_suite_view(s, t, groups, colors, baseline, history, run.get("id"), gate_results)
               for s, t in zip(suite_summaries, tables, strict=True)]
-    gates = [_gate_view(g) for g in summary.get("gates") or []]
+    # Failed gates first: they are why the run failed, and a long list of passes hides them.
+    gates = sorted((_gate_view(g) for g in gate_results), key=lambda g: _GATE_RANK[g.status])
     regressed = any(b.get("regressed") for b in baseline_rows)
     # The session's overall verdict also counts failures that are neither gates nor
     # regressions (e.g. a required dataset that changed), so it wins when present.

@@ -103,7 +103,7 @@ def _title(text: str) -> str:
 
 def _text(x: float, y: float, text: str, **attrs: object) -> str:
     base: dict[str, object] = {"x": x, "y": y, "fill": _TEXT}
-    base.update({k.replace("_", "-"): v for k, v in attrs.items()})
+    base.update({k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()})
     return f"<text{_attrs(base)}>{escape(text)}</text>"
 
 
@@ -151,19 +151,43 @@ def _domain(values: Sequence[float]) -> tuple[float, float]:
 # -- charts ---------------------------------------------------------------------------------
 
 
-def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: str) -> Markup:
-    """Grouped bars: one group per metric, one bar per retriever, with 95% CI whiskers."""
+def _fitted_domain(values: Sequence[float]) -> tuple[float, float]:
+    """From 0 (or the lowest value, when negative) to a round number above the highest."""
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(min(values), 0.0), max(max(values), 0.0)
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+    ticks = _nice_ticks(lo, hi)
+    if len(ticks) > 1 and ticks[-1] < hi:
+        # Up to the next tick, so the highest bar or whisker stays inside the axis.
+        ticks.append(round(ticks[-1] + (ticks[-1] - ticks[-2]), 12))
+    return lo, max(ticks[-1], hi)
+
+
+def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: str,
+                 unit: str | None = None) -> Markup:
+    """Grouped bars: one group per metric, one bar per retriever, with 95% CI whiskers.
+
+    Without ``unit`` the axis is the [0, 1] of scores (widened only for values outside it).
+    With a ``unit`` (``"ms"``, ``"$"``, or ``""`` for a count) the axis fits the values and
+    is labelled with the unit: a latency in milliseconds shares no axis with scores.
+    """
     n_series = max(len(series), 1)
     bar_w = 18.0 if n_series <= 4 else 12.0
     # Wide enough for the bars and for the metric name under them (about 6.5 px a character).
     label_w = max([6.5 * len(_short(m)) + 10.0 for m in metrics] + [0.0])
     group_w = max(n_series * bar_w + 18.0, label_w)
-    left, right, top, bottom = 44.0, 12.0, 16.0 + 16.0 * math.ceil(n_series / 4), 40.0
+    left = 44.0 if unit is None else 60.0
+    right, top, bottom = 12.0, 16.0 + 16.0 * math.ceil(n_series / 4), 40.0
     plot_h = 160.0
-    width = max(left + right + group_w * max(len(metrics), 1), 360.0)
+    min_w = 360.0 if unit is None else 200.0
+    width = max(left + right + group_w * max(len(metrics), 1), min_w)
     height = top + plot_h + bottom
+    # Groups centred when the chart is wider than they need (a one-metric chart).
+    spare = width - left - right - group_w * max(len(metrics), 1)
     values = _finite([v for s in series for p in s.points for v in p])
-    lo, hi = _domain(values)
+    lo, hi = _domain(values) if unit is None else _fitted_domain(values)
 
     def y(v: float) -> float:
         return top + plot_h * (1.0 - (v - lo) / (hi - lo))
@@ -175,13 +199,17 @@ def ci_bar_chart(metrics: Sequence[str], series: Sequence[CiSeries], *, label: s
         parts.append(_text(left - 4, y(t) + 4, f"{t:g}", text_anchor="end", font_size=10))
     parts.append(_el("line", {"x1": left, "x2": left, "y1": top, "y2": top + plot_h,
                               "stroke": _AXIS}))
+    if unit:
+        parts.append(_text(4.0, top - 4, unit, font_size=10, class_="unit"))
     base = y(min(max(0.0, lo), hi))
     for mi, metric in enumerate(metrics):
-        gx = left + mi * group_w + (group_w - n_series * bar_w) / 2
+        gx = left + spare / 2 + mi * group_w + (group_w - n_series * bar_w) / 2
         for si, s in enumerate(series):
             mean, ci_lo, ci_hi = s.points[mi] if mi < len(s.points) else (None, None, None)
             x = gx + si * bar_w
-            tip = f"{s.name} {metric}: {num(mean)} [{num(ci_lo)}, {num(ci_hi)}]"
+            tip = f"{s.name} {metric}: {num(mean)}{f' {unit}' if unit else ''}"
+            if ci_lo is not None or ci_hi is not None:
+                tip += f" [{num(ci_lo)}, {num(ci_hi)}]"
             if mean is None or not math.isfinite(mean):
                 parts.append(_el("g", {}, _title(tip),
                                  _text(x + bar_w / 2, base - 3, "\u00d7", text_anchor="middle",

@@ -9,7 +9,7 @@ them, with the shared number formats of :mod:`pytest_ragbench.report.format`. Th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,14 +153,25 @@ def is_resource_metric(name: str) -> bool:
     return name.startswith(_RESOURCE_PREFIXES)
 
 
-def headline_metrics(suite: Mapping[str, Any], gates: Sequence[Mapping[str, Any]] = (),
+def headline_metrics(suite: Mapping[str, Any], gates: Iterable[Mapping[str, Any]] = (),
                      count: int = HEADLINE_COUNT) -> list[str]:
-    """The metrics a suite's summary table shows, in the suite's order: every metric a gate
-    of this suite names, then the first metrics the suite lists until there are ``count``.
-    Resource metrics (``latency_ms``) are left out: they get a column of their own."""
-    quality = [m for m in suite["metrics"] if not is_resource_metric(m)]
-    chosen = {g.get("metric") for g in gates if g.get("suite") == suite["name"]}
-    chosen &= set(quality)
+    """The metrics a suite leads with, in its listing order: every listed metric a gate of
+    the suite checks, then its first listed metrics until there are ``count``.
+
+    ``suite`` is a suite of a run summary (its ``id``, ``name``, ``metrics`` and optionally
+    its retrievers' ``gates``); ``gates`` are gate results of the run (``summary["gates"]``),
+    of any suite: those naming this suite by name or id count. A gate on something that is
+    not a listed metric (``error_rate``) adds nothing. Resource metrics (``latency_ms``,
+    cost, tokens) are never headline metrics: they get a column of their own. The outputs
+    that show a part of a suite's metrics (the terminal and Markdown summaries, the HTML
+    trends) all pick them here, so they agree.
+    """
+    quality = [str(m) for m in suite.get("metrics") or () if not is_resource_metric(str(m))]
+    names = {suite.get("id"), suite.get("name")} - {None}
+    every = [*gates, *(g for r in suite.get("retrievers") or () if isinstance(r, Mapping)
+                       for g in r.get("gates") or ())]
+    chosen = {str(g.get("metric")) for g in every if isinstance(g, Mapping)
+              and (g.get("suite") in names or g.get("suite_id") in names)} & set(quality)
     for m in quality:
         if len(chosen) >= count:
             break

@@ -26,6 +26,7 @@ from ..errors import RagbenchError
 from ..records import jsonable
 from .aggregate import case_meta, case_scores, group_records
 from .gates import Tolerance
+from .runfolder import ignore_folder
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "ragbench-baseline"
@@ -78,8 +79,10 @@ def make_baseline(
 
 
 def save_baseline(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write a baseline document atomically (a reader never sees half a file)."""
+    """Write a baseline document atomically (a reader never sees half a file); a
+    ``.ragbench`` folder it is written into gets its ``.gitignore``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    ignore_folder(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n",
                    encoding="utf-8")
@@ -136,3 +139,18 @@ def check_baseline_doc(doc: Mapping[str, Any], where: str) -> None:
                 if any(v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
                        for v in values):
                     raise BaselineError(f"{at}: means and scores must be numbers or null")
+
+
+def baseline_run_ids(doc: Mapping[str, Any]) -> list[str]:
+    """The ids of the runs a baseline document was taken from: its run, or with ``last`` and
+    ``best`` resolved per suite, the run of each suite. These runs are kept by pruning for as
+    long as a run compared against them is kept (:mod:`pytest_ragbench.results.retention`)."""
+    run = doc.get("run") if isinstance(doc.get("run"), Mapping) else {}
+    ids = [run.get("id")]
+    runs = run.get("runs")
+    if isinstance(runs, Mapping):
+        ids += list(runs.values())
+    suites = doc.get("suites")
+    if isinstance(suites, Mapping):
+        ids += [s.get("run_id") for s in suites.values() if isinstance(s, Mapping)]
+    return list(dict.fromkeys(str(i) for i in ids if isinstance(i, str) and i))

@@ -6,6 +6,13 @@ never environment variables), per suite its hashes, gates and baseline settings,
 rebuilt as a baseline document (:meth:`RunHistory.baseline_doc`). The database is in WAL mode
 so a reader (``ragbench history``) does not block a run that appends. Nothing here imports
 pytest.
+
+Each run has a number (the ``#`` of ``ragbench history``, the ``runs.seq`` column): an
+AUTOINCREMENT key, so numbers grow with each run stored and a number freed by pruning is never
+given to another run; storing a run id again (a resumed run) keeps its number. Anything that
+takes a run reference accepts the number (:func:`run_number`, :meth:`RunHistory.resolve`).
+The ``refs`` table records, per run, the runs it was compared against and the baseline file
+it was saved to: what pruning must keep (:mod:`pytest_ragbench.results.retention`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +30,7 @@ from typing import Any
 
 from ..errors import RagbenchError
 from .baseline import BASELINE_KIND, BASELINE_SCHEMA_VERSION
+from .runfolder import ignore_folder
 
 HISTORY_SCHEMA_VERSION = 1
 DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
@@ -63,8 +71,14 @@ CREATE TABLE IF NOT EXISTS scores (
     metric TEXT NOT NULL, case_id TEXT NOT NULL, value REAL,
     PRIMARY KEY (run_id, suite_id, retriever, metric, case_id)
 );
+CREATE TABLE IF NOT EXISTS refs (
+    run_id TEXT NOT NULL, target TEXT, path TEXT
+);
 CREATE INDEX IF NOT EXISTS means_metric ON means (metric, suite_id);
 """
+# Tables holding rows of one run, keyed by its id (``runs`` itself is keyed by ``id``).
+_RUN_TABLES = ("suites", "retrievers", "means", "scores", "refs")
+_MAX_NUMBER = 2 ** 63 - 1
 
 
 class HistoryError(RagbenchError):
@@ -78,9 +92,18 @@ def _why(exc: sqlite3.Error) -> str:
     return text
 
 
+def _meta_int(meta: str | None, key: str) -> int | None:
+    try:
+        value = json.loads(meta or "{}").get(key)
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class RunInfo:
-    """One row of the run list."""
+    """One row of the run list. ``seq`` is the run's number, the ``#`` of ``ragbench
+    history``: given in order of arrival, kept by the run for good, never reused."""
 
     seq: int
     id: str
@@ -88,6 +111,19 @@ class RunInfo:
     git_commit: str | None
     passed: bool | None
     partial: bool
+    suites: tuple[str, ...] = ()
+    n_cases: int | None = None
+
+
+def run_number(spec: str) -> int | None:
+    """The run number a reference such as ``3`` (or ``#3``) gives, else None.
+
+    A reference of digits only is always a number, never the prefix of a run id (run ids
+    start with their date, e.g. ``20250312T``, so a prefix that goes past the ``T`` is
+    still one)."""
+    text = spec.strip()
+    text = text[1:] if text.startswith("#") else text
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -124,6 +160,7 @@ class RunHistory:
                 self._check_schema()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                ignore_folder(self.path.parent)
                 # Autocommit mode: every transaction below is opened explicitly, IMMEDIATE,
                 # so that two runs creating the file at the same moment queue on the write
                 # lock (busy_timeout) instead of one failing half-way through the schema.
@@ -220,28 +257,48 @@ class RunHistory:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, doc: Mapping[str, Any], *, passed: bool | None = None) -> str:
-        """Store a run given as a baseline document; returns its run id."""
+    def append(self, doc: Mapping[str, Any], *, passed: bool | None = None,
+               compared_with: Iterable[str] = (), saved_to: Path | None = None) -> str:
+        """Store a run given as a baseline document; returns its run id.
+
+        ``compared_with``: the ids of the runs this run was compared against (its baseline);
+        ``saved_to``: the baseline file this run was saved to. Both keep those runs from
+        being pruned (:mod:`pytest_ragbench.results.retention`). Appending a run id that is
+        already stored replaces that run's rows but keeps its number.
+        """
         run = doc.get("run", {})
         run_id = str(run.get("id"))
         meta = {k: run[k] for k in _RUN_KEYS if k in run}
+        refs = [(run_id, str(t), None) for t in dict.fromkeys(compared_with) if t != run_id]
+        if saved_to is not None:
+            refs.append((run_id, None, str(Path(saved_to).resolve())))
         try:
-            self._retry(lambda: self._insert(doc, run_id, run, meta, passed))
+            self._retry(lambda: self._insert(doc, run_id, run, meta, passed, refs))
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.path}: cannot write the run history ({_why(exc)})"
                                ) from None
         return run_id
 
     def _insert(self, doc: Mapping[str, Any], run_id: str, run: Mapping[str, Any],
-                meta: Mapping[str, Any], passed: bool | None) -> None:
+                meta: Mapping[str, Any], passed: bool | None,
+                refs: Sequence[tuple[str, str | None, str | None]]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO runs (id, started, finished, git_commit, exitstatus, "
-                "partial, passed, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, run.get("started"), run.get("finished"), run.get("git_commit"),
-                 run.get("exitstatus"), int(bool(run.get("partial"))),
-                 None if passed is None else int(passed), json.dumps(meta, sort_keys=True)))
+            # Update, else insert (not INSERT OR REPLACE, nor an upsert, which both use up a
+            # number): a stored run keeps its number, what users pass as a run reference.
+            values = (run.get("started"), run.get("finished"), run.get("git_commit"),
+                      run.get("exitstatus"), int(bool(run.get("partial"))),
+                      None if passed is None else int(passed), json.dumps(meta, sort_keys=True))
+            if not self.conn.execute(
+                    "UPDATE runs SET started = ?, finished = ?, git_commit = ?, exitstatus = ?, "
+                    "partial = ?, passed = ?, meta = ? WHERE id = ?", (*values, run_id)
+            ).rowcount:
+                self.conn.execute(
+                    "INSERT INTO runs (id, started, finished, git_commit, exitstatus, partial, "
+                    "passed, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, *values))
+            for table in _RUN_TABLES:
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            self.conn.executemany("INSERT INTO refs VALUES (?, ?, ?)", refs)
             for sid, s in doc["suites"].items():
                 self.conn.execute(
                     "INSERT OR REPLACE INTO suites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -267,11 +324,49 @@ class RunHistory:
                 self.conn.execute("ROLLBACK")
             raise
 
+    def delete_runs(self, run_ids: Iterable[str]) -> int:
+        """Delete these runs and every row they hold, in one transaction; returns how many
+        runs there were. Their numbers are never given to another run (AUTOINCREMENT)."""
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return 0
+
+        def delete() -> int:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = 0
+                for rid in ids:
+                    n += self.conn.execute("DELETE FROM runs WHERE id = ?", (rid,)).rowcount
+                    for table in _RUN_TABLES:
+                        self.conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+                self.conn.execute("COMMIT")
+                return n
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+
+        try:
+            return int(self._retry(delete))
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: cannot delete runs from the run history "
+                               f"({_why(exc)})") from None
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system (SQLite otherwise keeps the
+        free pages and reuses them for later runs, so the file does not grow, nor shrink)."""
+        try:
+            self._retry(lambda: self.conn.execute("VACUUM"))
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: cannot compact the run history ({_why(exc)})"
+                               ) from None
+
     # -- reading -----------------------------------------------------------------------------
 
     def runs(self, suite: str | None = None, limit: int | None = None) -> list[RunInfo]:
-        """Runs, oldest first; with ``suite`` (id or name), only runs that ran it."""
-        sql = "SELECT seq, id, started, git_commit, passed, partial FROM runs"
+        """Runs, oldest first; with ``suite`` (id or name), only runs that ran it, and their
+        case counts are that suite's."""
+        sql = "SELECT seq, id, started, git_commit, passed, partial, meta FROM runs"
         args: list[Any] = []
         if suite:
             sql += (" WHERE id IN (SELECT run_id FROM suites WHERE suite_id = ? OR name = ?)")
@@ -280,10 +375,48 @@ class RunHistory:
         if limit:
             sql += " LIMIT ?"
             args.append(int(limit))
-        rows = self._query(sql, args)
-        return [RunInfo(seq, rid, started, commit, None if passed is None else bool(passed),
-                        bool(partial))
-                for seq, rid, started, commit, passed, partial in reversed(rows)]
+        rows = list(reversed(self._query(sql, args)))
+        names: dict[str, list[str]] = {}
+        cases: dict[str, int] = {}
+        ids = [str(row[1]) for row in rows]
+        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+            marks = ", ".join("?" * len(chunk))
+            for rid, name in self._query(
+                    f"SELECT run_id, name FROM suites WHERE run_id IN ({marks}) "
+                    "ORDER BY name, suite_id", chunk):
+                names.setdefault(str(rid), []).append(str(name))
+            if suite:
+                for rid, n in self._query(
+                        "SELECT r.run_id, SUM(r.n_cases) FROM retrievers r JOIN suites s "
+                        "ON s.run_id = r.run_id AND s.suite_id = r.suite_id "
+                        f"WHERE r.run_id IN ({marks}) AND (s.suite_id = ? OR s.name = ?) "
+                        "GROUP BY r.run_id", [*chunk, suite, suite]):
+                    if n is not None:
+                        cases[str(rid)] = int(n)
+        out = []
+        for seq, rid, started, commit, passed, partial, meta in rows:
+            n_cases = cases.get(rid) if suite else _meta_int(meta, "n_cases")
+            out.append(RunInfo(seq, rid, started, commit,
+                               None if passed is None else bool(passed), bool(partial),
+                               tuple(dict.fromkeys(names.get(rid, []))), n_cases))
+        return out
+
+    def run_by_number(self, number: int) -> str:
+        """The id of the run with this number; HistoryError naming the numbers there are."""
+        rows = (self._query("SELECT id FROM runs WHERE seq = ?", (number,))
+                if 0 < number <= _MAX_NUMBER else [])
+        if rows:
+            return str(rows[0][0])
+        (count, lo, hi), = self._query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM runs")
+        held = (f"it holds {count} runs, numbered {lo} to {hi}" if count
+                else "it holds no run yet")
+        raise HistoryError(f"{self.path}: no run number {number} in the run history ({held}; "
+                           "'ragbench history' lists them)")
+
+    def number_of(self, run_id: str) -> int | None:
+        """The number of the run with this id (None when the history does not hold it)."""
+        rows = self._query("SELECT seq FROM runs WHERE id = ?", (run_id,))
+        return int(rows[0][0]) if rows else None
 
     def verdict_text(self, info: RunInfo) -> str:
         """The run's verdict as the run itself printed it: ``passed``, ``FAILED``, with
@@ -332,11 +465,15 @@ class RunHistory:
         return dict(sorted(out.items()))
 
     def resolve(self, spec: str) -> str:
-        """``last`` (newest complete run), ``best`` or a run id (a unique prefix is enough).
+        """``last`` (newest complete run), ``best``, a run number (``3``, as ``ragbench
+        history`` shows it) or a run id (a unique prefix is enough); returns the run id.
 
         ``best`` is the complete run with the best mean of the first metric of its first
         suite, averaged over retrievers (in that metric's better direction).
         """
+        number = run_number(spec)
+        if number is not None:
+            return self.run_by_number(number)
         complete = [r for r in self.runs() if not r.partial]
         if spec == "last":
             if not complete:
@@ -352,7 +489,8 @@ class RunHistory:
             return matches[0]
         if not matches:
             raise HistoryError(f"{self.path}: no run {spec!r} in the run history "
-                               "(expected 'last', 'best' or a run id; see 'ragbench history')")
+                               "(expected 'last', 'best', a run number or a run id; see "
+                               "'ragbench history')")
         raise HistoryError(f"{self.path}: run id prefix {spec!r} is ambiguous "
                            f"({len(matches)} runs)")
 
@@ -509,36 +647,100 @@ class RunHistory:
     def has_complete_run(self) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE partial = 0 LIMIT 1"))
 
+    def first_metric(self, name: str) -> str | None:
+        """The first metric of the suite named ``name`` (the first its suite file lists), as
+        its newest run stored it, complete runs first."""
+        rows = self._query(
+            "SELECT m.metric FROM means m JOIN suites s ON s.run_id = m.run_id AND "
+            "s.suite_id = m.suite_id JOIN runs r ON r.id = m.run_id WHERE s.name = ? "
+            "ORDER BY r.partial, r.seq DESC, s.suite_id, m.rowid LIMIT 1", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def baseline_refs(self) -> list[tuple[str, str | None, str | None]]:
+        """What each run recorded pointing at other runs: (run id, the id of a run it was
+        compared against, or the baseline file it was saved to)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                           "name = 'refs'"):
+            return []  # a history written before runs recorded their references
+        return [(str(rid), None if t is None else str(t), None if p is None else str(p))
+                for rid, t, p in self._query("SELECT run_id, target, path FROM refs "
+                                             "ORDER BY rowid")]
+
+
+def _cell(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _suites_cell(names: Sequence[str], width: int) -> str:
+    """Suite names in a fixed width: as many as fit, then ``+N``."""
+    if not names:
+        return "-"
+    text = ",".join(names)
+    if len(text) <= width:
+        return text
+    for shown in range(len(names) - 1, 0, -1):
+        more = f" +{len(names) - shown}"
+        head = ",".join(names[:shown])
+        if len(head) + len(more) <= width:
+            return head + more
+    return _cell(names[0], width - len(f" +{len(names) - 1}")) + f" +{len(names) - 1}"
+
+
+SUITES_WIDTH = 20
+
 
 def history_lines(history: RunHistory, *, metric: str | None = None, suite: str | None = None,
                   limit: int = 20) -> list[str]:
-    """The ``ragbench history`` text: recent runs, then a trend per (suite, retriever)."""
+    """The ``ragbench history`` text: recent runs with their number (``#``, usable wherever a
+    run is named), suites and cases, then a trend per (suite, retriever) of ``metric``, by
+    default each suite's first metric."""
     runs = history.runs(suite=suite, limit=limit)
     if not runs:
         return [f"no runs in {history.path}" + (f" for suite {suite!r}" if suite else "")]
     metrics = history.metrics(suite)
-    metric = metric or (metrics[0] if metrics else None)
-    lines = [f"{'#':>4}  {'run id':<24}  {'started':<25}  {'commit':<8}  verdict"]
+    lines = [f"{'#':>4}  {'run id':<24}  {'started':<25}  {'commit':<8}  "
+             f"{'suites':<{SUITES_WIDTH}}  {'cases':>6}  verdict"]
     for r in runs:
+        cases = "-" if r.n_cases is None else str(r.n_cases)
         lines.append(f"{r.seq:>4}  {r.id:<24}  {r.started or '-':<25}  "
-                     f"{(r.git_commit or '-')[:8]:<8}  {history.verdict_text(r)}")
-    if metric is None:
+                     f"{(r.git_commit or '-')[:8]:<8}  "
+                     f"{_suites_cell(r.suites, SUITES_WIDTH):<{SUITES_WIDTH}}  {cases:>6}  "
+                     f"{history.verdict_text(r)}")
+    if not metrics:
         return lines
-    if metric not in metrics:
+    if metric is not None and metric not in metrics:
         return [*lines, f"metric {metric!r} is not in the history (known: {', '.join(metrics)})"]
     # A partial run's means cover only the cases it ran: listed above, never in a trend.
     runs = [r for r in runs if not r.partial]
-    lines += ["", f"trend of {metric} over the last {len(runs)} complete runs (oldest first):"]
-    series = history.means(metric, suite)
-    width = max([len("suite/retriever"), *(len(f"{s}/{r}") for s, r in series)])
-    lines.append(f"  {'suite/retriever':<{width}}  {'first':>8}  {'last':>8}  {'delta':>8}  "
-                 "trend")
-    for (sname, retriever), by_run in series.items():
-        values = [by_run.get(r.id) for r in runs]
+    if metric is None:
+        firsts = {name: history.first_metric(name) for name in history.suite_names()}
+        plan = sorted({m for m in firsts.values() if m is not None})
+    else:
+        firsts, plan = {}, [metric]
+    rows: list[tuple[str, str, str, list[float | None]]] = []
+    for m in plan:
+        for (sname, retriever), by_run in history.means(m, suite).items():
+            if metric is None and firsts.get(sname) != m:
+                continue
+            values = [by_run.get(r.id) for r in runs]
+            if any(v is not None for v in values):
+                rows.append((sname, retriever, m, values))
+    rows.sort(key=lambda row: (row[0], row[1]))
+    shown = sorted({m for _, _, m, _ in rows})
+    if len(shown) <= 1:
+        title = f"trend of {shown[0] if shown else metric or metrics[0]}"
+    else:
+        title = "trend of each suite's first metric (--metric to choose one)"
+    lines += ["", f"{title} over the last {len(runs)} complete runs (oldest first):"]
+    width = max([len("suite/retriever"), *(len(f"{s}/{r}") for s, r, _, _ in rows)])
+    mwidth = max([len("metric"), *(len(m) for m in shown)])
+    metric_head = f"{'metric':<{mwidth}}  " if len(shown) > 1 else ""
+    lines.append(f"  {'suite/retriever':<{width}}  {metric_head}{'first':>8}  {'last':>8}  "
+                 f"{'delta':>8}  trend")
+    for sname, retriever, m, values in rows:
         present = [v for v in values if v is not None]
-        if not present:
-            continue
         first, last = present[0], present[-1]
-        lines.append(f"  {f'{sname}/{retriever}':<{width}}  {first:>8.4f}  {last:>8.4f}  "
-                     f"{last - first:>+8.4f}  {sparkline(values)}")
+        metric_cell = f"{m:<{mwidth}}  " if len(shown) > 1 else ""
+        lines.append(f"  {f'{sname}/{retriever}':<{width}}  {metric_cell}{first:>8.4f}  "
+                     f"{last:>8.4f}  {last - first:>+8.4f}  {sparkline(values)}")
     return lines

@@ -15,11 +15,18 @@
 
 The report files (``cases.csv``, ``summary.md``, ``report.html``) are written by
 :mod:`pytest_ragbench.report`. Nothing here imports pytest.
+
+The ``.ragbench`` folder that holds the runs (and the history) gets a ``.gitignore`` of ``*``
+the first time a run or the history is written into it without one (:func:`ignore_folder`):
+run outputs are not source. A ``.gitignore`` already there is the user's and is never
+rewritten, so an empty one keeps the folder tracked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +42,97 @@ RUN_SCHEMA_VERSION = 1
 CASES_JSONL = "cases.jsonl"
 SUMMARY_JSON = "summary.json"
 RUN_JSON = "run.json"
+RAGBENCH_FOLDER = ".ragbench"
+GITIGNORE = ".gitignore"
+GITIGNORE_TEXT = "# Written by pytest-ragbench: run outputs are not source.\n*\n"
+LATEST = "latest"
+# Read by every run (the session checks it before the first item), so here and not in the
+# retention module, which loads the history.
+KEEP_RUNS_INI = "ragbench_keep_runs"
+
+
+def parse_keep_runs(value: str) -> int | None:
+    """The ``ragbench_keep_runs`` ini value: a whole number of runs, at least 1; empty keeps
+    every run (None). Raises ValueError with what was expected."""
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        keep = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of runs to keep (at least 1), got "
+                         f"{text!r}") from None
+    if keep < 1:
+        raise ValueError(f"expected a whole number of runs to keep (at least 1), got {text} "
+                         "(leave the option out to keep every run)")
+    return keep
+
+
+def ignore_folder(path: Path) -> Path | None:
+    """Write ``.gitignore`` (``*``) into the ``.ragbench`` folder that is ``path`` or holds
+    it, unless that folder has one; returns the file written, else None.
+
+    Only a folder named ``.ragbench``: a ``--ragbench-out`` elsewhere is the user's to place.
+    Created exclusively, so two runs starting together write it once; a folder that cannot
+    be written to is left alone (writing the run there reports that).
+    """
+    folder = next((p for p in (path, *path.parents) if p.name == RAGBENCH_FOLDER), None)
+    if folder is None or not folder.is_dir():
+        return None
+    target = folder / GITIGNORE
+    try:
+        with target.open("x", encoding="utf-8") as fh:
+            fh.write(GITIGNORE_TEXT)
+    except OSError:
+        return None
+    return target
+
+
+def make_run_folder(out_root: Path, run_id: str) -> Path:
+    """Create ``out_root/<run id>`` (and the folders above it) and git-ignore the
+    ``.ragbench`` folder it is in; returns the run folder."""
+    run_dir = out_root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ignore_folder(out_root)
+    return run_dir
+
+
+def is_run_folder(path: Path) -> bool:
+    """A real folder (not the ``latest`` link) holding any file a run writes."""
+    return (path.is_dir() and not path.is_symlink()
+            and any((path / name).is_file() for name in (RUN_JSON, CASES_JSONL, SUMMARY_JSON)))
+
+
+def run_folders(out_root: Path) -> dict[str, Path]:
+    """The run folders in ``out_root`` by run id (their folder name), sorted by id, that is
+    by start time (run ids begin with it)."""
+    if not out_root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(out_root.iterdir(), key=lambda p: p.name)
+            if is_run_folder(p)}
+
+
+def latest_run_id(out_root: Path) -> str | None:
+    """The run ``out_root/latest`` points at (a symlink, or the ``LATEST`` text file written
+    where links cannot be made)."""
+    link = out_root / LATEST
+    with contextlib.suppress(OSError):
+        if link.is_symlink():
+            return Path(os.readlink(link)).name
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = (out_root / LATEST.upper()).read_text(encoding="utf-8").strip()
+        return text or None
+    return None
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (symlinks not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

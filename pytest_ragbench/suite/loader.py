@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -396,10 +396,10 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
     from ..answers.config import ConfigError, rag_config_from_model
     from ..answers.prompt import check_template
     from ..llm.base import LLMError
-    from ..metrics.judge import JUDGED_METRICS
 
+    judged = {m.name for m in metrics if m.needs is not None and "judge" in m.needs}
     if model.llm is None and only_pipelines:
-        model = _judge_only_model(ctx, model, metrics, JUDGED_METRICS)
+        model = _judge_only_model(ctx, model, metrics, judged)
     if model.llm is None:
         if needs:
             raise ctx.error(("metrics",), f"metric(s) {', '.join(needs)} need an 'llm' section "
@@ -408,11 +408,14 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
                                      "llm: {type: extractive}")
     if model.judge is None:
         for i, m in enumerate(metrics):
-            if m.kind in JUDGED_METRICS:
+            if m.name in judged:
                 raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
                                                 "section (e.g. judge: {llm: same} with an "
                                                 "openai llm)")
     config = rag_config_from_model(model)
+    # the pipeline scores the suite's answer metrics by their names in records
+    config = replace(config, metrics={m.name: m.component for m in metrics
+                                      if m.needs is not None and m.component is not None})
     if config.prices is not None:  # max_cost without prices is a schema error for paid models
         for where, llm_model in model.paid_models():
             try:
@@ -440,7 +443,7 @@ def _judge_only_model(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec
                                           "(e.g. judge: {llm: {base_url: ..., model: ...}})")
     if judge_llm is None:
         for i, m in enumerate(metrics):
-            if m.kind in judged:
+            if m.name in judged:
                 raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
                                                 "section with its own llm")
     stand_in = judge_llm if judge_llm is not None else ExtractiveLlm(type="extractive")

@@ -50,7 +50,7 @@ DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
 # Loc segments pydantic adds for the member of a tagged union; never keys of the document.
 SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
-                        "hashing", "registered"})
+                        "hashing", "registered", "criteria_metric"})
 
 
 KeyPath = tuple[str | int, ...]
@@ -390,6 +390,74 @@ class MetricEntry(_Open):
     name: NonEmptyStr = Field(description="a metric name such as ndcg@10")
 
 
+class CriterionExampleModel(_Model):
+    """A scored example shown to the judge with a custom criterion."""
+
+    answer: str = Field(description="an example answer")
+    score: AnyInt = Field(description="its score on the criterion's scale")
+    question: str | None = Field(None, description="the question it answers")
+    why: str | None = Field(None, description="why it gets that score")
+
+
+CRITERIA_INPUT_NAMES = ("question", "answer", "contexts", "reference")  # judge.CRITERIA_INPUTS
+CriteriaInput = Annotated[Literal["question", "answer", "contexts", "reference"], _wrapped(
+    lambda v: f"expected one of {', '.join(CRITERIA_INPUT_NAMES)}, got {v!r}")]
+
+
+def _scale(value: Any) -> Any:
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)):
+        raise fail(f"expected two integers [low, high], got {value!r}")
+    if value[0] >= value[1]:
+        raise fail(f"expected low < high, got {value!r}")
+    return value
+
+
+Scale = Annotated[list[int], WrapValidator(lambda v, handler: handler(_scale(v))),
+                  WithJsonSchema({"type": "array", "items": {"type": "integer"},
+                                  "minItems": 2, "maxItems": 2})]
+
+
+class CriteriaMetricEntry(_Model):
+    """A custom-criteria metric graded by the suite's judge in the item's one judge request
+    (G-Eval / ``llm-rubric`` style); its score is the judge's grade normalised to 0-1."""
+
+    name: NonEmptyStr = Field(description="the metric's name in records, reports and gates")
+    type: Literal["criteria"] = Field(description="criteria")
+    criteria: NonEmptyStr = Field(description="the rubric: what the judge grades the answer on")
+    scale: Scale = Field([1, 5], description="the integer range [low, high] the judge grades "
+                                            "on; low scores 0, high scores 1")
+    examples: list[CriterionExampleModel] | None = Field(
+        None, description="scored examples that calibrate the judge")
+    inputs: list[CriteriaInput] | None = Field(
+        None, description="what the judge is shown: question, answer, contexts, reference "
+                          "(default: question and answer)")
+    direction: Literal["higher", "lower"] = Field(
+        "higher", description="whether a higher grade is better")
+
+    @model_validator(mode="after")
+    def _examples_on_scale(self) -> CriteriaMetricEntry:
+        low, high = self.scale
+        for i, example in enumerate(self.examples or ()):
+            if not low <= example.score <= high:
+                raise fail(f"expected a score from {low} to {high}, got {example.score}",
+                           "examples", i, "score")
+        return self
+
+
+def _metric_tag(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return None
+    return "criteria_metric" if value.get("type") == "criteria" else "mapping"
+
+
+MetricMapping = Annotated[
+    Union[Annotated[MetricEntry, Tag("mapping")],  # noqa: UP007
+          Annotated[CriteriaMetricEntry, Tag("criteria_metric")]],
+    Discriminator(_metric_tag, custom_error_type="shape",
+                  custom_error_message="expected a mapping with a 'name' key"),
+]
+
 MetricName = Annotated[NonEmptyStr, Field(examples=["ndcg@10", "recall@100", "mrr@10"])]
 
 Retrievers = _one_of(
@@ -411,7 +479,7 @@ Pipelines = _one_of(
 Metrics = _one_of(
     "a non-empty list of metric names, e.g. [ndcg@10]",
     list=Annotated[list[_one_of("a metric name or a mapping with a 'name' key",
-                                text=MetricName, mapping=MetricEntry)], MinLen(1)],
+                                text=MetricName, mapping=MetricMapping)], MinLen(1)],
     text=NonEmptyStr,
 )
 
@@ -544,7 +612,25 @@ def _other_type(builtins: tuple[str, ...]) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "minLength": 1, "not": {"enum": list(builtins)}})
 
 
-class RegisteredLlm(_Open):
+class _CallKeys(_Open):
+    """The keys of a registered provider that set how it is called (retries, limits), the
+    same as an openai endpoint's; they are not passed to its factory."""
+
+    concurrency: Concurrency = Field(
+        16, description="calls in flight at once for the whole run (all workers): a number, "
+                        "'auto' or {auto: true, max: N, start: N}")
+    retries: AtLeastZero = Field(
+        4, description="retries after the first attempt of a call that failed with a "
+                       "retryable error (ProviderError, status 408/429/5xx, timeouts)")
+    backoff: NonNegative = Field(0.5, description="base delay of the exponential backoff, s")
+    rpm: Positive | None = Field(None, description="calls per minute limit")
+    tpm: Positive | None = Field(None, description="tokens per minute limit")
+    timeout: Positive | None = Field(None, description="seconds per attempt (default: none)")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one call may take, retries and waits for a slot included")
+
+
+class RegisteredLlm(_CallKeys):
     """An LLM of any registered type: a conftest registration, an installed package's
     ``ragbench.llms`` entry point or ``'package.module:Factory'``; the other keys are the
     factory's parameters (checked against its signature when the suite is collected)."""
@@ -553,7 +639,7 @@ class RegisteredLlm(_Open):
         description="a registered LLM name or 'package.module:Factory'")
 
 
-class RegisteredEmbedder(_Open):
+class RegisteredEmbedder(_CallKeys):
     """An embedder of any registered type (``ragbench.embedders`` entry point, conftest,
     ``'package.module:Factory'``); the other keys are the factory's parameters."""
 

@@ -440,3 +440,70 @@ def test_a_nan_metric_is_none_and_a_raising_metric_errors_only_its_case(
     assert q2["metrics"]["ndcg@3"] == 0.5 and q2["metrics"]["recall@2"] == 0.0
     assert q2["thresholds"] == []
     assert records["q3"]["metrics"]["boom"] == 2.0 and records["q3"]["status"] == "ok"
+
+
+# -- pipelines judged ahead ------------------------------------------------------------------
+
+PIPELINE_SUITE = textwrap.dedent("""\
+    name: unit
+    dataset:
+      documents:
+        - {_id: d1, text: one}
+      items:
+        - {_id: q1, text: alpha, answer: one}
+        - {_id: q2, text: beta, answer: one}
+        - {_id: q3, text: gamma, answer: one}
+        - {_id: q4, text: delta, answer: one}
+    pipelines:
+      sys: {type: sys}
+    metrics: [faithfulness]
+    judge: {llm: {type: judge, concurrency: 2}}
+""")
+
+
+def test_pipeline_cases_are_asked_once_and_judged_ahead_errors_included(tmp_path: Path) -> None:
+    from test_plugin_rag import judge_reply
+
+    from pytest_ragbench.llm.base import Completion
+
+    asked: list[str] = []
+    judged: list[str] = []
+
+    class System:
+        def answer(self, query: Query) -> Any:
+            asked.append(query.id)
+            if query.id == "q2":
+                raise RuntimeError("backend down")
+            if query.id == "q3":
+                return ["not", "a", "mapping"]
+            return {"answer": "one", "contexts": [{"id": "d1"}]}
+
+    class JudgeLLM:
+        async def chat(self, messages: Any, **params: Any) -> Completion:
+            judged.append(messages[-1]["content"])
+            return Completion(judge_reply(messages))
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(PIPELINE_SUITE, encoding="utf-8")
+    registry = Registry(use_entry_points=False)
+    registry.add("pipeline", "sys", System, origin="the test")
+    registry.add("llm", "judge", JudgeLLM, origin="the test")
+    runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext())
+    order = ["q1", "q2", "q3", "q4"]
+    try:
+        recs = {}
+        for i, cid in enumerate(order):
+            recs[cid] = runtime.run_pipeline_case(
+                "sys", cid, upcoming_runs=lambda i=i: [(c, 0) for c in order[i + 1:]])
+            if cid == "q1":
+                # the judge's concurrency (2) bounds how far ahead the pipeline is asked
+                assert asked == ["q1", "q2"]
+    finally:
+        runtime.close()
+    assert asked == order  # each case asked exactly once, errors included
+    assert len(judged) == 2  # q1 and q4: the failed cases were not judged
+    assert recs["q1"]["status"] == "ok" and recs["q1"]["metrics"]["faithfulness"] == 0.5
+    assert recs["q4"]["status"] == "ok" and recs["q4"]["usage"]["requests"] == 1
+    assert recs["q2"]["error"] == {"stage": "answer", "type": "RuntimeError",
+                                   "message": "pipeline 'sys' raised RuntimeError: backend down"}
+    assert "outside the contract" in recs["q3"]["error"]["message"]

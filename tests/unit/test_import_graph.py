@@ -15,7 +15,7 @@ import pytest
 import pytest_ragbench
 
 PACKAGE = Path(pytest_ragbench.__file__).resolve().parent
-GLUE = {"plugin", "state", "collect", "fixtures", "session", "hookspecs"}
+GLUE = {"plugin", "state", "collect", "fixtures", "session", "hookspecs", "resuming"}
 # Modules with no pytest import: everything but the glue, the CLI (runs pytest for `list
 # --conftest`) and the report renderers that pytest's terminal writer feeds.
 DOMAIN = ("answers", "budget", "datasets", "execution", "llm", "metrics", "results",

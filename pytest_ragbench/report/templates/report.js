@@ -122,6 +122,13 @@
       }
       body.append(ul);
     }
+    if (d.ranks !== undefined) {
+      const p = el("p", "rb-ranks");
+      const ranks = d.ranks.map((r) => r[0] + " " + (r[1] === null ? "not retrieved" : "at " + r[1]));
+      p.append(el("span", "k", "relevant documents by rank"), " " + ranks.join(", ") +
+        (d.ranks_more ? " and " + d.ranks_more + " more" : ""));
+      body.append(p);
+    }
     if (d.retrieved !== undefined) {
       heading(body, "retrieved");
       body.append(docTable(d.retrieved, true));

@@ -1,0 +1,338 @@
+"""Resuming a run: case keys, the earlier run's records, and which of them a new run reuses.
+
+A case's **key** says what its record depends on; two cases with the same key get the same
+record (up to timing). It hashes:
+
+``settings``
+    the suite file's document without what only aggregation reads (``gates``, ``baseline``)
+    or what the record is re-labelled with (``xfail``), and without the systems (below);
+``dataset``
+    the dataset's content hash (corpus and selected queries with their labels);
+``system``
+    the retriever's or pipeline's type, parameters and case timeout, with those of every
+    sibling retriever it names in its parameters (a hybrid's fused retrievers);
+``version``
+    the pytest-ragbench version;
+
+plus the suite id, the system's name, the case id and the repetition index. Every record
+carries its key and the parts (:data:`CASE_KEY_FIELD`), so a later run can say which part
+changed. What a component reads from files or environment variables its parameters only name
+is not part of the key.
+
+A run resumed from an earlier one reuses each record of it that finished (status "ok" or
+"failed", not "error") and whose key equals the key the case has now. Nothing here imports
+pytest; the plugin side is :mod:`pytest_ragbench.resuming`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RagbenchError
+from ..records import CASE_KEY_FIELD
+from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
+from .runref import RunRefError, resolve_run_ref
+
+if TYPE_CHECKING:
+    from ..suite.loader import ComponentSpec, Suite
+
+#: Statuses of a finished case; an errored case is run again.
+REUSABLE = ("ok", "failed")
+# Sections of a suite file that change no case's record.
+_NOT_IN_SETTINGS = ("gates", "baseline", "xfail", "retrievers", "pipelines")
+
+Identity = tuple[str, str, str, int]
+
+
+class ResumeError(RagbenchError):
+    """The run named by ``--ragbench-resume`` cannot be found or read."""
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# -- case keys -----------------------------------------------------------------------------
+
+
+def settings_hash(path: Path) -> str:
+    """The hash of a suite file's settings (see the module docstring).
+
+    Hashed from the parsed document, so comments and formatting change nothing.
+    """
+    from ..suite.loader import parse_document, read_text
+
+    _, text = read_text(path)
+    data, _ = parse_document(text, path)
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k not in _NOT_IN_SETTINGS}
+    return _digest(data)
+
+
+def _names_in(value: Any, names: Iterable[str]) -> set[str]:
+    """The strings among ``names`` that occur anywhere in ``value`` (a parameter tree)."""
+    wanted = set(names)
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if v in wanted:
+                found.add(v)
+        elif isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return found
+
+
+def system_hashes(systems: Iterable[ComponentSpec]) -> dict[str, str]:
+    """The ``system`` part of the key of each system, by name.
+
+    A system's hash covers the specs of the siblings its parameters name, transitively, so a
+    hybrid retriever's cases are not reused when a retriever it fuses changed.
+    """
+    specs = {s.name: s for s in systems}
+    out: dict[str, str] = {}
+    for name in specs:
+        closure: set[str] = set()
+        todo = [name]
+        while todo:
+            n = todo.pop()
+            if n in closure:
+                continue
+            closure.add(n)
+            todo.extend(_names_in(dict(specs[n].params), set(specs) - {n}))
+        out[name] = _digest([[n, specs[n].type, dict(specs[n].params), specs[n].timeout]
+                             for n in sorted(closure)])
+    return out
+
+
+@dataclass(frozen=True)
+class SuiteKeys:
+    """The parts of the case keys of one suite, computed once per process."""
+
+    suite_id: str
+    suite_name: str
+    suite_hash: str
+    settings: str
+    dataset: str | None
+    version: str
+    systems: Mapping[str, str]
+    pipelines: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, suite: Suite, suite_id: str, dataset_hash: str | None,
+           version: str) -> SuiteKeys:
+        return cls(suite_id=suite_id, suite_name=suite.name, suite_hash=suite.suite_hash,
+                   settings=settings_hash(suite.path), dataset=dataset_hash, version=version,
+                   systems=system_hashes(suite.systems),
+                   pipelines=frozenset(p.name for p in suite.pipelines))
+
+    def case_key(self, system: str, case_id: str, run: int) -> dict[str, Any]:
+        """The value of a record's :data:`CASE_KEY_FIELD`."""
+        parts = {"settings": self.settings, "dataset": self.dataset,
+                 "system": self.systems.get(system), "version": self.version}
+        key = _digest([parts, self.suite_id, system, case_id, int(run)])
+        return {"key": key, **parts}
+
+    def change(self, system: str, old: Mapping[str, Any] | None) -> str:
+        """Why a record with key parts ``old`` cannot be reused for a case of ``system``."""
+        if not isinstance(old, Mapping):
+            return "recorded without a case key"
+        if old.get("version") != self.version:
+            return "pytest-ragbench version changed"
+        if old.get("settings") != self.settings:
+            return f"suite {self.suite_name!r} settings changed"
+        if old.get("dataset") != self.dataset:
+            return f"suite {self.suite_name!r} dataset changed"
+        if old.get("system") != self.systems.get(system):
+            kind = "pipeline" if system in self.pipelines else "retriever"
+            return f"{kind} {system!r} parameters changed"
+        return "case key changed"
+
+
+# -- the earlier run -----------------------------------------------------------------------
+
+
+def _run_suites(folder: Path) -> set[str]:
+    """The suite ids a run folder holds (from ``run.json``; from its records without one)."""
+    try:
+        doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+        suites = doc.get("suites") if isinstance(doc, dict) else None
+        if isinstance(suites, dict) and suites:
+            return {str(s) for s in suites}
+    except (OSError, ValueError):
+        pass
+    try:
+        return {str(r.get("suite")) for r in read_jsonl(folder / CASES_JSONL)
+                if isinstance(r, dict)}
+    except OSError:
+        return set()
+
+
+def is_unfinished(folder: Path) -> bool:
+    """Whether a run folder holds a run that did not run all its cases: it has no readable
+    ``summary.json`` (killed), or its summary says it is partial."""
+    try:
+        summary = json.loads((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    run = summary.get("run") if isinstance(summary, dict) else None
+    return not isinstance(run, dict) or bool(run.get("partial"))
+
+
+def _age_key(folder: Path) -> tuple[str, int]:
+    # Run ids start with their UTC second; within one second the later write wins.
+    try:
+        mtime = (folder / CASES_JSONL).stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return folder.name[:16], mtime
+
+
+def run_folders(runs_root: Path) -> list[Path]:
+    """Run folders under ``runs_root`` that hold case records, newest first."""
+    try:
+        entries = list(runs_root.iterdir())
+    except OSError:
+        return []
+    folders = [p for p in entries if not p.is_symlink() and p.is_dir()
+               and (p / CASES_JSONL).is_file()]
+    return sorted(folders, key=_age_key, reverse=True)
+
+
+def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
+                       history: Path | None = None) -> Path:
+    """The run folder ``ref`` names, as every run reference is read
+    (:func:`~pytest_ragbench.results.runref.resolve_run_ref`: a folder, ``latest``, a run
+    number, ``last``, ``best`` or a run id), that holds finished cases to resume from."""
+    given = cwd / ref
+    # "--ragbench-resume suite.yaml" reads the path as the run: say how to write both.
+    hint = (" (the option takes the argument after it as the run: write "
+            "--ragbench-resume=RUN, or put the option after the paths)")
+    if given.exists() and not given.is_dir():
+        raise ResumeError(f"cannot resume from {given}: a file, not a run folder" + hint)
+    try:
+        folder = resolve_run_ref(ref, runs_root, history=history, cwd=cwd)
+    except RunRefError as exc:
+        raise ResumeError(f"cannot resume from {ref!r}: {exc}") from None
+    if not (folder / CASES_JSONL).is_file():
+        raise ResumeError(f"cannot resume from {folder}: it holds no {CASES_JSONL} (not a "
+                          "ragbench run folder, or a run that finished no case)" + hint)
+    return folder.resolve()
+
+
+@dataclass
+class EarlierRun:
+    """The finished records of a run folder, by case identity."""
+
+    run_id: str
+    folder: Path
+    records: dict[Identity, dict[str, Any]]
+
+    @classmethod
+    def load(cls, folder: Path) -> EarlierRun:
+        try:
+            rows = read_jsonl(folder / CASES_JSONL)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "
+                              f"{exc}") from None
+        records: dict[Identity, dict[str, Any]] = {}
+        for rec in rows:
+            try:
+                ident = (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]),
+                         int(rec.get("run", 0)))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            old = records.get(ident)
+            # A finished record is kept over an error record of the same case.
+            if old is None or old.get("status") not in REUSABLE:
+                records[ident] = rec
+        return cls(run_id=folder.name, folder=folder, records=records)
+
+    def reusable(self, keys: SuiteKeys, system: str, case_id: str, run: int
+                 ) -> tuple[dict[str, Any] | None, str | None]:
+        """(the record to reuse, None) or (None, why not); (None, None) when this run has no
+        record of the case."""
+        old = self.records.get((keys.suite_id, system, case_id, int(run)))
+        if old is None:
+            return None, None
+        if old.get("status") not in REUSABLE:
+            return None, "errored"
+        stored = old.get(CASE_KEY_FIELD)
+        if not isinstance(stored, Mapping) or stored.get("key") != \
+                keys.case_key(system, case_id, run)["key"]:
+            return None, keys.change(system, stored)
+        # The file may differ in what the key leaves out (gates, comments): the record is
+        # valid for the file as it is now.
+        return {**old, "suite_hash": keys.suite_hash}, None
+
+
+def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
+             unfinished_only: bool = False) -> EarlierRun | None:
+    """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
+    when there is none or, with ``unfinished_only``, when that run finished (the newest run
+    of these suites is the one to finish, not an older one it superseded)."""
+    wanted = set(suite_ids)
+    for folder in folders:
+        if _run_suites(folder) & wanted:
+            if unfinished_only and not is_unfinished(folder):
+                return None
+            return EarlierRun.load(folder)
+    return None
+
+
+# -- what the controller says ----------------------------------------------------------------
+
+
+@dataclass
+class ResumeTally:
+    """The controller's count of a resumed run, fed from the case reports."""
+
+    run_id: str | None = None
+    seen: bool = False
+    #: A reused record of a case not run now failed: the run fails as if it had run.
+    failed: bool = False
+    reused: set[str] = field(default_factory=set)
+    why: dict[str, str] = field(default_factory=dict)
+
+    def item(self, nodeid: str, info: Mapping[str, Any]) -> None:
+        if info.get("reused"):
+            self.reused.add(nodeid)
+        elif info.get("why"):
+            self.why[nodeid] = str(info["why"])
+
+    def as_dict(self, n_records: int) -> dict[str, Any]:
+        """What ``summary.json`` keeps under ``run.resumed``."""
+        return {"from": self.run_id, "reused": len(self.reused),
+                "run": max(0, n_records - len(self.reused)),
+                "not_reused": dict(sorted(Counter(self.why.values()).items()))}
+
+
+def resume_line(info: Mapping[str, Any]) -> str:
+    """``"resumed from RUN: 812 cases reused, 188 run (12 not reused: retriever 'bm25'
+    parameters changed)"``."""
+    if info.get("from") is None:
+        return ("ragbench: nothing to resume (no run of these suites, or the newest one "
+                "finished): every case ran")
+    reused, ran = int(info.get("reused", 0)), int(info.get("run", 0))
+    text = (f"resumed from {info['from']}: {reused} case{'' if reused == 1 else 's'} reused, "
+            f"{ran} run")
+    why: Mapping[str, int] = info.get("not_reused") or {}
+    if why:
+        total = sum(why.values())
+        if len(why) == 1:
+            detail = next(iter(why))
+        else:
+            detail = "; ".join(f"{n} {reason}" for reason, n in
+                               sorted(why.items(), key=lambda kv: (-kv[1], kv[0])))
+        text += f" ({total} not reused: {detail})"
+    return text

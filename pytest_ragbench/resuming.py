@@ -1,0 +1,188 @@
+"""``--ragbench-resume``: the pytest side of resuming a run (the domain is
+:mod:`pytest_ragbench.results.resume`).
+
+Registered in every process. At the end of collection each case item gets its case key (every
+record carries it, resumed or not) and, when resuming, the earlier record it replays: the item
+still runs as a pytest item, so pytest's counts, ``-v`` lines and junit stay whole, but its
+setup takes the earlier record instead of retrieving. Items that ``--lf`` (or ``-k``, ``-m``)
+deselected keep their earlier record too: it travels to the controller with the process's first
+case report, so that the new run holds every case. Under ``--lf``/``--ff`` the cases pytest
+remembers as failed run again.
+
+The controller resolves which earlier runs to look at before anything runs (its own run
+folder does not exist yet) and hands that list to each xdist worker; each process then takes
+the newest that holds one of its collected suites, the same one in every process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .collect import CaseItem
+
+if TYPE_CHECKING:
+    from .results.resume import EarlierRun, SuiteKeys
+
+RESUME_INPUT = "ragbench_resume"
+#: On each case's setup report: {"reused": bool, "why": reason | None}.
+RESUME_ATTR = "ragbench_resume"
+#: On the first case report of each process: {"from", "injected": {nodeid: record},
+#: "why": {nodeid: reason}} for the cases this process collected but does not run.
+RESUME_RUN_ATTR = "ragbench_resume_run"
+
+
+def runs_root(config: pytest.Config) -> Path:
+    """The folder run folders are written to (``--ragbench-out``, else .ragbench/runs)."""
+    out = config.getoption("ragbench_out")
+    return (config.invocation_params.dir / out) if out else config.rootpath / ".ragbench" / "runs"
+
+
+class CaseResume:
+    """Case keys and replays of one process (see the module docstring)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self._collected: list[CaseItem] = []
+        self._keys: dict[str, SuiteKeys] = {}
+        self._why: dict[str, str] = {}
+        self._payload: dict[str, Any] | None = None
+        workerinput = getattr(config, "workerinput", None)
+        #: Run folders to resume from, newest first; None: not resuming.
+        self.candidates: list[str] | None = None
+        #: Resume only when the newest run of the suites is unfinished (the default).
+        self.unfinished_only = False
+        if workerinput is not None:
+            given = workerinput.get(RESUME_INPUT)
+            if isinstance(given, dict):
+                self.candidates = list(given["folders"])
+                self.unfinished_only = bool(given["unfinished_only"])
+        else:
+            ref = config.getoption("ragbench_resume", None)
+            if ref is not None:
+                self._resolve(ref)
+
+    def _resolve(self, ref: str) -> None:
+        from .results.resume import ResumeError, resolve_run_folder, run_folders
+
+        root = runs_root(self.config)
+        if ref != "latest":
+            try:
+                folder = resolve_run_folder(ref, root, self.config.invocation_params.dir,
+                                            history=self._history_path())
+            except ResumeError as exc:
+                raise pytest.UsageError(f"ragbench: {exc}") from None
+            self.candidates = [str(folder)]
+            return
+        self.candidates = [str(p) for p in run_folders(root)]
+        # --lf reruns what failed in the newest run, finished or not.
+        self.unfinished_only = not self._lf_active()
+
+    def _history_path(self) -> Path:
+        """The run history run numbers, ``last`` and ``best`` are looked up in."""
+        from .results.history import DEFAULT_HISTORY
+
+        given = self.config.getoption("ragbench_history", None)
+        if given:
+            return self.config.invocation_params.dir / given
+        return self.config.rootpath / DEFAULT_HISTORY
+
+    def _lf_active(self) -> bool:
+        return bool(self.config.getoption("lf", False) or self.config.getoption("failedfirst",
+                                                                                False))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.candidates is not None:
+            node.workerinput[RESUME_INPUT] = {"folders": self.candidates,
+                                              "unfinished_only": self.unfinished_only}
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._collected += [x for x in (report.result or []) if isinstance(x, CaseItem)]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self._collected:
+            return
+        earlier = self._earlier()
+        selected = {id(item) for item in session.items}
+        rerun = self._last_failed()
+        injected: dict[str, dict[str, Any]] = {}
+        why: dict[str, str] = {}
+        for item in self._collected:
+            keys = self._suite_keys(item)
+            if keys is None:
+                continue
+            item.case_key = keys.case_key(item.retriever, item.case_id, item.run)
+            if earlier is None:
+                continue
+            rec, reason = earlier.reusable(keys, item.retriever, item.case_id, item.run)
+            if id(item) in selected:
+                if rec is not None and item.nodeid not in rerun:
+                    item.replay = rec
+                elif reason is not None:
+                    self._why[item.nodeid] = reason
+            elif rec is not None:
+                rec = {**rec, "xfail": None}
+                if item.xfail_reason is not None:
+                    from .records import mark_expected_failure
+
+                    mark_expected_failure(rec, item.xfail_reason,
+                                          applied=item._xfail_applied())
+                injected[item.nodeid] = rec
+            elif reason is not None:
+                why[item.nodeid] = reason
+        if self.candidates is not None:
+            self._payload = {"from": earlier.run_id if earlier else None,
+                             "folder": str(earlier.folder) if earlier else None,
+                             "injected": injected, "why": why}
+        self._collected = []
+
+    def _earlier(self) -> EarlierRun | None:
+        if self.candidates is None:
+            return None
+        from .results.resume import ResumeError, pick_run
+
+        suites = {item.nodeid.split("::")[0] for item in self._collected}
+        try:
+            return pick_run((Path(p) for p in self.candidates), suites,
+                            unfinished_only=self.unfinished_only)
+        except ResumeError as exc:
+            raise pytest.UsageError(f"ragbench: {exc}") from None
+
+    def _last_failed(self) -> set[str]:
+        """Node ids ``--lf``/``--ff`` remember as failed: they run again."""
+        lf = self.config.pluginmanager.get_plugin("lfplugin")
+        if lf is None or not getattr(lf, "active", False):
+            return set()
+        return {str(k) for k in getattr(lf, "lastfailed", {})}
+
+    def _suite_keys(self, item: CaseItem) -> SuiteKeys | None:
+        suite_file = item._suite_file()
+        sid = suite_file.nodeid
+        if sid not in self._keys:
+            from . import __version__
+            from .errors import RagbenchError
+            from .results.resume import SuiteKeys
+            from .state import STATE_KEY
+
+            runtime = self.config.stash[STATE_KEY].runtime(sid, suite_file.path)
+            try:
+                self._keys[sid] = SuiteKeys.of(runtime.suite, sid, runtime.dataset.content_hash,
+                                               __version__)
+            except (RagbenchError, OSError):
+                # The suite file changed under the run: its cases get no key (never reused).
+                return None
+        return self._keys[sid]
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        if call.when == "setup" and isinstance(item, CaseItem) and self.candidates is not None:
+            setattr(report, RESUME_ATTR, {"reused": item.replay is not None,
+                                          "why": self._why.get(item.nodeid)})
+            if self._payload is not None:
+                setattr(report, RESUME_RUN_ATTR, self._payload)
+                self._payload = None
+        return report

@@ -1,0 +1,191 @@
+"""Answer metrics as components through a pytest run: an entry-point answer metric of an
+installed distribution (real ``.dist-info`` metadata on the path), custom criteria declared in
+the suite, and ``ragbench_record.score`` in hand-written tests; the fake OpenAI-compatible
+server counts the judge's requests (one chat and one embedding request per item)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from conftest import QUERIES, write_jsonl
+
+from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
+
+SITE = Path(__file__).parent / "data" / "thirdparty" / "site_metrics"
+ANSWERS = {"q1": "a fine grind", "q2": "for hours", "q3": "about 60 degrees",
+           "q4": "citric acid", "q5": "airtight away from light"}
+GRADES = {"helpfulness": 4, "grounded_rubric": 3}
+
+
+def reply(messages: Sequence[dict[str, str]]) -> str:
+    """A judge reply for whatever the prompt asks (criteria graded from GRADES); generation
+    requests get a fixed answer."""
+    if messages[0].get("role") != "system":
+        return "Espresso needs a fine grind."
+    prompt = str(messages[1]["content"])
+    contexts = len(re.findall(r"^\[\d+\] ", prompt, flags=re.MULTILINE))
+    wanted = re.search(r'"questions": (\d+) different questions', prompt)
+    body: dict = {
+        "answer_claims": [
+            {"claim": "Fine grind.", "supported": 1, "ctx": [1] if contexts else [],
+             "in_reference": 1},
+            {"claim": "Unsupported.", "supported": 0, "in_reference": 0}],
+        "reference_claims": [{"claim": "Ref.", "attributed": 1, "in_answer": 1}],
+        "useful": [1] + [0] * max(contexts - 1, 0),
+        "questions": [f"q{i}?" for i in range(int(wanted.group(1)) if wanted else 0)],
+        "noncommittal": 0,
+    }
+    names = re.findall(r'^  "([^"]+)" \(an integer from', prompt, flags=re.MULTILINE)
+    if names:
+        body["criteria"] = {n: {"score": GRADES[n], "why": "fine"} for n in names}
+    return json.dumps(body)
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAIServer(reply=reply) as srv:
+        yield srv
+
+
+@pytest.fixture
+def suite(pytester, mini_suite, monkeypatch):
+    """The mini suite with reference answers; the metrics distribution on the path."""
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{**q, "answer": ANSWERS[q["_id"]]} for q in QUERIES])
+    # importlib.metadata finds the distribution's entry points through sys.path
+    monkeypatch.syspath_prepend(str(SITE))
+    return mini_suite
+
+
+def suite_text(base_url: str, metrics: str, *, systems: str | None = None) -> str:
+    return f"""
+name: answers
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+{systems or 'retrievers: {overlap: {type: "overlap_retriever:Overlap"}}'}
+metrics: {metrics}
+llm: {{type: openai, base_url: {base_url}, model: m, retries: 0}}
+judge: {{llm: same}}
+embedder: {{type: openai, base_url: {base_url}, model: e, retries: 0}}
+cache: off
+"""
+
+
+CRITERIA = ('{name: helpfulness, type: criteria, criteria: "Does the answer help a home '
+            'barista?", scale: [1, 5], examples: [{answer: "Use beans.", score: 2}]}')
+
+
+def records(root: Path) -> list[dict]:
+    path = root / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_entry_point_metric_and_criteria_cost_one_judge_call_per_item(pytester, suite, server):
+    suite(suite_text(server.base_url, "[recall@10, token_f1, faithfulness, answer_relevancy, "
+                                      f"{CRITERIA}, {{name: answer_words, cap: 3}}, "
+                                      "grounded_rubric]"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    # per item: one generation and ONE judge request (faithfulness, relevancy, the suite's
+    # criterion and the distribution's rubric together), one embedding request
+    assert server.count(CHAT_PATH) == 10
+    assert server.count(EMBEDDINGS_PATH) == 5
+    judge_prompts = [r.body["messages"][1]["content"] for r in server.requests
+                     if r.path == CHAT_PATH and len(r.body["messages"]) == 2]
+    assert len(judge_prompts) == 5
+    assert all('"helpfulness" (an integer from 1 to 5)' in p
+               and '"grounded_rubric" (an integer from 0 to 4)' in p for p in judge_prompts)
+    recs = records(pytester.path)
+    assert len(recs) == 5
+    for rec in recs:
+        m = rec["metrics"]
+        assert m["helpfulness"] == 0.75 and m["grounded_rubric"] == 0.75
+        assert m["answer_words"] == 3.0  # 5 words, capped by the suite's parameter
+        assert m["faithfulness"] == 0.5
+        assert rec["judge"]["helpfulness"] == {"score": 4, "why": "fine", "scale": [1, 5]}
+        assert rec["judge"]["grounded_rubric"] == {"score": 3, "why": "fine", "scale": [0, 4]}
+        assert rec["usage"]["requests"] == 2
+    result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *", "*answer_words * 3.0000 *"])
+
+
+def test_a_pipeline_suite_scores_entry_point_and_criteria_metrics(pytester, suite, server):
+    pytester.makepyfile(app='''
+def make():
+    class App:
+        def answer(self, query):
+            return {"answer": "Espresso needs a fine grind.",
+                    "contexts": [{"id": "d1", "text": "Espresso needs a fine grind."}]}
+    return App()
+''')
+    # without a judged metric no judge is built: a lexical entry-point metric alone
+    suite(suite_text(server.base_url, "[token_f1, answer_words]",
+                     systems="pipelines: {app: {type: 'app:make'}}"))
+    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
+    assert server.request_count == 0
+    assert {r["metrics"]["answer_words"] for r in records(pytester.path)} == {5.0}
+    suite(suite_text(server.base_url, f"[answer_words, {CRITERIA}]",
+                     systems="pipelines: {app: {type: 'app:make'}}"))
+    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
+    assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
+    assert {r["metrics"]["helpfulness"] for r in records(pytester.path)} == {0.75}
+
+
+def test_criteria_errors_name_the_file_line_and_field(pytester, suite, server):
+    suite(suite_text(server.base_url, "[recall@10, {name: helpfulness, type: criteria, "
+                                      "criteria: x, scale: [5, 1]}]"))
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]].scale: expected low < high, "
+                                 "got [[]5, 1[]]*"])
+    assert "Traceback" not in result.stdout.str() and server.request_count == 0
+    text = suite_text(server.base_url, f"[recall@10, {CRITERIA}]").replace(
+        "judge: {llm: same}\n", "")
+    suite(text)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]]: helpfulness is judged by an "
+                                 "LLM; add a 'judge:' section*"])
+
+
+HAND_WRITTEN = '''
+import pytest
+
+CONTEXTS = {"q1": ["Espresso needs a fine grind and 9 bar."], "q2": [{"id": "d2"}]}
+
+
+@pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+def test_my_app(ragbench_case, ragbench_record):
+    answer = "Espresso needs a fine grind." if ragbench_case.id != "q3" else "I don't know"
+    scores = ragbench_record.score(answer, CONTEXTS.get(ragbench_case.id, []))
+    assert scores["helpfulness"] == 0.75
+    assert scores["token_f1"] is not None
+    assert ragbench_case.id != "q5", "q5 fails on purpose"
+'''
+
+
+def test_hand_written_tests_score_their_answers_like_collected_items(pytester, suite, server):
+    suite(suite_text(server.base_url, f"[recall@10, token_f1, faithfulness, {CRITERIA}]"))
+    pytester.makepyfile(test_app=HAND_WRITTEN)
+    summaries = []
+    for extra in ([], ["-n", "2"]):
+        server.reset_counts()
+        result = pytester.runpytest("test_app.py", "-p", "no:randomly", *extra)
+        result.assert_outcomes(passed=4, failed=1)
+        # one judge request per test, whatever the scheduling
+        assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
+        recs = sorted(records(pytester.path), key=lambda r: r["case_id"])
+        assert [r["status"] for r in recs] == ["ok"] * 4 + ["failed"]
+        q1, q2 = recs[0], recs[1]
+        assert q1["answer"] == "Espresso needs a fine grind."
+        assert q1["metrics"]["faithfulness"] == 0.5 and q1["metrics"]["helpfulness"] == 0.75
+        assert q1["judge"]["helpfulness"]["score"] == 4 and q1["usage"]["requests"] == 1
+        assert q2["contexts"] == ["d2"]  # a corpus document by id
+        assert recs[0]["suite"] == "test_app.py::test_my_app"
+        summary = json.loads((pytester.path / ".ragbench" / "runs" / "latest"
+                              / "summary.json").read_text())
+        suites = summary["suites"]
+        summaries.append(json.dumps(suites, sort_keys=True))
+        result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
+    assert summaries[0] == summaries[1]

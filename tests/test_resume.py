@@ -1,0 +1,209 @@
+"""``--ragbench-resume``: a stopped, interrupted or killed run is finished without redoing
+what it finished, and the resumed run is the run an uninterrupted one would have been."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import latest_run
+
+SUITE = "--ragbench=suite.yaml"
+
+# Scores as the conftest's Overlap does; writes each finished retrieval to calls.log, and
+# while a file "hold" exists waits in every query not listed in it (so a run can be stopped
+# between two cases from outside).
+LOGGED = '''
+import os
+import time
+
+
+class Logged:
+    def __init__(self, drop: str = ""):
+        self.drop = set(drop.split(",")) if drop else set()
+
+    def index(self, corpus):
+        self.docs = [(d.id, set((d.title + " " + d.text).lower().replace(".", "").split()))
+                     for d in corpus]
+
+    def retrieve(self, query, k):
+        deadline = time.monotonic() + 60
+        while os.path.exists("hold") and time.monotonic() < deadline:
+            with open("hold") as fh:
+                if query in fh.read().splitlines():
+                    break
+            time.sleep(0.05)
+        q = set(query.lower().split())
+        scored = [(i, float(len(q & t))) for i, t in self.docs if i not in self.drop]
+        scored = sorted((s for s in scored if s[1] > 0), key=lambda x: (-x[1], x[0]))
+        with open("calls.log", "a") as fh:
+            fh.write(query + "\\n")
+        return scored[:k]
+'''
+
+# Retriever "a" misses q4's only relevant document: below the threshold, a failed case.
+TWO = """\
+name: mini
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+retrievers:
+  a: {type: "logged:Logged", drop: d4}
+  b: {type: "logged:Logged"}
+metrics: [ndcg@10, recall@10, mrr@10]
+thresholds: {recall@10: 0.5}
+"""
+
+
+@pytest.fixture
+def logged(pytester: pytest.Pytester, mini_suite):
+    mini_suite()
+    pytester.makepyfile(logged=LOGGED)
+
+    def write(text: str = TWO) -> None:
+        (pytester.path / "suite.yaml").write_text(text)
+
+    write()
+    return write
+
+
+def _calls(path: Path) -> Counter[str]:
+    log = path / "calls.log"
+    return Counter(log.read_text().splitlines()) if log.exists() else Counter()
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+
+
+def _results(summary: dict) -> list:
+    """What a run measured: every suite's metrics and comparisons, and the gates."""
+    return [[{k: v for k, v in r.items() if k != "latency"} for r in s["retrievers"]]
+            + [s.get("ab")] for s in summary["suites"]]
+
+
+def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
+        pytester, logged):
+    stopped = pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider")
+    stopped.assert_outcomes(passed=3, failed=1)  # a::q4 failed; b's cases never ran
+    first = latest_run(pytester.path)
+    assert _summary(first)["run"]["partial"] is True
+    assert sum(_calls(pytester.path).values()) == 4
+
+    resumed = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "2", "-p", "no:cacheprovider")
+    # Replayed cases are still items: pytest counts and reports every case.
+    resumed.assert_outcomes(passed=9, failed=1)
+    resumed.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
+    # Nothing finished was retrieved again: every query once per retriever over both runs.
+    assert _calls(pytester.path) == Counter({q: 2 for q in _calls(pytester.path)})
+    assert len(_calls(pytester.path)) == 5
+    run = latest_run(pytester.path)
+    summary = _summary(run)
+    assert summary["run"]["partial"] is False and summary["verdict"]["coverage"] == \
+        "10 of 10 cases"
+    assert summary["run"]["resumed"] == {"from": first.name, "reused": 4, "run": 6,
+                                         "not_reused": {}}
+    assert len(_records(run)) == 10 and all(r["case_key"] for r in _records(run))
+
+    full = pytester.runpytest(SUITE, "-p", "no:cacheprovider", "--ragbench-out", "full")
+    full.assert_outcomes(passed=9, failed=1)
+    whole = next(p for p in (pytester.path / "full").iterdir() if p.name != "latest")
+    assert _results(summary) == _results(_summary(whole))
+    assert summary["gates"] == _summary(whole)["gates"]
+
+    def measured(r: Path) -> dict:
+        return {(x["retriever"], x["case_id"]): (x["metrics"], x["status"], x["case_key"])
+                for x in _records(r)}
+
+    assert measured(run) == measured(whole)
+
+
+def test_a_changed_parameter_reruns_that_retrievers_cases_and_says_why(pytester, logged):
+    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=9, failed=1)
+    first = latest_run(pytester.path)
+    logged(TWO.replace('b: {type: "logged:Logged"}', 'b: {type: "logged:Logged", drop: d3}')
+           .replace("thresholds", "gates: {ndcg@10: 0.1}\nthresholds"))
+    # Deselected cases keep their earlier records when resuming (a::q4 failed): they count.
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={first.name}",
+                                "--deselect=suite.yaml::a", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, failed=1, deselected=5)  # b::q3 now misses d3
+    # A new gate changes no case: a's cases are reused.
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 5 cases reused, 5 run "
+                                 "(5 not reused: retriever 'b' parameters changed)",
+                                 "ragbench: FAILED: 2 items failed"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert _calls(pytester.path)["milk temperature for steaming"] == 3
+    assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
+
+
+def test_last_failed_with_resume_judges_the_whole_suite(pytester, logged):
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
+    first = latest_run(pytester.path)
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume")
+    result.assert_outcomes(failed=1, deselected=9)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 9 cases reused, 1 run"])
+    assert _calls(pytester.path) - before == Counter({"remove scale with citric acid": 1})
+    summary = _summary(latest_run(pytester.path))
+    assert summary["verdict"]["partial"] is False
+    assert summary["verdict"]["coverage"] == "10 of 10 cases"
+    assert _results(summary) == _results(_summary(first))
+    result.stdout.fnmatch_lines(["ragbench: FAILED: 1 item failed"])
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-v", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _stop_after(proc: subprocess.Popen[str], line: str, sig: int) -> str:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    for out in proc.stdout:
+        seen.append(out)
+        if line in out or time.monotonic() > deadline:
+            break
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=60)
+    return "".join(seen) + rest
+
+
+def test_killed_then_terminated_runs_lose_nothing_and_redo_nothing(pytester, logged):
+    logged(TWO.replace("  a: {type: \"logged:Logged\", drop: d4}\n", ""))
+    queries = ["espresso grind size", "how long to steep cold brew"]
+    hold = pytester.path / "hold"
+    hold.write_text(queries[0] + "\n")
+    killed = _stop_after(_start(pytester.path), "::q1 PASSED", signal.SIGKILL)
+    first = latest_run(pytester.path)
+    assert not (first / "summary.json").exists(), killed  # killed: no end of run
+    assert [r["case_id"] for r in _records(first)] == ["q1"]
+
+    hold.write_text("\n".join(queries) + "\n")
+    proc = _start(pytester.path, "--ragbench-resume")
+    text = _stop_after(proc, "::q2 PASSED", signal.SIGTERM)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    second = latest_run(pytester.path)
+    assert second != first and _summary(second)["run"]["partial"] is True
+    assert [r["case_id"] for r in _records(second)] == ["q1", "q2"]
+    assert f"resumed from {first.name}: 1 case reused, 1 run" in text
+
+    hold.unlink()
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines([f"resumed from {second.name}: 2 cases reused, 3 run"])
+    assert _calls(pytester.path) == Counter({q: 1 for q in _calls(pytester.path)})
+    assert len(_calls(pytester.path)) == 5
+    assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "5 of 5 cases"

@@ -1,0 +1,164 @@
+"""Case keys, the choice of the run to resume, and what a resumed run says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_ragbench.records import make_record
+from pytest_ragbench.results.resume import (
+    EarlierRun,
+    ResumeError,
+    SuiteKeys,
+    pick_run,
+    resolve_run_folder,
+    resume_line,
+    run_folders,
+    settings_hash,
+    system_hashes,
+)
+from pytest_ragbench.suite.loader import ComponentSpec
+
+SUITE = """\
+name: s  # a comment
+dataset: {corpus: c.jsonl, queries: q.jsonl}
+retrievers:
+  a: {type: bm25, k1: 1.2}
+metrics: [ndcg@10]
+gates: {ndcg@10: 0.5}
+"""
+
+
+def _keys(**changes: object) -> SuiteKeys:
+    base: dict = {"suite_id": "s.yaml", "suite_name": "s", "suite_hash": "h", "settings": "S",
+                  "dataset": "D", "version": "1", "systems": {"a": "A", "p": "P"},
+                  "pipelines": frozenset({"p"})}
+    return SuiteKeys(**{**base, **changes})
+
+
+def test_settings_ignore_comments_gates_xfail_and_systems_but_not_metrics(tmp_path: Path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE)
+    before = settings_hash(path)
+    path.write_text(SUITE.replace("# a comment", "").replace("0.5", "0.9")
+                    .replace("k1: 1.2", "k1: 2.0") + "xfail: {q1: known}\n")
+    assert settings_hash(path) == before
+    path.write_text(SUITE.replace("[ndcg@10]", "[ndcg@10, recall@10]"))
+    assert settings_hash(path) != before
+
+
+def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
+    def specs(k1: float) -> list[ComponentSpec]:
+        return [ComponentSpec("bm25", "bm25", {"k1": k1}), ComponentSpec("dense", "dense", {}),
+                ComponentSpec("both", "hybrid", {"retrievers": ["bm25", "dense"]}),
+                ComponentSpec("solo", "hybrid", {"retrievers": ["dense"]})]
+
+    before, after = system_hashes(specs(1.2)), system_hashes(specs(0.9))
+    assert before["bm25"] != after["bm25"] and before["both"] != after["both"]
+    assert before["dense"] == after["dense"] and before["solo"] == after["solo"]
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"version": "2"}, "pytest-ragbench version changed"),
+    ({"settings": "S2"}, "suite 's' settings changed"),
+    ({"dataset": "D2"}, "suite 's' dataset changed"),
+    ({"systems": {"a": "A2", "p": "P"}}, "retriever 'a' parameters changed"),
+])
+def test_a_changed_part_is_named(changes: dict, why: str):
+    old = _keys().case_key("a", "q1", 0)
+    new = _keys(**changes)
+    assert new.case_key("a", "q1", 0)["key"] != old["key"]
+    assert new.change("a", old) == why
+
+
+def test_keys_differ_per_case_and_repetition_and_name_pipelines():
+    k = _keys()
+    assert len({k.case_key("a", "q1", 0)["key"], k.case_key("a", "q1", 1)["key"],
+                k.case_key("a", "q2", 0)["key"], k.case_key("p", "q1", 0)["key"]}) == 4
+    assert _keys(systems={"a": "A", "p": "P2"}).change("p", k.case_key("p", "q1", 0)) == \
+        "pipeline 'p' parameters changed"
+    assert k.change("a", None) == "recorded without a case key"
+
+
+def _write_run(root: Path, run_id: str, records: list[dict], *, summary: dict | None = None,
+               suites: tuple[str, ...] = ("s.yaml",)) -> Path:
+    folder = root / run_id
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"suites": {s: {} for s in suites}}))
+    (folder / "cases.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
+                                        + '{"torn')
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def _rec(case_id: str, status: str = "ok", keys: SuiteKeys | None = None) -> dict:
+    rec = dict(make_record(suite="s.yaml", retriever="a", case_id=case_id, metrics={"m": 1.0}))
+    rec["status"] = status
+    rec["case_key"] = (keys or _keys()).case_key("a", case_id, 0)
+    return rec
+
+
+def test_an_earlier_run_reuses_finished_matching_records_only(tmp_path: Path):
+    keys = _keys()
+    folder = _write_run(tmp_path, "r1", [
+        _rec("q1"), _rec("q2", "failed"), _rec("q3", "error"),
+        _rec("q4", keys=_keys(dataset="old")), _rec("q5", "error"), _rec("q5")])
+    run = EarlierRun.load(folder)
+    assert run.run_id == "r1"
+    reuse = {cid: run.reusable(_keys(suite_hash="now"), "a", cid, 0)
+             for cid in ("q1", "q2", "q3", "q4", "q5", "q6")}
+    assert reuse["q1"][0] is not None and reuse["q1"][0]["suite_hash"] == "now"
+    assert reuse["q2"][0] is not None  # a failed case is finished: reused, still failed
+    assert reuse["q3"] == (None, "errored")
+    assert reuse["q4"] == (None, "suite 's' dataset changed")
+    assert reuse["q5"][0] is not None  # the finished record wins over an error record
+    assert reuse["q6"] == (None, None)
+    assert keys.change("a", reuse["q1"][0]["case_key"]) == "case key changed"
+
+
+def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tmp_path: Path):
+    partial = {"run": {"partial": True}}
+    whole = {"run": {"partial": False}}
+    _write_run(tmp_path, "20260101T000000Z-aaaaaa", [_rec("q1")], summary=partial)
+    _write_run(tmp_path, "20260102T000000Z-bbbbbb", [_rec("q1")])  # killed: no summary
+    _write_run(tmp_path, "20260103T000000Z-cccccc", [_rec("q1")], summary=whole,
+               suites=("other.yaml",))
+    folders = run_folders(tmp_path)
+    assert [f.name[:8] for f in folders] == ["20260103", "20260102", "20260101"]
+    picked = pick_run(folders, ["s.yaml"], unfinished_only=True)
+    assert picked is not None and picked.run_id == "20260102T000000Z-bbbbbb"
+    _write_run(tmp_path, "20260104T000000Z-dddddd", [_rec("q1")], summary=whole)
+    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
+    picked = pick_run(run_folders(tmp_path), ["s.yaml"])  # --lf: the newest, finished or not
+    assert picked is not None and picked.run_id == "20260104T000000Z-dddddd"
+    assert pick_run(run_folders(tmp_path), ["nope.yaml"]) is None
+
+
+def test_a_run_reference_is_an_id_or_a_folder(tmp_path: Path):
+    root = tmp_path / "runs"
+    folder = _write_run(root, "20260101T000000Z-aaaaaa", [_rec("q1")])
+    assert resolve_run_folder("20260101T000000Z-aaaaaa", root, tmp_path) == folder.resolve()
+    assert resolve_run_folder("runs/20260101T000000Z-aaaaaa", root, tmp_path) == \
+        folder.resolve()
+    with pytest.raises(ResumeError, match=r"cannot resume from 'nope': .*no such folder"):
+        resolve_run_folder("nope", root, tmp_path)
+    (tmp_path / "suite.yaml").write_text("x")
+    with pytest.raises(ResumeError, match=r"a file, not a run folder .*--ragbench-resume=RUN"):
+        resolve_run_folder("suite.yaml", root, tmp_path)
+    with pytest.raises(ResumeError, match=r"holds no cases\.jsonl"):
+        resolve_run_folder(".", root, tmp_path)
+
+
+def test_the_resume_line():
+    assert resume_line({"from": "R", "reused": 812, "run": 188,
+                        "not_reused": {"retriever 'bm25' parameters changed": 12}}) == (
+        "resumed from R: 812 cases reused, 188 run (12 not reused: retriever 'bm25' "
+        "parameters changed)")
+    assert resume_line({"from": "R", "reused": 1, "run": 4,
+                        "not_reused": {"errored": 1, "suite 's' dataset changed": 3}}) == (
+        "resumed from R: 1 case reused, 4 run (4 not reused: 3 suite 's' dataset changed; "
+        "1 errored)")
+    assert resume_line({"from": None}).startswith("ragbench: nothing to resume")
