@@ -79,6 +79,32 @@ def add_history_option(addoption: AddOption, prefix: str = "ragbench-",
     )
 
 
+SUMMARY_LEVELS = ("short", "default", "full")
+
+
+def add_summary_option(addoption: AddOption, prefix: str = "ragbench-") -> None:
+    """Register ``--{prefix}summary``: how much the terminal summary and ``summary.md`` show
+    (the plugin's ``--ragbench-summary``, ``ragbench report --summary``)."""
+    addoption(
+        f"--{prefix}summary", default=None, choices=SUMMARY_LEVELS,
+        help="how much the summary shows: short (means, failed gates, verdict), default "
+             "(per suite one table of systems x headline metrics, significant A/B "
+             "differences, gates failed first, verdict) or full (every metric, every A/B "
+             "pair, every gate and baseline row); default: default, or short with -q and "
+             "full with -v for the terminal",
+    )
+
+
+def summary_level(value: str | None, verbosity: int = 0) -> str:
+    """The summary level: the option's ``value`` when given, else from pytest's verbosity
+    (``-q``: short, ``-v``: full)."""
+    if value:
+        return value
+    if verbosity < 0:
+        return "short"
+    return "full" if verbosity > 0 else "default"
+
+
 def addoption(parser: Any) -> None:
     """Register the plugin's options on pytest's parser."""
     group = parser.getgroup("ragbench", "RAG benchmarks as test suites (pytest-ragbench)")
@@ -105,6 +131,7 @@ def addoption(parser: Any) -> None:
     )
     add_gate_options(group.addoption)
     add_history_option(group.addoption)
+    add_summary_option(group.addoption)
     group.addoption(
         "--ragbench-no-history", action="store_true", default=False,
         help="do not append this run to the run history",
@@ -141,6 +168,11 @@ def addoption(parser: Any) -> None:
         "--ragbench-html", default=None, metavar="PATH",
         help="also write the self-contained HTML report to PATH (it is always written to the "
              "run folder as report.html)",
+    )
+    parser.addini(
+        "ragbench_progress_interval", type="string", default="10",
+        help="seconds between progress lines (LLM requests, tokens, cost, ETA) when the "
+             "output is not a terminal, e.g. in CI logs; 0 turns progress off (default 10)",
     )
     parser.addini(
         "ragbench_suites", type="linelist", default=[],

@@ -176,6 +176,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
             starter.start()
+        from .report.progress import ProgressReporter
+
+        config.pluginmanager.register(ProgressReporter(config, state.budget_totals),
+                                      "ragbench-progress")
     # Every process: case keys for the records, and the replays of a resumed run.
     config.pluginmanager.register(CaseResume(config), "ragbench-resume")
 

@@ -27,6 +27,7 @@ import pytest
 
 from .budget.wiring import budget_lines, budget_report
 from .errors import RagbenchError
+from .options import summary_level
 from .records import case_outcome, error_record, jsonable
 from .report.documents import shown_document_texts
 from .report.files import (
@@ -44,7 +45,7 @@ from .report.files import (
 from .report.html import write_html
 from .report.junit import add_gate_testcases
 from .report.rerender import history_from_db, history_from_runs
-from .report.terminal import ab_lines, baseline_lines, dataset_lines, gate_lines, summary_lines
+from .report.terminal import render_summary
 from .report.views import gate_failure_line, with_failure_lines
 from .results.aggregate import summarize_run
 from .results.baseline import BaselineError, baseline_run_ids, make_baseline, save_baseline
@@ -62,7 +63,7 @@ from .results.retention import prune_lines, prune_runs
 from .results.runfile import save_runs
 from .results.runfolder import KEEP_RUNS_INI, make_run_folder, parse_keep_runs
 from .results.spec import SuiteSpec, suite_spec
-from .results.verdict import Coverage, coverage_text, make_verdict, reason_line
+from .results.verdict import Coverage, coverage_text, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
@@ -642,7 +643,9 @@ class RagbenchSession:
             self._appender.close()
         write_cases_csv(run_dir / CASES_CSV, self.records.values())
         write_json(run_dir / SUMMARY_JSON, summary)
-        md = summary_markdown(summary, self.baseline_rows)
+        # -q and -v change only what the terminal shows; the option, the file too.
+        md = summary_markdown(summary, self.baseline_rows,
+                              level=self.config.getoption("ragbench_summary") or "default")
         (run_dir / SUMMARY_MD).write_text(md, encoding="utf-8")
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary:
@@ -677,36 +680,16 @@ class RagbenchSession:
         tr = terminalreporter
         if self.summary is None:
             return
-
         tr.write_sep("=", "ragbench summary")
         resumed = self.summary["run"].get("resumed")
         if resumed is not None:
             tr.write_line(resume_line(resumed))
-        if self.verdict is not None and self.verdict["partial"]:
-            tr.write_line(f"partial run: {self.verdict['coverage']} ran", yellow=True)
-        for line in summary_lines(self.summary):
-            tr.write_line(line)
-        for line in ab_lines(self.summary):
-            tr.write_line(line)
-        if self.summary["gates"]:
-            tr.write_line("gates:")
-            for line in gate_lines(self.summary["gates"]):
-                tr.write_line(line)
-        if "baseline" in self.summary and "rows" in self.summary["baseline"]:
-            tr.write_line(f"baseline {self.summary['baseline']['path']}:")
-            for line in dataset_lines(self.summary["baseline"].get("suites", [])):
-                tr.write_line(line)
-            for line in baseline_lines(self.baseline_rows):
-                tr.write_line(line)
-        for line in dict.fromkeys(self.messages):
-            tr.write_line(line)
-        for line in self.failures:
-            tr.write_line(line, red=True, bold=True)
-        if self.verdict is not None:
-
-            tr.write_line(f"ragbench: {reason_line(self.verdict)}",
-                          green=self.verdict["passed"], red=not self.verdict["passed"],
-                          bold=True)
+        level = summary_level(self.config.getoption("ragbench_summary"),
+                              self.config.get_verbosity())
+        for line in render_summary(self.summary, self.baseline_rows, level=level,
+                                   verdict=self.verdict, messages=self.messages,
+                                   failures=self.failures):
+            tr.write_line(line.text, **line.markup)
 
     def pytest_unconfigure(self) -> None:
         self._sigterm.restore()

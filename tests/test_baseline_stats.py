@@ -106,7 +106,8 @@ def test_planted_regression_fails_with_metric_delta_ci_and_p(pytester, planted):
 
 def test_identical_run_passes(pytester, planted):
     _save_baseline(pytester, planted)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    result = pytester.runpytest("--ragbench-summary=full",
+                                "--ragbench=suite.yaml", "--ragbench-baseline=base.json")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "  PASS planted/planted: ndcg@10: drop <= 0.02: delta +0.0000 *",
@@ -202,7 +203,8 @@ def test_ab_table_for_two_retrievers(pytester, planted):
     path = planted(0, gates="")
     path.write_text(path.read_text().replace(
         "retrievers:\n", "retrievers:\n  worse: {type: \"planted:Planted\", degrade: 30}\n"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-no-history")
+    result = pytester.runpytest("--ragbench-summary=full",
+                                "--ragbench=suite.yaml", "--ragbench-no-history")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "A/B planted ndcg@10 (permutation, two-sided, Holm-corrected; * p < 0.05):",

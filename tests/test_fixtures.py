@@ -107,7 +107,7 @@ def test_record_fixture_produces_records_aggregated_like_cases(project):
             ragbench_record("hits", len(hits))
             assert ragbench_case.id != "q4", "deliberate failure"
     """)
-    result = project.runpytest("test_hand.py")
+    result = project.runpytest("--ragbench-summary=full", "test_hand.py")
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines([
         "*ragbench summary*",

@@ -69,18 +69,21 @@ HOSTILE_SUITE = """\
 """
 
 
-def test_summary_md_escapes_names_from_the_suite(pytester, mini_suite) -> None:
+@pytest.mark.parametrize("level", ["default", "full"])
+def test_summary_md_escapes_names_from_the_suite(pytester, mini_suite, level) -> None:
     mini_suite(textwrap.dedent(HOSTILE_SUITE))
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench=suite.yaml", f"--ragbench-summary={level}")
     result.assert_outcomes(passed=4)
     run = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
     text = (run / "summary.md").read_text(encoding="utf-8")
     page = renderer().render(text)
-    # no element came from a name: only the renderer's own structure and the legend's bold
+    # no element came from a name: only the renderer's own structure and (full: the A/B
+    # tables' legend) bold
     tags = set(re.findall(r"</?([a-z0-9]+)", page))
     assert tags <= {"h2", "h3", "p", "table", "thead", "tbody", "tr", "th", "td",
                     "strong"}, tags
-    assert re.findall(r"<strong>(.*?)</strong>", page) == ["bold"] * 2
+    assert re.findall(r"<strong>(.*?)</strong>", page) == (
+        ["bold"] * 2 if level == "full" else [])
     # every table row has as many cells as its header
     for table in re.findall(r"<table>.*?</table>", page, flags=re.DOTALL):
         width = len(re.findall(r"<th[ >]", table))

@@ -115,7 +115,7 @@ def test_conftest_pipeline_scored_like_a_retriever(pytester, app):
         thresholds: {recall@10: 0.5}
         gates: {recall@10: '>= 0.5', token_f1: '>= 0.1'}
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*tiny: 5 cases, 0 errors*", "*PASS app/tiny: recall@10 *"])
     recs = by_case(records(pytester.path), "tiny")
@@ -145,7 +145,8 @@ def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pyteste
           flaky: {{type: tiny, fail_on: q4}}
         metrics: [recall@10]
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result = pytester.runpytest("--ragbench-summary=full",
+                                "--ragbench=suite.yaml", "-p", "no:randomly")
     recs = records(pytester.path)
     remote, fixed, flaky = (by_case(recs, n) for n in ("remote", "fixed", "flaky"))
     assert remote["q1"]["status"] == "ok" and remote["q1"]["answer"] == "a fine grind"
@@ -390,7 +391,8 @@ def test_the_pipeline_example_runs_offline_and_passes(pytester):
     for name in ("pipeline", "quickstart"):
         shutil.copytree(examples / name, pytester.path / "example_suites" / name)
     pytester.makeini(BASE_INI)
-    result = pytester.runpytest("--ragbench=example_suites/pipeline/suite.yaml",
+    result = pytester.runpytest("--ragbench-summary=full",
+                                "--ragbench=example_suites/pipeline/suite.yaml",
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(passed=130)
     result.stdout.fnmatch_lines([

@@ -72,7 +72,7 @@ def test_query_metadata_become_registered_markers(pytester, mini_suite):
 
 def test_summary_shows_means_ci_counts_and_passes(pytester, mini_suite):
     mini_suite()
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "*ragbench summary*",
@@ -107,7 +107,7 @@ def test_retrieved_grades_are_listed_in_failure(pytester, mini_suite):
 def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suite):
     path = mini_suite(fail_on="milk")
     path.write_text(path.read_text() + "gates:\n  error_rate: '<= 0.1'\n")
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines([
         "*error [[]retrieve[]]: retriever 'overlap' raised RuntimeError: backend unavailable",
@@ -158,7 +158,7 @@ def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, bo
             def retrieve(self, query, k):
                 {body}
     """)
-    result = pytester.runpytest(SUITE, "-k", "q1")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-k", "q1")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*{message}*", "*1 errors*"])
 
@@ -195,7 +195,7 @@ def test_async_retriever_is_awaited(pytester, mini_suite):
         retrievers: {a: {type: "aret:Async"}}
         metrics: [recall@10]
     """)
-    result = pytester.runpytest(SUITE, "-k", "q1")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-k", "q1")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["    recall@10 * 0.5000 *"])
 
@@ -203,7 +203,7 @@ def test_async_retriever_is_awaited(pytester, mini_suite):
 def test_gate_failure_sets_exit_code_although_all_tests_pass(pytester, mini_suite):
     path = mini_suite(drop="d5")
     path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.99'\n  mrr@10: 0.1\n")
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     result.assert_outcomes(passed=5)
     assert result.ret == 1
     result.stdout.fnmatch_lines([
@@ -300,7 +300,7 @@ def test_unjudged_queries_are_nan_and_counted(pytester, mini_suite):
         retrievers: {o: {type: "overlap_retriever:Overlap"}}
         metrics: [recall@10]
     """)
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["    recall@10 * 1.0000 * 1 * 1"])
 
@@ -315,7 +315,7 @@ def test_queries_without_relevant_documents_are_reported(pytester, mini_suite):
         retrievers: {o: {type: "overlap_retriever:Overlap"}}
         metrics: [recall@10]
     """)
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     result.stdout.fnmatch_lines([
         "    1 queries have no relevant document in the labels (scored 0, as trec_eval does)",
         "    recall@10 * 0.5000 * 2 * 0",
@@ -350,7 +350,7 @@ def test_missing_suite_file_is_a_usage_error(pytester):
 
 def test_results_survive_a_crashed_worker(pytester, mini_suite):
     mini_suite(crash_on="milk")
-    result = pytester.runpytest(SUITE, "-n", "2")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "2")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 4 and outcomes.get("failed") == 1
     run = latest_run(pytester.path)

@@ -90,7 +90,7 @@ def test_offline_extractive_answers(pytester, rag_suite_files):
         metrics: [recall@10, token_f1, abstention_accuracy]
         llm: {type: extractive}
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["    token_f1 * 5 * 0", "    abstention_accuracy * 5 * 0"])
     recs = records(pytester.path)
@@ -99,7 +99,7 @@ def test_offline_extractive_answers(pytester, rag_suite_files):
 
 def test_judged_metrics_from_a_real_server_and_cache(pytester, rag_suite_files, server):
     rag_suite_files(rag_suite(server.base_url))
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["    faithfulness * 0.5000 *[[]0.5000, 0.5000[]] * 5 * 0"])
     first = server.count("/v1/chat/completions")
@@ -108,7 +108,7 @@ def test_judged_metrics_from_a_real_server_and_cache(pytester, rag_suite_files, 
     recs = records(pytester.path)
     assert all(r["usage"]["requests"] == 2 and r["judge"] for r in recs)
     # A rerun of the unchanged suite is served by the cache: no network call.
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
     result.assert_outcomes(passed=5)
     assert server.count("/v1/chat/completions") == first
     assert all(r["usage"]["requests"] == 0 for r in records(pytester.path))
@@ -134,7 +134,8 @@ def test_xdist_makes_no_call_twice_and_matches_serial(pytester, rag_suite_files,
 def test_dead_endpoint_makes_explicit_errors_and_the_run_goes_on(pytester, rag_suite_files, server):
     server.set_default(Fault.server_error(503))
     rag_suite_files(rag_suite(server.base_url, extra="gates: {error_rate: '<= 0.5'}"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml",
+                                "--ragbench-cache=off")
     result.assert_outcomes(errors=5)
     result.stdout.fnmatch_lines([
         "*error [[]generation[]]: generation: *",

@@ -59,7 +59,7 @@ def test_failed_answers_keep_their_retrieval_scores(pytester, mini_suite, server
     write_jsonl(pytester.path / "queries.jsonl",
                 [{**q, "answer": "a fine grind"} for q in QUERIES])
     mini_suite(suite(server.base_url))
-    result = pytester.runpytest("--ragbench=suite.yaml", *workers)
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml", *workers)
     result.assert_outcomes(passed=3, errors=2)
     # Each failed item's own report; under xdist pytest lists them as workers finish.
     result.stdout.fnmatch_lines(["*error [[]generation[]]: generation: *"])

@@ -568,7 +568,8 @@ def test_bm25_dense_and_hybrid_in_one_suite_share_instances(project) -> None:
                      weights: [2, 1]}
         metrics: [ndcg@10, recall@10]
     """)
-    result = project.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result = project.runpytest("--ragbench-summary=full",
+                               "--ragbench=suite.yaml", "-p", "no:randomly")
     result.assert_outcomes(passed=20)
     result.stdout.fnmatch_lines(["  fused: 5 cases, 0 errors*", "  weighted: 5 cases, 0 errors*"])
     assert (project.path / "built.txt").read_text() == "x"  # built once, fused twice

@@ -260,7 +260,7 @@ def pytest_runtest_logreport(report):
         shutil.rmtree(root)
         open(root, "w").close()
 ''')
-    result = pytester.runpytest(SUITE, "--ragbench-out=out")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "--ragbench-out=out")
     assert result.ret == 0
     result.assert_outcomes(passed=5)
     lines = [x for x in result.stdout.lines if x.startswith("ragbench: cannot write")]

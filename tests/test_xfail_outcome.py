@@ -43,7 +43,7 @@ def test_known_failures_are_recorded_and_reported_as_xfailed(pytester, mini_suit
                                                              xdist: list[str]) -> None:
     path = mini_suite(drop="d4")
     path.write_text(path.read_text() + KNOWN)
-    result = pytester.runpytest(SUITE, *xdist)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, *xdist)
     result.assert_outcomes(passed=3, xfailed=1, xpassed=1)
     assert result.ret == 0
     run = latest_run(pytester.path)
@@ -88,7 +88,7 @@ def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
                                                                     mini_suite) -> None:
     path = mini_suite(fail_on="citric")  # q4's retrieval raises
     path.write_text(path.read_text() + "xfail: {q4: backend flaky}\n")
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE)
     result.assert_outcomes(passed=4, xfailed=1)
     run = latest_run(pytester.path)
     rec = run_records(run)["q4"]
@@ -105,7 +105,7 @@ def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
 def test_runxfail_records_and_reports_a_plain_failure(pytester, mini_suite) -> None:
     path = mini_suite(drop="d4")
     path.write_text(path.read_text() + KNOWN)
-    result = pytester.runpytest(SUITE, "--runxfail")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "--runxfail")
     result.assert_outcomes(passed=4, failed=1)
     run = latest_run(pytester.path)
     recs = run_records(run)

@@ -106,6 +106,7 @@ class _Pool:
     active: int = 0  # granted and not released: requests in flight
     max_active: int = 0
     granted: int = 0
+    tokens_used: float = 0.0  # settled token counts of released leases (progress reports)
     throttled: int = 0
     timeouts: int = 0
     requests: deque[float] = field(default_factory=deque)
@@ -161,6 +162,7 @@ class _Pool:
             "requests": self.granted,
             "in_flight": self.active,
             "max_in_flight": self.max_active,
+            "tokens": int(self.tokens_used),
             "waiting": len(self.waiting) + len(self.rate_waiting),
             "throttled": self.throttled,
             "timeouts": self.timeouts,
@@ -377,6 +379,8 @@ class BudgetCore:
                 pool.rate_waiting.remove(waiter)
             return
         pool.active -= 1
+        if tokens_used is not None:
+            pool.tokens_used += max(0.0, tokens_used)
         if tokens_used is not None and waiter.token_entry is not None:
             # settles the estimate in place; an entry already out of the window stays out
             waiter.token_entry[1] = max(0.0, tokens_used)

@@ -24,6 +24,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--history", type=Path, default=None, metavar="DB",
                    help="run history database for the trend lines (default: the "
                         "history.sqlite beside the runs folder, if any)")
+    from ..options import add_summary_option
+
+    add_summary_option(p.add_argument, prefix="")
     p.set_defaults(run=run)
 
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             db = args.history if args.history is not None else Path.cwd() / DEFAULT_HISTORY
             run_dir = resolve_run_ref(args.run_dir, db.parent / "runs", history=db)
         paths = rerender(run_dir, html_path=args.html, history_db=args.history,
+                         summary_level=args.summary or "default",
                          on_note=lambda note: print(f"ragbench report: {note}",
                                                     file=sys.stderr))
     except (RunFolderError, HistoryError, RunRefError) as exc:

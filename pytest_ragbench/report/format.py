@@ -47,3 +47,29 @@ def coord(x: float) -> str:
 def signed(value: Any, digits: int = 4) -> str:
     """A delta or margin, always with its sign: ``num(value, digits, signed=True)``."""
     return num(value, digits, signed=True)
+
+
+def count(value: int) -> str:
+    """A large count in a few characters: ``950``, ``12.3k``, ``4.5M``."""
+    n = int(value)
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def duration(seconds: float | None) -> str:
+    """A duration as a person reads it: ``45s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def money(value: Any) -> str:
+    """A cost in dollars: ``$0.0123`` (four decimals, as the usage lines show it)."""
+    return f"${num(value)}"

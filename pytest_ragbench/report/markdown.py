@@ -1,13 +1,33 @@
-"""Escaping user-provided strings (suite, retriever, metric and query names, gate texts) for
-Markdown, so that a name renders as the text it is: no raw HTML, no emphasis, no broken table.
+"""The Markdown summary (``summary.md``, ``$GITHUB_STEP_SUMMARY``) and the escaping of
+user-provided strings (suite, retriever, metric and query names, gate texts) in it, so that a
+name renders as the text it is: no raw HTML, no emphasis, no broken table.
 
-CommonMark and GitHub's tables are the target (pull-request comments, CI step summaries).
+CommonMark and GitHub's tables are the target (pull-request comments, CI step summaries). The
+summary follows the terminal's design and levels (see
+:func:`pytest_ragbench.report.terminal.render_summary`), from the same facts
+(:mod:`pytest_ragbench.report.views`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ..results.verdict import verdict_of
+from .format import count, money, num, p_value, signed
+from .views import (
+    SuiteTable,
+    ab_view,
+    dataset_change_text,
+    gate_state,
+    gates_failed_first,
+    suite_table,
+)
+
+#: At the default level, as in the terminal: the rest is counted.
+MAX_AB_PAIRS = 8
+MAX_GATES = 12
 
 # Backslash-escaped: characters that start emphasis, links, code, headings, strikethrough or
 # (in GFM tables) a new cell. CommonMark allows a backslash before any ASCII punctuation.
@@ -33,3 +53,259 @@ def md_text(value: Any) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _cell(text: Any) -> str:
+    # Every user-provided string (suite, retriever, metric names, gate texts, paths) goes
+    # through here: escaped Markdown, one line, no raw HTML. Never inside a code span, where
+    # no escape works and "<" would stay raw in the file.
+    return md_text(text)
+
+
+def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
+    if g.get("skipped"):
+        return "-", _cell(g.get("note", ""))
+    if g.get("kind", "threshold") == "threshold":
+        return num(g["value"]), num(g["margin"])
+    r = g["row"]
+    return (f"{signed(r['delta'])} [{signed(r['ci_low'])}, {signed(r['ci_high'])}]",
+            f"p = {p_value(r['p_holm'])} ({r['test']}, Holm)")
+
+
+def summary_markdown(summary: Mapping[str, Any],
+                     baseline_rows: Sequence[Mapping[str, Any]] = (), *,
+                     level: str = "default") -> str:
+    """A Markdown summary suitable for a pull-request comment or a CI step summary.
+
+    ``level`` as in the terminal: ``short`` (means, failed gates), ``default`` (per suite
+    one table of systems x headline metrics with 95% CIs, the significant A/B differences,
+    the gates failed first, the regressed baseline rows) or ``full`` (every metric, every A/B
+    pair, every gate and baseline row)."""
+    if level != "full":
+        return _compact_markdown(summary, baseline_rows, level)
+    verdict = verdict_of({**summary, "baseline": {
+        **(summary.get("baseline") or {}), "rows": baseline_rows}})
+    lines = [f"## ragbench: {verdict['headline']}", ""]
+    reasons = [r["text"] for r in verdict["reasons"] if r.get("fails")]
+    if reasons:
+        lines += ["Failed because: " + "; ".join(_cell(t) for t in reasons) + ".", ""]
+    if verdict["partial"]:
+        lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
+                  "those cases, and the run is never picked as a baseline by `last`/`best`.",
+                  ""]
+    for s in summary["suites"]:
+        lines += [f"### Suite {_cell(s['name'])}", ""]
+        if s.get("partial"):
+            lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
+        metrics = s["metrics"]
+        lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
+                     + " |")
+        lines.append("|---|---:|---:|" + "---:|" * len(metrics))
+        for r in s["retrievers"]:
+            cells = []
+            for m in metrics:
+                st = r["metrics"][m]
+                cells.append(f"{num(st['mean'])} [{num(st['ci_low'])}, {num(st['ci_high'])}]")
+            lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+        for table in s.get("ab", []):
+            lines += [f"A/B on {_cell(table['metric'])} ({table['test']}, two-sided, "
+                      f"Holm-corrected; **bold** = p < {table['alpha']:g})", "",
+                      "| candidate | vs | delta | 95% CI | p (Holm) |",
+                      "|---|---|---:|---|---:|"]
+            for c in table["pairs"]:
+                delta = signed(c["delta"])
+                if c["significant"]:
+                    delta = f"**{delta}**"
+                lines.append(f"| {_cell(c['b'])} | {_cell(c['a'])} | {delta} | "
+                             f"[{signed(c['ci_low'])}, {signed(c['ci_high'])}] | "
+                             f"{p_value(c['p_holm'])} |")
+            if table["best"] is not None:
+                lines += ["", f"best: {_cell(table['best'])} (P(best) = {num(table['p_best'], 2)})"]
+            lines.append("")
+    if summary["gates"]:
+        lines += ["### Gates", "", "| | suite/retriever | gate | value | margin / p |",
+                  "|---|---|---|---:|---:|"]
+        for g in gates_failed_first(summary["gates"]):
+            mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
+            where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
+            value, margin = _gate_value(g)
+            cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
+            lines.append(f"| {mark} | {where} | {_cell(g['text'])}{cov} | {value} | {margin} |")
+        lines.append("")
+    if baseline_rows:
+        base = summary.get("baseline", {})
+        lines += ["### Against the baseline", ""]
+        if base.get("path"):
+            lines += [f"Baseline: {_cell(str(base['path']))}", ""]
+        for s in base.get("suites", []):
+            change = dataset_change_text(s) if s.get("in_baseline") else None
+            if change:
+                lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
+                          f"{s['n_common']} common queries", ""]
+        lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
+                  "p (Holm) | test | tolerance |",
+                  "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
+        for b in baseline_rows:
+            mark = "**REGRESSED**" if b["regressed"] else "ok"
+            scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
+            lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
+                         f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "
+                         f"{signed(b['delta'])} | [{signed(b['ci_low'])}, "
+                         f"{signed(b['ci_high'])}] | {p_value(b['p_holm'])} | {b['test']} | "
+                         f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
+                      level: str) -> str:
+    verdict = verdict_of({**summary, "baseline": {
+        **(summary.get("baseline") or {}), "rows": baseline_rows}})
+    lines = [f"## ragbench: {verdict['headline']}", ""]
+    reasons = [r["text"] for r in verdict["reasons"] if r.get("fails")]
+    if reasons:
+        lines += ["Failed because: " + "; ".join(_cell(t) for t in reasons) + ".", ""]
+    if verdict["partial"]:
+        lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
+                  "those cases, and the run is never picked as a baseline by `last`/`best`.",
+                  ""]
+    gates = list(summary.get("gates") or [])
+    for s in summary["suites"]:
+        table = suite_table(s, gates)
+        lines += [f"### Suite {_cell(s['name'])}", ""]
+        if table.partial:
+            lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
+        lines += _table(table, ci=level != "short")
+        if level == "short":
+            continue
+        if table.hidden:
+            lines += [f"{len(table.hidden)} more metrics in the full summary "
+                      f"(`--ragbench-summary=full`): "
+                      f"{', '.join(_cell(m) for m in table.hidden)}.", ""]
+        if table.errors:
+            name, e = table.errors[0]
+            lines += [f"{len(table.errors)} errors; the first: {_cell(name)}/"
+                      f"{_cell(e['case_id'])} [{_cell(e['stage'])}]: {_cell(e['message'])}",
+                      ""]
+        lines += _ab(s, table)
+    lines += _gates(gates, level)
+    if baseline_rows:
+        lines += _baseline(summary.get("baseline") or {}, baseline_rows, level)
+    return "\n".join(lines)
+
+
+def _table(table: SuiteTable, *, ci: bool) -> list[str]:
+    extra_failed = any(r.n_failed for r in table.rows)
+    head = ["system", "cases", "errors", *(["failed"] if extra_failed else []),
+            *(_cell(m) for m in table.headline), "n", *(_cell(m) for m in table.resources),
+            *(["llm"] if table.has_usage else [])]
+    align = ["---", "---:", "---:", *(["---:"] if extra_failed else []),
+             *("---" for _ in table.headline), "---:", *("---:" for _ in table.resources),
+             *(["---"] if table.has_usage else [])]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for r in table.rows:
+        cells = [_cell(r.name), str(r.n_cases), str(r.n_errors),
+                 *([str(r.n_failed)] if extra_failed else [])]
+        for m in table.headline:
+            st = r.metrics.get(m)
+            if st is None:
+                cells.append("-")
+                continue
+            text = num(st["mean"])
+            if ci:
+                text += f" [{num(st['ci_low'])}, {num(st['ci_high'])}]"
+            if r.n is not None and int(st["n"]) != r.n:
+                text += f" n={st['n']}"
+            if st.get("n_nan"):
+                text += f" ({st['n_nan']} nan)"
+            cells.append(text)
+        cells.append("-" if r.n is None else str(r.n))
+        cells += [num(r.metrics[m]["mean"], 1) if m in r.metrics else "-"
+                  for m in table.resources]
+        if table.has_usage:
+            u = r.usage
+            cells.append("-" if u is None else (
+                f"{u.requests} req, {count(u.tokens)} tok"
+                + (f", {money(u.cost)}" if u.cost is not None else "")))
+        out.append("| " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def _ab(suite: Mapping[str, Any], table: SuiteTable) -> list[str]:
+    ab = ab_view(suite, table.headline)
+    if ab is None:
+        return []
+    lines = [f"A/B on {', '.join(_cell(m) for m in ab.metrics)} ({ab.test}, two-sided, "
+             f"Holm-corrected, p < {ab.alpha:g}): {len(ab.significant)} of {ab.n_pairs} pairs "
+             "differ significantly.", ""]
+    shown = ab.significant[:MAX_AB_PAIRS]
+    if shown:
+        lines += ["| metric | better | than | delta | 95% CI | p (Holm) |",
+                  "|---|---|---|---:|---|---:|"]
+        lines += [f"| {_cell(a.metric)} | {_cell(a.better)} | {_cell(a.worse)} | "
+                  f"{signed(a.delta)} | [{signed(a.ci_low)}, {signed(a.ci_high)}] | "
+                  f"{p_value(a.p)} |" for a in shown]
+        lines.append("")
+    if len(ab.significant) > len(shown):
+        lines += [f"{len(ab.significant) - len(shown)} more significant differences in the "
+                  "full summary.", ""]
+    if ab.best:
+        lines += ["Best (P(best)): " + ", ".join(f"{_cell(m)} {_cell(name)} {num(p, 2)}"
+                                                for m, name, p in ab.best) + ".", ""]
+    return lines
+
+
+def _gates(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
+    if not gates:
+        return []
+    states = [gate_state(g) for g in gates]
+    counts = ", ".join(f"{states.count(k)} {k}" for k in ("failed", "passed", "skipped")
+                       if states.count(k))
+    ordered = gates_failed_first(gates)
+    if level == "short":
+        ordered = [g for g in ordered if gate_state(g) == "failed"]
+    shown = ordered[:MAX_GATES]
+    lines = ["### Gates", "", f"{counts}.", ""]
+    if shown:
+        lines += ["| | suite/retriever | gate | value | margin / p |", "|---|---|---|---:|---:|"]
+        for g in shown:
+            mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
+            value, margin = _gate_value(g)
+            cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
+            lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
+                         f"{_cell(g['text'])}{cov} | {value} | {margin} |")
+        lines.append("")
+    if len(ordered) > len(shown):
+        rest = [gate_state(g) for g in ordered[len(shown):]]
+        lines += [f"{len(rest)} more gates ({rest.count('failed')} failed) in the full "
+                  "summary.", ""]
+    return lines
+
+
+def _baseline(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+              level: str) -> list[str]:
+    regressed = [b for b in rows if b["regressed"]]
+    lines = ["### Against the baseline", ""]
+    if base.get("path"):
+        lines += [f"Baseline: {_cell(str(base['path']))}", ""]
+    for s in base.get("suites", []):
+        change = dataset_change_text(s) if s.get("in_baseline") else None
+        if change:
+            lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
+                      f"{s['n_common']} common queries", ""]
+    lines += [f"{len(regressed)} of {len(rows)} metrics regressed.", ""]
+    if level == "short" or not regressed:
+        return lines
+    lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
+              "p (Holm) | test | tolerance |",
+              "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
+    for b in regressed:
+        scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
+        lines.append(f"| **REGRESSED** | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
+                     f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "
+                     f"{signed(b['delta'])} | [{signed(b['ci_low'])}, "
+                     f"{signed(b['ci_high'])}] | {p_value(b['p_holm'])} | {b['test']} | "
+                     f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
+    return [*lines, ""]

@@ -199,12 +199,14 @@ def _corpus_lookup(summary: Mapping[str, Any]) -> CorpusLookup:
 
 def rerender(run_dir: Path, *, html_path: Path | None = None,
              history_db: Path | None = None,
-             on_note: Callable[[str], None] | None = None) -> list[Path]:
+             on_note: Callable[[str], None] | None = None,
+             summary_level: str = "default") -> list[Path]:
     """Write ``report.html`` (or ``html_path``), ``cases.csv`` and ``summary.md`` for a run
     folder and return their paths.
 
     Trends come from ``history_db`` when given, else from the default history database or the
-    sibling run folders. Raises :class:`RunFolderError` for a folder that is not a run folder
+    sibling run folders; ``summary_level`` is how much ``summary.md`` shows (``short``,
+    ``default``, ``full``). Raises :class:`RunFolderError` for a folder that is not a run folder
     and ``HistoryError`` when an explicitly given ``history_db`` cannot be read.
     """
     summary, records = load_run(run_dir)
@@ -219,7 +221,7 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
                       summary, records, history=history, doc_text=doc_text)
     csv_path = run_dir / CASES_CSV
     write_cases_csv(csv_path, records)
-    md = summary_markdown(summary, baseline_rows)
+    md = summary_markdown(summary, baseline_rows, level=summary_level)
     run = summary.get("run") or {}
     if run.get("partial") and "verdict" not in summary:
         # summary_markdown judges only gates and regressions; say plainly that it is partial.

@@ -1,13 +1,234 @@
-"""Plain-text summary lines for the terminal (no timing, so runs can be compared byte for byte)."""
+"""Plain-text summary lines for the terminal (no timing, so runs can be compared byte for byte).
+
+:func:`render_summary` lays out the whole summary at one of three levels (``short``,
+``default``, ``full``, see :func:`pytest_ragbench.options.summary_level`); the other functions
+are its parts, which ``ragbench compare`` uses too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from .format import count, money
 from .format import num as _f
 from .format import p_value as _p
-from .views import baseline_notes, gate_state, usage_view, where
+from .views import (
+    AbView,
+    SuiteTable,
+    SystemRow,
+    ab_view,
+    baseline_notes,
+    gate_state,
+    gates_failed_first,
+    suite_table,
+    usage_view,
+    where,
+)
+
+#: At the default level: at most this many significant A/B pairs per suite, gate lines and
+#: error lines per suite are spelled out (the rest are counted, ``-v`` shows them all).
+MAX_AB_PAIRS = 8
+MAX_GATES = 12
+MAX_ERRORS = 3
+_MORE = "--ragbench-summary=full or -v"
+
+
+@dataclass(frozen=True)
+class Line:
+    """A summary line and how the terminal colours it (``style``: "", "red", "green",
+    "yellow"; ``bold`` for the lines that decide the run)."""
+
+    text: str
+    style: str = ""
+    bold: bool = False
+
+    @property
+    def markup(self) -> dict[str, bool]:
+        """Keyword arguments for pytest's ``TerminalReporter.write_line``."""
+        out = {self.style: True} if self.style else {}
+        if self.bold:
+            out["bold"] = True
+        return out
+
+
+def render_summary(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]] = (),
+                   *, level: str = "default", verdict: Mapping[str, Any] | None = None,
+                   messages: Sequence[str] = (), failures: Sequence[str] = ()) -> list[Line]:
+    """The terminal summary (without pytest's ``=== ragbench summary ===`` rule).
+
+    ``short``: per suite a table of means, the failed gates and the verdict; ``default``:
+    per suite one table of systems x headline metrics (mean, 95% CI, n), the significant A/B
+    differences (the rest counted), the gates (failed first) and the verdict; ``full``: every
+    metric of every system, every A/B pair, every gate and baseline row. ``messages`` (paths,
+    budget figures) and ``failures`` (the reasons the run fails) follow, the verdict last.
+    """
+    lines: list[Line] = []
+    if verdict is not None and verdict.get("partial"):
+        lines.append(Line(f"partial run: {verdict['coverage']} ran", "yellow"))
+    gates = list(summary.get("gates") or [])
+    if level == "full":
+        lines += [Line(t) for t in summary_lines(summary)]
+        lines += [Line(t) for t in ab_lines(summary)]
+        if gates:
+            lines.append(Line("gates:"))
+            lines += [Line(t) for t in gate_lines(gates_failed_first(gates))]
+    else:
+        for s in summary["suites"]:
+            table = suite_table(s, gates)
+            lines += [Line(t) for t in table_lines(table, ci=level != "short")]
+            if level != "short":
+                lines += [Line(t) for t in table_notes(table)]
+                ab = ab_view(s, table.headline)
+                if ab is not None:
+                    lines += [Line(t) for t in ab_compact_lines(ab)]
+        lines += [Line(t) for t in gate_summary_lines(gates, level)]
+    base = summary.get("baseline")
+    if isinstance(base, Mapping) and "rows" in base:
+        lines += [Line(t) for t in baseline_section(base, baseline_rows, level)]
+    lines += [Line(t) for t in dict.fromkeys(messages)]
+    lines += [Line(t, "red", bold=True) for t in failures]
+    if verdict is not None:
+        from ..results.verdict import reason_line
+
+        lines.append(Line(f"ragbench: {reason_line(verdict)}",
+                          "green" if verdict["passed"] else "red", bold=True))
+    return lines
+
+
+def _cell(stats: Mapping[str, Any], row_n: int | None, ci: bool) -> str:
+    text = _f(stats["mean"])
+    if ci:
+        text += f" [{_f(stats['ci_low'])}, {_f(stats['ci_high'])}]"
+    if row_n is not None and int(stats["n"]) != row_n:
+        text += f" n={stats['n']}"
+    if stats.get("n_nan"):
+        text += f" ({stats['n_nan']} nan)"
+    return text
+
+
+def _llm_cell(row: SystemRow) -> str:
+    u = row.usage
+    if u is None:
+        return "-"
+    text = f"{u.requests} req, {count(u.tokens)} tok"
+    return text + (f", {money(u.cost)}" if u.cost is not None else "")
+
+
+def table_lines(table: SuiteTable, *, ci: bool = True) -> list[str]:
+    """A suite's header line and its table: one row per system, its counts, the headline
+    metrics (mean, with the 95% CI unless ``ci`` is false), n, and the resource columns
+    (latency, LLM requests/tokens/cost)."""
+    head = f"suite {table.name} [{table.id}] dataset {table.dataset}"
+    if table.partial:
+        head += f": {table.partial}"
+    cols: list[tuple[str, list[str], bool]] = [
+        ("system", [r.name for r in table.rows], False),
+        ("cases", [str(r.n_cases) for r in table.rows], True),
+        ("errors", [str(r.n_errors) for r in table.rows], True)]
+    if any(r.n_failed for r in table.rows):
+        cols.append(("failed", [str(r.n_failed) for r in table.rows], True))
+    if table.has_known_failures:
+        cols.append(("xfail/xpass", [f"{r.n_xfailed}/{r.n_xpassed}" for r in table.rows],
+                     True))
+    for m in table.headline:
+        cols.append((m, [_cell(r.metrics[m], r.n, ci) if m in r.metrics else "-"
+                         for r in table.rows], False))
+    cols.append(("n", ["-" if r.n is None else str(r.n) for r in table.rows], True))
+    for m in table.resources:
+        cols.append((m, [_f(r.metrics[m]["mean"], 1) if m in r.metrics else "-"
+                         for r in table.rows], True))
+    if table.has_usage:
+        cols.append(("llm", [_llm_cell(r) for r in table.rows], False))
+    widths = [max(len(title), *(len(v) for v in values)) for title, values, _ in cols]
+
+    def row(values: Sequence[str]) -> str:
+        cells = [v.rjust(w) if right else v.ljust(w)
+                 for v, w, (_, _, right) in zip(values, widths, cols, strict=True)]
+        return ("  " + "  ".join(cells)).rstrip()
+
+    return [head, row([c[0] for c in cols]),
+            *(row([c[1][i] for c in cols]) for i in range(len(table.rows)))]
+
+
+def table_notes(table: SuiteTable) -> list[str]:
+    """What the table leaves out, in a line each: the other metrics, queries without a
+    relevant document, flaky repeats, the first errors."""
+    lines = []
+    if table.hidden:
+        names = ", ".join(table.hidden)
+        if len(names) > 60:
+            names = names[:57].rsplit(", ", 1)[0] + ", ..."
+        lines.append(f"  {len(table.hidden)} more metrics ({_MORE}): {names}")
+    if table.n_no_relevant:
+        lines.append(f"  {table.n_no_relevant} queries have no relevant document in the "
+                     "labels (scored 0, as trec_eval does)")
+    if table.flaky:
+        lines.append(f"  repeated runs: {table.flaky} case/metric pairs vary, {table.flips} "
+                     "flip between pass and fail at 0.5")
+    for name, e in table.errors[:MAX_ERRORS]:
+        lines.append(f"  error {name}/{e['case_id']} [{e['stage']}]: {e['message']}")
+    if len(table.errors) > MAX_ERRORS:
+        lines.append(f"  ... {len(table.errors) - MAX_ERRORS} more errors ({_MORE})")
+    return lines
+
+
+def ab_compact_lines(ab: AbView) -> list[str]:
+    """The A/B comparisons of a suite in a few lines: how many pairs differ significantly,
+    those (better system first), and the likely best system per metric."""
+    lines = [f"  A/B on {', '.join(ab.metrics)} ({ab.test}, Holm, p < {ab.alpha:g}): "
+             f"{len(ab.significant)} of {ab.n_pairs} pairs differ significantly"
+             + (", better first:" if ab.significant else "")]
+    shown = ab.significant[:MAX_AB_PAIRS]
+    if shown:
+        mw = max(len(a.metric) for a in shown)
+        pw = max(len(f"{a.better} > {a.worse}") for a in shown)
+        for a in shown:
+            pair = f"{a.better} > {a.worse}"
+            lines.append(f"    {a.metric:<{mw}}  {pair:<{pw}}  {_f(a.delta, signed=True)} "
+                         f"[{_f(a.ci_low, signed=True)}, {_f(a.ci_high, signed=True)}]  "
+                         f"p = {_p(a.p)}")
+    if len(ab.significant) > len(shown):
+        lines.append(f"    ... {len(ab.significant) - len(shown)} more significant ({_MORE})")
+    if ab.best:
+        lines.append("    best (P(best)): " + ", ".join(f"{m} {name} {_f(p, 2)}"
+                                                      for m, name, p in ab.best))
+    return lines
+
+
+def gate_summary_lines(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
+    """The gates, failed first: a count line, then (``short``: only the failed ones)
+    up to :data:`MAX_GATES` gate lines."""
+    if not gates:
+        return []
+    states = [gate_state(g) for g in gates]
+    counts = ", ".join(f"{states.count(k)} {k}" for k in ("failed", "passed", "skipped")
+                       if states.count(k))
+    ordered = gates_failed_first(gates)
+    if level == "short":
+        ordered = [g for g in ordered if gate_state(g) == "failed"]
+    shown = ordered[:MAX_GATES] if level == "default" else ordered
+    lines = [f"gates: {counts}", *gate_lines(shown)]
+    if len(ordered) > len(shown):
+        rest = [gate_state(g) for g in ordered[len(shown):]]
+        lines.append(f"  ... {len(rest)} more ({rest.count('failed')} failed) ({_MORE})")
+    return lines
+
+
+def baseline_section(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                     level: str) -> list[str]:
+    """The comparison with the baseline: every row at ``full``; the regressed rows and a
+    count otherwise (``short``: the count only)."""
+    regressed = [r for r in rows if r["regressed"]]
+    lines = [f"baseline {base['path']}:", *dataset_lines(base.get("suites", []))]
+    if level != "full":
+        lines.append(f"  {len(regressed)} of {len(rows)} metrics regressed")
+    if level == "full":
+        lines += baseline_lines(rows)
+    elif level == "default":
+        lines += baseline_lines(regressed)
+    return lines
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:

@@ -9,19 +9,18 @@ them, with the shared number formats of :mod:`pytest_ragbench.report.format`. Th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..results.changes import dataset_change_text
 from .format import finite, num, p_value
 
-__all__ = ["UsageView", "baseline_notes", "dataset_change_text", "failure_lines",
-           "gate_failure_line", "gate_state", "headline_metrics", "regression_line", "usage_view",
-           "where", "with_failure_lines"]
-
-HEADLINE_FIRST = 3
-"""How many of a suite's listed metrics lead its outputs besides the gated ones."""
+__all__ = ["HEADLINE_COUNT", "AbPair", "AbView", "SuiteTable", "SystemRow", "UsageView",
+           "ab_view", "baseline_notes", "dataset_change_text", "failure_lines",
+           "gate_failure_line", "gate_state", "gates_failed_first", "headline_metrics",
+           "is_resource_metric", "regression_line", "suite_table", "usage_view", "where",
+           "with_failure_lines"]
 
 
 def where(g: Mapping[str, Any]) -> str:
@@ -140,22 +139,189 @@ def baseline_notes(info: Mapping[str, Any]) -> list[str]:
     return changes
 
 
+# -- the one-screen summary ------------------------------------------------------------------
+
+#: Metrics a suite's summary table shows besides its gated ones (the first ones it lists).
+HEADLINE_COUNT = 3
+# Metrics that measure what a system costs rather than how good it is: shown in a compact
+# column of their own (the mean only), never among the headline metrics.
+_RESOURCE_PREFIXES = ("latency", "cost", "tokens")
+
+
+def is_resource_metric(name: str) -> bool:
+    """A latency, cost or token count metric (``latency_ms``): a column of its own."""
+    return name.startswith(_RESOURCE_PREFIXES)
+
+
 def headline_metrics(suite: Mapping[str, Any], gates: Iterable[Mapping[str, Any]] = (),
-                     *, first: int = HEADLINE_FIRST) -> tuple[str, ...]:
-    """The metrics a suite leads with: every listed metric a gate of the suite checks, plus
-    its first ``first`` listed metrics, in the suite's listing order.
+                     count: int = HEADLINE_COUNT) -> list[str]:
+    """The metrics a suite leads with, in its listing order: every listed metric a gate of
+    the suite checks, then its first listed metrics until there are ``count``.
 
     ``suite`` is a suite of a run summary (its ``id``, ``name``, ``metrics`` and optionally
     its retrievers' ``gates``); ``gates`` are gate results of the run (``summary["gates"]``),
     of any suite: those naming this suite by name or id count. A gate on something that is
-    not a listed metric (``error_rate``) adds nothing. The outputs that show a part of a
-    suite's metrics (trends, the terminal summary) all pick them here, so they agree.
+    not a listed metric (``error_rate``) adds nothing. Resource metrics (``latency_ms``,
+    cost, tokens) are never headline metrics: they get a column of their own. The outputs
+    that show a part of a suite's metrics (the terminal and Markdown summaries, the HTML
+    trends) all pick them here, so they agree.
     """
-    listed = [str(m) for m in suite.get("metrics") or ()]
+    quality = [str(m) for m in suite.get("metrics") or () if not is_resource_metric(str(m))]
     names = {suite.get("id"), suite.get("name")} - {None}
     every = [*gates, *(g for r in suite.get("retrievers") or () if isinstance(r, Mapping)
                        for g in r.get("gates") or ())]
-    gated = {str(g.get("metric")) for g in every if isinstance(g, Mapping)
-             and (g.get("suite") in names or g.get("suite_id") in names)}
-    lead = set(listed[: max(first, 0)])
-    return tuple(m for m in listed if m in gated or m in lead)
+    chosen = {str(g.get("metric")) for g in every if isinstance(g, Mapping)
+              and (g.get("suite") in names or g.get("suite_id") in names)} & set(quality)
+    for m in quality:
+        if len(chosen) >= count:
+            break
+        chosen.add(m)
+    return [m for m in quality if m in chosen]
+
+
+@dataclass(frozen=True)
+class SystemRow:
+    """One retriever or pipeline of a suite: its counts and the statistics of the metrics
+    its suite's table shows."""
+
+    name: str
+    n_cases: int
+    n_errors: int
+    n_failed: int
+    n_xfailed: int
+    n_xpassed: int
+    metrics: Mapping[str, Mapping[str, Any]]
+    usage: UsageView | None
+    #: the n most of the row's headline cells share (a cell that differs says its own)
+    n: int | None
+
+
+@dataclass(frozen=True)
+class SuiteTable:
+    """A suite as its one summary table shows it: systems x headline metrics."""
+
+    name: str
+    id: str
+    dataset: str
+    partial: str | None
+    headline: list[str]
+    resources: list[str]
+    hidden: list[str]
+    rows: list[SystemRow]
+    n_no_relevant: int
+    errors: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+    flaky: int = 0
+    flips: int = 0
+
+    @property
+    def has_usage(self) -> bool:
+        return any(r.usage is not None for r in self.rows)
+
+    @property
+    def has_known_failures(self) -> bool:
+        return any(r.n_xfailed or r.n_xpassed for r in self.rows)
+
+
+def suite_table(suite: Mapping[str, Any], gates: Sequence[Mapping[str, Any]] = (),
+                metrics: Sequence[str] | None = None) -> SuiteTable:
+    """The facts of a suite's summary table; ``metrics`` (default: the headline metrics)
+    chooses the quality columns."""
+    headline = list(metrics) if metrics is not None else headline_metrics(suite, gates)
+    resources = [m for m in suite["metrics"] if is_resource_metric(m)]
+    hidden = [m for m in suite["metrics"] if m not in headline and m not in resources]
+    rows = []
+    errors: list[tuple[str, Mapping[str, Any]]] = []
+    flaky = flips = 0
+    for r in suite["retrievers"]:
+        shown = {m: r["metrics"][m] for m in [*headline, *resources] if m in r["metrics"]}
+        ns = [int(shown[m]["n"]) for m in headline if m in shown]
+        # the most frequent n (the smallest on a tie), so a row says it once
+        n = min(ns, key=lambda k: (-ns.count(k), k)) if ns else None
+        rows.append(SystemRow(r["name"], int(r["n_cases"]), int(r["n_errors"]),
+                              int(r["n_failed"]), int(r.get("n_xfailed", 0)),
+                              int(r.get("n_xpassed", 0)), shown, usage_view(r), n))
+        errors += [(r["name"], e) for e in r.get("errors", [])]
+        if r.get("flaky") is not None:
+            flaky += len(r["flaky"])
+            flips += sum(1 for f in r["flaky"] if f["flips"])
+    partial = (f"partial, {suite['n_cases_run']} of {suite['n_cases_total']} cases ran"
+               if suite.get("partial") else None)
+    return SuiteTable(str(suite["name"]), str(suite["id"]),
+                      (suite.get("dataset_hash") or "")[:12], partial, headline, resources,
+                      hidden, rows,
+                      sum(int(r.get("n_no_relevant", 0)) for r in suite["retrievers"]),
+                      errors, flaky, flips)
+
+
+@dataclass(frozen=True)
+class AbPair:
+    """A significant difference, the better system first (by the metric's direction)."""
+
+    metric: str
+    better: str
+    worse: str
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+
+
+@dataclass(frozen=True)
+class AbView:
+    """A suite's pairwise comparisons over some metrics: the significant ones spelled out,
+    the rest counted."""
+
+    metrics: list[str]
+    test: str
+    alpha: float
+    n_pairs: int
+    significant: list[AbPair]
+    best: list[tuple[str, str, float | None]]
+
+
+def ab_view(suite: Mapping[str, Any], metrics: Sequence[str]) -> AbView | None:
+    """The A/B facts of ``suite`` over ``metrics`` (None: fewer than two systems).
+
+    Significant pairs are ordered by metric (as listed) then by p-value, so the strongest
+    evidence comes first."""
+    order = {m: i for i, m in enumerate(metrics)}
+    tables = sorted((t for t in suite.get("ab", []) if t["metric"] in order),
+                    key=lambda t: order[t["metric"]])
+    if not tables:
+        return None
+    pairs: list[AbPair] = []
+    n_pairs = 0
+    best = []
+    for t in tables:
+        lower = t.get("direction") == "lower"
+        found = []
+        for c in t["pairs"]:
+            n_pairs += 1
+            if not c["significant"]:
+                continue
+            delta = finite(c["delta"])
+            # delta is b - a: b is the better one when it moved the metric's good way
+            b_better = delta is not None and (delta < 0 if lower else delta > 0)
+            if b_better:
+                found.append(AbPair(t["metric"], c["b"], c["a"], delta, finite(c["ci_low"]),
+                                    finite(c["ci_high"]), finite(c["p_holm"])))
+            else:
+                lo, hi = finite(c["ci_low"]), finite(c["ci_high"])
+                found.append(AbPair(t["metric"], c["a"], c["b"],
+                                    None if delta is None else -delta,
+                                    None if hi is None else -hi,
+                                    None if lo is None else -lo, finite(c["p_holm"])))
+        found.sort(key=lambda a: (a.p if a.p is not None else 2.0))
+        pairs += found
+        if t.get("best") is not None:
+            best.append((t["metric"], str(t["best"]), finite(t.get("p_best"))))
+    first = tables[0]
+    return AbView([t["metric"] for t in tables], str(first["test"]), float(first["alpha"]),
+                  n_pairs, pairs, best)
+
+
+def gates_failed_first(gates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The gates in the order a reader needs them: failed, then passed, then skipped (each
+    group in the order the run checked them)."""
+    rank = {"failed": 0, "passed": 1, "skipped": 2}
+    return sorted(gates, key=lambda g: rank[gate_state(g)])

@@ -1,0 +1,197 @@
+"""The one-screen summary: terminal and Markdown renderers on a synthetic 5 x 13 summary."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+from summary_fixture import METRICS, SYSTEMS, synthetic_summary, synthetic_verdict
+
+from pytest_ragbench.options import summary_level
+from pytest_ragbench.report.markdown import summary_markdown
+from pytest_ragbench.report.terminal import render_summary
+from pytest_ragbench.report.views import ab_view, headline_metrics, suite_table
+
+pytestmark = pytest.mark.unit
+
+FAILURES = ["ragbench: gate failed: bench/bm25 ndcg@10 = 0.3000, expected >= 0.45",
+            "ragbench: gate failed: bench/dense ndcg@10 = 0.4000, expected >= 0.45"]
+
+
+def render(level: str, **kwargs) -> list[str]:
+    summary = kwargs.pop("summary", None) or synthetic_summary()
+    return [line.text for line in render_summary(
+        summary, level=level, verdict=synthetic_verdict(),
+        messages=["results: .ragbench/runs/x"], failures=FAILURES, **kwargs)]
+
+
+def test_headline_metrics_are_the_gated_ones_then_the_first_listed() -> None:
+    summary = synthetic_summary()
+    suite = summary["suites"][0]
+    # gates name ndcg@10 and map@10 (the 4th listed); one more from the top makes three
+    assert headline_metrics(suite, summary["gates"]) == ["ndcg@10", "recall@10", "map@10"]
+    assert headline_metrics(suite) == ["ndcg@10", "recall@10", "mrr@10"]
+    # latency is never a headline metric: it has its own column
+    latency_first = {**suite, "metrics": ["latency_ms", *METRICS[:-1]]}
+    assert "latency_ms" not in headline_metrics(latency_first)
+    table = suite_table(suite, summary["gates"])
+    assert table.resources == ["latency_ms"]
+    assert len(table.hidden) == 13 - 3 - 1
+
+
+def test_default_fits_in_60_lines_and_holds_the_table_ab_gates_and_verdict() -> None:
+    lines = render("default")
+    assert len(lines) <= 60, "\n".join(lines)
+    text = "\n".join(lines)
+    header = next(line for line in lines if line.lstrip().startswith("system"))
+    assert re.split(r"\s{2,}", header.strip()) == [
+        "system", "cases", "errors", "ndcg@10", "recall@10", "map@10", "n", "latency_ms"]
+    # one row per system, with mean, CI and n
+    for name in SYSTEMS:
+        assert re.search(rf"^  {name} +50 +0 +\d\.\d{{4}} \[\d\.\d{{4}}, \d\.\d{{4}}\]", text,
+                         re.MULTILINE)
+    assert "  bm25       50       0  0.3000 [0.2500, 0.3500]" in text
+    assert "9 more metrics" in text
+    # A/B: significant pairs spelled out (the better system first), the rest counted
+    assert "20 of 30 pairs differ significantly" in text
+    assert re.search(r"^    ndcg@10 +splade > bm25 +\+0\.4000 \[\+0\.0500, \+0\.1500\]  "
+                     r"p = 0\.0010$", text, re.MULTILINE)
+    assert "... 12 more significant" in text
+    # gates: a count, then the failed ones first
+    gates_at = lines.index("gates: 2 failed, 8 passed")
+    assert lines[gates_at + 1].startswith("  FAIL bench/bm25: ndcg@10")
+    assert lines[gates_at + 2].startswith("  FAIL bench/dense: ndcg@10")
+    assert all(line.startswith("  PASS") for line in lines[gates_at + 3:gates_at + 11])
+    assert lines[-1] == "ragbench: FAILED: 2 gates failed"
+    assert lines[-3:-1] == FAILURES
+
+
+def test_short_is_means_failed_gates_and_the_verdict() -> None:
+    lines = render("short")
+    text = "\n".join(lines)
+    assert len(lines) < len(render("default"))
+    assert "[" not in "".join(lines[1:7])  # means without their CIs
+    assert "A/B" not in text and "PASS" not in text and "more metrics" not in text
+    assert [line for line in lines if line.startswith("  FAIL")] == [
+        line for line in lines if "FAIL" in line and line.startswith("  ")]
+    assert sum(line.startswith("  FAIL") for line in lines) == 2
+    assert lines[-1] == "ragbench: FAILED: 2 gates failed"
+
+
+def test_full_shows_every_metric_pair_and_gate() -> None:
+    lines = render("full")
+    text = "\n".join(lines)
+    for m in METRICS:
+        assert re.search(rf"^    {re.escape(m)} +\d", text, re.MULTILINE), m
+        assert f"A/B bench {m} " in text
+    assert sum(" vs " in line for line in lines) == 13 * 10
+    assert sum(line.startswith(("  PASS", "  FAIL")) for line in lines) == 10
+    first_gate = lines.index("gates:") + 1
+    assert lines[first_gate].startswith("  FAIL") and lines[first_gate + 2].startswith("  PASS")
+    assert lines[-1] == "ragbench: FAILED: 2 gates failed"
+
+
+def test_many_failed_gates_are_capped_at_the_default_level_but_counted() -> None:
+    summary = synthetic_summary()
+    many = []
+    for i in range(30):
+        g = copy.deepcopy(summary["gates"][0])
+        g["retriever"] = f"sys{i}"
+        many.append(g)
+    summary["gates"] = many
+    lines = render("default", summary=summary)
+    assert len(lines) <= 60
+    assert "gates: 30 failed" in lines
+    assert "  ... 18 more (18 failed) (--ragbench-summary=full or -v)" in lines
+
+
+def test_ab_view_orients_lower_is_better_metrics() -> None:
+    summary = synthetic_summary()
+    suite = summary["suites"][0]
+    table = next(t for t in suite["ab"] if t["metric"] == "latency_ms")
+    table["pairs"][0].update(significant=True, delta=2.0, ci_low=1.0, ci_high=3.0)
+    ab = ab_view(suite, ["latency_ms"])
+    assert ab is not None and len(ab.significant) == 1
+    pair = ab.significant[0]
+    # b (dense) is 2 ms slower than a (bm25): bm25 is the better one, by -2 ms
+    assert (pair.better, pair.worse, pair.delta, pair.ci_low, pair.ci_high) == (
+        "bm25", "dense", -2.0, -3.0, -1.0)
+
+
+def test_summary_level_from_the_option_or_pytest_verbosity() -> None:
+    assert summary_level(None, 0) == "default"
+    assert summary_level(None, -1) == "short" and summary_level(None, -2) == "short"
+    assert summary_level(None, 1) == "full"
+    assert summary_level("short", 2) == "short" and summary_level("full", -1) == "full"
+
+
+def test_markdown_default_fits_in_60_lines_with_failed_gates_first() -> None:
+    md = summary_markdown(synthetic_summary(), level="default")
+    lines = md.splitlines()
+    assert len(lines) <= 60, md
+    assert lines[0] == "## ragbench: FAILED"
+    assert "Failed because: 2 gates failed." in lines
+    assert "| system | cases | errors | ndcg@10 | recall@10 | map@10 | n | latency\\_ms |" in lines
+    assert "| bm25 | 50 | 0 | 0.3000 [0.2500, 0.3500] | 0.3100 [0.2600, 0.3600] | " \
+           "0.3300 [0.2800, 0.3800] | 50 | 10.0 |" in lines
+    assert any(line.startswith("A/B on ndcg@10, recall@10, map@10") and
+               "20 of 30 pairs differ significantly" in line for line in lines)
+    assert "| ndcg@10 | splade | bm25 | +0.4000 | [+0.0500, +0.1500] | 0.0010 |" in lines
+    assert "12 more significant differences in the full summary." in lines
+    gate_rows = [line for line in lines if line.startswith(("| **FAIL**", "| PASS"))]
+    assert len(gate_rows) == 10
+    assert all(r.startswith("| **FAIL**") for r in gate_rows[:2])
+    assert all(r.startswith("| PASS") for r in gate_rows[2:])
+    # every table row has as many cells as its header
+    for block in re.split(r"\n\n", md):
+        rows = [r for r in block.splitlines() if r.startswith("|")]
+        if rows:
+            assert len({r.count(" | ") for r in rows if not r.startswith("|-")}) == 1, block
+
+
+def test_markdown_short_and_full() -> None:
+    short = summary_markdown(synthetic_summary(), level="short")
+    full = summary_markdown(synthetic_summary(), level="full")
+    assert short.startswith("## ragbench: FAILED")
+    assert "A/B" not in short and "| PASS |" not in short and "[0.2500" not in short
+    assert short.count("| **FAIL** |") == 2
+    assert len(short.splitlines()) < len(
+        summary_markdown(synthetic_summary()).splitlines()) < len(full.splitlines())
+    for m in METRICS:
+        assert f"A/B on {m.replace('_', chr(92) + '_')} " in full
+    # full lists the gates failed first too
+    rows = [line for line in full.splitlines() if line.startswith(("| **FAIL**", "| PASS"))]
+    assert rows[0].startswith("| **FAIL**") and rows[1].startswith("| **FAIL**")
+
+
+def test_markdown_escapes_names_in_the_compact_tables() -> None:
+    summary = synthetic_summary()
+    suite = summary["suites"][0]
+    evil = "<b>x|y</b>"
+    suite["retrievers"][0]["name"] = evil
+    for table in suite["ab"]:
+        for pair in table["pairs"]:
+            if pair["a"] == "bm25":
+                pair["a"] = evil
+    md = summary_markdown(summary)
+    assert "<b>" not in md
+    assert "| &lt;b&gt;x\\|y&lt;/b&gt; | 50 |" in md
+    assert "| ndcg@10 | splade | &lt;b&gt;x\\|y&lt;/b&gt; |" in md
+
+
+def test_baseline_section_by_level() -> None:
+    from pytest_ragbench.report.terminal import baseline_section
+
+    row = {"suite": "bench", "retriever": "bm25", "metric": "ndcg@10", "baseline": 0.5,
+           "current": 0.4, "delta": -0.1, "ci_low": -0.15, "ci_high": -0.05, "p_holm": 0.001,
+           "test": "permutation", "n": 50, "tolerance": "0.02", "regressed": True}
+    rows = [row, *({**row, "retriever": name, "regressed": False, "delta": 0.0}
+                   for name in SYSTEMS[1:])]
+    base = {"path": "base.json", "suites": []}
+    default = baseline_section(base, rows, "default")
+    assert default[:2] == ["baseline base.json:", "  1 of 5 metrics regressed"]
+    assert len(default) == 3 and default[2].startswith("  REGRESSED bench/bm25: ndcg@10")
+    assert baseline_section(base, rows, "short") == default[:2]
+    full = baseline_section(base, rows, "full")
+    assert len(full) == 6 and sum(line.startswith("  ok") for line in full) == 4
