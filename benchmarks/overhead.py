@@ -79,9 +79,10 @@ def write_suite(folder: Path, data: Path) -> Path:
     return suite
 
 
-# A plugin of the development environment (the test extra) that has nothing to do with ragbench
-# and costs ~0.1 s of imports at every pytest start; the second row measures without it.
-UNRELATED = ["-p", "no:hypothesispytest"]
+# Plugins of the development environment that have nothing to do with ragbench and cost imports
+# at every pytest start: hypothesis's (the test extra, ~0.1 s) and langsmith's (brought by
+# langchain-core, the langchain extra, ~0.6 s); the second row measures without them.
+UNRELATED = ["-p", "no:hypothesispytest", "-p", "no:langsmith_plugin"]
 
 
 def nfcorpus_overhead(data: Path, repeat: int) -> None:
