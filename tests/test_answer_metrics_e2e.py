@@ -87,7 +87,8 @@ def test_entry_point_metric_and_criteria_cost_one_judge_call_per_item(pytester, 
     suite(suite_text(server.base_url, "[recall@10, token_f1, faithfulness, answer_relevancy, "
                                       f"{CRITERIA}, {{name: answer_words, cap: 3}}, "
                                       "grounded_rubric]"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                                "--ragbench-summary=full")
     result.assert_outcomes(passed=5)
     # per item: one generation and ONE judge request (faithfulness, relevancy, the suite's
     # criterion and the distribution's rubric together), one embedding request
@@ -171,7 +172,8 @@ def test_hand_written_tests_score_their_answers_like_collected_items(pytester, s
     summaries = []
     for extra in ([], ["-n", "2"]):
         server.reset_counts()
-        result = pytester.runpytest("test_app.py", "-p", "no:randomly", *extra)
+        result = pytester.runpytest("test_app.py", "-p", "no:randomly",
+                                    "--ragbench-summary=full", *extra)
         result.assert_outcomes(passed=4, failed=1)
         # one judge request per test, whatever the scheduling
         assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0

@@ -418,7 +418,8 @@ def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
               retries: 2, backoff: 0}
         cache: {path: cache.sqlite}
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                                "--ragbench-summary=full")
     result.assert_outcomes(passed=5)
     recs = by_case(records(pytester.path), "bm25")
     assert recs["q1"]["answer"] == "a fine grind" and recs["q1"]["metrics"]["token_f1"] == 1.0
@@ -429,7 +430,7 @@ def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
     result.stdout.fnmatch_lines(["*llm: 7 requests, 35 prompt + 15 completion tokens*",
                                  "*llm pool canned at registered llm 'canned': 7 requests*"])
     # the response cache wraps it like any provider: a rerun asks it nothing
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
     result.assert_outcomes(passed=5)
     assert (pytester.path / "calls.log").read_text().count("call") == 7
     result.stdout.fnmatch_lines(["*llm: 0 requests, 35 prompt + 15 completion tokens*"])
@@ -486,7 +487,7 @@ def test_conftest_llm_is_retried_priced_metered_and_cached(pytester, app):
         max_cost: 10
         cache: {path: cache.sqlite}
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
     result.assert_outcomes(passed=5)
     recs = list(by_case(records(pytester.path), "bm25").values())
     assert all(r["usage"]["requests"] == 3 and r["answer"] == "a fine grind" for r in recs)
@@ -498,7 +499,7 @@ def test_conftest_llm_is_retried_priced_metered_and_cached(pytester, app):
                                  "*run budget * spent $0.1200 of $10.0000*",
                                  "*llm pool ovl-1 at registered llm 'overloaded': 15 requests, "
                                  "max * in flight*(concurrency 2)*"])
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
     result.assert_outcomes(passed=5)
     assert (pytester.path / "calls.log").read_text().count("call") == 15
     result.stdout.fnmatch_lines(["*llm: 0 requests, 100 prompt + 20 completion tokens*"])
