@@ -20,6 +20,7 @@ from .views import (
     SuiteTable,
     ab_view,
     dataset_change_text,
+    gate_selection,
     gate_state,
     gates_failed_first,
     suite_table,
@@ -27,7 +28,6 @@ from .views import (
 
 #: At the default level, as in the terminal: the rest is counted.
 MAX_AB_PAIRS = 8
-MAX_GATES = 12
 
 # Backslash-escaped: characters that start emphasis, links, code, headings, strikethrough or
 # (in GFM tables) a new cell. CommonMark allows a backslash before any ASCII punctuation.
@@ -83,16 +83,7 @@ def summary_markdown(summary: Mapping[str, Any],
     pair, every gate and baseline row)."""
     if level != "full":
         return _compact_markdown(summary, baseline_rows, level)
-    verdict = verdict_of({**summary, "baseline": {
-        **(summary.get("baseline") or {}), "rows": baseline_rows}})
-    lines = [f"## ragbench: {verdict['headline']}", ""]
-    reasons = [r["text"] for r in verdict["reasons"] if r.get("fails")]
-    if reasons:
-        lines += ["Failed because: " + "; ".join(_cell(t) for t in reasons) + ".", ""]
-    if verdict["partial"]:
-        lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
-                  "those cases, and the run is never picked as a baseline by `last`/`best`.",
-                  ""]
+    lines = _heading(summary, baseline_rows)
     for s in summary["suites"]:
         lines += [f"### Suite {_cell(s['name'])}", ""]
         if s.get("partial"):
@@ -159,8 +150,9 @@ def summary_markdown(summary: Mapping[str, Any],
     return "\n".join(lines)
 
 
-def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
-                      level: str) -> str:
+def _heading(summary: Mapping[str, Any],
+             baseline_rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The verdict heading, the failed reasons and the partial-run note (every level)."""
     verdict = verdict_of({**summary, "baseline": {
         **(summary.get("baseline") or {}), "rows": baseline_rows}})
     lines = [f"## ragbench: {verdict['headline']}", ""]
@@ -171,6 +163,12 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
         lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
                   "those cases, and the run is never picked as a baseline by `last`/`best`.",
                   ""]
+    return lines
+
+
+def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[str, Any]],
+                      level: str) -> str:
+    lines = _heading(summary, baseline_rows)
     gates = list(summary.get("gates") or [])
     for s in summary["suites"]:
         table = suite_table(s, gates)
@@ -260,14 +258,9 @@ def _ab(suite: Mapping[str, Any], table: SuiteTable) -> list[str]:
 def _gates(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
     if not gates:
         return []
-    states = [gate_state(g) for g in gates]
-    counts = ", ".join(f"{states.count(k)} {k}" for k in ("failed", "passed", "skipped")
-                       if states.count(k))
-    ordered = gates_failed_first(gates)
-    if level == "short":
-        ordered = [g for g in ordered if gate_state(g) == "failed"]
-    shown = ordered[:MAX_GATES]
-    lines = ["### Gates", "", f"{counts}.", ""]
+    pick = gate_selection(gates, level)
+    shown = pick.shown
+    lines = ["### Gates", "", f"{pick.counts}.", ""]
     if shown:
         lines += ["| | suite/retriever | gate | value | margin / p |", "|---|---|---|---:|---:|"]
         for g in shown:
@@ -277,8 +270,8 @@ def _gates(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
             lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
                          f"{_cell(g['text'])}{cov} | {value} | {margin} |")
         lines.append("")
-    if len(ordered) > len(shown):
-        rest = [gate_state(g) for g in ordered[len(shown):]]
+    if pick.rest:
+        rest = [gate_state(g) for g in pick.rest]
         lines += [f"{len(rest)} more gates ({rest.count('failed')} failed) in the full "
                   "summary.", ""]
     return lines

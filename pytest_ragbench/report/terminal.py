@@ -20,6 +20,7 @@ from .views import (
     SystemRow,
     ab_view,
     baseline_notes,
+    gate_selection,
     gate_state,
     gates_failed_first,
     suite_table,
@@ -30,7 +31,6 @@ from .views import (
 #: At the default level: at most this many significant A/B pairs per suite, gate lines and
 #: error lines per suite are spelled out (the rest are counted, ``-v`` shows them all).
 MAX_AB_PAIRS = 8
-MAX_GATES = 12
 MAX_ERRORS = 3
 _MORE = "--ragbench-summary=full or -v"
 
@@ -199,19 +199,13 @@ def ab_compact_lines(ab: AbView) -> list[str]:
 
 def gate_summary_lines(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
     """The gates, failed first: a count line, then (``short``: only the failed ones)
-    up to :data:`MAX_GATES` gate lines."""
+    up to :data:`~pytest_ragbench.report.views.MAX_GATES` gate lines."""
     if not gates:
         return []
-    states = [gate_state(g) for g in gates]
-    counts = ", ".join(f"{states.count(k)} {k}" for k in ("failed", "passed", "skipped")
-                       if states.count(k))
-    ordered = gates_failed_first(gates)
-    if level == "short":
-        ordered = [g for g in ordered if gate_state(g) == "failed"]
-    shown = ordered[:MAX_GATES] if level == "default" else ordered
-    lines = [f"gates: {counts}", *gate_lines(shown)]
-    if len(ordered) > len(shown):
-        rest = [gate_state(g) for g in ordered[len(shown):]]
+    pick = gate_selection(gates, level)
+    lines = [f"gates: {pick.counts}", *gate_lines(pick.shown)]
+    if pick.rest:
+        rest = [gate_state(g) for g in pick.rest]
         lines.append(f"  ... {len(rest)} more ({rest.count('failed')} failed) ({_MORE})")
     return lines
 

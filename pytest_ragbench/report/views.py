@@ -16,9 +16,10 @@ from typing import Any
 from ..results.changes import dataset_change_text
 from .format import finite, num, p_value
 
-__all__ = ["HEADLINE_COUNT", "AbPair", "AbView", "SuiteTable", "SystemRow", "UsageView",
-           "ab_view", "baseline_notes", "dataset_change_text", "failure_lines",
-           "gate_failure_line", "gate_state", "gates_failed_first", "headline_metrics",
+__all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
+           "SystemRow", "UsageView", "ab_view", "baseline_notes", "dataset_change_text",
+           "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
+           "gates_failed_first", "headline_metrics",
            "is_resource_metric", "regression_line", "suite_table", "usage_view", "where",
            "with_failure_lines"]
 
@@ -325,3 +326,29 @@ def gates_failed_first(gates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, 
     group in the order the run checked them)."""
     rank = {"failed": 0, "passed": 1, "skipped": 2}
     return sorted(gates, key=lambda g: rank[gate_state(g)])
+
+
+#: Gate lines the one-screen summaries (terminal and Markdown) spell out; the rest are counted.
+MAX_GATES = 12
+
+
+@dataclass(frozen=True)
+class GateSelection:
+    """The gates a summary shows at a level: a count text, those spelled out, the rest."""
+
+    counts: str
+    shown: list[Mapping[str, Any]]
+    rest: list[Mapping[str, Any]]
+
+
+def gate_selection(gates: Sequence[Mapping[str, Any]], level: str) -> GateSelection:
+    """Failed first; ``short`` keeps only the failed ones, ``default`` spells out at most
+    :data:`MAX_GATES`, ``full`` all of them."""
+    states = [gate_state(g) for g in gates]
+    counts = ", ".join(f"{states.count(k)} {k}" for k in ("failed", "passed", "skipped")
+                       if states.count(k))
+    ordered = gates_failed_first(gates)
+    if level == "short":
+        ordered = [g for g in ordered if gate_state(g) == "failed"]
+    shown = ordered[:MAX_GATES] if level == "default" else ordered
+    return GateSelection(counts, shown, ordered[len(shown):])
