@@ -333,6 +333,23 @@ def test_ini_option_and_suite_file_pattern_collect_suites(pytester, mini_suite):
     result.assert_outcomes(passed=5)
 
 
+def test_a_suite_found_by_collection_starts_the_controller_session(pytester, mini_suite):
+    # No --ragbench: the controller learns of the cases from the items (serial) or from the
+    # workers' node ids (xdist), and starts its session then, before the first item.
+    mini_suite(name="mine.ragbench.yaml")
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
+    for args in ([], ["-n", "2"]):
+        result = pytester.runpytest("mine.ragbench.yaml", "test_plain.py", *args)
+        result.assert_outcomes(passed=6)
+        result.stdout.fnmatch_lines(["*ragbench summary*", "ragbench: passed"])
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        assert summary["suites"][0]["retrievers"][0]["n_cases"] == 5
+    # a run without cases starts none: no summary, no run folder
+    result = pytester.runpytest("test_plain.py", "-n", "2")
+    result.assert_outcomes(passed=1)
+    assert "ragbench summary" not in result.stdout.str()
+
+
 def test_ragbench_alongside_explicit_test_paths(pytester, mini_suite):
     mini_suite()
     pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
