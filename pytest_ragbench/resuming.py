@@ -82,7 +82,7 @@ class CaseResume:
 
     def _history_path(self) -> Path:
         """The run history run numbers, ``last`` and ``best`` are looked up in."""
-        from .results.history import DEFAULT_HISTORY
+        from .results.runfolder import DEFAULT_HISTORY
 
         given = self.config.getoption("ragbench_history", None)
         if given:

@@ -42,35 +42,27 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
-from .report.html import write_html
-from .report.junit import add_gate_testcases
-from .report.rerender import history_from_db, history_from_runs
 from .report.terminal import render_summary
 from .report.views import gate_failure_line, with_failure_lines
 from .results.aggregate import summarize_run
-from .results.baseline import BaselineError, baseline_run_ids, make_baseline, save_baseline
-from .results.compare import (
-    HISTORY_SPECS,
-    Overrides,
-    check_reference,
-    compare_docs,
-    load_side,
-    match_suites,
-)
-from .results.history import DEFAULT_HISTORY, HistoryError, RunHistory
 from .results.resume import ResumeTally, resume_line
-from .results.retention import prune_lines, prune_runs
-from .results.runfile import save_runs
-from .results.runfolder import KEEP_RUNS_INI, make_run_folder, parse_keep_runs
+from .results.runfolder import (
+    DEFAULT_HISTORY,
+    KEEP_RUNS_INI,
+    make_run_folder,
+    parse_keep_runs,
+)
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, coverage_text, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
-# This module imports aggregation, statistics (numpy, scipy), baselines, history (sqlite3) and
-# the renderers: pytest_ragbench.plugin imports it only once a run turns out to have ragbench
-# cases, so runs without suites pay for none of them.
+# pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
+# so runs without suites pay for none of it. What only some runs write (the HTML report, the
+# run history, baselines and comparisons, run files, junit gates) is imported where it is
+# written: a run with no outputs or baseline (the like-for-like row of benchmarks/overhead.py)
+# loads none of it.
 
 # Distribution -> import name. A module already imported reports the version of the code that
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
@@ -331,6 +323,9 @@ class RagbenchSession:
 
     def _check_baseline_reference(self) -> None:
         """A baseline that cannot exist is a usage error before anything runs."""
+        from .results.baseline import BaselineError
+        from .results.compare import check_reference
+
 
         assert self.baseline_spec is not None
         try:
@@ -344,6 +339,8 @@ class RagbenchSession:
     def _check_history(self) -> None:
         """A history file the run could not append to is a usage error now, not a lost row
         at the end (nothing is created here)."""
+        from .results.history import HistoryError, RunHistory
+
         path = self.history_path()
         if not path.exists():
             self._check_history_folder(path)
@@ -427,6 +424,9 @@ class RagbenchSession:
         return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
+        from .results.baseline import BaselineError
+        from .results.compare import HISTORY_SPECS, load_side, match_suites
+
 
         spec = str(self.baseline_spec)
         names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
@@ -482,7 +482,6 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
-
             doc_text = shown_document_texts(self.records.values(), state.corpus)
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
@@ -490,7 +489,6 @@ class RagbenchSession:
         summary = jsonable({**summary, "run": {**run, **self._budget_figures(state)}})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-
             self.failures += [gate_failure_line(g) for g in failed]
 
         extra_gates = tuple(self.config.getoption("ragbench_gate") or ())
@@ -504,6 +502,7 @@ class RagbenchSession:
         current = None
         other: list[str] = []
         if needs_compare or save_path or add_to_history:
+            from .results.baseline import make_baseline
 
             current = make_baseline(summary, self.records.values(), run)
             if needs_compare:
@@ -516,6 +515,8 @@ class RagbenchSession:
         self.summary = summary
         self._junit_gates(summary)
         if save_run := self.config.getoption("ragbench_save_run", None):
+            from .results.runfile import save_runs
+
             run_dir = self.config.invocation_params.dir / save_run
             self.messages += save_runs(self.records.values(), run_dir)
 
@@ -525,6 +526,9 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
+                from .results.baseline import baseline_run_ids
+                from .results.history import HistoryError, RunHistory
+
                 try:
                     with RunHistory(self.history_path()) as h:
                         h.append(current, passed=bool(summary["passed"]),
@@ -537,6 +541,9 @@ class RagbenchSession:
 
     def _prune(self, keep: int) -> None:
         """Apply ``ragbench_keep_runs`` once this run is stored."""
+        from .results.history import HistoryError
+        from .results.retention import prune_lines, prune_runs
+
         try:
             result = prune_runs(self.out_root, self.history_path(), keep,
                                 protect=[self.run_id])
@@ -580,6 +587,8 @@ class RagbenchSession:
         summary["run"]["verdict"] = self.verdict["headline"]
 
     def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
+        from .results.baseline import save_baseline
+
 
         dest = self.config.invocation_params.dir / save_path
         if current["run"].get("partial"):
@@ -598,6 +607,9 @@ class RagbenchSession:
 
     def _compare(self, summary: dict[str, Any], current: dict[str, Any],
                  extra_gates: tuple[str, ...]) -> list[str]:
+        from .results.baseline import BaselineError
+        from .results.compare import Overrides, compare_docs
+
         """Compare this run's per-query document with the baseline (if any) and check the
         gates against it; the results go into ``summary`` and the failures. Returns the
         failures that are neither gates nor regressions (a dataset that must not change)."""
@@ -633,6 +645,8 @@ class RagbenchSession:
 
     def _junit_gates(self, summary: dict[str, Any]) -> None:
         """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
+        from .report.junit import add_gate_testcases
+
 
         add_gate_testcases(self.config, summary, self.baseline_rows)
 
@@ -658,6 +672,10 @@ class RagbenchSession:
 
     def _write_html(self, run_dir: Path, summary: dict[str, Any],
                     doc_text: dict[str, str] | None = None) -> None:
+        from .report.html import write_html
+        from .report.rerender import history_from_db, history_from_runs
+        from .results.history import HistoryError
+
 
         history: list[dict[str, Any]] = []
         db = self.history_path()

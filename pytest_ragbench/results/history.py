@@ -30,10 +30,9 @@ from typing import Any
 
 from ..errors import RagbenchError
 from .baseline import BASELINE_KIND, BASELINE_SCHEMA_VERSION
-from .runfolder import ignore_folder
+from .runfolder import DEFAULT_HISTORY, ignore_folder  # noqa: F401  (DEFAULT_HISTORY re-exported)
 
 HISTORY_SCHEMA_VERSION = 1
-DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
 # Run metadata worth keeping; anything else in the run dict is left out on purpose.
 _RUN_KEYS = ("id", "started", "finished", "duration_s", "command", "git_commit", "versions",
              "workers", "exitstatus", "partial", "n_records", "n_cases", "n_cases_total",

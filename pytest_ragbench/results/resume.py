@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RagbenchError
 from ..records import CASE_KEY_FIELD
 from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
-from .runref import RunRefError, resolve_run_ref
 
 if TYPE_CHECKING:
     from ..suite.loader import ComponentSpec, Suite
@@ -214,6 +213,10 @@ def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
     """The run folder ``ref`` names, as every run reference is read
     (:func:`~pytest_ragbench.results.runref.resolve_run_ref`: a folder, ``latest``, a run
     number, ``last``, ``best`` or a run id), that holds finished cases to resume from."""
+    # Here, not at the top: run references may need the history (sqlite3), which a run
+    # that resumes nothing never loads.
+    from .runref import RunRefError, resolve_run_ref
+
     given = cwd / ref
     # "--ragbench-resume suite.yaml" reads the path as the run: say how to write both.
     hint = (" (the option takes the argument after it as the run: write "

@@ -34,6 +34,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .spec import SuiteSpec
 
+#: The run history, relative to the rootdir (here, not in history.py: every run asks for it
+#: at start-up, and the history module loads sqlite3).
+DEFAULT_HISTORY = Path(".ragbench") / "history.sqlite"
+
 # The session loads this module in every pytest run (the names above); the spec reader, and the
 # gate parser it brings, only when a run folder is read back.
 
