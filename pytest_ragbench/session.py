@@ -25,11 +25,9 @@ from typing import Any
 
 import pytest
 
-from .budget.wiring import budget_lines, budget_report
 from .errors import RagbenchError
 from .options import summary_level
 from .records import case_outcome, error_record, jsonable
-from .report.documents import shown_document_texts
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
@@ -61,8 +59,8 @@ from .suite.files import is_suite_file
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
 # so runs without suites pay for none of it. What only some runs write (the HTML report, the
 # run history, baselines and comparisons, run files, junit gates) is imported where it is
-# written: a run with no outputs or baseline (the like-for-like row of benchmarks/overhead.py)
-# loads none of it.
+# written, and the run budget's figures where a run has a budget: a run with no outputs,
+# baseline or LLM (the like-for-like row of benchmarks/overhead.py) loads none of it.
 
 # Distribution -> import name. A module already imported reports the version of the code that
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
@@ -482,6 +480,8 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
+            from .report.documents import shown_document_texts
+
             doc_text = shown_document_texts(self.records.values(), state.corpus)
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
@@ -560,6 +560,7 @@ class RagbenchSession:
         totals = state.budget_totals()
         if totals is None:
             return {}
+        from .budget.wiring import budget_lines, budget_report
 
         report = budget_report(totals)
         self.messages += budget_lines(report)
