@@ -680,14 +680,8 @@ class SuiteRuntime:
             return rec
 
         self.score(rec, query, hits, latency, on_error)
-        if rec["status"] == "error":
-            return rec
-        if self._rag_metrics:
-            self._answer(rec, retriever_name, query, hits, run, on_error)
-            if rec["status"] == "error":
-                return rec
-        self._apply_thresholds(rec)
-        return rec
+        return self._finish_case(
+            rec, lambda: self._answer(rec, retriever_name, query, hits, run, on_error))
 
     # -- pipelines: the user's RAG systems under test ---------------------------------------
 
@@ -864,10 +858,17 @@ class SuiteRuntime:
             return rec
         latency = output.latency_ms if output.latency_ms is not None else wall_ms
         self._score_pipeline(rec, query, output, latency, on_error)
+        return self._finish_case(
+            rec, lambda: self._judge_pipeline(rec, name, query, output, run, on_error))
+
+    def _finish_case(self, rec: dict[str, Any], answer_metrics: Callable[[], None],
+                     ) -> dict[str, Any]:
+        """The tail every case shares once it is scored: its answer metrics (when the suite
+        has any), then the per-query thresholds; an error at either step ends the case."""
         if rec["status"] == "error":
             return rec
         if self._rag_metrics:
-            self._judge_pipeline(rec, name, query, output, run, on_error)
+            answer_metrics()
             if rec["status"] == "error":
                 return rec
         self._apply_thresholds(rec)
