@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from json_service import JsonService
 
 from pytest_ragbench.datasets import DataFileError, Query
 from pytest_ragbench.pipelines import Context, OutputError, PipelineOutput, normalise_output
@@ -141,43 +140,24 @@ def test_recorded_is_a_registered_pipeline_checked_at_collection(tmp_path: Path)
 # -- the HTTP pipeline against a real server ---------------------------------------------------
 
 
-class _Service:
-    """A RAG service on 127.0.0.1: answers from ``replies`` (status, body) in order."""
+class _Service(JsonService):
+    """A RAG service on 127.0.0.1: answers from ``replies`` (status, body) in order, the last
+    one for every request after."""
 
     def __init__(self, replies: list[tuple[int, Any]]) -> None:
         self.replies = replies
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        service = self
+        super().__init__(self._next, path="/answer")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                service.bodies.append(json.loads(self.rfile.read(length)))
-                service.headers.append(dict(self.headers))
-                status, body = (service.replies.pop(0) if len(service.replies) > 1
-                                else service.replies[0])
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def _next(self, body: bytes, headers: dict[str, str], n: int) -> tuple[int, Any]:
+        return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
-            def log_message(self, *args: Any) -> None:
-                pass
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for body, _ in self.received]
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/answer"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Service:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        return [headers for _, headers in self.received]
 
 
 @pytest.fixture

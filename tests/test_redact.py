@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import QUERIES, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
+from json_service import JsonService
 
 from pytest_ragbench.embedders import openai_embedder
 from pytest_ragbench.llm.base import LLMError
@@ -91,40 +89,15 @@ def test_no_fragment_survives_any_cut(prefix: str, a: int, b: int, suffix: str,
 # -- each client against a server that echoes the key ----------------------------------------
 
 
-class EchoServer:
+class EchoServer(JsonService):
     """A service on 127.0.0.1 that answers every POST with ``status`` and the next body."""
 
     def __init__(self, status: int, bodies: list[str]) -> None:
-        self.bodies = bodies
-        self.seen: list[dict[str, str]] = []
-        owner = self
+        super().__init__(lambda body, headers, n: (status, bodies[(n - 1) % len(bodies)]))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                owner.seen.append({k.lower(): v for k, v in self.headers.items()})
-                data = owner.bodies[(len(owner.seen) - 1) % len(owner.bodies)].encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> EchoServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
+    @property
+    def seen(self) -> list[dict[str, str]]:
+        return self.lowered_headers()
 
 
 @pytest.fixture

@@ -6,15 +6,14 @@ import asyncio
 import json
 import socket
 import textwrap
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
+from json_service import JsonService, Reply
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -364,53 +363,17 @@ def test_run_file_missing_query_is_an_error_by_default(tmp_path: Path) -> None:
 
 # -- HTTP --------------------------------------------------------------------------------------
 
-Reply = tuple[int, Any]
+class SearchServer(JsonService):
+    """A retrieval service on 127.0.0.1 answering from a script."""
 
+    def __init__(self, replies: Callable[[dict[str, Any], dict[str, str], int], Reply]) -> None:
+        super().__init__(lambda body, headers, n: replies(
+            json.loads(body), {k.lower(): v for k, v in headers.items()}, n), path="/search")
 
-class SearchServer:
-    """A retrieval service on 127.0.0.1 answering from a script; serves a bounded number of
-    requests in a background thread."""
-
-    def __init__(self, replies: Callable[[dict[str, Any], dict[str, str], int], Reply],
-                 max_requests: int = 50) -> None:
-        self.requests: list[tuple[dict[str, Any], dict[str, str]]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                owner.requests.append((body, headers))
-                status, payload = replies(body, headers, len(owner.requests))
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.timeout = 0.1
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/search"
-        self._stop = threading.Event()
-        self._max = max_requests
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set() and len(self.requests) < self._max:
-            self.server.handle_request()
-
-    def __enter__(self) -> SearchServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.server.server_close()
+    @property
+    def requests(self) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        return [(json.loads(body), h) for (body, _), h in zip(self.received,
+                                                             self.lowered_headers(), strict=True)]
 
 
 def _overlap_reply(body: dict[str, Any], headers: dict[str, str], n: int) -> Reply:
@@ -428,9 +391,8 @@ def _overlap_reply(body: dict[str, Any], headers: dict[str, str], n: int) -> Rep
 def server() -> Iterator[Callable[..., SearchServer]]:
     started: list[SearchServer] = []
 
-    def start(replies: Callable[[dict[str, Any], dict[str, str], int], Reply],
-              max_requests: int = 50) -> SearchServer:
-        srv = SearchServer(replies, max_requests).__enter__()
+    def start(replies: Callable[[dict[str, Any], dict[str, str], int], Reply]) -> SearchServer:
+        srv = SearchServer(replies).__enter__()
         started.append(srv)
         return srv
 

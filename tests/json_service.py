@@ -1,0 +1,62 @@
+"""One JSON-over-HTTP service on 127.0.0.1 for the tests of the HTTP clients (pipelines,
+retrievers, secret redaction), so each test module scripts its replies instead of keeping its
+own server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+#: (status, payload): bytes and str are sent as they are, anything else as JSON.
+Reply = tuple[int, Any]
+#: (raw body, headers as sent, 1-based request number) -> the reply.
+Replier = Callable[[bytes, dict[str, str], int], Reply]
+
+
+class JsonService:
+    """Answers every POST with ``reply(...)``; keeps each request's raw body and headers in
+    ``received``. Use as a context manager (the server runs in a thread while inside)."""
+
+    def __init__(self, reply: Replier, path: str = "") -> None:
+        self.received: list[tuple[bytes, dict[str, str]]] = []
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = dict(self.headers.items())
+                with lock:
+                    owner.received.append((body, headers))
+                    n = len(owner.received)
+                status, payload = reply(body, headers, n)
+                data = (payload if isinstance(payload, bytes) else payload.encode()
+                        if isinstance(payload, str) else json.dumps(payload).encode())
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def lowered_headers(self) -> list[dict[str, str]]:
+        """Each request's headers with lower-cased names."""
+        return [{k.lower(): v for k, v in h.items()} for _, h in self.received]
+
+    def __enter__(self) -> JsonService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
