@@ -3,14 +3,24 @@ run; plain lines when the output is not a terminal, none with -q there, in place
 
 from __future__ import annotations
 
+import fcntl
+import io
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 from typing import Any
 
 import pytest
+from _pytest._io import TerminalWriter
 from conftest import BASE_INI, write_jsonl
+from vt import render
 
 from pytest_ragbench.llm.testing import FakeOpenAIServer
-from pytest_ragbench.report.progress import Progress, ProgressReporter, progress_of
+from pytest_ragbench.report.progress import Progress, ProgressReporter, StatusLine, progress_of
 
 N_QUERIES = 8
 LINE = re.compile(r"^ragbench progress: (\d+)/(\d+) items, (\d+) LLM requests done, (\d+) in "
@@ -26,6 +36,11 @@ def test_progress_line_and_eta() -> None:
                         "2 waiting, 12.3k tokens, $0.0123, 1m00s elapsed, ETA 3m00s")
     assert Progress(0, 10, 1, 1, 0, 5, None, 3.0).line().endswith(
         "5 tokens, cost unknown (no prices), 3s elapsed, ETA ?")
+    # a narrow terminal gets the compact form, the ETA kept
+    assert p.fit(130) == p.line()
+    assert p.fit(79) == p.compact() == (
+        "ragbench 30/120, 64 req (8 in flight, 2 waiting), 12.3k tok, $0.0123, ETA 3m00s")
+    assert p.fit(20) == p.compact()[:20]
 
 
 def test_progress_from_the_budget_totals() -> None:
@@ -45,38 +60,41 @@ def test_progress_from_the_budget_totals() -> None:
     assert progress_of(None, items_done=0, items_total=None, elapsed=0, case_cost=None) is None
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.width_of_current_line = 0
-
-
 class _Terminal:
-    """What ProgressReporter uses of pytest's TerminalReporter, recording the calls."""
+    """What ProgressReporter uses of pytest's TerminalReporter, on pytest's own writer."""
 
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool, width: int = 140) -> None:
         self.isatty = tty
-        self._tw = _Writer()
+        self.out = io.StringIO()
+        self._tw = TerminalWriter(self.out)
+        self._tw.fullwidth = width
+        self.width = width
         self.currentfspath: Any = "suite.yaml"
-        self.calls: list[tuple[str, str]] = []
+        self.lines: list[str] = []
 
     def write(self, text: str) -> None:
-        self.calls.append(("write", text))
-        self._tw.width_of_current_line = len(text.rsplit("\n", 1)[-1]) + (
-            0 if "\n" in text else self._tw.width_of_current_line)
+        self._tw.write(text)
 
     def write_line(self, text: str) -> None:
-        self.calls.append(("write_line", text))
-        self._tw.width_of_current_line = 0
+        self.lines.append(text)
+        if self._tw.width_of_current_line:
+            self._tw.line()
+        self._tw.line(text)
 
-    def rewrite(self, text: str, erase: bool = False) -> None:
-        self.calls.append(("rewrite", text))
-        self._tw.width_of_current_line = 79
+    def screen(self) -> list[str]:
+        return render(self.out.getvalue(), self.width)
+
+
+class _Option:
+    capture = "fd"
+    usepdb = False
 
 
 class _Config:
     def __init__(self, tr: _Terminal, verbosity: int = 0, interval: str = "10") -> None:
         self._tr, self._verbosity, self._interval = tr, verbosity, interval
         self.pluginmanager = self
+        self.option = _Option()
 
     def get_plugin(self, name: str) -> Any:
         return self._tr
@@ -88,42 +106,92 @@ class _Config:
         return self._verbosity
 
 
-def _reporter(tr: _Terminal, verbosity: int = 0) -> tuple[ProgressReporter, list[float]]:
+def _reporter(tr: _Terminal, verbosity: int = 0) -> tuple[ProgressReporter, list[float],
+                                                          dict[str, Any]]:
     now = [100.0]
-    totals = {"pools": {"p": {"requests": 3, "in_flight": 1, "tokens": 30}}}
+    pool = {"requests": 3, "in_flight": 1, "tokens": 30}
+    totals = {"pools": {"p": pool}}
     reporter = ProgressReporter(_Config(tr, verbosity), lambda: totals,  # type: ignore[arg-type]
                                 clock=lambda: now[0])
-    return reporter, now
+    return reporter, now, pool
 
 
-def test_on_a_terminal_the_line_is_rewritten_in_place_until_pytest_writes() -> None:
+def test_status_line_steps_aside_for_every_write_and_comes_back() -> None:
+    out = io.StringIO()
+    tw = TerminalWriter(out)
+    tw.fullwidth = 40
+    tw.write("suite.yaml ..")
+    status = StatusLine(tw)
+    status.show("ragbench progress: 2/8 items, and more text than fits on the row")
+    assert render(out.getvalue(), 40) == ["suite.yaml ..",
+                                          "ragbench progress: 2/8 items, and more"]
+    # pytest still knows its own line: the room left for "[ 37%]" is not eaten by ours
+    assert tw.width_of_current_line == len("suite.yaml ..")
+    tw.write(".", green=True)  # pytest's next dot, through the wrapped writer
+    assert render(out.getvalue(), 40) == ["suite.yaml ..."]
+    status.show("ragbench progress: 3/8 items")
+    status.show("ragbench progress: 4/8 items")  # redrawn in place, not below
+    assert render(out.getvalue(), 40) == ["suite.yaml ...", "ragbench progress: 4/8 items"]
+    tw.line(" [ 50%]")
+    status.show("ragbench progress: 4/8 items")  # at column 0 of an empty line
+    tw.write("x.py .")
+    assert render(out.getvalue(), 40) == ["suite.yaml ... [ 50%]", "x.py ."]
+    status.show("ragbench progress: 5/8 items")
+    status.close()
+    assert render(out.getvalue(), 40) == ["suite.yaml ... [ 50%]", "x.py ."]
+    assert "write_raw" not in tw.__dict__  # the writer has its own method back
+    tw.write("..")
+    assert render(out.getvalue(), 40) == ["suite.yaml ... [ 50%]", "x.py ..."]
+    # a line pytest filled to the edge is left alone: its column could not be found again
+    full = TerminalWriter(io.StringIO())
+    full.fullwidth = 30
+    full.write("." * 29)
+    edge = StatusLine(full)
+    edge.show("ragbench progress")
+    assert not edge.shown
+
+
+def test_on_a_terminal_the_status_line_is_rewritten_in_place() -> None:
     tr = _Terminal(tty=True)
-    tr._tw.width_of_current_line = 14  # "suite.yaml ..."
-    reporter, now = _reporter(tr)
+    tr.write("suite.yaml ..")
+    reporter, now, pool = _reporter(tr)
     assert reporter.update() is not None
-    # pytest's dots were on the line: the progress starts a line of its own
-    assert [c[0] for c in tr.calls] == ["write", "write"] and tr.calls[0][1] == "\n"
-    assert tr.currentfspath is None  # pytest's next dot starts a fresh line
-    now[0] += 1.0
+    screen = tr.screen()
+    assert screen == ["suite.yaml ..", "ragbench progress: 0 items, 2 LLM requests done, 1 in "
+                      "flight, 30 tokens, cost unknown (no prices), 0s elapsed, ETA ?"]
+    tr.write(".")  # pytest's dot: the status steps aside ...
+    assert tr.screen() == ["suite.yaml ..."]
+    reporter.pytest_runtest_logfinish()  # ... and comes back after pytest's hook
+    assert tr.screen()[1] == screen[1]
+    pool["requests"] = 5
+    now[0] += 0.5
+    assert reporter.update() is None  # figures at most every second, but still shown
+    assert len(tr.screen()) == 2
+    now[0] += 0.5
     assert reporter.update() is not None
-    assert tr.calls[-1][0] == "rewrite"  # still our line: in place
-    now[0] += 1.0
-    reporter.update()
-    assert tr.calls[-1][0] == "rewrite"
-    tr._tw.width_of_current_line = 3  # pytest wrote since
-    now[0] += 1.0
-    assert reporter.update() is None  # a new line only every interval
-    now[0] += 10.0
-    assert reporter.update() is not None and tr.calls[-1][0] == "write"
-    # -q on a terminal still shows it
+    assert tr.screen()[1].startswith("ragbench progress: 0 items, 4 LLM requests done")
+    assert len(tr.screen()) == 2  # new figures, same row
+    assert tr.lines == []  # never a line of its own on a terminal
+    reporter.pytest_sessionfinish()
+    assert tr.screen() == ["suite.yaml ..."]  # gone before pytest's summary
+    # -q on a terminal still shows it; a dumb terminal and -s get plain lines
     quiet_tr = _Terminal(tty=True)
-    quiet, _ = _reporter(quiet_tr, verbosity=-1)
+    quiet, _, _ = _reporter(quiet_tr, verbosity=-1)
     assert quiet.update() is not None
+    assert quiet_tr.screen()[-1].startswith("ragbench progress") and not quiet_tr.lines
+    no_capture = _Terminal(tty=True)
+    plain, _, _ = _reporter(no_capture)
+    plain.config.option.capture = "no"  # type: ignore[attr-defined]
+    assert plain.update() is not None and len(no_capture.lines) == 1
+    debugging = _Terminal(tty=True)
+    pdb, _, _ = _reporter(debugging)
+    pdb.config.option.usepdb = True  # type: ignore[attr-defined]
+    assert pdb.update() is not None and len(debugging.lines) == 1
 
 
 def test_off_a_terminal_plain_lines_and_none_with_q() -> None:
     tr = _Terminal(tty=False)
-    reporter, now = _reporter(tr)
+    reporter, now, _ = _reporter(tr)
     tr.currentfspath = "suite.yaml"
     reporter.update()
     assert tr.currentfspath == "suite.yaml"  # the next dots go on the line after it
@@ -131,10 +199,10 @@ def test_off_a_terminal_plain_lines_and_none_with_q() -> None:
     reporter.update()  # not due yet
     now[0] += 5.0
     reporter.update()
-    assert [c[0] for c in tr.calls] == ["write_line", "write_line"]
+    assert len(tr.lines) == 2
     quiet_tr = _Terminal(tty=False)
-    quiet, _ = _reporter(quiet_tr, verbosity=-1)
-    assert quiet.update() is None and quiet_tr.calls == []
+    quiet, _, _ = _reporter(quiet_tr, verbosity=-1)
+    assert quiet.update() is None and quiet_tr.out.getvalue() == ""
 
 
 def test_a_bad_interval_is_a_usage_error() -> None:
@@ -193,3 +261,63 @@ def test_an_llm_run_reports_progress_in_plain_lines_and_none_with_q(
                if not line.startswith("ragbench progress")) == N_QUERIES
     quiet.assert_outcomes(passed=N_QUERIES)
     assert not any("ragbench progress" in line for line in quiet.outlines)
+
+
+def _run_on_a_pty(args: list[str], cwd: Any, columns: int) -> str:
+    """Run ``args`` with a real pseudo-terminal as its stdout and stderr; all it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": str(columns), "LINES": "40"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_on_a_real_terminal_the_progress_is_one_line_redrawn_in_place(
+        pytester: pytest.Pytester, mini_suite: Any) -> None:
+    mini_suite()
+    docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i}"}
+            for i in range(4)]
+    queries = [{"_id": f"q{i}", "text": f"topic {i % 4} question {i}",
+                "relevant": {f"d{i % 4}": 1}, "answer": "passage"} for i in range(N_QUERIES)]
+    write_jsonl(pytester.path / "corpus.jsonl", docs)
+    write_jsonl(pytester.path / "queries.jsonl", queries)
+    with FakeOpenAIServer(latency=0.05, reply=lambda messages: "the passage") as server:
+        (pytester.path / "suite.yaml").write_text(SUITE.format(base_url=server.base_url),
+                                                  encoding="utf-8")
+        raw = _run_on_a_pty([sys.executable, "-m", "pytest", "--ragbench=suite.yaml",
+                             "-p", "no:xdist", "-p", "no:cacheprovider",
+                             "--ragbench-no-output"], pytester.path, columns=100)
+    # at 100 columns the compact form: "ragbench 3/8, 6 req (2 in flight), 354 tok, ..."
+    status = re.compile(r"ragbench \d+/8, \d+ req \(\d+ in flight\), \d+ tok, \$\d+\.\d{4}, ETA")
+    draws = [m.end() for m in re.finditer(r"\nragbench \d[^\r\n\x1b]*", raw)]
+    # drawn again after each of pytest's writes, erased before the next one
+    assert len(draws) >= N_QUERIES, raw
+    assert raw.count("\r\x1b[K\x1b[1A") >= len(draws) - 1
+    for end in draws:
+        screen = render(raw[:end], 100)
+        # one status line, right under pytest's line of dots, never piling up
+        assert status.match(screen[-1]), screen
+        assert screen[-2].startswith("suite.yaml "), screen
+        assert sum(bool(status.match(row)) for row in screen) == 1, screen
+        assert len(screen[-1]) <= 99
+    final = render(raw, 100)
+    assert not any(status.match(row) for row in final), final
+    dots = next(row for row in final if row.startswith("suite.yaml "))
+    assert dots.removeprefix("suite.yaml ").split()[0] == "." * N_QUERIES
+    assert dots.endswith("[100%]")
+    assert any(f"{N_QUERIES} passed" in row for row in final)

@@ -7,15 +7,17 @@ process's :class:`~pytest_ragbench.budget.LocalBudget`, under xdist the controll
 done, the cost of finished cases when no cost cap counts it live). Nothing is shown while no
 LLM request was made, so retrieval-only runs print as before.
 
-Lines are written between items (from the report hooks: a thread could not write while a case
-runs, pytest captures the output then). On a terminal the line is rewritten in place while
-nothing else was written after it; after pytest's own output a new line starts, at most every
-``ragbench_progress_interval`` seconds; elsewhere (CI logs) a plain line is written as often;
-with ``-q`` and no terminal, nothing.
+On a terminal that takes cursor movements the progress is one status line under pytest's
+output, redrawn in place (figures at most every second) and stepping aside whenever anything
+else is written (see :class:`StatusLine`); it is drawn from the report hooks, because a thread
+could not write while a case runs (pytest captures the output then). Elsewhere (CI logs, a dumb
+terminal, ``-s``) a plain line is written at most every ``ragbench_progress_interval``
+seconds; with ``-q`` and no terminal, nothing.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,6 +62,20 @@ class Progress:
                 f"{self.in_flight} in flight{waiting}, {count(self.tokens)} tokens, {cost}, "
                 f"{duration(self.elapsed)} elapsed, ETA {duration(self.eta)}")
 
+    def compact(self) -> str:
+        """The same figures for an 80-column terminal (the elapsed time left out)."""
+        items = (f"{self.items_done}/{self.items_total}" if self.items_total
+                 else str(self.items_done))
+        waiting = f", {self.waiting} waiting" if self.waiting else ""
+        cost = money(self.cost) if self.cost is not None else "cost ?"
+        return (f"ragbench {items}, {self.requests} req ({self.in_flight} in flight"
+                f"{waiting}), {count(self.tokens)} tok, {cost}, ETA {duration(self.eta)}")
+
+    def fit(self, width: int) -> str:
+        """The line, or its compact form when the line is wider than ``width``."""
+        line = self.line()
+        return line if len(line) <= width else self.compact()[:width]
+
 
 def progress_of(totals: Mapping[str, Any] | None, *, items_done: int, items_total: int | None,
                 elapsed: float, case_cost: float | None) -> Progress | None:
@@ -96,7 +112,8 @@ class ProgressReporter:
         self._items_total: int | None = None
         self._items_done = 0
         self._case_cost: float | None = None
-        self._owned_width: int | None = None  # our status line's width while it is current
+        self._status: StatusLine | None = None
+        self._text: str | None = None  # the status line's current text
 
     def _reporter(self) -> Any:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -105,6 +122,12 @@ class ProgressReporter:
         if not getattr(tr, "isatty", False) and self.config.get_verbosity() < 0:
             return None
         return tr
+
+    def _status_line(self, tr: Any) -> StatusLine | None:
+        """The in-place status line on a terminal that can take one (else None: plain lines)."""
+        if self._status is None and StatusLine.usable(tr, self.config):
+            self._status = StatusLine(tr._tw)
+        return self._status
 
     # -- what the run tells us ----------------------------------------------------------
 
@@ -117,10 +140,15 @@ class ProgressReporter:
         # every worker collects the same items
         self._items_total = len(ids)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logstart(self) -> None:
         if self._t0 is None:
             self._t0 = self._clock()
+        # pytest may have written the item's file name: show the status again under it for
+        # the time the item runs
+        self._redraw()
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict) and rec.get("cost") is not None:
@@ -129,15 +157,31 @@ class ProgressReporter:
             # between items: pytest has written this item's result and not the next one's
             self._items_done += 1
             self.update()
+        else:
+            self._redraw()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logfinish(self) -> None:
+        self._redraw()  # after pytest's "[ 40%]" at the end of a line of dots
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self) -> None:
-        tr = self._reporter()
-        if tr is not None and self._owns_line(tr):
-            tr.write("\n")
-        self._owned_width = None
+        self.close()
+
+    def pytest_unconfigure(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take the status line off the terminal for good (pytest's summary follows)."""
+        if self._status is not None:
+            self._status.close()
+        self._text = None
 
     # -- writing ---------------------------------------------------------------------------
+
+    def _redraw(self) -> None:
+        if self._status is not None and self._text is not None:
+            self._status.show(self._text)
 
     def update(self, *, force: bool = False) -> Progress | None:
         """Write the progress line if one is due; returns what it wrote (None: nothing)."""
@@ -145,17 +189,18 @@ class ProgressReporter:
         if tr is None:
             return None
         now = self._clock()
-        tty = bool(getattr(tr, "isatty", False))
-        owned = tty and self._owns_line(tr)
-        # in place every second; a new line (CI logs, or after pytest's output) per interval
-        due = self._last + (TTY_INTERVAL if owned else self._interval)
+        status = self._status_line(tr)
+        # in place every second on a terminal; elsewhere a plain line per interval
+        due = self._last + (TTY_INTERVAL if status is not None else self._interval)
         if not force and now < due:
+            self._redraw()
             return None
         try:
             totals = self._totals()
         except Exception:
             # a budget that is closing or slow to answer: progress is a courtesy, it never
             # fails the run
+            self._redraw()
             return None
         progress = progress_of(totals, items_done=self._items_done,
                                items_total=self._items_total,
@@ -165,27 +210,86 @@ class ProgressReporter:
             return None
         self._last = now
         text = progress.line()
-        if not tty:
-            # write_line ends pytest's line of dots; the next dots go on the line after ours
-            # (without the file name again, and without a blank line)
-            fspath = tr.currentfspath
-            tr.write_line(text)
-            tr.currentfspath = fspath
+        if status is not None:
+            self._text = text = progress.fit(status.width)
+            status.show(text)
             return progress
-        if _current_width(tr) and not owned:
-            tr.write("\n")
-        if owned:
-            tr.rewrite(text, erase=True)
-        else:
-            tr.write(text)
-        # the line is left open to be rewritten; pytest's next result starts a fresh line
-        # (with its file name) instead of being appended to it
-        tr.currentfspath = None
-        self._owned_width = _current_width(tr)
+        # write_line ends pytest's line of dots; the next dots go on the line after ours
+        # (without the file name again, and without a blank line)
+        fspath = tr.currentfspath
+        tr.write_line(text)
+        tr.currentfspath = fspath
         return progress
 
-    def _owns_line(self, tr: Any) -> bool:
-        return self._owned_width is not None and _current_width(tr) == self._owned_width
+
+class StatusLine:
+    """One line under pytest's output, drawn and erased with ANSI cursor movements.
+
+    Every write to pytest's terminal writer goes through its ``write_raw``: wrapping it on
+    the writer lets the status line step aside before *anything* is written (pytest's dots,
+    its percentages, xdist's messages, other plugins'), so nothing is written over it or
+    after it; :meth:`show` puts it back. The line is drawn on the row below the cursor and
+    the cursor is returned to where it was, so pytest's idea of its current line (and of the
+    room left for ``[ 40%]``) stays true."""
+
+    def __init__(self, tw: Any) -> None:
+        self._tw = tw
+        self._write_raw = tw.write_raw
+        self._column: int | None = None  # where the cursor was when the line was drawn
+        tw.write_raw = self._before_write
+
+    @staticmethod
+    def usable(tr: Any, config: pytest.Config) -> bool:
+        """A terminal that takes cursor movements, with pytest's output not shared with
+        writers it does not know: a test printing under ``-s``, the debugger of ``--pdb`` /
+        ``--trace`` (it writes through a terminal writer of its own)."""
+        tw = getattr(tr, "_tw", None)
+        option = config.option
+        return (bool(getattr(tr, "isatty", False)) and os.environ.get("TERM") != "dumb"
+                and getattr(option, "capture", "fd") != "no"
+                and not getattr(option, "usepdb", False) and not getattr(option, "trace", False)
+                and callable(getattr(tw, "write_raw", None))
+                and isinstance(getattr(tw, "fullwidth", None), int))
+
+    @property
+    def width(self) -> int:
+        """The room for the line: never the last column, so the terminal has no wrap to undo."""
+        return int(self._tw.fullwidth) - 1
+
+    @property
+    def shown(self) -> bool:
+        return self._column is not None
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` (cut to the terminal's width) on the row below the cursor."""
+        if self._column is not None:
+            self._erase()
+        column = int(self._tw.width_of_current_line)
+        width = self.width
+        if column >= width or width < 20:
+            return  # a line already full (or wrapped): its column cannot be found again
+        self._write_raw("\n" + text[:width], flush=True)
+        self._column = column
+
+    def hide(self) -> None:
+        if self._column is not None:
+            self._erase()
+
+    def close(self) -> None:
+        """Hide the line and give the writer its own ``write_raw`` back."""
+        self.hide()
+        if self._tw.__dict__.get("write_raw") == self._before_write:
+            del self._tw.write_raw
+
+    def _erase(self) -> None:
+        column, self._column = self._column, None
+        # clear our row, go up to pytest's line, back to its column
+        self._write_raw("\r\x1b[K\x1b[1A" + (f"\x1b[{column}C" if column else ""), flush=True)
+
+    def _before_write(self, msg: str, *, flush: bool = False) -> None:
+        if self._column is not None and msg:
+            self._erase()
+        self._write_raw(msg, flush=flush)
 
 
 def _interval(value: Any) -> float:
@@ -197,7 +301,3 @@ def _interval(value: Any) -> float:
         raise pytest.UsageError(f"ragbench: ini option ragbench_progress_interval: expected "
                                 f"seconds (a number >= 0, 0 = off), got {value!r}")
     return seconds
-
-
-def _current_width(tr: Any) -> int:
-    return int(getattr(getattr(tr, "_tw", None), "width_of_current_line", 0) or 0)
