@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ from .report.files import (
     write_json,
 )
 from .report.terminal import render_summary
-from .report.views import gate_failure_line, with_failure_lines
+from .report.views import gate_failure_line
 from .results.aggregate import summarize_run
 from .results.resume import ResumeTally, resume_line
 from .results.runfolder import (
@@ -51,16 +52,14 @@ from .results.runfolder import (
     parse_keep_runs,
 )
 from .results.spec import SuiteSpec, suite_spec
-from .results.verdict import Coverage, coverage_text, make_verdict
+from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
 from .suite.files import is_suite_file
 
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
-# so runs without suites pay for none of it. What only some runs write (the HTML report, the
-# run history, baselines and comparisons, run files, junit gates) is imported where it is
-# written, and the run budget's figures where a run has a budget: a run with no outputs,
-# baseline or LLM (the like-for-like row of benchmarks/overhead.py) loads none of it.
+# so runs without suites pay for none of it. What only some runs write or read lives in
+# pytest_ragbench.outputs, imported at one place (RagbenchSession.outputs) when first needed.
 
 # Distribution -> import name. A module already imported reports the version of the code that
 # actually ran (and costs nothing); the others are looked up in the installed metadata.
@@ -169,6 +168,14 @@ class RagbenchSession:
                 self._check_history()
         if self.baseline_spec:
             self._check_baseline_reference()
+
+    @property
+    def outputs(self) -> ModuleType:
+        """:mod:`pytest_ragbench.outputs`, imported the first time a run needs it (the one
+        place this module imports what only some runs write or read)."""
+        from . import outputs
+
+        return outputs
 
     def _keep_runs(self) -> int | None:
         """The ``ragbench_keep_runs`` ini value; a bad one is a usage error now."""
@@ -321,35 +328,21 @@ class RagbenchSession:
 
     def _check_baseline_reference(self) -> None:
         """A baseline that cannot exist is a usage error before anything runs."""
-        from .results.baseline import BaselineError
-        from .results.compare import check_reference
-
-
         assert self.baseline_spec is not None
-        try:
-            doc = check_reference(self.baseline_spec, cwd=self.config.invocation_params.dir,
-                                  history=self.history_path())
-        except BaselineError as exc:
-            raise pytest.UsageError(f"ragbench: {exc}") from None
-        if doc is not None:
-            self.baseline_doc, self.baseline_label = doc, self.baseline_spec
+        found = self.outputs.check_baseline_reference(
+            self.baseline_spec, cwd=self.config.invocation_params.dir,
+            history=self.history_path())
+        if found is not None:
+            self.baseline_doc, self.baseline_label = found
 
     def _check_history(self) -> None:
         """A history file the run could not append to is a usage error now, not a lost row
         at the end (nothing is created here)."""
-        from .results.history import HistoryError, RunHistory
-
         path = self.history_path()
-        if not path.exists():
+        if path.exists():
+            self.outputs.check_history(path)
+        else:
             self._check_history_folder(path)
-            return
-
-        try:
-            with RunHistory(path, readonly=True):
-                pass
-        except HistoryError as exc:
-            raise pytest.UsageError(f"ragbench: {exc} (check --ragbench-history, or pass "
-                                    "--ragbench-no-history)") from None
 
     @staticmethod
     def _check_history_folder(path: Path) -> None:
@@ -422,33 +415,13 @@ class RagbenchSession:
         return {**self.config.stash[STATE_KEY].collected, **self.collected}
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
-        from .results.baseline import BaselineError
-        from .results.compare import HISTORY_SPECS, load_side, match_suites
-
-
-        spec = str(self.baseline_spec)
+        assert self.baseline_spec is not None
         names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
-        if spec in HISTORY_SPECS:
-            try:
-                self.baseline_doc, self.baseline_label = load_side(
-                    spec, cwd=self.config.invocation_params.dir, history=self.history_path(),
-                    suites=sorted(set(names.values())))
-            except BaselineError as exc:
-                raise pytest.UsageError(f"ragbench: {exc}") from None
-        elif self.baseline_doc is None:
-            try:
-                self.baseline_doc, self.baseline_label = load_side(
-                    spec, cwd=self.config.invocation_params.dir, history=self.history_path())
-            except BaselineError as exc:
-                raise pytest.UsageError(f"ragbench: {exc}") from None
-        assert self.baseline_doc is not None
-        if not match_suites(self.baseline_doc, names):
-            held = sorted({str(s.get("name", sid))
-                           for sid, s in self.baseline_doc.get("suites", {}).items()})
-            raise pytest.UsageError(
-                f"ragbench: baseline {spec!r} matches no suite of this run (suites are matched "
-                f"by name; this run: {', '.join(sorted(set(names.values())))}; the baseline: "
-                f"{', '.join(held) or 'none'})")
+        loaded = ((self.baseline_doc, self.baseline_label or self.baseline_spec)
+                  if self.baseline_doc is not None else None)
+        self.baseline_doc, self.baseline_label = self.outputs.load_baseline(
+            self.baseline_spec, names, cwd=self.config.invocation_params.dir,
+            history=self.history_path(), loaded=loaded)
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._run_started(self._case_suites(item.nodeid for item in session.items))
@@ -480,9 +453,7 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
-            from .report.documents import shown_document_texts
-
-            doc_text = shown_document_texts(self.records.values(), state.corpus)
+            doc_text = self.outputs.shown_document_texts(self.records.values(), state.corpus)
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)
@@ -496,15 +467,13 @@ class RagbenchSession:
         add_to_history = self.write_files and not self.config.getoption("ragbench_no_history")
         # Without a baseline, command-line gates or gates stored with the suites there is
         # nothing to compare, and without a baseline to save or a history to extend the
-        # per-query document is not needed: such runs skip both (and their imports).
+        # per-query document is not needed: such runs skip both (and the outputs module).
         needs_compare = bool(self.baseline_doc is not None or extra_gates
                              or any(s.get("gate_texts") for s in summary["suites"]))
         current = None
         other: list[str] = []
         if needs_compare or save_path or add_to_history:
-            from .results.baseline import make_baseline
-
-            current = make_baseline(summary, self.records.values(), run)
+            current = self.outputs.make_baseline(summary, self.records.values(), run)
             if needs_compare:
                 other = self._compare(summary, current, extra_gates)
         self._decide(session, summary, other)
@@ -513,12 +482,11 @@ class RagbenchSession:
         if save_path and current is not None:
             self._save_baseline(current, save_path)
         self.summary = summary
-        self._junit_gates(summary)
+        if getattr(self.config.option, "xmlpath", None):  # --junitxml
+            self.outputs.add_gate_testcases(self.config, summary, self.baseline_rows)
         if save_run := self.config.getoption("ragbench_save_run", None):
-            from .results.runfile import save_runs
-
             run_dir = self.config.invocation_params.dir / save_run
-            self.messages += save_runs(self.records.values(), run_dir)
+            self.messages += self.outputs.save_runs(self.records.values(), run_dir)
 
         if self.write_files:
             try:
@@ -526,44 +494,23 @@ class RagbenchSession:
             except OSError as exc:
                 self._cannot_write("outputs", Path(exc.filename or self.out_root), exc)
             if add_to_history and current is not None:
-                from .results.baseline import baseline_run_ids
-                from .results.history import HistoryError, RunHistory
-
-                try:
-                    with RunHistory(self.history_path()) as h:
-                        h.append(current, passed=bool(summary["passed"]),
-                                 compared_with=baseline_run_ids(self.baseline_doc or {}),
-                                 saved_to=self._saved_baseline)
-                except HistoryError as exc:
-                    self.messages.append(f"ragbench: run not added to the history: {exc}")
+                problem = self.outputs.add_to_history(
+                    self.history_path(), current, passed=bool(summary["passed"]),
+                    baseline_doc=self.baseline_doc, saved_to=self._saved_baseline)
+                if problem:
+                    self.messages.append(problem)
             if self.keep_runs is not None:
-                self._prune(self.keep_runs)
-
-    def _prune(self, keep: int) -> None:
-        """Apply ``ragbench_keep_runs`` once this run is stored."""
-        from .results.history import HistoryError
-        from .results.retention import prune_lines, prune_runs
-
-        try:
-            result = prune_runs(self.out_root, self.history_path(), keep,
-                                protect=[self.run_id])
-        except HistoryError as exc:
-            self.messages.append(f"ragbench: old runs not pruned: {exc}")
-            return
-        if result.deleted or result.errors:
-            lines = prune_lines(result, detail=False)
-            self.messages.append(f"ragbench: {lines[0]} ({KEEP_RUNS_INI} = {keep})")
-            self.messages += [f"ragbench: {line}" for line in lines[1:]]
+                self.messages += self.outputs.prune(
+                    self.out_root, self.history_path(), self.keep_runs, run_id=self.run_id,
+                    ini=KEEP_RUNS_INI)
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""
         totals = state.budget_totals()
         if totals is None:
             return {}
-        from .budget.wiring import budget_lines, budget_report
-
-        report = budget_report(totals)
-        self.messages += budget_lines(report)
+        report, lines = self.outputs.budget_figures(totals)
+        self.messages += lines
         return {"budget": report}
 
     def _decide(self, session: pytest.Session, summary: dict[str, Any],
@@ -588,9 +535,6 @@ class RagbenchSession:
         summary["run"]["verdict"] = self.verdict["headline"]
 
     def _save_baseline(self, current: dict[str, Any], save_path: str) -> None:
-        from .results.baseline import save_baseline
-
-
         dest = self.config.invocation_params.dir / save_path
         if current["run"].get("partial"):
             self.messages.append(
@@ -599,7 +543,7 @@ class RagbenchSession:
                 "cases); a partial run never becomes a baseline")
             return
         try:
-            save_baseline(dest, current)
+            self.outputs.save_baseline(dest, current)
         except OSError as exc:
             self._cannot_write("baseline", dest, exc)
             return
@@ -608,48 +552,17 @@ class RagbenchSession:
 
     def _compare(self, summary: dict[str, Any], current: dict[str, Any],
                  extra_gates: tuple[str, ...]) -> list[str]:
-        from .results.baseline import BaselineError
-        from .results.compare import Overrides, compare_docs
-
-        """Compare this run's per-query document with the baseline (if any) and check the
-        gates against it; the results go into ``summary`` and the failures. Returns the
-        failures that are neither gates nor regressions (a dataset that must not change)."""
-
-        base_doc = self.baseline_doc
-        if base_doc is not None:
-            base_run = base_doc.get("run", {})
-            summary["baseline"] = {"path": self.baseline_label, "spec": self.baseline_spec,
-                                   "baseline_run": base_run.get("id"),
-                                   "baseline_runs": base_run.get("runs")}
-        overrides = Overrides(tolerance=self.config.getoption("ragbench_tolerance"),
-                              gates=extra_gates)
-        try:
-            result = jsonable(with_failure_lines(compare_docs(
-                base_doc, current, overrides, suite_thresholds=False, stored_verdict=False)))
-        except BaselineError as exc:
-            line = f"ragbench: {exc}"
-            self.failures.append(line)
-            return [line]
-
-        partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
-                   for s in summary["suites"] if s.get("partial")}
-        for g in result["gates"]:
-            if g.get("suite") in partial and not g.get("skipped"):
-                g["coverage"] = partial[g["suite"]]
-        summary["gates"] += result["gates"]
-        summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
-        if base_doc is not None:
-            self.baseline_rows = result["rows"]
-            summary["baseline"].update(rows=result["rows"], suites=result["suites"])
-        self.failures += result["failures"]
-        return list(result["other_failures"])
-
-    def _junit_gates(self, summary: dict[str, Any]) -> None:
-        """Every gate and baseline row as its own junit testcase, when --junitxml is on."""
-        from .report.junit import add_gate_testcases
-
-
-        add_gate_testcases(self.config, summary, self.baseline_rows)
+        """Compare with the baseline and check the gates (the results go into ``summary``
+        and the failures); returns the failures that are neither gates nor regressions."""
+        baseline = ((self.baseline_doc, self.baseline_label or str(self.baseline_spec))
+                    if self.baseline_doc is not None else None)
+        result = self.outputs.compare(
+            summary, current, baseline=baseline, baseline_spec=self.baseline_spec,
+            tolerance=self.config.getoption("ragbench_tolerance"), gates=extra_gates)
+        if baseline is not None:
+            self.baseline_rows = result.rows
+        self.failures += result.failures
+        return result.other
 
     def _write_outputs(self, summary: dict[str, Any],
                        doc_text: dict[str, str] | None = None) -> None:
@@ -669,31 +582,12 @@ class RagbenchSession:
         # "results:" first: the lines after it carry run-specific paths, and tests compare
         # the summary up to it between runs.
         self.messages.append(f"results: {run_dir}")
-        self._write_html(run_dir, summary, doc_text)
-
-    def _write_html(self, run_dir: Path, summary: dict[str, Any],
-                    doc_text: dict[str, str] | None = None) -> None:
-        from .report.html import write_html
-        from .report.rerender import history_from_db, history_from_runs
-        from .results.history import HistoryError
-
-
-        history: list[dict[str, Any]] = []
-        db = self.history_path()
-        try:
-            history = (history_from_db(db, before=self.run_id) if db.is_file()
-                       else history_from_runs(self.out_root, before=self.run_id))
-        except (HistoryError, OSError, ValueError) as exc:
-            self.messages.append(f"ragbench: report trends left out: {exc}")
-        records = list(self.records.values())
-        path = write_html(run_dir / "report.html", summary, records, history=history,
-                          doc_text=doc_text)
-        self.messages.append(f"report: {path}")
         extra = self.config.getoption("ragbench_html")
-        if extra:
-            dest = write_html(self.config.invocation_params.dir / extra, summary, records,
-                              history=history, doc_text=doc_text)
-            self.messages.append(f"report: {dest}")
+        self.messages += self.outputs.html_reports(
+            [run_dir / "report.html",
+             *([self.config.invocation_params.dir / extra] if extra else [])],
+            summary, list(self.records.values()), history_db=self.history_path(),
+            out_root=self.out_root, run_id=self.run_id, doc_text=doc_text)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
