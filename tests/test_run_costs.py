@@ -61,8 +61,10 @@ def test_a_run_without_ragbench_cases_leaves_the_collector_alone(pytester):
     assert _frozen_during_run(result) == before
 
 
-OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.results.compare", "pytest_ragbench.results.history",
-                    "pytest_ragbench.results.baseline")
+OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.outputs",
+                    "pytest_ragbench.results.compare", "pytest_ragbench.results.history",
+                    "pytest_ragbench.results.baseline", "pytest_ragbench.report.html",
+                    "pytest_ragbench.budget.wiring")
 MODULE_PROBE = f"""
 import sys
 
