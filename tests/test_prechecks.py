@@ -110,6 +110,11 @@ def test_missing_reference_problem():
     assert "set dataset.answer_field" in message
     named = missing_reference_problem(["token_f1"], [[]], 1, "meta.gold")
     assert named is not None and "'meta.gold'" in named and "dataset.answer_field" in named
+    # a component metric whose needs declare references counts too
+    assert missing_reference_problem(["graded"], [[]], 1, None) is None
+    third = missing_reference_problem(["graded", "faithfulness"], [[]], 1, None,
+                                      also={"graded"})
+    assert third is not None and "metric(s) graded compare" in third
 
 
 def test_cli_gate_problems_say_did_you_mean():
@@ -225,6 +230,20 @@ def test_dense_embedder_parameters_and_key(pytester, mini_suite, env):
         "is not set or empty"])
 
 
+GRADED_METRIC = """
+class Graded:
+    name = "graded"
+    direction = "higher"
+    needs = frozenset({"answer", "references"})
+
+    def __init__(self, name="graded"):
+        self.name = name
+
+    def score(self, sample, resources):
+        return float(sample.answer in sample.references)
+"""
+
+
 def test_reference_metrics_without_any_reference(pytester, mini_suite):
     mini_suite(suite_text(llm="llm: {type: extractive}\n"))
     result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
@@ -238,6 +257,14 @@ def test_reference_metrics_without_any_reference(pytester, mini_suite):
     result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
     result.stdout.fnmatch_lines(["*suite.yaml: dataset.answer_field: metric(s) token_f1 *"
                                  "nor under 'gold'*"])
+    # a component metric that declares it needs references is checked the same way
+    pytester.makepyfile(graded_metric=GRADED_METRIC)
+    mini_suite(suite_text(metrics='recall@10, {name: graded, type: "graded_metric:Graded"}',
+                          llm="llm: {type: extractive}\n"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*suite.yaml: metrics: metric(s) graded compare against a "
+                                 "reference answer, but none of the 5 selected queries*"])
     # abstention needs no reference: unanswered queries are what it is about.
     mini_suite(suite_text(metrics="recall@10, abstention_accuracy",
                           llm="llm: {type: extractive}\n"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import did_you_mean
@@ -105,13 +105,15 @@ def unset_env_problems(
 
 def missing_reference_problem(
     metrics: Sequence[str], references: Iterable[Sequence[str]], n_queries: int,
-    answer_field: str | None,
+    answer_field: str | None, *, also: Collection[str] = (),
 ) -> str | None:
     """Why ``metrics`` cannot be computed when no query has a reference answer (else None).
 
-    ``references`` are the queries' reference answers, one sequence per query.
+    ``references`` are the queries' reference answers, one sequence per query; ``also``
+    names metrics beyond the built-in ones that need a reference (components whose
+    ``needs`` declares ``references``).
     """
-    needs = [m for m in metrics if m in REFERENCE_METRICS]
+    needs = [m for m in metrics if m in REFERENCE_METRICS or m in also]
     if not needs or any(any(r.strip() for r in refs) for refs in references):
         return None
     where = ("reference_answer, reference_answers, answers or answer"

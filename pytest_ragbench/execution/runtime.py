@@ -301,9 +301,11 @@ class SuiteRuntime:
 
         queries = self.dataset.queries
         answer_field = self.suite.dataset.answer_field
+        components = [m.name for m in self.suite.metrics
+                      if m.needs is not None and "references" in m.needs]
         message = missing_reference_problem(
             self._rag_metrics, (q.reference_answers for q in queries), len(queries),
-            answer_field)
+            answer_field, also=components)
         if message is None:
             return []
         return [SuiteError(message, file=self.suite.path,
