@@ -76,9 +76,11 @@ class _Terminal:
         self._tw.write(text)
 
     def write_line(self, text: str) -> None:
+        # as pytest's: a new line first only when a file name started the current one
         self.lines.append(text)
-        if self._tw.width_of_current_line:
+        if self.currentfspath:
             self._tw.line()
+            self.currentfspath = None
         self._tw.line(text)
 
     def screen(self) -> list[str]:
@@ -193,8 +195,19 @@ def test_off_a_terminal_plain_lines_and_none_with_q() -> None:
     tr = _Terminal(tty=False)
     reporter, now, _ = _reporter(tr)
     tr.currentfspath = "suite.yaml"
+    tr.write("suite.yaml ..")
     reporter.update()
     assert tr.currentfspath == "suite.yaml"  # the next dots go on the line after it
+    tr.write(".")
+    assert tr.screen()[0] == "suite.yaml .." and tr.screen()[2] == "."
+    assert tr.screen()[1].startswith("ragbench progress: ")
+    # xdist's controller writes its dots with no file name: still a line of its own
+    xdist = _Terminal(tty=False)
+    on_controller, _, _ = _reporter(xdist)
+    xdist.currentfspath = None
+    xdist.write("....")
+    on_controller.update()
+    assert xdist.screen()[0] == "...." and xdist.screen()[1].startswith("ragbench progress: ")
     now[0] += 5.0
     reporter.update()  # not due yet
     now[0] += 5.0

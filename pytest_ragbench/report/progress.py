@@ -214,9 +214,14 @@ class ProgressReporter:
             self._text = text = progress.fit(status.width)
             status.show(text)
             return progress
-        # write_line ends pytest's line of dots; the next dots go on the line after ours
-        # (without the file name again, and without a blank line)
+        # Our line goes under pytest's line of dots, and the next dots go on the line after
+        # ours (without the file name again, and without a blank line). write_line ends the
+        # dots' line only when pytest set a file name for it, which xdist's controller never
+        # does.
         fspath = tr.currentfspath
+        if int(getattr(tr._tw, "width_of_current_line", 0) or 0):
+            tr._tw.line()
+        tr.currentfspath = None
         tr.write_line(text)
         tr.currentfspath = fspath
         return progress
