@@ -356,6 +356,9 @@ class RunHistory:
         free pages and reuses them for later runs, so the file does not grow, nor shrink)."""
         try:
             self._retry(lambda: self.conn.execute("VACUUM"))
+            # In WAL mode VACUUM writes the compacted database into the write-ahead log:
+            # move it into the file and empty the log, or the history looks bigger after.
+            self._retry(lambda: self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
         except sqlite3.Error as exc:
             raise HistoryError(f"{self.path}: cannot compact the run history ({_why(exc)})"
                                ) from None

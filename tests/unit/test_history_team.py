@@ -246,6 +246,10 @@ def test_prune_keeps_the_newest_and_what_baselines_point_at(tmp_path, rb):
         assert h.resolve("best") == rid(2)
     assert result.freed >= 5000 + 6000 + 7000
     assert result.history_bytes is not None
+    before, after = result.history_bytes
+    assert after <= before  # compacted, the log emptied into the file
+    assert not db.with_name(db.name + "-wal").exists() or \
+        db.with_name(db.name + "-wal").stat().st_size == 0
     text = prune_lines(result)
     assert text[0].startswith("pruned 4 runs, freed ") and text[0].endswith(
         "(keeping the newest 2 and 4 a baseline points at)")
