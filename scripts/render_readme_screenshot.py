@@ -2,10 +2,10 @@
 
 Runs the quickstart suite (example_suites/quickstart) with pytest into a temporary folder,
 opens its report.html in headless Chromium at 1280 px wide and saves the picture, with a
-sidecar docs/img/quickstart-report.json recording the digest of the report templates it was
-made from (:func:`pytest_ragbench.report.html.template_digest`). tests/test_report_html.py
-compares that digest with the current templates, so a template change without a new picture
-fails the tests.
+sidecar docs/img/quickstart-report.json recording the digest of the files the page was made
+from: the templates and the code that feeds them and draws the charts (html.py, svg.py; see
+:func:`pytest_ragbench.report.html.template_digest`). tests/test_report_html.py compares that
+digest with the current files, so a change to the page without a new picture fails the tests.
 
 Run from the repository root: ``python scripts/render_readme_screenshot.py``
 (needs Chromium: Debian ``apt-get install chromium``).
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where to write the PNG (default {IMAGE.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from pytest_ragbench.report.html import TEMPLATE_FILES, template_digest
+    from pytest_ragbench.report.html import PAGE_FILES, template_digest
 
     browser = chromium()
     with tempfile.TemporaryDirectory(prefix="ragbench-shot-") as tmp:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sidecar.write_text(json.dumps({
         "image": args.out.name, "suite": SUITE, "width": WIDTH, "height": HEIGHT,
         "image_sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
-        "templates": list(TEMPLATE_FILES), "templates_sha256": template_digest(),
+        "templates": list(PAGE_FILES), "templates_sha256": template_digest(),
         "made_by": "scripts/render_readme_screenshot.py",
     }, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} and {sidecar}")

@@ -798,7 +798,7 @@ def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:
 def test_readme_screenshot_shows_the_current_templates() -> None:
     import struct
 
-    from pytest_ragbench.report.html import TEMPLATE_FILES, template_digest
+    from pytest_ragbench.report.html import PAGE_FILES, template_digest
 
     root = Path(__file__).resolve().parents[1]
     image = root / "docs" / "img" / "quickstart-report.png"
@@ -809,7 +809,7 @@ def test_readme_screenshot_shows_the_current_templates() -> None:
     assert made["image_sha256"] == hashlib.sha256(data).hexdigest(), \
         "the picture is not the one the sidecar describes"
     assert struct.unpack(">II", data[16:24]) == (made["width"], made["height"])
-    assert made["templates"] == list(TEMPLATE_FILES)
+    assert made["templates"] == list(PAGE_FILES)
     assert made["templates_sha256"] == template_digest(), (
         "docs/img/quickstart-report.png was made from older report templates; regenerate it "
         "with `python scripts/render_readme_screenshot.py`")
@@ -819,10 +819,11 @@ def test_template_digest_follows_every_template_file(monkeypatch: pytest.MonkeyP
     from pytest_ragbench.report import html as html_module
 
     before = html_module.template_digest()
-    real = html_module._asset
-    for name in html_module.TEMPLATE_FILES:
-        monkeypatch.setattr(html_module, "_asset",
+    real = html_module._page_source
+    assert {"report.html.j2", "report.css", "report.js", "svg.py"} <= set(html_module.PAGE_FILES)
+    for name in html_module.PAGE_FILES:
+        monkeypatch.setattr(html_module, "_page_source",
                             lambda n, name=name: real(n) + (" " if n == name else ""))
         assert html_module.template_digest() != before, name
-    monkeypatch.setattr(html_module, "_asset", real)
+    monkeypatch.setattr(html_module, "_page_source", real)
     assert html_module.template_digest() == before

@@ -53,8 +53,8 @@ from .format import finite as _finite
 from .format import num, p_value
 from .views import dataset_change_text, gate_state, headline_metrics, usage_view
 
-__all__ = ["JSON_BUDGET", "PAGE_SIZE", "REPORT_HTML", "TEMPLATE_FILES", "embed_json", "render_html",
-           "template_digest", "write_html"]
+__all__ = ["JSON_BUDGET", "PAGE_FILES", "PAGE_SIZE", "REPORT_HTML", "TEMPLATE_FILES",
+           "embed_json", "render_html", "template_digest", "write_html"]
 
 REPORT_HTML = "report.html"
 PAGE_SIZE = 200
@@ -829,13 +829,23 @@ def _asset(name: str) -> str:
 TEMPLATE_FILES = ("report.html.j2", "report.css", "report.js")
 """The files the page is made from (in ``report/templates``)."""
 
+PAGE_FILES = (*TEMPLATE_FILES, "html.py", "svg.py")
+"""What decides how the page looks: the templates, and the code that feeds them and draws
+its charts (modules of ``pytest_ragbench.report``)."""
+
+
+def _page_source(name: str) -> str:
+    if name in TEMPLATE_FILES:
+        return _asset(name)
+    return (resources.files("pytest_ragbench.report") / name).read_text("utf-8")
+
 
 def template_digest() -> str:
-    """SHA-256 over the template files (names and contents, in :data:`TEMPLATE_FILES` order):
-    what a picture of the report records to tell whether it still shows the current page."""
+    """SHA-256 over :data:`PAGE_FILES` (names and contents, in order): what a picture of the
+    report records to tell whether it still shows the current page."""
     h = hashlib.sha256()
-    for name in TEMPLATE_FILES:
-        data = _asset(name).encode("utf-8")
+    for name in PAGE_FILES:
+        data = _page_source(name).encode("utf-8")
         h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
