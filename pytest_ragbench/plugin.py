@@ -169,8 +169,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state.explicit = _suite_args(config)
     if state.explicit:
         _add_suites_to_args(config, state.explicit)
-        if getattr(config.option, "markers", False):
-            _register_query_markers(state)
+    if getattr(config.option, "markers", False):
+        _register_query_markers(state, [*state.explicit, *_discovered_suites(config)])
     if not hasattr(config, "workerinput"):
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
@@ -184,13 +184,26 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CaseResume(config), "ragbench-resume")
 
 
-def _register_query_markers(state: RagbenchState) -> None:
-    """Register the query markers of the given suites now: ``pytest --markers`` prints before
+def _discovered_suites(config: pytest.Config) -> list[Path]:
+    """The suite files collection would find under the command line's paths (or
+    ``testpaths``, or the current folder)."""
+    from .suite.files import find_suite_files
+
+    base = config.invocation_params.dir
+    args = [a for a in config.args if not a.startswith("-")] if config.args else []
+    if not args or args == [str(base)]:
+        args = list(config.getini("testpaths")) or [str(base)]
+    roots = [base / a.split("::")[0] for a in args]
+    return find_suite_files(roots, skip=list(config.getini("norecursedirs")))
+
+
+def _register_query_markers(state: RagbenchState, suites: list[Path]) -> None:
+    """Register the query markers of ``suites`` now: ``pytest --markers`` prints before
     collection, which registers them otherwise."""
     from .collect import query_marker_names
     from .datasets import load_dataset
 
-    for path in state.explicit:
+    for path in dict.fromkeys(p.resolve() for p in suites):
         try:
             queries = load_dataset(state.load_suite(path).dataset).queries
         except (RagbenchError, OSError, ValueError) as exc:

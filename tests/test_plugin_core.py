@@ -68,6 +68,18 @@ def test_query_metadata_become_registered_markers(pytester, mini_suite):
     result.stdout.fnmatch_lines(["@pytest.mark.difficulty_hard: ragbench query attribute"])
     result.stdout.fnmatch_lines(["@pytest.mark.tag_numeric: ragbench query attribute"])
     assert result.ret == 0
+    # a suite found by collection (no --ragbench) shows its markers too; skipped folders
+    # are not searched
+    discovered = pytester.mkdir("suites")
+    (discovered / "mini.ragbench.yaml").write_text(
+        (pytester.path / "suite.yaml").read_text().replace("corpus.jsonl", "../corpus.jsonl")
+        .replace("queries.jsonl", "../queries.jsonl"))
+    (pytester.path / "suite.yaml").unlink()
+    skipped = pytester.mkdir("build")
+    (skipped / "broken.ragbench.yaml").write_text("not: [a suite")
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.difficulty_hard: ragbench query attribute"])
+    assert result.ret == 0
 
 
 def test_summary_shows_means_ci_counts_and_passes(pytester, mini_suite):

@@ -3,6 +3,9 @@ the suite parser so that runs without suites never import it (nor YAML, nor pyda
 
 from __future__ import annotations
 
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 SUITE_SUFFIXES = (".ragbench.yaml", ".ragbench.yml", ".ragbench.json")
@@ -12,3 +15,20 @@ def is_suite_file(path: Path) -> bool:
     """Whether ``path`` is named like a suite file collected from testpaths."""
     name = path.name.lower()
     return any(name.endswith(s) for s in SUITE_SUFFIXES)
+
+
+def find_suite_files(roots: Iterable[Path], skip: Sequence[str] = ()) -> list[Path]:
+    """The suite files under ``roots`` (files or folders), as collection would find them:
+    folders whose name matches a pattern of ``skip`` (pytest's ``norecursedirs``) and hidden
+    folders are not entered. Sorted, each once."""
+    found: set[Path] = set()
+    for root in roots:
+        if root.is_file():
+            if is_suite_file(root):
+                found.add(root.resolve())
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")
+                       and not any(fnmatch.fnmatch(d, pat) for pat in skip)]
+            found.update(Path(folder, f).resolve() for f in files if is_suite_file(Path(f)))
+    return sorted(found)
