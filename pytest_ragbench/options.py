@@ -160,9 +160,9 @@ def addoption(parser: Any) -> None:
         "--ragbench-resume", nargs="?", const="latest", default=None, metavar="RUN",
         help="finish an earlier run: reuse its finished cases whose suite, dataset, system "
              "parameters, case and repetition are unchanged, run the rest (missing or "
-             "errored), and report old and new as one run. RUN: a run id or run folder "
-             "(default: the newest unfinished run of the same suites; with --lf the newest "
-             "run)",
+             "errored), and report old and new as one run. RUN: a run number (the history's #), "
+             "a run id, a run folder, 'last', 'best' or 'latest' (default: the newest "
+             "unfinished run of the same suites; with --lf the newest run)",
     )
     group.addoption(
         "--ragbench-html", default=None, metavar="PATH",

@@ -107,8 +107,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ragbench")
     group.addoption(
         "--ragbench-list", action="store_true", default=False,
-        help="show every available ragbench component (retrievers, LLMs, embedders, metrics) "
-             "with its origin and parameters, then exit",
+        help="show every available ragbench component (retrievers, pipelines, LLMs, embedders, "
+             "metrics) with its origin and parameters, then exit",
     )
     parser.addini("ragbench_llm", type="string", default="",
                   help="LLM for the ragbench_llm fixture: a type name or a JSON mapping")

@@ -23,8 +23,8 @@ _PYTEST_USAGE_ERROR = 4
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``list`` to the command's subparsers."""
     p = add_command(commands, "list",
-                    summary="list the available components (retrievers, LLMs, embedders, "
-                            "metrics) and their parameters",
+                    summary="list the available components (retrievers, pipelines, LLMs, "
+                            "embedders, metrics) and their parameters",
                     description="List the components suite files can name, with their origin, "
                                 "the parameters a suite can set and a one-line description.")
     p.add_argument("--conftest", type=Path, default=None, metavar="DIR",
