@@ -15,6 +15,7 @@ usage error.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -186,3 +187,19 @@ def gateway_count(tx_specs: Sequence[str]) -> int:
         count, star, _ = head.partition("*")
         total += int(count) if star and count.isdigit() else 1
     return total
+
+
+def moves_workers(tx_specs: Sequence[str]) -> bool:
+    """Whether some ``--tx`` gateway runs its worker in another folder (``chdir=``) or on
+    another machine: pytest-xdist then rewrites the path arguments it sends the workers."""
+    return any(is_remote_spec(spec) or "//chdir=" in f"//{spec}" for spec in tx_specs)
+
+
+def separate_suite_args(args: Sequence[str]) -> list[str]:
+    """The values of ``--ragbench PATH`` given as two arguments (not ``--ragbench=PATH``).
+
+    pytest-xdist rewrites every argument naming an existing path relative to its rsync roots
+    before sending it to a moved worker, and stops with an internal error for one outside
+    them, such as ``suite.yaml`` in ``--ragbench suite.yaml``.
+    """
+    return [value for flag, value in itertools.pairwise(args) if flag == "--ragbench"]

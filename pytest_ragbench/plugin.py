@@ -179,7 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if getattr(config.option, "markers", False):
             _register_query_markers(state)
     if not hasattr(config, "workerinput"):
-        _check_budget_address(config)
+        _check_gateways(config)
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
@@ -192,7 +192,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CaseResume(config), "ragbench-resume")
 
 
-def _check_budget_address(config: pytest.Config) -> None:
+def _check_gateways(config: pytest.Config) -> None:
+    """Usage errors of a run whose xdist gateways move the workers, before xdist starts."""
+    from .hosts import moves_workers, separate_suite_args
+
+    tx = [str(t) for t in config.getoption("tx", None) or []]
+    given = separate_suite_args([str(a) for a in config.invocation_params.args])
+    if given and moves_workers(tx):
+        raise pytest.UsageError(
+            f"ragbench: with --tx gateways that use chdir= or another host, write "
+            f"--ragbench={given[0]} as one argument: pytest-xdist rewrites separate path "
+            "arguments for the workers and stops on this one")
     address = config.getoption("ragbench_budget_address", None)
     if address:
         from .hosts import parse_address
@@ -214,7 +224,10 @@ def _explicit_suites(config: pytest.Config, state: RagbenchState) -> list[Path]:
         host = resolve_host(ControllerPaths.from_input(given), config.rootpath,
                             config.invocation_params.dir)
     except HostPathError as exc:
-        raise pytest.UsageError(f"ragbench: {exc}") from None
+        # Reported as a collection error (see _check_cli_gates): a usage error raised here
+        # would reach the controller as the worker's traceback.
+        state.host_error = f"ragbench: {exc}"
+        return []
     state.host = host
     suites = {path.resolve(): node_id for path, node_id in host.suites().items()}
     state.suite_node_ids = {p: n for p, n in suites.items() if n is not None}
@@ -320,6 +333,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     # Last, so the items are those that will run: the checks come before the first of them
     # and before any answer is prefetched.
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.host_error is not None:
+        _collection_error(session, state.host_error)
+        items.clear()
+        return
     _check_cli_gates(session, items)
 
 

@@ -108,6 +108,8 @@ class RagbenchState:
         #: the node ids the explicit suites keep there.
         self.host: HostPaths | None = None
         self.suite_node_ids: dict[Path, str] = {}
+        #: xdist worker: why the controller's suites are not on this host (hosts.py).
+        self.host_error: str | None = None
 
     def invocation_dir(self) -> Path:
         """The folder options relative to the working directory resolve against: the

@@ -141,6 +141,45 @@ def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
     assert len(list((gw / ".pytest_cache" / "d" / "ragbench").glob("bm25-*[!k]"))) == 1
 
 
+def test_a_suite_missing_on_a_host_is_one_collection_error(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What a worker on a host without the suite reports: the controller's workerinput is
+    rewritten (after the plugin's) to name a suite no host has."""
+    gw = tmp_path_factory.mktemp("gateway")
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(trylast=True, optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["ragbench_hosts"]["suites"] = ["suites/gone.yaml"]
+""")
+    result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
+                                "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 1 error in *"])
+    text = result.stdout.str()
+    assert ("ragbench: suite file suites/gone.yaml (relative to the controller's rootdir "
+            f"{pytester.path}) not found on this worker's host; tried {gw}/suites/gone.yaml"
+            ) in " ".join(text.split())
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
+def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
+    """Caught before xdist starts a worker: one line each, no INTERNALERROR."""
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    result = pytester.runpytest("--ragbench", "suite.yaml", "--tx=popen//chdir=gw", "-d")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: with --tx gateways that use chdir= or "
+                                 "another host, write --ragbench=suite.yaml as one argument*"])
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-budget-address=host:x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: --ragbench-budget-address='host:x': "
+                                 "expected HOST, HOST:PORT or [[]IPv6]:PORT*"])
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    assert not (pytester.path / "gw").exists()
+
+
 # -- a real sshd on 127.0.0.1 -------------------------------------------------------------
 
 def _sshd() -> str | None:
