@@ -198,7 +198,8 @@ def _check_gateways(config: pytest.Config) -> None:
 
     tx = [str(t) for t in config.getoption("tx", None) or []]
     given = separate_suite_args([str(a) for a in config.invocation_params.args])
-    if given and moves_workers(tx):
+    # without a --dist mode xdist starts no gateway, whatever --tx says
+    if given and config.getoption("dist", "no") != "no" and moves_workers(tx):
         raise pytest.UsageError(
             f"ragbench: with --tx gateways that use chdir= or another host, write "
             f"--ragbench={given[0]} as one argument: pytest-xdist rewrites separate path "

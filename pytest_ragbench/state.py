@@ -255,7 +255,8 @@ class RagbenchState:
             from .answers.config import split_call_keys
 
             self.ensure_registered()
-            ctx = self.build_context(self.config.rootpath)
+            ctx = self.build_context(self.host.root if self.host is not None
+                                     else self.config.rootpath)
             # a registered provider is called as in a suite: under its call guard
             params, limits = split_call_keys(kind, type_name, params)
             self.registry.check(kind, type_name, params, ctx)
