@@ -178,6 +178,15 @@ def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
                                  "expected HOST, HOST:PORT or [[]IPv6]:PORT*"])
     assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
     assert not (pytester.path / "gw").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "1",
+                                    f"--ragbench-budget-address=127.0.0.1:{port}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ragbench: cannot listen for the run budget on "
+                                 f"127.0.0.1:{port}: *address already in use*"])
 
 
 # -- a real sshd on 127.0.0.1 -------------------------------------------------------------
