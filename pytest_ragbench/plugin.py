@@ -17,6 +17,7 @@ import pytest
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
+from .hosts import HOSTS_INPUT, ControllerPaths, HostPathError, resolve_host
 from .registry import Registry
 from .resuming import CaseResume
 from .state import (
@@ -110,6 +111,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="show every available ragbench component (retrievers, pipelines, LLMs, embedders, "
              "metrics) with its origin and parameters, then exit",
     )
+    group.addoption(
+        "--ragbench-budget-address", default=None, metavar="HOST[:PORT]",
+        help="xdist: the address the run budget coordinator listens on and workers connect "
+             "to (default 127.0.0.1 on a free port; with ssh gateways all interfaces, "
+             "advertised as this machine's name)",
+    )
     parser.addini("ragbench_llm", type="string", default="",
                   help="LLM for the ragbench_llm fixture: a type name or a JSON mapping")
     parser.addini("ragbench_embedder", type="string", default="",
@@ -166,12 +173,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")
-    state.explicit = _suite_args(config)
+    state.explicit = _explicit_suites(config, state)
     if state.explicit:
         _add_suites_to_args(config, state.explicit)
     if getattr(config.option, "markers", False):
         _register_query_markers(state, [*state.explicit, *_discovered_suites(config)])
     if not hasattr(config, "workerinput"):
+        _check_gateways(config)
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
@@ -195,6 +203,49 @@ def _discovered_suites(config: pytest.Config) -> list[Path]:
         args = list(config.getini("testpaths")) or [str(base)]
     roots = [base / a.split("::")[0] for a in args]
     return find_suite_files(roots, skip=list(config.getini("norecursedirs")))
+
+
+def _check_gateways(config: pytest.Config) -> None:
+    """Usage errors of a run whose xdist gateways move the workers, before xdist starts."""
+    from .hosts import moves_workers, separate_suite_args
+
+    tx = [str(t) for t in config.getoption("tx", None) or []]
+    given = separate_suite_args([str(a) for a in config.invocation_params.args])
+    # without a --dist mode xdist starts no gateway, whatever --tx says
+    if given and config.getoption("dist", "no") != "no" and moves_workers(tx):
+        raise pytest.UsageError(
+            f"ragbench: with --tx gateways that use chdir= or another host, write "
+            f"--ragbench={given[0]} as one argument: pytest-xdist rewrites separate path "
+            "arguments for the workers and stops on this one")
+    address = config.getoption("ragbench_budget_address", None)
+    if address:
+        from .hosts import parse_address
+
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise pytest.UsageError(f"ragbench: --ragbench-budget-address={exc}") from None
+
+
+def _explicit_suites(config: pytest.Config, state: RagbenchState) -> list[Path]:
+    """The run's explicit suites: as given, on the controller (or without xdist); on a worker
+    as the controller resolved them, found on this worker's host (see :mod:`.hosts`)."""
+    workerinput = getattr(config, "workerinput", None)
+    given = workerinput.get(HOSTS_INPUT) if workerinput else None
+    if given is None:
+        return _suite_args(config)
+    try:
+        host = resolve_host(ControllerPaths.from_input(given), config.rootpath,
+                            config.invocation_params.dir)
+    except HostPathError as exc:
+        # Reported as a collection error (see _check_cli_gates): a usage error raised here
+        # would reach the controller as the worker's traceback.
+        state.host_error = f"ragbench: {exc}"
+        return []
+    state.host = host
+    suites = {path.resolve(): node_id for path, node_id in host.suites().items()}
+    state.suite_node_ids = {p: n for p, n in suites.items() if n is not None}
+    return list(suites)
 
 
 def _register_query_markers(state: RagbenchState, suites: list[Path]) -> None:
@@ -237,10 +288,13 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: send the run's start time to each worker."""
+    """xdist controller: send the run's start time and where its suites are to each worker."""
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
         node.workerinput[RUN_START_INPUT] = state.run_start
+        config = node.config
+        node.workerinput[HOSTS_INPUT] = ControllerPaths.of(
+            config.rootpath, config.invocation_params.dir, state.explicit).to_input()
         _join_run_budget(state, node)
 
 
@@ -280,6 +334,10 @@ def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile | None:
     state = parent.config.stash[STATE_KEY]
     if is_suite_file(file_path) or file_path.resolve() in state.explicit:
+        # A worker in another folder or on another host keeps the controller's node ids.
+        node_id = state.suite_node_ids.get(file_path.resolve())
+        if node_id is not None:
+            return SuiteFile.from_parent(parent, path=file_path, nodeid=node_id)
         return SuiteFile.from_parent(parent, path=file_path)
     return None
 
@@ -289,6 +347,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     # Last, so the items are those that will run: the checks come before the first of them
     # and before any answer is prefetched.
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.host_error is not None:
+        _collection_error(session, state.host_error)
+        items.clear()
+        return
     _check_cli_gates(session, items)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from .errors import RagbenchError
+from .hosts import gateway_count
 from .options import summary_level
 from .records import case_outcome, error_record, jsonable
 from .report.files import (
@@ -296,7 +297,7 @@ class RagbenchSession:
             "suites": [str(p) for p in state.explicit],
             "git_commit": (self._git or GitCommitLookup(self.config.rootpath)).result(),
             "versions": package_versions(),
-            "workers": getattr(self.config.option, "numprocesses", None),
+            "workers": self._workers(),
             "exitstatus": int(exitstatus),
             "partial": cov.partial,
             "n_records": len(self.records),
@@ -316,6 +317,13 @@ class RagbenchSession:
         # tells that cases are missing.
         return Coverage(run=run, total=self.collected,
                         interrupted=interrupted and not self.collected)
+
+    def _workers(self) -> int | None:
+        """xdist's worker count: ``-n``, else the gateways ``--tx`` starts (None: no xdist)."""
+        numprocesses = getattr(self.config.option, "numprocesses", None)
+        if numprocesses is not None:
+            return int(numprocesses)
+        return gateway_count([str(t) for t in self.config.getoption("tx", None) or []]) or None
 
     def history_path(self) -> Path:
         """Where the run history is (``--ragbench-no-history`` only stops adding to it)."""

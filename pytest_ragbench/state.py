@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .budget import Coordinator, RunBudget
     from .datasets import Document
     from .execution.runtime import SuiteRuntime
+    from .hosts import HostPaths
     from .suite.loader import Suite
 
 # The suite parser (with YAML), datasets, metrics and runtimes are imported when a suite is
@@ -103,6 +104,17 @@ class RagbenchState:
         # (its client, or a LocalBudget at -n 0) where cases run. Made on first use.
         self._coordinator: Coordinator | None = None
         self._run_budget: RunBudget | None = None
+        #: xdist worker: the controller's rootdir as found on this host (see hosts.py), and
+        #: the node ids the explicit suites keep there.
+        self.host: HostPaths | None = None
+        self.suite_node_ids: dict[Path, str] = {}
+        #: xdist worker: why the controller's suites are not on this host (hosts.py).
+        self.host_error: str | None = None
+
+    def invocation_dir(self) -> Path:
+        """The folder options relative to the working directory resolve against: the
+        controller's, as found on this host."""
+        return self.host.cwd if self.host is not None else self.config.invocation_params.dir
 
     def cache_dir(self) -> Path | None:
         cache = getattr(self.config, "cache", None)
@@ -132,7 +144,7 @@ class RagbenchState:
         return BuildContext(
             cache_dir=self.cache_dir(), base_dir=base_dir, registry=self.registry,
             run_start=self.run_start,
-            llm_cache_path=(self.config.invocation_params.dir / cache_path) if cache_path
+            llm_cache_path=(self.invocation_dir() / cache_path) if cache_path
             else None,
             llm_cache_mode=self.config.getoption("ragbench_cache", None),
         )
@@ -193,11 +205,16 @@ class RagbenchState:
         """
         if self._coordinator is None:
             from .budget import Coordinator
+            from .hosts import budget_bind
 
             # ssh workers (``--tx ssh=...``) need a reachable address, bound with the token
-            remote = any(str(tx).startswith("ssh=")
-                         for tx in (self.config.getoption("tx", None) or []))
-            self._coordinator = Coordinator(host="0.0.0.0" if remote else "127.0.0.1").start()
+            host, port = budget_bind(self.config.getoption("ragbench_budget_address", None),
+                                     [str(tx) for tx in self.config.getoption("tx", None) or []])
+            try:
+                self._coordinator = Coordinator(host=host, port=port).start()
+            except OSError as exc:
+                raise pytest.UsageError(f"ragbench: cannot listen for the run budget on "
+                                        f"{host}:{port}: {exc}") from None
         return self._coordinator.workerinput()
 
     def run_budget(self) -> RunBudget:
@@ -238,7 +255,8 @@ class RagbenchState:
             from .answers.config import split_call_keys
 
             self.ensure_registered()
-            ctx = self.build_context(self.config.rootpath)
+            ctx = self.build_context(self.host.root if self.host is not None
+                                     else self.config.rootpath)
             # a registered provider is called as in a suite: under its call guard
             params, limits = split_call_keys(kind, type_name, params)
             self.registry.check(kind, type_name, params, ctx)

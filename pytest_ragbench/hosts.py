@@ -1,0 +1,205 @@
+"""Where an xdist worker finds the controller's suites when its working directory differs.
+
+A worker started by a gateway with ``chdir`` (``--tx 2*popen//chdir=DIR``) or on another host
+(``--tx ssh=host//python=...``) runs in a folder of its own, so paths given to the controller
+(``--ragbench=suite.yaml``, the ``ragbench_suites`` ini) mean nothing there as they stand. The
+controller therefore sends each worker its rootdir, its working directory and the suites
+relative to that rootdir (:class:`ControllerPaths`); the worker looks for the same layout under
+a few candidate roots of its own host (:func:`resolve_host`). The suites keep their
+controller-side node ids, so records aggregate on the controller exactly as at ``-n 0``; the
+datasets resolve against each suite file as always, so they come along with the layout.
+
+No pytest here: the plugin calls these functions and turns :class:`HostPathError` into a
+usage error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import RagbenchError
+
+#: The ``workerinput`` key the controller's paths travel under.
+HOSTS_INPUT = "ragbench_hosts"
+
+
+class HostPathError(RagbenchError):
+    """A worker cannot find a suite of the run on its host."""
+
+
+@dataclass(frozen=True)
+class ControllerPaths:
+    """The controller's view of the run's files, as sent to workers (plain strings).
+
+    ``suites`` holds each explicit suite relative to ``rootdir`` (POSIX separators), or its
+    absolute path when it lies outside the rootdir.
+    """
+
+    rootdir: str
+    cwd: str
+    suites: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rootdir: Path, cwd: Path, suites: Sequence[Path]) -> ControllerPaths:
+        """The controller's paths; ``suites`` are absolute (as the plugin resolved them)."""
+        return cls(str(rootdir), str(cwd), tuple(_relative(p, rootdir) for p in suites))
+
+    def to_input(self) -> dict[str, Any]:
+        """Plain values for xdist's ``workerinput`` (execnet sends only builtin types)."""
+        return {"rootdir": self.rootdir, "cwd": self.cwd, "suites": list(self.suites)}
+
+    @classmethod
+    def from_input(cls, value: Mapping[str, Any]) -> ControllerPaths:
+        return cls(str(value["rootdir"]), str(value["cwd"]),
+                   tuple(str(s) for s in value["suites"]))
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """The controller's rootdir as found on this worker's host (``root``).
+
+    ``root`` equals the controller's rootdir on the same machine or a filesystem shared at the
+    same path; elsewhere it is the copy the worker runs in.
+    """
+
+    controller: ControllerPaths
+    root: Path
+
+    def map(self, path: str | Path) -> Path:
+        """A controller-side path on this host: under the controller's rootdir it moves with
+        the rootdir, anything else (an absolute path outside it) stays as it is."""
+        p = Path(path)
+        if not p.is_absolute():
+            return self.root / p
+        rel = _relative(p, Path(self.controller.rootdir))
+        return p if Path(rel).is_absolute() else self.root / rel
+
+    @property
+    def cwd(self) -> Path:
+        """The controller's working directory on this host (for options relative to it)."""
+        return self.map(self.controller.cwd)
+
+    def suites(self) -> dict[Path, str | None]:
+        """Each explicit suite's path on this host and the node id it must have (its path
+        relative to the controller's rootdir; ``None`` for a suite outside it, which keeps the
+        id pytest gives it)."""
+        return {self.map(s): (None if Path(s).is_absolute() else s)
+                for s in self.controller.suites}
+
+
+def candidate_roots(controller_root: Path, worker_root: Path, worker_cwd: Path) -> list[Path]:
+    """Where a worker looks for the controller's rootdir, in order, without duplicates.
+
+    1. its own rootdir (the gateway's folder holds the project, or is inside it);
+    2. ``<working directory>/<name of the controller's rootdir>``, where ``--rsyncdir
+       <rootdir>`` copies the project;
+    3. the controller's rootdir at the same absolute path (same machine, a shared filesystem,
+       or the same checkout path on every host).
+    """
+    found: list[Path] = []
+    for root in (worker_root, worker_cwd / controller_root.name, controller_root):
+        if root not in found:
+            found.append(root)
+    return found
+
+
+def resolve_host(controller: ControllerPaths, worker_root: Path, worker_cwd: Path) -> HostPaths:
+    """The first candidate root (:func:`candidate_roots`) holding every relative suite.
+
+    Raises :class:`HostPathError` naming the first missing suite and every place tried.
+    """
+    rels = [s for s in controller.suites if not Path(s).is_absolute()]
+    roots = candidate_roots(Path(controller.rootdir), worker_root, worker_cwd)
+    for root in roots:
+        if all((root / rel).is_file() for rel in rels):
+            host = HostPaths(controller, root)
+            break
+    else:
+        missing = rels[0]
+        tried = ", ".join(str(r / missing) for r in roots)
+        raise HostPathError(
+            f"suite file {missing} (relative to the controller's rootdir "
+            f"{controller.rootdir}) not found on this worker's host; tried {tried}. Each "
+            "host needs the suite and its datasets at the same path relative to the rootdir "
+            "(see docs/many-hosts.md)")
+    for path, node_id in host.suites().items():
+        if node_id is None and not path.is_file():
+            raise HostPathError(f"suite file {path} (outside the controller's rootdir) not "
+                                "found on this worker's host: a suite outside the rootdir "
+                                "must be at the same absolute path on every host")
+    return host
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form, or ``path`` itself when outside it."""
+    try:
+        return PurePosixPath(path.relative_to(root)).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def is_remote_spec(spec: str) -> bool:
+    """Whether an xdist ``--tx`` spec starts its workers on another machine (anything but
+    ``popen``: ``ssh=``, ``socket=``, ...), ``2*`` counts included."""
+    _, _, body = spec.rpartition("*") if "*" in spec.split("//")[0] else ("", "", spec)
+    return "popen" not in body.split("//")
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT`` into ``(host, port)`` (port 0: any free one).
+
+    Raises ValueError with the expected form.
+    """
+    text = value.strip()
+    host, port = text, "0"
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r}: expected HOST, HOST:PORT or [IPv6]:PORT")
+        host, port = inner, rest[1:] or "0"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: expected HOST, HOST:PORT or [IPv6]:PORT with a port "
+                         "from 0 to 65535")
+    return host, int(port)
+
+
+def budget_bind(address: str | None, tx_specs: Sequence[str]) -> tuple[str, int]:
+    """Where the run budget coordinator listens: ``address`` when given, else 127.0.0.1 when
+    every gateway is local, else all interfaces (workers on other hosts must reach it; the
+    coordinator then advertises this machine's name, and its token keeps others out)."""
+    if address:
+        return parse_address(address)
+    remote = any(is_remote_spec(spec) for spec in tx_specs)
+    return ("0.0.0.0" if remote else "127.0.0.1"), 0
+
+
+def gateway_count(tx_specs: Sequence[str]) -> int:
+    """How many workers ``--tx`` specs start (``3*popen`` counts 3)."""
+    total = 0
+    for spec in tx_specs:
+        head = spec.split("//")[0]
+        count, star, _ = head.partition("*")
+        total += int(count) if star and count.isdigit() else 1
+    return total
+
+
+def moves_workers(tx_specs: Sequence[str]) -> bool:
+    """Whether some ``--tx`` gateway runs its worker in another folder (``chdir=``) or on
+    another machine: pytest-xdist then rewrites the path arguments it sends the workers."""
+    return any(is_remote_spec(spec) or "//chdir=" in f"//{spec}" for spec in tx_specs)
+
+
+def separate_suite_args(args: Sequence[str]) -> list[str]:
+    """The values of ``--ragbench PATH`` given as two arguments (not ``--ragbench=PATH``).
+
+    pytest-xdist rewrites every argument naming an existing path relative to its rsync roots
+    before sending it to a moved worker, and stops with an internal error for one outside
+    them, such as ``suite.yaml`` in ``--ragbench suite.yaml``.
+    """
+    return [value for flag, value in itertools.pairwise(args) if flag == "--ragbench"]

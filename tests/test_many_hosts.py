@@ -1,0 +1,284 @@
+"""A suite run through xdist gateways whose working directory is not the controller's.
+
+One inner ``--tx 2*popen//chdir=GW`` run (the two workers share one host and one folder, as
+the workers of one remote host do) is compared with a serial run of the same suite: the same
+metrics bit for bit, every output on the controller's side, nothing in ``GW`` but what xdist
+copies there and the per-host index cache, one BM25 index build for the host, and one run
+budget for both workers. The ssh test runs the same suite through a real sshd on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
+
+N_QUERIES = 8
+
+# Loaded on the workers too (it sits next to the suite): each worker reports where it ran and
+# how it got its BM25 index; the controller prints what came back.
+CONFTEST = '''
+import json, os
+import pytest
+
+def pytest_sessionfinish(session):
+    out = getattr(session.config, "workeroutput", None)
+    if out is None:
+        return
+    from pytest_ragbench.state import STATE_KEY
+    state = session.config.stash[STATE_KEY]
+    (path,) = state.explicit
+    bm25 = state.runtime("suite.yaml", path).retriever("bm")
+    out["host_info"] = json.dumps({
+        "cwd": os.getcwd(), "rootpath": str(session.config.rootpath), "suite": str(path),
+        "loaded_from_cache": bm25.loaded_from_cache, "cache_path": str(bm25.cache_path)})
+
+_INFO = []
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _INFO.append(node.workeroutput.get("host_info"))
+
+def pytest_terminal_summary(terminalreporter):
+    for info in _INFO:
+        terminalreporter.write_line("HOST-INFO " + str(info))
+'''
+
+
+def reply(messages: Sequence[dict[str, Any]]) -> str:
+    return "the answer is in the passage"
+
+
+def write_project(root: Path, base_url: str) -> None:
+    """A project: ini, conftest, a suite under ``suites/`` with its datasets in ``data/``."""
+    docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i}"}
+            for i in range(10)]
+    queries = [{"_id": f"q{i}", "text": f"topic {i} passage", "relevant": {f"d{i}": 1},
+                "answer": "passage"} for i in range(N_QUERIES)]
+    (root / "data").mkdir()
+    write_jsonl(root / "data" / "corpus.jsonl", docs)
+    write_jsonl(root / "data" / "queries.jsonl", queries)
+    (root / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "suite.yaml").write_text(f"""
+name: hosts
+dataset: {{corpus: data/corpus.jsonl, queries: data/queries.jsonl}}
+retrievers: {{bm: {{type: bm25}}}}
+metrics: [recall@5, ndcg@5, answer_contains]
+llm: {{type: openai, base_url: {base_url}, model: m, retries: 0, timeout: 10, concurrency: 1}}
+cache: off
+""", encoding="utf-8")
+
+
+def run_outputs(root: Path) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+    run = (root / ".ragbench" / "runs" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "cases.jsonl").read_text().splitlines()]
+    return summary, {(r["retriever"], r["case_id"]): (r["metrics"], r["retrieved"], r["status"])
+                     for r in records}
+
+
+def host_infos(lines: Sequence[str]) -> list[dict[str, Any]]:
+    return [json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("HOST-INFO ")]
+
+
+def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
+                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    gw = tmp_path_factory.mktemp("gateway")  # outside the controller's rootdir
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
+        write_project(pytester.path, server.base_url)
+        serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        serial.assert_outcomes(passed=N_QUERIES)
+        serial_summary, serial_records = run_outputs(pytester.path)
+        serial_run = serial_summary["run"]["id"]
+
+        result = pytester.runpytest(
+            "--ragbench=suite.yaml", f"--tx=2*popen//chdir={gw}", "-d",
+            "--junitxml=junit.xml", "--ragbench-html=out/report.html")
+        result.assert_outcomes(passed=N_QUERIES)
+        assert server.count(CHAT_PATH) == 2 * N_QUERIES
+        # concurrency: 1 held across both workers: the budget is the run's, not a worker's
+        assert server.max_in_flight == 1
+
+    summary, records = run_outputs(pytester.path)
+    assert summary["run"]["id"] != serial_run and summary["run"]["workers"] == 2
+    # the same case records and aggregate metrics as the serial run, bit for bit
+    assert records == serial_records and len(records) == N_QUERIES
+    assert ([s["retrievers"][0]["metrics"] for s in summary["suites"]]
+            == [s["retrievers"][0]["metrics"] for s in serial_summary["suites"]])
+    (pool,) = summary["run"]["budget"]["pools"]
+    assert pool["requests"] == N_QUERIES and pool["max_in_flight"] == 1
+
+    # outputs: in the controller's paths only
+    assert (pytester.path / "junit.xml").is_file()
+    assert (pytester.path / "out" / "report.html").is_file()
+    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
+    assert sorted(p.name for p in gw.iterdir()) == [".pytest_cache", "_pytest", "pytest"]
+    written = {p.name for p in gw.rglob("*")}
+    assert not written & {".ragbench", "junit.xml", "report.html", "summary.json", "out"}
+
+    # each worker ran in GW, found the controller's suite, and the host built one index
+    infos = host_infos(result.outlines)
+    assert len(infos) == 2
+    for info in infos:
+        assert Path(info["cwd"]) == gw and Path(info["rootpath"]) == gw
+        assert Path(info["suite"]) == pytester.path / "suite.yaml"
+        assert Path(info["cache_path"]).parent == gw / ".pytest_cache" / "d" / "ragbench"
+    assert sorted(i["loaded_from_cache"] for i in infos) == [False, True]
+    cache = gw / ".pytest_cache" / "d" / "ragbench"
+    (index,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert str(index) == infos[0]["cache_path"] and (cache / f"{index.name}.lock").is_file()
+
+
+def test_a_suite_missing_on_a_host_is_one_collection_error(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What a worker on a host without the suite reports: the controller's workerinput is
+    rewritten (after the plugin's) to name a suite no host has."""
+    gw = tmp_path_factory.mktemp("gateway")
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(trylast=True, optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["ragbench_hosts"]["suites"] = ["suites/gone.yaml"]
+""")
+    result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
+                                "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 1 error in *"])
+    text = result.stdout.str()
+    assert ("ragbench: suite file suites/gone.yaml (relative to the controller's rootdir "
+            f"{pytester.path}) not found on this worker's host; tried {gw}/suites/gone.yaml"
+            ) in " ".join(text.split())
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
+def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
+    """Caught before xdist starts a worker: one line each, no INTERNALERROR."""
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    result = pytester.runpytest("--ragbench", "suite.yaml", "--tx=popen//chdir=gw", "-d")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: with --tx gateways that use chdir= or "
+                                 "another host, write --ragbench=suite.yaml as one argument*"])
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-budget-address=host:x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: --ragbench-budget-address='host:x': "
+                                 "expected HOST, HOST:PORT or [[]IPv6]:PORT*"])
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    assert not (pytester.path / "gw").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "1",
+                                    f"--ragbench-budget-address=127.0.0.1:{port}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: ragbench: cannot listen for the run budget on "
+                                 f"127.0.0.1:{port}: *address already in use*"])
+
+
+# -- a real sshd on 127.0.0.1 -------------------------------------------------------------
+
+def _sshd() -> str | None:
+    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An sshd for the current user on 127.0.0.1 (own host key, own config, all in tmp);
+    yields the ssh host name and the client config (``ssh -F``) that reaches it."""
+    daemon, client = _sshd(), shutil.which("ssh")
+    if daemon is None or client is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("needs OpenSSH's sshd, ssh and ssh-keygen (apt-get install "
+                    "openssh-server openssh-client)")
+    d = tmp_path_factory.mktemp("sshd")
+    os.chmod(d, 0o700)
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                       check=True)
+    shutil.copy(d / "user_key.pub", d / "authorized_keys")
+    port, user = _free_port(), getpass.getuser()
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host_key'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nUsePAM no\n"
+        "StrictModes no\nPermitRootLogin prohibit-password\n"
+        f"AllowUsers {user}\nSubsystem sftp internal-sftp\n")
+    (d / "ssh_config").write_text(
+        f"Host ragbench-test\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+        f"  IdentityFile {d / 'user_key'}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+        f"  StrictHostKeyChecking no\n  UserKnownHostsFile {d / 'known_hosts'}\n"
+        "  LogLevel ERROR\n")
+    log = d / "sshd.log"
+    proc = subprocess.Popen([daemon, "-D", "-E", str(log), "-f", str(d / "sshd_config")])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                pytest.skip(f"sshd does not start here: {log.read_text()[-500:].strip()}")
+            time.sleep(0.05)
+        try:
+            probe = subprocess.run([client, "-F", str(d / "ssh_config"), "ragbench-test",
+                                    "true"], capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.skip("the test sshd accepts no login within 20 s")
+        if probe.returncode != 0:
+            pytest.skip(f"cannot log in to the test sshd: {probe.stderr.strip()[-300:]}")
+        yield "ragbench-test", d / "ssh_config"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ssh_gateway_runs_a_suite(pytester: pytest.Pytester, sshd: tuple[str, Path],
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``--tx ssh=HOST//python=...`` through a real sshd: the worker runs in a folder of its
+    own (xdist's default for ssh, under the remote home), finds the suite at the controller's
+    rootdir path, reaches the run budget at the address the controller gave it, and every
+    output stays on the controller's side."""
+    host, ssh_config = sshd
+    gw = tmp_path_factory.mktemp("ssh-gateway")
+    # The remote interpreter imports the package under test (as an installed one would be).
+    package_root = Path(__file__).resolve().parents[1]
+    python = f"env PYTHONPATH={package_root} {sys.executable}"
+    with FakeOpenAIServer(latency=0.01, reply=reply) as server:
+        write_project(pytester.path, server.base_url)
+        result = pytester.runpytest(
+            "--ragbench=suite.yaml", "--dist=load",
+            f"--tx=ssh={host}//ssh_config={ssh_config}//python={python}//chdir={gw}",
+            "--ragbench-budget-address=127.0.0.1")
+        result.assert_outcomes(passed=N_QUERIES)
+        assert server.count(CHAT_PATH) == N_QUERIES
+    summary, records = run_outputs(pytester.path)
+    assert len(records) == N_QUERIES and summary["run"]["workers"] == 1
+    (pool,) = summary["run"]["budget"]["pools"]
+    assert pool["requests"] == N_QUERIES
+    (info,) = host_infos(result.outlines)
+    assert Path(info["cwd"]) == gw and Path(info["suite"]) == pytester.path / "suite.yaml"
+    assert not {p.name for p in gw.rglob("*")} & {".ragbench", "summary.json", "report.html"}

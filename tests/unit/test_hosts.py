@@ -1,0 +1,148 @@
+"""Where workers of other folders and hosts find the controller's suites (pytest_ragbench.hosts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_ragbench.hosts import (
+    ControllerPaths,
+    HostPathError,
+    budget_bind,
+    candidate_roots,
+    gateway_count,
+    is_remote_spec,
+    moves_workers,
+    parse_address,
+    resolve_host,
+    separate_suite_args,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("name: s\n")
+    return path
+
+
+def test_controller_paths_are_rootdir_relative_and_survive_workerinput(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    paths = ControllerPaths.of(root, root / "sub", [root / "suites" / "a.yaml",
+                                                     tmp_path / "other" / "b.yaml"])
+    assert paths.suites == ("suites/a.yaml", str(tmp_path / "other" / "b.yaml"))
+    assert ControllerPaths.from_input(paths.to_input()) == paths
+
+
+def test_candidate_roots_in_order_without_duplicates(tmp_path: Path) -> None:
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    assert candidate_roots(ctrl, gw, gw) == [gw, gw / "proj", ctrl]
+    assert candidate_roots(ctrl, ctrl, ctrl) == [ctrl, ctrl / "proj"]
+
+
+def test_the_worker_rootdir_wins_then_the_rsync_layout_then_the_controller_path(
+        tmp_path: Path) -> None:
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    _touch(ctrl / "suites" / "a.yaml")
+    given = ControllerPaths.of(ctrl, ctrl, [ctrl / "suites" / "a.yaml"])
+
+    host = resolve_host(given, gw, gw)  # same machine: the controller's own files
+    assert host.root == ctrl and host.suites() == {ctrl / "suites" / "a.yaml": "suites/a.yaml"}
+
+    _touch(gw / "proj" / "suites" / "a.yaml")  # what `--rsyncdir proj` copies into GW
+    host = resolve_host(given, gw, gw)
+    assert host.root == gw / "proj"
+    assert host.suites() == {gw / "proj" / "suites" / "a.yaml": "suites/a.yaml"}
+
+    _touch(gw / "suites" / "a.yaml")  # GW is itself a copy of the project (its rootdir)
+    assert resolve_host(given, gw, gw).root == gw
+
+
+def test_a_root_must_hold_every_suite(tmp_path: Path) -> None:
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    for rel in ("a.yaml", "b.yaml"):
+        _touch(ctrl / rel)
+    _touch(gw / "a.yaml")  # half a project in GW: the controller's path holds both
+    given = ControllerPaths.of(ctrl, ctrl, [ctrl / "a.yaml", ctrl / "b.yaml"])
+    assert resolve_host(given, gw, gw).root == ctrl
+
+
+def test_paths_move_with_the_rootdir(tmp_path: Path) -> None:
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    _touch(gw / "proj" / "s.yaml")
+    host = resolve_host(ControllerPaths.of(ctrl, ctrl / "sub", [ctrl / "s.yaml"]), gw, gw)
+    assert host.cwd == gw / "proj" / "sub"
+    assert host.map(str(ctrl / "x" / "cache.sqlite")) == gw / "proj" / "x" / "cache.sqlite"
+    assert host.map("/data/corpus.jsonl") == Path("/data/corpus.jsonl")  # outside: as is
+    assert host.map("rel/file") == gw / "proj" / "rel" / "file"
+
+
+def test_a_missing_suite_names_the_file_the_rootdir_and_every_place_tried(
+        tmp_path: Path) -> None:
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    given = ControllerPaths.of(ctrl, ctrl, [ctrl / "suites" / "a.yaml"])
+    with pytest.raises(HostPathError) as info:
+        resolve_host(given, gw, gw)
+    message = str(info.value)
+    assert "suite file suites/a.yaml" in message and str(ctrl) in message
+    for tried in (gw / "suites" / "a.yaml", gw / "proj" / "suites" / "a.yaml",
+                  ctrl / "suites" / "a.yaml"):
+        assert str(tried) in message
+    assert "docs/many-hosts.md" in message
+
+
+def test_a_suite_outside_the_rootdir_needs_the_same_absolute_path(tmp_path: Path) -> None:
+    ctrl, gw, outside = tmp_path / "proj", tmp_path / "gw", tmp_path / "shared" / "s.yaml"
+    given = ControllerPaths.of(ctrl, ctrl, [outside])
+    with pytest.raises(HostPathError, match="same absolute path on every host"):
+        resolve_host(given, gw, gw)
+    _touch(outside)
+    # found where it is, and it keeps the node id pytest gives it (None: not overridden)
+    assert resolve_host(given, gw, gw).suites() == {outside: None}
+
+
+@pytest.mark.parametrize(("spec", "remote"), [
+    ("popen", False), ("2*popen//chdir=/tmp/gw", False), ("popen//python=python3.12", False),
+    ("ssh=build1//python=/opt/venv/bin/python", True), ("4*ssh=user@host", True),
+    ("socket=10.0.0.5:8888", True),
+])
+def test_remote_specs(spec: str, remote: bool) -> None:
+    assert is_remote_spec(spec) is remote
+
+
+def test_gateway_count() -> None:
+    assert gateway_count(["2*popen//chdir=/x", "ssh=h", "3*ssh=g//python=p"]) == 6
+    assert gateway_count([]) == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("10.0.0.5", ("10.0.0.5", 0)), ("ctrl.example.org:7711", ("ctrl.example.org", 7711)),
+    ("[::1]:7711", ("::1", 7711)), ("[fe80::1]", ("fe80::1", 0)), (" host:0 ", ("host", 0)),
+])
+def test_parse_address(value: str, expected: tuple[str, int]) -> None:
+    assert parse_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", ":7711", "host:port", "host:70000", "[::1", "[::1]x"])
+def test_parse_address_rejects(value: str) -> None:
+    with pytest.raises(ValueError, match="expected HOST, HOST:PORT or \\[IPv6\\]:PORT"):
+        parse_address(value)
+
+
+def test_budget_bind() -> None:
+    assert budget_bind(None, ["2*popen//chdir=/x"]) == ("127.0.0.1", 0)
+    assert budget_bind(None, ["popen", "ssh=h"]) == ("0.0.0.0", 0)
+    assert budget_bind("10.1.2.3:9000", ["ssh=h"]) == ("10.1.2.3", 9000)
+
+
+def test_moves_workers() -> None:
+    assert not moves_workers(["popen", "2*popen"]) and not moves_workers([])
+    assert moves_workers(["popen", "2*popen//chdir=/tmp/gw"])
+    assert moves_workers(["ssh=h//python=p"])
+
+
+def test_separate_suite_args() -> None:
+    args = ["--ragbench", "a.yaml", "--ragbench=b.yaml", "-k", "x", "--ragbench-out", "o"]
+    assert separate_suite_args(args) == ["a.yaml"]
