@@ -241,6 +241,7 @@ class StatusLine:
         self._tw = tw
         self._write_raw = tw.write_raw
         self._column: int | None = None  # where the cursor was when the line was drawn
+        self._text = ""  # what the line shows
         tw.write_raw = self._before_write
 
     @staticmethod
@@ -267,13 +268,16 @@ class StatusLine:
 
     def show(self, text: str) -> None:
         """Draw ``text`` (cut to the terminal's width) on the row below the cursor."""
+        width = self.width
         if self._column is not None:
+            if self._text == text[:width]:
+                return  # already on the screen: nothing was written since
             self._erase()
         column = int(self._tw.width_of_current_line)
-        width = self.width
         if column >= width or width < 20:
             return  # a line already full (or wrapped): its column cannot be found again
-        self._write_raw("\n" + text[:width], flush=True)
+        self._text = text[:width]
+        self._write_raw("\n" + self._text, flush=True)
         self._column = column
 
     def hide(self) -> None:
