@@ -210,17 +210,28 @@ class RagPipeline:
         meter = _Meter()
         token = self._meter.set(meter)
         try:
-            limit = self.config.generation.timeout
-            if limit is None:
-                return await self._run_case(query, top, wanted, run, meter)
-            progress: dict[str, Any] = {"stage": "generation"}
-            try:
-                return await asyncio.wait_for(
-                    self._run_case(query, top, wanted, run, meter, progress), limit)
-            except (asyncio.TimeoutError, TimeoutError):
-                return self._timed_out(top, wanted, meter, progress, limit)
+            with self._case():
+                return await self._run_case_limited(query, top, wanted, run, meter)
         finally:
             self._meter.reset(token)
+
+    def _case(self) -> contextlib.AbstractContextManager[None]:
+        """One case's generation and judging, for the judge's batches (``items_per_call``):
+        a batch that is not full waits while this case may still join it."""
+        return self.judge.case() if self.judge is not None else contextlib.nullcontext()
+
+    async def _run_case_limited(self, query: Query, top: list[tuple[str, str]],
+                                wanted: list[tuple[str, Any]], run: int,
+                                meter: _Meter) -> dict[str, Any]:
+        limit = self.config.generation.timeout
+        if limit is None:
+            return await self._run_case(query, top, wanted, run, meter)
+        progress: dict[str, Any] = {"stage": "generation"}
+        try:
+            return await asyncio.wait_for(
+                self._run_case(query, top, wanted, run, meter, progress), limit)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._timed_out(top, wanted, meter, progress, limit)
 
     def _timed_out(self, top: list[tuple[str, str]], wanted: list[tuple[str, Any]],
                    meter: _Meter,
@@ -321,7 +332,8 @@ class RagPipeline:
             errors: dict[str, str] = {}
             verdicts: dict[str, Any] = {}
             if wanted:
-                await self._score(query, answer, top, wanted, scores, verdicts, errors)
+                with self._case():
+                    await self._score(query, answer, top, wanted, scores, verdicts, errors)
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
@@ -357,8 +369,15 @@ class RagPipeline:
             if self._prefetcher is None:
                 # with a run budget the budget holds the run's limit; this only caps how many
                 # cases this process keeps open at once
-                self._prefetcher = Prefetcher(self.config.llm.concurrency)
+                self._prefetcher = Prefetcher(self._window())
             return self._prefetcher
+
+    def _window(self) -> int:
+        """How many cases are open at once: the LLM's concurrency, rounded up to a multiple
+        of the judge's ``items_per_call`` so that batches fill up while cases come and go."""
+        window = self.config.llm.concurrency
+        per_call = self.judge.items_per_call if self.judge is not None else 1
+        return -(-window // per_call) * per_call
 
     def submit(self, key: Hashable, query: Query, contexts: Sequence[tuple[str, str]],
                metrics: Sequence[MetricRef], run: int = 0) -> bool:
@@ -611,12 +630,18 @@ def build_pipeline(
                 j_inner, j_id, j_model = gen_inner, gen_id, gen_model
             else:
                 j_inner, j_id, j_model = provider(config.judge.llm, _path(prefix, "judge", "llm"))
+            judge_llm = finish(j_inner, j_id, j_model, TEMPLATE_VERSION)
             judge = Judge(
-                finish(j_inner, j_id, j_model, TEMPLATE_VERSION),
+                judge_llm,
                 embedder,
                 mode=config.judge.mode,
                 n_questions=config.judge.n_questions,
                 params={"seed": config.seed, **config.judge.params},
+                items_per_call=config.judge.items_per_call,
+                # each item's entry of a batched reply is cached on its own, and each item's
+                # meter is charged its share of the call
+                replies=judge_llm.inner if isinstance(judge_llm.inner, CachedLLM) else None,
+                charge=judge_llm.charge,
             )
     except BaseException:
         _close_quietly(clients, cache)
