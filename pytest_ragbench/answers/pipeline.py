@@ -162,6 +162,7 @@ class RagPipeline:
         self._clients = list(clients)
         self._prefetcher: Prefetcher | None = None
         self._prefetcher_lock = threading.Lock()
+        self._holding = False  # see _hold
         self._closed = False
 
     def __repr__(self) -> str:
@@ -348,6 +349,7 @@ class RagPipeline:
         wanted = tuple(metrics)
         _check_metrics(wanted, self.config.metrics)  # fail in the caller, not in the background
         top = tuple((str(d), str(t)) for d, t in contexts)
+        self._hold()
         return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
                                                                      wanted, run))
 
@@ -355,6 +357,7 @@ class RagPipeline:
                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                           run: int = 0) -> dict[str, Any]:
         """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
+        self._release()
         return self.prefetcher.call(
             lambda: self.judge_answer(query, answer, contexts, metrics, run))
 
@@ -384,6 +387,7 @@ class RagPipeline:
         """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
         request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
         _check_metrics(request.metrics, self.config.metrics)  # fail here, not in the background
+        self._hold()
         return self.prefetcher.submit(key, lambda: self.run_case(
             request.query, request.contexts, request.metrics, request.run))
 
@@ -398,13 +402,30 @@ class RagPipeline:
     def result(self, key: Hashable, timeout: float | None = None) -> dict[str, Any]:
         """Block until ``key``'s case is done and return its fields; see
         :meth:`Prefetcher.result`."""
+        self._release()
         value: dict[str, Any] = self.prefetcher.result(key, timeout)
         return value
 
     def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
                       metrics: Sequence[MetricRef], run: int = 0) -> dict[str, Any]:
         """:meth:`run_case` on the pipeline's own loop, waiting for it."""
+        self._release()
         return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
+
+    def _hold(self) -> None:
+        """The calling thread is submitting cases: with ``items_per_call`` > 1, partial judge
+        batches wait for the rest of its burst (cases are submitted one by one, each after
+        its retrieval or its pipeline's answer) until it waits for a result."""
+        batcher = self.judge.batcher if self.judge is not None else None
+        if batcher is not None and not self._holding:
+            self._holding = True
+            self.prefetcher.loop.call_soon_threadsafe(batcher.hold)
+
+    def _release(self) -> None:
+        batcher = self.judge.batcher if self.judge is not None else None
+        if batcher is not None and self._holding:
+            self._holding = False
+            self.prefetcher.loop.call_soon_threadsafe(batcher.release)
 
     # -- teardown ----------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ generation and judging) and hands them to one ``call(group, payloads)`` of at mo
 payloads sharing a group. It never waits for a batch to fill up: a group is sent as soon as it
 holds ``size`` requests, and every queued request is sent as soon as each open case is waiting
 for a batch (queued or in flight), so nobody else could join; a case leaving (done, failed,
-cancelled) is a reason to look again. Within a call payloads are in the order their cases
+cancelled) is a reason to look again; so is :meth:`release`, whose :meth:`hold` lets the code
+that starts cases (in another thread, say) keep partial batches waiting while it is still
+starting more. Within a call payloads are in the order their cases
 opened (then their requests), so the composition follows the item order whenever the same
 requests are waiting.
 
@@ -97,6 +99,16 @@ class CallBatcher(Generic[G, P, R]):
             self._open -= 1
             self._current.reset(token)
             self._schedule_check()
+
+    def hold(self) -> None:
+        """Count one more open case that is not waiting: e.g. the code still starting cases,
+        whose next case may join a partial batch. Undone by :meth:`release`."""
+        self._open += 1
+
+    def release(self) -> None:
+        """Undo one :meth:`hold`."""
+        self._open -= 1
+        self._schedule_check()
 
     async def request(self, group: G, payload: P) -> R:
         """Queue ``payload`` in ``group`` and wait for its result from the call it joins."""
