@@ -162,7 +162,6 @@ class RagPipeline:
         self._clients = list(clients)
         self._prefetcher: Prefetcher | None = None
         self._prefetcher_lock = threading.Lock()
-        self._holding = False  # see _hold
         self._closed = False
 
     def __repr__(self) -> str:
@@ -216,10 +215,11 @@ class RagPipeline:
         finally:
             self._meter.reset(token)
 
-    def _case(self) -> contextlib.AbstractContextManager[None]:
+    def _case(self, key: Hashable = None) -> contextlib.AbstractContextManager[None]:
         """One case's generation and judging, for the judge's batches (``items_per_call``):
-        a batch that is not full waits while this case may still join it."""
-        return self.judge.case() if self.judge is not None else contextlib.nullcontext()
+        a batch that is not full waits while this case may still join it. ``key`` is the
+        prefetch key the submitting thread waits on."""
+        return self.judge.case(key) if self.judge is not None else contextlib.nullcontext()
 
     async def _run_case_limited(self, query: Query, top: list[tuple[str, str]],
                                 wanted: list[tuple[str, Any]], run: int,
@@ -349,15 +349,19 @@ class RagPipeline:
         wanted = tuple(metrics)
         _check_metrics(wanted, self.config.metrics)  # fail in the caller, not in the background
         top = tuple((str(d), str(t)) for d, t in contexts)
-        self._hold()
-        return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
-                                                                     wanted, run))
+        self._feeder("feeding")
+
+        async def judging() -> dict[str, Any]:
+            with self._case(key):
+                return await self.judge_answer(query, answer, top, wanted, run)
+
+        return self.prefetcher.submit(key, judging)
 
     def judge_answer_sync(self, query: Query, answer: str,
                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                           run: int = 0) -> dict[str, Any]:
         """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
-        self._release()
+        self._feeder("idle")
         return self.prefetcher.call(
             lambda: self.judge_answer(query, answer, contexts, metrics, run))
 
@@ -387,9 +391,14 @@ class RagPipeline:
         """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
         request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
         _check_metrics(request.metrics, self.config.metrics)  # fail here, not in the background
-        self._hold()
-        return self.prefetcher.submit(key, lambda: self.run_case(
-            request.query, request.contexts, request.metrics, request.run))
+        self._feeder("feeding")
+
+        async def case() -> dict[str, Any]:
+            with self._case(key):
+                return await self.run_case(request.query, request.contexts, request.metrics,
+                                           request.run)
+
+        return self.prefetcher.submit(key, case)
 
     def schedule(self, keys_and_requests: Iterable[tuple[Hashable, CaseRequest]]) -> int:
         """Submit many cases (in the order given); returns how many were newly scheduled."""
@@ -402,30 +411,31 @@ class RagPipeline:
     def result(self, key: Hashable, timeout: float | None = None) -> dict[str, Any]:
         """Block until ``key``'s case is done and return its fields; see
         :meth:`Prefetcher.result`."""
-        self._release()
+        if not self.prefetcher.ready(key):
+            self._feeder("awaiting", key)
         value: dict[str, Any] = self.prefetcher.result(key, timeout)
         return value
 
     def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
                       metrics: Sequence[MetricRef], run: int = 0) -> dict[str, Any]:
         """:meth:`run_case` on the pipeline's own loop, waiting for it."""
-        self._release()
+        self._feeder("idle")
         return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
 
-    def _hold(self) -> None:
-        """The calling thread is submitting cases: with ``items_per_call`` > 1, partial judge
-        batches wait for the rest of its burst (cases are submitted one by one, each after
-        its retrieval or its pipeline's answer) until it waits for a result."""
+    def _feeder(self, state: str, key: Hashable = None) -> None:
+        """Tell the judge's batcher (``items_per_call`` > 1) what the submitting thread does:
+        it submits cases one by one (each after its retrieval or its pipeline's answer) and
+        then waits for one; partial batches wait while its next case may still join them."""
         batcher = self.judge.batcher if self.judge is not None else None
-        if batcher is not None and not self._holding:
-            self._holding = True
-            self.prefetcher.loop.call_soon_threadsafe(batcher.hold)
-
-    def _release(self) -> None:
-        batcher = self.judge.batcher if self.judge is not None else None
-        if batcher is not None and self._holding:
-            self._holding = False
-            self.prefetcher.loop.call_soon_threadsafe(batcher.release)
+        if batcher is None:
+            return
+        loop = self.prefetcher.loop
+        if state == "feeding":
+            loop.call_soon_threadsafe(batcher.feeding)
+        elif state == "awaiting":
+            loop.call_soon_threadsafe(batcher.awaiting, key)
+        else:
+            loop.call_soon_threadsafe(batcher.idle)
 
     # -- teardown ----------------------------------------------------------------------------
 

@@ -5,9 +5,10 @@ generation and judging) and hands them to one ``call(group, payloads)`` of at mo
 payloads sharing a group. It never waits for a batch to fill up: a group is sent as soon as it
 holds ``size`` requests, and every queued request is sent as soon as each open case is waiting
 for a batch (queued or in flight), so nobody else could join; a case leaving (done, failed,
-cancelled) is a reason to look again; so is :meth:`release`, whose :meth:`hold` lets the code
-that starts cases (in another thread, say) keep partial batches waiting while it is still
-starting more. Within a call payloads are in the order their cases
+cancelled) is a reason to look again. The code that starts the cases (the "feeder", e.g. the
+item thread submitting them to a loop) says what it is doing (:meth:`feeding`,
+:meth:`awaiting`, :meth:`idle`) so that partial batches also wait while it may still start
+more. Within a call payloads are in the order their cases
 opened (then their requests), so the composition follows the item order whenever the same
 requests are waiting.
 
@@ -38,11 +39,15 @@ __all__ = ["CallBatcher"]
 class _Case:
     """One open unit of work; ``waiting`` counts its requests queued or in flight."""
 
-    __slots__ = ("seq", "waiting")
+    __slots__ = ("seq", "tag", "waiting")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, tag: Hashable | None = None) -> None:
         self.seq = seq
+        self.tag = tag
         self.waiting = 0
+
+
+_BUSY = object()  # the feeder is running: it may start more cases any moment
 
 
 @dataclass
@@ -74,6 +79,10 @@ class CallBatcher(Generic[G, P, R]):
         self._queues: dict[G, list[_Request[P, R]]] = {}
         self._check_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # the feeder: None (idle), _BUSY, or the tag of the case it waits for
+        self._feeder: object = None
+        self._tagged: dict[Hashable, _Case] = {}
+        self._finished: set[Hashable] = set()
         self.calls = 0
         """Calls made so far."""
         self.sizes: list[int] = []
@@ -85,30 +94,61 @@ class CallBatcher(Generic[G, P, R]):
                 f"calls={self.calls})")
 
     @contextlib.contextmanager
-    def case(self) -> Iterator[None]:
+    def case(self, tag: Hashable | None = None) -> Iterator[None]:
         """Mark the code inside (and the tasks it starts) as one case: while it is open and
-        not waiting for a batch, partial batches wait for it. Nested uses are one case."""
+        not waiting for a batch, partial batches wait for it. Nested uses are one case.
+        ``tag`` names it for :meth:`awaiting`."""
         if self._current.get() is not None:
             yield
             return
-        token = self._current.set(_Case(next(self._seq)))
+        case = _Case(next(self._seq), tag)
+        token = self._current.set(case)
         self._open += 1
+        if tag is not None:
+            self._tagged[tag] = case
         try:
             yield
         finally:
             self._open -= 1
             self._current.reset(token)
+            if tag is not None:
+                self._tagged.pop(tag, None)
+                if self._feeder == tag:
+                    self._feeder = _BUSY  # what the feeder waited for is done: it resumes
+                else:
+                    self._finished.add(tag)
             self._schedule_check()
 
-    def hold(self) -> None:
-        """Count one more open case that is not waiting: e.g. the code still starting cases,
-        whose next case may join a partial batch. Undone by :meth:`release`."""
-        self._open += 1
+    # The feeder is the code that starts cases, typically another thread that submits a burst
+    # of cases and then waits for the first one's result. While it is submitting (or about to
+    # resume because the case it waits for is done) partial batches wait for it, since its next
+    # case may join them; while it waits for a case that waits for a batch, they do not.
 
-    def release(self) -> None:
-        """Undo one :meth:`hold`."""
-        self._open -= 1
+    def feeding(self) -> None:
+        """The feeder is starting cases."""
+        self._feeder = _BUSY
+
+    def awaiting(self, tag: Hashable) -> None:
+        """The feeder waits for the case tagged ``tag`` (and resumes when it is done)."""
+        if tag in self._finished:
+            self._finished.discard(tag)
+            self._feeder = _BUSY
+        else:
+            self._feeder = tag
         self._schedule_check()
+
+    def idle(self) -> None:
+        """The feeder starts nothing until it says so again."""
+        self._feeder = None
+        self._schedule_check()
+
+    def _feeder_may_join(self) -> bool:
+        if self._feeder is _BUSY:
+            return True
+        case = self._tagged.get(self._feeder) if self._feeder is not None else None
+        # waiting for a case that is running: it resumes (and may start more) when that is done;
+        # waiting for a case that has not started or waits for a batch: it cannot go on
+        return case is not None and case.waiting == 0
 
     async def request(self, group: G, payload: P) -> R:
         """Queue ``payload`` in ``group`` and wait for its result from the call it joins."""
@@ -151,7 +191,7 @@ class CallBatcher(Generic[G, P, R]):
         for group, queue in self._queues.items():
             while len(queue) >= self.size:
                 self._send(group, queue)
-        if self._waiting_cases >= self._open:
+        if self._waiting_cases >= self._open and not self._feeder_may_join():
             for group, queue in self._queues.items():
                 while queue:
                     self._send(group, queue)

@@ -740,14 +740,16 @@ class Judge:
         """Groups the requests of items judged at the same time (None when
         ``items_per_call`` is 1); its ``calls`` and ``sizes`` say what was sent."""
 
-    def case(self) -> contextlib.AbstractContextManager[None]:
+    def case(self, tag: Any = None) -> contextlib.AbstractContextManager[None]:
         """Mark one item's work (say its generation, then :meth:`evaluate`) as one case.
 
         With ``items_per_call`` > 1 a batch that is not full waits while some open case is
         neither waiting for the judge nor finished, since it may still join; it is sent as
         soon as every open case waits. :meth:`evaluate` is a case of its own when called
-        outside one. A no-op with ``items_per_call`` 1."""
-        return self.batcher.case() if self.batcher is not None else contextlib.nullcontext()
+        outside one. ``tag`` names the case for :meth:`CallBatcher.awaiting
+        <pytest_ragbench.llm.batching.CallBatcher.awaiting>`. A no-op with ``items_per_call``
+        1."""
+        return self.batcher.case(tag) if self.batcher is not None else contextlib.nullcontext()
 
     def messages(self, item: JudgeInput, metrics: Sequence[str | Criteria]) -> list[Message]:
         """The chat messages of the single batched request for ``metrics`` (for inspection,

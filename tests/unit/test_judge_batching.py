@@ -347,3 +347,48 @@ def test_items_per_call_out_of_bounds_is_one_clear_error(tmp_path: Path, value: 
         load_suite(tmp_path / "suite.yaml", Registry(use_entry_points=False).names("retriever"))
     message = str(info.value)
     assert "suite.yaml:7: judge.items_per_call: " + expected in message, message
+
+
+@pytest.mark.asyncio
+async def test_partial_batches_wait_while_the_feeder_may_still_start_cases() -> None:
+    calls: list[list[str]] = []
+
+    async def call(group: str, payloads: list[str]) -> list[str]:
+        calls.append(payloads)
+        return payloads
+
+    batcher: CallBatcher[str, str, str] = CallBatcher(3, call)
+    done = asyncio.Event()
+
+    async def case(tag: str, wait_for: asyncio.Event | None = None) -> str:
+        with batcher.case(tag):
+            if wait_for is not None:
+                await wait_for.wait()
+                return tag  # finishes without the judge (say, its generation failed)
+            return await batcher.request("g", tag)
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    batcher.feeding()  # the feeder submits a and b, then waits for c, which is running
+    a = asyncio.create_task(case("a"))
+    b = asyncio.create_task(case("b"))
+    c = asyncio.create_task(case("c", done))
+    await settle()
+    assert calls == []
+    batcher.awaiting("c")
+    await settle()
+    assert calls == []  # c is running: when it is done the feeder goes on
+    done.set()
+    await c
+    await settle()
+    assert calls == []  # the feeder resumed (c is done) and may submit more
+    d = asyncio.create_task(case("d"))
+    await settle()
+    assert calls == [["a", "b", "d"]]  # full: sent at once
+    e = asyncio.create_task(case("e"))
+    batcher.awaiting("e")  # waiting for a case that waits for a batch: nothing can join
+    await settle()
+    assert calls[-1] == ["e"]
+    assert await asyncio.gather(a, b, d, e) == ["a", "b", "d", "e"]
