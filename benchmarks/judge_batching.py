@@ -121,8 +121,8 @@ def run(folder: Path, suite: Path, workers: int = 0) -> tuple[dict[str, dict[str
     """Scores per case of one ``pytest --ragbench`` run, and its wall time."""
     out_dir = folder / f"out-{suite.stem}-{workers}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "pytest", f"--ragbench={suite}", "-q", "-p", "no:cacheprovider",
-           "--rootdir", str(folder), "-c", os.devnull, f"--ragbench-out={out_dir}", "--ragbench-no-history",
-           *(["-n", str(workers)] if workers else ["-p", "no:xdist"])]
+           "--rootdir", str(folder), "-c", os.devnull, f"--ragbench-out={out_dir}",
+           "--ragbench-no-history", *(["-n", str(workers)] if workers else ["-p", "no:xdist"])]
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
@@ -194,9 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, (scores, wall, chat, embed, sent) in rows:
             counts = Counter(sent)
             shown = ", ".join(f"{k}x{v}" for k, v in sorted(counts.items(), reverse=True)) or "-"
-            cells = "".join(
-                f" {'%.4f / %3.0f%%' % (lambda d, e: (d, 100 * e))(*agreement(base, scores, m)):>17}"
-                for m in JUDGED)
+            cells = ""
+            for metric in JUDGED:
+                mad, same = agreement(base, scores, metric)
+                cells += f" {f'{mad:.4f} / {100 * same:3.0f}%':>17}"
             print(f"  {name:<17} {chat / items:>9.3f} {embed / items:>8.3f} {wall:>7.2f}  "
                   f"{shown:<22}{cells}")
         print("  (batch sizes: items per chat request, 'size x count'; the judge answers each "

@@ -344,7 +344,8 @@ class JudgeResult:
     ``scores`` has every requested metric (NaN when it could not be computed); ``errors`` names
     the metrics that failed and why; ``verdicts`` holds JSON-safe evidence per metric (claims,
     verdicts, reasons, similarities, or ``skipped`` / ``error`` explanations); ``usage`` sums
-    the chat requests this item cost; ``embed_requests`` counts embedding requests.
+    the chat requests this item cost (with ``items_per_call`` > 1, its share of a batched
+    request; see "Batching across items"); ``embed_requests`` counts embedding requests.
     """
 
     scores: dict[str, float]

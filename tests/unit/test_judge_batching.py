@@ -392,3 +392,30 @@ async def test_partial_batches_wait_while_the_feeder_may_still_start_cases() -> 
     await settle()
     assert calls[-1] == ["e"]
     assert await asyncio.gather(a, b, d, e) == ["a", "b", "d", "e"]
+
+
+@pytest.mark.asyncio
+async def test_per_metric_mode_and_criteria_batch_each_request_kind_on_its_own() -> None:
+    from pytest_ragbench.metrics.judge import Criteria
+
+    rubric = Criteria("tone", "Is it polite?", scale=(1, 5))
+
+    def reply(messages: Sequence[dict[str, str]]) -> str:
+        out = json.loads(single_reply(messages))
+        prompt = messages[1]["content"]
+        if '"tone" (an integer from 1 to 5)' in prompt:
+            answer = re.search(r"^ANSWER: (.*)$", prompt, flags=re.MULTILINE)
+            out["criteria"] = {"tone": {"score": 1 + len(answer.group(1)) % 5 if answer else 1}}
+        return json.dumps(out)
+
+    items = [item(i) for i in range(8, 12)]
+    metrics = [*METRICS, rubric]
+    alone = await asyncio.gather(*(Judge(CountingLLM(reply), mode="per_metric").evaluate(x, metrics)
+                                   for x in items))
+    llm = CountingLLM(per_item_judge(reply))
+    judge = Judge(llm, mode="per_metric", items_per_call=4)
+    together = await asyncio.gather(*(judge.evaluate(x, metrics) for x in items))
+    assert len(llm.calls) == 3  # one per judged part, each holding the four items
+    assert judge.batcher is not None and judge.batcher.sizes == [4, 4, 4]
+    assert [r.scores for r in together] == [r.scores for r in alone]
+    assert len({r.scores["tone"] for r in together}) > 1
