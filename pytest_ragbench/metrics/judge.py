@@ -694,7 +694,8 @@ class Judge:
     :class:`~pytest_ragbench.llm.cache.CachedLLM` under ``llm``) stores each item's entry of a
     batched reply on its own, so a rerun needs no request whatever the batches are;
     ``charge`` receives each item's share of a batched call, in that item's context (e.g. to
-    add it to a per-case meter that ``llm`` would otherwise charge with the whole call).
+    add it to a per-case meter that ``llm`` would otherwise charge with the whole call). A
+    batching judge is used from one event loop.
     """
 
     def __init__(
