@@ -92,12 +92,14 @@ class LlmConfig:
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """The judge: its LLM (``None`` = the generation LLM), mode, questions, call params."""
+    """The judge: its LLM (``None`` = the generation LLM), mode, questions, call params, and
+    how many items one request judges (``items_per_call``)."""
 
     llm: LlmConfig | None = None
     mode: str = "batched"
     n_questions: int = 3
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    items_per_call: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -246,7 +248,8 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
     if model.judge is not None:
         j = model.judge
         judge = JudgeConfig(llm=None if j.llm == "same" else _llm(j.llm), mode=j.mode,
-                            n_questions=j.n_questions, params=dict(j.params or {}))
+                            n_questions=j.n_questions, params=dict(j.params or {}),
+                            items_per_call=j.items_per_call)
     embedder = None
     if isinstance(model.embedder, schema.RegisteredEmbedder):
         embedder = EmbedderConfig(model.embedder.type,

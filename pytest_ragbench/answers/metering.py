@@ -53,12 +53,18 @@ class _MeteredLLM:
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         completion = await self.inner.chat(messages, **params)
+        self.charge(completion)
+        return completion
+
+    def charge(self, completion: Completion) -> None:
+        """Add ``completion``'s usage and cost to the meter of the case being run: what
+        :meth:`chat` does with each reply, and what a batched judge call's share of one item
+        is charged with (the call itself runs outside any case)."""
         meter = self._meter.get()
         if meter is not None:
             cost = 0.0
             if self._prices is not None and self._model is not None and not completion.cached:
                 cost = self._prices.cost(self._model, completion.usage)
             meter.add(completion, cost)
-        return completion
 
 

@@ -210,17 +210,29 @@ class RagPipeline:
         meter = _Meter()
         token = self._meter.set(meter)
         try:
-            limit = self.config.generation.timeout
-            if limit is None:
-                return await self._run_case(query, top, wanted, run, meter)
-            progress: dict[str, Any] = {"stage": "generation"}
-            try:
-                return await asyncio.wait_for(
-                    self._run_case(query, top, wanted, run, meter, progress), limit)
-            except (asyncio.TimeoutError, TimeoutError):
-                return self._timed_out(top, wanted, meter, progress, limit)
+            with self._case():
+                return await self._run_case_limited(query, top, wanted, run, meter)
         finally:
             self._meter.reset(token)
+
+    def _case(self, key: Hashable = None) -> contextlib.AbstractContextManager[None]:
+        """One case's generation and judging, for the judge's batches (``items_per_call``):
+        a batch that is not full waits while this case may still join it. ``key`` is the
+        prefetch key the submitting thread waits on."""
+        return self.judge.case(key) if self.judge is not None else contextlib.nullcontext()
+
+    async def _run_case_limited(self, query: Query, top: list[tuple[str, str]],
+                                wanted: list[tuple[str, Any]], run: int,
+                                meter: _Meter) -> dict[str, Any]:
+        limit = self.config.generation.timeout
+        if limit is None:
+            return await self._run_case(query, top, wanted, run, meter)
+        progress: dict[str, Any] = {"stage": "generation"}
+        try:
+            return await asyncio.wait_for(
+                self._run_case(query, top, wanted, run, meter, progress), limit)
+        except (asyncio.TimeoutError, TimeoutError):
+            return self._timed_out(top, wanted, meter, progress, limit)
 
     def _timed_out(self, top: list[tuple[str, str]], wanted: list[tuple[str, Any]],
                    meter: _Meter,
@@ -321,7 +333,8 @@ class RagPipeline:
             errors: dict[str, str] = {}
             verdicts: dict[str, Any] = {}
             if wanted:
-                await self._score(query, answer, top, wanted, scores, verdicts, errors)
+                with self._case():
+                    await self._score(query, answer, top, wanted, scores, verdicts, errors)
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
@@ -336,13 +349,19 @@ class RagPipeline:
         wanted = tuple(metrics)
         _check_metrics(wanted, self.config.metrics)  # fail in the caller, not in the background
         top = tuple((str(d), str(t)) for d, t in contexts)
-        return self.prefetcher.submit(key, lambda: self.judge_answer(query, answer, top,
-                                                                     wanted, run))
+        self._feeder("feeding")
+
+        async def judging() -> dict[str, Any]:
+            with self._case(key):
+                return await self.judge_answer(query, answer, top, wanted, run)
+
+        return self.prefetcher.submit(key, judging)
 
     def judge_answer_sync(self, query: Query, answer: str,
                           contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],
                           run: int = 0) -> dict[str, Any]:
         """:meth:`judge_answer` on the pipeline's own loop, waiting for it."""
+        self._feeder("idle")
         return self.prefetcher.call(
             lambda: self.judge_answer(query, answer, contexts, metrics, run))
 
@@ -357,16 +376,29 @@ class RagPipeline:
             if self._prefetcher is None:
                 # with a run budget the budget holds the run's limit; this only caps how many
                 # cases this process keeps open at once
-                self._prefetcher = Prefetcher(self.config.llm.concurrency)
+                self._prefetcher = Prefetcher(self._window())
             return self._prefetcher
+
+    def _window(self) -> int:
+        """How many cases are open at once: the LLM's concurrency, rounded up to a multiple
+        of the judge's ``items_per_call`` so that batches fill up while cases come and go."""
+        window = self.config.llm.concurrency
+        per_call = self.judge.items_per_call if self.judge is not None else 1
+        return -(-window // per_call) * per_call
 
     def submit(self, key: Hashable, query: Query, contexts: Sequence[tuple[str, str]],
                metrics: Sequence[MetricRef], run: int = 0) -> bool:
         """Start :meth:`run_case` for ``key`` in the background; see :meth:`Prefetcher.submit`."""
         request = CaseRequest(query, tuple(contexts), tuple(metrics), run)
         _check_metrics(request.metrics, self.config.metrics)  # fail here, not in the background
-        return self.prefetcher.submit(key, lambda: self.run_case(
-            request.query, request.contexts, request.metrics, request.run))
+        self._feeder("feeding")
+
+        async def case() -> dict[str, Any]:
+            with self._case(key):
+                return await self.run_case(request.query, request.contexts, request.metrics,
+                                           request.run)
+
+        return self.prefetcher.submit(key, case)
 
     def schedule(self, keys_and_requests: Iterable[tuple[Hashable, CaseRequest]]) -> int:
         """Submit many cases (in the order given); returns how many were newly scheduled."""
@@ -379,13 +411,31 @@ class RagPipeline:
     def result(self, key: Hashable, timeout: float | None = None) -> dict[str, Any]:
         """Block until ``key``'s case is done and return its fields; see
         :meth:`Prefetcher.result`."""
+        if not self.prefetcher.ready(key):
+            self._feeder("awaiting", key)
         value: dict[str, Any] = self.prefetcher.result(key, timeout)
         return value
 
     def run_case_sync(self, query: Query, contexts: Sequence[tuple[str, str]],
                       metrics: Sequence[MetricRef], run: int = 0) -> dict[str, Any]:
         """:meth:`run_case` on the pipeline's own loop, waiting for it."""
+        self._feeder("idle")
         return self.prefetcher.call(lambda: self.run_case(query, contexts, metrics, run))
+
+    def _feeder(self, state: str, key: Hashable = None) -> None:
+        """Tell the judge's batcher (``items_per_call`` > 1) what the submitting thread does:
+        it submits cases one by one (each after its retrieval or its pipeline's answer) and
+        then waits for one; partial batches wait while its next case may still join them."""
+        batcher = self.judge.batcher if self.judge is not None else None
+        if batcher is None:
+            return
+        loop = self.prefetcher.loop
+        if state == "feeding":
+            loop.call_soon_threadsafe(batcher.feeding)
+        elif state == "awaiting":
+            loop.call_soon_threadsafe(batcher.awaiting, key)
+        else:
+            loop.call_soon_threadsafe(batcher.idle)
 
     # -- teardown ----------------------------------------------------------------------------
 
@@ -611,12 +661,18 @@ def build_pipeline(
                 j_inner, j_id, j_model = gen_inner, gen_id, gen_model
             else:
                 j_inner, j_id, j_model = provider(config.judge.llm, _path(prefix, "judge", "llm"))
+            judge_llm = finish(j_inner, j_id, j_model, TEMPLATE_VERSION)
             judge = Judge(
-                finish(j_inner, j_id, j_model, TEMPLATE_VERSION),
+                judge_llm,
                 embedder,
                 mode=config.judge.mode,
                 n_questions=config.judge.n_questions,
                 params={"seed": config.seed, **config.judge.params},
+                items_per_call=config.judge.items_per_call,
+                # each item's entry of a batched reply is cached on its own, and each item's
+                # meter is charged its share of the call
+                replies=judge_llm.inner if isinstance(judge_llm.inner, CachedLLM) else None,
+                charge=judge_llm.charge,
             )
     except BaseException:
         _close_quietly(clients, cache)

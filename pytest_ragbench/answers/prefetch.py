@@ -84,6 +84,12 @@ class Prefetcher:
             )
             return True
 
+    def ready(self, key: Hashable) -> bool:
+        """Whether ``key``'s work is done (so :meth:`result` would not block)."""
+        with self._lock:
+            future = self._futures.get(key)
+        return future is not None and future.done()
+
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._futures

@@ -394,6 +394,27 @@ class CachedLLM(_CachedComponent):
     inner: LLM
     _inflight: dict[str, asyncio.Future[Completion]]
 
+    def lookup(self, messages: Sequence[Message], params: Mapping[str, Any]) -> Completion | None:
+        """The stored reply to this request (as :meth:`chat` would serve it), or None; sends
+        nothing."""
+        if self.cache.mode == "off":
+            return None
+        hit = self.cache.get_completion(
+            chat_key(self.provider_id, messages, dict(params), self.template_version))
+        if hit is None:
+            return None
+        return Completion(text=hit.text, usage=Usage(hit.prompt_tokens, hit.completion_tokens, 0),
+                          model=hit.model, cached=True)
+
+    def store(self, messages: Sequence[Message], params: Mapping[str, Any],
+              completion: Completion) -> None:
+        """Store ``completion`` as the reply to this request (e.g. one item's entry of a
+        batched judge reply, stored as the reply to the request it would make alone)."""
+        if self.cache.mode != "off":
+            self.cache.put_completion(
+                chat_key(self.provider_id, messages, dict(params), self.template_version),
+                completion)
+
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         """The cached reply if there is one, else the inner provider's (then stored)."""
         if self.cache.mode == "off":

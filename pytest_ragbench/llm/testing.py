@@ -132,6 +132,52 @@ def echo_reply(messages: Sequence[Message]) -> str:
     return "echo:"
 
 
+_BATCH_ITEM = re.compile(r'^ITEM "(item-\d+)"$', flags=re.MULTILINE)
+_BATCH_KEYS_HEAD = "For each item, produce these keys"
+_BATCH_REPLY_HEAD = "Reply with only one JSON object"
+
+
+def per_item_judge(reply: Reply) -> Reply:
+    """A reply function for the judge's batched prompts (``items_per_call`` > 1) made from
+    ``reply``, one that answers single-item judge prompts: each item of a batched prompt is
+    answered by ``reply`` as if it were alone (its section, then the shared instructions), and
+    the answers are returned as one object keyed by item id. So an item's verdicts cannot
+    depend on how items were batched. Any other prompt goes to ``reply`` unchanged.
+
+    It follows the layout of :mod:`pytest_ragbench.metrics.judge`'s batched prompt; an entry
+    ``reply`` gives that is not a JSON object is passed on as its text, for the judge to
+    reject."""
+
+    def answer(messages: Sequence[Message]) -> str:
+        user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+        found = list(_BATCH_ITEM.finditer(user))
+        keys_at = user.find(_BATCH_KEYS_HEAD)
+        reply_at = user.find(_BATCH_REPLY_HEAD)
+        if not found or keys_at < 0 or reply_at < 0:
+            return reply(messages)
+        instructions = user[user.index("\n", keys_at) + 1:reply_at].rstrip("\n")
+        keys = list(dict.fromkeys(re.findall(r'"(\w+)": \.\.\.', user[reply_at:])))
+        footer = "Reply with only the JSON object {" + ", ".join(f'"{k}": ...' for k in keys) + "}."
+        entries: dict[str, Any] = {}
+        for i, match in enumerate(found):
+            end = found[i + 1].start() if i + 1 < len(found) else keys_at
+            section = user[match.end():end].strip("\n")
+            n_contexts = len(re.findall(r"^\[\d+\] ", section, flags=re.MULTILINE))
+            asked = instructions.replace("one number per context of that item, in order",
+                                         f"{n_contexts} numbers, one per context in order")
+            single = [{"role": "system", "content": str(messages[0].get("content", ""))},
+                      {"role": "user",
+                       "content": f"{section}\n\nProduce these keys:\n{asked}\n\n{footer}"}]
+            text = reply(single)
+            try:
+                entries[match.group(1)] = json.loads(text)
+            except ValueError:
+                entries[match.group(1)] = text
+        return json.dumps(entries)
+
+    return answer
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True

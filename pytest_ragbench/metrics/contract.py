@@ -29,7 +29,9 @@ Judged metrics share ONE judge request per item. A metric with a ``judge_part`` 
 name of a built-in judged metric such as ``"faithfulness"``, or a
 :class:`~pytest_ragbench.metrics.judge.Criteria`) contributes that part to the item's batched
 judge request; :func:`score_answer` sends the request once, before any metric is scored, and
-the metric reads its verdict with :meth:`AnswerResources.verdict`. The built-in judged metrics
+the metric reads its verdict with :meth:`AnswerResources.verdict`. (With the judge's
+``items_per_call`` > 1 that request is shared with other items judged at the same time; the
+item's verdicts are still validated on their own.) The built-in judged metrics
 and the suite's custom criteria work that way; a third-party metric can too. A metric that
 instead calls ``resources.judge.chat(...)`` itself pays for its own requests.
 

@@ -63,6 +63,21 @@ accepted) holding exactly the keys the prompt asks for; other keys are ignored. 
   ``{"score": integer on the criterion's scale, "why": str}`` (``why`` optional; a whole
   number written as ``4.0`` is accepted).
 
+Batching across items. With ``items_per_call`` N > 1 the requests of up to N items judged at
+the same time that ask for the same parts go out as ONE chat request: the instructions once,
+then each item's section (exactly as the single prompt shows it) under an id ``item-1``,
+``item-2``, ... in item order, and the reply is one JSON object keyed by those ids. Each item's
+entry is validated on its own, exactly as a single item's reply is; an item whose entry is
+missing or invalid is judged alone once (the single request, with its usual retry) and its
+batch mates keep their verdicts. A reply that is not an object holding any item's entry gets
+one correction retry for the whole batch. A failed request (:class:`LLMError`) errors the items
+of that batch. A batched call's usage (requests, prompt and completion tokens) is split over its
+items in proportion to the length of each item's section of the prompt, by largest remainder,
+so the shares add up exactly; each share is priced as the item's own. With a ``replies`` store
+each item's entry is kept under the key of the request it would make alone in a batch, so a
+rerun is served without any request whatever batches form. Batches never wait to fill up: see
+:class:`~pytest_ragbench.llm.batching.CallBatcher`.
+
 Failures are never exceptions: a reply that still does not validate after one retry (the retry
 message quotes the validation error), an :class:`~pytest_ragbench.llm.base.LLMError`, a missing
 embedder, or a bad embedding become an entry in :attr:`JudgeResult.errors` for every metric
@@ -73,29 +88,33 @@ concerned, whose score is then NaN. A NaN score without an error entry means "no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import did_you_mean
-from ..llm.base import LLM, Embedder, LLMError, Message, Usage
+from ..llm.base import LLM, Completion, Embedder, LLMError, Message, Usage
+from ..llm.batching import CallBatcher
 from ..llm.prompts import prompt_environment
 
 __all__ = [
     "CRITERIA_INPUTS",
     "JUDGED_METRICS",
+    "MAX_ITEMS_PER_CALL",
     "TEMPLATE_VERSION",
     "Criteria",
     "CriterionExample",
     "Judge",
     "JudgeInput",
     "JudgeResult",
+    "ReplyStore",
 ]
 
 JUDGED_METRICS: tuple[str, ...] = (
@@ -112,6 +131,9 @@ _CORRECTNESS_WEIGHTS = (0.75, 0.25)  # factual F1, semantic similarity (the RAGA
 _MODES = ("batched", "per_metric")
 _MAX_REPLY_IN_VERDICTS = 2000
 
+MAX_ITEMS_PER_CALL: int = 50
+"""The most items one batched judge request may hold (``items_per_call``)."""
+
 _SYSTEM_PROMPT = (
     "You grade the output of a retrieval-augmented question answering system. Be literal: a "
     "statement is backed by a text only if the text says it or it follows directly from it; "
@@ -120,7 +142,7 @@ _SYSTEM_PROMPT = (
 
 # Sections appear only when a requested metric needs them, so a batched request pays for the
 # shared parts (question, answer, contexts, claim extraction) once.
-_USER_TEMPLATE = """\
+_ITEM_TEMPLATE = """\
 {% if show_question %}
 QUESTION: {{ question }}
 {% endif %}
@@ -138,8 +160,10 @@ CONTEXTS:
 (none)
 {% endfor %}
 {% endif %}
+"""
 
-Produce these keys:
+# What to produce for an item, shared by the single and the batched prompt.
+_KEYS_TEMPLATE = """\
 {% if ask.answer_claims %}
 - "answer_claims": the ANSWER split into short self-contained factual claims (resolve pronouns; \
 [] if it states no fact). Each is {"claim": text\
@@ -180,13 +204,48 @@ ANSWER {{ ex.answer | tojson }} -> {"score": {{ ex.score }}\
 {% endfor %}
 {% endfor %}
 {% endif %}
-
-Reply with only the JSON object {{ '{' }}{{ keys | join(', ') }}{{ '}' }}.
 """
+
+_USER_TEMPLATE = (
+    _ITEM_TEMPLATE
+    + "\nProduce these keys:\n"
+    + _KEYS_TEMPLATE
+    + "\nReply with only the JSON object {{ '{' }}{{ keys | join(', ') }}{{ '}' }}.\n"
+)
 
 _RETRY_TEMPLATE = (
     "Your reply was rejected: {error}. Reply again with only the corrected JSON object, "
     "following the instructions above."
+)
+
+# The batched prompt (``items_per_call`` > 1): the instructions once, then each item's own
+# section, exactly as the single prompt shows it; the reply is one object keyed by item id.
+_BATCH_SYSTEM_PROMPT = (
+    _SYSTEM_PROMPT + " Several items are graded in one request: grade each on its own, as if it "
+    "were the only one."
+)
+_USEFUL_SINGLE = "{{ contexts | length }} numbers, one per context in order"
+_USEFUL_BATCHED = "one number per context of that item, in order"
+_BATCH_KEYS_TEMPLATE = _KEYS_TEMPLATE.replace(_USEFUL_SINGLE, _USEFUL_BATCHED)
+_BATCH_USER_TEMPLATE = (
+    """\
+Grade each of the {{ items | length }} ITEMs below on its own: what one item says is no \
+evidence about another.
+{% for it in items %}
+
+ITEM {{ it.id | tojson }}
+{{ it.text }}
+{% endfor %}
+
+For each item, produce these keys (its QUESTION, ANSWER, REFERENCE and CONTEXTS are the ones \
+in its section):
+"""
+    + _BATCH_KEYS_TEMPLATE
+    + """
+Reply with only one JSON object holding one entry per item, keyed by its id: {{ '{' }}\
+{% for it in items %}{{ it.id | tojson }}: {{ '{' }}{{ keys | join(', ') }}{{ '}' }}\
+{% if not loop.last %}, {% endif %}{% endfor %}{{ '}' }}.
+"""
 )
 
 TEMPLATE_VERSION: str = (
@@ -285,7 +344,8 @@ class JudgeResult:
     ``scores`` has every requested metric (NaN when it could not be computed); ``errors`` names
     the metrics that failed and why; ``verdicts`` holds JSON-safe evidence per metric (claims,
     verdicts, reasons, similarities, or ``skipped`` / ``error`` explanations); ``usage`` sums
-    the chat requests this item cost; ``embed_requests`` counts embedding requests.
+    the chat requests this item cost (with ``items_per_call`` > 1, its share of a batched
+    request; see "Batching across items"); ``embed_requests`` counts embedding requests.
     """
 
     scores: dict[str, float]
@@ -368,6 +428,55 @@ class _Outcome:
     error: str | None
     usage: Usage
     text: str | None
+
+
+@dataclass(frozen=True)
+class _BatchEntry:
+    """One item's part of a batched request: its outcome (``usage`` is its share of the
+    call), why its entry was rejected (None when it was usable or the call failed), and
+    whether the call was served from the cache."""
+
+    outcome: _Outcome
+    why: str | None = None
+    cached: bool = False
+
+
+@runtime_checkable
+class ReplyStore(Protocol):
+    """Where each item's entry of a batched reply is kept, keyed like a chat request
+    (:class:`~pytest_ragbench.llm.cache.CachedLLM` is one)."""
+
+    def lookup(self, messages: Sequence[Message], params: Mapping[str, Any]
+               ) -> Completion | None: ...
+
+    def store(self, messages: Sequence[Message], params: Mapping[str, Any],
+              completion: Completion) -> None: ...
+
+
+def _item_id(index: int) -> str:
+    """The id of the item at 0-based ``index`` of a batched request."""
+    return f"item-{index + 1}"
+
+
+def _shares(total: int, weights: Sequence[int]) -> list[int]:
+    """``total`` split in proportion to ``weights`` by largest remainder (ties to the earlier
+    item), so the shares are integers adding up to ``total``."""
+    whole = sum(weights)
+    base = [total * w // whole for w in weights]
+    rest = total - sum(base)
+    by_remainder = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in by_remainder[:rest]:
+        base[i] += 1
+    return base
+
+
+def _split_usage(usage: Usage, sections: Sequence[str]) -> list[Usage]:
+    """Each item's share of a batched call's usage: requests, prompt and completion tokens
+    each split in proportion to the length of the item's section of the prompt."""
+    weights = [max(len(s), 1) for s in sections]
+    columns = [_shares(n, weights) for n in
+               (usage.prompt_tokens, usage.completion_tokens, usage.requests)]
+    return [Usage(p, c, r) for p, c, r in zip(*columns, strict=True)]
 
 
 class _SchemaError(ValueError):
@@ -479,7 +588,11 @@ def _claims(
 
 
 def _parse_reply(text: str, ask: _Ask, n_contexts: int) -> _Reply:
-    obj = _load_object(text)
+    return _parse_object(_load_object(text), ask, n_contexts)
+
+
+def _parse_object(obj: Mapping[str, Any], ask: _Ask, n_contexts: int) -> _Reply:
+    """A reply object validated against ``ask``: one item's reply, or its entry in a batch."""
     answer_claims: list[dict[str, Any]] = []
     reference_claims: list[dict[str, Any]] = []
     useful: list[int] = []
@@ -575,6 +688,14 @@ class Judge:
     ``llm.chat`` call unchanged (e.g. ``{"temperature": 0, "seed": 0}`` for repeatable
     judging). ``template_version`` pins the prompts: a value other than
     :data:`TEMPLATE_VERSION` is refused, so scores from different prompts are never mixed.
+
+    ``items_per_call`` > 1 judges up to that many items in one chat request (see
+    :meth:`case` and the module's "Batching across items"); ``replies`` (e.g. the
+    :class:`~pytest_ragbench.llm.cache.CachedLLM` under ``llm``) stores each item's entry of a
+    batched reply on its own, so a rerun needs no request whatever the batches are;
+    ``charge`` receives each item's share of a batched call, in that item's context (e.g. to
+    add it to a per-case meter that ``llm`` would otherwise charge with the whole call). A
+    batching judge is used from one event loop.
     """
 
     def __init__(
@@ -586,7 +707,14 @@ class Judge:
         n_questions: int = 3,
         params: Mapping[str, Any] | None = None,
         template_version: str = TEMPLATE_VERSION,
+        items_per_call: int = 1,
+        replies: ReplyStore | None = None,
+        charge: Callable[[Completion], None] | None = None,
     ) -> None:
+        if (isinstance(items_per_call, bool) or not isinstance(items_per_call, int)
+                or not 1 <= items_per_call <= MAX_ITEMS_PER_CALL):
+            raise ValueError(f"items_per_call must be an integer from 1 to "
+                             f"{MAX_ITEMS_PER_CALL}, got {items_per_call!r}")
         if mode not in _MODES:
             raise ValueError(f"judge mode must be one of {_MODES}, got {mode!r}")
         if isinstance(n_questions, bool) or not isinstance(n_questions, int) or n_questions < 1:
@@ -602,7 +730,28 @@ class Judge:
         self.n_questions = n_questions
         self.params: dict[str, Any] = dict(params or {})
         self.template_version = template_version
-        self._template = prompt_environment().from_string(_USER_TEMPLATE)
+        self.items_per_call = items_per_call
+        env = prompt_environment()
+        self._template = env.from_string(_USER_TEMPLATE)
+        self._item_template = env.from_string(_ITEM_TEMPLATE)
+        self._batch_template = env.from_string(_BATCH_USER_TEMPLATE)
+        self._replies = replies
+        self._charge = charge
+        self.batcher: CallBatcher[_Ask, JudgeInput, _BatchEntry] | None = (
+            CallBatcher(items_per_call, self._call_batch) if items_per_call > 1 else None)
+        """Groups the requests of items judged at the same time (None when
+        ``items_per_call`` is 1); its ``calls`` and ``sizes`` say what was sent."""
+
+    def case(self, tag: Any = None) -> contextlib.AbstractContextManager[None]:
+        """Mark one item's work (say its generation, then :meth:`evaluate`) as one case.
+
+        With ``items_per_call`` > 1 a batch that is not full waits while some open case is
+        neither waiting for the judge nor finished, since it may still join; it is sent as
+        soon as every open case waits. :meth:`evaluate` is a case of its own when called
+        outside one. ``tag`` names the case for :meth:`CallBatcher.awaiting
+        <pytest_ragbench.llm.batching.CallBatcher.awaiting>`. A no-op with ``items_per_call``
+        1."""
+        return self.batcher.case(tag) if self.batcher is not None else contextlib.nullcontext()
 
     def messages(self, item: JudgeInput, metrics: Sequence[str | Criteria]) -> list[Message]:
         """The chat messages of the single batched request for ``metrics`` (for inspection,
@@ -621,6 +770,10 @@ class Judge:
         Raises :class:`ValueError` for an unknown metric name.
         """
         wanted = self._check(metrics)
+        with self.case():
+            return await self._evaluate(item, wanted)
+
+    async def _evaluate(self, item: JudgeInput, wanted: list[str | Criteria]) -> JudgeResult:
         scores = {_key(m): math.nan for m in wanted}
         verdicts: dict[str, Any] = {}
         errors: dict[str, str] = {}
@@ -787,31 +940,148 @@ class Judge:
             return ("skipped", "no contexts were retrieved", 0.0)
         return None
 
-    def _messages(self, item: JudgeInput, ask: _Ask) -> list[Message]:
-        user = self._template.render(
-            question=item.question,
-            answer=item.answer,
-            reference=item.reference or "",
-            contexts=list(item.contexts),
-            ask=ask,
-            keys=[json.dumps(k) + ": ..." for k in ask.reply_keys()],
+    @staticmethod
+    def _shown(ask: _Ask) -> dict[str, Any]:
+        """Which parts of an item the prompt shows, and the reply keys, for ``ask``."""
+        return {
+            "ask": ask,
+            "keys": [json.dumps(k) + ": ..." for k in ask.reply_keys()],
             # As in RAGAS, questions are generated from the answer without seeing the real one,
             # which would otherwise leak into them and inflate answer relevancy.
-            show_question=(ask.answer_claims or ask.reference_claims or ask.useful
-                           or ask.shows("question")),
-            show_answer=(ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions)
-                         or bool(ask.criteria)),
-            show_reference=(ask.reference_claims or ask.ans_in_ref or ask.useful
-                            or ask.shows("reference")),
-            show_contexts=ask.ans_supported or ask.ref_attributed or ask.useful
-            or ask.shows("contexts"),
-        )
+            "show_question": (ask.answer_claims or ask.reference_claims or ask.useful
+                              or ask.shows("question")),
+            "show_answer": (ask.answer_claims or ask.ref_in_answer or bool(ask.n_questions)
+                            or bool(ask.criteria)),
+            "show_reference": (ask.reference_claims or ask.ans_in_ref or ask.useful
+                               or ask.shows("reference")),
+            "show_contexts": (ask.ans_supported or ask.ref_attributed or ask.useful
+                              or ask.shows("contexts")),
+        }
+
+    @staticmethod
+    def _item_vars(item: JudgeInput) -> dict[str, Any]:
+        return {"question": item.question, "answer": item.answer,
+                "reference": item.reference or "", "contexts": list(item.contexts)}
+
+    def _messages(self, item: JudgeInput, ask: _Ask) -> list[Message]:
+        user = self._template.render(**self._item_vars(item), **self._shown(ask))
         return [
             {"role": "system", "content": _SYSTEM_PROMPT},
             {"role": "user", "content": user},
         ]
 
+    def _batch_messages(self, ask: _Ask,
+                        items: Sequence[JudgeInput]) -> tuple[list[Message], list[str]]:
+        """The batched request for ``items`` (ids ``item-1``, ``item-2``, ... in order) and
+        each item's section of it."""
+        shown = self._shown(ask)
+        sections = [self._item_template.render(**self._item_vars(item), **shown).rstrip("\n")
+                    for item in items]
+        user = self._batch_template.render(
+            items=[{"id": _item_id(i), "text": text} for i, text in enumerate(sections)],
+            **shown)
+        return ([{"role": "system", "content": _BATCH_SYSTEM_PROMPT},
+                 {"role": "user", "content": user}], sections)
+
     async def _request(self, item: JudgeInput, ask: _Ask) -> _Outcome:
+        if self.batcher is None:
+            return await self._request_alone(item, ask)
+        outcome = self._stored_entry(item, ask)
+        if outcome is not None:
+            return outcome
+        entry = await self.batcher.request(ask, item)
+        if self._charge is not None:
+            self._charge(Completion("", entry.outcome.usage, cached=entry.cached))
+        if entry.why is None:
+            return entry.outcome
+        # its entry was missing or invalid: this item alone is asked again, once
+        alone = await self._request_alone(item, ask)
+        error = alone.error
+        if error is not None:
+            error = f"{error} (its entry in a batched reply was rejected first: {entry.why})"
+        return _Outcome(alone.reply, error, entry.outcome.usage + alone.usage, alone.text)
+
+    def _stored_entry(self, item: JudgeInput, ask: _Ask) -> _Outcome | None:
+        """This item's entry of an earlier batched reply, when ``replies`` has it."""
+        if self._replies is None:
+            return None
+        messages, _ = self._batch_messages(ask, [item])
+        hit = self._replies.lookup(messages, self.params)
+        if hit is None:
+            return None
+        try:
+            entry = _load_object(hit.text).get(_item_id(0))
+            if not isinstance(entry, dict):
+                return None
+            reply = _parse_object(entry, ask, len(item.contexts))
+        except _SchemaError:
+            return None  # not a usable entry: ask again
+        if self._charge is not None:
+            self._charge(hit)
+        return _Outcome(reply, None, hit.usage, hit.text)
+
+    async def _call_batch(self, ask: _Ask, items: list[JudgeInput]) -> list[_BatchEntry]:
+        """One batched request for ``items`` (with one correction retry when the reply is not
+        an object holding any item's entry); each entry validated on its own."""
+        messages, sections = self._batch_messages(ask, items)
+        ids = [_item_id(i) for i in range(len(items))]
+        usage = Usage(0, 0, 0)
+        text: str | None = None
+        obj: dict[str, Any] | None = None
+        model = ""
+        error = ""
+        cached = True
+        for _attempt in range(2):
+            try:
+                completion = await self.llm.chat(messages, **self.params)
+            except LLMError as exc:
+                shares = _split_usage(usage, sections)
+                return [_BatchEntry(_Outcome(None, f"judge request failed: {exc}", share, text),
+                                    cached=False) for share in shares]
+            usage += completion.usage
+            cached = cached and completion.cached
+            text, model = completion.text, completion.model
+            try:
+                obj = _load_object(text)
+                if not any(i in obj for i in ids):
+                    raise _SchemaError(f"expected one entry per item, keyed by its id "
+                                       f"({', '.join(ids)}); found none")
+            except _SchemaError as exc:
+                obj, error = None, str(exc)
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": _RETRY_TEMPLATE.format(error=error)},
+                ]
+                continue
+            break
+        shares = _split_usage(usage, sections)
+        out: list[_BatchEntry] = []
+        for item_id, item, share in zip(ids, items, shares, strict=True):
+            if obj is None:
+                why = f"the batched reply did not parse after 1 retry: {error}"
+                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached))
+                continue
+            entry = obj.get(item_id)
+            try:
+                if entry is None:
+                    raise _SchemaError(f"the reply has no entry {item_id!r}")
+                if not isinstance(entry, dict):
+                    raise _SchemaError(f"{item_id}: expected an object, got {_json_type(entry)}")
+                reply = _parse_object(entry, ask, len(item.contexts))
+            except _SchemaError as exc:
+                why = str(exc)
+                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached))
+                continue
+            if self._replies is not None and len(items) > 1:
+                # stored as the reply this item would get alone, so any batch finds it
+                alone, _ = self._batch_messages(ask, [item])
+                self._replies.store(alone, self.params, Completion(
+                    json.dumps({_item_id(0): entry}), share, model=model))
+            out.append(_BatchEntry(_Outcome(reply, None, share, text), None, cached))
+        return out
+
+    async def _request_alone(self, item: JudgeInput, ask: _Ask) -> _Outcome:
         messages = self._messages(item, ask)
         usage = Usage(0, 0, 0)
         text: str | None = None

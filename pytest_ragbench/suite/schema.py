@@ -709,6 +709,12 @@ def _same(value: Any) -> Any:
     return value
 
 
+MAX_ITEMS_PER_CALL = 50  # judge.MAX_ITEMS_PER_CALL
+ItemsPerCall = Annotated[
+    int, Field(ge=1, le=MAX_ITEMS_PER_CALL),
+    _wrapped(lambda v: f"expected an integer from 1 to {MAX_ITEMS_PER_CALL}, got "
+                       f"{_describe(v)}")]
+
 JudgeMode = Annotated[Literal["batched", "per_metric"], _wrapped(
     lambda v: f"expected 'batched' or 'per_metric', got {v!r}")]
 JudgeLlm = _one_of("'same' or a mapping",
@@ -724,6 +730,9 @@ class JudgeModel(_Model):
         "batched", description="one call for all judged metrics of a case, or one per metric")
     n_questions: AtLeastOne = Field(3, description="questions generated for answer relevancy")
     params: JsonParams | None = Field(None, description="request parameters of judge calls")
+    items_per_call: ItemsPerCall = Field(
+        1, description="items judged in one request (several items judged at the same time "
+                       "share a call; each item's verdicts are validated on their own)")
 
     @model_validator(mode="after")
     def _can_judge(self) -> JudgeModel:
