@@ -173,6 +173,7 @@ class BM25Retriever:
         self._weights: sp.csr_matrix | None = None  # terms x documents
         self._okapi: Any = None  # rank_bm25.BM25Okapi
         self._accumulators: list[np.ndarray] = []  # free per-document score buffers
+        self._highest: dict[int, float] = {}  # term -> its largest weight, filled by queries
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -224,6 +225,7 @@ class BM25Retriever:
         self._weights = None
         self._okapi = None
         self._accumulators = []
+        self._highest = {}
         self._vocab = {}
         self._indexed = False
         if self.engine == "rank_bm25":
@@ -601,6 +603,17 @@ class BM25Retriever:
         scores, docs = self._score_one(query, k)
         return self._top(scores, docs, k)
 
+    def _highest_weight(self, term: int) -> float:
+        """The largest weight of ``term``'s postings, computed once per term: frequent terms
+        recur in most queries, and their lists are long."""
+        value = self._highest.get(term)
+        if value is None:
+            assert self._weights is not None
+            indptr = self._weights.indptr
+            value = float(self._weights.data[indptr[term]:indptr[term + 1]].max())
+            self._highest[term] = value
+        return value
+
     def _score_one(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and indexes (ascending) of the documents scoring non-zero for one query.
 
@@ -650,8 +663,9 @@ class BM25Retriever:
             and self.idf == "lucene"
             and n_docs > _DENSE_ACCUMULATE
         ):
+            highest = [self._highest_weight(t) * counts[t] for t in sorted(counts)]
             try:
-                pruned = _score_pruned(spans, k, acc)
+                pruned = _score_pruned(spans, k, acc, highest)
             except BaseException:
                 pool.append(np.zeros(n_docs))
                 raise
@@ -863,6 +877,10 @@ _FREQUENT = 16
 # it saves (measured on 1M documents).
 _SHORTCUT_MAX_K = 100
 
+# Beyond 1/_SCAN_RATIO of the corpus in postings, a sequential pass over every document is
+# cheaper than gathering or scattering at each posting.
+_SCAN_RATIO = 4
+
 # What a binary search costs next to adding one posting, roughly.
 _SEARCH_COST = 32
 
@@ -872,69 +890,109 @@ _SLACK = 1e-9
 
 
 def _score_pruned(
-    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray
+    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray,
+    highest: list[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Scores and indexes (ascending) of a set of documents that holds the best ``k`` of the
     query and every document tied with the ``k``-th; None if the shortcut does not apply.
 
-    A "max-score" shortcut for queries mixing rare and frequent terms (weights must be
-    non-negative, as with Lucene's idf): the rare terms' weights are added up first; the
-    ``k``-th best of those partial sums is a lower bound ``theta`` of the ``k``-th best score.
-    If the frequent terms together add at most ``u < theta``, no document lacking every rare
-    term can make the top ``k``, nor can one whose partial sum plus ``u`` is below ``theta``.
-    The few remaining documents are then scored exactly, looking their weights up term by
-    term in term order from 0.0: the same additions, hence the same bits, as the full sum.
-    ``acc`` (all zero) is used for the partial sums and left all zero.
+    A "max-score" shortcut (weights must be non-negative, as with Lucene's idf). The rare
+    terms' weights are added up first; the exact scores of the documents best on those partial
+    sums bound the ``k``-th best score from below (``theta``). The frequent terms are then
+    split by their highest weight (``highest``, one per span, the term's maximum times its
+    count; computed here when not given): the largest set of them whose highest weights add
+    up to ``u < theta`` is skipped, the others are added up too. No document listed by none of
+    the added terms can make the top ``k``, nor can one whose partial sum plus ``u`` is below
+    ``theta``. The few remaining documents are then scored exactly, looking their weights up
+    term by term in term order from 0.0: the same additions, hence the same bits, as the full
+    sum. ``acc`` (all zero) is used for the partial sums and left all zero.
     """
+    if highest is None:
+        highest = [float(vals.max()) * c for _, vals, c in spans]
     cut = len(acc) // _FREQUENT
-    rare = [s for s in spans if len(s[0]) <= cut]
-    frequent = [s for s in spans if len(s[0]) > cut]
-    if not rare or not frequent:
+    rare = [i for i, s in enumerate(spans) if len(s[0]) <= cut]
+    if not rare:
+        # The list of the highest weight stands in: it is the one a top document needs most.
+        rare = [max(range(len(spans)), key=highest.__getitem__)]
+    frequent = [i for i in range(len(spans)) if i not in rare]
+    if not frequent:
         return None
-    frequent_postings = sum(len(d) for d, _, _ in frequent)
-    longest = max(rare, key=lambda s: len(s[0]))[0]
+    frequent_postings = sum(len(spans[i][0]) for i in frequent)
+    longest = max((spans[i][0] for i in rare), key=len)
     # At least k documents get a binary search per term, and each must save enough adds;
     # the bound below needs k documents in one list.
-    if k * len(spans) * _SEARCH_COST > frequent_postings or len(longest) < k:
+    if k * len(spans) * _SEARCH_COST > frequent_postings or len(longest) < k or k == 0:
         return None
-    upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
-    # No partial sum can exceed the rare terms' maximum weights added up: if the frequent
-    # terms can add that much, the bound below cannot beat them.
-    if not upper < sum(float(vals.max()) * c for _, vals, c in rare):
-        return None
+    added = list(rare)
     try:
-        for docs, vals, c in rare:
+        for i in rare:
+            docs, vals, c = spans[i]
             np.add.at(acc, docs, vals if c == 1 else vals * float(c))
-        # Partial sums never exceed full ones (adding non-negative weights cannot lower a
-        # rounded sum), so the k-th best partial sum of any distinct documents bounds the
-        # k-th best score from below.
+        # Partial sums never exceed full ones by more than rounding, which the slack covers:
+        # the k-th best partial sum of distinct documents bounds the k-th best score.
         if len(longest) > _SMALL_CANDIDATES:
             theta = _lower_bound(acc, k, longest)
-        elif k > 0:
+        else:
             partial = acc[longest]
             theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
-        else:
-            theta = None
         if theta is None:
             return None
         # The exact scores of the (at least k) documents whose partial sum reaches theta
         # bound the k-th best score too, usually much more tightly.
-        seed = np.unique(np.concatenate([d[acc[d] >= theta] for d, _, _ in rare]))
+        seed = _union([spans[i][0][acc[spans[i][0]] >= theta] for i in rare])
         if len(seed) * len(spans) * _SEARCH_COST > frequent_postings:
             return None
         seed_scores = _exact_scores(spans, seed)
         theta = max(theta, float(np.partition(seed_scores, len(seed) - k)[len(seed) - k]))
-        if not upper < theta:
+        # Skip the frequent terms of lowest highest weight while they add up to below theta.
+        skipped: list[int] = []
+        upper = 0.0
+        for i in sorted(frequent, key=highest.__getitem__):
+            # Strictly below theta even after the slack: documents in none of the added
+            # lists (partial sum 0) must stay below the cut.
+            if not (upper + highest[i]) * (1 + _SLACK) < theta / (1 + _SLACK):
+                break
+            skipped.append(i)
+            upper += highest[i]
+        upper *= 1 + _SLACK
+        skipped_postings = sum(len(spans[i][0]) for i in skipped)
+        if not skipped or len(seed) * len(spans) * _SEARCH_COST > skipped_postings:
             return None
+        for i in frequent:
+            if i not in skipped:
+                docs, vals, c = spans[i]
+                np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+                added.append(i)
         need = theta / (1 + _SLACK) - upper
-        parts = [d[acc[d] >= need] for d, _, _ in rare]
-        if sum(len(p) for p in parts) * len(spans) * _SEARCH_COST > frequent_postings:
+        if sum(len(spans[i][0]) for i in added) * _SCAN_RATIO > len(acc):
+            # Long lists: one pass over every document reads less than a gather per list.
+            candidates = (acc >= need).nonzero()[0]
+        else:
+            candidates = _union([spans[i][0][acc[spans[i][0]] >= need] for i in added])
+        if len(candidates) * len(spans) * _SEARCH_COST > skipped_postings:
             return None
-        candidates = np.unique(np.concatenate(parts))
         return _exact_scores(spans, candidates), candidates
     finally:
-        for docs, _, _ in rare:
-            acc[docs] = 0.0
+        if sum(len(spans[i][0]) for i in added) * _SCAN_RATIO > len(acc):
+            acc.fill(0.0)
+        else:
+            for i in added:
+                acc[spans[i][0]] = 0.0
+
+
+def _union(parts: list[np.ndarray]) -> np.ndarray:
+    """The sorted union of ascending arrays of distinct document numbers."""
+    if len(parts) == 1:
+        return parts[0]
+    docs = np.concatenate(parts)
+    # Sorting small integer arrays beats np.unique's hashing; the arrays here are short.
+    docs.sort()
+    if len(docs) > 1:
+        keep = np.empty(len(docs), dtype=bool)
+        keep[0] = True
+        np.not_equal(docs[1:], docs[:-1], out=keep[1:])
+        docs = docs[keep]
+    return docs
 
 
 def _exact_scores(spans: list[tuple[np.ndarray, np.ndarray, int]], docs: np.ndarray) -> np.ndarray:
