@@ -233,7 +233,7 @@ def _p_permutation(
     # A single sample with permutation_type="samples" is scipy's sign-flip test: under the null,
     # which system got which score within a pair is exchangeable, i.e. each difference is
     # equally likely to have either sign.
-    if 2.0 ** d.size > n_resamples:
+    if d.size >= 63 or (1 << d.size) > n_resamples:  # else scipy enumerates every sign
         return _p_sign_flip(d, alternative, n_resamples, rng)
     rng_kw: dict[str, Any] = {_permutation_rng_kw(): rng}
     result = _scipy_stats().permutation_test(
