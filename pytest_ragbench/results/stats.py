@@ -273,22 +273,22 @@ def _p_sign_flip(
         state = {**state, "has_uint32": 0, "uinteger": 0}
         bitgen.state = state
     null = np.empty(n_resamples)
-    pending = np.asarray(cached, dtype=np.uint64)
+    neg = -d
+    # The lowest bit of each 32-bit draw still to be used, in draw order.
+    pending = np.asarray([w & 1 for w in cached], dtype=bool)
     for start in range(0, n_resamples, rows):
         m = min(rows, n_resamples - start)
         need = m * n - len(pending)
         raw = bitgen.random_raw((need + 1) // 2) if need > 0 else np.zeros(0, np.uint64)
-        halves = np.empty(2 * len(raw), dtype=np.uint64)
-        halves[0::2] = raw & np.uint64(0xFFFFFFFF)
-        halves[1::2] = raw >> np.uint64(32)
-        words = np.concatenate([pending, halves])
-        pending = words[m * n:]
+        bits = np.empty(2 * len(raw), dtype=bool)
+        np.bitwise_and(raw, np.uint64(1), out=bits[0::2], casting="unsafe")
+        np.bitwise_and(raw >> np.uint64(32), np.uint64(1), out=bits[1::2], casting="unsafe")
+        if len(pending):
+            bits = np.concatenate([pending, bits])
+        pending = bits[m * n:]
         # Lowest bit 1: no swap, the pair's first value is d; 0: swapped, -d.
-        signs = (words[: m * n] & np.uint64(1)).astype(np.float64).reshape(m, n)
-        signs *= 2.0
-        signs -= 1.0
-        signs *= d
-        null[start:start + m] = np.mean(signs, axis=1)
+        values = np.where(bits[: m * n].reshape(m, n), d, neg)
+        null[start:start + m] = np.mean(values, axis=1)
     observed = float(np.mean(d))
     gamma = abs(np.finfo(float).eps * 100 * observed)
     p_less = (float(np.count_nonzero(null <= observed + gamma)) + 1.0) / (n_resamples + 1.0)
