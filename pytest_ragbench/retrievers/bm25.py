@@ -719,7 +719,7 @@ class BM25Retriever:
                 return acc[docs], docs
             # Few postings: only the documents they list are read.
             parts = [d[acc[d] >= bound] if bound is not None else d for d, _, _ in spans]
-            docs = np.unique(np.concatenate(parts))
+            docs = _union(parts)
             scores = acc[docs]
             if bound is None:
                 nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
@@ -1043,8 +1043,8 @@ def _union(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     docs = np.concatenate(parts)
-    # Sorting small integer arrays beats np.unique's hashing; the arrays here are short.
-    docs.sort()
+    # A stable sort (timsort) merges the sorted runs; np.unique would hash them first.
+    docs.sort(kind="stable")
     if len(docs) > 1:
         keep = np.empty(len(docs), dtype=bool)
         keep[0] = True
