@@ -244,10 +244,12 @@ def test_both_accumulation_paths_give_the_same_bits(
     expected = r.retrieve_many(queries, 1000)
     assert any(expected)
     calls: list[int] = []
-    unique = np.unique
+    union = bm25_module._union  # merges the postings' documents on the few-postings path
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", dense_up_to)
-    monkeypatch.setattr(bm25_module.np, "unique",
-                        lambda *a, **kw: (calls.append(1), unique(*a, **kw))[1])
+    # The max-score shortcut (now tried up to k=1000) would bypass both paths.
+    monkeypatch.setattr(bm25_module, "_score_pruned", lambda *a: None)
+    monkeypatch.setattr(bm25_module, "_union",
+                        lambda *a, **kw: (calls.append(1), union(*a, **kw))[1])
     assert [r.retrieve(q, 1000) for q in queries] == expected
     assert bool(calls) == (dense_up_to == 0)
 
