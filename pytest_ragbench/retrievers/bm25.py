@@ -24,7 +24,12 @@ Indexing works in bounded memory (about the size of the finished index besides t
 documents are tokenised a chunk at a time, their (term, document, tf) counts spilled to a
 temporary file, and the term x document matrix assembled from them a block of terms at a time.
 Queries add up the postings of their terms into a reused per-document accumulator and rank only
-the documents above a sampled lower bound of the ``k``-th score.
+the documents above a sampled lower bound of the ``k``-th score. On large corpora, terms listing a
+quarter or more of the documents also get a dense row of weights (added in one sequential pass,
+looked up in one read), and queries mixing rare and frequent terms take a max-score shortcut:
+the frequent terms whose highest weights cannot lift a document into the top ``k`` are only
+looked up for the few candidates left. Every returned score is still the same additions in the
+same order, so results are bit-identical whichever path a query takes.
 
 Results are ordered by score, descending, then by document id, descending: the order in which
 ``trec_eval`` (and ``pytrec_eval``) reads a run, so metrics computed on our top-k are the
