@@ -102,9 +102,11 @@ class RagbenchState:
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
         self.collected_sent = False
-        # In an xdist worker: per suite id, the documents this worker's records show.
+        # In an xdist worker of a run that writes reports: per suite id, the documents this
+        # worker's records show.
         self._shown: dict[str, dict[str, None]] | None = (
-            {} if hasattr(config, "workerinput") else None)
+            {} if hasattr(config, "workerinput")
+            and not config.getoption("ragbench_no_output", False) else None)
         # The run's budget: a coordinator in an xdist controller, the budget of this process
         # (its client, or a LocalBudget at -n 0) where cases run. Made on first use.
         self._coordinator: Coordinator | None = None
