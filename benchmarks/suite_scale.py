@@ -18,6 +18,10 @@ trivial work. Each command runs as its own subprocess; reported per command:
   summary time (aggregation, A/B statistics, terminal summary, report files) is the time from
   the last item to the end of the process.
 
+``--controller-end DOCS`` measures something else: the time from the last item to the end of
+a small suite over DOCS documents under ``-n 2`` (the xdist controller used to read the whole
+corpus again there, for the report's snippets).
+
 The per-item overhead is (suite run - bare run) / items, where items = queries x retrievers for
 the suite and the same number of ids for the bare test, so what remains is what the plugin
 costs per item beyond pytest's own per-item protocol (BM25 retrieval and metrics included).
@@ -130,12 +134,37 @@ def run(cmd: list[str], folder: Path, phases: Path | None = None) -> dict[str, A
     }
     if phases is not None and phases.is_file():
         marks = json.loads(phases.read_text())
-        res["collect_s"] = marks["collected"] - t0
+        # An xdist controller collects nothing itself: no collection mark.
+        if "collected" in marks:
+            res["collect_s"] = marks["collected"] - t0
         if "last_item" in marks:
-            res["items_s"] = marks["last_item"] - marks["collected"]
+            res["items_s"] = marks["last_item"] - marks.get("collected", t0)
             res["summary_s"] = t1 - marks["last_item"]
         phases.unlink()
     return res
+
+
+def controller_end(n_docs: int) -> int:
+    """A 20-query BM25 suite over ``n_docs`` documents (50 words each) under ``-n 2``, run
+    twice with one on-disk index cache (the second run loads the index): the time from the
+    last item to the end of the process, where the xdist controller aggregates and writes the
+    report. With an explicit cache folder the first run's build does not count."""
+    folder = Path(tempfile.mkdtemp(prefix="suite-end-"))
+    write_dataset(folder, 20, n_docs)
+    (folder / "phases_plugin.py").write_text(PHASES_PLUGIN)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "phases_plugin", "--rootdir", str(folder),
+           "-c", os.devnull, "-n", "2", "--ragbench=big.yaml", "--ragbench-out",
+           str(folder / "out"), "-o", f"cache_dir={folder / 'cache'}"]
+    print(f"controller end: 20 queries x 2 retrievers over {n_docs} documents, -n 2")
+    for label in ("cold index cache", "warm index cache"):
+        r = run(cmd, folder, folder / "phases.json")
+        print(f"  {label}: wall {r['wall_s']:.1f} s, start to last item {r['items_s']:.1f} s, "
+              f"last item -> exit {r.get('summary_s', float('nan')):.1f} s "
+              f"({' '.join(r['tail'])})")
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0
 
 
 def main() -> int:
@@ -144,7 +173,12 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("-n", dest="workers", default="0", help="pytest-xdist workers (default 0)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--controller-end", type=int, metavar="DOCS", default=0,
+                    help="instead: time from the last item to exit of a 20-query suite over "
+                         "DOCS documents under -n 2 (the controller must not re-read the corpus)")
     args = ap.parse_args()
+    if args.controller_end:
+        return controller_end(args.controller_end)
     folder = Path(tempfile.mkdtemp(prefix="suite-scale-"))
     write_dataset(folder, args.queries, args.docs)
     (folder / "phases_plugin.py").write_text(PHASES_PLUGIN)
