@@ -421,6 +421,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)
+            item.config.stash[STATE_KEY].note_shown(rec)
         _attach_collected(item, report)
     return report
 
@@ -437,6 +438,7 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         # when the heap is not frozen.
         state = session.config.stash.get(STATE_KEY, None)
         if state is not None:
+            state.send_shown_texts()
             state.close_runtimes()
 
 

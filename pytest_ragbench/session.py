@@ -55,7 +55,7 @@ from .results.runfolder import (
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
-from .state import COLLECTED_ATTR, REPORT_ATTR, STATE_KEY
+from .state import COLLECTED_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
 from .suite.files import is_suite_file
 
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
@@ -145,6 +145,8 @@ class RagbenchSession:
         self.resume: ResumeTally | None = (
             ResumeTally() if config.getoption("ragbench_resume", None) is not None else None)
         self.write_files = not config.getoption("ragbench_no_output")
+        # Per suite id, document id -> shown text (None: not in the corpus), from the workers.
+        self.worker_texts: dict[str, dict[str, str | None]] = {}
         self._git: GitCommitLookup | None = None
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
@@ -439,6 +441,15 @@ class RagbenchSession:
         # Every worker collects the same items: the first one's are the run's.
         self._run_started(self._case_suites(ids))
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        # The texts of the documents a worker's records show, looked up by the worker, which
+        # holds the corpora: the controller then reads no corpus at the end.
+        sent = getattr(node, "workeroutput", {}).get(SHOWN_TEXTS_OUTPUT)
+        if isinstance(sent, dict):
+            for suite_id, texts in sent.items():
+                self.worker_texts.setdefault(str(suite_id), {}).update(texts)
+
     def _case_suites(self, nodeids: Any) -> list[str]:
         return sorted({n.split("::")[0] for n in nodeids if self._is_case(n)})
 
@@ -461,7 +472,8 @@ class RagbenchSession:
         state = self.config.stash[STATE_KEY]
         doc_text = None
         if self.write_files:
-            doc_text = self.outputs.shown_document_texts(self.records.values(), state.corpus)
+            doc_text = self.outputs.shown_document_texts(self.records.values(), state.corpus,
+                                                         self.worker_texts)
 
         summary = summarize_run(self.records.values(), self.specs, self.collected)
         run = self.run_metadata(exitstatus)

@@ -38,6 +38,9 @@ REPORT_ATTR = "ragbench_record"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
+#: Key of ``workeroutput`` under which an xdist worker sends the texts of the documents its
+#: records show, per suite id, so that the controller need not read the corpora again.
+SHOWN_TEXTS_OUTPUT = "ragbench_shown_texts"
 
 
 class _MakeComponentHook:
@@ -100,6 +103,11 @@ class RagbenchState:
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
         self.collected_sent = False
+        # In an xdist worker of a run that writes reports: per suite id, the documents this
+        # worker's records show.
+        self._shown: dict[str, dict[str, None]] | None = (
+            {} if hasattr(config, "workerinput")
+            and not config.getoption("ragbench_no_output", False) else None)
         # The run's budget: a coordinator in an xdist controller, the budget of this process
         # (its client, or a LocalBudget at -n 0) where cases run. Made on first use.
         self._coordinator: Coordinator | None = None
@@ -290,6 +298,28 @@ class RagbenchState:
             return {d.id: d for d in load_dataset(suite.dataset).corpus}
         except (RagbenchError, OSError, ValueError):
             return None
+
+    def note_shown(self, rec: Mapping[str, Any]) -> None:
+        """In an xdist worker, remember the documents a record of this worker shows."""
+        if self._shown is not None:
+            from .report.documents import add_shown_ids
+
+            add_shown_ids(self._shown, rec)
+
+    def send_shown_texts(self) -> None:
+        """In an xdist worker, put the texts of the documents its records show into
+        ``workeroutput`` (while the suites' runtimes still hold their corpora)."""
+        output = getattr(self.config, "workeroutput", None)
+        if self._shown is None or output is None or not self._shown:
+            return
+        from .report.documents import texts_of
+
+        shown: dict[str, dict[str, str | None]] = {}
+        for suite_id, ids in self._shown.items():
+            rt = self._runtimes.get(suite_id)
+            if rt is not None:
+                shown[suite_id] = texts_of(ids, rt.documents)
+        output[SHOWN_TEXTS_OUTPUT] = shown
 
     def freeze_heap(self) -> None:
         """Exempt every object alive now from the cyclic garbage collector until :meth:`thaw_heap`.

@@ -244,10 +244,12 @@ def test_both_accumulation_paths_give_the_same_bits(
     expected = r.retrieve_many(queries, 1000)
     assert any(expected)
     calls: list[int] = []
-    unique = np.unique
+    union = bm25_module._union  # merges the postings' documents on the few-postings path
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", dense_up_to)
-    monkeypatch.setattr(bm25_module.np, "unique",
-                        lambda *a, **kw: (calls.append(1), unique(*a, **kw))[1])
+    # The max-score shortcut (now tried up to k=1000) would bypass both paths.
+    monkeypatch.setattr(bm25_module, "_score_pruned", lambda *a: None)
+    monkeypatch.setattr(bm25_module, "_union",
+                        lambda *a, **kw: (calls.append(1), union(*a, **kw))[1])
     assert [r.retrieve(q, 1000) for q in queries] == expected
     assert bool(calls) == (dense_up_to == 0)
 
@@ -799,3 +801,41 @@ def test_usage_errors(lucene: BM25Retriever) -> None:
         BM25Retriever().index([])
     with pytest.raises(ValueError, match="unique"):
         BM25Retriever().index([Document(id="a", text="x"), Document(id="a", text="y")])
+
+
+def test_max_score_shortcut_keeps_every_document_of_the_top_k_exactly() -> None:
+    # _score_pruned on random postings: frequent lists of low and of high weight (the latter
+    # must be added up, the former may be skipped), rare lists, repeated query terms. What it
+    # returns must hold the best k and every document tied with the k-th, with the scores of
+    # the full sum to the last bit.
+    from pytest_ragbench.retrievers.bm25 import _score_pruned
+
+    rng = np.random.default_rng(5)
+    n = 8000
+    applied = promoted = 0
+    for trial in range(200):
+        spans = []
+        for _ in range(rng.integers(2, 6)):
+            size = int(rng.choice([20, 150, 400, 1500, 3000, 7900]))
+            docs = np.sort(rng.choice(n, size, replace=False)).astype(np.int32)
+            scale = float(rng.choice([0.05, 1.0, 6.0]))
+            vals = np.round(rng.random(size) * scale + 0.01, 2)  # rounded: ties
+            spans.append((docs, vals, int(rng.choice([1, 1, 2]))))
+        full = np.zeros(n)
+        for docs, vals, c in spans:
+            np.add.at(full, docs, vals if c == 1 else vals * float(c))
+        k = int(rng.choice([1, 5, 10, 30]))
+        acc = np.zeros(n)
+        out = _score_pruned(spans, k, acc)
+        assert not acc.any()  # left all zero
+        if out is None:
+            continue
+        applied += 1
+        scores, docs = out
+        assert np.all(np.diff(docs) > 0)
+        assert scores.tobytes() == full[docs].tobytes()  # bit for bit
+        kth = np.sort(full)[-k]
+        assert set(np.flatnonzero(full >= kth)) <= set(docs.tolist()), trial
+        rare = {d for docs_, _, _ in spans if len(docs_) <= n // 16 for d in docs_.tolist()}
+        promoted += not set(docs.tolist()) <= rare  # a frequent list of high weight was added
+    assert applied >= 30 and promoted >= 3

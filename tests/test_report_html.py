@@ -538,9 +538,22 @@ def test_report_of_a_run_killed_before_the_end_shows_the_gates(
             "ran) | 1.0000 | 0.1000 |") in md
 
 
-def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester) -> None:
+def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # xdist's controller collects nothing: it takes the spec from the suite file when the
     # workers report their collection, before any case, and aggregates with it at the end.
+    # Nor does it read any dataset: the workers send the texts of the documents the report
+    # shows (on a 1M-document corpus reading it again took 13 s after the last item).
+    import pytest_ragbench.datasets as datasets_module
+
+    loads: list[object] = []
+    real_load = datasets_module.load_dataset
+
+    def counting_load(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(datasets_module, "load_dataset", counting_load)
     pytester.makepyfile(rbret_html=RETRIEVER)
     pytester.makefile(".ragbench.yaml", s=SUITE)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -548,6 +561,7 @@ def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester) -> 
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2",
                                 "s.ragbench.yaml")
     result.assert_outcomes(passed=3)
+    assert loads == []  # the controller (this process) loaded no dataset
     folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
     start = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
     spec = start["suites"]["s.ragbench.yaml"]
@@ -556,6 +570,8 @@ def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester) -> 
     summary = json.loads((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
     assert summary["suites"][0]["gate_texts"] == spec["gates"]
     assert [g["text"] for g in summary["gates"]] == ["ndcg@10 >= 0.5"]
+    html = (folder / REPORT_HTML).read_text(encoding="utf-8")
+    assert "Cold brew. cold brew steeps coarse grounds for hours" in html  # snippets still
 
 
 def test_folders_that_are_not_run_folders(tmp_path: Path,
@@ -687,6 +703,23 @@ def test_a_snippet_collapses_only_what_it_shows_and_equals_collapsing_everything
     assert _snippet(text, length) == _cut(" ".join(text.split()), length)
 
 
+@given(st.text(alphabet=st.sampled_from("ab \t\n\u00a0xy."), max_size=900),
+       st.text(alphabet=st.sampled_from("T \n"), max_size=5),
+       st.integers(min_value=1, max_value=300))
+def test_the_shown_text_a_worker_sends_gives_the_snippets_of_the_whole_text(text, title,
+                                                                            length):
+    # xdist workers send shortened texts instead of the controller reading the corpus: every
+    # snippet the report can show must come out the same.
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.report.documents import SNIPPET_MAX, shown_text
+
+    doc = Document("d", text, title)
+    full = f"{title}. {text}" if title else text
+    assert length <= SNIPPET_MAX
+    assert _snippet(shown_text(doc), length) == _snippet(full, length)
+    assert len(shown_text(doc)) <= SNIPPET_MAX + 2
+
+
 def test_shown_documents_get_their_text_unless_two_corpora_disagree() -> None:
     from pytest_ragbench.datasets import Document
     from pytest_ragbench.report.documents import shown_document_texts
@@ -705,6 +738,12 @@ def test_shown_documents_get_their_text_unless_two_corpora_disagree() -> None:
     ]
     texts = shown_document_texts(records, corpora.get)
     assert texts == {"d1": "Title. same", "d3": "missed in b"}
+    # Texts the workers sent stand in for a corpus when they cover every shown id.
+    sent = {"a.yaml": {"d1": "Title. same", "d2": "A's d2"},
+            "b.yaml": {"d2": "B's d2", "dX": None, "d3": "missed in b"}}
+    assert shown_document_texts(records, lambda sid: None, sent) == texts
+    partial = {"a.yaml": {"d1": "Title. same"}}  # d2 missing: a.yaml's corpus is read
+    assert shown_document_texts(records, corpora.get, partial) == texts
 
 
 # -- axes, gate order, headline trends ------------------------------------------------------

@@ -49,6 +49,7 @@ from ..records import (
 )
 from ..results.aggregate import group_records, metric_values
 from . import svg
+from .documents import SNIPPET_MAX
 from .format import finite as _finite
 from .format import num, p_value
 from .views import dataset_change_text, gate_state, headline_metrics, usage_view
@@ -90,7 +91,7 @@ class _Limits:
 # so a very large run still gets a report (bigger than the budget) rather than none.
 _LEVELS = (
     _Limits(query=2000, answer=4000, context=600, contexts=10, judge_text=400, judge_lines=60,
-            retrieved=100, snippet=300),
+            retrieved=100, snippet=SNIPPET_MAX),
     _Limits(query=500, answer=1000, context=200, contexts=5, judge_text=200, judge_lines=20,
             retrieved=20, snippet=160),
     _Limits(query=300, answer=400, context=120, contexts=3, judge_text=120, judge_lines=10,

@@ -24,7 +24,12 @@ Indexing works in bounded memory (about the size of the finished index besides t
 documents are tokenised a chunk at a time, their (term, document, tf) counts spilled to a
 temporary file, and the term x document matrix assembled from them a block of terms at a time.
 Queries add up the postings of their terms into a reused per-document accumulator and rank only
-the documents above a sampled lower bound of the ``k``-th score.
+the documents above a sampled lower bound of the ``k``-th score. On large corpora, terms listing a
+quarter or more of the documents also get a dense row of weights (added in one sequential pass,
+looked up in one read), and queries mixing rare and frequent terms take a max-score shortcut:
+the frequent terms whose highest weights cannot lift a document into the top ``k`` are only
+looked up for the few candidates left. Every returned score is still the same additions in the
+same order, so results are bit-identical whichever path a query takes.
 
 Results are ordered by score, descending, then by document id, descending: the order in which
 ``trec_eval`` (and ``pytrec_eval``) reads a run, so metrics computed on our top-k are the
@@ -173,6 +178,9 @@ class BM25Retriever:
         self._weights: sp.csr_matrix | None = None  # terms x documents
         self._okapi: Any = None  # rank_bm25.BM25Okapi
         self._accumulators: list[np.ndarray] = []  # free per-document score buffers
+        self._highest: dict[int, float] = {}  # term -> its largest weight, filled by queries
+        self._rows: dict[int, np.ndarray | None] = {}  # term -> its weights of every document
+        self._row_bytes = 0
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -224,6 +232,9 @@ class BM25Retriever:
         self._weights = None
         self._okapi = None
         self._accumulators = []
+        self._highest = {}
+        self._rows = {}
+        self._row_bytes = 0
         self._vocab = {}
         self._indexed = False
         if self.engine == "rank_bm25":
@@ -601,6 +612,40 @@ class BM25Retriever:
         scores, docs = self._score_one(query, k)
         return self._top(scores, docs, k)
 
+    def _highest_weight(self, term: int) -> float:
+        """The largest weight of ``term``'s postings, computed once per term: frequent terms
+        recur in most queries, and their lists are long."""
+        value = self._highest.get(term)
+        if value is None:
+            assert self._weights is not None
+            indptr = self._weights.indptr
+            value = float(self._weights.data[indptr[term]:indptr[term + 1]].max())
+            self._highest[term] = value
+        return value
+
+    def _dense_row(self, term: int) -> np.ndarray | None:
+        """The weights of a very frequent term for every document (0.0 where it is absent),
+        made on first use while they fit :data:`_DENSE_ROWS_BYTES`; None for other terms.
+
+        Adding such a row to the accumulator is one sequential pass, where adding the postings
+        is a scattered write per posting; looking a document up is one read, where the
+        postings need a binary search. Adding 0.0 changes no sum, so the bits stay those of
+        the postings.
+        """
+        if term in self._rows:
+            return self._rows[term]
+        assert self._weights is not None
+        indptr, n_docs = self._weights.indptr, len(self._doc_ids)
+        lo, hi = int(indptr[term]), int(indptr[term + 1])
+        row = None
+        if (n_docs > _DENSE_ACCUMULATE and (hi - lo) * _DENSE_ROW >= n_docs
+                and self._row_bytes + 8 * n_docs <= _DENSE_ROWS_BYTES):
+            row = np.zeros(n_docs)
+            row[self._weights.indices[lo:hi]] = self._weights.data[lo:hi]
+            self._row_bytes += row.nbytes
+        self._rows[term] = row
+        return row
+
     def _score_one(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and indexes (ascending) of the documents scoring non-zero for one query.
 
@@ -642,6 +687,7 @@ class BM25Retriever:
         # One float64 accumulator per document, reused across queries (and taken from a pool,
         # so that threads never share one): allocating and faulting in a fresh one costs more
         # than the scoring on large corpora.
+        rows = [self._dense_row(t) for t in sorted(counts)]
         pool = self._accumulators
         acc = pool.pop() if pool else np.zeros(n_docs)
         if (
@@ -650,8 +696,9 @@ class BM25Retriever:
             and self.idf == "lucene"
             and n_docs > _DENSE_ACCUMULATE
         ):
+            highest = [self._highest_weight(t) * counts[t] for t in sorted(counts)]
             try:
-                pruned = _score_pruned(spans, k, acc)
+                pruned = _score_pruned(spans, k, acc, highest, rows)
             except BaseException:
                 pool.append(np.zeros(n_docs))
                 raise
@@ -660,8 +707,11 @@ class BM25Retriever:
                 return pruned
         try:
             # add.at adds in order, unbuffered: per document 0.0 + w1 + w2 + ... in term order.
-            for docs, vals, c in spans:
-                np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+            for (docs, vals, c), row in zip(spans, rows, strict=True):
+                if row is not None:
+                    acc += row if c == 1 else row * float(c)
+                else:
+                    np.add.at(acc, docs, vals if c == 1 else vals * float(c))
             bound = None
             if k is not None:
                 # The best k of any set of distinct documents bound the best k overall from
@@ -674,7 +724,7 @@ class BM25Retriever:
                 return acc[docs], docs
             # Few postings: only the documents they list are read.
             parts = [d[acc[d] >= bound] if bound is not None else d for d, _, _ in spans]
-            docs = np.unique(np.concatenate(parts))
+            docs = _union(parts)
             scores = acc[docs]
             if bound is None:
                 nonzero = scores != 0  # negative rank_bm25-floored idf can cancel out
@@ -861,10 +911,22 @@ _FREQUENT = 16
 
 # Beyond this k the max-score shortcut rarely applies and its failed attempts cost more than
 # it saves (measured on 1M documents).
-_SHORTCUT_MAX_K = 100
+_SHORTCUT_MAX_K = 1000
+
+# Beyond 1/_SCAN_RATIO of the corpus in postings, a sequential pass over every document is
+# cheaper than gathering or scattering at each posting.
+_SCAN_RATIO = 4
 
 # What a binary search costs next to adding one posting, roughly.
 _SEARCH_COST = 32
+
+# What reading a document's weight from a dense row costs, likewise.
+_ROW_COST = 4
+
+# Terms listing at least 1/_DENSE_ROW of a large corpus get a dense row of weights (see
+# BM25Retriever._dense_row), up to this many bytes of rows per retriever.
+_DENSE_ROW = 4
+_DENSE_ROWS_BYTES = 128 * 2**20
 
 # Relative slack on upper bounds of sums, far above the rounding of a float64 sum of even
 # a million terms (about 1e-10), so that a bound computed in floating point stays a bound.
@@ -872,79 +934,149 @@ _SLACK = 1e-9
 
 
 def _score_pruned(
-    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray
+    spans: list[tuple[np.ndarray, np.ndarray, int]], k: int, acc: np.ndarray,
+    highest: list[float] | None = None, rows: list[np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Scores and indexes (ascending) of a set of documents that holds the best ``k`` of the
     query and every document tied with the ``k``-th; None if the shortcut does not apply.
 
-    A "max-score" shortcut for queries mixing rare and frequent terms (weights must be
-    non-negative, as with Lucene's idf): the rare terms' weights are added up first; the
-    ``k``-th best of those partial sums is a lower bound ``theta`` of the ``k``-th best score.
-    If the frequent terms together add at most ``u < theta``, no document lacking every rare
-    term can make the top ``k``, nor can one whose partial sum plus ``u`` is below ``theta``.
-    The few remaining documents are then scored exactly, looking their weights up term by
-    term in term order from 0.0: the same additions, hence the same bits, as the full sum.
-    ``acc`` (all zero) is used for the partial sums and left all zero.
+    A "max-score" shortcut (weights must be non-negative, as with Lucene's idf). The rare
+    terms' weights are added up first; the exact scores of the documents best on those partial
+    sums bound the ``k``-th best score from below (``theta``). The frequent terms are then
+    split by their highest weight (``highest``, one per span, the term's maximum times its
+    count; computed here when not given): the largest set of them whose highest weights add
+    up to ``u < theta`` is skipped, the others are added up too. No document listed by none of
+    the added terms can make the top ``k``, nor can one whose partial sum plus ``u`` is below
+    ``theta``. The few remaining documents are then scored exactly, looking their weights up
+    term by term in term order from 0.0: the same additions, hence the same bits, as the full
+    sum. ``acc`` (all zero) is used for the partial sums and left all zero.
     """
+    if highest is None:
+        highest = [float(vals.max()) * c for _, vals, c in spans]
+    if rows is None:
+        rows = [None] * len(spans)
+    # What looking one document up in every list costs, in postings added.
+    search = sum(_ROW_COST if row is not None else _SEARCH_COST for row in rows)
     cut = len(acc) // _FREQUENT
-    rare = [s for s in spans if len(s[0]) <= cut]
-    frequent = [s for s in spans if len(s[0]) > cut]
-    if not rare or not frequent:
+    rare = [i for i, s in enumerate(spans) if len(s[0]) <= cut]
+    if not rare:
+        # The list of the highest weight stands in: it is the one a top document needs most.
+        rare = [max(range(len(spans)), key=highest.__getitem__)]
+    frequent = [i for i in range(len(spans)) if i not in rare]
+    if not frequent:
         return None
-    frequent_postings = sum(len(d) for d, _, _ in frequent)
-    longest = max(rare, key=lambda s: len(s[0]))[0]
+    frequent_postings = sum(len(spans[i][0]) for i in frequent)
+    longest = max((spans[i][0] for i in rare), key=len)
     # At least k documents get a binary search per term, and each must save enough adds;
     # the bound below needs k documents in one list.
-    if k * len(spans) * _SEARCH_COST > frequent_postings or len(longest) < k:
+    if k * search > frequent_postings or len(longest) < k or k == 0:
         return None
-    upper = sum(float(vals.max()) * c for _, vals, c in frequent) * (1 + _SLACK)
-    # No partial sum can exceed the rare terms' maximum weights added up: if the frequent
-    # terms can add that much, the bound below cannot beat them.
-    if not upper < sum(float(vals.max()) * c for _, vals, c in rare):
-        return None
+    added = list(rare)
     try:
-        for docs, vals, c in rare:
+        for i in rare:
+            docs, vals, c = spans[i]
             np.add.at(acc, docs, vals if c == 1 else vals * float(c))
-        # Partial sums never exceed full ones (adding non-negative weights cannot lower a
-        # rounded sum), so the k-th best partial sum of any distinct documents bounds the
-        # k-th best score from below.
-        if len(longest) > _SMALL_CANDIDATES:
-            theta = _lower_bound(acc, k, longest)
-        elif k > 0:
-            partial = acc[longest]
-            theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
-        else:
-            theta = None
-        if theta is None:
-            return None
+        # Partial sums never exceed full ones by more than rounding, which the slack covers:
+        # the k-th best partial sum of distinct documents bounds the k-th best score.
+        # Exactly the k-th (not a sampled bound): rare lists are short, and a loose bound
+        # lets so many documents through that the shortcut gives up.
+        partial = acc[longest]
+        theta = float(np.partition(partial, len(partial) - k)[len(partial) - k])
         # The exact scores of the (at least k) documents whose partial sum reaches theta
         # bound the k-th best score too, usually much more tightly.
-        seed = np.unique(np.concatenate([d[acc[d] >= theta] for d, _, _ in rare]))
-        if len(seed) * len(spans) * _SEARCH_COST > frequent_postings:
+        seed = _union([spans[i][0][acc[spans[i][0]] >= theta] for i in rare])
+        # Giving up from here on costs what the full sum costs: every posting added up, and
+        # a few passes over the accumulator. Go on while what is left to do costs less.
+        fallback = sum(len(s[0]) for s in spans) + len(acc) // 4
+        if len(seed) * search > fallback:
             return None
-        seed_scores = _exact_scores(spans, seed)
+        seed_scores = _exact_scores(spans, seed, rows)
         theta = max(theta, float(np.partition(seed_scores, len(seed) - k)[len(seed) - k]))
-        if not upper < theta:
+        # Skip the frequent terms of lowest highest weight while they add up to below theta.
+        skipped: list[int] = []
+        upper = 0.0
+        for i in sorted(frequent, key=highest.__getitem__):
+            # Strictly below theta even after the slack: documents in none of the added
+            # lists (partial sum 0) must stay below the cut.
+            if not (upper + highest[i]) * (1 + _SLACK) < theta / (1 + _SLACK):
+                break
+            skipped.append(i)
+            upper += highest[i]
+        upper *= 1 + _SLACK
+        if not skipped:
             return None
+        for i in frequent:
+            if i not in skipped:
+                docs, vals, c = spans[i]
+                row = rows[i]
+                if row is not None:
+                    acc += row if c == 1 else row * float(c)
+                else:
+                    np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+                added.append(i)
         need = theta / (1 + _SLACK) - upper
-        parts = [d[acc[d] >= need] for d, _, _ in rare]
-        if sum(len(p) for p in parts) * len(spans) * _SEARCH_COST > frequent_postings:
-            return None
-        candidates = np.unique(np.concatenate(parts))
-        return _exact_scores(spans, candidates), candidates
+        if sum(len(spans[i][0]) for i in added) * _SCAN_RATIO > len(acc):
+            # Long lists: one pass over every document reads less than a gather per list.
+            candidates = (acc >= need).nonzero()[0]
+        else:
+            candidates = _union([spans[i][0][acc[spans[i][0]] >= need] for i in added])
+        # The skipped terms, highest weight first, are looked up for the candidates left: each
+        # known weight replaces its term's highest weight in a candidate's bound, and the
+        # candidates whose bound falls below theta go (max-score's per-document pruning).
+        partial = acc[candidates]
+        for looked_up, i in enumerate(reversed(skipped), 1):
+            left = search + sum(_ROW_COST if rows[j] is not None else _SEARCH_COST
+                                for j in skipped[: len(skipped) - looked_up + 1])
+            if len(candidates) * left > fallback:
+                return None
+            partial += _weights_of(spans[i], candidates, rows[i])
+            rest = sum(highest[j] for j in skipped[: len(skipped) - looked_up]) * (1 + _SLACK)
+            keep = partial >= theta / (1 + _SLACK) - rest
+            if not keep.all():
+                candidates, partial = candidates[keep], partial[keep]
+        return _exact_scores(spans, candidates, rows), candidates
     finally:
-        for docs, _, _ in rare:
-            acc[docs] = 0.0
+        if sum(len(spans[i][0]) for i in added) * _SCAN_RATIO > len(acc):
+            acc.fill(0.0)
+        else:
+            for i in added:
+                acc[spans[i][0]] = 0.0
 
 
-def _exact_scores(spans: list[tuple[np.ndarray, np.ndarray, int]], docs: np.ndarray) -> np.ndarray:
+def _union(parts: list[np.ndarray]) -> np.ndarray:
+    """The sorted union of ascending arrays of distinct document numbers."""
+    if len(parts) == 1:
+        return parts[0]
+    docs = np.concatenate(parts)
+    # A stable sort (timsort) merges the sorted runs; np.unique would hash them first.
+    docs.sort(kind="stable")
+    if len(docs) > 1:
+        keep = np.empty(len(docs), dtype=bool)
+        keep[0] = True
+        np.not_equal(docs[1:], docs[:-1], out=keep[1:])
+        docs = docs[keep]
+    return docs
+
+
+def _exact_scores(spans: list[tuple[np.ndarray, np.ndarray, int]], docs: np.ndarray,
+                  rows: list[np.ndarray | None] | None = None) -> np.ndarray:
     """The scores of ``docs`` (ascending), added up as the accumulator does: term by term in
     term order from 0.0, adding 0.0 (which changes nothing) where a document lacks a term."""
     scores = np.zeros(len(docs))
-    for postings, vals, c in spans:
-        at = np.searchsorted(postings, docs)
-        at[at == len(postings)] = 0
-        found = postings[at] == docs
-        w = vals[at] if c == 1 else vals[at] * float(c)
-        scores += np.where(found, w, 0.0)
+    for i, span in enumerate(spans):
+        scores += _weights_of(span, docs, rows[i] if rows is not None else None)
     return scores
+
+
+def _weights_of(span: tuple[np.ndarray, np.ndarray, int], docs: np.ndarray,
+                row: np.ndarray | None = None) -> np.ndarray:
+    """The weights (times the term's count) of one term for ``docs`` (ascending), 0.0 for
+    the documents its list lacks; read from ``row`` (the term's dense row) if given."""
+    postings, vals, c = span
+    if row is not None:
+        return row[docs] if c == 1 else row[docs] * float(c)
+    at = np.searchsorted(postings, docs)
+    at[at == len(postings)] = 0
+    found = postings[at] == docs
+    w = vals[at] if c == 1 else vals[at] * float(c)
+    return np.where(found, w, 0.0)
