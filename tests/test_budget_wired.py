@@ -73,38 +73,53 @@ def nprocs(n: int) -> list[str]:
     return ["-n", str(n)] if n else ["-p", "no:xdist"]
 
 
-@pytest.mark.parametrize("n", [0, 2])
-def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any,
-                                             n: int) -> None:
+def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any) -> None:
     with FakeOpenAIServer(latency=0.1, reply=reply) as server:
         base_url = server.base_url
         dataset(base_url, "  concurrency: 3")
-        result = pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         result.assert_outcomes(passed=N_QUERIES)
         assert server.count(CHAT_PATH) == N_QUERIES
         assert server.max_in_flight <= 3
+    check_pool(pytester, result, base_url, N_QUERIES)
+
+
+def check_pool(pytester: pytest.Pytester, result: pytest.RunResult, base_url: str,
+               requests: int) -> None:
+    """The run's one pool, at concurrency 3, made ``requests`` requests and says so."""
     budget = summary(pytester.path)["run"]["budget"]
     (pool,) = budget["pools"]
-    assert pool["requests"] == N_QUERIES
+    assert pool["requests"] == requests
     assert pool["concurrency"] == 3
     assert 1 <= pool["max_in_flight"] <= 3
     assert pool["endpoint"] == base_url and pool["model"] == "m"
-    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {N_QUERIES} requests, "
+    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {requests} requests, "
                                  "max * in flight, 0 throttled (429), 0 timed out "
                                  "(concurrency 3)"])
 
 
-def test_two_suites_on_one_endpoint_share_one_pool(pytester: pytest.Pytester,
-                                                   dataset: Any) -> None:
+def test_under_xdist_two_suites_on_one_endpoint_share_one_pool_beside_other_tests(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    """One ``-n 2`` run shows three things: the concurrency holds for the whole run across
+    workers, two suites on one endpoint share one pool, and other tests still run beside the
+    cases."""
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_plain(i):
+            assert i >= 0
+    """)
     with FakeOpenAIServer(latency=0.1, reply=reply) as server:
-        dataset(server.base_url, "  concurrency: 2", name="a.ragbench.yaml")
-        dataset(server.base_url, "  concurrency: 2", name="b.ragbench.yaml")
+        base_url = server.base_url
+        dataset(base_url, "  concurrency: 3", name="a.ragbench.yaml")
+        dataset(base_url, "  concurrency: 3", name="b.ragbench.yaml")
         result = pytester.runpytest("--ragbench=a.ragbench.yaml", "--ragbench=b.ragbench.yaml",
-                                    "-n", "2")
-        result.assert_outcomes(passed=2 * N_QUERIES)
-        assert server.max_in_flight <= 2
-    (pool,) = summary(pytester.path)["run"]["budget"]["pools"]
-    assert pool["requests"] == 2 * N_QUERIES
+                                    "test_plain.py", "-n", "2")
+        result.assert_outcomes(passed=2 * N_QUERIES + 6)
+        assert server.count(CHAT_PATH) == 2 * N_QUERIES
+        assert server.max_in_flight <= 3
+    check_pool(pytester, result, base_url, 2 * N_QUERIES)
 
 
 @pytest.mark.parametrize("n", [0, 2])
@@ -241,20 +256,6 @@ def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
         explicit = server.max_in_flight
     assert ours == N_QUERIES
     assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
-
-
-def test_other_tests_still_run_beside_the_cases(pytester: pytest.Pytester, dataset: Any) -> None:
-    pytester.makepyfile(test_plain="""
-        import pytest
-
-        @pytest.mark.parametrize("i", range(6))
-        def test_plain(i):
-            assert i >= 0
-    """)
-    with FakeOpenAIServer(reply=reply) as server:
-        dataset(server.base_url, "  concurrency: 4")
-        result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2")
-        result.assert_outcomes(passed=N_QUERIES + 6)
 
 
 SLOW_RETRIEVERS = '''
