@@ -52,8 +52,11 @@ def project(pytester: pytest.Pytester):
 
 
 def _pythonpath(monkeypatch: pytest.MonkeyPatch, *sites: Path) -> None:
-    """Make fake distributions visible to subprocess runs through real package metadata."""
+    """Make fake distributions visible through real package metadata: to in-process runs on
+    sys.path (each run scans the entry points anew), to subprocess runs through PYTHONPATH."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(str(s) for s in sites))
+    for site in reversed(sites):
+        monkeypatch.syspath_prepend(site)
 
 
 def _records(pytester: pytest.Pytester) -> list[dict]:
@@ -71,7 +74,7 @@ def test_third_party_distribution_is_discovered_and_used(pytester, project, monk
           kw: {type: keyword, boost: 2.0}
         metrics: [ndcg@10, {name: novelty@3, weight: 2.0}]
     """)
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     # the system's row (5 cases, 0 errors) and the plugin's metric in the summary
     result.stdout.fnmatch_lines(["  kw*5*0 *"])
@@ -90,6 +93,8 @@ def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
         retrievers: {kw: {type: keyword}}
         metrics: [ndcg@10, novelty@3]
     """)
+    # A subprocess: the workers of an in-process run start with this interpreter's sys.path,
+    # not the PYTHONPATH that names the distribution.
     result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=5)
     assert len(_records(pytester)) == 5
@@ -98,7 +103,7 @@ def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
 def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
     _pythonpath(monkeypatch, SITE_A)
     pytester.makeconftest(CONFTEST_REGISTER)
-    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "retrievers (type names for suite files)",
@@ -131,7 +136,7 @@ def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
         def pytest_ragbench_register(registry):
             registry.add("retriever", "bm25", Overlap)
     """)
-    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "  bm25 -- conftest conftest.py (overrides built-in, distribution ragbench-clash 0.3.0)",
@@ -147,7 +152,7 @@ def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, proje
         retrievers: {kw: {type: keyword}}
         metrics: [ndcg@10]
     """)
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     line = next(ln for ln in result.outlines if "is provided by" in ln)
     assert "suite.yaml:2: retrievers.kw: retriever 'keyword' is provided by" in line
