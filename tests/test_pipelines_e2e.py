@@ -5,7 +5,6 @@ distribution's entry point, bad outputs per item, judged metrics and xdist."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -266,19 +265,18 @@ def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
 
 
 def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):
-    # this checkout first: the subprocess must run the code under test
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+    # In process, with the distribution on sys.path: each run scans the entry points anew.
+    monkeypatch.syspath_prepend(SITE)
     app("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         pipelines: {echo: {prefix: "about"}}
         metrics: [token_f1]
     """)
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "--ragbench-list",
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-list",
+                                "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["pipelines (type names for suite files)",
                                  "  echo -- distribution ragbench-rag-app 0.1.0"])
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     recs = by_case(records(pytester.path), "echo")
     assert recs["q3"]["answer"] == "about milk temperature for steaming"
