@@ -380,20 +380,6 @@ def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     assert next(iter(latencies)) is not None
 
 
-def test_retrieve_many_with_xdist_batches_each_workers_queue(pytester, project):
-    pytester.makepyfile(batched=BATCHED)
-    project("""
-        retrievers: {b: {type: "batched:Batched"}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=5)
-    batches = _batches(pytester)
-    seen = [q for b in batches for q in b["queries"]]
-    assert set(seen) == {q["text"] for q in QUERIES}
-    assert len(batches) < 5  # some cases were served from a batch
-
-
 def test_broken_retrieve_many_falls_back_to_retrieve(pytester, project):
     pytester.makepyfile(batched=BATCHED)
     project("""
@@ -465,7 +451,9 @@ def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project)
 
 def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
         pytester, project):
-    # One xdist run shows both: each check needs workers, and workers are what cost time.
+    # One xdist run shows three things: each check needs workers, and workers are what cost
+    # time. The third: retrieve_many batches each worker's queue.
+    pytester.makepyfile(batched=BATCHED)
     pytester.makeconftest("""
         import json, os
 
@@ -482,20 +470,27 @@ def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_s
         def pytest_ragbench_case_result(record, config):
             with open(config.rootpath / "sink.jsonl", "a") as fh:
                 fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                     "retriever": record["retriever"],
                                      "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
     """)
     project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"}}
         metrics: [ndcg@10, run_start]
     """)
     result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=10)
     # The case-result hook runs on the controller only.
     sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
+    for retriever in ("o", "b"):
+        assert sorted(s["case"] for s in sink if s["retriever"] == retriever) == [
+            "q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
     assert all(isinstance(s["ndcg"], float) for s in sink)
     # Workers share the controller's run start.
     starts = {r["metrics"]["run_start"] for r in _records(pytester)}
     assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
-    assert isinstance(next(iter(starts)), float)
+    # retrieve_many under xdist batches each worker's queue.
+    batches = _batches(pytester)
+    seen = [q for b in batches for q in b["queries"]]
+    assert set(seen) == {q["text"] for q in QUERIES}
+    assert len(batches) < 5  # some cases were served from a batch
