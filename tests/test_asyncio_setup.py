@@ -39,23 +39,17 @@ def _output(result: pytest.RunResult) -> str:
 def test_unrelated_project_runs_without_warnings(pytester: pytest.Pytester,
                                                  workers: list[str]) -> None:
     pytester.makepyfile(test_unrelated=UNRELATED)
+    # Unset option: pytest-asyncio's behaviour (a fixture's loop has the fixture's scope) holds.
+    pytester.makepyfile(test_async=ASYNC_FIXTURES)
     strict = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", *workers)
     assert strict.ret == 0, _output(strict)
-    strict.assert_outcomes(passed=1)
+    strict.assert_outcomes(passed=3)
     relaxed = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rw", *workers)
-    relaxed.assert_outcomes(passed=1)
+    relaxed.assert_outcomes(passed=3)
     for result in (strict, relaxed):
         text = _output(result)
         assert "Warning" not in text and "warnings summary" not in text, text
         assert "INTERNALERROR" not in text
-
-
-def test_async_fixtures_keep_their_own_loop_scope(pytester: pytest.Pytester) -> None:
-    # Unset option: pytest-asyncio's behaviour (a fixture's loop has the fixture's scope) holds.
-    pytester.makepyfile(test_async=ASYNC_FIXTURES)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
-    assert result.ret == 0, _output(result)
-    result.assert_outcomes(passed=2)
 
 
 def test_a_value_the_user_set_stands(pytester: pytest.Pytester) -> None:

@@ -183,7 +183,8 @@ def serve_search(docs: Sequence[Document]) -> Iterator[str]:
         request_queue_size = 128  # all the concurrent requests at once
 
     server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)  # shutdown() waits up to one poll
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/search"
     server.shutdown()

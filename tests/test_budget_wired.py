@@ -73,55 +73,70 @@ def nprocs(n: int) -> list[str]:
     return ["-n", str(n)] if n else ["-p", "no:xdist"]
 
 
-@pytest.mark.parametrize("n", [0, 2])
-def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any,
-                                             n: int) -> None:
+def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any) -> None:
     with FakeOpenAIServer(latency=0.1, reply=reply) as server:
         base_url = server.base_url
         dataset(base_url, "  concurrency: 3")
-        result = pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         result.assert_outcomes(passed=N_QUERIES)
         assert server.count(CHAT_PATH) == N_QUERIES
         assert server.max_in_flight <= 3
+    check_pool(pytester, result, base_url, N_QUERIES)
+
+
+def check_pool(pytester: pytest.Pytester, result: pytest.RunResult, base_url: str,
+               requests: int) -> None:
+    """The run's one pool, at concurrency 3, made ``requests`` requests and says so."""
     budget = summary(pytester.path)["run"]["budget"]
     (pool,) = budget["pools"]
-    assert pool["requests"] == N_QUERIES
+    assert pool["requests"] == requests
     assert pool["concurrency"] == 3
     assert 1 <= pool["max_in_flight"] <= 3
     assert pool["endpoint"] == base_url and pool["model"] == "m"
-    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {N_QUERIES} requests, "
+    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {requests} requests, "
                                  "max * in flight, 0 throttled (429), 0 timed out "
                                  "(concurrency 3)"])
 
 
-def test_two_suites_on_one_endpoint_share_one_pool(pytester: pytest.Pytester,
-                                                   dataset: Any) -> None:
+def test_under_xdist_two_suites_on_one_endpoint_share_one_pool_beside_other_tests(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    """One ``-n 2`` run shows three things: the concurrency holds for the whole run across
+    workers, two suites on one endpoint share one pool, and other tests still run beside the
+    cases."""
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_plain(i):
+            assert i >= 0
+    """)
     with FakeOpenAIServer(latency=0.1, reply=reply) as server:
-        dataset(server.base_url, "  concurrency: 2", name="a.ragbench.yaml")
-        dataset(server.base_url, "  concurrency: 2", name="b.ragbench.yaml")
+        base_url = server.base_url
+        dataset(base_url, "  concurrency: 3", name="a.ragbench.yaml")
+        dataset(base_url, "  concurrency: 3", name="b.ragbench.yaml")
         result = pytester.runpytest("--ragbench=a.ragbench.yaml", "--ragbench=b.ragbench.yaml",
-                                    "-n", "2")
-        result.assert_outcomes(passed=2 * N_QUERIES)
-        assert server.max_in_flight <= 2
-    (pool,) = summary(pytester.path)["run"]["budget"]["pools"]
-    assert pool["requests"] == 2 * N_QUERIES
+                                    "test_plain.py", "-n", "2")
+        result.assert_outcomes(passed=2 * N_QUERIES + 6)
+        assert server.count(CHAT_PATH) == 2 * N_QUERIES
+        assert server.max_in_flight <= 3
+    check_pool(pytester, result, base_url, 2 * N_QUERIES)
 
 
-@pytest.mark.parametrize("n", [0, 2])
-def test_max_cost_is_the_runs_cap(pytester: pytest.Pytester, dataset: Any, n: int) -> None:
-    # $1 per completion token: every call costs $6; the cap is reached after 5 calls
-    cap, per_call, concurrency = 30.0, 6.0, 2
-    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
-        dataset(server.base_url, f"  concurrency: {concurrency}",
-                extra=f"max_cost: {cap}\nprices: {{m: {{prompt: 0, completion: 1000000}}}}")
-        pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
-        calls = server.count(CHAT_PATH)
-    recs = records(pytester.path)
+COST_CAP, COST_PER_CALL, COST_CONCURRENCY = 30.0, 6.0, 2
+# $1 per completion token: every call costs $6; the cap is reached after 5 calls
+COST_LLM = f"  concurrency: {COST_CONCURRENCY}"
+COST_EXTRA = f"max_cost: {COST_CAP}\nprices: {{m: {{prompt: 0, completion: 1000000}}}}"
+
+
+def check_cost_cap(pytester: pytest.Pytester, calls: int, suite: str = "suite") -> None:
+    """The run stopped paying at its cap: what was spent, refused and said."""
+    cap = COST_CAP
+    recs = [r for r in records(pytester.path) if r["suite_name"] == suite]
     paid = [r for r in recs if r["status"] != "error"]
     refused = [r for r in recs if r["status"] == "error"]
     spent = sum(r["cost"] or 0.0 for r in recs)
     # the calls in flight when the cap was reached may finish; nothing starts after it
-    assert cap <= spent <= cap + concurrency * per_call
+    assert cap <= spent <= cap + COST_CONCURRENCY * COST_PER_CALL
     assert calls == len(paid) < N_QUERIES
     budget = summary(pytester.path)["run"]["budget"]
     (cost,) = budget["costs"].values()
@@ -132,6 +147,14 @@ def test_max_cost_is_the_runs_cap(pytester: pytest.Pytester, dataset: Any, n: in
         assert "cost budget exhausted" in message and "all workers together" in message
         shown = float(re.search(r"this run spent \$([0-9.]+) of \$30\.0000", message)[1])
         assert cap <= shown <= spent
+
+
+def test_max_cost_is_the_runs_cap(pytester: pytest.Pytester, dataset: Any) -> None:
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
+        dataset(server.base_url, COST_LLM, extra=COST_EXTRA)
+        pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        calls = server.count(CHAT_PATH)
+    check_cost_cap(pytester, calls)
 
 
 def test_pool_keys_hold_no_credentials(pytester: pytest.Pytester, dataset: Any) -> None:
@@ -148,25 +171,54 @@ def test_pool_keys_hold_no_credentials(pytester: pytest.Pytester, dataset: Any) 
 # -- concurrency: auto ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [0, 2])
-def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytester,
-                                                          dataset: Any, n: int) -> None:
-    # the endpoint sheds load above 3 requests at once; auto starts at 2 and may grow to 8
-    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
-                          refuse_retry_after="0") as server:
-        dataset(server.base_url, "  concurrency: {auto: true, max: 8, start: 2}", retries=8)
-        result = pytester.runpytest("--ragbench=suite.yaml", *nprocs(n))
-        result.assert_outcomes(passed=N_QUERIES)
-    (pool,) = summary(pytester.path)["run"]["budget"]["pools"]
+# the endpoint sheds load above 3 requests at once; auto starts at 2 and may grow to 8
+AUTO_LLM = "  concurrency: {auto: true, max: 8, start: 2}"
+
+
+def check_backoff(pytester: pytest.Pytester, result: pytest.RunResult, base_url: str,
+                  refused: int) -> None:
+    """The pool of the endpoint at ``base_url``, which refused ``refused`` requests, backed off
+    and reported its level."""
+    pools = summary(pytester.path)["run"]["budget"]["pools"]
+    (pool,) = [p for p in pools if p["endpoint"] == base_url]
     adaptive = pool["adaptive"]
     assert adaptive["bound"] == 8
     assert 1 <= adaptive["level"] <= adaptive["max_level"] <= 8
     assert pool["max_in_flight"] <= adaptive["max_level"]
-    assert pool["throttled"] == server.refused
-    if server.refused:
+    assert pool["throttled"] == refused
+    if refused:
         assert adaptive["decreases"] >= 1
-    result.stdout.fnmatch_lines(["llm pool m at *; concurrency auto reached * (max * of "
-                                 "bound 8, * back-offs)"])
+    result.stdout.fnmatch_lines([f"llm pool m at {base_url}: *; concurrency auto "
+                                 "reached * (max * of bound 8, * back-offs)"])
+
+
+def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytester,
+                                                          dataset: Any) -> None:
+    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+                          refuse_retry_after="0") as server:
+        dataset(server.base_url, AUTO_LLM, retries=8)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        result.assert_outcomes(passed=N_QUERIES)
+        base_url, refused = server.base_url, server.refused
+    check_backoff(pytester, result, base_url, refused)
+
+
+def test_under_xdist_auto_concurrency_backs_off_and_max_cost_caps_the_run(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    """One ``-n 2`` run of two suites on two endpoints: one backs off under load, the other
+    stops paying at the run's cost cap (each worker start-up costs more than both checks)."""
+    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+                          refuse_retry_after="0") as shedding, \
+            FakeOpenAIServer(latency=0.05, reply=reply) as paid:
+        dataset(shedding.base_url, AUTO_LLM, retries=8, name="auto.yaml")
+        dataset(paid.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
+        result = pytester.runpytest("--ragbench=auto.yaml", "--ragbench=cost.yaml", "-n", "2")
+        calls = paid.count(CHAT_PATH)
+        base_url, refused = shedding.base_url, shedding.refused
+    auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
+    assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
+    check_backoff(pytester, result, base_url, refused)
+    check_cost_cap(pytester, calls, suite="cost")
 
 
 def test_auto_concurrency_grows_on_a_willing_endpoint(pytester: pytest.Pytester,
@@ -241,20 +293,6 @@ def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
         explicit = server.max_in_flight
     assert ours == N_QUERIES
     assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
-
-
-def test_other_tests_still_run_beside_the_cases(pytester: pytest.Pytester, dataset: Any) -> None:
-    pytester.makepyfile(test_plain="""
-        import pytest
-
-        @pytest.mark.parametrize("i", range(6))
-        def test_plain(i):
-            assert i >= 0
-    """)
-    with FakeOpenAIServer(reply=reply) as server:
-        dataset(server.base_url, "  concurrency: 4")
-        result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2")
-        result.assert_outcomes(passed=N_QUERIES + 6)
 
 
 SLOW_RETRIEVERS = '''

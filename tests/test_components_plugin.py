@@ -52,8 +52,11 @@ def project(pytester: pytest.Pytester):
 
 
 def _pythonpath(monkeypatch: pytest.MonkeyPatch, *sites: Path) -> None:
-    """Make fake distributions visible to subprocess runs through real package metadata."""
+    """Make fake distributions visible through real package metadata: to in-process runs on
+    sys.path (each run scans the entry points anew), to subprocess runs through PYTHONPATH."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(str(s) for s in sites))
+    for site in reversed(sites):
+        monkeypatch.syspath_prepend(site)
 
 
 def _records(pytester: pytest.Pytester) -> list[dict]:
@@ -71,7 +74,7 @@ def test_third_party_distribution_is_discovered_and_used(pytester, project, monk
           kw: {type: keyword, boost: 2.0}
         metrics: [ndcg@10, {name: novelty@3, weight: 2.0}]
     """)
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     # the system's row (5 cases, 0 errors) and the plugin's metric in the summary
     result.stdout.fnmatch_lines(["  kw*5*0 *"])
@@ -90,6 +93,8 @@ def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
         retrievers: {kw: {type: keyword}}
         metrics: [ndcg@10, novelty@3]
     """)
+    # A subprocess: the workers of an in-process run start with this interpreter's sys.path,
+    # not the PYTHONPATH that names the distribution.
     result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=5)
     assert len(_records(pytester)) == 5
@@ -98,7 +103,7 @@ def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
 def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
     _pythonpath(monkeypatch, SITE_A)
     pytester.makeconftest(CONFTEST_REGISTER)
-    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "retrievers (type names for suite files)",
@@ -131,7 +136,7 @@ def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
         def pytest_ragbench_register(registry):
             registry.add("retriever", "bm25", Overlap)
     """)
-    result = pytester.runpytest_subprocess("--ragbench-list", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "  bm25 -- conftest conftest.py (overrides built-in, distribution ragbench-clash 0.3.0)",
@@ -147,7 +152,7 @@ def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, proje
         retrievers: {kw: {type: keyword}}
         metrics: [ndcg@10]
     """)
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider")
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     line = next(ln for ln in result.outlines if "is provided by" in ln)
     assert "suite.yaml:2: retrievers.kw: retriever 'keyword' is provided by" in line
@@ -375,20 +380,6 @@ def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     assert next(iter(latencies)) is not None
 
 
-def test_retrieve_many_with_xdist_batches_each_workers_queue(pytester, project):
-    pytester.makepyfile(batched=BATCHED)
-    project("""
-        retrievers: {b: {type: "batched:Batched"}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=5)
-    batches = _batches(pytester)
-    seen = [q for b in batches for q in b["queries"]]
-    assert set(seen) == {q["text"] for q in QUERIES}
-    assert len(batches) < 5  # some cases were served from a batch
-
-
 def test_broken_retrieve_many_falls_back_to_retrieve(pytester, project):
     pytester.makepyfile(batched=BATCHED)
     project("""
@@ -460,7 +451,9 @@ def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project)
 
 def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
         pytester, project):
-    # One xdist run shows both: each check needs workers, and workers are what cost time.
+    # One xdist run shows three things: each check needs workers, and workers are what cost
+    # time. The third: retrieve_many batches each worker's queue.
+    pytester.makepyfile(batched=BATCHED)
     pytester.makeconftest("""
         import json, os
 
@@ -477,20 +470,27 @@ def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_s
         def pytest_ragbench_case_result(record, config):
             with open(config.rootpath / "sink.jsonl", "a") as fh:
                 fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                     "retriever": record["retriever"],
                                      "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
     """)
     project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"}}
         metrics: [ndcg@10, run_start]
     """)
     result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=10)
     # The case-result hook runs on the controller only.
     sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    assert sorted(s["case"] for s in sink) == ["q1", "q2", "q3", "q4", "q5"]
+    for retriever in ("o", "b"):
+        assert sorted(s["case"] for s in sink if s["retriever"] == retriever) == [
+            "q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
     assert all(isinstance(s["ndcg"], float) for s in sink)
     # Workers share the controller's run start.
     starts = {r["metrics"]["run_start"] for r in _records(pytester)}
     assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
-    assert isinstance(next(iter(starts)), float)
+    # retrieve_many under xdist batches each worker's queue.
+    batches = _batches(pytester)
+    seen = [q for b in batches for q in b["queries"]]
+    assert set(seen) == {q["text"] for q in QUERIES}
+    assert len(batches) < 5  # some cases were served from a batch

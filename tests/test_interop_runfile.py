@@ -149,8 +149,8 @@ def test_pytrec_eval_reads_the_saved_run_and_agrees(saved: pytest.Pytester) -> N
 def test_run_files_are_identical_with_two_workers(saved: pytest.Pytester) -> None:
     runs = saved.path / "runs"
     serial = {p.name: p.read_bytes() for p in runs.iterdir()}
-    result = saved.runpytest_subprocess("--ragbench=suite.yaml", "--ragbench-save-run=runs2",
-                                        "-n", "2", "-q", "-p", "no:cacheprovider")
+    result = saved.runpytest("--ragbench=suite.yaml", "--ragbench-save-run=runs2",
+                             "-n", "2", "-q", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     parallel = {p.name: p.read_bytes() for p in (saved.path / "runs2").iterdir()}
     assert parallel == serial
@@ -209,8 +209,8 @@ BEIR_EXAMPLE = Path(__file__).resolve().parents[1] / "example_suites" / "beir" /
 
 
 def test_the_beir_example_runs_on_its_sample_and_saves_a_run(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(f"--ragbench={BEIR_EXAMPLE}", "-q",
-                                           "--ragbench-save-run=runs", "-p", "no:cacheprovider")
+    result = pytester.runpytest(f"--ragbench={BEIR_EXAMPLE}", "-q",
+                                "--ragbench-save-run=runs", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     result.assert_outcomes(passed=6)  # the six queries of sample/qrels/test.tsv, not dev's
     lines = _trec_lines(pytester.path / "runs" / "beir-bm25.bm25.trec")

@@ -5,7 +5,6 @@ distribution's entry point, bad outputs per item, judged metrics and xdist."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -266,19 +265,18 @@ def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
 
 
 def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):
-    # this checkout first: the subprocess must run the code under test
-    root = Path(__file__).resolve().parents[1]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), str(SITE), str(pytester.path)]))
+    # In process, with the distribution on sys.path: each run scans the entry points anew.
+    monkeypatch.syspath_prepend(SITE)
     app("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         pipelines: {echo: {prefix: "about"}}
         metrics: [token_f1]
     """)
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "--ragbench-list",
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-list",
+                                "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["pipelines (type names for suite files)",
                                  "  echo -- distribution ragbench-rag-app 0.1.0"])
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5)
     recs = by_case(records(pytester.path), "echo")
     assert recs["q3"]["answer"] == "about milk temperature for steaming"
@@ -297,16 +295,23 @@ def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, mon
             pipelines:
               ids_only: {{type: "tiny_rag:sync_factory", answers: {outputs}}}
               tiny: {{}}
-            metrics: [faithfulness, token_f1]
+            metrics: [faithfulness, token_f1, ndcg@10, recall@10, rouge_l]
             judge:
               llm: {{base_url: {server.base_url}, model: m, api_key_env: RAGBENCH_TEST_KEY,
                      retries: 0}}
             cache: off
         """)
+        # Serially, then with two workers: the scores do not depend on the scheduling.
+        pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=10)
+        assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
+        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)}
+        assert len(serial) == 10
+        server.reset_counts()
         result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
         result.assert_outcomes(passed=10)
-        assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
+        assert server.count("/v1/chat/completions") == 10
     recs = records(pytester.path)
+    assert {(r["retriever"], r["case_id"]): r["metrics"] for r in recs} == serial
     assert all(r["metrics"]["faithfulness"] == 0.5 and r["judge"] for r in recs)
     assert all(r["usage"]["requests"] == 1 for r in recs)
     # contexts given by id only are judged with the corpus text of that id
@@ -369,19 +374,6 @@ def test_judge_same_needs_a_generation_llm(pytester, app):
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*judge.llm: 'same' means the generation LLM, and a suite of "
                                  "pipelines has none*"])
-
-
-def test_pipeline_results_do_not_depend_on_scheduling(pytester, app):
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines: {tiny: {top: 3}}
-        metrics: [ndcg@10, recall@10, token_f1, rouge_l]
-    """)
-    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
-    serial = {r["case_id"]: r["metrics"] for r in records(pytester.path)}
-    pytester.runpytest("--ragbench=suite.yaml", "-n", "2").assert_outcomes(passed=5)
-    assert {r["case_id"]: r["metrics"] for r in records(pytester.path)} == serial
 
 
 def test_the_pipeline_example_runs_offline_and_passes(pytester):
