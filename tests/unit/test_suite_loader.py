@@ -208,7 +208,7 @@ def test_arbitrary_bytes_are_a_message_or_a_suite(tmp_path_factory, raw: bytes) 
         load_suite(path, None)
 
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "example_suites").glob("*/suite.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "example_suites").glob("*/suite.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.parent.name)

@@ -15,7 +15,7 @@ import yaml
 
 from pytest_ragbench.suite.schema import SCHEMA_FILE, suite_json_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(ROOT.glob("example_suites/**/*.yaml"))
 
 
