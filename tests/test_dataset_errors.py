@@ -509,7 +509,7 @@ def test_non_utf8_corpus_is_one_collection_error(pytester: pytest.Pytester, args
                                                  ) -> None:
     result = run_suite(pytester, *args, corpus__jsonl=CORPUS.encode() + b'{"_id": "d\xe9"}\n')
     # As every other bad suite input: 2 (interrupted by a collection error, see
-    # tests/test_suite_errors.py), and 1 under xdist, whose controller reports workers'
+    # tests/test_suite_errors_e2e.py), and 1 under xdist, whose controller reports workers'
     # collection errors as errors.
     expected = pytest.ExitCode.TESTS_FAILED if args else pytest.ExitCode.INTERRUPTED
     assert result.ret == expected
