@@ -411,8 +411,7 @@ class RagPipeline:
     def result(self, key: Hashable, timeout: float | None = None) -> dict[str, Any]:
         """Block until ``key``'s case is done and return its fields; see
         :meth:`Prefetcher.result`."""
-        if not self.prefetcher.ready(key):
-            self._feeder("awaiting", key)
+        self._feeder("awaiting" if not self.prefetcher.ready(key) else "collected", key)
         value: dict[str, Any] = self.prefetcher.result(key, timeout)
         return value
 
@@ -434,6 +433,8 @@ class RagPipeline:
             loop.call_soon_threadsafe(batcher.feeding)
         elif state == "awaiting":
             loop.call_soon_threadsafe(batcher.awaiting, key)
+        elif state == "collected":
+            loop.call_soon_threadsafe(batcher.collected, key)
         else:
             loop.call_soon_threadsafe(batcher.idle)
 

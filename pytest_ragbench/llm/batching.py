@@ -106,6 +106,7 @@ class CallBatcher(Generic[G, P, R]):
         self._open += 1
         if tag is not None:
             self._tagged[tag] = case
+            self._finished.discard(tag)  # a case run again under its old tag is not done
         try:
             yield
         finally:
@@ -136,6 +137,11 @@ class CallBatcher(Generic[G, P, R]):
         else:
             self._feeder = tag
         self._schedule_check()
+
+    def collected(self, tag: Hashable) -> None:
+        """The feeder took the result of the case tagged ``tag`` without waiting: the tag is
+        no longer needed (it would otherwise be kept for the whole run)."""
+        self._finished.discard(tag)
 
     def idle(self) -> None:
         """The feeder starts nothing until it says so again."""

@@ -393,6 +393,29 @@ async def test_partial_batches_wait_while_the_feeder_may_still_start_cases() -> 
     assert calls[-1] == ["e"]
     assert await asyncio.gather(a, b, d, e) == ["a", "b", "d", "e"]
 
+    # A case done before the feeder asked for it (its result taken without waiting) and then
+    # run again under its tag (a rerun): when the feeder waits for the rerun before it has
+    # started, nothing can join a partial batch, which must go (a stale "done" tag would
+    # have the batch wait forever for a feeder it took as resumed).
+    await case("k", done)
+    batcher.collected("k")
+    calls.clear()
+    batcher.feeding()
+    x = asyncio.create_task(case("x"))
+    await settle()
+    batcher.awaiting("k")
+    await settle()
+    assert calls == [["x"]] and await x == "x"
+    # a case reopened under the tag of one that finished uncollected is not done
+    await case("m", done)
+    assert "m" in batcher._finished
+    again = asyncio.Event()
+    m = asyncio.create_task(case("m", again))
+    await settle()
+    assert "m" not in batcher._finished
+    again.set()
+    await m
+
 
 @pytest.mark.asyncio
 async def test_per_metric_mode_and_criteria_batch_each_request_kind_on_its_own() -> None:
