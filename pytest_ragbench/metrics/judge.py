@@ -999,7 +999,19 @@ class Judge:
         error = alone.error
         if error is not None:
             error = f"{error} (its entry in a batched reply was rejected first: {entry.why})"
+        elif alone.text is not None:
+            # kept where a batch looks, so a rerun asks nothing whatever batches form
+            self._store_entry(item, ask, _load_object(alone.text), alone.usage, "")
         return _Outcome(alone.reply, error, entry.outcome.usage + alone.usage, alone.text)
+
+    def _store_entry(self, item: JudgeInput, ask: _Ask, entry: Mapping[str, Any],
+                     usage: Usage, model: str) -> None:
+        """Store a valid entry as the reply ``item`` gets in a batch of one."""
+        if self._replies is None:
+            return
+        alone, _ = self._batch_messages(ask, [item])
+        self._replies.store(alone, self.params, Completion(
+            json.dumps({_item_id(0): entry}), usage, model=model))
 
     def _stored_entry(self, item: JudgeInput, ask: _Ask) -> _Outcome | None:
         """This item's entry of an earlier batched reply, when ``replies`` has it."""
@@ -1073,11 +1085,10 @@ class Judge:
                 why = str(exc)
                 out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached))
                 continue
-            if self._replies is not None and len(items) > 1:
-                # stored as the reply this item would get alone, so any batch finds it
-                alone, _ = self._batch_messages(ask, [item])
-                self._replies.store(alone, self.params, Completion(
-                    json.dumps({_item_id(0): entry}), share, model=model))
+            # stored as the reply this item would get alone, so any batch finds it (also for
+            # a batch of one: after a correction retry its first, rejected reply is the one
+            # cached under these messages)
+            self._store_entry(item, ask, entry, share, model)
             out.append(_BatchEntry(_Outcome(reply, None, share, text), None, cached))
         return out
 

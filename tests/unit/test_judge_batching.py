@@ -220,6 +220,34 @@ async def test_each_entry_is_cached_so_a_rerun_makes_no_call_whatever_the_batche
 
 
 @pytest.mark.asyncio
+async def test_an_item_judged_alone_after_its_entry_was_rejected_is_cached_for_any_batch(
+        tmp_path: Path) -> None:
+    def entries(ids: list[str], good: str) -> dict[str, Any]:
+        out = json.loads(good)
+        out["item-2"]["useful"] = [1, 1, 1, 1]  # wrong length: item-2 is asked alone
+        return out
+
+    inner = CountingLLM(batched(entries))
+    base = inner.reply
+
+    def reply(messages: Sequence[dict[str, str]]) -> str:
+        if 'ITEM "item-1"' in messages[1]["content"]:
+            return base(messages)  # type: ignore[operator]
+        return single_reply(messages)
+
+    inner.reply = reply
+    items = [item(1), item(2)]
+    with ResponseCache(tmp_path / "cache.sqlite") as cache:
+        cached = CachedLLM(inner, cache, provider_id="fake", template_version="t")
+        first = await judge_all(Judge(cached, items_per_call=2, replies=cached), items)
+        assert len(inner.calls) == 2 and not any(r.errors for r in first)
+        # another batch (the other order): both entries come from the cache
+        again = await judge_all(Judge(cached, items_per_call=2, replies=cached), items[::-1])
+        assert len(inner.calls) == 2
+        assert [r.scores for r in again[::-1]] == [r.scores for r in first]
+
+
+@pytest.mark.asyncio
 async def test_each_item_meter_is_charged_its_share_and_the_costs_add_up() -> None:
     meter_var: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("m", default=None)
     prices = PriceTable.from_mapping({"fake": {"prompt": 1.0, "completion": 2.0}})
