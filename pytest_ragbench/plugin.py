@@ -17,7 +17,15 @@ import pytest
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
-from .hosts import HOSTS_INPUT, ControllerPaths, HostPathError, resolve_host
+from .hosts import (
+    HOSTS_INPUT,
+    ControllerPaths,
+    HostPathError,
+    moves_workers,
+    parse_address,
+    resolve_host,
+    separate_suite_args,
+)
 from .registry import Registry
 from .resuming import CaseResume
 from .state import (
@@ -207,8 +215,6 @@ def _discovered_suites(config: pytest.Config) -> list[Path]:
 
 def _check_gateways(config: pytest.Config) -> None:
     """Usage errors of a run whose xdist gateways move the workers, before xdist starts."""
-    from .hosts import moves_workers, separate_suite_args
-
     tx = [str(t) for t in config.getoption("tx", None) or []]
     given = separate_suite_args([str(a) for a in config.invocation_params.args])
     # without a --dist mode xdist starts no gateway, whatever --tx says
@@ -219,8 +225,6 @@ def _check_gateways(config: pytest.Config) -> None:
             "arguments for the workers and stops on this one")
     address = config.getoption("ragbench_budget_address", None)
     if address:
-        from .hosts import parse_address
-
         try:
             parse_address(address)
         except ValueError as exc:

@@ -321,10 +321,13 @@ class RagbenchSession:
                         interrupted=interrupted and not self.collected)
 
     def _workers(self) -> int | None:
-        """xdist's worker count: ``-n``, else the gateways ``--tx`` starts (None: no xdist)."""
+        """xdist's worker count: ``-n``, else the gateways ``--tx`` starts (None: no xdist;
+        ``--tx`` without a ``--dist`` mode starts none)."""
         numprocesses = getattr(self.config.option, "numprocesses", None)
         if numprocesses is not None:
             return int(numprocesses)
+        if self.config.getoption("dist", "no") == "no":
+            return None
         return gateway_count([str(t) for t in self.config.getoption("tx", None) or []]) or None
 
     def history_path(self) -> Path:

@@ -49,6 +49,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,8 @@ class BM25Retriever:
         self._highest: dict[int, float] = {}  # term -> its largest weight, filled by queries
         self._rows: dict[int, np.ndarray | None] = {}  # term -> its weights of every document
         self._row_bytes = 0
+        # retrieve() may be called from several threads: one builds a row, within the cap
+        self._rows_lock = threading.Lock()
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -634,17 +637,20 @@ class BM25Retriever:
         """
         if term in self._rows:
             return self._rows[term]
-        assert self._weights is not None
-        indptr, n_docs = self._weights.indptr, len(self._doc_ids)
-        lo, hi = int(indptr[term]), int(indptr[term + 1])
-        row = None
-        if (n_docs > _DENSE_ACCUMULATE and (hi - lo) * _DENSE_ROW >= n_docs
-                and self._row_bytes + 8 * n_docs <= _DENSE_ROWS_BYTES):
-            row = np.zeros(n_docs)
-            row[self._weights.indices[lo:hi]] = self._weights.data[lo:hi]
-            self._row_bytes += row.nbytes
-        self._rows[term] = row
-        return row
+        with self._rows_lock:
+            if term in self._rows:  # another thread made it meanwhile
+                return self._rows[term]
+            assert self._weights is not None
+            indptr, n_docs = self._weights.indptr, len(self._doc_ids)
+            lo, hi = int(indptr[term]), int(indptr[term + 1])
+            row = None
+            if (n_docs > _DENSE_ACCUMULATE and (hi - lo) * _DENSE_ROW >= n_docs
+                    and self._row_bytes + 8 * n_docs <= _DENSE_ROWS_BYTES):
+                row = np.zeros(n_docs)
+                row[self._weights.indices[lo:hi]] = self._weights.data[lo:hi]
+                self._row_bytes += row.nbytes
+            self._rows[term] = row
+            return row
 
     def _score_one(self, query: str, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and indexes (ascending) of the documents scoring non-zero for one query.
