@@ -442,13 +442,15 @@ def test_randomised_sign_flip_is_scipys_to_the_last_bit(alternative: str) -> Non
     )
 
     rng = np.random.default_rng(8)
-    d = np.round(rng.normal(0.02, 0.3, size=300), 2)  # rounded: zeros and ties
-    for used in (0, 3):  # an earlier 32-bit draw may leave half a word in the generator
-        ours, theirs = np.random.default_rng(1), np.random.default_rng(1)
-        ours.integers(0, 10, size=used)
-        theirs.integers(0, 10, size=used)
-        expected = scipy.stats.permutation_test(
-            (d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
-            vectorized=True, n_resamples=3001, batch=_BLOCK_ELEMENTS // 300 // 1000,
-            alternative=alternative, **{_permutation_rng_kw(): theirs}).pvalue
-        assert _p_sign_flip(d, alternative, 3001, ours) == float(expected)
+    # an odd number of pairs: each block of resamples leaves half a 64-bit word for the next
+    for size, resamples in ((300, 3001), (301, 999)):
+        d = np.round(rng.normal(0.02, 0.3, size=size), 2)  # rounded: zeros and ties
+        for used in (0, 3):  # an earlier 32-bit draw may leave half a word in the generator
+            ours, theirs = np.random.default_rng(1), np.random.default_rng(1)
+            ours.integers(0, 10, size=used)
+            theirs.integers(0, 10, size=used)
+            expected = scipy.stats.permutation_test(
+                (d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                vectorized=True, n_resamples=resamples, batch=_BLOCK_ELEMENTS // size // 1000,
+                alternative=alternative, **{_permutation_rng_kw(): theirs}).pvalue
+            assert _p_sign_flip(d, alternative, resamples, ours) == float(expected)
