@@ -64,6 +64,21 @@ QUERIES = [
      "type": "how_to", "difficulty": "medium", "tags": ["beans"]},
 ]
 
+# A valid suite over DOCS and QUERIES that the suite-error tests break one thing of.
+LOADER_SUITE = """\
+name: e
+dataset:
+  corpus: corpus.jsonl
+  queries: queries.jsonl
+retrievers:
+  bm25: {}
+metrics: [ndcg@10, recall@10]
+"""
+
+# ten levels of nine aliases of the level below: 9**10 strings from under 700 bytes
+ALIAS_BOMB = "l0: &l0 lol\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 11))
+
 OVERLAP_RETRIEVER = '''
 import os
 

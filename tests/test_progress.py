@@ -236,8 +236,8 @@ cache: off
 """
 
 
-def test_an_llm_run_reports_progress_in_plain_lines_and_none_with_q(
-        pytester: pytest.Pytester, mini_suite: Any) -> None:
+def _llm_dataset(pytester: pytest.Pytester, mini_suite: Any) -> None:
+    """N_QUERIES queries with reference answers over four documents, for SUITE."""
     mini_suite()
     docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i}"}
             for i in range(4)]
@@ -245,6 +245,11 @@ def test_an_llm_run_reports_progress_in_plain_lines_and_none_with_q(
                 "relevant": {f"d{i % 4}": 1}, "answer": "passage"} for i in range(N_QUERIES)]
     write_jsonl(pytester.path / "corpus.jsonl", docs)
     write_jsonl(pytester.path / "queries.jsonl", queries)
+
+
+def test_an_llm_run_reports_progress_in_plain_lines_and_none_with_q(
+        pytester: pytest.Pytester, mini_suite: Any) -> None:
+    _llm_dataset(pytester, mini_suite)
     pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.05\n")
     with FakeOpenAIServer(latency=0.05, reply=lambda messages: "the passage") as server:
         (pytester.path / "suite.yaml").write_text(SUITE.format(base_url=server.base_url),
@@ -302,13 +307,7 @@ def _run_on_a_pty(args: list[str], cwd: Any, columns: int) -> str:
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_on_a_real_terminal_the_progress_is_one_line_redrawn_in_place(
         pytester: pytest.Pytester, mini_suite: Any) -> None:
-    mini_suite()
-    docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i}"}
-            for i in range(4)]
-    queries = [{"_id": f"q{i}", "text": f"topic {i % 4} question {i}",
-                "relevant": {f"d{i % 4}": 1}, "answer": "passage"} for i in range(N_QUERIES)]
-    write_jsonl(pytester.path / "corpus.jsonl", docs)
-    write_jsonl(pytester.path / "queries.jsonl", queries)
+    _llm_dataset(pytester, mini_suite)
     with FakeOpenAIServer(latency=0.05, reply=lambda messages: "the passage") as server:
         (pytester.path / "suite.yaml").write_text(SUITE.format(base_url=server.base_url),
                                                   encoding="utf-8")

@@ -6,21 +6,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
-GOOD = """\
-name: e
-dataset:
-  corpus: corpus.jsonl
-  queries: queries.jsonl
-retrievers:
-  bm25: {}
-metrics: [ndcg@10, recall@10]
-"""
-
-# ten levels of nine aliases of the level below: 9**10 strings from under 700 bytes
-BOMB = "l0: &l0 lol\n" + "".join(
-    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 11))
-
+from conftest import ALIAS_BOMB as BOMB
+from conftest import LOADER_SUITE as GOOD
 
 # -- end to end: the same messages reach the user, as a usage error, without a traceback --------
 

@@ -13,21 +13,12 @@ from pathlib import Path
 
 import pytest
 from conftest import DOCS, QUERIES, write_jsonl
+from conftest import LOADER_SUITE as GOOD
 
 from pytest_ragbench.datasets import load_dataset
 from pytest_ragbench.errors import SuiteError
 from pytest_ragbench.registry import Registry
 from pytest_ragbench.suite.loader import Suite, load_suite
-
-GOOD = """\
-name: e
-dataset:
-  corpus: corpus.jsonl
-  queries: queries.jsonl
-retrievers:
-  bm25: {}
-metrics: [ndcg@10, recall@10]
-"""
 
 
 @pytest.fixture
@@ -207,6 +198,3 @@ def test_top_level_not_a_mapping(folder):
           "*suite.yaml:1: expected a mapping at the top level, got list")
 
 
-# ten levels of nine aliases of the level below: 9**10 strings from under 700 bytes
-BOMB = "l0: &l0 lol\n" + "".join(
-    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 11))
