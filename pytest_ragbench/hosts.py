@@ -54,6 +54,7 @@ class ControllerPaths:
 
     @classmethod
     def from_input(cls, value: Mapping[str, Any]) -> ControllerPaths:
+        """The paths as the controller sent them in the worker's ``workerinput``."""
         return cls(str(value["rootdir"]), str(value["cwd"]),
                    tuple(str(s) for s in value["suites"]))
 

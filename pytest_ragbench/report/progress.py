@@ -264,6 +264,7 @@ class StatusLine:
 
     @property
     def shown(self) -> bool:
+        """Whether the line is on the screen now."""
         return self._column is not None
 
     def show(self, text: str) -> None:
