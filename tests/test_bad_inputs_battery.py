@@ -15,6 +15,11 @@ passes when
 - the output holds no ``Traceback`` and no ``INTERNALERROR``, and the case ends within
   :data:`TIMEOUT` seconds (an alarm fails it otherwise).
 
+Cases whose one line is the collection error of a broken suite, dataset, run or template file
+(:func:`collection_error_case`) are checked in tests/unit/test_bad_inputs_loader.py by the calls
+collection makes, with the same pattern, without a pytest run each; per category the first of
+them stays a pytest run here, for the exit status and the output as a whole.
+
 Cases the product does not handle yet, in files another change is reworking, are
 ``xfail(strict=True)`` with the reason.
 """
