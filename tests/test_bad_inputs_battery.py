@@ -15,6 +15,11 @@ passes when
 - the output holds no ``Traceback`` and no ``INTERNALERROR``, and the case ends within
   :data:`TIMEOUT` seconds (an alarm fails it otherwise).
 
+Cases whose one line is the collection error of a broken suite, dataset, run or template file
+(:func:`collection_error_case`) are checked in tests/unit/test_bad_inputs_loader.py by the calls
+collection makes, with the same pattern, without a pytest run each; per category the first of
+them stays a pytest run here, for the exit status and the output as a whole.
+
 Cases the product does not handle yet, in files another change is reworking, are
 ``xfail(strict=True)`` with the reason.
 """
@@ -566,6 +571,34 @@ CONTROLS: list[Case] = [
 
 ALL = [*ENCODINGS, *UNREADABLE, *LOOPS, *DIRECTORIES, *YAML, *NUMBERS, *GRADES, *DATA_FILES,
        *OUTPUTS, *OPTIONS, *COMMANDS, *CONTROLS]
+# What each category of issue 11 holds (test_every_category_has_cases).
+CATEGORIES: dict[str, list[Case]] = {
+    "encodings": ENCODINGS, "unreadable": UNREADABLE, "symlink loops": LOOPS,
+    "directories": DIRECTORIES, "yaml": YAML, "numbers": NUMBERS, "grades": GRADES,
+    "run/baseline/history files": DATA_FILES, "outputs": OUTPUTS, "options": OPTIONS,
+    "commands": COMMANDS,
+}
+# The plugin checks a named suite path before any loader runs (plugin._suite_args): a usage
+# error of its own, which only a pytest run shows.
+PLUGIN_CHECKED = {"suite.yaml-symlink-loop", "suite.yaml-is-a-directory", "suite-missing"}
+
+
+def collection_error_case(case: Case) -> bool:
+    """Whether the case's one line is the collection error of its suite file: a broken suite,
+    dataset, run or template file and no option but the suite's path. Those are checked by
+    tests/unit/test_bad_inputs_loader.py with the calls collection makes (no pytest run)."""
+    return (case.cli is None and case.exits == BAD_EXITS and not case.env and not case.xfail
+            and case.id not in PLUGIN_CHECKED
+            and all(a.startswith("--ragbench=") for a in case.args))
+
+
+# Per category, the first collection-error case stays a pytest run here: it shows that such
+# an error reaches the user as a collection error status and one line without a traceback.
+LOADER_CASES: list[Case] = [
+    case for cases in CATEGORIES.values()
+    for case in [c for c in cases if collection_error_case(c)][1:]]
+_LOADER_IDS = {c.id for c in LOADER_CASES}
+E2E_CASES: list[Case] = [c for c in ALL if c.id not in _LOADER_IDS]
 
 
 # -- running a case -----------------------------------------------------------------------------
@@ -658,7 +691,7 @@ def run_case(pytester: pytest.Pytester, case: Case, capsys: pytest.CaptureFixtur
     return int(result.ret), result.stdout.str() + "\n" + result.stderr.str()
 
 
-@pytest.mark.parametrize("case", [c.param() for c in ALL])
+@pytest.mark.parametrize("case", [c.param() for c in E2E_CASES])
 def test_bad_input(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                    capsys: pytest.CaptureFixture[str], alarm: None, case: Case) -> None:
     monkeypatch.chdir(pytester.path)
@@ -674,14 +707,17 @@ def test_bad_input(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_every_category_has_cases() -> None:
-    """The battery keeps at least one case per category of issue 11 and about 90 in all."""
-    groups: dict[str, list[Case]] = {
-        "encodings": ENCODINGS, "unreadable": UNREADABLE, "symlink loops": LOOPS,
-        "directories": DIRECTORIES, "yaml": YAML, "numbers": NUMBERS, "grades": GRADES,
-        "run/baseline/history files": DATA_FILES, "outputs": OUTPUTS, "options": OPTIONS,
-        "commands": COMMANDS,
-    }
-    assert all(groups.values()), [name for name, cases in groups.items() if not cases]
-    assert sum(len(cases) for cases in groups.values()) >= 90
+    """The battery keeps at least one case per category of issue 11 and about 90 in all; each
+    case runs either here or in tests/unit/test_bad_inputs_loader.py, and each category keeps
+    a pytest run here (for a collection-error category, one of a collection error)."""
+    assert all(CATEGORIES.values()), [name for name, cases in CATEGORIES.items() if not cases]
+    assert sum(len(cases) for cases in CATEGORIES.values()) >= 90
     ids = [c.id for c in ALL]
     assert len(ids) == len(set(ids))
+    e2e = {c.id for c in E2E_CASES}
+    assert sorted(e2e | _LOADER_IDS) == sorted(ids) and not e2e & _LOADER_IDS
+    for name, cases in CATEGORIES.items():
+        kept = [c.id for c in cases if c.id in e2e]
+        assert kept, name
+        if any(collection_error_case(c) for c in cases):
+            assert any(collection_error_case(c) for c in cases if c.id in e2e), name
