@@ -181,10 +181,11 @@ def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytes
 
 def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         pytester: pytest.Pytester, dataset: Any) -> None:
-    """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on three
-    endpoints: the concurrency holds for the whole run across workers and two suites on one
-    endpoint share one pool while other tests run beside the cases; an auto pool backs off
-    under load; and the run stops paying at its cost cap."""
+    """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on four
+    endpoints: each worker gets its whole share of cases so the run reaches its concurrency;
+    the concurrency holds for the whole run across workers and two suites on one endpoint
+    share one pool while other tests run beside the cases; an auto pool backs off under load;
+    and the run stops paying at its cost cap."""
     pytester.makepyfile(test_plain="""
         import pytest
 
@@ -192,25 +193,32 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         def test_plain(i):
             assert i >= 0
     """)
-    with FakeOpenAIServer(latency=0.1, reply=reply) as shared, \
+    # wide: 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at
+    # once can all 16 requests be in flight together (xdist's load scheduling sends 2 at
+    # first); it comes first so both workers start on it together, as in a run of it alone
+    with FakeOpenAIServer(latency=0.5, reply=reply) as wide, \
+            FakeOpenAIServer(latency=0.1, reply=reply) as shared, \
             FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid:
+        dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
         dataset(shared.base_url, "  concurrency: 3", name="a.ragbench.yaml")
         dataset(shared.base_url, "  concurrency: 3", name="b.ragbench.yaml")
         dataset(shedding.base_url, AUTO_LLM, retries=8, name="auto.yaml")
         dataset(paid.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
-        result = pytester.runpytest("--ragbench=a.ragbench.yaml", "--ragbench=b.ragbench.yaml",
-                                    "--ragbench=auto.yaml", "--ragbench=cost.yaml",
-                                    "test_plain.py", "-n", "2")
+        result = pytester.runpytest("--ragbench=wide.yaml", "--ragbench=a.ragbench.yaml",
+                                    "--ragbench=b.ragbench.yaml", "--ragbench=auto.yaml",
+                                    "--ragbench=cost.yaml", "test_plain.py", "-n", "2")
         calls = paid.count(CHAT_PATH)
-        # every case of a, b and auto passes, as do the other tests; cost pays for ``calls``
-        result.assert_outcomes(passed=2 * N_QUERIES + 6 + N_QUERIES + calls,
+        # every case of wide, a, b and auto passes, as do the other tests; cost pays ``calls``
+        result.assert_outcomes(passed=N_QUERIES + 2 * N_QUERIES + 6 + N_QUERIES + calls,
                                errors=N_QUERIES - calls)
         assert shared.count(CHAT_PATH) == 2 * N_QUERIES
         assert shared.max_in_flight <= 3
+        assert wide.count(CHAT_PATH) == N_QUERIES
+        assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
-    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 3  # one per endpoint
+    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 4  # one per endpoint
     check_pool(pytester, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
@@ -275,20 +283,13 @@ def test_case_past_generation_timeout_is_an_explicit_error(pytester: pytest.Pyte
 # -- scheduling across workers ----------------------------------------------------------------
 
 
-def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
-        pytester: pytest.Pytester, dataset: Any) -> None:
-    # 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at once
-    # can all 16 requests be in flight together (xdist's load scheduling sends 2 at first)
+def test_an_explicit_dist_is_kept(pytester: pytest.Pytester, dataset: Any) -> None:
+    # the suite that reaches all 16 in flight under our scheduling (see the -n 2 run above)
     with FakeOpenAIServer(latency=0.5, reply=reply) as server:
         dataset(server.base_url, "  concurrency: 16")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        result.assert_outcomes(passed=N_QUERIES)
-        ours = server.max_in_flight
-        server.reset_counts()
         result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2", "--dist", "load")
         result.assert_outcomes(passed=N_QUERIES)
         explicit = server.max_in_flight
-    assert ours == N_QUERIES
     assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
 
 
