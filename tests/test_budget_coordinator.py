@@ -253,12 +253,13 @@ def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
-    with FakeOpenAIServer(latency=0.05, refuse_above=2, refuse_retry_after="0.3") as server:
+    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.15") as server:
         reports = run_workers(workers, coordinator, server, 2, requests=8, tasks=8)
         arrivals = sorted(server.arrival_times())
     assert sum(r["ok"] for r in reports) == 16
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert max(gaps) >= 0.25  # the pause held every worker back, not just the refused one
+    # the pause held every worker back, not just the refused one (other gaps: ~latency)
+    assert max(gaps) >= 0.12
     assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
     client.close()
 
