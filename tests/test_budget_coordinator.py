@@ -232,7 +232,7 @@ def test_adaptive_concurrency_finds_a_hidden_limit(
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
     with FakeOpenAIServer(latency=0.1, refuse_above=hidden) as server:
-        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=1.5,
+        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=1.0,
                               tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
