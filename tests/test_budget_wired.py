@@ -197,7 +197,7 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
     # once can all 16 requests be in flight together (xdist's load scheduling sends 2 at
     # first); it comes first so both workers start on it together, as in a run of it alone
     with FakeOpenAIServer(latency=0.5, reply=reply) as wide, \
-            FakeOpenAIServer(latency=0.1, reply=reply) as shared, \
+            FakeOpenAIServer(latency=0.05, reply=reply) as shared, \
             FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid:
