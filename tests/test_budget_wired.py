@@ -81,6 +81,7 @@ def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset:
         result.assert_outcomes(passed=N_QUERIES)
         assert server.count(CHAT_PATH) == N_QUERIES
         assert server.max_in_flight <= 3
+    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 1
     check_pool(pytester, result, base_url, N_QUERIES)
 
 
