@@ -7,9 +7,11 @@ import asyncio
 import itertools
 import json
 import multiprocessing
+import queue
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from pytest_ragbench.budget import (
     CoordinatorError,
     PoolLimits,
 )
-from pytest_ragbench.budget.testing import collect, hold_and_wait, worker_main
+from pytest_ragbench.budget.testing import hold_and_wait, worker_main
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
 # spawn: the parent runs server threads, which fork would copy in an undefined state
@@ -34,22 +36,84 @@ def coordinator() -> Iterator[Coordinator]:
         yield running
 
 
-def run_workers(coordinator: Coordinator, server: FakeOpenAIServer, count: int,
-                **spec: Any) -> list[dict[str, Any]]:
-    """Run ``count`` worker processes to completion; return their reports."""
-    host, port = coordinator.address
+class _Go:
+    """A start line for one job of a pooled worker: :func:`drive` calls ``wait`` once warm;
+    it says so to the parent and blocks until the parent has heard from every worker."""
+
+    def __init__(self, results: Any, go: Any) -> None:
+        self.results, self.go = results, go
+
+    def wait(self, timeout: float) -> None:
+        self.results.put({"ready": True})
+        self.go.get(timeout=timeout)
+
+
+def pooled_worker(jobs: Any, go: Any, results: Any) -> None:
+    """Process entry point: run :func:`worker_main` for each spec from ``jobs`` until
+    ``None``, so the tests pay for spawning and importing once, not once per test."""
+    while (spec := jobs.get()) is not None:
+        worker_main(spec, results, _Go(results, go))
+
+
+@dataclass
+class WorkerPool:
+    """Worker processes spawned once for this module; each job starts from a fresh client."""
+
+    processes: list[Any]
+    jobs: list[Any]
+    gos: list[Any]
+    results: Any
+
+    def next(self, expected: int, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.results.get(timeout=0.2)
+            except queue.Empty:
+                pass
+            dead = [p for p in self.processes[:expected] if not p.is_alive()]
+            if dead:
+                raise RuntimeError(f"worker process exited with code {dead[0].exitcode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no message from a worker within {timeout:g} s")
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[WorkerPool]:
     results = CTX.Queue()
-    ready = CTX.Barrier(count)
-    processes = [
-        CTX.Process(target=worker_main, args=({
-            "address": f"{host}:{port}", "token": coordinator.token,
-            "base_url": server.base_url, "pool": "endpoint", "name": f"gw{i}", **spec,
-        }, results, ready))
-        for i in range(count)
-    ]
+    jobs = [CTX.Queue() for _ in range(POOL_SIZE)]
+    gos = [CTX.Queue() for _ in range(POOL_SIZE)]
+    processes = [CTX.Process(target=pooled_worker, args=(jobs[i], gos[i], results), daemon=True)
+                 for i in range(POOL_SIZE)]
     for process in processes:
         process.start()
-    reports = collect(processes, results)
+    yield WorkerPool(processes, jobs, gos, results)
+    for job in jobs:
+        job.put(None)
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+
+
+POOL_SIZE = 4  # the most workers any test here runs at once
+
+
+def run_workers(workers: WorkerPool, coordinator: Coordinator, server: FakeOpenAIServer,
+                count: int, **spec: Any) -> list[dict[str, Any]]:
+    """Run one job on each of ``count`` workers to completion; return their reports."""
+    host, port = coordinator.address
+    for i in range(count):
+        workers.jobs[i].put({
+            "address": f"{host}:{port}", "token": coordinator.token,
+            "base_url": server.base_url, "pool": "endpoint", "name": f"gw{i}", **spec,
+        })
+    # every worker warm before the measured part starts in any of them (as a barrier would)
+    readies = [workers.next(count) for _ in range(count)]
+    assert all(message.get("ready") for message in readies), readies
+    for i in range(count):
+        workers.gos[i].put(True)
+    reports = [workers.next(count) for _ in range(count)]
     assert [r.get("error") for r in reports] == [None] * count
     return reports
 
@@ -60,12 +124,12 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 def test_processes_sharing_a_coordinator_never_exceed_concurrency(
-        coordinator: Coordinator) -> None:
+        coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=3))
     with FakeOpenAIServer(latency=0.05) as server:
         # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
-        reports = run_workers(coordinator, server, 3, requests=12, tasks=6)
+        reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
         assert sum(r["ok"] for r in reports) == 36
         assert server.count("/v1/chat/completions") == 36
         assert server.max_in_flight == 3  # never more, and the limit was really used
@@ -76,44 +140,46 @@ def test_processes_sharing_a_coordinator_never_exceed_concurrency(
     client.close()
 
 
-def test_rpm_holds_across_processes(coordinator: Coordinator) -> None:
+def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
-    # a test-sized "minute": at most 5 requests in any 0.5 s
-    client.declare("endpoint", PoolLimits(rpm=5, period=0.5))
+    # a test-sized "minute": at most 5 requests in any 0.3 s
+    client.declare("endpoint", PoolLimits(rpm=5, period=0.3))
     with FakeOpenAIServer() as server:
-        reports = run_workers(coordinator, server, 3, requests=5, tasks=5)
+        reports = run_workers(workers, coordinator, server, 3, requests=5, tasks=5)
         arrivals = server.arrival_times()
     assert sum(r["ok"] for r in reports) == 15
     assert len(arrivals) == 15
-    # windows of 5 at 0, 0.5 and 1.0 s: per-process buckets would send all 15 at once
-    assert max(arrivals) - min(arrivals) >= 0.95
+    # windows of 5 at 0, 0.3 and 0.6 s: per-process buckets would send all 15 at once
+    assert max(arrivals) - min(arrivals) >= 0.55
     # arrival jitter (a request granted at t may arrive a little later) is far below 50 ms
-    assert max_in_window(arrivals, 0.45) <= 5
+    assert max_in_window(arrivals, 0.25) <= 5
     client.close()
 
 
-def test_tpm_holds_across_processes_with_settled_estimates(coordinator: Coordinator) -> None:
+def test_tpm_holds_across_processes_with_settled_estimates(
+        coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
-    client.declare("endpoint", PoolLimits(tpm=50, period=0.5))
+    client.declare("endpoint", PoolLimits(tpm=50, period=0.3))
     with FakeOpenAIServer() as server:
         # estimated 10 tokens, settled to the reply's real 7 ("one two three" + "echo: ...")
-        reports = run_workers(coordinator, server, 3, requests=6, tasks=6, tokens=10)
+        reports = run_workers(workers, coordinator, server, 3, requests=6, tasks=6, tokens=10)
         arrivals = server.arrival_times()
         used = {r.body["messages"][0]["content"] for r in server.requests}
     assert used == {"one two three"}
     assert sum(r["ok"] for r in reports) == 18
     # 7 tokens each: at most 7 requests fit 50 tokens in a window, so 18 need 3 windows
-    assert max_in_window(arrivals, 0.45) <= 7
-    assert max(arrivals) - min(arrivals) >= 0.9
+    assert max_in_window(arrivals, 0.25) <= 7
+    assert max(arrivals) - min(arrivals) >= 0.55
     client.close()
 
 
-def test_max_cost_holds_across_processes(coordinator: Coordinator) -> None:
+def test_max_cost_holds_across_processes(
+        coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=4))
     client.declare_cost("suite", 1.0)
     with FakeOpenAIServer(latency=0.02) as server:
-        reports = run_workers(coordinator, server, 4, requests=20, tasks=4,
+        reports = run_workers(workers, coordinator, server, 4, requests=20, tasks=4,
                               cost_key="suite", usd_per_request=0.1)
     spent = client.totals()["costs"]["suite"]["spent"]
     charged = sum(r["charged"] for r in reports)
@@ -160,12 +226,14 @@ def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
         client.close()
 
 
-def test_adaptive_concurrency_finds_a_hidden_limit(coordinator: Coordinator) -> None:
+def test_adaptive_concurrency_finds_a_hidden_limit(
+        coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
     with FakeOpenAIServer(latency=0.1, refuse_above=hidden) as server:
-        reports = run_workers(coordinator, server, 3, requests=None, seconds=3.0, tasks=12)
+        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=1.0,
+                              tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
     adaptive = pool["adaptive"]
@@ -182,15 +250,16 @@ def test_adaptive_concurrency_finds_a_hidden_limit(coordinator: Coordinator) -> 
 
 
 def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
-        coordinator: Coordinator) -> None:
+        coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
-    with FakeOpenAIServer(latency=0.05, refuse_above=2, refuse_retry_after="0.3") as server:
-        reports = run_workers(coordinator, server, 2, requests=8, tasks=8)
+    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.15") as server:
+        reports = run_workers(workers, coordinator, server, 2, requests=8, tasks=8)
         arrivals = sorted(server.arrival_times())
     assert sum(r["ok"] for r in reports) == 16
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert max(gaps) >= 0.25  # the pause held every worker back, not just the refused one
+    # the pause held every worker back, not just the refused one (other gaps: ~latency)
+    assert max(gaps) >= 0.12
     assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
     client.close()
 

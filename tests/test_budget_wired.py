@@ -74,13 +74,14 @@ def nprocs(n: int) -> list[str]:
 
 
 def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any) -> None:
-    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
         base_url = server.base_url
         dataset(base_url, "  concurrency: 3")
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         result.assert_outcomes(passed=N_QUERIES)
         assert server.count(CHAT_PATH) == N_QUERIES
         assert server.max_in_flight <= 3
+    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 1
     check_pool(pytester, result, base_url, N_QUERIES)
 
 
@@ -88,7 +89,7 @@ def check_pool(pytester: pytest.Pytester, result: pytest.RunResult, base_url: st
                requests: int) -> None:
     """The run's one pool, at concurrency 3, made ``requests`` requests and says so."""
     budget = summary(pytester.path)["run"]["budget"]
-    (pool,) = budget["pools"]
+    (pool,) = [p for p in budget["pools"] if p["endpoint"] == base_url]
     assert pool["requests"] == requests
     assert pool["concurrency"] == 3
     assert 1 <= pool["max_in_flight"] <= 3
@@ -96,30 +97,6 @@ def check_pool(pytester: pytest.Pytester, result: pytest.RunResult, base_url: st
     result.stdout.fnmatch_lines([f"llm pool m at {base_url}: {requests} requests, "
                                  "max * in flight, 0 throttled (429), 0 timed out "
                                  "(concurrency 3)"])
-
-
-def test_under_xdist_two_suites_on_one_endpoint_share_one_pool_beside_other_tests(
-        pytester: pytest.Pytester, dataset: Any) -> None:
-    """One ``-n 2`` run shows three things: the concurrency holds for the whole run across
-    workers, two suites on one endpoint share one pool, and other tests still run beside the
-    cases."""
-    pytester.makepyfile(test_plain="""
-        import pytest
-
-        @pytest.mark.parametrize("i", range(6))
-        def test_plain(i):
-            assert i >= 0
-    """)
-    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
-        base_url = server.base_url
-        dataset(base_url, "  concurrency: 3", name="a.ragbench.yaml")
-        dataset(base_url, "  concurrency: 3", name="b.ragbench.yaml")
-        result = pytester.runpytest("--ragbench=a.ragbench.yaml", "--ragbench=b.ragbench.yaml",
-                                    "test_plain.py", "-n", "2")
-        result.assert_outcomes(passed=2 * N_QUERIES + 6)
-        assert server.count(CHAT_PATH) == 2 * N_QUERIES
-        assert server.max_in_flight <= 3
-    check_pool(pytester, result, base_url, 2 * N_QUERIES)
 
 
 COST_CAP, COST_PER_CALL, COST_CONCURRENCY = 30.0, 6.0, 2
@@ -203,18 +180,47 @@ def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytes
     check_backoff(pytester, result, base_url, refused)
 
 
-def test_under_xdist_auto_concurrency_backs_off_and_max_cost_caps_the_run(
+def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         pytester: pytest.Pytester, dataset: Any) -> None:
-    """One ``-n 2`` run of two suites on two endpoints: one backs off under load, the other
-    stops paying at the run's cost cap (each worker start-up costs more than both checks)."""
-    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
-                          refuse_retry_after="0") as shedding, \
+    """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on four
+    endpoints: each worker gets its whole share of cases so the run reaches its concurrency;
+    the concurrency holds for the whole run across workers and two suites on one endpoint
+    share one pool while other tests run beside the cases; an auto pool backs off under load;
+    and the run stops paying at its cost cap."""
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_plain(i):
+            assert i >= 0
+    """)
+    # wide: 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at
+    # once can all 16 requests be in flight together (xdist's load scheduling sends 2 at
+    # first); it comes first so both workers start on it together, as in a run of it alone
+    with FakeOpenAIServer(latency=0.5, reply=reply) as wide, \
+            FakeOpenAIServer(latency=0.05, reply=reply) as shared, \
+            FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+                             refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid:
+        dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
+        dataset(shared.base_url, "  concurrency: 3", name="a.ragbench.yaml")
+        dataset(shared.base_url, "  concurrency: 3", name="b.ragbench.yaml")
         dataset(shedding.base_url, AUTO_LLM, retries=8, name="auto.yaml")
         dataset(paid.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
-        result = pytester.runpytest("--ragbench=auto.yaml", "--ragbench=cost.yaml", "-n", "2")
+        result = pytester.runpytest("--ragbench=wide.yaml", "--ragbench=a.ragbench.yaml",
+                                    "--ragbench=b.ragbench.yaml", "--ragbench=auto.yaml",
+                                    "--ragbench=cost.yaml", "test_plain.py", "-n", "2")
         calls = paid.count(CHAT_PATH)
-        base_url, refused = shedding.base_url, shedding.refused
+        # every case of wide, a, b and auto passes, as do the other tests; cost pays ``calls``
+        result.assert_outcomes(passed=N_QUERIES + 2 * N_QUERIES + 6 + N_QUERIES + calls,
+                               errors=N_QUERIES - calls)
+        assert shared.count(CHAT_PATH) == 2 * N_QUERIES
+        assert shared.max_in_flight <= 3
+        assert wide.count(CHAT_PATH) == N_QUERIES
+        assert wide.max_in_flight == N_QUERIES
+        shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
+    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 4  # one per endpoint
+    check_pool(pytester, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
     check_backoff(pytester, result, base_url, refused)
@@ -223,7 +229,8 @@ def test_under_xdist_auto_concurrency_backs_off_and_max_cost_caps_the_run(
 
 def test_auto_concurrency_grows_on_a_willing_endpoint(pytester: pytest.Pytester,
                                                       dataset: Any) -> None:
-    with FakeOpenAIServer(latency=0.1, reply=reply) as server:
+    # growth counts successes, not seconds: a short latency shows it as well as a long one
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
         dataset(server.base_url, "  concurrency: {auto: true, max: 6, start: 1}")
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         result.assert_outcomes(passed=N_QUERIES)
@@ -278,20 +285,13 @@ def test_case_past_generation_timeout_is_an_explicit_error(pytester: pytest.Pyte
 # -- scheduling across workers ----------------------------------------------------------------
 
 
-def test_each_worker_gets_its_whole_share_so_the_run_reaches_its_concurrency(
-        pytester: pytest.Pytester, dataset: Any) -> None:
-    # 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at once
-    # can all 16 requests be in flight together (xdist's load scheduling sends 2 at first)
+def test_an_explicit_dist_is_kept(pytester: pytest.Pytester, dataset: Any) -> None:
+    # the suite that reaches all 16 in flight under our scheduling (see the -n 2 run above)
     with FakeOpenAIServer(latency=0.5, reply=reply) as server:
         dataset(server.base_url, "  concurrency: 16")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        result.assert_outcomes(passed=N_QUERIES)
-        ours = server.max_in_flight
-        server.reset_counts()
         result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2", "--dist", "load")
         result.assert_outcomes(passed=N_QUERIES)
         explicit = server.max_in_flight
-    assert ours == N_QUERIES
     assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
 
 
