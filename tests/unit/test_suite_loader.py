@@ -9,22 +9,13 @@ from pathlib import Path
 
 import pytest
 from conftest import DOCS, QUERIES, write_jsonl
+from conftest import LOADER_SUITE as GOOD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_ragbench.errors import SuiteError
 from pytest_ragbench.registry import Registry
 from pytest_ragbench.suite.loader import MAX_DEPTH, load_suite, parse_document
-
-GOOD = """\
-name: e
-dataset:
-  corpus: corpus.jsonl
-  queries: queries.jsonl
-retrievers:
-  bm25: {}
-metrics: [ndcg@10, recall@10]
-"""
 
 
 @pytest.fixture
