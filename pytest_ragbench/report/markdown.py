@@ -116,37 +116,9 @@ def summary_markdown(summary: Mapping[str, Any],
                 lines += ["", f"best: {_cell(table['best'])} (P(best) = {num(table['p_best'], 2)})"]
             lines.append("")
     if summary["gates"]:
-        lines += ["### Gates", "", "| | suite/retriever | gate | value | margin / p |",
-                  "|---|---|---|---:|---:|"]
-        for g in gates_failed_first(summary["gates"]):
-            mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
-            where = f"{_cell(g['suite'])}/{_cell(g['retriever'])}"
-            value, margin = _gate_value(g)
-            cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
-            lines.append(f"| {mark} | {where} | {_cell(g['text'])}{cov} | {value} | {margin} |")
-        lines.append("")
+        lines += ["### Gates", "", *_gate_table(gates_failed_first(summary["gates"]))]
     if baseline_rows:
-        base = summary.get("baseline", {})
-        lines += ["### Against the baseline", ""]
-        if base.get("path"):
-            lines += [f"Baseline: {_cell(str(base['path']))}", ""]
-        for s in base.get("suites", []):
-            change = dataset_change_text(s) if s.get("in_baseline") else None
-            if change:
-                lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
-                          f"{s['n_common']} common queries", ""]
-        lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
-                  "p (Holm) | test | tolerance |",
-                  "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
-        for b in baseline_rows:
-            mark = "**REGRESSED**" if b["regressed"] else "ok"
-            scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
-            lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
-                         f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "
-                         f"{signed(b['delta'])} | [{signed(b['ci_low'])}, "
-                         f"{signed(b['ci_high'])}] | {p_value(b['p_holm'])} | {b['test']} | "
-                         f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
-        lines.append("")
+        lines += [*_baseline_head(summary.get("baseline", {})), *_baseline_table(baseline_rows)]
     return "\n".join(lines)
 
 
@@ -262,14 +234,7 @@ def _gates(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
     shown = pick.shown
     lines = ["### Gates", "", f"{pick.counts}.", ""]
     if shown:
-        lines += ["| | suite/retriever | gate | value | margin / p |", "|---|---|---|---:|---:|"]
-        for g in shown:
-            mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
-            value, margin = _gate_value(g)
-            cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
-            lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
-                         f"{_cell(g['text'])}{cov} | {value} | {margin} |")
-        lines.append("")
+        lines += _gate_table(shown)
     if pick.rest:
         rest = [gate_state(g) for g in pick.rest]
         lines += [f"{len(rest)} more gates ({rest.count('failed')} failed) in the full "
@@ -277,9 +242,18 @@ def _gates(gates: Sequence[Mapping[str, Any]], level: str) -> list[str]:
     return lines
 
 
-def _baseline(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-              level: str) -> list[str]:
-    regressed = [b for b in rows if b["regressed"]]
+def _gate_table(gates: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| | suite/retriever | gate | value | margin / p |", "|---|---|---|---:|---:|"]
+    for g in gates:
+        mark = {"skipped": "skip", "passed": "PASS", "failed": "**FAIL**"}[gate_state(g)]
+        value, margin = _gate_value(g)
+        cov = f" (on {_cell(g['coverage'])} that ran)" if g.get("coverage") else ""
+        lines.append(f"| {mark} | {_cell(g['suite'])}/{_cell(g['retriever'])} | "
+                     f"{_cell(g['text'])}{cov} | {value} | {margin} |")
+    return [*lines, ""]
+
+
+def _baseline_head(base: Mapping[str, Any]) -> list[str]:
     lines = ["### Against the baseline", ""]
     if base.get("path"):
         lines += [f"Baseline: {_cell(str(base['path']))}", ""]
@@ -288,17 +262,28 @@ def _baseline(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         if change:
             lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
                       f"{s['n_common']} common queries", ""]
-    lines += [f"{len(regressed)} of {len(rows)} metrics regressed.", ""]
-    if level == "short" or not regressed:
-        return lines
-    lines += ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
-              "p (Holm) | test | tolerance |",
-              "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
-    for b in regressed:
+    return lines
+
+
+def _baseline_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["| | suite/retriever | metric | baseline | current | delta | 95% CI | "
+             "p (Holm) | test | tolerance |",
+             "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
+    for b in rows:
+        mark = "**REGRESSED**" if b["regressed"] else "ok"
         scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
-        lines.append(f"| **REGRESSED** | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
+        lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
                      f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "
                      f"{signed(b['delta'])} | [{signed(b['ci_low'])}, "
                      f"{signed(b['ci_high'])}] | {p_value(b['p_holm'])} | {b['test']} | "
                      f"{_cell(b['tolerance']) if b.get('tolerance') is not None else '-'} |")
     return [*lines, ""]
+
+
+def _baseline(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+              level: str) -> list[str]:
+    regressed = [b for b in rows if b["regressed"]]
+    lines = [*_baseline_head(base), f"{len(regressed)} of {len(rows)} metrics regressed.", ""]
+    if level == "short" or not regressed:
+        return lines
+    return [*lines, *_baseline_table(regressed)]
