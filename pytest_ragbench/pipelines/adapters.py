@@ -54,7 +54,7 @@ import importlib
 import inspect
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,17 @@ def _attribute(spec: str, where: str, lib: _Library) -> Any:
         except AttributeError:
             raise ComponentError(f"{where}: {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _check_object(params: Mapping[str, Any], context: BuildContext, library: _Library, key: str,
+                  kind: Callable[[Any, Any, str], Any]) -> None:
+    """The library, the path, and the object's kind unless a factory builds it (then it is
+    checked when built, still before the first item)."""
+    where = _where(context, library)
+    spec = _spec(params, key, where)
+    obj = _attribute(spec, where, library)
+    if not _is_factory(obj):
+        kind(obj, spec, where)
 
 
 def _is_factory(obj: Any) -> bool:
@@ -374,13 +385,8 @@ class LangChainPipeline:
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
-        """At collection: the library, the path, and the object's kind unless a factory
-        builds it (then it is checked when built, still before the first item)."""
-        where = _where(context, _LANGCHAIN)
-        spec = _spec(params, "chain", where)
-        obj = _attribute(spec, where, _LANGCHAIN)
-        if not _is_factory(obj):
-            _langchain_kind(obj, spec, where)
+        """At collection: see :func:`_check_object`."""
+        _check_object(params, context, _LANGCHAIN, "chain", _langchain_kind)
 
     async def answer(self, query: Query) -> PipelineOutput:
         """Run the chain (or retriever) on the question; its output in the contract."""
@@ -478,13 +484,8 @@ class LlamaIndexPipeline:
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
-        """At collection: the library, the path, and the object's kind unless a factory
-        builds it (then it is checked when built, still before the first item)."""
-        where = _where(context, _LLAMAINDEX)
-        spec = _spec(params, "engine", where)
-        obj = _attribute(spec, where, _LLAMAINDEX)
-        if not _is_factory(obj):
-            _llamaindex_kind(obj, spec, where)
+        """At collection: see :func:`_check_object`."""
+        _check_object(params, context, _LLAMAINDEX, "engine", _llamaindex_kind)
 
     async def answer(self, query: Query) -> PipelineOutput:
         """Ask the engine (or retriever) the question; its output in the contract."""
