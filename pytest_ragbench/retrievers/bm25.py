@@ -40,7 +40,6 @@ metrics of the ranking we return. Documents scoring exactly 0 are not returned; 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -58,6 +57,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..datasets import Document, update_hash_with_documents
+from .cachelock import exclusive_lock
 from .hits import RankedHits
 from .tokenize import TEXT_BREAK, Tokenizer
 
@@ -257,7 +257,7 @@ class BM25Retriever:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 # One builder per index: processes (xdist workers) and threads that want the
                 # same index queue here, and all but the first find it built.
-                with _exclusive_lock(self.cache_dir / f"bm25-{cache_key}.lock"):
+                with exclusive_lock(self.cache_dir / f"bm25-{cache_key}.lock"):
                     if self._load_index(path):
                         self.loaded_from_cache = True
                     else:
@@ -851,36 +851,6 @@ class _NpyWriter:
             self._fh.close()
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if needed), waiting for it.
-
-    ``flock`` on POSIX; on Windows ``msvcrt.locking`` on the first byte. The file stays: deleting
-    it while another process waits on it would let a third one lock a new file meanwhile.
-    """
-    with path.open("a+b") as fh:
-        if os.name == "nt":  # pragma: no cover - not run on the POSIX CI
-            import msvcrt
-
-            while True:
-                try:
-                    msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
-                    break
-                except OSError:  # LK_LOCK gives up after 10 s; keep waiting
-                    continue
-            try:
-                yield
-            finally:
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # Candidate sets at most this large are ranked as they are.

@@ -30,7 +30,9 @@ stored as ``dense-<key>/vectors.npy`` plus ``ids.json``, where ``key`` hashes th
 (ids, titles, texts), the fields and prefixes, and the embedder's identity (its ``provider_id``,
 else the nested spec); later runs and other xdist workers memory-map it
 (``np.load(mmap_mode="r")``) instead of embedding again. The folder is written under a
-temporary name and renamed into place, so a reader never sees a partial index. An embedder
+temporary name and renamed into place, so a reader never sees a partial index; a lock file
+``dense-<key>.lock`` beside it makes processes that miss the cache at once embed the corpus
+once between them (the others wait and load it). An embedder
 instance without an identity disables the cache (a wrong cache hit would be silent).
 """
 
@@ -52,6 +54,7 @@ import numpy as np
 from ..datasets import Document, update_hash_with_documents
 from ..llm.identity import canonical_json
 from ..registry import BuildContext, split_spec
+from .cachelock import exclusive_lock_async
 
 CACHE_FORMAT_VERSION = 1
 FIELDS = ("flat", "text")
@@ -254,18 +257,27 @@ class DenseRetriever:
         self.loaded_from_cache = False
         self.cache_path = None
         identity = self._identity() if self.cache_dir is not None else None
-        if self.cache_dir is not None and identity is not None:
-            self.cache_path = self.cache_dir / f"dense-{self._cache_key(docs, identity)}"
+        if self.cache_dir is None or identity is None:
+            self._matrix = await self._embed([self._doc_text(d) for d in docs])
+            return
+        key = self._cache_key(docs, identity)
+        self.cache_path = self.cache_dir / f"dense-{key}"
+        if self._load_cache(self.cache_path):
+            self.loaded_from_cache = True
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # One embedder per corpus: xdist workers on a cold cache would each pay for embedding
+        # the whole corpus (requests, cost, rate limit); all but the first find it cached.
+        async with exclusive_lock_async(self.cache_dir / f"dense-{key}.lock"):
             if self._load_cache(self.cache_path):
                 self.loaded_from_cache = True
                 return
-        matrix = await self._embed([self._doc_text(d) for d in docs])
-        if self.cache_path is not None:
+            matrix = await self._embed([self._doc_text(d) for d in docs])
             self._save_cache(self.cache_path, matrix)
-            with contextlib.suppress(OSError, ValueError):
-                # Serve from the mapped file, so the memory is shared with other workers.
-                if self._load_cache(self.cache_path):
-                    return
+        with contextlib.suppress(OSError, ValueError):
+            # Serve from the mapped file, so the memory is shared with other workers.
+            if self._load_cache(self.cache_path):
+                return
         self._matrix = matrix
 
     def _hits(self, matrix: np.ndarray, approx: np.ndarray, query: np.ndarray,
