@@ -255,8 +255,16 @@ def shared_runs() -> dict[str, Any]:
 @pytest.fixture
 def serial(pytester: pytest.Pytester, dataset: Any, shared_runs: dict[str, Any]) -> SerialRun:
     if "serial" not in shared_runs:
-        shared_runs["serial"] = run_serial(pytester, dataset)
-    run: SerialRun = shared_runs["serial"]
+        try:
+            shared_runs["serial"] = run_serial(pytester, dataset)
+        except Exception as exc:
+            # the first test shows the failure; the others say so instead of running it again
+            shared_runs["serial"] = f"{type(exc).__name__}: {exc}"
+            raise
+    run = shared_runs["serial"]
+    if isinstance(run, str):
+        pytest.fail(f"the shared serial run failed (see the first test that used it): {run}")
+    assert isinstance(run, SerialRun)
     return run
 
 
