@@ -254,9 +254,20 @@ def test_both_accumulation_paths_give_the_same_bits(
     assert bool(calls) == (dense_up_to == 0)
 
 
+@pytest.fixture(scope="module")
+def zipf_corpus() -> list[Document]:
+    """12,000 documents of 12 Zipf-distributed words (of 400), many tied; building the texts
+    costs more than indexing them, so the tests below share them (each indexes its own)."""
+    rng = np.random.default_rng(7)
+    return [
+        Document(id=f"p{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.3, size=12) % 400))
+        for i in range(12_000)
+    ]
+
+
 @pytest.mark.parametrize("k", [1, 7, 100, 1000])
 def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
-    monkeypatch: pytest.MonkeyPatch, k: int
+    monkeypatch: pytest.MonkeyPatch, k: int, zipf_corpus: list[Document]
 ) -> None:
     # Thousands of matching documents, many of them tied: the ranking first keeps only the
     # documents above a sampled lower bound of the k-th score. Every path (one term, many
@@ -264,13 +275,8 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     # document gives, and the batched sparse product, bit for bit.
     import pytest_ragbench.retrievers.bm25 as bm25_module
 
-    rng = np.random.default_rng(7)
-    corpus = [
-        Document(id=f"p{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.3, size=12) % 400))
-        for i in range(12_000)
-    ]
     r = BM25Retriever()
-    r.index(corpus)
+    r.index(zipf_corpus)
     queries = ["w1", "w1 w2", "w3 w4 w5 w1", "w9 w9 w40", "w200 w300 w301 w1", "w150"]
     with monkeypatch.context() as m:
         m.setattr(bm25_module, "_SMALL_CANDIDATES", 10**9)  # no pruning
@@ -284,22 +290,28 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     assert r.retrieve_many(queries, k) == expected
 
 
-@pytest.mark.parametrize("k,applies", [(1, 3), (10, 3), (50, 0)])
-def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
-    monkeypatch: pytest.MonkeyPatch, k: int, applies: int
-) -> None:
-    # Queries mixing rare and frequent terms may skip adding up the frequent ones; what they
-    # return must be what the full sum gives, scores to the last bit and tie order included.
-    import pytest_ragbench.retrievers.bm25 as bm25_module
-
+@pytest.fixture(scope="module")
+def mixed_corpus() -> list[Document]:
+    """8,000 documents of 15 Zipf-distributed words (of 3,000) and 30 tied ones with a rare
+    term; shared by the tests below (each indexes its own)."""
     rng = np.random.default_rng(11)
     corpus = [
         Document(id=f"m{i:05d}", text=" ".join(f"w{x}" for x in rng.zipf(1.2, size=15) % 3000))
         for i in range(8_000)
     ]
-    corpus += [Document(id=f"t{i}", text="w1 w2 rare7 rare7") for i in range(30)]  # ties
+    return corpus + [Document(id=f"t{i}", text="w1 w2 rare7 rare7") for i in range(30)]  # ties
+
+
+@pytest.mark.parametrize("k,applies", [(1, 3), (10, 3), (50, 0)])
+def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, k: int, applies: int, mixed_corpus: list[Document]
+) -> None:
+    # Queries mixing rare and frequent terms may skip adding up the frequent ones; what they
+    # return must be what the full sum gives, scores to the last bit and tie order included.
+    import pytest_ragbench.retrievers.bm25 as bm25_module
+
     r = BM25Retriever()
-    r.index(corpus)
+    r.index(mixed_corpus)
     queries = ["w1 w700", "w1 w2 rare7", "w2 w3 w1500 w1501", "w1 w1 w80 w81 w82",
                "w1 w2999", "w4 w5 w6 w7 w1200", "rare7 w1"]
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)
@@ -615,6 +627,25 @@ print(json.dumps([r.loaded_from_cache, r.memory_mapped, list(r.retrieve("coffee 
 """
 
 
+def _wait_for_lock_waiters(path: Path, count: int, timeout: float = 60.0) -> None:
+    """Until ``count`` processes wait for the ``flock`` on ``path`` (Linux lists them in
+    /proc/locks as ``->`` lines of the file's inode); elsewhere half a second, which is
+    enough for a process that printed "ready" to reach the lock."""
+    locks = Path("/proc/locks")
+    if not locks.exists():
+        time.sleep(0.5)
+        return
+    inode = f":{path.stat().st_ino} "
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [line for line in locks.read_text().splitlines()
+                   if "->" in line and "FLOCK" in line and inode in line]
+        if len(waiting) >= count:
+            return
+        assert time.monotonic() < deadline, f"{len(waiting)} of {count} processes queued"
+        time.sleep(0.01)
+
+
 @pytest.mark.skipif(os.name != "posix", reason="the test holds the lock with fcntl")
 def test_two_processes_on_a_cold_cache_build_once(tmp_path: Path) -> None:
     import fcntl
@@ -640,7 +671,8 @@ def test_two_processes_on_a_cold_cache_build_once(tmp_path: Path) -> None:
         for p in procs:
             assert p.stdout is not None
             assert p.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # both are now past their lock-free look at the cache
+        # both are now past their lock-free look at the cache, queued on the lock
+        _wait_for_lock_waiters(cache / f"{entry.name}.lock", 2)
         assert not entry.exists()
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     outputs = []

@@ -1,7 +1,11 @@
 """The run budget wired into the plugin: one budget per run, whatever ``-n`` is.
 
 Every run goes through pytest (in-process for ``-n 0``, xdist workers for ``-n 2``) against a
-real OpenAI-compatible server on 127.0.0.1 that counts the requests in flight at once.
+real OpenAI-compatible server on 127.0.0.1 that counts the requests in flight at once. A run
+costs more than the checks on it, so the serial facts come from one ``-n 0`` run of several
+suites, each on its own endpoint (made by the first test that needs it; see ``serial``), the
+bad values from one run of three bad suites, and the xdist facts from one ``-n 2`` run plus the
+one run an explicit ``--dist`` needs.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +74,9 @@ def records(root: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def nprocs(n: int) -> list[str]:
-    return ["-n", str(n)] if n else ["-p", "no:xdist"]
-
-
-def test_concurrency_holds_for_the_whole_run(pytester: pytest.Pytester, dataset: Any) -> None:
-    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
-        base_url = server.base_url
-        dataset(base_url, "  concurrency: 3")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES)
-        assert server.count(CHAT_PATH) == N_QUERIES
-        assert server.max_in_flight <= 3
-    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 1
-    check_pool(pytester, result, base_url, N_QUERIES)
-
-
-def check_pool(pytester: pytest.Pytester, result: pytest.RunResult, base_url: str,
-               requests: int) -> None:
+def check_pool(root: Path, result: pytest.RunResult, base_url: str, requests: int) -> None:
     """The run's one pool, at concurrency 3, made ``requests`` requests and says so."""
-    budget = summary(pytester.path)["run"]["budget"]
+    budget = summary(root)["run"]["budget"]
     (pool,) = [p for p in budget["pools"] if p["endpoint"] == base_url]
     assert pool["requests"] == requests
     assert pool["concurrency"] == 3
@@ -105,17 +93,17 @@ COST_LLM = f"  concurrency: {COST_CONCURRENCY}"
 COST_EXTRA = f"max_cost: {COST_CAP}\nprices: {{m: {{prompt: 0, completion: 1000000}}}}"
 
 
-def check_cost_cap(pytester: pytest.Pytester, calls: int, suite: str = "suite") -> None:
+def check_cost_cap(root: Path, calls: int, suite: str) -> None:
     """The run stopped paying at its cap: what was spent, refused and said."""
     cap = COST_CAP
-    recs = [r for r in records(pytester.path) if r["suite_name"] == suite]
+    recs = [r for r in records(root) if r["suite_name"] == suite]
     paid = [r for r in recs if r["status"] != "error"]
     refused = [r for r in recs if r["status"] == "error"]
     spent = sum(r["cost"] or 0.0 for r in recs)
     # the calls in flight when the cap was reached may finish; nothing starts after it
     assert cap <= spent <= cap + COST_CONCURRENCY * COST_PER_CALL
     assert calls == len(paid) < N_QUERIES
-    budget = summary(pytester.path)["run"]["budget"]
+    budget = summary(root)["run"]["budget"]
     (cost,) = budget["costs"].values()
     assert cost["spent"] == pytest.approx(spent) and budget["spent"] == pytest.approx(spent)
     assert cost["max_cost"] == cap and cost["exhausted"] is True
@@ -126,25 +114,6 @@ def check_cost_cap(pytester: pytest.Pytester, calls: int, suite: str = "suite") 
         assert cap <= shown <= spent
 
 
-def test_max_cost_is_the_runs_cap(pytester: pytest.Pytester, dataset: Any) -> None:
-    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
-        dataset(server.base_url, COST_LLM, extra=COST_EXTRA)
-        pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        calls = server.count(CHAT_PATH)
-    check_cost_cap(pytester, calls)
-
-
-def test_pool_keys_hold_no_credentials(pytester: pytest.Pytester, dataset: Any) -> None:
-    with FakeOpenAIServer(reply=reply) as server:
-        url = server.base_url.replace("http://", "http://user:hunter2secret@")
-        dataset(url)
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES)
-    assert "hunter2secret" not in (pytester.path / ".ragbench" / "runs" / "latest"
-                                   / "summary.json").read_text()
-    assert "hunter2secret" not in result.stdout.str()
-
-
 # -- concurrency: auto ------------------------------------------------------------------------
 
 
@@ -152,11 +121,10 @@ def test_pool_keys_hold_no_credentials(pytester: pytest.Pytester, dataset: Any) 
 AUTO_LLM = "  concurrency: {auto: true, max: 8, start: 2}"
 
 
-def check_backoff(pytester: pytest.Pytester, result: pytest.RunResult, base_url: str,
-                  refused: int) -> None:
+def check_backoff(root: Path, result: pytest.RunResult, base_url: str, refused: int) -> None:
     """The pool of the endpoint at ``base_url``, which refused ``refused`` requests, backed off
     and reported its level."""
-    pools = summary(pytester.path)["run"]["budget"]["pools"]
+    pools = summary(root)["run"]["budget"]["pools"]
     (pool,) = [p for p in pools if p["endpoint"] == base_url]
     adaptive = pool["adaptive"]
     assert adaptive["bound"] == 8
@@ -169,15 +137,177 @@ def check_backoff(pytester: pytest.Pytester, result: pytest.RunResult, base_url:
                                  "reached * (max * of bound 8, * back-offs)"])
 
 
-def test_auto_concurrency_backs_off_and_reports_its_level(pytester: pytest.Pytester,
-                                                          dataset: Any) -> None:
-    with FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
-                          refuse_retry_after="0") as server:
-        dataset(server.base_url, AUTO_LLM, retries=8)
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES)
-        base_url, refused = server.base_url, server.refused
-    check_backoff(pytester, result, base_url, refused)
+# -- one serial run ---------------------------------------------------------------------------
+
+SLOW_RETRIEVERS = '''
+import asyncio
+import time
+
+
+class Slow:
+    """Sleeps on queries containing ``slow_on``; otherwise returns the first document."""
+
+    def __init__(self, slow_on: str = "", asynchronous: bool = False):
+        self.slow_on, self.asynchronous = slow_on, asynchronous
+
+    def index(self, corpus):
+        self.first = corpus[0].id
+
+    def _hits(self):
+        return [(self.first, 1.0)]
+
+    def retrieve(self, query, k):
+        if self.asynchronous:
+            return self._aretrieve(query)
+        if self.slow_on in query:
+            time.sleep(3)
+        return self._hits()
+
+    async def _aretrieve(self, query):
+        if self.slow_on in query:
+            await asyncio.sleep(3)
+        return self._hits()
+'''
+
+
+def slow_suite(name: str, asynchronous: bool) -> str:
+    """A suite without an LLM whose retriever sleeps 3 s on query q3 (case_timeout 0.5 s)."""
+    return f"""
+name: {name}
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers:
+  slow:
+    type: "slow_retrievers:Slow"
+    slow_on: "question 3"
+    asynchronous: {str(asynchronous).lower()}
+    case_timeout: 0.5
+metrics: [recall@10]
+"""
+
+
+@dataclass
+class SerialRun:
+    """One ``-n 0`` run of the suites below, each on its own endpoint, and what the endpoints
+    saw: ``url`` (as written in the suite), ``count`` (chat requests), ``max_in_flight``."""
+
+    root: Path
+    result: pytest.RunResult
+    url: dict[str, str]
+    count: dict[str, int]
+    max_in_flight: dict[str, int]
+    refused: int  # by the auto suite's endpoint
+
+    def records(self, suite: str) -> list[dict[str, Any]]:
+        return [r for r in records(self.root) if r["suite_name"] == suite]
+
+
+def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
+    """conc: concurrency 3; cost: the cost cap; keys: credentials in the URL; auto: an endpoint
+    shedding load; grow: a willing one; case_timeout / gen_timeout: a first call of 3 s;
+    slow_sync / slow_async: a retrieval of 3 s."""
+    pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
+    with FakeOpenAIServer(latency=0.05, reply=reply) as conc, \
+            FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
+            FakeOpenAIServer(reply=reply) as keys, \
+            FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+                             refuse_retry_after="0") as shedding, \
+            FakeOpenAIServer(latency=0.05, reply=reply) as willing, \
+            FakeOpenAIServer(reply=reply) as slow_call, \
+            FakeOpenAIServer(reply=reply) as slow_generation:
+        servers = {"conc": conc, "cost": paid, "keys": keys, "auto": shedding,
+                   "grow": willing, "case_timeout": slow_call,
+                   "gen_timeout": slow_generation}
+        url = {name: server.base_url for name, server in servers.items()}
+        url["keys"] = keys.base_url.replace("http://", "http://user:hunter2secret@")
+        slow_call.add_faults(Fault.ok(delay=3.0))  # the first request is slow; the rest not
+        slow_generation.add_faults(Fault.ok(delay=3.0))
+        dataset(url["conc"], "  concurrency: 3", name="conc.yaml")
+        dataset(url["cost"], COST_LLM, extra=COST_EXTRA, name="cost.yaml")
+        dataset(url["keys"], name="keys.yaml")
+        dataset(url["auto"], AUTO_LLM, retries=8, name="auto.yaml")
+        # growth counts successes, not seconds: a short latency shows it as well as a long one
+        dataset(url["grow"], "  concurrency: {auto: true, max: 6, start: 1}", name="grow.yaml")
+        dataset(url["case_timeout"], "  concurrency: 1\n  case_timeout: 0.5",
+                name="case_timeout.yaml")
+        dataset(url["gen_timeout"], "  concurrency: 1", extra="generation: {timeout: 0.5}",
+                name="gen_timeout.yaml")
+        for name, asynchronous in (("slow_sync", False), ("slow_async", True)):
+            (pytester.path / f"{name}.yaml").write_text(slow_suite(name, asynchronous),
+                                                        encoding="utf-8")
+        names = [*servers, "slow_sync", "slow_async"]
+        result = pytester.runpytest(*(f"--ragbench={name}.yaml" for name in names),
+                                    "-p", "no:xdist")
+        count = {name: server.count(CHAT_PATH) for name, server in servers.items()}
+        # every case passes but the cost cap's refusals and one timeout in each of four suites
+        result.assert_outcomes(passed=8 * N_QUERIES - 4 + count["cost"],
+                               errors=N_QUERIES - count["cost"] + 4)
+        return SerialRun(pytester.path, result, url, count,
+                         {name: server.max_in_flight for name, server in servers.items()},
+                         shedding.refused)
+
+
+@pytest.fixture(scope="module")
+def shared_runs() -> dict[str, Any]:
+    """Runs made once for this module, each by the first test that needs it."""
+    return {}
+
+
+@pytest.fixture
+def serial(pytester: pytest.Pytester, dataset: Any, shared_runs: dict[str, Any]) -> SerialRun:
+    if "serial" not in shared_runs:
+        try:
+            shared_runs["serial"] = run_serial(pytester, dataset)
+        except Exception as exc:
+            # the first test shows the failure; the others say so instead of running it again
+            shared_runs["serial"] = f"{type(exc).__name__}: {exc}"
+            raise
+    run = shared_runs["serial"]
+    if isinstance(run, str):
+        pytest.fail(f"the shared serial run failed (see the first test that used it): {run}")
+    assert isinstance(run, SerialRun)
+    return run
+
+
+def test_one_pool_per_endpoint(serial: SerialRun) -> None:
+    endpoints = [p["endpoint"] for p in summary(serial.root)["run"]["budget"]["pools"]]
+    assert len(endpoints) == len(set(endpoints)) == len(serial.url)
+    assert {url for name, url in serial.url.items() if name != "keys"} <= set(endpoints)
+
+
+def test_concurrency_holds_for_the_whole_run(serial: SerialRun) -> None:
+    assert serial.count["conc"] == N_QUERIES
+    assert serial.max_in_flight["conc"] <= 3
+    assert all(r["status"] == "ok" for r in serial.records("conc"))
+    check_pool(serial.root, serial.result, serial.url["conc"], N_QUERIES)
+
+
+def test_max_cost_is_the_runs_cap(serial: SerialRun) -> None:
+    check_cost_cap(serial.root, serial.count["cost"], suite="cost")
+
+
+def test_pool_keys_hold_no_credentials(serial: SerialRun) -> None:
+    keys = serial.records("keys")
+    assert len(keys) == N_QUERIES and all(r["status"] == "ok" for r in keys)
+    assert serial.count["keys"] == N_QUERIES
+    assert "hunter2secret" not in (serial.root / ".ragbench" / "runs" / "latest"
+                                   / "summary.json").read_text()
+    assert "hunter2secret" not in serial.result.stdout.str()
+
+
+def test_auto_concurrency_backs_off_and_reports_its_level(serial: SerialRun) -> None:
+    auto = serial.records("auto")
+    assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
+    check_backoff(serial.root, serial.result, serial.url["auto"], serial.refused)
+
+
+def test_auto_concurrency_grows_on_a_willing_endpoint(serial: SerialRun) -> None:
+    grow = serial.records("grow")
+    assert len(grow) == N_QUERIES and all(r["status"] == "ok" for r in grow)
+    assert serial.max_in_flight["grow"] <= 6
+    pools = summary(serial.root)["run"]["budget"]["pools"]
+    (pool,) = [p for p in pools if p["endpoint"] == serial.url["grow"]]
+    adaptive = pool["adaptive"]
+    assert adaptive["max_level"] > 1 and adaptive["decreases"] == 0
 
 
 def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
@@ -187,6 +317,7 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
     the concurrency holds for the whole run across workers and two suites on one endpoint
     share one pool while other tests run beside the cases; an auto pool backs off under load;
     and the run stops paying at its cost cap."""
+    pytester.makeconftest(SCHEDULER_PROBE)
     pytester.makepyfile(test_plain="""
         import pytest
 
@@ -220,36 +351,43 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
     assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 4  # one per endpoint
-    check_pool(pytester, result, shared_url, 2 * N_QUERIES)
+    check_pool(pytester.path, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
-    check_backoff(pytester, result, base_url, refused)
-    check_cost_cap(pytester, calls, suite="cost")
+    check_backoff(pytester.path, result, base_url, refused)
+    check_cost_cap(pytester.path, calls, suite="cost")
+    # the plugin's scheduling, which an explicit --dist replaces (test_an_explicit_dist_is_kept)
+    result.stdout.fnmatch_lines(["SCHEDULER pytest_ragbench.scheduling.RagbenchScheduling"])
 
 
-def test_auto_concurrency_grows_on_a_willing_endpoint(pytester: pytest.Pytester,
-                                                      dataset: Any) -> None:
-    # growth counts successes, not seconds: a short latency shows it as well as a long one
-    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
-        dataset(server.base_url, "  concurrency: {auto: true, max: 6, start: 1}")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES)
-        assert server.max_in_flight <= 6
-    adaptive = summary(pytester.path)["run"]["budget"]["pools"][0]["adaptive"]
-    assert adaptive["max_level"] > 1 and adaptive["decreases"] == 0
+@pytest.fixture
+def bad_concurrency(pytester: pytest.Pytester, dataset: Any,
+                    shared_runs: dict[str, Any]) -> pytest.RunResult:
+    """One run of three suites, each with one bad ``concurrency`` (a collection error each)."""
+    if "bad" not in shared_runs:
+        for i, (value, _) in enumerate(BAD_CONCURRENCY):
+            dataset("http://127.0.0.1:9/v1", f"  concurrency: {value}", name=f"bad{i}.yaml")
+        shared_runs["bad"] = pytester.runpytest(
+            *(f"--ragbench=bad{i}.yaml" for i in range(len(BAD_CONCURRENCY))), "-p", "no:xdist")
+    result: pytest.RunResult = shared_runs["bad"]
+    return result
 
 
-@pytest.mark.parametrize(("value", "message"), [
+BAD_CONCURRENCY = [
     ("0", "llm.concurrency: expected an integer >= 1, got 0"),
     ("fast", "llm.concurrency: expected a whole number >= 1, 'auto' or {auto: true, max: N}"),
     ("{auto: true, mx: 3}", "llm.concurrency.mx: unknown key 'mx' (did you mean 'max'?)"),
-])
-def test_bad_concurrency_is_one_clear_message(pytester: pytest.Pytester, dataset: Any,
-                                              value: str, message: str) -> None:
-    dataset("http://127.0.0.1:9/v1", f"  concurrency: {value}")
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+]
+
+
+@pytest.mark.parametrize(("value", "message"), BAD_CONCURRENCY)
+def test_bad_concurrency_is_one_clear_message(bad_concurrency: pytest.RunResult, value: str,
+                                              message: str) -> None:
+    result = bad_concurrency
     assert result.ret != 0
-    result.stdout.fnmatch_lines([f"*suite.yaml*{message}*"])
+    i = BAD_CONCURRENCY.index((value, message))
+    result.stdout.fnmatch_lines([f"*bad{i}.yaml*{message}*"])
+    assert sum(message in line for line in result.outlines) == 1
     result.stdout.no_fnmatch_line("*Traceback*")
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
@@ -257,94 +395,60 @@ def test_bad_concurrency_is_one_clear_message(pytester: pytest.Pytester, dataset
 # -- time limits ------------------------------------------------------------------------------
 
 
-def test_call_past_its_case_timeout_is_an_explicit_error(pytester: pytest.Pytester,
-                                                         dataset: Any) -> None:
-    with FakeOpenAIServer(reply=reply) as server:
-        server.add_faults(Fault.ok(delay=3.0))  # the first request is slow; the rest are not
-        dataset(server.base_url, "  concurrency: 1\n  case_timeout: 0.5")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
-    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+def test_call_past_its_case_timeout_is_an_explicit_error(serial: SerialRun) -> None:
+    (err,) = [r for r in serial.records("case_timeout") if r["status"] == "error"]
     assert err["error"]["stage"] == "generation"
     assert "case_timeout 0.5 s" in err["error"]["message"]
+    assert len(serial.records("case_timeout")) == N_QUERIES
 
 
-def test_case_past_generation_timeout_is_an_explicit_error(pytester: pytest.Pytester,
-                                                          dataset: Any) -> None:
-    with FakeOpenAIServer(reply=reply) as server:
-        server.add_faults(Fault.ok(delay=3.0))
-        dataset(server.base_url, "  concurrency: 1",
-                extra="generation: {timeout: 0.5}")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-        result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
-    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
+def test_case_past_generation_timeout_is_an_explicit_error(serial: SerialRun) -> None:
+    (err,) = [r for r in serial.records("gen_timeout") if r["status"] == "error"]
     assert err["error"]["stage"] == "generation"
     assert "generation.timeout 0.5 s" in err["error"]["message"]
+    assert len(serial.records("gen_timeout")) == N_QUERIES
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_retrieval_past_its_case_timeout_is_an_explicit_error(serial: SerialRun,
+                                                              asynchronous: bool) -> None:
+    suite = "slow_async" if asynchronous else "slow_sync"
+    recs = serial.records(suite)
+    assert len(recs) == N_QUERIES
+    (err,) = [r for r in recs if r["status"] == "error"]
+    assert err["case_id"] == "q3" and err["error"]["stage"] == "retrieve"
+    assert "retriever 'slow' timed out: the retrieval took longer than its case_timeout 0.5 s" \
+        in " ".join(err["error"]["message"].split())
+    serial.result.stdout.fnmatch_lines(["*retriever 'slow' timed out: the retrieval took "
+                                        "longer than its case_timeout 0.5 s*"])
 
 
 # -- scheduling across workers ----------------------------------------------------------------
 
+# Names the scheduler xdist got for the run (the controller's terminal shows it).
+SCHEDULER_PROBE = """
+import pytest
+
+@pytest.hookimpl(wrapper=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    scheduler = yield
+    kind = type(scheduler)
+    config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"SCHEDULER {kind.__module__}.{kind.__qualname__}")
+    return scheduler
+"""
+
 
 def test_an_explicit_dist_is_kept(pytester: pytest.Pytester, dataset: Any) -> None:
-    # the suite that reaches all 16 in flight under our scheduling (see the -n 2 run above)
-    with FakeOpenAIServer(latency=0.5, reply=reply) as server:
+    """With ``--dist load`` the run is scheduled by xdist's own ``load`` scheduler; without
+    it, by the plugin's (checked on the ``-n 2`` run above)."""
+    pytester.makeconftest(SCHEDULER_PROBE)
+    with FakeOpenAIServer(latency=0.01, reply=reply) as server:
         dataset(server.base_url, "  concurrency: 16")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2", "--dist", "load")
+        # one worker: which scheduler xdist gets does not depend on how many there are
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "1", "--dist", "load")
         result.assert_outcomes(passed=N_QUERIES)
-        explicit = server.max_in_flight
-    assert explicit < N_QUERIES  # an explicit --dist is the user's choice and is kept
-
-
-SLOW_RETRIEVERS = '''
-import asyncio
-import time
-
-
-class Slow:
-    """Sleeps on queries containing ``slow_on``; otherwise returns the first document."""
-
-    def __init__(self, slow_on: str = "", asynchronous: bool = False):
-        self.slow_on, self.asynchronous = slow_on, asynchronous
-
-    def index(self, corpus):
-        self.first = corpus[0].id
-
-    def _hits(self):
-        return [(self.first, 1.0)]
-
-    def retrieve(self, query, k):
-        if self.asynchronous:
-            return self._aretrieve(query)
-        if self.slow_on in query:
-            time.sleep(3)
-        return self._hits()
-
-    async def _aretrieve(self, query):
-        if self.slow_on in query:
-            await asyncio.sleep(3)
-        return self._hits()
-'''
-
-
-@pytest.mark.parametrize("asynchronous", [False, True])
-def test_retrieval_past_its_case_timeout_is_an_explicit_error(
-        pytester: pytest.Pytester, dataset: Any, asynchronous: bool) -> None:
-    dataset("http://127.0.0.1:9/v1")  # writes the data; the suite below has no LLM
-    pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
-    (pytester.path / "suite.yaml").write_text(f"""
-name: slow
-dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-retrievers:
-  slow:
-    type: "slow_retrievers:Slow"
-    slow_on: "question 3"
-    asynchronous: {str(asynchronous).lower()}
-    case_timeout: 0.5
-metrics: [recall@10]
-""", encoding="utf-8")
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
-    result.assert_outcomes(passed=N_QUERIES - 1, errors=1)
-    result.stdout.fnmatch_lines(["*retriever 'slow' timed out: the retrieval took longer "
-                                 "than its case_timeout 0.5 s*"])
-    (err,) = [r for r in records(pytester.path) if r["status"] == "error"]
-    assert err["case_id"] == "q3" and err["error"]["stage"] == "retrieve"
+        assert server.count(CHAT_PATH) == N_QUERIES
+    # an explicit --dist is the user's choice and is kept
+    result.stdout.fnmatch_lines(["SCHEDULER xdist.scheduler.load.LoadScheduling"])
+    result.stdout.no_fnmatch_line("SCHEDULER pytest_ragbench*")

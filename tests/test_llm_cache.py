@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,15 +296,15 @@ async def test_cached_embedder_shares_concurrent_texts(db: Path) -> None:
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import numpy as np
     from pytest_ragbench.llm.base import Completion, Usage
     from pytest_ragbench.llm.cache import ResponseCache
 
     path, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    start_at = float(sys.argv[4])
     cache = ResponseCache(path)
-    time.sleep(max(0.0, start_at - time.time()))  # both writers begin together
+    print("ready", flush=True)
+    sys.stdin.readline()  # both writers begin together, when the test says go
     for i in range(first, last):
         cache.put_completion(f"chat-{i}", Completion(f"text {i}", Usage(i, 2, 1), model="m"))
         cache.put_vectors({f"vec-{i}": np.full(8, i, dtype=np.float32)})
@@ -315,19 +314,27 @@ WRITER = textwrap.dedent(
 
 
 def test_two_processes_writing_one_file_lose_nothing(db: Path) -> None:
-    start_at = time.time() + 1.5
     ranges = [(0, 800), (400, 1200)]
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(db), str(first), str(last), str(start_at)],
+            [sys.executable, "-c", WRITER, str(db), str(first), str(last)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            text=True,
         )
         for first, last in ranges
     ]
     for writer in writers:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready", writer.communicate()[1]
+    for writer in writers:
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    for writer in writers:
         _, err = writer.communicate(timeout=20)
-        assert writer.returncode == 0, err.decode()
+        assert writer.returncode == 0, err
     with ResponseCache(db, "read-only") as cache:
         for i in range(1200):
             reply = cache.get_completion(f"chat-{i}")

@@ -195,7 +195,9 @@ async def test_breaker_stops_requests_and_recovers_when_the_server_heals(
     server: FakeOpenAIServer,
 ) -> None:
     server.set_default(Fault.server_error(503))
-    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=0.3)
+    # the breaker's clock is told when reset_timeout has passed (instead of waiting it out)
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=0.3, clock=clock)
     async with OpenAIChat(
         server.base_url, "m", retry=RetryPolicy(max_attempts=1), breaker=breaker, timeout=2
     ) as llm:
@@ -211,7 +213,10 @@ async def test_breaker_stops_requests_and_recovers_when_the_server_heals(
         assert server.request_count == 3  # failing fast sent nothing
 
         server.set_default(None)  # the endpoint heals
-        await asyncio.sleep(0.35)
+        clock.now += 0.29
+        with pytest.raises(CircuitOpenError):  # still open until reset_timeout has passed
+            await llm.chat(USER)
+        clock.now += 0.02
         completion = await asyncio.wait_for(llm.chat(USER), 5)
         assert completion.text == "echo: hello"
         assert breaker.state == "closed"
@@ -221,14 +226,15 @@ async def test_breaker_stops_requests_and_recovers_when_the_server_heals(
 @pytest.mark.asyncio
 async def test_breaker_failed_probe_reopens_against_the_server(server: FakeOpenAIServer) -> None:
     server.set_default(Fault.drop())
-    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=0.2)
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=0.2, clock=clock)
     async with OpenAIChat(
         server.base_url, "m", retry=RetryPolicy(max_attempts=1), breaker=breaker, timeout=2
     ) as llm:
         for _ in range(2):
             with pytest.raises(LLMError, match="connection error"):
                 await llm.chat(USER)
-        await asyncio.sleep(0.25)
+        clock.now += 0.25
         with pytest.raises(LLMError, match="connection error"):
             await llm.chat(USER)  # the probe, still failing
         assert breaker.state == "open"
