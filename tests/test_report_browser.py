@@ -173,6 +173,11 @@ DRIVER = DRIVER_PRELUDE + """
     pre.id = "rb-test-out";
     pre.textContent = JSON.stringify(out);
     document.body.append(pre);
+    // Back to the top of the unfiltered table for the screenshot taken after the driver.
+    details.open = false;
+    fire(text, "", "input");
+    box.scrollLeft = 0;
+    window.scrollTo(0, 0);
   }, 50);
 })();
 """
@@ -189,13 +194,14 @@ def _with_driver(report: Path, dest: Path, driver: str = DRIVER) -> Path:
     return dest
 
 
-def _drive(report: Path, tmp_path: Path,
-           driver: str = DRIVER) -> tuple[dict[str, Any], str]:
-    """Open the report with ``driver`` in headless Chromium (a 1280 x 900 window): what the
-    driver wrote, and the final DOM."""
+def _drive(report: Path, tmp_path: Path, driver: str = DRIVER,
+           screenshot: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Open the report with ``driver`` in headless Chromium (a 1280 x 2000 window): what the
+    driver wrote, and the final DOM; and a screenshot of the page after the driver, if asked."""
     page = _with_driver(report, tmp_path / "driven.html", driver)
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--window-size=1280,900",
-                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    shot = [f"--screenshot={screenshot}", "--hide-scrollbars"] if screenshot else []
+    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
+                         *shot, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _console(proc.stderr) == []
     m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
@@ -209,7 +215,8 @@ def _numbers(cells: list[str]) -> list[float]:
 
 def test_script_renders_sorts_filters_pages_and_drills_down(report: Path,
                                                            tmp_path: Path) -> None:
-    out, dom = _drive(report, tmp_path)  # no console errors, as it checks
+    shot = tmp_path / "report.png"
+    out, dom = _drive(report, tmp_path, screenshot=shot)  # no console errors, as it checks
     # As loaded: the script has run and rendered the table's first page.
     initial = out["initial"]
     assert 'data-rb-ready="1"' in initial
@@ -257,6 +264,13 @@ def test_script_renders_sorts_filters_pages_and_drills_down(report: Path,
     assert "retrieved" in out["drill"] and "document one" not in out["drill"]
     assert not re.search(r"<html[^>]*data-pwned", dom)
 
+    # The screenshot (the page back at its top, unfiltered) is a rendered page, not a blank one.
+    assert shot.is_file()
+    width, height, pixels = _png_size_and_pixels(shot)
+    assert (width, height) == (1280, 2000)
+    assert shot.stat().st_size > 20_000
+    assert len(set(pixels[:: 97])) > 50  # many distinct byte values across the image
+
 
 def _png_size_and_pixels(path: Path) -> tuple[int, int, bytes]:
     data = path.read_bytes()
@@ -270,15 +284,3 @@ def _png_size_and_pixels(path: Path) -> tuple[int, int, bytes]:
             idat += data[pos + 8:pos + 8 + length]
         pos += 12 + length
     return width, height, zlib.decompress(idat)
-
-
-def test_screenshot(report: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "report.png"
-    proc = _run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000",
-                         "--hide-scrollbars", report.as_uri())
-    assert shot.is_file(), proc.stderr[-2000:]
-    width, height, pixels = _png_size_and_pixels(shot)
-    assert (width, height) == (1280, 2000)
-    assert shot.stat().st_size > 20_000
-    # A rendered page, not a blank one: many distinct byte values across the image.
-    assert len(set(pixels[:: 97])) > 50
