@@ -80,10 +80,14 @@ def _save_baseline(pytester, planted) -> None:
     assert result.ret == 0
 
 
-def test_planted_regression_fails_with_metric_delta_ci_and_p(pytester, planted):
+def test_planted_regression_fails_and_the_cli_and_two_workers_agree(pytester, planted,
+                                                                    monkeypatch, capsys):
+    # One saved baseline and one regressed suite: the serial run shows the regression, the CLI
+    # comparing its run folder agrees, and -n 2 gives the same result.
     _save_baseline(pytester, planted)
     planted(8)  # 8 of 100 queries lose 1 - 1/log2(3): a drop of 0.0295 in nDCG@10
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                "-p", "no:randomly")
     result.assert_outcomes(passed=N_QUERIES)  # every item passed; the gates fail the run
     assert result.ret == 1
     result.stdout.fnmatch_lines([
@@ -95,17 +99,39 @@ def test_planted_regression_fails_with_metric_delta_ci_and_p(pytester, planted):
     ])
     # mrr@10 lost 0.04 (4%), inside its 5% allowance.
     assert "mrr@10 dropped" not in result.stdout.str()
-    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
     row = next(r for r in summary["baseline"]["rows"] if r["metric"] == "ndcg@10")
     assert row["delta"] == pytest.approx(-8 * (1 - 1 / 1.5849625007211563) / 100)
     assert row["ci_high"] < 0 and row["test"] == "permutation"
     assert row["alternative"] == "less"
-    md = (latest_run(pytester.path) / "summary.md").read_text()
+    md = (run / "summary.md").read_text()
     assert md.startswith("## ragbench: FAILED") and "### Against the baseline" in md
 
+    # the CLI compare agrees with the plugin
+    monkeypatch.chdir(pytester.path)
+    capsys.readouterr()
+    assert ragbench_main(["compare", "base.json", str(run), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == summary["baseline"]["rows"]
+    plugin_fails = [line for line in result.outlines if line.startswith("ragbench: gate failed")]
+    assert out["failures"] == plugin_fails and len(plugin_fails) == 2
+    assert ragbench_main(["compare", "base.json", "base.json"]) == 0
 
-def test_identical_run_passes(pytester, planted):
+    # results identical with two workers
+    parallel = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                  "-n", "2")
+    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert result.ret == parallel.ret == 1
+    assert summary_section(result.outlines) == summary_section(parallel.outlines)
+    assert summary["baseline"]["rows"] == parallel_json["baseline"]["rows"]
+    assert summary["gates"] == parallel_json["gates"]
+
+
+def test_identical_small_drop_and_changed_dataset_against_one_baseline(pytester, planted):
     _save_baseline(pytester, planted)
+    # an identical run passes
+    planted(0)
     result = pytester.runpytest("--ragbench-summary=full",
                                 "--ragbench=suite.yaml", "--ragbench-baseline=base.json")
     assert result.ret == 0
@@ -115,9 +141,7 @@ def test_identical_run_passes(pytester, planted):
     ])
     assert "gate failed" not in result.stdout.str()
 
-
-def test_small_drop_within_gates_passes_but_plain_baseline_catches_it(pytester, planted):
-    _save_baseline(pytester, planted)
+    # a small drop within the gates passes, but a plain baseline catches it
     planted(1, gates="")  # one query degraded: -0.0037, not significant
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
                                 "--ragbench-gate", "ndcg@10: drop <= 0.02",
@@ -130,52 +154,7 @@ def test_small_drop_within_gates_passes_but_plain_baseline_catches_it(pytester, 
     result.stdout.fnmatch_lines(["ragbench: regression: planted/planted ndcg@10 dropped from "
                                  "1.0000 to 0.9963 (delta -0.0037, 95% CI *tolerance 0)"])
 
-
-def test_cli_compare_agrees_with_plugin(pytester, planted, monkeypatch, capsys):
-    _save_baseline(pytester, planted)
-    planted(8)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
-                                "--ragbench-no-history")
-    assert result.ret == 1
-    run = latest_run(pytester.path)
-    summary = json.loads((run / "summary.json").read_text())
-    monkeypatch.chdir(pytester.path)
-    capsys.readouterr()
-    assert ragbench_main(["compare", "base.json", str(run), "--json"]) == 1
-    out = json.loads(capsys.readouterr().out)
-    assert out["rows"] == summary["baseline"]["rows"]
-    plugin_fails = [line for line in result.outlines if line.startswith("ragbench: gate failed")]
-    assert out["failures"] == plugin_fails and len(plugin_fails) == 2
-    assert ragbench_main(["compare", "base.json", "base.json"]) == 0
-
-
-def test_results_identical_with_two_workers(pytester, planted):
-    _save_baseline(pytester, planted)
-    planted(8)
-    serial = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
-                                "-p", "no:randomly")
-    serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    parallel = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
-                                  "-n", "2")
-    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    assert serial.ret == parallel.ret == 1
-    assert summary_section(serial.outlines) == summary_section(parallel.outlines)
-    assert serial_json["baseline"]["rows"] == parallel_json["baseline"]["rows"]
-    assert serial_json["gates"] == parallel_json["gates"]
-
-
-def test_history_last_is_a_baseline(pytester, planted):
-    planted(0)
-    assert pytester.runpytest("--ragbench=suite.yaml", "-q").ret == 0
-    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
-    planted(8)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
-
-
-def test_require_same_dataset_fails_on_a_changed_query_set(pytester, planted):
-    _save_baseline(pytester, planted)
+    # require_same_dataset fails on a changed query set
     path = planted(0, gates="baseline: {require_same_dataset: true}\n")
     path.write_text(path.read_text().replace(
         "queries: queries.jsonl}", "queries: queries.jsonl, max_queries: 90}"))
@@ -187,6 +166,16 @@ def test_require_same_dataset_fails_on_a_changed_query_set(pytester, planted):
         "ragbench: dataset differs from the baseline in suite planted: *0 queries added, "
         "10 removed (require_same_dataset is set)",
     ])
+
+
+def test_history_last_is_a_baseline(pytester, planted):
+    planted(0)
+    assert pytester.runpytest("--ragbench=suite.yaml", "-q").ret == 0
+    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
+    planted(8)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
 
 
 def test_missing_baseline_is_a_clear_failure(pytester, planted):

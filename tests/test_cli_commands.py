@@ -3,8 +3,9 @@ the console-script entry, and ``ragbench list`` (with and without a pytest confi
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
-import textwrap
 from importlib.metadata import entry_points
 
 import pytest
@@ -122,20 +123,35 @@ def pytest_ragbench_register(registry):
 '''
 
 
-def test_list_with_conftest_includes_its_registrations(pytester):
+def _list_in_process(directory, capsys) -> tuple[int, pytest.LineMatcher, str]:
+    """``ragbench list --conftest DIR`` in this process: its exit status, stdout, stderr.
+
+    Its pytest run imports DIR's ``conftest.py`` as the module ``conftest``, the name of this
+    suite's own; the modules are put back as they were, as an in-process pytester run does.
+    """
+    modules = dict(sys.modules)
+    try:
+        status = main(["list", "--conftest", str(directory)])
+    finally:
+        sys.modules.clear()
+        sys.modules.update(modules)
+    out, err = capsys.readouterr()
+    return status, pytest.LineMatcher(out.splitlines()), out + err
+
+
+def test_list_with_conftest_includes_its_registrations(pytester, capsys):
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
-                          "--conftest", str(pytester.path))
-    assert result.ret == 0, result.stderr.str()
-    result.stdout.fnmatch_lines([
+    status, out, text = _list_in_process(pytester.path, capsys)
+    assert status == 0, text
+    out.fnmatch_lines([
         "  bm25 -- built-in",
         "      parameters: k1=0.9, b=0.4, *",
         "  keyword -- conftest conftest.py",
         "      parameters: boost=1.0, words=None",
         "      Scores by query words, see Counter and str.split.",
     ])
-    assert "collected" not in result.stdout.str()
+    assert "collected" not in out.str()
 
 
 def test_list_without_conftest_leaves_conftest_registrations_out(pytester, capsys):
@@ -146,37 +162,32 @@ def test_list_without_conftest_leaves_conftest_registrations_out(pytester, capsy
     assert "  bm25 -- built-in" in out.splitlines()
 
 
-def test_list_with_a_broken_conftest_is_a_usage_error(pytester, tmp_path):
+def test_list_with_a_broken_conftest_is_a_usage_error(pytester, tmp_path, capsys):
     pytester.makeconftest("import no_such_module_anywhere\n")
-    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
-                          "--conftest", str(pytester.path))
-    assert result.ret == 2
-    assert "no_such_module_anywhere" in result.stderr.str() + result.stdout.str()
+    status, _, text = _list_in_process(pytester.path, capsys)
+    assert status == 2
+    assert "no_such_module_anywhere" in text
     assert main(["list", "--conftest", str(tmp_path / "missing")]) == 2
 
 
-def test_list_into_a_closed_pipe_is_no_traceback(pytester):
+def test_list_into_a_closed_pipe_is_no_traceback():
     # `ragbench list | head -1`: the reader is gone before the listing is written.
-    script = textwrap.dedent("""
-        import os, subprocess, sys
-        read_end, write_end = os.pipe()
-        os.close(read_end)
-        # Buffered, as on a machine without PYTHONUNBUFFERED: the broken pipe then shows at
-        # the final flush.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    # Buffered, as on a machine without PYTHONUNBUFFERED: the broken pipe then shows at the
+    # final flush.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    try:
         p = subprocess.run([sys.executable, "-m", "pytest_ragbench.cli", "list"],
-                           stdout=write_end, stderr=subprocess.PIPE, env=env)
-        print("STATUS:", p.returncode, "STDERR:" + repr(p.stderr.decode()))
-    """)
-    result = pytester.run(sys.executable, "-c", script)
-    assert result.ret == 0
-    assert result.stdout.lines[-1] == "STATUS: 1 STDERR:''"
+                           stdout=write_end, stderr=subprocess.PIPE, env=env, check=False)
+    finally:
+        os.close(write_end)
+    assert (p.returncode, p.stderr.decode()) == (1, "")
 
 
-def test_list_with_conftest_when_plugin_autoload_is_disabled(pytester, monkeypatch):
+def test_list_with_conftest_when_plugin_autoload_is_disabled(pytester, monkeypatch, capsys):
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeconftest(CONFTEST)
-    result = pytester.run(sys.executable, "-m", "pytest_ragbench.cli", "list",
-                          "--conftest", str(pytester.path))
-    assert result.ret == 0, result.stderr.str()
-    result.stdout.fnmatch_lines(["  keyword -- conftest conftest.py"])
+    status, out, text = _list_in_process(pytester.path, capsys)
+    assert status == 0, text
+    out.fnmatch_lines(["  keyword -- conftest conftest.py"])

@@ -4,6 +4,7 @@ embedder fixtures, and ragbench_record producing records aggregated like collect
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -44,10 +45,19 @@ def _test_file(pytester: pytest.Pytester, body: str) -> None:
     pytester.makepyfile(test_hand=textwrap.dedent(body))
 
 
-def test_marker_parametrizes_over_cases_with_labels_and_metadata(project):
+def _passed(result: pytest.RunResult, test: str) -> list[str]:
+    """The ids of ``test``'s items that passed (from ``-v`` output)."""
+    return [m.group(1) for line in result.outlines
+            if (m := re.match(rf"test_hand\.py::{test}\[(.+?)\] PASSED", line))]
+
+
+def test_marker_retriever_fixture_and_cases_helper_parametrize_over_cases(project):
+    # One run, one test function per way of parametrizing over a suite's cases.
     _test_file(project, """
         import pytest
+        from pytest_ragbench.fixtures import cases
 
+        # the marker: one item per case, with labels and metadata
         @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
         def test_case(ragbench_case):
             assert ragbench_case.text
@@ -55,29 +65,13 @@ def test_marker_parametrizes_over_cases_with_labels_and_metadata(project):
                 assert dict(ragbench_case.relevant) == {"d1": 2, "d5": 1}
                 assert ragbench_case.difficulty == "easy"
                 assert ragbench_case.tags == ("espresso",)
-    """)
-    result = project.runpytest("-v", "test_hand.py")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["*test_case[[]q1[]] PASSED*", "*test_case[[]q5[]] PASSED*"])
 
-
-def test_without_retriever_the_test_runs_for_every_retriever(project):
-    _test_file(project, """
-        import pytest
-
+        # without a retriever the test runs for every retriever
         @pytest.mark.ragbench_suite("suites/suite.yaml")
-        def test_case(ragbench_case, ragbench_retriever):
+        def test_every(ragbench_case, ragbench_retriever):
             assert ragbench_retriever.name in ("overlap", "bm25")
-    """)
-    result = project.runpytest("-v", "test_hand.py")
-    result.assert_outcomes(passed=10)
-    result.stdout.fnmatch_lines(["*test_case[[]overlap-q1[]]*", "*test_case[[]bm25-q5[]]*"])
 
-
-def test_retriever_fixture_retrieves_checked_hits(project):
-    _test_file(project, """
-        import pytest
-
+        # the retriever fixture retrieves checked hits
         @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
         def test_top_hit_is_relevant(ragbench_case, ragbench_retriever):
             hits = ragbench_retriever.retrieve(ragbench_case, k=3)
@@ -90,12 +84,29 @@ def test_retriever_fixture_retrieves_checked_hits(project):
         @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
         def test_text_query(ragbench_retriever):
             assert ragbench_retriever.retrieve("cold brew")[0][0] == "d2"
+
+        # the cases() helper parametrizes directly
+        @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm25"),
+                                 indirect=True)
+        def test_helper(ragbench_case, ragbench_retriever, ragbench_record):
+            assert ragbench_retriever.name == "bm25"
+            ragbench_record("len", len(ragbench_case.text))
     """)
-    result = project.runpytest("test_hand.py")
-    result.assert_outcomes(passed=6)
+    result = project.runpytest("-v", "test_hand.py")
+    result.assert_outcomes(passed=5 + 10 + 5 + 1 + 5)
+    result.stdout.fnmatch_lines(["*test_case[[]q1[]] PASSED*", "*test_case[[]q5[]] PASSED*"])
+    assert len(_passed(result, "test_case")) == 5
+    result.stdout.fnmatch_lines(["*test_every[[]overlap-q1[]]*", "*test_every[[]bm25-q5[]]*"])
+    assert len(_passed(result, "test_every")) == 10
+    assert len(_passed(result, "test_top_hit_is_relevant")) == 5
+    assert "test_hand.py::test_text_query PASSED" in result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_helper[[]q3[]] PASSED*"])
+    assert len(_passed(result, "test_helper")) == 5
+    assert {r["metrics"]["len"] for r in _records(project) if "len" in r["metrics"]} == {
+        float(len(q["text"])) for q in QUERIES}
 
 
-def test_record_fixture_produces_records_aggregated_like_cases(project):
+def test_record_fixture_produces_records_aggregated_like_cases_with_and_without_xdist(project):
     _test_file(project, """
         import pytest
 
@@ -106,9 +117,13 @@ def test_record_fixture_produces_records_aggregated_like_cases(project):
             assert set(scores) == {"ndcg@10", "recall@10"}
             ragbench_record("hits", len(hits))
             assert ragbench_case.id != "q4", "deliberate failure"
+
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
+        def test_bm25(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
     """)
     result = project.runpytest("--ragbench-summary=full", "test_hand.py")
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=4 + 5, failed=1)
     result.stdout.fnmatch_lines([
         "*ragbench summary*",
         "suite mini:test_scored [[]test_hand.py::test_scored[]]*",
@@ -116,7 +131,8 @@ def test_record_fixture_produces_records_aggregated_like_cases(project):
         "    hits *",
         "    ndcg@10 *",
     ])
-    recs = {r["case_id"]: r for r in _records(project)}
+    serial_recs = _records(project)
+    recs = {r["case_id"]: r for r in serial_recs if r["suite"] == "test_hand.py::test_scored"}
     assert set(recs) == {"q1", "q2", "q3", "q4", "q5"}
     assert recs["q4"]["status"] == "failed"
     assert recs["q1"]["status"] == "ok"
@@ -128,40 +144,17 @@ def test_record_fixture_produces_records_aggregated_like_cases(project):
     assert recs["q1"]["metrics"]["hits"] == 2.0
     assert recs["q1"]["retrieved"][0][0] == "d1"
 
-
-def test_record_fixture_with_xdist_matches_serial(project):
-    _test_file(project, """
-        import pytest
-
-        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
-        def test_scored(ragbench_case, ragbench_retriever, ragbench_record):
-            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
-    """)
-    serial = project.runpytest("test_hand.py")
-    serial.assert_outcomes(passed=5)
-    serial_recs = sorted(_records(project), key=lambda r: r["case_id"])
+    # with xdist: the same outcomes, and records with the same metrics
     parallel = project.runpytest("test_hand.py", "-n", "2")
-    parallel.assert_outcomes(passed=5)
-    parallel_recs = sorted(_records(project), key=lambda r: r["case_id"])
-    assert [r["metrics"] for r in serial_recs] == [r["metrics"] for r in parallel_recs]
+    parallel.assert_outcomes(passed=4 + 5, failed=1)
+    parallel_recs = _records(project)
 
+    def key(r: dict) -> tuple[str, str, str]:
+        return r["suite"], r["retriever"], r["case_id"]
 
-def test_cases_helper_parametrizes_directly(project):
-    _test_file(project, """
-        import pytest
-        from pytest_ragbench.fixtures import cases
-
-        @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm25"),
-                                 indirect=True)
-        def test_case(ragbench_case, ragbench_retriever, ragbench_record):
-            assert ragbench_retriever.name == "bm25"
-            ragbench_record("len", len(ragbench_case.text))
-    """)
-    result = project.runpytest("-v", "test_hand.py")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["*test_case[[]q3[]] PASSED*"])
-    assert {r["metrics"]["len"] for r in _records(project)} == {
-        float(len(q["text"])) for q in QUERIES}
+    assert sum(r["retriever"] == "bm25" for r in serial_recs) == 5
+    assert [(key(r), r["metrics"]) for r in sorted(serial_recs, key=key)] == [
+        (key(r), r["metrics"]) for r in sorted(parallel_recs, key=key)]
 
 
 def test_missing_marker_is_a_clear_error(project):

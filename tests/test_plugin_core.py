@@ -8,6 +8,10 @@ import textwrap
 
 import pytest
 from conftest import BASE_INI, latest_run
+from test_verdict_plugin import _history_rows, _outputs
+from test_xfail_outcome import KNOWN, check_known_failures
+
+from pytest_ragbench.report.rerender import rerender
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -82,19 +86,6 @@ def test_query_metadata_become_registered_markers(pytester, mini_suite):
     assert result.ret == 0
 
 
-def test_summary_shows_means_ci_counts_and_passes(pytester, mini_suite):
-    mini_suite()
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "*ragbench summary*",
-        "suite mini [[]suite.yaml[]] dataset *",
-        "  overlap: 5 cases, 0 errors, 0 below per-query thresholds",
-        "    metric * mean * 95% CI * n * nan",
-        "    ndcg@10 * [[]*, *[]] * 5 * 0",
-    ])
-
-
 def test_failing_threshold_report_shows_query_hits_missed_and_margin(pytester, mini_suite):
     path = mini_suite(drop="d4")
     path.write_text(path.read_text() + "thresholds:\n  recall@10: 0.5\n")
@@ -148,31 +139,47 @@ def _suite_with_retriever(pytester, mini_suite, name: str, methods: str) -> None
     """)
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ("return [('nope', 1.0)]", "returned unknown document id 'nope' at rank 1"),
-        ("return [('d1', 1.0), ('d1', 0.5)]", "returned document 'd1' twice"),
-        ("return [('d1', float('nan'))]", "returned a non-finite score (nan) for 'd1'"),
-        ("return [('d1', 1.0)] * 0 + [(f'd{i}', 1.0) for i in range(1, 7)]",
-         "returned 6 results, more than k=3"),
-        ("return 'd1'", "returned str, expected a list of (doc_id, score) pairs"),
-        ("return [('d1', 1.0), ('d2', 0.5, 'x')]",
-         "result 1 is ('d2', 0.5, 'x'), expected a (doc_id, score) pair"),
-        ("return [('d2', 1.0), ('d1', float('-inf'))]",
-         "returned a non-finite score (-inf) for 'd1'"),
-        ("from pytest_ragbench.retrievers.hits import RankedHits; "
-         "return RankedHits(['d2', 'd2'], [1.0, 0.5])", "returned document 'd2' twice"),
-    ],
-)
-def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite, body, message):
-    _suite_with_retriever(pytester, mini_suite, "bad", f"""
-            def retrieve(self, query, k):
-                {body}
-    """)
+BAD_OUTPUTS = [
+    ("return [('nope', 1.0)]", "returned unknown document id 'nope' at rank 1"),
+    ("return [('d1', 1.0), ('d1', 0.5)]", "returned document 'd1' twice"),
+    ("return [('d1', float('nan'))]", "returned a non-finite score (nan) for 'd1'"),
+    ("return [('d1', 1.0)] * 0 + [(f'd{i}', 1.0) for i in range(1, 7)]",
+     "returned 6 results, more than k=3"),
+    ("return 'd1'", "returned str, expected a list of (doc_id, score) pairs"),
+    ("return [('d1', 1.0), ('d2', 0.5, 'x')]",
+     "result 1 is ('d2', 0.5, 'x'), expected a (doc_id, score) pair"),
+    ("return [('d2', 1.0), ('d1', float('-inf'))]",
+     "returned a non-finite score (-inf) for 'd1'"),
+    ("from pytest_ragbench.retrievers.hits import RankedHits; "
+     "return RankedHits(['d2', 'd2'], [1.0, 0.5])", "returned document 'd2' twice"),
+]
+
+
+def test_bad_retriever_output_is_a_clear_per_item_error(pytester, mini_suite):
+    # One run, one retriever per kind of bad output, each erring on q1 alone.
+    pytester.makepyfile(bad="\n".join(f"""
+class Bad{i}:
+    def index(self, corpus):
+        pass
+
+    def retrieve(self, query, k):
+        {body}
+""" for i, (body, _) in enumerate(BAD_OUTPUTS)))
+    retrievers = "".join(f"\n  bad{i}: {{type: \"bad:Bad{i}\"}}" for i in range(len(BAD_OUTPUTS)))
+    mini_suite("dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+               f"retrievers:{retrievers}\nmetrics: [ndcg@3]\nk: 3\n")
     result = pytester.runpytest("--ragbench-summary=full", SUITE, "-k", "q1")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([f"*{message}*", "*1 errors*"])
+    result.assert_outcomes(errors=len(BAD_OUTPUTS))
+    lines = result.outlines
+    for i, (_, message) in enumerate(BAD_OUTPUTS):
+        # the item of bad{i} errs with its message in its own report section ...
+        start = next(n for n, line in enumerate(lines)
+                     if line.startswith("_") and f"bad{i}::q1" in line)
+        end = next((n for n in range(start + 1, len(lines))
+                    if lines[n].startswith(("_", "="))), len(lines))
+        pytest.LineMatcher(lines[start:end]).fnmatch_lines([f"*{message}*"])
+        # ... and its summary counts one error
+        result.stdout.fnmatch_lines([f"  bad{i}: 1 cases, 1 errors*"])
 
 
 def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
@@ -226,10 +233,32 @@ def test_gate_failure_sets_exit_code_although_all_tests_pass(pytester, mini_suit
     ])
 
 
-def test_output_files_written_with_schema_and_metadata(pytester, mini_suite):
+def check_snippets(pytester) -> None:
+    page = (latest_run(pytester.path) / "report.html").read_text()
+    # Title and text of d1 (retrieved for q1), read from the corpus: an xdist controller ran
+    # no case, so it reads the dataset itself.
+    assert "Espresso grind. Espresso needs a fine grind and 9 bar." in page
+    assert "Steam milk to about 60 degrees." in page
+
+
+def test_a_default_run_reports_writes_and_passes_everywhere(pytester, mini_suite):
+    # One run of the plain mini suite checks what every output of a passing run holds; the
+    # facts were checked by seven runs of the same suite before.
     mini_suite()
-    result = pytester.runpytest(SUITE)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "--junitxml=out.xml",
+                                "--ragbench-html", "out/report.html")
     assert result.ret == 0
+    # the terminal summary: means, CIs, counts, and the verdict
+    result.stdout.fnmatch_lines([
+        "*ragbench summary*",
+        "suite mini [[]suite.yaml[]] dataset *",
+        "  overlap: 5 cases, 0 errors, 0 below per-query thresholds",
+        "    metric * mean * 95% CI * n * nan",
+        "    ndcg@10 * [[]*, *[]] * 5 * 0",
+    ])
+    result.stdout.fnmatch_lines(["ragbench: passed"])
+
+    # the run folder: records, summary with its metadata, CSV, summary.md
     run = latest_run(pytester.path)
     assert run.parent.name == "runs"
     lines = (run / "cases.jsonl").read_text().splitlines()
@@ -249,30 +278,33 @@ def test_output_files_written_with_schema_and_metadata(pytester, mini_suite):
     assert len(csv_rows) == 6
     assert (run / "summary.md").read_text().startswith("## ragbench: passed")
 
+    # one verdict everywhere: summary.json, summary.md, the report, the history
+    summary, md, html = _outputs(pytester)
+    assert summary["passed"] is True and summary["verdict"]["reasons"] == []
+    assert summary["run"]["n_cases"] == summary["run"]["n_cases_total"] == 5
+    assert md.startswith("## ragbench: passed\n")
+    assert 'class="rb-verdict">PASSED</span>' in html
+    assert _history_rows(pytester)[-1].endswith("passed")
 
-def check_snippets(pytester) -> None:
-    page = (latest_run(pytester.path) / "report.html").read_text()
-    # Title and text of d1 (retrieved for q1), read from the corpus: an xdist controller ran
-    # no case, so it reads the dataset itself.
-    assert "Espresso grind. Espresso needs a fine grind and 9 bar." in page
-    assert "Steam milk to about 60 degrees." in page
-
-
-def test_report_drill_downs_show_snippets_of_the_shown_documents(pytester, mini_suite):
-    # under xdist: test_summary_identical_with_and_without_xdist checks its run's report
-    mini_suite()
-    result = pytester.runpytest(SUITE)
-    assert result.ret == 0
+    # the HTML report: in the run folder and at --ragbench-html, with the drill-downs'
+    # snippets of the shown documents
+    page = (run / "report.html").read_text()
+    assert "<svg" in page and "q1" in page
+    assert (pytester.path / "out" / "report.html").read_text() == page
+    result.stdout.fnmatch_lines(["results: *", "report: *report.html", "report: *out*report.html"])
     check_snippets(pytester)
 
+    # JUnit XML carries each item's metrics
+    xml = (pytester.path / "out.xml").read_text()
+    assert re.search(r'<property name="ragbench_record.ndcg@10" value="[0-9.]+"', xml)
 
-def test_a_rerendered_report_keeps_the_snippets_while_the_data_is_unchanged(pytester,
-                                                                            mini_suite):
-    from pytest_ragbench.report.rerender import rerender
+    # each run gets its own folder, and latest points to the newest of its root
+    pytester.runpytest(SUITE, "--ragbench-out", "runs2")
+    assert latest_run(pytester.path) == run  # --ragbench-out used another root
+    second = (pytester.path / "runs2" / "latest").resolve()
+    assert second != run and (second / "summary.json").is_file()
 
-    mini_suite()
-    assert pytester.runpytest(SUITE, "--ragbench-no-history").ret == 0
-    run = latest_run(pytester.path)
+    # a re-rendered report keeps the snippets while the data is unchanged
     snippet = "Espresso grind. Espresso needs a fine grind and 9 bar."
     (run / "report.html").unlink()
     rerender(run)
@@ -285,21 +317,18 @@ def test_a_rerendered_report_keeps_the_snippets_while_the_data_is_unchanged(pyte
     assert snippet not in page and "nine bar" not in page
 
 
-def test_each_run_gets_its_own_folder_and_latest_points_to_newest(pytester, mini_suite):
-    mini_suite()
-    pytester.runpytest(SUITE)
-    first = latest_run(pytester.path)
-    pytester.runpytest(SUITE, "--ragbench-out", "out")
-    assert latest_run(pytester.path) == first  # --ragbench-out used another root
-    second = (pytester.path / "out" / "latest").resolve()
-    assert second != first and (second / "summary.json").is_file()
-
-
 def test_summary_identical_with_and_without_xdist(pytester, mini_suite):
-    mini_suite()
-    serial = pytester.runpytest(SUITE, "-p", "no:randomly")
+    # The suite lists known failures (q4 misses its threshold, q1 does not), so the one pair
+    # of runs also shows that they are recorded and reported alike with and without xdist.
+    path = mini_suite(drop="d4")
+    path.write_text(path.read_text() + KNOWN)
+    serial = pytester.runpytest("--ragbench-summary=full", SUITE, "-p", "no:randomly", "-rx")
+    check_known_failures(serial, latest_run(pytester.path), xdist=False)
+    # the xfail key marks known failures, with their reason
+    serial.stdout.fnmatch_lines(["XFAIL suite.yaml::overlap::q4*known miss*"])
     serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    parallel = pytester.runpytest(SUITE, "-n", "2")
+    parallel = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "2", "-rx")
+    check_known_failures(parallel, latest_run(pytester.path), xdist=True)
     parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
     assert summary_section(serial.outlines) == summary_section(parallel.outlines)
     assert serial_json["suites"] == parallel_json["suites"]
@@ -309,7 +338,8 @@ def test_summary_identical_with_and_without_xdist(pytester, mini_suite):
     check_snippets(pytester)
 
 
-def test_unjudged_queries_are_nan_and_counted(pytester, mini_suite):
+def test_unjudged_queries_and_queries_without_relevant_documents(pytester, mini_suite):
+    # two suites in one run, one for each kind of query
     mini_suite("""
         dataset:
           corpus: corpus.jsonl
@@ -318,13 +348,7 @@ def test_unjudged_queries_are_nan_and_counted(pytester, mini_suite):
             - {_id: b, text: cold brew}
         retrievers: {o: {type: "overlap_retriever:Overlap"}}
         metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["    recall@10 * 1.0000 * 1 * 1"])
-
-
-def test_queries_without_relevant_documents_are_reported(pytester, mini_suite):
+    """, name="unjudged.yaml")
     mini_suite("""
         dataset:
           corpus: corpus.jsonl
@@ -333,9 +357,20 @@ def test_queries_without_relevant_documents_are_reported(pytester, mini_suite):
             - {_id: b, text: cold brew, relevant: {d2: 0}}
         retrievers: {o: {type: "overlap_retriever:Overlap"}}
         metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.stdout.fnmatch_lines([
+    """, name="norelevant.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=unjudged.yaml",
+                                "--ragbench=norelevant.yaml")
+    result.assert_outcomes(passed=4)
+    lines = result.outlines
+    unjudged = next(i for i, line in enumerate(lines) if "[unjudged.yaml]" in line)
+    norelevant = next(i for i, line in enumerate(lines) if "[norelevant.yaml]" in line)
+    sections = {"unjudged": lines[unjudged:norelevant] if unjudged < norelevant
+                else lines[unjudged:], "norelevant": lines[norelevant:unjudged]
+                if norelevant < unjudged else lines[norelevant:]}
+    # unjudged queries are nan and counted
+    pytest.LineMatcher(sections["unjudged"]).fnmatch_lines(["    recall@10 * 1.0000 * 1 * 1"])
+    # queries without relevant documents are reported
+    pytest.LineMatcher(sections["norelevant"]).fnmatch_lines([
         "    1 queries have no relevant document in the labels (scored 0, as trec_eval does)",
         "    recall@10 * 0.5000 * 2 * 0",
     ])
@@ -352,19 +387,46 @@ def test_ini_option_and_suite_file_pattern_collect_suites(pytester, mini_suite):
     result.assert_outcomes(passed=5)
 
 
-def test_a_suite_found_by_collection_starts_the_controller_session(pytester, mini_suite):
+def test_a_suite_found_by_collection_starts_the_controller_session(pytester, mini_suite,
+                                                                   monkeypatch):
     # No --ragbench: the controller learns of the cases from the items (serial) or from the
     # workers' node ids (xdist), and starts its session then, before the first item.
-    mini_suite(name="mine.ragbench.yaml")
+    # Under xdist the controller collects nothing: it takes the spec from the suite file when
+    # the workers report their collection, before any case, and aggregates with it at the end.
+    # Nor does it read any dataset: the workers send the texts of the documents the report
+    # shows (on a 1M-document corpus reading it again took 13 s after the last item).
+    import pytest_ragbench.datasets as datasets_module
+
+    loads: list[object] = []
+    real_load = datasets_module.load_dataset
+
+    def counting_load(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(datasets_module, "load_dataset", counting_load)
+    path = mini_suite(name="mine.ragbench.yaml")
+    path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.5'\n")
     pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
     for args in ([], ["-n", "2"]):
+        loads.clear()
         result = pytester.runpytest("mine.ragbench.yaml", "test_plain.py", *args)
         result.assert_outcomes(passed=6)
         result.stdout.fnmatch_lines(["*ragbench summary*", "ragbench: passed"])
         summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         assert summary["suites"][0]["retrievers"][0]["n_cases"] == 5
-    # a run without cases starts none: no summary, no run folder
-    result = pytester.runpytest("test_plain.py", "-n", "2")
+    assert loads == []  # the -n 2 run's controller (this process) loaded no dataset
+    run = latest_run(pytester.path)
+    spec = json.loads((run / "run.json").read_text(encoding="utf-8"))["suites"][
+        "mine.ragbench.yaml"]
+    assert (spec["name"], spec["gates"], spec["retrievers"]) == ("mini", ["ndcg@10 >= 0.5"],
+                                                                 ["overlap"])
+    assert summary["suites"][0]["gate_texts"] == spec["gates"]
+    assert [g["text"] for g in summary["gates"]] == ["ndcg@10 >= 0.5"]
+    check_snippets(pytester)  # the workers' texts give the report its snippets
+    # a run without cases starts none: no summary, no run folder (one worker is enough to
+    # put the controller in distribution mode)
+    result = pytester.runpytest("test_plain.py", "-n", "1")
     result.assert_outcomes(passed=1)
     assert "ragbench summary" not in result.stdout.str()
 
@@ -386,7 +448,9 @@ def test_missing_suite_file_is_a_usage_error(pytester):
 
 def test_results_survive_a_crashed_worker(pytester, mini_suite):
     mini_suite(crash_on="milk")
-    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "2")
+    # One worker is enough: it finishes q1 and q2 before it dies at q3, and its replacement
+    # runs q4 and q5; all five must reach the controller's files.
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "1")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed") == 4 and outcomes.get("failed") == 1
     run = latest_run(pytester.path)
@@ -399,8 +463,9 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
 
 def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):
     mini_suite(interrupt_on="milk")
-    # In a subprocess: an in-process KeyboardInterrupt would also reach an outer xdist worker.
-    result = pytester.runpytest_subprocess(SUITE)
+    # In process, but told not to raise the inner run's KeyboardInterrupt again in this one
+    # (as pytester does by default: a user's Ctrl-C).
+    result = pytester.runpytest(SUITE, no_reraise_ctrlc=True)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     run = latest_run(pytester.path)
     recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
@@ -410,37 +475,11 @@ def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini
     assert summary["suites"][0]["retrievers"][0]["n_cases"] == 2
 
 
-def test_junitxml_carries_per_item_metrics(pytester, mini_suite):
-    mini_suite()
-    pytester.runpytest(SUITE, "--junitxml=out.xml", "-k", "q1")
-    xml = (pytester.path / "out.xml").read_text()
-    assert re.search(r'<property name="ragbench_record.ndcg@10" value="[0-9.]+"', xml)
-
-
-def test_xfail_key_marks_known_failures(pytester, mini_suite):
-    path = mini_suite(drop="d4")
-    path.write_text(path.read_text() + "thresholds: {recall@10: 0.5}\nxfail: {q4: known miss}\n")
-    result = pytester.runpytest(SUITE, "-rx")
-    result.assert_outcomes(passed=4, xfailed=1)
-    result.stdout.fnmatch_lines(["XFAIL suite.yaml::overlap::q4*known miss*"])
-
-
 def test_no_output_flag_writes_nothing(pytester, mini_suite):
     mini_suite()
     result = pytester.runpytest(SUITE, "--ragbench-no-output")
     assert result.ret == 0
     assert not (pytester.path / ".ragbench").exists()
-
-
-def test_html_report_written_to_run_folder_and_path(pytester, mini_suite):
-    mini_suite()
-    result = pytester.runpytest(SUITE, "--ragbench-html", "out/report.html")
-    assert result.ret == 0
-    run = latest_run(pytester.path)
-    page = (run / "report.html").read_text()
-    assert "<svg" in page and "q1" in page
-    assert (pytester.path / "out" / "report.html").read_text() == page
-    result.stdout.fnmatch_lines(["results: *", "report: *report.html", "report: *out*report.html"])
 
 
 def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):

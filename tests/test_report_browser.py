@@ -38,6 +38,11 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found")
 # If any of this were ever parsed as markup, the handler would mark the document.
 PWN = "<img src=x onerror=\"document.documentElement.setAttribute('data-pwned','1')\">"
 N_QUERIES = 240  # two retrievers: 480 rows, three pages
+# Eight metrics (and the latency column) and long queries: a table wider than a 1280 px
+# window, so the one report (and one browser start) also shows the sticky id column. Listed
+# in sorted order, as the summary lists them: m0 is ndcg@10.
+WIDE_METRICS = ("ndcg@10", "precision@10", "precision@5", "r_precision", "recall@10",
+                "recall@100", "success@1", "success@5")
 
 
 def _records() -> list[dict[str, Any]]:
@@ -45,13 +50,16 @@ def _records() -> list[dict[str, Any]]:
     for retriever in ("bm25", "dense " + PWN):
         for i in range(N_QUERIES):
             score = ((i * 37) % 101) / 100
+            others = {m: ((i * 13) % 10) / 10 for m in WIDE_METRICS
+                      if m not in ("ndcg@10", "recall@10")}
             out.append({
                 "schema": 1, "suite": "suites/s.yaml", "suite_name": "smoke",
                 "suite_hash": "a" * 64, "dataset_hash": "b" * 64, "retriever": retriever,
-                "case_id": f"q{i:04d}", "run": 0, "query": f"question number {i}",
+                "case_id": f"q{i:04d}", "run": 0,
+                "query": f"question number {i}, a rather long one about many things " * 3,
                 "type": None, "difficulty": None, "tags": [],
                 "status": "failed" if score < 0.1 else "ok", "error": None,
-                "metrics": {"ndcg@10": score, "recall@10": 1 - score},
+                "metrics": {"ndcg@10": score, "recall@10": 1 - score, **others},
                 "latency_ms": 3.0 + i % 7, "n_relevant": 1, "no_relevant": False,
                 "retrieved": [[f"d{i}", 2.0, 1], ["d0", 1.0, 0]], "missed": [],
                 "thresholds": [],
@@ -92,25 +100,6 @@ def _console(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
 
 
-def test_script_runs_and_renders_the_table(report: Path, tmp_path: Path) -> None:
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom",
-                         report.as_uri())
-    dom = proc.stdout
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert _console(proc.stderr) == []
-    assert 'data-rb-ready="1"' in dom
-    table = re.search(r'<table class="rb-table"[^>]*>', dom)
-    assert table is not None
-    assert 'data-ready="1"' in table.group(0)
-    assert f'data-rows="{2 * N_QUERIES + 1}"' in table.group(0)
-    assert len(re.findall(r'<tr class="rb-row', dom)) == PAGE_SIZE
-    assert "page 1 of 3 (rows 1\u2013200 of 481)" in htmllib.unescape(dom)
-    # The controls appear and the no-script note goes once the script has run.
-    assert 'class="rb-controls" hidden' not in dom
-    assert 'class="rb-static-note"' not in dom
-    assert not re.search(r"<html[^>]*data-pwned", dom)  # no injected handler ran
-
-
 # The start of every driver script: the case table and helpers to read its columns. A driver
 # ends by writing its findings, as JSON, into <pre id="rb-test-out">.
 DRIVER_PRELUDE = """
@@ -123,7 +112,31 @@ DRIVER_PRELUDE = """
   const column = (key) => rows().map((r) => r.cells[keys.indexOf(key)].textContent);
 """
 
+# The page as loaded (its script runs as the page is parsed, before the driver), then the
+# sticky id column at a sideways scroll, then sorting, filtering, paging and a drill-down.
 DRIVER = DRIVER_PRELUDE + """
+  out.initial = document.documentElement.outerHTML;
+  const box = table.closest(".rb-scroll");
+  const first = rows()[0];
+  const at = (el) => el.getBoundingClientRect().left - box.getBoundingClientRect().left;
+  out.viewport = window.innerWidth;
+  out.clientWidth = box.clientWidth;
+  out.scrollWidth = box.scrollWidth;
+  out.pageScrollWidth = document.documentElement.scrollWidth;
+  const idCell = first.cells[keys.indexOf("id")];
+  const metricCell = first.cells[keys.indexOf("m7")];
+  const head = table.tHead.rows[0].cells[0];
+  out.before = [at(idCell), at(metricCell), at(head)];
+  box.scrollLeft = 200;
+  out.scrolled = box.scrollLeft;
+  out.after = [at(idCell), at(metricCell), at(head)];
+  out.idPosition = getComputedStyle(idCell).position;
+  // What is painted at the id cell's place is the id cell, not a metric sliding under it.
+  window.scrollTo(0, window.scrollY + idCell.getBoundingClientRect().top - 200);
+  const r = idCell.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + 5, r.top + r.height / 2);
+  out.onTop = hit === idCell || idCell.contains(hit);
+  out.hit = hit ? hit.tagName + "." + hit.className : null;
   const fire = (el, value, type) => { el.value = value; el.dispatchEvent(new Event(type)); };
   const sort = table.querySelector('th[data-key="m0"] button');
   sort.click();
@@ -160,6 +173,11 @@ DRIVER = DRIVER_PRELUDE + """
     pre.id = "rb-test-out";
     pre.textContent = JSON.stringify(out);
     document.body.append(pre);
+    // Back to the top of the unfiltered table for the screenshot taken after the driver.
+    details.open = false;
+    fire(text, "", "input");
+    box.scrollLeft = 0;
+    window.scrollTo(0, 0);
   }, 50);
 })();
 """
@@ -176,13 +194,15 @@ def _with_driver(report: Path, dest: Path, driver: str = DRIVER) -> Path:
     return dest
 
 
-def _drive(report: Path, tmp_path: Path,
-           driver: str = DRIVER) -> tuple[dict[str, Any], str]:
-    """Open the report with ``driver`` in headless Chromium: what the driver wrote, and the
-    final DOM."""
+def _drive(report: Path, tmp_path: Path, driver: str = DRIVER,
+           screenshot: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Open the report with ``driver`` in headless Chromium (a 1280 x 2000 window): what the
+    driver wrote, and the final DOM; and a screenshot of the page after the driver, if asked."""
     page = _with_driver(report, tmp_path / "driven.html", driver)
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0",
-                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    shot = [f"--screenshot={screenshot}", "--hide-scrollbars"] if screenshot else []
+    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
+                         *shot, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert _console(proc.stderr) == []
     m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
     assert m is not None, proc.stdout[-2000:]
@@ -193,8 +213,38 @@ def _numbers(cells: list[str]) -> list[float]:
     return [float(c) for c in cells if c != "nan"]
 
 
-def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
-    out, dom = _drive(report, tmp_path)
+def test_script_renders_sorts_filters_pages_and_drills_down(report: Path,
+                                                           tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    out, dom = _drive(report, tmp_path, screenshot=shot)  # no console errors, as it checks
+    # As loaded: the script has run and rendered the table's first page.
+    initial = out["initial"]
+    assert 'data-rb-ready="1"' in initial
+    table = re.search(r'<table class="rb-table"[^>]*>', initial)
+    assert table is not None
+    assert 'data-ready="1"' in table.group(0)
+    assert f'data-rows="{2 * N_QUERIES + 1}"' in table.group(0)
+    assert len(re.findall(r'<tr class="rb-row', initial)) == PAGE_SIZE
+    assert "page 1 of 3 (rows 1\u2013200 of 481)" in htmllib.unescape(initial)
+    # The controls appear and the no-script note goes once the script has run.
+    assert 'class="rb-controls" hidden' not in initial
+    assert 'class="rb-static-note"' not in initial
+    assert not re.search(r"<html[^>]*data-pwned", initial)  # no injected handler ran
+
+    # A wide table scrolls sideways with a sticky id column: the table is wider than its box,
+    # which scrolls; the page itself does not get wider.
+    assert out["viewport"] == 1280
+    assert out["scrollWidth"] > out["clientWidth"] + 200
+    assert out["pageScrollWidth"] <= 1280
+    assert out["scrolled"] == 200
+    id_before, metric_before, head_before = out["before"]
+    id_after, metric_after, head_after = out["after"]
+    assert out["idPosition"] == "sticky"
+    assert abs(id_after - id_before) < 1 and abs(head_after - head_before) < 1
+    assert abs((metric_before - metric_after) - 200) < 1
+    assert out["onTop"], out["hit"]
+
+    # Sorting, filtering, paging, and a drill-down.
     asc, desc = _numbers(out["asc"]), _numbers(out["desc"])
     assert len(asc) == len(desc) == PAGE_SIZE
     assert asc == sorted(asc) and asc[0] == 0.0
@@ -214,6 +264,13 @@ def test_sort_filter_page_and_drill_down(report: Path, tmp_path: Path) -> None:
     assert "retrieved" in out["drill"] and "document one" not in out["drill"]
     assert not re.search(r"<html[^>]*data-pwned", dom)
 
+    # The screenshot (the page back at its top, unfiltered) is a rendered page, not a blank one.
+    assert shot.is_file()
+    width, height, pixels = _png_size_and_pixels(shot)
+    assert (width, height) == (1280, 2000)
+    assert shot.stat().st_size > 20_000
+    assert len(set(pixels[:: 97])) > 50  # many distinct byte values across the image
+
 
 def _png_size_and_pixels(path: Path) -> tuple[int, int, bytes]:
     data = path.read_bytes()
@@ -227,94 +284,3 @@ def _png_size_and_pixels(path: Path) -> tuple[int, int, bytes]:
             idat += data[pos + 8:pos + 8 + length]
         pos += 12 + length
     return width, height, zlib.decompress(idat)
-
-
-def test_screenshot(report: Path, tmp_path: Path) -> None:
-    shot = tmp_path / "report.png"
-    proc = _run_chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000",
-                         "--hide-scrollbars", report.as_uri())
-    assert shot.is_file(), proc.stderr[-2000:]
-    width, height, pixels = _png_size_and_pixels(shot)
-    assert (width, height) == (1280, 2000)
-    assert shot.stat().st_size > 20_000
-    # A rendered page, not a blank one: many distinct byte values across the image.
-    assert len(set(pixels[:: 97])) > 50
-
-
-WIDE_METRICS = ("ndcg@10", "recall@10", "mrr@10", "map@10", "hit@10", "precision@5",
-                "r_precision", "latency_ms")
-
-
-@pytest.fixture(scope="module")
-def wide_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight metrics (one of them latency in milliseconds) and long queries: a table wider
-    than a 1280 px window."""
-    records = []
-    for retriever in ("bm25", "dense"):
-        for i in range(30):
-            records.append({
-                "schema": 1, "suite": "suites/w.yaml", "suite_name": "wide",
-                "suite_hash": "a" * 64, "dataset_hash": "b" * 64, "retriever": retriever,
-                "case_id": f"wide-query-{i:03d}", "run": 0,
-                "query": f"a rather long question number {i} about many things " * 3,
-                "type": None, "difficulty": None, "tags": [], "status": "ok", "error": None,
-                "metrics": {m: (120.0 + i if m == "latency_ms" else ((i * 13) % 10) / 10)
-                            for m in WIDE_METRICS},
-                "latency_ms": 120.0 + i, "n_relevant": 1, "no_relevant": False,
-                "retrieved": [["d1", 1.0, 1]], "missed": [], "thresholds": [],
-            })
-    summary = summarize_run(records, {})
-    summary["run"] = {"id": "wide", "partial": False, "n_records": len(records)}
-    return write_html(tmp_path_factory.mktemp("wide") / "report.html", summary, records)
-
-
-STICKY_DRIVER = DRIVER_PRELUDE + """
-  const box = table.closest(".rb-scroll");
-  const first = rows()[0];
-  const at = (el) => el.getBoundingClientRect().left - box.getBoundingClientRect().left;
-  out.viewport = window.innerWidth;
-  out.clientWidth = box.clientWidth;
-  out.scrollWidth = box.scrollWidth;
-  out.pageScrollWidth = document.documentElement.scrollWidth;
-  const idCell = first.cells[keys.indexOf("id")];
-  const metricCell = first.cells[keys.indexOf("m7")];
-  const head = table.tHead.rows[0].cells[0];
-  out.before = [at(idCell), at(metricCell), at(head)];
-  box.scrollLeft = 200;
-  out.scrolled = box.scrollLeft;
-  out.after = [at(idCell), at(metricCell), at(head)];
-  out.idPosition = getComputedStyle(idCell).position;
-  // What is painted at the id cell's place is the id cell, not a metric sliding under it.
-  window.scrollTo(0, window.scrollY + idCell.getBoundingClientRect().top - 200);
-  const r = idCell.getBoundingClientRect();
-  const hit = document.elementFromPoint(r.left + 5, r.top + r.height / 2);
-  out.onTop = hit === idCell || idCell.contains(hit);
-  out.hit = hit ? hit.tagName + "." + hit.className : null;
-  const pre = document.createElement("pre");
-  pre.id = "rb-test-out";
-  pre.textContent = JSON.stringify(out);
-  document.body.append(pre);
-})();
-"""
-
-
-def test_wide_table_scrolls_sideways_with_a_sticky_id_column(wide_report: Path,
-                                                            tmp_path: Path) -> None:
-    page = _with_driver(wide_report, tmp_path / "wide.html", STICKY_DRIVER)
-    proc = _run_chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--window-size=1280,900",
-                         "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
-    assert _console(proc.stderr) == []
-    m = re.search(r'<pre id="rb-test-out">(.*?)</pre>', proc.stdout, re.S)
-    assert m is not None, proc.stdout[-2000:]
-    out = json.loads(htmllib.unescape(m.group(1)))
-    assert out["viewport"] == 1280
-    # The table is wider than its box, which scrolls; the page itself does not get wider.
-    assert out["scrollWidth"] > out["clientWidth"] + 200
-    assert out["pageScrollWidth"] <= 1280
-    assert out["scrolled"] == 200
-    id_before, metric_before, head_before = out["before"]
-    id_after, metric_after, head_after = out["after"]
-    assert out["idPosition"] == "sticky"
-    assert abs(id_after - id_before) < 1 and abs(head_after - head_before) < 1
-    assert abs((metric_before - metric_after) - 200) < 1
-    assert out["onTop"], out["hit"]

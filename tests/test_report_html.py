@@ -538,42 +538,6 @@ def test_report_of_a_run_killed_before_the_end_shows_the_gates(
             "ran) | 1.0000 | 0.1000 |") in md
 
 
-def test_run_json_holds_the_specs_under_xdist_too(pytester: pytest.Pytester,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    # xdist's controller collects nothing: it takes the spec from the suite file when the
-    # workers report their collection, before any case, and aggregates with it at the end.
-    # Nor does it read any dataset: the workers send the texts of the documents the report
-    # shows (on a 1M-document corpus reading it again took 13 s after the last item).
-    import pytest_ragbench.datasets as datasets_module
-
-    loads: list[object] = []
-    real_load = datasets_module.load_dataset
-
-    def counting_load(*args: object, **kwargs: object) -> object:
-        loads.append(args)
-        return real_load(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(datasets_module, "load_dataset", counting_load)
-    pytester.makepyfile(rbret_html=RETRIEVER)
-    pytester.makefile(".ragbench.yaml", s=SUITE)
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
-                     "pythonpath = .\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", "-n", "2",
-                                "s.ragbench.yaml")
-    result.assert_outcomes(passed=3)
-    assert loads == []  # the controller (this process) loaded no dataset
-    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
-    start = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
-    spec = start["suites"]["s.ragbench.yaml"]
-    assert (spec["name"], spec["gates"], spec["retrievers"]) == ("smoke", ["ndcg@10 >= 0.5"],
-                                                                 ["ov"])
-    summary = json.loads((folder / SUMMARY_JSON).read_text(encoding="utf-8"))
-    assert summary["suites"][0]["gate_texts"] == spec["gates"]
-    assert [g["text"] for g in summary["gates"]] == ["ndcg@10 >= 0.5"]
-    html = (folder / REPORT_HTML).read_text(encoding="utf-8")
-    assert "Cold brew. cold brew steeps coarse grounds for hours" in html  # snippets still
-
-
 def test_folders_that_are_not_run_folders(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert ragbench_main(["report", str(tmp_path / "nope")]) == 2
