@@ -613,15 +613,20 @@ def test_compiled_template_is_cached_and_renders_the_same(
 
 
 def test_runs_share_compiled_templates_in_the_per_user_cache(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # jinja2's default per-user folder: two runs in different projects (and runs without
     # pytest's cache) compile the template once and then load the stored code.
+    import tempfile
+
     import jinja2
 
+    # The per-user folder lives in the temp directory: a private one, so other processes
+    # rendering reports meanwhile (xdist workers, other test runs) cannot touch its entries.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmpdir")))
     folder = Path(jinja2.FileSystemBytecodeCache().directory)
-    for entry in folder.glob("__jinja2_*.cache"):  # a cache: removing entries costs a compile
-        entry.unlink(missing_ok=True)
+    assert not list(folder.glob("__jinja2_*.cache"))
     pytester.makepyfile(rbret_html=RETRIEVER)
     pytester.syspathinsert()
     pytester.makefile(".ragbench.yaml", s=SUITE)
