@@ -166,6 +166,11 @@ class RunHistory:
                 self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S,
                                             isolation_level=None)
                 self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                # In WAL mode NORMAL still keeps the file consistent after a crash; only a
+                # power loss can drop the last run appended. FULL waits for the disk at every
+                # commit (milliseconds each, several per pytest run), as the response cache
+                # (llm/cache.py) decided too.
+                self.conn.execute("PRAGMA synchronous = NORMAL")
                 self._retry(self._create)
         except sqlite3.Error as exc:
             self._close_quietly()
