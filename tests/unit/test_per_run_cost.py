@@ -1,0 +1,31 @@
+"""What the plugin computes once per run instead of twice: same values as the longer way."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_ragbench.results.resume import SuiteKeys, settings_digest, settings_hash
+from pytest_ragbench.suite.loader import load_suite
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_suites"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*/suite.yaml")),
+                         ids=lambda p: p.parent.name)
+def test_case_keys_hash_the_loaded_document_as_the_file_reread(path: Path) -> None:
+    suite = load_suite(path, None)
+    assert suite.document is not None
+    assert settings_digest(suite.document) == settings_hash(path)
+    keys = SuiteKeys.of(suite, "s.yaml", "D", "1")
+    # A suite built in code has no document: its file is read again, to the same key.
+    assert SuiteKeys.of(replace(suite, document=None), "s.yaml", "D", "1") == keys
+
+
+def test_settings_digest_leaves_out_what_changes_no_record(tmp_path: Path) -> None:
+    doc = {"name": "s", "metrics": ["ndcg@10"], "gates": {"ndcg@10": 0.5},
+           "retrievers": {"a": {"type": "bm25"}}}
+    assert settings_digest(doc) == settings_digest({"name": "s", "metrics": ["ndcg@10"]})
+    assert settings_digest(doc) != settings_digest({**doc, "metrics": ["recall@10"]})
