@@ -29,3 +29,24 @@ def test_settings_digest_leaves_out_what_changes_no_record(tmp_path: Path) -> No
            "retrievers": {"a": {"type": "bm25"}}}
     assert settings_digest(doc) == settings_digest({"name": "s", "metrics": ["ndcg@10"]})
     assert settings_digest(doc) != settings_digest({**doc, "metrics": ["recall@10"]})
+
+
+def test_git_is_spawned_only_where_it_could_find_a_repository(tmp_path: Path, monkeypatch):
+    from pytest_ragbench.session import GitCommitLookup, _may_be_in_git
+
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    monkeypatch.delenv("GIT_COMMON_DIR", raising=False)
+    inner = tmp_path / "a" / "b"
+    inner.mkdir(parents=True)
+    if _may_be_in_git(inner):
+        pytest.skip("the temporary folder is inside a git repository")
+    lookup = GitCommitLookup(inner)
+    assert lookup._proc is None and lookup.result() is None
+    (tmp_path / "a" / "HEAD").write_text("ref: refs/heads/main\n")  # a bare repository
+    assert _may_be_in_git(inner)
+    (tmp_path / "a" / "HEAD").unlink()
+    (tmp_path / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git file
+    assert _may_be_in_git(inner)
+    (tmp_path / ".git").unlink()
+    monkeypatch.setenv("GIT_DIR", str(tmp_path))
+    assert _may_be_in_git(inner)
