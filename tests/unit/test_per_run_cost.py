@@ -50,3 +50,18 @@ def test_git_is_spawned_only_where_it_could_find_a_repository(tmp_path: Path, mo
     (tmp_path / ".git").unlink()
     monkeypatch.setenv("GIT_DIR", str(tmp_path))
     assert _may_be_in_git(inner)
+
+
+def test_the_history_appends_without_waiting_for_the_disk_at_each_commit(tmp_path: Path):
+    from pytest_ragbench.results.history import RunHistory
+
+    doc = {"run": {"id": "r1"}, "suites": {}}
+    path = tmp_path / "h.sqlite"
+    for run_id in ("r1", "r2"):  # a new file, then an existing one
+        with RunHistory(path) as h:
+            # 1 = NORMAL: in WAL mode only checkpoints sync; FULL (2) syncs every commit
+            assert h.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+            assert h.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            h.append({**doc, "run": {"id": run_id}}, passed=True)
+    with RunHistory(path, readonly=True) as h:
+        assert [r[0] for r in h.conn.execute("SELECT id FROM runs ORDER BY id")] == ["r1", "r2"]
