@@ -65,3 +65,40 @@ def test_the_history_appends_without_waiting_for_the_disk_at_each_commit(tmp_pat
             h.append({**doc, "run": {"id": run_id}}, passed=True)
     with RunHistory(path, readonly=True) as h:
         assert [r[0] for r in h.conn.execute("SELECT id FROM runs ORDER BY id")] == ["r1", "r2"]
+
+
+def _dist(site: Path, name: str, version: str, entry_points: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(entry_points)
+
+
+def test_the_entry_point_scan_finds_what_importlib_metadata_finds(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    from importlib.metadata import entry_points
+
+    from pytest_ragbench.registry import GROUPS, Registry, _ragbench_entry_points
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    _dist(first, "rb-one", "1.0", "[ragbench.retrievers]\nkw = one:Kw\n[ragbench.metrics]\n"
+                                  "nov = one:Nov\n\n[pytest11]\none = one.plugin\n")
+    # the same distribution again, later on the path: shadowed, as importlib has it
+    _dist(second, "rb-one", "0.9", "[ragbench.retrievers]\nold = one:Old\n")
+    _dist(second, "rb-two", "2.0", "[console_scripts]\ntwo = two:main\n\n"
+                                   "  [ragbench.pipelines]  \napp = two:App\n")
+    _dist(second, "not-rb", "3.0", "[console_scripts]\nragbench.x = x:main\n")
+    monkeypatch.syspath_prepend(str(second))
+    monkeypatch.syspath_prepend(str(first))
+    found = _ragbench_entry_points()
+    ours = [(ep.group, ep.name, ep.value) for g in GROUPS.values() for ep in found
+            if ep.group == g]
+    theirs = [(ep.group, ep.name, ep.value) for g in GROUPS.values()
+              for ep in entry_points().select(group=g)]
+    assert ours == theirs
+    assert ("ragbench.retrievers", "kw", "one:Kw") in ours
+    assert ("ragbench.pipelines", "app", "two:App") in ours
+    assert all(name != "old" for _, name, _ in ours)
+    reg = Registry()
+    assert reg.resolve("retriever", "kw").origin == "distribution rb-one 1.0"
+    assert reg.resolve("pipeline", "app").origin == "distribution rb-two 2.0"
