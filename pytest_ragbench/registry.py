@@ -451,6 +451,8 @@ class Registry:
     def _check_types(self, kind: str, type_name: str, factory: Callable[..., Any],
                      kwargs: Mapping[str, Any]) -> None:
         """Each user parameter against the factory's type hint; ComponentError naming it."""
+        if not kwargs:  # nothing to check: no need to build the factory's type adapters
+            return
         from pydantic import ValidationError
 
         try:
