@@ -102,3 +102,24 @@ def test_the_entry_point_scan_finds_what_importlib_metadata_finds(tmp_path: Path
     reg = Registry()
     assert reg.resolve("retriever", "kw").origin == "distribution rb-one 1.0"
     assert reg.resolve("pipeline", "app").origin == "distribution rb-two 2.0"
+
+
+def test_the_document_keeps_its_value_after_the_dataset_is_loaded(tmp_path: Path) -> None:
+    from pytest_ragbench.datasets import load_dataset
+
+    path = tmp_path / "inline.yaml"
+    path.write_text(
+        "name: inline\n"
+        "dataset:\n"
+        "  documents:\n"
+        "    - {_id: old, text: an old article, timestamp: '2025-12-29T00:00:00Z'}\n"
+        "    - {_id: new, text: a new article, timestamp: 1767225600}\n"
+        "  items:\n"
+        "    - {_id: q1, text: article, relevant: {old: 3, new: 1}, tags: [a]}\n"
+        "retrievers: {b: {type: bm25}}\n"
+        "metrics:\n"
+        "  - ndcg@2\n"
+        "  - {name: temporal_ndcg@2, lambda: 0.69, T: 1d, now: '2026-01-01T00:00:00Z'}\n")
+    suite = load_suite(path, None)
+    load_dataset(suite.dataset)
+    assert settings_digest(suite.document) == settings_hash(path)
