@@ -77,12 +77,30 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+def _may_be_in_git(folder: Path) -> bool:
+    """False only when git could not find a repository from ``folder``: no ``.git`` in it or
+    any parent, none of them a bare repository (``HEAD``), and no ``GIT_DIR`` or
+    ``GIT_COMMON_DIR`` pointing git elsewhere. Spawning git costs a fork of this process,
+    which runs outside a repository (pytester's, CI's temporary folders) skip."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_COMMON_DIR"):
+        return True
+    try:
+        # git walks up from the physical working directory, as resolve() gives it
+        here = folder.resolve()
+        return any((p / ".git").exists() or (p / "HEAD").exists()
+                   for p in (here, *here.parents))
+    except OSError:  # cannot tell: ask git
+        return True
+
+
 class GitCommitLookup:
     """``git rev-parse HEAD`` started now and read later, so it runs beside the cases."""
 
     def __init__(self, cwd: Path) -> None:
         self._value: str | None = None
         self._proc: subprocess.Popen[str] | None = None
+        if not _may_be_in_git(cwd):
+            return
         try:
             self._proc = subprocess.Popen(
                 ["git", "rev-parse", "HEAD"], cwd=cwd, stdout=subprocess.PIPE,

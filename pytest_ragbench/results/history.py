@@ -160,13 +160,27 @@ class RunHistory:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 ignore_folder(self.path.parent)
+                try:
+                    new = self.path.stat().st_size == 0
+                except OSError:  # not there yet
+                    new = True
                 # Autocommit mode: every transaction below is opened explicitly, IMMEDIATE,
                 # so that two runs creating the file at the same moment queue on the write
                 # lock (busy_timeout) instead of one failing half-way through the schema.
                 self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S,
                                             isolation_level=None)
                 self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                # In WAL mode NORMAL still keeps the file consistent after a crash; only a
+                # power loss can drop the last run appended. FULL waits for the disk at every
+                # commit (milliseconds each, several per pytest run), as the response cache
+                # (llm/cache.py) decided too.
+                # A new file holds no run until the first append: a power loss while it is
+                # made (the switch to WAL, the schema) can lose nothing, so that does not
+                # wait for the disk either (three more fsyncs, most of what a first run pays).
+                self.conn.execute(f"PRAGMA synchronous = {'OFF' if new else 'NORMAL'}")
                 self._retry(self._create)
+                if new:
+                    self.conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             self._close_quietly()
             raise HistoryError(f"{self.path}: cannot open the run history ({_why(exc)})"

@@ -70,9 +70,14 @@ def settings_hash(path: Path) -> str:
 
     _, text = read_text(path)
     data, _ = parse_document(text, path)
-    if isinstance(data, Mapping):
-        data = {k: v for k, v in data.items() if k not in _NOT_IN_SETTINGS}
-    return _digest(data)
+    return settings_digest(data)
+
+
+def settings_digest(document: Any) -> str:
+    """:func:`settings_hash` of a suite file's parsed document."""
+    if isinstance(document, Mapping):
+        document = {k: v for k, v in document.items() if k not in _NOT_IN_SETTINGS}
+    return _digest(document)
 
 
 def _names_in(value: Any, names: Iterable[str]) -> set[str]:
@@ -131,7 +136,9 @@ class SuiteKeys:
     def of(cls, suite: Suite, suite_id: str, dataset_hash: str | None,
            version: str) -> SuiteKeys:
         return cls(suite_id=suite_id, suite_name=suite.name, suite_hash=suite.suite_hash,
-                   settings=settings_hash(suite.path), dataset=dataset_hash, version=version,
+                   settings=(settings_hash(suite.path) if suite.document is None
+                             else settings_digest(suite.document)),
+                   dataset=dataset_hash, version=version,
                    systems=system_hashes(suite.systems),
                    pipelines=frozenset(p.name for p in suite.pipelines))
 

@@ -82,6 +82,9 @@ class Suite:
     runs: int = 1
     #: The RAG systems under test (``pipelines:``); each answers every query.
     pipelines: tuple[ComponentSpec, ...] = ()
+    #: The suite file's document as parsed (None for a suite built in code): case keys hash
+    #: its settings without reading and parsing the file again.
+    document: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def systems(self) -> tuple[ComponentSpec, ...]:
@@ -359,6 +362,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         xfail=_parse_xfail(data.get("xfail") or {}),
         rag=rag,
         runs=rag.runs if rag is not None else 1,
+        document=data,
     )
 
 
