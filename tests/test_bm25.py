@@ -321,6 +321,29 @@ def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
     assert r._accumulators and not any(a.any() for a in r._accumulators)  # left all zero
 
 
+def test_block_candidates_hold_the_top_k_and_its_ties() -> None:
+    from pytest_ragbench.retrievers.bm25 import _block_candidates
+
+    rng = np.random.default_rng(5)
+    for n, k in [(100_003, 1000), (50_000, 10), (64_001, 1)]:
+        scores = np.round(rng.exponential(size=n), 1)  # many ties
+        scores[rng.random(n) < 0.5] = 0.0
+        kth = np.sort(scores)[-k]
+        docs = _block_candidates(scores, k)
+        assert docs is not None
+        assert np.all(np.diff(docs) > 0)  # ascending, distinct
+        assert set(np.flatnonzero(scores >= kth).tolist()) <= set(docs.tolist())
+        assert scores[docs].min() >= np.sort(scores)[-2 * k]  # a tight bound
+        loose = _block_candidates(scores, k, 1.5)
+        assert loose is not None
+        assert set(np.flatnonzero(scores >= kth / 1.5).tolist()) <= set(loose.tolist())
+        assert len(loose) < n / 4  # it does prune
+    assert _block_candidates(np.ones(1000), 100) is None  # too few blocks
+    sparse = np.zeros(100_000)
+    sparse[:5] = 1.0
+    assert _block_candidates(sparse, 10) is None  # fewer than k positive blocks
+
+
 def test_lower_bound_is_at_most_the_kth_score() -> None:
     from pytest_ragbench.retrievers.bm25 import _lower_bound
 

@@ -718,13 +718,18 @@ class BM25Retriever:
                     acc += row if c == 1 else row * float(c)
                 else:
                     np.add.at(acc, docs, vals if c == 1 else vals * float(c))
+            dense = n_docs <= _DENSE_ACCUMULATE or postings * 8 >= n_docs
+            if dense and k is not None and n_docs > _DENSE_ACCUMULATE:
+                docs = _block_candidates(acc, k)
+                if docs is not None:
+                    return acc[docs], docs
             bound = None
             if k is not None:
                 # The best k of any set of distinct documents bound the best k overall from
                 # below; the documents of the longest list are distinct and likely to score.
                 longest = max(spans, key=lambda s: len(s[0]))[0]
                 bound = _lower_bound(acc, k, longest)
-            if n_docs <= _DENSE_ACCUMULATE or postings * 8 >= n_docs:
+            if dense:
                 # Small corpus or many postings: one pass over every document.
                 docs = (acc != 0 if bound is None else acc >= bound).nonzero()[0]
                 return acc[docs], docs
@@ -912,12 +917,50 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
     return None if bound is None else scores >= bound
 
 
+# The block maxima of _block_candidates: this many per document of the top k.
+_BLOCKS_PER_K = 32
+
+
+def _block_candidates(scores: np.ndarray, k: int, slack: float = 1.0) -> np.ndarray | None:
+    """Indexes (ascending) of a few documents of ``scores`` (one per document) that hold the
+    best ``k`` and every document tied with the ``k``-th; None if ``scores`` is too short or
+    has fewer than ``k`` positive blocks. With ``slack`` above 1, also every document whose
+    score is within that factor of the ``k``-th best.
+
+    The documents are split into about ``_BLOCKS_PER_K * k`` blocks (block ``j`` holds
+    documents ``j``, ``j + m``, ``j + 2m``...: the columns of ``scores`` seen as a matrix of
+    ``m`` columns), and each block's maximum taken in one sequential pass. The maxima are
+    scores of distinct documents, so the ``k``-th largest of them is at most the ``k``-th
+    largest score; and as the best ``k`` documents rarely share a block, barely less. Only the
+    blocks reaching it are read again.
+    """
+    n = len(scores)
+    height = n // (_BLOCKS_PER_K * k) if k else 0
+    if height < 2:
+        return None
+    m = n // height
+    table = scores[: height * m].reshape(height, m)
+    highest = table.max(axis=0)
+    bound = float(np.partition(highest, m - k)[m - k])
+    if not bound > 0:
+        return None
+    bound /= slack
+    cols = (highest >= bound).nonzero()[0]
+    rows, at = (table[:, cols] >= bound).nonzero()
+    # Row-major order: ascending document numbers.
+    docs = rows * m + cols[at]
+    tail = (scores[height * m:] >= bound).nonzero()[0]
+    if len(tail):
+        docs = np.concatenate((docs, tail + height * m))
+    return docs
+
+
 # Posting lists longer than 1/_FREQUENT of the corpus are "frequent" for _score_pruned.
 _FREQUENT = 16
 
 # Beyond this k the max-score shortcut rarely applies and its failed attempts cost more than
 # it saves (measured on 1M documents).
-_SHORTCUT_MAX_K = 1000
+_SHORTCUT_MAX_K = 300
 
 # Beyond 1/_SCAN_RATIO of the corpus in postings, a sequential pass over every document is
 # cheaper than gathering or scattering at each posting.
