@@ -178,7 +178,8 @@ class BM25Retriever:
         self._vocab: dict[str, int] = {}
         self._weights: sp.csr_matrix | None = None  # terms x documents
         self._okapi: Any = None  # rank_bm25.BM25Okapi
-        self._accumulators: list[np.ndarray] = []  # free per-document score buffers
+        self._accumulators: list[np.ndarray] = []  # free per-document score buffers, all zero
+        self._dirty_accumulators: list[np.ndarray] = []  # free ones holding a query's sums
         self._highest: dict[int, float] = {}  # term -> its largest weight, filled by queries
         self._rows: dict[int, np.ndarray | None] = {}  # term -> its weights of every document
         self._row_bytes = 0
@@ -235,6 +236,7 @@ class BM25Retriever:
         self._weights = None
         self._okapi = None
         self._accumulators = []
+        self._dirty_accumulators = []
         self._highest = {}
         self._rows = {}
         self._row_bytes = 0
@@ -695,13 +697,17 @@ class BM25Retriever:
         # than the scoring on large corpora.
         rows = [self._dense_row(t) for t in sorted(counts)]
         pool = self._accumulators
-        acc = pool.pop() if pool else np.zeros(n_docs)
-        if (
+        shortcut = (
             k is not None
             and k <= _SHORTCUT_MAX_K
             and self.idf == "lucene"
             and n_docs > _DENSE_ACCUMULATE
-        ):
+        )
+        # When the first term has a dense row, the full sum starts by writing that row over
+        # the accumulator, which then needs no clearing before nor after: a pass saved.
+        overwrite = rows[0] is not None
+        acc = self._take_accumulator(n_docs, clean=shortcut or not overwrite)
+        if shortcut:
             highest = [self._highest_weight(t) * counts[t] for t in sorted(counts)]
             try:
                 pruned = _score_pruned(spans, k, acc, highest, rows)
@@ -713,7 +719,19 @@ class BM25Retriever:
                 return pruned
         try:
             # add.at adds in order, unbuffered: per document 0.0 + w1 + w2 + ... in term order.
-            for (docs, vals, c), row in zip(spans, rows, strict=True):
+            start = 0
+            if overwrite:
+                # 0.0 + w is w (the weights are never -0.0): the first row is written, not
+                # added, and when the second term has a row too both go in one pass.
+                first = rows[0] if spans[0][2] == 1 else rows[0] * float(spans[0][2])
+                if len(rows) > 1 and rows[1] is not None:
+                    second = rows[1] if spans[1][2] == 1 else rows[1] * float(spans[1][2])
+                    np.add(first, second, out=acc)
+                    start = 2
+                else:
+                    np.copyto(acc, first)
+                    start = 1
+            for (docs, vals, c), row in zip(spans[start:], rows[start:], strict=True):
                 if row is not None:
                     acc += row if c == 1 else row * float(c)
                 else:
@@ -743,12 +761,31 @@ class BM25Retriever:
                     scores, docs = scores[nonzero], docs[nonzero]
             return scores, docs
         finally:
-            if postings * 10 >= n_docs:
-                acc.fill(0.0)
+            if overwrite:
+                self._dirty_accumulators.append(acc)
             else:
-                for docs, _, _ in spans:
-                    acc[docs] = 0.0
-            pool.append(acc)
+                if postings * 10 >= n_docs:
+                    acc.fill(0.0)
+                else:
+                    for docs, _, _ in spans:
+                        acc[docs] = 0.0
+                pool.append(acc)
+
+    def _take_accumulator(self, n_docs: int, *, clean: bool) -> np.ndarray:
+        """A free per-document accumulator, all zero if ``clean`` (cleared if need be)."""
+        # pop() on an empty list raises: another thread may empty a pool after the check.
+        with contextlib.suppress(IndexError):
+            if not clean and self._dirty_accumulators:
+                return self._dirty_accumulators.pop()
+        with contextlib.suppress(IndexError):
+            if self._accumulators:
+                return self._accumulators.pop()
+        with contextlib.suppress(IndexError):
+            if self._dirty_accumulators:
+                acc = self._dirty_accumulators.pop()
+                acc.fill(0.0)
+                return acc
+        return np.zeros(n_docs)
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[RankedHits]:
         """:meth:`retrieve` for each query, batched into sparse matrix products."""
@@ -917,25 +954,26 @@ def _at_least_kth(scores: np.ndarray, k: int) -> np.ndarray | None:
     return None if bound is None else scores >= bound
 
 
-# The block maxima of _block_candidates: this many per document of the top k.
+# The block maxima of _block_candidates: this many per document of the top k, and at least
+# _MIN_BLOCKS (at small k, more and smaller blocks leave fewer documents to read again).
 _BLOCKS_PER_K = 32
+_MIN_BLOCKS = 16_384
 
 
-def _block_candidates(scores: np.ndarray, k: int, slack: float = 1.0) -> np.ndarray | None:
+def _block_candidates(scores: np.ndarray, k: int) -> np.ndarray | None:
     """Indexes (ascending) of a few documents of ``scores`` (one per document) that hold the
     best ``k`` and every document tied with the ``k``-th; None if ``scores`` is too short or
-    has fewer than ``k`` positive blocks. With ``slack`` above 1, also every document whose
-    score is within that factor of the ``k``-th best.
+    has fewer than ``k`` positive blocks.
 
-    The documents are split into about ``_BLOCKS_PER_K * k`` blocks (block ``j`` holds
-    documents ``j``, ``j + m``, ``j + 2m``...: the columns of ``scores`` seen as a matrix of
-    ``m`` columns), and each block's maximum taken in one sequential pass. The maxima are
-    scores of distinct documents, so the ``k``-th largest of them is at most the ``k``-th
-    largest score; and as the best ``k`` documents rarely share a block, barely less. Only the
-    blocks reaching it are read again.
+    The documents are split into ``m`` blocks, about ``_BLOCKS_PER_K * k`` and at least
+    ``_MIN_BLOCKS`` (block ``j`` holds documents ``j``, ``j + m``, ``j + 2m``...: the columns
+    of ``scores`` seen as a matrix of ``m`` columns), and each block's maximum taken in one
+    sequential pass. The maxima are scores of distinct documents, so the ``k``-th largest of
+    them is at most the ``k``-th largest score; and as the best ``k`` documents rarely share
+    a block, barely less. Only the blocks reaching it are read again.
     """
     n = len(scores)
-    height = n // (_BLOCKS_PER_K * k) if k else 0
+    height = n // max(_BLOCKS_PER_K * k, _MIN_BLOCKS) if k else 0
     if height < 2:
         return None
     m = n // height
@@ -944,7 +982,6 @@ def _block_candidates(scores: np.ndarray, k: int, slack: float = 1.0) -> np.ndar
     bound = float(np.partition(highest, m - k)[m - k])
     if not bound > 0:
         return None
-    bound /= slack
     cols = (highest >= bound).nonzero()[0]
     rows, at = (table[:, cols] >= bound).nonzero()
     # Row-major order: ascending document numbers.
