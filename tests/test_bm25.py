@@ -246,7 +246,7 @@ def test_both_accumulation_paths_give_the_same_bits(
     calls: list[int] = []
     union = bm25_module._union  # merges the postings' documents on the few-postings path
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", dense_up_to)
-    # The max-score shortcut (now tried up to k=1000) would bypass both paths.
+    # The max-score shortcut would bypass both paths (it is tried up to k=300 only, for now).
     monkeypatch.setattr(bm25_module, "_score_pruned", lambda *a: None)
     monkeypatch.setattr(bm25_module, "_union",
                         lambda *a, **kw: (calls.append(1), union(*a, **kw))[1])
