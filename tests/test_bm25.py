@@ -246,7 +246,7 @@ def test_both_accumulation_paths_give_the_same_bits(
     calls: list[int] = []
     union = bm25_module._union  # merges the postings' documents on the few-postings path
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", dense_up_to)
-    # The max-score shortcut (now tried up to k=1000) would bypass both paths.
+    # The max-score shortcut would bypass both paths (it is tried up to k=300 only, for now).
     monkeypatch.setattr(bm25_module, "_score_pruned", lambda *a: None)
     monkeypatch.setattr(bm25_module, "_union",
                         lambda *a, **kw: (calls.append(1), union(*a, **kw))[1])
@@ -285,7 +285,18 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     assert [r.retrieve(q, k) for q in queries] == expected
     assert r.retrieve_many(queries, k) == expected
     monkeypatch.setattr(bm25_module, "_DENSE_ACCUMULATE", 0)  # few-postings path too
+    monkeypatch.setattr(bm25_module, "_MIN_BLOCKS", 64)  # many postings: from block maxima
+    blocks: list[bool] = []
+    block_candidates = bm25_module._block_candidates
+
+    def spy(scores: np.ndarray, k: int) -> np.ndarray | None:
+        out = block_candidates(scores, k)
+        blocks.append(out is not None)
+        return out
+
+    monkeypatch.setattr(bm25_module, "_block_candidates", spy)
     assert [r.retrieve(q, k) for q in queries] == expected
+    assert any(blocks) == (k <= 100)
     monkeypatch.setattr(bm25_module, "_BATCH_MAX_DOCS", 1000)  # retrieve_many query by query
     assert r.retrieve_many(queries, k) == expected
 
@@ -330,7 +341,29 @@ def test_max_score_shortcut_gives_the_full_ranking_bit_for_bit(
     assert [r.retrieve(q, k) for q in queries] == expected
     assert len(used) == len(queries) and sum(used) >= applies  # the shortcut did apply
     assert r.retrieve_many(queries, k) == expected
-    assert r._accumulators and not any(a.any() for a in r._accumulators)  # left all zero
+    # Accumulators go back all zero, or (after a query that wrote a dense row over one rather
+    # than adding to it) to a pool of their own, cleared before any other use.
+    assert r._accumulators or r._dirty_accumulators
+    assert not any(a.any() for a in r._accumulators)
+
+
+def test_block_candidates_hold_the_top_k_and_its_ties() -> None:
+    from pytest_ragbench.retrievers.bm25 import _block_candidates
+
+    rng = np.random.default_rng(5)
+    for n, k in [(100_003, 1000), (50_000, 10), (64_001, 1), (1_000_003, 3)]:
+        scores = np.round(rng.exponential(size=n), 1)  # many ties
+        scores[rng.random(n) < 0.5] = 0.0
+        kth = np.sort(scores)[-k]
+        docs = _block_candidates(scores, k)
+        assert docs is not None
+        assert np.all(np.diff(docs) > 0)  # ascending, distinct
+        assert set(np.flatnonzero(scores >= kth).tolist()) <= set(docs.tolist())
+        assert scores[docs].min() >= np.sort(scores)[-2 * k]  # a tight bound
+    assert _block_candidates(np.ones(1000), 100) is None  # too few blocks
+    sparse = np.zeros(100_000)
+    sparse[:5] = 1.0
+    assert _block_candidates(sparse, 10) is None  # fewer than k positive blocks
 
 
 def test_lower_bound_is_at_most_the_kth_score() -> None:
