@@ -28,9 +28,10 @@ only. Reported per engine:
   already built, its load time and memory, and whether the arrays are memory-mapped.
 
 The ratios are bm25s / ours (above 1: ours is faster or smaller). The output ends with one
-``verdict PASS`` / ``verdict FAIL`` line per target of the built-in engine: index build <= 120 s
-(CPU time; the wall time is shown next to it), build peak RSS <= 2.5 GB, and CPU time per query
-at most bm25s's at k=10 and at k=1000.
+``verdict PASS`` / ``verdict FAIL`` line per target of the built-in engine: index build wall time
+<= 120 s (CPU time shown next to it: on a shared machine the wall time counts others' work too,
+so judge it on an idle one), build peak RSS <= 2.5 GB, and CPU time per query at most bm25s's
+at k=10 and at k=1000.
 """
 
 from __future__ import annotations
@@ -215,18 +216,17 @@ BUILD_PEAK_MB_MAX = 2.5 * 1024
 def verdicts(ours: dict[str, Any], other: dict[str, Any] | None) -> list[str]:
     """One line per target: met or not, with the figures it was judged on.
 
-    Times are judged on CPU time (steadier than wall time on a shared machine); query time
-    against bm25s measured in the same run, at most bm25s's passes.
+    The build on its wall time (what a user waits), query time on CPU time per query against
+    bm25s measured in the same run (steadier on a shared machine); at most bm25s's passes.
     """
     def line(ok: bool, text: str) -> str:
         return f"verdict {'PASS' if ok else 'FAIL'}: {text}"
 
-    # Indexing is single-threaded, so its CPU time is its wall time on an idle machine, less
-    # the waits for the disk; on a shared machine the wall time counts others' work too.
     out = [
-        line(ours["index_s_cpu"] <= BUILD_S_MAX,
-             f"index build {ours['index_s_cpu']:.1f} s CPU, {ours['index_s']:.1f} s wall "
-             f"(target <= {BUILD_S_MAX:.0f} s, judged on CPU time)"),
+        line(ours["index_s"] <= BUILD_S_MAX,
+             f"index build {ours['index_s']:.1f} s wall, {ours['index_s_cpu']:.1f} s CPU "
+             f"(target <= {BUILD_S_MAX:.0f} s wall; on a busy machine wall counts others' "
+             "work too)"),
         line(ours["build_peak_mb"] <= BUILD_PEAK_MB_MAX,
              f"build peak RSS {ours['build_peak_mb']:.0f} MB "
              f"(target <= {BUILD_PEAK_MB_MAX:.0f} MB)"),

@@ -44,6 +44,7 @@ metrics of the ranking we return. Documents scoring exactly 0 are not returned; 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
