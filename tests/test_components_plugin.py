@@ -5,8 +5,11 @@ and the case-result hook."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -43,8 +46,8 @@ def project(pytester: pytest.Pytester):
     pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
     pytester.makeini(BASE_INI)
 
-    def write(body: str) -> Path:
-        path = pytester.path / "suite.yaml"
+    def write(body: str, name: str = "suite.yaml") -> Path:
+        path = pytester.path / name
         path.write_text(DATASET + textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
         return path
 
@@ -85,19 +88,6 @@ def test_third_party_distribution_is_discovered_and_used(pytester, project, monk
     # for q3): novelty = weight 2 * 1/2
     q3 = next(r for r in recs if r["case_id"] == "q3")
     assert q3["metrics"]["novelty@3"] == pytest.approx(1.0)
-
-
-def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
-    _pythonpath(monkeypatch, SITE_A)
-    project("""
-        retrievers: {kw: {type: keyword}}
-        metrics: [ndcg@10, novelty@3]
-    """)
-    # A subprocess: the workers of an in-process run start with this interpreter's sys.path,
-    # not the PYTHONPATH that names the distribution.
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-n", "2")
-    result.assert_outcomes(passed=5)
-    assert len(_records(pytester)) == 5
 
 
 def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
@@ -206,88 +196,85 @@ def test_make_component_hook_builds_unregistered_names(pytester, project):
     result.assert_outcomes(passed=10)  # the hook passes on bm25, the registry builds it
 
 
-def test_module_path_type_with_missing_attribute_is_one_collection_error(pytester, project):
-    project("""
+# -- collection-time validation ----------------------------------------------------------------
+# One run collects every broken suite file: each gets its own collection error block, the one
+# that a run of that file alone shows.
+
+BROKEN = {
+    "attr.yaml": ("""
         retrievers: {x: {type: "overlap_retriever:Nope"}}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines(["*suite.yaml:2: retrievers.x: 'overlap_retriever' has no "
-                                 "attribute 'Nope'"])
-    assert "Traceback" not in result.stdout.str()
-
-
-# -- collection-time validation ----------------------------------------------------------------
-
-
-def test_bad_parameter_lists_the_components_parameters(pytester, project):
-    project("""
+    """, "{file}:2: retrievers.x: 'overlap_retriever' has no attribute 'Nope'"),
+    "param.yaml": ("""
         retrievers:
           o: {type: "overlap_retriever:Overlap", fial_on: milk}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
-        "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
-        "interrupt_on, drop",
-    ])
-    assert "Traceback" not in result.stdout.str()
-
-
-def test_unknown_nested_embedder_fails_at_collection(pytester, project):
-    project("""
+    """, "{file}:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
+         "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
+         "interrupt_on, drop"),
+    "embedder.yaml": ("""
         retrievers:
           dense: {type: dense, embedder: {type: hashin, dim: 8}}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
-        "'hashing'?) (known: hashing, openai, sentence-transformers; *",
-    ])
-
-
-def test_missing_optional_package_shows_install_hint(pytester, project, monkeypatch):
-    monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
-                        ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
-    project("""
+    """, "{file}:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
+         "'hashing'?) (known: hashing, openai, sentence-transformers; *"),
+    "optional.yaml": ("""
         retrievers:
           dense: {type: dense, embedder: {type: sentence-transformers, model: all-MiniLM-L6-v2}}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
-        "'no_such_module_for_ragbench', which is not installed: "
-        "pip install 'pytest-ragbench[[]dense[]]'",
-    ])
-
-
-def test_hybrid_cycle_fails_at_collection(pytester, project):
-    project("""
+    """, "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
+         "'no_such_module_for_ragbench', which is not installed: "
+         "pip install 'pytest-ragbench[[]dense[]]'"),
+    "cycle.yaml": ("""
         retrievers:
           a: {type: hybrid, retrievers: [b, bm25]}
           b: {type: hybrid, retrievers: [a, bm25]}
           bm25: {}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines(["*retrievers.a: retriever 'hybrid': hybrid retrievers form a "
-                                 "cycle: a -> b -> a"])
-
-
-def test_unknown_metric_parameter_lists_the_metric_parameters(pytester, project):
-    project("""
+    """, "*retrievers.a: retriever 'hybrid': hybrid retrievers form a cycle: a -> b -> a"),
+    "metric.yaml": ("""
         retrievers: {bm25: {}}
         metrics: [{name: temporal_ndcg@10, lamda: 0.5}]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
-        "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain",
-    ])
+    """, "{file}:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
+         "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain"),
+}
+
+
+def _error_sections(out: str) -> dict[str, list[str]]:
+    """The lines of each "ERROR collecting <name>" block of a run's output, by name."""
+    sections: dict[str, list[str]] = {}
+    name = None
+    for line in out.splitlines():
+        header = re.fullmatch(r"_+ ERROR collecting (.+?) _+", line)
+        if header:
+            name = header.group(1)
+            assert name not in sections, f"two error blocks for {name}:\n{out}"
+            sections[name] = []
+        elif name is not None and (line.startswith(("=", "_")) or not line.strip()):
+            name = None
+        elif name is not None:
+            sections[name].append(line)
+    return sections
+
+
+def test_bad_components_are_one_collection_error_each(pytester, project, monkeypatch):
+    """A module path without the attribute, an unknown parameter (the component's parameters
+    listed), an unknown nested embedder, a missing optional package (with the install hint), a
+    hybrid cycle, an unknown metric parameter: each file's one error block says it."""
+    monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
+                        ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
+    for name, (body, _) in BROKEN.items():
+        project(body, name=name)
+    result = pytester.runpytest(*(f"--ragbench={name}" for name in BROKEN))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    sections = _error_sections(out)
+    assert set(sections) == set(BROKEN), out
+    for name, (_, pattern) in BROKEN.items():
+        expected = pattern.replace("{file}", "*" + name)
+        assert [line for line in sections[name] if fnmatch.fnmatchcase(line, expected)], (
+            name, expected, sections[name])
+    assert "Traceback" not in out
 
 
 # -- the retriever contract --------------------------------------------------------------------
@@ -450,9 +437,17 @@ def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project)
 
 
 def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
-        pytester, project):
-    # One xdist run shows three things: each check needs workers, and workers are what cost
-    # time. The third: retrieve_many batches each worker's queue.
+        pytester, project, monkeypatch):
+    # One xdist run shows four things: each check needs workers, and workers are what cost
+    # time. The third: retrieve_many batches each worker's queue. The fourth: the workers
+    # discover an installed distribution's components (keyword, novelty).
+    _pythonpath(monkeypatch, SITE_A)
+    # The workers of an in-process run start with the sys.path xdist froze when the outer
+    # interpreter imported it (not PYTHONPATH): the distribution goes on that path, as if it
+    # were installed.
+    import xdist.workermanage
+
+    monkeypatch.setattr(xdist.workermanage, "_sys_path", [str(SITE_A), *sys.path])
     pytester.makepyfile(batched=BATCHED)
     pytester.makeconftest("""
         import json, os
@@ -474,20 +469,26 @@ def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_s
                                      "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
     """)
     project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"}}
-        metrics: [ndcg@10, run_start]
+        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"},
+                     kw: {type: keyword}}
+        metrics: [ndcg@10, run_start, novelty@3]
     """)
     result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=15)
     # The case-result hook runs on the controller only.
     sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    for retriever in ("o", "b"):
+    for retriever in ("o", "b", "kw"):
         assert sorted(s["case"] for s in sink if s["retriever"] == retriever) == [
             "q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
     assert all(isinstance(s["ndcg"], float) for s in sink)
+    records = _records(pytester)
+    assert len(records) == 15
+    # the distribution's retriever and metric ran in the workers
+    assert len([r for r in records if r["retriever"] == "kw"]) == 5
+    assert all(isinstance(r["metrics"]["novelty@3"], float) for r in records)
     # Workers share the controller's run start.
-    starts = {r["metrics"]["run_start"] for r in _records(pytester)}
+    starts = {r["metrics"]["run_start"] for r in records}
     assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
     # retrieve_many under xdist batches each worker's queue.
     batches = _batches(pytester)
