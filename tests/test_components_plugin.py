@@ -8,13 +8,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import re
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+from conftest import BASE_INI, DOCS, QUERIES, error_sections, write_jsonl
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -240,23 +239,6 @@ BROKEN = {
 }
 
 
-def _error_sections(out: str) -> dict[str, list[str]]:
-    """The lines of each "ERROR collecting <name>" block of a run's output, by name."""
-    sections: dict[str, list[str]] = {}
-    name = None
-    for line in out.splitlines():
-        header = re.fullmatch(r"_+ ERROR collecting (.+?) _+", line)
-        if header:
-            name = header.group(1)
-            assert name not in sections, f"two error blocks for {name}:\n{out}"
-            sections[name] = []
-        elif name is not None and (line.startswith(("=", "_")) or not line.strip()):
-            name = None
-        elif name is not None:
-            sections[name].append(line)
-    return sections
-
-
 def test_bad_components_are_one_collection_error_each(pytester, project, monkeypatch):
     """A module path without the attribute, an unknown parameter (the component's parameters
     listed), an unknown nested embedder, a missing optional package (with the install hint), a
@@ -268,7 +250,7 @@ def test_bad_components_are_one_collection_error_each(pytester, project, monkeyp
     result = pytester.runpytest(*(f"--ragbench={name}" for name in BROKEN))
     assert result.ret == pytest.ExitCode.INTERRUPTED
     out = result.stdout.str()
-    sections = _error_sections(out)
+    sections = error_sections(out)
     assert set(sections) == set(BROKEN), out
     for name, (_, pattern) in BROKEN.items():
         expected = pattern.replace("{file}", "*" + name)

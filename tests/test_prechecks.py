@@ -5,12 +5,11 @@ and no request reaches a (real, local) server."""
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
 from pathlib import Path
 
 import pytest
-from conftest import QUERIES, write_jsonl
+from conftest import QUERIES, error_sections, write_jsonl
 
 from pytest_ragbench.answers.config import parse_rag_config
 from pytest_ragbench.execution.prechecks import (
@@ -127,25 +126,8 @@ def test_cli_gate_problems_say_did_you_mean():
 # file gets its own collection error block, which says what one run of that file alone says.
 
 
-def error_sections(out: str) -> dict[str, str]:
-    """The text of each "ERROR collecting <name>" block of a run's output, by name."""
-    sections: dict[str, str] = {}
-    name = None
-    for line in out.splitlines():
-        header = re.fullmatch(r"_+ ERROR collecting (.+?) _+", line)
-        if header:
-            name = header.group(1)
-            assert name not in sections, f"two error blocks for {name}:\n{out}"
-            sections[name] = ""
-        elif name is not None and (line.startswith(("=", "_")) or not line.strip()):
-            name = None
-        elif name is not None:
-            sections[name] += line + "\n"
-    return sections
-
-
-def matches(text: str, pattern: str) -> bool:
-    return any(fnmatch.fnmatchcase(line, pattern) for line in text.splitlines())
+def matches(lines: list[str], pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(line, pattern) for line in lines)
 
 
 ANSWERED = "queries: answered.jsonl}"
@@ -254,7 +236,7 @@ def test_every_problem_found_before_the_first_item_is_one_collection_error_per_s
         for pattern in patterns:
             assert matches(sections[name], pattern.replace("{file}", path)), (name, out)
         # nothing but its own problems in the block: one line each
-        assert len(sections[name].splitlines()) == len(patterns), (name, sections[name])
+        assert len(sections[name]) == len(patterns), (name, sections[name])
     assert "Traceback" not in out and "INTERNALERROR" not in out
     assert "passed" not in out.splitlines()[-1]
     assert result.ret != 0
