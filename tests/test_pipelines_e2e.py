@@ -10,7 +10,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, error_sections, write_jsonl
+from conftest import (
+    BASE_INI,
+    DOCS,
+    OVERLAP_RETRIEVER,
+    QUERIES,
+    error_sections,
+    latest_run,
+    write_jsonl,
+)
 from test_pipelines import _Service
 
 from pytest_ragbench.llm.testing import FakeOpenAIServer
@@ -237,13 +245,19 @@ def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkey
     assert recs["q3"]["answer"] == "about milk temperature for steaming"
 
 
-def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, monkeypatch):
-    from test_plugin_rag import judge_reply
+def test_answers_and_judges_do_not_depend_on_the_scheduling(pytester, app, monkeypatch):
+    """Serially, then with two workers, two suites in each run (worker start-up is most of an
+    xdist run's time): a suite of pipelines with judged metrics, one judge call per item; and a
+    retriever suite whose answers are generated and judged (from tests/test_plugin_rag.py). No
+    call is made twice and the scores do not depend on the scheduling."""
+    from test_plugin_rag import judge_reply, rag_suite
 
     monkeypatch.setenv("RAGBENCH_TEST_KEY", "sk-test-0123456789abcdef")
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
     outputs = json.dumps({q: {"answer": a, "contexts": [{"id": "d1"}]}
                           for q, a in ANSWERS.items()})
-    with FakeOpenAIServer(reply=judge_reply) as server:
+    with FakeOpenAIServer(reply=judge_reply) as server, \
+            FakeOpenAIServer(reply=judge_reply) as rag_server:
         app(f"""
             name: app
             dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
@@ -256,16 +270,27 @@ def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, mon
                      retries: 0}}
             cache: off
         """)
-        # Serially, then with two workers: the scores do not depend on the scheduling.
-        pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=10)
+        (pytester.path / "rag.yaml").write_text(rag_suite(rag_server.base_url))
+        args = ("--ragbench=suite.yaml", "--ragbench=rag.yaml", "--ragbench-cache=off")
+        serial_result = pytester.runpytest(*args)
+        serial_result.assert_outcomes(passed=15)
         assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
-        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)}
+        # one generation and one judge call per item
+        assert rag_server.count("/v1/chat/completions") == 10
+        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)
+                  if r["retriever"] != "overlap"}
         assert len(serial) == 10
+        serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         server.reset_counts()
-        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        result.assert_outcomes(passed=10)
+        rag_server.reset_counts()
+        result = pytester.runpytest(*args, "-n", "2")
+        result.assert_outcomes(passed=15)
         assert server.count("/v1/chat/completions") == 10
-    recs = records(pytester.path)
+        assert rag_server.count("/v1/chat/completions") == 10
+    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert serial_json["suites"] == parallel_json["suites"]
+    assert serial_result.ret == result.ret == 0
+    recs = [r for r in records(pytester.path) if r["retriever"] != "overlap"]
     assert {(r["retriever"], r["case_id"]): r["metrics"] for r in recs} == serial
     assert all(r["metrics"]["faithfulness"] == 0.5 and r["judge"] for r in recs)
     assert all(r["usage"]["requests"] == 1 for r in recs)
