@@ -232,7 +232,14 @@ def _comparable(root: Path) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
-    # Every built-in retriever in one suite: one serial and one xdist run check them all.
+    # Every built-in retriever in one suite: one serial and one xdist run check them all. The
+    # runs also collect the suite of tests/test_interop_runfile.py and save run files
+    # (--ragbench-save-run), which must be byte-identical with -n 0 and -n 2.
+    from test_interop_runfile import SUITE as RUNFILE_SUITE
+    from test_interop_runfile import TIED
+
+    pytester.makepyfile(tied_retriever=TIED)
+    (pytester.path / "runfile.yaml").write_text(RUNFILE_SUITE, encoding="utf-8")
     docs = [Document(id=d["_id"], text=d["text"]) for d in DOCS]
     run_lines = []
     for q in QUERIES:
@@ -258,11 +265,12 @@ def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
               service: {{type: http, url: "{url}", retries: 0}}
             metrics: [ndcg@10, recall@10, mrr@10]
         """)
-        serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-        serial.assert_outcomes(passed=30)
+        suites = ("--ragbench=suite.yaml", "--ragbench=runfile.yaml")
+        serial = pytester.runpytest(*suites, "--ragbench-save-run=runs", "-p", "no:randomly")
+        serial.assert_outcomes(passed=30 + 15)
         serial_suites, serial_records = _comparable(pytester.path)
-        parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        parallel.assert_outcomes(passed=30)
+        parallel = pytester.runpytest(*suites, "--ragbench-save-run=runs2", "-n", "2")
+        parallel.assert_outcomes(passed=30 + 15)
         parallel_suites, parallel_records = _comparable(pytester.path)
     finally:
         service.close()
@@ -270,3 +278,6 @@ def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
         assert any(r["retrieved"] for r in serial_records if r["retriever"] == name), name
     assert parallel_records == serial_records
     assert parallel_suites == serial_suites
+    runs = {p.name: p.read_bytes() for p in (pytester.path / "runs").iterdir()}
+    assert {"mini.overlap.trec", "mini.pruned.trec", "mini.tied.trec"} <= set(runs)
+    assert {p.name: p.read_bytes() for p in (pytester.path / "runs2").iterdir()} == runs
