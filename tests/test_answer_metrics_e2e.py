@@ -5,13 +5,14 @@ server counts the judge's requests (one chat and one embedding request per item)
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import QUERIES, write_jsonl
+from conftest import QUERIES, error_sections, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
 
@@ -135,19 +136,21 @@ def make():
 
 
 def test_criteria_errors_name_the_file_line_and_field(pytester, suite, server):
+    # two broken suite files, one run: each gets its own collection error block
     suite(suite_text(server.base_url, "[recall@10, {name: helpfulness, type: criteria, "
-                                      "criteria: x, scale: [5, 1]}]"))
-    result = pytester.runpytest("--ragbench=suite.yaml")
+                                      "criteria: x, scale: [5, 1]}]"), name="scale.yaml")
+    suite(suite_text(server.base_url, f"[recall@10, {CRITERIA}]").replace(
+        "judge: {llm: same}\n", ""), name="nojudge.yaml")
+    result = pytester.runpytest("--ragbench=scale.yaml", "--ragbench=nojudge.yaml")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]].scale: expected low < high, "
-                                 "got [[]5, 1[]]*"])
+    sections = error_sections(result.stdout.str())
+    assert set(sections) == {"scale.yaml", "nojudge.yaml"}, result.stdout.str()
+    assert [line for line in sections["scale.yaml"] if fnmatch.fnmatchcase(
+        line, "*scale.yaml:5: metrics[[]1[]].scale: expected low < high, got [[]5, 1[]]*")]
+    assert [line for line in sections["nojudge.yaml"] if fnmatch.fnmatchcase(
+        line, "*nojudge.yaml:5: metrics[[]1[]]: helpfulness is judged by an LLM; add a "
+              "'judge:' section*")]
     assert "Traceback" not in result.stdout.str() and server.request_count == 0
-    text = suite_text(server.base_url, f"[recall@10, {CRITERIA}]").replace(
-        "judge: {llm: same}\n", "")
-    suite(text)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]]: helpfulness is judged by an "
-                                 "LLM; add a 'judge:' section*"])
 
 
 HAND_WRITTEN = '''
