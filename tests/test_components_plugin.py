@@ -150,19 +150,6 @@ def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, proje
     assert "Traceback" not in result.stdout.str()
 
 
-def test_conftest_registered_retriever(pytester, project):
-    pytester.makeconftest(CONFTEST_REGISTER)
-    project("""
-        retrievers: {mine: {drop: d4}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
-    q4 = next(r for r in _records(pytester) if r["case_id"] == "q4")
-    assert q4["metrics"]["recall@10"] == 0.0  # the parameter reached the conftest's class
-
-
 def test_registration_from_two_conftests_fails_naming_both(pytester, project):
     pytester.makeconftest(CONFTEST_REGISTER)
     sub = pytester.mkpydir("sub")
@@ -176,9 +163,29 @@ def test_registration_from_two_conftests_fails_naming_both(pytester, project):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-def test_make_component_hook_builds_unregistered_names(pytester, project):
+def test_conftest_components_registered_made_by_the_hook_and_a_failing_metric(pytester,
+                                                                              project):
+    """One conftest, one run, three suites: a conftest-registered retriever (its parameter
+    reaches the class), the make-component hook building a name the registry lacks (and passing
+    on bm25, which the registry builds), and a conftest metric with parameters that fails for
+    one case."""
     pytester.makeconftest("""
         from overlap_retriever import Overlap
+
+        class Depth:
+            direction = "lower"
+
+            def __init__(self, k=10, *, scale=1.0):
+                self.k, self.scale, self.name = k, scale, f"depth@{k}"
+
+            def compute(self, case, result):
+                if case.id == "q5":
+                    raise ZeroDivisionError("no depth for q5")
+                return self.scale * len(result.ranked[: self.k])
+
+        def pytest_ragbench_register(registry):
+            registry.add("retriever", "mine", Overlap)
+            registry.add("metric", "depth", Depth)
 
         def pytest_ragbench_make_component(kind, name, params, context):
             if kind == "retriever" and name == "virtual":
@@ -186,13 +193,40 @@ def test_make_component_hook_builds_unregistered_names(pytester, project):
             return None
     """)
     project("""
+        retrievers: {mine: {drop: d4}}
+        metrics: [recall@10]
+    """, name="registered.yaml")
+    project("""
         retrievers:
           v: {type: virtual, drop: d1}
           b: {type: bm25}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.assert_outcomes(passed=10)  # the hook passes on bm25, the registry builds it
+    """, name="hook.yaml")
+    project("""
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [ndcg@10, {name: depth@2, scale: 10, as: depth_x10}]
+        gates:
+          depth_x10: "<= 20"
+    """, name="metric.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=registered.yaml",
+                                "--ragbench=hook.yaml", "--ragbench=metric.yaml")
+    result.assert_outcomes(passed=5 + 10 + 4, errors=1)
+    result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
+    result.stdout.fnmatch_lines([
+        "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
+        "    depth_x10 *",
+        "*PASS metric/o: depth_x10 * <= 20*",
+    ])
+    recs = _records(pytester)
+    registered = {r["case_id"]: r for r in recs if r["suite_name"] == "registered"}
+    assert registered["q4"]["metrics"]["recall@10"] == 0.0  # the parameter reached the class
+    # the hook builds virtual, the registry bm25
+    hook = [r for r in recs if r["suite_name"] == "hook"]
+    assert sorted(r["retriever"] for r in hook) == ["b"] * 5 + ["v"] * 5
+    assert all(r["status"] == "ok" for r in hook)
+    metric = {r["case_id"]: r for r in recs if r["suite_name"] == "metric"}
+    assert metric["q1"]["metrics"]["depth_x10"] == 20.0
+    assert metric["q5"]["status"] == "error"
 
 
 # -- collection-time validation ----------------------------------------------------------------
@@ -281,27 +315,6 @@ class Misbehaving:
 '''
 
 
-def test_every_contract_violation_is_a_per_item_error_and_the_run_goes_on(pytester, project):
-    pytester.makepyfile(misbehaving=MISBEHAVING)
-    project("""
-        retrievers:
-          bad: {type: "misbehaving:Misbehaving"}
-          good: {type: "overlap_retriever:Overlap"}
-        metrics: [ndcg@3]
-        k: 3
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-p", "no:randomly")
-    result.assert_outcomes(passed=5, errors=5)
-    result.stdout.fnmatch_lines_random([
-        "*retriever 'bad' raised RuntimeError: backend down*",
-        "*retriever 'bad' returned unknown document id 'd9' at rank 1*",
-        "*retriever 'bad' returned document 'd3' twice*",
-        "*retriever 'bad' returned 4 results, more than k=3*",
-        "*retriever 'bad' returned a non-finite score (inf) for 'd6'*",
-    ])
-    result.stdout.fnmatch_lines(["  bad: 5 cases, 5 errors*", "  good: 5 cases, 0 errors*"])
-
-
 BATCHED = '''
 import json, os
 
@@ -333,6 +346,56 @@ def _batches(pytester: pytest.Pytester) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_the_retriever_contract(pytester, project):
+    """One run, three suites: every contract violation is a per-item error and the run goes
+    on; a broken retrieve_many falls back to retrieve; retrieve_case is preferred and gets the
+    query id."""
+    pytester.makepyfile(misbehaving=MISBEHAVING, batched=BATCHED, byid="""
+        class ById:
+            def index(self, corpus):
+                pass
+            def retrieve(self, query, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_many(self, queries, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_case(self, query, k):
+                return [(d, float(g)) for d, g in query.relevant.items() if g > 0][:k]
+    """)
+    project("""
+        retrievers:
+          bad: {type: "misbehaving:Misbehaving"}
+          good: {type: "overlap_retriever:Overlap"}
+        metrics: [ndcg@3]
+        k: 3
+    """, name="contract.yaml")
+    project("""
+        retrievers: {b: {type: "batched:Batched", broken: true}}
+        metrics: [recall@10]
+    """, name="broken.yaml")
+    project("""
+        retrievers: {oracle: {type: "byid:ById"}}
+        metrics: [ndcg@10]
+    """, name="byid.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=contract.yaml",
+                                "--ragbench=broken.yaml", "--ragbench=byid.yaml",
+                                "-p", "no:randomly")
+    result.assert_outcomes(passed=5 + 5 + 5, errors=5)
+    result.stdout.fnmatch_lines_random([
+        "*retriever 'bad' raised RuntimeError: backend down*",
+        "*retriever 'bad' returned unknown document id 'd9' at rank 1*",
+        "*retriever 'bad' returned document 'd3' twice*",
+        "*retriever 'bad' returned 4 results, more than k=3*",
+        "*retriever 'bad' returned a non-finite score (inf) for 'd6'*",
+    ])
+    result.stdout.fnmatch_lines(["  bad: 5 cases, 5 errors*", "  good: 5 cases, 0 errors*"])
+    # broken retrieve_many: tried once, then switched off for this retriever
+    assert len(_batches(pytester)) == 1
+    # only the byid suite computes ndcg@10: retrieve_case returned the labelled documents
+    result.stdout.fnmatch_lines(["    ndcg@10 *1.0000 *"])
+    errors = [r for r in _records(pytester) if r["status"] == "error"]
+    assert {r["retriever"] for r in errors} == {"bad"}
+
+
 def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     pytester.makepyfile(batched=BATCHED)
     project("""
@@ -349,73 +412,7 @@ def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     assert next(iter(latencies)) is not None
 
 
-def test_broken_retrieve_many_falls_back_to_retrieve(pytester, project):
-    pytester.makepyfile(batched=BATCHED)
-    project("""
-        retrievers: {b: {type: "batched:Batched", broken: true}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.assert_outcomes(passed=5)
-    assert len(_batches(pytester)) == 1  # tried once, then switched off for this retriever
-
-
-def test_retrieve_case_is_preferred_and_gets_the_query_id(pytester, project):
-    pytester.makepyfile(byid="""
-        class ById:
-            def index(self, corpus):
-                pass
-            def retrieve(self, query, k):
-                raise AssertionError("retrieve_case must be preferred")
-            def retrieve_many(self, queries, k):
-                raise AssertionError("retrieve_case must be preferred")
-            def retrieve_case(self, query, k):
-                return [(d, float(g)) for d, g in query.relevant.items() if g > 0][:k]
-    """)
-    project("""
-        retrievers: {oracle: {type: "byid:ById"}}
-        metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["    ndcg@10 *1.0000 *"])
-
-
 # -- metrics as components and the case-result hook -------------------------------------------
-
-
-def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project):
-    pytester.makeconftest("""
-        class Depth:
-            direction = "lower"
-
-            def __init__(self, k=10, *, scale=1.0):
-                self.k, self.scale, self.name = k, scale, f"depth@{k}"
-
-            def compute(self, case, result):
-                if case.id == "q5":
-                    raise ZeroDivisionError("no depth for q5")
-                return self.scale * len(result.ranked[: self.k])
-
-        def pytest_ragbench_register(registry):
-            registry.add("metric", "depth", Depth)
-    """)
-    project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}}
-        metrics: [ndcg@10, {name: depth@2, scale: 10, as: depth_x10}]
-        gates:
-          depth_x10: "<= 20"
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=4, errors=1)
-    result.stdout.fnmatch_lines([
-        "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
-        "    depth_x10 *",
-        "*PASS suite/o: depth_x10 * <= 20*",
-    ])
-    recs = {r["case_id"]: r for r in _records(pytester)}
-    assert recs["q1"]["metrics"]["depth_x10"] == 20.0
-    assert recs["q5"]["status"] == "error"
 
 
 def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
