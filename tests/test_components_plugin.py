@@ -415,11 +415,39 @@ def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
 # -- metrics as components and the case-result hook -------------------------------------------
 
 
-def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
-        pytester, project, monkeypatch):
-    # One xdist run shows four things: each check needs workers, and workers are what cost
-    # time. The third: retrieve_many batches each worker's queue. The fourth: the workers
-    # discover an installed distribution's components (keyword, novelty).
+# Under xdist, one run shows four things: the case-result hook runs on the controller; workers
+# share its run start; retrieve_many batches each worker's queue; the workers discover an
+# installed distribution's components (keyword, novelty). Each needs workers, and workers are
+# what cost time: the -n 2 run of tests/test_batch_identity.py::
+# test_batching_retrievers_serial_equals_xdist collects this suite (XDIST_SUITE) too, set up
+# by prepare_xdist_suite and checked by check_xdist_run.
+
+XDIST_CONFTEST = """
+    import json, os
+
+    class Start:
+        name = "run_start"
+        direction = "higher"
+
+        def compute(self, case, result):
+            return result.run_start
+
+    def pytest_ragbench_register(registry):
+        registry.add("metric", "run_start", Start)
+
+    def pytest_ragbench_case_result(record, config):
+        with open(config.rootpath / "sink.jsonl", "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                 "retriever": record["retriever"],
+                                 "ndcg": record["metrics"].get("ndcg@10")}) + "\\n")
+"""
+XDIST_SUITE = "components.yaml"
+XDIST_RETRIEVERS = ("o", "b", "kw")
+
+
+def prepare_xdist_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Write the suite, its conftest and modules, and put the distribution on the workers'
+    path; returns the suite file's name (its suite is named "components")."""
     _pythonpath(monkeypatch, SITE_A)
     # The workers of an in-process run start with the sys.path xdist froze when the outer
     # interpreter imported it (not PYTHONPATH): the distribution goes on that path, as if it
@@ -428,41 +456,28 @@ def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_s
 
     monkeypatch.setattr(xdist.workermanage, "_sys_path", [str(SITE_A), *sys.path])
     pytester.makepyfile(batched=BATCHED)
-    pytester.makeconftest("""
-        import json, os
-
-        class Start:
-            name = "run_start"
-            direction = "higher"
-
-            def compute(self, case, result):
-                return result.run_start
-
-        def pytest_ragbench_register(registry):
-            registry.add("metric", "run_start", Start)
-
-        def pytest_ragbench_case_result(record, config):
-            with open(config.rootpath / "sink.jsonl", "a") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
-                                     "retriever": record["retriever"],
-                                     "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
-    """)
-    project("""
+    pytester.makeconftest(XDIST_CONFTEST)
+    (pytester.path / XDIST_SUITE).write_text(DATASET + textwrap.dedent("""
+        name: components
         retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"},
                      kw: {type: keyword}}
         metrics: [ndcg@10, run_start, novelty@3]
-    """)
-    result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=15)
+    """).lstrip("\n"), encoding="utf-8")
+    return XDIST_SUITE
+
+
+def check_xdist_run(pytester: pytest.Pytester) -> None:
+    """After one -n 2 run that collected the suite (and one serial run that did not)."""
     # The case-result hook runs on the controller only.
     sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    for retriever in ("o", "b", "kw"):
+    for retriever in XDIST_RETRIEVERS:
         assert sorted(s["case"] for s in sink if s["retriever"] == retriever) == [
             "q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
-    assert all(isinstance(s["ndcg"], float) for s in sink)
-    records = _records(pytester)
+    assert all(isinstance(s["ndcg"], float) for s in sink if s["retriever"] in XDIST_RETRIEVERS)
+    records = [r for r in _records(pytester) if r["suite_name"] == "components"]
     assert len(records) == 15
+    assert {r["retriever"] for r in records} == set(XDIST_RETRIEVERS)
     # the distribution's retriever and metric ran in the workers
     assert len([r for r in records if r["retriever"] == "kw"]) == 5
     assert all(isinstance(r["metrics"]["novelty@3"], float) for r in records)
