@@ -4,12 +4,15 @@ and no request reaches a (real, local) server."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import QUERIES, error_sections, write_jsonl
+from conftest import QUERIES, error_sections, latest_run, write_jsonl
 
 from pytest_ragbench.answers.config import parse_rag_config
 from pytest_ragbench.execution.prechecks import (
@@ -292,22 +295,17 @@ def test_suites_without_those_problems_run(pytester, two_query_files, server):
     result.assert_outcomes(passed=20)
     assert server.request_count == 10
     assert len(log.read_text().split()) == 1
-    # once in each xdist worker: test_under_xdist_problems_stop_the_run_before_any_request...
+    # once in each xdist worker: fixed_suite_under_xdist
     # the gate is checked at the end, for each system of each suite computing recall@10
     result.stdout.fnmatch_lines(["gates: 4 passed"])
 
 
-def test_under_xdist_problems_stop_the_run_before_any_request_and_fixed_it_runs(
+def test_under_xdist_problems_stop_the_run_before_any_request(
         pytester, two_query_files, server):
-    """Two ``-n 2`` runs instead of one per check (worker start-up is most of their time):
-
-    1. a suite with an unset API key and a bad parameter beside it, and a good suite with a
-       CLI gate typo: one error block for the broken file naming both of its problems, one
-       for the gate, each shown once (not once per worker), no traceback, no request;
-    2. the broken suite fixed, plus a retriever that logs its builds and a CLI gate spelled
-       right: every case runs and asks the server once, the retriever is built once in each
-       worker.
-    """
+    """A suite with an unset API key and a bad parameter beside it, and a good suite with a
+    CLI gate typo, in one ``-n 2`` run: one error block for the broken file naming both of its
+    problems, one for the gate, each shown once (not once per worker), no traceback, no
+    request. The same suite fixed runs under xdist: see fixed_suite_under_xdist."""
     llm_set = openai_llm(server.base_url, SET)
     two_query_files(suite_text(
         retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 7}}',
@@ -335,17 +333,41 @@ def test_under_xdist_problems_stop_the_run_before_any_request_and_fixed_it_runs(
     assert result.ret != 0
     assert server.request_count == 0
 
+
+@contextlib.contextmanager
+def fixed_suite_under_xdist(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+                            ) -> Iterator[tuple[list[str], Callable[[], None]]]:
+    """The broken suite of the test above fixed, plus a retriever that logs its builds, and a
+    CLI gate spelled right: under xdist every case runs and asks the server once, and the
+    retriever is built once in each worker.
+
+    Yields the arguments that add it to a ``-n 2`` run and the check to make after that run.
+    The -n 2 run of tests/test_batch_identity.py::test_batching_retrievers_serial_equals_xdist
+    collects it (worker start-up is most of an xdist run's time); its suite is named "pre".
+    """
+    monkeypatch.setenv(SET, SECRET)
+    write_jsonl(pytester.path / "answered.jsonl",
+                [{**q, "answer": f"answer {q['_id']}"} for q in QUERIES])
+    pytester.makepyfile(counted=COUNTED)
     log = pytester.path / "built.log"
-    two_query_files(suite_text(
-        retrievers=('{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 0.7}, '
-                    f'c: {{type: "counted:Counted", log: "{log}"}}}}'),
-        llm=llm_set).replace("queries: queries.jsonl}", ANSWERED), name="broken.yaml")
-    result = pytester.runpytest("--ragbench=broken.yaml", "--ragbench-gate", "recall@10 >= 0.5",
-                                "-n", "2")
-    result.assert_outcomes(passed=15)
-    assert server.request_count == 15
-    pids = log.read_text().split()
-    assert len(pids) == len(set(pids)) == 2  # once in each worker
+    with FakeOpenAIServer(reply=lambda messages: "an answer") as server:
+        (pytester.path / "fixed.yaml").write_text(suite_text(
+            retrievers=('{overlap: {type: "overlap_retriever:Overlap"}, '
+                        'bm25: {type: bm25, b: 0.7}, '
+                        f'c: {{type: "counted:Counted", log: "{log}"}}}}'),
+            llm=openai_llm(server.base_url, SET)).replace("queries: queries.jsonl}", ANSWERED),
+            encoding="utf-8")
+
+        def check() -> None:
+            recs = [json.loads(line) for line in
+                    (latest_run(pytester.path) / "cases.jsonl").read_text().splitlines()]
+            mine = [r for r in recs if r["suite_name"] == "pre"]
+            assert len(mine) == 15 and all(r["status"] == "ok" for r in mine)  # all passed
+            assert server.request_count == 15  # every case (3 retrievers x 5) asked once
+            pids = log.read_text().split()
+            assert len(pids) == len(set(pids)) == 2  # once in each worker
+
+        yield ["--ragbench=fixed.yaml", "--ragbench-gate", "recall@10 >= 0.5"], check
 
 
 def test_cli_gate_typo_is_one_error_before_any_request(pytester, two_query_files, server):
