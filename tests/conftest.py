@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import textwrap
 from pathlib import Path
 
@@ -112,6 +113,28 @@ class Overlap:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def error_sections(out: str) -> dict[str, list[str]]:
+    """The lines of each "ERROR collecting <name>" block of a pytest run's output, by name.
+
+    One inner run can collect several broken suite files (each inner run costs start-up
+    time): each file gets its own block, the one a run of that file alone shows. A second
+    block for the same name fails the calling test.
+    """
+    sections: dict[str, list[str]] = {}
+    name = None
+    for line in out.splitlines():
+        header = re.fullmatch(r"_+ ERROR collecting (.+?) _+", line)
+        if header:
+            name = header.group(1)
+            assert name not in sections, f"two error blocks for {name}:\n{out}"
+            sections[name] = []
+        elif name is not None and (line.startswith(("=", "_")) or not line.strip()):
+            name = None
+        elif name is not None:
+            sections[name].append(line)
+    return sections
 
 
 def latest_run(root: Path) -> Path:

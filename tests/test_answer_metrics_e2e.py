@@ -5,13 +5,14 @@ server counts the judge's requests (one chat and one embedding request per item)
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import QUERIES, write_jsonl
+from conftest import QUERIES, error_sections, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
 
@@ -135,19 +136,21 @@ def make():
 
 
 def test_criteria_errors_name_the_file_line_and_field(pytester, suite, server):
+    # two broken suite files, one run: each gets its own collection error block
     suite(suite_text(server.base_url, "[recall@10, {name: helpfulness, type: criteria, "
-                                      "criteria: x, scale: [5, 1]}]"))
-    result = pytester.runpytest("--ragbench=suite.yaml")
+                                      "criteria: x, scale: [5, 1]}]"), name="scale.yaml")
+    suite(suite_text(server.base_url, f"[recall@10, {CRITERIA}]").replace(
+        "judge: {llm: same}\n", ""), name="nojudge.yaml")
+    result = pytester.runpytest("--ragbench=scale.yaml", "--ragbench=nojudge.yaml")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]].scale: expected low < high, "
-                                 "got [[]5, 1[]]*"])
+    sections = error_sections(result.stdout.str())
+    assert set(sections) == {"scale.yaml", "nojudge.yaml"}, result.stdout.str()
+    assert [line for line in sections["scale.yaml"] if fnmatch.fnmatchcase(
+        line, "*scale.yaml:5: metrics[[]1[]].scale: expected low < high, got [[]5, 1[]]*")]
+    assert [line for line in sections["nojudge.yaml"] if fnmatch.fnmatchcase(
+        line, "*nojudge.yaml:5: metrics[[]1[]]: helpfulness is judged by an LLM; add a "
+              "'judge:' section*")]
     assert "Traceback" not in result.stdout.str() and server.request_count == 0
-    text = suite_text(server.base_url, f"[recall@10, {CRITERIA}]").replace(
-        "judge: {llm: same}\n", "")
-    suite(text)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.stdout.fnmatch_lines(["*suite.yaml:5: metrics[[]1[]]: helpfulness is judged by an "
-                                 "LLM; add a 'judge:' section*"])
 
 
 HAND_WRITTEN = '''
@@ -166,28 +169,53 @@ def test_my_app(ragbench_case, ragbench_record):
 '''
 
 
-def test_hand_written_tests_score_their_answers_like_collected_items(pytester, suite, server):
+def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
+        pytester, suite, server, monkeypatch):
+    """Two things whose point is that the scheduling changes nothing, in one serial and one
+    -n 2 run (worker start-up is most of an xdist run's time): hand-written tests score their
+    answers like collected items, one judge request per test; and a suite whose generation
+    fails for one query and whose judge fails for another keeps what was measured
+    (tests/test_prechecks_measured.py, collected here as measured.yaml). Each suite has its
+    own fake server, so every request count is still per suite."""
+    from test_prechecks_measured import KEY, check_failed_answers_keep_their_retrieval_scores
+    from test_prechecks_measured import reply as measured_reply
+    from test_prechecks_measured import suite as measured_suite
+
     suite(suite_text(server.base_url, f"[recall@10, token_f1, faithfulness, {CRITERIA}]"))
     pytester.makepyfile(test_app=HAND_WRITTEN)
+    monkeypatch.setenv(KEY, "sk-measured-0123456789")
+    write_jsonl(pytester.path / "measured_queries.jsonl",
+                [{**q, "answer": "a fine grind"} for q in QUERIES])
     summaries = []
-    for extra in ([], ["-n", "2"]):
-        server.reset_counts()
-        result = pytester.runpytest("test_app.py", "-p", "no:randomly",
-                                    "--ragbench-summary=full", *extra)
-        result.assert_outcomes(passed=4, failed=1)
-        # one judge request per test, whatever the scheduling
-        assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
-        recs = sorted(records(pytester.path), key=lambda r: r["case_id"])
-        assert [r["status"] for r in recs] == ["ok"] * 4 + ["failed"]
-        q1, q2 = recs[0], recs[1]
-        assert q1["answer"] == "Espresso needs a fine grind."
-        assert q1["metrics"]["faithfulness"] == 0.5 and q1["metrics"]["helpfulness"] == 0.75
-        assert q1["judge"]["helpfulness"]["score"] == 4 and q1["usage"]["requests"] == 1
-        assert q2["contexts"] == ["d2"]  # a corpus document by id
-        assert recs[0]["suite"] == "test_app.py::test_my_app"
-        summary = json.loads((pytester.path / ".ragbench" / "runs" / "latest"
-                              / "summary.json").read_text())
-        suites = summary["suites"]
-        summaries.append(json.dumps(suites, sort_keys=True))
-        result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
+    with FakeOpenAIServer(reply=measured_reply) as measured_server:
+        (pytester.path / "measured.yaml").write_text(
+            measured_suite(measured_server.base_url).replace(
+                "queries: queries.jsonl", "queries: measured_queries.jsonl"))
+        for extra in ([], ["-n", "2"]):
+            server.reset_counts()
+            result = pytester.runpytest("test_app.py", "--ragbench=measured.yaml",
+                                        "-p", "no:randomly", "--ragbench-summary=full", *extra)
+            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors
+            result.assert_outcomes(passed=4 + 3, failed=1, errors=2)
+            # one judge request per test, whatever the scheduling
+            assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
+            everything = records(pytester.path)
+            recs = sorted((r for r in everything if r["suite"] == "test_app.py::test_my_app"),
+                          key=lambda r: r["case_id"])
+            assert [r["status"] for r in recs] == ["ok"] * 4 + ["failed"]
+            q1, q2 = recs[0], recs[1]
+            assert q1["answer"] == "Espresso needs a fine grind."
+            assert q1["metrics"]["faithfulness"] == 0.5 and q1["metrics"]["helpfulness"] == 0.75
+            assert q1["judge"]["helpfulness"]["score"] == 4 and q1["usage"]["requests"] == 1
+            assert q2["contexts"] == ["d2"]  # a corpus document by id
+            assert recs[0]["suite"] == "test_app.py::test_my_app"
+            summary = json.loads((pytester.path / ".ragbench" / "runs" / "latest"
+                                  / "summary.json").read_text())
+            suites = summary["suites"]
+            summaries.append(json.dumps(suites, sort_keys=True))
+            result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
+            measured = {r["case_id"]: r for r in everything if r["suite_name"] == "measured"}
+            assert len(measured) + len(recs) == len(everything)
+            check_failed_answers_keep_their_retrieval_scores(
+                result, measured, next(s for s in suites if s["name"] == "measured"))
     assert summaries[0] == summaries[1]

@@ -171,6 +171,8 @@ class Case:
     cli: tuple[str, ...] | None = None  # a ``ragbench`` command instead of a pytest run
     xfail: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # more lines that must each appear exactly once (a case whose run collects a second suite)
+    also: tuple[str, ...] = ()
 
     def param(self) -> object:
         marks = [pytest.mark.xfail(strict=True, reason=self.xfail)] if self.xfail else []
@@ -488,9 +490,16 @@ OPTIONS: list[Case] = [
     Case("tolerance-bare-five", "*--ragbench-tolerance*5%*", args=("--ragbench-tolerance=5",)),
     Case("tolerance-negative-percent", "*--ragbench-tolerance*",
          args=("--ragbench-tolerance=-1%",)),
-    # Under xdist the controller reports a worker's collection error as an error: exit 1.
+    # Under xdist the controller reports a worker's collection error as an error: exit 1. The
+    # run (worker start-up is most of its time) also collects a second suite whose corpus is
+    # not UTF-8: each error is shown once, not once per worker, and nothing passes. (This is
+    # tests/test_dataset_errors.py::test_non_utf8_corpus_is_one_collection_error under xdist.)
     Case("xdist-duplicate-key", "*suite.yaml:10: k: duplicate key 'k'*", suite=SUITE + "k: 20\n",
-         args=("-n", "2"), exits=(1,)),
+         files={"utf.yaml": sub(SUITE, "corpus.jsonl", "latin1.jsonl"),
+                "latin1.jsonl": latin1(CORPUS, 2)},
+         args=("--ragbench=suite.yaml", "--ragbench=utf.yaml", "-n", "2"), exits=(1,),
+         also=("*latin1.jsonl:2: invalid UTF-8 byte 0xe9 at column 20 (expected UTF-8 text*",
+               "=*= 2 errors in *")),  # the summary line: two errors, nothing passed
     Case("tolerance-text", "*--ragbench-tolerance*", args=("--ragbench-tolerance=lots",)),
     Case("tolerance-nan", "*--ragbench-tolerance*", args=("--ragbench-tolerance=nan",)),
     Case("cache-bogus", "*--ragbench-cache*bogus*", args=("--ragbench-cache=bogus",)),
@@ -701,9 +710,10 @@ def test_bad_input(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
     code, out = run_case(pytester, case, capsys)
     assert "Traceback" not in out and "INTERNALERROR" not in out, out
     assert code in case.exits, f"exit {code}, expected one of {case.exits}:\n{out}"
-    matching = [line for line in out.splitlines() if fnmatch.fnmatchcase(line, case.expect)]
-    assert len(matching) == 1, f"expected one line matching {case.expect!r}, got " \
-                               f"{len(matching)}:\n{out}"
+    for pattern in (case.expect, *case.also):
+        matching = [line for line in out.splitlines() if fnmatch.fnmatchcase(line, pattern)]
+        assert len(matching) == 1, f"expected one line matching {pattern!r}, got " \
+                                   f"{len(matching)}:\n{out}"
 
 
 def test_every_category_has_cases() -> None:

@@ -221,18 +221,43 @@ def test_http_concurrent_answers_equal_sequential(search_service: str) -> None:
 # -- through the plugin: -n 0 and -n 2 batch differently, and must not score differently ---
 
 
-def _comparable(root: Path) -> tuple[Any, list[dict[str, Any]]]:
+def _comparable(root: Path, skip: tuple[str, ...] = ()) -> tuple[Any, list[dict[str, Any]]]:
+    """The latest run's summary of each suite and its records, but those of the suites named
+    in ``skip``."""
     run_dir = (root / ".ragbench" / "runs" / "latest").resolve()
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     records = [json.loads(line) for line in
                (run_dir / "cases.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = [r for r in records if r["suite_name"] not in skip]
     for record in records:
         record.pop("latency_ms", None)  # wall time, the one thing allowed to differ
-    return summary["suites"], sorted(records, key=lambda r: (r["retriever"], r["case_id"]))
+    suites = [s for s in summary["suites"] if s["name"] not in skip]
+    return suites, sorted(records, key=lambda r: (r["retriever"], r["case_id"]))
 
 
-def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
-    # Every built-in retriever in one suite: one serial and one xdist run check them all.
+def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite, monkeypatch) -> None:
+    # Every built-in retriever in one suite: one serial and one xdist run check them all. The
+    # runs also collect the suite of tests/test_interop_runfile.py and save run files
+    # (--ragbench-save-run), which must be byte-identical with -n 0 and -n 2; the xdist run
+    # also collects the suite of tests/test_components_plugin.py whose checks need workers
+    # (worker start-up is most of an xdist run's time).
+    # So does the fixed suite of tests/test_prechecks.py (with a CLI gate spelled right).
+    from test_components_plugin import check_xdist_run, prepare_xdist_suite
+    from test_interop_runfile import SUITE as RUNFILE_SUITE
+    from test_interop_runfile import TIED
+    from test_prechecks import fixed_suite_under_xdist
+
+    pytester.makepyfile(tied_retriever=TIED)
+    (pytester.path / "runfile.yaml").write_text(RUNFILE_SUITE, encoding="utf-8")
+    components = prepare_xdist_suite(pytester, monkeypatch)
+    with fixed_suite_under_xdist(pytester, monkeypatch) as (fixed_args, check_fixed):
+        _serial_equals_xdist(pytester, mini_suite, components, fixed_args)
+        check_fixed()
+    check_xdist_run(pytester)
+
+
+def _serial_equals_xdist(pytester: pytest.Pytester, mini_suite: Any, components: str,
+                         fixed_args: list[str]) -> None:
     docs = [Document(id=d["_id"], text=d["text"]) for d in DOCS]
     run_lines = []
     for q in QUERIES:
@@ -258,15 +283,22 @@ def test_batching_retrievers_serial_equals_xdist(pytester, mini_suite) -> None:
               service: {{type: http, url: "{url}", retries: 0}}
             metrics: [ndcg@10, recall@10, mrr@10]
         """)
-        serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-        serial.assert_outcomes(passed=30)
+        suites = ("--ragbench=suite.yaml", "--ragbench=runfile.yaml")
+        serial = pytester.runpytest(*suites, "--ragbench-save-run=runs", "-p", "no:randomly")
+        serial.assert_outcomes(passed=30 + 15)
         serial_suites, serial_records = _comparable(pytester.path)
-        parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        parallel.assert_outcomes(passed=30)
-        parallel_suites, parallel_records = _comparable(pytester.path)
+        parallel = pytester.runpytest(*suites, f"--ragbench={components}", *fixed_args,
+                                      "--ragbench-save-run=runs2", "-n", "2")
+        parallel.assert_outcomes(passed=30 + 15 + 15 + 15)
+        parallel_suites, parallel_records = _comparable(pytester.path,
+                                                        skip=("components", "pre"))
     finally:
         service.close()
     for name in ("dense", "fused_rrf", "fused_weighted", "replayed", "service"):
         assert any(r["retrieved"] for r in serial_records if r["retriever"] == name), name
     assert parallel_records == serial_records
     assert parallel_suites == serial_suites
+    runs = {p.name: p.read_bytes() for p in (pytester.path / "runs").iterdir()}
+    assert {"mini.overlap.trec", "mini.pruned.trec", "mini.tied.trec"} <= set(runs)
+    assert {p.name: p.read_bytes() for p in (pytester.path / "runs2").iterdir()
+            if not p.name.startswith(("components.", "pre."))} == runs

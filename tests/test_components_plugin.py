@@ -5,13 +5,15 @@ and the case-result hook."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+from conftest import BASE_INI, DOCS, QUERIES, error_sections, write_jsonl
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -43,8 +45,8 @@ def project(pytester: pytest.Pytester):
     pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
     pytester.makeini(BASE_INI)
 
-    def write(body: str) -> Path:
-        path = pytester.path / "suite.yaml"
+    def write(body: str, name: str = "suite.yaml") -> Path:
+        path = pytester.path / name
         path.write_text(DATASET + textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
         return path
 
@@ -85,19 +87,6 @@ def test_third_party_distribution_is_discovered_and_used(pytester, project, monk
     # for q3): novelty = weight 2 * 1/2
     q3 = next(r for r in recs if r["case_id"] == "q3")
     assert q3["metrics"]["novelty@3"] == pytest.approx(1.0)
-
-
-def test_third_party_discovery_with_xdist(pytester, project, monkeypatch):
-    _pythonpath(monkeypatch, SITE_A)
-    project("""
-        retrievers: {kw: {type: keyword}}
-        metrics: [ndcg@10, novelty@3]
-    """)
-    # A subprocess: the workers of an in-process run start with this interpreter's sys.path,
-    # not the PYTHONPATH that names the distribution.
-    result = pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-n", "2")
-    result.assert_outcomes(passed=5)
-    assert len(_records(pytester)) == 5
 
 
 def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
@@ -161,19 +150,6 @@ def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, proje
     assert "Traceback" not in result.stdout.str()
 
 
-def test_conftest_registered_retriever(pytester, project):
-    pytester.makeconftest(CONFTEST_REGISTER)
-    project("""
-        retrievers: {mine: {drop: d4}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
-    q4 = next(r for r in _records(pytester) if r["case_id"] == "q4")
-    assert q4["metrics"]["recall@10"] == 0.0  # the parameter reached the conftest's class
-
-
 def test_registration_from_two_conftests_fails_naming_both(pytester, project):
     pytester.makeconftest(CONFTEST_REGISTER)
     sub = pytester.mkpydir("sub")
@@ -187,9 +163,29 @@ def test_registration_from_two_conftests_fails_naming_both(pytester, project):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-def test_make_component_hook_builds_unregistered_names(pytester, project):
+def test_conftest_components_registered_made_by_the_hook_and_a_failing_metric(pytester,
+                                                                              project):
+    """One conftest, one run, three suites: a conftest-registered retriever (its parameter
+    reaches the class), the make-component hook building a name the registry lacks (and passing
+    on bm25, which the registry builds), and a conftest metric with parameters that fails for
+    one case."""
     pytester.makeconftest("""
         from overlap_retriever import Overlap
+
+        class Depth:
+            direction = "lower"
+
+            def __init__(self, k=10, *, scale=1.0):
+                self.k, self.scale, self.name = k, scale, f"depth@{k}"
+
+            def compute(self, case, result):
+                if case.id == "q5":
+                    raise ZeroDivisionError("no depth for q5")
+                return self.scale * len(result.ranked[: self.k])
+
+        def pytest_ragbench_register(registry):
+            registry.add("retriever", "mine", Overlap)
+            registry.add("metric", "depth", Depth)
 
         def pytest_ragbench_make_component(kind, name, params, context):
             if kind == "retriever" and name == "virtual":
@@ -197,97 +193,104 @@ def test_make_component_hook_builds_unregistered_names(pytester, project):
             return None
     """)
     project("""
+        retrievers: {mine: {drop: d4}}
+        metrics: [recall@10]
+    """, name="registered.yaml")
+    project("""
         retrievers:
           v: {type: virtual, drop: d1}
           b: {type: bm25}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.assert_outcomes(passed=10)  # the hook passes on bm25, the registry builds it
-
-
-def test_module_path_type_with_missing_attribute_is_one_collection_error(pytester, project):
+    """, name="hook.yaml")
     project("""
-        retrievers: {x: {type: "overlap_retriever:Nope"}}
-        metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines(["*suite.yaml:2: retrievers.x: 'overlap_retriever' has no "
-                                 "attribute 'Nope'"])
-    assert "Traceback" not in result.stdout.str()
+        retrievers: {o: {type: "overlap_retriever:Overlap"}}
+        metrics: [ndcg@10, {name: depth@2, scale: 10, as: depth_x10}]
+        gates:
+          depth_x10: "<= 20"
+    """, name="metric.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=registered.yaml",
+                                "--ragbench=hook.yaml", "--ragbench=metric.yaml")
+    result.assert_outcomes(passed=5 + 10 + 4, errors=1)
+    result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
+    result.stdout.fnmatch_lines([
+        "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
+        "    depth_x10 *",
+        "*PASS metric/o: depth_x10 * <= 20*",
+    ])
+    recs = _records(pytester)
+    registered = {r["case_id"]: r for r in recs if r["suite_name"] == "registered"}
+    assert registered["q4"]["metrics"]["recall@10"] == 0.0  # the parameter reached the class
+    # the hook builds virtual, the registry bm25
+    hook = [r for r in recs if r["suite_name"] == "hook"]
+    assert sorted(r["retriever"] for r in hook) == ["b"] * 5 + ["v"] * 5
+    assert all(r["status"] == "ok" for r in hook)
+    metric = {r["case_id"]: r for r in recs if r["suite_name"] == "metric"}
+    assert metric["q1"]["metrics"]["depth_x10"] == 20.0
+    assert metric["q5"]["status"] == "error"
 
 
 # -- collection-time validation ----------------------------------------------------------------
+# One run collects every broken suite file: each gets its own collection error block, the one
+# that a run of that file alone shows.
 
-
-def test_bad_parameter_lists_the_components_parameters(pytester, project):
-    project("""
+BROKEN = {
+    "attr.yaml": ("""
+        retrievers: {x: {type: "overlap_retriever:Nope"}}
+        metrics: [ndcg@10]
+    """, "{file}:2: retrievers.x: 'overlap_retriever' has no attribute 'Nope'"),
+    "param.yaml": ("""
         retrievers:
           o: {type: "overlap_retriever:Overlap", fial_on: milk}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
-        "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
-        "interrupt_on, drop",
-    ])
-    assert "Traceback" not in result.stdout.str()
-
-
-def test_unknown_nested_embedder_fails_at_collection(pytester, project):
-    project("""
+    """, "{file}:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
+         "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
+         "interrupt_on, drop"),
+    "embedder.yaml": ("""
         retrievers:
           dense: {type: dense, embedder: {type: hashin, dim: 8}}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
-        "'hashing'?) (known: hashing, openai, sentence-transformers; *",
-    ])
-
-
-def test_missing_optional_package_shows_install_hint(pytester, project, monkeypatch):
-    monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
-                        ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
-    project("""
+    """, "{file}:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
+         "'hashing'?) (known: hashing, openai, sentence-transformers; *"),
+    "optional.yaml": ("""
         retrievers:
           dense: {type: dense, embedder: {type: sentence-transformers, model: all-MiniLM-L6-v2}}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
-        "'no_such_module_for_ragbench', which is not installed: "
-        "pip install 'pytest-ragbench[[]dense[]]'",
-    ])
-
-
-def test_hybrid_cycle_fails_at_collection(pytester, project):
-    project("""
+    """, "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
+         "'no_such_module_for_ragbench', which is not installed: "
+         "pip install 'pytest-ragbench[[]dense[]]'"),
+    "cycle.yaml": ("""
         retrievers:
           a: {type: hybrid, retrievers: [b, bm25]}
           b: {type: hybrid, retrievers: [a, bm25]}
           bm25: {}
         metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines(["*retrievers.a: retriever 'hybrid': hybrid retrievers form a "
-                                 "cycle: a -> b -> a"])
-
-
-def test_unknown_metric_parameter_lists_the_metric_parameters(pytester, project):
-    project("""
+    """, "*retrievers.a: retriever 'hybrid': hybrid retrievers form a cycle: a -> b -> a"),
+    "metric.yaml": ("""
         retrievers: {bm25: {}}
         metrics: [{name: temporal_ndcg@10, lamda: 0.5}]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
-        "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain",
-    ])
+    """, "{file}:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
+         "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain"),
+}
+
+
+def test_bad_components_are_one_collection_error_each(pytester, project, monkeypatch):
+    """A module path without the attribute, an unknown parameter (the component's parameters
+    listed), an unknown nested embedder, a missing optional package (with the install hint), a
+    hybrid cycle, an unknown metric parameter: each file's one error block says it."""
+    monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
+                        ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
+    for name, (body, _) in BROKEN.items():
+        project(body, name=name)
+    result = pytester.runpytest(*(f"--ragbench={name}" for name in BROKEN))
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    sections = error_sections(out)
+    assert set(sections) == set(BROKEN), out
+    for name, (_, pattern) in BROKEN.items():
+        expected = pattern.replace("{file}", "*" + name)
+        assert [line for line in sections[name] if fnmatch.fnmatchcase(line, expected)], (
+            name, expected, sections[name])
+    assert "Traceback" not in out
 
 
 # -- the retriever contract --------------------------------------------------------------------
@@ -310,27 +313,6 @@ class Misbehaving:
             return [("d1", 1.0), ("d2", 0.9), ("d3", 0.8), ("d4", 0.7)]
         return [("d6", float("inf"))]
 '''
-
-
-def test_every_contract_violation_is_a_per_item_error_and_the_run_goes_on(pytester, project):
-    pytester.makepyfile(misbehaving=MISBEHAVING)
-    project("""
-        retrievers:
-          bad: {type: "misbehaving:Misbehaving"}
-          good: {type: "overlap_retriever:Overlap"}
-        metrics: [ndcg@3]
-        k: 3
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-p", "no:randomly")
-    result.assert_outcomes(passed=5, errors=5)
-    result.stdout.fnmatch_lines_random([
-        "*retriever 'bad' raised RuntimeError: backend down*",
-        "*retriever 'bad' returned unknown document id 'd9' at rank 1*",
-        "*retriever 'bad' returned document 'd3' twice*",
-        "*retriever 'bad' returned 4 results, more than k=3*",
-        "*retriever 'bad' returned a non-finite score (inf) for 'd6'*",
-    ])
-    result.stdout.fnmatch_lines(["  bad: 5 cases, 5 errors*", "  good: 5 cases, 0 errors*"])
 
 
 BATCHED = '''
@@ -364,6 +346,56 @@ def _batches(pytester: pytest.Pytester) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_the_retriever_contract(pytester, project):
+    """One run, three suites: every contract violation is a per-item error and the run goes
+    on; a broken retrieve_many falls back to retrieve; retrieve_case is preferred and gets the
+    query id."""
+    pytester.makepyfile(misbehaving=MISBEHAVING, batched=BATCHED, byid="""
+        class ById:
+            def index(self, corpus):
+                pass
+            def retrieve(self, query, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_many(self, queries, k):
+                raise AssertionError("retrieve_case must be preferred")
+            def retrieve_case(self, query, k):
+                return [(d, float(g)) for d, g in query.relevant.items() if g > 0][:k]
+    """)
+    project("""
+        retrievers:
+          bad: {type: "misbehaving:Misbehaving"}
+          good: {type: "overlap_retriever:Overlap"}
+        metrics: [ndcg@3]
+        k: 3
+    """, name="contract.yaml")
+    project("""
+        retrievers: {b: {type: "batched:Batched", broken: true}}
+        metrics: [recall@10]
+    """, name="broken.yaml")
+    project("""
+        retrievers: {oracle: {type: "byid:ById"}}
+        metrics: [ndcg@10]
+    """, name="byid.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=contract.yaml",
+                                "--ragbench=broken.yaml", "--ragbench=byid.yaml",
+                                "-p", "no:randomly")
+    result.assert_outcomes(passed=5 + 5 + 5, errors=5)
+    result.stdout.fnmatch_lines_random([
+        "*retriever 'bad' raised RuntimeError: backend down*",
+        "*retriever 'bad' returned unknown document id 'd9' at rank 1*",
+        "*retriever 'bad' returned document 'd3' twice*",
+        "*retriever 'bad' returned 4 results, more than k=3*",
+        "*retriever 'bad' returned a non-finite score (inf) for 'd6'*",
+    ])
+    result.stdout.fnmatch_lines(["  bad: 5 cases, 5 errors*", "  good: 5 cases, 0 errors*"])
+    # broken retrieve_many: tried once, then switched off for this retriever
+    assert len(_batches(pytester)) == 1
+    # only the byid suite computes ndcg@10: retrieve_case returned the labelled documents
+    result.stdout.fnmatch_lines(["    ndcg@10 *1.0000 *"])
+    errors = [r for r in _records(pytester) if r["status"] == "error"]
+    assert {r["retriever"] for r in errors} == {"bad"}
+
+
 def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     pytester.makepyfile(batched=BATCHED)
     project("""
@@ -380,114 +412,77 @@ def test_retrieve_many_batches_the_items_this_process_runs(pytester, project):
     assert next(iter(latencies)) is not None
 
 
-def test_broken_retrieve_many_falls_back_to_retrieve(pytester, project):
-    pytester.makepyfile(batched=BATCHED)
-    project("""
-        retrievers: {b: {type: "batched:Batched", broken: true}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest(SUITE)
-    result.assert_outcomes(passed=5)
-    assert len(_batches(pytester)) == 1  # tried once, then switched off for this retriever
-
-
-def test_retrieve_case_is_preferred_and_gets_the_query_id(pytester, project):
-    pytester.makepyfile(byid="""
-        class ById:
-            def index(self, corpus):
-                pass
-            def retrieve(self, query, k):
-                raise AssertionError("retrieve_case must be preferred")
-            def retrieve_many(self, queries, k):
-                raise AssertionError("retrieve_case must be preferred")
-            def retrieve_case(self, query, k):
-                return [(d, float(g)) for d, g in query.relevant.items() if g > 0][:k]
-    """)
-    project("""
-        retrievers: {oracle: {type: "byid:ById"}}
-        metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["    ndcg@10 *1.0000 *"])
-
-
 # -- metrics as components and the case-result hook -------------------------------------------
 
 
-def test_conftest_metric_with_parameters_and_a_failing_metric(pytester, project):
-    pytester.makeconftest("""
-        class Depth:
-            direction = "lower"
+# Under xdist, one run shows four things: the case-result hook runs on the controller; workers
+# share its run start; retrieve_many batches each worker's queue; the workers discover an
+# installed distribution's components (keyword, novelty). Each needs workers, and workers are
+# what cost time: the -n 2 run of tests/test_batch_identity.py::
+# test_batching_retrievers_serial_equals_xdist collects this suite (XDIST_SUITE) too, set up
+# by prepare_xdist_suite and checked by check_xdist_run.
 
-            def __init__(self, k=10, *, scale=1.0):
-                self.k, self.scale, self.name = k, scale, f"depth@{k}"
+XDIST_CONFTEST = """
+    import json, os
 
-            def compute(self, case, result):
-                if case.id == "q5":
-                    raise ZeroDivisionError("no depth for q5")
-                return self.scale * len(result.ranked[: self.k])
+    class Start:
+        name = "run_start"
+        direction = "higher"
 
-        def pytest_ragbench_register(registry):
-            registry.add("metric", "depth", Depth)
-    """)
-    project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}}
-        metrics: [ndcg@10, {name: depth@2, scale: 10, as: depth_x10}]
-        gates:
-          depth_x10: "<= 20"
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE)
-    result.assert_outcomes(passed=4, errors=1)
-    result.stdout.fnmatch_lines([
-        "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
-        "    depth_x10 *",
-        "*PASS suite/o: depth_x10 * <= 20*",
-    ])
-    recs = {r["case_id"]: r for r in _records(pytester)}
-    assert recs["q1"]["metrics"]["depth_x10"] == 20.0
-    assert recs["q5"]["status"] == "error"
+        def compute(self, case, result):
+            return result.run_start
+
+    def pytest_ragbench_register(registry):
+        registry.add("metric", "run_start", Start)
+
+    def pytest_ragbench_case_result(record, config):
+        with open(config.rootpath / "sink.jsonl", "a") as fh:
+            fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
+                                 "retriever": record["retriever"],
+                                 "ndcg": record["metrics"].get("ndcg@10")}) + "\\n")
+"""
+XDIST_SUITE = "components.yaml"
+XDIST_RETRIEVERS = ("o", "b", "kw")
 
 
-def test_under_xdist_the_hook_runs_on_the_controller_and_workers_share_its_run_start(
-        pytester, project):
-    # One xdist run shows three things: each check needs workers, and workers are what cost
-    # time. The third: retrieve_many batches each worker's queue.
+def prepare_xdist_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Write the suite, its conftest and modules, and put the distribution on the workers'
+    path; returns the suite file's name (its suite is named "components")."""
+    _pythonpath(monkeypatch, SITE_A)
+    # The workers of an in-process run start with the sys.path xdist froze when the outer
+    # interpreter imported it (not PYTHONPATH): the distribution goes on that path, as if it
+    # were installed.
+    import xdist.workermanage
+
+    monkeypatch.setattr(xdist.workermanage, "_sys_path", [str(SITE_A), *sys.path])
     pytester.makepyfile(batched=BATCHED)
-    pytester.makeconftest("""
-        import json, os
+    pytester.makeconftest(XDIST_CONFTEST)
+    (pytester.path / XDIST_SUITE).write_text(DATASET + textwrap.dedent("""
+        name: components
+        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"},
+                     kw: {type: keyword}}
+        metrics: [ndcg@10, run_start, novelty@3]
+    """).lstrip("\n"), encoding="utf-8")
+    return XDIST_SUITE
 
-        class Start:
-            name = "run_start"
-            direction = "higher"
 
-            def compute(self, case, result):
-                return result.run_start
-
-        def pytest_ragbench_register(registry):
-            registry.add("metric", "run_start", Start)
-
-        def pytest_ragbench_case_result(record, config):
-            with open(config.rootpath / "sink.jsonl", "a") as fh:
-                fh.write(json.dumps({"pid": os.getpid(), "case": record["case_id"],
-                                     "retriever": record["retriever"],
-                                     "ndcg": record["metrics"]["ndcg@10"]}) + "\\n")
-    """)
-    project("""
-        retrievers: {o: {type: "overlap_retriever:Overlap"}, b: {type: "batched:Batched"}}
-        metrics: [ndcg@10, run_start]
-    """)
-    result = pytester.runpytest(SUITE, "-n", "2")
-    result.assert_outcomes(passed=10)
+def check_xdist_run(pytester: pytest.Pytester) -> None:
+    """After one -n 2 run that collected the suite (and one serial run that did not)."""
     # The case-result hook runs on the controller only.
     sink = [json.loads(line) for line in (pytester.path / "sink.jsonl").read_text().splitlines()]
-    for retriever in ("o", "b"):
+    for retriever in XDIST_RETRIEVERS:
         assert sorted(s["case"] for s in sink if s["retriever"] == retriever) == [
             "q1", "q2", "q3", "q4", "q5"]
     assert {s["pid"] for s in sink} == {os.getpid()}  # the in-process controller
-    assert all(isinstance(s["ndcg"], float) for s in sink)
+    assert all(isinstance(s["ndcg"], float) for s in sink if s["retriever"] in XDIST_RETRIEVERS)
+    records = [r for r in _records(pytester) if r["suite_name"] == "components"]
+    assert len(records) == 15
+    assert {r["retriever"] for r in records} == set(XDIST_RETRIEVERS)
+    # the distribution's retriever and metric ran in the workers
+    assert len([r for r in records if r["retriever"] == "kw"]) == 5
+    assert all(isinstance(r["metrics"]["novelty@3"], float) for r in records)
     # Workers share the controller's run start.
-    starts = {r["metrics"]["run_start"] for r in _records(pytester)}
+    starts = {r["metrics"]["run_start"] for r in records}
     assert len(starts) == 1  # temporal metrics' default "now" agrees across workers
     # retrieve_many under xdist batches each worker's queue.
     batches = _batches(pytester)

@@ -81,19 +81,25 @@ def _trec_lines(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def saved(pytester: pytest.Pytester, mini_suite) -> pytest.Pytester:
+def test_saved_runs_hold_the_top_k_replay_identically_and_agree_with_trec_eval(
+        pytester: pytest.Pytester, mini_suite) -> None:
+    """One run saves the files; every check below reads them (each used to run it anew).
+    That they are identical with ``-n 2`` is checked by the serial and the -n 2 run of
+    tests/test_batch_identity.py::test_batching_retrievers_serial_equals_xdist, which collect
+    this suite too."""
     mini_suite(SUITE)
     pytester.makepyfile(tied_retriever=TIED)
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-save-run=runs", "-q",
                                 "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*ragbench: run file *mini.overlap.trec"])
-    return pytester
+    first = _cases(pytester.path)
+    check_top_k_in_trec_order(pytester.path / "runs")
+    check_replay(pytester, first)
+    check_trec_eval_agrees(pytester.path / "runs", first)  # last: it may skip
 
 
-def test_saved_run_files_hold_the_top_k_in_trec_order(saved: pytest.Pytester) -> None:
-    runs = saved.path / "runs"
+def check_top_k_in_trec_order(runs: Path) -> None:
     assert sorted(p.name for p in runs.iterdir()) == [
         "mini.overlap.trec", "mini.pruned.trec", "mini.tied.trec"]
     lines = _trec_lines(runs / "mini.overlap.trec")
@@ -115,8 +121,8 @@ def test_saved_run_files_hold_the_top_k_in_trec_order(saved: pytest.Pytester) ->
     assert [p[2] for p in tied if p[0] == "q1"] == ["d4", "d2", "d5", "d3", "d1"]
 
 
-def test_replaying_the_saved_run_gives_identical_metrics(saved: pytest.Pytester) -> None:
-    first = _cases(saved.path)
+def check_replay(saved: pytest.Pytester, first: dict) -> None:
+    """The ``run`` retriever reading the saved files gives identical metrics."""
     (saved.path / "replay.yaml").write_text(REPLAY, encoding="utf-8")
     result = saved.runpytest("--ragbench=replay.yaml", "-q", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
@@ -126,14 +132,12 @@ def test_replaying_the_saved_run_gives_identical_metrics(saved: pytest.Pytester)
     assert any(v for m in first.values() for v in m.values())  # not all zeros
 
 
-def test_pytrec_eval_reads_the_saved_run_and_agrees(saved: pytest.Pytester) -> None:
+def check_trec_eval_agrees(runs: Path, first: dict) -> None:
     pytrec_eval = pytest.importorskip("pytrec_eval")
-    first = _cases(saved.path)
     qrels = {q["_id"]: dict(q["relevant"]) for q in QUERIES}
     for system in ("overlap", "pruned", "tied"):
         run: dict[str, dict[str, float]] = {}
-        for qid, _, doc, _, score, _ in _trec_lines(saved.path / "runs" /
-                                                   f"mini.{system}.trec"):
+        for qid, _, doc, _, score, _ in _trec_lines(runs / f"mini.{system}.trec"):
             run.setdefault(qid, {})[doc] = float(score)
         measures = {"ndcg_cut.5", "recall.5", "recip_rank", "map_cut.5"}
         scores = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
@@ -144,16 +148,6 @@ def test_pytrec_eval_reads_the_saved_run_and_agrees(saved: pytest.Pytester) -> N
             assert ours["mrr@5"] == pytest.approx(got["recip_rank"], abs=1e-12)
             assert ours["map@5"] == pytest.approx(got["map_cut_5"], abs=1e-12)
         assert scores
-
-
-def test_run_files_are_identical_with_two_workers(saved: pytest.Pytester) -> None:
-    runs = saved.path / "runs"
-    serial = {p.name: p.read_bytes() for p in runs.iterdir()}
-    result = saved.runpytest("--ragbench=suite.yaml", "--ragbench-save-run=runs2",
-                             "-n", "2", "-q", "-p", "no:cacheprovider")
-    assert result.ret == 0, result.stdout.str()
-    parallel = {p.name: p.read_bytes() for p in (saved.path / "runs2").iterdir()}
-    assert parallel == serial
 
 
 # -- the writer on records -------------------------------------------------------------------

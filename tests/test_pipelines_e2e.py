@@ -4,12 +4,21 @@ distribution's entry point, bad outputs per item, judged metrics and xdist."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+from conftest import (
+    BASE_INI,
+    DOCS,
+    OVERLAP_RETRIEVER,
+    QUERIES,
+    error_sections,
+    latest_run,
+    write_jsonl,
+)
 from test_pipelines import _Service
 
 from pytest_ragbench.llm.testing import FakeOpenAIServer
@@ -167,28 +176,6 @@ def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pyteste
     assert "Traceback" not in result.stdout.str()
 
 
-def test_unknown_pipeline_and_bad_parameters_fail_collection_clearly(pytester, app):
-    app("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines: {mine: {type: tinny}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*suite.yaml:2: pipelines.mine.type: unknown pipeline 'tinny' "
-                                 "(did you mean 'tiny'?)*"])
-    app("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines: {tiny: {topp: 3}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*pipelines.tiny: pipeline 'tiny' got unknown parameter(s) "
-                                 "topp (did you mean 'top'?)*"])
-    assert "Traceback" not in result.stdout.str()
-
-
 def test_recorded_outputs_without_a_corpus(pytester):
     pytester.makeini(BASE_INI)
     items = [{"id": q["_id"], "question": q["text"], "answer": ANSWERS[q["_id"]]}
@@ -212,26 +199,6 @@ def test_recorded_outputs_without_a_corpus(pytester):
     assert recs["q5"]["status"] == "error"
     assert "outputs.jsonl has no output for query 'q5' (4 output(s) recorded)" \
         in recs["q5"]["error"]["message"]
-    # ids in the file that match no query: a collection error listing them
-    write_jsonl(pytester.path / "outputs.jsonl",
-                [*outputs, {"query_id": "q99", "answer": "x"}])
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*pipelines.last_night: *outputs.jsonl: 1 output(s) match no "
-                                 "query of the suite: 'q99'*"])
-
-
-def test_a_corpus_is_still_required_by_retrievers(pytester, app):
-    app("""
-        dataset: {queries: queries.jsonl}
-        retrievers: {tiny_r: {type: "tiny_rag:TinyRAG"}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*suite.yaml:1: dataset: expected 'path' (a BEIR-layout "
-                                 "folder), 'corpus' (a file), 'documents' (inline), 'hf' "
-                                 "or 'ir_datasets': retrievers search a corpus*"])
 
 
 def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
@@ -258,10 +225,6 @@ def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
     assert recs["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
     assert [b["query_id"] for b in svc.bodies] == ["q1", "q1", "q2", "q3", "q4", "q5"]
     assert all(h["Authorization"] == f"Bearer {secret}" for h in svc.headers)
-    monkeypatch.delenv("RAG_TOKEN")
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*environment variable RAG_TOKEN is not set or empty*"])
 
 
 def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):
@@ -282,13 +245,19 @@ def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkey
     assert recs["q3"]["answer"] == "about milk temperature for steaming"
 
 
-def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, monkeypatch):
-    from test_plugin_rag import judge_reply
+def test_answers_and_judges_do_not_depend_on_the_scheduling(pytester, app, monkeypatch):
+    """Serially, then with two workers, two suites in each run (worker start-up is most of an
+    xdist run's time): a suite of pipelines with judged metrics, one judge call per item; and a
+    retriever suite whose answers are generated and judged (from tests/test_plugin_rag.py). No
+    call is made twice and the scores do not depend on the scheduling."""
+    from test_plugin_rag import judge_reply, rag_suite
 
     monkeypatch.setenv("RAGBENCH_TEST_KEY", "sk-test-0123456789abcdef")
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
     outputs = json.dumps({q: {"answer": a, "contexts": [{"id": "d1"}]}
                           for q, a in ANSWERS.items()})
-    with FakeOpenAIServer(reply=judge_reply) as server:
+    with FakeOpenAIServer(reply=judge_reply) as server, \
+            FakeOpenAIServer(reply=judge_reply) as rag_server:
         app(f"""
             name: app
             dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
@@ -301,16 +270,27 @@ def test_judged_metrics_of_a_pipeline_one_judge_call_per_item(pytester, app, mon
                      retries: 0}}
             cache: off
         """)
-        # Serially, then with two workers: the scores do not depend on the scheduling.
-        pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=10)
+        (pytester.path / "rag.yaml").write_text(rag_suite(rag_server.base_url))
+        args = ("--ragbench=suite.yaml", "--ragbench=rag.yaml", "--ragbench-cache=off")
+        serial_result = pytester.runpytest(*args)
+        serial_result.assert_outcomes(passed=15)
         assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
-        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)}
+        # one generation and one judge call per item
+        assert rag_server.count("/v1/chat/completions") == 10
+        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)
+                  if r["retriever"] != "overlap"}
         assert len(serial) == 10
+        serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         server.reset_counts()
-        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-        result.assert_outcomes(passed=10)
+        rag_server.reset_counts()
+        result = pytester.runpytest(*args, "-n", "2")
+        result.assert_outcomes(passed=15)
         assert server.count("/v1/chat/completions") == 10
-    recs = records(pytester.path)
+        assert rag_server.count("/v1/chat/completions") == 10
+    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert serial_json["suites"] == parallel_json["suites"]
+    assert serial_result.ret == result.ret == 0
+    recs = [r for r in records(pytester.path) if r["retriever"] != "overlap"]
     assert {(r["retriever"], r["case_id"]): r["metrics"] for r in recs} == serial
     assert all(r["metrics"]["faithfulness"] == 0.5 and r["judge"] for r in recs)
     assert all(r["usage"]["requests"] == 1 for r in recs)
@@ -363,19 +343,6 @@ def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
         "q1", "q2", "q3", "q4", "q5"]
 
 
-def test_judge_same_needs_a_generation_llm(pytester, app):
-    app("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines: {tiny: {}}
-        metrics: [faithfulness]
-        judge: {llm: same}
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*judge.llm: 'same' means the generation LLM, and a suite of "
-                                 "pipelines has none*"])
-
-
 def test_the_pipeline_example_runs_offline_and_passes(pytester):
     import shutil
 
@@ -426,17 +393,6 @@ def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
     result.assert_outcomes(passed=5)
     assert (pytester.path / "calls.log").read_text().count("call") == 7
     result.stdout.fnmatch_lines(["*llm: 0 requests, 35 prompt + 15 completion tokens*"])
-    # its parameters are checked against the factory before any item
-    app("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {bm25: {}}
-        metrics: [token_f1]
-        llm: {type: canned, answr: "x"}
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*llm* got unknown parameter(s) answr (did you mean "
-                                 "'answer'?)*"])
 
 
 FLAKY_CONFTEST = '''
@@ -572,3 +528,84 @@ def test_langchain_and_llamaindex_adapters_end_to_end(pytester, app):
     assert lc["q4"]["contexts"] == ["d4"]
     assert li["q5"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
     assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
+
+
+# -- suites refused at collection: one run, one error block each --------------------------------
+
+BROKEN = {
+    # an unknown pipeline type, with a did-you-mean
+    "tinny.yaml": ("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {mine: {type: tinny}}
+        metrics: [recall@10]
+    """, "*tinny.yaml:2: pipelines.mine.type: unknown pipeline 'tinny' (did you mean 'tiny'?)*"),
+    # a parameter the pipeline's factory does not take
+    "topp.yaml": ("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {tiny: {topp: 3}}
+        metrics: [recall@10]
+    """, "*pipelines.tiny: pipeline 'tiny' got unknown parameter(s) topp (did you mean 'top'?)*"),
+    # a pipeline suite may go without a corpus; its retrievers may not
+    "no_corpus.yaml": ("""
+        dataset: {queries: queries.jsonl}
+        retrievers: {tiny_r: {type: "tiny_rag:TinyRAG"}}
+        metrics: [recall@10]
+    """, "*no_corpus.yaml:1: dataset: expected 'path' (a BEIR-layout folder), 'corpus' (a file), "
+         "'documents' (inline), 'hf' or 'ir_datasets': retrievers search a corpus*"),
+    # the http pipeline's header names an unset variable
+    "http.yaml": ("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          prod:
+            type: http
+            url: http://127.0.0.1:9/answer
+            headers: {Authorization: "Bearer ${RAG_TOKEN}"}
+            backoff: 0.0
+        metrics: [recall@10, answer_contains]
+    """, "*environment variable RAG_TOKEN is not set or empty*"),
+    "judge_same.yaml": ("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines: {tiny: {}}
+        metrics: [faithfulness]
+        judge: {llm: same}
+    """, "*judge.llm: 'same' means the generation LLM, and a suite of pipelines has none*"),
+    # an entry point LLM's parameters are checked against its factory before any item
+    "answr.yaml": ("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [token_f1]
+        llm: {type: canned, answr: "x"}
+    """, "*llm* got unknown parameter(s) answr (did you mean 'answer'?)*"),
+    # recorded outputs whose ids match no query: the error lists them
+    "offline/suite.yaml": (f"""
+        name: offline
+        dataset: {{items: {json.dumps(
+            [{"id": q["_id"], "question": q["text"], "answer": ANSWERS[q["_id"]]}
+             for q in QUERIES])}}}
+        pipelines:
+          last_night: {{type: recorded, path: outputs.jsonl}}
+        metrics: [exact_match, token_f1]
+    """, "*pipelines.last_night: *outputs.jsonl: 1 output(s) match no query of the suite: "
+         "'q99'*"),
+}
+
+
+def test_broken_pipeline_suites_are_one_collection_error_each(pytester, app, monkeypatch):
+    monkeypatch.delenv("RAG_TOKEN", raising=False)
+    monkeypatch.syspath_prepend(str(SITE))  # the canned LLM's distribution
+    (pytester.path / "offline").mkdir()
+    write_jsonl(pytester.path / "offline" / "outputs.jsonl",
+                [*({"query_id": q, "answer": a} for q, a in ANSWERS.items()),
+                 {"query_id": "q99", "answer": "x"}])
+    for name, (body, _) in BROKEN.items():
+        (pytester.path / name).write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+    result = pytester.runpytest(*(f"--ragbench={name}" for name in BROKEN))
+    assert result.ret != 0
+    out = result.stdout.str()
+    sections = error_sections(out)
+    assert set(sections) == set(BROKEN), out
+    for name, (_, pattern) in BROKEN.items():
+        assert [line for line in sections[name] if fnmatch.fnmatchcase(line, pattern)], (
+            name, pattern, sections[name])
+    assert "Traceback" not in out

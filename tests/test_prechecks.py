@@ -4,11 +4,15 @@ and no request reaches a (real, local) server."""
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import QUERIES, write_jsonl
+from conftest import QUERIES, error_sections, latest_run, write_jsonl
 
 from pytest_ragbench.answers.config import parse_rag_config
 from pytest_ragbench.execution.prechecks import (
@@ -34,14 +38,6 @@ def env(monkeypatch):
 def server(env):
     with FakeOpenAIServer(reply=lambda messages: "an answer") as srv:
         yield srv
-
-
-@pytest.fixture
-def answered(pytester, mini_suite):
-    """The mini suite writer; its queries carry reference answers."""
-    write_jsonl(pytester.path / "queries.jsonl",
-                [{**q, "answer": f"answer {q['_id']}"} for q in QUERIES])
-    return mini_suite
 
 
 def suite_text(*, retrievers: str = '{overlap: {type: "overlap_retriever:Overlap"}}',
@@ -129,76 +125,126 @@ def test_cli_gate_problems_say_did_you_mean():
 
 
 # -- through pytest ----------------------------------------------------------------------------
+# Each inner run costs start-up time, so one run collects many broken suite files at once: each
+# file gets its own collection error block, which says what one run of that file alone says.
 
 
-def test_bad_retriever_parameter_is_one_collection_error(pytester, mini_suite):
-    # k1: -1 has the right type, so only the factory's own check can refuse it.
-    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: -1}}", metrics="ndcg@10"))
+def matches(lines: list[str], pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(line, pattern) for line in lines)
+
+
+ANSWERED = "queries: answered.jsonl}"
+
+def broken_suites(base_url: str) -> dict[str, tuple[str, list[str]]]:
+    """Suite files with problems only the checks before the first item find, and what each
+    one's error block says (``{file}`` is the file's path)."""
+    llm_set, llm_unset = openai_llm(base_url, SET), openai_llm(base_url, UNSET)
+
+    def answered(text: str) -> str:
+        return text.replace("queries: queries.jsonl}", ANSWERED)
+
+    refs = suite_text(llm="llm: {type: extractive}\n")
+    return {
+        # k1: -1 has the right type, so only the factory's own check can refuse it.
+        "k1.yaml": (suite_text(retrievers="{bm25: {type: bm25, k1: -1}}", metrics="ndcg@10"),
+                    ["{file}:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be a "
+                     "number >= 0, got -1"]),
+        # every problem of a suite in one error
+        "every.yaml": (suite_text(
+            retrievers=('{bm25: {type: bm25, k1: -1}, '
+                        'prod: {type: http, url: "' + base_url + '/search", '
+                        'headers: {Authorization: "Bearer ${' + UNSET + '}"}}}'),
+            metrics="recall@10, faithfulness", llm=llm_unset + "judge: {llm: same}\n"),
+            ["{file}:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be*",
+             f"{{file}}:3: retrievers.prod.headers.Authorization: environment variable {UNSET} "
+             "is not set or empty",
+             f"{{file}}: llm.api_key_env: environment variable {UNSET} is not set or empty"]),
+        "unset_key.yaml": (answered(suite_text(llm=llm_unset)),
+                           [f"{{file}}: llm.api_key_env: environment variable {UNSET} is not set "
+                            "or empty"]),
+        # the LLM would answer; the suite is still stopped before anything is prefetched
+        "beside.yaml": (answered(suite_text(
+            retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 7}}',
+            llm=llm_set)),
+            ["*retrievers.bm25: cannot build retriever 'bm25': b must be*"]),
+        "header.yaml": (suite_text(
+            retrievers=('{prod: {type: http, url: "' + base_url + '/search", '
+                        'headers: {X-Token: "${' + UNSET + '}"}}}'), metrics="recall@10"),
+            [f"{{file}}:3: retrievers.prod.headers.X-Token: environment variable {UNSET} "
+             "is not set or empty"]),
+        "dense.yaml": (suite_text(
+            retrievers=("{dense: {type: dense, embedder: {type: openai, model: e, "
+                        f"base_url: 'http://127.0.0.1:9/v1', api_key_env: {UNSET}}}}}}}"),
+            metrics="recall@10"),
+            [f"{{file}}:3: retrievers.dense.embedder.api_key_env: environment variable {UNSET} "
+             "is not set or empty"]),
+        # reference metrics without any reference
+        "noref.yaml": (refs, [
+            "{file}: metrics: metric(s) token_f1 compare against a reference answer, but none "
+            "of the 5 selected queries has one*set dataset.answer_field*"]),
+        "noref_field.yaml": (
+            refs.replace("queries: queries.jsonl}", "queries: queries.jsonl, answer_field: gold}"),
+            ["{file}: dataset.answer_field: metric(s) token_f1 *nor under 'gold'*"]),
+        # a component metric that declares it needs references is checked the same way
+        "graded.yaml": (
+            suite_text(metrics='recall@10, {name: graded, type: "graded_metric:Graded"}',
+                       llm="llm: {type: extractive}\n"),
+            ["{file}: metrics: metric(s) graded compare against a reference answer, but none "
+             "of the 5 selected queries*"]),
+        # pipeline problems are found before any request
+        "price.yaml": (answered(suite_text(
+            llm=llm_set + "prices: {other-model: {prompt: 1, completion: 2}}\n")),
+            ["{file}*prices*"]),
+        "template.yaml": (answered(suite_text(
+            llm=llm_set + "generation: {template: '{{ question | nosuchfilter }}'}\n")),
+            ["{file}*generation.template*"]),
+        # a type the factory's signature rules out is found by the suite loader, before building
+        "typed.yaml": (suite_text(retrievers="{bm25: {type: bm25, k1: fast}}",
+                                  metrics="ndcg@10"),
+                       ["{file}:3: retrievers.bm25: retriever 'bm25' parameter k1: expected a "
+                        "number, got 'fast'"]),
+    }
+
+
+@pytest.fixture
+def two_query_files(pytester, mini_suite):
+    """The mini suite writer; queries.jsonl has no reference answers, answered.jsonl has."""
+    write_jsonl(pytester.path / "answered.jsonl",
+                [{**q, "answer": f"answer {q['_id']}"} for q in QUERIES])
+    pytester.makepyfile(graded_metric=GRADED_METRIC, counted=COUNTED)
+    return mini_suite
+
+
+def test_every_problem_found_before_the_first_item_is_one_collection_error_per_suite(
+        pytester, two_query_files, server):
+    """Bad factory parameters, unset variables, reference metrics without references, pipeline
+    problems: each suite file gets ONE error block naming every problem of that file (file,
+    line, key path), no traceback, and no request reaches the (real, local) server."""
+    suites = broken_suites(server.base_url)
+    for name, (text, _) in suites.items():
+        two_query_files(text, name=name)
     t0 = time.monotonic()
-    result = pytester.runpytest("--ragbench=suite.yaml")
+    result = pytester.runpytest(*(f"--ragbench={name}" for name in suites))
     elapsed = time.monotonic() - t0
     out = result.stdout.str()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be a number "
-        ">= 0, got -1",
-        "*Interrupted: 1 error during collection*",
-    ])
-    assert error_blocks(out) == 1 and "Traceback" not in out
-    assert "collected 0 items / 1 error" in out
-    assert elapsed < 30  # generous for a shared machine; it is well under a second alone
-
-
-def test_every_problem_of_a_suite_in_one_error(pytester, mini_suite, server):
-    mini_suite(suite_text(
-        retrievers=('{bm25: {type: bm25, k1: -1}, '
-                    'prod: {type: http, url: "' + server.base_url + '/search", '
-                    'headers: {Authorization: "Bearer ${' + UNSET + '}"}}}'),
-        metrics="recall@10, faithfulness",
-        llm=openai_llm(server.base_url, UNSET) + "judge: {llm: same}\n"))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(errors=1)
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be*",
-        f"*suite.yaml:3: retrievers.prod.headers.Authorization: environment variable {UNSET} "
-        "is not set or empty",
-        f"*suite.yaml: llm.api_key_env: environment variable {UNSET} is not set or empty",
-    ])
-    assert error_blocks(out) == 1
-    assert server.request_count == 0
-
-
-def test_unset_api_key_makes_no_request(pytester, answered, server):
-    answered(suite_text(llm=openai_llm(server.base_url, UNSET)))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        f"*suite.yaml: llm.api_key_env: environment variable {UNSET} is not set or empty"])
-    assert error_blocks(out) == 1, out
-    assert "INTERNALERROR" not in out and "Traceback" not in out
+    n = len(suites)
+    result.assert_outcomes(errors=n)
+    assert f"collected 0 items / {n} errors" in out
+    result.stdout.fnmatch_lines([f"*Interrupted: {n} errors during collection*"])
+    assert error_blocks(out) == n, out
+    sections = error_sections(out)
+    assert set(sections) == set(suites), out
+    for name, (_, patterns) in suites.items():
+        path = str(pytester.path / name)
+        for pattern in patterns:
+            assert matches(sections[name], pattern.replace("{file}", path)), (name, out)
+        # nothing but its own problems in the block: one line each
+        assert len(sections[name]) == len(patterns), (name, sections[name])
+    assert "Traceback" not in out and "INTERNALERROR" not in out
     assert "passed" not in out.splitlines()[-1]
     assert result.ret != 0
     assert server.request_count == 0
-
-
-def test_bad_parameter_beside_a_working_llm_makes_no_request(pytester, answered, server):
-    """The LLM would answer; the suite is still stopped before anything is prefetched."""
-    answered(suite_text(
-        retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 7}}',
-        llm=openai_llm(server.base_url, SET)))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines(["*retrievers.bm25: cannot build retriever 'bm25': b must be*"])
-    assert error_blocks(out) == 1, out
-    assert "INTERNALERROR" not in out
-    assert server.request_count == 0
-    # The same suite with the parameter fixed runs and asks the server.
-    answered(suite_text(
-        retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 0.7}}',
-        llm=openai_llm(server.base_url, SET)))
-    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=10)
-    assert server.request_count == 10
+    assert elapsed < 30  # generous for a shared machine; it is well under a second alone
 
 
 COUNTED = '''
@@ -216,71 +262,6 @@ class Counted:
         return [(i, 1.0 / (n + 1)) for n, i in enumerate(self.ids[:k])]
 '''
 
-
-def test_under_xdist_problems_stop_the_run_before_any_request_and_fixed_it_runs(
-        pytester, answered, server):
-    """Two ``-n 2`` runs instead of one per check (worker start-up is most of their time):
-
-    1. an unset API key and a bad parameter beside it: one error block naming both, no
-       traceback, no request;
-    2. the same suite fixed, plus a retriever that logs its builds and a CLI gate spelled
-       right: every case runs and asks the server once, the retriever is built once in each
-       worker.
-    """
-    answered(suite_text(
-        retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 7}}',
-        llm=openai_llm(server.base_url, UNSET)))
-    result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*retrievers.bm25: cannot build retriever 'bm25': b must be*",
-        f"*suite.yaml: llm.api_key_env: environment variable {UNSET} is not set or empty"])
-    assert error_blocks(out) == 1, out
-    assert "INTERNALERROR" not in out and "Traceback" not in out
-    assert "passed" not in out.splitlines()[-1]
-    assert result.ret != 0
-    assert server.request_count == 0
-
-    pytester.makepyfile(counted=COUNTED)
-    log = pytester.path / "built.log"
-    answered(suite_text(
-        retrievers=('{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 0.7}, '
-                    f'c: {{type: "counted:Counted", log: "{log}"}}}}'),
-        llm=openai_llm(server.base_url, SET)))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-gate", "recall@10 >= 0.5",
-                                "-n", "2")
-    result.assert_outcomes(passed=15)
-    assert server.request_count == 15
-    pids = log.read_text().split()
-    assert len(pids) == len(set(pids)) == 2  # once in each worker
-
-
-def test_unset_header_variable_of_http_retriever_makes_no_request(pytester, mini_suite, env):
-    with FakeOpenAIServer() as search:  # any real server that counts what reaches it
-        mini_suite(suite_text(
-            retrievers=('{prod: {type: http, url: "' + search.base_url + '/search", '
-                        'headers: {X-Token: "${' + UNSET + '}"}}}'),
-            metrics="recall@10"))
-        result = pytester.runpytest("--ragbench=suite.yaml")
-        result.assert_outcomes(errors=1)
-        result.stdout.fnmatch_lines([
-            f"*suite.yaml:3: retrievers.prod.headers.X-Token: environment variable {UNSET} "
-            "is not set or empty"])
-        assert search.request_count == 0
-
-
-def test_dense_embedder_parameters_and_key(pytester, mini_suite, env):
-    mini_suite(suite_text(
-        retrievers=("{dense: {type: dense, embedder: {type: openai, model: e, "
-                    f"base_url: 'http://127.0.0.1:9/v1', api_key_env: {UNSET}}}}}}}"),
-        metrics="recall@10"))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        f"*suite.yaml:3: retrievers.dense.embedder.api_key_env: environment variable {UNSET} "
-        "is not set or empty"])
-
-
 GRADED_METRIC = """
 class Graded:
     name = "graded"
@@ -295,64 +276,134 @@ class Graded:
 """
 
 
-def test_reference_metrics_without_any_reference(pytester, mini_suite):
-    mini_suite(suite_text(llm="llm: {type: extractive}\n"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines([
-        "*suite.yaml: metrics: metric(s) token_f1 compare against a reference answer, but none "
-        "of the 5 selected queries has one*set dataset.answer_field*"])
-    text = suite_text(llm="llm: {type: extractive}\n").replace(
-        "queries: queries.jsonl}", "queries: queries.jsonl, answer_field: gold}")
-    mini_suite(text)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
-    result.stdout.fnmatch_lines(["*suite.yaml: dataset.answer_field: metric(s) token_f1 *"
-                                 "nor under 'gold'*"])
-    # a component metric that declares it needs references is checked the same way
-    pytester.makepyfile(graded_metric=GRADED_METRIC)
-    mini_suite(suite_text(metrics='recall@10, {name: graded, type: "graded_metric:Graded"}',
-                          llm="llm: {type: extractive}\n"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--collect-only")
-    assert result.ret != 0
-    result.stdout.fnmatch_lines(["*suite.yaml: metrics: metric(s) graded compare against a "
-                                 "reference answer, but none of the 5 selected queries*"])
-    # abstention needs no reference: unanswered queries are what it is about.
-    mini_suite(suite_text(metrics="recall@10, abstention_accuracy",
-                          llm="llm: {type: extractive}\n"))
-    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
+def test_suites_without_those_problems_run(pytester, two_query_files, server):
+    """What the broken suites above lack, fixed, runs in one run: the parameter fixed beside a
+    working LLM asks the server once per case; abstention needs no reference (unanswered
+    queries are what it is about); a component is built once in the process; a CLI gate
+    spelled right is checked at the end as before."""
+    log = pytester.path / "built.log"
+    two_query_files(suite_text(
+        retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 0.7}}',
+        llm=openai_llm(server.base_url, SET)).replace("queries: queries.jsonl}", ANSWERED),
+        name="fixed.yaml")
+    two_query_files(suite_text(metrics="recall@10, abstention_accuracy",
+                               llm="llm: {type: extractive}\n"), name="abstain.yaml")
+    two_query_files(suite_text(retrievers=f'{{c: {{type: "counted:Counted", log: "{log}"}}}}',
+                               metrics="recall@10"), name="counted.yaml")
+    result = pytester.runpytest("--ragbench=fixed.yaml", "--ragbench=abstain.yaml",
+                                "--ragbench=counted.yaml", "--ragbench-gate", "recall@10 >= 0.5")
+    result.assert_outcomes(passed=20)
+    assert server.request_count == 10
+    assert len(log.read_text().split()) == 1
+    # once in each xdist worker: fixed_suite_under_xdist
+    # the gate is checked at the end, for each system of each suite computing recall@10
+    result.stdout.fnmatch_lines(["gates: 4 passed"])
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_cli_gate_typo_is_one_error_before_any_request(pytester, answered, server, workers):
-    answered(suite_text(llm=openai_llm(server.base_url, SET)))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-gate", "recal@10 >= 0.5",
-                                "--ragbench-gate", "error_rate <= 0.5", *workers)
+def test_under_xdist_problems_stop_the_run_before_any_request(
+        pytester, two_query_files, server):
+    """A suite with an unset API key and a bad parameter beside it, and a good suite with a
+    CLI gate typo, in one ``-n 2`` run: one error block for the broken file naming both of its
+    problems, one for the gate, each shown once (not once per worker), no traceback, no
+    request. The same suite fixed runs under xdist: see fixed_suite_under_xdist."""
+    llm_set = openai_llm(server.base_url, SET)
+    two_query_files(suite_text(
+        retrievers='{overlap: {type: "overlap_retriever:Overlap"}, bm25: {type: bm25, b: 7}}',
+        llm=openai_llm(server.base_url, UNSET)).replace("queries: queries.jsonl}", ANSWERED),
+        name="broken.yaml")
+    two_query_files(suite_text(llm=llm_set).replace("queries: queries.jsonl}", ANSWERED),
+                    name="good.yaml")
+    result = pytester.runpytest("--ragbench=broken.yaml", "--ragbench=good.yaml",
+                                "--ragbench-gate", "recal@10 >= 0.5",
+                                "--ragbench-gate", "error_rate <= 0.5", "-n", "2")
+    out = result.stdout.str()
+    sections = error_sections(out)
+    assert set(sections) == {"broken.yaml", "test session"}, out
+    broken = sections["broken.yaml"]
+    assert matches(broken, "*retrievers.bm25: cannot build retriever 'bm25': b must be*")
+    assert matches(broken, f"*broken.yaml: llm.api_key_env: environment variable {UNSET} is "
+                           "not set or empty")
+    assert matches(sections["test session"],
+                   "ragbench: --ragbench-gate 'recal@10 >= 0.5': no collected suite computes "
+                   "'recal@10' (did you mean 'recall@10'?)*")
+    assert error_blocks(out) == 2, out
+    assert "error_rate <= 0.5'" not in out
+    assert "INTERNALERROR" not in out and "Traceback" not in out
+    assert "passed" not in out.splitlines()[-1]
+    assert result.ret != 0
+    assert server.request_count == 0
+
+
+@contextlib.contextmanager
+def fixed_suite_under_xdist(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+                            ) -> Iterator[tuple[list[str], Callable[[], None]]]:
+    """The broken suite of the test above fixed, plus a retriever that logs its builds, and a
+    CLI gate spelled right: under xdist every case runs and asks the server once, and the
+    retriever is built once in each worker.
+
+    Yields the arguments that add it to a ``-n 2`` run and the check to make after that run.
+    The -n 2 run of tests/test_batch_identity.py::test_batching_retrievers_serial_equals_xdist
+    collects it (worker start-up is most of an xdist run's time); its suite is named "pre".
+    """
+    monkeypatch.setenv(SET, SECRET)
+    write_jsonl(pytester.path / "answered.jsonl",
+                [{**q, "answer": f"answer {q['_id']}"} for q in QUERIES])
+    pytester.makepyfile(counted=COUNTED)
+    log = pytester.path / "built.log"
+    with FakeOpenAIServer(reply=lambda messages: "an answer") as server:
+        (pytester.path / "fixed.yaml").write_text(suite_text(
+            retrievers=('{overlap: {type: "overlap_retriever:Overlap"}, '
+                        'bm25: {type: bm25, b: 0.7}, '
+                        f'c: {{type: "counted:Counted", log: "{log}"}}}}'),
+            llm=openai_llm(server.base_url, SET)).replace("queries: queries.jsonl}", ANSWERED),
+            encoding="utf-8")
+
+        def check() -> None:
+            recs = [json.loads(line) for line in
+                    (latest_run(pytester.path) / "cases.jsonl").read_text().splitlines()]
+            mine = [r for r in recs if r["suite_name"] == "pre"]
+            assert len(mine) == 15 and all(r["status"] == "ok" for r in mine)  # all passed
+            assert server.request_count == 15  # every case (3 retrievers x 5) asked once
+            pids = log.read_text().split()
+            assert len(pids) == len(set(pids)) == 2  # once in each worker
+
+        yield ["--ragbench=fixed.yaml", "--ragbench-gate", "recall@10 >= 0.5"], check
+
+
+def test_cli_gate_typo_is_one_error_before_any_request(pytester, two_query_files, server):
+    """Two suite files with the same name: each one's metrics count, and the message lists
+    both by file. The JUnit XML carries the collection error."""
+    two_query_files(suite_text(llm=openai_llm(server.base_url, SET)).replace(
+        "queries: queries.jsonl}", ANSWERED), name="a.yaml")
+    two_query_files(suite_text(metrics="mrr@10"), name="b.yaml")
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-gate", "recal@10 >= 0.5",
+                                "--ragbench-gate", "error_rate <= 0.5",
+                                "--ragbench-gate", "mrr@1 >= 0", "--junitxml=out.xml")
     out = result.stdout.str()
     result.stdout.fnmatch_lines([
         "*ERROR collecting test session*",
         "ragbench: --ragbench-gate 'recal@10 >= 0.5': no collected suite computes 'recal@10' "
         "(did you mean 'recall@10'?)*",
+        "*no collected suite computes 'mrr@1' (did you mean 'mrr@10'?); the suites compute: "
+        "pre [[]a.yaml[]] (recall@10, token_f1), pre [[]b.yaml[]] (mrr@10)*",
     ])
     assert error_blocks(out) == 1, out
     assert "error_rate <= 0.5'" not in out
     assert "INTERNALERROR" not in out
     assert result.ret != 0
     assert server.request_count == 0
-    if not workers:  # under xdist, the test above runs a gate spelled right
-        # Spelled right, the gate is checked at the end as before.
-        result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-gate",
-                                    "recall@10 >= 0.5")
-        result.assert_outcomes(passed=5)
+    xml = Path(pytester.path / "out.xml").read_text()
+    assert "no collected suite computes" in xml
 
 
-def test_components_are_built_once_per_process(pytester, mini_suite):
-    pytester.makepyfile(counted=COUNTED)
-    log = pytester.path / "built.log"
-    mini_suite(suite_text(retrievers=f'{{c: {{type: "counted:Counted", log: "{log}"}}}}',
-                          metrics="recall@10"))
-    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
-    assert len(log.read_text().split()) == 1
-    # once in each xdist worker: test_under_xdist_problems_stop_the_run_before_any_request...
+def test_cli_gate_metric_of_any_collected_suite_is_accepted(pytester, mini_suite):
+    """Two suite files with the same name: each one's metrics count."""
+    mini_suite(suite_text(metrics="recall@10"), name="a.yaml")
+    mini_suite(suite_text(metrics="mrr@10"), name="b.yaml")
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-gate", "mrr@10 >= 0", "--collect-only", "-q")
+    assert result.ret == 0, result.stdout.str()
 
 
 def test_hand_written_suite_tests_get_the_error_once(pytester, mini_suite):
@@ -373,52 +424,3 @@ def test_hand_written_suite_tests_get_the_error_once(pytester, mini_suite):
     assert out.count("k1 must be") <= 2  # the error block and its summary line, not per case
     assert "During handling" not in out
     assert "passed" not in out.splitlines()[-1]
-
-
-def test_junit_carries_the_collection_error(pytester, mini_suite):
-    mini_suite(suite_text(metrics="recall@10"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-gate", "ndcg@1O >= 1",
-                                "--junitxml=out.xml")
-    assert result.ret != 0
-    xml = Path(pytester.path / "out.xml").read_text()
-    assert "no collected suite computes" in xml
-
-
-@pytest.mark.parametrize("extra, where", [
-    ("prices: {other-model: {prompt: 1, completion: 2}}\n", "prices"),
-    ("generation: {template: '{{ question | nosuchfilter }}'}\n", "generation.template"),
-], ids=["model-without-price", "broken-template"])
-def test_pipeline_problems_are_found_before_any_request(pytester, answered, server, extra,
-                                                        where):
-    answered(suite_text(llm=openai_llm(server.base_url, SET) + extra))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    out = result.stdout.str()
-    result.stdout.fnmatch_lines([f"*suite.yaml*{where}*"])
-    assert error_blocks(out) == 1 and "Traceback" not in out
-    assert result.ret != 0
-    assert server.request_count == 0
-
-
-def test_cli_gate_metric_of_any_collected_suite_is_accepted(pytester, mini_suite):
-    """Two suite files with the same name: each one's metrics count."""
-    mini_suite(suite_text(metrics="recall@10"), name="a.yaml")
-    mini_suite(suite_text(metrics="mrr@10"), name="b.yaml")
-    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
-                                "--ragbench-gate", "mrr@10 >= 0", "--collect-only", "-q")
-    assert result.ret == 0, result.stdout.str()
-    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
-                                "--ragbench-gate", "mrr@1 >= 0", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["*no collected suite computes 'mrr@1' (did you mean "
-                                 "'mrr@10'?); the suites compute: pre [[]a.yaml[]] (recall@10), "
-                                 "pre [[]b.yaml[]] (mrr@10)*"])
-
-
-def test_wrongly_typed_parameter_is_refused_at_load(pytester, mini_suite):
-    """A type the factory's signature rules out is found by the suite loader, before building."""
-    mini_suite(suite_text(retrievers="{bm25: {type: bm25, k1: fast}}", metrics="ndcg@10"))
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "*suite.yaml:3: retrievers.bm25: retriever 'bm25' parameter k1: expected a number, "
-        "got 'fast'"])
-    assert error_blocks(result.stdout.str()) == 1

@@ -127,9 +127,24 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
-def test_a_changed_parameter_reruns_that_retrievers_cases_and_says_why(pytester, logged):
-    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=9, failed=1)
+def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
+    """Two resumes of one first run (each used to make its own first run)."""
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
     first = latest_run(pytester.path)
+    before = _calls(pytester.path)
+
+    # --lf with resume judges the whole suite
+    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume")
+    result.assert_outcomes(failed=1, deselected=9)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 9 cases reused, 1 run"])
+    assert _calls(pytester.path) - before == Counter({"remove scale with citric acid": 1})
+    summary = _summary(latest_run(pytester.path))
+    assert summary["verdict"]["partial"] is False
+    assert summary["verdict"]["coverage"] == "10 of 10 cases"
+    assert _results(summary) == _results(_summary(first))
+    result.stdout.fnmatch_lines(["ragbench: FAILED: 1 item failed"])
+
+    # a changed parameter reruns that retriever's cases and says why
     logged(TWO.replace('b: {type: "logged:Logged"}', 'b: {type: "logged:Logged", drop: d3}')
            .replace("thresholds", "gates: {ndcg@10: 0.1}\nthresholds"))
     # Deselected cases keep their earlier records when resuming (a::q4 failed): they count.
@@ -141,23 +156,9 @@ def test_a_changed_parameter_reruns_that_retrievers_cases_and_says_why(pytester,
                                  "(5 not reused: retriever 'b' parameters changed)",
                                  "ragbench: FAILED: 2 items failed"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # asked by a and b in the first run, by b again now (not by the --lf run)
     assert _calls(pytester.path)["milk temperature for steaming"] == 3
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
-
-
-def test_last_failed_with_resume_judges_the_whole_suite(pytester, logged):
-    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
-    first = latest_run(pytester.path)
-    before = _calls(pytester.path)
-    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume")
-    result.assert_outcomes(failed=1, deselected=9)
-    result.stdout.fnmatch_lines([f"resumed from {first.name}: 9 cases reused, 1 run"])
-    assert _calls(pytester.path) - before == Counter({"remove scale with citric acid": 1})
-    summary = _summary(latest_run(pytester.path))
-    assert summary["verdict"]["partial"] is False
-    assert summary["verdict"]["coverage"] == "10 of 10 cases"
-    assert _results(summary) == _results(_summary(first))
-    result.stdout.fnmatch_lines(["ragbench: FAILED: 1 item failed"])
 
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:

@@ -25,6 +25,7 @@ def test_loading_a_suite_does_import_them(pytester, mini_suite):
         def pytest_sessionfinish(session):
             print("PARSER", sorted(m for m in ("yaml", "pydantic") if m in sys.modules))
     """)
-    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-s",
+    # collecting the suite is what loads it; running its cases adds nothing to the probe
+    result = pytester.runpytest_subprocess("--ragbench=suite.yaml", "-s", "--collect-only",
                                            "-p", "no:hypothesispytest")
-    result.stdout.fnmatch_lines(["*PARSER [[]'pydantic', 'yaml'[]]*"])
+    result.stdout.fnmatch_lines(["collected 5 items", "*PARSER [[]'pydantic', 'yaml'[]]*"])

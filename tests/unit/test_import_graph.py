@@ -35,15 +35,44 @@ def module_names() -> dict[str, Path]:
     return names
 
 
+def _statements(tree: ast.AST) -> list[ast.stmt]:
+    """Every statement of ``tree`` at any depth (function bodies, branches, handlers...).
+
+    Imports are statements, so walking statements finds them all; it skips the expressions,
+    most of a module's nodes (``ast.walk`` over everything was most of this file's time).
+    """
+    found: list[ast.stmt] = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                for child in value:
+                    if isinstance(child, ast.stmt):
+                        found.append(child)
+                        stack.append(child)
+                    elif isinstance(child, ast.excepthandler | ast.match_case):
+                        stack.append(child)
+    return found
+
+
+@functools.cache
+def import_statements(path: Path) -> tuple[list[ast.Import | ast.ImportFrom], frozenset[int]]:
+    """The module's import statements (parsed once per run), and the ids of those inside an
+    ``if TYPE_CHECKING:`` block. Callers must not mutate what they get."""
+    statements = _statements(ast.parse(path.read_text(encoding="utf-8")))
+    imports = [s for s in statements if isinstance(s, ast.Import | ast.ImportFrom)]
+    guarded = {id(sub) for s in statements
+               if isinstance(s, ast.If) and "TYPE_CHECKING" in ast.dump(s.test)
+               for sub in _statements(s)}
+    return imports, frozenset(guarded)
+
+
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
-            skipped.update(id(sub) for sub in ast.walk(node))
+    imports, skipped = import_statements(path)
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in imports:
         if id(node) in skipped:
             continue
         targets: list[str] = []
@@ -137,8 +166,7 @@ def test_the_domain_imports_neither_pytest_nor_the_glue(area: str) -> None:
     glue = {f"pytest_ragbench.{g}" for g in GLUE}
     for name in members:
         assert not graph[name] & glue, name
-        tree = ast.parse(names[name].read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+        for node in import_statements(names[name])[0]:
             if isinstance(node, ast.Import):
                 assert all(a.name.split(".")[0] not in {"pytest", "_pytest"}
                            for a in node.names), name
