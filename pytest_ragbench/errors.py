@@ -45,12 +45,33 @@ class ComponentError(RagbenchError):
     """A component (retriever, LLM, metric, ...) could not be found or built.
 
     ``param`` is the key path below the component's own key (``"k1"``, ``"stopwords[0]"``)
-    when one parameter is at fault, so a caller can point at its line.
+    when one parameter is at fault, and ``path`` the same as keys (``("stopwords", 0)``), so a
+    caller can point at its line; ``detail`` is then what is wrong with it, without the
+    component's name (which the key path gives).
     """
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 path: tuple[str | int, ...] = (), detail: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.path = path
+        self.detail = detail
+
+
+class ParamError(ValueError):
+    """A ValueError that names the parameter at fault, as :class:`ComponentError` does
+    (``path`` below the component's key, ``detail`` without the component's name)."""
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...] = (),
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.detail = detail
+
+    @classmethod
+    def of(cls, exc: ComponentError, prefix: str = "") -> ParamError:
+        """``exc`` as a ValueError, keeping which parameter it names."""
+        return cls(f"{prefix}{exc}", path=exc.path, detail=exc.detail)
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

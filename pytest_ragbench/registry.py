@@ -434,7 +434,7 @@ class Registry:
             raise ComponentError(
                 f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
                 f"{did_you_mean(unknown[0], shown)}; it accepts: "
-                f"{', '.join(shown) or 'no parameters'}", param=unknown[0]
+                f"{', '.join(shown) or 'no parameters'}", param=unknown[0], path=(unknown[0],)
             )
         self._check_types(kind, type_name, factory, kwargs)
         for name in CONTEXT_PARAMS:
@@ -483,8 +483,10 @@ class Registry:
                     loc = loc[1:]
                 where = display_name(target) + "".join(
                     f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-                raise ComponentError(f"{kind} {type_name!r} parameter {where}: "
-                                     f"{validation_message(dict(err))}", param=where) from None
+                detail = validation_message(dict(err))
+                raise ComponentError(f"{kind} {type_name!r} parameter {where}: {detail}",
+                                     param=where, path=(display_name(target), *loc),
+                                     detail=detail) from None
 
 
 def _ragbench_entry_points() -> list[EntryPoint]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import ComponentError, RagbenchError, SuiteError
+from .errors import ComponentError, RagbenchError
 from .registry import BuildContext, Registry, split_spec
 
 if TYPE_CHECKING:
@@ -187,8 +187,7 @@ class RagbenchState:
                 self.registry.check(kind, spec.type, spec.params,
                                     replace(ctx, siblings=siblings, name=spec.name))
             except ComponentError as exc:
-                raise SuiteError(str(exc), file=suite.path, key=spec.key or None,
-                                 line=spec.line) from None
+                raise spec.error(suite.path, exc) from None
 
     def runtime(self, suite_id: str, path: Path) -> SuiteRuntime:
         """The process-wide runtime of a suite, created on first use."""

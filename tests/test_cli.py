@@ -75,7 +75,7 @@ def test_compare_history_runs(files, capsys):
         h.append(_doc("20250102-b", 10))
     assert main(["compare", "20250101-a", "last"]) == 1
     out = capsys.readouterr().out
-    assert "history run 20250102-b against baseline history run 20250101-a" in out
+    assert "history run #2 (20250102-b) against baseline history run #1 (20250101-a)" in out
     assert main(["history"]) == 0
     out = capsys.readouterr().out
     assert "20250101-a" in out and "trend of ndcg@10" in out

@@ -91,7 +91,7 @@ def test_compare_reads_the_history_named_by_history(tmp_path, monkeypatch, capsy
         h.append(_doc("20250101-a", 0))
         h.append(_doc("20250102-b", 2))
     assert main(["compare", "20250101-a", "last", "--history", "elsewhere.sqlite"]) == 1
-    assert "history run 20250102-b" in capsys.readouterr().out
+    assert "history run #2 (20250102-b)" in capsys.readouterr().out
     # Without gates any drop fails; the shared --tolerance allows it, as in the plugin.
     assert main(["compare", "20250101-a", "last", "--db", "elsewhere.sqlite",
                  "--tolerance", "0.2", "--json"]) == 0

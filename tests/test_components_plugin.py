@@ -242,7 +242,7 @@ BROKEN = {
         retrievers:
           o: {type: "overlap_retriever:Overlap", fial_on: milk}
         metrics: [ndcg@10]
-    """, "{file}:3: retrievers.o: retriever 'overlap_retriever:Overlap' got unknown "
+    """, "{file}:3: retrievers.o.fial_on: retriever 'overlap_retriever:Overlap' got unknown "
          "parameter(s) fial_on (did you mean 'fail_on'?); it accepts: fail_on, crash_on, "
          "interrupt_on, drop"),
     "embedder.yaml": ("""
@@ -268,7 +268,7 @@ BROKEN = {
     "metric.yaml": ("""
         retrievers: {bm25: {}}
         metrics: [{name: temporal_ndcg@10, lamda: 0.5}]
-    """, "{file}:3: metrics[[]0[]]: metric 'temporal_ndcg' got unknown parameter(s) lamda "
+    """, "{file}:3: metrics[[]0[]].lamda: metric 'temporal_ndcg' got unknown parameter(s) lamda "
          "(did you mean 'lambda'?); it accepts: k, lambda, T, now, field, missing, gain"),
 }
 

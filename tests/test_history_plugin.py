@@ -80,7 +80,7 @@ def test_baseline_by_run_number(pytester, mini_suite):
     summary = json.loads((second / "summary.json").read_text())
     assert summary["baseline"]["spec"] == "1"
     assert summary["baseline"]["baseline_run"] == first
-    result.stdout.fnmatch_lines([f"baseline history run {first}:"])
+    result.stdout.fnmatch_lines([f"baseline history run #1 ({first}):"])
     with RunHistory(rb / "history.sqlite", readonly=True) as h:
         # What pruning keeps run 1 for, as long as run 2 is kept.
         assert h.baseline_refs() == [(second.name, first, None)]

@@ -544,7 +544,8 @@ BROKEN = {
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         pipelines: {tiny: {topp: 3}}
         metrics: [recall@10]
-    """, "*pipelines.tiny: pipeline 'tiny' got unknown parameter(s) topp (did you mean 'top'?)*"),
+    """, "*topp.yaml:2: pipelines.tiny.topp: pipeline 'tiny' got unknown parameter(s) topp "
+         "(did you mean 'top'?)*"),
     # a pipeline suite may go without a corpus; its retrievers may not
     "no_corpus.yaml": ("""
         dataset: {queries: queries.jsonl}

@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..datasets import Document, Query
-from ..errors import ComponentError, did_you_mean
+from ..errors import ComponentError, ParamError, did_you_mean
 from .retrieval import RetrievalMetric, parse_metric
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def resolve_metric(
     try:
         obj = reg.build("metric", base, kwargs, context)
     except ComponentError as exc:
-        raise ValueError(str(exc)) from None
+        raise ParamError.of(exc) from None
     return _spec(obj, base, k, label, params)
 
 
@@ -312,7 +312,7 @@ def _resolve_typed(key: str, type_name: Any, kwargs: dict[str, Any], reg: Regist
     try:
         obj = reg.build("metric", base, kwargs, context)
     except ComponentError as exc:
-        raise ValueError(f"{key}: {exc}") from None
+        raise ParamError.of(exc, f"{key}: ") from None
     return _spec(obj, base, None, key, params)
 
 

@@ -418,6 +418,13 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
 HISTORY_SPECS = ("last", "best")
 
 
+def _run_ref(history: Any, run_id: Any) -> str:
+    """``run #3 (20250102T...)``: the number ``ragbench history`` lists (what users type) and
+    the id (what run folders are named by); just the id when the history has no number."""
+    number = history.number_of(str(run_id)) if run_id is not None else None
+    return f"run #{number} ({run_id})" if number is not None else f"run {run_id}"
+
+
 def load_side(spec: str, *, cwd: Path, history: Path | None,
               suites: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
     """Resolve ``spec`` to a baseline document and a label for the output.
@@ -446,12 +453,13 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
                         raise BaselineError(f"baseline {spec!r}: {history} has no complete "
                                             f"run{which}")
                     runs = doc["run"]["runs"]
-                    label = (f"history run {doc['run']['id']}" if doc["run"]["id"] else
-                             f"history {spec} per suite (" + ", ".join(
-                                 f"{name}: run {rid}" for name, rid in runs.items()) + ")")
+                    label = (f"history {_run_ref(h, doc['run']['id'])}" if doc["run"]["id"]
+                             else f"history {spec} per suite (" + ", ".join(
+                                 f"{name}: {_run_ref(h, rid)}" for name, rid in runs.items())
+                             + ")")
                 else:
                     doc = h.baseline_doc(spec)
-                    label = f"history run {doc['run'].get('id')}"
+                    label = f"history {_run_ref(h, doc['run'].get('id'))}"
         except HistoryError as exc:
             raise BaselineError(str(exc)) from None
         check_baseline_doc(doc, f"history run {spec}")

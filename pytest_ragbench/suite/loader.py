@@ -27,7 +27,14 @@ import yaml
 from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
-from ..errors import SuiteError, did_you_mean, type_name, validation_message
+from ..errors import (
+    ComponentError,
+    ParamError,
+    SuiteError,
+    did_you_mean,
+    type_name,
+    validation_message,
+)
 from ..metrics.spec import MetricSpec, resolve_metric
 from ..results.gates import (
     BaselineSettings,
@@ -57,6 +64,18 @@ class ComponentSpec:
     key: str = ""
     line: int | None = None
     timeout: float | None = None  # ``case_timeout``: seconds one retrieval may take
+    #: the spec's key path and the document's lines, to point at one parameter's line
+    path: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
+    lines: Lines | None = field(default=None, compare=False, hash=False, repr=False)
+
+    def error(self, file: Path, exc: ComponentError) -> SuiteError:
+        """``exc`` (from checking or building this component) as the suite's error: at the
+        faulty parameter's key and line when it names one, else at the component's."""
+        if exc.path and self.path and self.lines is not None:
+            full = (*self.path, *exc.path)
+            return SuiteError(exc.detail or str(exc), file=file, key=_key_str(full),
+                              line=self.lines.get(full))
+        return SuiteError(str(exc), file=file, key=self.key or None, line=self.line)
 
 
 @dataclass(frozen=True)
@@ -480,6 +499,9 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[Metr
         try:
             spec = resolve(item, params)
         except ValueError as exc:
+            if isinstance(exc, ParamError) and exc.path and isinstance(value[i], Mapping):
+                # a parameter at fault: its own key and line (the mapping form names them)
+                raise ctx.error(("metrics", i, *exc.path), exc.detail or str(exc)) from None
             raise ctx.error(("metrics", i), str(exc)) from None
         if spec.name in {m.name for m in out}:
             raise ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")
@@ -532,6 +554,8 @@ def _parse_retrievers(
                 params={k: v for k, v in params.items() if k not in ("type", "case_timeout")},
                 key=_key_str(path),
                 line=ctx.lines.get(path),
+                path=path,
+                lines=ctx.lines,
                 timeout=None if params.get("case_timeout") is None
                 else float(params["case_timeout"]),
             )

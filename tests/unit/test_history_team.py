@@ -297,7 +297,7 @@ def test_cli_numbers_in_compare_report_and_prune(tmp_path, rb, monkeypatch, caps
         for i in (1, 2, 3):
             h.append(doc(rid(i), 0.9 if i == 2 else 0.5), passed=True)
     assert main(["compare", "1", "#3"]) == 0
-    assert f"history run {rid(3)} against baseline history run {rid(1)}" in (
+    assert f"history run #3 ({rid(3)}) against baseline history run #1 ({rid(1)})" in (
         capsys.readouterr().out)
     assert main(["compare", "1", "9"]) == 2
     assert "no run number 9 in the run history" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""A component parameter at fault is reported at its own key path and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import DOCS, QUERIES, write_jsonl
+
+from pytest_ragbench.errors import ComponentError, SuiteError
+from pytest_ragbench.registry import Registry
+from pytest_ragbench.suite.loader import load_suite
+
+pytestmark = pytest.mark.unit
+
+HEAD = """\
+name: e
+dataset:
+  corpus: corpus.jsonl
+  queries: queries.jsonl
+"""
+
+
+def _suite(tmp_path: Path, body: str) -> Path:
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", QUERIES)
+    path = tmp_path / "suite.yaml"
+    path.write_text(HEAD + body, encoding="utf-8")
+    return path
+
+
+def _retriever_error(path: Path) -> str:
+    """What the plugin reports when it checks the suite's retriever."""
+    (spec,) = load_suite(path, None).retrievers
+    with pytest.raises(ComponentError) as info:
+        Registry(use_entry_points=False).check("retriever", spec.type, spec.params)
+    return str(spec.error(path, info.value))
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("retrievers:\n  bm25:\n    b: 0.5\n    k1: fast\nmetrics: [ndcg@10]\n",
+     "8: retrievers.bm25.k1: expected a number, got 'fast'"),
+    ("retrievers:\n  bm25:\n    b: 0.5\n    stopwords:\n      - a\n      - 3\n"
+     "metrics: [ndcg@10]\n",
+     "10: retrievers.bm25.stopwords[1]: expected a string, got 3"),
+    ("retrievers:\n  bm25:\n    b: 0.5\n    stopword: [a]\nmetrics: [ndcg@10]\n",
+     "8: retrievers.bm25.stopword: retriever 'bm25' got unknown parameter(s) stopword (did you "
+     "mean 'stopwords'?); it accepts: k1, b, stemmer, stopwords, fields, engine, idf"),
+    ("retrievers:\n  mine:\n    type: run\n    format: trec\nmetrics: [ndcg@10]\n",
+     "6: retrievers.mine: retriever 'run' is missing required parameter(s) path; it accepts: "
+     "path, format, missing, unknown_docs"),
+])
+def test_retriever_parameters(tmp_path: Path, body: str, expected: str) -> None:
+    # the last is no one parameter's fault: it stays at the component's own line
+    assert _retriever_error(_suite(tmp_path, body)) == f"{tmp_path / 'suite.yaml'}:{expected}"
+
+
+def test_metric_parameters_in_the_mapping_form(tmp_path: Path) -> None:
+    path = _suite(tmp_path, "retrievers:\n  bm25: {}\nmetrics:\n  - ndcg@10\n"
+                            "  - name: temporal_ndcg@10\n    lambda: high\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, None)
+    assert str(info.value) == f"{path}:10: metrics[1].lambda: expected a number, got 'high'"
+    assert (info.value.line, info.value.key) == (10, "metrics[1].lambda")
