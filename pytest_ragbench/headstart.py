@@ -40,7 +40,8 @@ def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
     """Why this run gets no head start (None: it gets one), from its options alone."""
     if hasattr(config, "workerinput"):
         return "a worker"
-    if config.getoption("dist", "no") == "no":
+    # -n N becomes --dist load only in xdist's pytest_cmdline_main
+    if config.getoption("dist", "no") == "no" and not config.getoption("numprocesses", None):
         return "no xdist workers"
     if not state.explicit:
         return "no --ragbench suites"
