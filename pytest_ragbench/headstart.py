@@ -120,24 +120,20 @@ class HeadStartPlugin:
     """Controller plugin: starts the head start at session start, checks it against the
     first worker's collection, stops it at the end and says once if it failed."""
 
-    def __init__(self, config: pytest.Config, state: RagbenchState) -> None:
+    def __init__(self, config: pytest.Config, state: RagbenchState,
+                 suites: Mapping[str, Suite]) -> None:
         self.config = config
         self.state = state
+        self.suites = dict(suites)
         self.head_start: HeadStart | None = None
 
     def _plan(self, budget: Any) -> list[SuitePlan]:
         from .execution.headstart import PlannedCase, SuitePlan
         from .execution.runtime import SuiteRuntime
 
-        state, rootdir = self.state, self.config.rootpath
+        state = self.state
         plans = []
-        for path in state.explicit:
-            sid = suite_id(path, rootdir)
-            if sid is None:
-                continue
-            suite = state.load_suite(path)
-            if not eligible(state, suite):
-                continue
+        for sid, suite in self.suites.items():
             runtime = SuiteRuntime(suite, sid, state.registry,
                                    state.build_context(suite.path.parent))
             runtime.run_budget = lambda: budget
@@ -188,10 +184,23 @@ class HeadStartPlugin:
                 f"the rest): {error}", yellow=True)
 
 
-def install(config: pytest.Config, state: RagbenchState) -> bool:
-    """Register the head start on an xdist controller when the run allows one; whether it
-    did (the workers are then told to ask the run's exchange first)."""
+def install(config: pytest.Config, state: RagbenchState) -> list[str]:
+    """Register the head start on an xdist controller when the run allows one; the suite ids
+    it leads (their workers are told to ask the run's exchange first)."""
     if blocker(config, state) is not None or os.environ.get("RAGBENCH_NO_HEAD_START"):
-        return False
-    config.pluginmanager.register(HeadStartPlugin(config, state), "ragbench-head-start")
-    return True
+        return []
+    suites: dict[str, Suite] = {}
+    for path in state.explicit:
+        sid = suite_id(path, config.rootpath)
+        if sid is None:
+            continue  # outside the rootdir: its node id is pytest's to choose
+        try:
+            suite = state.load_suite(path)
+        except Exception:
+            continue  # a bad suite: the workers report it, as a collection error
+        if eligible(state, suite):
+            suites[sid] = suite
+    if suites:
+        config.pluginmanager.register(HeadStartPlugin(config, state, suites),
+                                      "ragbench-head-start")
+    return sorted(suites)

@@ -311,7 +311,7 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
     concurrency, rate limits and max_cost hold for the whole run, not per worker."""
     node.workerinput.update(state.coordinator_workerinput())
     if state.head_start:
-        node.workerinput[WORKERINPUT_EXCHANGE] = True
+        node.workerinput[WORKERINPUT_EXCHANGE] = list(state.head_start)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
