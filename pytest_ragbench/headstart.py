@@ -121,7 +121,7 @@ class HeadStartPlugin:
     first worker's collection, stops it at the end and says once if it failed."""
 
     def __init__(self, config: pytest.Config, state: RagbenchState,
-                 suites: Mapping[str, Suite]) -> None:
+                 suites: Mapping[str, Path]) -> None:
         self.config = config
         self.state = state
         self.suites = dict(suites)
@@ -133,7 +133,13 @@ class HeadStartPlugin:
 
         state = self.state
         plans = []
-        for sid, suite in self.suites.items():
+        for sid, path in self.suites.items():
+            try:
+                suite = state.load_suite(path)
+            except Exception:
+                continue  # a bad suite: the workers report it, as a collection error
+            if not eligible(state, suite):
+                continue
             runtime = SuiteRuntime(suite, sid, state.registry,
                                    state.build_context(suite.path.parent))
             runtime.run_budget = lambda: budget
@@ -185,21 +191,18 @@ class HeadStartPlugin:
 
 
 def install(config: pytest.Config, state: RagbenchState) -> list[str]:
-    """Register the head start on an xdist controller when the run allows one; the suite ids
-    it leads (their workers are told to ask the run's exchange first)."""
+    """Register the head start on an xdist controller when the run's options allow one; the
+    ids of the suites it may lead (their workers are told to ask the run's exchange first).
+
+    Which suites it leads is decided on its thread (reading a suite here would delay every
+    worker's start); a worker's client asking for a suite the controller does not lead only
+    ever hears that the request is its own.
+    """
     if blocker(config, state) is not None or os.environ.get("RAGBENCH_NO_HEAD_START"):
         return []
-    suites: dict[str, Suite] = {}
-    for path in state.explicit:
-        sid = suite_id(path, config.rootpath)
-        if sid is None:
-            continue  # outside the rootdir: its node id is pytest's to choose
-        try:
-            suite = state.load_suite(path)
-        except Exception:
-            continue  # a bad suite: the workers report it, as a collection error
-        if eligible(state, suite):
-            suites[sid] = suite
+    # outside the rootdir a suite's node id is pytest's to choose
+    suites = {sid: path for path in state.explicit
+              if (sid := suite_id(path, config.rootpath)) is not None}
     if suites:
         config.pluginmanager.register(HeadStartPlugin(config, state, suites),
                                       "ragbench-head-start")
