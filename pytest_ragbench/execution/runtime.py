@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError
@@ -165,7 +165,7 @@ class SuiteRuntime:
         self.run_budget: Callable[[], Any] | None = None
         #: This process's role in the run's request exchange ("lead": the xdist controller's
         #: head start, "follow": a worker of a run that has one; None: no exchange).
-        self.exchange_role: str | None = None
+        self.exchange_role: Literal["lead", "follow"] | None = None
 
     @property
     def dataset(self) -> Dataset:
