@@ -11,7 +11,9 @@ Anything else keeps the workers doing all of their own LLM work:
   ``pytest_ragbench_make_component`` hook, a suite outside the rootdir;
 - per suite: an LLM other than the built-in ``openai`` one, a judge batching items
   (``items_per_call`` > 1), a retriever that is not built-in and local (``bm25``, ``run``,
-  ``dense`` with the ``hashing`` embedder, ``hybrid`` of those), pipelines under test.
+  ``dense`` with the ``hashing`` embedder, ``hybrid`` of those), pipelines under test, a
+  corpus over :data:`MAX_UNSHARED_DOCUMENTS` documents when indexes cannot be shared through
+  pytest's cache directory.
 
 As a last check, the first worker's collection must hold every case the head start
 planned; otherwise it stops at once.
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
     from .suite.loader import ComponentSpec, Suite
 
 LOCAL_RETRIEVERS = ("bm25", "run", "dense", "hybrid")
+
+#: Without pytest's cache directory (``-p no:cacheprovider``) every process builds its own
+#: index: above this many documents the controller's copy would cost the host more (memory,
+#: cores the booting workers need) than the head start gains.
+MAX_UNSHARED_DOCUMENTS = 50_000
 
 
 def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
@@ -144,7 +151,9 @@ class HeadStartPlugin:
                                    state.build_context(suite.path.parent))
             runtime.run_budget = lambda: budget
             runtime.exchange_role = "lead"
-            if not runtime.answer_metrics:
+            if not runtime.answer_metrics or (
+                    state.cache_dir() is None
+                    and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
                 runtime.close()
                 continue
             # in collection order, named as collect.py names the items
