@@ -63,12 +63,15 @@ def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
         "--collect-only": getattr(option, "collectonly", False),
         "--setup-only/--setup-plan": (getattr(option, "setuponly", False)
                                       or getattr(option, "setupplan", False)),
+        "an informational option": any(getattr(option, name, False) for name in (
+            "help", "version", "markers", "showfixtures", "show_fixtures_per_test",
+            "ragbench_list")),
         "--ragbench-resume": getattr(option, "ragbench_resume", None),
         "node ids": any("::" in str(arg) for arg in config.args),
     }
     for name, value in chosen.items():
         if value:
-            return f"{name} selects the cases"
+            return f"{name} given"
     if state.hook.active():
         return "a pytest_ragbench_make_component hook builds components"
     return None
@@ -124,8 +127,8 @@ def eligible(state: RagbenchState, suite: Suite) -> bool:
 
 
 class HeadStartPlugin:
-    """Controller plugin: starts the head start at session start, checks it against the
-    first worker's collection, stops it at the end and says once if it failed."""
+    """Controller plugin: starts the head start (at configure), checks it against the first
+    worker's collection, stops it at the end and says once if it failed."""
 
     def __init__(self, config: pytest.Config, state: RagbenchState,
                  suites: Mapping[str, Path]) -> None:
@@ -165,8 +168,7 @@ class HeadStartPlugin:
             plans.append(SuitePlan(runtime, cases))
         return plans
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    def start(self) -> None:
         from .execution.headstart import HeadStart
 
         state = self.state
@@ -213,6 +215,8 @@ def install(config: pytest.Config, state: RagbenchState) -> list[str]:
     suites = {sid: path for path in state.explicit
               if (sid := suite_id(path, config.rootpath)) is not None}
     if suites:
-        config.pluginmanager.register(HeadStartPlugin(config, state, suites),
-                                      "ragbench-head-start")
+        plugin = HeadStartPlugin(config, state, suites)
+        config.pluginmanager.register(plugin, "ragbench-head-start")
+        # now, not at session start: every moment before the workers report counts
+        plugin.start()
     return sorted(suites)

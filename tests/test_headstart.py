@@ -110,7 +110,8 @@ def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -
     pytester.makefile(".yaml", suite="name: s")
     cases = {(): None, ("-k", "q1"): "-k", ("-m", "slow"): "-m", ("--lf",): "--lf",
              ("-x",): "-x/--maxfail", ("--ragbench-resume",): "--ragbench-resume",
-             ("--deselect", "suite.yaml::bm25::q1"): "--deselect"}
+             ("--deselect", "suite.yaml::bm25::q1"): "--deselect",
+             ("--fixtures",): "an informational option"}
     for extra, reason in cases.items():
         config = pytester.parseconfigure("--ragbench=suite.yaml", "-n", "2", *extra)
         from pytest_ragbench.state import STATE_KEY
