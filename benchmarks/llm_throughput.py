@@ -275,32 +275,42 @@ def plugin_generation(items: int, latency: float, concurrency: int,
         print(f"  {'-n':>3} {'calls':>6} {'wall s':>8} {'no head start':>14} {'offline s':>10} "
               f"{'LLM phase s':>12} {'span s':>7} {'bound s':>8} {'ratio':>7} "
               f"{'span ratio':>11} {'max in flight':>14}")
-        walls: dict[int, float] = {}
-        for n in workers:
-            offline = statistics.median(run({"type": "extractive"}, n) for _ in range(repeats))
-            plain = (statistics.median(run(online, n, head_start=False) for _ in range(repeats))
-                     if n else float("nan"))
-            spans, times, calls, in_flight = [], [], 0, 0
-            for _ in range(repeats):
+        # the runs of one repeat go side by side (every -n and kind), so that a change in
+        # the machine's load falls on all the figures alike
+        offline_t: dict[int, list[float]] = {n: [] for n in workers}
+        plain_t: dict[int, list[float]] = {n: [] for n in workers}
+        online_t: dict[int, list[float]] = {n: [] for n in workers}
+        spans: dict[int, list[float]] = {n: [] for n in workers}
+        calls: dict[int, int] = {}
+        in_flight: dict[int, int] = {n: 0 for n in workers}
+        for _ in range(repeats):
+            for n in workers:
+                offline_t[n].append(run({"type": "extractive"}, n))
+                if n:
+                    plain_t[n].append(run(online, n, head_start=False))
                 server.reset_counts()
                 before = server.count(CHAT_PATH)
                 first = len(server.arrival_times())
-                times.append(run(online, n))
-                calls = server.count(CHAT_PATH) - before
-                in_flight = max(in_flight, server.max_in_flight)
+                online_t[n].append(run(online, n))
+                calls[n] = server.count(CHAT_PATH) - before
+                in_flight[n] = max(in_flight[n], server.max_in_flight)
                 arrivals = server.arrival_times()[first:]
-                spans.append(arrivals[-1] + latency - arrivals[0] if arrivals else float("nan"))
-            wall, span = statistics.median(times), statistics.median(spans)
+                spans[n].append(arrivals[-1] + latency - arrivals[0] if arrivals
+                                else float("nan"))
+        walls: dict[int, float] = {}
+        for n in workers:
+            offline = statistics.median(offline_t[n])
+            wall, span = statistics.median(online_t[n]), statistics.median(spans[n])
             walls[n] = wall
-            bound = calls * latency / concurrency
+            bound = calls[n] * latency / concurrency
             phase = wall - offline
             ratio = phase / bound if bound else float("nan")
             span_ratio = span / bound if bound else float("nan")
             verdict = "OK" if span_ratio <= TARGET_RATIO else "SLOW"
-            shown_plain = f"{plain:>14.3f}" if n else f"{'-':>14}"
-            print(f"  {n:>3} {calls:>6} {wall:>8.3f} {shown_plain} {offline:>10.3f} "
+            shown_plain = f"{statistics.median(plain_t[n]):>14.3f}" if n else f"{'-':>14}"
+            print(f"  {n:>3} {calls[n]:>6} {wall:>8.3f} {shown_plain} {offline:>10.3f} "
                   f"{phase:>12.3f} {span:>7.3f} {bound:>8.3f} {ratio:>6.3f}x "
-                  f"{span_ratio:>10.3f}x {in_flight:>14}  {verdict}")
+                  f"{span_ratio:>10.3f}x {in_flight[n]:>14}  {verdict}")
         print(f"  (target: the LLM span <= {TARGET_RATIO}x its bound at every -n, max in flight "
               f"<= {concurrency})")
         ok = True
