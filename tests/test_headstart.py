@@ -107,18 +107,25 @@ def test_head_start_sends_each_request_once_and_matches_serial(
 
 def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -> None:
     """Any selection the controller cannot reproduce exactly keeps today's behaviour."""
-    pytester.makefile(".yaml", suite="name: s")
-    cases = {(): None, ("-k", "q1"): "-k", ("-m", "slow"): "-m", ("--lf",): "--lf",
-             ("-x",): "-x/--maxfail", ("--ragbench-resume",): "--ragbench-resume",
-             ("--deselect", "suite.yaml::bm25::q1"): "--deselect",
-             ("--fixtures",): "an informational option"}
-    for extra, reason in cases.items():
-        config = pytester.parseconfigure("--ragbench=suite.yaml", "-n", "2", *extra)
-        from pytest_ragbench.state import STATE_KEY
+    from pytest_ragbench.state import STATE_KEY
 
-        why = blocker(config, config.stash[STATE_KEY])
-        assert (why is None) if reason is None else why.startswith(reason), (extra, why)
-        config._ensure_unconfigure()
+    pytester.makefile(".yaml", suite="name: s")
+    config = pytester.parseconfigure("--ragbench=suite.yaml", "-n", "2")
+    state = config.stash[STATE_KEY]
+    assert blocker(config, state) is None
+    # each option as pytest parsed it (the same attribute the command line sets)
+    chosen = {"keyword": ("q1", "-k"), "markexpr": ("slow", "-m"), "lf": (True, "--lf"),
+              "deselect": (["suite.yaml::bm25::q1"], "--deselect"),
+              "maxfail": (1, "-x/--maxfail"), "stepwise": (True, "--sw"),
+              "ragbench_resume": ("latest", "--ragbench-resume"),
+              "showfixtures": (True, "an informational option")}
+    for dest, (value, reason) in chosen.items():
+        saved = getattr(config.option, dest)
+        setattr(config.option, dest, value)
+        why = blocker(config, state)
+        setattr(config.option, dest, saved)
+        assert why is not None and why.startswith(reason), (dest, why)
+    config._ensure_unconfigure()
     config = pytester.parseconfigure("--ragbench=suite.yaml", "-p", "no:xdist")
     assert blocker(config, config.stash[STATE_KEY]) == "no xdist workers"
     config._ensure_unconfigure()
