@@ -33,6 +33,7 @@ from .state import (
     REPORT_ATTR,
     RUN_START_INPUT,
     STATE_KEY,
+    WORKERINPUT_EXCHANGE,
     RagbenchState,
 )
 from .suite.files import is_suite_file
@@ -192,6 +193,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
             starter.start()
+            from .headstart import install
+
+            state.head_start = install(config, state)
         from .report.progress import ProgressReporter
 
         config.pluginmanager.register(ProgressReporter(config, state.budget_totals),
@@ -306,6 +310,8 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
     """Give each worker the address and token of the run's budget coordinator, so that
     concurrency, rate limits and max_cost hold for the whole run, not per worker."""
     node.workerinput.update(state.coordinator_workerinput())
+    if state.head_start:
+        node.workerinput[WORKERINPUT_EXCHANGE] = list(state.head_start)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -38,6 +38,9 @@ REPORT_ATTR = "ragbench_record"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
+#: ``workerinput`` key: the suite ids whose LLM work the controller gives a head start; the
+#: workers' LLM clients for them ask the run's request exchange first (budget/exchange.py).
+WORKERINPUT_EXCHANGE = "ragbench_exchange"
 #: Key of ``workeroutput`` under which an xdist worker sends the texts of the documents its
 #: records show, per suite id, so that the controller need not read the corpora again.
 SHOWN_TEXTS_OUTPUT = "ragbench_shown_texts"
@@ -118,6 +121,8 @@ class RagbenchState:
         self.suite_node_ids: dict[Path, str] = {}
         #: xdist worker: why the controller's suites are not on this host (hosts.py).
         self.host_error: str | None = None
+        #: xdist controller: the suites whose LLM work it gives a head start (headstart.py).
+        self.head_start: list[str] = []
 
     def invocation_dir(self) -> Path:
         """The folder options relative to the working directory resolve against: the
@@ -200,6 +205,10 @@ class RagbenchState:
 
             runtime = SuiteRuntime(suite, suite_id, self.registry, ctx)
             runtime.run_budget = self.run_budget
+            if suite_id in ((getattr(self.config, "workerinput", None) or {}).get(
+                    WORKERINPUT_EXCHANGE) or ()):
+                # the controller gives the LLM work a head start: ask its exchange first
+                runtime.exchange_role = "follow"
             self._runtimes[suite_id] = runtime
         return self._runtimes[suite_id]
 
@@ -223,6 +232,13 @@ class RagbenchState:
                 raise pytest.UsageError(f"ragbench: cannot listen for the run budget on "
                                         f"{host}:{port}: {exc}") from None
         return self._coordinator.workerinput()
+
+    def controller_budget(self, name: str) -> RunBudget:
+        """xdist controller: a client of the run's coordinator for work done in this process
+        itself (its LLM head start); close it when done."""
+        self.coordinator_workerinput()
+        assert self._coordinator is not None
+        return self._coordinator.local_budget(name)
 
     def run_budget(self) -> RunBudget:
         """The run budget as this process sees it: the coordinator's client in an xdist

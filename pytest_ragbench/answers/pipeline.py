@@ -63,6 +63,7 @@ from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
 from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
+from .exchange import ExchangedLLM, LeftEmbedder, Role
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
 from .prompt import _context_vars, _environment, _template_text, template_version
@@ -149,6 +150,7 @@ class RagPipeline:
         budget: CostBudget | RunCostBudget | None,
         cache: ResponseCache | None,
         clients: Sequence[_Closable],
+        exchanged: bool = False,
     ) -> None:
         self.config = config
         self.llm = llm
@@ -157,6 +159,9 @@ class RagPipeline:
         self.template_version = template_version
         self.budget = budget
         self.cache = cache
+        #: Whether a paid chat client asks the run's request exchange first (see
+        #: :func:`build_pipeline`'s ``exchange``).
+        self.exchanged = exchanged
         self._template = template
         self._meter = meter
         self._clients = list(clients)
@@ -542,6 +547,7 @@ def build_pipeline(
     components: Callable[[str, str, Mapping[str, Any]], Any] | None = None,
     run_budget: RunBudget | None = None,
     cost_key: str | None = None,
+    exchange: Role | None = None,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
@@ -555,6 +561,10 @@ def build_pipeline(
     ``components(kind, type, params)`` builds registered LLM / embedder types (default: a
     registry of built-ins and installed entry points); they get the same cache, budget and
     metering as the built-in providers.
+    ``exchange`` (with ``run_budget``): the role of this process in the run's request
+    exchange (:mod:`.exchange`); each paid chat client asks it first. Not with a judge that
+    batches items (``items_per_call`` > 1), whose batches differ between processes; the
+    built pipeline's :attr:`RagPipeline.exchanged` says whether it applied.
     """
     prefix = config.key_prefix
     base_dir = Path(base_dir)
@@ -591,6 +601,9 @@ def build_pipeline(
         meter: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar(
             "ragbench_case_meter", default=None
         )
+        role = exchange if run_budget is not None and (
+            config.judge is None or config.judge.items_per_call <= 1) else None
+        exchanged: list[str] = []
 
         def provider(llm_config: LlmConfig, key: str) -> tuple[LLM, ProviderId, str | None]:
             """The budgeted provider, its identity and its priced model (None when free)."""
@@ -624,6 +637,12 @@ def build_pipeline(
             # a free provider (model None) is offline and deterministic: caching gains nothing
             if cache is not None and model is not None:
                 wrapped = CachedLLM(inner, cache, provider_id=pid, template_version=version)
+            if role is not None and model is not None:
+                assert run_budget is not None
+                # outside the cache: a handed-over response keeps the cached flag it had
+                wrapped = ExchangedLLM(wrapped, run_budget, role=role, provider_id=pid,
+                                       template_version=version)
+                exchanged.append(version)
             return _MeteredLLM(wrapped, meter, config.prices, model)
 
         gen_inner, gen_id, gen_model = provider(config.llm, _path(prefix, "llm"))
@@ -656,6 +675,9 @@ def build_pipeline(
             embedder = (CachedEmbedder(emb, cache, provider_id=emb.provider_id)
                         if cache is not None else emb)
 
+        if role == "lead" and embedder is not None and not isinstance(embedder,
+                                                                      HashingEmbedder):
+            embedder = LeftEmbedder()
         judge: Judge | None = None
         if config.judge is not None:
             if config.judge.llm is None:  # "same": share the client, budget and price
@@ -689,6 +711,7 @@ def build_pipeline(
         budget=budget,
         cache=cache,
         clients=clients,
+        exchanged=bool(exchanged),
     )
 
 

@@ -8,7 +8,7 @@ controller and connect a :class:`CoordinatorClient` in each worker; both are a
 from __future__ import annotations
 
 from .adapters import RunCostBudget
-from .api import BudgetError, BudgetExceeded, CoordinatorError, Lease, RunBudget
+from .api import BudgetError, BudgetExceeded, Claim, CoordinatorError, Lease, RunBudget
 from .client import CoordinatorClient, parse_address
 from .limits import Adaptive, PoolLimits, parse_concurrency
 from .local import LocalBudget
@@ -21,6 +21,7 @@ __all__ = [
     "Adaptive",
     "BudgetError",
     "BudgetExceeded",
+    "Claim",
     "Coordinator",
     "CoordinatorClient",
     "CoordinatorError",

@@ -20,7 +20,7 @@ from ..llm.base import LLMError
 from ..llm.usage import BudgetExceeded
 from .limits import PoolLimits
 
-__all__ = ["BudgetError", "BudgetExceeded", "CoordinatorError", "Lease", "RunBudget"]
+__all__ = ["BudgetError", "BudgetExceeded", "Claim", "CoordinatorError", "Lease", "RunBudget"]
 
 
 class BudgetError(LLMError):
@@ -100,6 +100,43 @@ class Lease:
             self.release("aborted")
         else:
             self.release("error")
+
+
+class Claim:
+    """The answer to :meth:`RunBudget.claim` of one request key (see :mod:`.exchange`).
+
+    ``state``: ``"mine"`` (send the request, then :meth:`publish` the response or
+    :meth:`release` the key), ``"done"`` (``value`` is the response another process
+    published), ``"taken"`` (another process has it: a leader skips it, a follower sends it
+    itself) or ``"withdrawn"``.
+    """
+
+    def __init__(self, budget: RunBudget, ident: int, key: str, state: str,
+                 value: Any = None) -> None:
+        self._budget = budget
+        self.ident = ident
+        self.key = key
+        self.state = state
+        self.value = value
+        self._open = state == "mine"
+
+    def __repr__(self) -> str:
+        return f"Claim(key={self.key!r}, state={self.state!r})"
+
+    def publish(self, value: Any) -> None:
+        """Hand the response (plain data) to whoever needs the key. Never blocks."""
+        if self._open:
+            self._open = False
+            self._budget._post({"op": "publish", "claim": self.ident, "value": value})
+
+    def release(self, *, done: bool) -> None:
+        """End the hold without publishing: ``done`` when the request was sent by this
+        process (others asking for it send their own), else the key is given back (e.g.
+        after a cancellation) to a waiting claim or to whoever asks next. Idempotent; safe
+        during cancellation."""
+        if self._open:
+            self._open = False
+            self._budget._post({"op": "unclaim", "claim": self.ident, "done": bool(done)})
 
 
 class RunBudget(ABC):
@@ -195,6 +232,22 @@ class RunBudget(ABC):
     def charge(self, key: str, usd: float) -> None:
         """Add ``usd`` spent to cap ``key``. Never blocks."""
         self._post({"op": "charge", "key": key, "usd": float(usd)})
+
+    # -- the request exchange ------------------------------------------------------------
+
+    async def claim(self, key: str, *, consume: bool = True) -> Claim:
+        """Claim request ``key`` in the run's exchange (:mod:`.exchange`); may wait while
+        another process holds it. ``consume`` false (the controller's head start): never wait
+        for or take another's response, only claim a key nobody has. Cancelling the wait
+        withdraws it (and gives back a claim granted meanwhile)."""
+        ident, future = self._call({"op": "claim", "key": key, "consume": bool(consume)})
+        try:
+            reply = await asyncio.wrap_future(future)
+        except BaseException:
+            self._post({"op": "unclaim", "claim": ident, "done": False})
+            raise
+        _raise_for(reply)
+        return Claim(self, ident, key, str(reply.get("state")), reply.get("value"))
 
     # -- reading ------------------------------------------------------------
 

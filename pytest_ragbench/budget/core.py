@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .exchange import Exchange
 from .limits import PoolLimits
 
 Reply = Callable[[dict[str, Any]], None]
@@ -199,6 +200,7 @@ class BudgetCore:
         self._pools: dict[str, _Pool] = {}
         self._costs: dict[str, _Cost] = {}
         self._leases: dict[tuple[Hashable, int], _Waiter] = {}
+        self.exchange = Exchange()
 
     # -- entry point ------------------------------------------------------------
 
@@ -215,6 +217,9 @@ class BudgetCore:
           withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
           ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
+        - ``claim {id, key, consume}``, ``publish {claim, value}``, ``unclaim {claim, done}``:
+          the request exchange (:mod:`.exchange`); a claim is answered ``{id, ok, state}``
+          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later.
         """
         ident = message.get("id")
 
@@ -226,6 +231,18 @@ class BudgetCore:
         try:
             if op == "acquire":
                 self._acquire(owner, message, answer)
+                return
+            if op == "claim":
+                self.exchange.claim(owner, int(message["id"]), str(message["key"]),
+                                    bool(message.get("consume", True)), answer)
+                return
+            if op == "publish":
+                self.exchange.publish(owner, int(message["claim"]), message.get("value"))
+                answer({"ok": True})
+                return
+            if op == "unclaim":
+                self.exchange.unclaim(owner, int(message["claim"]), bool(message.get("done")))
+                answer({"ok": True})
                 return
             if op == "release":
                 self._release(owner, message)
@@ -257,6 +274,7 @@ class BudgetCore:
         for (who, _ident), waiter in list(self._leases.items()):
             if who == owner:
                 self._end(waiter, "aborted", None, None)
+        self.exchange.drop_owner(owner)
         for pool in self._pools.values():
             self._pump(pool)
 
@@ -270,6 +288,7 @@ class BudgetCore:
                 for key, c in sorted(self._costs.items())
             },
             "spent": sum(c.spent for c in self._costs.values()),
+            "exchange": self.exchange.stats.to_dict(),
         }
 
     # -- declarations ------------------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
+from collections.abc import Hashable
 from typing import Any
 
 from .api import RunBudget
@@ -40,19 +42,23 @@ class LoopThread:
             self.loop.close()
 
 
-class LocalBudget(RunBudget):
-    """A :class:`RunBudget` for one process, without sockets."""
+class CoreBudget(RunBudget):
+    """A :class:`RunBudget` delivering straight into a :class:`BudgetCore` running on
+    ``loop``, as ``owner``: no sockets. :meth:`close` ends the owner (its slots and claims
+    are released) but leaves the core and its loop running."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, core: BudgetCore,
+                 owner: Hashable = _OWNER) -> None:
         super().__init__()
-        self._runner = LoopThread("ragbench-budget")
-        loop = self._runner.loop
-        self._core = BudgetCore(call_later=loop.call_later, clock=time.monotonic)
+        self._loop = loop
+        self._core = core
+        self._owner = owner
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._closed = False
 
     def __repr__(self) -> str:
-        return "LocalBudget()"
+        return f"CoreBudget(owner={self._owner!r})"
 
     def _deliver(self, message: dict[str, Any], future: concurrent.futures.Future[Any] | None
                  ) -> None:
@@ -67,17 +73,48 @@ class LocalBudget(RunBudget):
                 if not future.done():
                     future.set_result(payload)
 
+        lost = {"ok": False, "error": "lost", "message": "the run budget was closed"}
+        if self._closed:
+            reply(lost)
+            return
         try:
-            self._runner.loop.call_soon_threadsafe(self._core.handle, _OWNER, message, reply)
+            self._loop.call_soon_threadsafe(self._core.handle, self._owner, message, reply)
         except RuntimeError:  # the loop is closed
-            reply({"ok": False, "error": "lost", "message": "the run budget was closed"})
+            reply(lost)
 
-    def close(self) -> None:
-        """Stop the budget; calls still waiting fail with ``CoordinatorError``."""
-        self._runner.stop()
+    def _fail_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
         for future in pending:
             if not future.done():
                 future.set_result({"ok": False, "error": "lost",
                                    "message": "the run budget was closed"})
+
+    def close(self) -> None:
+        """Release what this owner holds; calls still waiting fail with ``CoordinatorError``.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(self._core.drop_owner, self._owner)
+        self._fail_pending()
+
+
+class LocalBudget(CoreBudget):
+    """A :class:`RunBudget` for one process, without sockets: a core on its own loop thread."""
+
+    def __init__(self) -> None:
+        runner = LoopThread("ragbench-budget")
+        super().__init__(runner.loop,
+                         BudgetCore(call_later=runner.loop.call_later, clock=time.monotonic))
+        self._runner = runner
+
+    def __repr__(self) -> str:
+        return "LocalBudget()"
+
+    def close(self) -> None:
+        """Stop the budget; calls still waiting fail with ``CoordinatorError``."""
+        self._closed = True
+        self._runner.stop()
+        self._fail_pending()

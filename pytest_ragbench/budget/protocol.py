@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Sent in the client's hello; the coordinator refuses any other."""
 
 WORKERINPUT_ADDRESS = "ragbench_budget_address"

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from .core import BudgetCore
-from .local import LoopThread
+from .local import CoreBudget, LoopThread
 from .protocol import PROTOCOL_VERSION, WORKERINPUT_ADDRESS, WORKERINPUT_TOKEN
 
 MAX_LINE = 64 * 1024
@@ -127,6 +127,15 @@ class Coordinator:
         """What to put into each xdist node's ``workerinput`` (plain strings)."""
         host, port = self.address
         return {WORKERINPUT_ADDRESS: f"{host}:{port}", WORKERINPUT_TOKEN: self.token}
+
+    def local_budget(self, name: str = "controller") -> CoreBudget:
+        """A :class:`~.api.RunBudget` for code in the controller process itself (its head
+        start): the same core as the workers', without a socket, as an owner of its own
+        (closing it releases what it holds)."""
+        runner, core = self._runner, self._core
+        if runner is None or core is None:
+            raise RuntimeError("Coordinator is not running")
+        return CoreBudget(runner.loop, core, owner=f"local:{name}:{next(self._owners)}")
 
     def totals(self) -> dict[str, Any]:
         """The run's totals, read in the controller (same shape as ``RunBudget.totals``)."""

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError
@@ -163,6 +163,9 @@ class SuiteRuntime:
         self._judging: set[tuple[str, str, int]] = set()
         # The process's run budget (set by the plugin's state); None: a budget per pipeline.
         self.run_budget: Callable[[], Any] | None = None
+        #: This process's role in the run's request exchange ("lead": the xdist controller's
+        #: head start, "follow": a worker of a run that has one; None: no exchange).
+        self.exchange_role: Literal["lead", "follow"] | None = None
 
     @property
     def dataset(self) -> Dataset:
@@ -567,6 +570,7 @@ class SuiteRuntime:
             run_budget=self.run_budget() if self.run_budget is not None else None,
             cost_key=self.suite_id + (f"::{self.suite.rag.key_prefix}"
                                       if self.suite.rag.key_prefix else ""),
+            exchange=self.exchange_role if self.run_budget is not None else None,
         )
 
     def pipeline(self) -> Any:
@@ -614,6 +618,27 @@ class SuiteRuntime:
             pipeline.submit(key, self._queries[cid], self._contexts(hits), self._rag_metrics,
                             run=run)
             self._submitted.add(key)
+
+    def prefetch_answers(self, name: str, cases: Sequence[tuple[str, int]]) -> list[Any]:
+        """Retrieve ``cases`` (``(case id, run)`` of retriever ``name``) and start their
+        generation and judging in the background, as the items of this process would; the
+        keys to wait on with ``pipeline().result(key)``. A case whose retrieval fails is left
+        out (its item records the error). Raises :class:`CaseError` when the retriever or the
+        pipeline cannot be had."""
+        self._prefetch_answers(name, cases, None)
+        return [(name, cid, run) for cid, run in cases if (name, cid, run) in self._submitted]
+
+    def cancel_answers(self) -> None:
+        """Cancel the generation and judging started ahead and close the pipeline (safe from
+        another thread than the one running cases; later cases record the closed pipeline)."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.close()
+
+    @property
+    def answer_metrics(self) -> list[str]:
+        """The suite's answer metrics (those the generation/judging pipeline computes)."""
+        return list(self._rag_metrics)
 
     def _answer(self, rec: CaseRecord, name: str, query: Query,
                 hits: Sequence[tuple[str, float]], run: int,

@@ -1,0 +1,138 @@
+"""An LLM client's side of the run's request exchange (:mod:`pytest_ragbench.budget.exchange`).
+
+:class:`ExchangedLLM` wraps the response cache (or the provider, without a cache) of a
+pipeline: outermost but for the per-case meter, so a response handed over carries the
+``cached`` flag and usage the process that sent it saw, exactly what the case would have
+seen at ``-n 0``. Two roles:
+
+- ``lead`` (the xdist controller's head start): claims each request without waiting; sends
+  the ones nobody has and publishes the response (or the provider's failure); a request
+  already claimed by a worker is skipped (:class:`LeftToWorker`);
+- ``follow`` (a worker): asks first; takes the response the controller published or waits
+  for the one it is sending; sends the request itself when nobody has it (or when the
+  controller gave it back).
+
+A budget refusal (``max_cost`` reached) and a cancellation are never published: the key
+goes back, and the worker meets the budget itself, as it does without a head start.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ..budget.api import RunBudget
+from ..llm.base import LLM, Completion, LLMError, Message, Usage
+from ..llm.cache import chat_key
+from ..llm.identity import ProviderId
+from ..llm.usage import BudgetExceeded
+
+Role = Literal["lead", "follow"]
+ROLES: tuple[Role, ...] = ("lead", "follow")
+
+
+class LeftToWorker(LLMError):
+    """The controller's head start skips a request a worker has claimed."""
+
+
+class ExchangedError(LLMError):
+    """A provider failure obtained by another process, raised again where the case runs."""
+
+
+_ERROR_TYPES: dict[str, type[ExchangedError]] = {}
+
+
+def _error_type(name: str) -> type[ExchangedError]:
+    # The failure keeps its class name, so that a message-less error reads the same
+    # (``str(exc) or type(exc).__name__``) as in the process that met it.
+    if not name.isidentifier() or keyword.iskeyword(name):
+        return ExchangedError
+    if name not in _ERROR_TYPES:
+        _ERROR_TYPES[name] = type(name, (ExchangedError,), {})
+    return _ERROR_TYPES[name]
+
+
+def encode_completion(completion: Completion) -> dict[str, Any]:
+    """A completion as plain data for the exchange."""
+    usage = completion.usage
+    return {"text": completion.text, "model": completion.model, "cached": completion.cached,
+            "usage": [usage.prompt_tokens, usage.completion_tokens, usage.requests]}
+
+
+def encode_error(exc: BaseException) -> dict[str, Any]:
+    """A provider failure as plain data for the exchange."""
+    return {"error": str(exc), "type": type(exc).__name__}
+
+
+def decode(value: Any) -> Completion:
+    """The completion :func:`encode_completion` made; raises the failure :func:`encode_error`
+    made (an :class:`ExchangedError` of the same class name and message)."""
+    if not isinstance(value, dict):
+        raise ExchangedError(f"the run's exchange returned {type(value).__name__}, "
+                             "expected a response")
+    if "error" in value:
+        raise _error_type(str(value.get("type", "")))(str(value["error"]))
+    prompt, completion, requests = (int(x) for x in value["usage"])
+    return Completion(text=str(value["text"]), usage=Usage(prompt, completion, requests),
+                      model=str(value["model"]), cached=bool(value["cached"]))
+
+
+class ExchangedLLM:
+    """``inner`` (a :class:`~pytest_ragbench.llm.cache.CachedLLM` or a provider) behind the
+    run's exchange; requests are named by their response-cache key (``provider_id``,
+    messages, parameters, ``template_version``)."""
+
+    def __init__(self, inner: LLM, budget: RunBudget, *, role: Role, provider_id: ProviderId,
+                 template_version: str = "") -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        self.inner = inner
+        self.budget = budget
+        self.role = role
+        self.provider_id = provider_id
+        self.template_version = template_version
+
+    def __repr__(self) -> str:
+        return f"ExchangedLLM({self.inner!r}, role={self.role!r})"
+
+    def key(self, messages: Sequence[Message], params: dict[str, Any]) -> str:
+        """The exchange key of a request."""
+        return "chat:" + chat_key(self.provider_id, messages, params, self.template_version)
+
+    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+        lead = self.role == "lead"
+        claim = await self.budget.claim(self.key(messages, params), consume=not lead)
+        if claim.state == "done":
+            return decode(claim.value)
+        if claim.state != "mine":
+            if lead:
+                raise LeftToWorker("left to the worker that claimed it")
+            return await self.inner.chat(messages, **params)
+        try:
+            completion = await self.inner.chat(messages, **params)
+        except BudgetExceeded:
+            claim.release(done=False)
+            raise
+        except LLMError as exc:
+            if lead:
+                claim.publish(encode_error(exc))
+            else:
+                claim.release(done=True)
+            raise
+        except BaseException:
+            claim.release(done=False)
+            raise
+        if lead:
+            claim.publish(encode_completion(completion))
+        else:
+            claim.release(done=True)
+        return completion
+
+
+class LeftEmbedder:
+    """The controller's stand-in for a remote embedder: embeddings stay with the workers
+    (they are not exchanged), so the head start asks for none."""
+
+    async def embed(self, texts: Sequence[str]) -> Any:
+        raise LeftToWorker("embeddings are left to the workers")

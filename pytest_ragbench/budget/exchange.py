@@ -1,0 +1,166 @@
+"""The run's request exchange: LLM responses obtained once and handed to the process needing them.
+
+With xdist the controller gives the LLM work a head start while its workers boot (see
+:mod:`pytest_ragbench.execution.headstart`): it asks the same requests a worker will ask, in
+collection order. The exchange makes sure that each request is sent once, by whichever
+process gets to it first, and that the worker whose case needs it gets the response the
+controller obtained. It lives in the run budget's :class:`~.core.BudgetCore` (one state,
+one event loop thread, messages from *owners*), so workers reach it over the connection
+they already have.
+
+A request is named by a key (the response cache's key of the request). Per key:
+
+- the first ``claim`` makes the asker its *holder* (reply ``mine``): it sends the request;
+- a *leading* claim (the controller's, ``consume`` false) of a key anyone has claimed is
+  answered ``taken``: the controller skips it;
+- a *consuming* claim (a worker's) of a key whose response was published gets it (``done``,
+  once: a second worker asking the same request later goes its own way, through the response
+  cache, as a second identical request at ``-n 0`` does); of a key held by another owner it
+  waits until the holder publishes (``done``), gives the key back (``mine``: the waiter
+  becomes the holder) or finishes it itself (``taken``);
+- ``unclaim`` ends a hold (``done`` true: the holder sent the request itself and keeps the
+  response; false: give it back, e.g. after a cancellation) or withdraws a waiting claim.
+
+An owner that goes away (a worker crashed, the controller's thread stopped) gives back every
+key it held and withdraws its waits, so nothing is lost and nobody waits forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+Reply = Callable[[dict[str, Any]], None]
+Ident = tuple[Hashable, int]
+
+
+@dataclass
+class _Entry:
+    holder: Ident | None = None
+    waiters: deque[tuple[Ident, Reply]] = field(default_factory=deque)
+    value: Any = None
+    has_value: bool = False
+    taken: bool = False
+
+
+@dataclass
+class ExchangeStats:
+    """What happened to the run's claims (plain counters for ``totals``)."""
+
+    claims: int = 0
+    published: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    given_back: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"claims": self.claims, "published": self.published,
+                "delivered": self.delivered, "skipped": self.skipped,
+                "given_back": self.given_back}
+
+
+class Exchange:
+    """The exchange's state (see the module docstring). Not thread-safe: driven by the budget
+    core's loop thread, like the rest of the core."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._held: dict[Ident, str] = {}
+        self._waiting: dict[Ident, str] = {}
+        self.stats = ExchangeStats()
+
+    def claim(self, owner: Hashable, ident: int, key: str, consume: bool,
+              reply: Reply) -> None:
+        """Claim ``key`` for ``(owner, ident)``; ``reply`` gets ``{"ok", "state"[, "value"]}``
+        now or, for a wait, later."""
+        self.stats.claims += 1
+        me = (owner, ident)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = _Entry(holder=me)
+            self._held[me] = key
+            reply({"ok": True, "state": "mine"})
+            return
+        if not consume or entry.taken:
+            self.stats.skipped += not consume
+            reply({"ok": True, "state": "taken"})
+            return
+        if entry.has_value:
+            self._deliver(entry, reply)
+            return
+        entry.waiters.append((me, reply))
+        self._waiting[me] = key
+
+    def publish(self, owner: Hashable, ident: int, value: Any) -> None:
+        """The holder ``(owner, ident)`` hands over the response; ignored when it no longer
+        holds the key (given back meanwhile)."""
+        key = self._held.pop((owner, ident), None)
+        if key is None:
+            return
+        entry = self._entries[key]
+        entry.holder = None
+        entry.value, entry.has_value = value, True
+        self.stats.published += 1
+        if entry.waiters:
+            me, reply = entry.waiters.popleft()
+            self._waiting.pop(me, None)
+            self._deliver(entry, reply)
+
+    def unclaim(self, owner: Hashable, ident: int, done: bool) -> None:
+        """End the hold or the wait of claim ``(owner, ident)``; unknown claims are ignored
+        (idempotent, and a withdrawal may cross its answer)."""
+        me = (owner, ident)
+        key = self._waiting.pop(me, None)
+        if key is not None:
+            entry = self._entries[key]
+            for n, (who, reply) in enumerate(entry.waiters):
+                if who == me:
+                    del entry.waiters[n]
+                    reply({"ok": True, "state": "withdrawn"})
+                    break
+            return
+        key = self._held.pop(me, None)
+        if key is None:
+            return
+        entry = self._entries[key]
+        entry.holder = None
+        if done:
+            self._finish(entry)
+        else:
+            self._give_back(key, entry)
+
+    def drop_owner(self, owner: Hashable) -> None:
+        """``owner`` is gone: withdraw its waits, give back every key it held."""
+        for me in [m for m in self._waiting if m[0] == owner]:
+            self.unclaim(me[0], me[1], False)
+        for me in [m for m in self._held if m[0] == owner]:
+            self.unclaim(me[0], me[1], False)
+
+    def _deliver(self, entry: _Entry, reply: Reply) -> None:
+        value, entry.value, entry.has_value = entry.value, None, False
+        entry.taken = True
+        self.stats.delivered += 1
+        reply({"ok": True, "state": "done", "value": value})
+        self._finish(entry)
+
+    def _finish(self, entry: _Entry) -> None:
+        # the response went to one process; any other asker sends (or reads from its cache)
+        # the request itself, as a second identical request of one process would
+        entry.taken = True
+        while entry.waiters:
+            me, reply = entry.waiters.popleft()
+            self._waiting.pop(me, None)
+            reply({"ok": True, "state": "taken"})
+
+    def _give_back(self, key: str, entry: _Entry) -> None:
+        self.stats.given_back += 1
+        if not entry.waiters:
+            del self._entries[key]
+            return
+        me, reply = entry.waiters.popleft()
+        self._waiting.pop(me, None)
+        entry.holder = me
+        self._held[me] = key
+        reply({"ok": True, "state": "mine"})

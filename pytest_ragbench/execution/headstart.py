@@ -1,0 +1,168 @@
+"""The xdist controller's head start: the suite's LLM work begins while the workers boot.
+
+A worker spends seconds starting (process, imports, collection, index) before its first
+case, and with the whole LLM phase after that, ``-n 2`` was slower than ``-n 0``. The
+controller, idle until the workers report, runs the same answer path as ``-n 0`` (retrieval,
+generation, judging, in collection order, through the run budget) on a thread of its own.
+Its pipelines lead the run's request exchange (:mod:`pytest_ragbench.answers.exchange`):
+every response it obtains is handed to the worker whose case asks for it, a request a worker
+claimed first is skipped, and its own case results are thrown away. Items still run on the
+workers and report as usual; only the responses come earlier.
+
+Nothing here imports pytest; :mod:`pytest_ragbench.headstart` decides when to start it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import RagbenchError
+from .runtime import SuiteRuntime
+
+#: How many of its own window's worth of cases the head start keeps submitted ahead of the
+#: oldest unfinished one (bounds its memory on large suites; the budget bounds the rest).
+AHEAD = 2
+
+
+@dataclass(frozen=True)
+class PlannedCase:
+    """One case the head start answers: its retriever, query and repetition, and its node id
+    (to check it against what the workers collected)."""
+
+    system: str
+    case_id: str
+    run: int
+    nodeid: str
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """A suite's runtime (built for the head start, never shared) and its cases in order."""
+
+    runtime: SuiteRuntime
+    cases: tuple[PlannedCase, ...]
+
+
+class HeadStart:
+    """Runs ``plan()``'s cases on a daemon thread until done or :meth:`stop`.
+
+    ``plan`` is called on the thread (loading suites takes time the workers' start-up
+    covers); ``budget`` is the controller's own client of the run budget, closed by
+    :meth:`stop` (which gives back whatever the head start still held). A failure stops the
+    head start and is kept in :attr:`error` (the workers then do the rest); a suite problem
+    (:class:`~pytest_ragbench.errors.RagbenchError`) is left to the workers to report.
+    """
+
+    def __init__(self, plan: Callable[[], Sequence[SuitePlan]], budget: Any) -> None:
+        self._plan = plan
+        self._budget = budget
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._runtimes: list[SuiteRuntime] = []
+        self._planned: set[str] | None = None
+        self._collected: set[str] | None = None
+        self._thread: threading.Thread | None = None
+        #: Why the head start stopped early, when it failed (shown once by the plugin).
+        self.error: str | None = None
+        #: Cases whose answer work was started.
+        self.submitted = 0
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped.is_set() else "running"
+        return f"HeadStart({state}, submitted={self.submitted})"
+
+    def start(self) -> HeadStart:
+        self._thread = threading.Thread(target=self._run, name="ragbench-head-start",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restrict(self, nodeids: Sequence[str]) -> None:
+        """The workers collected ``nodeids``: when some planned case is not among them (a
+        selection the controller did not foresee), stop, so that no request is made for a
+        case that will not run."""
+        collected = set(nodeids)
+        with self._lock:
+            planned = self._planned
+            if planned is None:
+                self._collected = collected  # checked once the plan is known
+                return
+        if not planned <= collected:
+            self.stop()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop: cancel what is in flight, give back every claim, wait for the thread.
+        Idempotent; safe from any thread but the head start's own."""
+        self._stopped.set()
+        with self._lock:
+            runtimes = list(self._runtimes)
+        for runtime in runtimes:
+            with contextlib.suppress(Exception):
+                runtime.cancel_answers()
+        with contextlib.suppress(Exception):
+            self._budget.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            plans = list(self._plan())
+            planned = {c.nodeid for p in plans for c in p.cases}
+            with self._lock:
+                self._planned = planned
+                collected = self._collected
+            if collected is not None and not planned <= collected:
+                return
+            for plan in plans:
+                if self._stopped.is_set():
+                    return
+                with self._lock:
+                    self._runtimes.append(plan.runtime)
+                self._answer(plan)
+        except Exception as exc:
+            if not self._stopped.is_set() and not isinstance(exc, RagbenchError):
+                self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(Exception):
+                self._budget.close()
+            with self._lock:
+                runtimes, self._runtimes = self._runtimes, []
+            for runtime in runtimes:
+                with contextlib.suppress(Exception):
+                    runtime.close()
+
+    def _answer(self, plan: SuitePlan) -> None:
+        runtime = plan.runtime
+        pipeline = runtime.pipeline()
+        if not pipeline.exchanged:
+            return  # its requests would not be handed over: the workers send them
+        window = max(1, pipeline.prefetcher.concurrency) * AHEAD
+        pending: collections.deque[Any] = collections.deque()
+        for case in plan.cases:
+            if self._stopped.is_set():
+                return
+            keys = runtime.prefetch_answers(case.system, [(case.case_id, case.run)])
+            self.submitted += len(keys)
+            pending.extend(keys)
+            while len(pending) > window and not self._stopped.is_set():
+                self._collect(pipeline, pending.popleft())
+        while pending and not self._stopped.is_set():
+            self._collect(pipeline, pending.popleft())
+
+    @staticmethod
+    def _collect(pipeline: Any, key: Any) -> None:
+        # the case result is the worker's to make; only the responses it obtained matter
+        with contextlib.suppress(Exception):
+            pipeline.result(key)

@@ -1,0 +1,222 @@
+"""xdist controller: the suites' LLM work starts while the workers boot.
+
+See :mod:`pytest_ragbench.execution.headstart` for what the controller does and
+:mod:`pytest_ragbench.budget.exchange` for how its responses reach the workers. This module
+decides when: only in a plain whole-suite run, where the controller knows exactly which cases
+the workers will run, and only for suites whose cases it answers exactly as a worker would.
+Anything else keeps the workers doing all of their own LLM work:
+
+- options that select or stop early (``-k``, ``-m``, ``--lf``, ``--deselect``, node ids,
+  ``-x`` / ``--maxfail``, ``--sw``, ``--ragbench-resume``, ``--collect-only``), a
+  ``pytest_ragbench_make_component`` hook, a suite outside the rootdir;
+- per suite: an LLM other than the built-in ``openai`` one, a judge batching items
+  (``items_per_call`` > 1), a retriever that is not built-in and local (``bm25``, ``run``,
+  ``dense`` with the ``hashing`` embedder, ``hybrid`` of those), pipelines under test, a
+  corpus over :data:`MAX_UNSHARED_DOCUMENTS` documents when indexes cannot be shared through
+  pytest's cache directory.
+
+As a last check, the first worker's collection must hold every case the head start
+planned; otherwise it stops at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .registry import BUILTIN_ORIGIN
+
+if TYPE_CHECKING:
+    from .execution.headstart import HeadStart, SuitePlan
+    from .state import RagbenchState
+    from .suite.loader import ComponentSpec, Suite
+
+LOCAL_RETRIEVERS = ("bm25", "run", "dense", "hybrid")
+
+#: Without pytest's cache directory (``-p no:cacheprovider``) every process builds its own
+#: index: above this many documents the controller's copy would cost the host more (memory,
+#: cores the booting workers need) than the head start gains.
+MAX_UNSHARED_DOCUMENTS = 50_000
+
+
+def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
+    """Why this run gets no head start (None: it gets one), from its options alone."""
+    if hasattr(config, "workerinput"):
+        return "a worker"
+    # -n N becomes --dist load only in xdist's pytest_cmdline_main
+    if config.getoption("dist", "no") == "no" and not config.getoption("numprocesses", None):
+        return "no xdist workers"
+    if not state.explicit:
+        return "no --ragbench suites"
+    option = config.option
+    chosen = {
+        "-k": getattr(option, "keyword", ""),
+        "-m": getattr(option, "markexpr", ""),
+        "--lf": getattr(option, "lf", False),
+        "--deselect": getattr(option, "deselect", None),
+        "-x/--maxfail": getattr(option, "maxfail", 0),
+        "--sw": getattr(option, "stepwise", False) or getattr(option, "stepwise_skip", False),
+        "--collect-only": getattr(option, "collectonly", False),
+        "--setup-only/--setup-plan": (getattr(option, "setuponly", False)
+                                      or getattr(option, "setupplan", False)),
+        "an informational option": any(getattr(option, name, False) for name in (
+            "help", "version", "markers", "showfixtures", "show_fixtures_per_test",
+            "ragbench_list")),
+        "--ragbench-resume": getattr(option, "ragbench_resume", None),
+        "node ids": any("::" in str(arg) for arg in config.args),
+    }
+    for name, value in chosen.items():
+        if value:
+            return f"{name} given"
+    if state.hook.active():
+        return "a pytest_ragbench_make_component hook builds components"
+    return None
+
+
+def suite_id(path: Path, rootdir: Path) -> str | None:
+    """The node id of a suite file's collector (None outside the rootdir)."""
+    try:
+        return PurePosixPath(path.relative_to(rootdir)).as_posix()
+    except ValueError:
+        return None
+
+
+def _builtin(state: RagbenchState, kind: str, type_name: str) -> bool:
+    try:
+        return state.registry.resolve(kind, type_name).origin == BUILTIN_ORIGIN
+    except Exception:
+        return False
+
+
+def _local_retriever(state: RagbenchState, spec: ComponentSpec,
+                     siblings: Mapping[str, ComponentSpec], seen: tuple[str, ...] = ()) -> bool:
+    """Whether the controller builds ``spec`` exactly as a worker does, sending nothing."""
+    if spec.type not in LOCAL_RETRIEVERS or not _builtin(state, "retriever", spec.type):
+        return False
+    if spec.type == "dense":
+        embedder = spec.params.get("embedder")
+        kind = embedder.get("type") if isinstance(embedder, Mapping) else embedder
+        return kind == "hashing"
+    if spec.type == "hybrid":
+        parts = spec.params.get("retrievers")
+        if not isinstance(parts, Sequence) or isinstance(parts, str):
+            return False
+        return all(isinstance(p, str) and p in siblings and p not in seen
+                   and _local_retriever(state, siblings[p], siblings, (*seen, spec.name))
+                   for p in parts)
+    return True
+
+
+def eligible(state: RagbenchState, suite: Suite) -> bool:
+    """Whether the controller can answer ``suite``'s cases exactly as a worker would."""
+    rag = suite.rag
+    if rag is None or suite.pipelines or not suite.retrievers:
+        return False
+    llms = [rag.llm, *([rag.judge.llm] if rag.judge is not None and rag.judge.llm else [])]
+    if not any(llm.type == "openai" for llm in llms) or any(
+            llm.type not in ("openai", "extractive") for llm in llms):
+        return False
+    if rag.judge is not None and rag.judge.items_per_call > 1:
+        return False
+    siblings = {r.name: r for r in suite.retrievers}
+    return all(_local_retriever(state, r, siblings) for r in suite.retrievers)
+
+
+class HeadStartPlugin:
+    """Controller plugin: starts the head start (at configure), checks it against the first
+    worker's collection, stops it at the end and says once if it failed."""
+
+    def __init__(self, config: pytest.Config, state: RagbenchState,
+                 suites: Mapping[str, Path]) -> None:
+        self.config = config
+        self.state = state
+        self.suites = dict(suites)
+        self.head_start: HeadStart | None = None
+
+    def _plan(self, budget: Any) -> list[SuitePlan]:
+        from .execution.headstart import PlannedCase, SuitePlan
+        from .execution.runtime import SuiteRuntime
+
+        state = self.state
+        plans = []
+        for sid, path in self.suites.items():
+            try:
+                suite = state.load_suite(path)
+            except Exception:
+                continue  # a bad suite: the workers report it, as a collection error
+            if not eligible(state, suite):
+                continue
+            runtime = SuiteRuntime(suite, sid, state.registry,
+                                   state.build_context(suite.path.parent))
+            runtime.run_budget = lambda: budget
+            runtime.exchange_role = "lead"
+            if not runtime.answer_metrics or (
+                    state.cache_dir() is None
+                    and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
+                runtime.close()
+                continue
+            # in collection order, named as collect.py names the items
+            cases = tuple(
+                PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
+                            + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
+                for spec in suite.retrievers for q in runtime.dataset.queries
+                for run in range(suite.runs))
+            plans.append(SuitePlan(runtime, cases))
+        return plans
+
+    def start(self) -> None:
+        from .execution.headstart import HeadStart
+
+        state = self.state
+        # registration hooks run here, once, not on the head start's thread
+        state.ensure_registered()
+        budget = state.controller_budget("head-start")
+        self.head_start = HeadStart(lambda: self._plan(budget), budget).start()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.head_start is not None:
+            self.head_start.restrict(ids)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.head_start is not None:
+            self.head_start.stop()
+
+    def pytest_unconfigure(self) -> None:
+        self.stop()
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        error = self.head_start.error if self.head_start is not None else None
+        if error:
+            terminalreporter.write_line(
+                f"ragbench: the controller's LLM head start stopped early (the workers did "
+                f"the rest): {error}", yellow=True)
+
+
+def install(config: pytest.Config, state: RagbenchState) -> list[str]:
+    """Register the head start on an xdist controller when the run's options allow one; the
+    ids of the suites it may lead (their workers are told to ask the run's exchange first).
+
+    Which suites it leads is decided on its thread (reading a suite here would delay every
+    worker's start); a worker's client asking for a suite the controller does not lead only
+    ever hears that the request is its own.
+    """
+    if blocker(config, state) is not None or os.environ.get("RAGBENCH_NO_HEAD_START"):
+        return []
+    # outside the rootdir a suite's node id is pytest's to choose
+    suites = {sid: path for path in state.explicit
+              if (sid := suite_id(path, config.rootpath)) is not None}
+    if suites:
+        plugin = HeadStartPlugin(config, state, suites)
+        config.pluginmanager.register(plugin, "ragbench-head-start")
+        # now, not at session start: every moment before the workers report counts
+        plugin.start()
+    return sorted(suites)

@@ -1,0 +1,131 @@
+"""The xdist controller's LLM head start (pytest_ragbench/headstart.py): the suite's LLM work
+begins while the workers boot, every response reaches the worker whose case needs it, and the
+run is the serial run, bit for bit.
+
+One serial run and ONE ``-n 2`` run (a worker start-up costs more than all the checks) against
+a real OpenAI-compatible server on 127.0.0.1; the exchange itself is unit-tested in
+tests/unit/test_exchange.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+from test_plugin_rag import judge_reply
+
+from pytest_ragbench.headstart import blocker
+from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
+
+N_QUERIES = 24
+
+# the controller writes when the first worker's collection reached it (in-process run: the
+# same clock as the server's arrival times)
+CONFTEST = """
+import time
+from pathlib import Path
+
+import pytest
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    mark = Path("collected_at.txt")
+    if not mark.exists():
+        mark.write_text(repr(time.monotonic()))
+"""
+
+
+def suite_text(base_url: str, cache: str) -> str:
+    return f"""
+name: hs
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{bm25: {{}}}}
+metrics: [recall@10, token_f1, faithfulness, answer_relevancy]
+llm: {{type: openai, base_url: {base_url}, model: m, retries: 0, concurrency: 4}}
+judge: {{llm: same}}
+embedder: {{type: openai, base_url: {base_url}, model: e, retries: 0}}
+cache: {{path: {cache}}}
+"""
+
+
+def run_records(root: Path) -> dict[str, dict[str, Any]]:
+    path = root / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        rec.pop("latency_ms")  # a timing
+        out[f"{rec['retriever']}::{rec['case_id']}"] = rec
+    return out
+
+
+def summary_suites(root: Path) -> Any:
+    return json.loads((root / ".ragbench" / "runs" / "latest" / "summary.json").read_text()
+                      )["suites"]
+
+
+def test_head_start_sends_each_request_once_and_matches_serial(
+        pytester: pytest.Pytester) -> None:
+    docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i % 6}"}
+            for i in range(30)]
+    queries = [{"_id": f"q{i:02d}", "text": f"topic {i % 6} question {i}",
+                "relevant": {f"d{i}": 1}, "answer": f"passage {i}"} for i in range(N_QUERIES)]
+    write_jsonl(pytester.path / "corpus.jsonl", docs)
+    write_jsonl(pytester.path / "queries.jsonl", queries)
+    pytester.makeconftest(CONFTEST)
+    with FakeOpenAIServer(latency=0.05, reply=judge_reply) as server:
+        pytester.path.joinpath("suite.yaml").write_text(suite_text(server.base_url, "c.sqlite"))
+        serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
+        serial.assert_outcomes(passed=N_QUERIES)
+        serial_chat, serial_embed = server.count(CHAT_PATH), server.count(EMBEDDINGS_PATH)
+        serial_records, serial_suites = run_records(pytester.path), summary_suites(pytester.path)
+        server.reset_counts()
+        first_parallel = len(server.requests)
+        for cache in pytester.path.glob("c.sqlite*"):  # both runs start from a cold cache
+            cache.unlink()
+        parallel = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+        parallel.assert_outcomes(passed=N_QUERIES)
+        requests = server.requests[first_parallel:]
+        arrivals = server.arrival_times()
+        chat, embed = server.count(CHAT_PATH), server.count(EMBEDDINGS_PATH)
+    # one generation and one judge request per item, as serially; none sent twice
+    assert chat == serial_chat == 2 * N_QUERIES
+    assert embed == serial_embed
+    bodies = Counter(json.dumps(r.body, sort_keys=True) for r in requests
+                     if r.path == CHAT_PATH)
+    assert max(bodies.values()) == 1
+    # records (usage, cost, cached flags, answers, verdicts) and summaries bit for bit
+    assert run_records(pytester.path) == serial_records
+    assert summary_suites(pytester.path) == serial_suites
+    # the LLM work began before any worker had collected the suite
+    collected_at = float(pytester.path.joinpath("collected_at.txt").read_text())
+    assert arrivals and arrivals[0] < collected_at
+
+
+def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -> None:
+    """Any selection the controller cannot reproduce exactly keeps today's behaviour."""
+    from pytest_ragbench.state import STATE_KEY
+
+    pytester.makefile(".yaml", suite="name: s")
+    config = pytester.parseconfigure("--ragbench=suite.yaml", "-n", "2")
+    state = config.stash[STATE_KEY]
+    assert blocker(config, state) is None
+    # each option as pytest parsed it (the same attribute the command line sets)
+    chosen = {"keyword": ("q1", "-k"), "markexpr": ("slow", "-m"), "lf": (True, "--lf"),
+              "deselect": (["suite.yaml::bm25::q1"], "--deselect"),
+              "maxfail": (1, "-x/--maxfail"), "stepwise": (True, "--sw"),
+              "ragbench_resume": ("latest", "--ragbench-resume"),
+              "showfixtures": (True, "an informational option")}
+    for dest, (value, reason) in chosen.items():
+        saved = getattr(config.option, dest)
+        setattr(config.option, dest, value)
+        why = blocker(config, state)
+        setattr(config.option, dest, saved)
+        assert why is not None and why.startswith(reason), (dest, why)
+    config._ensure_unconfigure()
+    config = pytester.parseconfigure("--ragbench=suite.yaml", "-p", "no:xdist")
+    assert blocker(config, config.stash[STATE_KEY]) == "no xdist workers"
+    config._ensure_unconfigure()

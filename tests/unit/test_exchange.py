@@ -1,0 +1,219 @@
+"""The run's request exchange (budget/exchange.py) and its LLM wrapper (answers/exchange.py):
+the controller's head start and the workers send each request once and hand responses over.
+
+A real coordinator on 127.0.0.1: the "controller" talks to it in-process
+(``Coordinator.local_budget``), each "worker" over its own TCP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.answers.exchange import ExchangedError, ExchangedLLM, LeftToWorker
+from pytest_ragbench.budget import BudgetExceeded, Coordinator, CoordinatorClient
+from pytest_ragbench.llm.base import Completion, LLMError, Message, Usage
+from pytest_ragbench.llm.identity import ProviderId
+
+
+@pytest.fixture
+def coordinator() -> Iterator[Coordinator]:
+    with Coordinator() as coord:
+        yield coord
+
+
+def worker(coord: Coordinator, name: str = "w") -> CoordinatorClient:
+    return CoordinatorClient(coord.address, coord.token, name=name)
+
+
+async def claims(budget: Any, *keys: str, consume: bool = True) -> list[Any]:
+    return [await budget.claim(k, consume=consume) for k in keys]
+
+
+def test_claim_publish_and_hand_over(coordinator: Coordinator) -> None:
+    lead, w1, w2 = coordinator.local_budget(), worker(coordinator, "w1"), worker(coordinator)
+
+    async def scenario() -> None:
+        mine, = await claims(lead, "k1", consume=False)
+        assert mine.state == "mine"
+        waiting = asyncio.ensure_future(w1.claim("k1"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # held by the controller: the worker waits for it
+        mine.publish({"text": "answer"})
+        got = await asyncio.wait_for(waiting, 5)
+        assert (got.state, got.value) == ("done", {"text": "answer"})
+        # handed out once: a second asker goes its own way (its cache, or its own request)
+        assert (await w2.claim("k1")).state == "taken"
+        assert (await lead.claim("k1", consume=False)).state == "taken"
+        # a worker first: the controller skips the key, a later worker does not wait
+        own, = await claims(w1, "k2")
+        assert own.state == "mine"
+        assert (await lead.claim("k2", consume=False)).state == "taken"
+        own.release(done=True)
+        assert (await w2.claim("k2")).state == "taken"
+        # published before anyone asked: the first asker gets it at once
+        early = await lead.claim("k3", consume=False)
+        early.publish({"text": "early"})
+        assert (await w2.claim("k3")).value == {"text": "early"}
+
+    try:
+        asyncio.run(scenario())
+        stats = coordinator.totals()["exchange"]
+        assert stats["published"] == 2 and stats["delivered"] == 2
+        assert stats["skipped"] == 2
+    finally:
+        for b in (lead, w1, w2):
+            b.close()
+
+
+def test_a_departed_holder_gives_its_keys_back(coordinator: Coordinator) -> None:
+    """The controller's thread stops (or a worker crashes) while holding a key: the waiting
+    worker becomes its holder, and an unheld key can be claimed afresh; a withdrawn wait
+    leaves the response for the next asker."""
+    lead, w1, w2 = coordinator.local_budget(), worker(coordinator, "w1"), worker(coordinator)
+
+    async def scenario() -> None:
+        held = await claims(lead, "a", "b", "c", consume=False)
+        assert [c.state for c in held] == ["mine"] * 3
+        waiting = asyncio.ensure_future(w1.claim("a"))
+        await asyncio.sleep(0.05)
+        lead.close()
+        got = await asyncio.wait_for(waiting, 5)
+        assert got.state == "mine"  # the claim passed to the waiting worker
+        assert (await w2.claim("b")).state == "mine"  # given back, nobody waited
+        # a wait cancelled (the case's time limit) is withdrawn; the response waits for the
+        # next asker
+        own = await w2.claim("d")
+        impatient = asyncio.ensure_future(w1.claim("d"))
+        await asyncio.sleep(0.05)
+        impatient.cancel()
+        await asyncio.sleep(0.05)
+        own.release(done=False)  # nobody waits any more: the key is free again
+        assert (await w1.claim("d")).state == "mine"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for b in (lead, w1, w2):
+            b.close()
+
+
+def test_a_crashed_worker_connection_releases_its_claim(coordinator: Coordinator) -> None:
+    w1, w2 = worker(coordinator, "w1"), worker(coordinator, "w2")
+
+    async def scenario() -> None:
+        assert (await w1.claim("k")).state == "mine"
+        waiting = asyncio.ensure_future(w2.claim("k"))
+        await asyncio.sleep(0.05)
+        w1.close()  # the socket closes as when the process dies
+        assert (await asyncio.wait_for(waiting, 5)).state == "mine"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        w1.close()
+        w2.close()
+
+
+class Counting:
+    """An LLM whose replies depend on the request; counts calls; may fail."""
+
+    def __init__(self, fail: BaseException | None = None, cached: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+        self.cached = cached
+
+    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        if self.fail is not None:
+            raise self.fail
+        text = f"reply to {messages[-1]['content']} seed {params.get('seed')}"
+        return Completion(text, Usage(7, 3, 0 if self.cached else 1), model="m",
+                          cached=self.cached)
+
+
+PID = ProviderId("openai", "http://127.0.0.1:1/v1", "m")
+
+
+def wrap(inner: Counting, budget: Any, role: Any) -> ExchangedLLM:
+    return ExchangedLLM(inner, budget, role=role, provider_id=PID, template_version="t1")
+
+
+def test_the_worker_gets_the_controllers_response_object(coordinator: Coordinator) -> None:
+    """Same text, usage, model and cached flag: the case record is what -n 0 makes. A
+    provider failure comes back with its message and class name; nothing is sent twice."""
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    ask = [{"role": "user", "content": "q1"}]
+    failing = [{"role": "user", "content": "q2"}]
+
+    async def scenario() -> None:
+        inner_lead, inner_worker = Counting(cached=True), Counting()
+        lead, follow = wrap(inner_lead, lead_budget, "lead"), wrap(inner_worker, w, "follow")
+        first = await lead.chat(ask, seed=1)
+        assert await follow.chat(ask, seed=1) == first  # cached=True, requests=0 kept
+        # a different seed is another request: nobody has it, the worker sends it
+        assert (await follow.chat(ask, seed=2)).text.endswith("seed 2")
+        assert (inner_lead.calls, inner_worker.calls) == (1, 1)
+        # the controller skips what a worker already has
+        with pytest.raises(LeftToWorker):
+            await lead.chat(ask, seed=2)
+
+        class ProviderDown(LLMError):
+            pass
+
+        lead.inner = Counting(fail=ProviderDown(""))
+        with pytest.raises(ProviderDown):
+            await lead.chat(failing)
+        with pytest.raises(ExchangedError) as raised:
+            await follow.chat(failing)
+        # a message-less error reads the same: str(exc) or the class name
+        assert (str(raised.value), type(raised.value).__name__) == ("", "ProviderDown")
+        assert inner_worker.calls == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead_budget.close()
+        w.close()
+
+
+def test_budget_refusals_and_cancellations_are_not_handed_over(
+        coordinator: Coordinator) -> None:
+    """The controller meets max_cost (or is stopped mid-call): the key goes back and the
+    worker asks itself, meeting the budget as it would without a head start."""
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    ask = [{"role": "user", "content": "q"}]
+
+    async def scenario() -> None:
+        follow_inner = Counting()
+        lead = wrap(Counting(fail=BudgetExceeded("cost budget exhausted")), lead_budget, "lead")
+        follow = wrap(follow_inner, w, "follow")
+        with pytest.raises(BudgetExceeded):
+            await lead.chat(ask)
+        assert (await follow.chat(ask)).text == "reply to q seed None"
+        # cancelled mid-call: given back, the worker sends it itself
+        slow = Counting()
+        lead.inner = slow
+
+        async def forever(messages: Sequence[Message], **params: Any) -> Completion:
+            await asyncio.sleep(30)
+            raise AssertionError("not reached")
+
+        slow.chat = forever  # type: ignore[method-assign]
+        task = asyncio.ensure_future(lead.chat(ask, seed=5))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(follow.chat(ask, seed=5))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        assert (await asyncio.wait_for(waiting, 5)).text == "reply to q seed 5"
+        assert follow_inner.calls == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead_budget.close()
+        w.close()

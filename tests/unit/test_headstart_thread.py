@@ -1,0 +1,140 @@
+"""The controller's head start thread (execution/headstart.py): it stops at once when asked
+(Ctrl-C, the end of the run) or when the workers collected other cases, gives back what it
+held, closes what it built, and says once why it failed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.execution.headstart import HeadStart, PlannedCase, SuitePlan
+
+
+class Budget:
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class Prefetcher:
+    concurrency = 2
+
+
+class Pipeline:
+    """Answers nothing until released (a request in flight), or fails on ``result``."""
+
+    exchanged = True
+    prefetcher = Prefetcher()
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.closed = False
+
+    def result(self, key: Any) -> dict[str, Any]:
+        if not self.release.wait(30):
+            raise AssertionError("never released")
+        if self.closed:
+            raise RuntimeError("the pipeline is closed")
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+        self.release.set()
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.pipe = Pipeline()
+        self.asked: list[tuple[str, str, int]] = []
+        self.closed = False
+
+    def pipeline(self) -> Pipeline:
+        return self.pipe
+
+    def prefetch_answers(self, name: str, cases: Any) -> list[Any]:
+        keys = [(name, cid, run) for cid, run in cases]
+        self.asked += keys
+        return keys
+
+    def cancel_answers(self) -> None:
+        self.pipe.close()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def plan(runtime: Runtime, n: int = 10) -> list[SuitePlan]:
+    cases = tuple(PlannedCase("bm25", f"q{i}", 0, f"s.yaml::bm25::q{i}") for i in range(n))
+    return [SuitePlan(runtime, cases)]  # type: ignore[arg-type]
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.01)
+
+
+def test_stop_cancels_in_flight_work_and_releases_everything() -> None:
+    runtime, budget = Runtime(), Budget()
+    head = HeadStart(lambda: plan(runtime), budget).start()
+    # a window of 2 x concurrency cases goes out ahead, then it waits for the oldest
+    wait_until(lambda: len(runtime.asked) == 5)
+    time.sleep(0.05)
+    assert len(runtime.asked) == 5 and head.running
+    started = time.monotonic()
+    head.stop()
+    assert time.monotonic() - started < 5  # no hang at exit
+    assert not head.running
+    assert runtime.pipe.closed and runtime.closed and budget.closed >= 1
+    assert head.error is None  # stopping is no failure
+
+
+def test_other_cases_collected_stop_it() -> None:
+    runtime, budget = Runtime(), Budget()
+    head = HeadStart(lambda: plan(runtime), budget).start()
+    wait_until(lambda: runtime.asked)
+    head.restrict([f"s.yaml::bm25::q{i}" for i in range(10)])  # all planned: goes on
+    assert head.running
+    head.restrict(["s.yaml::bm25::q1"])  # -k in a conftest, say: stop
+    wait_until(lambda: not head.running)
+    assert runtime.closed and budget.closed >= 1
+
+
+def test_collection_known_before_the_plan_is_checked_too() -> None:
+    runtime, budget = Runtime(), Budget()
+    gate = threading.Event()
+
+    def slow_plan() -> list[SuitePlan]:
+        gate.wait(5)
+        return plan(runtime)
+
+    head = HeadStart(slow_plan, budget).start()
+    head.restrict(["s.yaml::bm25::q1"])
+    gate.set()
+    wait_until(lambda: not head.running)
+    assert runtime.asked == []
+
+
+@pytest.mark.parametrize("kind", ["bug", "suite"])
+def test_a_failure_is_kept_once_and_the_workers_do_the_rest(kind: str) -> None:
+    from pytest_ragbench.errors import SuiteError
+
+    budget = Budget()
+
+    def broken() -> list[SuitePlan]:
+        if kind == "suite":
+            raise SuiteError("bad key", file="s.yaml")
+        raise KeyError("index")
+
+    head = HeadStart(broken, budget).start()
+    wait_until(lambda: not head.running)
+    assert budget.closed == 1
+    # a suite problem is the workers' to report (a collection error); a bug is said once
+    assert head.error == (None if kind == "suite" else "KeyError: 'index'")
