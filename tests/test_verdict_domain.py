@@ -118,7 +118,7 @@ def test_last_and_best_resolve_per_suite_and_skip_partial_runs(tmp_path):
         assert best["run"]["runs"] == {"a": "r1"}
         assert h.per_suite_doc("last", ["zzz"])["suites"] == {}
     doc, label = load_side("last", cwd=tmp_path, history=path, suites=["a"])
-    assert label == "history run r3" and list(doc["suites"]) == ["moved/a.yaml"]
+    assert label == "history run #3 (r3)" and list(doc["suites"]) == ["moved/a.yaml"]
     with pytest.raises(BaselineError, match="no complete run holding suite 'zzz'"):
         load_side("last", cwd=tmp_path, history=path, suites=["zzz"])
 
