@@ -89,13 +89,15 @@ class RetrieverGroup(pytest.Collector):
         assert isinstance(parent, SuiteFile)
         runtime = parent._state().runtime(parent.nodeid, parent.path)
         runs = runtime.suite.runs
+        spec = next((s for s in runtime.suite.systems if s.name == self.name), None)
+        line = spec.line - 1 if spec is not None and spec.line else 0
         for q, run in ((q, r) for q in runtime.dataset.queries for r in range(runs)):
             # Repeated runs of a case sit next to each other, so a worker that gets one tends
             # to get the others (and their cached contexts).
             name = q.id if runs == 1 else f"{q.id}[run{run}]"
             reason = runtime.suite.xfail.get(q.id)
             item = CaseItem.from_parent(self, name=name, retriever=self.name, case_id=q.id,
-                                        run=run, xfail_reason=reason)
+                                        run=run, xfail_reason=reason, line=line)
             for t in q.tags:
                 item.add_marker(marker_name("tag", t))
             if q.type:
@@ -113,9 +115,11 @@ class CaseItem(pytest.Item):
     fails shows as an ERROR, and a missed per-query threshold as a FAILURE."""
 
     def __init__(self, *, retriever: str, case_id: str, run: int = 0,
-                 xfail_reason: str | None = None, **kwargs: Any) -> None:
+                 xfail_reason: str | None = None, line: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.retriever = retriever
+        #: 0-based line of the retriever's (or pipeline's) key in the suite file, for reports
+        self.line = line
         self.case_id = case_id
         self.run = run
         #: The suite's ``xfail`` reason for this case (the item carries the matching mark).
@@ -255,7 +259,8 @@ class CaseItem(pytest.Item):
             pytest.fail(format_case_failure(rec), pytrace=False)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
-        return self.path, None, f"ragbench {self.retriever}::{self.case_id}"
+        # a line, not None: pytest's skip reports (a skip mark a conftest adds) require one
+        return self.path, self.line, f"ragbench {self.retriever}::{self.case_id}"
 
 
 def _xdist_pending(interactor: Any) -> list[int]:

@@ -393,6 +393,10 @@ class Registry:
         if callable(checker):
             try:
                 checker(dict(params), ctx)
+            except ComponentError as exc:
+                # a nested component's (a dense retriever's embedder): its parameter path is
+                # below the nested spec, not a key of this component, so point at this one
+                raise ComponentError(str(exc)) from None
             except (TypeError, ValueError) as exc:
                 raise ComponentError(f"{kind} {type_name!r}: {exc}") from None
 

@@ -62,3 +62,13 @@ def test_metric_parameters_in_the_mapping_form(tmp_path: Path) -> None:
         load_suite(path, None)
     assert str(info.value) == f"{path}:10: metrics[1].lambda: expected a number, got 'high'"
     assert (info.value.line, info.value.key) == (10, "metrics[1].lambda")
+
+
+def test_a_nested_components_parameter_stays_at_the_component(tmp_path: Path) -> None:
+    # the embedder's `dim` is not a key of the dense retriever: the error names the embedder
+    # and points at the retriever's key, as no exact line of the nested value is known
+    body = ("retrievers:\n  dense:\n    type: dense\n    embedder:\n      type: hashing\n"
+            "      dim: abc\nmetrics: [ndcg@10]\n")
+    assert _retriever_error(_suite(tmp_path, body)) == (
+        f"{tmp_path / 'suite.yaml'}:6: retrievers.dense: embedder 'hashing' parameter dim: "
+        "expected an integer, got 'abc'")
