@@ -176,27 +176,32 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
     answers like collected items, one judge request per test; and a suite whose generation
     fails for one query and whose judge fails for another keeps what was measured
     (tests/test_prechecks_measured.py, collected here as measured.yaml). Each suite has its
-    own fake server, so every request count is still per suite."""
+    own fake server, so every request count is still per suite. The runs also collect the
+    record fixture's tests of tests/test_fixtures.py (test_hand.py, suites/)."""
+    from test_fixtures import RECORD_OUTCOMES, check_record_runs, write_record_tests
     from test_prechecks_measured import KEY, check_failed_answers_keep_their_retrieval_scores
     from test_prechecks_measured import reply as measured_reply
     from test_prechecks_measured import suite as measured_suite
 
     suite(suite_text(server.base_url, f"[recall@10, token_f1, faithfulness, {CRITERIA}]"))
     pytester.makepyfile(test_app=HAND_WRITTEN)
+    write_record_tests(pytester)
     monkeypatch.setenv(KEY, "sk-measured-0123456789")
     write_jsonl(pytester.path / "measured_queries.jsonl",
                 [{**q, "answer": "a fine grind"} for q in QUERIES])
     summaries = []
+    runs = []
     with FakeOpenAIServer(reply=measured_reply) as measured_server:
         (pytester.path / "measured.yaml").write_text(
             measured_suite(measured_server.base_url).replace(
                 "queries: queries.jsonl", "queries: measured_queries.jsonl"))
         for extra in ([], ["-n", "2"]):
             server.reset_counts()
-            result = pytester.runpytest("test_app.py", "--ragbench=measured.yaml",
+            result = pytester.runpytest("test_app.py", "test_hand.py", "--ragbench=measured.yaml",
                                         "-p", "no:randomly", "--ragbench-summary=full", *extra)
-            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors
-            result.assert_outcomes(passed=4 + 3, failed=1, errors=2)
+            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors; and test_hand.py
+            result.assert_outcomes(passed=4 + 3 + RECORD_OUTCOMES["passed"],
+                                   failed=1 + RECORD_OUTCOMES["failed"], errors=2)
             # one judge request per test, whatever the scheduling
             assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
             everything = records(pytester.path)
@@ -215,7 +220,10 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
             summaries.append(json.dumps(suites, sort_keys=True))
             result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
             measured = {r["case_id"]: r for r in everything if r["suite_name"] == "measured"}
-            assert len(measured) + len(recs) == len(everything)
+            hand = [r for r in everything if str(r["suite"]).startswith("test_hand.py::")]
+            assert len(measured) + len(recs) + len(hand) == len(everything)
+            runs.append((result, everything))
             check_failed_answers_keep_their_retrieval_scores(
                 result, measured, next(s for s in suites if s["name"] == "measured"))
     assert summaries[0] == summaries[1]
+    check_record_runs(runs[0][0], runs[0][1], runs[1][1])
