@@ -177,8 +177,17 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
     fails for one query and whose judge fails for another keeps what was measured
     (tests/test_prechecks_measured.py, collected here as measured.yaml). Each suite has its
     own fake server, so every request count is still per suite. The runs also collect the
-    record fixture's tests of tests/test_fixtures.py (test_hand.py, suites/)."""
+    record fixture's tests of tests/test_fixtures.py (test_hand.py, suites/), and the suites
+    of tests/test_pipelines_e2e.py whose answers and judges must not depend on the scheduling
+    (app.yaml, rag.yaml, with their own two fake servers)."""
     from test_fixtures import RECORD_OUTCOMES, check_record_runs, write_record_tests
+    from test_pipelines_e2e import (
+        SCHEDULING_ARGS,
+        SCHEDULING_PASSED,
+        check_scheduling_run,
+        write_scheduling_suites,
+    )
+    from test_plugin_rag import judge_reply
     from test_prechecks_measured import KEY, check_failed_answers_keep_their_retrieval_scores
     from test_prechecks_measured import reply as measured_reply
     from test_prechecks_measured import suite as measured_suite
@@ -191,17 +200,25 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
                 [{**q, "answer": "a fine grind"} for q in QUERIES])
     summaries = []
     runs = []
-    with FakeOpenAIServer(reply=measured_reply) as measured_server:
+    scheduled: dict | None = None
+    with FakeOpenAIServer(reply=measured_reply) as measured_server, \
+            FakeOpenAIServer(reply=judge_reply) as app_server, \
+            FakeOpenAIServer(reply=judge_reply) as rag_server:
+        write_scheduling_suites(pytester, monkeypatch, app_server.base_url,
+                                rag_server.base_url)
         (pytester.path / "measured.yaml").write_text(
             measured_suite(measured_server.base_url).replace(
                 "queries: queries.jsonl", "queries: measured_queries.jsonl"))
         for extra in ([], ["-n", "2"]):
             server.reset_counts()
             result = pytester.runpytest("test_app.py", "test_hand.py", "--ragbench=measured.yaml",
-                                        "-p", "no:randomly", "--ragbench-summary=full", *extra)
-            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors; and test_hand.py
-            result.assert_outcomes(passed=4 + 3 + RECORD_OUTCOMES["passed"],
-                                   failed=1 + RECORD_OUTCOMES["failed"], errors=2)
+                                        *SCHEDULING_ARGS, "-p", "no:randomly",
+                                        "--ragbench-summary=full", *extra)
+            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors; test_hand.py;
+            # app.yaml and rag.yaml
+            result.assert_outcomes(
+                passed=4 + 3 + RECORD_OUTCOMES["passed"] + SCHEDULING_PASSED,
+                failed=1 + RECORD_OUTCOMES["failed"], errors=2)
             # one judge request per test, whatever the scheduling
             assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
             everything = records(pytester.path)
@@ -221,7 +238,11 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
             result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
             measured = {r["case_id"]: r for r in everything if r["suite_name"] == "measured"}
             hand = [r for r in everything if str(r["suite"]).startswith("test_hand.py::")]
-            assert len(measured) + len(recs) + len(hand) == len(everything)
+            app = [r for r in everything if r["suite_name"] in ("app", "rag")]
+            assert len(measured) + len(recs) + len(hand) + len(app) == len(everything)
+            scheduled = check_scheduling_run(app_server, rag_server,
+                                             pytester.path / ".ragbench" / "runs" / "latest",
+                                             scheduled)
             runs.append((result, everything))
             check_failed_answers_keep_their_retrieval_scores(
                 result, measured, next(s for s in suites if s["name"] == "measured"))
