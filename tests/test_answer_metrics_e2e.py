@@ -170,33 +170,65 @@ def test_my_app(ragbench_case, ragbench_record):
 
 
 def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
-        pytester, suite, server, monkeypatch):
+        pytester, suite, server, monkeypatch, capsys):
     """Two things whose point is that the scheduling changes nothing, in one serial and one
     -n 2 run (worker start-up is most of an xdist run's time): hand-written tests score their
     answers like collected items, one judge request per test; and a suite whose generation
     fails for one query and whose judge fails for another keeps what was measured
     (tests/test_prechecks_measured.py, collected here as measured.yaml). Each suite has its
-    own fake server, so every request count is still per suite."""
+    own fake server, so every request count is still per suite. The runs also collect the
+    record fixture's tests of tests/test_fixtures.py (test_hand.py, suites/), and the suites
+    of tests/test_pipelines_e2e.py whose answers and judges must not depend on the scheduling
+    (app.yaml, rag.yaml, with their own two fake servers), and the planted regression of
+    tests/test_baseline_stats.py against its baseline (planted.yaml)."""
+    from test_baseline_stats import (
+        N_QUERIES,
+        PLANTED_ARGS,
+        check_planted_parallel,
+        check_planted_serial,
+        prepare_planted_regression,
+    )
+    from test_fixtures import RECORD_OUTCOMES, check_record_runs, write_record_tests
+    from test_pipelines_e2e import (
+        SCHEDULING_ARGS,
+        SCHEDULING_PASSED,
+        check_scheduling_run,
+        write_scheduling_suites,
+    )
+    from test_plugin_rag import judge_reply
     from test_prechecks_measured import KEY, check_failed_answers_keep_their_retrieval_scores
     from test_prechecks_measured import reply as measured_reply
     from test_prechecks_measured import suite as measured_suite
 
     suite(suite_text(server.base_url, f"[recall@10, token_f1, faithfulness, {CRITERIA}]"))
     pytester.makepyfile(test_app=HAND_WRITTEN)
+    write_record_tests(pytester)
     monkeypatch.setenv(KEY, "sk-measured-0123456789")
     write_jsonl(pytester.path / "measured_queries.jsonl",
                 [{**q, "answer": "a fine grind"} for q in QUERIES])
     summaries = []
-    with FakeOpenAIServer(reply=measured_reply) as measured_server:
+    runs = []
+    run_dirs: list[Path] = []
+    scheduled: dict | None = None
+    with FakeOpenAIServer(reply=measured_reply) as measured_server, \
+            FakeOpenAIServer(reply=judge_reply) as app_server, \
+            FakeOpenAIServer(reply=judge_reply) as rag_server:
+        write_scheduling_suites(pytester, monkeypatch, app_server.base_url,
+                                rag_server.base_url)
+        prepare_planted_regression(pytester)
         (pytester.path / "measured.yaml").write_text(
             measured_suite(measured_server.base_url).replace(
                 "queries: queries.jsonl", "queries: measured_queries.jsonl"))
         for extra in ([], ["-n", "2"]):
             server.reset_counts()
-            result = pytester.runpytest("test_app.py", "--ragbench=measured.yaml",
-                                        "-p", "no:randomly", "--ragbench-summary=full", *extra)
-            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors
-            result.assert_outcomes(passed=4 + 3, failed=1, errors=2)
+            result = pytester.runpytest("test_app.py", "test_hand.py", "--ragbench=measured.yaml",
+                                        *SCHEDULING_ARGS, *PLANTED_ARGS, "-p", "no:randomly",
+                                        "--ragbench-summary=full", *extra)
+            # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors; test_hand.py;
+            # app.yaml and rag.yaml; planted.yaml
+            result.assert_outcomes(
+                passed=4 + 3 + RECORD_OUTCOMES["passed"] + SCHEDULING_PASSED + N_QUERIES,
+                failed=1 + RECORD_OUTCOMES["failed"], errors=2)
             # one judge request per test, whatever the scheduling
             assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
             everything = records(pytester.path)
@@ -215,7 +247,18 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
             summaries.append(json.dumps(suites, sort_keys=True))
             result.stdout.fnmatch_lines(["*helpfulness * 0.7500 *"])
             measured = {r["case_id"]: r for r in everything if r["suite_name"] == "measured"}
-            assert len(measured) + len(recs) == len(everything)
+            hand = [r for r in everything if str(r["suite"]).startswith("test_hand.py::")]
+            app = [r for r in everything if r["suite_name"] in ("app", "rag", "planted")]
+            assert len(measured) + len(recs) + len(hand) + len(app) == len(everything)
+            scheduled = check_scheduling_run(app_server, rag_server,
+                                             pytester.path / ".ragbench" / "runs" / "latest",
+                                             scheduled)
+            runs.append((result, everything))
+            run_dirs.append((pytester.path / ".ragbench" / "runs" / "latest").resolve())
+            if not extra:
+                check_planted_serial(result, run_dirs[0], monkeypatch, capsys)
             check_failed_answers_keep_their_retrieval_scores(
                 result, measured, next(s for s in suites if s["name"] == "measured"))
     assert summaries[0] == summaries[1]
+    check_record_runs(runs[0][0], runs[0][1], runs[1][1])
+    check_planted_parallel(runs[0][0], run_dirs[0], runs[1][0], run_dirs[1])

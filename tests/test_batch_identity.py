@@ -66,11 +66,18 @@ def assert_batched_equals_alone(retriever: Any, texts: list[str], k: int) -> Non
         assert [bits(h) for part in parts for h in part] == alone
 
 
-@pytest.mark.parametrize("k", [1, 10, 100, 1000])
-def test_dense_batched_equals_unbatched(k: int) -> None:
+@pytest.fixture(scope="module")
+def dense_index() -> DenseRetriever:
+    """One index for every k: indexing does not depend on k, and what retrieving keeps (a
+    float64 copy of the index) holds the same values (tests/unit/test_dense_exact.py)."""
     dense = DenseRetriever(embedder=HashingEmbedder(dim=384), batch_size=16)
     asyncio.run(dense.index(corpus()))
-    assert_batched_equals_alone(dense, queries(), k)
+    return dense
+
+
+@pytest.mark.parametrize("k", [1, 10, 100, 1000])
+def test_dense_batched_equals_unbatched(k: int, dense_index: DenseRetriever) -> None:
+    assert_batched_equals_alone(dense_index, queries(), k)
 
 
 def test_dense_finds_the_exact_top_k() -> None:

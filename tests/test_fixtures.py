@@ -27,13 +27,17 @@ metrics: [ndcg@10, recall@10]
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A dataset and suite in a sub folder (not collected as suite items: named suite.yaml)."""
+    write_suite_folder(pytester)
+    pytester.makeini(BASE_INI)
+    return pytester
+
+
+def write_suite_folder(pytester: pytest.Pytester) -> None:
     data = pytester.mkdir("suites")
     write_jsonl(data / "corpus.jsonl", DOCS)
     write_jsonl(data / "queries.jsonl", QUERIES)
     (data / "suite.yaml").write_text(SUITE_TEXT, encoding="utf-8")
     pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
-    pytester.makeini(BASE_INI)
-    return pytester
 
 
 def _records(pytester: pytest.Pytester) -> list[dict]:
@@ -106,32 +110,54 @@ def test_marker_retriever_fixture_and_cases_helper_parametrize_over_cases(projec
         float(len(q["text"])) for q in QUERIES}
 
 
-def test_record_fixture_produces_records_aggregated_like_cases_with_and_without_xdist(project):
-    _test_file(project, """
-        import pytest
+# The record fixture's check needs a serial and an -n 2 run; tests/test_answer_metrics_e2e.py
+# collects this test file beside its own in its pair of runs (worker start-up is most of an
+# xdist run's time), and checks both with check_record_runs.
+RECORD_TESTS = """
+    import pytest
 
-        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
-        def test_scored(ragbench_case, ragbench_retriever, ragbench_record):
-            hits = ragbench_retriever.retrieve(ragbench_case)
-            scores = ragbench_record.evaluate(hits, latency_ms=2.5)
-            assert set(scores) == {"ndcg@10", "recall@10"}
-            ragbench_record("hits", len(hits))
-            assert ragbench_case.id != "q4", "deliberate failure"
+    @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+    def test_scored(ragbench_case, ragbench_retriever, ragbench_record):
+        hits = ragbench_retriever.retrieve(ragbench_case)
+        scores = ragbench_record.evaluate(hits, latency_ms=2.5)
+        assert set(scores) == {"ndcg@10", "recall@10"}
+        ragbench_record("hits", len(hits))
+        assert ragbench_case.id != "q4", "deliberate failure"
 
-        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
-        def test_bm25(ragbench_case, ragbench_retriever, ragbench_record):
-            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
-    """)
-    result = project.runpytest("--ragbench-summary=full", "test_hand.py")
-    result.assert_outcomes(passed=4 + 5, failed=1)
-    result.stdout.fnmatch_lines([
-        "*ragbench summary*",
+    @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm25")
+    def test_bm25(ragbench_case, ragbench_retriever, ragbench_record):
+        ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+"""
+#: what RECORD_TESTS adds to a run's outcomes
+RECORD_OUTCOMES = {"passed": 4 + 5, "failed": 1}
+
+
+def write_record_tests(pytester: pytest.Pytester) -> None:
+    """The suite folder and test_hand.py of the record fixture's check."""
+    write_suite_folder(pytester)
+    _test_file(pytester, RECORD_TESTS)
+
+
+def _is_hand(record: dict) -> bool:
+    return str(record["suite"]).startswith("test_hand.py::")
+
+
+def check_record_runs(serial: pytest.RunResult, serial_recs: list[dict],
+                      parallel_recs: list[dict]) -> None:
+    """ragbench_record's records are aggregated like cases, with and without xdist: the
+    serial run's summary section and records, and the -n 2 run's records the same."""
+    lines = serial.outlines
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith("suite mini:test_scored [test_hand.py::test_scored]"))
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith(("suite ", "=", "results:"))), len(lines))
+    assert any("ragbench summary" in line for line in lines[:start])
+    pytest.LineMatcher(lines[start:end]).fnmatch_lines([
         "suite mini:test_scored [[]test_hand.py::test_scored[]]*",
         "  overlap: 5 cases, 0 errors, 1 below per-query thresholds",
         "    hits *",
         "    ndcg@10 *",
     ])
-    serial_recs = _records(project)
     recs = {r["case_id"]: r for r in serial_recs if r["suite"] == "test_hand.py::test_scored"}
     assert set(recs) == {"q1", "q2", "q3", "q4", "q5"}
     assert recs["q4"]["status"] == "failed"
@@ -145,16 +171,16 @@ def test_record_fixture_produces_records_aggregated_like_cases_with_and_without_
     assert recs["q1"]["retrieved"][0][0] == "d1"
 
     # with xdist: the same outcomes, and records with the same metrics
-    parallel = project.runpytest("test_hand.py", "-n", "2")
-    parallel.assert_outcomes(passed=4 + 5, failed=1)
-    parallel_recs = _records(project)
-
     def key(r: dict) -> tuple[str, str, str]:
         return r["suite"], r["retriever"], r["case_id"]
 
-    assert sum(r["retriever"] == "bm25" for r in serial_recs) == 5
-    assert [(key(r), r["metrics"]) for r in sorted(serial_recs, key=key)] == [
-        (key(r), r["metrics"]) for r in sorted(parallel_recs, key=key)]
+    hand_serial = sorted((r for r in serial_recs if _is_hand(r)), key=key)
+    hand_parallel = sorted((r for r in parallel_recs if _is_hand(r)), key=key)
+    assert sum(r["retriever"] == "bm25" for r in hand_serial) == 5
+    assert len(hand_serial) == 10
+    assert [r["status"] for r in hand_serial].count("failed") == 1
+    assert [(key(r), r["status"], r["metrics"]) for r in hand_serial] == [
+        (key(r), r["status"], r["metrics"]) for r in hand_parallel]
 
 
 def test_missing_marker_is_a_clear_error(project):

@@ -16,7 +16,6 @@ from conftest import (
     OVERLAP_RETRIEVER,
     QUERIES,
     error_sections,
-    latest_run,
     write_jsonl,
 )
 from test_pipelines import _Service
@@ -245,53 +244,75 @@ def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkey
     assert recs["q3"]["answer"] == "about milk temperature for steaming"
 
 
-def test_answers_and_judges_do_not_depend_on_the_scheduling(pytester, app, monkeypatch):
-    """Serially, then with two workers, two suites in each run (worker start-up is most of an
-    xdist run's time): a suite of pipelines with judged metrics, one judge call per item; and a
-    retriever suite whose answers are generated and judged (from tests/test_plugin_rag.py). No
-    call is made twice and the scores do not depend on the scheduling."""
-    from test_plugin_rag import judge_reply, rag_suite
+# The scheduling check needs a serial and an -n 2 run; tests/test_answer_metrics_e2e.py
+# collects these two suites beside its own in its pair of runs (worker start-up is most of an
+# xdist run's time): write_scheduling_suites, then check_scheduling_run after each run.
+SCHEDULING_ARGS = ("--ragbench=app.yaml", "--ragbench=rag.yaml", "--ragbench-cache=off")
+#: what the two suites add to a run's outcomes: 10 pipeline and 5 retriever items
+SCHEDULING_PASSED = 15
+
+
+def write_scheduling_suites(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                            judge_url: str, rag_url: str) -> None:
+    """A suite of pipelines with judged metrics (app.yaml) and a retriever suite whose answers
+    are generated and judged (rag.yaml, from tests/test_plugin_rag.py), each with its own fake
+    server, over the mini corpus and app_queries.jsonl (the mini queries with reference
+    answers)."""
+    from test_plugin_rag import rag_suite
 
     monkeypatch.setenv("RAGBENCH_TEST_KEY", "sk-test-0123456789abcdef")
-    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
+    write_jsonl(pytester.path / "corpus.jsonl", DOCS)
+    write_jsonl(pytester.path / "app_queries.jsonl",
+                [{**q, "answer": ANSWERS[q["_id"]]} for q in QUERIES])
+    pytester.makepyfile(tiny_rag=TINY_RAG, overlap_retriever=OVERLAP_RETRIEVER)
+    pytester.makeconftest(CONFTEST)
     outputs = json.dumps({q: {"answer": a, "contexts": [{"id": "d1"}]}
                           for q, a in ANSWERS.items()})
-    with FakeOpenAIServer(reply=judge_reply) as server, \
-            FakeOpenAIServer(reply=judge_reply) as rag_server:
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            pipelines:
-              ids_only: {{type: "tiny_rag:sync_factory", answers: {outputs}}}
-              tiny: {{}}
-            metrics: [faithfulness, token_f1, ndcg@10, recall@10, rouge_l]
-            judge:
-              llm: {{base_url: {server.base_url}, model: m, api_key_env: RAGBENCH_TEST_KEY,
-                     retries: 0}}
-            cache: off
-        """)
-        (pytester.path / "rag.yaml").write_text(rag_suite(rag_server.base_url))
-        args = ("--ragbench=suite.yaml", "--ragbench=rag.yaml", "--ragbench-cache=off")
-        serial_result = pytester.runpytest(*args)
-        serial_result.assert_outcomes(passed=15)
-        assert server.count("/v1/chat/completions") == 10  # one batched judge call per item
-        # one generation and one judge call per item
-        assert rag_server.count("/v1/chat/completions") == 10
-        serial = {(r["retriever"], r["case_id"]): r["metrics"] for r in records(pytester.path)
-                  if r["retriever"] != "overlap"}
-        assert len(serial) == 10
-        serial_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-        server.reset_counts()
-        rag_server.reset_counts()
-        result = pytester.runpytest(*args, "-n", "2")
-        result.assert_outcomes(passed=15)
-        assert server.count("/v1/chat/completions") == 10
-        assert rag_server.count("/v1/chat/completions") == 10
-    parallel_json = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    assert serial_json["suites"] == parallel_json["suites"]
-    assert serial_result.ret == result.ret == 0
-    recs = [r for r in records(pytester.path) if r["retriever"] != "overlap"]
-    assert {(r["retriever"], r["case_id"]): r["metrics"] for r in recs} == serial
+    (pytester.path / "app.yaml").write_text(textwrap.dedent(f"""
+        name: app
+        dataset: {{corpus: corpus.jsonl, queries: app_queries.jsonl}}
+        pipelines:
+          ids_only: {{type: "tiny_rag:sync_factory", answers: {outputs}}}
+          tiny: {{}}
+        metrics: [faithfulness, token_f1, ndcg@10, recall@10, rouge_l]
+        judge:
+          llm: {{base_url: {judge_url}, model: m, api_key_env: RAGBENCH_TEST_KEY,
+                 retries: 0}}
+        cache: off
+    """).lstrip("\n"), encoding="utf-8")
+    rag = rag_suite(rag_url)
+    assert "queries: queries.jsonl" in rag
+    (pytester.path / "rag.yaml").write_text(
+        rag.replace("queries: queries.jsonl", "queries: app_queries.jsonl"), encoding="utf-8")
+
+
+def check_scheduling_run(server: FakeOpenAIServer, rag_server: FakeOpenAIServer,
+                         run: Path, serial: dict | None) -> dict:
+    """After each run: no call made twice (one batched judge call per pipeline item, one
+    generation and one judge call per retriever item), every item of both suites passed,
+    and, given the serial run's scores (``serial``), the same scores. Returns the scores."""
+    assert server.count("/v1/chat/completions") == 10
+    assert rag_server.count("/v1/chat/completions") == 10
+    server.reset_counts()
+    rag_server.reset_counts()
+    everything = [json.loads(line) for line in
+                  (run / "cases.jsonl").read_text().splitlines()]
+    mine = [r for r in everything if r["suite_name"] in ("app", "rag")]
+    assert len(mine) == SCHEDULING_PASSED and all(r["status"] == "ok" for r in mine)
+    summary = json.loads((run / "summary.json").read_text())
+    # The run's verdict (its exit status) counts nothing of these suites: the items it counts
+    # as failed or errored are those of the run's other suites (these have no gates).
+    others = [r for r in everything if r["suite_name"] not in ("app", "rag")]
+    expected = {"items_failed": sum(r["status"] == "failed" for r in others),
+                "items_errored": sum(r["status"] == "error" for r in others)}
+    assert {r["kind"]: r["count"] for r in summary["verdict"]["reasons"]
+            if r["kind"] in expected} == {k: n for k, n in expected.items() if n}
+    assert not any(g["suite"] in ("app", "rag") for g in summary["gates"])
+    recs = [r for r in mine if r["suite_name"] == "app"]
+    scores = {(r["retriever"], r["case_id"]): r["metrics"] for r in recs}
+    assert len(scores) == 10
+    if serial is not None:
+        assert scores == serial
     assert all(r["metrics"]["faithfulness"] == 0.5 and r["judge"] for r in recs)
     assert all(r["usage"]["requests"] == 1 for r in recs)
     # contexts given by id only are judged with the corpus text of that id
@@ -299,6 +320,7 @@ def test_answers_and_judges_do_not_depend_on_the_scheduling(pytester, app, monke
     assert ids_only["q2"]["contexts"] == ["d1"]
     # the pipeline's reported spend plus the judge's
     assert by_case(recs, "tiny")["q1"]["usage"]["prompt_tokens"] > 10
+    return scores
 
 
 COUNTED = '''

@@ -62,6 +62,9 @@ FIELDS = ("flat", "text")
 _SCORE_BLOCK = 16_000_000
 # Upper bound on the float64 products materialised at once when scoring candidates.
 _EXACT_BLOCK = 4_000_000
+# Largest float64 copy of the index kept for scoring (bytes): below it, scoring many candidates
+# per query (k near the corpus size) skips gathering and widening the float32 rows each time.
+_WIDE_MAX = 64 * 1024 * 1024
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -95,14 +98,18 @@ def normalise_each_row(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
-def exact_scores(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """float64 dot products of ``query`` with ``matrix[rows]``: exact float32 x float32
-    products summed per row in a fixed order (numpy's pairwise sum along a contiguous row)."""
+def exact_scores(matrix: np.ndarray, rows: np.ndarray | None, query: np.ndarray) -> np.ndarray:
+    """float64 dot products of ``query`` with ``matrix[rows]`` (every row when ``rows`` is
+    None): exact float32 x float32 products summed per row in a fixed order (numpy's pairwise
+    sum along a contiguous row). ``matrix`` may be the float32 index or its exact float64 copy:
+    the scores are the same bits."""
     q = np.asarray(query, dtype=np.float64)
-    out = np.empty(rows.shape[0], dtype=np.float64)
+    n = matrix.shape[0] if rows is None else rows.shape[0]
+    out = np.empty(n, dtype=np.float64)
     step = max(1, _EXACT_BLOCK // max(1, q.shape[0]))
-    for start in range(0, rows.shape[0], step):
-        chunk = np.asarray(matrix[rows[start:start + step]], dtype=np.float64)
+    for start in range(0, n, step):
+        part = matrix[start:start + step] if rows is None else matrix[rows[start:start + step]]
+        chunk = np.asarray(part, dtype=np.float64)
         out[start:start + step] = np.add.reduce(chunk * q, axis=1)
     return out
 
@@ -156,6 +163,8 @@ class DenseRetriever:
         self._ids: list[str] = []
         self._id_array = np.zeros(0, dtype=object)
         self._matrix: np.ndarray | None = None
+        # (the index, its float64 copy) for exact scoring: see _wide_matrix
+        self._wide: tuple[np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
@@ -286,13 +295,27 @@ class DenseRetriever:
         n = approx.shape[0]
         if k >= n:
             cand = np.arange(n)
+            scores = exact_scores(self._wide_matrix(matrix), None, query)
         else:
             kth = float(np.partition(approx, n - k)[n - k])
             cand = np.flatnonzero(approx >= kth - screening_margin(matrix.shape[1]))
-        scores = exact_scores(matrix, cand, query)
+            # few candidates: gathering and widening just those rows is cheaper
+            source = self._wide_matrix(matrix) if 4 * cand.shape[0] >= n else matrix
+            scores = exact_scores(source, cand, query)
         # cand ascends, so top_k's ties by position are ties by row: trec order
         best = top_k(scores, k)
-        return [(self._ids[int(cand[i])], float(scores[i])) for i in best]
+        ids = self._ids
+        # tolist() gives the same Python floats as float() of each numpy scalar, at once
+        return [(ids[c], s) for c, s in zip(cand[best].tolist(), scores[best].tolist(),
+                                            strict=True)]
+
+    def _wide_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """``matrix`` as float64 (exact), kept while the index is small enough; else itself."""
+        if matrix.nbytes * 2 > _WIDE_MAX:
+            return matrix
+        if self._wide is None or self._wide[0] is not matrix:
+            self._wide = (matrix, np.asarray(matrix, dtype=np.float64))
+        return self._wide[1]
 
     def _ready(self, k: int) -> np.ndarray:
         if self._matrix is None:
