@@ -127,7 +127,7 @@ def test_processes_sharing_a_coordinator_never_exceed_concurrency(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=3))
-    with FakeOpenAIServer(latency=0.05) as server:
+    with FakeOpenAIServer(latency=0.02) as server:
         # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
         reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
         assert sum(r["ok"] for r in reports) == 36
@@ -236,8 +236,11 @@ def test_adaptive_concurrency_finds_a_hidden_limit(
     client = CoordinatorClient(coordinator.address, coordinator.token)
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
-    with FakeOpenAIServer(latency=0.1, refuse_above=hidden) as server:
-        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=1.0,
+    # the level moves once per round trip (a window of ``level`` successes), so what counts is
+    # rounds: 0.5 s of 0.05 s requests are as many as 1 s of 0.1 s ones, and the latency stays
+    # far above a coordinator round trip (well under 1 ms)
+    with FakeOpenAIServer(latency=0.05, refuse_above=hidden) as server:
+        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=0.5,
                               tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
@@ -258,13 +261,15 @@ def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
-    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.15") as server:
+    # every 429 pauses the pool for Retry-After; the check leaves 20 ms of it for arrival
+    # jitter, as the rpm checks leave 50 ms of their period
+    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.1") as server:
         reports = run_workers(workers, coordinator, server, 2, requests=8, tasks=8)
         arrivals = sorted(server.arrival_times())
     assert sum(r["ok"] for r in reports) == 16
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # the pause held every worker back, not just the refused one (other gaps: ~latency)
-    assert max(gaps) >= 0.12
+    assert max(gaps) >= 0.08
     assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
     client.close()
 
