@@ -23,36 +23,20 @@ from pytest_ragbench.budget import (
     CoordinatorError,
     PoolLimits,
 )
-from pytest_ragbench.budget.testing import hold_and_wait, worker_main
+from pytest_ragbench.budget.testing import hold_and_wait, pooled_worker
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
-# spawn: the parent runs server threads, which fork would copy in an undefined state
-CTX = multiprocessing.get_context("spawn")
+# Not fork: the parent runs server threads, which fork would copy in an undefined state. A fork
+# server forks each worker from a clean single-threaded process that imported the budget code
+# once (set_forkserver_preload below), instead of one fresh interpreter importing it per worker.
+START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+CTX = multiprocessing.get_context(START)
 
 
 @pytest.fixture
 def coordinator() -> Iterator[Coordinator]:
     with Coordinator() as running:
         yield running
-
-
-class _Go:
-    """A start line for one job of a pooled worker: :func:`drive` calls ``wait`` once warm;
-    it says so to the parent and blocks until the parent has heard from every worker."""
-
-    def __init__(self, results: Any, go: Any) -> None:
-        self.results, self.go = results, go
-
-    def wait(self, timeout: float) -> None:
-        self.results.put({"ready": True})
-        self.go.get(timeout=timeout)
-
-
-def pooled_worker(jobs: Any, go: Any, results: Any) -> None:
-    """Process entry point: run :func:`worker_main` for each spec from ``jobs`` until
-    ``None``, so the tests pay for spawning and importing once, not once per test."""
-    while (spec := jobs.get()) is not None:
-        worker_main(spec, results, _Go(results, go))
 
 
 @dataclass
@@ -80,6 +64,9 @@ class WorkerPool:
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[WorkerPool]:
+    if START == "forkserver":
+        # the workers' target lives there, so a forked worker imports nothing more
+        CTX.set_forkserver_preload(["pytest_ragbench.budget.testing"])
     results = CTX.Queue()
     jobs = [CTX.Queue() for _ in range(POOL_SIZE)]
     gos = [CTX.Queue() for _ in range(POOL_SIZE)]
