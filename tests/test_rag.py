@@ -383,7 +383,7 @@ def test_prefetcher_results_errors_duplicates_and_timeouts() -> None:
         assert prefetcher.submit("a", lambda: value(1, 0.05))
         assert not prefetcher.submit("a", lambda: value(99))  # already pending
         prefetcher.submit("b", boom)
-        prefetcher.submit("slow", lambda: value(3, 0.3))
+        prefetcher.submit("slow", lambda: value(3, 0.15))  # far longer than the 0.01 s below
         with pytest.raises(RuntimeError, match="exploded"):
             prefetcher.result("b")
         with pytest.raises(TimeoutError):
