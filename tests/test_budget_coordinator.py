@@ -23,36 +23,20 @@ from pytest_ragbench.budget import (
     CoordinatorError,
     PoolLimits,
 )
-from pytest_ragbench.budget.testing import hold_and_wait, worker_main
+from pytest_ragbench.budget.testing import hold_and_wait, pooled_worker
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
-# spawn: the parent runs server threads, which fork would copy in an undefined state
-CTX = multiprocessing.get_context("spawn")
+# Not fork: the parent runs server threads, which fork would copy in an undefined state. A fork
+# server forks each worker from a clean single-threaded process that imported the budget code
+# once (set_forkserver_preload below), instead of one fresh interpreter importing it per worker.
+START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+CTX = multiprocessing.get_context(START)
 
 
 @pytest.fixture
 def coordinator() -> Iterator[Coordinator]:
     with Coordinator() as running:
         yield running
-
-
-class _Go:
-    """A start line for one job of a pooled worker: :func:`drive` calls ``wait`` once warm;
-    it says so to the parent and blocks until the parent has heard from every worker."""
-
-    def __init__(self, results: Any, go: Any) -> None:
-        self.results, self.go = results, go
-
-    def wait(self, timeout: float) -> None:
-        self.results.put({"ready": True})
-        self.go.get(timeout=timeout)
-
-
-def pooled_worker(jobs: Any, go: Any, results: Any) -> None:
-    """Process entry point: run :func:`worker_main` for each spec from ``jobs`` until
-    ``None``, so the tests pay for spawning and importing once, not once per test."""
-    while (spec := jobs.get()) is not None:
-        worker_main(spec, results, _Go(results, go))
 
 
 @dataclass
@@ -80,6 +64,9 @@ class WorkerPool:
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[WorkerPool]:
+    if START == "forkserver":
+        # the workers' target lives there, so a forked worker imports nothing more
+        CTX.set_forkserver_preload(["pytest_ragbench.budget.testing"])
     results = CTX.Queue()
     jobs = [CTX.Queue() for _ in range(POOL_SIZE)]
     gos = [CTX.Queue() for _ in range(POOL_SIZE)]
@@ -127,7 +114,7 @@ def test_processes_sharing_a_coordinator_never_exceed_concurrency(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=3))
-    with FakeOpenAIServer(latency=0.05) as server:
+    with FakeOpenAIServer(latency=0.02) as server:
         # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
         reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
         assert sum(r["ok"] for r in reports) == 36
@@ -214,7 +201,7 @@ def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
 
         async def blocked_then_granted() -> float:
             waiter = asyncio.ensure_future(client.acquire("endpoint"))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)  # a grant would take one local round trip (< 1 ms)
             assert not waiter.done()  # both slots are held by the other process
             start = time.monotonic()
             holder.kill()  # SIGKILL: no goodbye, only the closed socket tells
@@ -236,8 +223,11 @@ def test_adaptive_concurrency_finds_a_hidden_limit(
     client = CoordinatorClient(coordinator.address, coordinator.token)
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
-    with FakeOpenAIServer(latency=0.1, refuse_above=hidden) as server:
-        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=1.0,
+    # the level moves once per round trip (a window of ``level`` successes), so what counts is
+    # rounds: 0.5 s of 0.05 s requests are as many as 1 s of 0.1 s ones, and the latency stays
+    # far above a coordinator round trip (well under 1 ms)
+    with FakeOpenAIServer(latency=0.05, refuse_above=hidden) as server:
+        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=0.5,
                               tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
@@ -258,13 +248,15 @@ def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
-    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.15") as server:
+    # every 429 pauses the pool for Retry-After; the check leaves 20 ms of it for arrival
+    # jitter, as the rpm checks leave 50 ms of their period
+    with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.1") as server:
         reports = run_workers(workers, coordinator, server, 2, requests=8, tasks=8)
         arrivals = sorted(server.arrival_times())
     assert sum(r["ok"] for r in reports) == 16
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # the pause held every worker back, not just the refused one (other gaps: ~latency)
-    assert max(gaps) >= 0.12
+    assert max(gaps) >= 0.08
     assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
     client.close()
 

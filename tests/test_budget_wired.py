@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,8 +171,14 @@ class Slow:
 '''
 
 
+# The timed-out step (a retrieval or a first LLM call) takes 3 s, ten times the limit; every
+# other step answers at once (no latency), so a short limit still separates the two at load.
+TIMEOUT = 0.3
+
+
 def slow_suite(name: str, asynchronous: bool) -> str:
-    """A suite without an LLM whose retriever sleeps 3 s on query q3 (case_timeout 0.5 s)."""
+    """A suite without an LLM whose retriever sleeps 3 s on query q3 (case_timeout
+    ``TIMEOUT``)."""
     return f"""
 name: {name}
 dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
@@ -180,7 +187,7 @@ retrievers:
     type: "slow_retrievers:Slow"
     slow_on: "question 3"
     asynchronous: {str(asynchronous).lower()}
-    case_timeout: 0.5
+    case_timeout: {TIMEOUT}
 metrics: [recall@10]
 """
 
@@ -206,12 +213,14 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
     shedding load; grow: a willing one; case_timeout / gen_timeout: a first call of 3 s;
     slow_sync / slow_async: a retrieval of 3 s."""
     pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
-    with FakeOpenAIServer(latency=0.05, reply=reply) as conc, \
+    # latencies only have to be far longer than sending a request (well under 1 ms here), so
+    # that requests let through at once really overlap at the server
+    with FakeOpenAIServer(latency=0.02, reply=reply) as conc, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
             FakeOpenAIServer(reply=reply) as keys, \
-            FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+            FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
-            FakeOpenAIServer(latency=0.05, reply=reply) as willing, \
+            FakeOpenAIServer(latency=0.02, reply=reply) as willing, \
             FakeOpenAIServer(reply=reply) as slow_call, \
             FakeOpenAIServer(reply=reply) as slow_generation:
         servers = {"conc": conc, "cost": paid, "keys": keys, "auto": shedding,
@@ -227,10 +236,10 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
         dataset(url["auto"], AUTO_LLM, retries=8, name="auto.yaml")
         # growth counts successes, not seconds: a short latency shows it as well as a long one
         dataset(url["grow"], "  concurrency: {auto: true, max: 6, start: 1}", name="grow.yaml")
-        dataset(url["case_timeout"], "  concurrency: 1\n  case_timeout: 0.5",
+        dataset(url["case_timeout"], f"  concurrency: 1\n  case_timeout: {TIMEOUT}",
                 name="case_timeout.yaml")
-        dataset(url["gen_timeout"], "  concurrency: 1", extra="generation: {timeout: 0.5}",
-                name="gen_timeout.yaml")
+        dataset(url["gen_timeout"], "  concurrency: 1",
+                extra=f"generation: {{timeout: {TIMEOUT}}}", name="gen_timeout.yaml")
         for name, asynchronous in (("slow_sync", False), ("slow_async", True)):
             (pytester.path / f"{name}.yaml").write_text(slow_suite(name, asynchronous),
                                                         encoding="utf-8")
@@ -310,6 +319,27 @@ def test_auto_concurrency_grows_on_a_willing_endpoint(serial: SerialRun) -> None
     assert adaptive["max_level"] > 1 and adaptive["decreases"] == 0
 
 
+class Gate:
+    """A reply that holds every request until ``count`` have arrived, then answers them all;
+    if they have not after ``patience`` seconds, it gives up waiting for good (the test then
+    fails on the count in flight, not on a hang)."""
+
+    def __init__(self, count: int, patience: float) -> None:
+        self.count, self.patience = count, patience
+        self.arrived = 0
+        self.lock = threading.Lock()
+        self.open = threading.Event()
+
+    def __call__(self, messages: Sequence[dict[str, Any]]) -> str:
+        with self.lock:
+            self.arrived += 1
+            if self.arrived >= self.count:
+                self.open.set()
+        if not self.open.wait(self.patience):
+            self.open.set()
+        return REPLY
+
+
 def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         pytester: pytest.Pytester, dataset: Any) -> None:
     """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on four
@@ -327,10 +357,12 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
     """)
     # wide: 16 cases, concurrency 16, two workers: only when each worker holds its 8 cases at
     # once can all 16 requests be in flight together (xdist's load scheduling sends 2 at
-    # first); it comes first so both workers start on it together, as in a run of it alone
-    with FakeOpenAIServer(latency=0.5, reply=reply) as wide, \
-            FakeOpenAIServer(latency=0.05, reply=reply) as shared, \
-            FakeOpenAIServer(latency=0.1, reply=reply, refuse_above=3,
+    # first); it comes first so both workers start on it together, as in a run of it alone.
+    # Its replies wait until all 16 requests have arrived (so however far apart the workers
+    # start, they overlap when the property holds), or for 3 s when they never all do.
+    with FakeOpenAIServer(reply=Gate(N_QUERIES, 3.0)) as wide, \
+            FakeOpenAIServer(latency=0.02, reply=reply) as shared, \
+            FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid:
         dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
@@ -398,14 +430,14 @@ def test_bad_concurrency_is_one_clear_message(bad_concurrency: pytest.RunResult,
 def test_call_past_its_case_timeout_is_an_explicit_error(serial: SerialRun) -> None:
     (err,) = [r for r in serial.records("case_timeout") if r["status"] == "error"]
     assert err["error"]["stage"] == "generation"
-    assert "case_timeout 0.5 s" in err["error"]["message"]
+    assert f"case_timeout {TIMEOUT:g} s" in err["error"]["message"]
     assert len(serial.records("case_timeout")) == N_QUERIES
 
 
 def test_case_past_generation_timeout_is_an_explicit_error(serial: SerialRun) -> None:
     (err,) = [r for r in serial.records("gen_timeout") if r["status"] == "error"]
     assert err["error"]["stage"] == "generation"
-    assert "generation.timeout 0.5 s" in err["error"]["message"]
+    assert f"generation.timeout {TIMEOUT:g} s" in err["error"]["message"]
     assert len(serial.records("gen_timeout")) == N_QUERIES
 
 
@@ -417,10 +449,10 @@ def test_retrieval_past_its_case_timeout_is_an_explicit_error(serial: SerialRun,
     assert len(recs) == N_QUERIES
     (err,) = [r for r in recs if r["status"] == "error"]
     assert err["case_id"] == "q3" and err["error"]["stage"] == "retrieve"
-    assert "retriever 'slow' timed out: the retrieval took longer than its case_timeout 0.5 s" \
-        in " ".join(err["error"]["message"].split())
-    serial.result.stdout.fnmatch_lines(["*retriever 'slow' timed out: the retrieval took "
-                                        "longer than its case_timeout 0.5 s*"])
+    said = ("retriever 'slow' timed out: the retrieval took longer than its case_timeout "
+            f"{TIMEOUT:g} s")
+    assert said in " ".join(err["error"]["message"].split())
+    serial.result.stdout.fnmatch_lines([f"*{said}*"])
 
 
 # -- scheduling across workers ----------------------------------------------------------------

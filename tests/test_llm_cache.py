@@ -211,7 +211,8 @@ def test_unknown_mode_is_rejected(db: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_identical_concurrent_calls_share_one_request(db: Path) -> None:
-    with FakeOpenAIServer(latency=0.2) as server, ResponseCache(db) as cache:
+    # the five calls start in one turn of the loop: any latency keeps the first in flight
+    with FakeOpenAIServer(latency=0.05) as server, ResponseCache(db) as cache:
         llm = cached_chat(server, cache)
         results = await asyncio.wait_for(asyncio.gather(*(llm.chat(USER) for _ in range(5))), 5)
         await close(llm)
@@ -223,7 +224,7 @@ async def test_identical_concurrent_calls_share_one_request(db: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_shared_call_failure_reaches_every_caller(db: Path) -> None:
-    with FakeOpenAIServer(latency=0.1) as server, ResponseCache(db) as cache:
+    with FakeOpenAIServer(latency=0.05) as server, ResponseCache(db) as cache:
         server.set_default(Fault("status", 400, body='{"error": {"message": "nope"}}'))
         llm = cached_chat(server, cache)
         results = await asyncio.wait_for(
@@ -237,7 +238,8 @@ async def test_shared_call_failure_reaches_every_caller(db: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_joiners_take_over_when_the_leading_call_is_cancelled(db: Path) -> None:
-    with FakeOpenAIServer(latency=0.3) as server, ResponseCache(db) as cache:
+    # the leader's request never comes back while it is in flight; the joiner's own is immediate
+    with FakeOpenAIServer(faults=[Fault.hang()]) as server, ResponseCache(db) as cache:
         llm = cached_chat(server, cache)
         leader = asyncio.create_task(llm.chat(USER))
         await asyncio.sleep(0.05)
@@ -279,7 +281,7 @@ async def test_cached_embedder_fetches_only_missing_texts(
 
 @pytest.mark.asyncio
 async def test_cached_embedder_shares_concurrent_texts(db: Path) -> None:
-    with FakeOpenAIServer(latency=0.2) as server, ResponseCache(db) as cache:
+    with FakeOpenAIServer(latency=0.05) as server, ResponseCache(db) as cache:
         inner = OpenAIEmbedder(server.base_url, "emb", retry=FAST)
         embedder = CachedEmbedder(inner, cache, provider_id=inner.provider_id)
         a, b = await asyncio.wait_for(

@@ -96,13 +96,13 @@ async def test_scripted_reply_can_return_judge_json(server: FakeOpenAIServer) ->
 
 @pytest.mark.asyncio
 async def test_concurrency_limit_bounds_requests_in_flight() -> None:
-    with FakeOpenAIServer(latency=0.1) as server:
+    with FakeOpenAIServer(latency=0.05) as server:
         async with chat_client(server, concurrency=2, timeout=5) as llm:
             started = time.perf_counter()
             results = await asyncio.gather(*(llm.chat(USER) for _ in range(6)))
             elapsed = time.perf_counter() - started
     assert len(results) == 6
-    assert elapsed >= 0.29  # 6 calls, 2 at a time, 0.1 s each
+    assert elapsed >= 0.145  # 6 calls, 2 at a time, 0.05 s each (all at once: 0.05 s)
     assert elapsed < 2.0
     assert llm.usage.requests == 6
 
@@ -153,14 +153,14 @@ async def test_lasting_fault_ends_in_llm_error_with_reason(
 
 @pytest.mark.asyncio
 async def test_retry_after_is_honoured(server: FakeOpenAIServer) -> None:
-    server.add_faults(Fault.rate_limited("0.2"), Fault.rate_limited("0.2"))
+    server.add_faults(Fault.rate_limited("0.1"), Fault.rate_limited("0.1"))
     retry = RetryPolicy(max_attempts=3, base_delay=0.0)  # without the header: no wait at all
     async with chat_client(server, retry=retry, timeout=2) as llm:
         started = time.perf_counter()
         completion = await asyncio.wait_for(llm.chat(USER), 5)
         elapsed = time.perf_counter() - started
     assert completion.usage.requests == 3
-    assert 0.4 <= elapsed < 1.5
+    assert 0.2 <= elapsed < 1.3
 
 
 @pytest.mark.asyncio

@@ -98,13 +98,16 @@ def host_infos(lines: Sequence[str]) -> list[dict[str, Any]]:
 def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     gw = tmp_path_factory.mktemp("gateway")  # outside the controller's rootdir
-    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
+    with FakeOpenAIServer(reply=reply) as server:
         write_project(pytester.path, server.base_url)
         serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         serial.assert_outcomes(passed=N_QUERIES)
         serial_summary, serial_records = run_outputs(pytester.path)
         serial_run = serial_summary["run"]["id"]
 
+        # only the workers' run needs a latency: requests that two workers send at once
+        # must overlap at the server for a per-worker budget to show
+        server.latency = 0.05
         result = pytester.runpytest(
             "--ragbench=suite.yaml", f"--tx=2*popen//chdir={gw}", "-d",
             "--junitxml=junit.xml", "--ragbench-html=out/report.html")

@@ -89,29 +89,42 @@ def test_no_fragment_survives_any_cut(prefix: str, a: int, b: int, suffix: str,
 # -- each client against a server that echoes the key ----------------------------------------
 
 
-class EchoServer(JsonService):
-    """A service on 127.0.0.1 that answers every POST with ``status`` and the next body."""
+class EchoServer:
+    """A service on 127.0.0.1 that answers every POST with ``status`` and the next body, in
+    turn; ``seen`` holds the headers of the requests it got."""
 
-    def __init__(self, status: int, bodies: list[str]) -> None:
-        super().__init__(lambda body, headers, n: (status, bodies[(n - 1) % len(bodies)]))
+    def __init__(self, service: JsonService, status: int, bodies: list[str]) -> None:
+        self.service, self.status, self.bodies = service, status, bodies
+        self.url = service.url
+        self.first = len(service.received)  # the service's requests before this script
+
+    def reply(self, n: int) -> tuple[int, str]:
+        return self.status, self.bodies[(n - self.first - 1) % len(self.bodies)]
 
     @property
     def seen(self) -> list[dict[str, str]]:
-        return self.lowered_headers()
+        return self.service.lowered_headers()[self.first:]
+
+
+@pytest.fixture(scope="module")
+def echo_service() -> Iterator[tuple[JsonService, list[EchoServer]]]:
+    """One service for the module, answering as the latest script says: stopping a service
+    waits for its serving loop's next poll, which a service per test paid every time."""
+    scripts: list[EchoServer] = []
+    with JsonService(lambda body, headers, n: scripts[-1].reply(n)) as service:
+        yield service, scripts
 
 
 @pytest.fixture
-def echo_server() -> Iterator[Callable[[int, list[str]], EchoServer]]:
-    started: list[EchoServer] = []
+def echo_server(echo_service: tuple[JsonService, list[EchoServer]]
+                ) -> Callable[[int, list[str]], EchoServer]:
+    service, scripts = echo_service
 
     def start(status: int, bodies: list[str]) -> EchoServer:
-        srv = EchoServer(status, bodies).__enter__()
-        started.append(srv)
-        return srv
+        scripts.append(EchoServer(service, status, bodies))
+        return scripts[-1]
 
-    yield start
-    for srv in started:
-        srv.__exit__()
+    return start
 
 
 @pytest.mark.parametrize("status", [401, 500])

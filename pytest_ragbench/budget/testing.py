@@ -158,6 +158,29 @@ def worker_main(spec: dict[str, Any], results: Any, ready: Any = None) -> None:
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
+class _StartLine:
+    """A start line for one job of :func:`pooled_worker`: :func:`drive` calls ``wait`` once
+    warm; it says so on ``results`` and blocks until the parent puts anything on ``go``."""
+
+    def __init__(self, results: Any, go: Any) -> None:
+        self.results, self.go = results, go
+
+    def wait(self, timeout: float) -> None:
+        self.results.put({"ready": True})
+        self.go.get(timeout=timeout)
+
+
+def pooled_worker(jobs: Any, go: Any, results: Any) -> None:
+    """Process entry point: run :func:`worker_main` for each spec dict from the ``jobs`` queue
+    until ``None``, so a test module pays for starting a process once, not once per test.
+
+    Before each job's measured part it puts ``{"ready": True}`` on ``results`` and waits for
+    an item on ``go`` (the parent sends one once every worker is ready); then the job's report
+    follows on ``results`` as with :func:`worker_main`."""
+    while (spec := jobs.get()) is not None:
+        worker_main(spec, results, _StartLine(results, go))
+
+
 def hold_and_wait(spec: dict[str, Any], results: Any) -> None:
     """Process entry point: take ``spec["slots"]`` leases of ``spec["pool"]``, say so on
     ``results``, then sleep until killed (a crashed worker holding slots)."""

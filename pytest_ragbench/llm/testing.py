@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import re
+import selectors
 import socket
 import threading
 import time
@@ -187,6 +188,19 @@ class _HTTPServer(ThreadingHTTPServer):
         self.owner = owner
         super().__init__(("127.0.0.1", 0), _Handler)
 
+    def serve_until(self, stop: threading.Event, wake: socket.socket) -> None:
+        """Accept requests until ``stop`` is set; a byte on ``wake`` makes the loop look.
+
+        ``serve_forever`` would notice a shutdown only at its next poll, which made every
+        stop (every test's teardown) wait most of a poll interval."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while not stop.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self and not stop.is_set():
+                        self._handle_request_noblock()  # socketserver's accept-and-dispatch
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like real endpoints
@@ -347,6 +361,7 @@ class FakeOpenAIServer:
         self._stop = threading.Event()
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -356,9 +371,10 @@ class FakeOpenAIServer:
             raise RuntimeError("FakeOpenAIServer is already running")
         self._stop.clear()
         self._server = _HTTPServer(self)
+        self._wake = socket.socketpair()
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            target=self._server.serve_until,
+            args=(self._stop, self._wake[0]),
             name=f"FakeOpenAIServer:{self.port}",
             daemon=True,
         )
@@ -371,16 +387,21 @@ class FakeOpenAIServer:
         if server is None:
             return
         self._stop.set()
-        server.shutdown()
+        if self._wake is not None:
+            self._wake[1].send(b"x")
+        if thread is not None:
+            thread.join(timeout=5)
         server.server_close()
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
+            self._wake = None
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
             # the peer may have closed it already
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-        if thread is not None:
-            thread.join(timeout=5)
         self._server = self._thread = None
 
     def __enter__(self) -> FakeOpenAIServer:
