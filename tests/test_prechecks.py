@@ -318,7 +318,9 @@ def test_under_xdist_problems_stop_the_run_before_any_request(
                     name="good.yaml")
     result = pytester.runpytest("--ragbench=broken.yaml", "--ragbench=good.yaml",
                                 "--ragbench-gate", "recal@10 >= 0.5",
-                                "--ragbench-gate", "error_rate <= 0.5", "-n", "2")
+                                "--ragbench-gate", "error_rate <= 0.5", "-n", "2",
+                                # not needed here; each worker would import it (0.1 s CPU)
+                                "-p", "no:hypothesispytest")
     out = result.stdout.str()
     sections = error_sections(out)
     assert set(sections) == {"broken.yaml", "test session"}, out
