@@ -214,3 +214,28 @@ def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
     # assertion introspection.
     skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS) + " --assert=plain"
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {skip}".strip())
+
+
+@pytest.fixture
+def quick_interrupt_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs that stop on collection errors skip a traceback nobody sees.
+
+    pytest's terminal reporter keeps ``excinfo.getrepr(funcargs=True)`` of the
+    ``Session.Interrupted`` that ends such a run, and prints only its crash line
+    ("Interrupted: 1 error during collection") unless the exception is a real
+    KeyboardInterrupt shown with ``--full-trace``. The long form re-parses the source file of
+    every frame (about 80 ms per run); the native form has the same crash line.
+    Opt in with ``pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")``.
+    """
+    from _pytest.terminal import TerminalReporter
+
+    full = TerminalReporter.pytest_keyboard_interrupt
+
+    def memo(self: TerminalReporter, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        interrupted = isinstance(excinfo.value, pytest.Session.Interrupted)
+        if interrupted and not self.config.option.fulltrace:
+            self._keyboardinterrupt_memo = excinfo.getrepr(funcargs=True, style="native")
+        else:
+            full(self, excinfo)
+
+    monkeypatch.setattr(TerminalReporter, "pytest_keyboard_interrupt", memo)

@@ -155,8 +155,10 @@ def test_vv_shows_the_retrievers_frames_and_pdb_starts_where_it_raised(
 def test_tb_long_under_xdist_brings_the_traceback_to_the_controller(
     deep_suite: pytest.Pytester,
 ) -> None:
-    # one worker is enough to cross xdist's wire, and starts faster than two
-    result = deep_suite.runpytest("--ragbench=suite.yaml", "-n", "1", "--tb=long")
+    # one worker is enough to cross xdist's wire, and starts faster than two, and faster
+    # still without hypothesis's plugin (0.1 s CPU), which this run does not need
+    result = deep_suite.runpytest("--ragbench=suite.yaml", "-n", "1", "--tb=long",
+                                  "-p", "no:hypothesispytest")
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["created: 1/1 worker*"])
     errors = "\n".join(_section(result.outlines, "ERRORS"))

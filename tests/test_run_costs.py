@@ -71,16 +71,21 @@ import sys
 def pytest_terminal_summary(terminalreporter):
     loaded = sorted(m for m in {OPTIONAL_MODULES!r} if m in sys.modules)
     terminalreporter.write_line(f"LOADED {{loaded}}")
+    parser = sorted(m for m in ("yaml", "pydantic") if m in sys.modules)
+    terminalreporter.write_line(f"PARSER {{parser}}")
 """
 
 
 def test_a_run_with_nothing_to_compare_or_keep_skips_baselines_and_history(pytester, mini_suite):
+    """The same fresh process also shows that collecting a suite does import the suite parser:
+    the guard of tests/test_suite_startup.py (a run without suites imports neither YAML nor
+    pydantic) must be able to fail, and a second process only for that cost about a second."""
     mini_suite()
     pytester.makeconftest(MODULE_PROBE)
     result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
                                            "-p", "no:hypothesispytest")
     result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["LOADED []"])
+    result.stdout.fnmatch_lines(["LOADED []", "PARSER [[]'pydantic', 'yaml'[]]"])
 
 
 def test_suite_gates_against_a_baseline_are_reported_as_skipped_without_one(pytester, mini_suite):

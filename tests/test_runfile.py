@@ -24,6 +24,9 @@ from pytest_ragbench.retrievers.runfile import (
     read_trec_run,
 )
 
+# In-process runs stopped by a collection error skip pytest's unseen long traceback.
+pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
+
 CORPUS = [Document(id=f"d{i}", text="x") for i in range(1, 5)]
 
 

@@ -82,23 +82,26 @@ def _append(args: tuple[str, str, multiprocessing.synchronize.Event]) -> str:
 
 
 def test_simultaneous_first_writers_lose_no_row(tmp_path):
-    for attempt in range(3):
-        path = tmp_path / f"h{attempt}" / "history.sqlite"
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Manager() as manager:
+    # One manager and one pool for the three attempts, each on a new file with its own start
+    # event: forking seven processes per attempt from the test session's large heap was most
+    # of this test's time in a full run. The module keeps no per-process state that a worker
+    # could carry from one attempt's file to the next.
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager, ctx.Pool(6) as pool:
+        for attempt in range(3):
+            path = tmp_path / f"h{attempt}" / "history.sqlite"
             start = manager.Event()
             ids = [f"run{attempt}-{i:02d}" for i in range(12)]
-            with ctx.Pool(6) as pool:
-                pending = pool.map_async(_append, [(str(path), rid, start) for rid in ids])
-                start.set()
-                assert sorted(pending.get(timeout=120)) == ids
-        with RunHistory(path, readonly=True) as h:
-            assert sorted(r.id for r in h.runs()) == ids
-        conn = sqlite3.connect(path)
-        try:
-            assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 12 * 3
-        finally:
-            conn.close()
+            pending = pool.map_async(_append, [(str(path), rid, start) for rid in ids])
+            start.set()
+            assert sorted(pending.get(timeout=120)) == ids
+            with RunHistory(path, readonly=True) as h:
+                assert sorted(r.id for r in h.runs()) == ids
+            conn = sqlite3.connect(path)
+            try:
+                assert conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 12 * 3
+            finally:
+                conn.close()
 
 
 # -- last / best per suite, matching by name ---------------------------------------------------
