@@ -344,8 +344,11 @@ class RagbenchState:
         alone forces two at its end, and the automatic ones triggered by the index build and
         the records cost as much again (about 0.1 s on NFCorpus, 15% of the run). Frozen objects
         are still freed by reference counting; only cycles among them wait for the thaw.
+
+        A heap something else froze already (the user's conftest, a host running pytest in
+        process) is left as it is: the thaw could not tell its objects from ours.
         """
-        if not self._froze_heap:
+        if not self._froze_heap and gc.get_freeze_count() == 0:
             gc.freeze()
             self._froze_heap = True
 

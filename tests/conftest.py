@@ -180,6 +180,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: drives a whole pytest run through pytester")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze this process's heap once the tests are collected.
+
+    It holds every imported module (numpy, scipy, pydantic, hypothesis, the package) and the
+    collected tests for the whole session; each full collection (the automatic ones and the
+    two pytest forces at the end of each in-process run) walked all of it, about 9 s of a
+    serial run. The plugin leaves a heap frozen by someone else as it is, so inner runs do not
+    thaw it (tests/test_run_costs.py checks both ways).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
