@@ -20,6 +20,10 @@ from ..llm.base import LLMError
 from ..llm.usage import BudgetExceeded
 from .limits import PoolLimits
 
+#: How long a worker waits at most for a response another process is obtaining (its
+#: retries included) before sending the request itself.
+CLAIM_WAIT = 300.0
+
 __all__ = ["BudgetError", "BudgetExceeded", "Claim", "CoordinatorError", "Lease", "RunBudget"]
 
 
@@ -235,14 +239,20 @@ class RunBudget(ABC):
 
     # -- the request exchange ------------------------------------------------------------
 
-    async def claim(self, key: str, *, consume: bool = True) -> Claim:
+    async def claim(self, key: str, *, consume: bool = True,
+                    wait: float = CLAIM_WAIT) -> Claim:
         """Claim request ``key`` in the run's exchange (:mod:`.exchange`); may wait while
-        another process holds it. ``consume`` false (the controller's head start): never wait
-        for or take another's response, only claim a key nobody has. Cancelling the wait
-        withdraws it (and gives back a claim granted meanwhile)."""
+        another process holds it, at most ``wait`` seconds: then the wait is withdrawn and
+        the answer is ``taken`` (send the request yourself; a holder that never answers
+        costs a request twice, not a hang). ``consume`` false (the controller's head start):
+        never wait for or take another's response, only claim a key nobody has. Cancelling
+        the wait withdraws it (and gives back a claim granted meanwhile)."""
         ident, future = self._call({"op": "claim", "key": key, "consume": bool(consume)})
         try:
-            reply = await asyncio.wrap_future(future)
+            reply = await asyncio.wait_for(asyncio.wrap_future(future), wait)
+        except asyncio.TimeoutError:
+            self._post({"op": "unclaim", "claim": ident, "done": False})
+            return Claim(self, ident, key, "taken")
         except BaseException:
             self._post({"op": "unclaim", "claim": ident, "done": False})
             raise

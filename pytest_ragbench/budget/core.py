@@ -200,6 +200,9 @@ class BudgetCore:
         self._pools: dict[str, _Pool] = {}
         self._costs: dict[str, _Cost] = {}
         self._leases: dict[tuple[Hashable, int], _Waiter] = {}
+        # owners are never reused: a message from a dropped one (posted before its drop was
+        # known) would hold a slot or a key nobody gives back
+        self._dropped: set[Hashable] = set()
         self.exchange = Exchange()
 
     # -- entry point ------------------------------------------------------------
@@ -228,6 +231,9 @@ class BudgetCore:
                 reply({"id": ident, **payload})
 
         op = message.get("op")
+        if owner in self._dropped:
+            answer({"ok": False, "error": "lost", "message": "this owner left the run budget"})
+            return
         try:
             if op == "acquire":
                 self._acquire(owner, message, answer)
@@ -269,7 +275,9 @@ class BudgetCore:
             answer({"ok": False, "error": "invalid", "message": f"{op}: {detail}"})
 
     def drop_owner(self, owner: Hashable) -> None:
-        """Forget a departed owner: withdraw its waiters and release its slots."""
+        """Forget a departed owner: withdraw its waiters and release its slots; its later
+        messages are refused."""
+        self._dropped.add(owner)
         # every pending or granted acquire is in _leases, so this covers the queues too
         for (who, _ident), waiter in list(self._leases.items()):
             if who == owner:

@@ -135,13 +135,18 @@ class HeadStart:
             if not self._stopped.is_set() and not isinstance(exc, RagbenchError):
                 self.error = f"{type(exc).__name__}: {exc}"
         finally:
-            with contextlib.suppress(Exception):
-                self._budget.close()
+            # runtimes first: their requests in flight are cancelled and their claims and
+            # spend posted before the budget's close gives back what is still held (the
+            # other way round a key goes back while its request is out: sent twice)
             with self._lock:
                 runtimes, self._runtimes = self._runtimes, []
             for runtime in runtimes:
                 with contextlib.suppress(Exception):
+                    runtime.cancel_answers()
+                with contextlib.suppress(Exception):
                     runtime.close()
+            with contextlib.suppress(Exception):
+                self._budget.close()
 
     def _answer(self, plan: SuitePlan) -> None:
         runtime = plan.runtime

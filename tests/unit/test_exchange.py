@@ -217,3 +217,34 @@ def test_budget_refusals_and_cancellations_are_not_handed_over(
     finally:
         lead_budget.close()
         w.close()
+
+
+def test_a_dropped_owner_is_refused_and_a_wait_is_bounded(coordinator: Coordinator) -> None:
+    """A claim that reaches the core after its owner left holds no key (else a waiting
+    worker would wait for nobody); a wait for a holder that never answers ends after
+    ``wait`` seconds with ``taken``: the worker sends the request itself."""
+    from pytest_ragbench.budget.core import BudgetCore
+
+    core = BudgetCore(call_later=lambda delay, fn: None)
+    core.drop_owner("gone")
+    replies: list[dict[str, Any]] = []
+    core.handle("gone", {"op": "claim", "id": 1, "key": "k"}, replies.append)
+    core.handle("here", {"op": "claim", "id": 1, "key": "k"}, replies.append)
+    assert [(r["ok"], r.get("state")) for r in replies] == [(False, None), (True, "mine")]
+
+    lead, w = coordinator.local_budget(), worker(coordinator)
+
+    async def scenario() -> None:
+        held = await lead.claim("slow", consume=False)
+        assert held.state == "mine"
+        got = await w.claim("slow", wait=0.1)
+        assert got.state == "taken"
+        await w.atotals()  # one connection keeps order: the withdrawal has arrived
+        held.publish({"text": "late"})  # the withdrawn wait gets nothing
+        assert (await w.claim("slow")).state == "done"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead.close()
+        w.close()

@@ -138,3 +138,30 @@ def test_a_failure_is_kept_once_and_the_workers_do_the_rest(kind: str) -> None:
     assert budget.closed == 1
     # a suite problem is the workers' to report (a collection error); a bug is said once
     assert head.error == (None if kind == "suite" else "KeyError: 'index'")
+
+
+def test_after_a_failure_runtimes_close_before_the_budget() -> None:
+    """The budget's close gives back the keys still held: requests still in flight must be
+    cancelled (and their spend posted) first, or a worker sends them again."""
+    log: list[str] = []
+
+    class LoggingBudget(Budget):
+        def close(self) -> None:
+            log.append("budget")
+            super().close()
+
+    class Failing(Runtime):
+        def pipeline(self) -> Pipeline:
+            raise RuntimeError("boom")
+
+        def cancel_answers(self) -> None:
+            log.append("cancel")
+
+        def close(self) -> None:
+            log.append("runtime")
+            super().close()
+
+    head = HeadStart(lambda: plan(Failing()), LoggingBudget()).start()  # type: ignore[arg-type]
+    wait_until(lambda: not head.running)
+    assert head.error == "RuntimeError: boom"
+    assert log == ["cancel", "runtime", "budget"]
