@@ -12,8 +12,11 @@ seen at ``-n 0``. Two roles:
   for the one it is sending; sends the request itself when nobody has it (or when the
   controller gave it back).
 
-A budget refusal (``max_cost`` reached) and a cancellation are never published: the key
-goes back, and the worker meets the budget itself, as it does without a head start.
+Only the provider's own failures (:class:`~pytest_ragbench.llm.base.ProviderError`) are
+published. A failure of the process itself (a budget refusal, ``max_cost`` reached, its
+circuit breaker open, its coordinator lost, its ``case_timeout``) and a cancellation are
+not: the key goes back, and the worker meets its own budget and limits, as it does without a
+head start.
 """
 
 from __future__ import annotations
@@ -23,10 +26,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..budget.api import RunBudget
-from ..llm.base import LLM, Completion, LLMError, Message, Usage
+from ..llm.base import LLM, Completion, LLMError, Message, ProviderError, Usage
 from ..llm.cache import chat_key
 from ..llm.identity import ProviderId
-from ..llm.usage import BudgetExceeded
 
 Role = Literal["lead", "follow"]
 ROLES: tuple[Role, ...] = ("lead", "follow")
@@ -111,10 +113,7 @@ class ExchangedLLM:
             return await self.inner.chat(messages, **params)
         try:
             completion = await self.inner.chat(messages, **params)
-        except BudgetExceeded:
-            claim.release(done=False)
-            raise
-        except LLMError as exc:
+        except ProviderError as exc:
             if lead:
                 claim.publish(encode_error(exc))
             else:

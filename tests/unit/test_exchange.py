@@ -15,7 +15,7 @@ import pytest
 
 from pytest_ragbench.answers.exchange import ExchangedError, ExchangedLLM, LeftToWorker
 from pytest_ragbench.budget import BudgetExceeded, Coordinator, CoordinatorClient
-from pytest_ragbench.llm.base import Completion, LLMError, Message, Usage
+from pytest_ragbench.llm.base import Completion, LLMError, Message, ProviderError, Usage
 from pytest_ragbench.llm.identity import ProviderId
 
 
@@ -162,7 +162,7 @@ def test_the_worker_gets_the_controllers_response_object(coordinator: Coordinato
         with pytest.raises(LeftToWorker):
             await lead.chat(ask, seed=2)
 
-        class ProviderDown(LLMError):
+        class ProviderDown(ProviderError):
             pass
 
         lead.inner = Counting(fail=ProviderDown(""))
@@ -248,3 +248,49 @@ def test_a_dropped_owner_is_refused_and_a_wait_is_bounded(coordinator: Coordinat
     finally:
         lead.close()
         w.close()
+
+
+@pytest.mark.parametrize("local", ["circuit", "budget", "plain"])
+def test_failures_of_the_controller_itself_are_not_handed_over(
+        coordinator: Coordinator, local: str) -> None:
+    """Its circuit breaker open, its budget client refusing, its own time limit: the worker
+    did not meet them, so it sends the request itself instead of recording them."""
+    from pytest_ragbench.budget.api import BudgetError
+    from pytest_ragbench.llm.resilience import CircuitOpenError
+
+    fail = {"circuit": CircuitOpenError("circuit open"), "budget": BudgetError("refused"),
+            "plain": LLMError("timed out: the call took longer than case_timeout 1 s")}[local]
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    ask = [{"role": "user", "content": "q"}]
+
+    async def scenario() -> None:
+        follow_inner = Counting()
+        lead = wrap(Counting(fail=fail), lead_budget, "lead")
+        with pytest.raises(type(fail)):
+            await lead.chat(ask)
+        assert (await wrap(follow_inner, w, "follow").chat(ask)).text == "reply to q seed None"
+        assert follow_inner.calls == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead_budget.close()
+        w.close()
+
+
+def test_the_endpoints_own_failure_is_a_provider_error() -> None:
+    """What the built-in client raises for the endpoint's answer is what the exchange hands
+    over (a ProviderError); a plain LLMError stays with the process that met it."""
+    import httpx
+
+    from pytest_ragbench.llm.openai import OpenAIChat
+
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(400, json={"error": {"message": "bad max_tokens"}}))
+
+    async def scenario() -> None:
+        async with OpenAIChat("http://example.invalid/v1", "m", transport=transport) as llm:
+            with pytest.raises(ProviderError, match=r"HTTP 400: bad max_tokens$"):
+                await llm.chat([{"role": "user", "content": "q"}])
+
+    asyncio.run(scenario())
