@@ -229,6 +229,9 @@ class HeadStartPlugin:
         # registration hooks run here, once, not on the head start's thread
         state.ensure_registered()
         budget = state.controller_budget("head-start")
+        # before any worker asks: until this budget closes, the workers' claims are answered
+        # by the exchange; after, they stop asking
+        budget.lead()
         self.head_start = HeadStart(lambda: self._plan(budget), budget).start()
 
     @pytest.hookimpl(optionalhook=True)

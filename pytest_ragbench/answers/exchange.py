@@ -94,6 +94,9 @@ class ExchangedLLM:
         self.role = role
         self.provider_id = provider_id
         self.template_version = template_version
+        #: False once the exchange said it has nothing more to hand out (the head start
+        #: ended): then every request goes straight to ``inner``, without a round trip.
+        self.asking = True
 
     def __repr__(self) -> str:
         return f"ExchangedLLM({self.inner!r}, role={self.role!r})"
@@ -104,7 +107,11 @@ class ExchangedLLM:
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         lead = self.role == "lead"
+        if not self.asking:
+            return await self.inner.chat(messages, **params)
         claim = await self.budget.claim(self.key(messages, params), consume=not lead)
+        if claim.lead_over:
+            self.asking = False
         if claim.state == "done":
             return decode(claim.value)
         if claim.state != "mine":

@@ -112,7 +112,8 @@ class Claim:
     ``state``: ``"mine"`` (send the request, then :meth:`publish` the response or
     :meth:`release` the key), ``"done"`` (``value`` is the response another process
     published), ``"taken"`` (another process has it: a leader skips it, a follower sends it
-    itself) or ``"withdrawn"``.
+    itself) or ``"withdrawn"``. ``lead_over``: the exchange has nothing more to hand out
+    (no need to ask it again).
     """
 
     def __init__(self, budget: RunBudget, ident: int, key: str, state: str,
@@ -122,6 +123,7 @@ class Claim:
         self.key = key
         self.state = state
         self.value = value
+        self.lead_over = False
         self._open = state == "mine"
 
     def __repr__(self) -> str:
@@ -257,7 +259,14 @@ class RunBudget(ABC):
             self._post({"op": "unclaim", "claim": ident, "done": False})
             raise
         _raise_for(reply)
-        return Claim(self, ident, key, str(reply.get("state")), reply.get("value"))
+        claim = Claim(self, ident, key, str(reply.get("state")), reply.get("value"))
+        claim.lead_over = reply.get("lead") is False
+        return claim
+
+    def lead(self) -> None:
+        """Say that this client leads the run's exchange until :meth:`close` (the
+        controller's head start): until then workers keep asking it. Never blocks."""
+        self._post({"op": "lead"})
 
     # -- reading ------------------------------------------------------------
 

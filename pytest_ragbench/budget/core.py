@@ -222,7 +222,8 @@ class BudgetCore:
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
         - ``claim {id, key, consume}``, ``publish {claim, value}``, ``unclaim {claim, done}``:
           the request exchange (:mod:`.exchange`); a claim is answered ``{id, ok, state}``
-          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later.
+          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later;
+          ``lead``: the owner leads the exchange until it goes.
         """
         ident = message.get("id")
 
@@ -244,6 +245,10 @@ class BudgetCore:
                 return
             if op == "publish":
                 self.exchange.publish(owner, int(message["claim"]), message.get("value"))
+                answer({"ok": True})
+                return
+            if op == "lead":
+                self.exchange.lead(owner)
                 answer({"ok": True})
                 return
             if op == "unclaim":

@@ -294,3 +294,49 @@ def test_the_endpoints_own_failure_is_a_provider_error() -> None:
                 await llm.chat([{"role": "user", "content": "q"}])
 
     asyncio.run(scenario())
+
+
+def test_finished_keys_keep_no_entry_and_workers_stop_asking_after_the_lead(
+        coordinator: Coordinator) -> None:
+    from pytest_ragbench.budget.exchange import Exchange
+
+    ex = Exchange()
+    replies: list[dict[str, Any]] = []
+    ex.lead("lead")
+    ex.claim("lead", 1, "k1", False, replies.append)
+    ex.publish("lead", 1, "v1")
+    ex.claim("w", 1, "k1", True, replies.append)  # handed out: nothing left of it
+    ex.claim("w", 2, "k2", True, replies.append)
+    ex.unclaim("w", 2, True)  # sent by the worker itself
+    ex.claim("lead", 2, "k3", False, replies.append)
+    ex.publish("lead", 2, "v3")  # nobody asked yet
+    assert ex.open_keys == 1
+    ex.claim("lead", 3, "k1", False, replies.append)  # finished keys are still skipped
+    ex.claim("lead", 4, "k2", False, replies.append)
+    ex.drop_owner("lead")
+    ex.claim("w", 3, "k4", True, replies.append)  # k3 waits for its asker: keep asking
+    ex.unclaim("w", 3, True)
+    ex.claim("w", 4, "k3", True, replies.append)
+    ex.claim("w", 5, "k5", True, replies.append)  # nothing more to hand out
+    ex.unclaim("w", 5, True)
+    assert [(r["state"], r.get("lead")) for r in replies] == [
+        ("mine", None), ("done", None), ("mine", None), ("mine", None), ("taken", None),
+        ("taken", None), ("mine", None), ("done", None), ("mine", False)]
+    assert ex.open_keys == 0 and not ex._finished
+
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    lead_budget.lead()
+    lead_budget.close()  # the head start ended
+    ask = [{"role": "user", "content": "q"}]
+
+    async def scenario() -> None:
+        follow = wrap(Counting(), w, "follow")
+        await follow.chat(ask)
+        assert not follow.asking
+        await follow.chat(ask, seed=1)
+
+    try:
+        asyncio.run(scenario())
+        assert coordinator.totals()["exchange"]["claims"] == 1  # no round trip after that
+    finally:
+        w.close()
