@@ -27,8 +27,9 @@ planned; otherwise it stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -191,35 +192,48 @@ class HeadStartPlugin:
         self.suites = dict(suites)
         self.head_start: HeadStart | None = None
 
-    def _plan(self, budget: Any) -> list[SuitePlan]:
+    def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
         from .execution.headstart import PlannedCase, SuitePlan
         from .execution.runtime import SuiteRuntime
 
         state = self.state
-        plans = []
-        for sid, path in self.suites.items():
-            try:
-                suite = state.load_suite(path)
-            except Exception:
-                continue  # a bad suite: the workers report it, as a collection error
-            if not eligible(state, suite):
-                continue
-            runtime = SuiteRuntime(suite, sid, state.registry,
-                                   state.build_context(suite.path.parent))
-            runtime.run_budget = lambda: budget
-            runtime.exchange_role = "lead"
-            if not runtime.answer_metrics or (
-                    state.cache_dir() is None
-                    and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
-                runtime.close()
-                continue
-            # in collection order, named as collect.py names the items
-            cases = tuple(
-                PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
-                            + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
-                for spec in suite.retrievers for q in runtime.dataset.queries
-                for run in range(suite.runs))
-            plans.append(SuitePlan(runtime, cases))
+        plans: list[SuitePlan] = []
+        runtime: SuiteRuntime | None = None
+        try:
+            for sid, path in self.suites.items():
+                # each step may take seconds (a big dataset): a stop does not wait for them all
+                if stopped():
+                    break
+                try:
+                    suite = state.load_suite(path)
+                except Exception:
+                    continue  # a bad suite: the workers report it, as a collection error
+                if not eligible(state, suite) or stopped():
+                    continue
+                runtime = SuiteRuntime(suite, sid, state.registry,
+                                       state.build_context(suite.path.parent))
+                runtime.run_budget = lambda: budget
+                runtime.exchange_role = "lead"
+                if stopped() or not runtime.answer_metrics or (
+                        state.cache_dir() is None
+                        and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
+                    runtime.close()
+                    runtime = None
+                    continue
+                # in collection order, named as collect.py names the items
+                cases = tuple(
+                    PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
+                                + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
+                    for spec in suite.retrievers for q in runtime.dataset.queries
+                    for run in range(suite.runs))
+                plans.append(SuitePlan(runtime, cases))
+                runtime = None
+        except BaseException:
+            # what was built is nobody else's to close
+            for built in [*(p.runtime for p in plans), *([runtime] if runtime else [])]:
+                with contextlib.suppress(Exception):
+                    built.close()
+            raise
         return plans
 
     def start(self) -> None:
@@ -232,7 +246,8 @@ class HeadStartPlugin:
         # before any worker asks: until this budget closes, the workers' claims are answered
         # by the exchange; after, they stop asking
         budget.lead()
-        self.head_start = HeadStart(lambda: self._plan(budget), budget).start()
+        self.head_start = HeadStart(lambda stopped: self._plan(budget, stopped),
+                                    budget).start()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
