@@ -9,6 +9,12 @@ Anything else keeps the workers doing all of their own LLM work:
 - options that select or stop early (``-k``, ``-m``, ``--lf``, ``--deselect``, node ids,
   ``-x`` / ``--maxfail``, ``--sw``, ``--ragbench-resume``, ``--collect-only``), a
   ``pytest_ragbench_make_component`` hook, a suite outside the rootdir;
+- a collection hook (``pytest_collection_modifyitems``, ``pytest_collection``,
+  ``pytest_ignore_collect``) of a plugin or conftest other than those known to select
+  nothing (:data:`SELECTION_FREE_PLUGINS`): a conftest deselecting cases or a sharding
+  plugin (pytest-split, pytest-shard) changes what the workers run, unseen here;
+- per suite: a ``conftest.py`` between the rootdir and the suite's folder (included) that the
+  controller has not loaded: its hooks (selection, components) act on the workers only;
 - per suite: an LLM other than the built-in ``openai`` one, a judge batching items
   (``items_per_call`` > 1), a retriever that is not built-in and local (``bm25``, ``run``,
   ``dense`` with the ``hashing`` embedder, ``hybrid`` of those), pipelines under test, a
@@ -21,9 +27,11 @@ planned; otherwise it stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -41,6 +49,50 @@ LOCAL_RETRIEVERS = ("bm25", "run", "dense", "hybrid")
 #: index: above this many documents the controller's copy would cost the host more (memory,
 #: cores the booting workers need) than the head start gains.
 MAX_UNSHARED_DOCUMENTS = 50_000
+
+#: Top-level module names of plugins whose collection hooks select no case beyond the
+#: options :func:`blocker` checks. Any other implementation may deselect or shard cases the
+#: controller would then request for nothing.
+SELECTION_FREE_PLUGINS = frozenset({
+    "_pytest", "pytest", "xdist", "pytest_ragbench", "pytest_asyncio", "hypothesis",
+    "_hypothesis_pytestplugin", "anyio"})
+
+COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
+                    "pytest_ignore_collect")
+
+
+def _plugin_module(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
+    return name or type(plugin).__module__ or ""
+
+
+def selecting_hook(config: pytest.Config) -> str | None:
+    """A collection hook of a plugin that may select cases (its hook and plugin's name)."""
+    for hook_name in COLLECTION_HOOKS:
+        for impl in getattr(config.pluginmanager.hook, hook_name).get_hookimpls():
+            module = _plugin_module(impl.plugin)
+            if module.split(".")[0] not in SELECTION_FREE_PLUGINS:
+                return f"{hook_name} of {impl.plugin_name}"
+    return None
+
+
+def unloaded_conftest(config: pytest.Config, suite: Path) -> Path | None:
+    """A ``conftest.py`` from the rootdir down to ``suite``'s folder that the controller has
+    not loaded (the workers load it when they collect the suite), if any."""
+    loaded = set()
+    for plugin in config.pluginmanager.get_plugins():
+        file = getattr(plugin, "__file__", None) if isinstance(plugin, ModuleType) else None
+        if file:
+            loaded.add(Path(file).resolve())
+    root = config.rootpath.resolve()
+    folder = suite.resolve().parent
+    for directory in (folder, *folder.parents):
+        conftest = directory / "conftest.py"
+        if conftest.is_file() and conftest.resolve() not in loaded:
+            return conftest
+        if directory == root:
+            break
+    return None
 
 
 def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
@@ -74,6 +126,9 @@ def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
             return f"{name} given"
     if state.hook.active():
         return "a pytest_ragbench_make_component hook builds components"
+    hook = selecting_hook(config)
+    if hook is not None:
+        return f"a collection hook may select cases: {hook}"
     return None
 
 
@@ -137,35 +192,48 @@ class HeadStartPlugin:
         self.suites = dict(suites)
         self.head_start: HeadStart | None = None
 
-    def _plan(self, budget: Any) -> list[SuitePlan]:
+    def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
         from .execution.headstart import PlannedCase, SuitePlan
         from .execution.runtime import SuiteRuntime
 
         state = self.state
-        plans = []
-        for sid, path in self.suites.items():
-            try:
-                suite = state.load_suite(path)
-            except Exception:
-                continue  # a bad suite: the workers report it, as a collection error
-            if not eligible(state, suite):
-                continue
-            runtime = SuiteRuntime(suite, sid, state.registry,
-                                   state.build_context(suite.path.parent))
-            runtime.run_budget = lambda: budget
-            runtime.exchange_role = "lead"
-            if not runtime.answer_metrics or (
-                    state.cache_dir() is None
-                    and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
-                runtime.close()
-                continue
-            # in collection order, named as collect.py names the items
-            cases = tuple(
-                PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
-                            + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
-                for spec in suite.retrievers for q in runtime.dataset.queries
-                for run in range(suite.runs))
-            plans.append(SuitePlan(runtime, cases))
+        plans: list[SuitePlan] = []
+        runtime: SuiteRuntime | None = None
+        try:
+            for sid, path in self.suites.items():
+                # each step may take seconds (a big dataset): a stop does not wait for them all
+                if stopped():
+                    break
+                try:
+                    suite = state.load_suite(path)
+                except Exception:
+                    continue  # a bad suite: the workers report it, as a collection error
+                if not eligible(state, suite) or stopped():
+                    continue
+                runtime = SuiteRuntime(suite, sid, state.registry,
+                                       state.build_context(suite.path.parent))
+                runtime.run_budget = lambda: budget
+                runtime.exchange_role = "lead"
+                if stopped() or not runtime.answer_metrics or (
+                        state.cache_dir() is None
+                        and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
+                    runtime.close()
+                    runtime = None
+                    continue
+                # in collection order, named as collect.py names the items
+                cases = tuple(
+                    PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
+                                + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
+                    for spec in suite.retrievers for q in runtime.dataset.queries
+                    for run in range(suite.runs))
+                plans.append(SuitePlan(runtime, cases))
+                runtime = None
+        except BaseException:
+            # what was built is nobody else's to close
+            for built in [*(p.runtime for p in plans), *([runtime] if runtime else [])]:
+                with contextlib.suppress(Exception):
+                    built.close()
+            raise
         return plans
 
     def start(self) -> None:
@@ -175,7 +243,11 @@ class HeadStartPlugin:
         # registration hooks run here, once, not on the head start's thread
         state.ensure_registered()
         budget = state.controller_budget("head-start")
-        self.head_start = HeadStart(lambda: self._plan(budget), budget).start()
+        # before any worker asks: until this budget closes, the workers' claims are answered
+        # by the exchange; after, they stop asking
+        budget.lead()
+        self.head_start = HeadStart(lambda stopped: self._plan(budget, stopped),
+                                    budget).start()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -211,9 +283,11 @@ def install(config: pytest.Config, state: RagbenchState) -> list[str]:
     """
     if blocker(config, state) is not None or os.environ.get("RAGBENCH_NO_HEAD_START"):
         return []
-    # outside the rootdir a suite's node id is pytest's to choose
+    # outside the rootdir a suite's node id is pytest's to choose; a conftest the workers
+    # load and the controller did not may deselect its cases or replace its components
     suites = {sid: path for path in state.explicit
-              if (sid := suite_id(path, config.rootpath)) is not None}
+              if (sid := suite_id(path, config.rootpath)) is not None
+              and unloaded_conftest(config, path) is None}
     if suites:
         plugin = HeadStartPlugin(config, state, suites)
         config.pluginmanager.register(plugin, "ragbench-head-start")

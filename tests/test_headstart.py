@@ -129,3 +129,30 @@ def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -
     config = pytester.parseconfigure("--ragbench=suite.yaml", "-p", "no:xdist")
     assert blocker(config, config.stash[STATE_KEY]) == "no xdist workers"
     config._ensure_unconfigure()
+
+
+def test_head_start_off_where_the_workers_may_collect_other_cases(
+        pytester: pytest.Pytester) -> None:
+    """A conftest only the workers load (a suite folder's: its hooks may deselect cases or
+    replace components) skips that suite; a collection hook of an unknown plugin (a conftest
+    deselecting cases, pytest-split, pytest-shard) skips the whole run."""
+    from pytest_ragbench.state import STATE_KEY
+
+    pytester.makefile(".yaml", suite="name: s")
+    sub = pytester.mkdir("sub")
+    sub.joinpath("suite.yaml").write_text("name: s2")
+    sub.joinpath("conftest.py").write_text("")
+    args = ("--ragbench=suite.yaml", "--ragbench=sub/suite.yaml", "-n", "2")
+    config = pytester.parseconfigure(*args)
+    assert config.stash[STATE_KEY].head_start == ["suite.yaml"]
+    config._ensure_unconfigure()
+    pytester.makeconftest("""
+def pytest_collection_modifyitems(config, items):
+    items[:] = items[:1]
+""")
+    config = pytester.parseconfigure(*args)
+    state = config.stash[STATE_KEY]
+    why = blocker(config, state)
+    assert why is not None and "pytest_collection_modifyitems" in why and "conftest.py" in why
+    assert state.head_start == []
+    config._ensure_unconfigure()

@@ -12,8 +12,11 @@ seen at ``-n 0``. Two roles:
   for the one it is sending; sends the request itself when nobody has it (or when the
   controller gave it back).
 
-A budget refusal (``max_cost`` reached) and a cancellation are never published: the key
-goes back, and the worker meets the budget itself, as it does without a head start.
+Only the provider's own failures (:class:`~pytest_ragbench.llm.base.ProviderError`) are
+published. A failure of the process itself (a budget refusal, ``max_cost`` reached, its
+circuit breaker open, its coordinator lost, its ``case_timeout``) and a cancellation are
+not: the key goes back, and the worker meets its own budget and limits, as it does without a
+head start.
 """
 
 from __future__ import annotations
@@ -23,10 +26,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..budget.api import RunBudget
-from ..llm.base import LLM, Completion, LLMError, Message, Usage
+from ..llm.base import LLM, Completion, LLMError, Message, ProviderError, Usage
 from ..llm.cache import chat_key
 from ..llm.identity import ProviderId
-from ..llm.usage import BudgetExceeded
 
 Role = Literal["lead", "follow"]
 ROLES: tuple[Role, ...] = ("lead", "follow")
@@ -92,6 +94,9 @@ class ExchangedLLM:
         self.role = role
         self.provider_id = provider_id
         self.template_version = template_version
+        #: False once the exchange said it has nothing more to hand out (the head start
+        #: ended): then every request goes straight to ``inner``, without a round trip.
+        self.asking = True
 
     def __repr__(self) -> str:
         return f"ExchangedLLM({self.inner!r}, role={self.role!r})"
@@ -102,7 +107,11 @@ class ExchangedLLM:
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         lead = self.role == "lead"
+        if not self.asking:
+            return await self.inner.chat(messages, **params)
         claim = await self.budget.claim(self.key(messages, params), consume=not lead)
+        if claim.lead_over:
+            self.asking = False
         if claim.state == "done":
             return decode(claim.value)
         if claim.state != "mine":
@@ -111,10 +120,7 @@ class ExchangedLLM:
             return await self.inner.chat(messages, **params)
         try:
             completion = await self.inner.chat(messages, **params)
-        except BudgetExceeded:
-            claim.release(done=False)
-            raise
-        except LLMError as exc:
+        except ProviderError as exc:
             if lead:
                 claim.publish(encode_error(exc))
             else:

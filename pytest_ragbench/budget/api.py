@@ -20,6 +20,10 @@ from ..llm.base import LLMError
 from ..llm.usage import BudgetExceeded
 from .limits import PoolLimits
 
+#: How long a worker waits at most for a response another process is obtaining (its
+#: retries included) before sending the request itself.
+CLAIM_WAIT = 300.0
+
 __all__ = ["BudgetError", "BudgetExceeded", "Claim", "CoordinatorError", "Lease", "RunBudget"]
 
 
@@ -108,7 +112,8 @@ class Claim:
     ``state``: ``"mine"`` (send the request, then :meth:`publish` the response or
     :meth:`release` the key), ``"done"`` (``value`` is the response another process
     published), ``"taken"`` (another process has it: a leader skips it, a follower sends it
-    itself) or ``"withdrawn"``.
+    itself) or ``"withdrawn"``. ``lead_over``: the exchange has nothing more to hand out
+    (no need to ask it again).
     """
 
     def __init__(self, budget: RunBudget, ident: int, key: str, state: str,
@@ -118,6 +123,7 @@ class Claim:
         self.key = key
         self.state = state
         self.value = value
+        self.lead_over = False
         self._open = state == "mine"
 
     def __repr__(self) -> str:
@@ -235,19 +241,32 @@ class RunBudget(ABC):
 
     # -- the request exchange ------------------------------------------------------------
 
-    async def claim(self, key: str, *, consume: bool = True) -> Claim:
+    async def claim(self, key: str, *, consume: bool = True,
+                    wait: float = CLAIM_WAIT) -> Claim:
         """Claim request ``key`` in the run's exchange (:mod:`.exchange`); may wait while
-        another process holds it. ``consume`` false (the controller's head start): never wait
-        for or take another's response, only claim a key nobody has. Cancelling the wait
-        withdraws it (and gives back a claim granted meanwhile)."""
+        another process holds it, at most ``wait`` seconds: then the wait is withdrawn and
+        the answer is ``taken`` (send the request yourself; a holder that never answers
+        costs a request twice, not a hang). ``consume`` false (the controller's head start):
+        never wait for or take another's response, only claim a key nobody has. Cancelling
+        the wait withdraws it (and gives back a claim granted meanwhile)."""
         ident, future = self._call({"op": "claim", "key": key, "consume": bool(consume)})
         try:
-            reply = await asyncio.wrap_future(future)
+            reply = await asyncio.wait_for(asyncio.wrap_future(future), wait)
+        except asyncio.TimeoutError:
+            self._post({"op": "unclaim", "claim": ident, "done": False})
+            return Claim(self, ident, key, "taken")
         except BaseException:
             self._post({"op": "unclaim", "claim": ident, "done": False})
             raise
         _raise_for(reply)
-        return Claim(self, ident, key, str(reply.get("state")), reply.get("value"))
+        claim = Claim(self, ident, key, str(reply.get("state")), reply.get("value"))
+        claim.lead_over = reply.get("lead") is False
+        return claim
+
+    def lead(self) -> None:
+        """Say that this client leads the run's exchange until :meth:`close` (the
+        controller's head start): until then workers keep asking it. Never blocks."""
+        self._post({"op": "lead"})
 
     # -- reading ------------------------------------------------------------
 

@@ -200,6 +200,9 @@ class BudgetCore:
         self._pools: dict[str, _Pool] = {}
         self._costs: dict[str, _Cost] = {}
         self._leases: dict[tuple[Hashable, int], _Waiter] = {}
+        # owners are never reused: a message from a dropped one (posted before its drop was
+        # known) would hold a slot or a key nobody gives back
+        self._dropped: set[Hashable] = set()
         self.exchange = Exchange()
 
     # -- entry point ------------------------------------------------------------
@@ -219,7 +222,8 @@ class BudgetCore:
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
         - ``claim {id, key, consume}``, ``publish {claim, value}``, ``unclaim {claim, done}``:
           the request exchange (:mod:`.exchange`); a claim is answered ``{id, ok, state}``
-          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later.
+          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later;
+          ``lead``: the owner leads the exchange until it goes.
         """
         ident = message.get("id")
 
@@ -228,6 +232,9 @@ class BudgetCore:
                 reply({"id": ident, **payload})
 
         op = message.get("op")
+        if owner in self._dropped:
+            answer({"ok": False, "error": "lost", "message": "this owner left the run budget"})
+            return
         try:
             if op == "acquire":
                 self._acquire(owner, message, answer)
@@ -238,6 +245,10 @@ class BudgetCore:
                 return
             if op == "publish":
                 self.exchange.publish(owner, int(message["claim"]), message.get("value"))
+                answer({"ok": True})
+                return
+            if op == "lead":
+                self.exchange.lead(owner)
                 answer({"ok": True})
                 return
             if op == "unclaim":
@@ -269,7 +280,9 @@ class BudgetCore:
             answer({"ok": False, "error": "invalid", "message": f"{op}: {detail}"})
 
     def drop_owner(self, owner: Hashable) -> None:
-        """Forget a departed owner: withdraw its waiters and release its slots."""
+        """Forget a departed owner: withdraw its waiters and release its slots; its later
+        messages are refused."""
+        self._dropped.add(owner)
         # every pending or granted acquire is in _leases, so this covers the queues too
         for (who, _ident), waiter in list(self._leases.items()):
             if who == owner:

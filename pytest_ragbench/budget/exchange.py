@@ -23,6 +23,12 @@ A request is named by a key (the response cache's key of the request). Per key:
 
 An owner that goes away (a worker crashed, the controller's thread stopped) gives back every
 key it held and withdraws its waits, so nothing is lost and nobody waits forever.
+
+A finished key (handed out, or sent by its holder) keeps no entry, only its name, so that a
+leading claim still skips it. Once every leading owner has gone and every published response
+was handed out, the exchange has nothing more to give: a consuming claim of a key nobody
+holds is answered ``mine`` with ``lead`` false, and the asker's client stops asking
+(:mod:`pytest_ragbench.answers.exchange`); finished keys are then forgotten.
 """
 
 from __future__ import annotations
@@ -69,7 +75,28 @@ class Exchange:
         self._entries: dict[str, _Entry] = {}
         self._held: dict[Ident, str] = {}
         self._waiting: dict[Ident, str] = {}
+        self._finished: set[str] = set()
+        self._leads: set[Hashable] = set()
+        self._led = False
+        self._undelivered = 0
         self.stats = ExchangeStats()
+
+    @property
+    def open_keys(self) -> int:
+        """Keys with an entry: held, waited for, or published and not yet handed out."""
+        return len(self._entries)
+
+    @property
+    def lead_over(self) -> bool:
+        """Whether no leading owner will claim or publish anything any more and nothing
+        published waits for its asker."""
+        return self._led and not self._leads and not self._undelivered
+
+    def lead(self, owner: Hashable) -> None:
+        """``owner`` leads (claims without consuming) until it goes: until then the
+        exchange may still have responses to hand out."""
+        self._leads.add(owner)
+        self._led = True
 
     def claim(self, owner: Hashable, ident: int, key: str, consume: bool,
               reply: Reply) -> None:
@@ -77,18 +104,28 @@ class Exchange:
         now or, for a wait, later."""
         self.stats.claims += 1
         me = (owner, ident)
+        if not consume:
+            self.lead(owner)
         entry = self._entries.get(key)
+        if entry is None and key in self._finished:
+            self.stats.skipped += not consume
+            reply({"ok": True, "state": "taken"})
+            return
         if entry is None:
             self._entries[key] = _Entry(holder=me)
             self._held[me] = key
-            reply({"ok": True, "state": "mine"})
+            if consume and self.lead_over:
+                self._finished.clear()  # no leading claim will ask again
+                reply({"ok": True, "state": "mine", "lead": False})
+            else:
+                reply({"ok": True, "state": "mine"})
             return
         if not consume or entry.taken:
             self.stats.skipped += not consume
             reply({"ok": True, "state": "taken"})
             return
         if entry.has_value:
-            self._deliver(entry, reply)
+            self._deliver(key, entry, reply)
             return
         entry.waiters.append((me, reply))
         self._waiting[me] = key
@@ -102,11 +139,12 @@ class Exchange:
         entry = self._entries[key]
         entry.holder = None
         entry.value, entry.has_value = value, True
+        self._undelivered += 1
         self.stats.published += 1
         if entry.waiters:
             me, reply = entry.waiters.popleft()
             self._waiting.pop(me, None)
-            self._deliver(entry, reply)
+            self._deliver(key, entry, reply)
 
     def unclaim(self, owner: Hashable, ident: int, done: bool) -> None:
         """End the hold or the wait of claim ``(owner, ident)``; unknown claims are ignored
@@ -127,7 +165,7 @@ class Exchange:
         entry = self._entries[key]
         entry.holder = None
         if done:
-            self._finish(entry)
+            self._finish(key, entry)
         else:
             self._give_back(key, entry)
 
@@ -137,15 +175,16 @@ class Exchange:
             self.unclaim(me[0], me[1], False)
         for me in [m for m in self._held if m[0] == owner]:
             self.unclaim(me[0], me[1], False)
+        self._leads.discard(owner)
 
-    def _deliver(self, entry: _Entry, reply: Reply) -> None:
+    def _deliver(self, key: str, entry: _Entry, reply: Reply) -> None:
         value, entry.value, entry.has_value = entry.value, None, False
-        entry.taken = True
+        self._undelivered -= 1
         self.stats.delivered += 1
         reply({"ok": True, "state": "done", "value": value})
-        self._finish(entry)
+        self._finish(key, entry)
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, key: str, entry: _Entry) -> None:
         # the response went to one process; any other asker sends (or reads from its cache)
         # the request itself, as a second identical request of one process would
         entry.taken = True
@@ -153,6 +192,9 @@ class Exchange:
             me, reply = entry.waiters.popleft()
             self._waiting.pop(me, None)
             reply({"ok": True, "state": "taken"})
+        del self._entries[key]
+        if not self.lead_over:
+            self._finished.add(key)
 
     def _give_back(self, key: str, entry: _Entry) -> None:
         self.stats.given_back += 1

@@ -74,12 +74,17 @@ class CoreBudget(RunBudget):
                     future.set_result(payload)
 
         lost = {"ok": False, "error": "lost", "message": "the run budget was closed"}
-        if self._closed:
-            reply(lost)
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._core.handle, self._owner, message, reply)
-        except RuntimeError:  # the loop is closed
+        # checked and posted under the lock that close() takes: a message is either queued
+        # before the owner's drop or refused, never handled after it
+        with self._lock:
+            posted = not self._closed
+            if posted:
+                try:
+                    self._loop.call_soon_threadsafe(self._core.handle, self._owner, message,
+                                                    reply)
+                except RuntimeError:  # the loop is closed
+                    posted = False
+        if not posted:
             reply(lost)
 
     def _fail_pending(self) -> None:
@@ -93,11 +98,12 @@ class CoreBudget(RunBudget):
     def close(self) -> None:
         """Release what this owner holds; calls still waiting fail with ``CoordinatorError``.
         Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.call_soon_threadsafe(self._core.drop_owner, self._owner)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._core.drop_owner, self._owner)
         self._fail_pending()
 
 
@@ -115,6 +121,7 @@ class LocalBudget(CoreBudget):
 
     def close(self) -> None:
         """Stop the budget; calls still waiting fail with ``CoordinatorError``."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._runner.stop()
         self._fail_pending()

@@ -28,6 +28,11 @@ from .runtime import SuiteRuntime
 #: oldest unfinished one (bounds its memory on large suites; the budget bounds the rest).
 AHEAD = 2
 
+#: How long :meth:`HeadStart.stop` waits for the thread. It is a daemon and gives back
+#: what it holds when it ends; a step it cannot leave early (building an index) must not
+#: hold up the end of the run or a Ctrl-C.
+JOIN_TIMEOUT = 2.0
+
 
 @dataclass(frozen=True)
 class PlannedCase:
@@ -51,14 +56,17 @@ class SuitePlan:
 class HeadStart:
     """Runs ``plan()``'s cases on a daemon thread until done or :meth:`stop`.
 
-    ``plan`` is called on the thread (loading suites takes time the workers' start-up
-    covers); ``budget`` is the controller's own client of the run budget, closed by
-    :meth:`stop` (which gives back whatever the head start still held). A failure stops the
-    head start and is kept in :attr:`error` (the workers then do the rest); a suite problem
-    (:class:`~pytest_ragbench.errors.RagbenchError`) is left to the workers to report.
+    ``plan(stopped)`` is called on the thread (loading suites takes time the workers'
+    start-up covers) and checks ``stopped()`` between its steps; every runtime it returns is
+    closed here, reached or not. ``budget`` is the controller's own client of the run
+    budget, closed by :meth:`stop` (which gives back whatever the head start still held).
+    A failure stops the head start and is kept in :attr:`error` (the workers then do the
+    rest); a suite problem (:class:`~pytest_ragbench.errors.RagbenchError`) is left to the
+    workers to report.
     """
 
-    def __init__(self, plan: Callable[[], Sequence[SuitePlan]], budget: Any) -> None:
+    def __init__(self, plan: Callable[[Callable[[], bool]], Sequence[SuitePlan]],
+                 budget: Any) -> None:
         self._plan = plan
         self._budget = budget
         self._stopped = threading.Event()
@@ -99,7 +107,7 @@ class HeadStart:
         if not planned <= collected:
             self.stop()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Stop: cancel what is in flight, give back every claim, wait for the thread.
         Idempotent; safe from any thread but the head start's own."""
         self._stopped.set()
@@ -118,30 +126,41 @@ class HeadStart:
 
     def _run(self) -> None:
         try:
-            plans = list(self._plan())
+            plans = list(self._plan(self._stopped.is_set))
             planned = {c.nodeid for p in plans for c in p.cases}
             with self._lock:
                 self._planned = planned
                 collected = self._collected
+                # all of them now: a stop cancels and the end closes those never reached too
+                self._runtimes.extend(p.runtime for p in plans)
+            if self._stopped.is_set():
+                # stop() may have run before they were known here: cancel them as it would
+                for plan in plans:
+                    with contextlib.suppress(Exception):
+                        plan.runtime.cancel_answers()
+                return
             if collected is not None and not planned <= collected:
                 return
             for plan in plans:
                 if self._stopped.is_set():
                     return
-                with self._lock:
-                    self._runtimes.append(plan.runtime)
                 self._answer(plan)
         except Exception as exc:
             if not self._stopped.is_set() and not isinstance(exc, RagbenchError):
                 self.error = f"{type(exc).__name__}: {exc}"
         finally:
-            with contextlib.suppress(Exception):
-                self._budget.close()
+            # runtimes first: their requests in flight are cancelled and their claims and
+            # spend posted before the budget's close gives back what is still held (the
+            # other way round a key goes back while its request is out: sent twice)
             with self._lock:
                 runtimes, self._runtimes = self._runtimes, []
             for runtime in runtimes:
                 with contextlib.suppress(Exception):
+                    runtime.cancel_answers()
+                with contextlib.suppress(Exception):
                     runtime.close()
+            with contextlib.suppress(Exception):
+                self._budget.close()
 
     def _answer(self, plan: SuitePlan) -> None:
         runtime = plan.runtime

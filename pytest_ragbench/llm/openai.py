@@ -39,7 +39,7 @@ from ..budget.api import RunBudget
 from ..budget.wiring import outcome_of
 from ..errors import ComponentError
 from ..redact import Redactor, header_secrets
-from .base import Completion, LLMError, Message, Usage
+from .base import Completion, LLMError, Message, ProviderError, Usage
 from .identity import ProviderId, strip_credentials
 from .resilience import (
     CircuitBreaker,
@@ -381,10 +381,13 @@ class _OpenAIEndpoint:
                 await self._breaker.record_failure(failure)
             else:
                 await self._breaker.record_success()
+            # the endpoint's answer, the same for any process that sends this request (the
+            # run's exchange hands it over); not retryable any more
             if not outcome.retryable:
-                raise LLMError(f"POST {url} failed: {failure}")
+                raise ProviderError(f"POST {url} failed: {failure}", retryable=False)
             if attempt >= self._retry.max_attempts:
-                raise LLMError(f"POST {url} failed after {attempt} attempts: {failure}")
+                raise ProviderError(f"POST {url} failed after {attempt} attempts: {failure}",
+                                    retryable=False)
             delay = self._retry.delay(attempt, outcome.retry_after, self._rng)
             logger.info(
                 "POST %s attempt %d/%d failed (%s); retrying in %.2f s",

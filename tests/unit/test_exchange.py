@@ -15,7 +15,7 @@ import pytest
 
 from pytest_ragbench.answers.exchange import ExchangedError, ExchangedLLM, LeftToWorker
 from pytest_ragbench.budget import BudgetExceeded, Coordinator, CoordinatorClient
-from pytest_ragbench.llm.base import Completion, LLMError, Message, Usage
+from pytest_ragbench.llm.base import Completion, LLMError, Message, ProviderError, Usage
 from pytest_ragbench.llm.identity import ProviderId
 
 
@@ -162,7 +162,7 @@ def test_the_worker_gets_the_controllers_response_object(coordinator: Coordinato
         with pytest.raises(LeftToWorker):
             await lead.chat(ask, seed=2)
 
-        class ProviderDown(LLMError):
+        class ProviderDown(ProviderError):
             pass
 
         lead.inner = Counting(fail=ProviderDown(""))
@@ -216,4 +216,127 @@ def test_budget_refusals_and_cancellations_are_not_handed_over(
         asyncio.run(scenario())
     finally:
         lead_budget.close()
+        w.close()
+
+
+def test_a_dropped_owner_is_refused_and_a_wait_is_bounded(coordinator: Coordinator) -> None:
+    """A claim that reaches the core after its owner left holds no key (else a waiting
+    worker would wait for nobody); a wait for a holder that never answers ends after
+    ``wait`` seconds with ``taken``: the worker sends the request itself."""
+    from pytest_ragbench.budget.core import BudgetCore
+
+    core = BudgetCore(call_later=lambda delay, fn: None)
+    core.drop_owner("gone")
+    replies: list[dict[str, Any]] = []
+    core.handle("gone", {"op": "claim", "id": 1, "key": "k"}, replies.append)
+    core.handle("here", {"op": "claim", "id": 1, "key": "k"}, replies.append)
+    assert [(r["ok"], r.get("state")) for r in replies] == [(False, None), (True, "mine")]
+
+    lead, w = coordinator.local_budget(), worker(coordinator)
+
+    async def scenario() -> None:
+        held = await lead.claim("slow", consume=False)
+        assert held.state == "mine"
+        got = await w.claim("slow", wait=0.1)
+        assert got.state == "taken"
+        await w.atotals()  # one connection keeps order: the withdrawal has arrived
+        held.publish({"text": "late"})  # the withdrawn wait gets nothing
+        assert (await w.claim("slow")).state == "done"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead.close()
+        w.close()
+
+
+@pytest.mark.parametrize("local", ["circuit", "budget", "plain"])
+def test_failures_of_the_controller_itself_are_not_handed_over(
+        coordinator: Coordinator, local: str) -> None:
+    """Its circuit breaker open, its budget client refusing, its own time limit: the worker
+    did not meet them, so it sends the request itself instead of recording them."""
+    from pytest_ragbench.budget.api import BudgetError
+    from pytest_ragbench.llm.resilience import CircuitOpenError
+
+    fail = {"circuit": CircuitOpenError("circuit open"), "budget": BudgetError("refused"),
+            "plain": LLMError("timed out: the call took longer than case_timeout 1 s")}[local]
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    ask = [{"role": "user", "content": "q"}]
+
+    async def scenario() -> None:
+        follow_inner = Counting()
+        lead = wrap(Counting(fail=fail), lead_budget, "lead")
+        with pytest.raises(type(fail)):
+            await lead.chat(ask)
+        assert (await wrap(follow_inner, w, "follow").chat(ask)).text == "reply to q seed None"
+        assert follow_inner.calls == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        lead_budget.close()
+        w.close()
+
+
+def test_the_endpoints_own_failure_is_a_provider_error() -> None:
+    """What the built-in client raises for the endpoint's answer is what the exchange hands
+    over (a ProviderError); a plain LLMError stays with the process that met it."""
+    import httpx
+
+    from pytest_ragbench.llm.openai import OpenAIChat
+
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(400, json={"error": {"message": "bad max_tokens"}}))
+
+    async def scenario() -> None:
+        async with OpenAIChat("http://example.invalid/v1", "m", transport=transport) as llm:
+            with pytest.raises(ProviderError, match=r"HTTP 400: bad max_tokens$"):
+                await llm.chat([{"role": "user", "content": "q"}])
+
+    asyncio.run(scenario())
+
+
+def test_finished_keys_keep_no_entry_and_workers_stop_asking_after_the_lead(
+        coordinator: Coordinator) -> None:
+    from pytest_ragbench.budget.exchange import Exchange
+
+    ex = Exchange()
+    replies: list[dict[str, Any]] = []
+    ex.lead("lead")
+    ex.claim("lead", 1, "k1", False, replies.append)
+    ex.publish("lead", 1, "v1")
+    ex.claim("w", 1, "k1", True, replies.append)  # handed out: nothing left of it
+    ex.claim("w", 2, "k2", True, replies.append)
+    ex.unclaim("w", 2, True)  # sent by the worker itself
+    ex.claim("lead", 2, "k3", False, replies.append)
+    ex.publish("lead", 2, "v3")  # nobody asked yet
+    assert ex.open_keys == 1
+    ex.claim("lead", 3, "k1", False, replies.append)  # finished keys are still skipped
+    ex.claim("lead", 4, "k2", False, replies.append)
+    ex.drop_owner("lead")
+    ex.claim("w", 3, "k4", True, replies.append)  # k3 waits for its asker: keep asking
+    ex.unclaim("w", 3, True)
+    ex.claim("w", 4, "k3", True, replies.append)
+    ex.claim("w", 5, "k5", True, replies.append)  # nothing more to hand out
+    ex.unclaim("w", 5, True)
+    assert [(r["state"], r.get("lead")) for r in replies] == [
+        ("mine", None), ("done", None), ("mine", None), ("mine", None), ("taken", None),
+        ("taken", None), ("mine", None), ("done", None), ("mine", False)]
+    assert ex.open_keys == 0 and not ex._finished
+
+    lead_budget, w = coordinator.local_budget(), worker(coordinator)
+    lead_budget.lead()
+    lead_budget.close()  # the head start ended
+    ask = [{"role": "user", "content": "q"}]
+
+    async def scenario() -> None:
+        follow = wrap(Counting(), w, "follow")
+        await follow.chat(ask)
+        assert not follow.asking
+        await follow.chat(ask, seed=1)
+
+    try:
+        asyncio.run(scenario())
+        assert coordinator.totals()["exchange"]["claims"] == 1  # no round trip after that
+    finally:
         w.close()

@@ -83,7 +83,7 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> None:
 
 def test_stop_cancels_in_flight_work_and_releases_everything() -> None:
     runtime, budget = Runtime(), Budget()
-    head = HeadStart(lambda: plan(runtime), budget).start()
+    head = HeadStart(lambda stopped: plan(runtime), budget).start()
     # a window of 2 x concurrency cases goes out ahead, then it waits for the oldest
     wait_until(lambda: len(runtime.asked) == 5)
     time.sleep(0.05)
@@ -98,7 +98,7 @@ def test_stop_cancels_in_flight_work_and_releases_everything() -> None:
 
 def test_other_cases_collected_stop_it() -> None:
     runtime, budget = Runtime(), Budget()
-    head = HeadStart(lambda: plan(runtime), budget).start()
+    head = HeadStart(lambda stopped: plan(runtime), budget).start()
     wait_until(lambda: runtime.asked)
     head.restrict([f"s.yaml::bm25::q{i}" for i in range(10)])  # all planned: goes on
     assert head.running
@@ -115,7 +115,7 @@ def test_collection_known_before_the_plan_is_checked_too() -> None:
         gate.wait(5)
         return plan(runtime)
 
-    head = HeadStart(slow_plan, budget).start()
+    head = HeadStart(lambda stopped: slow_plan(), budget).start()
     head.restrict(["s.yaml::bm25::q1"])
     gate.set()
     wait_until(lambda: not head.running)
@@ -133,8 +133,62 @@ def test_a_failure_is_kept_once_and_the_workers_do_the_rest(kind: str) -> None:
             raise SuiteError("bad key", file="s.yaml")
         raise KeyError("index")
 
-    head = HeadStart(broken, budget).start()
+    head = HeadStart(lambda stopped: broken(), budget).start()
     wait_until(lambda: not head.running)
     assert budget.closed == 1
     # a suite problem is the workers' to report (a collection error); a bug is said once
     assert head.error == (None if kind == "suite" else "KeyError: 'index'")
+
+
+def test_after_a_failure_runtimes_close_before_the_budget() -> None:
+    """The budget's close gives back the keys still held: requests still in flight must be
+    cancelled (and their spend posted) first, or a worker sends them again."""
+    log: list[str] = []
+
+    class LoggingBudget(Budget):
+        def close(self) -> None:
+            log.append("budget")
+            super().close()
+
+    class Failing(Runtime):
+        def pipeline(self) -> Pipeline:
+            raise RuntimeError("boom")
+
+        def cancel_answers(self) -> None:
+            log.append("cancel")
+
+        def close(self) -> None:
+            log.append("runtime")
+            super().close()
+
+    head = HeadStart(lambda stopped: plan(Failing()), LoggingBudget()).start()  # type: ignore[arg-type]
+    wait_until(lambda: not head.running)
+    assert head.error == "RuntimeError: boom"
+    assert log == ["cancel", "runtime", "budget"]
+
+
+def test_every_planned_runtime_is_closed_and_a_slow_plan_step_holds_up_no_stop() -> None:
+    first, second = Runtime(), Runtime()
+    cases = plan(first)[0].cases
+    head = HeadStart(lambda stopped: [SuitePlan(first, cases), SuitePlan(second, cases)],  # type: ignore[arg-type]
+                     Budget()).start()
+    wait_until(lambda: first.asked)
+    head.stop()
+    assert first.closed and second.closed  # the second suite was never reached
+
+    gate, seen = threading.Event(), []
+
+    def slow(stopped: Any) -> list[SuitePlan]:
+        seen.append(stopped())
+        gate.wait(10)  # building a big index, say
+        seen.append(stopped())  # checked between steps: the next one is not started
+        return []
+
+    head = HeadStart(slow, Budget()).start()
+    wait_until(lambda: seen)
+    started = time.monotonic()
+    head.stop()
+    assert time.monotonic() - started < 4
+    gate.set()
+    wait_until(lambda: not head.running)
+    assert seen == [False, True]
