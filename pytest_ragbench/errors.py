@@ -58,20 +58,14 @@ class ComponentError(RagbenchError):
         self.detail = detail
 
 
-class ParamError(ValueError):
-    """A ValueError that names the parameter at fault, as :class:`ComponentError` does
-    (``path`` below the component's key, ``detail`` without the component's name)."""
-
-    def __init__(self, message: str, *, path: tuple[str | int, ...] = (),
-                 detail: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.detail = detail
+class ParamError(ComponentError, ValueError):
+    """A :class:`ComponentError` that is also a ValueError, for callers whose contract is
+    ValueError (``resolve_metric``); it keeps which parameter is at fault."""
 
     @classmethod
     def of(cls, exc: ComponentError, prefix: str = "") -> ParamError:
         """``exc`` as a ValueError, keeping which parameter it names."""
-        return cls(f"{prefix}{exc}", path=exc.path, detail=exc.detail)
+        return cls(f"{prefix}{exc}", param=exc.param, path=exc.path, detail=exc.detail)
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
