@@ -225,6 +225,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
     answered by the offline extractive provider at the same ``-n`` (same retrieval and worker
     start-up, no network); the server's own span (first request's arrival to last request's
     answer) is shown too. The lower bound of either is requests x latency / concurrency.
+    The runs see the plugins and environment of a user's install (:data:`USER_PLUGINS_ONLY`,
+    :func:`user_environment`), after one warm-up run that writes the bytecode caches.
     Each figure is the median of ``repeats`` runs (the machine may be shared). Returns
     whether wall(-n N) <= wall(-n 0) for every N."""
     import json
@@ -255,8 +257,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             }))
             cmd = [sys.executable, "-m", "pytest", "--ragbench=suite.yaml", "-q", "-p",
                    "no:cacheprovider", "--rootdir", str(folder), "-c", os.devnull,
-                   "--ragbench-no-output", *(["-n", str(n)] if n else ["-p", "no:xdist"])]
-            env = dict(os.environ)
+                   "--ragbench-no-output", "-n", str(n), *USER_PLUGINS_ONLY]
+            env = user_environment()
             env.pop("RAGBENCH_NO_HEAD_START", None)
             if not head_start:
                 env["RAGBENCH_NO_HEAD_START"] = "1"
@@ -270,6 +272,9 @@ def plugin_generation(items: int, latency: float, concurrency: int,
 
         online = {"type": "openai", "base_url": server.base_url, "model": "m",
                   "concurrency": concurrency}
+        # a first run writes the bytecode and pytest's rewritten plugins, as a user's first
+        # run does; the figures are of the runs after it
+        run(online, max(workers))
         print(f"pytest --ragbench: {items} items, latency {latency * 1000:.0f} ms, "
               f"concurrency {concurrency} for the whole run; median of {repeats} runs")
         print(f"  {'-n':>3} {'calls':>6} {'wall s':>8} {'no head start':>14} {'offline s':>10} "
@@ -321,6 +326,24 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                 print(f"  wall(-n {n}) {walls[n]:.3f} s <= wall(-n 0) {walls[0]:.3f} s: "
                       f"{'OK' if fine else 'NO'}")
         return ok
+
+
+#: The pytest plugins a user's environment loads are those of pytest-ragbench's own
+#: dependencies. A development install adds the `test` extra, of which hypothesis has a
+#: pytest plugin: its terminal summary imports all of hypothesis in every process (about
+#: 1 s per worker, on the run's critical path), a cost of that install, not of this one.
+USER_PLUGINS_ONLY = ("-p", "no:hypothesispytest")
+
+
+def user_environment() -> dict[str, str]:
+    """The environment for the pytest runs, as a user's shell has it: bytecode is written
+    and reused (``PYTHONDONTWRITEBYTECODE``, set on some development machines, makes every
+    process compile its modules and rewrite its plugins again, 0.2-0.3 s each)."""
+    import os
+
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def compile_package() -> None:

@@ -17,6 +17,7 @@ import pytest
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
+from .headstart import WORKER_NICE, worker_nice
 from .hosts import (
     HOSTS_INPUT,
     ControllerPaths,
@@ -131,6 +132,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("ragbench_embedder", type="string", default="",
                   help="embedder for the ragbench_embedder fixture: a type name or a JSON "
                        "mapping")
+    parser.addini("ragbench_worker_nice", type="string", default=str(WORKER_NICE),
+                  help="niceness added to the local xdist workers of a run whose LLM work "
+                       "the controller starts while they boot (its head start), so that "
+                       "their start-up does not delay its requests; 0 leaves them as they are")
     parser.addini("ragbench_gc_freeze", type="bool", default=True,
                   help="exempt the heap built by collection from Python's cyclic garbage "
                        "collector until the run ends, when ragbench cases were collected "
@@ -189,13 +194,16 @@ def pytest_configure(config: pytest.Config) -> None:
         _register_query_markers(state, [*state.explicit, *_discovered_suites(config)])
     if not hasattr(config, "workerinput"):
         _check_gateways(config)
+        worker_nice(config)  # a bad value stops the run here, whatever -n is
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
-            starter.start()
             from .headstart import install
 
+            # first: until its first requests are out the head start has this process
+            # to itself (see HeadStart.wait_first_wave)
             state.head_start = install(config, state)
+            starter.start()
         from .report.progress import ProgressReporter
 
         config.pluginmanager.register(ProgressReporter(config, state.budget_totals),
@@ -450,6 +458,12 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         if state is not None:
             state.send_shown_texts()
             state.close_runtimes()
+            # An xdist controller collects nothing, so its heap was never frozen: pytest's
+            # closing collections would walk every module it imported (0.1 s, after the
+            # last worker is done). The thaw at the end hands it back as in any run.
+            if (state.explicit and not hasattr(session.config, "workerinput")
+                    and session.config.getini("ragbench_gc_freeze")):
+                state.freeze_heap()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

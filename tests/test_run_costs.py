@@ -90,6 +90,44 @@ def test_a_run_without_ragbench_cases_leaves_the_collector_alone(pytester, unfro
     assert _frozen_during_run(result) == before
 
 
+# Each xdist process says how many objects the collector had frozen at its very end: a
+# worker at exit (atexit runs after pytest's cleanups, before the interpreter's own
+# collections), the controller at unconfigure (pytest's closing collections come after).
+XDIST_FREEZE_PROBE = """
+import atexit
+import gc
+from pathlib import Path
+
+def pytest_configure(config):
+    wid = getattr(config, "workerinput", {}).get("workerid")
+    if wid:
+        out = Path(f"frozen_{wid}.txt").resolve()
+        atexit.register(lambda: out.write_text(str(gc.get_freeze_count())))
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        Path("frozen_controller.txt").write_text(str(gc.get_freeze_count()))
+"""
+
+
+def test_xdist_processes_end_with_their_heaps_frozen(pytester, mini_suite, unfrozen_heap):
+    """A worker's process ends with its session, so its heap stays frozen to the end: the
+    interpreter's shutdown would otherwise collect it several times over while the
+    controller waits for every worker to exit. The controller, which collects nothing,
+    freezes its heap when the session ends (pytest's closing collections then skip it) and
+    hands it back after, as any run does."""
+    mini_suite()
+    pytester.makeconftest(XDIST_FREEZE_PROBE)
+    result = pytester.runpytest(SUITE, "--ragbench-no-output", "-n", "2")
+    result.assert_outcomes(passed=5)
+    # (an in-process run numbers its gateways on from the test process's earlier ones)
+    probes = sorted(pytester.path.glob("frozen_*.txt"))
+    assert len(probes) == 3  # two workers and the controller
+    for probe in probes:
+        assert int(probe.read_text()) > 0, probe.name
+    assert gc.get_freeze_count() == 0
+
+
 OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.outputs",
                     "pytest_ragbench.results.compare", "pytest_ragbench.results.history",
                     "pytest_ragbench.results.baseline", "pytest_ragbench.report.html",

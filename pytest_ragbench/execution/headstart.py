@@ -33,6 +33,11 @@ AHEAD = 2
 #: hold up the end of the run or a Ctrl-C.
 JOIN_TIMEOUT = 2.0
 
+#: The longest the workers' start waits for the head start's first requests (see
+#: :meth:`HeadStart.wait_first_wave`): loading a large corpus or building its index takes
+#: longer, and the workers' own start-up then overlaps it as before.
+FIRST_WAVE_WAIT = 2.0
+
 
 @dataclass(frozen=True)
 class PlannedCase:
@@ -75,6 +80,8 @@ class HeadStart:
         self._planned: set[str] | None = None
         self._collected: set[str] | None = None
         self._thread: threading.Thread | None = None
+        # set once the first window of requests is out, or the head start has ended
+        self._first_wave = threading.Event()
         #: Why the head start stopped early, when it failed (shown once by the plugin).
         self.error: str | None = None
         #: Cases whose answer work was started.
@@ -89,6 +96,18 @@ class HeadStart:
                                         daemon=True)
         self._thread.start()
         return self
+
+    def wait_first_wave(self, timeout: float = FIRST_WAVE_WAIT) -> bool:
+        """Wait until the first window of requests is out (or the head start has ended, or
+        ``timeout`` passed); whether it is.
+
+        The xdist controller calls this before it starts the workers: booting them takes
+        every core for a second or more, and the head start's own preparation (loading the
+        suite, its imports, the index) then took as long again, so the LLM phase began
+        later than at ``-n 0``. Once the first requests are out the head start mostly waits
+        on the endpoint and the workers boot meanwhile.
+        """
+        return self._first_wave.wait(timeout)
 
     @property
     def running(self) -> bool:
@@ -111,6 +130,7 @@ class HeadStart:
         """Stop: cancel what is in flight, give back every claim, wait for the thread.
         Idempotent; safe from any thread but the head start's own."""
         self._stopped.set()
+        self._first_wave.set()
         with self._lock:
             runtimes = list(self._runtimes)
         for runtime in runtimes:
@@ -161,6 +181,7 @@ class HeadStart:
                     runtime.close()
             with contextlib.suppress(Exception):
                 self._budget.close()
+            self._first_wave.set()
 
     def _answer(self, plan: SuitePlan) -> None:
         runtime = plan.runtime
@@ -175,8 +196,11 @@ class HeadStart:
             keys = runtime.prefetch_answers(case.system, [(case.case_id, case.run)])
             self.submitted += len(keys)
             pending.extend(keys)
+            if len(pending) >= window:
+                self._first_wave.set()
             while len(pending) > window and not self._stopped.is_set():
                 self._collect(pipeline, pending.popleft())
+        self._first_wave.set()
         while pending and not self._stopped.is_set():
             self._collect(pipeline, pending.popleft())
 

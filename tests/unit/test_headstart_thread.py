@@ -192,3 +192,49 @@ def test_every_planned_runtime_is_closed_and_a_slow_plan_step_holds_up_no_stop()
     gate.set()
     wait_until(lambda: not head.running)
     assert seen == [False, True]
+
+
+def test_the_first_wave_is_out_once_a_window_of_cases_is_submitted() -> None:
+    """The controller holds its own start and the workers' boot until then (bounded)."""
+    runtime, budget = Runtime(), Budget()
+    gate = threading.Event()
+
+    def slow_plan() -> list[SuitePlan]:
+        gate.wait(5)  # loading the suite, its index
+        return plan(runtime)
+
+    head = HeadStart(lambda stopped: slow_plan(), budget).start()
+    try:
+        assert head.wait_first_wave(0.05) is False  # still planning: the wait times out
+        gate.set()
+        assert head.wait_first_wave(5) is True
+        # a whole window (2 x concurrency) was submitted before the wait ended
+        assert len(runtime.asked) >= 2 * Prefetcher.concurrency
+        assert head.running  # and the rest goes on while the workers boot
+    finally:
+        head.stop()
+
+
+@pytest.mark.parametrize("end", ["fewer cases than a window", "a failing plan", "stop"])
+def test_the_first_wave_wait_ends_when_the_head_start_does(end: str) -> None:
+    runtime, budget = Runtime(), Budget()
+    gate = threading.Event()
+
+    def planner(stopped: Any) -> list[SuitePlan]:
+        if end == "a failing plan":
+            raise RuntimeError("no such suite")
+        if end == "stop":
+            gate.wait(5)
+        return plan(runtime, n=1)
+
+    head = HeadStart(planner, budget).start()
+    try:
+        if end == "stop":
+            threading.Timer(0.05, head.stop).start()
+        started = time.monotonic()
+        assert head.wait_first_wave(5) is True
+        assert time.monotonic() - started < 2
+    finally:
+        gate.set()
+        runtime.pipe.release.set()
+        head.stop()
