@@ -198,12 +198,11 @@ def pytest_configure(config: pytest.Config) -> None:
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:
+            # the session's usage checks (outputs, history, baseline) come before any request
+            starter.start()
             from .headstart import install
 
-            # first: until its first requests are out the head start has this process
-            # to itself (see HeadStart.wait_first_wave)
             state.head_start = install(config, state)
-            starter.start()
         from .report.progress import ProgressReporter
 
         config.pluginmanager.register(ProgressReporter(config, state.budget_totals),

@@ -187,3 +187,38 @@ def pytest_collection_modifyitems(config, items):
     assert why is not None and "pytest_collection_modifyitems" in why and "conftest.py" in why
     assert state.head_start == []
     config._ensure_unconfigure()
+
+
+def test_a_usage_error_stops_the_run_before_the_head_start_sends_anything(
+        pytester: pytest.Pytester) -> None:
+    """The session's checks (a baseline that cannot exist, here) come first: nothing is
+    paid for a run that never starts."""
+    write_jsonl(pytester.path / "corpus.jsonl", [{"_id": "d0", "text": "passage zero"}])
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{"_id": f"q{i}", "text": f"question {i}", "relevant": {"d0": 1},
+                  "answer": "passage zero"}
+                 for i in range(4)])
+    # whether the head start was started at all (its requests, cancelled when the run
+    # stops, may or may not have reached the server by then)
+    pytester.makeconftest("""
+from pathlib import Path
+
+def pytest_unconfigure(config):
+    started = config.pluginmanager.get_plugin("ragbench-head-start") is not None
+    Path("head_start.txt").write_text(str(started))
+""")
+    with FakeOpenAIServer(latency=0.01) as server:
+        pytester.path.joinpath("suite.yaml").write_text(f"""
+name: hs
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{bm25: {{}}}}
+metrics: [recall@10, token_f1]
+llm: {{type: openai, base_url: {server.base_url}, model: m, retries: 0}}
+""")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2",
+                                    "--ragbench-baseline=missing.json")
+        chats = server.count(CHAT_PATH)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*missing.json*"])
+    assert chats == 0
+    assert pytester.path.joinpath("head_start.txt").read_text() == "False"
