@@ -57,13 +57,6 @@ SELECTION_FREE_PLUGINS = frozenset({
     "_pytest", "pytest", "xdist", "pytest_ragbench", "pytest_asyncio", "hypothesis",
     "_hypothesis_pytestplugin", "anyio"})
 
-#: Niceness the head start adds to the local workers (ini ``ragbench_worker_nice``). Booting
-#: a worker takes a core for a second or more, and the controller's requests then wait for a
-#: core after each response: the LLM phase took 5-10% longer at ``-n 2`` on two cores. The
-#: workers of such a run only wait for the controller's answers, so they yield to it; a
-#: process cannot lower its niceness again, so they keep it until the run ends.
-WORKER_NICE = 10
-
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect")
 
@@ -257,13 +250,6 @@ class HeadStartPlugin:
                                     budget).start()
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_setupnodes(self, specs: list[Any]) -> None:
-        nice = worker_nice(self.config)
-        if nice:
-            for spec in specs:
-                add_nice(spec, nice)
-
-    @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.head_start is not None:
             self.head_start.restrict(ids)
@@ -285,31 +271,6 @@ class HeadStartPlugin:
             terminalreporter.write_line(
                 f"ragbench: the controller's LLM head start stopped early (the workers did "
                 f"the rest): {error}", yellow=True)
-
-
-def worker_nice(config: pytest.Config) -> int:
-    """The ``ragbench_worker_nice`` ini value (a bad one is a usage error)."""
-    raw = str(config.getini("ragbench_worker_nice")).strip() or "0"
-    try:
-        nice = int(raw)
-    except ValueError:
-        raise pytest.UsageError(
-            f"ragbench_worker_nice: expected an integer from 0 to 19, got {raw!r}") from None
-    if not 0 <= nice <= 19:
-        raise pytest.UsageError(
-            f"ragbench_worker_nice: expected an integer from 0 to 19, got {nice}")
-    return nice
-
-
-def add_nice(spec: Any, nice: int) -> bool:
-    """Give an execnet ``spec`` that starts a local process without a niceness of its own
-    (``--tx popen``, what ``-n N`` makes) ``nice``; whether it did. Other gateways are left
-    as given. In place: xdist has numbered the specs (``gw0``...) already."""
-    if not getattr(spec, "popen", False) or getattr(spec, "via", None) or getattr(
-            spec, "nice", None) is not None:
-        return False
-    spec.nice = str(nice)
-    return True
 
 
 def install(config: pytest.Config, state: RagbenchState) -> list[str]:

@@ -17,7 +17,6 @@ import pytest
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
 from .errors import RagbenchError
-from .headstart import WORKER_NICE, worker_nice
 from .hosts import (
     HOSTS_INPUT,
     ControllerPaths,
@@ -132,10 +131,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("ragbench_embedder", type="string", default="",
                   help="embedder for the ragbench_embedder fixture: a type name or a JSON "
                        "mapping")
-    parser.addini("ragbench_worker_nice", type="string", default=str(WORKER_NICE),
-                  help="niceness added to the local xdist workers of a run whose LLM work "
-                       "the controller starts while they boot (its head start), so that "
-                       "their start-up does not delay its requests; 0 leaves them as they are")
     parser.addini("ragbench_gc_freeze", type="bool", default=True,
                   help="exempt the heap built by collection from Python's cyclic garbage "
                        "collector until the run ends, when ragbench cases were collected "
@@ -194,7 +189,6 @@ def pytest_configure(config: pytest.Config) -> None:
         _register_query_markers(state, [*state.explicit, *_discovered_suites(config)])
     if not hasattr(config, "workerinput"):
         _check_gateways(config)
-        worker_nice(config)  # a bad value stops the run here, whatever -n is
         starter = _ControllerStart(config)
         config.pluginmanager.register(starter, "ragbench-controller-start")
         if state.explicit:

@@ -10,7 +10,6 @@ tests/unit/test_exchange.py.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,15 @@ import pytest
 from conftest import write_jsonl
 from test_plugin_rag import judge_reply
 
-from pytest_ragbench.headstart import WORKER_NICE, add_nice, blocker
+from pytest_ragbench.headstart import blocker
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
 
 N_QUERIES = 24
 
-# the controller writes when the first worker's collection reached it (in-process run: the
-# same clock as the server's arrival times); each worker, its niceness
+# the controller writes how many cases the head start had submitted when it started the
+# workers, and when the first worker's collection reached it (in-process run: the same clock
+# as the server's arrival times)
 CONFTEST = """
-import os
 import time
 from pathlib import Path
 
@@ -39,10 +38,10 @@ def pytest_xdist_node_collection_finished(node, ids):
     if not mark.exists():
         mark.write_text(repr(time.monotonic()))
 
-def pytest_configure(config):
-    wid = getattr(config, "workerinput", {}).get("workerid")
-    if wid:
-        Path(f"nice_{wid}.txt").write_text(str(os.nice(0)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config, specs):
+    head = config.pluginmanager.get_plugin("ragbench-head-start").head_start
+    Path("submitted_before_workers.txt").write_text(str(head.submitted))
 """
 
 
@@ -110,30 +109,9 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # the LLM work began before any worker had collected the suite
     collected_at = float(pytester.path.joinpath("collected_at.txt").read_text())
     assert arrivals and arrivals[0] < collected_at
-    # and the workers yielded the cores to it (ini ragbench_worker_nice)
-    nices = [int(p.read_text()) for p in pytester.path.glob("nice_*.txt")]
-    assert len(nices) == 2
-    assert set(nices) == {min(19, os.nice(0) + WORKER_NICE)}
-
-
-def test_worker_niceness_is_checked_and_only_added_to_local_processes(
-        pytester: pytest.Pytester) -> None:
-    from execnet import XSpec
-
-    pytester.makefile(".yaml", suite="name: s")
-    for bad in ("high", "-5", "20"):
-        with pytest.raises(pytest.UsageError, match="ragbench_worker_nice"):
-            pytester.parseconfigure("--ragbench=suite.yaml", "-o",
-                                    f"ragbench_worker_nice={bad}")
-    local = XSpec("execmodel=main_thread_only//popen")
-    local.id = "gw0"  # as xdist numbered it
-    assert add_nice(local, 7) and (local.nice, local.id) == ("7", "gw0")
-    own = XSpec("popen//nice=3")
-    assert not add_nice(own, 7) and own.nice == "3"  # the user's own niceness stays
-    for remote in ("ssh=host//python=python3", "socket=10.0.0.1:8888",
-                   "popen//via=gw0//python=python3"):
-        spec = XSpec(remote)
-        assert not add_nice(spec, 7) and spec.nice is None
+    # and the workers were started only once a first window of cases (2 x concurrency 4)
+    # was submitted: their boot does not compete with the head start's preparation
+    assert int(pytester.path.joinpath("submitted_before_workers.txt").read_text()) >= 8
 
 
 def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -> None:
