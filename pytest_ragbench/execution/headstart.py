@@ -33,9 +33,9 @@ AHEAD = 2
 #: hold up the end of the run or a Ctrl-C.
 JOIN_TIMEOUT = 2.0
 
-#: The longest the workers' start waits for the head start's first requests (see
-#: :meth:`HeadStart.wait_first_wave`): loading a large corpus or building its index takes
-#: longer, and the workers' own start-up then overlaps it as before.
+#: The longest the controller's start and its workers' boot wait for the head start's first
+#: window of cases (see :meth:`HeadStart.wait_first_wave`): loading a large corpus or
+#: building its index takes longer, and the workers' own start-up then overlaps it.
 FIRST_WAVE_WAIT = 2.0
 
 
@@ -80,7 +80,7 @@ class HeadStart:
         self._planned: set[str] | None = None
         self._collected: set[str] | None = None
         self._thread: threading.Thread | None = None
-        # set once the first window of requests is out, or the head start has ended
+        # set once a first window of cases is submitted, or the head start has ended
         self._first_wave = threading.Event()
         #: Why the head start stopped early, when it failed (shown once by the plugin).
         self.error: str | None = None
@@ -98,8 +98,9 @@ class HeadStart:
         return self
 
     def wait_first_wave(self, timeout: float = FIRST_WAVE_WAIT) -> bool:
-        """Wait until the first window of requests is out (or the head start has ended, or
-        ``timeout`` passed); whether it is.
+        """Wait until a first window of cases (``AHEAD`` x concurrency) is submitted, their
+        first requests on their way (or the head start has ended, or ``timeout`` passed);
+        whether it is.
 
         The xdist controller calls this before it starts the workers: booting them takes
         every core for a second or more, and the head start's own preparation (loading the
