@@ -320,12 +320,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Hand each worker its whole share of ragbench cases up front (dealt in turn), so each
     prefetches all of its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit
     ``--dist`` wins."""
-    from .scheduling import RagbenchScheduling, case_matcher, dist_chosen
+    from .scheduling import RagbenchScheduling, dist_chosen
+    from .suite.files import case_matcher
 
     state = config.stash.get(STATE_KEY, None)
     if state is None or dist_chosen(config) or config.getvalue("dist") != "load":
         return None
-    return RagbenchScheduling(config, log, case_matcher(config, state.explicit))
+    return RagbenchScheduling(config, log, case_matcher(config.rootpath, state.explicit))
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:

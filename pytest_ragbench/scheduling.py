@@ -18,7 +18,6 @@ import contextlib
 import os
 import shlex
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,23 +65,3 @@ class RagbenchScheduling(LoadScheduling):
         for node in nodes:
             # the other tests, as load scheduling hands them out (shuts idle nodes down)
             self.check_schedule(node)
-
-
-def case_matcher(config: pytest.Config, explicit: list[Path]) -> Callable[[str], bool]:
-    """Whether a node id is a case of a ragbench suite file (by its file part)."""
-    from .suite.files import is_suite_file
-
-    root = config.rootpath
-    wanted = {p.resolve() for p in explicit}
-    known: dict[str, bool] = {}
-
-    def is_case(nodeid: str) -> bool:
-        file, sep, _ = nodeid.partition("::")
-        if not sep:
-            return False
-        if file not in known:
-            path = (root / file)
-            known[file] = is_suite_file(path) or path.resolve() in wanted
-        return known[file]
-
-    return is_case

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,7 +57,7 @@ from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .state import COLLECTED_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
-from .suite.files import is_suite_file
+from .suite.files import case_matcher
 
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
 # so runs without suites pay for none of it. What only some runs write or read lives in
@@ -166,6 +167,7 @@ class RagbenchSession:
         # Per suite id, document id -> shown text (None: not in the corpus), from the workers.
         self.worker_texts: dict[str, dict[str, str | None]] = {}
         self._git: GitCommitLookup | None = None
+        self._case_matcher: Callable[[str], bool] | None = None
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
         self.collected: dict[str, int] = {}
@@ -243,15 +245,10 @@ class RagbenchSession:
             self.messages.append(line)
 
     def _is_case(self, nodeid: str) -> bool:
-        parts = nodeid.split("::")
-        return len(parts) == 3 and (
-            is_suite_file(Path(parts[0]))
-            or (self.config.rootpath / parts[0]).resolve() in self._explicit()
-        )
-
-    def _explicit(self) -> list[Path]:
-
-        return self.config.stash[STATE_KEY].explicit
+        if self._case_matcher is None:
+            self._case_matcher = case_matcher(self.config.rootpath,
+                                              self.config.stash[STATE_KEY].explicit)
+        return nodeid.count("::") == 2 and self._case_matcher(nodeid)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
 

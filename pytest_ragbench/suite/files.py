@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 SUITE_SUFFIXES = (".ragbench.yaml", ".ragbench.yml", ".ragbench.json")
@@ -15,6 +15,27 @@ def is_suite_file(path: Path) -> bool:
     """Whether ``path`` is named like a suite file collected from testpaths."""
     name = path.name.lower()
     return any(name.endswith(s) for s in SUITE_SUFFIXES)
+
+
+def case_matcher(root: Path, explicit: Iterable[Path]) -> Callable[[str], bool]:
+    """Whether a node id (relative to ``root``) is a case of a suite file: named like one or
+    one of ``explicit`` (``--ragbench`` paths). Each file part is resolved once: the xdist
+    controller asks for every id of every worker's collection, and resolving a path per id
+    took it 0.6 s of CPU on a 400-case suite at ``-n 4``, while the run's requests waited."""
+    wanted = {p.resolve() for p in explicit}
+    known: dict[str, bool] = {}
+
+    def is_case(nodeid: str) -> bool:
+        file, sep, _ = nodeid.partition("::")
+        if not sep:
+            return False
+        found = known.get(file)
+        if found is None:
+            path = root / file
+            found = known[file] = is_suite_file(path) or path.resolve() in wanted
+        return found
+
+    return is_case
 
 
 def find_suite_files(roots: Iterable[Path], skip: Sequence[str] = ()) -> list[Path]:
