@@ -133,9 +133,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                        "mapping")
     parser.addini("ragbench_gc_freeze", type="bool", default=True,
                   help="exempt the heap built by collection from Python's cyclic garbage "
-                       "collector until the run ends, when ragbench cases were collected "
-                       "(faster; set false if your tests rely on collecting cycles created "
-                       "before the first test)")
+                       "collector until the run ends, and collect it once at exit, when "
+                       "ragbench cases were collected (faster; set false if your tests rely "
+                       "on collecting cycles created before the first test)")
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:

@@ -128,6 +128,54 @@ def test_xdist_processes_end_with_their_heaps_frozen(pytester, mini_suite, unfro
     assert gc.get_freeze_count() == 0
 
 
+EXIT_PROBE = """
+import atexit
+import gc
+from pathlib import Path
+
+HERE = Path.cwd()
+
+
+def _after_the_plugin():
+    # registered before the plugin's exit handler, so it runs after it
+    (HERE / "exit_frozen.txt").write_text(str(gc.get_freeze_count()))
+
+
+atexit.register(_after_the_plugin)
+
+
+class Cycle:
+    def __del__(self):
+        (HERE / "finalized.txt").write_text("yes")
+
+
+def _garbage_at_exit():
+    gc.disable()  # only a collection at exit can find it
+    cycle = Cycle()
+    cycle.me = cycle
+
+
+def pytest_configure(config):
+    # cleanups run last in, first out: this one after the plugin's, which registers its
+    # exit handler; registered after it, this one runs before it (pytest's closing
+    # collections are over by then)
+    config.add_cleanup(lambda: atexit.register(_garbage_at_exit))
+"""
+
+
+def test_a_run_ends_its_process_with_one_collection_then_a_frozen_heap(pytester, mini_suite):
+    """The interpreter's shutdown collects the whole heap several times over (0.15-0.2 s
+    after the summary is printed); the plugin collects once at exit and freezes the rest.
+    Garbage cycles alive then are still collected and finalized, as in any shutdown."""
+    mini_suite()
+    pytester.makeconftest(EXIT_PROBE)
+    result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
+                                           "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=5)
+    assert int((pytester.path / "exit_frozen.txt").read_text()) > 0
+    assert (pytester.path / "finalized.txt").read_text() == "yes"
+
+
 OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.outputs",
                     "pytest_ragbench.results.compare", "pytest_ragbench.results.history",
                     "pytest_ragbench.results.baseline", "pytest_ragbench.report.html",
