@@ -224,7 +224,9 @@ def plugin_generation(items: int, latency: float, concurrency: int,
     ``RAGBENCH_NO_HEAD_START=1``). The LLM phase is the wall time minus the same suite
     answered by the offline extractive provider at the same ``-n`` (same retrieval and worker
     start-up, no network); the server's own span (first request's arrival to last request's
-    answer) is shown too. The lower bound of either is requests x latency / concurrency.
+    answer) is shown too, between ``first`` (launch to the first request's arrival) and
+    ``tail`` (the last answer to the process's exit): the three add up to the wall time.
+    The lower bound of either is requests x latency / concurrency.
     The runs see the plugins and environment of a user's install (:data:`USER_PLUGINS_ONLY`,
     :func:`user_environment`), after one warm-up run that writes the bytecode caches.
     Each figure is the median of ``repeats`` runs (the machine may be shared). Returns
@@ -249,6 +251,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                                      "relevant": {f"d{i % 500}": 1},
                                      "reference_answer": f"answer {i}"}) + "\n")
 
+        launched: list[float] = []
+
         def run(llm: dict, n: int, head_start: bool = True) -> float:
             (folder / "suite.yaml").write_text(json.dumps({
                 "name": "tp", "dataset": {"corpus": "corpus.jsonl", "queries": "queries.jsonl"},
@@ -262,10 +266,11 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             env.pop("RAGBENCH_NO_HEAD_START", None)
             if not head_start:
                 env["RAGBENCH_NO_HEAD_START"] = "1"
-            t0 = time.perf_counter()
+            t0 = time.monotonic()  # the fake server stamps arrivals with this clock
+            launched.append(t0)
             out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False,
                                  env=env)
-            wall = time.perf_counter() - t0
+            wall = time.monotonic() - t0
             if out.returncode != 0:
                 raise SystemExit(out.stdout[-2000:] + out.stderr[-2000:])
             return wall
@@ -278,14 +283,17 @@ def plugin_generation(items: int, latency: float, concurrency: int,
         print(f"pytest --ragbench: {items} items, latency {latency * 1000:.0f} ms, "
               f"concurrency {concurrency} for the whole run; median of {repeats} runs")
         print(f"  {'-n':>3} {'calls':>6} {'wall s':>8} {'no head start':>14} {'offline s':>10} "
-              f"{'LLM phase s':>12} {'span s':>7} {'bound s':>8} {'ratio':>7} "
-              f"{'span ratio':>11} {'max in flight':>14}")
+              f"{'LLM phase s':>12} {'first s':>8} {'span s':>7} {'tail s':>7} {'bound s':>8} "
+              f"{'ratio':>7} {'span ratio':>11} {'max in flight':>14}")
         # the runs of one repeat go side by side (every -n and kind), so that a change in
         # the machine's load falls on all the figures alike
         offline_t: dict[int, list[float]] = {n: [] for n in workers}
         plain_t: dict[int, list[float]] = {n: [] for n in workers}
         online_t: dict[int, list[float]] = {n: [] for n in workers}
         spans: dict[int, list[float]] = {n: [] for n in workers}
+        # from launch to the first request's arrival, and from the last answer to the exit
+        firsts: dict[int, list[float]] = {n: [] for n in workers}
+        tails: dict[int, list[float]] = {n: [] for n in workers}
         calls: dict[int, int] = {}
         in_flight: dict[int, int] = {n: 0 for n in workers}
         for _ in range(repeats):
@@ -302,6 +310,9 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                 arrivals = server.arrival_times()[first:]
                 spans[n].append(arrivals[-1] + latency - arrivals[0] if arrivals
                                 else float("nan"))
+                if arrivals:
+                    firsts[n].append(arrivals[0] - launched[-1])
+                    tails[n].append(launched[-1] + online_t[n][-1] - arrivals[-1] - latency)
         walls: dict[int, float] = {}
         for n in workers:
             offline = statistics.median(offline_t[n])
@@ -313,9 +324,10 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             span_ratio = span / bound if bound else float("nan")
             verdict = "OK" if span_ratio <= TARGET_RATIO else "SLOW"
             shown_plain = f"{statistics.median(plain_t[n]):>14.3f}" if n else f"{'-':>14}"
+            first_s, tail_s = statistics.median(firsts[n]), statistics.median(tails[n])
             print(f"  {n:>3} {calls[n]:>6} {wall:>8.3f} {shown_plain} {offline:>10.3f} "
-                  f"{phase:>12.3f} {span:>7.3f} {bound:>8.3f} {ratio:>6.3f}x "
-                  f"{span_ratio:>10.3f}x {in_flight[n]:>14}  {verdict}")
+                  f"{phase:>12.3f} {first_s:>8.3f} {span:>7.3f} {tail_s:>7.3f} {bound:>8.3f} "
+                  f"{ratio:>6.3f}x {span_ratio:>10.3f}x {in_flight[n]:>14}  {verdict}")
         print(f"  (target: the LLM span <= {TARGET_RATIO}x its bound at every -n, max in flight "
               f"<= {concurrency})")
         ok = True
