@@ -16,8 +16,11 @@ from collections import Counter
 from pathlib import Path
 
 WORD = re.compile(r"[a-z0-9]+")
-STOP = frozenset("a an and are as at be by do does for from how i in is it my of on or should "
-                 "the to what when which why with you your can".split())
+STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
+    "i", "in", "is", "it", "my", "of", "on", "or", "should", "the", "to", "what", "when",
+    "which", "why", "with", "you", "your",
+})
 
 
 def words(text: str) -> list[str]:
@@ -40,7 +43,8 @@ class CoffeeBot:
         started = time.perf_counter()
         q = set(words(query.text))
         scored = sorted(
-            ((sum(self.idf[w] for w in q if t[w]), d) for t, d in zip(self.terms, self.docs)),
+            ((sum(self.idf[w] for w in q if t[w]), d)
+             for t, d in zip(self.terms, self.docs, strict=True)),
             key=lambda pair: (-pair[0], pair[1]["_id"]),
         )[: self.top_k]
         sentences = [s for _, d in scored for s in re.split(r"(?<=[.!?])\s+", d["text"])]
