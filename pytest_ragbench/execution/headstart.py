@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -189,18 +190,25 @@ class HeadStart:
         pipeline = runtime.pipeline()
         if not pipeline.exchanged:
             return  # its requests would not be handed over: the workers send them
-        window = max(1, pipeline.prefetcher.concurrency) * AHEAD
+        # cases go out a slot's worth at a time: one batched retrieval and one hand-over to
+        # the pipeline's loop fill every slot, where case by case the first requests went
+        # out one retrieval apart (about 3 ms each)
+        chunk = max(1, pipeline.prefetcher.concurrency)
+        window = chunk * AHEAD
         pending: collections.deque[Any] = collections.deque()
-        for case in plan.cases:
+        cases = plan.cases
+        for start in range(0, len(cases), chunk):
+            while len(pending) + chunk > window and not self._stopped.is_set():
+                self._collect(pipeline, pending.popleft())
             if self._stopped.is_set():
                 return
-            keys = runtime.prefetch_answers(case.system, [(case.case_id, case.run)])
-            self.submitted += len(keys)
-            pending.extend(keys)
+            for system, group in itertools.groupby(cases[start:start + chunk],
+                                                   key=lambda c: c.system):
+                keys = runtime.prefetch_answers(system, [(c.case_id, c.run) for c in group])
+                self.submitted += len(keys)
+                pending.extend(keys)
             if len(pending) >= window:
                 self._first_wave.set()
-            while len(pending) > window and not self._stopped.is_set():
-                self._collect(pipeline, pending.popleft())
         self._first_wave.set()
         while pending and not self._stopped.is_set():
             self._collect(pipeline, pending.popleft())

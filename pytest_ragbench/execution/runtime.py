@@ -624,8 +624,10 @@ class SuiteRuntime:
         generation and judging in the background, as the items of this process would; the
         keys to wait on with ``pipeline().result(key)``. A case whose retrieval fails is left
         out (its item records the error). Raises :class:`CaseError` when the retriever or the
-        pipeline cannot be had."""
-        self._prefetch_answers(name, cases, None)
+        pipeline cannot be had. The cases are retrieved in one batch where the retriever
+        allows (as a process's upcoming items are)."""
+        ids = [cid for cid, _ in cases]
+        self._prefetch_answers(name, cases, lambda: ids)
         return [(name, cid, run) for cid, run in cases if (name, cid, run) in self._submitted]
 
     def cancel_answers(self) -> None:

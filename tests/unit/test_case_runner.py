@@ -507,3 +507,25 @@ def test_pipeline_cases_are_asked_once_and_judged_ahead_errors_included(tmp_path
     assert recs["q2"]["error"] == {"stage": "answer", "type": "RuntimeError",
                                    "message": "pipeline 'sys' raised RuntimeError: backend down"}
     assert "outside the contract" in recs["q3"]["error"]["message"]
+
+
+def test_prefetched_answers_are_retrieved_in_one_batch(tmp_path: Path) -> None:
+    """The controller's head start hands over a slot's worth of cases at a time: one
+    ``retrieve_many`` for them, not a retrieval each."""
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.replace("metrics: [ndcg@3, recall@2, mrr@3]",
+                                  "metrics: [recall@2, exact_match]\nllm: {type: extractive}"),
+                    encoding="utf-8")
+    retriever = BatchRetriever()
+    registry = Registry(use_entry_points=False)
+    registry.add("retriever", "fake", lambda: retriever, origin="the test")
+    runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext())
+    try:
+        cases = [("q1", 0), ("q2", 0), ("q3", 0)]
+        keys = runtime.prefetch_answers("fake", cases)
+        assert keys == [("fake", cid, run) for cid, run in cases]
+        assert retriever.batches == [["alpha", "beta", "gamma"]] and retriever.calls == []
+        pipeline = runtime.pipeline()
+        assert all("answer" in pipeline.result(key) for key in keys)
+    finally:
+        runtime.close()

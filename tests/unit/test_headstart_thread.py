@@ -51,6 +51,7 @@ class Runtime:
     def __init__(self) -> None:
         self.pipe = Pipeline()
         self.asked: list[tuple[str, str, int]] = []
+        self.calls: list[int] = []  # cases per prefetch_answers call
         self.closed = False
 
     def pipeline(self) -> Pipeline:
@@ -59,6 +60,7 @@ class Runtime:
     def prefetch_answers(self, name: str, cases: Any) -> list[Any]:
         keys = [(name, cid, run) for cid, run in cases]
         self.asked += keys
+        self.calls.append(len(keys))
         return keys
 
     def cancel_answers(self) -> None:
@@ -84,10 +86,12 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> None:
 def test_stop_cancels_in_flight_work_and_releases_everything() -> None:
     runtime, budget = Runtime(), Budget()
     head = HeadStart(lambda stopped: plan(runtime), budget).start()
-    # a window of 2 x concurrency cases goes out ahead, then it waits for the oldest
-    wait_until(lambda: len(runtime.asked) == 5)
+    # a window of 2 x concurrency cases goes out ahead, a slot's worth (concurrency) at a
+    # time; then it waits for the oldest before the next slot's worth
+    wait_until(lambda: len(runtime.asked) == 4)
     time.sleep(0.05)
-    assert len(runtime.asked) == 5 and head.running
+    assert len(runtime.asked) == 4 and head.running
+    assert runtime.calls == [2, 2]
     started = time.monotonic()
     head.stop()
     assert time.monotonic() - started < 5  # no hang at exit
@@ -238,3 +242,16 @@ def test_the_first_wave_wait_ends_when_the_head_start_does(end: str) -> None:
         gate.set()
         runtime.pipe.release.set()
         head.stop()
+
+
+def test_cases_go_out_a_slots_worth_at_a_time_one_retriever_per_call() -> None:
+    runtime, budget = Runtime(), Budget()
+    runtime.pipe.release.set()  # every answer is in at once
+    cases = tuple(PlannedCase(system, f"q{i}", 0, f"s.yaml::{system}::q{i}")
+                  for system in ("bm25", "dense") for i in range(3))
+    head = HeadStart(lambda stopped: [SuitePlan(runtime, cases)], budget).start()  # type: ignore[arg-type]
+    wait_until(lambda: not head.running)
+    # in collection order, in slots' worths of 2 (concurrency), a retriever per call
+    assert runtime.asked == [(c.system, c.case_id, 0) for c in cases]
+    assert runtime.calls == [2, 1, 1, 2]
+    assert head.submitted == 6 and head.error is None
