@@ -60,6 +60,13 @@ SELECTION_FREE_PLUGINS = frozenset({
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect")
 
+#: workerinput key: the controller's head start is running when the worker is set up, so
+#: the worker lowers its CPU priority (:func:`yield_cpu_to_controller`).
+WORKERINPUT_YIELD_CPU = "ragbench_yield_cpu"
+
+#: Default of the ``ragbench_worker_nice`` ini value.
+WORKER_NICE = 10
+
 
 def _plugin_module(plugin: object) -> str:
     name = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
@@ -262,6 +269,11 @@ class HeadStartPlugin:
         if self.head_start is not None:
             self.head_start.stop()
 
+    @property
+    def running(self) -> bool:
+        """Whether the head start is still at work (planning or answering)."""
+        return self.head_start is not None and self.head_start.running
+
     def pytest_unconfigure(self) -> None:
         self.stop()
 
@@ -271,6 +283,41 @@ class HeadStartPlugin:
             terminalreporter.write_line(
                 f"ragbench: the controller's LLM head start stopped early (the workers did "
                 f"the rest): {error}", yellow=True)
+
+
+def worker_nice(config: pytest.Config) -> int:
+    """The ``ragbench_worker_nice`` ini value (a usage error when it is not an integer)."""
+    raw = str(config.getini("ragbench_worker_nice")).strip()
+    try:
+        return int(raw) if raw else WORKER_NICE
+    except ValueError:
+        raise pytest.UsageError(
+            f"ragbench: ini ragbench_worker_nice: expected an integer (0 turns it off), got "
+            f"{raw!r}") from None
+
+
+def yield_cpu_to_controller(config: pytest.Config) -> int | None:
+    """On an xdist worker whose controller leads the run's LLM work: raise this process's
+    niceness by ``ragbench_worker_nice``; the new niceness (None: left as it is).
+
+    The controller's head start sends the run's requests while the workers boot, and hands
+    every response to the worker whose case needs it, so its threads are on the LLM work's
+    critical path. Each worker's boot (imports, suite, index, collection) takes about a second
+    of CPU; with more processes than cores it took those cores from the controller, whose
+    requests then went out late. A niceness only ever goes up for an unprivileged process, so
+    the worker stays at the lower priority to its end; the head start runs only for suites
+    whose cases wait on an LLM endpoint, where the workers' own CPU work is small.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    if not workerinput or not workerinput.get(WORKERINPUT_YIELD_CPU):
+        return None
+    step = worker_nice(config)
+    if step <= 0 or not hasattr(os, "nice"):  # os.nice: POSIX only
+        return None
+    try:
+        return os.nice(step)
+    except OSError:  # a sandbox may refuse it: the run goes on at the same priority
+        return None
 
 
 def install(config: pytest.Config, state: RagbenchState) -> list[str]:

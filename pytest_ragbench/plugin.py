@@ -136,6 +136,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                        "collector until the run ends, and collect it once at exit, when "
                        "ragbench cases were collected (faster; set false if your tests rely "
                        "on collecting cycles created before the first test)")
+    parser.addini("ragbench_worker_nice", type="string", default="",
+                  help="xdist: how much the workers lower their CPU priority (niceness) while "
+                       "the controller leads the LLM work, so that their start-up does not "
+                       "delay its requests (default 10; 0 turns it off)")
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:
@@ -155,6 +159,19 @@ def _suite_args(config: pytest.Config) -> list[Path]:
             raise pytest.UsageError(f"ragbench: suite file not found: {resolved}")
         paths.append(resolved)
     return list(dict.fromkeys(paths))
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_configure")
+def pytest_configure_worker_priority(config: pytest.Config) -> None:
+    # A worker's first hook with its workerinput: the sooner, the more of its start-up
+    # yields to the controller's head start. The controller checks the value, so that a bad
+    # one is a usage error before any worker starts.
+    from .headstart import worker_nice, yield_cpu_to_controller
+
+    if hasattr(config, "workerinput"):
+        yield_cpu_to_controller(config)
+    else:
+        worker_nice(config)
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")
@@ -313,6 +330,12 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
     node.workerinput.update(state.coordinator_workerinput())
     if state.head_start:
         node.workerinput[WORKERINPUT_EXCHANGE] = list(state.head_start)
+        from .headstart import WORKERINPUT_YIELD_CPU
+
+        # a head start that found nothing to lead has ended by now (workers start after
+        # its first wave, or after it ended): its workers keep their priority
+        head = node.config.pluginmanager.get_plugin("ragbench-head-start")
+        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(head is not None and head.running)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -27,10 +27,20 @@ N_QUERIES = 24
 # workers, and when the first worker's collection reached it (in-process run: the same clock
 # as the server's arrival times)
 CONFTEST = """
+import os
 import time
 from pathlib import Path
 
 import pytest
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        Path("nice_controller.txt").write_text(str(os.nice(0)))
+
+def pytest_sessionfinish(session):
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None:
+        Path(f"nice_{workerinput['workerid']}.txt").write_text(str(os.nice(0)))
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node, ids):
@@ -112,6 +122,70 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # and the workers were started only once a first window of cases (2 x concurrency 4)
     # was submitted: their boot does not compete with the head start's preparation
     assert int(pytester.path.joinpath("submitted_before_workers.txt").read_text()) >= 8
+    # the workers yield the CPU to the controller (ragbench_worker_nice, default 10)
+    controller = int(pytester.path.joinpath("nice_controller.txt").read_text())
+    workers = [int(f.read_text()) for f in sorted(pytester.path.glob("nice_gw*.txt"))]
+    assert workers == [min(controller + 10, 19)] * 2
+
+
+class _Config:
+    """What yield_cpu_to_controller reads of a pytest config."""
+
+    def __init__(self, nice: str = "", **workerinput: Any) -> None:
+        self.ini = {"ragbench_worker_nice": nice}
+        if workerinput:
+            self.workerinput = workerinput
+
+    def getini(self, name: str) -> str:
+        return self.ini[name]
+
+
+@pytest.mark.parametrize(("nice", "workerinput", "step"), [
+    ("", {"ragbench_yield_cpu": True}, 10),
+    (" 3 ", {"ragbench_yield_cpu": True}, 3),
+    ("0", {"ragbench_yield_cpu": True}, None),  # turned off
+    ("", {"ragbench_yield_cpu": False}, None),  # the head start led nothing
+    ("", {"workerid": "gw0"}, None),  # a controller of another version, or none
+    ("", {}, None),  # not a worker
+])
+def test_a_worker_yields_the_cpu_only_to_a_leading_controller(
+        monkeypatch: pytest.MonkeyPatch, nice: str, workerinput: dict[str, Any],
+        step: int | None) -> None:
+    import os
+
+    from pytest_ragbench.headstart import yield_cpu_to_controller
+
+    steps: list[int] = []
+    monkeypatch.setattr(os, "nice", lambda n: steps.append(n) or 7)  # not this process's
+    new = yield_cpu_to_controller(_Config(nice, **workerinput))  # type: ignore[arg-type]
+    assert steps == ([] if step is None else [step])
+    assert new == (None if step is None else 7)
+
+
+def test_a_bad_worker_nice_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                           pytester: pytest.Pytester) -> None:
+    import os
+
+    from pytest_ragbench.headstart import yield_cpu_to_controller
+
+    monkeypatch.setattr(os, "nice", lambda n: pytest.fail("must not be called"))
+    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
+        yield_cpu_to_controller(_Config("high", ragbench_yield_cpu=True))  # type: ignore[arg-type]
+    # the controller checks it before any worker starts
+    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
+        pytester.parseconfigure("-o", "ragbench_worker_nice=high", "-p", "no:xdist")
+
+
+def test_a_refused_nice_leaves_the_worker_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from pytest_ragbench.headstart import yield_cpu_to_controller
+
+    def refuse(n: int) -> int:
+        raise PermissionError("not here")
+
+    monkeypatch.setattr(os, "nice", refuse)
+    assert yield_cpu_to_controller(_Config("", ragbench_yield_cpu=True)) is None  # type: ignore[arg-type]
 
 
 def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -> None:
