@@ -60,8 +60,8 @@ SELECTION_FREE_PLUGINS = frozenset({
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect")
 
-#: workerinput key: the controller's head start is running when the worker is set up, so
-#: the worker lowers its CPU priority (:func:`yield_cpu_to_controller`).
+#: workerinput key: the controller's head start is running when a worker on its machine is
+#: set up, so the worker lowers its CPU priority (:func:`yield_cpu_to_controller`).
 WORKERINPUT_YIELD_CPU = "ragbench_yield_cpu"
 
 #: Default of the ``ragbench_worker_nice`` ini value.

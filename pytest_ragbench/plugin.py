@@ -21,6 +21,7 @@ from .hosts import (
     HOSTS_INPUT,
     ControllerPaths,
     HostPathError,
+    is_remote_spec,
     moves_workers,
     parse_address,
     resolve_host,
@@ -333,9 +334,13 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
         from .headstart import WORKERINPUT_YIELD_CPU
 
         # a head start that found nothing to lead has ended by now (workers start after
-        # its first wave, or after it ended): its workers keep their priority
+        # its first wave, or after it ended): its workers keep their priority, as do
+        # workers on another machine (they take no core from the controller)
         head = node.config.pluginmanager.get_plugin("ragbench-head-start")
-        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(head is not None and head.running)
+        spec = getattr(getattr(node, "gateway", None), "spec", None)
+        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(
+            head is not None and head.running and spec is not None
+            and not is_remote_spec(str(spec)))
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

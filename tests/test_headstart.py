@@ -274,3 +274,29 @@ llm: {{type: openai, base_url: {server.base_url}, model: m, retries: 0}}
     result.stderr.fnmatch_lines(["*missing.json*"])
     assert chats == 0
     assert pytester.path.joinpath("head_start.txt").read_text() == "False"
+
+
+@pytest.mark.parametrize(("spec", "running", "yields"), [
+    ("execmodel=main_thread_only//popen", True, True),
+    ("execmodel=main_thread_only//popen", False, False),  # it led nothing and ended
+    ("execmodel=main_thread_only//ssh=gpu-box//python=python3", True, False),  # no core of ours
+])
+def test_only_local_workers_of_a_running_head_start_are_told_to_yield(
+        spec: str, running: bool, yields: bool) -> None:
+    from types import SimpleNamespace
+
+    import execnet
+
+    from pytest_ragbench.headstart import WORKERINPUT_YIELD_CPU
+    from pytest_ragbench.plugin import _join_run_budget
+    from pytest_ragbench.state import WORKERINPUT_EXCHANGE
+
+    head = SimpleNamespace(running=running)
+    plugins = SimpleNamespace(get_plugin=lambda name: head if name == "ragbench-head-start"
+                              else None)
+    node = SimpleNamespace(workerinput={}, config=SimpleNamespace(pluginmanager=plugins),
+                           gateway=SimpleNamespace(spec=execnet.XSpec(spec)))
+    state = SimpleNamespace(coordinator_workerinput=lambda: {}, head_start=["suite.yaml"])
+    _join_run_budget(state, node)  # type: ignore[arg-type]
+    assert node.workerinput[WORKERINPUT_EXCHANGE] == ["suite.yaml"]
+    assert node.workerinput[WORKERINPUT_YIELD_CPU] is yields
