@@ -138,9 +138,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                        "ragbench cases were collected (faster; set false if your tests rely "
                        "on collecting cycles created before the first test)")
     parser.addini("ragbench_worker_nice", type="string", default="",
-                  help="xdist: how much the workers lower their CPU priority (niceness) while "
-                       "the controller leads the LLM work, so that their start-up does not "
-                       "delay its requests (default 10; 0 turns it off)")
+                  help="xdist: how much the workers on the controller's machine lower their "
+                       "CPU priority (niceness) while it leads the LLM work, so that their "
+                       "start-up does not delay its requests (default 10; 0 turns it off)")
 
 
 def _suite_args(config: pytest.Config) -> list[Path]:
