@@ -335,8 +335,12 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             for n in (w for w in workers if w):
                 fine = walls[n] <= walls[0]
                 ok = ok and fine
+                # the runs of a repeat went side by side: their differences show how far the
+                # verdict stands from the machine's noise
+                paired = [a - b for a, b in zip(online_t[n], online_t[0], strict=True)]
                 print(f"  wall(-n {n}) {walls[n]:.3f} s <= wall(-n 0) {walls[0]:.3f} s: "
-                      f"{'OK' if fine else 'NO'}")
+                      f"{'OK' if fine else 'NO'}  (per repeat, -n {n} minus -n 0: "
+                      f"{' '.join(f'{d:+.3f}' for d in paired)} s)")
         return ok
 
 
