@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .hosts import is_remote_spec
 from .registry import BUILTIN_ORIGIN
 
 if TYPE_CHECKING:
@@ -255,6 +256,15 @@ class HeadStartPlugin:
         budget.lead()
         self.head_start = HeadStart(lambda stopped: self._plan(budget, stopped),
                                     budget).start()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Tell a worker on this machine to yield the CPU while the head start runs. One that
+        found nothing to lead has ended by now (workers start after its first wave, or after
+        it ended); a worker on another machine takes no core from the controller."""
+        spec = getattr(getattr(node, "gateway", None), "spec", None)
+        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(
+            self.running and spec is not None and not is_remote_spec(str(spec)))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

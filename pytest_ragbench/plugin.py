@@ -21,7 +21,6 @@ from .hosts import (
     HOSTS_INPUT,
     ControllerPaths,
     HostPathError,
-    is_remote_spec,
     moves_workers,
     parse_address,
     resolve_host,
@@ -331,16 +330,6 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
     node.workerinput.update(state.coordinator_workerinput())
     if state.head_start:
         node.workerinput[WORKERINPUT_EXCHANGE] = list(state.head_start)
-        from .headstart import WORKERINPUT_YIELD_CPU
-
-        # a head start that found nothing to lead has ended by now (workers start after
-        # its first wave, or after it ended): its workers keep their priority, as do
-        # workers on another machine (they take no core from the controller)
-        head = node.config.pluginmanager.get_plugin("ragbench-head-start")
-        spec = getattr(getattr(node, "gateway", None), "spec", None)
-        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(
-            head is not None and head.running and spec is not None
-            and not is_remote_spec(str(spec)))
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -287,16 +287,10 @@ def test_only_local_workers_of_a_running_head_start_are_told_to_yield(
 
     import execnet
 
-    from pytest_ragbench.headstart import WORKERINPUT_YIELD_CPU
-    from pytest_ragbench.plugin import _join_run_budget
-    from pytest_ragbench.state import WORKERINPUT_EXCHANGE
+    from pytest_ragbench.headstart import WORKERINPUT_YIELD_CPU, HeadStartPlugin
 
-    head = SimpleNamespace(running=running)
-    plugins = SimpleNamespace(get_plugin=lambda name: head if name == "ragbench-head-start"
-                              else None)
-    node = SimpleNamespace(workerinput={}, config=SimpleNamespace(pluginmanager=plugins),
-                           gateway=SimpleNamespace(spec=execnet.XSpec(spec)))
-    state = SimpleNamespace(coordinator_workerinput=lambda: {}, head_start=["suite.yaml"])
-    _join_run_budget(state, node)  # type: ignore[arg-type]
-    assert node.workerinput[WORKERINPUT_EXCHANGE] == ["suite.yaml"]
+    plugin = HeadStartPlugin(SimpleNamespace(), SimpleNamespace(), {})  # type: ignore[arg-type]
+    plugin.head_start = SimpleNamespace(running=running)  # type: ignore[assignment]
+    node = SimpleNamespace(workerinput={}, gateway=SimpleNamespace(spec=execnet.XSpec(spec)))
+    plugin.pytest_configure_node(node)
     assert node.workerinput[WORKERINPUT_YIELD_CPU] is yields
