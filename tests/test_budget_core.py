@@ -424,3 +424,83 @@ async def test_closing_the_local_budget_fails_waiting_calls() -> None:
         await asyncio.wait_for(waiter, 2)
     with pytest.raises(CoordinatorError, match="the run budget was closed"):
         await budget.acquire("p")
+
+
+# -- the in-process transport: messages to the core's loop thread ---------------------------------
+
+
+class _CountingLoop:
+    """A loop stand-in for :class:`CoreBudget`: counts wake-ups and, on each one, records
+    whether the budget's lock was held (holding it there made the core's replies wait)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget_lock: Callable[[], Any]) -> None:
+        self._loop = loop
+        self._budget_lock = budget_lock
+        self.wakeups = 0
+        self.locked_at_wakeup: list[bool] = []
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> Any:
+        self.wakeups += 1
+        self.locked_at_wakeup.append(self._budget_lock().locked())
+        return self._loop.call_soon_threadsafe(callback, *args)
+
+
+def test_a_burst_of_messages_wakes_the_core_once_in_order_and_outside_the_lock() -> None:
+    import threading
+
+    from pytest_ragbench.budget.local import CoreBudget, LoopThread
+
+    runner = LoopThread("test-budget")
+    try:
+        core = BudgetCore(call_later=runner.loop.call_later, clock=lambda: 0.0)
+        budget = CoreBudget(runner.loop, core, owner="gw-test")
+        counting = _CountingLoop(runner.loop, lambda: budget._lock)
+        budget._loop = counting  # type: ignore[assignment]
+        budget.declare("p", PoolLimits(concurrency=1))
+        budget.declare_cost("suite", 10.0)
+        before = counting.wakeups
+        # the core's thread is busy while the burst arrives (as in a round of responses)
+        busy, go = threading.Event(), threading.Event()
+        runner.loop.call_soon_threadsafe(lambda: (busy.set(), go.wait(5)))
+        assert busy.wait(5)
+        for _ in range(50):
+            budget.charge("suite", 0.1)
+        futures = [budget._call({"op": "totals"})[1] for _ in range(3)]
+        go.set()
+        replies = [f.result(5) for f in futures]
+        assert counting.wakeups - before == 1
+        assert not any(counting.locked_at_wakeup)
+        # handled in the order posted: every charge before the first totals
+        assert replies[0]["ok"] and replies[0]["totals"]["costs"]["suite"]["spent"] == \
+            pytest.approx(5.0)
+        budget.close()
+    finally:
+        runner.stop()
+
+
+def test_closing_a_core_budget_drops_its_owner_after_what_it_posted() -> None:
+    import threading
+
+    from pytest_ragbench.budget import CoordinatorError
+    from pytest_ragbench.budget.local import CoreBudget, LoopThread
+
+    runner = LoopThread("test-budget")
+    try:
+        core = BudgetCore(call_later=runner.loop.call_later, clock=lambda: 0.0)
+        budget = CoreBudget(runner.loop, core, owner="gw-test")
+        other = CoreBudget(runner.loop, core, owner="other")
+        budget.declare("p", PoolLimits(concurrency=1))
+        busy, go = threading.Event(), threading.Event()
+        runner.loop.call_soon_threadsafe(lambda: (busy.set(), go.wait(5)))
+        assert busy.wait(5)
+        _, granted = budget._call({"op": "acquire", "key": "p", "tokens": 0})
+        budget.close()  # queued behind the acquire: the slot it gets is given back
+        with pytest.raises(CoordinatorError, match="closed"):
+            budget._call_sync({"op": "totals"}, timeout=5)
+        go.set()
+        assert granted.result(5)["ok"] is False  # the closing failed the pending call
+        pool = other.totals()["pools"]["p"]
+        assert pool["in_flight"] == 0 and pool["requests"] == 1
+        other.close()
+    finally:
+        runner.stop()

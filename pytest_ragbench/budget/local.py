@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .api import RunBudget
 from .core import BudgetCore
 
 _OWNER = "local"
+
+
+def _lost() -> dict[str, Any]:
+    return {"ok": False, "error": "lost", "message": "the run budget was closed"}
 
 
 class LoopThread:
@@ -45,7 +48,13 @@ class LoopThread:
 class CoreBudget(RunBudget):
     """A :class:`RunBudget` delivering straight into a :class:`BudgetCore` running on
     ``loop``, as ``owner``: no sockets. :meth:`close` ends the owner (its slots and claims
-    are released) but leaves the core and its loop running."""
+    are released) but leaves the core and its loop running.
+
+    Messages go through a queue that the loop drains in one callback: a burst of them (the
+    releases, publications and next acquires of a round of responses) wakes the core's
+    thread once, where a wake-up per message had the two threads hand the GIL back and
+    forth on every one.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, core: BudgetCore,
                  owner: Hashable = _OWNER) -> None:
@@ -55,45 +64,76 @@ class CoreBudget(RunBudget):
         self._owner = owner
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._queue: list[tuple[dict[str, Any] | None, concurrent.futures.Future[Any] | None]]
+        self._queue = []
+        self._drain_scheduled = False
         self._closed = False
 
     def __repr__(self) -> str:
         return f"CoreBudget(owner={self._owner!r})"
 
+    def _enqueue(self, message: dict[str, Any] | None,
+                 future: concurrent.futures.Future[Any] | None) -> bool:
+        """Queue, under the lock (so a message is queued before the owner's drop, None, or
+        refused, never handled after it); whether the caller must wake the loop."""
+        self._queue.append((message, future))
+        wake = not self._drain_scheduled
+        self._drain_scheduled = True
+        return wake
+
+    def _wake(self) -> None:
+        # outside the lock: writing to the loop's wake-up socket lets the core's thread run,
+        # and its replies take the lock
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nothing queued will be handled
+            with self._lock:
+                batch, self._queue = self._queue, []
+                self._drain_scheduled = False
+            for message, future in batch:
+                if message is not None:
+                    self._replier(future)(_lost())
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+            self._drain_scheduled = False
+        for message, future in batch:
+            if message is None:
+                self._core.drop_owner(self._owner)
+            else:
+                self._core.handle(self._owner, message, self._replier(future))
+
+    def _replier(self, future: concurrent.futures.Future[Any] | None
+                 ) -> Callable[[dict[str, Any]], None]:
+        def reply(payload: dict[str, Any]) -> None:
+            if future is None:
+                return
+            with self._lock:
+                self._pending.discard(future)
+            if not future.done():
+                future.set_result(payload)
+        return reply
+
     def _deliver(self, message: dict[str, Any], future: concurrent.futures.Future[Any] | None
                  ) -> None:
-        if future is not None:
-            with self._lock:
-                self._pending.add(future)
-
-        def reply(payload: dict[str, Any]) -> None:
-            if future is not None:
-                with self._lock:
-                    self._pending.discard(future)
-                if not future.done():
-                    future.set_result(payload)
-
-        lost = {"ok": False, "error": "lost", "message": "the run budget was closed"}
-        # checked and posted under the lock that close() takes: a message is either queued
-        # before the owner's drop or refused, never handled after it
         with self._lock:
             posted = not self._closed
             if posted:
-                try:
-                    self._loop.call_soon_threadsafe(self._core.handle, self._owner, message,
-                                                    reply)
-                except RuntimeError:  # the loop is closed
-                    posted = False
+                if future is not None:
+                    self._pending.add(future)
+                wake = self._enqueue(message, future)
         if not posted:
-            reply(lost)
+            self._replier(future)(_lost())
+        elif wake:
+            self._wake()
 
     def _fail_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
         for future in pending:
             if not future.done():
-                future.set_result({"ok": False, "error": "lost",
-                                   "message": "the run budget was closed"})
+                future.set_result(_lost())
 
     def close(self) -> None:
         """Release what this owner holds; calls still waiting fail with ``CoordinatorError``.
@@ -102,8 +142,9 @@ class CoreBudget(RunBudget):
             if self._closed:
                 return
             self._closed = True
-            with contextlib.suppress(RuntimeError):  # the loop is already closed
-                self._loop.call_soon_threadsafe(self._core.drop_owner, self._owner)
+            wake = self._enqueue(None, None)
+        if wake:
+            self._wake()
         self._fail_pending()
 
 
