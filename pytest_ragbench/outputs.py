@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from .budget.wiring import budget_lines, budget_report
 from .records import jsonable
 from .report.documents import shown_document_texts
 from .report.html import write_html
@@ -41,7 +40,7 @@ from .results.runfile import save_runs
 from .results.verdict import coverage_text
 
 __all__ = [
-    "Comparison", "add_gate_testcases", "add_to_history", "budget_figures",
+    "Comparison", "add_gate_testcases", "add_to_history",
     "check_baseline_reference", "check_history", "compare", "html_reports", "load_baseline",
     "make_baseline", "prune", "save_baseline", "save_runs", "shown_document_texts",
 ]
@@ -159,12 +158,6 @@ def prune(out_root: Path, history: Path, keep: int, *, run_id: str, ini: str) ->
         return []
     lines = prune_lines(result, detail=False)
     return [f"ragbench: {lines[0]} ({ini} = {keep})", *(f"ragbench: {ln}" for ln in lines[1:])]
-
-
-def budget_figures(totals: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The run budget's report for ``summary.json`` and its lines for the terminal."""
-    report = budget_report(totals)
-    return report, budget_lines(report)
 
 
 def html_reports(paths: Iterable[Path], summary: dict[str, Any],

@@ -547,8 +547,12 @@ class RagbenchSession:
         totals = state.budget_totals()
         if totals is None:
             return {}
-        report, lines = self.outputs.budget_figures(totals)
-        self.messages += lines
+        # from the budget package, not :attr:`outputs`: a run writing no file would import
+        # every writer for two functions (about 25 ms between the last item and the summary)
+        from .budget.wiring import budget_lines, budget_report
+
+        report = budget_report(totals)
+        self.messages += budget_lines(report)
         return {"budget": report}
 
     def _decide(self, session: pytest.Session, summary: dict[str, Any],
