@@ -504,3 +504,36 @@ def test_closing_a_core_budget_drops_its_owner_after_what_it_posted() -> None:
         other.close()
     finally:
         runner.stop()
+
+
+def test_a_message_the_core_fails_on_fails_alone_in_its_batch() -> None:
+    import threading
+
+    from pytest_ragbench.budget import BudgetError
+    from pytest_ragbench.budget.api import _raise_for
+    from pytest_ragbench.budget.local import CoreBudget, LoopThread
+
+    class Brittle(BudgetCore):
+        def handle(self, owner: Any, message: dict[str, Any], reply: Any) -> None:
+            if message.get("op") == "charge" and message.get("usd") == 13.0:
+                raise RuntimeError("a bug in the core")
+            super().handle(owner, message, reply)
+
+    runner = LoopThread("test-budget")
+    try:
+        budget = CoreBudget(runner.loop, Brittle(call_later=runner.loop.call_later,
+                                                 clock=lambda: 0.0), owner="gw-test")
+        budget.declare_cost("suite", 100.0)
+        busy, go = threading.Event(), threading.Event()
+        runner.loop.call_soon_threadsafe(lambda: (busy.set(), go.wait(5)))
+        assert busy.wait(5)
+        _, failing = budget._call({"op": "charge", "key": "suite", "usd": 13.0})
+        budget.charge("suite", 1.0)
+        _, totals = budget._call({"op": "totals"})
+        go.set()
+        with pytest.raises(BudgetError, match="the run budget failed: a bug in the core"):
+            _raise_for(failing.result(5))
+        assert totals.result(5)["totals"]["costs"]["suite"]["spent"] == pytest.approx(1.0)
+        budget.close()
+    finally:
+        runner.stop()

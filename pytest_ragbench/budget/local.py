@@ -99,10 +99,19 @@ class CoreBudget(RunBudget):
             batch, self._queue = self._queue, []
             self._drain_scheduled = False
         for message, future in batch:
-            if message is None:
-                self._core.drop_owner(self._owner)
-            else:
-                self._core.handle(self._owner, message, self._replier(future))
+            # one callback per message used to keep a failing one from taking the others
+            # down; the batch keeps that: each is handled (or fails) on its own
+            try:
+                if message is None:
+                    self._core.drop_owner(self._owner)
+                else:
+                    self._core.handle(self._owner, message, self._replier(future))
+            except Exception as exc:
+                # reported as the loop reports a failing callback, and the caller is answered
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "the run budget failed on a message", "exception": exc})
+                self._replier(future)({"ok": False, "error": "invalid",
+                                       "message": f"the run budget failed: {exc}"})
 
     def _replier(self, future: concurrent.futures.Future[Any] | None
                  ) -> Callable[[dict[str, Any]], None]:
