@@ -20,6 +20,10 @@ from .core import BudgetCore
 _OWNER = "local"
 
 
+#: A queued message and the future its reply resolves; ``None`` for the owner's drop.
+_Queued = tuple[dict[str, Any] | None, concurrent.futures.Future[Any] | None]
+
+
 def _lost() -> dict[str, Any]:
     return {"ok": False, "error": "lost", "message": "the run budget was closed"}
 
@@ -64,8 +68,7 @@ class CoreBudget(RunBudget):
         self._owner = owner
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._queue: list[tuple[dict[str, Any] | None, concurrent.futures.Future[Any] | None]]
-        self._queue = []
+        self._queue: list[_Queued] = []
         self._drain_scheduled = False
         self._closed = False
 
