@@ -354,4 +354,11 @@ def install(config: pytest.Config, state: RagbenchState) -> list[str]:
         # requests (bounded; see HeadStart.wait_first_wave)
         if plugin.head_start is not None:
             plugin.head_start.wait_first_wave()
+            if config.getini("ragbench_gc_freeze"):
+                # The head start's imports, suite and index now fill the controller's heap,
+                # which no collection freezes (the controller collects nothing): each
+                # automatic full collection walked all of it mid-run, 40-60 ms with the GIL
+                # held, and every slot whose response came back meanwhile sat idle. Frozen
+                # as a process that runs cases is (thawed at the end as any run's heap).
+                state.freeze_heap()
     return sorted(suites)

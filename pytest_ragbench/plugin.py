@@ -469,9 +469,10 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         if state is not None:
             state.send_shown_texts()
             state.close_runtimes()
-            # An xdist controller collects nothing, so its heap was never frozen: pytest's
-            # closing collections would walk every module it imported (0.1 s, after the
-            # last worker is done). The thaw at the end hands it back as in any run.
+            # An xdist controller collects nothing, so its heap was not frozen unless its
+            # head start froze it (headstart.install): pytest's closing collections would walk
+            # every module it imported (0.1 s, after the last worker is done). The thaw at the
+            # end hands it back as in any run.
             if (state.explicit and not hasattr(session.config, "workerinput")
                     and session.config.getini("ragbench_gc_freeze")):
                 state.freeze_heap()

@@ -8,6 +8,7 @@ import os
 import pkgutil
 import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpcore  # noqa: F401
@@ -193,6 +194,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture
+def unfrozen_heap() -> Iterator[None]:
+    """This process's heap as a fresh pytest process has it: nothing frozen (this conftest
+    freezes it after collection, see pytest_collection_finish above)."""
+    import gc
+
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    yield
+    if frozen:
+        gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the markers added here

@@ -9,6 +9,7 @@ tests/unit/test_exchange.py.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,7 @@ N_QUERIES = 24
 # workers, and when the first worker's collection reached it (in-process run: the same clock
 # as the server's arrival times)
 CONFTEST = """
+import gc
 import os
 import time
 from pathlib import Path
@@ -52,6 +54,7 @@ def pytest_xdist_node_collection_finished(node, ids):
 def pytest_xdist_setupnodes(config, specs):
     head = config.pluginmanager.get_plugin("ragbench-head-start").head_start
     Path("submitted_before_workers.txt").write_text(str(head.submitted))
+    Path("frozen_before_workers.txt").write_text(str(gc.get_freeze_count()))
 """
 
 
@@ -84,7 +87,7 @@ def summary_suites(root: Path) -> Any:
 
 
 def test_head_start_sends_each_request_once_and_matches_serial(
-        pytester: pytest.Pytester) -> None:
+        pytester: pytest.Pytester, unfrozen_heap: None) -> None:
     docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i % 6}"}
             for i in range(30)]
     queries = [{"_id": f"q{i:02d}", "text": f"topic {i % 6} question {i}",
@@ -126,6 +129,10 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     controller = int(pytester.path.joinpath("nice_controller.txt").read_text())
     workers = [int(f.read_text()) for f in sorted(pytester.path.glob("nice_gw*.txt"))]
     assert workers == [min(controller + 10, 19)] * 2
+    # the controller's heap (the head start's imports, suite and index) was frozen by then,
+    # so that no full collection walks it mid-run; and handed back at the end
+    assert int(pytester.path.joinpath("frozen_before_workers.txt").read_text()) > 0
+    assert gc.get_freeze_count() == 0
 
 
 class _Config:

@@ -31,17 +31,6 @@ def _frozen_during_run(result: pytest.RunResult) -> int:
     return int(line.split()[1])
 
 
-@pytest.fixture
-def unfrozen_heap():
-    """This process's heap as a fresh pytest process has it: nothing frozen (conftest freezes
-    it after collection, see pytest_collection_finish there)."""
-    frozen = gc.get_freeze_count()
-    gc.unfreeze()
-    yield
-    if frozen:
-        gc.freeze()
-
-
 def test_the_collected_heap_is_frozen_during_the_cases_and_thawed_after(pytester, mini_suite,
                                                                           unfrozen_heap):
     mini_suite()
