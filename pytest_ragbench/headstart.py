@@ -61,12 +61,24 @@ SELECTION_FREE_PLUGINS = frozenset({
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect")
 
-#: workerinput key: the controller's head start is running when a worker on its machine is
-#: set up, so the worker lowers its CPU priority (:func:`yield_cpu_to_controller`).
-WORKERINPUT_YIELD_CPU = "ragbench_yield_cpu"
-
 #: Default of the ``ragbench_worker_nice`` ini value.
 WORKER_NICE = 10
+
+#: Run in a new worker (execnet's ``remote_exec``) before xdist's own code: raise the
+#: process's niceness by the step received, answer the new niceness (None where the platform
+#: or a sandbox refuses it: the worker then goes on as it is).
+LOWER_PRIORITY = """
+import os
+step = channel.receive()
+try:
+    niceness = os.nice(step)
+except (AttributeError, OSError):
+    niceness = None
+channel.send(niceness)
+"""
+
+#: How long the controller waits for a new worker's answer to :data:`LOWER_PRIORITY`.
+LOWER_PRIORITY_TIMEOUT = 10.0
 
 
 def _plugin_module(plugin: object) -> str:
@@ -258,13 +270,37 @@ class HeadStartPlugin:
                                     budget).start()
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        """Tell a worker on this machine to yield the CPU while the head start runs. One that
-        found nothing to lead has ended by now (workers start after its first wave, or after
-        it ended); a worker on another machine takes no core from the controller."""
-        spec = getattr(getattr(node, "gateway", None), "spec", None)
-        node.workerinput[WORKERINPUT_YIELD_CPU] = bool(
-            self.running and spec is not None and not is_remote_spec(str(spec)))
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        """Lower the CPU priority of a new worker on this machine while the head start runs
+        (by ``ragbench_worker_nice``), before xdist's own code starts in it.
+
+        The controller's head start sends the run's requests while the workers boot and
+        hands every response to the worker whose case needs it, so its threads are on the
+        LLM work's critical path. A worker's boot (imports, plugins, suite, index,
+        collection) takes about a second of CPU; with more processes than cores it took the
+        cores from the controller, whose requests then went out late. Lowered from the
+        worker's own configuration, the priority came after its imports and plugin loading,
+        a third of that second (at ``-n 4`` on 2 cores, the slots of the first round of
+        responses sat idle 100 ms each instead of 40 ms). A niceness only ever goes up for
+        an unprivileged process, so the worker keeps it to its end; the head start runs only
+        for suites whose cases wait on an LLM endpoint, where a worker's own CPU work is
+        small. One that found nothing to lead has ended by now (workers start after its
+        first wave, or after it ended); a worker on another machine takes no core from the
+        controller. A worker that cannot lower its priority or does not answer in time
+        goes on as it is.
+        """
+        spec = getattr(gateway, "spec", None)
+        if not self.running or spec is None or is_remote_spec(str(spec)):
+            return
+        step = worker_nice(self.config)
+        if step <= 0:
+            return
+        try:
+            channel = gateway.remote_exec(LOWER_PRIORITY)
+            channel.send(step)
+            channel.receive(LOWER_PRIORITY_TIMEOUT)
+        except Exception:  # execnet's errors, a timeout: the worker starts as it would
+            return
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -304,30 +340,6 @@ def worker_nice(config: pytest.Config) -> int:
         raise pytest.UsageError(
             f"ragbench: ini ragbench_worker_nice: expected an integer (0 turns it off), got "
             f"{raw!r}") from None
-
-
-def yield_cpu_to_controller(config: pytest.Config) -> int | None:
-    """On an xdist worker whose controller leads the run's LLM work: raise this process's
-    niceness by ``ragbench_worker_nice``; the new niceness (None: left as it is).
-
-    The controller's head start sends the run's requests while the workers boot, and hands
-    every response to the worker whose case needs it, so its threads are on the LLM work's
-    critical path. Each worker's boot (imports, suite, index, collection) takes about a second
-    of CPU; with more processes than cores it took those cores from the controller, whose
-    requests then went out late. A niceness only ever goes up for an unprivileged process, so
-    the worker stays at the lower priority to its end; the head start runs only for suites
-    whose cases wait on an LLM endpoint, where the workers' own CPU work is small.
-    """
-    workerinput = getattr(config, "workerinput", None)
-    if not workerinput or not workerinput.get(WORKERINPUT_YIELD_CPU):
-        return None
-    step = worker_nice(config)
-    if step <= 0 or not hasattr(os, "nice"):  # os.nice: POSIX only
-        return None
-    try:
-        return os.nice(step)
-    except OSError:  # a sandbox may refuse it: the run goes on at the same priority
-        return None
 
 
 def install(config: pytest.Config, state: RagbenchState) -> list[str]:

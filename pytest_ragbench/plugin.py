@@ -163,14 +163,11 @@ def _suite_args(config: pytest.Config) -> list[Path]:
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")
 def pytest_configure_worker_priority(config: pytest.Config) -> None:
-    # A worker's first hook with its workerinput: the sooner, the more of its start-up
-    # yields to the controller's head start. The controller checks the value, so that a bad
-    # one is a usage error before any worker starts.
-    from .headstart import worker_nice, yield_cpu_to_controller
+    # The controller lowers its workers' priority as each starts (headstart.py): a bad value
+    # is a usage error before the head start or any worker starts.
+    from .headstart import worker_nice
 
-    if hasattr(config, "workerinput"):
-        yield_cpu_to_controller(config)
-    else:
+    if not hasattr(config, "workerinput"):
         worker_nice(config)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,14 +37,9 @@ from pathlib import Path
 
 import pytest
 
-def pytest_configure(config):
-    if not hasattr(config, "workerinput"):
-        Path("nice_controller.txt").write_text(str(os.nice(0)))
-
-def pytest_sessionfinish(session):
-    workerinput = getattr(session.config, "workerinput", None)
-    if workerinput is not None:
-        Path(f"nice_{workerinput['workerid']}.txt").write_text(str(os.nice(0)))
+# each process imports this before its plugins are configured (the controller before it
+# starts any worker): a worker's priority is already lowered by then
+Path(f"nice_{os.getpid()}.txt").write_text(str(os.nice(0)))
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node, ids):
@@ -125,74 +122,113 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # and the workers were started only once a first window of cases (2 x concurrency 4)
     # was submitted: their boot does not compete with the head start's preparation
     assert int(pytester.path.joinpath("submitted_before_workers.txt").read_text()) >= 8
-    # the workers yield the CPU to the controller (ragbench_worker_nice, default 10)
-    controller = int(pytester.path.joinpath("nice_controller.txt").read_text())
-    workers = [int(f.read_text()) for f in sorted(pytester.path.glob("nice_gw*.txt"))]
-    assert workers == [min(controller + 10, 19)] * 2
+    # the workers yield the CPU to the controller (ragbench_worker_nice, default 10) from
+    # before their conftest is imported
+    nice = {p.name: int(p.read_text()) for p in pytester.path.glob("nice_*.txt")}
+    controller = nice.pop(f"nice_{os.getpid()}.txt")  # an in-process run
+    assert sorted(nice.values()) == [min(controller + 10, 19)] * 2
     # the controller's heap (the head start's imports, suite and index) was frozen by then,
     # so that no full collection walks it mid-run; and handed back at the end
     assert int(pytester.path.joinpath("frozen_before_workers.txt").read_text()) > 0
     assert gc.get_freeze_count() == 0
 
 
-class _Config:
-    """What yield_cpu_to_controller reads of a pytest config."""
+class _Channel:
+    """What LOWER_PRIORITY sees of its execnet channel."""
 
-    def __init__(self, nice: str = "", **workerinput: Any) -> None:
-        self.ini = {"ragbench_worker_nice": nice}
-        if workerinput:
-            self.workerinput = workerinput
+    def __init__(self, *received: Any) -> None:
+        self.received = list(received)
+        self.sent: list[Any] = []
 
-    def getini(self, name: str) -> str:
-        return self.ini[name]
+    def receive(self) -> Any:
+        return self.received.pop(0)
+
+    def send(self, item: Any) -> None:
+        self.sent.append(item)
 
 
-@pytest.mark.parametrize(("nice", "workerinput", "step"), [
-    ("", {"ragbench_yield_cpu": True}, 10),
-    (" 3 ", {"ragbench_yield_cpu": True}, 3),
-    ("0", {"ragbench_yield_cpu": True}, None),  # turned off
-    ("", {"ragbench_yield_cpu": False}, None),  # the head start led nothing
-    ("", {"workerid": "gw0"}, None),  # a controller of another version, or none
-    ("", {}, None),  # not a worker
-])
-def test_a_worker_yields_the_cpu_only_to_a_leading_controller(
-        monkeypatch: pytest.MonkeyPatch, nice: str, workerinput: dict[str, Any],
-        step: int | None) -> None:
-    import os
-
-    from pytest_ragbench.headstart import yield_cpu_to_controller
+def test_a_new_worker_lowers_its_priority_by_the_step_it_is_sent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_ragbench.headstart import LOWER_PRIORITY
 
     steps: list[int] = []
     monkeypatch.setattr(os, "nice", lambda n: steps.append(n) or 7)  # not this process's
-    new = yield_cpu_to_controller(_Config(nice, **workerinput))  # type: ignore[arg-type]
-    assert steps == ([] if step is None else [step])
-    assert new == (None if step is None else 7)
-
-
-def test_a_bad_worker_nice_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
-                                           pytester: pytest.Pytester) -> None:
-    import os
-
-    from pytest_ragbench.headstart import yield_cpu_to_controller
-
-    monkeypatch.setattr(os, "nice", lambda n: pytest.fail("must not be called"))
-    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
-        yield_cpu_to_controller(_Config("high", ragbench_yield_cpu=True))  # type: ignore[arg-type]
-    # the controller checks it before any worker starts
-    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
-        pytester.parseconfigure("-o", "ragbench_worker_nice=high", "-p", "no:xdist")
+    channel = _Channel(10)
+    exec(LOWER_PRIORITY, {"channel": channel})
+    assert steps == [10]
+    assert channel.sent == [7]
 
 
 def test_a_refused_nice_leaves_the_worker_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from pytest_ragbench.headstart import yield_cpu_to_controller
+    from pytest_ragbench.headstart import LOWER_PRIORITY
 
     def refuse(n: int) -> int:
         raise PermissionError("not here")
 
     monkeypatch.setattr(os, "nice", refuse)
-    assert yield_cpu_to_controller(_Config("", ragbench_yield_cpu=True)) is None  # type: ignore[arg-type]
+    channel = _Channel(10)
+    exec(LOWER_PRIORITY, {"channel": channel})
+    assert channel.sent == [None]
+
+
+class _Gateway:
+    """What the controller uses of a new execnet gateway: its spec and remote_exec."""
+
+    def __init__(self, spec: str, fail: bool = False) -> None:
+        import execnet
+
+        self.spec = execnet.XSpec(spec)
+        self.fail = fail
+        self.executed: list[tuple[str, list[Any]]] = []
+
+    def remote_exec(self, source: str) -> Any:
+        if self.fail:
+            raise OSError("the worker went away")
+        channel = _Channel(None)  # its answer
+        self.executed.append((source, channel.sent))
+        return channel
+
+
+def _plugin(nice: str, running: bool) -> Any:
+    from pytest_ragbench.headstart import HeadStartPlugin
+
+    config = SimpleNamespace(getini=lambda name: {"ragbench_worker_nice": nice}[name])
+    plugin = HeadStartPlugin(config, SimpleNamespace(), {})  # type: ignore[arg-type]
+    plugin.head_start = SimpleNamespace(running=running)  # type: ignore[assignment]
+    return plugin
+
+
+@pytest.mark.parametrize(("spec", "running", "nice", "step"), [
+    ("popen", True, "", 10),
+    ("popen", True, " 3 ", 3),
+    ("popen", True, "0", None),  # turned off
+    ("popen", False, "", None),  # it led nothing and ended
+    ("ssh=gpu-box//python=python3", True, "", None),  # no core of ours
+])
+def test_only_local_workers_of_a_running_head_start_start_at_a_lower_priority(
+        spec: str, running: bool, nice: str, step: int | None) -> None:
+    from pytest_ragbench.headstart import LOWER_PRIORITY
+
+    gateway = _Gateway(spec)
+    _plugin(nice, running).pytest_xdist_newgateway(gateway)
+    assert gateway.executed == ([] if step is None else [(LOWER_PRIORITY, [step])])
+
+
+def test_a_worker_that_cannot_be_reached_starts_as_it_would() -> None:
+    gateway = _Gateway("popen", fail=True)
+    _plugin("", True).pytest_xdist_newgateway(gateway)  # no error
+    assert gateway.executed == []
+
+
+def test_a_bad_worker_nice_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    from pytest_ragbench.headstart import worker_nice
+
+    config = SimpleNamespace(getini=lambda name: "high")
+    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
+        worker_nice(config)  # type: ignore[arg-type]
+    # the controller checks it before the head start or any worker starts
+    with pytest.raises(pytest.UsageError, match=r"ragbench_worker_nice.*'high'"):
+        pytester.parseconfigure("-o", "ragbench_worker_nice=high", "-p", "no:xdist")
 
 
 def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -> None:
@@ -281,23 +317,3 @@ llm: {{type: openai, base_url: {server.base_url}, model: m, retries: 0}}
     result.stderr.fnmatch_lines(["*missing.json*"])
     assert chats == 0
     assert pytester.path.joinpath("head_start.txt").read_text() == "False"
-
-
-@pytest.mark.parametrize(("spec", "running", "yields"), [
-    ("execmodel=main_thread_only//popen", True, True),
-    ("execmodel=main_thread_only//popen", False, False),  # it led nothing and ended
-    ("execmodel=main_thread_only//ssh=gpu-box//python=python3", True, False),  # no core of ours
-])
-def test_only_local_workers_of_a_running_head_start_are_told_to_yield(
-        spec: str, running: bool, yields: bool) -> None:
-    from types import SimpleNamespace
-
-    import execnet
-
-    from pytest_ragbench.headstart import WORKERINPUT_YIELD_CPU, HeadStartPlugin
-
-    plugin = HeadStartPlugin(SimpleNamespace(), SimpleNamespace(), {})  # type: ignore[arg-type]
-    plugin.head_start = SimpleNamespace(running=running)  # type: ignore[assignment]
-    node = SimpleNamespace(workerinput={}, gateway=SimpleNamespace(spec=execnet.XSpec(spec)))
-    plugin.pytest_configure_node(node)
-    assert node.workerinput[WORKERINPUT_YIELD_CPU] is yields
