@@ -198,12 +198,17 @@ def _plugin(nice: str, running: bool) -> Any:
     return plugin
 
 
+# the specs as xdist hands them to pytest_xdist_newgateway
+LOCAL = "execmodel=main_thread_only//popen"
+REMOTE = "execmodel=main_thread_only//ssh=gpu-box//python=python3"
+
+
 @pytest.mark.parametrize(("spec", "running", "nice", "step"), [
-    ("popen", True, "", 10),
-    ("popen", True, " 3 ", 3),
-    ("popen", True, "0", None),  # turned off
-    ("popen", False, "", None),  # it led nothing and ended
-    ("ssh=gpu-box//python=python3", True, "", None),  # no core of ours
+    (LOCAL, True, "", 10),
+    (LOCAL, True, " 3 ", 3),
+    (LOCAL, True, "0", None),  # turned off
+    (LOCAL, False, "", None),  # it led nothing and ended
+    (REMOTE, True, "", None),  # no core of ours
 ])
 def test_only_local_workers_of_a_running_head_start_start_at_a_lower_priority(
         spec: str, running: bool, nice: str, step: int | None) -> None:
@@ -215,7 +220,7 @@ def test_only_local_workers_of_a_running_head_start_start_at_a_lower_priority(
 
 
 def test_a_worker_that_cannot_be_reached_starts_as_it_would() -> None:
-    gateway = _Gateway("popen", fail=True)
+    gateway = _Gateway(LOCAL, fail=True)
     _plugin("", True).pytest_xdist_newgateway(gateway)  # no error
     assert gateway.executed == []
 
