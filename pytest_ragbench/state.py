@@ -110,6 +110,8 @@ class RagbenchState:
         self._registered: set[tuple[str, str]] = set()
         self._components: dict[tuple[str, str], Any] = {}
         self._froze_heap = False
+        # a heap someone else froze (see freeze_heap) stays theirs for the whole run
+        self._heap_frozen_elsewhere = False
         #: Suites collected in this process by node id (checked and built, see collect.py).
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
@@ -356,9 +358,14 @@ class RagbenchState:
         A heap something else froze already (the user's conftest, a host running pytest in
         process) is left as it is: the thaw could not tell its objects from ours.
         """
-        if not self._froze_heap and gc.get_freeze_count() == 0:
-            gc.freeze()
-            self._froze_heap = True
+        if self._froze_heap or self._heap_frozen_elsewhere:
+            return
+        # get_freeze_count walks every frozen object (10-20 ms on a large heap): asked once
+        if gc.get_freeze_count():
+            self._heap_frozen_elsewhere = True
+            return
+        gc.freeze()
+        self._froze_heap = True
 
     def thaw_heap(self) -> None:
         """Hand the frozen objects back to the collector (a no-op when nothing was frozen).

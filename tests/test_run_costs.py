@@ -60,6 +60,25 @@ def test_a_heap_frozen_by_someone_else_is_left_as_it_is(pytester, mini_suite, un
         gc.unfreeze()
 
 
+def test_a_heap_frozen_elsewhere_is_counted_once_per_run(pytester, unfrozen_heap, monkeypatch):
+    # the count walks every frozen object: a host's large frozen heap cost every run two walks
+    from pytest_ragbench.plugin import STATE_KEY
+
+    state = pytester.parseconfigure().stash[STATE_KEY]
+    real = gc.get_freeze_count
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: calls.append(1) or real())
+    gc.freeze()
+    try:
+        state.freeze_heap()  # after collection
+        state.freeze_heap()  # an xdist controller again at the session's end
+        assert len(calls) == 1
+        state.thaw_heap()
+        assert real() > 0  # the host's freeze is left as it is
+    finally:
+        gc.unfreeze()
+
+
 def test_heap_freezing_can_be_switched_off(pytester, mini_suite, unfrozen_heap):
     mini_suite()
     pytester.makeconftest(FREEZE_PROBE)
