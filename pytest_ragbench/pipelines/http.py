@@ -52,6 +52,7 @@ from ..llm.resilience import CircuitBreaker, RetryPolicy, is_retryable_status, p
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..retrievers.http import expand_env
+from ..tls import default_ssl_context
 from .contract import OutputError, PipelineOutput, normalise_output
 
 _BODY_EXCERPT = 200
@@ -135,7 +136,8 @@ class HTTPPipeline:
         # Created on first use so it belongs to the event loop that runs the requests.
         if self._client is None:
             self._client = httpx.AsyncClient(headers=self._headers,
-                                             timeout=httpx.Timeout(self.timeout))
+                                             timeout=httpx.Timeout(self.timeout),
+                                             verify=default_ssl_context())
             self._slots = asyncio.Semaphore(self.concurrency)
         return self._client
 

@@ -48,6 +48,7 @@ from ..datasets import Document, Query
 from ..llm.identity import strip_credentials
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
+from ..tls import default_ssl_context
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BODY_EXCERPT = 200
@@ -146,7 +147,8 @@ class HTTPRetriever:
         # Created on first use so it belongs to the event loop that runs the requests.
         if self._client is None:
             self._client = httpx.AsyncClient(headers=self._headers,
-                                             timeout=httpx.Timeout(self.timeout))
+                                             timeout=httpx.Timeout(self.timeout),
+                                             verify=default_ssl_context())
         return self._client
 
     async def _post(self, body: dict[str, Any]) -> Any:
