@@ -66,7 +66,7 @@ from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
 from .exchange import ExchangedLLM, LeftEmbedder, Role
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
-from .prompt import _context_vars, _environment, _template_text, template_version
+from .prompt import _context_vars, _template_text, compiled_prompt, template_version
 
 T = TypeVar("T")
 
@@ -575,7 +575,7 @@ def build_pipeline(
     template_key = _path(prefix, "generation")
     text = _template_text(config.generation, base_dir, template_key)
     try:
-        template = _environment().from_string(text)
+        template = compiled_prompt(text)
         # render once so a misspelt variable fails now rather than in every case
         template.render(**_context_vars("q", [("d", "t")]))
     except jinja2.TemplateError as exc:

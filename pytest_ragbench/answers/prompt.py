@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str
         raise _fail(f"{template_key}.{which}", f"cannot read template: not UTF-8 (byte "
                                                f"{exc.start}: {exc.reason})") from None
     try:
-        template = _environment().from_string(text)
+        template = compiled_prompt(text)
         template.render(**_context_vars("q", [("d", "t")]))
     except jinja2.TemplateError as exc:
         raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
@@ -71,6 +72,13 @@ def _environment() -> jinja2.Environment:
     env = prompt_environment()
     env.filters["oneline"] = _oneline
     return env
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_prompt(text: str) -> jinja2.Template:
+    """A generation template compiled once per process (checked when its suite loads, used
+    again by each pipeline built from it; see :func:`~pytest_ragbench.llm.prompts.compiled`)."""
+    return _environment().from_string(text)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -102,7 +102,7 @@ import numpy as np
 from ..errors import did_you_mean
 from ..llm.base import LLM, Completion, Embedder, LLMError, Message, Usage
 from ..llm.batching import CallBatcher
-from ..llm.prompts import prompt_environment
+from ..llm.prompts import compiled
 
 __all__ = [
     "CRITERIA_INPUTS",
@@ -731,10 +731,9 @@ class Judge:
         self.params: dict[str, Any] = dict(params or {})
         self.template_version = template_version
         self.items_per_call = items_per_call
-        env = prompt_environment()
-        self._template = env.from_string(_USER_TEMPLATE)
-        self._item_template = env.from_string(_ITEM_TEMPLATE)
-        self._batch_template = env.from_string(_BATCH_USER_TEMPLATE)
+        self._template = compiled(_USER_TEMPLATE)
+        self._item_template = compiled(_ITEM_TEMPLATE)
+        self._batch_template = compiled(_BATCH_USER_TEMPLATE)
         self._replies = replies
         self._charge = charge
         self.batcher: CallBatcher[_Ask, JudgeInput, _BatchEntry] | None = (
