@@ -352,7 +352,8 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         raise validation_error(exc, data, ctx) from None
 
     name = model.name or path.name.split(".")[0]
-    metrics = _parse_metrics(ctx, data["metrics"], metric_resolver or _resolve_metric)
+    metrics = _parse_metrics(ctx, data["metrics"],
+                             metric_resolver or _default_metric_resolver())
     baseline = _parse_baseline(ctx, data.get("baseline") or {})
     by_name = {m.name: m for m in metrics}
     default_k = max([m.k for m in metrics if m.k] + [10])
@@ -487,8 +488,17 @@ def _parse_xfail(value: Any) -> Mapping[str, str]:
     return {str(qid): reason for qid, reason in value.items()}
 
 
-def _resolve_metric(name: str, params: Mapping[str, Any]) -> MetricSpec:
-    return resolve_metric(name, params)
+def _default_metric_resolver() -> MetricResolver:
+    """Resolve a suite's metrics against built-ins and installed entry points, scanned once
+    for the suite rather than once per metric."""
+    from ..registry import Registry
+
+    registry = Registry()
+
+    def resolve(name: str, params: Mapping[str, Any]) -> MetricSpec:
+        return resolve_metric(name, params, registry=registry)
+
+    return resolve
 
 
 def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[MetricSpec, ...]:

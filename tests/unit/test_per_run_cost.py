@@ -123,3 +123,14 @@ def test_the_document_keeps_its_value_after_the_dataset_is_loaded(tmp_path: Path
     suite = load_suite(path, None)
     load_dataset(suite.dataset)
     assert settings_digest(suite.document) == settings_hash(path)
+
+
+def test_a_suites_metrics_share_one_entry_point_scan(monkeypatch) -> None:
+    import pytest_ragbench.registry as registry
+
+    scans: list[int] = []
+    real = registry._ragbench_entry_points
+    monkeypatch.setattr(registry, "_ragbench_entry_points", lambda: scans.append(1) or real())
+    suite = load_suite(EXAMPLES / "rag" / "suite.yaml", None)
+    assert len(suite.metrics) >= 3  # a scan per metric would show here
+    assert len(scans) == 1
