@@ -288,6 +288,11 @@ def parse_document(text: str, path: Path) -> tuple[Any, Lines]:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, path) from None
+    except UnicodeEncodeError as exc:
+        # LibYAML reads UTF-8: a lone surrogate (no file decodes to one) cannot be encoded
+        raise SuiteError(f"not valid YAML/JSON: unacceptable character "
+                         f"#x{ord(text[exc.start]):04x}: special characters are not allowed",
+                         file=path) from None
     except RecursionError:  # cannot happen below MAX_DEPTH; a message beats a traceback
         raise SuiteError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=path) from None
 

@@ -111,6 +111,13 @@ def test_recursive_alias(folder):
     assert "refers to a node that contains it" in text
 
 
+def test_text_that_is_not_unicode_scalars_is_a_suite_error():
+    # files decode strictly, but text handed to parse_document may hold a lone surrogate,
+    # which LibYAML (reading UTF-8) cannot take
+    with pytest.raises(SuiteError, match="unacceptable character #xd800"):
+        parse_document("name: \ud800\n", Path("s.yaml"))
+
+
 @pytest.mark.parametrize("opening", ["[", "{a: "])
 def test_deep_nesting(folder, opening):
     closing = "]" if opening == "[" else "}"
