@@ -54,8 +54,8 @@ MAX_DEPTH = 64
 MAX_NODES = 200_000
 
 #: PyYAML's LibYAML-backed loader where PyYAML was built with it (its wheels are), about ten
-#: times faster than the pure-Python one; both passes over a suite (its size check, then its
-#: nodes) use the same parser, so their line numbers agree.
+#: times faster than the pure-Python one, which still reads what LibYAML refuses (see
+#: :func:`parse_document`).
 SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -196,14 +196,11 @@ class Lines:
 def _yaml_error(exc: yaml.YAMLError, path: Path) -> SuiteError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    # LibYAML's own bound (1000 levels) looks ahead of the size check's events and stops
-    # first; both say the same thing
-    message = (f"nested more than {MAX_DEPTH} levels deep" if "maximum nesting depth" in problem
-               else f"not valid YAML/JSON: {problem}")
-    return SuiteError(message, file=path, line=mark.line + 1 if mark is not None else None)
+    return SuiteError(f"not valid YAML/JSON: {problem}", file=path,
+                      line=mark.line + 1 if mark is not None else None)
 
 
-def _check_size(text: str, path: Path) -> None:
+def _check_size(text: str, path: Path, loader: type[yaml.SafeLoader]) -> None:
     """Bound nesting depth and node count after alias expansion, from the event stream.
 
     The parser is a state machine (no recursion), so this pass is safe on any input; the
@@ -211,7 +208,7 @@ def _check_size(text: str, path: Path) -> None:
     """
     open_sizes: list[list[Any]] = []  # [size, anchor] per open collection
     sizes: dict[str, int] = {}
-    for event in yaml.parse(text, Loader=SAFE_LOADER):
+    for event in yaml.parse(text, Loader=loader):
         line = event.start_mark.line + 1
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             if len(open_sizes) >= MAX_DEPTH:
@@ -275,26 +272,35 @@ def _map_lines(root: yaml.Node, path: Path) -> Lines:
 
 def parse_document(text: str, path: Path) -> tuple[Any, Lines]:
     """The YAML/JSON document in ``text`` and its line map; SuiteError when unreadable."""
-    try:
-        _check_size(text, path)
-        loader = SAFE_LOADER(text)
+    if SAFE_LOADER is not yaml.SafeLoader:
         try:
-            node = loader.get_single_node()
-            if node is None:
-                return None, Lines()
-            lines = _map_lines(node, path)
-            return loader.construct_document(node), lines
-        finally:
-            loader.dispose()
+            return _parse_document(text, path, SAFE_LOADER)
+        except (yaml.YAMLError, UnicodeEncodeError):
+            # LibYAML refuses some documents the pure-Python loader reads (the surrogate-pair
+            # escapes JSON writers use for characters outside the BMP) and words its errors
+            # its own way (its 1000-level nesting bound, lone surrogates): the pure-Python
+            # loader decides, as it always has
+            pass
+    try:
+        return _parse_document(text, path, yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, path) from None
-    except UnicodeEncodeError as exc:
-        # LibYAML reads UTF-8: a lone surrogate (no file decodes to one) cannot be encoded
-        raise SuiteError(f"not valid YAML/JSON: unacceptable character "
-                         f"#x{ord(text[exc.start]):04x}: special characters are not allowed",
-                         file=path) from None
     except RecursionError:  # cannot happen below MAX_DEPTH; a message beats a traceback
         raise SuiteError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=path) from None
+
+
+def _parse_document(text: str, path: Path, loader_type: type[yaml.SafeLoader]
+                    ) -> tuple[Any, Lines]:
+    _check_size(text, path, loader_type)
+    loader = loader_type(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, Lines()
+        lines = _map_lines(node, path)
+        return loader.construct_document(node), lines
+    finally:
+        loader.dispose()
 
 
 # -- document -> model ------------------------------------------------------------------------

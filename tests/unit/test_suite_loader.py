@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 from pathlib import Path
@@ -116,6 +117,14 @@ def test_text_that_is_not_unicode_scalars_is_a_suite_error():
     # which LibYAML (reading UTF-8) cannot take
     with pytest.raises(SuiteError, match="unacceptable character #xd800"):
         parse_document("name: \ud800\n", Path("s.yaml"))
+
+
+def test_json_escapes_of_characters_outside_the_bmp_read_as_before():
+    # json.dumps writes them as surrogate-pair escapes, which LibYAML refuses
+    text = json.dumps({"name": "caf\u00e9 \U0001F600", "metrics": ["ndcg@10"]})
+    assert "\\ud83d" in text
+    data, _ = parse_document(text, Path("s.json"))
+    assert data["name"] == "caf\u00e9 \ud83d\ude00" and data["metrics"] == ["ndcg@10"]
 
 
 @pytest.mark.parametrize("opening", ["[", "{a: "])
