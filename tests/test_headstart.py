@@ -139,8 +139,10 @@ class _Channel:
     def __init__(self, *received: Any) -> None:
         self.received = list(received)
         self.sent: list[Any] = []
+        self.timeouts: list[float | None] = []
 
-    def receive(self) -> Any:
+    def receive(self, timeout: float | None = None) -> Any:
+        self.timeouts.append(timeout)
         return self.received.pop(0)
 
     def send(self, item: Any) -> None:
@@ -180,12 +182,14 @@ class _Gateway:
         self.spec = execnet.XSpec(spec)
         self.fail = fail
         self.executed: list[tuple[str, list[Any]]] = []
+        self.channels: list[_Channel] = []
 
     def remote_exec(self, source: str) -> Any:
         if self.fail:
             raise OSError("the worker went away")
         channel = _Channel(None)  # its answer
         self.executed.append((source, channel.sent))
+        self.channels.append(channel)
         return channel
 
 
@@ -212,11 +216,14 @@ REMOTE = "execmodel=main_thread_only//ssh=gpu-box//python=python3"
 ])
 def test_only_local_workers_of_a_running_head_start_start_at_a_lower_priority(
         spec: str, running: bool, nice: str, step: int | None) -> None:
-    from pytest_ragbench.headstart import LOWER_PRIORITY
+    from pytest_ragbench.headstart import LOWER_PRIORITY, LOWER_PRIORITY_TIMEOUT
 
     gateway = _Gateway(spec)
     _plugin(nice, running).pytest_xdist_newgateway(gateway)
     assert gateway.executed == ([] if step is None else [(LOWER_PRIORITY, [step])])
+    # the controller waits for the worker's answer, bounded
+    assert [c.timeouts for c in gateway.channels] == (
+        [] if step is None else [[LOWER_PRIORITY_TIMEOUT]])
 
 
 def test_a_worker_that_cannot_be_reached_starts_as_it_would() -> None:
