@@ -39,7 +39,7 @@ from ..budget.api import RunBudget
 from ..budget.wiring import outcome_of
 from ..errors import ComponentError
 from ..redact import Redactor, header_secrets
-from ..tls import default_ssl_context
+from ..tls import ssl_context_for
 from .base import Completion, LLMError, Message, ProviderError, Usage
 from .identity import ProviderId, strip_credentials
 from .resilience import (
@@ -185,7 +185,7 @@ class _OpenAIEndpoint:
             # with a run budget ``concurrency`` is the pool's level (or adaptive bound)
             limits=httpx.Limits(max_connections=max(concurrency, 1)),
             transport=transport,
-            verify=default_ssl_context(),
+            verify=ssl_context_for(base_url),
         )
 
     @property

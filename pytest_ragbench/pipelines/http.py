@@ -52,7 +52,7 @@ from ..llm.resilience import CircuitBreaker, RetryPolicy, is_retryable_status, p
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..retrievers.http import expand_env
-from ..tls import default_ssl_context
+from ..tls import ssl_context_for
 from .contract import OutputError, PipelineOutput, normalise_output
 
 _BODY_EXCERPT = 200
@@ -137,7 +137,7 @@ class HTTPPipeline:
         if self._client is None:
             self._client = httpx.AsyncClient(headers=self._headers,
                                              timeout=httpx.Timeout(self.timeout),
-                                             verify=default_ssl_context())
+                                             verify=ssl_context_for(self.url))
             self._slots = asyncio.Semaphore(self.concurrency)
         return self._client
 

@@ -48,7 +48,7 @@ from ..datasets import Document, Query
 from ..llm.identity import strip_credentials
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
-from ..tls import default_ssl_context
+from ..tls import ssl_context_for
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BODY_EXCERPT = 200
@@ -148,7 +148,7 @@ class HTTPRetriever:
         if self._client is None:
             self._client = httpx.AsyncClient(headers=self._headers,
                                              timeout=httpx.Timeout(self.timeout),
-                                             verify=default_ssl_context())
+                                             verify=ssl_context_for(self.url))
         return self._client
 
     async def _post(self, body: dict[str, Any]) -> Any:
