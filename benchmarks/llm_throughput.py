@@ -229,8 +229,10 @@ def plugin_generation(items: int, latency: float, concurrency: int,
     The lower bound of either is requests x latency / concurrency.
     The runs see the plugins and environment of a user's install (:data:`USER_PLUGINS_ONLY`,
     :func:`user_environment`), after one warm-up run that writes the bytecode caches.
-    Each figure is the median of ``repeats`` runs (the machine may be shared). Returns
-    whether wall(-n N) <= wall(-n 0) for every N."""
+    Each figure is the median of ``repeats`` runs (the machine may be shared); the runs of a
+    repeat go side by side, and the medians of their paired differences (wall, first, span,
+    tail) show where ``-n N`` gains or loses. Returns whether wall(-n N) <= wall(-n 0) for
+    every N."""
     import json
     import os
     import statistics
@@ -341,6 +343,16 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                 print(f"  wall(-n {n}) {walls[n]:.3f} s <= wall(-n 0) {walls[0]:.3f} s: "
                       f"{'OK' if fine else 'NO'}  (per repeat, -n {n} minus -n 0: "
                       f"{' '.join(f'{d:+.3f}' for d in paired)} s)")
+                # where the difference lies: the median of each phase's paired differences
+                # (single runs vary by tenths of a second on a shared machine: more repeats
+                # narrow these down)
+                phases = []
+                for name, s in (("first", firsts), ("span", spans), ("tail", tails)):
+                    if s[n] and len(s[n]) == len(s[0]):
+                        diffs = [a - b for a, b in zip(s[n], s[0], strict=True)]
+                        phases.append(f"{name} {statistics.median(diffs):+.3f}")
+                print(f"    median of the paired differences: wall "
+                      f"{statistics.median(paired):+.3f}  {'  '.join(phases)} s")
         return ok
 
 
