@@ -61,9 +61,9 @@ def load_reference(rev: str) -> types.ModuleType:
 @contextlib.contextmanager
 def large_corpus_paths(on: bool) -> Iterator[None]:
     """Lower the size thresholds so that NFCorpus takes the paths meant for large corpora:
-    query by query in retrieve_many, ranking from a sampled bound or from block maxima (at
-    k=1000 too), the max-score shortcut."""
-    names = {"_DENSE_ACCUMULATE": 0, "_BATCH_MAX_DOCS": 0, "_SMALL_CANDIDATES": 32,
+    ranking from a sampled bound or from block maxima (at k=1000 too), the max-score
+    shortcut."""
+    names = {"_DENSE_ACCUMULATE": 0, "_SMALL_CANDIDATES": 32,
              "_SHORTCUT_MAX_K": 10**9, "_BLOCKS_PER_K": 1, "_MIN_BLOCKS": 1}
     saved = {n: getattr(bm25_module, n) for n in names}
     if on:

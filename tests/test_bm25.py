@@ -297,7 +297,6 @@ def test_top_k_pruning_returns_exactly_the_unpruned_ranking(
     monkeypatch.setattr(bm25_module, "_block_candidates", spy)
     assert [r.retrieve(q, k) for q in queries] == expected
     assert any(blocks) == (k <= 100)
-    monkeypatch.setattr(bm25_module, "_BATCH_MAX_DOCS", 1000)  # retrieve_many query by query
     assert r.retrieve_many(queries, k) == expected
 
 

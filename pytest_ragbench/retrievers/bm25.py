@@ -55,11 +55,11 @@ import struct
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..datasets import Document, update_hash_with_documents
 from .cachelock import exclusive_lock
@@ -75,13 +75,6 @@ CACHE_FORMAT_VERSION = 2
 
 # rank_bm25.BM25Okapi's default floor for negative idf, as a fraction of the mean idf.
 _RANK_BM25_EPSILON = 0.25
-
-# Beyond this many documents retrieve_many runs query by query.
-_BATCH_MAX_DOCS = 50_000
-
-# Upper bound on the partial-score entries one batch of queries may produce in retrieve_many,
-# so that a batch of queries full of frequent terms does not materialise a huge dense-ish matrix.
-_BATCH_ENTRIES = 4_000_000
 
 # Characters of text tokenised at once while indexing: bounds the memory of the token lists.
 _CHUNK_CHARS = 8_000_000
@@ -100,6 +93,19 @@ _BREAK, _STOP, _UNSEEN = -1, -2, -3
 _DENSE_ACCUMULATE = 20_000
 
 
+@dataclass(frozen=True)
+class _Postings:
+    """The index: a terms x documents matrix in compressed sparse row form. Term ``t``'s
+    documents (ascending numbers) are ``indices[indptr[t]:indptr[t + 1]]``, their weights the
+    same slice of ``data``. Plain (possibly memory-mapped) arrays: scoring only ever slices
+    them, and a sparse-matrix library would cost every process its import (about 0.2 s with
+    scipy's) for nothing."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+
+
 class BM25Retriever:
     """BM25 over the corpus passed to :meth:`index`; implements the ``Retriever`` protocol.
 
@@ -114,9 +120,9 @@ class BM25Retriever:
         ``"flat"`` indexes ``title + " " + text`` as one field (BEIR/Anserini "flat");
         ``"text"`` indexes the text only.
     ``engine``
-        ``"sparse"``: a precomputed term x document weight matrix, queries are sparse
-        matrix products. ``"rank_bm25"``: ``rank_bm25.BM25Okapi`` on the same tokens, a slow
-        reference implementation.
+        ``"sparse"``: a precomputed term x document weight matrix (sparse), a query adds
+        up the rows of its terms. ``"rank_bm25"``: ``rank_bm25.BM25Okapi`` on the same
+        tokens, a slow reference implementation.
     ``idf``
         ``"lucene"`` or ``"rank_bm25"`` (module docs). Defaults to the engine's own:
         ``"lucene"`` for ``"sparse"``, ``"rank_bm25"`` for ``"rank_bm25"`` (the only one it has).
@@ -181,7 +187,7 @@ class BM25Retriever:
         self._doc_ids: list[str] = []  # in internal order: descending id
         self._id_array = np.zeros(0, dtype=object)
         self._vocab: dict[str, int] = {}
-        self._weights: sp.csr_matrix | None = None  # terms x documents
+        self._weights: _Postings | None = None
         self._okapi: Any = None  # rank_bm25.BM25Okapi
         self._accumulators: list[np.ndarray] = []  # free per-document score buffers, all zero
         self._dirty_accumulators: list[np.ndarray] = []  # free ones holding a query's sums
@@ -463,14 +469,7 @@ class BM25Retriever:
     def _set_index(
         self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, vocab: dict[str, int]
     ) -> None:
-        n_terms = len(indptr) - 1
-        # scipy wants one index dtype for both arrays; converting indptr (one entry per term)
-        # is cheap, converting indices (one per posting) would copy the index.
-        if len(indices) < 2**31 - 1:
-            indptr = indptr.astype(np.int32)
-        self._weights = sp.csr_matrix(
-            (data, indices, indptr), shape=(n_terms, len(self._doc_ids)), copy=False
-        )
+        self._weights = _Postings(data, indices, indptr)
         self._vocab = vocab
 
     # -- on-disk index ---------------------------------------------------------------------
@@ -567,21 +566,6 @@ class BM25Retriever:
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"k must be an integer >= 0, got {k!r}")
 
-    def _query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
-        vocab = self._vocab
-        indptr = [0]
-        cols: list[int] = []
-        for q in queries:
-            cols.extend([vocab[t] for t in self.tokenizer(q) if t in vocab])
-            indptr.append(len(cols))
-        # Duplicate (row, column) entries are summed: a repeated query term counts twice.
-        m = sp.csr_matrix(
-            (np.ones(len(cols)), np.asarray(cols, dtype=np.int32), np.asarray(indptr)),
-            shape=(len(queries), len(vocab)),
-        )
-        m.sum_duplicates()
-        return m
-
     def _top(self, scores: np.ndarray, docs: np.ndarray, k: int) -> RankedHits:
         """The best ``k`` of ``scores``/``docs`` as hits; ``docs`` must be ascending."""
         if k == 0 or len(scores) == 0:
@@ -666,8 +650,8 @@ class BM25Retriever:
         with the ``k``-th (see :func:`_lower_bound`) is returned, so that ranking does not
         have to sort every matching document.
 
-        Summation follows the same order as the sparse product in :meth:`retrieve_many` (by
-        term number, from 0.0), so both return bit-identical scores.
+        Each document's score is summed by term number, from 0.0 (a sparse matrix product's
+        order), whichever path below a query takes, so all return bit-identical scores.
         """
         assert self._weights is not None
         weights = self._weights
@@ -793,36 +777,19 @@ class BM25Retriever:
         return np.zeros(n_docs)
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[RankedHits]:
-        """:meth:`retrieve` for each query, batched into sparse matrix products."""
+        """:meth:`retrieve` for each query.
+
+        Query by query: a batch scored as one sparse matrix product (queries x terms times
+        terms x documents) was at best 10% faster per query on corpora of about a thousand
+        documents and 3-5x slower from ten thousand on, where the bound of the ``k``-th score
+        spares most of the ranking.
+        """
         self._check_ready(k)
         if isinstance(queries, str):
             raise TypeError("retrieve_many expects a sequence of queries, not one string")
         if self.engine == "rank_bm25":
             return [self._retrieve_rank_bm25(q, k) for q in queries]
-        if len(self._doc_ids) > _BATCH_MAX_DOCS:
-            # On large corpora each row of the product holds every matching document; ranking
-            # query by query from a bound of the k-th score is faster.
-            return [self._top(*self._score_one(q, k), k) for q in queries]
-        assert self._weights is not None
-        weights = self._weights
-        qm = self._query_matrix(queries)
-        # Entries each query can produce at most: the postings of its terms.
-        postings = np.diff(weights.indptr)
-        cost = np.asarray(qm @ postings.astype(np.float64)).ravel()
-        results: list[RankedHits] = []
-        start = 0
-        while start < len(queries):
-            stop, total = start + 1, cost[start]
-            while stop < len(queries) and total + cost[stop] <= _BATCH_ENTRIES:
-                total += cost[stop]
-                stop += 1
-            scores = (qm[start:stop] @ weights).tocsr()
-            scores.sort_indices()  # _top relies on ascending document numbers
-            for row in range(stop - start):
-                lo, hi = scores.indptr[row], scores.indptr[row + 1]
-                results.append(self._top(scores.data[lo:hi], scores.indices[lo:hi], k))
-            start = stop
-        return results
+        return [self._top(*self._score_one(q, k), k) for q in queries]
 
     def _retrieve_rank_bm25(self, query: str, k: int) -> RankedHits:
         if self._okapi is None:
