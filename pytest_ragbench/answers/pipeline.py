@@ -55,7 +55,6 @@ from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, Respo
 from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
 from ..llm.identity import ProviderId, canonical_json, strip_credentials
-from ..llm.openai import OpenAIChat, OpenAIEmbedder
 from ..llm.resilience import RateLimiter, RetryPolicy
 from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
 from ..metrics.answer import ANSWER_METRICS
@@ -615,6 +614,9 @@ def build_pipeline(
                                            max_sentences=llm_config.max_sentences)
                 return extractive, extractive.provider_id, None
             assert llm_config.endpoint is not None
+            # here, not at import: httpx costs an offline run's every process 0.1 s
+            from ..llm.openai import OpenAIChat
+
             endpoint = llm_config.endpoint
             client = _component(key, lambda: OpenAIChat(
                 endpoint.base_url, endpoint.model,
@@ -667,6 +669,8 @@ def build_pipeline(
             embedder = HashingEmbedder(dim=config.embedder.dim, nonzero=True)
         elif config.embedder is not None:
             assert config.embedder.endpoint is not None
+            from ..llm.openai import OpenAIEmbedder
+
             ep = config.embedder.endpoint
             emb = _component(_path(prefix, "embedder"), lambda: OpenAIEmbedder(
                 ep.base_url, ep.model, batch_size=ep.batch_size,
