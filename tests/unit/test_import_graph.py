@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import functools
 import gc
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,23 @@ def test_results_and_metrics_import_no_renderer() -> None:
     for name, deps in graph.items():
         if name.startswith(("pytest_ragbench.results", "pytest_ragbench.metrics")):
             assert not {d for d in deps if d.startswith("pytest_ragbench.report")}, name
+
+
+#: What an offline run's processes import (the plugin, collection, the answer path, BM25).
+OFFLINE_RUN_MODULES = ("plugin", "state", "session", "collect", "answers.pipeline",
+                       "execution.runtime", "execution.headstart", "metrics.contract",
+                       "retrievers.bm25", "retrievers.dense", "retrievers.hybrid")
+
+
+def test_an_offline_run_imports_no_http_client_and_no_scipy() -> None:
+    """httpx (with the OpenAI-compatible client) comes in only when a suite names an endpoint
+    and scipy only for significance tests: about 0.1 s and 0.2 s of every xdist worker's start.
+    A fresh interpreter: this one has imported everything already."""
+    code = ("import importlib, sys\n"
+            f"for name in {OFFLINE_RUN_MODULES!r}:\n"
+            "    importlib.import_module('pytest_ragbench.' + name)\n"
+            "print(sorted(m for m in ('scipy', 'httpx', 'pytest_ragbench.llm.openai')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
