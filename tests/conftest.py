@@ -10,6 +10,7 @@ import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpcore  # noqa: F401
 import httpx  # noqa: F401
@@ -255,12 +256,41 @@ def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
     # plugin; these are unrelated to ragbench and cost each new process time to import
     # (langsmith's, installed with the LangChain extra, about 0.6 s).
     if "pytester" in request.fixturenames:
-        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it starts
+        pytester = request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS at start
+        if "unfrozen_heap" not in request.fixturenames:
+            _in_process_runs_ask_nothing_of_the_frozen_heap(pytester, monkeypatch)
     # Plain asserts: rewriting makes pytest list every installed distribution's files at each
     # start (about a quarter of a small in-process run); no test here reads an inner run's
     # assertion introspection.
     skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS) + " --assert=plain"
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {skip}".strip())
+
+
+#: Arguments that start xdist workers (-n, --numprocesses, --dist, -d, --tx).
+XDIST_ARGS = ("-n", "--numprocesses", "--dist", "-d", "--tx")
+
+
+def _in_process_runs_ask_nothing_of_the_frozen_heap(pytester: pytest.Pytester,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs are told to leave the heap alone instead of finding out.
+
+    This session froze its heap (pytest_collection_finish above), so an in-process run finds
+    it frozen and leaves it as it is, the plugin's rule for a host that froze its own heap;
+    but finding out walks every frozen object (``gc.get_freeze_count``: 25-30 ms on this
+    session's heap, over 200 runs about 6 s). With ``ragbench_gc_freeze`` off the run neither
+    asks nor freezes: the same outcome. tests/test_run_costs.py checks the freeze, the check
+    and the rule on an unfrozen heap (the ``unfrozen_heap`` fixture, which turns this off).
+    Not for runs with xdist workers: the option would reach them, and a fresh process whose
+    heap is not frozen takes longer to exit (about 0.3 s, waited for by the controller).
+    """
+    inline_run = pytester.inline_run
+
+    def run(*args: Any, **kwargs: Any) -> pytest.HookRecorder:
+        if any(str(a).startswith(XDIST_ARGS) for a in args):
+            return inline_run(*args, **kwargs)
+        return inline_run("-o", "ragbench_gc_freeze=false", *args, **kwargs)
+
+    monkeypatch.setattr(pytester, "inline_run", run)
 
 
 @pytest.fixture
