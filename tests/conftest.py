@@ -276,7 +276,7 @@ def _in_process_runs_ask_nothing_of_the_frozen_heap(pytester: pytest.Pytester,
 
     This session froze its heap (pytest_collection_finish above), so an in-process run finds
     it frozen and leaves it as it is, the plugin's rule for a host that froze its own heap;
-    but finding out walks every frozen object (``gc.get_freeze_count``: 25-30 ms on this
+    but finding out walks every frozen object (``gc.get_freeze_count``: 13-30 ms on this
     session's heap, over 200 runs about 6 s). With ``ragbench_gc_freeze`` off the run neither
     asks nor freezes: the same outcome. tests/test_run_costs.py checks the freeze, the check
     and the rule on an unfrozen heap (the ``unfrozen_heap`` fixture, which turns this off).
