@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 
 def prompt_environment() -> jinja2.Environment:
     """Plain-text rendering (prompts are not HTML), block tags trimmed, and an undefined
     variable is an error rather than an empty string silently sent to the model."""
+    # here, not at import: a run without generation or judging (retrieval metrics only)
+    # never renders a prompt, and jinja2 cost each of its processes about 50 ms
+    import jinja2
+
     return jinja2.Environment(
         autoescape=False,
         trim_blocks=True,
