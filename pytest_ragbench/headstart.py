@@ -42,7 +42,7 @@ from .registry import BUILTIN_ORIGIN
 if TYPE_CHECKING:
     from .execution.headstart import HeadStart, SuitePlan
     from .state import RagbenchState
-    from .suite.loader import ComponentSpec, Suite
+    from .suite.model import ComponentSpec, Suite
 
 LOCAL_RETRIEVERS = ("bm25", "run", "dense", "hybrid")
 
@@ -211,6 +211,9 @@ class HeadStartPlugin:
         self.state = state
         self.suites = dict(suites)
         self.head_start: HeadStart | None = None
+        #: The suites the head start validated, by path (written on its thread, read when a
+        #: worker is configured: a suite not there yet is validated by the worker itself).
+        self.validated: dict[Path, Suite] = {}
 
     def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
         from .execution.headstart import PlannedCase, SuitePlan
@@ -228,6 +231,7 @@ class HeadStartPlugin:
                     suite = state.load_suite(path)
                 except Exception:
                     continue  # a bad suite: the workers report it, as a collection error
+                self.validated[suite.path] = suite
                 if not eligible(state, suite) or stopped():
                     continue
                 runtime = SuiteRuntime(suite, sid, state.registry,
@@ -301,6 +305,21 @@ class HeadStartPlugin:
             channel.receive(LOWER_PRIORITY_TIMEOUT)
         except Exception:  # execnet's errors, a timeout: the worker starts as it would
             return
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hand the suites validated so far to a worker on this machine (see
+        :mod:`pytest_ragbench.suite.handoff`): it then skips their validation (YAML, the
+        pydantic schema: about 0.2 s of CPU each) while the LLM phase needs the cores."""
+        spec = getattr(getattr(node, "gateway", None), "spec", None)
+        if spec is None or is_remote_spec(str(spec)) or not self.validated:
+            return
+        from .state import SUITES_INPUT
+        from .suite.handoff import pack
+
+        blobs = pack(list(self.validated.values()))
+        if blobs:
+            node.workerinput[SUITES_INPUT] = blobs
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

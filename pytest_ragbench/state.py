@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .datasets import Document
     from .execution.runtime import SuiteRuntime
     from .hosts import HostPaths
-    from .suite.loader import Suite
+    from .suite.model import Suite
 
 # The suite parser (with YAML), datasets, metrics and runtimes are imported when a suite is
 # loaded: every pytest run in an environment with the plugin installed imports this module.
@@ -39,6 +39,9 @@ REPORT_ATTR = "ragbench_record"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
+#: The ``workerinput`` key of the suites a controller hands its workers (suite/handoff.py):
+#: {resolved suite path: pickled Suite}.
+SUITES_INPUT = "ragbench_suites"
 #: ``workerinput`` key: the suite ids whose LLM work the controller gives a head start; the
 #: workers' LLM clients for them ask the run's request exchange first (budget/exchange.py).
 WORKERINPUT_EXCHANGE = "ragbench_exchange"
@@ -105,6 +108,8 @@ class RagbenchState:
         # agree across processes.
         self.run_start = float(workerinput.get(RUN_START_INPUT, time.time()))
         self._suites: dict[Path, Suite] = {}
+        # xdist worker: the suites its controller validated (see suite/handoff.py)
+        self._handed: dict[str, Any] = dict(workerinput.get(SUITES_INPUT) or {})
         self._runtimes: dict[str, SuiteRuntime] = {}
         self._markers: set[str] = set()
         self._registered: set[tuple[str, str]] = set()
@@ -177,6 +182,13 @@ class RagbenchState:
         path = path.resolve()
         if path not in self._suites:
             self.ensure_registered()
+            if self._handed:
+                from .suite.handoff import take
+
+                handed = take(self._handed, path)
+                if handed is not None:
+                    self._suites[path] = handed
+                    return handed
             ctx = self.build_context(path.parent)
             # Names only a make-component hook knows cannot be checked before building.
             known = None if self.hook.active() else self.registry.names("retriever")

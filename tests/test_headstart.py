@@ -47,6 +47,16 @@ def pytest_xdist_node_collection_finished(node, ids):
     if not mark.exists():
         mark.write_text(repr(time.monotonic()))
 
+def pytest_sessionfinish(session):
+    # (the environment's PYTEST_XDIST_WORKER may be an outer run's: this run's workers have
+    # a workerinput)
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if worker:
+        import sys
+
+        heavy = ("yaml", "pydantic", "pytest_ragbench.suite.loader")
+        Path(f"modules_{worker}.txt").write_text(" ".join(m for m in heavy if m in sys.modules))
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config, specs):
     head = config.pluginmanager.get_plugin("ragbench-head-start").head_start
@@ -131,6 +141,10 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # so that no full collection walks it mid-run; and handed back at the end
     assert int(pytester.path.joinpath("frozen_before_workers.txt").read_text()) > 0
     assert gc.get_freeze_count() == 0
+    # the workers were handed the suite the controller had validated (suite/handoff.py):
+    # neither read its YAML nor loaded the schema, and their records are the serial ones
+    loaded = {p.name: p.read_text() for p in pytester.path.glob("modules_gw*.txt")}
+    assert loaded == {"modules_gw0.txt": "", "modules_gw1.txt": ""}
 
 
 class _Channel:

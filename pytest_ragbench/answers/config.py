@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..budget.limits import Adaptive
 from ..errors import type_name, validation_message
@@ -17,9 +17,12 @@ from ..llm.cache import CacheMode
 from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallLimits
 from ..llm.usage import PriceTable
-from ..suite import schema
+from ..suite.model import DEFAULT_CACHE_PATH
 
-DEFAULT_CACHE_PATH = schema.DEFAULT_CACHE_PATH
+if TYPE_CHECKING:
+    # the schema (pydantic) is imported where a suite's keys are validated, not by the
+    # answer path: a worker given its suites already validated never loads it
+    from ..suite import schema
 
 
 # -- configuration -------------------------------------------------------------------------
@@ -189,6 +192,8 @@ def _fail(key: str, message: str) -> ConfigError:
 
 def _concurrency(value: Any) -> tuple[int, Adaptive | None]:
     """A validated ``concurrency`` value as (fixed level or adaptive bound, adaptive)."""
+    from ..suite import schema
+
     if isinstance(value, schema.ConcurrencyAutoModel):
         adaptive = Adaptive(max=value.max, start=value.start)
         return adaptive.max, adaptive
@@ -230,6 +235,8 @@ def _limits(model: schema.RegisteredLlm | schema.RegisteredEmbedder) -> CallLimi
 
 
 def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm | schema.RegisteredLlm) -> LlmConfig:
+    from ..suite import schema
+
     if isinstance(model, schema.RegisteredLlm):
         limits = _limits(model)
         return LlmConfig(model.type, params=dict(model.model_extra or {}), limits=limits,
@@ -243,6 +250,8 @@ def _llm(model: schema.OpenAILlm | schema.ExtractiveLlm | schema.RegisteredLlm) 
 
 def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> RagConfig:
     """The :class:`RagConfig` of validated suite keys (``model.llm`` must be set)."""
+    from ..suite import schema
+
     assert model.llm is not None
     judge = None
     if model.judge is not None:
@@ -296,6 +305,8 @@ def parse_rag_config(data: Mapping[str, Any], *, key_prefix: str = "") -> RagCon
     bad input. Nothing is contacted or read here.
     """
     from pydantic import ValidationError
+
+    from ..suite import schema
 
     where = key_prefix.rstrip(".") or "suite"
     if not isinstance(data, Mapping):
@@ -366,6 +377,7 @@ def split_call_keys(kind: str, type_name: str, params: Mapping[str, Any],
     from pydantic import ValidationError
 
     from ..errors import ComponentError
+    from ..suite import schema
 
     builtins = {"llm": schema.BUILTIN_LLMS, "embedder": schema.BUILTIN_EMBEDDERS}.get(kind)
     if builtins is None or type_name in builtins:

@@ -50,7 +50,7 @@ from ..metrics.spec import CaseResult, MetricSpec
 from ..records import CaseRecord, add_answer, clean_float, make_record, relevant_ranks
 from ..registry import BuildContext, Registry
 from ..retrievers.hits import RankedHits
-from ..suite.loader import ComponentSpec, Suite
+from ..suite.model import ComponentSpec, Suite
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
 BATCH_LIMIT = 256

@@ -39,7 +39,7 @@ from ..records import CASE_KEY_FIELD
 from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
 
 if TYPE_CHECKING:
-    from ..suite.loader import ComponentSpec, Suite
+    from ..suite.model import ComponentSpec, Suite
 
 #: Statuses of a finished case; an errored case is run again.
 REUSABLE = ("ok", "failed")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from .gates import DEFAULT_ALPHA, DEFAULT_TEST, Gate, GateCheck, parse_gate_expression
 
 if TYPE_CHECKING:
-    from ..suite.loader import Suite
+    from ..suite.model import Suite
 
 class SuiteSpec(TypedDict):
     """A suite as aggregation sees it.

@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
 from ..errors import (
-    ComponentError,
     ParamError,
     SuiteError,
     did_you_mean,
@@ -45,6 +44,7 @@ from ..results.gates import (
     parse_gate_list,
     parse_tolerance,
 )
+from .model import ComponentSpec, Lines, Suite, key_str
 from .schema import KeyPath, SuiteModel, key_path, required_keys
 
 # Bounds on the document, far above any real suite: a YAML alias bomb (a few hundred bytes that
@@ -57,73 +57,6 @@ MAX_NODES = 200_000
 #: times faster than the pure-Python one, which still reads what LibYAML refuses (see
 #: :func:`parse_document`).
 SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """A component named in a suite: its name in reports, its type and its parameters."""
-
-    name: str
-    type: str
-    params: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    key: str = ""
-    line: int | None = None
-    timeout: float | None = None  # ``case_timeout``: seconds one retrieval may take
-    #: the spec's key path and the document's lines, to point at one parameter's line
-    path: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
-    lines: Lines | None = field(default=None, compare=False, hash=False, repr=False)
-
-    def error(self, file: Path, exc: ComponentError) -> SuiteError:
-        """``exc`` (from checking or building this component) as the suite's error: at the
-        faulty parameter's key and line when it names one, else at the component's."""
-        if exc.path and self.path and self.lines is not None:
-            full = (*self.path, *exc.path)
-            return SuiteError(exc.detail or str(exc), file=file, key=_key_str(full),
-                              line=self.lines.get(full))
-        return SuiteError(str(exc), file=file, key=self.key or None, line=self.line)
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A validated suite definition (the dataset itself is loaded lazily, per process)."""
-
-    name: str
-    path: Path
-    dataset: DatasetSpec
-    retrievers: tuple[ComponentSpec, ...]
-    metrics: tuple[MetricSpec, ...]
-    k: int
-    thresholds: tuple[Gate, ...]
-    gates: tuple[GateCheck, ...]
-    tolerances: Mapping[str, Tolerance] = field(compare=False, hash=False, default_factory=dict)
-    baseline_settings: BaselineSettings = field(compare=False, hash=False,
-                                                default_factory=BaselineSettings)
-    seed: int = 0
-    record_depth: int = 20
-    suite_hash: str = ""
-    xfail: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-    rag: Any = field(default=None, compare=False, hash=False)  # rag.RagConfig when answers run
-    runs: int = 1
-    #: The RAG systems under test (``pipelines:``); each answers every query.
-    pipelines: tuple[ComponentSpec, ...] = ()
-    #: The suite file's document as parsed (None for a suite built in code): case keys hash
-    #: its settings without reading and parsing the file again.
-    document: Any = field(default=None, compare=False, hash=False, repr=False)
-
-    @property
-    def systems(self) -> tuple[ComponentSpec, ...]:
-        """Retrievers, then pipelines: every name that collects a group of cases."""
-        return (*self.retrievers, *self.pipelines)
-
-    def is_pipeline(self, name: str) -> bool:
-        """Whether ``name`` is one of the suite's pipelines (not a retriever)."""
-        return any(p.name == name for p in self.pipelines)
-
-    def metric(self, name: str) -> MetricSpec:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise KeyError(name)
 
 
 MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
@@ -176,21 +109,6 @@ def decode(raw: bytes, path: Path) -> str:
 
 
 # -- text -> document -------------------------------------------------------------------------
-
-
-class Lines:
-    """Maps key paths of a YAML document to 1-based line numbers, for error messages."""
-
-    def __init__(self, lines: dict[KeyPath, int] | None = None) -> None:
-        self._lines = lines or {}
-
-    def get(self, path: Sequence[Any]) -> int | None:
-        p = tuple(path)
-        while p:
-            if p in self._lines:
-                return self._lines[p]
-            p = p[:-1]
-        return self._lines.get(())
 
 
 def _yaml_error(exc: yaml.YAMLError, path: Path) -> SuiteError:
@@ -258,7 +176,7 @@ def _map_lines(root: yaml.Node, path: Path) -> Lines:
                 if ident in first:
                     raise SuiteError(
                         f"duplicate key {k_node.value!r} (first at line {first[ident]}, again "
-                        f"at line {line})", file=path, key=_key_str((*where, k_node.value)),
+                        f"at line {line})", file=path, key=key_str((*where, k_node.value)),
                         line=line)
                 first[ident] = line
                 lines.setdefault((*where, k_node.value), line)
@@ -306,20 +224,13 @@ def _parse_document(text: str, path: Path, loader_type: type[yaml.SafeLoader]
 # -- document -> model ------------------------------------------------------------------------
 
 
-def _key_str(path: Sequence[Any]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
 class _Ctx:
     def __init__(self, file: Path, lines: Lines) -> None:
         self.file = file
         self.lines = lines
 
     def error(self, path: Sequence[Any], message: str) -> SuiteError:
-        return SuiteError(message, file=self.file, key=_key_str(path) or None,
+        return SuiteError(message, file=self.file, key=key_str(path) or None,
                           line=self.lines.get(path))
 
 
@@ -464,7 +375,7 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
             try:
                 config.prices.price(llm_model)
             except LLMError as exc:
-                raise ctx.error(("prices",), f"{exc} (used by {_key_str(where[:-1])}); "
+                raise ctx.error(("prices",), f"{exc} (used by {key_str(where[:-1])}); "
                                              "add it to prices") from None
     try:
         check_template(config.generation, base_dir)
@@ -581,7 +492,7 @@ def _parse_retrievers(
                 name=rname,
                 type=rtype,
                 params={k: v for k, v in params.items() if k not in ("type", "case_timeout")},
-                key=_key_str(path),
+                key=key_str(path),
                 line=ctx.lines.get(path),
                 path=path,
                 lines=ctx.lines,
@@ -689,7 +600,7 @@ def _parse_hf(ctx: _Ctx, value: Any, base: Path) -> HfSpec:
     for part in _HF_PARTS:
         raw = top.get(part)
         where = ("dataset", "hf", part)
-        key = _key_str(where)
+        key = key_str(where)
         if raw is None:
             if part == "qrels" or default is None:
                 parts[part] = None

@@ -40,20 +40,17 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import type_name
 from ..results.gates import TESTS
+from .model import DEFAULT_CACHE_PATH, KeyPath
 
 # llm.cache.CACHE_MODES (a test keeps them equal); importing it would load numpy and sqlite3
 # into `ragbench schema`.
 CACHE_MODES = ("on", "off", "read-only", "refresh")
 
 SCHEMA_FILE = "ragbench-suite.schema.json"
-DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
 # Loc segments pydantic adds for the member of a tagged union; never keys of the document.
 SHAPE_TAGS = frozenset({"mapping", "list", "text", "number", "flag", "openai", "extractive",
                         "hashing", "registered", "criteria_metric"})
-
-
-KeyPath = tuple[str | int, ...]
 
 
 def key_path(error: Mapping[str, Any], data: Any) -> KeyPath:

@@ -1,0 +1,75 @@
+"""Suites validated once, by the xdist controller, and handed to its workers on the same host.
+
+Validating a suite imports PyYAML and pydantic and builds the schema's models: about 0.2 s
+of CPU in every process that loads one. When the controller leads a suite's LLM work (its
+head start) it has validated the suite before any worker starts, and each worker would
+validate the same file again while the cores are busy with the LLM phase. The controller
+sends the :class:`~.model.Suite` it built instead (pickled, one blob per suite file); a
+worker uses it only when it names the very file the worker collects: the same resolved path
+and the same bytes (their SHA-256 is the suite's ``suite_hash``). Anything else (another
+host, a changed file, a blob that does not load) and the worker validates the file itself,
+with the same result and the same errors as without a hand-over.
+
+The blobs travel from the controller to its own workers over the channel that also carries
+their code, so unpickling them trusts nothing new.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import hashlib
+import io
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .model import Suite
+
+
+def _frozen(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+    # the suite's read-only mappings come back read-only
+    return MappingProxyType(mapping)
+
+
+def _reduce_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
+    return _frozen, (dict(proxy),)
+
+
+def pack(suites: Iterable[Suite]) -> dict[str, bytes]:
+    """Each suite that pickles, by its resolved path (a suite holding something that does not
+    pickle, such as a plugin's closure, is left out: its workers validate it themselves)."""
+    out: dict[str, bytes] = {}
+    for suite in suites:
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        # a private table: the interpreter's own (copyreg) stays as it is
+        pickler.dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_proxy}
+        try:
+            pickler.dump(suite)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            continue
+        out[str(suite.path)] = buf.getvalue()
+    return out
+
+
+def take(handed: Mapping[str, Any], path: Path) -> Suite | None:
+    """The handed suite for ``path`` (resolved) when it is that file as it is now; None when
+    there is none, the file's bytes differ from the ones validated, or the blob does not load
+    here."""
+    blob = handed.get(str(path))
+    if not isinstance(blob, bytes):
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None  # the loader reports it
+    try:
+        suite = pickle.loads(blob)
+    except Exception:  # a class this process cannot import: validate as usual
+        return None
+    # the blob is filed under the path it was validated at (pack): only the bytes can differ
+    if not isinstance(suite, Suite) or suite.suite_hash != hashlib.sha256(raw).hexdigest():
+        return None
+    return suite

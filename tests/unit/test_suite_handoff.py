@@ -1,0 +1,90 @@
+"""Suites handed from the xdist controller to its workers (pytest_ragbench/suite/handoff.py):
+a worker takes one only for the very file it collects, and gets the suite the loader builds."""
+
+from __future__ import annotations
+
+import copyreg
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from pytest_ragbench.suite.handoff import pack, take
+from pytest_ragbench.suite.loader import load_suite
+
+SUITE = """
+name: handed
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+retrievers:
+  bm25: {k1: 1.2}
+  second: {type: bm25, b: 0.5}
+metrics: [recall@10, ndcg@5, token_f1]
+thresholds: {recall@10: ">= 0.1"}
+gates: {ndcg@5: ">= 0.2", error_rate: "<= 0.0"}
+baseline: {tolerance: {ndcg@5: 0.01}}
+llm:
+  type: openai
+  base_url: http://127.0.0.1:9/v1
+  model: m
+  headers: {X-Team: search}
+  params: {temperature: 0}
+xfail: {q1: known gap}
+"""
+
+
+@pytest.fixture
+def suite_path(tmp_path: Path) -> Path:
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d1", "text": "one"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "one", "relevant": {"d1": 1}, "answer": "one"}) + "\n")
+    path = (tmp_path / "suite.yaml").resolve()
+    path.write_text(SUITE)
+    return path
+
+
+def test_a_handed_suite_is_the_one_the_loader_builds(suite_path: Path) -> None:
+    suite = load_suite(suite_path, None)
+    assert suite.thresholds and suite.gates and suite.tolerances and suite.xfail and suite.rag
+    table = dict(copyreg.dispatch_table)
+    handed = take(pack([suite]), suite_path)
+    assert handed is not None and handed is not suite
+    # every field, those left out of == included
+    for f in dataclasses.fields(suite):
+        assert getattr(handed, f.name) == getattr(suite, f.name), f.name
+    assert handed.rag == suite.rag and handed.retrievers[1].params == {"b": 0.5}
+    # read-only mappings stay read-only
+    assert isinstance(handed.rag.llm.endpoint.headers, MappingProxyType)
+    assert isinstance(handed.metrics[0].params, MappingProxyType)
+    # the pickler's table was its own: the interpreter's is as it was
+    assert copyreg.dispatch_table == table
+
+
+def test_a_worker_validates_a_file_that_changed_or_is_elsewhere(
+        suite_path: Path, tmp_path: Path) -> None:
+    blobs = pack([load_suite(suite_path, None)])
+    # the same bytes at another path (another host's checkout, a chdir gateway)
+    other = tmp_path / "copy"
+    other.mkdir()
+    shutil.copy(suite_path, other / "suite.yaml")
+    assert take(blobs, (other / "suite.yaml").resolve()) is None
+    # the file edited since the controller read it
+    suite_path.write_text(SUITE.replace("k1: 1.2", "k1: 1.5"))
+    assert take(blobs, suite_path) is None
+    # gone: the loader says so
+    suite_path.unlink()
+    assert take(blobs, suite_path) is None
+
+
+def test_what_does_not_pickle_or_load_is_validated_by_the_worker(suite_path: Path) -> None:
+    suite = load_suite(suite_path, None)
+    # a plugin's closure somewhere in the suite: left out of the hand-over
+    odd = dataclasses.replace(suite, document={"made_by": lambda: None})
+    assert pack([odd]) == {}
+    # a blob this process cannot load, or that is not a suite
+    assert take({str(suite_path): b"not a pickle"}, suite_path) is None
+    assert take({str(suite_path): "text"}, suite_path) is None
+    assert take({}, suite_path) is None
