@@ -459,7 +459,7 @@ class RagbenchSession:
         # Every worker collects the same items: the first one's are the run's.
         self._run_started(self._case_suites(ids))
 
-    @pytest.hookimpl(optionalhook=True)
+    @pytest.hookimpl(optionalhook=True, trylast=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         # The texts of the documents a worker's records show, looked up by the worker, which
         # holds the corpora: the controller then reads no corpus at the end.
@@ -467,6 +467,14 @@ class RagbenchSession:
         if isinstance(sent, dict):
             for suite_id, texts in sent.items():
                 self.worker_texts.setdefault(str(suite_id), {}).update(texts)
+        if error is None:
+            # A worker that finished has sent everything (its workeroutput came with the
+            # message): let it exit now. xdist tells every worker to exit only once the last
+            # one is done, and then waits while all of their interpreters shut down at once;
+            # one by one, only the last one's shutdown is left at the end (on 2 cores at
+            # -n 4, 40 ms less after the last item). xdist's teardown still waits for it.
+            with contextlib.suppress(Exception):
+                node.gateway.exit()
 
     def _case_suites(self, nodeids: Any) -> list[str]:
         return sorted({n.split("::")[0] for n in nodeids if self._is_case(n)})

@@ -47,15 +47,29 @@ def pytest_xdist_node_collection_finished(node, ids):
     if not mark.exists():
         mark.write_text(repr(time.monotonic()))
 
-def pytest_sessionfinish(session):
+def pytest_configure(config):
     # (the environment's PYTEST_XDIST_WORKER may be an outer run's: this run's workers have
     # a workerinput)
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        import atexit
+
+        atexit.register(Path(f"exited_{worker}.txt").write_text, "")
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
     worker = getattr(session.config, "workerinput", {}).get("workerid")
     if worker:
         import sys
 
         heavy = ("yaml", "pydantic", "pytest_ragbench.suite.loader")
         Path(f"modules_{worker}.txt").write_text(" ".join(m for m in heavy if m in sys.modules))
+    elif getattr(session.config.option, "numprocesses", None):
+        # before xdist's teardown tells the workers to exit: have they, each once done?
+        deadline = time.monotonic() + 10
+        while len(list(Path().glob("exited_gw*.txt"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        Path("exited_before_teardown.txt").write_text(str(len(list(Path().glob("exited_gw*.txt")))))
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config, specs):
@@ -145,6 +159,8 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # neither read its YAML nor loaded the schema, and their records are the serial ones
     loaded = {p.name: p.read_text() for p in pytester.path.glob("modules_gw*.txt")}
     assert loaded == {"modules_gw0.txt": "", "modules_gw1.txt": ""}
+    # each worker was let go as soon as it had finished, not after the last one
+    assert pytester.path.joinpath("exited_before_teardown.txt").read_text() == "2"
 
 
 class _Channel:
