@@ -467,12 +467,15 @@ class RagbenchSession:
         if isinstance(sent, dict):
             for suite_id, texts in sent.items():
                 self.worker_texts.setdefault(str(suite_id), {}).update(texts)
-        if error is None:
+        live = self.config.stash[STATE_KEY].live_workers
+        live.discard(node.gateway.id)
+        if error is None and live:
             # A worker that finished has sent everything (its workeroutput came with the
-            # message): let it exit now. xdist tells every worker to exit only once the last
-            # one is done, and then waits while all of their interpreters shut down at once;
-            # one by one, only the last one's shutdown is left at the end (on 2 cores at
-            # -n 4, 40 ms less after the last item). xdist's teardown still waits for it.
+            # message): let it exit now, while the others still run. xdist tells every
+            # worker to exit only once the last one is done, and then waits while all of
+            # their interpreters shut down at once. The last one is left to xdist: its
+            # teardown then also waits for (and reaps) those that exited early, which it
+            # skips when no gateway is left to exit.
             with contextlib.suppress(Exception):
                 node.gateway.exit()
 

@@ -121,6 +121,9 @@ class RagbenchState:
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
         self.collected_sent = False
+        #: xdist controller: the gateway ids of the workers still running (see
+        #: RagbenchSession.pytest_testnodedown, which lets finished ones exit early).
+        self.live_workers: set[str] = set()
         # In an xdist worker of a run that writes reports: per suite id, the documents this
         # worker's records show.
         self._shown: dict[str, dict[str, None]] | None = (
