@@ -214,6 +214,7 @@ class HeadStartPlugin:
         #: The suites the head start validated, by path (written on its thread, read when a
         #: worker is configured: a suite not there yet is validated by the worker itself).
         self.validated: dict[Path, Suite] = {}
+        self._packed: tuple[tuple[str, ...], dict[str, Any]] | None = None
 
     def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
         from .execution.headstart import PlannedCase, SuitePlan
@@ -312,14 +313,18 @@ class HeadStartPlugin:
         :mod:`pytest_ragbench.suite.handoff`): it then skips their validation (YAML, the
         pydantic schema: about 0.2 s of CPU each) while the LLM phase needs the cores."""
         spec = getattr(getattr(node, "gateway", None), "spec", None)
-        if spec is None or is_remote_spec(str(spec)) or not self.validated:
+        if spec is None or not same_python_here(str(spec)) or not self.validated:
             return
         from .state import SUITES_INPUT
-        from .suite.handoff import pack
+        from .suite.handoff import pack, registry_fingerprint
 
-        blobs = pack(list(self.validated.values()))
-        if blobs:
-            node.workerinput[SUITES_INPUT] = blobs
+        suites = list(self.validated.values())
+        paths = tuple(str(s.path) for s in suites)
+        if self._packed is None or self._packed[0] != paths:  # once, not once per worker
+            self._packed = (paths, {"registry": registry_fingerprint(self.state.registry),
+                                    "suites": pack(suites)})
+        if self._packed[1]["suites"]:
+            node.workerinput[SUITES_INPUT] = self._packed[1]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -348,6 +353,15 @@ class HeadStartPlugin:
             terminalreporter.write_line(
                 f"ragbench: the controller's LLM head start stopped early (the workers did "
                 f"the rest): {error}", yellow=True)
+
+
+def same_python_here(spec: str) -> bool:
+    """Whether an xdist ``--tx`` spec starts its workers on this machine with this
+    interpreter: ``popen`` without ``python=`` (another environment may hold another version
+    of the plugin) or ``via=`` (another machine's popen)."""
+    if is_remote_spec(spec):
+        return False
+    return not any(part.startswith(("python=", "via=")) for part in spec.split("//"))
 
 
 def worker_nice(config: pytest.Config) -> int:

@@ -40,7 +40,7 @@ REPORT_ATTR = "ragbench_record"
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
 #: The ``workerinput`` key of the suites a controller hands its workers (suite/handoff.py):
-#: {resolved suite path: pickled Suite}.
+#: {"registry": the controller's registry fingerprint, "suites": {resolved path: pickle}}.
 SUITES_INPUT = "ragbench_suites"
 #: ``workerinput`` key: the suite ids whose LLM work the controller gives a head start; the
 #: workers' LLM clients for them ask the run's request exchange first (budget/exchange.py).
@@ -186,9 +186,11 @@ class RagbenchState:
         if path not in self._suites:
             self.ensure_registered()
             if self._handed:
-                from .suite.handoff import take
+                from .suite.handoff import registry_fingerprint, take
 
-                handed = take(self._handed, path)
+                handed = None
+                if self._handed.get("registry") == registry_fingerprint(self.registry):
+                    handed = take(self._handed.get("suites") or {}, path)
                 if handed is not None:
                     self._suites[path] = handed
                     return handed

@@ -164,7 +164,9 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # the first worker to finish was let go at once, not after the last one; the last one
     # was left to xdist's teardown, which waited for both (neither is left to reap here)
     assert pytester.path.joinpath("exited_before_teardown.txt").read_text() == "1"
-    for pid_file in pytester.path.glob("pid_gw*.txt"):
+    pid_files = sorted(pytester.path.glob("pid_gw*.txt"))
+    assert len(pid_files) == 2
+    for pid_file in pid_files:
         with pytest.raises(ChildProcessError):
             os.waitpid(int(pid_file.read_text()), os.WNOHANG)
 

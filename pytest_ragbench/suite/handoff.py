@@ -5,13 +5,20 @@ of CPU in every process that loads one. When the controller leads a suite's LLM 
 head start) it has validated the suite before any worker starts, and each worker would
 validate the same file again while the cores are busy with the LLM phase. The controller
 sends the :class:`~.model.Suite` it built instead (pickled, one blob per suite file); a
-worker uses it only when it names the very file the worker collects: the same resolved path
-and the same bytes (their SHA-256 is the suite's ``suite_hash``). Anything else (another
-host, a changed file, a blob that does not load) and the worker validates the file itself,
-with the same result and the same errors as without a hand-over.
+worker uses it only when it would have built the same one itself:
 
-The blobs travel from the controller to its own workers over the channel that also carries
-their code, so unpickling them trusts nothing new.
+- it names the very file the worker collects: the same resolved path and the same bytes
+  (their SHA-256 is the suite's ``suite_hash``);
+- the worker's registry names the same components from the same places as the
+  controller's did (:func:`registry_fingerprint`): a conftest only the worker loaded, or a
+  plugin that registered late, may resolve a metric or retriever name differently;
+- it loads here: a class defined in a ``conftest.py`` is refused (pickle names it by the
+  module name ``conftest``, which may be another conftest in this process), as is any blob
+  that does not unpickle.
+
+Anything else and the worker validates the file itself, with the same result and the same
+errors as without a hand-over. The blobs travel from the controller to its own workers over
+the channel that also carries their code, so unpickling them trusts nothing new.
 """
 
 from __future__ import annotations
@@ -19,13 +26,19 @@ from __future__ import annotations
 import copyreg
 import hashlib
 import io
+import json
 import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..registry import KINDS, Registry
 from .model import Suite
+
+#: Modules whose names do not say which file they are: a class pickled from one of them may
+#: load as another file's class of the same name.
+_AMBIGUOUS_MODULES = frozenset({"conftest", "__main__"})
 
 
 def _frozen(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
@@ -35,6 +48,14 @@ def _frozen(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
 
 def _reduce_proxy(proxy: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
     return _frozen, (dict(proxy),)
+
+
+def registry_fingerprint(registry: Registry) -> str:
+    """What the registry resolves each component name to (name, origin, target, conflicts),
+    as a digest: equal in two processes that would build the same suite."""
+    rows = [[kind, name, info.origin, info.target, list(info.conflict), list(info.overrides)]
+            for kind in KINDS for name, info in registry.infos(kind).items()]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def pack(suites: Iterable[Suite]) -> dict[str, bytes]:
@@ -48,16 +69,23 @@ def pack(suites: Iterable[Suite]) -> dict[str, bytes]:
         pickler.dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_proxy}
         try:
             pickler.dump(suite)
-        except (pickle.PicklingError, TypeError, AttributeError):
+        except Exception:  # whatever a component's __reduce__ raises: the worker validates
             continue
         out[str(suite.path)] = buf.getvalue()
     return out
 
 
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in _AMBIGUOUS_MODULES:
+            raise pickle.UnpicklingError(f"{module}.{name} may name another file's class here")
+        return super().find_class(module, name)
+
+
 def take(handed: Mapping[str, Any], path: Path) -> Suite | None:
     """The handed suite for ``path`` (resolved) when it is that file as it is now; None when
     there is none, the file's bytes differ from the ones validated, or the blob does not load
-    here."""
+    here. (The caller compares the registries first, see :func:`registry_fingerprint`.)"""
     blob = handed.get(str(path))
     if not isinstance(blob, bytes):
         return None
@@ -66,8 +94,8 @@ def take(handed: Mapping[str, Any], path: Path) -> Suite | None:
     except OSError:
         return None  # the loader reports it
     try:
-        suite = pickle.loads(blob)
-    except Exception:  # a class this process cannot import: validate as usual
+        suite = _Unpickler(io.BytesIO(blob)).load()
+    except Exception:  # a class this process cannot import or must not guess: validate
         return None
     # the blob is filed under the path it was validated at (pack): only the bytes can differ
     if not isinstance(suite, Suite) or suite.suite_hash != hashlib.sha256(raw).hexdigest():

@@ -7,12 +7,16 @@ import copyreg
 import dataclasses
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-from pytest_ragbench.suite.handoff import pack, take
+from pytest_ragbench.headstart import same_python_here
+from pytest_ragbench.registry import Registry
+from pytest_ragbench.suite.handoff import pack, registry_fingerprint, take
 from pytest_ragbench.suite.loader import load_suite
 
 SUITE = """
@@ -56,6 +60,10 @@ def test_a_handed_suite_is_the_one_the_loader_builds(suite_path: Path) -> None:
     for f in dataclasses.fields(suite):
         assert getattr(handed, f.name) == getattr(suite, f.name), f.name
     assert handed.rag == suite.rag and handed.retrievers[1].params == {"b": 0.5}
+    # the metrics' components (left out of ==) are the ones the loader built, state included
+    for got, built in zip(handed.metrics, suite.metrics, strict=True):
+        assert type(got.component) is type(built.component)
+        assert vars(got.component) == vars(built.component)
     # read-only mappings stay read-only
     assert isinstance(handed.rag.llm.endpoint.headers, MappingProxyType)
     assert isinstance(handed.metrics[0].params, MappingProxyType)
@@ -88,3 +96,48 @@ def test_what_does_not_pickle_or_load_is_validated_by_the_worker(suite_path: Pat
     assert take({str(suite_path): b"not a pickle"}, suite_path) is None
     assert take({str(suite_path): "text"}, suite_path) is None
     assert take({}, suite_path) is None
+
+
+class _Odd:
+    def __reduce__(self):
+        raise ValueError("cannot be copied")
+
+
+def test_a_suite_whose_parts_fail_to_pickle_in_any_way_is_left_out(suite_path: Path) -> None:
+    suite = load_suite(suite_path, None)
+    assert pack([dataclasses.replace(suite, document={"odd": _Odd()})]) == {}
+    assert str(suite_path) in pack([suite])
+
+
+def test_a_class_from_a_conftest_is_not_guessed(suite_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # pickle names it conftest.Metric; in a worker, "conftest" may be another folder's
+    module = types.ModuleType("conftest")
+    metric = type("Metric", (), {"__module__": "conftest"})
+    module.Metric = metric
+    monkeypatch.setitem(sys.modules, "conftest", module)
+    suite = load_suite(suite_path, None)
+    blobs = pack([dataclasses.replace(suite, document={"metric": metric()})])
+    assert str(suite_path) in blobs
+    assert take(blobs, suite_path) is None
+
+
+def test_the_registry_fingerprint_changes_with_what_a_name_resolves_to() -> None:
+    plain = registry_fingerprint(Registry())
+    assert registry_fingerprint(Registry()) == plain
+    registry = Registry()
+    with registry.origin("conftest sub/conftest.py"):
+        registry.add("metric", "my_metric", "mod:factory")
+    assert registry_fingerprint(registry) != plain
+    shadowing = Registry()
+    with shadowing.origin("conftest sub/conftest.py"):
+        shadowing.add("retriever", "bm25", "mod:factory")  # a built-in name, overridden
+    assert registry_fingerprint(shadowing) not in (plain, registry_fingerprint(registry))
+
+
+@pytest.mark.parametrize(("spec", "here"), [
+    ("popen", True), ("2*popen", True), ("popen//chdir=elsewhere", True),
+    ("popen//python=/opt/other/bin/python", False), ("popen//via=gw0", False),
+    ("ssh=host//python=python3", False), ("2*ssh=host", False)])
+def test_suites_go_only_to_workers_with_this_interpreter_here(spec: str, here: bool) -> None:
+    assert same_python_here(spec) is here
