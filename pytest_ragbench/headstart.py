@@ -316,13 +316,12 @@ class HeadStartPlugin:
         if spec is None or not same_python_here(str(spec)) or not self.validated:
             return
         from .state import SUITES_INPUT
-        from .suite.handoff import pack, registry_fingerprint
+        from .suite.handoff import handed_over
 
         suites = list(self.validated.values())
         paths = tuple(str(s.path) for s in suites)
         if self._packed is None or self._packed[0] != paths:  # once, not once per worker
-            self._packed = (paths, {"registry": registry_fingerprint(self.state.registry),
-                                    "suites": pack(suites)})
+            self._packed = (paths, handed_over(suites, self.state.registry))
         if self._packed[1]["suites"]:
             node.workerinput[SUITES_INPUT] = self._packed[1]
 

@@ -186,11 +186,9 @@ class RagbenchState:
         if path not in self._suites:
             self.ensure_registered()
             if self._handed:
-                from .suite.handoff import registry_fingerprint, take
+                from .suite.handoff import take
 
-                handed = None
-                if self._handed.get("registry") == registry_fingerprint(self.registry):
-                    handed = take(self._handed.get("suites") or {}, path)
+                handed = take(self._handed, self.registry, path)
                 if handed is not None:
                     self._suites[path] = handed
                     return handed

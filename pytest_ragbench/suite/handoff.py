@@ -82,11 +82,19 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def take(handed: Mapping[str, Any], path: Path) -> Suite | None:
-    """The handed suite for ``path`` (resolved) when it is that file as it is now; None when
-    there is none, the file's bytes differ from the ones validated, or the blob does not load
-    here. (The caller compares the registries first, see :func:`registry_fingerprint`.)"""
-    blob = handed.get(str(path))
+def handed_over(suites: Iterable[Suite], registry: Registry) -> dict[str, Any]:
+    """What a controller hands its workers: the suites that pickle, and what its registry
+    resolves component names to (see :func:`take`)."""
+    return {"registry": registry_fingerprint(registry), "suites": pack(suites)}
+
+
+def take(handed: Mapping[str, Any], registry: Registry, path: Path) -> Suite | None:
+    """The handed suite for ``path`` (resolved) when this process would have built the same
+    one (see the module docstring); None otherwise."""
+    if handed.get("registry") != registry_fingerprint(registry):
+        return None
+    suites = handed.get("suites")
+    blob = suites.get(str(path)) if isinstance(suites, Mapping) else None
     if not isinstance(blob, bytes):
         return None
     try:

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_ragbench.headstart import same_python_here
 from pytest_ragbench.registry import Registry
-from pytest_ragbench.suite.handoff import pack, registry_fingerprint, take
+from pytest_ragbench.suite.handoff import handed_over, pack, registry_fingerprint, take
 from pytest_ragbench.suite.loader import load_suite
 
 SUITE = """
@@ -39,6 +39,10 @@ xfail: {q1: known gap}
 """
 
 
+def handed(*suites, registry: Registry | None = None) -> dict:
+    return handed_over(list(suites), registry or Registry())
+
+
 @pytest.fixture
 def suite_path(tmp_path: Path) -> Path:
     (tmp_path / "corpus.jsonl").write_text(
@@ -54,37 +58,38 @@ def test_a_handed_suite_is_the_one_the_loader_builds(suite_path: Path) -> None:
     suite = load_suite(suite_path, None)
     assert suite.thresholds and suite.gates and suite.tolerances and suite.xfail and suite.rag
     table = dict(copyreg.dispatch_table)
-    handed = take(pack([suite]), suite_path)
-    assert handed is not None and handed is not suite
+    got = take(handed(suite), Registry(), suite_path)
+    assert got is not None and got is not suite
     # every field, those left out of == included
     for f in dataclasses.fields(suite):
-        assert getattr(handed, f.name) == getattr(suite, f.name), f.name
-    assert handed.rag == suite.rag and handed.retrievers[1].params == {"b": 0.5}
+        assert getattr(got, f.name) == getattr(suite, f.name), f.name
+    assert got.rag == suite.rag and got.retrievers[1].params == {"b": 0.5}
     # the metrics' components (left out of ==) are the ones the loader built, state included
-    for got, built in zip(handed.metrics, suite.metrics, strict=True):
-        assert type(got.component) is type(built.component)
-        assert vars(got.component) == vars(built.component)
+    for mine, built in zip(got.metrics, suite.metrics, strict=True):
+        assert type(mine.component) is type(built.component)
+        assert vars(mine.component) == vars(built.component)
     # read-only mappings stay read-only
-    assert isinstance(handed.rag.llm.endpoint.headers, MappingProxyType)
-    assert isinstance(handed.metrics[0].params, MappingProxyType)
+    assert isinstance(got.rag.llm.endpoint.headers, MappingProxyType)
+    assert isinstance(got.metrics[0].params, MappingProxyType)
     # the pickler's table was its own: the interpreter's is as it was
     assert copyreg.dispatch_table == table
 
 
 def test_a_worker_validates_a_file_that_changed_or_is_elsewhere(
         suite_path: Path, tmp_path: Path) -> None:
-    blobs = pack([load_suite(suite_path, None)])
+    given = handed(load_suite(suite_path, None))
+    assert take(given, Registry(), suite_path) is not None
     # the same bytes at another path (another host's checkout, a chdir gateway)
     other = tmp_path / "copy"
     other.mkdir()
     shutil.copy(suite_path, other / "suite.yaml")
-    assert take(blobs, (other / "suite.yaml").resolve()) is None
+    assert take(given, Registry(), (other / "suite.yaml").resolve()) is None
     # the file edited since the controller read it
     suite_path.write_text(SUITE.replace("k1: 1.2", "k1: 1.5"))
-    assert take(blobs, suite_path) is None
+    assert take(given, Registry(), suite_path) is None
     # gone: the loader says so
     suite_path.unlink()
-    assert take(blobs, suite_path) is None
+    assert take(given, Registry(), suite_path) is None
 
 
 def test_what_does_not_pickle_or_load_is_validated_by_the_worker(suite_path: Path) -> None:
@@ -93,9 +98,11 @@ def test_what_does_not_pickle_or_load_is_validated_by_the_worker(suite_path: Pat
     odd = dataclasses.replace(suite, document={"made_by": lambda: None})
     assert pack([odd]) == {}
     # a blob this process cannot load, or that is not a suite
-    assert take({str(suite_path): b"not a pickle"}, suite_path) is None
-    assert take({str(suite_path): "text"}, suite_path) is None
-    assert take({}, suite_path) is None
+    fingerprint = registry_fingerprint(Registry())
+    for blob in (b"not a pickle", "text"):
+        given = {"registry": fingerprint, "suites": {str(suite_path): blob}}
+        assert take(given, Registry(), suite_path) is None
+    assert take({}, Registry(), suite_path) is None
 
 
 class _Odd:
@@ -117,9 +124,19 @@ def test_a_class_from_a_conftest_is_not_guessed(suite_path: Path,
     module.Metric = metric
     monkeypatch.setitem(sys.modules, "conftest", module)
     suite = load_suite(suite_path, None)
-    blobs = pack([dataclasses.replace(suite, document={"metric": metric()})])
-    assert str(suite_path) in blobs
-    assert take(blobs, suite_path) is None
+    given = handed(dataclasses.replace(suite, document={"metric": metric()}))
+    assert str(suite_path) in given["suites"]
+    assert take(given, Registry(), suite_path) is None
+
+
+def test_a_worker_whose_registry_differs_validates_the_suite_itself(suite_path: Path) -> None:
+    given = handed(load_suite(suite_path, None))
+    assert take(given, Registry(), suite_path) is not None
+    # a conftest only the worker loaded registers a metric of its own
+    worker = Registry()
+    with worker.origin("conftest tests/conftest.py"):
+        worker.add("metric", "token_f1", "mod:factory")
+    assert take(given, worker, suite_path) is None
 
 
 def test_the_registry_fingerprint_changes_with_what_a_name_resolves_to() -> None:
