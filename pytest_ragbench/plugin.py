@@ -193,6 +193,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # registered earlier), so the thaw comes after pytest's closing garbage collections: those
     # stay cheap, and a process that runs pytest again (pytester, an IDE) gets its heap back.
     config.add_cleanup(state.thaw_heap)
+    # xdist controller: the workers told to exit as they finished are reaped after the summary
+    config.add_cleanup(state.worker_exits.reap)
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")
@@ -314,7 +316,7 @@ def pytest_configure_node(node: Any) -> None:
     """xdist controller: send the run's start time and where its suites are to each worker."""
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
-        state.live_workers.add(node.gateway.id)
+        state.worker_exits.started(node.gateway)
         node.workerinput[RUN_START_INPUT] = state.run_start
         config = node.config
         node.workerinput[HOSTS_INPUT] = ControllerPaths.of(

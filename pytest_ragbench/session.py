@@ -467,17 +467,8 @@ class RagbenchSession:
         if isinstance(sent, dict):
             for suite_id, texts in sent.items():
                 self.worker_texts.setdefault(str(suite_id), {}).update(texts)
-        live = self.config.stash[STATE_KEY].live_workers
-        live.discard(node.gateway.id)
-        if error is None and live:
-            # A worker that finished has sent everything (its workeroutput came with the
-            # message): let it exit now, while the others still run. xdist tells every
-            # worker to exit only once the last one is done, and then waits while all of
-            # their interpreters shut down at once. The last one is left to xdist: its
-            # teardown then also waits for (and reaps) those that exited early, which it
-            # skips when no gateway is left to exit.
-            with contextlib.suppress(Exception):
-                node.gateway.exit()
+        # It has sent everything: it exits now, the last one too (worker_exits.py).
+        self.config.stash[STATE_KEY].worker_exits.finished(node.gateway, error)
 
     def _case_suites(self, nodeids: Any) -> list[str]:
         return sorted({n.split("::")[0] for n in nodeids if self._is_case(n)})

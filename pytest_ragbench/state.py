@@ -23,6 +23,7 @@ import pytest
 
 from .errors import ComponentError, RagbenchError
 from .registry import BuildContext, Registry, split_spec
+from .worker_exits import WorkerExits
 
 if TYPE_CHECKING:
     from .budget import Coordinator, RunBudget
@@ -121,9 +122,8 @@ class RagbenchState:
         self.collected_suites: dict[str, Suite] = {}
         self.collected: dict[str, int] = {}
         self.collected_sent = False
-        #: xdist controller: the gateway ids of the workers still running (see
-        #: RagbenchSession.pytest_testnodedown, which lets finished ones exit early).
-        self.live_workers: set[str] = set()
+        #: xdist controller: its workers, which exit as each finishes (worker_exits.py).
+        self.worker_exits = WorkerExits()
         # In an xdist worker of a run that writes reports: per suite id, the documents this
         # worker's records show.
         self._shown: dict[str, dict[str, None]] | None = (

@@ -1,0 +1,112 @@
+"""WorkerExits: which finished workers the controller lets go, and how it reaps them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_ragbench.worker_exits import WorkerExits
+
+
+@dataclass
+class _Spec:
+    via: str | None = None
+
+
+@dataclass
+class _IO:
+    popen: Any = None
+
+
+@dataclass
+class _Gateway:
+    """What WorkerExits uses of an execnet gateway."""
+
+    id: str
+    spec: _Spec = field(default_factory=_Spec)
+    _io: _IO = field(default_factory=_IO)
+    exits: int = 0
+    joins: list[float | None] = field(default_factory=list)
+    fail_exit: bool = False
+
+    def exit(self) -> None:
+        if self.fail_exit:
+            raise OSError("closed")
+        self.exits += 1
+
+    def join(self, timeout: float | None = None) -> None:
+        self.joins.append(timeout)
+
+
+def _child(seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def test_every_worker_that_finished_is_told_to_exit_the_last_one_too() -> None:
+    exits = WorkerExits()
+    gw0, gw1 = _Gateway("gw0"), _Gateway("gw1")
+    exits.started(gw0)
+    exits.started(gw1)
+    assert exits.finished(gw0, None)
+    assert exits.live == {"gw1"}
+    assert exits.finished(gw1, None)
+    assert exits.live == set()
+    assert (gw0.exits, gw1.exits) == (1, 1)
+
+
+def test_a_crashed_worker_and_a_hop_of_another_gateway_stay_with_xdist() -> None:
+    exits = WorkerExits()
+    hop, behind, crashed = _Gateway("hop"), _Gateway("far", _Spec(via="hop")), _Gateway("c")
+    for gw in (hop, behind, crashed):
+        exits.started(gw)
+    assert not exits.finished(crashed, "worker 'c' crashed")
+    assert not exits.finished(hop, None)  # the other gateway's messages go through it
+    assert exits.finished(behind, None)
+    assert (hop.exits, behind.exits, crashed.exits) == (0, 1, 0)
+    assert exits.live == set()
+    exits.reap()
+    assert (hop.joins, crashed.joins, len(behind.joins)) == ([], [], 1)
+
+
+def test_a_gateway_that_refuses_to_exit_is_left_to_xdist() -> None:
+    exits = WorkerExits()
+    gw = _Gateway("gw0", fail_exit=True)
+    exits.started(gw)
+    assert not exits.finished(gw, None)
+    exits.reap()
+    assert gw.joins == []
+
+
+def test_reap_waits_for_each_process_and_kills_one_past_the_timeout() -> None:
+    exits = WorkerExits(timeout=1.0)
+    quick, stuck = _child(0.1), _child(60)
+    try:
+        gws = [_Gateway("gw0", _io=_IO(quick)), _Gateway("gw1", _io=_IO(stuck))]
+        for gw in gws:
+            exits.started(gw)
+            exits.finished(gw, None)
+        started = time.monotonic()
+        exits.reap()
+        took = time.monotonic() - started
+        # both reaped: the quick one exited by itself, the stuck one was killed at the
+        # deadline, which both shared
+        assert quick.returncode == 0
+        assert stuck.returncode is not None and stuck.returncode < 0
+        assert 0.9 <= took < 5
+        # each join was bounded by what was left of the shared deadline: the second one's
+        # by the second less the time the first process took to end
+        [first_join], [second_join] = (gw.joins for gw in gws)
+        assert first_join is not None and second_join is not None
+        assert 0 <= second_join <= 0.95 and second_join < first_join <= 1.0
+        # a second reap has nothing left to wait for
+        started = time.monotonic()
+        exits.reap()
+        assert time.monotonic() - started < 0.1
+    finally:
+        for p in (quick, stuck):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
