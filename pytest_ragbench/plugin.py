@@ -193,8 +193,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # registered earlier), so the thaw comes after pytest's closing garbage collections: those
     # stay cheap, and a process that runs pytest again (pytester, an IDE) gets its heap back.
     config.add_cleanup(state.thaw_heap)
-    # xdist controller: the workers told to exit as they finished are reaped after the summary
-    config.add_cleanup(state.worker_exits.reap)
+    if not hasattr(config, "workerinput"):
+        # xdist controller: the workers told to exit as they finished are reaped at the
+        # session's finish, as xdist's teardown reaps them (worker_exits.py); the cleanup is
+        # for a run that ends without one
+        config.pluginmanager.register(state.worker_exits, "ragbench-worker-exits")
+        config.add_cleanup(state.worker_exits.reap)
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")

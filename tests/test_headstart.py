@@ -73,6 +73,14 @@ def pytest_sessionfinish(session):
             time.sleep(0.01)
         Path("exited_before_teardown.txt").write_text(str(len(list(Path().glob("exited_gw*.txt")))))
 
+def pytest_terminal_summary(config):
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        # which worker processes are still there (running, or ended and not yet reaped)
+        # when the summary starts
+        pids = [int(p.read_text()) for p in Path().glob("pid_gw*.txt")]
+        Path("left_at_summary.txt").write_text(
+            " ".join(str(pid) for pid in pids if Path(f"/proc/{pid}").exists()))
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config, specs):
     head = config.pluginmanager.get_plugin("ragbench-head-start").head_start
@@ -164,6 +172,9 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # each worker was let go as it finished, the last one too, not in xdist's teardown; and
     # both were waited for by the end of the run (neither is left to reap here)
     assert pytester.path.joinpath("exited_before_teardown.txt").read_text() == "2"
+    # and both had ended and were reaped before the summary, as with xdist's own teardown:
+    # no worker output comes after it
+    assert pytester.path.joinpath("left_at_summary.txt").read_text() == ""
     pid_files = sorted(pytester.path.glob("pid_gw*.txt"))
     assert len(pid_files) == 2
     for pid_file in pid_files:

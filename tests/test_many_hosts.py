@@ -146,6 +146,22 @@ def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
     assert str(index) == infos[0]["cache_path"] and (cache / f"{index.name}.lock").is_file()
 
 
+def test_workers_behind_a_proxy_gateway_end_with_the_run(pytester: pytest.Pytester) -> None:
+    """``--px``: xdist ends a proxy after the workers behind it; those stay with its teardown
+    (a worker that finished is otherwise told to exit at once: worker_exits.py)."""
+    with FakeOpenAIServer(reply=reply) as server:
+        write_project(pytester.path, server.base_url)
+        result = pytester.runpytest("--ragbench=suite.yaml", "--px",
+                                    "id=hop//execmodel=thread//popen", "--tx",
+                                    "2*popen//via=hop", "-d")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=N_QUERIES)
+    result.stdout.fnmatch_lines(["ragbench: passed"])
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    assert len(host_infos(result.outlines)) == 2
+
+
 def test_a_suite_missing_on_a_host_is_one_collection_error(
         pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
     """What a worker on a host without the suite reports: the controller's workerinput is

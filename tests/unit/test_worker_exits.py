@@ -57,18 +57,20 @@ def test_every_worker_that_finished_is_told_to_exit_the_last_one_too() -> None:
     assert (gw0.exits, gw1.exits) == (1, 1)
 
 
-def test_a_crashed_worker_and_a_hop_of_another_gateway_stay_with_xdist() -> None:
+def test_a_crashed_worker_and_one_behind_a_proxy_stay_with_xdist() -> None:
+    # xdist's teardown ends a --px proxy after the workers behind it; exiting those here
+    # would leave it to close the proxy in the same pass as it reaps them
     exits = WorkerExits()
-    hop, behind, crashed = _Gateway("hop"), _Gateway("far", _Spec(via="hop")), _Gateway("c")
-    for gw in (hop, behind, crashed):
+    proxied, crashed, plain = _Gateway("gw0", _Spec(via="hop")), _Gateway("gw1"), _Gateway("gw2")
+    for gw in (proxied, crashed, plain):
         exits.started(gw)
-    assert not exits.finished(crashed, "worker 'c' crashed")
-    assert not exits.finished(hop, None)  # the other gateway's messages go through it
-    assert exits.finished(behind, None)
-    assert (hop.exits, behind.exits, crashed.exits) == (0, 1, 0)
+    assert not exits.finished(crashed, "worker 'gw1' crashed")
+    assert not exits.finished(proxied, None)
+    assert exits.finished(plain, None)
+    assert (proxied.exits, crashed.exits, plain.exits) == (0, 0, 1)
     assert exits.live == set()
-    exits.reap()
-    assert (hop.joins, crashed.joins, len(behind.joins)) == ([], [], 1)
+    exits.pytest_sessionfinish()  # the reap, as a plugin's session finish
+    assert (proxied.joins, crashed.joins, len(plain.joins)) == ([], [], 1)
 
 
 def test_a_gateway_that_refuses_to_exit_is_left_to_xdist() -> None:
@@ -101,12 +103,48 @@ def test_reap_waits_for_each_process_and_kills_one_past_the_timeout() -> None:
         [first_join], [second_join] = (gw.joins for gw in gws)
         assert first_join is not None and second_join is not None
         assert 0 <= second_join <= 0.95 and second_join < first_join <= 1.0
-        # a second reap has nothing left to wait for
+        # a second reap (the cleanup after the session finish) has nothing left to wait for
         started = time.monotonic()
         exits.reap()
         assert time.monotonic() - started < 0.1
     finally:
         for p in (quick, stuck):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_an_interrupted_reap_kills_the_workers_it_did_not_wait_for() -> None:
+    exits = WorkerExits(timeout=30.0)
+    first, second = _child(60), _child(60)
+    real_wait = first.wait
+    calls = []
+
+    def interrupted_wait(timeout: float | None = None) -> int:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the controller waits
+        return real_wait(timeout)
+
+    first.wait = interrupted_wait  # type: ignore[method-assign]
+    try:
+        for n, p in enumerate((first, second)):
+            gw = _Gateway(f"gw{n}", _io=_IO(p))
+            exits.started(gw)
+            exits.finished(gw, None)
+        started = time.monotonic()
+        try:
+            exits.reap()
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("the interrupt was swallowed")
+        # neither is left running nor unreaped, and nobody waited out the timeout
+        assert first.returncode is not None and first.returncode < 0
+        assert second.returncode is not None and second.returncode < 0
+        assert time.monotonic() - started < 5
+    finally:
+        for p in (first, second):
             if p.poll() is None:
                 p.kill()
                 p.wait()
