@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from pytest_ragbench.worker_exits import WorkerExits
 
@@ -41,8 +45,18 @@ class _Gateway:
         self.joins.append(timeout)
 
 
-def _child(seconds: float) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+@contextlib.contextmanager
+def _children(*seconds: float) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes that sleep so long, killed and reaped at the end if still there."""
+    procs = [subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({s})"])
+             for s in seconds]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_every_worker_that_finished_is_told_to_exit_the_last_one_too() -> None:
@@ -84,8 +98,7 @@ def test_a_gateway_that_refuses_to_exit_is_left_to_xdist() -> None:
 
 def test_reap_waits_for_each_process_and_kills_one_past_the_timeout() -> None:
     exits = WorkerExits(timeout=1.0)
-    quick, stuck = _child(0.1), _child(60)
-    try:
+    with _children(0.1, 60) as (quick, stuck):
         gws = [_Gateway("gw0", _io=_IO(quick)), _Gateway("gw1", _io=_IO(stuck))]
         for gw in gws:
             exits.started(gw)
@@ -107,44 +120,29 @@ def test_reap_waits_for_each_process_and_kills_one_past_the_timeout() -> None:
         started = time.monotonic()
         exits.reap()
         assert time.monotonic() - started < 0.1
-    finally:
-        for p in (quick, stuck):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 def test_an_interrupted_reap_kills_the_workers_it_did_not_wait_for() -> None:
     exits = WorkerExits(timeout=30.0)
-    first, second = _child(60), _child(60)
-    real_wait = first.wait
-    calls = []
+    with _children(60, 60) as (first, second):
+        real_wait = first.wait
+        calls: list[float | None] = []
 
-    def interrupted_wait(timeout: float | None = None) -> int:
-        calls.append(timeout)
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # Ctrl-C while the controller waits
-        return real_wait(timeout)
+        def interrupted_wait(timeout: float | None = None) -> int:
+            calls.append(timeout)
+            if len(calls) == 1:
+                raise KeyboardInterrupt  # Ctrl-C while the controller waits
+            return real_wait(timeout)
 
-    first.wait = interrupted_wait  # type: ignore[method-assign]
-    try:
+        first.wait = interrupted_wait  # type: ignore[method-assign]
         for n, p in enumerate((first, second)):
             gw = _Gateway(f"gw{n}", _io=_IO(p))
             exits.started(gw)
             exits.finished(gw, None)
         started = time.monotonic()
-        try:
+        with pytest.raises(KeyboardInterrupt):
             exits.reap()
-        except KeyboardInterrupt:
-            pass
-        else:
-            raise AssertionError("the interrupt was swallowed")
         # neither is left running nor unreaped, and nobody waited out the timeout
         assert first.returncode is not None and first.returncode < 0
         assert second.returncode is not None and second.returncode < 0
         assert time.monotonic() - started < 5
-    finally:
-        for p in (first, second):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
