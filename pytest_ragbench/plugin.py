@@ -320,7 +320,6 @@ def pytest_configure_node(node: Any) -> None:
     """xdist controller: send the run's start time and where its suites are to each worker."""
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
-        state.worker_exits.started(node.gateway)
         node.workerinput[RUN_START_INPUT] = state.run_start
         config = node.config
         node.workerinput[HOSTS_INPUT] = ControllerPaths.of(

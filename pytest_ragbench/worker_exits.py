@@ -29,22 +29,15 @@ EXIT_TIMEOUT = 10.0
 
 
 class WorkerExits:
-    """The controller's record of its workers: which still run, which were told to exit.
-    Registered as a plugin on the controller (see the module docstring)."""
+    """The workers the controller told to exit, until they are reaped. Registered as a
+    plugin on the controller (see the module docstring)."""
 
     def __init__(self, timeout: float = EXIT_TIMEOUT) -> None:
         self.timeout = timeout
-        #: The gateway ids of the workers still running.
-        self.live: set[str] = set()
         self._exited: list[Any] = []
-
-    def started(self, gateway: Any) -> None:
-        """A worker's gateway was configured."""
-        self.live.add(gateway.id)
 
     def finished(self, gateway: Any, error: object) -> bool:
         """A worker went down (``pytest_testnodedown``); whether it was told to exit."""
-        self.live.discard(gateway.id)
         if error is not None or getattr(getattr(gateway, "spec", None), "via", None):
             return False
         try:

@@ -62,12 +62,8 @@ def _children(*seconds: float) -> Iterator[list[subprocess.Popen[bytes]]]:
 def test_every_worker_that_finished_is_told_to_exit_the_last_one_too() -> None:
     exits = WorkerExits()
     gw0, gw1 = _Gateway("gw0"), _Gateway("gw1")
-    exits.started(gw0)
-    exits.started(gw1)
     assert exits.finished(gw0, None)
-    assert exits.live == {"gw1"}
     assert exits.finished(gw1, None)
-    assert exits.live == set()
     assert (gw0.exits, gw1.exits) == (1, 1)
 
 
@@ -76,13 +72,10 @@ def test_a_crashed_worker_and_one_behind_a_proxy_stay_with_xdist() -> None:
     # would leave it to close the proxy in the same pass as it reaps them
     exits = WorkerExits()
     proxied, crashed, plain = _Gateway("gw0", _Spec(via="hop")), _Gateway("gw1"), _Gateway("gw2")
-    for gw in (proxied, crashed, plain):
-        exits.started(gw)
     assert not exits.finished(crashed, "worker 'gw1' crashed")
     assert not exits.finished(proxied, None)
     assert exits.finished(plain, None)
     assert (proxied.exits, crashed.exits, plain.exits) == (0, 0, 1)
-    assert exits.live == set()
     exits.pytest_sessionfinish()  # the reap, as a plugin's session finish
     assert (proxied.joins, crashed.joins, len(plain.joins)) == ([], [], 1)
 
@@ -90,7 +83,6 @@ def test_a_crashed_worker_and_one_behind_a_proxy_stay_with_xdist() -> None:
 def test_a_gateway_that_refuses_to_exit_is_left_to_xdist() -> None:
     exits = WorkerExits()
     gw = _Gateway("gw0", fail_exit=True)
-    exits.started(gw)
     assert not exits.finished(gw, None)
     exits.reap()
     assert gw.joins == []
@@ -101,7 +93,6 @@ def test_reap_waits_for_each_process_and_kills_one_past_the_timeout() -> None:
     with _children(0.1, 60) as (quick, stuck):
         gws = [_Gateway("gw0", _io=_IO(quick)), _Gateway("gw1", _io=_IO(stuck))]
         for gw in gws:
-            exits.started(gw)
             exits.finished(gw, None)
         started = time.monotonic()
         exits.reap()
@@ -137,7 +128,6 @@ def test_an_interrupted_reap_kills_the_workers_it_did_not_wait_for() -> None:
         first.wait = interrupted_wait  # type: ignore[method-assign]
         for n, p in enumerate((first, second)):
             gw = _Gateway(f"gw{n}", _io=_IO(p))
-            exits.started(gw)
             exits.finished(gw, None)
         started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
