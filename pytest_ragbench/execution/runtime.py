@@ -154,6 +154,10 @@ class SuiteRuntime:
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
         self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
+        # Retrievals that failed ahead (timed out, raised, returned a bad result): the case
+        # records that error instead of calling the retriever again; every later prefetch used
+        # to retry it, and a timed-out one waited out its full limit each time.
+        self._failed_retrievals: dict[tuple[str, str], CaseError] = {}
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
@@ -406,7 +410,8 @@ class SuiteRuntime:
         t0 = time.perf_counter()
         limit = self._retrieval_limit(name)
         try:
-            raw = self._run(call()) if limit is None else self._within(name, call, limit)
+            raw = self._run(call()) if limit is None else self._within(
+                f"retrieve-{name}", call, limit, lambda: self._timeout_error(name, limit))
         except CaseError:
             raise
         except Exception as exc:
@@ -414,13 +419,18 @@ class SuiteRuntime:
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
 
-    def _within(self, name: str, call: Callable[[], Any], limit: float) -> Any:
-        """``call()`` (awaited if async) bounded by the retriever's ``case_timeout``.
+    def _within(self, what: str, call: Callable[[], Any], limit: float,
+                timed_out: Callable[[], CaseError]) -> Any:
+        """``call()`` (awaited if async) bounded by a component's ``case_timeout``; raises
+        ``timed_out()`` past it (``what`` names the thread).
 
         A synchronous call cannot be interrupted, so it runs in a thread of its own that is
         left to finish in the background when the limit passes; the case records the
         timeout and the run goes on.
         """
+        # a wait longer than the platform allows (threading.TIMEOUT_MAX, about 292 years)
+        # raised OverflowError: such a limit is no limit
+        limit = min(limit, threading.TIMEOUT_MAX)
         deadline = time.monotonic() + limit
         done = threading.Event()
         box: dict[str, Any] = {}
@@ -433,9 +443,9 @@ class SuiteRuntime:
             finally:
                 done.set()
 
-        threading.Thread(target=target, name=f"ragbench-retrieve-{name}", daemon=True).start()
+        threading.Thread(target=target, name=f"ragbench-{what}", daemon=True).start()
         if not done.wait(limit):
-            raise self._timeout_error(name, limit)
+            raise timed_out()
         if "error" in box:
             raise box["error"]
         value = box["value"]
@@ -444,7 +454,7 @@ class SuiteRuntime:
             try:
                 value = self._run(asyncio.wait_for(value, remaining))
             except (asyncio.TimeoutError, TimeoutError):
-                raise self._timeout_error(name, limit) from None
+                raise timed_out() from None
         return value
 
     @staticmethod
@@ -604,15 +614,19 @@ class SuiteRuntime:
         retriever = self.retriever(name)
         for cid, run in cases:
             key = (name, cid, run)
-            if key in self._submitted or cid not in self._queries:
+            if (key in self._submitted or cid not in self._queries
+                    or (name, cid) in self._failed_retrievals):
                 continue
             if (name, cid) not in self._retrieved:
                 try:
                     raw, latency = self._retrieve(name, retriever, self._queries[cid],
                                                   self.suite.k, upcoming)
                     hits = self._check_hits(name, raw, self.suite.k)
-                except CaseError:
-                    continue  # the case itself will retrieve again and record the error
+                except CaseError as exc:
+                    # the case records it when it runs (each of its repetitions, as they
+                    # share a successful retrieval)
+                    self._failed_retrievals[(name, cid)] = exc
+                    continue
                 self._retrieved[(name, cid)] = (hits, latency)
             hits, _ = self._retrieved[(name, cid)]
             pipeline.submit(key, self._queries[cid], self._contexts(hits), self._rag_metrics,
@@ -694,6 +708,9 @@ class SuiteRuntime:
                 self._prefetch_answers(retriever_name, [(case_id, run), *upcoming_runs()],
                                        upcoming)
         try:
+            failed = self._failed_retrievals.get((retriever_name, case_id))
+            if failed is not None:
+                raise failed
             if (retriever_name, case_id) in self._retrieved:
                 hits, latency = self._retrieved[(retriever_name, case_id)]
                 if not any(k[:2] == (retriever_name, case_id) for k in self._submitted
@@ -776,10 +793,22 @@ class SuiteRuntime:
         return self._systems[name]
 
     def _ask(self, name: str, instance: Any, query: Query) -> tuple[Any, float]:
-        """Call ``answer(query)`` (awaited when async); the raw output and wall time in ms."""
+        """Call ``answer(query)`` (awaited when async), bounded by the pipeline's
+        ``case_timeout``; the raw output and wall time in ms."""
         t0 = time.perf_counter()
+        spec = next((p for p in self.suite.pipelines if p.name == name), None)
+        limit = getattr(spec, "timeout", None)
         try:
-            raw = self._run(instance.answer(query))
+            if limit is None:
+                raw = self._run(instance.answer(query))
+            else:
+                raw = self._within(
+                    f"answer-{name}", lambda: instance.answer(query), limit,
+                    lambda: CaseError("answer", f"pipeline {name!r} timed out: the answer took "
+                                                f"longer than its case_timeout {limit:g} s",
+                                      "TimeoutError"))
+        except CaseError:
+            raise
         except Exception as exc:
             raise CaseError("answer", f"pipeline {name!r} raised {type(exc).__name__}: {exc}",
                             type(exc).__name__, cause=exc) from exc
@@ -1080,6 +1109,7 @@ class SuiteRuntime:
         self._queries, self._documents, self._doc_ids = {}, {}, frozenset()
         self._batched.clear()
         self._retrieved.clear()
+        self._failed_retrievals.clear()
         self._answered.clear()
         self._judging.clear()
 

@@ -373,6 +373,9 @@ class PipelineParams(_Open):
     type: NonEmptyStr | None = Field(
         None, description="http, recorded, a registered pipeline name or "
                           "'package.module:factory'")
+    case_timeout: Positive | None = Field(
+        None, description="seconds one answer may take; a case past it is an error naming "
+                          "the pipeline and the limit, and the run goes on")
 
 
 class PipelineEntry(PipelineParams):

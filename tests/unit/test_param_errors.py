@@ -72,3 +72,22 @@ def test_a_nested_components_parameter_stays_at_the_component(tmp_path: Path) ->
     assert _retriever_error(_suite(tmp_path, body)) == (
         f"{tmp_path / 'suite.yaml'}:6: retrievers.dense: embedder 'hashing' parameter dim: "
         "expected an integer, got 'abc'")
+
+
+@pytest.mark.parametrize("kind", ["retrievers", "pipelines"])
+@pytest.mark.parametrize(("value", "said"), [
+    ("abc", "expected a number, got string"),
+    ("0", "expected a finite number > 0, got 0"),
+    ("-1", "expected a finite number > 0, got -1"),
+    (".nan", "expected a finite number > 0, got nan"),
+    ("true", "expected a number, got boolean"),
+])
+def test_a_bad_case_timeout_is_one_message_at_its_line(tmp_path: Path, kind: str, value: str,
+                                                       said: str) -> None:
+    """Retrievers and pipelines take the same ``case_timeout``; a pipeline's used to reach
+    ``float()`` unchecked (a traceback) or be taken as it came (0, -1, NaN, true)."""
+    path = _suite(tmp_path, f"{kind}:\n  mine:\n    type: m:F\n    case_timeout: {value}\n"
+                            "metrics: [recall@10]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, None)
+    assert str(info.value) == f"{path}:8: {kind}.mine.case_timeout: {said}"

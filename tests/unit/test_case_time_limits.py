@@ -1,0 +1,205 @@
+"""Per-case time limits of retrievers and pipelines (``case_timeout``) in the runtime.
+
+A case past its limit is an error naming the component, the stage and the limit; the
+component is called once for it (not again by each later case's look-ahead); the other cases
+go on. No pytest run inside: tests/test_budget_wired.py runs the limits in one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.execution.runtime import SuiteRuntime
+from pytest_ragbench.registry import BuildContext, Registry
+from pytest_ragbench.suite.loader import load_suite
+
+LIMIT = 0.2
+#: How long a slow call takes: long past the limit, short enough for a test.
+SLOW = 1.0
+N_CASES = 8
+SLOW_CASE = "q3"
+
+ITEMS = "".join(
+    f"    - {{_id: q{i}, text: '{'slow' if f'q{i}' == SLOW_CASE else 'fast'} question {i}', "
+    f"relevant: {{d{i}: 1}}, reference_answer: 'document {i}'}}\n" for i in range(N_CASES))
+
+# An answer metric (token_f1, answered by the offline extractive LLM) makes the runtime look
+# ahead: each case retrieves and starts the answers of the cases after it.
+RETRIEVER_SUITE = textwrap.dedent("""\
+    name: limits
+    dataset:
+      corpus: corpus.jsonl
+      items:
+    {items}retrievers:
+      slow: {{case_timeout: {limit}}}
+    llm: {{type: extractive}}
+    metrics: [recall@10, token_f1]
+""").format(items=ITEMS, limit=LIMIT)
+
+PIPELINE_SUITE = textwrap.dedent("""\
+    name: app_limits
+    dataset:
+      corpus: corpus.jsonl
+      items:
+    {items}pipelines:
+      app: {{case_timeout: {limit}}}
+    metrics: [recall@10, token_f1]
+""").format(items=ITEMS, limit=LIMIT)
+
+
+class Calls:
+    """The query texts a component was called with, in order (from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.texts: list[str] = []
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self.texts.append(text)
+
+    def of(self, case_id: str) -> int:
+        return sum(1 for t in self.texts if t.endswith(f" {case_id[1:]}"))
+
+
+class SlowRetriever:
+    """Returns the query's own document first; sleeps ``SLOW`` s on the slow query."""
+
+    def __init__(self, calls: Calls, mode: str) -> None:
+        self.calls, self.mode = calls, mode
+
+    def index(self, corpus: Sequence[Any]) -> None:
+        self.ids = [d.id for d in corpus]
+
+    def _hits(self, text: str) -> list[tuple[str, float]]:
+        own = f"d{text.rsplit(' ', 1)[1]}"
+        return [(own, 2.0), *((d, 1.0) for d in self.ids if d != own)][:10]
+
+    def retrieve(self, text: str, k: int) -> Any:
+        self.calls.add(text)
+        if self.mode == "async":
+            return self._aretrieve(text)
+        if text.startswith("slow"):
+            time.sleep(SLOW)
+        return self._hits(text)
+
+    async def _aretrieve(self, text: str) -> list[tuple[str, float]]:
+        if text.startswith("slow"):
+            await asyncio.sleep(SLOW)
+        return self._hits(text)
+
+
+class SlowApp:
+    """A RAG application under test that sleeps ``SLOW`` s on the slow query."""
+
+    def __init__(self, calls: Calls, mode: str) -> None:
+        self.calls, self.mode = calls, mode
+
+    def _output(self, text: str) -> dict[str, Any]:
+        n = text.rsplit(" ", 1)[1]
+        return {"answer": f"document {n}", "contexts": [{"id": f"d{n}"}]}
+
+    def answer(self, query: Any) -> Any:
+        self.calls.add(query.text)
+        if self.mode == "async":
+            return self._aanswer(query.text)
+        if query.text.startswith("slow"):
+            time.sleep(SLOW)
+        return self._output(query.text)
+
+    async def _aanswer(self, text: str) -> dict[str, Any]:
+        if text.startswith("slow"):
+            await asyncio.sleep(SLOW)
+        return self._output(text)
+
+
+@pytest.fixture
+def runtime_of(tmp_path: Path) -> Iterator[Callable[..., SuiteRuntime]]:
+    rows = [{"_id": f"d{i}", "text": f"document {i}"} for i in range(N_CASES)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    made: list[SuiteRuntime] = []
+
+    def make(text: str, kind: str, name: str, factory: Callable[[], Any]) -> SuiteRuntime:
+        path = tmp_path / "suite.yaml"
+        path.write_text(text, encoding="utf-8")
+        registry = Registry(use_entry_points=False)
+        registry.add(kind, name, factory, origin="the test")
+        runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext())
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def _ids() -> list[str]:
+    return [f"q{i}" for i in range(N_CASES)]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_retrieval_past_its_limit_is_one_call_and_one_error(runtime_of, mode: str) -> None:
+    calls = Calls()
+    runtime = runtime_of(RETRIEVER_SUITE, "retriever", "slow",
+                         lambda: SlowRetriever(calls, mode))
+    ids = _ids()
+    records = []
+    for i, cid in enumerate(ids):
+        # as collected items run: each case looks ahead at the ones after it
+        rest = ids[i + 1:]
+        records.append(runtime.run_case("slow", cid, upcoming=lambda rest=rest: rest,
+                                        upcoming_runs=lambda rest=rest: [(c, 0) for c in rest]))
+    by_id = {r["case_id"]: r for r in records}
+    slow = by_id.pop(SLOW_CASE)
+    assert slow["status"] == "error"
+    assert slow["error"]["stage"] == "retrieve" and slow["error"]["type"] == "TimeoutError"
+    assert slow["error"]["message"] == (
+        f"retriever 'slow' timed out: the retrieval took longer than its case_timeout {LIMIT:g} s")
+    # every other case retrieved and answered
+    assert all(r["status"] == "ok" and r["metrics"]["token_f1"] is not None
+               for r in by_id.values()), by_id
+    # the slow query was asked once: the cases before it looked ahead at it, and neither they
+    # nor the case itself tried again after the first timeout
+    assert calls.of(SLOW_CASE) == 1, calls.texts
+    assert all(calls.of(cid) == 1 for cid in by_id), calls.texts
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_answer_past_its_limit_is_an_error_naming_the_pipeline(runtime_of,
+                                                                  mode: str) -> None:
+    calls = Calls()
+    runtime = runtime_of(PIPELINE_SUITE, "pipeline", "app", lambda: SlowApp(calls, mode))
+    ids = _ids()
+    records = []
+    for i, cid in enumerate(ids):
+        rest = ids[i + 1:]
+        records.append(runtime.run_pipeline_case(
+            "app", cid, upcoming_runs=lambda rest=rest: [(c, 0) for c in rest]))
+    by_id = {r["case_id"]: r for r in records}
+    slow = by_id.pop(SLOW_CASE)
+    assert slow["status"] == "error"
+    assert slow["error"]["stage"] == "answer" and slow["error"]["type"] == "TimeoutError"
+    assert slow["error"]["message"] == (
+        f"pipeline 'app' timed out: the answer took longer than its case_timeout {LIMIT:g} s")
+    assert all(r["status"] == "ok" and r["answer"] == f"document {r['case_id'][1:]}"
+               for r in by_id.values()), by_id
+    assert calls.of(SLOW_CASE) == 1, calls.texts
+
+
+def test_a_limit_beyond_what_the_platform_can_wait_is_no_limit(runtime_of) -> None:
+    """``done.wait(1e300)`` raised OverflowError, which the case blamed on the retriever."""
+    calls = Calls()
+    text = RETRIEVER_SUITE.replace(f"case_timeout: {LIMIT}", "case_timeout: 1.0e+300")
+    runtime = runtime_of(text, "retriever", "slow", lambda: SlowRetriever(calls, "sync"))
+    rec = runtime.run_case("slow", SLOW_CASE)
+    assert rec["status"] == "ok", rec.get("error")
+    assert threading.TIMEOUT_MAX < 1.0e300
