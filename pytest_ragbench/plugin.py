@@ -199,6 +199,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # for a run that ends without one
         config.pluginmanager.register(state.worker_exits, "ragbench-worker-exits")
         config.add_cleanup(state.worker_exits.reap)
+    else:
+        from .worker_exits import take_interrupts
+
+        # an interrupted controller stops its workers with a Ctrl-C (worker_exits.py)
+        restore = take_interrupts()
+        if restore is not None:
+            config.add_cleanup(restore)
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")

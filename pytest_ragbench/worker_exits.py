@@ -15,14 +15,26 @@ same wait runs as a config cleanup for a run that ends without a session finish.
 
 A worker that crashed, and one reached through another gateway (``via=``: xdist's ``--px``
 proxies, which its teardown ends after the workers behind them), stay with xdist.
+
+An interrupted run (Ctrl-C, or SIGTERM, which the controller turns into one) stops its
+workers on this machine at once. A Ctrl-C at a terminal reaches every process of the group;
+a signal sent to the controller's process alone (``kill``, ``timeout``, a supervisor) did
+not: xdist's teardown let the workers run the cases they were handed for 5 s more (execnet's
+grace before it interrupts them) while nobody recorded them, and a resume ran them again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 #: How long a worker told to exit has before it is killed (xdist's teardown gives as long).
 EXIT_TIMEOUT = 10.0
@@ -35,6 +47,24 @@ class WorkerExits:
     def __init__(self, timeout: float = EXIT_TIMEOUT) -> None:
         self.timeout = timeout
         self._exited: list[Any] = []
+        self._started: list[Any] = []
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        self._started.append(gateway)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        """The run was interrupted: Ctrl-C (SIGINT) to each worker on this machine still up,
+        as a terminal's Ctrl-C gives it, so that it stops after its case in progress instead
+        of running cases whose reports the controller no longer takes."""
+        exited = {id(g) for g in self._exited}
+        for gateway in self._started:
+            if id(gateway) in exited or not _local(gateway):
+                continue
+            popen = _process(gateway)
+            if popen is not None and popen.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(popen.pid, signal.SIGINT)
 
     def finished(self, gateway: Any, error: object) -> bool:
         """A worker went down (``pytest_testnodedown``); whether it was told to exit."""
@@ -76,6 +106,35 @@ class WorkerExits:
                     with contextlib.suppress(OSError):
                         popen.kill()
                         popen.wait()
+
+
+def take_interrupts() -> Callable[[], None] | None:
+    """On an xdist worker: make the Ctrl-C :meth:`WorkerExits.pytest_keyboard_interrupt`
+    sends stop it, also in a run started as a background job (a shell starts those with SIGINT
+    ignored, and a worker inherits that). Returns what puts the ignoring back, or None when
+    nothing changed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            return None
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):  # no signals here (a sandbox, another interpreter)
+        return None
+
+    def restore() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return restore
+
+
+def _local(gateway: Any) -> bool:
+    """Whether a worker runs in a process of its own on this machine (a ``popen`` gateway not
+    reached through another one): the process :func:`_process` finds is then the worker's
+    (for an ssh gateway it is the ssh client)."""
+    spec = getattr(gateway, "spec", None)
+    return bool(getattr(spec, "popen", False)) and not getattr(spec, "via", None)
 
 
 def _process(gateway: Any) -> subprocess.Popen[bytes] | None:

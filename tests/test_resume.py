@@ -208,3 +208,42 @@ def test_killed_then_terminated_runs_lose_nothing_and_redo_nothing(pytester, log
     assert _calls(pytester.path) == Counter({q: 1 for q in _calls(pytester.path)})
     assert len(_calls(pytester.path)) == 5
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "5 of 5 cases"
+
+
+def test_a_sigterm_to_the_controller_alone_stops_its_workers_at_once(pytester, logged):
+    """A supervisor or ``timeout`` signals the controller's process only, and a run started
+    as a background job has SIGINT ignored in every process. The workers used to run the
+    cases they were handed for 5 s more (execnet's grace before it interrupts them) while the
+    controller no longer recorded them, and a resume ran those again."""
+    queries = ["espresso grind size", "how long to steep cold brew",
+               "milk temperature for steaming", "remove scale with citric acid",
+               "keeping beans fresh"]
+    hold = pytester.path / "hold"
+    hold.write_text(queries[0] + "\n")  # a::q1 passes; every worker then waits in its next case
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-v", "-n", "2"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "PASSED suite.yaml::a::q1" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    # A worker still running cases after the controller stopped would now run all the rest.
+    time.sleep(1.0)
+    hold.unlink()
+    text = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
+    interrupted = latest_run(pytester.path)
+    assert [(r["retriever"], r["case_id"]) for r in _records(interrupted)] == [("a", "q1")]
+    # nothing ran that the controller did not record
+    assert _calls(pytester.path) == Counter({queries[0]: 1}), text
+
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines([f"resumed from {interrupted.name}: 1 case reused, 9 run"])
+    assert _calls(pytester.path) == Counter({q: 2 for q in queries})
