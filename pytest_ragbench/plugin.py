@@ -200,10 +200,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(state.worker_exits, "ragbench-worker-exits")
         config.add_cleanup(state.worker_exits.reap)
     else:
-        from .worker_exits import take_interrupts
+        from .worker_exits import interrupt_on_sigterm
 
-        # an interrupted controller stops its workers with a Ctrl-C (worker_exits.py)
-        restore = take_interrupts()
+        # an interrupted controller stops its workers with a SIGTERM (worker_exits.py)
+        restore = interrupt_on_sigterm()
         if restore is not None:
             config.add_cleanup(restore)
     from . import fixtures

@@ -17,10 +17,11 @@ A worker that crashed, and one reached through another gateway (``via=``: xdist'
 proxies, which its teardown ends after the workers behind them), stay with xdist.
 
 An interrupted run (Ctrl-C, or SIGTERM, which the controller turns into one) stops its
-workers on this machine at once. A Ctrl-C at a terminal reaches every process of the group;
-a signal sent to the controller's process alone (``kill``, ``timeout``, a supervisor) did
-not: xdist's teardown let the workers run the cases they were handed for 5 s more (execnet's
-grace before it interrupts them) while nobody recorded them, and a resume ran them again.
+workers on this machine at once, with a SIGTERM each takes as a Ctrl-C. A Ctrl-C at a
+terminal reaches every process of the group; a signal sent to the controller's process alone
+(``kill``, ``timeout``, a supervisor) did not: xdist's teardown let the workers run the cases
+they were handed for 5 s more (execnet's grace before it interrupts them) while nobody
+recorded them, and a resume ran them again.
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ class WorkerExits:
         self._started.append(gateway)
 
     def pytest_keyboard_interrupt(self) -> None:
-        """The run was interrupted: Ctrl-C (SIGINT) to each worker on this machine still up,
-        as a terminal's Ctrl-C gives it, so that it stops after its case in progress instead
-        of running cases whose reports the controller no longer takes."""
+        """The run was interrupted: SIGTERM to each worker on this machine still up, which
+        it takes as a Ctrl-C (:func:`interrupt_on_sigterm`), so that it stops its case in
+        progress instead of running cases whose reports the controller no longer takes."""
+        if os.name != "posix":  # os.kill would terminate the worker with no teardown
+            return
         exited = {id(g) for g in self._exited}
         for gateway in self._started:
             if id(gateway) in exited or not _local(gateway):
@@ -64,7 +67,7 @@ class WorkerExits:
             popen = _process(gateway)
             if popen is not None and popen.poll() is None:
                 with contextlib.suppress(OSError):
-                    os.kill(popen.pid, signal.SIGINT)
+                    os.kill(popen.pid, signal.SIGTERM)
 
     def finished(self, gateway: Any, error: object) -> bool:
         """A worker went down (``pytest_testnodedown``); whether it was told to exit."""
@@ -108,23 +111,35 @@ class WorkerExits:
                         popen.wait()
 
 
-def take_interrupts() -> Callable[[], None] | None:
-    """On an xdist worker: make the Ctrl-C :meth:`WorkerExits.pytest_keyboard_interrupt`
-    sends stop it, also in a run started as a background job (a shell starts those with SIGINT
-    ignored, and a worker inherits that). Returns what puts the ignoring back, or None when
-    nothing changed."""
-    if threading.current_thread() is not threading.main_thread():
+def interrupt_on_sigterm() -> Callable[[], None] | None:
+    """On an xdist worker: SIGTERM ends its session as Ctrl-C does (``KeyboardInterrupt`` in
+    the main thread: the case in progress stops, the session's teardown runs), once; a later
+    SIGTERM is ignored, as the first is already stopping it (the controller kills a worker
+    that does not end in time). This is how :meth:`WorkerExits.pytest_keyboard_interrupt`
+    stops the workers; SIGINT is left as it is, so a run started as a background job (SIGINT
+    ignored) still ignores a Ctrl-C at its terminal. Returns what puts the previous handler
+    back; None where none was installed (not the main thread, no POSIX signals, SIGTERM
+    ignored on purpose)."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
         return None
+    received = False
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal received
+        if not received:
+            received = True
+            raise KeyboardInterrupt("SIGTERM")
+
     try:
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
             return None
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous = signal.signal(signal.SIGTERM, handle)
     except (ValueError, OSError):  # no signals here (a sandbox, another interpreter)
         return None
 
     def restore() -> None:
         with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return restore
 

@@ -210,40 +210,97 @@ def test_killed_then_terminated_runs_lose_nothing_and_redo_nothing(pytester, log
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "5 of 5 cases"
 
 
-def test_a_sigterm_to_the_controller_alone_stops_its_workers_at_once(pytester, logged):
-    """A supervisor or ``timeout`` signals the controller's process only, and a run started
-    as a background job has SIGINT ignored in every process. The workers used to run the
-    cases they were handed for 5 s more (execnet's grace before it interrupts them) while the
-    controller no longer recorded them, and a resume ran those again."""
-    queries = ["espresso grind size", "how long to steep cold brew",
-               "milk temperature for steaming", "remove scale with citric acid",
-               "keeping beans fresh"]
-    hold = pytester.path / "hold"
-    hold.write_text(queries[0] + "\n")  # a::q1 passes; every worker then waits in its next case
+def _start_in_background(cwd: Path) -> subprocess.Popen[str]:
+    """``-n 2`` as a shell starts a background job: SIGINT ignored in every process, in a
+    process group of its own (the test signals the group as a terminal's Ctrl-C would)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-v", "-n", "2"],
-        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+
+
+def _until_passed(proc: subprocess.Popen[str], nodeid: str) -> list[str]:
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
         seen.append(line)
-        if "PASSED suite.yaml::a::q1" in line:
+        if f"PASSED {nodeid}" in line:
             break
+    return seen
+
+
+def _children_end(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` has no child left (its xdist workers), at most ``timeout``."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not children.read_text().split():
+                return
+        except OSError:  # gone, or no /proc here
+            return
+        time.sleep(0.05)
+
+
+# Each xdist worker leaves a file when its session's teardown runs.
+WORKER_END_PROBE = """
+from pathlib import Path
+
+
+def pytest_unconfigure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        Path("ended_" + worker).write_text("")
+"""
+
+QUERIES_TEXT = ["espresso grind size", "how long to steep cold brew",
+                "milk temperature for steaming", "remove scale with citric acid",
+                "keeping beans fresh"]
+
+
+def test_a_sigterm_to_the_controller_alone_stops_its_workers_at_once(pytester, logged):
+    """A supervisor or ``timeout`` signals the controller's process only. The workers used to
+    run the cases they were handed for 5 s more (execnet's grace before it interrupts them)
+    while the controller no longer recorded them, and a resume ran those again."""
+    pytester.makeconftest(WORKER_END_PROBE)
+    hold = pytester.path / "hold"
+    hold.write_text(QUERIES_TEXT[0] + "\n")  # a::q1 passes; each worker waits in its next case
+    proc = _start_in_background(pytester.path)
+    seen = _until_passed(proc, "suite.yaml::a::q1")
     proc.send_signal(signal.SIGTERM)
-    # A worker still running cases after the controller stopped would now run all the rest.
-    time.sleep(1.0)
+    # Then a worker still running cases would run all the rest (the old one did, for 5 s).
+    _children_end(proc.pid, 4.0)
     hold.unlink()
     text = "".join(seen) + proc.communicate(timeout=60)[0]
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, text
     interrupted = latest_run(pytester.path)
     assert [(r["retriever"], r["case_id"]) for r in _records(interrupted)] == [("a", "q1")]
     # nothing ran that the controller did not record
-    assert _calls(pytester.path) == Counter({queries[0]: 1}), text
+    assert _calls(pytester.path) == Counter({QUERIES_TEXT[0]: 1}), text
+    # each worker stopped as on a Ctrl-C: its session ended and its teardown ran
+    assert sorted(p.name for p in pytester.path.glob("ended_*")) == ["ended_gw0", "ended_gw1"]
 
     result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([f"resumed from {interrupted.name}: 1 case reused, 9 run"])
-    assert _calls(pytester.path) == Counter({q: 2 for q in queries})
+    assert _calls(pytester.path) == Counter({q: 2 for q in QUERIES_TEXT})
+
+
+def test_a_background_run_still_ignores_a_ctrl_c_at_its_terminal(pytester, logged):
+    """A job a shell starts in the background ignores SIGINT, and a Ctrl-C at the terminal
+    reaches its whole group: workers must go on ignoring it, as the controller does (making
+    them take SIGINT for the controller's own stop lost both of them to it, as crashes)."""
+    hold = pytester.path / "hold"
+    hold.write_text(QUERIES_TEXT[0] + "\n")
+    proc = _start_in_background(pytester.path)
+    seen = _until_passed(proc, "suite.yaml::a::q1")
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)  # time to act on it, were it not ignored
+    hold.unlink()
+    text = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, text  # a::q4 fails, as designed
+    assert "crash" not in text and "keyboard-interrupt" not in text, text
+    assert len(_records(latest_run(pytester.path))) == 10

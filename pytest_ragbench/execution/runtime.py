@@ -154,10 +154,12 @@ class SuiteRuntime:
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
         self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
-        # Retrievals that failed ahead (timed out, raised, returned a bad result): the case
-        # records that error instead of calling the retriever again; every later prefetch used
-        # to retry it, and a timed-out one waited out its full limit each time.
-        self._failed_retrievals: dict[tuple[str, str], CaseError] = {}
+        # Retrievals that failed ahead (timed out, raised, returned a bad result), and the runs
+        # of the case they stand for: each of those runs records that error instead of calling
+        # the retriever again (every later look-ahead used to retry it, a timed-out one
+        # waiting out its full limit each time); a run of the case after those (a rerun)
+        # retrieves afresh, as after a successful look-ahead.
+        self._failed_retrievals: dict[tuple[str, str], tuple[CaseError, set[int]]] = {}
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
@@ -614,8 +616,11 @@ class SuiteRuntime:
         retriever = self.retriever(name)
         for cid, run in cases:
             key = (name, cid, run)
-            if (key in self._submitted or cid not in self._queries
-                    or (name, cid) in self._failed_retrievals):
+            if key in self._submitted or cid not in self._queries:
+                continue
+            failed = self._failed_retrievals.get((name, cid))
+            if failed is not None:
+                failed[1].add(run)
                 continue
             if (name, cid) not in self._retrieved:
                 try:
@@ -623,9 +628,9 @@ class SuiteRuntime:
                                                   self.suite.k, upcoming)
                     hits = self._check_hits(name, raw, self.suite.k)
                 except CaseError as exc:
-                    # the case records it when it runs (each of its repetitions, as they
-                    # share a successful retrieval)
-                    self._failed_retrievals[(name, cid)] = exc
+                    # the case records it when it runs (each of its repetitions looked ahead
+                    # at, as they share a successful retrieval)
+                    self._failed_retrievals[(name, cid)] = (exc, {run})
                     continue
                 self._retrieved[(name, cid)] = (hits, latency)
             hits, _ = self._retrieved[(name, cid)]
@@ -709,8 +714,11 @@ class SuiteRuntime:
                                        upcoming)
         try:
             failed = self._failed_retrievals.get((retriever_name, case_id))
-            if failed is not None:
-                raise failed
+            if failed is not None and run in failed[1]:
+                failed[1].discard(run)
+                if not failed[1]:
+                    del self._failed_retrievals[(retriever_name, case_id)]
+                raise failed[0]
             if (retriever_name, case_id) in self._retrieved:
                 hits, latency = self._retrieved[(retriever_name, case_id)]
                 if not any(k[:2] == (retriever_name, case_id) for k in self._submitted
