@@ -64,6 +64,8 @@ class _ControllerStart:
 
             self.session = RagbenchSession(self.config)
             self.config.pluginmanager.register(self.session, "ragbench-session")
+            # the run has cases: its workers take a SIGTERM as a Ctrl-C (worker_exits.py)
+            self.config.stash[STATE_KEY].worker_exits.stop_on_interrupt = True
         return self.session
 
     def _has_cases(self, nodeids: Any) -> bool:
@@ -199,13 +201,6 @@ def pytest_configure(config: pytest.Config) -> None:
         # for a run that ends without one
         config.pluginmanager.register(state.worker_exits, "ragbench-worker-exits")
         config.add_cleanup(state.worker_exits.reap)
-    else:
-        from .worker_exits import interrupt_on_sigterm
-
-        # an interrupted controller stops its workers with a SIGTERM (worker_exits.py)
-        restore = interrupt_on_sigterm()
-        if restore is not None:
-            config.add_cleanup(restore)
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")
@@ -424,9 +419,22 @@ def _collection_error(session: pytest.Session, message: str) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.getini("ragbench_gc_freeze") and any(
+    config = session.config
+    if not any(isinstance(item, CaseItem) or "ragbench_record" in getattr(
+            item, "fixturenames", ()) for item in session.items):
+        return
+    if hasattr(config, "workerinput"):
+        from .worker_exits import interrupt_on_sigterm
+
+        # An xdist worker of a run with cases: an interrupted controller stops it with a
+        # SIGTERM, taken as a Ctrl-C (worker_exits.py). Other runs' workers are left as
+        # they are, as is their controller.
+        restore = interrupt_on_sigterm()
+        if restore is not None:
+            config.add_cleanup(restore)
+    if config.getini("ragbench_gc_freeze") and any(
             isinstance(item, CaseItem) for item in session.items):
-        session.config.stash[STATE_KEY].freeze_heap()
+        config.stash[STATE_KEY].freeze_heap()
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:

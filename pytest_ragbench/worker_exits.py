@@ -49,6 +49,9 @@ class WorkerExits:
         self.timeout = timeout
         self._exited: list[Any] = []
         self._started: list[Any] = []
+        #: Set once the run turns out to have ragbench cases, whose workers take a SIGTERM
+        #: as a Ctrl-C (:func:`interrupt_on_sigterm`); another run's workers would die of it.
+        self.stop_on_interrupt = False
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_newgateway(self, gateway: Any) -> None:
@@ -58,8 +61,8 @@ class WorkerExits:
         """The run was interrupted: SIGTERM to each worker on this machine still up, which
         it takes as a Ctrl-C (:func:`interrupt_on_sigterm`), so that it stops its case in
         progress instead of running cases whose reports the controller no longer takes."""
-        if os.name != "posix":  # os.kill would terminate the worker with no teardown
-            return
+        if not self.stop_on_interrupt or os.name != "posix":
+            return  # (on Windows os.kill terminates a process with no teardown)
         exited = {id(g) for g in self._exited}
         for gateway in self._started:
             if id(gateway) in exited or not _local(gateway):
