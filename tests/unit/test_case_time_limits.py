@@ -158,8 +158,17 @@ def runtime_of(tmp_path: Path) -> Iterator[Callable[..., SuiteRuntime]]:
         runtime.close()
 
 
-def _ids() -> list[str]:
-    return [f"q{i}" for i in range(N_CASES)]
+def _run_all(run_one: Callable[[str, list[str]], dict[str, Any]]
+             ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``run_one(case, the cases after it)`` for every case in order, as collected items run
+    (each looking ahead at the ones after it); the slow case's record, and the others' by
+    case id."""
+    ids = [f"q{i}" for i in range(N_CASES)]
+    by_id = {}
+    for i, cid in enumerate(ids):
+        rec = run_one(cid, ids[i + 1:])
+        by_id[rec["case_id"]] = rec
+    return by_id.pop(SLOW_CASE), by_id
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -168,15 +177,8 @@ def test_a_retrieval_past_its_limit_is_one_call_and_one_error(runtime_of, releas
     calls = Calls()
     runtime = runtime_of(RETRIEVER_SUITE, "retriever", "slow",
                          lambda: SlowRetriever(calls, mode, release))
-    ids = _ids()
-    records = []
-    for i, cid in enumerate(ids):
-        # as collected items run: each case looks ahead at the ones after it
-        rest = ids[i + 1:]
-        records.append(runtime.run_case("slow", cid, upcoming=lambda rest=rest: rest,
-                                        upcoming_runs=lambda rest=rest: [(c, 0) for c in rest]))
-    by_id = {r["case_id"]: r for r in records}
-    slow = by_id.pop(SLOW_CASE)
+    slow, by_id = _run_all(lambda cid, rest: runtime.run_case(
+        "slow", cid, upcoming=lambda: rest, upcoming_runs=lambda: [(c, 0) for c in rest]))
     assert slow["status"] == "error"
     assert slow["error"]["stage"] == "retrieve" and slow["error"]["type"] == "TimeoutError"
     assert slow["error"]["message"] == (
@@ -202,14 +204,8 @@ def test_an_answer_past_its_limit_is_an_error_naming_the_pipeline(runtime_of, re
     calls = Calls()
     runtime = runtime_of(PIPELINE_SUITE, "pipeline", "app",
                          lambda: SlowApp(calls, mode, release))
-    ids = _ids()
-    records = []
-    for i, cid in enumerate(ids):
-        rest = ids[i + 1:]
-        records.append(runtime.run_pipeline_case(
-            "app", cid, upcoming_runs=lambda rest=rest: [(c, 0) for c in rest]))
-    by_id = {r["case_id"]: r for r in records}
-    slow = by_id.pop(SLOW_CASE)
+    slow, by_id = _run_all(lambda cid, rest: runtime.run_pipeline_case(
+        "app", cid, upcoming_runs=lambda: [(c, 0) for c in rest]))
     assert slow["status"] == "error"
     assert slow["error"]["stage"] == "answer" and slow["error"]["type"] == "TimeoutError"
     assert slow["error"]["message"] == (
