@@ -64,8 +64,6 @@ class _ControllerStart:
 
             self.session = RagbenchSession(self.config)
             self.config.pluginmanager.register(self.session, "ragbench-session")
-            # the run has cases: its workers take a SIGTERM as a Ctrl-C (worker_exits.py)
-            self.config.stash[STATE_KEY].worker_exits.stop_on_interrupt = True
         return self.session
 
     def _has_cases(self, nodeids: Any) -> bool:
@@ -86,9 +84,13 @@ class _ControllerStart:
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        has_cases = self._has_cases(ids)
+        if has_cases:
+            # this worker took SIGTERM as a Ctrl-C before it reported (worker_exits.py)
+            self.config.stash[STATE_KEY].worker_exits.takes_sigterm(node.gateway)
         if self.session is None:
             self._node_ids.append((node, ids))
-            if self._has_cases(ids):
+            if has_cases:
                 self.start().pytest_xdist_node_collection_finished(node, ids)
 
     @pytest.hookimpl(tryfirst=True)
@@ -419,22 +421,26 @@ def _collection_error(session: pytest.Session, message: str) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    config = session.config
-    if not any(isinstance(item, CaseItem) or "ragbench_record" in getattr(
-            item, "fixturenames", ()) for item in session.items):
-        return
-    if hasattr(config, "workerinput"):
-        from .worker_exits import interrupt_on_sigterm
-
-        # An xdist worker of a run with cases: an interrupted controller stops it with a
-        # SIGTERM, taken as a Ctrl-C (worker_exits.py). Other runs' workers are left as
-        # they are, as is their controller.
-        restore = interrupt_on_sigterm()
-        if restore is not None:
-            config.add_cleanup(restore)
-    if config.getini("ragbench_gc_freeze") and any(
+    if session.config.getini("ragbench_gc_freeze") and any(
             isinstance(item, CaseItem) for item in session.items):
-        config.stash[STATE_KEY].freeze_heap()
+        session.config.stash[STATE_KEY].freeze_heap()
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_sigterm(config: pytest.Config,
+                                          items: list[pytest.Item]) -> None:
+    """An xdist worker that collected cases takes SIGTERM as a Ctrl-C from now on: before it
+    reports its collection, after which the controller may stop it with one
+    (worker_exits.py). Trylast: ``-k`` and ``-m`` have deselected by then, as the controller
+    sees it. Other workers, and any run's controller, are left as they are."""
+    if not hasattr(config, "workerinput") or not any(
+            isinstance(item, CaseItem) for item in items):
+        return
+    from .worker_exits import interrupt_on_sigterm
+
+    restore = interrupt_on_sigterm()
+    if restore is not None:
+        config.add_cleanup(restore)
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:

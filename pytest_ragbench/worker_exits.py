@@ -35,8 +35,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 #: How long a worker told to exit has before it is killed (xdist's teardown gives as long).
 EXIT_TIMEOUT = 10.0
 
@@ -48,23 +46,24 @@ class WorkerExits:
     def __init__(self, timeout: float = EXIT_TIMEOUT) -> None:
         self.timeout = timeout
         self._exited: list[Any] = []
-        self._started: list[Any] = []
-        #: Set once the run turns out to have ragbench cases, whose workers take a SIGTERM
-        #: as a Ctrl-C (:func:`interrupt_on_sigterm`); another run's workers would die of it.
-        self.stop_on_interrupt = False
+        # the workers that reported collecting ragbench cases, having taken SIGTERM as a
+        # Ctrl-C first (:func:`interrupt_on_sigterm`); any other would die of one outright
+        self._stoppable: list[Any] = []
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_newgateway(self, gateway: Any) -> None:
-        self._started.append(gateway)
+    def takes_sigterm(self, gateway: Any) -> None:
+        """The worker behind ``gateway`` collected cases (and so takes SIGTERM as a Ctrl-C)."""
+        if all(g is not gateway for g in self._stoppable):
+            self._stoppable.append(gateway)
 
     def pytest_keyboard_interrupt(self) -> None:
-        """The run was interrupted: SIGTERM to each worker on this machine still up, which
-        it takes as a Ctrl-C (:func:`interrupt_on_sigterm`), so that it stops its case in
-        progress instead of running cases whose reports the controller no longer takes."""
-        if not self.stop_on_interrupt or os.name != "posix":
-            return  # (on Windows os.kill terminates a process with no teardown)
+        """The run was interrupted: SIGTERM to each worker on this machine still up that
+        collected cases, which it takes as a Ctrl-C (:func:`interrupt_on_sigterm`), so that
+        it stops its case in progress instead of running cases whose reports the controller
+        no longer takes. The others (still collecting, or without cases) are left to xdist."""
+        if os.name != "posix":  # os.kill would terminate the worker with no teardown
+            return
         exited = {id(g) for g in self._exited}
-        for gateway in self._started:
+        for gateway in self._stoppable:
             if id(gateway) in exited or not _local(gateway):
                 continue
             popen = _process(gateway)

@@ -154,12 +154,11 @@ class SuiteRuntime:
         # Retrievals done ahead for prefetched answer work: (retriever, case) -> hits, latency.
         self._retrieved: dict[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] = {}
         self._submitted: set[tuple[str, str, int]] = set()
-        # Retrievals that failed ahead (timed out, raised, returned a bad result), and the runs
-        # of the case they stand for: each of those runs records that error instead of calling
-        # the retriever again (every later look-ahead used to retry it, a timed-out one
-        # waiting out its full limit each time); a run of the case after those (a rerun)
-        # retrieves afresh, as after a successful look-ahead.
-        self._failed_retrievals: dict[tuple[str, str], tuple[CaseError, set[int]]] = {}
+        # Retrievals that failed ahead (timed out, raised, returned a bad result), by
+        # (retriever, case, run): that run records the error instead of calling the retriever
+        # again (every later look-ahead used to retry it, a timed-out one waiting out its full
+        # limit each time); taken when the run records it, so a rerun retrieves afresh.
+        self._failed_retrievals: dict[tuple[str, str, int], CaseError] = {}
         # The suite's pipelines (systems under test), built at collection; failures remembered.
         self._systems: dict[str, Any] = {}
         self._system_failed: dict[str, CaseError] = {}
@@ -616,11 +615,8 @@ class SuiteRuntime:
         retriever = self.retriever(name)
         for cid, run in cases:
             key = (name, cid, run)
-            if key in self._submitted or cid not in self._queries:
-                continue
-            failed = self._failed_retrievals.get((name, cid))
-            if failed is not None:
-                failed[1].add(run)
+            if key in self._submitted or cid not in self._queries \
+                    or key in self._failed_retrievals:
                 continue
             if (name, cid) not in self._retrieved:
                 try:
@@ -628,9 +624,7 @@ class SuiteRuntime:
                                                   self.suite.k, upcoming)
                     hits = self._check_hits(name, raw, self.suite.k)
                 except CaseError as exc:
-                    # the case records it when it runs (each of its repetitions looked ahead
-                    # at, as they share a successful retrieval)
-                    self._failed_retrievals[(name, cid)] = (exc, {run})
+                    self._failed_retrievals[key] = exc  # the run records it when it runs
                     continue
                 self._retrieved[(name, cid)] = (hits, latency)
             hits, _ = self._retrieved[(name, cid)]
@@ -713,12 +707,9 @@ class SuiteRuntime:
                 self._prefetch_answers(retriever_name, [(case_id, run), *upcoming_runs()],
                                        upcoming)
         try:
-            failed = self._failed_retrievals.get((retriever_name, case_id))
-            if failed is not None and run in failed[1]:
-                failed[1].discard(run)
-                if not failed[1]:
-                    del self._failed_retrievals[(retriever_name, case_id)]
-                raise failed[0]
+            failed = self._failed_retrievals.pop((retriever_name, case_id, run), None)
+            if failed is not None:
+                raise failed
             if (retriever_name, case_id) in self._retrieved:
                 hits, latency = self._retrieved[(retriever_name, case_id)]
                 if not any(k[:2] == (retriever_name, case_id) for k in self._submitted

@@ -225,3 +225,23 @@ def test_a_limit_beyond_what_the_platform_can_wait_is_no_limit(runtime_of, relea
     threading.Timer(0.3, release.set).start()  # the slow query returns after 0.3 s
     rec = runtime.run_case("slow", SLOW_CASE)
     assert rec["status"] == "ok", rec.get("error")
+
+
+def test_a_rerun_retrieves_afresh_while_other_runs_wait(runtime_of, release) -> None:
+    """A failed look-ahead stands for one run of its case: run 0 run again (a plugin rerunning
+    failures) while run 1 still waits gets a new retrieval, not run 0's old error."""
+    calls = Calls()
+    text = RETRIEVER_SUITE.replace("metrics:", "runs: 2\nmetrics:")
+    runtime = runtime_of(text, "retriever", "slow",
+                         lambda: SlowRetriever(calls, "sync", release))
+
+    def run0() -> dict[str, Any]:
+        return runtime.run_case("slow", SLOW_CASE, 0, upcoming=lambda: [],
+                                upcoming_runs=lambda: [(SLOW_CASE, 1)])
+
+    assert run0()["error"]["type"] == "TimeoutError"
+    release.set()
+    again = run0()
+    assert again["status"] == "ok", again.get("error")
+    # run 1 keeps the error its own look-ahead met
+    assert runtime.run_case("slow", SLOW_CASE, 1)["error"]["type"] == "TimeoutError"
