@@ -57,6 +57,8 @@ class _ControllerStart:
         # after the fact (it counts failed items for the verdict).
         self._node_ids: list[tuple[Any, list[str]]] = []
         self._failed: list[pytest.TestReport] = []
+        # Whether the workers' collection holds ragbench cases (None: none reported yet).
+        self._collected_cases: bool | None = None
 
     def start(self) -> Any:
         if self.session is None:
@@ -84,7 +86,10 @@ class _ControllerStart:
 
     @pytest.hookimpl(optionalhook=True, tryfirst=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        has_cases = self._has_cases(ids)
+        # xdist runs only when every worker collected the same ids: asked once
+        if self._collected_cases is None:
+            self._collected_cases = self._has_cases(ids)
+        has_cases = self._collected_cases
         if has_cases:
             # this worker took SIGTERM as a Ctrl-C before it reported (worker_exits.py)
             self.config.stash[STATE_KEY].worker_exits.takes_sigterm(node.gateway)

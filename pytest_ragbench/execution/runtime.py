@@ -403,13 +403,14 @@ class SuiteRuntime:
             n_relevant=query.num_relevant if query.judged else None,
             no_relevant=query.judged and query.num_relevant == 0)
 
-    def _retrieval_limit(self, name: str) -> float | None:
-        spec = next((r for r in self.suite.retrievers if r.name == name), None)
+    def _case_limit(self, name: str) -> float | None:
+        """The ``case_timeout`` of retriever or pipeline ``name`` (None: no limit)."""
+        spec = next((r for r in self.suite.systems if r.name == name), None)
         return getattr(spec, "timeout", None)
 
     def _timed(self, name: str, call: Callable[[], Any]) -> tuple[Any, float]:
         t0 = time.perf_counter()
-        limit = self._retrieval_limit(name)
+        limit = self._case_limit(name)
         try:
             raw = self._run(call()) if limit is None else self._within(
                 f"retrieve-{name}", call, limit, lambda: self._timeout_error(name, limit))
@@ -488,7 +489,7 @@ class SuiteRuntime:
             return self._timed(name, lambda: retriever.retrieve_case(query, k))
         # a batch would put many cases under one limit: time-limited retrievers go one by one
         if (upcoming is not None and name not in self._no_batch
-                and self._retrieval_limit(name) is None
+                and self._case_limit(name) is None
                 and callable(getattr(retriever, "retrieve_many", None))):
             key = (name, query.id)
             if key not in self._batched:
@@ -795,8 +796,7 @@ class SuiteRuntime:
         """Call ``answer(query)`` (awaited when async), bounded by the pipeline's
         ``case_timeout``; the raw output and wall time in ms."""
         t0 = time.perf_counter()
-        spec = next((p for p in self.suite.pipelines if p.name == name), None)
-        limit = getattr(spec, "timeout", None)
+        limit = self._case_limit(name)
         try:
             if limit is None:
                 raw = self._run(instance.answer(query))
