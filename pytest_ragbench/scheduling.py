@@ -3,21 +3,33 @@
 xdist's default ``load`` scheduling hands each worker a small first batch (a quarter of its
 share) and tops it up as items finish. A worker can only prefetch the LLM work of the items it
 already holds, so with ``-n 2`` each worker keeps few requests in flight and the run is slower
-than ``-n 0``. Here the ragbench cases are dealt out to the workers in turn (the first to the
-first worker, the second to the second, ...) and sent at once: every worker's prefetcher sees
-all of its cases, and the run budget (shared by the workers) keeps the total in flight at the
-suite's ``concurrency``. Dealing in turn rather than in contiguous blocks keeps the workers
-moving through the suite side by side, so reports arrive close to pytest's order. Other tests
-are scheduled as ``load`` does. Used only when the user did not choose ``--dist``; imported
-only when xdist starts workers.
+than ``-n 0``. Here the ragbench cases are dealt out to the workers and sent at once: every
+worker's prefetcher sees all of its cases, and the run budget (shared by the workers) keeps the
+total in flight at the suite's ``concurrency``.
+
+The cases of one query (every system's, every repetition's, in every suite) go to the same
+worker. Two systems whose retrievers agree send the same prompt; at ``-n 0`` the second case
+gets the first one's response from the response cache (one request, paid by the case that
+comes first in pytest order). Dealt to two workers, the two cases asked at about the same
+time and both sent it: the run paid twice, and which case paid depended on timing (a
+controller with a head start hands out its responses through the run's exchange, but not
+every run has one). On one worker they ask in pytest order, as at ``-n 0``.
+
+Queries are dealt in turn (the first to the first worker, the second to the second, ...,
+each to a worker with the fewest cases so far): the workers then move through the suite side
+by side, so reports arrive close to pytest's order. Other tests are scheduled as ``load``
+does. Used only when the user did not choose ``--dist``; imported only when xdist starts
+workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
+import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -32,8 +44,42 @@ def dist_chosen(config: pytest.Config) -> bool:
     return any(str(a) == "--dist" or str(a).startswith("--dist=") for a in args)
 
 
+#: A repeated case's suffix (``q1[run2]``, see collect.py): its repetitions ask one query.
+_RUN_SUFFIX = re.compile(r"\[run\d+\]$")
+
+
+def query_of(nodeid: str) -> str:
+    """The query a case's node id (``file::system::query``, with ``[runN]`` when the suite
+    repeats its cases) asks: the cases that may send the same requests share it."""
+    query = nodeid.split("::", 2)[-1]
+    return _RUN_SUFFIX.sub("", query) if query.endswith("]") else query
+
+
+def deal(nodeids: Sequence[str], workers: int) -> list[list[int]]:
+    """Each worker's share of the cases ``nodeids`` (their indexes, in collection order):
+    the cases of one query (:func:`query_of`) together, queries in order of first
+    appearance, each to a worker with the fewest cases so far (the one dealt to longest ago
+    among those: in turn when the queries have as many cases each)."""
+    numbers: dict[str, int] = {}
+    group = [numbers.setdefault(query_of(nodeid), len(numbers)) for nodeid in nodeids]
+    sizes = [0] * len(numbers)
+    for g in group:
+        sizes[g] += 1
+    owner = [0] * len(numbers)
+    # (cases so far, when last dealt to, worker)
+    heap = [(0, w, w) for w in range(workers)]
+    for g, size in enumerate(sizes):
+        count, _, worker = heap[0]
+        owner[g] = worker
+        heapq.heapreplace(heap, (count + size, workers + g, worker))
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    for index, g in enumerate(group):
+        shares[owner[g]].append(index)
+    return shares
+
+
 class RagbenchScheduling(LoadScheduling):
-    """``load`` scheduling, except that ragbench cases go out at once, dealt in turn."""
+    """``load`` scheduling, except that ragbench cases go out at once, dealt by query."""
 
     def __init__(self, config: pytest.Config, log: Any = None,
                  is_case: Callable[[str], bool] | None = None) -> None:
@@ -56,9 +102,10 @@ class RagbenchScheduling(LoadScheduling):
         if self.maxschedchunk is None:
             self.maxschedchunk = len(collection)
         nodes = self.nodes
-        for n, node in enumerate(nodes):
+        shares = deal([collection[i] for i in cases], len(nodes))
+        for node, dealt in zip(nodes, shares, strict=True):
             # in collection order within each worker: its items report in pytest order
-            share = cases[n::len(nodes)]
+            share = [cases[i] for i in dealt]
             if share:
                 self.node2pending[node].extend(share)
                 node.send_runtest_some(share)

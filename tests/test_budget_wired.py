@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import QUERIES, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, Fault
 
@@ -484,3 +484,42 @@ def test_an_explicit_dist_is_kept(pytester: pytest.Pytester, dataset: Any) -> No
     # an explicit --dist is the user's choice and is kept
     result.stdout.fnmatch_lines(["SCHEDULER xdist.scheduler.load.LoadScheduling"])
     result.stdout.no_fnmatch_line("SCHEDULER pytest_ragbench*")
+
+
+def test_two_systems_sending_the_same_request_pay_once_as_at_n0(pytester: pytest.Pytester,
+                                                                  mini_suite: Any) -> None:
+    """Two retrievers that agree make their cases send the same prompt. At ``-n 0`` the case
+    first in pytest order sends it and the other gets its response from the response cache
+    (no request, no cost). Dealt to two workers (cases in turn: with an odd number of
+    queries, ``a::q1`` and ``b::q1`` went to different ones), both cases asked while the
+    other's request was out (each worker sends all of its cases' requests at once; the
+    endpoint takes 0.6 s) and both sent it: the run paid twice, and the records of ``b``
+    differed from ``-n 0``'s by timing. Without a head start (a retriever of the project's
+    own) the workers share only the cache."""
+    with FakeOpenAIServer(latency=0.6, reply=reply) as server:
+        mini_suite(f"""
+            name: twins
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            retrievers:
+              a: {{type: "overlap_retriever:Overlap"}}
+              b: {{type: "overlap_retriever:Overlap"}}
+            metrics: [recall@10, abstention_accuracy]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m, concurrency: 10}}
+            cache: {{path: llm-cache.sqlite}}
+            prices: {{m: {{prompt: 1.0, completion: 2.0}}}}
+            """)
+        write_jsonl(pytester.path / "queries.jsonl", QUERIES[:3])
+        usage: dict[str, dict[tuple[str, str], Any]] = {}
+        for label, args in (("n0", ()), ("n2", ("-n", "2"))):
+            for stale in pytester.path.glob("llm-cache.sqlite*"):
+                stale.unlink()  # each run starts with a cold cache
+            before = server.count(CHAT_PATH)
+            result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly", *args)
+            result.assert_outcomes(passed=6)
+            # one request per distinct prompt: a's three
+            assert server.count(CHAT_PATH) - before == 3, label
+            usage[label] = {(r["retriever"], r["case_id"]): (r["usage"], r["cost"])
+                            for r in records(pytester.path)}
+    assert usage["n2"] == usage["n0"]
+    assert all(u["requests"] == 0 and cost == 0
+               for (system, _), (u, cost) in usage["n0"].items() if system == "b")

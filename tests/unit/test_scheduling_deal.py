@@ -1,0 +1,70 @@
+"""How the xdist controller deals ragbench cases to its workers (scheduling.deal)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_ragbench.scheduling import deal, query_of
+
+
+def ids(suites: dict[str, tuple[list[str], list[str], int]]) -> list[str]:
+    """Node ids in collection order: per suite, per system, per query, per repetition."""
+    return [f"{suite}::{system}::{q if runs == 1 else f'{q}[run{r}]'}"
+            for suite, (systems, queries, runs) in suites.items()
+            for system in systems for q in queries for r in range(runs)]
+
+
+def test_a_case_asks_its_query_whatever_the_suite_system_or_repetition() -> None:
+    assert query_of("suite.yaml::bm25::q1") == "q1"
+    assert query_of("sub/s.yaml::dense::q1[run2]") == "q1"
+    # only the repetition suffix goes; the rest of an odd id stays
+    assert query_of("s.yaml::a::what[is]::this") == "what[is]::this"
+    assert query_of("s.yaml::a::x[run]") == "x[run]"
+
+
+def test_the_cases_of_a_query_go_to_one_worker_queries_in_turn() -> None:
+    # two systems, five queries: in turn by case, a::q1 and b::q1 went to different workers
+    nodeids = ids({"s.yaml": (["a", "b"], ["q1", "q2", "q3", "q4", "q5"], 1)})
+    shares = deal(nodeids, 2)
+    assert [[nodeids[i] for i in share] for share in shares] == [
+        ["s.yaml::a::q1", "s.yaml::a::q3", "s.yaml::a::q5",
+         "s.yaml::b::q1", "s.yaml::b::q3", "s.yaml::b::q5"],
+        ["s.yaml::a::q2", "s.yaml::a::q4", "s.yaml::b::q2", "s.yaml::b::q4"],
+    ]
+
+
+def test_a_big_query_does_not_take_the_next_ones_too() -> None:
+    # q1 has three cases (three systems answer it in one suite), the others one each
+    nodeids = ["s.yaml::a::q1", "s.yaml::b::q1", "s.yaml::c::q1",
+               "t.yaml::a::q2", "t.yaml::a::q3", "t.yaml::a::q4", "t.yaml::a::q5"]
+    assert deal(nodeids, 2) == [[0, 1, 2, 6], [3, 4, 5]]
+
+
+@given(
+    suites=st.dictionaries(
+        st.sampled_from(["s.yaml", "t.yaml", "sub/u.yaml"]),
+        st.tuples(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True),
+                  st.lists(st.sampled_from([f"q{i}" for i in range(12)]), min_size=1,
+                           max_size=12, unique=True),
+                  st.integers(1, 3)),
+        min_size=1),
+    workers=st.integers(1, 6),
+)
+def test_every_case_dealt_once_in_order_by_query_and_balanced(
+        suites: dict[str, tuple[list[str], list[str], int]], workers: int) -> None:
+    nodeids = ids(suites)
+    shares = deal(nodeids, workers)
+    assert len(shares) == workers
+    assert sorted(i for share in shares for i in share) == list(range(len(nodeids)))
+    assert all(share == sorted(share) for share in shares)  # each worker: pytest order
+    owners: dict[str, set[int]] = defaultdict(set)
+    for w, share in enumerate(shares):
+        for i in share:
+            owners[query_of(nodeids[i])].add(w)
+    assert all(len(o) == 1 for o in owners.values())
+    sizes = [len(share) for share in shares]
+    largest = max(sum(1 for n in nodeids if query_of(n) == q) for q in owners)
+    assert max(sizes) - min(sizes) <= largest
