@@ -47,6 +47,11 @@ Cases that generate answers add, after these, the fields of an :class:`AnswerPar
     judge           {metric name: the judge's verdict}
     usage           {"requests", "prompt_tokens", "completion_tokens"} of the LLM calls
     cost            the calls' cost in dollars
+    llm_calls       [[key, requests, cost], ...]: each chat call the case made, ``key``
+                    naming its request (None for a judge batch's share of the case). A
+                    request several cases share is charged in ``usage`` and ``cost`` to
+                    the first of them in the records' order, not to whichever sent it
+                    (:mod:`pytest_ragbench.results.settle`)
 
 :class:`CaseRecord` types these fields and :func:`make_record` is the one constructor: the
 collected cases (:mod:`pytest_ragbench.execution.runtime`), the hand-written tests'
@@ -96,9 +101,10 @@ class AnswerPart(TypedDict, total=False):
     judge: dict[str, Any] | None
     usage: dict[str, Any] | None
     cost: float | None
+    llm_calls: list[list[Any]] | None
 
 
-ANSWER_FIELDS = ("answer", "contexts", "judge", "usage", "cost")
+ANSWER_FIELDS = ("answer", "contexts", "judge", "usage", "cost", "llm_calls")
 
 
 class _RecordFields(TypedDict):
@@ -140,6 +146,7 @@ class CaseRecord(_RecordFields, total=False):
     judge: dict[str, Any] | None
     usage: dict[str, Any] | None
     cost: float | None
+    llm_calls: list[list[Any]] | None
 
 
 def make_record(

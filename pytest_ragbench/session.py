@@ -53,6 +53,7 @@ from .results.runfolder import (
     make_run_folder,
     parse_keep_runs,
 )
+from .results.settle import settle_shared_calls
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
@@ -490,6 +491,9 @@ class RagbenchSession:
             return
 
         state = self.config.stash[STATE_KEY]
+        # a request cases shared is charged to the first of them, whoever sent it (after
+        # cases.jsonl took each record as it came: the outputs below show the settled ones)
+        settle_shared_calls(self.records.values())
         doc_text = None
         if self.write_files:
             doc_text = self.outputs.shown_document_texts(self.records.values(), state.corpus,

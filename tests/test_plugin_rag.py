@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import QUERIES, write_jsonl
@@ -200,3 +201,64 @@ def test_deselected_items_cost_no_calls(pytester, rag_suite_files, server):
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-k", "q1 or q4")
     result.assert_outcomes(passed=2)
     assert server.count("/v1/chat/completions") == 4  # 2 items x (generation + judge)
+
+
+def _html_case_rows(html: str) -> list[list[Any]]:
+    """The per-case rows of report.html's data block ([retriever, id, run, query, status,
+    values, latency, cost, detail], see report/html.py CaseRow.compact)."""
+    found = re.search(r'<script type="application/json" id="rb-data">(.*?)</script>', html,
+                      re.S)
+    assert found is not None
+    rows: list[list[Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "rows" and isinstance(value, list) and value and \
+                        isinstance(value[0], list) and len(value[0]) == 9:
+                    rows.extend(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(found.group(1)))
+    return rows
+
+
+def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
+                                                                        rag_suite_files,
+                                                                        server):
+    """``runs: 2`` of one query: the repetitions answer alike, so their judge requests are
+    the same and one of them sends it while the other reads it from the cache. Which one
+    depended on whose answer came back first, at ``-n 0`` too. Holding the generation request
+    that arrives first for 0.5 s (run 0's, usually: it is sent first) lets the other
+    repetition's judge request go out first; the run's outputs charge the request to run 0,
+    the first case in order, either way."""
+    write_jsonl(pytester.path / "queries.jsonl", [{**QUERIES[0], "answer": ANSWERS["q1"]}])
+    rag_suite_files(rag_suite(server.base_url, extra="runs: 2\n"
+                              "prices: {m: {prompt: 1000.0, completion: 2000.0}}"))
+    charged: dict[int, Any] = {}  # by the repetition that sent the judge request
+    for held in (False, True, True, True, True):
+        for stale in pytester.path.glob("cache.sqlite*"):
+            stale.unlink()
+        if held:
+            server.add_faults(Fault.ok(delay=0.5))
+        before = server.count("/v1/chat/completions")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        result.assert_outcomes(passed=2)
+        # two generations (their seeds differ) and one judge request
+        assert server.count("/v1/chat/completions") - before == 3
+        # cases.jsonl keeps who sent what (the judge request: 2 requests)
+        sender = next(r["run"] for r in records(pytester.path) if r["usage"]["requests"] == 2)
+        rows = _html_case_rows((run_dir(pytester.path) / "report.html").read_text())
+        shown = {row[2]: (row[8]["usage"][2], row[7]) for row in rows}
+        assert charged.setdefault(sender, shown) == shown
+        if len(charged) == 2:
+            break
+    # each repetition sent it once (if not in five runs, this test shows nothing)
+    assert sorted(charged) == [0, 1]
+    assert charged[0] == charged[1]
+    assert charged[0][0][0] == 2 and charged[0][1][0] == 1
+    assert charged[0][0][1] > charged[0][1][1] > 0

@@ -1,14 +1,25 @@
 """Per-case metering: what one case's chat calls cost, seen through a context variable.
+
+Besides the case's totals, the meter lists each call as ``[key, requests, cost]``: ``key``
+names the request (model, messages, parameters), so that a request several cases shared (one
+sent it, the others joined it in flight or read it from the response cache) can be charged to
+one of them by the case order rather than by timing (:mod:`pytest_ragbench.results.settle`);
+a judge batch's share of an item has no key (each item has its own share).
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from ..llm.base import LLM, Completion, Message
+from ..llm.identity import canonical_json
 from ..llm.usage import PriceTable
+
+#: Hex digits of a call's key in a record: enough to tell a run's requests apart.
+KEY_DIGITS = 16
 
 # -- per-case metering ---------------------------------------------------------------------
 
@@ -21,12 +32,15 @@ class _Meter:
         self.completion_tokens = 0
         self.requests = 0
         self.cost = 0.0
+        #: ``[key, requests, cost]`` per call, as they came back
+        self.calls: list[list[Any]] = []
 
-    def add(self, completion: Completion, cost: float) -> None:
+    def add(self, completion: Completion, cost: float, key: str | None = None) -> None:
         self.prompt_tokens += completion.usage.prompt_tokens
         self.completion_tokens += completion.usage.completion_tokens
         self.requests += completion.usage.requests
         self.cost += cost
+        self.calls.append([key, completion.usage.requests, cost])
 
     def usage(self) -> dict[str, int]:
         return {
@@ -53,18 +67,24 @@ class _MeteredLLM:
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         completion = await self.inner.chat(messages, **params)
-        self.charge(completion)
+        self.charge(completion, self.key(messages, params))
         return completion
 
-    def charge(self, completion: Completion) -> None:
+    def key(self, messages: Sequence[Message], params: dict[str, Any]) -> str:
+        """What names a request among the run's: the same for the same request."""
+        document = canonical_json([self._model, list(messages), params])
+        return hashlib.sha256(document.encode()).hexdigest()[:KEY_DIGITS]
+
+    def charge(self, completion: Completion, key: str | None = None) -> None:
         """Add ``completion``'s usage and cost to the meter of the case being run: what
-        :meth:`chat` does with each reply, and what a batched judge call's share of one item
-        is charged with (the call itself runs outside any case)."""
+        :meth:`chat` does with each reply (``key`` names its request), and what a batched
+        judge call's share of one item is charged with (the call itself runs outside any
+        case)."""
         meter = self._meter.get()
         if meter is not None:
             cost = 0.0
             if self._prices is not None and self._model is not None and not completion.cached:
                 cost = self._prices.cost(self._model, completion.usage)
-            meter.add(completion, cost)
+            meter.add(completion, cost, key)
 
 

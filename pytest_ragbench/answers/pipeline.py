@@ -259,6 +259,7 @@ class RagPipeline:
             "judge": {},
             "usage": meter.usage(),
             "cost": meter.cost,
+            "llm_calls": list(meter.calls),
             "errors": errors,
         }
 
@@ -289,6 +290,7 @@ class RagPipeline:
             "judge": jsonable(verdicts),
             "usage": meter.usage(),
             "cost": meter.cost,
+            "llm_calls": list(meter.calls),
             "errors": errors,
         }
 
@@ -342,7 +344,7 @@ class RagPipeline:
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
-                "cost": meter.cost, "errors": errors}
+                "cost": meter.cost, "llm_calls": list(meter.calls), "errors": errors}
 
     def submit_judgement(self, key: Hashable, query: Query, answer: str,
                          contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],

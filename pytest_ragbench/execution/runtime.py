@@ -1028,6 +1028,8 @@ class SuiteRuntime:
         judge_cost = clean_float(out.get("cost"))
         if judge_cost is not None:
             rec["cost"] = clean_float((rec["cost"] or 0.0) + judge_cost)
+        if out.get("llm_calls") is not None:
+            rec["llm_calls"] = out["llm_calls"]
         errors = out.get("errors") or {}
         if errors:
             rec["status"] = "error"

@@ -29,6 +29,7 @@ from ..records import jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
 from ..results.runfolder import RUN_JSON, read_run_start
+from ..results.settle import settle_shared_calls
 from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
@@ -92,6 +93,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     except UnicodeDecodeError as exc:
         raise RunFolderError(f"{cases}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
                              "expected the JSON lines a run writes") from None
+    # cases.jsonl has each record as it came; the run's outputs showed them settled
+    settle_shared_calls(records)
     summary = _read_summary(run_dir / SUMMARY_JSON)
     if summary is None:
         missing = not (run_dir / SUMMARY_JSON).exists()
