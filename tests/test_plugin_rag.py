@@ -262,3 +262,35 @@ def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
     assert charged[0] == charged[1]
     assert charged[0][0][0] == 2 and charged[0][1][0] == 1
     assert charged[0][0][1] > charged[0][1][1] > 0
+
+
+def test_only_requests_cases_really_share_are_charged_to_one_of_them(pytester, mini_suite,
+                                                                      server):
+    """A call is settled with others (results/settle.py) only by the response-cache key: two
+    suites whose LLMs differ only in a parameter send different requests (the key once left
+    the provider's parameters out, and one suite was charged both suites' spend), and
+    without a cache every case sends its own (once charged all to the first twin)."""
+    def suite(name: str, retrievers: str, temperature: int, cache: str) -> None:
+        mini_suite(f"""
+            name: {name}
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            retrievers: {{{retrievers}}}
+            metrics: [recall@10, abstention_accuracy]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m,
+                  params: {{temperature: {temperature}}}}}
+            cache: {cache}
+            prices: {{m: {{prompt: 1.0, completion: 2.0}}}}
+            """, name=f"{name}.yaml")
+
+    one = 'a: {type: "overlap_retriever:Overlap"}'
+    suite("warm", one, 0, "{path: llm-cache.sqlite}")
+    suite("hot", one, 1, "{path: llm-cache.sqlite}")
+    suite("twins", f'{one}, b: {{type: "overlap_retriever:Overlap"}}', 0, "off")
+    result = pytester.runpytest("--ragbench=warm.yaml", "--ragbench=hot.yaml",
+                                "--ragbench=twins.yaml", "-p", "no:randomly")
+    result.assert_outcomes(passed=20)
+    assert server.count("/v1/chat/completions") == 20
+    summary = json.loads((run_dir(pytester.path) / "summary.json").read_text())
+    charged = {(s["name"], r["name"]): r["usage"]["requests"]
+               for s in summary["suites"] for r in s["retrievers"]}
+    assert charged == {("warm", "a"): 5, ("hot", "a"): 5, ("twins", "a"): 5, ("twins", "b"): 5}

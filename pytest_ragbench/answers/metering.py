@@ -1,21 +1,20 @@
 """Per-case metering: what one case's chat calls cost, seen through a context variable.
 
-Besides the case's totals, the meter lists each call as ``[key, requests, cost]``: ``key``
-names the request (model, messages, parameters), so that a request several cases shared (one
-sent it, the others joined it in flight or read it from the response cache) can be charged to
-one of them by the case order rather than by timing (:mod:`pytest_ragbench.results.settle`);
-a judge batch's share of an item has no key (each item has its own share).
+Besides the case's totals, the meter lists each call as ``[key, requests, cost]``. Through a
+response cache (any mode but ``off``) cases may share a request: one sends it, the others join
+it in flight or read the stored reply. Such a call's ``key`` is the request's cache key, so
+that it can be charged to one of the cases by their order rather than by timing
+(:mod:`pytest_ragbench.results.settle`). A call that cannot be shared (no cache: every case
+sends its own) and a judge batch's share of an item have no key.
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..llm.base import LLM, Completion, Message
-from ..llm.identity import canonical_json
 from ..llm.usage import PriceTable
 
 #: Hex digits of a call's key in a record: enough to tell a run's requests apart.
@@ -59,21 +58,20 @@ class _MeteredLLM:
     """
 
     def __init__(self, inner: LLM, meter: contextvars.ContextVar[_Meter | None],
-                 prices: PriceTable | None, model: str | None) -> None:
+                 prices: PriceTable | None, model: str | None,
+                 key: Callable[[Sequence[Message], dict[str, Any]], str] | None = None) -> None:
         self.inner = inner
         self._meter = meter
         self._prices = prices
         self._model = model  # None: a free provider
+        #: the cache key of a request, when cases can share it (see the module docstring)
+        self._key = key
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         completion = await self.inner.chat(messages, **params)
-        self.charge(completion, self.key(messages, params))
+        key = self._key(messages, params)[:KEY_DIGITS] if self._key is not None else None
+        self.charge(completion, key)
         return completion
-
-    def key(self, messages: Sequence[Message], params: dict[str, Any]) -> str:
-        """What names a request among the run's: the same for the same request."""
-        document = canonical_json([self._model, list(messages), params])
-        return hashlib.sha256(document.encode()).hexdigest()[:KEY_DIGITS]
 
     def charge(self, completion: Completion, key: str | None = None) -> None:
         """Add ``completion``'s usage and cost to the meter of the case being run: what

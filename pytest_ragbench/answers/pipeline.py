@@ -51,7 +51,14 @@ from ..datasets import Query
 from ..embedders import HashingEmbedder
 from ..errors import ComponentError, RagbenchError, did_you_mean
 from ..llm.base import LLM, Embedder, LLMError, Message
-from ..llm.cache import CACHE_MODES, CachedEmbedder, CachedLLM, CacheMode, ResponseCache
+from ..llm.cache import (
+    CACHE_MODES,
+    CachedEmbedder,
+    CachedLLM,
+    CacheMode,
+    ResponseCache,
+    chat_key,
+)
 from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
 from ..llm.identity import ProviderId, canonical_json, strip_credentials
@@ -638,16 +645,25 @@ def build_pipeline(
 
         def finish(inner: LLM, pid: ProviderId, model: str | None, version: str) -> LLM:
             wrapped: LLM = inner
+            # an unpriced registered LLM comes cached already (see _registered_llm)
+            cached = inner if isinstance(inner, CachedLLM) else None
             # a free provider (model None) is offline and deterministic: caching gains nothing
             if cache is not None and model is not None:
-                wrapped = CachedLLM(inner, cache, provider_id=pid, template_version=version)
+                wrapped = cached = CachedLLM(inner, cache, provider_id=pid,
+                                             template_version=version)
             if role is not None and model is not None:
                 assert run_budget is not None
                 # outside the cache: a handed-over response keeps the cached flag it had
                 wrapped = ExchangedLLM(wrapped, run_budget, role=role, provider_id=pid,
                                        template_version=version)
                 exchanged.append(version)
-            return _MeteredLLM(wrapped, meter, config.prices, model)
+            # through a cache, cases may share a request; the meter names it by its cache key
+            # (without one every case sends its own, and the exchange alone shares nothing
+            # between cases: a second asker sends its own)
+            key = None
+            if cached is not None and cached.cache.mode != "off":
+                key = _cache_key_of(cached)
+            return _MeteredLLM(wrapped, meter, config.prices, model, key=key)
 
         gen_inner, gen_id, gen_model = provider(config.llm, _path(prefix, "llm"))
         llm = finish(gen_inner, gen_id, gen_model, version)
@@ -811,6 +827,14 @@ def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
         assert isinstance(budget, CostBudget)
         inner = BudgetedLLM(inner, budget, config.prices, model=model)
     return inner, pid, model
+
+
+def _cache_key_of(cached: CachedLLM) -> Callable[[Sequence[Message], dict[str, Any]], str]:
+    """The response-cache key ``cached`` gives a request (what cases share through it)."""
+    def key(messages: Sequence[Message], params: dict[str, Any]) -> str:
+        return chat_key(cached.provider_id, messages, params, cached.template_version)
+
+    return key
 
 
 def _close_quietly(clients: Sequence[_Closable], cache: ResponseCache | None) -> None:
