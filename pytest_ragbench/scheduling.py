@@ -9,11 +9,11 @@ total in flight at the suite's ``concurrency``.
 
 The cases of one query (every system's, every repetition's, in every suite) go to the same
 worker. Two systems whose retrievers agree send the same prompt; at ``-n 0`` the second case
-gets the first one's response from the response cache (one request, paid by the case that
-comes first in pytest order). Dealt to two workers, the two cases asked at about the same
-time and both sent it: the run paid twice, and which case paid depended on timing (a
-controller with a head start hands out its responses through the run's exchange, but not
-every run has one). On one worker they ask in pytest order, as at ``-n 0``.
+gets the first one's response from the response cache (one request, which
+:mod:`pytest_ragbench.results.settle` charges to the first case in the records' order). Dealt
+to two workers, the two cases asked at about the same time and both sent it: the run paid
+twice (a controller with a head start hands out its responses through the run's exchange, but
+not every run has one). On one worker they ask in pytest order, as at ``-n 0``.
 
 Queries are dealt in turn (the first to the first worker, the second to the second, ...,
 each to a worker with the fewest cases so far): the workers then move through the suite side
