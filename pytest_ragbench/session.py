@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -57,6 +55,7 @@ from .results.settle import settle_shared_calls
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
+from .sigterm import replace_sigterm
 from .state import COLLECTED_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
 from .suite.files import case_matcher
 
@@ -697,19 +696,13 @@ class SigtermAsInterrupt:
     """
 
     def __init__(self) -> None:
-        self._previous: Any = None
-        self._installed = False
+        self._restore: Callable[[], None] | None = None
         self._deferred = False
         self.received = False
 
     def install(self) -> None:
-        if self._installed or threading.current_thread() is not threading.main_thread():
-            return
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except (ValueError, OSError):  # not the main interpreter thread / no SIGTERM
-            return
-        self._installed = True
+        if self._restore is None:
+            self._restore = replace_sigterm(self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = True
@@ -720,8 +713,6 @@ class SigtermAsInterrupt:
         self._deferred = True
 
     def restore(self) -> None:
-        if self._installed:
-            self._installed = False
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signal.SIGTERM, self._previous if self._previous is not None
-                              else signal.SIG_DFL)
+        restore, self._restore = self._restore, None
+        if restore is not None:
+            restore()

@@ -30,10 +30,11 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .sigterm import replace_sigterm
 
 #: How long a worker told to exit has before it is killed (xdist's teardown gives as long).
 EXIT_TIMEOUT = 10.0
@@ -122,7 +123,7 @@ def interrupt_on_sigterm() -> Callable[[], None] | None:
     ignored) still ignores a Ctrl-C at its terminal. Returns what puts the previous handler
     back; None where none was installed (not the main thread, no POSIX signals, SIGTERM
     ignored on purpose)."""
-    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+    if os.name != "posix":
         return None
     received = False
 
@@ -132,18 +133,7 @@ def interrupt_on_sigterm() -> Callable[[], None] | None:
             received = True
             raise KeyboardInterrupt("SIGTERM")
 
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-            return None
-        previous = signal.signal(signal.SIGTERM, handle)
-    except (ValueError, OSError):  # no signals here (a sandbox, another interpreter)
-        return None
-
-    def restore() -> None:
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-    return restore
+    return replace_sigterm(handle, keep_ignored=True)
 
 
 def _local(gateway: Any) -> bool:
