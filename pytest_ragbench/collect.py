@@ -97,7 +97,8 @@ class RetrieverGroup(pytest.Collector):
             name = q.id if runs == 1 else f"{q.id}[run{run}]"
             reason = runtime.suite.xfail.get(q.id)
             item = CaseItem.from_parent(self, name=name, retriever=self.name, case_id=q.id,
-                                        run=run, xfail_reason=reason, line=line)
+                                        run=run, xfail_reason=reason, line=line,
+                                        **_structured_id(self, name))
             for t in q.tags:
                 item.add_marker(marker_name("tag", t))
             if q.type:
@@ -108,6 +109,22 @@ class RetrieverGroup(pytest.Collector):
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
             yield item
+
+
+def _structured_id(parent: pytest.Collector, name: str) -> dict[str, Any]:
+    """The ``nodeid`` argument that gives a case the structured id pytest reads back for its
+    node id string (pytest >= 9.2; nothing before it, where ids are strings).
+
+    pytest compares structured ids where ``--lf``, ``--ff``, ``--nf`` and ``--sw`` look up
+    what it cached, and a cached id string is parsed with everything from its first ``[``
+    as parameters. A case named as a child (``q1[run0]`` a name, no parameters) never
+    matched its own cached id: those options selected nothing in a ``runs: N`` suite (or
+    one with ``[`` in a query id) and reran every case."""
+    parent_id = getattr(parent, "id", None)
+    parse = getattr(type(parent_id), "parse", None)
+    if parent_id is None or parse is None:
+        return {}
+    return {"nodeid": parse(f"{parent.nodeid}::{name}")}
 
 
 class CaseItem(pytest.Item):

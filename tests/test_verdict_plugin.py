@@ -134,6 +134,33 @@ def test_last_failed_rerun_is_partial(pytester, mini_suite):
     assert summary["run"]["n_cases"] == first.parseoutcomes()["failed"] < 5
 
 
+def test_last_failed_and_stepwise_narrow_repeated_cases(pytester, mini_suite):
+    # `runs: 2` names its cases `query[runN]`: pytest reads the ids it cached back with the
+    # bracket as parameters, and the cases must carry the same structured id, or `--lf`
+    # and `--sw` select nothing and rerun the whole suite as if it were narrowed
+    path = mini_suite(drop="d3")
+    path.write_text(path.read_text() + "llm: {type: extractive}\nruns: 2\n" + THRESHOLD)
+    first = pytester.runpytest(SUITE, "-p", "cacheprovider")
+    failed = first.parseoutcomes()["failed"]
+    assert first.ret == 1 and 0 < failed < 10
+    rerun = pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider")
+    assert rerun.parseoutcomes() == {"failed": failed, "deselected": 10 - failed}
+    summary, _, _ = _outputs(pytester)
+    assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
+    # the workers select the same cases (xdist reports no deselected count)
+    rerun = pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider", "-n", "2")
+    assert rerun.parseoutcomes() == {"failed": failed}
+    summary, _, _ = _outputs(pytester)
+    assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
+
+    # stepwise: the second run starts at the case the first one stopped at
+    stopped = pytester.runpytest(SUITE, "--sw", "-p", "cacheprovider", "-v")
+    first_failure = re.search(r"::(\S+) FAILED", stopped.stdout.str()).group(1)
+    again = pytester.runpytest(SUITE, "--sw", "-p", "cacheprovider", "-v")
+    assert again.parseoutcomes().get("deselected", 0) > 0
+    assert re.search(r"::(\S+) (FAILED|PASSED)", again.stdout.str()).group(1) == first_failure
+
+
 def test_partial_runs_are_never_last_or_best(pytester, mini_suite):
     mini_suite(drop="d1")
     assert pytester.runpytest(SUITE).ret == 0
