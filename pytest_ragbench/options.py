@@ -81,6 +81,11 @@ def add_history_option(addoption: AddOption, prefix: str = "ragbench-",
 
 SUMMARY_LEVELS = ("short", "default", "full")
 
+#: ``--ragbench-resume`` given without RUN: the newest run of the suites, when unfinished.
+#: Not a run reference, so that an explicit ``=latest`` names the newest run, finished or
+#: not, as ``latest`` does everywhere else.
+RESUME_NEWEST_UNFINISHED = "<newest unfinished>"
+
 
 def add_summary_option(addoption: AddOption, prefix: str = "ragbench-") -> None:
     """Register ``--{prefix}summary``: how much the terminal summary and ``summary.md`` show
@@ -157,12 +162,14 @@ def addoption(parser: Any) -> None:
              "and the 'run' retriever",
     )
     group.addoption(
-        "--ragbench-resume", nargs="?", const="latest", default=None, metavar="RUN",
+        "--ragbench-resume", nargs="?", const=RESUME_NEWEST_UNFINISHED, default=None,
+        metavar="RUN",
         help="finish an earlier run: reuse its finished cases whose suite, dataset, system "
              "parameters, case and repetition are unchanged, run the rest (missing or "
              "errored), and report old and new as one run. RUN: a run number (the history's #), "
-             "a run id, a run folder, 'last', 'best' or 'latest' (default: the newest "
-             "unfinished run of the same suites; with --lf the newest run)",
+             "a run id, a run folder, 'last', 'best' or 'latest' (the newest run, finished or "
+             "not); without RUN: the newest run of the same suites if it is unfinished (with "
+             "--lf, the newest run)",
     )
     group.addoption(
         "--ragbench-html", default=None, metavar="PATH",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .collect import CaseItem
+from .options import RESUME_NEWEST_UNFINISHED
 
 if TYPE_CHECKING:
     from .results.resume import EarlierRun, SuiteKeys
@@ -68,7 +69,7 @@ class CaseResume:
         from .results.resume import ResumeError, resolve_run_folder, run_folders
 
         root = runs_root(self.config)
-        if ref != "latest":
+        if ref != RESUME_NEWEST_UNFINISHED:
             try:
                 folder = resolve_run_folder(ref, root, self.config.invocation_params.dir,
                                             history=self._history_path())

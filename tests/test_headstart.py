@@ -23,6 +23,7 @@ from test_plugin_rag import judge_reply
 
 from pytest_ragbench.headstart import blocker
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
+from pytest_ragbench.options import RESUME_NEWEST_UNFINISHED
 
 N_QUERIES = 24
 
@@ -304,7 +305,7 @@ def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -
     chosen = {"keyword": ("q1", "-k"), "markexpr": ("slow", "-m"), "lf": (True, "--lf"),
               "deselect": (["suite.yaml::bm25::q1"], "--deselect"),
               "maxfail": (1, "-x/--maxfail"), "stepwise": (True, "--sw"),
-              "ragbench_resume": ("latest", "--ragbench-resume"),
+              "ragbench_resume": (RESUME_NEWEST_UNFINISHED, "--ragbench-resume"),
               "showfixtures": (True, "an informational option")}
     for dest, (value, reason) in chosen.items():
         saved = getattr(config.option, dest)

@@ -161,6 +161,24 @@ def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
 
 
+def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
+    # Bare, the option resumes only an unfinished newest run; `=latest` is a run reference
+    # like any other (it used to be read as the bare option, and refused a finished run)
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
+    first = latest_run(pytester.path)
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--ragbench-resume")
+    result.stdout.fnmatch_lines(["ragbench: nothing to resume*"])
+    assert sum((_calls(pytester.path) - before).values()) == 10
+    before = _calls(pytester.path)
+    latest = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, "--ragbench-resume=latest")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines([f"resumed from {latest.name}: 10 cases reused, 0 run"])
+    assert _calls(pytester.path) == before
+    assert _results(_summary(latest_run(pytester.path))) == _results(_summary(first))
+
+
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
