@@ -448,18 +448,6 @@ def pytest_collection_modifyitems_sigterm(config: pytest.Config,
         config.add_cleanup(restore)
 
 
-def pytest_collectreport(report: pytest.CollectReport) -> None:
-    """Count the cases each suite holds, as collected and before ``-k``, ``-m``,
-    ``--deselect`` or ``--lf`` deselect any: the M of "N of M cases"."""
-    items = [x for x in (report.result or []) if isinstance(x, CaseItem)]
-    if not items:
-        return
-    state = items[0].config.stash[STATE_KEY]
-    for item in items:
-        sid = item.nodeid.split("::")[0]
-        state.collected[sid] = state.collected.get(sid, 0) + 1
-
-
 def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
     """Send the collection counts to the controller once per process, with a case report."""
     state = item.config.stash[STATE_KEY]

@@ -101,8 +101,9 @@ def test_baseline_regressions_are_junit_testcases(pytester, mini_suite):
 
 @pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
                                   ["-x"], ["-k", "q1 or q2", "-n", "2"],
-                                  ["-m", "type_numeric"]],
-                         ids=["k", "deselect", "x", "k-xdist", "m"])
+                                  ["-m", "type_numeric"], ["suite.yaml::overlap::q1"],
+                                  ["suite.yaml::overlap::q1", "-n", "2"]],
+                         ids=["k", "deselect", "x", "k-xdist", "m", "nodeid", "nodeid-xdist"])
 def test_narrowed_runs_are_partial_everywhere(pytester, mini_suite, args):
     path = mini_suite(drop="d3")
     path.write_text(path.read_text() + THRESHOLD + "gates:\n  mrr@10: 0.1\n")
