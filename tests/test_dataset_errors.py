@@ -252,7 +252,9 @@ def test_malformed_json_lines(tmp_path: Path, line: str, message: str) -> None:
 @pytest.mark.parametrize(("content", "message", "line"), [
     ('[{"_id": "d1", "text": "a"},\n {"_id": "d2", ', "malformed JSON: Expecting", 2),
     ('"text"', "expected a JSON list of objects or an object keyed by id, got string", None),
-    ('[{"_id": "d1", "text": "a"}, 3]', "entry 1: expected an object, got integer", None),
+    ('[{"_id": "d1", "text": "a"},\n 3]', "expected an object, got integer", 2),
+    ('[{"_id": "d1", "text": "a"}] []', "malformed JSON: Extra data", 1),
+    ('{"d1": "a",\n "d2" 3}', "malformed JSON: Expecting ':' delimiter", 2),
 ])
 def test_malformed_json_files(tmp_path: Path, content: str, message: str, line: int | None
                               ) -> None:
@@ -449,6 +451,95 @@ def test_any_bytes_in_qrels_parse_or_fail_cleanly(tmp_path: Path, data: bytes) -
     pairs = [(r.query_id, r.doc_id) for r in rows]
     assert len(pairs) == len(set(pairs))
     assert all(r.query_id and r.doc_id and isinstance(r.grade, int) for r in rows)
+
+
+def test_json_records_name_the_line_they_start_on(tmp_path: Path) -> None:
+    # an indented JSON file: the record at fault, not its index (read as a line number)
+    path = tmp_path / "queries.json"
+    path.write_text(json.dumps([{"_id": "q1", "text": "x"}, {"text": "no id"}], indent=2))
+    with pytest.raises(DataFileError, match="query has no id") as exc:
+        read_queries(read_records(path), path)
+    assert exc.value.line == 6  # '  {' of the second record
+    path = tmp_path / "corpus.json"
+    path.write_text(json.dumps({"d1": {"text": "a"}, "d2": {"text": "b"}, "d1 ": 3}, indent=2))
+    with pytest.raises(DataFileError, match="'d1 ': field 'text' must be a string") as exc:
+        corpus_of(path)
+    assert exc.value.line == 8
+
+
+def test_inline_records_name_their_line_in_the_suite(tmp_path: Path) -> None:
+    from pytest_ragbench.suite.loader import load_suite
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent("""\
+        name: s
+        dataset:
+          items:
+            - {_id: a, text: first question}
+            - {_id: a, text: again}
+          documents:
+            - {_id: d1, text: doc one}
+            -
+              text: no id
+        retrievers: {bm25: {}}
+        metrics: [recall@10]
+        """))
+    spec = load_suite(suite, None).dataset
+    with pytest.raises(DataFileError, match="has no id") as exc:
+        load_dataset(spec)
+    assert (exc.value.file, exc.value.line) == (str(suite), 9)
+    suite.write_text(suite.read_text().replace("-\n      text: no id", "- {_id: d2, text: two}"))
+    spec = load_suite(suite, None).dataset
+    with pytest.raises(DataFileError, match=r"duplicate query id 'a' \(first seen at line 4\)"
+                       ) as exc:
+        load_dataset(spec)
+    assert exc.value.line == 5
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.lists(json_values, max_size=6) | st.dictionaries(st.text(max_size=4),
+                                                               json_values, max_size=6),
+       indent=st.sampled_from([None, 0, 2, "\t"]))
+def test_json_entries_read_what_json_loads_reads_with_each_entrys_line(doc, indent) -> None:
+    from pytest_ragbench.datasets.core import json_entries
+
+    content = json.dumps(doc, indent=indent)
+    entries = list(json_entries(content))
+    if isinstance(doc, dict):
+        assert [(k, v) for _, k, v in entries] == list(json.loads(content).items())
+    else:
+        assert [v for _, k, v in entries] == json.loads(content)
+        assert all(k is None for _, k, _ in entries)
+    lines = content.split("\n")
+    for line, key, value in entries:
+        if indent is None:  # all on one line
+            assert line == 1
+            continue
+        start = json.dumps(key if key is not None else value, indent=indent).split("\n")[0]
+        assert lines[line - 1].strip().startswith(start.strip()), (line, key, value)
+
+
+@tmp_settings
+@given(data=st.binary(max_size=300) | st.lists(
+    st.sampled_from(['{"_id": "d1", ', '"text": "a"', '"title": 3', "}", "\n", '"_id": 2',
+                     '"text": null', "[", "]", ",", ":", '"d1"', "NaN", "\xff", " "]),
+    max_size=30).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape")))
+def test_any_bytes_in_a_json_corpus_parse_or_fail_cleanly(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "corpus.json"
+    path.write_bytes(data)
+    try:
+        docs = corpus_of(path)
+    except DataFileError as exc:
+        assert exc.file == str(path)
+        return
+    assert all(isinstance(d.text, str) for d in docs)
 
 
 @tmp_settings

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -124,6 +125,9 @@ class DatasetSpec:
     answer_field: str | None = None  # dotted path into a query record holding a reference answer
     inline_queries: tuple[Mapping[str, Any], ...] | None = None
     inline_corpus: tuple[Mapping[str, Any], ...] | None = None
+    #: The suite file's line of each inline query and document, for error messages.
+    inline_query_lines: tuple[int | None, ...] = field(default=(), compare=False)
+    inline_corpus_lines: tuple[int | None, ...] = field(default=(), compare=False)
     hf: HfSpec | None = None
     ir_datasets: str | None = None  # an ir_datasets id, e.g. "beir/nfcorpus/test"
     #: No corpus is an empty corpus (a suite of pipelines that needs no documents).
@@ -304,27 +308,85 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataFileError("the file is empty (expected a JSON list of objects or an object "
                             "keyed by id)", file=path)
     try:
-        data = json.loads(content)
+        for line, key, value in json_entries(content):
+            if key is not None:  # {"id": {...}} mapping form
+                value = {"_id": key, **value} if isinstance(value, dict) else {
+                    "_id": key, "text": value}
+            if not isinstance(value, dict):
+                raise DataFileError(f"expected an object, got {_type_name(value)}", file=path,
+                                    line=line)
+            yield line, value
     except (ValueError, RecursionError) as exc:
+        if isinstance(exc, DataFileError):
+            raise
+        if isinstance(exc, _NotAContainer):
+            raise DataFileError("expected a JSON list of objects or an object keyed by id, "
+                                f"got {_type_name(exc.value)}", file=path) from None
         line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
         raise DataFileError(f"malformed JSON: {_json_error(exc)}", file=path, line=line) from None
-    if isinstance(data, dict):
-        # {"id": {...}} mapping form
-        items: list[Any] = [
-            {"_id": k, **v} if isinstance(v, dict) else {"_id": k, "text": v}
-            for k, v in data.items()
-        ]
-    elif isinstance(data, list):
-        items = data
+
+
+class _NotAContainer(ValueError):
+    def __init__(self, value: Any) -> None:
+        super().__init__("not a JSON array or object")
+        self.value = value
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def json_entries(content: str) -> Iterator[tuple[int, str | None, Any]]:
+    """``(line, key, value)`` of each top-level entry of a JSON array (``key`` None) or object,
+    in document order, with the 1-based line the entry starts on.
+
+    Each entry is decoded on its own (by the same decoder as :func:`json.loads`), so that an
+    error names the line of the record at fault rather than its index; an object's repeated
+    key yields each of its entries. Raises :class:`json.JSONDecodeError` where ``json.loads``
+    would, and ``_NotAContainer`` for a document that is a single scalar.
+    """
+    decode = json.JSONDecoder().raw_decode
+
+    def space(at: int) -> int:
+        return _JSON_SPACE.match(content, at).end()  # type: ignore[union-attr]
+
+    pos = space(0)
+    opener = content[pos:pos + 1]
+    if opener not in ("[", "{"):
+        value, end = decode(content, pos)
+        if space(end) != len(content):
+            raise json.JSONDecodeError("Extra data", content, space(end))
+        raise _NotAContainer(value)
+    closer = "]" if opener == "[" else "}"
+    line, counted = 1, 0
+    pos = space(pos + 1)
+    if content.startswith(closer, pos):
+        pos += 1
     else:
-        raise DataFileError("expected a JSON list of objects or an object keyed by id, got "
-                            f"{_type_name(data)}", file=path)
-    for i, obj in enumerate(items):
-        if not isinstance(obj, dict):
-            raise DataFileError(
-                f"entry {i}: expected an object, got {_type_name(obj)}", file=path
-            )
-        yield i + 1, obj
+        while True:
+            line += content.count("\n", counted, pos)
+            counted = pos
+            key = None
+            if opener == "{":
+                if not content.startswith('"', pos):
+                    raise json.JSONDecodeError(
+                        "Expecting property name enclosed in double quotes", content, pos)
+                key, pos = decode(content, pos)
+                pos = space(pos)
+                if not content.startswith(":", pos):
+                    raise json.JSONDecodeError("Expecting ':' delimiter", content, pos)
+                pos = space(pos + 1)
+            value, pos = decode(content, pos)
+            yield line, key, value
+            pos = space(pos)
+            if content.startswith(",", pos):
+                pos = space(pos + 1)
+            elif content.startswith(closer, pos):
+                pos += 1
+                break
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", content, pos)
+    if space(pos) != len(content):
+        raise json.JSONDecodeError("Extra data", content, space(pos))
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -693,6 +755,14 @@ def _surrogate_error(corpus: Sequence[Document], queries: Sequence[Query], corpu
                          file=corpus_src)
 
 
+def _inline(records: Sequence[Mapping[str, Any]],
+            lines: Sequence[int | None]) -> list[tuple[int, Any]]:
+    """Inline records with the suite file's line of each (their index where not known), as a
+    data file's records come with theirs."""
+    return [(lines[i] if i < len(lines) and lines[i] is not None else i + 1, rec)
+            for i, rec in enumerate(records)]
+
+
 def load_files(spec: DatasetSpec) -> Dataset:
     """Read, join and validate a dataset of files or inline data described by ``spec``."""
     corpus_path = spec.corpus
@@ -724,7 +794,8 @@ def load_files(spec: DatasetSpec) -> Dataset:
             check_file(p, what, source=spec.source, key=keys[what])
 
     if spec.inline_corpus is not None:
-        corpus = read_corpus(list(enumerate(spec.inline_corpus, 1)), spec.source)
+        corpus = read_corpus(_inline(spec.inline_corpus, spec.inline_corpus_lines),
+                             spec.source)
     elif corpus_path is not None:
         corpus = read_corpus(read_records(corpus_path), corpus_path)
     elif spec.corpus_optional:
@@ -736,8 +807,8 @@ def load_files(spec: DatasetSpec) -> Dataset:
             key=spec.key,
         )
     if spec.inline_queries is not None:
-        queries = read_queries(list(enumerate(spec.inline_queries, 1)), spec.source,
-                               spec.answer_field)
+        queries = read_queries(_inline(spec.inline_queries, spec.inline_query_lines),
+                               spec.source, spec.answer_field)
     elif queries_path is not None:
         queries = read_queries(read_records(queries_path), queries_path, spec.answer_field)
     else:

@@ -503,6 +503,13 @@ def _parse_retrievers(
     return tuple(out)
 
 
+def _item_lines(ctx: _Ctx, where: tuple[Any, ...], items: Any) -> tuple[int | None, ...]:
+    """The line of each entry of an inline list (``dataset.items``, ``dataset.documents``)."""
+    if not isinstance(items, (list, tuple)):
+        return ()
+    return tuple(ctx.lines.get((*where, i)) for i in range(len(items)))
+
+
 def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> DatasetSpec:
     path_key: tuple[Any, ...] = ("dataset",)
     data: Mapping[str, Any] = {"path": value} if isinstance(value, str) else value
@@ -563,6 +570,8 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         answer_field=data.get("answer_field"),
         inline_corpus=tuple(inline_docs) if inline_docs is not None else None,
         inline_queries=tuple(inline_items) if inline_items is not None else None,
+        inline_corpus_lines=_item_lines(ctx, (*path_key, "documents"), inline_docs),
+        inline_query_lines=_item_lines(ctx, (*path_key, "items"), inline_items),
         # the schema requires a corpus when retrievers run; pipelines may do without
         corpus_optional=True,
         hf=hf,
