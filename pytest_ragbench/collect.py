@@ -118,19 +118,16 @@ class RetrieverGroup(pytest.Collector):
 
 
 def _structured_id(parent: pytest.Collector, name: str) -> dict[str, Any]:
-    """The ``nodeid`` argument that gives a case the structured id pytest reads back for its
-    node id string (pytest >= 9.2; nothing before it, where ids are strings).
+    """The ``nodeid`` argument that gives a case the id pytest reads back for its node id
+    string.
 
-    pytest compares structured ids where ``--lf``, ``--ff``, ``--nf`` and ``--sw`` look up
-    what it cached, and a cached id string is parsed with everything from its first ``[``
-    as parameters. A case named as a child (``q1[run0]`` a name, no parameters) never
-    matched its own cached id: those options selected nothing in a ``runs: N`` suite (or
-    one with ``[`` in a query id) and reran every case."""
-    parent_id = getattr(parent, "id", None)
-    parse = getattr(type(parent_id), "parse", None)
-    if parent_id is None or parse is None:
-        return {}
-    return {"nodeid": parse(f"{parent.nodeid}::{name}")}
+    pytest (9.2) compares structured ids where ``--lf``, ``--ff``, ``--nf`` and ``--sw`` look
+    up what it cached, and parses a cached id string with everything from its first ``[`` as
+    parameters. A case made as a child named ``q1[run0]`` (a name, no parameters) never
+    matched its own cached id: those options selected nothing in a ``runs: N`` suite (or one
+    with ``[`` in a query id) and reran every case. Given as the string, the id is parsed as
+    the cached one is (and is the default id on earlier pytest versions)."""
+    return {"nodeid": f"{parent.nodeid}::{name}"}
 
 
 class CaseItem(pytest.Item):

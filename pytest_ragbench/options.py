@@ -82,8 +82,8 @@ def add_history_option(addoption: AddOption, prefix: str = "ragbench-",
 SUMMARY_LEVELS = ("short", "default", "full")
 
 #: ``--ragbench-resume`` given without RUN: the newest run of the suites, when unfinished.
-#: Not a run reference, so that an explicit ``=latest`` names the newest run, finished or
-#: not, as ``latest`` does everywhere else.
+#: Not a run reference, so that an explicit ``=latest`` can name the newest run of the
+#: suites, finished or not.
 RESUME_NEWEST_UNFINISHED = "<newest unfinished>"
 
 
@@ -167,9 +167,9 @@ def addoption(parser: Any) -> None:
         help="finish an earlier run: reuse its finished cases whose suite, dataset, system "
              "parameters, case and repetition are unchanged, run the rest (missing or "
              "errored), and report old and new as one run. RUN: a run number (the history's #), "
-             "a run id, a run folder, 'last', 'best' or 'latest' (the newest run, finished or "
-             "not); without RUN: the newest run of the same suites if it is unfinished (with "
-             "--lf, the newest run)",
+             "a run id, a run folder, 'last', 'best' or 'latest' (the newest run of the same "
+             "suites, finished or not); without RUN: that run if it is unfinished (with --lf "
+             "or --ff, whether or not)",
     )
     group.addoption(
         "--ragbench-html", default=None, metavar="PATH",

@@ -69,7 +69,9 @@ class CaseResume:
         from .results.resume import ResumeError, resolve_run_folder, run_folders
 
         root = runs_root(self.config)
-        if ref != RESUME_NEWEST_UNFINISHED:
+        # "latest" here is the newest run of these suites (the out folder's latest link may
+        # be another suite's run, which holds nothing to resume)
+        if ref not in (RESUME_NEWEST_UNFINISHED, "latest"):
             try:
                 folder = resolve_run_folder(ref, root, self.config.invocation_params.dir,
                                             history=self._history_path())
@@ -78,8 +80,8 @@ class CaseResume:
             self.candidates = [str(folder)]
             return
         self.candidates = [str(p) for p in run_folders(root)]
-        # --lf reruns what failed in the newest run, finished or not.
-        self.unfinished_only = not self._lf_active()
+        # --lf reruns what failed in the newest run, finished or not; "latest" names it
+        self.unfinished_only = ref == RESUME_NEWEST_UNFINISHED and not self._lf_active()
 
     def _history_path(self) -> Path:
         """The run history run numbers, ``last`` and ``best`` are looked up in."""

@@ -170,8 +170,14 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     result = pytester.runpytest(SUITE, "--ragbench-resume")
     result.stdout.fnmatch_lines(["ragbench: nothing to resume*"])
     assert sum((_calls(pytester.path) - before).values()) == 10
-    before = _calls(pytester.path)
     latest = latest_run(pytester.path)
+    # another suite's run since: `latest` is still the newest run of this suite
+    other = (pytester.path / "suite.yaml").read_text().replace("name: ", "name: other", 1)
+    assert other != (pytester.path / "suite.yaml").read_text()
+    (pytester.path / "other.yaml").write_text(other)
+    pytester.runpytest("--ragbench=other.yaml")
+    assert latest_run(pytester.path) != latest
+    before = _calls(pytester.path)
     result = pytester.runpytest(SUITE, "--ragbench-resume=latest")
     result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([f"resumed from {latest.name}: 10 cases reused, 0 run"])

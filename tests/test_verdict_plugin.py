@@ -154,6 +154,11 @@ def test_last_failed_and_stepwise_narrow_repeated_cases(pytester, mini_suite):
     summary, _, _ = _outputs(pytester)
     assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
 
+    # failed first: the failures run before the others
+    ordered = pytester.runpytest(SUITE, "--ff", "-p", "cacheprovider", "-v")
+    outcomes = re.findall(r"::\S+ (FAILED|PASSED)", ordered.stdout.str())
+    assert outcomes == ["FAILED"] * failed + ["PASSED"] * (10 - failed)
+
     # stepwise: the second run starts at the case the first one stopped at
     stopped = pytester.runpytest(SUITE, "--sw", "-p", "cacheprovider", "-v")
     first_failure = re.search(r"::(\S+) FAILED", stopped.stdout.str()).group(1)
