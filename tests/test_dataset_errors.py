@@ -358,6 +358,15 @@ def test_integral_float_grade_is_accepted(tmp_path: Path) -> None:
     assert dict(read_queries(read_records(path), path)[0].relevant) == {"d1": 2}
 
 
+@pytest.mark.parametrize("qid", ["c::d", "a\nb", "tab\there", "nul\x00"])
+def test_query_ids_that_cannot_be_part_of_a_test_id(tmp_path: Path, qid: str) -> None:
+    path = tmp_path / "queries.jsonl"
+    path.write_text(QUERIES + json.dumps({"_id": qid, "text": "x"}) + "\n")
+    with pytest.raises(DataFileError, match="contains '::' or a control character") as exc:
+        read_queries(read_records(path), path)
+    assert exc.value.line == 3
+
+
 def test_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
     err = error_of(write_dataset(tmp_path, corpus=CORPUS + '{"_id": "d2", "text": "x"}\n'))
     assert (err.line, "duplicate document id 'd2' (first seen at line 2)" in str(err)) == (3, True)

@@ -534,6 +534,12 @@ def read_queries(
     seen: dict[str, int] = {}
     for lineno, rec in records:
         qid = _require_id(rec, path, lineno, "query")
+        if "::" in qid or any(ord(c) < 32 or ord(c) == 127 for c in qid):
+            # node ids are file::system::query: such a case could not be named on the
+            # command line, and junit and the terminal would split or wrap its name
+            raise DataFileError(f"query id {qid!r} contains '::' or a control character "
+                                "(it is part of test ids: suite.yaml::system::query)",
+                                file=path, line=lineno)
         if qid in seen:
             raise DataFileError(
                 f"duplicate query id {qid!r} (first seen at line {seen[qid]})",
