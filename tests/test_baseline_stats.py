@@ -297,3 +297,22 @@ def test_synthetic_comparison_reports_query_set_changes_and_holm():
     assert strict["passed"]
     changed = compare_docs(base, _doc({"q00": 0.5}), Overrides(require_same_dataset=True))
     assert any("require_same_dataset" in line for line in failure_lines(changed))
+
+
+def test_no_significant_drop_fails_when_no_query_was_compared():
+    # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
+    # where no drop could be measured; the gate is not evidence of no drop, as a drop gate
+    # and a threshold fail on NaN too
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    gates = ["ndcg@10: no significant drop", "tag=numerc: ndcg@10: no significant drop",
+             "difficulty=hard: ndcg@10: no significant drop"]
+    renamed = _doc({f"z{i:02d}": 0.5 for i in range(20)}, gates=gates)
+    out = compare_docs(base, renamed)
+    assert out["suites"][0]["n_common"] == 0
+    results = {g["scope"]: g["passed"] for g in out["gates"]}
+    assert results == {"": False, "tag=numerc": False, "difficulty=hard": False}
+    assert not out["passed"]
+    # with queries in common and no change, the same gates pass
+    same = compare_docs(base, _doc({f"q{i:02d}": 0.5 for i in range(20)},
+                                   gates=gates[:1]))
+    assert same["passed"] and [g["passed"] for g in same["gates"]] == [True]

@@ -370,7 +370,10 @@ def _baseline_gate_results(
                 p = _nan(row["p_holm"])
                 alpha = gate.alpha if gate.alpha is not None else default_alpha
                 worse = worse_by(_nan(row["delta"]), row["direction"])
-                res.update(passed=not (worse > 0 and p < alpha), value=row["delta"],
+                # no change measured (no query in common): no evidence of "no drop" either,
+                # as a drop gate and a threshold fail on it
+                res.update(passed=not math.isnan(worse) and not (worse > 0 and p < alpha),
+                           value=row["delta"],
                            p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row),
                            margin=(p - alpha) if worse > 0 else None)
             out.append(res)
