@@ -397,7 +397,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """``--ragbench-gate`` on a metric no collected suite computes: one collection error.
+    """``--ragbench-gate`` on a metric no collected suite computes, or scoped to a system
+    none has: one collection error.
 
     Nothing runs then, so a typo costs no request. Each xdist worker finds the same problem
     and reports the same text, which the controller shows once; its items are dropped so the
@@ -412,7 +413,9 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
     # By file: two suite files may share a name but not their metrics.
     suites = {f"{s.name} [{nodeid}]": [m.name for m in s.metrics]
               for nodeid, s in state.collected_suites.items()}
-    problems = cli_gate_problems(gates, suites)
+    systems = {f"{s.name} [{nodeid}]": [x.name for x in s.systems]
+               for nodeid, s in state.collected_suites.items()}
+    problems = cli_gate_problems(gates, suites, systems)
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))
         items.clear()

@@ -346,6 +346,11 @@ NUMBERS: list[Case] = [
         ("threshold-above-one", SUITE + "thresholds: {recall@10: '>= 1.5'}\n",
          "*suite.yaml:10: thresholds.recall@10: recall@10 lies between 0 and 1, so 'recall@10 "
          ">= 1.5' can never pass*", {}),
+        ("gate-system-typo", SUITE + "gates: ['retriever=bm52: ndcg@10: drop <= 0.01']\n",
+         "*suite.yaml:10: gates[[]0]: 'retriever=bm52: ndcg@10: drop <= 0.01' is scoped to "
+         "retriever=bm52, which is not a system of this suite (did you mean 'bm25'?)*", {}),
+        ("threshold-system-typo", SUITE + "thresholds: {'retriever=bm52: ndcg@10': '>= 0.5'}\n",
+         "*suite.yaml:10: thresholds.retriever=bm52: ndcg@10: *not a system of this suite*", {}),
         ("gate-negative", SUITE + "gates: {ndcg@10: '>= -2'}\n",
          "*suite.yaml:10: gates.ndcg@10: *'ndcg@10 >= -2' always passes*", {}),
         ("gate-error-rate-percent", SUITE + "gates: ['error_rate <= 5']\n",
@@ -488,6 +493,9 @@ OPTIONS: list[Case] = [
     Case("gate-metric-typo", "ragbench: --ragbench-gate 'ndcg@1O >= 0.5': no collected suite "
          "computes 'ndcg@1O' (did you mean 'ndcg@10'?)*", args=("--ragbench-gate=ndcg@1O >= 0.5",)),
     Case("gate-syntax", "*--ragbench-gate*", args=("--ragbench-gate=ndcg@10 >>= 0.5",)),
+    Case("gate-system-typo", "ragbench: --ragbench-gate 'retriever=bm52: ndcg@10 >= 0.5': no "
+         "collected suite has a system 'bm52' (did you mean 'bm25'?); the systems: bm25",
+         args=("--ragbench-gate=retriever=bm52: ndcg@10 >= 0.5",)),
     Case("gate-empty", "*--ragbench-gate*", args=("--ragbench-gate=",)),
     Case("tolerance-bare-five", "*--ragbench-tolerance*5%*", args=("--ragbench-tolerance=5",)),
     Case("tolerance-negative-percent", "*--ragbench-tolerance*",

@@ -125,22 +125,31 @@ def missing_reference_problem(
             "those metrics")
 
 
-def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence[str]]
-                      ) -> list[str]:
-    """Messages for ``--ragbench-gate`` expressions on a metric no collected suite computes.
+def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence[str]],
+                      suite_systems: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Messages for ``--ragbench-gate`` expressions on a metric no collected suite computes,
+    or scoped to a ``retriever=`` no collected suite has (it would apply to nothing).
 
-    ``suite_metrics`` maps each collected suite's name to its metric names. Expressions were
-    checked for syntax when the option was parsed.
+    ``suite_metrics`` maps each collected suite's name to its metric names, ``suite_systems``
+    to its system names. Expressions were checked for syntax when the option was parsed.
     """
-    from ..results.gates import ERROR_RATE, parse_gate_expression
+    from ..results.gates import ERROR_RATE, parse_gate_expression, scope_retriever
 
     known = sorted({m for names in suite_metrics.values() for m in names})
+    systems = sorted({n for names in (suite_systems or {}).values() for n in names})
     problems = []
     for text in gates:
         try:
-            metric = parse_gate_expression(text).metric
+            gate = parse_gate_expression(text)
         except ValueError as exc:
             problems.append(f"--ragbench-gate {text!r}: {exc}")
+            continue
+        metric = gate.metric
+        only = scope_retriever(gate.scope)
+        if suite_systems is not None and only is not None and only not in systems:
+            problems.append(f"--ragbench-gate {text!r}: no collected suite has a system "
+                            f"{only!r}{did_you_mean(only, systems)}; the systems: "
+                            f"{', '.join(systems) or 'none'}")
             continue
         if metric == ERROR_RATE or metric in known:
             continue

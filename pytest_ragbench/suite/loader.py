@@ -43,6 +43,7 @@ from ..results.gates import (
     parse_gate,
     parse_gate_list,
     parse_tolerance,
+    scope_retriever,
 )
 from .model import ComponentSpec, Lines, Suite, key_str
 from .schema import KeyPath, SuiteModel, key_path, required_keys
@@ -290,6 +291,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline")
                  if data.get("pipelines") is not None else ())
     _check_system_names(ctx, retrievers, pipelines)
+    systems = [s.name for s in (*retrievers, *pipelines)]
     rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
     return Suite(
         name=name,
@@ -300,10 +302,11 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         metrics=metrics,
         k=k,
         thresholds=tuple(
-            g for g in _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name)
+            g for g in _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
+                                    systems)
             if isinstance(g, Gate)
         ),
-        gates=_parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name),
+        gates=_parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems),
         tolerances=baseline.tolerances or {},
         baseline_settings=baseline,
         seed=model.seed,
@@ -659,12 +662,14 @@ def _check_split(ctx: _Ctx, folder: Path, split: str | None, given: bool) -> Non
 
 
 def _parse_gates(
-    ctx: _Ctx, value: Any, path: tuple[Any, ...], metrics: Mapping[str, MetricSpec]
+    ctx: _Ctx, value: Any, path: tuple[Any, ...], metrics: Mapping[str, MetricSpec],
+    systems: Sequence[str] = (),
 ) -> tuple[GateCheck, ...]:
     """``{metric: expr | [expr, ...]}`` or, for gates, a list of whole expressions.
 
     Per-query thresholds (``path == ("thresholds",)``) accept only ``>=``-style bounds: a query
-    has no baseline of its own to drop from.
+    has no baseline of its own to drop from. A ``retriever=`` scope must name one of
+    ``systems``.
     """
     allow_baseline = path == ("gates",)
     out: list[GateCheck] = []
@@ -674,6 +679,7 @@ def _parse_gates(
                 checks = parse_gate_list([item], metrics)
                 for check in checks:
                     _check_bound(check, metrics)
+                    _check_scope(check, systems)
             except ValueError as exc:
                 raise ctx.error((*path, i), str(exc)) from None
             out += checks
@@ -684,10 +690,21 @@ def _parse_gates(
             try:
                 gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
                 _check_bound(gate, metrics)
+                _check_scope(gate, systems)
             except ValueError as exc:
                 raise ctx.error((*path, str(key)), str(exc)) from None
             out.append(gate)
     return tuple(out)
+
+
+def _check_scope(check: GateCheck, systems: Sequence[str]) -> None:
+    """A ``retriever=`` scope naming no system of the suite: the check would apply to none
+    and vanish from every output (a typo that let a run pass)."""
+    only = scope_retriever(check.scope)
+    if only is not None and only not in systems:
+        raise ValueError(f"'{check.text}' is scoped to retriever={only}, which is not a "
+                         f"system of this suite{did_you_mean(only, systems)} (systems: "
+                         f"{', '.join(systems) or 'none'})")
 
 
 # Metrics whose every value lies in [0, 1] (trec_eval's measures, the lexical answer scores,
