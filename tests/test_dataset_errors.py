@@ -358,13 +358,21 @@ def test_integral_float_grade_is_accepted(tmp_path: Path) -> None:
     assert dict(read_queries(read_records(path), path)[0].relevant) == {"d1": 2}
 
 
-@pytest.mark.parametrize("qid", ["c::d", "a\nb", "tab\there", "nul\x00"])
+@pytest.mark.parametrize("qid", ["c::d", "a\nb", "tab\there", "nul\x00", "nel\x85",
+                                 "ls\u2028"])
 def test_query_ids_that_cannot_be_part_of_a_test_id(tmp_path: Path, qid: str) -> None:
-    path = tmp_path / "queries.jsonl"
-    path.write_text(QUERIES + json.dumps({"_id": qid, "text": "x"}) + "\n")
-    with pytest.raises(DataFileError, match="contains '::' or a control character") as exc:
-        read_queries(read_records(path), path)
-    assert exc.value.line == 3
+    spec = write_dataset(tmp_path, queries=QUERIES + json.dumps({"_id": qid, "text": "x"}) + "\n",
+                         qrels=None)
+    with pytest.raises(SuiteError, match="contains '::' or a control character") as exc:
+        load_dataset(spec)
+    err = exc.value
+    assert repr(qid) in str(err)
+    assert err.file == str(tmp_path / "queries.jsonl")
+    # left out of the suite, the query is no problem
+    from dataclasses import replace
+
+    assert [q.id for q in load_dataset(replace(spec, query_ids=("q1", "q2"))).queries] == [
+        "q1", "q2"]
 
 
 def test_duplicate_ids_name_both_lines(tmp_path: Path) -> None:
