@@ -60,6 +60,16 @@ def test_compare_options_override_the_suite(files, capsys):
     assert "not among the suite's metrics" in capsys.readouterr().err
 
 
+def test_compare_against_a_baseline_of_no_suite_of_the_run_exits_2(files, capsys):
+    # as the plugin refuses it (exit 4): nothing would be compared, and it passed
+    other = _doc("other", 10)
+    other["suites"]["o.yaml"] = {**other["suites"].pop("s.yaml"), "name": "o"}
+    save_baseline(files / "other.json", other)
+    assert main(["compare", "base.json", "other.json"]) == 2
+    err = capsys.readouterr().err
+    assert "matches no suite of" in err and "the run: o; the baseline: s" in err
+
+
 def test_compare_usage_errors_exit_2(files, capsys):
     assert main(["compare", "base.json"]) == 2
     assert main(["compare", "a", "b", "--gate", "ndcg@10 at least 1"]) == 2

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
     from ..report.views import with_failure_lines
     from ..results.baseline import BaselineError
-    from ..results.compare import Overrides, compare_docs, load_side
+    from ..results.compare import Overrides, compare_docs, load_side, match_suites
     from ..results.history import DEFAULT_HISTORY, HistoryError
 
     cwd = Path.cwd()
@@ -63,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         base, base_label = load_side(args.baseline, cwd=cwd, history=db)
         cur, cur_label = load_side(args.current, cwd=cwd, history=db)
+        names = {sid: str(cs.get("name", sid)) for sid, cs in (cur.get("suites") or {}).items()}
+        if not match_suites(base, names):
+            # as the plugin refuses it: nothing would be compared, and the run would pass
+            held = sorted({str(s.get("name", sid)) for sid, s in (base.get("suites") or {})
+                           .items()})
+            raise BaselineError(
+                f"baseline {base_label} matches no suite of {cur_label} (suites are matched by "
+                f"name; the run: {', '.join(sorted(set(names.values()))) or 'none'}; the "
+                f"baseline: {', '.join(held) or 'none'})")
         result = jsonable(with_failure_lines(compare_docs(base, cur, Overrides(
             tolerance=args.tolerance, test=args.test, alpha=args.alpha,
             require_same_dataset=args.require_same_dataset, gates=tuple(args.gate)))))
