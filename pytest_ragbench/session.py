@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -681,9 +682,15 @@ def check_out_dir(out_root: Path) -> None:
     if not probe.is_dir():
         raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
                                 "not a folder (check --ragbench-out)")
-    if not os.access(probe, os.W_OK | os.X_OK):
+    # A file made and removed, not os.access: root passes that check for folders no one
+    # can write in (/proc, a read-only mount), and the run then wrote nothing
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".ragbench-probe-"):
+            pass
+    except OSError as exc:
         raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
-                                "not writable (check --ragbench-out)")
+                                f"not writable ({exc.strerror or exc}; check --ragbench-out)"
+                                ) from None
 
 
 class SigtermAsInterrupt:

@@ -261,6 +261,17 @@ def test_unwritable_out_folder_is_a_usage_error_before_any_item(pytester, mini_s
     assert "passed" not in result.stdout.str()
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_folder_nobody_can_write_is_a_usage_error_for_root_too(pytester, mini_suite):
+    # /proc takes no new file, whoever asks: a permission check (which root passes) let the
+    # run go on and write nothing
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--ragbench-out=/proc/ragbench-runs")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: cannot write results to /proc/ragbench-runs: "
+                                 "/proc is not writable (*; check --ragbench-out)"])
+
+
 def test_a_write_failure_mid_run_is_one_line_and_the_run_goes_on(pytester, mini_suite):
     mini_suite()
     pytester.makeconftest('''
