@@ -70,10 +70,13 @@ def check_history(path: Path) -> None:
 
 
 def load_baseline(spec: str, names: dict[str, str], *, cwd: Path, history: Path,
-                  loaded: tuple[dict[str, Any], str] | None) -> tuple[dict[str, Any], str]:
+                  loaded: tuple[dict[str, Any], str] | None,
+                  systems: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], str]:
     """The baseline for the run's suites (``names``: suite id -> suite name): a history
     reference resolved for these suites, else the document already ``loaded`` at start-up.
-    A baseline that matches none of them is a usage error."""
+    A baseline that matches none of them is a usage error, and so is one whose suite holds
+    none of the matching suite's ``systems`` (suite id -> system names): nothing would be
+    compared, and the run would pass."""
     try:
         if spec in HISTORY_SPECS:
             doc, label = load_side(spec, cwd=cwd, history=history,
@@ -90,6 +93,14 @@ def load_baseline(spec: str, names: dict[str, str], *, cwd: Path, history: Path,
             f"ragbench: baseline {spec!r} matches no suite of this run (suites are matched "
             f"by name; this run: {', '.join(sorted(set(names.values())))}; the baseline: "
             f"{', '.join(held) or 'none'})")
+    for sid, bid in match_suites(doc, names).items():
+        ours = (systems or {}).get(sid) or []
+        theirs = sorted(doc["suites"][bid].get("retrievers") or {})
+        if ours and not set(ours) & set(theirs):
+            raise pytest.UsageError(
+                f"ragbench: baseline {spec!r} holds none of the systems of suite "
+                f"{names[sid]} (this run: {', '.join(ours)}; the baseline: "
+                f"{', '.join(theirs) or 'none'}): nothing would be compared")
     return doc, label
 
 

@@ -175,6 +175,8 @@ class RagbenchSession:
         # Suite id -> the spec aggregation needs (None: the suite file could not be read),
         # taken when the run starts; see _collect_specs.
         self.specs: dict[str, SuiteSpec | None] = {}
+        # each suite's system names (retrievers and pipelines), for matching a baseline
+        self._systems: dict[str, list[str]] = {}
         self.items_failed: set[str] = set()
         self.items_errored: set[str] = set()
         self.verdict: dict[str, Any] | None = None
@@ -426,6 +428,7 @@ class RagbenchSession:
                 self.specs[sid] = None
                 continue
             self.specs[sid] = suite_spec(suite)
+            self._systems[sid] = [x.name for x in suite.systems]
         return bool(new)
 
     def _write_run_json(self) -> None:
@@ -450,7 +453,8 @@ class RagbenchSession:
                   if self.baseline_doc is not None else None)
         self.baseline_doc, self.baseline_label = self.outputs.load_baseline(
             self.baseline_spec, names, cwd=self.config.invocation_params.dir,
-            history=self.history_path(), loaded=loaded)
+            history=self.history_path(), loaded=loaded,
+            systems={sid: self._systems[sid] for sid in suite_ids if sid in self._systems})
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._run_started(self._case_suites(item.nodeid for item in session.items))

@@ -188,6 +188,25 @@ def test_save_baseline_refuses_a_partial_run(pytester, mini_suite):
     result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
 
 
+def test_baseline_holding_none_of_a_suites_systems_is_a_usage_error(pytester, mini_suite):
+    # a renamed (or misspelled) system: every comparison and baseline gate skipped, and the
+    # run passed with "0 of 0 metrics regressed"
+    path = mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    path.write_text(path.read_text().replace("  overlap:", "  overlapp:")
+                    + "gates: ['ndcg@10: drop <= 0.01']\n")
+    for extra in ([], ["-n", "2"]):
+        result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", *extra)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, extra
+        assert ("ERROR: ragbench: baseline 'base.json' holds none of the systems of suite mini "
+                "(this run: overlapp; the baseline: overlap): nothing would be compared"
+                ) in result.stderr.str() + result.stdout.str()
+    # one system in common is enough
+    path.write_text(path.read_text().replace("retrievers:\n", "retrievers:\n  overlap: "
+                                             "{type: 'overlap_retriever:Overlap'}\n"))
+    assert pytester.runpytest(SUITE, "--ragbench-baseline=base.json").ret == 0
+
+
 def test_baseline_matching_no_suite_is_a_usage_error_before_any_item(pytester, mini_suite):
     # serial and under xdist, against the one saved baseline
     mini_suite()
