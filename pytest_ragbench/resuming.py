@@ -136,11 +136,52 @@ class CaseResume:
                 injected[item.nodeid] = rec
             elif reason is not None:
                 why[item.nodeid] = reason
+        if earlier is not None:
+            self._carry_uncollected(earlier, injected, why)
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
                              "folder": str(earlier.folder) if earlier else None,
                              "injected": injected, "why": why}
         self._collected = []
+
+    def _carry_uncollected(self, earlier: EarlierRun, injected: dict[str, dict[str, Any]],
+                           why: dict[str, str]) -> None:
+        """Carry over, as for deselected cases, the earlier records of the cases of these
+        suites that were never made into items: node ids on the command line
+        (``suite.yaml::bm25::q1``, ``suite.yaml::bm25``) leave the other cases uncollected,
+        and the new run would have held only the cases it ran."""
+        from .state import STATE_KEY
+
+        made = {item.nodeid for item in self._collected}
+        files = {item.nodeid.split("::")[0]: item._suite_file() for item in self._collected}
+        applied = self._collected[0]._xfail_applied()
+        state = self.config.stash[STATE_KEY]
+        for sid, suite_file in files.items():
+            keys = self._suite_keys(self._collected_of(sid))
+            if keys is None:
+                continue
+            runtime = state.runtime(sid, suite_file.path)
+            suite = runtime.suite
+            for spec in suite.systems:
+                for q in runtime.dataset.queries:
+                    for run in range(suite.runs):
+                        nodeid = f"{sid}::{spec.name}::" + (
+                            q.id if suite.runs == 1 else f"{q.id}[run{run}]")
+                        if nodeid in made:
+                            continue
+                        rec, reason = earlier.reusable(keys, spec.name, q.id, run)
+                        if rec is not None:
+                            rec = {**rec, "xfail": None}
+                            if q.id in suite.xfail:
+                                from .records import mark_expected_failure
+
+                                mark_expected_failure(rec, suite.xfail[q.id], applied=applied)
+                            injected[nodeid] = rec
+                        elif reason is not None:
+                            why[nodeid] = reason
+
+    def _collected_of(self, sid: str) -> CaseItem:
+        return next(i for i in self._collected if i.nodeid.split("::")[0] == sid)
 
     def _earlier(self) -> EarlierRun | None:
         if self.candidates is None:

@@ -185,6 +185,24 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     assert _results(_summary(latest_run(pytester.path))) == _results(_summary(first))
 
 
+@pytest.mark.parametrize("narrowed", [("suite.yaml::b::q2",), ("suite.yaml::b",),
+                                      ("suite.yaml::b::q2", "-n", "2")],
+                         ids=["case", "system", "case-xdist"])
+def test_resume_narrowed_by_node_ids_keeps_every_case(pytester, logged, narrowed):
+    # node ids leave the suite's other cases uncollected (no item to carry their records):
+    # they are carried over all the same, and the resumed run is whole
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
+    first = latest_run(pytester.path)
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--ragbench-resume=latest", *narrowed)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 10 cases reused, 0 run"])
+    assert _calls(pytester.path) == before
+    summary = _summary(latest_run(pytester.path))
+    assert summary["verdict"]["coverage"] == "10 of 10 cases"
+    assert not summary["verdict"]["partial"]
+    assert _results(summary) == _results(_summary(first))
+
+
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
