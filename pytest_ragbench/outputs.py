@@ -33,6 +33,7 @@ from .results.compare import (
     compare_docs,
     load_side,
     match_suites,
+    systems_problem,
 )
 from .results.history import HistoryError, RunHistory
 from .results.retention import prune_lines, prune_runs
@@ -93,14 +94,13 @@ def load_baseline(spec: str, names: dict[str, str], *, cwd: Path, history: Path,
             f"ragbench: baseline {spec!r} matches no suite of this run (suites are matched "
             f"by name; this run: {', '.join(sorted(set(names.values())))}; the baseline: "
             f"{', '.join(held) or 'none'})")
-    for sid, bid in match_suites(doc, names).items():
-        ours = (systems or {}).get(sid) or []
-        theirs = sorted(doc["suites"][bid].get("retrievers") or {})
-        if ours and not set(ours) & set(theirs):
-            raise pytest.UsageError(
-                f"ragbench: baseline {spec!r} holds none of the systems of suite "
-                f"{names[sid]} (this run: {', '.join(ours)}; the baseline: "
-                f"{', '.join(theirs) or 'none'}): nothing would be compared")
+    problem = systems_problem(doc, names, systems or {})
+    # Only for a baseline named on purpose: with last/best a renamed system would otherwise
+    # refuse every later run (none would reach the history to become the new baseline).
+    if problem is not None and spec not in HISTORY_SPECS:
+        raise pytest.UsageError(f"ragbench: baseline {spec!r} {problem}; nothing would be "
+                                "compared (save a baseline of these systems, or run once "
+                                "without --ragbench-baseline)")
     return doc, label
 
 

@@ -157,6 +157,8 @@ class CaseResume:
         applied = self._collected[0]._xfail_applied()
         state = self.config.stash[STATE_KEY]
         for sid, suite_file in files.items():
+            if sum(n.split("::")[0] == sid for n in made) >= state.collected.get(sid, 0):
+                continue  # every case has its item (the usual run): nothing to carry
             keys = self._suite_keys(self._collected_of(sid))
             if keys is None:
                 continue

@@ -394,8 +394,12 @@ class RagbenchSession:
             folder = folder.parent
         if not folder.is_dir():
             refuse(f"{folder} is a file, not a folder")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            refuse(f"folder {folder} is not writable")
+        # a file made and removed: root passes os.access for folders nobody can write in
+        try:
+            with tempfile.TemporaryFile(dir=folder, prefix=".ragbench-probe-"):
+                pass
+        except OSError as exc:
+            refuse(f"folder {folder} is not writable ({exc.strerror or exc})")
 
     def _run_started(self, suite_ids: list[str]) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline

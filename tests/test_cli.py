@@ -70,6 +70,36 @@ def test_compare_against_a_baseline_of_no_suite_of_the_run_exits_2(files, capsys
     assert "matches no suite of" in err and "the run: o; the baseline: s" in err
 
 
+def test_compare_refuses_what_would_compare_nothing(files, capsys):
+    # as the plugin does: a run none of whose systems the baseline holds, and a --gate
+    # scoped to a system the run does not have (both passed, comparing nothing)
+    renamed = _doc("renamed", 10)
+    renamed["suites"]["s.yaml"]["retrievers"] = {
+        "rr": renamed["suites"]["s.yaml"]["retrievers"]["r"]}
+    save_baseline(files / "renamed.json", renamed)
+    assert main(["compare", "base.json", "renamed.json"]) == 2
+    err = capsys.readouterr().err
+    assert "holds none of the systems of suite s (this run: rr; the baseline: r)" in err
+    assert main(["compare", "base.json", "same.json", "--gate",
+                 "retriever=x: ndcg@10 >= 0.5"]) == 2
+    assert "the run has no system 'x'" in capsys.readouterr().err
+    assert main(["compare", "base.json", "same.json", "--gate",
+                 "retriever=r: ndcg@10 >= 0.5"]) == 0
+
+
+def test_a_gate_on_no_common_query_says_so(files, capsys):
+    # renamed query ids: the significance gate fails, and its line says why (not "dropped
+    # significantly ... delta nan")
+    other = _doc("other", 0)
+    metric = other["suites"]["s.yaml"]["retrievers"]["r"]["metrics"]["ndcg@10"]
+    metric["scores"] = {f"z{k}": v for k, v in metric["scores"].items()}
+    save_baseline(files / "other.json", other)
+    assert main(["compare", "base.json", "other.json"]) == 1
+    out = capsys.readouterr().out
+    assert ("ragbench: gate failed: s/r ndcg@10: no query in common with the baseline "
+            "(`ndcg@10: no significant drop`, n = 0): nothing was compared") in out
+
+
 def test_compare_usage_errors_exit_2(files, capsys):
     assert main(["compare", "base.json"]) == 2
     assert main(["compare", "a", "b", "--gate", "ndcg@10 at least 1"]) == 2

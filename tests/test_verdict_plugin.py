@@ -199,8 +199,12 @@ def test_baseline_holding_none_of_a_suites_systems_is_a_usage_error(pytester, mi
         result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", *extra)
         assert result.ret == pytest.ExitCode.USAGE_ERROR, extra
         assert ("ERROR: ragbench: baseline 'base.json' holds none of the systems of suite mini "
-                "(this run: overlapp; the baseline: overlap): nothing would be compared"
+                "(this run: overlapp; the baseline: overlap); nothing would be compared (save a "
+                "baseline of these systems, or run once without --ragbench-baseline)"
                 ) in result.stderr.str() + result.stdout.str()
+    # against the history's last run it is no error: this run becomes the next baseline,
+    # where an error would refuse every later run
+    assert pytester.runpytest(SUITE, "--ragbench-baseline=last").ret == 0
     # one system in common is enough
     path.write_text(path.read_text().replace("retrievers:\n", "retrievers:\n  overlap: "
                                              "{type: 'overlap_retriever:Overlap'}\n"))
@@ -289,6 +293,9 @@ def test_an_out_folder_nobody_can_write_is_a_usage_error_for_root_too(pytester, 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: ragbench: cannot write results to /proc/ragbench-runs: "
                                  "/proc is not writable (*; check --ragbench-out)"])
+    result = pytester.runpytest(SUITE, "--ragbench-history=/proc/ragbench.sqlite")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "folder /proc is not writable" in result.stderr.str()
 
 
 def test_a_write_failure_mid_run_is_one_line_and_the_run_goes_on(pytester, mini_suite):

@@ -55,7 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
     from ..report.views import with_failure_lines
     from ..results.baseline import BaselineError
-    from ..results.compare import Overrides, compare_docs, load_side, match_suites
+    from ..results.compare import (
+        Overrides,
+        compare_docs,
+        load_side,
+        match_suites,
+        systems_problem,
+    )
     from ..results.history import DEFAULT_HISTORY, HistoryError
 
     cwd = Path.cwd()
@@ -72,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
                 f"baseline {base_label} matches no suite of {cur_label} (suites are matched by "
                 f"name; the run: {', '.join(sorted(set(names.values()))) or 'none'}; the "
                 f"baseline: {', '.join(held) or 'none'})")
+        systems = {sid: sorted(cs.get("retrievers") or {})
+                   for sid, cs in (cur.get("suites") or {}).items()}
+        problem = systems_problem(base, names, systems)
+        if problem is not None:
+            raise BaselineError(f"baseline {base_label} {problem}; nothing would be compared")
+        _check_gate_scopes(args.gate, sorted({n for names_ in systems.values()
+                                              for n in names_}))
         result = jsonable(with_failure_lines(compare_docs(base, cur, Overrides(
             tolerance=args.tolerance, test=args.test, alpha=args.alpha,
             require_same_dataset=args.require_same_dataset, gates=tuple(args.gate)))))
@@ -94,3 +107,21 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         print("ragbench compare: " + ("passed" if result["passed"] else "FAILED"))
     return EXIT_OK if result["passed"] else EXIT_FAILED
+
+
+def _check_gate_scopes(gates: list[str], systems: list[str]) -> None:
+    """A ``--gate`` scoped to ``retriever=NAME`` that no suite of the run has would apply to
+    nothing and pass unseen, as the plugin refuses it."""
+    from ..errors import did_you_mean
+    from ..results.baseline import BaselineError
+    from ..results.gates import parse_gate_expression, scope_retriever
+
+    for text in gates:
+        try:
+            only = scope_retriever(parse_gate_expression(text).scope)
+        except ValueError:
+            continue  # compare_docs says what is wrong with it
+        if only is not None and only not in systems:
+            raise BaselineError(f"--gate {text!r}: the run has no system {only!r}"
+                                f"{did_you_mean(only, systems)} (its systems: "
+                                f"{', '.join(systems) or 'none'})")

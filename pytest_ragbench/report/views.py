@@ -45,6 +45,9 @@ def gate_failure_line(g: Mapping[str, Any]) -> str:
                 f"expected {g['op']} {g['threshold']:g} (missed by "
                 f"{num(None if margin is None else abs(margin))})")
     r = g["row"]
+    if not r.get("n"):
+        return (f"ragbench: gate failed: {where(g)} {g['metric']}: no query in common with the "
+                f"baseline (`{g['text']}`, n = 0): nothing was compared")
     stats = (f"delta {num(r['delta'], signed=True)}, 95% CI [{num(r['ci_low'], signed=True)}, "
              f"{num(r['ci_high'], signed=True)}], p = {p_value(r['p_holm'])} ({r['test']}, "
              f"Holm), {num(r['baseline'])} -> {num(r['current'])}, n = {r['n']}")

@@ -496,6 +496,28 @@ def check_reference(spec: str, *, cwd: Path, history: Path | None) -> dict[str, 
     return None
 
 
+def systems_problem(baseline: Mapping[str, Any], current: Mapping[str, str],
+                    systems: Mapping[str, Sequence[str]]) -> str | None:
+    """What is wrong when the baseline's matching suites hold none of the run's systems
+    (``systems``: current suite id -> its system names; a suite not in it is not checked):
+    a renamed or misspelled system, with which every comparison is skipped and the run
+    passes. None when some matching suite shares a system (a new system simply has no
+    baseline) or nothing could be checked."""
+    checked = []
+    for sid, bid in match_suites(baseline, current).items():
+        ours = list(systems.get(sid) or [])
+        if not ours:
+            continue
+        theirs = sorted((baseline.get("suites") or {}).get(bid, {}).get("retrievers") or {})
+        if set(ours) & set(theirs):
+            return None
+        checked.append(f"{current[sid]} (this run: {', '.join(ours)}; the baseline: "
+                       f"{', '.join(theirs) or 'none'})")
+    if not checked:
+        return None
+    return "holds none of the systems of suite " + "; suite ".join(checked)
+
+
 def match_suites(
     baseline: Mapping[str, Any], current: Mapping[str, str],
 ) -> dict[str, str]:
