@@ -543,29 +543,16 @@ def test_json_entries_read_what_json_loads_reads_with_each_entrys_line(doc, inde
         assert lines[line - 1].strip().startswith(start.strip()), (line, key, value)
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 @tmp_settings
 @given(data=st.binary(max_size=300) | st.lists(
     st.sampled_from(['{"_id": "d1", ', '"text": "a"', '"title": 3', "}", "\n", '"_id": 2',
-                     '"text": null', "[", "]", ",", ":", '"d1"', "NaN", "\xff", " "]),
+                     '"text": null', "[", "]", ",", ":", '"d1"', "NaN", '"\\ud800"', "\xff",
+                     "\x00", " "]),
     max_size=30).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape")))
-def test_any_bytes_in_a_json_corpus_parse_or_fail_cleanly(tmp_path: Path, data: bytes) -> None:
-    path = tmp_path / "corpus.json"
-    path.write_bytes(data)
-    try:
-        docs = corpus_of(path)
-    except DataFileError as exc:
-        assert exc.file == str(path)
-        return
-    assert all(isinstance(d.text, str) for d in docs)
-
-
-@tmp_settings
-@given(data=st.binary(max_size=300) | st.lists(
-    st.sampled_from(['{"_id": "d1", ', '"text": "a"', '"title": 3', "}", "\n", '"_id": 2',
-                     '"text": null', "[", "]", ",", "NaN", '"\\ud800"', "\xff", "\x00"]),
-    max_size=30).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape")))
-def test_any_bytes_in_a_jsonl_corpus_parse_or_fail_cleanly(tmp_path: Path, data: bytes) -> None:
-    path = tmp_path / "corpus.jsonl"
+def test_any_bytes_in_a_json_or_jsonl_corpus_parse_or_fail_cleanly(tmp_path: Path, suffix: str,
+                                                                   data: bytes) -> None:
+    path = tmp_path / f"corpus{suffix}"
     path.write_bytes(data)
     try:
         docs = corpus_of(path)
