@@ -510,13 +510,36 @@ def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     html = paths[0].read_text(encoding="utf-8")
     assert "Partial run: summary.json is missing" in html
     assert "without gates" in html
-    assert "no gates</span>" in html
+    # the verdict its cases give (none failed), marked partial: the run did not finish
+    assert 'class="rb-verdict">PASSED</span> <span class="rb-partial">partial: ' in html
     md = paths[2].read_text(encoding="utf-8")
     assert md.startswith("> **Partial run**")
     summary, records = load_run(run_dir)
     assert summary["run"]["partial"] is True
     assert len(records) == 3 == summary["run"]["n_records"]
     assert summary["suites"][0]["metrics"] == ["ndcg@10", "recall@10"]
+
+
+def test_rerendered_crashed_run_keeps_its_failed_and_errored_cases_in_the_verdict(
+        run_dir: Path) -> None:
+    # rebuilt from cases.jsonl, the verdict counted the gates only: a crashed run whose cases
+    # failed read "passed (partial ...)" while its own table listed the failures
+    (run_dir / SUMMARY_JSON).unlink()
+    records = read_jsonl(run_dir / CASES_JSONL)
+    records[0]["status"] = "failed"
+    records[1]["status"] = "failed"  # an expected failure: not counted
+    records[1]["xfail"] = {"reason": "known", "outcome": "xfailed"}
+    records[2]["status"] = "error"
+    (run_dir / CASES_JSONL).write_text("".join(json.dumps(r) + "\n" for r in records))
+    paths = rerender(run_dir)
+    summary, _ = load_run(run_dir)
+    verdict = summary["verdict"]
+    assert summary["passed"] is False and verdict["partial"] is True
+    assert [r["text"] for r in verdict["reasons"] if r["fails"]] == ["1 item failed",
+                                                                     "1 item errored"]
+    md = paths[2].read_text(encoding="utf-8")
+    assert md.startswith("> **Partial run**") and "## ragbench: FAILED" in md
+    assert "FAILED" in paths[0].read_text(encoding="utf-8")
 
 
 CRASHING_RETRIEVER = RETRIEVER + """\

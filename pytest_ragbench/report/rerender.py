@@ -25,11 +25,12 @@ from typing import Any
 
 from ..datasets import Document, load_dataset
 from ..errors import RagbenchError
-from ..records import jsonable
+from ..records import case_outcome, jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
 from ..results.runfolder import RUN_JSON, read_run_start
 from ..results.settle import settle_shared_calls
+from ..results.verdict import make_verdict
 from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
@@ -116,6 +117,15 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             summary["run"]["n_cases"] = sum(s["n_cases_run"] for s in summary["suites"])
             summary["run"]["n_cases_total"] = sum(s["n_cases_total"]
                                                   for s in summary["suites"])
+        # The verdict as the run would have given it: its failed and errored cases count
+        # (rebuilt from the gates alone, a crashed run with failures read "passed")
+        outcomes = [case_outcome(r) for r in records]
+        n = int(summary["run"].get("n_cases", len(records)))
+        verdict = make_verdict(
+            items_failed=outcomes.count("failed"), items_errored=outcomes.count("error"),
+            gates=summary.get("gates") or [], cases_run=n,
+            cases_total=int(summary["run"].get("n_cases_total", n)), partial=True)
+        summary["verdict"], summary["passed"] = verdict, verdict["passed"]
     return summary, records
 
 
@@ -226,7 +236,7 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     write_cases_csv(csv_path, records)
     md = summary_markdown(summary, baseline_rows, level=summary_level)
     run = summary.get("run") or {}
-    if run.get("partial") and "verdict" not in summary:
+    if run.get("partial") and ("verdict" not in summary or run.get("note")):
         # summary_markdown judges only gates and regressions; say plainly that it is partial.
         md = (f"> **Partial run**: {run.get('note') or 'the run did not finish.'}\n\n" + md)
     md_path = run_dir / SUMMARY_MD
