@@ -100,7 +100,7 @@ class RetrieverGroup(pytest.Collector):
         for q, run in ((q, r) for q in runtime.dataset.queries for r in range(runs)):
             # Repeated runs of a case sit next to each other, so a worker that gets one tends
             # to get the others (and their cached contexts).
-            name = q.id if runs == 1 else f"{q.id}[run{run}]"
+            name = case_name(q.id, run, runs)
             reason = runtime.suite.xfail.get(q.id)
             item = CaseItem.from_parent(self, name=name, retriever=self.name, case_id=q.id,
                                         run=run, xfail_reason=reason, line=line,
@@ -115,6 +115,12 @@ class RetrieverGroup(pytest.Collector):
             if reason is not None:
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
             yield item
+
+
+def case_name(case_id: str, run: int, runs: int) -> str:
+    """A case's item name: its query id, with ``[runN]`` when the suite repeats its cases
+    (``suite.yaml::system::NAME`` is its node id)."""
+    return case_id if runs == 1 else f"{case_id}[run{run}]"
 
 
 def _structured_id(parent: pytest.Collector, name: str) -> dict[str, Any]:

@@ -217,6 +217,7 @@ class HeadStartPlugin:
         self._packed: tuple[tuple[str, ...], dict[str, Any]] | None = None
 
     def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
+        from .collect import case_name
         from .execution.headstart import PlannedCase, SuitePlan
         from .execution.runtime import SuiteRuntime
 
@@ -248,7 +249,7 @@ class HeadStartPlugin:
                 # in collection order, named as collect.py names the items
                 cases = tuple(
                     PlannedCase(spec.name, q.id, run, f"{sid}::{spec.name}::"
-                                + (q.id if suite.runs == 1 else f"{q.id}[run{run}]"))
+                                + case_name(q.id, run, suite.runs))
                     for spec in suite.retrievers for q in runtime.dataset.queries
                     for run in range(suite.runs))
                 plans.append(SuitePlan(runtime, cases))

@@ -32,7 +32,7 @@ from .results.compare import (
     check_reference,
     compare_docs,
     load_side,
-    match_suites,
+    suites_problem,
     systems_problem,
 )
 from .results.history import HistoryError, RunHistory
@@ -88,12 +88,9 @@ def load_baseline(spec: str, names: dict[str, str], *, cwd: Path, history: Path,
             doc, label = load_side(spec, cwd=cwd, history=history)
     except BaselineError as exc:
         raise pytest.UsageError(f"ragbench: {exc}") from None
-    if not match_suites(doc, names):
-        held = sorted({str(s.get("name", sid)) for sid, s in doc.get("suites", {}).items()})
-        raise pytest.UsageError(
-            f"ragbench: baseline {spec!r} matches no suite of this run (suites are matched "
-            f"by name; this run: {', '.join(sorted(set(names.values())))}; the baseline: "
-            f"{', '.join(held) or 'none'})")
+    problem = suites_problem(doc, names)
+    if problem is not None:
+        raise pytest.UsageError(f"ragbench: baseline {spec!r} {problem}")
     problem = systems_problem(doc, names, systems or {})
     # Only for a baseline named on purpose: with last/best a renamed system would otherwise
     # refuse every later run (none would reach the history to become the new baseline).

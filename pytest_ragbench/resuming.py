@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .collect import CaseItem
+from .collect import CaseItem, case_name
 from .options import RESUME_NEWEST_UNFINISHED
 
 if TYPE_CHECKING:
@@ -167,8 +167,7 @@ class CaseResume:
             for spec in suite.systems:
                 for q in runtime.dataset.queries:
                     for run in range(suite.runs):
-                        nodeid = f"{sid}::{spec.name}::" + (
-                            q.id if suite.runs == 1 else f"{q.id}[run{run}]")
+                        nodeid = f"{sid}::{spec.name}::{case_name(q.id, run, suite.runs)}"
                         if nodeid in made:
                             continue
                         rec, reason = earlier.reusable(keys, spec.name, q.id, run)

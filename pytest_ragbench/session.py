@@ -394,12 +394,9 @@ class RagbenchSession:
             folder = folder.parent
         if not folder.is_dir():
             refuse(f"{folder} is a file, not a folder")
-        # a file made and removed: root passes os.access for folders nobody can write in
-        try:
-            with tempfile.TemporaryFile(dir=folder, prefix=".ragbench-probe-"):
-                pass
-        except OSError as exc:
-            refuse(f"folder {folder} is not writable ({exc.strerror or exc})")
+        why = unwritable(folder)
+        if why is not None:
+            refuse(f"folder {folder} is not writable ({why})")
 
     def _run_started(self, suite_ids: list[str]) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline
@@ -690,15 +687,21 @@ def check_out_dir(out_root: Path) -> None:
     if not probe.is_dir():
         raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
                                 "not a folder (check --ragbench-out)")
-    # A file made and removed, not os.access: root passes that check for folders no one
-    # can write in (/proc, a read-only mount), and the run then wrote nothing
-    try:
-        with tempfile.TemporaryFile(dir=probe, prefix=".ragbench-probe-"):
-            pass
-    except OSError as exc:
+    why = unwritable(probe)
+    if why is not None:
         raise pytest.UsageError(f"ragbench: cannot write results to {out_root}: {probe} is "
-                                f"not writable ({exc.strerror or exc}; check --ragbench-out)"
-                                ) from None
+                                f"not writable ({why}; check --ragbench-out)")
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why no file can be written in ``folder`` (None: one can), found by making and removing
+    one: root passes ``os.access`` for folders no one can write in (/proc, a read-only mount),
+    and the run then wrote nothing."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".ragbench-probe-"):
+            return None
+    except OSError as exc:
+        return str(exc.strerror or exc)
 
 
 class SigtermAsInterrupt:

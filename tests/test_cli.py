@@ -67,7 +67,7 @@ def test_compare_against_a_baseline_of_no_suite_of_the_run_exits_2(files, capsys
     save_baseline(files / "other.json", other)
     assert main(["compare", "base.json", "other.json"]) == 2
     err = capsys.readouterr().err
-    assert "matches no suite of" in err and "the run: o; the baseline: s" in err
+    assert "matches no suite of this run" in err and "this run: o; the baseline: s" in err
 
 
 def test_compare_refuses_what_would_compare_nothing(files, capsys):

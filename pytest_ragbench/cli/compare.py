@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         Overrides,
         compare_docs,
         load_side,
-        match_suites,
+        suites_problem,
         systems_problem,
     )
     from ..results.history import DEFAULT_HISTORY, HistoryError
@@ -70,14 +70,10 @@ def run(args: argparse.Namespace) -> int:
         base, base_label = load_side(args.baseline, cwd=cwd, history=db)
         cur, cur_label = load_side(args.current, cwd=cwd, history=db)
         names = {sid: str(cs.get("name", sid)) for sid, cs in (cur.get("suites") or {}).items()}
-        if not match_suites(base, names):
+        problem = suites_problem(base, names)
+        if problem is not None:
             # as the plugin refuses it: nothing would be compared, and the run would pass
-            held = sorted({str(s.get("name", sid)) for sid, s in (base.get("suites") or {})
-                           .items()})
-            raise BaselineError(
-                f"baseline {base_label} matches no suite of {cur_label} (suites are matched by "
-                f"name; the run: {', '.join(sorted(set(names.values()))) or 'none'}; the "
-                f"baseline: {', '.join(held) or 'none'})")
+            raise BaselineError(f"baseline {base_label} {problem}")
         systems = {sid: sorted(cs.get("retrievers") or {})
                    for sid, cs in (cur.get("suites") or {}).items()}
         problem = systems_problem(base, names, systems)

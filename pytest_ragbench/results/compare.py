@@ -496,6 +496,17 @@ def check_reference(spec: str, *, cwd: Path, history: Path | None) -> dict[str, 
     return None
 
 
+def suites_problem(baseline: Mapping[str, Any], current: Mapping[str, str]) -> str | None:
+    """What is wrong when the baseline matches no suite of the run (``current``: suite id ->
+    name): nothing would be compared. None when one matches."""
+    if match_suites(baseline, current):
+        return None
+    held = sorted({str(s.get("name", sid)) for sid, s in (baseline.get("suites") or {}).items()})
+    return (f"matches no suite of this run (suites are matched by name; this run: "
+            f"{', '.join(sorted(set(current.values()))) or 'none'}; the baseline: "
+            f"{', '.join(held) or 'none'})")
+
+
 def systems_problem(baseline: Mapping[str, Any], current: Mapping[str, str],
                     systems: Mapping[str, Sequence[str]]) -> str | None:
     """What is wrong when the baseline's matching suites hold none of the run's systems
