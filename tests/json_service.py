@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-#: (status, payload): bytes and str are sent as they are, anything else as JSON.
+
+@dataclass(frozen=True)
+class Trickle:
+    """A payload sent a byte every ``every`` seconds, after the headers (a server that keeps
+    a connection alive without ever finishing its reply in time)."""
+
+    payload: Any
+    every: float
+
+
+#: (status, payload): bytes and str are sent as they are, a :class:`Trickle` slowly, anything
+#: else as JSON.
 Reply = tuple[int, Any]
 #: (raw body, headers as sent, 1-based request number) -> the reply.
 Replier = Callable[[bytes, dict[str, str], int], Reply]
@@ -33,13 +46,24 @@ class JsonService:
                     owner.received.append((body, headers))
                     n = len(owner.received)
                 status, payload = reply(body, headers, n)
+                every = payload.every if isinstance(payload, Trickle) else 0.0
+                payload = payload.payload if isinstance(payload, Trickle) else payload
                 data = (payload if isinstance(payload, bytes) else payload.encode()
                         if isinstance(payload, str) else json.dumps(payload).encode())
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if not every:
+                    self.wfile.write(data)
+                    return
+                for i in range(len(data)):
+                    try:
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(every)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from json_service import JsonService
+from json_service import JsonService, Trickle
 
 from pytest_ragbench.datasets import DataFileError, Query
 from pytest_ragbench.pipelines import Context, OutputError, PipelineOutput, normalise_output
@@ -190,6 +190,17 @@ def test_http_pipeline_sends_the_query_and_retries_transient_failures(service, m
     assert svc.bodies[-1] == {"mode": "eval", "query": "espresso grind size",
                               "query_id": "q1", "metadata": {"lang": "en"}}
     assert svc.headers[-1]["Authorization"] == "Bearer tok-0123456789abcdef"
+
+
+def test_http_pipeline_timeout_bounds_each_whole_attempt(service):
+    # the reply trickles in a byte every 50 ms: no single read waits 0.3 s, the attempt does
+    with service([(200, Trickle(GOOD, 0.05))]) as svc:
+        pipeline = HTTPPipeline(url=svc.url, timeout=0.3, retries=1, backoff=0.0)
+        with pytest.raises(HTTPPipelineError, match=(
+                r"failed after 2 attempt\(s\): timed out after 0\.3 s "
+                r"\(the per-attempt timeout\)")):
+            _ask(pipeline)
+    assert pipeline.requests == 2
 
 
 def test_http_pipeline_errors_are_clear_and_never_leak_the_secret(service, monkeypatch):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
-from json_service import JsonService, Reply
+from json_service import JsonService, Reply, Trickle
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -454,6 +454,17 @@ def test_http_client_errors_fail_at_once_and_secrets_are_scrubbed(server, monkey
     assert "HTTP 401" in str(exc.value)
     assert "bad token ***" in str(exc.value)
     assert "s3cret-token" not in str(exc.value)
+
+
+def test_http_timeout_bounds_each_whole_attempt(server) -> None:
+    # the reply trickles in a byte every 50 ms: no single read waits 0.3 s, the attempt does
+    srv = server(lambda body, headers, n: (200, Trickle({"results": [{"id": "d1", "score": 1}]},
+                                                        0.05)))
+    r = HTTPRetriever(url=srv.url, timeout=0.3, retries=1, backoff=0.0)
+    with pytest.raises(HTTPRetrieverError, match=(
+            r"failed after 2 attempt\(s\): timed out after 0\.3 s \(the per-attempt timeout\)")):
+        asyncio.run(r.retrieve("x", 1))
+    assert r.requests == 2
 
 
 def test_http_connection_errors_are_retried_then_fail() -> None:

@@ -44,6 +44,7 @@ from .resilience import (
     RateLimiter,
     RetryPolicy,
     Sleep,
+    attempt_timed_out,
     is_retryable_status,
     parse_retry_after,
 )
@@ -256,8 +257,7 @@ class CallGuard:
         except (asyncio.TimeoutError, TimeoutError) as exc:
             if timeout is None:
                 return _Outcome(failure=classify(exc))
-            return _Outcome(failure=Failure(
-                f"timed out after {timeout:g} s (the per-attempt timeout)", True, "timeout"))
+            return _Outcome(failure=Failure(attempt_timed_out(timeout), True, "timeout"))
         except Exception as exc:
             return _Outcome(failure=classify(exc))
         return _Outcome(value=value)

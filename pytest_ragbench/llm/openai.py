@@ -46,6 +46,7 @@ from .resilience import (
     CircuitBreaker,
     RateLimiter,
     RetryPolicy,
+    attempt_timed_out,
     is_retryable_status,
     parse_retry_after,
 )
@@ -244,7 +245,7 @@ class _OpenAIEndpoint:
             return await asyncio.wait_for(self._client.post(url, json=body), self._timeout)
         except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
             return _Attempt(
-                failure=f"timed out after {self._timeout:g} s (the per-attempt timeout)",
+                failure=attempt_timed_out(self._timeout),
                 retryable=True,
                 endpoint_fault=True,
                 timed_out=True,

@@ -23,6 +23,12 @@ Sleep = Callable[[float], Awaitable[None]]
 BreakerState = Literal["closed", "open", "half_open"]
 
 
+def attempt_timed_out(seconds: float) -> str:
+    """What a failed attempt says when it ran past its ``timeout`` (every HTTP client's
+    wording, so that messages and logs read alike)."""
+    return f"timed out after {seconds:g} s (the per-attempt timeout)"
+
+
 def is_retryable_status(status: int) -> bool:
     """429 (rate limited), 408 (request timeout) and every 5xx are worth another attempt."""
     return status in (408, 429) or 500 <= status <= 599

@@ -48,7 +48,13 @@ import httpx
 from ..datasets import Query
 from ..llm.base import LLMError
 from ..llm.identity import strip_credentials
-from ..llm.resilience import CircuitBreaker, RetryPolicy, is_retryable_status, parse_retry_after
+from ..llm.resilience import (
+    CircuitBreaker,
+    RetryPolicy,
+    attempt_timed_out,
+    is_retryable_status,
+    parse_retry_after,
+)
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..retrievers.http import expand_env
@@ -156,8 +162,14 @@ class HTTPPipeline:
             try:
                 async with self._slots:
                     self.requests += 1
-                    reply = await client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                    # httpx's timeout bounds each read: a reply trickling in would hold the
+                    # attempt far past ``timeout``
+                    reply = await asyncio.wait_for(client.post(self.url, json=body),
+                                                   self.timeout)
+            except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+                last = attempt_timed_out(self.timeout)
+                await self.breaker.record_failure(last)
+            except httpx.TransportError as exc:  # connection refused or reset
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 await self.breaker.record_failure(last)
             except BaseException:

@@ -46,6 +46,7 @@ import httpx
 
 from ..datasets import Document, Query
 from ..llm.identity import strip_credentials
+from ..llm.resilience import attempt_timed_out
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..tls import ssl_context_for
@@ -160,8 +161,13 @@ class HTTPRetriever:
                 await asyncio.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             self.requests += 1
             try:
-                reply = await client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                # httpx's timeout bounds each read: a reply trickling in would hold the
+                # attempt far past ``timeout``
+                reply = await asyncio.wait_for(client.post(self.url, json=body), self.timeout)
+            except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+                last = attempt_timed_out(self.timeout)
+                continue
+            except httpx.TransportError as exc:  # connection refused or reset
                 last = f"{type(exc).__name__}: {exc}"
                 continue
             if reply.status_code == 429 or reply.status_code >= 500:
