@@ -54,6 +54,31 @@ def test_richer_return_types_are_welcome() -> None:
     assert normalise_output(given) is given
 
 
+def test_numpy_numbers_are_numbers() -> None:
+    # vector stores (FAISS, numpy-backed ones) hand out numpy scores, ids and counts
+    import numpy as np
+
+    out = normalise_output({
+        "answer": "a",
+        "contexts": [{"id": np.int64(7), "score": np.float32(0.5)},
+                     {"id": "d2", "score": np.float64(0.25)}],
+        "usage": {"prompt_tokens": np.int64(5), "completion_tokens": np.int32(2),
+                  "cost": np.float32(0.5)},
+        "latency_ms": np.float64(12.5)})
+    assert out.contexts == (Context("7", None, 0.5), Context("d2", None, 0.25))
+    assert [type(c.score) for c in out.contexts] == [float, float]
+    assert out.usage is not None and out.usage.prompt_tokens == 5
+    assert type(out.usage.prompt_tokens) is int and type(out.usage.completion_tokens) is int
+    assert out.usage.cost == 0.5 and out.latency_ms == 12.5
+    for bad, message in (({"id": "d1", "score": np.float32("nan")}, "must be a finite number"),
+                         ({"id": "d1", "score": np.bool_(True)}, "must be a number"),
+                         ({"id": np.bool_(True)}, "id must be a string")):
+        with pytest.raises(OutputError, match=message):
+            normalise_output({"answer": "a", "contexts": [bad]})
+    with pytest.raises(OutputError, match=r"must be an integer, got 2\.5"):
+        normalise_output({"answer": "a", "usage": {"prompt_tokens": np.float64(2.5)}})
+
+
 @pytest.mark.parametrize(("value", "message"), [
     (None, "returned null; expected a mapping"),
     (42, "returned number"),
@@ -295,5 +320,9 @@ def test_llamaindex_responses_map_onto_the_contract() -> None:
         _Scored(_Node("Chunk", "uuid-2", {}), float("nan"))]))
     assert out.answer == "fine"
     assert out.contexts == (Context("d1", "Espresso...", 0.8), Context("uuid-2", "Chunk", None))
+    import numpy as np
+
+    scored = llamaindex_output(_Response("x", [_Scored(_Node("T", "u", {}), np.float32(0.5))]))
+    assert scored.contexts == (Context("u", "T", 0.5),)
     with pytest.raises(OutputError, match="whose 'response' is not a string"):
         llamaindex_output(_Response(None, []))

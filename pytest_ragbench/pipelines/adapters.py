@@ -53,6 +53,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ from typing import Any
 from ..datasets import Query
 from ..errors import ComponentError
 from ..registry import BuildContext
-from .contract import Context, OutputError, PipelineOutput, Usage
+from .contract import Context, OutputError, PipelineOutput, Usage, is_number
 
 _ANSWER_KEYS = ("answer", "result", "output", "text")
 _DOC_KEYS = ("context", "source_documents", "documents")
@@ -187,15 +188,16 @@ def _has(obj: Any, *names: str) -> bool:
 
 
 def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         return None
-    return float(value) if math.isfinite(value) else None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _text_id(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+    if not (isinstance(value, str) or (is_number(value) and isinstance(value, numbers.Integral))):
         return None
-    return str(value)
+    return str(value) or None
 
 
 def _metadata_id(metadata: Any, id_key: str | None, what: str) -> str | None:

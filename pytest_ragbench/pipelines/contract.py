@@ -20,6 +20,7 @@ be omitted (an answer only: answer metrics still run). A Python pipeline may als
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,21 +87,28 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def is_number(value: Any) -> bool:
+    """A real number, but not a bool: Python's, and numpy's scalars (vector stores hand out
+    ``float32`` scores and ``int64`` ids), which register as :class:`numbers.Real`."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _number(value: Any, where: str, *, integer: bool = False) -> float | int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         kind = "an integer" if integer else "a number"
         raise OutputError(f"{where} must be {kind}, got {type_name(value)}")
+    number = float(value)
     if integer:
-        if isinstance(value, float) and not value.is_integer():
-            raise OutputError(f"{where} must be an integer, got {value!r}")
+        if not isinstance(value, numbers.Integral) and not number.is_integer():
+            raise OutputError(f"{where} must be an integer, got {number!r}")
         if value < 0:
             raise OutputError(f"{where} must be >= 0, got {value!r}")
         return int(value)
-    if not math.isfinite(float(value)):
+    if not math.isfinite(number):
         raise OutputError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def _context(value: Any, i: int) -> Context:
@@ -117,7 +125,8 @@ def _context(value: Any, i: int) -> Context:
                           "mapping with 'id' and/or 'text'")
     doc_id = item.get("id", item.get("doc_id"))
     text = item.get("text")
-    if doc_id is not None and (isinstance(doc_id, bool) or not isinstance(doc_id, str | int)):
+    if doc_id is not None and not isinstance(doc_id, str) and not (
+            is_number(doc_id) and isinstance(doc_id, numbers.Integral)):
         raise OutputError(f"{where}.id must be a string, got {type_name(doc_id)}")
     if text is not None and not isinstance(text, str):
         raise OutputError(f"{where}.text must be a string, got {type_name(text)}")
