@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar
 G = TypeVar("G", bound=Hashable)
 P = TypeVar("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 __all__ = ["CallBatcher"]
 
@@ -175,6 +176,20 @@ class CallBatcher(Generic[G, P, R]):
         finally:
             if entry in queue:  # cancelled before its batch was sent
                 queue.remove(entry)
+            self._wait(case, -1)
+            self._schedule_check()
+
+    async def wait_for(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` (say another case's request whose result this case will share)
+        as a request of this case: meanwhile partial batches do not wait for the case."""
+        case = self._current.get()
+        if case is None:
+            return await awaitable
+        self._wait(case, +1)
+        self._schedule_check()
+        try:
+            return await awaitable
+        finally:
             self._wait(case, -1)
             self._schedule_check()
 

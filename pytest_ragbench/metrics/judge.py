@@ -736,6 +736,8 @@ class Judge:
         self._batch_template = compiled(_BATCH_USER_TEMPLATE)
         self._replies = replies
         self._charge = charge
+        # the items being judged in a batch, by the request each would make alone
+        self._judging: dict[str, asyncio.Future[None]] = {}
         self.batcher: CallBatcher[_Ask, JudgeInput, _BatchEntry] | None = (
             CallBatcher(items_per_call, self._call_batch) if items_per_call > 1 else None)
         """Groups the requests of items judged at the same time (None when
@@ -986,8 +988,28 @@ class Judge:
         if self.batcher is None:
             return await self._request_alone(item, ask)
         outcome = self._stored_entry(item, ask)
-        if outcome is not None:
-            return outcome
+        if outcome is not None or self._replies is None:
+            return outcome or await self._batched(item, ask)
+        # An identical item judged at the same moment (two repetitions that answered alike)
+        # waits for the first one's entry, as a second identical request waits for the
+        # first at items_per_call 1: both would otherwise join batches and be sent.
+        key = json.dumps(self._batch_messages(ask, [item])[0])
+        first = self._judging.get(key)
+        if first is not None:
+            await self.batcher.wait_for(asyncio.shield(first))
+            outcome = self._stored_entry(item, ask)
+            # the first one's entry was not stored (its request failed): ask on its own
+            return outcome or await self._batched(item, ask)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._judging[key] = done
+        try:
+            return await self._batched(item, ask)
+        finally:
+            del self._judging[key]
+            done.set_result(None)
+
+    async def _batched(self, item: JudgeInput, ask: _Ask) -> _Outcome:
+        assert self.batcher is not None
         entry = await self.batcher.request(ask, item)
         if self._charge is not None:
             self._charge(Completion("", entry.outcome.usage, cached=entry.cached))

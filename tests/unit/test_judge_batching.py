@@ -220,6 +220,28 @@ async def test_each_entry_is_cached_so_a_rerun_makes_no_call_whatever_the_batche
 
 
 @pytest.mark.asyncio
+async def test_identical_items_judged_together_are_sent_once_with_the_cache_on(
+        tmp_path: Path) -> None:
+    # two repetitions of a case that answered alike are judged at the same moment: with the
+    # cache on the second reads the first's entry, as a second identical request does at N=1
+    items = [item(0), item(0), item(1), item(2), item(1)]
+    inner = CountingLLM(per_item_judge(single_reply))
+    with ResponseCache(tmp_path / "cache.sqlite") as cache:
+        cached = CachedLLM(inner, cache, provider_id="fake", template_version="t")
+        charged: list[Completion] = []
+        judge = Judge(cached, items_per_call=5, replies=cached, charge=charged.append)
+        results = await judge_all(judge, items)
+    sent = [len(re.findall(r'^ITEM "item-\d+"$', call[1]["content"], flags=re.MULTILINE))
+            for call in inner.calls]
+    assert sent == [3]
+    assert [r.scores for r in results[:2]] == [results[0].scores] * 2
+    assert results[4].scores == results[2].scores and not any(r.errors for r in results)
+    # the copies are charged nothing, as cache hits are
+    # the copies are charged as cache hits are: nothing
+    assert sorted(c.cached for c in charged) == [False] * 3 + [True] * 2
+
+
+@pytest.mark.asyncio
 async def test_an_item_judged_alone_after_its_entry_was_rejected_is_cached_for_any_batch(
         tmp_path: Path) -> None:
     def entries(ids: list[str], good: str) -> dict[str, Any]:
