@@ -16,6 +16,7 @@ usage error.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -84,11 +85,10 @@ class HostPaths:
         """The controller's working directory on this host (for options relative to it)."""
         return self.map(self.controller.cwd)
 
-    def suites(self) -> dict[Path, str | None]:
+    def suites(self) -> dict[Path, str]:
         """Each explicit suite's path on this host and the node id it must have (its path
-        relative to the controller's rootdir; ``None`` for a suite outside it, which keeps the
-        id pytest gives it)."""
-        return {self.map(s): (None if Path(s).is_absolute() else s)
+        relative to the controller's rootdir, see :func:`suite_node_id`)."""
+        return {self.map(s): suite_node_id(Path(s), Path(self.controller.rootdir))
                 for s in self.controller.suites}
 
 
@@ -133,6 +133,26 @@ def resolve_host(controller: ControllerPaths, worker_root: Path, worker_cwd: Pat
                                 "found on this worker's host: a suite outside the rootdir "
                                 "must be at the same absolute path on every host")
     return host
+
+
+def suite_node_id(path: Path, rootdir: Path) -> str:
+    """The node id of the suite file at ``path`` (absolute, or relative to ``rootdir``): its
+    path relative to the rootdir in POSIX form, through ``..`` when it lies outside.
+
+    pytest names a file argument outside the rootdir ``""`` (and the files of a folder
+    argument outside it by their path in that folder), so two such suites had the same case
+    ids and the second one's results were taken for the first's. Relative to the rootdir the
+    ids differ as the files do, and read the same on every host whose layout matches. A path
+    with no relative form (another Windows drive) is its own id.
+    """
+    full = path if path.is_absolute() else rootdir / path
+    rel = _relative(full, rootdir)
+    if not Path(rel).is_absolute():
+        return rel
+    try:
+        return PurePosixPath(Path(os.path.relpath(full, rootdir))).as_posix()
+    except ValueError:
+        return full.as_posix()
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -25,6 +25,7 @@ from .hosts import (
     parse_address,
     resolve_host,
     separate_suite_args,
+    suite_node_id,
 )
 from .registry import Registry
 from .resuming import CaseResume
@@ -375,8 +376,12 @@ def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile | None:
     state = parent.config.stash[STATE_KEY]
     if is_suite_file(file_path) or file_path.resolve() in state.explicit:
-        # A worker in another folder or on another host keeps the controller's node ids.
+        # A worker in another folder or on another host keeps the controller's node ids; a
+        # suite outside the rootdir gets one that tells it from the others (suite_node_id).
         node_id = state.suite_node_ids.get(file_path.resolve())
+        # (unresolved, as pytest relates a file to the rootdir)
+        if node_id is None and not file_path.is_relative_to(parent.config.rootpath):
+            node_id = suite_node_id(file_path, parent.config.rootpath)
         if node_id is not None:
             return SuiteFile.from_parent(parent, path=file_path, nodeid=node_id)
         return SuiteFile.from_parent(parent, path=file_path)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_jsonl
+from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
 
@@ -301,3 +301,37 @@ def test_ssh_gateway_runs_a_suite(pytester: pytest.Pytester, sshd: tuple[str, Pa
     (info,) = host_infos(result.outlines)
     assert Path(info["cwd"]) == gw and Path(info["suite"]) == pytester.path / "suite.yaml"
     assert not {p.name for p in gw.rglob("*")} & {".ragbench", "summary.json", "report.html"}
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_suites_outside_the_rootdir_keep_their_own_cases_and_ids(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
+        workers: list[str]) -> None:
+    # pytest names every file argument outside the rootdir "" (and a folder argument's files
+    # by their name): two such suites shared their cases' ids, and one's results were lost
+    pytester.makeini(BASE_INI)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    suites = []
+    for name, k in (("first", 5), ("second", 1)):
+        folder = elsewhere / name
+        folder.mkdir()
+        write_jsonl(folder / "corpus.jsonl", DOCS)
+        write_jsonl(folder / "queries.jsonl", QUERIES)
+        # the second retrieves one document: q1, with two relevant ones, fails its threshold
+        (folder / "suite.yaml").write_text(
+            f"name: {name}\ndataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}\n"
+            f"retrievers: {{bm: {{type: bm25}}}}\nk: {k}\nmetrics: [recall@{k}]\n"
+            f"thresholds: {{recall@{k}: '>= 1.0'}}\n", encoding="utf-8")
+        suites.append(f"--ragbench={folder / 'suite.yaml'}")
+    result = pytester.runpytest_subprocess(*suites, "-p", "no:randomly", *workers)
+    rel = Path(os.path.relpath(elsewhere, pytester.path))
+    ids = {name: (rel / name / "suite.yaml").as_posix() for name in ("first", "second")}
+    result.assert_outcomes(passed=2 * len(QUERIES) - 1, failed=1)
+    result.stdout.fnmatch_lines([f"FAILED {ids['second']}::bm::q1*"])
+    run = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    summary = json.loads((run / "summary.json").read_text())
+    assert {s["name"]: s["id"] for s in summary["suites"]} == ids
+    records = [json.loads(line) for line in (run / "cases.jsonl").read_text().splitlines()]
+    assert sorted((r["suite"], r["case_id"]) for r in records) == sorted(
+        (sid, q["_id"]) for sid in ids.values() for q in QUERIES)
+    assert (run / "run.json").is_file()
