@@ -172,6 +172,8 @@ class RagbenchSession:
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
         self.collected: dict[str, int] = {}
+        # the case totals run.json holds (None: not written)
+        self._run_json_totals: dict[str, int] | None = None
         # Suite id -> the spec aggregation needs (None: the suite file could not be read),
         # taken when the run starts; see _collect_specs.
         self.specs: dict[str, SuiteSpec | None] = {}
@@ -259,6 +261,10 @@ class RagbenchSession:
         if isinstance(collected, dict):
             for sid, n in collected.items():
                 self.collected[str(sid)] = max(int(n), self.collected.get(str(sid), 0))
+            if self._run_json_totals is not None and self._known_totals() != self._run_json_totals:
+                # an xdist worker's totals came after run.json was written: a run killed
+                # before its end is re-rendered from that file ("N of M cases")
+                self._write_run_json()
         if report.failed and not hasattr(report, "wasxfail"):
             (self.items_failed if report.when == "call" else self.items_errored).add(
                 report.nodeid)
@@ -434,12 +440,14 @@ class RagbenchSession:
 
     def _write_run_json(self) -> None:
         path = self.out_root / self.run_id / RUN_JSON
+        totals = self._known_totals()
         try:
             write_json(self._run_dir() / RUN_JSON, run_start_doc(
                 run_id=self.run_id, started=self.started, specs=self.specs,
-                collected=self._known_totals()))
+                collected=totals))
         except OSError as exc:
             self._cannot_write("run", path, exc)
+        self._run_json_totals = totals
 
     def _known_totals(self) -> dict[str, int]:
         """Cases per suite as collected, as far as this process knows them at the start

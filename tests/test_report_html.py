@@ -882,3 +882,49 @@ def test_template_digest_follows_every_template_file(monkeypatch: pytest.MonkeyP
         assert html_module.template_digest() != before, name
     monkeypatch.setattr(html_module, "_page_source", real)
     assert html_module.template_digest() == before
+
+
+KILL_THE_CONTROLLER = """
+import os
+import signal
+
+import pytest
+
+_reports = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report):
+    # on the xdist controller, once it has taken two cases' results: the run is killed
+    if report.when == "setup" and not hasattr(pytest, "_in_worker"):
+        _reports.append(report.nodeid)
+        if len(_reports) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        pytest._in_worker = True
+"""
+
+
+def test_report_of_an_xdist_run_killed_before_the_end_counts_every_case(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    # under xdist the case totals reach the controller after run.json was written: a killed
+    # run was re-rendered as "2 of 2 cases" instead of "2 of 3"
+    pytester.makepyfile(rbret_html=RETRIEVER)
+    pytester.makeconftest(KILL_THE_CONTROLLER)
+    pytester.makefile(".ragbench.yaml", s=SUITE)
+    pytester.makeini("[pytest]\npythonpath = .\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly",
+                                           "-n", "2", "s.ragbench.yaml")
+    assert result.ret == -9
+    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    assert not (folder / SUMMARY_JSON).exists()
+    assert json.loads((folder / "run.json").read_text())["collected"] == {"s.ragbench.yaml": 3}
+    assert len(read_jsonl(folder / CASES_JSONL)) == 2
+    assert ragbench_main(["report", str(folder)]) == 0
+    capsys.readouterr()
+    summary, _ = load_run(folder)
+    assert summary["run"]["partial"]
+    assert [g["coverage"] for g in summary["gates"]] == ["2 of 3 cases"]
