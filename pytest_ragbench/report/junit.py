@@ -1,10 +1,13 @@
-"""Gates and baseline regressions as junit testcases, so CI test views show a failed gate.
+"""Gates, baseline regressions and the verdict as junit testcases, so CI test views show a
+failed gate and agree with the run's verdict.
 
 pytest's junitxml plugin writes one testcase per item report it is handed. At session end,
 before it writes its file, each gate (suite gates, ``--ragbench-gate``, gates against the
 baseline) and each baseline comparison row is handed to it as a synthetic call report and a
 closing teardown report, named ``SUITE::ragbench-gates::RETRIEVER::GATE`` (classname
-``SUITE.ragbench-gates.RETRIEVER``). The reports go to the junitxml plugin only: the terminal,
+``SUITE.ragbench-gates.RETRIEVER``). A failing verdict reason that fails no item or gate
+(:data:`UNSEEN_REASONS`) is one more, ``ragbench-verdict::REASON``; the verdict line and the
+coverage are testsuite properties. The reports go to the junitxml plugin only: the terminal,
 ``--lf`` and the exit status never see them.
 """
 
@@ -15,10 +18,17 @@ from typing import Any
 
 import pytest
 
+from ..results.verdict import reason_line, verdict_of
 from .format import num as _f
 from .format import p_value as _p
 
 GATES_CLASS = "ragbench-gates"
+
+#: The testcases of verdict reasons that fail no item or gate testcase (an interruption, a
+#: baseline that cannot be compared, an exit status nothing else explains): without them a
+#: run whose cases all passed read green in junit while every other output said FAILED.
+VERDICT_CLASS = "ragbench-verdict"
+UNSEEN_REASONS = ("interrupted", "baseline", "exit_status")
 
 
 def _junit_plugin(config: pytest.Config) -> Any:
@@ -91,6 +101,14 @@ def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                               f"::{_name(gate)}",
                     "path": suite_id, "outcome": "failed" if row.get("regressed") else "passed",
                     "text": text, "properties": {"gate": gate, **figures}})
+    verdict = verdict_of(summary)
+    for reason in verdict.get("reasons", []):
+        # items, gates and regressions fail testcases of their own; these fail nothing else
+        if reason.get("fails") and reason.get("kind") in UNSEEN_REASONS:
+            out.append({"nodeid": f"{VERDICT_CLASS}::{_name(str(reason['text']))}",
+                        "path": VERDICT_CLASS, "outcome": "failed",
+                        "text": reason_line(verdict),
+                        "properties": {"verdict": reason_line(verdict)}})
     return out
 
 
@@ -100,6 +118,11 @@ def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
     xml = _junit_plugin(config)
     if xml is None:
         return 0
+    verdict = verdict_of(summary)
+    # on the testsuite too, for CI views that show its properties: the one verdict, and what
+    # share of the suites' cases ran
+    xml.add_global_property("ragbench_verdict", reason_line(verdict))
+    xml.add_global_property("ragbench_coverage", verdict["coverage"])
     cases = gate_cases(summary, rows)
     for case in cases:
         props = [(f"ragbench_gate.{k}", "nan" if v is None else v)
@@ -108,7 +131,8 @@ def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
         location = (case["path"], None, name)
         longrepr: Any = None
         if case["outcome"] == "failed":
-            longrepr = f"ragbench: gate failed: {case['text']}"
+            longrepr = (f"ragbench: {case['text']}" if case["path"] == VERDICT_CLASS
+                        else f"ragbench: gate failed: {case['text']}")
         elif case["outcome"] == "skipped":
             longrepr = (case["path"], 0, case["text"])
         report = pytest.TestReport(case["nodeid"], location, {}, case["outcome"], longrepr,
