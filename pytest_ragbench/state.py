@@ -148,10 +148,16 @@ class RagbenchState:
         return self.host.cwd if self.host is not None else self.config.invocation_params.dir
 
     def cache_dir(self) -> Path | None:
+        """The folder of the on-disk index cache (None without pytest's cache provider, or
+        where its folder cannot be made: pytest only warns when it cannot write its cache, and
+        the indexes are then built in memory)."""
         cache = getattr(self.config, "cache", None)
         if cache is None:
             return None
-        return Path(cache.mkdir("ragbench"))
+        try:
+            return Path(cache.mkdir("ragbench"))
+        except OSError:
+            return None
 
     def ensure_registered(self) -> None:
         """Call each ``pytest_ragbench_register`` implementation not called yet, once.

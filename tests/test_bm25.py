@@ -627,6 +627,46 @@ def test_cache_second_instance_loads(tmp_path: Path) -> None:
     ]
 
 
+def test_a_cache_folder_that_cannot_be_written_builds_in_memory(tmp_path: Path) -> None:
+    # a read-only project, a cache folder that is a file, a lock that cannot be opened: the
+    # index is this process's own, as without a cache (root passes permission checks, so
+    # paths that no one can write stand in for them)
+    plain = BM25Retriever()
+    plain.index(CORPUS)
+    expected = plain.retrieve_many(list(QUERIES), 10)
+    (tmp_path / "file").write_text("not a folder")
+    probe = BM25Retriever(cache_dir=tmp_path / "probe")
+    probe.index(CORPUS)
+    assert probe.cache_path is not None
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / f"{probe.cache_path.name}.lock").mkdir()  # open() fails
+    for folder in (tmp_path / "file" / "ragbench", tmp_path / "locked"):
+        r = BM25Retriever(cache_dir=folder)
+        r.index(CORPUS)
+        assert not r.loaded_from_cache and r.cache_path is None
+        assert r.retrieve_many(list(QUERIES), 10) == expected
+    assert [p.name for p in (tmp_path / "locked").iterdir()] == [f"{probe.cache_path.name}.lock"]
+
+
+def test_a_build_killed_midway_leaves_nothing_behind_the_next_build(tmp_path: Path) -> None:
+    # a builder killed (SIGKILL, a cancelled CI job) leaves its temporary folder, the size of
+    # the index: the next builder, holding the lock, removes it
+    probe = BM25Retriever(cache_dir=tmp_path / "probe")
+    probe.index(CORPUS)
+    assert probe.cache_path is not None
+    name = probe.cache_path.name
+    cache = tmp_path / "cache"
+    stale = cache / f".{name}.k1ll3d.tmp"
+    (stale / "index").mkdir(parents=True)
+    (stale / "index" / "data.npy").write_bytes(b"\0" * 1000)
+    other = cache / ".bm25-0123456789abcdef0123456789abcdef.x.tmp"  # another index's
+    other.mkdir()
+    r = BM25Retriever(cache_dir=cache)
+    r.index(CORPUS)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([name, f"{name}.lock",
+                                                              other.name])
+
+
 def test_cached_index_is_memory_mapped_not_copied(tmp_path: Path) -> None:
     BM25Retriever(cache_dir=tmp_path).index(CORPUS)
     loaded = BM25Retriever(cache_dir=tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 
 import pytest
@@ -459,6 +460,26 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     crashed = [r for r in recs if r["status"] == "error"]
     assert [r["case_id"] for r in crashed] == ["q3"]
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
+
+
+def test_an_unusable_pytest_cache_builds_indexes_in_memory(pytester, mini_suite):
+    # pytest only warns when it cannot write its cache; the plugin's index cache under it
+    # made a collection error (a file where its folder goes, a read-only project: root
+    # passes permission checks, so the file stands in for both)
+    path = mini_suite()
+    path.write_text(path.read_text().replace("type: overlap_retriever:Overlap", "type: bm25"))
+    first = pytester.runpytest(SUITE, "-p", "cacheprovider", "-p", "no:randomly")
+    first.assert_outcomes(passed=5)
+    expected = (latest_run(pytester.path) / "cases.jsonl").read_text()
+    shutil.rmtree(pytester.path / ".pytest_cache")
+    (pytester.path / ".pytest_cache" / "d").mkdir(parents=True)
+    (pytester.path / ".pytest_cache" / "d" / "ragbench").write_text("not a folder")
+    again = pytester.runpytest(SUITE, "-p", "cacheprovider", "-p", "no:randomly")
+    again.assert_outcomes(passed=5)
+    strip = [{k: v for k, v in json.loads(line).items() if k != "latency_ms"}
+             for text in (expected, (latest_run(pytester.path) / "cases.jsonl").read_text())
+             for line in text.splitlines()]
+    assert strip[:5] == strip[5:]
 
 
 def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):

@@ -159,6 +159,32 @@ def test_dense_cache_is_written_atomically_and_memory_mapped(tmp_path: Path) -> 
     assert asyncio.run(second.retrieve(query, 4)) == asyncio.run(first.retrieve(query, 4))
 
 
+def test_dense_cache_that_cannot_be_written_embeds_in_memory_and_sweeps_stale_builds(
+        tmp_path: Path) -> None:
+    spec = {"type": "hashing", "dim": 64}
+    probe = DenseRetriever(embedder=spec, cache_dir=tmp_path / "probe")
+    asyncio.run(probe.index(CORPUS))
+    assert probe.cache_path is not None
+    name, query = probe.cache_path.name, "milk steaming temperature"
+    expected = asyncio.run(probe.retrieve(query, 4))
+    # a cache folder that is a file, a lock that cannot be opened (root passes permission
+    # checks, so paths no one can write stand in for a read-only project)
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / f"{name}.lock").mkdir()
+    for folder in (tmp_path / "file" / "ragbench", tmp_path / "locked"):
+        dense = DenseRetriever(embedder=spec, cache_dir=folder)
+        asyncio.run(dense.index(CORPUS))
+        assert dense.cache_path is None and not dense.loaded_from_cache
+        assert asyncio.run(dense.retrieve(query, 4)) == expected
+    # a build killed midway left its temporary folder: the next build removes it
+    cache = tmp_path / "cache"
+    (cache / f".{name}.k1ll3d").mkdir(parents=True)
+    (cache / f".{name}.k1ll3d" / "vectors.npy").write_bytes(b"\0" * 1000)
+    asyncio.run(DenseRetriever(embedder=spec, cache_dir=cache).index(CORPUS))
+    assert sorted(p.name for p in cache.iterdir()) == [name, f"{name}.lock"]
+
+
 def test_dense_cache_key_covers_embedder_and_corpus(tmp_path: Path) -> None:
     def path_for(spec: dict[str, Any], corpus: list[Document]) -> Path | None:
         dense = DenseRetriever(embedder=spec, cache_dir=tmp_path)

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets import Document, update_hash_with_documents
-from .cachelock import exclusive_lock
+from .cachelock import exclusive_lock, remove_stale_builds
 from .hits import RankedHits
 from .tokenize import TEXT_BREAK, Tokenizer
 
@@ -256,26 +256,41 @@ class BM25Retriever:
         if self.engine == "rank_bm25":
             self._index_rank_bm25(corpus)
         elif self.cache_dir is None:
-            with tempfile.TemporaryDirectory(prefix="ragbench-bm25-") as tmp:
-                folder = Path(tmp) / "index"
-                self._build_sparse(corpus, folder)
-                # Read into memory: nothing refers to the temporary files afterwards.
-                if not self._load_index(folder, mmap=False):  # pragma: no cover - just written
-                    raise RuntimeError(f"BM25 index written to {folder} does not read back")
+            self._build_in_memory(corpus)
         else:
             self.cache_path = path = self.cache_dir / f"bm25-{cache_key}"
             if self._load_index(path):
                 self.loaded_from_cache = True
             else:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                # One builder per index: processes (xdist workers) and threads that want the
-                # same index queue here, and all but the first find it built.
-                with exclusive_lock(self.cache_dir / f"bm25-{cache_key}.lock"):
-                    if self._load_index(path):
-                        self.loaded_from_cache = True
-                    else:
-                        self._build_cached(corpus, path)
+                try:
+                    self._build_shared(corpus, path)
+                except OSError:
+                    # the cache folder cannot be written (a read-only project or cache, a
+                    # lock that cannot be opened): the index is this process's own, as
+                    # without a cache, rather than every case failing
+                    self.cache_path = None
+                    self._build_in_memory(corpus)
         self._indexed = True
+
+    def _build_in_memory(self, corpus: Sequence[Document]) -> None:
+        with tempfile.TemporaryDirectory(prefix="ragbench-bm25-") as tmp:
+            folder = Path(tmp) / "index"
+            self._build_sparse(corpus, folder)
+            # Read into memory: nothing refers to the temporary files afterwards.
+            if not self._load_index(folder, mmap=False):  # pragma: no cover - just written
+                raise RuntimeError(f"BM25 index written to {folder} does not read back")
+
+    def _build_shared(self, corpus: Sequence[Document], path: Path) -> None:
+        """Build the index into the cache entry ``path`` once per host: processes (xdist
+        workers) and threads that want the same index queue on its lock, and all but the
+        first find it built."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(path.parent / f"{path.name}.lock"):
+            if self._load_index(path):
+                self.loaded_from_cache = True
+                return
+            remove_stale_builds(path.parent, path.name)
+            self._build_cached(corpus, path)
 
     def _index_rank_bm25(self, corpus: Sequence[Document]) -> None:
         from rank_bm25 import BM25Okapi

@@ -77,3 +77,15 @@ async def exclusive_lock_async(path: Path) -> AsyncIterator[None]:
             yield
         finally:
             _unlock(fh)
+
+
+def remove_stale_builds(folder: Path, entry: str) -> None:
+    """Remove what builders of the cache entry ``entry`` killed midway (SIGKILL, a cancelled
+    CI job) left in ``folder``: their temporary folders (``.ENTRY.*``, the size of the entry
+    itself), which nothing else would ever remove. Call it holding the entry's lock, so that
+    none of them belongs to a build still running."""
+    import shutil
+
+    for leftover in folder.glob(f".{entry}.*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)

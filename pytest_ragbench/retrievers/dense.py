@@ -54,7 +54,7 @@ import numpy as np
 from ..datasets import Document, update_hash_with_documents
 from ..llm.identity import canonical_json
 from ..registry import BuildContext, split_spec
-from .cachelock import exclusive_lock_async
+from .cachelock import exclusive_lock_async, remove_stale_builds
 
 CACHE_FORMAT_VERSION = 1
 FIELDS = ("flat", "text")
@@ -274,15 +274,33 @@ class DenseRetriever:
         if self._load_cache(self.cache_path):
             self.loaded_from_cache = True
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        # One embedder per corpus: xdist workers on a cold cache would each pay for embedding
-        # the whole corpus (requests, cost, rate limit); all but the first find it cached.
-        async with exclusive_lock_async(self.cache_dir / f"dense-{key}.lock"):
-            if self._load_cache(self.cache_path):
-                self.loaded_from_cache = True
-                return
-            matrix = await self._embed([self._doc_text(d) for d in docs])
-            self._save_cache(self.cache_path, matrix)
+        matrix: np.ndarray | None = None
+        embedding = False
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            # One embedder per corpus: xdist workers on a cold cache would each pay for
+            # embedding the whole corpus (requests, cost, rate limit); all but the first find
+            # it cached.
+            async with exclusive_lock_async(self.cache_dir / f"dense-{key}.lock"):
+                if self._load_cache(self.cache_path):
+                    self.loaded_from_cache = True
+                    return
+                remove_stale_builds(self.cache_dir, self.cache_path.name)
+                embedding = True
+                matrix = await self._embed([self._doc_text(d) for d in docs])
+                self._save_cache(self.cache_path, matrix)
+        except OSError:
+            if embedding and matrix is None:
+                raise  # the embedder's own failure
+            # the cache folder cannot be written (a read-only project or cache, a lock that
+            # cannot be opened): the matrix is this process's own, as without a cache,
+            # rather than every case failing
+            self.cache_path = None
+            if matrix is None:
+                matrix = await self._embed([self._doc_text(d) for d in docs])
+            self._matrix = matrix
+            return
+        assert matrix is not None
         with contextlib.suppress(OSError, ValueError):
             # Serve from the mapped file, so the memory is shared with other workers.
             if self._load_cache(self.cache_path):
