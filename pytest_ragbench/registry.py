@@ -435,10 +435,15 @@ class Registry:
             else:
                 kwargs[target] = value
         if unknown:
+            # `timeout` is the HTTP components' per-request limit; a Python component's
+            # time limit is the suite's own `case_timeout`
+            hint = ("; the time limit of any retriever or pipeline is case_timeout"
+                    if "timeout" in unknown and kind in ("retriever", "pipeline") else "")
             raise ComponentError(
                 f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
                 f"{did_you_mean(unknown[0], shown)}; it accepts: "
-                f"{', '.join(shown) or 'no parameters'}", param=unknown[0], path=(unknown[0],)
+                f"{', '.join(shown) or 'no parameters'}{hint}", param=unknown[0],
+                path=(unknown[0],)
             )
         self._check_types(kind, type_name, factory, kwargs)
         for name in CONTEXT_PARAMS:

@@ -160,6 +160,11 @@ def test_recorded_is_a_registered_pipeline_checked_at_collection(tmp_path: Path)
                   BuildContext(base_dir=tmp_path, registry=reg))
     with pytest.raises(ComponentError, match="unknown parameter"):
         reg.check("pipeline", "http", {"url": "http://x", "timout": 3})
+    # a Python pipeline has no `timeout`: the message points at the suite's own limit
+    with pytest.raises(ComponentError, match="the time limit of any retriever or pipeline is "
+                                             "case_timeout"):
+        reg.check("pipeline", "recorded", {"path": "out.jsonl", "timeout": 3},
+                  BuildContext(base_dir=tmp_path, registry=reg))
 
 
 # -- the HTTP pipeline against a real server ---------------------------------------------------
