@@ -127,8 +127,8 @@ def resolve_host(controller: ControllerPaths, worker_root: Path, worker_cwd: Pat
             f"{controller.rootdir}) not found on this worker's host; tried {tried}. Each "
             "host needs the suite and its datasets at the same path relative to the rootdir "
             "(see docs/many-hosts.md)")
-    for path, node_id in host.suites().items():
-        if node_id is None and not path.is_file():
+    for path in (host.map(s) for s in controller.suites if Path(s).is_absolute()):
+        if not path.is_file():
             raise HostPathError(f"suite file {path} (outside the controller's rootdir) not "
                                 "found on this worker's host: a suite outside the rootdir "
                                 "must be at the same absolute path on every host")
