@@ -825,8 +825,14 @@ def load_files(spec: DatasetSpec) -> Dataset:
                  queries_src=queries_src, qrels_src=qrels_path)
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character or a line or paragraph separator (none
+    may appear in test ids or in the one-line labels of reports)."""
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
 def _breaks_test_ids(qid: str) -> bool:
-    return "::" in qid or any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in qid)
+    return "::" in qid or has_control_characters(qid)
 
 
 def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[Query, ...],

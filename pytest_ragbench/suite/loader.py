@@ -27,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
+from ..datasets.core import has_control_characters
 from ..errors import (
     ParamError,
     SuiteError,
@@ -275,6 +276,10 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         raise validation_error(exc, data, ctx) from None
 
     name = model.name or path.name.split(".")[0]
+    if has_control_characters(name):
+        # one line each in the terminal, summary.md and the history: a line break split them
+        raise ctx.error(("name",), f"the suite name {name!r} must contain no line breaks or "
+                                   "control characters")
     metrics = _parse_metrics(ctx, data["metrics"],
                              metric_resolver or _default_metric_resolver())
     baseline = _parse_baseline(ctx, data.get("baseline") or {})
@@ -477,9 +482,11 @@ def _parse_retrievers(
     out: list[ComponentSpec] = []
     seen: set[str] = set()
     for rname, params, path in entries:
-        if not rname or any(c in rname for c in ":/[] "):
+        if (not rname or has_control_characters(rname)
+                or any(c in ":/[]" or c.isspace() for c in rname)):
             raise ctx.error(path, f"{kind} name {rname!r} must be non-empty and contain no "
-                                  "':', '/', '[', ']' or spaces (it is part of test ids)")
+                                  "':', '/', '[', ']', spaces or control characters (it is "
+                                  "part of test ids)")
         if rname in seen:
             raise ctx.error(path, f"{kind} name {rname!r} is used twice")
         seen.add(rname)

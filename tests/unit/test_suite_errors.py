@@ -191,6 +191,12 @@ def test_split_without_qrels_lists_available_splits(folder):
 def test_retriever_name_unfit_for_test_ids(folder):
     check(error(folder, GOOD.replace("bm25: {}", "'my bm25': {type: bm25}")),
           "*retrievers.my bm25: retriever name 'my bm25' must be*")
+    # a line break or tab split the test ids and every report line naming the system
+    for name in ("bm\\nx", "bm\\tx", "bm\\u2028x"):
+        text = error(folder, GOOD.replace("bm25: {}", f'"{name}": {{type: bm25}}'))
+        assert "must be non-empty and contain no" in text and "control characters" in text
+    check(error(folder, GOOD.replace("name: ", 'name: "two\\nlines" #')),
+          "*suite.yaml:1: name: the suite name 'two\\nlines' must contain no line breaks*")
 
 
 def test_top_level_not_a_mapping(folder):
