@@ -16,7 +16,8 @@ Anything else keeps the workers doing all of their own LLM work:
 - per suite: a ``conftest.py`` between the rootdir and the suite's folder (included) that the
   controller has not loaded: its hooks (selection, components) act on the workers only;
 - per suite: an LLM other than the built-in ``openai`` one, a judge batching items
-  (``items_per_call`` > 1), a retriever that is not built-in and local (``bm25``, ``run``,
+  (``items_per_call`` > 1), a time limit on its cases (``case_timeout``, the generation's
+  ``timeout``), a retriever that is not built-in and local (``bm25``, ``run``,
   ``dense`` with the ``hashing`` embedder, ``hybrid`` of those), pipelines under test, a
   corpus over :data:`MAX_UNSHARED_DOCUMENTS` documents when indexes cannot be shared through
   pytest's cache directory.
@@ -186,6 +187,22 @@ def _local_retriever(state: RagbenchState, spec: ComponentSpec,
     return True
 
 
+def _time_limited(suite: Suite) -> bool:
+    """Whether a ``case_timeout`` (a retriever's, an endpoint's) or the generation's
+    ``timeout`` bounds the suite's cases: a limit the controller's call meets need not be
+    met by the worker's, or the other way round, so a request it stopped was sent again by
+    the worker, and one made for a case whose retrieval then timed out on its worker was paid
+    for nothing."""
+    rag = suite.rag
+    if rag is None:
+        return False
+    endpoints = [c.endpoint for c in (rag.llm, rag.judge.llm if rag.judge else None,
+                                      rag.embedder) if c is not None]
+    return (any(r.timeout is not None for r in suite.retrievers)
+            or rag.generation.timeout is not None
+            or any(e is not None and e.case_timeout is not None for e in endpoints))
+
+
 def eligible(state: RagbenchState, suite: Suite) -> bool:
     """Whether the controller can answer ``suite``'s cases exactly as a worker would."""
     rag = suite.rag
@@ -196,6 +213,8 @@ def eligible(state: RagbenchState, suite: Suite) -> bool:
             llm.type not in ("openai", "extractive") for llm in llms):
         return False
     if rag.judge is not None and rag.judge.items_per_call > 1:
+        return False
+    if _time_limited(suite):
         return False
     siblings = {r.name: r for r in suite.retrievers}
     return all(_local_retriever(state, r, siblings) for r in suite.retrievers)
