@@ -427,3 +427,20 @@ def test_extractive_returns_several_sentences_ranked() -> None:
     assert answer == "Everest is the highest mountain on Earth."
     answer = llm.answer(format_prompt("Is Everest the highest mountain?", passages))
     assert answer == "Everest is the highest mountain on Earth. Everest is tall."
+
+
+def test_the_fake_server_says_nothing_of_a_client_that_gave_up(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    # a client past its timeout closes the connection: writing the late answer failed with a
+    # BrokenPipeError traceback on stderr for every such request
+    with FakeOpenAIServer(latency=0.3) as server:
+        for _ in range(3):
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{server.base_url}/chat/completions", timeout=0.05,
+                           json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        deadline = time.monotonic() + 5
+        while server.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the late answers' writes
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -305,7 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self._leave()
-        self.wfile.write(data)
+        # a client that gave up (its timeout) has nothing more to be told
+        with contextlib.suppress(OSError):
+            self.wfile.write(data)
 
 
 class FakeOpenAIServer:
