@@ -80,6 +80,8 @@ def check_pool(root: Path, result: pytest.RunResult, base_url: str, requests: in
     budget = summary(root)["run"]["budget"]
     (pool,) = [p for p in budget["pools"] if p["endpoint"] == base_url]
     assert pool["requests"] == requests
+    # without a max_cost nothing is charged to the budget, and it claims no spend (not $0)
+    assert (budget["spent"] is None) is (budget["costs"] == {})
     assert pool["concurrency"] == 3
     assert 1 <= pool["max_in_flight"] <= 3
     assert pool["endpoint"] == base_url and pool["model"] == "m"

@@ -263,6 +263,18 @@ def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
     assert charged[0][0][1] > charged[0][1][1] > 0
 
 
+def test_a_priced_run_without_a_cap_claims_no_budget_spend(pytester, rag_suite_files, server):
+    # nothing is charged to the run budget without max_cost: its "spent" read $0.0 while the
+    # records (and the system rows) held the run's cost
+    rag_suite_files(rag_suite(server.base_url, extra="prices: {m: {prompt: 1000.0, "
+                                                     "completion: 2000.0}}"))
+    assert pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly").ret == 0
+    summary = json.loads((run_dir(pytester.path) / "summary.json").read_text())
+    assert sum(r["cost"] for r in records(pytester.path)) > 0
+    assert summary["run"]["budget"]["costs"] == {}
+    assert summary["run"]["budget"]["spent"] is None
+
+
 def test_only_requests_cases_really_share_are_charged_to_one_of_them(pytester, mini_suite,
                                                                       server):
     """A call is settled with others (results/settle.py) only by the response-cache key: two

@@ -85,7 +85,10 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
         pools.append(entry)
     costs = {key: {k: c.get(k) for k in ("spent", "max_cost", "refused", "exhausted")}
              for key, c in totals.get("costs", {}).items()}
-    return {"spent": float(totals.get("spent", 0.0)), "costs": costs, "pools": pools}
+    # what the run's cost caps took (None without a cap: nothing is charged to the budget
+    # then, and a 0.0 read as a run that spent nothing; the records hold each case's cost)
+    spent = float(totals.get("spent", 0.0)) if costs else None
+    return {"spent": spent, "costs": costs, "pools": pools}
 
 
 def budget_lines(report: Mapping[str, Any]) -> list[str]:
