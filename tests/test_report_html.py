@@ -150,6 +150,22 @@ def records() -> list[dict[str, Any]]:
 # -- structure ----------------------------------------------------------------------------
 
 
+def test_the_run_budget_is_shown_as_the_terminal_gives_it(records: list[dict[str, Any]]) -> None:
+    summary = make_summary(records)
+    summary["run"]["budget"] = {
+        "spent": 72.0, "costs": {"s.yaml": {"spent": 72.0, "max_cost": 60.0, "refused": 3,
+                                            "exhausted": True}},
+        "pools": [{"endpoint": "http://127.0.0.1:9/v1", "model": "m<x>", "requests": 12,
+                   "max_in_flight": 3, "throttled": 8, "timeouts": 0, "concurrency": 10,
+                   "adaptive": {"level": 3, "max_level": 8, "bound": 10, "decreases": 8}}]}
+    html = render_html(summary, records)
+    assert ("<dt>LLM budget</dt><dd>run budget s.yaml: spent $72.0000 of $60.0000 (all "
+            "workers), cap reached</dd>") in html
+    assert ("<dd>llm pool m&lt;x&gt; at http://127.0.0.1:9/v1: 12 requests, max 3 in flight, 8 "
+            "throttled (429), 0 timed out; concurrency auto reached 3 (max 8 of bound 10, 8 "
+            "back-offs)</dd>") in html
+
+
 def test_gates_metrics_and_run_metadata_are_shown(records: list[dict[str, Any]]) -> None:
     summary = make_summary(records, gates=GATES, gates_passed=False)
     html = render_html(summary, records)

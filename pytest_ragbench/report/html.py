@@ -40,6 +40,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from ..budget.figures import budget_lines
 from ..records import (
     OUTCOMES,
     XFAIL_OUTCOMES,
@@ -792,6 +793,11 @@ def _run_items(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     if isinstance(versions, Mapping):
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items()
                                             if v is not None)))
+    # the run budget as the terminal and summary.md give it: spend against each cost cap,
+    # each LLM pool's requests and concurrency (the adaptive level reached)
+    budget = run.get("budget")
+    if isinstance(budget, Mapping):
+        items += [("LLM budget", line) for line in budget_lines(budget)]
     return items
 
 

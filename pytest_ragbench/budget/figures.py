@@ -1,0 +1,59 @@
+"""The run budget's figures as the outputs show them: spend per cost cap, and per LLM pool
+its requests, concurrency and the adaptive level reached (plain data in, plain data out: the
+renderers import this, not the budget's machinery)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["budget_lines", "budget_report"]
+
+
+def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's budget figures for the summary: spend per cap and per pool what it saw.
+
+    Pools are named by endpoint and model (their keys hold no credentials); the figures
+    depend on timing, so they belong with the run's metadata, not with the results.
+    """
+    pools = []
+    for key, pool in totals.get("pools", {}).items():
+        try:
+            url, model, _ = json.loads(key)
+        except (ValueError, TypeError):
+            url, model = key, ""
+        entry = {"endpoint": url, "model": model,
+                 **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
+                                             "max_in_flight", "throttled", "timeouts")}}
+        if pool.get("adaptive"):
+            entry["adaptive"] = dict(pool["adaptive"])
+        pools.append(entry)
+    costs = {key: {k: c.get(k) for k in ("spent", "max_cost", "refused", "exhausted")}
+             for key, c in totals.get("costs", {}).items()}
+    # what the run's cost caps took (None without a cap: nothing is charged to the budget
+    # then, and a 0.0 read as a run that spent nothing; the records hold each case's cost)
+    spent = float(totals.get("spent", 0.0)) if costs else None
+    return {"spent": spent, "costs": costs, "pools": pools}
+
+
+def budget_lines(report: Mapping[str, Any]) -> list[str]:
+    """Terminal lines for :func:`budget_report`'s figures."""
+    lines = []
+    for key, cost in report.get("costs", {}).items():
+        state = ", cap reached" if cost.get("exhausted") else ""
+        lines.append(f"run budget {key}: spent ${cost['spent']:.4f} of ${cost['max_cost']:.4f}"
+                     f" (all workers){state}")
+    for pool in report.get("pools", []):
+        line = (f"llm pool {pool['model']} at {pool['endpoint']}: {pool['requests']} requests, "
+                f"max {pool['max_in_flight']} in flight, {pool['throttled']} throttled (429), "
+                f"{pool['timeouts']} timed out")
+        adaptive = pool.get("adaptive")
+        if adaptive:
+            line += (f"; concurrency auto reached {adaptive['level']} (max "
+                     f"{adaptive['max_level']} of bound {adaptive['bound']}, "
+                     f"{adaptive['decreases']} back-offs)")
+        elif pool.get("concurrency") is not None:
+            line += f" (concurrency {pool['concurrency']})"
+        lines.append(line)
+    return lines
