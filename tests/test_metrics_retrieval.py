@@ -344,6 +344,23 @@ def test_trec_order_tie_breaking_agrees_with_trec_eval():
     assert trec["recip_rank"] == 0.5
 
 
+@pytest.mark.parametrize("hits", [
+    [("a", 1.00000001), ("b", 1.0)],                   # equal in single precision
+    [("a", 1.0000000000000002), ("b", 1.0)],
+    [("a", 16777217), ("b", 16777216)],                # 2**24 + 1 rounds to 2**24
+    [("a", 1e39), ("b", 1e40)],                        # both past float's range
+    [("a", 1.0000001), ("b", 1.0)],                    # distinct in single precision
+    [("a", 0.30000001), ("b", 0.3), ("c", 0.29999999)],
+])
+def test_trec_order_compares_scores_as_trec_eval_stores_them(hits: list[tuple[str, float]]):
+    # trec_eval keeps a score as a C float: scores equal in single precision tie and go by
+    # document id; ranked as doubles, "a" came first and every metric of the query differed
+    rel = {"q": {"a": 1}}
+    trec = trec_eval_values(rel, {"q": dict(hits)})["q"]
+    ranked = trec_order(hits)
+    assert trec["recip_rank"] == 1 / (ranked.index("a") + 1)
+
+
 def test_trec_order_max_retrieved_cuts_after_sorting():
     hits = [("low", 0.1), ("top", 0.9), ("mid", 0.5)]
     assert trec_order(hits, max_retrieved=2) == ["top", "mid"]

@@ -9,8 +9,9 @@ Evaluation order
 trec_eval ignores the ranks written in a run: it sorts each query's documents by score,
 highest first, and breaks ties by document id in *descending* ``strcmp`` order (byte order
 of the UTF-8 ids, so ``"d9"`` ranks before ``"d10"``, ``"a"`` before ``"B"`` and ``"é"`` before
-``"z"``). :func:`trec_order` applies that order. Scores are compared as IEEE doubles, the way
-pytrec_eval receives them, so ``1`` and ``1.0`` tie and so do ``0.0`` and ``-0.0``. A document id
+``"z"``). :func:`trec_order` applies that order. Scores are compared in single precision, as
+trec_eval stores them (a C ``float``), so ``1`` and ``1.0`` tie, so do ``0.0`` and ``-0.0``, and
+so do ``1.0`` and ``1.00000001`` or ``16777217`` and ``16777216``. A document id
 listed twice keeps its first score (trec_eval rejects such runs; pytrec_eval's dicts cannot
 hold them).
 
@@ -61,6 +62,7 @@ mirror ``trec_eval -M N``, which keeps the first ``N`` documents *after* sorting
 
 from __future__ import annotations
 
+import array
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -330,7 +332,7 @@ def trec_order(hits: Sequence[tuple[str, float]], max_retrieved: int | None = No
     ``str`` order equals the byte order of UTF-8). The first occurrence of a repeated id wins.
 
     Args:
-        hits: ``(doc_id, score)`` pairs in any order; scores are compared as floats.
+        hits: ``(doc_id, score)`` pairs in any order; scores are compared in single precision.
         max_retrieved: keep only this many documents after sorting, like ``trec_eval -M``;
             None (trec_eval's default) keeps them all.
 
@@ -342,16 +344,19 @@ def trec_order(hits: Sequence[tuple[str, float]], max_retrieved: int | None = No
         isinstance(max_retrieved, bool) or not isinstance(max_retrieved, int) or max_retrieved <= 0
     ):
         raise ValueError(f"max_retrieved must be a positive integer or None, got {max_retrieved!r}")
-    scores: dict[str, float] = {}
+    first: dict[str, float] = {}
     for doc_id, score in hits:
-        if doc_id in scores:
+        if doc_id in first:
             continue
-        # pytrec_eval hands trec_eval C doubles; converting here makes big ints tie the same way.
         value = float(score)
         if math.isnan(value):
             raise ValueError(f"document {doc_id!r} has a NaN score; trec_eval cannot rank it")
-        scores[doc_id] = value
-    ordered = sorted(scores, key=lambda doc: (scores[doc], doc), reverse=True)
+        first[doc_id] = value
+    # trec_eval keeps each score as a C float: scores equal in single precision tie (and
+    # 1e39 is as large as 1e40), so they are compared rounded to it, as trec_eval compares
+    ids = list(first)
+    scores = dict(zip(ids, array.array("f", first.values()), strict=True))
+    ordered = sorted(ids, key=lambda doc: (scores[doc], doc), reverse=True)
     return ordered if max_retrieved is None else ordered[:max_retrieved]
 
 
