@@ -42,6 +42,7 @@ from .report.files import (
     write_cases_csv,
     write_json,
 )
+from .report.format import one_line
 from .report.terminal import render_summary
 from .report.views import gate_failure_line
 from .results.aggregate import summarize_run
@@ -663,7 +664,7 @@ class RagbenchSession:
         for line in render_summary(self.summary, self.baseline_rows, level=level,
                                    verdict=self.verdict, messages=self.messages,
                                    failures=self.failures):
-            tr.write_line(line.text, **line.markup)
+            tr.write_line(one_line(line.text), **line.markup)
 
     def pytest_unconfigure(self) -> None:
         self._sigterm.restore()

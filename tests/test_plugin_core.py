@@ -462,6 +462,18 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
 
 
+def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite):
+    # the name is the suite's own (baselines match it as written); the terminal's lines are
+    # made one line each, and a terminal escape in it cannot recolour them
+    path = mini_suite()
+    path.write_text(path.read_text().replace("name: mini", 'name: "two\\nlines\\u001b[31m"'))
+    result = pytester.runpytest(SUITE, "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["suite two lines\ufffd[[]31m [[]suite.yaml[]] dataset *"])
+    assert "\x1b[31m" not in result.stdout.str()
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert summary["suites"][0]["name"] == "two\nlines\x1b[31m"
+
+
 def test_an_unusable_pytest_cache_builds_indexes_in_memory(pytester, mini_suite):
     # pytest only warns when it cannot write its cache; the plugin's index cache under it
     # made a collection error (a file where its folder goes, a read-only project: root

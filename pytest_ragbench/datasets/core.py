@@ -831,16 +831,6 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
 
 
-def one_line(text: str) -> str:
-    """``text`` as one line for the labels of reports (a suite's name): whitespace runs,
-    line breaks included, become one space; other control characters (a terminal's escape
-    sequences) become U+FFFD."""
-    collapsed = " ".join(text.split())
-    if not has_control_characters(collapsed):
-        return collapsed
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in collapsed)
-
-
 def _breaks_test_ids(qid: str) -> bool:
     return "::" in qid or has_control_characters(qid)
 

@@ -8,6 +8,7 @@ null, and the outputs say "not a number" the same way.
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 
@@ -73,3 +74,14 @@ def duration(seconds: float | None) -> str:
 def money(value: Any) -> str:
     """A cost in dollars: ``$0.0123`` (four decimals, as the usage lines show it)."""
     return f"${num(value)}"
+
+
+def one_line(text: str) -> str:
+    """``text`` safe as one terminal line: line breaks and tabs become spaces, other control
+    characters (a terminal's escape sequences) U+FFFD. Names from a suite (its name may hold
+    a line break) otherwise split the summary's lines or recolour the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        " " if c.isspace() else "\ufffd" if unicodedata.category(c) in ("Cc", "Zl", "Zp")
+        else c for c in text)

@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
-from ..datasets.core import has_control_characters, one_line
+from ..datasets.core import has_control_characters
 from ..errors import (
     ParamError,
     SuiteError,
@@ -275,7 +275,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     except ValidationError as exc:
         raise validation_error(exc, data, ctx) from None
 
-    name = one_line(model.name or path.name.split(".")[0])
+    name = model.name or path.name.split(".")[0]
     metrics = _parse_metrics(ctx, data["metrics"],
                              metric_resolver or _default_metric_resolver())
     baseline = _parse_baseline(ctx, data.get("baseline") or {})

@@ -195,10 +195,6 @@ def test_retriever_name_unfit_for_test_ids(folder):
     for name in ("bm\\nx", "bm\\tx", "bm\\u2028x"):
         text = error(folder, GOOD.replace("bm25: {}", f'"{name}": {{type: bm25}}'))
         assert "must be non-empty and contain no" in text and "control characters" in text
-    # a suite's name is a label: one line in every report (a line break split the terminal's
-    # summary and gate lines), no terminal escapes
-    named = load(folder, GOOD.replace("name: e", 'name: " two\\nlines\\t\\u001b[31mred "'))
-    assert named.name == "two lines \ufffd[31mred"
 
 
 def test_top_level_not_a_mapping(folder):
