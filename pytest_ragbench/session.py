@@ -569,7 +569,7 @@ class RagbenchSession:
             return {}
         # from the budget package, not :attr:`outputs`: a run writing no file would import
         # every writer for two functions (about 25 ms between the last item and the summary)
-        from .budget.figures import budget_lines, budget_report
+        from .report.budget import budget_lines, budget_report
 
         report = budget_report(totals)
         self.messages += budget_lines(report)

@@ -40,7 +40,6 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from ..budget.figures import budget_lines
 from ..records import (
     OUTCOMES,
     XFAIL_OUTCOMES,
@@ -51,6 +50,7 @@ from ..records import (
 )
 from ..results.aggregate import group_records, metric_values
 from . import svg
+from .budget import budget_lines
 from .documents import SNIPPET_MAX
 from .format import finite as _finite
 from .format import num, p_value

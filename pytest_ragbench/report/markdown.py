@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..budget.figures import budget_lines
 from ..results.verdict import verdict_of
 from .format import count, money, num, p_value, signed
 from .views import (
@@ -120,18 +119,7 @@ def summary_markdown(summary: Mapping[str, Any],
         lines += ["### Gates", "", *_gate_table(gates_failed_first(summary["gates"]))]
     if baseline_rows:
         lines += [*_baseline_head(summary.get("baseline", {})), *_baseline_table(baseline_rows)]
-    lines += _budget(summary)
     return "\n".join(lines)
-
-
-def _budget(summary: Mapping[str, Any]) -> list[str]:
-    """The run budget's lines, as the terminal prints them: spend against each cost cap, and
-    per LLM pool its requests, throttling and the concurrency (the adaptive level reached)."""
-    report = (summary.get("run") or {}).get("budget")
-    texts = budget_lines(report) if isinstance(report, Mapping) else []
-    if not texts:
-        return []
-    return ["", "### LLM budget", "", *(f"- {md_text(t)}" for t in texts)]
 
 
 def _heading(summary: Mapping[str, Any],
@@ -175,8 +163,6 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
     lines += _gates(gates, level)
     if baseline_rows:
         lines += _baseline(summary.get("baseline") or {}, baseline_rows, level)
-    if level != "short":
-        lines += _budget(summary)
     return "\n".join(lines)
 
 

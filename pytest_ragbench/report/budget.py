@@ -1,6 +1,8 @@
-"""The run budget's figures as the outputs show them: spend per cost cap, and per LLM pool
-its requests, concurrency and the adaptive level reached (plain data in, plain data out: the
-renderers import this, not the budget's machinery)."""
+"""The run budget's figures as the terminal, summary.json and the HTML report's run details
+show them: spend per cost cap, and per LLM pool its requests, concurrency and the adaptive
+level reached. Plain data in, plain data out (a renderer importing the budget package would
+load its client and server). They depend on timing, so summary.md, the same with and without
+``-n``, leaves them out."""
 
 from __future__ import annotations
 
