@@ -77,6 +77,11 @@ def test_numpy_numbers_are_numbers() -> None:
             normalise_output({"answer": "a", "contexts": [bad]})
     with pytest.raises(OutputError, match=r"must be an integer, got 2\.5"):
         normalise_output({"answer": "a", "usage": {"prompt_tokens": np.float64(2.5)}})
+    # a count too large for a float is still an integer; a score that large is refused
+    huge = normalise_output({"answer": "a", "usage": {"prompt_tokens": 10**400}})
+    assert huge.usage is not None and huge.usage.prompt_tokens == 10**400
+    with pytest.raises(OutputError, match="must be a finite number, got an integer of 401"):
+        normalise_output({"answer": "a", "contexts": [{"id": "d1", "score": 10**400}]})
 
 
 @pytest.mark.parametrize(("value", "message"), [

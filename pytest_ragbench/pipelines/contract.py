@@ -99,13 +99,21 @@ def _number(value: Any, where: str, *, integer: bool = False) -> float | int | N
     if not is_number(value):
         kind = "an integer" if integer else "a number"
         raise OutputError(f"{where} must be {kind}, got {type_name(value)}")
-    number = float(value)
-    if integer:
-        if not isinstance(value, numbers.Integral) and not number.is_integer():
-            raise OutputError(f"{where} must be an integer, got {number!r}")
+    if integer and isinstance(value, numbers.Integral):
         if value < 0:
             raise OutputError(f"{where} must be >= 0, got {value!r}")
-        return int(value)
+        return int(value)  # exact, however large (float() would overflow)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise OutputError(f"{where} must be a finite number, got an integer of "
+                          f"{len(str(abs(int(value))))} digits") from None
+    if integer:
+        if not number.is_integer():
+            raise OutputError(f"{where} must be an integer, got {number!r}")
+        if number < 0:
+            raise OutputError(f"{where} must be >= 0, got {value!r}")
+        return int(number)
     if not math.isfinite(number):
         raise OutputError(f"{where} must be a finite number, got {value!r}")
     return number
