@@ -377,10 +377,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile 
     state = parent.config.stash[STATE_KEY]
     if is_suite_file(file_path) or file_path.resolve() in state.explicit:
         # A worker in another folder or on another host keeps the controller's node ids; a
-        # suite outside the rootdir gets one that tells it from the others (suite_node_id).
+        # --ragbench suite outside the rootdir gets one that tells it from the others
+        # (suite_node_id: pytest names every such file argument ""). Files a folder argument
+        # finds keep the ids pytest gives them (their path in that folder), the same on
+        # every host.
         node_id = state.suite_node_ids.get(file_path.resolve())
         # (unresolved, as pytest relates a file to the rootdir)
-        if node_id is None and not file_path.is_relative_to(parent.config.rootpath):
+        if (node_id is None and file_path.resolve() in state.explicit
+                and not file_path.is_relative_to(parent.config.rootpath)):
             node_id = suite_node_id(file_path, parent.config.rootpath)
         if node_id is not None:
             return SuiteFile.from_parent(parent, path=file_path, nodeid=node_id)
