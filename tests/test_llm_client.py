@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -438,9 +439,10 @@ def test_the_fake_server_says_nothing_of_a_client_that_gave_up(
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(f"{server.base_url}/chat/completions", timeout=0.05,
                            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        # until the handlers have written their late answers (and ended)
         deadline = time.monotonic() + 5
-        while server.in_flight and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(
+                "process_request_thread" in t.name for t in threading.enumerate()):
             time.sleep(0.01)
-        time.sleep(0.1)  # the late answers' writes
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err, err

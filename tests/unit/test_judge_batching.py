@@ -236,7 +236,6 @@ async def test_identical_items_judged_together_are_sent_once_with_the_cache_on(
     assert sent == [3]
     assert [r.scores for r in results[:2]] == [results[0].scores] * 2
     assert results[4].scores == results[2].scores and not any(r.errors for r in results)
-    # the copies are charged nothing, as cache hits are
     # the copies are charged as cache hits are: nothing
     assert sorted(c.cached for c in charged) == [False] * 3 + [True] * 2
 
