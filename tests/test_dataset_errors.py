@@ -6,6 +6,7 @@ result or a clean error), and end-to-end runs showing one collection error, no t
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -273,16 +274,20 @@ def test_csv_row_longer_than_header(tmp_path: Path) -> None:
     assert exc.value.line == 3
 
 
-def test_csv_nul_byte_and_bad_quoting(tmp_path: Path) -> None:
+def test_csv_nul_byte_and_bad_quoting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"id,text\n" + b"d1,hello\n" * 400 + b"d2,he\x00llo\n")
     with pytest.raises(DataFileError, match="NUL") as exc:
         corpus_of(path)
     assert exc.value.line == 402
+    # a field past the reader's limit (100 MB of text; lowered here to keep the file small)
+    before = csv.field_size_limit()
+    monkeypatch.setattr("pytest_ragbench.datasets.core._CSV_FIELD_LIMIT", 150_000)
     strict = tmp_path / "big.csv"
     strict.write_text("id,text\nd1," + "x" * 200_000 + "\n")
     with pytest.raises(DataFileError, match="malformed CSV: field larger than field limit"):
         corpus_of(strict)
+    assert csv.field_size_limit() == before  # the csv module's own setting is put back
 
 
 # -- missing fields and wrong types ------------------------------------------------------------

@@ -121,3 +121,47 @@ def test_nq_utd_keeps_grade_zero_as_judged_nonrelevant() -> None:
     zeros = sum(1 for q in ds.queries for g in q.relevant.values() if g == 0)
     assert zeros == 503
     assert all(q.reference_answers for q in ds.queries)
+
+
+def test_tsv_has_no_quoting(tmp_path: Path) -> None:
+    # a TSV (MS MARCO's collection, most IR corpora) holds raw quotes: read as CSV quoting,
+    # '"To be' opened a field that swallowed the next rows (d3 and d4 vanished)
+    path = tmp_path / "c.tsv"
+    path.write_text('id\ttext\nd1\t"Hamlet" is a play\nd2\t"To be, or not to be\n'
+                    'd3\tplain text about espresso\nd4\tsecond " quote closes here\nd5\tlast\n',
+                    encoding="utf-8")
+    docs = read_corpus(read_records(path), path)
+    assert [(d.id, d.text) for d in docs] == [
+        ("d1", '"Hamlet" is a play'), ("d2", '"To be, or not to be'),
+        ("d3", "plain text about espresso"), ("d4", 'second " quote closes here'),
+        ("d5", "last")]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_long_csv_fields_are_read_and_bad_rows_name_their_line(tmp_path: Path,
+                                                               suffix: str) -> None:
+    sep = "\t" if suffix == ".tsv" else ","
+    path = tmp_path / f"c{suffix}"
+    long_text = "word " * 40_000  # 200,000 characters: over csv's default field limit
+    path.write_text(f"id{sep}text\nd1{sep}short\nd2{sep}{long_text}\n", encoding="utf-8")
+    docs = read_corpus(read_records(path), path)
+    assert [len(d.text) for d in docs] == [5, len(long_text)]
+    if suffix == ".csv":
+        # the bad row starts on line 4 (a quoted field before it spans two lines)
+        path.write_text('id,text\nd1,"two\nlines"\nd2,x,extra\n', encoding="utf-8")
+        with pytest.raises(SuiteError, match=r"c\.csv:4: row has 3 fields, the header 2"):
+            read_corpus(read_records(path), path)
+
+
+def test_an_empty_or_null_relevant_field_means_no_labels(tmp_path: Path) -> None:
+    # a CSV cell left empty, a column every row carries (Hugging Face, parquet): no labels,
+    # as a record without the key, not "judged with nothing relevant" (scored 0)
+    path = tmp_path / "q.csv"
+    path.write_text('_id,text,relevant\nq1,espresso,d1\nq2,cold brew,\nq3,latte,"d3,d1"\n',
+                    encoding="utf-8")
+    qs = read_queries(read_records(path), path)
+    assert [q.judged for q in qs] == [True, False, True]
+    recs = [(1, {"_id": "q1", "text": "a", "relevant": None}),
+            (2, {"_id": "q2", "text": "b", "relevant": " "}),
+            (3, {"_id": "q3", "text": "c", "relevant": {}})]
+    assert [q.judged for q in read_queries(recs, tmp_path / "q.jsonl")] == [False, False, True]

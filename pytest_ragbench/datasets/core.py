@@ -390,20 +390,38 @@ def json_entries(content: str) -> Iterator[tuple[int, str | None, Any]]:
         raise json.JSONDecodeError("Extra data", content, space(pos))
 
 
+#: The longest field a CSV or TSV row may hold (a whole document): 100 MB of text.
+_CSV_FIELD_LIMIT = 100 * 1024 * 1024
+
+
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open_text(path, newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        try:
-            for row in reader:
-                if None in row:
-                    raise DataFileError(
-                        f"row has {len(row) - 1 + len(row[None])} fields, the header "
-                        f"{len(row) - 1} (expected one value per header column)",
-                        file=path, line=reader.line_num)
-                yield reader.line_num, row
-        except csv.Error as exc:
-            raise DataFileError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}",
-                                file=path, line=reader.line_num) from None
+    tsv = delimiter == "\t"
+    # A TSV has no quoting (MS MARCO's collection and most IR corpora hold raw quotes: read
+    # as CSV, '"To be' opened a field that swallowed the rows after it). A document is one
+    # field, often longer than csv's default limit of 131,072 characters; the limit is the
+    # csv module's own setting, raised while a file is read and then put back.
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, _CSV_FIELD_LIMIT))
+    try:
+        with open_text(path, newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter,
+                                    quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            # where the next row starts: a malformed row fails before the reader counts it
+            start = 2
+            try:
+                for row in reader:
+                    if None in row:
+                        raise DataFileError(
+                            f"row has {len(row) - 1 + len(row[None])} fields, the header "
+                            f"{len(row) - 1} (expected one value per header column)",
+                            file=path, line=start)
+                    yield start, row
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                raise DataFileError(f"malformed {'TSV' if tsv else 'CSV'}: {exc}",
+                                    file=path, line=start) from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
@@ -551,8 +569,12 @@ def read_queries(
                 file=path,
                 line=lineno,
             )
-        judged = "relevant" in rec
-        relevant = _parse_relevant(rec["relevant"], path, lineno, qid) if judged else {}
+        # an empty CSV cell, or a column every row carries (Hugging Face, parquet) holding
+        # null, is no labels, as a record without the key
+        raw_relevant = rec.get("relevant")
+        judged = raw_relevant is not None and not (isinstance(raw_relevant, str)
+                                                   and not raw_relevant.strip())
+        relevant = _parse_relevant(raw_relevant, path, lineno, qid) if judged else {}
         answers: list[str] = []
         for key in ("reference_answer", "reference_answers", "answers", "answer"):
             val = rec.get(key)
