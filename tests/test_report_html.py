@@ -601,6 +601,29 @@ def test_report_of_a_run_killed_before_the_end_shows_the_gates(
             "ran) | 1.0000 | 0.1000 |") in md
 
 
+@pytest.mark.parametrize(("line", "message"), [
+    ("42", "line 2: expected a case record (a JSON object), got number"),
+    ("{}", "line 2: expected a case record with 'suite', 'retriever' and 'case_id'"),
+    ('{"suite": "s", "retr', "line 2: not JSON"),
+])
+def test_a_damaged_cases_file_is_one_clear_error_naming_its_line(
+        run_dir: Path, capsys: pytest.CaptureFixture[str], line: str, message: str) -> None:
+    # a line that is valid JSON but no record crashed `ragbench report` with a traceback, and
+    # a line that is not JSON in the middle was skipped without a word (59 cases of 60)
+    lines = (run_dir / CASES_JSONL).read_text().splitlines()
+    (run_dir / CASES_JSONL).write_text("\n".join([lines[0], line, *lines[1:]]) + "\n")
+    assert ragbench_main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{CASES_JSONL}: {message}" in err and "Traceback" not in err
+
+
+def test_a_torn_last_line_is_what_a_crash_leaves_and_is_skipped(run_dir: Path) -> None:
+    text = (run_dir / CASES_JSONL).read_text()
+    (run_dir / CASES_JSONL).write_text(text + '{"suite": "s.ragbench.yaml", "retr')
+    _, records = load_run(run_dir)
+    assert len(records) == 3
+
+
 def test_folders_that_are_not_run_folders(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert ragbench_main(["report", str(tmp_path / "nope")]) == 2

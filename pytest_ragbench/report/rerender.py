@@ -28,7 +28,7 @@ from ..errors import RagbenchError
 from ..records import case_outcome, jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
-from ..results.runfolder import RUN_JSON, read_run_start
+from ..results.runfolder import RUN_JSON, RecordsFileError, read_run_start
 from ..results.settle import settle_shared_calls
 from ..results.verdict import make_verdict
 from .documents import CorpusLookup, shown_document_texts
@@ -94,6 +94,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     except UnicodeDecodeError as exc:
         raise RunFolderError(f"{cases}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
                              "expected the JSON lines a run writes") from None
+    except RecordsFileError as exc:
+        raise RunFolderError(str(exc)) from None
     # cases.jsonl has each record as it came; the run's outputs showed them settled
     settle_shared_calls(records)
     summary = _read_summary(run_dir / SUMMARY_JSON)

@@ -393,7 +393,7 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
     from .baseline import make_baseline
-    from .runfolder import CASES_JSONL, SUMMARY_JSON, read_jsonl
+    from .runfolder import CASES_JSONL, SUMMARY_JSON, RecordsFileError, read_jsonl
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     if not summary_path.is_file() or not cases_path.is_file():
@@ -409,7 +409,11 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
         raise BaselineError(f"{summary_path}: not a ragbench summary (expected a 'suites' "
                             "list)")
     try:
-        doc = make_baseline(summary, read_jsonl(cases_path), summary.get("run") or {})
+        records = read_jsonl(cases_path)
+    except RecordsFileError as exc:
+        raise BaselineError(str(exc)) from None
+    try:
+        doc = make_baseline(summary, records, summary.get("run") or {})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BaselineError(f"{summary_path}: not a ragbench summary this version reads "
                             f"({type(exc).__name__}: {exc})") from None

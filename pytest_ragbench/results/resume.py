@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RagbenchError
 from ..records import CASE_KEY_FIELD
-from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, read_jsonl
+from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, RecordsFileError, read_jsonl
 
 if TYPE_CHECKING:
     from ..suite.model import ComponentSpec, Suite
@@ -180,7 +180,7 @@ def _run_suites(folder: Path) -> set[str]:
     try:
         return {str(r.get("suite")) for r in read_jsonl(folder / CASES_JSONL)
                 if isinstance(r, dict)}
-    except OSError:
+    except (OSError, ValueError):  # a damaged folder is no earlier run of these suites
         return set()
 
 
@@ -252,7 +252,7 @@ class EarlierRun:
     def load(cls, folder: Path) -> EarlierRun:
         try:
             rows = read_jsonl(folder / CASES_JSONL)
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, RecordsFileError) as exc:
             raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "
                               f"{exc}") from None
         records: dict[Identity, dict[str, Any]] = {}

@@ -139,16 +139,50 @@ def folder_size(path: Path) -> int:
     return total
 
 
+class RecordsFileError(ValueError):
+    """A ``cases.jsonl`` line that is not a case record (not a torn last line)."""
+
+
+_RECORD_KEYS = ("suite", "retriever", "case_id")
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read records back, skipping a torn last line left by a crash."""
+    """Read a run's case records back, skipping a torn last line left by a crash.
+
+    Raises :class:`RecordsFileError` naming the file and line for any other line that is not
+    a record: the outputs rebuilt from the file would otherwise miss cases without a word,
+    or fail on the first field they read.
+    """
     out: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        lines = fh.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not line.endswith("\n"):
+                break  # the line a crash tore: its case is missing, as if it never ended
+            raise RecordsFileError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise RecordsFileError(f"{path}: line {number}: expected a case record (a JSON "
+                                   f"object), got {_json_kind(rec)}")
+        if not all(isinstance(rec.get(key), str) for key in _RECORD_KEYS):
+            raise RecordsFileError(f"{path}: line {number}: expected a case record with "
+                                   "'suite', 'retriever' and 'case_id'")
+        out.append(rec)
     return out
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | None],
