@@ -214,8 +214,10 @@ class CaseResume:
 
             runtime = self.config.stash[STATE_KEY].runtime(sid, suite_file.path)
             try:
+                saving = self.config.getoption("ragbench_save_run", None)
                 self._keys[sid] = SuiteKeys.of(runtime.suite, sid, runtime.dataset.content_hash,
-                                               __version__)
+                                               __version__,
+                                               depth=runtime.suite.k if saving else 0)
             except (RagbenchError, OSError):
                 # The suite file changed under the run: its cases get no key (never reused).
                 return None

@@ -4,6 +4,7 @@ retriever read back to the same per-query scores, identical with ``-n 0`` and ``
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,25 @@ def test_the_beir_example_runs_on_its_sample_and_saves_a_run(pytester: pytest.Py
     lines = _trec_lines(pytester.path / "runs" / "beir-bm25.bm25.trec")
     assert {parts[0] for parts in lines} == {"t1", "t2", "t3", "t4", "t5", "t6"}
     assert all(len(parts) == 6 for parts in lines)
+
+
+def test_a_resumed_run_saves_the_same_run_files_as_a_fresh_one(pytester: pytest.Pytester,
+                                                              mini_suite) -> None:
+    # the earlier run kept its records' top record_depth (2) documents; reused by a resume
+    # with --ragbench-save-run, they wrote run files of 2 documents a query, not the top k
+    path = mini_suite()
+    pytester.makepyfile(tied_retriever=TIED)  # every document, to k
+    path.write_text(path.read_text().replace("overlap_retriever:Overlap", "tied_retriever:Tied")
+                    + "record_depth: 2\n")
+    assert pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider").ret == 0
+    fresh = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-save-run=fresh",
+                               "-p", "no:cacheprovider", "--ragbench-no-history")
+    assert fresh.ret == 0
+    pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider",
+                       "--ragbench-no-history")  # the run to resume keeps 2 a query
+    resumed = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-resume=latest",
+                                 "--ragbench-save-run=resumed", "-p", "no:cacheprovider")
+    assert resumed.ret == 0
+    expected = (pytester.path / "fresh" / "mini.overlap.trec").read_text()
+    assert max(Counter(line.split()[0] for line in expected.splitlines()).values()) > 2
+    assert (pytester.path / "resumed" / "mini.overlap.trec").read_text() == expected

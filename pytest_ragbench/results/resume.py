@@ -131,16 +131,20 @@ class SuiteKeys:
     version: str
     systems: Mapping[str, str]
     pipelines: frozenset[str] = field(default_factory=frozenset)
+    #: With ``--ragbench-save-run``, how many retrieved documents a reused record must hold
+    #: (``k``: the run files hold every record's documents); 0 without it.
+    depth: int = 0
 
     @classmethod
     def of(cls, suite: Suite, suite_id: str, dataset_hash: str | None,
-           version: str) -> SuiteKeys:
+           version: str, *, depth: int = 0) -> SuiteKeys:
         return cls(suite_id=suite_id, suite_name=suite.name, suite_hash=suite.suite_hash,
                    settings=(settings_hash(suite.path) if suite.document is None
                              else settings_digest(suite.document)),
                    dataset=dataset_hash, version=version,
                    systems=system_hashes(suite.systems),
-                   pipelines=frozenset(p.name for p in suite.pipelines))
+                   pipelines=frozenset(p.name for p in suite.pipelines),
+                   depth=depth)
 
     def case_key(self, system: str, case_id: str, run: int) -> dict[str, Any]:
         """The value of a record's :data:`CASE_KEY_FIELD`."""
@@ -281,6 +285,13 @@ class EarlierRun:
         if not isinstance(stored, Mapping) or stored.get("key") != \
                 keys.case_key(system, case_id, run)["key"]:
             return None, keys.change(system, stored)
+        retrieved = old.get("retrieved")
+        if (system not in keys.pipelines and isinstance(retrieved, list)
+                and len(retrieved) < keys.depth):
+            # kept at a smaller depth: run files written from it would hold fewer documents
+            # than the ranking had (a ranking shorter than k is run again, to be sure)
+            return None, (f"recorded with {len(retrieved)} documents, the run files keep "
+                          f"{keys.depth}")
         # The file may differ in what the key leaves out (gates, comments): the record is
         # valid for the file as it is now.
         return {**old, "suite_hash": keys.suite_hash}, None
