@@ -397,7 +397,7 @@ def qrels_file(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("grade", ["1.5", "inf", "-inf", "nan", "NaN", "1e400", "2147483648",
-                                   "9" * 5000, "high"])
+                                   "9" * 5000, "high", "1_0", "1_0.0"])
 def test_qrels_grade_must_be_an_integer(tmp_path: Path, grade: str) -> None:
     path = qrels_file(tmp_path, f"q1 0 d1 1\nq2 0 d2 {grade}\n")
     with pytest.raises(DataFileError, match="relevance grade must be an integer, got") as exc:
@@ -405,7 +405,7 @@ def test_qrels_grade_must_be_an_integer(tmp_path: Path, grade: str) -> None:
     assert exc.value.line == 2 and exc.value.file == str(path)
 
 
-@pytest.mark.parametrize("grade", ["nan", "inf", "1.5"])
+@pytest.mark.parametrize("grade", ["nan", "inf", "1.5", "1_0"])
 def test_non_finite_grade_on_line_one_is_not_taken_for_a_header(tmp_path: Path, grade: str
                                                                  ) -> None:
     with pytest.raises(DataFileError, match="relevance grade must be an integer") as exc:

@@ -675,10 +675,15 @@ def read_qrels(path: Path) -> list[QrelsRow]:
                 )
             qid, doc_id, grade_s = qid.strip(), doc_id.strip(), grade_s.strip()
             try:
+                # Python reads "1_0" as 10 (digit grouping), trec_eval as 1: neither is meant
+                if "_" in grade_s:
+                    raise ValueError(grade_s)
                 grade: int | None = int(grade_s)
             except ValueError:
                 try:
                     number = float(grade_s)
+                    if "_" in grade_s:
+                        number = None  # digit grouping again: no grade
                 except ValueError:
                     if may_be_header:
                         continue
