@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import type_name
+
 if TYPE_CHECKING:
     from .spec import SuiteSpec
 
@@ -167,22 +169,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise RecordsFileError(f"{path}: line {number}: not JSON ({exc.msg})") from None
         if not isinstance(rec, dict):
             raise RecordsFileError(f"{path}: line {number}: expected a case record (a JSON "
-                                   f"object), got {_json_kind(rec)}")
+                                   f"object), got {type_name(rec)}")
         if not all(isinstance(rec.get(key), str) for key in _RECORD_KEYS):
             raise RecordsFileError(f"{path}: line {number}: expected a case record with "
                                    "'suite', 'retriever' and 'case_id'")
         out.append(rec)
     return out
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    return "null" if value is None else "number"
 
 
 def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | None],
