@@ -137,6 +137,22 @@ def test_tsv_has_no_quoting(tmp_path: Path) -> None:
         ("d5", "last")]
 
 
+def test_a_tsv_field_quoted_as_pandas_writes_it_is_unwrapped(tmp_path: Path) -> None:
+    # pandas' to_csv(sep="\t") and csv's excel-tab quote a field that holds a quote
+    path = tmp_path / "c.tsv"
+    path.write_text('id\ttext\nd1\t"He said ""hi"""\nd2\t"""Hello"""\nd3\t"Hello"\n'
+                    'd4\t"a ""b"" c" d"\n', encoding="utf-8")
+    docs = read_corpus(read_records(path), path)
+    assert [d.text for d in docs] == ['He said "hi"', '"Hello"', '"Hello"', '"a ""b"" c" d"']
+
+
+def test_blank_lines_keep_the_line_numbers_right(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("id,text\nd1,a\n\n\nd2,x,extra\n", encoding="utf-8")
+    with pytest.raises(SuiteError, match=r"c\.csv:5: row has 3 fields"):
+        read_corpus(read_records(path), path)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
 def test_long_csv_fields_are_read_and_bad_rows_name_their_line(tmp_path: Path,
                                                                suffix: str) -> None:

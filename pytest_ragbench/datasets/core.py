@@ -395,33 +395,63 @@ _CSV_FIELD_LIMIT = 100 * 1024 * 1024
 
 
 def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of a CSV or TSV file as records, each with the line it starts on.
+
+    A TSV has no quoting (MS MARCO's collection and most IR corpora hold raw quotes: read as
+    CSV, '"To be' opened a field that swallowed the rows after it); a field wrapped whole in
+    quotes with its inner quotes doubled, as pandas and the csv module write one holding a
+    quote, is unwrapped (:func:`_unquoted`). A document is one field, often longer than the
+    csv module's default limit of 131,072 characters: that process-wide limit is raised
+    (never lowered again: two files read at once would otherwise put it back under each
+    other).
+    """
     tsv = delimiter == "\t"
-    # A TSV has no quoting (MS MARCO's collection and most IR corpora hold raw quotes: read
-    # as CSV, '"To be' opened a field that swallowed the rows after it). A document is one
-    # field, often longer than csv's default limit of 131,072 characters; the limit is the
-    # csv module's own setting, raised while a file is read and then put back.
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, _CSV_FIELD_LIMIT))
-    try:
-        with open_text(path, newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter,
-                                    quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-            # where the next row starts: a malformed row fails before the reader counts it
-            start = 2
-            try:
-                for row in reader:
-                    if None in row:
-                        raise DataFileError(
-                            f"row has {len(row) - 1 + len(row[None])} fields, the header "
-                            f"{len(row) - 1} (expected one value per header column)",
-                            file=path, line=start)
-                    yield start, row
-                    start = reader.line_num + 1
-            except csv.Error as exc:
-                raise DataFileError(f"malformed {'TSV' if tsv else 'CSV'}: {exc}",
-                                    file=path, line=start) from None
-    finally:
-        csv.field_size_limit(limit)
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    with open_text(path, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter,
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        header: list[str] | None = None
+        start = 1
+        try:
+            while True:
+                # where the next row starts (blank lines and a row's quoted line breaks
+                # counted): a malformed row fails before the reader counts it
+                start = reader.line_num + 1
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                if not row:
+                    continue  # a blank line
+                if tsv:
+                    row = [_unquoted(field) for field in row]
+                if header is None:
+                    header = row
+                    continue
+                if len(row) > len(header):
+                    raise DataFileError(
+                        f"row has {len(row)} fields, the header {len(header)} (expected one "
+                        "value per header column)", file=path, line=start)
+                record: dict[str, Any] = dict.fromkeys(header)
+                record.update(zip(header, row, strict=False))  # a short row: None for the rest
+                yield start, record
+        except csv.Error as exc:
+            raise DataFileError(f"malformed {'TSV' if tsv else 'CSV'}: {exc}",
+                                file=path, line=start) from None
+
+
+def _unquoted(field: str) -> str:
+    """A TSV field as written: unwrapped when quotes wrap it whole and every quote inside is
+    doubled (how pandas writes a field holding a quote). A field merely starting or ending
+    with a quote, or quoted with no doubled quote inside (a quotation in a corpus), is text
+    as it stands."""
+    if len(field) < 4 or field[0] != '"' or field[-1] != '"':
+        return field
+    inner = field[1:-1]
+    if '""' not in inner or '"' in inner.replace('""', ""):
+        return field
+    return inner.replace('""', '"')
 
 
 def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
@@ -675,15 +705,16 @@ def read_qrels(path: Path) -> list[QrelsRow]:
                 )
             qid, doc_id, grade_s = qid.strip(), doc_id.strip(), grade_s.strip()
             try:
-                # Python reads "1_0" as 10 (digit grouping), trec_eval as 1: neither is meant
-                if "_" in grade_s:
+                # Python reads "1_0" as 10 (digit grouping) and "٣" as 3, trec_eval as 1 and
+                # 0: neither is meant
+                if "_" in grade_s or not grade_s.isascii():
                     raise ValueError(grade_s)
                 grade: int | None = int(grade_s)
             except ValueError:
                 try:
                     number = float(grade_s)
-                    if "_" in grade_s:
-                        number = None  # digit grouping again: no grade
+                    if "_" in grade_s or not grade_s.isascii():
+                        number = None  # digit grouping or other scripts' digits: no grade
                 except ValueError:
                     if may_be_header:
                         continue
