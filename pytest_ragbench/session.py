@@ -567,7 +567,7 @@ class RagbenchSession:
         totals = state.budget_totals()
         if totals is None:
             return {}
-        # from the budget package, not :attr:`outputs`: a run writing no file would import
+        # from report.budget, not :attr:`outputs`: a run writing no file would import
         # every writer for two functions (about 25 ms between the last item and the summary)
         from .report.budget import budget_lines, budget_report
 

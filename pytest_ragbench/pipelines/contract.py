@@ -87,6 +87,17 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
     return None
 
 
+#: Token counts beyond this are no counts (and a record holding one could not be written).
+_MAX_COUNT = 2**63
+
+
+def _shown(value: Any) -> str:
+    # repr of an integer past 4300 digits raises (Python's limit on int-to-text conversion)
+    if isinstance(value, numbers.Integral) and abs(int(value)) >= 10**100:
+        return f"an integer of {int(value).bit_length()} bits"
+    return repr(value)
+
+
 def is_number(value: Any) -> bool:
     """A real number, but not a bool: Python's, and numpy's scalars (vector stores hand out
     ``float32`` scores and ``int64`` ids), which register as :class:`numbers.Real`."""
@@ -101,13 +112,14 @@ def _number(value: Any, where: str, *, integer: bool = False) -> float | int | N
         raise OutputError(f"{where} must be {kind}, got {type_name(value)}")
     if integer and isinstance(value, numbers.Integral):
         if value < 0:
-            raise OutputError(f"{where} must be >= 0, got {value!r}")
-        return int(value)  # exact, however large (float() would overflow)
+            raise OutputError(f"{where} must be >= 0, got {_shown(value)}")
+        if value >= _MAX_COUNT:
+            raise OutputError(f"{where} must be below 2**63, got {_shown(value)}")
+        return int(value)
     try:
         number = float(value)
     except OverflowError:
-        raise OutputError(f"{where} must be a finite number, got an integer of "
-                          f"{len(str(abs(int(value))))} digits") from None
+        raise OutputError(f"{where} must be a finite number, got {_shown(value)}") from None
     if integer:
         if not number.is_integer():
             raise OutputError(f"{where} must be an integer, got {number!r}")

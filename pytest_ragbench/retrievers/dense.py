@@ -1,8 +1,9 @@
 """Exact dense retrieval: cosine similarity over normalised float32 embeddings, with numpy.
 
 The corpus is embedded once (in batches of ``batch_size`` texts) by the retriever's embedder,
-rows are L2-normalised, and the top ``k`` come back in trec_eval's order (score descending, ties
-by document id descending). No approximate index: the point is a faithful baseline.
+rows are L2-normalised, and the top ``k`` come back by exact float64 score, ties by document id
+descending (the metrics reorder them as trec_eval does, comparing scores in single
+precision). No approximate index: the point is a faithful baseline.
 
 Scores are bit-identical whether a query is asked alone or in a batch, in any process. A
 float32 matrix product is not: BLAS sums a matrix-vector and a matrix-matrix product in

@@ -525,6 +525,8 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         if v is None:
             return None
         where = (*path_key, key)
+        if "\x00" in str(v):
+            raise ctx.error(where, f"{v!r} is not a path (it holds a NUL character)")
         # Not resolved: a symlink keeps the name it was given (its suffix picks the reader, so
         # corpus.jsonl -> a content-addressed blob stays JSONL), and a loop or an unreadable
         # target is reported by check_file below as what it is.

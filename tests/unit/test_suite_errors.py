@@ -197,6 +197,13 @@ def test_retriever_name_unfit_for_test_ids(folder):
         assert "must be non-empty and contain no" in text and "control characters" in text
 
 
+def test_a_path_holding_a_nul_character_is_one_suite_error(folder):
+    # found by the any-document property test: os functions raised a bare ValueError
+    check(error(folder, GOOD.replace("  corpus: corpus.jsonl", '  corpus: "c\\u0000.jsonl"')),
+          "*suite.yaml:*: dataset.corpus: 'c\\x00.jsonl' is not a path (it holds a NUL "
+          "character)")
+
+
 def test_top_level_not_a_mapping(folder):
     check(error(folder, "- just\n- a list\n"),
           "*suite.yaml:1: expected a mapping at the top level, got list")
