@@ -335,3 +335,21 @@ def test_suites_outside_the_rootdir_keep_their_own_cases_and_ids(
     assert sorted((r["suite"], r["case_id"]) for r in records) == sorted(
         (sid, q["_id"]) for sid in ids.values() for q in QUERIES)
     assert (run / "run.json").is_file()
+
+
+def test_a_folder_argument_outside_the_rootdir_keeps_pytests_ids(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # only --ragbench suites outside the rootdir are renamed (pytest names them ""); files a
+    # folder argument finds keep their path in that folder, the same on every host and in
+    # earlier runs' records and --deselect lists
+    pytester.makeini(BASE_INI)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    write_jsonl(elsewhere / "corpus.jsonl", DOCS)
+    write_jsonl(elsewhere / "queries.jsonl", QUERIES)
+    (elsewhere / "x.ragbench.yaml").write_text(
+        "name: x\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+        "retrievers: {bm: {type: bm25}}\nmetrics: [recall@5]\n", encoding="utf-8")
+    result = pytester.runpytest(str(elsewhere), f"--rootdir={pytester.path}", "--collect-only",
+                                "-q", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["x.ragbench.yaml::bm::q1"])
+    assert "../" not in result.stdout.str()
