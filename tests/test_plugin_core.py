@@ -462,7 +462,8 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
 
 
-def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite):
+def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite,
+                                                                         capsys):
     # the name is the suite's own (baselines match it as written); the terminal's lines are
     # made one line each, and a terminal escape in it cannot recolour them
     path = mini_suite()
@@ -472,6 +473,15 @@ def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester
     assert "\x1b[31m" not in result.stdout.str()
     summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
     assert summary["suites"][0]["name"] == "two\nlines\x1b[31m"
+    # the CLI's history and compare print the name as the terminal summary does
+    from pytest_ragbench.cli import main as ragbench_main
+
+    run = str(latest_run(pytester.path))
+    history = str(pytester.path / ".ragbench" / "history.sqlite")
+    for args in (["history", "--history", history], ["compare", run, run]):
+        ragbench_main(args)
+        out = capsys.readouterr().out
+        assert "two lines\ufffd[31m" in out and "\x1b" not in out, out
 
 
 def test_an_unusable_pytest_cache_builds_indexes_in_memory(pytester, mini_suite):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..options import add_gate_options, add_history_option
+from ..report.format import one_line
 from ..results.gates import TESTS
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
 
@@ -91,16 +92,17 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1, sort_keys=True))
     else:
         print(f"ragbench compare: {cur_label} against baseline {base_label}")
+        # names from the suites (a suite name may hold a line break): one line each
         for line in dataset_lines(result["suites"]):
-            print(line)
+            print(one_line(line))
         for line in baseline_lines(result["rows"]):
-            print(line)
+            print(one_line(line))
         if result["gates"]:
             print("gates:")
             for line in gate_lines(result["gates"]):
-                print(line)
+                print(one_line(line))
         for line in result["failures"]:
-            print(line)
+            print(one_line(line))
         print("ragbench compare: " + ("passed" if result["passed"] else "FAILED"))
     return EXIT_OK if result["passed"] else EXIT_FAILED
 

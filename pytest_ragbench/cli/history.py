@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..options import add_history_option
+from ..report.format import one_line
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
 
 
@@ -60,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         print(f"ragbench history: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print("\n".join(lines))
+    # names from the suites (a suite name may hold a line break): one line each
+    print("\n".join(one_line(line) for line in lines))
     return EXIT_OK
 
 
