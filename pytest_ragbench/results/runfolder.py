@@ -157,23 +157,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     out: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not line.endswith("\n"):
-                break  # the line a crash tore: its case is missing, as if it never ended
-            raise RecordsFileError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-        if not isinstance(rec, dict):
-            raise RecordsFileError(f"{path}: line {number}: expected a case record (a JSON "
-                                   f"object), got {type_name(rec)}")
-        if not all(isinstance(rec.get(key), str) for key in _RECORD_KEYS):
-            raise RecordsFileError(f"{path}: line {number}: expected a case record with "
-                                   "'suite', 'retriever' and 'case_id'")
-        out.append(rec)
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                # only the last line can lack its line break: the line a crash tore (its
+                # case is missing, as if it never ended)
+                if not line.endswith("\n"):
+                    break
+                raise RecordsFileError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise RecordsFileError(f"{path}: line {number}: expected a case record (a "
+                                       f"JSON object), got {type_name(rec)}")
+            if not all(isinstance(rec.get(key), str) for key in _RECORD_KEYS):
+                raise RecordsFileError(f"{path}: line {number}: expected a case record with "
+                                       "'suite', 'retriever' and 'case_id'")
+            out.append(rec)
     return out
 
 
