@@ -987,17 +987,21 @@ class Judge:
     async def _request(self, item: JudgeInput, ask: _Ask) -> _Outcome:
         if self.batcher is None:
             return await self._request_alone(item, ask)
-        outcome = self._stored_entry(item, ask)
-        if outcome is not None or self._replies is None:
-            return outcome or await self._batched(item, ask)
+        if self._replies is None:
+            return await self._batched(item, ask)
+        # the request this item would make alone: where its entry is stored
+        alone, _ = self._batch_messages(ask, [item])
+        outcome = self._stored_entry(item, ask, alone)
+        if outcome is not None:
+            return outcome
         # An identical item judged at the same moment (two repetitions that answered alike)
         # waits for the first one's entry, as a second identical request waits for the
         # first at items_per_call 1: both would otherwise join batches and be sent.
-        key = json.dumps(self._batch_messages(ask, [item])[0])
+        key = json.dumps(alone)
         first = self._judging.get(key)
         if first is not None:
             await self.batcher.wait_for(asyncio.shield(first))
-            outcome = self._stored_entry(item, ask)
+            outcome = self._stored_entry(item, ask, alone)
             # the first one's entry was not stored (its request failed): ask on its own
             return outcome or await self._batched(item, ask)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -1034,12 +1038,13 @@ class Judge:
         self._replies.store(alone, self.params, Completion(
             json.dumps({_item_id(0): entry}), usage, model=model))
 
-    def _stored_entry(self, item: JudgeInput, ask: _Ask) -> _Outcome | None:
-        """This item's entry of an earlier batched reply, when ``replies`` has it."""
+    def _stored_entry(self, item: JudgeInput, ask: _Ask,
+                      alone: list[Message]) -> _Outcome | None:
+        """This item's entry of an earlier batched reply (stored under ``alone``, the
+        request it would make alone), when ``replies`` has it."""
         if self._replies is None:
             return None
-        messages, _ = self._batch_messages(ask, [item])
-        hit = self._replies.lookup(messages, self.params)
+        hit = self._replies.lookup(alone, self.params)
         if hit is None:
             return None
         try:
