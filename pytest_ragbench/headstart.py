@@ -271,6 +271,10 @@ class HeadStartPlugin:
                                 + case_name(q.id, run, suite.runs))
                     for spec in suite.retrievers for q in runtime.dataset.queries
                     for run in range(suite.runs))
+                # the clients import httpx at their first request; the controller sends the
+                # run's first requests while its workers boot, so it imports it now
+                import httpx  # noqa: F401
+
                 plans.append(SuitePlan(runtime, cases))
                 runtime = None
         except BaseException:

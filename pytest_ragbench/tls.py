@@ -15,8 +15,6 @@ import os
 import ssl
 from urllib.parse import urlsplit
 
-import httpx
-
 
 def default_ssl_context() -> ssl.SSLContext:
     """The context ``httpx`` would build for ``verify=True`` with the environment as it is now
@@ -41,6 +39,8 @@ def ssl_context_for(url: str) -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=4)
 def _context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    import httpx  # only for an https:// endpoint (see OpenAIChat's client)
+
     # the arguments are the cache key only: httpx reads the same variables itself
     return httpx.create_ssl_context()
 

@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -113,6 +114,39 @@ async def test_requests_after_the_first_look_up_no_module(server: FakeOpenAIServ
             sys.meta_path.remove(recorder)
     assert server.count(CHAT_PATH) == 16
     assert recorder.names == []
+
+
+def test_a_client_that_sends_nothing_imports_no_http_library(tmp_path: Path) -> None:
+    """An xdist worker whose responses all come from the controller's head start builds its
+    clients and never sends: httpx (about 70 ms of CPU per process, while its siblings boot
+    and the controller sends) is imported with the first request, not with the client."""
+    import subprocess
+
+    script = (
+        "import asyncio, sys\n"
+        "from pytest_ragbench.llm.openai import OpenAIChat, OpenAIEmbedder\n"
+        "clients = [OpenAIChat('https://llm.example.invalid/v1', 'm'),\n"
+        "           OpenAIEmbedder('http://127.0.0.1:9/v1', 'e')]\n"
+        "print('httpx' in sys.modules)\n"
+        "async def close():\n"
+        "    for c in clients:\n"
+        "        await c.aclose()\n"
+        "asyncio.run(close())\n"
+        "print('httpx' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.asyncio
+async def test_a_closed_client_sends_nothing_more(server: FakeOpenAIServer) -> None:
+    used, unused = chat_client(server), chat_client(server)
+    await used.chat(USER)
+    for llm in (used, unused):
+        await llm.aclose()
+        with pytest.raises((LLMError, RuntimeError)):
+            await llm.chat(USER)
+    assert server.count(CHAT_PATH) == 1
 
 
 @pytest.mark.asyncio

@@ -29,10 +29,9 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import httpx
 import numpy as np
 
 from ..budget.api import RunBudget
@@ -50,6 +49,9 @@ from .resilience import (
     is_retryable_status,
     parse_retry_after,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -178,16 +180,34 @@ class _OpenAIEndpoint:
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._requests = 0
-        self._client = httpx.AsyncClient(
-            headers=request_headers,
-            auth=auth,
-            # httpx's own timeout is a backstop; the overall per-request bound is wait_for
-            timeout=httpx.Timeout(self._timeout),
-            # with a run budget ``concurrency`` is the pool's level (or adaptive bound)
-            limits=httpx.Limits(max_connections=max(concurrency, 1)),
-            transport=transport,
-            verify=ssl_context_for(base_url),
-        )
+        self._client_options: dict[str, Any] = {
+            "headers": request_headers, "auth": auth, "transport": transport,
+            "concurrency": max(concurrency, 1)}
+        self._http: httpx.AsyncClient | None = None
+        self._closed = False
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        """The connection pool, made for the first request: a process that sends none (an
+        xdist worker whose responses the controller's head start obtains) never imports
+        httpx, about 70 ms of CPU while its siblings boot and the controller sends."""
+        if self._http is None:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            import httpx
+
+            options = self._client_options
+            self._http = httpx.AsyncClient(
+                headers=options["headers"],
+                auth=options["auth"],
+                # httpx's own timeout is a backstop; the overall per-request bound is wait_for
+                timeout=httpx.Timeout(self._timeout),
+                # with a run budget ``concurrency`` is the pool's level (or adaptive bound)
+                limits=httpx.Limits(max_connections=options["concurrency"]),
+                transport=options["transport"],
+                verify=ssl_context_for(self._endpoint),
+            )
+        return self._http
 
     @property
     def base_url(self) -> str:
@@ -213,7 +233,9 @@ class _OpenAIEndpoint:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        self._closed = True
+        if self._http is not None:
+            await self._http.aclose()
 
     async def __aenter__(self: T) -> T:
         return self
@@ -241,6 +263,8 @@ class _OpenAIEndpoint:
 
     async def _send(self, url: str, body: dict[str, Any]) -> httpx.Response | _Attempt:
         """POST once within the per-attempt timeout: the response, or the failed attempt."""
+        import httpx  # imported by the client's making, named here for its errors
+
         try:
             return await asyncio.wait_for(self._client.post(url, json=body), self._timeout)
         except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
