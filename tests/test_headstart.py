@@ -67,6 +67,12 @@ def pytest_sessionfinish(session):
         heavy = ("yaml", "pydantic", "pytest_ragbench.suite.loader")
         Path(f"modules_{worker}.txt").write_text(" ".join(m for m in heavy if m in sys.modules))
     elif getattr(session.config.option, "numprocesses", None):
+        import json
+
+        from pytest_ragbench.state import STATE_KEY
+
+        exchange = session.config.stash[STATE_KEY]._coordinator.totals()["exchange"]
+        Path("exchange.json").write_text(json.dumps(exchange))
         # before xdist's teardown tells the workers to exit: have both exited, each once it
         # was done, the last one too?
         deadline = time.monotonic() + 5
@@ -148,6 +154,11 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     bodies = Counter(json.dumps(r.body, sort_keys=True) for r in requests
                      if r.path == CHAT_PATH)
     assert max(bodies.values()) == 1
+    # the controller sent every one of them and handed each to its worker: a worker that
+    # came up behind the head start waited for its claims (budget/exchange.py) rather than
+    # sending its prefetched cases' requests from a process still booting
+    exchange = json.loads(pytester.path.joinpath("exchange.json").read_text())
+    assert exchange["published"] == exchange["delivered"] == chat
     # records (usage, cost, cached flags, answers, verdicts) and summaries bit for bit
     assert run_records(pytester.path) == serial_records
     assert summary_suites(pytester.path) == serial_suites

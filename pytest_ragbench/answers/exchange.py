@@ -86,7 +86,7 @@ class ExchangedLLM:
     messages, parameters, ``template_version``)."""
 
     def __init__(self, inner: LLM, budget: RunBudget, *, role: Role, provider_id: ProviderId,
-                 template_version: str = "") -> None:
+                 template_version: str = "", scope: str | None = None) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         self.inner = inner
@@ -94,6 +94,9 @@ class ExchangedLLM:
         self.role = role
         self.provider_id = provider_id
         self.template_version = template_version
+        #: The exchange scope of its requests (the suite's id): a worker's request the
+        #: leader has not claimed yet waits for it when the leader leads this scope.
+        self.scope = scope
         #: False once the exchange said it has nothing more to hand out (the head start
         #: ended): then every request goes straight to ``inner``, without a round trip.
         self.asking = True
@@ -109,7 +112,8 @@ class ExchangedLLM:
         lead = self.role == "lead"
         if not self.asking:
             return await self.inner.chat(messages, **params)
-        claim = await self.budget.claim(self.key(messages, params), consume=not lead)
+        claim = await self.budget.claim(self.key(messages, params), consume=not lead,
+                                        scope=self.scope)
         if claim.lead_over:
             self.asking = False
         if claim.state == "done":

@@ -556,6 +556,7 @@ def build_pipeline(
     run_budget: RunBudget | None = None,
     cost_key: str | None = None,
     exchange: Role | None = None,
+    exchange_scope: str | None = None,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
@@ -573,6 +574,8 @@ def build_pipeline(
     exchange (:mod:`.exchange`); each paid chat client asks it first. Not with a judge that
     batches items (``items_per_call`` > 1), whose batches differ between processes; the
     built pipeline's :attr:`RagPipeline.exchanged` says whether it applied.
+    ``exchange_scope``: the scope its requests are claimed in (the suite's id; see
+    :class:`~.exchange.ExchangedLLM`).
     """
     prefix = config.key_prefix
     base_dir = Path(base_dir)
@@ -655,7 +658,7 @@ def build_pipeline(
                 assert run_budget is not None
                 # outside the cache: a handed-over response keeps the cached flag it had
                 wrapped = ExchangedLLM(wrapped, run_budget, role=role, provider_id=pid,
-                                       template_version=version)
+                                       template_version=version, scope=exchange_scope)
                 exchanged.append(version)
             # through a cache, cases may share a request; the meter names it by its cache key
             # (without one every case sends its own, and the exchange alone shares nothing

@@ -14,6 +14,7 @@ import concurrent.futures
 import itertools
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from ..llm.base import LLMError
@@ -242,14 +243,19 @@ class RunBudget(ABC):
     # -- the request exchange ------------------------------------------------------------
 
     async def claim(self, key: str, *, consume: bool = True,
-                    wait: float = CLAIM_WAIT) -> Claim:
+                    wait: float = CLAIM_WAIT, scope: str | None = None) -> Claim:
         """Claim request ``key`` in the run's exchange (:mod:`.exchange`); may wait while
         another process holds it, at most ``wait`` seconds: then the wait is withdrawn and
         the answer is ``taken`` (send the request yourself; a holder that never answers
         costs a request twice, not a hang). ``consume`` false (the controller's head start):
-        never wait for or take another's response, only claim a key nobody has. Cancelling
-        the wait withdraws it (and gives back a claim granted meanwhile)."""
-        ident, future = self._call({"op": "claim", "key": key, "consume": bool(consume)})
+        never wait for or take another's response, only claim a key nobody has. ``scope``
+        (a suite's id): a key nobody has claimed yet, in a scope a leader will still claim,
+        waits for the leader's claim (the exchange parks it). Cancelling the wait withdraws
+        it (and gives back a claim granted meanwhile)."""
+        message: dict[str, Any] = {"op": "claim", "key": key, "consume": bool(consume)}
+        if scope is not None:
+            message["scope"] = scope
+        ident, future = self._call(message)
         try:
             reply = await asyncio.wait_for(asyncio.wrap_future(future), wait)
         except asyncio.TimeoutError:
@@ -263,10 +269,15 @@ class RunBudget(ABC):
         claim.lead_over = reply.get("lead") is False
         return claim
 
-    def lead(self) -> None:
+    def lead(self, scopes: Sequence[str] | None = None) -> None:
         """Say that this client leads the run's exchange until :meth:`close` (the
-        controller's head start): until then workers keep asking it. Never blocks."""
-        self._post({"op": "lead"})
+        controller's head start): until then workers keep asking it. ``scopes``: the
+        scopes whose keys it will still claim (all of them, replacing what it said before);
+        a worker's claim of one of their keys then waits for this client's. Never blocks."""
+        message: dict[str, Any] = {"op": "lead"}
+        if scopes is not None:
+            message["scopes"] = list(scopes)
+        self._post(message)
 
     # -- reading ------------------------------------------------------------
 

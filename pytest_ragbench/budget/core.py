@@ -203,7 +203,7 @@ class BudgetCore:
         # owners are never reused: a message from a dropped one (posted before its drop was
         # known) would hold a slot or a key nobody gives back
         self._dropped: set[Hashable] = set()
-        self.exchange = Exchange()
+        self.exchange = Exchange(call_later)
 
     # -- entry point ------------------------------------------------------------
 
@@ -220,10 +220,11 @@ class BudgetCore:
           withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
           ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
-        - ``claim {id, key, consume}``, ``publish {claim, value}``, ``unclaim {claim, done}``:
-          the request exchange (:mod:`.exchange`); a claim is answered ``{id, ok, state}``
-          (``mine``, ``taken``, ``withdrawn``, or ``done`` with ``value``), maybe later;
-          ``lead``: the owner leads the exchange until it goes.
+        - ``claim {id, key, consume[, scope]}``, ``publish {claim, value}``, ``unclaim
+          {claim, done}``: the request exchange (:mod:`.exchange`); a claim is answered
+          ``{id, ok, state}`` (``mine``, ``taken``, ``withdrawn``, or ``done`` with
+          ``value``), maybe later; ``lead [scopes]``: the owner leads the exchange until it
+          goes (and will still claim the keys of ``scopes``, a list of strings).
         """
         ident = message.get("id")
 
@@ -240,15 +241,21 @@ class BudgetCore:
                 self._acquire(owner, message, answer)
                 return
             if op == "claim":
+                scope = message.get("scope")
                 self.exchange.claim(owner, int(message["id"]), str(message["key"]),
-                                    bool(message.get("consume", True)), answer)
+                                    bool(message.get("consume", True)), answer,
+                                    None if scope is None else str(scope))
                 return
             if op == "publish":
                 self.exchange.publish(owner, int(message["claim"]), message.get("value"))
                 answer({"ok": True})
                 return
             if op == "lead":
-                self.exchange.lead(owner)
+                scopes = message.get("scopes")
+                if scopes is not None and (not isinstance(scopes, list) or not all(
+                        isinstance(s, str) for s in scopes)):
+                    raise ValueError("scopes must be a list of strings")
+                self.exchange.lead(owner, scopes)
                 answer({"ok": True})
                 return
             if op == "unclaim":

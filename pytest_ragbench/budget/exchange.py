@@ -21,6 +21,19 @@ A request is named by a key (the response cache's key of the request). Per key:
 - ``unclaim`` ends a hold (``done`` true: the holder sent the request itself and keeps the
   response; false: give it back, e.g. after a cancellation) or withdraws a waiting claim.
 
+A consuming claim of a key nobody has claimed yet, in a *scope* (a suite) a leading owner
+said it will still claim, is *parked* (given an exchange driven by a loop's ``call_later``):
+it waits for the leader's claim rather than becoming the holder, and the leader's claim
+then makes the leader the holder (``mine``) with the worker waiting for its response. The
+controller's head start reaches every request of its suites in collection order, while
+workers that come up behind it claim their prefetched cases ahead of it: they then sent
+about 40% of a 200-case suite's requests from processes that were still booting (their
+first requests waited on their own imports and connections) while the head start, finding
+its next keys taken, had nothing to send (``-n 4`` lost a tenth of a second of the LLM
+phase at the hand-over). A parked claim becomes its asker's own (``mine``) when the leader
+no longer leads its scope (it finished the suite, stopped or went away) or after
+:data:`PARK_TIMEOUT`, so a request the leader never asks costs a wait, not a hang.
+
 An owner that goes away (a worker crashed, the controller's thread stopped) gives back every
 key it held and withdraws its waits, so nothing is lost and nobody waits forever.
 
@@ -34,12 +47,19 @@ holds is answered ``mine`` with ``lead`` false, and the asker's client stops ask
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 Reply = Callable[[dict[str, Any]], None]
 Ident = tuple[Hashable, int]
+CallLater = Callable[[float, Callable[[], None]], Any]
+
+#: The longest a parked claim waits for the leader's claim of its key (seconds). The head
+#: start claims a key when one of its slots frees, in collection order, so a worker's
+#: prefetched case waits about (cases between it and the head start) x latency /
+#: concurrency: well under this for the prefetch windows of a few workers.
+PARK_TIMEOUT = 5.0
 
 
 @dataclass
@@ -49,6 +69,9 @@ class _Entry:
     value: Any = None
     has_value: bool = False
     taken: bool = False
+    #: Waiting for a leader's claim (see the module docstring), in this scope.
+    parked: bool = False
+    scope: str | None = None
 
 
 @dataclass
@@ -60,18 +83,24 @@ class ExchangeStats:
     delivered: int = 0
     skipped: int = 0
     given_back: int = 0
+    parked: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {"claims": self.claims, "published": self.published,
                 "delivered": self.delivered, "skipped": self.skipped,
-                "given_back": self.given_back}
+                "given_back": self.given_back, "parked": self.parked}
 
 
 class Exchange:
     """The exchange's state (see the module docstring). Not thread-safe: driven by the budget
-    core's loop thread, like the rest of the core."""
+    core's loop thread, like the rest of the core, whose ``call_later`` times parked claims
+    (without one no claim is parked)."""
 
-    def __init__(self) -> None:
+    def __init__(self, call_later: CallLater | None = None,
+                 park_timeout: float = PARK_TIMEOUT) -> None:
+        self._call_later = call_later
+        self._park_timeout = park_timeout
+        self._scopes: dict[Hashable, frozenset[str]] = {}
         self._entries: dict[str, _Entry] = {}
         self._held: dict[Ident, str] = {}
         self._waiting: dict[Ident, str] = {}
@@ -92,16 +121,25 @@ class Exchange:
         published waits for its asker."""
         return self._led and not self._leads and not self._undelivered
 
-    def lead(self, owner: Hashable) -> None:
+    def lead(self, owner: Hashable, scopes: Iterable[str] | None = None) -> None:
         """``owner`` leads (claims without consuming) until it goes: until then the
-        exchange may still have responses to hand out."""
+        exchange may still have responses to hand out. ``scopes``: the scopes whose keys it
+        will still claim, all of them (replacing what it said before); a consuming claim
+        in one of them waits for its claim (is parked) rather than taking the key."""
         self._leads.add(owner)
         self._led = True
+        if scopes is not None:
+            self._scopes[owner] = frozenset(scopes)
+            self._unpark_unled()
+
+    def _leads_scope(self, scope: str | None) -> bool:
+        return scope is not None and any(
+            scope in scopes for owner, scopes in self._scopes.items() if owner in self._leads)
 
     def claim(self, owner: Hashable, ident: int, key: str, consume: bool,
-              reply: Reply) -> None:
-        """Claim ``key`` for ``(owner, ident)``; ``reply`` gets ``{"ok", "state"[, "value"]}``
-        now or, for a wait, later."""
+              reply: Reply, scope: str | None = None) -> None:
+        """Claim ``key`` (of ``scope``) for ``(owner, ident)``; ``reply`` gets ``{"ok",
+        "state"[, "value"]}`` now or, for a wait, later."""
         self.stats.claims += 1
         me = (owner, ident)
         if not consume:
@@ -110,6 +148,17 @@ class Exchange:
         if entry is None and key in self._finished:
             self.stats.skipped += not consume
             reply({"ok": True, "state": "taken"})
+            return
+        if (entry is None and consume and self._call_later is not None
+                and self._leads_scope(scope)):
+            self._park(me, key, scope, reply)
+            return
+        if entry is not None and entry.parked and not consume:
+            # the leader reached a key a worker waits for: it sends, the worker gets it
+            entry.parked = False
+            entry.holder = me
+            self._held[me] = key
+            reply({"ok": True, "state": "mine"})
             return
         if entry is None:
             self._entries[key] = _Entry(holder=me)
@@ -158,6 +207,8 @@ class Exchange:
                     del entry.waiters[n]
                     reply({"ok": True, "state": "withdrawn"})
                     break
+            if entry.parked and not entry.waiters:
+                del self._entries[key]
             return
         key = self._held.pop(me, None)
         if key is None:
@@ -176,6 +227,37 @@ class Exchange:
         for me in [m for m in self._held if m[0] == owner]:
             self.unclaim(me[0], me[1], False)
         self._leads.discard(owner)
+        if self._scopes.pop(owner, None):
+            self._unpark_unled()
+
+    def _park(self, me: Ident, key: str, scope: str | None, reply: Reply) -> None:
+        assert self._call_later is not None
+        entry = self._entries[key] = _Entry(parked=True, scope=scope)
+        entry.waiters.append((me, reply))
+        self._waiting[me] = key
+        self.stats.parked += 1
+        self._call_later(self._park_timeout, lambda: self._unpark(key, entry))
+
+    def _unpark(self, key: str, entry: _Entry) -> None:
+        """The parked ``entry`` becomes its first waiter's own (the others wait for that
+        one); ignored once it is not parked any more (the leader claimed it)."""
+        if self._entries.get(key) is not entry or not entry.parked:
+            return
+        entry.parked = False
+        if not entry.waiters:
+            del self._entries[key]
+            return
+        me, reply = entry.waiters.popleft()
+        self._waiting.pop(me, None)
+        entry.holder = me
+        self._held[me] = key
+        reply({"ok": True, "state": "mine"} if not self.lead_over
+              else {"ok": True, "state": "mine", "lead": False})
+
+    def _unpark_unled(self) -> None:
+        for key, entry in list(self._entries.items()):
+            if entry.parked and not self._leads_scope(entry.scope):
+                self._unpark(key, entry)
 
     def _deliver(self, key: str, entry: _Entry, reply: Reply) -> None:
         value, entry.value, entry.has_value = entry.value, None, False

@@ -163,10 +163,16 @@ class HeadStart:
                 return
             if collected is not None and not planned <= collected:
                 return
-            for plan in plans:
+            # workers that come up behind the head start wait for its claims in these
+            # suites rather than sending their prefetched cases' requests themselves (see
+            # pytest_ragbench.budget.exchange); a suite answered is no longer waited for
+            scopes = [plan.runtime.suite_id for plan in plans]
+            self._budget.lead(scopes)
+            for n, plan in enumerate(plans):
                 if self._stopped.is_set():
                     return
                 self._answer(plan)
+                self._budget.lead(scopes[n + 1:])
         except Exception as exc:
             if not self._stopped.is_set() and not isinstance(exc, RagbenchError):
                 self.error = f"{type(exc).__name__}: {exc}"

@@ -583,6 +583,7 @@ class SuiteRuntime:
             cost_key=self.suite_id + (f"::{self.suite.rag.key_prefix}"
                                       if self.suite.rag.key_prefix else ""),
             exchange=self.exchange_role if self.run_budget is not None else None,
+            exchange_scope=self.suite_id,
         )
 
     def pipeline(self) -> Any:

@@ -340,3 +340,132 @@ def test_finished_keys_keep_no_entry_and_workers_stop_asking_after_the_lead(
         assert coordinator.totals()["exchange"]["claims"] == 1  # no round trip after that
     finally:
         w.close()
+
+
+class Timers:
+    """A ``call_later`` whose callbacks the test fires."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, Any]] = []
+
+    def __call__(self, delay: float, callback: Any) -> None:
+        self.pending.append((delay, callback))
+
+    def fire(self) -> None:
+        pending, self.pending = self.pending, []
+        for _delay, callback in pending:
+            callback()
+
+
+def test_a_worker_waits_for_the_leaders_claim_in_a_scope_it_leads() -> None:
+    """The head start claims its suite's requests in collection order; a worker that came
+    up behind it and prefetched cases ahead of it waits for its claims (is parked) instead of
+    sending those requests itself, in the scopes the leader said it still leads."""
+    from pytest_ragbench.budget.exchange import PARK_TIMEOUT, Exchange
+
+    timers = Timers()
+    ex = Exchange(timers)
+    got: dict[str, list[dict[str, Any]]] = {}
+
+    def ask(owner: str, ident: int, key: str, scope: str | None = None) -> None:
+        ex.claim(owner, ident, key, True, got.setdefault(key, []).append, scope)
+
+    lead: list[dict[str, Any]] = []
+    ex.lead("lead", ["s"])
+    ask("w", 1, "k1", "s")
+    assert got["k1"] == [] and ex.stats.parked == 1  # no answer yet: parked
+    assert [d for d, _ in timers.pending] == [PARK_TIMEOUT]
+    ex.claim("lead", 1, "k1", False, lead.append)
+    assert lead[-1]["state"] == "mine"  # the leader sends it ...
+    ex.publish("lead", 1, "v1")
+    assert got["k1"] == [{"ok": True, "state": "done", "value": "v1"}]  # ... the worker gets it
+    timers.fire()  # the timer of a key the leader claimed does nothing
+    assert len(got["k1"]) == 1 and ex.open_keys == 0
+    # outside the scopes it leads (another suite, or none given) a key is the asker's at once
+    ask("w", 2, "k2", "other")
+    ask("w", 3, "k3")
+    assert [got[k][0]["state"] for k in ("k2", "k3")] == ["mine", "mine"]
+    ex.unclaim("w", 2, True)
+    ex.unclaim("w", 3, True)
+    # a second worker asking a parked key waits with the first
+    ask("w", 4, "k4", "s")
+    ask("v", 1, "k4", "s")
+    ex.claim("lead", 2, "k4", False, lead.append)
+    ex.publish("lead", 2, "v4")
+    assert [r["state"] for r in got["k4"]] == ["done", "taken"]
+    # a key the leader does not claim in time: the first waiter's own, the leader skips it
+    ask("w", 5, "k5", "s")
+    timers.fire()
+    assert got["k5"] == [{"ok": True, "state": "mine"}]
+    ex.claim("lead", 3, "k5", False, lead.append)
+    assert lead[-1]["state"] == "taken"
+    ex.unclaim("w", 5, True)
+    # a withdrawn wait leaves nothing behind: the leader's claim is a fresh one
+    ask("w", 6, "k6", "s")
+    ex.unclaim("w", 6, False)
+    assert got["k6"] == [{"ok": True, "state": "withdrawn"}] and ex.open_keys == 0
+    ex.claim("lead", 4, "k6", False, lead.append)
+    assert lead[-1]["state"] == "mine"
+    ex.unclaim("lead", 4, True)
+    # the leader is done with the scope: what waits for it is the asker's, nothing new waits
+    ask("w", 7, "k7", "s")
+    ex.lead("lead", [])
+    assert got["k7"] == [{"ok": True, "state": "mine"}]
+    ask("w", 8, "k8", "s")
+    assert got["k8"] == [{"ok": True, "state": "mine"}]
+    ex.unclaim("w", 7, True)
+    ex.unclaim("w", 8, True)
+    # the leader goes away (its thread ended): the asker's, and told to stop asking
+    ex.lead("lead", ["s"])
+    ask("w", 9, "k9", "s")
+    ex.drop_owner("lead")
+    assert got["k9"] == [{"ok": True, "state": "mine", "lead": False}]
+    assert ex.stats.parked == 6
+
+
+def test_without_a_timer_no_claim_is_parked() -> None:
+    from pytest_ragbench.budget.exchange import Exchange
+
+    ex = Exchange()
+    replies: list[dict[str, Any]] = []
+    ex.lead("lead", ["s"])
+    ex.claim("w", 1, "k", True, replies.append, "s")
+    assert replies == [{"ok": True, "state": "mine"}]
+
+
+def test_a_worker_over_tcp_waits_for_the_controllers_claim(coordinator: Coordinator) -> None:
+    lead, w = coordinator.local_budget(), worker(coordinator)
+
+    async def scenario() -> None:
+        lead.lead(["suite.yaml"])
+        waiting = asyncio.ensure_future(w.claim("k", scope="suite.yaml"))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # parked until the controller claims it
+        mine = await lead.claim("k", consume=False)
+        assert mine.state == "mine"
+        mine.publish({"text": "from the controller"})
+        got = await asyncio.wait_for(waiting, 5)
+        assert (got.state, got.value) == ("done", {"text": "from the controller"})
+        # another suite's request is the worker's own at once
+        own = await asyncio.wait_for(w.claim("other", scope="other.yaml"), 5)
+        assert own.state == "mine"
+        own.release(done=True)
+
+    try:
+        asyncio.run(scenario())
+        assert coordinator.totals()["exchange"]["parked"] == 1
+    finally:
+        lead.close()
+        w.close()
+
+
+def test_scopes_that_are_not_a_list_of_strings_are_refused() -> None:
+    from pytest_ragbench.budget.core import BudgetCore
+
+    core = BudgetCore(call_later=lambda delay, callback: None)  # type: ignore[arg-type,return-value]
+    replies: list[dict[str, Any]] = []
+    core.handle("lead", {"op": "lead", "id": 1, "scopes": "suite.yaml"}, replies.append)
+    core.handle("lead", {"op": "lead", "id": 2, "scopes": ["a", 1]}, replies.append)
+    core.handle("lead", {"op": "lead", "id": 3, "scopes": ["a"]}, replies.append)
+    assert [r["ok"] for r in replies] == [False, False, True]
+    assert "scopes must be a list of strings" in replies[0]["message"]

@@ -16,9 +16,13 @@ from pytest_ragbench.execution.headstart import HeadStart, PlannedCase, SuitePla
 class Budget:
     def __init__(self) -> None:
         self.closed = 0
+        self.led: list[list[str]] = []  # the scopes of each lead() call
 
     def close(self) -> None:
         self.closed += 1
+
+    def lead(self, scopes: Any = None) -> None:
+        self.led.append(list(scopes))
 
 
 class Prefetcher:
@@ -48,6 +52,8 @@ class Pipeline:
 
 
 class Runtime:
+    suite_id = "s.yaml"
+
     def __init__(self) -> None:
         self.pipe = Pipeline()
         self.asked: list[tuple[str, str, int]] = []
@@ -256,3 +262,19 @@ def test_cases_go_out_a_slots_worth_at_a_time_one_retriever_per_call() -> None:
     assert runtime.asked == [(c.system, c.case_id, 0) for c in cases]
     assert runtime.calls == [2, 1, 1, 2]
     assert head.submitted == 6 and head.error is None
+
+
+def test_the_suites_it_leads_are_announced_and_each_dropped_once_answered() -> None:
+    """Workers wait for the head start's claims only in the suites it will still answer
+    (budget/exchange.py parks them): all of them once planned, none once done."""
+    first, second = Runtime(), Runtime()
+    second.suite_id = "t.yaml"  # type: ignore[misc]
+    for runtime in (first, second):
+        runtime.pipe.release.set()
+    cases = plan(first)[0].cases
+    budget = Budget()
+    head = HeadStart(lambda stopped: [SuitePlan(first, cases), SuitePlan(second, cases)],  # type: ignore[arg-type]
+                     budget).start()
+    wait_until(lambda: not head.running)
+    assert head.error is None
+    assert budget.led == [["s.yaml", "t.yaml"], ["t.yaml"], []]
