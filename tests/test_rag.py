@@ -598,3 +598,24 @@ def test_hashing_embedder_is_deterministic_and_normalised() -> None:
     assert np.array_equal(matrix[0], matrix[1])
     assert cosine(matrix[0], matrix[3]) < 0.99
     assert math.isfinite(float(matrix[2].sum()))
+
+
+@pytest.mark.parametrize("role", [None, "follow", "lead"])
+def test_the_exchange_leader_keeps_a_second_window_of_cases_open(
+        tmp_path: Path, server: FakeOpenAIServer, role: str | None) -> None:
+    """The controller's head start claims each request in the run's exchange before it asks
+    for a slot: with twice its window of cases open, the next cases wait for their slots
+    with that round trip done. Everyone else keeps one window (a queued case's time limit
+    would run while it waits)."""
+    from pytest_ragbench.budget import LocalBudget
+
+    budget = LocalBudget()
+    rag = pipeline(tmp_path, {"llm": openai_llm(server, concurrency=3), "cache": "off"},
+                   run_budget=budget, cost_key="s", exchange=role)
+    try:
+        assert rag.slots == 3
+        assert rag.leads is (role == "lead")
+        assert rag.prefetcher.concurrency == (6 if role == "lead" else 3)
+    finally:
+        rag.close()
+        budget.close()

@@ -199,7 +199,7 @@ class HeadStart:
         # cases go out a slot's worth at a time: one batched retrieval and one hand-over to
         # the pipeline's loop fill every slot, where case by case the first requests went
         # out one retrieval apart (about 3 ms each)
-        chunk = max(1, pipeline.prefetcher.concurrency)
+        chunk = max(1, pipeline.slots)
         window = chunk * AHEAD
         pending: collections.deque[Any] = collections.deque()
         cases = plan.cases

@@ -34,6 +34,7 @@ class Pipeline:
 
     exchanged = True
     prefetcher = Prefetcher()
+    slots = Prefetcher.concurrency
 
     def __init__(self) -> None:
         self.release = threading.Event()
