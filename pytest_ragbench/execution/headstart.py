@@ -18,6 +18,7 @@ import collections
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,11 @@ JOIN_TIMEOUT = 2.0
 #: window of cases (see :meth:`HeadStart.wait_first_wave`): loading a large corpus or
 #: building its index takes longer, and the workers' own start-up then overlaps it.
 FIRST_WAVE_WAIT = 2.0
+
+#: After the first window is submitted, how long :meth:`HeadStart.wait_first_wave` waits at
+#: most for its requests to be granted their slots (and so sent), and how often it looks.
+SEND_WAIT = 0.25
+SEND_POLL = 0.002
 
 
 @dataclass(frozen=True)
@@ -99,17 +105,45 @@ class HeadStart:
         return self
 
     def wait_first_wave(self, timeout: float = FIRST_WAVE_WAIT) -> bool:
-        """Wait until a first window of cases (``AHEAD`` x concurrency) is submitted, their
-        first requests on their way (or the head start has ended, or ``timeout`` passed);
-        whether it is.
+        """Wait until a first window of cases (``AHEAD`` x concurrency) is submitted and
+        their first requests are out (or the head start has ended, or ``timeout`` passed);
+        whether the window was submitted.
 
         The xdist controller calls this before it starts the workers: booting them takes
         every core for a second or more, and the head start's own preparation (loading the
         suite, its imports, the index) then took as long again, so the LLM phase began
         later than at ``-n 0``. Once the first requests are out the head start mostly waits
-        on the endpoint and the workers boot meanwhile.
+        on the endpoint and the workers boot meanwhile. Submitted is not yet sent: the
+        first request makes the HTTP client and imports its connection stack (about 50 ms),
+        and the others wait for it; with the workers starting meanwhile the first went out
+        alone and the other 15 of a 16-slot pool 25-50 ms later (at ``-n 0`` all 16 within
+        25 ms). So the wait goes on until every submitted case has a request granted its
+        slot or a pool has every slot in use, at most :data:`SEND_WAIT` more (a pool held
+        back by ``rpm`` grants slowly): over the first 0.4 s the slots were 13.3-14.0 of 16
+        busy on average without it, 13.5-14.4 with it (14.7-14.9 at ``-n 0``).
         """
-        return self._first_wave.wait(timeout)
+        started = time.monotonic()
+        if not self._first_wave.wait(timeout):
+            return False
+        deadline = min(started + timeout, time.monotonic() + SEND_WAIT)
+        while self.running and not self._wave_sent() and time.monotonic() < deadline:
+            time.sleep(SEND_POLL)
+        return True
+
+    def _wave_sent(self) -> bool:
+        """Whether every case submitted so far has had a request granted, or some pool of
+        the run budget has every slot in use."""
+        try:
+            pools = dict(self._budget.totals().get("pools") or {})
+        except Exception:
+            return True  # nothing to wait on: the budget is closed or does not say
+        if sum(int(p.get("requests") or 0) for p in pools.values()) >= self.submitted:
+            return True
+        for pool in pools.values():
+            level = (pool.get("adaptive") or {}).get("level") or pool.get("concurrency")
+            if level and int(pool.get("in_flight") or 0) >= int(level):
+                return True
+        return False
 
     @property
     def running(self) -> bool:

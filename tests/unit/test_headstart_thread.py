@@ -279,3 +279,55 @@ def test_the_suites_it_leads_are_announced_and_each_dropped_once_answered() -> N
     wait_until(lambda: not head.running)
     assert head.error is None
     assert budget.led == [["s.yaml", "t.yaml"], ["t.yaml"], []]
+
+
+class GrantingBudget(Budget):
+    """The run budget's totals as the head start reads them: ``granted`` requests of a pool
+    of ``concurrency`` slots."""
+
+    def __init__(self, concurrency: int = 100) -> None:
+        super().__init__()
+        self.granted = 0
+        self.concurrency = concurrency
+
+    def totals(self) -> dict[str, Any]:
+        return {"pools": {"llm": {"requests": self.granted, "concurrency": self.concurrency,
+                                  "in_flight": self.granted}}}
+
+
+@pytest.mark.parametrize("full", ["every case granted", "a pool full"])
+def test_the_first_wave_wait_lasts_until_its_requests_are_granted(full: str) -> None:
+    """Submitted is not sent: the workers start once the first window's requests have their
+    slots (each case one, or a pool every slot), not while they still go out."""
+    runtime = Runtime()
+    budget = GrantingBudget(concurrency=100 if full == "every case granted" else 3)
+    head = HeadStart(lambda stopped: plan(runtime), budget).start()
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (head.wait_first_wave(5), done.set()))
+    try:
+        waiter.start()
+        wait_until(lambda: len(runtime.asked) == 2 * Prefetcher.concurrency)
+        assert not done.wait(0.1)  # the window is submitted, none of its requests granted
+        budget.granted = 2
+        assert not done.wait(0.05)
+        budget.granted = 4 if full == "every case granted" else 3
+        assert done.wait(1)
+    finally:
+        runtime.pipe.release.set()
+        head.stop()
+        waiter.join(5)
+
+
+def test_the_wait_for_the_first_requests_is_bounded() -> None:
+    from pytest_ragbench.execution.headstart import SEND_WAIT
+
+    runtime = Runtime()
+    head = HeadStart(lambda stopped: plan(runtime), GrantingBudget()).start()
+    try:
+        wait_until(lambda: runtime.asked)
+        started = time.monotonic()
+        assert head.wait_first_wave(5) is True  # nothing is ever granted (a stuck endpoint)
+        assert SEND_WAIT * 0.8 <= time.monotonic() - started < SEND_WAIT + 1
+    finally:
+        runtime.pipe.release.set()
+        head.stop()
