@@ -619,3 +619,33 @@ def test_the_exchange_leader_keeps_a_second_window_of_cases_open(
     finally:
         rag.close()
         budget.close()
+
+
+def test_a_case_whose_request_a_worker_sent_itself_does_not_wait_for_the_leader_again(
+        tmp_path: Path) -> None:
+    """A worker's request the head start did not reach in time becomes the worker's own
+    (budget/exchange.py); the head start then skips that case, so the case's judge request
+    must not wait for a claim that never comes."""
+    from pytest_ragbench.budget import Coordinator, CoordinatorClient
+
+    park = 0.5
+    with FakeOpenAIServer(reply=scripted) as server, Coordinator() as coord:
+        coord._core.exchange._park_timeout = park
+        lead = coord.local_budget()
+        lead.lead(["suite.yaml"])  # leads the suite, and never gets to this case
+        worker = CoordinatorClient(coord.address, coord.token, name="w")
+        follow = pipeline(tmp_path, full_config(server, cache="off"), run_budget=worker,
+                          cost_key="s", exchange="follow", exchange_scope="suite.yaml")
+        try:
+            started = time.monotonic()
+            out = follow.run_case_sync(FRANCE, CONTEXTS, ["faithfulness"])
+            took = time.monotonic() - started
+            assert out["errors"] == {}
+            # the generation waited for the leader once; the judge went its own way at once
+            assert coord.totals()["exchange"]["parked"] == 1
+            assert park <= took < 2 * park
+            assert server.count(CHAT_PATH) == 2
+        finally:
+            follow.close()
+            worker.close()
+            lead.close()

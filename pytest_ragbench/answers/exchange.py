@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from ..budget.api import RunBudget
@@ -80,6 +81,15 @@ def decode(value: Any) -> Completion:
                       model=str(value["model"]), cached=bool(value["cached"]))
 
 
+#: Set in a case's context (its task) once one of its requests is its own process's to send:
+#: the leader then skips that case (its claim finds the key taken) and never claims the
+#: case's later requests (its judge's), so those must not wait for the leader's claim: a
+#: judge request parked after a generation the worker sent itself waited the whole
+#: ``PARK_TIMEOUT`` for nothing.
+_SENDS_ITS_OWN: ContextVar[bool] = ContextVar("ragbench_exchange_sends_its_own",
+                                              default=False)
+
+
 class ExchangedLLM:
     """``inner`` (a :class:`~pytest_ragbench.llm.cache.CachedLLM` or a provider) behind the
     run's exchange; requests are named by their response-cache key (``provider_id``,
@@ -112,12 +122,15 @@ class ExchangedLLM:
         lead = self.role == "lead"
         if not self.asking:
             return await self.inner.chat(messages, **params)
-        claim = await self.budget.claim(self.key(messages, params), consume=not lead,
-                                        scope=self.scope)
+        claim = await self.budget.claim(
+            self.key(messages, params), consume=not lead,
+            scope=None if _SENDS_ITS_OWN.get() else self.scope)
         if claim.lead_over:
             self.asking = False
         if claim.state == "done":
             return decode(claim.value)
+        if not lead:
+            _SENDS_ITS_OWN.set(True)
         if claim.state != "mine":
             if lead:
                 raise LeftToWorker("left to the worker that claimed it")
