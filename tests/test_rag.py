@@ -649,3 +649,27 @@ def test_a_case_whose_request_a_worker_sent_itself_does_not_wait_for_the_leader_
             follow.close()
             worker.close()
             lead.close()
+
+
+def test_an_answer_judged_on_its_own_does_not_wait_for_the_leader(tmp_path: Path) -> None:
+    """The head start judges only the answers it generates: judging a given answer (a
+    pipeline under test's, a test's ``ragbench_record.score``) in a suite it leads sends the
+    judge request at once."""
+    from pytest_ragbench.budget import Coordinator, CoordinatorClient
+
+    with FakeOpenAIServer(reply=scripted) as server, Coordinator() as coord:
+        lead = coord.local_budget()
+        lead.lead(["suite.yaml"])
+        worker = CoordinatorClient(coord.address, coord.token, name="w")
+        follow = pipeline(tmp_path, full_config(server, cache="off"), run_budget=worker,
+                          cost_key="s", exchange="follow", exchange_scope="suite.yaml")
+        try:
+            started = time.monotonic()
+            out = follow.judge_answer_sync(FRANCE, "Paris.", CONTEXTS, ["faithfulness"])
+            assert out["errors"] == {} and out["metrics"]["faithfulness"] is not None
+            assert time.monotonic() - started < 2  # not the 5 s park
+            assert coord.totals()["exchange"]["parked"] == 0
+        finally:
+            follow.close()
+            worker.close()
+            lead.close()

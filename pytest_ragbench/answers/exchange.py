@@ -21,8 +21,9 @@ head start.
 
 from __future__ import annotations
 
+import contextlib
 import keyword
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -88,6 +89,18 @@ def decode(value: Any) -> Completion:
 #: ``PARK_TIMEOUT`` for nothing.
 _SENDS_ITS_OWN: ContextVar[bool] = ContextVar("ragbench_exchange_sends_its_own",
                                               default=False)
+
+
+@contextlib.contextmanager
+def unled_requests() -> Iterator[None]:
+    """Within it, this context's requests do not wait for the leader's claim: the leader
+    never asks them (an answer it did not generate, judged for a pipeline under test or by
+    a test's ``ragbench_record.score``)."""
+    token = _SENDS_ITS_OWN.set(True)
+    try:
+        yield
+    finally:
+        _SENDS_ITS_OWN.reset(token)
 
 
 class ExchangedLLM:

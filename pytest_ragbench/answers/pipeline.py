@@ -69,7 +69,7 @@ from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
 from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
-from .exchange import ExchangedLLM, LeftEmbedder, Role
+from .exchange import ExchangedLLM, LeftEmbedder, Role, unled_requests
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
 from .prompt import _context_vars, _template_text, compiled_prompt, template_version
@@ -350,7 +350,8 @@ class RagPipeline:
             errors: dict[str, str] = {}
             verdicts: dict[str, Any] = {}
             if wanted:
-                with self._case():
+                # the controller's head start judges only the answers it generated itself
+                with self._case(), unled_requests():
                     await self._score(query, answer, top, wanted, scores, verdicts, errors)
         finally:
             self._meter.reset(token)

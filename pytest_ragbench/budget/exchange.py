@@ -57,8 +57,10 @@ CallLater = Callable[[float, Callable[[], None]], Any]
 
 #: The longest a parked claim waits for the leader's claim of its key (seconds). The head
 #: start claims a key when one of its slots frees, in collection order, so a worker's
-#: prefetched case waits about (cases between it and the head start) x latency /
-#: concurrency: well under this for the prefetch windows of a few workers.
+#: prefetched case waits about (cases between it and the head start) x requests per case x
+#: latency / concurrency: well under this at 200-400 ms and 16 slots; against a slow
+#: endpoint (2 s, 4 slots) a third of a 40-case suite's requests went past it and were sent
+#: by their workers (a case whose request went its own way waits no more for the leader).
 PARK_TIMEOUT = 5.0
 
 
@@ -101,6 +103,8 @@ class Exchange:
         self._call_later = call_later
         self._park_timeout = park_timeout
         self._scopes: dict[Hashable, frozenset[str]] = {}
+        # keys a leader gave back (a budget refusal, a cancellation): it will not ask again
+        self._given_up: set[str] = set()
         self._entries: dict[str, _Entry] = {}
         self._held: dict[Ident, str] = {}
         self._waiting: dict[Ident, str] = {}
@@ -150,7 +154,7 @@ class Exchange:
             reply({"ok": True, "state": "taken"})
             return
         if (entry is None and consume and self._call_later is not None
-                and self._leads_scope(scope)):
+                and self._leads_scope(scope) and key not in self._given_up):
             self._park(me, key, scope, reply)
             return
         if entry is not None and entry.parked and not consume:
@@ -218,6 +222,8 @@ class Exchange:
         if done:
             self._finish(key, entry)
         else:
+            if owner in self._leads:
+                self._given_up.add(key)
             self._give_back(key, entry)
 
     def drop_owner(self, owner: Hashable) -> None:

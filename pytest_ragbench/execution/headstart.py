@@ -93,6 +93,8 @@ class HeadStart:
         self.error: str | None = None
         #: Cases whose answer work was started.
         self.submitted = 0
+        # the pipeline it answers with (its open cases end the first wave's wait)
+        self._pipeline: Any = None
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running"
@@ -106,8 +108,7 @@ class HeadStart:
 
     def wait_first_wave(self, timeout: float = FIRST_WAVE_WAIT) -> bool:
         """Wait until a first window of cases (``AHEAD`` x concurrency) is submitted and
-        their first requests are out (or the head start has ended, or ``timeout`` passed);
-        whether the window was submitted.
+        their first requests are out (or the head start has ended, or ``timeout`` passed).
 
         The xdist controller calls this before it starts the workers: booting them takes
         every core for a second or more, and the head start's own preparation (loading the
@@ -117,10 +118,13 @@ class HeadStart:
         first request makes the HTTP client and imports its connection stack (about 50 ms),
         and the others wait for it; with the workers starting meanwhile the first went out
         alone and the other 15 of a 16-slot pool 25-50 ms later (at ``-n 0`` all 16 within
-        25 ms). So the wait goes on until every submitted case has a request granted its
-        slot or a pool has every slot in use, at most :data:`SEND_WAIT` more (a pool held
-        back by ``rpm`` grants slowly): over the first 0.4 s the slots were 13.3-14.0 of 16
-        busy on average without it, 13.5-14.4 with it (14.7-14.9 at ``-n 0``).
+        25 ms). So the wait goes on until every case still open has a request out (granted
+        its slot) or a pool has every slot in use, at most :data:`SEND_WAIT` more (a pool
+        held back by ``rpm`` grants slowly); a case answered from the response cache takes
+        no slot and is not waited for. Over the first 0.4 s the slots were 13.3-14.0 of 16
+        busy on average without it, 13.5-14.4 with it (14.7-14.9 at ``-n 0``). Returns
+        False only when ``timeout`` passed before the first window was submitted (or the
+        head start ended).
         """
         started = time.monotonic()
         if not self._first_wave.wait(timeout):
@@ -131,19 +135,22 @@ class HeadStart:
         return True
 
     def _wave_sent(self) -> bool:
-        """Whether every case submitted so far has had a request granted, or some pool of
-        the run budget has every slot in use."""
+        """Whether every case still open has a request in flight, or some pool of the run
+        budget has every slot in use."""
+        pipeline = self._pipeline
         try:
             pools = dict(self._budget.totals().get("pools") or {})
+            open_cases = pipeline.prefetcher.pending if pipeline is not None else self.submitted
         except Exception:
-            return True  # nothing to wait on: the budget is closed or does not say
-        if sum(int(p.get("requests") or 0) for p in pools.values()) >= self.submitted:
-            return True
+            return True  # nothing to wait on: the budget or the pipeline is closed
+        in_flight = 0
         for pool in pools.values():
             level = (pool.get("adaptive") or {}).get("level") or pool.get("concurrency")
-            if level and int(pool.get("in_flight") or 0) >= int(level):
+            busy = int(pool.get("in_flight") or 0)
+            if level and busy >= int(level):
                 return True
-        return False
+            in_flight += busy
+        return in_flight >= open_cases
 
     @property
     def running(self) -> bool:
@@ -230,6 +237,7 @@ class HeadStart:
         pipeline = runtime.pipeline()
         if not pipeline.exchanged:
             return  # its requests would not be handed over: the workers send them
+        self._pipeline = pipeline
         # cases go out a slot's worth at a time: one batched retrieval and one hand-over to
         # the pipeline's loop fill every slot, where case by case the first requests went
         # out one retrieval apart (about 3 ms each)

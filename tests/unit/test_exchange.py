@@ -469,3 +469,17 @@ def test_scopes_that_are_not_a_list_of_strings_are_refused() -> None:
     core.handle("lead", {"op": "lead", "id": 3, "scopes": ["a"]}, replies.append)
     assert [r["ok"] for r in replies] == [False, False, True]
     assert "scopes must be a list of strings" in replies[0]["message"]
+
+
+def test_a_key_the_leader_gave_back_is_not_parked() -> None:
+    """A leader that gives a key back (a budget refusal, a cancellation) will not ask it
+    again: a worker's later claim of it is its own at once."""
+    from pytest_ragbench.budget.exchange import Exchange
+
+    ex = Exchange(Timers())
+    replies: list[dict[str, Any]] = []
+    ex.lead("lead", ["s"])
+    ex.claim("lead", 1, "k", False, replies.append)
+    ex.unclaim("lead", 1, False)
+    ex.claim("w", 1, "k", True, replies.append, "s")
+    assert [r["state"] for r in replies] == ["mine", "mine"] and ex.stats.parked == 0

@@ -28,15 +28,18 @@ class Budget:
 class Prefetcher:
     concurrency = 2
 
+    def __init__(self) -> None:
+        self.pending = 0  # submitted cases not finished
+
 
 class Pipeline:
     """Answers nothing until released (a request in flight), or fails on ``result``."""
 
     exchanged = True
-    prefetcher = Prefetcher()
     slots = Prefetcher.concurrency
 
     def __init__(self) -> None:
+        self.prefetcher = Prefetcher()
         self.release = threading.Event()
         self.closed = False
 
@@ -67,6 +70,7 @@ class Runtime:
     def prefetch_answers(self, name: str, cases: Any) -> list[Any]:
         keys = [(name, cid, run) for cid, run in cases]
         self.asked += keys
+        self.pipe.prefetcher.pending += len(keys)
         self.calls.append(len(keys))
         return keys
 
@@ -316,6 +320,27 @@ def test_the_first_wave_wait_lasts_until_its_requests_are_granted(full: str) -> 
         runtime.pipe.release.set()
         head.stop()
         waiter.join(5)
+
+
+def test_cases_answered_from_the_cache_are_not_waited_for() -> None:
+    """A warm response cache answers without a slot: nothing is left to go out."""
+
+    class Cached(Runtime):
+        def prefetch_answers(self, name: str, cases: Any) -> list[Any]:
+            keys = super().prefetch_answers(name, cases)
+            self.pipe.prefetcher.pending -= len(keys)  # done at once
+            return keys
+
+    runtime = Cached()
+    head = HeadStart(lambda stopped: plan(runtime), GrantingBudget()).start()
+    try:
+        started = time.monotonic()
+        assert head.wait_first_wave(5) is True
+        assert time.monotonic() - started < 0.2  # not SEND_WAIT (0.25 s)
+        assert len(runtime.asked) >= 2 * Prefetcher.concurrency
+    finally:
+        runtime.pipe.release.set()
+        head.stop()
 
 
 def test_the_wait_for_the_first_requests_is_bounded() -> None:
