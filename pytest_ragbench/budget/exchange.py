@@ -250,15 +250,7 @@ class Exchange:
         if self._entries.get(key) is not entry or not entry.parked:
             return
         entry.parked = False
-        if not entry.waiters:
-            del self._entries[key]
-            return
-        me, reply = entry.waiters.popleft()
-        self._waiting.pop(me, None)
-        entry.holder = me
-        self._held[me] = key
-        reply({"ok": True, "state": "mine"} if not self.lead_over
-              else {"ok": True, "state": "mine", "lead": False})
+        self._to_first_waiter(key, entry, self.lead_over)
 
     def _unpark_unled(self) -> None:
         for key, entry in list(self._entries.items()):
@@ -286,6 +278,11 @@ class Exchange:
 
     def _give_back(self, key: str, entry: _Entry) -> None:
         self.stats.given_back += 1
+        self._to_first_waiter(key, entry)
+
+    def _to_first_waiter(self, key: str, entry: _Entry, lead_over: bool = False) -> None:
+        """``entry``, held by nobody, becomes its first waiter's to send (told ``lead``
+        false when the leaders are done); without a waiter it is dropped."""
         if not entry.waiters:
             del self._entries[key]
             return
@@ -293,4 +290,5 @@ class Exchange:
         self._waiting.pop(me, None)
         entry.holder = me
         self._held[me] = key
-        reply({"ok": True, "state": "mine"})
+        reply({"ok": True, "state": "mine", "lead": False} if lead_over
+              else {"ok": True, "state": "mine"})
