@@ -397,13 +397,8 @@ class RagPipeline:
                 self._prefetcher = Prefetcher(self._open_cases())
             return self._prefetcher
 
-    @property
-    def slots(self) -> int:
-        """How many of its cases have their requests out at once (:meth:`_window`)."""
-        return self._window()
-
     def _open_cases(self) -> int:
-        """How many cases the prefetcher keeps open: :meth:`_window`, twice that when the
+        """How many cases the prefetcher keeps open: :attr:`slots`, twice that when the
         pipeline leads the exchange. A leading case claims its request (a round trip to the
         run's exchange) before it asks for a slot; with one window open, a case began only
         when another ended, so the claim came between a response and the next request, and
@@ -412,12 +407,14 @@ class RagPipeline:
         cases wait for their slots with their retrieval, prompt and claim done. The run
         budget still bounds the requests in flight, and the head start only leads cases
         without a time limit, so none of them runs out of time while it waits."""
-        window = self._window()
+        window = self.slots
         return 2 * window if self.leads else window
 
-    def _window(self) -> int:
-        """How many cases are open at once: the LLM's concurrency, rounded up to a multiple
-        of the judge's ``items_per_call`` so that batches fill up while cases come and go."""
+    @property
+    def slots(self) -> int:
+        """How many of its cases have their requests out at once: the LLM's concurrency,
+        rounded up to a multiple of the judge's ``items_per_call`` so that batches fill up
+        while cases come and go."""
         window = self.config.llm.concurrency
         per_call = self.judge.items_per_call if self.judge is not None else 1
         return -(-window // per_call) * per_call
