@@ -271,11 +271,13 @@ class HeadStartPlugin:
                                 + case_name(q.id, run, suite.runs))
                     for spec in suite.retrievers for q in runtime.dataset.queries
                     for run in range(suite.runs))
+                pipeline = runtime.pipeline()
                 # the clients import httpx at their first request; the controller sends the
                 # run's first requests while its workers boot, so it imports it now
                 import httpx  # noqa: F401
 
-                plans.append(SuitePlan(runtime, cases))
+                plans.append(SuitePlan(runtime, cases,
+                                       pipeline.slots if pipeline.exchanged else 0))
                 runtime = None
         except BaseException:
             # what was built is nobody else's to close
@@ -353,6 +355,11 @@ class HeadStartPlugin:
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.head_start is not None:
             self.head_start.restrict(ids)
+
+    def tail(self, cases: Sequence[str]) -> int:
+        """How many of the last ragbench ``cases`` one worker takes (see
+        :meth:`~pytest_ragbench.execution.headstart.HeadStart.tail`)."""
+        return self.head_start.tail(cases) if self.head_start is not None else 0
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -347,16 +347,18 @@ def _join_run_budget(state: RagbenchState, node: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Hand each worker its whole share of ragbench cases up front (dealt in turn), so each
-    prefetches all of its LLM work (see :mod:`pytest_ragbench.scheduling`); an explicit
-    ``--dist`` wins."""
+    """Hand each worker its whole share of ragbench cases up front (dealt in turn, the last
+    few to one worker when the head start answers them), so each prefetches all of its LLM
+    work (see :mod:`pytest_ragbench.scheduling`); an explicit ``--dist`` wins."""
     from .scheduling import RagbenchScheduling, dist_chosen
     from .suite.files import case_matcher
 
     state = config.stash.get(STATE_KEY, None)
     if state is None or dist_chosen(config) or config.getvalue("dist") != "load":
         return None
-    return RagbenchScheduling(config, log, case_matcher(config.rootpath, state.explicit))
+    head_start = config.pluginmanager.get_plugin("ragbench-head-start")
+    return RagbenchScheduling(config, log, case_matcher(config.rootpath, state.explicit),
+                              head_start.tail if head_start is not None else None)
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:

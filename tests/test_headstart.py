@@ -21,7 +21,7 @@ import pytest
 from conftest import write_jsonl
 from test_plugin_rag import judge_reply
 
-from pytest_ragbench.headstart import blocker
+from pytest_ragbench.headstart import HeadStartPlugin, blocker
 from pytest_ragbench.llm.testing import CHAT_PATH, EMBEDDINGS_PATH, FakeOpenAIServer
 from pytest_ragbench.options import RESUME_NEWEST_UNFINISHED
 
@@ -48,15 +48,23 @@ def pytest_xdist_node_collection_finished(node, ids):
     if not mark.exists():
         mark.write_text(repr(time.monotonic()))
 
+WORKER = []
+
 def pytest_configure(config):
     # (the environment's PYTEST_XDIST_WORKER may be an outer run's: this run's workers have
     # a workerinput)
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker:
+        WORKER.append(worker)
         import atexit
 
         Path(f"pid_{worker}.txt").write_text(str(os.getpid()))
         atexit.register(Path(f"exited_{worker}.txt").write_text, "")
+
+def pytest_runtest_logfinish(nodeid):
+    if WORKER:  # the cases each worker ran, in order
+        with open(f"ran_{WORKER[0]}.txt", "a") as fh:
+            fh.write(nodeid + "\\n")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
@@ -125,7 +133,11 @@ def summary_suites(root: Path) -> Any:
 
 
 def test_head_start_sends_each_request_once_and_matches_serial(
-        pytester: pytest.Pytester, unfrozen_heap: None) -> None:
+        pytester: pytest.Pytester, unfrozen_heap: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    tails: list[int] = []  # what the head start told the workers' scheduler
+    tail = HeadStartPlugin.tail
+    monkeypatch.setattr(HeadStartPlugin, "tail",
+                        lambda self, cases: tails.append(tail(self, cases)) or tails[-1])
     docs = [{"_id": f"d{i}", "title": f"doc {i}", "text": f"passage {i} about topic {i % 6}"}
             for i in range(30)]
     queries = [{"_id": f"q{i:02d}", "text": f"topic {i % 6} question {i}",
@@ -181,6 +193,19 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     # neither read its YAML nor loaded the schema, and their records are the serial ones
     loaded = {p.name: p.read_text() for p in pytester.path.glob("modules_gw*.txt")}
     assert loaded == {"modules_gw0.txt": "", "modules_gw1.txt": ""}
+    # the last two rounds of cases (2 x concurrency 4) went to one worker and the others in
+    # turn (scheduling.deal's tail): the other worker was done two rounds before the end.
+    # On a loaded machine the head start may have answered every case before the workers
+    # had collected: they were then dealt in turn.
+    ran = sorted((p.read_text().split() for p in pytester.path.glob("ran_gw*.txt")), key=len)
+    case = "suite.yaml::bm25::q{:02d}".format
+    assert tails in ([8], [0])
+    if tails == [8]:
+        assert ran == [[case(i) for i in range(1, 16, 2)],
+                       [case(i) for i in (*range(0, 16, 2), *range(16, N_QUERIES))]]
+    else:
+        assert ran == [[case(i) for i in range(1, N_QUERIES, 2)],
+                       [case(i) for i in range(0, N_QUERIES, 2)]]
     # each worker was let go as it finished, the last one too, not in xdist's teardown; and
     # both were waited for by the end of the run (neither is left to reap here)
     assert pytester.path.joinpath("exited_before_teardown.txt").read_text() == "2"

@@ -45,6 +45,10 @@ FIRST_WAVE_WAIT = 2.0
 SEND_WAIT = 0.25
 SEND_POLL = 0.002
 
+#: How many rounds of the last suite's requests (its pipeline's slots each) one worker
+#: answers alone at the end of the run (see :meth:`HeadStart.tail`).
+TAIL_ROUNDS = 2
+
 
 @dataclass(frozen=True)
 class PlannedCase:
@@ -59,10 +63,13 @@ class PlannedCase:
 
 @dataclass(frozen=True)
 class SuitePlan:
-    """A suite's runtime (built for the head start, never shared) and its cases in order."""
+    """A suite's runtime (built for the head start, never shared), its cases in order, and
+    how many of them its pipeline answers at once (its ``slots``; 0: it leaves them to the
+    workers)."""
 
     runtime: SuiteRuntime
     cases: tuple[PlannedCase, ...]
+    slots: int = 0
 
 
 class HeadStart:
@@ -85,6 +92,7 @@ class HeadStart:
         self._lock = threading.Lock()
         self._runtimes: list[SuiteRuntime] = []
         self._planned: set[str] | None = None
+        self._last_slots = 0
         self._collected: set[str] | None = None
         self._thread: threading.Thread | None = None
         # set once a first window of cases is submitted, or the head start has ended
@@ -169,6 +177,22 @@ class HeadStart:
         if not planned <= collected:
             self.stop()
 
+    def tail(self, cases: Sequence[str]) -> int:
+        """How many of the last ``cases`` (the workers' ragbench cases, node ids in collection
+        order) one worker should take (:func:`pytest_ragbench.scheduling.deal`): the head
+        start answers in collection order, so the other workers then end
+        :data:`TAIL_ROUNDS` rounds of responses before the last one and exit while it still
+        runs. At most half the cases; 0 unless the head start is at work and answers every
+        one of them."""
+        with self._lock:
+            planned, slots = self._planned, self._last_slots
+        if planned is None or slots <= 0 or not self.running:
+            return 0
+        size = min(TAIL_ROUNDS * slots, len(cases) // 2)
+        if size <= 0 or not planned.issuperset(cases[-size:]):
+            return 0
+        return size
+
     def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Stop: cancel what is in flight, give back every claim, wait for the thread.
         Idempotent; safe from any thread but the head start's own."""
@@ -193,6 +217,7 @@ class HeadStart:
             planned = {c.nodeid for p in plans for c in p.cases}
             with self._lock:
                 self._planned = planned
+                self._last_slots = plans[-1].slots if plans else 0
                 collected = self._collected
                 # all of them now: a stop cancels and the end closes those never reached too
                 self._runtimes.extend(p.runtime for p in plans)

@@ -356,3 +356,37 @@ def test_the_wait_for_the_first_requests_is_bounded() -> None:
     finally:
         runtime.pipe.release.set()
         head.stop()
+
+
+def test_the_last_rounds_of_cases_it_answers_go_to_one_worker() -> None:
+    """The workers' scheduler deals the last cases to one worker (scheduling.deal's tail):
+    two rounds of the last suite's slots, at most half the cases, and only cases the head
+    start answers, while it runs."""
+    runtime, budget = Runtime(), Budget()
+    cases = plan(runtime, 20)[0].cases
+    ids = [c.nodeid for c in cases]
+    head = HeadStart(lambda stopped: [SuitePlan(runtime, cases, slots=3)], budget)  # type: ignore[arg-type]
+    assert head.tail(ids) == 0  # nothing planned yet
+    head.start()
+    try:
+        wait_until(lambda: runtime.asked)
+        assert head.tail(ids) == 6  # 2 rounds x 3 slots
+        assert head.tail(ids[:10]) == 5  # half the cases at most
+        assert head.tail([*ids, "s.yaml::bm25::other"]) == 0  # the last one is not its own
+        assert head.tail([]) == 0
+    finally:
+        runtime.pipe.release.set()
+        head.stop()
+    assert head.tail(ids) == 0  # stopped: the workers answer their own cases
+
+
+def test_no_tail_for_a_suite_its_pipeline_does_not_answer() -> None:
+    runtime, budget = Runtime(), Budget()
+    cases = plan(runtime, 20)[0].cases
+    head = HeadStart(lambda stopped: [SuitePlan(runtime, cases, slots=0)], budget).start()  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: runtime.asked)
+        assert head.tail([c.nodeid for c in cases]) == 0
+    finally:
+        runtime.pipe.release.set()
+        head.stop()

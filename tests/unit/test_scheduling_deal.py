@@ -43,6 +43,20 @@ def test_a_big_query_does_not_take_the_next_ones_too() -> None:
     assert deal(nodeids, 2) == [[0, 1, 2, 6], [3, 4, 5]]
 
 
+def test_the_queries_of_the_last_cases_go_to_one_worker() -> None:
+    # ten queries, two systems: the last four cases (b::q7..q10) make one worker's tail,
+    # their queries' other cases (a::q7..q10) with them; q1..q6 are dealt in turn
+    queries = [f"q{i}" for i in range(1, 11)]
+    nodeids = ids({"s.yaml": (["a", "b"], queries, 1)})
+    shares = [[nodeids[i] for i in share] for share in deal(nodeids, 2, tail=4)]
+    turn = {w: [f"s.yaml::{s}::q{i}" for s in "ab" for i in range(1 + w, 7, 2)] for w in (0, 1)}
+    tail = [f"s.yaml::{s}::q{i}" for s in "ab" for i in range(7, 11)]
+    # the tail goes to the worker with the fewest cases once the others are dealt: a tie
+    # here, so the one dealt to longest ago (the first)
+    assert shares == [sorted(turn[0] + tail, key=nodeids.index), turn[1]]
+    assert deal(nodeids, 2, tail=0) == deal(nodeids, 2)
+
+
 @given(
     suites=st.dictionaries(
         st.sampled_from(["s.yaml", "t.yaml", "sub/u.yaml"]),
@@ -52,11 +66,12 @@ def test_a_big_query_does_not_take_the_next_ones_too() -> None:
                   st.integers(1, 3)),
         min_size=1),
     workers=st.integers(1, 6),
+    tail=st.integers(0, 8),
 )
 def test_every_case_dealt_once_in_order_by_query_and_balanced(
-        suites: dict[str, tuple[list[str], list[str], int]], workers: int) -> None:
+        suites: dict[str, tuple[list[str], list[str], int]], workers: int, tail: int) -> None:
     nodeids = ids(suites)
-    shares = deal(nodeids, workers)
+    shares = deal(nodeids, workers, tail)
     assert len(shares) == workers
     assert sorted(i for share in shares for i in share) == list(range(len(nodeids)))
     assert all(share == sorted(share) for share in shares)  # each worker: pytest order
@@ -65,6 +80,14 @@ def test_every_case_dealt_once_in_order_by_query_and_balanced(
         for i in share:
             owners[query_of(nodeids[i])].add(w)
     assert all(len(o) == 1 for o in owners.values())
-    sizes = [len(share) for share in shares]
-    largest = max(sum(1 for n in nodeids if query_of(n) == q) for q in owners)
+    # the queries of the last `tail` cases: all with one worker
+    last = {query_of(n) for n in nodeids[max(0, len(nodeids) - tail):]} if tail else set()
+    assert len({w for q in last for w in owners[q]}) <= 1
+    # the others balanced (the tail's owner had the fewest of them)
+    sizes = [sum(1 for i in share if query_of(nodeids[i]) not in last) for share in shares]
+    others = [q for q in owners if q not in last]
+    largest = max((sum(1 for n in nodeids if query_of(n) == q) for q in others), default=0)
     assert max(sizes) - min(sizes) <= largest
+    if last:
+        owner = next(w for q in last for w in owners[q])
+        assert sizes[owner] == min(sizes)
