@@ -232,7 +232,12 @@ def plugin_generation(items: int, latency: float, concurrency: int,
     Each figure is the median of ``repeats`` runs (the machine may be shared); the runs of a
     repeat go side by side, and the medians of their paired differences (wall, first, span,
     tail) show where ``-n N`` gains or loses. Returns whether wall(-n N) <= wall(-n 0) for
-    every N."""
+    every N.
+
+    Every run writes the run's outputs (run folder, reports, history), as a user's run does;
+    the ``no outputs`` column is the same run with ``--ragbench-no-output``, whose end is
+    shorter (at ``-n N`` the last worker's exit is then no longer hidden behind the
+    controller's writing)."""
     import json
     import os
     import statistics
@@ -255,7 +260,7 @@ def plugin_generation(items: int, latency: float, concurrency: int,
 
         launched: list[float] = []
 
-        def run(llm: dict, n: int, head_start: bool = True) -> float:
+        def run(llm: dict, n: int, head_start: bool = True, outputs: bool = True) -> float:
             (folder / "suite.yaml").write_text(json.dumps({
                 "name": "tp", "dataset": {"corpus": "corpus.jsonl", "queries": "queries.jsonl"},
                 "retrievers": {"bm25": {}}, "k": 10, "metrics": ["recall@10", "token_f1"],
@@ -263,7 +268,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             }))
             cmd = [sys.executable, "-m", "pytest", "--ragbench=suite.yaml", "-q", "-p",
                    "no:cacheprovider", "--rootdir", str(folder), "-c", os.devnull,
-                   "--ragbench-no-output", "-n", str(n), *USER_PLUGINS_ONLY]
+                   *([] if outputs else ["--ragbench-no-output"]), "-n", str(n),
+                   *USER_PLUGINS_ONLY]
             env = user_environment()
             env.pop("RAGBENCH_NO_HEAD_START", None)
             if not head_start:
@@ -284,7 +290,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
         run(online, max(workers))
         print(f"pytest --ragbench: {items} items, latency {latency * 1000:.0f} ms, "
               f"concurrency {concurrency} for the whole run; median of {repeats} runs")
-        print(f"  {'-n':>3} {'calls':>6} {'wall s':>8} {'no head start':>14} {'offline s':>10} "
+        print(f"  {'-n':>3} {'calls':>6} {'wall s':>8} {'no head start':>14} {'no outputs':>11} "
+              f"{'offline s':>10} "
               f"{'LLM phase s':>12} {'first s':>8} {'span s':>7} {'tail s':>7} {'bound s':>8} "
               f"{'ratio':>7} {'span ratio':>11} {'max in flight':>14}")
         # the runs of one repeat go side by side (every -n and kind), so that a change in
@@ -292,6 +299,7 @@ def plugin_generation(items: int, latency: float, concurrency: int,
         offline_t: dict[int, list[float]] = {n: [] for n in workers}
         plain_t: dict[int, list[float]] = {n: [] for n in workers}
         online_t: dict[int, list[float]] = {n: [] for n in workers}
+        quiet_t: dict[int, list[float]] = {n: [] for n in workers}  # --ragbench-no-output
         spans: dict[int, list[float]] = {n: [] for n in workers}
         # from launch to the first request's arrival, and from the last answer to the exit
         firsts: dict[int, list[float]] = {n: [] for n in workers}
@@ -303,6 +311,7 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                 offline_t[n].append(run({"type": "extractive"}, n))
                 if n:
                     plain_t[n].append(run(online, n, head_start=False))
+                quiet_t[n].append(run(online, n, outputs=False))
                 server.reset_counts()
                 before = server.count(CHAT_PATH)
                 first = len(server.arrival_times())
@@ -327,7 +336,8 @@ def plugin_generation(items: int, latency: float, concurrency: int,
             verdict = "OK" if span_ratio <= TARGET_RATIO else "SLOW"
             shown_plain = f"{statistics.median(plain_t[n]):>14.3f}" if n else f"{'-':>14}"
             first_s, tail_s = statistics.median(firsts[n]), statistics.median(tails[n])
-            print(f"  {n:>3} {calls[n]:>6} {wall:>8.3f} {shown_plain} {offline:>10.3f} "
+            print(f"  {n:>3} {calls[n]:>6} {wall:>8.3f} {shown_plain} "
+                  f"{statistics.median(quiet_t[n]):>11.3f} {offline:>10.3f} "
                   f"{phase:>12.3f} {first_s:>8.3f} {span:>7.3f} {tail_s:>7.3f} {bound:>8.3f} "
                   f"{ratio:>6.3f}x {span_ratio:>10.3f}x {in_flight[n]:>14}  {verdict}")
         print(f"  (target: the LLM span <= {TARGET_RATIO}x its bound at every -n, max in flight "
@@ -353,6 +363,10 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                         phases.append(f"{name} {statistics.median(diffs):+.3f}")
                 print(f"    median of the paired differences: wall "
                       f"{statistics.median(paired):+.3f}  {'  '.join(phases)} s")
+                quiet = [a - b for a, b in zip(quiet_t[n], quiet_t[0], strict=True)]
+                print(f"    with --ragbench-no-output: {statistics.median(quiet_t[n]):.3f} s "
+                      f"against {statistics.median(quiet_t[0]):.3f} s (median of the paired "
+                      f"differences {statistics.median(quiet):+.3f} s)")
         return ok
 
 
