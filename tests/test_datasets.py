@@ -80,6 +80,44 @@ def test_inline_labels_forms(tmp_path: Path) -> None:
     assert qs[2].judged is False and qs[2].reference_answers == ("m",)
 
 
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_inline_ids_are_what_the_suite_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              libyaml: bool) -> None:
+    """YAML reads 007 and 7 as the same number, 010 as 8 (octal), 1:30 as 90, 1.10 as 1.1, no
+    as False and 2024-1-1 as a date: an inline id is its text, as in the dataset's files."""
+    import yaml
+
+    from pytest_ragbench.suite import loader
+
+    if not libyaml:
+        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents:
+    - {_id: 007, text: alpha, year: 2024}
+    - {_id: 7, text: beta}
+    - {id: 1.10, text: gamma}
+    - {_id: "08", text: delta}
+    - {_id: 2024-1-1, text: epsilon}
+  items:
+    - {_id: 010, text: alpha, relevant: {007: 2, 7: 1}}
+    - {qid: 1:30, text: gamma, relevant: [1.10, "08", 2024-1-1]}
+    - {_id: no, text: beta}
+retrievers: {bm25: {}}
+k: 10
+metrics: [recall@10]
+""")
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [d.id for d in ds.corpus] == ["007", "7", "1.10", "08", "2024-1-1"]
+    assert [(q.id, q.relevant) for q in ds.queries] == [
+        ("010", {"007": 2, "7": 1}), ("1:30", {"1.10": 1, "08": 1, "2024-1-1": 1}),
+        ("no", {})]
+    # other values keep what YAML makes of them
+    assert ds.corpus[0].metadata == {"year": 2024}
+
+
 def test_csv_and_json_corpora(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("id,title,text\nd1,T,hello\nd2,,world\n")
     (tmp_path / "c.json").write_text(json.dumps({"d1": "hello", "d2": {"text": "world"}}))

@@ -135,7 +135,8 @@ class DatasetSpec:
     corpus_optional: bool = False
 
 
-_ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
+#: The keys a record's id is read from, first found first.
+ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 _QUERY_TEXT_KEYS = ("text", "query", "question", "input")
 _DOC_TEXT_KEYS = ("text", "contents", "body", "passage")
 
@@ -455,7 +456,7 @@ def _unquoted(field: str) -> str:
 
 
 def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
-    key, value = _first(record, _ID_KEYS)
+    key, value = _first(record, ID_KEYS)
     if type(value) is str and value and not value.isspace():
         return value  # the common case, first
     if key is not None and (not isinstance(value, _ID_TYPES) or isinstance(value, bool)):
@@ -464,7 +465,7 @@ def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> 
             file=path, line=line)
     if value is None or str(value).strip() == "":
         raise DataFileError(
-            f"{what} has no id (expected one of the keys {', '.join(_ID_KEYS)})",
+            f"{what} has no id (expected one of the keys {', '.join(ID_KEYS)})",
             file=path,
             line=line,
         )
@@ -506,7 +507,7 @@ def read_corpus(
                 line=lineno,
             )
         meta = {
-            k: v for k, v in rec.items() if k not in (*_ID_KEYS, text_key, "title", "metadata")
+            k: v for k, v in rec.items() if k not in (*ID_KEYS, text_key, "title", "metadata")
         }
         if isinstance(rec.get("metadata"), dict):
             meta.update(rec["metadata"])
@@ -633,7 +634,7 @@ def read_queries(
                 raise DataFileError(f"query {qid!r}: field {key!r} must be a string, got "
                                     f"{_type_name(value)}", file=path, line=lineno)
         known = {
-            *_ID_KEYS, text_key, "relevant", "reference_answer", "reference_answers", "answers",
+            *ID_KEYS, text_key, "relevant", "reference_answer", "reference_answers", "answers",
             "answer", "type", "difficulty", "tags", "metadata",
         }
         meta = {k: v for k, v in rec.items() if k not in known}

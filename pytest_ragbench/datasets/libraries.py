@@ -39,7 +39,7 @@ from .core import (
     read_queries,
 )
 
-# Our field -> the key the file readers look for first (see datasets._ID_KEYS and friends).
+# Our field -> the key the file readers look for first (see datasets.core.ID_KEYS and friends).
 _CANONICAL = {"id": "_id", "text": "text", "title": "title"}
 # Qrels columns as BEIR on the hub, TREC tools and ir_datasets name them.
 _QRELS_COLUMNS = {

@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
-from ..datasets.core import has_control_characters
+from ..datasets.core import ID_KEYS, has_control_characters
 from ..errors import (
     ParamError,
     SuiteError,
@@ -218,9 +218,70 @@ def _parse_document(text: str, path: Path, loader_type: type[yaml.SafeLoader]
         if node is None:
             return None, Lines()
         lines = _map_lines(node, path)
-        return loader.construct_document(node), lines
+        data = loader.construct_document(node)
+        return _ids_as_written(node, data, lambda n: loader.construct_object(n, deep=True)), lines
     finally:
         loader.dispose()
+
+
+#: Tags YAML gives a plain scalar that reads as something else than text: an id written so
+#: is not the value they make of it (``007`` and ``7`` are both 7, ``010`` is 8 in YAML 1.1,
+#: ``1:30`` is 90, ``1.10`` is 1.1, ``no`` is False, ``2024-1-1`` is a date).
+_NOT_TEXT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool",
+                                                              "timestamp"))
+
+
+def _as_written(node: yaml.Node, value: Any) -> Any:
+    """A plain scalar's text where YAML read it as a number, boolean or date."""
+    # plain (unquoted): style None, or "" from LibYAML
+    if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _NOT_TEXT_TAGS:
+        return node.value
+    return value
+
+
+def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node], Any]) -> Any:
+    """``data`` with the ids of its inline documents and queries (``dataset.documents``,
+    ``dataset.items``: their id keys and the document ids a query's ``relevant`` names) as
+    the suite file writes them: the dataset's files keep an id's text, and so does a suite.
+    ``construct`` makes a node's value (a ``relevant`` mapping is made again from its nodes:
+    YAML kept one of two keys it read as the same number)."""
+    def child(node: yaml.Node, key: str) -> yaml.Node | None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == key:
+                    return v
+        return None
+
+    dataset = child(root, "dataset")
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict) or dataset is None:
+        return data
+    for part in ("documents", "items"):
+        records, nodes = data["dataset"].get(part), child(dataset, part)
+        if not isinstance(records, list) or not isinstance(nodes, yaml.SequenceNode) \
+                or len(records) != len(nodes.value):
+            continue
+        for record, node in zip(records, nodes.value, strict=True):
+            if not isinstance(record, dict) or not isinstance(node, yaml.MappingNode):
+                continue
+            for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode) or k.value not in record:
+                    continue
+                if k.value in ID_KEYS:
+                    record[k.value] = _as_written(v, record[k.value])
+                elif k.value == "relevant" and part == "items":
+                    record[k.value] = _relevant_as_written(v, record[k.value], construct)
+    return data
+
+
+def _relevant_as_written(node: yaml.Node, value: Any,
+                         construct: Callable[[yaml.Node], Any]) -> Any:
+    if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
+        return [_as_written(n, construct(n)) for n in node.value]
+    # (a merge key, <<, is YAML's to resolve: such a mapping stays as YAML made it)
+    if isinstance(node, yaml.MappingNode) and isinstance(value, dict) \
+            and not any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
+        return {_as_written(k, construct(k)): construct(v) for k, v in node.value}
+    return value
 
 
 # -- document -> model ------------------------------------------------------------------------
