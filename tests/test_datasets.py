@@ -118,6 +118,58 @@ metrics: [recall@10]
     assert ds.corpus[0].metadata == {"year": 2024}
 
 
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_query_ids_and_known_failures_name_queries_as_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libyaml: bool) -> None:
+    """The ids that select queries and mark known failures are read as the queries' own: the
+    query 010 is not the 8 YAML makes of the word, nor 007 the 7."""
+    import yaml
+
+    from pytest_ragbench.suite import loader
+
+    if not libyaml:
+        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+    suite = tmp_path / "suite.yaml"
+    text = """\
+name: s
+dataset:
+  documents: [{_id: d1, text: alpha}]
+  items:
+    - {_id: 010, text: alpha}
+    - {_id: 007, text: alpha}
+    - {_id: 7, text: alpha}
+  query_ids: [010, 007]
+retrievers: {bm25: {}}
+metrics: [recall@10]
+"""
+    suite.write_text(text + "xfail: [010]\n")
+    loaded = loader.load_suite(suite, None)
+    assert [q.id for q in load_dataset(loaded.dataset).queries] == ["010", "007"]
+    assert list(loaded.xfail) == ["010"]
+    suite.write_text(text + "xfail: {007: known, 7: also known}\n")
+    assert dict(loader.load_suite(suite, None).xfail) == {"007": "known", "7": "also known"}
+
+
+def test_an_id_overridden_after_a_merge_is_the_one_kept(tmp_path: Path) -> None:
+    """A merge key (<<) brings its pairs first; the mapping's own pair wins, for the ids as
+    for the rest of the record."""
+    from pytest_ragbench.suite import loader
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  <<: {documents: [{_id: 5, text: alpha}]}
+  documents: [{_id: 007, text: beta}]
+  items: [{_id: q, text: beta, relevant: {<<: {007: 2}, 007: 1}}]
+retrievers: {bm25: {}}
+metrics: [recall@10]
+""")
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [(d.id, d.text) for d in ds.corpus] == [("007", "beta")]
+    assert ds.queries[0].relevant == {"007": 1}
+
+
 def test_csv_and_json_corpora(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("id,title,text\nd1,T,hello\nd2,,world\n")
     (tmp_path / "c.json").write_text(json.dumps({"d1": "hello", "d2": {"text": "world"}}))

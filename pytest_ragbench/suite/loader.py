@@ -240,21 +240,30 @@ def _as_written(node: yaml.Node, value: Any) -> Any:
 
 
 def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node], Any]) -> Any:
-    """``data`` with the ids of its inline documents and queries (``dataset.documents``,
-    ``dataset.items``: their id keys and the document ids a query's ``relevant`` names) as
-    the suite file writes them: the dataset's files keep an id's text, and so does a suite.
-    ``construct`` makes a node's value (a ``relevant`` mapping is made again from its nodes:
-    YAML kept one of two keys it read as the same number)."""
-    def child(node: yaml.Node, key: str) -> yaml.Node | None:
+    """``data`` with every query and document id it names as the suite file writes it: the
+    ids of its inline documents and queries (``dataset.documents``, ``dataset.items``), the
+    document ids a query's ``relevant`` names, ``dataset.query_ids`` and ``xfail``'s query
+    ids. The dataset's files keep an id's text, and so does a suite. ``construct`` makes a
+    node's value (a mapping of ids is made again from its nodes: YAML kept one of two keys it
+    read as the same number). ``construct_document`` has flattened merge keys (``<<``) into
+    the nodes' pairs, the merged ones first: the last of equal keys wins, as in ``data``."""
+    def child(node: yaml.Node | None, key: str) -> yaml.Node | None:
         if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
+            for k, v in reversed(node.value):
                 if isinstance(k, yaml.ScalarNode) and k.value == key:
                     return v
         return None
 
-    dataset = child(root, "dataset")
-    if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict) or dataset is None:
+    if not isinstance(data, dict):
         return data
+    if "xfail" in data:
+        data["xfail"] = _texts(child(root, "xfail"), data["xfail"], construct)
+    dataset = child(root, "dataset")
+    if not isinstance(data.get("dataset"), dict) or dataset is None:
+        return data
+    if "query_ids" in data["dataset"]:
+        data["dataset"]["query_ids"] = _texts(child(dataset, "query_ids"),
+                                              data["dataset"]["query_ids"], construct)
     for part in ("documents", "items"):
         records, nodes = data["dataset"].get(part), child(dataset, part)
         if not isinstance(records, list) or not isinstance(nodes, yaml.SequenceNode) \
@@ -269,17 +278,16 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
                 if k.value in ID_KEYS:
                     record[k.value] = _as_written(v, record[k.value])
                 elif k.value == "relevant" and part == "items":
-                    record[k.value] = _relevant_as_written(v, record[k.value], construct)
+                    record[k.value] = _texts(v, record[k.value], construct)
     return data
 
 
-def _relevant_as_written(node: yaml.Node, value: Any,
-                         construct: Callable[[yaml.Node], Any]) -> Any:
+def _texts(node: yaml.Node | None, value: Any, construct: Callable[[yaml.Node], Any]) -> Any:
+    """A list of ids, or a mapping keyed by ids, with the ids as written (see
+    :func:`_ids_as_written`); anything else as it is."""
     if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
         return [_as_written(n, construct(n)) for n in node.value]
-    # (a merge key, <<, is YAML's to resolve: such a mapping stays as YAML made it)
-    if isinstance(node, yaml.MappingNode) and isinstance(value, dict) \
-            and not any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
+    if isinstance(node, yaml.MappingNode) and isinstance(value, dict):
         return {_as_written(k, construct(k)): construct(v) for k, v in node.value}
     return value
 
