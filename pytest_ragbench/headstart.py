@@ -271,7 +271,13 @@ class HeadStartPlugin:
                                 + case_name(q.id, run, suite.runs))
                     for spec in suite.retrievers for q in runtime.dataset.queries
                     for run in range(suite.runs))
-                pipeline = runtime.pipeline()
+                try:
+                    pipeline = runtime.pipeline()
+                except Exception:
+                    # its LLM setup fails: the workers report it, the other suites go on
+                    runtime.close()
+                    runtime = None
+                    continue
                 # the clients import httpx at their first request; the controller sends the
                 # run's first requests while its workers boot, so it imports it now
                 import httpx  # noqa: F401

@@ -22,7 +22,8 @@ does. Used only when the user did not choose ``--dist``; imported only when xdis
 workers.
 
 When the controller's head start answers the cases (in collection order), the last few of
-them go to one worker (``tail``, see :func:`deal`): dealt in turn, every worker had its last
+them go to one worker (``tail``, see :func:`deal`; the queries with every case among them):
+dealt in turn, every worker had its last
 case in the final round of responses, and all of them ended and exited at once, on the
 cores the controller then needed to aggregate the run and write its outputs (at ``-n 4``
 on 2 cores that took it 70 ms after the last case against 51 ms at ``-n 0``). With the tail
@@ -69,15 +70,19 @@ def deal(nodeids: Sequence[str], workers: int, tail: int = 0) -> list[list[int]]
     appearance, each to a worker with the fewest cases so far (the one dealt to longest ago
     among those: in turn when the queries have as many cases each).
 
-    The queries of the last ``tail`` cases all go to one worker, the one with the fewest
-    cases once the others are dealt (see the module docstring); ``tail`` should leave the
-    other workers some cases."""
+    The queries whose cases are all among the last ``tail`` all go to one worker, the one
+    with the fewest cases once the others are dealt (see the module docstring); a query with
+    a case before them (another system's, another suite's) is dealt in turn."""
     numbers: dict[str, int] = {}
     group = [numbers.setdefault(query_of(nodeid), len(numbers)) for nodeid in nodeids]
     sizes = [0] * len(numbers)
     for g in group:
         sizes[g] += 1
-    last = set(group[max(0, len(group) - tail):]) if tail > 0 else set()
+    first = [len(group)] * len(numbers)
+    for index, g in enumerate(group):
+        first[g] = min(first[g], index)
+    last = {g for g in range(len(numbers)) if first[g] >= len(group) - tail} if tail > 0 \
+        else set()
     owner = [0] * len(numbers)
     # (cases so far, when last dealt to, worker)
     heap = [(0, w, w) for w in range(workers)]

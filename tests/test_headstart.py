@@ -416,3 +416,47 @@ llm: {{type: openai, base_url: {server.base_url}, model: m, retries: 0}}
     result.stderr.fnmatch_lines(["*missing.json*"])
     assert chats == 0
     assert pytester.path.joinpath("head_start.txt").read_text() == "False"
+
+
+def test_a_suite_whose_llm_cannot_be_set_up_leaves_the_others_to_the_head_start(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One suite's LLM setup fails (its key's variable is unset: the workers' collection
+    reports it), and the head start still answers the other suite's cases."""
+    monkeypatch.delenv("RAGBENCH_NO_SUCH_KEY", raising=False)
+    write_jsonl(pytester.path / "corpus.jsonl", [{"_id": "d0", "text": "passage zero"}])
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{"_id": f"q{i}", "text": f"question {i}", "relevant": {"d0": 1},
+                  "answer": "passage zero"} for i in range(4)])
+    pytester.makeconftest("""
+import json
+from pathlib import Path
+
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        from pytest_ragbench.state import STATE_KEY
+
+        totals = session.config.stash[STATE_KEY]._coordinator.totals()
+        Path("exchange.json").write_text(json.dumps(totals["exchange"]))
+""")
+    with FakeOpenAIServer(latency=0.3) as server:
+        for name, key in (("a", ""), ("b", ", api_key_env: RAGBENCH_NO_SUCH_KEY")):
+            pytester.path.joinpath(f"{name}.yaml").write_text(f"""
+name: {name}
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{bm25: {{}}}}
+metrics: [recall@10, token_f1]
+llm: {{type: openai, base_url: {server.base_url}, model: m, retries: 0{key}}}
+cache: {{mode: "off"}}
+""")
+        result = pytester.runpytest("--ragbench=b.yaml", "--ragbench=a.yaml", "-n", "2")
+        chats = server.count(CHAT_PATH)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(["*b.yaml*RAGBENCH_NO_SUCH_KEY*"])
+    assert chats == 4
+    # the head start sent a's requests and handed each to its worker (before, b's failure
+    # ended it before it had answered anything)
+    exchange = json.loads(pytester.path.joinpath("exchange.json").read_text())
+    assert exchange["published"] == exchange["delivered"] == 4

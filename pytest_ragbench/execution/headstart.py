@@ -92,7 +92,8 @@ class HeadStart:
         self._lock = threading.Lock()
         self._runtimes: list[SuiteRuntime] = []
         self._planned: set[str] | None = None
-        self._last_slots = 0
+        # the cases it answers (of suites whose pipeline leads the exchange): their suite's slots
+        self._slots_of: dict[str, int] = {}
         self._collected: set[str] | None = None
         self._thread: threading.Thread | None = None
         # set once a first window of cases is submitted, or the head start has ended
@@ -182,14 +183,14 @@ class HeadStart:
         order) one worker should take (:func:`pytest_ragbench.scheduling.deal`): the head
         start answers in collection order, so the other workers then end
         :data:`TAIL_ROUNDS` rounds of responses before the last one and exit while it still
-        runs. At most half the cases; 0 unless the head start is at work and answers every
-        one of them."""
+        runs. The rounds are those of the suite of the last case; at most half the cases; 0
+        unless the head start is at work and answers every one of them."""
         with self._lock:
-            planned, slots = self._planned, self._last_slots
-        if planned is None or slots <= 0 or not self.running:
+            slots_of = self._slots_of
+        if not cases or not self.running:
             return 0
-        size = min(TAIL_ROUNDS * slots, len(cases) // 2)
-        if size <= 0 or not planned.issuperset(cases[-size:]):
+        size = min(TAIL_ROUNDS * slots_of.get(cases[-1], 0), len(cases) // 2)
+        if size <= 0 or not all(c in slots_of for c in cases[-size:]):
             return 0
         return size
 
@@ -217,7 +218,8 @@ class HeadStart:
             planned = {c.nodeid for p in plans for c in p.cases}
             with self._lock:
                 self._planned = planned
-                self._last_slots = plans[-1].slots if plans else 0
+                self._slots_of = {c.nodeid: p.slots for p in plans if p.slots > 0
+                                  for c in p.cases}
                 collected = self._collected
                 # all of them now: a stop cancels and the end closes those never reached too
                 self._runtimes.extend(p.runtime for p in plans)

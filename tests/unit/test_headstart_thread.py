@@ -390,3 +390,24 @@ def test_no_tail_for_a_suite_its_pipeline_does_not_answer() -> None:
     finally:
         runtime.pipe.release.set()
         head.stop()
+
+
+def test_the_tail_is_that_of_the_suite_collected_last() -> None:
+    """Its rounds are those of the last case's suite, whatever order the head start answers
+    the suites in; a last suite it leaves to the workers has none."""
+    answered, left = Runtime(), Runtime()
+    answered_cases = plan(answered, 20)[0].cases
+    left_cases = tuple(PlannedCase("bm25", f"q{i}", 0, f"t.yaml::bm25::q{i}") for i in range(20))
+    head = HeadStart(lambda stopped: [SuitePlan(left, left_cases, slots=0),  # type: ignore[arg-type]
+                                      SuitePlan(answered, answered_cases, slots=3)],  # type: ignore[arg-type]
+                     Budget()).start()
+    try:
+        wait_until(lambda: left.asked)  # (the stubs answer in the plans' order)
+        ids = [c.nodeid for c in answered_cases]
+        others = [c.nodeid for c in left_cases]
+        assert head.tail([*others, *ids]) == 6
+        assert head.tail([*ids, *others]) == 0
+    finally:
+        for runtime in (left, answered):
+            runtime.pipe.release.set()
+        head.stop()

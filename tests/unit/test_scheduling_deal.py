@@ -44,17 +44,29 @@ def test_a_big_query_does_not_take_the_next_ones_too() -> None:
 
 
 def test_the_queries_of_the_last_cases_go_to_one_worker() -> None:
-    # ten queries, two systems: the last four cases (b::q7..q10) make one worker's tail,
-    # their queries' other cases (a::q7..q10) with them; q1..q6 are dealt in turn
+    # ten queries, repeated twice: the last four cases are q9 and q10's (their runs
+    # together); q1..q8 are dealt in turn
     queries = [f"q{i}" for i in range(1, 11)]
-    nodeids = ids({"s.yaml": (["a", "b"], queries, 1)})
+    nodeids = ids({"s.yaml": (["a"], queries, 2)})
     shares = [[nodeids[i] for i in share] for share in deal(nodeids, 2, tail=4)]
-    turn = {w: [f"s.yaml::{s}::q{i}" for s in "ab" for i in range(1 + w, 7, 2)] for w in (0, 1)}
-    tail = [f"s.yaml::{s}::q{i}" for s in "ab" for i in range(7, 11)]
+    turn = {w: [f"s.yaml::a::q{i}[run{r}]" for i in range(1 + w, 9, 2) for r in (0, 1)]
+            for w in (0, 1)}
+    tail = [f"s.yaml::a::q{i}[run{r}]" for i in (9, 10) for r in (0, 1)]
     # the tail goes to the worker with the fewest cases once the others are dealt: a tie
     # here, so the one dealt to longest ago (the first)
-    assert shares == [sorted(turn[0] + tail, key=nodeids.index), turn[1]]
+    assert shares == [turn[0] + tail, turn[1]]
     assert deal(nodeids, 2, tail=0) == deal(nodeids, 2)
+    # a window that cuts a query's runs in two (q9's) leaves that query to be dealt in turn:
+    # q10 alone is the tail, to the worker with the fewest cases (the second)
+    assert deal(nodeids, 2, tail=3) == [[i for i in range(20) if i // 2 in (0, 2, 4, 6, 8)],
+                                        [i for i in range(20) if i // 2 in (1, 3, 5, 7, 9)]]
+
+
+def test_a_query_with_cases_before_the_last_ones_is_dealt_in_turn() -> None:
+    # two systems: the last cases are b's, and their queries' a cases come much earlier;
+    # handed to one worker, the "tail" took most of the suite
+    nodeids = ids({"s.yaml": (["a", "b"], [f"q{i}" for i in range(1, 11)], 1)})
+    assert deal(nodeids, 2, tail=4) == deal(nodeids, 2)
 
 
 @given(
@@ -80,9 +92,13 @@ def test_every_case_dealt_once_in_order_by_query_and_balanced(
         for i in share:
             owners[query_of(nodeids[i])].add(w)
     assert all(len(o) == 1 for o in owners.values())
-    # the queries of the last `tail` cases: all with one worker
-    last = {query_of(n) for n in nodeids[max(0, len(nodeids) - tail):]} if tail else set()
+    # the queries whose cases are all among the last `tail`: all with one worker, and no
+    # more cases than that
+    window = max(0, len(nodeids) - tail)
+    last = {q for q in owners
+            if all(i >= window for i, n in enumerate(nodeids) if query_of(n) == q)}
     assert len({w for q in last for w in owners[q]}) <= 1
+    assert sum(1 for n in nodeids if query_of(n) in last) <= tail
     # the others balanced (the tail's owner had the fewest of them)
     sizes = [sum(1 for i in share if query_of(nodeids[i]) not in last) for share in shares]
     others = [q for q in owners if q not in last]
