@@ -118,6 +118,26 @@ metrics: [recall@10]
     assert ds.corpus[0].metadata == {"year": 2024}
 
 
+def test_ids_that_read_back_as_written_stay_what_yaml_made_of_them() -> None:
+    """An id YAML reads as the number it spells (1, 2.5) is the same id as before, and the
+    suite document (whose hash the resume's case keys hold) is unchanged: an earlier run of
+    such a suite is still resumed."""
+    from pytest_ragbench.suite.loader import parse_document
+
+    data, _ = parse_document("""\
+dataset:
+  documents: [{_id: 1, text: a}, {_id: 2.5, text: b}, {_id: 007, text: c}]
+  items: [{_id: 10, text: a, relevant: {1: 1, 007: 2}}]
+  query_ids: [10]
+xfail: [10]
+""", Path("suite.yaml"))
+    assert data == {"dataset": {
+        "documents": [{"_id": 1, "text": "a"}, {"_id": 2.5, "text": "b"},
+                      {"_id": "007", "text": "c"}],
+        "items": [{"_id": 10, "text": "a", "relevant": {1: 1, "007": 2}}],
+        "query_ids": [10]}, "xfail": [10]}
+
+
 @pytest.mark.parametrize("libyaml", [True, False])
 def test_query_ids_and_known_failures_name_queries_as_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libyaml: bool) -> None:

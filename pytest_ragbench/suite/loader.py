@@ -232,9 +232,12 @@ _NOT_TEXT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "b
 
 
 def _as_written(node: yaml.Node, value: Any) -> Any:
-    """A plain scalar's text where YAML read it as a number, boolean or date."""
+    """A plain scalar's text where YAML read it as a number, boolean or date that does not
+    read back as that text (``1`` stays the number 1: its id, ``"1"``, is the same, and so
+    is the document the suite's settings hash is taken of, as before this rule)."""
     # plain (unquoted): style None, or "" from LibYAML
-    if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _NOT_TEXT_TAGS:
+    if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _NOT_TEXT_TAGS \
+            and str(value) != node.value:
         return node.value
     return value
 
