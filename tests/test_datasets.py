@@ -128,14 +128,65 @@ def test_ids_that_read_back_as_written_stay_what_yaml_made_of_them() -> None:
 dataset:
   documents: [{_id: 1, text: a}, {_id: 2.5, text: b}, {_id: 007, text: c}]
   items: [{_id: 10, text: a, relevant: {1: 1, 007: 2}}]
-  query_ids: [10]
+  query_ids: [10, 2.5]
 xfail: [10]
 """, Path("suite.yaml"))
+    # (2.5 was no document id: the reader refuses a number that is not whole; as a query id
+    # in query_ids it was "2.5" and stays 2.5)
     assert data == {"dataset": {
-        "documents": [{"_id": 1, "text": "a"}, {"_id": 2.5, "text": "b"},
+        "documents": [{"_id": 1, "text": "a"}, {"_id": "2.5", "text": "b"},
                       {"_id": "007", "text": "c"}],
         "items": [{"_id": 10, "text": "a", "relevant": {1: 1, "007": 2}}],
-        "query_ids": [10]}, "xfail": [10]}
+        "query_ids": [10, 2.5]}, "xfail": [10]}
+
+
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_decimal_boolean_and_date_ids_read_as_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libyaml: bool) -> None:
+    import yaml
+
+    from pytest_ragbench.suite import loader
+
+    if not libyaml:
+        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents: [{_id: 2.5, text: alpha}, {_id: True, text: beta}, {_id: 2024-01-01, text: c}]
+  items:
+    - {_id: 1.5, text: alpha, relevant: {2.5: 1}}
+    - {_id: 2024-01-01 10:00:00, text: beta, relevant: [True, 2024-01-01]}
+  query_ids: [1.5, 2024-01-01 10:00:00]
+retrievers: {bm25: {}}
+metrics: [recall@10]
+xfail: [2024-01-01 10:00:00]
+""")
+    loaded = loader.load_suite(suite, None)
+    ds = load_dataset(loaded.dataset)
+    assert [d.id for d in ds.corpus] == ["2.5", "True", "2024-01-01"]
+    assert [(q.id, q.relevant) for q in ds.queries] == [
+        ("1.5", {"2.5": 1}), ("2024-01-01 10:00:00", {"True": 1, "2024-01-01": 1})]
+    assert list(loaded.xfail) == ["2024-01-01 10:00:00"]
+
+
+def test_a_records_own_id_wins_over_a_merged_one(tmp_path: Path) -> None:
+    from pytest_ragbench.suite import loader
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents: [&doc {_id: 007, text: alpha}, {<<: *doc, _id: d2}, {<<: *doc, _id: 12}]
+  items: [&base {_id: 010, text: alpha}, {<<: *base, _id: q2}, {<<: *base, _id: "q3"}]
+retrievers: {bm25: {}}
+metrics: [recall@10]
+""")
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [d.id for d in ds.corpus] == ["007", "d2", "12"]
+    assert [q.id for q in ds.queries] == ["010", "q2", "q3"]
+    data, _ = loader.parse_document(suite.read_text(), suite)
+    assert data["dataset"]["documents"][2]["_id"] == 12  # what YAML makes of it
 
 
 @pytest.mark.parametrize("libyaml", [True, False])

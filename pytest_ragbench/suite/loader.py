@@ -231,13 +231,15 @@ _NOT_TEXT_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "b
                                                               "timestamp"))
 
 
-def _as_written(node: yaml.Node, value: Any) -> Any:
-    """A plain scalar's text where YAML read it as a number, boolean or date that does not
-    read back as that text (``1`` stays the number 1: its id, ``"1"``, is the same, and so
-    is the document the suite's settings hash is taken of, as before this rule)."""
+def _as_written(node: yaml.Node, value: Any, keep: tuple[type, ...] = (int,)) -> Any:
+    """A plain scalar's text where YAML read it as a number, boolean or date, unless it is
+    of a type in ``keep`` (what the reader of the ids took before this rule: whole numbers,
+    for query ids numbers) and reads back as that text: ``1`` stays the number 1, whose id
+    is ``"1"`` all the same, so that the document the suite's settings hash is taken of is
+    as it was. Everything else was refused as an id or read as another one."""
     # plain (unquoted): style None, or "" from LibYAML
     if isinstance(node, yaml.ScalarNode) and not node.style and node.tag in _NOT_TEXT_TAGS \
-            and str(value) != node.value:
+            and not (type(value) in keep and str(value) == node.value):
         return node.value
     return value
 
@@ -260,13 +262,14 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
     if not isinstance(data, dict):
         return data
     if "xfail" in data:
-        data["xfail"] = _texts(child(root, "xfail"), data["xfail"], construct)
+        data["xfail"] = _texts(child(root, "xfail"), data["xfail"], construct, (int, float))
     dataset = child(root, "dataset")
     if not isinstance(data.get("dataset"), dict) or dataset is None:
         return data
     if "query_ids" in data["dataset"]:
         data["dataset"]["query_ids"] = _texts(child(dataset, "query_ids"),
-                                              data["dataset"]["query_ids"], construct)
+                                              data["dataset"]["query_ids"], construct,
+                                              (int, float))
     for part in ("documents", "items"):
         records, nodes = data["dataset"].get(part), child(dataset, part)
         if not isinstance(records, list) or not isinstance(nodes, yaml.SequenceNode) \
@@ -275,23 +278,27 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
         for record, node in zip(records, nodes.value, strict=True):
             if not isinstance(record, dict) or not isinstance(node, yaml.MappingNode):
                 continue
-            for k, v in node.value:
-                if not isinstance(k, yaml.ScalarNode) or k.value not in record:
+            # the last pair of a key is the record's (a merge key's pairs come first)
+            own = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+            for key, v in own.items():
+                if key not in record:
                     continue
-                if k.value in ID_KEYS:
-                    record[k.value] = _as_written(v, record[k.value])
-                elif k.value == "relevant" and part == "items":
-                    record[k.value] = _texts(v, record[k.value], construct)
+                if key in ID_KEYS:
+                    record[key] = _as_written(v, record[key])
+                elif key == "relevant" and part == "items":
+                    record[key] = _texts(v, record[key], construct)
     return data
 
 
-def _texts(node: yaml.Node | None, value: Any, construct: Callable[[yaml.Node], Any]) -> Any:
+def _texts(node: yaml.Node | None, value: Any, construct: Callable[[yaml.Node], Any],
+           keep: tuple[type, ...] = (int,)) -> Any:
     """A list of ids, or a mapping keyed by ids, with the ids as written (see
-    :func:`_ids_as_written`); anything else as it is."""
+    :func:`_ids_as_written` and, for ``keep``, :func:`_as_written`); anything else as it
+    is."""
     if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
-        return [_as_written(n, construct(n)) for n in node.value]
+        return [_as_written(n, construct(n), keep) for n in node.value]
     if isinstance(node, yaml.MappingNode) and isinstance(value, dict):
-        return {_as_written(k, construct(k)): construct(v) for k, v in node.value}
+        return {_as_written(k, construct(k), keep): construct(v) for k, v in node.value}
     return value
 
 
