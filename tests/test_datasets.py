@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import SHARED
@@ -80,17 +81,21 @@ def test_inline_labels_forms(tmp_path: Path) -> None:
     assert qs[2].judged is False and qs[2].reference_answers == ("m",)
 
 
-@pytest.mark.parametrize("libyaml", [True, False])
-def test_inline_ids_are_what_the_suite_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              libyaml: bool) -> None:
-    """YAML reads 007 and 7 as the same number, 010 as 8 (octal), 1:30 as 90, 1.10 as 1.1, no
-    as False and 2024-1-1 as a date: an inline id is its text, as in the dataset's files."""
+@pytest.fixture(params=["libyaml", "python"])
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The suite loader, with LibYAML's parser (the default) or the pure-Python one."""
     import yaml
 
     from pytest_ragbench.suite import loader
 
-    if not libyaml:
+    if request.param == "python":
         monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+    return loader
+
+
+def test_inline_ids_are_what_the_suite_writes(tmp_path: Path, loader: ModuleType) -> None:
+    """YAML reads 007 and 7 as the same number, 010 as 8 (octal), 1:30 as 90, 1.10 as 1.1, no
+    as False and 2024-1-1 as a date: an inline id is its text, as in the dataset's files."""
     suite = tmp_path / "suite.yaml"
     suite.write_text("""\
 name: s
@@ -140,15 +145,8 @@ xfail: [10]
         "query_ids": [10, 2.5]}, "xfail": [10]}
 
 
-@pytest.mark.parametrize("libyaml", [True, False])
-def test_decimal_boolean_and_date_ids_read_as_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libyaml: bool) -> None:
-    import yaml
-
-    from pytest_ragbench.suite import loader
-
-    if not libyaml:
-        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+def test_decimal_boolean_and_date_ids_read_as_written(tmp_path: Path,
+                                                      loader: ModuleType) -> None:
     suite = tmp_path / "suite.yaml"
     suite.write_text("""\
 name: s
@@ -189,17 +187,10 @@ metrics: [recall@10]
     assert data["dataset"]["documents"][2]["_id"] == 12  # what YAML makes of it
 
 
-@pytest.mark.parametrize("libyaml", [True, False])
-def test_query_ids_and_known_failures_name_queries_as_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libyaml: bool) -> None:
+def test_query_ids_and_known_failures_name_queries_as_written(tmp_path: Path,
+                                                              loader: ModuleType) -> None:
     """The ids that select queries and mark known failures are read as the queries' own: the
     query 010 is not the 8 YAML makes of the word, nor 007 the 7."""
-    import yaml
-
-    from pytest_ragbench.suite import loader
-
-    if not libyaml:
-        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
     suite = tmp_path / "suite.yaml"
     text = """\
 name: s
