@@ -22,13 +22,12 @@ does. Used only when the user did not choose ``--dist``; imported only when xdis
 workers.
 
 When the controller's head start answers the cases (in collection order), the last few of
-them go to one worker (``tail``, see :func:`deal`; the queries with every case among them):
-dealt in turn, every worker had its last
-case in the final round of responses, and all of them ended and exited at once, on the
-cores the controller then needed to aggregate the run and write its outputs (at ``-n 4``
-on 2 cores that took it 70 ms after the last case against 51 ms at ``-n 0``). With the tail
-on one worker the others end a few rounds earlier, while the LLM work still runs, and the
-controller's end took 53 ms.
+them go to one worker (``tail``, see :func:`deal`; the queries with every case among them).
+Dealt in turn, every worker had its last case in the final round of responses, and all of
+them ended and exited at once, on the cores the controller then needed to aggregate the run
+and write its outputs (at ``-n 4`` on 2 cores that took it 70 ms after the last case against
+51 ms at ``-n 0``). With the tail on one worker the others end a few rounds earlier, while
+the LLM work still runs, and the controller's end took 53 ms.
 """
 
 from __future__ import annotations
