@@ -23,6 +23,9 @@ Fields (schema version 1)::
     n_relevant      number of relevant (grade > 0) documents in the labels
     no_relevant     True when the query is judged but has no relevant document
     retrieved       [[doc_id, score, grade | None], ...] top ``record_depth`` in evaluation order
+    record_depth    None, or the most documents ``retrieved`` and ``missed`` keep (the suite's
+                    ``record_depth``; at least k with ``--ragbench-save-run``): a shorter
+                    ``retrieved`` is the case's whole ranking
     missed          [[doc_id, grade], ...] relevant documents not retrieved within k
     relevant_ranks  {doc_id: rank | None} every relevant (grade > 0) document's 1-based rank in
                     the whole ranking of depth k (not only the ``record_depth`` kept in
@@ -59,7 +62,8 @@ collected cases (:mod:`pytest_ragbench.execution.runtime`), the hand-written tes
 records with it, so every producer writes the same keys in the same order.
 
 Readers take records of every version: a missing field reads as its default (``xfail``: None,
-so older records show their plain status; ``relevant_ranks``: {}, nothing to show).
+so older records show their plain status; ``relevant_ranks``: {}, nothing to show;
+``record_depth``: None, so a resume cannot tell a whole short ranking from a cut one).
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ class _RecordFields(TypedDict):
     n_relevant: int | None
     no_relevant: bool
     retrieved: list[list[Any]]
+    record_depth: int | None
     missed: list[list[Any]]
     relevant_ranks: dict[str, int | None]
     thresholds: list[ThresholdCheck]
@@ -185,6 +190,7 @@ def make_record(
         "n_relevant": n_relevant,
         "no_relevant": bool(no_relevant),
         "retrieved": [],
+        "record_depth": None,
         "missed": [],
         "relevant_ranks": {},
         "thresholds": [],

@@ -233,3 +233,20 @@ def test_a_resumed_run_saves_the_same_run_files_as_a_fresh_one(pytester: pytest.
     expected = (pytester.path / "fresh" / "mini.overlap.trec").read_text()
     assert max(Counter(line.split()[0] for line in expected.splitlines()).values()) > 2
     assert (pytester.path / "resumed" / "mini.overlap.trec").read_text() == expected
+
+
+def test_a_resumed_save_run_reuses_the_rankings_shorter_than_k(pytester: pytest.Pytester,
+                                                                mini_suite) -> None:
+    # the overlap retriever ranks only the documents sharing a word with the query, fewer
+    # than k: such a record holds the whole ranking, and a resume saving run files reuses it
+    mini_suite()
+    fresh = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-save-run=fresh",
+                               "-p", "no:cacheprovider")
+    assert fresh.ret == 0
+    expected = (pytester.path / "fresh" / "mini.overlap.trec").read_text()
+    assert 0 < max(Counter(line.split()[0] for line in expected.splitlines()).values()) < 10
+    resumed = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-resume=latest",
+                                 "--ragbench-save-run=resumed", "-p", "no:cacheprovider")
+    assert resumed.ret == 0
+    resumed.stdout.fnmatch_lines([f"*resumed from *: {len(QUERIES)} cases reused, 0 run"])
+    assert (pytester.path / "resumed" / "mini.overlap.trec").read_text() == expected

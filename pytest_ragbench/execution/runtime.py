@@ -552,6 +552,7 @@ class SuiteRuntime:
         rec["retrieved"] = [
             [d, clean_float(scores[d]), grades.get(d)] for d in result.ranked[: suite.record_depth]
         ]
+        rec["record_depth"] = suite.record_depth
         # ``scores`` has exactly the ranked ids as keys: no set of them is needed.
         rec["missed"] = sorted(
             ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
@@ -955,6 +956,7 @@ class SuiteRuntime:
         grades = query.relevant
         rec["retrieved"] = [[d, clean_float(scores[d]), grades.get(d)]
                             for d in ids[: self.suite.record_depth]]
+        rec["record_depth"] = self.suite.record_depth
         rec["missed"] = sorted(
             ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
             key=lambda x: (-x[1], x[0]),

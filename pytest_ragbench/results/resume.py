@@ -244,6 +244,13 @@ def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
     return folder.resolve()
 
 
+def _whole(retrieved: list[Any], record: Mapping[str, Any]) -> bool:
+    """Whether ``retrieved`` is the record's whole ranking: shorter than the depth it was
+    kept at (unknown in records written before ``record_depth`` was: never whole)."""
+    depth = record.get("record_depth")
+    return isinstance(depth, int) and not isinstance(depth, bool) and len(retrieved) < depth
+
+
 @dataclass
 class EarlierRun:
     """The finished records of a run folder, by case identity."""
@@ -287,11 +294,12 @@ class EarlierRun:
             return None, keys.change(system, stored)
         retrieved = old.get("retrieved")
         if (system not in keys.pipelines and isinstance(retrieved, list)
-                and len(retrieved) < keys.depth):
+                and len(retrieved) < keys.depth and not _whole(retrieved, old)):
             # kept at a smaller depth: run files written from it would hold fewer documents
-            # than the ranking had (a ranking shorter than k is run again, to be sure)
-            return None, (f"recorded with {len(retrieved)} documents, the run files keep "
-                          f"{keys.depth}")
+            # than the ranking had
+            n = len(retrieved)
+            return None, (f"recorded with {n} document{'' if n == 1 else 's'}, the run files "
+                          f"keep {keys.depth}")
         # The file may differ in what the key leaves out (gates, comments): the record is
         # valid for the file as it is now.
         return {**old, "suite_hash": keys.suite_hash}, None
