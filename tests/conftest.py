@@ -10,6 +10,7 @@ import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpcore  # noqa: F401
@@ -167,6 +168,18 @@ def mini_suite(pytester: pytest.Pytester):
         return path
 
     return write
+
+
+@pytest.fixture(params=["libyaml", "python"])
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The suite loader, with LibYAML's parser (the default) or the pure-Python one."""
+    import yaml
+
+    from pytest_ragbench.suite import loader
+
+    if request.param == "python":
+        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
+    return loader
 
 
 # -- the unit / e2e split ------------------------------------------------------------------

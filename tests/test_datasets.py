@@ -81,18 +81,6 @@ def test_inline_labels_forms(tmp_path: Path) -> None:
     assert qs[2].judged is False and qs[2].reference_answers == ("m",)
 
 
-@pytest.fixture(params=["libyaml", "python"])
-def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The suite loader, with LibYAML's parser (the default) or the pure-Python one."""
-    import yaml
-
-    from pytest_ragbench.suite import loader
-
-    if request.param == "python":
-        monkeypatch.setattr(loader, "SAFE_LOADER", yaml.SafeLoader)
-    return loader
-
-
 def test_inline_ids_are_what_the_suite_writes(tmp_path: Path, loader: ModuleType) -> None:
     """YAML reads 007 and 7 as the same number, 010 as 8 (octal), 1:30 as 90, 1.10 as 1.1, no
     as False and 2024-1-1 as a date: an inline id is its text, as in the dataset's files."""

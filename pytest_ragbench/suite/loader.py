@@ -159,8 +159,49 @@ def _check_size(text: str, path: Path, loader: type[yaml.SafeLoader]) -> None:
                                  "out or use fewer aliases", file=path, line=line)
 
 
+#: Plain numbers YAML 1.1 (PyYAML) reads otherwise than YAML 1.2 and JSON do: a leading zero
+#: makes an octal number (``010`` is 8, not 10), colons a base-60 one (``1:30`` is 90).
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
+def _is_id_path(where: KeyPath) -> bool:
+    """Whether the node at ``where`` is a query or document id (read as written, see
+    :func:`_ids_as_written`)."""
+    if where[:1] == ("xfail",) or where[:2] == ("dataset", "query_ids"):
+        return True
+    if len(where) < 4 or where[:2] not in (("dataset", "documents"), ("dataset", "items")):
+        return False
+    if len(where) == 4:
+        return where[3] in ID_KEYS
+    # the ids a list of relevant documents names (a mapping's values are grades)
+    return where[1] == "items" and where[3] == "relevant" and isinstance(where[4], int)
+
+
+def _unclear_number(node: yaml.ScalarNode, where: KeyPath, path: Path) -> SuiteError | None:
+    """The error for a plain number YAML 1.1 reads otherwise than JSON and YAML 1.2 would,
+    outside ids (which keep their text): a suite's ``k: 010`` would silently be 8."""
+    if node.style or node.tag not in _NOT_TEXT_TAGS or _is_id_path(where):
+        return None
+    text = node.value
+    if _OCTAL.fullmatch(text):
+        digits = text.replace("_", "")
+        value, decimal = int(digits, 8), int(digits, 10)
+        if value == decimal:  # 007: 7 either way
+            return None
+        why = (f"{text} is the octal number {value} in YAML (a leading zero), not {decimal}: "
+               f"write {value}, or {decimal} without the leading zero")
+    elif _BASE_60.fullmatch(text):
+        why = (f"{text} is a base-60 number in YAML (its colons): write the number you mean, "
+               "or quote it for text")
+    else:
+        return None
+    return SuiteError(why, file=path, key=key_str(where) or None, line=node.start_mark.line + 1)
+
+
 def _map_lines(root: yaml.Node, path: Path) -> Lines:
-    """Key path -> line of every node; duplicate keys are an error naming both lines."""
+    """Key path -> line of every node; duplicate keys are an error naming both lines, and so
+    is a plain number YAML reads otherwise than JSON would (see :func:`_unclear_number`)."""
     lines: dict[KeyPath, int] = {(): root.start_mark.line + 1}
     todo: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
     while todo:
@@ -187,6 +228,8 @@ def _map_lines(root: yaml.Node, path: Path) -> Lines:
             for i, item in enumerate(node.value):
                 lines.setdefault((*where, i), item.start_mark.line + 1)
                 todo.append((item, (*where, i)))
+        elif isinstance(node, yaml.ScalarNode) and (error := _unclear_number(node, where, path)):
+            raise error
     return Lines(lines)
 
 

@@ -299,3 +299,30 @@ def test_dataset_paths_that_loop_or_are_the_wrong_kind_name_the_entry(tmp_path: 
             load_suite(suite, None)
         assert exc.value.key == key and exc.value.line == 3, str(exc.value)
         assert text in str(exc.value)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("k: 010\n", ":8: k: 010 is the octal number 8 in YAML (a leading zero), not 10: write 8, "
+                 "or 10 without the leading zero"),
+    ("record_depth: -0_30\n", ":8: record_depth: -0_30 is the octal number -24 in YAML"),
+    ("k: 1:30\n", ":8: k: 1:30 is a base-60 number in YAML (its colons): write the number you "
+                  "mean, or quote it for text"),
+    ("thresholds: {ndcg@10: 0:30.5}\n", ":8: thresholds.ndcg@10: 0:30.5 is a base-60 number"),
+])
+def test_a_number_yaml_reads_otherwise_than_json_is_named(folder, loader, line, expected):
+    # YAML 1.1 (PyYAML) reads these as 8, -24, 90 and 30.5 where JSON and YAML 1.2 read 10
+    # or text; the suite would have run with a k no one wrote
+    path = write(folder, GOOD + line)
+    with pytest.raises(SuiteError) as info:
+        loader.load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    assert str(info.value).startswith(f"{path}{expected}")
+
+
+@pytest.mark.parametrize(("line", "key", "value"), [
+    ("record_depth: 007\n", "record_depth", 7), ("seed: 0x1F\n", "seed", 31),
+    ("seed: 1_000\n", "seed", 1000), ("seed: 00\n", "seed", 0), ("seed: -0\n", "seed", 0)])
+def test_numbers_read_alike_by_yaml_and_json_load_as_before(folder, loader, line, key, value):
+    # 007 is 7 either way
+    path = write(folder, GOOD + line)
+    suite = loader.load_suite(path, Registry(use_entry_points=False).names("retriever"))
+    assert getattr(suite, key) == value
