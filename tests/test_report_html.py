@@ -624,6 +624,19 @@ def test_a_torn_last_line_is_what_a_crash_leaves_and_is_skipped(run_dir: Path) -
     assert len(records) == 3
 
 
+def test_a_line_torn_inside_a_character_is_skipped_too(run_dir: Path) -> None:
+    # records are written as UTF-8 (not ASCII escapes): a crash may cut a character in two,
+    # which stopped `ragbench report` and a resume with a decoding error
+    raw = (run_dir / CASES_JSONL).read_bytes()
+    (run_dir / CASES_JSONL).write_bytes(raw + '{"suite": "s.ragbench.yaml", "query": "café'
+                                        .encode()[:-1])
+    _, records = load_run(run_dir)
+    assert len(records) == 3
+    (run_dir / CASES_JSONL).write_bytes(b'{"x": "\xc3"}\n' + raw)
+    with pytest.raises(RunFolderError, match="not UTF-8 text"):
+        load_run(run_dir)
+
+
 def test_folders_that_are_not_run_folders(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert ragbench_main(["report", str(tmp_path / "nope")]) == 2

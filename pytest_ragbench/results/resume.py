@@ -293,10 +293,10 @@ class EarlierRun:
                 keys.case_key(system, case_id, run)["key"]:
             return None, keys.change(system, stored)
         retrieved = old.get("retrieved")
-        if (system not in keys.pipelines and isinstance(retrieved, list)
-                and len(retrieved) < keys.depth and not _whole(retrieved, old)):
+        if (isinstance(retrieved, list) and len(retrieved) < keys.depth
+                and not _whole(retrieved, old)):
             # kept at a smaller depth: run files written from it would hold fewer documents
-            # than the ranking had
+            # than the ranking had (a pipeline's contexts as a retriever's documents)
             n = len(retrieved)
             return None, (f"recorded with {n} document{'' if n == 1 else 's'}, the run files "
                           f"keep {keys.depth}")

@@ -156,8 +156,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     or fail on the first field they read.
     """
     out: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    # bytes, decoded line by line: a crash may tear the last line inside a character
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if not raw.endswith(b"\n"):
+                    break
+                raise  # the callers name the file, as for any text file
             if not line.strip():
                 continue
             try:

@@ -120,15 +120,17 @@ def test_an_earlier_run_reuses_finished_matching_records_only(tmp_path: Path):
 
 
 def test_saving_run_files_reuses_a_record_only_when_it_holds_the_top_k(tmp_path: Path):
-    def ranked(case_id: str, n: int, depth: int | None) -> dict:
+    def ranked(case_id: str, n: int, depth: int | None, system: str = "a") -> dict:
         rec = _rec(case_id)
+        rec["retriever"], rec["case_key"] = system, _keys().case_key(system, case_id, 0)
         rec["retrieved"] = [[f"d{i}", 1.0 / (i + 1), None] for i in range(n)]
         rec["record_depth"] = depth
         return rec
 
     run = EarlierRun.load(_write_run(tmp_path, "r1", [
         ranked("deep", 10, 20), ranked("short", 3, 20), ranked("cut", 5, 5),
-        ranked("older", 3, None), ranked("odd", 3, True)]))  # type: ignore[arg-type]
+        ranked("older", 3, None), ranked("odd", 3, True),  # type: ignore[arg-type]
+        ranked("cut", 2, 2, "p"), ranked("short", 6, 20, "p")]))
     saving = _keys(depth=10)
     assert run.reusable(saving, "a", "deep", 0)[0] is not None
     # a ranking shorter than the depth it was kept at is whole: its run file is the same
@@ -140,6 +142,10 @@ def test_saving_run_files_reuses_a_record_only_when_it_holds_the_top_k(tmp_path:
         None, "recorded with 3 documents, the run files keep 10")
     assert run.reusable(saving, "a", "odd", 0)[0] is None
     assert all(run.reusable(_keys(), "a", c, 0)[0] is not None for c in ("cut", "older"))
+    # a pipeline's contexts make its run files the same way
+    assert run.reusable(saving, "p", "cut", 0) == (
+        None, "recorded with 2 documents, the run files keep 10")
+    assert run.reusable(saving, "p", "short", 0)[0] is not None
 
 
 def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tmp_path: Path):
