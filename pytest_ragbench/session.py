@@ -178,6 +178,8 @@ class RagbenchSession:
         # Suite id -> the spec aggregation needs (None: the suite file could not be read),
         # taken when the run starts; see _collect_specs.
         self.specs: dict[str, SuiteSpec | None] = {}
+        #: The folder of the run this one resumes (written to run.json).
+        self.resumed_from: str | None = None
         # each suite's system names (retrievers and pipelines), for matching a baseline
         self._systems: dict[str, list[str]] = {}
         self.items_failed: set[str] = set()
@@ -297,6 +299,10 @@ class RagbenchSession:
             return  # every xdist worker sends the same, with its first case
         self.resume.seen = True
         self.resume.run_id = run.get("from")
+        if isinstance(run.get("folder"), str) and self.write_files:
+            # before this run's replays: if it stops too, its resume reuses both runs'
+            self.resumed_from = run["folder"]
+            self._write_run_json()
         for nodeid, why in (run.get("why") or {}).items():
             self.resume.item(str(nodeid), {"why": why})
         for nodeid, rec in (run.get("injected") or {}).items():
@@ -445,7 +451,7 @@ class RagbenchSession:
         try:
             write_json(self._run_dir() / RUN_JSON, run_start_doc(
                 run_id=self.run_id, started=self.started, specs=self.specs,
-                collected=totals))
+                collected=totals, resumed_from=self.resumed_from))
         except OSError as exc:
             self._cannot_write("run", path, exc)
         self._run_json_totals = totals

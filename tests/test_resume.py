@@ -185,6 +185,26 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     assert _results(_summary(latest_run(pytester.path))) == _results(_summary(first))
 
 
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_resume_stopped_before_its_replays_keeps_the_run_it_resumed(pytester, logged, xdist):
+    # a resumed run holds a reused case's record only once its item has replayed it: a
+    # resume of a stopped resume ran again what the first run had finished
+    pytester.runpytest(SUITE, "suite.yaml::b", "-p", "no:cacheprovider")  # b's 5 cases
+    first = latest_run(pytester.path)
+    stopped = pytester.runpytest(SUITE, "--ragbench-resume", "-x", "-p", "no:cacheprovider")
+    stopped.stdout.fnmatch_lines([f"resumed from {first.name}: *"])
+    assert stopped.ret == 1  # a::q4 failed first: b's replays never ran
+    middle = latest_run(pytester.path)
+    assert len(_records(middle)) < 9
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--ragbench-resume", *xdist, "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines([f"resumed from {middle.name}: 9 cases reused, 1 run"])
+    # only a::q5, unfinished in both runs, retrieves again
+    assert sum((_calls(pytester.path) - before).values()) == 1
+    result.assert_outcomes(passed=9, failed=1)
+    assert len(_records(latest_run(pytester.path))) == 10
+
+
 @pytest.mark.parametrize("narrowed", [("suite.yaml::b::q2",), ("suite.yaml::b",),
                                       ("suite.yaml::b::q2", "-n", "2")],
                          ids=["case", "system", "case-xdist"])

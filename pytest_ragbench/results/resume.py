@@ -244,6 +244,20 @@ def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
     return folder.resolve()
 
 
+#: How many resumed runs :meth:`EarlierRun.load` follows back.
+MAX_RESUME_CHAIN = 100
+
+
+def _resumed_from(folder: Path) -> Path | None:
+    """The folder of the run the run in ``folder`` resumed, if any (from its run.json)."""
+    try:
+        doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = doc.get("resumed_from") if isinstance(doc, dict) else None
+    return Path(value).resolve() if isinstance(value, str) and value else None
+
+
 def _whole(retrieved: list[Any], record: Mapping[str, Any]) -> bool:
     """Whether ``retrieved`` is the record's whole ranking: shorter than the depth it was
     kept at (unknown in records written before ``record_depth`` was: never whole)."""
@@ -261,22 +275,40 @@ class EarlierRun:
 
     @classmethod
     def load(cls, folder: Path) -> EarlierRun:
-        try:
-            rows = read_jsonl(folder / CASES_JSONL)
-        except (OSError, UnicodeDecodeError, RecordsFileError) as exc:
-            raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "
-                              f"{exc}") from None
+        """The records of the run in ``folder`` and, when it was itself a resume, those of
+        the runs it resumed (``run.json``'s ``resumed_from``, followed back): a resumed run
+        stopped before it replayed every reused record still holds them all. A run's own
+        finished record of a case wins over an earlier run's."""
         records: dict[Identity, dict[str, Any]] = {}
-        for rec in rows:
+        chain: list[Path] = []
+        at: Path | None = folder.resolve()
+        while at is not None and at not in chain and len(chain) < MAX_RESUME_CHAIN:
+            chain.append(at)
+            at = _resumed_from(at)
+        for index, run in enumerate(reversed(chain)):
             try:
-                ident = (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]),
-                         int(rec.get("run", 0)))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue
-            old = records.get(ident)
-            # A finished record is kept over an error record of the same case.
-            if old is None or old.get("status") not in REUSABLE:
-                records[ident] = rec
+                rows = read_jsonl(run / CASES_JSONL)
+            except (OSError, UnicodeDecodeError, RecordsFileError) as exc:
+                if index < len(chain) - 1:
+                    continue  # an older run of the chain that is gone or unreadable
+                raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "
+                                  f"{exc}") from None
+            own: dict[Identity, dict[str, Any]] = {}
+            for rec in rows:
+                try:
+                    ident = (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]),
+                             int(rec.get("run", 0)))
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    continue
+                old = own.get(ident)
+                # A finished record is kept over an error record of the same case.
+                if old is None or old.get("status") not in REUSABLE:
+                    own[ident] = rec
+            for ident, rec in own.items():
+                old = records.get(ident)
+                if old is None or rec.get("status") in REUSABLE \
+                        or old.get("status") not in REUSABLE:
+                    records[ident] = rec
         return cls(run_id=folder.name, folder=folder, records=records)
 
     def reusable(self, keys: SuiteKeys, system: str, case_id: str, run: int

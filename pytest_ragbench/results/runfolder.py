@@ -186,15 +186,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | None],
-                  collected: Mapping[str, int]) -> dict[str, Any]:
-    """The content of ``run.json`` (suites whose file could not be read are left out)."""
-    return {
+                  collected: Mapping[str, int], resumed_from: str | None = None
+                  ) -> dict[str, Any]:
+    """The content of ``run.json`` (suites whose file could not be read are left out).
+    ``resumed_from``: the folder of the run a resumed run reuses records of (a resume of
+    this run, if it stops too, reuses that run's records as well)."""
+    doc = {
         "schema_version": RUN_SCHEMA_VERSION,
         "id": run_id,
         "started": started,
         "suites": {sid: spec for sid, spec in sorted(specs.items()) if spec is not None},
         "collected": dict(sorted(collected.items())),
     }
+    if resumed_from is not None:
+        doc["resumed_from"] = resumed_from
+    return doc
 
 
 def read_run_start(path: Path) -> tuple[dict[str, Any], dict[str, SuiteSpec | None],

@@ -148,6 +148,24 @@ def test_saving_run_files_reuses_a_record_only_when_it_holds_the_top_k(tmp_path:
     assert run.reusable(saving, "p", "short", 0)[0] is not None
 
 
+def test_an_earlier_run_holds_the_records_of_the_runs_it_resumed(tmp_path: Path):
+    old = _write_run(tmp_path, "r1", [_rec("q1"), _rec("q2", "failed"), _rec("q3"),
+                                      _rec("q4", keys=_keys(dataset="old"))])
+    new = _write_run(tmp_path, "r2", [_rec("q2", "error"), _rec("q3", "error"), _rec("q4")])
+    for folder, source in ((new, old), (old, new)):  # a loop ends too
+        doc = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**doc, "resumed_from": str(source)}))
+    run = EarlierRun.load(new)
+    assert run.run_id == "r2"
+    status = {cid: (rec["status"], rec["case_key"]["dataset"])
+              for (_, _, cid, _), rec in run.records.items()}
+    # finished records win over errors, whichever run; a run's own finished one over older
+    assert status == {"q1": ("ok", "D"), "q2": ("failed", "D"), "q3": ("ok", "D"),
+                      "q4": ("ok", "D")}
+    (old / "cases.jsonl").unlink()  # an older run of the chain that is gone is left out
+    assert {cid for _, _, cid, _ in EarlierRun.load(new).records} == {"q2", "q3", "q4"}
+
+
 def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tmp_path: Path):
     partial = {"run": {"partial": True}}
     whole = {"run": {"partial": False}}
