@@ -169,8 +169,10 @@ def table_notes(table: SuiteTable) -> list[str]:
                      "flip between pass and fail at 0.5")
     for name, e in table.errors[:MAX_ERRORS]:
         lines.append(f"  error {name}/{e['case_id']} [{e['stage']}]: {e['message']}")
-    if len(table.errors) > MAX_ERRORS:
-        lines.append(f"  ... {len(table.errors) - MAX_ERRORS} more errors ({_MORE})")
+    # the summary lists a system's first errors only: the rows count them all
+    total = max(len(table.errors), sum(r.n_errors for r in table.rows))
+    if total > MAX_ERRORS:
+        lines.append(f"  ... {total - MAX_ERRORS} more errors ({_MORE})")
     return lines
 
 

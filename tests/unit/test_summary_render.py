@@ -195,3 +195,17 @@ def test_baseline_section_by_level() -> None:
     assert baseline_section(base, rows, "short") == default[:2]
     full = baseline_section(base, rows, "full")
     assert len(full) == 6 and sum(line.startswith("  ok") for line in full) == 4
+
+
+def test_the_errors_left_out_are_counted_from_every_case() -> None:
+    # a summary lists a system's first 20 errors: with 32 errors, 3 shown, 29 are left out
+    # (the line said 17)
+    from pytest_ragbench.report.terminal import MAX_ERRORS, table_notes
+
+    summary = synthetic_summary()
+    row = summary["suites"][0]["retrievers"][0]
+    row["n_errors"] = 32
+    row["errors"] = [{"case_id": f"q{i}", "stage": "retrieve", "message": "boom"}
+                     for i in range(20)]
+    notes = table_notes(suite_table(summary["suites"][0]))
+    assert f"  ... {32 - MAX_ERRORS} more errors" in "\n".join(notes)
