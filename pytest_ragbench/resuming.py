@@ -50,6 +50,7 @@ class CaseResume:
         self._keys: dict[str, SuiteKeys] = {}
         self._why: dict[str, str] = {}
         self._payload: dict[str, Any] | None = None
+        self._earlier_run: EarlierRun | None = None
         workerinput = getattr(config, "workerinput", None)
         #: Run folders to resume from, newest first; None: not resuming.
         self.candidates: list[str] | None = None
@@ -104,6 +105,31 @@ class CaseResume:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         self._collected += [x for x in (report.result or []) if isinstance(x, CaseItem)]
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Under ``--lf`` with resume, the cases the earlier run did not finish (stopped by
+        ``-x``, a crash) run too: pytest's last-failed plugin, whose selection comes after
+        this, would deselect them as not failed, and no record would stand for them."""
+        if self.candidates is None or not self._lf_active():
+            return
+        lf = self.config.pluginmanager.get_plugin("lfplugin")
+        lastfailed = getattr(lf, "lastfailed", None)
+        if not getattr(lf, "active", False) or not isinstance(lastfailed, dict) \
+                or not lastfailed:
+            return  # nothing remembered as failed: every item runs or is reused
+        earlier = self._earlier()
+        if earlier is None:
+            return
+        for item in items:
+            # the plugin's keys: the node's structured id (pytest 9), else its node id
+            key = getattr(item, "id", item.nodeid)
+            if not isinstance(item, CaseItem) or key in lastfailed:
+                continue
+            keys = self._suite_keys(item)
+            if keys is None or earlier.reusable(keys, item.retriever, item.case_id,
+                                                item.run)[0] is None:
+                # kept by --lf as a failure would be; it leaves the list once it passes
+                lastfailed[key] = True
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self._collected:
@@ -187,12 +213,15 @@ class CaseResume:
     def _earlier(self) -> EarlierRun | None:
         if self.candidates is None:
             return None
+        if self._earlier_run is not None:
+            return self._earlier_run
         from .results.resume import ResumeError, pick_run
 
         suites = {item.nodeid.split("::")[0] for item in self._collected}
         try:
-            return pick_run((Path(p) for p in self.candidates), suites,
-                            unfinished_only=self.unfinished_only)
+            self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
+                                         unfinished_only=self.unfinished_only)
+            return self._earlier_run
         except ResumeError as exc:
             raise pytest.UsageError(f"ragbench: {exc}") from None
 

@@ -161,6 +161,26 @@ def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
 
 
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_last_failed_with_resume_after_a_stop_runs_the_cases_never_finished(pytester, logged,
+                                                                              xdist):
+    # -x stopped the run at a::q4: --lf deselected a::q5 and b's cases as "not failed", and
+    # the run passed on 4 of 10 cases
+    stopped = pytester.runpytest(SUITE, "-x", "-p", "no:randomly")
+    stopped.assert_outcomes(passed=3, failed=1)
+    first = latest_run(pytester.path)
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume", *xdist)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 3 cases reused, 7 run"])
+    # (xdist's summary does not count its workers' deselections)
+    result.assert_outcomes(passed=6, failed=1, deselected=0 if xdist else 3)
+    # a::q1-q3 are not retrieved again; a::q4 (failed), a::q5 and b's five are
+    assert sum((_calls(pytester.path) - before).values()) == 7
+    summary = _summary(latest_run(pytester.path))
+    assert summary["verdict"]["coverage"] == "10 of 10 cases"
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
 def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     # Bare, the option resumes only an unfinished newest run; `=latest` is a run reference
     # like any other (it used to be read as the bare option, and refused a finished run)
