@@ -166,7 +166,7 @@ def test_last_failed_with_resume_after_a_stop_runs_the_cases_never_finished(pyte
                                                                               xdist):
     # -x stopped the run at a::q4: --lf deselected a::q5 and b's cases as "not failed", and
     # the run passed on 4 of 10 cases
-    stopped = pytester.runpytest(SUITE, "-x", "-p", "no:randomly")
+    stopped = pytester.runpytest(SUITE, "-x")
     stopped.assert_outcomes(passed=3, failed=1)
     first = latest_run(pytester.path)
     before = _calls(pytester.path)

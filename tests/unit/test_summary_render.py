@@ -10,7 +10,7 @@ from summary_fixture import METRICS, SYSTEMS, synthetic_summary, synthetic_verdi
 
 from pytest_ragbench.options import summary_level
 from pytest_ragbench.report.markdown import summary_markdown
-from pytest_ragbench.report.terminal import render_summary
+from pytest_ragbench.report.terminal import MAX_ERRORS, render_summary, table_notes
 from pytest_ragbench.report.views import ab_view, headline_metrics, suite_table
 
 pytestmark = pytest.mark.unit
@@ -200,8 +200,6 @@ def test_baseline_section_by_level() -> None:
 def test_the_errors_left_out_are_counted_from_every_case() -> None:
     # a summary lists a system's first 20 errors: with 32 errors, 3 shown, 29 are left out
     # (the line said 17)
-    from pytest_ragbench.report.terminal import MAX_ERRORS, table_notes
-
     summary = synthetic_summary()
     row = summary["suites"][0]["retrievers"][0]
     row["n_errors"] = 32
