@@ -34,9 +34,9 @@ class EndpointConfig:
 
     ``retries`` is the number of retries after the first attempt; ``backoff`` the base delay
     in seconds of the exponential backoff between them; ``rpm`` / ``tpm`` rate limits.
-    ``timeout`` bounds each attempt, ``case_timeout`` one whole call (retries and waits for a
-    slot included). ``concurrency`` is fixed unless ``adaptive`` is set (``concurrency: auto``),
-    in which case it holds the adaptive upper bound.
+    ``timeout`` bounds each attempt, ``case_timeout`` one whole call (retries included, the
+    waits for the run's slots not). ``concurrency`` is fixed unless ``adaptive`` is set
+    (``concurrency: auto``), in which case it holds the adaptive upper bound.
     """
 
     base_url: str

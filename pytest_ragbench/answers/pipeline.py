@@ -50,6 +50,7 @@ from ..budget.wiring import endpoint_limits, pool_key
 from ..datasets import Query
 from ..embedders import HashingEmbedder
 from ..errors import ComponentError, RagbenchError, did_you_mean
+from ..llm import deadline
 from ..llm.base import LLM, Embedder, LLMError, Message
 from ..llm.cache import (
     CACHE_MODES,
@@ -244,9 +245,12 @@ class RagPipeline:
             return await self._run_case(query, top, wanted, run, meter)
         progress: dict[str, Any] = {"stage": "generation"}
         try:
-            return await asyncio.wait_for(
-                self._run_case(query, top, wanted, run, meter, progress), limit)
-        except (asyncio.TimeoutError, TimeoutError):
+            # the limit does not count the time the case's calls all wait for the run's
+            # slots: each process opens as many cases as the run has slots, so how long
+            # they queue depends on how many workers share the slots, not on the case
+            return await deadline.within(
+                limit, lambda: self._run_case(query, top, wanted, run, meter, progress))
+        except TimeoutError:
             return self._timed_out(top, wanted, meter, progress, limit)
 
     def _timed_out(self, top: list[tuple[str, str]], wanted: list[tuple[str, Any]],

@@ -38,6 +38,7 @@ import numpy as np
 from ..budget.api import RunBudget
 from ..budget.limits import Adaptive
 from ..budget.wiring import outcome_of
+from . import deadline
 from .base import LLM, Completion, Embedder, LLMError, Message, ProviderError, Usage
 from .resilience import (
     CircuitBreaker,
@@ -215,12 +216,18 @@ class CallGuard:
         if limit is None:
             return await self._retrying(fn, tokens, usage_of)
         try:
-            return await asyncio.wait_for(self._retrying(fn, tokens, usage_of), limit)
-        except (asyncio.TimeoutError, TimeoutError):
+            return await deadline.within(limit, lambda: self._retrying(fn, tokens, usage_of))
+        except TimeoutError:
             raise LLMError(f"{self.name} timed out: the call took longer than case_timeout "
-                           f"{limit:g} s (retries and waits included)") from None
+                           f"{limit:g} s (retries included; waiting for a slot is not "
+                           f"counted)") from None
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]], tokens: int,
+                        usage_of: Callable[[T], tuple[int, int]] | None) -> tuple[T, int]:
+        with deadline.call():
+            return await self._attempts(fn, tokens, usage_of)
+
+    async def _attempts(self, fn: Callable[[], Awaitable[T]], tokens: int,
                         usage_of: Callable[[T], tuple[int, int]] | None) -> tuple[T, int]:
         attempt = 0
         while True:
@@ -265,18 +272,26 @@ class CallGuard:
     async def _attempt(self, fn: Callable[[], Awaitable[T]], tokens: int,
                        usage_of: Callable[[T], tuple[int, int]] | None) -> _Outcome:
         if self._budget is None:
-            if self._limiter is not None:
-                await self._limiter.acquire(tokens)
-            async with self._semaphore:
+            with deadline.waiting_for_slot():
+                if self._limiter is not None:
+                    await self._limiter.acquire(tokens)
+                await self._semaphore.acquire()
+            try:
                 outcome = await self._invoke(fn)
+            finally:
+                self._semaphore.release()
             if self._limiter is not None and outcome.failure is None and usage_of is not None:
                 self._limiter.adjust(sum(usage_of(outcome.value)) - tokens)
             return outcome
-        lease = await self._budget.acquire(self._pool, tokens=tokens, cost_key=self._cost_key)
+        with deadline.waiting_for_slot():
+            lease = await self._budget.acquire(self._pool, tokens=tokens,
+                                               cost_key=self._cost_key)
         try:
             outcome = await self._invoke(fn)
         except BaseException:
-            lease.release("aborted")  # cancelled: says nothing about the provider
+            # cancelled at a time limit: too slow (the adaptive level backs off on it);
+            # otherwise abandoned, which says nothing about the provider
+            lease.release("timeout" if deadline.expired() else "aborted")
             raise
         if outcome.failure is not None:
             lease.release(outcome.failure.outcome, retry_after=outcome.failure.retry_after)

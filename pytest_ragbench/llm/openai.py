@@ -39,6 +39,7 @@ from ..budget.wiring import outcome_of
 from ..errors import ComponentError
 from ..redact import Redactor, header_secrets
 from ..tls import ssl_context_for
+from . import deadline
 from .base import Completion, LLMError, Message, ProviderError, Usage
 from .identity import ProviderId, strip_credentials
 from .resilience import (
@@ -296,11 +297,16 @@ class _OpenAIEndpoint:
                        estimated_tokens: int = 0,
                        usage_of: Callable[[Any], tuple[int, int]] | None = None) -> _Attempt:
         if self._budget is None:
-            async with self._semaphore:
+            with deadline.waiting_for_slot():
+                await self._semaphore.acquire()
+            try:
                 sent = await self._send(url, body)
+            finally:
+                self._semaphore.release()
             return sent if isinstance(sent, _Attempt) else self._interpret(sent, parse)
-        lease = await self._budget.acquire(self._pool, tokens=estimated_tokens,
-                                           cost_key=self._cost_key)
+        with deadline.waiting_for_slot():
+            lease = await self._budget.acquire(self._pool, tokens=estimated_tokens,
+                                               cost_key=self._cost_key)
         try:
             sent = await self._send(url, body)
             if isinstance(sent, _Attempt):
@@ -308,8 +314,10 @@ class _OpenAIEndpoint:
                 return sent
             outcome = self._interpret(sent, parse)
         except BaseException:
-            # cancelled (or a bug): says nothing about the endpoint, frees the slot
-            lease.release("aborted")
+            # cancelled at a time limit: the endpoint was too slow for it (the limit does not
+            # count the wait for this slot), which the adaptive level backs off on; otherwise
+            # (abandoned, or a bug) it says nothing about the endpoint; either frees the slot
+            lease.release("timeout" if deadline.expired() else "aborted")
             raise
         tokens: int | None = None
         usd: float | None = None
@@ -365,21 +373,32 @@ class _OpenAIEndpoint:
     ) -> tuple[T, int]:
         """POST with retries; return the parsed value and the number of requests it took.
 
-        With ``case_timeout`` the whole call (waits for a slot, attempts and backoff) is
-        bounded too; past it the call fails with an error naming that limit.
+        With ``case_timeout`` the whole call (attempts and backoff, not the waits for the
+        run's slots) is bounded too; past it the call fails with an error naming that limit.
         """
         if self._case_timeout is None:
             return await self._retrying(path, body, parse, estimated_tokens, usage_of)
         try:
-            return await asyncio.wait_for(
-                self._retrying(path, body, parse, estimated_tokens, usage_of),
-                self._case_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            return await deadline.within(
+                self._case_timeout,
+                lambda: self._retrying(path, body, parse, estimated_tokens, usage_of))
+        except TimeoutError:
             raise LLMError(f"POST {self._endpoint + path} timed out: the call took longer "
-                           f"than case_timeout {self._case_timeout:g} s "
-                           f"(retries and waits included)") from None
+                           f"than case_timeout {self._case_timeout:g} s (retries included; "
+                           f"waiting for a slot is not counted)") from None
 
     async def _retrying(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[Any], T],
+        estimated_tokens: int,
+        usage_of: Callable[[Any], tuple[int, int]] | None,
+    ) -> tuple[T, int]:
+        with deadline.call():
+            return await self._attempts(path, body, parse, estimated_tokens, usage_of)
+
+    async def _attempts(
         self,
         path: str,
         body: dict[str, Any],
@@ -394,7 +413,8 @@ class _OpenAIEndpoint:
             await self._breaker.before_call(self._endpoint)
             try:
                 if self._limiter is not None and self._budget is None:
-                    await self._limiter.acquire(estimated_tokens)
+                    with deadline.waiting_for_slot():
+                        await self._limiter.acquire(estimated_tokens)
                 self._requests += 1
                 outcome = await self._attempt(url, body, parse, estimated_tokens, usage_of)
             except BaseException:

@@ -564,7 +564,8 @@ class EndpointModel(_Model):
         None, description="extra request headers; ${VAR} expands environment variables")
     timeout: Positive = Field(60.0, description="seconds per request attempt")
     case_timeout: Positive | None = Field(
-        None, description="seconds one call may take, retries and waits for a slot included")
+        None, description="seconds one call may take, retries included; waiting for one of "
+                          "the run's slots is not counted")
     concurrency: Concurrency = Field(
         16, description="requests in flight at once for the whole run (all workers): a "
                         "number, 'auto' (adaptive up to 64) or {auto: true, max: N, start: N}")
@@ -627,7 +628,8 @@ class _CallKeys(_Open):
     tpm: Positive | None = Field(None, description="tokens per minute limit")
     timeout: Positive | None = Field(None, description="seconds per attempt (default: none)")
     case_timeout: Positive | None = Field(
-        None, description="seconds one call may take, retries and waits for a slot included")
+        None, description="seconds one call may take, retries included; waiting for one of "
+                          "the run's slots is not counted")
 
 
 class RegisteredLlm(_CallKeys):
@@ -750,8 +752,9 @@ class GenerationModel(_Model):
         None, description="inline Jinja2 prompt, or the path of a template file")
     template_file: NonEmptyStr | None = Field(None, description="path of a Jinja2 prompt file")
     timeout: Positive | None = Field(
-        None, description="seconds one case's generation and judging may take in all; a case "
-                          "past it is an error naming the stage and the limit")
+        None, description="seconds one case's generation and judging may take in all (the "
+                          "time all its calls wait for the run's slots is not counted); a "
+                          "case past it is an error naming the stage and the limit")
 
     @model_validator(mode="after")
     def _one_template(self) -> GenerationModel:
