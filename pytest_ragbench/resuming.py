@@ -238,14 +238,16 @@ class CaseResume:
         if sid not in self._keys:
             from . import __version__
             from .errors import RagbenchError
-            from .results.resume import SuiteKeys
+            from .results.resume import SuiteKeys, annotations_hash
             from .state import STATE_KEY
 
             runtime = self.config.stash[STATE_KEY].runtime(sid, suite_file.path)
             try:
                 saving = self.config.getoption("ragbench_save_run", None)
-                self._keys[sid] = SuiteKeys.of(runtime.suite, sid, runtime.dataset.content_hash,
+                dataset = runtime.dataset
+                self._keys[sid] = SuiteKeys.of(runtime.suite, sid, dataset.content_hash,
                                                __version__,
+                                               annotations=annotations_hash(dataset),
                                                depth=runtime.suite.k if saving else 0)
             except (RagbenchError, OSError):
                 # The suite file changed under the run: its cases get no key (never reused).

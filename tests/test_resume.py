@@ -161,6 +161,38 @@ def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
 
 
+def test_a_resume_after_the_datasets_metadata_changed_runs_its_cases_again(pytester, logged):
+    """A query's tags (markers, the summary's slices, the record) and a document's metadata
+    (what temporal_ndcg reads) are not in the content hash baselines compare by, but records
+    depend on them: a resume reruns the suite's cases and says why."""
+    from conftest import DOCS, QUERIES, write_jsonl
+
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
+    first = latest_run(pytester.path)
+    queries = [dict(q) for q in QUERIES]
+    queries[0]["tags"] = ["espresso", "seasonal"]
+    write_jsonl(pytester.path / "queries.jsonl", queries)
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={first.name}")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 0 cases reused, 10 run (10 not "
+                                 "reused: suite 'mini' dataset metadata changed (*)"])
+    (rec,) = [r for r in _records(latest_run(pytester.path))
+              if r["case_id"] == "q1" and r["retriever"] == "b"]
+    assert rec["tags"] == ["espresso", "seasonal"]
+
+    docs = [dict(d) for d in DOCS]
+    docs[0]["metadata"] = {"timestamp": "2026-01-01"}
+    write_jsonl(pytester.path / "corpus.jsonl", docs)
+    second = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={second.name}")
+    result.stdout.fnmatch_lines([f"resumed from {second.name}: 0 cases reused, 10 run (10 not "
+                                 "reused: suite 'mini' dataset metadata changed (*)"])
+    # and with nothing changed, everything is reused
+    third = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={third.name}")
+    result.stdout.fnmatch_lines([f"resumed from {third.name}: 10 cases reused, 0 run"])
+
+
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
 def test_last_failed_with_resume_after_a_stop_runs_the_cases_never_finished(pytester, logged,
                                                                               xdist):

@@ -8,6 +8,11 @@ record (up to timing). It hashes:
     or what the record is re-labelled with (``xfail``), and without the systems (below);
 ``dataset``
     the dataset's content hash (corpus and selected queries with their labels);
+``annotations``
+    what else of the dataset a record reads: the documents' metadata (a timestamp for
+    ``temporal_ndcg``, anything a custom metric reads) and the queries' type, difficulty, tags
+    and metadata (the record carries them, the summary slices by them). A part of its own, so
+    that the content hash baselines compare by stays what it was;
 ``system``
     the retriever's or pipeline's type, parameters and case timeout, with those of every
     sibling retriever it names in its parameters (a hybrid's fused retrievers);
@@ -39,6 +44,7 @@ from ..records import CASE_KEY_FIELD
 from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, RecordsFileError, read_jsonl
 
 if TYPE_CHECKING:
+    from ..datasets import Dataset
     from ..suite.model import ComponentSpec, Suite
 
 #: Statuses of a finished case; an errored case is run again.
@@ -78,6 +84,20 @@ def settings_digest(document: Any) -> str:
     if isinstance(document, Mapping):
         document = {k: v for k, v in document.items() if k not in _NOT_IN_SETTINGS}
     return _digest(document)
+
+
+def annotations_hash(dataset: Dataset) -> str:
+    """The ``annotations`` part of the key of a dataset's cases (see the module docstring)."""
+    h = hashlib.sha256()
+    for d in dataset.corpus:
+        # most corpora carry no metadata: those documents cost one check each
+        if d.metadata:
+            h.update(_digest(["d", d.id, d.metadata]).encode("ascii"))
+    for q in dataset.queries:
+        if q.type is not None or q.difficulty is not None or q.tags or q.metadata:
+            h.update(_digest(["q", q.id, q.type, q.difficulty, list(q.tags),
+                              q.metadata]).encode("ascii"))
+    return h.hexdigest()
 
 
 def _names_in(value: Any, names: Iterable[str]) -> set[str]:
@@ -130,6 +150,7 @@ class SuiteKeys:
     dataset: str | None
     version: str
     systems: Mapping[str, str]
+    annotations: str | None = None
     pipelines: frozenset[str] = field(default_factory=frozenset)
     #: With ``--ragbench-save-run``, how many retrieved documents a reused record must hold
     #: (``k``: the run files hold every record's documents); 0 without it.
@@ -137,11 +158,11 @@ class SuiteKeys:
 
     @classmethod
     def of(cls, suite: Suite, suite_id: str, dataset_hash: str | None,
-           version: str, *, depth: int = 0) -> SuiteKeys:
+           version: str, *, annotations: str | None = None, depth: int = 0) -> SuiteKeys:
         return cls(suite_id=suite_id, suite_name=suite.name, suite_hash=suite.suite_hash,
                    settings=(settings_hash(suite.path) if suite.document is None
                              else settings_digest(suite.document)),
-                   dataset=dataset_hash, version=version,
+                   dataset=dataset_hash, version=version, annotations=annotations,
                    systems=system_hashes(suite.systems),
                    pipelines=frozenset(p.name for p in suite.pipelines),
                    depth=depth)
@@ -149,7 +170,8 @@ class SuiteKeys:
     def case_key(self, system: str, case_id: str, run: int) -> dict[str, Any]:
         """The value of a record's :data:`CASE_KEY_FIELD`."""
         parts = {"settings": self.settings, "dataset": self.dataset,
-                 "system": self.systems.get(system), "version": self.version}
+                 "annotations": self.annotations, "system": self.systems.get(system),
+                 "version": self.version}
         key = _digest([parts, self.suite_id, system, case_id, int(run)])
         return {"key": key, **parts}
 
@@ -163,6 +185,11 @@ class SuiteKeys:
             return f"suite {self.suite_name!r} settings changed"
         if old.get("dataset") != self.dataset:
             return f"suite {self.suite_name!r} dataset changed"
+        if old.get("annotations") != self.annotations:
+            if "annotations" not in old:
+                return "recorded without the dataset's metadata in its case key"
+            return (f"suite {self.suite_name!r} dataset metadata changed (documents' metadata, "
+                    "queries' type, difficulty, tags or metadata)")
         if old.get("system") != self.systems.get(system):
             kind = "pipeline" if system in self.pipelines else "retriever"
             return f"{kind} {system!r} parameters changed"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pytest_ragbench.datasets import Dataset, Document, Query
 from pytest_ragbench.records import make_record
 from pytest_ragbench.results.resume import (
     EarlierRun,
     ResumeError,
     SuiteKeys,
+    annotations_hash,
     pick_run,
     resolve_run_folder,
     resume_line,
@@ -33,7 +36,8 @@ gates: {ndcg@10: 0.5}
 
 def _keys(**changes: object) -> SuiteKeys:
     base: dict = {"suite_id": "s.yaml", "suite_name": "s", "suite_hash": "h", "settings": "S",
-                  "dataset": "D", "version": "1", "systems": {"a": "A", "p": "P"},
+                  "dataset": "D", "annotations": "M", "version": "1",
+                  "systems": {"a": "A", "p": "P"},
                   "pipelines": frozenset({"p"})}
     return SuiteKeys(**{**base, **changes})
 
@@ -65,12 +69,39 @@ def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
     ({"settings": "S2"}, "suite 's' settings changed"),
     ({"dataset": "D2"}, "suite 's' dataset changed"),
     ({"systems": {"a": "A2", "p": "P"}}, "retriever 'a' parameters changed"),
+    ({"annotations": "M2"}, "suite 's' dataset metadata changed (documents' metadata, "
+                            "queries' type, difficulty, tags or metadata)"),
 ])
 def test_a_changed_part_is_named(changes: dict, why: str):
     old = _keys().case_key("a", "q1", 0)
     new = _keys(**changes)
     assert new.case_key("a", "q1", 0)["key"] != old["key"]
     assert new.change("a", old) == why
+
+
+def test_a_record_keyed_without_the_datasets_metadata_is_not_reused():
+    old = _keys().case_key("a", "q1", 0)
+    del old["annotations"]
+    assert _keys().change("a", old) == ("recorded without the dataset's metadata in its case "
+                                        "key")
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: replace(d, corpus=(replace(d.corpus[0], metadata={"timestamp": "2026"}),
+                                 *d.corpus[1:])),
+    lambda d: replace(d, queries=(replace(d.queries[0], tags=("new",)), *d.queries[1:])),
+    lambda d: replace(d, queries=(replace(d.queries[0], type="list"), *d.queries[1:])),
+    lambda d: replace(d, queries=(replace(d.queries[0], difficulty="hard"), *d.queries[1:])),
+    lambda d: replace(d, queries=(replace(d.queries[0], metadata={"x": 1}), *d.queries[1:])),
+    # the same metadata on another document
+    lambda d: replace(d, corpus=(replace(d.corpus[0], metadata={"y": 1}),
+                                 replace(d.corpus[1], metadata={}))),
+])
+def test_the_datasets_metadata_is_hashed(change) -> None:
+    dataset = Dataset("d", (Document("d1", "one"), Document("d2", "two", metadata={"y": 1})),
+                      (Query("q1", "first"), Query("q2", "second")), "C", "H")
+    assert annotations_hash(change(dataset)) != annotations_hash(dataset)
+    assert annotations_hash(replace(dataset, content_hash="H2")) == annotations_hash(dataset)
 
 
 def test_keys_differ_per_case_and_repetition_and_name_pipelines():
