@@ -135,6 +135,11 @@ class CaseResume:
         if not self._collected:
             return
         earlier = self._earlier()
+        if earlier is not None and earlier.clock is not None:
+            from .state import STATE_KEY
+
+            # one run's records: the new cases score against the clock the reused ones did
+            self.config.stash[STATE_KEY].set_clock(earlier.clock)
         selected = {id(item) for item in session.items}
         rerun = self._last_failed()
         injected: dict[str, dict[str, Any]] = {}
@@ -167,6 +172,7 @@ class CaseResume:
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
                              "folder": str(earlier.folder) if earlier else None,
+                             "clock": earlier.clock if earlier else None,
                              "injected": injected, "why": why}
         self._collected = []
 

@@ -299,6 +299,10 @@ class RagbenchSession:
             return  # every xdist worker sends the same, with its first case
         self.resume.seen = True
         self.resume.run_id = run.get("from")
+        clock = run.get("clock")
+        if isinstance(clock, int | float) and not isinstance(clock, bool):
+            # under xdist the workers took it; run.json says it for the next resume
+            self.config.stash[STATE_KEY].run_start = float(clock)
         if isinstance(run.get("folder"), str) and self.write_files:
             # before this run's replays: if it stops too, its resume reuses both runs'
             self.resumed_from = run["folder"]
@@ -451,7 +455,8 @@ class RagbenchSession:
         try:
             write_json(self._run_dir() / RUN_JSON, run_start_doc(
                 run_id=self.run_id, started=self.started, specs=self.specs,
-                collected=totals, resumed_from=self.resumed_from))
+                collected=totals, resumed_from=self.resumed_from,
+                clock=self.config.stash[STATE_KEY].run_start))
         except OSError as exc:
             self._cannot_write("run", path, exc)
         self._run_json_totals = totals

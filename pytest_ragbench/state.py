@@ -176,6 +176,15 @@ class RagbenchState:
             with self.registry.origin(origin):
                 impl.function(*[args[a] for a in impl.argnames if a in args])
 
+    def set_clock(self, clock: float) -> None:
+        """Score time-dependent metrics against ``clock`` (epoch seconds) instead of this run's
+        start: a resumed run takes the clock of the run it resumes. Before any case runs."""
+        from dataclasses import replace
+
+        self.run_start = clock
+        for runtime in self._runtimes.values():
+            runtime.ctx = replace(runtime.ctx, run_start=clock)
+
     def build_context(self, base_dir: Path) -> BuildContext:
         cache_path = self.config.getoption("ragbench_cache_path", None)
         return BuildContext(

@@ -127,6 +127,43 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
+CLOCK_METRIC = """
+class Clock:
+    \"\"\"The clock a case is scored against, as a time-dependent metric reads it.\"\"\"
+    name = "clock"
+    direction = "higher"
+
+    def compute(self, case, result):
+        return result.run_start
+
+
+def pytest_ragbench_register(registry):
+    registry.add("metric", "clock", Clock)
+"""
+
+
+@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_resumed_run_scores_its_new_cases_against_the_clock_of_the_run_it_resumes(
+        pytester, logged, xdist):
+    """temporal_ndcg without ``now`` decays by the run's start: a resumed run that took its
+    own scored old and new cases against two different times."""
+    pytester.makeconftest(CLOCK_METRIC)
+    logged(TWO.replace("mrr@10]", "mrr@10, clock]"))
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                             failed=1)
+    first = latest_run(pytester.path)
+    (clock,) = {r["metrics"]["clock"] for r in _records(first)}
+
+    resumed = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider", *xdist)
+    resumed.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
+    second = latest_run(pytester.path)
+    assert len(_records(second)) == 10
+    assert {r["metrics"]["clock"] for r in _records(second)} == {clock}
+    # run.json says it, so that a resume of the resumed run keeps it
+    assert [json.loads((run / "run.json").read_text())["clock"] for run in (first, second)] \
+        == [clock, clock]
+
+
 def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     """Two resumes of one first run (each used to make its own first run)."""
     pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)

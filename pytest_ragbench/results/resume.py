@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -285,6 +286,19 @@ def _resumed_from(folder: Path) -> Path | None:
     return Path(value).resolve() if isinstance(value, str) and value else None
 
 
+def _run_clock(folder: Path) -> float | None:
+    """The clock the run in ``folder`` scored against (its run.json's ``clock``), if known."""
+    try:
+        doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = doc.get("clock") if isinstance(doc, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _whole(retrieved: list[Any], record: Mapping[str, Any]) -> bool:
     """Whether ``retrieved`` is the record's whole ranking: shorter than the depth it was
     kept at (unknown in records written before ``record_depth`` was: never whole)."""
@@ -299,6 +313,9 @@ class EarlierRun:
     run_id: str
     folder: Path
     records: dict[Identity, dict[str, Any]]
+    #: The clock its time-dependent metrics scored against: a resumed run scores its new
+    #: cases against it too, so old and new records are those of one run (None: unknown).
+    clock: float | None = None
 
     @classmethod
     def load(cls, folder: Path) -> EarlierRun:
@@ -336,7 +353,8 @@ class EarlierRun:
                 if old is None or rec.get("status") in REUSABLE \
                         or old.get("status") not in REUSABLE:
                     records[ident] = rec
-        return cls(run_id=folder.name, folder=folder, records=records)
+        return cls(run_id=folder.name, folder=folder, records=records,
+                   clock=_run_clock(folder))
 
     def reusable(self, keys: SuiteKeys, system: str, case_id: str, run: int
                  ) -> tuple[dict[str, Any] | None, str | None]:

@@ -186,11 +186,13 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | None],
-                  collected: Mapping[str, int], resumed_from: str | None = None
-                  ) -> dict[str, Any]:
+                  collected: Mapping[str, int], resumed_from: str | None = None,
+                  clock: float | None = None) -> dict[str, Any]:
     """The content of ``run.json`` (suites whose file could not be read are left out).
     ``resumed_from``: the folder of the run a resumed run reuses records of (a resume of
-    this run, if it stops too, reuses that run's records as well)."""
+    this run, if it stops too, reuses that run's records as well). ``clock``: the time, in
+    epoch seconds, the run's time-dependent metrics score against (``temporal_ndcg``
+    without ``now``): its start, or the clock of the run it resumes."""
     doc = {
         "schema_version": RUN_SCHEMA_VERSION,
         "id": run_id,
@@ -200,6 +202,8 @@ def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | 
     }
     if resumed_from is not None:
         doc["resumed_from"] = resumed_from
+    if clock is not None:
+        doc["clock"] = clock
     return doc
 
 
