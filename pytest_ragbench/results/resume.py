@@ -4,8 +4,11 @@ A case's **key** says what its record depends on; two cases with the same key ge
 record (up to timing). It hashes:
 
 ``settings``
-    the suite file's document without what only aggregation reads (``gates``, ``baseline``)
-    or what the record is re-labelled with (``xfail``), and without the systems (below);
+    the suite file's document without what only aggregation reads (``gates``, ``baseline``),
+    what the record is re-labelled with (``xfail``), the systems (below), and what sets only
+    how or whether calls are made, not what a finished case measured: ``description``,
+    ``cache``, ``max_cost`` and the endpoints' ``concurrency``, ``rpm``, ``tpm``, ``retries``
+    and ``backoff`` (a run stopped by 429s or its cost cap is resumed with other limits);
 ``dataset``
     the dataset's content hash (corpus and selected queries with their labels);
 ``annotations``
@@ -50,8 +53,13 @@ if TYPE_CHECKING:
 
 #: Statuses of a finished case; an errored case is run again.
 REUSABLE = ("ok", "failed")
-# Sections of a suite file that change no case's record.
-_NOT_IN_SETTINGS = ("gates", "baseline", "xfail", "retrievers", "pipelines")
+# Sections of a suite file that change no finished case's record.
+_NOT_IN_SETTINGS = ("gates", "baseline", "xfail", "retrievers", "pipelines", "description",
+                    "cache", "max_cost")
+# The sections holding endpoints, and their keys that set only how calls are made (the
+# limits of the run's budget and the retries); a finished case measured the same under any.
+_ENDPOINT_SECTIONS = ("llm", "judge", "embedder")
+_CALL_KEYS = frozenset({"concurrency", "rpm", "tpm", "retries", "backoff"})
 
 Identity = tuple[str, str, str, int]
 
@@ -83,8 +91,18 @@ def settings_hash(path: Path) -> str:
 def settings_digest(document: Any) -> str:
     """:func:`settings_hash` of a suite file's parsed document."""
     if isinstance(document, Mapping):
-        document = {k: v for k, v in document.items() if k not in _NOT_IN_SETTINGS}
+        document = {k: _without_call_keys(v) if k in _ENDPOINT_SECTIONS else v
+                    for k, v in document.items() if k not in _NOT_IN_SETTINGS}
     return _digest(document)
+
+
+def _without_call_keys(section: Any) -> Any:
+    """An endpoint section (``judge`` holds its own ``llm`` and ``embedder``) without
+    :data:`_CALL_KEYS`."""
+    if not isinstance(section, Mapping):
+        return section
+    return {k: _without_call_keys(v) if k in _ENDPOINT_SECTIONS else v
+            for k, v in section.items() if k not in _CALL_KEYS}
 
 
 def annotations_hash(dataset: Dataset) -> str:

@@ -19,6 +19,7 @@ from pytest_ragbench.results.resume import (
     resolve_run_folder,
     resume_line,
     run_folders,
+    settings_digest,
     settings_hash,
     system_hashes,
 )
@@ -51,6 +52,55 @@ def test_settings_ignore_comments_gates_xfail_and_systems_but_not_metrics(tmp_pa
     assert settings_hash(path) == before
     path.write_text(SUITE.replace("[ndcg@10]", "[ndcg@10, recall@10]"))
     assert settings_hash(path) != before
+
+
+LLM_SUITE = {
+    "name": "s", "description": "first try", "dataset": {"corpus": "c.jsonl"},
+    "metrics": ["ndcg@10", "faithfulness"],
+    "llm": {"type": "openai", "base_url": "http://x/v1", "model": "m", "concurrency": 16,
+            "retries": 4, "case_timeout": 30},
+    "judge": {"llm": {"type": "openai", "base_url": "http://x/v1", "model": "j", "rpm": 600}},
+    "embedder": {"type": "openai", "base_url": "http://x/v1", "model": "e", "tpm": 10_000},
+    "cache": {"mode": "off"}, "max_cost": 5.0, "prices": {"m": {"prompt": 1, "completion": 2}},
+}
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("description",), "second try"),
+    (("cache",), {"mode": "readwrite"}),
+    (("max_cost",), 50.0),
+    (("llm", "concurrency"), {"auto": True, "max": 4}),
+    (("llm", "retries"), 8),
+    (("llm", "backoff"), 2.0),
+    (("judge", "llm", "rpm"), 60),
+    (("embedder", "tpm"), 1_000),
+])
+def test_settings_ignore_how_calls_are_made(path: tuple[str, ...], value: object) -> None:
+    """A run stopped by 429s or its cost cap is resumed with other limits: its finished cases
+    measured the same under any."""
+    changed = json.loads(json.dumps(LLM_SUITE))
+    at = changed
+    for key in path[:-1]:
+        at = at[key]
+    at[path[-1]] = value
+    assert settings_digest(changed) == settings_digest(LLM_SUITE)
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("llm", "model"), "m2"),
+    (("llm", "case_timeout"), 5),
+    (("judge", "llm", "model"), "j2"),
+    (("embedder", "model"), "e2"),
+    (("prices",), {"m": {"prompt": 2, "completion": 2}}),
+    (("metrics",), ["ndcg@10"]),
+])
+def test_settings_keep_what_a_case_measures(path: tuple[str, ...], value: object) -> None:
+    changed = json.loads(json.dumps(LLM_SUITE))
+    at = changed
+    for key in path[:-1]:
+        at = at[key]
+    at[path[-1]] = value
+    assert settings_digest(changed) != settings_digest(LLM_SUITE)
 
 
 def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
