@@ -356,11 +356,32 @@ class RagPipeline:
             if wanted:
                 # the controller's head start judges only the answers it generated itself
                 with self._case(), unled_requests():
-                    await self._score(query, answer, top, wanted, scores, verdicts, errors)
+                    await self._judge_limited(query, answer, top, wanted, scores, verdicts,
+                                              errors)
         finally:
             self._meter.reset(token)
         return {"metrics": scores, "judge": jsonable(verdicts), "usage": meter.usage(),
                 "cost": meter.cost, "llm_calls": list(meter.calls), "errors": errors}
+
+    async def _judge_limited(self, query: Query, answer: str, top: list[tuple[str, str]],
+                             wanted: list[tuple[str, Any]], scores: dict[str, float | None],
+                             verdicts: dict[str, Any], errors: dict[str, str]) -> None:
+        """:meth:`_score` bounded by ``generation.timeout``, as a generated answer's judging
+        is; past it the judged metrics are errors naming the limit."""
+        limit = self.config.generation.timeout
+        if limit is None:
+            await self._score(query, answer, top, wanted, scores, verdicts, errors)
+            return
+        try:
+            await deadline.within(limit, lambda: self._score(query, answer, top, wanted,
+                                                             scores, verdicts, errors))
+        except TimeoutError:
+            message = (f"judge timed out: the case's judging took longer than "
+                       f"generation.timeout {limit:g} s")
+            for name in _judged(wanted):
+                errors[name] = message
+                scores[name] = None
+            verdicts.clear()
 
     def submit_judgement(self, key: Hashable, query: Query, answer: str,
                          contexts: Sequence[tuple[str, str]], metrics: Sequence[MetricRef],

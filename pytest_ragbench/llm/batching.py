@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from . import deadline
+
 G = TypeVar("G", bound=Hashable)
 P = TypeVar("P")
 R = TypeVar("R")
@@ -57,6 +59,10 @@ class _Request(Generic[P, R]):
     payload: P
     future: asyncio.Future[R]
     case: _Case = field(repr=False)
+    # the time limits of the case that waits (a batch's call is a call of each of its cases)
+    bounding: tuple[Any, ...] = field(default=(), repr=False)
+    shared: deadline.SharedCall | None = field(default=None, repr=False)
+    queued: bool = False
 
 
 class CallBatcher(Generic[G, P, R]):
@@ -166,9 +172,12 @@ class CallBatcher(Generic[G, P, R]):
         case = self._current.get()
         assert case is not None
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        entry = _Request((case.seq, next(self._seq)), payload, future, case)
+        entry = _Request((case.seq, next(self._seq)), payload, future, case,
+                         deadline.bounding())
         queue = self._queues.setdefault(group, [])
         queue.append(entry)
+        entry.queued = True
+        deadline.queue(entry.bounding)
         self._wait(case, +1)
         self._schedule_check()
         try:
@@ -176,6 +185,11 @@ class CallBatcher(Generic[G, P, R]):
         finally:
             if entry in queue:  # cancelled before its batch was sent
                 queue.remove(entry)
+            if entry.queued:
+                entry.queued = False
+                deadline.queue(entry.bounding, -1)
+            if entry.shared is not None:
+                entry.shared.leave(entry.bounding)
             self._wait(case, -1)
             self._schedule_check()
 
@@ -223,8 +237,17 @@ class CallBatcher(Generic[G, P, R]):
         del queue[: self.size]
         self.calls += 1
         self.sizes.append(len(batch))
+        # the call is every waiting case's: it runs under none of their limits (one case's
+        # running out must not cancel the others'), and its waits for a slot stop their
+        # clocks (llm/deadline.py)
+        shared = deadline.SharedCall()
+        for r in batch:
+            r.shared = shared
+            shared.join(r.bounding)
+            r.queued = False
+            deadline.queue(r.bounding, -1)
         loop = asyncio.get_running_loop()
-        task = contextvars.Context().run(loop.create_task, self._run(group, batch))
+        task = shared.context().run(loop.create_task, self._run(group, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

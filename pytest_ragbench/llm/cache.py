@@ -22,6 +22,7 @@ same treatment, since it cost no request of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import RagbenchError
+from . import deadline
 from .base import LLM, Completion, Embedder, LLMError, Message, Usage
 from .identity import ProviderId, canonical_json
 
@@ -371,6 +373,9 @@ class _CachedComponent:
         self.provider_id = _provider(provider_id)
         self.template_version = template_version
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # the call behind each request in flight: its waits for a slot stop the clocks of
+        # the cases that join it (llm/deadline.py)
+        self._sharing: dict[str, deadline.SharedCall] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r}, {self.cache!r})"
@@ -429,7 +434,8 @@ class CachedLLM(_CachedComponent):
                 cached=True,
             )
         while (pending := self._inflight.get(key)) is not None:
-            await asyncio.wait({pending})
+            with self._sharing[key].joined():
+                await asyncio.wait({pending})
             if pending.cancelled():
                 continue  # the leading caller was cancelled; take over or join a newer one
             error = pending.exception()
@@ -438,8 +444,10 @@ class CachedLLM(_CachedComponent):
             return _free(pending.result())
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+        shared = self._sharing[key] = deadline.SharedCall()
         try:
-            completion = await self.inner.chat(messages, **params)
+            with shared.making():
+                completion = await self.inner.chat(messages, **params)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved when nobody was waiting
@@ -448,6 +456,7 @@ class CachedLLM(_CachedComponent):
             future.set_result(completion)
         finally:
             self._inflight.pop(key, None)
+            self._sharing.pop(key, None)
             if not future.done():  # cancelled: joiners see it and retry themselves
                 future.cancel()
         self.cache.put_completion(key, completion)
@@ -475,17 +484,23 @@ class CachedEmbedder(_CachedComponent):
         vectors = self.cache.get_vectors(keys)
         leading: list[str] = []
         joining: dict[str, asyncio.Future[np.ndarray]] = {}
+        sharing: dict[int, deadline.SharedCall] = {}
         for key in dict.fromkeys(keys):
             if key in vectors:
                 continue
             if key in self._inflight:
                 joining[key] = self._inflight[key]
+                shared = self._sharing[key]
+                sharing[id(shared)] = shared
             else:
                 leading.append(key)
         if leading:
             vectors.update(await self._lead(leading, text_of))
         if joining:
-            await asyncio.wait(set(joining.values()))
+            with contextlib.ExitStack() as stack:
+                for shared in sharing.values():
+                    stack.enter_context(shared.joined())
+                await asyncio.wait(set(joining.values()))
             orphaned = []
             for key, pending in joining.items():
                 if pending.cancelled():
@@ -508,8 +523,11 @@ class CachedEmbedder(_CachedComponent):
         loop = asyncio.get_running_loop()
         futures = {key: loop.create_future() for key in keys}
         self._inflight.update(futures)
+        shared = deadline.SharedCall()
+        self._sharing.update(dict.fromkeys(keys, shared))
         try:
-            array = await self.inner.embed([text_of[key] for key in keys])
+            with shared.making():
+                array = await self.inner.embed([text_of[key] for key in keys])
             if array.shape[0] != len(keys):
                 raise LLMError(f"embedder returned {array.shape[0]} vectors for {len(keys)} texts")
         except Exception as exc:
@@ -524,6 +542,7 @@ class CachedEmbedder(_CachedComponent):
         finally:
             for key, future in futures.items():
                 self._inflight.pop(key, None)
+                self._sharing.pop(key, None)
                 if not future.done():  # cancelled: joiners see it and ask themselves
                     future.cancel()
         self.cache.put_vectors(fresh)

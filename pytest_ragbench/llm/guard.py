@@ -216,7 +216,8 @@ class CallGuard:
         if limit is None:
             return await self._retrying(fn, tokens, usage_of)
         try:
-            return await deadline.within(limit, lambda: self._retrying(fn, tokens, usage_of))
+            return await deadline.within(limit, lambda: self._retrying(fn, tokens, usage_of),
+                                         blames_calls=True)
         except TimeoutError:
             raise LLMError(f"{self.name} timed out: the call took longer than case_timeout "
                            f"{limit:g} s (retries included; waiting for a slot is not "

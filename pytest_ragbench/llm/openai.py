@@ -381,7 +381,8 @@ class _OpenAIEndpoint:
         try:
             return await deadline.within(
                 self._case_timeout,
-                lambda: self._retrying(path, body, parse, estimated_tokens, usage_of))
+                lambda: self._retrying(path, body, parse, estimated_tokens, usage_of),
+                blames_calls=True)
         except TimeoutError:
             raise LLMError(f"POST {self._endpoint + path} timed out: the call took longer "
                            f"than case_timeout {self._case_timeout:g} s (retries included; "
@@ -501,7 +502,8 @@ class OpenAIChat(_OpenAIEndpoint):
             instead of the local semaphore and rate limiter.
         cost_key, cost_of: refuse calls once the run's cap ``cost_key`` is used up, and
             charge each reply's ``cost_of(usage)`` to it as its slot is released.
-        case_timeout: seconds one ``chat`` call may take in all (retries included).
+        case_timeout: seconds one ``chat`` call may take in all (retries included; its
+            waits for a slot of the run's budget are not counted: see :mod:`.deadline`).
 
     ``Completion.usage.requests`` is the number of HTTP requests the call took (retries
     included); token counts are those of the successful reply.

@@ -102,6 +102,7 @@ import numpy as np
 from ..errors import did_you_mean
 from ..llm.base import LLM, Completion, Embedder, LLMError, Message, Usage
 from ..llm.batching import CallBatcher
+from ..llm.deadline import SharedCall
 from ..llm.prompts import compiled
 
 __all__ = [
@@ -737,7 +738,7 @@ class Judge:
         self._replies = replies
         self._charge = charge
         # the items being judged in a batch, by the request each would make alone
-        self._judging: dict[str, asyncio.Future[None]] = {}
+        self._judging: dict[str, tuple[asyncio.Future[None], SharedCall]] = {}
         self.batcher: CallBatcher[_Ask, JudgeInput, _BatchEntry] | None = (
             CallBatcher(items_per_call, self._call_batch) if items_per_call > 1 else None)
         """Groups the requests of items judged at the same time (None when
@@ -1000,14 +1001,20 @@ class Judge:
         key = json.dumps(alone)
         first = self._judging.get(key)
         if first is not None:
-            await self.batcher.wait_for(asyncio.shield(first))
+            done, shared = first
+            # the first one's request is this item's too: its waits for a slot are (see
+            # llm/deadline.py)
+            with shared.joined():
+                await self.batcher.wait_for(asyncio.shield(done))
             outcome = self._stored_entry(item, ask, alone)
             # the first one's entry was not stored (its request failed): ask on its own
             return outcome or await self._batched(item, ask)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._judging[key] = done
+        done = asyncio.get_running_loop().create_future()
+        shared = SharedCall()
+        self._judging[key] = (done, shared)
         try:
-            return await self._batched(item, ask)
+            with shared.making():
+                return await self._batched(item, ask)
         finally:
             del self._judging[key]
             done.set_result(None)

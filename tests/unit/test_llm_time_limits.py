@@ -10,6 +10,8 @@ pipelines (as several workers would hold) on one run budget against a real serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from pytest_ragbench.budget import LocalBudget
 from pytest_ragbench.datasets import Query
 from pytest_ragbench.llm import deadline
 from pytest_ragbench.llm.base import Completion, Usage
-from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
+from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, per_item_judge
 from pytest_ragbench.suite import schema
 
 CONTEXTS = [("d1", "Paris is the capital of France.")]
@@ -74,7 +76,10 @@ def test_a_wait_stops_every_deadline_it_is_under() -> None:
     assert asyncio.run(deadline.within(0.3, case)) == "done"
 
 
-def test_work_cancelled_at_the_limit_knows_why() -> None:
+@pytest.mark.parametrize("blames_calls", [True, False])
+def test_a_call_cancelled_at_its_own_limit_knows_why(blames_calls: bool) -> None:
+    """A call's own limit (case_timeout) running out says the call was too slow; a case's
+    limit (generation.timeout) says nothing of the endpoint whose call it cancels."""
     seen: list[bool] = []
 
     async def work() -> None:
@@ -86,8 +91,8 @@ def test_work_cancelled_at_the_limit_knows_why() -> None:
                 raise
 
     with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.1, work))
-    assert seen == [True]
+        asyncio.run(deadline.within(0.1, work, blames_calls=blames_calls))
+    assert seen == [blames_calls]
     assert not deadline.expired()  # outside the limit nothing has expired
 
 
@@ -110,6 +115,105 @@ def test_a_cancelled_caller_cancels_the_work_and_is_no_timeout() -> None:
 
     asyncio.run(main())
     assert seen == [False]
+
+
+def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.10 cannot tell a task cancelled from outside from one whose work was: when a
+    case's limit and its call's ran out together, the call's turned the case's cancellation
+    into its own timeout, and the case went on past its limit."""
+    monkeypatch.setattr(deadline, "_cancelling", lambda: False)  # as on Python 3.10
+    finished: list[str] = []
+
+    async def slow_to_stop() -> None:
+        with deadline.call():
+            try:
+                await asyncio.sleep(5.0)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)  # a client closing its connection, while the
+                raise                     # inner limit runs out too
+
+    async def case() -> None:
+        with contextlib.suppress(TimeoutError):  # the call's error: the case goes on
+            await deadline.within(0.2, slow_to_stop, blames_calls=True)
+        await asyncio.sleep(1.0)
+        finished.append("case")
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(deadline.within(0.15, case))
+    assert finished == [] and time.monotonic() - started < 0.8
+
+
+def test_a_limit_whose_work_is_over_never_runs_out() -> None:
+    """A task the work started and left running (an embedding batch after another failed)
+    must not start the finished limit's clock again."""
+    seen: list[bool] = []
+    left: list[asyncio.Future[None]] = []
+
+    async def main() -> None:
+        async def straggler() -> None:
+            await asyncio.sleep(0.05)
+            with deadline.call():
+                await asyncio.sleep(0.3)
+                seen.append(deadline.expired())
+
+        async def work() -> str:
+            left.append(asyncio.ensure_future(straggler()))
+            return "done"
+
+        assert await deadline.within(0.1, work, blames_calls=True) == "done"
+        await asyncio.sleep(0.5)
+
+    asyncio.run(main())
+    assert seen == [False]
+
+
+def test_a_shared_call_waits_for_a_slot_for_every_case_on_it() -> None:
+    """A call one case makes and another waits on (a judge's batch, an identical request):
+    its wait for a slot stops both clocks; its answer time counts for both."""
+    async def main() -> list[str]:
+        shared = deadline.SharedCall()
+
+        async def maker() -> str:
+            with shared.making():
+                await _waits_then_works(0.6, 0.05)
+            return "made"
+
+        async def joiner() -> str:
+            await asyncio.sleep(0)  # after the maker began
+            with shared.joined():
+                await asyncio.sleep(0.7)
+            return "joined"
+
+        made = asyncio.ensure_future(deadline.within(0.3, maker))
+        joined = asyncio.ensure_future(deadline.within(0.3, joiner))
+        return list(await asyncio.gather(made, joined))
+
+    assert asyncio.run(main()) == ["made", "joined"]
+
+
+def test_a_shared_call_being_answered_counts_for_its_cases() -> None:
+    async def main() -> None:
+        shared = deadline.SharedCall()
+
+        async def maker() -> None:
+            with shared.making():
+                await _waits_then_works(0.0, 5.0)
+
+        async def joiner() -> None:
+            with shared.joined():
+                await asyncio.sleep(5.0)
+
+        task = asyncio.ensure_future(maker())
+        await asyncio.sleep(0.01)
+        try:
+            await deadline.within(0.2, joiner)
+        finally:
+            task.cancel()
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
 
 
 # -- end to end: several pipelines (as workers hold them) on one run budget ---------------------
@@ -160,7 +264,7 @@ def test_cases_queued_for_the_runs_one_slot_keep_their_time_limit(tmp_path: Path
 
 
 @pytest.mark.parametrize("limit", ["case_timeout", "generation.timeout"])
-def test_a_call_past_its_limit_is_still_an_error_and_counts_as_a_timeout(
+def test_a_call_past_its_limit_is_an_error_and_a_timeout_of_its_endpoint_if_its_own(
         tmp_path: Path, limit: str) -> None:
     with FakeOpenAIServer(latency=5 * LIMIT) as server, LocalBudget() as budget:
         config = _config(server, limit, concurrency={"auto": True, "max": 4, "start": 2})
@@ -174,10 +278,90 @@ def test_a_call_past_its_limit_is_still_an_error_and_counts_as_a_timeout(
     said = f"case_timeout {LIMIT:g} s" if limit == "case_timeout" else \
         f"generation.timeout {LIMIT:g} s"
     assert said in out["errors"]["generation"]
-    # the slot is freed as a timeout, which the adaptive level backs off on (not as a call
-    # abandoned for reasons of its own, which says nothing about the endpoint)
-    assert pool["timeouts"] == 1
-    assert pool["adaptive"]["decreases"] == 1
+    # past its own case_timeout the slot is freed as a timeout, which the adaptive level
+    # backs off on; a case's generation.timeout may run out on another endpoint's account,
+    # so the call it cancels says nothing of this one
+    blamed = int(limit == "case_timeout")
+    assert pool["timeouts"] == blamed
+    assert pool["adaptive"]["decreases"] == blamed
+
+
+def _reply(messages: Any) -> str:
+    """The generation's answer, or the judge's verdict: every claim supported."""
+    prompt = next((str(m["content"]) for m in messages if m.get("role") == "user"), "")
+    if "Produce these keys" not in prompt:
+        return "Paris is the capital of France."
+    return json.dumps({"answer_claims": [{"claim": "Paris is the capital of France",
+                                          "supported": 1, "ctx": [1]}], "useful": [1]})
+
+
+def _submit_all(pipelines: list[RagPipeline], question: Any,
+                metrics: list[str]) -> list[dict[str, Any]]:
+    try:
+        for p, rag in enumerate(pipelines):
+            for i in range(N_CASES):
+                rag.submit(i, Query(f"q{p}{i}", question(p, i), reference_answers=("Paris",)),
+                           CONTEXTS, metrics)
+        return [rag.result(i, timeout=30) for rag in pipelines for i in range(N_CASES)]
+    finally:
+        for rag in pipelines:
+            rag.close()
+
+
+@pytest.mark.parametrize("items_per_call", [1, 2])
+def test_a_judge_batch_queued_for_the_runs_slot_keeps_its_cases_time_limit(
+        tmp_path: Path, items_per_call: int) -> None:
+    """A case waits on a batch of judge items it does not send itself, and before that for the
+    batch to fill (while the other cases queue for their slots)."""
+    with FakeOpenAIServer(latency=LATENCY / 2, reply=per_item_judge(_reply)) as server, \
+            LocalBudget() as budget:
+        config = _config(server, "generation.timeout")
+        config["judge"] = {"items_per_call": items_per_call}
+        outs = _submit_all([build_pipeline(parse_rag_config(config), base_dir=tmp_path,
+                                           run_budget=budget, cost_key="s")
+                            for _ in range(N_PIPELINES)],
+                           lambda p, i: f"question {p} {i}?", ["faithfulness"])
+        assert server.max_in_flight == 1
+    assert [o["errors"] for o in outs] == [{}] * (N_PIPELINES * N_CASES)
+    assert all(o["metrics"]["faithfulness"] == 1.0 for o in outs)
+
+
+def test_a_case_sharing_another_cases_request_keeps_its_time_limit(tmp_path: Path) -> None:
+    """The response cache sends an identical request once: the second case waits on the first
+    one's request, and on its wait for a slot."""
+    # two slots, so that each pipeline has both its cases open at once; eight pipelines, so
+    # that the last requests wait twice the limit
+    pipelines = 8
+    with FakeOpenAIServer(latency=LIMIT / 2) as server, LocalBudget() as budget:
+        config = {**_config(server, "generation.timeout", concurrency=2),
+                  "cache": {"path": str(tmp_path / "cache.sqlite")}}
+        outs = _submit_all([build_pipeline(parse_rag_config(config), base_dir=tmp_path,
+                                           run_budget=budget, cost_key="s")
+                            for _ in range(pipelines)],
+                           # each pipeline's two cases ask the same
+                           lambda p, i: f"question {p}?", ["answer_contains"])
+        assert server.count(CHAT_PATH) == pipelines  # one request for both cases
+        assert server.max_in_flight == 2
+    assert [o["errors"] for o in outs] == [{}] * (pipelines * N_CASES)
+
+
+def test_judging_a_given_answer_is_bounded_by_the_generation_timeout(tmp_path: Path) -> None:
+    """A pipeline under test's answers are judged under the same limit as generated ones."""
+    with FakeOpenAIServer(latency=5 * LIMIT, reply=_reply) as server:
+        config = {**_config(server, "generation.timeout"), "judge": {"llm": "same"}}
+        rag = build_pipeline(parse_rag_config(config), base_dir=tmp_path)
+        try:
+            started = time.monotonic()
+            out = rag.judge_answer_sync(Query("q1", "question?", reference_answers=("Paris",)),
+                                        "Paris is the capital of France.", CONTEXTS,
+                                        ["faithfulness", "answer_contains"])
+            took = time.monotonic() - started
+        finally:
+            rag.close()
+    assert out["errors"] == {"faithfulness": "judge timed out: the case's judging took longer "
+                                             f"than generation.timeout {LIMIT:g} s"}
+    assert out["metrics"] == {"faithfulness": None, "answer_contains": 1.0}
+    assert took < 5 * LIMIT
 
 
 class _Slow:
