@@ -171,7 +171,9 @@ class BuildContext:
     retriever of the same suite, built and indexed (hybrid retrievers use it); ``siblings``
     maps the suite's retriever names to ``(type, params)`` for collection-time checks;
     ``name`` is the name the component being built has in the suite; ``run_start`` is the
-    run's start time in epoch seconds (the same on every xdist worker).
+    run's start time in epoch seconds (the same on every xdist worker); a metric scores
+    against ``CaseResult.run_start``, which a resumed run takes from the run it resumes
+    (metrics are built before it knows that run).
     """
 
     cache_dir: Path | None = None

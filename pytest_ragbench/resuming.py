@@ -135,11 +135,6 @@ class CaseResume:
         if not self._collected:
             return
         earlier = self._earlier()
-        if earlier is not None and earlier.clock is not None:
-            from .state import STATE_KEY
-
-            # one run's records: the new cases score against the clock the reused ones did
-            self.config.stash[STATE_KEY].set_clock(earlier.clock)
         selected = {id(item) for item in session.items}
         rerun = self._last_failed()
         injected: dict[str, dict[str, Any]] = {}
@@ -169,12 +164,27 @@ class CaseResume:
                 why[item.nodeid] = reason
         if earlier is not None:
             self._carry_uncollected(earlier, injected, why)
+        clock = self._clock(earlier, injected)
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
                              "folder": str(earlier.folder) if earlier else None,
-                             "clock": earlier.clock if earlier else None,
-                             "injected": injected, "why": why}
+                             "clock": clock, "injected": injected, "why": why}
         self._collected = []
+
+    def _clock(self, earlier: EarlierRun | None,
+               injected: dict[str, dict[str, Any]]) -> float | None:
+        """Score this run's new cases against the clock of the run it resumes (None: its
+        own) when it keeps a record of that run, so that its records are those of one run.
+        One that keeps none is a run of its own: its clock moves on. Every xdist worker
+        collects the same cases and decides the same."""
+        if earlier is None or earlier.clock is None:
+            return None
+        if not injected and not any(item.replay is not None for item in self._collected):
+            return None
+        from .state import STATE_KEY
+
+        self.config.stash[STATE_KEY].set_clock(earlier.clock)
+        return earlier.clock
 
     def _carry_uncollected(self, earlier: EarlierRun, injected: dict[str, dict[str, Any]],
                            why: dict[str, str]) -> None:

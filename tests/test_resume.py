@@ -163,6 +163,16 @@ def test_a_resumed_run_scores_its_new_cases_against_the_clock_of_the_run_it_resu
     assert [json.loads((run / "run.json").read_text())["clock"] for run in (first, second)] \
         == [clock, clock]
 
+    # a resume that keeps no record of the run it resumes is a run of its own: its clock
+    # moves on (a chain of such resumes would otherwise score against the first one's start)
+    logged(TWO.replace("mrr@10]", "mrr@10, clock]").replace("0.5}", "0.4}"))
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={second.name}", "-p",
+                                "no:cacheprovider", *xdist)
+    result.stdout.fnmatch_lines([f"resumed from {second.name}: 0 cases reused, 10 run*"])
+    third = latest_run(pytester.path)
+    (own,) = {r["metrics"]["clock"] for r in _records(third)}
+    assert own > clock and json.loads((third / "run.json").read_text())["clock"] == own
+
 
 def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     """Two resumes of one first run (each used to make its own first run)."""

@@ -14,7 +14,8 @@ record (up to timing). It hashes:
 ``annotations``
     what else of the dataset a record reads: the documents' metadata (a timestamp for
     ``temporal_ndcg``, anything a custom metric reads) and the queries' type, difficulty, tags
-    and metadata (the record carries them, the summary slices by them). A part of its own, so
+    and metadata (the record carries them, the summary slices by them), and whether each query
+    is judged (has labels, perhaps none relevant). A part of its own, so
     that the content hash baselines compare by stays what it was;
 ``system``
     the retriever's or pipeline's type, parameters and case timeout, with those of every
@@ -45,7 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RagbenchError
 from ..records import CASE_KEY_FIELD
-from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON, RecordsFileError, read_jsonl
+from .runfolder import (
+    CASES_JSONL,
+    RUN_JSON,
+    SUMMARY_JSON,
+    RecordsFileError,
+    is_run_folder,
+    read_jsonl,
+)
 
 if TYPE_CHECKING:
     from ..datasets import Dataset
@@ -96,6 +104,13 @@ def settings_digest(document: Any) -> str:
     return _digest(document)
 
 
+def _spec_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A system's parameters without the call keys of the endpoints it nests (a dense
+    retriever's ``embedder``)."""
+    return {k: _without_call_keys(v) if k in _ENDPOINT_SECTIONS else v
+            for k, v in params.items()}
+
+
 def _without_call_keys(section: Any) -> Any:
     """An endpoint section (``judge`` holds its own ``llm`` and ``embedder``) without
     :data:`_CALL_KEYS`."""
@@ -106,16 +121,24 @@ def _without_call_keys(section: Any) -> Any:
 
 
 def annotations_hash(dataset: Dataset) -> str:
-    """The ``annotations`` part of the key of a dataset's cases (see the module docstring)."""
+    """The ``annotations`` part of the key of a dataset's cases (see the module docstring).
+
+    Every process of every run computes it (each record carries its key): values are fed as
+    their ``repr`` (deterministic for what a dataset holds; a file that lists a document's
+    metadata keys in another order reruns its cases), five times faster than JSON on a
+    million documents with metadata."""
     h = hashlib.sha256()
     for d in dataset.corpus:
         # most corpora carry no metadata: those documents cost one check each
         if d.metadata:
-            h.update(_digest(["d", d.id, d.metadata]).encode("ascii"))
+            h.update(repr(("d", d.id, d.metadata)).encode("utf-8", "surrogatepass"))
     for q in dataset.queries:
         if q.type is not None or q.difficulty is not None or q.tags or q.metadata:
-            h.update(_digest(["q", q.id, q.type, q.difficulty, list(q.tags),
-                              q.metadata]).encode("ascii"))
+            h.update(repr(("q", q.id, q.type, q.difficulty, q.tags, q.metadata))
+                     .encode("utf-8", "surrogatepass"))
+    # a query without labels is not scored by label metrics; one with an empty set of labels
+    # scores 0 (the content hash sees no labels either way)
+    h.update(bytes(q.judged for q in dataset.queries))
     return h.hexdigest()
 
 
@@ -153,8 +176,8 @@ def system_hashes(systems: Iterable[ComponentSpec]) -> dict[str, str]:
                 continue
             closure.add(n)
             todo.extend(_names_in(dict(specs[n].params), set(specs) - {n}))
-        out[name] = _digest([[n, specs[n].type, dict(specs[n].params), specs[n].timeout]
-                             for n in sorted(closure)])
+        out[name] = _digest([[n, specs[n].type, _spec_params(specs[n].params),
+                              specs[n].timeout] for n in sorted(closure)])
     return out
 
 
@@ -208,7 +231,8 @@ class SuiteKeys:
             if "annotations" not in old:
                 return "recorded without the dataset's metadata in its case key"
             return (f"suite {self.suite_name!r} dataset metadata changed (documents' metadata, "
-                    "queries' type, difficulty, tags or metadata)")
+                    "queries' type, difficulty, tags, metadata or whether they have "
+                    "labels)")
         if old.get("system") != self.systems.get(system):
             kind = "pipeline" if system in self.pipelines else "retriever"
             return f"{kind} {system!r} parameters changed"
@@ -260,8 +284,7 @@ def run_folders(runs_root: Path) -> list[Path]:
         entries = list(runs_root.iterdir())
     except OSError:
         return []
-    folders = [p for p in entries if not p.is_symlink() and p.is_dir()
-               and (p / CASES_JSONL).is_file()]
+    folders = [p for p in entries if is_run_folder(p) and (p / CASES_JSONL).is_file()]
     return sorted(folders, key=_age_key, reverse=True)
 
 

@@ -104,8 +104,11 @@ def make_run_folder(out_root: Path, run_id: str) -> Path:
 
 
 def is_run_folder(path: Path) -> bool:
-    """A real folder (not the ``latest`` link) holding any file a run writes."""
-    return (path.is_dir() and not path.is_symlink()
+    """A real folder (not the ``latest`` link) holding any file a run writes. A real folder
+    named ``latest`` is a copy of a run made by a tool that follows links (an uploaded CI
+    artifact, ``cp -rL``), not a run of its own: taken for one, it sorted after every run id
+    and a resume or a listing took a stale run for the newest."""
+    return (path.is_dir() and not path.is_symlink() and path.name.lower() != LATEST.lower()
             and any((path / name).is_file() for name in (RUN_JSON, CASES_JSONL, SUMMARY_JSON)))
 
 

@@ -103,6 +103,16 @@ def test_settings_keep_what_a_case_measures(path: tuple[str, ...], value: object
     assert settings_digest(changed) != settings_digest(LLM_SUITE)
 
 
+def test_a_systems_key_ignores_how_its_nested_endpoint_is_called():
+    def spec(**embedder: object) -> list[ComponentSpec]:
+        return [ComponentSpec("dense", "dense", {"embedder": {
+            "type": "openai", "model": "e", "concurrency": 16, **embedder}})]
+
+    before = system_hashes(spec())["dense"]
+    assert system_hashes(spec(concurrency=2))["dense"] == before
+    assert system_hashes(spec(model="e2"))["dense"] != before
+
+
 def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
     def specs(k1: float) -> list[ComponentSpec]:
         return [ComponentSpec("bm25", "bm25", {"k1": k1}), ComponentSpec("dense", "dense", {}),
@@ -120,7 +130,8 @@ def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
     ({"dataset": "D2"}, "suite 's' dataset changed"),
     ({"systems": {"a": "A2", "p": "P"}}, "retriever 'a' parameters changed"),
     ({"annotations": "M2"}, "suite 's' dataset metadata changed (documents' metadata, "
-                            "queries' type, difficulty, tags or metadata)"),
+                            "queries' type, difficulty, tags, metadata or whether they have "
+                            "labels)"),
 ])
 def test_a_changed_part_is_named(changes: dict, why: str):
     old = _keys().case_key("a", "q1", 0)
@@ -143,6 +154,8 @@ def test_a_record_keyed_without_the_datasets_metadata_is_not_reused():
     lambda d: replace(d, queries=(replace(d.queries[0], type="list"), *d.queries[1:])),
     lambda d: replace(d, queries=(replace(d.queries[0], difficulty="hard"), *d.queries[1:])),
     lambda d: replace(d, queries=(replace(d.queries[0], metadata={"x": 1}), *d.queries[1:])),
+    # judged with no relevant document (label metrics score 0) or not judged (not scored)
+    lambda d: replace(d, queries=(replace(d.queries[0], judged=True), *d.queries[1:])),
     # the same metadata on another document
     lambda d: replace(d, corpus=(replace(d.corpus[0], metadata={"y": 1}),
                                  replace(d.corpus[1], metadata={}))),
@@ -263,6 +276,19 @@ def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tm
     picked = pick_run(run_folders(tmp_path), ["s.yaml"])  # --lf: the newest, finished or not
     assert picked is not None and picked.run_id == "20260104T000000Z-dddddd"
     assert pick_run(run_folders(tmp_path), ["nope.yaml"]) is None
+
+
+def test_a_copied_latest_folder_is_no_run_of_its_own(tmp_path: Path):
+    """A tool that follows links (a CI artifact upload, cp -rL) turns the ``latest`` link
+    into a folder: it sorted after every run id, and a resume took that stale copy for the
+    newest run."""
+    from pytest_ragbench.results import runfolder
+
+    _write_run(tmp_path, "20260101T000000Z-aaaaaa", [_rec("q1")], summary={"run": {}})
+    _write_run(tmp_path, "latest", [_rec("q1")], summary={"run": {"partial": True}})
+    assert [f.name for f in run_folders(tmp_path)] == ["20260101T000000Z-aaaaaa"]
+    assert list(runfolder.run_folders(tmp_path)) == ["20260101T000000Z-aaaaaa"]
+    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
 
 
 def test_a_run_reference_is_an_id_or_a_folder(tmp_path: Path):
