@@ -226,37 +226,33 @@ class CallGuard:
     async def _retrying(self, fn: Callable[[], Awaitable[T]], tokens: int,
                         usage_of: Callable[[T], tuple[int, int]] | None) -> tuple[T, int]:
         with deadline.call():
-            return await self._attempts(fn, tokens, usage_of)
-
-    async def _attempts(self, fn: Callable[[], Awaitable[T]], tokens: int,
-                        usage_of: Callable[[T], tuple[int, int]] | None) -> tuple[T, int]:
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._breaker.before_call(self.name)
-            try:
-                self.attempts += 1
-                outcome = await self._attempt(fn, tokens, usage_of)
-            except BaseException:
-                self._breaker.record_abort()
-                raise
-            failure = outcome.failure
-            if failure is None:
-                await self._breaker.record_success()
-                return outcome.value, attempt
-            if failure.endpoint_fault:
-                await self._breaker.record_failure(failure.message)
-            else:
-                await self._breaker.record_success()
-            if not failure.retryable:
-                raise LLMError(f"{self.name} failed: {failure.message}")
-            if attempt >= self._retry.max_attempts:
-                raise LLMError(f"{self.name} failed after {attempt} attempts: "
-                               f"{failure.message}")
-            delay = self._retry.delay(attempt, failure.retry_after, self._rng)
-            logger.info("%s attempt %d/%d failed (%s); retrying in %.2f s", self.name, attempt,
-                        self._retry.max_attempts, failure.message, delay)
-            await self._sleep(delay)
+            attempt = 0
+            while True:
+                attempt += 1
+                await self._breaker.before_call(self.name)
+                try:
+                    self.attempts += 1
+                    outcome = await self._attempt(fn, tokens, usage_of)
+                except BaseException:
+                    self._breaker.record_abort()
+                    raise
+                failure = outcome.failure
+                if failure is None:
+                    await self._breaker.record_success()
+                    return outcome.value, attempt
+                if failure.endpoint_fault:
+                    await self._breaker.record_failure(failure.message)
+                else:
+                    await self._breaker.record_success()
+                if not failure.retryable:
+                    raise LLMError(f"{self.name} failed: {failure.message}")
+                if attempt >= self._retry.max_attempts:
+                    raise LLMError(f"{self.name} failed after {attempt} attempts: "
+                                   f"{failure.message}")
+                delay = self._retry.delay(attempt, failure.retry_after, self._rng)
+                logger.info("%s attempt %d/%d failed (%s); retrying in %.2f s", self.name, attempt,
+                            self._retry.max_attempts, failure.message, delay)
+                await self._sleep(delay)
 
     async def _invoke(self, fn: Callable[[], Awaitable[T]]) -> _Outcome:
         timeout = self.limits.timeout

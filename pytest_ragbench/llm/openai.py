@@ -397,55 +397,45 @@ class _OpenAIEndpoint:
         usage_of: Callable[[Any], tuple[int, int]] | None,
     ) -> tuple[T, int]:
         with deadline.call():
-            return await self._attempts(path, body, parse, estimated_tokens, usage_of)
-
-    async def _attempts(
-        self,
-        path: str,
-        body: dict[str, Any],
-        parse: Callable[[Any], T],
-        estimated_tokens: int,
-        usage_of: Callable[[Any], tuple[int, int]] | None,
-    ) -> tuple[T, int]:
-        url = self._endpoint + path
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._breaker.before_call(self._endpoint)
-            try:
-                if self._limiter is not None and self._budget is None:
-                    with deadline.waiting_for_slot():
-                        await self._limiter.acquire(estimated_tokens)
-                self._requests += 1
-                outcome = await self._attempt(url, body, parse, estimated_tokens, usage_of)
-            except BaseException:
-                self._breaker.record_abort()
-                raise
-            if not outcome.failure:
-                await self._breaker.record_success()
-                return outcome.value, attempt
-            failure = self._scrub(outcome.failure)
-            if outcome.endpoint_fault:
-                await self._breaker.record_failure(failure)
-            else:
-                await self._breaker.record_success()
-            # the endpoint's answer, the same for any process that sends this request (the
-            # run's exchange hands it over); not retryable any more
-            if not outcome.retryable:
-                raise ProviderError(f"POST {url} failed: {failure}", retryable=False)
-            if attempt >= self._retry.max_attempts:
-                raise ProviderError(f"POST {url} failed after {attempt} attempts: {failure}",
-                                    retryable=False)
-            delay = self._retry.delay(attempt, outcome.retry_after, self._rng)
-            logger.info(
-                "POST %s attempt %d/%d failed (%s); retrying in %.2f s",
-                url,
-                attempt,
-                self._retry.max_attempts,
-                failure,
-                delay,
-            )
-            await asyncio.sleep(delay)
+            url = self._endpoint + path
+            attempt = 0
+            while True:
+                attempt += 1
+                await self._breaker.before_call(self._endpoint)
+                try:
+                    if self._limiter is not None and self._budget is None:
+                        with deadline.waiting_for_slot():
+                            await self._limiter.acquire(estimated_tokens)
+                    self._requests += 1
+                    outcome = await self._attempt(url, body, parse, estimated_tokens, usage_of)
+                except BaseException:
+                    self._breaker.record_abort()
+                    raise
+                if not outcome.failure:
+                    await self._breaker.record_success()
+                    return outcome.value, attempt
+                failure = self._scrub(outcome.failure)
+                if outcome.endpoint_fault:
+                    await self._breaker.record_failure(failure)
+                else:
+                    await self._breaker.record_success()
+                # the endpoint's answer, the same for any process that sends this request (the
+                # run's exchange hands it over); not retryable any more
+                if not outcome.retryable:
+                    raise ProviderError(f"POST {url} failed: {failure}", retryable=False)
+                if attempt >= self._retry.max_attempts:
+                    raise ProviderError(f"POST {url} failed after {attempt} attempts: {failure}",
+                                        retryable=False)
+                delay = self._retry.delay(attempt, outcome.retry_after, self._rng)
+                logger.info(
+                    "POST %s attempt %d/%d failed (%s); retrying in %.2f s",
+                    url,
+                    attempt,
+                    self._retry.max_attempts,
+                    failure,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
 
 def _parse_chat(data: Any) -> tuple[str, Usage, str]:
