@@ -28,12 +28,15 @@ import importlib.util
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ComponentError
 from .llm.identity import ProviderId
+
+if TYPE_CHECKING:
+    from .registry import BuildContext
 
 HASHING_VERSION = 1
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -131,19 +134,33 @@ def openai_embedder(
     batch_size: int = 128,
     concurrency: int = 4,
     dimensions: int | None = None,
+    context: BuildContext | None = None,
 ) -> Any:
     """An OpenAI-compatible embeddings client (``POST {base_url}/embeddings``).
 
     ``api_key_env`` names the environment variable holding the key (None: no key, e.g. a local
     vLLM); header values may reference ``${ENV_NAME}``; ``dimensions`` is sent as the request
-    parameter of the same name when set.
+    parameter of the same name when set. Built in a run (a dense retriever's embedder), its
+    ``concurrency`` holds for the whole run, all xdist workers together: its requests draw
+    from a pool of the run's budget, which the summary's pool lines show.
     """
     from .llm.openai import OpenAIEmbedder
 
     params = {"dimensions": dimensions} if dimensions is not None else None
+    shared: dict[str, Any] = {}
+    if context is not None and context.run_budget is not None and not isinstance(
+            concurrency, bool) and isinstance(concurrency, int) and concurrency >= 1:
+        from .budget.wiring import endpoint_limits, pool_key
+        from .llm.identity import strip_credentials
+
+        budget = context.run_budget()
+        limits = endpoint_limits(concurrency)
+        key = pool_key(strip_credentials(base_url), model, limits)
+        budget.declare(key, limits)
+        shared = {"run_budget": budget, "pool": key}
     return OpenAIEmbedder(base_url, model, batch_size=batch_size, api_key_env=api_key_env,
                           headers=headers, timeout=timeout, params=params,
-                          concurrency=concurrency)
+                          concurrency=concurrency, **shared)
 
 
 def _model_dir_from_package(name: str) -> Path | None:

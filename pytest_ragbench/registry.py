@@ -170,6 +170,8 @@ class BuildContext:
     ``registry`` builds nested components (:meth:`build`); ``retriever`` returns another
     retriever of the same suite, built and indexed (hybrid retrievers use it); ``siblings``
     maps the suite's retriever names to ``(type, params)`` for collection-time checks;
+    ``run_budget`` returns the run's budget (the pools whose ``concurrency`` holds across
+    xdist workers), for a client of a rate-limited endpoint; None outside a run.
     ``name`` is the name the component being built has in the suite; ``run_start`` is the
     run's start time in epoch seconds (the same on every xdist worker); a metric scores
     against ``CaseResult.run_start``, which a resumed run takes from the run it resumes
@@ -186,6 +188,7 @@ class BuildContext:
         default_factory=dict, compare=False, repr=False)
     name: str = ""
     run_start: float | None = None
+    run_budget: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
     def _registry(self) -> Registry:
         return self.registry if self.registry is not None else Registry()

@@ -204,6 +204,18 @@ metrics: [recall@10]
 """
 
 
+DENSE_SUITE = """
+name: dense
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers:
+  dense:
+    type: dense
+    embedder: {{type: openai, base_url: "{url}", model: e, api_key_env: null, concurrency: 1,
+               batch_size: 1}}
+metrics: [recall@10]
+"""
+
+
 @dataclass
 class SerialRun:
     """One ``-n 0`` run of the suites below, each on its own endpoint, and what the endpoints
@@ -376,25 +388,34 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
             FakeOpenAIServer(latency=0.02, reply=reply) as shared, \
             FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
-            FakeOpenAIServer(latency=0.05, reply=reply) as paid:
+            FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
+            FakeOpenAIServer(latency=0.05) as embeddings:
         dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
+        # a retriever's own endpoint (dense's embedder, one text a request) holds its
+        # concurrency for the whole run too
+        (pytester.path / "dense.yaml").write_text(DENSE_SUITE.format(url=embeddings.base_url),
+                                                  encoding="utf-8")
         dataset(shared.base_url, "  concurrency: 3", name="a.ragbench.yaml")
         dataset(shared.base_url, "  concurrency: 3", name="b.ragbench.yaml")
         dataset(shedding.base_url, AUTO_LLM, retries=8, name="auto.yaml")
         dataset(paid.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
         result = pytester.runpytest("--ragbench=wide.yaml", "--ragbench=a.ragbench.yaml",
                                     "--ragbench=b.ragbench.yaml", "--ragbench=auto.yaml",
-                                    "--ragbench=cost.yaml", "test_plain.py", "-n", "2")
+                                    "--ragbench=cost.yaml", "--ragbench=dense.yaml",
+                                    "test_plain.py", "-n", "2")
         calls = paid.count(CHAT_PATH)
-        # every case of wide, a, b and auto passes, as do the other tests; cost pays ``calls``
-        result.assert_outcomes(passed=N_QUERIES + 2 * N_QUERIES + 6 + N_QUERIES + calls,
+        # every case of wide, a, b, auto and dense passes, as do the other tests; cost pays
+        # ``calls``
+        result.assert_outcomes(passed=N_QUERIES + 2 * N_QUERIES + 6 + 2 * N_QUERIES + calls,
                                errors=N_QUERIES - calls)
+        assert embeddings.count("/v1/embeddings") >= N_QUERIES
+        assert embeddings.max_in_flight == 1
         assert shared.count(CHAT_PATH) == 2 * N_QUERIES
         assert shared.max_in_flight <= 3
         assert wide.count(CHAT_PATH) == N_QUERIES
         assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
-    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 4  # one per endpoint
+    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 5  # one per endpoint
     check_pool(pytester.path, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)

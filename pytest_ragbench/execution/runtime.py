@@ -281,8 +281,11 @@ class SuiteRuntime:
         if spec.name in self._built or spec.name in self._retrievers:
             return []
         try:
+            # the run's budget, so that a retriever's endpoint (dense's embedder) holds its
+            # concurrency for the whole run, as the suite's own endpoints do
             self._built[spec.name] = self.registry.build(
-                "retriever", spec.type, spec.params, replace(self.ctx, name=spec.name))
+                "retriever", spec.type, spec.params,
+                replace(self.ctx, name=spec.name, run_budget=self.run_budget))
         except Exception as exc:
             detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
