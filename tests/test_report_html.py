@@ -9,6 +9,7 @@ import gc
 import hashlib
 import json
 import re
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -672,6 +673,23 @@ def test_history_from_sibling_run_folders(tmp_path: Path) -> None:
     html = rerender(tmp_path / "20260104T000000Z-dddddd")[0].read_text(encoding="utf-8")
     assert "Trend over recent runs" in html
     assert read_jsonl(tmp_path / "20260104T000000Z-dddddd" / CASES_JSONL) == recs
+
+    # a copy of run 2 made by a tool that follows links is named "latest", which sorts after
+    # every run id: its trend holds the runs before run 2, not run 2 and the ones after it
+    shutil.copytree(tmp_path / "20260102T000000Z-bbbbbb", tmp_path / "latest")
+    from pytest_ragbench.report import rerender as module
+
+    seen: list[Any] = []
+    real_write = module.write_html
+
+    def write_html(path: Path, *args: Any, history: Any = None, **kwargs: Any) -> Path:
+        seen.append([h["run_id"] for h in history or ()])
+        return real_write(path, *args, history=history, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "write_html", write_html)
+        rerender(tmp_path / "latest")
+    assert seen == [["20260101T000000Z-aaaaaa"]]
 
 
 def test_write_html_writes_the_rendered_page(tmp_path: Path,

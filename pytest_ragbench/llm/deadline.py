@@ -145,6 +145,9 @@ class SharedCall(_Calls):
     def __init__(self) -> None:
         super().__init__()
         self._members: list[tuple[_Bound, ...]] = []
+        #: the limits of the case whose task makes the call (:meth:`making`): theirs running
+        #: out cancels it
+        self.maker: tuple[_Bound, ...] = ()
 
     def join(self, bounding: tuple[_Bound, ...]) -> None:
         """A case bounded by ``bounding`` (see :func:`bounding`) waits on this call."""
@@ -182,12 +185,14 @@ class SharedCall(_Calls):
         """The running code makes this call inside (on behalf of every case joined to it,
         itself included): its calls and waits count for them, not for its own limits. Its
         own ``case_timeout`` inside still bounds it."""
+        self.maker = _BOUNDING.get()
         with self.joined():
             token = _BOUNDING.set((self,))
             try:
                 yield
             finally:
                 _BOUNDING.reset(token)
+                self.maker = ()
 
     def context(self) -> contextvars.Context:
         """A fresh context whose code makes this call (for a task started for it)."""
@@ -252,12 +257,21 @@ async def within(limit: float, work: Callable[[], Awaitable[T]], *,
     except asyncio.CancelledError:
         # An outer limit that ran out too cancels this caller: its cancellation goes on up
         # (Python 3.10 cannot tell it from this limit's own by the task's count).
-        if deadline.expired and not _cancelling() \
-                and not any(isinstance(b, Deadline) and b.expired for b in outer):
+        if deadline.expired and not _cancelling() and not _ran_out(outer):
             raise TimeoutError(f"past its time limit of {limit:g} s") from None
         raise
     finally:
         deadline.stop()
+
+
+def _ran_out(bounding: tuple[_Bound, ...]) -> bool:
+    """Whether a limit of the running task (through the case making a shared call) ran out."""
+    for bound in bounding:
+        if isinstance(bound, Deadline) and bound.expired:
+            return True
+        if isinstance(bound, SharedCall) and _ran_out(bound.maker):
+            return True
+    return False
 
 
 def _cancelling() -> bool:

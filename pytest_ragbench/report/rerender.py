@@ -178,17 +178,17 @@ def history_from_db(db: Path, *, before: str | None = None,
     return [{"run_id": r.id, "finished": r.started, "means": means[r.id]} for r in runs]
 
 
-def _history(run_dir: Path, db: Path | None) -> list[dict[str, Any]]:
+def _history(run_dir: Path, db: Path | None, run_id: str) -> list[dict[str, Any]]:
     real = run_dir.resolve()
     # The default layout is .ragbench/runs/<run id> with .ragbench/history.sqlite beside runs.
     path = db if db is not None else real.parent.parent / "history.sqlite"
     if path.is_file():
         try:
-            return history_from_db(path, before=real.name)
+            return history_from_db(path, before=run_id)
         except HistoryError:
             if db is not None:
                 raise
-    return history_from_runs(real.parent, before=real.name)
+    return history_from_runs(real.parent, before=run_id)
 
 
 def _corpus_lookup(summary: Mapping[str, Any]) -> CorpusLookup:
@@ -229,7 +229,10 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     if note and on_note is not None:
         # A recomputed summary (a crashed run) must not pass for the one the run wrote.
         on_note(note)
-    history = _history(run_dir, history_db)
+    # the run's own id: a folder copied by a tool that follows links is named "latest",
+    # which sorts after every run id and would put later runs in the run's trend
+    run_id = str((summary.get("run") or {}).get("id") or run_dir.resolve().name)
+    history = _history(run_dir, history_db, run_id)
     baseline_rows = (summary.get("baseline") or {}).get("rows") or []
     doc_text = shown_document_texts(records, _corpus_lookup(summary))
     html = write_html(html_path if html_path is not None else run_dir / REPORT_HTML,

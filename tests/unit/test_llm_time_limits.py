@@ -145,6 +145,32 @@ def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
     assert finished == [] and time.monotonic() - started < 0.8
 
 
+def test_a_limit_running_out_with_a_shared_calls_own_is_not_lost(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same as above when the call is made for other cases too (the cache's one request
+    for identical ones): the case's limit is not among the call's, but it still ends it."""
+    monkeypatch.setattr(deadline, "_cancelling", lambda: False)  # as on Python 3.10
+    finished: list[str] = []
+
+    async def slow_to_stop() -> None:
+        with deadline.call():
+            try:
+                await asyncio.sleep(5.0)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.1)
+                raise
+
+    async def case() -> None:
+        with contextlib.suppress(TimeoutError), deadline.SharedCall().making():
+            await deadline.within(0.2, slow_to_stop, blames_calls=True)
+        await asyncio.sleep(1.0)
+        finished.append("case")
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(deadline.within(0.15, case))
+    assert finished == []
+
+
 def test_a_limit_whose_work_is_over_never_runs_out() -> None:
     """A task the work started and left running (an embedding batch after another failed)
     must not start the finished limit's clock again."""

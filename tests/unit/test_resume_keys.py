@@ -260,6 +260,41 @@ def test_an_earlier_run_holds_the_records_of_the_runs_it_resumed(tmp_path: Path)
     assert {cid for _, _, cid, _ in EarlierRun.load(new).records} == {"q2", "q3", "q4"}
 
 
+@pytest.mark.parametrize(("older_clock", "follows"), [(1.0, True), (2.0, False), (None, True)])
+def test_the_chain_of_resumed_runs_stops_at_another_clock(tmp_path: Path, older_clock,
+                                                          follows: bool):
+    """A resumed run that kept no record of the run it resumed took a clock of its own: the
+    records before it were scored against another, and a resume of it must not mix them."""
+    old = _write_run(tmp_path, "r1", [_rec("q1")])
+    new = _write_run(tmp_path, "r2", [_rec("q2")])
+    if older_clock is not None:
+        (old / "run.json").write_text(json.dumps({"suites": {"s.yaml": {}},
+                                                  "clock": older_clock}))
+    (new / "run.json").write_text(json.dumps({"suites": {"s.yaml": {}}, "clock": 1.0,
+                                              "resumed_from": str(old)}))
+    run = EarlierRun.load(new)
+    assert run.clock == 1.0
+    assert {cid for _, _, cid, _ in run.records} == ({"q1", "q2"} if follows else {"q2"})
+
+
+def test_the_datasets_metadata_hash_is_the_same_in_every_process() -> None:
+    """A set (YAML's !!set in an inline dataset) has no repr order across hash seeds."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from pytest_ragbench.datasets import Dataset, Document, Query\n"
+        "from pytest_ragbench.results.resume import annotations_hash\n"
+        "d = Dataset('d', (Document('d1', 't', metadata={'labels': set('abcdefgh'),"
+        " 'deep': [{'s': frozenset({'x', 'y', 'z'})}]}),), (Query('q1', 't'),), 'C', 'H')\n"
+        "print(annotations_hash(d))\n")
+    hashes = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}
+                             ).stdout for seed in (1, 2, 3)}
+    assert len(hashes) == 1
+
+
 def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tmp_path: Path):
     partial = {"run": {"partial": True}}
     whole = {"run": {"partial": False}}
