@@ -312,6 +312,30 @@ def test_limits_round_trip_as_plain_data() -> None:
 
 
 @pytest.mark.asyncio
+async def test_refusals_of_the_head_start_do_not_count() -> None:
+    """The controller's head start asks for cases a worker asks for again when it is refused:
+    a case refused by the cost cap is one refusal, at -n 2 as at -n 0."""
+    from pytest_ragbench.budget.api import refusals_not_counted
+    from pytest_ragbench.llm.usage import BudgetExceeded
+
+    with LocalBudget() as budget:
+        budget.declare("p", PoolLimits(concurrency=1))
+        budget.declare_cost("suite", 1.0)
+        budget.charge("suite", 2.0)
+        with refusals_not_counted():
+            with pytest.raises(BudgetExceeded):
+                budget.check_cost_sync("suite")
+            with pytest.raises(BudgetExceeded):
+                await budget.acquire("p", cost_key="suite")
+        assert (await budget.atotals())["costs"]["suite"]["refused"] == 0
+        with pytest.raises(BudgetExceeded):
+            await budget.check_cost("suite")
+        with pytest.raises(BudgetExceeded):
+            await budget.acquire("p", cost_key="suite")
+        assert (await budget.atotals())["costs"]["suite"]["refused"] == 2
+
+
+@pytest.mark.asyncio
 async def test_local_budget_cancelled_wait_is_withdrawn() -> None:
     with LocalBudget() as budget:
         budget.declare("p", PoolLimits(concurrency=1))

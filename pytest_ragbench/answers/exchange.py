@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
-from ..budget.api import RunBudget
+from ..budget.api import RunBudget, refusals_not_counted
 from ..llm.base import LLM, Completion, LLMError, Message, ProviderError, Usage
 from ..llm.cache import chat_key
 from ..llm.identity import ProviderId
@@ -149,7 +149,8 @@ class ExchangedLLM:
                 raise LeftToWorker("left to the worker that claimed it")
             return await self.inner.chat(messages, **params)
         try:
-            completion = await self.inner.chat(messages, **params)
+            with refusals_not_counted() if lead else contextlib.nullcontext():
+                completion = await self.inner.chat(messages, **params)
         except ProviderError as exc:
             if lead:
                 claim.publish(encode_error(exc))

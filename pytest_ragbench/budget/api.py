@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from ..llm.base import LLMError
@@ -45,6 +47,23 @@ def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
     if reply.get("error") == "lost":
         raise CoordinatorError(message)
     raise BudgetError(message)
+
+
+# False inside refusals_not_counted(); a context variable: it belongs to the calls the code
+# inside makes, in whatever thread or task
+_COUNT_REFUSALS: ContextVar[bool] = ContextVar("ragbench_count_refusals", default=True)
+
+
+@contextlib.contextmanager
+def refusals_not_counted() -> Iterator[None]:
+    """The spending caps' refusals of the requests made inside do not count in their
+    ``refused`` figure: the xdist controller's head start asks for cases that a worker, when
+    the head start is refused, asks for again (one refusal of the case, not two)."""
+    token = _COUNT_REFUSALS.set(False)
+    try:
+        yield
+    finally:
+        _COUNT_REFUSALS.reset(token)
 
 
 class Lease:
@@ -208,6 +227,12 @@ class RunBudget(ABC):
 
     # -- per request ------------------------------------------------------------
 
+    @staticmethod
+    def _counting(message: dict[str, Any]) -> dict[str, Any]:
+        if not _COUNT_REFUSALS.get():
+            message["count"] = False
+        return message
+
     async def acquire(self, key: str, *, tokens: int = 0, cost_key: str | None = None) -> Lease:
         """Wait for a slot of pool ``key``, then for its rate windows to take the request.
 
@@ -218,7 +243,7 @@ class RunBudget(ABC):
         message: dict[str, Any] = {"op": "acquire", "key": key, "tokens": int(tokens)}
         if cost_key is not None:
             message["cost_key"] = cost_key
-        ident, future = self._call(message)
+        ident, future = self._call(self._counting(message))
         try:
             reply = await asyncio.wrap_future(future)
         except BaseException:
@@ -230,11 +255,11 @@ class RunBudget(ABC):
 
     async def check_cost(self, key: str) -> None:
         """Raise :class:`BudgetExceeded` if spending cap ``key`` is used up by the run."""
-        await self._call_async({"op": "check_cost", "key": key})
+        await self._call_async(self._counting({"op": "check_cost", "key": key}))
 
     def check_cost_sync(self, key: str) -> None:
         """:meth:`check_cost` for synchronous callers (one local round trip)."""
-        self._call_sync({"op": "check_cost", "key": key})
+        self._call_sync(self._counting({"op": "check_cost", "key": key}))
 
     def charge(self, key: str, usd: float) -> None:
         """Add ``usd`` spent to cap ``key``. Never blocks."""

@@ -37,6 +37,12 @@ class TimerHandle(Protocol):
 CallLater = Callable[[float, Callable[[], None]], TimerHandle]
 
 
+def _counted(message: dict[str, Any]) -> bool:
+    """Whether a refusal of this request counts in its cap's ``refused`` (``"count": false``:
+    the xdist controller's head start, whose refused requests a worker makes again)."""
+    return message.get("count") is not False
+
+
 def budget_message(spent: float, max_cost: float, key: str) -> str:
     """The text of a :class:`~pytest_ragbench.llm.usage.BudgetExceeded` raised for the run."""
     where = f" for {key!r}" if key else ""
@@ -57,6 +63,7 @@ class _Waiter:
     epoch: int = 0
     saturated: bool = False
     token_entry: list[float] | None = None  # [time, amount] in the pool's token window
+    counted: bool = True  # a refusal of it counts in the cap's "refused"
 
 
 @dataclass
@@ -272,7 +279,7 @@ class BudgetCore:
                 self._declare_cost(str(message["key"]), float(message["max_cost"]))
                 answer({"ok": True})
             elif op == "check_cost":
-                error = self._cost_error(message.get("key"))
+                error = self._cost_error(message.get("key"), _counted(message))
                 answer(error or {"ok": True})
             elif op == "charge":
                 self._charge(message.get("key"), float(message["usd"]))
@@ -345,11 +352,11 @@ class BudgetCore:
             raise ValueError(f"cost key {key!r} was never declared")
         return cost
 
-    def _cost_error(self, key: Any) -> dict[str, Any] | None:
+    def _cost_error(self, key: Any, counted: bool = True) -> dict[str, Any] | None:
         cost = self._cost(key)
         if not cost.exhausted:
             return None
-        cost.refused += 1
+        cost.refused += counted
         return {"ok": False, "error": "budget",
                 "message": budget_message(cost.spent, cost.max_cost, str(key)),
                 "spent": cost.spent, "max_cost": cost.max_cost}
@@ -371,13 +378,14 @@ class BudgetCore:
             return
         cost_key = message.get("cost_key")
         if cost_key is not None:
-            error = self._cost_error(cost_key)  # fail fast, before queueing
+            error = self._cost_error(cost_key, _counted(message))  # fail fast, before queueing
             if error is not None:
                 answer(error)
                 return
         tokens = float(message.get("tokens") or 0)
         waiter = _Waiter(owner, int(message["id"]), pool, max(0.0, tokens),
-                         None if cost_key is None else str(cost_key), answer)
+                         None if cost_key is None else str(cost_key), answer,
+                         counted=_counted(message))
         self._leases[(owner, waiter.ident)] = waiter
         pool.waiting.append(waiter)
         self._pump(pool)
@@ -448,7 +456,7 @@ class BudgetCore:
                 return
             waiter = pool.rate_waiting[0]
             if waiter.cost_key is not None:
-                error = self._cost_error(waiter.cost_key)
+                error = self._cost_error(waiter.cost_key, waiter.counted)
                 if error is not None:  # the cap was reached while it waited
                     pool.rate_waiting.popleft()
                     self._leases.pop((waiter.owner, waiter.ident), None)
