@@ -180,6 +180,9 @@ class RagbenchSession:
         self.specs: dict[str, SuiteSpec | None] = {}
         #: The folder of the run this one resumes (written to run.json).
         self.resumed_from: str | None = None
+        #: failed cases a resumed run keeps from the earlier one without running them (node id
+        #: -> that run): junit shows them as testcases, since no item of theirs reports
+        self.reused_failed: dict[str, str] = {}
         # each suite's system names (retrievers and pipelines), for matching a baseline
         self._systems: dict[str, list[str]] = {}
         self.items_failed: set[str] = set()
@@ -315,6 +318,7 @@ class RagbenchSession:
             if case_outcome(rec) == "failed":
                 # Not run now, yet a case of the whole-suite verdict.
                 self.items_failed.add(str(nodeid))
+                self.reused_failed[str(nodeid)] = str(run.get("from"))
                 self.resume.failed = True
 
     # -- the end ---------------------------------------------------------------------------
@@ -552,7 +556,8 @@ class RagbenchSession:
             self._save_baseline(current, save_path)
         self.summary = summary
         if getattr(self.config.option, "xmlpath", None):  # --junitxml
-            self.outputs.add_gate_testcases(self.config, summary, self.baseline_rows)
+            self.outputs.add_gate_testcases(self.config, summary, self.baseline_rows,
+                                            self.reused_failed)
         if save_run := self.config.getoption("ragbench_save_run", None):
             run_dir = self.config.invocation_params.dir / save_run
             self.messages += self.outputs.save_runs(self.records.values(), run_dir)

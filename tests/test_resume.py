@@ -208,6 +208,24 @@ def test_last_failed_with_resume_then_a_changed_parameter(pytester, logged):
     assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "10 of 10 cases"
 
 
+def test_junit_shows_the_failed_cases_a_resume_keeps_without_running_them(pytester, logged):
+    """A resumed run deselecting a failed case keeps its record, and fails on it: junit must
+    not read green (no item of the case reports)."""
+    import xml.etree.ElementTree as ET
+
+    pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)  # a::q4 fails
+    first = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={first.name}", "-k", "q1",
+                                "--junitxml=j.xml")
+    result.assert_outcomes(passed=2, deselected=8)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    suite = ET.parse(pytester.path / "j.xml").getroot().find("testsuite")
+    assert suite is not None and int(suite.get("failures", 0)) == 1
+    (case,) = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert case.get("name") == "q4" and "a" in case.get("classname", "")
+    assert f"failed in run {first.name}" in case.find("failure").get("message", "")
+
+
 def test_a_resume_after_the_datasets_metadata_changed_runs_its_cases_again(pytester, logged):
     """A query's tags (markers, the summary's slices, the record) and a document's metadata
     (what temporal_ndcg reads) are not in the content hash baselines compare by, but records

@@ -76,11 +76,17 @@ def _row_detail(row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-               ) -> list[dict[str, Any]]:
+               reused_failed: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """One entry per gate and per tolerance-checked baseline row: node id, outcome, text,
-    properties."""
+    properties; and one per failed case of a resumed run that was not run now (node id ->
+    the run it failed in), which no item testcase shows, yet the verdict counts."""
     ids = {s.get("name"): s.get("id") for s in summary.get("suites") or []}
     out = []
+    for nodeid, run_id in sorted((reused_failed or {}).items()):
+        out.append({"nodeid": nodeid, "path": nodeid.split("::")[0], "outcome": "failed",
+                    "text": f"{nodeid} failed in run {run_id}, whose record this resumed run "
+                            "keeps (not run now: deselected); the verdict counts it",
+                    "properties": {"reused_from": run_id}, "item": True})
     for g in summary.get("gates") or []:
         text, figures = gate_detail(g)
         outcome = "skipped" if g.get("skipped") else "passed" if g.get("passed") else "failed"
@@ -113,7 +119,8 @@ def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
 
 def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
-                       rows: Sequence[Mapping[str, Any]]) -> int:
+                       rows: Sequence[Mapping[str, Any]],
+                       reused_failed: Mapping[str, str] | None = None) -> int:
     """Hand every gate to the junitxml plugin as a testcase; returns how many were added."""
     xml = _junit_plugin(config)
     if xml is None:
@@ -123,7 +130,7 @@ def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
     # share of the suites' cases ran
     xml.add_global_property("ragbench_verdict", reason_line(verdict))
     xml.add_global_property("ragbench_coverage", verdict["coverage"])
-    cases = gate_cases(summary, rows)
+    cases = gate_cases(summary, rows, reused_failed)
     for case in cases:
         props = [(f"ragbench_gate.{k}", "nan" if v is None else v)
                  for k, v in case["properties"].items()]
@@ -131,7 +138,8 @@ def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
         location = (case["path"], None, name)
         longrepr: Any = None
         if case["outcome"] == "failed":
-            longrepr = (f"ragbench: {case['text']}" if case["path"] == VERDICT_CLASS
+            longrepr = (f"ragbench: {case['text']}"
+                        if case["path"] == VERDICT_CLASS or case.get("item")
                         else f"ragbench: gate failed: {case['text']}")
         elif case["outcome"] == "skipped":
             longrepr = (case["path"], 0, case["text"])
