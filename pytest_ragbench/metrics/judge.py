@@ -506,6 +506,11 @@ def _load_object(text: str) -> dict[str, Any]:
         raise _SchemaError(
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
+    except (ValueError, RecursionError) as exc:
+        # what json.loads raises beyond its decode errors: an integer of more digits than
+        # Python converts (a judge stuck repeating one), nesting deeper than the stack; a
+        # reply the judge gets to correct, not a crash of every case of its batch
+        raise _SchemaError(f"not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(value, dict):
         raise _SchemaError(f"expected a JSON object, got {_json_type(value)}")
     return value

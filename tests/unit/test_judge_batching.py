@@ -187,6 +187,31 @@ async def test_an_unusable_batch_reply_gets_one_retry_and_a_failed_call_errors_i
     assert all(r.errors["faithfulness"] == "judge request failed: HTTP 503" for r in results)
 
 
+@pytest.mark.parametrize("bad", ["1" * 5000, "[" * 100_000 + "]" * 100_000],
+                         ids=["long-integer", "deep-nesting"])
+@pytest.mark.asyncio
+async def test_json_that_python_cannot_read_is_a_bad_reply_not_a_crash_of_the_batch(
+        bad: str) -> None:
+    """json.loads raises ValueError (an integer of over 4300 digits, a judge stuck repeating
+    one) or RecursionError beside its decode errors: both escaped as an exception to every
+    case of the batch (5 cases errored for one entry)."""
+    good = per_item_judge(single_reply)
+
+    def reply(messages: Sequence[dict[str, str]]) -> str:
+        text = good(messages)
+        if 'ITEM "item-2"' in messages[1]["content"]:
+            return text.replace('"item-2": {"answer_claims": [{',
+                                '"item-2": {"answer_claims": [{"why": ' + bad + ", ", 1)
+        return text
+
+    llm = CountingLLM(reply)
+    results = await judge_all(Judge(llm, items_per_call=3), [item(1), item(2), item(3)])
+    alone = await judge_all(Judge(CountingLLM(single_reply)), [item(1), item(2), item(3)])
+    # the batch's reply is refused (and its retry): each item is then judged alone
+    assert [r.scores for r in results] == [r.scores for r in alone]
+    assert all(not r.errors for r in results)
+
+
 def test_usage_shares_are_proportional_integers_that_add_up() -> None:
     assert _shares(10, [1, 1, 1]) == [4, 3, 3]
     assert _shares(1, [5, 10, 5]) == [0, 1, 0]
