@@ -440,6 +440,9 @@ class _BatchEntry:
     outcome: _Outcome
     why: str | None = None
     cached: bool = False
+    #: the part of ``outcome.usage`` that was paid for, when only some of the call's attempts
+    #: came from the cache (None: all of it, or none when ``cached``)
+    paid: Usage | None = None
 
 
 @runtime_checkable
@@ -469,6 +472,13 @@ def _shares(total: int, weights: Sequence[int]) -> list[int]:
     for i in by_remainder[:rest]:
         base[i] += 1
     return base
+
+
+def _shares_of(free: Usage, paid: Usage, sections: Sequence[str]) -> list[tuple[Usage, Usage]]:
+    """Each item's share of a batched call whose attempts were ``free`` (from the cache) and
+    ``paid``: (its whole share, the paid part of it)."""
+    return [(f + p, p) for f, p in zip(_split_usage(free, sections),
+                                       _split_usage(paid, sections), strict=True)]
 
 
 def _split_usage(usage: Usage, sections: Sequence[str]) -> list[Usage]:
@@ -1028,7 +1038,17 @@ class Judge:
         assert self.batcher is not None
         entry = await self.batcher.request(ask, item)
         if self._charge is not None:
-            self._charge(Completion("", entry.outcome.usage, cached=entry.cached))
+            share, paid = entry.outcome.usage, entry.paid
+            if paid is None or paid in (share, Usage(0, 0, 0)):
+                self._charge(Completion("", share, cached=entry.cached))
+            else:
+                # an attempt from the cache (an earlier run's rejected reply) and a paid
+                # correction: only the paid one is priced, as at items_per_call 1
+                free = Usage(share.prompt_tokens - paid.prompt_tokens,
+                             share.completion_tokens - paid.completion_tokens,
+                             share.requests - paid.requests)
+                self._charge(Completion("", free, cached=True))
+                self._charge(Completion("", paid, cached=False))
         if entry.why is None:
             return entry.outcome
         # its entry was missing or invalid: this item alone is asked again, once
@@ -1075,21 +1095,22 @@ class Judge:
         an object holding any item's entry); each entry validated on its own."""
         messages, sections = self._batch_messages(ask, items)
         ids = [_item_id(i) for i in range(len(items))]
-        usage = Usage(0, 0, 0)
+        free = paid = Usage(0, 0, 0)  # the attempts served by the cache, and the others
         text: str | None = None
         obj: dict[str, Any] | None = None
         model = ""
         error = ""
-        cached = True
         for _attempt in range(2):
             try:
                 completion = await self.llm.chat(messages, **self.params)
             except LLMError as exc:
-                shares = _split_usage(usage, sections)
                 return [_BatchEntry(_Outcome(None, f"judge request failed: {exc}", share, text),
-                                    cached=False) for share in shares]
-            usage += completion.usage
-            cached = cached and completion.cached
+                                    cached=False, paid=paid_share)
+                        for share, paid_share in _shares_of(free, paid, sections)]
+            if completion.cached:
+                free += completion.usage
+            else:
+                paid += completion.usage
             text, model = completion.text, completion.model
             try:
                 obj = _load_object(text)
@@ -1105,12 +1126,15 @@ class Judge:
                 ]
                 continue
             break
-        shares = _split_usage(usage, sections)
+        cached = paid == Usage(0, 0, 0)
         out: list[_BatchEntry] = []
-        for item_id, item, share in zip(ids, items, shares, strict=True):
+        for item_id, item, (share, paid_share) in zip(ids, items,
+                                                     _shares_of(free, paid, sections),
+                                                     strict=True):
             if obj is None:
                 why = f"the batched reply did not parse after 1 retry: {error}"
-                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached))
+                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached,
+                                       paid_share))
                 continue
             entry = obj.get(item_id)
             try:
@@ -1121,13 +1145,15 @@ class Judge:
                 reply = _parse_object(entry, ask, len(item.contexts))
             except _SchemaError as exc:
                 why = str(exc)
-                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached))
+                out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached,
+                                       paid_share))
                 continue
             # stored as the reply this item would get alone, so any batch finds it (also for
             # a batch of one: after a correction retry its first, rejected reply is the one
             # cached under these messages)
             self._store_entry(item, ask, entry, share, model)
-            out.append(_BatchEntry(_Outcome(reply, None, share, text), None, cached))
+            out.append(_BatchEntry(_Outcome(reply, None, share, text), None, cached,
+                                   paid_share))
         return out
 
     async def _request_alone(self, item: JudgeInput, ask: _Ask) -> _Outcome:

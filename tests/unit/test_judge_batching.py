@@ -318,6 +318,48 @@ async def test_each_item_meter_is_charged_its_share_and_the_costs_add_up() -> No
     assert all(m.prompt_tokens > 0 and m.cost > 0 for m in meters)
 
 
+@pytest.mark.asyncio
+async def test_a_batch_whose_rejected_reply_came_from_the_cache_prices_only_its_paid_retry(
+        tmp_path: Path) -> None:
+    """A rerun after the first run's correction retry failed: the rejected first reply comes
+    from the cache (free), the retry is paid. Both were priced as paid."""
+    good = per_item_judge(single_reply)
+    first_run = [True]
+
+    def reply(messages: Sequence[dict[str, str]]) -> str:
+        if messages[-1]["content"].startswith("Your reply was rejected"):
+            if first_run[0]:
+                raise LLMError("HTTP 503")
+            return good(messages[:2])
+        return "sorry, no JSON"  # cached by the first run
+
+    meter_var: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("m", default=None)
+    prices = PriceTable.from_mapping({"fake": {"prompt": 1.0, "completion": 0.0}})
+    inner = CountingLLM(reply)
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cached = CachedLLM(inner, cache, provider_id="fake", template_version="t")
+        metered = _MeteredLLM(cached, meter_var, prices, "fake")
+
+        async def run() -> list[_Meter]:
+            judge = Judge(metered, items_per_call=2, replies=cached, charge=metered.charge)
+            meters = [_Meter(), _Meter()]
+
+            async def one(x: JudgeInput, meter: _Meter) -> None:
+                meter_var.set(meter)
+                await judge.evaluate(x, METRICS)
+
+            await asyncio.gather(*(one(item(i), m) for i, m in enumerate(meters)))
+            return meters
+
+        await run()
+        first_run[0] = False
+        calls = len(inner.calls)
+        meters = await run()
+    assert len(inner.calls) - calls == 1  # the retry; the first reply from the cache
+    paid = len(inner.calls[-1][-1]["content"])  # prompt tokens of the live retry
+    assert sum(m.cost for m in meters) == pytest.approx(prices.cost("fake", Usage(paid, 0, 1)))
+
+
 # -- when batches are sent -------------------------------------------------------------------
 
 
