@@ -725,7 +725,7 @@ class Judge:
         template_version: str = TEMPLATE_VERSION,
         items_per_call: int = 1,
         replies: ReplyStore | None = None,
-        charge: Callable[[Completion], None] | None = None,
+        charge: Callable[[Completion, str | None], None] | None = None,
     ) -> None:
         if (isinstance(items_per_call, bool) or not isinstance(items_per_call, int)
                 or not 1 <= items_per_call <= MAX_ITEMS_PER_CALL):
@@ -1038,17 +1038,18 @@ class Judge:
         assert self.batcher is not None
         entry = await self.batcher.request(ask, item)
         if self._charge is not None:
+            key = self._share_key(item, ask)
             share, paid = entry.outcome.usage, entry.paid
             if paid is None or paid in (share, Usage(0, 0, 0)):
-                self._charge(Completion("", share, cached=entry.cached))
+                self._charge(Completion("", share, cached=entry.cached), key)
             else:
                 # an attempt from the cache (an earlier run's rejected reply) and a paid
                 # correction: only the paid one is priced, as at items_per_call 1
                 free = Usage(share.prompt_tokens - paid.prompt_tokens,
                              share.completion_tokens - paid.completion_tokens,
                              share.requests - paid.requests)
-                self._charge(Completion("", free, cached=True))
-                self._charge(Completion("", paid, cached=False))
+                self._charge(Completion("", free, cached=True), key)
+                self._charge(Completion("", paid, cached=False), key)
         if entry.why is None:
             return entry.outcome
         # its entry was missing or invalid: this item alone is asked again, once
@@ -1060,6 +1061,19 @@ class Judge:
             # kept where a batch looks, so a rerun asks nothing whatever batches form
             self._store_entry(item, ask, _load_object(alone.text), alone.usage, "")
         return _Outcome(alone.reply, error, entry.outcome.usage + alone.usage, alone.text)
+
+    def _share_key(self, item: JudgeInput, ask: _Ask) -> str | None:
+        """The key an item's share of a batched call is charged under: the request it would
+        make alone. Two repetitions that answered alike share one entry, and the run charges
+        it to the first of them in the records' order (results/settle.py) whichever reached
+        the judge first, as it does a request they share at items_per_call 1. Without the
+        response cache nothing is shared, and no request is keyed."""
+        if self._replies is None:
+            return None
+        alone, _ = self._batch_messages(ask, [item])
+        text = json.dumps([alone, self.params], sort_keys=True, ensure_ascii=False,
+                          default=repr)
+        return "judge-item-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def _store_entry(self, item: JudgeInput, ask: _Ask, entry: Mapping[str, Any],
                      usage: Usage, model: str) -> None:
@@ -1087,7 +1101,7 @@ class Judge:
         except _SchemaError:
             return None  # not a usable entry: ask again
         if self._charge is not None:
-            self._charge(hit)
+            self._charge(hit, self._share_key(item, ask))
         return _Outcome(reply, None, hit.usage, hit.text)
 
     async def _call_batch(self, ask: _Ask, items: list[JudgeInput]) -> list[_BatchEntry]:

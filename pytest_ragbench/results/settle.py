@@ -10,8 +10,9 @@ differ from one run to the next, between ``-n 0`` and ``-n 2``, with the same to
 Each record lists its calls (``llm_calls``: ``[key, requests, cost]``, see
 :mod:`pytest_ragbench.answers.metering`). :func:`settle_shared_calls` charges what every call
 of a key spent to the first record in :func:`~pytest_ragbench.records.record_key` order that
-made one, and nothing to the others; calls without a key (a judge batch's share of an item)
-stay with their record. Totals are kept: a request sent twice (two workers asked at once) is
+made one, and nothing to the others (a judge batch's share of an item is keyed by the
+request the item would make alone); calls without a key (the response cache off: nothing is
+shared) stay with their record. Totals are kept: a request sent twice (two workers asked at once) is
 charged twice, to that first record. Tokens are not touched: a cached reply keeps its tokens.
 """
 

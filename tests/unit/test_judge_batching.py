@@ -253,8 +253,9 @@ async def test_identical_items_judged_together_are_sent_once_with_the_cache_on(
     inner = CountingLLM(per_item_judge(single_reply))
     with ResponseCache(tmp_path / "cache.sqlite") as cache:
         cached = CachedLLM(inner, cache, provider_id="fake", template_version="t")
-        charged: list[Completion] = []
-        judge = Judge(cached, items_per_call=5, replies=cached, charge=charged.append)
+        charged: list[tuple[Completion, str | None]] = []
+        judge = Judge(cached, items_per_call=5, replies=cached,
+                      charge=lambda c, key=None: charged.append((c, key)))
         results = await judge_all(judge, items)
     sent = [len(re.findall(r'^ITEM "item-\d+"$', call[1]["content"], flags=re.MULTILINE))
             for call in inner.calls]
@@ -262,7 +263,12 @@ async def test_identical_items_judged_together_are_sent_once_with_the_cache_on(
     assert [r.scores for r in results[:2]] == [results[0].scores] * 2
     assert results[4].scores == results[2].scores and not any(r.errors for r in results)
     # the copies are charged as cache hits are: nothing
-    assert sorted(c.cached for c in charged) == [False] * 3 + [True] * 2
+    assert sorted(c.cached for c, _ in charged) == [False] * 3 + [True] * 2
+    # under the key of the entry they share: the run charges it to the first case in the
+    # records' order, whichever reached the judge first (results/settle.py)
+    keys = [key for _, key in charged]
+    assert None not in keys
+    assert sorted(keys.count(k) for k in set(keys)) == [1, 2, 2]  # item 0 and item 1 twice
 
 
 @pytest.mark.asyncio
@@ -316,6 +322,38 @@ async def test_each_item_meter_is_charged_its_share_and_the_costs_add_up() -> No
     total = prices.cost("fake", Usage(prompt, completion, 1))
     assert sum(m.cost for m in meters) == pytest.approx(total)
     assert all(m.prompt_tokens > 0 and m.cost > 0 for m in meters)
+
+
+@pytest.mark.parametrize("second_first", [False, True])
+@pytest.mark.asyncio
+async def test_the_first_repetition_in_the_records_order_pays_for_an_entry_both_share(
+        tmp_path: Path, second_first: bool) -> None:
+    """Two repetitions that answered alike share one judge entry (the cache on): the run
+    charged it to whichever reached the judge first, so the same command charged q1 run 0 in
+    one run and run 1 in the next."""
+    from pytest_ragbench.results.settle import settle_shared_calls
+
+    meter_var: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("m", default=None)
+    prices = PriceTable.from_mapping({"fake": {"prompt": 1.0, "completion": 1.0}})
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        cached = CachedLLM(CountingLLM(per_item_judge(single_reply)), cache,
+                           provider_id="fake", template_version="t")
+        metered = _MeteredLLM(cached, meter_var, prices, "fake")
+        judge = Judge(metered, items_per_call=3, replies=cached, charge=metered.charge)
+        meters = {0: _Meter(), 1: _Meter(), 2: _Meter()}  # two repeats of q1, and q2
+
+        async def one(run: int, x: JudgeInput) -> None:
+            meter_var.set(meters[run])
+            await judge.evaluate(x, METRICS)
+
+        order = [(1, item(1)), (0, item(1))] if second_first else [(0, item(1)), (1, item(1))]
+        await asyncio.gather(*(one(run, x) for run, x in [*order, (2, item(2))]))
+    records = [{"suite": "s", "retriever": "a", "case_id": "q1" if run < 2 else "q2",
+                "run": run % 2, "llm_calls": meters[run].calls, "usage": {}, "cost": 0.0}
+               for run in (1, 0, 2)]
+    settle_shared_calls(records)
+    cost = {(r["case_id"], r["run"]): r["cost"] for r in records}
+    assert cost[("q1", 0)] > 0 and cost[("q1", 1)] == 0 and cost[("q2", 0)] > 0
 
 
 @pytest.mark.asyncio
