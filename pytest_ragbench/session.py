@@ -305,7 +305,7 @@ class RagbenchSession:
         clock = run.get("clock")
         if isinstance(clock, int | float) and not isinstance(clock, bool):
             # under xdist the workers took it; run.json says it for the next resume
-            self.config.stash[STATE_KEY].run_start = float(clock)
+            self.config.stash[STATE_KEY].set_clock(float(clock))
         if isinstance(run.get("folder"), str) and self.write_files:
             # before this run's replays: if it stops too, its resume reuses both runs'
             self.resumed_from = run["folder"]

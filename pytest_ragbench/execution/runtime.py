@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError
+from ..llm import deadline as limits
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
 from ..records import CaseRecord, add_answer, clean_float, make_record, relevant_ranks
@@ -456,8 +457,12 @@ class SuiteRuntime:
         value = box["value"]
         if inspect.isawaitable(value):
             remaining = max(deadline - time.monotonic(), 0.0)
+            # on the clock of the LLM limits: a wait for one of the run's slots (a dense
+            # retriever's openai embedder draws from the run's budget) is not counted, or
+            # the same retrieval would time out at -n 2 and not at -n 0
+            awaitable = value
             try:
-                value = self._run(asyncio.wait_for(value, remaining))
+                value = self._run(limits.within(remaining, lambda: awaitable))
             except (asyncio.TimeoutError, TimeoutError):
                 raise timed_out() from None
         return value

@@ -93,11 +93,6 @@ class Deadline(_Calls):
         self._timer: asyncio.TimerHandle | None = None
         self._over = False
 
-    def used(self) -> float:
-        """The seconds counted so far."""
-        running = 0.0 if self._since is None else self._loop.time() - self._since
-        return self._counted + running
-
     def start(self) -> None:
         """Start the clock (it stops by itself while every call waits for a slot)."""
         self._run()
@@ -129,6 +124,8 @@ class Deadline(_Calls):
         self._on_expiry()
 
     def _changed(self, was_queued: bool) -> None:
+        if self.queued == was_queued:
+            return
         if self.queued:
             self._halt()
         else:

@@ -1039,16 +1039,16 @@ class Judge:
         entry = await self.batcher.request(ask, item)
         if self._charge is not None:
             key = self._share_key(item, ask)
-            share, paid = entry.outcome.usage, entry.paid
-            if paid is None or paid in (share, Usage(0, 0, 0)):
-                self._charge(Completion("", share, cached=entry.cached), key)
-            else:
-                # an attempt from the cache (an earlier run's rejected reply) and a paid
-                # correction: only the paid one is priced, as at items_per_call 1
-                free = Usage(share.prompt_tokens - paid.prompt_tokens,
-                             share.completion_tokens - paid.completion_tokens,
-                             share.requests - paid.requests)
+            # only the attempts that were sent are priced (one may have come from the cache:
+            # an earlier run's rejected reply, before a correction), as at items_per_call 1
+            share, zero = entry.outcome.usage, Usage(0, 0, 0)
+            paid = entry.paid if entry.paid is not None else zero if entry.cached else share
+            free = Usage(share.prompt_tokens - paid.prompt_tokens,
+                         share.completion_tokens - paid.completion_tokens,
+                         share.requests - paid.requests)
+            if free != zero or paid == zero:
                 self._charge(Completion("", free, cached=True), key)
+            if paid != zero:
                 self._charge(Completion("", paid, cached=False), key)
         if entry.why is None:
             return entry.outcome

@@ -85,7 +85,7 @@ def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     for nodeid, run_id in sorted((reused_failed or {}).items()):
         out.append({"nodeid": nodeid, "path": nodeid.split("::")[0], "outcome": "failed",
                     "text": f"{nodeid} failed in run {run_id}, whose record this resumed run "
-                            "keeps (not run now: deselected); the verdict counts it",
+                            "keeps (not run now); the verdict counts it",
                     "properties": {"reused_from": run_id}, "item": True})
     for g in summary.get("gates") or []:
         text, figures = gate_detail(g)

@@ -132,13 +132,25 @@ def _stable(value: Any) -> str:
     try:
         return json.dumps(value, sort_keys=True, ensure_ascii=False, default=_jsonish)
     except (TypeError, ValueError):  # keys of mixed types cannot be sorted
-        return repr(value)
+        return repr(_ordered(value))
 
 
 def _jsonish(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return sorted(_stable(v) for v in value)
     return repr(value)
+
+
+def _ordered(value: Any) -> Any:
+    """``value`` with its sets as sorted lists and its mappings as sorted pairs (sorted by
+    their texts: keys of mixed types), for a ``repr`` the same in every process."""
+    if isinstance(value, set | frozenset):
+        return sorted((_ordered(v) for v in value), key=repr)
+    if isinstance(value, dict):
+        return sorted(((repr(k), _ordered(v)) for k, v in value.items()), key=lambda kv: kv[0])
+    if isinstance(value, list | tuple):
+        return [_ordered(v) for v in value]
+    return value
 
 
 def annotations_hash(dataset: Dataset) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_ragbench.execution.runtime import SuiteRuntime
+from pytest_ragbench.llm import deadline
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.suite.loader import load_suite
 
@@ -196,6 +197,32 @@ def test_a_retrieval_past_its_limit_is_one_call_and_one_error(runtime_of, releas
     again = runtime.run_case("slow", SLOW_CASE, upcoming=lambda: [],
                              upcoming_runs=lambda: [])
     assert again["status"] == "ok" and calls.of(SLOW_CASE) == 2, again.get("error")
+
+
+class QueuedRetriever(SlowRetriever):
+    """Async; on the slow query its embedder waits for one of the run's slots (held by other
+    workers' requests) for twice the limit, then answers at once."""
+
+    async def _aretrieve(self, text: str) -> list[tuple[str, float]]:
+        if text.startswith("slow"):
+            with deadline.call():
+                with deadline.waiting_for_slot():
+                    await asyncio.sleep(2 * LIMIT)
+                await asyncio.sleep(0.01)
+        return self._hits(text)
+
+
+def test_a_retrievals_wait_for_one_of_the_runs_slots_is_not_counted(runtime_of,
+                                                                    release) -> None:
+    """A dense retriever's openai embedder draws from the run's budget: how long its request
+    queues depends on how many workers share the slots, not on the retrieval."""
+    calls = Calls()
+    runtime = runtime_of(RETRIEVER_SUITE, "retriever", "slow",
+                         lambda: QueuedRetriever(calls, "async", release))
+    slow, by_id = _run_all(lambda cid, rest: runtime.run_case(
+        "slow", cid, upcoming=lambda: rest, upcoming_runs=lambda: [(c, 0) for c in rest]))
+    assert slow["status"] == "ok", slow.get("error")
+    assert all(r["status"] == "ok" for r in by_id.values())
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

@@ -356,9 +356,10 @@ async def test_the_first_repetition_in_the_records_order_pays_for_an_entry_both_
     assert cost[("q1", 0)] > 0 and cost[("q1", 1)] == 0 and cost[("q2", 0)] > 0
 
 
+@pytest.mark.parametrize("retry_fails_again", [False, True])
 @pytest.mark.asyncio
 async def test_a_batch_whose_rejected_reply_came_from_the_cache_prices_only_its_paid_retry(
-        tmp_path: Path) -> None:
+        tmp_path: Path, retry_fails_again: bool) -> None:
     """A rerun after the first run's correction retry failed: the rejected first reply comes
     from the cache (free), the retry is paid. Both were priced as paid."""
     good = per_item_judge(single_reply)
@@ -390,10 +391,13 @@ async def test_a_batch_whose_rejected_reply_came_from_the_cache_prices_only_its_
             return meters
 
         await run()
-        first_run[0] = False
+        first_run[0] = retry_fails_again
         calls = len(inner.calls)
         meters = await run()
     assert len(inner.calls) - calls == 1  # the retry; the first reply from the cache
+    if retry_fails_again:  # nothing was answered: nothing is priced, as at items_per_call 1
+        assert sum(m.cost for m in meters) == 0
+        return
     paid = len(inner.calls[-1][-1]["content"])  # prompt tokens of the live retry
     assert sum(m.cost for m in meters) == pytest.approx(prices.cost("fake", Usage(paid, 0, 1)))
 

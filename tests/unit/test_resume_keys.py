@@ -287,7 +287,9 @@ def test_the_datasets_metadata_hash_is_the_same_in_every_process() -> None:
         "from pytest_ragbench.datasets import Dataset, Document, Query\n"
         "from pytest_ragbench.results.resume import annotations_hash\n"
         "d = Dataset('d', (Document('d1', 't', metadata={'labels': set('abcdefgh'),"
-        " 'deep': [{'s': frozenset({'x', 'y', 'z'})}]}),), (Query('q1', 't'),), 'C', 'H')\n"
+        " 'deep': [{'s': frozenset({'x', 'y', 'z'})}]}),"
+        " Document('d2', 't', metadata={1: set('abcdefgh'), 'a': 2})),"  # keys of two types
+        " (Query('q1', 't'),), 'C', 'H')\n"
         "print(annotations_hash(d))\n")
     hashes = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}
