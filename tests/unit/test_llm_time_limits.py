@@ -242,6 +242,72 @@ def test_a_shared_call_being_answered_counts_for_its_cases() -> None:
         asyncio.run(main())
 
 
+class _Queued:
+    """An embedder and a judge LLM whose every request waits ``wait`` s for a slot, then is
+    answered at once; counts its requests."""
+
+    def __init__(self, wait: float, reply: Any = None) -> None:
+        self.wait, self.reply, self.requests = wait, reply, 0
+
+    async def _request(self) -> None:
+        self.requests += 1
+        with deadline.call(), deadline.waiting_for_slot():
+            await asyncio.sleep(self.wait)
+
+    async def embed(self, texts: Any) -> Any:
+        import numpy as np
+
+        await self._request()
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    async def chat(self, messages: Any, **params: Any) -> Completion:
+        await self._request()
+        return Completion(self.reply(messages), Usage(10, 10, 1), model="judge")
+
+
+def test_a_case_waiting_on_another_cases_embedding_keeps_its_time_limit(
+        tmp_path: Path) -> None:
+    """The cached embedder sends a text being embedded for another case once: the second
+    case waits on that request, and on its wait for a slot."""
+    from pytest_ragbench.llm.cache import CachedEmbedder, ResponseCache
+
+    inner = _Queued(2 * LIMIT)
+
+    async def main() -> list[Any]:
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            embedder = CachedEmbedder(inner, cache, provider_id="e")
+            return list(await asyncio.gather(*(
+                deadline.within(LIMIT, lambda: embedder.embed(["the same text"]))
+                for _ in range(2))))
+
+    assert [v.shape for v in asyncio.run(main())] == [(1, 4), (1, 4)]
+    assert inner.requests == 1
+
+
+def test_a_case_waiting_on_an_identical_judge_item_keeps_its_time_limit(
+        tmp_path: Path) -> None:
+    """Two repetitions that answered alike: the judge (batching items, the cache on) asks
+    for the item once and the second waits on the first's request, and its wait for a slot."""
+    from pytest_ragbench.llm.cache import CachedLLM, ResponseCache
+    from pytest_ragbench.metrics.judge import Judge, JudgeInput
+
+    inner = _Queued(2 * LIMIT, per_item_judge(_reply))
+    item = JudgeInput(question="question?", answer="Paris is the capital of France.",
+                      contexts=CONTEXTS[0][1:], reference="Paris")
+
+    async def main() -> list[Any]:
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            cached = CachedLLM(inner, cache, provider_id="judge", template_version="t")
+            judge = Judge(cached, items_per_call=2, replies=cached)
+            return list(await asyncio.gather(*(
+                deadline.within(LIMIT, lambda: judge.evaluate(item, ["faithfulness"]))
+                for _ in range(2))))
+
+    results = asyncio.run(main())
+    assert [r.errors for r in results] == [{}, {}]
+    assert inner.requests == 1
+
+
 # -- end to end: several pipelines (as workers hold them) on one run budget ---------------------
 
 LATENCY = 0.15  # the server's answer time
