@@ -220,6 +220,55 @@ def test_head_start_sends_each_request_once_and_matches_serial(
             os.waitpid(int(pid_file.read_text()), os.WNOHANG)
 
 
+EXCHANGE_CONFTEST = """
+import json
+from pathlib import Path
+
+def pytest_sessionfinish(session):
+    if getattr(session.config.option, "numprocesses", None) and not hasattr(
+            session.config, "workerinput"):
+        from pytest_ragbench.state import STATE_KEY
+
+        totals = session.config.stash[STATE_KEY]._coordinator.totals()
+        Path("exchange.json").write_text(json.dumps(totals["exchange"]))
+"""
+
+
+def test_a_case_the_cost_cap_refuses_is_one_refusal_with_the_head_start(
+        pytester: pytest.Pytester) -> None:
+    """The head start is refused at the cap and gives the case back; the worker is refused
+    again: the run counted two refusals of one case (64 for 32 cases)."""
+    n = 16
+    write_jsonl(pytester.path / "corpus.jsonl",
+                [{"_id": f"d{i}", "text": f"passage {i} about topic {i}"} for i in range(n)])
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{"_id": f"q{i:02d}", "text": f"topic {i} question", "relevant": {f"d{i}": 1},
+                  "answer": "passage"} for i in range(n)])
+    pytester.makeconftest(EXCHANGE_CONFTEST)
+    # every reply costs $6 (6 completion tokens at $1 each): the cap is reached after 5
+    with FakeOpenAIServer(latency=0.02, reply=lambda m: "the answer is in the passage") as srv:
+        pytester.path.joinpath("suite.yaml").write_text(f"""
+name: cap
+dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+retrievers: {{bm25: {{}}}}
+metrics: [recall@10, answer_contains]
+llm: {{type: openai, base_url: {srv.base_url}, model: m, retries: 0, concurrency: 2}}
+cache: {{mode: "off"}}
+max_cost: 30
+prices: {{m: {{prompt: 0, completion: 1000000}}}}
+""")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-n", "2")
+    records = [json.loads(x) for x in (pytester.path / ".ragbench" / "runs" / "latest"
+                                       / "cases.jsonl").read_text().splitlines()]
+    refused = sum(r["status"] == "error" for r in records)
+    assert 0 < refused < n and result.ret == 1
+    costs = json.loads((pytester.path / ".ragbench" / "runs" / "latest" / "summary.json")
+                       .read_text())["run"]["budget"]["costs"]
+    assert costs["suite.yaml"]["refused"] == refused
+    # the head start was at work: it sent the paid requests and handed them over
+    assert json.loads(pytester.path.joinpath("exchange.json").read_text())["published"] > 0
+
+
 class _Channel:
     """What LOWER_PRIORITY sees of its execnet channel."""
 
