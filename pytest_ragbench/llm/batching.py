@@ -63,6 +63,9 @@ class _Request(Generic[P, R]):
     bounding: tuple[Any, ...] = field(default=(), repr=False)
     shared: deadline.SharedCall | None = field(default=None, repr=False)
     queued: bool = False
+    # the call it went out in, and the requests of that call
+    call: asyncio.Task[None] | None = field(default=None, repr=False)
+    mates: list[_Request[P, R]] = field(default_factory=list, repr=False)
 
 
 class CallBatcher(Generic[G, P, R]):
@@ -190,6 +193,11 @@ class CallBatcher(Generic[G, P, R]):
                 deadline.queue(entry.bounding, -1)
             if entry.shared is not None:
                 entry.shared.leave(entry.bounding)
+            if entry.call is not None and not entry.call.done() \
+                    and all(r.future.done() for r in entry.mates):
+                # every case of the call has gone (their time limits ran out): stop it, as
+                # a case's own call is stopped, rather than pay for what nobody records
+                entry.call.cancel()
             self._wait(case, -1)
             self._schedule_check()
 
@@ -248,6 +256,8 @@ class CallBatcher(Generic[G, P, R]):
             deadline.queue(r.bounding, -1)
         loop = asyncio.get_running_loop()
         task = shared.context().run(loop.create_task, self._run(group, batch))
+        for r in batch:
+            r.call, r.mates = task, batch
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

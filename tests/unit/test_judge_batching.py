@@ -481,6 +481,33 @@ async def test_a_full_batch_goes_at_once_and_a_cancelled_waiter_leaves_its_mates
     await held
 
 
+@pytest.mark.asyncio
+async def test_a_call_whose_cases_have_all_gone_is_stopped() -> None:
+    """Cases whose time limits ran out while their batch was answered: the call ran on and
+    was paid, charged to nobody; a case's own call is stopped at its limit."""
+    stopped = asyncio.Event()
+
+    async def call(group: str, payloads: list[int]) -> list[int]:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return payloads
+
+    batcher: CallBatcher[str, int, int] = CallBatcher(2, call)
+    tasks = [asyncio.create_task(batcher.request("g", i)) for i in range(2)]
+    await asyncio.sleep(0.05)
+    tasks[0].cancel()
+    await asyncio.sleep(0.05)
+    assert not stopped.is_set()  # one case still waits on it
+    tasks[1].cancel()
+    await asyncio.wait_for(stopped.wait(), 1)
+    for task in tasks:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 # -- the suite key ---------------------------------------------------------------------------
 
 
