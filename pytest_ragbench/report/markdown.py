@@ -156,7 +156,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
                       f"{', '.join(_cell(m) for m in table.hidden)}.", ""]
         if table.errors:
             name, e = table.errors[0]
-            lines += [f"{len(table.errors)} errors; the first: {_cell(name)}/"
+            lines += [f"{table.n_errors} errors; the first: {_cell(name)}/"
                       f"{_cell(e['case_id'])} [{_cell(e['stage'])}]: {_cell(e['message'])}",
                       ""]
         lines += _ab(s, table)

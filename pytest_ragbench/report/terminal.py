@@ -169,8 +169,7 @@ def table_notes(table: SuiteTable) -> list[str]:
                      "flip between pass and fail at 0.5")
     for name, e in table.errors[:MAX_ERRORS]:
         lines.append(f"  error {name}/{e['case_id']} [{e['stage']}]: {e['message']}")
-    # the summary lists a system's first errors only: the rows count them all
-    total = sum(r.n_errors for r in table.rows)
+    total = table.n_errors
     if total > MAX_ERRORS:
         lines.append(f"  ... {total - MAX_ERRORS} more errors ({_MORE})")
     return lines

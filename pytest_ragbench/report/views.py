@@ -222,6 +222,11 @@ class SuiteTable:
         return any(r.usage is not None for r in self.rows)
 
     @property
+    def n_errors(self) -> int:
+        """Every errored case: :attr:`errors` lists only each system's first ones."""
+        return sum(r.n_errors for r in self.rows)
+
+    @property
     def has_known_failures(self) -> bool:
         return any(r.n_xfailed or r.n_xpassed for r in self.rows)
 

@@ -207,3 +207,5 @@ def test_the_errors_left_out_are_counted_from_every_case() -> None:
                      for i in range(20)]
     notes = table_notes(suite_table(summary["suites"][0]))
     assert f"  ... {32 - MAX_ERRORS} more errors" in "\n".join(notes)
+    # summary.md counts every errored case as well (it said 20 beside a row of 32)
+    assert "\n32 errors; the first: " in summary_markdown(summary)
