@@ -39,6 +39,10 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
     return {"spent": spent, "costs": costs, "pools": pools}
 
 
+def _g(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def budget_lines(report: Mapping[str, Any]) -> list[str]:
     """Terminal lines for :func:`budget_report`'s figures."""
     lines = []
@@ -51,11 +55,17 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
                 f"max {pool['max_in_flight']} in flight, {pool['throttled']} throttled (429), "
                 f"{pool['timeouts']} timed out")
         adaptive = pool.get("adaptive")
+        limits = [] if adaptive or pool.get("concurrency") is None else [
+            f"concurrency {pool['concurrency']}"]
+        # the rate limits too: a run that took a minute for a dozen requests says why
+        limits += [f"{k} {_g(pool[k])}" for k in ("rpm", "tpm") if pool.get(k) is not None]
         if adaptive:
             line += (f"; concurrency auto reached {adaptive['level']} (max "
                      f"{adaptive['max_level']} of bound {adaptive['bound']}, "
                      f"{adaptive['decreases']} back-offs)")
-        elif pool.get("concurrency") is not None:
-            line += f" (concurrency {pool['concurrency']})"
+            if limits:
+                line += f"; {', '.join(limits)}"
+        elif limits:
+            line += f" ({', '.join(limits)})"
         lines.append(line)
     return lines

@@ -209,3 +209,22 @@ def test_the_errors_left_out_are_counted_from_every_case() -> None:
     assert f"  ... {32 - MAX_ERRORS} more errors" in "\n".join(notes)
     # summary.md counts every errored case as well (it said 20 beside a row of 32)
     assert "\n32 errors; the first: " in summary_markdown(summary)
+
+
+@pytest.mark.parametrize(("limits", "said"), [
+    ({"concurrency": 3}, " (concurrency 3)"),
+    ({"concurrency": 16, "rpm": 6.0}, " (concurrency 16, rpm 6)"),
+    ({"concurrency": None, "tpm": 400}, " (tpm 400)"),
+    ({"concurrency": 8, "rpm": 60,
+      "adaptive": {"level": 4, "max_level": 5, "bound": 16, "decreases": 2}},
+     "; concurrency auto reached 4 (max 5 of bound 16, 2 back-offs); rpm 60"),
+])
+def test_a_pool_line_names_its_limits(limits: dict, said: str) -> None:
+    """A run that took a minute for a dozen requests says why: its pool's rpm/tpm."""
+    from pytest_ragbench.report.budget import budget_lines
+
+    pool = {"model": "m", "endpoint": "u", "requests": 12, "max_in_flight": 1,
+            "throttled": 0, "timeouts": 0, **limits}
+    (line,) = budget_lines({"pools": [pool]})
+    assert line == "llm pool m at u: 12 requests, max 1 in flight, 0 throttled (429), " \
+                   "0 timed out" + said
