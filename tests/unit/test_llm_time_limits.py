@@ -117,11 +117,14 @@ def test_a_cancelled_caller_cancels_the_work_and_is_no_timeout() -> None:
     assert seen == [False]
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own-call", "shared-call"])
 def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
     """Python 3.10 cannot tell a task cancelled from outside from one whose work was: when a
     case's limit and its call's ran out together, the call's turned the case's cancellation
-    into its own timeout, and the case went on past its limit."""
+    into its own timeout, and the case went on past its limit. Also when the call is made for
+    other cases too (the cache's one request for identical ones), where the case's limit is
+    not among the call's."""
     monkeypatch.setattr(deadline, "_cancelling", lambda: False)  # as on Python 3.10
     finished: list[str] = []
 
@@ -134,7 +137,8 @@ def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
                 raise                     # inner limit runs out too
 
     async def case() -> None:
-        with contextlib.suppress(TimeoutError):  # the call's error: the case goes on
+        making = deadline.SharedCall().making() if shared else contextlib.nullcontext()
+        with contextlib.suppress(TimeoutError), making:  # the call's error: the case goes on
             await deadline.within(0.2, slow_to_stop, blames_calls=True)
         await asyncio.sleep(1.0)
         finished.append("case")
@@ -143,32 +147,6 @@ def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
     with pytest.raises(TimeoutError):
         asyncio.run(deadline.within(0.15, case))
     assert finished == [] and time.monotonic() - started < 0.8
-
-
-def test_a_limit_running_out_with_a_shared_calls_own_is_not_lost(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same as above when the call is made for other cases too (the cache's one request
-    for identical ones): the case's limit is not among the call's, but it still ends it."""
-    monkeypatch.setattr(deadline, "_cancelling", lambda: False)  # as on Python 3.10
-    finished: list[str] = []
-
-    async def slow_to_stop() -> None:
-        with deadline.call():
-            try:
-                await asyncio.sleep(5.0)
-            except asyncio.CancelledError:
-                await asyncio.sleep(0.1)
-                raise
-
-    async def case() -> None:
-        with contextlib.suppress(TimeoutError), deadline.SharedCall().making():
-            await deadline.within(0.2, slow_to_stop, blames_calls=True)
-        await asyncio.sleep(1.0)
-        finished.append("case")
-
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.15, case))
-    assert finished == []
 
 
 def test_a_limit_whose_work_is_over_never_runs_out() -> None:
