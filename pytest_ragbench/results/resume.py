@@ -349,23 +349,24 @@ def resolve_run_folder(ref: str, runs_root: Path, cwd: Path, *,
 MAX_RESUME_CHAIN = 100
 
 
-def _resumed_from(folder: Path) -> Path | None:
-    """The folder of the run the run in ``folder`` resumed, if any (from its run.json)."""
+def _run_doc(folder: Path) -> dict[str, Any]:
+    """The run's ``run.json`` (empty when it is missing or unreadable)."""
     try:
         doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    value = doc.get("resumed_from") if isinstance(doc, dict) else None
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _resumed_from(doc: Mapping[str, Any]) -> Path | None:
+    """The folder of the run a run resumed, if any (from its run.json)."""
+    value = doc.get("resumed_from")
     return Path(value).resolve() if isinstance(value, str) and value else None
 
 
-def _run_clock(folder: Path) -> float | None:
-    """The clock the run in ``folder`` scored against (its run.json's ``clock``), if known."""
-    try:
-        doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = doc.get("clock") if isinstance(doc, dict) else None
+def _run_clock(doc: Mapping[str, Any]) -> float | None:
+    """The clock a run scored against (its run.json's ``clock``), if known."""
+    value = doc.get("clock")
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not math.isfinite(value):
         return None
@@ -401,12 +402,14 @@ class EarlierRun:
         records: dict[Identity, dict[str, Any]] = {}
         chain: list[Path] = []
         at: Path | None = folder.resolve()
-        clock = _run_clock(at)
+        doc = _run_doc(folder)
+        own_clock = clock = _run_clock(doc)
         while at is not None and at not in chain and len(chain) < MAX_RESUME_CHAIN:
             chain.append(at)
-            at = _resumed_from(at)
+            at = _resumed_from(doc)
             if at is not None:
-                older = _run_clock(at)
+                doc = _run_doc(at)
+                older = _run_clock(doc)
                 if clock is not None and older is not None and older != clock:
                     # the newer run kept none of its records (it took a clock of its own):
                     # those records were scored against another clock than this run's
@@ -437,7 +440,7 @@ class EarlierRun:
                         or old.get("status") not in REUSABLE:
                     records[ident] = rec
         return cls(run_id=folder.name, folder=folder, records=records,
-                   clock=_run_clock(folder))
+                   clock=own_clock)
 
     def reusable(self, keys: SuiteKeys, system: str, case_id: str, run: int
                  ) -> tuple[dict[str, Any] | None, str | None]:
