@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from pytest_ragbench.cli import main as ragbench_main
+from pytest_ragbench.report.views import failure_lines
 from pytest_ragbench.results.baseline import BaselineError, load_baseline, save_baseline
-from pytest_ragbench.results.compare import check_reference, compare_docs, load_side, match_suites
+from pytest_ragbench.results.compare import (
+    Overrides,
+    check_reference,
+    compare_docs,
+    load_side,
+    match_suites,
+)
+from pytest_ragbench.results.gates import parse_tolerance
 from pytest_ragbench.results.history import HistoryError, RunHistory
 from pytest_ragbench.results.verdict import Coverage, make_verdict, reason_line, verdict_of
 
@@ -152,6 +160,41 @@ def test_compare_repeats_a_stored_failed_or_partial_verdict():
     result = compare_docs(_doc("a", 0.8), cur)
     assert result["passed"] is False
     assert result["verdict"]["headline"] == "FAILED (partial: 3 of 9 cases)"
+
+
+def _with_latency(doc: dict, latency: list[float], tolerance: dict | None = None) -> dict:
+    (suite,) = doc["suites"].values()
+    scores = {f"q{i}": value for i, value in enumerate(latency)}
+    suite["retrievers"]["bm25"]["metrics"]["latency_ms"] = {
+        "mean": sum(latency) / len(latency), "direction": "lower", "scores": scores}
+    if tolerance is not None:
+        suite["baseline_settings"] = {"tolerance": tolerance}
+    return doc
+
+
+@pytest.mark.parametrize("tolerance", [None, {"*": "0.02"}, {"*": "5%"}])
+def test_a_slower_run_is_no_regression_unless_a_tolerance_names_its_latency(tolerance):
+    """The same system's wall time differs from run to run: a plain baseline, or a suite-wide
+    tolerance in the scores' units, failed a run whose only change was the machine's load."""
+    base = _with_latency(_doc("a", 0.8), [0.04, 0.05, 0.04], tolerance)
+    cur = _with_latency(_doc("b", 0.8), [0.24, 0.25, 0.21], tolerance)
+    result = compare_docs(base, cur, Overrides(tolerance=parse_tolerance("0.02")))
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert rows["latency_ms"]["delta"] > 0.15  # compared and shown all the same
+    assert rows["latency_ms"]["regressed"] is False and rows["latency_ms"]["tolerance"] is None
+    assert result["passed"] is True, failure_lines(result)
+
+
+def test_a_tolerance_naming_latency_judges_it_and_says_it_rose():
+    base = _with_latency(_doc("a", 0.8), [40.0, 50.0, 40.0], {"latency_ms": "20%"})
+    cur = _with_latency(_doc("b", 0.8), [41.0, 52.0, 45.0], {"latency_ms": "20%"})
+    assert compare_docs(base, cur)["passed"] is True  # +7%
+    cur = _with_latency(_doc("b", 0.8), [60.0, 70.0, 50.0], {"latency_ms": "20%"})
+    result = compare_docs(base, cur)
+    assert result["passed"] is False
+    (line,) = failure_lines(result)
+    assert line.startswith("ragbench: regression: s/bm25 latency_ms rose from 43.33")
+    assert line.endswith("tolerance 20%)")
 
 
 # -- malformed files ---------------------------------------------------------------------------

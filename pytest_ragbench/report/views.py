@@ -51,17 +51,24 @@ def gate_failure_line(g: Mapping[str, Any]) -> str:
     stats = (f"delta {num(r['delta'], signed=True)}, 95% CI [{num(r['ci_low'], signed=True)}, "
              f"{num(r['ci_high'], signed=True)}], p = {p_value(r['p_holm'])} ({r['test']}, "
              f"Holm), {num(r['baseline'])} -> {num(r['current'])}, n = {r['n']}")
+    moved = _worse(r)
     if g["kind"] == "drop":
-        return (f"ragbench: gate failed: {where(g)} {g['metric']} dropped more than allowed "
+        return (f"ragbench: gate failed: {where(g)} {g['metric']} {moved} more than allowed "
                 f"(`{g['text']}`, allowed {num(g['allowed'])}): {stats}")
-    return (f"ragbench: gate failed: {where(g)} {g['metric']} dropped significantly at "
+    return (f"ragbench: gate failed: {where(g)} {g['metric']} {moved} significantly at "
             f"{g['alpha']:g} (`{g['text']}`): {stats}")
+
+
+def _worse(row: Mapping[str, Any]) -> str:
+    """How the metric of a comparison row got worse: a quality score drops, a time or an error
+    rate rises (the gates' ``drop`` means either)."""
+    return "rose" if row.get("direction") == "lower" else "dropped"
 
 
 def regression_line(row: Mapping[str, Any]) -> str:
     """One line for a metric that moved beyond its tolerance."""
     return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
-            f"dropped from {num(row['baseline'])} to {num(row['current'])} "
+            f"{_worse(row)} from {num(row['baseline'])} to {num(row['current'])} "
             f"(delta {num(row['delta'], signed=True)}, 95% CI "
             f"[{num(row['ci_low'], signed=True)}, {num(row['ci_high'], signed=True)}], "
             f"p = {p_value(row['p_holm'])} ({row['test']}), tolerance {row['tolerance']})")

@@ -33,6 +33,7 @@ from .gates import (
     case_filter,
     case_in_scope,
     check_thresholds,
+    is_timing,
     parse_gate_expression,
     scope_retriever,
     scope_text,
@@ -323,8 +324,11 @@ def _tolerance(
 ) -> Tolerance | None:
     """The tolerance check applies when one is configured, or by default (0) to metrics that
     no drop or significance gate covers: a plain ``--ragbench-baseline`` still catches any drop.
+    A wall time (:func:`~.gates.is_timing`) is checked only by a tolerance that names it.
     """
     tols = settings.tolerances or {}
+    if is_timing(metric):
+        return tols.get(metric)
     tol = ov.tolerance or tols.get(metric) or tols.get("*")
     if tol is None and not has_baseline_gate:
         tol = DEFAULT_TOLERANCE

@@ -62,6 +62,16 @@ def default_direction(metric: str) -> str:
     return "lower" if base in _LOWER_IS_BETTER or base.endswith("_ms") else "higher"
 
 
+def is_timing(metric: str) -> bool:
+    """Whether ``metric`` is a wall time (``latency_ms``, any ``*_ms``): measured, not scored.
+
+    The same system on the same queries gives another value at each run, so against a
+    baseline only a tolerance or a gate that names it judges it: a suite-wide tolerance is in
+    the scores' units, and the default one (any drop) failed a run whose only change was the
+    machine's load."""
+    return metric.split("@")[0].endswith("_ms")
+
+
 def _num(value: float) -> str:
     """Shortest text that reads back as exactly ``value`` (``:g`` when that is exact)."""
     short = f"{value:g}"

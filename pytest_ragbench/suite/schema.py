@@ -509,7 +509,8 @@ class BaselineModel(_Model):
     """How runs are compared against a saved baseline."""
 
     tolerance: Tolerances | None = Field(
-        None, description="allowed drop: absolute (0.02) or relative ('5%'), or per metric")
+        None, description="allowed drop: absolute (0.02) or relative ('5%'), or per metric; "
+                          "latency_ms only per metric (it varies from run to run)")
     require_same_dataset: bool = Field(
         False, description="refuse to compare against a baseline of another dataset")
     test: TestName = Field(
