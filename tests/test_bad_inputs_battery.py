@@ -256,7 +256,8 @@ LOOPS: list[Case] = [
          ()),
         ("qrels.txt", "*suite.yaml:5: dataset.qrels: qrels file: symlink loop*", SUITE, ()),
         ("run.trec", "*suite.yaml:7: retrievers.sub*run*symlink loop*", RUN_SUITE, ()),
-        ("base.json", "*baseline 'base.json' is not a file, a run folder*", SUITE,
+        ("base.json", "*baseline 'base.json': no such file or run folder: *base.json (a symbolic "
+                      "link to nothing*", SUITE,
          BASELINE_ARGS),
         ("prompt.j2", "*suite.yaml:11: generation.template_file: *", RAG_SUITE, ()),
     )
@@ -460,7 +461,7 @@ DATA_FILES: list[Case] = [
                args=BASELINE_ARGS),
     files_case("baseline-huge-int", "base.json", '{"kind": ' + "1" * 5000 + "}",
                "*base.json: not valid JSON*", args=BASELINE_ARGS),
-    Case("baseline-missing-file", "*baseline 'nope.json' is not a file, a run folder nor a run*",
+    Case("baseline-missing-file", "*baseline 'nope.json': no such file or run folder: *nope.json",
          args=("--ragbench-baseline=nope.json",)),
     # histories
     files_case("history-not-sqlite", "hist.sqlite", b"this is not a database, just text\n" * 40,

@@ -235,8 +235,18 @@ def test_missing_baseline_is_a_clear_failure(pytester, planted):
                                 "--ragbench-no-history")
     # A usage error before any item runs (issue 11.3), no longer a failure at the end.
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json' is not a file, a run folder*"])
+    result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json': no such file or run folder: "
+                                 "*nope.json"])
     assert "passed" not in result.stdout.str() and not (pytester.path / ".ragbench").exists()
+    # with a run history there, a file name is still looked for as a file, not as a run id
+    assert pytester.runpytest("--ragbench=suite.yaml").ret == 0
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=nope.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json': no such file or run folder: "
+                                 "*nope.json"])
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=runs/gone")
+    result.stderr.fnmatch_lines(["*ragbench: baseline 'runs/gone': no such file or run folder: "
+                                 "*gone"])
 
 
 def test_ab_table_for_two_retrievers(pytester, planted):

@@ -43,7 +43,7 @@ def test_compare_exit_codes(files, capsys):
     assert "ragbench: gate failed: s/r ndcg@10 dropped significantly" in out
     assert "delta -0.1333" in out and "ragbench compare: FAILED" in out
     assert main(["compare", "base.json", "missing.json"]) == 2
-    assert "is not a file, a run folder" in capsys.readouterr().err
+    assert "baseline 'missing.json': no such file or run folder: " in capsys.readouterr().err
 
 
 def test_compare_options_override_the_suite(files, capsys):

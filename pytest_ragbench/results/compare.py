@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,7 +452,7 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
         return doc_from_run_dir(path), str(spec)
     if path.is_file():
         return load_baseline(path), str(spec)
-    if history is not None and history.exists():
+    if history is not None and history.exists() and not _names_a_path(spec):
         from .history import HistoryError, RunHistory
 
         try:
@@ -475,8 +476,22 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
             raise BaselineError(str(exc)) from None
         check_baseline_doc(doc, f"history run {spec}")
         return doc, label
+    if _names_a_path(spec):
+        raise _no_such_path(spec, path)
     where = f" nor a run in {history}" if history is not None else ""
     raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
+
+
+def _no_such_path(spec: str, path: Path) -> BaselineError:
+    dangling = " (a symbolic link to nothing: a loop or a missing target)" \
+        if path.is_symlink() else ""
+    return BaselineError(f"baseline {spec!r}: no such file or run folder: {path}{dangling}")
+
+
+def _names_a_path(spec: str) -> bool:
+    """Whether a run reference can only be a file or folder: a run id, a run number,
+    ``last`` or ``best`` has no ``.json`` ending and no path separator."""
+    return spec.endswith(".json") or "/" in spec or os.sep in spec
 
 
 def check_reference(spec: str, *, cwd: Path, history: Path | None) -> dict[str, Any] | None:
@@ -486,6 +501,8 @@ def check_reference(spec: str, *, cwd: Path, history: Path | None) -> dict[str, 
     path = Path(spec) if Path(spec).is_absolute() else cwd / spec
     if path.exists():
         return load_side(spec, cwd=cwd, history=history)[0]
+    if _names_a_path(spec):
+        raise _no_such_path(spec, path)
     if history is None or not history.exists():
         where = f" nor a run in {history} (no run history there)" if history else ""
         raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
