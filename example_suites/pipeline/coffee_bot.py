@@ -41,14 +41,16 @@ class CoffeeBot:
 
     def answer(self, query) -> dict:
         started = time.perf_counter()
-        q = set(words(query.text))
+        # sorted: a sum in set order depends on the process's hash seed (each xdist worker
+        # has its own), and two documents whose scores tie to the last bit swap places
+        q = sorted(set(words(query.text)))
         scored = sorted(
             ((sum(self.idf[w] for w in q if t[w]), d)
              for t, d in zip(self.terms, self.docs, strict=True)),
             key=lambda pair: (-pair[0], pair[1]["_id"]),
         )[: self.top_k]
         sentences = [s for _, d in scored for s in re.split(r"(?<=[.!?])\s+", d["text"])]
-        best = max(sentences, key=lambda s: len(q & set(words(s))), default="")
+        best = max(sentences, key=lambda s: len(set(q) & set(words(s))), default="")
         return {
             "answer": best,
             "contexts": [{"id": d["_id"], "text": d["text"], "score": round(score, 4)}
