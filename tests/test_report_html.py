@@ -537,6 +537,20 @@ def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     assert summary["suites"][0]["metrics"] == ["ndcg@10", "recall@10"]
 
 
+def test_rerendered_crashed_run_counts_the_cases_of_a_suite_that_recorded_none(
+        run_dir: Path) -> None:
+    """A run of two suites killed before the second one's first case: the live run said
+    "3 of 8 cases", the re-render "3 of 3" (the second suite has no row in the summary)."""
+    (run_dir / SUMMARY_JSON).unlink()
+    start = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    start["collected"]["other.yaml"] = 5
+    (run_dir / RUN_JSON).write_text(json.dumps(start), encoding="utf-8")
+    paths = rerender(run_dir)
+    summary, _ = load_run(run_dir)
+    assert (summary["run"]["n_cases"], summary["run"]["n_cases_total"]) == (3, 8)
+    assert "partial: 3 of 8 cases" in paths[2].read_text(encoding="utf-8")
+
+
 def test_rerendered_crashed_run_keeps_its_failed_and_errored_cases_in_the_verdict(
         run_dir: Path) -> None:
     # rebuilt from cases.jsonl, the verdict counted the gates only: a crashed run whose cases

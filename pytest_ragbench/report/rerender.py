@@ -117,8 +117,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         }
         if collected:
             summary["run"]["n_cases"] = sum(s["n_cases_run"] for s in summary["suites"])
-            summary["run"]["n_cases_total"] = sum(s["n_cases_total"]
-                                                  for s in summary["suites"])
+            # every suite collected: one that recorded no case yet has no row in the summary
+            summary["run"]["n_cases_total"] = sum(int(n) for n in collected.values())
         # The verdict as the run would have given it: its failed and errored cases count
         # (rebuilt from the gates alone, a crashed run with failures read "passed")
         outcomes = [case_outcome(r) for r in records]
