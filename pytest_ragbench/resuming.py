@@ -78,11 +78,30 @@ class CaseResume:
                                             history=self._history_path())
             except ResumeError as exc:
                 raise pytest.UsageError(f"ragbench: {exc}") from None
+            self._check_holds_a_suite(ref, folder)
             self.candidates = [str(folder)]
             return
         self.candidates = [str(p) for p in run_folders(root)]
         # --lf reruns what failed in the newest run, finished or not; "latest" names it
         self.unfinished_only = ref == RESUME_NEWEST_UNFINISHED and not self._lf_active()
+
+    def _check_holds_a_suite(self, ref: str, folder: Path) -> None:
+        """A run named on purpose that holds none of the suites given on the command line is
+        a usage error: resuming from it reuses nothing, and the whole run would be paid for
+        again (suites found by collection are not known yet: those say so at the end)."""
+        from .headstart import suite_id
+        from .results.resume import run_suites
+        from .state import STATE_KEY
+
+        rootdir = self.config.rootpath
+        wanted = {sid for path in self.config.stash[STATE_KEY].explicit
+                  if (sid := suite_id(path, rootdir)) is not None}
+        held = run_suites(folder)
+        if wanted and held and not wanted & held:
+            raise pytest.UsageError(
+                f"ragbench: --ragbench-resume={ref}: run {folder.name} holds "
+                f"{', '.join(sorted(held))}, none of the suites of this run "
+                f"({', '.join(sorted(wanted))}): nothing to resume from it")
 
     def _history_path(self) -> Path:
         """The run history run numbers, ``last`` and ``best`` are looked up in."""

@@ -300,6 +300,17 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     result.stdout.fnmatch_lines([f"resumed from {latest.name}: 10 cases reused, 0 run"])
     assert _calls(pytester.path) == before
     assert _results(_summary(latest_run(pytester.path))) == _results(_summary(first))
+    # the other suite's run named on purpose: a usage error before any case is paid for
+    # again (it said "nothing to resume" and ran every case)
+    others = sorted(p for p in latest_run(pytester.path).parent.iterdir()
+                    if p.is_dir() and not p.is_symlink() and "other.yaml" in (p / "run.json")
+                    .read_text())
+    result = pytester.runpytest(SUITE, f"--ragbench-resume={others[-1].name}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*ragbench: --ragbench-resume={others[-1].name}: run "
+                                 f"{others[-1].name} holds other.yaml, none of the suites of "
+                                 "this run (suite.yaml): nothing to resume from it"])
+    assert _calls(pytester.path) == before
 
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])

@@ -274,7 +274,7 @@ class SuiteKeys:
 # -- the earlier run -----------------------------------------------------------------------
 
 
-def _run_suites(folder: Path) -> set[str]:
+def run_suites(folder: Path) -> set[str]:
     """The suite ids a run folder holds (from ``run.json``; from its records without one)."""
     try:
         doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
@@ -475,7 +475,7 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
     of these suites is the one to finish, not an older one it superseded)."""
     wanted = set(suite_ids)
     for folder in folders:
-        if _run_suites(folder) & wanted:
+        if run_suites(folder) & wanted:
             if unfinished_only and not is_unfinished(folder):
                 return None
             return EarlierRun.load(folder)
