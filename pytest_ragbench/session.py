@@ -675,12 +675,31 @@ class RagbenchSession:
         resumed = self.summary["run"].get("resumed")
         if resumed is not None:
             tr.write_line(resume_line(resumed))
+            hint = self._maxfail_hint()
+            if hint:
+                tr.write_line(hint, yellow=True)
         level = summary_level(self.config.getoption("ragbench_summary"),
                               self.config.get_verbosity())
         for line in render_summary(self.summary, self.baseline_rows, level=level,
                                    verdict=self.verdict, messages=self.messages,
                                    failures=self.failures):
             tr.write_line(one_line(line.text), **line.markup)
+
+    def _maxfail_hint(self) -> str | None:
+        """Why a resumed run with ``-x``/``--maxfail`` stayed partial: a reused failed case
+        is reported as a failure again, so it stops every such resume at the same place."""
+        run = self.summary["run"] if self.summary is not None else {}
+        maxfail = self.config.getoption("maxfail", 0) or 0
+        if self.resume is None or not maxfail or not run.get("partial"):
+            return None
+        reused_failed = sorted(self.items_failed & self.resume.reused)
+        if not reused_failed:
+            return None
+        missing = int(run.get("n_cases_total") or 0) - int(run.get("n_cases") or 0)
+        return (f"ragbench: -x/--maxfail counts the failed cases this resume reuses "
+                f"({reused_failed[0]}{' ...' if len(reused_failed) > 1 else ''}) and stopped "
+                f"there; resume without it to run the {missing} case"
+                f"{'' if missing == 1 else 's'} still missing")
 
     def pytest_unconfigure(self) -> None:
         self._sigterm.restore()

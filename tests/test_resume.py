@@ -313,6 +313,25 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     assert _calls(pytester.path) == before
 
 
+def test_a_resume_with_x_that_stops_at_a_reused_failure_says_why(pytester, logged):
+    """A reused failed case is a failure again: a CI command that always passes -x stopped
+    every resume at the same case with no word of why."""
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    for _ in range(2):  # the same stop each time
+        result = pytester.runpytest(SUITE, "--ragbench-resume", "-x", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=3, failed=1)
+        result.stdout.fnmatch_lines([
+            "resumed from *: 4 cases reused, 0 run",
+            "ragbench: -x/--maxfail counts the failed cases this resume reuses "
+            "(suite.yaml::a::q4) and stopped there; resume without it to run the 6 cases "
+            "still missing"])
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines(["resumed from *: 4 cases reused, 6 run"])
+    assert "-x/--maxfail" not in result.stdout.str()
+
+
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
 def test_a_resume_stopped_before_its_replays_keeps_the_run_it_resumed(pytester, logged, xdist):
     # a resumed run holds a reused case's record only once its item has replayed it: a
