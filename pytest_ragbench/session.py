@@ -186,6 +186,8 @@ class RagbenchSession:
         # each suite's system names (retrievers and pipelines), for matching a baseline
         self._systems: dict[str, list[str]] = {}
         self.items_failed: set[str] = set()
+        # items whose call phase reported (a case's record comes with its setup report)
+        self._called: set[str] = set()
         self.items_errored: set[str] = set()
         self.verdict: dict[str, Any] | None = None
         self._sigterm = SigtermAsInterrupt()
@@ -271,6 +273,8 @@ class RagbenchSession:
                 # an xdist worker's totals came after run.json was written: a run killed
                 # before its end is re-rendered from that file ("N of M cases")
                 self._write_run_json()
+        if report.when == "call":
+            self._called.add(report.nodeid)
         if report.failed and not hasattr(report, "wasxfail"):
             (self.items_failed if report.when == "call" else self.items_errored).add(
                 report.nodeid)
@@ -596,6 +600,12 @@ class RagbenchSession:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
 
+        # A case whose record came with its setup report and whose call (where its failure
+        # is raised) was interrupted by a Ctrl-C, or the SIGTERM the controller passes its
+        # workers as one: failed in the tables, so failed in the verdict
+        self.items_failed |= {nodeid for nodeid, rec in self.records.items()
+                              if nodeid not in self._called and nodeid not in self.items_errored
+                              and case_outcome(rec) == "failed"}
         reused_failure = self.resume is not None and self.resume.failed
         if (self.failures or reused_failure) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -313,6 +313,28 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     assert _calls(pytester.path) == before
 
 
+def test_a_failed_case_interrupted_between_its_setup_and_call_counts_once_everywhere(
+        pytester, logged):
+    """The record comes with the setup report and the failure is raised in the call: a
+    Ctrl-C (or the SIGTERM the controller sends its workers) between the two left the case
+    failed in the tables and not among the verdict's failed items (17 against 18)."""
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    if item.nodeid == "suite.yaml::a::q4":
+        raise KeyboardInterrupt
+""")
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    summary = _summary(latest_run(pytester.path))
+    (a,) = (r for s in summary["suites"] for r in s["retrievers"] if r["name"] == "a")
+    assert (a["n_cases"], a["n_failed"]) == (4, 1)
+    reasons = [r["text"] for r in summary["verdict"]["reasons"] if r["fails"]]
+    assert "1 item failed" in reasons, summary["verdict"]
+
+
 def test_a_resume_with_x_that_stops_at_a_reused_failure_says_why(pytester, logged):
     """A reused failed case is a failure again: a CI command that always passes -x stopped
     every resume at the same case with no word of why."""
