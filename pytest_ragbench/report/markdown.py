@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..results.resume import resume_line
 from ..results.verdict import verdict_of
 from .format import count, money, num, p_value, signed
 from .views import (
@@ -135,6 +136,10 @@ def _heading(summary: Mapping[str, Any],
         lines += [f"> **Partial run**: {verdict['coverage']} ran; means and gates cover only "
                   "those cases, and the run is never picked as a baseline by `last`/`best`.",
                   ""]
+    resumed = (summary.get("run") or {}).get("resumed")
+    if isinstance(resumed, Mapping) and resumed.get("from") is not None:
+        said = _cell(resume_line(resumed))
+        lines += [f"> {said[:1].upper()}{said[1:]}.", ""]
     return lines
 
 
