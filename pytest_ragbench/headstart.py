@@ -10,9 +10,12 @@ Anything else keeps the workers doing all of their own LLM work:
   ``-x`` / ``--maxfail``, ``--sw``, ``--ragbench-resume``, ``--collect-only``), a
   ``pytest_ragbench_make_component`` hook, a suite outside the rootdir;
 - a collection hook (``pytest_collection_modifyitems``, ``pytest_collection``,
-  ``pytest_ignore_collect``) of a plugin or conftest other than those known to select
-  nothing (:data:`SELECTION_FREE_PLUGINS`): a conftest deselecting cases or a sharding
-  plugin (pytest-split, pytest-shard) changes what the workers run, unseen here;
+  ``pytest_ignore_collect``, ``pytest_itemcollected``) or a hook that runs before a case
+  (``pytest_runtest_setup``, ``pytest_runtest_protocol``) of a plugin or conftest other than
+  those known to select nothing (:data:`SELECTION_FREE_PLUGINS`): a conftest deselecting or
+  skipping cases or a sharding plugin (pytest-split, pytest-shard) changes what the workers
+  run, unseen here (a case a conftest skips in its setup was paid for by the head start, and
+  with ``max_cost`` the cases that did run were refused);
 - per suite: a ``conftest.py`` between the rootdir and the suite's folder (included) that the
   controller has not loaded: its hooks (selection, components) act on the workers only;
 - per suite: an LLM other than the built-in ``openai`` one, a judge batching items
@@ -60,7 +63,10 @@ SELECTION_FREE_PLUGINS = frozenset({
     "_hypothesis_pytestplugin", "anyio"})
 
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
-                    "pytest_ignore_collect")
+                    "pytest_ignore_collect", "pytest_itemcollected")
+
+#: Hooks that run before a case and may skip it (a case's LLM work is done in its setup).
+RUN_HOOKS = ("pytest_runtest_setup", "pytest_runtest_protocol")
 
 #: Default of the ``ragbench_worker_nice`` ini value.
 WORKER_NICE = 10
@@ -88,8 +94,9 @@ def _plugin_module(plugin: object) -> str:
 
 
 def selecting_hook(config: pytest.Config) -> str | None:
-    """A collection hook of a plugin that may select cases (its hook and plugin's name)."""
-    for hook_name in COLLECTION_HOOKS:
+    """A collection or run hook of a plugin that may select or skip cases (its hook and
+    plugin's name)."""
+    for hook_name in (*COLLECTION_HOOKS, *RUN_HOOKS):
         for impl in getattr(config.pluginmanager.hook, hook_name).get_hookimpls():
             module = _plugin_module(impl.plugin)
             if module.split(".")[0] not in SELECTION_FREE_PLUGINS:
@@ -149,7 +156,7 @@ def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
         return "a pytest_ragbench_make_component hook builds components"
     hook = selecting_hook(config)
     if hook is not None:
-        return f"a collection hook may select cases: {hook}"
+        return f"a hook may select or skip cases: {hook}"
     return None
 
 

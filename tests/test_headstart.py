@@ -430,6 +430,23 @@ def pytest_collection_modifyitems(config, items):
     assert why is not None and "pytest_collection_modifyitems" in why and "conftest.py" in why
     assert state.head_start == []
     config._ensure_unconfigure()
+    # a conftest that skips cases before they run, or marks them to be skipped: the head
+    # start paid for them (and with max_cost the cases that ran were refused)
+    for hook in ("pytest_runtest_setup(item)", "pytest_itemcollected(item)",
+                 "pytest_runtest_protocol(item, nextitem)"):
+        pytester.makeconftest(f"""
+import pytest
+
+def {hook}:
+    if item.nodeid.endswith("q1"):
+        pytest.skip("not this one")
+""")
+        config = pytester.parseconfigure(*args)
+        state = config.stash[STATE_KEY]
+        why = blocker(config, state)
+        assert why is not None and hook.split("(")[0] in why and "conftest.py" in why, why
+        assert state.head_start == []
+        config._ensure_unconfigure()
 
 
 def test_a_usage_error_stops_the_run_before_the_head_start_sends_anything(
