@@ -7,7 +7,8 @@ the workers will run, and only for suites whose cases it answers exactly as a wo
 Anything else keeps the workers doing all of their own LLM work:
 
 - options that select or stop early (``-k``, ``-m``, ``--lf``, ``--deselect``, node ids,
-  ``-x`` / ``--maxfail``, ``--sw``, ``--ragbench-resume``, ``--collect-only``), a
+  ``-x`` / ``--maxfail``, ``--sw``, ``--ragbench-resume``, ``--collect-only``), or move
+  cases between workers (``--dist worksteal``, ``--dist each``), a
   ``pytest_ragbench_make_component`` hook, a suite outside the rootdir;
 - a collection hook (``pytest_collection_modifyitems``, ``pytest_collection``,
   ``pytest_ignore_collect``, ``pytest_itemcollected``) or a hook that runs before a case
@@ -148,6 +149,9 @@ def blocker(config: pytest.Config, state: RagbenchState) -> str | None:
             "ragbench_list")),
         "--ragbench-resume": getattr(option, "ragbench_resume", None),
         "node ids": any("::" in str(arg) for arg in config.args),
+        # a stolen case moves to a worker that never got the response handed over for it
+        # (sent again, or read from the cache at no cost); with each, every worker runs it
+        "--dist worksteal/each": getattr(option, "dist", "no") in ("worksteal", "each"),
     }
     for name, value in chosen.items():
         if value:

@@ -392,7 +392,8 @@ def test_head_start_only_for_plain_whole_suite_runs(pytester: pytest.Pytester) -
               "deselect": (["suite.yaml::bm25::q1"], "--deselect"),
               "maxfail": (1, "-x/--maxfail"), "stepwise": (True, "--sw"),
               "ragbench_resume": (RESUME_NEWEST_UNFINISHED, "--ragbench-resume"),
-              "showfixtures": (True, "an informational option")}
+              "showfixtures": (True, "an informational option"),
+              "dist": ("worksteal", "--dist worksteal/each")}
     for dest, (value, reason) in chosen.items():
         saved = getattr(config.option, dest)
         setattr(config.option, dest, value)
