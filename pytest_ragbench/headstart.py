@@ -66,7 +66,8 @@ SELECTION_FREE_PLUGINS = frozenset({
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect", "pytest_itemcollected")
 
-#: Hooks that run before a case and may skip it (a case's LLM work is done in its setup).
+#: Hooks that run before a case and may skip it (a case's LLM work is done in its setup);
+#: their wrappers are left out, as they time or observe a case rather than skip it.
 RUN_HOOKS = ("pytest_runtest_setup", "pytest_runtest_protocol")
 
 #: Default of the ``ragbench_worker_nice`` ini value.
@@ -99,6 +100,8 @@ def selecting_hook(config: pytest.Config) -> str | None:
     plugin's name)."""
     for hook_name in (*COLLECTION_HOOKS, *RUN_HOOKS):
         for impl in getattr(config.pluginmanager.hook, hook_name).get_hookimpls():
+            if hook_name in RUN_HOOKS and (impl.hookwrapper or impl.wrapper):
+                continue  # a wrapper times or observes the case (pytest-timeout, a timer)
             module = _plugin_module(impl.plugin)
             if module.split(".")[0] not in SELECTION_FREE_PLUGINS:
                 return f"{hook_name} of {impl.plugin_name}"

@@ -448,6 +448,21 @@ def {hook}:
         assert why is not None and hook.split("(")[0] in why and "conftest.py" in why, why
         assert state.head_start == []
         config._ensure_unconfigure()
+    # a wrapper that times each case (as pytest-timeout's) skips nothing
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    return (yield)
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield
+""")
+    config = pytester.parseconfigure(*args)
+    assert blocker(config, config.stash[STATE_KEY]) is None
+    config._ensure_unconfigure()
 
 
 def test_a_usage_error_stops_the_run_before_the_head_start_sends_anything(
