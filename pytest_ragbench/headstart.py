@@ -61,7 +61,9 @@ MAX_UNSHARED_DOCUMENTS = 50_000
 #: controller would then request for nothing.
 SELECTION_FREE_PLUGINS = frozenset({
     "_pytest", "pytest", "xdist", "pytest_ragbench", "pytest_asyncio", "hypothesis",
-    "_hypothesis_pytestplugin", "anyio"})
+    "_hypothesis_pytestplugin", "anyio",
+    # its plain pytest_runtest_protocol reruns failed cases, and without --reruns does nothing
+    "pytest_rerunfailures"})
 
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",
                     "pytest_ignore_collect", "pytest_itemcollected")

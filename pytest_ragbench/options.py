@@ -62,8 +62,9 @@ def add_gate_options(addoption: AddOption, prefix: str = "ragbench-") -> None:
     )
     addoption(
         f"--{prefix}tolerance", default=None, type=tolerance_arg, metavar="TOL",
-        help="allowed drop against the baseline for every metric but latency_ms: absolute "
-             "(0.02) or relative (5%%); overrides the suite's baseline.tolerance",
+        help="allowed drop against the baseline for every metric but wall times (latency_ms, "
+             "any *_ms): absolute (0.02) or relative (5%%); overrides the suite's "
+             "baseline.tolerance",
     )
 
 

@@ -86,9 +86,13 @@ class CaseResume:
         self.unfinished_only = ref == RESUME_NEWEST_UNFINISHED and not self._lf_active()
 
     def _check_holds_a_suite(self, ref: str, folder: Path) -> None:
-        """A run named on purpose that holds none of the suites given on the command line is
-        a usage error: resuming from it reuses nothing, and the whole run would be paid for
-        again (suites found by collection are not known yet: those say so at the end)."""
+        """A run named on purpose that holds none of the run's suites is a usage error:
+        resuming from it reuses nothing, and the whole run would be paid for again. Known
+        here only when the ``--ragbench`` suites (and ``ragbench_suites``) are all the run
+        collects: test paths on the command line may find more (their runs say "nothing to
+        resume" at the end)."""
+        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
+            return
         from .headstart import suite_id
         from .results.resume import run_suites
         from .state import STATE_KEY

@@ -600,12 +600,14 @@ class RagbenchSession:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
 
-        # A case whose record came with its setup report and whose call (where its failure
-        # is raised) was interrupted by a Ctrl-C, or the SIGTERM the controller passes its
-        # workers as one: failed in the tables, so failed in the verdict
-        self.items_failed |= {nodeid for nodeid, rec in self.records.items()
-                              if nodeid not in self._called and nodeid not in self.items_errored
-                              and case_outcome(rec) == "failed"}
+        if int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+            # A case whose record came with its setup report and whose call (where its
+            # failure is raised) was interrupted by a Ctrl-C, or the SIGTERM the controller
+            # passes its workers as one: failed in the tables, so failed in the verdict
+            self.items_failed |= {
+                nodeid for nodeid, rec in self.records.items()
+                if nodeid not in self._called and nodeid not in self.items_errored
+                and case_outcome(rec) == "failed"}
         reused_failure = self.resume is not None and self.resume.failed
         if (self.failures or reused_failure) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -700,9 +702,14 @@ class RagbenchSession:
         is reported as a failure again, so it stops every such resume at the same place."""
         run = self.summary["run"] if self.summary is not None else {}
         maxfail = self.config.getoption("maxfail", 0) or 0
-        if self.resume is None or not maxfail or not run.get("partial"):
+        if (self.resume is None or not maxfail or not run.get("partial")
+                or any(r["kind"] == "interrupted" for r in (self.verdict or {}).get(
+                    "reasons", ()))):
             return None
-        reused_failed = sorted(self.items_failed & self.resume.reused)
+        reported = self.items_failed & self._called  # not the reused cases deselected now
+        if len(reported) + len(self.items_errored) < maxfail:
+            return None  # stopped by something else
+        reused_failed = sorted(reported & self.resume.reused)
         if not reused_failed:
             return None
         missing = int(run.get("n_cases_total") or 0) - int(run.get("n_cases") or 0)

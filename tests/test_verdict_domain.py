@@ -195,6 +195,14 @@ def test_a_tolerance_naming_latency_judges_it_and_says_it_rose():
     (line,) = failure_lines(result)
     assert line.startswith("ragbench: regression: s/bm25 latency_ms rose from 43.33")
     assert line.endswith("tolerance 20%)")
+    # a gate on it says the same
+    for gate, said in (("latency_ms: drop <= 20%", "rose more than allowed"),
+                       ("latency_ms: no significant drop", "rose significantly")):
+        # eight queries, each slower: significant for the paired test
+        base = _with_latency(_doc("a", 0.8, n=8), [40.0 + i for i in range(8)])
+        cur = _with_latency(_doc("b", 0.8, n=8), [60.0 + 2 * i for i in range(8)])
+        lines = failure_lines(compare_docs(base, cur, Overrides(gates=(gate,))))
+        assert any(f"s/bm25 latency_ms {said}" in line for line in lines), lines
 
 
 # -- malformed files ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
 from ..results.runfolder import RUN_JSON, RecordsFileError, read_run_start
 from ..results.settle import settle_shared_calls
-from ..results.verdict import make_verdict
+from ..results.verdict import Coverage, make_verdict
 from .documents import CorpusLookup, shown_document_texts
 from .files import (
     CASES_CSV,
@@ -117,8 +117,11 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         }
         if collected:
             summary["run"]["n_cases"] = sum(s["n_cases_run"] for s in summary["suites"])
-            # every suite collected: one that recorded no case yet has no row in the summary
-            summary["run"]["n_cases_total"] = sum(int(n) for n in collected.values())
+            # every suite collected (one that recorded no case yet has no row in the
+            # summary), as the live run counts them
+            summary["run"]["n_cases_total"] = Coverage(
+                run={s["id"]: int(s["n_cases_run"]) for s in summary["suites"]},
+                total=collected).cases_total
         # The verdict as the run would have given it: its failed and errored cases count
         # (rebuilt from the gates alone, a crashed run with failures read "passed")
         outcomes = [case_outcome(r) for r in records]

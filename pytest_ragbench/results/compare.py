@@ -387,7 +387,7 @@ def _baseline_gate_results(
 
 def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("baseline", "current", "delta", "ci_low", "ci_high", "p_value", "p_holm", "test",
-            "n")
+            "n", "direction")
     return {k: row[k] for k in keys}
 
 

@@ -510,7 +510,8 @@ class BaselineModel(_Model):
 
     tolerance: Tolerances | None = Field(
         None, description="allowed drop: absolute (0.02) or relative ('5%'), or per metric; "
-                          "latency_ms only per metric (it varies from run to run)")
+                          "not applied to latency_ms (or any *_ms), which varies from run to run: "
+                          "give it a tolerance by name")
     require_same_dataset: bool = Field(
         False, description="refuse to compare against a baseline of another dataset")
     test: TestName = Field(
