@@ -12,11 +12,13 @@ seen at ``-n 0``. Two roles:
   for the one it is sending; sends the request itself when nobody has it (or when the
   controller gave it back).
 
-Only the provider's own failures (:class:`~pytest_ragbench.llm.base.ProviderError`) are
-published. A failure of the process itself (a budget refusal, ``max_cost`` reached, its
-circuit breaker open, its coordinator lost, its ``case_timeout``) and a cancellation are
-not: the key goes back, and the worker meets its own budget and limits, as it does without a
-head start.
+Only the provider's own failures (:class:`~pytest_ragbench.llm.base.ProviderError`) and the
+leader's circuit breaker failing fast (the endpoint is down, as it is for the one process of
+``-n 0``, whose later cases fail fast too; given back, each worker's breaker tried the down
+endpoint again, up to 3.9x the requests of ``-n 0``) are published. A failure of the process
+itself (a budget refusal, ``max_cost`` reached, its coordinator lost, its ``case_timeout``)
+and a cancellation are not: the key goes back, and the worker meets its own budget and
+limits, as it does without a head start.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..budget.api import RunBudget, refusals_not_counted
 from ..llm.base import LLM, Completion, LLMError, Message, ProviderError, Usage
 from ..llm.cache import chat_key
 from ..llm.identity import ProviderId
+from ..llm.resilience import CircuitOpenError
 
 Role = Literal["lead", "follow"]
 ROLES: tuple[Role, ...] = ("lead", "follow")
@@ -156,6 +159,12 @@ class ExchangedLLM:
                 claim.publish(encode_error(exc))
             else:
                 claim.release(done=True)
+            raise
+        except CircuitOpenError as exc:
+            if lead:
+                claim.publish(encode_error(exc))
+            else:
+                claim.release(done=False)
             raise
         except BaseException:
             claim.release(done=False)

@@ -17,6 +17,7 @@ from pytest_ragbench.answers.exchange import ExchangedError, ExchangedLLM, LeftT
 from pytest_ragbench.budget import BudgetExceeded, Coordinator, CoordinatorClient
 from pytest_ragbench.llm.base import Completion, LLMError, Message, ProviderError, Usage
 from pytest_ragbench.llm.identity import ProviderId
+from pytest_ragbench.llm.resilience import CircuitOpenError
 
 
 @pytest.fixture
@@ -173,6 +174,17 @@ def test_the_worker_gets_the_controllers_response_object(coordinator: Coordinato
         # a message-less error reads the same: str(exc) or the class name
         assert (str(raised.value), type(raised.value).__name__) == ("", "ProviderDown")
         assert inner_worker.calls == 1
+        # the controller's breaker open on a down endpoint: the worker fails fast with it,
+        # as the cases after it do at -n 0, instead of trying the endpoint again itself
+        down = [{"role": "user", "content": "q3"}]
+        lead.inner = Counting(fail=CircuitOpenError("circuit open: HTTP 500, 5 consecutive "
+                                                    "failures; endpoint m"))
+        with pytest.raises(CircuitOpenError):
+            await lead.chat(down)
+        with pytest.raises(ExchangedError, match=r"^circuit open: HTTP 500") as raised:
+            await follow.chat(down)
+        assert type(raised.value).__name__ == "CircuitOpenError"
+        assert inner_worker.calls == 1
 
     try:
         asyncio.run(scenario())
@@ -250,15 +262,15 @@ def test_a_dropped_owner_is_refused_and_a_wait_is_bounded(coordinator: Coordinat
         w.close()
 
 
-@pytest.mark.parametrize("local", ["circuit", "budget", "plain"])
+@pytest.mark.parametrize("local", ["budget", "plain"])
 def test_failures_of_the_controller_itself_are_not_handed_over(
         coordinator: Coordinator, local: str) -> None:
-    """Its circuit breaker open, its budget client refusing, its own time limit: the worker
-    did not meet them, so it sends the request itself instead of recording them."""
+    """Its budget client refusing, its own time limit: the worker did not meet them, so it
+    sends the request itself instead of recording them. (Its circuit breaker open on a down
+    endpoint is handed over: see test_the_worker_gets_the_controllers_response_object.)"""
     from pytest_ragbench.budget.api import BudgetError
-    from pytest_ragbench.llm.resilience import CircuitOpenError
 
-    fail = {"circuit": CircuitOpenError("circuit open"), "budget": BudgetError("refused"),
+    fail = {"budget": BudgetError("refused"),
             "plain": LLMError("timed out: the call took longer than case_timeout 1 s")}[local]
     lead_budget, w = coordinator.local_budget(), worker(coordinator)
     ask = [{"role": "user", "content": "q"}]
