@@ -13,7 +13,13 @@ import pytest
 from json_service import JsonService, Trickle
 
 from pytest_ragbench.datasets import DataFileError, Query
-from pytest_ragbench.pipelines import Context, OutputError, PipelineOutput, normalise_output
+from pytest_ragbench.pipelines import (
+    Context,
+    OutputError,
+    PipelineOutput,
+    Usage,
+    normalise_output,
+)
 from pytest_ragbench.pipelines.http import HTTPPipeline, HTTPPipelineError
 from pytest_ragbench.pipelines.recorded import RecordedOutputError, RecordedPipeline
 from pytest_ragbench.registry import Registry
@@ -51,7 +57,35 @@ def test_richer_return_types_are_welcome() -> None:
     assert normalise_output("just text") == PipelineOutput(answer="just text")
     assert normalise_output(Answer("a", ["t1"])).contexts == (Context(text="t1"),)
     given = PipelineOutput("x", (Context(id="d1"),))
-    assert normalise_output(given) is given
+    assert normalise_output(given) == given  # checked, and as it was
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    # objects are checked as mappings are (a dataclass does not check its fields)
+    (PipelineOutput(None), "'answer' must be a string, got null"),  # type: ignore[arg-type]
+    (PipelineOutput("a", usage=Usage(prompt_tokens=-1000)),
+     "usage.prompt_tokens must be >= 0, got -1000"),
+    (PipelineOutput("a", usage=Usage(cost=-0.5)), "usage.cost must be >= 0, got -0.5"),
+    (PipelineOutput("a", latency_ms=float("nan")), "latency_ms must be a finite number"),
+    (PipelineOutput("a", (Context(text="t", score=float("nan")),)),
+     "contexts[0].score must be a finite number"),
+    (PipelineOutput("a", (Context(),)), "contexts[0] has neither an 'id' nor a non-empty"),
+    # a float count as large as no count is (an HTTP reply's 1e30)
+    ({"answer": "a", "usage": {"prompt_tokens": 1e30}}, "usage.prompt_tokens must be below"),
+    # text that cannot be written: it stopped the whole run where its record was written
+    ("caf\udce9", "'answer' is not valid text: it holds the lone surrogate '\\udce9' at "
+                   "character 3"),
+    ({"answer": "caf\udce9 au lait"}, "'answer' is not valid text"),
+    ({"answer": "a", "contexts": ["ok", "caf\udce9"]}, "contexts[1] is not valid text"),
+    ({"answer": "a", "contexts": [{"id": "d\ud800", "text": "t"}]},
+     "contexts[0].id is not valid text"),
+    ({"answer": "a", "contexts": [{"id": "d1", "text": "\udce9"}]},
+     "contexts[0].text is not valid text"),
+])
+def test_every_output_is_checked_whatever_its_type(output: Any, message: str) -> None:
+    with pytest.raises(OutputError) as raised:
+        normalise_output(output)
+    assert str(raised.value).startswith(message), str(raised.value)
 
 
 def test_numpy_numbers_are_numbers() -> None:
@@ -251,6 +285,15 @@ def test_http_pipeline_errors_are_clear_and_never_leak_the_secret(service, monke
     with service([(200, {"answer": None})]) as svc, pytest.raises(
             HTTPPipelineError,
             match="does not follow the pipeline contract: 'answer' must be a string, got null"):
+        _ask(HTTPPipeline(url=svc.url))
+    # a body that is not UTF-8 said "answered non-JSON", a JSON one with a lone surrogate
+    # escape stopped the whole run where its record was written
+    with service([(200, b'{"answer": "caf\xe9"}')]) as svc, pytest.raises(
+            HTTPPipelineError,
+            match=r"answered a body that is not valid UTF-8 \(byte 0xe9 at offset 15\): "):
+        _ask(HTTPPipeline(url=svc.url))
+    with service([(200, b'{"answer": "caf\\udce9"}')]) as svc, pytest.raises(
+            HTTPPipelineError, match="'answer' is not valid text: it holds the lone surrogate"):
         _ask(HTTPPipeline(url=svc.url))
     with service([(500, "down")]) as svc:
         pipeline = HTTPPipeline(url=svc.url, retries=1, backoff=0.0, breaker_threshold=2)

@@ -125,18 +125,34 @@ def _number(value: Any, where: str, *, integer: bool = False) -> float | int | N
             raise OutputError(f"{where} must be an integer, got {number!r}")
         if number < 0:
             raise OutputError(f"{where} must be >= 0, got {value!r}")
+        if number >= _MAX_COUNT:
+            raise OutputError(f"{where} must be below 2**63, got {number!r}")
         return int(number)
     if not math.isfinite(number):
         raise OutputError(f"{where} must be a finite number, got {value!r}")
     return number
 
 
+def _text(value: str, where: str) -> str:
+    """``value`` if it can be written as UTF-8: a lone surrogate (text decoded with
+    ``errors="surrogateescape"``, or a JSON reply's ``"\\udce9"``) stopped the whole run where
+    its record was written."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise OutputError(f"{where} is not valid text: it holds the lone surrogate "
+                          f"{value[exc.start]!r} at character {exc.start} (bytes decoded "
+                          "with errors='surrogateescape'?)") from None
+    return value
+
+
 def _context(value: Any, i: int) -> Context:
     where = f"contexts[{i}]"
     if isinstance(value, str):
-        return Context(text=value)
+        return Context(text=_text(value, where))
     if isinstance(value, Context):
-        return value
+        # checked as a mapping is: a dataclass does not check its fields
+        value = {"id": value.id, "text": value.text, "score": value.score}
     item = _as_mapping(value) if not isinstance(value, Mapping) else value
     if item is None and (hasattr(value, "id") or hasattr(value, "text")):
         item = {k: getattr(value, k) for k in ("id", "text", "score") if hasattr(value, k)}
@@ -150,7 +166,9 @@ def _context(value: Any, i: int) -> Context:
         raise OutputError(f"{where}.id must be a string, got {type_name(doc_id)}")
     if text is not None and not isinstance(text, str):
         raise OutputError(f"{where}.text must be a string, got {type_name(text)}")
-    doc_id = None if doc_id is None or str(doc_id) == "" else str(doc_id)
+    doc_id = None if doc_id is None or str(doc_id) == "" else _text(str(doc_id), f"{where}.id")
+    if text is not None:
+        _text(text, f"{where}.text")
     if doc_id is None and not (text and text.strip()):
         raise OutputError(f"{where} has neither an 'id' nor a non-empty 'text'")
     score = _number(item.get("score"), f"{where}.score")
@@ -161,7 +179,7 @@ def _usage(value: Any) -> Usage | None:
     if value is None:
         return None
     if isinstance(value, Usage):
-        return value
+        value = value.as_dict()  # checked as a mapping is
     data = _as_mapping(value) if not isinstance(value, Mapping) else value
     if data is None:
         raise OutputError(f"usage must be a mapping (prompt_tokens, completion_tokens, cost), "
@@ -182,9 +200,12 @@ def normalise_output(value: Any) -> PipelineOutput:
     """``value`` (see the module docs) as a :class:`PipelineOutput`; :class:`OutputError` if
     it does not follow the contract."""
     if isinstance(value, PipelineOutput):
-        return value
+        # checked as a mapping is: a dataclass does not check its fields (a None answer, a
+        # negative token count, a NaN latency went through)
+        value = {**value.extra, "answer": value.answer, "contexts": list(value.contexts),
+                 "usage": value.usage, "latency_ms": value.latency_ms}
     if isinstance(value, str):
-        return PipelineOutput(answer=value)
+        return PipelineOutput(answer=_text(value, "'answer'"))
     data = _as_mapping(value)
     if data is None:
         raise OutputError(f"returned {type_name(value)}; expected a mapping "
@@ -196,6 +217,7 @@ def normalise_output(value: Any) -> PipelineOutput:
     answer = data["answer"]
     if not isinstance(answer, str):
         raise OutputError(f"'answer' must be a string, got {type_name(answer)}")
+    _text(answer, "'answer'")
     raw_contexts = data.get("contexts")
     if raw_contexts is None:
         raw_contexts = []

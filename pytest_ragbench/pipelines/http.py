@@ -189,6 +189,12 @@ class HTTPPipeline:
                             f"{self._excerpt(reply.text)}"))
                     try:
                         return reply.json()
+                    except UnicodeDecodeError as exc:
+                        raise HTTPPipelineError(self._redact(
+                            f"{where} answered a body that is not valid "
+                            f"{exc.encoding.upper()} (byte {exc.object[exc.start]:#04x} at "
+                            f"offset {exc.start}): "
+                            f"{self._excerpt(repr(self._redact(reply.text)))}")) from None
                     except ValueError:
                         raise HTTPPipelineError(self._redact(
                             f"{where} answered non-JSON: "
