@@ -101,3 +101,12 @@ def test_sparkline_is_ascii_and_scaled():
     assert line == "_+@ " and line.isascii()
     assert sparkline([2.0, 2.0]) == "++"
     assert sparkline([None]) == " "
+
+
+def test_the_suites_cell_counts_only_names_it_leaves_out():
+    from pytest_ragbench.results.history import _suites_cell
+
+    # one name longer than the column was shown as "a,b... +0"
+    assert _suites_cell(["Sûite 名前 | a,b,c,d,e,f"], 20) == "Sûite 名前 | a,b,c,..."
+    assert _suites_cell(["alpha", "beta", "gamma"], 12) == "alpha +2"
+    assert _suites_cell(["a-very-long-suite-name", "b"], 12) == "a-very... +1"

@@ -654,7 +654,19 @@ def test_a_line_torn_inside_a_character_is_skipped_too(run_dir: Path) -> None:
     _, records = load_run(run_dir)
     assert len(records) == 3
     (run_dir / CASES_JSONL).write_bytes(b'{"x": "\xc3"}\n' + raw)
-    with pytest.raises(RunFolderError, match="not UTF-8 text"):
+    with pytest.raises(RunFolderError, match=r"cases\.jsonl: line 1: not UTF-8 text"):
+        load_run(run_dir)
+    # the same folder as a baseline: one line, not a traceback (ragbench compare printed one)
+    from pytest_ragbench.results.baseline import BaselineError
+    from pytest_ragbench.results.compare import doc_from_run_dir
+
+    with pytest.raises(BaselineError, match=r"cases\.jsonl: line 1: not UTF-8 text"):
+        doc_from_run_dir(run_dir)
+    # a hand-edited metric value: named, where `ragbench report` ended in a traceback
+    first = json.loads(raw.decode().splitlines()[0])
+    first["metrics"][next(iter(first["metrics"]))] = "oops"
+    (run_dir / CASES_JSONL).write_bytes(json.dumps(first).encode() + b"\n" + raw)
+    with pytest.raises(RunFolderError, match=r"line 1: metric '.*' is string, expected a number"):
         load_run(run_dir)
 
 

@@ -134,6 +134,25 @@ def test_last_and_best_resolve_per_suite_and_skip_partial_runs(tmp_path):
         load_side("last", cwd=tmp_path, history=path, suites=["zzz"])
 
 
+def test_last_holds_every_suite_of_a_shared_name_so_each_pairs_with_its_own(tmp_path):
+    """Two suite files named alike in one run: `last` held one of them, with which both
+    were compared (a false regression against an unchanged rerun)."""
+    def run(run_id: str) -> dict:
+        doc = _doc(run_id, 0.9, name="dup", sid="b.yaml")
+        doc["suites"]["z.yaml"] = _doc(run_id, 0.1, name="dup", sid="z.yaml")["suites"]["z.yaml"]
+        return doc
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(run("r1"), passed=True)
+    base, _ = load_side("last", cwd=tmp_path, history=path, suites=["dup"])
+    assert sorted(base["suites"]) == ["b.yaml", "z.yaml"]
+    result = compare_docs(base, run("r2"))
+    assert result["passed"] is True, failure_lines(result)
+    assert [(s["id"], s["baseline_id"]) for s in result["suites"]] == [
+        ("b.yaml", "b.yaml"), ("z.yaml", "z.yaml")]
+
+
 def test_suites_match_by_name_preferring_the_same_path():
     base = {"suites": {"old/x.yaml": {"name": "x"}, "x.yaml": {"name": "x"},
                        "y.yaml": {"name": "y"}}}

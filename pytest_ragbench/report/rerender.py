@@ -91,9 +91,6 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cases = run_dir / CASES_JSONL
     try:
         records = read_jsonl(cases) if cases.is_file() else []
-    except UnicodeDecodeError as exc:
-        raise RunFolderError(f"{cases}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
-                             "expected the JSON lines a run writes") from None
     except RecordsFileError as exc:
         raise RunFolderError(str(exc)) from None
     # cases.jsonl has each record as it came; the run's outputs showed them settled

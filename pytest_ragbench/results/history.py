@@ -639,7 +639,9 @@ class RunHistory:
         """``last`` or ``best`` resolved per suite: a baseline document holding, for each
         suite name (``names``, else every name in the history), that suite from the run
         ``spec`` picks for it. Partial runs are never picked. Each suite records its
-        ``run_id``; ``run.runs`` maps suite names to run ids."""
+        ``run_id``; ``run.runs`` maps suite names to run ids. Every suite of a name in the run
+        picked is there (two suite files may share a name; the comparison pairs each with the
+        one at its path: with only one of them here, both were compared with it)."""
         wanted = list(dict.fromkeys(names)) if names is not None else self.suite_names()
         suites: dict[str, Any] = {}
         runs: dict[str, str] = {}
@@ -647,12 +649,14 @@ class RunHistory:
             found = self.resolve_suite(spec, name)
             if found is None:
                 continue
-            rid, sid = found
-            entry = self._suite_entries(rid, {sid}).get(sid)
-            if entry is None:
+            rid = found[0]
+            sids = {sid for _, run_id, sid in self._suite_runs(name) if run_id == rid}
+            entries = self._suite_entries(rid, sids)
+            if not entries:
                 continue
-            key = sid if sid not in suites else f"{sid}@{rid}"
-            suites[key] = {**entry, "run_id": rid}
+            for sid in sorted(entries):
+                key = sid if sid not in suites else f"{sid}@{rid}"
+                suites[key] = {**entries[sid], "run_id": rid}
             runs[name] = rid
         ids = sorted(set(runs.values()))
         run: dict[str, Any] = {"id": ids[0] if len(ids) == 1 else None, "spec": spec,
@@ -699,6 +703,8 @@ def _suites_cell(names: Sequence[str], width: int) -> str:
         head = ",".join(names[:shown])
         if len(head) + len(more) <= width:
             return head + more
+    if len(names) == 1:
+        return _cell(names[0], width)  # one long name: cut, with nothing more to count
     return _cell(names[0], width - len(f" +{len(names) - 1}")) + f" +{len(names) - 1}"
 
 

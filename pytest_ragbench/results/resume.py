@@ -418,7 +418,7 @@ class EarlierRun:
         for index, run in enumerate(reversed(chain)):
             try:
                 rows = read_jsonl(run / CASES_JSONL)
-            except (OSError, UnicodeDecodeError, RecordsFileError) as exc:
+            except (OSError, RecordsFileError) as exc:
                 if index < len(chain) - 1:
                     continue  # an older run of the chain that is gone or unreadable
                 raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "

@@ -151,6 +151,19 @@ class RecordsFileError(ValueError):
 _RECORD_KEYS = ("suite", "retriever", "case_id")
 
 
+def _metrics_problem(metrics: Any) -> str | None:
+    """What is wrong with a record's ``metrics`` (a mapping of name to number or null)."""
+    if metrics is None:
+        return None
+    if not isinstance(metrics, dict):
+        return f"'metrics' is {type_name(metrics)}, expected an object"
+    for name, value in metrics.items():
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, int | float)):
+            return f"metric {name!r} is {type_name(value)}, expected a number or null"
+    return None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Read a run's case records back, skipping a torn last line left by a crash.
 
@@ -164,10 +177,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         for number, raw in enumerate(fh, start=1):
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError:
+            except UnicodeDecodeError as exc:
                 if not raw.endswith(b"\n"):
                     break
-                raise  # the callers name the file, as for any text file
+                # every caller reports this one (ragbench compare printed a traceback)
+                raise RecordsFileError(f"{path}: line {number}: not UTF-8 text (byte "
+                                       f"{exc.start}: {exc.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -184,6 +199,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if not all(isinstance(rec.get(key), str) for key in _RECORD_KEYS):
                 raise RecordsFileError(f"{path}: line {number}: expected a case record with "
                                        "'suite', 'retriever' and 'case_id'")
+            problem = _metrics_problem(rec.get("metrics"))
+            if problem:
+                # a hand-edited value: `ragbench report` stopped with a traceback in the CSV
+                raise RecordsFileError(f"{path}: line {number}: {problem}")
             out.append(rec)
     return out
 
