@@ -224,6 +224,25 @@ def test_a_tolerance_naming_latency_judges_it_and_says_it_rose():
         assert any(f"s/bm25 latency_ms {said}" in line for line in lines), lines
 
 
+def test_a_run_failed_by_a_gate_no_longer_given_fails_the_comparison_however_it_is_named():
+    """Run b failed only on a --ragbench-gate: compared as a run folder (which keeps its
+    verdict) it passed, compared from the history (which keeps its exit status) it failed."""
+    folder = _doc("b", 0.8)
+    folder["run"].update(exitstatus=1)
+    folder["verdict"] = make_verdict(gates=[{"passed": False}], exitstatus=1)
+    history = _doc("b", 0.8)
+    history["run"].update(exitstatus=1, verdict="FAILED")
+    for cur in (folder, history):
+        result = compare_docs(_doc("a", 0.8), cur)
+        assert result["passed"] is False, failure_lines(result)
+    assert failure_lines(compare_docs(_doc("a", 0.8), folder)) == [
+        "ragbench: run b failed when it ran: 1 gate failed"]
+    # its failed items are carried by the verdict itself, not said twice
+    folder["verdict"] = make_verdict(items_failed=2, exitstatus=1)
+    result = compare_docs(_doc("a", 0.8), folder)
+    assert result["passed"] is False and failure_lines(result) == []
+
+
 # -- malformed files ---------------------------------------------------------------------------
 
 

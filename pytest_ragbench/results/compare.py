@@ -206,12 +206,27 @@ def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str |
     return None
 
 
+#: Reasons of a stored verdict that the comparison's own verdict carries over itself.
+_CARRIED = frozenset({"items_failed", "items_errored", "interrupted", "partial"})
+
+
 def _prior_failure(current: Mapping[str, Any]) -> str | None:
     """A history run or saved baseline keeps its exit status, not its reasons: one that
-    failed when it ran fails the comparison too, so the two verdicts agree."""
+    failed when it ran fails the comparison too, so the two verdicts agree. A run folder
+    keeps its verdict: the reasons the comparison does not judge again (a gate given on the
+    command line, a regression against another baseline) fail it as they failed the run
+    (named as a folder it read "passed", named from the history "FAILED")."""
     run = current.get("run") or {}
+    stored = current.get("verdict")
+    if isinstance(stored, Mapping):
+        other = [str(r.get("text")) for r in stored.get("reasons", [])
+                 if isinstance(r, Mapping) and r.get("fails") and r.get("kind") not in _CARRIED]
+        if stored.get("passed") is False and other:
+            return (f"ragbench: run {run.get('id')} failed when it ran: "
+                    f"{'; '.join(other)}")
+        return None
     status = run.get("exitstatus")
-    if isinstance(current.get("verdict"), Mapping) or not isinstance(status, int) or not status:
+    if not isinstance(status, int) or not status:
         return None
     said = f" ({run['verdict']})" if isinstance(run.get("verdict"), str) else ""
     return f"ragbench: run {run.get('id')} ended with exit status {status} when it ran{said}"
