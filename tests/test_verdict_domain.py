@@ -243,6 +243,20 @@ def test_a_run_failed_by_a_gate_no_longer_given_fails_the_comparison_however_it_
     assert result["passed"] is False and failure_lines(result) == []
 
 
+def test_a_metric_no_query_of_which_is_in_the_baseline_says_so():
+    """Renamed query ids: the row said "ndcg@10 dropped from nan to nan"."""
+    base = _doc("a", 0.8)
+    cur = _doc("b", 0.8)
+    (suite,) = cur["suites"].values()
+    metric = suite["retrievers"]["bm25"]["metrics"]["ndcg@10"]
+    metric["scores"] = {f"new{k}": v for k, v in metric["scores"].items()}
+    result = compare_docs(base, cur)
+    assert result["passed"] is False
+    assert failure_lines(result) == [
+        "ragbench: regression: s/bm25 ndcg@10: no query in common with the baseline (n = 0): "
+        "nothing was compared (tolerance 0)"]
+
+
 # -- malformed files ---------------------------------------------------------------------------
 
 

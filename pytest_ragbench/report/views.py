@@ -66,7 +66,11 @@ def _worse(row: Mapping[str, Any]) -> str:
 
 
 def regression_line(row: Mapping[str, Any]) -> str:
-    """One line for a metric that moved beyond its tolerance."""
+    """One line for a metric that moved beyond its tolerance (or that nothing compared)."""
+    if not row.get("n"):
+        return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']}: no "
+                f"query in common with the baseline (n = 0): nothing was compared "
+                f"(tolerance {row['tolerance']})")
     return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
             f"{_worse(row)} from {num(row['baseline'])} to {num(row['current'])} "
             f"(delta {num(row['delta'], signed=True)}, 95% CI "
