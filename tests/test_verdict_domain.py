@@ -237,6 +237,11 @@ def test_a_run_failed_by_a_gate_no_longer_given_fails_the_comparison_however_it_
         assert result["passed"] is False, failure_lines(result)
     assert failure_lines(compare_docs(_doc("a", 0.8), folder)) == [
         "ragbench: run b failed when it ran: 1 gate failed"]
+    # a gate the comparison checks again is said once
+    folder["suites"]["s.yaml"]["gates"] = ["ndcg@10 >= 0.9"]
+    lines = failure_lines(compare_docs(_doc("a", 0.8), folder))
+    assert len(lines) == 1 and lines[0].startswith("ragbench: gate failed: s/bm25 ndcg@10"), lines
+    folder["suites"]["s.yaml"]["gates"] = []
     # its failed items are carried by the verdict itself, not said twice
     folder["verdict"] = make_verdict(items_failed=2, exitstatus=1)
     result = compare_docs(_doc("a", 0.8), folder)

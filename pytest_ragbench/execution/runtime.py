@@ -123,6 +123,15 @@ def _fail_case(rec: CaseRecord | dict[str, Any], exc: CaseError,
     _fail(rec, exc.stage, exc.etype, str(exc), exc.raised, on_error)
 
 
+def errors_text(errors: Mapping[str, Any]) -> str:
+    """A case's errors by metric (or stage) in one message; metrics that failed alike share
+    one mention (a generation timeout repeated itself once per judged metric)."""
+    by_text: dict[str, list[str]] = {}
+    for name, text in errors.items():
+        by_text.setdefault(str(text), []).append(str(name))
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_text.items())
+
+
 class SuiteRuntime:
     """Runs the cases of one suite inside one process."""
 
@@ -696,7 +705,7 @@ class SuiteRuntime:
             rec["status"] = "error"
             stage = "generation" if "generation" in errors else "judge"
             rec["error"] = {"stage": stage, "type": "LLMError",
-                            "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+                            "message": errors_text(errors)}
 
     def run_case(self, retriever_name: str, case_id: str, run: int = 0,
                  upcoming: Upcoming | None = None,
@@ -1045,7 +1054,7 @@ class SuiteRuntime:
         if errors:
             rec["status"] = "error"
             rec["error"] = {"stage": "judge", "type": "LLMError",
-                            "message": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+                            "message": errors_text(errors)}
 
     def score_answer(self, rec: dict[str, Any], query: Query, output: Any) -> None:
         """The suite's answer metrics of an answer made outside its systems (a hand-written
@@ -1077,7 +1086,7 @@ class SuiteRuntime:
         if result.errors:
             rec["status"] = "error"
             rec["error"] = {"stage": "metric", "type": "MetricError",
-                            "message": "; ".join(f"{k}: {v}" for k, v in result.errors.items())}
+                            "message": errors_text(result.errors)}
 
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
         """Per-query thresholds of one case, retriever or pipeline; a failed one fails it."""

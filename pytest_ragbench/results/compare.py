@@ -180,7 +180,7 @@ def compare_docs(
         rows += suite_rows
         gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
     other = list(failures)
-    prior = _prior_failure(current) if stored_verdict else None
+    prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
         other.append(prior)
     verdict = _verdict(current if stored_verdict else {}, gate_results, rows, other)
@@ -210,17 +210,24 @@ def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str |
 _CARRIED = frozenset({"items_failed", "items_errored", "interrupted", "partial"})
 
 
-def _prior_failure(current: Mapping[str, Any]) -> str | None:
+def _prior_failure(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]] = (),
+                   rows: Sequence[Mapping[str, Any]] = ()) -> str | None:
     """A history run or saved baseline keeps its exit status, not its reasons: one that
     failed when it ran fails the comparison too, so the two verdicts agree. A run folder
     keeps its verdict: the reasons the comparison does not judge again (a gate given on the
     command line, a regression against another baseline) fail it as they failed the run
-    (named as a folder it read "passed", named from the history "FAILED")."""
+    (named as a folder it read "passed", named from the history "FAILED"). The gates and
+    regressions this comparison finds again are not said twice."""
     run = current.get("run") or {}
     stored = current.get("verdict")
     if isinstance(stored, Mapping):
+        found_again = {
+            "gates_failed": sum(1 for g in gates if not g.get("passed", True)
+                                and not g.get("skipped")),
+            "regression": sum(1 for r in rows if r.get("regressed"))}
         other = [str(r.get("text")) for r in stored.get("reasons", [])
-                 if isinstance(r, Mapping) and r.get("fails") and r.get("kind") not in _CARRIED]
+                 if isinstance(r, Mapping) and r.get("fails") and r.get("kind") not in _CARRIED
+                 and int(r.get("count") or 0) > found_again.get(str(r.get("kind")), 0)]
         if stored.get("passed") is False and other:
             return (f"ragbench: run {run.get('id')} failed when it ran: "
                     f"{'; '.join(other)}")

@@ -299,3 +299,15 @@ def test_problems_the_runtime_finds_itself_have_no_exception_to_hand(runtime_of)
     assert runtime.run_case("fake", "q1", on_error=errors)["error"]["type"] == "TimeoutError"
     assert runtime.run_case("fake", "q2", on_error=errors)["error"]["stage"] == "retrieve"
     assert errors.raised == []
+
+
+def test_metrics_that_failed_alike_share_one_mention() -> None:
+    """A generation timeout repeated itself once per judged metric (five times)."""
+    from pytest_ragbench.execution.runtime import errors_text
+
+    late = "judge timed out: the case's judging took longer than generation.timeout 2 s"
+    assert errors_text({"faithfulness": late, "answer_relevancy": late,
+                        "context_recall": "judge reply unreadable", "helpful": late}) == (
+        f"faithfulness, answer_relevancy, helpful: {late}; "
+        "context_recall: judge reply unreadable")
+    assert errors_text({"generation": "HTTP 500"}) == "generation: HTTP 500"
