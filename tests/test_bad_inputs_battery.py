@@ -567,7 +567,8 @@ COMMANDS: list[Case] = [
     Case("report-truncated-summary", "ragbench report: summary.json is unreadable *",
          {"run/summary.json": '{"schema_version": 1, "su', "run/cases.jsonl": ""},
          cli=("report", "run"), exits=(0,)),
-    cli("report-utf16-cases", ("report", "run"), "ragbench report: *cases.jsonl: not UTF-8*",
+    cli("report-utf16-cases", ("report", "run"),
+        "ragbench report: *cases.jsonl: line 1: not UTF-8*",
         {"run/cases.jsonl": utf16('{"a": 1}\n'), "run/summary.json": "{}"}),
 ]
 
