@@ -145,12 +145,18 @@ def test_last_holds_every_suite_of_a_shared_name_so_each_pairs_with_its_own(tmp_
     path = tmp_path / "history.sqlite"
     with RunHistory(path) as h:
         h.append(run("r1"), passed=True)
+        # a later run of one of the two files alone: the other keeps its own last run
+        h.append(_doc("r2", 0.9, name="dup", sid="b.yaml"), passed=True)
     base, _ = load_side("last", cwd=tmp_path, history=path, suites=["dup"])
     assert sorted(base["suites"]) == ["b.yaml", "z.yaml"]
-    result = compare_docs(base, run("r2"))
+    assert {sid: s["run_id"] for sid, s in base["suites"].items()} == {"b.yaml": "r2",
+                                                                       "z.yaml": "r1"}
+    result = compare_docs(base, run("r3"))
     assert result["passed"] is True, failure_lines(result)
     assert [(s["id"], s["baseline_id"]) for s in result["suites"]] == [
         ("b.yaml", "b.yaml"), ("z.yaml", "z.yaml")]
+    with RunHistory(path, readonly=True) as h:
+        assert h.resolve_suites("best", "dup") == [("r2", "b.yaml"), ("r1", "z.yaml")]
 
 
 def test_suites_match_by_name_preferring_the_same_path():

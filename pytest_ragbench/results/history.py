@@ -618,11 +618,34 @@ class RunHistory:
             return None
         return sum(vals) / len(vals) * (-1.0 if direction == "lower" else 1.0)
 
-    def resolve_suite(self, spec: str, name: str) -> tuple[str, str] | None:
-        """(run id, suite id) that ``last`` or ``best`` means for the suite named ``name``:
-        the newest complete run holding it, or the complete run where its first metric
-        (averaged over retrievers) is best; None when no complete run holds it."""
+    def resolve_suites(self, spec: str, name: str) -> list[tuple[str, str]]:
+        """(run id, suite id) pairs ``last`` or ``best`` means for the suite named ``name``:
+        :meth:`resolve_suite`'s, then for each other suite file of that name that some run
+        held beside it (two files sharing a name, not a file moved), its own; a run may hold
+        only one of them, and each file is compared with its own baseline."""
+        found = self.resolve_suite(spec, name)
+        if found is None:
+            return []
         candidates = self._suite_runs(name)
+        held: dict[str, set[str]] = {}
+        for _, rid, sid in candidates:
+            held.setdefault(rid, set()).add(sid)
+        siblings = sorted({s for sids in held.values() if found[1] in sids for s in sids}
+                          - {found[1]})
+        out = [found]
+        for sib in siblings:
+            own = self.resolve_suite(spec, name, only=sib)
+            if own is not None:
+                out.append(own)
+        return out
+
+    def resolve_suite(self, spec: str, name: str,
+                      only: str | None = None) -> tuple[str, str] | None:
+        """(run id, suite id) that ``last`` or ``best`` means for the suite named ``name``
+        (``only``: that suite file of the name): the newest complete run holding it, or the
+        complete run where its first metric (averaged over retrievers) is best; None when no
+        complete run holds it."""
+        candidates = [c for c in self._suite_runs(name) if only is None or c[2] == only]
         if not candidates:
             return None
         if spec == "last":
@@ -639,25 +662,20 @@ class RunHistory:
         """``last`` or ``best`` resolved per suite: a baseline document holding, for each
         suite name (``names``, else every name in the history), that suite from the run
         ``spec`` picks for it. Partial runs are never picked. Each suite records its
-        ``run_id``; ``run.runs`` maps suite names to run ids. Every suite of a name in the run
-        picked is there (two suite files may share a name; the comparison pairs each with the
-        one at its path: with only one of them here, both were compared with it)."""
+        ``run_id``; ``run.runs`` maps suite names to run ids. Two suite files sharing a name
+        are both there, each from its own run (:meth:`resolve_suites`): the comparison pairs
+        each with the one at its path (with one of them only, both were compared with it)."""
         wanted = list(dict.fromkeys(names)) if names is not None else self.suite_names()
         suites: dict[str, Any] = {}
         runs: dict[str, str] = {}
         for name in wanted:
-            found = self.resolve_suite(spec, name)
-            if found is None:
-                continue
-            rid = found[0]
-            sids = {sid for _, run_id, sid in self._suite_runs(name) if run_id == rid}
-            entries = self._suite_entries(rid, sids)
-            if not entries:
-                continue
-            for sid in sorted(entries):
+            for rid, sid in self.resolve_suites(spec, name):
+                entry = self._suite_entries(rid, {sid}).get(sid)
+                if entry is None:
+                    continue
                 key = sid if sid not in suites else f"{sid}@{rid}"
-                suites[key] = {**entries[sid], "run_id": rid}
-            runs[name] = rid
+                suites[key] = {**entry, "run_id": rid}
+                runs.setdefault(name, rid)
         ids = sorted(set(runs.values()))
         run: dict[str, Any] = {"id": ids[0] if len(ids) == 1 else None, "spec": spec,
                                "runs": runs}

@@ -124,9 +124,8 @@ def _static_pins(h: RunHistory | None, out_dir: Path, protect: Iterable[str],
             pins.setdefault(holder, f"saved as baseline {path}")
     for name in h.suite_names():
         for spec in ("last", "best"):
-            found = h.resolve_suite(spec, name)
-            if found is not None:
-                pins.setdefault(found[0], f"'{spec}' for suite {name}")
+            for rid, _sid in h.resolve_suites(spec, name):
+                pins.setdefault(rid, f"'{spec}' for suite {name}")
     return pins
 
 
