@@ -15,7 +15,8 @@ seen at ``-n 0``. Two roles:
 Only the provider's own failures (:class:`~pytest_ragbench.llm.base.ProviderError`) and the
 leader's circuit breaker failing fast (the endpoint is down, as it is for the one process of
 ``-n 0``, whose later cases fail fast too; given back, each worker's breaker tried the down
-endpoint again, up to 3.9x the requests of ``-n 0``) are published. A failure of the process
+endpoint again, up to 3.9x the requests of ``-n 0``) are published; the latter only until the
+breaker would let a probe through (:func:`expired`). A failure of the process
 itself (a budget refusal, ``max_cost`` reached, its coordinator lost, its ``case_timeout``)
 and a cancellation are not: the key goes back, and the worker meets its own budget and
 limits, as it does without a head start.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import keyword
+import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -68,8 +70,22 @@ def encode_completion(completion: Completion) -> dict[str, Any]:
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
-    """A provider failure as plain data for the exchange."""
-    return {"error": str(exc), "type": type(exc).__name__}
+    """A provider failure as plain data for the exchange; a breaker's fail-fast says until
+    when it holds (wall clock: the workers may run on other machines)."""
+    out: dict[str, Any] = {"error": str(exc), "type": type(exc).__name__}
+    retry_in = getattr(exc, "retry_in", None)
+    if isinstance(retry_in, int | float):
+        out["until"] = time.time() + float(retry_in)
+    return out
+
+
+def expired(value: Any) -> bool:
+    """Whether a handed-over failure no longer holds: a breaker's fail-fast read after the
+    breaker would have let a probe through (the head start publishes one for every case
+    left within seconds; a worker reaching one later asks the endpoint itself, as the one
+    process of ``-n 0`` would, instead of failing the rest of the suite on a short outage)."""
+    return (isinstance(value, dict) and isinstance(value.get("until"), int | float)
+            and time.time() >= value["until"])
 
 
 def decode(value: Any) -> Completion:
@@ -144,6 +160,8 @@ class ExchangedLLM:
         if claim.lead_over:
             self.asking = False
         if claim.state == "done":
+            if expired(claim.value):
+                return await self.inner.chat(messages, **params)
             return decode(claim.value)
         if not lead:
             _SENDS_ITS_OWN.set(True)

@@ -117,7 +117,13 @@ class RetryPolicy:
 
 
 class CircuitOpenError(LLMError):
-    """Raised without sending a request because the endpoint's circuit breaker is open."""
+    """Raised without sending a request because the endpoint's circuit breaker is open.
+
+    ``retry_in``: seconds until the breaker lets a probe through (None: unknown)."""
+
+    def __init__(self, message: str, retry_in: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 class CircuitBreaker:
@@ -180,7 +186,8 @@ class CircuitBreaker:
                 return
             raise CircuitOpenError(
                 f"circuit open: {self._last_error}, {self._failures} consecutive failures; "
-                f"endpoint {endpoint or '(unnamed)'}"
+                f"endpoint {endpoint or '(unnamed)'}",
+                retry_in=max(0.0, self._opened_at + self.reset_timeout - self._clock()),
             )
 
     async def record_success(self) -> None:

@@ -178,13 +178,21 @@ def test_the_worker_gets_the_controllers_response_object(coordinator: Coordinato
         # as the cases after it do at -n 0, instead of trying the endpoint again itself
         down = [{"role": "user", "content": "q3"}]
         lead.inner = Counting(fail=CircuitOpenError("circuit open: HTTP 500, 5 consecutive "
-                                                    "failures; endpoint m"))
+                                                    "failures; endpoint m", retry_in=30.0))
         with pytest.raises(CircuitOpenError):
             await lead.chat(down)
         with pytest.raises(ExchangedError, match=r"^circuit open: HTTP 500") as raised:
             await follow.chat(down)
         assert type(raised.value).__name__ == "CircuitOpenError"
         assert inner_worker.calls == 1
+        # read once the breaker would let a probe through, it no longer holds: the worker
+        # asks the endpoint itself (a short outage failed every case the head start had left)
+        later = [{"role": "user", "content": "q4"}]
+        lead.inner = Counting(fail=CircuitOpenError("circuit open", retry_in=0.0))
+        with pytest.raises(CircuitOpenError):
+            await lead.chat(later)
+        assert (await follow.chat(later)).text == "reply to q4 seed None"
+        assert inner_worker.calls == 2
 
     try:
         asyncio.run(scenario())
