@@ -62,7 +62,8 @@ MAX_UNSHARED_DOCUMENTS = 50_000
 SELECTION_FREE_PLUGINS = frozenset({
     "_pytest", "pytest", "xdist", "pytest_ragbench", "pytest_asyncio", "hypothesis",
     "_hypothesis_pytestplugin", "anyio",
-    # its plain pytest_runtest_protocol reruns failed cases, and without --reruns does nothing
+    # its plain pytest_runtest_protocol reruns failed cases (--reruns, its ini, a flaky mark):
+    # it runs every case, then some again
     "pytest_rerunfailures"})
 
 COLLECTION_HOOKS = ("pytest_collection_modifyitems", "pytest_collection",

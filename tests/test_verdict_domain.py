@@ -264,8 +264,8 @@ def test_a_metric_no_query_of_which_is_in_the_baseline_says_so():
     result = compare_docs(base, cur)
     assert result["passed"] is False
     assert failure_lines(result) == [
-        "ragbench: regression: s/bm25 ndcg@10: no query in common with the baseline (n = 0): "
-        "nothing was compared (tolerance 0)"]
+        "ragbench: regression: s/bm25 ndcg@10: no query scored on both sides (n = 0: none in "
+        "common with the baseline, or NaN on one side): nothing was compared (tolerance 0)"]
 
 
 # -- malformed files ---------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def _text(value: str, where: str) -> str:
     except UnicodeEncodeError as exc:
         raise OutputError(f"{where} is not valid text: it holds the lone surrogate "
                           f"{value[exc.start]!r} at character {exc.start} (bytes decoded "
-                          "with errors='surrogateescape'?)") from None
+                          "with errors='surrogateescape', or a JSON \\udcXX escape?)") from None
     return value
 
 
@@ -202,8 +202,9 @@ def normalise_output(value: Any) -> PipelineOutput:
     if isinstance(value, PipelineOutput):
         # checked as a mapping is: a dataclass does not check its fields (a None answer, a
         # negative token count, a NaN latency went through)
-        value = {**value.extra, "answer": value.answer, "contexts": list(value.contexts),
-                 "usage": value.usage, "latency_ms": value.latency_ms}
+        value = {**(value.extra or {}), "answer": value.answer,
+                 "contexts": list(value.contexts or ()), "usage": value.usage,
+                 "latency_ms": value.latency_ms}
     if isinstance(value, str):
         return PipelineOutput(answer=_text(value, "'answer'"))
     data = _as_mapping(value)

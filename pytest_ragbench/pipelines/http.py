@@ -192,8 +192,8 @@ class HTTPPipeline:
                     except UnicodeDecodeError as exc:
                         raise HTTPPipelineError(self._redact(
                             f"{where} answered a body that is not valid "
-                            f"{exc.encoding.upper()} (byte {exc.object[exc.start]:#04x} at "
-                            f"offset {exc.start}): "
+                            f"{exc.encoding.upper()} ({exc.reason}: byte "
+                            f"{exc.object[exc.start]:#04x}): "
                             f"{self._excerpt(repr(self._redact(reply.text)))}")) from None
                     except ValueError:
                         raise HTTPPipelineError(self._redact(

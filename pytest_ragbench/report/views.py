@@ -69,8 +69,8 @@ def regression_line(row: Mapping[str, Any]) -> str:
     """One line for a metric that moved beyond its tolerance (or that nothing compared)."""
     if not row.get("n"):
         return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']}: no "
-                f"query in common with the baseline (n = 0): nothing was compared "
-                f"(tolerance {row['tolerance']})")
+                f"query scored on both sides (n = 0: none in common with the baseline, or "
+                f"NaN on one side): nothing was compared (tolerance {row['tolerance']})")
     return (f"ragbench: regression: {row['suite']}/{row['retriever']} {row['metric']} "
             f"{_worse(row)} from {num(row['baseline'])} to {num(row['current'])} "
             f"(delta {num(row['delta'], signed=True)}, 95% CI "
