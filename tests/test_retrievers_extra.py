@@ -159,6 +159,36 @@ def test_dense_cache_is_written_atomically_and_memory_mapped(tmp_path: Path) -> 
     assert asyncio.run(second.retrieve(query, 4)) == asyncio.run(first.retrieve(query, 4))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "nan-row"])
+def test_a_damaged_dense_cache_is_replaced_once(tmp_path: Path, damage: str) -> None:
+    """A damaged entry was detected but never replaced: each later run (each xdist worker)
+    embedded the corpus again; one of the right size with a NaN row was used."""
+    spec = {"type": "hashing", "dim": 64}
+    first = DenseRetriever(embedder=spec, cache_dir=tmp_path)
+    asyncio.run(first.index(CORPUS))
+    assert first.cache_path is not None
+    vectors = first.cache_path / "vectors.npy"
+    if damage == "truncated":
+        with vectors.open("r+b") as fh:
+            fh.truncate(100)
+    else:
+        matrix = np.load(vectors)
+        matrix[1, :] = np.nan
+        np.save(vectors, matrix)
+    query = "milk steaming temperature"
+    uncached = DenseRetriever(embedder=spec)  # (first maps the damaged file)
+    asyncio.run(uncached.index(CORPUS))
+    expected = asyncio.run(uncached.retrieve(query, 4))
+    for run in range(2):
+        emb = CountingEmbedder(dim=64)
+        again = DenseRetriever(embedder=emb, cache_dir=tmp_path)
+        again.embedder, again._spec = emb, None
+        asyncio.run(again.index(CORPUS))
+        assert bool(emb.calls) is (run == 0)  # rebuilt once, then read from the cache
+        assert asyncio.run(again.retrieve(query, 4)) == expected
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_dense_cache_that_cannot_be_written_embeds_in_memory_and_sweeps_stale_builds(
         tmp_path: Path) -> None:
     spec = {"type": "hashing", "dim": 64}

@@ -210,24 +210,32 @@ class DenseRetriever:
         if (ids != self._ids or matrix.dtype != np.float32 or matrix.ndim != 2
                 or matrix.shape[0] != len(self._ids)):
             return False
+        # a damaged file of the right size: a NaN row was ranked last and cut one hit short
+        if not np.isfinite(matrix).all():
+            return False
         self._matrix = matrix
         return True
 
     def _save_cache(self, path: Path, matrix: np.ndarray) -> None:
+        """Write the entry next to ``path`` and rename it into place (the caller holds the
+        cache's lock and could not load ``path``: an entry there is unusable)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
-            np.save(tmp / "vectors.npy", matrix, allow_pickle=False)
-            (tmp / "ids.json").write_text(json.dumps(self._ids, ensure_ascii=False),
-                                          encoding="utf-8")
-            try:
-                os.rename(tmp, path)
-            except OSError:
-                # Another process renamed an identical index into place first: keep theirs.
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
+            entry = tmp / "entry"
+            entry.mkdir()
+            np.save(entry / "vectors.npy", matrix, allow_pickle=False)
+            (entry / "ids.json").write_text(json.dumps(self._ids, ensure_ascii=False),
+                                            encoding="utf-8")
+            if path.exists():
+                # moved aside first, as a rename cannot replace a non-empty folder: kept,
+                # every later run (and each xdist worker) embedded the corpus again
+                os.rename(path, tmp / "unusable")
+            # another process may have renamed an identical entry into place first: theirs
+            with contextlib.suppress(OSError):
+                os.rename(entry, path)
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     # -- embedding -------------------------------------------------------------------------
 
