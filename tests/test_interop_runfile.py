@@ -4,6 +4,7 @@ retriever read back to the same per-query scores, identical with ``-n 0`` and ``
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -196,6 +197,14 @@ def test_file_names_are_safe_and_distinct_for_suites_sharing_a_name() -> None:
     assert names[("a/s.yaml", "my/retr ever")] == "a_s.yaml.my_retr_ever.trec"
     assert names[("b/s.yaml", "my/retr ever")] == "b_s.yaml.my_retr_ever.trec"
     assert names[("c.yaml", "x")] == "_.x.trec"
+    # two systems whose names coincide once made safe: one file was lost
+    clash = run_file_names(collect_runs([
+        _rec("s.yaml", "bm25#a", "q", [["d", 1.0, None]], name="clash"),
+        _rec("s.yaml", "bm25_a", "q", [["d", 1.0, None]], name="clash"),
+        _rec("s.yaml", "other", "q", [["d", 1.0, None]], name="clash")]))
+    assert len(set(clash.values())) == 3 and clash[("s.yaml", "other")] == "clash.other.trec"
+    assert all(re.fullmatch(r"clash\.bm25_a-[0-9a-f]{8}\.trec", clash[("s.yaml", s)])
+               for s in ("bm25#a", "bm25_a"))
 
 
 # -- the shipped BEIR example ----------------------------------------------------------------

@@ -23,8 +23,10 @@ order is kept.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +111,21 @@ def format_run(table: RunTable, tag: str | None = None) -> str:
 
 def run_file_names(tables: Mapping[tuple[str, str], RunTable]) -> dict[tuple[str, str], str]:
     """``<suite name>.<system>.trec`` per table; suites sharing a name (files in two
-    folders) are told apart by their suite ids instead."""
+    folders) are told apart by their suite ids instead, and names that still coincide once
+    made safe (systems ``bm25#a`` and ``bm25_a``: one file was lost) by a hash of each."""
     suites_named: dict[str, set[str]] = {}
     for (sid, _), table in tables.items():
         suites_named.setdefault(table.suite_name, set()).add(sid)
     out: dict[tuple[str, str], str] = {}
     for (sid, system), table in tables.items():
         suite = table.suite_name if len(suites_named[table.suite_name]) == 1 else sid
-        out[(sid, system)] = f"{safe_name(suite)}.{safe_name(system)}{SUFFIX}"
+        out[(sid, system)] = f"{safe_name(suite)}.{safe_name(system)}"
+    counts = Counter(out.values())
+    for key, stem in out.items():
+        if counts[stem] > 1:
+            digest = hashlib.sha256("\0".join(key).encode("utf-8")).hexdigest()[:8]
+            stem = f"{stem}-{digest}"
+        out[key] = stem + SUFFIX
     return out
 
 
