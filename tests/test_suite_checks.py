@@ -43,6 +43,16 @@ def test_judged_metric_without_judge(folder):
         "(e.g. judge: {llm: same} with an openai llm)")
 
 
+def test_a_metric_that_embeds_without_an_embedder_is_refused_before_any_request(folder):
+    # it passed collection: every case's answer was paid for, then every item errored
+    body = f"metrics: [token_f1, answer_relevancy]\nllm: {OPENAI}\njudge: {{llm: same}}\n"
+    assert message(folder, body) == (
+        "S:3: metrics[1]: answer_relevancy needs an embedder; add an 'embedder:' section "
+        "(e.g. embedder: {type: openai, ...}, or {type: hashing} offline)")
+    suite = load(folder, body + "embedder: {type: hashing}\n")
+    assert suite.rag is not None
+
+
 def test_judged_metric_with_judge_loads(folder):
     suite = load(folder, f"metrics: [faithfulness]\nllm: {OPENAI}\njudge: {{llm: same}}\n")
     assert suite.rag is not None and suite.rag.judge is not None
@@ -85,10 +95,22 @@ def test_priced_models_load(folder):
      "S:5: generation.template: bad Jinja2 template: "),
     ("{template_file: missing.j2}", "S:5: generation.template_file: cannot read template "),
     ("{template: prompts/gen.j2}", "S:5: generation.template: cannot read template "),
+    # the template's own code failing: it was a traceback with no key or line
+    ("{template: '{{ 1 / 0 }}'}", "S:5: generation.template: the template fails when "
+                                  "rendered: ZeroDivisionError: division by zero"),
+    ("{template: '{{ question(1) }}'}", "S:5: generation.template: the template fails when "
+                                        "rendered: TypeError: "),
 ])
 def test_templates_are_compiled_at_load(folder, generation, expected):
     body = f"metrics: [token_f1]\nllm: {{type: extractive}}\ngeneration: {generation}\n"
     assert message(folder, body).startswith(expected)
+
+
+def test_a_template_reading_as_many_contexts_as_the_suite_gives_loads(folder):
+    # checked with one passage, contexts[1] was refused ("list object has no element 1")
+    body = ("metrics: [token_f1]\nllm: {type: extractive}\n"
+            "generation: {contexts: 2, template: '{{ question }} {{ contexts[1].text }}'}\n")
+    assert load(folder, body).rag is not None
 
 
 def test_broken_template_file(folder):

@@ -45,11 +45,18 @@ def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str
     except UnicodeDecodeError as exc:
         raise _fail(f"{template_key}.{which}", f"cannot read template: not UTF-8 (byte "
                                                f"{exc.start}: {exc.reason})") from None
+    # as many passages as a case gives it (one only, and contexts[1] was refused)
+    passages = [(f"d{i}", f"passage {i}") for i in range(max(1, int(generation.contexts)))]
     try:
         template = compiled_prompt(text)
-        template.render(**_context_vars("q", [("d", "t")]))
+        template.render(**_context_vars("q", passages))
     except jinja2.TemplateError as exc:
         raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
+    except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+            RecursionError) as exc:
+        # an error of the template's own code (1/0, a bad call): it was a traceback
+        raise _fail(f"{template_key}.{which}", f"the template fails when rendered: "
+                                               f"{type(exc).__name__}: {exc}") from None
 
 
 # -- prompt template -------------------------------------------------------------------------

@@ -492,6 +492,13 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
                 raise ctx.error(("metrics", i), f"{m.name} is judged by an LLM; add a 'judge:' "
                                                 "section (e.g. judge: {llm: same} with an "
                                                 "openai llm)")
+    if model.embedder is None:
+        for i, m in enumerate(metrics):
+            if m.needs is not None and "embedder" in m.needs:
+                # found only once every case's generation had been paid for
+                raise ctx.error(("metrics", i), f"{m.name} needs an embedder; add an "
+                                                "'embedder:' section (e.g. embedder: {type: "
+                                                "openai, ...}, or {type: hashing} offline)")
     config = rag_config_from_model(model)
     # the pipeline scores the suite's answer metrics by their names in records
     config = replace(config, metrics={m.name: m.component for m in metrics
