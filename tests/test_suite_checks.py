@@ -83,6 +83,21 @@ def test_max_cost_without_prices_for_a_paid_llm(folder):
         "S:5: max_cost: needs 'prices' to know what the LLM calls cost")
 
 
+@pytest.mark.parametrize(("body", "expected"), [
+    # beyond any real value: costs overflowed to infinity and the run's end raised a TypeError
+    (f"metrics: [token_f1]\nllm: {OPENAI}\n"
+     "prices: {gpt-x: {prompt: 1.0e+306, completion: 1}}\n",
+     "S:5: prices.gpt-x.prompt: expected a number (USD per 1M tokens) from 0 to 1000000, got "
+     "1e+306"),
+    # every case's requests were paid for, then each item asked for 30 GiB
+    ("metrics: [answer_relevancy]\nllm: {type: extractive}\njudge: {llm: same}\n"
+     "embedder: {type: hashing, dim: 2000000000}\n",
+     "S:6: embedder.dim: expected an integer from 2 to 1048576, got 2000000000"),
+])
+def test_values_past_any_use_are_refused_at_load(folder, body, expected):
+    assert message(folder, body) == expected
+
+
 def test_priced_models_load(folder):
     suite = load(folder, f"metrics: [token_f1]\nllm: {OPENAI}\n"
                          "prices: {gpt-x: {prompt: 1, completion: 2}}\nmax_cost: 1\n")

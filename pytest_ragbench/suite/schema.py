@@ -145,6 +145,25 @@ def _int_words(minimum: int | None) -> Callable[[Any], str | None]:
     return words
 
 
+def _range_words(low: float, high: float, what: str) -> Callable[[Any], str]:
+    def shown(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    def words(value: Any) -> str:
+        if not _is_number(value):
+            return f"expected {what}, got {_describe(value)}"
+        return f"expected {what} from {shown(low)} to {shown(high)}, got {value!r}"
+
+    return words
+
+
+#: Far above any use (a hashing embedder's vectors are held per document and query): 2e9
+#: asked for 30 GiB at the first case, after the cases' requests were paid for.
+MAX_HASHING_DIM = 1 << 20
+#: USD per 1M tokens, far above any model's; an absurd one overflowed the cost to infinity.
+MAX_PRICE = 1e6
+
+
 def _positive_words(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"expected a positive integer, got {value!r}"
@@ -603,7 +622,8 @@ class HashingEmbedderModel(_Model):
     """The offline embedder (signed feature hashing)."""
 
     type: Literal["hashing"]
-    dim: Annotated[int, Field(ge=2), _wrapped(_int_words(2))] = 256
+    dim: Annotated[int, Field(ge=2, le=MAX_HASHING_DIM),
+                   _wrapped(_range_words(2, MAX_HASHING_DIM, "an integer"))] = 256
 
 
 BUILTIN_LLMS = ("openai", "extractive")
@@ -789,11 +809,15 @@ class CacheModel(_Model):
     mode: CacheMode = Field("on", description="on, off, read-only or refresh")
 
 
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False),
+                  _wrapped(_range_words(0, MAX_PRICE, "a number (USD per 1M tokens)"))]
+
+
 class PriceModel(_Model):
     """USD per 1M tokens."""
 
-    prompt: NonNegative
-    completion: NonNegative
+    prompt: Price
+    completion: Price
 
 
 CacheField = _one_of("a mapping (path, mode) or a mode", mapping=CacheModel, text=CacheMode,
