@@ -179,6 +179,21 @@ def pytest_configure_worker_priority(config: pytest.Config) -> None:
 
     if not hasattr(config, "workerinput"):
         worker_nice(config)
+        _check_cache_path(config)
+
+
+def _check_cache_path(config: pytest.Config) -> None:
+    """``--ragbench-cache-path`` that cannot be the response cache: a usage error before any
+    request (at the first case, every case errored, in refresh mode after paying)."""
+    given = config.getoption("ragbench_cache_path", None)
+    if not given:
+        return
+    from .llm.cache import cache_path_problem
+
+    path = config.invocation_params.dir / given
+    problem = cache_path_problem(path, config.getoption("ragbench_cache", None) or "on")
+    if problem:
+        raise pytest.UsageError(f"ragbench: --ragbench-cache-path {given}: {path} {problem}")
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")

@@ -99,3 +99,12 @@ def test_compare_reads_the_history_named_by_history(tmp_path, monkeypatch, capsy
     save_baseline(tmp_path / "a.json", _doc("a", 0))
     assert main(["compare", "a.json", "20250101-a"]) == 2  # no history in the cwd
     assert "20250101-a" in capsys.readouterr().err
+
+
+def test_a_cache_path_option_that_cannot_be_the_cache_is_a_usage_error(pytester, mini_suite):
+    mini_suite()
+    (pytester.path / "afile").write_text("x")
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache-path=afile/c.sqlite")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ragbench: --ragbench-cache-path afile/c.sqlite: *c.sqlite "
+                                 "cannot be created: *afile is a file, not a folder"])

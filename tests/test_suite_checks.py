@@ -98,6 +98,22 @@ def test_values_past_any_use_are_refused_at_load(folder, body, expected):
     assert message(folder, body) == expected
 
 
+def test_a_cache_path_that_cannot_be_the_cache_is_refused_at_load(folder):
+    # found at the first case, every case errored ("FileExistsError", "DatabaseError"), and
+    # in refresh mode after its requests were paid for
+    (folder / "afile").write_text("x")
+    (folder / "adir.sqlite").mkdir()
+    (folder / "text.sqlite").write_text("not a database")
+    for cache, said in (("{path: afile/c.sqlite}", "cannot be created: S/afile is a file"),
+                        ("{path: adir.sqlite, mode: refresh}", "is a folder"),
+                        ("{path: text.sqlite}", "is not an SQLite file")):
+        body = f"metrics: [token_f1]\nllm: {{type: extractive}}\ncache: {cache}\n"
+        text = message(folder, body).replace(str(folder), "S")
+        assert text.startswith("S:5: cache: the response cache ") and said in text, text
+    assert load(folder, "metrics: [token_f1]\nllm: {type: extractive}\n"
+                        "cache: {path: afile/c.sqlite, mode: 'off'}\n").rag is not None
+
+
 def test_priced_models_load(folder):
     suite = load(folder, f"metrics: [token_f1]\nllm: {OPENAI}\n"
                          "prices: {gpt-x: {prompt: 1, completion: 2}}\nmax_cost: 1\n")

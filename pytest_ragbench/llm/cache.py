@@ -134,6 +134,38 @@ class CacheStats:
     writes: int = 0
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def cache_path_problem(path: Path, mode: str) -> str | None:
+    """What keeps ``path`` from being the response cache in ``mode``, found without creating
+    anything (None: nothing). Found at the first case instead, every case errored with the
+    raw exception, and in ``refresh`` mode after its requests were paid for."""
+    if mode == "off":
+        return None
+    if path.is_dir():
+        return "is a folder; expected the response cache's SQLite file"
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
+        if head and head != _SQLITE_HEADER:
+            return "is not an SQLite file (the response cache keeps one)"
+        return None
+    if mode == "read-only":
+        return None  # no file yet: nothing is read, nothing written
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable"
+    return None
+
+
 class ResponseCache:
     """Completions and embeddings stored in the SQLite file at ``path``.
 
