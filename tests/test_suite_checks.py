@@ -93,6 +93,9 @@ def test_max_cost_without_prices_for_a_paid_llm(folder):
     ("metrics: [answer_relevancy]\nllm: {type: extractive}\njudge: {llm: same}\n"
      "embedder: {type: hashing, dim: 2000000000}\n",
      "S:6: embedder.dim: expected an integer from 2 to 1048576, got 2000000000"),
+    (f"metrics: [answer_relevancy]\nllm: {OPENAI}\n"
+     "judge: {llm: same, n_questions: 100000000000000000000}\nembedder: {type: hashing}\n",
+     "S:5: judge.n_questions: expected an integer from 1 to 50, got 100000000000000000000"),
 ])
 def test_values_past_any_use_are_refused_at_load(folder, body, expected):
     assert message(folder, body) == expected

@@ -160,6 +160,8 @@ def _range_words(low: float, high: float, what: str) -> Callable[[Any], str]:
 #: Far above any use (a hashing embedder's vectors are held per document and query): 2e9
 #: asked for 30 GiB at the first case, after the cases' requests were paid for.
 MAX_HASHING_DIM = 1 << 20
+#: Questions a judge writes per answer for answer relevancy (RAGAS asks for 3).
+MAX_QUESTIONS = 50
 #: USD per 1M tokens, far above any model's; an absurd one overflowed the cost to infinity.
 MAX_PRICE = 1e6
 
@@ -752,7 +754,10 @@ class JudgeModel(_Model):
         "same", description="'same' (the generation LLM) or an LLM of its own")
     mode: JudgeMode = Field(
         "batched", description="one call for all judged metrics of a case, or one per metric")
-    n_questions: AtLeastOne = Field(3, description="questions generated for answer relevancy")
+    # a judge asked for 1e20 questions answered with fewer: every case's reply was refused
+    n_questions: Annotated[int, Field(ge=1, le=MAX_QUESTIONS),
+                           _wrapped(_range_words(1, MAX_QUESTIONS, "an integer"))] = Field(
+        3, description="questions generated for answer relevancy")
     params: JsonParams | None = Field(None, description="request parameters of judge calls")
     items_per_call: ItemsPerCall = Field(
         1, description="items judged in one request (several items judged at the same time "
