@@ -172,17 +172,12 @@ class ExchangedLLM:
         try:
             with refusals_not_counted() if lead else contextlib.nullcontext():
                 completion = await self.inner.chat(messages, **params)
-        except ProviderError as exc:
+        except (ProviderError, CircuitOpenError) as exc:
             if lead:
                 claim.publish(encode_error(exc))
             else:
-                claim.release(done=True)
-            raise
-        except CircuitOpenError as exc:
-            if lead:
-                claim.publish(encode_error(exc))
-            else:
-                claim.release(done=False)
+                # the endpoint's answer is final; a worker's own breaker says nothing of it
+                claim.release(done=isinstance(exc, ProviderError))
             raise
         except BaseException:
             claim.release(done=False)
