@@ -101,20 +101,35 @@ def test_values_past_any_use_are_refused_at_load(folder, body, expected):
     assert message(folder, body) == expected
 
 
-def test_a_cache_path_that_cannot_be_the_cache_is_refused_at_load(folder):
+def test_a_cache_path_that_cannot_be_the_cache_is_refused_before_any_request(folder):
     # found at the first case, every case errored ("FileExistsError", "DatabaseError"), and
-    # in refresh mode after its requests were paid for
+    # in refresh mode after its requests were paid for; checked where the pipeline is built
+    # (before any case), where --ragbench-cache-path and --ragbench-cache apply
+    from pytest_ragbench.answers.pipeline import build_pipeline
+
     (folder / "afile").write_text("x")
     (folder / "adir.sqlite").mkdir()
     (folder / "text.sqlite").write_text("not a database")
     for cache, said in (("{path: afile/c.sqlite}", "cannot be created: S/afile is a file"),
                         ("{path: adir.sqlite, mode: refresh}", "is a folder"),
                         ("{path: text.sqlite}", "is not an SQLite file")):
-        body = f"metrics: [token_f1]\nllm: {{type: extractive}}\ncache: {cache}\n"
-        text = message(folder, body).replace(str(folder), "S")
-        assert text.startswith("S:5: cache: the response cache ") and said in text, text
-    assert load(folder, "metrics: [token_f1]\nllm: {type: extractive}\n"
-                        "cache: {path: afile/c.sqlite, mode: 'off'}\n").rag is not None
+        rag = load(folder, f"metrics: [token_f1]\nllm: {{type: extractive}}\ncache: {cache}\n").rag
+        with pytest.raises(ValueError) as info:
+            build_pipeline(rag, base_dir=folder)
+        text = str(info.value).replace(str(folder), "S")
+        assert text.startswith("cache: the response cache ") and said in text, text
+    # the command line's path or mode is the one that counts
+    build_pipeline(rag, base_dir=folder, cache_path_override=str(folder / "ok.sqlite")).close()
+    build_pipeline(rag, base_dir=folder, cache_mode_override="off").close()
+
+
+def test_a_template_reading_as_many_contexts_as_the_suite_gives_builds(folder):
+    # checked with one passage, contexts[1] was refused ("list object has no element 1")
+    from pytest_ragbench.answers.pipeline import build_pipeline
+
+    rag = load(folder, "metrics: [token_f1]\nllm: {type: extractive}\ncache: 'off'\n"
+                       "generation: {contexts: 2, template: '{{ contexts[1].text }}'}\n").rag
+    build_pipeline(rag, base_dir=folder).close()
 
 
 def test_priced_models_load(folder):

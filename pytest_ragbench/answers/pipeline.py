@@ -58,6 +58,7 @@ from ..llm.cache import (
     CachedLLM,
     CacheMode,
     ResponseCache,
+    cache_path_problem,
     chat_key,
 )
 from ..llm.extractive import ExtractiveLLM
@@ -73,7 +74,7 @@ from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
 from .exchange import ExchangedLLM, LeftEmbedder, Role, unled_requests
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
-from .prompt import _context_vars, _template_text, compiled_prompt, template_version
+from .prompt import _context_vars, check_template, compiled_prompt, template_version
 
 T = TypeVar("T")
 
@@ -628,15 +629,9 @@ def build_pipeline(
     if mode not in CACHE_MODES:
         raise ValueError(f"cache mode {mode!r} is not one of {', '.join(CACHE_MODES)}")
 
-    template_key = _path(prefix, "generation")
-    text = _template_text(config.generation, base_dir, template_key)
-    try:
-        template = compiled_prompt(text)
-        # render once so a misspelt variable fails now rather than in every case
-        template.render(**_context_vars("q", [("d", "t")]))
-    except jinja2.TemplateError as exc:
-        which = "template_file" if config.generation.template_file else "template"
-        raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
+    # rendered once so a misspelt variable fails now rather than in every case
+    text = check_template(config.generation, base_dir, prefix)
+    template = compiled_prompt(text)
     version = template_version(text)
 
     clients: list[_Closable] = []
@@ -644,7 +639,13 @@ def build_pipeline(
     try:
         if mode != "off":
             path = Path(cache_path_override or config.cache.path)
-            cache = ResponseCache(path if path.is_absolute() else base_dir / path, mode)
+            path = path if path.is_absolute() else base_dir / path
+            problem = cache_path_problem(path, mode)
+            if problem:
+                # found at the first case, every case errored with the raw exception (in
+                # refresh mode after its requests were paid for)
+                raise _fail(_path(prefix, "cache"), f"the response cache {path} {problem}")
+            cache = ResponseCache(path, mode)
         budget: CostBudget | RunCostBudget | None = None
         share: _RunShare | None = None
         if run_budget is not None:

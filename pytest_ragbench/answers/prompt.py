@@ -32,11 +32,12 @@ Question: {{ question | oneline }}
 _TEMPLATE_SCHEMA = "gen-1"
 
 
-def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str = "") -> None:
-    """Read, compile and render once the generation template, as :func:`build_pipeline` will.
+def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str = "") -> str:
+    """Read, compile and render once the generation template; its text.
 
     Raises :class:`ConfigError` (``generation.template: ...``) for a missing, unreadable or
-    broken template, so a suite fails when it is loaded rather than at its first case.
+    broken template, so a suite fails when it is loaded (and its pipeline when it is built)
+    rather than at its first case.
     """
     template_key = _path(key_prefix, "generation")
     which = "template_file" if generation.template_file else "template"
@@ -57,6 +58,7 @@ def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str
         # an error of the template's own code (1/0, a bad call): it was a traceback
         raise _fail(f"{template_key}.{which}", f"the template fails when rendered: "
                                                f"{type(exc).__name__}: {exc}") from None
+    return text
 
 
 # -- prompt template -------------------------------------------------------------------------

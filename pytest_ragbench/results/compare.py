@@ -474,7 +474,9 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
         return doc_from_run_dir(path), str(spec)
     if path.is_file():
         return load_baseline(path), str(spec)
-    if history is not None and history.exists() and not _names_a_path(spec):
+    if _names_a_path(spec):
+        raise _no_such_path(spec, path)
+    if history is not None and history.exists():
         from .history import HistoryError, RunHistory
 
         try:
@@ -498,8 +500,6 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
             raise BaselineError(str(exc)) from None
         check_baseline_doc(doc, f"history run {spec}")
         return doc, label
-    if _names_a_path(spec):
-        raise _no_such_path(spec, path)
     where = f" nor a run in {history}" if history is not None else ""
     raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
 

@@ -58,8 +58,8 @@ class _HasDirection(Protocol):
 
 def default_direction(metric: str) -> str:
     """``"lower"`` for error rate, latency and cost; ``"higher"`` for everything else."""
-    base = metric.split("@")[0]
-    return "lower" if base in _LOWER_IS_BETTER or base.endswith("_ms") else "higher"
+    return ("lower" if metric.split("@")[0] in _LOWER_IS_BETTER or is_timing(metric)
+            else "higher")
 
 
 def is_timing(metric: str) -> bool:

@@ -514,13 +514,6 @@ def _parse_rag(ctx: _Ctx, model: SuiteModel, metrics: Sequence[MetricSpec],
         check_template(config.generation, base_dir)
     except ConfigError as exc:
         raise ctx.error(tuple(exc.key.split(".")), exc.detail) from None
-    from ..llm.cache import cache_path_problem
-
-    cache_file = Path(config.cache.path)
-    cache_file = cache_file if cache_file.is_absolute() else base_dir / cache_file
-    problem = cache_path_problem(cache_file, config.cache.mode)
-    if problem:
-        raise ctx.error(("cache",), f"the response cache {cache_file} {problem}")
     return config
 
 
