@@ -388,6 +388,18 @@ NUMBERS: list[Case] = [
          "*suite.yaml:15: llm.concurrency: *", {}),
         ("temperature-inf", sub(OPENAI_SUITE, "temperature: 0", "temperature: .inf"),
          "*suite.yaml:14: llm.params*temperature*", {}),
+        # the client reads one whole JSON reply with one choice and sets the model itself
+        ("params-stream", sub(OPENAI_SUITE, "temperature: 0", "stream: true"),
+         "*suite.yaml:14: llm.params.stream: streamed replies are not supported*", {}),
+        ("params-model", sub(OPENAI_SUITE, "temperature: 0", "model: other"),
+         "*suite.yaml:14: llm.params.model: set by ragbench*llm.model*", {}),
+        ("params-n", sub(OPENAI_SUITE, "temperature: 0", "n: 3"),
+         "*suite.yaml:14: llm.params.n: *only the first*", {}),
+        # YAML 1.1 reads 6e4 (no dot, no exponent sign) as text
+        ("rpm-exponent-text", sub(OPENAI_SUITE, "  concurrency: 4", "  rpm: 6e4"),
+         "*suite.yaml:15: llm.rpm: expected a number, got the text '6e4'*write 60000*", {}),
+        ("timeout-exponent-text", sub(OPENAI_SUITE, "  concurrency: 4", "  timeout: 1e-1"),
+         "*suite.yaml:15: llm.timeout: *the text '1e-1'*write 0.1*", {}),
         ("timeout-zero", sub(OPENAI_SUITE, "  concurrency: 4", "  timeout: 0"),
          "*suite.yaml:15: llm.timeout: *", {}),
         ("price-negative", sub(OPENAI_SUITE, "prompt: 0.15", "prompt: -1"),

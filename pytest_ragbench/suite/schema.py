@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -172,8 +174,33 @@ def _positive_words(value: Any) -> str:
     return f"must be a positive integer, got {value}"
 
 
+#: A number with an exponent that YAML 1.1 (PyYAML) reads as text: it wants a dot in the
+#: mantissa and a sign in the exponent (``6.0e+4``), so ``6e4`` and ``1e-3`` are strings.
+_EXPONENT_TEXT = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
+
+
+def _as_yaml_number(value: float) -> str:
+    """``value`` written so that YAML 1.1 reads it as a number."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent if exponent[0] in '+-' else '+' + exponent}"
+
+
 def _describe(value: Any) -> str:
-    return repr(value) if _is_number(value) else type_name(value)
+    if _is_number(value):
+        return repr(value)
+    if isinstance(value, str) and _EXPONENT_TEXT.fullmatch(value.strip()):
+        number = float(value)
+        if math.isfinite(number):
+            return (f"the text {value!r} (YAML reads a number in this form as text: "
+                    f"write {_as_yaml_number(number)})")
+    return type_name(value)
 
 
 def _number_words(bound: str) -> Callable[[Any], str]:
@@ -216,7 +243,24 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-JsonParams = dict[str, Annotated[Any, AfterValidator(_json_value)]]
+def _request_params(params: dict[str, Any]) -> dict[str, Any]:
+    # the client builds each request's model, messages and input itself, and reads one whole
+    # JSON reply with one choice: these keys in ``params`` were overridden or broke every reply
+    for key, value in params.items():
+        if key in ("model", "messages", "input"):
+            raise fail("set by ragbench for each request; give the model as the endpoint's "
+                       "`model` (llm.model, embedder.model)", key)
+        if key == "stream" and value is not False:
+            raise fail("streamed replies are not supported: ragbench reads each reply whole "
+                       "(remove the key)", key)
+        if key == "n" and value != 1:
+            raise fail(f"only the first of the choices is read, and each one is paid for: "
+                       f"remove the key (got {value!r})", key)
+    return params
+
+
+JsonParams = Annotated[dict[str, Annotated[Any, AfterValidator(_json_value)]],
+                       AfterValidator(_request_params)]
 
 
 def _string_keys(value: Any) -> Any:
