@@ -49,6 +49,9 @@ def test_extra_trailing_columns_are_ignored_as_trec_eval_does(tmp_path: Path) ->
     ("q1 Q0 d1 1 inf s\n", 1, "score 'inf' is not finite"),
     ("q1 Q0 d1 1 -Infinity s\n", 1, "score '-Infinity' is not finite"),
     ("q1 Q0 d1 1 1e999 s\n", 1, "score '1e999' is not finite"),
+    # Python's float() reads digit grouping and other scripts' digits, trec_eval does not
+    ("q1 Q0 d1 1 1_000 s\n", 1, "score '1_000' is not a number"),
+    ("q1 Q0 d1 1 \u0663 s\n", 1, "score '\u0663' is not a number"),
     ("q1 Q0 d1 1 1 s\nq2 Q0 d1 1 1 s\nq1 Q0 d1 2 0.5 s\n", 3,
      "document 'd1' is listed twice for query 'q1'"),
 ])
@@ -99,6 +102,7 @@ def test_unreadable_run_files(tmp_path: Path) -> None:
     ('{"query_id": "q1", "results": [["d1", true]]}', "score True is not a number"),
     ('{"query_id": "q1", "results": [["d1", null]]}', "score None is not a number"),
     ('{"query_id": "q1", "results": [["d1", "x"]]}', "score 'x' is not a number"),
+    ('{"query_id": "q1", "results": [["d1", "1_0"]]}', "score '1_0' is not a number"),
     ('{"query_id": "q1", "results": [["d1", Infinity]]}', "score inf is not finite"),
     ('{"query_id": "q1", "results": [["d1", NaN]]}', "score nan is not finite"),
     ('{"query_id": "q1", "results": [["", 1]]}', "document id '' is not a string"),

@@ -65,7 +65,9 @@ _TREC_COLUMNS = "expected 'qid Q0 docid rank score tag' (6 columns)"
 
 def _score(value: Any, path: Path, line: int) -> float:
     try:
-        if isinstance(value, bool):
+        # Python reads "1_0" as 10 (digit grouping) and "\u0663" as 3, trec_eval as 1 and 0
+        if isinstance(value, bool) or (isinstance(value, str) and (
+                "_" in value or not value.isascii())):
             raise TypeError
         score = float(value)
     except (TypeError, ValueError, OverflowError):
@@ -120,8 +122,8 @@ def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
                 score = float(parts[4])
             except ValueError:
                 score = _score(parts[4], path, n)
-            if score - score != 0.0:  # inf or nan
-                score = _score(parts[4], path, n)
+            if score - score != 0.0 or not parts[4].isascii() or "_" in parts[4]:
+                score = _score(parts[4], path, n)  # inf, nan or not trec_eval's number
             if not parts[3].isdigit():
                 _check_rank(parts[3], path, n)
             docs[doc] = score
