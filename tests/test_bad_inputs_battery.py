@@ -388,6 +388,12 @@ NUMBERS: list[Case] = [
          "*suite.yaml:15: llm.concurrency: *", {}),
         ("temperature-inf", sub(OPENAI_SUITE, "temperature: 0", "temperature: .inf"),
          "*suite.yaml:14: llm.params*temperature*", {}),
+        # every case's request failed at run time (after its retries) on a URL no client sends
+        ("base-url-no-scheme", sub(OPENAI_SUITE, "http://127.0.0.1:9/v1", "localhost:8000/v1"),
+         "*suite.yaml:12: llm.base_url: expected an http(s) URL with a host, "
+         "e.g. https://api.openai.com/v1, got 'localhost:8000/v1'", {}),
+        ("base-url-space", sub(OPENAI_SUITE, "http://127.0.0.1:9/v1", "'http://exa mple/v1'"),
+         "*suite.yaml:12: llm.base_url: expected an http(s) URL with a host*", {}),
         # the client reads one whole JSON reply with one choice and sets the model itself
         ("params-stream", sub(OPENAI_SUITE, "temperature: 0", "stream: true"),
          "*suite.yaml:14: llm.params.stream: streamed replies are not supported*", {}),

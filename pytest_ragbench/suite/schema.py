@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 
 from annotated_types import MinLen
 from pydantic import (
@@ -257,6 +258,24 @@ def _request_params(params: dict[str, Any]) -> dict[str, Any]:
             raise fail(f"only the first of the choices is read, and each one is paid for: "
                        f"remove the key (got {value!r})", key)
     return params
+
+
+def _http_url(url: str) -> str:
+    # the client appends /chat/completions or /embeddings: a URL without scheme or host
+    # failed every case's request at run time, after its retries
+    parts = urlsplit(url)
+    host = parts.hostname if parts.scheme in ("http", "https") else None
+    try:
+        _ = parts.port  # raises for a port out of range or not a number
+    except ValueError:
+        host = None
+    if not host or any(c.isspace() for c in parts.netloc):
+        raise fail(f"expected an http(s) URL with a host, e.g. https://api.openai.com/v1, "
+                   f"got {url!r}")
+    return url
+
+
+HttpUrl = Annotated[NonEmptyStr, AfterValidator(_http_url)]
 
 
 JsonParams = Annotated[dict[str, Annotated[Any, AfterValidator(_json_value)]],
@@ -622,7 +641,7 @@ Concurrency = _one_of("a whole number >= 1, 'auto' or {auto: true, max: N}",
 class EndpointModel(_Model):
     """An OpenAI-compatible endpoint (secrets only by environment variable name)."""
 
-    base_url: NonEmptyStr = Field(description="e.g. https://api.openai.com/v1")
+    base_url: HttpUrl = Field(description="e.g. https://api.openai.com/v1")
     model: NonEmptyStr = Field(description="the model name sent with each request")
     api_key_env: NonEmptyStr | None = Field(
         None, description="the environment variable holding the API key")
