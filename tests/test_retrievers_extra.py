@@ -557,6 +557,18 @@ def test_http_configuration_errors(monkeypatch) -> None:
     # environment variables are only read when building, so collection works without them
     HTTPRetriever.ragbench_check({"url": "http://x", "headers": {"A": "${RAGBENCH_UNSET_VAR}"}},
                                  ctx)
+    # what an HTTP client refuses to send failed every query at run time
+    for params, message in (({"url": "http//x"}, "url must be an http"),
+                            ({"url": "http://x y/"}, "url must be an http"),
+                            ({"url": "http://x", "headers": {"X A": "1"}},
+                             "'X A' is not a valid header name"),
+                            ({"url": "http://x", "headers": {"A": "1\r\nB: 2"}},
+                             "headers.A: the value holds a control character")):
+        with pytest.raises(ValueError, match=message):
+            HTTPRetriever.ragbench_check(params, ctx)
+    monkeypatch.setenv("RAGBENCH_ODD_VAR", "tok\n")
+    with pytest.raises(ValueError, match="RAGBENCH_ODD_VAR holds a control character"):
+        HTTPRetriever(url="http://127.0.0.1:1/", headers={"A": "${RAGBENCH_ODD_VAR}"})
 
 
 # -- in suites ---------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ a second and no request. Nothing here imports pytest.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import did_you_mean
+from ..http_headers import ENV_REF
 
 __all__ = [
     "REFERENCE_METRICS",
@@ -22,9 +22,6 @@ __all__ = [
     "missing_reference_problem",
     "unset_env_problems",
 ]
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
 
 def _reference_metrics() -> frozenset[str]:
     from ..metrics.answer import ANSWER_METRICS
@@ -56,7 +53,7 @@ def _env_refs(key: str, value: Any) -> Iterator[tuple[str, str]]:
             elif k == "headers" and isinstance(v, Mapping):
                 for header, raw in v.items():
                     if isinstance(raw, str):
-                        for match in _ENV_REF.finditer(raw):
+                        for match in ENV_REF.finditer(raw):
                             yield f"{path}.{header}", match.group(1)
             else:
                 yield from _env_refs(path, v)

@@ -24,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -37,6 +35,7 @@ import numpy as np
 from ..budget.api import RunBudget
 from ..budget.wiring import outcome_of
 from ..errors import ComponentError
+from ..http_headers import env_value, expand_env
 from ..redact import Redactor, header_secrets
 from ..tls import ssl_context_for
 from . import deadline
@@ -58,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ERROR_DETAIL_CHARS = 300
 
 
@@ -67,22 +65,18 @@ class _BadReply(Exception):
 
 
 def _env_value(name: str, where: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ComponentError(f"{where}: environment variable {name} is not set or empty")
-    return value
+    try:
+        return env_value(name, where)
+    except ValueError as exc:
+        raise ComponentError(str(exc)) from None
 
 
 def _resolve_header(name: str, value: str) -> tuple[str, list[str]]:
     """Substitute ``${ENV}`` references; return the value and the substituted (secret) parts."""
-    found: list[str] = []
-
-    def substitute(match: re.Match[str]) -> str:
-        resolved = _env_value(match.group(1), f"headers.{name}")
-        found.append(resolved)
-        return resolved
-
-    return _ENV_REF.sub(substitute, value), found
+    try:
+        return expand_env(value, f"headers.{name}")
+    except ValueError as exc:
+        raise ComponentError(str(exc)) from None
 
 
 def _is_int(value: Any) -> bool:

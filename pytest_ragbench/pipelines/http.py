@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..datasets import Query
+from ..http_headers import check_url_and_headers, expand_env
 from ..llm.base import LLMError
 from ..llm.identity import strip_credentials
 from ..llm.resilience import (
@@ -57,7 +58,6 @@ from ..llm.resilience import (
 )
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
-from ..retrievers.http import expand_env
 from ..tls import ssl_context_for
 from .contract import OutputError, PipelineOutput, normalise_output
 
@@ -69,17 +69,7 @@ class HTTPPipelineError(Exception):
 
 
 def _validate(params: Mapping[str, Any]) -> None:
-    url = params.get("url")
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
-            or not urlsplit(url).netloc:
-        raise ValueError(f"url must be an http(s) URL, got {url!r}")
-    headers = params.get("headers")
-    if headers is not None and not (
-        isinstance(headers, Mapping)
-        and all(isinstance(k, str) and isinstance(v, str | int | float)
-                for k, v in headers.items())
-    ):
-        raise ValueError("headers must be a mapping of header names to strings")
+    check_url_and_headers(params.get("url"), params.get("headers"))
     extra = params.get("params")
     if extra is not None and not isinstance(extra, Mapping):
         raise ValueError(f"params must be a mapping of extra JSON fields, got {extra!r}")

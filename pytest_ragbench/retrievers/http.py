@@ -36,8 +36,6 @@ replies and malformed JSON fail at once.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,13 +43,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..datasets import Document, Query
+from ..http_headers import check_url_and_headers, expand_env
 from ..llm.identity import strip_credentials
 from ..llm.resilience import attempt_timed_out
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..tls import ssl_context_for
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BODY_EXCERPT = 200
 
 
@@ -59,32 +57,9 @@ class HTTPRetrieverError(Exception):
     """The service failed for good or answered something outside the JSON contract."""
 
 
-def expand_env(value: str, where: str) -> tuple[str, list[str]]:
-    """``value`` with ``${NAME}`` replaced from the environment, and the substituted values."""
-    used: list[str] = []
-
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        env = os.environ.get(name)
-        if not env:
-            raise ValueError(f"{where}: environment variable {name} is not set or empty")
-        used.append(env)
-        return env
-
-    return _ENV_REF.sub(sub, value), used
-
-
 def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
               params: Any) -> None:
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
-            or not urlsplit(url).netloc:
-        raise ValueError(f"url must be an http(s) URL, got {url!r}")
-    if headers is not None and not (
-        isinstance(headers, Mapping)
-        and all(isinstance(k, str) and isinstance(v, str | int | float) for k, v in
-                headers.items())
-    ):
-        raise ValueError("headers must be a mapping of header names to strings")
+    check_url_and_headers(url, headers)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:

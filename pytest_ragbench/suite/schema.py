@@ -23,7 +23,6 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
-from urllib.parse import urlsplit
 
 from annotated_types import MinLen
 from pydantic import (
@@ -42,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..errors import type_name
+from ..http_headers import header_name_problem, header_value_problem, is_http_url
 from ..results.gates import TESTS
 from .model import DEFAULT_CACHE_PATH, KeyPath
 
@@ -261,21 +261,27 @@ def _request_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _http_url(url: str) -> str:
-    # the client appends /chat/completions or /embeddings: a URL without scheme or host
-    # failed every case's request at run time, after its retries
-    parts = urlsplit(url)
-    host = parts.hostname if parts.scheme in ("http", "https") else None
-    try:
-        _ = parts.port  # raises for a port out of range or not a number
-    except ValueError:
-        host = None
-    if not host or any(c.isspace() for c in parts.netloc):
+    if not is_http_url(url):
         raise fail(f"expected an http(s) URL with a host, e.g. https://api.openai.com/v1, "
                    f"got {url!r}")
     return url
 
 
 HttpUrl = Annotated[NonEmptyStr, AfterValidator(_http_url)]
+
+
+def _headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        problem = header_name_problem(name)
+        if problem:
+            raise fail(problem)
+        problem = header_value_problem(value)
+        if problem:
+            raise fail(f"the value {problem}", name)
+    return headers
+
+
+Headers = Annotated[dict[str, str], AfterValidator(_headers)]
 
 
 JsonParams = Annotated[dict[str, Annotated[Any, AfterValidator(_json_value)]],
@@ -646,7 +652,7 @@ class EndpointModel(_Model):
     api_key_env: NonEmptyStr | None = Field(
         None, description="the environment variable holding the API key")
     params: JsonParams | None = Field(None, description="request parameters (temperature, ...)")
-    headers: dict[str, str] | None = Field(
+    headers: Headers | None = Field(
         None, description="extra request headers; ${VAR} expands environment variables")
     timeout: Positive = Field(60.0, description="seconds per request attempt")
     case_timeout: Positive | None = Field(

@@ -1,0 +1,100 @@
+"""What an endpoint's URL and extra HTTP headers may hold, and their ``${NAME}`` references.
+
+The OpenAI-compatible endpoints (``llm``, ``judge``, ``embedder``), the ``http`` retriever
+and the ``http`` pipeline take a URL and extra headers. A URL without scheme or host, or a
+header an HTTP client refuses to send, failed every case's request at run time (after its
+retries), so the suite loader and the components' checks use these before any request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+#: A ``${NAME}`` reference to an environment variable inside a header value.
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: RFC 9110's token: the characters a header name may hold.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_http_url(url: Any) -> bool:
+    """Whether ``url`` is an ``http(s)://`` URL with a host (and a valid port, if any)."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or any(c.isspace() for c in parts.netloc):
+        return False
+    try:
+        _ = parts.port  # raises for a port out of range or not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an HTTP header's name (None: it can)."""
+    if _TOKEN.fullmatch(name):
+        return None
+    return f"{name!r} is not a valid header name (letters, digits and !#$%&'*+.^_`|~- only)"
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header's value (None: it can).
+
+    The message never quotes the value, which may be a secret.
+    """
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        return "holds a control character (a line break?)"
+    if not value.isascii():
+        return "holds a letter outside ASCII (HTTP clients send header values as bytes)"
+    return None
+
+
+def check_url_and_headers(url: Any, headers: Any) -> None:
+    """ValueError unless ``url`` is an http(s) URL and ``headers`` a mapping of valid header
+    names to values (text or numbers) a client can send (the ``http`` components' params)."""
+    if not is_http_url(url):
+        raise ValueError(f"url must be an http(s) URL with a host, got {url!r}")
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
+            for k, v in headers.items()):
+        raise ValueError("headers must be a mapping of header names to strings")
+    for name, value in headers.items():
+        problem = header_name_problem(name)
+        if problem:
+            raise ValueError(f"headers: {problem}")
+        problem = header_value_problem(str(value))
+        if problem:
+            raise ValueError(f"headers.{name}: the value {problem}")
+
+
+def env_value(name: str, where: str) -> str:
+    """The value of environment variable ``name`` for a header; ValueError naming ``where``
+    when it is unset, empty or holds what a header cannot (never showing the value)."""
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"{where}: environment variable {name} is not set or empty")
+    problem = header_value_problem(value)
+    if problem:
+        raise ValueError(f"{where}: environment variable {name} {problem}, which an HTTP "
+                         f"header cannot send")
+    return value
+
+
+def expand_env(value: str, where: str) -> tuple[str, list[str]]:
+    """``value`` with ``${NAME}`` replaced from the environment, and the substituted values
+    (secrets, for redaction); ValueError as :func:`env_value` raises it."""
+    used: list[str] = []
+
+    def sub(match: re.Match[str]) -> str:
+        env = env_value(match.group(1), where)
+        used.append(env)
+        return env
+
+    return ENV_REF.sub(sub, value), used
