@@ -575,23 +575,26 @@ async def test_answer_correctness_keeps_a_negative_similarity() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("answer_claims", "reference_claims", "side"), [
-    ([], FULL_REPLY["reference_claims"], "the answer"),
-    (FULL_REPLY["answer_claims"], [], "the reference"),
-    ([], [], "neither the answer nor the reference"),
+@pytest.mark.parametrize(("answer_claims", "reference_claims", "side", "factual"), [
+    # RAGAS classifies whenever one side states a claim (TP 0 scores 0: an evasive answer
+    # to a reference that states facts is not correct); only with neither is factuality 1.0
+    ([], FULL_REPLY["reference_claims"], "the answer", 0.0),
+    (FULL_REPLY["answer_claims"], [], "the reference", 2 / (2 + 0.5 * 1)),
+    ([], [], "neither the answer nor the reference", 1.0),
 ])
 async def test_answer_correctness_when_a_side_states_no_claim(
-        answer_claims: list[Any], reference_claims: list[Any], side: str) -> None:
+        answer_claims: list[Any], reference_claims: list[Any], side: str,
+        factual: float) -> None:
     reply = {**FULL_REPLY, "answer_claims": answer_claims, "reference_claims": reference_claims}
     alone = await Judge(OracleLLM(reply)).evaluate(ITEM, ["answer_correctness"])
-    # RAGAS only classifies when both sides state claims; otherwise factuality is 1.0
-    assert alone.scores["answer_correctness"] == 1.0
+    assert alone.scores["answer_correctness"] == pytest.approx(factual, abs=1e-15)
     assert alone.verdicts["answer_correctness"]["note"].startswith(side + " states no claim")
     json.dumps(alone.verdicts, allow_nan=False)
     blended = await Judge(OracleLLM(reply), FakeEmbedder(VECTORS)).evaluate(
         ITEM, ["answer_correctness"])
-    # (0.75 * 1.0 + 0.25 * 0.6) / (0.75 + 0.25)
-    assert blended.scores["answer_correctness"] == pytest.approx(0.9, abs=1e-7)
+    # (0.75 * factual + 0.25 * 0.6) / (0.75 + 0.25)
+    assert blended.scores["answer_correctness"] == pytest.approx(0.75 * factual + 0.15,
+                                                                 abs=1e-7)
 
 
 @pytest.mark.asyncio

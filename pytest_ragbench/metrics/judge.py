@@ -22,10 +22,12 @@ Definitions (as in RAGAS):
     Factual score = RAGAS's F-beta (beta 1): precision TP / (TP + FP) and recall TP / (TP + FN),
     a precision (recall) with nothing to count being 1 when FN (FP) is 0 too and 0 otherwise,
     F = 0 when both are 0; so with claims on both sides F1 = TP / (TP + 0.5 * (FP + FN)). As in
-    RAGAS, when the answer or the reference states no claim at all the factual score is 1.0
-    (nothing to contradict). Without an embedder the score IS this factual score. With an
-    embedder it is RAGAS's weighted average ``(0.75 * F1 + 0.25 * cos) / (0.75 + 0.25)`` with
-    ``cos`` the cosine similarity of answer and reference, not clipped (it can be negative).
+    RAGAS, the factual score is 1.0 when neither the answer nor the reference states a claim
+    (nothing to compare), and follows the counts when one of them does (an answer stating no
+    claim to a reference that does scores 0). Without an embedder the score IS this factual
+    score. With an embedder it is RAGAS's weighted average
+    ``(0.75 * F1 + 0.25 * cos) / (0.75 + 0.25)`` with ``cos`` the cosine similarity of answer
+    and reference, not clipped (it can be negative).
     Needs a reference.
 custom criteria (:class:`Criteria`)
     A rubric written in the suite (G-Eval / promptfoo ``llm-rubric`` style): the criterion's
@@ -1249,8 +1251,10 @@ def _factual_f1(reply: _Reply) -> tuple[float, dict[str, Any]]:
     fp = len(reply.answer_claims) - tp
     fn = sum(1 - c["in_answer"] for c in reply.reference_claims)
     one_side_empty = not reply.answer_claims or not reply.reference_claims
-    # RAGAS classifies only when both sides state claims; otherwise factuality is 1.0.
-    f1 = 1.0 if one_side_empty else f_beta(tp, fp, fn)
+    # RAGAS classifies whenever either side states a claim (an answer that states none to a
+    # reference that does scores 0); only with neither is factuality 1.0, nothing to compare
+    neither = not reply.answer_claims and not reply.reference_claims
+    f1 = 1.0 if neither else f_beta(tp, fp, fn)
     evidence: dict[str, Any] = {
         "answer_claims": [
             {k: c[k] for k in ("claim", "in_reference", "why") if k in c}
@@ -1270,5 +1274,5 @@ def _factual_f1(reply: _Reply) -> tuple[float, dict[str, Any]]:
         side = ("neither the answer nor the reference" if not reply.answer_claims
                 and not reply.reference_claims else
                 "the answer" if not reply.answer_claims else "the reference")
-        evidence["note"] = f"{side} states no claim: factual score 1.0, as in RAGAS"
+        evidence["note"] = f"{side} states no claim: factual score {f1:.4g}"
     return f1, evidence
