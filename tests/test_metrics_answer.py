@@ -115,6 +115,12 @@ def test_answer_contains_on_token_boundaries() -> None:
         "I don't have enough information.",
         "The answer is not in the provided documents.",
         "Insufficient information.",
+        # typographic apostrophes, as chat models write them
+        "I don\u2019t know.",
+        "I can\u2019t answer that.",
+        "The context doesn\u2019t mention it.",
+        "The documents don't say.",
+        "We didn\u02bct know.",
     ],
 )
 def test_is_abstention_positive(text: str) -> None:

@@ -157,8 +157,8 @@ ABSTENTION_PATTERNS: tuple[str, ...] = (
     r"\bunanswerable\b",
     r"\bno answer\b",
     r"\b(not enough|insufficient|no|not sufficient) (information|context|data)\b",
-    r"\b(information|context|contexts|documents?|passages?|text|sources?) (does|do) not "
-    r"(contain|provide|mention|say|specify|include|state)\b",
+    r"\b(information|context|contexts|documents?|passages?|text|sources?) "
+    r"(does not|do not|doesnt|dont) (contain|provide|mention|say|specify|include|state)\b",
     r"\bnot (mentioned|stated|specified|provided|given|available|found) in\b",
     r"\b(do not|dont|does not|doesnt) have (enough|sufficient|any) "
     r"(information|context|data)\b",
@@ -181,6 +181,9 @@ ABSTENTION_EXACT: frozenset[str] = frozenset({"", "unknown", "na", "idk", "not a
 The empty answer is one; "unknown" or "n/a" inside a longer answer may be content.
 """
 
+#: Right single quotation mark, modifier letter apostrophe, prime, fullwidth apostrophe.
+_APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u02bc\u2032\uff07"})
+
 _ABSTENTION_RE = re.compile("|".join(f"(?:{p})" for p in ABSTENTION_PATTERNS))
 
 
@@ -192,7 +195,9 @@ def is_abstention(prediction: str) -> bool:
     :data:`ABSTENTION_PATTERNS` anywhere ("I don't know", "This cannot be answered from the
     context", "No answer", "There is not enough information", "Unanswerable", ...).
     """
-    normalized = normalize_answer(prediction)
+    # chat models write "don\\u2019t": fold typographic apostrophes, which normalisation keeps (as
+    # SQuAD's does, for exact match), so that the phrases match as with ASCII ones
+    normalized = normalize_answer(prediction.translate(_APOSTROPHES))
     return normalized in ABSTENTION_EXACT or _ABSTENTION_RE.search(normalized) is not None
 
 
