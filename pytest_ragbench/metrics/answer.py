@@ -195,8 +195,8 @@ def is_abstention(prediction: str) -> bool:
     :data:`ABSTENTION_PATTERNS` anywhere ("I don't know", "This cannot be answered from the
     context", "No answer", "There is not enough information", "Unanswerable", ...).
     """
-    # chat models write "don\\u2019t": fold typographic apostrophes, which normalisation keeps (as
-    # SQuAD's does, for exact match), so that the phrases match as with ASCII ones
+    # chat models write "don\u2019t" (U+2019): fold typographic apostrophes, which
+    # normalisation keeps (as SQuAD's does, for exact match), so that the phrases match
     normalized = normalize_answer(prediction.translate(_APOSTROPHES))
     return normalized in ABSTENTION_EXACT or _ABSTENTION_RE.search(normalized) is not None
 
