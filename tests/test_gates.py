@@ -212,3 +212,18 @@ def test_mapping_value_errors_name_the_value_and_what_was_expected(value, messag
     with pytest.raises(ValueError) as info:
         parse_gate("ndcg@10", value, METRICS, allow_baseline=True)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("values", [[0.3, 0.2, 0.1], [0.1, 0.2, 0.3]])
+def test_a_mean_equal_to_the_bound_meets_it_in_any_order(values: list[float]) -> None:
+    """The mean of 0.3, 0.2 and 0.1 is 0.19999999999999998 or 0.20000000000000004 by the
+    order the queries are summed in: the verdict must not depend on the query ids."""
+    mean = sum(values) / len(values)
+    assert Gate("precision@10", ">=", 0.2).passes(mean)
+    assert Gate("precision@10", "<=", 0.2).passes(mean)
+    assert not Gate("precision@10", ">", 0.2).passes(mean)
+    assert not Gate("precision@10", "<", 0.2).passes(mean)
+    assert Gate("precision@10", ">=", 0.2).margin(mean) == 0.0  # not shown as -0.0000
+    # a time in milliseconds keeps the same relative allowance, and a real miss still fails
+    assert Gate("latency_ms", "<=", 250.0).passes(sum([250.1, 249.9]) / 2)
+    assert not Gate("precision@10", ">=", 0.2).passes(0.2 - 1e-9)

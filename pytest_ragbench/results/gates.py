@@ -105,16 +105,24 @@ class Gate:
     def passes(self, value: float) -> bool:
         if math.isnan(value):
             return False
+        slack = self._slack()
         return {
-            ">=": value >= self.threshold,
-            ">": value > self.threshold,
-            "<=": value <= self.threshold,
-            "<": value < self.threshold,
+            ">=": value >= self.threshold - slack,
+            ">": value > self.threshold + slack,
+            "<=": value <= self.threshold + slack,
+            "<": value < self.threshold - slack,
         }[self.op]
 
     def margin(self, value: float) -> float:
-        """Signed distance to the threshold; positive means on the passing side."""
-        return value - self.threshold if self.op in (">=", ">") else self.threshold - value
+        """Signed distance to the threshold; positive means on the passing side (0 within
+        roundoff of it)."""
+        margin = value - self.threshold if self.op in (">=", ">") else self.threshold - value
+        return 0.0 if abs(margin) <= self._slack() else margin
+
+    def _slack(self) -> float:
+        # A mean summed in another order (the queries' ids set it) differs by roundoff: a
+        # mean equal to the bound meets it, and a strict bound is not met by it.
+        return 1e-12 * max(1.0, abs(self.threshold))
 
 
 @dataclass(frozen=True)
