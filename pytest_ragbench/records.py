@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -250,6 +251,38 @@ def _json_key(key: Any) -> str:
     if key is None or isinstance(key, bool | int | float):
         return json.dumps(key)
     return str(key)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD.
+
+    A JSON reply's ``"\\ud800"`` escape, or bytes decoded with ``surrogateescape``, give a str
+    that no UTF-8 file, HTTP body or xdist message can carry: a model's answer or a judge's
+    claim holding one stopped the whole run.
+    """
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def valid_strings(value: Any) -> Any:
+    """``value`` (plain JSON data) with :func:`valid_text` applied to every string, keys
+    included; the same object when none holds a lone surrogate."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, Mapping):
+        pairs = [(valid_strings(k), valid_strings(v)) for k, v in value.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(pairs, value.items(),
+                                                                   strict=True)):
+            return value
+        return dict(pairs)
+    if isinstance(value, list | tuple):
+        items = [valid_strings(v) for v in value]
+        if all(v is v0 for v, v0 in zip(items, value, strict=True)):
+            return value
+        return type(value)(items) if isinstance(value, tuple) else items
+    return value
 
 
 def jsonable(value: Any) -> Any:

@@ -262,3 +262,36 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
     assert summaries[0] == summaries[1]
     check_record_runs(runs[0][0], runs[0][1], runs[1][1])
     check_planted_parallel(runs[0][0], run_dirs[0], runs[1][0], run_dirs[1])
+
+
+def _reply_with_lone_surrogates(messages: Sequence[dict[str, str]]) -> str:
+    """Valid JSON whose escapes decode to lone surrogates, which no UTF-8 file and no xdist
+    message can carry: in the generated answer, and in the judge's claim and its reason."""
+    if messages[0].get("role") != "system":
+        return "A fine \ud83d grind."  # the server's JSON escapes it
+    return json.dumps({"answer_claims": [{"claim": "Fine \ud800 grind.", "supported": 0,
+                                          "why": "bad \udfff", "in_reference": 1}],
+                       "reference_claims": [{"claim": "Ref.", "attributed": 1,
+                                             "in_answer": 1}],
+                       "useful": [1, 0, 0]})
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_lone_surrogates_in_replies_lose_no_case(pytester, suite, workers) -> None:
+    """A judge's "\\ud800" stopped the run with an INTERNALERROR and lost every finished case
+    (under xdist the worker could not send its report); the answer's made its judging fail
+    as a generation error and dropped its lexical scores."""
+    with FakeOpenAIServer(reply=_reply_with_lone_surrogates) as server:
+        suite(suite_text(server.base_url, "[recall@10, token_f1, faithfulness]"))
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly", *workers)
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out and "Traceback" not in out, out
+    result.assert_outcomes(passed=5)
+    recs = records(pytester.path)
+    assert len(recs) == 5
+    for rec in recs:
+        assert rec["answer"] == "A fine \ufffd grind."
+        assert rec["metrics"]["faithfulness"] == 0.0 and rec["metrics"]["token_f1"] is not None
+        claims = rec["judge"]["faithfulness"]["claims"]
+        assert claims == [{"claim": "Fine \ufffd grind.", "supported": 0, "ctx": [],
+                           "why": "bad \ufffd"}]

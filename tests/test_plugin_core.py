@@ -462,6 +462,36 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_retrievers_lone_surrogates_lose_no_case(pytester, mini_suite, workers):
+    """A retriever's error message holding a lone surrogate (bytes decoded with
+    surrogateescape) stopped the run's writer, or a worker's report under xdist."""
+    pytester.makepyfile(odd=ODD_RETRIEVER)
+    path = mini_suite()
+    path.write_text(path.read_text().replace("overlap_retriever:Overlap", "odd:Odd"))
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", *workers)
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    assert result.parseoutcomes().get("passed") == 4
+    recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
+            .splitlines()]
+    assert len(recs) == 5
+    (errored,) = [r for r in recs if r["status"] == "error"]
+    assert "bad \ufffd byte" in json.dumps(errored, ensure_ascii=False)
+
+
+ODD_RETRIEVER = """
+class Odd:
+    def index(self, corpus):
+        pass
+
+    def retrieve(self, query, k):
+        if "milk" in query:
+            raise RuntimeError(b"bad \\xe9 byte".decode("utf-8", "surrogateescape"))
+        return [("d1", 1.0)]
+"""
+
+
 def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite,
                                                                          capsys):
     # the name is the suite's own (baselines match it as written); the terminal's lines are

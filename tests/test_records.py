@@ -96,3 +96,15 @@ def test_error_record_is_built_by_the_constructor():
                               error={"stage": "crash", "type": "Error",
                                      "message": "worker died"})
     assert case_outcome(rec) == "error" and rec["metrics"] == {}
+
+
+def test_valid_strings_replaces_lone_surrogates_and_keeps_clean_data_as_it_is() -> None:
+    from pytest_ragbench.records import valid_strings, valid_text
+
+    clean = {"a": ["x", 1, None, ("y", 2.5)], "é": {"k": "ünïcode \U0001f600"}}
+    assert valid_strings(clean) is clean
+    dirty = {"a\ud800": ["x\udfff", ("\udce9", 1)], "b": {"c": "ok", "d": "\ud83d!"}}
+    assert valid_strings(dirty) == {"a\ufffd": ["x\ufffd", ("\ufffd", 1)],
+                                    "b": {"c": "ok", "d": "\ufffd!"}}
+    assert valid_text("\U0001f600 \ud83d") == "\U0001f600 \ufffd"
+    json.dumps(valid_strings(dirty), ensure_ascii=False).encode("utf-8")

@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..records import valid_text
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 
@@ -42,6 +44,11 @@ class Completion:
     usage: Usage = Usage()
     model: str = ""
     cached: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text, str):
+            # a reply's "\ud83d" escape: the answer goes into judge requests and records
+            object.__setattr__(self, "text", valid_text(self.text))
 
 
 class LLMError(Exception):

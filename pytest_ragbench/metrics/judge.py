@@ -106,6 +106,7 @@ from ..llm.base import LLM, Completion, Embedder, LLMError, Message, Usage
 from ..llm.batching import CallBatcher
 from ..llm.deadline import SharedCall
 from ..llm.prompts import compiled
+from ..records import valid_strings
 
 __all__ = [
     "CRITERIA_INPUTS",
@@ -525,7 +526,8 @@ def _load_object(text: str) -> dict[str, Any]:
         raise _SchemaError(f"not valid JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(value, dict):
         raise _SchemaError(f"expected a JSON object, got {_json_type(value)}")
-    return value
+    # a claim's "\ud800" escape: claims and reasons go into records
+    return valid_strings(value)
 
 
 def _json_type(value: Any) -> str:
