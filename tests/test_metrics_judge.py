@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -356,7 +357,7 @@ async def test_two_malformed_replies_give_explicit_errors() -> None:
 
     assert set(result.errors) == set(metrics)
     for metric in metrics:
-        assert result.errors[metric].startswith("judge reply did not parse as JSON after 1 retry")
+        assert result.errors[metric].startswith("judge reply rejected after 1 retry")
         assert "not valid JSON" in result.errors[metric]
         assert math.isnan(result.scores[metric])
         assert result.verdicts[metric]["reply"] == "still not JSON"
@@ -752,3 +753,46 @@ async def test_cost_per_item_against_ragas(capsys: pytest.CaptureFixture[str]) -
         )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+@pytest.mark.asyncio
+async def test_a_stored_reply_the_judge_rejected_is_asked_again_not_replayed(
+        tmp_path: Path) -> None:
+    """A judge reply that failed validation (and its failed correction) were cached like any
+    reply: every later run replayed them, sent nothing and errored the case again."""
+    from pytest_ragbench.llm.cache import CachedLLM, ResponseCache
+
+    def judge(first_run: ScriptedLLM) -> tuple[Judge, ResponseCache]:
+        cache = ResponseCache(tmp_path / "c.sqlite")
+        cached = CachedLLM(first_run, cache, provider_id="judge", template_version="t")
+        return Judge(cached, replies=cached), cache
+
+    bad = ScriptedLLM(["not json", "still not json"])
+    first, cache = judge(bad)
+    with cache:
+        result = await first.evaluate(ITEM, ["faithfulness"])
+    assert "faithfulness" in result.errors and len(bad.calls) == 2
+    good = OracleLLM(FULL_REPLY)
+    second, cache = judge(good)
+    with cache:
+        result = await second.evaluate(ITEM, ["faithfulness"])
+        assert result.errors == {} and result.scores["faithfulness"] == FAITHFULNESS
+        assert len(good.calls) == 1  # asked once, afresh: no correction of a stored reply
+    third, cache = judge(ScriptedLLM([]))  # the good reply is stored now: nothing is sent
+    with cache:
+        result = await third.evaluate(ITEM, ["faithfulness"])
+    assert result.scores["faithfulness"] == FAITHFULNESS
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("reply", "reason"), [
+    ({"answer_claims": [{"claim": "c", "supported": 1, "ctx": [7]}], "useful": [1, 0, 1]},
+     "answer_claims[0].ctx[0]: context number 7 out of range (1..3)"),
+    ('{"answer_claims": NaN, "useful": [1, 0, 1]}', "NaN is not allowed in the reply"),
+])
+async def test_a_reply_that_is_json_but_not_a_verdict_is_not_called_unparsable(
+        reply: Any, reason: str) -> None:
+    text = reply if isinstance(reply, str) else json.dumps(reply)
+    result = await Judge(ScriptedLLM([text, text])).evaluate(ITEM, ["faithfulness"])
+    message = result.errors["faithfulness"]
+    assert message == f"judge reply rejected after 1 retry: {reason}"

@@ -337,6 +337,14 @@ class ResponseCache:
                 [row],
             )
 
+    def forget_completion(self, key: str) -> bool:
+        """Drop the reply stored under ``key``; False when the mode does not write."""
+        if not self.writes:
+            return False
+        with self._lock:
+            self._write("DELETE FROM chat WHERE key = ?", [(key,)])
+        return True
+
     # -- embeddings ------------------------------------------------------------------------
 
     def get_vectors(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
@@ -451,6 +459,15 @@ class CachedLLM(_CachedComponent):
             self.cache.put_completion(
                 chat_key(self.provider_id, messages, dict(params), self.template_version),
                 completion)
+
+    def forget(self, messages: Sequence[Message], params: Mapping[str, Any]) -> bool:
+        """Drop the stored reply to this request (one its caller rejected), so that the next
+        :meth:`chat` asks the provider; False when the cache cannot (mode off or
+        read-only)."""
+        if self.cache.mode == "off":
+            return False
+        return self.cache.forget_completion(
+            chat_key(self.provider_id, messages, dict(params), self.template_version))
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         """The cached reply if there is one, else the inner provider's (then stored)."""

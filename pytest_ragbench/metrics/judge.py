@@ -459,6 +459,8 @@ class ReplyStore(Protocol):
     def store(self, messages: Sequence[Message], params: Mapping[str, Any],
               completion: Completion) -> None: ...
 
+    def forget(self, messages: Sequence[Message], params: Mapping[str, Any]) -> bool: ...
+
 
 def _item_id(index: int) -> str:
     """The id of the item at 0-based ``index`` of a batched request."""
@@ -519,6 +521,8 @@ def _load_object(text: str) -> dict[str, Any]:
         raise _SchemaError(
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
+    except _SchemaError:
+        raise  # a constant the reply may not use (NaN), already worded
     except (ValueError, RecursionError) as exc:
         # what json.loads raises beyond its decode errors: an integer of more digits than
         # Python converts (a judge stuck repeating one), nesting deeper than the stack; a
@@ -1182,12 +1186,22 @@ class Judge:
         for _attempt in range(2):
             try:
                 completion = await self.llm.chat(messages, **self.params)
+                usage += completion.usage
+                text = completion.text
+                try:
+                    reply = _parse_reply(text, ask, len(item.contexts))
+                except _SchemaError:
+                    if not (completion.cached and self._replies is not None
+                            and self._replies.forget(messages, self.params)):
+                        raise
+                    # an earlier run's rejected reply, stored as any reply is: ask afresh
+                    # rather than replay it (and its stored correction) at every run
+                    completion = await self.llm.chat(messages, **self.params)
+                    usage += completion.usage
+                    text = completion.text
+                    reply = _parse_reply(text, ask, len(item.contexts))
             except LLMError as exc:
                 return _Outcome(None, f"judge request failed: {exc}", usage, text)
-            usage += completion.usage
-            text = completion.text
-            try:
-                reply = _parse_reply(text, ask, len(item.contexts))
             except _SchemaError as exc:
                 error = str(exc)
                 messages = [
@@ -1198,7 +1212,7 @@ class Judge:
                 continue
             return _Outcome(reply, None, usage, text)
         return _Outcome(
-            None, f"judge reply did not parse as JSON after 1 retry: {error}", usage, text
+            None, f"judge reply rejected after 1 retry: {error}", usage, text
         )
 
     async def _embed(self, texts: list[str]) -> np.ndarray:

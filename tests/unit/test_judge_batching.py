@@ -158,7 +158,7 @@ async def test_one_bad_entry_is_judged_alone_and_its_mates_keep_their_verdicts()
     assert set(results[2].errors) == set(METRICS)
     assert all(math.isnan(v) for v in results[2].scores.values())
     message = results[2].errors["faithfulness"]
-    assert "did not parse as JSON after 1 retry" in message
+    assert "judge reply rejected after 1 retry" in message
     assert "its entry in a batched reply was rejected first: the reply has no entry 'item-3'" in (
         message)
     # the item judged alone pays for its own requests on top of its share
