@@ -247,7 +247,7 @@ def test_malformed_judge_reply_fails_only_judged_metrics(
     assert out["metrics"]["faithfulness"] is None
     assert out["metrics"]["context_recall"] is None
     assert set(out["errors"]) == {"faithfulness", "context_recall"}
-    assert "did not parse" in out["errors"]["faithfulness"]
+    assert "rejected after 1 retry: not valid JSON" in out["errors"]["faithfulness"]
     assert out["usage"]["requests"] == 3  # answer, judge, judge retry
 
 
