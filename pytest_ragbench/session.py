@@ -520,7 +520,7 @@ class RagbenchSession:
             self._sigterm.restore()
 
     def _finish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.records:
+        if not self.records and not any(self.collected.values()):
             return
 
         state = self.config.stash[STATE_KEY]

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from conftest import latest_run
+
+from pytest_ragbench.report.rerender import rerender
+
 
 def test_a_skip_mark_added_to_cases_skips_them(pytester, mini_suite):
     mini_suite()
@@ -19,3 +26,28 @@ def test_a_skip_mark_added_to_cases_skips_them(pytester, mini_suite):
     result.assert_outcomes(passed=3, skipped=2)
     result.stdout.fnmatch_lines(["SKIPPED [[]2[]] suite.yaml*: not today"])
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_run_whose_every_case_is_skipped_says_so(pytester, mini_suite, workers):
+    """With no case run the summary, the verdict line and the run's files were left out:
+    a green run that said nothing, and a run folder `latest` named that no command read."""
+    mini_suite()
+    pytester.makeconftest("""
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                item.add_marker(pytest.mark.skip(reason="no key in this environment"))
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml", *workers)
+    assert result.ret == 0
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines(["partial run: 0 of 5 cases ran",
+                                 "ragbench: passed (partial: 0 of 5 cases)"])
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verdict"]["headline"] == "passed (partial: 0 of 5 cases)"
+    assert (run / "summary.md").read_text().startswith(
+        "## ragbench: passed (partial: 0 of 5 cases)")
+    assert rerender(run)  # `ragbench report` reads the folder
