@@ -43,6 +43,32 @@ def metric_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float 
             if (v := r["metrics"].get(metric)) is not None or r.get("status") != "error"]
 
 
+def query_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float | None]:
+    """Per-query values of ``metric`` in record order: :func:`metric_values` with the
+    repetitions of a query (``runs: N``) averaged first, over those that scored it.
+
+    The query is the unit (as comparisons pair them): N identical runs of one query are one
+    sample, not N. None when no repetition could compute it (counted as NaN); a query whose
+    every repetition errored before it measured anything is left out.
+    """
+    per_query: dict[str, list[float | None]] = {}
+    for r in recs:
+        v = r["metrics"].get(metric)
+        if v is not None or r.get("status") != "error":
+            per_query.setdefault(str(r["case_id"]), []).append(v)
+    out: list[float | None] = []
+    for vs in per_query.values():
+        if len(vs) == 1:
+            out.append(vs[0])
+            continue
+        finite = [float(v) for v in vs if v is not None and math.isfinite(v)]
+        if finite and min(finite) == max(finite):
+            out.append(finite[0])  # fsum / len of copies can be one ulp off
+        else:
+            out.append(math.fsum(finite) / len(finite) if finite else None)
+    return out
+
+
 def summarize_group(
     spec: SuiteSpec | None, recs: Sequence[Mapping[str, Any]], metric_names: Sequence[str],
     seed: int,
@@ -73,7 +99,7 @@ def summarize_group(
         "metrics": {},
     }
     for name in metric_names:
-        s = summarize(metric_values(recs, name), seed=seed)
+        s = summarize(query_values(recs, name), seed=seed)
         direction = spec["directions"].get(name, "higher") if spec is not None else "higher"
         out["metrics"][name] = {
             "mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "std": s.std,
@@ -152,6 +178,16 @@ def case_scores(
             for cid, vs in sorted(values.items())}
 
 
+def case_error_counts(recs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Query id -> (runs that errored, runs): what a scoped error rate counts."""
+    counts: dict[str, tuple[int, int]] = {}
+    for r in recs:
+        cid = str(r["case_id"])
+        errored, runs = counts.get(cid, (0, 0))
+        counts[cid] = (errored + (r.get("status") == "error"), runs + 1)
+    return dict(sorted(counts.items()))
+
+
 def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Query id -> type, difficulty and tags (what scoped gates select on)."""
     out: dict[str, dict[str, Any]] = {}
@@ -176,7 +212,8 @@ def evaluate_gates(
         threshold_gates(spec), suite=spec["name"], retriever=retriever,
         means={name: st["mean"] for name, st in group["metrics"].items()},
         error_rate=float(group["error_rate"]),
-        cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs))
+        cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs),
+        error_counts=case_error_counts(recs))
 
 
 def ab_comparisons(

@@ -8,11 +8,13 @@ paired per query. The file is JSON with a schema version::
                            "gates": [gate expression, ...], "baseline_settings": {...},
                            "cases": {QUERY_ID: {"type", "difficulty", "tags"}},
                            "retrievers": {NAME: {"n_cases", "n_errors", "errors": [QUERY_ID],
+                               "error_counts": {QUERY_ID: [errored runs, runs]},
                                "metrics": {METRIC: {
                                "mean", "direction", "scores": {QUERY_ID: value | null}}}}}}}}
 
-``gates``, ``baseline_settings``, ``cases`` and ``errors`` were added later and are optional, so
-older files still load. Scores of repeated runs of one query are averaged.
+``gates``, ``baseline_settings``, ``cases``, ``errors`` and ``error_counts`` (only with
+repeated runs) were added later and are optional, so older files still load. Scores of
+repeated runs of one query are averaged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from ..errors import RagbenchError
 from ..records import jsonable
-from .aggregate import case_meta, case_scores, group_records
+from .aggregate import case_error_counts, case_meta, case_scores, group_records
 from .gates import Tolerance
 from .runfolder import ignore_folder
 
@@ -61,6 +63,11 @@ def make_baseline(
             errors = [cid for cid, (_, err) in case_scores(recs, first or "").items() if err]
             retrievers[r["name"]] = {"metrics": metrics, "n_cases": r["n_cases"],
                                      "n_errors": r["n_errors"], "errors": errors}
+            counts = case_error_counts(recs)
+            if any(runs > 1 for _, runs in counts.values()):
+                # repeated runs: a scoped error rate counts runs, as the run-wide one does
+                retrievers[r["name"]]["error_counts"] = {cid: list(c)
+                                                         for cid, c in counts.items()}
         suites[s["id"]] = {"name": s["name"], "suite_hash": s["suite_hash"],
                            "dataset_hash": s["dataset_hash"], "seed": s.get("seed", 0),
                            "gates": list(s.get("gate_texts", [])),

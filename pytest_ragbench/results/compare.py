@@ -275,9 +275,12 @@ def _threshold_results(
                 return {cid: (None, cid in errors) for cid in meta}
             return {cid: (v, cid in errors) for cid, v in st.get("scores", {}).items()}
 
+        stored = r.get("error_counts")
+        counts = ({str(cid): (int(c[0]), int(c[1])) for cid, c in stored.items()}
+                  if isinstance(stored, Mapping) else None)
         out += check_thresholds(
             gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
-            means={m: st.get("mean") for m, st in metrics.items()})
+            means={m: st.get("mean") for m, st in metrics.items()}, error_counts=counts)
     return out
 
 

@@ -436,12 +436,15 @@ class BaselineSettings:
 def evaluate_threshold(
     gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
     cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],
+    error_counts: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Check one threshold gate for one retriever.
 
     ``mean`` and ``error_rate`` are the run-wide figures (used when the gate has no query
     scope); ``cases`` maps query ids to (score averaged over repetitions or None, errored) and
-    ``meta`` query ids to their type/difficulty/tags, for scoped gates.
+    ``meta`` query ids to their type/difficulty/tags, for scoped gates. ``error_counts``
+    (query id -> errored runs, runs) makes a scoped error rate count runs, as the run-wide
+    one does; without it (one run per query) a query counts as errored when ``cases`` says.
     """
     filt = case_filter(gate.scope)
     n = len(cases)
@@ -450,7 +453,12 @@ def evaluate_threshold(
     else:
         chosen = [v for cid, v in cases.items() if case_in_scope(meta.get(cid, {}), filt)]
         n = len(chosen)
-        if gate.metric == ERROR_RATE:
+        if gate.metric == ERROR_RATE and error_counts is not None:
+            counts = [error_counts.get(cid, (0, 0)) for cid in cases
+                      if case_in_scope(meta.get(cid, {}), filt)]
+            runs = sum(t for _, t in counts)
+            value = sum(e for e, _ in counts) / runs if runs else math.nan
+        elif gate.metric == ERROR_RATE:
             value = sum(1 for _, err in chosen if err) / n if n else math.nan
         else:
             # As in the unscoped means: a case that errored after it was scored (its
@@ -471,6 +479,7 @@ def check_thresholds(
     means: Mapping[str, float | None], error_rate: float,
     cases: Callable[[str], Mapping[str, tuple[float | None, bool]]],
     meta: Mapping[str, Mapping[str, Any]],
+    error_counts: Mapping[str, tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """Every threshold gate among ``gates`` that applies to ``retriever``, checked.
 
@@ -489,5 +498,6 @@ def check_thresholds(
             continue
         out.append(evaluate_threshold(
             gate, suite=suite, retriever=retriever, mean=means.get(gate.metric),
-            error_rate=error_rate, cases=cases(gate.metric), meta=meta))
+            error_rate=error_rate, cases=cases(gate.metric), meta=meta,
+            error_counts=error_counts))
     return out

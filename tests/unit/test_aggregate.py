@@ -238,3 +238,43 @@ def test_a_scoped_gate_counts_what_an_errored_case_measured() -> None:
     summary = summarize_run([late, early], {SID: spec})  # type: ignore[dict-item]
     values = {g["text"]: g["value"] for g in summary["gates"]}
     assert values == {"difficulty=hard: ndcg@10 >= 0.7": 0.6, "ndcg@10 >= 0.7": 0.6}
+
+
+def test_repetitions_of_a_query_are_one_sample_of_their_mean() -> None:
+    """``runs: N`` gives N records per query: identical copies add no information, so n, the
+    interval and the deviation are those of the queries (as comparisons pair them), not of
+    N times as many samples."""
+    values = {"q1": 0.9, "q2": 0.2, "q3": 0.6, "q4": 0.35}
+    once = [rec(q, {"ndcg@10": v}) for q, v in values.items()]
+    thrice = [rec(q, {"ndcg@10": v}, run=r) for q, v in values.items() for r in range(3)]
+    single = group(summarize_run(once, {SID: None}), "a")["metrics"]["ndcg@10"]
+    repeated = group(summarize_run(thrice, {SID: None}), "a")["metrics"]["ndcg@10"]
+    assert repeated == single and single["n"] == 4
+    # unequal repetitions (one run of q1 errored before it scored): each query weighs one
+    uneven = [*thrice[1:], dict(errored("q1"), run=0)]
+    scored = group(summarize_run(uneven, {SID: None}), "a")
+    assert scored["metrics"]["ndcg@10"]["mean"] == pytest.approx(sum(values.values()) / 4)
+    assert (scored["n_cases"], scored["n_errors"]) == (12, 1)
+
+
+def test_a_scoped_gate_weighs_repetitions_as_the_unscoped_one_does() -> None:
+    """With ``runs: 2`` a scoped error_rate counted a query as errored only when every run
+    of it errored (an error in one run passed 'error_rate <= 0'), and a scoped mean
+    weighed queries where the unscoped one weighed runs."""
+    recs = [dict(errored("q1"), run=0, metrics={"ndcg@10": None}, difficulty="hard"),
+            dict(rec("q1", {"ndcg@10": 0.4}, run=1), difficulty="hard"),
+            dict(rec("q2", {"ndcg@10": 1.0}, run=0), difficulty="hard"),
+            dict(rec("q2", {"ndcg@10": 0.8}, run=1), difficulty="hard")]
+    spec = dict(SPEC, gates=["difficulty=hard: error_rate <= 0", "error_rate <= 0",
+                             "difficulty=hard: ndcg@10 >= 0.5", "ndcg@10 >= 0.5"])
+    summary = summarize_run(recs, {SID: spec})  # type: ignore[dict-item]
+    values = {g["text"]: g["value"] for g in summary["gates"]}
+    assert values["difficulty=hard: error_rate <= 0"] == values["error_rate <= 0"] == 0.25
+    assert values["difficulty=hard: ndcg@10 >= 0.5"] == pytest.approx(0.65)  # (0.4 + 0.9) / 2
+    assert values["ndcg@10 >= 0.5"] == pytest.approx(0.65)
+    # `ragbench compare` checks the gates of a stored run as the run did
+    from pytest_ragbench.results.baseline import make_baseline
+    from pytest_ragbench.results.compare import compare_docs
+
+    stored = compare_docs(None, make_baseline(summary, recs, {}))
+    assert {g["text"]: g["value"] for g in stored["gates"]} == pytest.approx(values)
