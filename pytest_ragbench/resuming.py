@@ -16,6 +16,7 @@ the newest that holds one of its collected suites, the same one in every process
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -187,12 +188,31 @@ class CaseResume:
                 why[item.nodeid] = reason
         if earlier is not None:
             self._carry_uncollected(earlier, injected, why)
+            self._charge_reused([*(i.replay for i in self._collected if i.replay is not None),
+                                 *injected.values()])
         clock = self._clock(earlier, injected)
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
                              "folder": str(earlier.folder) if earlier else None,
                              "clock": clock, "injected": injected, "why": why}
         self._collected = []
+
+    def _charge_reused(self, records: list[dict[str, Any]]) -> None:
+        """A resumed run is one run under its suites' ``max_cost``: what the cases it reuses
+        cost counts before its first request (resumed with the same cap, it used to spend
+        the cap again). Each process computes the same sums from the same collection."""
+        from .state import STATE_KEY
+
+        spent: dict[str, float] = {}
+        for rec in records:
+            cost = rec.get("cost")
+            if isinstance(cost, int | float) and math.isfinite(cost) and cost > 0:
+                spent[str(rec["suite"])] = spent.get(str(rec["suite"]), 0.0) + float(cost)
+        state = self.config.stash[STATE_KEY]
+        for sid, usd in spent.items():
+            runtime = state.known_runtime(sid)
+            if runtime is not None:
+                runtime.count_spent_before(usd)
 
     def _clock(self, earlier: EarlierRun | None,
                injected: dict[str, dict[str, Any]]) -> float | None:

@@ -234,6 +234,10 @@ class RagbenchState:
             except ComponentError as exc:
                 raise spec.error(suite.path, exc) from None
 
+    def known_runtime(self, suite_id: str) -> SuiteRuntime | None:
+        """The runtime of a suite this process collected (None: not one)."""
+        return self._runtimes.get(suite_id)
+
     def runtime(self, suite_id: str, path: Path) -> SuiteRuntime:
         """The process-wide runtime of a suite, created on first use."""
         if suite_id not in self._runtimes:

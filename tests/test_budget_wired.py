@@ -556,3 +556,37 @@ def test_two_systems_sending_the_same_request_pay_once_as_at_n0(pytester: pytest
     assert usage["n2"] == usage["n0"]
     assert all(u["requests"] == 0 and cost == 0
                for (system, _), (u, cost) in usage["n0"].items() if system == "b")
+
+
+@pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, dataset: Any,
+                                                     workers: list[str]) -> None:
+    """A run stopped by max_cost and resumed with the same cap spent the cap again (the
+    resumed run counted from $0), and its summary showed the new spend beside the reused
+    cases' costs. The cap holds for the run as one: old and new cases together."""
+
+    def spent() -> float:
+        return sum(r["cost"] or 0.0 for r in records(pytester.path))
+
+    with FakeOpenAIServer(latency=0.02, reply=reply) as server:
+        dataset(server.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
+        pytester.runpytest("--ragbench=cost.yaml", *workers)
+        first, calls = spent(), server.count(CHAT_PATH)
+        assert COST_CAP <= first <= COST_CAP + COST_CONCURRENCY * COST_PER_CALL
+        # the same cap: spent already, so nothing new is paid for
+        pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
+        assert server.count(CHAT_PATH) == calls
+        budget = summary(pytester.path)["run"]["budget"]
+        assert budget["spent"] == pytest.approx(spent()) == pytest.approx(first)
+        refused = [r for r in records(pytester.path) if r["status"] == "error"]
+        assert refused and all(f"this run spent ${first:.4f} of ${COST_CAP:.4f}"
+                               in r["error"]["message"] for r in refused)
+        # a higher cap (not part of the case keys): the run goes on up to it, all told
+        cap = 2 * COST_CAP
+        suite = pytester.path / "cost.yaml"
+        suite.write_text(suite.read_text().replace(f"max_cost: {COST_CAP}", f"max_cost: {cap}"))
+        pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
+        assert server.count(CHAT_PATH) > calls
+        total = spent()
+        assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
+        assert summary(pytester.path)["run"]["budget"]["spent"] == pytest.approx(total)

@@ -603,6 +603,7 @@ def build_pipeline(
     cost_key: str | None = None,
     exchange: Role | None = None,
     exchange_scope: str | None = None,
+    spent_before: float = 0.0,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
@@ -621,7 +622,8 @@ def build_pipeline(
     batches items (``items_per_call`` > 1), whose batches differ between processes; the
     built pipeline's :attr:`RagPipeline.exchanged` says whether it applied.
     ``exchange_scope``: the scope its requests are claimed in (the suite's id; see
-    :class:`~.exchange.ExchangedLLM`).
+    :class:`~.exchange.ExchangedLLM`). ``spent_before``: what ``max_cost`` already paid for
+    (the cases a resumed run reuses: the run is one, old and new cases, under one cap).
     """
     prefix = config.key_prefix
     base_dir = Path(base_dir)
@@ -651,10 +653,11 @@ def build_pipeline(
         if run_budget is not None:
             key = cost_key or prefix or "suite"
             if config.max_cost is not None:
-                budget = RunCostBudget(run_budget, key, config.max_cost)
+                budget = RunCostBudget(run_budget, key, config.max_cost, spent_before)
             share = _RunShare(run_budget, key if budget is not None else None, config.prices)
         elif config.max_cost is not None:
             budget = CostBudget(config.max_cost)
+            budget.add(spent_before)
         meter: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar(
             "ragbench_case_meter", default=None
         )

@@ -15,14 +15,20 @@ class RunCostBudget:
     :meth:`add` / :meth:`charge` record spend without blocking.
     """
 
-    def __init__(self, budget: RunBudget, key: str, max_cost: float) -> None:
-        budget.declare_cost(key, max_cost)
+    def __init__(self, budget: RunBudget, key: str, max_cost: float,
+                 spent: float = 0.0) -> None:
+        budget.declare_cost(key, max_cost, spent)
         self.run_budget = budget
         self.key = key
         self.max_cost = float(max_cost)
 
     def __repr__(self) -> str:
         return f"RunCostBudget(key={self.key!r}, max_cost={self.max_cost})"
+
+    def spent_before(self, usd: float) -> None:
+        """Count ``usd`` as paid before the run (a resumed run's reused cases), once for the
+        run however many processes say it."""
+        self.run_budget.declare_cost(self.key, self.max_cost, usd)
 
     @property
     def spent(self) -> float:

@@ -189,6 +189,7 @@ class _Pool:
 class _Cost:
     max_cost: float
     spent: float = 0.0
+    before: float = 0.0  # of spent: what the cap paid for before the run (declared)
     charges: int = 0
     refused: int = 0
 
@@ -219,8 +220,10 @@ class BudgetCore:
 
         Messages (``id`` is the caller's request number; messages without one get no reply):
 
-        - ``declare {key, limits}`` and ``declare_cost {key, max_cost}``: idempotent; a
-          conflicting redeclaration is an error (every worker reads the same suites).
+        - ``declare {key, limits}`` and ``declare_cost {key, max_cost[, spent]}``:
+          idempotent; a conflicting redeclaration is an error (every worker reads the same
+          suites). ``spent`` is what the cap paid for before this run (the cases a resumed
+          run reuses): the last one declared counts, once.
         - ``acquire {id, key, tokens, cost_key}``: answered ``{id, ok}`` once granted; the
           lease is named by ``id``.
         - ``release {lease, outcome, retry_after, tokens_used, usd}``: ends a lease, or
@@ -276,7 +279,8 @@ class BudgetCore:
                 self._declare(str(message["key"]), PoolLimits.from_dict(message["limits"]))
                 answer({"ok": True})
             elif op == "declare_cost":
-                self._declare_cost(str(message["key"]), float(message["max_cost"]))
+                self._declare_cost(str(message["key"]), float(message["max_cost"]),
+                                   float(message.get("spent", 0.0)))
                 answer({"ok": True})
             elif op == "check_cost":
                 error = self._cost_error(message.get("key"), _counted(message))
@@ -333,16 +337,21 @@ class BudgetCore:
                          limits.adaptive.decrease)
         self._pools[key] = _Pool(key, limits, aimd)
 
-    def _declare_cost(self, key: str, max_cost: float) -> None:
+    def _declare_cost(self, key: str, max_cost: float, spent: float = 0.0) -> None:
         if not math.isfinite(max_cost) or max_cost < 0:
             raise ValueError(f"max_cost must be a finite number >= 0, got {max_cost}")
+        if not math.isfinite(spent) or spent < 0:
+            raise ValueError(f"spent must be a finite number >= 0, got {spent}")
         cost = self._costs.get(key)
         if cost is not None:
             if cost.max_cost != max_cost:
                 raise ValueError(f"cost key {key!r} was declared with max_cost "
                                  f"{cost.max_cost} and now with {max_cost}")
+            # every process declares the same figure, once known: it counts once
+            cost.spent += spent - cost.before
+            cost.before = spent
             return
-        self._costs[key] = _Cost(max_cost)
+        self._costs[key] = _Cost(max_cost, spent=spent, before=spent)
 
     # -- cost ------------------------------------------------------------
 

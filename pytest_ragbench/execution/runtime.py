@@ -178,6 +178,9 @@ class SuiteRuntime:
         self._judging: set[tuple[str, str, int]] = set()
         # The process's run budget (set by the plugin's state); None: a budget per pipeline.
         self.run_budget: Callable[[], Any] | None = None
+        # What the suite's ``max_cost`` paid for before this run (the cases a resumed run
+        # reuses; see :meth:`count_spent_before`).
+        self._spent_before = 0.0
         #: This process's role in the run's request exchange ("lead": the xdist controller's
         #: head start, "follow": a worker of a run that has one; None: no exchange).
         self.exchange_role: Literal["lead", "follow"] | None = None
@@ -602,7 +605,19 @@ class SuiteRuntime:
                                       if self.suite.rag.key_prefix else ""),
             exchange=self.exchange_role if self.run_budget is not None else None,
             exchange_scope=self.suite_id,
+            spent_before=self._spent_before,
         )
+
+    def count_spent_before(self, usd: float) -> None:
+        """Count ``usd`` against the suite's ``max_cost`` as paid before this run (the cases a
+        resumed run reuses), before its first case; the pipeline may be built already."""
+        self._spent_before = usd
+        budget = getattr(self._pipeline, "budget", None)
+        if budget is not None:
+            if hasattr(budget, "spent_before"):
+                budget.spent_before(usd)
+            else:  # a per-process CostBudget (no run budget)
+                budget.add(usd)
 
     def pipeline(self) -> Any:
         """The suite's RAG pipeline, built once per process; a failure is remembered."""
