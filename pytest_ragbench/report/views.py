@@ -39,6 +39,9 @@ def gate_state(g: Mapping[str, Any]) -> str:
 
 def gate_failure_line(g: Mapping[str, Any]) -> str:
     """One explicit line for a failed gate: which, where, by how much, with the statistics."""
+    if g["kind"] == "threshold" and g.get("note"):
+        return (f"ragbench: gate failed: {where(g)} {g['metric']}: {g['note']} "
+                f"(`{g['text']}`): nothing was checked")
     if g["kind"] == "threshold":
         margin = finite(g["margin"])
         return (f"ragbench: gate failed: {where(g)} {g['metric']} = {num(g['value'])}, "

@@ -201,7 +201,7 @@ def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def evaluate_gates(
     spec: SuiteSpec, retriever: str, group: Mapping[str, Any],
-    recs: Sequence[Mapping[str, Any]] = (),
+    recs: Sequence[Mapping[str, Any]] = (), *, partial: bool = False,
 ) -> list[dict[str, Any]]:
     """Each threshold gate of the suite checked against one retriever's summary.
 
@@ -213,7 +213,7 @@ def evaluate_gates(
         means={name: st["mean"] for name, st in group["metrics"].items()},
         error_rate=float(group["error_rate"]),
         cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs),
-        error_counts=case_error_counts(recs))
+        error_counts=case_error_counts(recs), partial=partial)
 
 
 def ab_comparisons(
@@ -306,10 +306,12 @@ def summarize_run(
             group = summarize_group(spec, recs, metric_names, seed)
             group["name"] = retriever
             if spec is not None:
-                group["gates"] = evaluate_gates(spec, retriever, group, recs)
+                group["gates"] = evaluate_gates(spec, retriever, group, recs,
+                                                partial=n_run < n_total)
                 if n_run < n_total:
                     for g in group["gates"]:
-                        g["coverage"] = coverage_text(n_run, n_total)
+                        if not g.get("skipped"):  # its note says what it did not judge
+                            g["coverage"] = coverage_text(n_run, n_total)
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
         if spec is not None:

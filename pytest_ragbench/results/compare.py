@@ -144,9 +144,10 @@ def compare_docs(
         settings = _settings(cur_s, ov)
         gates = suite_gates(cur_s, ov.gates)
         n_stored = len(cur_s.get("gates", []))
-        gate_results += _threshold_results(
-            name, cur_s, gates if suite_thresholds else gates[n_stored:])
         partial = _partial_text(current, cur_s)
+        gate_results += _threshold_results(
+            name, cur_s, gates if suite_thresholds else gates[n_stored:],
+            partial=partial is not None)
         base_id = matched.get(sid)
         base_s = None if baseline is None or base_id is None else baseline["suites"][base_id]
         if base_s is None:
@@ -258,7 +259,7 @@ def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],
 
 
 def _threshold_results(
-    name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
+    name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck], *, partial: bool = False,
 ) -> list[dict[str, Any]]:
     meta = cur_s.get("cases", {})
     out = []
@@ -280,7 +281,8 @@ def _threshold_results(
                   if isinstance(stored, Mapping) else None)
         out += check_thresholds(
             gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
-            means={m: st.get("mean") for m, st in metrics.items()}, error_counts=counts)
+            means={m: st.get("mean") for m, st in metrics.items()}, error_counts=counts,
+            partial=partial)
     return out
 
 

@@ -436,7 +436,7 @@ class BaselineSettings:
 def evaluate_threshold(
     gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
     cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],
-    error_counts: Mapping[str, tuple[int, int]] | None = None,
+    error_counts: Mapping[str, tuple[int, int]] | None = None, partial: bool = False,
 ) -> dict[str, Any]:
     """Check one threshold gate for one retriever.
 
@@ -445,6 +445,9 @@ def evaluate_threshold(
     ``meta`` query ids to their type/difficulty/tags, for scoped gates. ``error_counts``
     (query id -> errored runs, runs) makes a scoped error rate count runs, as the run-wide
     one does; without it (one run per query) a query counts as errored when ``cases`` says.
+    A query scope that holds no case is skipped in a ``partial`` run (which passes or fails
+    on what it ran: a ``-k`` may have left the scope out), and fails otherwise, saying so
+    (a misspelled scope value would pass nothing).
     """
     filt = case_filter(gate.scope)
     n = len(cases)
@@ -466,12 +469,19 @@ def evaluate_threshold(
             finite = [s for s, _ in chosen if s is not None and math.isfinite(s)]
             value = math.fsum(finite) / len(finite) if finite else math.nan
     v = math.nan if value is None else float(value)
-    return {
+    out = {
         "kind": "threshold", "suite": suite, "retriever": retriever, "metric": gate.metric,
         "scope": scope_text(gate.scope), "op": gate.op, "threshold": gate.threshold,
         "value": v, "passed": gate.passes(v), "margin": gate.margin(v), "text": gate.text,
         "n": n,
     }
+    if filt and not any(case_in_scope(meta.get(cid, {}), filt) for cid in cases):
+        if partial:
+            out.update(passed=True, skipped=True,
+                       note="no case of its scope ran in this partial run")
+        else:
+            out["note"] = f"no query matches {scope_text(filt)}"
+    return out
 
 
 def check_thresholds(
@@ -479,7 +489,7 @@ def check_thresholds(
     means: Mapping[str, float | None], error_rate: float,
     cases: Callable[[str], Mapping[str, tuple[float | None, bool]]],
     meta: Mapping[str, Mapping[str, Any]],
-    error_counts: Mapping[str, tuple[int, int]] | None = None,
+    error_counts: Mapping[str, tuple[int, int]] | None = None, partial: bool = False,
 ) -> list[dict[str, Any]]:
     """Every threshold gate among ``gates`` that applies to ``retriever``, checked.
 
@@ -499,5 +509,5 @@ def check_thresholds(
         out.append(evaluate_threshold(
             gate, suite=suite, retriever=retriever, mean=means.get(gate.metric),
             error_rate=error_rate, cases=cases(gate.metric), meta=meta,
-            error_counts=error_counts))
+            error_counts=error_counts, partial=partial))
     return out

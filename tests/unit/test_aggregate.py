@@ -278,3 +278,29 @@ def test_a_scoped_gate_weighs_repetitions_as_the_unscoped_one_does() -> None:
 
     stored = compare_docs(None, make_baseline(summary, recs, {}))
     assert {g["text"]: g["value"] for g in stored["gates"]} == pytest.approx(values)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["whole", "partial"])
+def test_a_scope_no_case_is_in_fails_a_whole_run_and_is_skipped_in_a_partial_one(
+        partial: bool) -> None:
+    """A `-k` run that left out the hard queries failed 'difficulty=hard: ...' with nan; a
+    whole run with a misspelled scope value failed it without saying why."""
+    from pytest_ragbench.report.views import gate_failure_line
+    from pytest_ragbench.results.baseline import make_baseline
+    from pytest_ragbench.results.compare import compare_docs
+
+    recs = [dict(rec("q1", {"ndcg@10": 1.0}), difficulty="easy")]
+    spec = dict(SPEC, gates=["difficulty=hard: ndcg@10 >= 0.5", "ndcg@10 >= 0.5"])
+    summary = summarize_run(recs, {SID: spec}, {SID: 2 if partial else 1})  # type: ignore
+    stored = compare_docs(None, make_baseline(summary, recs, {}))
+    for gates in (summary["gates"], stored["gates"]):
+        (scoped,) = [g for g in gates if g["scope"]]
+        if partial:
+            assert scoped["passed"] and scoped["skipped"]
+            assert scoped["note"] == "no case of its scope ran in this partial run"
+        else:
+            assert not scoped["passed"] and not scoped.get("skipped")
+            assert gate_failure_line(scoped) == (
+                "ragbench: gate failed: s/a [difficulty=hard] ndcg@10: no query matches "
+                "difficulty=hard (`difficulty=hard: ndcg@10 >= 0.5`): nothing was checked")
+    assert summary["gates_passed"] is partial
