@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pytest_ragbench.errors import ComponentError
-from pytest_ragbench.llm.base import LLM, Embedder, LLMError
+from pytest_ragbench.llm.base import LLM, Embedder, LLMError, Usage
 from pytest_ragbench.llm.extractive import (
     ABSTAIN,
     ExtractiveLLM,
@@ -272,7 +272,6 @@ def _transport_returning(payload: object) -> httpx.MockTransport:
             {"choices": [{"message": {"content": None}}], "usage": {}},
             "'choices[0].message.content' is NoneType",
         ),
-        ({"choices": [{"message": {"content": "hi"}}]}, "'usage' is missing"),
         (
             {"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": "3"}},
             "are not counts",
@@ -287,6 +286,20 @@ async def test_replies_of_the_wrong_shape_are_rejected_strictly(
         with pytest.raises(LLMError, match="unexpected reply") as info:
             await llm.chat(USER)
     assert reason in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_reply_without_usage_is_counted_by_the_estimate() -> None:
+    """Some OpenAI-compatible servers send no ``usage``: every case errored ("'usage' is
+    missing") though the answer was there. Its tokens are estimated (4 characters a token),
+    as the rate limiter estimates a request before it is sent."""
+    payload = {"choices": [{"message": {"content": "an answer of 27 characters."}}]}
+    llm = OpenAIChat("http://example.invalid/v1", "m", transport=_transport_returning(payload))
+    async with llm:
+        completion = await llm.chat(USER)
+    assert completion.text == "an answer of 27 characters."
+    # "hello there": 11 characters, 11 // 4 + 1; the answer's 27 // 4 + 1
+    assert completion.usage == Usage(3, 7, 1)
 
 
 # -- secrets -------------------------------------------------------------------------------

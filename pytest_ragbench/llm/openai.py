@@ -432,7 +432,8 @@ class _OpenAIEndpoint:
                 await asyncio.sleep(delay)
 
 
-def _parse_chat(data: Any) -> tuple[str, Usage, str]:
+def _parse_chat(data: Any) -> tuple[str, Usage | None, str]:
+    """The first choice's text, the reply's usage (None when it sends none) and model."""
     if not isinstance(data, dict):
         raise _BadReply(f"expected a JSON object, got {type(data).__name__}")
     choices = data.get("choices")
@@ -448,13 +449,16 @@ def _parse_chat(data: Any) -> tuple[str, Usage, str]:
             f"'choices[0].message.content' is {type(content).__name__}, expected a string"
         )
     usage = data.get("usage")
+    model = data.get("model")
+    model = model if isinstance(model, str) else ""
+    if usage is None:
+        return content, None, model  # some compatible servers send none: estimated
     if not isinstance(usage, dict):
-        raise _BadReply("'usage' is missing")
+        raise _BadReply(f"'usage' is {type(usage).__name__}, expected an object")
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     if not (_is_int(prompt) and _is_int(completion)):
         raise _BadReply("'usage.prompt_tokens'/'usage.completion_tokens' are not counts")
-    model = data.get("model")
-    return content, Usage(prompt, completion, 1), model if isinstance(model, str) else ""
+    return content, Usage(prompt, completion, 1), model
 
 
 def _chat_tokens(value: tuple[str, Usage, str]) -> tuple[int, int]:
@@ -500,8 +504,17 @@ class OpenAIChat(_OpenAIEndpoint):
         merged = {**self._params, **params}
         body = {**merged, "model": self.model, "messages": [dict(m) for m in messages]}
         estimate = _estimate_tokens(messages, merged.get("max_tokens"))
+        prompt_guess = _estimate_tokens(messages, None)
+
+        def parse(data: Any) -> tuple[str, Usage, str]:
+            text, usage, model = _parse_chat(data)
+            if usage is None:
+                # a reply without usage is counted as the limiter estimates a request
+                usage = Usage(prompt_guess, len(text) // 4 + 1, 1)
+            return text, usage, model
+
         (text, usage, model), requests = await self._request(
-            "/chat/completions", body, _parse_chat, estimate, _chat_tokens
+            "/chat/completions", body, parse, estimate, _chat_tokens
         )
         self._prompt_tokens += usage.prompt_tokens
         self._completion_tokens += usage.completion_tokens
