@@ -140,12 +140,13 @@ def check_backoff(root: Path, result: pytest.RunResult, base_url: str, refused: 
     if refused:
         assert adaptive["decreases"] >= 1
     result.stdout.fnmatch_lines([f"llm pool m at {base_url}: *; concurrency auto "
-                                 "reached * (max * of bound 8, * back-offs)"])
+                                 "reached * (max * of bound 8, * back-off*)"])
     # the HTML report's run details say it as the terminal does; summary.md, the same
     # with and without -n, leaves these timing-dependent figures out
     run = root / ".ragbench" / "runs" / "latest"
+    plural = "" if adaptive["decreases"] == 1 else "s"
     assert (f"; concurrency auto reached {adaptive['level']} (max {adaptive['max_level']} "
-            f"of bound 8, {adaptive['decreases']} back-offs)</dd>") in (
+            f"of bound 8, {adaptive['decreases']} back-off{plural})</dd>") in (
         run / "report.html").read_text(encoding="utf-8")
     assert "concurrency auto reached" not in (run / "summary.md").read_text(encoding="utf-8")
 

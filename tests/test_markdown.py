@@ -104,3 +104,44 @@ def _check_escaped(text: str, level: str) -> None:
     assert "<b>bm|25<b>*" in plain and "r`2`_x_" in plain and "<i>rec<i>|*" in plain
     # and the file itself holds no raw tag a renderer could pass through
     assert not re.search(r"<(script|img|b|i)\b", text)
+
+
+def _summary(**extra: object) -> dict:
+    """A one-suite summary with what summary_markdown reads."""
+    return {"suites": [{"id": "s.yaml", "name": "s", "metrics": ["ndcg@10"],
+                        "n_cases_run": 1, "n_cases_total": 1, "partial": False, "ab": [],
+                        "retrievers": [{"name": "bm25", "n_cases": 1, "n_errors": 0,
+                                        "n_failed": 0,
+                                        "errors": [], "metrics": {"ndcg@10": {
+                                            "mean": 0.5, "ci_low": 0.5, "ci_high": 0.5,
+                                            "std": 0.0, "n": 1, "n_nan": 0,
+                                            "direction": "higher"}}}]}],
+            "gates": [], "gates_passed": True, **extra}
+
+
+@pytest.mark.parametrize("level", ["short", "default", "full"])
+def test_the_step_summary_says_the_cap_was_reached_and_what_changed_since_the_baseline(
+        level: str) -> None:
+    """The CI step summary left out the run budget (a run stopped by its cap never said so)
+    and the baseline notes the terminal and the report show."""
+    budget = {"spent": 1.246, "costs": {"s.yaml": {"spent": 1.246, "max_cost": 1.0,
+                                                   "exhausted": True}},
+              "pools": [{"model": "m", "endpoint": "http://h/v1", "requests": 28,
+                         "max_in_flight": 3, "throttled": 0, "timeouts": 0,
+                         "concurrency": 3}]}
+    baseline = {"path": "base.json", "suites": [
+        {"id": "s.yaml", "name": "s", "in_baseline": True, "baseline_id": "old/s.yaml",
+         "suite_changed": True, "n_common": 1}]}
+    row = {"regressed": False, "suite": "s", "retriever": "bm25", "metric": "ndcg@10",
+           "baseline": 0.5, "current": 0.5, "delta": 0.0, "ci_low": 0.0, "ci_high": 0.0,
+           "p_holm": 1.0, "test": "permutation", "n": 1}
+    text = summary_markdown(_summary(run={"budget": budget}, baseline=baseline), [row],
+                            level=level)
+    assert "run budget s.yaml: spent $1.2460 of $1.0000 (all workers), cap reached" in text
+    assert "llm pool" not in text  # timing-dependent: the file is the same at any -n
+    assert ("suite s: matched by name to old/s.yaml in the baseline, suite file changed; "
+            "compared on the 1 common queries") in md_text_unescaped(text)
+
+
+def md_text_unescaped(text: str) -> str:
+    return text.replace("\\", "")

@@ -372,7 +372,7 @@ def test_unjudged_queries_and_queries_without_relevant_documents(pytester, mini_
     pytest.LineMatcher(sections["unjudged"]).fnmatch_lines(["    recall@10 * 1.0000 * 1 * 1"])
     # queries without relevant documents are reported
     pytest.LineMatcher(sections["norelevant"]).fnmatch_lines([
-        "    1 queries have no relevant document in the labels (scored 0, as trec_eval does)",
+        "    1 query has no relevant document in the labels (scored 0, as trec_eval does)",
         "    recall@10 * 0.5000 * 2 * 0",
     ])
 

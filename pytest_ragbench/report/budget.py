@@ -62,7 +62,8 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
         if adaptive:
             line += (f"; concurrency auto reached {adaptive['level']} (max "
                      f"{adaptive['max_level']} of bound {adaptive['bound']}, "
-                     f"{adaptive['decreases']} back-offs)")
+                     f"{adaptive['decreases']} back-off"
+                     f"{'' if adaptive['decreases'] == 1 else 's'})")
             if limits:
                 line += f"; {', '.join(limits)}"
         elif limits:

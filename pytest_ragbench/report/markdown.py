@@ -16,11 +16,12 @@ from typing import Any
 
 from ..results.resume import resume_line
 from ..results.verdict import verdict_of
+from .budget import budget_lines
 from .format import count, money, num, p_value, signed
 from .views import (
     SuiteTable,
     ab_view,
-    dataset_change_text,
+    baseline_suite_notes,
     gate_selection,
     gate_state,
     gates_failed_first,
@@ -120,6 +121,7 @@ def summary_markdown(summary: Mapping[str, Any],
         lines += ["### Gates", "", *_gate_table(gates_failed_first(summary["gates"]))]
     if baseline_rows:
         lines += [*_baseline_head(summary.get("baseline", {})), *_baseline_table(baseline_rows)]
+    lines += _budget(summary)
     return "\n".join(lines)
 
 
@@ -168,6 +170,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
     lines += _gates(gates, level)
     if baseline_rows:
         lines += _baseline(summary.get("baseline") or {}, baseline_rows, level)
+    lines += _budget(summary)
     return "\n".join(lines)
 
 
@@ -262,12 +265,23 @@ def _baseline_head(base: Mapping[str, Any]) -> list[str]:
     lines = ["### Against the baseline", ""]
     if base.get("path"):
         lines += [f"Baseline: {_cell(str(base['path']))}", ""]
-    for s in base.get("suites", []):
-        change = dataset_change_text(s) if s.get("in_baseline") else None
-        if change:
-            lines += [f"- suite {_cell(s['name'])}: {change}; compared on "
-                      f"{s['n_common']} common queries", ""]
+    notes = baseline_suite_notes(base.get("suites", []))
+    if notes:
+        lines += [*(f"- {_cell(note)}" for note in notes), ""]
     return lines
+
+
+def _budget(summary: Mapping[str, Any]) -> list[str]:
+    """The run's spend against each ``max_cost``, as the terminal says it (a run stopped by
+    its cap says so). Not the pools: their figures (in flight, throttled, the adaptive
+    level) depend on timing, and this file is the same with and without ``-n``."""
+    report = (summary.get("run") or {}).get("budget")
+    if not isinstance(report, Mapping):
+        return []
+    lines = budget_lines({"costs": report.get("costs") or {}})
+    if not lines:
+        return []
+    return ["### LLM budget", "", *(f"- {_cell(line)}" for line in lines), ""]
 
 
 def _baseline_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -19,7 +19,7 @@ from .views import (
     SuiteTable,
     SystemRow,
     ab_view,
-    baseline_notes,
+    baseline_suite_notes,
     gate_selection,
     gate_state,
     gates_failed_first,
@@ -162,8 +162,8 @@ def table_notes(table: SuiteTable) -> list[str]:
             names = names[:57].rsplit(", ", 1)[0] + ", ..."
         lines.append(f"  {len(table.hidden)} more metrics ({_MORE}): {names}")
     if table.n_no_relevant:
-        lines.append(f"  {table.n_no_relevant} queries have no relevant document in the "
-                     "labels (scored 0, as trec_eval does)")
+        lines.append(f"  {_no_relevant(table.n_no_relevant)} in the labels (scored 0, as "
+                     "trec_eval does)")
     if table.flaky:
         lines.append(f"  repeated runs: {table.flaky} case/metric pairs vary, {table.flips} "
                      "flip between pass and fail at 0.5")
@@ -246,7 +246,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             lines.append(counts)
             if r["n_no_relevant"]:
                 lines.append(
-                    f"    {r['n_no_relevant']} queries have no relevant document in the labels "
+                    f"    {_no_relevant(r['n_no_relevant'])} in the labels "
                     "(scored 0, as trec_eval does)"
                 )
             width = max([len("metric"), *(len(m) for m in r["metrics"])])
@@ -317,21 +317,14 @@ def ab_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _no_relevant(n: int) -> str:
+    return ("1 query has no relevant document" if n == 1
+            else f"{n} queries have no relevant document")
+
+
 def dataset_lines(suites: Sequence[Mapping[str, Any]]) -> list[str]:
     """What differs between the baseline and this run: suite file, dataset, query set."""
-    lines = []
-    for s in suites:
-        if s.get("partial"):
-            lines.append(f"  suite {s['name']}: partial, {s['partial']} ran; compared on "
-                         "those")
-        if not s.get("in_baseline", True):
-            lines.append(f"  suite {s['name']}: not in the baseline")
-            continue
-        changes = baseline_notes(s)
-        if changes and s.get("n_common") is not None:
-            lines.append(f"  suite {s['name']}: {', '.join(changes)}; compared on the "
-                         f"{s['n_common']} common queries")
-    return lines
+    return [f"  {line}" for line in baseline_suite_notes(suites)]
 
 
 def baseline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:

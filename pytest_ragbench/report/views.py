@@ -17,7 +17,8 @@ from ..results.changes import dataset_change_text
 from .format import finite, num, p_value
 
 __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
-           "SystemRow", "UsageView", "ab_view", "baseline_notes", "dataset_change_text",
+           "SystemRow", "UsageView", "ab_view", "baseline_notes", "baseline_suite_notes",
+           "dataset_change_text",
            "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
            "gates_failed_first", "headline_metrics",
            "is_resource_metric", "regression_line", "suite_table", "usage_view", "where",
@@ -155,6 +156,23 @@ def baseline_notes(info: Mapping[str, Any]) -> list[str]:
     if data:
         changes.append(data)
     return changes
+
+
+def baseline_suite_notes(suites: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per suite of a comparison that is partial, not in the baseline, or changed
+    since it (the terminal, ``ragbench compare`` and summary.md say the same)."""
+    lines = []
+    for s in suites:
+        if s.get("partial"):
+            lines.append(f"suite {s['name']}: partial, {s['partial']} ran; compared on those")
+        if not s.get("in_baseline", True):
+            lines.append(f"suite {s['name']}: not in the baseline")
+            continue
+        changes = baseline_notes(s)
+        if changes and s.get("n_common") is not None:
+            lines.append(f"suite {s['name']}: {', '.join(changes)}; compared on the "
+                         f"{s['n_common']} common queries")
+    return lines
 
 
 # -- the one-screen summary ------------------------------------------------------------------
