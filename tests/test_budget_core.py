@@ -231,6 +231,61 @@ def test_departed_owner_releases_slots_and_withdraws_waiters() -> None:
     assert h.pool()["in_flight"] == 1 and h.pool()["waiting"] == 0
 
 
+def test_a_departed_owners_requests_keep_their_slots_for_as_long_as_they_may_run() -> None:
+    """A crashed worker's requests are still being answered by the endpoint: freeing their
+    slots at once let the endpoint see more than ``concurrency`` requests at a time, while
+    the summary said it never did. A slot granted with ``hold`` (the request's attempt
+    timeout) is freed when that runs out; one without (no timeout known) at once."""
+    h = Harness()
+    h.declare(concurrency=2)
+    held = h.acquire("gw1", hold=5.0)
+    h.advance(1.0)
+    free = h.acquire("gw1")
+    survivor = h.acquire("gw0")
+    assert h.granted(held, "gw1") and h.granted(free, "gw1") and not h.granted(survivor, "gw0")
+    h.core.drop_owner("gw1")
+    assert h.granted(survivor, "gw0")  # the slot without a hold
+    late = h.acquire("gw0")
+    h.advance(3.9)
+    assert not h.granted(late, "gw0")  # 4.9 s after its grant, the held one may still run
+    h.advance(0.2)
+    assert h.granted(late, "gw0")
+    assert h.pool()["max_in_flight"] == 2
+    # once requests are known to take some time, a crashed worker's slot is held for twice
+    # the longest (at least 1 s), not its whole attempt timeout
+    h.release(late, "gw0")  # ran for 0.1 s
+    h.release(survivor, "gw0")  # ran for 4.1 s (granted at 1.0)
+    crashed = [h.acquire("gw2", hold=60.0) for _ in range(2)]
+    assert all(h.granted(i, "gw2") for i in crashed)
+    h.core.drop_owner("gw2")
+    waiting = h.acquire("gw0")
+    h.advance(8.1)
+    assert not h.granted(waiting, "gw0")
+    h.advance(0.2)  # 8.2 s after the grant: twice 4.1 s
+    assert h.granted(waiting, "gw0")
+
+
+def test_a_crash_before_any_answer_holds_its_slots_until_answers_say_how_long_they_take(
+) -> None:
+    """At the start of a run nothing tells how long the endpoint takes: a crashed worker's
+    slots waited out the whole attempt timeout (a minute) while the others ran one at a
+    time. The first answer sets the bound: twice the longest request (at least 1 s)."""
+    h = Harness()
+    h.declare(concurrency=2)
+    crashed = h.acquire("gw1", hold=60.0)
+    survivor = h.acquire("gw0", hold=60.0)
+    h.core.drop_owner("gw1")
+    waiting = h.acquire("gw0")
+    h.advance(1.5)
+    h.release(survivor, "gw0")  # the endpoint answers in 1.5 s: the crashed one by 3 s
+    assert h.granted(waiting, "gw0")  # into the survivor's slot
+    after = h.acquire("gw0")
+    h.advance(1.4)
+    assert not h.granted(after, "gw0")
+    h.advance(0.2)
+    assert h.granted(after, "gw0") and h.granted(crashed, "gw1")
+
+
 def test_withdrawn_acquire_never_takes_a_slot() -> None:
     h = Harness()
     h.declare(concurrency=1)

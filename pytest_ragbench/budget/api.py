@@ -235,16 +235,21 @@ class RunBudget(ABC):
             message["count"] = False
         return message
 
-    async def acquire(self, key: str, *, tokens: int = 0, cost_key: str | None = None) -> Lease:
+    async def acquire(self, key: str, *, tokens: int = 0, cost_key: str | None = None,
+                      hold: float | None = None) -> Lease:
         """Wait for a slot of pool ``key``, then for its rate windows to take the request.
 
         ``tokens`` is the request's estimated token count (for ``tpm``). With ``cost_key``,
         raises :class:`BudgetExceeded` (with the run's spend) instead once that cap is used
         up, also when it is reached while waiting. Cancelling the wait withdraws it.
+        ``hold``: how long the request may run (its attempt timeout); should this process
+        die, its slot stays taken that long, as the endpoint may still be answering it.
         """
         message: dict[str, Any] = {"op": "acquire", "key": key, "tokens": int(tokens)}
         if cost_key is not None:
             message["cost_key"] = cost_key
+        if hold is not None:
+            message["hold"] = float(hold)
         ident, future = self._call(self._counting(message))
         try:
             reply = await asyncio.wrap_future(future)

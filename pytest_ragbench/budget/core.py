@@ -64,6 +64,8 @@ class _Waiter:
     saturated: bool = False
     token_entry: list[float] | None = None  # [time, amount] in the pool's token window
     counted: bool = True  # a refusal of it counts in the cap's "refused"
+    hold: float | None = None  # how long the request may run (its attempt timeout), if known
+    granted_at: float = 0.0
 
 
 @dataclass
@@ -122,6 +124,8 @@ class _Pool:
     paused_until: float = 0.0
     timer: TimerHandle | None = None
     timer_at: float = math.inf
+    longest: float = 0.0  # the longest a granted request has run until its release
+    held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
         if self.aimd is not None:
@@ -224,8 +228,11 @@ class BudgetCore:
           idempotent; a conflicting redeclaration is an error (every worker reads the same
           suites). ``spent`` is what the cap paid for before this run (the cases a resumed
           run reuses): the last one declared counts, once.
-        - ``acquire {id, key, tokens, cost_key}``: answered ``{id, ok}`` once granted; the
-          lease is named by ``id``.
+        - ``acquire {id, key, tokens, cost_key[, hold]}``: answered ``{id, ok}`` once
+          granted; the lease is named by ``id``. ``hold``: how long the request may run (its
+          attempt timeout): if its owner leaves the run (a crashed worker), its slot stays
+          taken that long after the grant (at most twice the longest any request of the pool
+          ran, at least 1 s), as the endpoint may still be answering it.
         - ``release {lease, outcome, retry_after, tokens_used, usd}``: ends a lease, or
           withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
           ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
@@ -301,13 +308,45 @@ class BudgetCore:
         """Forget a departed owner: withdraw its waiters and release its slots; its later
         messages are refused."""
         self._dropped.add(owner)
+        now = self._clock()
         # every pending or granted acquire is in _leases, so this covers the queues too
         for (who, _ident), waiter in list(self._leases.items()):
-            if who == owner:
+            if who != owner:
+                continue
+            if waiter.holds_slot and waiter.granted and waiter.hold is not None:
+                # its request may still be answered by the endpoint: the slot stays taken
+                # until its attempt could have ended (with no timeout known, not at all)
+                waiter.pool.held.append(waiter)
+            else:
                 self._end(waiter, "aborted", None, None)
         self.exchange.drop_owner(owner)
         for pool in self._pools.values():
+            self._free_held(pool)
             self._pump(pool)
+
+    def _free_held(self, pool: _Pool) -> None:
+        """Free the held slots whose requests cannot run any more, and time the next one.
+
+        A held request may run until its attempt timeout, or, once the pool's requests are
+        known to take some time, twice the longest of them (at least 1 s): a minute's timeout
+        would otherwise stall the run's other workers that long after a crash."""
+        now = self._clock()
+        due = math.inf
+        for waiter in list(pool.held):
+            hold = waiter.hold if waiter.hold is not None else 0.0
+            if pool.longest > 0:
+                hold = min(hold, max(1.0, 2 * pool.longest))
+            if now >= waiter.granted_at + hold:
+                pool.held.remove(waiter)
+                self._end(waiter, "aborted", None, None)
+            else:
+                due = min(due, waiter.granted_at + hold)
+        if due < math.inf:
+            self._call_later(due - now, lambda: self._retry_held(pool))
+
+    def _retry_held(self, pool: _Pool) -> None:
+        self._free_held(pool)
+        self._pump(pool)
 
     def totals(self) -> dict[str, Any]:
         """Plain-data view: per pool counters and adaptive level, per cost key spend."""
@@ -392,9 +431,12 @@ class BudgetCore:
                 answer(error)
                 return
         tokens = float(message.get("tokens") or 0)
+        hold = message.get("hold")
         waiter = _Waiter(owner, int(message["id"]), pool, max(0.0, tokens),
                          None if cost_key is None else str(cost_key), answer,
-                         counted=_counted(message))
+                         counted=_counted(message),
+                         hold=float(hold) if isinstance(hold, int | float) and math.isfinite(
+                             hold) and hold > 0 else None)
         self._leases[(owner, waiter.ident)] = waiter
         pool.waiting.append(waiter)
         self._pump(pool)
@@ -435,6 +477,10 @@ class BudgetCore:
                 pool.rate_waiting.remove(waiter)
             return
         pool.active -= 1
+        if outcome != "aborted" and self._clock() - waiter.granted_at > pool.longest:
+            pool.longest = self._clock() - waiter.granted_at
+            if pool.held:
+                self._free_held(pool)
         if tokens_used is not None:
             pool.tokens_used += max(0.0, tokens_used)
         if tokens_used is not None and waiter.token_entry is not None:
@@ -483,6 +529,7 @@ class BudgetCore:
 
     def _grant(self, pool: _Pool, waiter: _Waiter, now: float) -> None:
         waiter.granted = True
+        waiter.granted_at = now
         pool.active += 1
         pool.max_active = max(pool.max_active, pool.active)
         pool.granted += 1

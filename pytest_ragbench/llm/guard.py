@@ -282,7 +282,8 @@ class CallGuard:
             return outcome
         with deadline.waiting_for_slot():
             lease = await self._budget.acquire(self._pool, tokens=tokens,
-                                               cost_key=self._cost_key)
+                                               cost_key=self._cost_key,
+                                               hold=self.limits.timeout)
         try:
             outcome = await self._invoke(fn)
         except BaseException:

@@ -300,7 +300,7 @@ class _OpenAIEndpoint:
             return sent if isinstance(sent, _Attempt) else self._interpret(sent, parse)
         with deadline.waiting_for_slot():
             lease = await self._budget.acquire(self._pool, tokens=estimated_tokens,
-                                               cost_key=self._cost_key)
+                                               cost_key=self._cost_key, hold=self._timeout)
         try:
             sent = await self._send(url, body)
             if isinstance(sent, _Attempt):
