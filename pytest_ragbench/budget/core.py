@@ -308,7 +308,6 @@ class BudgetCore:
         """Forget a departed owner: withdraw its waiters and release its slots; its later
         messages are refused."""
         self._dropped.add(owner)
-        now = self._clock()
         # every pending or granted acquire is in _leases, so this covers the queues too
         for (who, _ident), waiter in list(self._leases.items()):
             if who != owner:
