@@ -305,8 +305,9 @@ class BudgetCore:
             answer({"ok": False, "error": "invalid", "message": f"{op}: {detail}"})
 
     def drop_owner(self, owner: Hashable) -> None:
-        """Forget a departed owner: withdraw its waiters and release its slots; its later
-        messages are refused."""
+        """Forget a departed owner: withdraw its waiters and release its slots (those of
+        requests the endpoint may still be answering once they could have ended, see
+        :meth:`_free_held`); its later messages are refused."""
         self._dropped.add(owner)
         # every pending or granted acquire is in _leases, so this covers the queues too
         for (who, _ident), waiter in list(self._leases.items()):
