@@ -616,3 +616,18 @@ def test_a_message_the_core_fails_on_fails_alone_in_its_batch() -> None:
         budget.close()
     finally:
         runner.stop()
+
+
+def test_failed_requests_are_counted_and_said_in_the_pool_line() -> None:
+    """A 502 or a refused connection was invisible in the pool line (only 429s and
+    timeouts were counted)."""
+    from pytest_ragbench.report.budget import budget_lines, budget_report
+
+    h = Harness()
+    h.declare(concurrency=2)
+    for outcome in ("error", "ok", "throttled", "error"):
+        h.release(h.acquire(), outcome=outcome)
+    assert h.pool()["errors"] == 2 and h.pool()["throttled"] == 1
+    (line,) = budget_lines(budget_report(h.core.totals()))
+    assert line.endswith("1 throttled (429), 0 timed out, 2 failed (an HTTP error or no "
+                         "answer) (concurrency 2)")

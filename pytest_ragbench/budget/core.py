@@ -119,6 +119,7 @@ class _Pool:
     tokens_used: float = 0.0  # settled token counts of released leases (progress reports)
     throttled: int = 0
     timeouts: int = 0
+    errors: int = 0  # HTTP errors but 429 and 408, no answer, unreadable replies
     requests: deque[float] = field(default_factory=deque)
     token_log: deque[list[float]] = field(default_factory=deque)
     paused_until: float = 0.0
@@ -178,6 +179,7 @@ class _Pool:
             "waiting": len(self.waiting) + len(self.rate_waiting),
             "throttled": self.throttled,
             "timeouts": self.timeouts,
+            "errors": self.errors,
         }
         if self.aimd is not None:
             data["adaptive"] = {
@@ -490,6 +492,8 @@ class BudgetCore:
             pool.throttled += 1
         elif outcome == "timeout":
             pool.timeouts += 1
+        elif outcome == "error":
+            pool.errors += 1
         if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
             pause = min(retry_after, pool.limits.max_pause)
             pool.paused_until = max(pool.paused_until, self._clock() + pause)

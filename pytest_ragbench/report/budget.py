@@ -27,7 +27,8 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
             url, model = key, ""
         entry = {"endpoint": url, "model": model,
                  **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
-                                             "max_in_flight", "throttled", "timeouts")}}
+                                             "max_in_flight", "throttled", "timeouts",
+                                             "errors")}}
         if pool.get("adaptive"):
             entry["adaptive"] = dict(pool["adaptive"])
         pools.append(entry)
@@ -54,6 +55,8 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
         line = (f"llm pool {pool['model']} at {pool['endpoint']}: {pool['requests']} requests, "
                 f"max {pool['max_in_flight']} in flight, {pool['throttled']} throttled (429), "
                 f"{pool['timeouts']} timed out")
+        if pool.get("errors"):
+            line += f", {pool['errors']} failed (an HTTP error or no answer)"
         adaptive = pool.get("adaptive")
         limits = [] if adaptive or pool.get("concurrency") is None else [
             f"concurrency {pool['concurrency']}"]
