@@ -571,11 +571,15 @@ def test_rerendered_crashed_run_keeps_its_failed_and_errored_cases_in_the_verdic
     paths = rerender(run_dir)
     summary, _ = load_run(run_dir)
     verdict = summary["verdict"]
-    assert summary["passed"] is False and verdict["partial"] is True
+    # every collected case has its record: not "partial: 3 of 3 cases" (the note says that
+    # the run did not finish)
+    assert summary["passed"] is False and verdict["partial"] is False
+    assert verdict["headline"] == "FAILED" and summary["run"]["partial"] is True
     assert [r["text"] for r in verdict["reasons"] if r["fails"]] == ["1 item failed",
                                                                      "1 item errored"]
     md = paths[2].read_text(encoding="utf-8")
-    assert md.startswith("> **Partial run**") and "## ragbench: FAILED" in md
+    assert md.startswith("> **Partial run**: summary.json is missing")
+    assert "## ragbench: FAILED\n" in md and "of 3 cases" not in md
     assert "FAILED" in paths[0].read_text(encoding="utf-8")
 
 

@@ -123,10 +123,13 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         # (rebuilt from the gates alone, a crashed run with failures read "passed")
         outcomes = [case_outcome(r) for r in records]
         n = int(summary["run"].get("n_cases", len(records)))
+        total = int(summary["run"].get("n_cases_total", n))
         verdict = make_verdict(
             items_failed=outcomes.count("failed"), items_errored=outcomes.count("error"),
-            gates=summary.get("gates") or [], cases_run=n,
-            cases_total=int(summary["run"].get("n_cases_total", n)), partial=True)
+            gates=summary.get("gates") or [], cases_run=n, cases_total=total,
+            # a run killed after its last case (in its summary) ran every case: "partial: 8
+            # of 8 cases" read as a contradiction; without the counts nobody can tell
+            partial=n < total or not collected)
         summary["verdict"], summary["passed"] = verdict, verdict["passed"]
     return summary, records
 
