@@ -302,16 +302,24 @@ def summarize_run(
         n_run = sum(len(recs) for _, recs in entries)
         n_total = max(n_run, int((totals or {}).get(suite_id, n_run)))
         suite_out.update(n_cases_run=n_run, n_cases_total=n_total, partial=n_run < n_total)
+        # every system of a suite has the same cases (queries x runs): a system's share of
+        # the suite's count, when the suite's systems are known
+        systems = len(spec["retrievers"]) if spec is not None and spec["retrievers"] else 0
+        per_system = n_total // systems if systems and n_total % systems == 0 else None
         for retriever, recs in entries:
             group = summarize_group(spec, recs, metric_names, seed)
             group["name"] = retriever
             if spec is not None:
+                # partial as the suite is (what a stored run can tell too); labelled with
+                # what this system ran of its own cases
                 group["gates"] = evaluate_gates(spec, retriever, group, recs,
                                                 partial=n_run < n_total)
-                if n_run < n_total:
+                ran, total = ((len(recs), per_system) if per_system is not None
+                              else (n_run, n_total))
+                if n_run < n_total and ran < total:
                     for g in group["gates"]:
                         if not g.get("skipped"):  # its note says what it did not judge
-                            g["coverage"] = coverage_text(n_run, n_total)
+                            g["coverage"] = coverage_text(ran, total)
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
         if spec is not None:

@@ -304,3 +304,14 @@ def test_a_scope_no_case_is_in_fails_a_whole_run_and_is_skipped_in_a_partial_one
                 "ragbench: gate failed: s/a [difficulty=hard] ndcg@10: no query matches "
                 "difficulty=hard (`difficulty=hard: ndcg@10 >= 0.5`): nothing was checked")
     assert summary["gates_passed"] is partial
+
+
+def test_a_partial_runs_gates_are_labelled_with_what_their_system_ran() -> None:
+    """--deselect of one case of system "a" labelled every gate "on 7 of 8 cases", also those
+    of "b", which ran all of its cases."""
+    recs = [rec(q, {"ndcg@10": 1.0}, retriever=r) for r in ("a", "b")
+            for q in ("q1", "q2", "q3", "q4") if (r, q) != ("a", "q3")]
+    spec = dict(SPEC, gates=["ndcg@10 >= 0.5"])
+    summary = summarize_run(recs, {SID: spec}, {SID: 8})  # type: ignore[dict-item]
+    labels = {g["retriever"]: g.get("coverage") for g in summary["gates"]}
+    assert labels == {"a": "3 of 4 cases", "b": None}
