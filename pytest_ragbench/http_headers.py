@@ -25,7 +25,10 @@ def is_http_url(url: Any) -> bool:
     """Whether ``url`` is an ``http(s)://`` URL with a host (and a valid port, if any)."""
     if not isinstance(url, str):
         return False
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        return False
     if parts.scheme not in ("http", "https") or any(c.isspace() for c in parts.netloc):
         return False
     try:
@@ -33,6 +36,14 @@ def is_http_url(url: Any) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname)
+
+
+def shown_url(url: str) -> str:
+    """``url`` for a message: its ``user:password@`` part (basic auth) masked."""
+    return _USERINFO.sub("//***@", url)
+
+
+_USERINFO = re.compile(r"//[^/?#]*@")
 
 
 def header_name_problem(name: str) -> str | None:
@@ -51,6 +62,8 @@ def header_value_problem(value: str) -> str | None:
         return "holds a control character (a line break?)"
     if not value.isascii():
         return "holds a letter outside ASCII (HTTP clients send header values as bytes)"
+    if value != value.strip(" \t"):
+        return "starts or ends with a space or tab (a pasted key's?)"
     return None
 
 
@@ -58,7 +71,8 @@ def check_url_and_headers(url: Any, headers: Any) -> None:
     """ValueError unless ``url`` is an http(s) URL and ``headers`` a mapping of valid header
     names to values (text or numbers) a client can send (the ``http`` components' params)."""
     if not is_http_url(url):
-        raise ValueError(f"url must be an http(s) URL with a host, got {url!r}")
+        shown = repr(shown_url(url)) if isinstance(url, str) else repr(url)
+        raise ValueError(f"url must be an http(s) URL with a host, got {shown}")
     if headers is None:
         return
     if not isinstance(headers, Mapping) or not all(

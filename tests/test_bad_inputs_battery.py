@@ -400,6 +400,13 @@ NUMBERS: list[Case] = [
                                      "  headers: {X-Team: \"a\\nb\"}"),
          "*suite.yaml:15: llm.headers.X-Team: the value holds a control character*",
          {}),
+        ("header-value-trailing-space", sub(OPENAI_SUITE, "  concurrency: 4",
+                                            "  headers: {X-Team: 'a '}"),
+         "*suite.yaml:15: llm.headers.X-Team: the value starts or ends with a space*", {}),
+        # a password in the URL (basic auth) is never shown
+        ("base-url-bad-port-with-password",
+         sub(OPENAI_SUITE, "http://127.0.0.1:9/v1", "'https://user:s3cr3t@host:80a/v1'"),
+         "*suite.yaml:12: llm.base_url: *got 'https://[*][*][*]@host:80a/v1'", {}),
         ("header-value-not-ascii", sub(OPENAI_SUITE, "  concurrency: 4",
                                        "  headers: {X-Team: caf\u00e9}"),
          "*suite.yaml:15: llm.headers.X-Team: the value holds a letter outside ASCII*", {}),

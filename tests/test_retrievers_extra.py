@@ -560,6 +560,8 @@ def test_http_configuration_errors(monkeypatch) -> None:
     # what an HTTP client refuses to send failed every query at run time
     for params, message in (({"url": "http//x"}, "url must be an http"),
                             ({"url": "http://x y/"}, "url must be an http"),
+                            ({"url": "http://[::1/"}, "url must be an http"),
+                            ({"url": "http://u:pw@x:9x/"}, r"got 'http://\*\*\*@x:9x/'"),
                             ({"url": "http://x", "headers": {"X A": "1"}},
                              "'X A' is not a valid header name"),
                             ({"url": "http://x", "headers": {"A": "1\r\nB: 2"}},

@@ -41,7 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..errors import type_name
-from ..http_headers import header_name_problem, header_value_problem, is_http_url
+from ..http_headers import header_name_problem, header_value_problem, is_http_url, shown_url
 from ..results.gates import TESTS
 from .model import DEFAULT_CACHE_PATH, KeyPath
 
@@ -263,7 +263,7 @@ def _request_params(params: dict[str, Any]) -> dict[str, Any]:
 def _http_url(url: str) -> str:
     if not is_http_url(url):
         raise fail(f"expected an http(s) URL with a host, e.g. https://api.openai.com/v1, "
-                   f"got {url!r}")
+                   f"got {shown_url(url)!r}")
     return url
 
 
