@@ -461,3 +461,19 @@ def test_malformed_files_on_the_command_line_are_one_clear_usage_error(pytester,
     errors = [x for x in result.stderr.lines if x.strip()]
     assert len(errors) == 1 and named in errors[0] and errors[0].startswith("ERROR: ragbench:")
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, mini_suite):
+    """A misspelled scope value failed the run with 'nan' and 'margin nan' everywhere but
+    the failure line."""
+    mini_suite()
+    gate = "difficulty=hrad: ndcg@10 >= 0.5"
+    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate", gate,
+                                "--ragbench-summary=full")
+    assert result.ret == 1
+    said = "no query matches difficulty=hrad"
+    result.stdout.fnmatch_lines([f"  FAIL mini/overlap [[]difficulty=hrad]: {gate} ({said})",
+                                 f"ragbench: gate failed: * {said} *"])
+    summary, md, html = _outputs(pytester)
+    assert said in md and said in html and said in (pytester.path / "out.xml").read_text()
+    assert "margin nan" not in md + html + result.stdout.str()

@@ -331,6 +331,8 @@ def _gate_view_of(g: Mapping[str, Any]) -> GateView:
     if state == "skipped":
         return GateView("skip", where, text, "\u2013", str(g.get("note", "")))
     status = "pass" if state == "passed" else "fail"
+    if g.get("note"):  # failed with nothing to check (a scope no query matches)
+        return GateView(status, where, text, "\u2013", str(g["note"]))
     kind = g.get("kind", "threshold")
     if kind == "threshold":
         detail = f"margin {fmt(g.get('margin'), signed=True)}"

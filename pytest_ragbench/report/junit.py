@@ -50,6 +50,8 @@ def gate_detail(g: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     cov = f" (on {g['coverage']} that ran)" if g.get("coverage") else ""
     if g.get("skipped"):
         return f"{g['text']}: skipped ({g.get('note', '')})", {}
+    if g.get("note"):  # failed with nothing to check (a scope no query matches)
+        return f"{g['text']}: {g['note']}{cov}", {}
     if g.get("kind", "threshold") == "threshold":
         text = (f"{g['text']}: value {_f(g.get('value'))}, margin "
                 f"{_f(g.get('margin'), signed=True)}{cov}")

@@ -65,7 +65,7 @@ def _cell(text: Any) -> str:
 
 
 def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
-    if g.get("skipped"):
+    if g.get("skipped") or g.get("note"):  # a failed one: nothing it could check
         return "-", _cell(g.get("note", ""))
     if g.get("kind", "threshold") == "threshold":
         return num(g["value"]), num(g["margin"])

@@ -285,7 +285,7 @@ def gate_lines(gates: Sequence[Mapping[str, Any]]) -> list[str]:
 def _gate_line(g: Mapping[str, Any]) -> str:
     state = gate_state(g)
     mark = {"skipped": "SKIP", "passed": "PASS", "failed": "FAIL"}[state]
-    if state == "skipped":
+    if state == "skipped" or g.get("note"):  # a failed one: nothing it could check
         return f"  {mark} {where(g)}: {g['text']} ({g.get('note', '')})"
     if g.get("kind", "threshold") == "threshold":
         return (f"  {mark} {where(g)}: {g['metric']} {_f(g['value'])} "
