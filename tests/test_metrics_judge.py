@@ -771,7 +771,11 @@ async def test_a_stored_reply_the_judge_rejected_is_asked_again_not_replayed(
     first, cache = judge(bad)
     with cache:
         result = await first.evaluate(ITEM, ["faithfulness"])
+        # within the run an identical request gets the same replies, paid once
+        again = await first.evaluate(ITEM, ["faithfulness"])
+        first.forget_rejected()  # as the pipeline does when it closes
     assert "faithfulness" in result.errors and len(bad.calls) == 2
+    assert again.errors == result.errors
     good = OracleLLM(FULL_REPLY)
     second, cache = judge(good)
     with cache:

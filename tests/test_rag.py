@@ -673,3 +673,41 @@ def test_an_answer_judged_on_its_own_does_not_wait_for_the_leader(tmp_path: Path
             follow.close()
             worker.close()
             lead.close()
+
+
+def test_a_judge_reply_rejected_in_one_run_is_asked_afresh_in_the_next(tmp_path) -> None:
+    """The response cache kept every reply: one bad judge reply (and its failed correction)
+    was replayed at every later run, which sent nothing and errored the case again."""
+    import json as _json
+
+    from pytest_ragbench.answers.config import parse_rag_config
+    from pytest_ragbench.answers.pipeline import build_pipeline
+    from pytest_ragbench.datasets import Query
+    from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
+
+    good = [False]
+
+    def reply(messages):
+        if "Produce these keys" not in str(messages):
+            return "Paris."
+        if not good[0]:
+            return "not json"
+        return _json.dumps({"answer_claims": [{"claim": "Paris", "supported": 1, "ctx": [1]}]})
+
+    with FakeOpenAIServer(reply=reply) as server:
+        config = parse_rag_config({
+            "llm": {"type": "openai", "base_url": server.base_url, "model": "m", "retries": 0},
+            "judge": {"llm": "same"}, "cache": {"path": str(tmp_path / "cache.sqlite")}})
+
+        def run() -> dict:
+            with build_pipeline(config, base_dir=tmp_path) as rag:
+                return rag.run_case_sync(Query("q1", "capital of France?"),
+                                         [("d1", "Paris is the capital of France.")],
+                                         ["faithfulness"])
+
+        assert "faithfulness" in run()["errors"]
+        assert server.count(CHAT_PATH) == 3  # the answer, the reply, its correction
+        good[0] = True
+        out = run()
+        assert out["errors"] == {} and out["metrics"]["faithfulness"] == 1.0
+        assert server.count(CHAT_PATH) == 4  # the answer from the cache, the judge afresh

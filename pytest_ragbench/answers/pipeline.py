@@ -505,6 +505,12 @@ class RagPipeline:
         for client in clients:
             with contextlib.suppress(Exception):  # teardown must not mask results
                 await client.aclose()
+        self._close_cache()
+
+    def _close_cache(self) -> None:
+        if self.judge is not None:
+            with contextlib.suppress(Exception):  # teardown must not mask results
+                self.judge.forget_rejected()
         if self.cache is not None:
             self.cache.close()
 
@@ -530,8 +536,7 @@ class RagPipeline:
                 return
             raise RuntimeError("RagPipeline.close() called inside an event loop; "
                                "use 'await pipeline.aclose()'")
-        if self.cache is not None:
-            self.cache.close()
+        self._close_cache()
 
     def __enter__(self) -> RagPipeline:
         return self

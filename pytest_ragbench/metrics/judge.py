@@ -759,6 +759,8 @@ class Judge:
         self._item_template = compiled(_ITEM_TEMPLATE)
         self._batch_template = compiled(_BATCH_USER_TEMPLATE)
         self._replies = replies
+        # requests whose stored replies were rejected (see forget_rejected)
+        self._rejected: list[list[Message]] = []
         self._charge = charge
         # the items being judged in a batch, by the request each would make alone
         self._judging: dict[str, tuple[asyncio.Future[None], SharedCall]] = {}
@@ -1191,15 +1193,10 @@ class Judge:
                 try:
                     reply = _parse_reply(text, ask, len(item.contexts))
                 except _SchemaError:
-                    if not (completion.cached and self._replies is not None
-                            and self._replies.forget(messages, self.params)):
-                        raise
-                    # an earlier run's rejected reply, stored as any reply is: ask afresh
-                    # rather than replay it (and its stored correction) at every run
-                    completion = await self.llm.chat(messages, **self.params)
-                    usage += completion.usage
-                    text = completion.text
-                    reply = _parse_reply(text, ask, len(item.contexts))
+                    # the response cache stored it as any reply: dropped when the run ends
+                    # (see forget_rejected), so that later runs ask afresh
+                    self._rejected.append(list(messages))
+                    raise
             except LLMError as exc:
                 return _Outcome(None, f"judge request failed: {exc}", usage, text)
             except _SchemaError as exc:
@@ -1214,6 +1211,19 @@ class Judge:
         return _Outcome(
             None, f"judge reply rejected after 1 retry: {error}", usage, text
         )
+
+    def forget_rejected(self) -> None:
+        """Drop from the response cache the replies this judge rejected (and the stored
+        corrections it rejected too), once the run is over.
+
+        Within the run an identical request still gets the same reply and correction, paid
+        once and judged alike; replayed at every later run, one bad reply (cut short at
+        ``max_tokens``, a provider's hiccup) failed its case for good.
+        """
+        rejected, self._rejected = self._rejected, []
+        if self._replies is not None:
+            for messages in rejected:
+                self._replies.forget(messages, self.params)
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         assert self.embedder is not None
