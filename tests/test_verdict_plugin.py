@@ -475,5 +475,7 @@ def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, m
     result.stdout.fnmatch_lines([f"  FAIL mini/overlap [[]difficulty=hrad]: {gate} ({said})",
                                  f"ragbench: gate failed: * {said} *"])
     summary, md, html = _outputs(pytester)
+    (gate_result,) = [g for g in summary["gates"] if g["scope"]]
+    assert gate_result["note"] == said and gate_result["passed"] is False
     assert said in md and said in html and said in (pytester.path / "out.xml").read_text()
     assert "margin nan" not in md + html + result.stdout.str()
