@@ -364,3 +364,25 @@ def test_cli_compare_says_when_the_run_is_partial(tmp_path, monkeypatch, capsys)
     assert ragbench_main(["compare", "r1", "r2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["verdict"]["headline"] == "passed (partial: 1 of 3 cases)"
+
+
+def test_a_failed_run_named_last_fails_a_comparison_as_named_by_its_number(tmp_path):
+    """`ragbench compare A last` passed a run that had failed (66 items), which `compare A 2`
+    failed: the per-suite document of `last`/`best` left out how the run ended."""
+    from pytest_ragbench.results.compare import compare_docs
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(_doc("r1", 0.9), passed=True)
+        failed = _doc("r2", 0.9)
+        failed["run"].update(exitstatus=1, verdict="FAILED")
+        h.append(failed, passed=False)
+    base, _ = load_side("r1", cwd=tmp_path, history=path)
+    verdicts = []
+    for spec in ("last", "r2"):
+        doc, _ = load_side(spec, cwd=tmp_path, history=path, suites=["s"])
+        result = compare_docs(base, doc)
+        verdicts.append((result["passed"], result["other_failures"]))
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0] == (False, ["ragbench: run r2 ended with exit status 1 when it ran "
+                                   "(FAILED)"])

@@ -237,7 +237,8 @@ def _prior_failure(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]
     if not isinstance(status, int) or not status:
         return None
     said = f" ({run['verdict']})" if isinstance(run.get("verdict"), str) else ""
-    return f"ragbench: run {run.get('id')} ended with exit status {status} when it ran{said}"
+    which = run.get("failed_run") or run.get("id")
+    return f"ragbench: run {which} ended with exit status {status} when it ran{said}"
 
 
 def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],

@@ -679,6 +679,15 @@ class RunHistory:
         ids = sorted(set(runs.values()))
         run: dict[str, Any] = {"id": ids[0] if len(ids) == 1 else None, "spec": spec,
                                "runs": runs}
+        # what the picked runs ended with (a run is picked whether it passed or not): named
+        # `last` a failed run read "passed", named by its number "FAILED"
+        for rid in ids:
+            meta = self._run_meta(rid)
+            status = meta.get("exitstatus")
+            if isinstance(status, int) and status and "exitstatus" not in run:
+                run.update(exitstatus=status, failed_run=rid,
+                           **({"verdict": meta["verdict"]}
+                              if isinstance(meta.get("verdict"), str) else {}))
         return {"schema_version": BASELINE_SCHEMA_VERSION, "kind": BASELINE_KIND,
                 "created": None, "run": run, "suites": suites}
 
