@@ -386,3 +386,21 @@ def test_a_failed_run_named_last_fails_a_comparison_as_named_by_its_number(tmp_p
     assert verdicts[0] == verdicts[1]
     assert verdicts[0] == (False, ["ragbench: run r2 ended with exit status 1 when it ran "
                                    "(FAILED)"])
+
+
+def test_best_compares_every_run_on_one_metric_whatever_order_a_suite_lists_them(tmp_path):
+    """`best` scored each run by its own first metric: after a suite put recall@100 first,
+    a run worse on every metric was picked because its recall beat the other's ndcg."""
+    def run(run_id: str, means: dict[str, float]) -> dict:
+        doc = _doc(run_id, 0.0)
+        doc["suites"]["s.yaml"]["retrievers"]["bm25"]["metrics"] = {
+            m: {"mean": v, "direction": "higher", "scores": {"q0": v}} for m, v in means.items()}
+        return doc
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(run("r1", {"ndcg@10": 0.74, "recall@100": 0.946}), passed=True)
+        h.append(run("r2", {"recall@100": 0.932, "ndcg@10": 0.696}), passed=True)
+    with RunHistory(path, readonly=True) as h:
+        assert h.per_suite_doc("best", ["s"])["run"]["runs"] == {"s": "r1"}
+        assert h.resolve("best") == "r1"

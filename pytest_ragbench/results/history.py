@@ -511,16 +511,23 @@ class RunHistory:
                            f"({len(matches)} runs)")
 
     def _best(self, complete: Sequence[RunInfo]) -> str:
-        best: tuple[float, int, str] | None = None
-        for info in complete:
-            rows = self._query(
+        def means(info: RunInfo) -> list[tuple[Any, Any, Any]]:
+            return self._query(
                 "SELECT m.metric, m.direction, m.mean FROM means m WHERE m.run_id = ? "
                 "AND m.suite_id = (SELECT MIN(suite_id) FROM suites WHERE run_id = ?) "
                 "ORDER BY m.rowid", (info.id, info.id))
+
+        # one metric for every run (the newest run's first), as per suite
+        newest = next((rows for info in sorted(complete, key=lambda i: -i.seq)
+                       if (rows := means(info))), None)
+        metric = newest[0][0] if newest else None
+        best: tuple[float, int, str] | None = None
+        for info in complete:
+            rows = [r for r in means(info) if r[0] == metric]
             if not rows:
                 continue
-            metric, direction = rows[0][0], rows[0][1]
-            vals = [v for m, _, v in rows if m == metric and v is not None]
+            direction = rows[0][1]
+            vals = [v for _, _, v in rows if v is not None]
             if not vals:
                 continue
             score = sum(vals) / len(vals) * (-1.0 if direction == "lower" else 1.0)
@@ -605,18 +612,16 @@ class RunHistory:
             "WHERE r.partial = 0 AND s.name = ? ORDER BY r.seq, s.suite_id", (name,))
         return [(int(seq), str(rid), str(sid)) for seq, rid, sid in rows]
 
-    def _suite_score(self, run_id: str, suite_id: str) -> float | None:
-        """The suite's first metric averaged over its retrievers, better = larger."""
+    def _suite_score(self, run_id: str, suite_id: str, metric: str) -> float | None:
+        """``metric`` of the suite averaged over its retrievers, better = larger (None: the
+        run did not measure it)."""
         rows = self._query(
-            "SELECT metric, direction, mean FROM means WHERE run_id = ? AND suite_id = ? "
-            "ORDER BY rowid", (run_id, suite_id))
-        if not rows:
-            return None
-        metric, direction = rows[0][0], rows[0][1]
-        vals = [float(v) for m, _, v in rows if m == metric and v is not None]
+            "SELECT direction, mean FROM means WHERE run_id = ? AND suite_id = ? "
+            "AND metric = ? ORDER BY rowid", (run_id, suite_id, metric))
+        vals = [float(v) for _, v in rows if v is not None]
         if not vals:
             return None
-        return sum(vals) / len(vals) * (-1.0 if direction == "lower" else 1.0)
+        return sum(vals) / len(vals) * (-1.0 if rows[0][0] == "lower" else 1.0)
 
     def resolve_suites(self, spec: str, name: str) -> list[tuple[str, str]]:
         """(run id, suite id) pairs ``last`` or ``best`` means for the suite named ``name``:
@@ -643,17 +648,20 @@ class RunHistory:
                       only: str | None = None) -> tuple[str, str] | None:
         """(run id, suite id) that ``last`` or ``best`` means for the suite named ``name``
         (``only``: that suite file of the name): the newest complete run holding it, or the
-        complete run where its first metric (averaged over retrievers) is best; None when no
-        complete run holds it."""
+        complete run where the suite's first metric (as its newest run lists them; averaged
+        over retrievers) is best; None when no complete run holds it."""
         candidates = [c for c in self._suite_runs(name) if only is None or c[2] == only]
         if not candidates:
             return None
         if spec == "last":
             _, rid, sid = candidates[-1]
             return rid, sid
+        # one metric for every run (the newest run's first): each run's own first metric
+        # compared one run's ndcg with another's recall once a suite reordered its metrics
+        metric = self.first_metric(name)
         best: tuple[float, int, str, str] | None = None
         for seq, rid, sid in candidates:
-            score = self._suite_score(rid, sid)
+            score = None if metric is None else self._suite_score(rid, sid, metric)
             if score is not None and (best is None or (score, seq) > best[:2]):
                 best = (score, seq, rid, sid)
         return None if best is None else (best[2], best[3])
