@@ -659,6 +659,9 @@ class RagbenchSession:
         run_dir = self._run_dir()
         if self._appender is not None:
             self._appender.close()
+        elif "cases" not in self._write_failed:
+            # a run whose every case was skipped: its folder is a run folder all the same
+            (run_dir / CASES_JSONL).touch()
         write_cases_csv(run_dir / CASES_CSV, self.records.values())
         write_json(run_dir / SUMMARY_JSON, summary)
         # -q and -v change only what the terminal shows; the option, the file too.

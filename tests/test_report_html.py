@@ -517,6 +517,19 @@ def test_rerender_round_trip(run_dir: Path, capsys: pytest.CaptureFixture[str]) 
     assert other.read_text(encoding="utf-8") == html
 
 
+def test_rerender_refuses_a_finished_run_without_its_records(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder whose cases.jsonl was left out (a CI artifact without the large file) was
+    rewritten from the summary alone: cases.csv emptied, the per-query rows gone, exit 0."""
+    csv_before = (run_dir / "cases.csv").read_text()
+    html_before = (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+    (run_dir / CASES_JSONL).unlink()
+    assert ragbench_main(["report", str(run_dir)]) != 0
+    assert "cases.jsonl is missing" in capsys.readouterr().err
+    assert (run_dir / "cases.csv").read_text() == csv_before
+    assert (run_dir / REPORT_HTML).read_text(encoding="utf-8") == html_before
+
+
 def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     # A run folder of a version that kept no run.json: nothing says what the suite gates.
     (run_dir / SUMMARY_JSON).unlink()

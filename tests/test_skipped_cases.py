@@ -7,6 +7,7 @@ import json
 import pytest
 from conftest import latest_run
 
+from pytest_ragbench.cli import main as ragbench_main
 from pytest_ragbench.report.rerender import rerender
 
 
@@ -29,7 +30,7 @@ def test_a_skip_mark_added_to_cases_skips_them(pytester, mini_suite):
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_run_whose_every_case_is_skipped_says_so(pytester, mini_suite, workers):
+def test_a_run_whose_every_case_is_skipped_says_so(pytester, mini_suite, workers, capsys):
     """With no case run the summary, the verdict line and the run's files were left out:
     a green run that said nothing, and a run folder `latest` named that no command read."""
     mini_suite()
@@ -50,4 +51,7 @@ def test_a_run_whose_every_case_is_skipped_says_so(pytester, mini_suite, workers
     assert summary["verdict"]["headline"] == "passed (partial: 0 of 5 cases)"
     assert (run / "summary.md").read_text().startswith(
         "## ragbench: passed (partial: 0 of 5 cases)")
-    assert rerender(run)  # `ragbench report` reads the folder
+    assert rerender(run)  # `ragbench report` reads the folder, `ragbench compare` too
+    assert (run / "cases.jsonl").read_text() == ""
+    assert ragbench_main(["compare", str(run), str(run)]) == 2  # nothing to compare
+    assert "not a run folder" not in capsys.readouterr().err

@@ -96,6 +96,13 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     # cases.jsonl has each record as it came; the run's outputs showed them settled
     settle_shared_calls(records)
     summary = _read_summary(run_dir / SUMMARY_JSON)
+    if summary is not None and not cases.is_file() and any(
+            int(r.get("n_cases") or 0) for s in summary["suites"]
+            for r in s.get("retrievers") or []):
+        # rewritten from the summary alone, cases.csv and the report's per-query rows were
+        # emptied (an artifact uploaded without the large file)
+        raise RunFolderError(f"{run_dir}: {CASES_JSONL} is missing, and the run recorded "
+                             f"cases: nothing was rewritten (restore {CASES_JSONL})")
     if summary is None:
         missing = not (run_dir / SUMMARY_JSON).exists()
         why = f"{SUMMARY_JSON} is {'missing' if missing else 'unreadable'}"
