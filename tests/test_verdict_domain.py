@@ -404,3 +404,28 @@ def test_best_compares_every_run_on_one_metric_whatever_order_a_suite_lists_them
     with RunHistory(path, readonly=True) as h:
         assert h.per_suite_doc("best", ["s"])["run"]["runs"] == {"s": "r1"}
         assert h.resolve("best") == "r1"
+
+
+def test_cli_compare_with_a_run_folder_that_failed_says_why(tmp_path, capsys):
+    """Against a run folder whose cases failed, `ragbench compare` printed only PASS lines
+    and "FAILED": the reason was in its JSON verdict alone."""
+    from pytest_ragbench.results.verdict import make_verdict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    doc = _doc("r2", 0.5)
+    summary = {"suites": [{"id": "s.yaml", "name": "s", "suite_hash": "h", "dataset_hash": "d",
+                           "metrics": ["ndcg@10"], "n_cases_run": 3, "n_cases_total": 3,
+                           "retrievers": [{"name": "bm25", "n_cases": 3, "n_errors": 0,
+                                           "metrics": {"ndcg@10": {"mean": 0.5,
+                                                                   "direction": "higher"}}}]}],
+               "gates": [], "run": {"id": "r2", "n_cases": 3, "n_cases_total": 3},
+               "verdict": make_verdict(items_failed=2, cases_run=3, cases_total=3)}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "cases.jsonl").write_text("".join(
+        json.dumps({"suite": "s.yaml", "suite_name": "s", "retriever": "bm25",
+                    "case_id": f"q{i}", "run": 0, "status": "failed",
+                    "metrics": {"ndcg@10": 0.5}}) + "\n" for i in range(3)))
+    save_baseline(tmp_path / "a.json", doc)
+    assert ragbench_main(["compare", str(tmp_path / "a.json"), str(run)]) == 1
+    assert "ragbench compare: FAILED: 2 items failed" in capsys.readouterr().out

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         systems_problem,
     )
     from ..results.history import DEFAULT_HISTORY, HistoryError
+    from ..results.verdict import reason_line
 
     cwd = Path.cwd()
     db = Path(args.history) if args.history else cwd / DEFAULT_HISTORY
@@ -103,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
                 print(one_line(line))
         for line in result["failures"]:
             print(one_line(line))
-        print("ragbench compare: " + ("passed" if result["passed"] else "FAILED"))
+        # with its reasons: a run folder's failed items come from its stored verdict, which
+        # no gate or regression line above says
+        verdict = result.get("verdict")
+        print("ragbench compare: " + (one_line(reason_line(verdict)) if isinstance(
+            verdict, dict) else "passed" if result["passed"] else "FAILED"))
     return EXIT_OK if result["passed"] else EXIT_FAILED
 
 
