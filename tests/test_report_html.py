@@ -540,8 +540,10 @@ def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     html = paths[0].read_text(encoding="utf-8")
     assert "Partial run: summary.json is missing" in html
     assert "without gates" in html
-    # the verdict its cases give (none failed), marked partial: the run did not finish
-    assert 'class="rb-verdict">PASSED</span> <span class="rb-partial">partial: ' in html
+    # the run did not finish: interrupted, as a run stopped by SIGTERM says (a SIGKILL, a
+    # CI job cancelled hard), not "passed" beside the SIGTERM's "FAILED"
+    assert 'class="rb-verdict">FAILED</span> <span class="rb-partial">partial: ' in html
+    assert "the run was interrupted" in html
     md = paths[2].read_text(encoding="utf-8")
     assert md.startswith("> **Partial run**")
     summary, records = load_run(run_dir)
@@ -588,8 +590,8 @@ def test_rerendered_crashed_run_keeps_its_failed_and_errored_cases_in_the_verdic
     # the run did not finish)
     assert summary["passed"] is False and verdict["partial"] is False
     assert verdict["headline"] == "FAILED" and summary["run"]["partial"] is True
-    assert [r["text"] for r in verdict["reasons"] if r["fails"]] == ["1 item failed",
-                                                                     "1 item errored"]
+    assert [r["text"] for r in verdict["reasons"] if r["fails"]] == [
+        "1 item failed", "1 item errored", "the run was interrupted"]
     md = paths[2].read_text(encoding="utf-8")
     assert md.startswith("> **Partial run**: summary.json is missing")
     assert "## ragbench: FAILED\n" in md and "of 3 cases" not in md

@@ -136,7 +136,9 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             gates=summary.get("gates") or [], cases_run=n, cases_total=total,
             # a run killed after its last case (in its summary) ran every case: "partial: 8
             # of 8 cases" read as a contradiction; without the counts nobody can tell
-            partial=n < total or not collected)
+            partial=n < total or not collected,
+            # it did not finish: killed, as a SIGTERM's run says, not "passed"
+            interrupted=True)
         summary["verdict"], summary["passed"] = verdict, verdict["passed"]
     return summary, records
 
