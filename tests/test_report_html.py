@@ -231,6 +231,11 @@ def test_baseline_deltas_and_trends(records: list[dict[str, Any]]) -> None:
     assert len(spark) == 1  # only bm25/ndcg@10 has history
     # Three earlier runs and this one.
     assert ET.fromstring(spark[0]).get("aria-label", "").count(",") == 3
+    # a partial run's means cover some queries: the trend is of the earlier runs alone
+    summary["suites"][0]["partial"] = True
+    html = render_html(summary, records, history=history)
+    (spark,) = [b for b in svgs(html) if 'class="chart spark"' in b]
+    assert ET.fromstring(spark).get("aria-label", "").count(",") == 2
 
 
 def test_ab_tables_and_statistical_gates(records: list[dict[str, Any]]) -> None:

@@ -621,7 +621,10 @@ def _trends(suite: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
     """Sparklines of the suite's headline metrics (a row per retriever and metric would bury
     the few that matter), each over the earlier runs and this one."""
     runs = sorted(history, key=lambda h: (str(h.get("finished") or ""), str(h.get("run_id"))))
-    include_current = run_id is None or all(h.get("run_id") != run_id for h in runs)
+    # a partial run's means cover some queries: beside whole runs they are no trend (the
+    # history leaves partial runs out too)
+    include_current = not suite.get("partial") and (
+        run_id is None or all(h.get("run_id") != run_id for h in runs))
     out = []
     for m in headline_metrics(suite, gates):
         for r in suite.get("retrievers", []):
