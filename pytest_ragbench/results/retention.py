@@ -32,6 +32,7 @@ from pathlib import Path
 from .history import RunHistory
 from .runfolder import (
     KEEP_RUNS_INI,
+    RUN_ID,
     SUMMARY_JSON,
     folder_size,
     latest_run_id,
@@ -148,7 +149,9 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
     try:
         rows = h.runs() if h is not None else []
         result.numbers = {r.id: r.seq for r in rows}
-        folders = run_folders(out_dir)
+        # only folders named as runs are: a copy kept under a name of its own is the user's
+        folders = {rid: path for rid, path in run_folders(out_dir).items()
+                   if RUN_ID.fullmatch(rid)}
         for rid, folder in folders.items():
             if (rid not in result.numbers and not (folder / SUMMARY_JSON).is_file()
                     and now - _newest_change(folder) < RUNNING_GRACE_S):

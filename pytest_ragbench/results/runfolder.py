@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,10 @@ def is_run_folder(path: Path) -> bool:
     and a resume or a listing took a stale run for the newest."""
     return (path.is_dir() and not path.is_symlink() and path.name.lower() != LATEST.lower()
             and any((path / name).is_file() for name in (RUN_JSON, CASES_JSONL, SUMMARY_JSON)))
+
+
+#: A run id as the session makes them: the UTC start time, then 6 random hex digits.
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
 def run_folders(out_root: Path) -> dict[str, Path]:

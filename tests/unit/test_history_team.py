@@ -224,7 +224,8 @@ def test_prune_keeps_the_newest_and_what_baselines_point_at(tmp_path, rb):
     for i in range(1, 10):
         folder(out, rid(i), size=1000 * i)
     folder(out, rid(10), summary=False)                      # still running
-    stale = folder(out, rid(0) + "a", summary=False, size=10)  # killed long ago
+    stale_id = "20241231T000000Z-0000aa"  # a run killed long ago (run ids are 6 hex digits)
+    stale = folder(out, stale_id, summary=False, size=10)
     old = time.time() - RUNNING_GRACE_S - 60
     for p in (stale, *stale.iterdir()):
         os.utime(p, (old, old))
@@ -232,9 +233,9 @@ def test_prune_keeps_the_newest_and_what_baselines_point_at(tmp_path, rb):
     result = prune_runs(out, db, 2, vacuum=True)
 
     deleted = {r.run_id: r for r in result.deleted}
-    assert sorted(deleted) == sorted([rid(5), rid(6), rid(7), rid(0) + "a"])
+    assert sorted(deleted) == sorted([rid(5), rid(6), rid(7), stale_id])
     assert deleted[rid(6)].size == 6002 and deleted[rid(6)].number == 6
-    assert deleted[rid(0) + "a"].number is None
+    assert deleted[stale_id].number is None
     assert result.pinned == {
         rid(1): "'last' for suite old", rid(2): "'best' for suite s",
         rid(3): f"saved as baseline {base.resolve()}", rid(4): f"baseline of run #8 {rid(8)}"}
@@ -278,6 +279,19 @@ def test_prune_without_a_history_prunes_folders(rb):
     assert not (rb / "history.sqlite").exists()
     with pytest.raises(ValueError):
         prune_runs(out, None, 0)
+
+
+def test_prune_leaves_folders_that_are_not_runs_of_their_own(rb):
+    """A copy of a run kept under another name (good-main-copy, 2025-release) was taken for
+    a run: deleted, or sorted after every run id, it used up the runs kept."""
+    out = rb / "runs"
+    for i in (1, 2, 3):
+        folder(out, rid(i))
+    for name in ("good-main-copy", "2025-release"):
+        folder(out, name)
+    result = prune_runs(out, rb / "history.sqlite", 1)
+    assert [r.run_id for r in result.deleted] == [rid(1), rid(2)]
+    assert (out / "good-main-copy").is_dir() and (out / "2025-release").is_dir()
 
 
 def test_baseline_run_ids_of_documents():
