@@ -976,6 +976,24 @@ def test_cases_csv_has_one_latency_column(tmp_path: Path) -> None:
         assert header[-2:] == ["outcome", "xfail_reason"] and len(row) == len(header)
 
 
+def test_cases_csv_cells_from_datasets_never_start_a_formula(tmp_path: Path) -> None:
+    """Ids, types and tags come from datasets anyone may publish: '=cmd|...' in a tag ran as
+    a formula (or a DDE call) in a spreadsheet. Numbers, negative ones too, stay numbers."""
+    import csv
+
+    from pytest_ragbench.report.files import write_cases_csv
+
+    rec = make_record("=1+1", metrics={"ndcg@10": -0.5}, type="@SUM(A1)",
+                      tags=["=cmd|' /C calc'!A0"], retriever="+x")
+    write_cases_csv(tmp_path / "c.csv", [rec])
+    with (tmp_path / "c.csv").open(newline="") as fh:
+        header, row = list(csv.reader(fh))
+    cell = dict(zip(header, row, strict=True))
+    assert (cell["case_id"], cell["type"], cell["tags"], cell["retriever"]) == (
+        "'=1+1", "'@SUM(A1)", "'=cmd|' /C calc'!A0", "'+x")
+    assert cell["ndcg@10"] == "-0.5"
+
+
 def test_readme_screenshot_shows_the_current_templates() -> None:
     import struct
 

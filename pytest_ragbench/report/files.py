@@ -48,6 +48,18 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
+#: What a spreadsheet reads as the start of a formula (or a DDE call) in a cell.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> str:
+    """A text cell that a spreadsheet shows as text: one starting like a formula gets a
+    leading ``'`` (ids, names, tags and messages come from datasets and components, which may
+    be anyone's; ``=cmd|' /C calc'!A0`` in a tag ran as a formula)."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """One row per case: identity, status, every metric (blank = NaN), latency, error, and
     how pytest reported the case.
@@ -70,17 +82,19 @@ def write_cases_csv(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(cols)
+        w.writerow([csv_text(c) for c in cols])
         for r in recs:
             m = r.get("metrics", {})
             w.writerow([
-                r["suite"], r["retriever"], r["case_id"], r.get("run", 0), r.get("status"),
-                r.get("type") or "", r.get("difficulty") or "", ";".join(r.get("tags") or []),
+                csv_text(r["suite"]), csv_text(r["retriever"]), csv_text(r["case_id"]),
+                r.get("run", 0), r.get("status"),
+                csv_text(r.get("type") or ""), csv_text(r.get("difficulty") or ""),
+                csv_text(";".join(r.get("tags") or [])),
                 *["" if m.get(n) is None else repr(float(m[n])) for n in metric_names],
                 *(["" if r.get("latency_ms") is None else r["latency_ms"]] if latency else []),
                 "" if r.get("n_relevant") is None else r["n_relevant"],
-                (r.get("error") or {}).get("message", ""),
+                csv_text((r.get("error") or {}).get("message", "")),
                 case_outcome(r),
-                xfail_reason(r) or "",
+                csv_text(xfail_reason(r) or ""),
             ])
     tmp.replace(path)
