@@ -8,7 +8,7 @@ import shutil
 import textwrap
 
 import pytest
-from conftest import BASE_INI, latest_run
+from conftest import BASE_INI, QUERIES, latest_run, write_jsonl
 from test_verdict_plugin import _history_rows, _outputs
 from test_xfail_outcome import KNOWN, check_known_failures
 
@@ -489,6 +489,47 @@ class Odd:
         if "milk" in query:
             raise RuntimeError(b"bad \\xe9 byte".decode("utf-8", "surrogateescape"))
         return [("d1", 1.0)]
+"""
+
+
+@pytest.mark.parametrize("system", ["retrievers", "pipelines"])
+def test_a_system_exit_raised_ahead_errors_its_own_case_only(pytester, mini_suite, system):
+    """A retriever's SystemExit, raised while the case before it retrieved ahead (answer
+    metrics make it look ahead), errored every case up to the one that raised it."""
+    pytester.makepyfile(exiting=EXITING)
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{**q, "answer": "grind"} for q in QUERIES])
+    component = ("retrievers: {ex: {type: 'exiting:Retriever'}}\nllm: {type: extractive}\n"
+                 if system == "retrievers" else "pipelines: {ex: {type: 'exiting:App'}}\n")
+    mini_suite("name: ex\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+               + component + "metrics: [recall@10, token_f1]\n")
+    result = pytester.runpytest(SUITE, "-p", "no:randomly")
+    result.assert_outcomes(passed=4, errors=1)
+    recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
+            .splitlines()]
+    (errored,) = [r for r in recs if r["status"] == "error"]
+    assert errored["case_id"] == "q4" and "SystemExit" in errored["error"]["message"]
+
+
+EXITING = """
+import sys
+
+
+class Retriever:
+    def index(self, corpus):
+        pass
+
+    def retrieve(self, query, k):
+        if "citric" in query:
+            sys.exit(5)
+        return [("d1", 1.0)]
+
+
+class App:
+    def answer(self, query):
+        if "citric" in query.text:
+            sys.exit(5)
+        return {"answer": "grind", "contexts": [{"id": "d1"}]}
 """
 
 

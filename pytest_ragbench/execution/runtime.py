@@ -432,7 +432,9 @@ class SuiteRuntime:
                 f"retrieve-{name}", call, limit, lambda: self._timeout_error(name, limit))
         except CaseError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # a SystemExit is a failure of its case, as pytest counts it in a test: raised
+            # while retrieving ahead it errored every case up to the one that raised it
             raise CaseError("retrieve", f"retriever {name!r} raised {type(exc).__name__}: {exc}",
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
@@ -842,7 +844,7 @@ class SuiteRuntime:
                                       "TimeoutError"))
         except CaseError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # see _timed
             raise CaseError("answer", f"pipeline {name!r} raised {type(exc).__name__}: {exc}",
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
