@@ -224,6 +224,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # for a run that ends without one
         config.pluginmanager.register(state.worker_exits, "ragbench-worker-exits")
         config.add_cleanup(state.worker_exits.reap)
+        from .crash_blame import CrashBlame
+
+        config.pluginmanager.register(CrashBlame(), "ragbench-crash-blame")
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")

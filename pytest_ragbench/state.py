@@ -28,6 +28,7 @@ from .worker_exits import WorkerExits
 if TYPE_CHECKING:
     from .budget import Coordinator, RunBudget
     from .datasets import Document
+    from .execution.ahead import AheadMarker
     from .execution.runtime import SuiteRuntime
     from .hosts import HostPaths
     from .suite.model import Suite
@@ -112,6 +113,8 @@ class RagbenchState:
         # xdist worker: the suites its controller validated (see suite/handoff.py)
         self._handed: dict[str, Any] = dict(workerinput.get(SUITES_INPUT) or {})
         self._runtimes: dict[str, SuiteRuntime] = {}
+        self._ahead: AheadMarker | None = None
+        self._ahead_made = False
         self._markers: set[str] = set()
         self._registered: set[tuple[str, str]] = set()
         self._components: dict[tuple[str, str], Any] = {}
@@ -234,6 +237,14 @@ class RagbenchState:
             except ComponentError as exc:
                 raise spec.error(suite.path, exc) from None
 
+    def _ahead_marker(self) -> AheadMarker | None:
+        """An xdist worker's marker of what its look-ahead is in (see crash_blame.py)."""
+        if not self._ahead_made:
+            from .crash_blame import worker_marker
+
+            self._ahead, self._ahead_made = worker_marker(self.config), True
+        return self._ahead
+
     def known_runtime(self, suite_id: str) -> SuiteRuntime | None:
         """The runtime of a suite this process collected (None: not one)."""
         return self._runtimes.get(suite_id)
@@ -249,6 +260,7 @@ class RagbenchState:
 
             runtime = SuiteRuntime(suite, suite_id, self.registry, ctx)
             runtime.run_budget = self.run_budget
+            runtime.ahead = self._ahead_marker()
             if suite_id in ((getattr(self.config, "workerinput", None) or {}).get(
                     WORKERINPUT_EXCHANGE) or ()):
                 # the controller gives the LLM work a head start: ask its exchange first

@@ -533,6 +533,30 @@ class App:
 """
 
 
+def test_a_crash_while_retrieving_ahead_is_charged_to_its_own_case(pytester, mini_suite):
+    """A worker that died retrieving ahead (a batch of the next queries) was charged to the
+    item it was reporting: innocent cases errored, each replacement worker crashed again on
+    the same query, and a second bad query used up xdist's restarts with cases never run."""
+    pytester.makepyfile(batching="""
+from overlap_retriever import Overlap
+
+
+class Batching(Overlap):
+    def retrieve_many(self, texts, k):
+        return [self.retrieve(t, k) for t in texts]
+""")
+    path = mini_suite(crash_on="milk")
+    path.write_text(path.read_text().replace("overlap_retriever:Overlap", "batching:Batching")
+                    .replace('"milk"', '"milk"\n    fail_on: ""'))
+    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed")) == (4, 1), result.stdout.str()
+    recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
+            .splitlines()]
+    assert sorted(r["case_id"] for r in recs) == ["q1", "q2", "q3", "q4", "q5"]
+    assert [r["case_id"] for r in recs if r["status"] == "error"] == ["q3"]
+
+
 def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite,
                                                                          capsys):
     # the name is the suite's own (baselines match it as written); the terminal's lines are

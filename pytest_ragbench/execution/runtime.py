@@ -52,6 +52,7 @@ from ..records import CaseRecord, add_answer, clean_float, make_record, relevant
 from ..registry import BuildContext, Registry
 from ..retrievers.hits import RankedHits
 from ..suite.model import ComponentSpec, Suite
+from .ahead import AheadMarker
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
 BATCH_LIMIT = 256
@@ -181,6 +182,8 @@ class SuiteRuntime:
         # What the suite's ``max_cost`` paid for before this run (the cases a resumed run
         # reuses; see :meth:`count_spent_before`).
         self._spent_before = 0.0
+        #: Where an xdist worker says which queries its look-ahead is in (see .ahead).
+        self.ahead: AheadMarker | None = None
         #: This process's role in the run's request exchange ("lead": the xdist controller's
         #: head start, "follow": a worker of a run that has one; None: no exchange).
         self.exchange_role: Literal["lead", "follow"] | None = None
@@ -520,9 +523,10 @@ class SuiteRuntime:
                     if len(ids) >= BATCH_LIMIT:
                         break
                     if cid not in ids and (name, cid) not in self._batched \
-                            and cid in self._queries:
+                            and cid in self._queries and self._may_look_ahead(cid):
                         ids.append(cid)
-                self._prefetch(name, retriever, ids, k)
+                with self._looking_ahead(ids):
+                    self._prefetch(name, retriever, ids, k)
             if key in self._batched:
                 return self._batched.pop(key)
         return self._timed(name, lambda: retriever.retrieve(query.text, k))
@@ -653,12 +657,13 @@ class SuiteRuntime:
         for cid, run in cases:
             key = (name, cid, run)
             if key in self._submitted or cid not in self._queries \
-                    or key in self._failed_retrievals:
+                    or key in self._failed_retrievals or not self._may_look_ahead(cid):
                 continue
             if (name, cid) not in self._retrieved:
                 try:
-                    raw, latency = self._retrieve(name, retriever, self._queries[cid],
-                                                  self.suite.k, upcoming)
+                    with self._looking_ahead([cid]):
+                        raw, latency = self._retrieve(name, retriever, self._queries[cid],
+                                                      self.suite.k, upcoming)
                     hits = self._check_hits(name, raw, self.suite.k)
                 except CaseError as exc:
                     self._failed_retrievals[key] = exc  # the run records it when it runs
@@ -874,14 +879,15 @@ class SuiteRuntime:
         ahead = {k for k in (*self._answered, *self._judging) if k[0] == name}
         for cid, run in cases:
             key = (name, cid, run)
-            if key in ahead or cid not in self._queries:
+            if key in ahead or cid not in self._queries or not self._may_look_ahead(cid):
                 continue
             if len(ahead) >= window:
                 break
             ahead.add(key)
             query = self._queries[cid]
             try:
-                asked = self._ask(name, instance, query)
+                with self._looking_ahead([cid]):
+                    asked = self._ask(name, instance, query)
             except CaseError as exc:
                 self._answered[key] = exc
                 continue
@@ -896,6 +902,16 @@ class SuiteRuntime:
             pipeline.submit_judgement(("judge", *key), query, output.answer, texts, judged,
                                       run=run)
             self._judging.add(key)
+
+    def _may_look_ahead(self, case_id: str) -> bool:
+        return self.ahead is None or self.ahead.allows(self.suite_id, case_id)
+
+    def _looking_ahead(self, case_ids: Sequence[str]) -> contextlib.AbstractContextManager[Any]:
+        """Say, while a component runs for these queries ahead of their items, that it does
+        (a crash there is then not blamed on the item being reported)."""
+        if self.ahead is None:
+            return contextlib.nullcontext()
+        return self.ahead.running(self.suite_id, case_ids)
 
     def _judged_metrics(self) -> list[str]:
         """The answer metrics handed to the suite's judge: all of them when one needs the

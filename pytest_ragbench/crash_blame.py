@@ -1,0 +1,89 @@
+"""xdist: a worker that dies in its look-ahead is not blamed on the item it was reporting.
+
+See :mod:`pytest_ragbench.execution.ahead`. Each worker keeps the queries its look-ahead is in
+(in a component: a retriever, a pipeline) in a file of a folder the controller made. When a
+worker dies while reporting an item and that file names other queries, the controller:
+
+- runs the item again (xdist's ``pytest_handlecrashitem``: the crash report becomes a rerun,
+  the item goes back to the pending ones), once: crashing again, it is the crashed case;
+- tells every worker started from then on (the crashed one's replacement) not to look ahead
+  into those queries: their cases run their components in their own item, where a crash is
+  charged to them, and a second bad query no longer costs a worker per case ahead of it.
+
+Only with a scheduler that can take an item back (xdist's ``load``, ``worksteal`` and the
+plugin's own); otherwise xdist's crash report stands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .execution.ahead import AheadMarker, query_key, read_marker
+from .scheduling import query_of
+
+#: workerinput keys: the markers' folder, and the queries not to look ahead into.
+WORKERINPUT_DIR = "ragbench_ahead_dir"
+WORKERINPUT_SKIP = "ragbench_no_ahead"
+
+
+def worker_marker(config: pytest.Config) -> AheadMarker | None:
+    """This xdist worker's marker (None in any other process)."""
+    given = getattr(config, "workerinput", None) or {}
+    folder, worker = given.get(WORKERINPUT_DIR), given.get("workerid")
+    if not isinstance(folder, str) or not isinstance(worker, str):
+        return None
+    return AheadMarker(Path(folder) / f"{worker}.ahead", given.get(WORKERINPUT_SKIP) or ())
+
+
+class CrashBlame:
+    """The controller's side (registered only where xdist starts workers)."""
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self.suspects: set[str] = set()
+        self._rerun: set[str] = set()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="ragbench-ahead-"))
+        node.workerinput[WORKERINPUT_DIR] = str(self._dir)
+        node.workerinput[WORKERINPUT_SKIP] = sorted(self.suspects)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport,
+                               sched: Any) -> bool | None:
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        if self._dir is None or gateway is None or crashitem in self._rerun:
+            return None
+        ahead = read_marker(self._dir / f"{gateway.id}.ahead")
+        own = query_key(crashitem.split("::", 1)[0], query_of(crashitem))
+        if not any(key != own for key in ahead):
+            return None  # it died in its own case (or nothing says otherwise)
+        try:
+            sched.mark_test_pending(crashitem)
+        except (NotImplementedError, AttributeError, ValueError):
+            return None  # this scheduler cannot take an item back
+        self._rerun.add(crashitem)
+        self.suspects.update(ahead)
+        report.outcome = "rerun"  # type: ignore[assignment]
+        report.longrepr = (f"{report.longrepr} while retrieving ahead for "
+                           f"{', '.join(sorted(ahead))}: run again")
+        setattr(report, "ragbench_rerun", True)  # noqa: B010 - a report attribute of ours
+        return True
+
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> Any:
+        if getattr(report, "ragbench_rerun", False):
+            return "rerun", "R", ("RERUN", {"yellow": True})
+        return None
+
+    def pytest_unconfigure(self) -> None:
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._dir)
