@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import CASE_KEY_FIELD, USER_PROPERTY, mark_expected_failure, valid_strings
+from .records import CASE_KEY_FIELD, USER_PROPERTY, mark_expected_failure, valid_record
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -184,7 +184,7 @@ class CaseItem(pytest.Item):
                                    upcoming_runs=self.upcoming_cases, on_error=on_error)
         # a component's text with a lone surrogate (an id, an error message) would stop the
         # writer of cases.jsonl, or a worker's report to the controller
-        rec = valid_strings(rec)
+        rec = valid_record(rec)
         if self.xfail_reason is not None:
             mark_expected_failure(rec, self.xfail_reason, applied=self._xfail_applied())
         if self.case_key is not None:

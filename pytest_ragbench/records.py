@@ -266,6 +266,32 @@ def valid_text(text: str) -> str:
     return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
+def valid_record(rec: Any) -> Any:
+    """``rec`` as :func:`valid_strings` makes it, looked through first without building
+    anything (a seventh of the rebuild's time on a record of 100 documents)."""
+    return valid_strings(rec) if _holds_lone_surrogate(rec) else rec
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    # exact types first: an ABC check per value cost more than the rest of the walk
+    kind = type(value)
+    if kind is str:
+        return not value.isascii() and _LONE_SURROGATE.search(value) is not None
+    if kind is float or kind is int or kind is bool or value is None:
+        return False
+    if kind is dict or isinstance(value, Mapping):
+        for k, v in value.items():
+            if _holds_lone_surrogate(k) or _holds_lone_surrogate(v):
+                return True
+        return False
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        for v in value:
+            if _holds_lone_surrogate(v):
+                return True
+        return False
+    return isinstance(value, str) and _holds_lone_surrogate(str(value))
+
+
 def valid_strings(value: Any) -> Any:
     """``value`` (plain JSON data) with :func:`valid_text` applied to every string, keys
     included; the same object when none holds a lone surrogate."""

@@ -51,6 +51,8 @@ def query_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float |
     sample, not N. None when no repetition could compute it (counted as NaN); a query whose
     every repetition errored before it measured anything is left out.
     """
+    if not any(r.get("run") for r in recs):
+        return metric_values(recs, metric)  # one run per query: nothing to average
     per_query: dict[str, list[float | None]] = {}
     for r in recs:
         v = r["metrics"].get(metric)
