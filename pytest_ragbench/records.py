@@ -280,15 +280,10 @@ def _holds_lone_surrogate(value: Any) -> bool:
     if kind is float or kind is int or kind is bool or value is None:
         return False
     if kind is dict or isinstance(value, Mapping):
-        for k, v in value.items():
-            if _holds_lone_surrogate(k) or _holds_lone_surrogate(v):
-                return True
-        return False
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v)
+                   for k, v in value.items())
     if kind is list or kind is tuple or isinstance(value, list | tuple):
-        for v in value:
-            if _holds_lone_surrogate(v):
-                return True
-        return False
+        return any(_holds_lone_surrogate(v) for v in value)
     return isinstance(value, str) and _holds_lone_surrogate(str(value))
 
 
