@@ -279,11 +279,17 @@ def _holds_lone_surrogate(value: Any) -> bool:
         return not value.isascii() and _LONE_SURROGATE.search(value) is not None
     if kind is float or kind is int or kind is bool or value is None:
         return False
+    # plain loops: any() over a generator took half as long again, per record
     if kind is dict or isinstance(value, Mapping):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v)
-                   for k, v in value.items())
+        for k, v in value.items():  # noqa: SIM110
+            if _holds_lone_surrogate(k) or _holds_lone_surrogate(v):
+                return True
+        return False
     if kind is list or kind is tuple or isinstance(value, list | tuple):
-        return any(_holds_lone_surrogate(v) for v in value)
+        for v in value:  # noqa: SIM110
+            if _holds_lone_surrogate(v):
+                return True
+        return False
     return isinstance(value, str) and _holds_lone_surrogate(str(value))
 
 
