@@ -417,6 +417,10 @@ NUMBERS: list[Case] = [
          "*suite.yaml:14: llm.params.model: set by ragbench*llm.model*", {}),
         ("params-n", sub(OPENAI_SUITE, "temperature: 0", "n: 3"),
          "*suite.yaml:14: llm.params.n: *only the first*", {}),
+        ("params-n-true", sub(OPENAI_SUITE, "temperature: 0", "n: true"),
+         "*suite.yaml:14: llm.params.n: *only the first*", {}),
+        ("params-max-tokens-exponent", sub(OPENAI_SUITE, "temperature: 0", "max_tokens: 6e4"),
+         "*suite.yaml:14: llm.params.max_tokens: expected a number, got the text '6e4'*", {}),
         # YAML 1.1 reads 6e4 (no dot, no exponent sign) as text
         ("rpm-exponent-text", sub(OPENAI_SUITE, "  concurrency: 4", "  rpm: 6e4"),
          "*suite.yaml:15: llm.rpm: expected a number, got the text '6e4'*write 60000*", {}),

@@ -244,6 +244,11 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+#: Request parameters of OpenAI-compatible chat and embedding APIs that take a number.
+_NUMERIC_PARAMS = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p",
+                             "seed", "presence_penalty", "frequency_penalty", "dimensions"})
+
+
 def _request_params(params: dict[str, Any]) -> dict[str, Any]:
     # the client builds each request's model, messages and input itself, and reads one whole
     # JSON reply with one choice: these keys in ``params`` were overridden or broke every reply
@@ -254,9 +259,12 @@ def _request_params(params: dict[str, Any]) -> dict[str, Any]:
         if key == "stream" and value is not False:
             raise fail("streamed replies are not supported: ragbench reads each reply whole "
                        "(remove the key)", key)
-        if key == "n" and value != 1:
+        if key == "n" and (isinstance(value, bool) or value != 1):
             raise fail(f"only the first of the choices is read, and each one is paid for: "
                        f"remove the key (got {value!r})", key)
+        if key in _NUMERIC_PARAMS and isinstance(value, str):
+            # sent as the text, every request was refused (400)
+            raise fail(f"expected a number, got {_describe(value)}", key)
     return params
 
 
