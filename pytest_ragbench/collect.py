@@ -191,8 +191,10 @@ class CaseItem(pytest.Item):
             rec[CASE_KEY_FIELD] = self.case_key
         self.stash[RECORD_KEY] = rec
         for name, value in rec["metrics"].items():
-            # Per-metric properties so --junitxml carries the scores.
-            self.user_properties.append((f"{USER_PROPERTY}.{name}", value))
+            # Per-metric properties so --junitxml carries the scores (a score that could not
+            # be computed as "nan", as the gates' properties say it, not Python's "None")
+            self.user_properties.append((f"{USER_PROPERTY}.{name}",
+                                         "nan" if value is None else value))
         if rec["status"] == "error":
             if raised and (self._shows_traceback() or self.config.getoption("usepdb", False)):
                 from .execution.runtime import user_traceback

@@ -635,3 +635,15 @@ def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
     """)
     result = pytester.runpytest_subprocess("-p", "no:hypothesispytest")
     result.assert_outcomes(passed=1)
+
+
+def test_junit_says_nan_for_a_score_that_could_not_be_computed(pytester, mini_suite):
+    """A query without labels has no ndcg: junit said value="None" beside the gates' "nan"."""
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{k: v for k, v in q.items() if k != "relevant" or q["_id"] != "q1"}
+                 for q in QUERIES])
+    mini_suite()
+    pytester.runpytest(SUITE, "--junitxml=out.xml")
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'value="None"' not in xml
+    assert '<property name="ragbench_record.ndcg@10" value="nan"' in xml

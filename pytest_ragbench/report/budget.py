@@ -1,8 +1,9 @@
 """The run budget's figures as the terminal, summary.json and the HTML report's run details
 show them: spend per cost cap, and per LLM pool its requests, concurrency and the adaptive
 level reached. Plain data in, plain data out (a renderer importing the budget package would
-load its client and server). They depend on timing, so summary.md, the same with and without
-``-n``, leaves them out."""
+load its client and server). The pools' figures depend on timing, so summary.md, the same with
+and without ``-n``, shows only the spend against each cap (which depends on timing too once a
+cap is reached: which cases were refused does)."""
 
 from __future__ import annotations
 

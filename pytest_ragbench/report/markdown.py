@@ -158,7 +158,8 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
         if level == "short":
             continue
         if table.hidden:
-            lines += [f"{len(table.hidden)} more metrics in the full summary "
+            lines += [f"{len(table.hidden)} more metric{'' if len(table.hidden) == 1 else 's'}"
+                      f" in the full summary "
                       f"(`--ragbench-summary=full`): "
                       f"{', '.join(_cell(m) for m in table.hidden)}.", ""]
         if table.errors:
@@ -274,7 +275,8 @@ def _baseline_head(base: Mapping[str, Any]) -> list[str]:
 def _budget(summary: Mapping[str, Any]) -> list[str]:
     """The run's spend against each ``max_cost``, as the terminal says it (a run stopped by
     its cap says so). Not the pools: their figures (in flight, throttled, the adaptive
-    level) depend on timing, and this file is the same with and without ``-n``."""
+    level) depend on timing, and this file is the same with and without ``-n`` (but for a
+    run stopped by its cap, whose refused cases depend on timing too)."""
     report = (summary.get("run") or {}).get("budget")
     if not isinstance(report, Mapping):
         return []

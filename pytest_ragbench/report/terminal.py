@@ -160,7 +160,8 @@ def table_notes(table: SuiteTable) -> list[str]:
         names = ", ".join(table.hidden)
         if len(names) > 60:
             names = names[:57].rsplit(", ", 1)[0] + ", ..."
-        lines.append(f"  {len(table.hidden)} more metrics ({_MORE}): {names}")
+        more = f"{len(table.hidden)} more metric{'' if len(table.hidden) == 1 else 's'}"
+        lines.append(f"  {more} ({_MORE}): {names}")
     if table.n_no_relevant:
         lines.append(f"  {_no_relevant(table.n_no_relevant)} in the labels (scored 0, as "
                      "trec_eval does)")

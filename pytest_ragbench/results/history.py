@@ -424,8 +424,8 @@ class RunHistory:
         if rows:
             return str(rows[0][0])
         (count, lo, hi), = self._query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM runs")
-        held = (f"it holds {count} runs, numbered {lo} to {hi}" if count
-                else "it holds no run yet")
+        held = ("it holds no run yet" if not count else f"it holds run {lo}" if count == 1
+                else f"it holds {count} runs, numbered {lo} to {hi}")
         raise HistoryError(f"{self.path}: no run number {number} in the run history ({held}; "
                            "'ragbench history' lists them)")
 
