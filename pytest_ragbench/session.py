@@ -75,6 +75,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _stopped_at_maxfail(config: pytest.Config) -> bool:
+    """Whether xdist's controller stopped the run at ``-x`` / ``--maxfail`` (and nothing else
+    asked it to stop: a Ctrl-C, a worker's keyboard interrupt)."""
+    dsession = config.pluginmanager.get_plugin("dsession")
+    stop = getattr(dsession, "shouldstop", None)
+    return isinstance(stop, str) and stop.startswith("stopping after ")
+
+
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus random hex."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -600,6 +608,11 @@ class RagbenchSession:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
 
+        if (int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+                and _stopped_at_maxfail(self.config)):
+            # -x / --maxfail under xdist: xdist stops the run as an interruption (exit 2,
+            # "the run was interrupted"), where -n 0 stops it as failed (exit 1)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED):
             # A case whose record came with its setup report and whose call (where its
             # failure is raised) was interrupted by a Ctrl-C, or the SIGTERM the controller

@@ -479,3 +479,16 @@ def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, m
     assert gate_result["note"] == said and gate_result["passed"] is False
     assert said in md and said in html and said in (pytester.path / "out.xml").read_text()
     assert "margin nan" not in md + html + result.stdout.str()
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_x_stops_a_run_as_failed_at_any_n(pytester, mini_suite, workers):
+    """Under xdist -x stopped the run as an interruption (exit 2, "the run was
+    interrupted"); at -n 0 as failed (exit 1)."""
+    path = mini_suite(drop="d4,d6")
+    path.write_text(path.read_text() + THRESHOLD)
+    result = pytester.runpytest(SUITE, "-x", "-p", "no:randomly", *workers)
+    assert result.ret == 1
+    summary, _, _ = _outputs(pytester)
+    kinds = [r["kind"] for r in summary["verdict"]["reasons"] if r["fails"]]
+    assert kinds == ["items_failed"]
