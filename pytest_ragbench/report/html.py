@@ -989,8 +989,15 @@ def write_html(
     """Render with :func:`render_html` and write atomically to ``path``; returns ``path``."""
     html = render_html(summary, records, history=history, doc_text=doc_text,
                        template_cache=template_cache)
+    if path.is_dir():
+        # said before a megabyte is written beside it, as the OS says it
+        raise IsADirectoryError(21, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a megabyte left beside the path that failed
+        raise
     return path
