@@ -120,6 +120,11 @@ def test_compare_history_runs(files, capsys):
     out = capsys.readouterr().out
     assert "20250101-a" in out and "trend of ndcg@10" in out
     assert main(["history", "--db", "nowhere.sqlite"]) == 2
+    # a metric or a suite the history does not know is a typo: a usage error, said
+    assert main(["history", "--metric", "ndgc@10"]) == 2
+    assert "metric 'ndgc@10' is not in the history" in capsys.readouterr().out
+    assert main(["history", "--suite", "nope"]) == 2
+    assert main(["history", "--metric", "ndcg@10"]) == 0
 
 
 def test_report_subcommand_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -63,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # names from the suites (a suite name may hold a line break): one line each
     print("\n".join(one_line(line) for line in lines))
-    return EXIT_OK
+    # a --metric or --suite the history does not know is a typo, as a bad --gate is
+    unknown = (lines[-1].startswith(f"metric {args.metric!r} is not in the history")
+               if args.metric is not None else False) or (
+        args.suite is not None and lines[0].startswith("no runs in "))
+    return EXIT_USAGE if unknown else EXIT_OK
 
 
 def _prune(db: Path, out_dir: Path, keep: int) -> int:
