@@ -450,6 +450,16 @@ def ragbench_record(request: pytest.FixtureRequest,
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    if call.when == "setup":
+        callspec = getattr(item, "callspec", None)
+        ref = next((v for v in (callspec.params.values() if callspec is not None else ())
+                    if isinstance(v, CaseRef)), None)
+        if ref is not None:
+            from .state import IDENTITY_ATTR
+
+            setattr(report, IDENTITY_ATTR, {"suite": item.nodeid.split("[", 1)[0],
+                                            "retriever": ref.retriever,
+                                            "case_id": ref.case_id})
     if call.when == "call":
         recorder = item.stash.get(RECORDER_KEY, None)
         if recorder is not None:

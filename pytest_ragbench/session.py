@@ -58,7 +58,7 @@ from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .sigterm import replace_sigterm
-from .state import COLLECTED_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
+from .state import COLLECTED_ATTR, IDENTITY_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
 from .suite.files import case_matcher
 
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
@@ -181,6 +181,8 @@ class RagbenchSession:
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
         self.collected: dict[str, int] = {}
+        # node id -> the suite, system and case of a hand-written test (fixtures.py)
+        self._identities: dict[str, dict[str, Any]] = {}
         # the case totals run.json holds (None: not written)
         self._run_json_totals: dict[str, int] | None = None
         # Suite id -> the spec aggregation needs (None: the suite file could not be read),
@@ -288,9 +290,24 @@ class RagbenchSession:
                 report.nodeid)
         if self.resume is not None:
             self._resumed(report)
+        identity = getattr(report, IDENTITY_ATTR, None)
+        if isinstance(identity, dict):
+            self._identities[report.nodeid] = identity
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict):
             self._add(report.nodeid, rec)
+        elif (report.failed and report.nodeid not in self.records
+                and report.nodeid in self._identities):
+            # a hand-written test of a suite's case that died without its record (a crashed
+            # worker): an error of that case, as for a collected one
+            ident = self._identities[report.nodeid]
+            message = str(report.longrepr).strip().splitlines()
+            self._add(report.nodeid, error_record(
+                suite=str(ident["suite"]), retriever=str(ident["retriever"]),
+                case_id=str(ident["case_id"]),
+                message=message[-1] if message else "the case failed without a record",
+                stage="crash" if report.when not in ("setup", "call", "teardown")
+                else report.when))
         elif report.failed and report.nodeid not in self.records and self._is_case(report.nodeid):
             # The case died before producing a record (a crashed worker, a bug): keep it as an
             # error so it is counted, not lost.

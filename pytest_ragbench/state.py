@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 STATE_KEY = pytest.StashKey["RagbenchState"]()
 REPORT_ATTR = "ragbench_record"
+#: The setup report's attribute naming the case a hand-written test runs (fixtures.py): a
+#: worker that crashes in the test sends no record, and the controller records the crash.
+IDENTITY_ATTR = "ragbench_case_identity"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"

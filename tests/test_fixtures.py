@@ -286,3 +286,27 @@ def test_embedder_fixture_from_ini_and_missing_configuration(project):
     result = project.runpytest("test_hand.py")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*ragbench_llm: no llm configured*"])
+
+
+def test_a_hand_written_case_that_crashes_its_worker_is_an_error_record(pytester, mini_suite):
+    """A worker that died in a hand-written test of a suite's case sent no record: the case
+    was missing from cases.jsonl and the tables while the verdict counted its error."""
+    mini_suite()
+    pytester.makepyfile(test_hand="""
+        import os
+        import pytest
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        def test_hand(ragbench_case, ragbench_retriever, ragbench_record):
+            if ragbench_case.id == "q3":
+                os._exit(7)
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+    """)
+    result = pytester.runpytest("test_hand.py", "-n", "2", "-p", "no:randomly")
+    assert result.parseoutcomes().get("failed") == 1
+    run = pytester.path / ".ragbench" / "runs" / "latest"
+    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+    assert sorted(r["case_id"] for r in recs) == ["q1", "q2", "q3", "q4", "q5"]
+    (crashed,) = [r for r in recs if r["status"] == "error"]
+    assert crashed["case_id"] == "q3" and crashed["retriever"] == "overlap"
+    assert "crashed" in crashed["error"]["message"]
