@@ -31,6 +31,7 @@ from .registry import Registry
 from .resuming import CaseResume
 from .state import (
     COLLECTED_ATTR,
+    IDENTITY_ATTR,
     REPORT_ATTR,
     RUN_START_INPUT,
     STATE_KEY,
@@ -102,7 +103,10 @@ class _ControllerStart:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         rec = getattr(report, REPORT_ATTR, None)
-        if not isinstance(rec, dict):
+        # a hand-written test of a suite's case says so in its setup report, before any
+        # record: its worker may crash in the test, and the session records that crash
+        if not isinstance(rec, dict) and not isinstance(getattr(report, IDENTITY_ATTR, None),
+                                                        dict):
             if self.session is None and report.failed:
                 self._failed.append(report)
             return
@@ -115,7 +119,8 @@ class _ControllerStart:
                 session.pytest_runtest_logreport(earlier)
             session.pytest_runtest_logreport(report)
             self._node_ids, self._failed = [], []
-        self.config.hook.pytest_ragbench_case_result(record=rec, config=self.config)
+        if isinstance(rec, dict):
+            self.config.hook.pytest_ragbench_case_result(record=rec, config=self.config)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
