@@ -250,6 +250,10 @@ def pytest_configure(config: pytest.Config) -> None:
             from .headstart import install
 
             state.head_start = install(config, state)
+            if state.head_start is not None:
+                # its requests go out before the workers have collected: a SIGTERM then
+                # ended the run with the signal's exit status (143), no summary, no record
+                starter.session.catch_sigterm()
         from .report.progress import ProgressReporter
 
         config.pluginmanager.register(ProgressReporter(config, state.budget_totals),

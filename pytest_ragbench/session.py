@@ -448,6 +448,11 @@ class RagbenchSession:
         if why is not None:
             refuse(f"folder {folder} is not writable ({why})")
 
+    def catch_sigterm(self) -> None:
+        """Let SIGTERM end the run as Ctrl-C does from now on (before collection: the
+        controller's head start sends requests while the workers boot)."""
+        self._sigterm.install()
+
     def _run_started(self, suite_ids: list[str]) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline
         against them, and let SIGTERM end the run as Ctrl-C does."""

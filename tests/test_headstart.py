@@ -542,3 +542,35 @@ cache: {{mode: "off"}}
     # ended it before it had answered anything)
     exchange = json.loads(pytester.path.joinpath("exchange.json").read_text())
     assert exchange["published"] == exchange["delivered"] == 4
+
+
+def test_a_sigterm_while_the_head_start_runs_ends_the_run_as_interrupted(
+        pytester: pytest.Pytester) -> None:
+    """The head start's requests go out while the workers boot, before the run caught
+    SIGTERM: a CI cancel then killed the controller (exit 143, no summary, workers left)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_jsonl(pytester.path / "corpus.jsonl",
+                [{"_id": f"d{i}", "text": f"passage {i} about topic {i}"} for i in range(20)])
+    write_jsonl(pytester.path / "queries.jsonl",
+                [{"_id": f"q{i}", "text": f"topic {i % 20}", "relevant": {f"d{i % 20}": 1},
+                  "answer": "passage"} for i in range(40)])
+    with FakeOpenAIServer(latency=0.5) as server:
+        pytester.path.joinpath("suite.yaml").write_text(
+            "name: s\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+            "retrievers: {bm25: {}}\nmetrics: [ndcg@10, token_f1]\n"
+            f"llm: {{type: openai, base_url: '{server.base_url}', model: m, concurrency: 4}}\n"
+            "cache: off\n")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "--ragbench=suite.yaml", "-n", "2", "-q",
+             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while server.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the head start's first request: the workers still boot
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
