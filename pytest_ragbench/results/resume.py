@@ -52,6 +52,7 @@ from .runfolder import (
     SUMMARY_JSON,
     RecordsFileError,
     is_run_folder,
+    is_running,
     read_jsonl,
 )
 
@@ -475,6 +476,8 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
     of these suites is the one to finish, not an older one it superseded)."""
     wanted = set(suite_ids)
     for folder in folders:
+        if is_running(folder):
+            continue  # another run of these suites, still going beside this one
         if run_suites(folder) & wanted:
             if unfinished_only and not is_unfinished(folder):
                 return None

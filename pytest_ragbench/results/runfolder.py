@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,7 +232,30 @@ def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | 
         doc["resumed_from"] = resumed_from
     if clock is not None:
         doc["clock"] = clock
+    # who runs it: a resume started beside it must not take a run still going for a stopped one
+    doc["process"] = {"pid": os.getpid(), "host": socket.gethostname()}
     return doc
+
+
+def is_running(folder: Path) -> bool:
+    """Whether a run folder's run is still going: no ``summary.json`` yet, and the process
+    its ``run.json`` names is alive on this host (another than this one)."""
+    if (folder / SUMMARY_JSON).exists():
+        return False
+    try:
+        doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+        pid, host = int(doc["process"]["pid"]), str(doc["process"]["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, owned by someone else
+    return True
 
 
 def read_run_start(path: Path) -> tuple[dict[str, Any], dict[str, SuiteSpec | None],

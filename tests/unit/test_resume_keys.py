@@ -353,3 +353,24 @@ def test_the_resume_line():
         "resumed from R: 1 case reused, 4 run (4 not reused: 3 suite 's' dataset changed; "
         "1 errored)")
     assert resume_line({"from": None}).startswith("ragbench: nothing to resume")
+
+
+def test_the_default_run_is_never_one_still_going(tmp_path: Path):
+    """A resume started beside a running run of the same suites took it for a stopped one:
+    93 cases "reused" while it still ran, then both stored as complete runs."""
+    import socket
+    import subprocess
+    import sys
+
+    folder = _write_run(tmp_path, "20260102T000000Z-bbbbbb", [_rec("q1")])  # no summary yet
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        doc = json.loads((folder / "run.json").read_text())
+        doc["process"] = {"pid": child.pid, "host": socket.gethostname()}
+        (folder / "run.json").write_text(json.dumps(doc))
+        assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
+    finally:
+        child.kill()
+        child.wait()
+    picked = pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True)
+    assert picked is not None and picked.run_id == "20260102T000000Z-bbbbbb"
