@@ -631,3 +631,31 @@ def test_failed_requests_are_counted_and_said_in_the_pool_line() -> None:
     (line,) = budget_lines(budget_report(h.core.totals()))
     assert line.endswith("1 throttled (429), 0 timed out, 2 failed (an HTTP error or no "
                          "answer) (concurrency 2)")
+
+
+def test_a_tripped_pool_refuses_every_process_until_its_breaker_may_probe() -> None:
+    """Each worker's circuit breaker let its own failures through: a dead endpoint took N
+    times as many requests at -n N. One process's open breaker now holds for the run."""
+    h = Harness()
+    h.declare(concurrency=4)
+    h.send("gw0", {"op": "trip", "key": "p", "seconds": 30.0, "message": "503 x5"})
+    refused = h.acquire("gw1")
+    reply = h.replies[("gw1", refused)]
+    assert reply["error"] == "circuit" and "503 x5" in reply["message"]
+    assert reply["retry_in"] == pytest.approx(30.0)
+    h.advance(30.0)
+    assert h.granted(h.acquire("gw1"), "gw1")  # past it, a probe goes out
+
+
+def test_consecutive_faults_of_every_process_open_the_runs_breaker() -> None:
+    h = Harness()
+    h.declare(concurrency=4)
+    fault = [3, 10.0, "HTTP 503"]
+    for owner in ("gw0", "gw1"):
+        h.release(h.acquire(owner), owner, outcome="error", fault=fault)
+    h.release(h.acquire("gw0"), "gw0", outcome="ok")  # the endpoint answered: count again
+    for owner in ("gw0", "gw1", "gw0"):
+        h.release(h.acquire(owner), owner, outcome="error", fault=fault)
+    refused = h.acquire("gw1")
+    assert h.replies[("gw1", refused)]["error"] == "circuit"
+    assert "HTTP 503, 3 consecutive failures" in h.replies[("gw1", refused)]["message"]

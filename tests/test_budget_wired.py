@@ -591,3 +591,21 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
         total = spent()
         assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
         assert summary(pytester.path)["run"]["budget"]["spent"] == pytest.approx(total)
+
+
+def test_a_dead_endpoint_gets_one_breakers_worth_of_requests_at_any_n(
+        pytester: pytest.Pytester, dataset: Any) -> None:
+    """Without the head start (a custom retriever) every worker had its own circuit
+    breaker: a dead endpoint took twice the requests at -n 2 (four times at -n 4)."""
+    from pytest_ragbench.llm.testing import Fault
+
+    counts = {}
+    for workers in (["-p", "no:xdist"], ["-n", "2"]):
+        with FakeOpenAIServer(latency=0.01, reply=reply) as server:
+            server.set_default(Fault.server_error(503))
+            dataset(server.base_url, "  concurrency: 1", retries=0, name="dead.yaml")
+            pytester.runpytest("--ragbench=dead.yaml", *workers)
+            counts[workers[-1]] = server.count(CHAT_PATH)
+    # the breaker opens after 5 consecutive failures; with one slot nothing else is in flight
+    assert counts["no:xdist"] == 5
+    assert counts["2"] <= counts["no:xdist"] + 1, counts

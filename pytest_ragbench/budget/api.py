@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from ..llm.base import LLMError
+from ..llm.resilience import CircuitOpenError
 from ..llm.usage import BudgetExceeded
 from .limits import PoolLimits
 
@@ -46,6 +47,10 @@ def _raise_for(reply: dict[str, Any]) -> dict[str, Any]:
         raise BudgetExceeded(message)
     if reply.get("error") == "lost":
         raise CoordinatorError(message)
+    if reply.get("error") == "circuit":
+        retry_in = reply.get("retry_in")
+        raise CircuitOpenError(message, float(retry_in) if isinstance(retry_in, int | float)
+                               else None)
     raise BudgetError(message)
 
 
@@ -91,6 +96,7 @@ class Lease:
         retry_after: float | None = None,
         tokens_used: int | None = None,
         usd: float | None = None,
+        fault: tuple[int, float, str] | None = None,
     ) -> None:
         """Give the slot back. Never blocks; safe to call during cancellation; idempotent.
 
@@ -100,7 +106,10 @@ class Lease:
         real token count, settling the estimate given to :meth:`RunBudget.acquire`. ``usd``:
         the call's cost, charged to the acquire's ``cost_key`` in the same step as the slot
         is freed; prefer it to a later :meth:`RunBudget.charge`, which lets requests be
-        admitted while a finished call's cost is still unknown.
+        admitted while a finished call's cost is still unknown. ``fault``: the attempt failed
+        on the endpoint's account (a 5xx, no answer): ``(threshold, seconds, why)`` of the
+        caller's circuit breaker, which the run's pool keeps for every process together (a
+        release of an answered attempt without it counts as the endpoint alive).
         """
         if self.released:
             return
@@ -112,6 +121,8 @@ class Lease:
             message["tokens_used"] = int(tokens_used)
         if usd is not None:
             message["usd"] = float(usd)
+        if fault is not None:
+            message["fault"] = [int(fault[0]), float(fault[1]), str(fault[2])[:300]]
         self._budget._post(message)
 
     async def __aenter__(self) -> Lease:
@@ -267,6 +278,11 @@ class RunBudget(ABC):
     def check_cost_sync(self, key: str) -> None:
         """:meth:`check_cost` for synchronous callers (one local round trip)."""
         self._call_sync(self._counting({"op": "check_cost", "key": key}))
+
+    def trip(self, key: str, seconds: float, message: str) -> None:
+        """Say that this process's circuit breaker opened on pool ``key``'s endpoint: every
+        process's requests to it fail fast for ``seconds``. Never blocks."""
+        self._post({"op": "trip", "key": key, "seconds": float(seconds), "message": message})
 
     def charge(self, key: str, usd: float) -> None:
         """Add ``usd`` spent to cap ``key``. Never blocks."""

@@ -126,6 +126,7 @@ class _Pool:
     timer: TimerHandle | None = None
     timer_at: float = math.inf
     longest: float = 0.0  # the longest a granted request has run until its release
+    faults: int = 0  # consecutive attempts that failed on the endpoint's account, run-wide
     held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
@@ -217,6 +218,8 @@ class BudgetCore:
         # owners are never reused: a message from a dropped one (posted before its drop was
         # known) would hold a slot or a key nobody gives back
         self._dropped: set[Hashable] = set()
+        # pool -> (until, why): a process's circuit breaker opened on the pool's endpoint
+        self._tripped: dict[str, tuple[float, str]] = {}
         self.exchange = Exchange(call_later)
 
     # -- entry point ------------------------------------------------------------
@@ -235,10 +238,14 @@ class BudgetCore:
           attempt timeout): if its owner leaves the run (a crashed worker), its slot stays
           taken that long after the grant (at most twice the longest any request of the pool
           ran, at least 1 s), as the endpoint may still be answering it.
-        - ``release {lease, outcome, retry_after, tokens_used, usd}``: ends a lease, or
+        - ``release {lease, outcome, retry_after, tokens_used, usd, fault}``: ends a lease, or
           withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
           ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
         - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
+        - ``trip {key, seconds, message}``: a process's circuit breaker opened on the pool's
+          endpoint: for ``seconds`` every acquire of the pool is answered ``{ok: false,
+          error: "circuit", message, retry_in}`` (one breaker for the run: each worker's own
+          let through its own failures first, N times as many on a dead endpoint).
         - ``claim {id, key, consume[, scope]}``, ``publish {claim, value}``, ``unclaim
           {claim, done}``: the request exchange (:mod:`.exchange`); a claim is answered
           ``{id, ok, state}`` (``mine``, ``taken``, ``withdrawn``, or ``done`` with
@@ -286,6 +293,10 @@ class BudgetCore:
                 answer({"ok": True})
             elif op == "declare":
                 self._declare(str(message["key"]), PoolLimits.from_dict(message["limits"]))
+                answer({"ok": True})
+            elif op == "trip":
+                self._trip(str(message["key"]), float(message["seconds"]),
+                           str(message.get("message") or "the endpoint keeps failing"))
                 answer({"ok": True})
             elif op == "declare_cost":
                 self._declare_cost(str(message["key"]), float(message["max_cost"]),
@@ -420,11 +431,24 @@ class BudgetCore:
 
     # -- slots and rates ------------------------------------------------------------
 
+    def _trip(self, key: str, seconds: float, why: str) -> None:
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"seconds must be a finite number > 0, got {seconds}")
+        until = self._clock() + seconds
+        if until > self._tripped.get(key, (0.0, ""))[0]:
+            self._tripped[key] = (until, why)
+
     def _acquire(self, owner: Hashable, message: dict[str, Any], answer: Reply) -> None:
         key = str(message["key"])
         pool = self._pools.get(key)
         if pool is None:
             answer({"ok": False, "error": "invalid", "message": f"pool {key!r} was never declared"})
+            return
+        tripped = self._tripped.get(key)
+        if tripped is not None and self._clock() < tripped[0]:
+            answer({"ok": False, "error": "circuit", "retry_in": tripped[0] - self._clock(),
+                    "message": f"circuit open (opened by another process of the run): "
+                               f"{tripped[1]}"})
             return
         cost_key = message.get("cost_key")
         if cost_key is not None:
@@ -459,10 +483,24 @@ class BudgetCore:
             if waiter.cost_key is None:
                 raise ValueError("usd given for a lease acquired without a cost_key")
             self._charge(waiter.cost_key, float(usd))
+        self._count_fault(waiter.pool, outcome, message.get("fault"))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),
                   None if tokens_used is None else float(tokens_used))
         self._pump(waiter.pool)
+
+    def _count_fault(self, pool: _Pool, outcome: str, fault: Any) -> None:
+        """The run's circuit breaker of the pool: consecutive failures on the endpoint's
+        account, whichever process sent them, open it at the callers' threshold (each
+        worker's own breaker counted only its own: N times as many requests at -n N)."""
+        if isinstance(fault, list) and len(fault) == 3:
+            pool.faults += 1
+            threshold, seconds, why = int(fault[0]), float(fault[1]), str(fault[2])
+            if pool.faults >= threshold > 0:
+                pool.faults = 0
+                self._trip(pool.key, seconds, f"{why}, {threshold} consecutive failures")
+        elif outcome != "aborted":
+            pool.faults = 0  # the endpoint answered
 
     def _end(self, waiter: _Waiter, outcome: str, retry_after: float | None,
              tokens_used: float | None) -> None:

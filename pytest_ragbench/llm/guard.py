@@ -292,7 +292,10 @@ class CallGuard:
             lease.release("timeout" if deadline.expired() else "aborted")
             raise
         if outcome.failure is not None:
-            lease.release(outcome.failure.outcome, retry_after=outcome.failure.retry_after)
+            failure = outcome.failure
+            lease.release(failure.outcome, retry_after=failure.retry_after, fault=(
+                (self._breaker.failure_threshold, self._breaker.reset_timeout,
+                 f"{failure.message}; {self.name}") if failure.endpoint_fault else None))
             return outcome
         used: int | None = None
         usd: float | None = None

@@ -304,7 +304,8 @@ class _OpenAIEndpoint:
         try:
             sent = await self._send(url, body)
             if isinstance(sent, _Attempt):
-                lease.release(outcome_of(None, timed_out=sent.timed_out))
+                lease.release(outcome_of(None, timed_out=sent.timed_out),
+                              fault=self._fault(sent))
                 return sent
             outcome = self._interpret(sent, parse)
         except BaseException:
@@ -323,8 +324,16 @@ class _OpenAIEndpoint:
                 # finished call's cost is still unknown
                 usd = self._cost_of(Usage(prompt, completion, 1))
         lease.release(outcome_of(outcome.status), retry_after=outcome.retry_after,
-                      tokens_used=tokens, usd=usd)
+                      tokens_used=tokens, usd=usd, fault=self._fault(outcome))
         return outcome
+
+    def _fault(self, outcome: _Attempt) -> tuple[int, float, str] | None:
+        """What the run's breaker of the pool counts of a failed attempt (see
+        :meth:`~pytest_ragbench.budget.api.Lease.release`)."""
+        if not outcome.endpoint_fault:
+            return None
+        return (self._breaker.failure_threshold, self._breaker.reset_timeout,
+                f"{self._scrub(outcome.failure)}; endpoint {self._endpoint}")
 
     def _interpret(self, response: httpx.Response, parse: Callable[[Any], T]) -> _Attempt:
         status = response.status_code
@@ -410,7 +419,13 @@ class _OpenAIEndpoint:
                     return outcome.value, attempt
                 failure = self._scrub(outcome.failure)
                 if outcome.endpoint_fault:
+                    was_open = self._breaker.state == "open"
                     await self._breaker.record_failure(failure)
+                    if self._budget is not None and not was_open \
+                            and self._breaker.state == "open":
+                        # one breaker for the run: the other workers stop sending too
+                        self._budget.trip(self._pool, self._breaker.reset_timeout,
+                                          f"{failure}; endpoint {self._endpoint}")
                 else:
                     await self._breaker.record_success()
                 # the endpoint's answer, the same for any process that sends this request (the
