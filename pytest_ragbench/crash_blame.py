@@ -44,10 +44,13 @@ def worker_marker(config: pytest.Config) -> AheadMarker | None:
 class CrashBlame:
     """The controller's side (registered only where xdist starts workers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self._dir: Path | None = None
         self.suspects: set[str] = set()
+        # items put back after a crash, and those of them that reported again
         self._rerun: set[str] = set()
+        self._back: set[str] = set()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -60,23 +63,52 @@ class CrashBlame:
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport,
                                sched: Any) -> bool | None:
         gateway = getattr(getattr(report, "node", None), "gateway", None)
-        if self._dir is None or gateway is None or crashitem in self._rerun:
-            return None
+        if self._dir is None or gateway is None or not self._restarts_left():
+            return None  # no worker would run it again: xdist's crash report stands
         ahead = read_marker(self._dir / f"{gateway.id}.ahead")
         own = query_key(crashitem.split("::", 1)[0], query_of(crashitem))
-        if not any(key != own for key in ahead):
-            return None  # it died in its own case (or nothing says otherwise)
+        others = {key for key in ahead if key != own}
+        if not others or (crashitem in self._rerun and others <= self.suspects):
+            # it died in its own case (or nothing says otherwise), or again in queries
+            # already known to crash: charged to it
+            return None
         try:
             sched.mark_test_pending(crashitem)
         except (NotImplementedError, AttributeError, ValueError):
             return None  # this scheduler cannot take an item back
         self._rerun.add(crashitem)
-        self.suspects.update(ahead)
+        self._back.discard(crashitem)
+        self.suspects.update(others)
         report.outcome = "rerun"  # type: ignore[assignment]
         report.longrepr = (f"{report.longrepr} while retrieving ahead for "
                            f"{', '.join(sorted(ahead))}: run again")
         setattr(report, "ragbench_rerun", True)  # noqa: B010 - a report attribute of ours
         return True
+
+    def _restarts_left(self) -> bool:
+        """Whether xdist replaces the worker that just died (it counts it after this hook)."""
+        dsession = self.config.pluginmanager.get_plugin("dsession")
+        limit = getattr(dsession, "_max_worker_restart", None)
+        failed = getattr(dsession, "_failed_nodes_count", 0)
+        return limit is None or failed + 1 <= limit
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid in self._rerun and not getattr(report, "ragbench_rerun", False):
+            self._back.add(report.nodeid)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """An item put back that never ran again (the run stopped first) is the crash it
+        was: a failure, so that the run does not pass on fewer cases without saying why."""
+        for nodeid in sorted(self._rerun - self._back):
+            fspath = nodeid.split("::")[0]
+            self.config.hook.pytest_runtest_logreport(report=pytest.TestReport(
+                nodeid=nodeid, location=(fspath, None, fspath), keywords={},
+                outcome="failed", when="call", longrepr=(
+                    "a worker crashed while it retrieved ahead for other queries; put back "
+                    "to run again, it never ran (the run stopped first)")))
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_report_teststatus(self, report: pytest.TestReport) -> Any:
         if getattr(report, "ragbench_rerun", False):

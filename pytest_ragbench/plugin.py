@@ -231,7 +231,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(state.worker_exits.reap)
         from .crash_blame import CrashBlame
 
-        config.pluginmanager.register(CrashBlame(), "ragbench-crash-blame")
+        config.pluginmanager.register(CrashBlame(config), "ragbench-crash-blame")
     from . import fixtures
 
     config.pluginmanager.register(fixtures, "ragbench-fixtures")

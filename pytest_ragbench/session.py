@@ -75,6 +75,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _is_xdist_stop(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """Whether a keyboard interrupt is xdist's own stop (at ``-x``), not a Ctrl-C."""
+    return type(excinfo.value).__name__ == "Interrupted" and type(
+        excinfo.value).__module__.startswith("xdist")
+
+
 def _stopped_at_maxfail(config: pytest.Config) -> bool:
     """Whether xdist's controller stopped the run at ``-x`` / ``--maxfail`` (and nothing else
     asked it to stop: a Ctrl-C, a worker's keyboard interrupt)."""
@@ -201,6 +207,8 @@ class RagbenchSession:
         self.items_errored: set[str] = set()
         self.verdict: dict[str, Any] | None = None
         self._sigterm = SigtermAsInterrupt()
+        # a Ctrl-C (or SIGTERM) reached the controller, as opposed to xdist's stop at -x
+        self._keyboard_interrupt = False
         self._write_failed: set[str] = set()
         self.baseline_spec: str | None = config.getoption("ragbench_baseline") or None
         self.baseline_doc: dict[str, Any] | None = None
@@ -448,6 +456,10 @@ class RagbenchSession:
         if why is not None:
             refuse(f"folder {folder} is not writable ({why})")
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        if not _is_xdist_stop(excinfo):
+            self._keyboard_interrupt = True
+
     def catch_sigterm(self) -> None:
         """Let SIGTERM end the run as Ctrl-C does from now on (before collection: the
         controller's head start sends requests while the workers boot)."""
@@ -552,6 +564,15 @@ class RagbenchSession:
     def _finish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records and not any(self.collected.values()):
             return
+        if (int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+                and not self._keyboard_interrupt and _stopped_at_maxfail(self.config)):
+            # -x / --maxfail under xdist: xdist stops the run as an interruption (exit 2,
+            # "the run was interrupted"), where -n 0 stops it as failed (exit 1); before the
+            # run's metadata is taken, which says whether it was interrupted
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # what the hooks before this one made of the exit status (a crashed item put back
+        # that never ran again fails the run)
+        exitstatus = int(session.exitstatus)
 
         state = self.config.stash[STATE_KEY]
         # a request cases shared is charged to the first of them, whoever sent it (after
@@ -630,11 +651,6 @@ class RagbenchSession:
         """Set the exit status from the gates and regressions, then the one verdict every
         output shows (it passes exactly when the exit status is 0)."""
 
-        if (int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
-                and _stopped_at_maxfail(self.config)):
-            # -x / --maxfail under xdist: xdist stops the run as an interruption (exit 2,
-            # "the run was interrupted"), where -n 0 stops it as failed (exit 1)
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED):
             # A case whose record came with its setup report and whose call (where its
             # failure is raised) was interrupted by a Ctrl-C, or the SIGTERM the controller

@@ -555,6 +555,12 @@ class Batching(Overlap):
             .splitlines()]
     assert sorted(r["case_id"] for r in recs) == ["q1", "q2", "q3", "q4", "q5"]
     assert [r["case_id"] for r in recs if r["status"] == "error"] == ["q3"]
+    # with no worker left to run it again, the crash is the running item's, as xdist says:
+    # put back for nobody, the run passed (exit 0) on fewer cases
+    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly",
+                                "--max-worker-restart", "0")
+    assert result.ret == 1
+    assert "ragbench: FAILED" in result.stdout.str()
 
 
 def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite,

@@ -492,3 +492,4 @@ def test_x_stops_a_run_as_failed_at_any_n(pytester, mini_suite, workers):
     summary, _, _ = _outputs(pytester)
     kinds = [r["kind"] for r in summary["verdict"]["reasons"] if r["fails"]]
     assert kinds == ["items_failed"]
+    assert summary["run"]["partial"] == summary["verdict"]["partial"]
