@@ -450,7 +450,9 @@ def ragbench_record(request: pytest.FixtureRequest,
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.when == "setup":
+    if call.when == "setup" and "ragbench_record" in getattr(item, "fixturenames", ()):
+        # only a test that records its case: one that uses ragbench_case alone is an
+        # ordinary test, which starts no session and writes no run folder
         callspec = getattr(item, "callspec", None)
         ref = next((v for v in (callspec.params.values() if callspec is not None else ())
                     if isinstance(v, CaseRef)), None)

@@ -310,3 +310,19 @@ def test_a_hand_written_case_that_crashes_its_worker_is_an_error_record(pytester
     (crashed,) = [r for r in recs if r["status"] == "error"]
     assert crashed["case_id"] == "q3" and crashed["retriever"] == "overlap"
     assert "crashed" in crashed["error"]["message"]
+
+
+def test_a_test_using_the_cases_without_recording_them_writes_no_run(pytester, mini_suite):
+    """Naming each case on its setup report (for a crash record) started the session for
+    any test parametrized by the cases: one using ragbench_case alone wrote a run folder."""
+    mini_suite()
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        def test_case(ragbench_case):
+            assert ragbench_case.id != "q2"
+    """)
+    result = pytester.runpytest("test_plain.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    assert not (pytester.path / ".ragbench").exists()
