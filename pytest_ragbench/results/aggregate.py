@@ -51,8 +51,8 @@ def query_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float |
     sample, not N. None when no repetition could compute it (counted as NaN); a query whose
     every repetition errored before it measured anything is left out.
     """
-    if not any(r.get("run") for r in recs):
-        return metric_values(recs, metric)  # one run per query: nothing to average
+    if len({r["case_id"] for r in recs}) == len(recs):
+        return metric_values(recs, metric)  # one record per query: nothing to average
     per_query: dict[str, list[float | None]] = {}
     for r in recs:
         v = r["metrics"].get(metric)
@@ -307,6 +307,10 @@ def summarize_run(
         # every system of a suite has the same cases (queries x runs): a system's share of
         # the suite's count, when the suite's systems are known
         systems = len(spec["retrievers"]) if spec is not None and spec["retrievers"] else 0
+        # a spec lists the retrievers only: with a pipeline among the systems, the suite's
+        # count is not theirs to share out
+        if any(name not in (spec or {}).get("retrievers", ()) for name, _ in entries):
+            systems = 0
         per_system = n_total // systems if systems and n_total % systems == 0 else None
         for retriever, recs in entries:
             group = summarize_group(spec, recs, metric_names, seed)

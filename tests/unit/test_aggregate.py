@@ -315,3 +315,23 @@ def test_a_partial_runs_gates_are_labelled_with_what_their_system_ran() -> None:
     summary = summarize_run(recs, {SID: spec}, {SID: 8})  # type: ignore[dict-item]
     labels = {g["retriever"]: g.get("coverage") for g in summary["gates"]}
     assert labels == {"a": "3 of 4 cases", "b": None}
+
+
+def test_two_records_of_one_query_in_one_run_are_one_sample() -> None:
+    """Hand-written tests parametrized twice over the same case give two records of run 0:
+    the shortcut for one run per query took them as two samples."""
+    recs = [rec("q1", {"ndcg@10": 1.0}), rec("q1", {"ndcg@10": 0.0}),
+            rec("q2", {"ndcg@10": 1.0})]
+    ndcg = group(summarize_run(recs, {SID: None}), "a")["metrics"]["ndcg@10"]
+    assert ndcg["n"] == 2 and ndcg["mean"] == pytest.approx(0.75)
+
+
+def test_a_suite_with_a_pipeline_labels_its_gates_with_the_suites_count() -> None:
+    """A spec lists the retrievers only: with a pipeline among the systems the per-system
+    share of the count was wrong ("4 of 10" for a system of 5 cases)."""
+    recs = [rec(q, {"ndcg@10": 1.0}, retriever=r) for r in ("a", "app")
+            for q in ("q1", "q2", "q3", "q4", "q5") if (r, q) != ("a", "q1")]
+    spec = dict(SPEC, retrievers=["a"], gates=["ndcg@10 >= 0.5"])
+    summary = summarize_run(recs, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
+    assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
+        "a": "9 of 10 cases", "app": "9 of 10 cases"}
