@@ -548,9 +548,12 @@ class Batching(Overlap):
     path = mini_suite(crash_on="milk")
     path.write_text(path.read_text().replace("overlap_retriever:Overlap", "batching:Batching")
                     .replace('"milk"', '"milk"\n    fail_on: ""'))
-    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly")
+    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly", "--junitxml=out.xml")
     outcomes = result.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed")) == (4, 1), result.stdout.str()
+    # junit has the five cases (and the gates' entries), no empty one for the rerun
+    xml = (pytester.path / "out.xml").read_text()
+    assert "<testcase time=" not in xml and xml.count('name="q') == 5
     recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
             .splitlines()]
     assert sorted(r["case_id"] for r in recs) == ["q1", "q2", "q3", "q4", "q5"]
