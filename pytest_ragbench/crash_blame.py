@@ -106,24 +106,16 @@ class CrashBlame:
 
             xml = self.config.stash.get(xml_key, None)
             if xml is not None:
-                key = (report.id, getattr(report, "node", None))
+                # pytest 9 keys its reporters by the report's id, pytest 8 by its node id
+                key = (getattr(report, "id", report.nodeid), getattr(report, "node", None))
                 reporter = xml.node_reporters.pop(key, None)
                 if reporter is not None:
                     xml.node_reporters_ordered.remove(reporter)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """An item put back that never ran again (the run stopped first) is the crash it
-        was: a failure, so that the run does not pass on fewer cases without saying why."""
-        for nodeid in sorted(self._rerun - self._back):
-            fspath = nodeid.split("::")[0]
-            self.config.hook.pytest_runtest_logreport(report=pytest.TestReport(
-                nodeid=nodeid, location=(fspath, None, fspath), keywords={},
-                outcome="failed", when="call", longrepr=(
-                    "a worker crashed while it retrieved ahead for other queries; put back "
-                    "to run again, it never ran (the run stopped first)")))
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    def never_ran(self) -> list[str]:
+        """Items put back after a crash that never reported again (the run stopped first):
+        the session records them as the crash they were, unless the run was interrupted."""
+        return sorted(self._rerun - self._back)
 
     def pytest_report_teststatus(self, report: pytest.TestReport) -> Any:
         if getattr(report, "ragbench_rerun", False):

@@ -250,7 +250,7 @@ def pytest_configure(config: pytest.Config) -> None:
             from .headstart import install
 
             state.head_start = install(config, state)
-            if state.head_start is not None:
+            if state.head_start:
                 # its requests go out before the workers have collected: a SIGTERM then
                 # ended the run with the signal's exit status (143), no summary, no record
                 starter.session.catch_sigterm()

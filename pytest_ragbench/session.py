@@ -460,6 +460,25 @@ class RagbenchSession:
         if not _is_xdist_stop(excinfo):
             self._keyboard_interrupt = True
 
+    def _record_never_ran(self, session: pytest.Session) -> None:
+        """An item put back after a worker crashed (crash_blame.py) that never ran again is
+        the crash it was: an error, so that the run does not pass on fewer cases without a
+        word; not in a run interrupted by Ctrl-C or SIGTERM, which is partial and says so."""
+        blame = self.config.pluginmanager.get_plugin("ragbench-crash-blame")
+        if blame is None or self._keyboard_interrupt:
+            return
+        for nodeid in blame.never_ran():
+            if nodeid in self.records or not self._is_case(nodeid):
+                continue
+            suite, retriever, case_id = nodeid.split("::")
+            self._add(nodeid, error_record(
+                suite=suite, retriever=retriever, case_id=case_id, stage="crash",
+                message="a worker crashed while it retrieved ahead for other queries; put "
+                        "back to run again, it never ran (the run stopped first)"))
+            self.items_errored.add(nodeid)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
     def catch_sigterm(self) -> None:
         """Let SIGTERM end the run as Ctrl-C does from now on (before collection: the
         controller's head start sends requests while the workers boot)."""
@@ -570,8 +589,7 @@ class RagbenchSession:
             # "the run was interrupted"), where -n 0 stops it as failed (exit 1); before the
             # run's metadata is taken, which says whether it was interrupted
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        # what the hooks before this one made of the exit status (a crashed item put back
-        # that never ran again fails the run)
+        self._record_never_ran(session)
         exitstatus = int(session.exitstatus)
 
         state = self.config.stash[STATE_KEY]

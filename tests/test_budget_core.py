@@ -659,3 +659,22 @@ def test_consecutive_faults_of_every_process_open_the_runs_breaker() -> None:
     refused = h.acquire("gw1")
     assert h.replies[("gw1", refused)]["error"] == "circuit"
     assert "HTTP 503, 3 consecutive failures" in h.replies[("gw1", refused)]["message"]
+
+
+def test_the_runs_breaker_lets_one_probe_through_and_opens_again_if_it_fails() -> None:
+    """Past its open time every process's requests went out at once (a probe each), and a
+    failed probe did not open it again: N probes per period at -n N, forever."""
+    h = Harness()
+    h.declare(concurrency=4)
+    h.send("gw0", {"op": "trip", "key": "p", "seconds": 10.0, "message": "503"})
+    h.advance(10.0)
+    probe, other = h.acquire("gw0"), h.acquire("gw1")
+    assert h.granted(probe, "gw0") and h.replies[("gw1", other)]["error"] == "circuit"
+    h.release(probe, "gw0", outcome="error", fault=[5, 10.0, "503"])
+    h.advance(9.9)
+    assert h.replies[("gw1", h.acquire("gw1"))]["error"] == "circuit"  # open again
+    h.advance(0.2)
+    probe = h.acquire("gw1")
+    assert h.granted(probe, "gw1")
+    h.release(probe, "gw1", outcome="ok")  # the endpoint is back: closed for everyone
+    assert all(h.granted(h.acquire(o), o) for o in ("gw0", "gw1", "gw0"))

@@ -564,6 +564,13 @@ class Batching(Overlap):
                                 "--max-worker-restart", "0")
     assert result.ret == 1
     assert "ragbench: FAILED" in result.stdout.str()
+    # two bad queries and one restart: whatever was put back and never ran again is an
+    # error, not a pass on fewer cases (exit 0 before)
+    path.write_text(path.read_text().replace('crash_on: "milk"', 'crash_on: "e"'))
+    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly",
+                                "--max-worker-restart", "1")
+    assert result.ret == 1
+    assert "ragbench: FAILED" in result.stdout.str()
 
 
 def test_a_suite_name_with_a_line_break_keeps_the_summary_one_line_each(pytester, mini_suite,

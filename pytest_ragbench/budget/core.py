@@ -218,8 +218,10 @@ class BudgetCore:
         # owners are never reused: a message from a dropped one (posted before its drop was
         # known) would hold a slot or a key nobody gives back
         self._dropped: set[Hashable] = set()
-        # pool -> (until, why): a process's circuit breaker opened on the pool's endpoint
-        self._tripped: dict[str, tuple[float, str]] = {}
+        # pool -> (until, why, seconds): the run's circuit breaker of the pool is open; once
+        # ``until`` passes one request probes the endpoint (the lease in _probes)
+        self._tripped: dict[str, tuple[float, str, float]] = {}
+        self._probes: dict[str, tuple[Hashable, int]] = {}
         self.exchange = Exchange(call_later)
 
     # -- entry point ------------------------------------------------------------
@@ -435,8 +437,8 @@ class BudgetCore:
         if not math.isfinite(seconds) or seconds <= 0:
             raise ValueError(f"seconds must be a finite number > 0, got {seconds}")
         until = self._clock() + seconds
-        if until > self._tripped.get(key, (0.0, ""))[0]:
-            self._tripped[key] = (until, why)
+        if until > self._tripped.get(key, (0.0, "", 0.0))[0]:
+            self._tripped[key] = (until, why, seconds)
 
     def _acquire(self, owner: Hashable, message: dict[str, Any], answer: Reply) -> None:
         key = str(message["key"])
@@ -445,11 +447,17 @@ class BudgetCore:
             answer({"ok": False, "error": "invalid", "message": f"pool {key!r} was never declared"})
             return
         tripped = self._tripped.get(key)
-        if tripped is not None and self._clock() < tripped[0]:
-            answer({"ok": False, "error": "circuit", "retry_in": tripped[0] - self._clock(),
-                    "message": f"circuit open (opened by another process of the run): "
-                               f"{tripped[1]}"})
-            return
+        probe = False
+        if tripped is not None:
+            now = self._clock()
+            if now < tripped[0] or key in self._probes:
+                # open, or half open with its one probe in flight
+                answer({"ok": False, "error": "circuit",
+                        "retry_in": max(tripped[0] - now, 0.0),
+                        "message": f"circuit open (for every process of the run): "
+                                   f"{tripped[1]}"})
+                return
+            probe = True  # half open: this request tries the endpoint for the run
         cost_key = message.get("cost_key")
         if cost_key is not None:
             error = self._cost_error(cost_key, _counted(message))  # fail fast, before queueing
@@ -464,6 +472,8 @@ class BudgetCore:
                          hold=float(hold) if isinstance(hold, int | float) and math.isfinite(
                              hold) and hold > 0 else None)
         self._leases[(owner, waiter.ident)] = waiter
+        if probe:
+            self._probes[key] = (owner, waiter.ident)
         pool.waiting.append(waiter)
         self._pump(pool)
 
@@ -483,29 +493,43 @@ class BudgetCore:
             if waiter.cost_key is None:
                 raise ValueError("usd given for a lease acquired without a cost_key")
             self._charge(waiter.cost_key, float(usd))
-        self._count_fault(waiter.pool, outcome, message.get("fault"))
+        self._count_fault(waiter, outcome, message.get("fault"))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),
                   None if tokens_used is None else float(tokens_used))
         self._pump(waiter.pool)
 
-    def _count_fault(self, pool: _Pool, outcome: str, fault: Any) -> None:
+    def _count_fault(self, waiter: _Waiter, outcome: str, fault: Any) -> None:
         """The run's circuit breaker of the pool: consecutive failures on the endpoint's
         account, whichever process sent them, open it at the callers' threshold (each
-        worker's own breaker counted only its own: N times as many requests at -n N)."""
+        worker's own breaker counted only its own: N times as many requests at -n N); the
+        probe after it opened closes it, or opens it again."""
+        pool = waiter.pool
+        if self._probes.get(pool.key) == (waiter.owner, waiter.ident):
+            if outcome in ("aborted", "timeout") and not isinstance(fault, list):
+                return  # says nothing: _end frees the probe for another request
+            del self._probes[pool.key]
+            tripped = self._tripped.pop(pool.key)
+            if isinstance(fault, list):
+                self._trip(pool.key, tripped[2], tripped[1])  # still failing: open again
+            pool.faults = 0
+            return
         if isinstance(fault, list) and len(fault) == 3:
             pool.faults += 1
             threshold, seconds, why = int(fault[0]), float(fault[1]), str(fault[2])
             if pool.faults >= threshold > 0:
                 pool.faults = 0
                 self._trip(pool.key, seconds, f"{why}, {threshold} consecutive failures")
-        elif outcome != "aborted":
-            pool.faults = 0  # the endpoint answered
+        elif outcome not in ("aborted", "timeout"):
+            # the endpoint answered (a call cancelled at its time limit says nothing of it)
+            pool.faults = 0
 
     def _end(self, waiter: _Waiter, outcome: str, retry_after: float | None,
              tokens_used: float | None) -> None:
         pool = waiter.pool
         self._leases.pop((waiter.owner, waiter.ident), None)
+        if self._probes.get(pool.key) == (waiter.owner, waiter.ident):
+            del self._probes[pool.key]  # withdrawn or abandoned: another request may probe
         if not waiter.holds_slot:
             if waiter in pool.waiting:
                 pool.waiting.remove(waiter)
