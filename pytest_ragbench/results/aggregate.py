@@ -306,10 +306,12 @@ def summarize_run(
         suite_out.update(n_cases_run=n_run, n_cases_total=n_total, partial=n_run < n_total)
         # every system of a suite has the same cases (queries x runs): a system's share of
         # the suite's count, when the suite's systems are known
-        systems = len(spec["retrievers"]) if spec is not None and spec["retrievers"] else 0
-        # a spec lists the retrievers only: with a pipeline among the systems, the suite's
-        # count is not theirs to share out
-        if any(name not in (spec or {}).get("retrievers", ()) for name, _ in entries):
+        names = ([*spec["retrievers"], *spec.get("pipelines", ())]
+                 if spec is not None else [])
+        systems = len(names)
+        # an older run.json lists the retrievers only: with a pipeline among the systems
+        # the suite's count is not theirs to share out
+        if any(name not in names for name, _ in entries):
             systems = 0
         per_system = n_total // systems if systems and n_total % systems == 0 else None
         for retriever, recs in entries:

@@ -19,7 +19,13 @@ from .gates import DEFAULT_ALPHA, DEFAULT_TEST, Gate, GateCheck, parse_gate_expr
 if TYPE_CHECKING:
     from ..suite.model import Suite
 
-class SuiteSpec(TypedDict):
+class _SpecSince(TypedDict, total=False):
+    """Keys a spec holds since a later version (absent from an older ``run.json``)."""
+
+    pipelines: list[str]  # the systems under test
+
+
+class SuiteSpec(_SpecSince):
     """A suite as aggregation sees it.
 
     ``metrics`` in the suite's order, ``directions`` per metric ("higher" or "lower"),
@@ -47,6 +53,7 @@ def suite_spec(suite: Suite) -> SuiteSpec:
         "seed": int(suite.seed),
         "gates": [g.text for g in suite.gates],
         "baseline_settings": suite.baseline_settings.as_dict(),
+        "pipelines": [p.name for p in suite.pipelines],
     }
 
 
@@ -68,6 +75,8 @@ def read_spec(data: Any) -> SuiteSpec | None:
             "gates": [str(g) for g in data.get("gates") or []],
             "baseline_settings": dict(settings) if isinstance(settings, Mapping) else {},
         }
+        if isinstance(data.get("pipelines"), list):
+            spec["pipelines"] = [str(p) for p in data["pipelines"]]
         spec_gates(spec)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None

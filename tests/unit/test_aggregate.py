@@ -331,7 +331,16 @@ def test_a_suite_with_a_pipeline_labels_its_gates_with_the_suites_count() -> Non
     share of the count was wrong ("4 of 10" for a system of 5 cases)."""
     recs = [rec(q, {"ndcg@10": 1.0}, retriever=r) for r in ("a", "app")
             for q in ("q1", "q2", "q3", "q4", "q5") if (r, q) != ("a", "q1")]
-    spec = dict(SPEC, retrievers=["a"], gates=["ndcg@10 >= 0.5"])
-    summary = summarize_run(recs, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
+    old_spec = dict(SPEC, retrievers=["a"], gates=["ndcg@10 >= 0.5"])  # an older run.json
+    summary = summarize_run(recs, {SID: old_spec}, {SID: 10})  # type: ignore[dict-item]
     assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
         "a": "9 of 10 cases", "app": "9 of 10 cases"}
+    # a spec that lists its pipelines shares the count out, also before a system has run
+    spec = dict(old_spec, pipelines=["app"])
+    summary = summarize_run(recs, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
+    assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
+        "a": "4 of 5 cases", "app": None}
+    only_a = [r for r in recs if r["retriever"] == "a"]
+    summary = summarize_run(only_a, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
+    assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
+        "a": "4 of 5 cases"}
