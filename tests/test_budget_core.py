@@ -659,6 +659,12 @@ def test_consecutive_faults_of_every_process_open_the_runs_breaker() -> None:
     refused = h.acquire("gw1")
     assert h.replies[("gw1", refused)]["error"] == "circuit"
     assert "HTTP 503, 3 consecutive failures" in h.replies[("gw1", refused)]["message"]
+    # the summary's pool line says so
+    from pytest_ragbench.report.budget import budget_lines, budget_report
+
+    assert h.pool()["trips"] == 1
+    (line,) = budget_lines(budget_report(h.core.totals()))
+    assert "5 failed (an HTTP error or no answer), circuit breaker opened 1 time" in line
 
 
 def test_the_runs_breaker_lets_one_probe_through_and_opens_again_if_it_fails() -> None:

@@ -127,6 +127,7 @@ class _Pool:
     timer_at: float = math.inf
     longest: float = 0.0  # the longest a granted request has run until its release
     faults: int = 0  # consecutive attempts that failed on the endpoint's account, run-wide
+    trips: int = 0  # times the run's circuit breaker opened on it
     held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
@@ -181,6 +182,7 @@ class _Pool:
             "throttled": self.throttled,
             "timeouts": self.timeouts,
             "errors": self.errors,
+            "trips": self.trips,
         }
         if self.aimd is not None:
             data["adaptive"] = {
@@ -438,6 +440,8 @@ class BudgetCore:
             raise ValueError(f"seconds must be a finite number > 0, got {seconds}")
         until = self._clock() + seconds
         if until > self._tripped.get(key, (0.0, "", 0.0))[0]:
+            if key not in self._tripped and key in self._pools:
+                self._pools[key].trips += 1
             self._tripped[key] = (until, why, seconds)
 
     def _acquire(self, owner: Hashable, message: dict[str, Any], answer: Reply) -> None:

@@ -29,7 +29,7 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
         entry = {"endpoint": url, "model": model,
                  **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
                                              "max_in_flight", "throttled", "timeouts",
-                                             "errors")}}
+                                             "errors", "trips")}}
         if pool.get("adaptive"):
             entry["adaptive"] = dict(pool["adaptive"])
         pools.append(entry)
@@ -58,6 +58,9 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
                 f"{pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"
+        if pool.get("trips"):
+            line += (f", circuit breaker opened {pool['trips']} time"
+                     f"{'' if pool['trips'] == 1 else 's'}")
         adaptive = pool.get("adaptive")
         limits = [] if adaptive or pool.get("concurrency") is None else [
             f"concurrency {pool['concurrency']}"]
