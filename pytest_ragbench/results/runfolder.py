@@ -233,8 +233,19 @@ def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | 
     if clock is not None:
         doc["clock"] = clock
     # who runs it: a resume started beside it must not take a run still going for a stopped one
-    doc["process"] = {"pid": os.getpid(), "host": socket.gethostname()}
+    doc["process"] = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "start": _process_start(os.getpid())}
     return doc
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None: with the pid,
+    it tells a run's process from a later one given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def is_running(folder: Path) -> bool:
@@ -245,10 +256,13 @@ def is_running(folder: Path) -> bool:
     try:
         doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
         pid, host = int(doc["process"]["pid"]), str(doc["process"]["host"])
-    except (OSError, ValueError, KeyError, TypeError):
+        start = doc["process"].get("start")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
     if host != socket.gethostname() or pid == os.getpid() or pid <= 0:
         return False
+    if isinstance(start, int) and _process_start(pid) not in (start, None):
+        return False  # the pid is another process's now: the run's was killed
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -366,9 +366,19 @@ def test_the_default_run_is_never_one_still_going(tmp_path: Path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         doc = json.loads((folder / "run.json").read_text())
-        doc["process"] = {"pid": child.pid, "host": socket.gethostname()}
+        from pytest_ragbench.results.runfolder import _process_start
+
+        doc["process"] = {"pid": child.pid, "host": socket.gethostname(),
+                          "start": _process_start(child.pid)}
         (folder / "run.json").write_text(json.dumps(doc))
         assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
+        # a pid given to another process since (the run's was killed) is no running run
+        if doc["process"]["start"] is not None:
+            doc["process"]["start"] -= 1
+            (folder / "run.json").write_text(json.dumps(doc))
+            assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True)
+            doc["process"]["start"] += 1
+            (folder / "run.json").write_text(json.dumps(doc))
     finally:
         child.kill()
         child.wait()
