@@ -800,3 +800,25 @@ async def test_a_reply_that_is_json_but_not_a_verdict_is_not_called_unparsable(
     result = await Judge(ScriptedLLM([text, text])).evaluate(ITEM, ["faithfulness"])
     message = result.errors["faithfulness"]
     assert message == f"judge reply rejected after 1 retry: {reason}"
+
+
+@pytest.mark.asyncio
+async def test_a_rejected_reply_of_a_run_that_died_is_dropped_by_the_next(tmp_path: Path) -> None:
+    """Dropped when the pipeline closed: a run killed before that left the rejected reply for
+    every later run to replay."""
+    from pytest_ragbench.llm.cache import CachedLLM, ResponseCache
+
+    def judge(llm: ScriptedLLM) -> tuple[Judge, ResponseCache]:
+        cache = ResponseCache(tmp_path / "c.sqlite")
+        cached = CachedLLM(llm, cache, provider_id="judge", template_version="t")
+        return Judge(cached, replies=cached), cache
+
+    first, cache = judge(ScriptedLLM(["not json", "still not json"]))
+    with cache:
+        assert "faithfulness" in (await first.evaluate(ITEM, ["faithfulness"])).errors
+    # no forget_rejected: the run died before its pipeline closed
+    good = OracleLLM(FULL_REPLY)
+    second, cache = judge(good)
+    with cache:
+        result = await second.evaluate(ITEM, ["faithfulness"])
+    assert result.errors == {} and len(good.calls) == 1

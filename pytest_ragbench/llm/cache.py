@@ -63,6 +63,8 @@ _SCHEMA = (
         vector BLOB NOT NULL,
         created REAL NOT NULL
     )""",
+    # replies their caller rejected, dropped when its run ends (see mark_rejected)
+    "CREATE TABLE IF NOT EXISTS rejected (key TEXT PRIMARY KEY)",
 )
 
 
@@ -265,6 +267,9 @@ class ResponseCache:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                # replies a run rejected and could not drop itself (it died first)
+                conn.execute("DELETE FROM chat WHERE key IN (SELECT key FROM rejected)")
+                conn.execute("DELETE FROM rejected")
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -343,7 +348,16 @@ class ResponseCache:
             return False
         with self._lock:
             self._write("DELETE FROM chat WHERE key = ?", [(key,)])
+            self._write("DELETE FROM rejected WHERE key = ?", [(key,)])
         return True
+
+    def mark_rejected(self, key: str) -> None:
+        """Note that the reply under ``key`` was rejected: kept for the run that stored it
+        (an identical request gets it again), dropped when a later process opens the cache
+        should that run die before dropping it (:meth:`forget_completion`)."""
+        if self.writes:
+            with self._lock:
+                self._write("INSERT OR IGNORE INTO rejected (key) VALUES (?)", [(key,)])
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -459,6 +473,13 @@ class CachedLLM(_CachedComponent):
             self.cache.put_completion(
                 chat_key(self.provider_id, messages, dict(params), self.template_version),
                 completion)
+
+    def mark_rejected(self, messages: Sequence[Message], params: Mapping[str, Any]) -> None:
+        """Note that the stored reply to this request was rejected (see
+        :meth:`ResponseCache.mark_rejected`)."""
+        if self.cache.mode != "off":
+            self.cache.mark_rejected(
+                chat_key(self.provider_id, messages, dict(params), self.template_version))
 
     def forget(self, messages: Sequence[Message], params: Mapping[str, Any]) -> bool:
         """Drop the stored reply to this request (one its caller rejected), so that the next

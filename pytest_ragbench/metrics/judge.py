@@ -461,6 +461,8 @@ class ReplyStore(Protocol):
 
     def forget(self, messages: Sequence[Message], params: Mapping[str, Any]) -> bool: ...
 
+    def mark_rejected(self, messages: Sequence[Message], params: Mapping[str, Any]) -> None: ...
+
 
 def _item_id(index: int) -> str:
     """The id of the item at 0-based ``index`` of a batched request."""
@@ -1194,8 +1196,11 @@ class Judge:
                     reply = _parse_reply(text, ask, len(item.contexts))
                 except _SchemaError:
                     # the response cache stored it as any reply: dropped when the run ends
-                    # (see forget_rejected), so that later runs ask afresh
+                    # (see forget_rejected), so that later runs ask afresh; marked now, for
+                    # a run that dies first
                     self._rejected.append(list(messages))
+                    if self._replies is not None:
+                        self._replies.mark_rejected(messages, self.params)
                     raise
             except LLMError as exc:
                 return _Outcome(None, f"judge request failed: {exc}", usage, text)
