@@ -5,7 +5,9 @@ See :mod:`pytest_ragbench.execution.ahead`. Each worker keeps the queries its lo
 worker dies while reporting an item and that file names other queries, the controller:
 
 - runs the item again (xdist's ``pytest_handlecrashitem``: the crash report becomes a rerun,
-  the item goes back to the pending ones), once: crashing again, it is the crashed case;
+  the item goes back to the pending ones); crashing again in queries already suspected, or
+  when xdist has no restart left, it is the crashed case, and an item put back that never
+  ran again (the run stopped first) is recorded as one by the session;
 - tells every worker started from then on (the crashed one's replacement) not to look ahead
   into those queries: their cases run their components in their own item, where a crash is
   charged to them, and a second bad query no longer costs a worker per case ahead of it.
