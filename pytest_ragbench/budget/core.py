@@ -513,8 +513,8 @@ class BudgetCore:
             if outcome in ("aborted", "timeout") and not isinstance(fault, list):
                 return  # says nothing: _end frees the probe for another request
             del self._probes[pool.key]
-            tripped = self._tripped.pop(pool.key)
-            if isinstance(fault, list):
+            tripped = self._tripped.pop(pool.key, None)
+            if isinstance(fault, list) and tripped is not None:
                 self._trip(pool.key, tripped[2], tripped[1])  # still failing: open again
             pool.faults = 0
             return
