@@ -24,13 +24,14 @@ from .core import (
     read_qrels,
     read_queries,
     read_records,
+    trec_number,
     update_hash_with_documents,
 )
 
 __all__ = [
     "DataFileError", "Dataset", "DatasetSpec", "Document", "HfPart", "HfSpec", "QrelsRow",
     "Query", "check_file", "load_dataset", "open_text", "read_corpus", "read_qrels",
-    "read_queries", "read_records", "update_hash_with_documents",
+    "read_queries", "read_records", "trec_number", "update_hash_with_documents",
 ]
 
 

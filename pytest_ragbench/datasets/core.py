@@ -179,6 +179,13 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def trec_number(text: str) -> bool:
+    """Whether ``text`` reads as the same number for Python and for trec_eval's C reader:
+    Python also reads digit grouping ("1_0" is 10, trec_eval's 1) and other scripts' digits
+    ("\u0663" is 3, trec_eval's 0)."""
+    return text.isascii() and "_" not in text
+
+
 def check_file(
     path: Path, what: str, *, source: Path | None = None, key: str | None = None
 ) -> None:
@@ -706,16 +713,12 @@ def read_qrels(path: Path) -> list[QrelsRow]:
                 )
             qid, doc_id, grade_s = qid.strip(), doc_id.strip(), grade_s.strip()
             try:
-                # Python reads "1_0" as 10 (digit grouping) and "٣" as 3, trec_eval as 1 and
-                # 0: neither is meant
-                if "_" in grade_s or not grade_s.isascii():
+                if not trec_number(grade_s):  # "1_0", other scripts' digits: no grade
                     raise ValueError(grade_s)
                 grade: int | None = int(grade_s)
             except ValueError:
                 try:
-                    number = float(grade_s)
-                    if "_" in grade_s or not grade_s.isascii():
-                        number = None  # digit grouping or other scripts' digits: no grade
+                    number = float(grade_s) if trec_number(grade_s) else None
                 except ValueError:
                     if may_be_header:
                         continue
