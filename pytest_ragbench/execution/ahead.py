@@ -37,6 +37,7 @@ class AheadMarker:
         self._lock = threading.Lock()
         self._active: list[str] = []
         self._fd: int | None = None
+        self._unwritable = False
 
     def allows(self, suite_id: str, case_id: str) -> bool:
         """Whether the look-ahead may run ``case_id``'s component before its item."""
@@ -59,9 +60,17 @@ class AheadMarker:
 
     def _write(self) -> None:
         # written in place (no rename): what is on disk the moment the process dies counts
-        with contextlib.suppress(OSError):
-            if self._fd is None:
+        if self._fd is None:
+            if self._unwritable:
+                return
+            try:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            except OSError:
+                # a worker on another host, where the controller's folder is not: a crash
+                # there is charged as xdist charges it (tried once, not at every case)
+                self._unwritable = True
+                return
+        with contextlib.suppress(OSError):
             data = "".join(f"{k}\n" for k in self._active).encode("utf-8", "replace")
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, data, 0)
