@@ -155,7 +155,7 @@ def openai_embedder(
 
         budget = context.run_budget()
         limits = endpoint_limits(concurrency)
-        key = pool_key(strip_credentials(base_url), model, limits)
+        key = pool_key(strip_credentials(base_url), model, limits, kind="embedding")
         budget.declare(key, limits)
         shared = {"run_budget": budget, "pool": key}
     return OpenAIEmbedder(base_url, model, batch_size=batch_size, api_key_env=api_key_env,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import QUERIES
 
 from pytest_ragbench.answers.config import parse_rag_config
 from pytest_ragbench.answers.pipeline import CaseRequest, RagPipeline, build_pipeline
@@ -711,3 +712,29 @@ def test_a_judge_reply_rejected_in_one_run_is_asked_afresh_in_the_next(tmp_path)
         out = run()
         assert out["errors"] == {} and out["metrics"]["faithfulness"] == 1.0
         assert server.count(CHAT_PATH) == 4  # the answer from the cache, the judge afresh
+
+
+def test_the_summary_names_an_embedders_pool_as_one(pytester: pytest.Pytester,
+                                                    mini_suite: Any) -> None:
+    """A dense retriever's embedding endpoint draws from a pool of the run's budget as the
+    LLM's does; the summary's pool line says which kind of endpoint it is."""
+    with FakeOpenAIServer() as server:
+        mini_suite(f"""
+            name: kinds
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
+            retrievers:
+              dense:
+                type: dense
+                embedder: {{type: openai, base_url: "{server.base_url}", model: emb,
+                           api_key_env: null, concurrency: 2}}
+            metrics: [recall@10, token_f1]
+            llm: {{type: openai, base_url: "{server.base_url}", model: gen, api_key_env: null}}
+            """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist",
+                                    "--ragbench-no-output")
+        assert server.count(EMBEDDINGS_PATH) >= 1 and server.count(CHAT_PATH) >= 1
+        url = server.base_url
+    result.assert_outcomes(passed=len(QUERIES))
+    result.stdout.fnmatch_lines([f"embedding pool emb at {url}: * requests*",
+                                 f"llm pool gen at {url}: * requests*"])
+    result.stdout.no_fnmatch_line("llm pool emb *")

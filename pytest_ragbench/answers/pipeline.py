@@ -558,7 +558,7 @@ class _RunShare:
 
 
 def _endpoint_kwargs(endpoint: EndpointConfig, share: _RunShare | None = None,
-                     *, priced: bool = False) -> dict[str, Any]:
+                     *, priced: bool = False, kind: str = "llm") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "api_key_env": endpoint.api_key_env,
         "headers": dict(endpoint.headers),
@@ -576,7 +576,7 @@ def _endpoint_kwargs(endpoint: EndpointConfig, share: _RunShare | None = None,
     limits = endpoint_limits(endpoint.concurrency, adaptive=endpoint.adaptive,
                              rpm=endpoint.rpm, tpm=endpoint.tpm)
     # never credentials in the key: it travels to the coordinator and into the summary
-    key = pool_key(strip_credentials(endpoint.base_url), endpoint.model, limits)
+    key = pool_key(strip_credentials(endpoint.base_url), endpoint.model, limits, kind=kind)
     share.budget.declare(key, limits)
     kwargs.update(run_budget=share.budget, pool=key)
     if priced and share.cost_key is not None and share.prices is not None:
@@ -736,7 +736,7 @@ def build_pipeline(
             guarded = GuardedEmbedder(built, _guard(
                 f"embedder {emb_type!r}", config.embedder.limits,
                 pid.base_url or f"registered embedder {emb_type!r}", pid.model or emb_type,
-                share))
+                share, kind="embedding"))
             clients.append(guarded)
             embedder = (CachedEmbedder(guarded, cache, provider_id=pid)
                         if cache is not None else guarded)
@@ -749,7 +749,7 @@ def build_pipeline(
             ep = config.embedder.endpoint
             emb = _component(_path(prefix, "embedder"), lambda: OpenAIEmbedder(
                 ep.base_url, ep.model, batch_size=ep.batch_size,
-                **_endpoint_kwargs(ep, share)))
+                **_endpoint_kwargs(ep, share, kind="embedding")))
             clients.append(emb)
             embedder = (CachedEmbedder(emb, cache, provider_id=emb.provider_id)
                         if cache is not None else emb)
@@ -826,14 +826,14 @@ def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _guard(name: str, limits: CallLimits, endpoint: str, model: str,
-           share: _RunShare | None, *, priced: bool = False) -> CallGuard:
+           share: _RunShare | None, *, priced: bool = False, kind: str = "llm") -> CallGuard:
     """The call guard of a registered provider: a run-wide pool of its own with a run budget
     (declared now, named by ``endpoint`` and ``model``), else local limits."""
     if share is None:
         return CallGuard(name, limits)
     pool_limits = endpoint_limits(limits.concurrency, adaptive=limits.adaptive,
                                   rpm=limits.rpm, tpm=limits.tpm)
-    key = pool_key(strip_credentials(endpoint), model, pool_limits)
+    key = pool_key(strip_credentials(endpoint), model, pool_limits, kind=kind)
     share.budget.declare(key, pool_limits)
     if priced and share.cost_key is not None and share.prices is not None:
         prices = share.prices

@@ -41,15 +41,18 @@ def endpoint_limits(
                       adaptive=adaptive, rpm=rpm, tpm=tpm)
 
 
-def pool_key(base_url: str, model: str, limits: PoolLimits) -> str:
+def pool_key(base_url: str, model: str, limits: PoolLimits, *, kind: str = "llm") -> str:
     """The pool of an endpoint: one per URL (without credentials), model and limits.
 
     The limits are part of the key so that two suites configuring the same endpoint
     differently get two run-wide pools (each held across workers) instead of a conflict;
-    suites that agree share one pool.
+    suites that agree share one pool. ``kind`` (``"llm"`` or ``"embedding"``) names the
+    pool in the summary; an LLM's key is the same as before kinds were kept.
     """
-    return json.dumps([base_url, model, limits.to_dict()], sort_keys=True,
-                      separators=(",", ":"))
+    parts: list[object] = [base_url, model, limits.to_dict()]
+    if kind != "llm":
+        parts.append(kind)
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
 
 
 def outcome_of(status: int | None, *, timed_out: bool = False) -> str:

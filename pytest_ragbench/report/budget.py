@@ -1,9 +1,9 @@
 """The run budget's figures as the terminal, summary.json and the HTML report's run details
-show them: spend per cost cap, and per LLM pool its requests, concurrency and the adaptive
-level reached. Plain data in, plain data out (a renderer importing the budget package would
-load its client and server). The pools' figures depend on timing, so summary.md, the same with
-and without ``-n``, shows only the spend against each cap (which depends on timing too once a
-cap is reached: which cases were refused does)."""
+show them: spend per cost cap, and per LLM or embedding pool its requests, concurrency and
+the adaptive level reached. Plain data in, plain data out (a renderer importing the budget
+package would load its client and server). The pools' figures depend on timing, so
+summary.md, the same with and without ``-n``, shows only the spend against each cap (which
+depends on timing too once a cap is reached: which cases were refused does)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
     pools = []
     for key, pool in totals.get("pools", {}).items():
         try:
-            url, model, _ = json.loads(key)
+            url, model, _, *rest = json.loads(key)
         except (ValueError, TypeError):
-            url, model = key, ""
-        entry = {"endpoint": url, "model": model,
+            url, model, rest = key, "", []
+        kind = rest[0] if rest and isinstance(rest[0], str) else "llm"
+        entry = {"kind": kind, "endpoint": url, "model": model,
                  **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
                                              "max_in_flight", "throttled", "timeouts",
                                              "errors", "trips")}}
@@ -53,9 +54,9 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"run budget {key}: spent ${cost['spent']:.4f} of ${cost['max_cost']:.4f}"
                      f" (all workers){state}")
     for pool in report.get("pools", []):
-        line = (f"llm pool {pool['model']} at {pool['endpoint']}: {pool['requests']} requests, "
-                f"max {pool['max_in_flight']} in flight, {pool['throttled']} throttled (429), "
-                f"{pool['timeouts']} timed out")
+        line = (f"{pool.get('kind') or 'llm'} pool {pool['model']} at {pool['endpoint']}: "
+                f"{pool['requests']} requests, max {pool['max_in_flight']} in flight, "
+                f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"
         if pool.get("trips"):
