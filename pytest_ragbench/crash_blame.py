@@ -19,6 +19,7 @@ plugin's own); otherwise xdist's crash report stands.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,31 @@ from .scheduling import query_of
 #: workerinput keys: the markers' folder, and the queries not to look ahead into.
 WORKERINPUT_DIR = "ragbench_ahead_dir"
 WORKERINPUT_SKIP = "ragbench_no_ahead"
+#: the markers' folders: ``ragbench-ahead-<controller pid>-<random>`` in the temp folder
+DIR_PREFIX = "ragbench-ahead-"
+
+
+def markers_dir(parent: str | None = None) -> Path:
+    """A new folder for this controller's markers, after removing those of controllers that
+    are gone (a SIGKILL'd run never removes its own; each run would leave one behind)."""
+    parent = parent or tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            pid = entry.name[len(DIR_PREFIX):].split("-", 1)[0]
+            if (entry.name.startswith(DIR_PREFIX) and pid.isdigit() and entry.is_dir()
+                    and not _alive(int(pid))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process (EPERM): not ours to judge
+    return True
 
 
 def worker_marker(config: pytest.Config) -> AheadMarker | None:
@@ -57,7 +83,7 @@ class CrashBlame:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="ragbench-ahead-"))
+            self._dir = markers_dir()
         node.workerinput[WORKERINPUT_DIR] = str(self._dir)
         node.workerinput[WORKERINPUT_SKIP] = sorted(self.suspects)
 

@@ -32,3 +32,26 @@ def test_a_folder_that_is_not_there_is_tried_once(tmp_path: Path, monkeypatch) -
         with marker.running("s.yaml", [case]):
             pass
     assert len(opened) == 1
+
+
+def test_a_controller_removes_the_markers_folders_of_controllers_that_are_gone(
+        tmp_path: Path) -> None:
+    """A controller killed with SIGKILL never removes its folder: every such run left one in
+    the temp folder for good."""
+    import os
+    import subprocess
+    import sys
+
+    from pytest_ragbench.crash_blame import DIR_PREFIX, markers_dir
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = tmp_path / f"{DIR_PREFIX}{gone.stdout.strip()}-abc"
+    live = tmp_path / f"{DIR_PREFIX}{os.getpid()}-def"
+    other = tmp_path / f"{DIR_PREFIX}notapid"
+    for folder in (dead, live, other):
+        folder.mkdir()
+    (dead / "gw0.ahead").write_text("s.yaml::q1\n")
+    made = markers_dir(str(tmp_path))
+    assert made.is_dir() and made.name.startswith(f"{DIR_PREFIX}{os.getpid()}-")
+    assert not dead.exists() and live.is_dir() and other.is_dir()
