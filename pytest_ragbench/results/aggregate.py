@@ -58,17 +58,17 @@ def query_values(recs: Sequence[Mapping[str, Any]], metric: str) -> list[float |
         v = r["metrics"].get(metric)
         if v is not None or r.get("status") != "error":
             per_query.setdefault(str(r["case_id"]), []).append(v)
-    out: list[float | None] = []
-    for vs in per_query.values():
-        if len(vs) == 1:
-            out.append(vs[0])
-            continue
-        finite = [float(v) for v in vs if v is not None and math.isfinite(v)]
-        if finite and min(finite) == max(finite):
-            out.append(finite[0])  # fsum / len of copies can be one ulp off
-        else:
-            out.append(math.fsum(finite) / len(finite) if finite else None)
-    return out
+    return [vs[0] if len(vs) == 1 else _mean_of_runs(
+        [float(v) for v in vs if v is not None and math.isfinite(v)]) for vs in per_query.values()]
+
+
+def _mean_of_runs(finite: Sequence[float]) -> float | None:
+    """The mean of one query's repetitions that measured a finite value (None: none did)."""
+    if not finite:
+        return None
+    if min(finite) == max(finite):
+        return finite[0]  # fsum / len of copies can be one ulp off
+    return math.fsum(finite) / len(finite)
 
 
 def summarize_group(
@@ -176,8 +176,7 @@ def case_scores(
         bucket = values.setdefault(cid, [])
         if v is not None and math.isfinite(float(v)):
             bucket.append(float(v))
-    return {cid: ((math.fsum(vs) / len(vs)) if vs else None, errored[cid])
-            for cid, vs in sorted(values.items())}
+    return {cid: (_mean_of_runs(vs), errored[cid]) for cid, vs in sorted(values.items())}
 
 
 def case_error_counts(recs: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:

@@ -344,3 +344,15 @@ def test_a_suite_with_a_pipeline_labels_its_gates_with_the_suites_count() -> Non
     summary = summarize_run(only_a, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
     assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
         "a": "4 of 5 cases"}
+
+
+def test_a_querys_identical_repetitions_score_what_each_did_in_every_view() -> None:
+    """``runs: 3`` of a deterministic query: the scoped gates and baseline pairing
+    (case_scores) averaged three copies of 0.7 to 0.7000000000000001, the means
+    (query_values) kept 0.7."""
+    from pytest_ragbench.results.aggregate import case_scores, query_values
+
+    recs = [{"case_id": "q1", "metrics": {"m": 0.7}, "status": "passed"} for _ in range(3)]
+    recs += [{"case_id": "q2", "metrics": {"m": v}, "status": "passed"} for v in (0.2, 0.4)]
+    assert case_scores(recs, "m") == {"q1": (0.7, False), "q2": (0.30000000000000004, False)}
+    assert query_values(recs, "m") == [0.7, 0.30000000000000004]
