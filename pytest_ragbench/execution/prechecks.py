@@ -20,6 +20,7 @@ __all__ = [
     "REFERENCE_METRICS",
     "cli_gate_problems",
     "missing_reference_problem",
+    "scope_problems",
     "unset_env_problems",
 ]
 
@@ -156,4 +157,37 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
             f"--ragbench-gate {text!r}: no collected suite computes {metric!r}"
             f"{did_you_mean(metric, [*known, ERROR_RATE])}; the suites compute: {shown}; "
             f"{ERROR_RATE} is always available")
+    return problems
+
+
+_SCOPE_FIELDS = {"type": "types", "difficulty": "difficulties", "tag": "tags"}
+
+
+def scope_problems(gates: Iterable[Any], queries: Sequence[Any]) -> list[str]:
+    """Messages for a suite's gates whose query scope (``type=``, ``difficulty=``, ``tag=``)
+    no selected query matches: a misspelled value would judge nothing in every run, and a
+    run narrowed by ``-k`` or ``--lf`` could not tell it from a scope it left out.
+
+    ``gates`` are the suite's parsed gates, ``queries`` its selected queries (objects with
+    ``type``, ``difficulty`` and ``tags``).
+    """
+    from ..results.gates import case_filter, case_in_scope, scope_text
+
+    metas = [{"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)}
+             for q in queries]
+    problems = []
+    for gate in gates:
+        filt = case_filter(getattr(gate, "scope", ()))
+        if not filt or any(case_in_scope(meta, filt) for meta in metas):
+            continue
+        why = []
+        for key, value in filt:
+            present = sorted({t for m in metas for t in m["tags"]} if key == "tag"
+                             else {str(m[key]) for m in metas if m[key] is not None})
+            if value not in present:
+                why.append(f"no query has {key} {value!r}{did_you_mean(value, present)}; the "
+                           f"{_SCOPE_FIELDS[key]}: {', '.join(present) or 'none'}")
+        reason = "; ".join(why) or "no query has all of them"
+        problems.append(f"gate {gate.text!r} selects none of the {len(metas)} selected "
+                        f"queries ({scope_text(filt)}): {reason}")
     return problems

@@ -255,7 +255,8 @@ class SuiteRuntime:
         Checked: the environment variables the suite names (API keys, ``${VAR}`` headers),
         each retriever's factory with the suite's parameters (built now, indexed on first
         use), and with ``answers`` (for suites with answer metrics) the generation/judging
-        pipeline and that some query has the reference answer reference-based metrics need.
+        pipeline and that some query has the reference answer reference-based metrics need,
+        and that each query scope of the suite's gates selects some query.
         Every problem goes into ONE :class:`SuiteError`, a line each naming the suite file
         and key path; nothing is indexed and no request is sent. Idempotent.
         """
@@ -287,6 +288,8 @@ class SuiteRuntime:
             if self._needs_answer_pipeline():
                 problems += unset.get("") or self._prepare_pipeline()
             problems += self._check_references()
+        if "retrievers" in todo:
+            problems += self._check_scopes()
         if problems:
             if len(problems) == 1:
                 raise problems[0]
@@ -337,6 +340,12 @@ class SuiteRuntime:
             return []
         return [SuiteError(message, file=self.suite.path,
                            key="dataset.answer_field" if answer_field else "metrics")]
+
+    def _check_scopes(self) -> list[SuiteError]:
+        from .prechecks import scope_problems
+
+        return [SuiteError(message, file=self.suite.path, key="gates")
+                for message in scope_problems(self.suite.gates, self.dataset.queries)]
 
     def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""

@@ -1,0 +1,36 @@
+"""A suite gate's query scope (``type=``, ``difficulty=``, ``tag=``) that no selected query
+matches is a suite error before the first case, in a whole run and in a run narrowed by
+``-k``: a misspelled value there was skipped as a scope the narrowing left out."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import error_sections
+
+SUITE = "--ragbench=suite.yaml"
+
+
+@pytest.mark.parametrize("narrowed", [[], ["-k", "q1"]], ids=["whole", "k"])
+def test_a_misspelled_scope_is_a_suite_error_before_any_case(pytester, mini_suite, narrowed):
+    path = mini_suite()
+    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hrad: ndcg@10 >= 0.5"\n'
+                    '  - "tag=espresso, type=numeric: recall@10 >= 0.1"\n')
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", *narrowed)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.assert_outcomes(errors=1)
+    (section,) = error_sections(result.stdout.str()).values()
+    text = " ".join(section)
+    assert ("gates: gate 'difficulty=hrad: ndcg@10 >= 0.5' selects none of the 5 selected "
+            "queries (difficulty=hrad): no query has difficulty 'hrad' (did you mean 'hard'?); the "
+            "difficulties: easy, hard, medium") in text
+    # each value exists, no query has both
+    assert ("gate 'tag=espresso, type=numeric: recall@10 >= 0.1' selects none of the 5 "
+            "selected queries (tag=espresso, type=numeric): no query has all of them") in text
+
+
+def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
+    path = mini_suite()
+    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: ndcg@10 >= 0.99"\n')
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", "-k", "q1 or q3")  # both easy
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*no case of its scope ran in this partial run*"])
