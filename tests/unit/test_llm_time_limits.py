@@ -404,10 +404,10 @@ def test_a_judge_batch_queued_for_the_runs_slot_keeps_its_cases_time_limit(
 def test_a_case_sharing_another_cases_request_keeps_its_time_limit(tmp_path: Path) -> None:
     """The response cache sends an identical request once: the second case waits on the first
     one's request, and on its wait for a slot."""
-    # two slots, so that each pipeline has both its cases open at once; eight pipelines, so
-    # that the last requests wait twice the limit
-    pipelines = 8
-    with FakeOpenAIServer(latency=LIMIT / 2) as server, LocalBudget() as budget:
+    # two slots, so that each pipeline has both its cases open at once; twelve pipelines, so
+    # that the last requests, behind five answers each, end half the limit past it
+    pipelines = 12
+    with FakeOpenAIServer(latency=LATENCY) as server, LocalBudget() as budget:
         config = {**_config(server, "generation.timeout", concurrency=2),
                   "cache": {"path": str(tmp_path / "cache.sqlite")}}
         outs = _submit_all([build_pipeline(parse_rag_config(config), base_dir=tmp_path,
