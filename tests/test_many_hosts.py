@@ -323,7 +323,7 @@ def test_suites_outside_the_rootdir_keep_their_own_cases_and_ids(
             f"retrievers: {{bm: {{type: bm25}}}}\nk: {k}\nmetrics: [recall@{k}]\n"
             f"thresholds: {{recall@{k}: '>= 1.0'}}\n", encoding="utf-8")
         suites.append(f"--ragbench={folder / 'suite.yaml'}")
-    result = pytester.runpytest_subprocess(*suites, "-p", "no:randomly", *workers)
+    result = pytester.runpytest(*suites, "-p", "no:randomly", *workers)
     rel = Path(os.path.relpath(elsewhere, pytester.path))
     ids = {name: (rel / name / "suite.yaml").as_posix() for name in ("first", "second")}
     result.assert_outcomes(passed=2 * len(QUERIES) - 1, failed=1)
