@@ -390,10 +390,12 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
             FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
-            FakeOpenAIServer(latency=0.05) as embeddings:
+            FakeOpenAIServer(latency=0.02) as embeddings:
         dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
         # a retriever's own endpoint (dense's embedder, one text a request) holds its
-        # concurrency for the whole run too
+        # concurrency for the whole run too; its requests queue one at a time (two indexings
+        # and 16 queries), so the latency is most of the run's wait: 20 ms is still far
+        # longer than sending one, and two workers each with its own slot overlap at once
         (pytester.path / "dense.yaml").write_text(DENSE_SUITE.format(url=embeddings.base_url),
                                                   encoding="utf-8")
         dataset(shared.base_url, "  concurrency: 3", name="a.ragbench.yaml")
