@@ -145,13 +145,18 @@ def test_head_start_sends_each_request_once_and_matches_serial(
     write_jsonl(pytester.path / "corpus.jsonl", docs)
     write_jsonl(pytester.path / "queries.jsonl", queries)
     pytester.makeconftest(CONFTEST)
-    with FakeOpenAIServer(latency=0.05, reply=judge_reply) as server:
+    # The serial run is the reference (counts, records without their timings, summaries):
+    # a short latency does for it. The -n 2 run needs its 50 ms, or the head start has
+    # answered every case before the workers collect and the tail deal below is never
+    # taken (at 20 ms it was not in 4 runs; at 50 ms in 2 of 4).
+    with FakeOpenAIServer(latency=0.01, reply=judge_reply) as server:
         pytester.path.joinpath("suite.yaml").write_text(suite_text(server.base_url, "c.sqlite"))
         serial = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist")
         serial.assert_outcomes(passed=N_QUERIES)
         serial_chat, serial_embed = server.count(CHAT_PATH), server.count(EMBEDDINGS_PATH)
         serial_records, serial_suites = run_records(pytester.path), summary_suites(pytester.path)
         server.reset_counts()
+        server.latency = 0.05
         first_parallel = len(server.requests)
         for cache in pytester.path.glob("c.sqlite*"):  # both runs start from a cold cache
             cache.unlink()
