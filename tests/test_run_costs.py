@@ -6,6 +6,9 @@ import gc
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import BASE_INI, latest_run
@@ -171,19 +174,6 @@ def pytest_configure(config):
 """
 
 
-def test_a_run_ends_its_process_with_one_collection_then_a_frozen_heap(pytester, mini_suite):
-    """The interpreter's shutdown collects the whole heap several times over (0.15-0.2 s
-    after the summary is printed); the plugin collects once at exit and freezes the rest.
-    Garbage cycles alive then are still collected and finalized, as in any shutdown."""
-    mini_suite()
-    pytester.makeconftest(EXIT_PROBE)
-    result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
-                                           "-p", "no:hypothesispytest")
-    result.assert_outcomes(passed=5)
-    assert int((pytester.path / "exit_frozen.txt").read_text()) > 0
-    assert (pytester.path / "finalized.txt").read_text() == "yes"
-
-
 OPTIONAL_MODULES = ("sqlite3", "pytest_ragbench.outputs",
                     "pytest_ragbench.results.compare", "pytest_ragbench.results.history",
                     "pytest_ragbench.results.baseline", "pytest_ragbench.report.html",
@@ -199,16 +189,61 @@ def pytest_terminal_summary(terminalreporter):
 """
 
 
-def test_a_run_with_nothing_to_compare_or_keep_skips_baselines_and_history(pytester, mini_suite):
+@dataclass
+class FreshProcessRun:
+    """One plain run of the mini suite in a fresh process, with both probes above: the exit
+    probe looks only at the process's end (after the summary), the module probe only at its
+    summary, and neither imports a module the other looks for."""
+
+    root: Path
+    result: pytest.RunResult
+
+
+@pytest.fixture(scope="module")
+def shared_runs() -> dict[str, Any]:
+    """Runs made once for this module, each by the first test that needs it."""
+    return {}
+
+
+@pytest.fixture
+def fresh_process(pytester: pytest.Pytester, mini_suite: Any,
+                  shared_runs: dict[str, Any]) -> FreshProcessRun:
+    # a fresh process costs about a second, the checks on it nothing
+    if "fresh" not in shared_runs:
+        try:
+            mini_suite()
+            pytester.makeconftest(EXIT_PROBE + MODULE_PROBE)
+            result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
+                                                   "-p", "no:hypothesispytest")
+            result.assert_outcomes(passed=5)
+            shared_runs["fresh"] = FreshProcessRun(pytester.path, result)
+        except Exception as exc:
+            # the first test shows the failure; the others say so instead of running it again
+            shared_runs["fresh"] = f"{type(exc).__name__}: {exc}"
+            raise
+    run = shared_runs["fresh"]
+    if isinstance(run, str):
+        pytest.fail(f"the shared fresh-process run failed (see the first test that used it): "
+                    f"{run}")
+    assert isinstance(run, FreshProcessRun)
+    return run
+
+
+def test_a_run_ends_its_process_with_one_collection_then_a_frozen_heap(
+        fresh_process: FreshProcessRun) -> None:
+    """The interpreter's shutdown collects the whole heap several times over (0.15-0.2 s
+    after the summary is printed); the plugin collects once at exit and freezes the rest.
+    Garbage cycles alive then are still collected and finalized, as in any shutdown."""
+    assert int((fresh_process.root / "exit_frozen.txt").read_text()) > 0
+    assert (fresh_process.root / "finalized.txt").read_text() == "yes"
+
+
+def test_a_run_with_nothing_to_compare_or_keep_skips_baselines_and_history(
+        fresh_process: FreshProcessRun) -> None:
     """The same fresh process also shows that collecting a suite does import the suite parser:
     the guard of tests/test_suite_startup.py (a run without suites imports neither YAML nor
     pydantic) must be able to fail, and a second process only for that cost about a second."""
-    mini_suite()
-    pytester.makeconftest(MODULE_PROBE)
-    result = pytester.runpytest_subprocess(SUITE, "--ragbench-no-output",
-                                           "-p", "no:hypothesispytest")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["LOADED []", "PARSER [[]'pydantic', 'yaml'[]]"])
+    fresh_process.result.stdout.fnmatch_lines(["LOADED []", "PARSER [[]'pydantic', 'yaml'[]]"])
 
 
 def test_suite_gates_against_a_baseline_are_reported_as_skipped_without_one(pytester, mini_suite):
