@@ -151,9 +151,11 @@ def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
     assert finished == [] and time.monotonic() - started < 0.8
 
 
-def test_a_limit_whose_work_is_over_never_runs_out() -> None:
+@pytest.mark.parametrize("waits", [False, True], ids=["calls", "waits-then-calls"])
+def test_a_limit_whose_work_is_over_never_runs_out(waits: bool) -> None:
     """A task the work started and left running (an embedding batch after another failed)
-    must not start the finished limit's clock again."""
+    must not start the finished limit's clock again: neither by calling, nor when its wait
+    for a slot ends (which starts a stopped clock of a limit still running)."""
     seen: list[bool] = []
     left: list[asyncio.Future[None]] = []
 
@@ -161,6 +163,9 @@ def test_a_limit_whose_work_is_over_never_runs_out() -> None:
         async def straggler() -> None:
             await asyncio.sleep(0.05)
             with deadline.call():
+                if waits:
+                    with deadline.waiting_for_slot():
+                        await asyncio.sleep(0.01)
                 await asyncio.sleep(0.15)  # past where the limit would have run out
                 seen.append(deadline.expired())
 
