@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import latest_run
+from test_verdict_plugin import quick_ctrl_c_memo
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -323,10 +324,11 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
 
 
 def test_a_failed_case_interrupted_between_its_setup_and_call_counts_once_everywhere(
-        pytester, logged):
+        pytester, logged, monkeypatch):
     """The record comes with the setup report and the failure is raised in the call: a
     Ctrl-C (or the SIGTERM the controller sends its workers) between the two left the case
     failed in the tables and not among the verdict's failed items (17 against 18)."""
+    quick_ctrl_c_memo(monkeypatch)
     pytester.makeconftest("""
 import pytest
 
