@@ -416,6 +416,26 @@ def test_resume_narrowed_by_node_ids_keeps_every_case(pytester, logged, narrowed
     assert _results(summary) == _results(_summary(first))
 
 
+# test_verdict_plugin's quick_ctrl_c_memo as an inner project's conftest, for runs in processes
+# of their own: a controller and each xdist worker stopped by SIGTERM format the long
+# traceback nobody sees before they end (the workers 0.2-1 s, which the controller waits for).
+QUICK_CTRL_C_MEMO = """
+from _pytest.terminal import TerminalReporter
+
+_full = TerminalReporter.pytest_keyboard_interrupt
+
+
+def _memo(self, excinfo):
+    if self.config.option.fulltrace:
+        _full(self, excinfo)
+    else:
+        self._keyboardinterrupt_memo = excinfo.getrepr(funcargs=True, style="native")
+
+
+TerminalReporter.pytest_keyboard_interrupt = _memo
+"""
+
+
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
@@ -438,6 +458,7 @@ def _stop_after(proc: subprocess.Popen[str], line: str, sig: int) -> str:
 
 
 def test_killed_then_terminated_runs_lose_nothing_and_redo_nothing(pytester, logged):
+    pytester.makeconftest(QUICK_CTRL_C_MEMO)
     logged(TWO.replace("  a: {type: \"logged:Logged\", drop: d4}\n", ""))
     queries = ["espresso grind size", "how long to steep cold brew"]
     hold = pytester.path / "hold"
@@ -520,7 +541,7 @@ def test_a_sigterm_to_the_controller_alone_stops_its_workers_at_once(pytester, l
     """A supervisor or ``timeout`` signals the controller's process only. The workers used to
     run the cases they were handed for 5 s more (execnet's grace before it interrupts them)
     while the controller no longer recorded them, and a resume ran those again."""
-    pytester.makeconftest(WORKER_END_PROBE)
+    pytester.makeconftest(WORKER_END_PROBE + QUICK_CTRL_C_MEMO)
     hold = pytester.path / "hold"
     hold.write_text(QUERIES_TEXT[0] + "\n")  # a::q1 passes; each worker waits in its next case
     proc = _start_in_background(pytester.path)
