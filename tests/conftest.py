@@ -292,6 +292,7 @@ def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
         pytester = request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS at start
         if "unfrozen_heap" not in request.fixturenames:
             _in_process_runs_ask_nothing_of_the_frozen_heap(pytester, monkeypatch)
+        request.getfixturevalue("quick_interrupt_memo")
     # Plain asserts: rewriting makes pytest list every installed distribution's files at each
     # start (about a quarter of a small in-process run); no test here reads an inner run's
     # assertion introspection.
@@ -328,24 +329,23 @@ def _in_process_runs_ask_nothing_of_the_frozen_heap(pytester: pytest.Pytester,
 
 @pytest.fixture
 def quick_interrupt_memo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process runs that stop on collection errors skip a traceback nobody sees.
+    """In-process runs that end on a KeyboardInterrupt (a Ctrl-C, the SIGTERM a run turns
+    into one, pytest's own ``Session.Interrupted`` of a collection error or a stop) skip a
+    traceback nobody sees.
 
-    pytest's terminal reporter keeps ``excinfo.getrepr(funcargs=True)`` of the
-    ``Session.Interrupted`` that ends such a run, and prints only its crash line
-    ("Interrupted: 1 error during collection") unless the exception is a real
-    KeyboardInterrupt shown with ``--full-trace``. The long form re-parses the source file of
-    every frame (about 80 ms per run); the native form has the same crash line.
-    Opt in with ``pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")``.
+    pytest's terminal reporter keeps ``excinfo.getrepr(funcargs=True)`` of the interrupt that
+    ends such a run and, without ``--full-trace``, prints only its crash line: the same in
+    the native form. The long form re-parses the source file of every frame (0.1-0.2 s per
+    run). Every test that uses ``pytester`` gets it (see _outputs_as_on_a_developer_machine).
     """
     from _pytest.terminal import TerminalReporter
 
     full = TerminalReporter.pytest_keyboard_interrupt
 
     def memo(self: TerminalReporter, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        interrupted = isinstance(excinfo.value, pytest.Session.Interrupted)
-        if interrupted and not self.config.option.fulltrace:
-            self._keyboardinterrupt_memo = excinfo.getrepr(funcargs=True, style="native")
-        else:
+        if self.config.option.fulltrace:
             full(self, excinfo)
+        else:
+            self._keyboardinterrupt_memo = excinfo.getrepr(funcargs=True, style="native")
 
     monkeypatch.setattr(TerminalReporter, "pytest_keyboard_interrupt", memo)

@@ -60,7 +60,6 @@ TIMEOUT = 20  # seconds per case: the alias bomb once hung collection for minute
 USAGE, COLLECTION = pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED
 BAD_EXITS = (USAGE, COLLECTION)  # a usage error (4) or a collection error (2)
 
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 # -- the valid inputs each case breaks one thing of ---------------------------------------------
 

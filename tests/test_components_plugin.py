@@ -21,7 +21,6 @@ import pytest_ragbench.retrievers.bm25  # noqa: F401
 from pytest_ragbench import registry as registry_module
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 SUITE = "--ragbench=suite.yaml"
 THIRDPARTY = Path(__file__).parent / "data" / "thirdparty"

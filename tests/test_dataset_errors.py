@@ -31,7 +31,6 @@ from pytest_ragbench.datasets import (
 from pytest_ragbench.errors import SuiteError
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 tmp_settings = settings(max_examples=150, deadline=None,
                         suppress_health_check=[HealthCheck.function_scoped_fixture])

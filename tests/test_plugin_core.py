@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 from conftest import BASE_INI, QUERIES, latest_run, write_jsonl
-from test_verdict_plugin import _history_rows, _outputs, quick_ctrl_c_memo
+from test_verdict_plugin import _history_rows, _outputs
 from test_xfail_outcome import KNOWN, check_known_failures
 
 from pytest_ragbench.report.rerender import rerender
@@ -615,9 +615,7 @@ def test_an_unusable_pytest_cache_builds_indexes_in_memory(pytester, mini_suite)
     assert strip[:5] == strip[5:]
 
 
-def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite,
-                                                                   monkeypatch):
-    quick_ctrl_c_memo(monkeypatch)
+def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):
     mini_suite(interrupt_on="milk")
     # In process, but told not to raise the inner run's KeyboardInterrupt again in this one
     # (as pytester does by default: a user's Ctrl-C).

@@ -15,7 +15,6 @@ from conftest import QUERIES, write_jsonl
 from pytest_ragbench.llm.testing import FakeOpenAIServer, Fault
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 SECRET = "sk-test-0123456789abcdef"
 

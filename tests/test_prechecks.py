@@ -24,7 +24,6 @@ from pytest_ragbench.execution.prechecks import (
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 SECRET = "sk-precheck-0123456789"
 UNSET = "RAGBENCH_PRECHECK_UNSET"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from conftest import latest_run
-from test_verdict_plugin import quick_ctrl_c_memo
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -324,11 +323,10 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
 
 
 def test_a_failed_case_interrupted_between_its_setup_and_call_counts_once_everywhere(
-        pytester, logged, monkeypatch):
+        pytester, logged):
     """The record comes with the setup report and the failure is raised in the call: a
     Ctrl-C (or the SIGTERM the controller sends its workers) between the two left the case
     failed in the tables and not among the verdict's failed items (17 against 18)."""
-    quick_ctrl_c_memo(monkeypatch)
     pytester.makeconftest("""
 import pytest
 
@@ -416,7 +414,7 @@ def test_resume_narrowed_by_node_ids_keeps_every_case(pytester, logged, narrowed
     assert _results(summary) == _results(_summary(first))
 
 
-# test_verdict_plugin's quick_ctrl_c_memo as an inner project's conftest, for runs in processes
+# conftest's quick_interrupt_memo as an inner project's conftest, for runs in processes
 # of their own: a controller and each xdist worker stopped by SIGTERM format the long
 # traceback nobody sees before they end (the workers 0.2-1 s, which the controller waits for).
 QUICK_CTRL_C_MEMO = """

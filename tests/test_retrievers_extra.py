@@ -33,7 +33,6 @@ from pytest_ragbench.retrievers.runfile import (
 )
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 CORPUS = [Document(id=d["_id"], title=d["title"], text=d["text"]) for d in DOCS]
 

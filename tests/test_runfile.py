@@ -25,7 +25,6 @@ from pytest_ragbench.retrievers.runfile import (
 )
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 CORPUS = [Document(id=f"d{i}", text="x") for i in range(1, 5)]
 

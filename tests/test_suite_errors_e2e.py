@@ -10,7 +10,6 @@ from conftest import ALIAS_BOMB as BOMB
 from conftest import LOADER_SUITE as GOOD
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
-pytestmark = pytest.mark.usefixtures("quick_interrupt_memo")
 
 # -- end to end: the same messages reach the user, as a usage error, without a traceback --------
 

@@ -55,27 +55,6 @@ def test_failed_items_fail_every_output(pytester, mini_suite, monkeypatch):
     assert "FAILED" in _history_rows(pytester)[-1]
 
 
-def quick_ctrl_c_memo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process runs that end on a KeyboardInterrupt (a Ctrl-C, the SIGTERM a run turns
-    into one, or pytest's own ``Session.Interrupted`` of a stop) skip a traceback nobody sees.
-
-    Without ``--full-trace`` pytest prints only the crash line of the repr it keeps, the same
-    in the native form; the long form re-parses the source file of every frame (0.1-0.2 s of
-    such a run). conftest's ``quick_interrupt_memo`` does this for collection errors only.
-    """
-    from _pytest.terminal import TerminalReporter
-
-    full = TerminalReporter.pytest_keyboard_interrupt
-
-    def memo(self: TerminalReporter, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
-        if self.config.option.fulltrace:
-            full(self, excinfo)
-        else:
-            self._keyboardinterrupt_memo = excinfo.getrepr(funcargs=True, style="native")
-
-    monkeypatch.setattr(TerminalReporter, "pytest_keyboard_interrupt", memo)
-
-
 def _junit_cases(path: Path) -> dict[str, ET.Element]:
     root = ET.parse(path).getroot()
     return {f"{c.get('classname')}::{c.get('name')}": c for c in root.iter("testcase")}
@@ -107,9 +86,7 @@ def test_every_gate_is_a_junit_testcase(pytester, mini_suite, workers):
         assert case.find("failure") is None and case.find("skipped") is None
 
 
-def test_junit_fails_an_interrupted_run_as_every_other_output_does(pytester, mini_suite,
-                                                                    monkeypatch):
-    quick_ctrl_c_memo(monkeypatch)
+def test_junit_fails_an_interrupted_run_as_every_other_output_does(pytester, mini_suite):
     # the cases that ran passed, so junit had no failing testcase while the exit status,
     # summary.json, summary.md and the HTML said FAILED: the run was interrupted
     mini_suite(interrupt_on="milk")
@@ -180,8 +157,7 @@ def test_last_failed_rerun_is_partial(pytester, mini_suite):
     assert summary["run"]["n_cases"] == first.parseoutcomes()["failed"] < 5
 
 
-def test_last_failed_and_stepwise_narrow_repeated_cases(pytester, mini_suite, monkeypatch):
-    quick_ctrl_c_memo(monkeypatch)  # --sw stops its runs
+def test_last_failed_and_stepwise_narrow_repeated_cases(pytester, mini_suite):
     # `runs: 2` names its cases `query[runN]`: pytest reads the ids it cached back with the
     # bracket as parameters, and the cases must carry the same structured id, or `--lf`
     # and `--sw` select nothing and rerun the whole suite as if it were narrowed
@@ -390,8 +366,7 @@ class Slow:
 '''
 
 
-def test_sigterm_ends_the_run_like_ctrl_c(pytester, mini_suite, monkeypatch):
-    quick_ctrl_c_memo(monkeypatch)
+def test_sigterm_ends_the_run_like_ctrl_c(pytester, mini_suite):
     mini_suite()
     pytester.makepyfile(slow=TERMINATED)
     text = (pytester.path / "suite.yaml").read_text().replace("overlap_retriever:Overlap",
@@ -447,8 +422,7 @@ def pytest_unconfigure(config):
     ("", ["--ragbench-gate", "ndcg@100 >= 0.1"], 2),
 ], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key",
         "gate-metric-typo"])
-def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, monkeypatch, setup, args, code):
-    quick_ctrl_c_memo(monkeypatch)  # for the runs stopped by a collection error
+def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
     path = mini_suite(drop="d4")
     if setup == "fail":
         path.write_text(path.read_text() + THRESHOLD)
@@ -508,10 +482,9 @@ def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, m
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_x_stops_a_run_as_failed_at_any_n(pytester, mini_suite, monkeypatch, workers):
+def test_x_stops_a_run_as_failed_at_any_n(pytester, mini_suite, workers):
     """Under xdist -x stopped the run as an interruption (exit 2, "the run was
     interrupted"); at -n 0 as failed (exit 1)."""
-    quick_ctrl_c_memo(monkeypatch)  # xdist's controller stops as pytest's stop does
     path = mini_suite(drop="d4,d6")
     path.write_text(path.read_text() + THRESHOLD)
     result = pytester.runpytest(SUITE, "-x", "-p", "no:randomly", *workers)
