@@ -436,7 +436,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
     """``--ragbench-gate`` on a metric no collected suite computes, or scoped to a system
-    none has: one collection error.
+    or a query type / difficulty / tag none has: one collection error.
 
     Nothing runs then, so a typo costs no request. Each xdist worker finds the same problem
     and reports the same text, which the controller shows once; its items are dropped so the
@@ -453,7 +453,9 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
               for nodeid, s in state.collected_suites.items()}
     systems = {f"{s.name} [{nodeid}]": [x.name for x in s.systems]
                for nodeid, s in state.collected_suites.items()}
-    problems = cli_gate_problems(gates, suites, systems)
+    queries = {f"{s.name} [{nodeid}]": state.runtime(nodeid, s.path).dataset.queries
+               for nodeid, s in state.collected_suites.items()}
+    problems = cli_gate_problems(gates, suites, systems, queries)
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))
         items.clear()

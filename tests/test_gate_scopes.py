@@ -34,3 +34,20 @@ def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
     result = pytester.runpytest(SUITE, "-p", "no:randomly", "-k", "q1 or q3")  # both easy
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*no case of its scope ran in this partial run*"])
+
+
+@pytest.mark.parametrize("workers", [["-k", "q1"], ["-n", "2"]], ids=["k", "xdist"])
+def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
+        pytester, mini_suite, workers):
+    """A ``--ragbench-gate`` applies to every suite: its scope is a typo when no selected
+    query of any collected suite matches it."""
+    mini_suite()
+    gate = "type=factiod: recall@10 >= 0.5"
+    result = pytester.runpytest(SUITE, "--ragbench-gate", gate, *workers)
+    assert result.ret != 0  # 2 at -n 0; xdist's controller ends a collection error with 1
+    out = result.stdout.str()
+    said = (f"ragbench: --ragbench-gate {gate!r}: selects none of the 5 selected queries of the "
+            "collected suites: no query has type 'factiod' (did you mean 'factoid'?); the "
+            "types: factoid, how_to, numeric")
+    assert said in out and out.count("selects none") == 1
+    assert "passed" not in out.splitlines()[-1]

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import latest_run
+from conftest import QUERIES, latest_run, write_jsonl
 
 SUITE = "--ragbench=suite.yaml"
 THRESHOLD = "thresholds:\n  recall@10: 0.99\n"
@@ -464,18 +464,23 @@ def test_malformed_files_on_the_command_line_are_one_clear_usage_error(pytester,
 
 
 def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, mini_suite):
-    """A misspelled scope value failed the run with 'nan' and 'margin nan' everywhere but
-    the failure line."""
+    """A command-line gate applies to every suite: one whose scope only another suite's
+    queries match failed this suite's run with 'nan' and 'margin nan' everywhere but the
+    failure line. (A scope no suite's queries match is a usage error: test_gate_scopes.py.)"""
     mini_suite()
-    gate = "difficulty=hrad: ndcg@10 >= 0.5"
-    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate", gate,
-                                "--ragbench-summary=full")
+    write_jsonl(pytester.path / "expert.jsonl", [{**QUERIES[0], "difficulty": "expert"}])
+    mini_suite("name: other\ndataset: {corpus: corpus.jsonl, queries: expert.jsonl}\n"
+               "retrievers: {overlap: {type: 'overlap_retriever:Overlap'}}\n"
+               "metrics: [ndcg@10]\n", name="other.yaml")
+    gate = "difficulty=expert: ndcg@10 >= 0.5"
+    result = pytester.runpytest(SUITE, "--ragbench=other.yaml", "--junitxml=out.xml",
+                                "--ragbench-gate", gate, "--ragbench-summary=full")
     assert result.ret == 1
-    said = "no query matches difficulty=hrad"
-    result.stdout.fnmatch_lines([f"  FAIL mini/overlap [[]difficulty=hrad]: {gate} ({said})",
+    said = "no query matches difficulty=expert"
+    result.stdout.fnmatch_lines([f"  FAIL mini/overlap [[]difficulty=expert]: {gate} ({said})",
                                  f"ragbench: gate failed: * {said} *"])
     summary, md, html = _outputs(pytester)
-    (gate_result,) = [g for g in summary["gates"] if g["scope"]]
+    (gate_result,) = [g for g in summary["gates"] if g["scope"] and g["suite"] == "mini"]
     assert gate_result["note"] == said and gate_result["passed"] is False
     assert said in md and said in html and said in (pytester.path / "out.xml").read_text()
     assert "margin nan" not in md + html + result.stdout.str()

@@ -124,16 +124,21 @@ def missing_reference_problem(
 
 
 def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence[str]],
-                      suite_systems: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+                      suite_systems: Mapping[str, Sequence[str]] | None = None,
+                      suite_queries: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
     """Messages for ``--ragbench-gate`` expressions on a metric no collected suite computes,
-    or scoped to a ``retriever=`` no collected suite has (it would apply to nothing).
+    scoped to a ``retriever=`` no collected suite has, or to a ``type=`` / ``difficulty=`` /
+    ``tag=`` no selected query of any collected suite has (each would apply to nothing).
 
     ``suite_metrics`` maps each collected suite's name to its metric names, ``suite_systems``
-    to its system names. Expressions were checked for syntax when the option was parsed.
+    to its system names, ``suite_queries`` to its selected queries. Expressions were checked
+    for syntax when the option was parsed.
     """
     from ..results.gates import ERROR_RATE, parse_gate_expression, scope_retriever
 
     known = sorted({m for names in suite_metrics.values() for m in names})
+    metas = (None if suite_queries is None
+             else _query_meta(q for queries in suite_queries.values() for q in queries))
     systems = sorted({n for names in (suite_systems or {}).values() for n in names})
     problems = []
     for text in gates:
@@ -149,6 +154,11 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{only!r}{did_you_mean(only, systems)}; the systems: "
                             f"{', '.join(systems) or 'none'}")
             continue
+        reason = None if metas is None else _unmatched(gate.scope, metas)
+        if reason is not None:
+            problems.append(f"--ragbench-gate {text!r}: selects none of the {len(metas or [])} "
+                            f"selected queries of the collected suites: {reason}")
+            continue
         if metric == ERROR_RATE or metric in known:
             continue
         shown = ", ".join(f"{name} ({', '.join(names)})"
@@ -163,6 +173,28 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
 _SCOPE_FIELDS = {"type": "types", "difficulty": "difficulties", "tag": "tags"}
 
 
+def _query_meta(queries: Iterable[Any]) -> list[dict[str, Any]]:
+    return [{"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)} for q in queries]
+
+
+def _unmatched(scope: Any, metas: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why no query of ``metas`` matches the query part of ``scope`` (None: one does, or
+    the scope selects no queries)."""
+    from ..results.gates import case_filter, case_in_scope
+
+    filt = case_filter(scope)
+    if not filt or any(case_in_scope(meta, filt) for meta in metas):
+        return None
+    why = []
+    for key, value in filt:
+        present = sorted({t for m in metas for t in m["tags"]} if key == "tag"
+                         else {str(m[key]) for m in metas if m[key] is not None})
+        if value not in present:
+            why.append(f"no query has {key} {value!r}{did_you_mean(value, present)}; the "
+                       f"{_SCOPE_FIELDS[key]}: {', '.join(present) or 'none'}")
+    return "; ".join(why) or "no query has all of them"
+
+
 def scope_problems(gates: Iterable[Any], queries: Sequence[Any]) -> list[str]:
     """Messages for a suite's gates whose query scope (``type=``, ``difficulty=``, ``tag=``)
     no selected query matches: a misspelled value would judge nothing in every run, and a
@@ -171,23 +203,14 @@ def scope_problems(gates: Iterable[Any], queries: Sequence[Any]) -> list[str]:
     ``gates`` are the suite's parsed gates, ``queries`` its selected queries (objects with
     ``type``, ``difficulty`` and ``tags``).
     """
-    from ..results.gates import case_filter, case_in_scope, scope_text
+    from ..results.gates import case_filter, scope_text
 
-    metas = [{"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)}
-             for q in queries]
+    metas = _query_meta(queries)
     problems = []
     for gate in gates:
-        filt = case_filter(getattr(gate, "scope", ()))
-        if not filt or any(case_in_scope(meta, filt) for meta in metas):
-            continue
-        why = []
-        for key, value in filt:
-            present = sorted({t for m in metas for t in m["tags"]} if key == "tag"
-                             else {str(m[key]) for m in metas if m[key] is not None})
-            if value not in present:
-                why.append(f"no query has {key} {value!r}{did_you_mean(value, present)}; the "
-                           f"{_SCOPE_FIELDS[key]}: {', '.join(present) or 'none'}")
-        reason = "; ".join(why) or "no query has all of them"
-        problems.append(f"gate {gate.text!r} selects none of the {len(metas)} selected "
-                        f"queries ({scope_text(filt)}): {reason}")
+        scope = getattr(gate, "scope", ())
+        reason = _unmatched(scope, metas)
+        if reason is not None:
+            problems.append(f"gate {gate.text!r} selects none of the {len(metas)} selected "
+                            f"queries ({scope_text(case_filter(scope))}): {reason}")
     return problems
