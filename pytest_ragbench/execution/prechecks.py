@@ -134,10 +134,11 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
     to its system names, ``suite_queries`` to its selected queries. Expressions were checked
     for syntax when the option was parsed.
     """
-    from ..results.gates import ERROR_RATE, parse_gate_expression, scope_retriever
+    from ..results.gates import ERROR_RATE, case_filter, parse_gate_expression, scope_retriever
 
     known = sorted({m for names in suite_metrics.values() for m in names})
-    metas = (None if suite_queries is None
+    # the queries' metadata only when a gate has a query scope (a suite may hold 100k)
+    metas = (None if suite_queries is None or not any(_scoped(text) for text in gates)
              else _query_meta(q for queries in suite_queries.values() for q in queries))
     systems = sorted({n for names in (suite_systems or {}).values() for n in names})
     problems = []
@@ -154,7 +155,8 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{only!r}{did_you_mean(only, systems)}; the systems: "
                             f"{', '.join(systems) or 'none'}")
             continue
-        reason = None if metas is None else _unmatched(gate.scope, metas)
+        reason = None if metas is None or not case_filter(gate.scope) else _unmatched(
+            gate.scope, metas)
         if reason is not None:
             problems.append(f"--ragbench-gate {text!r}: selects none of the {len(metas or [])} "
                             f"selected queries of the collected suites: {reason}")
@@ -171,6 +173,16 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
 
 
 _SCOPE_FIELDS = {"type": "types", "difficulty": "difficulties", "tag": "tags"}
+
+
+def _scoped(text: str) -> bool:
+    """Whether a gate expression has a query scope (parse errors are reported elsewhere)."""
+    from ..results.gates import case_filter, parse_gate_expression
+
+    try:
+        return bool(case_filter(parse_gate_expression(text).scope))
+    except ValueError:
+        return False
 
 
 def _query_meta(queries: Iterable[Any]) -> list[dict[str, Any]]:
@@ -205,10 +217,11 @@ def scope_problems(gates: Iterable[Any], queries: Sequence[Any]) -> list[str]:
     """
     from ..results.gates import case_filter, scope_text
 
-    metas = _query_meta(queries)
+    scoped = [g for g in gates if case_filter(getattr(g, "scope", ()))]
+    metas = _query_meta(queries) if scoped else []
     problems = []
-    for gate in gates:
-        scope = getattr(gate, "scope", ())
+    for gate in scoped:
+        scope = gate.scope
         reason = _unmatched(scope, metas)
         if reason is not None:
             problems.append(f"gate {gate.text!r} selects none of the {len(metas)} selected "
