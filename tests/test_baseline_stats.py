@@ -326,3 +326,20 @@ def test_no_significant_drop_fails_when_no_query_was_compared():
     same = compare_docs(base, _doc({f"q{i:02d}": 0.5 for i in range(20)},
                                    gates=gates[:1]))
     assert same["passed"] and [g["passed"] for g in same["gates"]] == [True]
+
+
+@pytest.mark.parametrize("test", ["permutation", "paired-t", "wilcoxon", "bootstrap"])
+def test_a_roundoff_difference_is_no_significant_drop(test):
+    """Per-query scores one ulp apart (three identical repetitions averaged by another
+    formula: 0.7000000000000001 against 0.7) are a drop of 1e-17 that a paired test calls
+    significant (p about 0.002); the run failed its gate with nothing changed."""
+    base = _doc({f"q{i:02d}": (0.7000000000000001 if i % 3 == 0 else 0.5) for i in range(30)})
+    cur = _doc({f"q{i:02d}": (0.7 if i % 3 == 0 else 0.5) for i in range(30)},
+               gates=[f"ndcg@10: no significant drop using {test}"])
+    out = compare_docs(base, cur)
+    (gate,) = out["gates"]
+    assert gate["passed"] and out["passed"], gate
+    # a real drop of the same queries still fails
+    worse = _doc({f"q{i:02d}": (0.6 if i % 3 == 0 else 0.5) for i in range(30)},
+                 gates=[f"ndcg@10: no significant drop using {test}"])
+    assert not compare_docs(base, worse)["passed"]

@@ -403,12 +403,18 @@ def _baseline_gate_results(
                 p = _nan(row["p_holm"])
                 alpha = gate.alpha if gate.alpha is not None else default_alpha
                 worse = worse_by(_nan(row["delta"]), row["direction"])
+                # A drop within roundoff is none: per-query means of identical repetitions
+                # summed another way differ by an ulp, and a paired test calls a consistent
+                # 1e-17 significant (as a drop gate and a tolerance allow it).
+                baseline = _nan(row["baseline"])
+                dropped = worse > 1e-12 * max(1.0, 0.0 if math.isnan(baseline)
+                                              else abs(baseline))
                 # no change measured (no query in common): no evidence of "no drop" either,
                 # as a drop gate and a threshold fail on it
-                res.update(passed=not math.isnan(worse) and not (worse > 0 and p < alpha),
+                res.update(passed=not math.isnan(worse) and not (dropped and p < alpha),
                            value=row["delta"],
                            p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row),
-                           margin=(p - alpha) if worse > 0 else None)
+                           margin=(p - alpha) if dropped else None)
             out.append(res)
     return out
 
