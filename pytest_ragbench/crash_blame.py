@@ -23,41 +23,64 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from .execution.ahead import AheadMarker, query_key, read_marker
+from .retrievers.cachelock import hold_lock
 from .scheduling import query_of
 
 #: workerinput keys: the markers' folder, and the queries not to look ahead into.
 WORKERINPUT_DIR = "ragbench_ahead_dir"
 WORKERINPUT_SKIP = "ragbench_no_ahead"
-#: the markers' folders: ``ragbench-ahead-<controller pid>-<random>`` in the temp folder
+#: the markers' folders: ``ragbench-ahead-<random>`` in the temp folder, each holding the lock
+#: of its ``owner.lock`` for as long as its controller runs
 DIR_PREFIX = "ragbench-ahead-"
+OWNER_LOCK = "owner.lock"
 
 
-def markers_dir(parent: str | None = None) -> Path:
-    """A new folder for this controller's markers, after removing those of controllers that
-    are gone (a SIGKILL'd run never removes its own; each run would leave one behind)."""
-    parent = parent or tempfile.gettempdir()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(parent):
-            pid = entry.name[len(DIR_PREFIX):].split("-", 1)[0]
-            if (entry.name.startswith(DIR_PREFIX) and pid.isdigit() and entry.is_dir()
-                    and not _alive(int(pid))):
-                shutil.rmtree(entry.path, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=parent))
+def markers_dir(parent: str | None = None) -> tuple[Path, IO[bytes]]:
+    """A new folder for this controller's markers, and the open file that holds its lock,
+    after removing the folders whose controllers are gone (a SIGKILL'd run never removes its
+    own; each one would stay in the temp folder for good).
 
-
-def _alive(pid: int) -> bool:
+    A folder is gone when nobody holds its lock: unlike a pid, that holds across pid
+    namespaces (containers sharing ``/tmp``). A folder takes its final name only once its
+    lock is held, so a cleanup never meets one whose controller is still setting it up.
+    """
+    base = Path(parent or tempfile.gettempdir())
+    _remove_abandoned(base)
+    staging = Path(tempfile.mkdtemp(prefix=f".{DIR_PREFIX}", dir=base))
+    lock = hold_lock(staging / OWNER_LOCK)
+    if lock is None:  # pragma: no cover - a new folder's file nobody else has opened
+        raise OSError(f"{staging / OWNER_LOCK}: cannot be locked")
+    folder = staging.with_name(staging.name[1:])
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        os.rename(staging, folder)
     except OSError:
-        return True  # another user's process (EPERM): not ours to judge
-    return True
+        return staging, lock  # a name taken meanwhile: the staging name does (never cleaned)
+    return folder, lock
+
+
+def _remove_abandoned(base: Path) -> None:
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            lock_path = Path(entry.path) / OWNER_LOCK
+            if not lock_path.is_file():
+                continue  # an older version's folder: nothing says whether it is in use
+            try:
+                held = hold_lock(lock_path)
+            except OSError:
+                continue  # another user's folder
+            if held is None:
+                continue  # its controller runs
+            try:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            finally:
+                held.close()
 
 
 def worker_marker(config: pytest.Config) -> AheadMarker | None:
@@ -75,6 +98,7 @@ class CrashBlame:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self._dir: Path | None = None
+        self._lock: IO[bytes] | None = None  # holds the folder's lock while this run lives
         self.suspects: set[str] = set()
         # items put back after a crash, and those of them that reported again
         self._rerun: set[str] = set()
@@ -83,7 +107,7 @@ class CrashBlame:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self._dir is None:
-            self._dir = markers_dir()
+            self._dir, self._lock = markers_dir()
         node.workerinput[WORKERINPUT_DIR] = str(self._dir)
         node.workerinput[WORKERINPUT_SKIP] = sorted(self.suspects)
 
@@ -154,3 +178,6 @@ class CrashBlame:
         if self._dir is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._dir)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

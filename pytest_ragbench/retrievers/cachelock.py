@@ -54,6 +54,16 @@ def _unlock(fh: IO[bytes]) -> None:
     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def hold_lock(path: Path) -> IO[bytes] | None:
+    """Take the exclusive lock of the file ``path`` (created if needed) without waiting: the
+    open file, which holds it until closed, or None when another process holds it."""
+    fh = path.open("a+b")
+    if _try_lock(fh, wait=False):
+        return fh
+    fh.close()
+    return None
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if needed), waiting for it."""

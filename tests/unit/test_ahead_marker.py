@@ -37,21 +37,37 @@ def test_a_folder_that_is_not_there_is_tried_once(tmp_path: Path, monkeypatch) -
 def test_a_controller_removes_the_markers_folders_of_controllers_that_are_gone(
         tmp_path: Path) -> None:
     """A controller killed with SIGKILL never removes its folder: every such run left one in
-    the temp folder for good."""
+    the temp folder for good. Gone is when nobody holds the folder's lock (a pid would not
+    say so across pid namespaces: a container's live run lost its folder), and a folder whose
+    lock nothing says anything of, or that is not a folder, is left alone."""
     import os
-    import subprocess
-    import sys
 
-    from pytest_ragbench.crash_blame import DIR_PREFIX, markers_dir
+    from pytest_ragbench.crash_blame import DIR_PREFIX, OWNER_LOCK, markers_dir
+    from pytest_ragbench.retrievers.cachelock import hold_lock
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead = tmp_path / f"{DIR_PREFIX}{gone.stdout.strip()}-abc"
-    live = tmp_path / f"{DIR_PREFIX}{os.getpid()}-def"
-    other = tmp_path / f"{DIR_PREFIX}notapid"
-    for folder in (dead, live, other):
+    gone, live, old = (tmp_path / f"{DIR_PREFIX}{name}" for name in ("gone", "live", "old1"))
+    for folder in (gone, live, old):
         folder.mkdir()
-    (dead / "gw0.ahead").write_text("s.yaml::q1\n")
-    made = markers_dir(str(tmp_path))
-    assert made.is_dir() and made.name.startswith(f"{DIR_PREFIX}{os.getpid()}-")
-    assert not dead.exists() and live.is_dir() and other.is_dir()
+    (gone / OWNER_LOCK).touch()
+    (gone / "gw0.ahead").write_text("s.yaml::q1\n")
+    held = hold_lock(live / OWNER_LOCK)  # another run's controller, running
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / f"{DIR_PREFIX}link")
+    (tmp_path / f"{DIR_PREFIX}file").write_text("")
+    made, lock = markers_dir(str(tmp_path))
+    try:
+        assert made.is_dir() and made.name.startswith(DIR_PREFIX) and made.parent == tmp_path
+        assert not gone.exists() and live.is_dir() and old.is_dir()
+        assert (tmp_path / "elsewhere").is_dir() and (tmp_path / f"{DIR_PREFIX}file").is_file()
+        # this run's folder is in use while it holds its lock, and gone once it lets go
+        made_again, lock_again = markers_dir(str(tmp_path))
+        assert made.is_dir() and live.is_dir()
+    finally:
+        lock.close()
+    lock_again.close()
+    assert held is not None
+    held.close()
+    last, last_lock = markers_dir(str(tmp_path))
+    last_lock.close()
+    assert not made.exists() and not made_again.exists() and not live.exists()
+    assert last.is_dir() and old.is_dir()
