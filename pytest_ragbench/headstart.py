@@ -255,6 +255,7 @@ class HeadStartPlugin:
     def _plan(self, budget: Any, stopped: Callable[[], bool]) -> list[SuitePlan]:
         from .collect import case_name
         from .execution.headstart import PlannedCase, SuitePlan
+        from .execution.prechecks import scope_problems
         from .execution.runtime import SuiteRuntime
 
         state = self.state
@@ -278,7 +279,10 @@ class HeadStartPlugin:
                 runtime.exchange_role = "lead"
                 if stopped() or not runtime.answer_metrics or (
                         state.cache_dir() is None
-                        and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS):
+                        and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS) or (
+                        scope_problems(suite.gates, runtime.dataset.queries)):
+                    # (a gate scope no query matches: the workers stop at it, before any
+                    # request of theirs; the head start sends none either)
                     runtime.close()
                     runtime = None
                     continue
@@ -302,6 +306,12 @@ class HeadStartPlugin:
                 plans.append(SuitePlan(runtime, cases,
                                        pipeline.slots if pipeline.exchanged else 0))
                 runtime = None
+            if plans and self._cli_gate_problems(plans):
+                # the workers stop the whole run at a --ragbench-gate typo, before any
+                # request: the head start sends none either
+                for plan in plans:
+                    plan.runtime.close()
+                return []
         except BaseException:
             # what was built is nobody else's to close
             for built in [*(p.runtime for p in plans), *([runtime] if runtime else [])]:
@@ -309,6 +319,23 @@ class HeadStartPlugin:
                     built.close()
             raise
         return plans
+
+    def _cli_gate_problems(self, plans: Sequence[SuitePlan]) -> bool:
+        """Whether ``--ragbench-gate`` has a problem the workers' collection reports (a
+        metric, system or query scope no suite has), judged from the suites loaded here
+        (a suite left out only makes it say so more often: the workers then send their
+        own requests, as without a head start)."""
+        gates = self.config.getoption("ragbench_gate", None) or []
+        if not gates:
+            return False
+        from .execution.prechecks import cli_gate_problems
+
+        suites = list(self.validated.values())
+        return bool(cli_gate_problems(
+            gates, {f"{s.name} [{s.path}]": [m.name for m in s.metrics] for s in suites},
+            {f"{s.name} [{s.path}]": [x.name for x in s.systems] for s in suites},
+            {f"{p.runtime.suite.name} [{p.runtime.suite.path}]": p.runtime.dataset.queries
+             for p in plans}))
 
     def start(self) -> None:
         from .execution.headstart import HeadStart

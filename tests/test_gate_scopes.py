@@ -51,3 +51,28 @@ def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
             "types: factoid, how_to, numeric")
     assert said in out and out.count("selects none") == 1
     assert "passed" not in out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("gate", ["suite", "cli-scope", "cli-metric"])
+def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mini_suite, gate):
+    """Under xdist the controller's head start answered 10 of the cases of a run whose
+    workers then stopped at a gate typo (before any request of theirs)."""
+    from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
+
+    with FakeOpenAIServer(latency=0.01) as server:
+        scoped = ', "difficulty=hrad: recall@10 >= 0.5"' if gate == "suite" else ""
+        mini_suite(f"""
+            name: hs
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
+            retrievers: {{bm25: {{}}}}
+            metrics: [recall@10, token_f1]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m, api_key_env: null}}
+            gates: ["recall@10 >= 0.0"{scoped}]
+            """)
+        cli = {"suite": [], "cli-scope": ["--ragbench-gate", "tag=espreso: recall@10 >= 0.5"],
+               "cli-metric": ["--ragbench-gate", "recal@10 >= 0.5"]}[gate]
+        result = pytester.runpytest(SUITE, "-n", "2", *cli)
+        chats = server.count(CHAT_PATH)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*hrad*" if gate == "suite" else "*--ragbench-gate*"])
+    assert chats == 0
