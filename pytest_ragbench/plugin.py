@@ -453,8 +453,13 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
               for nodeid, s in state.collected_suites.items()}
     systems = {f"{s.name} [{nodeid}]": [x.name for x in s.systems]
                for nodeid, s in state.collected_suites.items()}
+    # Scopes are checked against every suite the gates judge, or not at all: a suite that
+    # did not collect (its error stops the run) or one hand-written tests use
+    # (``ragbench_suite``, not collected as a suite) may hold the scope's queries.
+    complete = session.testsfailed == 0 and not any(
+        item.get_closest_marker("ragbench_suite") for item in items)
     queries = {f"{s.name} [{nodeid}]": state.runtime(nodeid, s.path).dataset.queries
-               for nodeid, s in state.collected_suites.items()}
+               for nodeid, s in state.collected_suites.items()} if complete else None
     problems = cli_gate_problems(gates, suites, systems, queries)
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))

@@ -5,7 +5,7 @@ matches is a suite error before the first case, in a whole run and in a run narr
 from __future__ import annotations
 
 import pytest
-from conftest import error_sections
+from conftest import QUERIES, error_sections, write_jsonl
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -76,3 +76,49 @@ def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mi
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*hrad*" if gate == "suite" else "*--ragbench-gate*"])
     assert chats == 0
+
+
+def _two_suites(pytester, mini_suite) -> None:
+    """a: the mini queries (types, tags); b: the same queries without any, its own system."""
+    mini_suite()
+    plain = [{k: v for k, v in q.items() if k not in ("tags", "type", "difficulty")}
+             for q in QUERIES]
+    write_jsonl(pytester.path / "plain.jsonl", plain)
+    mini_suite("name: a\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+               "retrievers: {overlap: {type: 'overlap_retriever:Overlap'}}\n"
+               "metrics: [recall@10]\n", name="a.yaml")
+    mini_suite("name: b\ndataset: {corpus: corpus.jsonl, queries: plain.jsonl}\n"
+               "retrievers: {bm25: {}}\nmetrics: [recall@10]\n", name="b.yaml")
+
+
+def test_a_command_line_gate_scoped_to_a_system_checks_that_systems_queries(pytester,
+                                                                            mini_suite):
+    """``retriever=bm25, tag=numeric``: bm25 is b's, whose queries have no tags; the tag was
+    looked for among every suite's queries, found in a's, and the whole run went on to fail
+    the gate with "no query matches"."""
+    _two_suites(pytester, mini_suite)
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-gate", "retriever=bm25, tag=numeric: recall@10 >= 0.1")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*--ragbench-gate 'retriever=bm25, tag=numeric: recall@10 >= "
+                                 "0.1': selects none of the 5 selected queries of the collected "
+                                 "suites with system 'bm25': no query has tag 'numeric'; the "
+                                 "tags: none*"])
+
+
+def test_a_command_line_gate_scope_a_hand_written_tests_suite_holds_is_no_error(pytester,
+                                                                                mini_suite):
+    """The tagged queries come only from a suite hand-written tests use (not collected as a
+    suite): the scope was called a typo and the run stopped."""
+    _two_suites(pytester, mini_suite)
+    pytester.makepyfile(test_hand="""
+import pytest
+
+@pytest.mark.ragbench_suite("a.yaml")
+def test_it(ragbench_case, ragbench_retriever, ragbench_record):
+    ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+""")
+    result = pytester.runpytest("test_hand.py", "--ragbench=b.yaml", "-p", "no:randomly",
+                                "--ragbench-gate", "tag=numeric: recall@10 >= 0.1")
+    assert "selects none" not in result.stdout.str()
+    result.assert_outcomes(passed=10)

@@ -131,15 +131,16 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
     ``tag=`` no selected query of any collected suite has (each would apply to nothing).
 
     ``suite_metrics`` maps each collected suite's name to its metric names, ``suite_systems``
-    to its system names, ``suite_queries`` to its selected queries. Expressions were checked
-    for syntax when the option was parsed.
+    to its system names, ``suite_queries`` to its selected queries (None: the scopes are not
+    checked, as when some of the suites a gate judges were not collected). Expressions were
+    checked for syntax when the option was parsed.
     """
     from ..results.gates import ERROR_RATE, case_filter, parse_gate_expression, scope_retriever
 
     known = sorted({m for names in suite_metrics.values() for m in names})
     # the queries' metadata only when a gate has a query scope (a suite may hold 100k)
     metas = (None if suite_queries is None or not any(_scoped(text) for text in gates)
-             else _query_meta(q for queries in suite_queries.values() for q in queries))
+             else {name: _query_meta(queries) for name, queries in suite_queries.items()})
     systems = sorted({n for names in (suite_systems or {}).values() for n in names})
     problems = []
     for text in gates:
@@ -155,12 +156,17 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{only!r}{did_you_mean(only, systems)}; the systems: "
                             f"{', '.join(systems) or 'none'}")
             continue
-        reason = None if metas is None or not case_filter(gate.scope) else _unmatched(
-            gate.scope, metas)
-        if reason is not None:
-            problems.append(f"--ragbench-gate {text!r}: selects none of the {len(metas or [])} "
-                            f"selected queries of the collected suites: {reason}")
-            continue
+        if metas is not None and case_filter(gate.scope):
+            # the queries of the suites the gate judges: those with its system, if it names one
+            judged = [m for name, ms in metas.items()
+                      if only is None or only in (suite_systems or {}).get(name, [only])
+                      for m in ms]
+            reason = _unmatched(gate.scope, judged)
+            if reason is not None:
+                problems.append(f"--ragbench-gate {text!r}: selects none of the {len(judged)} "
+                                f"selected queries of the collected suites"
+                                f"{f' with system {only!r}' if only else ''}: {reason}")
+                continue
         if metric == ERROR_RATE or metric in known:
             continue
         shown = ", ".join(f"{name} ({', '.join(names)})"
