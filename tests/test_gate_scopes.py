@@ -122,3 +122,19 @@ def test_it(ragbench_case, ragbench_retriever, ragbench_record):
                                 "--ragbench-gate", "tag=numeric: recall@10 >= 0.1")
     assert "selects none" not in result.stdout.str()
     result.assert_outcomes(passed=10)
+
+
+def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_suite):
+    """``thresholds`` took a scope and then applied to every case: a bound meant for the hard
+    queries failed the others, and a misspelled scope failed them all."""
+    path = mini_suite(drop="d4,d6")  # q4 (hard) and q5 (medium) find nothing relevant
+    text = path.read_text()
+    path.write_text(text + 'thresholds: {"difficulty=hard: recall@10": 0.99}\n')
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", "-rf")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
+    path.write_text(text + 'thresholds: {"difficulty=hrad: recall@10": 0.99}\n')
+    result = pytester.runpytest(SUITE, "-p", "no:randomly")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*thresholds: gate 'difficulty=hrad: recall@10 >= 0.99' "
+                                 "selects none of the 5 selected queries*"])

@@ -344,8 +344,10 @@ class SuiteRuntime:
     def _check_scopes(self) -> list[SuiteError]:
         from .prechecks import scope_problems
 
-        return [SuiteError(message, file=self.suite.path, key="gates")
-                for message in scope_problems(self.suite.gates, self.dataset.queries)]
+        return [*(SuiteError(message, file=self.suite.path, key="gates")
+                  for message in scope_problems(self.suite.gates, self.dataset.queries)),
+                *(SuiteError(message, file=self.suite.path, key="thresholds")
+                  for message in scope_problems(self.suite.thresholds, self.dataset.queries))]
 
     def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""
@@ -1131,8 +1133,17 @@ class SuiteRuntime:
                             "message": errors_text(result.errors)}
 
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
-        """Per-query thresholds of one case, retriever or pipeline; a failed one fails it."""
+        """Per-query thresholds of one case, retriever or pipeline; a failed one fails it.
+        A threshold with a scope (``difficulty=hard: recall@10``, ``retriever=bm25: ...``)
+        applies to the cases in it only."""
+        from ..results.gates import case_in_scope, scope_retriever
+
         for gate in self.suite.thresholds:
+            only = scope_retriever(gate.scope)
+            if (only is not None and only != rec.get("retriever")) or not case_in_scope(
+                    {"type": rec.get("type"), "difficulty": rec.get("difficulty"),
+                     "tags": rec.get("tags") or []}, gate.scope):
+                continue
             value = rec["metrics"].get(gate.metric)
             # A value that could not be computed (an unjudged query) is counted as NaN in the
             # summary; it neither passes nor fails a per-query threshold.
