@@ -28,7 +28,6 @@ from typing import IO, Any
 import pytest
 
 from .execution.ahead import AheadMarker, query_key, read_marker
-from .retrievers.cachelock import hold_lock
 from .scheduling import query_of
 
 #: workerinput keys: the markers' folder, and the queries not to look ahead into.
@@ -49,6 +48,9 @@ def markers_dir(parent: str | None = None) -> tuple[Path, IO[bytes]]:
     namespaces (containers sharing ``/tmp``). A folder takes its final name only once its
     lock is held, so a cleanup never meets one whose controller is still setting it up.
     """
+    # here, not at the top: the retrievers package is not for runs without suites
+    from .retrievers.cachelock import hold_lock
+
     base = Path(parent or tempfile.gettempdir())
     _remove_abandoned(base)
     staging = Path(tempfile.mkdtemp(prefix=f".{DIR_PREFIX}", dir=base))
@@ -64,6 +66,8 @@ def markers_dir(parent: str | None = None) -> tuple[Path, IO[bytes]]:
 
 
 def _remove_abandoned(base: Path) -> None:
+    from .retrievers.cachelock import hold_lock
+
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
