@@ -37,54 +37,57 @@ WORKERINPUT_SKIP = "ragbench_no_ahead"
 #: of its ``owner.lock`` for as long as its controller runs
 DIR_PREFIX = "ragbench-ahead-"
 OWNER_LOCK = "owner.lock"
+#: A folder is only judged once its lock file is this old (seconds): its controller locks it
+#: right after making it, so one that is younger may be unlocked for being set up.
+SETUP_GRACE = 60.0
 
 
 def markers_dir(parent: str | None = None) -> tuple[Path, IO[bytes]]:
     """A new folder for this controller's markers, and the open file that holds its lock,
     after removing the folders whose controllers are gone (a SIGKILL'd run never removes its
-    own; each one would stay in the temp folder for good).
+    own; each one would stay in the temp folder for good). Raises OSError when the folder
+    cannot be made or locked (a file system without locks).
 
     A folder is gone when nobody holds its lock: unlike a pid, that holds across pid
-    namespaces (containers sharing ``/tmp``). A folder takes its final name only once its
-    lock is held, so a cleanup never meets one whose controller is still setting it up.
+    namespaces (containers sharing ``/tmp``).
     """
     # here, not at the top: the retrievers package is not for runs without suites
     from .retrievers.cachelock import hold_lock
 
     base = Path(parent or tempfile.gettempdir())
     _remove_abandoned(base)
-    staging = Path(tempfile.mkdtemp(prefix=f".{DIR_PREFIX}", dir=base))
-    lock = hold_lock(staging / OWNER_LOCK)
-    if lock is None:  # pragma: no cover - a new folder's file nobody else has opened
-        raise OSError(f"{staging / OWNER_LOCK}: cannot be locked")
-    folder = staging.with_name(staging.name[1:])
+    folder = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=base))
     try:
-        os.rename(staging, folder)
-    except OSError:
-        return staging, lock  # a name taken meanwhile: the staging name does (never cleaned)
+        lock = hold_lock(folder / OWNER_LOCK)
+        if lock is None:  # pragma: no cover - a new folder's file nobody else has opened
+            raise OSError(f"{folder / OWNER_LOCK}: cannot be locked")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder, lock
 
 
 def _remove_abandoned(base: Path) -> None:
+    import time
+
     from .retrievers.cachelock import hold_lock
 
+    now = time.time()
     with contextlib.suppress(OSError):
         for entry in os.scandir(base):
             if not entry.name.startswith(DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
                 continue
             lock_path = Path(entry.path) / OWNER_LOCK
-            if not lock_path.is_file():
-                continue  # an older version's folder: nothing says whether it is in use
             try:
+                if now - lock_path.stat().st_mtime < SETUP_GRACE:
+                    continue  # maybe not locked yet
                 held = hold_lock(lock_path)
             except OSError:
-                continue  # another user's folder
+                continue  # no lock file (an older version's folder), or another user's
             if held is None:
                 continue  # its controller runs
-            try:
-                shutil.rmtree(entry.path, ignore_errors=True)
-            finally:
-                held.close()
+            held.close()  # before removing it: Windows removes no open file
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def worker_marker(config: pytest.Config) -> AheadMarker | None:
@@ -103,6 +106,7 @@ class CrashBlame:
         self.config = config
         self._dir: Path | None = None
         self._lock: IO[bytes] | None = None  # holds the folder's lock while this run lives
+        self._off = False  # no markers folder could be made
         self.suspects: set[str] = set()
         # items put back after a crash, and those of them that reported again
         self._rerun: set[str] = set()
@@ -110,8 +114,15 @@ class CrashBlame:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        if self._dir is None and not self._off:
+            try:
+                self._dir, self._lock = markers_dir()
+            except OSError:
+                # no folder or no lock for it (a file system without locks): the run goes
+                # on without crash blame, as a worker on another host does
+                self._off = True
         if self._dir is None:
-            self._dir, self._lock = markers_dir()
+            return
         node.workerinput[WORKERINPUT_DIR] = str(self._dir)
         node.workerinput[WORKERINPUT_SKIP] = sorted(self.suspects)
 
@@ -179,9 +190,9 @@ class CrashBlame:
         return None
 
     def pytest_unconfigure(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # before removing it: Windows removes no open file
+            self._lock = None
         if self._dir is not None:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._dir)
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
