@@ -280,7 +280,8 @@ class HeadStartPlugin:
                 if stopped() or not runtime.answer_metrics or (
                         state.cache_dir() is None
                         and len(runtime.dataset.corpus) > MAX_UNSHARED_DOCUMENTS) or (
-                        scope_problems(suite.gates, runtime.dataset.queries)):
+                        scope_problems((*suite.gates, *suite.thresholds),
+                                       runtime.dataset.queries)):
                     # (a gate scope no query matches: the workers stop at it, before any
                     # request of theirs; the head start sends none either)
                     runtime.close()
@@ -322,20 +323,24 @@ class HeadStartPlugin:
 
     def _cli_gate_problems(self, plans: Sequence[SuitePlan]) -> bool:
         """Whether ``--ragbench-gate`` has a problem the workers' collection reports (a
-        metric, system or query scope no suite has), judged from the suites loaded here
-        (a suite left out only makes it say so more often: the workers then send their
-        own requests, as without a head start)."""
+        metric, system or query scope no suite has). Scopes are judged only when every
+        suite was planned here (the others' queries were not read); a suite that did not
+        load leaves it to the workers (their requests are then their own, as without a
+        head start)."""
         gates = self.config.getoption("ragbench_gate", None) or []
         if not gates:
             return False
+        if len(self.validated) < len(self.suites):
+            return True
         from .execution.prechecks import cli_gate_problems
 
         suites = list(self.validated.values())
+        queries = ({f"{p.runtime.suite.name} [{p.runtime.suite.path}]":
+                    p.runtime.dataset.queries for p in plans}
+                   if len(plans) == len(suites) else None)
         return bool(cli_gate_problems(
             gates, {f"{s.name} [{s.path}]": [m.name for m in s.metrics] for s in suites},
-            {f"{s.name} [{s.path}]": [x.name for x in s.systems] for s in suites},
-            {f"{p.runtime.suite.name} [{p.runtime.suite.path}]": p.runtime.dataset.queries
-             for p in plans}))
+            {f"{s.name} [{s.path}]": [x.name for x in s.systems] for s in suites}, queries))
 
     def start(self) -> None:
         from .execution.headstart import HeadStart

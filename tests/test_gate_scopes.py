@@ -53,7 +53,7 @@ def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
     assert "passed" not in out.splitlines()[-1]
 
 
-@pytest.mark.parametrize("gate", ["suite", "cli-scope", "cli-metric"])
+@pytest.mark.parametrize("gate", ["suite", "threshold", "cli-scope", "cli-metric"])
 def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mini_suite, gate):
     """Under xdist the controller's head start answered 10 of the cases of a run whose
     workers then stopped at a gate typo (before any request of theirs)."""
@@ -61,6 +61,8 @@ def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mi
 
     with FakeOpenAIServer(latency=0.01) as server:
         scoped = ', "difficulty=hrad: recall@10 >= 0.5"' if gate == "suite" else ""
+        threshold = ('thresholds: {"difficulty=hrad: recall@10": 0.5}'
+                     if gate == "threshold" else "")
         mini_suite(f"""
             name: hs
             dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
@@ -68,13 +70,14 @@ def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mi
             metrics: [recall@10, token_f1]
             llm: {{type: openai, base_url: "{server.base_url}", model: m, api_key_env: null}}
             gates: ["recall@10 >= 0.0"{scoped}]
+            {threshold}
             """)
-        cli = {"suite": [], "cli-scope": ["--ragbench-gate", "tag=espreso: recall@10 >= 0.5"],
-               "cli-metric": ["--ragbench-gate", "recal@10 >= 0.5"]}[gate]
+        cli = {"cli-scope": ["--ragbench-gate", "tag=espreso: recall@10 >= 0.5"],
+               "cli-metric": ["--ragbench-gate", "recal@10 >= 0.5"]}.get(gate, [])
         result = pytester.runpytest(SUITE, "-n", "2", *cli)
         chats = server.count(CHAT_PATH)
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*hrad*" if gate == "suite" else "*--ragbench-gate*"])
+    result.stdout.fnmatch_lines(["*--ragbench-gate*" if gate.startswith("cli") else "*hrad*"])
     assert chats == 0
 
 
@@ -138,3 +141,37 @@ def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_s
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*thresholds: gate 'difficulty=hrad: recall@10 >= 0.99' "
                                  "selects none of the 5 selected queries*"])
+
+
+@pytest.mark.parametrize("gate", [None, "retriever=ov, tag=special: recall@10 >= 0.0",
+                                  "retriever=ov, type=factoid: recall@10 >= 0.0"],
+                         ids=["none", "tag", "type"])
+def test_a_valid_command_line_gate_keeps_the_head_start(pytester, mini_suite, monkeypatch,
+                                                        gate):
+    """A gate on a system of a suite the head start does not answer (retrieval only): that
+    suite's queries were not read there, and its scope was taken for a typo that stops the
+    run (the head start sent nothing and the workers answered every case themselves)."""
+    from pytest_ragbench import headstart
+    from pytest_ragbench.llm.testing import FakeOpenAIServer
+
+    planned: list[int] = []
+    real = headstart.HeadStartPlugin._plan
+    monkeypatch.setattr(headstart.HeadStartPlugin, "_plan", lambda self, budget, stopped: (
+        planned.append(len(plans := real(self, budget, stopped))) or plans))
+    with FakeOpenAIServer(latency=0.01) as server:
+        mini_suite(f"""
+            name: hs
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
+            retrievers: {{bm25: {{}}}}
+            metrics: [recall@10, token_f1]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m, api_key_env: null}}
+            """)
+        write_jsonl(pytester.path / "q2.jsonl",
+                    [dict(q, tags=[*q["tags"], "special"]) for q in QUERIES])
+        mini_suite("name: ret\ndataset: {corpus: corpus.jsonl, queries: q2.jsonl}\n"
+                   "retrievers: {ov: {type: 'overlap_retriever:Overlap'}}\n"
+                   "metrics: [recall@10]\n", name="ret.yaml")
+        result = pytester.runpytest(SUITE, "--ragbench=ret.yaml", "-n", "2",
+                                    *(["--ragbench-gate", gate] if gate else []))
+    assert result.ret == 0
+    assert planned == [1]
