@@ -339,6 +339,7 @@ def test_a_roundoff_difference_is_no_significant_drop(test):
     out = compare_docs(base, cur)
     (gate,) = out["gates"]
     assert gate["passed"] and out["passed"], gate
+    assert gate.get("note") == "the drop is within roundoff" or gate["p_holm"] >= 0.05
     # a real drop of the same queries still fails
     worse = _doc({f"q{i:02d}": (0.6 if i % 3 == 0 else 0.5) for i in range(30)},
                  gates=[f"ndcg@10: no significant drop using {test}"])

@@ -415,6 +415,8 @@ def _baseline_gate_results(
                            value=row["delta"],
                            p_holm=row["p_holm"], alpha=alpha, row=_row_ref(row),
                            margin=(p - alpha) if dropped else None)
+                if worse > 0 and not dropped and p < alpha:
+                    res["note"] = "the drop is within roundoff"
             out.append(res)
     return out
 
