@@ -31,7 +31,7 @@ Fields (schema version 1)::
                     the whole ranking of depth k (not only the ``record_depth`` kept in
                     ``retrieved``), None when it was not retrieved within k; ranked ones first
                     by rank, then the rest as in ``missed``
-    thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"}, ...]
+    thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"[, "scope"]}, ...]
     xfail           None, or {"reason": str, "outcome": "xfailed" | "xpassed" | None} when the
                     suite lists the case under ``xfail`` (a known failure). ``outcome`` is what
                     pytest reports for the item: "xfailed" when it failed as expected (below a
@@ -87,7 +87,11 @@ class CaseFailure(TypedDict):
     message: str
 
 
-class ThresholdCheck(TypedDict):
+class _ThresholdScope(TypedDict, total=False):
+    scope: str  # a scoped threshold's scope (difficulty=hard, retriever=bm25)
+
+
+class ThresholdCheck(_ThresholdScope):
     """One per-query threshold checked on a case."""
 
     metric: str

@@ -4,8 +4,10 @@ matches is a suite error before the first case, in a whole run and in a run narr
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import QUERIES, error_sections, write_jsonl
+from conftest import QUERIES, error_sections, latest_run, write_jsonl
 
 SUITE = "--ragbench=suite.yaml"
 
@@ -135,7 +137,11 @@ def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_s
     path.write_text(text + 'thresholds: {"difficulty=hard: recall@10": 0.99}\n')
     result = pytester.runpytest(SUITE, "-p", "no:randomly", "-rf")
     result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
+    result.stdout.fnmatch_lines(["*threshold failed: [[]difficulty=hard[]] recall@10 = 0*",
+                                 "FAILED suite.yaml::overlap::q4*"])
+    (rec,) = [r for r in (json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl")
+                          .read_text().splitlines()) if r["case_id"] == "q4"]
+    assert [t.get("scope") for t in rec["thresholds"]] == ["difficulty=hard"]
     path.write_text(text + 'thresholds: {"difficulty=hrad: recall@10": 0.99}\n')
     result = pytester.runpytest(SUITE, "-p", "no:randomly")
     result.assert_outcomes(errors=1)

@@ -1136,7 +1136,7 @@ class SuiteRuntime:
         """Per-query thresholds of one case, retriever or pipeline; a failed one fails it.
         A threshold with a scope (``difficulty=hard: recall@10``, ``retriever=bm25: ...``)
         applies to the cases in it only."""
-        from ..results.gates import case_in_scope, scope_retriever
+        from ..results.gates import case_in_scope, scope_retriever, scope_text
 
         for gate in self.suite.thresholds:
             only = scope_retriever(gate.scope)
@@ -1148,11 +1148,14 @@ class SuiteRuntime:
             # A value that could not be computed (an unjudged query) is counted as NaN in the
             # summary; it neither passes nor fails a per-query threshold.
             passed = None if value is None else gate.passes(value)
-            rec["thresholds"].append({
+            check = {
                 "metric": gate.metric, "op": gate.op, "threshold": gate.threshold,
                 "value": value, "passed": passed,
                 "margin": None if value is None else clean_float(gate.margin(value)),
-            })
+            }
+            if gate.scope:  # which of two bounds on one metric this is
+                check["scope"] = scope_text(gate.scope)
+            rec["thresholds"].append(check)
             if passed is False:
                 rec["status"] = "failed"
 

@@ -20,8 +20,9 @@ def format_case_failure(rec: Mapping[str, Any]) -> str:
         return "\n".join(lines)
     for t in rec.get("thresholds", []):
         if t["passed"] is False:
+            scope = f"[{t['scope']}] " if t.get("scope") else ""
             lines.append(
-                f"threshold failed: {t['metric']} = {_num(t['value'])}, expected "
+                f"threshold failed: {scope}{t['metric']} = {_num(t['value'])}, expected "
                 f"{t['op']} {t['threshold']:g} (missed by {_num(abs(t['margin']))})"
             )
     metrics = ", ".join(f"{k}={_num(v)}" for k, v in rec.get("metrics", {}).items())
