@@ -55,6 +55,14 @@ def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
     assert "passed" not in out.splitlines()[-1]
 
 
+def _answered_suite(base_url: str) -> str:
+    """A suite the xdist head start answers (bm25, an OpenAI-compatible LLM, token_f1)."""
+    return ("name: hs\n"
+            "dataset: {corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}\n"
+            "retrievers: {bm25: {}}\nmetrics: [recall@10, token_f1]\n"
+            f'llm: {{type: openai, base_url: "{base_url}", model: m, api_key_env: null}}\n')
+
+
 @pytest.mark.parametrize("gate", ["suite", "threshold", "cli-scope", "cli-metric"])
 def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mini_suite, gate):
     """Under xdist the controller's head start answered 10 of the cases of a run whose
@@ -65,15 +73,8 @@ def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mi
         scoped = ', "difficulty=hrad: recall@10 >= 0.5"' if gate == "suite" else ""
         threshold = ('thresholds: {"difficulty=hrad: recall@10": 0.5}'
                      if gate == "threshold" else "")
-        mini_suite(f"""
-            name: hs
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
-            retrievers: {{bm25: {{}}}}
-            metrics: [recall@10, token_f1]
-            llm: {{type: openai, base_url: "{server.base_url}", model: m, api_key_env: null}}
-            gates: ["recall@10 >= 0.0"{scoped}]
-            {threshold}
-            """)
+        mini_suite(_answered_suite(server.base_url)
+                   + f'gates: ["recall@10 >= 0.0"{scoped}]\n{threshold}\n')
         cli = {"cli-scope": ["--ragbench-gate", "tag=espreso: recall@10 >= 0.5"],
                "cli-metric": ["--ragbench-gate", "recal@10 >= 0.5"]}.get(gate, [])
         result = pytester.runpytest(SUITE, "-n", "2", *cli)
@@ -165,13 +166,7 @@ def test_a_valid_command_line_gate_keeps_the_head_start(pytester, mini_suite, mo
     monkeypatch.setattr(headstart.HeadStartPlugin, "_plan", lambda self, budget, stopped: (
         planned.append(len(plans := real(self, budget, stopped))) or plans))
     with FakeOpenAIServer(latency=0.01) as server:
-        mini_suite(f"""
-            name: hs
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}}
-            retrievers: {{bm25: {{}}}}
-            metrics: [recall@10, token_f1]
-            llm: {{type: openai, base_url: "{server.base_url}", model: m, api_key_env: null}}
-            """)
+        mini_suite(_answered_suite(server.base_url))
         write_jsonl(pytester.path / "q2.jsonl",
                     [dict(q, tags=[*q["tags"], "special"]) for q in QUERIES])
         mini_suite("name: ret\ndataset: {corpus: corpus.jsonl, queries: q2.jsonl}\n"
