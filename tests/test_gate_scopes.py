@@ -143,6 +143,7 @@ def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_s
     (rec,) = [r for r in (json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl")
                           .read_text().splitlines()) if r["case_id"] == "q4"]
     assert [t.get("scope") for t in rec["thresholds"]] == ["difficulty=hard"]
+    assert "[difficulty=hard] recall@10" in (latest_run(pytester.path) / "report.html").read_text()
     path.write_text(text + 'thresholds: {"difficulty=hrad: recall@10": 0.99}\n')
     result = pytester.runpytest(SUITE, "-p", "no:randomly")
     result.assert_outcomes(errors=1)

@@ -521,7 +521,9 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
     if isinstance(err, Mapping):
         d["error"] = [str(err.get("stage", "")), str(err.get("type", "")),
                       _cut(err.get("message", ""), max(limits.answer, 500))]
-    thresholds = [[str(t.get("metric")), str(t.get("op")), _finite(t.get("threshold")),
+    # a scoped threshold names its scope: two bounds on one metric are told apart
+    thresholds = [[(f"[{t['scope']}] " if t.get("scope") else "") + str(t.get("metric")),
+                   str(t.get("op")), _finite(t.get("threshold")),
                    _round(t.get("value"), 4), bool(t.get("passed"))]
                   for t in rec.get("thresholds") or [] if isinstance(t, Mapping)]
     if thresholds:
