@@ -172,8 +172,9 @@ class CaseItem(pytest.Item):
             raised.append((exc, tb))
 
         if self.replay is not None:
-            # Resumed: the earlier record, re-labelled below as this run labels it.
+            # Resumed: the earlier record, judged and re-labelled as this run does its own.
             rec = {**copy.deepcopy(self.replay), "xfail": None}
+            runtime.rejudge(rec)
         elif runtime.suite.is_pipeline(self.retriever):
             rec = runtime.run_pipeline_case(self.retriever, self.case_id, run=self.run,
                                             upcoming_runs=self.upcoming_cases,

@@ -178,6 +178,11 @@ class CaseResume:
                     self._why[item.nodeid] = reason
             elif rec is not None:
                 rec = {**rec, "xfail": None}
+                from .state import STATE_KEY
+
+                suite_file = item._suite_file()
+                state = self.config.stash[STATE_KEY]
+                state.runtime(suite_file.nodeid, suite_file.path).rejudge(rec)
                 if item.xfail_reason is not None:
                     from .records import mark_expected_failure
 
@@ -258,6 +263,7 @@ class CaseResume:
                         rec, reason = earlier.reusable(keys, spec.name, q.id, run)
                         if rec is not None:
                             rec = {**rec, "xfail": None}
+                            runtime.rejudge(rec)
                             if q.id in suite.xfail:
                                 from .records import mark_expected_failure
 

@@ -177,3 +177,24 @@ def test_a_valid_command_line_gate_keeps_the_head_start(pytester, mini_suite, mo
                                     *(["--ragbench-gate", gate] if gate else []))
     assert result.ret == 0
     assert planned == [1]
+
+
+def test_a_resumed_run_judges_reused_cases_by_its_own_thresholds(pytester, mini_suite):
+    """A record reused by ``--ragbench-resume`` kept the verdict of the code that ran it: one
+    from a version that applied a scoped threshold to every case stayed failed."""
+    path = mini_suite(drop="d4,d6")  # q4 (hard) and q5 (medium) find nothing relevant
+    path.write_text(path.read_text() + 'thresholds: {"difficulty=hard: recall@10": 0.99}\n')
+    first = pytester.runpytest(SUITE, "-k", "not q4", "-p", "no:randomly")
+    first.assert_outcomes(passed=4)
+    cases = latest_run(pytester.path) / "cases.jsonl"
+    recs = [json.loads(x) for x in cases.read_text().splitlines()]
+    for rec in recs:  # q5 as the scope-blind version recorded it
+        if rec["case_id"] == "q5":
+            rec["status"] = "failed"
+            rec["thresholds"] = [{"metric": "recall@10", "op": ">=", "threshold": 0.99,
+                                  "value": 0.0, "passed": False, "margin": -0.99}]
+    cases.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    resumed = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:randomly", "-rf")
+    resumed.stdout.fnmatch_lines(["resumed from *: 4 cases reused, 1 run"])
+    resumed.assert_outcomes(passed=4, failed=1)
+    resumed.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])

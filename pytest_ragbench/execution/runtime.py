@@ -1132,6 +1132,16 @@ class SuiteRuntime:
             rec["error"] = {"stage": "metric", "type": "MetricError",
                             "message": errors_text(result.errors)}
 
+    def rejudge(self, rec: dict[str, Any]) -> None:
+        """A record reused from an earlier run (``--ragbench-resume``) judged by this run's
+        per-query thresholds, as this run judges its own cases (the earlier run's verdict
+        came from the code that ran it: a scoped threshold was once applied to every case)."""
+        if rec.get("status") == "error":
+            return
+        rec["thresholds"] = []
+        rec["status"] = "ok"
+        self._apply_thresholds(rec)
+
     def _apply_thresholds(self, rec: dict[str, Any]) -> None:
         """Per-query thresholds of one case, retriever or pipeline; a failed one fails it.
         A threshold with a scope (``difficulty=hard: recall@10``, ``retriever=bm25: ...``)
