@@ -156,8 +156,11 @@ class CaseResume:
                 lastfailed[key] = True
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        from .state import STATE_KEY
+
         if not self._collected:
             return
+        state = self.config.stash[STATE_KEY]
         earlier = self._earlier()
         selected = {id(item) for item in session.items}
         rerun = self._last_failed()
@@ -178,10 +181,7 @@ class CaseResume:
                     self._why[item.nodeid] = reason
             elif rec is not None:
                 rec = {**rec, "xfail": None}
-                from .state import STATE_KEY
-
                 suite_file = item._suite_file()
-                state = self.config.stash[STATE_KEY]
                 state.runtime(suite_file.nodeid, suite_file.path).rejudge(rec)
                 if item.xfail_reason is not None:
                     from .records import mark_expected_failure

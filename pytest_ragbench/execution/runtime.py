@@ -256,7 +256,7 @@ class SuiteRuntime:
         each retriever's factory with the suite's parameters (built now, indexed on first
         use), and with ``answers`` (for suites with answer metrics) the generation/judging
         pipeline and that some query has the reference answer reference-based metrics need,
-        and that each query scope of the suite's gates selects some query.
+        and that each query scope of the suite's gates and thresholds selects some query.
         Every problem goes into ONE :class:`SuiteError`, a line each naming the suite file
         and key path; nothing is indexed and no request is sent. Idempotent.
         """
