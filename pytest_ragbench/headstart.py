@@ -332,15 +332,13 @@ class HeadStartPlugin:
             return False
         if len(self.validated) < len(self.suites):
             return True
-        from .execution.prechecks import cli_gate_problems
+        from .execution.prechecks import suites_gate_problems
 
-        suites = list(self.validated.values())
+        suites = {f"{s.name} [{s.path}]": s for s in self.validated.values()}
         queries = ({f"{p.runtime.suite.name} [{p.runtime.suite.path}]":
                     p.runtime.dataset.queries for p in plans}
                    if len(plans) == len(suites) else None)
-        return bool(cli_gate_problems(
-            gates, {f"{s.name} [{s.path}]": [m.name for m in s.metrics] for s in suites},
-            {f"{s.name} [{s.path}]": [x.name for x in s.systems] for s in suites}, queries))
+        return bool(suites_gate_problems(gates, suites, queries))
 
     def start(self) -> None:
         from .execution.headstart import HeadStart

@@ -446,13 +446,9 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if not gates or state is None or not state.collected_suites:
         return
-    from .execution.prechecks import cli_gate_problems
+    from .execution.prechecks import suites_gate_problems
 
-    # By file: two suite files may share a name but not their metrics.
-    suites = {f"{s.name} [{nodeid}]": [m.name for m in s.metrics]
-              for nodeid, s in state.collected_suites.items()}
-    systems = {f"{s.name} [{nodeid}]": [x.name for x in s.systems]
-               for nodeid, s in state.collected_suites.items()}
+    suites = {f"{s.name} [{nodeid}]": s for nodeid, s in state.collected_suites.items()}
     # Scopes are checked against every suite the gates judge, or not at all: a suite that
     # did not collect (its error stops the run) or one hand-written tests use
     # (``ragbench_suite``, not collected as a suite) may hold the scope's queries.
@@ -460,7 +456,7 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
         item.get_closest_marker("ragbench_suite") for item in items)
     queries = {f"{s.name} [{nodeid}]": state.runtime(nodeid, s.path).dataset.queries
                for nodeid, s in state.collected_suites.items()} if complete else None
-    problems = cli_gate_problems(gates, suites, systems, queries)
+    problems = suites_gate_problems(gates, suites, queries)
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))
         items.clear()

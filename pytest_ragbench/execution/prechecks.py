@@ -21,6 +21,7 @@ __all__ = [
     "cli_gate_problems",
     "missing_reference_problem",
     "scope_problems",
+    "suites_gate_problems",
     "unset_env_problems",
 ]
 
@@ -176,6 +177,16 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
             f"{did_you_mean(metric, [*known, ERROR_RATE])}; the suites compute: {shown}; "
             f"{ERROR_RATE} is always available")
     return problems
+
+
+
+def suites_gate_problems(gates: Sequence[str], suites: Mapping[str, Any],
+                         suite_queries: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
+    """:func:`cli_gate_problems` for loaded suites keyed by how messages name them (by file:
+    two suite files may share a name but not their metrics); ``suite_queries`` as there."""
+    return cli_gate_problems(
+        gates, {label: [m.name for m in s.metrics] for label, s in suites.items()},
+        {label: [x.name for x in s.systems] for label, s in suites.items()}, suite_queries)
 
 
 _SCOPE_FIELDS = {"type": "types", "difficulty": "difficulties", "tag": "tags"}
