@@ -487,17 +487,48 @@ class Overlap:
 """
 
 
+@pytest.fixture(scope="module")
+def shared_runs() -> dict[str, Any]:
+    """Runs made once for this module, each by the first test that needs it."""
+    return {}
+
+
 @pytest.fixture
-def run_dir(pytester: pytest.Pytester) -> Path:
-    """A run folder written by the plugin itself for a small suite."""
-    pytester.makepyfile(rbret_html=RETRIEVER)
+def run_dir(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
+            shared_runs: dict[str, Any]) -> Path:
+    """A run folder written by the plugin itself for a small suite.
+
+    Every test changes its folder, and each gets one as the run left it: the first test that
+    needs it makes the run (in its own pytester folder, which it then uses); the others get
+    a copy of that folder taken right after the run (the run costs about 0.2 s, a copy a few
+    milliseconds; about ten tests use it)."""
     pytester.syspathinsert()
-    pytester.makefile(".ragbench.yaml", s=SUITE)
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly",
-                                "s.ragbench.yaml")
-    result.assert_outcomes(passed=3)
-    folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+    if "run" not in shared_runs:
+        try:
+            pytester.makepyfile(rbret_html=RETRIEVER)
+            pytester.makefile(".ragbench.yaml", s=SUITE)
+            pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+            result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly",
+                                        "s.ragbench.yaml")
+            result.assert_outcomes(passed=3)
+            folder = (pytester.path / ".ragbench" / "runs" / "latest").resolve()
+            assert (folder / SUMMARY_JSON).is_file()
+            # the whole project as the run left it (suite, retriever, ini, .ragbench with
+            # its "latest" link), before this test changes anything in it
+            pristine = tmp_path_factory.mktemp("run_dir") / "project"
+            shutil.copytree(pytester.path, pristine, symlinks=True)
+            shared_runs["run"] = (pristine, folder.relative_to(pytester.path))
+        except Exception as exc:
+            # the first test shows the failure; the others say so instead of running it again
+            shared_runs["run"] = f"{type(exc).__name__}: {exc}"
+            raise
+        return folder
+    run = shared_runs["run"]
+    if isinstance(run, str):
+        pytest.fail(f"the shared run failed (see the first test that used it): {run}")
+    pristine, relative = run
+    shutil.copytree(pristine, pytester.path, symlinks=True, dirs_exist_ok=True)
+    folder = pytester.path / relative
     assert (folder / SUMMARY_JSON).is_file()
     return folder
 
