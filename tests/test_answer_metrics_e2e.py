@@ -180,7 +180,9 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
     record fixture's tests of tests/test_fixtures.py (test_hand.py, suites/), and the suites
     of tests/test_pipelines_e2e.py whose answers and judges must not depend on the scheduling
     (app.yaml, rag.yaml, with their own two fake servers), and the planted regression of
-    tests/test_baseline_stats.py against its baseline (planted.yaml)."""
+    tests/test_baseline_stats.py against its baseline (planted.yaml). And a suite whose LLM
+    replies carry lone surrogates (surrogates.yaml, its own fake server) loses no case, either
+    way (see _check_lone_surrogates)."""
     from test_baseline_stats import (
         N_QUERIES,
         PLANTED_ARGS,
@@ -212,22 +214,26 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
     scheduled: dict | None = None
     with FakeOpenAIServer(reply=measured_reply) as measured_server, \
             FakeOpenAIServer(reply=judge_reply) as app_server, \
-            FakeOpenAIServer(reply=judge_reply) as rag_server:
+            FakeOpenAIServer(reply=judge_reply) as rag_server, \
+            FakeOpenAIServer(reply=_reply_with_lone_surrogates) as surrogates_server:
         write_scheduling_suites(pytester, monkeypatch, app_server.base_url,
                                 rag_server.base_url)
         prepare_planted_regression(pytester)
         (pytester.path / "measured.yaml").write_text(
             measured_suite(measured_server.base_url).replace(
                 "queries: queries.jsonl", "queries: measured_queries.jsonl"))
+        (pytester.path / "surrogates.yaml").write_text(
+            surrogates_suite(surrogates_server.base_url))
         for extra in ([], ["-n", "2"]):
             server.reset_counts()
             result = pytester.runpytest("test_app.py", "test_hand.py", "--ragbench=measured.yaml",
-                                        *SCHEDULING_ARGS, *PLANTED_ARGS, "-p", "no:randomly",
+                                        *SCHEDULING_ARGS, *PLANTED_ARGS,
+                                        "--ragbench=surrogates.yaml", "-p", "no:randomly",
                                         "--ragbench-summary=full", *extra)
             # hand-written: 4 passed, 1 failed; measured: 3 passed, 2 errors; test_hand.py;
-            # app.yaml and rag.yaml; planted.yaml
+            # app.yaml and rag.yaml; planted.yaml; surrogates.yaml: 5 passed
             result.assert_outcomes(
-                passed=4 + 3 + RECORD_OUTCOMES["passed"] + SCHEDULING_PASSED + N_QUERIES,
+                passed=4 + 3 + RECORD_OUTCOMES["passed"] + SCHEDULING_PASSED + N_QUERIES + 5,
                 failed=1 + RECORD_OUTCOMES["failed"], errors=2)
             # one judge request per test, whatever the scheduling
             assert server.count(CHAT_PATH) == 5 and server.count(EMBEDDINGS_PATH) == 0
@@ -249,7 +255,10 @@ def test_hand_written_tests_and_failed_answers_serially_and_with_two_workers(
             measured = {r["case_id"]: r for r in everything if r["suite_name"] == "measured"}
             hand = [r for r in everything if str(r["suite"]).startswith("test_hand.py::")]
             app = [r for r in everything if r["suite_name"] in ("app", "rag", "planted")]
-            assert len(measured) + len(recs) + len(hand) + len(app) == len(everything)
+            surrogates = [r for r in everything if r["suite_name"] == "surrogates"]
+            assert (len(measured) + len(recs) + len(hand) + len(app) + len(surrogates)
+                    == len(everything))
+            _check_lone_surrogates(result, surrogates)
             scheduled = check_scheduling_run(app_server, rag_server,
                                              pytester.path / ".ragbench" / "runs" / "latest",
                                              scheduled)
@@ -276,19 +285,25 @@ def _reply_with_lone_surrogates(messages: Sequence[dict[str, str]]) -> str:
                        "useful": [1, 0, 0]})
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_lone_surrogates_in_replies_lose_no_case(pytester, suite, workers) -> None:
+def surrogates_suite(base_url: str) -> str:
+    """The mini suite with reference answers, its LLM and judge replying with lone surrogates
+    (``_reply_with_lone_surrogates`` at ``base_url``). It is collected by both runs of
+    test_hand_written_tests_and_failed_answers_serially_and_with_two_workers, serial and
+    -n 2: runs of its own cost an xdist start-up more, and its checks need the suite and the
+    scheduling, nothing of a run by itself."""
+    return suite_text(base_url, "[recall@10, token_f1, faithfulness]").replace(
+        "name: answers", "name: surrogates", 1)
+
+
+def _check_lone_surrogates(result: pytest.RunResult, recs: list[dict]) -> None:
     """A judge's "\\ud800" stopped the run with an INTERNALERROR and lost every finished case
     (under xdist the worker could not send its report); the answer's made its judging fail
     as a generation error and dropped its lexical scores."""
-    with FakeOpenAIServer(reply=_reply_with_lone_surrogates) as server:
-        suite(suite_text(server.base_url, "[recall@10, token_f1, faithfulness]"))
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly", *workers)
     out = result.stdout.str() + result.stderr.str()
     assert "INTERNALERROR" not in out and "Traceback" not in out, out
-    result.assert_outcomes(passed=5)
-    recs = records(pytester.path)
+    # its 5 cases passed (the run's outcomes count them with the other suites')
     assert len(recs) == 5
+    assert [r["status"] for r in recs] == ["ok"] * 5
     for rec in recs:
         assert rec["answer"] == "A fine \ufffd grind."
         assert rec["metrics"]["faithfulness"] == 0.0 and rec["metrics"]["token_f1"] is not None
