@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import QUERIES, write_jsonl
+from conftest import QUERIES, latest_run, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, Fault
 
@@ -66,18 +66,22 @@ cache: off
     return write
 
 
-def summary(root: Path) -> dict[str, Any]:
-    return json.loads((root / ".ragbench" / "runs" / "latest" / "summary.json").read_text())
+# The helpers below read one run's folder (``latest_run(root)`` right after the run): a
+# shared run's stays as it was when a later run in the same directory moves ``latest``.
 
 
-def records(root: Path) -> list[dict[str, Any]]:
-    text = (root / ".ragbench" / "runs" / "latest" / "cases.jsonl").read_text()
+def summary(run: Path) -> dict[str, Any]:
+    return json.loads((run / "summary.json").read_text())
+
+
+def records(run: Path) -> list[dict[str, Any]]:
+    text = (run / "cases.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines()]
 
 
-def check_pool(root: Path, result: pytest.RunResult, base_url: str, requests: int) -> None:
+def check_pool(run: Path, result: pytest.RunResult, base_url: str, requests: int) -> None:
     """The run's one pool, at concurrency 3, made ``requests`` requests and says so."""
-    budget = summary(root)["run"]["budget"]
+    budget = summary(run)["run"]["budget"]
     (pool,) = [p for p in budget["pools"] if p["endpoint"] == base_url]
     assert pool["requests"] == requests
     # without a max_cost nothing is charged to the budget, and it claims no spend (not $0)
@@ -96,21 +100,21 @@ COST_LLM = f"  concurrency: {COST_CONCURRENCY}"
 COST_EXTRA = f"max_cost: {COST_CAP}\nprices: {{m: {{prompt: 0, completion: 1000000}}}}"
 
 
-def check_cost_cap(root: Path, calls: int, suite: str) -> None:
+def check_cost_cap(run: Path, calls: int, suite: str) -> None:
     """The run stopped paying at its cap: what was spent, refused and said."""
     cap = COST_CAP
-    recs = [r for r in records(root) if r["suite_name"] == suite]
+    recs = [r for r in records(run) if r["suite_name"] == suite]
     paid = [r for r in recs if r["status"] != "error"]
     refused = [r for r in recs if r["status"] == "error"]
     spent = sum(r["cost"] or 0.0 for r in recs)
     # the calls in flight when the cap was reached may finish; nothing starts after it
     assert cap <= spent <= cap + COST_CONCURRENCY * COST_PER_CALL
     assert calls == len(paid) < N_QUERIES
-    budget = summary(root)["run"]["budget"]
+    budget = summary(run)["run"]["budget"]
     (cost,) = budget["costs"].values()
     assert cost["spent"] == pytest.approx(spent) and budget["spent"] == pytest.approx(spent)
     assert cost["max_cost"] == cap and cost["exhausted"] is True
-    html = (root / ".ragbench" / "runs" / "latest" / "report.html").read_text(encoding="utf-8")
+    html = (run / "report.html").read_text(encoding="utf-8")
     assert (f"<dd>run budget {next(iter(budget['costs']))}: spent ${spent:.4f} of "
             f"${cap:.4f} (all workers), cap reached</dd>") in html
     for rec in refused:
@@ -127,10 +131,10 @@ def check_cost_cap(root: Path, calls: int, suite: str) -> None:
 AUTO_LLM = "  concurrency: {auto: true, max: 8, start: 2}"
 
 
-def check_backoff(root: Path, result: pytest.RunResult, base_url: str, refused: int) -> None:
+def check_backoff(run: Path, result: pytest.RunResult, base_url: str, refused: int) -> None:
     """The pool of the endpoint at ``base_url``, which refused ``refused`` requests, backed off
     and reported its level."""
-    pools = summary(root)["run"]["budget"]["pools"]
+    pools = summary(run)["run"]["budget"]["pools"]
     (pool,) = [p for p in pools if p["endpoint"] == base_url]
     adaptive = pool["adaptive"]
     assert adaptive["bound"] == 8
@@ -143,7 +147,6 @@ def check_backoff(root: Path, result: pytest.RunResult, base_url: str, refused: 
                                  "reached * (max * of bound 8, * back-off*)"])
     # the HTML report's run details say it as the terminal does; summary.md, the same
     # with and without -n, leaves these timing-dependent figures out
-    run = root / ".ragbench" / "runs" / "latest"
     plural = "" if adaptive["decreases"] == 1 else "s"
     assert (f"; concurrency auto reached {adaptive['level']} (max {adaptive['max_level']} "
             f"of bound 8, {adaptive['decreases']} back-off{plural})</dd>") in (
@@ -220,9 +223,11 @@ metrics: [recall@10]
 @dataclass
 class SerialRun:
     """One ``-n 0`` run of the suites below, each on its own endpoint, and what the endpoints
-    saw: ``url`` (as written in the suite), ``count`` (chat requests), ``max_in_flight``."""
+    saw: ``url`` (as written in the suite), ``count`` (chat requests), ``max_in_flight``.
+    ``run`` is the run's folder (not ``latest``, which a later run in the same directory
+    moves)."""
 
-    root: Path
+    run: Path
     result: pytest.RunResult
     url: dict[str, str]
     count: dict[str, int]
@@ -230,12 +235,13 @@ class SerialRun:
     refused: int  # by the auto suite's endpoint
 
     def records(self, suite: str) -> list[dict[str, Any]]:
-        return [r for r in records(self.root) if r["suite_name"] == suite]
+        return [r for r in records(self.run) if r["suite_name"] == suite]
 
 
 def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
     """conc: concurrency 3; cost: the cost cap; keys: credentials in the URL; auto: an endpoint
     shedding load; grow: a willing one; case_timeout / gen_timeout: a first call of 3 s;
+    dead: an endpoint answering every request with a 503 (concurrency 1, no retries);
     slow_sync / slow_async: a retrieval of 3 s."""
     pytester.makepyfile(slow_retrievers=SLOW_RETRIEVERS)
     # latencies only have to be far longer than sending a request (well under 1 ms here), so
@@ -247,14 +253,16 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.02, reply=reply) as willing, \
             FakeOpenAIServer(reply=reply) as slow_call, \
-            FakeOpenAIServer(reply=reply) as slow_generation:
+            FakeOpenAIServer(reply=reply) as slow_generation, \
+            FakeOpenAIServer(latency=0.01, reply=reply) as dead:
         servers = {"conc": conc, "cost": paid, "keys": keys, "auto": shedding,
                    "grow": willing, "case_timeout": slow_call,
-                   "gen_timeout": slow_generation}
+                   "gen_timeout": slow_generation, "dead": dead}
         url = {name: server.base_url for name, server in servers.items()}
         url["keys"] = keys.base_url.replace("http://", "http://user:hunter2secret@")
         slow_call.add_faults(Fault.ok(delay=3.0))  # the first request is slow; the rest not
         slow_generation.add_faults(Fault.ok(delay=3.0))
+        dead.set_default(Fault.server_error(503))
         dataset(url["conc"], "  concurrency: 3", name="conc.yaml")
         dataset(url["cost"], COST_LLM, extra=COST_EXTRA, name="cost.yaml")
         dataset(url["keys"], name="keys.yaml")
@@ -265,6 +273,7 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
                 name="case_timeout.yaml")
         dataset(url["gen_timeout"], "  concurrency: 1",
                 extra=f"generation: {{timeout: {TIMEOUT}}}", name="gen_timeout.yaml")
+        dataset(url["dead"], "  concurrency: 1", retries=0, name="dead.yaml")
         for name, asynchronous in (("slow_sync", False), ("slow_async", True)):
             (pytester.path / f"{name}.yaml").write_text(slow_suite(name, asynchronous),
                                                         encoding="utf-8")
@@ -272,10 +281,11 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
         result = pytester.runpytest(*(f"--ragbench={name}.yaml" for name in names),
                                     "-p", "no:xdist")
         count = {name: server.count(CHAT_PATH) for name, server in servers.items()}
-        # every case passes but the cost cap's refusals and one timeout in each of four suites
+        # every case passes but the cost cap's refusals, one timeout in each of four suites
+        # and every case of the dead endpoint
         result.assert_outcomes(passed=8 * N_QUERIES - 4 + count["cost"],
-                               errors=N_QUERIES - count["cost"] + 4)
-        return SerialRun(pytester.path, result, url, count,
+                               errors=N_QUERIES - count["cost"] + 4 + N_QUERIES)
+        return SerialRun(latest_run(pytester.path), result, url, count,
                          {name: server.max_in_flight for name, server in servers.items()},
                          shedding.refused)
 
@@ -303,7 +313,7 @@ def serial(pytester: pytest.Pytester, dataset: Any, shared_runs: dict[str, Any])
 
 
 def test_one_pool_per_endpoint(serial: SerialRun) -> None:
-    endpoints = [p["endpoint"] for p in summary(serial.root)["run"]["budget"]["pools"]]
+    endpoints = [p["endpoint"] for p in summary(serial.run)["run"]["budget"]["pools"]]
     assert len(endpoints) == len(set(endpoints)) == len(serial.url)
     assert {url for name, url in serial.url.items() if name != "keys"} <= set(endpoints)
 
@@ -312,33 +322,32 @@ def test_concurrency_holds_for_the_whole_run(serial: SerialRun) -> None:
     assert serial.count["conc"] == N_QUERIES
     assert serial.max_in_flight["conc"] <= 3
     assert all(r["status"] == "ok" for r in serial.records("conc"))
-    check_pool(serial.root, serial.result, serial.url["conc"], N_QUERIES)
+    check_pool(serial.run, serial.result, serial.url["conc"], N_QUERIES)
 
 
 def test_max_cost_is_the_runs_cap(serial: SerialRun) -> None:
-    check_cost_cap(serial.root, serial.count["cost"], suite="cost")
+    check_cost_cap(serial.run, serial.count["cost"], suite="cost")
 
 
 def test_pool_keys_hold_no_credentials(serial: SerialRun) -> None:
     keys = serial.records("keys")
     assert len(keys) == N_QUERIES and all(r["status"] == "ok" for r in keys)
     assert serial.count["keys"] == N_QUERIES
-    assert "hunter2secret" not in (serial.root / ".ragbench" / "runs" / "latest"
-                                   / "summary.json").read_text()
+    assert "hunter2secret" not in (serial.run / "summary.json").read_text()
     assert "hunter2secret" not in serial.result.stdout.str()
 
 
 def test_auto_concurrency_backs_off_and_reports_its_level(serial: SerialRun) -> None:
     auto = serial.records("auto")
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
-    check_backoff(serial.root, serial.result, serial.url["auto"], serial.refused)
+    check_backoff(serial.run, serial.result, serial.url["auto"], serial.refused)
 
 
 def test_auto_concurrency_grows_on_a_willing_endpoint(serial: SerialRun) -> None:
     grow = serial.records("grow")
     assert len(grow) == N_QUERIES and all(r["status"] == "ok" for r in grow)
     assert serial.max_in_flight["grow"] <= 6
-    pools = summary(serial.root)["run"]["budget"]["pools"]
+    pools = summary(serial.run)["run"]["budget"]["pools"]
     (pool,) = [p for p in pools if p["endpoint"] == serial.url["grow"]]
     adaptive = pool["adaptive"]
     assert adaptive["max_level"] > 1 and adaptive["decreases"] == 0
@@ -418,12 +427,13 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         assert wide.count(CHAT_PATH) == N_QUERIES
         assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
-    assert len(summary(pytester.path)["run"]["budget"]["pools"]) == 5  # one per endpoint
-    check_pool(pytester.path, result, shared_url, 2 * N_QUERIES)
-    auto = [r for r in records(pytester.path) if r["suite_name"] == "auto"]
+    run = latest_run(pytester.path)
+    assert len(summary(run)["run"]["budget"]["pools"]) == 5  # one per endpoint
+    check_pool(run, result, shared_url, 2 * N_QUERIES)
+    auto = [r for r in records(run) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
-    check_backoff(pytester.path, result, base_url, refused)
-    check_cost_cap(pytester.path, calls, suite="cost")
+    check_backoff(run, result, base_url, refused)
+    check_cost_cap(run, calls, suite="cost")
     # the plugin's scheduling, which an explicit --dist replaces (test_an_explicit_dist_is_kept)
     result.stdout.fnmatch_lines(["SCHEDULER pytest_ragbench.scheduling.RagbenchScheduling"])
 
@@ -555,7 +565,7 @@ def test_two_systems_sending_the_same_request_pay_once_as_at_n0(pytester: pytest
             # one request per distinct prompt: a's three
             assert server.count(CHAT_PATH) - before == 3, label
             usage[label] = {(r["retriever"], r["case_id"]): (r["usage"], r["cost"])
-                            for r in records(pytester.path)}
+                            for r in records(latest_run(pytester.path))}
     assert usage["n2"] == usage["n0"]
     assert all(u["requests"] == 0 and cost == 0
                for (system, _), (u, cost) in usage["n0"].items() if system == "b")
@@ -569,7 +579,7 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
     cases' costs. The cap holds for the run as one: old and new cases together."""
 
     def spent() -> float:
-        return sum(r["cost"] or 0.0 for r in records(pytester.path))
+        return sum(r["cost"] or 0.0 for r in records(latest_run(pytester.path)))
 
     with FakeOpenAIServer(latency=0.02, reply=reply) as server:
         dataset(server.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
@@ -579,9 +589,9 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
         # the same cap: spent already, so nothing new is paid for
         pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
         assert server.count(CHAT_PATH) == calls
-        budget = summary(pytester.path)["run"]["budget"]
+        budget = summary(latest_run(pytester.path))["run"]["budget"]
         assert budget["spent"] == pytest.approx(spent()) == pytest.approx(first)
-        refused = [r for r in records(pytester.path) if r["status"] == "error"]
+        refused = [r for r in records(latest_run(pytester.path)) if r["status"] == "error"]
         assert refused and all(f"this run spent ${first:.4f} of ${COST_CAP:.4f}"
                                in r["error"]["message"] for r in refused)
         # a higher cap (not part of the case keys): the run goes on up to it, all told
@@ -592,22 +602,20 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
         assert server.count(CHAT_PATH) > calls
         total = spent()
         assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
-        assert summary(pytester.path)["run"]["budget"]["spent"] == pytest.approx(total)
+        assert summary(latest_run(pytester.path))["run"]["budget"]["spent"] == pytest.approx(total)
 
 
 def test_a_dead_endpoint_gets_one_breakers_worth_of_requests_at_any_n(
-        pytester: pytest.Pytester, dataset: Any) -> None:
+        pytester: pytest.Pytester, dataset: Any, serial: SerialRun) -> None:
     """Without the head start (a custom retriever) every worker had its own circuit
-    breaker: a dead endpoint took twice the requests at -n 2 (four times at -n 4)."""
-    from pytest_ragbench.llm.testing import Fault
-
-    counts = {}
-    for workers in (["-p", "no:xdist"], ["-n", "2"]):
-        with FakeOpenAIServer(latency=0.01, reply=reply) as server:
-            server.set_default(Fault.server_error(503))
-            dataset(server.base_url, "  concurrency: 1", retries=0, name="dead.yaml")
-            pytester.runpytest("--ragbench=dead.yaml", *workers)
-            counts[workers[-1]] = server.count(CHAT_PATH)
+    breaker: a dead endpoint took twice the requests at -n 2 (four times at -n 4). The
+    ``-n 0`` count is the shared serial run's (its suite ``dead``)."""
+    counts = {"no:xdist": serial.count["dead"]}
+    with FakeOpenAIServer(latency=0.01, reply=reply) as server:
+        server.set_default(Fault.server_error(503))
+        dataset(server.base_url, "  concurrency: 1", retries=0, name="dead.yaml")
+        pytester.runpytest("--ragbench=dead.yaml", "-n", "2")
+        counts["2"] = server.count(CHAT_PATH)
     # the breaker opens after 5 consecutive failures; with one slot nothing else is in flight
     assert counts["no:xdist"] == 5
     assert counts["2"] <= counts["no:xdist"] + 1, counts
