@@ -374,13 +374,16 @@ class Gate:
         return REPLY
 
 
-def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
-        pytester: pytest.Pytester, dataset: Any) -> None:
-    """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on four
+def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost(
+        pytester: pytest.Pytester, dataset: Any, serial: SerialRun) -> None:
+    """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on six
     endpoints: each worker gets its whole share of cases so the run reaches its concurrency;
     the concurrency holds for the whole run across workers and two suites on one endpoint
     share one pool while other tests run beside the cases; an auto pool backs off under load;
-    and the run stops paying at its cost cap."""
+    the run stops paying at its cost cap; and a dead endpoint gets one circuit breaker's
+    worth of requests, as at ``-n 0`` (the shared serial run's suite ``dead``). Without the
+    head start (a custom retriever) every worker had its own circuit breaker: a dead
+    endpoint took twice the requests at -n 2 (four times at -n 4)."""
     pytester.makeconftest(SCHEDULER_PROBE)
     pytester.makepyfile(test_plain="""
         import pytest
@@ -399,7 +402,8 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
             FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
             FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
-            FakeOpenAIServer(latency=0.02) as embeddings:
+            FakeOpenAIServer(latency=0.02) as embeddings, \
+            FakeOpenAIServer(latency=0.01, reply=reply) as dead:
         dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
         # a retriever's own endpoint (dense's embedder, one text a request) holds its
         # concurrency for the whole run too; its requests queue one at a time (two indexings
@@ -411,15 +415,24 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         dataset(shared.base_url, "  concurrency: 3", name="b.ragbench.yaml")
         dataset(shedding.base_url, AUTO_LLM, retries=8, name="auto.yaml")
         dataset(paid.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
+        # the dead endpoint answers every request with a 503 (concurrency 1, no retries); its
+        # cases, dealt by query as all cases are, go half to each worker as in a run of it alone
+        dead.set_default(Fault.server_error(503))
+        dataset(dead.base_url, "  concurrency: 1", retries=0, name="dead.yaml")
         result = pytester.runpytest("--ragbench=wide.yaml", "--ragbench=a.ragbench.yaml",
                                     "--ragbench=b.ragbench.yaml", "--ragbench=auto.yaml",
                                     "--ragbench=cost.yaml", "--ragbench=dense.yaml",
-                                    "test_plain.py", "-n", "2")
+                                    "--ragbench=dead.yaml", "test_plain.py", "-n", "2")
         calls = paid.count(CHAT_PATH)
         # every case of wide, a, b, auto and dense passes, as do the other tests; cost pays
-        # ``calls``
+        # ``calls``; every case of dead errs
         result.assert_outcomes(passed=N_QUERIES + 2 * N_QUERIES + 6 + 2 * N_QUERIES + calls,
-                               errors=N_QUERIES - calls)
+                               errors=N_QUERIES - calls + N_QUERIES)
+        # the breaker opens after 5 consecutive failures; with one slot nothing else is in
+        # flight
+        counts = {"no:xdist": serial.count["dead"], "2": dead.count(CHAT_PATH)}
+        assert counts["no:xdist"] == 5
+        assert counts["2"] <= counts["no:xdist"] + 1, counts
         assert embeddings.count("/v1/embeddings") >= N_QUERIES
         assert embeddings.max_in_flight == 1
         assert shared.count(CHAT_PATH) == 2 * N_QUERIES
@@ -428,7 +441,7 @@ def test_under_xdist_one_run_shares_pools_backs_off_and_caps_cost(
         assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
     run = latest_run(pytester.path)
-    assert len(summary(run)["run"]["budget"]["pools"]) == 5  # one per endpoint
+    assert len(summary(run)["run"]["budget"]["pools"]) == 6  # one per endpoint
     check_pool(run, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(run) if r["suite_name"] == "auto"]
     assert len(auto) == N_QUERIES and all(r["status"] == "ok" for r in auto)
@@ -604,18 +617,3 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
         assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
         assert summary(latest_run(pytester.path))["run"]["budget"]["spent"] == pytest.approx(total)
 
-
-def test_a_dead_endpoint_gets_one_breakers_worth_of_requests_at_any_n(
-        pytester: pytest.Pytester, dataset: Any, serial: SerialRun) -> None:
-    """Without the head start (a custom retriever) every worker had its own circuit
-    breaker: a dead endpoint took twice the requests at -n 2 (four times at -n 4). The
-    ``-n 0`` count is the shared serial run's (its suite ``dead``)."""
-    counts = {"no:xdist": serial.count["dead"]}
-    with FakeOpenAIServer(latency=0.01, reply=reply) as server:
-        server.set_default(Fault.server_error(503))
-        dataset(server.base_url, "  concurrency: 1", retries=0, name="dead.yaml")
-        pytester.runpytest("--ragbench=dead.yaml", "-n", "2")
-        counts["2"] = server.count(CHAT_PATH)
-    # the breaker opens after 5 consecutive failures; with one slot nothing else is in flight
-    assert counts["no:xdist"] == 5
-    assert counts["2"] <= counts["no:xdist"] + 1, counts
