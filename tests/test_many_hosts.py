@@ -228,7 +228,11 @@ def _free_port() -> int:
 @pytest.fixture
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """An sshd for the current user on 127.0.0.1 (own host key, own config, all in tmp);
-    yields the ssh host name and the client config (``ssh -F``) that reaches it."""
+    yields the ssh host name and the client config (``ssh -F``) that reaches it.
+
+    The client config shares one connection (``ControlMaster``): the login probe below opens
+    it, and the test's ssh gateway runs its worker in a new session of it, started by the
+    same sshd, without a second key exchange and login (about 0.4 s here)."""
     daemon, client = _sshd(), shutil.which("ssh")
     if daemon is None or client is None or shutil.which("ssh-keygen") is None:
         pytest.skip("needs OpenSSH's sshd, ssh and ssh-keygen (apt-get install "
@@ -250,7 +254,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         f"Host ragbench-test\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
         f"  IdentityFile {d / 'user_key'}\n  IdentitiesOnly yes\n  BatchMode yes\n"
         f"  StrictHostKeyChecking no\n  UserKnownHostsFile {d / 'known_hosts'}\n"
-        "  LogLevel ERROR\n")
+        "  LogLevel ERROR\n"
+        f"  ControlMaster auto\n  ControlPath {d / 'control'}\n  ControlPersist 60\n")
     log = d / "sshd.log"
     proc = subprocess.Popen([daemon, "-D", "-E", str(log), "-f", str(d / "sshd_config")])
     try:
@@ -271,6 +276,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
             pytest.skip(f"cannot log in to the test sshd: {probe.stderr.strip()[-300:]}")
         yield "ragbench-test", d / "ssh_config"
     finally:
+        # the shared connection's master outlives the listening sshd: end it first
+        subprocess.run([client, "-F", str(d / "ssh_config"), "-O", "exit", "ragbench-test"],
+                       capture_output=True, timeout=20)
         proc.terminate()
         proc.wait(10)
 
