@@ -244,6 +244,11 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
                        check=True)
     shutil.copy(d / "user_key.pub", d / "authorized_keys")
     port, user = _free_port(), getpass.getuser()
+    # ssh binds the control socket at its path plus a 17-character suffix first, and a Unix
+    # socket's path holds at most 107 bytes: under a long --basetemp, no shared connection
+    control = d / "control"
+    shared = (f"  ControlMaster auto\n  ControlPath {control}\n  ControlPersist 60\n"
+              if len(os.fsencode(control)) <= 80 else "")
     (d / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {d / 'host_key'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
@@ -254,8 +259,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         f"Host ragbench-test\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
         f"  IdentityFile {d / 'user_key'}\n  IdentitiesOnly yes\n  BatchMode yes\n"
         f"  StrictHostKeyChecking no\n  UserKnownHostsFile {d / 'known_hosts'}\n"
-        "  LogLevel ERROR\n"
-        f"  ControlMaster auto\n  ControlPath {d / 'control'}\n  ControlPersist 60\n")
+        f"  LogLevel ERROR\n{shared}")
     log = d / "sshd.log"
     proc = subprocess.Popen([daemon, "-D", "-E", str(log), "-f", str(d / "sshd_config")])
     try:
