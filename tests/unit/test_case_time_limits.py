@@ -201,13 +201,13 @@ def test_a_retrieval_past_its_limit_is_one_call_and_one_error(runtime_of, releas
 
 class QueuedRetriever(SlowRetriever):
     """Async; on the slow query its embedder waits for one of the run's slots (held by other
-    workers' requests) for twice the limit, then answers at once."""
+    workers' requests) half as long again as the limit, then answers at once."""
 
     async def _aretrieve(self, text: str) -> list[tuple[str, float]]:
         if text.startswith("slow"):
             with deadline.call():
                 with deadline.waiting_for_slot():
-                    await asyncio.sleep(2 * LIMIT)
+                    await asyncio.sleep(1.5 * LIMIT)
                 await asyncio.sleep(0.01)
         return self._hits(text)
 
@@ -241,14 +241,22 @@ def test_an_answer_past_its_limit_is_an_error_naming_the_pipeline(runtime_of, re
                for r in by_id.values()), by_id
 
 
+class SelfReleasingRetriever(SlowRetriever):
+    """The slow query returns 0.1 s after it was asked (the case waits on it meanwhile)."""
+
+    def retrieve(self, text: str, k: int) -> Any:
+        if text.startswith("slow"):
+            threading.Timer(0.1, self.release.set).start()
+        return super().retrieve(text, k)
+
+
 def test_a_limit_beyond_what_the_platform_can_wait_is_no_limit(runtime_of, release) -> None:
     """``done.wait(1e300)`` raised OverflowError, which the case blamed on the retriever (a
     slow synchronous call met it: an async one hands back its coroutine at once)."""
     calls = Calls()
     text = RETRIEVER_SUITE.replace(f"case_timeout: {LIMIT}", "case_timeout: 1.0e+300")
     runtime = runtime_of(text, "retriever", "slow",
-                         lambda: SlowRetriever(calls, "sync", release))
-    threading.Timer(0.3, release.set).start()  # the slow query returns after 0.3 s
+                         lambda: SelfReleasingRetriever(calls, "sync", release))
     rec = runtime.run_case("slow", SLOW_CASE)
     assert rec["status"] == "ok", rec.get("error")
 
