@@ -24,7 +24,7 @@ from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.suite.loader import load_suite
 
 #: Far above what a fast case takes (10 ms idle, 32 ms at most under a load of 10 on 2 cores).
-LIMIT = 0.25
+LIMIT = 0.2
 #: How long a slow call waits at most (it is released when its test ends).
 SLOW = 30.0
 N_CASES = 8
