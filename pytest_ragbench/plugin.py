@@ -31,6 +31,7 @@ from .registry import Registry
 from .resuming import CaseResume
 from .state import (
     COLLECTED_ATTR,
+    DIST_EACH_INPUT,
     IDENTITY_ATTR,
     REPORT_ATTR,
     RUN_START_INPUT,
@@ -358,6 +359,7 @@ def pytest_configure_node(node: Any) -> None:
     state = node.config.stash.get(STATE_KEY, None)
     if state is not None:
         node.workerinput[RUN_START_INPUT] = state.run_start
+        node.workerinput[DIST_EACH_INPUT] = node.config.getvalue("dist") == "each"
         config = node.config
         node.workerinput[HOSTS_INPUT] = ControllerPaths.of(
             config.rootpath, config.invocation_params.dir, state.explicit).to_input()
@@ -431,7 +433,31 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         _collection_error(session, state.host_error)
         items.clear()
         return
+    if _check_dist_each(session, items):
+        return
     _check_cli_gates(session, items)
+
+
+#: Why ``--dist each`` and a suite's cases do not go together (see :func:`_check_dist_each`).
+DIST_EACH_ERROR = (
+    "ragbench: --dist each runs every test on every worker: each case of a suite would be "
+    "answered, and its LLM calls paid for, once per worker, while a run keeps one record per "
+    "case; use another --dist mode (or none: the plugin schedules the cases), and `runs: N` in "
+    "the suite to repeat its cases")
+
+
+def _check_dist_each(session: pytest.Session, items: list[pytest.Item]) -> bool:
+    """On an xdist worker of ``--dist each``: a suite's cases (collected from a suite file or
+    a ``ragbench_suite`` test) are one collection error, before any of them runs. Every
+    worker reports the same text, which the controller shows once."""
+    if not getattr(session.config, "workerinput", {}).get(DIST_EACH_INPUT):
+        return False
+    if not any(isinstance(item, CaseItem) or item.get_closest_marker("ragbench_suite")
+               for item in items):
+        return False
+    _collection_error(session, DIST_EACH_ERROR)
+    items.clear()
+    return True
 
 
 def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:

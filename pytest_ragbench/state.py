@@ -44,6 +44,9 @@ IDENTITY_ATTR = "ragbench_case_identity"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
 RUN_START_INPUT = "ragbench_run_start"
+#: ``workerinput`` key: the controller runs under ``--dist each`` (a worker's own
+#: ``config.option.dist`` is reset by xdist).
+DIST_EACH_INPUT = "ragbench_dist_each"
 #: The ``workerinput`` key of the suites a controller hands its workers (suite/handoff.py):
 #: {"registry": the controller's registry fingerprint, "suites": {resolved path: pickle}}.
 SUITES_INPUT = "ragbench_suites"

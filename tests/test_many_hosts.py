@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, write_jsonl
+from conftest import BASE_INI, DOCS, QUERIES, error_sections, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
 
@@ -365,3 +365,26 @@ def test_a_folder_argument_outside_the_rootdir_keeps_pytests_ids(
                                 "-q", "-p", "no:randomly")
     result.stdout.fnmatch_lines(["x.ragbench.yaml::bm::q1"])
     assert "../" not in result.stdout.str()
+
+
+def test_dist_each_is_refused_for_suite_cases_and_kept_for_other_tests(
+        pytester: pytest.Pytester, mini_suite: Any) -> None:
+    """``--dist each`` runs every test on every worker: each case was answered (its LLM calls
+    paid) once per worker, and the run kept whichever worker's record came first. Cases of a
+    suite are refused at collection, once, before any case runs; a run without any is xdist's
+    as usual."""
+    mini_suite()
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2",
+                                "--dist", "each")
+    out = result.stdout.str()
+    assert result.ret not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED), out
+    result.assert_outcomes(errors=1)
+    # each worker found it; the controller shows it once
+    (section,) = error_sections(out).values()
+    assert " ".join(section).count("--dist each runs every test on every worker") == 1, out
+    result.stdout.fnmatch_lines(["*use another --dist mode*runs: N*"])
+    assert not (pytester.path / ".ragbench" / "runs" / "latest" / "cases.jsonl").exists()
+    # no suite case: every worker runs the other tests, as xdist does
+    result = pytester.runpytest("test_plain.py", "-n", "2", "--dist", "each")
+    result.assert_outcomes(passed=2)
