@@ -34,6 +34,16 @@ async def claims(budget: Any, *keys: str, consume: bool = True) -> list[Any]:
     return [await budget.claim(k, consume=consume) for k in keys]
 
 
+async def claims_taken(coord: Coordinator, n: int) -> None:
+    """Until the coordinator has taken ``n`` claims in all: a claim that waits is then
+    registered as a waiter (in place of sleeping for a while and hoping it is)."""
+    for _ in range(2500):
+        if coord.totals()["exchange"]["claims"] >= n:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"the coordinator did not take {n} claims within 5 s")
+
+
 def test_claim_publish_and_hand_over(coordinator: Coordinator) -> None:
     lead, w1, w2 = coordinator.local_budget(), worker(coordinator, "w1"), worker(coordinator)
 
@@ -80,7 +90,7 @@ def test_a_departed_holder_gives_its_keys_back(coordinator: Coordinator) -> None
         held = await claims(lead, "a", "b", "c", consume=False)
         assert [c.state for c in held] == ["mine"] * 3
         waiting = asyncio.ensure_future(w1.claim("a"))
-        await asyncio.sleep(0.05)
+        await claims_taken(coordinator, 4)  # w1 waits for "a"
         lead.close()
         got = await asyncio.wait_for(waiting, 5)
         assert got.state == "mine"  # the claim passed to the waiting worker
@@ -89,9 +99,11 @@ def test_a_departed_holder_gives_its_keys_back(coordinator: Coordinator) -> None
         # next asker
         own = await w2.claim("d")
         impatient = asyncio.ensure_future(w1.claim("d"))
-        await asyncio.sleep(0.05)
+        await claims_taken(coordinator, 7)  # w1 waits for "d"
         impatient.cancel()
-        await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.CancelledError):
+            await impatient  # its withdrawal is posted on w1's connection ...
+        await w1.atotals()  # ... which keeps order: the withdrawal has arrived
         own.release(done=False)  # nobody waits any more: the key is free again
         assert (await w1.claim("d")).state == "mine"
 
@@ -108,7 +120,7 @@ def test_a_crashed_worker_connection_releases_its_claim(coordinator: Coordinator
     async def scenario() -> None:
         assert (await w1.claim("k")).state == "mine"
         waiting = asyncio.ensure_future(w2.claim("k"))
-        await asyncio.sleep(0.05)
+        await claims_taken(coordinator, 2)  # w2 waits for "k"
         w1.close()  # the socket closes as when the process dies
         assert (await asyncio.wait_for(waiting, 5)).state == "mine"
 
@@ -219,15 +231,19 @@ def test_budget_refusals_and_cancellations_are_not_handed_over(
         slow = Counting()
         lead.inner = slow
 
+        sending = asyncio.Event()
+
         async def forever(messages: Sequence[Message], **params: Any) -> Completion:
+            sending.set()
             await asyncio.sleep(30)
             raise AssertionError("not reached")
 
         slow.chat = forever  # type: ignore[method-assign]
         task = asyncio.ensure_future(lead.chat(ask, seed=5))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(sending.wait(), 5)  # the controller holds the key, sending
+        before = coordinator.totals()["exchange"]["claims"]
         waiting = asyncio.ensure_future(follow.chat(ask, seed=5))
-        await asyncio.sleep(0.05)
+        await claims_taken(coordinator, before + 1)  # the worker waits for it
         task.cancel()
         assert (await asyncio.wait_for(waiting, 5)).text == "reply to q seed 5"
         assert follow_inner.calls == 2
