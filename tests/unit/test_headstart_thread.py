@@ -203,7 +203,7 @@ def test_every_planned_runtime_is_closed_and_a_slow_plan_step_holds_up_no_stop()
     wait_until(lambda: seen)
     started = time.monotonic()
     # a short bound (JOIN_TIMEOUT by default): the step goes on 10 s, the stop only waits this
-    head.stop(timeout=0.2)
+    head.stop(timeout=0.1)
     assert time.monotonic() - started < 1.5
     gate.set()
     wait_until(lambda: not head.running)
@@ -311,7 +311,9 @@ def test_the_first_wave_wait_lasts_until_its_requests_are_granted(full: str) -> 
     try:
         waiter.start()
         wait_until(lambda: len(runtime.asked) == 2 * Prefetcher.concurrency)
-        assert not done.wait(0.1)  # the window is submitted, none of its requests granted
+        # the window is submitted, none of its requests granted (0.05 s, so that the two
+        # waits end well within SEND_WAIT, 0.25 s, after which the wait would end anyway)
+        assert not done.wait(0.05)
         budget.granted = 2
         assert not done.wait(0.05)
         budget.granted = 4 if full == "every case granted" else 3
