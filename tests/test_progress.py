@@ -250,8 +250,8 @@ def _llm_dataset(pytester: pytest.Pytester, mini_suite: Any) -> None:
 def test_an_llm_run_reports_progress_in_plain_lines_and_none_with_q(
         pytester: pytest.Pytester, mini_suite: Any) -> None:
     _llm_dataset(pytester, mini_suite)
-    pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.05\n")
-    with FakeOpenAIServer(latency=0.05, reply=lambda messages: "the passage") as server:
+    pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.02\n")
+    with FakeOpenAIServer(latency=0.02, reply=lambda messages: "the passage") as server:
         (pytester.path / "suite.yaml").write_text(SUITE.format(base_url=server.base_url),
                                                   encoding="utf-8")
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist",
@@ -308,7 +308,7 @@ def _run_on_a_pty(args: list[str], cwd: Any, columns: int) -> str:
 def test_on_a_real_terminal_the_progress_is_one_line_redrawn_in_place(
         pytester: pytest.Pytester, mini_suite: Any) -> None:
     _llm_dataset(pytester, mini_suite)
-    with FakeOpenAIServer(latency=0.05, reply=lambda messages: "the passage") as server:
+    with FakeOpenAIServer(latency=0.02, reply=lambda messages: "the passage") as server:
         (pytester.path / "suite.yaml").write_text(SUITE.format(base_url=server.base_url),
                                                   encoding="utf-8")
         raw = _run_on_a_pty([sys.executable, "-m", "pytest", "--ragbench=suite.yaml",
