@@ -179,7 +179,6 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
     return problems
 
 
-
 def suites_gate_problems(gates: Sequence[str], suites: Mapping[str, Any],
                          suite_queries: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
     """:func:`cli_gate_problems` for loaded suites keyed by how messages name them (by file:
