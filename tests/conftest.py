@@ -202,13 +202,15 @@ def pytest_configure(config: pytest.Config) -> None:
 MEMORY_FS = Path("/dev/shm")
 #: Prefix of this suite's temporary folders there (the session's pid follows it).
 MEMORY_TMP_PREFIX = "ragbench-tests-"
+#: The free space ``/dev/shm`` must have for them (a whole serial session writes about 80 MB).
+MEMORY_TMP_MIN_FREE = 1 << 30
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")  # before tmp_path reads it
 def pytest_configure_memory_tmp(config: pytest.Config) -> None:
     """Put the temporary folders (``tmp_path``, pytester's) in memory when the machine has
-    ``/dev/shm`` and no ``--basetemp`` was given (``RAGBENCH_TESTS_DISK_TMP=1`` keeps them
-    on disk).
+    ``/dev/shm`` with room to spare (:data:`MEMORY_TMP_MIN_FREE`) and no ``--basetemp`` was
+    given (``RAGBENCH_TESTS_DISK_TMP=1`` keeps them on disk).
 
     About 400 inner runs each write a run folder, reports and the run history; the history
     is SQLite, whose commit and closing checkpoint wait for the disk (fsync): on this
@@ -224,6 +226,8 @@ def pytest_configure_memory_tmp(config: pytest.Config) -> None:
     import tempfile
 
     try:
+        if shutil.disk_usage(MEMORY_FS).free < MEMORY_TMP_MIN_FREE:
+            return  # a container's small /dev/shm (Docker gives 64 MiB): the disk
         for old in MEMORY_FS.glob(f"{MEMORY_TMP_PREFIX}*"):
             pid = old.name[len(MEMORY_TMP_PREFIX):].split("-")[0]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
