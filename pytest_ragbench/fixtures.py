@@ -447,15 +447,27 @@ def ragbench_record(request: pytest.FixtureRequest,
     return recorder
 
 
+def case_ref(item: pytest.Item) -> CaseRef | None:
+    """The suite case a hand-written test is parametrized with (its ``ragbench_case``), if
+    any."""
+    callspec = getattr(item, "callspec", None)
+    return next((v for v in (callspec.params.values() if callspec is not None else ())
+                 if isinstance(v, CaseRef)), None)
+
+
+def records_a_case(item: pytest.Item) -> bool:
+    """Whether a hand-written test records a suite's case (``ragbench_record`` on a test
+    parametrized over the cases, by the ``ragbench_suite`` marker or :func:`cases`)."""
+    return "ragbench_record" in getattr(item, "fixturenames", ()) and case_ref(item) is not None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.when == "setup" and "ragbench_record" in getattr(item, "fixturenames", ()):
+    if call.when == "setup" and records_a_case(item):
         # only a test that records its case: one that uses ragbench_case alone is an
         # ordinary test, which starts no session and writes no run folder
-        callspec = getattr(item, "callspec", None)
-        ref = next((v for v in (callspec.params.values() if callspec is not None else ())
-                    if isinstance(v, CaseRef)), None)
+        ref = case_ref(item)
         if ref is not None:
             from .state import IDENTITY_ATTR
 

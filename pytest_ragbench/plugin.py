@@ -447,13 +447,15 @@ DIST_EACH_ERROR = (
 
 
 def _check_dist_each(session: pytest.Session, items: list[pytest.Item]) -> bool:
-    """On an xdist worker of ``--dist each``: a suite's cases (collected from a suite file or
-    a ``ragbench_suite`` test) are one collection error, before any of them runs. Every
-    worker reports the same text, which the controller shows once."""
-    if not getattr(session.config, "workerinput", {}).get(DIST_EACH_INPUT):
-        return False
-    if not any(isinstance(item, CaseItem) or item.get_closest_marker("ragbench_suite")
-               for item in items):
+    """On an xdist worker of ``--dist each`` with others: a suite's cases (collected from a
+    suite file, or hand-written tests that record them) are one collection error, before any
+    of them runs. Every worker reports the same text, which the controller shows once."""
+    workerinput = getattr(session.config, "workerinput", {})
+    if not workerinput.get(DIST_EACH_INPUT) or int(workerinput.get("workercount", 2)) < 2:
+        return False  # a lone worker runs each case once
+    from .fixtures import records_a_case
+
+    if not any(isinstance(item, CaseItem) or records_a_case(item) for item in items):
         return False
     _collection_error(session, DIST_EACH_ERROR)
     items.clear()

@@ -371,8 +371,9 @@ def test_dist_each_is_refused_for_suite_cases_and_kept_for_other_tests(
         pytester: pytest.Pytester, mini_suite: Any) -> None:
     """``--dist each`` runs every test on every worker: each case was answered (its LLM calls
     paid) once per worker, and the run kept whichever worker's record came first. Cases of a
-    suite (from a suite file or a hand-written ``ragbench_suite`` test) are refused at
-    collection, once, before any case runs; a run without any is xdist's as usual."""
+    suite (from a suite file, or hand-written tests that record them) are refused at
+    collection, once, before any case runs; a run without any, or with one worker, is
+    xdist's as usual."""
     mini_suite()
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
     result = pytester.runpytest("--ragbench=suite.yaml", "test_plain.py", "-n", "2",
@@ -385,18 +386,40 @@ def test_dist_each_is_refused_for_suite_cases_and_kept_for_other_tests(
     assert " ".join(section).count("--dist each runs every test on every worker") == 1, out
     result.stdout.fnmatch_lines(["*use another --dist mode*runs: N*"])
     assert not (pytester.path / ".ragbench" / "runs" / "latest" / "cases.jsonl").exists()
-    # a hand-written test over a suite's cases (no --ragbench): the same error
+    # hand-written tests that record a suite's cases (no --ragbench), by the marker or by
+    # cases(): the same error
     pytester.makepyfile(test_hand="""
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        def test_case(ragbench_case, ragbench_record):
+            ragbench_record("hit", 1.0)
+        """, test_helper="""
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.parametrize("ragbench_case", cases("suite.yaml", retriever="overlap"),
+                                 indirect=True)
+        def test_case(ragbench_case, ragbench_record):
+            ragbench_record("hit", 1.0)
+        """)
+    for hand in ("test_hand.py", "test_helper.py"):
+        result = pytester.runpytest(hand, "test_plain.py", "-n", "2", "--dist", "each")
+        result.assert_outcomes(errors=1)
+        (section,) = error_sections(result.stdout.str()).values()
+        assert "--dist each runs every test on every worker" in " ".join(section), hand
+    # no case recorded (a test of the suite's retriever only, a plain test): every worker
+    # runs them, as xdist does; and a lone worker runs each case once, suite or not
+    pytester.makepyfile(test_retriever="""
         import pytest
 
         @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
-        def test_case(ragbench_case):
-            assert ragbench_case.text
+        def test_top(ragbench_retriever):
+            assert ragbench_retriever.name == "overlap"
         """)
-    result = pytester.runpytest("test_hand.py", "test_plain.py", "-n", "2", "--dist", "each")
-    result.assert_outcomes(errors=1)
-    (section,) = error_sections(result.stdout.str()).values()
-    assert "--dist each runs every test on every worker" in " ".join(section)
-    # no suite case: every worker runs the other tests, as xdist does
-    result = pytester.runpytest("test_plain.py", "-n", "2", "--dist", "each")
-    result.assert_outcomes(passed=2)
+    result = pytester.runpytest("test_retriever.py", "test_plain.py", "-n", "2", "--dist",
+                                "each")
+    result.assert_outcomes(passed=4)
+    result = pytester.runpytest("--ragbench=suite.yaml", "-n", "1", "--dist", "each")
+    result.assert_outcomes(passed=5)
