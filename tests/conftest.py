@@ -200,10 +200,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: A RAM-backed filesystem for the tests' temporary folders, where there is one.
 MEMORY_FS = Path("/dev/shm")
-#: Prefix of this suite's temporary folders there (the session's pid follows it).
+#: Prefix of this suite's temporary folders there; each has a lock file beside it
+#: (``<folder>.lock``), held by its session while it runs.
 MEMORY_TMP_PREFIX = "ragbench-tests-"
 #: The free space ``/dev/shm`` must have for them (a whole serial session writes about 80 MB).
 MEMORY_TMP_MIN_FREE = 1 << 30
+#: A folder without a lock file this old is a dead session's (one younger may be a session
+#: between making its folder and locking it).
+MEMORY_TMP_UNLOCKED_GRACE = 60.0
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_configure")  # before tmp_path reads it
@@ -216,36 +220,72 @@ def pytest_configure_memory_tmp(config: pytest.Config) -> None:
     is SQLite, whose commit and closing checkpoint wait for the disk (fsync): on this
     machine's disk that was 30-45 ms of a small in-process run's 70-80 ms. The product's
     writes are the same either way; only the disk's wait is gone. xdist gives each worker
-    its own folder under this one. The folder is removed when the session passed, and a
-    folder left by a session that has ended (failed, killed) is removed at the next start,
-    as pytest keeps only its last few.
+    its own folder under this one. The folder is removed when the session passed; one left
+    by a session that has ended (failed, killed) is removed at the next start, as pytest
+    keeps only its last few. A session holds a lock on a file beside its folder (not in it:
+    pytest empties a given basetemp), so that a session in another PID namespace sharing
+    ``/dev/shm`` is seen to be alive.
     """
     if (hasattr(config, "workerinput") or config.option.basetemp
             or os.environ.get("RAGBENCH_TESTS_DISK_TMP")):
         return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no /dev/shm either
+        return
     import tempfile
+    import time
 
     try:
         if shutil.disk_usage(MEMORY_FS).free < MEMORY_TMP_MIN_FREE:
             return  # a container's small /dev/shm (Docker gives 64 MiB): the disk
         for old in MEMORY_FS.glob(f"{MEMORY_TMP_PREFIX}*"):
-            pid = old.name[len(MEMORY_TMP_PREFIX):].split("-")[0]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(old, ignore_errors=True)
-        folder = tempfile.mkdtemp(prefix=f"{MEMORY_TMP_PREFIX}{os.getpid()}-", dir=MEMORY_FS)
+            if old.is_dir() and not old.is_symlink():
+                _remove_if_dead(old, fcntl, time.time())
+        folder = tempfile.mkdtemp(prefix=MEMORY_TMP_PREFIX, dir=MEMORY_FS)
+        lock = open(f"{folder}.lock", "w")  # noqa: SIM115 (held until the process ends)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # no /dev/shm, or not writable: pytest's default place
         return
     config.option.basetemp = folder
-    config.stash[_MEMORY_TMP] = Path(folder)
+    config.stash[_MEMORY_TMP] = (Path(folder), lock)
 
 
-_MEMORY_TMP = pytest.StashKey[Path]()
+def _remove_if_dead(folder: Path, fcntl: Any, now: float) -> None:
+    """Remove ``folder`` and its lock file when no session holds the lock (or, without a
+    lock file, when it is older than :data:`MEMORY_TMP_UNLOCKED_GRACE`)."""
+    lock_path = Path(f"{folder}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR)  # never made here: its session makes it
+    except FileNotFoundError:
+        try:
+            if now - folder.stat().st_mtime > MEMORY_TMP_UNLOCKED_GRACE:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+        return
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(folder, ignore_errors=True)
+        lock_path.unlink(missing_ok=True)
+    except OSError:  # BlockingIOError: its session runs
+        pass
+    finally:
+        os.close(fd)
+
+
+_MEMORY_TMP = pytest.StashKey[tuple[Path, Any]]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    folder = session.config.stash.get(_MEMORY_TMP, None)
-    if folder is not None and exitstatus == 0:
+    held = session.config.stash.get(_MEMORY_TMP, None)
+    if held is not None and exitstatus == 0:
+        folder, lock = held
         shutil.rmtree(folder, ignore_errors=True)
+        Path(f"{folder}.lock").unlink(missing_ok=True)
+        lock.close()
 
 
 def _write_the_package_bytecode() -> None:
