@@ -300,9 +300,15 @@ class GrantingBudget(Budget):
 
 
 @pytest.mark.parametrize("full", ["every case granted", "a pool full"])
-def test_the_first_wave_wait_lasts_until_its_requests_are_granted(full: str) -> None:
+def test_the_first_wave_wait_lasts_until_its_requests_are_granted(
+        full: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Submitted is not sent: the workers start once the first window's requests have their
-    slots (each case one, or a pool every slot), not while they still go out."""
+    slots (each case one, or a pool every slot), not while they still go out. The wait's
+    bound for the sending (SEND_WAIT) is set far off here, so that only the grants can end
+    it (test_the_wait_for_the_first_requests_is_bounded checks the bound)."""
+    import pytest_ragbench.execution.headstart as headstart
+
+    monkeypatch.setattr(headstart, "SEND_WAIT", 30.0)
     runtime = Runtime()
     budget = GrantingBudget(concurrency=100 if full == "every case granted" else 3)
     head = HeadStart(lambda stopped: plan(runtime), budget).start()
@@ -311,13 +317,12 @@ def test_the_first_wave_wait_lasts_until_its_requests_are_granted(full: str) -> 
     try:
         waiter.start()
         wait_until(lambda: len(runtime.asked) == 2 * Prefetcher.concurrency)
-        # the window is submitted, none of its requests granted (0.05 s, so that the two
-        # waits end well within SEND_WAIT, 0.25 s, after which the wait would end anyway)
+        # the window is submitted, none of its requests granted
         assert not done.wait(0.05)
         budget.granted = 2
         assert not done.wait(0.05)
         budget.granted = 4 if full == "every case granted" else 3
-        assert done.wait(1)
+        assert done.wait(1)  # by the grants: the wait's own bounds are 5 s and 30 s off
     finally:
         runtime.pipe.release.set()
         head.stop()
