@@ -180,14 +180,7 @@ def _marker_args(marker: pytest.Mark, test_path: Path) -> tuple[Path, str | None
 
 def _ref(request: pytest.FixtureRequest) -> CaseRef | None:
     """The case the current test is parametrized with, whichever fixture carries it."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is None:
-        return None
-    for name in ("ragbench_case_ref", "ragbench_case"):
-        value = callspec.params.get(name)
-        if isinstance(value, CaseRef):
-            return value
-    return None
+    return case_ref(request.node)
 
 
 def _runtime(config: pytest.Config, suite_path: str | Path) -> SuiteRuntime:
@@ -448,11 +441,16 @@ def ragbench_record(request: pytest.FixtureRequest,
 
 
 def case_ref(item: pytest.Item) -> CaseRef | None:
-    """The suite case a hand-written test is parametrized with (its ``ragbench_case``), if
-    any."""
+    """The suite case a hand-written test is parametrized with (its ``ragbench_case`` or
+    ``ragbench_case_ref``), if any."""
     callspec = getattr(item, "callspec", None)
-    return next((v for v in (callspec.params.values() if callspec is not None else ())
-                 if isinstance(v, CaseRef)), None)
+    if callspec is None:
+        return None
+    for name in ("ragbench_case_ref", "ragbench_case"):
+        value = callspec.params.get(name)
+        if isinstance(value, CaseRef):
+            return value
+    return None
 
 
 def records_a_case(item: pytest.Item) -> bool:
@@ -464,7 +462,7 @@ def records_a_case(item: pytest.Item) -> bool:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.when == "setup" and records_a_case(item):
+    if call.when == "setup" and "ragbench_record" in getattr(item, "fixturenames", ()):
         # only a test that records its case: one that uses ragbench_case alone is an
         # ordinary test, which starts no session and writes no run folder
         ref = case_ref(item)
