@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import re
 import sys
 import tempfile
@@ -76,6 +77,7 @@ async def generation(items: int, latency: float, concurrency: int) -> None:
         f"  {len(results)} completions, {usage.requests} requests, "
         f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens"
     )
+    print(f"  {rounds_note(calls, latency, concurrency)}")
 
 
 # -- judged metrics ------------------------------------------------------------------------
@@ -215,6 +217,17 @@ async def judged_metric_costs(items: int) -> None:
     print("  (requests counted at the server; tokens are what results report, cached included)")
 
 
+def rounds_note(calls: int, latency: float, concurrency: int) -> str:
+    """What a fixed latency allows at best: the requests go in whole rounds of
+    ``concurrency``, so the bound (``calls x latency / concurrency``) is only reachable when
+    ``concurrency`` divides ``calls``; at 50 requests and 16 slots, 4 rounds are 1.28x it."""
+    rounds = math.ceil(calls / concurrency) if concurrency else 0
+    floor = rounds * latency
+    bound = calls * latency / concurrency if concurrency else float("nan")
+    return (f"{calls} requests at {concurrency} in flight take at least {rounds} rounds of "
+            f"{latency * 1000:.0f} ms: {floor:.3f} s, {floor / bound:.3f}x the bound")
+
+
 def plugin_generation(items: int, latency: float, concurrency: int,
                       workers: Sequence[int] = (0, 2, 4), repeats: int = 3) -> bool:
     """The same load through `pytest --ragbench` at each ``-n``: the plugin prefetches the LLM
@@ -342,6 +355,7 @@ def plugin_generation(items: int, latency: float, concurrency: int,
                   f"{ratio:>6.3f}x {span_ratio:>10.3f}x {in_flight[n]:>14}  {verdict}")
         print(f"  (target: the LLM span <= {TARGET_RATIO}x its bound at every -n, max in flight "
               f"<= {concurrency})")
+        print(f"  ({rounds_note(max(calls.values()), latency, concurrency)})")
         ok = True
         if 0 in walls:
             for n in (w for w in workers if w):
