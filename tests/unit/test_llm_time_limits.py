@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from virtual_clock import raises_after
+from virtual_clock import run as run_on_virtual_clock
 
 from pytest_ragbench.answers.config import parse_rag_config, rag_config_from_model
 from pytest_ragbench.answers.pipeline import RagPipeline, build_pipeline
@@ -33,10 +35,9 @@ CONTEXTS = [("d1", "Paris is the capital of France.")]
 # -- the clock ---------------------------------------------------------------------------------
 
 
-# The waits for a slot below outlast the limit by half of it: a clock that counted them runs
-# out while they go on, whatever the jitter (the loop's timers fire in the order they are due).
-# The work after them is a tenth of the limit: a clock that does not count the waits has most
-# of the limit to spare for a stall of a loaded machine.
+# The tests of the clock run on a virtual one (tests/virtual_clock.py): the times they read
+# are exact. The waits for a slot below outlast the limit by half of it: a clock that counted
+# them runs out while they go on.
 async def _waits_then_works(wait: float, work: float) -> str:
     with deadline.call():
         with deadline.waiting_for_slot():
@@ -46,14 +47,15 @@ async def _waits_then_works(wait: float, work: float) -> str:
 
 
 def test_the_wait_for_a_slot_is_not_counted() -> None:
-    assert asyncio.run(deadline.within(0.2, lambda: _waits_then_works(0.3, 0.02))) == "done"
+    done, took = run_on_virtual_clock(
+        lambda: deadline.within(0.2, lambda: _waits_then_works(0.3, 0.02)))
+    assert done == "done" and took == pytest.approx(0.32)
 
 
 def test_the_work_is_counted() -> None:
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.1, lambda: _waits_then_works(0.0, 5.0)))
-    assert time.monotonic() - started < 2.0  # cancelled at the limit, not run out
+    took = raises_after(TimeoutError,
+                        lambda: deadline.within(0.1, lambda: _waits_then_works(0.0, 5.0)))
+    assert took == pytest.approx(0.1)  # cancelled at the limit, not run out
 
 
 def test_the_time_between_calls_is_counted() -> None:
@@ -61,23 +63,22 @@ def test_the_time_between_calls_is_counted() -> None:
         await _waits_then_works(0.0, 0.0)
         await asyncio.sleep(5.0)  # preparing the next call, say
 
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.1, work))
+    assert raises_after(TimeoutError, lambda: deadline.within(0.1, work)) == pytest.approx(0.1)
 
 
 def test_the_clock_runs_while_one_call_is_served_and_another_waits() -> None:
     async def work() -> None:
         await asyncio.gather(_waits_then_works(5.0, 0.0), _waits_then_works(0.0, 5.0))
 
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.1, work))
+    assert raises_after(TimeoutError, lambda: deadline.within(0.1, work)) == pytest.approx(0.1)
 
 
 def test_a_wait_stops_every_deadline_it_is_under() -> None:
     async def case() -> str:
         return await deadline.within(0.2, lambda: _waits_then_works(0.3, 0.02))
 
-    assert asyncio.run(deadline.within(0.2, case)) == "done"
+    done, took = run_on_virtual_clock(lambda: deadline.within(0.2, case))
+    assert done == "done" and took == pytest.approx(0.32)
 
 
 @pytest.mark.parametrize("blames_calls", [True, False])
@@ -94,9 +95,9 @@ def test_a_call_cancelled_at_its_own_limit_knows_why(blames_calls: bool) -> None
                 seen.append(deadline.expired())
                 raise
 
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.1, work, blames_calls=blames_calls))
-    assert seen == [blames_calls]
+    took = raises_after(TimeoutError,
+                        lambda: deadline.within(0.1, work, blames_calls=blames_calls))
+    assert seen == [blames_calls] and took == pytest.approx(0.1)
     assert not deadline.expired()  # outside the limit nothing has expired
 
 
@@ -117,8 +118,8 @@ def test_a_cancelled_caller_cancels_the_work_and_is_no_timeout() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
-    assert seen == [False]
+    _, took = run_on_virtual_clock(main)
+    assert seen == [False] and took == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-call", "shared-call"])
@@ -147,10 +148,10 @@ def test_a_limit_that_ran_out_with_an_inner_one_still_stops_its_work(
         await asyncio.sleep(1.0)
         finished.append("case")
 
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        asyncio.run(deadline.within(0.15, case))
-    assert finished == [] and time.monotonic() - started < 0.8
+    took = raises_after(TimeoutError, lambda: deadline.within(0.15, case))
+    # the case's limit ran out at 0.15 s, the call's at 0.2 s while it was closing: the case
+    # stopped there, and did not go on for its second more
+    assert finished == [] and took == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize("waits", [False, True], ids=["calls", "waits-then-calls"])
@@ -178,8 +179,8 @@ def test_a_limit_whose_work_is_over_never_runs_out(waits: bool) -> None:
         assert await deadline.within(0.1, work, blames_calls=True) == "done"
         await left[0]
 
-    asyncio.run(main())
-    assert seen == [False]
+    _, took = run_on_virtual_clock(main)
+    assert seen == [False] and took == pytest.approx(0.21 if waits else 0.2)
 
 
 def test_a_shared_call_waits_for_a_slot_for_every_case_on_it() -> None:
@@ -203,7 +204,8 @@ def test_a_shared_call_waits_for_a_slot_for_every_case_on_it() -> None:
         joined = asyncio.ensure_future(deadline.within(0.2, joiner))
         return list(await asyncio.gather(made, joined))
 
-    assert asyncio.run(main()) == ["made", "joined"]
+    done, took = run_on_virtual_clock(main)
+    assert done == ["made", "joined"] and took == pytest.approx(0.35)
 
 
 def test_a_shared_call_being_answered_counts_for_its_cases() -> None:
@@ -225,8 +227,7 @@ def test_a_shared_call_being_answered_counts_for_its_cases() -> None:
         finally:
             task.cancel()
 
-    with pytest.raises(TimeoutError):
-        asyncio.run(main())
+    assert raises_after(TimeoutError, main) == pytest.approx(0.11)
 
 
 class _Queued:

@@ -1,0 +1,91 @@
+"""An asyncio event loop on a virtual clock, for tests of code timed by the loop's clock.
+
+The clock stands still while callbacks run and, when nothing is ready and no I/O is pending,
+jumps to the next timer: ``asyncio.sleep(5)`` takes no real time, and the times a test reads
+are exact whatever the machine's load. Only for coroutines that wait on the loop's own timers:
+work in other threads or on sockets takes real time the clock does not see (the loop then
+waits for it in real time only when no timer is due).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class _Selector:
+    """The loop's selector, except that a wait for a timer moves the clock instead."""
+
+    def __init__(self, inner: selectors.BaseSelector, loop: VirtualClockLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        if timeout is None:  # no timer due: only I/O (a call_soon_threadsafe) can wake it
+            return self._inner.select(None)
+        events = self._inner.select(0)
+        if not events:
+            self._loop.advance(timeout)
+        return events
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """A selector event loop whose :meth:`time` is virtual, starting at 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+        # asyncio's loop waits for its next timer in its selector's select(timeout)
+        self._selector = _Selector(self._selector, self)  # type: ignore[has-type]
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += max(seconds, 0.0)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> tuple[T, float]:
+    """Run ``main()`` to its end on a new :class:`VirtualClockLoop`, as :func:`asyncio.run`
+    does (tasks left over are cancelled): its result and the virtual seconds it took. Its
+    exception is raised as it is."""
+    loop = VirtualClockLoop()
+    asyncio.set_event_loop(loop)
+    try:
+        result = loop.run_until_complete(main())
+        return result, loop.time()
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def raises_after(expected: type[BaseException], main: Callable[[], Awaitable[Any]]) -> float:
+    """Run ``main()`` as :func:`run` does, expecting it to raise ``expected``: the virtual
+    seconds until it did. Fails the test when it returns or raises anything else."""
+    clock: list[float] = []
+
+    async def timed() -> None:
+        try:
+            await main()
+        except expected:
+            clock.append(asyncio.get_running_loop().time())
+            return
+        raise AssertionError(f"{expected.__name__} not raised")
+
+    run(timed)
+    return clock[0]
