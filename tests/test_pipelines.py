@@ -62,6 +62,18 @@ def test_richer_return_types_are_welcome() -> None:
     assert normalise_output(PipelineOutput("x", None, extra=None)).contexts == ()  # type: ignore[arg-type]
 
 
+def test_an_empty_contexts_list_is_told_from_no_contexts() -> None:
+    # "contexts": [] is a ranking of nothing (scored 0); no contexts at all is an answer alone
+    # (retrieval metrics n/a): both normalise to (), so the output keeps which it was
+    assert normalise_output({"answer": "a", "contexts": []}).contexts_given
+    assert normalise_output({"answer": "a", "contexts": [{"id": "d1"}]}).contexts_given
+    for alone in ({"answer": "a"}, {"answer": "a", "contexts": None}, "a",
+                  PipelineOutput("a")):
+        out = normalise_output(alone)
+        assert out.contexts == () and not out.contexts_given, alone
+    assert normalise_output(PipelineOutput("a", (), contexts_given=True)).contexts_given
+
+
 @pytest.mark.parametrize(("output", "message"), [
     # objects are checked as mappings are (a dataclass does not check its fields)
     (PipelineOutput(None), "'answer' must be a string, got null"),  # type: ignore[arg-type]
@@ -368,6 +380,12 @@ def test_langchain_outputs_map_onto_the_contract() -> None:
         langchain_output({"input": "q"})
     with pytest.raises(OutputError, match="document 0 is dict, expected a Document"):
         langchain_output({"answer": "a", "context": [{"page": 1}]})
+    # documents returned, even none, are a ranking (an empty one scores 0); none returned
+    # (an answer alone) leaves retrieval metrics n/a
+    assert langchain_output({"answer": "a", "context": []}).contexts_given
+    assert langchain_output([]).contexts_given
+    assert not langchain_output({"answer": "a"}).contexts_given
+    assert not langchain_output("plain").contexts_given
 
 
 def test_llamaindex_responses_map_onto_the_contract() -> None:
@@ -384,3 +402,5 @@ def test_llamaindex_responses_map_onto_the_contract() -> None:
     assert scored.contexts == (Context("u", "T", 0.5),)
     with pytest.raises(OutputError, match="whose 'response' is not a string"):
         llamaindex_output(_Response(None, []))
+    assert llamaindex_output(_Response("nothing found", [])).contexts_given
+    assert not llamaindex_output(_Response("x", None)).contexts_given  # type: ignore[arg-type]

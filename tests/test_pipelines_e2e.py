@@ -176,6 +176,38 @@ def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pyteste
     assert "Traceback" not in result.stdout.str()
 
 
+def test_a_pipeline_that_found_no_context_scores_0_not_nan(pytester, app):
+    # "contexts": [] says the application found nothing: an empty ranking, 0 on retrieval
+    # metrics as for a retriever that returns nothing. It was n/a, as for an answer alone, and
+    # a NaN is left out of the mean: an application that found the relevant document for 2
+    # of 5 questions and nothing for the rest read recall 1.0 and passed a 0.9 gate.
+    pytester.makepyfile(finds_few='''
+        class FindsFew:
+            def answer(self, query):
+                if query.id in ("q1", "q3"):
+                    return {"answer": "a", "contexts": [{"id": "d1"}, {"id": "d5"}, {"id": "d3"}]}
+                if query.id == "q5":
+                    return {"answer": "a"}  # an answer alone: retrieval metrics stay n/a
+                return {"answer": "a", "contexts": []}
+    ''')
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          few: {type: "finds_few:FindsFew"}
+        metrics: [recall@10]
+        gates: {recall@10: '>= 0.9'}
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    recs = by_case(records(pytester.path), "few")
+    assert {q: r["metrics"]["recall@10"] for q, r in recs.items()} == {
+        "q1": 1.0, "q2": 0.0, "q3": 1.0, "q4": 0.0, "q5": None}
+    assert recs["q2"]["missed"] == [["d2", 2]] and recs["q2"]["relevant_ranks"] == {"d2": None}
+    assert recs["q5"]["missed"] == [] and recs["q5"]["relevant_ranks"] == {}
+    result.stdout.fnmatch_lines(["*FAILED: 1 gate failed*"])
+    assert result.ret == 1
+
+
 def test_recorded_outputs_without_a_corpus(pytester):
     pytester.makeini(BASE_INI)
     items = [{"id": q["_id"], "question": q["text"], "answer": ANSWERS[q["_id"]]}

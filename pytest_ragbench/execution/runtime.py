@@ -1007,6 +1007,11 @@ class SuiteRuntime:
             ids.append(ctx.id)
             # the pipeline's order is its ranking; a missing score stands in by rank
             scores[ctx.id] = ctx.score if ctx.score is not None else float(n - i)
+        # Retrieval metrics rank the context ids. An empty list the pipeline gave is a ranking
+        # of nothing, scored (0 where the query has relevant documents) as a retriever that
+        # found nothing is; contexts without ids, or none given (an answer alone), rank
+        # nothing against the labels and leave them n/a.
+        ranked = bool(ids) or (output.contexts_given and not output.contexts)
         result = CaseResult(
             ranked=tuple(ids), scores=scores, k=max(self.suite.k, len(ids)),
             latency_ms=latency_ms, documents=self._documents, run_start=self.ctx.run_start,
@@ -1021,8 +1026,8 @@ class SuiteRuntime:
         rec["missed"] = sorted(
             ([d, g] for d, g in grades.items() if g > 0 and d not in scores),
             key=lambda x: (-x[1], x[0]),
-        )[: self.suite.record_depth] if ids else []
-        rec["relevant_ranks"] = relevant_ranks(ids, grades) if ids else {}
+        )[: self.suite.record_depth] if ranked else []
+        rec["relevant_ranks"] = relevant_ranks(ids, grades) if ranked else {}
         rec["answer"] = output.answer
         rec["contexts"] = [c.id if c.id is not None else (c.text or "")[:200]
                            for c in output.contexts]
@@ -1036,8 +1041,7 @@ class SuiteRuntime:
         for m in self.suite.metrics:
             if m.family == "rag":
                 continue
-            if m.family == "retrieval" and not ids:
-                # text-only contexts: nothing to rank against the labels
+            if m.family == "retrieval" and not ranked:
                 continue
             try:
                 rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))

@@ -316,7 +316,8 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
     if isinstance(result, str):
         return PipelineOutput(answer=result, usage=usage)
     if isinstance(result, Sequence) and all(hasattr(d, "page_content") for d in result):
-        return PipelineOutput(answer="", contexts=docs_of(result), usage=usage)
+        return PipelineOutput(answer="", contexts=docs_of(result), usage=usage,
+                              contexts_given=True)
     if hasattr(result, "content") and not isinstance(result, Mapping):
         return PipelineOutput(answer=_content_text(result.content, "the chain's message"),
                               usage=usage or _message_usage(result))
@@ -346,7 +347,9 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
     if docs is None and context_key:
         raise OutputError(f"the chain's output has no {context_key!r} "
                           f"(its keys: {', '.join(map(str, result))})")
-    return PipelineOutput(answer=answer, contexts=docs_of(docs or []), usage=usage)
+    # documents the chain returned, even none, are its ranking; none returned leaves it n/a
+    return PipelineOutput(answer=answer, contexts=docs_of(docs or []), usage=usage,
+                          contexts_given=docs is not None)
 
 
 def _content_text(content: Any, what: str) -> str:
@@ -408,7 +411,7 @@ class LangChainPipeline:
         usage = collector.usage() if collector is not None else None
         if self.kind == "retriever":
             return PipelineOutput(answer="", usage=usage, contexts=langchain_contexts(
-                result, id_key=self.id_key, score_key=self.score_key))
+                result, id_key=self.id_key, score_key=self.score_key), contexts_given=True)
         return langchain_output(result, id_key=self.id_key, score_key=self.score_key,
                                 answer_key=self.answer_key, context_key=self.context_key,
                                 usage=usage)
@@ -469,8 +472,9 @@ def llamaindex_output(response: Any, *, id_key: str | None = None) -> PipelineOu
         raise OutputError(
             f"the query engine returned {type(response).__name__} whose 'response' is not a "
             "string" + ("; build the engine without streaming" if streaming else ""))
-    return PipelineOutput(answer=answer, contexts=llamaindex_contexts(
-        getattr(response, "source_nodes", None) or [], id_key=id_key))
+    nodes = getattr(response, "source_nodes", None)
+    return PipelineOutput(answer=answer, contexts=llamaindex_contexts(nodes or [], id_key=id_key),
+                          contexts_given=nodes is not None)
 
 
 class LlamaIndexPipeline:
@@ -499,5 +503,6 @@ class LlamaIndexPipeline:
             result = await result
         if self.kind == "retriever":
             return PipelineOutput(answer="",
-                                  contexts=llamaindex_contexts(result, id_key=self.id_key))
+                                  contexts=llamaindex_contexts(result, id_key=self.id_key),
+                                  contexts_given=True)
         return llamaindex_output(result, id_key=self.id_key)

@@ -9,9 +9,12 @@ The same shape for a Python return value, an HTTP response body and a line of a 
      "latency_ms": 812.5}                                               # optional
 
 Each context needs an ``id`` or a ``text`` (or both); ``score`` is optional. ``contexts`` may
-be omitted (an answer only: answer metrics still run). A Python pipeline may also return a
-:class:`PipelineOutput`, or any object with ``answer`` / ``contexts`` / ``usage`` attributes
-(a dataclass, a pydantic model), or a bare string (the answer, no contexts).
+be omitted (an answer only: answer metrics still run, retrieval metrics are n/a); an empty list
+says the system found nothing, a ranking of nothing that scores 0 on retrieval metrics. A
+Python pipeline may also return a :class:`PipelineOutput` (with ``contexts_given=True`` when
+its empty ``contexts`` mean that nothing was found), or any object with ``answer`` /
+``contexts`` / ``usage`` attributes (a dataclass, a pydantic model), or a bare string (the
+answer, no contexts).
 
 :func:`normalise_output` turns any of those into a :class:`PipelineOutput` or raises
 :class:`OutputError` naming the first thing that is wrong. Nothing here imports pytest.
@@ -63,6 +66,11 @@ class PipelineOutput:
     usage: Usage | None = None
     latency_ms: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The pipeline said which contexts it used, even none (``"contexts": []``): an empty
+    #: ``contexts`` is then an empty ranking, scored 0 on retrieval metrics as a retriever
+    #: that found nothing is; without it (an answer alone) they are n/a. Both normalise to
+    #: ``()``, so only this tells a system that found nothing from one that does not say.
+    contexts_given: bool = False
 
 
 _TOP_KEYS = ("answer", "contexts", "usage", "latency_ms", "query_id", "metadata")
@@ -199,7 +207,11 @@ def _usage(value: Any) -> Usage | None:
 def normalise_output(value: Any) -> PipelineOutput:
     """``value`` (see the module docs) as a :class:`PipelineOutput`; :class:`OutputError` if
     it does not follow the contract."""
+    # whether the output said which contexts it used (see PipelineOutput.contexts_given); for
+    # a mapping, whether it holds a list of them, found below
+    given: bool | None = None
     if isinstance(value, PipelineOutput):
+        given = value.contexts_given
         # checked as a mapping is: a dataclass does not check its fields (a None answer, a
         # negative token count, a NaN latency went through)
         value = {**(value.extra or {}), "answer": value.answer,
@@ -220,6 +232,8 @@ def normalise_output(value: Any) -> PipelineOutput:
         raise OutputError(f"'answer' must be a string, got {type_name(answer)}")
     _text(answer, "'answer'")
     raw_contexts = data.get("contexts")
+    if given is None:
+        given = raw_contexts is not None
     if raw_contexts is None:
         raw_contexts = []
     if isinstance(raw_contexts, str | bytes) or not isinstance(raw_contexts, Sequence):
@@ -230,4 +244,4 @@ def normalise_output(value: Any) -> PipelineOutput:
         raise OutputError(f"latency_ms must be >= 0, got {latency!r}")
     extra = {k: v for k, v in data.items() if k not in _TOP_KEYS}
     return PipelineOutput(answer=answer, contexts=contexts, usage=_usage(data.get("usage")),
-                          latency_ms=latency, extra=extra)
+                          latency_ms=latency, extra=extra, contexts_given=given)
