@@ -156,6 +156,30 @@ xfail: [2024-01-01 10:00:00]
     assert list(loaded.xfail) == ["2024-01-01 10:00:00"]
 
 
+def test_inline_reference_answers_read_as_written(tmp_path: Path, loader: ModuleType) -> None:
+    """A yes/no question's `reference_answer: no` was YAML's False: dropped, the query had
+    no reference (its answer metrics NaN, left out of the means), and in a list it became
+    the answer "False"; 010 and 1:30 (a time) were refused as unclear numbers."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents: [{_id: d1, text: alpha}]
+  items:
+    - {_id: q1, text: does it, reference_answer: no}
+    - {_id: q2, text: is it, answers: [yes, "Yes."]}
+    - {_id: q3, text: when, answer: 2024-01-01, reference_answers: [1:30, 010]}
+    - {_id: q4, text: how many, reference_answer: 0, answers: [2.5, 1.10]}
+pipelines: {p: {type: recorded, path: out.jsonl}}
+metrics: [exact_match]
+""")
+    (tmp_path / "out.jsonl").write_text(
+        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 5)))
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [q.reference_answers for q in ds.queries] == [
+        ("no",), ("yes", "Yes."), ("1:30", "010", "2024-01-01"), ("0", "2.5", "1.10")]
+
+
 def test_a_records_own_id_wins_over_a_merged_one(tmp_path: Path) -> None:
     from pytest_ragbench.suite import loader
 

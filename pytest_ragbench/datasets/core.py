@@ -137,6 +137,8 @@ class DatasetSpec:
 
 #: The keys a record's id is read from, first found first.
 ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
+#: The fields of a query record holding its reference answers (a string, a number or a list).
+ANSWER_KEYS = ("reference_answer", "reference_answers", "answers", "answer")
 _QUERY_TEXT_KEYS = ("text", "query", "question", "input")
 _DOC_TEXT_KEYS = ("text", "contents", "body", "passage")
 
@@ -614,7 +616,7 @@ def read_queries(
                                                    and not raw_relevant.strip())
         relevant = _parse_relevant(raw_relevant, path, lineno, qid) if judged else {}
         answers: list[str] = []
-        for key in ("reference_answer", "reference_answers", "answers", "answer"):
+        for key in ANSWER_KEYS:
             val = rec.get(key)
             if isinstance(val, str) and val.strip():
                 answers.append(val)
@@ -641,8 +643,8 @@ def read_queries(
                 raise DataFileError(f"query {qid!r}: field {key!r} must be a string, got "
                                     f"{_type_name(value)}", file=path, line=lineno)
         known = {
-            *ID_KEYS, text_key, "relevant", "reference_answer", "reference_answers", "answers",
-            "answer", "type", "difficulty", "tags", "metadata",
+            *ID_KEYS, text_key, "relevant", *ANSWER_KEYS, "type", "difficulty", "tags",
+            "metadata",
         }
         meta = {k: v for k, v in rec.items() if k not in known}
         if isinstance(rec.get("metadata"), dict):

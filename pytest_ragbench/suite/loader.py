@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
-from ..datasets.core import ID_KEYS, has_control_characters
+from ..datasets.core import ANSWER_KEYS, ID_KEYS, has_control_characters
 from ..errors import (
     ParamError,
     SuiteError,
@@ -178,10 +178,18 @@ def _is_id_path(where: KeyPath) -> bool:
     return where[1] == "items" and where[3] == "relevant" and isinstance(where[4], int)
 
 
+def _is_answer_path(where: KeyPath) -> bool:
+    """Whether the node at ``where`` is an inline query's reference answer, or one of a list
+    of them (read as written, see :func:`_ids_as_written`)."""
+    return (len(where) in (4, 5) and where[:2] == ("dataset", "items")
+            and where[3] in ANSWER_KEYS and (len(where) == 4 or isinstance(where[4], int)))
+
+
 def _unclear_number(node: yaml.ScalarNode, where: KeyPath, path: Path) -> SuiteError | None:
     """The error for a plain number YAML 1.1 reads otherwise than JSON and YAML 1.2 would,
     outside ids (which keep their text): a suite's ``k: 010`` would silently be 8."""
-    if node.style or node.tag not in _NOT_TEXT_TAGS or _is_id_path(where):
+    if node.style or node.tag not in _NOT_TEXT_TAGS or _is_id_path(where) \
+            or _is_answer_path(where):
         return None
     text = node.value
     if _OCTAL.fullmatch(text):
@@ -291,7 +299,10 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
     """``data`` with every query and document id it names as the suite file writes it: the
     ids of its inline documents and queries (``dataset.documents``, ``dataset.items``), the
     document ids a query's ``relevant`` names, ``dataset.query_ids`` and ``xfail``'s query
-    ids. The dataset's files keep an id's text, and so does a suite. ``construct`` makes a
+    ids. The dataset's files keep an id's text, and so does a suite. So do an inline query's
+    reference answers: a yes/no question's ``reference_answer: no`` is the answer "no", not
+    YAML's False (which the reader dropped: the query had no reference), and ``1:30`` or
+    ``2024-01-01`` are the answers written, not a number or a date. ``construct`` makes a
     node's value (a mapping of ids is made again from its nodes: YAML kept one of two keys it
     read as the same number). ``construct_document`` has flattened merge keys (``<<``) into
     the nodes' pairs, the merged ones first: the last of equal keys wins, as in ``data``."""
@@ -330,6 +341,11 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
                     record[key] = _as_written(v, record[key])
                 elif key == "relevant" and part == "items":
                     record[key] = _texts(v, record[key], construct)
+                elif key in ANSWER_KEYS and part == "items":
+                    # numbers that read back as written stay numbers (the suite document,
+                    # whose hash the resume's case keys hold, is unchanged for them)
+                    record[key] = _texts(v, _as_written(v, record[key], (int, float)),
+                                         construct, (int, float))
     return data
 
 
