@@ -81,6 +81,17 @@ def test_inline_labels_forms(tmp_path: Path) -> None:
     assert qs[2].judged is False and qs[2].reference_answers == ("m",)
 
 
+def test_only_texts_and_numbers_in_an_answer_list_are_answers(tmp_path: Path) -> None:
+    # a null in a list (a table exported with its gaps) was the reference answer "None", which
+    # a model's "None" matched exactly; false was "False", an object its repr. As at the top
+    # level and for answer_field, only texts and finite numbers are answers.
+    recs = [(1, {"_id": "a", "text": "x", "answers": ["Paris", None, float("nan"), 0, 2.5]}),
+            (2, {"_id": "b", "text": "y", "answers": [False, {"text": "x"}, ["z"], " ", "no"]}),
+            (3, {"_id": "c", "text": "z", "answers": [None], "answer": True})]
+    qs = read_queries(recs, tmp_path / "q.jsonl")
+    assert [q.reference_answers for q in qs] == [("Paris", "0", "2.5"), ("no",), ()]
+
+
 def test_inline_ids_are_what_the_suite_writes(tmp_path: Path, loader: ModuleType) -> None:
     """YAML reads 007 and 7 as the same number, 010 as 8 (octal), 1:30 as 90, 1.10 as 1.1, no
     as False and 2024-1-1 as a date: an inline id is its text, as in the dataset's files."""

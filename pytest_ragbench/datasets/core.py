@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import re
 import stat
 import unicodedata
@@ -574,6 +575,24 @@ def _parse_relevant(value: Any, path: Path, line: int, qid: str) -> dict[str, in
     )
 
 
+def _answer_texts(value: Any) -> list[str]:
+    """The reference answers ``value`` holds: a non-blank string, a finite number (real
+    datasets store short answers as numbers too, NQ-UTD: 2023, 0.687), or a list of them.
+    Anything else is no answer: a null or NaN (a table's gap), a boolean, an object (SQuAD's
+    ``{"text": [...]}``); in a list each became its ``str`` ("None", "False"), which a model
+    answering "None" matched exactly."""
+    answers = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            if item.strip():
+                answers.append(item)
+        # numpy's scalars too; an integer of any size, which isfinite could not convert
+        elif isinstance(item, numbers.Real) and not isinstance(item, bool) and (
+                isinstance(item, numbers.Integral) or math.isfinite(item)):
+            answers.append(str(item))
+    return answers
+
+
 def _dotted(record: Mapping[str, Any], dotted: str) -> Any:
     cur: Any = record
     for part in dotted.split("."):
@@ -617,20 +636,9 @@ def read_queries(
         relevant = _parse_relevant(raw_relevant, path, lineno, qid) if judged else {}
         answers: list[str] = []
         for key in ANSWER_KEYS:
-            val = rec.get(key)
-            if isinstance(val, str) and val.strip():
-                answers.append(val)
-            elif isinstance(val, int | float) and not isinstance(val, bool):
-                answers.append(str(val))
-            elif isinstance(val, list):
-                answers.extend(str(a) for a in val if str(a).strip())
+            answers.extend(_answer_texts(rec.get(key)))
         if answer_field:
-            val = _dotted(rec, answer_field)
-            # Real datasets store short answers as numbers too (NQ-UTD: 2023, 0.687).
-            vals = val if isinstance(val, list) else [val]
-            answers.extend(str(a) for a in vals
-                           if isinstance(a, str | int | float) and not isinstance(a, bool)
-                           and str(a).strip())
+            answers.extend(_answer_texts(_dotted(rec, answer_field)))
         tags = rec.get("tags") or ()
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
