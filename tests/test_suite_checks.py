@@ -214,6 +214,20 @@ def test_cutoff_above_k(folder):
         "only k: 100; raise k or lower the cutoff")
 
 
+def test_a_cutoff_above_k_is_no_error_without_retrievers(folder):
+    # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them,
+    # however many, so a pipelines-only suite was refused for "each retriever" it did not have
+    path = folder / "suite.yaml"
+    path.write_text("dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+                    "pipelines: {app: {type: recorded, path: out.jsonl}}\n"
+                    "metrics: [recall@10, ndcg@20]\nk: 3\n")
+    assert load_suite(path, None).k == 3
+    path.write_text(path.read_text() + "retrievers: {bm25: {}}\n")
+    with pytest.raises(SuiteError, match="recall@10 looks at the top 10 documents but each "
+                                         "retriever returns only k: 3"):
+        load_suite(path, None)
+
+
 def test_cutoffs_up_to_k_load_and_k_defaults_to_the_largest(folder):
     assert load(folder, "metrics: [ndcg@10, recall@100]\nk: 100\n").k == 100
     assert load(folder, "metrics: [ndcg@10, recall@100]\n").k == 100

@@ -422,7 +422,8 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
         default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
     k = model.k if model.k is not None else default_k
-    if model.k is not None:
+    # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
+    if model.k is not None and data.get("retrievers"):
         _check_cutoffs(ctx, metrics, model.k)
 
     retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers)
