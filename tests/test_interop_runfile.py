@@ -181,6 +181,21 @@ def test_missing_scores_keep_the_recorded_order() -> None:
     assert format_run(table) == "q1 Q0 c 1 2.0 rag\nq1 Q0 a 2 1.0 rag\n"
 
 
+def test_scores_out_of_the_recorded_order_keep_the_order() -> None:
+    # A pipeline's contexts are ranked in the order it gives them, whatever their scores
+    # (distances grow down the list, a reranker keeps its retriever's scores, ties). Written
+    # with those scores, a replay (trec_eval, the run retriever) ordered them by score and
+    # scored another ranking than the run did: an MRR of 1 replayed as 0.5.
+    [table] = collect_runs([
+        _rec("s", "rag", "q1", [["d9", 0.1, 1], ["d1", 0.2, None]]),
+        _rec("s", "rag", "q2", [["a", 0.5, None], ["b", 0.5, 1]]),  # a tie: b would come first
+        _rec("s", "rag", "q3", [["x", 0.9, 1], ["y", 0.4, None]]),  # in order: kept as given
+    ]).values()
+    assert format_run(table) == ("q1 Q0 d9 1 2.0 rag\nq1 Q0 d1 2 1.0 rag\n"
+                                 "q2 Q0 a 1 2.0 rag\nq2 Q0 b 2 1.0 rag\n"
+                                 "q3 Q0 x 1 0.9 rag\nq3 Q0 y 2 0.4 rag\n")
+
+
 def test_ids_with_white_space_are_refused() -> None:
     table = RunTable("s", "bm25", {"q 1": [("d1", 1.0)]})
     with pytest.raises(RunFileError, match=r"query id 'q 1'.*white space"):

@@ -17,8 +17,10 @@ depth is raised to its ``k`` (in the process running the cases), so each file ho
 Repetitions of a case (``runs: 3``) retrieve the same documents; the first is written. A case
 that errored before retrieving has no lines (trec_eval then leaves the query out, the ``run``
 retriever with ``missing: empty`` scores it 0). A record whose scores are missing (a pipeline
-that reports contexts without scores) is written with scores ``n, n-1, ..., 1`` so that the
-order is kept.
+that reports contexts without scores), or do not give its order (a pipeline's contexts are
+ranked as it lists them: distances that grow down the list, a reranker's order under its
+retriever's scores, ties), is written with scores ``n, n-1, ..., 1`` so that a replay ranks
+what the run scored.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..metrics.retrieval import trec_order
 from ..records import record_key
 
 SUFFIX = ".trec"
@@ -91,6 +94,12 @@ def _check_id(value: str, what: str, table: RunTable) -> None:
             "hold")
 
 
+def _scores_give_order(rows: list[tuple[str, float | None]]) -> bool:
+    """Whether a replay ordering ``rows`` by score (trec_eval's order) keeps their order."""
+    scored = [(doc, score) for doc, score in rows if score is not None]
+    return len(scored) == len(rows) and trec_order(scored) == [doc for doc, _ in rows]
+
+
 def format_run(table: RunTable, tag: str | None = None) -> str:
     """The TREC run text of ``table``; :class:`RunFileError` for ids a run cannot hold."""
     tag = safe_name(tag or table.system)
@@ -100,8 +109,8 @@ def format_run(table: RunTable, tag: str | None = None) -> str:
         if not rows:
             continue
         _check_id(qid, "query id", table)
-        if any(score is None for _, score in rows):
-            # Keep the recorded order: descending integer scores.
+        if not _scores_give_order(rows):
+            # Keep the recorded order (the one scored): descending integer scores.
             rows = [(doc, float(len(rows) - i)) for i, (doc, _) in enumerate(rows)]
         for rank, (doc, score) in enumerate(rows, 1):
             _check_id(doc, "document id", table)
