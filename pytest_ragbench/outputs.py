@@ -129,11 +129,12 @@ def compare(summary: dict[str, Any], current: dict[str, Any], *,
     except BaselineError as exc:
         line = f"ragbench: {exc}"
         return Comparison(failures=[line], other=[line])
-    partial = {s["name"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
+    # by suite file, not name: two suite files of a run may share a name
+    partial = {s["id"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
                for s in summary["suites"] if s.get("partial")}
     for g in result["gates"]:
-        if g.get("suite") in partial and not g.get("skipped"):
-            g["coverage"] = partial[g["suite"]]
+        if g.get("suite_id") in partial and not g.get("skipped"):
+            g["coverage"] = partial[g["suite_id"]]
     summary["gates"] += result["gates"]
     summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
     rows: list[dict[str, Any]] = []

@@ -86,6 +86,32 @@ def test_every_gate_is_a_junit_testcase(pytester, mini_suite, workers):
         assert case.find("failure") is None and case.find("skipped") is None
 
 
+def test_gates_of_two_suites_with_one_name_stay_with_their_files(pytester, mini_suite):
+    # Two suite files may share a `name:` (their common baseline identity). Gates were told
+    # apart by that name only: junit put the failed gate of b.yaml under a.yaml, and the
+    # whole suite's command-line gate was labelled with the partial one's coverage.
+    mini_suite(name="a.yaml")
+    gated = mini_suite(name="b.yaml", drop="d4")
+    gated.write_text(gated.read_text() + "gates:\n  ndcg@10: '>= 0.9'\n")
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml", "--junitxml=out.xml",
+                                "--deselect", "b.yaml::overlap::q1",
+                                "--ragbench-gate", "mrr@10 >= 0.1")
+    assert result.ret == 1
+    summary, _, _ = _outputs(pytester)
+    gates = {(g["suite_id"], g["text"]): g for g in summary["gates"]}
+    assert sorted(gates) == [("a.yaml", "mrr@10 >= 0.1"), ("b.yaml", "mrr@10 >= 0.1"),
+                             ("b.yaml", "ndcg@10 >= 0.9")]
+    assert "coverage" not in gates["a.yaml", "mrr@10 >= 0.1"]
+    assert gates["b.yaml", "mrr@10 >= 0.1"]["coverage"] == "4 of 5 cases"
+    result.stdout.fnmatch_lines(["*PASS mini/overlap: mrr@10 1.0000 >= 0.1 (margin +0.9000)"])
+    cases = _junit_cases(pytester.path / "out.xml")
+    gate_cases = sorted(k for k in cases if "ragbench-gates" in k)
+    assert gate_cases == ["a.yaml.ragbench-gates.overlap::mrr@10 >= 0.1",
+                          "b.yaml.ragbench-gates.overlap::mrr@10 >= 0.1",
+                          "b.yaml.ragbench-gates.overlap::ndcg@10 >= 0.9"]
+    assert cases["b.yaml.ragbench-gates.overlap::ndcg@10 >= 0.9"].find("failure") is not None
+
+
 def test_junit_fails_an_interrupted_run_as_every_other_output_does(pytester, mini_suite):
     # the cases that ran passed, so junit had no failing testcase while the exit status,
     # summary.json, summary.md and the HTML said FAILED: the run was interrupted

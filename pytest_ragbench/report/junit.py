@@ -92,7 +92,8 @@ def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     for g in summary.get("gates") or []:
         text, figures = gate_detail(g)
         outcome = "skipped" if g.get("skipped") else "passed" if g.get("passed") else "failed"
-        suite_id = ids.get(g.get("suite")) or str(g.get("suite"))
+        # by the suite file the gate was checked on: two files of a run may share a name
+        suite_id = g.get("suite_id") or ids.get(g.get("suite")) or str(g.get("suite"))
         out.append({"nodeid": f"{suite_id}::{GATES_CLASS}::{_name(str(g.get('retriever')))}"
                               f"::{_name(str(g['text']))}",
                     "path": suite_id, "outcome": outcome, "text": text,

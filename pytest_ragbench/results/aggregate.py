@@ -203,18 +203,19 @@ def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 def evaluate_gates(
     spec: SuiteSpec, retriever: str, group: Mapping[str, Any],
     recs: Sequence[Mapping[str, Any]] = (), *, partial: bool = False,
+    suite_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each threshold gate of the suite checked against one retriever's summary.
 
     Gates scoped to another retriever are skipped; gates against a baseline are checked later,
-    when the baseline is known.
+    when the baseline is known. ``suite_id`` names the suite file in each result.
     """
     return check_thresholds(
         threshold_gates(spec), suite=spec["name"], retriever=retriever,
         means={name: st["mean"] for name, st in group["metrics"].items()},
         error_rate=float(group["error_rate"]),
         cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs),
-        error_counts=case_error_counts(recs), partial=partial)
+        error_counts=case_error_counts(recs), partial=partial, suite_id=suite_id)
 
 
 def ab_comparisons(
@@ -320,7 +321,7 @@ def summarize_run(
                 # partial as the suite is (what a stored run can tell too); labelled with
                 # what this system ran of its own cases
                 group["gates"] = evaluate_gates(spec, retriever, group, recs,
-                                                partial=n_run < n_total)
+                                                partial=n_run < n_total, suite_id=suite_id)
                 ran, total = ((len(recs), per_system) if per_system is not None
                               else (n_run, n_total))
                 if n_run < n_total and ran < total:

@@ -147,14 +147,15 @@ def compare_docs(
         partial = _partial_text(current, cur_s)
         gate_results += _threshold_results(
             name, cur_s, gates if suite_thresholds else gates[n_stored:],
-            partial=partial is not None)
+            partial=partial is not None, suite_id=sid)
         base_id = matched.get(sid)
         base_s = None if baseline is None or base_id is None else baseline["suites"][base_id]
         if base_s is None:
             out_suites.append({"id": sid, "name": name, "in_baseline": False,
                                **({"partial": partial} if partial else {})})
             gate_results += [
-                {"kind": g.kind, "suite": name, "retriever": "*", "metric": g.metric,
+                {"kind": g.kind, "suite": name, "suite_id": sid, "retriever": "*",
+                 "metric": g.metric,
                  "scope": scope_text(g.scope), "text": g.text, "passed": True, "skipped": True,
                  "note": "no baseline to compare with"}
                 for g in gates if isinstance(g, DropGate | SignificanceGate)]
@@ -179,7 +180,8 @@ def compare_docs(
                             f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
-        gate_results += _baseline_gate_results(name, cur_s, gates, suite_rows, settings.alpha)
+        gate_results += _baseline_gate_results(name, sid, cur_s, gates, suite_rows,
+                                               settings.alpha)
     other = list(failures)
     prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
@@ -261,6 +263,7 @@ def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],
 
 def _threshold_results(
     name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck], *, partial: bool = False,
+    suite_id: str | None = None,
 ) -> list[dict[str, Any]]:
     meta = cur_s.get("cases", {})
     out = []
@@ -283,7 +286,7 @@ def _threshold_results(
         out += check_thresholds(
             gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
             means={m: st.get("mean") for m, st in metrics.items()}, error_counts=counts,
-            partial=partial)
+            partial=partial, suite_id=suite_id)
     return out
 
 
@@ -373,7 +376,7 @@ def _apply_holm(group: list[dict[str, Any]]) -> None:
 
 
 def _baseline_gate_results(
-    name: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
+    name: str, sid: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
     rows: Sequence[Mapping[str, Any]], default_alpha: float,
 ) -> list[dict[str, Any]]:
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
@@ -387,8 +390,8 @@ def _baseline_gate_results(
                 continue
             row = by_key.get((rname, gate.metric, scope_text(case_filter(gate.scope))))
             res: dict[str, Any] = {
-                "kind": gate.kind, "suite": name, "retriever": rname, "metric": gate.metric,
-                "scope": scope_text(gate.scope), "text": gate.text,
+                "kind": gate.kind, "suite": name, "suite_id": sid, "retriever": rname,
+                "metric": gate.metric, "scope": scope_text(gate.scope), "text": gate.text,
             }
             if row is None:
                 res.update(passed=True, skipped=True,

@@ -437,6 +437,7 @@ def evaluate_threshold(
     gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
     cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],
     error_counts: Mapping[str, tuple[int, int]] | None = None, partial: bool = False,
+    suite_id: str | None = None,
 ) -> dict[str, Any]:
     """Check one threshold gate for one retriever.
 
@@ -447,7 +448,8 @@ def evaluate_threshold(
     one does; without it (one run per query) a query counts as errored when ``cases`` says.
     A query scope that holds no case is skipped in a ``partial`` run (which passes or fails
     on what it ran: a ``-k`` may have left the scope out), and fails otherwise, saying so
-    (a misspelled scope value would pass nothing).
+    (a misspelled scope value would pass nothing). ``suite_id`` (the suite file) goes into
+    the result beside the suite's name, which two suite files of one run may share.
     """
     filt = case_filter(gate.scope)
     n = len(cases)
@@ -470,10 +472,11 @@ def evaluate_threshold(
             value = math.fsum(finite) / len(finite) if finite else math.nan
     v = math.nan if value is None else float(value)
     out = {
-        "kind": "threshold", "suite": suite, "retriever": retriever, "metric": gate.metric,
-        "scope": scope_text(gate.scope), "op": gate.op, "threshold": gate.threshold,
-        "value": v, "passed": gate.passes(v), "margin": gate.margin(v), "text": gate.text,
-        "n": n,
+        "kind": "threshold", "suite": suite,
+        **({"suite_id": suite_id} if suite_id is not None else {}),
+        "retriever": retriever, "metric": gate.metric, "scope": scope_text(gate.scope),
+        "op": gate.op, "threshold": gate.threshold, "value": v, "passed": gate.passes(v),
+        "margin": gate.margin(v), "text": gate.text, "n": n,
     }
     if filt and not any(case_in_scope(meta.get(cid, {}), filt) for cid in cases):
         if partial:
@@ -490,6 +493,7 @@ def check_thresholds(
     cases: Callable[[str], Mapping[str, tuple[float | None, bool]]],
     meta: Mapping[str, Mapping[str, Any]],
     error_counts: Mapping[str, tuple[int, int]] | None = None, partial: bool = False,
+    suite_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every threshold gate among ``gates`` that applies to ``retriever``, checked.
 
@@ -509,5 +513,5 @@ def check_thresholds(
         out.append(evaluate_threshold(
             gate, suite=suite, retriever=retriever, mean=means.get(gate.metric),
             error_rate=error_rate, cases=cases(gate.metric), meta=meta,
-            error_counts=error_counts, partial=partial))
+            error_counts=error_counts, partial=partial, suite_id=suite_id))
     return out
