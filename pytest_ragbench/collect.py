@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import CASE_KEY_FIELD, USER_PROPERTY, mark_expected_failure, valid_record
+from .records import (
+    CASE_KEY_FIELD,
+    USER_PROPERTY,
+    error_record,
+    mark_expected_failure,
+    valid_record,
+)
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -245,6 +251,24 @@ class CaseItem(pytest.Item):
         # survives xdist's report serialisation
         longrepr.addsection("ragbench case", text)
         return longrepr
+
+    def known_failure_setup_error(self, report: pytest.TestReport,
+                                  call: pytest.CallInfo[None]) -> dict[str, Any] | None:
+        """The record of a case whose setup failed before the case ran (a conftest hook
+        raised) while pytest reports it xfailed (an xfail mark: the suite's, or a plugin's);
+        None for any other setup. The controller makes an error record of a case whose setup
+        failed, so that the run keeps every case; an xfailed report is no failure, and the
+        case was lost (a whole run read as partial). A case stopped on purpose before it ran
+        (``pytest.xfail()``, an xfail mark with ``run=False``) stays unrecorded, as a skip."""
+        if (call.excinfo is None or not hasattr(report, "wasxfail")
+                or isinstance(call.excinfo.value, pytest.skip.Exception | pytest.xfail.Exception)):
+            return None
+        lines = str(report.longrepr).strip().splitlines()
+        rec = error_record(suite=self.nodeid.split("::")[0], retriever=self.retriever,
+                           case_id=self.case_id, run=self.run, stage="setup",
+                           message=lines[-1] if lines else "the case failed without a record")
+        mark_expected_failure(rec, self.xfail_reason or str(report.wasxfail), applied=True)
+        return dict(rec)
 
     def _xfail_applied(self) -> bool:
         """Whether pytest honours this item's xfail mark: ``--runxfail`` (or disabling the

@@ -536,6 +536,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if longrepr is not None:
             report.longrepr = longrepr
         rec = item.stash.get(RECORD_KEY, None)
+        if rec is None:
+            rec = item.known_failure_setup_error(report, call)
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)

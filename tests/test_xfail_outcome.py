@@ -99,6 +99,43 @@ def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
     assert html_rows((run / "report.html").read_text(encoding="utf-8"))["q4"] == "xfailed"
 
 
+def test_a_known_failure_whose_setup_fails_outside_the_case_is_an_error_record(
+        pytester, mini_suite) -> None:
+    # A conftest hook that fails a case's setup makes an error record of it, as the run keeps
+    # every case; under the suite's xfail pytest reports it xfailed, and the case had vanished
+    # from the records: a whole run read "partial: 4 of 5 cases" (never a baseline).
+    path = mini_suite()
+    path.write_text(path.read_text() + "xfail: {q4: backend flaky}\n")
+    pytester.makeconftest("""
+        def pytest_runtest_setup(item):
+            if item.name == "q4":
+                raise RuntimeError("no fixture data for q4")
+    """)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=4, xfailed=1)
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["verdict"]["coverage"] == "5 of 5 cases" and summary["passed"] is True
+    rec = run_records(run)["q4"]
+    assert rec["status"] == "error" and rec["error"]["stage"] == "setup"
+    assert rec["xfail"] == {"reason": "backend flaky", "outcome": "xfailed"}
+
+
+def test_a_case_xfailed_without_running_is_not_recorded(pytester, mini_suite) -> None:
+    # pytest.xfail() in a hook (or an xfail mark with run=False) stops a case before it runs,
+    # as a skip does: no record, and a partial run
+    mini_suite()
+    pytester.makeconftest("""
+        import pytest
+
+        def pytest_runtest_setup(item):
+            if item.name == "q4":
+                pytest.xfail("not today")
+    """)
+    pytester.runpytest(SUITE).assert_outcomes(passed=4, xfailed=1)
+    assert "q4" not in run_records(latest_run(pytester.path))
+
+
 def test_runxfail_records_and_reports_a_plain_failure(pytester, mini_suite) -> None:
     path = mini_suite(drop="d4")
     path.write_text(path.read_text() + KNOWN)
