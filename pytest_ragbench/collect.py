@@ -129,6 +129,16 @@ def case_name(case_id: str, run: int, runs: int) -> str:
     return case_id if runs == 1 else f"{case_id}[run{run}]"
 
 
+def split_case_name(name: str, runs: int | None) -> tuple[str, int]:
+    """The query id and repetition of a case's item name, as :func:`case_name` made it from
+    a suite of ``runs`` repetitions (None: not known, a ``[runN]`` ending is taken as one)."""
+    if runs != 1:
+        repeated = re.fullmatch(r"(.*)\[run(\d+)\]", name, flags=re.DOTALL)
+        if repeated is not None:
+            return repeated.group(1), int(repeated.group(2))
+    return name, 0
+
+
 def _structured_id(parent: pytest.Collector, name: str) -> dict[str, Any]:
     """The ``nodeid`` argument that gives a case the id pytest reads back for its node id
     string.

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from .collect import split_case_name
 from .errors import RagbenchError
 from .hosts import gateway_count
 from .options import summary_level
@@ -201,6 +202,8 @@ class RagbenchSession:
         self.reused_failed: dict[str, str] = {}
         # each suite's system names (retrievers and pipelines), for matching a baseline
         self._systems: dict[str, list[str]] = {}
+        # each suite's repetitions (runs), for the case of an item name
+        self._runs: dict[str, int] = {}
         self.items_failed: set[str] = set()
         # items whose call phase reported (a case's record comes with its setup report)
         self._called: set[str] = set()
@@ -281,6 +284,14 @@ class RagbenchSession:
                                               self.config.stash[STATE_KEY].explicit)
         return nodeid.count("::") == 2 and self._case_matcher(nodeid)
 
+    def _case_of(self, nodeid: str) -> tuple[str, str, str, int]:
+        """(suite id, system, query id, repetition) of a case's node id: a repeated case's
+        item name ends in ``[runN]``, which is not part of its query id (a record under
+        ``q3[run1]`` was a query of its own: in the means' n, and "1 query added" against a
+        baseline)."""
+        suite, system, name = nodeid.split("::")
+        return (suite, system, *split_case_name(name, self._runs.get(suite)))
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
 
         collected = getattr(report, COLLECTED_ATTR, None)
@@ -319,10 +330,10 @@ class RagbenchSession:
         elif report.failed and report.nodeid not in self.records and self._is_case(report.nodeid):
             # The case died before producing a record (a crashed worker, a bug): keep it as an
             # error so it is counted, not lost.
-            suite, retriever, case_id = report.nodeid.split("::")
+            suite, retriever, case_id, run = self._case_of(report.nodeid)
             message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
-                suite=suite, retriever=retriever, case_id=case_id,
+                suite=suite, retriever=retriever, case_id=case_id, run=run,
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
@@ -470,9 +481,9 @@ class RagbenchSession:
         for nodeid in blame.never_ran():
             if nodeid in self.records or not self._is_case(nodeid):
                 continue
-            suite, retriever, case_id = nodeid.split("::")
+            suite, retriever, case_id, run = self._case_of(nodeid)
             self._add(nodeid, error_record(
-                suite=suite, retriever=retriever, case_id=case_id, stage="crash",
+                suite=suite, retriever=retriever, case_id=case_id, run=run, stage="crash",
                 message="a worker crashed while it retrieved ahead for other queries; put "
                         "back to run again, it never ran (the run stopped first)"))
             self.items_errored.add(nodeid)
@@ -516,6 +527,7 @@ class RagbenchSession:
                 continue
             self.specs[sid] = suite_spec(suite)
             self._systems[sid] = [x.name for x in suite.systems]
+            self._runs[sid] = int(suite.runs)
         return bool(new)
 
     def _write_run_json(self) -> None:

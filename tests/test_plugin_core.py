@@ -462,6 +462,29 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
 
 
+def test_a_repeated_case_that_died_without_a_record_keeps_its_query_and_run(pytester,
+                                                                            mini_suite):
+    # The error record of a case with no record of its own (its setup failed in a conftest
+    # hook; a crashed worker) took the item name for the query id: q3[run1], run 0, a query
+    # of its own, which a baseline comparison counted as "1 query added".
+    path = mini_suite()
+    path.write_text(path.read_text() + "llm: {type: extractive}\nruns: 2\n")
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    pytester.makeconftest("""
+        def pytest_runtest_setup(item):
+            if item.name == "q3[run1]":
+                raise RuntimeError("no fixture data")
+    """)
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json")
+    result.assert_outcomes(passed=9, errors=1)
+    recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
+            .splitlines()]
+    assert [(r["case_id"], r["run"]) for r in recs if r["status"] == "error"] == [("q3", 1)]
+    assert sorted({r["case_id"] for r in recs}) == ["q1", "q2", "q3", "q4", "q5"]
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert summary["baseline"]["suites"][0]["added"] == 0
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_retrievers_lone_surrogates_lose_no_case(pytester, mini_suite, workers):
     """A retriever's error message holding a lone surrogate (bytes decoded with
