@@ -504,8 +504,9 @@ class RagbenchSession:
         if self.baseline_spec and not self._baseline_matched:
             self._baseline_matched = True
             self._match_baseline(suite_ids)
-        # After the baseline is matched: a run that stops at a usage error writes no folder.
-        if new_specs and self.write_files:
+        # After the baseline is matched: a run that stops at a usage error writes no folder,
+        # nor does --collect-only, which runs no case (`latest` stays on the last run).
+        if new_specs and self.write_files and not self.config.option.collectonly:
             self._write_run_json()
         self._sigterm.install()
 

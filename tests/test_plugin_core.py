@@ -39,6 +39,20 @@ def test_collects_one_item_per_query_and_retriever(pytester, mini_suite):
     ])
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_collect_only_writes_no_run_folder(pytester, mini_suite, workers):
+    # --collect-only runs no case: it made a run folder holding only run.json and pointed
+    # `latest` at it, so `ragbench report latest` then refused it ("not a ragbench run")
+    mini_suite()
+    assert pytester.runpytest(SUITE).ret == 0
+    run = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, "--collect-only", "-q", *workers)
+    result.stdout.fnmatch_lines(["5 tests collected*"])
+    assert latest_run(pytester.path) == run
+    assert [p.name for p in (pytester.path / ".ragbench" / "runs").iterdir()
+            if p.name != "latest"] == [run.name]
+
+
 def test_order_is_dataset_order_across_retrievers(pytester, mini_suite):
     mini_suite("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
