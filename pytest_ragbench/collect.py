@@ -180,6 +180,10 @@ class CaseItem(pytest.Item):
         return node
 
     def setup(self) -> None:
+        if self.config.getoption("setuponly", False):  # also --setup-plan
+            # The case is the test: these options set up fixtures and run no test (a case
+            # run here spent its requests, and its verdict, which the call raises, was lost)
+            return
         suite_file = self._suite_file()
         runtime = suite_file._state().runtime(suite_file.nodeid, suite_file.path)
         raised: list[tuple[BaseException, TracebackType | None]] = []

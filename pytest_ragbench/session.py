@@ -505,8 +505,8 @@ class RagbenchSession:
             self._baseline_matched = True
             self._match_baseline(suite_ids)
         # After the baseline is matched: a run that stops at a usage error writes no folder,
-        # nor does --collect-only, which runs no case (`latest` stays on the last run).
-        if new_specs and self.write_files and not self.config.option.collectonly:
+        # nor does one that runs no case (`latest` stays on the last run).
+        if new_specs and self.write_files and self._runs_cases():
             self._write_run_json()
         self._sigterm.install()
 
@@ -593,8 +593,14 @@ class RagbenchSession:
         finally:
             self._sigterm.restore()
 
+    def _runs_cases(self) -> bool:
+        """False for ``--collect-only``, ``--setup-only`` and ``--setup-plan``, whose items
+        run no case (CaseItem.setup): such a run has no results, verdict or history row."""
+        option = self.config.option
+        return not (getattr(option, "collectonly", False) or getattr(option, "setuponly", False))
+
     def _finish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.records and not any(self.collected.values()):
+        if (not self.records and not any(self.collected.values())) or not self._runs_cases():
             return
         if (int(session.exitstatus) == int(pytest.ExitCode.INTERRUPTED)
                 and not self._keyboard_interrupt and _stopped_at_maxfail(self.config)):

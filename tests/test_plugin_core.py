@@ -53,6 +53,20 @@ def test_collect_only_writes_no_run_folder(pytester, mini_suite, workers):
             if p.name != "latest"] == [run.name]
 
 
+@pytest.mark.parametrize("option", ["--setup-plan", "--setup-only"])
+def test_setup_only_and_plan_run_no_case(pytester, mini_suite, option):
+    # A case runs in its item's setup: these options ran every case (each request paid),
+    # then left out the call that raises a missed threshold, and the run was stored as a
+    # whole, passed run (the history's and `last`'s) while its table counted the failure.
+    path = mini_suite(fail_on="grind", drop="d3")
+    path.write_text(path.read_text() + "thresholds:\n  recall@10: 0.99\n")
+    result = pytester.runpytest(SUITE, option)
+    assert result.ret == 0
+    assert "backend unavailable" not in result.stdout.str()
+    assert "ragbench summary" not in result.stdout.str()
+    assert not (pytester.path / ".ragbench").exists()
+
+
 def test_order_is_dataset_order_across_retrievers(pytester, mini_suite):
     mini_suite("""
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
