@@ -459,6 +459,28 @@ def records_a_case(item: pytest.Item) -> bool:
     return "ragbench_record" in getattr(item, "fixturenames", ()) and case_ref(item) is not None
 
 
+def _suite_of(item: pytest.Item) -> str:
+    """The suite id of a hand-written test's records: the test's node id without its
+    parameters (``test_file.py::test_function``)."""
+    return item.nodeid.split("[", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Count the cases each hand-written test records, before ``-k``, ``-m``, ``--deselect``
+    or ``--lf`` leave any out (first among these hooks), as a suite file's are counted: a
+    run of some of them is then partial ("2 of 5 cases"), not a whole run that passed."""
+    from .state import STATE_KEY
+
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    for item in items:
+        if records_a_case(item):
+            sid = _suite_of(item)
+            state.collected[sid] = state.collected.get(sid, 0) + 1
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -467,11 +489,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # ordinary test, which starts no session and writes no run folder
         ref = case_ref(item)
         if ref is not None:
-            from .state import IDENTITY_ATTR
+            from .state import IDENTITY_ATTR, STATE_KEY
 
-            setattr(report, IDENTITY_ATTR, {"suite": item.nodeid.split("[", 1)[0],
+            setattr(report, IDENTITY_ATTR, {"suite": _suite_of(item),
                                             "retriever": ref.retriever,
                                             "case_id": ref.case_id})
+            item.config.stash[STATE_KEY].attach_collected(report)
     if call.when == "call":
         recorder = item.stash.get(RECORDER_KEY, None)
         if recorder is not None:

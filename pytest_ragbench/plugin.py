@@ -30,7 +30,6 @@ from .hosts import (
 from .registry import Registry
 from .resuming import CaseResume
 from .state import (
-    COLLECTED_ATTR,
     DIST_EACH_INPUT,
     IDENTITY_ATTR,
     REPORT_ATTR,
@@ -520,14 +519,6 @@ def pytest_collection_modifyitems_sigterm(config: pytest.Config,
         config.add_cleanup(restore)
 
 
-def _attach_collected(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Send the collection counts to the controller once per process, with a case report."""
-    state = item.config.stash[STATE_KEY]
-    if not state.collected_sent and state.collected:
-        state.collected_sent = True
-        setattr(report, COLLECTED_ATTR, dict(state.collected))
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -542,7 +533,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)
             item.config.stash[STATE_KEY].note_shown(rec)
-        _attach_collected(item, report)
+        item.config.stash[STATE_KEY].attach_collected(report)
     return report
 
 

@@ -129,6 +129,9 @@ class RagbenchState:
         self._heap_frozen_elsewhere = False
         #: Suites collected in this process by node id (checked and built, see collect.py).
         self.collected_suites: dict[str, Suite] = {}
+        #: Cases each suite holds as collected, before any deselection (suite id -> count):
+        #: a suite file's (collect.py), or a hand-written test's that records them
+        #: (fixtures.py); sent to the controller once, with a case report.
         self.collected: dict[str, int] = {}
         self.collected_sent = False
         #: xdist controller: its workers, which exit as each finishes (worker_exits.py).
@@ -375,6 +378,13 @@ class RagbenchState:
             return {d.id: d for d in load_dataset(suite.dataset).corpus}
         except (RagbenchError, OSError, ValueError):
             return None
+
+    def attach_collected(self, report: Any) -> None:
+        """Send the collection counts to the controller once per process, on a case's
+        report (a plain attribute survives xdist's report serialisation)."""
+        if not self.collected_sent and self.collected:
+            self.collected_sent = True
+            setattr(report, COLLECTED_ATTR, dict(self.collected))
 
     def note_shown(self, rec: Mapping[str, Any]) -> None:
         """In an xdist worker, remember the documents a record of this worker shows."""

@@ -326,3 +326,27 @@ def test_a_test_using_the_cases_without_recording_them_writes_no_run(pytester, m
     result = pytester.runpytest("test_plain.py", "-p", "no:randomly")
     result.assert_outcomes(passed=4, failed=1)
     assert not (pytester.path / ".ragbench").exists()
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_narrowed_run_of_hand_written_cases_is_partial(pytester, mini_suite, workers):
+    """A hand-written test's cases had no collection count: a `-k` run of two of its five
+    cases read "passed", whole (2 of 2 cases), and could become the `last` baseline."""
+    mini_suite()
+    pytester.makepyfile(test_hand="""
+        import pytest
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        def test_hand(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+    """)
+    result = pytester.runpytest("test_hand.py", "-k", "q1 or q2", "-p", "no:randomly",
+                                *workers)
+    assert result.parseoutcomes()["passed"] == 2
+    result.stdout.fnmatch_lines(["ragbench: passed (partial: 2 of 5 cases)"])
+    summary = json.loads((pytester.path / ".ragbench" / "runs" / "latest" / "summary.json")
+                         .read_text())
+    assert summary["run"]["partial"] is True and summary["verdict"]["coverage"] == "2 of 5 cases"
+    # the whole of it is whole
+    result = pytester.runpytest("test_hand.py", "-p", "no:randomly", *workers)
+    result.stdout.fnmatch_lines(["ragbench: passed"])
