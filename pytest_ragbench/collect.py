@@ -266,23 +266,35 @@ class CaseItem(pytest.Item):
         longrepr.addsection("ragbench case", text)
         return longrepr
 
-    def known_failure_setup_error(self, report: pytest.TestReport,
-                                  call: pytest.CallInfo[None]) -> dict[str, Any] | None:
+    def setup_error_record(self, report: pytest.TestReport,
+                           call: pytest.CallInfo[None]) -> dict[str, Any] | None:
         """The record of a case whose setup failed before the case ran (a conftest hook
-        raised) while pytest reports it xfailed (an xfail mark: the suite's, or a plugin's);
-        None for any other setup. The controller makes an error record of a case whose setup
-        failed, so that the run keeps every case; an xfailed report is no failure, and the
-        case was lost (a whole run read as partial). A case stopped on purpose before it ran
-        (``pytest.xfail()``, an xfail mark with ``run=False``) stays unrecorded, as a skip."""
-        if (call.excinfo is None or not hasattr(report, "wasxfail")
+        raised): an error with the query's type, difficulty and tags, so that scoped gates
+        count it (the controller's record of a case that sent none has none of them), and
+        xfailed when pytest reports it so under an xfail mark (such a report is no failure,
+        and the case was lost: a whole run read as partial). None when the case ran, or was
+        stopped on purpose before it ran (a skip, ``pytest.xfail()``, an xfail mark with
+        ``run=False``), which leaves it unrecorded."""
+        if (call.excinfo is None or not (report.failed or hasattr(report, "wasxfail"))
                 or isinstance(call.excinfo.value, pytest.skip.Exception | pytest.xfail.Exception)):
             return None
         lines = str(report.longrepr).strip().splitlines()
-        rec = error_record(suite=self.nodeid.split("::")[0], retriever=self.retriever,
-                           case_id=self.case_id, run=self.run, stage="setup",
-                           message=lines[-1] if lines else "the case failed without a record")
-        mark_expected_failure(rec, self.xfail_reason or str(report.wasxfail), applied=True)
-        return dict(rec)
+        message = lines[-1] if lines else "the case failed without a record"
+        suite_file = self._suite_file()
+        runtime = suite_file._state().known_runtime(suite_file.nodeid)
+        rec: dict[str, Any]
+        if runtime is not None:
+            rec = dict(runtime.new_record(self.retriever, self.case_id, self.run))
+            rec.update(status="error", error={"stage": "setup", "type": "Error",
+                                              "message": message})
+        else:  # not collected here (cannot be, for an item of it): the minimal record
+            rec = dict(error_record(suite=suite_file.nodeid, retriever=self.retriever,
+                                    case_id=self.case_id, run=self.run, stage="setup",
+                                    message=message))
+        rec = valid_record(rec)
+        if hasattr(report, "wasxfail"):
+            mark_expected_failure(rec, self.xfail_reason or str(report.wasxfail), applied=True)
+        return rec
 
     def _xfail_applied(self) -> bool:
         """Whether pytest honours this item's xfail mark: ``--runxfail`` (or disabling the

@@ -528,7 +528,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = longrepr
         rec = item.stash.get(RECORD_KEY, None)
         if rec is None:
-            rec = item.known_failure_setup_error(report, call)
+            rec = item.setup_error_record(report, call)
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)

@@ -38,6 +38,29 @@ def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
     result.stdout.fnmatch_lines(["*no case of its scope ran in this partial run*"])
 
 
+def test_a_case_whose_setup_failed_counts_in_its_scope(pytester, mini_suite):
+    # The error record of a case whose setup failed outside the case (a conftest hook) had
+    # no type, difficulty or tags: a scoped error-rate gate passed on the hard queries while
+    # one of them errored, and in a -k run called the scope one where no case ran.
+    path = mini_suite()
+    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+    pytester.makeconftest("""
+        def pytest_runtest_setup(item):
+            if item.name == "q4":
+                raise RuntimeError("no fixture data")
+    """)
+    pytester.runpytest(SUITE, "-p", "no:randomly").assert_outcomes(passed=4, errors=1)
+    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    assert (gate["passed"], gate["value"], gate["n"]) == (False, 0.5, 2)
+    pytester.runpytest(SUITE, "-p", "no:randomly", "-k", "q3 or q4")
+    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    assert (gate["passed"], gate["value"], gate.get("skipped")) == (False, 1.0, None)
+    rec = next(json.loads(line) for line in (latest_run(pytester.path) / "cases.jsonl")
+               .read_text().splitlines() if json.loads(line)["case_id"] == "q4")
+    assert (rec["difficulty"], rec["type"], rec["tags"]) == ("hard", "how_to", ["cleaning"])
+    assert rec["error"]["stage"] == "setup" and "RuntimeError" in rec["error"]["message"]
+
+
 @pytest.mark.parametrize("workers", [["-k", "q1"], ["-n", "2"]], ids=["k", "xdist"])
 def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
         pytester, mini_suite, workers):
