@@ -91,6 +91,35 @@ def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list
     return out
 
 
+def _computed(doc_suite: Mapping[str, Any]) -> set[str]:
+    """The metrics a suite of a document computes."""
+    return {m for r in doc_suite.get("retrievers", {}).values() for m in r.get("metrics", {})}
+
+
+def applicable_gates(doc_suite: Mapping[str, Any], extra: Sequence[str],
+                     computed_elsewhere: set[str]) -> list[str]:
+    """The command-line gates among ``extra`` that apply to a suite: not one scoped to a
+    system the suite does not have (``retriever=bm25``), nor one on a metric the suite does
+    not compute while another suite of the run does (``computed_elsewhere``), which judges
+    that suite's systems. A gate on a metric no suite computes stays, and is an error."""
+    systems = set(doc_suite.get("retrievers", {}))
+    computed = _computed(doc_suite)
+    out = []
+    for text in extra:
+        try:
+            gate = parse_gate_expression(text)
+        except ValueError:  # reported by suite_gates
+            out.append(text)
+            continue
+        only = scope_retriever(gate.scope)
+        if only is not None and only not in systems:
+            continue
+        if gate.metric not in (ERROR_RATE, *computed) and gate.metric in computed_elsewhere:
+            continue
+        out.append(text)
+    return out
+
+
 def _scores(doc_r: Mapping[str, Any], metric: str) -> dict[str, float | None]:
     return dict(doc_r.get("metrics", {}).get(metric, {}).get("scores", {}))
 
@@ -138,11 +167,12 @@ def compare_docs(
     failures: list[str] = []
     names = {sid: str(cs.get("name", sid)) for sid, cs in current.get("suites", {}).items()}
     matched = match_suites(baseline, names) if baseline is not None else {}
+    computed = {m for cs in current.get("suites", {}).values() for m in _computed(cs)}
     for sid in sorted(current.get("suites", {})):
         cur_s = current["suites"][sid]
         name = cur_s.get("name", sid)
         settings = _settings(cur_s, ov)
-        gates = suite_gates(cur_s, ov.gates)
+        gates = suite_gates(cur_s, applicable_gates(cur_s, ov.gates, computed))
         n_stored = len(cur_s.get("gates", []))
         partial = _partial_text(current, cur_s)
         gate_results += _threshold_results(
