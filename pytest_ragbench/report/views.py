@@ -207,12 +207,21 @@ def headline_metrics(suite: Mapping[str, Any], gates: Iterable[Mapping[str, Any]
     every = [*gates, *(g for r in suite.get("retrievers") or () if isinstance(r, Mapping)
                        for g in r.get("gates") or ())]
     chosen = {str(g.get("metric")) for g in every if isinstance(g, Mapping)
-              and (g.get("suite") in names or g.get("suite_id") in names)} & set(quality)
+              and _gate_of(g, suite.get("id"), names)} & set(quality)
     for m in quality:
         if len(chosen) >= count:
             break
         chosen.add(m)
     return [m for m in quality if m in chosen]
+
+
+def _gate_of(g: Mapping[str, Any], suite_id: Any, names: set[Any]) -> bool:
+    """Whether gate result ``g`` is of the suite with ``suite_id`` (``names``: its id and
+    name): by the suite file it names when it names one, as two files of a run may share a
+    name; by name or id for results written before gates named their file."""
+    if g.get("suite_id") is not None:
+        return g["suite_id"] == suite_id or (suite_id is None and g["suite_id"] in names)
+    return g.get("suite") in names
 
 
 @dataclass(frozen=True)

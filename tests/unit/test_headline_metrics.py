@@ -37,3 +37,10 @@ def test_gates_inside_the_suite_summary_count_too() -> None:
     assert headline_metrics(suite, count=1) == ["map"]
     # latency has a column (and a chart) of its own, gated or not
     assert "latency_ms" not in headline_metrics(suite, count=9)
+
+
+def test_a_gate_of_another_file_of_the_same_name_does_not_count() -> None:
+    # two suite files of a run may share a name: a gate names its file, which decides
+    gates = [{"suite": "a", "suite_id": "suites/b.yaml", "metric": "map"},
+             {"suite": "a", "suite_id": "suites/a.yaml", "metric": "hit@10"}]
+    assert headline_metrics(SUITE, gates, count=1) == ["hit@10"]
