@@ -309,6 +309,23 @@ def test_synthetic_comparison_reports_query_set_changes_and_holm():
     assert any("require_same_dataset" in line for line in failure_lines(changed))
 
 
+def test_a_partial_side_of_the_same_dataset_is_no_dataset_change():
+    # `-k` against a whole baseline of the same dataset failed require_same_dataset: "dataset
+    # 6ead4aa01fee -> 6ead4aa01fee, 0 queries added, 3 removed" (the cases -k left out)
+    whole = _doc({f"q{i:02d}": 0.5 for i in range(5)})
+    part = _doc({"q00": 0.5, "q01": 0.5})
+    part["suites"]["s.yaml"].update(n_cases_run=2, n_cases_total=5)
+    strict = Overrides(require_same_dataset=True)
+    for base, cur in ((whole, part), (part, whole)):
+        out = compare_docs(base, cur, strict)
+        assert out["passed"] and out["other_failures"] == [], out["other_failures"]
+    # another dataset, or a whole run with another query set, still fails
+    other = _doc({"q00": 0.5, "q01": 0.5}, dataset="d2")
+    other["suites"]["s.yaml"].update(n_cases_run=2, n_cases_total=5)
+    assert not compare_docs(whole, other, strict)["passed"]
+    assert not compare_docs(whole, _doc({"q00": 0.5, "q01": 0.5}), strict)["passed"]
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

@@ -201,9 +201,13 @@ def compare_docs(
             **({"partial": partial} if partial else {}),
         }
         out_suites.append(info)
-        if settings.require_same_dataset and (
-            info["dataset_changed"] or info["added"] or info["removed"]
-        ):
+        # A partial side scored only the cases it ran: of the same dataset (its hash covers
+        # the selected queries), the queries it lacks are cases left out (-k, -x), not a
+        # changed query set.
+        same = base_s.get("dataset_hash") is not None and not info["dataset_changed"]
+        added = 0 if same and _partial_text(baseline or {}, base_s) else info["added"]
+        removed = 0 if same and partial else info["removed"]
+        if settings.require_same_dataset and (info["dataset_changed"] or added or removed):
             change = dataset_change_text(
                 info, (base_s.get("dataset_hash"), cur_s.get("dataset_hash")))
             failures.append(f"ragbench: dataset differs from the baseline in suite {name}: "
