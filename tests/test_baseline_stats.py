@@ -326,6 +326,24 @@ def test_a_partial_side_of_the_same_dataset_is_no_dataset_change():
     assert not compare_docs(whole, _doc({"q00": 0.5, "q01": 0.5}), strict)["passed"]
 
 
+def test_a_baseline_gate_whose_scope_no_case_ran_is_skipped_in_a_partial_run():
+    # as a threshold gate's is: a -k that left out every hard query failed the run with
+    # "no query in common with the baseline ... nothing was compared"
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    cur = _doc({f"q{i:02d}": 0.5 for i in range(10, 20)})  # the easy ones
+    cur["suites"]["s.yaml"].update(n_cases_run=10, n_cases_total=20)
+    gates = ("difficulty=hard: ndcg@10: drop <= 0.01",
+             "difficulty=hard: ndcg@10: no significant drop")
+    out = compare_docs(base, cur, Overrides(gates=gates))
+    assert out["passed"], failure_lines(out)
+    assert [(g["text"], g.get("skipped"), g.get("note")) for g in out["gates"]] == [
+        (text, True, "no case of its scope ran in this partial run") for text in gates]
+    # in a whole run nothing compared is still a failure
+    whole = compare_docs(base, _doc({f"q{i:02d}": 0.5 for i in range(10, 20)}),
+                         Overrides(gates=gates))
+    assert not whole["passed"] and not any(g.get("skipped") for g in whole["gates"])
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

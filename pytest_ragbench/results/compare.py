@@ -26,6 +26,7 @@ from .baseline import DEFAULT_TOLERANCE, BaselineError, check_baseline_doc, load
 from .changes import dataset_change_text
 from .gates import (
     ERROR_RATE,
+    NO_CASE_RAN,
     BaselineSettings,
     DropGate,
     GateCheck,
@@ -215,7 +216,7 @@ def compare_docs(
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
         gate_results += _baseline_gate_results(name, sid, cur_s, gates, suite_rows,
-                                               settings.alpha)
+                                               settings.alpha, partial=partial is not None)
     other = list(failures)
     prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
@@ -411,9 +412,10 @@ def _apply_holm(group: list[dict[str, Any]]) -> None:
 
 def _baseline_gate_results(
     name: str, sid: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
-    rows: Sequence[Mapping[str, Any]], default_alpha: float,
+    rows: Sequence[Mapping[str, Any]], default_alpha: float, *, partial: bool = False,
 ) -> list[dict[str, Any]]:
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
+    metas = list(cur_s.get("cases", {}).values())
     out = []
     for rname in cur_s.get("retrievers", {}):
         for gate in gates:
@@ -427,9 +429,14 @@ def _baseline_gate_results(
                 "kind": gate.kind, "suite": name, "suite_id": sid, "retriever": rname,
                 "metric": gate.metric, "scope": scope_text(gate.scope), "text": gate.text,
             }
+            filt = case_filter(gate.scope)
             if row is None:
                 res.update(passed=True, skipped=True,
                            note="not in the baseline; nothing to compare")
+            elif partial and filt and not any(case_in_scope(m, filt) for m in metas):
+                # as a threshold gate: a -k may have left the scope out (nothing compared
+                # fails a whole run, below)
+                res.update(passed=True, skipped=True, note=NO_CASE_RAN)
             elif isinstance(gate, DropGate):
                 worse = worse_by(_nan(row["delta"]), row["direction"])
                 allowed = gate.allowed(_nan(row["baseline"]))

@@ -433,6 +433,11 @@ class BaselineSettings:
                    str(data.get("test", DEFAULT_TEST)), float(data.get("alpha", DEFAULT_ALPHA)))
 
 
+#: Why a gate with a query scope is skipped in a partial run that ran none of its cases (a
+#: ``-k`` may have left the scope out): a threshold and a gate against the baseline alike.
+NO_CASE_RAN = "no case of its scope ran in this partial run"
+
+
 def evaluate_threshold(
     gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
     cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],
@@ -480,8 +485,7 @@ def evaluate_threshold(
     }
     if filt and not any(case_in_scope(meta.get(cid, {}), filt) for cid in cases):
         if partial:
-            out.update(passed=True, skipped=True,
-                       note="no case of its scope ran in this partial run")
+            out.update(passed=True, skipped=True, note=NO_CASE_RAN)
         else:
             out["note"] = f"no query matches {scope_text(filt)}"
     return out
