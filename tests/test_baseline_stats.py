@@ -344,6 +344,27 @@ def test_a_baseline_gate_whose_scope_no_case_ran_is_skipped_in_a_partial_run():
     assert not whole["passed"] and not any(g.get("skipped") for g in whole["gates"])
 
 
+def test_a_scoped_row_claims_no_tolerance_check():
+    # the row a scoped baseline gate asks for is judged by that gate alone (no tolerance is
+    # applied to it), yet it carried the suite's tolerance: junit showed a passing
+    # "ndcg@10 (difficulty=hard): regression within tolerance 0.02" for a check never made
+    from pytest_ragbench.report.junit import gate_cases
+
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)}, settings={"tolerance": {"*": "0.02"}})
+    cur = _doc({f"q{i:02d}": 0.1 for i in range(20)},
+               gates=["difficulty=hard: ndcg@10: drop <= 0.5"],
+               settings={"tolerance": {"*": "0.02"}})
+    out = compare_docs(base, cur)
+    rows = {r["scope"]: r for r in out["rows"]}
+    assert rows[""]["tolerance"] == "0.02" and rows[""]["regressed"]
+    assert rows["difficulty=hard"]["tolerance"] is None
+    assert not rows["difficulty=hard"]["regressed"]
+    summary = {"suites": [{"id": "s.yaml", "name": "s"}], "gates": out["gates"]}
+    names = [c["nodeid"].rsplit("::", 1)[-1] for c in gate_cases(summary, out["rows"])]
+    assert names == ["difficulty=hard: ndcg@10: drop <= 0.5",
+                     "ndcg@10: regression within tolerance 0.02"]
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate
