@@ -32,6 +32,11 @@ class SuiteError(RagbenchError):
         self.detail = message
         super().__init__(self.format())
 
+    def place(self, line: int | None) -> None:
+        """Set the line where only the caller knows it (the message follows)."""
+        self.line = line
+        self.args = (self.format(),)
+
     def format(self) -> str:
         where = ""
         if self.file:

@@ -8,6 +8,7 @@ else is re-exported from :mod:`.core`, where its documentation is.
 
 from __future__ import annotations
 
+from ..errors import SuiteError
 from .core import (
     DataFileError,
     Dataset,
@@ -41,8 +42,14 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     Files and inline data are read by :func:`.core.load_files`; ``hf`` and ``ir_datasets``
     datasets by :func:`.libraries.load_library_dataset`, imported only then.
     """
-    if spec.hf is not None or spec.ir_datasets is not None:
-        from .libraries import load_library_dataset
+    try:
+        if spec.hf is not None or spec.ir_datasets is not None:
+            from .libraries import load_library_dataset
 
-        return load_library_dataset(spec)
-    return load_files(spec)
+            return load_library_dataset(spec)
+        return load_files(spec)
+    except SuiteError as exc:
+        # The readers name the suite's key; the line is the loader's knowledge, added here.
+        if exc.line is None and exc.key and exc.file == str(spec.source):
+            exc.place(spec.line_of(exc.key))
+        raise

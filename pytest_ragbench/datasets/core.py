@@ -134,6 +134,18 @@ class DatasetSpec:
     ir_datasets: str | None = None  # an ir_datasets id, e.g. "beir/nfcorpus/test"
     #: No corpus is an empty corpus (a suite of pipelines that needs no documents).
     corpus_optional: bool = False
+    #: The suite file's line of each key below ``key`` (``"dataset.query_ids"``), for the
+    #: errors only reading the dataset finds (an unknown query id).
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def line_of(self, key: str) -> int | None:
+        """The suite file's line of ``key``, else of the nearest key above it that has one
+        (``dataset.path`` of ``dataset: ../nfcorpus`` is on the line of ``dataset``)."""
+        while key:
+            if key in self.key_lines:
+                return self.key_lines[key]
+            key = key.rpartition(".")[0]
+        return None
 
 
 #: The keys a record's id is read from, first found first.

@@ -730,7 +730,17 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         corpus_optional=True,
         hf=hf,
         ir_datasets=library_id,
+        key_lines=_dataset_lines(ctx, data),
     )
+
+
+def _dataset_lines(ctx: _Ctx, data: Mapping[str, Any]) -> dict[str, int]:
+    """The line of ``dataset`` and of each key below it (and below ``hf``) by key string."""
+    hf = data.get("hf")
+    paths = [("dataset",), *(("dataset", k) for k in data),
+             *(("dataset", "hf", k) for k in (hf if isinstance(hf, Mapping) else ()))]
+    found = {key_str(p): ctx.lines.get(p) for p in paths}
+    return {k: line for k, line in found.items() if line is not None}
 
 
 # A hub id: "name" or "namespace/name" (what the hub accepts), never a path-like "./x" or "a/b/c".

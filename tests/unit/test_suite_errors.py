@@ -209,3 +209,20 @@ def test_top_level_not_a_mapping(folder):
           "*suite.yaml:1: expected a mapping at the top level, got list")
 
 
+
+
+def test_unknown_query_ids_name_their_line(folder):
+    # found only once the dataset is read, after the loader: the message still has the line
+    suite = GOOD.replace("  queries: queries.jsonl\n",
+                         "  queries: queries.jsonl\n  query_ids: [q1, qX]\n")
+    check(error(folder, suite, dataset=True),
+          "*suite.yaml:5: dataset.query_ids: unknown query ids: qX")
+    # a dataset named by its folder alone: the line of ``dataset``
+    beir = folder / "beir"
+    beir.mkdir()
+    check(error(folder, GOOD.replace("dataset:\n  corpus: corpus.jsonl\n  queries: "
+                                     "queries.jsonl\n", "dataset: beir\n"), dataset=True),
+          "*suite.yaml:2: dataset.path: corpus file not found: *beir/corpus.jsonl")
+    check(error(folder, GOOD.replace("  queries: queries.jsonl\n",
+                                     "  queries: queries.jsonl\n  query_ids: []\n"),
+                dataset=True), "*suite.yaml:2: dataset: no queries selected*")
