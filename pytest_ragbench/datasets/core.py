@@ -68,6 +68,9 @@ class Query:
     difficulty: str | None = None
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The line of its record in the file it was read from (the suite file's for an inline
+    #: query), for the errors found once the corpus is known; None where there is none.
+    line: int | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def num_relevant(self) -> int:
@@ -680,6 +683,7 @@ def read_queries(
                 difficulty=str(difficulty) if difficulty not in (None, "") else None,
                 tags=tuple(str(t) for t in tags),
                 metadata=meta,
+                line=lineno,
             )
         )
     if not queries:
@@ -933,6 +937,7 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
                     f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
                     file=queries_src,
                     key="relevant",
+                    line=q.line,
                 )
 
     if qrels is not None:
@@ -959,7 +964,7 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
             Query(
                 id=q.id, text=q.text, relevant={**q.relevant, **labels[q.id]}, judged=True,
                 reference_answers=q.reference_answers, type=q.type, difficulty=q.difficulty,
-                tags=q.tags, metadata=q.metadata,
+                tags=q.tags, metadata=q.metadata, line=q.line,
             )
             for q in queries
             if q.id in labels

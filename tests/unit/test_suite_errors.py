@@ -151,9 +151,16 @@ def test_qrels_bad_grade(folder):
 
 
 def test_inline_label_for_unknown_document(folder):
-    queries = '{"_id": "q1", "text": "a", "relevant": {"zz": 1}}\n'
+    # the line of the query's record: found only once the corpus is read, after the queries
+    queries = ('{"_id": "q1", "text": "a", "relevant": {"d1": 1}}\n'
+               '{"_id": "q2", "text": "b", "relevant": {"zz": 1}}\n')
     check(error(folder, GOOD, dataset=True, queries__jsonl=queries),
-          "*queries.jsonl: relevant: query 'q1' labels unknown document 'zz' as relevant")
+          "*queries.jsonl:2: relevant: query 'q2' labels unknown document 'zz' as relevant")
+    inline = GOOD.replace("  queries: queries.jsonl\n", "  items:\n"
+                          "    - {_id: q1, text: a, relevant: [d1]}\n"
+                          "    - {_id: q2, text: b, relevant: [zz]}\n")
+    check(error(folder, inline, dataset=True),
+          "*suite.yaml:6: relevant: query 'q2' labels unknown document 'zz' as relevant")
 
 
 def test_bad_gate_expression(folder):
