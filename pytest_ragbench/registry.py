@@ -46,6 +46,7 @@ import inspect
 import json
 import keyword
 import sys
+import traceback
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -232,6 +233,19 @@ class ComponentHook(Protocol):
         ...
 
 
+def _import_failure(exc: Exception) -> str:
+    """What a module raised while imported, and where: the file and line of a SyntaxError,
+    else of the innermost frame outside importlib (its frames are frozen or its own)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{type(exc).__name__}: {exc.msg} (at {exc.filename}:{exc.lineno})"
+    text = f"{type(exc).__name__}: {exc}"
+    machinery = Path(importlib.__file__ or "").parent
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not frame.filename.startswith("<") and Path(frame.filename).parent != machinery:
+            return f"{text} (at {frame.filename}:{frame.lineno})"
+    return text
+
+
 def load_target(target: str) -> Callable[..., Any]:
     """Import ``package.module:attr``; raises ComponentError with the reason."""
     module_name, _, attr = target.partition(":")
@@ -241,6 +255,12 @@ def load_target(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ComponentError(f"cannot import {module_name!r} for {target!r}: {exc}") from None
+    except Exception as exc:
+        # The module itself raised (a SyntaxError, a missing environment variable): the
+        # user's error, shown as one message with where it was raised, not as a traceback
+        # through the plugin and importlib.
+        raise ComponentError(f"cannot import {module_name!r} for {target!r}: "
+                             f"{_import_failure(exc)}") from None
     obj: Any = module
     for part in attr.split("."):
         try:

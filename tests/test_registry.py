@@ -246,6 +246,25 @@ def test_module_path_types_are_imported_directly() -> None:
         reg.check("retriever", "pytest_ragbench.registry:Missing", {})
 
 
+def test_a_module_that_raises_on_import_is_one_component_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # not a traceback through the plugin and importlib: what it raised, and where
+    (tmp_path / "raises_on_import.py").write_text("import os\n\nos.environ['NO_SUCH_VAR']\n")
+    (tmp_path / "bad_syntax_mod.py").write_text("x = 1\ndef f(:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry(use_entry_points=False)
+    with pytest.raises(ComponentError) as info:
+        reg.check("retriever", "raises_on_import:Thing", {})
+    assert str(info.value) == (
+        "cannot import 'raises_on_import' for 'raises_on_import:Thing': KeyError: "
+        f"'NO_SUCH_VAR' (at {tmp_path / 'raises_on_import.py'}:3)")
+    with pytest.raises(ComponentError) as info:
+        reg.build("pipeline", "bad_syntax_mod:f", {})
+    assert str(info.value) == (
+        "cannot import 'bad_syntax_mod' for 'bad_syntax_mod:f': SyntaxError: invalid syntax "
+        f"(at {tmp_path / 'bad_syntax_mod.py'}:2)")
+
+
 class _Hook:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []

@@ -34,3 +34,15 @@ def test_end_to_end_alias_bomb_fails_fast(pytester, mini_suite):
     mini_suite(GOOD)
     result = run_bad(pytester, GOOD + BOMB)
     result.stdout.fnmatch_lines(["*suite.yaml:*: *expands to more than * values*"])
+
+
+def test_end_to_end_module_that_raises_on_import(pytester, mini_suite):
+    # the user's module raised (not an ImportError): one line saying what and where, not a
+    # traceback through the plugin's collection and importlib's frames
+    mini_suite(GOOD)
+    pytester.makepyfile(raises_on_import="raise RuntimeError('no API key configured')\n")
+    result = run_bad(pytester, GOOD.replace("bm25: {}", "mine: {type: 'raises_on_import:R'}"))
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:6: retrievers.mine: cannot import 'raises_on_import' for "
+        "'raises_on_import:R': RuntimeError: no API key configured (at *raises_on_import.py:1)"])
+    assert "importlib" not in result.stdout.str()
