@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import textwrap
 from pathlib import Path
 
@@ -167,6 +168,22 @@ def test_broken_template_file(folder):
     body = "metrics: [token_f1]\nllm: {type: extractive}\ngeneration: {template_file: gen.j2}\n"
     assert message(folder, body).startswith(
         "S:5: generation.template_file: bad Jinja2 template: ")
+
+
+@pytest.mark.parametrize(("template", "said"), [
+    ("Q: {{ question }}\n{% for c in contexts %}\n{{ c.text }}\n", "bad Jinja2 template: "
+     "Unexpected end of template. *(at line 3 of the template)"),  # an unclosed block
+    ("Q: {{ question }}\n\n{{ questoin }}\n", "bad Jinja2 template: 'questoin' is undefined "
+     "(at line 3 of the template)"),
+    ("Q: {{ question }}\n{{ 1 / 0 }}\n", "the template fails when rendered: "
+     "ZeroDivisionError: division by zero (at line 2 of the template)"),
+])
+def test_a_broken_template_names_its_own_line(folder, template, said):
+    # the suite's line is the key's; the template file may be long
+    (folder / "gen.j2").write_text(template)
+    body = "metrics: [token_f1]\nllm: {type: extractive}\ngeneration: {template_file: gen.j2}\n"
+    text = message(folder, body)
+    assert fnmatch.fnmatchcase(text, "S:5: generation.template_file: " + said), text
 
 
 def test_template_file_that_is_not_utf8(folder):

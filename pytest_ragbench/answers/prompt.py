@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,26 @@ def check_template(generation: GenerationConfig, base_dir: Path, key_prefix: str
         template = compiled_prompt(text)
         template.render(**_context_vars("q", passages))
     except jinja2.TemplateError as exc:
-        raise _fail(f"{template_key}.{which}", f"bad Jinja2 template: {exc}") from None
+        raise _fail(f"{template_key}.{which}",
+                    f"bad Jinja2 template: {exc}{_template_line(exc)}") from None
     except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
             RecursionError) as exc:
         # an error of the template's own code (1/0, a bad call): it was a traceback
         raise _fail(f"{template_key}.{which}", f"the template fails when rendered: "
-                                               f"{type(exc).__name__}: {exc}") from None
+                                               f"{type(exc).__name__}: {exc}"
+                                               f"{_template_line(exc)}") from None
     return text
+
+
+def _template_line(exc: Exception) -> str:
+    """`` (at line N of the template)`` where the error is, or nothing: the suite's line is
+    that of the key naming the template, and a template file may be long."""
+    line = exc.lineno if isinstance(exc, jinja2.TemplateSyntaxError) else None
+    if line is None:
+        # a render error: Jinja2 rewrites the traceback to show the template's own lines
+        line = next((f.lineno for f in reversed(traceback.extract_tb(exc.__traceback__))
+                     if f.filename == "<template>"), None)
+    return f" (at line {line} of the template)" if line else ""
 
 
 # -- prompt template -------------------------------------------------------------------------
