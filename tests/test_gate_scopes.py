@@ -22,12 +22,14 @@ def test_a_misspelled_scope_is_a_suite_error_before_any_case(pytester, mini_suit
     result.assert_outcomes(errors=1)
     (section,) = error_sections(result.stdout.str()).values()
     text = " ".join(section)
-    assert ("gates: gate 'difficulty=hrad: ndcg@10 >= 0.5' selects none of the 5 selected "
-            "queries (difficulty=hrad): no query has difficulty 'hrad' (did you mean 'hard'?); the "
-            "difficulties: easy, hard, medium") in text
+    # each at its own key and line, as the loader's own errors are
+    assert ("suite.yaml:10: gates[0]: gate 'difficulty=hrad: ndcg@10 >= 0.5' selects none of "
+            "the 5 selected queries (difficulty=hrad): no query has difficulty 'hrad' (did you "
+            "mean 'hard'?); the difficulties: easy, hard, medium") in text
     # each value exists, no query has both
-    assert ("gate 'tag=espresso, type=numeric: recall@10 >= 0.1' selects none of the 5 "
-            "selected queries (tag=espresso, type=numeric): no query has all of them") in text
+    assert ("suite.yaml:11: gates[1]: gate 'tag=espresso, type=numeric: recall@10 >= 0.1' "
+            "selects none of the 5 selected queries (tag=espresso, type=numeric): no query has "
+            "all of them") in text
 
 
 def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
@@ -193,8 +195,9 @@ def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_s
     path.write_text(text + 'thresholds: {"difficulty=hrad: recall@10": 0.99}\n')
     result = pytester.runpytest(SUITE, "-p", "no:randomly")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*thresholds: gate 'difficulty=hrad: recall@10 >= 0.99' "
-                                 "selects none of the 5 selected queries*"])
+    result.stdout.fnmatch_lines(["*suite.yaml:10: thresholds.difficulty=hrad: recall@10: gate "
+                                 "'difficulty=hrad: recall@10 >= 0.99' selects none of the 5 "
+                                 "selected queries*"])
 
 
 @pytest.mark.parametrize("gate", [None, "retriever=ov, tag=special: recall@10 >= 0.0",

@@ -344,10 +344,17 @@ class SuiteRuntime:
     def _check_scopes(self) -> list[SuiteError]:
         from .prechecks import scope_problems
 
-        return [*(SuiteError(message, file=self.suite.path, key="gates")
-                  for message in scope_problems(self.suite.gates, self.dataset.queries)),
-                *(SuiteError(message, file=self.suite.path, key="thresholds")
-                  for message in scope_problems(self.suite.thresholds, self.dataset.queries))]
+        suite, queries = self.suite, self.dataset.queries
+        found = []
+        for section, checks, places in (("gates", suite.gates, suite.gate_places),
+                                        ("thresholds", suite.thresholds,
+                                         suite.threshold_places)):
+            for i, check in enumerate(checks):
+                # each check at its own key and line (a suite built in code has none)
+                key, line = places[i] if i < len(places) else (section, None)
+                found += [SuiteError(message, file=suite.path, key=key, line=line)
+                          for message in scope_problems([check], queries)]
+        return found
 
     def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
         """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""

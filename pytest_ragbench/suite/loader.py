@@ -433,6 +433,12 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     _check_system_names(ctx, retrievers, pipelines)
     systems = [s.name for s in (*retrievers, *pipelines)]
     rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
+    threshold_places: list[tuple[str, int | None]] = []
+    gate_places: list[tuple[str, int | None]] = []
+    thresholds = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
+                              systems, threshold_places)
+    gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
+                         gate_places)
     return Suite(
         name=name,
         path=path,
@@ -441,12 +447,10 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         pipelines=pipelines,
         metrics=metrics,
         k=k,
-        thresholds=tuple(
-            g for g in _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
-                                    systems)
-            if isinstance(g, Gate)
-        ),
-        gates=_parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems),
+        thresholds=thresholds,
+        gates=gates,
+        threshold_places=tuple(threshold_places),
+        gate_places=tuple(gate_places),
         tolerances=baseline.tolerances or {},
         baseline_settings=baseline,
         seed=model.seed,
@@ -824,16 +828,17 @@ def _check_split(ctx: _Ctx, folder: Path, split: str | None, given: bool) -> Non
 
 def _parse_gates(
     ctx: _Ctx, value: Any, path: tuple[Any, ...], metrics: Mapping[str, MetricSpec],
-    systems: Sequence[str] = (),
+    systems: Sequence[str] = (), places: list[tuple[str, int | None]] | None = None,
 ) -> tuple[GateCheck, ...]:
     """``{metric: expr | [expr, ...]}`` or, for gates, a list of whole expressions.
 
     Per-query thresholds (``path == ("thresholds",)``) accept only ``>=``-style bounds: a query
     has no baseline of its own to drop from. A ``retriever=`` scope must name one of
-    ``systems``.
+    ``systems``. ``places`` gets the key path and line of each check returned, in order.
     """
     allow_baseline = path == ("gates",)
     out: list[GateCheck] = []
+    where: list[tuple[Any, ...]] = []
     if isinstance(value, list):
         for i, item in enumerate(value):
             try:
@@ -844,17 +849,21 @@ def _parse_gates(
             except ValueError as exc:
                 raise ctx.error((*path, i), str(exc)) from None
             out += checks
-        return tuple(out)
-    for key, expr in value.items():
-        exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
-        for e in exprs:
-            try:
-                gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
-                _check_bound(gate, metrics)
-                _check_scope(gate, systems)
-            except ValueError as exc:
-                raise ctx.error((*path, str(key)), str(exc)) from None
-            out.append(gate)
+            where += [(*path, i)] * len(checks)
+    else:
+        for key, expr in value.items():
+            exprs = expr if isinstance(expr, list) and allow_baseline else [expr]
+            for e in exprs:
+                try:
+                    gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+                    _check_bound(gate, metrics)
+                    _check_scope(gate, systems)
+                except ValueError as exc:
+                    raise ctx.error((*path, str(key)), str(exc)) from None
+                out.append(gate)
+                where.append((*path, str(key)))
+    if places is not None:
+        places += [(key_str(p), ctx.lines.get(p)) for p in where]
     return tuple(out)
 
 

@@ -94,6 +94,12 @@ class Suite:
     #: The suite file's document as parsed (None for a suite built in code): case keys hash
     #: its settings without reading and parsing the file again.
     document: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: The key path and line of each of ``thresholds`` and ``gates`` (same order; empty for a
+    #: suite built in code), for what only the dataset shows (a scope no query matches).
+    threshold_places: tuple[tuple[str, int | None], ...] = field(
+        default=(), compare=False, hash=False, repr=False)
+    gate_places: tuple[tuple[str, int | None], ...] = field(
+        default=(), compare=False, hash=False, repr=False)
 
     @property
     def systems(self) -> tuple[ComponentSpec, ...]:
