@@ -240,6 +240,13 @@ BROKEN = {
         retrievers: {x: {type: "overlap_retriever:Nope"}}
         metrics: [ndcg@10]
     """, "{file}:2: retrievers.x: 'overlap_retriever' has no attribute 'Nope'"),
+    # a factory that built something else (one that forgot its return built None): refused
+    # before the first item, as a pipeline without answer() is, not an error in every item
+    "contract.yaml": ("""
+        retrievers: {x: {type: "collections:OrderedDict"}}
+        metrics: [ndcg@10]
+    """, "{file}:2: retrievers.x: retriever 'x' (collections:OrderedDict) built OrderedDict, "
+         "which has no index(corpus) and no retrieve(query, k) method"),
     "param.yaml": ("""
         retrievers:
           o: {type: "overlap_retriever:Overlap", fial_on: milk}
@@ -276,9 +283,10 @@ BROKEN = {
 
 
 def test_bad_components_are_one_collection_error_each(pytester, project, monkeypatch):
-    """A module path without the attribute, an unknown parameter (the component's parameters
-    listed), an unknown nested embedder, a missing optional package (with the install hint), a
-    hybrid cycle, an unknown metric parameter: each file's one error block says it."""
+    """A module path without the attribute, a factory that built no retriever, an unknown
+    parameter (the component's parameters listed), an unknown nested embedder, a missing
+    optional package (with the install hint), a hybrid cycle, an unknown metric parameter:
+    each file's one error block says it."""
     monkeypatch.setitem(registry_module.REQUIRES["embedder"], "sentence-transformers",
                         ("no_such_module_for_ragbench", "pip install 'pytest-ragbench[dense]'"))
     for name, (body, _) in BROKEN.items():

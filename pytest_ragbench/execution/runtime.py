@@ -309,7 +309,20 @@ class SuiteRuntime:
             detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
                                line=spec.line)]
-        return []
+        return self._check_retriever(spec, self._built[spec.name])
+
+    def _check_retriever(self, spec: ComponentSpec, instance: Any) -> list[SuiteError]:
+        """The methods every case calls, as for a pipeline's ``answer``: without them (a
+        factory that forgot to return its object) each case was an error of its own."""
+        missing = [signature for signature, names in (("index(corpus)", ("index",)),
+                                                      ("retrieve(query, k)",
+                                                       ("retrieve", "retrieve_case")))
+                   if not any(callable(getattr(instance, n, None)) for n in names)]
+        if not missing:
+            return []
+        return [SuiteError(f"retriever {spec.name!r} ({spec.type}) built "
+                           f"{type(instance).__name__}, which has no {' and no '.join(missing)} "
+                           "method", file=self.suite.path, key=_spec_key(spec), line=spec.line)]
 
     def _prepare_pipeline(self) -> list[SuiteError]:
         if self._pipeline is not None:
