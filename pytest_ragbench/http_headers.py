@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 #: A ``${NAME}`` reference to an environment variable inside a header value.
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: An environment variable's name as a shell exports it.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 #: RFC 9110's token: the characters a header name may hold.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -88,12 +91,23 @@ def check_url_and_headers(url: Any, headers: Any) -> None:
             raise ValueError(f"headers.{name}: the value {problem}")
 
 
+def unset_env_message(name: str) -> str:
+    """Why the variable ``name`` gives no key, showing ``name`` only when it reads as a
+    variable's name: a key pasted where its variable's name belongs (``api_key_env: sk-...``)
+    is unset as a name, and the message would have shown the secret itself."""
+    if _ENV_NAME.fullmatch(name) and (len(name) < 32 or name == name.upper()):
+        return f"environment variable {name} is not set or empty"
+    return ("the environment variable it names is not set or empty (the name is not shown: "
+            "it does not read as a variable's name, such as OPENAI_API_KEY, and may be the "
+            "key itself)")
+
+
 def env_value(name: str, where: str) -> str:
     """The value of environment variable ``name`` for a header; ValueError naming ``where``
     when it is unset, empty or holds what a header cannot (never showing the value)."""
     value = os.environ.get(name)
     if not value:
-        raise ValueError(f"{where}: environment variable {name} is not set or empty")
+        raise ValueError(f"{where}: {unset_env_message(name)}")
     problem = header_value_problem(value)
     if problem:
         raise ValueError(f"{where}: environment variable {name} {problem}, which an HTTP "

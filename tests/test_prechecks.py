@@ -21,6 +21,7 @@ from pytest_ragbench.execution.prechecks import (
     missing_reference_problem,
     unset_env_problems,
 )
+from pytest_ragbench.http_headers import env_value
 from pytest_ragbench.llm.testing import FakeOpenAIServer
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
@@ -89,6 +90,32 @@ def test_empty_variable_counts_as_unset(monkeypatch):
     monkeypatch.setenv(UNSET, "")
     assert unset_env_problems([("retrievers.r", {"api_key_env": UNSET})]) == [
         ("retrievers.r.api_key_env", f"environment variable {UNSET} is not set or empty")]
+
+
+def test_a_key_written_where_its_variable_name_belongs_is_never_shown(monkeypatch):
+    # api_key_env: sk-... names no variable: the message showed the secret in the output
+    keys = ["sk-proj-Ab3dEf6hIj9kLm2nOp5q", "hf_" + "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3h",
+            "0123456789abcdef0123456789abcdef"]
+    retrievers = [(f"retrievers.r{i}", {"api_key_env": key}) for i, key in enumerate(keys)]
+    rag = parse_rag_config({"llm": {"type": "openai", "base_url": "http://x/v1", "model": "m",
+                                    "api_key_env": keys[0]}})
+    problems = unset_env_problems(retrievers, rag)
+    assert [key for key, _ in problems] == [
+        "retrievers.r0.api_key_env", "retrievers.r1.api_key_env", "retrievers.r2.api_key_env",
+        "llm.api_key_env"]
+    for _, message in problems:
+        assert message.startswith("the environment variable it names is not set or empty (the "
+                                  "name is not shown"), message
+    assert not any(key[3:11] in repr(problems) for key in keys)
+    # where the client reads it (a component building its own client)
+    with pytest.raises(ValueError) as info:
+        env_value(keys[0], "api_key_env")
+    assert "names is not set" in str(info.value) and keys[0][3:11] not in str(info.value)
+    # a variable's name is shown, also a long one in capitals
+    long_name = "MY_COMPANY_PRODUCTION_OPENAI_API_KEY"
+    monkeypatch.delenv(long_name, raising=False)
+    assert unset_env_problems([("retrievers.r", {"api_key_env": long_name})]) == [
+        ("retrievers.r.api_key_env", f"environment variable {long_name} is not set or empty")]
 
 
 def test_missing_reference_problem():

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import did_you_mean
-from ..http_headers import ENV_REF
+from ..http_headers import ENV_REF, unset_env_message
 
 __all__ = [
     "REFERENCE_METRICS",
@@ -98,8 +98,7 @@ def unset_env_problems(
         refs += _env_refs(key, params)
     if rag is not None:
         refs += _endpoint_refs(rag)
-    return [(key, f"environment variable {name} is not set or empty")
-            for key, name in dict.fromkeys(refs) if _unset(name)]
+    return [(key, unset_env_message(name)) for key, name in dict.fromkeys(refs) if _unset(name)]
 
 
 def missing_reference_problem(
