@@ -187,9 +187,9 @@ def broken_suites(base_url: str) -> dict[str, tuple[str, list[str]]]:
             ["{file}:3: retrievers.bm25: cannot build retriever 'bm25': k1 must be*",
              f"{{file}}:3: retrievers.prod.headers.Authorization: environment variable {UNSET} "
              "is not set or empty",
-             f"{{file}}: llm.api_key_env: environment variable {UNSET} is not set or empty"]),
+             f"{{file}}:5: llm.api_key_env: environment variable {UNSET} is not set or empty"]),
         "unset_key.yaml": (answered(suite_text(llm=llm_unset)),
-                           [f"{{file}}: llm.api_key_env: environment variable {UNSET} is not set "
+                           [f"{{file}}:5: llm.api_key_env: environment variable {UNSET} is not set "
                             "or empty"]),
         # the LLM would answer; the suite is still stopped before anything is prefetched
         "beside.yaml": (answered(suite_text(
@@ -209,16 +209,16 @@ def broken_suites(base_url: str) -> dict[str, tuple[str, list[str]]]:
              "is not set or empty"]),
         # reference metrics without any reference
         "noref.yaml": (refs, [
-            "{file}: metrics: metric(s) token_f1 compare against a reference answer, but none "
+            "{file}:4: metrics: metric(s) token_f1 compare against a reference answer, but none "
             "of the 5 selected queries has one*set dataset.answer_field*"]),
         "noref_field.yaml": (
             refs.replace("queries: queries.jsonl}", "queries: queries.jsonl, answer_field: gold}"),
-            ["{file}: dataset.answer_field: metric(s) token_f1 *nor under 'gold'*"]),
+            ["{file}:2: dataset.answer_field: metric(s) token_f1 *nor under 'gold'*"]),
         # a component metric that declares it needs references is checked the same way
         "graded.yaml": (
             suite_text(metrics='recall@10, {name: graded, type: "graded_metric:Graded"}',
                        llm="llm: {type: extractive}\n"),
-            ["{file}: metrics: metric(s) graded compare against a reference answer, but none "
+            ["{file}:4: metrics: metric(s) graded compare against a reference answer, but none "
              "of the 5 selected queries*"]),
         # pipeline problems are found before any request
         "price.yaml": (answered(suite_text(
@@ -351,7 +351,7 @@ def test_under_xdist_problems_stop_the_run_before_any_request(
     assert set(sections) == {"broken.yaml", "test session"}, out
     broken = sections["broken.yaml"]
     assert matches(broken, "*retrievers.bm25: cannot build retriever 'bm25': b must be*")
-    assert matches(broken, f"*broken.yaml: llm.api_key_env: environment variable {UNSET} is "
+    assert matches(broken, f"*broken.yaml:5: llm.api_key_env: environment variable {UNSET} is "
                            "not set or empty")
     assert matches(sections["test session"],
                    "ragbench: --ragbench-gate 'recal@10 >= 0.5': no collected suite computes "

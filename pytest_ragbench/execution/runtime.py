@@ -291,6 +291,12 @@ class SuiteRuntime:
         if "retrievers" in todo:
             problems += self._check_scopes()
         if problems:
+            for problem in problems:
+                # found after loading (an unset variable of the llm, a cache path): named by
+                # key, placed at the key's line as the loader's own errors are
+                if (problem.line is None and problem.key and suite.lines is not None
+                        and problem.file == str(suite.path)):
+                    problem.place(suite.lines.at_key(problem.key))
             if len(problems) == 1:
                 raise problems[0]
             raise SuiteError("\n".join(str(p) for p in problems))

@@ -460,6 +460,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         rag=rag,
         runs=rag.runs if rag is not None else 1,
         document=data,
+        lines=ctx.lines,
     )
 
 

@@ -8,6 +8,7 @@ importing either.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,16 @@ KeyPath = tuple[str | int, ...]
 DEFAULT_CACHE_PATH = ".ragbench/llm-cache.sqlite"
 
 
+#: The last level of a key path as :func:`key_str` writes it: ``.name`` or ``[index]``.
+_PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
+
+
 class Lines:
     """Maps key paths of a YAML document to 1-based line numbers, for error messages."""
 
     def __init__(self, lines: dict[KeyPath, int] | None = None) -> None:
         self._lines = lines or {}
+        self._by_key: dict[str, int] | None = None
 
     def get(self, path: Sequence[Any]) -> int | None:
         p = tuple(path)
@@ -40,6 +46,24 @@ class Lines:
             if p in self._lines:
                 return self._lines[p]
             p = p[:-1]
+        return self._lines.get(())
+
+    def __eq__(self, other: object) -> bool:
+        # the same map (a suite handed to a worker holds a copy of the controller's)
+        return isinstance(other, Lines) and other._lines == self._lines
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache inside: no hashing
+
+    def at_key(self, key: str) -> int | None:
+        """The line of a key path as messages write it (``llm.headers.X-Org``), else of the
+        nearest key above it: for the errors found after loading, which name keys only."""
+        if self._by_key is None:
+            # key_str of each path, so a key holding a dot (ndcg_cut.10) is found as written
+            self._by_key = {key_str(p): line for p, line in self._lines.items()}
+        while key:
+            if key in self._by_key:
+                return self._by_key[key]
+            key = _PARENT.sub("", key)
         return self._lines.get(())
 
 
@@ -94,6 +118,9 @@ class Suite:
     #: The suite file's document as parsed (None for a suite built in code): case keys hash
     #: its settings without reading and parsing the file again.
     document: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: The line map of the suite file (None for a suite built in code), for the errors found
+    #: once its dataset is read and its components built.
+    lines: Lines | None = field(default=None, compare=False, hash=False, repr=False)
     #: The key path and line of each of ``thresholds`` and ``gates`` (same order; empty for a
     #: suite built in code), for what only the dataset shows (a scope no query matches).
     threshold_places: tuple[tuple[str, int | None], ...] = field(
