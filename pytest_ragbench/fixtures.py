@@ -112,13 +112,19 @@ def cases(path: str | Path, retriever: str | None = None) -> list[Any]:
     if not p.is_absolute():
         caller = inspect.stack()[1].filename
         p = Path(caller).resolve().parent / p
-    suite = load_suite(p, None)
     from .datasets import load_dataset
 
-    dataset = load_dataset(suite.dataset)
+    try:
+        suite = load_suite(p, None)
+        dataset = load_dataset(suite.dataset)
+    except RagbenchError as exc:
+        # called while the test module is imported: the message alone, as the
+        # ragbench_suite marker gives it, not a traceback through the plugin's loader
+        raise pytest.fail.Exception(f"cases: {exc}", pytrace=False) from None
     names = [r.name for r in suite.retrievers]
     if retriever is not None and retriever not in names:
-        raise RagbenchError(f"{p}: no retriever {retriever!r} (it has: {', '.join(names)})")
+        raise pytest.fail.Exception(f"cases: {p}: no retriever {retriever!r} (it has: "
+                                    f"{', '.join(names)})", pytrace=False)
     chosen = [retriever] if retriever is not None else names
     return [
         pytest.param(CaseRef(str(p.resolve()), r, q.id),

@@ -207,6 +207,36 @@ def test_unknown_retriever_in_marker_is_a_collection_error(project):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
+def test_a_bad_suite_or_retriever_given_to_cases_is_one_line(project):
+    # cases() runs while the module is imported: it showed a traceback through the plugin's
+    # loader, where the ragbench_suite marker shows the message alone
+    (project.path / "suites" / "typo.yaml").write_text(SUITE_TEXT + "metric: [mrr@10]\n")
+    _test_file(project, """
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.parametrize("ragbench_case", cases("suites/typo.yaml"), indirect=True)
+        def test_case(ragbench_case):
+            pass
+    """)
+    project.makepyfile(test_other=textwrap.dedent("""
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm52"),
+                                 indirect=True)
+        def test_case(ragbench_case):
+            pass
+    """))
+    result = project.runpytest("test_hand.py", "test_other.py")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines_random([
+        "cases: *typo.yaml:*: metric: unknown key 'metric' (did you mean 'metrics'?)*",
+        "cases: *suite.yaml: no retriever 'bm52' (it has: overlap, bm25)"])
+    assert "fixtures.py" not in result.stdout.str() and "SuiteError" not in result.stdout.str()
+
+
 def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
     project.makeconftest("""
         import os
