@@ -274,7 +274,10 @@ def _component_spec(request: pytest.FixtureRequest, kind: str) -> Any:
             try:
                 return json.loads(text)
             except json.JSONDecodeError as exc:
-                pytest.fail(f"ini option ragbench_{kind}: not valid JSON: {exc}", pytrace=False)
+                problem = str(exc)
+            # outside the except block: the report shows the message once, not the decoder's
+            # error and then the message as a chained exception
+            pytest.fail(f"ini option ragbench_{kind}: not valid JSON: {problem}", pytrace=False)
         return text
     pytest.fail(f"ragbench_{kind}: no {kind} configured; use "
                 f"@pytest.mark.ragbench_components({kind}={{'type': ...}}) or the "

@@ -318,6 +318,22 @@ def test_embedder_fixture_from_ini_and_missing_configuration(project):
     result.stdout.fnmatch_lines(["*ragbench_llm: no llm configured*"])
 
 
+def test_an_ini_component_that_is_not_json_is_said_once(project):
+    # the decoder's error was shown first, then the message as a chained exception
+    project.makeini(BASE_INI + "ragbench_llm = {type: extractive}\n")
+    _test_file(project, """
+        def test_llm(ragbench_llm):
+            pass
+    """)
+    result = project.runpytest("test_hand.py")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert out.count("Expecting property name enclosed in double quotes") == 1, out
+    result.stdout.fnmatch_lines(["ini option ragbench_llm: not valid JSON: Expecting property "
+                                 "name enclosed in double quotes: line 1 column 2 (char 1)"])
+    assert "During handling" not in out
+
+
 def test_a_hand_written_case_that_crashes_its_worker_is_an_error_record(pytester, mini_suite):
     """A worker that died in a hand-written test of a suite's case sent no record: the case
     was missing from cases.jsonl and the tables while the verdict counted its error."""
