@@ -151,6 +151,23 @@ def test_runxfail_records_and_reports_a_plain_failure(pytester, mini_suite) -> N
     assert "listed as a known failure, not applied (--runxfail)</span> known miss" in page
 
 
+def test_a_known_failure_of_a_query_the_dataset_lacks_is_a_collection_error(pytester,
+                                                                             mini_suite) -> None:
+    # a typo (q04 for q4) left q4 failing and the entry unused, without a word
+    path = mini_suite(drop="d4")
+    text = path.read_text() + "thresholds: {recall@10: 0.5}\n"
+    path.write_text(text + "xfail: {q1: fine, q04: known miss}\n")
+    result = pytester.runpytest(SUITE)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*suite.yaml:11: xfail.q04: known failures of queries the "
+                                 "dataset does not have: 'q04' (did you mean 'q4'?)"])
+    # a query the selection leaves out is one the dataset has: still fine
+    path.write_text(text.replace("  queries: queries.jsonl", "  queries: queries.jsonl\n"
+                                 "  query_ids: [q1, q2]") + "xfail: [q4]\n")
+    pytester.runpytest(SUITE).assert_outcomes(passed=2)
+
+
 # -- records and the report, without pytest ----------------------------------------------------
 
 

@@ -86,6 +86,9 @@ class Dataset:
     queries: tuple[Query, ...]
     corpus_hash: str
     content_hash: str
+    #: Every query id the dataset holds, selected or not (a suite's ``xfail`` may name a
+    #: query its selection leaves out, not one the dataset lacks); empty when not known.
+    all_query_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def doc_ids(self) -> frozenset[str]:
         return frozenset(d.id for d in self.corpus)
@@ -1012,4 +1015,5 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
         queries=tuple(selected),
         corpus_hash=corpus_hash,
         content_hash=content_hash,
+        all_query_ids=frozenset(by_id),
     )

@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
-from ..errors import RagbenchError, SuiteError
+from ..errors import RagbenchError, SuiteError, did_you_mean
 from ..llm import deadline as limits
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
@@ -290,6 +290,7 @@ class SuiteRuntime:
             problems += self._check_references()
         if "retrievers" in todo:
             problems += self._check_scopes()
+            problems += self._check_xfail()
         if problems:
             for problem in problems:
                 # found after loading (an unset variable of the llm, a cache path): named by
@@ -359,6 +360,24 @@ class SuiteRuntime:
             return []
         return [SuiteError(message, file=self.suite.path,
                            key="dataset.answer_field" if answer_field else "metrics")]
+
+    def _check_xfail(self) -> list[SuiteError]:
+        """``xfail`` ids the dataset does not hold: a typo there left its case failing and the
+        entry unused, silently (one naming a query the selection leaves out is fine)."""
+        known = self.dataset.all_query_ids
+        unknown = [qid for qid in self.suite.xfail if known and qid not in known]
+        if not unknown:
+            return []
+        document = self.suite.document
+        written = document.get("xfail") if isinstance(document, Mapping) else None
+        first = unknown[0]
+        key = (f"xfail[{list(self.suite.xfail).index(first)}]" if isinstance(written, list)
+               else f"xfail.{first}")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        return [SuiteError(
+            f"known failures of queries the dataset does not have: "
+            f"{', '.join(repr(q) for q in unknown[:5])}{more}{did_you_mean(first, known)}",
+            file=self.suite.path, key=key)]
 
     def _check_scopes(self) -> list[SuiteError]:
         from .prechecks import scope_problems
