@@ -440,6 +440,19 @@ class DatasetModel(_Model):
                 raise fail("give the labels either as 'qrels' (a file) or as 'hf.qrels', not "
                            "both", "qrels")
             return self
+        # Each was ignored without a word: the inline data replaced the file, and 'split'
+        # reads only a folder's qrels/<split>.tsv.
+        for file_key, inline_key, what in (("corpus", "documents", "corpus"),
+                                           ("queries", "items", "queries")):
+            if getattr(self, file_key) is not None and getattr(self, inline_key) is not None:
+                raise fail(f"give the {what} either as {file_key!r} (a file) or as "
+                           f"{inline_key!r} (inline), not both", inline_key)
+        if self.split is not None and self.path is None:
+            raise fail("'split' picks qrels/<split>.tsv of a BEIR folder given with 'path'; "
+                       "name a qrels file with 'qrels'", "split")
+        if self.split is not None and self.qrels is not None:
+            raise fail("give the labels either as 'split' (qrels/<split>.tsv of 'path') or "
+                       "as 'qrels' (a file), not both", "split")
         # the corpus may be left out when only pipelines run (SuiteModel checks that)
         if self.queries is None and self.path is None and self.items is None:
             raise fail("expected 'queries' (a file) or 'items' (inline queries)")

@@ -233,3 +233,24 @@ def test_unknown_query_ids_name_their_line(folder):
     check(error(folder, GOOD.replace("  queries: queries.jsonl\n",
                                      "  queries: queries.jsonl\n  query_ids: []\n"),
                 dataset=True), "*suite.yaml:2: dataset: no queries selected*")
+
+
+@pytest.mark.parametrize(("lines", "pattern"), [
+    # the inline data replaced the file without a word
+    ("  documents: [{_id: d9, text: x}]\n",
+     "*suite.yaml:5: dataset.documents: give the corpus either as 'corpus' (a file) or as "
+     "'documents' (inline), not both"),
+    ("  items: [{_id: q9, text: x}]\n",
+     "*suite.yaml:5: dataset.items: give the queries either as 'queries' (a file) or as "
+     "'items' (inline), not both"),
+    # 'split' reads only a BEIR folder's qrels/<split>.tsv: the run had no labels, or a
+    # qrels file's
+    ("  split: test\n", "*suite.yaml:5: dataset.split: 'split' picks qrels/<split>.tsv of a "
+                        "BEIR folder given with 'path'; name a qrels file with 'qrels'"),
+    ("  path: .\n  qrels: qrels.txt\n  split: test\n",
+     "*suite.yaml:7: dataset.split: give the labels either as 'split' (qrels/<split>.tsv of "
+     "'path') or as 'qrels' (a file), not both"),
+])
+def test_dataset_keys_one_of_which_would_be_ignored(folder, lines, pattern):
+    check(error(folder, GOOD.replace("  queries: queries.jsonl\n",
+                                     "  queries: queries.jsonl\n" + lines)), pattern)
