@@ -418,6 +418,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                              metric_resolver or _default_metric_resolver())
     baseline = _parse_baseline(ctx, data.get("baseline") or {})
     by_name = {m.name: m for m in metrics}
+    _check_tolerance_metrics(ctx, baseline, by_name)
     default_k = max([m.k for m in metrics if m.k] + [10])
     if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
         default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
@@ -912,6 +913,17 @@ def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
     return BaselineSettings(out, bool(data.get("require_same_dataset", False)),
                             str(data.get("test", "permutation")),
                             float(data.get("alpha", 0.05)))
+
+
+def _check_tolerance_metrics(ctx: _Ctx, baseline: BaselineSettings,
+                             metrics: Mapping[str, MetricSpec]) -> None:
+    """A tolerance names a metric the baseline comparison has a row for: one for another
+    name (a typo, an alias, latency_ms not listed under metrics) was never applied."""
+    for metric in baseline.tolerances:
+        if metric != "*" and metric not in metrics:
+            raise ctx.error(("baseline", "tolerance", metric),
+                            f"a tolerance for {metric!r}, which is not among the suite's "
+                            f"metrics ({', '.join(metrics)}){did_you_mean(metric, metrics)}")
 
 
 def finite_or_none(value: float) -> float | None:

@@ -254,3 +254,16 @@ def test_unknown_query_ids_name_their_line(folder):
 def test_dataset_keys_one_of_which_would_be_ignored(folder, lines, pattern):
     check(error(folder, GOOD.replace("  queries: queries.jsonl\n",
                                      "  queries: queries.jsonl\n" + lines)), pattern)
+
+
+def test_a_tolerance_for_a_metric_the_suite_does_not_compute(folder):
+    # never applied: the comparison has rows for the suite's metrics only
+    check(error(folder, GOOD + "baseline:\n  tolerance: {ndgc@10: 0.05, recall@10: 0.1}\n"),
+          "*suite.yaml:9: baseline.tolerance.ndgc@10: a tolerance for 'ndgc@10', which is not "
+          "among the suite's metrics (ndcg@10, recall@10) (did you mean 'ndcg@10'?)")
+    check(error(folder, GOOD + "baseline: {tolerance: {latency_ms: 20%}}\n"),
+          "*suite.yaml:8: baseline.tolerance.latency_ms: a tolerance for 'latency_ms', which is "
+          "not among the suite's metrics (ndcg@10, recall@10)")
+    suite = load(folder, GOOD.replace("recall@10]", "recall@10, latency_ms]")
+                 + "baseline: {tolerance: {'*': 0.01, latency_ms: 20%}}\n")
+    assert set(suite.tolerances) == {"*", "latency_ms"}
