@@ -257,3 +257,34 @@ def test_temporal_ndcg_in_a_suite_run(pytester: pytest.Pytester) -> None:
     linear = _dcg([0.375, 1.0]) / _dcg([1.0, 0.375])
     assert rec["metrics"]["temporal_ndcg_linear@2"] == pytest.approx(linear, abs=1e-9)
     assert rec["metrics"]["ndcg@2"] == pytest.approx(1.0)
+
+
+def test_a_timestamp_field_no_document_has_is_a_collection_error(pytester: pytest.Pytester
+                                                                  ) -> None:
+    # every gain was the missing one: temporal nDCG 0 for every query, without a word
+    pytester.makeini(BASE_INI)
+    pytester.path.joinpath("suite.yaml").write_text(textwrap.dedent("""\
+        name: fresh
+        dataset:
+          documents:
+            - {_id: old, text: an old article, published: "2025-12-29T00:00:00Z"}
+            - {_id: new, text: a new article, published: 1767225600}
+          items:
+            - {_id: q1, text: article, relevant: {old: 3, new: 1}}
+        retrievers: {bm25: {}}
+        metrics:
+          - ndcg@2
+          - {name: temporal_ndcg@2, field: publshed}
+    """), encoding="utf-8")
+    result = pytester.runpytest("--ragbench=suite.yaml")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:11: metrics[[]1[]]: temporal_ndcg@2: no document of the corpus has a "
+        "'publshed' field to date it (did you mean 'published'?) (their other fields: "
+        "published); set the metric's field"])
+    # the default field on an undated corpus
+    assert TemporalNDCG(2).check_corpus([Document("d1", "x")]) == (
+        "temporal_ndcg@2: no document of the corpus has a 'timestamp' field to date it (they "
+        "have no field but id, title and text); set the metric's field")
+    assert TemporalNDCG(2, field="published").check_corpus(
+        [Document("d1", "x"), Document("d2", "y", metadata={"published": 0})]) is None

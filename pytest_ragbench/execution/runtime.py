@@ -291,6 +291,7 @@ class SuiteRuntime:
         if "retrievers" in todo:
             problems += self._check_scopes()
             problems += self._check_xfail()
+            problems += self._check_metrics_corpus()
         if problems:
             for problem in problems:
                 # found after loading (an unset variable of the llm, a cache path): named by
@@ -360,6 +361,18 @@ class SuiteRuntime:
             return []
         return [SuiteError(message, file=self.suite.path,
                            key="dataset.answer_field" if answer_field else "metrics")]
+
+    def _check_metrics_corpus(self) -> list[SuiteError]:
+        """What a metric says it cannot mean on the corpus (its optional ``check_corpus``,
+        e.g. temporal nDCG whose timestamp field no document has): one value for every
+        query, silently, otherwise."""
+        found = []
+        for i, spec in enumerate(self.suite.metrics):
+            checker = getattr(spec.component, "check_corpus", None)
+            message = checker(self.dataset.corpus) if callable(checker) else None
+            if message:
+                found.append(SuiteError(str(message), file=self.suite.path, key=f"metrics[{i}]"))
+        return found
 
     def _check_xfail(self) -> list[SuiteError]:
         """``xfail`` ids the dataset does not hold: a typo there left its case failing and the

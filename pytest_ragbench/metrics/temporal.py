@@ -38,11 +38,12 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from typing import Any
 
 from ..datasets import Query
+from ..errors import did_you_mean
 from .spec import CaseResult
 
 MISSING_POLICIES = ("zero", "no_decay", "error")
@@ -137,6 +138,18 @@ class TemporalNDCG:
     def __repr__(self) -> str:
         return (f"TemporalNDCG(k={self.k}, lambda={self.lambda_}, T={self.T}s, now={self.now}, "
                 f"field={self.field!r}, missing={self.missing!r}, gain={self.gain_kind!r})")
+
+    def check_corpus(self, corpus: Sequence[Any]) -> str | None:
+        """Why this metric cannot mean anything on ``corpus`` (None: it can): no document
+        holds ``field``. Every gain was then the ``missing`` one, a temporal nDCG of 0 (or
+        plain nDCG) for every query, from a misspelt field or an undated corpus."""
+        if not corpus or any(self.field in d.metadata for d in corpus):
+            return None
+        keys = sorted({str(k) for d in corpus[:1000] for k in d.metadata})
+        shown = (f"their other fields: {', '.join(keys[:10])}{', ...' if len(keys) > 10 else ''}"
+                 if keys else "they have no field but id, title and text")
+        return (f"{self.name}: no document of the corpus has a {self.field!r} field to date "
+                f"it{did_you_mean(self.field, keys)} ({shown}); set the metric's field")
 
     def _now(self, result: CaseResult) -> float:
         if self.now is not None:
