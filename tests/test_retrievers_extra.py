@@ -21,6 +21,7 @@ import pytest_ragbench.retrievers.bm25  # noqa: F401
 from pytest_ragbench.datasets import Document, Query
 from pytest_ragbench.embedders import HashingEmbedder, SentenceTransformerEmbedder
 from pytest_ragbench.errors import ComponentError
+from pytest_ragbench.pipelines.http import HTTPPipeline
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.retrievers.dense import DenseRetriever, normalise_rows, top_k
 from pytest_ragbench.retrievers.http import HTTPRetriever, HTTPRetrieverError
@@ -570,6 +571,23 @@ def test_http_configuration_errors(monkeypatch) -> None:
     monkeypatch.setenv("RAGBENCH_ODD_VAR", "tok\n")
     with pytest.raises(ValueError, match="RAGBENCH_ODD_VAR holds a control character"):
         HTTPRetriever(url="http://127.0.0.1:1/", headers={"A": "${RAGBENCH_ODD_VAR}"})
+
+
+def test_http_params_the_requests_set_themselves_are_refused() -> None:
+    # each request's own field replaced the value without a word ({k: 20} still sent k)
+    ctx = BuildContext()
+    for key in ("query", "k", "query_id"):
+        with pytest.raises(ValueError, match=rf"^params\.{key} is set by ragbench in each "
+                                             r"request \(.+\); leave it out$"):
+            HTTPRetriever.ragbench_check({"url": "http://x", "params": {key: 1}}, ctx)
+        with pytest.raises(ValueError, match=rf"params\.{key} is set by ragbench"):
+            HTTPRetriever(url="http://127.0.0.1:1/", params={key: 1})
+    HTTPRetriever.ragbench_check({"url": "http://x", "params": {"index": "docs"}}, ctx)
+    for key in ("query", "query_id", "metadata"):
+        with pytest.raises(ValueError, match=rf"^params\.{key} is set by ragbench in each "
+                                             r"request \(.+\); leave it out$"):
+            HTTPPipeline.ragbench_check({"url": "http://x", "params": {key: 1}}, ctx)
+    HTTPPipeline.ragbench_check({"url": "http://x", "params": {"top_k": 3}}, ctx)
 
 
 # -- in suites ---------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ def _validate(params: Mapping[str, Any]) -> None:
     extra = params.get("params")
     if extra is not None and not isinstance(extra, Mapping):
         raise ValueError(f"params must be a mapping of extra JSON fields, got {extra!r}")
+    # each request sets these itself: a value given here was replaced without a word
+    for key, what in (("query", "the question"), ("query_id", "the question's id"),
+                      ("metadata", "the question's metadata")):
+        if extra is not None and key in extra:
+            raise ValueError(f"params.{key} is set by ragbench in each request ({what}); "
+                             "leave it out")
 
 
 class HTTPPipeline:

@@ -68,6 +68,12 @@ def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
         raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
     if params is not None and not isinstance(params, Mapping):
         raise ValueError(f"params must be a mapping of extra JSON fields, got {params!r}")
+    # each request sets these itself: a value given here was replaced without a word
+    for key, what in (("query", "the query's text"), ("k", "the suite's k"),
+                      ("query_id", "the query's id")):
+        if params is not None and key in params:
+            raise ValueError(f"params.{key} is set by ragbench in each request ({what}); "
+                             "leave it out")
 
 
 class HTTPRetriever:
