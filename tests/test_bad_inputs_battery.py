@@ -414,6 +414,10 @@ NUMBERS: list[Case] = [
          "*suite.yaml:14: llm.params.stream: streamed replies are not supported*", {}),
         ("params-model", sub(OPENAI_SUITE, "temperature: 0", "model: other"),
          "*suite.yaml:14: llm.params.model: set by ragbench*llm.model*", {}),
+        # the prompt and the texts are no model: the advice to set llm.model misled
+        ("params-messages", sub(OPENAI_SUITE, "temperature: 0", "messages: []"),
+         "*suite.yaml:14: llm.params.messages: set by ragbench for each request (the prompt, "
+         "from generation.template or the judge's own); remove the key", {}),
         ("params-n", sub(OPENAI_SUITE, "temperature: 0", "n: 3"),
          "*suite.yaml:14: llm.params.n: *only the first*", {}),
         ("params-n-true", sub(OPENAI_SUITE, "temperature: 0", "n: true"),

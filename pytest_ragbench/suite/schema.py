@@ -249,13 +249,22 @@ _NUMERIC_PARAMS = frozenset({"max_tokens", "max_completion_tokens", "temperature
                              "seed", "presence_penalty", "frequency_penalty", "dimensions"})
 
 
+#: What the client builds itself in the keys it refuses from ``params``.
+_BUILT = {"messages": "prompt, from generation.template or the judge's own",
+          "input": "texts to embed"}
+
+
 def _request_params(params: dict[str, Any]) -> dict[str, Any]:
     # the client builds each request's model, messages and input itself, and reads one whole
     # JSON reply with one choice: these keys in ``params`` were overridden or broke every reply
     for key, value in params.items():
-        if key in ("model", "messages", "input"):
+        if key == "model":
             raise fail("set by ragbench for each request; give the model as the endpoint's "
                        "`model` (llm.model, embedder.model)", key)
+        if key in ("messages", "input"):
+            # not the model's advice: these are the prompt and the texts each request carries
+            raise fail(f"set by ragbench for each request (the {_BUILT[key]}); remove the "
+                       "key", key)
         if key == "stream" and value is not False:
             raise fail("streamed replies are not supported: ragbench reads each reply whole "
                        "(remove the key)", key)
