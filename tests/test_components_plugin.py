@@ -136,6 +136,22 @@ def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
     ])
 
 
+def test_list_shows_a_component_whose_module_raises_on_import_as_unavailable(pytester):
+    # the module's own error (not an ImportError) ended --ragbench-list in a traceback
+    pytester.makepyfile(raises_on_import="raise RuntimeError('no API key configured')\n")
+    pytester.syspathinsert()
+    pytester.makeconftest("""
+        def pytest_ragbench_register(registry):
+            registry.add("retriever", "broken", "raises_on_import:R")
+    """)
+    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "  broken -- conftest conftest.py",
+        "      unavailable: cannot import 'raises_on_import' for 'raises_on_import:R': "
+        "RuntimeError: no API key configured (at *raises_on_import.py:1)"])
+
+
 def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, project,
                                                                   monkeypatch):
     _pythonpath(monkeypatch, SITE_A, SITE_B)
