@@ -345,7 +345,13 @@ class HeadStartPlugin:
 
         state = self.state
         # registration hooks run here, once, not on the head start's thread
-        state.ensure_registered()
+        try:
+            state.ensure_registered()
+        except Exception:
+            # a registration the registry refuses, or the hook's own error: no head start
+            # (it was an INTERNALERROR); each worker reports it as its collection error, as
+            # a run without -n does
+            return
         budget = state.controller_budget("head-start")
         # before any worker asks: until this budget closes, the workers' claims are answered
         # by the exchange; after, they stop asking

@@ -54,7 +54,7 @@ from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ComponentError, did_you_mean, validation_message
+from .errors import ComponentError, ParamError, did_you_mean, validation_message
 
 KINDS = ("retriever", "pipeline", "llm", "embedder", "metric")
 
@@ -624,7 +624,9 @@ def factory_params(factory: Callable[..., Any]) -> list[str] | None:
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"unknown component kind {kind!r} (expected one of {', '.join(KINDS)})")
+        # a ComponentError, so that a conftest's registration shows as this one message
+        raise ParamError(f"unknown component kind {kind!r}{did_you_mean(str(kind), KINDS)} "
+                         f"(expected one of {', '.join(KINDS)})")
 
 
 def describe_params(factory: Callable[..., Any]) -> str:

@@ -185,8 +185,13 @@ class RagbenchState:
             self._registered.add(key)
             origin = plugin_origin(self.config, impl.plugin, impl.plugin_name, impl.function)
             args = {"registry": self.registry}
-            with self.registry.origin(origin):
-                impl.function(*[args[a] for a in impl.argnames if a in args])
+            try:
+                with self.registry.origin(origin):
+                    impl.function(*[args[a] for a in impl.argnames if a in args])
+            except ComponentError as exc:
+                # a registration the registry refused: one message naming where it was made,
+                # not a traceback through the plugin
+                raise ComponentError(f"{origin}: pytest_ragbench_register: {exc}") from None
 
     def set_clock(self, clock: float) -> None:
         """Score time-dependent metrics against ``clock`` (epoch seconds) instead of this run's

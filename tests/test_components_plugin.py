@@ -152,6 +152,30 @@ def test_list_shows_a_component_whose_module_raises_on_import_as_unavailable(pyt
         "RuntimeError: no API key configured (at *raises_on_import.py:1)"])
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_registration_the_registry_refuses_is_one_line_naming_the_conftest(
+        pytester, project, workers):
+    # a kind misspelt in registry.add was a traceback through the plugin (a ValueError), and
+    # under xdist the controller's head start ended the run in an INTERNALERROR
+    project("""
+        retrievers: {mine: {}}
+        metrics: [ndcg@10]
+        llm: {type: extractive}
+    """)
+    pytester.makeconftest("""
+        def pytest_ragbench_register(registry):
+            registry.add("retrievr", "mine", "overlap_retriever:Overlap")
+    """)
+    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider", *workers)
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out and "registry.py" not in out, out
+    assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED)
+    result.stdout.fnmatch_lines([
+        "conftest conftest.py: pytest_ragbench_register: unknown component kind 'retrievr' "
+        "(did you mean 'retriever'?) (expected one of retriever, pipeline, llm, embedder, "
+        "metric)"])
+
+
 def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, project,
                                                                   monkeypatch):
     _pythonpath(monkeypatch, SITE_A, SITE_B)
