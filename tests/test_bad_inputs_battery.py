@@ -539,6 +539,10 @@ OPTIONS: list[Case] = [
          "collected suite has a system 'bm52' (did you mean 'bm25'?); the systems: bm25",
          args=("--ragbench-gate=retriever=bm52: ndcg@10 >= 0.5",)),
     Case("gate-empty", "*--ragbench-gate*", args=("--ragbench-gate=",)),
+    # refused in a suite file; on the command line the whole run ran to fail on it
+    Case("gate-bound-sixty", "ragbench: --ragbench-gate 'ndcg@10 >= 60': ndcg@10 lies between "
+         "0 and 1, so 'ndcg@10 >= 60' can never pass (expected a bound between 0 and 1)",
+         args=("--ragbench-gate=ndcg@10 >= 60",)),
     Case("tolerance-bare-five", "*--ragbench-tolerance*5%*", args=("--ragbench-tolerance=5",)),
     Case("tolerance-negative-percent", "*--ragbench-tolerance*",
          args=("--ragbench-tolerance=-1%",)),

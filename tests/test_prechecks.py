@@ -19,10 +19,12 @@ from pytest_ragbench.execution.prechecks import (
     REFERENCE_METRICS,
     cli_gate_problems,
     missing_reference_problem,
+    suites_gate_problems,
     unset_env_problems,
 )
 from pytest_ragbench.http_headers import env_value
 from pytest_ragbench.llm.testing import FakeOpenAIServer
+from pytest_ragbench.suite.loader import load_suite
 
 # In-process runs stopped by a collection error skip pytest's unseen long traceback.
 
@@ -151,6 +153,22 @@ def test_cli_gate_problems_say_did_you_mean():
     assert "--ragbench-gate 'ndgc@10 >= 0.5'" in problems[0]
     assert "no collected suite computes 'ndgc@10' (did you mean 'ndcg@10'?)" in problems[0]
     assert "a (ndcg@10, recall@10), b (mrr@10)" in problems[0]
+
+
+def test_a_cli_gate_bound_outside_the_metrics_range_is_refused(tmp_path):
+    # as in a suite file: 60 for 0.6 can never pass, error_rate <= 5 always passes
+    suite = tmp_path / "s.yaml"
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "x", "relevant": ["d1"]}\n')
+    suite.write_text("dataset: {corpus: c.jsonl, queries: q.jsonl}\nretrievers: {bm25: {}}\n"
+                     "metrics: [ndcg@10, latency_ms]\n")
+    suites = {"s": load_suite(suite, None)}
+    assert suites_gate_problems(["ndcg@10 >= 60", "error_rate <= 5", "ndcg@10 >= 0.6",
+                                 "latency_ms <= 60", "ndcg@10: drop <= 2"], suites) == [
+        "--ragbench-gate 'ndcg@10 >= 60': ndcg@10 lies between 0 and 1, so 'ndcg@10 >= 60' "
+        "can never pass (expected a bound between 0 and 1)",
+        "--ragbench-gate 'error_rate <= 5': error_rate lies between 0 and 1, so "
+        "'error_rate <= 5' always passes (expected a bound between 0 and 1)"]
 
 
 # -- through pytest ----------------------------------------------------------------------------

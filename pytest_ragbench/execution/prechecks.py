@@ -182,9 +182,25 @@ def suites_gate_problems(gates: Sequence[str], suites: Mapping[str, Any],
                          suite_queries: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
     """:func:`cli_gate_problems` for loaded suites keyed by how messages name them (by file:
     two suite files may share a name but not their metrics); ``suite_queries`` as there."""
-    return cli_gate_problems(
+    from ..results.gates import bound_problem, parse_gate_expression
+
+    problems = cli_gate_problems(
         gates, {label: [m.name for m in s.metrics] for label, s in suites.items()},
         {label: [x.name for x in s.systems] for label, s in suites.items()}, suite_queries)
+    # a bound outside a metric's [0, 1] (60 for 0.6), refused in a suite file: as a command
+    # line gate it ran the whole suite to fail, or pass, whatever the means were
+    kinds = {m.name: m.kind for s in suites.values() for m in s.metrics}
+    for text in gates:
+        if any(p.startswith(f"--ragbench-gate {text!r}:") for p in problems):
+            continue
+        try:
+            gate = parse_gate_expression(text)
+        except ValueError:
+            continue
+        problem = bound_problem(gate, kinds.get(gate.metric))
+        if problem:
+            problems.append(f"--ragbench-gate {text!r}: {problem}")
+    return problems
 
 
 _SCOPE_FIELDS = {"type": "types", "difficulty": "difficulties", "tag": "tags"}

@@ -185,6 +185,26 @@ class SignificanceGate:
 
 GateCheck = Gate | DropGate | SignificanceGate
 
+#: Metric kinds whose every value lies in [0, 1] (trec_eval's measures, the lexical answer
+#: scores); a bound outside it is a typo (1.5 for 0.15, 60 for 0.6, 5 for 5%).
+UNIT_INTERVAL = frozenset({
+    "ndcg", "recall", "precision", "mrr", "map", "hit", "r_precision", "exact_match",
+    "token_f1", "rouge_l", "answer_contains", "abstention_accuracy"})
+
+
+def bound_problem(check: GateCheck, kind: str | None) -> str | None:
+    """Why a threshold gate on a metric of ``kind`` (its registry name; None: not known) can
+    never pass or always passes, its bound lying outside the metric's [0, 1] (the error rate
+    lies there too); None when it can tell apart good and bad means."""
+    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0:
+        return None
+    if check.metric != ERROR_RATE and kind not in UNIT_INTERVAL:
+        return None
+    never = (check.threshold > 1.0) == (check.op in (">=", ">"))
+    return (f"{check.metric} lies between 0 and 1, so '{check.text}' "
+            f"{'can never pass' if never else 'always passes'} (expected a bound "
+            "between 0 and 1)")
+
 
 def _parse_number(text: str, what: str) -> float:
     value = float(text)

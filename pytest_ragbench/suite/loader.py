@@ -41,6 +41,7 @@ from ..results.gates import (
     Gate,
     GateCheck,
     Tolerance,
+    bound_problem,
     parse_gate,
     parse_gate_list,
     parse_tolerance,
@@ -436,8 +437,12 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
     threshold_places: list[tuple[str, int | None]] = []
     gate_places: list[tuple[str, int | None]] = []
-    thresholds = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
-                              systems, threshold_places)
+    checks = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
+                          systems, threshold_places)
+    # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
+    thresholds = tuple(g for g in checks if isinstance(g, Gate))
+    threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
+                        if isinstance(g, Gate)]
     gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
                          gate_places)
     return Suite(
@@ -879,24 +884,11 @@ def _check_scope(check: GateCheck, systems: Sequence[str]) -> None:
                          f"{', '.join(systems) or 'none'})")
 
 
-# Metrics whose every value lies in [0, 1] (trec_eval's measures, the lexical answer scores,
-# the error rate); a bound outside it is a typo (1.5 for 0.15, 60 for 0.6, 5 for 5%).
-_UNIT_INTERVAL = frozenset({
-    "ndcg", "recall", "precision", "mrr", "map", "hit", "r_precision", "exact_match",
-    "token_f1", "rouge_l", "answer_contains", "abstention_accuracy"})
-
-
 def _check_bound(check: GateCheck, metrics: Mapping[str, MetricSpec]) -> None:
-    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0:
-        return
     spec = metrics.get(check.metric)
-    if check.metric != "error_rate" and (spec is None or spec.kind not in _UNIT_INTERVAL):
-        return
-    above = check.threshold > 1.0
-    never = above == (check.op in (">=", ">"))
-    raise ValueError(f"{check.metric} lies between 0 and 1, so '{check.text}' "
-                     f"{'can never pass' if never else 'always passes'} (expected a bound "
-                     "between 0 and 1)")
+    problem = bound_problem(check, spec.kind if spec is not None else None)
+    if problem:
+        raise ValueError(problem)
 
 
 def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
