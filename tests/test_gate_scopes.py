@@ -135,12 +135,12 @@ def test_a_command_line_gate_on_one_suites_metric_judges_that_suite(pytester, mi
     args = ["--ragbench=a.yaml", "--ragbench=b.yaml", "-p", "no:randomly"]
     for gate in ("mrr@10 >= 0.1", "retriever=overlap: mrr@10 >= 0.1"):
         result = pytester.runpytest(*args, "--ragbench-gate", gate,
-                                    "--ragbench-gate", "recall@10 >= 1.01")
+                                    "--ragbench-gate", "recall@10 > 1")
         summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         assert [r["kind"] for r in summary["verdict"]["reasons"]] == ["gates_failed"]
         assert {(g["suite_id"], g["text"], g["passed"]) for g in summary["gates"]} == {
-            ("a.yaml", gate, True), ("a.yaml", "recall@10 >= 1.01", False),
-            ("b.yaml", "recall@10 >= 1.01", False)}
+            ("a.yaml", gate, True), ("a.yaml", "recall@10 > 1", False),
+            ("b.yaml", "recall@10 > 1", False)}
         assert len(summary["gates"]) == 3
         result.stdout.fnmatch_lines(["ragbench: FAILED: 2 gates failed"])
 
