@@ -48,7 +48,7 @@ from ..results.gates import (
     scope_retriever,
 )
 from .model import ComponentSpec, Lines, Suite, key_str
-from .schema import KeyPath, SuiteModel, key_path, required_keys
+from .schema import SCHEMA_KEY, KeyPath, SuiteModel, key_path, required_keys
 
 # Bounds on the document, far above any real suite: a YAML alias bomb (a few hundred bytes that
 # expand to billions of nodes) or thousands of nested brackets must fail fast, not hang or
@@ -409,6 +409,13 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     ctx = _Ctx(path, lines)
     if not isinstance(data, Mapping):
         raise ctx.error((), f"expected a mapping at the top level, got {type_name(data)}")
+    if SCHEMA_KEY in data:
+        # a JSON suite names its JSON Schema for editors this way (a YAML one in a comment):
+        # the editor's business, not the suite's
+        if not isinstance(data[SCHEMA_KEY], str):
+            raise ctx.error((SCHEMA_KEY,), "expected the URL or path of the suite's JSON "
+                                           f"Schema, got {type_name(data[SCHEMA_KEY])}")
+        data = {k: v for k, v in data.items() if k != SCHEMA_KEY}
     try:
         model = SuiteModel.model_validate(data)
     except ValidationError as exc:

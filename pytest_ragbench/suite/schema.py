@@ -1033,9 +1033,18 @@ def required_keys() -> dict[str, str]:
             if f.is_required()}
 
 
+#: The top-level key by which a JSON suite names its JSON Schema for editors (the loader
+#: reads nothing from it; a YAML suite names it in a ``# yaml-language-server:`` comment).
+SCHEMA_KEY = "$schema"
+
+
 def suite_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a suite file, generated from :class:`SuiteModel`."""
     schema = SuiteModel.model_json_schema(mode="validation")
+    schema["properties"] = {
+        SCHEMA_KEY: {"type": "string", "description": "the URL or path of this JSON Schema, "
+                                                      "for editors (the plugin ignores it)"},
+        **schema["properties"]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         **schema,

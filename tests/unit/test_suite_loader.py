@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import DOCS, QUERIES, write_jsonl
 from conftest import LOADER_SUITE as GOOD
 from hypothesis import HealthCheck, given, settings
@@ -133,6 +134,25 @@ def test_deep_nesting(folder, opening):
     text = message(write(folder, GOOD + "description: " + opening * 5000 + closing * 5000 + "\n"))
     assert f"nested more than {MAX_DEPTH} levels deep" in text
     assert ":8:" in text
+
+
+def test_a_json_suite_may_name_its_json_schema(folder):
+    """Editors check a JSON file against the schema its ``$schema`` names (a YAML suite names
+    it in a comment); the suite is the same with it, and it must be a URL or a path."""
+    suite = yaml.safe_load(GOOD)
+    plain = folder / "plain.json"
+    plain.write_text(json.dumps(suite), encoding="utf-8")
+    named = folder / "named.json"
+    named.write_text(json.dumps({"$schema": "ragbench-suite.schema.json", **suite}, indent=1),
+                     encoding="utf-8")
+    known = Registry(use_entry_points=False).names("retriever")
+    assert load_suite(named, known).metrics == load_suite(plain, known).metrics
+    named.write_text(json.dumps({**suite, "$schema": 5}, indent=1), encoding="utf-8")
+    line = named.read_text().splitlines().index(' "$schema": 5') + 1
+    with pytest.raises(SuiteError) as info:
+        load_suite(named, known)
+    assert str(info.value) == (f"{named}:{line}: $schema: expected the URL or path of the "
+                               "suite's JSON Schema, got number")
 
 
 def test_duplicate_keys_name_both_lines(folder):

@@ -72,6 +72,11 @@ def test_unknown_keys_and_wrong_types_are_rejected(validator, change) -> None:
     assert list(validator.iter_errors({**GOOD, **change}))
 
 
+def test_a_json_suite_may_name_its_json_schema(validator) -> None:
+    assert validator.is_valid({"$schema": "ragbench-suite.schema.json", **GOOD})
+    assert not validator.is_valid({"$schema": 5, **GOOD})
+
+
 def test_shorthands_are_accepted(validator) -> None:
     for change in ({"dataset": "beir/nfcorpus"}, {"metrics": "ndcg@10, recall@100"},
                    {"retrievers": ["bm25", {"name": "b2", "type": "bm25"}]},
