@@ -100,6 +100,20 @@ def test_a_gate_on_no_common_query_says_so(files, capsys):
             "(`ndcg@10: no significant drop`, n = 0): nothing was compared") in out
 
 
+def test_compare_says_a_run_that_did_not_finish_has_no_summary(files, capsys):
+    """A run killed before its end leaves its cases and run.json, not its summary: it was
+    called "not a run folder", which ``ragbench report`` contradicts."""
+    killed = files / "killed"
+    killed.mkdir()
+    (killed / "run.json").write_text("{}")
+    (killed / "cases.jsonl").write_text("")
+    assert main(["compare", "base.json", str(killed)]) == 2
+    err = capsys.readouterr().err
+    assert f"{killed}: the run did not finish (it has cases.jsonl but no summary.json)" in err
+    assert f"--ragbench-resume={killed} makes a whole run of its cases" in err
+    assert "not a run folder" not in err
+
+
 def test_compare_usage_errors_exit_2(files, capsys):
     assert main(["compare", "base.json"]) == 2
     assert main(["compare", "a", "b", "--gate", "ndcg@10 at least 1"]) == 2

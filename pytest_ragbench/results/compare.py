@@ -484,6 +484,12 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     from .runfolder import CASES_JSONL, SUMMARY_JSON, RecordsFileError, read_jsonl
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
+    if cases_path.is_file() and not summary_path.exists():
+        # a run killed before its end (SIGKILL, a lost machine) writes its cases as they come
+        raise BaselineError(f"{folder}: the run did not finish (it has {CASES_JSONL} but no "
+                            f"{SUMMARY_JSON}), so it has no summary to compare: "
+                            f"--ragbench-resume={folder} makes a whole run of its cases and "
+                            "the missing ones ('ragbench report' shows what it has)")
     if not summary_path.is_file() or not cases_path.is_file():
         raise BaselineError(f"{folder}: not a run folder (expected {SUMMARY_JSON} and "
                             f"{CASES_JSONL})")
