@@ -328,11 +328,26 @@ def test_hybrid_over_objects_uses_retrieve_case_and_weights() -> None:
 def test_hybrid_weights_by_name_and_validation() -> None:
     hybrid = HybridRetriever(retrievers=["a", "b"], weights={"b": 2.0})
     assert hybrid.weights == [1.0, 2.0]
+    # a name left out weighs 1: not all 0
+    assert HybridRetriever(retrievers=["a", "b"], weights={"a": 0}).weights == [0.0, 1.0]
+    assert HybridRetriever(retrievers=["a"], rrf_k=10).rrf_k == 10.0
+    assert HybridRetriever(retrievers=["a"]).rrf_k == 60.0
     for bad, message in [({"retrievers": "bm25"}, "non-empty list"),
                          ({"retrievers": ["a", "a"]}, "twice"),
                          ({"retrievers": ["a"], "method": "mean"}, "method must be one of"),
                          ({"retrievers": ["a", "b"], "weights": [1]}, "1 values for 2"),
-                         ({"retrievers": ["a"], "weights": {"c": 1}}, "not among")]:
+                         ({"retrievers": ["a"], "weights": {"c": 1}}, "not among"),
+                         # parameters that would leave the fused ranking to the tie-break by
+                         # id, or change nothing the author meant
+                         ({"retrievers": ["a", "b"], "weights": [0, 0]}, "weights are all 0"),
+                         ({"retrievers": ["a", "b"], "weights": {"a": 0, "b": 0.0}},
+                          "weights are all 0"),
+                         ({"retrievers": ["a", "b"], "weights": [1, float("nan")]},
+                          "finite numbers >= 0"),
+                         ({"retrievers": ["a", "b"], "weights": [1, -1]}, "finite numbers >= 0"),
+                         ({"retrievers": ["a"], "method": "weighted", "rrf_k": 10},
+                          "rrf_k is a parameter of method: rrf; method: weighted does not"),
+                         ({"retrievers": ["a"], "rrf_k": float("inf")}, "rrf_k must be")]:
         with pytest.raises(ValueError, match=message):
             HybridRetriever(**bad)
     with pytest.raises(ValueError, match="needs retriever objects"):

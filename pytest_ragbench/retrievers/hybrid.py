@@ -20,13 +20,16 @@ rankings are read in trec_eval order (score descending, ties by id descending).
     retriever did not return contributes 0 for it.
 
 ``weights`` is a list aligned with ``retrievers`` or a mapping name -> weight (missing names
-weigh 1.0); default 1.0 each. The fused list is cut to ``k`` in trec_eval order. When a fused
-retriever offers ``retrieve_case`` (the run-file retriever does), it gets the whole query.
+weigh 1.0); default 1.0 each; numbers >= 0, not all 0 (every document would score 0).
+``rrf_k`` is given only with ``method: rrf`` (the other method would ignore it). The fused
+list is cut to ``k`` in trec_eval order. When a fused retriever offers ``retrieve_case`` (the
+run-file retriever does), it gets the whole query.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +38,7 @@ from ..metrics.retrieval import trec_order
 from ..registry import BuildContext
 
 METHODS = ("rrf", "weighted")
+DEFAULT_RRF_K = 60
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -47,6 +51,9 @@ async def _await_all(pending: Sequence[Awaitable[Any]]) -> None:
 
 
 def _validate(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any) -> None:
+    """Check a hybrid's parameters (``rrf_k`` None: not given), as a suite's author wrote
+    them: a parameter its method ignores, or weights that leave nothing to rank by, are
+    errors rather than a fused ranking no one asked for."""
     if isinstance(retrievers, str) or not isinstance(retrievers, Sequence) or not retrievers:
         raise ValueError(f"retrievers must be a non-empty list of retriever names, "
                          f"got {retrievers!r}")
@@ -55,8 +62,13 @@ def _validate(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any
         raise ValueError(f"retrievers lists a name twice: {list(retrievers)!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int | float) or rrf_k < 0:
-        raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
+    if rrf_k is not None:
+        if isinstance(rrf_k, bool) or not isinstance(rrf_k, int | float) or not (
+                math.isfinite(rrf_k) and rrf_k >= 0):
+            raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
+        if method != "rrf":
+            raise ValueError(f"rrf_k is a parameter of method: rrf; method: {method} does not "
+                             "use it")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
     if weights is None:
@@ -66,7 +78,8 @@ def _validate(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any
         if unknown:
             raise ValueError(f"weights names {', '.join(map(str, unknown))}, not among "
                              f"retrievers {names}")
-        values = list(weights.values())
+        # a name left out weighs 1.0
+        values = [weights.get(n, 1.0) for n in names]
     elif isinstance(weights, Sequence) and not isinstance(weights, str):
         if len(weights) != len(retrievers):
             raise ValueError(f"weights has {len(weights)} values for {len(retrievers)} "
@@ -76,6 +89,10 @@ def _validate(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any
         raise ValueError(f"weights must be a list or a mapping, got {weights!r}")
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
         raise ValueError(f"weights must be numbers, got {weights!r}")
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"weights must be finite numbers >= 0, got {weights!r}")
+    if not any(values):
+        raise ValueError(f"weights are all 0, got {weights!r}: every document would score 0")
 
 
 def min_max(hits: Sequence[tuple[str, float]]) -> dict[str, float]:
@@ -112,14 +129,15 @@ class HybridRetriever:
     context) or, from Python, retriever objects (indexed by :meth:`index`).
     """
 
-    def __init__(self, *, retrievers: Sequence[Any], method: str = "rrf", rrf_k: float = 60,
+    def __init__(self, *, retrievers: Sequence[Any], method: str = "rrf",
+                 rrf_k: float | None = None,
                  weights: Sequence[float] | Mapping[str, float] | None = None,
                  depth: int = 100, context: BuildContext | None = None) -> None:
         _validate(retrievers, method, rrf_k, weights, depth)
         self.names = [r if isinstance(r, str) else type(r).__name__ for r in retrievers]
         self._refs = list(retrievers)
         self.method = method
-        self.rrf_k = float(rrf_k)
+        self.rrf_k = float(DEFAULT_RRF_K if rrf_k is None else rrf_k)
         self.depth = depth
         if weights is None:
             self.weights = [1.0] * len(self._refs)
@@ -134,7 +152,7 @@ class HybridRetriever:
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
         """At collection: the names exist in the suite, are not this one, form no cycle."""
         refs = params.get("retrievers")
-        _validate(refs, params.get("method", "rrf"), params.get("rrf_k", 60),
+        _validate(refs, params.get("method", "rrf"), params.get("rrf_k"),
                   params.get("weights"), params.get("depth", 100))
         assert isinstance(refs, Sequence)
         siblings = context.siblings
