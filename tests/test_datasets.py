@@ -191,6 +191,30 @@ metrics: [exact_match]
         ("no",), ("yes", "Yes."), ("1:30", "010", "2024-01-01"), ("0", "2.5", "1.10")]
 
 
+def test_inline_answers_an_answer_field_names_read_as_written(tmp_path: Path,
+                                                              loader: ModuleType) -> None:
+    """``answer_field: metadata.answer`` over inline queries: ``no`` was YAML's False and
+    dropped, as a reference_answer's was."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents: [{_id: d1, text: alpha}]
+  answer_field: metadata.answer
+  items:
+    - {_id: q1, text: does it, metadata: {answer: no}}
+    - {_id: q2, text: when, metadata: {answer: [yes, 1:30, 7]}}
+    - {_id: q3, text: what, metadata: {other: no}}
+    - {_id: q4, text: what, metadata: no}
+pipelines: {p: {type: recorded, path: out.jsonl}}
+metrics: [exact_match]
+""")
+    (tmp_path / "out.jsonl").write_text(
+        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 5)))
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [q.reference_answers for q in ds.queries] == [("no",), ("yes", "1:30", "7"), (), ()]
+
+
 def test_a_records_own_id_wins_over_a_merged_one(tmp_path: Path) -> None:
     from pytest_ragbench.suite import loader
 

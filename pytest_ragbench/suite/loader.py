@@ -179,18 +179,38 @@ def _is_id_path(where: KeyPath) -> bool:
     return where[1] == "items" and where[3] == "relevant" and isinstance(where[4], int)
 
 
-def _is_answer_path(where: KeyPath) -> bool:
+def _is_answer_path(where: KeyPath, answer_field: tuple[str, ...] = ()) -> bool:
     """Whether the node at ``where`` is an inline query's reference answer, or one of a list
-    of them (read as written, see :func:`_ids_as_written`)."""
-    return (len(where) in (4, 5) and where[:2] == ("dataset", "items")
-            and where[3] in ANSWER_KEYS and (len(where) == 4 or isinstance(where[4], int)))
+    of them (read as written, see :func:`_ids_as_written`): under one of the answer keys, or
+    under the dotted key ``answer_field`` names (its parts)."""
+    if len(where) < 4 or where[:2] != ("dataset", "items"):
+        return False
+    for key in ((k,) for k in ANSWER_KEYS) if where[3] in ANSWER_KEYS else (answer_field,):
+        n = 3 + len(key)
+        if key and where[3:n] == key and (
+                len(where) == n or (len(where) == n + 1 and isinstance(where[n], int))):
+            return True
+    return False
 
 
-def _unclear_number(node: yaml.ScalarNode, where: KeyPath, path: Path) -> SuiteError | None:
+def _answer_field(root: yaml.Node) -> tuple[str, ...]:
+    """The parts of the suite's ``dataset.answer_field`` (none when it has no such string)."""
+    node: yaml.Node | None = root
+    for key in ("dataset", "answer_field"):
+        node = next((v for k, v in reversed(node.value) if isinstance(k, yaml.ScalarNode)
+                     and k.value == key), None) if isinstance(node, yaml.MappingNode) else None
+    if isinstance(node, yaml.ScalarNode) and node.value:
+        return tuple(node.value.split("."))
+    return ()
+
+
+def _unclear_number(node: yaml.ScalarNode, where: KeyPath, path: Path,
+                    answer_field: tuple[str, ...] = ()) -> SuiteError | None:
     """The error for a plain number YAML 1.1 reads otherwise than JSON and YAML 1.2 would,
-    outside ids (which keep their text): a suite's ``k: 010`` would silently be 8."""
+    outside ids and answers (which keep their text): a suite's ``k: 010`` would silently be
+    8."""
     if node.style or node.tag not in _NOT_TEXT_TAGS or _is_id_path(where) \
-            or _is_answer_path(where):
+            or _is_answer_path(where, answer_field):
         return None
     text = node.value
     if _OCTAL.fullmatch(text):
@@ -212,6 +232,7 @@ def _map_lines(root: yaml.Node, path: Path) -> Lines:
     """Key path -> line of every node; duplicate keys are an error naming both lines, and so
     is a plain number YAML reads otherwise than JSON would (see :func:`_unclear_number`)."""
     lines: dict[KeyPath, int] = {(): root.start_mark.line + 1}
+    answer_field = _answer_field(root)
     todo: list[tuple[yaml.Node, KeyPath]] = [(root, ())]
     while todo:
         node, where = todo.pop()
@@ -237,7 +258,8 @@ def _map_lines(root: yaml.Node, path: Path) -> Lines:
             for i, item in enumerate(node.value):
                 lines.setdefault((*where, i), item.start_mark.line + 1)
                 todo.append((item, (*where, i)))
-        elif isinstance(node, yaml.ScalarNode) and (error := _unclear_number(node, where, path)):
+        elif isinstance(node, yaml.ScalarNode) and (
+                error := _unclear_number(node, where, path, answer_field)):
             raise error
     return Lines(lines)
 
@@ -343,11 +365,29 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
                 elif key == "relevant" and part == "items":
                     record[key] = _texts(v, record[key], construct)
                 elif key in ANSWER_KEYS and part == "items":
-                    # numbers that read back as written stay numbers (the suite document,
-                    # whose hash the resume's case keys hold, is unchanged for them)
-                    record[key] = _texts(v, _as_written(v, record[key], (int, float)),
-                                         construct, (int, float))
+                    record[key] = _answers_as_written(v, record[key], construct)
+            field = data["dataset"].get("answer_field")
+            if part == "items" and isinstance(field, str) and field:
+                # the answers an answer_field names (metadata.answer: no), the same way
+                *parents, leaf = field.split(".")
+                holder, holder_node = record, node
+                for name in parents:
+                    holder, holder_node = holder.get(name), child(holder_node, name)
+                    if not isinstance(holder, dict):
+                        break
+                else:
+                    leaf_node = child(holder_node, leaf)
+                    if leaf in holder and leaf_node is not None:
+                        holder[leaf] = _answers_as_written(leaf_node, holder[leaf], construct)
     return data
+
+
+def _answers_as_written(node: yaml.Node, value: Any,
+                        construct: Callable[[yaml.Node], Any]) -> Any:
+    """Reference answers (one, or a list) as written (see :func:`_ids_as_written`)."""
+    # numbers that read back as written stay numbers (the suite document, whose hash the
+    # resume's case keys hold, is unchanged for them)
+    return _texts(node, _as_written(node, value, (int, float)), construct, (int, float))
 
 
 def _texts(node: yaml.Node | None, value: Any, construct: Callable[[yaml.Node], Any],
