@@ -123,6 +123,9 @@ class RagbenchState:
         self._ahead_made = False
         self._markers: set[str] = set()
         self._registered: set[tuple[str, str]] = set()
+        # a registration the registry refused: said again to every later caller, whose
+        # registry lacks what that hook would have added after it
+        self._registration_error: ComponentError | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._froze_heap = False
         # a heap someone else froze (see freeze_heap) stays theirs for the whole run
@@ -177,6 +180,9 @@ class RagbenchState:
         Implementations are called one by one (not through the hook caller) so that every
         name they add is attributed to the conftest or plugin that added it.
         """
+        if self._registration_error is not None:
+            # not "unknown retriever 'mine'" for the next suite file: the cause, again
+            raise ComponentError(str(self._registration_error))
         hook = self.config.hook.pytest_ragbench_register
         for impl in hook.get_hookimpls():
             key = (impl.plugin_name, getattr(impl.function, "__qualname__", repr(impl.function)))
@@ -191,7 +197,9 @@ class RagbenchState:
             except ComponentError as exc:
                 # a registration the registry refused: one message naming where it was made,
                 # not a traceback through the plugin
-                raise ComponentError(f"{origin}: pytest_ragbench_register: {exc}") from None
+                self._registration_error = ComponentError(
+                    f"{origin}: pytest_ragbench_register: {exc}")
+                raise ComponentError(str(self._registration_error)) from None
 
     def set_clock(self, clock: float) -> None:
         """Score time-dependent metrics against ``clock`` (epoch seconds) instead of this run's

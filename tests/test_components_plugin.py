@@ -176,6 +176,33 @@ def test_a_registration_the_registry_refuses_is_one_line_naming_the_conftest(
         "metric)"])
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_refused_registration_is_the_error_of_every_suite_file(pytester, project, workers):
+    # The hook ran once, for the first suite file; the next one was built from the half-done
+    # registry and read "unknown retriever 'mine'", hiding the cause
+    for name in ("a.yaml", "b.yaml"):
+        project("""
+            retrievers: {mine: {}}
+            metrics: [ndcg@10]
+        """, name=name)
+    pytester.makeconftest("""
+        from overlap_retriever import Overlap
+
+        def pytest_ragbench_register(registry):
+            registry.add("retriever", "other", Overlap)
+            registry.add("retrievr", "mine", Overlap)
+    """)
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml", "-p",
+                                "no:cacheprovider", *workers)
+    out = result.stdout.str()
+    assert "unknown retriever 'mine'" not in out, out
+    # xdist shows the first collection error of its workers only
+    for name in ("a.yaml", "b.yaml")[:1 if workers else 2]:
+        result.stdout.fnmatch_lines([f"*ERROR collecting {name}*",
+                                     "conftest conftest.py: pytest_ragbench_register: unknown "
+                                     "component kind 'retrievr'*"])
+
+
 def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, project,
                                                                   monkeypatch):
     _pythonpath(monkeypatch, SITE_A, SITE_B)
