@@ -155,6 +155,24 @@ def test_cli_gate_problems_say_did_you_mean():
     assert "a (ndcg@10, recall@10), b (mrr@10)" in problems[0]
 
 
+def test_a_cli_gate_scope_is_matched_in_the_suites_computing_its_metric():
+    # The gate judges only the suites that compute its metric (31d737f): another suite's hard
+    # queries let 'difficulty=hard: ndcg@10' through, and the whole run ran to fail on "no
+    # query matches difficulty=hard" in the suite computing ndcg@10
+    from pytest_ragbench.datasets import Query
+
+    suites = {"a": ["ndcg@10"], "b": ["recall@10"]}
+    queries = {"a": [Query("q1", "x", difficulty="easy")],
+               "b": [Query("q1", "x", difficulty="easy"), Query("q2", "y", difficulty="hard")]}
+    assert cli_gate_problems(["difficulty=hard: ndcg@10 >= 0.1"], suites, None, queries) == [
+        "--ragbench-gate 'difficulty=hard: ndcg@10 >= 0.1': selects none of the 1 selected "
+        "queries of the collected suites computing 'ndcg@10': no query has difficulty 'hard'; "
+        "the difficulties: easy"]
+    # the suites that compute it, and every suite for the error rate, which all do
+    assert cli_gate_problems(["difficulty=hard: recall@10 >= 0.1",
+                              "difficulty=hard: error_rate <= 0.1"], suites, None, queries) == []
+
+
 def test_a_cli_gate_bound_outside_the_metrics_range_is_refused(tmp_path):
     # as in a suite file: 60 for 0.6 can never pass, error_rate <= 5 always passes
     suite = tmp_path / "s.yaml"

@@ -157,14 +157,22 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{', '.join(systems) or 'none'}")
             continue
         if metas is not None and case_filter(gate.scope):
-            # the queries of the suites the gate judges: those with its system, if it names one
+            # the queries of the suites the gate judges: those with its system, if it names
+            # one, that compute its metric, if some do (the others it leaves alone, as the
+            # comparison does: results.compare.applicable_gates); another suite's queries
+            # let a scope only they match run the whole run to fail on "no query matches"
+            computing = {name for name, names in suite_metrics.items()
+                         if metric == ERROR_RATE or metric in names}
             judged = [m for name, ms in metas.items()
-                      if only is None or only in (suite_systems or {}).get(name, [only])
+                      if (only is None or only in (suite_systems or {}).get(name, [only]))
+                      and (not computing or name in computing)
                       for m in ms]
             reason = _unmatched(gate.scope, judged)
             if reason is not None:
+                narrowed = 0 < len(computing) < len(suite_metrics)
                 problems.append(f"--ragbench-gate {text!r}: selects none of the {len(judged)} "
                                 f"selected queries of the collected suites"
+                                f"{f' computing {metric!r}' if narrowed else ''}"
                                 f"{f' with system {only!r}' if only else ''}: {reason}")
                 continue
         if metric == ERROR_RATE or metric in known:
