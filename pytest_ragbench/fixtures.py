@@ -403,7 +403,7 @@ class CaseRecorder:
         if report.skipped:
             return None
         item = self._item
-        suite_id = item.nodeid.split("[", 1)[0]
+        suite_id = _suite_of(item)
         if self._runtime is not None and self._ref is not None:
             runtime, ref = self._runtime, self._ref
             base = (self._scored if self._scored is not None
