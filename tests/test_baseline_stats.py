@@ -344,6 +344,29 @@ def test_a_baseline_gate_whose_scope_no_case_ran_is_skipped_in_a_partial_run():
     assert not whole["passed"] and not any(g.get("skipped") for g in whole["gates"])
 
 
+def test_a_baseline_gate_is_skipped_for_a_system_that_ran_none_of_its_scope():
+    # The scope was looked for in the cases of every system: a -k that ran hard queries of
+    # one system and only easy ones of the other failed the other on "nothing was compared"
+    # while the same scope's threshold gate, which looks at that system's cases, was skipped
+    import copy
+
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    base["suites"]["s.yaml"]["retrievers"]["r2"] = copy.deepcopy(
+        base["suites"]["s.yaml"]["retrievers"]["r"])
+    cur = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    cur["suites"]["s.yaml"]["retrievers"]["r2"] = {
+        "n_cases": 2, "n_errors": 0, "errors": [], "metrics": {"ndcg@10": {
+            "mean": 0.5, "direction": "higher", "scores": {"q10": 0.5, "q11": 0.5}}}}
+    cur["suites"]["s.yaml"].update(n_cases_run=22, n_cases_total=40)
+    gates = ("difficulty=hard: ndcg@10: drop <= 0.01", "difficulty=hard: ndcg@10 >= 0.1")
+    out = compare_docs(base, cur, Overrides(gates=gates))
+    assert out["passed"], failure_lines(out)
+    assert {(g["retriever"], g["text"]): g.get("note") for g in out["gates"]} == {
+        ("r", gates[0]): None, ("r", gates[1]): None,
+        ("r2", gates[0]): "no case of its scope ran in this partial run",
+        ("r2", gates[1]): "no case of its scope ran in this partial run"}
+
+
 def test_a_scoped_row_claims_no_tolerance_check():
     # the row a scoped baseline gate asks for is judged by that gate alone (no tolerance is
     # applied to it), yet it carried the suite's tolerance: junit showed a passing

@@ -125,6 +125,12 @@ def _scores(doc_r: Mapping[str, Any], metric: str) -> dict[str, float | None]:
     return dict(doc_r.get("metrics", {}).get(metric, {}).get("scores", {}))
 
 
+def _cases_of(doc_r: Mapping[str, Any], metric: str) -> set[str]:
+    """The cases a system of a document ran, as the threshold gates on ``metric`` count
+    them: those scored on it and those that errored."""
+    return {*_scores(doc_r, metric), *(str(c) for c in doc_r.get("errors", []))}
+
+
 def _case_ids(doc_suite: Mapping[str, Any]) -> set[str]:
     ids = set(doc_suite.get("cases", {}))
     for r in doc_suite.get("retrievers", {}).values():
@@ -418,9 +424,9 @@ def _baseline_gate_results(
     rows: Sequence[Mapping[str, Any]], default_alpha: float, *, partial: bool = False,
 ) -> list[dict[str, Any]]:
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
-    metas = list(cur_s.get("cases", {}).values())
+    meta = cur_s.get("cases", {})
     out = []
-    for rname in cur_s.get("retrievers", {}):
+    for rname, cur_r in cur_s.get("retrievers", {}).items():
         for gate in gates:
             if not isinstance(gate, DropGate | SignificanceGate):
                 continue
@@ -436,9 +442,11 @@ def _baseline_gate_results(
             if row is None:
                 res.update(passed=True, skipped=True,
                            note="not in the baseline; nothing to compare")
-            elif partial and filt and not any(case_in_scope(m, filt) for m in metas):
+            elif partial and filt and not any(case_in_scope(meta.get(cid, {}), filt)
+                                              for cid in _cases_of(cur_r, gate.metric)):
                 # as a threshold gate: a -k may have left the scope out (nothing compared
-                # fails a whole run, below)
+                # fails a whole run, below); the scope of this system's cases, as there (a
+                # hard case another system ran compares nothing of this one)
                 res.update(passed=True, skipped=True, note=NO_CASE_RAN)
             elif isinstance(gate, DropGate):
                 worse = worse_by(_nan(row["delta"]), row["direction"])
