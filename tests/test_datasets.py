@@ -215,6 +215,27 @@ metrics: [exact_match]
     assert [q.reference_answers for q in ds.queries] == [("no",), ("yes", "1:30", "7"), (), ()]
 
 
+def test_an_inline_nan_or_infinity_is_no_reference_answer(tmp_path: Path,
+                                                         loader: ModuleType) -> None:
+    """A NaN is no answer in a dataset file; read as written, YAML's `.nan` in a suite was
+    the answer ".nan" (and `.inf` the answer ".inf"), which only a model saying so matched."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""\
+name: s
+dataset:
+  documents: [{_id: d1, text: alpha}]
+  items:
+    - {_id: q1, text: a, reference_answer: .nan}
+    - {_id: q2, text: b, answers: [.inf, -.Inf, yes, .NaN, 1.5]}
+pipelines: {p: {type: recorded, path: out.jsonl}}
+metrics: [exact_match]
+""")
+    (tmp_path / "out.jsonl").write_text(
+        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 3)))
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    assert [q.reference_answers for q in ds.queries] == [(), ("yes", "1.5")]
+
+
 def test_a_records_own_id_wins_over_a_merged_one(tmp_path: Path) -> None:
     from pytest_ragbench.suite import loader
 

@@ -384,10 +384,20 @@ def _ids_as_written(root: yaml.Node, data: Any, construct: Callable[[yaml.Node],
 
 def _answers_as_written(node: yaml.Node, value: Any,
                         construct: Callable[[yaml.Node], Any]) -> Any:
-    """Reference answers (one, or a list) as written (see :func:`_ids_as_written`)."""
-    # numbers that read back as written stay numbers (the suite document, whose hash the
-    # resume's case keys hold, is unchanged for them)
-    return _texts(node, _as_written(node, value, (int, float)), construct, (int, float))
+    """An inline query's reference answer(s) as written (see :func:`_ids_as_written`).
+
+    Numbers that read back as written stay numbers (the suite document, whose hash the
+    resume's case keys hold, is unchanged for them). YAML's ``.nan`` and ``.inf`` stay
+    floats: no answer, as a NaN is in a dataset file (``datasets.core._answer_texts``), not
+    the answer ".nan"."""
+    def one(scalar: yaml.Node, read: Any) -> Any:
+        if isinstance(read, float) and not math.isfinite(read):
+            return read
+        return _as_written(scalar, read, (int, float))
+
+    if isinstance(node, yaml.SequenceNode) and isinstance(value, list):
+        return [one(n, construct(n)) for n in node.value]
+    return _texts(node, one(node, value), construct, (int, float))
 
 
 def _texts(node: yaml.Node | None, value: Any, construct: Callable[[yaml.Node], Any],
