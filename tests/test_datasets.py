@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -167,73 +168,56 @@ xfail: [2024-01-01 10:00:00]
     assert list(loaded.xfail) == ["2024-01-01 10:00:00"]
 
 
+def _inline_answers(tmp_path: Path, loader: ModuleType, dataset: str) -> list[tuple[str, ...]]:
+    """The reference answers of the inline queries a suite's ``dataset`` lines (YAML, under
+    the key) give, each query answered by a recorded pipeline."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\ndataset:\n  documents: [{_id: d1, text: alpha}]\n" + dataset
+                     + "pipelines: {p: {type: recorded, path: out.jsonl}}\n"
+                       "metrics: [exact_match]\n")
+    queries = len(re.findall(r"_id: q", dataset))
+    (tmp_path / "out.jsonl").write_text("".join(
+        json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, queries + 1)))
+    ds = load_dataset(loader.load_suite(suite, None).dataset)
+    return [q.reference_answers for q in ds.queries]
+
+
 def test_inline_reference_answers_read_as_written(tmp_path: Path, loader: ModuleType) -> None:
     """A yes/no question's `reference_answer: no` was YAML's False: dropped, the query had
     no reference (its answer metrics NaN, left out of the means), and in a list it became
     the answer "False"; 010 and 1:30 (a time) were refused as unclear numbers."""
-    suite = tmp_path / "suite.yaml"
-    suite.write_text("""\
-name: s
-dataset:
-  documents: [{_id: d1, text: alpha}]
+    assert _inline_answers(tmp_path, loader, """\
   items:
     - {_id: q1, text: does it, reference_answer: no}
     - {_id: q2, text: is it, answers: [yes, "Yes."]}
     - {_id: q3, text: when, answer: 2024-01-01, reference_answers: [1:30, 010]}
     - {_id: q4, text: how many, reference_answer: 0, answers: [2.5, 1.10]}
-pipelines: {p: {type: recorded, path: out.jsonl}}
-metrics: [exact_match]
-""")
-    (tmp_path / "out.jsonl").write_text(
-        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 5)))
-    ds = load_dataset(loader.load_suite(suite, None).dataset)
-    assert [q.reference_answers for q in ds.queries] == [
-        ("no",), ("yes", "Yes."), ("1:30", "010", "2024-01-01"), ("0", "2.5", "1.10")]
+""") == [("no",), ("yes", "Yes."), ("1:30", "010", "2024-01-01"), ("0", "2.5", "1.10")]
 
 
 def test_inline_answers_an_answer_field_names_read_as_written(tmp_path: Path,
                                                               loader: ModuleType) -> None:
     """``answer_field: metadata.answer`` over inline queries: ``no`` was YAML's False and
     dropped, as a reference_answer's was."""
-    suite = tmp_path / "suite.yaml"
-    suite.write_text("""\
-name: s
-dataset:
-  documents: [{_id: d1, text: alpha}]
+    assert _inline_answers(tmp_path, loader, """\
   answer_field: metadata.answer
   items:
     - {_id: q1, text: does it, metadata: {answer: no}}
     - {_id: q2, text: when, metadata: {answer: [yes, 1:30, 7]}}
     - {_id: q3, text: what, metadata: {other: no}}
     - {_id: q4, text: what, metadata: no}
-pipelines: {p: {type: recorded, path: out.jsonl}}
-metrics: [exact_match]
-""")
-    (tmp_path / "out.jsonl").write_text(
-        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 5)))
-    ds = load_dataset(loader.load_suite(suite, None).dataset)
-    assert [q.reference_answers for q in ds.queries] == [("no",), ("yes", "1:30", "7"), (), ()]
+""") == [("no",), ("yes", "1:30", "7"), (), ()]
 
 
 def test_an_inline_nan_or_infinity_is_no_reference_answer(tmp_path: Path,
                                                          loader: ModuleType) -> None:
     """A NaN is no answer in a dataset file; read as written, YAML's `.nan` in a suite was
     the answer ".nan" (and `.inf` the answer ".inf"), which only a model saying so matched."""
-    suite = tmp_path / "suite.yaml"
-    suite.write_text("""\
-name: s
-dataset:
-  documents: [{_id: d1, text: alpha}]
+    assert _inline_answers(tmp_path, loader, """\
   items:
     - {_id: q1, text: a, reference_answer: .nan}
     - {_id: q2, text: b, answers: [.inf, -.Inf, yes, .NaN, 1.5]}
-pipelines: {p: {type: recorded, path: out.jsonl}}
-metrics: [exact_match]
-""")
-    (tmp_path / "out.jsonl").write_text(
-        "".join(json.dumps({"query_id": f"q{i}", "answer": "a"}) + "\n" for i in range(1, 3)))
-    ds = load_dataset(loader.load_suite(suite, None).dataset)
-    assert [q.reference_answers for q in ds.queries] == [(), ("yes", "1.5")]
+""") == [(), ("yes", "1.5")]
 
 
 def test_a_records_own_id_wins_over_a_merged_one(tmp_path: Path) -> None:
