@@ -40,6 +40,20 @@ def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
     result.stdout.fnmatch_lines(["*no case of its scope ran in this partial run*"])
 
 
+def test_a_case_whose_worker_crashed_counts_in_its_scope(pytester, mini_suite):
+    # A crashed worker's case gets its error record from the controller, which holds no
+    # dataset: no type, difficulty or tags, so a scoped error-rate gate passed on the hard
+    # queries while one of them crashed. Another system's record of the query has them.
+    path = mini_suite(crash_on="citric")  # q4, a hard query
+    path.write_text(path.read_text().replace("metrics:", "  bm25: {}\nmetrics:")
+                    + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+    result = pytester.runpytest(SUITE, "-n", "1", "-p", "no:randomly")
+    result.assert_outcomes(passed=9, failed=1)
+    gates = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    assert [(g["retriever"], g["passed"], g["value"], g["n"]) for g in gates] == [
+        ("overlap", False, 0.5, 2), ("bm25", True, 0.0, 2)]
+
+
 def test_a_case_whose_setup_failed_counts_in_its_scope(pytester, mini_suite):
     # The error record of a case whose setup failed outside the case (a conftest hook) had
     # no type, difficulty or tags: a scoped error-rate gate passed on the hard queries while

@@ -203,18 +203,20 @@ def case_meta(recs: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 def evaluate_gates(
     spec: SuiteSpec, retriever: str, group: Mapping[str, Any],
     recs: Sequence[Mapping[str, Any]] = (), *, partial: bool = False,
-    suite_id: str | None = None,
+    suite_id: str | None = None, meta: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each threshold gate of the suite checked against one retriever's summary.
 
     Gates scoped to another retriever are skipped; gates against a baseline are checked later,
-    when the baseline is known. ``suite_id`` names the suite file in each result.
+    when the baseline is known. ``suite_id`` names the suite file in each result. ``meta``:
+    the suite's :func:`case_meta` (default: that of ``recs``).
     """
     return check_thresholds(
         threshold_gates(spec), suite=spec["name"], retriever=retriever,
         means={name: st["mean"] for name, st in group["metrics"].items()},
         error_rate=float(group["error_rate"]),
-        cases=lambda metric: case_scores(recs, metric), meta=case_meta(recs),
+        cases=lambda metric: case_scores(recs, metric),
+        meta=case_meta(recs) if meta is None else meta,
         error_counts=case_error_counts(recs), partial=partial, suite_id=suite_id)
 
 
@@ -314,6 +316,11 @@ def summarize_run(
         if any(name not in names for name, _ in entries):
             systems = 0
         per_system = n_total // systems if systems and n_total % systems == 0 else None
+        # a query's type, difficulty and tags are the same for every system: a case whose
+        # record came from the controller (its worker crashed; the controller holds no
+        # dataset) has none, and another system's record of the query gives them to its
+        # scoped gates, as a stored run's suite-wide "cases" gives them to a comparison's
+        meta = case_meta(r for _, recs in entries for r in recs)
         for retriever, recs in entries:
             group = summarize_group(spec, recs, metric_names, seed)
             group["name"] = retriever
@@ -321,7 +328,8 @@ def summarize_run(
                 # partial as the suite is (what a stored run can tell too); labelled with
                 # what this system ran of its own cases
                 group["gates"] = evaluate_gates(spec, retriever, group, recs,
-                                                partial=n_run < n_total, suite_id=suite_id)
+                                                partial=n_run < n_total, suite_id=suite_id,
+                                                meta=meta)
                 ran, total = ((len(recs), per_system) if per_system is not None
                               else (n_run, n_total))
                 if n_run < n_total and ran < total:
