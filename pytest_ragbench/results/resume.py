@@ -62,9 +62,10 @@ if TYPE_CHECKING:
 
 #: Statuses of a finished case; an errored case is run again.
 REUSABLE = ("ok", "failed")
-# Sections of a suite file that change no finished case's record.
+# Sections of a suite file that change no finished case's record ("$schema": the JSON Schema
+# a JSON suite names for editors, which the loaded document leaves out as YAML's comment is).
 _NOT_IN_SETTINGS = ("gates", "baseline", "xfail", "retrievers", "pipelines", "description",
-                    "cache", "max_cost")
+                    "cache", "max_cost", "$schema")
 # The sections holding endpoints, and their keys that set only how calls are made (the
 # limits of the run's budget and the retries); a finished case measured the same under any.
 _ENDPOINT_SECTIONS = ("llm", "judge", "embedder")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,3 +135,20 @@ def test_a_suites_metrics_share_one_entry_point_scan(monkeypatch) -> None:
     suite = load_suite(EXAMPLES / "rag" / "suite.yaml", None)
     assert len(suite.metrics) >= 3  # a scan per metric would show here
     assert len(scans) == 1
+
+
+def test_a_json_suites_schema_key_is_no_setting(tmp_path: Path) -> None:
+    # "$schema" is the editor's (as a YAML suite's comment is): the loaded document leaves it
+    # out, so the file read again must too, and naming another copy of the schema changes no
+    # finished case's record
+    doc = {"name": "s", "metrics": ["ndcg@10"], "retrievers": {"bm25": {"type": "bm25"}},
+           "dataset": {"documents": [{"id": "d1", "text": "a"}],
+                       "items": [{"id": "q1", "query": "a", "relevant": ["d1"]}]}}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"$schema": "./ragbench-suite.schema.json", **doc}))
+    suite = load_suite(path, None)
+    assert settings_digest(suite.document) == settings_hash(path)
+    keys = SuiteKeys.of(suite, "s.json", "D", "1")
+    assert SuiteKeys.of(replace(suite, document=None), "s.json", "D", "1") == keys
+    assert settings_digest({"$schema": "https://example.org/s.json", **doc}) \
+        == settings_digest(doc)
