@@ -209,6 +209,19 @@ def test_inline_answers_an_answer_field_names_read_as_written(tmp_path: Path,
 """) == [("no",), ("yes", "1:30", "7"), (), ()]
 
 
+def test_an_answer_field_under_an_answer_key_reads_its_answers_as_written(
+        tmp_path: Path, loader: ModuleType) -> None:
+    """``answer_field: answer.text`` (SQuAD's shape) over inline queries: the check of
+    unclear numbers looked under an answer key for that key's own answers only, so 1:30 and
+    010 under ``answer.text`` were refused as numbers while the field read them as written."""
+    assert _inline_answers(tmp_path, loader, """\
+  answer_field: answer.text
+  items:
+    - {_id: q1, text: when, answer: {text: 1:30}}
+    - {_id: q2, text: which, answer: {text: [no, 010]}}
+""") == [("1:30",), ("no", "010")]
+
+
 def test_an_inline_nan_or_infinity_is_no_reference_answer(tmp_path: Path,
                                                          loader: ModuleType) -> None:
     """A NaN is no answer in a dataset file; read as written, YAML's `.nan` in a suite was

@@ -182,10 +182,11 @@ def _is_id_path(where: KeyPath) -> bool:
 def _is_answer_path(where: KeyPath, answer_field: tuple[str, ...] = ()) -> bool:
     """Whether the node at ``where`` is an inline query's reference answer, or one of a list
     of them (read as written, see :func:`_ids_as_written`): under one of the answer keys, or
-    under the dotted key ``answer_field`` names (its parts)."""
+    under the dotted key ``answer_field`` names (its parts), which may lie under an answer
+    key (``answer.text``)."""
     if len(where) < 4 or where[:2] != ("dataset", "items"):
         return False
-    for key in ((k,) for k in ANSWER_KEYS) if where[3] in ANSWER_KEYS else (answer_field,):
+    for key in (*((k,) for k in ANSWER_KEYS), answer_field):
         n = 3 + len(key)
         if key and where[3:n] == key and (
                 len(where) == n or (len(where) == n + 1 and isinstance(where[n], int))):
