@@ -82,6 +82,9 @@ class SuiteFile(pytest.File):
         # cases it ran (whole, and good for a baseline).
         suite = runtime.suite
         state.collected[self.nodeid] = len(suite.systems) * len(dataset.queries) * suite.runs
+        state.query_meta[self.nodeid] = {
+            q.id: {"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)}
+            for q in dataset.queries if q.type or q.difficulty or q.tags}
         for name in query_marker_names(dataset.queries):
             state.register_marker(name)
         for spec in runtime.suite.systems:

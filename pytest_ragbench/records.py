@@ -400,8 +400,14 @@ def mark_expected_failure(rec: dict[str, Any], reason: str, *, applied: bool) ->
 
 def error_record(
     *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
-    etype: str = "Error",
+    etype: str = "Error", meta: Mapping[str, Any] | None = None,
 ) -> CaseRecord:
-    """A minimal record for a case that died before producing one (e.g. a crashed worker)."""
+    """A minimal record for a case that died before producing one (e.g. a crashed worker).
+
+    ``meta``: the query's type, difficulty and tags, where known (scoped gates select on them).
+    """
+    meta = meta or {}
     return make_record(suite=suite, retriever=retriever, case_id=case_id, run=run,
+                       type=meta.get("type"), difficulty=meta.get("difficulty"),
+                       tags=meta.get("tags") or (),
                        error={"stage": stage, "type": etype, "message": message})

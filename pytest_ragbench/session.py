@@ -59,7 +59,14 @@ from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .sigterm import replace_sigterm
-from .state import COLLECTED_ATTR, IDENTITY_ATTR, REPORT_ATTR, SHOWN_TEXTS_OUTPUT, STATE_KEY
+from .state import (
+    COLLECTED_ATTR,
+    IDENTITY_ATTR,
+    QUERY_META_ATTR,
+    REPORT_ATTR,
+    SHOWN_TEXTS_OUTPUT,
+    STATE_KEY,
+)
 from .suite.files import case_matcher
 
 # pytest_ragbench.plugin imports this module only once a run turns out to have ragbench cases,
@@ -188,6 +195,8 @@ class RagbenchSession:
         # Cases each suite holds as collected (suite id -> count), before any deselection;
         # workers send theirs with their first case report.
         self.collected: dict[str, int] = {}
+        # suite id -> query id -> type, difficulty and tags, as the workers collected them
+        self._query_meta: dict[str, dict[str, Any]] = {}
         # node id -> the suite, system and case of a hand-written test (fixtures.py)
         self._identities: dict[str, dict[str, Any]] = {}
         # the case totals run.json holds (None: not written)
@@ -302,6 +311,11 @@ class RagbenchSession:
                 # an xdist worker's totals came after run.json was written: a run killed
                 # before its end is re-rendered from that file ("N of M cases")
                 self._write_run_json()
+        query_meta = getattr(report, QUERY_META_ATTR, None)
+        if isinstance(query_meta, dict):
+            for sid, queries in query_meta.items():
+                if isinstance(queries, dict):
+                    self._query_meta.setdefault(str(sid), {}).update(queries)
         if report.when == "call":
             self._called.add(report.nodeid)
         if report.failed and not hasattr(report, "wasxfail"):
@@ -324,6 +338,7 @@ class RagbenchSession:
             self._add(report.nodeid, error_record(
                 suite=str(ident["suite"]), retriever=str(ident["retriever"]),
                 case_id=str(ident["case_id"]),
+                meta=self._query_meta.get(str(ident["suite"]), {}).get(str(ident["case_id"])),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when))
@@ -334,6 +349,7 @@ class RagbenchSession:
             message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run,
+                meta=self._query_meta.get(suite, {}).get(case_id),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
@@ -484,6 +500,7 @@ class RagbenchSession:
             suite, retriever, case_id, run = self._case_of(nodeid)
             self._add(nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run, stage="crash",
+                meta=self._query_meta.get(suite, {}).get(case_id),
                 message="a worker crashed while it retrieved ahead for other queries; put "
                         "back to run again, it never ran (the run stopped first)"))
             self.items_errored.add(nodeid)

@@ -43,6 +43,8 @@ REPORT_ATTR = "ragbench_record"
 IDENTITY_ATTR = "ragbench_case_identity"
 # On the first case report of each process: {suite id: cases the suite holds as collected}.
 COLLECTED_ATTR = "ragbench_collected"
+# With it: {suite id: {query id: type, difficulty, tags}}, the queries that have any.
+QUERY_META_ATTR = "ragbench_query_meta"
 RUN_START_INPUT = "ragbench_run_start"
 #: ``workerinput`` key: the controller runs under ``--dist each`` (a worker's own
 #: ``config.option.dist`` is reset by xdist).
@@ -137,6 +139,10 @@ class RagbenchState:
         #: (fixtures.py); sent to the controller once, with a case report.
         self.collected: dict[str, int] = {}
         self.collected_sent = False
+        #: Per suite id, the type, difficulty and tags of its queries that have any (collect.py):
+        #: sent with the counts, for the record the controller makes of a case whose worker
+        #: crashed (it holds no dataset), which scoped gates select on.
+        self.query_meta: dict[str, dict[str, dict[str, Any]]] = {}
         #: xdist controller: its workers, which exit as each finishes (worker_exits.py).
         self.worker_exits = WorkerExits()
         # In an xdist worker of a run that writes reports: per suite id, the documents this
@@ -398,6 +404,8 @@ class RagbenchState:
         if not self.collected_sent and self.collected:
             self.collected_sent = True
             setattr(report, COLLECTED_ATTR, dict(self.collected))
+            if any(self.query_meta.values()):
+                setattr(report, QUERY_META_ATTR, self.query_meta)
 
     def note_shown(self, rec: Mapping[str, Any]) -> None:
         """In an xdist worker, remember the documents a record of this worker shows."""

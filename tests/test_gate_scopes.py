@@ -54,6 +54,22 @@ def test_a_case_whose_worker_crashed_counts_in_its_scope(pytester, mini_suite):
         ("overlap", False, 0.5, 2), ("bm25", True, 0.0, 2)]
 
 
+def test_a_crashed_case_of_a_suite_of_one_system_keeps_its_query_metadata(pytester, mini_suite):
+    # With one system there is no other record of the query: the workers send the type,
+    # difficulty and tags of the queries they collected, and the controller's error record of
+    # the crashed case carries them (in cases.jsonl too, as a case that errored on its worker)
+    path = mini_suite(crash_on="citric")  # q4, a hard query
+    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+    result = pytester.runpytest(SUITE, "-n", "1", "-p", "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    assert (gate["passed"], gate["value"], gate["n"]) == (False, 0.5, 2)
+    rec = next(json.loads(line) for line in (latest_run(pytester.path) / "cases.jsonl")
+               .read_text().splitlines() if json.loads(line)["case_id"] == "q4")
+    assert (rec["difficulty"], rec["type"], rec["tags"]) == ("hard", "how_to", ["cleaning"])
+    assert rec["error"]["stage"] == "crash"
+
+
 def test_a_case_whose_setup_failed_counts_in_its_scope(pytester, mini_suite):
     # The error record of a case whose setup failed outside the case (a conftest hook) had
     # no type, difficulty or tags: a scoped error-rate gate passed on the hard queries while
