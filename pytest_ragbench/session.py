@@ -45,7 +45,7 @@ from .report.files import (
 )
 from .report.format import one_line
 from .report.terminal import render_summary
-from .report.views import gate_failure_line
+from .report.views import gate_failure_line, tell_suites_apart
 from .results.aggregate import summarize_run
 from .results.resume import ResumeTally, resume_line
 from .results.runfolder import (
@@ -642,7 +642,8 @@ class RagbenchSession:
         summary = jsonable({**summary, "run": {**run, **self._budget_figures(state)}})
         failed = [g for g in summary["gates"] if not g["passed"]]
         if failed:
-            self.failures += [gate_failure_line(g) for g in failed]
+            self.failures += [gate_failure_line(g)
+                              for g in tell_suites_apart(failed, summary["suites"])]
 
         extra_gates = tuple(self.config.getoption("ragbench_gate") or ())
         save_path = self.config.getoption("ragbench_save_baseline")

@@ -103,13 +103,45 @@ def test_gates_of_two_suites_with_one_name_stay_with_their_files(pytester, mini_
                              ("b.yaml", "ndcg@10 >= 0.9")]
     assert "coverage" not in gates["a.yaml", "mrr@10 >= 0.1"]
     assert gates["b.yaml", "mrr@10 >= 0.1"]["coverage"] == "4 of 5 cases"
-    result.stdout.fnmatch_lines(["*PASS mini/overlap: mrr@10 1.0000 >= 0.1 (margin +0.9000)"])
+    assert "PASS mini [a.yaml]/overlap: mrr@10 1.0000 >= 0.1 (margin +0.9000)" in (
+        result.stdout.str())
     cases = _junit_cases(pytester.path / "out.xml")
     gate_cases = sorted(k for k in cases if "ragbench-gates" in k)
     assert gate_cases == ["a.yaml.ragbench-gates.overlap::mrr@10 >= 0.1",
                           "b.yaml.ragbench-gates.overlap::mrr@10 >= 0.1",
                           "b.yaml.ragbench-gates.overlap::ndcg@10 >= 0.9"]
     assert cases["b.yaml.ragbench-gates.overlap::ndcg@10 >= 0.9"].find("failure") is not None
+
+
+def test_gates_and_regressions_of_two_suites_with_one_name_say_which_file(pytester,
+                                                                         mini_suite):
+    # The tables name a suite with its file ("suite mini [a.yaml]"); the gate and regression
+    # lines named it "mini" alone, so a failed gate of one file read as the other's in the
+    # terminal, summary.md, the HTML report and the reasons the run failed.
+    for name in ("a.yaml", "b.yaml"):
+        mini_suite(name=name)
+    assert pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                              "--ragbench-save-baseline=base.json").ret == 0
+    broken = mini_suite(name="b.yaml", drop="d1,d3,d4")
+    broken.write_text(broken.read_text() + "gates:\n  ndcg@10: '>= 0.9'\n")
+    result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml",
+                                "--ragbench-baseline=base.json", "--ragbench-gate",
+                                "ndcg@10 >= 0.8")
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "PASS mini [a.yaml]/overlap: ndcg@10 1.0000 >= 0.8" in out
+    assert "FAIL mini [b.yaml]/overlap: ndcg@10" in out
+    assert "ragbench: gate failed: mini [b.yaml]/overlap ndcg@10" in out
+    assert "ragbench: gate failed: mini [a.yaml]" not in out
+    assert "suite mini [b.yaml]: suite file changed; compared on the 5 common queries" in out
+    assert "REGRESSED mini [b.yaml]/overlap: ndcg@10" in out
+    assert "ragbench: regression: mini [b.yaml]/overlap ndcg@10" in out
+    _, md, html = _outputs(pytester)
+    assert "| **FAIL** | mini \\[b.yaml\\]/overlap | ndcg@10 &gt;= 0.9" in md
+    assert "| PASS | mini \\[a.yaml\\]/overlap | ndcg@10 &gt;= 0.8" in md
+    assert "### Suite mini \\[a.yaml\\]" in md and "### Suite mini \\[b.yaml\\]" in md
+    assert "<td>mini [b.yaml] / overlap</td>" in html
+    assert "<td>mini [a.yaml] / overlap</td>" in html
 
 
 def test_junit_fails_an_interrupted_run_as_every_other_output_does(pytester, mini_suite):

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
     from ..records import jsonable
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
-    from ..report.views import with_failure_lines
+    from ..report.views import tell_suites_apart, with_failure_lines
     from ..results.baseline import BaselineError
     from ..results.compare import (
         Overrides,
@@ -96,11 +96,12 @@ def run(args: argparse.Namespace) -> int:
         # names from the suites (a suite name may hold a line break): one line each
         for line in dataset_lines(result["suites"]):
             print(one_line(line))
-        for line in baseline_lines(result["rows"]):
+        # named as the suites are, where two suite files share a name
+        for line in baseline_lines(tell_suites_apart(result["rows"], result["suites"])):
             print(one_line(line))
         if result["gates"]:
             print("gates:")
-            for line in gate_lines(result["gates"]):
+            for line in gate_lines(tell_suites_apart(result["gates"], result["suites"])):
                 print(one_line(line))
         for line in result["failures"]:
             print(one_line(line))

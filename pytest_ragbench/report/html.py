@@ -54,7 +54,13 @@ from .budget import budget_lines
 from .documents import SNIPPET_MAX
 from .format import finite as _finite
 from .format import num, p_value
-from .views import dataset_change_text, gate_state, headline_metrics, usage_view
+from .views import (
+    dataset_change_text,
+    gate_state,
+    headline_metrics,
+    tell_suites_apart,
+    usage_view,
+)
 
 __all__ = ["JSON_BUDGET", "PAGE_FILES", "PAGE_SIZE", "REPORT_HTML", "TEMPLATE_FILES",
            "embed_json", "render_html", "template_digest", "write_html"]
@@ -952,7 +958,9 @@ def _render(
     suites = [_suite_view(s, t, groups, colors, baseline, history, run.get("id"), gate_results)
               for s, t in zip(suite_summaries, tables, strict=True)]
     # Failed gates first: they are why the run failed, and a long list of passes hides them.
-    gates = sorted((_gate_view(g) for g in gate_results), key=lambda g: _GATE_RANK[g.status])
+    # named as the suites are, where two suite files of the run share a name
+    gates = sorted((_gate_view(g) for g in tell_suites_apart(gate_results, suite_summaries)),
+                   key=lambda g: _GATE_RANK[g.status])
     regressed = any(b.get("regressed") for b in baseline_rows)
     # The session's overall verdict also counts failures that are neither gates nor
     # regressions (e.g. a required dataset that changed), so it wins when present.

@@ -26,6 +26,7 @@ from .views import (
     gate_state,
     gates_failed_first,
     suite_table,
+    tell_suites_apart,
 )
 
 #: At the default level, as in the terminal: the rest is counted.
@@ -83,11 +84,13 @@ def summary_markdown(summary: Mapping[str, Any],
     one table of systems x headline metrics with 95% CIs, the significant A/B differences,
     the gates failed first, the regressed baseline rows) or ``full`` (every metric, every A/B
     pair, every gate and baseline row)."""
+    # named as the suites are, where two suite files of the run share a name
+    baseline_rows = tell_suites_apart(baseline_rows, summary["suites"])
     if level != "full":
         return _compact_markdown(summary, baseline_rows, level)
     lines = _heading(summary, baseline_rows)
     for s in summary["suites"]:
-        lines += [f"### Suite {_cell(s['name'])}", ""]
+        lines += [f"### Suite {_cell(_suite_name(s, summary['suites']))}", ""]
         if s.get("partial"):
             lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
         metrics = s["metrics"]
@@ -118,11 +121,18 @@ def summary_markdown(summary: Mapping[str, Any],
                 lines += ["", f"best: {_cell(table['best'])} (P(best) = {num(table['p_best'], 2)})"]
             lines.append("")
     if summary["gates"]:
-        lines += ["### Gates", "", *_gate_table(gates_failed_first(summary["gates"]))]
+        lines += ["### Gates", "", *_gate_table(gates_failed_first(
+            tell_suites_apart(summary["gates"], summary["suites"])))]
     if baseline_rows:
         lines += [*_baseline_head(summary.get("baseline", {})), *_baseline_table(baseline_rows)]
     lines += _budget(summary)
     return "\n".join(lines)
+
+
+def _suite_name(suite: Mapping[str, Any], suites: Sequence[Mapping[str, Any]]) -> str:
+    """The suite's name, with its file where another suite file of the run shares it."""
+    shared = sum(1 for s in suites if s.get("name") == suite.get("name")) > 1
+    return f"{suite['name']} [{suite['id']}]" if shared and suite.get("id") else suite["name"]
 
 
 def _heading(summary: Mapping[str, Any],
@@ -151,7 +161,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
     gates = list(summary.get("gates") or [])
     for s in summary["suites"]:
         table = suite_table(s, gates)
-        lines += [f"### Suite {_cell(s['name'])}", ""]
+        lines += [f"### Suite {_cell(_suite_name(s, summary['suites']))}", ""]
         if table.partial:
             lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
         lines += _table(table, ci=level != "short")
@@ -168,7 +178,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
                       f"{_cell(e['case_id'])} [{_cell(e['stage'])}]: {_cell(e['message'])}",
                       ""]
         lines += _ab(s, table)
-    lines += _gates(gates, level)
+    lines += _gates(tell_suites_apart(gates, summary["suites"]), level)
     if baseline_rows:
         lines += _baseline(summary.get("baseline") or {}, baseline_rows, level)
     lines += _budget(summary)

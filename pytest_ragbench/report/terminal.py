@@ -24,6 +24,7 @@ from .views import (
     gate_state,
     gates_failed_first,
     suite_table,
+    tell_suites_apart,
     usage_view,
     where,
 )
@@ -68,12 +69,15 @@ def render_summary(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[s
     if verdict is not None and verdict.get("partial"):
         lines.append(Line(f"partial run: {verdict['coverage']} ran", "yellow"))
     gates = list(summary.get("gates") or [])
+    # named as the tables name suites, where two suite files of the run share a name
+    labelled = tell_suites_apart(gates, summary["suites"])
+    baseline_rows = tell_suites_apart(baseline_rows, summary["suites"])
     if level == "full":
         lines += [Line(t) for t in summary_lines(summary)]
         lines += [Line(t) for t in ab_lines(summary)]
         if gates:
             lines.append(Line("gates:"))
-            lines += [Line(t) for t in gate_lines(gates_failed_first(gates))]
+            lines += [Line(t) for t in gate_lines(gates_failed_first(labelled))]
     else:
         for s in summary["suites"]:
             table = suite_table(s, gates)
@@ -83,7 +87,7 @@ def render_summary(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[s
                 ab = ab_view(s, table.headline)
                 if ab is not None:
                     lines += [Line(t) for t in ab_compact_lines(ab)]
-        lines += [Line(t) for t in gate_summary_lines(gates, level)]
+        lines += [Line(t) for t in gate_summary_lines(labelled, level)]
     base = summary.get("baseline")
     if isinstance(base, Mapping) and "rows" in base:
         lines += [Line(t) for t in baseline_section(base, baseline_rows, level)]

@@ -21,14 +21,29 @@ __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "
            "dataset_change_text",
            "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
            "gates_failed_first", "headline_metrics",
-           "is_resource_metric", "regression_line", "suite_table", "usage_view", "where",
-           "with_failure_lines"]
+           "is_resource_metric", "regression_line", "suite_table", "tell_suites_apart",
+           "usage_view", "where", "with_failure_lines"]
 
 
 def where(g: Mapping[str, Any]) -> str:
     """``suite/retriever [scope]``: where a gate or row applies."""
     scope = f" [{g['scope']}]" if g.get("scope") else ""
     return f"{g['suite']}/{g['retriever']}{scope}"
+
+
+def tell_suites_apart(gates: Sequence[Mapping[str, Any]],
+                      suites: Sequence[Mapping[str, Any]] = ()) -> list[Mapping[str, Any]]:
+    """The gates, those of a suite whose name another suite file of the run shares (among
+    ``suites`` or the gates' own files) named ``name [file]``: two files may share a name
+    (a common baseline identity), and their gate lines read alike."""
+    files: dict[str, set[str]] = {}
+    for item in (*({"suite": s.get("name"), "suite_id": s.get("id")} for s in suites), *gates):
+        if item.get("suite_id") is not None:
+            files.setdefault(str(item.get("suite")), set()).add(str(item["suite_id"]))
+    shared = {name for name, ids in files.items() if len(ids) > 1}
+    return [{**g, "suite": f"{g['suite']} [{g['suite_id']}]"}
+            if g.get("suite_id") is not None and str(g.get("suite")) in shared else g
+            for g in gates]
 
 
 def gate_state(g: Mapping[str, Any]) -> str:
@@ -89,8 +104,12 @@ def failure_lines(result: Mapping[str, Any]) -> list[str]:
     prior = result.get("prior_failure")
     other = [line for line in result.get("other_failures", []) if line != prior]
     return [*other,
-            *(gate_failure_line(g) for g in result.get("gates", []) if not g["passed"]),
-            *(regression_line(row) for row in result.get("rows", []) if row["regressed"]),
+            *(gate_failure_line(g)
+              for g in tell_suites_apart(result.get("gates", []), result.get("suites", []))
+              if not g["passed"]),
+            *(regression_line(row)
+              for row in tell_suites_apart(result.get("rows", []), result.get("suites", []))
+              if row["regressed"]),
             *([prior] if prior else [])]
 
 
@@ -162,15 +181,19 @@ def baseline_suite_notes(suites: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per suite of a comparison that is partial, not in the baseline, or changed
     since it (the terminal, ``ragbench compare`` and summary.md say the same)."""
     lines = []
+    names = [str(s.get("name")) for s in suites]
     for s in suites:
+        # two suite files may share a name: then the file says which
+        name = (f"{s['name']} [{s['id']}]" if names.count(str(s.get("name"))) > 1
+                and s.get("id") is not None else s["name"])
         if s.get("partial"):
-            lines.append(f"suite {s['name']}: partial, {s['partial']} ran; compared on those")
+            lines.append(f"suite {name}: partial, {s['partial']} ran; compared on those")
         if not s.get("in_baseline", True):
-            lines.append(f"suite {s['name']}: not in the baseline")
+            lines.append(f"suite {name}: not in the baseline")
             continue
         changes = baseline_notes(s)
         if changes and s.get("n_common") is not None:
-            lines.append(f"suite {s['name']}: {', '.join(changes)}; compared on the "
+            lines.append(f"suite {name}: {', '.join(changes)}; compared on the "
                          f"{s['n_common']} common queries")
     return lines
 
