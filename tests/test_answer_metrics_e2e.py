@@ -310,3 +310,27 @@ def _check_lone_surrogates(result: pytest.RunResult, recs: list[dict]) -> None:
         claims = rec["judge"]["faithfulness"]["claims"]
         assert claims == [{"claim": "Fine \ufffd grind.", "supported": 0, "ctx": [],
                            "why": "bad \ufffd"}]
+
+
+def test_priced_embeddings_are_charged_to_the_runs_cost_cap(pytester, suite, server):
+    # `prices` listed the embedding model, yet only chat requests were charged: a judged
+    # suite's run spent more than its cap said. A batch of embeddings serves several cases,
+    # so its cost is the run's (its pool's line, the cap's spend), not a case's.
+    suite(suite_text(server.base_url, "[faithfulness, answer_relevancy]")
+          + "max_cost: 1000\nprices: {m: {prompt: 1.0, completion: 2.0}, "
+            "e: {prompt: 100.0, completion: 0}}\n")
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    embed_tokens = sum(len(text.split()) for r in server.requests
+                       if r.path == EMBEDDINGS_PATH for text in r.body["input"])
+    assert embed_tokens > 0
+    embed_cost = embed_tokens * 100.0 / 1e6
+    chat_cost = sum(r["cost"] for r in records(pytester.path))
+    run = json.loads((pytester.path / ".ragbench" / "runs" / "latest" / "summary.json")
+                     .read_text())["run"]["budget"]
+    assert run["spent"] == pytest.approx(chat_cost + embed_cost)
+    pools = {p["kind"]: p for p in run["pools"]}
+    assert pools["embedding"]["spent"] == pytest.approx(embed_cost)
+    assert pools["llm"]["spent"] == pytest.approx(chat_cost)
+    result.stdout.fnmatch_lines(
+        [f"embedding pool e at *: 5 requests, *, spent ${embed_cost:.4f} (concurrency 16)"])

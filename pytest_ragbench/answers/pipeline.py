@@ -219,8 +219,9 @@ class RagPipeline:
 
         ``usage`` counts the chat calls of this case (generation and judge; cache hits keep
         their tokens with 0 requests); ``cost`` is what they cost in USD (0 for cache hits;
-        embeddings are not priced). ``metrics`` are names (the suite's, or built-in) or
-        answer-metric objects. Raises ``ValueError`` for an unknown metric name only.
+        priced embeddings are charged to the run's cost cap, not to a case). ``metrics`` are
+        names (the suite's, or built-in) or answer-metric objects. Raises ``ValueError`` for
+        an unknown metric name only.
         """
         wanted = _check_metrics(metrics, self.config.metrics)
         top = [(str(d), str(t)) for d, t in list(contexts)[: self.n_contexts]]
@@ -589,6 +590,18 @@ def _endpoint_kwargs(endpoint: EndpointConfig, share: _RunShare | None = None,
     return kwargs
 
 
+def _has_price(prices: PriceTable | None, model: str) -> bool:
+    """Whether ``prices`` lists ``model`` (a registered LLM's or an embedding model's price is
+    optional: only a priced one is charged to the run's cost cap)."""
+    if prices is None:
+        return False
+    try:
+        prices.price(model)
+    except LLMError:
+        return False
+    return True
+
+
 def _component(key: str, build: Callable[[], T]) -> T:
     try:
         return build()
@@ -749,7 +762,8 @@ def build_pipeline(
             ep = config.embedder.endpoint
             emb = _component(_path(prefix, "embedder"), lambda: OpenAIEmbedder(
                 ep.base_url, ep.model, batch_size=ep.batch_size,
-                **_endpoint_kwargs(ep, share, kind="embedding")))
+                **_endpoint_kwargs(ep, share, kind="embedding",
+                                   priced=_has_price(config.prices, ep.model))))
             clients.append(emb)
             embedder = (CachedEmbedder(emb, cache, provider_id=emb.provider_id)
                         if cache is not None else emb)
@@ -864,12 +878,7 @@ def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
     if not isinstance(pid, ProviderId):
         pid = ProviderId(name, model=llm_config.model, params=_scalars(llm_config.params))
     model = llm_config.model
-    priced = config.prices is not None
-    if config.prices is not None:
-        try:
-            config.prices.price(model)
-        except LLMError:
-            priced = False
+    priced = _has_price(config.prices, model)
     guarded = GuardedLLM(built, _guard(f"llm {name!r}", llm_config.limits,
                                        pid.base_url or f"registered llm {name!r}", model,
                                        share, priced=priced))

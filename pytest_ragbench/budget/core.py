@@ -128,6 +128,7 @@ class _Pool:
     longest: float = 0.0  # the longest a granted request has run until its release
     faults: int = 0  # consecutive attempts that failed on the endpoint's account, run-wide
     trips: int = 0  # times the run's circuit breaker opened on it
+    spent: float = 0.0  # USD its priced replies cost (charged to a cost cap with them)
     held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
@@ -183,6 +184,7 @@ class _Pool:
             "timeouts": self.timeouts,
             "errors": self.errors,
             "trips": self.trips,
+            "spent": self.spent,
         }
         if self.aimd is not None:
             data["adaptive"] = {
@@ -497,6 +499,7 @@ class BudgetCore:
             if waiter.cost_key is None:
                 raise ValueError("usd given for a lease acquired without a cost_key")
             self._charge(waiter.cost_key, float(usd))
+            waiter.pool.spent += float(usd)
         self._count_fault(waiter, outcome, message.get("fault"))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),

@@ -31,6 +31,10 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
                  **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
                                              "max_in_flight", "throttled", "timeouts",
                                              "errors", "trips")}}
+        if pool.get("spent"):
+            # a priced pool under a cost cap: the embeddings' share of the run's spend
+            # shows here only (a batch of embeddings serves several cases)
+            entry["spent"] = float(pool["spent"])
         if pool.get("adaptive"):
             entry["adaptive"] = dict(pool["adaptive"])
         pools.append(entry)
@@ -59,6 +63,8 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
                 f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"
+        if pool.get("spent"):
+            line += f", spent ${pool['spent']:.4f}"
         if pool.get("trips"):
             line += (f", circuit breaker opened {pool['trips']} time"
                      f"{'' if pool['trips'] == 1 else 's'}")
