@@ -550,6 +550,10 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
         state = session.config.stash.get(STATE_KEY, None)
         if state is not None:
             state.send_shown_texts()
+            if any(isinstance(item, CaseItem) for item in session.items):
+                # a run with cases this worker did not report (as at -n 0, a run that selects
+                # none of a suite's cases writes no run)
+                state.send_unsent_collected()
             state.close_runtimes()
             # An xdist controller collects nothing, so its heap was not frozen unless its
             # head start froze it (headstart.install): pytest's closing collections would walk

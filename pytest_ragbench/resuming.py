@@ -319,6 +319,17 @@ class CaseResume:
                 return None
         return self._keys[sid]
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """An xdist worker that reported no case puts the payload into ``workeroutput``:
+        when every worker died in its first case (and their replacements had nothing left to
+        run), the reused records of the cases not run now reached the controller with no
+        report, and the resumed run held the crashed cases alone."""
+        output = getattr(self.config, "workeroutput", None)
+        if output is not None and self._payload is not None and any(
+                isinstance(item, CaseItem) for item in session.items):
+            output[RESUME_RUN_ATTR] = self._payload
+            self._payload = None
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield

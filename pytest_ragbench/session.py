@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -301,9 +301,12 @@ class RagbenchSession:
         suite, system, name = nodeid.split("::")
         return (suite, system, *split_case_name(name, self._runs.get(suite)))
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-
-        collected = getattr(report, COLLECTED_ATTR, None)
+    def _take_process_data(self, source: Any) -> None:
+        """What an xdist process sends once, with its first case report or, when it reported
+        no case, in its ``workeroutput`` (``source``: the report, or that output as
+        attributes): the cases each suite holds, its queries' metadata, and a resume's
+        payload."""
+        collected = getattr(source, COLLECTED_ATTR, None)
         if isinstance(collected, dict):
             for sid, n in collected.items():
                 self.collected[str(sid)] = max(int(n), self.collected.get(str(sid), 0))
@@ -311,18 +314,21 @@ class RagbenchSession:
                 # an xdist worker's totals came after run.json was written: a run killed
                 # before its end is re-rendered from that file ("N of M cases")
                 self._write_run_json()
-        query_meta = getattr(report, QUERY_META_ATTR, None)
+        query_meta = getattr(source, QUERY_META_ATTR, None)
         if isinstance(query_meta, dict):
             for sid, queries in query_meta.items():
                 if isinstance(queries, dict):
                     self._query_meta.setdefault(str(sid), {}).update(queries)
+        if self.resume is not None:
+            self._resumed(source)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._take_process_data(report)
         if report.when == "call":
             self._called.add(report.nodeid)
         if report.failed and not hasattr(report, "wasxfail"):
             (self.items_failed if report.when == "call" else self.items_errored).add(
                 report.nodeid)
-        if self.resume is not None:
-            self._resumed(report)
         identity = getattr(report, IDENTITY_ATTR, None)
         if isinstance(identity, dict):
             self._identities[report.nodeid] = identity
@@ -355,13 +361,13 @@ class RagbenchSession:
                 else report.when,
             ))
 
-    def _resumed(self, report: pytest.TestReport) -> None:
+    def _resumed(self, source: Any) -> None:
         """Count a resumed run's reuse; add the earlier records of cases not run now."""
         assert self.resume is not None
-        info = getattr(report, RESUME_ATTR, None)
+        info = getattr(source, RESUME_ATTR, None)
         if isinstance(info, dict):
-            self.resume.item(report.nodeid, info)
-        run = getattr(report, RESUME_RUN_ATTR, None)
+            self.resume.item(source.nodeid, info)
+        run = getattr(source, RESUME_RUN_ATTR, None)
         if not isinstance(run, dict) or self.resume.seen:
             return  # every xdist worker sends the same, with its first case
         self.resume.seen = True
@@ -588,7 +594,12 @@ class RagbenchSession:
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         # The texts of the documents a worker's records show, looked up by the worker, which
         # holds the corpora: the controller then reads no corpus at the end.
-        sent = getattr(node, "workeroutput", {}).get(SHOWN_TEXTS_OUTPUT)
+        output = getattr(node, "workeroutput", {})
+        # a worker that reported no case sends here what it would have sent with the first
+        self._take_process_data(SimpleNamespace(**{
+            k: output[k] for k in (COLLECTED_ATTR, QUERY_META_ATTR, RESUME_RUN_ATTR)
+            if k in output}))
+        sent = output.get(SHOWN_TEXTS_OUTPUT)
         if isinstance(sent, dict):
             for suite_id, texts in sent.items():
                 self.worker_texts.setdefault(str(suite_id), {}).update(texts)

@@ -407,6 +407,19 @@ class RagbenchState:
             if any(self.query_meta.values()):
                 setattr(report, QUERY_META_ATTR, self.query_meta)
 
+    def send_unsent_collected(self) -> None:
+        """In an xdist worker that reported no case, put the collection counts and query
+        metadata :meth:`attach_collected` would have sent into ``workeroutput``: a worker
+        that died in its first case sent none, nor does its replacement when nothing is left
+        for it to run, and the controller then took a run of one case of five for whole."""
+        output = getattr(self.config, "workeroutput", None)
+        if output is None or self.collected_sent or not self.collected:
+            return
+        self.collected_sent = True
+        output[COLLECTED_ATTR] = dict(self.collected)
+        if any(self.query_meta.values()):
+            output[QUERY_META_ATTR] = self.query_meta
+
     def note_shown(self, rec: Mapping[str, Any]) -> None:
         """In an xdist worker, remember the documents a record of this worker shows."""
         if self._shown is not None:

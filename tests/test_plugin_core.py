@@ -490,6 +490,29 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
 
 
+def test_a_run_whose_only_case_crashed_its_worker_is_partial(pytester, mini_suite):
+    # How many cases each suite holds reaches the controller with a worker's first case
+    # report: a worker that died in its first case sent none, nor did its replacement, left
+    # with nothing to run, so a -k run of one case of five read whole ("1 of 1 cases")
+    mini_suite(crash_on="milk")
+    result = pytester.runpytest(SUITE, "-n", "1", "-k", "q3")
+    result.assert_outcomes(failed=1)
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    assert (summary["run"]["partial"], summary["verdict"]["coverage"]) == (True,
+                                                                         "1 of 5 cases")
+
+
+def test_a_run_that_selects_no_case_of_a_suite_writes_no_run_under_xdist(pytester, mini_suite):
+    # as at -n 0: the workers, which reported no case as none was selected, send no counts
+    # of their own at the end (a crashed first case's do), which made an empty partial run
+    mini_suite()
+    pytester.makepyfile(test_app="def test_app():\n    pass\n")
+    result = pytester.runpytest(SUITE, ".", "-k", "test_app", "-n", "2")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*ragbench summary*")
+    assert not (pytester.path / ".ragbench" / "runs").exists()
+
+
 def test_a_repeated_case_that_died_without_a_record_keeps_its_query_and_run(pytester,
                                                                             mini_suite):
     # The error record of a case with no record of its own (its setup failed in a conftest

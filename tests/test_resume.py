@@ -142,6 +142,32 @@ def pytest_ragbench_register(registry):
 """
 
 
+def test_a_resume_whose_every_run_case_crashed_its_worker_keeps_the_reused_ones(
+        pytester, logged):
+    # The records a resume reuses for the cases it does not run travel with a worker's first
+    # case report: workers that all died in their first case sent none, and the resumed run
+    # held the crashed cases alone (whole, "2 of 2 cases", no word of the resume).
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                             failed=1)
+    first = latest_run(pytester.path)
+    pytester.makeconftest("""
+        import os
+
+        def pytest_runtest_setup(item):
+            if item.name == "q5":
+                os._exit(3)
+    """)
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-k", "q5",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 2 run"])
+    run = latest_run(pytester.path)
+    assert _summary(run)["verdict"]["coverage"] == "6 of 10 cases"
+    assert sorted((r["retriever"], r["case_id"], r["status"]) for r in _records(run)) == [
+        *(("a", q, "ok") for q in ("q1", "q2", "q3")), ("a", "q4", "failed"),
+        ("a", "q5", "error"), ("b", "q5", "error")]
+
+
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
 def test_a_resumed_run_scores_its_new_cases_against_the_clock_of_the_run_it_resumes(
         pytester, logged, xdist):
