@@ -366,6 +366,11 @@ def _resumed_from(doc: Mapping[str, Any]) -> Path | None:
     return Path(value).resolve() if isinstance(value, str) and value else None
 
 
+def resumed_from_folder(folder: Path) -> Path | None:
+    """The folder of the run the run in ``folder`` resumed, if any (resolved)."""
+    return _resumed_from(_run_doc(folder))
+
+
 def _run_clock(doc: Mapping[str, Any]) -> float | None:
     """The clock a run scored against (its run.json's ``clock``), if known."""
     value = doc.get("clock")

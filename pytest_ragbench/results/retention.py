@@ -12,7 +12,9 @@ complete and partial alike. Beyond the newest N, a run is kept when a baseline p
   chain;
 - it is what ``last`` or ``best`` resolves to for one of the history's suites now, so that
   pruning never changes what those references mean;
-- ``latest`` points at it, or the caller protects it (the run that is pruning).
+- ``latest`` points at it, or the caller protects it (the run that is pruning);
+- a kept unfinished run resumed it (``run.json``'s ``resumed_from``), down the chain: that
+  run's own resume reuses the records it had not replayed yet from there.
 
 Those references are recorded in the history (:meth:`RunHistory.append`); a run made with
 ``--ragbench-no-history`` records none. A run folder with no ``summary.json`` and no history
@@ -171,6 +173,7 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
                         and target not in kept and target not in pinned):
                     pinned[target] = f"baseline of run {result.label(holder)}"
                     changed = True
+        _pin_resumed(folders, kept, pinned, result)
         result.pinned = {rid: why for rid, why in pinned.items() if rid in candidates}
         doomed = [rid for rid in reversed(candidates) if rid not in kept and rid not in pinned]
         gone_rows: list[str] = []
@@ -199,6 +202,26 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
         if h is not None:
             h.close()
     return result
+
+
+def _pin_resumed(folders: dict[str, Path], kept: set[str], pinned: dict[str, str],
+                 result: PruneResult) -> None:
+    """Pin the run each kept, pinned or running run resumed (``run.json``'s
+    ``resumed_from``, down the chain) while that run is unfinished: stopped before it
+    replayed every record it reuses, its own resume reads the rest from there."""
+    from .resume import is_unfinished, resumed_from_folder
+
+    todo = [rid for rid in (*kept, *pinned, *result.running) if rid in folders]
+    while todo:
+        holder = todo.pop()
+        if not is_unfinished(folders[holder]):
+            continue  # it holds every record it reused
+        earlier = resumed_from_folder(folders[holder])
+        if earlier is None or earlier.name not in folders or earlier.name in kept \
+                or earlier.name in pinned or folders[earlier.name].resolve() != earlier:
+            continue
+        pinned[earlier.name] = f"resumed by the unfinished run {result.label(holder)}"
+        todo.append(earlier.name)
 
 
 def human_size(n: int) -> str:

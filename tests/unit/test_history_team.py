@@ -294,6 +294,28 @@ def test_prune_leaves_folders_that_are_not_runs_of_their_own(rb):
     assert (out / "good-main-copy").is_dir() and (out / "2025-release").is_dir()
 
 
+def test_prune_keeps_the_runs_an_unfinished_resume_still_reuses(rb):
+    """A resumed run stopped before it replayed every record it reuses (-x, Ctrl-C) reuses
+    the rest from the run it resumed (its run.json's resumed_from) when resumed in turn: that
+    partial run, neither last nor best, was pruned at the stopped run's end, and the next
+    resume ran its finished cases again."""
+    out = rb / "runs"
+    older, first = folder(out, rid(1)), folder(out, rid(2), summary=False)
+    partial = folder(out, rid(3), summary=False)
+    whole = folder(out, rid(4))
+    for run, partial_run in ((partial, "true"), (whole, "false")):
+        (run / "summary.json").write_text(f'{{"run": {{"partial": {partial_run}}}}}',
+                                          encoding="utf-8")
+    for run, earlier in ((partial, first), (whole, older)):
+        (run / "run.json").write_text(json.dumps({"resumed_from": str(earlier)}),
+                                      encoding="utf-8")
+    result = prune_runs(out, rb / "history.sqlite", 1, protect=[rid(3)], now=time.time() + 7200)
+    assert result.pinned == {rid(3): "this run",
+                             rid(2): f"resumed by the unfinished run {rid(3)}"}
+    assert [r.run_id for r in result.deleted] == [rid(1)]  # its resume holds all its records
+    assert first.is_dir() and not older.exists()
+
+
 def test_baseline_run_ids_of_documents():
     assert baseline_run_ids(doc(rid(1), 0.5)) == [rid(1)]
     per_suite = {"run": {"id": None, "runs": {"s": rid(2), "t": rid(3)}},
