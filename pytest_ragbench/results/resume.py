@@ -48,6 +48,7 @@ from ..errors import RagbenchError
 from ..records import CASE_KEY_FIELD
 from .runfolder import (
     CASES_JSONL,
+    RUN_ID,
     RUN_JSON,
     SUMMARY_JSON,
     RecordsFileError,
@@ -313,12 +314,16 @@ def _age_key(folder: Path) -> tuple[str, int]:
 
 
 def run_folders(runs_root: Path) -> list[Path]:
-    """Run folders under ``runs_root`` that hold case records, newest first."""
+    """Run folders under ``runs_root`` that hold case records, newest first. Only folders
+    named as runs are (a run id): a copy kept under a name of its own (``release-1.0``)
+    sorted after every run id and was taken for the newest run; named on purpose
+    (``--ragbench-resume=FOLDER``), it is resumed from as any folder is."""
     try:
         entries = list(runs_root.iterdir())
     except OSError:
         return []
-    folders = [p for p in entries if is_run_folder(p) and (p / CASES_JSONL).is_file()]
+    folders = [p for p in entries if RUN_ID.fullmatch(p.name) and is_run_folder(p)
+               and (p / CASES_JSONL).is_file()]
     return sorted(folders, key=_age_key, reverse=True)
 
 

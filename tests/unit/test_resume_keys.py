@@ -328,6 +328,21 @@ def test_a_copied_latest_folder_is_no_run_of_its_own(tmp_path: Path):
     assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
 
 
+def test_a_copy_kept_under_a_name_of_its_own_is_never_the_newest_run(tmp_path: Path):
+    """A run copied to a folder of its own name (release-1.0, the CI report kept) sorted
+    after every run id: the default resume took the finished copy for the newest run and
+    resumed nothing ("every case ran") while the run stopped by -x waited. Named on
+    purpose, it is resumed from as any folder is."""
+    _write_run(tmp_path, "release-1.0", [_rec("q1")], summary={"run": {"partial": False}})
+    _write_run(tmp_path, "20260101T000000Z-aaaaaa", [_rec("q1")],
+               summary={"run": {"partial": True}})
+    assert [f.name for f in run_folders(tmp_path)] == ["20260101T000000Z-aaaaaa"]
+    picked = pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True)
+    assert picked is not None and picked.run_id == "20260101T000000Z-aaaaaa"
+    assert resolve_run_folder("release-1.0", tmp_path, tmp_path) == \
+        (tmp_path / "release-1.0").resolve()
+
+
 def test_a_run_reference_is_an_id_or_a_folder(tmp_path: Path):
     root = tmp_path / "runs"
     folder = _write_run(root, "20260101T000000Z-aaaaaa", [_rec("q1")])
