@@ -526,10 +526,11 @@ class ResumeTally:
 def resume_line(info: Mapping[str, Any]) -> str:
     """``"resumed from RUN: 812 cases reused, 188 run (12 not reused: retriever 'bm25'
     parameters changed)"``."""
-    if info.get("from") is None:
-        return ("ragbench: nothing to resume (no run of these suites, or the newest one "
-                "finished): every case ran")
     reused, ran = int(info.get("reused", 0)), int(info.get("run", 0))
+    if info.get("from") is None:
+        # not "every case ran": the run may be interrupted or narrowed (it says so below)
+        return ("ragbench: nothing to resume (no run of these suites, or the newest one "
+                f"finished): {ran} case{'' if ran == 1 else 's'} ran, none reused")
     text = (f"resumed from {info['from']}: {reused} case{'' if reused == 1 else 's'} reused, "
             f"{ran} run")
     why: Mapping[str, int] = info.get("not_reused") or {}

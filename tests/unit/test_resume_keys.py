@@ -368,6 +368,10 @@ def test_the_resume_line():
         "resumed from R: 1 case reused, 4 run (4 not reused: 3 suite 's' dataset changed; "
         "1 errored)")
     assert resume_line({"from": None}).startswith("ragbench: nothing to resume")
+    # a run stopped at 8 of 40 cases (or narrowed by -k) said "every case ran"
+    assert resume_line({"from": None, "reused": 0, "run": 8}) == (
+        "ragbench: nothing to resume (no run of these suites, or the newest one finished): "
+        "8 cases ran, none reused")
 
 
 def test_the_default_run_is_never_one_still_going(tmp_path: Path):
