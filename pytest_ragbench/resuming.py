@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .collect import CaseItem, case_name
+from .collect import RECORD_KEY, CaseItem, case_name
 from .options import RESUME_NEWEST_UNFINISHED
 
 if TYPE_CHECKING:
@@ -334,8 +334,11 @@ class CaseResume:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         report = yield
         if call.when == "setup" and isinstance(item, CaseItem) and self.candidates is not None:
-            setattr(report, RESUME_ATTR, {"reused": item.replay is not None,
-                                          "why": self._why.get(item.nodeid)})
+            # reused when its setup took the earlier record: a skip mark (or a conftest's
+            # setup hook that raised) stopped it before, and it holds no record of that run
+            setattr(report, RESUME_ATTR, {
+                "reused": item.replay is not None and RECORD_KEY in item.stash,
+                "why": self._why.get(item.nodeid)})
             if self._payload is not None:
                 setattr(report, RESUME_RUN_ATTR, self._payload)
                 self._payload = None

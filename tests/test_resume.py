@@ -127,6 +127,27 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
+def test_a_reused_case_skipped_now_is_not_counted_as_reused(pytester, logged):
+    # A conftest's skip mark stops a case before its setup takes the earlier record: the case
+    # has no record, yet it was counted as reused ("4 cases reused, 5 run" of 9 records, where
+    # 3 were reused and 6 ran).
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                             failed=1)
+    first = latest_run(pytester.path)
+    pytester.makeconftest("""
+        import pytest
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.nodeid.endswith("::a::q1"):
+                    item.add_marker(pytest.mark.skip(reason="backend down"))
+    """)
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8, failed=1, skipped=1)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 3 cases reused, 6 run"])
+    assert _summary(latest_run(pytester.path))["run"]["resumed"]["reused"] == 3
+
+
 CLOCK_METRIC = """
 class Clock:
     \"\"\"The clock a case is scored against, as a time-dependent metric reads it.\"\"\"
