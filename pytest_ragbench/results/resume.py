@@ -365,15 +365,24 @@ def _run_doc(folder: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _resumed_from(doc: Mapping[str, Any]) -> Path | None:
-    """The folder of the run a run resumed, if any (from its run.json)."""
+def _resumed_from(doc: Mapping[str, Any], folder: Path) -> Path | None:
+    """The folder of the run the run in ``folder`` resumed, if any (from its run.json): the
+    absolute folder it names or, when that is gone, the folder of that name beside
+    ``folder`` (the runs folder was moved: a CI artifact unpacked in another workspace)."""
     value = doc.get("resumed_from")
-    return Path(value).resolve() if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    named = Path(value)
+    if named.name not in ("", ".", "..") and not named.is_dir():
+        beside = folder.parent / named.name
+        if beside.is_dir():
+            return beside.resolve()
+    return named.resolve()
 
 
 def resumed_from_folder(folder: Path) -> Path | None:
     """The folder of the run the run in ``folder`` resumed, if any (resolved)."""
-    return _resumed_from(_run_doc(folder))
+    return _resumed_from(_run_doc(folder), folder)
 
 
 def _run_clock(doc: Mapping[str, Any]) -> float | None:
@@ -418,7 +427,7 @@ class EarlierRun:
         own_clock = clock = _run_clock(doc)
         while at is not None and at not in chain and len(chain) < MAX_RESUME_CHAIN:
             chain.append(at)
-            at = _resumed_from(doc)
+            at = _resumed_from(doc, at)
             if at is not None:
                 doc = _run_doc(at)
                 older = _run_clock(doc)

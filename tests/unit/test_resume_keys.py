@@ -260,6 +260,18 @@ def test_an_earlier_run_holds_the_records_of_the_runs_it_resumed(tmp_path: Path)
     assert {cid for _, _, cid, _ in EarlierRun.load(new).records} == {"q2", "q3", "q4"}
 
 
+def test_the_chain_of_resumed_runs_follows_its_runs_folder_when_moved(tmp_path: Path):
+    """run.json names the run it resumed by its absolute folder: once the runs folder was
+    moved (a CI artifact unpacked in another job's workspace), a resume of a resumed run
+    stopped before its replays lost the records it had not replayed yet."""
+    old = _write_run(tmp_path / "job1", "r1", [_rec("q1")])
+    new = _write_run(tmp_path / "job1", "r2", [_rec("q2")])
+    doc = json.loads((new / "run.json").read_text())
+    (new / "run.json").write_text(json.dumps({**doc, "resumed_from": str(old)}))
+    moved = (tmp_path / "job1").rename(tmp_path / "job2")
+    assert {cid for _, _, cid, _ in EarlierRun.load(moved / "r2").records} == {"q1", "q2"}
+
+
 @pytest.mark.parametrize(("older_clock", "follows"), [(1.0, True), (2.0, False), (None, True)])
 def test_the_chain_of_resumed_runs_stops_at_another_clock(tmp_path: Path, older_clock,
                                                           follows: bool):
