@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 RESUME_INPUT = "ragbench_resume"
 #: On each case's setup report: {"reused": bool, "why": reason | None}.
 RESUME_ATTR = "ragbench_resume"
-#: On the first case report of each process: {"from", "injected": {nodeid: record},
-#: "why": {nodeid: reason}} for the cases this process collected but does not run.
+#: On the first case report of each process: {"from", "injected": {nodeid: record} for the
+#: cases this process collected but does not run, "why": {nodeid: reason} for every case
+#: not reused}.
 RESUME_RUN_ATTR = "ragbench_resume_run"
 
 
@@ -199,7 +200,10 @@ class CaseResume:
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
                              "folder": str(earlier.folder) if earlier else None,
-                             "clock": clock, "injected": injected, "why": why}
+                             "clock": clock, "injected": injected,
+                             # with the reasons of the cases run now: a worker that dies in
+                             # one never sends that case's setup report, which says it too
+                             "why": {**self._why, **why}}
         self._collected = []
 
     def _charge_reused(self, records: list[dict[str, Any]]) -> None:

@@ -127,6 +127,32 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
+def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(pytester,
+                                                                                  logged):
+    # Why a case is not reused travelled on its own setup report, which a worker that died
+    # in it never sent: "8 cases reused, 2 run" without the "errored" of the two.
+    pytester.makeconftest("""
+        def pytest_runtest_setup(item):
+            if item.name == "q5":
+                raise RuntimeError("no fixture data")
+    """)
+    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=7, failed=1,
+                                                                        errors=2)
+    first = latest_run(pytester.path)
+    pytester.makeconftest("""
+        import os
+
+        def pytest_runtest_setup(item):
+            if item.name == "q5":
+                os._exit(3)
+    """)
+    result = pytester.runpytest(SUITE, "--ragbench-resume=latest", "-n", "1", "-k", "q5",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 8 cases reused, 2 run "
+                                 "(2 not reused: errored)"])
+
+
 def test_a_reused_case_skipped_now_is_not_counted_as_reused(pytester, logged):
     # A conftest's skip mark stops a case before its setup takes the earlier record: the case
     # has no record, yet it was counted as reused ("4 cases reused, 5 run" of 9 records, where
