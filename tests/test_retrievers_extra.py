@@ -159,18 +159,19 @@ def test_dense_cache_is_written_atomically_and_memory_mapped(tmp_path: Path) -> 
     assert asyncio.run(second.retrieve(query, 4)) == asyncio.run(first.retrieve(query, 4))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "nan-row"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "nan-row"])
 def test_a_damaged_dense_cache_is_replaced_once(tmp_path: Path, damage: str) -> None:
     """A damaged entry was detected but never replaced: each later run (each xdist worker)
-    embedded the corpus again; one of the right size with a NaN row was used."""
+    embedded the corpus again; one of the right size with a NaN row was used; an empty
+    vectors.npy (a crash before the data reached the disk) failed every case on EOFError."""
     spec = {"type": "hashing", "dim": 64}
     first = DenseRetriever(embedder=spec, cache_dir=tmp_path)
     asyncio.run(first.index(CORPUS))
     assert first.cache_path is not None
     vectors = first.cache_path / "vectors.npy"
-    if damage == "truncated":
+    if damage in ("truncated", "empty"):
         with vectors.open("r+b") as fh:
-            fh.truncate(100)
+            fh.truncate(100 if damage == "truncated" else 0)
     else:
         matrix = np.load(vectors)
         matrix[1, :] = np.nan

@@ -205,7 +205,9 @@ class DenseRetriever:
         try:
             ids = json.loads((path / "ids.json").read_text(encoding="utf-8"))
             matrix = np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
+            # EOFError: an empty vectors.npy (a crash before its data reached the disk), which
+            # failed every case of the retriever instead of being embedded again
             return False
         if (ids != self._ids or matrix.dtype != np.float32 or matrix.ndim != 2
                 or matrix.shape[0] != len(self._ids)):
@@ -227,6 +229,11 @@ class DenseRetriever:
             np.save(entry / "vectors.npy", matrix, allow_pickle=False)
             (entry / "ids.json").write_text(json.dumps(self._ids, ensure_ascii=False),
                                             encoding="utf-8")
+            # on disk before the rename makes the entry visible: after a crash, a renamed
+            # file whose data never arrived would be an empty entry
+            for f in entry.iterdir():
+                with f.open("rb") as fh:
+                    os.fsync(fh.fileno())
             if path.exists():
                 # moved aside first, as a rename cannot replace a non-empty folder: kept,
                 # every later run (and each xdist worker) embedded the corpus again
