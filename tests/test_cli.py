@@ -144,3 +144,13 @@ def test_compare_history_runs(files, capsys):
 def test_report_subcommand_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "is not a ragbench run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gate", ["ndcg@10 <= 60", "ndcg@10 >= 60", "error_rate <= 5"])
+def test_compare_refuses_a_gate_bound_outside_the_metrics_range(files, capsys, gate):
+    """As the plugin refuses it in --ragbench-gate: 'error_rate <= 5' (for 5%) passed
+    whatever the run's errors, 'ndcg@10 >= 60' (for 0.6) failed whatever its scores."""
+    assert main(["compare", "base.json", "same.json", "--gate", gate]) == 2
+    err = capsys.readouterr().err
+    assert f"--gate {gate!r}: " in err and "lies between 0 and 1" in err
+    assert main(["compare", "base.json", "same.json", "--gate", "ndcg@10 >= 0.6"]) == 0

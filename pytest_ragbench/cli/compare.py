@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         problem = systems_problem(base, names, systems)
         if problem is not None:
             raise BaselineError(f"baseline {base_label} {problem}; nothing would be compared")
-        _check_gate_scopes(args.gate, sorted({n for names_ in systems.values()
-                                              for n in names_}))
+        _check_gates(args.gate, sorted({n for names_ in systems.values() for n in names_}))
         result = jsonable(with_failure_lines(compare_docs(base, cur, Overrides(
             tolerance=args.tolerance, test=args.test, alpha=args.alpha,
             require_same_dataset=args.require_same_dataset, gates=tuple(args.gate)))))
@@ -113,19 +112,41 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if result["passed"] else EXIT_FAILED
 
 
-def _check_gate_scopes(gates: list[str], systems: list[str]) -> None:
-    """A ``--gate`` scoped to ``retriever=NAME`` that no suite of the run has would apply to
-    nothing and pass unseen, as the plugin refuses it."""
+def _check_gates(gates: list[str], systems: list[str]) -> None:
+    """What the plugin refuses in ``--ragbench-gate`` before a run: a gate scoped to
+    ``retriever=NAME`` that no suite of the run has (it would apply to nothing and pass
+    unseen), and a bound outside a [0, 1] metric's range ('error_rate <= 5' for 5%, which
+    always passes; 'ndcg@10 >= 60' for 0.6, which never does)."""
     from ..errors import did_you_mean
     from ..results.baseline import BaselineError
-    from ..results.gates import parse_gate_expression, scope_retriever
+    from ..results.gates import bound_problem, parse_gate_expression, scope_retriever
 
     for text in gates:
         try:
-            only = scope_retriever(parse_gate_expression(text).scope)
+            check = parse_gate_expression(text)
         except ValueError:
             continue  # compare_docs says what is wrong with it
+        only = scope_retriever(check.scope)
         if only is not None and only not in systems:
             raise BaselineError(f"--gate {text!r}: the run has no system {only!r}"
                                 f"{did_you_mean(only, systems)} (its systems: "
                                 f"{', '.join(systems) or 'none'})")
+        problem = bound_problem(check, _metric_kind(check.metric))
+        if problem:
+            raise BaselineError(f"--gate {text!r}: {problem}")
+
+
+def _metric_kind(name: str) -> str | None:
+    """The registry kind of a metric named as a built-in names it (``ndcg@10``: ``ndcg``,
+    ``exact_match``), which is all a stored run says of its metrics; None otherwise."""
+    from ..metrics.retrieval import parse_metric
+    from ..results.gates import UNIT_INTERVAL
+
+    if name in UNIT_INTERVAL:
+        return name
+    try:
+        parsed = parse_metric(name)
+    except ValueError:
+        return None
+    # only the canonical spelling: a suite's own label that parses differently is its own
+    return parsed.kind if parsed.name == name else None
