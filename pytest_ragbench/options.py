@@ -91,13 +91,15 @@ RESUME_NEWEST_UNFINISHED = "<newest unfinished>"
 def add_summary_option(addoption: AddOption, prefix: str = "ragbench-") -> None:
     """Register ``--{prefix}summary``: how much the terminal summary and ``summary.md`` show
     (the plugin's ``--ragbench-summary``, ``ragbench report --summary``)."""
+    # the command prints no summary and has no -q/-v: its default is summary.md's
+    default = ("default: default, or short with -q and full with -v for the terminal"
+               if prefix else "default: default")
     addoption(
         f"--{prefix}summary", default=None, choices=SUMMARY_LEVELS,
         help="how much the summary shows: short (means, failed gates, verdict), default "
              "(per suite one table of systems x headline metrics, significant A/B "
-             "differences, gates failed first, verdict) or full (every metric, every A/B "
-             "pair, every gate and baseline row); default: default, or short with -q and "
-             "full with -v for the terminal",
+             f"differences, gates failed first, verdict) or full (every metric, every A/B "
+             f"pair, every gate and baseline row); {default}",
     )
 
 

@@ -32,6 +32,17 @@ def test_each_subcommand_has_its_own_help(command, capsys):
         assert name in out, name
 
 
+def test_report_help_offers_no_verbosity_flags_it_does_not_have(capsys):
+    """--summary's help, shared with the plugin, said 'short with -q and full with -v', which
+    ragbench report refuses as unrecognized arguments."""
+    assert main(["report", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "with -q" not in out and "with -v" not in out
+    assert "default: default" in out
+    assert main(["report", "latest", "-q"]) == 2
+    assert "unrecognized arguments: -q" in capsys.readouterr().err
+
+
 def test_top_level_help_names_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
