@@ -224,3 +224,28 @@ def separate_suite_args(args: Sequence[str]) -> list[str]:
     them, such as ``suite.yaml`` in ``--ragbench suite.yaml``.
     """
     return [value for flag, value in itertools.pairwise(args) if flag == "--ragbench"]
+
+
+def unsendable_args(args: Sequence[str], cwd: Path,
+                    roots: Sequence[Path]) -> list[tuple[str | None, str]]:
+    """The arguments pytest-xdist stops on when it sends the command line to a worker in
+    another folder, each with the argument before it (the option it may be the value of).
+
+    xdist rewrites every argument naming an existing path (the part before ``::``) relative
+    to one of its rsync ``roots`` and raises an internal error for any other: a relative path
+    (``--ragbench-baseline base.json``, a test folder ``suites``) is under none of them.
+    ``cwd`` is the folder relative arguments name paths in.
+    """
+    out: list[tuple[str | None, str]] = []
+    for before, arg in zip([None, *args], args, strict=False):
+        path = Path(arg.split("::")[0])
+        try:
+            exists = (path if path.is_absolute() else cwd / path).exists()
+        except (OSError, ValueError):
+            exists = False
+        if not exists:
+            continue
+        if path.is_absolute() and any(path == r or path.is_relative_to(r) for r in roots):
+            continue
+        out.append((before, arg))
+    return out

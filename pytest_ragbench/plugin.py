@@ -26,6 +26,7 @@ from .hosts import (
     resolve_host,
     separate_suite_args,
     suite_node_id,
+    unsendable_args,
 )
 from .registry import Registry
 from .resuming import CaseResume
@@ -278,19 +279,64 @@ def _discovered_suites(config: pytest.Config) -> list[Path]:
 def _check_gateways(config: pytest.Config) -> None:
     """Usage errors of a run whose xdist gateways move the workers, before xdist starts."""
     tx = [str(t) for t in config.getoption("tx", None) or []]
-    given = separate_suite_args([str(a) for a in config.invocation_params.args])
-    # without a --dist mode xdist starts no gateway, whatever --tx says
-    if given and config.getoption("dist", "no") != "no" and moves_workers(tx):
-        raise pytest.UsageError(
-            f"ragbench: with --tx gateways that use chdir= or another host, write "
-            f"--ragbench={given[0]} as one argument: pytest-xdist rewrites separate path "
-            "arguments for the workers and stops on this one")
+    # without a --dist mode xdist starts no gateway, whatever --tx says; nor for a run that
+    # ends before its session (--collect-only skips xdist, --ragbench-list, --markers, --help)
+    if config.getoption("dist", "no") != "no" and moves_workers(tx) and not any(
+            config.getoption(name, False)
+            for name in ("collectonly", "ragbench_list", "markers", "help", "version")):
+        _check_sendable_args(config)
     address = config.getoption("ragbench_budget_address", None)
     if address:
         try:
             parse_address(address)
         except ValueError as exc:
             raise pytest.UsageError(f"ragbench: --ragbench-budget-address={exc}") from None
+
+
+def _check_sendable_args(config: pytest.Config) -> None:
+    """A path argument pytest-xdist cannot send to a moved worker is a usage error naming
+    it: xdist stopped on it with an INTERNALERROR once the gateways were up (an existing
+    ``--ragbench-baseline base.json``, ``--junitxml out.xml`` or test folder alike)."""
+    args = [str(a) for a in config.invocation_params.args]
+    given = separate_suite_args(args)
+    head = "ragbench: with --tx gateways that use chdir= or another host,"
+    if given:
+        raise pytest.UsageError(
+            f"{head} write --ragbench={given[0]} as one argument: pytest-xdist rewrites "
+            "separate path arguments for the workers and stops on this one")
+    bad = unsendable_args(args, config.invocation_params.dir, _rsync_roots(config))
+    if not bad:
+        return
+    before, arg = bad[0]
+    positional = {str(a) for a in config.args} if config.args_source == \
+        pytest.Config.ArgsSource.ARGS else set()
+    if before is not None and before.startswith("-") and "=" not in before \
+            and arg not in positional:
+        one = f"{before}={arg}" if before.startswith("--") else f"{before}{arg}"
+        raise pytest.UsageError(
+            f"{head} write {one} as one argument: pytest-xdist rewrites separate "
+            f"path arguments for the workers and stops on {arg!r}, a path outside its "
+            "rsync roots")
+    raise pytest.UsageError(
+        f"{head} pytest-xdist cannot send the path argument {arg!r} to the workers (it "
+        "stops on a path outside its rsync roots): give suites as --ragbench=PATH and "
+        "test folders in the ini's testpaths, which each worker finds from its own rootdir "
+        "(see docs/many-hosts.md)")
+
+
+def _rsync_roots(config: pytest.Config) -> list[Path]:
+    """The folders pytest-xdist rewrites path arguments against: its own copies of pytest
+    and ``_pytest``, ``--rsyncdir`` and the ini's ``rsyncdirs``."""
+    import _pytest
+
+    roots = [Path(pytest.__file__).parent, Path(_pytest.__file__).parent]
+    try:
+        roots += [Path(str(r)) for r in getattr(config.option, "rsyncdir", None) or []]
+        roots += [Path(str(r)) for r in config.getini("rsyncdirs") or []]
+    except ValueError:  # no such ini option without xdist
+        pass
+    return [(r if r.is_absolute() else config.invocation_params.dir / r).resolve()
+            for r in roots]
 
 
 def _explicit_suites(config: pytest.Config, state: RagbenchState) -> list[Path]:

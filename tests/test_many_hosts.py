@@ -193,6 +193,28 @@ def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: ragbench: with --tx gateways that use chdir= or "
                                  "another host, write --ragbench=suite.yaml as one argument*"])
+    # any separate argument naming an existing path: xdist stopped on it with an
+    # INTERNALERROR once the gateways were up (a baseline file always exists)
+    (pytester.path / "base.json").write_text("{}")
+    (pytester.path / "out.xml").write_text("")
+    (pytester.path / "tests").mkdir()
+    for args, expected in (
+            (["--junitxml", "out.xml"], "write --junitxml=out.xml as one argument*"),
+            (["--ragbench-baseline", "base.json"], "write --ragbench-baseline=base.json as "
+                                                   "one argument*'base.json'*"),
+            (["tests"], "pytest-xdist cannot send the path argument 'tests' to the workers*")):
+        result = pytester.runpytest("--ragbench=suite.yaml", "--tx=popen//chdir=gw", "-d",
+                                    *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: ragbench: with --tx gateways that use chdir= "
+                                     f"or another host, {expected}"])
+        assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+    # xdist starts no worker for these, so they take any argument, as without the plugin
+    for mode, status in (("--collect-only", pytest.ExitCode.OK),
+                         ("--ragbench-list", pytest.ExitCode.OK)):
+        result = pytester.runpytest("--ragbench=suite.yaml", "--tx=popen//chdir=gw", "-d",
+                                    mode, "tests")
+        assert result.ret == status, result.stderr.str()
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-budget-address=host:x")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: ragbench: --ragbench-budget-address='host:x': "

@@ -17,6 +17,7 @@ from pytest_ragbench.hosts import (
     parse_address,
     resolve_host,
     separate_suite_args,
+    unsendable_args,
 )
 
 pytestmark = pytest.mark.unit
@@ -147,3 +148,15 @@ def test_moves_workers() -> None:
 def test_separate_suite_args() -> None:
     args = ["--ragbench", "a.yaml", "--ragbench=b.yaml", "-k", "x", "--ragbench-out", "o"]
     assert separate_suite_args(args) == ["a.yaml"]
+
+
+def test_unsendable_args_are_existing_paths_outside_the_rsync_roots(tmp_path: Path) -> None:
+    (tmp_path / "base.json").write_text("{}")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "t.py").write_text("")
+    args = ["--ragbench-baseline", "base.json", "-k", "x", "missing.json",
+            str(tmp_path / "root" / "t.py") + "::test", str(tmp_path / "base.json"),
+            "--junitxml=base.json"]
+    assert unsendable_args(args, tmp_path, [tmp_path / "root"]) == [
+        ("--ragbench-baseline", "base.json"),
+        (str(tmp_path / "root" / "t.py") + "::test", str(tmp_path / "base.json"))]
