@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +180,28 @@ def test_list_with_conftest_includes_its_registrations(pytester, monkeypatch, ca
         "      Scores by query words, see Counter and str.split.",
     ])
     assert "collected" not in out.str()
+
+
+def test_list_with_conftest_from_another_folder_reads_the_ini_as_pytest_there_would(
+        pytester, monkeypatch, capsys):
+    """An ini's ``addopts = --ragbench=suites/s.yaml`` resolves against DIR, where 'pytest
+    --ragbench-list' runs: run from DIR's parent, the listing failed with 'suite file not
+    found' for the suite's path under the current folder."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                     "addopts = --ragbench=suites/s.yaml\n")
+    suites = pytester.mkdir("suites")
+    (suites / "corpus.jsonl").write_text('{"_id": "d1", "text": "espresso"}\n')
+    (suites / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "espresso", "relevant": {"d1": 1}}\n')
+    (suites / "s.yaml").write_text(
+        "name: s\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+        "retrievers: {bm25: {}}\nmetrics: [ndcg@10]\n")
+    monkeypatch.chdir(pytester.path.parent)
+    status, out, text = _list_in_process(pytester.path, monkeypatch, capsys)
+    assert status == 0, text
+    out.fnmatch_lines(["  keyword -- conftest conftest.py"])
+    assert Path.cwd() == pytester.path.parent
 
 
 def test_list_without_conftest_leaves_conftest_registrations_out(pytester, capsys):

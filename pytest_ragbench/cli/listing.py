@@ -54,12 +54,20 @@ def _list_with_pytest(directory: Path) -> int:
         return EXIT_USAGE
     import pytest
 
+    directory = directory.resolve()
     args = ["--ragbench-list", "--rootdir", str(directory), str(directory)]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         # The plugin is found through its pytest11 entry point, which this setting disables;
         # loading it by name as well would register it twice otherwise.
         args[:0] = ["-p", "pytest_ragbench.plugin"]
-    status = int(pytest.main(args))
+    # run in DIR, as 'pytest --ragbench-list' there: the ini's addopts (--ragbench=suite.yaml)
+    # name paths relative to it, which from another folder were 'suite file not found'
+    before = Path.cwd()
+    os.chdir(directory)
+    try:
+        status = int(pytest.main(args))
+    finally:
+        os.chdir(before)
     if status == EXIT_OK:
         return EXIT_OK
     return EXIT_USAGE if status == _PYTEST_USAGE_ERROR else EXIT_FAILED
