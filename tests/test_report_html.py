@@ -566,6 +566,26 @@ def test_rerender_refuses_a_finished_run_without_its_records(
     assert (run_dir / REPORT_HTML).read_text(encoding="utf-8") == html_before
 
 
+@pytest.mark.parametrize("edit", ["drop-metrics", "run-not-a-mapping"])
+def test_rerender_names_a_summary_this_version_cannot_read(
+        run_dir: Path, capsys: pytest.CaptureFixture[str], edit: str) -> None:
+    """A summary.json of the right outline the reports cannot read (another version's, or
+    edited by hand) ended 'ragbench report' in a traceback, after report.html was rewritten;
+    'ragbench compare' of the same folder named the file."""
+    summary = json.loads((run_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
+    if edit == "drop-metrics":
+        del summary["suites"][0]["metrics"]
+    else:
+        summary["run"] = 3
+    (run_dir / SUMMARY_JSON).write_text(json.dumps(summary), encoding="utf-8")
+    html_before = (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+    assert ragbench_main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ragbench report: {run_dir / SUMMARY_JSON}: not a ragbench "
+                          "summary this version reads (")
+    assert (run_dir / REPORT_HTML).read_text(encoding="utf-8") == html_before
+
+
 def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     # A run folder of a version that kept no run.json: nothing says what the suite gates.
     (run_dir / SUMMARY_JSON).unlink()

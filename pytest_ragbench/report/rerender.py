@@ -237,6 +237,22 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     and ``HistoryError`` when an explicitly given ``history_db`` cannot be read.
     """
     summary, records = load_run(run_dir)
+    # rendered before any file is written: a summary.json of the right outline that this
+    # version cannot read (another version's, or edited by hand) is named, as 'ragbench
+    # compare' names it, where it ended in a traceback after report.html was rewritten
+    try:
+        for key in ("run", "baseline"):
+            if not isinstance(summary.get(key) or {}, Mapping):
+                raise TypeError(f"'{key}' is {type(summary[key]).__name__}, expected a "
+                                "mapping")
+        baseline_rows = (summary.get("baseline") or {}).get("rows") or []
+        md = summary_markdown(summary, baseline_rows, level=summary_level)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        run = summary.get("run")
+        if isinstance(run, Mapping) and run.get("note"):
+            raise  # recomputed from the records here: not the file's fault
+        raise RunFolderError(f"{run_dir / SUMMARY_JSON}: not a ragbench summary this version "
+                             f"reads ({type(exc).__name__}: {exc})") from None
     note = (summary.get("run") or {}).get("note")
     if note and on_note is not None:
         # A recomputed summary (a crashed run) must not pass for the one the run wrote.
@@ -245,13 +261,11 @@ def rerender(run_dir: Path, *, html_path: Path | None = None,
     # which sorts after every run id and would put later runs in the run's trend
     run_id = str((summary.get("run") or {}).get("id") or run_dir.resolve().name)
     history = _history(run_dir, history_db, run_id)
-    baseline_rows = (summary.get("baseline") or {}).get("rows") or []
     doc_text = shown_document_texts(records, _corpus_lookup(summary))
     html = write_html(html_path if html_path is not None else run_dir / REPORT_HTML,
                       summary, records, history=history, doc_text=doc_text)
     csv_path = run_dir / CASES_CSV
     write_cases_csv(csv_path, records)
-    md = summary_markdown(summary, baseline_rows, level=summary_level)
     run = summary.get("run") or {}
     if run.get("partial") and ("verdict" not in summary or run.get("note")):
         # summary_markdown judges only gates and regressions; say plainly that it is partial.
