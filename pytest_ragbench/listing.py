@@ -38,6 +38,11 @@ _TITLES = {"retriever": "retrievers", "pipeline": "pipelines", "llm": "LLMs",
 # The keys of the call wrapper every registered provider runs under (llm/guard.py).
 _CALL_KEYS = ", ".join(GUARD_KEYS)
 _CALL_NOTES = {
+    # the suite loader takes it from any system's spec; no factory ever sees it
+    "retriever": "In a suite's retrievers:, every type also takes case_timeout (seconds one "
+                 "retrieval may take; not passed to it).",
+    "pipeline": "In a suite's pipelines:, every type also takes case_timeout (seconds one "
+                "answer may take; not passed to it).",
     "llm": f"In a suite's llm: or judge: {{llm: ...}}, every type but openai and extractive "
            f"also takes {_CALL_KEYS} (how it is called: retries, limits; not passed to it).",
     "embedder": f"In a suite's embedder:, every type but openai and hashing also takes "

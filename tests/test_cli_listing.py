@@ -172,3 +172,7 @@ def test_pipelines_llms_and_embedders_are_listed_with_plain_lines_and_user_param
     pipelines = text[text.index("pipelines (type names"):text.index("LLMs (type names")]
     assert ("  app -- conftest conftest.py\n      parameters: top=3\n"
             "      The production RAG app, in process.\n") in pipelines
+    # a key every system takes (its time limit), which no factory's signature shows
+    assert "every type also takes case_timeout" in pipelines
+    retrievers = text[:text.index("pipelines (type names")]
+    assert "every type also takes case_timeout" in retrievers
