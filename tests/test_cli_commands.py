@@ -77,6 +77,19 @@ def test_no_subcommand_prints_help_and_exits_2(capsys):
     assert "usage: ragbench" in capsys.readouterr().err
 
 
+def test_ctrl_c_is_one_line_and_the_shells_status_not_a_traceback(monkeypatch, capsys):
+    from pytest_ragbench.cli import report
+
+    def interrupted(args):
+        print("written so far")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "run", interrupted)
+    assert main(["report", "latest"]) == 130
+    out, err = capsys.readouterr()
+    assert (out, err) == ("written so far\n", "ragbench report: interrupted\n")
+
+
 def test_bad_subcommand_option_names_the_subcommand(capsys):
     assert main(["history", "--limit", "many"]) == 2
     err = capsys.readouterr().err

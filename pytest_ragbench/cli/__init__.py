@@ -4,7 +4,8 @@ One argparse parser with a subparser per command (each module of this package ad
 and the function that runs it), so every command has its own ``--help`` and argparse reports
 bad arguments the same way everywhere. Exit status: 0 on success, 1 when a comparison fails
 its gates (or a report cannot be written), 2 on a usage error (bad arguments, an unknown
-command, unreadable input). Options the plugin has too come from :mod:`pytest_ragbench.options`.
+command, unreadable input), 130 when interrupted (Ctrl-C). Options the plugin has too come
+from :mod:`pytest_ragbench.options`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Sequence
 from .. import __version__
 from . import compare, history, listing, report, schema
 from .common import EXIT_FAILED, EXIT_USAGE
+
+# 128 + SIGINT, what a shell reports for a command Ctrl-C ended
+EXIT_INTERRUPTED = 130
 
 __all__ = ["build_parser", "main"]
 
@@ -54,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # reader that went away raises below rather than in the interpreter's exit flush.
         sys.stdout.flush()
         return status
+    except KeyboardInterrupt:
+        # Ctrl-C (a report reading a large corpus again, a history being pruned): said in one
+        # line with the shell's status for it, as pytest says it, not a traceback
+        sys.stdout.flush()
+        print(f"ragbench {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``ragbench list | head``): not an error of ours, and Python
         # would print a traceback when it flushes stdout at exit; point stdout at devnull.
