@@ -15,6 +15,7 @@ usage error.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -37,27 +38,41 @@ class ControllerPaths:
     """The controller's view of the run's files, as sent to workers (plain strings).
 
     ``suites`` holds each explicit suite relative to ``rootdir`` (POSIX separators), or its
-    absolute path when it lies outside the rootdir.
+    absolute path when it lies outside the rootdir; ``digests`` the SHA-256 of each suite
+    file's bytes on the controller (the records' ``suite_hash``; ``""`` where it could not
+    be read, and empty from a controller that sent none).
     """
 
     rootdir: str
     cwd: str
     suites: tuple[str, ...]
+    digests: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, rootdir: Path, cwd: Path, suites: Sequence[Path]) -> ControllerPaths:
         """The controller's paths; ``suites`` are absolute (as the plugin resolved them)."""
-        return cls(str(rootdir), str(cwd), tuple(_relative(p, rootdir) for p in suites))
+        return cls(str(rootdir), str(cwd), tuple(_relative(p, rootdir) for p in suites),
+                   tuple(file_digest(p) for p in suites))
 
     def to_input(self) -> dict[str, Any]:
         """Plain values for xdist's ``workerinput`` (execnet sends only builtin types)."""
-        return {"rootdir": self.rootdir, "cwd": self.cwd, "suites": list(self.suites)}
+        return {"rootdir": self.rootdir, "cwd": self.cwd, "suites": list(self.suites),
+                "digests": list(self.digests)}
 
     @classmethod
     def from_input(cls, value: Mapping[str, Any]) -> ControllerPaths:
         """The paths as the controller sent them in the worker's ``workerinput``."""
         return cls(str(value["rootdir"]), str(value["cwd"]),
-                   tuple(str(s) for s in value["suites"]))
+                   tuple(str(s) for s in value["suites"]),
+                   tuple(str(d) for d in value.get("digests") or ()))
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (a suite's ``suite_hash``), ``""`` if it cannot be read."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -109,17 +124,34 @@ def candidate_roots(controller_root: Path, worker_root: Path, worker_cwd: Path) 
 
 
 def resolve_host(controller: ControllerPaths, worker_root: Path, worker_cwd: Path) -> HostPaths:
-    """The first candidate root (:func:`candidate_roots`) holding every relative suite.
+    """The first candidate root (:func:`candidate_roots`) holding every relative suite as the
+    controller has it (the same bytes).
 
-    Raises :class:`HostPathError` naming the first missing suite and every place tried.
+    Raises :class:`HostPathError` naming the first missing suite and every place tried, or a
+    suite that differs from the controller's: its cases would run as this host's copy says
+    (other metrics, gates or queries) while the controller aggregates them by its own.
     """
     rels = [s for s in controller.suites if not Path(s).is_absolute()]
     roots = candidate_roots(Path(controller.rootdir), worker_root, worker_cwd)
+    differing: tuple[Path, Path] | None = None  # (the first copy that differs, its root)
     for root in roots:
-        if all((root / rel).is_file() for rel in rels):
+        if not all((root / rel).is_file() for rel in rels):
+            continue
+        changed = _differing(controller, HostPaths(controller, root), relative=True)
+        if changed is None:
             host = HostPaths(controller, root)
             break
+        differing = differing or (changed, root)
     else:
+        if differing is not None:
+            path, root = differing
+            rel = _relative(path, root)
+            raise HostPathError(
+                f"suite file {rel} on this worker's host ({path}) differs from the "
+                f"controller's ({Path(controller.rootdir) / rel}): a stale or edited copy "
+                "would run its own metrics, gates and queries. Each host needs the same "
+                "suites and datasets at the same paths relative to the rootdir (see "
+                "docs/many-hosts.md)")
         missing = rels[0]
         tried = ", ".join(str(r / missing) for r in roots)
         raise HostPathError(
@@ -132,7 +164,24 @@ def resolve_host(controller: ControllerPaths, worker_root: Path, worker_cwd: Pat
             raise HostPathError(f"suite file {path} (outside the controller's rootdir) not "
                                 "found on this worker's host: a suite outside the rootdir "
                                 "must be at the same absolute path on every host")
+    changed = _differing(controller, host, relative=False)
+    if changed is not None:
+        raise HostPathError(f"suite file {changed} (outside the controller's rootdir) on this "
+                            "worker's host differs from the controller's: every host needs "
+                            "the same suites and datasets (see docs/many-hosts.md)")
     return host
+
+
+def _differing(controller: ControllerPaths, host: HostPaths, *, relative: bool) -> Path | None:
+    """The first suite (relative to the rootdir, or outside it) whose file on this host is
+    not the controller's, by digest; None when all match or the controller sent none."""
+    for suite, digest in zip(controller.suites, controller.digests, strict=False):
+        if Path(suite).is_absolute() is relative or not digest:
+            continue
+        path = host.map(suite)
+        if file_digest(path) != digest:
+            return path
+    return None
 
 
 def suite_node_id(path: Path, rootdir: Path) -> str:

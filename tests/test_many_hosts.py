@@ -186,6 +186,31 @@ def pytest_configure_node(node):
     assert "Traceback" not in text and "INTERNALERROR" not in text
 
 
+def test_a_suite_that_differs_on_a_host_is_one_collection_error(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A host whose copy of the suite is not the controller's (stale, edited): its cases ran
+    by its copy's metrics and gates, and the controller aggregated them by its own (a metric
+    NaN for every case, the copy's gates unchecked, 'passed'). Stands in for another host:
+    the controller's digest of the suite is rewritten (after the plugin's)."""
+    gw = tmp_path_factory.mktemp("gateway")
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    pytester.makeconftest("""
+import pytest
+
+@pytest.hookimpl(trylast=True, optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["ragbench_hosts"]["digests"] = ["0" * 64]
+""")
+    result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
+                                "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 1 error in *"])
+    text = " ".join(result.stdout.str().split())
+    assert (f"ragbench: suite file suite.yaml on this worker's host ({pytester.path}/suite.yaml)"
+            f" differs from the controller's ({pytester.path}/suite.yaml)") in text
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
 def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
     """Caught before xdist starts a worker: one line each, no INTERNALERROR."""
     write_project(pytester.path, "http://127.0.0.1:9/v1")

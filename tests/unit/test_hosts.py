@@ -70,6 +70,39 @@ def test_a_root_must_hold_every_suite(tmp_path: Path) -> None:
     assert resolve_host(given, gw, gw).root == ctrl
 
 
+def test_a_copy_that_differs_from_the_controllers_suite_is_skipped_or_named(
+        tmp_path: Path) -> None:
+    """A stale copy ran its own metrics and queries: the controller aggregated them by its own
+    suite (its metric all NaN, its gates unchecked) and the run passed."""
+    ctrl, gw = tmp_path / "proj", tmp_path / "gw"
+    _touch(ctrl / "suites" / "a.yaml")
+    given = ControllerPaths.of(ctrl, ctrl, [ctrl / "suites" / "a.yaml"])
+    assert ControllerPaths.from_input(given.to_input()) == given
+    (gw / "proj" / "suites").mkdir(parents=True)
+    (gw / "proj" / "suites" / "a.yaml").write_text("name: s\nmetrics: [recall@10]\n")
+    # the controller's own files on this host: they, not the stale copy
+    assert resolve_host(given, gw, gw).root == ctrl
+    (ctrl / "suites" / "a.yaml").unlink()  # another host: only the copy
+    with pytest.raises(HostPathError) as info:
+        resolve_host(given, gw, gw)
+    assert str(info.value).startswith(
+        f"suite file suites/a.yaml on this worker's host ({gw / 'proj' / 'suites' / 'a.yaml'}) "
+        f"differs from the controller's ({ctrl / 'suites' / 'a.yaml'})")
+    # a controller that sent no digests (an older version) is taken at its word
+    old = ControllerPaths(given.rootdir, given.cwd, given.suites)
+    assert resolve_host(ControllerPaths.from_input(
+        {k: v for k, v in old.to_input().items() if k != "digests"}), gw, gw).root == gw / "proj"
+
+
+def test_a_suite_outside_the_rootdir_must_be_the_controllers_too(tmp_path: Path) -> None:
+    ctrl, gw, outside = tmp_path / "proj", tmp_path / "gw", tmp_path / "shared" / "s.yaml"
+    _touch(outside)
+    given = ControllerPaths.of(ctrl, ctrl, [outside])
+    outside.write_text("name: edited\n")
+    with pytest.raises(HostPathError, match=r"outside the controller's rootdir.*differs"):
+        resolve_host(given, gw, gw)
+
+
 def test_paths_move_with_the_rootdir(tmp_path: Path) -> None:
     ctrl, gw = tmp_path / "proj", tmp_path / "gw"
     _touch(gw / "proj" / "s.yaml")
