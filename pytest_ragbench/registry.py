@@ -64,7 +64,7 @@ GROUPS: dict[str, str] = {kind: f"ragbench.{kind}s" for kind in KINDS}
 # Built-ins are "module:attr" strings so that listing them imports nothing.
 BUILTINS: dict[str, dict[str, str]] = {
     "retriever": {
-        "bm25": "pytest_ragbench.retrievers.bm25:BM25Retriever",
+        "bm25": "pytest_ragbench.retrievers.bm25:bm25_retriever",
         "dense": "pytest_ragbench.retrievers.dense:DenseRetriever",
         "hybrid": "pytest_ragbench.retrievers.hybrid:HybridRetriever",
         "run": "pytest_ragbench.retrievers.runfile:RunFileRetriever",

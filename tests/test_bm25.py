@@ -3,6 +3,7 @@ tokenizer, the on-disk index cache and parameter validation."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import mmap
@@ -892,6 +893,31 @@ def test_concurrent_builders_leave_one_valid_file(tmp_path: Path) -> None:
 def test_parameter_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BM25Retriever(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_suite_type_builds_the_reference_engine_beside_a_cache_folder(
+        tmp_path: Path) -> None:
+    """The registry hands every bm25 pytest's cache folder: a suite's `engine: rank_bm25`
+    failed to build ("cache_dir is only supported by engine='sparse'") unless pytest ran with
+    -p no:cacheprovider."""
+    from pytest_ragbench.registry import BuildContext, Registry
+
+    reg = Registry(use_entry_points=False)
+    ctx = BuildContext(cache_dir=tmp_path, registry=reg)
+    okapi = reg.build("retriever", "bm25", {"engine": "rank_bm25"}, ctx)
+    assert isinstance(okapi, BM25Retriever) and okapi.cache_dir is None
+    okapi.index(CORPUS)
+    direct = BM25Retriever(engine="rank_bm25")
+    direct.index(CORPUS)
+    assert list(okapi.retrieve(QUERIES[0], 5)) == list(direct.retrieve(QUERIES[0], 5))
+    assert list(tmp_path.iterdir()) == []  # nothing on disk for the reference engine
+    sparse = reg.build("retriever", "bm25", {"k1": 1.2}, ctx)
+    assert sparse.cache_dir == tmp_path and sparse.k1 == 1.2
+    # the suite type takes exactly the class's parameters
+    from pytest_ragbench.retrievers.bm25 import bm25_retriever
+
+    assert inspect.signature(bm25_retriever).parameters == {
+        name: p for name, p in inspect.signature(BM25Retriever).parameters.items()}
 
 
 def test_usage_errors(lucene: BM25Retriever) -> None:

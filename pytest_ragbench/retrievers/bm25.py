@@ -814,6 +814,30 @@ class BM25Retriever:
         return self._top(scores[docs], docs, k)
 
 
+def bm25_retriever(
+    *,
+    k1: float = 0.9,
+    b: float = 0.4,
+    stemmer: str | None = "porter",
+    stopwords: str | list[str] | None = "lucene",
+    fields: str = "flat",
+    engine: str = "sparse",
+    idf: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> BM25Retriever:
+    """BM25 over the corpus passed to index(); implements the Retriever protocol.
+
+    The ``bm25`` type of suite files: a :class:`BM25Retriever` with the same parameters, the
+    index cache folder (``cache_dir``) going to the sparse engine only.
+    """
+    # every build gets pytest's cache folder, and BM25Retriever refuses one for the reference
+    # engine (it has no disk index): a suite's `engine: rank_bm25` failed on a key it never
+    # wrote, "cache_dir is only supported by engine='sparse'"
+    return BM25Retriever(k1=k1, b=b, stemmer=stemmer, stopwords=stopwords, fields=fields,
+                         engine=engine, idf=idf,
+                         cache_dir=cache_dir if engine == "sparse" else None)
+
+
 def _drain(items: list[Any]) -> Iterator[Any]:
     """Yield and drop the items of ``items`` front to back, so each is freed once used."""
     items.reverse()
