@@ -239,14 +239,28 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def budget_bind(address: str | None, tx_specs: Sequence[str]) -> tuple[str, int]:
+def budget_bind(address: str | None, tx_specs: Sequence[str],
+                px_specs: Sequence[str] = ()) -> tuple[str, int]:
     """Where the run budget coordinator listens: ``address`` when given, else 127.0.0.1 when
     every gateway is local, else all interfaces (workers on other hosts must reach it; the
-    coordinator then advertises this machine's name, and its token keeps others out)."""
+    coordinator then advertises this machine's name, and its token keeps others out).
+    ``px_specs``: xdist's ``--px`` proxies, through which ``via=`` gateways start theirs."""
     if address:
         return parse_address(address)
-    remote = any(is_remote_spec(spec) for spec in tx_specs)
+    remote = any(is_remote_spec(spec) or behind_remote_proxy(spec, px_specs)
+                 for spec in tx_specs)
     return ("0.0.0.0" if remote else "127.0.0.1"), 0
+
+
+def behind_remote_proxy(spec: str, px_specs: Sequence[str]) -> bool:
+    """Whether a ``--tx ...//via=ID`` gateway starts its worker on another machine: where
+    the proxy ``--px ...//id=ID`` runs (``--px ssh=host//id=ID --tx 4*popen//via=ID`` puts
+    four workers on ``host``, each a ``popen`` there). A proxy not given counts as remote."""
+    via = next((part[4:] for part in spec.split("//") if part.startswith("via=")), None)
+    if via is None:
+        return False
+    proxy = next((px for px in px_specs if f"id={via}" in px.split("//")), None)
+    return proxy is None or is_remote_spec(proxy)
 
 
 def gateway_count(tx_specs: Sequence[str]) -> int:

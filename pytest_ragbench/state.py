@@ -309,7 +309,8 @@ class RagbenchState:
 
             # ssh workers (``--tx ssh=...``) need a reachable address, bound with the token
             host, port = budget_bind(self.config.getoption("ragbench_budget_address", None),
-                                     [str(tx) for tx in self.config.getoption("tx", None) or []])
+                                     [str(tx) for tx in self.config.getoption("tx", None) or []],
+                                     [str(px) for px in self.config.getoption("px", None) or []])
             try:
                 self._coordinator = Coordinator(host=host, port=port).start()
             except OSError as exc:

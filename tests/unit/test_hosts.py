@@ -172,6 +172,15 @@ def test_budget_bind() -> None:
     assert budget_bind("10.1.2.3:9000", ["ssh=h"]) == ("10.1.2.3", 9000)
 
 
+def test_budget_bind_follows_via_gateways_to_their_proxy() -> None:
+    """``--px ssh=h//id=hop --tx 4*popen//via=hop`` puts four workers on h: the coordinator
+    listened on 127.0.0.1 (every --tx spec reads 'popen'), which they cannot reach."""
+    assert budget_bind(None, ["4*popen//via=hop"], ["ssh=h//id=hop"]) == ("0.0.0.0", 0)
+    assert budget_bind(None, ["2*popen//via=hop"], ["id=hop//execmodel=thread//popen"]) == (
+        "127.0.0.1", 0)
+    assert budget_bind(None, ["popen//via=nowhere"], []) == ("0.0.0.0", 0)
+
+
 def test_moves_workers() -> None:
     assert not moves_workers(["popen", "2*popen"]) and not moves_workers([])
     assert moves_workers(["popen", "2*popen//chdir=/tmp/gw"])
