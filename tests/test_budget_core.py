@@ -459,6 +459,20 @@ def test_cost_charged_on_release_is_known_before_the_next_grant() -> None:
     assert "without a cost_key" in h.replies[("w", ident)]["message"]
 
 
+def test_a_release_with_a_cost_it_cannot_charge_still_frees_its_slot() -> None:
+    # the refused charge ended the release before the lease: its slot was taken for good
+    h = Harness()
+    h.declare(concurrency=1)
+    h.send("w", {"op": "declare_cost", "key": "suite", "max_cost": 5.0})
+    a = h.acquire(cost_key="suite")
+    b = h.acquire(cost_key="suite")
+    assert ("w", b) not in h.replies
+    ident = h.send("w", {"op": "release", "lease": a, "usd": -1.0})
+    assert "cost must be a finite number >= 0" in h.replies[("w", ident)]["message"]
+    assert h.replies[("w", b)] == {"id": b, "ok": True}
+    assert h.core.totals()["costs"]["suite"]["spent"] == 0.0
+
+
 def test_process_budget_picks_the_transport() -> None:
     from pytest_ragbench.budget import Coordinator, CoordinatorClient
     from pytest_ragbench.budget.wiring import process_budget

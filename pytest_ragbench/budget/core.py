@@ -493,18 +493,25 @@ class BudgetCore:
         retry_after = message.get("retry_after")
         tokens_used = message.get("tokens_used")
         usd = message.get("usd")
+        problem: ValueError | None = None
         if usd is not None:
             # charged in the same step as the slot is freed, so no request can be admitted
             # between the end of a paid call and its cost being known
-            if waiter.cost_key is None:
-                raise ValueError("usd given for a lease acquired without a cost_key")
-            self._charge(waiter.cost_key, float(usd))
-            waiter.pool.spent += float(usd)
+            try:
+                if waiter.cost_key is None:
+                    raise ValueError("usd given for a lease acquired without a cost_key")
+                self._charge(waiter.cost_key, float(usd))
+                waiter.pool.spent += float(usd)
+            except (TypeError, ValueError) as exc:
+                # the lease still ends: a slot nobody gives back stalls every later request
+                problem = ValueError(str(exc))
         self._count_fault(waiter, outcome, message.get("fault"))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),
                   None if tokens_used is None else float(tokens_used))
         self._pump(waiter.pool)
+        if problem is not None:
+            raise problem
 
     def _count_fault(self, waiter: _Waiter, outcome: str, fault: Any) -> None:
         """The run's circuit breaker of the pool: consecutive failures on the endpoint's

@@ -299,14 +299,37 @@ class CallGuard:
             return outcome
         used: int | None = None
         usd: float | None = None
-        if usage_of is not None:
-            prompt, completion = usage_of(outcome.value)
-            used = prompt + completion
-            if self._cost_of is not None:
-                # charged with the release, in one step, as the built-in clients do
-                usd = self._cost_of(Usage(prompt, completion, 1))
+        try:
+            if usage_of is not None:
+                prompt, completion = usage_of(outcome.value)
+                used = prompt + completion
+                if self._cost_of is not None:
+                    # charged with the release, in one step, as the built-in clients do
+                    usd = self._cost_of(Usage(prompt, completion, 1))
+        except BaseException:
+            lease.release("error")  # the slot is given back whatever went wrong
+            raise
         lease.release("ok", tokens_used=used, usd=usd)
         return outcome
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        return None
+    return int(value) if value >= 0 else None
+
+
+def counted_usage(usage: Any) -> Usage:
+    """A provider's ``Completion.usage`` with its token counts as ``int``; raises
+    :class:`LLMError` (not retried: the provider would count the same way again) when it is
+    not a :class:`Usage` of whole numbers >= 0, which neither ``tpm`` nor the costs and
+    ``max_cost`` could count."""
+    if isinstance(usage, Usage):
+        prompt, completion = _count(usage.prompt_tokens), _count(usage.completion_tokens)
+        if prompt is not None and completion is not None:
+            return Usage(prompt, completion, usage.requests)
+    raise LLMError(f"returned a usage of {usage!r}, expected Usage(prompt_tokens, "
+                   "completion_tokens) of whole numbers >= 0")
 
 
 def estimate_tokens(messages: Sequence[Message], max_tokens: Any = None) -> int:
@@ -353,7 +376,9 @@ class GuardedLLM:
                 # not retryable: the same provider will return the same kind of thing again
                 raise LLMError(f"returned {type(completion).__name__}, expected a "
                                "pytest_ragbench.llm.base.Completion")
-            return completion
+            # checked inside the attempt: a usage that cannot be counted fails it, and its
+            # slot is given back, rather than failing to price it after the attempt
+            return replace(completion, usage=counted_usage(completion.usage))
 
         estimate = estimate_tokens(messages, params.get("max_tokens"))
         completion, attempts = await self.guard.call(

@@ -279,3 +279,45 @@ def test_a_provider_returning_the_wrong_type_is_a_clear_error() -> None:
     with pytest.raises(LLMError, match=r"^llm 'wrong' failed: returned str, expected a "
                                        r"pytest_ragbench\.llm\.base\.Completion$"):
         asyncio.run(llm.chat([{"role": "user", "content": "q"}]))
+
+
+class BadUsage(Flaky):
+    """A provider whose Completion carries a usage the plugin cannot count."""
+
+    def __init__(self, usage: Any) -> None:
+        super().__init__()
+        self.usage = usage
+
+    async def chat(self, messages: Sequence[dict[str, str]], **params: Any) -> Completion:
+        self.calls += 1
+        return Completion("Paris", self.usage, model="flaky-1")
+
+
+@pytest.mark.parametrize("usage", [
+    Usage(-100, 5), Usage(float("nan"), 5), Usage(None, None),  # type: ignore[arg-type]
+    {"prompt_tokens": 10, "completion_tokens": 5}, Usage(10.5, 5),  # type: ignore[arg-type]
+])
+def test_a_usage_that_cannot_be_counted_errors_its_case_and_frees_its_slot(
+        tmp_path: Path, usage: Any) -> None:
+    # the slot of such a call was never given back (a negative cost was refused by the run
+    # budget before the lease was ended; a dict raised before the release): at concurrency 1
+    # the next call waited for ever
+    provider = BadUsage(usage)
+    with LocalBudget() as budget:
+        rag = pipeline(tmp_path, provider, run_budget=budget, cache="off",
+                       llm={"model": "m", "concurrency": 1, "retries": 0},
+                       prices={"m": {"prompt": 1.0, "completion": 1.0}}, max_cost=10.0)
+        try:
+            for i in range(2):
+                rag.submit(i, Query(f"q{i}", f"question {i}?"), CONTEXTS, ["exact_match"])
+            outs = [rag.result(i, timeout=10) for i in range(2)]
+            totals = budget.totals()
+        finally:
+            rag.close()
+    assert provider.calls == 2
+    for out in outs:
+        assert "returned a usage" in out["errors"]["generation"], out["errors"]
+        assert "whole numbers >= 0" in out["errors"]["generation"]
+    (pool,) = totals["pools"].values()
+    assert pool["in_flight"] == 0 and pool["errors"] == 2
+    assert totals["spent"] == 0.0
