@@ -123,6 +123,16 @@ class Deadline(_Calls):
         self.expired = True
         self._on_expiry()
 
+    def ran_out(self) -> bool:
+        """Whether the limit has run out, also when its timer could not fire: the loop was
+        blocked (an ``async def`` calling something synchronous) past it."""
+        if self.expired:
+            return True
+        counted = self._counted
+        if self._since is not None:
+            counted += self._loop.time() - self._since
+        return counted >= self.limit
+
     def _changed(self, was_queued: bool) -> None:
         if self.queued == was_queued:
             return
@@ -250,7 +260,13 @@ async def within(limit: float, work: Callable[[], Awaitable[T]], *,
     deadline.start()
     try:
         # cancelling this task cancels the work it awaits, as with wait_for
-        return await task
+        result = await task
+        if deadline.ran_out():
+            # a result from work that ignored its cancellation, or that blocked the loop
+            # past the limit, came too late all the same
+            deadline.expired = True
+            raise TimeoutError(f"past its time limit of {limit:g} s")
+        return result
     except asyncio.CancelledError:
         # An outer limit that ran out too cancels this caller: its cancellation goes on up
         # (Python 3.10 cannot tell it from this limit's own by the task's count).

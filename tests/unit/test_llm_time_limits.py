@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from virtual_clock import raises_after
+from virtual_clock import VirtualClockLoop, raises_after
 from virtual_clock import run as run_on_virtual_clock
 
 from pytest_ragbench.answers.config import parse_rag_config, rag_config_from_model
@@ -79,6 +79,32 @@ def test_a_wait_stops_every_deadline_it_is_under() -> None:
 
     done, took = run_on_virtual_clock(lambda: deadline.within(0.2, case))
     assert done == "done" and took == pytest.approx(0.32)
+
+
+def test_work_that_ignores_its_cancellation_is_still_past_its_limit() -> None:
+    """Work that catches the cancellation at its limit and returns anyway (an app's bare
+    ``except:``) handed its result back as if in time: the case passed, 0.5 s past a 0.1 s
+    limit."""
+    async def work() -> str:
+        try:
+            await asyncio.sleep(5.0)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.4)
+        return "late"
+
+    assert raises_after(TimeoutError, lambda: deadline.within(0.1, work)) == pytest.approx(0.5)
+
+
+def test_work_that_blocks_the_loop_past_its_limit_is_past_it() -> None:
+    """An ``async def`` that blocks (a synchronous library call inside) keeps the loop from
+    firing the limit's timer: it returned 2 s later under a limit of 0.1 s, and passed."""
+    async def work() -> str:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualClockLoop)
+        loop.advance(2.0)  # what a blocking call does to the clock: time passes, no yield
+        return "late"
+
+    assert raises_after(TimeoutError, lambda: deadline.within(0.1, work)) == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("blames_calls", [True, False])
