@@ -256,6 +256,8 @@ class CallGuard:
 
     async def _invoke(self, fn: Callable[[], Awaitable[T]]) -> _Outcome:
         timeout = self.limits.timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             value = await (fn() if timeout is None else asyncio.wait_for(fn(), timeout))
         except (asyncio.TimeoutError, TimeoutError) as exc:
@@ -264,6 +266,11 @@ class CallGuard:
             return _Outcome(failure=Failure(attempt_timed_out(timeout), True, "timeout"))
         except Exception as exc:
             return _Outcome(failure=classify(exc))
+        if timeout is not None and loop.time() - started > timeout:
+            # a reply past the timeout that wait_for let through: the provider blocked the
+            # loop (a synchronous call inside ``async def``) or answered after its
+            # cancellation
+            return _Outcome(failure=Failure(attempt_timed_out(timeout), True, "timeout"))
         return _Outcome(value=value)
 
     async def _attempt(self, fn: Callable[[], Awaitable[T]], tokens: int,

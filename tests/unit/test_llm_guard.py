@@ -5,6 +5,7 @@ built-in OpenAI client (pytest_ragbench.llm.guard, answers.pipeline.build_pipeli
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,34 @@ def test_the_per_attempt_timeout_retries_a_hung_call(tmp_path: Path) -> None:
     finally:
         rag.close()
     assert out["errors"] == {} and out["usage"]["requests"] == 2 and hangs.calls == 2
+
+
+@pytest.mark.parametrize("late", ["blocks", "ignores-cancel"])
+def test_an_attempt_that_returns_past_its_timeout_timed_out(tmp_path: Path, late: str) -> None:
+    """A provider that blocks the loop (a synchronous SDK call inside ``async def``) or
+    answers after its cancellation: its late reply was taken, and ``timeout`` never held."""
+    class Late(Flaky):
+        async def chat(self, messages: Sequence[dict[str, str]], **params: Any) -> Completion:
+            self.calls += 1
+            if self.calls == 1:
+                if late == "blocks":
+                    time.sleep(0.2)
+                else:
+                    try:
+                        await asyncio.sleep(5.0)
+                    except asyncio.CancelledError:
+                        await asyncio.sleep(0.1)
+                return Completion("late", Usage(11, 2), model="flaky-1")
+            return Completion(self.answer, Usage(11, 2), model="flaky-1")
+
+    provider = Late()
+    rag = pipeline(tmp_path, provider, llm={"timeout": 0.05, "retries": 1}, cache="off")
+    try:
+        out = rag.run_case_sync(QUERY, CONTEXTS, ["exact_match"])
+    finally:
+        rag.close()
+    assert out["errors"] == {} and out["answer"] == "Paris", out
+    assert out["usage"]["requests"] == 2 and provider.calls == 2
 
 
 @pytest.mark.parametrize("with_run_budget", [False, True])
