@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 from json_service import JsonService, Trickle
 
+from pytest_ragbench.budget import LocalBudget
 from pytest_ragbench.datasets import DataFileError, Query
 from pytest_ragbench.pipelines import (
     Context,
@@ -22,7 +25,7 @@ from pytest_ragbench.pipelines import (
 )
 from pytest_ragbench.pipelines.http import HTTPPipeline, HTTPPipelineError
 from pytest_ragbench.pipelines.recorded import RecordedOutputError, RecordedPipeline
-from pytest_ragbench.registry import Registry
+from pytest_ragbench.registry import BuildContext, Registry
 
 Q1 = Query(id="q1", text="espresso grind size", metadata={"lang": "en"})
 
@@ -275,6 +278,41 @@ def test_http_pipeline_sends_the_query_and_retries_transient_failures(service, m
     assert svc.bodies[-1] == {"mode": "eval", "query": "espresso grind size",
                               "query_id": "q1", "metadata": {"lang": "en"}}
     assert svc.headers[-1]["Authorization"] == "Bearer tok-0123456789abcdef"
+
+
+def test_http_pipelines_concurrency_holds_for_the_whole_run() -> None:
+    """Two processes' pipelines of one suite (xdist workers) share the run's budget: with
+    ``concurrency: 1`` each held its own slot, and the service saw two requests at once."""
+    lock = threading.Lock()
+    seen = {"now": 0, "max": 0}
+
+    def reply(body: bytes, headers: dict[str, str], n: int) -> tuple[int, Any]:
+        with lock:
+            seen["now"] += 1
+            seen["max"] = max(seen["max"], seen["now"])
+        time.sleep(0.05)
+        with lock:
+            seen["now"] -= 1
+        return 200, GOOD
+
+    with JsonService(reply, path="/answer") as svc, LocalBudget() as budget:
+        context = BuildContext(run_budget=lambda: budget)
+        workers = [HTTPPipeline(url=svc.url, concurrency=1, context=context) for _ in range(2)]
+
+        async def go() -> list[PipelineOutput]:
+            try:
+                return await asyncio.gather(*(p.answer(Query(f"q{i}", f"question {i}"))
+                                              for i in range(3) for p in workers))
+            finally:
+                for p in workers:
+                    await p.aclose()
+
+        outs = asyncio.run(go())
+        totals = budget.totals()
+    assert [o.answer for o in outs] == ["a fine grind"] * 6
+    assert seen["max"] == 1
+    (pool,) = totals["pools"].values()
+    assert (pool["concurrency"], pool["requests"], pool["max_in_flight"]) == (1, 6, 1)
 
 
 def test_http_pipeline_timeout_bounds_each_whole_attempt(service):

@@ -257,6 +257,9 @@ def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
     assert recs["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
     assert [b["query_id"] for b in svc.bodies] == ["q1", "q1", "q2", "q3", "q4", "q5"]
     assert all(h["Authorization"] == f"Bearer {secret}" for h in svc.headers)
+    # its concurrency is the run's (one pool for every xdist worker), counted with its attempts
+    result.stdout.fnmatch_lines([f"pipeline pool at {svc.url}: 6 requests, max 1 in flight, "
+                                 "0 throttled (429), 0 timed out, 1 failed * (concurrency 8)"])
 
 
 def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):

@@ -857,8 +857,11 @@ class SuiteRuntime:
         if spec.name in self._systems:
             return []
         try:
+            # the run's budget, so that an http pipeline's concurrency holds for the whole
+            # run, as the suite's endpoints' do
             instance = self.registry.build("pipeline", spec.type, spec.params,
-                                           replace(self.ctx, name=spec.name))
+                                           replace(self.ctx, name=spec.name,
+                                                   run_budget=self.run_budget))
             # an async factory: built on the loop its pipeline's answers will run on
             instance = self._run(instance)
         except Exception as exc:

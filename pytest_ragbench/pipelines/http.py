@@ -27,7 +27,9 @@ errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with exponentia
 jitter (a ``Retry-After`` header wins); a circuit breaker fails fast after
 ``breaker_threshold`` consecutive failures, so a service that is down costs seconds, not
 ``retries`` timeouts per query. Other 4xx replies and bodies outside the contract fail the case
-at once. ``concurrency`` bounds requests in flight.
+at once. ``concurrency`` bounds requests in flight; built in a run, it holds for the whole run
+(every xdist worker together), as an LLM endpoint's does: its requests draw from a pool of the
+run's budget, which the summary's pool lines show.
 
 Secrets: header values may reference environment variables as ``${NAME}``; they are read when
 the pipeline is built (an unset variable is an error naming the variable, never its value) and
@@ -38,15 +40,18 @@ are scrubbed, with secret-named headers' literal values and URL credentials, fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from ..budget.wiring import outcome_of
 from ..datasets import Query
 from ..http_headers import check_url_and_headers, expand_env
+from ..llm import deadline
 from ..llm.base import LLMError
 from ..llm.identity import strip_credentials
 from ..llm.resilience import (
@@ -88,7 +93,8 @@ class HTTPPipeline:
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
                  max_backoff: float = 8.0, concurrency: int = 8,
                  breaker_threshold: int = 5, breaker_reset: float = 30.0,
-                 params: Mapping[str, Any] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None,
+                 context: BuildContext | None = None) -> None:
         _validate({"url": url, "headers": headers, "params": params})
         for name, value, low in (("timeout", timeout, 0.0), ("backoff", backoff, 0.0),
                                  ("max_backoff", max_backoff, 0.0),
@@ -122,6 +128,17 @@ class HTTPPipeline:
         self._rng = random.Random(0)
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
+        # in a run, the slots are the run's: each worker's own semaphore let N workers send
+        # N times ``concurrency`` requests at once
+        self._budget: Any = None
+        self._pool = ""
+        if context is not None and context.run_budget is not None:
+            from ..budget.wiring import endpoint_limits, pool_key
+
+            self._budget = context.run_budget()
+            limits = endpoint_limits(concurrency)
+            self._pool = pool_key(strip_credentials(url), "", limits, kind="pipeline")
+            self._budget.declare(self._pool, limits)
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
@@ -143,7 +160,28 @@ class HTTPPipeline:
             self._slots = asyncio.Semaphore(self.concurrency)
         return self._client
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[list[str]]:
+        """One request in flight: a slot of the run's pool (or of this process's semaphore
+        outside a run); the caller puts the attempt's outcome into the yielded list."""
+        if self._budget is None:
+            assert self._slots is not None
+            async with self._slots:
+                yield []
+            return
+        with deadline.waiting_for_slot():
+            lease = await self._budget.acquire(self._pool, hold=self.timeout)
+        outcome = ["aborted"]
+        try:
+            yield outcome
+        finally:
+            lease.release(outcome[-1])
+
     async def _post(self, body: dict[str, Any]) -> Any:
+        with deadline.call():
+            return await self._posting(body)
+
+    async def _posting(self, body: dict[str, Any]) -> Any:
         client = self._client_for_loop()
         assert self._slots is not None
         where = f"POST {strip_credentials(self.url)}"
@@ -156,12 +194,20 @@ class HTTPPipeline:
                 raise HTTPPipelineError(self._redact(str(exc))) from None
             retry_after: float | None = None
             try:
-                async with self._slots:
+                async with self._slot() as outcome:
                     self.requests += 1
-                    # httpx's timeout bounds each read: a reply trickling in would hold the
-                    # attempt far past ``timeout``
-                    reply = await asyncio.wait_for(client.post(self.url, json=body),
-                                                   self.timeout)
+                    try:
+                        # httpx's timeout bounds each read: a reply trickling in would hold
+                        # the attempt far past ``timeout``
+                        reply = await asyncio.wait_for(client.post(self.url, json=body),
+                                                       self.timeout)
+                    except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
+                        outcome.append("timeout")
+                        raise
+                    except httpx.TransportError:
+                        outcome.append("error")
+                        raise
+                    outcome.append(outcome_of(reply.status_code))
             except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
                 last = attempt_timed_out(self.timeout)
                 await self.breaker.record_failure(last)

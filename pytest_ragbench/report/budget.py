@@ -58,7 +58,8 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"run budget {key}: spent ${cost['spent']:.4f} of ${cost['max_cost']:.4f}"
                      f" (all workers){state}")
     for pool in report.get("pools", []):
-        line = (f"{pool.get('kind') or 'llm'} pool {pool['model']} at {pool['endpoint']}: "
+        model = f" {pool['model']}" if pool.get("model") else ""
+        line = (f"{pool.get('kind') or 'llm'} pool{model} at {pool['endpoint']}: "
                 f"{pool['requests']} requests, max {pool['max_in_flight']} in flight, "
                 f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
