@@ -617,3 +617,36 @@ def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, 
         assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
         assert summary(latest_run(pytester.path))["run"]["budget"]["spent"] == pytest.approx(total)
 
+
+
+def test_two_suites_sending_the_same_prompts_each_pay_under_their_own_cap(
+        pytester: pytest.Pytester, mini_suite: Any) -> None:
+    """Two suites whose cases send the same prompts, without a response cache: at ``-n 0``
+    each suite sends its own and pays under its own cap. At ``-n 2`` the controller's head
+    start named a request by its prompt alone, so one suite's responses went to the other
+    suite's cases: the first suite's records showed $8.48 while its cap said $3.28 (the
+    rest was paid under the second suite's cap, whose cases then all found it used up)."""
+    queries = [{"_id": f"q{i}", "text": f"topic {i % 6} question {i}",
+                "relevant": {f"d{i % 6 + 1}": 1}, "answer": "passage"} for i in range(16)]
+    write_jsonl(pytester.path / "queries.jsonl", queries)
+    with FakeOpenAIServer(latency=0.05, reply=reply) as server:
+        for name, cap in (("one", 20), ("two", 40)):
+            mini_suite(f"""
+                name: {name}
+                dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+                retrievers: {{bm25: {{}}}}
+                metrics: [recall@10, answer_contains]
+                llm: {{type: openai, base_url: "{server.base_url}", model: m, concurrency: 2}}
+                cache: off
+                max_cost: {cap}
+                prices: {{m: {{prompt: 0, completion: 1000000}}}}
+                """, name=f"{name}.yaml")
+        result = pytester.runpytest("--ragbench=one.yaml", "--ragbench=two.yaml", "-n", "2")
+    run = latest_run(pytester.path)
+    assert result.ret == 1  # the caps refused cases
+    costs = summary(run)["run"]["budget"]["costs"]
+    for name in ("one", "two"):
+        recs = [r for r in records(run) if r["suite_name"] == name]
+        paid = sum(r["cost"] or 0.0 for r in recs)
+        assert paid == pytest.approx(costs[f"{name}.yaml"]["spent"]), name
+        assert paid >= costs[f"{name}.yaml"]["max_cost"], name

@@ -147,8 +147,12 @@ class ExchangedLLM:
         return f"ExchangedLLM({self.inner!r}, role={self.role!r})"
 
     def key(self, messages: Sequence[Message], params: dict[str, Any]) -> str:
-        """The exchange key of a request."""
-        return "chat:" + chat_key(self.provider_id, messages, params, self.template_version)
+        """The exchange key of a request: within its suite (``scope``). Another suite's
+        identical request is its own, paid under its own ``max_cost``, as at ``-n 0``
+        (where, with the response cache on, it is read from the cache instead)."""
+        where = f"{self.scope}:" if self.scope is not None else ""
+        return "chat:" + where + chat_key(self.provider_id, messages, params,
+                                          self.template_version)
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
         lead = self.role == "lead"
