@@ -376,6 +376,9 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     # summary.md says it too (it said nothing of the resume)
     md = (latest_run(pytester.path) / "summary.md").read_text()
     assert f"> Resumed from {latest.name}: 10 cases reused, 0 run.\n" in md
+    # and the HTML report's run details (they said nothing of it)
+    html = (latest_run(pytester.path) / "report.html").read_text()
+    assert f"<dd>resumed from {latest.name}: 10 cases reused, 0 run</dd>" in html
     # the other suite's run named on purpose: a usage error before any case is paid for
     # again (it said "nothing to resume" and ran every case)
     others = sorted(p for p in latest_run(pytester.path).parent.iterdir()

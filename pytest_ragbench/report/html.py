@@ -49,6 +49,7 @@ from ..records import (
     xfail_reason,
 )
 from ..results.aggregate import group_records, metric_values
+from ..results.resume import resume_line
 from . import svg
 from .budget import budget_lines
 from .documents import SNIPPET_MAX
@@ -811,6 +812,10 @@ def _run_items(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     budget = run.get("budget")
     if isinstance(budget, Mapping):
         items += [("LLM budget", line) for line in budget_lines(budget)]
+    # as the terminal and summary.md say it: which run's records it reused, and how many
+    resumed = run.get("resumed")
+    if isinstance(resumed, Mapping) and resumed.get("from") is not None:
+        items.append(("resumed", resume_line(resumed)))
     return items
 
 
