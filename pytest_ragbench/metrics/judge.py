@@ -1125,7 +1125,10 @@ class Judge:
         text: str | None = None
         obj: dict[str, Any] | None = None
         model = ""
-        error = ""
+        # why the reply was refused: ``error`` tells the judge (with the ids it must use),
+        # ``reason`` the items' records, which must not name a batch id: who shares a batch,
+        # and in what order, depends on timing, and the records must not
+        error = reason = ""
         for _attempt in range(2):
             try:
                 completion = await self.llm.chat(messages, **self.params)
@@ -1144,6 +1147,9 @@ class Judge:
                     raise _SchemaError(f"expected one entry per item, keyed by its id "
                                        f"({', '.join(ids)}); found none")
             except _SchemaError as exc:
+                # obj is set when the reply was an object without any id
+                reason = (str(exc) if obj is None
+                          else "expected one entry per item, keyed by its id; found none")
                 obj, error = None, str(exc)
                 messages = [
                     *messages,
@@ -1158,16 +1164,16 @@ class Judge:
                                                      _shares_of(free, paid, sections),
                                                      strict=True):
             if obj is None:
-                why = f"the batched reply did not parse after 1 retry: {error}"
+                why = f"the batched reply did not parse after 1 retry: {reason}"
                 out.append(_BatchEntry(_Outcome(None, why, share, text), why, cached,
                                        paid_share))
                 continue
             entry = obj.get(item_id)
             try:
                 if entry is None:
-                    raise _SchemaError(f"the reply has no entry {item_id!r}")
+                    raise _SchemaError("the reply has no entry for it")
                 if not isinstance(entry, dict):
-                    raise _SchemaError(f"{item_id}: expected an object, got {_json_type(entry)}")
+                    raise _SchemaError(f"expected an object, got {_json_type(entry)}")
                 reply = _parse_object(entry, ask, len(item.contexts))
             except _SchemaError as exc:
                 why = str(exc)

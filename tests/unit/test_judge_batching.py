@@ -159,7 +159,7 @@ async def test_one_bad_entry_is_judged_alone_and_its_mates_keep_their_verdicts()
     assert all(math.isnan(v) for v in results[2].scores.values())
     message = results[2].errors["faithfulness"]
     assert "judge reply rejected after 1 retry" in message
-    assert "its entry in a batched reply was rejected first: the reply has no entry 'item-3'" in (
+    assert "its entry in a batched reply was rejected first: the reply has no entry for it" in (
         message)
     # the item judged alone pays for its own requests on top of its share
     assert results[2].usage.requests >= 2
@@ -185,6 +185,31 @@ async def test_an_unusable_batch_reply_gets_one_retry_and_a_failed_call_errors_i
     results = await judge_all(Judge(down, items_per_call=2), [item(1), item(2)])
     assert len(down.calls) == 1  # no item is asked alone from a failing endpoint
     assert all(r.errors["faithfulness"] == "judge request failed: HTTP 503" for r in results)
+
+
+@pytest.mark.parametrize("batch_reply", ["entries", "no-entries"])
+@pytest.mark.asyncio
+async def test_an_items_error_does_not_name_its_place_in_the_batch(batch_reply: str) -> None:
+    """Which items share a batch, and in what order, depends on timing (and on -n): an item
+    whose entry and lone requests are both refused got an error naming its batch id
+    ('item-3', or every id of a reply with none), so summary.json, the CSV and junit of one
+    run differed from another's."""
+    def single(messages: Sequence[dict[str, str]]) -> str:
+        return "not json" if "Question 9?" in messages[1]["content"] else single_reply(messages)
+
+    def reply(messages: Sequence[dict[str, str]]) -> str:
+        if batch_reply == "no-entries" and 'ITEM "item-1"' in messages[1]["content"]:
+            return "{}"
+        return per_item_judge(single)(messages)
+
+    errors = set()
+    for batch in ([item(9), item(1), item(2)], [item(1), item(2), item(9)], [item(1), item(9)]):
+        results = await judge_all(Judge(CountingLLM(reply), items_per_call=3), batch)
+        failed = [r for r in results if r.errors]
+        assert len(failed) == 1
+        errors.add(failed[0].errors["faithfulness"])
+    assert len(errors) == 1, errors
+    assert "rejected first" in errors.pop()
 
 
 @pytest.mark.parametrize("bad", ["1" * 5000, "[" * 100_000 + "]" * 100_000],
