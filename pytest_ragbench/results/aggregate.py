@@ -126,7 +126,9 @@ def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         return None
     totals = {k: sum(int(r["usage"].get(k) or 0) for r in with_usage)
               for k in ("requests", "prompt_tokens", "completion_tokens")}
-    cost = sum(float(r.get("cost") or 0.0) for r in with_usage)
+    # exactly rounded: a judge batch's cost is split over the cases that shared it, which
+    # depend on timing; the same charges split otherwise must give the same total
+    cost = math.fsum(float(r.get("cost") or 0.0) for r in with_usage)
     n = len(with_usage)
     costed = sum(1 for r in with_usage if r.get("cost") is not None)
     return {**totals, "cost": cost, "n_items": n, "n_costed": costed,

@@ -356,3 +356,18 @@ def test_a_querys_identical_repetitions_score_what_each_did_in_every_view() -> N
     recs += [{"case_id": "q2", "metrics": {"m": v}, "status": "passed"} for v in (0.2, 0.4)]
     assert case_scores(recs, "m") == {"q1": (0.7, False), "q2": (0.30000000000000004, False)}
     assert query_values(recs, "m") == [0.7, 0.30000000000000004]
+
+
+def test_a_systems_cost_is_the_same_however_a_shared_call_was_split() -> None:
+    """A judge batch (items_per_call > 1) splits one call's cost over the cases that shared
+    it, and which cases those were depends on timing: summed left to right, one split gave
+    0.6000000000000001 and the other 0.6, so summary.json differed between -n 0 and -n 2."""
+    usage = {"requests": 1, "prompt_tokens": 10, "completion_tokens": 2}
+
+    def costs(values: list[float]) -> Any:
+        records = [rec(f"q{i}", {"ndcg@10": 1.0}, usage=usage, cost=c)
+                   for i, c in enumerate(values)]
+        return group(summarize_run(records, {SID: None}), "a")["usage"]
+
+    assert costs([0.1, 0.2, 0.3]) == costs([0.3, 0.0, 0.3])
+    assert costs([0.1, 0.2, 0.3])["cost"] == 0.6
