@@ -255,6 +255,13 @@ async def test_connection_refused_ends_in_llm_error() -> None:
     ) as llm:
         with pytest.raises(LLMError, match="failed after 3 attempts: connection error"):
             await asyncio.wait_for(llm.chat(USER), 5)
+    # without retries: one attempt, said so ("after 1 attempts" read as a slip)
+    async with OpenAIChat(
+        f"http://127.0.0.1:{port}/v1", "m", retry=RetryPolicy(max_attempts=1), timeout=1,
+        breaker=CircuitBreaker(10)
+    ) as llm:
+        with pytest.raises(LLMError, match="failed after 1 attempt: connection error"):
+            await asyncio.wait_for(llm.chat(USER), 5)
 
 
 def _transport_returning(payload: object) -> httpx.MockTransport:

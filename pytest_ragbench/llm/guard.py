@@ -247,7 +247,8 @@ class CallGuard:
                 if not failure.retryable:
                     raise LLMError(f"{self.name} failed: {failure.message}")
                 if attempt >= self._retry.max_attempts:
-                    raise LLMError(f"{self.name} failed after {attempt} attempts: "
+                    raise LLMError(f"{self.name} failed after {attempt} attempt"
+                                   f"{'' if attempt == 1 else 's'}: "
                                    f"{failure.message}")
                 delay = self._retry.delay(attempt, failure.retry_after, self._rng)
                 logger.info("%s attempt %d/%d failed (%s); retrying in %.2f s", self.name, attempt,

@@ -433,7 +433,8 @@ class _OpenAIEndpoint:
                 if not outcome.retryable:
                     raise ProviderError(f"POST {url} failed: {failure}", retryable=False)
                 if attempt >= self._retry.max_attempts:
-                    raise ProviderError(f"POST {url} failed after {attempt} attempts: {failure}",
+                    raise ProviderError(f"POST {url} failed after {attempt} attempt"
+                                        f"{'' if attempt == 1 else 's'}: {failure}",
                                         retryable=False)
                 delay = self._retry.delay(attempt, outcome.retry_after, self._rng)
                 logger.info(
