@@ -26,6 +26,7 @@ error and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import random
@@ -340,6 +341,16 @@ def counted_usage(usage: Any) -> Usage:
                    "completion_tokens) of whole numbers >= 0")
 
 
+async def _awaited(result: Any, method: str) -> Any:
+    """The awaited result of a provider's ``method``; a plain value (a synchronous ``def``)
+    is a clear error, not retried: Python's own reads "object Completion can't be used in
+    'await' expression" and does not say what to change."""
+    if not inspect.isawaitable(result):
+        raise LLMError(f"{method}() returned {type(result).__name__}, not an awaitable: define "
+                       f"{method} with async def")
+    return await result
+
+
 def estimate_tokens(messages: Sequence[Message], max_tokens: Any = None) -> int:
     """A request's token estimate for rate limiting: ~4 characters a token, plus the reply."""
     chars = sum(len(str(m.get("content", ""))) for m in messages)
@@ -379,7 +390,7 @@ class GuardedLLM:
         """Call the provider under the guard; raise LLMError for good."""
 
         async def once() -> Completion:
-            completion = await self.inner.chat(messages, **params)
+            completion = await _awaited(self.inner.chat(messages, **params), "chat")
             if not isinstance(completion, Completion):
                 # not retryable: the same provider will return the same kind of thing again
                 raise LLMError(f"returned {type(completion).__name__}, expected a "
@@ -420,7 +431,8 @@ class GuardedEmbedder:
         texts = list(texts)
 
         async def once() -> np.ndarray:
-            array = np.asarray(await self.inner.embed(texts), dtype=np.float32)
+            array = np.asarray(await _awaited(self.inner.embed(texts), "embed"),
+                               dtype=np.float32)
             if array.ndim != 2 or array.shape[0] != len(texts):
                 raise LLMError(f"returned an array of shape {array.shape} for {len(texts)} "
                                "texts, expected (n, d)")

@@ -18,7 +18,13 @@ from pytest_ragbench.answers.pipeline import RagPipeline, build_pipeline
 from pytest_ragbench.budget import LocalBudget
 from pytest_ragbench.datasets import Query
 from pytest_ragbench.llm.base import Completion, LLMError, ProviderError, Usage
-from pytest_ragbench.llm.guard import CallGuard, CallLimits, GuardedLLM, classify
+from pytest_ragbench.llm.guard import (
+    CallGuard,
+    CallLimits,
+    GuardedEmbedder,
+    GuardedLLM,
+    classify,
+)
 from pytest_ragbench.llm.resilience import RateLimiter
 from pytest_ragbench.suite import schema
 
@@ -308,6 +314,25 @@ def test_a_provider_returning_the_wrong_type_is_a_clear_error() -> None:
     with pytest.raises(LLMError, match=r"^llm 'wrong' failed: returned str, expected a "
                                        r"pytest_ragbench\.llm\.base\.Completion$"):
         asyncio.run(llm.chat([{"role": "user", "content": "q"}]))
+
+
+def test_a_provider_with_a_synchronous_chat_or_embed_is_told_to_use_async_def() -> None:
+    # Python's own error, "object Completion can't be used in 'await' expression", said
+    # nothing of what to change
+    class Sync:
+        def chat(self, messages: Any, **params: Any) -> Completion:
+            return Completion("Paris", Usage(1, 1), model="m")
+
+        def embed(self, texts: Any) -> Any:
+            return [[1.0, 0.0] for _ in texts]
+
+    llm = GuardedLLM(Sync(), CallGuard("llm 'sync'"))
+    with pytest.raises(LLMError, match=r"^llm 'sync' failed: chat\(\) returned Completion, not "
+                                       r"an awaitable: define chat with async def$"):
+        asyncio.run(llm.chat([{"role": "user", "content": "q"}]))
+    emb = GuardedEmbedder(Sync(), CallGuard("embedder 'sync'"))
+    with pytest.raises(LLMError, match=r"embed\(\) returned list, not an awaitable"):
+        asyncio.run(emb.embed(["a"]))
 
 
 class BadUsage(Flaky):
