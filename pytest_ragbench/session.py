@@ -58,7 +58,7 @@ from .results.settle import settle_shared_calls
 from .results.spec import SuiteSpec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
-from .sigterm import replace_sigterm
+from .sigterm import drop_lineless_frames, replace_sigterm
 from .state import (
     COLLECTED_ATTR,
     IDENTITY_ATTR,
@@ -489,7 +489,9 @@ class RagbenchSession:
         if why is not None:
             refuse(f"folder {folder} is not writable ({why})")
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal reporter formats it
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        drop_lineless_frames(excinfo)
         if not _is_xdist_stop(excinfo):
             self._keyboard_interrupt = True
 

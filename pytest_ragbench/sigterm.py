@@ -32,3 +32,21 @@ def replace_sigterm(handler: Callable[[int, Any], None], *,
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     return restore
+
+
+def drop_lineless_frames(excinfo: Any) -> None:
+    """Leave out of an interrupt's traceback the frames that have no line number.
+
+    A signal raised as a KeyboardInterrupt lands between any two instructions, some of which
+    have no line (``tb_lineno`` None), and pytest's report of the interrupt then failed with a
+    TypeError of its own (exit status 1 and a traceback instead of an interrupted run's 2).
+    ``excinfo``: the ``pytest.ExceptionInfo`` of ``pytest_keyboard_interrupt``.
+    """
+    def has_line(entry: Any) -> bool:
+        try:
+            return isinstance(entry.lineno, int)
+        except TypeError:  # pytest's lineno subtracts 1 from None
+            return False
+
+    with contextlib.suppress(AttributeError, TypeError):
+        excinfo.traceback = excinfo.traceback.filter(has_line)
