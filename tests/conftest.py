@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import forked_workers
 import httpcore  # noqa: F401
 import httpx  # noqa: F401
 import numpy  # noqa: F401
@@ -384,11 +385,21 @@ def _outputs_as_on_a_developer_machine(request: pytest.FixtureRequest,
         if "unfrozen_heap" not in request.fixturenames:
             _in_process_runs_ask_nothing_of_the_frozen_heap(pytester, monkeypatch)
         request.getfixturevalue("quick_interrupt_memo")
+        forked_workers.install(request.getfixturevalue("_zygote"), monkeypatch)
     # Plain asserts: rewriting makes pytest list every installed distribution's files at each
     # start (about a quarter of a small in-process run); no test here reads an inner run's
     # assertion introspection.
     skip = " ".join(f"-p no:{name}" for name in UNRELATED_PLUGINS) + " --assert=plain"
     monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} {skip}".strip())
+
+
+@pytest.fixture(scope="session")
+def _zygote() -> Iterator[forked_workers.Zygote]:
+    """The warm interpreter that the xdist workers of in-process inner runs are forked from
+    (see tests/forked_workers.py: about a hundred such runs each started two interpreters)."""
+    zygote = forked_workers.Zygote()
+    yield zygote
+    zygote.close()
 
 
 #: Arguments that start xdist workers (-n, --numprocesses, --dist, -d, --tx).

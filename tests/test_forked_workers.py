@@ -1,0 +1,60 @@
+"""The test suite's forked xdist workers (tests/forked_workers.py) are in effect and behave as
+processes of their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import forked_workers
+import pytest
+
+WORKER_CONFTEST = """
+import os
+from pathlib import Path
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        Path(f"parent-{os.getpid()}").write_text(str(os.getppid()))
+"""
+
+
+def test_inner_xdist_workers_are_forked_by_the_zygote(pytester: pytest.Pytester,
+                                                     _zygote: forked_workers.Zygote) -> None:
+    pytester.makeconftest(WORKER_CONFTEST)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = pytester.runpytest("-n", "2", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    parents = [int(p.read_text()) for p in pytester.path.glob("parent-*")]
+    assert len(parents) == 2
+    # a real worker's parent is this process; a forked one's is the zygote's waiter
+    assert os.getpid() not in parents
+    assert not _zygote._broken
+
+
+def test_a_forked_worker_killed_by_a_signal_reports_it_as_popen_does(
+        _zygote: forked_workers.Zygote, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--assert=plain")
+    popen = _zygote.spawn(["python", "-u", "-c",
+                           "import sys, time; sys.stdout.write('up'); sys.stdout.flush(); "
+                           "time.sleep(60)"], dont_write_bytecode=False)
+    assert popen is not None
+    assert popen.stdout.read(2) == b"up"
+    assert popen.poll() is None
+    popen.kill()
+    assert popen.wait(timeout=10) == -signal.SIGKILL
+    assert popen.poll() == -signal.SIGKILL
+
+
+def test_a_forked_worker_exits_with_its_own_code_in_its_cwd_and_environment(
+        _zygote: forked_workers.Zygote, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: os.PathLike[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGBENCH_FORK_PROBE", "seen")
+    popen = _zygote.spawn(["python", "-u", "-c",
+                           "import os, sys; print(os.getcwd(), os.environ['RAGBENCH_FORK_PROBE'],"
+                           " sys.argv, sys.path[0] == ''); sys.exit(3)"],
+                          dont_write_bytecode=False)
+    assert popen is not None
+    assert popen.wait(timeout=10) == 3
+    assert popen.stdout.read().decode().split() == [str(tmp_path), "seen", "['-c']", "True"]
