@@ -72,6 +72,12 @@ class SuiteFile(pytest.File):
         state = self._state()
         runtime = state.runtime(self.nodeid, self.path)
         dataset = runtime.dataset
+        if state.host is not None:
+            from .hosts import HostPathError, dataset_difference
+
+            differs = dataset_difference(state.host, self.path, dataset, runtime.suite.dataset)
+            if differs is not None:
+                raise HostPathError(f"ragbench: {differs}")
         # Before any item, once per suite: a bad parameter or an unset key is one collection
         # error here rather than an error per item, and no request has been sent yet.
         runtime.prepare()

@@ -21,9 +21,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RagbenchError
+
+if TYPE_CHECKING:
+    from .datasets import Dataset, DatasetSpec
 
 #: The ``workerinput`` key the controller's paths travel under.
 HOSTS_INPUT = "ragbench_hosts"
@@ -40,31 +43,38 @@ class ControllerPaths:
     ``suites`` holds each explicit suite relative to ``rootdir`` (POSIX separators), or its
     absolute path when it lies outside the rootdir; ``digests`` the SHA-256 of each suite
     file's bytes on the controller (the records' ``suite_hash``; ``""`` where it could not
-    be read, and empty from a controller that sent none).
+    be read, and empty from a controller that sent none); ``datasets`` each suite's dataset
+    digests on the controller (:meth:`Dataset.digests
+    <pytest_ragbench.datasets.Dataset.digests>`; empty where the controller did not read it:
+    its workers run in its own folder, or the suite did not load there).
     """
 
     rootdir: str
     cwd: str
     suites: tuple[str, ...]
     digests: tuple[str, ...] = ()
+    datasets: tuple[Mapping[str, str], ...] = ()
 
     @classmethod
-    def of(cls, rootdir: Path, cwd: Path, suites: Sequence[Path]) -> ControllerPaths:
+    def of(cls, rootdir: Path, cwd: Path, suites: Sequence[Path],
+           datasets: Sequence[Mapping[str, str]] = ()) -> ControllerPaths:
         """The controller's paths; ``suites`` are absolute (as the plugin resolved them)."""
         return cls(str(rootdir), str(cwd), tuple(_relative(p, rootdir) for p in suites),
-                   tuple(file_digest(p) for p in suites))
+                   tuple(file_digest(p) for p in suites), tuple(datasets))
 
     def to_input(self) -> dict[str, Any]:
         """Plain values for xdist's ``workerinput`` (execnet sends only builtin types)."""
         return {"rootdir": self.rootdir, "cwd": self.cwd, "suites": list(self.suites),
-                "digests": list(self.digests)}
+                "digests": list(self.digests), "datasets": [dict(d) for d in self.datasets]}
 
     @classmethod
     def from_input(cls, value: Mapping[str, Any]) -> ControllerPaths:
         """The paths as the controller sent them in the worker's ``workerinput``."""
         return cls(str(value["rootdir"]), str(value["cwd"]),
                    tuple(str(s) for s in value["suites"]),
-                   tuple(str(d) for d in value.get("digests") or ()))
+                   tuple(str(d) for d in value.get("digests") or ()),
+                   tuple({str(k): str(v) for k, v in d.items()}
+                         for d in value.get("datasets") or ()))
 
 
 def file_digest(path: Path) -> str:
@@ -182,6 +192,32 @@ def _differing(controller: ControllerPaths, host: HostPaths, *, relative: bool) 
         if file_digest(path) != digest:
             return path
     return None
+
+
+def dataset_difference(host: HostPaths, suite: Path, dataset: Dataset,
+                       spec: DatasetSpec) -> str | None:
+    """Why the dataset this worker read for the explicit suite at ``suite`` is not the
+    controller's (naming the part that differs, where this worker read it), or None.
+
+    Compared by the digests the dataset already carries (computed once as it was read), so
+    a host costs nothing more than the reading it does anyway.
+    """
+    controller = host.controller
+    wanted = next((d for s, d in zip(controller.suites, controller.datasets, strict=False)
+                   if host.map(s).resolve() == suite.resolve()), None)
+    if not wanted or wanted.get("content") in (None, "", dataset.content_hash):
+        return None
+    mine = dataset.digests()
+    if mine["corpus"] != wanted.get("corpus"):
+        part = "corpus"
+    elif mine["labels"] != wanted.get("labels") and spec.has_qrels:
+        part = "qrels"
+    else:
+        part = "queries"
+    return (f"the {spec.part_source(part)} on this worker's host differs from the "
+            f"controller's (dataset {spec.name!r} of suite {suite}): its cases would be "
+            "scored against other documents, queries or labels than the controller's. "
+            "Each host needs the same suites and datasets (see docs/many-hosts.md)")
 
 
 def suite_node_id(path: Path, rootdir: Path) -> str:

@@ -407,7 +407,8 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput[DIST_EACH_INPUT] = node.config.getvalue("dist") == "each"
         config = node.config
         node.workerinput[HOSTS_INPUT] = ControllerPaths.of(
-            config.rootpath, config.invocation_params.dir, state.explicit).to_input()
+            config.rootpath, config.invocation_params.dir, state.explicit,
+            state.explicit_dataset_digests()).to_input()
         _join_run_budget(state, node)
 
 

@@ -162,6 +162,7 @@ class RagbenchState:
         self.host_error: str | None = None
         #: xdist controller: the suites whose LLM work it gives a head start (headstart.py).
         self.head_start: list[str] = []
+        self._dataset_digests: list[dict[str, str]] | None = None
 
     def invocation_dir(self) -> Path:
         """The folder options relative to the working directory resolve against: the
@@ -254,6 +255,30 @@ class RagbenchState:
             self._check_components(suite, ctx)
             self._suites[path] = suite
         return self._suites[path]
+
+    def explicit_dataset_digests(self) -> list[dict[str, str]]:
+        """xdist controller: the digests of each explicit suite's dataset as read here (see
+        :meth:`Dataset.digests <pytest_ragbench.datasets.Dataset.digests>`), which a worker
+        on another host or in another folder compares with its own copy's (hosts.py).
+
+        Read once per run, and only when a ``--tx`` gateway moves its workers (``chdir=``,
+        another host): workers in this folder read the very files read here. ``{}`` for a
+        suite that does not load here (its workers report why).
+        """
+        if self._dataset_digests is None:
+            from .hosts import moves_workers
+
+            self._dataset_digests = []
+            if moves_workers([str(tx) for tx in self.config.getoption("tx", None) or []]):
+                from .datasets import load_dataset
+
+                for path in self.explicit:
+                    try:
+                        digests = load_dataset(self.load_suite(path).dataset).digests()
+                    except Exception:
+                        digests = {}
+                    self._dataset_digests.append(digests)
+        return self._dataset_digests
 
     def _check_components(self, suite: Suite, ctx: BuildContext) -> None:
         siblings = {r.name: (r.type, dict(r.params)) for r in suite.retrievers}

@@ -211,6 +211,26 @@ def pytest_configure_node(node):
     assert "Traceback" not in text and "INTERNALERROR" not in text
 
 
+def test_a_dataset_that_differs_on_a_host_is_one_collection_error(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Another checkout of the project whose corpus is not the controller's (the suite file
+    the same): its worker scored its cases against its own documents and the controller
+    mixed them with the other hosts' into one run. The gateway runs in that checkout."""
+    write_project(pytester.path, "http://127.0.0.1:9/v1")
+    copy = tmp_path_factory.mktemp("host2") / "proj"
+    shutil.copytree(pytester.path, copy)
+    corpus = copy / "data" / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace("passage 3 about", "passage 3 on"))
+    result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={copy}",
+                                "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 1 error in *"])
+    text = " ".join(result.stdout.str().split())
+    assert (f"ragbench: the corpus file {corpus} on this worker's host differs from the "
+            f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})") in text
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
 def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
     """Caught before xdist starts a worker: one line each, no INTERNALERROR."""
     write_project(pytester.path, "http://127.0.0.1:9/v1")

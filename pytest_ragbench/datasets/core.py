@@ -89,6 +89,16 @@ class Dataset:
     #: Every query id the dataset holds, selected or not (a suite's ``xfail`` may name a
     #: query its selection leaves out, not one the dataset lacks); empty when not known.
     all_query_ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: SHA-256 of the selected queries' ids and relevance labels alone: with ``corpus_hash``
+    #: and ``content_hash`` it tells which part of two datasets differs (corpus, labels or
+    #: query texts); "" where not computed.
+    labels_hash: str = field(default="", compare=False, repr=False)
+
+    def digests(self) -> dict[str, str]:
+        """The dataset's digests by part (``corpus``, ``labels``, ``content``), plain strings
+        for comparing one host's copy with another's."""
+        return {"corpus": self.corpus_hash, "labels": self.labels_hash,
+                "content": self.content_hash}
 
     def doc_ids(self) -> frozenset[str]:
         return frozenset(d.id for d in self.corpus)
@@ -143,6 +153,32 @@ class DatasetSpec:
     #: The suite file's line of each key below ``key`` (``"dataset.query_ids"``), for the
     #: errors only reading the dataset finds (an unknown query id).
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def has_qrels(self) -> bool:
+        """Whether the relevance labels come from a qrels file or part (not the queries)."""
+        if self.hf is not None:
+            return self.hf.qrels is not None
+        return (self.ir_datasets is not None or self.qrels is not None
+                or (self.path is not None and self.split is not None))
+
+    def part_source(self, part: str) -> str:
+        """Where the ``corpus``, ``queries`` or ``qrels`` of this dataset are read from, for
+        messages: a file's path, the suite file for inline data, a library's dataset name."""
+        if self.hf is not None:
+            hf_part = {"corpus": self.hf.corpus, "queries": self.hf.queries}.get(
+                part, self.hf.qrels or self.hf.queries)
+            return f"Hugging Face dataset {hf_part.path} ({hf_part.key})"
+        if self.ir_datasets is not None:
+            return f"ir_datasets dataset {self.ir_datasets}"
+        inline = {"corpus": self.inline_corpus, "queries": self.inline_queries}.get(part)
+        if inline is not None:
+            return f"the inline {part} of {self.source}"
+        given = {"corpus": self.corpus, "queries": self.queries, "qrels": self.qrels}[part]
+        if given is None and self.path is not None and (part != "qrels" or self.split):
+            given = (self.path / "qrels" / f"{self.split}.tsv" if part == "qrels"
+                     else self.path / f"{part}.jsonl")
+        return f"{part} file {given}" if given is not None else f"the {part} of {self.source}"
 
     def line_of(self, key: str) -> int | None:
         """The suite file's line of ``key``, else of the nearest key above it that has one
@@ -1007,6 +1043,9 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
         content_hash = hashlib.sha256(
             (corpus_hash + _hash_queries(selected)).encode("ascii")
         ).hexdigest()
+        labels_hash = hashlib.sha256(json.dumps(
+            [[q.id, sorted(q.relevant.items())] for q in selected], ensure_ascii=False,
+        ).encode("utf-8")).hexdigest()
     except UnicodeEncodeError:
         raise _surrogate_error(corpus, selected, corpus_src, queries_src) from None
     return Dataset(
@@ -1016,4 +1055,5 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
         corpus_hash=corpus_hash,
         content_hash=content_hash,
         all_query_ids=frozenset(by_id),
+        labels_hash=labels_hash,
     )

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from pytest_ragbench.datasets import DatasetSpec, load_dataset
 from pytest_ragbench.hosts import (
     ControllerPaths,
     HostPathError,
+    HostPaths,
     budget_bind,
     candidate_roots,
+    dataset_difference,
     gateway_count,
     is_remote_spec,
     moves_workers,
@@ -202,3 +205,45 @@ def test_unsendable_args_are_existing_paths_outside_the_rsync_roots(tmp_path: Pa
     assert unsendable_args(args, tmp_path, [tmp_path / "root"]) == [
         ("--ragbench-baseline", "base.json"),
         (str(tmp_path / "root" / "t.py") + "::test", str(tmp_path / "base.json"))]
+
+
+def _beir(root: Path, docs: str, queries: str, qrels: str) -> DatasetSpec:
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text(docs)
+    (root / "queries.jsonl").write_text(queries)
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    return DatasetSpec(name="d", source=root / "s.yaml", path=root, split="test")
+
+
+def test_a_dataset_part_that_differs_from_the_controllers_is_named(tmp_path: Path) -> None:
+    """A host's corpus, queries or qrels not the controller's: its cases were scored against
+    its own copy and mixed into the controller's run. The part that differs is named where
+    the worker read it."""
+    docs = '{"_id": "a", "text": "alpha"}\n{"_id": "b", "text": "beta"}\n'
+    queries = '{"_id": "q1", "text": "alpha?"}\n{"_id": "q2", "text": "beta?"}\n'
+    qrels = "query-id\tcorpus-id\tscore\nq1\ta\t1\nq2\tb\t1\n"
+    ctrl = load_dataset(_beir(tmp_path / "ctrl", docs, queries, qrels))
+    host = HostPaths(ControllerPaths(str(tmp_path), str(tmp_path), ("s.yaml",), ("",),
+                                     (ctrl.digests(),)), tmp_path / "w")
+    suite = tmp_path / "w" / "s.yaml"
+
+    def differs(d: str, q: str, r: str) -> str | None:
+        spec = _beir(tmp_path / "w", d, q, r)
+        return dataset_difference(host, suite, load_dataset(spec), spec)
+
+    w = tmp_path / "w"
+    assert differs(docs, queries, qrels) is None
+    assert differs(docs.replace("beta", "gamma"), queries, qrels).startswith(
+        f"the corpus file {w / 'corpus.jsonl'} on this worker's host differs from the "
+        f"controller's (dataset 'd' of suite {suite})")
+    assert differs(docs, queries.replace("beta?", "b?"), qrels).startswith(
+        f"the queries file {w / 'queries.jsonl'} on this worker's host differs")
+    assert differs(docs, queries, qrels.replace("q2\tb", "q2\ta")).startswith(
+        f"the qrels file {w / 'qrels' / 'test.tsv'} on this worker's host differs")
+    # a query the host's qrels leave out is a different selection: the qrels are named
+    assert differs(docs, queries, qrels.replace("q2\tb\t1\n", "")).startswith(
+        "the qrels file")
+    # a controller that read no dataset (its workers share its folder) checks nothing
+    bare = HostPaths(ControllerPaths(str(tmp_path), str(tmp_path), ("s.yaml",)), w)
+    spec = _beir(w, docs.replace("beta", "gamma"), queries, qrels)
+    assert dataset_difference(bare, suite, load_dataset(spec), spec) is None
