@@ -622,9 +622,9 @@ def test_cache_second_instance_loads(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in second.cache_path.iterdir()} == mtimes
     assert second.retrieve_many(list(QUERIES), 10) == first.retrieve_many(list(QUERIES), 10)
     assert [second.retrieve(q, 1000) for q in QUERIES] == [first.retrieve(q, 1000) for q in QUERIES]
-    # The entry and its lock file, no temporary files.
+    # The entry, its lock and use files, no temporary files.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        first.cache_path.name, f"{first.cache_path.name}.lock"
+        first.cache_path.name, f"{first.cache_path.name}.lock", f"{first.cache_path.name}.use"
     ]
 
 
@@ -646,7 +646,9 @@ def test_a_cache_folder_that_cannot_be_written_builds_in_memory(tmp_path: Path) 
         r.index(CORPUS)
         assert not r.loaded_from_cache and r.cache_path is None
         assert r.retrieve_many(list(QUERIES), 10) == expected
-    assert [p.name for p in (tmp_path / "locked").iterdir()] == [f"{probe.cache_path.name}.lock"]
+    # (and the use file of the entry it looked for: a lease taken before it found out)
+    assert sorted(p.name for p in (tmp_path / "locked").iterdir()) == [
+        f"{probe.cache_path.name}.lock", f"{probe.cache_path.name}.use"]
 
 
 def test_a_build_killed_midway_leaves_nothing_behind_the_next_build(tmp_path: Path) -> None:
@@ -665,7 +667,7 @@ def test_a_build_killed_midway_leaves_nothing_behind_the_next_build(tmp_path: Pa
     r = BM25Retriever(cache_dir=cache)
     r.index(CORPUS)
     assert sorted(p.name for p in cache.iterdir()) == sorted([name, f"{name}.lock",
-                                                              other.name])
+                                                              f"{name}.use", other.name])
 
 
 def test_cached_index_is_memory_mapped_not_copied(tmp_path: Path) -> None:
@@ -755,7 +757,8 @@ def test_two_processes_on_a_cold_cache_build_once(tmp_path: Path) -> None:
         outputs.append(json.loads(out))
     assert sorted((o[0], o[1]) for o in outputs) == [(False, True), (True, True)]
     assert outputs[0][2] == outputs[1][2] == [list(h) for h in probe.retrieve("coffee heart", 5)]
-    assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock"]
+    assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock",
+                                                       f"{entry.name}.use"]
 
 
 @pytest.mark.parametrize(
@@ -863,9 +866,10 @@ def test_concurrent_builders_leave_one_valid_file(tmp_path: Path) -> None:
     later.index(CORPUS)
     assert later.loaded_from_cache
     assert later.cache_path is not None
-    # One entry and its lock; the lock made the other three wait and load instead of build.
+    # One entry and its lock (and use) files; the lock made the other three wait and load
+    # instead of build.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        later.cache_path.name, f"{later.cache_path.name}.lock"
+        later.cache_path.name, f"{later.cache_path.name}.lock", f"{later.cache_path.name}.use"
     ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -21,6 +22,7 @@ HELP_NAMES = {
     "report": ["RUN_DIR", "--html", "--history"],
     "list": ["--conftest"],
     "schema": ["JSON Schema"],
+    "cache": ["list", "prune"],
 }
 
 
@@ -254,3 +256,57 @@ def test_list_with_conftest_when_plugin_autoload_is_disabled(pytester, monkeypat
     status, out, text = _list_in_process(pytester.path, monkeypatch, capsys)
     assert status == 0, text
     out.fnmatch_lines(["  keyword -- conftest conftest.py"])
+
+
+def test_cache_lists_entries_and_prunes_those_unused_for_a_while(tmp_path, monkeypatch, capsys):
+    """Every corpus or parameter change left an index folder in .pytest_cache for ever, and
+    nothing listed or removed them."""
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.retrievers.bm25 import BM25Retriever
+
+    cache = tmp_path / ".pytest_cache" / "d" / "ragbench"
+    docs = [Document(f"d{i}", f"text {i} about {i % 3}") for i in range(20)]
+    old, new = BM25Retriever(cache_dir=cache), BM25Retriever(cache_dir=cache, k1=1.5)
+    old.index(docs)
+    new.index(docs)
+    old._set_lease(None)  # that run ended ten days ago
+    ten_days = time.time() - 10 * 86400
+    os.utime(cache / f"{old.cache_path.name}.use", (ten_days, ten_days))
+    os.utime(old.cache_path, (ten_days, ten_days))
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # no project here: a cache above is not its own
+    assert main(["cache", "prune", "--all"]) == 0
+    assert capsys.readouterr().out.startswith("no index cache here")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # found from a folder below it
+
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"index cache: {cache}\n")
+    lines = out.splitlines()
+    assert old.cache_path.name in lines[1] and "(10d ago)" in lines[1]
+    assert new.cache_path.name in lines[2] and "(just now)  [in use]" in lines[2]
+    assert " KB " in lines[1] and lines[3].startswith("2 entries, ")
+
+    assert main(["cache", "prune", "--older-than", "7d", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"index cache: {cache}\nwould remove {old.cache_path.name} (")
+    assert old.cache_path.is_dir()
+    orphan = cache / "bm25-0123456789abcdef0123456789abcdef.lock"  # its entry long gone
+    orphan.write_bytes(b"")
+    assert main(["cache", "prune", "--older-than", "1w"]) == 0
+    out = capsys.readouterr().out
+    assert not orphan.exists()
+    assert not (cache / f"{old.cache_path.name}.use").exists()
+    assert f"removed {old.cache_path.name} (" in out
+    assert out.splitlines()[-1].startswith("removed 1 of 2 entries, ")
+    assert not old.cache_path.exists() and new.cache_path.is_dir()
+    # --all keeps what a run uses, says so, and exits 1: not everything went
+    assert main(["cache", "prune", "--all", "--dir", str(tmp_path / ".pytest_cache")]) == 1
+    assert (f"kept {new.cache_path.name}: in use by a run now"
+            in capsys.readouterr().out)
+    assert new.retrieve("text 1", 2)
+
+    assert main(["cache", "prune", "--older-than", "7"]) == 2
+    assert "expected a number and a unit, e.g. 30d" in capsys.readouterr().err
+    assert main(["cache", "list", "--dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err

@@ -213,7 +213,7 @@ def test_dense_cache_that_cannot_be_written_embeds_in_memory_and_sweeps_stale_bu
     (cache / f".{name}.k1ll3d").mkdir(parents=True)
     (cache / f".{name}.k1ll3d" / "vectors.npy").write_bytes(b"\0" * 1000)
     asyncio.run(DenseRetriever(embedder=spec, cache_dir=cache).index(CORPUS))
-    assert sorted(p.name for p in cache.iterdir()) == [name, f"{name}.lock"]
+    assert sorted(p.name for p in cache.iterdir()) == [name, f"{name}.lock", f"{name}.use"]
 
 
 def test_dense_cache_key_covers_embedder_and_corpus(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The ``ragbench`` command: ``compare``, ``history``, ``report``, ``list`` and ``schema``.
+"""The ``ragbench`` command: ``compare``, ``history``, ``report``, ``list``, ``schema`` and
+``cache``.
 
 One argparse parser with a subparser per command (each module of this package adds its own
 and the function that runs it), so every command has its own ``--help`` and argparse reports
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import compare, history, listing, report, schema
+from . import cache, compare, history, listing, report, schema
 from .common import EXIT_FAILED, EXIT_USAGE
 
 # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
@@ -31,12 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ragbench",
         description="Work with pytest-ragbench results outside pytest: compare runs against "
                     "baselines, browse the run history, re-render reports, list components, "
-                    "print the suite file schema.",
+                    "print the suite file schema, list and prune the index cache.",
         epilog="'ragbench COMMAND --help' describes a command.",
     )
     parser.add_argument("--version", action="version", version=f"pytest-ragbench {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    for module in (compare, history, report, listing, schema):
+    for module in (compare, history, report, listing, schema, cache):
         module.add_parser(commands)
     return parser
 

@@ -57,12 +57,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from ..datasets import Document, update_hash_with_documents
-from .cachelock import exclusive_lock, remove_stale_builds
+from .cachelock import exclusive_lock, remove_stale_builds, use_lease
 from .hits import RankedHits
 from .tokenize import TEXT_BREAK, Tokenizer
 
@@ -196,6 +196,7 @@ class BM25Retriever:
         self._row_bytes = 0
         # retrieve() may be called from several threads: one builds a row, within the cap
         self._rows_lock = threading.Lock()
+        self._lease: IO[bytes] | None = None
         self._indexed = False
 
     # -- reporting -------------------------------------------------------------------------
@@ -244,6 +245,7 @@ class BM25Retriever:
         self.loaded_from_cache = False
         self.memory_mapped = False
         self.cache_path = None
+        self._set_lease(None)
         self._weights = None
         self._okapi = None
         self._accumulators = []
@@ -259,18 +261,36 @@ class BM25Retriever:
             self._build_in_memory(corpus)
         else:
             self.cache_path = path = self.cache_dir / f"bm25-{cache_key}"
-            if self._load_index(path):
-                self.loaded_from_cache = True
-            else:
-                try:
-                    self._build_shared(corpus, path)
-                except OSError:
-                    # the cache folder cannot be written (a read-only project or cache, a
-                    # lock that cannot be opened): the index is this process's own, as
-                    # without a cache, rather than every case failing
-                    self.cache_path = None
-                    self._build_in_memory(corpus)
+            # held while this process maps the entry: `ragbench cache prune` leaves it be
+            lease = use_lease(self.cache_dir / f"{path.name}.use")
+            try:
+                if self._load_index(path):
+                    self.loaded_from_cache = True
+                else:
+                    try:
+                        self._build_shared(corpus, path)
+                    except OSError:
+                        # the cache folder cannot be written (a read-only project or cache,
+                        # a lock that cannot be opened): the index is this process's own, as
+                        # without a cache, rather than every case failing
+                        self.cache_path = None
+                        self._build_in_memory(corpus)
+            except BaseException:
+                if lease is not None:
+                    lease.close()
+                raise
+            if self.cache_path is not None:
+                self._set_lease(lease)
+            elif lease is not None:
+                lease.close()
         self._indexed = True
+
+    def _set_lease(self, lease: IO[bytes] | None) -> None:
+        """Keep ``lease`` (see :func:`.cachelock.use_lease`) and let go of the one held for
+        an index this retriever no longer serves."""
+        previous, self._lease = self._lease, lease
+        if previous is not None:
+            previous.close()
 
     def _build_in_memory(self, corpus: Sequence[Document]) -> None:
         with tempfile.TemporaryDirectory(prefix="ragbench-bm25-") as tmp:

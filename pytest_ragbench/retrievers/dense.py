@@ -48,14 +48,14 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from ..datasets import Document, update_hash_with_documents
 from ..llm.identity import canonical_json
 from ..registry import BuildContext, split_spec
-from .cachelock import exclusive_lock_async, remove_stale_builds
+from .cachelock import exclusive_lock_async, remove_stale_builds, use_lease
 
 CACHE_FORMAT_VERSION = 1
 FIELDS = ("flat", "text")
@@ -166,6 +166,8 @@ class DenseRetriever:
         self._matrix: np.ndarray | None = None
         # (the index, its float64 copy) for exact scoring: see _wide_matrix
         self._wide: tuple[np.ndarray, np.ndarray] | None = None
+        # the shared lock on the cache entry's use file while this retriever maps it
+        self._lease: IO[bytes] | None = None
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
@@ -281,12 +283,17 @@ class DenseRetriever:
         self._id_array = np.asarray(self._ids, dtype=object)
         self.loaded_from_cache = False
         self.cache_path = None
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
         identity = self._identity() if self.cache_dir is not None else None
         if self.cache_dir is None or identity is None:
             self._matrix = await self._embed([self._doc_text(d) for d in docs])
             return
         key = self._cache_key(docs, identity)
         self.cache_path = self.cache_dir / f"dense-{key}"
+        # held while this process maps the entry: `ragbench cache prune` leaves it be
+        self._lease = use_lease(self.cache_dir / f"dense-{key}.use")
         if self._load_cache(self.cache_path):
             self.loaded_from_cache = True
             return
@@ -312,6 +319,9 @@ class DenseRetriever:
             # cannot be opened): the matrix is this process's own, as without a cache,
             # rather than every case failing
             self.cache_path = None
+            if self._lease is not None:
+                self._lease.close()
+                self._lease = None
             if matrix is None:
                 matrix = await self._embed([self._doc_text(d) for d in docs])
             self._matrix = matrix
@@ -380,7 +390,11 @@ class DenseRetriever:
         return out
 
     async def aclose(self) -> None:
-        """Close the embedder if it holds resources (an HTTP client)."""
+        """Close the embedder if it holds resources (an HTTP client); let go of the cache
+        entry's lease."""
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
         for name in ("aclose", "close"):
             fn = getattr(self.embedder, name, None)
             if callable(fn):

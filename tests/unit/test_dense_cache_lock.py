@@ -87,3 +87,58 @@ def test_a_cancelled_wait_for_the_lock_leaves_it_free(tmp_path: Path) -> None:
 async def _hold(lock: Path) -> None:
     async with exclusive_lock_async(lock):
         pass
+
+
+class FixedEmbedder:
+    provider_id = "fixed-v1"
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        return np.array([[1.0 + len(t), float(i + 1), 0.5] for i, t in enumerate(texts)],
+                        dtype=np.float32)
+
+
+def test_prune_keeps_what_a_run_uses_or_builds_and_removes_the_rest(tmp_path: Path) -> None:
+    """The cache never shrank: every corpus or parameter change left a folder for ever. A
+    prune must not pull an entry from under a run that has it mapped or is building it."""
+    from pytest_ragbench.retrievers.bm25 import BM25Retriever
+    from pytest_ragbench.retrievers.indexcache import prune_entry, scan
+
+    cache = tmp_path / "ragbench"
+    used = BM25Retriever(cache_dir=cache)
+    used.index(CORPUS)  # mapped by this "run" until it lets go
+    dense = DenseRetriever(embedder=FixedEmbedder(), cache_dir=cache)
+    asyncio.run(dense.index(CORPUS))
+    asyncio.run(dense.aclose())  # that run ended
+    killed = cache / ".bm25-0123456789abcdef.x1y2.tmp"  # a build killed midway
+    (killed / "index").mkdir(parents=True)
+    (killed / "index" / "data.npy").write_bytes(b"0" * 100)
+    building = cache / ".bm25-fedcba9876543210.a.tmp"  # a build under way
+    building.mkdir()
+    entries = {e.path.name: e for e in scan(cache)}
+    assert set(entries) == {used.cache_path.name, dense.cache_path.name, killed.name,
+                            building.name}
+    assert entries[used.cache_path.name].in_use
+    assert not entries[dense.cache_path.name].in_use
+    assert entries[killed.name].unfinished and entries[killed.name].size == 100
+    assert entries[used.cache_path.name].size > 0
+
+    with exclusive_lock(cache / "bm25-fedcba9876543210.lock"):
+        outcomes = {name: prune_entry(e) for name, e in entries.items()}
+    assert outcomes == {used.cache_path.name: "in use", dense.cache_path.name: "removed",
+                        killed.name: "removed", building.name: "being built"}
+    assert used.cache_path.is_dir() and building.is_dir()
+    assert not dense.cache_path.exists() and not killed.exists()
+    assert not (cache / f"{dense.cache_path.name}.lock").exists()
+    assert not (cache / f"{dense.cache_path.name}.use").exists()
+    assert used.retrieve("topic 1", 3)  # the run goes on
+
+    # once the run has let go, the entry goes; the next run builds it again, and it holds
+    used_path = used.cache_path
+    used._set_lease(None)
+    (entry,) = [e for e in scan(cache) if e.path == used_path]
+    assert prune_entry(entry) == "removed" and not used_path.exists()
+    again = BM25Retriever(cache_dir=cache)
+    again.index(CORPUS)
+    assert again.cache_path == used_path and not again.loaded_from_cache
+    assert again.retrieve("topic 1", 3) == used.retrieve("topic 1", 3)
+    assert [e.in_use for e in scan(cache) if e.path == used_path] == [True]

@@ -1,0 +1,154 @@
+"""``ragbench cache``: list and prune the on-disk index cache (``bm25-*``, ``dense-*``).
+
+Every change of a corpus or of an index's parameters makes a new entry and leaves the old one,
+so the cache only grows until pruned. Entries a run is building or using are kept whatever
+the options say (see :mod:`pytest_ragbench.retrievers.indexcache`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
+
+#: Where pytest keeps its cache by default, and the plugin's folder in it.
+_PYTEST_CACHE = Path(".pytest_cache")
+_RAGBENCH = Path("d") / "ragbench"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(value: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", value)
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a number and a unit, e.g. 30d, 12h, 90m, 2w or 45s")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``cache`` (``list`` and ``prune``) to the command's subparsers."""
+    p = add_command(
+        commands, "cache", summary="list or prune the on-disk index cache (bm25, dense)",
+        description="List or prune the index cache the bm25 and dense retrievers keep under "
+                    "pytest's cache folder (.pytest_cache/d/ragbench): one folder per corpus "
+                    "and parameters, never removed by a run. Entries a run is building or "
+                    "using are kept.")
+    actions = p.add_subparsers(title="actions", dest="action", metavar="ACTION")
+    actions.required = True
+    for name, summary in (("list", "list the entries with their size and last use"),
+                          ("prune", "remove entries not used for a while (or all)")):
+        a = actions.add_parser(name, help=summary, description=summary)
+        a.add_argument("--dir", type=Path, default=None, metavar="DIR",
+                       help="the index cache folder, or a pytest cache folder holding it "
+                            "(default: .pytest_cache/d/ragbench of the project: the nearest "
+                            "folder from here up with pytest.ini, pyproject.toml, tox.ini "
+                            "or setup.cfg, else this folder)")
+        if name == "list":
+            a.add_argument("--json", action="store_true",
+                           help="print the entries as JSON, one object each in a list")
+        else:
+            which = a.add_mutually_exclusive_group(required=True)
+            which.add_argument("--older-than", type=_age, metavar="AGE",
+                               help="remove entries last used more than AGE ago (30d, 12h, "
+                                    "2w...), and what builds killed midway left")
+            which.add_argument("--all", action="store_true", help="remove every entry")
+            a.add_argument("--dry-run", action="store_true",
+                           help="say what would be removed, remove nothing")
+        a.set_defaults(run=run)
+
+
+#: Files that make a folder pytest's rootdir (the first found from the current folder up).
+_ROOT_MARKERS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+
+
+def _find(given: Path | None) -> Path | None:
+    """The index cache folder: ``given`` (itself or its ``d/ragbench``), else the one of
+    the project pytest would find from here: the nearest folder upwards holding an ini file
+    (pytest's rootdir), else the current folder. Never just any ``.pytest_cache`` above:
+    one in a parent folder (``/tmp``, a home folder) is another project's."""
+    if given is not None:
+        return given / _RAGBENCH if (given / _RAGBENCH).is_dir() else given
+    here = Path.cwd()
+    root = next((folder for folder in (here, *here.parents)
+                 if any((folder / name).is_file() for name in _ROOT_MARKERS)), here)
+    candidate = root / _PYTEST_CACHE / _RAGBENCH
+    return candidate if candidate.is_dir() else None
+
+
+def size_text(size: int) -> str:
+    """Bytes as B, KB, MB, GB (powers of 1024, one decimal above bytes)."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{int(seconds // span)}{unit} ago"
+    return "just now"
+
+
+def run(args: argparse.Namespace) -> int:
+    """List or prune; returns the exit status."""
+    from ..retrievers.indexcache import prune_entry, scan, sweep_orphans
+
+    folder = _find(args.dir)
+    if args.dir is not None and (folder is None or not folder.is_dir()):
+        print(f"ragbench cache: {args.dir}: no such folder", file=sys.stderr)
+        return EXIT_USAGE
+    if folder is None:
+        if args.action == "list" and args.json:
+            print("[]")
+        else:
+            print("no index cache here (.pytest_cache/d/ragbench of the project's rootdir); "
+                  "give --dir")
+        return EXIT_OK
+    now = time.time()
+    entries = scan(folder)
+    if args.action == "list":
+        if args.json:
+            print(json.dumps([{"path": str(e.path), "kind": e.kind, "size": e.size,
+                               "last_used": e.last_used, "unfinished": e.unfinished,
+                               "in_use": e.in_use} for e in entries], indent=2))
+            return EXIT_OK
+        print(f"index cache: {folder}")
+        for e in entries:
+            notes = ", ".join(n for n, on in (("unfinished build", e.unfinished),
+                                              ("in use", e.in_use)) if on)
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+            print(f"  {e.path.name:<40} {size_text(e.size):>10}  last used {stamp} "
+                  f"({_ago(now - e.last_used)})" + (f"  [{notes}]" if notes else ""))
+        total = sum(e.size for e in entries)
+        print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)}")
+        return EXIT_OK
+    print(f"index cache: {folder}")
+    chosen = [e for e in entries
+              if args.all or e.unfinished or now - e.last_used > args.older_than]
+    freed, kept = 0, 0
+    verb = "would remove" if args.dry_run else "removed"
+    for e in chosen:
+        outcome = "removed" if args.dry_run and not e.in_use else (
+            "in use" if args.dry_run else prune_entry(e))
+        if outcome == "removed":
+            freed += e.size
+            print(f"{verb} {e.path.name} ({size_text(e.size)})")
+        else:
+            kept += 1
+            print(f"kept {e.path.name}: {outcome} by a run now")
+    if not args.dry_run:
+        sweep_orphans(folder)
+    print(f"{verb} {len(chosen) - kept} of {len(entries)} entries, {size_text(freed)}"
+          + (f"; {kept} kept (in use)" if kept else ""))
+    return EXIT_FAILED if kept and args.all else EXIT_OK
