@@ -23,7 +23,12 @@ from pytest_ragbench.embedders import HashingEmbedder, SentenceTransformerEmbedd
 from pytest_ragbench.errors import ComponentError
 from pytest_ragbench.pipelines.http import HTTPPipeline
 from pytest_ragbench.registry import BuildContext, Registry
-from pytest_ragbench.retrievers.dense import DenseRetriever, normalise_rows, top_k
+from pytest_ragbench.retrievers.dense import (
+    DenseRetriever,
+    UncachedEmbedderWarning,
+    normalise_rows,
+    top_k,
+)
 from pytest_ragbench.retrievers.http import HTTPRetriever, HTTPRetrieverError
 from pytest_ragbench.retrievers.hybrid import HybridRetriever, fuse, min_max
 from pytest_ragbench.retrievers.runfile import (
@@ -235,7 +240,8 @@ def test_dense_without_embedder_identity_does_not_cache(tmp_path: Path) -> None:
             return np.ones((len(texts), 3), dtype=np.float32)
 
     dense = DenseRetriever(embedder=Anonymous(), cache_dir=tmp_path)
-    asyncio.run(dense.index(CORPUS))
+    with pytest.warns(UncachedEmbedderWarning, match="embedder Anonymous has no provider_id"):
+        asyncio.run(dense.index(CORPUS))
     assert dense.cache_path is None
     assert list(tmp_path.iterdir()) == []
 
@@ -717,3 +723,46 @@ def test_sentence_transformers_never_downloads() -> None:
     with pytest.raises(ComponentError, match="cannot load sentence-transformers model "
                                              "'ragbench-no-such-model/xyz' offline"):
         emb.embed_sync(["x"])
+
+
+MINE_EMBEDDER = """
+import zlib
+import numpy as np
+
+SEED = {seed}
+
+class Mine:
+    async def embed(self, texts):
+        return np.array([np.random.default_rng(zlib.crc32(t.encode()) + SEED).random(8)
+                         for t in texts], dtype=np.float32)
+
+def pytest_ragbench_register(registry):
+    registry.add("embedder", "mine", Mine)
+"""
+
+
+def test_a_registered_embedder_without_provider_id_is_not_served_stale_vectors(
+        project) -> None:
+    """A conftest embedder's cache key held only its spec ('mine', no parameters): after its
+    code changed, every run ranked with the vectors of the old code, silently."""
+    _suite(project, """
+        retrievers: {dense: {type: dense, embedder: mine}}
+        metrics: [ndcg@3]
+    """)
+
+    def retrieved(*args: str) -> dict[str, Any]:
+        project.runpytest("--ragbench=suite.yaml", *args).assert_outcomes(passed=len(QUERIES))
+        run = project.path / ".ragbench" / "runs" / "latest" / "cases.jsonl"
+        return {r["case_id"]: r["retrieved"]
+                for r in map(json.loads, run.read_text().splitlines())}
+
+    project.makeconftest(MINE_EMBEDDER.format(seed=1))
+    before = retrieved()
+    project.makeconftest(MINE_EMBEDDER.format(seed=2))  # the embedder's code changed
+    result = project.runpytest("--ragbench=suite.yaml")
+    result.stdout.fnmatch_lines([
+        "*UncachedEmbedderWarning: dense retriever 'dense': embedder 'mine' has no "
+        "provider_id, so its embeddings are not cached*"])
+    after = retrieved()
+    assert after == retrieved("-p", "no:cacheprovider") != before
+    assert not list((project.path / ".pytest_cache" / "d" / "ragbench").glob("dense-*"))

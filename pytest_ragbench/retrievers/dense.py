@@ -28,13 +28,14 @@ Suite syntax: the embedder is a nested component spec::
 
 On-disk cache: with a ``cache_dir`` (pytest's cache folder by default), the embedding matrix is
 stored as ``dense-<key>/vectors.npy`` plus ``ids.json``, where ``key`` hashes the corpus content
-(ids, titles, texts), the fields and prefixes, and the embedder's identity (its ``provider_id``,
-else the nested spec); later runs and other xdist workers memory-map it
-(``np.load(mmap_mode="r")``) instead of embedding again. The folder is written under a
-temporary name and renamed into place, so a reader never sees a partial index; a lock file
+(ids, titles, texts), the fields and prefixes, and the embedder's ``provider_id``; later runs
+and other xdist workers memory-map it (``np.load(mmap_mode="r")``) instead of embedding again.
+The folder is written under a temporary name and renamed into place, so a reader never sees a
+partial index; a lock file
 ``dense-<key>.lock`` beside it makes processes that miss the cache at once embed the corpus
-once between them (the others wait and load it). An embedder
-instance without an identity disables the cache (a wrong cache hit would be silent).
+once between them (the others wait and load it). An embedder without a ``provider_id`` (an
+instance, or a registered type: its spec says nothing of its code) disables the cache, with
+an :class:`UncachedEmbedderWarning` (a wrong cache hit would be silent).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +60,11 @@ from ..registry import BuildContext, split_spec
 from .cachelock import exclusive_lock_async, remove_stale_builds, use_lease
 
 CACHE_FORMAT_VERSION = 1
+
+
+class UncachedEmbedderWarning(UserWarning):
+    """A dense retriever with a cache folder whose embedder has no ``provider_id``: its
+    embeddings are computed again by every process and run, not cached."""
 FIELDS = ("flat", "text")
 # Upper bound on query x document scores materialised at once by retrieve_many.
 _SCORE_BLOCK = 16_000_000
@@ -146,6 +153,7 @@ class DenseRetriever:
         if fields not in FIELDS:
             raise ValueError(f"fields must be one of {', '.join(FIELDS)}, got {fields!r}")
         self._spec: Any = None
+        self._name = context.name if context is not None else ""
         if isinstance(embedder, str | Mapping):
             self._spec = split_spec("embedder", embedder)
             ctx = context if context is not None else BuildContext()
@@ -185,13 +193,25 @@ class DenseRetriever:
     # -- identity and cache ----------------------------------------------------------------
 
     def _identity(self) -> str | None:
+        """The embedder's ``provider_id``, or None: then nothing is cached, with a warning.
+
+        A spec's type and parameters are no identity: a registered embedder's code (a
+        conftest's, a plugin's in development, a model it loads) changes while they stay the
+        same, and the cache served the old vectors without a word. Every built-in embedder
+        has a ``provider_id``.
+        """
         pid = getattr(self.embedder, "provider_id", None)
         if pid is not None and callable(getattr(pid, "as_dict", None)):
             return canonical_json(pid.as_dict())
-        if isinstance(pid, str):
+        if isinstance(pid, str) and pid:
             return pid
-        if self._spec is not None:
-            return canonical_json({"type": self._spec[0], "params": self._spec[1]})
+        named = (f"embedder {self._spec[0]!r}" if self._spec is not None
+                 else f"embedder {type(self.embedder).__name__}")
+        warnings.warn(UncachedEmbedderWarning(
+            f"dense retriever{f' {self._name!r}' if self._name else ''}: {named} has no "
+            "provider_id, so its embeddings are not cached (a change to its code would not "
+            "change the cache key); give it a provider_id attribute, a string to change "
+            "whenever its vectors would, to cache them"), stacklevel=2)
         return None
 
     def _cache_key(self, corpus: Sequence[Document], identity: str) -> str:
