@@ -271,10 +271,13 @@ class RagbenchState:
             self._dataset_digests = []
             if moves_workers([str(tx) for tx in self.config.getoption("tx", None) or []]):
                 from .datasets import load_dataset
+                from .suite.loader import load_dataset_spec
 
                 for path in self.explicit:
                     try:
-                        digests = load_dataset(self.load_suite(path).dataset).digests()
+                        # the dataset alone: the suite's components may come from a conftest
+                        # only its workers load
+                        digests = load_dataset(load_dataset_spec(path)).digests()
                     except Exception:
                         digests = {}
                     self._dataset_digests.append(digests)

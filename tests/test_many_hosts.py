@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_INI, DOCS, QUERIES, error_sections, write_jsonl
+from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, error_sections, write_jsonl
 
 from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
 
@@ -229,6 +229,36 @@ def test_a_dataset_that_differs_on_a_host_is_one_collection_error(
     assert (f"ragbench: the corpus file {corpus} on this worker's host differs from the "
             f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})") in text
     assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
+def test_a_dataset_that_differs_is_found_for_a_suite_with_its_own_conftest(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A suite whose retriever its folder's conftest registers: the controller, which does
+    not load that conftest, could not read the suite ('unknown retriever'), and so compared
+    no dataset for it: the other checkout's queries ran unnoticed."""
+    pytester.makeini(BASE_INI)
+    suites = pytester.path / "suites"
+    suites.mkdir()
+    (suites / "overlap_retriever.py").write_text(OVERLAP_RETRIEVER)
+    (suites / "conftest.py").write_text(
+        "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\n"
+        "from overlap_retriever import Overlap\n\n"
+        "def pytest_ragbench_register(registry):\n"
+        "    registry.add('retriever', 'mine', Overlap)\n")
+    write_jsonl(suites / "corpus.jsonl", DOCS)
+    write_jsonl(suites / "queries.jsonl", QUERIES)
+    (suites / "s.yaml").write_text("dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+                                   "retrievers: {mine: {type: mine}}\nmetrics: [recall@3]\n")
+    copy = tmp_path_factory.mktemp("host2") / "proj"
+    shutil.copytree(pytester.path, copy)
+    queries = copy / "suites" / "queries.jsonl"
+    queries.write_text(queries.read_text().replace("espresso", "ristretto", 1))
+    result = pytester.runpytest("--ragbench=suites/s.yaml", f"--tx=popen//chdir={copy}",
+                                "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = " ".join(result.stdout.str().split())
+    assert (f"ragbench: the queries file {queries} on this worker's host differs from the "
+            "controller's") in text
 
 
 def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:

@@ -443,6 +443,24 @@ def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
 # -- load -------------------------------------------------------------------------------------
 
 
+def load_dataset_spec(path: Path) -> DatasetSpec:
+    """The dataset of the suite file at ``path`` alone, as :func:`load_suite` reads it, with
+    nothing else of the suite checked: its components and metrics may come from a conftest
+    this process has not loaded (an xdist controller reading the dataset its workers will).
+
+    Raises :class:`SuiteError` where the file or its ``dataset`` entry cannot be read.
+    """
+    path = Path(path)
+    _raw, text = read_text(path)
+    data, lines = parse_document(text, path)
+    ctx = _Ctx(path, lines)
+    if not isinstance(data, Mapping) or not isinstance(data.get("dataset"), str | Mapping):
+        raise ctx.error((), "expected a mapping with a 'dataset' entry at the top level")
+    name = data.get("name")
+    return _parse_dataset(ctx, data["dataset"], path.parent,
+                          name if isinstance(name, str) and name else path.name.split(".")[0])
+
+
 def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                metric_resolver: MetricResolver | None = None,
                known_pipelines: Sequence[str] | None = None) -> Suite:
