@@ -537,6 +537,43 @@ def test_conftest_llm_is_retried_priced_metered_and_cached(pytester, app):
     result.stdout.fnmatch_lines(["*llm: 0 requests, 100 prompt + 20 completion tokens*"])
 
 
+VERSIONED_LLM = '''
+from pytest_ragbench.llm.base import Completion, Usage
+
+
+class Versioned:
+    """Answers as its version says; its provider_id is that version (a plain string)."""
+
+    provider_id = "versioned-{version}"
+
+    async def chat(self, messages, **params):
+        return Completion("answer {version}", Usage(10, 2), model="v")
+
+
+def pytest_ragbench_register(registry):
+    registry.add("llm", "versioned", Versioned)
+'''
+
+
+def test_a_registered_llms_string_provider_id_keys_its_cached_responses(pytester, app):
+    """A provider_id given as a plain string (as the dense cache takes it) was ignored by
+    the response cache, which keyed on type and parameters alone: bumping it after a code
+    change still served the old code's answers from the cache."""
+    app("""
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers: {bm25: {}}
+        metrics: [token_f1]
+        llm: {type: versioned}
+        cache: {path: cache.sqlite}
+    """)
+    for version in ("1", "2"):
+        pytester.makeconftest(CONFTEST + VERSIONED_LLM.replace("{version}", version))
+        pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
+        answers = {r["answer"] for r in by_case(records(pytester.path), "bm25").values()}
+        assert answers == {f"answer {version}"}
+
+
 FRAMEWORKS = '''
 from dataclasses import dataclass, field
 

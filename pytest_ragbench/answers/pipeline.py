@@ -743,9 +743,7 @@ def build_pipeline(
             emb_type = config.embedder.type
             built = _build_registered(components, "embedder", emb_type,
                                       config.embedder.params, _path(prefix, "embedder"))
-            pid = getattr(built, "provider_id", None)
-            if not isinstance(pid, ProviderId):
-                pid = ProviderId(emb_type, params=_scalars(config.embedder.params))
+            pid = registered_identity(built, emb_type, "", config.embedder.params)
             guarded = GuardedEmbedder(built, _guard(
                 f"embedder {emb_type!r}", config.embedder.limits,
                 pid.base_url or f"registered embedder {emb_type!r}", pid.model or emb_type,
@@ -860,6 +858,24 @@ def _guard(name: str, limits: CallLimits, endpoint: str, model: str,
     return CallGuard(name, limits, run_budget=share.budget, pool=key)
 
 
+def registered_identity(built: Any, name: str, model: str,
+                        params: Mapping[str, Any]) -> ProviderId:
+    """The cache identity of a registered LLM or embedder: its own ``provider_id`` (a
+    :class:`ProviderId`, or a plain string the type's parameters are added to), else its
+    type and parameters.
+
+    A string was ignored: the response cache keyed on type and parameters alone, so the
+    version string a component bumps when its code changes left its old answers cached.
+    """
+    pid = getattr(built, "provider_id", None)
+    if isinstance(pid, ProviderId):
+        return pid
+    base = _scalars(params)
+    if isinstance(pid, str) and pid:
+        base = {**base, "provider_id": pid}
+    return ProviderId(name, model=model, params=base)
+
+
 def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
                     budget: CostBudget | RunCostBudget | None, share: _RunShare | None,
                     cache: ResponseCache | None,
@@ -874,9 +890,7 @@ def _registered_llm(llm_config: LlmConfig, key: str, config: RagConfig,
     """
     name = llm_config.type
     built: LLM = _build_registered(components, "llm", name, llm_config.params, key)
-    pid = getattr(built, "provider_id", None)
-    if not isinstance(pid, ProviderId):
-        pid = ProviderId(name, model=llm_config.model, params=_scalars(llm_config.params))
+    pid = registered_identity(built, name, llm_config.model, llm_config.params)
     model = llm_config.model
     priced = _has_price(config.prices, model)
     guarded = GuardedLLM(built, _guard(f"llm {name!r}", llm_config.limits,
