@@ -69,6 +69,8 @@ class SuiteFile(pytest.File):
         return self.config.stash[STATE_KEY]
 
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        from .datasets import scope_meta
+
         state = self._state()
         runtime = state.runtime(self.nodeid, self.path)
         dataset = runtime.dataset
@@ -88,9 +90,7 @@ class SuiteFile(pytest.File):
         # cases it ran (whole, and good for a baseline).
         suite = runtime.suite
         state.collected[self.nodeid] = len(suite.systems) * len(dataset.queries) * suite.runs
-        state.query_meta[self.nodeid] = {
-            q.id: {"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)}
-            for q in dataset.queries if q.type or q.difficulty or q.tags}
+        state.query_meta[self.nodeid] = scope_meta(dataset.queries)
         for name in query_marker_names(dataset.queries):
             state.register_marker(name)
         for spec in runtime.suite.systems:

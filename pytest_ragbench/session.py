@@ -322,6 +322,24 @@ class RagbenchSession:
         if self.resume is not None:
             self._resumed(source)
 
+    def _meta_of(self, suite_id: str, case_id: str) -> dict[str, Any] | None:
+        """The type, difficulty and tags of a query, for the record of a case that died
+        without one. The processes send them with their first case report: when none has come
+        for the suite yet (every worker so far died in its first case), the controller reads
+        the suite's queries itself, once, so that the crash counts in its gate scopes."""
+        if suite_id not in self.collected and suite_id not in self._query_meta:
+            from .datasets import load_queries, scope_meta
+
+            state = self.config.stash[STATE_KEY]
+            self._query_meta[suite_id] = {}  # once, read or not
+            try:
+                suite = (state.collected_suites.get(suite_id)
+                         or state.load_suite(self.config.rootpath / suite_id))
+                self._query_meta[suite_id] = scope_meta(load_queries(suite.dataset))
+            except (RagbenchError, OSError, ValueError):
+                pass  # e.g. no dataset on this host: the record goes without
+        return self._query_meta.get(suite_id, {}).get(case_id)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._take_process_data(report)
         if report.when == "call":
@@ -344,7 +362,7 @@ class RagbenchSession:
             self._add(report.nodeid, error_record(
                 suite=str(ident["suite"]), retriever=str(ident["retriever"]),
                 case_id=str(ident["case_id"]),
-                meta=self._query_meta.get(str(ident["suite"]), {}).get(str(ident["case_id"])),
+                meta=self._meta_of(str(ident["suite"]), str(ident["case_id"])),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when))
@@ -355,7 +373,7 @@ class RagbenchSession:
             message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run,
-                meta=self._query_meta.get(suite, {}).get(case_id),
+                meta=self._meta_of(suite, case_id),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
@@ -508,7 +526,7 @@ class RagbenchSession:
             suite, retriever, case_id, run = self._case_of(nodeid)
             self._add(nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run, stage="crash",
-                meta=self._query_meta.get(suite, {}).get(case_id),
+                meta=self._meta_of(suite, case_id),
                 message="a worker crashed while it retrieved ahead for other queries; put "
                         "back to run again, it never ran (the run stopped first)"))
             self.items_errored.add(nodeid)

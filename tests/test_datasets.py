@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from pytest_ragbench.datasets import (
     DatasetSpec,
     load_dataset,
+    load_queries,
     read_corpus,
     read_qrels,
     read_queries,
     read_records,
+    scope_meta,
 )
 from pytest_ragbench.errors import SuiteError
 
@@ -318,6 +320,19 @@ def test_max_queries_and_query_ids(tmp_path: Path) -> None:
     assert [q.id for q in ds.queries] == ["q1", "q3"]
     with pytest.raises(SuiteError, match="unknown query ids: q9"):
         load_dataset(DatasetSpec(**base, query_ids=("q9",)))
+
+
+def test_load_queries_reads_no_corpus(tmp_path: Path) -> None:
+    # the xdist controller reads a suite's queries for their scope metadata, not its corpus
+    (tmp_path / "corpus.jsonl").write_text("not json\n")
+    (tmp_path / "queries.jsonl").write_text(
+        '{"_id": "q1", "text": "a", "difficulty": "hard", "tags": "x, y"}\n'
+        '{"_id": "q2", "text": "b"}\n')
+    spec = DatasetSpec(name="x", source=tmp_path / "s.yaml", path=tmp_path)
+    with pytest.raises(SuiteError):
+        load_dataset(spec)
+    assert scope_meta(load_queries(spec)) == {
+        "q1": {"type": None, "difficulty": "hard", "tags": ["x", "y"]}}
 
 
 @pytest.mark.skipif(not (SHARED / "nfcorpus").is_dir(), reason="shared NFCorpus not present")

@@ -70,6 +70,24 @@ def test_a_crashed_case_of_a_suite_of_one_system_keeps_its_query_metadata(pytest
     assert rec["error"]["stage"] == "crash"
 
 
+def test_cases_of_workers_that_each_died_in_their_first_case_keep_their_query_metadata(
+        pytester, mini_suite):
+    # The workers send their queries' metadata with their first case report: when every
+    # worker dies in its first case none arrives before the controller records the crashes,
+    # and the hard queries' crashes fell out of 'difficulty=hard' ("no query matches")
+    path = mini_suite(crash_on=" ")  # every query
+    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly", "-k", "q2 or q4")
+    result.assert_outcomes(failed=2)
+    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    assert (gate["passed"], gate["value"], gate["n"]) == (False, 1.0, 2)
+    recs = sorted((json.loads(line) for line in (latest_run(pytester.path) / "cases.jsonl")
+                   .read_text().splitlines()), key=lambda r: r["case_id"])
+    assert [(r["case_id"], r["difficulty"], r["type"], r["tags"], r["error"]["stage"])
+            for r in recs] == [("q2", "hard", "numeric", ["cold_brew", "numeric"], "crash"),
+                               ("q4", "hard", "how_to", ["cleaning"], "crash")]
+
+
 def test_a_case_whose_setup_failed_counts_in_its_scope(pytester, mini_suite):
     # The error record of a case whose setup failed outside the case (a conftest hook) had
     # no type, difficulty or tags: a scoped error-rate gate passed on the hard queries while

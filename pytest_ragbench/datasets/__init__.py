@@ -19,20 +19,23 @@ from .core import (
     QrelsRow,
     Query,
     check_file,
+    load_file_queries,
     load_files,
     open_text,
     read_corpus,
     read_qrels,
     read_queries,
     read_records,
+    scope_meta,
     trec_number,
     update_hash_with_documents,
 )
 
 __all__ = [
     "DataFileError", "Dataset", "DatasetSpec", "Document", "HfPart", "HfSpec", "QrelsRow",
-    "Query", "check_file", "load_dataset", "open_text", "read_corpus", "read_qrels",
-    "read_queries", "read_records", "trec_number", "update_hash_with_documents",
+    "Query", "check_file", "load_dataset", "load_queries", "open_text", "read_corpus",
+    "read_qrels", "read_queries", "read_records", "scope_meta", "trec_number",
+    "update_hash_with_documents",
 ]
 
 
@@ -53,3 +56,11 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         if exc.line is None and exc.key and exc.file == str(spec.source):
             exc.place(spec.line_of(exc.key))
         raise
+
+
+def load_queries(spec: DatasetSpec) -> tuple[Query, ...]:
+    """The queries of the dataset described by ``spec``: a dataset of files or inline data is
+    read without its corpus; a library's is loaded whole."""
+    if spec.hf is not None or spec.ir_datasets is not None:
+        return load_dataset(spec).queries
+    return load_file_queries(spec)

@@ -32,7 +32,7 @@ import numbers
 import re
 import stat
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -950,6 +950,31 @@ def load_files(spec: DatasetSpec) -> Dataset:
     qrels = read_qrels(qrels_path) if qrels_path is not None else None
     return join_labels(spec, corpus, queries, qrels, corpus_src=corpus_path or spec.source,
                  queries_src=queries_src, qrels_src=qrels_path)
+
+
+def load_file_queries(spec: DatasetSpec) -> tuple[Query, ...]:
+    """The queries of a dataset of files or inline data, without reading its corpus or labels
+    (for their type, difficulty and tags, where the dataset itself is not loaded)."""
+    if spec.inline_queries is not None:
+        return read_queries(_inline(spec.inline_queries, spec.inline_query_lines),
+                            spec.source, spec.answer_field)
+    path = spec.queries or (spec.path / "queries.jsonl" if spec.path is not None else None)
+    if path is None:
+        raise SuiteError(
+            "no queries given (expected 'path' to a BEIR folder or 'queries' to a file)",
+            file=spec.source,
+            key=spec.key,
+        )
+    check_file(path, "queries", source=spec.source,
+               key=f"{spec.key}.queries" if spec.queries else f"{spec.key}.path")
+    return read_queries(read_records(path), path, spec.answer_field)
+
+
+def scope_meta(queries: Iterable[Query]) -> dict[str, dict[str, Any]]:
+    """Per query id, the type, difficulty and tags that scoped gates select on, of the queries
+    that have any."""
+    return {q.id: {"type": q.type, "difficulty": q.difficulty, "tags": list(q.tags)}
+            for q in queries if q.type or q.difficulty or q.tags}
 
 
 def has_control_characters(text: str) -> bool:
