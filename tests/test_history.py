@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -94,6 +95,43 @@ def test_history_lines_list_runs_and_trend(db):
     with RunHistory(db, readonly=True) as h:
         assert "not in the history" in history_lines(h, metric="mrr@5")[-1]
         assert history_lines(h, suite="other") == [f"no runs in {db} for suite 'other'"]
+
+
+def _two_files(run_id: str, means: dict[str, float], name: str = "s") -> dict:
+    """A run of suite files that share a name (``means``: suite id -> ndcg@10)."""
+    one = _doc(run_id, 0.0)
+    (entry,) = one["suites"].values()
+    one["suites"] = {
+        sid: {**entry, "name": name, "retrievers": {"bm25": {
+            "n_cases": 2, "n_errors": 0, "errors": [],
+            "metrics": {"ndcg@10": {"mean": m, "direction": "higher",
+                                    "scores": {"q1": m, "q2": m}}}}}}
+        for sid, m in means.items()}
+    return one
+
+
+def test_two_suite_files_of_one_name_keep_their_own_trends(tmp_path):
+    # Trends were kept by suite name: the two files' means of a run fell on one key, and
+    # 'ragbench history' and the HTML report drew one trend of whichever came last. A file
+    # that moved (one file of the name per run) keeps its trend under its name.
+    from pytest_ragbench.report.rerender import history_from_db
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(_two_files("run1", {"a.yaml": 0.1, "b.yaml": 0.5}), passed=True)
+        h.append(_two_files("run2", {"a.yaml": 0.2, "b.yaml": 0.4}), passed=True)
+        h.append(_two_files("run3", {"old/m.yaml": 0.3}, "m"), passed=True)
+        h.append(_two_files("run4", {"new/m.yaml": 0.6}, "m"), passed=True)
+        lines = history_lines(h, metric="ndcg@10")
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines
+             if line.startswith("  ") and "/bm25" in line]
+    trend = {row[0]: row[1:4] for row in cells}
+    assert trend == {"m/bm25": ["0.3000", "0.6000", "+0.3000"],
+                     "s [a.yaml]/bm25": ["0.1000", "0.2000", "+0.1000"],
+                     "s [b.yaml]/bm25": ["0.5000", "0.4000", "-0.1000"]}
+    means = {h["run_id"]: h["means"] for h in history_from_db(path)}
+    assert means["run1"] == {"a.yaml/bm25/ndcg@10": 0.1, "b.yaml/bm25/ndcg@10": 0.5}
+    assert means["run4"] == {"m/bm25/ndcg@10": 0.6}
 
 
 def test_sparkline_is_ascii_and_scaled():

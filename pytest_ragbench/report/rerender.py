@@ -176,14 +176,17 @@ def history_from_runs(runs_root: Path, *, before: str | None = None,
 def history_from_db(db: Path, *, before: str | None = None,
                     limit: int = HISTORY_RUNS) -> list[dict[str, Any]]:
     """Means of the complete runs in a run history database, in the same form as
-    :func:`history_from_runs` (keys use the suite name). Raises ``HistoryError`` when the
+    :func:`history_from_runs` (keys use the suite name, or the suite id for each of
+    several suite files sharing a name). Raises ``HistoryError`` when the
     database cannot be read."""
     with RunHistory(db, readonly=True) as h:
         runs = [r for r in h.runs() if not r.partial and (before is None or r.id < before)]
         runs = runs[-limit:] if limit > 0 else []
         means: dict[str, dict[str, float | None]] = {r.id: {} for r in runs}
         for metric in h.metrics():
-            for (suite, retriever), per_run in h.means(metric).items():
+            for (name, sid, retriever), per_run in h.file_means(metric).items():
+                # the report's trends look a suite up by its id or its name
+                suite = name if sid is None else sid
                 for run_id, mean in per_run.items():
                     if run_id in means:
                         means[run_id][f"{suite}/{retriever}/{metric}"] = mean

@@ -468,17 +468,34 @@ class RunHistory:
 
     def means(self, metric: str, suite: str | None = None,
               ) -> dict[tuple[str, str], dict[str, float | None]]:
-        """``{(suite name, retriever): {run id: mean}}`` for one metric."""
-        sql = ("SELECT s.name, m.retriever, m.run_id, m.mean FROM means m JOIN suites s "
-               "ON s.run_id = m.run_id AND s.suite_id = m.suite_id WHERE m.metric = ?")
+        """``{(suite, retriever): {run id: mean}}`` for one metric; the suite is its name, or
+        ``name [suite id]`` for each of several suite files sharing a name."""
+        return {(name if sid is None else f"{name} [{sid}]", retriever): per_run
+                for (name, sid, retriever), per_run in self.file_means(metric, suite).items()}
+
+    def file_means(self, metric: str, suite: str | None = None,
+                   ) -> dict[tuple[str, str | None, str], dict[str, float | None]]:
+        """``{(suite name, suite id, retriever): {run id: mean}}`` for one metric. A suite is
+        followed by its name, so a file that moved keeps its trend (the id is None); the id
+        tells apart the files of a name that some run held two or more of, which are
+        different suites (a name shared for a common baseline identity)."""
+        sql = ("SELECT s.name, s.suite_id, m.retriever, m.run_id, m.mean FROM means m JOIN "
+               "suites s ON s.run_id = m.run_id AND s.suite_id = m.suite_id WHERE m.metric = ?")
         args: list[Any] = [metric]
         if suite:
             sql += " AND (s.suite_id = ? OR s.name = ?)"
             args += [suite, suite]
-        out: dict[tuple[str, str], dict[str, float | None]] = {}
-        for name, retriever, run_id, mean in self._query(sql, args):
-            out.setdefault((name, retriever), {})[run_id] = mean
-        return dict(sorted(out.items()))
+        shared = self.shared_names()
+        out: dict[tuple[str, str | None, str], dict[str, float | None]] = {}
+        for name, sid, retriever, run_id, mean in self._query(sql, args):
+            key = (str(name), str(sid) if name in shared else None, str(retriever))
+            out.setdefault(key, {})[run_id] = mean
+        return dict(sorted(out.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])))
+
+    def shared_names(self) -> set[str]:
+        """The suite names that some run held two or more suite files of."""
+        return {str(n) for (n,) in self._query(
+            "SELECT DISTINCT name FROM suites GROUP BY run_id, name HAVING COUNT(*) > 1")}
 
     def resolve(self, spec: str) -> str:
         """``last`` (newest complete run), ``best``, a run number (``3``, as ``ragbench
@@ -604,6 +621,12 @@ class RunHistory:
             "SELECT DISTINCT s.name FROM suites s JOIN runs r ON r.id = s.run_id "
             "WHERE r.partial = 0")})
 
+    def suite_ids(self, name: str) -> list[str]:
+        """The suite files (ids) complete runs hold under the name ``name``."""
+        return [str(sid) for (sid,) in self._query(
+            "SELECT DISTINCT s.suite_id FROM suites s JOIN runs r ON r.id = s.run_id "
+            "WHERE r.partial = 0 AND s.name = ? ORDER BY s.suite_id", (name,))]
+
     def _suite_runs(self, name: str) -> list[tuple[int, str, str]]:
         """(seq, run id, suite id) of the complete runs holding a suite named ``name``,
         oldest first."""
@@ -702,13 +725,16 @@ class RunHistory:
     def has_complete_run(self) -> bool:
         return bool(self._query("SELECT 1 FROM runs WHERE partial = 0 LIMIT 1"))
 
-    def first_metric(self, name: str) -> str | None:
+    def first_metric(self, name: str, suite_id: str | None = None) -> str | None:
         """The first metric of the suite named ``name`` (the first its suite file lists), as
-        its newest run stored it, complete runs first."""
+        its newest run stored it, complete runs first (``suite_id``: of that file of the
+        name)."""
         rows = self._query(
             "SELECT m.metric FROM means m JOIN suites s ON s.run_id = m.run_id AND "
             "s.suite_id = m.suite_id JOIN runs r ON r.id = m.run_id WHERE s.name = ? "
-            "ORDER BY r.partial, r.seq DESC, s.suite_id, m.rowid LIMIT 1", (name,))
+            "AND (? IS NULL OR s.suite_id = ?) "
+            "ORDER BY r.partial, r.seq DESC, s.suite_id, m.rowid LIMIT 1",
+            (name, suite_id, suite_id))
         return str(rows[0][0]) if rows else None
 
     def baseline_refs(self) -> list[tuple[str, str | None, str | None]]:
@@ -769,19 +795,25 @@ def history_lines(history: RunHistory, *, metric: str | None = None, suite: str 
         return [*lines, f"metric {metric!r} is not in the history (known: {', '.join(metrics)})"]
     # A partial run's means cover only the cases it ran: listed above, never in a trend.
     runs = [r for r in runs if not r.partial]
+    firsts: dict[tuple[str, str | None], str | None] = {}
     if metric is None:
-        firsts = {name: history.first_metric(name) for name in history.suite_names()}
+        shared = history.shared_names()
+        for name in history.suite_names():
+            for sid in (history.suite_ids(name) if name in shared else [None]):
+                firsts[(name, sid)] = history.first_metric(name, sid)
         plan = sorted({m for m in firsts.values() if m is not None})
     else:
-        firsts, plan = {}, [metric]
+        plan = [metric]
     rows: list[tuple[str, str, str, list[float | None]]] = []
     for m in plan:
-        for (sname, retriever), by_run in history.means(m, suite).items():
-            if metric is None and firsts.get(sname) != m:
+        for (name, sid, retriever), by_run in history.file_means(m, suite).items():
+            if metric is None and firsts.get((name, sid)) != m:
                 continue
             values = [by_run.get(r.id) for r in runs]
             if any(v is not None for v in values):
-                rows.append((sname, retriever, m, values))
+                # two files of one name read as their files, as in the run's own outputs
+                rows.append((name if sid is None else f"{name} [{sid}]", retriever, m,
+                             values))
     rows.sort(key=lambda row: (row[0], row[1]))
     shown = sorted({m for _, _, m, _ in rows})
     if len(shown) <= 1:
