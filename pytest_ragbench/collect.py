@@ -59,6 +59,12 @@ def query_marker_names(queries: Iterable[Any]) -> list[str]:
     return list(names)
 
 
+def session_error(session: pytest.Session, message: str) -> None:
+    """Report ``message`` as a collection error of the whole session (not of one file)."""
+    report = pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
+    session.config.hook.pytest_collectreport(report=report)
+
+
 class SuiteFile(pytest.File):
     """A suite file; collecting it validates the suite, reads the dataset and builds the
     suite's components (see :meth:`~pytest_ragbench.execution.runtime.SuiteRuntime.prepare`)."""

@@ -16,6 +16,7 @@ import pytest
 
 from . import hookspecs, options
 from .collect import RECORD_KEY, CaseItem, SuiteFile
+from .collect import session_error as _collection_error
 from .errors import RagbenchError
 from .hosts import (
     HOSTS_INPUT,
@@ -534,12 +535,6 @@ def _check_cli_gates(session: pytest.Session, items: list[pytest.Item]) -> None:
     if problems:
         _collection_error(session, "\n".join(f"ragbench: {p}" for p in problems))
         items.clear()
-
-
-def _collection_error(session: pytest.Session, message: str) -> None:
-    """Report ``message`` as a collection error of the whole session (not of one file)."""
-    report = pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
-    session.config.hook.pytest_collectreport(report=report)
 
 
 @pytest.hookimpl(trylast=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .collect import RECORD_KEY, CaseItem, case_name
+from .collect import RECORD_KEY, CaseItem, case_name, session_error
 from .options import RESUME_NEWEST_UNFINISHED
 
 if TYPE_CHECKING:
@@ -58,11 +58,15 @@ class CaseResume:
         self.candidates: list[str] | None = None
         #: Resume only when the newest run of the suites is unfinished (the default).
         self.unfinished_only = False
+        #: An xdist worker's: the size of each candidate's records on the controller, which
+        #: its own copy must match (None: this process resolved the candidates).
+        self.sizes: list[int | None] | None = None
         if workerinput is not None:
             given = workerinput.get(RESUME_INPUT)
             if isinstance(given, dict):
                 self.candidates = list(given["folders"])
                 self.unfinished_only = bool(given["unfinished_only"])
+                self.sizes = list(given.get("sizes") or [])
         else:
             ref = config.getoption("ragbench_resume", None)
             if ref is not None:
@@ -125,8 +129,12 @@ class CaseResume:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self.candidates is not None:
-            node.workerinput[RESUME_INPUT] = {"folders": self.candidates,
-                                              "unfinished_only": self.unfinished_only}
+            from .results.resume import records_size
+
+            # a worker on another host sees its own files at these paths: it checks them
+            node.workerinput[RESUME_INPUT] = {
+                "folders": self.candidates, "unfinished_only": self.unfinished_only,
+                "sizes": [records_size(Path(p)) for p in self.candidates]}
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         self._collected += [x for x in (report.result or []) if isinstance(x, CaseItem)]
@@ -155,6 +163,25 @@ class CaseResume:
                                                 item.run)[0] is None:
                 # kept by --lf as a failure would be; it leaves the list once it passes
                 lastfailed[key] = True
+
+    @pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+    def pytest_collection_modifyitems_host(self, session: pytest.Session,
+                                           items: list[pytest.Item]) -> None:
+        """On an xdist worker, the run to resume as this host sees it, before any case: a run
+        folder of the controller's that is missing here, or another copy of it (another host
+        without a shared filesystem), is one collection error, as the controller's own
+        resume errors are usage errors; the worker would run every case again, or resume from
+        another run than the controller's."""
+        if self.candidates is None or self.sizes is None or not self._collected:
+            return
+        from .results.resume import ResumeError
+
+        try:
+            self._earlier()
+        except ResumeError as exc:
+            self.candidates = None  # nothing runs: no payload, no replays
+            session_error(session, f"ragbench: {exc}")
+            items.clear()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         from .state import STATE_KEY
@@ -289,9 +316,12 @@ class CaseResume:
         suites = {item.nodeid.split("::")[0] for item in self._collected}
         try:
             self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
-                                         unfinished_only=self.unfinished_only)
+                                         unfinished_only=self.unfinished_only,
+                                         sizes=self.sizes)
             return self._earlier_run
         except ResumeError as exc:
+            if self.sizes is not None:
+                raise  # a worker's: one collection error (see the hook above)
             raise pytest.UsageError(f"ragbench: {exc}") from None
 
     def _last_failed(self) -> set[str]:

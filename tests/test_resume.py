@@ -127,6 +127,57 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
+# On the controller, before its worker starts: the runs folder is out of the worker's sight
+# (hidden, or cut to its first record) until the run ends, as on another host without a
+# shared filesystem, where it is missing or an older copy.
+OTHER_HOST = """
+import os, shutil
+from pathlib import Path
+
+RUNS = Path(".ragbench") / "runs"
+HIDDEN = Path("hidden-runs")
+MODE = os.environ.get("OTHER_HOST", "")
+
+def pytest_configure_node(node):
+    if MODE == "missing" and RUNS.exists():
+        RUNS.rename(HIDDEN)
+    elif MODE == "stale" and not HIDDEN.exists():
+        shutil.copytree(RUNS, HIDDEN, symlinks=True)
+        for cases in RUNS.glob("*/cases.jsonl"):
+            cases.write_text(cases.read_text().splitlines()[0] + "\\n")
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and HIDDEN.exists():
+        shutil.rmtree(RUNS, ignore_errors=True)
+        HIDDEN.rename(RUNS)
+"""
+
+
+@pytest.mark.parametrize("host", ["missing", "stale"])
+def test_a_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
+        pytester, logged, tmp_path_factory, monkeypatch, host):
+    # The workers read the run to resume at the controller's path, on their own host: one
+    # without it took 'nothing to resume' and ran every case again, one with an older copy
+    # resumed from that copy
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    first = latest_run(pytester.path)
+    pytester.makeconftest(OTHER_HOST)
+    monkeypatch.setenv("OTHER_HOST", host)
+    gw = tmp_path_factory.mktemp("gateway")
+    before = _calls(pytester.path)
+    result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
+                                "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)  # one collection error, no case
+    assert _calls(pytester.path) == before
+    what = ("its run folder is not on the host of this worker" if host == "missing"
+            else "the host of this worker (*) holds another copy of it (1 record, ")
+    result.stdout.fnmatch_lines([
+        f"ragbench: cannot resume from {first.name}: {what}*"
+        f"a resume reads the run in {first} on every host*"])
+    assert latest_run(pytester.path) == first  # no run folder of its own
+
+
 def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(pytester,
                                                                                   logged):
     # Why a case is not reused travelled on its own setup report, which a worker that died

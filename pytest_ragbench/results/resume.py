@@ -39,7 +39,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -489,20 +489,64 @@ class EarlierRun:
         return {**old, "suite_hash": keys.suite_hash}, None
 
 
+def records_size(folder: Path) -> int | None:
+    """The size of a run folder's ``cases.jsonl`` in bytes (None: there is none)."""
+    try:
+        return (folder / CASES_JSONL).stat().st_size
+    except OSError:
+        return None
+
+
 def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
-             unfinished_only: bool = False) -> EarlierRun | None:
+             unfinished_only: bool = False,
+             sizes: Sequence[int | None] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
     when there is none or, with ``unfinished_only``, when that run finished (the newest run
-    of these suites is the one to finish, not an older one it superseded)."""
+    of these suites is the one to finish, not an older one it superseded).
+
+    ``sizes``: the size of each folder's ``cases.jsonl`` where the run was resolved (an xdist
+    controller; :func:`records_size`). A folder missing here, or the one picked being of
+    another size, is a ResumeError: this host does not see the controller's runs (no shared
+    filesystem), and resuming from what it sees would run every case again, or mix another
+    run in. (Another folder may have grown since: a run of other suites still going.)"""
     wanted = set(suite_ids)
-    for folder in folders:
+    for index, folder in enumerate(folders):
         if is_running(folder):
             continue  # another run of these suites, still going beside this one
+        expected = sizes[index] if sizes is not None and index < len(sizes) else None
+        if expected is not None and records_size(folder) is None:
+            _not_the_controllers(folder, expected)
         if run_suites(folder) & wanted:
+            if expected is not None and records_size(folder) != expected:
+                _not_the_controllers(folder, expected)
             if unfinished_only and not is_unfinished(folder):
                 return None
             return EarlierRun.load(folder)
     return None
+
+
+def _not_the_controllers(folder: Path, expected: int) -> None:
+    """Raise the ResumeError of a run folder that this host lacks or holds another copy
+    of."""
+    import socket
+
+    size = records_size(folder)
+    host = f"the host of this worker ({socket.gethostname()})"
+    if size is None:
+        what = f"its run folder is not on {host}"
+    else:
+        try:
+            n: int | None = len(read_jsonl(folder / CASES_JSONL))
+        except (OSError, RecordsFileError):
+            n = None
+        held = f"{n} record{'' if n == 1 else 's'}, " if n is not None else ""
+        what = (f"{host} holds another copy of it ({held}{size} bytes of {CASES_JSONL} "
+                f"against the controller's {expected})")
+    raise ResumeError(
+        f"cannot resume from {folder.name}: {what}; a resume reads the run in {folder} on "
+        "every host its workers run on: put the runs folder at that path on each (a shared "
+        "filesystem, or a copy made after the run stopped), or resume without gateways to "
+        "other hosts")
 
 
 # -- what the controller says ----------------------------------------------------------------
