@@ -143,7 +143,7 @@ def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suit
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines([
         "*error [[]retrieve[]]: retriever 'overlap' raised RuntimeError: backend unavailable",
-        "  overlap: 5 cases, 1 errors, 0 below per-query thresholds",
+        "  overlap: 5 cases, 1 error, 0 below per-query thresholds",
         "    ndcg@10 * 4 * 0",
         "*FAIL mini/overlap: error_rate 0.2000 <= 0.1*",
         "ragbench: gate failed: mini/overlap error_rate = 0.2000, expected <= 0.1*",
@@ -208,7 +208,7 @@ class Bad{i}:
                     if lines[n].startswith(("_", "="))), len(lines))
         pytest.LineMatcher(lines[start:end]).fnmatch_lines([f"*{message}*"])
         # ... and its summary counts one error
-        result.stdout.fnmatch_lines([f"  bad{i}: 1 cases, 1 errors*"])
+        result.stdout.fnmatch_lines([f"  bad{i}: 1 case, 1 error*"])
 
 
 def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
@@ -487,7 +487,7 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     assert len(recs) == 5
     crashed = [r for r in recs if r["status"] == "error"]
     assert [r["case_id"] for r in crashed] == ["q3"]
-    result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 errors, 0 below per-query thresholds"])
+    result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 error, 0 below per-query thresholds"])
 
 
 def test_a_run_whose_only_case_crashed_its_worker_is_partial(pytester, mini_suite):

@@ -93,7 +93,7 @@ def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
     assert rec["xfail"] == {"reason": "backend flaky", "outcome": "xfailed"}
     # pytest calls it xfailed; the error is still counted, as error-rate gates need.
     result.stdout.fnmatch_lines([
-        "  overlap: 5 cases, 1 errors, 0 below per-query thresholds, "
+        "  overlap: 5 cases, 1 error, 0 below per-query thresholds, "
         "1 xfailed (expected), 0 xpassed",
     ])
     assert html_rows((run / "report.html").read_text(encoding="utf-8"))["q4"] == "xfailed"

@@ -59,6 +59,11 @@ def count(value: int) -> str:
     return str(n)
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``"1 error"``, ``"3 errors"``: a count with its noun in the number it takes."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def duration(seconds: float | None) -> str:
     """A duration as a person reads it: ``45s``, ``3m05s``, ``1h02m``; ``?`` when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:

@@ -17,7 +17,7 @@ from typing import Any
 from ..results.resume import resume_line
 from ..results.verdict import verdict_of
 from .budget import budget_lines
-from .format import count, money, num, p_value, signed
+from .format import count, money, num, p_value, plural, signed
 from .views import (
     SuiteTable,
     ab_view,
@@ -92,7 +92,8 @@ def summary_markdown(summary: Mapping[str, Any],
     for s in summary["suites"]:
         lines += [f"### Suite {_cell(_suite_name(s, summary['suites']))}", ""]
         if s.get("partial"):
-            lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
+            lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
+                      ""]
         metrics = s["metrics"]
         lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
                      + " |")
@@ -163,7 +164,8 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
         table = suite_table(s, gates)
         lines += [f"### Suite {_cell(_suite_name(s, summary['suites']))}", ""]
         if table.partial:
-            lines += [f"{s['n_cases_run']} of {s['n_cases_total']} cases ran.", ""]
+            lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
+                      ""]
         lines += _table(table, ci=level != "short")
         if level == "short":
             continue
@@ -174,7 +176,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
                       f"{', '.join(_cell(m) for m in table.hidden)}.", ""]
         if table.errors:
             name, e = table.errors[0]
-            lines += [f"{table.n_errors} errors; the first: {_cell(name)}/"
+            lines += [f"{plural(table.n_errors, 'error')}; the first: {_cell(name)}/"
                       f"{_cell(e['case_id'])} [{_cell(e['stage'])}]: {_cell(e['message'])}",
                       ""]
         lines += _ab(s, table)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .format import count, money
+from .format import count, money, plural
 from .format import num as _f
 from .format import p_value as _p
 from .views import (
@@ -176,7 +176,7 @@ def table_notes(table: SuiteTable) -> list[str]:
         lines.append(f"  error {name}/{e['case_id']} [{e['stage']}]: {e['message']}")
     total = table.n_errors
     if total > MAX_ERRORS:
-        lines.append(f"  ... {total - MAX_ERRORS} more errors ({_MORE})")
+        lines.append(f"  ... {plural(total - MAX_ERRORS, 'more error')} ({_MORE})")
     return lines
 
 
@@ -238,10 +238,12 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         ds = (s.get("dataset_hash") or "")[:12]
         line = f"suite {s['name']} [{s['id']}] dataset {ds}"
         if s.get("partial"):
-            line += f": partial, {s['n_cases_run']} of {s['n_cases_total']} cases ran"
+            line += (f": partial, {s['n_cases_run']} of "
+                     f"{plural(int(s['n_cases_total']), 'case')} ran")
         lines.append(line)
         for r in s["retrievers"]:
-            counts = (f"  {r['name']}: {r['n_cases']} cases, {r['n_errors']} errors, "
+            counts = (f"  {r['name']}: {plural(int(r['n_cases']), 'case')}, "
+                      f"{plural(int(r['n_errors']), 'error')}, "
                       f"{r['n_failed']} below per-query thresholds")
             # Known failures only when the suite has some, so other runs print as before;
             # .get: summaries written before these counts existed are printed too (compare).

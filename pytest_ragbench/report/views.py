@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..results.changes import dataset_change_text
-from .format import finite, num, p_value
+from .format import finite, num, p_value, plural
 
 __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
            "SystemRow", "UsageView", "ab_view", "baseline_notes", "baseline_suite_notes",
@@ -317,7 +317,8 @@ def suite_table(suite: Mapping[str, Any], gates: Sequence[Mapping[str, Any]] = (
         if r.get("flaky") is not None:
             flaky += len(r["flaky"])
             flips += sum(1 for f in r["flaky"] if f["flips"])
-    partial = (f"partial, {suite['n_cases_run']} of {suite['n_cases_total']} cases ran"
+    partial = (f"partial, {suite['n_cases_run']} of "
+               f"{plural(int(suite['n_cases_total']), 'case')} ran"
                if suite.get("partial") else None)
     return SuiteTable(str(suite["name"]), str(suite["id"]),
                       (suite.get("dataset_hash") or "")[:12], partial, headline, resources,

@@ -211,6 +211,28 @@ def test_the_errors_left_out_are_counted_from_every_case() -> None:
     assert "\n32 errors; the first: " in summary_markdown(summary)
 
 
+def test_one_case_and_one_error_read_in_the_singular() -> None:
+    # the full summary said "1 cases, 1 errors", the error notes "... 1 more errors" and
+    # summary.md "1 errors; the first", a partial suite "1 of 1 cases ran"
+    from pytest_ragbench.report.terminal import summary_lines
+
+    summary = synthetic_summary()
+    suite = summary["suites"][0]
+    suite.update(partial=True, n_cases_run=1, n_cases_total=1)
+    row = suite["retrievers"][0]
+    row.update(n_cases=1, n_errors=1, errors=[
+        {"case_id": "q1", "stage": "retrieve", "message": "boom"}])
+    assert f"  {row['name']}: 1 case, 1 error, 0 below per-query thresholds" in \
+        summary_lines(summary)
+    assert "suite bench [suite.yaml] dataset 0123456789ab: partial, 1 of 1 case ran" in \
+        summary_lines(summary)
+    markdown = summary_markdown(summary)
+    assert "\n1 error; the first: " in markdown and "1 of 1 case ran." in markdown
+    row.update(n_errors=MAX_ERRORS + 1, errors=[
+        {"case_id": f"q{i}", "stage": "retrieve", "message": "boom"} for i in range(20)])
+    assert "  ... 1 more error (" in "\n".join(table_notes(suite_table(suite)))
+
+
 @pytest.mark.parametrize(("limits", "said"), [
     ({"concurrency": 3}, " (concurrency 3)"),
     ({"concurrency": 16, "rpm": 6.0}, " (concurrency 16, rpm 6)"),
