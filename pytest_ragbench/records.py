@@ -401,13 +401,17 @@ def mark_expected_failure(rec: dict[str, Any], reason: str, *, applied: bool) ->
 def error_record(
     *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
     etype: str = "Error", meta: Mapping[str, Any] | None = None,
+    suite_name: str | None = None, suite_hash: str | None = None,
 ) -> CaseRecord:
     """A minimal record for a case that died before producing one (e.g. a crashed worker).
 
-    ``meta``: the query's type, difficulty and tags, where known (scoped gates select on them).
+    ``meta``: the query's type, difficulty and tags, where known (scoped gates select on them);
+    ``suite_name`` and ``suite_hash``: the suite's, where known (the summary, a baseline
+    comparison and the TREC run files take them from a suite's records).
     """
     meta = meta or {}
     return make_record(suite=suite, retriever=retriever, case_id=case_id, run=run,
+                       suite_name=suite_name, suite_hash=suite_hash,
                        type=meta.get("type"), difficulty=meta.get("difficulty"),
                        tags=meta.get("tags") or (),
                        error={"stage": stage, "type": etype, "message": message})

@@ -213,6 +213,8 @@ class RagbenchSession:
         self._systems: dict[str, list[str]] = {}
         # each suite's repetitions (runs), for the case of an item name
         self._runs: dict[str, int] = {}
+        # each suite's name and hash, for the records of cases that died without one
+        self._suite_of: dict[str, dict[str, str]] = {}
         self.items_failed: set[str] = set()
         # items whose call phase reported (a case's record comes with its setup report)
         self._called: set[str] = set()
@@ -363,6 +365,7 @@ class RagbenchSession:
                 suite=str(ident["suite"]), retriever=str(ident["retriever"]),
                 case_id=str(ident["case_id"]),
                 meta=self._meta_of(str(ident["suite"]), str(ident["case_id"])),
+                **self._suite_of.get(str(ident["suite"]), {}),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when))
@@ -373,7 +376,7 @@ class RagbenchSession:
             message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run,
-                meta=self._meta_of(suite, case_id),
+                meta=self._meta_of(suite, case_id), **self._suite_of.get(suite, {}),
                 message=message[-1] if message else "the case failed without a record",
                 stage="crash" if report.when not in ("setup", "call", "teardown")
                 else report.when,
@@ -526,7 +529,7 @@ class RagbenchSession:
             suite, retriever, case_id, run = self._case_of(nodeid)
             self._add(nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run, stage="crash",
-                meta=self._meta_of(suite, case_id),
+                meta=self._meta_of(suite, case_id), **self._suite_of.get(suite, {}),
                 message="a worker crashed while it retrieved ahead for other queries; put "
                         "back to run again, it never ran (the run stopped first)"))
             self.items_errored.add(nodeid)
@@ -572,6 +575,7 @@ class RagbenchSession:
             self.specs[sid] = suite_spec(suite)
             self._systems[sid] = [x.name for x in suite.systems]
             self._runs[sid] = int(suite.runs)
+            self._suite_of[sid] = {"suite_name": suite.name, "suite_hash": suite.suite_hash}
         return bool(new)
 
     def _write_run_json(self) -> None:

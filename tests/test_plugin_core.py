@@ -490,6 +490,28 @@ def test_results_survive_a_crashed_worker(pytester, mini_suite):
     result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 error, 0 below per-query thresholds"])
 
 
+def test_a_crashed_workers_case_record_names_its_suite(pytester, mini_suite):
+    # The controller's record of a case whose worker died named the suite by its file and
+    # had no suite hash: with q1 (the first case) crashed, summary.json's suite_hash was
+    # null (against a baseline: 'suite file changed', unchanged) and the TREC run files
+    # were suite.yaml.overlap.trec, not mini.overlap.trec
+    import hashlib
+
+    path = mini_suite(crash_on="espresso")
+    result = pytester.runpytest(SUITE, "-n", "1", "--ragbench-save-run=runs", "-p",
+                                "no:randomly")
+    result.assert_outcomes(passed=4, failed=1)
+    run = latest_run(pytester.path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (suite,) = json.loads((run / "summary.json").read_text())["suites"]
+    assert suite["suite_hash"] == digest
+    crashed = next(json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()
+                   if json.loads(x)["status"] == "error")
+    assert (crashed["case_id"], crashed["suite_name"], crashed["suite_hash"]) == (
+        "q1", "mini", digest)
+    assert sorted(p.name for p in (pytester.path / "runs").iterdir()) == ["mini.overlap.trec"]
+
+
 def test_a_run_whose_only_case_crashed_its_worker_is_partial(pytester, mini_suite):
     # How many cases each suite holds reaches the controller with a worker's first case
     # report: a worker that died in its first case sent none, nor did its replacement, left

@@ -298,7 +298,11 @@ def summarize_run(
         suite_out: dict[str, Any] = {
             "id": suite_id,
             "name": spec["name"] if spec is not None else first.get("suite_name", suite_id),
-            "suite_hash": first.get("suite_hash"),
+            # the first record that has it: a record made for a case that died without one
+            # may not (an older version's, or a suite the controller could not read)
+            "suite_hash": next(
+                (r.get("suite_hash") for _, recs in entries for r in recs
+                 if r.get("suite_hash")), None),
             "dataset_hash": next(
                 (r.get("dataset_hash") for _, recs in entries for r in recs
                  if r.get("dataset_hash")), None),
