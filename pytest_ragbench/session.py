@@ -89,6 +89,15 @@ def _is_xdist_stop(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
         excinfo.value).__module__.startswith("xdist")
 
 
+def _interrupted_in(report: pytest.TestReport) -> bool:
+    """Whether ``report`` is xdist's crash report of the case an xdist worker was in when a
+    KeyboardInterrupt ended it (the worker finished with exit status 2)."""
+    node = getattr(report, "node", None)
+    output = getattr(node, "workeroutput", None)
+    return (report.when not in ("setup", "call", "teardown") and isinstance(output, dict)
+            and output.get("exitstatus") == int(pytest.ExitCode.INTERRUPTED))
+
+
 def _stopped_at_maxfail(config: pytest.Config) -> bool:
     """Whether xdist's controller stopped the run at ``-x`` / ``--maxfail`` (and nothing else
     asked it to stop: a Ctrl-C, a worker's keyboard interrupt)."""
@@ -344,6 +353,10 @@ class RagbenchSession:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._take_process_data(report)
+        if _interrupted_in(report):
+            # not a crash: the case was stopped, as a Ctrl-C stops one at -n 0 (no record,
+            # the run partial and interrupted; a resume runs it)
+            return
         if report.when == "call":
             self._called.add(report.nodeid)
         if report.failed and not hasattr(report, "wasxfail"):

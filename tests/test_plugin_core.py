@@ -725,6 +725,28 @@ def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini
     assert summary["suites"][0]["retrievers"][0]["n_cases"] == 2
 
 
+def test_a_worker_interrupted_in_a_case_leaves_it_unfinished_as_at_n0(pytester, mini_suite):
+    # xdist reports the case a worker was in when a KeyboardInterrupt stopped it as a crash:
+    # the controller recorded it as an errored case ('1 item errored', in error_rate gates),
+    # where -n 0 leaves the interrupted case unfinished, for a resume to run
+    path = mini_suite(interrupt_on="milk")
+    path.write_text(path.read_text() + 'gates:\n  - "error_rate <= 0"\n')
+    outputs = []
+    for workers in (["-p", "no:xdist"], ["-n", "1"]):
+        result = pytester.runpytest(SUITE, *workers, "-p", "no:randomly",
+                                    no_reraise_ctrlc=True)
+        assert result.ret == pytest.ExitCode.INTERRUPTED
+        run = latest_run(pytester.path)
+        recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+        summary = json.loads((run / "summary.json").read_text())
+        outputs.append(([r["case_id"] for r in recs], summary["verdict"], summary["gates"],
+                        summary["suites"]))
+    assert outputs[0] == outputs[1]
+    assert outputs[1][0] == ["q1", "q2"]
+    assert outputs[1][1]["headline"] == "FAILED (partial: 2 of 5 cases)"
+    assert [(g["passed"], g["value"]) for g in outputs[1][2]] == [(True, 0.0)]
+
+
 def test_no_output_flag_writes_nothing(pytester, mini_suite):
     mini_suite()
     result = pytester.runpytest(SUITE, "--ragbench-no-output")
