@@ -159,6 +159,26 @@ def test_last_holds_every_suite_of_a_shared_name_so_each_pairs_with_its_own(tmp_
         assert h.resolve_suites("best", "dup") == [("r2", "b.yaml"), ("r1", "z.yaml")]
 
 
+def test_best_of_each_file_of_a_shared_name_goes_by_its_own_first_metric(tmp_path):
+    # 'best' judged every file of a name by one file's first metric: a file that does not
+    # compute it scored nothing in any run and had no baseline at all
+    def run(run_id: str, a: float, z: float) -> dict:
+        doc = _doc(run_id, a, name="dup", sid="a.yaml")
+        other = _doc(run_id, z, name="dup", sid="z.yaml")["suites"]["z.yaml"]
+        metrics = other["retrievers"]["bm25"]["metrics"]
+        metrics["recall@10"] = metrics.pop("ndcg@10")
+        doc["suites"]["z.yaml"] = other
+        return doc
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        h.append(run("r1", 0.9, 0.2), passed=True)
+        h.append(run("r2", 0.1, 0.8), passed=True)
+        h.append(run("r3", 0.5, 0.5), passed=True)
+    with RunHistory(path, readonly=True) as h:
+        assert h.resolve_suites("best", "dup") == [("r1", "a.yaml"), ("r2", "z.yaml")]
+
+
 def test_suites_match_by_name_preferring_the_same_path():
     base = {"suites": {"old/x.yaml": {"name": "x"}, "x.yaml": {"name": "x"},
                        "y.yaml": {"name": "y"}}}

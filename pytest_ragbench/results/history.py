@@ -680,8 +680,9 @@ class RunHistory:
             _, rid, sid = candidates[-1]
             return rid, sid
         # one metric for every run (the newest run's first): each run's own first metric
-        # compared one run's ndcg with another's recall once a suite reordered its metrics
-        metric = self.first_metric(name)
+        # compared one run's ndcg with another's recall once a suite reordered its metrics;
+        # that file's own, of a name two files share (the other's may not be among its)
+        metric = self.first_metric(name, only)
         best: tuple[float, int, str, str] | None = None
         for seq, rid, sid in candidates:
             score = None if metric is None else self._suite_score(rid, sid, metric)
