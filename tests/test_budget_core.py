@@ -321,7 +321,7 @@ def test_bad_messages_get_an_error_reply() -> None:
         (8, (8, None)),
         ("auto", (None, Adaptive())),
         ({"auto": True, "max": 32}, (None, Adaptive(max=32))),
-        ({"auto": True, "max": 2, "start": 5}, (None, Adaptive(max=2, start=2))),
+        ({"auto": True, "max": 2}, (None, Adaptive(max=2, start=2))),  # the default start
     ],
 )
 def test_parse_concurrency_accepts(value: Any, expected: Any) -> None:
@@ -337,6 +337,8 @@ def test_parse_concurrency_accepts(value: Any, expected: Any) -> None:
         ({"max": 4}, "needs 'auto: true'"),
         ({"auto": True, "maxx": 4}, "unknown field 'maxx'"),
         ({"auto": True, "max": 0}, "concurrency.max: expected a whole number >= 1, got 0"),
+        ({"auto": True, "max": 2, "start": 5}, "concurrency.start: expected at most max (2), "
+                                               "got 5"),
         (2.5, "got float"),
     ],
 )

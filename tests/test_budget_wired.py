@@ -468,6 +468,11 @@ BAD_CONCURRENCY = [
     ("0", "llm.concurrency: expected an integer >= 1, got 0"),
     ("fast", "llm.concurrency: expected a whole number >= 1, 'auto' or {auto: true, max: N}"),
     ("{auto: true, mx: 3}", "llm.concurrency.mx: unknown key 'mx' (did you mean 'max'?)"),
+    # the level never leaves [1, max]: a start above it is a contradiction, not a start
+    ("{auto: true, start: 100, max: 4}",
+     "llm.concurrency.start: expected at most max (4), got 100"),
+    ("{auto: true, start: 100}",
+     "llm.concurrency.start: expected at most max (64, the default), got 100"),
 ]
 
 

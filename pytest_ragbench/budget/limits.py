@@ -120,5 +120,11 @@ def parse_concurrency(value: Any) -> tuple[int | None, Adaptive | None]:
                     raise ValueError(f"concurrency.{name}: expected a whole number >= 1, "
                                      f"got {number!r}")
                 fields[name] = number
+        # the level never leaves [1, max]; only the default start gives way to a lower max
+        bound = fields.get("max", DEFAULT_AUTO_MAX)
+        if fields.get("start", 0) > bound:
+            shown = str(bound) if "max" in fields else f"{bound}, the default"
+            raise ValueError(f"concurrency.start: expected at most max ({shown}), "
+                             f"got {fields['start']}")
         return None, Adaptive(**fields)
     raise ValueError(f"{expected}, got {type(value).__name__}")

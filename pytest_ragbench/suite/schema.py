@@ -667,7 +667,16 @@ class ConcurrencyAutoModel(_Model):
 
     auto: Literal[True] = Field(description="must be true")
     max: AtLeastOne = Field(64, description="the upper bound of the level")
-    start: AtLeastOne = Field(4, description="the level to start at")
+    start: AtLeastOne = Field(4, description="the level to start at (at most max)")
+
+    @model_validator(mode="after")
+    def _start_within_max(self) -> ConcurrencyAutoModel:
+        # the level never leaves [1, max]; only the default start gives way to a lower max
+        if "start" in self.model_fields_set and self.start > self.max:
+            bound = str(self.max) if "max" in self.model_fields_set else \
+                f"{self.max}, the default"
+            raise fail(f"expected at most max ({bound}), got {self.start}", "start")
+        return self
 
 
 Concurrency = _one_of("a whole number >= 1, 'auto' or {auto: true, max: N}",
