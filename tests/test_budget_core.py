@@ -20,7 +20,9 @@ from pytest_ragbench.budget import (
     parse_concurrency,
 )
 from pytest_ragbench.budget.core import BudgetCore
+from pytest_ragbench.budget.testing import WorkerSpec, drive
 from pytest_ragbench.llm.base import Completion, Usage
+from pytest_ragbench.llm.testing import FakeOpenAIServer
 from pytest_ragbench.llm.usage import BudgetedLLM, PriceTable
 
 
@@ -41,6 +43,7 @@ class Harness:
         self.core = BudgetCore(call_later=self._later, clock=lambda: self.now)
         self.replies: dict[tuple[str, int], dict[str, Any]] = {}
         self.grant_times: list[float] = []
+        self.done: set[tuple[str, int]] = set()
         self._ids = 0
 
     def _later(self, delay: float, fn: Callable[[], None]) -> _Timer:
@@ -82,7 +85,11 @@ class Harness:
         return bool(self.replies.get((owner, ident), {}).get("ok"))
 
     def release(self, ident: int, owner: str = "w", **extra: Any) -> None:
+        self.done.add((owner, ident))
         self.core.handle(owner, {"op": "release", "lease": ident, **extra}, lambda _: None)
+
+    def released(self, ident: int, owner: str = "w") -> bool:
+        return (owner, ident) in self.done
 
     def pool(self, key: str = "p") -> dict[str, Any]:
         return self.core.totals()["pools"][key]
@@ -200,6 +207,109 @@ def test_adaptive_limit_holds_while_waiting() -> None:
     h.declare(adaptive=Adaptive(max=10, start=3))
     ids = [h.acquire() for _ in range(5)]
     assert sum(h.granted(i) for i in ids) == 3
+
+
+def _shed_load(hidden: int | None, adaptive: Adaptive, successes: int,
+               tasks: int) -> tuple[int, list[tuple[float, int]], dict[str, Any]]:
+    """``tasks`` callers, each sending one request after another through an adaptive pool, to
+    an endpoint that serves ``hidden`` requests at once (1 s each) and refuses any more at once
+    (429 after 10 ms; the caller sends it again), until ``successes`` were served. Returns the
+    refusals, (time, level) after each success, and the pool."""
+    h = Harness()
+    h.declare(adaptive=adaptive)
+    served = [0, 0]  # in service, done
+    refused = [0]
+    levels: list[tuple[float, int]] = []
+
+    def release(ident: int, outcome: str) -> None:
+        h.core.handle("w", {"op": "release", "lease": ident, "outcome": outcome},
+                      lambda _: None)
+
+    def send() -> None:
+        if served[1] >= successes:
+            return
+        h._ids += 1
+        ident = h._ids
+
+        def granted(payload: dict[str, Any]) -> None:
+            assert payload["ok"], payload
+            if hidden is not None and served[0] >= hidden:
+                refused[0] += 1
+                h._later(0.01, lambda: (release(ident, "throttled"), send()))
+                return
+            served[0] += 1
+
+            def answered() -> None:
+                served[0] -= 1
+                served[1] += 1
+                release(ident, "ok")
+                levels.append((h.now, h.pool()["adaptive"]["level"]))
+                send()
+
+            h._later(1.0, answered)
+
+        h.core.handle("w", {"op": "acquire", "key": "p", "id": ident}, granted)
+
+    for _ in range(tasks):
+        send()
+    h.advance(1e9)
+    return refused[0], levels, h.pool()
+
+
+@pytest.mark.parametrize("hidden", [2, 3, 8])
+def test_adaptive_learns_the_level_refused_and_probes_it_more_and_more_rarely(
+        hidden: int) -> None:
+    """Regrowing onto the level refused after every window had a third of all requests
+    refused by an endpoint taking 2 at once (1005 of 3015), 14% at 3; each refusal of the
+    same level now doubles the wait before the next probe of it."""
+    refused, levels, pool = _shed_load(hidden, Adaptive(max=32, start=4), 2000, tasks=16)
+    assert refused / (2000 + refused) < 0.01
+    assert pool["adaptive"]["level"] == hidden  # it kept what the endpoint takes
+    assert pool["adaptive"]["max_level"] <= max(hidden + 1, 4)
+    # and it did use it: the throughput of the hidden level, less the probes' refusals
+    assert levels[-1][0] <= 2000 / hidden * 1.05
+
+
+def test_adaptive_finds_a_high_limit_as_fast_as_without_a_memory() -> None:
+    # a willing endpoint: one step per window (4 + 5 + ... + 59 successes at 1 s each)
+    _, levels, _ = _shed_load(None, Adaptive(max=64, start=4), 3000, tasks=80)
+    assert next(t for t, level in levels if level >= 60) == 57.0
+    # one that takes 40: found as fast, refused a few times, and held
+    refused, levels, pool = _shed_load(40, Adaptive(max=64, start=4), 3000, tasks=80)
+    assert next(t for t, level in levels if level >= 39) == 36.0
+    assert refused <= 5
+    assert pool["adaptive"]["level"] == 40
+    # a level refused once but taken on the next probe is forgotten: growth past it is as fast
+    h = Harness()
+    h.declare(adaptive=Adaptive(max=64, start=4, decrease=0.5))
+    h.release(h.acquire(), outcome="throttled")  # a passing 429 at 4: down to 2
+    grants = 0
+    while h.pool()["adaptive"]["level"] < 12:
+        ids = [h.acquire() for _ in range(40)]
+        for ident in ids:
+            while not h.granted(ident):
+                h.release(next(i for i in ids if h.granted(i) and not h.released(i)))
+        for ident in ids:
+            if not h.released(ident):
+                h.release(ident)
+        grants += len(ids)
+    # 2 + 3 + 2 * 3 (twice the window before probing 4) + 4 + 5 + ... + 11, within one round
+    assert grants <= 2 + 3 + 6 + sum(range(4, 12)) + 40
+
+
+@pytest.mark.asyncio
+async def test_adaptive_against_a_real_endpoint_taking_two_at_once_is_rarely_refused() -> None:
+    # 31% of the requests were refused (75 of 235) when every window regrew onto the level
+    # the endpoint had just refused; now 5% (a probe after 2, 4, 8, ... windows)
+    with FakeOpenAIServer(latency=0.01, refuse_above=2) as server, LocalBudget() as budget:
+        budget.declare("p", PoolLimits(adaptive=Adaptive(max=32, start=4)))
+        spec = WorkerSpec(address="", token="", base_url=server.base_url, pool="p",
+                          requests=160, tasks=8)
+        report = await drive(budget, spec)
+        pool = (await budget.atotals())["pools"]["p"]
+    assert report.ok == 160 and report.throttled == server.refused == pool["throttled"]
+    assert server.refused / (160 + server.refused) < 0.1
+    assert pool["adaptive"]["level"] == 2
 
 
 def test_cost_cap_refuses_before_and_while_waiting() -> None:

@@ -62,14 +62,28 @@ class _Waiter:
     granted: bool = False
     epoch: int = 0
     saturated: bool = False
+    load: int = 0  # requests in flight when it was granted, itself included
     token_entry: list[float] | None = None  # [time, amount] in the pool's token window
     counted: bool = True  # a refusal of it counts in the cap's "refused"
     hold: float | None = None  # how long the request may run (its attempt timeout), if known
     granted_at: float = 0.0
 
 
+# a level refused again and again is probed after at most 2**MAX_STRIKES windows of successes
+MAX_STRIKES = 7
+
+
 @dataclass
 class _Aimd:
+    """Additive increase, multiplicative decrease, with a memory of the level refused.
+
+    Below the last level refused (the ``ceiling``) the level grows by one per window of
+    ``limit`` successes; the step onto the ceiling waits ``2**strikes`` windows, where
+    ``strikes`` counts the refusals at that level in a row. So an endpoint that takes 2 at
+    once is probed at 3 after 2, 4, 8, ... windows instead of after every one (a third of
+    all requests refused), while a level the endpoint once refused but now takes is held for
+    a window and forgotten, and growth past it is as fast as before."""
+
     level: float
     bound: int
     decrease: float
@@ -77,6 +91,9 @@ class _Aimd:
     successes: int = 0
     epoch: int = 0
     decreases: int = 0
+    ceiling: int | None = None
+    strikes: int = 0
+    held: int = 0  # successes of requests sent with at least ``ceiling`` in flight
 
     def __post_init__(self) -> None:
         self.max_level = self.level
@@ -85,12 +102,24 @@ class _Aimd:
     def limit(self) -> int:
         return max(1, int(self.level))
 
-    def success(self, saturated: bool) -> None:
+    def success(self, saturated: bool, load: int, epoch: int) -> None:
+        """A request sent with ``load`` in flight (itself included) in generation ``epoch``
+        succeeded; ``saturated``: every slot was in use when it was sent."""
+        if self.ceiling is not None and load >= self.ceiling and epoch == self.epoch:
+            # the endpoint served the refused level: a window of it and the memory goes
+            self.held += 1
+            if self.held >= self.ceiling:
+                self.ceiling = None
+                self.strikes = 0
+                self.held = 0
         # growing only on evidence: successes while every slot was in use
         if not saturated:
             return
         self.successes += 1
-        if self.successes >= self.limit and self.level < self.bound:
+        needed = self.limit
+        if self.ceiling is not None and self.limit + 1 >= self.ceiling:
+            needed *= 2 ** min(self.strikes, MAX_STRIKES)
+        if self.successes >= needed and self.level < self.bound:
             self.level = min(float(self.bound), math.floor(self.level) + 1.0)
             self.max_level = max(self.max_level, self.level)
             self.successes = 0
@@ -99,6 +128,13 @@ class _Aimd:
         # requests sent before the last decrease report the old overload; one cut per generation
         if epoch != self.epoch:
             return
+        refused = self.limit
+        if self.ceiling is None or refused < self.ceiling:
+            self.ceiling = refused
+            self.strikes = 1
+        else:
+            self.strikes += 1
+        self.held = 0
         self.level = max(1.0, self.level * self.decrease)
         self.epoch += 1
         self.successes = 0
@@ -577,7 +613,7 @@ class BudgetCore:
             if outcome in ("throttled", "timeout") or retry_after is not None:
                 pool.aimd.back_off(waiter.epoch)
             elif outcome == "ok":
-                pool.aimd.success(waiter.saturated)
+                pool.aimd.success(waiter.saturated, waiter.load, waiter.epoch)
 
     def _pump(self, pool: _Pool) -> None:
         """Grant whatever can be granted now; arm a timer for what must wait."""
@@ -621,6 +657,7 @@ class BudgetCore:
         if pool.aimd is not None:
             waiter.epoch = pool.aimd.epoch
             waiter.saturated = pool.active >= pool.aimd.limit or bool(pool.waiting)
+            waiter.load = pool.active
         waiter.reply({"ok": True})
 
     def _arm(self, pool: _Pool, when: float) -> None:

@@ -18,7 +18,8 @@ class Adaptive:
     The level starts at ``start``, grows by one after a window of ``level`` successful requests
     sent while the pool was saturated, and is multiplied by ``decrease`` (at most once per
     generation of requests) on a 429, a timeout or a ``Retry-After``. It stays in
-    ``[1, max]``.
+    ``[1, max]``. The level refused is remembered: growing back onto it waits 2, 4, 8, ...
+    windows (up to 128) as it is refused again and again, and a window served at it forgets it.
     """
 
     max: int = DEFAULT_AUTO_MAX
