@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import queue
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from pytest_ragbench.budget import (
     CoordinatorError,
     PoolLimits,
 )
+from pytest_ragbench.budget.core import BudgetCore
 from pytest_ragbench.budget.testing import hold_and_wait, pooled_worker
-from pytest_ragbench.llm.testing import FakeOpenAIServer
+from pytest_ragbench.llm.testing import FakeOpenAIServer, echo_reply
 
 # Not fork: the parent runs server threads, which fork would copy in an undefined state. A fork
 # server forks each worker from a clean single-threaded process that imported the budget code
@@ -127,16 +129,37 @@ def test_processes_sharing_a_coordinator_never_exceed_concurrency(
     client.close()
 
 
-# A test-sized "minute", and the time the checks leave for arrival jitter: a request granted at
-# t arrives a little later, and on a loaded 2-core machine (the suite under -n 2 beside these
-# tests' own worker processes) one window's arrivals came 90 ms late while the next window's
-# were on time. The checks count requests in windows of PERIOD - JITTER (two thirds of the
-# period, as before with 0.15 s and 50 ms).
+# A test-sized "minute". The windows are checked on the times the coordinator granted the
+# requests, on its own clock: a request arrives a little after its grant, and on a loaded
+# 2-core machine one window's arrivals came over 100 ms late while the next window's were on
+# time, so windows counted from arrivals held more than the rate now and then. That every
+# request reached the server only after a grant is checked on the same clock.
 PERIOD = 0.3
-JITTER = 0.1
 
 
-def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPool) -> None:
+@pytest.fixture
+def grant_times(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The coordinator's clock at each grant it makes in this test."""
+    times: list[float] = []
+    grant = BudgetCore._grant
+
+    def recorded(core: BudgetCore, pool: Any, waiter: Any, now: float) -> None:
+        times.append(now)
+        grant(core, pool, waiter, now)
+
+    monkeypatch.setattr(BudgetCore, "_grant", recorded)
+    return times
+
+
+def each_after_a_grant(arrivals: list[float], grants: list[float]) -> bool:
+    """Whether the server saw every request only after the coordinator had granted one more
+    (the server and the coordinator run in this process, on the same monotonic clock)."""
+    return len(arrivals) == len(grants) and all(
+        a >= g for a, g in zip(sorted(arrivals), sorted(grants), strict=True))
+
+
+def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPool,
+                                    grant_times: list[float]) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     # at most 5 requests in any PERIOD
     client.declare("endpoint", PoolLimits(rpm=5, period=PERIOD))
@@ -144,15 +167,15 @@ def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPoo
         reports = run_workers(workers, coordinator, server, 3, requests=5, tasks=5)
         arrivals = server.arrival_times()
     assert sum(r["ok"] for r in reports) == 15
-    assert len(arrivals) == 15
+    assert each_after_a_grant(arrivals, grant_times)
     # windows of 5 at 0, 1 and 2 periods: per-process buckets would send all 15 at once
-    assert max(arrivals) - min(arrivals) >= 2 * PERIOD - JITTER
-    assert max_in_window(arrivals, PERIOD - JITTER) <= 5
+    assert max(grant_times) - min(grant_times) >= 2 * PERIOD
+    assert max_in_window(grant_times, PERIOD) <= 5
     client.close()
 
 
 def test_tpm_holds_across_processes_with_settled_estimates(
-        coordinator: Coordinator, workers: WorkerPool) -> None:
+        coordinator: Coordinator, workers: WorkerPool, grant_times: list[float]) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(tpm=50, period=PERIOD))
     with FakeOpenAIServer() as server:
@@ -162,9 +185,10 @@ def test_tpm_holds_across_processes_with_settled_estimates(
         used = {r.body["messages"][0]["content"] for r in server.requests}
     assert used == {"one two three"}
     assert sum(r["ok"] for r in reports) == 18
+    assert each_after_a_grant(arrivals, grant_times)
     # 7 tokens each: at most 7 requests fit 50 tokens in a window, so 18 need 3 windows
-    assert max_in_window(arrivals, PERIOD - JITTER) <= 7
-    assert max(arrivals) - min(arrivals) >= 2 * PERIOD - JITTER
+    assert max_in_window(grant_times, PERIOD) <= 7
+    assert max(grant_times) - min(grant_times) >= 2 * PERIOD
     client.close()
 
 
@@ -221,21 +245,65 @@ def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
         client.close()
 
 
+class _Gate:
+    """Holds every request a server accepts (its reply function blocks) until :meth:`run`
+    lets one through, once what the coordinator granted has all reached the server and what
+    the server answered has all been released: the endpoint then counts in flight exactly
+    what the run's budget does, however late a loaded machine runs the workers."""
+
+    def __init__(self) -> None:
+        self._passes = threading.Semaphore(0)
+
+    def reply(self, messages: Any) -> str:
+        if not self._passes.acquire(timeout=60):
+            raise RuntimeError("the gate let nothing through for 60 s")
+        return echo_reply(messages)
+
+    def run(self, server: FakeOpenAIServer, client: CoordinatorClient,
+            stop: threading.Event) -> None:
+        def answered() -> int:  # accepted requests that have left the server
+            return len(server.arrival_times()) - server.in_flight - server.refused
+
+        while not stop.is_set():
+            pool = client.totals()["pools"]["endpoint"]
+            settled = (pool["requests"] == len(server.arrival_times())  # no grant on its way
+                       and pool["in_flight"] == server.in_flight  # nor a reply to a worker
+                       and pool["throttled"] == server.refused
+                       # nor an acquire to the coordinator, while callers are waiting
+                       and (pool["in_flight"] >= pool["adaptive"]["level"]
+                            or pool["waiting"] == 0))
+            if settled and server.in_flight > 0:
+                before = answered()
+                self._passes.release()
+                # until it has left the server, which still counts it
+                while answered() <= before and not stop.is_set():
+                    time.sleep(0.0005)
+            else:
+                time.sleep(0.0005)
+
+
 def test_adaptive_concurrency_finds_a_hidden_limit(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     hidden = 6
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
-    # the level moves once per round trip (a window of ``level`` successes), so what counts is
-    # rounds: 0.5 s of 0.05 s requests are as many as 1 s of 0.1 s ones, and the latency stays
-    # far above a coordinator round trip (well under 1 ms)
-    with FakeOpenAIServer(latency=0.05, refuse_above=hidden) as server:
-        reports = run_workers(workers, coordinator, server, 3, requests=None, seconds=0.5,
-                              tasks=12)
+    # the server answers one request at a time, once the run is settled (see _Gate): the
+    # level moves on what the endpoint counts, not on how late a loaded machine sends
+    gate = _Gate()
+    stop = threading.Event()
+    with FakeOpenAIServer(refuse_above=hidden, reply=gate.reply) as server:
+        answering = threading.Thread(target=gate.run, args=(server, client, stop))
+        answering.start()
+        try:
+            reports = run_workers(workers, coordinator, server, 3, requests=40, tasks=12)
+        finally:
+            stop.set()
+            answering.join()
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
     adaptive = pool["adaptive"]
     ok = sum(r["ok"] for r in reports)
+    assert ok == 120
     assert sum(r["throttled"] for r in reports) == refused == pool["throttled"]
     assert hidden / 2 <= adaptive["level"] <= hidden + 1
     assert adaptive["max_level"] <= hidden + 2  # it probed past the limit, not far past it
