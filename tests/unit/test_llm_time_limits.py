@@ -26,7 +26,7 @@ from pytest_ragbench.budget import LocalBudget
 from pytest_ragbench.datasets import Query
 from pytest_ragbench.llm import deadline
 from pytest_ragbench.llm.base import Completion, Usage
-from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, per_item_judge
+from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, echo_reply, per_item_judge
 from pytest_ragbench.suite import schema
 
 CONTEXTS = [("d1", "Paris is the capital of France.")]
@@ -345,31 +345,68 @@ def _config(server: FakeOpenAIServer, limit: str, **llm: Any) -> dict[str, Any]:
     return config
 
 
-def _run_as_workers(tmp_path: Path, config: dict[str, Any],
-                    budget: LocalBudget) -> list[dict[str, Any]]:
-    """``N_PIPELINES`` pipelines on one budget, each with ``N_CASES`` cases open at once."""
-    pipelines: list[RagPipeline] = [
-        build_pipeline(parse_rag_config(config), base_dir=tmp_path, run_budget=budget,
-                       cost_key="s") for _ in range(N_PIPELINES)]
-    try:
-        for p, rag in enumerate(pipelines):
-            for i in range(N_CASES):
-                rag.submit(i, Query(f"q{p}{i}", f"question {p} {i}?"), CONTEXTS,
-                           ["answer_contains"])
-        return [rag.result(i, timeout=30) for rag in pipelines for i in range(N_CASES)]
-    finally:
-        for rag in pipelines:
-            rag.close()
+class _AnswerClock(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only by :meth:`advance` (from any thread): a server
+    that advances it by its answer time while it answers makes the time limits count exactly
+    the answers they are under, whatever the machine's load (a loaded machine once took the
+    0.3 s a real clock left each case beyond its 0.1 s answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
+def _on_answer_clock(tmp_path: Path, step: float, config: Any, pipelines: int,
+                     question: Any, **server: Any) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                                        FakeOpenAIServer, float]:
+    """``pipelines`` pipelines of ``config(server)`` on one run budget, every case of each
+    (``N_CASES``) open at once, on an :class:`_AnswerClock` that each answer of the server
+    moves by ``step``. Returns the cases' outputs, the pool, the server and the clock's end."""
+    loop = _AnswerClock()
+
+    def answer(messages: Any) -> str:
+        loop.advance(step)
+        return echo_reply(messages)
+
+    async def main(endpoint: FakeOpenAIServer, budget: LocalBudget) -> list[dict[str, Any]]:
+        built = [build_pipeline(parse_rag_config(config(endpoint)), base_dir=tmp_path,
+                                run_budget=budget, cost_key="s") for _ in range(pipelines)]
+        try:
+            return list(await asyncio.gather(*(
+                rag.run_case(Query(f"q{p}{i}", question(p, i)), CONTEXTS, ["answer_contains"])
+                for p, rag in enumerate(built) for i in range(N_CASES))))
+        finally:
+            for rag in built:
+                await rag.aclose()
+
+    with FakeOpenAIServer(reply=answer, **server) as endpoint, LocalBudget() as budget:
+        try:
+            outs = loop.run_until_complete(main(endpoint, budget))
+        finally:
+            loop.close()
+        (pool,) = budget.totals()["pools"].values()
+    return outs, pool, endpoint, loop.time()
 
 
 @pytest.mark.parametrize("limit", ["case_timeout", "generation.timeout"])
 def test_cases_queued_for_the_runs_one_slot_keep_their_time_limit(tmp_path: Path,
                                                                   limit: str) -> None:
-    with FakeOpenAIServer(latency=LATENCY) as server, LocalBudget() as budget:
-        outs = _run_as_workers(tmp_path, _config(server, limit), budget)
-        assert server.count(CHAT_PATH) == N_PIPELINES * N_CASES
-        assert server.max_in_flight == 1
-        (pool,) = budget.totals()["pools"].values()
+    """Eight cases (four pipelines, as four workers hold them) on the run's one slot: the last
+    waits behind seven answers of LATENCY, 0.7 s of its clock's time, and answers in 0.1 s.
+    Only an answer moves the clock, so a case counts its own answer, and at most one other
+    that its first or last step overlaps: 0.3 s of LIMIT's 0.4 at most, load or not."""
+    outs, pool, server, took = _on_answer_clock(
+        tmp_path, LATENCY, lambda server: _config(server, limit), N_PIPELINES,
+        lambda p, i: f"question {p} {i}?")
+    assert server.count(CHAT_PATH) == N_PIPELINES * N_CASES
+    assert server.max_in_flight == 1
+    assert took == pytest.approx(N_PIPELINES * N_CASES * LATENCY)  # 0.8 s in all
     assert [o["errors"] for o in outs] == [{}] * (N_PIPELINES * N_CASES)
     assert pool["timeouts"] == 0
 
@@ -440,20 +477,19 @@ def test_a_judge_batch_queued_for_the_runs_slot_keeps_its_cases_time_limit(
 def test_a_case_sharing_another_cases_request_keeps_its_time_limit(tmp_path: Path) -> None:
     """The response cache sends an identical request once: the second case waits on the first
     one's request, and on its wait for a slot."""
-    # two slots, so that each pipeline has both its cases open at once; twelve pipelines, so
-    # that the last requests, behind five answers each, end half the limit past it
-    pipelines = 12
-    with FakeOpenAIServer(latency=LATENCY) as server, LocalBudget() as budget:
-        config = {**_config(server, "generation.timeout", concurrency=2),
-                  "cache": {"path": str(tmp_path / "cache.sqlite")}}
-        outs = _submit_all([build_pipeline(parse_rag_config(config), base_dir=tmp_path,
-                                           run_budget=budget, cost_key="s")
-                            for _ in range(pipelines)],
-                           # each pipeline's two cases ask the same
-                           lambda p, i: f"question {p}?", ["answer_contains"])
-        assert server.count(CHAT_PATH) == pipelines  # one request for both cases
-        assert server.max_in_flight == 2
-    assert [o["errors"] for o in outs] == [{}] * (pipelines * N_CASES)
+    # two slots; twelve pipelines, so that the last requests, behind five rounds of two
+    # answers (each round LATENCY on the answer clock, so half of it an answer), end half the
+    # limit past it; a case counts its answer and the one beside it, and at most one more
+    outs, pool, server, took = _on_answer_clock(
+        tmp_path, LATENCY / 2,
+        lambda server: {**_config(server, "generation.timeout", concurrency=2),
+                        "cache": {"path": str(tmp_path / "cache.sqlite")}},
+        12, lambda p, i: f"question {p}?")  # each pipeline's two cases ask the same
+    assert server.count(CHAT_PATH) == 12  # one request for both cases
+    assert server.max_in_flight <= 2
+    assert pool["max_in_flight"] == 2  # both slots were used
+    assert took == pytest.approx(12 * LATENCY / 2)
+    assert [o["errors"] for o in outs] == [{}] * (12 * N_CASES)
 
 
 def test_judging_a_given_answer_is_bounded_by_the_generation_timeout(tmp_path: Path) -> None:
