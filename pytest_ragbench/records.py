@@ -48,7 +48,8 @@ Cases that generate answers add, after these, the fields of an :class:`AnswerPar
     answer          the generated answer text
     contexts        the passages the answer was generated from
     judge           {metric name: the judge's verdict}
-    usage           {"requests", "prompt_tokens", "completion_tokens"} of the LLM calls
+    usage           {"requests", "prompt_tokens", "completion_tokens"} of the LLM calls, and
+                    "estimated": the calls whose counts are estimates (a reply without usage)
     cost            the calls' cost in dollars
     llm_calls       [[key, requests, cost], ...]: each chat call the case made, ``key``
                     naming its request (None for a judge batch's share of the case). A

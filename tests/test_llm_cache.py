@@ -367,3 +367,32 @@ def test_cache_round_trips_completions_and_vectors(db: Path) -> None:
         np.testing.assert_array_equal(vector["v"], [0.5, -1.25, 3.0])
         assert cache.get_completion("absent") is None
         assert cache.stats.misses == 2
+
+
+def test_an_estimated_count_stays_estimated_through_the_cache(db: Path) -> None:
+    """A reply without usage is counted by an estimate; stored, it came back as a reply whose
+    counts the endpoint had measured."""
+    with ResponseCache(db) as cache:
+        cache.put_completion("guessed", Completion("a", Usage(3, 1, 1, estimated=True)))
+        cache.put_completion("counted", Completion("b", Usage(3, 1, 1)))
+        guessed, counted = cache.get_completion("guessed"), cache.get_completion("counted")
+    assert guessed is not None and guessed.usage == Usage(3, 1, 0) and guessed.usage.estimated
+    assert counted is not None and not counted.usage.estimated
+
+
+@pytest.mark.parametrize("mode", ["on", "read-only"])
+def test_a_cache_written_before_estimates_were_marked_still_serves_its_replies(
+        db: Path, mode: str) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as conn:  # the first schema: no chat.estimated
+        conn.execute("CREATE TABLE chat (key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT "
+                     "NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT "
+                     "NULL, created REAL NOT NULL)")
+        conn.execute("INSERT INTO chat VALUES ('old', 'x', 'm', 5, 2, 0)")
+    with ResponseCache(db, mode=mode) as cache:
+        old = cache.get_completion("old")
+        assert old is not None and old.usage == Usage(5, 2, 0) and not old.usage.estimated
+        if mode == "on":  # upgraded in place: it stores the mark from now on
+            cache.put_completion("new", Completion("y", Usage(1, 1, 1, estimated=True)))
+            new = cache.get_completion("new")
+            assert new is not None and new.usage.estimated

@@ -307,6 +307,7 @@ async def test_a_reply_without_usage_is_counted_by_the_estimate() -> None:
     assert completion.text == "an answer of 27 characters."
     # "hello there": 11 characters, 11 // 4 + 1; the answer's 27 // 4 + 1
     assert completion.usage == Usage(3, 7, 1)
+    assert completion.usage.estimated  # and said to be an estimate, in every output
 
 
 # -- secrets -------------------------------------------------------------------------------

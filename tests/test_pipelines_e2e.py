@@ -17,11 +17,12 @@ from conftest import (
     OVERLAP_RETRIEVER,
     QUERIES,
     error_sections,
+    latest_run,
     write_jsonl,
 )
 from test_pipelines import _Service
 
-from pytest_ragbench.llm.testing import FakeOpenAIServer
+from pytest_ragbench.llm.testing import FakeOpenAIServer, Fault
 
 ANSWERS = {"q1": "a fine grind", "q2": "for hours", "q3": "about 60 degrees",
            "q4": "citric acid", "q5": "airtight away from light"}
@@ -731,3 +732,45 @@ def test_broken_pipeline_suites_are_one_collection_error_each(pytester, app, mon
         assert [line for line in sections[name] if fnmatch.fnmatchcase(line, pattern)], (
             name, pattern, sections[name])
     assert "Traceback" not in out
+
+
+def test_tokens_estimated_for_a_reply_without_usage_say_so_cold_and_from_the_cache(
+        pytester, app):
+    """An endpoint that sends no ``usage``: its tokens are estimated (4 characters a token).
+    Every output said them as if measured, and the response cache stored them as counted, so
+    they read as measured on every later run too."""
+    reply = json.dumps({"choices": [{"message": {"content": "a fine grind"}}]})
+    with FakeOpenAIServer() as server:
+        server.set_default(Fault("status", 200, body=reply))
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            retrievers: {{bm25: {{}}}}
+            metrics: [recall@10, token_f1]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m, retries: 0}}
+            prices: {{m: {{prompt: 1, completion: 1}}}}
+            cache: {{path: cache.sqlite}}
+        """)
+        # cold at the full level (the llm line), then every reply from the cache at the
+        # default level (the table's llm cell, as in summary.md)
+        for level, said in (("full", [
+                "*llm: 5 requests, * prompt + * completion tokens (estimated for 5 of 5 cases: "
+                "the endpoint sent no usage), cost $*"]),
+                ("default", ["*  0 req, * tok (estimated), $*"])):
+            result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                                        f"--ragbench-summary={level}")
+            result.assert_outcomes(passed=5)
+            assert server.count("/v1/chat/completions") == 5
+            recs = by_case(records(pytester.path), "bm25")
+            assert all(r["usage"]["estimated"] == 1 for r in recs.values())
+            result.stdout.fnmatch_lines(said)
+            run = latest_run(pytester.path)
+            (group,) = json.loads((run / "summary.json").read_text())["suites"][0][
+                "retrievers"]
+            assert group["usage"]["n_estimated"] == 5
+            html = (run / "report.html").read_text()
+            assert '<span title="estimated for 5 of 5 cases: the endpoint sent no usage">' \
+                   'estimated</span>' in html
+            assert "(estimated: the endpoint sent no usage)" in html  # each case's details
+        assert fnmatch.fnmatch((run / "summary.md").read_text(),
+                               "*| 0 req, * tok (estimated), $*")

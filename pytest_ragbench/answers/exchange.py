@@ -66,7 +66,8 @@ def encode_completion(completion: Completion) -> dict[str, Any]:
     """A completion as plain data for the exchange."""
     usage = completion.usage
     return {"text": completion.text, "model": completion.model, "cached": completion.cached,
-            "usage": [usage.prompt_tokens, usage.completion_tokens, usage.requests]}
+            "usage": [usage.prompt_tokens, usage.completion_tokens, usage.requests,
+                      usage.estimated]}
 
 
 def encode_error(exc: BaseException) -> dict[str, Any]:
@@ -96,8 +97,10 @@ def decode(value: Any) -> Completion:
                              "expected a response")
     if "error" in value:
         raise _error_type(str(value.get("type", "")))(str(value["error"]))
-    prompt, completion, requests = (int(x) for x in value["usage"])
-    return Completion(text=str(value["text"]), usage=Usage(prompt, completion, requests),
+    prompt, completion, requests = (int(x) for x in value["usage"][:3])
+    estimated = bool(value["usage"][3]) if len(value["usage"]) > 3 else False
+    return Completion(text=str(value["text"]), usage=Usage(prompt, completion, requests,
+                                                                estimated=estimated),
                       model=str(value["model"]), cached=bool(value["cached"]))
 
 

@@ -31,6 +31,7 @@ class _Meter:
         self.completion_tokens = 0
         self.requests = 0
         self.cost = 0.0
+        self.estimated = 0  # calls whose token counts are estimates (the reply said none)
         #: ``[key, requests, cost]`` per call, as they came back
         self.calls: list[list[Any]] = []
 
@@ -39,14 +40,18 @@ class _Meter:
         self.completion_tokens += completion.usage.completion_tokens
         self.requests += completion.usage.requests
         self.cost += cost
+        self.estimated += completion.usage.estimated
         self.calls.append([key, completion.usage.requests, cost])
 
     def usage(self) -> dict[str, int]:
-        return {
+        out = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "requests": self.requests,
         }
+        if self.estimated:
+            out["estimated"] = self.estimated
+        return out
 
 
 class _MeteredLLM:

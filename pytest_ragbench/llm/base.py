@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -15,25 +15,34 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts as reported by the API's ``usage`` fields."""
+    """Token counts as reported by the API's ``usage`` fields.
+
+    ``estimated``: the counts are an estimate (4 characters a token), the reply having said
+    none; a mark on the counts, not a count, so it takes no part in equality.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     requests: int = 1  # network requests this result cost (0 when served from the cache)
+    estimated: bool = field(default=False, compare=False)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.requests + other.requests,
+            self.estimated or other.estimated,
         )
 
     def as_dict(self) -> dict[str, int]:
-        return {
+        out = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "requests": self.requests,
         }
+        if self.estimated:
+            out["estimated"] = 1
+        return out
 
 
 @dataclass(frozen=True)

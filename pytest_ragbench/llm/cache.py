@@ -45,7 +45,7 @@ CACHE_MODES: tuple[CacheMode, ...] = ("on", "off", "read-only", "refresh")
 
 # Part of every key: bump it when the key document changes shape, to orphan old rows.
 KEY_VERSION = 1
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: chat.estimated
 _IN_CHUNK = 500  # stays under SQLite's host-parameter limit in old builds (999)
 
 _SCHEMA = (
@@ -55,7 +55,8 @@ _SCHEMA = (
         model TEXT NOT NULL,
         prompt_tokens INTEGER NOT NULL,
         completion_tokens INTEGER NOT NULL,
-        created REAL NOT NULL
+        created REAL NOT NULL,
+        estimated INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS embedding (
         key TEXT PRIMARY KEY,
@@ -125,6 +126,12 @@ class CachedReply:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    estimated: bool = False  # the reply said no usage: the counts are an estimate
+
+    @property
+    def usage(self) -> Usage:
+        """Its token counts as the usage of a reply that cost no request."""
+        return Usage(self.prompt_tokens, self.completion_tokens, 0, self.estimated)
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,7 @@ class ResponseCache:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _add_estimated(conn)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                 # replies a run rejected and could not drop itself (it died first)
                 conn.execute("DELETE FROM chat WHERE key IN (SELECT key FROM rejected)")
@@ -276,6 +284,14 @@ class ResponseCache:
                     conn.close()
                     raise CacheError(f"cannot prepare response cache {self.path}: {exc}") from None
                 time.sleep(0.05)
+
+    def _chat_columns(self) -> str:
+        """The chat columns a hit reads: a file written before ``estimated`` and opened
+        read-only (never upgraded) has none; its counts were all measured then."""
+        conn = self._connection()
+        if conn is None or "estimated" in _columns(conn, "chat"):
+            return "text, model, prompt_tokens, completion_tokens, estimated"
+        return "text, model, prompt_tokens, completion_tokens, 0"
 
     def _read(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         conn = self._connection()
@@ -312,13 +328,11 @@ class ResponseCache:
         if not self.reads:
             return None
         with self._lock:
-            rows = self._read(
-                "SELECT text, model, prompt_tokens, completion_tokens FROM chat WHERE key = ?",
-                (key,),
-            )
+            rows = self._read(f"SELECT {self._chat_columns()} FROM chat WHERE key = ?", (key,))
             if rows:
                 self._hits += 1
-                return CachedReply(*rows[0])
+                text, model, prompt, completion, estimated = rows[0]
+                return CachedReply(text, model, prompt, completion, bool(estimated))
             self._misses += 1
             return None
 
@@ -334,11 +348,12 @@ class ResponseCache:
             usage.prompt_tokens,
             usage.completion_tokens,
             time.time(),
+            int(usage.estimated),
         )
         with self._lock:
             self._write(
                 "INSERT OR REPLACE INTO chat (key, text, model, prompt_tokens, completion_tokens,"
-                " created) VALUES (?, ?, ?, ?, ?, ?)",
+                " created, estimated) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [row],
             )
 
@@ -399,12 +414,28 @@ class ResponseCache:
             )
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_estimated(conn: sqlite3.Connection) -> None:
+    """Upgrade a cache written before ``chat.estimated``: its rows' counts were measured (a
+    reply without usage was an error then)."""
+    if "estimated" in _columns(conn, "chat"):
+        return
+    try:
+        conn.execute("ALTER TABLE chat ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):  # another worker upgraded it first
+            raise
+
+
 def _free(completion: Completion) -> Completion:
     """The completion as reported to a caller it cost nothing: same tokens, no requests."""
     usage = completion.usage
     return Completion(
         text=completion.text,
-        usage=Usage(usage.prompt_tokens, usage.completion_tokens, 0),
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens, 0, usage.estimated),
         model=completion.model,
         cached=True,
     )
@@ -462,8 +493,7 @@ class CachedLLM(_CachedComponent):
             chat_key(self.provider_id, messages, dict(params), self.template_version))
         if hit is None:
             return None
-        return Completion(text=hit.text, usage=Usage(hit.prompt_tokens, hit.completion_tokens, 0),
-                          model=hit.model, cached=True)
+        return Completion(text=hit.text, usage=hit.usage, model=hit.model, cached=True)
 
     def store(self, messages: Sequence[Message], params: Mapping[str, Any],
               completion: Completion) -> None:
@@ -499,7 +529,7 @@ class CachedLLM(_CachedComponent):
         if hit is not None:
             return Completion(
                 text=hit.text,
-                usage=Usage(hit.prompt_tokens, hit.completion_tokens, 0),
+                usage=hit.usage,
                 model=hit.model,
                 cached=True,
             )

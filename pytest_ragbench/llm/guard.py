@@ -336,7 +336,7 @@ def counted_usage(usage: Any) -> Usage:
     if isinstance(usage, Usage):
         prompt, completion = _count(usage.prompt_tokens), _count(usage.completion_tokens)
         if prompt is not None and completion is not None:
-            return Usage(prompt, completion, usage.requests)
+            return Usage(prompt, completion, usage.requests, estimated=usage.estimated is True)
     raise LLMError(f"returned a usage of {usage!r}, expected Usage(prompt_tokens, "
                    "completion_tokens) of whole numbers >= 0")
 
@@ -404,7 +404,8 @@ class GuardedLLM:
             once, tokens=estimate,
             usage_of=lambda c: (c.usage.prompt_tokens, c.usage.completion_tokens))
         return replace(completion, usage=Usage(completion.usage.prompt_tokens,
-                                               completion.usage.completion_tokens, attempts))
+                                               completion.usage.completion_tokens, attempts,
+                                               completion.usage.estimated))
 
     async def aclose(self) -> None:
         """Close the provider (its ``aclose`` or ``close``) if it has one."""

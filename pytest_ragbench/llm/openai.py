@@ -526,7 +526,7 @@ class OpenAIChat(_OpenAIEndpoint):
             text, usage, model = _parse_chat(data)
             if usage is None:
                 # a reply without usage is counted as the limiter estimates a request
-                usage = Usage(prompt_guess, len(text) // 4 + 1, 1)
+                usage = Usage(prompt_guess, len(text) // 4 + 1, 1, estimated=True)
             return text, usage, model
 
         (text, usage, model), requests = await self._request(
@@ -538,7 +538,8 @@ class OpenAIChat(_OpenAIEndpoint):
             self._limiter.adjust(usage.prompt_tokens + usage.completion_tokens - estimate)
         return Completion(
             text=text,
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens, requests),
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, requests,
+                        estimated=usage.estimated),
             model=model or self.model,
         )
 

@@ -494,7 +494,7 @@ def _split_usage(usage: Usage, sections: Sequence[str]) -> list[Usage]:
     weights = [max(len(s), 1) for s in sections]
     columns = [_shares(n, weights) for n in
                (usage.prompt_tokens, usage.completion_tokens, usage.requests)]
-    return [Usage(p, c, r) for p, c, r in zip(*columns, strict=True)]
+    return [Usage(p, c, r, usage.estimated) for p, c, r in zip(*columns, strict=True)]
 
 
 class _SchemaError(ValueError):
@@ -1057,7 +1057,7 @@ class Judge:
             paid = entry.paid if entry.paid is not None else zero if entry.cached else share
             free = Usage(share.prompt_tokens - paid.prompt_tokens,
                          share.completion_tokens - paid.completion_tokens,
-                         share.requests - paid.requests)
+                         share.requests - paid.requests, share.estimated)
             if free != zero or paid == zero:
                 self._charge(Completion("", free, cached=True), key)
             if paid != zero:

@@ -278,6 +278,7 @@ class RetrieverView:
     tokens: int | None
     requests: int | None
     cost: float | None
+    tokens_note: str = ""  # why its tokens and cost are partly estimates, if they are
 
 
 @dataclass(frozen=True)
@@ -570,6 +571,8 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
     if isinstance(usage, Mapping):
         d["usage"] = [usage.get("prompt_tokens"), usage.get("completion_tokens"),
                       usage.get("requests")]
+        if usage.get("estimated"):
+            d["usage"].append(1)  # its tokens are estimates: the endpoint sent no usage
     return d
 
 
@@ -673,6 +676,7 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
             latency_p50=_percentile(latencies, 0.5), latency_p95=_percentile(latencies, 0.95),
             tokens=usage.tokens if usage else None, requests=usage.requests if usage else None,
             cost=usage.cost if usage else None,
+            tokens_note=usage.estimate_note if usage else "",
         ))
     def ci_series(names: Sequence[str]) -> list[svg.CiSeries]:
         return [svg.CiSeries(rv.name, rv.color, tuple(

@@ -219,6 +219,7 @@ def _table(table: SuiteTable, *, ci: bool) -> list[str]:
             u = r.usage
             cells.append("-" if u is None else (
                 f"{u.requests} req, {count(u.tokens)} tok"
+                + (" (estimated)" if u.estimated else "")
                 + (f", {money(u.cost)}" if u.cost is not None else "")))
         out.append("| " + " | ".join(cells) + " |")
     return [*out, ""]

@@ -116,7 +116,7 @@ def _llm_cell(row: SystemRow) -> str:
     u = row.usage
     if u is None:
         return "-"
-    text = f"{u.requests} req, {count(u.tokens)} tok"
+    text = f"{u.requests} req, {count(u.tokens)} tok" + (" (estimated)" if u.estimated else "")
     return text + (f", {money(u.cost)}" if u.cost is not None else "")
 
 

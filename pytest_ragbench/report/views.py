@@ -131,6 +131,16 @@ class UsageView:
     total_cost: float
     per_item: Mapping[str, float]
     costed: bool
+    estimated: int = 0  # cases whose token counts are partly estimates (no usage sent)
+    cases: int = 0
+
+    @property
+    def estimate_note(self) -> str:
+        """What the token counts (and costs) are when some are estimates, else ''."""
+        if not self.estimated:
+            return ""
+        return (f"estimated for {self.estimated} of {self.cases} cases: the endpoint sent "
+                "no usage")
 
     @property
     def cost(self) -> float | None:
@@ -143,8 +153,10 @@ class UsageView:
 
     def line(self) -> str:
         per = self.per_item
+        note = f" ({self.estimate_note})" if self.estimated else ""
         return (f"llm: {self.requests} requests, {self.prompt_tokens} prompt + "
-                f"{self.completion_tokens} completion tokens, cost ${num(self.total_cost)} "
+                f"{self.completion_tokens} completion tokens{note}, "
+                f"cost ${num(self.total_cost)} "
                 f"(per item: {num(per['requests'], 2)} requests, "
                 f"{num(per['prompt_tokens'] + per['completion_tokens'], 0)} tokens)")
 
@@ -160,7 +172,8 @@ def usage_view(group: Mapping[str, Any]) -> UsageView | None:
     costed = int(u["n_costed"]) > 0 if "n_costed" in u else cost != 0.0
     return UsageView(int(u.get("requests") or 0), int(u.get("prompt_tokens") or 0),
                      int(u.get("completion_tokens") or 0), cost,
-                     dict(u.get("per_item") or {}), costed)
+                     dict(u.get("per_item") or {}), costed,
+                     int(u.get("n_estimated") or 0), int(u.get("n_items") or 0))
 
 
 def baseline_notes(info: Mapping[str, Any]) -> list[str]:

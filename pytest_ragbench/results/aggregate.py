@@ -119,7 +119,9 @@ def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """LLM requests, tokens and cost summed over the cases (None for retrieval-only runs).
 
     ``n_costed`` counts the cases that carry a cost at all: a cost of 0 from an LLM without
-    prices is then told apart from a cost of 0 that was measured.
+    prices is then told apart from a cost of 0 that was measured. ``n_estimated`` (only when
+    not 0) counts the cases whose token counts, and so costs, are partly estimates: an
+    endpoint sent no usage.
     """
     with_usage = [r for r in recs if isinstance(r.get("usage"), Mapping)]
     if not with_usage:
@@ -131,7 +133,9 @@ def usage_totals(recs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     cost = math.fsum(float(r.get("cost") or 0.0) for r in with_usage)
     n = len(with_usage)
     costed = sum(1 for r in with_usage if r.get("cost") is not None)
+    estimated = sum(1 for r in with_usage if r["usage"].get("estimated"))
     return {**totals, "cost": cost, "n_items": n, "n_costed": costed,
+            **({"n_estimated": estimated} if estimated else {}),
             "per_item": {k: v / n for k, v in {**totals, "cost": cost}.items()}}
 
 

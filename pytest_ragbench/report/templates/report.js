@@ -93,7 +93,8 @@
     kv(meta, "latency", fmt(row[F_LAT], 2) + " ms");
     if (d.usage !== undefined) {
       kv(meta, "tokens", orDash(d.usage[0]) + " prompt + " + orDash(d.usage[1]) +
-        " completion, " + orDash(d.usage[2]) + " requests");
+        " completion" + (d.usage[3] ? " (estimated: the endpoint sent no usage)" : "") +
+        ", " + orDash(d.usage[2]) + " requests");
     }
     if (isNum(row[F_COST])) kv(meta, "cost", "$" + fmt(row[F_COST], 6));
     body.append(meta);
