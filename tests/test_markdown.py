@@ -145,3 +145,18 @@ def test_the_step_summary_says_the_cap_was_reached_and_what_changed_since_the_ba
 
 def md_text_unescaped(text: str) -> str:
     return text.replace("\\", "")
+
+
+def test_the_full_summary_md_shows_each_systems_llm_use_as_the_default_one_does() -> None:
+    """At the default level summary.md has an llm cell per system (requests, tokens, cost);
+    at ``full``, which the docs say shows everything, it had no tokens or cost at all."""
+    usage = {"requests": 5, "prompt_tokens": 80, "completion_tokens": 20, "cost": 0.0001,
+             "n_items": 5, "n_costed": 5, "n_estimated": 5,
+             "per_item": {"requests": 1.0, "prompt_tokens": 16.0, "completion_tokens": 4.0,
+                          "cost": 0.00002}}
+    summary = _summary()
+    summary["suites"][0]["retrievers"][0]["usage"] = usage
+    assert "5 req, 100 tok (estimated), $" in summary_markdown(summary, level="default")
+    full = summary_markdown(summary, level="full")
+    assert ("bm25: llm: 5 requests, 80 prompt + 20 completion tokens (estimated for 5 of 5 "
+            "cases: the endpoint sent no usage), cost $") in md_text_unescaped(full)

@@ -27,6 +27,7 @@ from .views import (
     gates_failed_first,
     suite_table,
     tell_suites_apart,
+    usage_view,
 )
 
 #: At the default level, as in the terminal: the rest is counted.
@@ -106,6 +107,10 @@ def summary_markdown(summary: Mapping[str, Any],
             lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+        # what the default level's llm cell says, in full (as the terminal's full summary)
+        used = [(r["name"], u) for r in s["retrievers"] if (u := usage_view(r)) is not None]
+        if used:
+            lines += [*(f"- {_cell(name)}: {md_text(u.line())}" for name, u in used), ""]
         for table in s.get("ab", []):
             lines += [f"A/B on {_cell(table['metric'])} ({table['test']}, two-sided, "
                       f"Holm-corrected; **bold** = p < {table['alpha']:g})", "",
