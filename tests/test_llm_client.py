@@ -517,3 +517,27 @@ def test_the_fake_server_says_nothing_of_a_client_that_gave_up(
             time.sleep(0.01)
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.asyncio
+async def test_an_embedding_reply_without_usage_is_counted_by_the_estimate() -> None:
+    """An embeddings endpoint that sends no ``usage`` was counted as 0 tokens: ``tpm`` settled
+    each batch to nothing (letting any number through) and a priced embedder cost $0 under
+    ``max_cost``; it is counted as the request was estimated, as a chat reply is."""
+    from pytest_ragbench.budget import LocalBudget, PoolLimits
+
+    payload = {"data": [{"index": i, "embedding": [0.1, 0.2]} for i in range(2)]}
+    with LocalBudget() as budget:
+        budget.declare("p", PoolLimits(tpm=1000))
+        budget.declare_cost("c", 10.0)
+        embedder = OpenAIEmbedder("http://x.invalid/v1", "e", run_budget=budget, pool="p",
+                                  cost_key="c", cost_of=lambda usage: usage.prompt_tokens / 100,
+                                  transport=_transport_returning(payload))
+        texts = ["forty characters of text, give or take..", "and more"]
+        async with embedder:
+            await embedder.embed(texts)
+        totals = await budget.atotals()
+    estimate = sum(len(t) for t in texts) // 4 + 1  # 13
+    assert embedder.usage.prompt_tokens == estimate
+    assert totals["pools"]["p"]["tokens"] == estimate
+    assert totals["costs"]["c"]["spent"] == pytest.approx(estimate / 100)

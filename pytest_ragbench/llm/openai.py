@@ -544,7 +544,10 @@ class OpenAIChat(_OpenAIEndpoint):
         )
 
 
-def _embedding_parser(count: int) -> Callable[[Any], tuple[np.ndarray, int]]:
+def _embedding_parser(count: int, estimate: int) -> Callable[[Any], tuple[np.ndarray, int]]:
+    """A parser of a reply to ``count`` texts; its tokens are ``estimate`` when it says none
+    (counted as 0, a batch settled ``tpm`` to nothing and cost nothing under ``max_cost``)."""
+
     def parse(data: Any) -> tuple[np.ndarray, int]:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise _BadReply("'data' is missing")
@@ -566,8 +569,8 @@ def _embedding_parser(count: int) -> Callable[[Any], tuple[np.ndarray, int]]:
         if array.ndim != 2 or not np.isfinite(array).all():
             raise _BadReply("'data[].embedding' vectors are not finite numbers")
         usage = data.get("usage")
-        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else 0
-        return array, tokens if _is_int(tokens) else 0
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return array, tokens if _is_int(tokens) else estimate
 
     return parse
 
@@ -604,7 +607,8 @@ class OpenAIEmbedder(_OpenAIEndpoint):
         body = {**self._params, "model": self.model, "input": batch}
         estimate = sum(len(t) for t in batch) // 4 + 1
         (array, tokens), _ = await self._request(
-            "/embeddings", body, _embedding_parser(len(batch)), estimate, _embedding_tokens
+            "/embeddings", body, _embedding_parser(len(batch), estimate), estimate,
+            _embedding_tokens
         )
         self._prompt_tokens += tokens
         if self._limiter is not None and self._budget is None:
