@@ -19,6 +19,8 @@ def pytest_configure(config):
 """
 
 
+@pytest.mark.skipif(bool(os.environ.get("RAGBENCH_TESTS_REAL_WORKERS")),
+                    reason="RAGBENCH_TESTS_REAL_WORKERS asks for real worker processes")
 def test_inner_xdist_workers_are_forked_by_the_zygote(pytester: pytest.Pytester,
                                                      _zygote: forked_workers.Zygote) -> None:
     pytester.makeconftest(WORKER_CONFTEST)
