@@ -193,6 +193,8 @@ class ResponseCache:
         self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._columns_of: sqlite3.Connection | None = None  # see _chat_columns
+        self._has_estimated = True
         self._pid = 0
         # connections inherited through fork(): SQLite forbids using or closing them in the
         # child, so they are only kept referenced (closing via GC would touch shared locks)
@@ -287,9 +289,13 @@ class ResponseCache:
 
     def _chat_columns(self) -> str:
         """The chat columns a hit reads: a file written before ``estimated`` and opened
-        read-only (never upgraded) has none; its counts were all measured then."""
+        read-only (never upgraded) has none, and its rows read as measured. Asked once per
+        connection, not per lookup."""
         conn = self._connection()
-        if conn is None or "estimated" in _columns(conn, "chat"):
+        if conn is not None and self._columns_of is not conn:
+            self._columns_of = conn
+            self._has_estimated = "estimated" in _columns(conn, "chat")
+        if conn is None or self._has_estimated:
             return "text, model, prompt_tokens, completion_tokens, estimated"
         return "text, model, prompt_tokens, completion_tokens, 0"
 
@@ -419,8 +425,8 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def _add_estimated(conn: sqlite3.Connection) -> None:
-    """Upgrade a cache written before ``chat.estimated``: its rows' counts were measured (a
-    reply without usage was an error then)."""
+    """Upgrade a cache written before ``chat.estimated``: its rows read as measured (no
+    older file says which of its counts were estimates)."""
     if "estimated" in _columns(conn, "chat"):
         return
     try:
