@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from ..results.runfolder import folder_size
 from .cachelock import hold_lock
 
-__all__ = ["CacheEntry", "PruneOutcome", "entry_size", "prune_entry", "scan",
+__all__ = ["CacheEntry", "PruneOutcome", "prune_entry", "scan",
            "sweep_orphans"]
 
 #: Folder names of entries, and of what a build killed midway left (``.bm25-<key>.*.tmp``).
@@ -53,16 +54,6 @@ class CacheEntry:
     last_used: float
     unfinished: bool = False
     in_use: bool = False
-
-
-def entry_size(path: Path) -> int:
-    """The bytes of the files under ``path`` (0 for what vanished meanwhile)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
 
 
 def _mtime(path: Path) -> float | None:
@@ -117,7 +108,7 @@ def scan(folder: Path, *, probe: bool = True) -> list[CacheEntry]:
         used = _mtime(folder / f"{entry}.use") if whole else None
         in_use = probe and (_held(folder / f"{entry}.lock")
                             or (whole is not None and _held(folder / f"{entry}.use")))
-        found.append(CacheEntry(child, entry.split("-", 1)[0], entry, entry_size(child),
+        found.append(CacheEntry(child, entry.split("-", 1)[0], entry, folder_size(child),
                                 max(own, used or own), unfinished=partial is not None,
                                 in_use=in_use))
     found.sort(key=lambda e: (e.last_used, e.path.name))
