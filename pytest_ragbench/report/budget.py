@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .format import plural
+
 __all__ = ["budget_lines", "budget_report"]
 
 
@@ -60,7 +62,7 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
     for pool in report.get("pools", []):
         model = f" {pool['model']}" if pool.get("model") else ""
         line = (f"{pool.get('kind') or 'llm'} pool{model} at {pool['endpoint']}: "
-                f"{pool['requests']} requests, max {pool['max_in_flight']} in flight, "
+                f"{plural(pool['requests'], 'request')}, max {pool['max_in_flight']} in flight, "
                 f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"

@@ -154,7 +154,7 @@ class UsageView:
     def line(self) -> str:
         per = self.per_item
         note = f" ({self.estimate_note})" if self.estimated else ""
-        return (f"llm: {self.requests} requests, {self.prompt_tokens} prompt + "
+        return (f"llm: {plural(self.requests, 'request')}, {self.prompt_tokens} prompt + "
                 f"{self.completion_tokens} completion tokens{note}, "
                 f"cost ${num(self.total_cost)} "
                 f"(per item: {num(per['requests'], 2)} requests, "

@@ -250,3 +250,17 @@ def test_a_pool_line_names_its_limits(limits: dict, said: str) -> None:
     (line,) = budget_lines({"pools": [pool]})
     assert line == "llm pool m at u: 12 requests, max 1 in flight, 0 throttled (429), " \
                    "0 timed out" + said
+
+
+def test_one_request_reads_in_the_singular() -> None:
+    # the llm line and a pool's line said "llm: 1 requests" and "...: 1 requests, max 1"
+    from pytest_ragbench.report.budget import budget_lines
+    from pytest_ragbench.report.views import UsageView
+
+    pool = {"model": "m", "endpoint": "u", "requests": 1, "max_in_flight": 1,
+            "throttled": 0, "timeouts": 0}
+    assert budget_lines({"pools": [pool]})[0].startswith("llm pool m at u: 1 request, max 1")
+    view = UsageView(requests=1, prompt_tokens=3, completion_tokens=2, total_cost=0.0,
+                     per_item={"requests": 1.0, "prompt_tokens": 3.0, "completion_tokens": 2.0},
+                     costed=False)
+    assert view.line().startswith("llm: 1 request, 3 prompt + 2 completion tokens")
