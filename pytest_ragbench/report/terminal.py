@@ -124,7 +124,9 @@ def table_lines(table: SuiteTable, *, ci: bool = True) -> list[str]:
     """A suite's header line and its table: one row per system, its counts, the headline
     metrics (mean, with the 95% CI unless ``ci`` is false), n, and the resource columns
     (latency, LLM requests/tokens/cost)."""
-    head = f"suite {table.name} [{table.id}] dataset {table.dataset}"
+    # no hash when no case of the suite ran (each crashed its worker): said as the HTML does
+    head = f"suite {table.name} [{table.id}]" + (f" dataset {table.dataset}"
+                                                   if table.dataset else "")
     if table.partial:
         head += f": {table.partial}"
     cols: list[tuple[str, list[str], bool]] = [
@@ -236,7 +238,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     for s in summary["suites"]:
         ds = (s.get("dataset_hash") or "")[:12]
-        line = f"suite {s['name']} [{s['id']}] dataset {ds}"
+        line = f"suite {s['name']} [{s['id']}]" + (f" dataset {ds}" if ds else "")
         if s.get("partial"):
             line += (f": partial, {s['n_cases_run']} of "
                      f"{plural(int(s['n_cases_total']), 'case')} ran")

@@ -264,3 +264,15 @@ def test_one_request_reads_in_the_singular() -> None:
                      per_item={"requests": 1.0, "prompt_tokens": 3.0, "completion_tokens": 2.0},
                      costed=False)
     assert view.line().startswith("llm: 1 request, 3 prompt + 2 completion tokens")
+
+
+def test_a_suite_without_a_dataset_hash_leaves_it_out_of_its_header() -> None:
+    # when every case of a suite crashed its worker no record carries the dataset's hash: the
+    # header read "suite bench [suite.yaml] dataset : partial, ..."
+    from pytest_ragbench.report.terminal import summary_lines, table_lines
+
+    summary = synthetic_summary()
+    suite = summary["suites"][0]
+    suite.update(dataset_hash=None, partial=True, n_cases_run=0, n_cases_total=2)
+    assert "suite bench [suite.yaml]: partial, 0 of 2 cases ran" in summary_lines(summary)
+    assert table_lines(suite_table(suite))[0].startswith("suite bench [suite.yaml]: ")
