@@ -103,7 +103,10 @@ def summary_markdown(summary: Mapping[str, Any],
             cells = []
             for m in metrics:
                 st = r["metrics"][m]
-                cells.append(f"{num(st['mean'])} [{num(st['ci_low'])}, {num(st['ci_high'])}]")
+                # with n and the NaN count, as the terminal's full summary has them
+                nan = f", {st['n_nan']} nan" if st.get("n_nan") else ""
+                cells.append(f"{num(st['mean'])} [{num(st['ci_low'])}, {num(st['ci_high'])}]"
+                             f" (n {st['n']}{nan})")
             lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
                          + " | ".join(cells) + " |")
         lines.append("")

@@ -276,3 +276,16 @@ def test_a_suite_without_a_dataset_hash_leaves_it_out_of_its_header() -> None:
     suite.update(dataset_hash=None, partial=True, n_cases_run=0, n_cases_total=2)
     assert "suite bench [suite.yaml]: partial, 0 of 2 cases ran" in summary_lines(summary)
     assert table_lines(suite_table(suite))[0].startswith("suite bench [suite.yaml]: ")
+
+
+def test_the_full_summary_md_gives_each_metrics_n_and_nan_count() -> None:
+    # the docs say the full level shows every metric's mean, CI, n and NaN count; summary.md
+    # at full gave the mean and CI only
+    summary = synthetic_summary()
+    row = summary["suites"][0]["retrievers"][0]
+    metric = next(iter(row["metrics"]))
+    row["metrics"][metric].update(n=7, n_nan=3)
+    full = summary_markdown(summary, level="full")
+    assert re.search(r"\] \(n 7, 3 nan\) \|", full)
+    cells = sum(len(s["retrievers"]) * len(s["metrics"]) for s in summary["suites"])
+    assert full.count("] (n ") == cells
