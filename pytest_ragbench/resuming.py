@@ -66,7 +66,8 @@ class CaseResume:
             if isinstance(given, dict):
                 self.candidates = list(given["folders"])
                 self.unfinished_only = bool(given["unfinished_only"])
-                self.sizes = list(given.get("sizes") or [])
+                sizes = given.get("sizes")
+                self.sizes = list(sizes) if sizes is not None else None
         else:
             ref = config.getoption("ragbench_resume", None)
             if ref is not None:
@@ -129,12 +130,17 @@ class CaseResume:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         if self.candidates is not None:
+            from .hosts import moves_workers
             from .results.resume import records_size
 
-            # a worker on another host sees its own files at these paths: it checks them
-            node.workerinput[RESUME_INPUT] = {
-                "folders": self.candidates, "unfinished_only": self.unfinished_only,
-                "sizes": [records_size(Path(p)) for p in self.candidates]}
+            given: dict[str, Any] = {"folders": self.candidates,
+                                     "unfinished_only": self.unfinished_only}
+            # a worker in another folder or on another host sees its own files at these
+            # paths: it checks them. One in this folder reads the very files (their sizes
+            # may change meanwhile: a run of these suites in another terminal finishing)
+            if moves_workers([str(getattr(getattr(node, "gateway", None), "spec", ""))]):
+                given["sizes"] = [records_size(Path(p)) for p in self.candidates]
+            node.workerinput[RESUME_INPUT] = given
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         self._collected += [x for x in (report.result or []) if isinstance(x, CaseItem)]

@@ -178,6 +178,22 @@ def test_a_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
     assert latest_run(pytester.path) == first  # no run folder of its own
 
 
+def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
+        pytester, logged, monkeypatch):
+    # The size check is for workers in another folder or on another host: with plain -n the
+    # workers read the controller's very files, which may change between its handing them
+    # out and the workers' collection (a run of these suites in another terminal finishing),
+    # and such a resume was refused as if from "another copy" on "the host of this worker"
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    pytester.makeconftest(OTHER_HOST)
+    monkeypatch.setenv("OTHER_HOST", "stale")
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-p", "no:cacheprovider")
+    assert "cannot resume" not in result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) == 0 and outcomes.get("passed", 0) > 0
+
+
 def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(pytester,
                                                                                   logged):
     # Why a case is not reused travelled on its own setup report, which a worker that died
