@@ -61,10 +61,6 @@ from .cachelock import exclusive_lock_async, remove_stale_builds, use_lease
 
 CACHE_FORMAT_VERSION = 1
 
-
-class UncachedEmbedderWarning(UserWarning):
-    """A dense retriever with a cache folder whose embedder has no ``provider_id``: its
-    embeddings are computed again by every process and run, not cached."""
 FIELDS = ("flat", "text")
 # Upper bound on query x document scores materialised at once by retrieve_many.
 _SCORE_BLOCK = 16_000_000
@@ -73,6 +69,11 @@ _EXACT_BLOCK = 4_000_000
 # Largest float64 copy of the index kept for scoring (bytes): below it, scoring many candidates
 # per query (k near the corpus size) skips gathering and widening the float32 rows each time.
 _WIDE_MAX = 64 * 1024 * 1024
+
+
+class UncachedEmbedderWarning(UserWarning):
+    """A dense retriever with a cache folder whose embedder has no ``provider_id``: its
+    embeddings are computed again by every process and run, not cached."""
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
