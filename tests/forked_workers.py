@@ -165,7 +165,6 @@ class Zygote:
                 for fd in (stdin_r, stdin_w, stdout_r, stdout_w):
                     os.close(fd)
                 status_ours.close()
-                status_theirs.close()
                 return None
             finally:
                 status_theirs.close()

@@ -194,6 +194,16 @@ def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
     assert outcomes.get("errors", 0) == 0 and outcomes.get("passed", 0) > 0
 
 
+# Every case of query q5 ends its worker's process on the spot (a crash, not a failure).
+Q5_KILLS_ITS_WORKER = """
+import os
+
+def pytest_runtest_setup(item):
+    if item.name == "q5":
+        os._exit(3)
+"""
+
+
 def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(pytester,
                                                                                   logged):
     # Why a case is not reused travelled on its own setup report, which a worker that died
@@ -206,13 +216,7 @@ def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(
     pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=7, failed=1,
                                                                         errors=2)
     first = latest_run(pytester.path)
-    pytester.makeconftest("""
-        import os
-
-        def pytest_runtest_setup(item):
-            if item.name == "q5":
-                os._exit(3)
-    """)
+    pytester.makeconftest(Q5_KILLS_ITS_WORKER)
     result = pytester.runpytest(SUITE, "--ragbench-resume=latest", "-n", "1", "-k", "q5",
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
@@ -264,13 +268,7 @@ def test_a_resume_whose_every_run_case_crashed_its_worker_keeps_the_reused_ones(
     pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
                                                                              failed=1)
     first = latest_run(pytester.path)
-    pytester.makeconftest("""
-        import os
-
-        def pytest_runtest_setup(item):
-            if item.name == "q5":
-                os._exit(3)
-    """)
+    pytester.makeconftest(Q5_KILLS_ITS_WORKER)
     result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-k", "q5",
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
