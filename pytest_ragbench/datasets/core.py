@@ -934,18 +934,7 @@ def load_files(spec: DatasetSpec) -> Dataset:
             file=spec.source,
             key=spec.key,
         )
-    if spec.inline_queries is not None:
-        queries = read_queries(_inline(spec.inline_queries, spec.inline_query_lines),
-                               spec.source, spec.answer_field)
-    elif queries_path is not None:
-        queries = read_queries(read_records(queries_path), queries_path, spec.answer_field)
-    else:
-        raise SuiteError(
-            "no queries given (expected 'path' to a BEIR folder or 'queries' to a file)",
-            file=spec.source,
-            key=spec.key,
-        )
-
+    queries = _read_spec_queries(spec, queries_path)
     queries_src = queries_path or spec.source
     qrels = read_qrels(qrels_path) if qrels_path is not None else None
     return join_labels(spec, corpus, queries, qrels, corpus_src=corpus_path or spec.source,
@@ -955,18 +944,25 @@ def load_files(spec: DatasetSpec) -> Dataset:
 def load_file_queries(spec: DatasetSpec) -> tuple[Query, ...]:
     """The queries of a dataset of files or inline data, without reading its corpus or labels
     (for their type, difficulty and tags, where the dataset itself is not loaded)."""
+    path = spec.queries or (spec.path / "queries.jsonl" if spec.path is not None else None)
+    if spec.inline_queries is None and path is not None:
+        check_file(path, "queries", source=spec.source,
+                   key=f"{spec.key}.queries" if spec.queries else f"{spec.key}.path")
+    return _read_spec_queries(spec, path)
+
+
+def _read_spec_queries(spec: DatasetSpec, path: Path | None) -> tuple[Query, ...]:
+    """The queries ``spec`` holds inline, else those of the file ``path`` (checked by the
+    caller)."""
     if spec.inline_queries is not None:
         return read_queries(_inline(spec.inline_queries, spec.inline_query_lines),
                             spec.source, spec.answer_field)
-    path = spec.queries or (spec.path / "queries.jsonl" if spec.path is not None else None)
     if path is None:
         raise SuiteError(
             "no queries given (expected 'path' to a BEIR folder or 'queries' to a file)",
             file=spec.source,
             key=spec.key,
         )
-    check_file(path, "queries", source=spec.source,
-               key=f"{spec.key}.queries" if spec.queries else f"{spec.key}.path")
     return read_queries(read_records(path), path, spec.answer_field)
 
 
