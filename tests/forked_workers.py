@@ -8,9 +8,11 @@ pipes execnet made for it and runs execnet's bootstrap line as ``python -u -c`` 
 controller (this process) still drives real xdist workers through real execnet channels; only
 the interpreter's start is skipped. A worker's pid, signals, exit code and death are its own,
 as with ``subprocess.Popen``, so the plugin's handling of crashed and stopped workers is the
-same. Spawns the zygote cannot stand for (another interpreter, ``via``, an environment whose
-interpreter-level variables differ from the zygote's, assertion rewriting on) start a real
-process, and ``RAGBENCH_TESTS_REAL_WORKERS=1`` turns forking off.
+same; at its end only the interpreter's finalization is skipped (threads are joined, atexit
+handlers run and the streams are flushed, as at a normal exit). Spawns the zygote cannot
+stand for (another interpreter, ``via``, an environment whose interpreter-level variables
+differ from the zygote's, assertion rewriting on) start a real process, and
+``RAGBENCH_TESTS_REAL_WORKERS=1`` turns forking off.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONNOUSER
 #: suite's YAML and schema when the controller hands it the validated suite) stay true.
 WARM_MODULES = ("execnet", "execnet.gateway_base", "pytest", "xdist.plugin", "xdist.remote",
                 "xdist.looponfail", "pytest_asyncio.plugin", "numpy", "pygments.lexers.python",
-                "pygments.formatters.terminal", "pytest_ragbench.plugin")
+                "pygments.formatters.terminal", "pytest_ragbench.plugin",
+                # pytest's default plugins that `import pytest` leaves to each configuration
+                "_pytest.unittest", "_pytest.junitxml", "_pytest.skipping", "_pytest.helpconfig",
+                "_pytest.unraisableexception", "_pytest.threadexception", "_pytest.warnings",
+                "_pytest.pastebin", "pytest_ragbench.fixtures", "pytest_ragbench.headstart")
 
 
 class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
@@ -281,7 +287,36 @@ def _run_worker(request: dict[str, Any]) -> None:
         sys.modules["numpy.random"].seed()
     main = types.ModuleType("__main__")
     sys.modules["__main__"] = main
-    exec(compile(request["code"], "<string>", "exec"), main.__dict__)
+    try:
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
+    except SystemExit as stop:
+        code = _exit_code(stop)
+    else:
+        code = 0
+    # What a normal exit does before the interpreter's finalization (which only tears down
+    # modules and frees the zygote's warm heap: 60 ms per worker, waited for by the
+    # controller's teardown of its nodes): wait for non-daemon threads, run atexit handlers,
+    # flush the standard streams.
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_code(stop: SystemExit) -> int:
+    """The exit status Python gives a ``SystemExit`` that ends the interpreter."""
+    if stop.code is None:
+        return 0
+    if isinstance(stop.code, int):
+        return stop.code & 0xFF
+    with contextlib.suppress(Exception):
+        print(stop.code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -60,3 +60,18 @@ def test_a_forked_worker_exits_with_its_own_code_in_its_cwd_and_environment(
     assert popen is not None
     assert popen.wait(timeout=10) == 3
     assert popen.stdout.read().decode().split() == [str(tmp_path), "seen", "['-c']", "True"]
+
+
+def test_a_forked_worker_ends_as_an_interpreter_does(
+        _zygote: forked_workers.Zygote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its threads finish and its atexit handlers run before it exits (only the
+    interpreter's finalization is skipped), with Python's status for a non-integer exit."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--assert=plain")
+    code = ("import atexit, sys, threading, time\n"
+            "atexit.register(print, 'atexit')\n"
+            "threading.Thread(target=lambda: (time.sleep(0.05), print('thread'))).start()\n"
+            "sys.exit('a message, not a status')\n")
+    popen = _zygote.spawn(["python", "-u", "-c", code], dont_write_bytecode=False)
+    assert popen is not None
+    assert popen.wait(timeout=10) == 1
+    assert popen.stdout.read().decode().split() == ["thread", "atexit"]
