@@ -810,3 +810,26 @@ def test_the_runs_breaker_lets_one_probe_through_and_opens_again_if_it_fails() -
     assert h.granted(probe, "gw1")
     h.release(probe, "gw1", outcome="ok")  # the endpoint is back: closed for everyone
     assert all(h.granted(h.acquire(o), o) for o in ("gw0", "gw1", "gw0"))
+
+
+def test_estimated_token_counts_are_said_in_the_pool_and_cap_lines_and_the_cap_error(
+) -> None:
+    """A request settled by an estimate (the reply said no usage) was counted as measured:
+    'spent $X' of the cap, its refusal and the pool line gave no sign that they rest on it."""
+    from pytest_ragbench.report.budget import budget_lines, budget_report
+
+    h = Harness()
+    h.declare(concurrency=2)
+    h.declare("q", concurrency=2)
+    h.send("w", {"op": "declare_cost", "key": "c", "max_cost": 1.0})
+    h.release(h.acquire(cost_key="c"), tokens_used=10, usd=0.5, estimated=True)
+    h.release(h.acquire(cost_key="c"), tokens_used=10, usd=0.5)
+    h.release(h.acquire(key="q"), tokens_used=7, estimated=True)  # unpriced
+    h.release(h.acquire(key="q"), outcome="error", estimated=True)  # nothing settled
+    refused = h.acquire(cost_key="c")
+    note = "estimated for 1 of 2 requests: the endpoint sent no usage"
+    assert h.replies[("w", refused)]["message"].endswith(f"(all workers together; {note})")
+    cap, pool, unpriced = budget_lines(budget_report(h.core.totals()))
+    assert cap == f"run budget c: spent $1.0000 of $1.0000 (all workers; {note}), cap reached"
+    assert f", spent $1.0000 ({note}) (concurrency 2)" in pool
+    assert unpriced.endswith(f", tokens {note} (concurrency 2)")

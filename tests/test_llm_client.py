@@ -541,3 +541,35 @@ async def test_an_embedding_reply_without_usage_is_counted_by_the_estimate() -> 
     assert embedder.usage.prompt_tokens == estimate
     assert totals["pools"]["p"]["tokens"] == estimate
     assert totals["costs"]["c"]["spent"] == pytest.approx(estimate / 100)
+
+
+@pytest.mark.asyncio
+async def test_estimated_embedding_and_chat_tokens_are_counted_as_estimates_by_the_budget(
+) -> None:
+    """The run budget's pools and cost cap counted a reply without ``usage`` by its estimate
+    but not that it was one, so the pool lines and 'spent $X' said an estimate as measured;
+    a reply that sends usage is not counted as estimated."""
+    from pytest_ragbench.budget import LocalBudget, PoolLimits
+
+    vectors = {"data": [{"index": 0, "embedding": [0.1, 0.2]}]}
+    chat = {"choices": [{"message": {"content": "hi"}}]}
+    with LocalBudget() as budget:
+        for pool in ("e", "m"):
+            budget.declare(pool, PoolLimits())
+        budget.declare_cost("c", 10.0)
+        common = {"run_budget": budget, "cost_key": "c",
+                  "cost_of": lambda usage: usage.prompt_tokens / 100}
+        unsent = OpenAIEmbedder("http://x.invalid/v1", "e", pool="e",
+                                transport=_transport_returning(vectors), **common)
+        sent = OpenAIEmbedder("http://x.invalid/v1", "e", pool="e", transport=(
+            _transport_returning({**vectors, "usage": {"prompt_tokens": 3}})), **common)
+        llm = OpenAIChat("http://x.invalid/v1", "m", pool="m",
+                         transport=_transport_returning(chat), **common)
+        async with unsent, sent, llm:
+            await unsent.embed(["some text"])
+            await sent.embed(["some text"])
+            await llm.chat(USER)
+        totals = await budget.atotals()
+    assert totals["pools"]["e"]["estimated"] == 1 and totals["pools"]["e"]["requests"] == 2
+    assert totals["pools"]["m"]["estimated"] == 1
+    assert totals["costs"]["c"]["estimated"] == 2 and totals["costs"]["c"]["charges"] == 3

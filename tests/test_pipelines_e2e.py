@@ -774,3 +774,42 @@ def test_tokens_estimated_for_a_reply_without_usage_say_so_cold_and_from_the_cac
             assert "(estimated: the endpoint sent no usage)" in html  # each case's details
         assert fnmatch.fnmatch((run / "summary.md").read_text(),
                                "*| 0 req, * tok (estimated), $*")
+
+
+def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_and_progress_lines(
+        pytester, app):
+    """Replies without ``usage`` under a ``max_cost``: the case records and the tables said
+    their tokens were estimates, but the cap's 'spent $X', the pool's line (terminal,
+    summary.json, summary.md) and the live progress line showed the same figures as
+    measured."""
+    reply = json.dumps({"choices": [{"message": {"content": "a fine grind"}}]})
+    with FakeOpenAIServer() as server:
+        server.set_default(Fault("status", 200, body=reply))
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            retrievers: {{bm25: {{}}}}
+            metrics: [recall@10, token_f1]
+            llm: {{type: openai, base_url: "{server.base_url}", model: m, retries: 0}}
+            prices: {{m: {{prompt: 1, completion: 1}}}}
+            max_cost: 5
+            cache: {{mode: off}}
+        """)
+        pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.001\n")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    note = "estimated for 5 of 5 requests: the endpoint sent no usage"
+    # (a line at every item's end but the last, maybe: they are at most every 1 ms; the
+    # requests run ahead of the items, so some may still be in flight)
+    result.stdout.fnmatch_lines([
+        "ragbench progress: */5 items, * in flight, * tokens (estimated for * of * requests: "
+        "the endpoint sent no usage), $* (estimated), *",
+        f"run budget suite.yaml: spent $* of $5.0000 (all workers; {note})",
+        f"llm pool m at *: 5 requests, *, spent $* ({note}) (concurrency *)"])
+    run = latest_run(pytester.path)
+    budget = json.loads((run / "summary.json").read_text())["run"]["budget"]
+    assert budget["costs"]["suite.yaml"]["estimated"] == 5
+    assert budget["costs"]["suite.yaml"]["charges"] == 5
+    assert budget["pools"][0]["estimated"] == 5
+    assert f"(all workers; {note})" in (run / "summary.md").read_text()
+    assert f"(all workers; {note})" in (run / "report.html").read_text()

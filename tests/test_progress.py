@@ -333,3 +333,23 @@ def test_on_a_real_terminal_the_progress_is_one_line_redrawn_in_place(
     assert dots.removeprefix("suite.yaml ").split()[0] == "." * N_QUERIES
     assert dots.endswith("[100%]")
     assert any(f"{N_QUERIES} passed" in row for row in final)
+
+
+def test_progress_says_when_its_tokens_and_cost_rest_on_estimates() -> None:
+    """Requests counted by an estimate (no usage sent) showed in the line as measured."""
+    pools = {"a": {"requests": 10, "in_flight": 2, "tokens": 700, "estimated": 3}}
+    note = "700 tokens (estimated for 3 of 8 requests: the endpoint sent no usage)"
+    capped = progress_of({"pools": pools, "costs": {"k": {"estimated": 3}}, "spent": 0.5},
+                         items_done=4, items_total=8, elapsed=2.0, case_cost=None)
+    assert capped is not None
+    assert f"{note}, $0.5000 (estimated)," in capped.line()
+    assert "~700 tok, ~$0.5000, ETA" in capped.compact()
+    # without a cap the finished cases' cost is shown: estimated when theirs were
+    cases = progress_of({"pools": pools, "costs": {}}, items_done=4, items_total=8,
+                        elapsed=2.0, case_cost=0.25, case_cost_estimated=True)
+    assert cases is not None and f"{note}, $0.2500 (estimated)," in cases.line()
+    measured = {"a": {**pools["a"], "estimated": 0}}
+    plain = progress_of({"pools": measured, "costs": {}}, items_done=4, items_total=8,
+                        elapsed=2.0, case_cost=0.25)
+    assert plain is not None and "estimated" not in plain.line()
+    assert "~" not in plain.compact()

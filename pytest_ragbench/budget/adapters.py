@@ -44,13 +44,13 @@ class RunCostBudget:
         """Raise ``BudgetExceeded`` if the run has used this cap up."""
         self.run_budget.check_cost_sync(self.key)
 
-    def add(self, cost: float) -> None:
-        """Record ``cost`` USD spent."""
-        self.run_budget.charge(self.key, cost)
+    def add(self, cost: float, *, estimated: bool = False) -> None:
+        """Record ``cost`` USD spent (``estimated``: made from estimated token counts)."""
+        self.run_budget.charge(self.key, cost, estimated=estimated)
 
     def charge(self, prices: PriceTable, model: str, completion: Completion) -> float:
         """Add the cost of ``completion`` (zero when it came from the cache); return it."""
         cost = 0.0 if completion.cached else prices.cost(model, completion.usage)
         if cost:
-            self.add(cost)
+            self.add(cost, estimated=completion.usage.estimated)
         return cost

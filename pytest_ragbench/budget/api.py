@@ -97,6 +97,7 @@ class Lease:
         tokens_used: int | None = None,
         usd: float | None = None,
         fault: tuple[int, float, str] | None = None,
+        estimated: bool = False,
     ) -> None:
         """Give the slot back. Never blocks; safe to call during cancellation; idempotent.
 
@@ -110,6 +111,8 @@ class Lease:
         on the endpoint's account (a 5xx, no answer): ``(threshold, seconds, why)`` of the
         caller's circuit breaker, which the run's pool keeps for every process together (a
         release of an answered attempt without it counts as the endpoint alive).
+        ``estimated``: ``tokens_used`` (and the ``usd`` made from it) is an estimate, the
+        reply having said no usage; the pool's and the cap's figures say how many were.
         """
         if self.released:
             return
@@ -121,6 +124,8 @@ class Lease:
             message["tokens_used"] = int(tokens_used)
         if usd is not None:
             message["usd"] = float(usd)
+        if estimated:
+            message["estimated"] = True
         if fault is not None:
             message["fault"] = [int(fault[0]), float(fault[1]), str(fault[2])[:300]]
         self._budget._post(message)
@@ -284,9 +289,13 @@ class RunBudget(ABC):
         process's requests to it fail fast for ``seconds``. Never blocks."""
         self._post({"op": "trip", "key": key, "seconds": float(seconds), "message": message})
 
-    def charge(self, key: str, usd: float) -> None:
-        """Add ``usd`` spent to cap ``key``. Never blocks."""
-        self._post({"op": "charge", "key": key, "usd": float(usd)})
+    def charge(self, key: str, usd: float, *, estimated: bool = False) -> None:
+        """Add ``usd`` spent to cap ``key`` (``estimated``: made from estimated token
+        counts). Never blocks."""
+        message: dict[str, Any] = {"op": "charge", "key": key, "usd": float(usd)}
+        if estimated:
+            message["estimated"] = True
+        self._post(message)
 
     # -- the request exchange ------------------------------------------------------------
 

@@ -43,11 +43,16 @@ def _counted(message: dict[str, Any]) -> bool:
     return message.get("count") is not False
 
 
-def budget_message(spent: float, max_cost: float, key: str) -> str:
-    """The text of a :class:`~pytest_ragbench.llm.usage.BudgetExceeded` raised for the run."""
+def budget_message(spent: float, max_cost: float, key: str, estimated: int = 0,
+                   charges: int = 0) -> str:
+    """The text of a :class:`~pytest_ragbench.llm.usage.BudgetExceeded` raised for the run
+    (``estimated`` of its ``charges`` made from estimated token counts)."""
     where = f" for {key!r}" if key else ""
+    # worded as report.format.estimate_note (which this package does not import)
+    note = (f"estimated for {estimated} of {charges} requests: the endpoint sent no usage"
+            if estimated else "")
     return (f"cost budget exhausted{where}: this run spent ${spent:.4f} of "
-            f"${max_cost:.4f} (all workers together)")
+            f"${max_cost:.4f} (all workers together{'; ' + note if note else ''})")
 
 
 @dataclass
@@ -165,6 +170,7 @@ class _Pool:
     faults: int = 0  # consecutive attempts that failed on the endpoint's account, run-wide
     trips: int = 0  # times the run's circuit breaker opened on it
     spent: float = 0.0  # USD its priced replies cost (charged to a cost cap with them)
+    estimated: int = 0  # requests settled by an estimate (the reply said no usage)
     held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
@@ -221,6 +227,7 @@ class _Pool:
             "errors": self.errors,
             "trips": self.trips,
             "spent": self.spent,
+            "estimated": self.estimated,
         }
         if self.aimd is not None:
             data["adaptive"] = {
@@ -238,6 +245,7 @@ class _Cost:
     spent: float = 0.0
     before: float = 0.0  # of spent: what the cap paid for before the run (declared)
     charges: int = 0
+    estimated: int = 0  # of charges: made from estimated token counts (no usage sent)
     refused: int = 0
 
     @property
@@ -280,10 +288,12 @@ class BudgetCore:
           attempt timeout): if its owner leaves the run (a crashed worker), its slot stays
           taken that long after the grant (at most twice the longest any request of the pool
           ran, at least 1 s), as the endpoint may still be answering it.
-        - ``release {lease, outcome, retry_after, tokens_used, usd, fault}``: ends a lease, or
-          withdraws a pending acquire; ``outcome`` is one of ``ok``, ``throttled`` (429),
-          ``timeout``, ``error``, ``aborted``; ``usd`` charges the lease's cost key.
-        - ``check_cost {id, key}``, ``charge {key, usd}``, ``totals {id}``.
+        - ``release {lease, outcome, retry_after, tokens_used, usd, fault, estimated}``: ends
+          a lease, or withdraws a pending acquire; ``outcome`` is one of ``ok``,
+          ``throttled`` (429), ``timeout``, ``error``, ``aborted``; ``usd`` charges the
+          lease's cost key; ``estimated``: ``tokens_used`` and ``usd`` rest on an estimate
+          (the reply said no usage), counted in the pool's and the cap's ``estimated``.
+        - ``check_cost {id, key}``, ``charge {key, usd[, estimated]}``, ``totals {id}``.
         - ``trip {key, seconds, message}``: a process's circuit breaker opened on the pool's
           endpoint: for ``seconds`` every acquire of the pool is answered ``{ok: false,
           error: "circuit", message, retry_in}`` (one breaker for the run: each worker's own
@@ -348,7 +358,8 @@ class BudgetCore:
                 error = self._cost_error(message.get("key"), _counted(message))
                 answer(error or {"ok": True})
             elif op == "charge":
-                self._charge(message.get("key"), float(message["usd"]))
+                self._charge(message.get("key"), float(message["usd"]),
+                             message.get("estimated") is True)
                 answer({"ok": True})
             elif op == "totals":
                 answer({"ok": True, "totals": self.totals()})
@@ -409,7 +420,8 @@ class BudgetCore:
             "pools": {key: pool.snapshot() for key, pool in sorted(self._pools.items())},
             "costs": {
                 key: {"spent": c.spent, "max_cost": c.max_cost, "charges": c.charges,
-                      "refused": c.refused, "exhausted": c.exhausted}
+                      "estimated": c.estimated, "refused": c.refused,
+                      "exhausted": c.exhausted}
                 for key, c in sorted(self._costs.items())
             },
             "spent": sum(c.spent for c in self._costs.values()),
@@ -461,15 +473,17 @@ class BudgetCore:
             return None
         cost.refused += counted
         return {"ok": False, "error": "budget",
-                "message": budget_message(cost.spent, cost.max_cost, str(key)),
+                "message": budget_message(cost.spent, cost.max_cost, str(key),
+                                          cost.estimated, cost.charges),
                 "spent": cost.spent, "max_cost": cost.max_cost}
 
-    def _charge(self, key: Any, usd: float) -> None:
+    def _charge(self, key: Any, usd: float, estimated: bool = False) -> None:
         if not math.isfinite(usd) or usd < 0:
             raise ValueError(f"cost must be a finite number >= 0, got {usd}")
         cost = self._cost(key)
         cost.spent += usd
         cost.charges += 1
+        cost.estimated += estimated
 
     # -- slots and rates ------------------------------------------------------------
 
@@ -529,6 +543,7 @@ class BudgetCore:
         retry_after = message.get("retry_after")
         tokens_used = message.get("tokens_used")
         usd = message.get("usd")
+        estimated = message.get("estimated") is True
         problem: ValueError | None = None
         if usd is not None:
             # charged in the same step as the slot is freed, so no request can be admitted
@@ -536,7 +551,7 @@ class BudgetCore:
             try:
                 if waiter.cost_key is None:
                     raise ValueError("usd given for a lease acquired without a cost_key")
-                self._charge(waiter.cost_key, float(usd))
+                self._charge(waiter.cost_key, float(usd), estimated)
                 waiter.pool.spent += float(usd)
             except (TypeError, ValueError) as exc:
                 # the lease still ends: a slot nobody gives back stalls every later request
@@ -544,7 +559,7 @@ class BudgetCore:
         self._count_fault(waiter, outcome, message.get("fault"))
         self._end(waiter, outcome,
                   None if retry_after is None else float(retry_after),
-                  None if tokens_used is None else float(tokens_used))
+                  None if tokens_used is None else float(tokens_used), estimated)
         self._pump(waiter.pool)
         if problem is not None:
             raise problem
@@ -575,7 +590,7 @@ class BudgetCore:
             pool.faults = 0
 
     def _end(self, waiter: _Waiter, outcome: str, retry_after: float | None,
-             tokens_used: float | None) -> None:
+             tokens_used: float | None, estimated: bool = False) -> None:
         pool = waiter.pool
         self._leases.pop((waiter.owner, waiter.ident), None)
         if self._probes.get(pool.key) == (waiter.owner, waiter.ident):
@@ -597,6 +612,7 @@ class BudgetCore:
                 self._free_held(pool)
         if tokens_used is not None:
             pool.tokens_used += max(0.0, tokens_used)
+            pool.estimated += estimated
         if tokens_used is not None and waiter.token_entry is not None:
             # settles the estimate in place; an entry already out of the window stays out
             waiter.token_entry[1] = max(0.0, tokens_used)

@@ -207,11 +207,12 @@ class CallGuard:
         return self._breaker
 
     async def call(self, fn: Callable[[], Awaitable[T]], *, tokens: int = 0,
-                   usage_of: Callable[[T], tuple[int, int]] | None = None) -> tuple[T, int]:
+                   usage_of: Callable[[T], Usage] | None = None) -> tuple[T, int]:
         """``await fn()`` with retries; its value and the number of attempts it took.
 
         ``tokens`` estimates the request for ``tpm``; ``usage_of(value)`` gives the real
-        (prompt, completion) tokens of a reply, to settle the estimate and price the call.
+        usage of a reply (or the provider's estimate, said by ``Usage.estimated``), to settle
+        the estimate and price the call.
         """
         limit = self.limits.case_timeout
         if limit is None:
@@ -225,7 +226,7 @@ class CallGuard:
                            f"counted)") from None
 
     async def _retrying(self, fn: Callable[[], Awaitable[T]], tokens: int,
-                        usage_of: Callable[[T], tuple[int, int]] | None) -> tuple[T, int]:
+                        usage_of: Callable[[T], Usage] | None) -> tuple[T, int]:
         with deadline.call():
             attempt = 0
             while True:
@@ -276,7 +277,7 @@ class CallGuard:
         return _Outcome(value=value)
 
     async def _attempt(self, fn: Callable[[], Awaitable[T]], tokens: int,
-                       usage_of: Callable[[T], tuple[int, int]] | None) -> _Outcome:
+                       usage_of: Callable[[T], Usage] | None) -> _Outcome:
         if self._budget is None:
             with deadline.waiting_for_slot():
                 if self._limiter is not None:
@@ -287,7 +288,8 @@ class CallGuard:
             finally:
                 self._semaphore.release()
             if self._limiter is not None and outcome.failure is None and usage_of is not None:
-                self._limiter.adjust(sum(usage_of(outcome.value)) - tokens)
+                usage = usage_of(outcome.value)
+                self._limiter.adjust(usage.prompt_tokens + usage.completion_tokens - tokens)
             return outcome
         with deadline.waiting_for_slot():
             lease = await self._budget.acquire(self._pool, tokens=tokens,
@@ -308,17 +310,20 @@ class CallGuard:
             return outcome
         used: int | None = None
         usd: float | None = None
+        estimated = False
         try:
             if usage_of is not None:
-                prompt, completion = usage_of(outcome.value)
-                used = prompt + completion
+                usage = usage_of(outcome.value)
+                used = usage.prompt_tokens + usage.completion_tokens
+                estimated = usage.estimated is True
                 if self._cost_of is not None:
                     # charged with the release, in one step, as the built-in clients do
-                    usd = self._cost_of(Usage(prompt, completion, 1))
+                    usd = self._cost_of(Usage(usage.prompt_tokens, usage.completion_tokens, 1,
+                                              estimated))
         except BaseException:
             lease.release("error")  # the slot is given back whatever went wrong
             raise
-        lease.release("ok", tokens_used=used, usd=usd)
+        lease.release("ok", tokens_used=used, usd=usd, estimated=estimated)
         return outcome
 
 
@@ -402,7 +407,7 @@ class GuardedLLM:
         estimate = estimate_tokens(messages, params.get("max_tokens"))
         completion, attempts = await self.guard.call(
             once, tokens=estimate,
-            usage_of=lambda c: (c.usage.prompt_tokens, c.usage.completion_tokens))
+            usage_of=lambda c: c.usage)
         return replace(completion, usage=Usage(completion.usage.prompt_tokens,
                                                completion.usage.completion_tokens, attempts,
                                                completion.usage.estimated))

@@ -289,7 +289,7 @@ class _OpenAIEndpoint:
 
     async def _attempt(self, url: str, body: dict[str, Any], parse: Callable[[Any], T],
                        estimated_tokens: int = 0,
-                       usage_of: Callable[[Any], tuple[int, int]] | None = None) -> _Attempt:
+                       usage_of: Callable[[Any], Usage] | None = None) -> _Attempt:
         if self._budget is None:
             with deadline.waiting_for_slot():
                 await self._semaphore.acquire()
@@ -316,15 +316,18 @@ class _OpenAIEndpoint:
             raise
         tokens: int | None = None
         usd: float | None = None
+        estimated = False
         if not outcome.failure and usage_of is not None:
-            prompt, completion = usage_of(outcome.value)
-            tokens = prompt + completion
+            usage = usage_of(outcome.value)
+            tokens = usage.prompt_tokens + usage.completion_tokens
+            estimated = usage.estimated
             if self._cost_of is not None:
                 # charged with the release, in one step: no request is admitted while a
                 # finished call's cost is still unknown
-                usd = self._cost_of(Usage(prompt, completion, 1))
+                usd = self._cost_of(usage)
         lease.release(outcome_of(outcome.status), retry_after=outcome.retry_after,
-                      tokens_used=tokens, usd=usd, fault=self._fault(outcome))
+                      tokens_used=tokens, usd=usd, fault=self._fault(outcome),
+                      estimated=estimated)
         return outcome
 
     def _fault(self, outcome: _Attempt) -> tuple[int, float, str] | None:
@@ -372,7 +375,7 @@ class _OpenAIEndpoint:
         body: dict[str, Any],
         parse: Callable[[Any], T],
         estimated_tokens: int,
-        usage_of: Callable[[Any], tuple[int, int]] | None = None,
+        usage_of: Callable[[Any], Usage] | None = None,
     ) -> tuple[T, int]:
         """POST with retries; return the parsed value and the number of requests it took.
 
@@ -397,7 +400,7 @@ class _OpenAIEndpoint:
         body: dict[str, Any],
         parse: Callable[[Any], T],
         estimated_tokens: int,
-        usage_of: Callable[[Any], tuple[int, int]] | None,
+        usage_of: Callable[[Any], Usage] | None,
     ) -> tuple[T, int]:
         with deadline.call():
             url = self._endpoint + path
@@ -477,12 +480,13 @@ def _parse_chat(data: Any) -> tuple[str, Usage | None, str]:
     return content, Usage(prompt, completion, 1), model
 
 
-def _chat_tokens(value: tuple[str, Usage, str]) -> tuple[int, int]:
-    return value[1].prompt_tokens, value[1].completion_tokens
+def _chat_tokens(value: tuple[str, Usage, str]) -> Usage:
+    usage = value[1]
+    return Usage(usage.prompt_tokens, usage.completion_tokens, 1, usage.estimated)
 
 
-def _embedding_tokens(value: tuple[np.ndarray, int]) -> tuple[int, int]:
-    return value[1], 0
+def _embedding_tokens(value: tuple[np.ndarray, int, bool]) -> Usage:
+    return Usage(value[1], 0, 1, value[2])
 
 
 class OpenAIChat(_OpenAIEndpoint):
@@ -544,11 +548,13 @@ class OpenAIChat(_OpenAIEndpoint):
         )
 
 
-def _embedding_parser(count: int, estimate: int) -> Callable[[Any], tuple[np.ndarray, int]]:
-    """A parser of a reply to ``count`` texts; its tokens are ``estimate`` when it says none
-    (counted as 0, a batch settled ``tpm`` to nothing and cost nothing under ``max_cost``)."""
+def _embedding_parser(count: int,
+                      estimate: int) -> Callable[[Any], tuple[np.ndarray, int, bool]]:
+    """A parser of a reply to ``count`` texts: its vectors, tokens and whether they are an
+    estimate: ``estimate`` when it says none (counted as 0, a batch settled ``tpm`` to nothing
+    and cost nothing under ``max_cost``)."""
 
-    def parse(data: Any) -> tuple[np.ndarray, int]:
+    def parse(data: Any) -> tuple[np.ndarray, int, bool]:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise _BadReply("'data' is missing")
         items = data["data"]
@@ -570,7 +576,9 @@ def _embedding_parser(count: int, estimate: int) -> Callable[[Any], tuple[np.nda
             raise _BadReply("'data[].embedding' vectors are not finite numbers")
         usage = data.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        return array, tokens if _is_int(tokens) else estimate
+        if _is_int(tokens):
+            return array, tokens, False
+        return array, estimate, True
 
     return parse
 
@@ -606,7 +614,7 @@ class OpenAIEmbedder(_OpenAIEndpoint):
     async def _embed_batch(self, batch: list[str]) -> np.ndarray:
         body = {**self._params, "model": self.model, "input": batch}
         estimate = sum(len(t) for t in batch) // 4 + 1
-        (array, tokens), _ = await self._request(
+        (array, tokens, _), _ = await self._request(
             "/embeddings", body, _embedding_parser(len(batch), estimate), estimate,
             _embedding_tokens
         )

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .format import plural
+from .format import estimate_note, plural
 
 __all__ = ["budget_lines", "budget_report"]
 
@@ -37,10 +37,16 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
             # a priced pool under a cost cap: the embeddings' share of the run's spend
             # shows here only (a batch of embeddings serves several cases)
             entry["spent"] = float(pool["spent"])
+        if pool.get("estimated"):
+            # requests counted by an estimate (the reply said no usage): its spend rests on them
+            entry["estimated"] = int(pool["estimated"])
         if pool.get("adaptive"):
             entry["adaptive"] = dict(pool["adaptive"])
         pools.append(entry)
-    costs = {key: {k: c.get(k) for k in ("spent", "max_cost", "refused", "exhausted")}
+    costs = {key: {**{k: c.get(k) for k in ("spent", "max_cost", "refused", "exhausted")},
+                   # how many of its charges rest on estimated token counts, and of how many
+                   **({"estimated": int(c["estimated"]), "charges": int(c.get("charges") or 0)}
+                      if c.get("estimated") else {})}
              for key, c in totals.get("costs", {}).items()}
     # what the run's cost caps took (None without a cap: nothing is charged to the budget
     # then, and a 0.0 read as a run that spent nothing; the records hold each case's cost)
@@ -57,8 +63,9 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
     lines = []
     for key, cost in report.get("costs", {}).items():
         state = ", cap reached" if cost.get("exhausted") else ""
+        note = estimate_note(int(cost.get("estimated") or 0), int(cost.get("charges") or 0))
         lines.append(f"run budget {key}: spent ${cost['spent']:.4f} of ${cost['max_cost']:.4f}"
-                     f" (all workers){state}")
+                     f" (all workers{'; ' + note if note else ''}){state}")
     for pool in report.get("pools", []):
         model = f" {pool['model']}" if pool.get("model") else ""
         line = (f"{pool.get('kind') or 'llm'} pool{model} at {pool['endpoint']}: "
@@ -66,8 +73,11 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
                 f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"
+        note = estimate_note(int(pool.get("estimated") or 0), int(pool["requests"]))
         if pool.get("spent"):
-            line += f", spent ${pool['spent']:.4f}"
+            line += f", spent ${pool['spent']:.4f}" + (f" ({note})" if note else "")
+        elif note:
+            line += f", tokens {note}"
         if pool.get("trips"):
             line += (f", circuit breaker opened {pool['trips']} time"
                      f"{'' if pool['trips'] == 1 else 's'}")

@@ -59,6 +59,14 @@ def count(value: int) -> str:
     return str(n)
 
 
+def estimate_note(estimated: int, of: int, unit: str = "requests") -> str:
+    """What a token count or spend is when ``estimated`` of its ``of`` requests (or cases)
+    were counted by an estimate, the reply having said no usage; '' when none were."""
+    if not estimated:
+        return ""
+    return f"estimated for {estimated} of {of} {unit}: the endpoint sent no usage"
+
+
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``"1 error"``, ``"3 errors"``: a count with its noun in the number it takes."""
     return f"{n} {one if n == 1 else (many or one + 's')}"

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from ..state import REPORT_ATTR
-from .format import count, duration, money
+from .format import count, duration, estimate_note, money
 
 #: Seconds between in-place updates on a terminal.
 TTY_INTERVAL = 1.0
@@ -44,6 +44,8 @@ class Progress:
     tokens: int
     cost: float | None
     elapsed: float
+    estimated: int = 0  # of the requests done: counted by an estimate (no usage sent)
+    cost_estimated: bool = False  # the cost rests in part on estimated token counts
 
     @property
     def eta(self) -> float | None:
@@ -58,18 +60,26 @@ class Progress:
                  else str(self.items_done))
         waiting = f", {self.waiting} waiting" if self.waiting else ""
         cost = money(self.cost) if self.cost is not None else "cost unknown (no prices)"
+        note = estimate_note(self.estimated, self.requests)
+        tokens = f"{count(self.tokens)} tokens" + (f" ({note})" if note else "")
+        if self.cost is not None and self.cost_estimated:
+            cost += " (estimated)"
         return (f"ragbench progress: {items} items, {self.requests} LLM requests done, "
-                f"{self.in_flight} in flight{waiting}, {count(self.tokens)} tokens, {cost}, "
+                f"{self.in_flight} in flight{waiting}, {tokens}, {cost}, "
                 f"{duration(self.elapsed)} elapsed, ETA {duration(self.eta)}")
 
     def compact(self) -> str:
-        """The same figures for an 80-column terminal (the elapsed time left out)."""
+        """The same figures for an 80-column terminal (the elapsed time left out; ``~``
+        before a figure that rests on estimates)."""
         items = (f"{self.items_done}/{self.items_total}" if self.items_total
                  else str(self.items_done))
         waiting = f", {self.waiting} waiting" if self.waiting else ""
-        cost = money(self.cost) if self.cost is not None else "cost ?"
+        # '~' marks an estimate: the full line's words would push the ETA off 80 columns
+        tokens = ("~" if self.estimated else "") + f"{count(self.tokens)} tok"
+        cost = (("~" if self.cost_estimated else "") + money(self.cost)
+                if self.cost is not None else "cost ?")
         return (f"ragbench {items}, {self.requests} req ({self.in_flight} in flight"
-                f"{waiting}), {count(self.tokens)} tok, {cost}, ETA {duration(self.eta)}")
+                f"{waiting}), {tokens}, {cost}, ETA {duration(self.eta)}")
 
     def fit(self, width: int) -> str:
         """The line, or its compact form when the line is wider than ``width``."""
@@ -78,20 +88,29 @@ class Progress:
 
 
 def progress_of(totals: Mapping[str, Any] | None, *, items_done: int, items_total: int | None,
-                elapsed: float, case_cost: float | None) -> Progress | None:
+                elapsed: float, case_cost: float | None,
+                case_cost_estimated: bool = False) -> Progress | None:
     """The progress from the run budget's ``totals`` (None: no LLM request yet).
 
-    ``case_cost`` is the cost the finished cases carried; a cost cap's live spend (every
-    request, finished case or not) replaces it when the run has one."""
-    pools = (totals or {}).get("pools") or {}
+    ``case_cost`` is the cost the finished cases carried (``case_cost_estimated``: some of
+    it made from estimated token counts); a cost cap's live spend (every request, finished
+    case or not) replaces it when the run has one."""
+    totals = totals or {}
+    pools = totals.get("pools") or {}
     requests = sum(int(p.get("requests") or 0) for p in pools.values())
     if not requests:
         return None
     in_flight = sum(int(p.get("in_flight") or 0) for p in pools.values())
-    cost = float(totals["spent"]) if (totals or {}).get("costs") else case_cost
+    costs = totals.get("costs")
+    if costs:
+        cost: float | None = float(totals["spent"])
+        cost_estimated = any(int(c.get("estimated") or 0) for c in costs.values())
+    else:
+        cost, cost_estimated = case_cost, case_cost_estimated
     return Progress(items_done, items_total, requests - in_flight, in_flight,
                     sum(int(p.get("waiting") or 0) for p in pools.values()),
-                    sum(int(p.get("tokens") or 0) for p in pools.values()), cost, elapsed)
+                    sum(int(p.get("tokens") or 0) for p in pools.values()), cost, elapsed,
+                    sum(int(p.get("estimated") or 0) for p in pools.values()), cost_estimated)
 
 
 class ProgressReporter:
@@ -112,6 +131,7 @@ class ProgressReporter:
         self._items_total: int | None = None
         self._items_done = 0
         self._case_cost: float | None = None
+        self._case_cost_estimated = False  # a finished case's cost rests on estimated tokens
         self._status: StatusLine | None = None
         self._text: str | None = None  # the status line's current text
 
@@ -153,6 +173,9 @@ class ProgressReporter:
         rec = getattr(report, REPORT_ATTR, None)
         if isinstance(rec, dict) and rec.get("cost") is not None:
             self._case_cost = (self._case_cost or 0.0) + float(rec["cost"])
+            usage = rec.get("usage")
+            if isinstance(usage, dict) and usage.get("estimated") and rec["cost"]:
+                self._case_cost_estimated = True
         if report.when == "teardown":
             # between items: pytest has written this item's result and not the next one's
             self._items_done += 1
@@ -205,7 +228,8 @@ class ProgressReporter:
         progress = progress_of(totals, items_done=self._items_done,
                                items_total=self._items_total,
                                elapsed=now - (self._t0 if self._t0 is not None else now),
-                               case_cost=self._case_cost)
+                               case_cost=self._case_cost,
+                               case_cost_estimated=self._case_cost_estimated)
         if progress is None:
             return None
         self._last = now

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..results.changes import dataset_change_text
-from .format import finite, num, p_value, plural
+from .format import estimate_note, finite, num, p_value, plural
 
 __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
            "SystemRow", "UsageView", "ab_view", "baseline_notes", "baseline_suite_notes",
@@ -137,10 +137,7 @@ class UsageView:
     @property
     def estimate_note(self) -> str:
         """What the token counts (and costs) are when some are estimates, else ''."""
-        if not self.estimated:
-            return ""
-        return (f"estimated for {self.estimated} of {self.cases} cases: the endpoint sent "
-                "no usage")
+        return estimate_note(self.estimated, self.cases, "cases")
 
     @property
     def cost(self) -> float | None:
