@@ -14,6 +14,7 @@ raised: the item re-raises the component's exception instead of a one-line failu
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -97,6 +98,8 @@ class SuiteFile(pytest.File):
         suite = runtime.suite
         state.collected[self.nodeid] = len(suite.systems) * len(dataset.queries) * suite.runs
         state.query_meta[self.nodeid] = scope_meta(dataset.queries)
+        state.query_texts[self.nodeid] = json.dumps({q.id: q.text for q in dataset.queries},
+                                                    ensure_ascii=False)
         for name in query_marker_names(dataset.queries):
             state.register_marker(name)
         for spec in runtime.suite.systems:

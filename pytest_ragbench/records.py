@@ -406,13 +406,14 @@ def error_record(
 ) -> CaseRecord:
     """A minimal record for a case that died before producing one (e.g. a crashed worker).
 
-    ``meta``: the query's type, difficulty and tags, where known (scoped gates select on them);
+    ``meta``: the query's text (``query``), type, difficulty and tags, where known (reports
+    show the text; scoped gates select on the rest);
     ``suite_name`` and ``suite_hash``: the suite's, where known (the summary, a baseline
     comparison and the TREC run files take them from a suite's records).
     """
     meta = meta or {}
     return make_record(suite=suite, retriever=retriever, case_id=case_id, run=run,
                        suite_name=suite_name, suite_hash=suite_hash,
-                       type=meta.get("type"), difficulty=meta.get("difficulty"),
-                       tags=meta.get("tags") or (),
+                       query=meta.get("query"), type=meta.get("type"),
+                       difficulty=meta.get("difficulty"), tags=meta.get("tags") or (),
                        error={"stage": stage, "type": etype, "message": message})

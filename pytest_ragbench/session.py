@@ -11,6 +11,7 @@ end, and ``ragbench report`` can aggregate a run that never reached it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -63,6 +64,7 @@ from .state import (
     COLLECTED_ATTR,
     IDENTITY_ATTR,
     QUERY_META_ATTR,
+    QUERY_TEXTS_ATTR,
     REPORT_ATTR,
     SHOWN_TEXTS_OUTPUT,
     STATE_KEY,
@@ -206,6 +208,8 @@ class RagbenchSession:
         self.collected: dict[str, int] = {}
         # suite id -> query id -> type, difficulty and tags, as the workers collected them
         self._query_meta: dict[str, dict[str, Any]] = {}
+        # suite id -> its query texts: JSON as the workers sent it, parsed once when needed
+        self._query_texts: dict[str, str | dict[str, str]] = {}
         # node id -> the suite, system and case of a hand-written test (fixtures.py)
         self._identities: dict[str, dict[str, Any]] = {}
         # the case totals run.json holds (None: not written)
@@ -330,14 +334,20 @@ class RagbenchSession:
             for sid, queries in query_meta.items():
                 if isinstance(queries, dict):
                     self._query_meta.setdefault(str(sid), {}).update(queries)
+        query_texts = getattr(source, QUERY_TEXTS_ATTR, None)
+        if isinstance(query_texts, dict):
+            for sid, texts in query_texts.items():
+                if isinstance(texts, str):
+                    self._query_texts.setdefault(str(sid), texts)  # every process's are alike
         if self.resume is not None:
             self._resumed(source)
 
     def _meta_of(self, suite_id: str, case_id: str) -> dict[str, Any] | None:
-        """The type, difficulty and tags of a query, for the record of a case that died
+        """The text, type, difficulty and tags of a query, for the record of a case that died
         without one. The processes send them with their first case report: when none has come
         for the suite yet (every worker so far died in its first case), the controller reads
-        the suite's queries itself, once, so that the crash counts in its gate scopes."""
+        the suite's queries itself, once, so that the crash counts in its gate scopes and
+        shows its query as any case does."""
         if suite_id not in self.collected and suite_id not in self._query_meta:
             from .datasets import load_queries, scope_meta
 
@@ -346,10 +356,22 @@ class RagbenchSession:
             try:
                 suite = (state.collected_suites.get(suite_id)
                          or state.load_suite(self.config.rootpath / suite_id))
-                self._query_meta[suite_id] = scope_meta(load_queries(suite.dataset))
+                queries = load_queries(suite.dataset)
+                self._query_meta[suite_id] = scope_meta(queries)
+                self._query_texts[suite_id] = {q.id: q.text for q in queries}
             except (RagbenchError, OSError, ValueError):
                 pass  # e.g. no dataset on this host: the record goes without
-        return self._query_meta.get(suite_id, {}).get(case_id)
+        meta = dict(self._query_meta.get(suite_id, {}).get(case_id) or {})
+        texts = self._query_texts.get(suite_id)
+        if isinstance(texts, str):
+            try:
+                parsed = json.loads(texts)
+            except ValueError:
+                parsed = None
+            texts = self._query_texts[suite_id] = parsed if isinstance(parsed, dict) else {}
+        if texts and isinstance(texts.get(case_id), str):
+            meta["query"] = texts[case_id]
+        return meta or None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._take_process_data(report)
@@ -634,7 +656,8 @@ class RagbenchSession:
         output = getattr(node, "workeroutput", {})
         # a worker that reported no case sends here what it would have sent with the first
         self._take_process_data(SimpleNamespace(**{
-            k: output[k] for k in (COLLECTED_ATTR, QUERY_META_ATTR, RESUME_RUN_ATTR)
+            k: output[k] for k in (COLLECTED_ATTR, QUERY_META_ATTR, QUERY_TEXTS_ATTR,
+                                   RESUME_RUN_ATTR)
             if k in output}))
         sent = output.get(SHOWN_TEXTS_OUTPUT)
         if isinstance(sent, dict):

@@ -45,6 +45,10 @@ IDENTITY_ATTR = "ragbench_case_identity"
 COLLECTED_ATTR = "ragbench_collected"
 # With it: {suite id: {query id: type, difficulty, tags}}, the queries that have any.
 QUERY_META_ATTR = "ragbench_query_meta"
+# With it: {suite id: JSON text of {query id: query text}}, one string per suite: the
+# controller parses it only for a case that died without its record (a 100,000-query
+# suite's texts as a dict took each worker and the controller half a second to serialise).
+QUERY_TEXTS_ATTR = "ragbench_query_texts"
 RUN_START_INPUT = "ragbench_run_start"
 #: ``workerinput`` key: the controller runs under ``--dist each`` (a worker's own
 #: ``config.option.dist`` is reset by xdist).
@@ -143,6 +147,9 @@ class RagbenchState:
         #: sent with the counts, for the record the controller makes of a case whose worker
         #: crashed (it holds no dataset), which scoped gates select on.
         self.query_meta: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Per suite id, its queries' texts as JSON ``{query id: text}`` (collect.py), sent
+        #: with them: the controller's record of a crashed case shows its query as any does.
+        self.query_texts: dict[str, str] = {}
         #: xdist controller: its workers, which exit as each finishes (worker_exits.py).
         self.worker_exits = WorkerExits()
         # In an xdist worker of a run that writes reports: per suite id, the documents this
@@ -435,6 +442,8 @@ class RagbenchState:
             setattr(report, COLLECTED_ATTR, dict(self.collected))
             if any(self.query_meta.values()):
                 setattr(report, QUERY_META_ATTR, self.query_meta)
+            if self.query_texts:
+                setattr(report, QUERY_TEXTS_ATTR, self.query_texts)
 
     def send_unsent_collected(self) -> None:
         """In an xdist worker that reported no case, put the collection counts and query
@@ -448,6 +457,8 @@ class RagbenchState:
         output[COLLECTED_ATTR] = dict(self.collected)
         if any(self.query_meta.values()):
             output[QUERY_META_ATTR] = self.query_meta
+        if self.query_texts:
+            output[QUERY_TEXTS_ATTR] = self.query_texts
 
     def note_shown(self, rec: Mapping[str, Any]) -> None:
         """In an xdist worker, remember the documents a record of this worker shows."""

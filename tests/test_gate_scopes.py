@@ -295,3 +295,23 @@ def test_a_resumed_run_judges_reused_cases_by_its_own_thresholds(pytester, mini_
     resumed.stdout.fnmatch_lines(["resumed from *: 4 cases reused, 1 run"])
     resumed.assert_outcomes(passed=4, failed=1)
     resumed.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
+
+
+def test_a_crashed_case_shows_its_query_text_like_any_case(pytester, mini_suite):
+    # The controller's record of a case whose worker died had the query's metadata but not
+    # its text: cases.jsonl said "query": null and the HTML report's row and details an empty
+    # query, whether the metadata came with a worker's report or the controller read it (every
+    # worker dead in its first case)
+    for crash_on, args in (("citric", ["-n", "1"]),  # q4
+                           (" ", ["-n", "2", "-k", "q2 or q4"])):  # every query
+        mini_suite(crash_on=crash_on)
+        result = pytester.runpytest(SUITE, "-p", "no:randomly", *args)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        run = latest_run(pytester.path)
+        recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
+                                             .splitlines())}
+        assert recs["q4"]["error"]["stage"] == "crash"
+        assert recs["q4"]["query"] == "remove scale with citric acid", args
+        assert "remove scale with citric acid" in (run / "report.html").read_text(), args
+        if crash_on == " ":
+            assert recs["q2"]["query"] == "how long to steep cold brew"
