@@ -353,3 +353,22 @@ def test_progress_says_when_its_tokens_and_cost_rest_on_estimates() -> None:
                         elapsed=2.0, case_cost=0.25)
     assert plain is not None and "estimated" not in plain.line()
     assert "~" not in plain.compact()
+
+
+def test_requests_to_an_http_pipeline_are_not_counted_as_llm_requests() -> None:
+    """An ``http`` pipeline's requests go through a pool of the run budget (its concurrency
+    is the run's): a suite with no LLM showed 'ragbench progress: ..., 5 LLM requests done,
+    0 tokens, cost unknown (no prices)', and a judged one counted them with the judge's."""
+    from pytest_ragbench.budget import PoolLimits
+    from pytest_ragbench.budget.wiring import pool_key
+
+    limits = PoolLimits(concurrency=8)
+    app = pool_key("http://127.0.0.1:1/answer", "", limits, kind="pipeline")
+    judge = pool_key("http://127.0.0.1:2/v1", "m", limits)
+    pools = {app: {"requests": 5, "in_flight": 1, "tokens": 0},
+             judge: {"requests": 3, "in_flight": 1, "tokens": 300}}
+    assert progress_of({"pools": {app: pools[app]}, "costs": {}}, items_done=2,
+                       items_total=5, elapsed=1.0, case_cost=None) is None
+    p = progress_of({"pools": pools, "costs": {}}, items_done=2, items_total=5, elapsed=1.0,
+                    case_cost=None)
+    assert p is not None and (p.requests, p.in_flight, p.tokens) == (2, 1, 300)

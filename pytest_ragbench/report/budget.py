@@ -13,7 +13,7 @@ from typing import Any
 
 from .format import estimate_note, plural
 
-__all__ = ["budget_lines", "budget_report"]
+__all__ = ["budget_lines", "budget_report", "llm_pools"]
 
 
 def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
@@ -24,11 +24,7 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
     """
     pools = []
     for key, pool in totals.get("pools", {}).items():
-        try:
-            url, model, _, *rest = json.loads(key)
-        except (ValueError, TypeError):
-            url, model, rest = key, "", []
-        kind = rest[0] if rest and isinstance(rest[0], str) else "llm"
+        url, model, kind = _pool_name(key)
         entry = {"kind": kind, "endpoint": url, "model": model,
                  **{k: pool.get(k) for k in ("concurrency", "rpm", "tpm", "requests",
                                              "max_in_flight", "throttled", "timeouts",
@@ -52,6 +48,21 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
     # then, and a 0.0 read as a run that spent nothing; the records hold each case's cost)
     spent = float(totals.get("spent", 0.0)) if costs else None
     return {"spent": spent, "costs": costs, "pools": pools}
+
+
+def _pool_name(key: str) -> tuple[str, str, str]:
+    """(endpoint, model, kind) of a pool's key (``budget.wiring.pool_key``)."""
+    try:
+        url, model, _, *rest = json.loads(key)
+    except (ValueError, TypeError):
+        return key, "", "llm"
+    return url, model, rest[0] if rest and isinstance(rest[0], str) else "llm"
+
+
+def llm_pools(pools: Mapping[str, Any]) -> dict[str, Any]:
+    """The pools of LLM and embedding endpoints: not an ``http`` pipeline's, whose requests
+    are the system's own (it may call no LLM at all)."""
+    return {key: pool for key, pool in pools.items() if _pool_name(key)[2] != "pipeline"}
 
 
 def _g(value: Any) -> str:

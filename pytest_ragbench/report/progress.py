@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from ..state import REPORT_ATTR
+from .budget import llm_pools
 from .format import count, duration, estimate_note, money
 
 #: Seconds between in-place updates on a terminal.
@@ -90,13 +91,14 @@ class Progress:
 def progress_of(totals: Mapping[str, Any] | None, *, items_done: int, items_total: int | None,
                 elapsed: float, case_cost: float | None,
                 case_cost_estimated: bool = False) -> Progress | None:
-    """The progress from the run budget's ``totals`` (None: no LLM request yet).
+    """The progress from the run budget's ``totals`` (None: no LLM request yet; an ``http``
+    pipeline's requests are not LLM requests).
 
     ``case_cost`` is the cost the finished cases carried (``case_cost_estimated``: some of
     it made from estimated token counts); a cost cap's live spend (every request, finished
     case or not) replaces it when the run has one."""
     totals = totals or {}
-    pools = totals.get("pools") or {}
+    pools = llm_pools(totals.get("pools") or {})
     requests = sum(int(p.get("requests") or 0) for p in pools.values())
     if not requests:
         return None
