@@ -98,8 +98,10 @@ class SuiteFile(pytest.File):
         suite = runtime.suite
         state.collected[self.nodeid] = len(suite.systems) * len(dataset.queries) * suite.runs
         state.query_meta[self.nodeid] = scope_meta(dataset.queries)
-        state.query_texts[self.nodeid] = json.dumps({q.id: q.text for q in dataset.queries},
-                                                    ensure_ascii=False)
+        if hasattr(self.config, "workerinput"):
+            # only a worker's controller makes records of cases it did not run (crashes)
+            state.query_texts[self.nodeid] = json.dumps(
+                {q.id: q.text for q in dataset.queries}, ensure_ascii=False)
         for name in query_marker_names(dataset.queries):
             state.register_marker(name)
         for spec in runtime.suite.systems:
