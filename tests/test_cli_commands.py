@@ -3,6 +3,7 @@ the console-script entry, and ``ragbench list`` (with and without a pytest confi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -310,3 +311,57 @@ def test_cache_lists_entries_and_prunes_those_unused_for_a_while(tmp_path, monke
     assert "expected a number and a unit, e.g. 30d" in capsys.readouterr().err
     assert main(["cache", "list", "--dir", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_cache_prune_keeps_an_entry_whose_lock_files_cannot_be_opened_and_says_why(
+        tmp_path, monkeypatch, capsys):
+    """A ``.lock`` that could not be opened read as 'being built by a run now', and a ``.use``
+    that could not be opened crashed the prune with a traceback: neither says what is wrong
+    or what to do. (A folder in the file's place: chmod 000 does not stop root.)"""
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.retrievers.bm25 import BM25Retriever
+
+    cache = tmp_path / ".pytest_cache" / "d" / "ragbench"
+    docs = [Document(f"d{i}", f"text {i} about {i % 3}") for i in range(20)]
+    locked, used, fine = (BM25Retriever(cache_dir=cache, k1=k1) for k1 in (1.1, 1.2, 1.3))
+    for retriever in (locked, used, fine):
+        retriever.index(docs)
+        retriever._set_lease(None)
+    bad_lock = cache / f"{locked.cache_path.name}.lock"
+    bad_use = cache / f"{used.cache_path.name}.use"
+    for bad in (bad_lock, bad_use):
+        bad.unlink()
+        bad.mkdir()
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, bad in ((locked.cache_path.name, bad_lock), (used.cache_path.name, bad_use)):
+        (line,) = [x for x in out.splitlines() if name in x]
+        assert f"[state unknown: cannot open {bad}: Is a directory]" in line
+    assert main(["cache", "list", "--json"]) == 0
+    listed = {Path(e["path"]).name: e for e in json.loads(capsys.readouterr().out)}
+    assert listed[used.cache_path.name]["state_unknown"] == f"cannot open {bad_use}: " \
+        "Is a directory"
+    assert listed[fine.cache_path.name]["state_unknown"] is None
+
+    assert main(["cache", "prune", "--all", "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert f"would remove {fine.cache_path.name} (" in out
+    assert f"would keep {locked.cache_path.name}: cannot tell whether a run is building " \
+        f"or using it: cannot open {bad_lock}: Is a directory" in out
+    assert "being built" not in out
+
+    assert main(["cache", "prune", "--older-than", "0s"]) == 1
+    out = capsys.readouterr().out
+    for name, bad in ((locked.cache_path.name, bad_lock), (used.cache_path.name, bad_use)):
+        assert (f"kept {name}: cannot tell whether a run is building or using it: cannot "
+                f"open {bad}: Is a directory; make it a file this user can open for writing "
+                f"(or, once no run uses the entry, remove {cache / name} and {bad} by hand)"
+                in out), out
+    assert f"removed {fine.cache_path.name} (" in out
+    assert out.splitlines()[-1].startswith("removed 1 of 3 entries, ")
+    assert "2 kept (state unknown)" in out.splitlines()[-1]
+    assert locked.cache_path.is_dir() and used.cache_path.is_dir()
+    assert not fine.cache_path.exists()

@@ -102,7 +102,7 @@ def _ago(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List or prune; returns the exit status."""
-    from ..retrievers.indexcache import prune_entry, scan, sweep_orphans
+    from ..retrievers.indexcache import LockFileError, prune_entry, scan, sweep_orphans
 
     folder = _find(args.dir)
     if args.dir is not None and (folder is None or not folder.is_dir()):
@@ -121,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([{"path": str(e.path), "kind": e.kind, "size": e.size,
                                "last_used": e.last_used, "unfinished": e.unfinished,
-                               "in_use": e.in_use} for e in entries], indent=2))
+                               "in_use": e.in_use, "state_unknown": e.state_unknown}
+                              for e in entries], indent=2))
             return EXIT_OK
         print(f"index cache: {folder}")
         for e in entries:
-            notes = ", ".join(n for n, on in (("unfinished build", e.unfinished),
-                                              ("in use", e.in_use)) if on)
+            notes = ", ".join(n for n, on in (
+                ("unfinished build", e.unfinished), ("in use", e.in_use),
+                (f"state unknown: {e.state_unknown}", e.state_unknown is not None)) if on)
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
             print(f"  {e.path.name:<40} {size_text(e.size):>10}  last used {stamp} "
                   f"({_ago(now - e.last_used)})" + (f"  [{notes}]" if notes else ""))
@@ -136,11 +138,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"index cache: {folder}")
     chosen = [e for e in entries
               if args.all or e.unfinished or now - e.last_used > args.older_than]
-    freed, kept = 0, 0
+    freed, kept, unknown = 0, 0, 0
     verb = "would remove" if args.dry_run else "removed"
     for e in chosen:
-        outcome = "removed" if args.dry_run and not e.in_use else (
-            "in use" if args.dry_run else prune_entry(e))
+        if args.dry_run and e.state_unknown is not None:
+            unknown += 1
+            print(f"would keep {e.path.name}: {_unknown(e.state_unknown)}")
+            continue
+        try:
+            outcome = "removed" if args.dry_run and not e.in_use else (
+                "in use" if args.dry_run else prune_entry(e))
+        except LockFileError as exc:
+            unknown += 1
+            print(f"kept {e.path.name}: {_unknown(str(exc))}; make it a file this user can "
+                  f"open for writing (or, once no run uses the entry, remove {e.path} and "
+                  f"{exc.path} by hand)")
+            continue
         if outcome == "removed":
             freed += e.size
             print(f"{verb} {e.path.name} ({size_text(e.size)})")
@@ -149,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"kept {e.path.name}: {outcome} by a run now")
     if not args.dry_run:
         sweep_orphans(folder)
-    print(f"{verb} {len(chosen) - kept} of {len(entries)} entries, {size_text(freed)}"
-          + (f"; {kept} kept (in use)" if kept else ""))
-    return EXIT_FAILED if kept and args.all else EXIT_OK
+    notes = [text for text, n in ((f"{kept} kept (in use)", kept),
+                                  (f"{unknown} kept (state unknown)", unknown)) if n]
+    print(f"{verb} {len(chosen) - kept - unknown} of {len(entries)} entries, "
+          f"{size_text(freed)}" + "".join(f"; {n}" for n in notes))
+    # an entry whose state cannot be known is a problem to fix whatever was asked for
+    return EXIT_FAILED if unknown or (kept and args.all) else EXIT_OK
+
+
+def _unknown(why: str) -> str:
+    return f"cannot tell whether a run is building or using it: {why}"

@@ -9,6 +9,8 @@ the entry's last use). See :mod:`.cachelock`.
 
 :func:`scan` lists the entries; :func:`prune_entry` removes one only when it can take both
 files' locks without waiting, so an entry being built or in use by a run is kept and said so.
+A lock or use file that exists but cannot be opened (a folder in its place, another user's
+file) leaves the entry's state unknown: it is kept, and :class:`LockFileError` names the file.
 No pytest here: ``ragbench cache`` calls these.
 """
 
@@ -26,7 +28,7 @@ from typing import IO, Literal
 from ..results.runfolder import folder_size
 from .cachelock import hold_lock
 
-__all__ = ["CacheEntry", "PruneOutcome", "prune_entry", "scan",
+__all__ = ["CacheEntry", "LockFileError", "PruneOutcome", "prune_entry", "scan",
            "sweep_orphans"]
 
 #: Folder names of entries, and of what a build killed midway left (``.bm25-<key>.*.tmp``).
@@ -37,6 +39,24 @@ _LOCK_FILE = re.compile(r"^((?:bm25|dense)-[0-9a-f]{8,64})\.(lock|use)$")
 PruneOutcome = Literal["removed", "in use", "being built"]
 
 
+class LockFileError(Exception):
+    """An entry's lock or use file cannot be opened, so whether a run is building or using
+    the entry cannot be known (and the entry must be kept)."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path = path
+        self.reason = error.strerror or str(error)
+        super().__init__(f"cannot open {path}: {self.reason}")
+
+
+def _lock(path: Path) -> IO[bytes] | None:
+    """:func:`hold_lock` of ``path``, its failure to open the file as :class:`LockFileError`."""
+    try:
+        return hold_lock(path)
+    except OSError as exc:
+        raise LockFileError(path, exc) from None
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """One folder of the index cache.
@@ -44,7 +64,8 @@ class CacheEntry:
     ``entry`` is the name of the cache entry it belongs to (its own name, or for an
     ``unfinished`` build's temporary folder the entry that build was making); ``last_used``
     is epoch seconds (the use file's mtime, else the folder's); ``in_use`` whether a process
-    holds it now (only filled in by :func:`scan` with ``probe``).
+    holds it now, and ``state_unknown`` why that cannot be known, when a lock or use file
+    exists but cannot be opened (both only filled in by :func:`scan` with ``probe``).
     """
 
     path: Path
@@ -54,6 +75,7 @@ class CacheEntry:
     last_used: float
     unfinished: bool = False
     in_use: bool = False
+    state_unknown: str | None = None
 
 
 def _mtime(path: Path) -> float | None:
@@ -65,15 +87,18 @@ def _mtime(path: Path) -> float | None:
 
 def _held(path: Path) -> bool:
     """Whether another process holds a lock on ``path`` (an existing lock file; one that does
-    not exist is held by nobody, and is not created here: that would reset a last use)."""
+    not exist is held by nobody, and is not created here: that would reset a last use).
+    Raises :class:`LockFileError` when the file is there but cannot be opened."""
     if os.name == "nt":  # pragma: no cover - not run on the POSIX CI
         return False
     import fcntl
 
     try:
         fh = path.open("rb")
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise LockFileError(path, exc) from None
     with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,11 +131,16 @@ def scan(folder: Path, *, probe: bool = True) -> list[CacheEntry]:
         if own is None:
             continue
         used = _mtime(folder / f"{entry}.use") if whole else None
-        in_use = probe and (_held(folder / f"{entry}.lock")
-                            or (whole is not None and _held(folder / f"{entry}.use")))
+        in_use, unknown = False, None
+        if probe:
+            try:
+                in_use = _held(folder / f"{entry}.lock") or (
+                    whole is not None and _held(folder / f"{entry}.use"))
+            except LockFileError as exc:
+                unknown = str(exc)
         found.append(CacheEntry(child, entry.split("-", 1)[0], entry, folder_size(child),
                                 max(own, used or own), unfinished=partial is not None,
-                                in_use=in_use))
+                                in_use=in_use, state_unknown=unknown))
     found.sort(key=lambda e: (e.last_used, e.path.name))
     return found
 
@@ -123,13 +153,12 @@ def prune_entry(entry: CacheEntry) -> PruneOutcome:
     "in use"). Holding both, the folder is renamed out of the way (a reader arriving now
     finds no entry and builds it again, as after any miss) and the two lock files are
     deleted; the folder's files are then removed without any lock held.
+
+    Raises :class:`LockFileError`, removing nothing, when either file cannot be opened (or
+    created): a build or a run may hold the entry, unseen.
     """
     folder = entry.path.parent
-    lock: IO[bytes] | None
-    try:
-        lock = hold_lock(folder / f"{entry.entry}.lock")
-    except OSError:
-        lock = None
+    lock = _lock(folder / f"{entry.entry}.lock")
     if lock is None:
         return "being built"
     trash: Path | None = None
@@ -138,7 +167,7 @@ def prune_entry(entry: CacheEntry) -> PruneOutcome:
             # nothing uses a build's leftovers; the build lock says no build is running
             trash = entry.path
         else:
-            use = hold_lock(folder / f"{entry.entry}.use")
+            use = _lock(folder / f"{entry.entry}.use")
             if use is None:
                 return "in use"
             try:
