@@ -313,6 +313,57 @@ def test_cache_lists_entries_and_prunes_those_unused_for_a_while(tmp_path, monke
     assert "nowhere: no such folder" in capsys.readouterr().err
 
 
+CACHE_DIR_INIS = [
+    pytest.param("pytest.ini", "[pytest]\ncache_dir = build/pt\n", id="pytest.ini"),
+    pytest.param("pyproject.toml", '[tool.pytest.ini_options]\ncache_dir = "build/pt"\n',
+                 id="pyproject.toml"),
+    pytest.param("tox.ini", "[tox]\nenvlist = py\n\n[pytest]\ncache_dir = build/pt\n",
+                 id="tox.ini"),
+    pytest.param("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\ncache_dir = build/pt\n",
+                 id="setup.cfg"),
+    pytest.param("pytest.ini", "[pytest]\ncache_dir = $RB_ELSEWHERE/pt\n", id="env-var"),
+]
+if pytest.version_tuple >= (9,):
+    CACHE_DIR_INIS.append(pytest.param("pytest.toml", '[pytest]\ncache_dir = "build/pt"\n',
+                                       id="pytest.toml"))
+
+
+@pytest.mark.parametrize(("ini", "text"), CACHE_DIR_INIS)
+def test_cache_finds_the_index_cache_where_pytests_cache_dir_option_put_it(
+        pytester, tmp_path_factory, monkeypatch, capsys, ini, text):
+    """A run whose ini moves pytest's cache (``cache_dir``) keeps its index cache there, and
+    ``ragbench cache list`` looked in ``<rootdir>/.pytest_cache`` only: 'no index cache
+    here'. Nor is every tox.ini or pyproject.toml a rootdir: pytest takes the nearest file
+    holding pytest configuration."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.setenv("RB_ELSEWHERE", str(elsewhere))
+    cache = (elsewhere / "pt" if "RB_ELSEWHERE" in text else pytester.path / "build" / "pt"
+             ) / "d" / "ragbench"
+    (pytester.path / ini).write_text(text)
+    pytester.makefile(".jsonl", corpus='{"id": "d1", "text": "espresso grind size"}\n'
+                                       '{"id": "d2", "text": "milk steaming"}')
+    pytester.makefile(".jsonl", queries='{"id": "q1", "text": "grind", "relevant": ["d1"]}')
+    pytester.makefile(".yaml", suite="dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+                                     "retrievers: {bm25: {}}\nmetrics: [recall@10]\n")
+    sub = pytester.mkdir("sub")  # files pytest does not take for configuration
+    (sub / "tox.ini").write_text("[tox]\nenvlist = py\n")
+    (sub / "pyproject.toml").write_text('[project]\nname = "sub"\n')
+    monkeypatch.chdir(sub)
+    assert main(["cache", "list"]) == 0
+    assert capsys.readouterr().out.startswith(f"no index cache here: {cache} does not exist")
+
+    monkeypatch.chdir(pytester.path)
+    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=1)
+    capsys.readouterr()
+    built = sorted(p.name for p in cache.glob("bm25-*") if p.is_dir())
+    assert len(built) == 1  # where pytest put it
+    monkeypatch.chdir(sub)
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"index cache: {cache}\n") and built[0] in out
+    assert main(["cache", "prune", "--all"]) == 0
+    assert not any(cache.glob("bm25-*"))
+
 def test_cache_prune_keeps_an_entry_whose_lock_files_cannot_be_opened_and_says_why(
         tmp_path, monkeypatch, capsys):
     """A ``.lock`` that could not be opened read as 'being built by a run now', and a ``.use``

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_command
+from .pytestini import IniError, pytest_cache
 
-#: Where pytest keeps its cache by default, and the plugin's folder in it.
-_PYTEST_CACHE = Path(".pytest_cache")
+#: The plugin's folder in pytest's cache.
 _RAGBENCH = Path("d") / "ragbench"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = add_command(
         commands, "cache", summary="list or prune the on-disk index cache (bm25, dense)",
         description="List or prune the index cache the bm25 and dense retrievers keep under "
-                    "pytest's cache folder (.pytest_cache/d/ragbench): one folder per corpus "
+                    "pytest's cache folder (<cache_dir>/d/ragbench): one folder per corpus "
                     "and parameters, never removed by a run. Entries a run is building or "
                     "using are kept.")
     actions = p.add_subparsers(title="actions", dest="action", metavar="ACTION")
@@ -47,9 +47,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         a = actions.add_parser(name, help=summary, description=summary)
         a.add_argument("--dir", type=Path, default=None, metavar="DIR",
                        help="the index cache folder, or a pytest cache folder holding it "
-                            "(default: .pytest_cache/d/ragbench of the project: the nearest "
-                            "folder from here up with pytest.ini, pyproject.toml, tox.ini "
-                            "or setup.cfg, else this folder)")
+                            "(default: d/ragbench in the pytest cache of the project here, as "
+                            "pytest finds it: its rootdir and ini file, and the ini's "
+                            "cache_dir, by default .pytest_cache; give --dir for a cache "
+                            "moved by -o cache_dir or --rootdir on pytest's command line)")
         if name == "list":
             a.add_argument("--json", action="store_true",
                            help="print the entries as JSON, one object each in a list")
@@ -64,22 +65,23 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         a.set_defaults(run=run)
 
 
-#: Files that make a folder pytest's rootdir (the first found from the current folder up).
-_ROOT_MARKERS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
-
-
-def _find(given: Path | None) -> Path | None:
-    """The index cache folder: ``given`` (itself or its ``d/ragbench``), else the one of
-    the project pytest would find from here: the nearest folder upwards holding an ini file
-    (pytest's rootdir), else the current folder. Never just any ``.pytest_cache`` above:
-    one in a parent folder (``/tmp``, a home folder) is another project's."""
+def _find(given: Path | None) -> Path:
+    """The index cache folder: ``given`` (itself or its ``d/ragbench``), else the one in the
+    pytest cache of the project pytest would find from here (see :mod:`.pytestini`). Never
+    just any ``.pytest_cache`` above: one in a parent folder (``/tmp``, a home folder) is
+    another project's."""
     if given is not None:
         return given / _RAGBENCH if (given / _RAGBENCH).is_dir() else given
-    here = Path.cwd()
-    root = next((folder for folder in (here, *here.parents)
-                 if any((folder / name).is_file() for name in _ROOT_MARKERS)), here)
-    candidate = root / _PYTEST_CACHE / _RAGBENCH
-    return candidate if candidate.is_dir() else None
+    return pytest_cache(Path.cwd()).folder / _RAGBENCH
+
+
+def _whose() -> str:
+    """Where pytest's cache of the project here comes from, for a message."""
+    found = pytest_cache(Path.cwd())
+    if found.setting is not None:
+        return f"cache_dir = {found.setting} in {found.inifile}"
+    where = f"{found.inifile}" if found.inifile is not None else "no ini file"
+    return f"pytest's default cache folder of the rootdir {found.rootdir} ({where})"
 
 
 def size_text(size: int) -> str:
@@ -104,16 +106,21 @@ def run(args: argparse.Namespace) -> int:
     """List or prune; returns the exit status."""
     from ..retrievers.indexcache import LockFileError, prune_entry, scan, sweep_orphans
 
-    folder = _find(args.dir)
-    if args.dir is not None and (folder is None or not folder.is_dir()):
+    try:
+        folder = _find(args.dir)
+    except IniError as exc:
+        print(f"ragbench cache: cannot read pytest's configuration: {exc}; give --dir",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.dir is not None and not folder.is_dir():
         print(f"ragbench cache: {args.dir}: no such folder", file=sys.stderr)
         return EXIT_USAGE
-    if folder is None:
+    if not folder.is_dir():
         if args.action == "list" and args.json:
             print("[]")
         else:
-            print("no index cache here (.pytest_cache/d/ragbench of the project's rootdir); "
-                  "give --dir")
+            print(f"no index cache here: {folder} does not exist ({_whose()}); "
+                  "give --dir for another")
         return EXIT_OK
     now = time.time()
     entries = scan(folder)
