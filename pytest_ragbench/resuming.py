@@ -58,16 +58,18 @@ class CaseResume:
         self.candidates: list[str] | None = None
         #: Resume only when the newest run of the suites is unfinished (the default).
         self.unfinished_only = False
-        #: An xdist worker's: the size of each candidate's records on the controller, which
-        #: its own copy must match (None: this process resolved the candidates).
-        self.sizes: list[int | None] | None = None
+        #: An xdist worker's: each candidate's chain of runs (it and the runs it resumed)
+        #: with the size of their records on the controller, which its own copies must
+        #: match (None: this process resolved the candidates, or shares its files).
+        self.chains: list[list[list[Any]]] | None = None
+        self._chains_sent: list[list[list[Any]]] | None = None
         if workerinput is not None:
             given = workerinput.get(RESUME_INPUT)
             if isinstance(given, dict):
                 self.candidates = list(given["folders"])
                 self.unfinished_only = bool(given["unfinished_only"])
-                sizes = given.get("sizes")
-                self.sizes = list(sizes) if sizes is not None else None
+                chains = given.get("chains")
+                self.chains = list(chains) if chains is not None else None
         else:
             ref = config.getoption("ragbench_resume", None)
             if ref is not None:
@@ -131,7 +133,7 @@ class CaseResume:
     def pytest_configure_node(self, node: Any) -> None:
         if self.candidates is not None:
             from .hosts import moves_workers
-            from .results.resume import records_size
+            from .results.resume import chain_sizes
 
             given: dict[str, Any] = {"folders": self.candidates,
                                      "unfinished_only": self.unfinished_only}
@@ -139,7 +141,9 @@ class CaseResume:
             # paths: it checks them. One in this folder reads the very files (their sizes
             # may change meanwhile: a run of these suites in another terminal finishing)
             if moves_workers([str(getattr(getattr(node, "gateway", None), "spec", ""))]):
-                given["sizes"] = [records_size(Path(p)) for p in self.candidates]
+                if self._chains_sent is None:
+                    self._chains_sent = [chain_sizes(Path(p)) for p in self.candidates]
+                given["chains"] = self._chains_sent
             node.workerinput[RESUME_INPUT] = given
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -178,7 +182,7 @@ class CaseResume:
         without a shared filesystem), is one collection error, as the controller's own
         resume errors are usage errors; the worker would run every case again, or resume from
         another run than the controller's."""
-        if self.candidates is None or self.sizes is None or not self._collected:
+        if self.candidates is None or self.chains is None or not self._collected:
             return
         from .results.resume import ResumeError
 
@@ -323,10 +327,10 @@ class CaseResume:
         try:
             self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
                                          unfinished_only=self.unfinished_only,
-                                         sizes=self.sizes)
+                                         chains=self.chains)
             return self._earlier_run
         except ResumeError as exc:
-            if self.sizes is not None:
+            if self.chains is not None:
                 raise  # a worker's: one collection error (see the hook above)
             raise pytest.UsageError(f"ragbench: {exc}") from None
 

@@ -178,6 +178,72 @@ def test_a_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
     assert latest_run(pytester.path) == first  # no run folder of its own
 
 
+# A run stops after the case STOP_AFTER; before a worker starts, the run OLDER_RUN (one the
+# newest resumed) is out of its sight until the run ends, as in OTHER_HOST.
+OLDER_RUN_ON_ANOTHER_HOST = """
+import os, shutil
+from pathlib import Path
+
+RUN = Path(".ragbench") / "runs" / os.environ.get("OLDER_RUN", "-")
+HIDDEN = Path("hidden-run")
+MODE = os.environ.get("OTHER_HOST", "")
+
+def pytest_configure_node(node):
+    if MODE == "missing" and RUN.exists():
+        RUN.rename(HIDDEN)
+    elif MODE == "stale" and not HIDDEN.exists():
+        shutil.copytree(RUN, HIDDEN)
+        cases = RUN / "cases.jsonl"
+        cases.write_text(cases.read_text().splitlines()[0] + "\\n")
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and HIDDEN.exists():
+        shutil.rmtree(RUN, ignore_errors=True)
+        HIDDEN.rename(RUN)
+
+def pytest_runtest_teardown(item):
+    if item.name == os.environ.get("STOP_AFTER"):
+        item.session.shouldstop = "stopped after " + item.name
+"""
+
+
+@pytest.mark.parametrize("host", ["missing", "stale"])
+def test_a_resume_of_a_resume_whose_workers_cannot_read_the_older_run_says_so(
+        pytester, logged, tmp_path_factory, monkeypatch, host):
+    # The workers checked the newest run against the controller's, not the older runs of its
+    # chain, whose records a resume stopped early never replayed: one without the older run
+    # (or with an older copy) ran those cases again, and said no more than fewer 'reused'
+    pytester.makeconftest(OLDER_RUN_ON_ANOTHER_HOST)
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    first = latest_run(pytester.path)
+    monkeypatch.setenv("STOP_AFTER", "q1")
+    pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider").assert_outcomes(
+        passed=1)
+    second = latest_run(pytester.path)
+    assert len(_records(second)) == 1 and len(_records(first)) == 4
+    monkeypatch.delenv("STOP_AFTER")
+    monkeypatch.setenv("OLDER_RUN", first.name)
+    monkeypatch.setenv("OTHER_HOST", host)
+    gw = tmp_path_factory.mktemp("gateway")
+    result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
+                                "-p", "no:cacheprovider")
+    assert _calls(gw) == Counter(), result.stdout.str()  # the worker's retrievals
+    result.assert_outcomes(errors=1)  # one collection error, no case
+    what = ("its run folder is not on the host of this worker" if host == "missing"
+            else "the host of this worker (*) holds another copy of it (1 record, ")
+    result.stdout.fnmatch_lines([
+        f"ragbench: cannot resume from {second.name}: it resumed {first.name}, whose records "
+        f"it holds: {what}*a resume reads the run in {first} on every host*"])
+
+    monkeypatch.delenv("OTHER_HOST")  # the same host: the chain is whole
+    resumed = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
+                                 "-p", "no:cacheprovider")
+    resumed.assert_outcomes(passed=9, failed=1)
+    resumed.stdout.fnmatch_lines([f"resumed from {second.name}: 4 cases reused, 6 run"])
+    assert sum(_calls(gw).values()) == 6
+
+
 def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
         pytester, logged, monkeypatch):
     # The size check is for workers in another folder or on another host: with plain -n the

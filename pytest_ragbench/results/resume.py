@@ -413,34 +413,33 @@ class EarlierRun:
     clock: float | None = None
 
     @classmethod
-    def load(cls, folder: Path) -> EarlierRun:
+    def load(cls, folder: Path, *,
+             chain: Sequence[Sequence[Any]] | None = None) -> EarlierRun:
         """The records of the run in ``folder`` and, when it was itself a resume, those of
-        the runs it resumed (``run.json``'s ``resumed_from``, followed back): a resumed run
-        stopped before it replayed every reused record still holds them all. A run's own
-        finished record of a case wins over an earlier run's. The chain stops at a run whose
-        clock differs from the newer one's: that one kept none of its records, so they were
-        scored against another clock."""
+        the runs it resumed (:func:`resume_chain`): a resumed run stopped before it replayed
+        every reused record still holds them all. A run's own finished record of a case wins
+        over an earlier run's.
+
+        ``chain``: the chain as the process that resolved the run saw it (an xdist
+        controller; :func:`chain_sizes`), read instead of this host's: an older run of it
+        missing here, or of another size than there, is a ResumeError, as for the run
+        itself in :func:`pick_run`."""
         records: dict[Identity, dict[str, Any]] = {}
-        chain: list[Path] = []
-        at: Path | None = folder.resolve()
-        doc = _run_doc(folder)
-        own_clock = clock = _run_clock(doc)
-        while at is not None and at not in chain and len(chain) < MAX_RESUME_CHAIN:
-            chain.append(at)
-            at = _resumed_from(doc, at)
-            if at is not None:
-                doc = _run_doc(at)
-                older = _run_clock(doc)
-                if clock is not None and older is not None and older != clock:
-                    # the newer run kept none of its records (it took a clock of its own):
-                    # those records were scored against another clock than this run's
-                    break
-                clock = clock if clock is not None else older
-        for index, run in enumerate(reversed(chain)):
+        if chain is None:
+            runs = resume_chain(folder)
+        else:
+            # the run itself at the path it was found at here (resolved there, it may lead
+            # through a link this host does not have)
+            runs = [folder, *(Path(str(path)) for path, _ in chain[1:])]
+            for (_, expected), run in zip(chain, runs, strict=True):
+                if isinstance(expected, int) and records_size(run) != expected:
+                    _not_the_controllers(run, expected, resumed_by=folder)
+        own_clock = _run_clock(_run_doc(folder))
+        for index, run in enumerate(reversed(runs)):
             try:
                 rows = read_jsonl(run / CASES_JSONL)
             except (OSError, RecordsFileError) as exc:
-                if index < len(chain) - 1:
+                if index < len(runs) - 1:
                     continue  # an older run of the chain that is gone or unreadable
                 raise ResumeError(f"cannot resume from {folder}: cannot read {CASES_JSONL}: "
                                   f"{exc}") from None
@@ -489,6 +488,36 @@ class EarlierRun:
         return {**old, "suite_hash": keys.suite_hash}, None
 
 
+def resume_chain(folder: Path) -> list[Path]:
+    """The run in ``folder`` and the runs it resumed (``run.json``'s ``resumed_from``,
+    followed back), newest first, resolved. The chain stops at a run whose clock differs from
+    the newer one's: that one kept none of its records, so they were scored against another
+    clock."""
+    chain: list[Path] = []
+    at: Path | None = folder.resolve()
+    doc = _run_doc(folder)
+    clock = _run_clock(doc)
+    while at is not None and at not in chain and len(chain) < MAX_RESUME_CHAIN:
+        chain.append(at)
+        at = _resumed_from(doc, at)
+        if at is not None:
+            doc = _run_doc(at)
+            older = _run_clock(doc)
+            if clock is not None and older is not None and older != clock:
+                # the newer run kept none of its records (it took a clock of its own):
+                # those records were scored against another clock than this run's
+                break
+            clock = clock if clock is not None else older
+    return chain
+
+
+def chain_sizes(folder: Path) -> list[list[Any]]:
+    """``[path, size of its cases.jsonl or None]`` for each run of :func:`resume_chain`:
+    what a process on another host must find to resume from ``folder`` as this one would
+    (see :meth:`EarlierRun.load` and :func:`pick_run`)."""
+    return [[str(run), records_size(run)] for run in resume_chain(folder)]
+
+
 def records_size(folder: Path) -> int | None:
     """The size of a run folder's ``cases.jsonl`` in bytes (None: there is none)."""
     try:
@@ -499,35 +528,37 @@ def records_size(folder: Path) -> int | None:
 
 def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
              unfinished_only: bool = False,
-             sizes: Sequence[int | None] | None = None) -> EarlierRun | None:
+             chains: Sequence[Sequence[Sequence[Any]]] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
     when there is none or, with ``unfinished_only``, when that run finished (the newest run
     of these suites is the one to finish, not an older one it superseded).
 
-    ``sizes``: the size of each folder's ``cases.jsonl`` where the run was resolved (an xdist
-    controller; :func:`records_size`). A folder missing here, or the one picked being of
+    ``chains``: each folder's :func:`chain_sizes` where the run was resolved (an xdist
+    controller). A folder missing here, or the one picked or a run it resumed being of
     another size, is a ResumeError: this host does not see the controller's runs (no shared
-    filesystem), and resuming from what it sees would run every case again, or mix another
-    run in. (Another folder may have grown since: a run of other suites still going.)"""
+    filesystem), and resuming from what it sees would run cases again, or mix another run
+    in. (Another folder may have grown since: a run of other suites still going.)"""
     wanted = set(suite_ids)
     for index, folder in enumerate(folders):
         if is_running(folder):
             continue  # another run of these suites, still going beside this one
-        expected = sizes[index] if sizes is not None and index < len(sizes) else None
-        if expected is not None and records_size(folder) is None:
+        chain = chains[index] if chains is not None and index < len(chains) else None
+        expected = chain[0][1] if chain else None
+        if isinstance(expected, int) and records_size(folder) is None:
             _not_the_controllers(folder, expected)
         if run_suites(folder) & wanted:
-            if expected is not None and records_size(folder) != expected:
+            if isinstance(expected, int) and records_size(folder) != expected:
                 _not_the_controllers(folder, expected)
             if unfinished_only and not is_unfinished(folder):
                 return None
-            return EarlierRun.load(folder)
+            return EarlierRun.load(folder, chain=chain or None)
     return None
 
 
-def _not_the_controllers(folder: Path, expected: int) -> None:
+def _not_the_controllers(folder: Path, expected: int, *,
+                         resumed_by: Path | None = None) -> None:
     """Raise the ResumeError of a run folder that this host lacks or holds another copy
-    of."""
+    of (``resumed_by``: the run being resumed, when ``folder`` is a run it resumed)."""
     import socket
 
     size = records_size(folder)
@@ -542,8 +573,10 @@ def _not_the_controllers(folder: Path, expected: int) -> None:
         held = f"{n} record{'' if n == 1 else 's'}, " if n is not None else ""
         what = (f"{host} holds another copy of it ({held}{size} bytes of {CASES_JSONL} "
                 f"against the controller's {expected})")
+    run = folder.name if resumed_by is None or resumed_by.name == folder.name else (
+        f"{resumed_by.name}: it resumed {folder.name}, whose records it holds")
     raise ResumeError(
-        f"cannot resume from {folder.name}: {what}; a resume reads the run in {folder} on "
+        f"cannot resume from {run}: {what}; a resume reads the run in {folder} on "
         "every host its workers run on: put the runs folder at that path on each (a shared "
         "filesystem, or a copy made after the run stopped), or resume without gateways to "
         "other hosts")
