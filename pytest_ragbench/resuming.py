@@ -62,7 +62,10 @@ class CaseResume:
         #: with the size of their records on the controller, which its own copies must
         #: match (None: this process resolved the candidates, or shares its files).
         self.chains: list[list[list[Any]]] | None = None
-        self._chains_sent: list[list[list[Any]]] | None = None
+        #: An xdist worker's: whether each candidate's run was still going on the controller
+        #: (a run's process is known alive only on its own host).
+        self.running: list[bool] | None = None
+        self._sent: dict[str, Any] | None = None
         if workerinput is not None:
             given = workerinput.get(RESUME_INPUT)
             if isinstance(given, dict):
@@ -70,6 +73,8 @@ class CaseResume:
                 self.unfinished_only = bool(given["unfinished_only"])
                 chains = given.get("chains")
                 self.chains = list(chains) if chains is not None else None
+                running = given.get("running")
+                self.running = [bool(r) for r in running] if running is not None else None
         else:
             ref = config.getoption("ragbench_resume", None)
             if ref is not None:
@@ -134,6 +139,7 @@ class CaseResume:
         if self.candidates is not None:
             from .hosts import moves_workers
             from .results.resume import chain_sizes
+            from .results.runfolder import is_running
 
             given: dict[str, Any] = {"folders": self.candidates,
                                      "unfinished_only": self.unfinished_only}
@@ -141,9 +147,11 @@ class CaseResume:
             # paths: it checks them. One in this folder reads the very files (their sizes
             # may change meanwhile: a run of these suites in another terminal finishing)
             if moves_workers([str(getattr(getattr(node, "gateway", None), "spec", ""))]):
-                if self._chains_sent is None:
-                    self._chains_sent = [chain_sizes(Path(p)) for p in self.candidates]
-                given["chains"] = self._chains_sent
+                if self._sent is None:
+                    folders = [Path(p) for p in self.candidates]
+                    self._sent = {"chains": [chain_sizes(p) for p in folders],
+                                  "running": [is_running(p) for p in folders]}
+                given.update(self._sent)
             node.workerinput[RESUME_INPUT] = given
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -327,7 +335,7 @@ class CaseResume:
         try:
             self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
                                          unfinished_only=self.unfinished_only,
-                                         chains=self.chains)
+                                         chains=self.chains, running=self.running)
             return self._earlier_run
         except ResumeError as exc:
             if self.chains is not None:

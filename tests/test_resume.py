@@ -244,6 +244,49 @@ def test_a_resume_of_a_resume_whose_workers_cannot_read_the_older_run_says_so(
     assert sum(_calls(gw).values()) == 6
 
 
+# Workers take the host name WORKER_HOST: another host than the controller's.
+WORKERS_ON_ANOTHER_HOST = """
+import os, socket
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") and os.environ.get("WORKER_HOST"):
+        socket.gethostname = lambda: os.environ["WORKER_HOST"]
+"""
+
+
+def test_workers_on_another_host_skip_a_run_still_going_on_the_controllers(
+        pytester, logged, tmp_path_factory, monkeypatch):
+    # A run is 'still going' when its process is alive on this host: a worker on another
+    # host (sharing the runs folder) took the newer run still going on the controller's host
+    # for a stopped one and resumed from it, where the controller, and -n 0, skip it
+    from pytest_ragbench.results.runfolder import _process_start
+
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    first = latest_run(pytester.path)
+    pytester.makeconftest(OLDER_RUN_ON_ANOTHER_HOST + WORKERS_ON_ANOTHER_HOST)
+    monkeypatch.setenv("STOP_AFTER", "q1")
+    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    going = latest_run(pytester.path)
+    assert going != first
+    monkeypatch.delenv("STOP_AFTER")
+    (going / "summary.json").unlink()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # its process, alive on this host
+        doc = json.loads((going / "run.json").read_text())
+        doc["process"].update(pid=alive.pid, start=_process_start(alive.pid))
+        (going / "run.json").write_text(json.dumps(doc))
+        monkeypatch.setenv("WORKER_HOST", "another-host")
+        gw = tmp_path_factory.mktemp("gateway")
+        result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}",
+                                    "-d", "-p", "no:cacheprovider")
+    finally:
+        alive.kill()
+        alive.wait()
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
+
+
 def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
         pytester, logged, monkeypatch):
     # The size check is for workers in another folder or on another host: with plain -n the

@@ -528,7 +528,8 @@ def records_size(folder: Path) -> int | None:
 
 def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
              unfinished_only: bool = False,
-             chains: Sequence[Sequence[Sequence[Any]]] | None = None) -> EarlierRun | None:
+             chains: Sequence[Sequence[Sequence[Any]]] | None = None,
+             running: Sequence[bool] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
     when there is none or, with ``unfinished_only``, when that run finished (the newest run
     of these suites is the one to finish, not an older one it superseded).
@@ -537,10 +538,17 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
     controller). A folder missing here, or the one picked or a run it resumed being of
     another size, is a ResumeError: this host does not see the controller's runs (no shared
     filesystem), and resuming from what it sees would run cases again, or mix another run
-    in. (Another folder may have grown since: a run of other suites still going.)"""
+    in. (Another folder may have grown since: a run of other suites still going.)
+
+    ``running``: whether each folder's run was still going there, which decides instead of
+    this host's view: a run's process is known alive only on its own host (a host sharing
+    the runs folder took a run going on the controller's for a stopped one), and every
+    worker must pick the same run."""
     wanted = set(suite_ids)
     for index, folder in enumerate(folders):
-        if is_running(folder):
+        going = running[index] if running is not None and index < len(running) \
+            else is_running(folder)
+        if going:
             continue  # another run of these suites, still going beside this one
         chain = chains[index] if chains is not None and index < len(chains) else None
         expected = chain[0][1] if chain else None
