@@ -168,7 +168,12 @@ class CaseResume:
         if not getattr(lf, "active", False) or not isinstance(lastfailed, dict) \
                 or not lastfailed:
             return  # nothing remembered as failed: every item runs or is reused
-        earlier = self._earlier()
+        from .results.resume import ResumeError
+
+        try:
+            earlier = self._earlier()
+        except ResumeError:
+            return  # a worker's: reported by the hook below, as one collection error
         if earlier is None:
             return
         for item in items:

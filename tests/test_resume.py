@@ -287,6 +287,25 @@ def test_workers_on_another_host_skip_a_run_still_going_on_the_controllers(
     result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
 
 
+def test_lf_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
+        pytester, logged, monkeypatch):
+    # With --lf, the worker read the run to resume while pytest's last-failed plugin chose
+    # its cases, before the check that reports a run missing on its host: the error escaped
+    # as the worker's internal error (a traceback) instead of the one collection error
+    pytester.runpytest(SUITE, "-x").assert_outcomes(passed=3, failed=1)
+    first = latest_run(pytester.path)
+    pytester.makeconftest(OTHER_HOST)
+    monkeypatch.setenv("OTHER_HOST", "missing")
+    gw = pytester.mkdir("gateway")  # inside the project: its rootdir, and its last failures
+    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume", f"--tx=popen//chdir={gw}",
+                                "-d")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        f"ragbench: cannot resume from {first.name}: its run folder is not on the host of "
+        "this worker*"])
+
+
 def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
         pytester, logged, monkeypatch):
     # The size check is for workers in another folder or on another host: with plain -n the
