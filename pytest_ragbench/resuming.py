@@ -54,6 +54,7 @@ class CaseResume:
         self._payload: dict[str, Any] | None = None
         self._earlier_run: EarlierRun | None = None
         workerinput = getattr(config, "workerinput", None)
+        self._on_worker = workerinput is not None
         #: Run folders to resume from, newest first; None: not resuming.
         self.candidates: list[str] | None = None
         #: Resume only when the newest run of the suites is unfinished (the default).
@@ -194,8 +195,10 @@ class CaseResume:
         folder of the controller's that is missing here, or another copy of it (another host
         without a shared filesystem), is one collection error, as the controller's own
         resume errors are usage errors; the worker would run every case again, or resume from
-        another run than the controller's."""
-        if self.candidates is None or self.chains is None or not self._collected:
+        another run than the controller's. So is a run whose records cannot be read (a
+        usage error at ``-n 0``): raised on a worker, it ended the run as an INTERNALERROR
+        that only said no worker was left."""
+        if self.candidates is None or not self._on_worker or not self._collected:
             return
         from .results.resume import ResumeError
 
@@ -343,8 +346,8 @@ class CaseResume:
                                          chains=self.chains, running=self.running)
             return self._earlier_run
         except ResumeError as exc:
-            if self.chains is not None:
-                raise  # a worker's: one collection error (see the hook above)
+            if self._on_worker:
+                raise  # one collection error (see the hook above)
             raise pytest.UsageError(f"ragbench: {exc}") from None
 
     def _last_failed(self) -> set[str]:

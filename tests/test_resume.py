@@ -306,6 +306,24 @@ def test_lf_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
         "this worker*"])
 
 
+def test_a_resume_under_xdist_from_a_damaged_run_says_which_line_before_any_case(
+        pytester, logged):
+    # At -n 0 a usage error naming the file and line; under xdist each worker raised it
+    # while collecting, and the run ended in an INTERNALERROR saying only 'Unexpectedly no
+    # active workers available'
+    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
+                                                                              failed=1)
+    first = latest_run(pytester.path)
+    lines = (first / "cases.jsonl").read_text().splitlines(keepends=True)
+    (first / "cases.jsonl").write_text("".join([lines[0], '{"suite": \n', *lines[1:]]))
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-p", "no:cacheprovider")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"ragbench: cannot resume from {first}: cannot read "
+                                 "cases.jsonl: *cases.jsonl: line 2: not JSON*"])
+    assert latest_run(pytester.path) == first
+
+
 def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
         pytester, logged, monkeypatch):
     # The size check is for workers in another folder or on another host: with plain -n the
