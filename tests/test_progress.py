@@ -23,7 +23,7 @@ from pytest_ragbench.llm.testing import FakeOpenAIServer
 from pytest_ragbench.report.progress import Progress, ProgressReporter, StatusLine, progress_of
 
 N_QUERIES = 8
-LINE = re.compile(r"^ragbench progress: (\d+)/(\d+) items, (\d+) LLM requests done, (\d+) in "
+LINE = re.compile(r"^ragbench progress: (\d+)/(\d+) items, (\d+) LLM requests? done, (\d+) in "
                   r"flight(?:, \d+ waiting)?, ([\d.]+k?) tokens, \$(\d+\.\d{4}), \S+ elapsed, "
                   r"ETA (\S+)$")
 
@@ -36,6 +36,8 @@ def test_progress_line_and_eta() -> None:
                         "2 waiting, 12.3k tokens, $0.0123, 1m00s elapsed, ETA 3m00s")
     assert Progress(0, 10, 1, 1, 0, 5, None, 3.0).line().endswith(
         "5 tokens, cost unknown (no prices), 3s elapsed, ETA ?")
+    assert "0/10 items, 1 LLM request done, 1 in flight" in Progress(
+        0, 10, 1, 1, 0, 5, None, 3.0).line()
     # a narrow terminal gets the compact form, the ETA kept
     assert p.fit(130) == p.line()
     assert p.fit(79) == p.compact() == (

@@ -27,7 +27,7 @@ import pytest
 
 from ..state import REPORT_ATTR
 from .budget import llm_pools
-from .format import count, duration, estimate_note, money
+from .format import count, duration, estimate_note, money, plural
 
 #: Seconds between in-place updates on a terminal.
 TTY_INTERVAL = 1.0
@@ -65,7 +65,7 @@ class Progress:
         tokens = f"{count(self.tokens)} tokens" + (f" ({note})" if note else "")
         if self.cost is not None and self.cost_estimated:
             cost += " (estimated)"
-        return (f"ragbench progress: {items} items, {self.requests} LLM requests done, "
+        return (f"ragbench progress: {items} items, {plural(self.requests, 'LLM request')} done, "
                 f"{self.in_flight} in flight{waiting}, {tokens}, {cost}, "
                 f"{duration(self.elapsed)} elapsed, ETA {duration(self.eta)}")
 
