@@ -10,9 +10,13 @@ waits for it in real time only when no timer is due).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from pytest_ragbench.budget.api import RunBudget
+from pytest_ragbench.budget.core import BudgetCore
 
 T = TypeVar("T")
 
@@ -50,6 +54,29 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
     def advance(self, seconds: float) -> None:
         self._now += max(seconds, 0.0)
+
+
+class InlineBudget(RunBudget):
+    """A run budget whose core answers in the caller's thread, at once, on ``loop``'s clock
+    and timers. :class:`~pytest_ragbench.budget.local.LocalBudget` answers from its own
+    thread, in real time, and a :class:`VirtualClockLoop` waiting for that answer with a
+    timer due jumps to the timer: with this one the waits for a slot are as virtual as the
+    rest. Use it from ``loop``'s thread only."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._core = BudgetCore(call_later=loop.call_later, clock=loop.time)
+
+    def _deliver(self, message: dict[str, Any], future: concurrent.futures.Future[Any] | None
+                 ) -> None:
+        def reply(payload: dict[str, Any]) -> None:
+            if future is not None and not future.done():
+                future.set_result(payload)
+
+        self._core.handle("inline", message, reply)
+
+    def close(self) -> None:
+        self._core.drop_owner("inline")
 
 
 def run(main: Callable[[], Awaitable[T]]) -> tuple[T, float]:

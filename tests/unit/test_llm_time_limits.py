@@ -12,21 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from virtual_clock import VirtualClockLoop, raises_after
+from virtual_clock import InlineBudget, VirtualClockLoop, raises_after
 from virtual_clock import run as run_on_virtual_clock
 
 from pytest_ragbench.answers.config import parse_rag_config, rag_config_from_model
-from pytest_ragbench.answers.pipeline import RagPipeline, build_pipeline
+from pytest_ragbench.answers.pipeline import build_pipeline
 from pytest_ragbench.budget import LocalBudget
 from pytest_ragbench.datasets import Query
 from pytest_ragbench.llm import deadline
 from pytest_ragbench.llm.base import Completion, Usage
-from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer, echo_reply, per_item_judge
+from pytest_ragbench.llm.testing import (
+    CHAT_PATH,
+    FakeOpenAIServer,
+    Reply,
+    echo_reply,
+    per_item_judge,
+)
 from pytest_ragbench.suite import schema
 
 CONTEXTS = [("d1", "Paris is the capital of France.")]
@@ -285,19 +292,20 @@ def test_a_case_waiting_on_another_cases_embedding_keeps_its_time_limit(
     case waits on that request, and on its wait for a slot."""
     from pytest_ragbench.llm.cache import CachedEmbedder, ResponseCache
 
-    # waits half as long again as the limit, as in the clock tests above; the limit 0.3 s, not
-    # their 0.2 s: the cache's SQLite work counts (up to 0.1 s of it seen under a load of 7)
-    inner = _Queued(0.45)
+    # on the virtual clock, as the clock tests above, and like them waits half as long again
+    # as the limit: the cache's SQLite work takes none of its time, load or not
+    inner = _Queued(0.3)
 
     async def main() -> list[Any]:
         with ResponseCache(tmp_path / "c.sqlite") as cache:
             embedder = CachedEmbedder(inner, cache, provider_id="e")
             return list(await asyncio.gather(*(
-                deadline.within(0.3, lambda: embedder.embed(["the same text"]))
+                deadline.within(0.2, lambda: embedder.embed(["the same text"]))
                 for _ in range(2))))
 
-    assert [v.shape for v in asyncio.run(main())] == [(1, 4), (1, 4)]
-    assert inner.requests == 1
+    done, took = run_on_virtual_clock(main)
+    assert [v.shape for v in done] == [(1, 4), (1, 4)]
+    assert inner.requests == 1 and took == pytest.approx(0.3)
 
 
 def test_a_case_waiting_on_an_identical_judge_item_keeps_its_time_limit(
@@ -307,7 +315,7 @@ def test_a_case_waiting_on_an_identical_judge_item_keeps_its_time_limit(
     from pytest_ragbench.llm.cache import CachedLLM, ResponseCache
     from pytest_ragbench.metrics.judge import Judge, JudgeInput
 
-    inner = _Queued(0.45, per_item_judge(_reply))  # as in the test above
+    inner = _Queued(0.3, per_item_judge(_reply))  # as in the test above
     item = JudgeInput(question="question?", answer="Paris is the capital of France.",
                       contexts=CONTEXTS[0][1:], reference="Paris")
 
@@ -316,12 +324,12 @@ def test_a_case_waiting_on_an_identical_judge_item_keeps_its_time_limit(
             cached = CachedLLM(inner, cache, provider_id="judge", template_version="t")
             judge = Judge(cached, items_per_call=2, replies=cached)
             return list(await asyncio.gather(*(
-                deadline.within(0.3, lambda: judge.evaluate(item, ["faithfulness"]))
+                deadline.within(0.2, lambda: judge.evaluate(item, ["faithfulness"]))
                 for _ in range(2))))
 
-    results = asyncio.run(main())
+    results, took = run_on_virtual_clock(main)
     assert [r.errors for r in results] == [{}, {}]
-    assert inner.requests == 1
+    assert inner.requests == 1 and took == pytest.approx(0.3)
 
 
 # -- end to end: several pipelines (as workers hold them) on one run budget ---------------------
@@ -363,29 +371,32 @@ class _AnswerClock(asyncio.SelectorEventLoop):
 
 
 def _on_answer_clock(tmp_path: Path, step: float, config: Any, pipelines: int,
-                     question: Any, **server: Any) -> tuple[list[dict[str, Any]], dict[str, Any],
-                                                        FakeOpenAIServer, float]:
+                     question: Any, *, reply: Reply = echo_reply,
+                     metrics: Sequence[str] = ("answer_contains",),
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any], FakeOpenAIServer, float]:
     """``pipelines`` pipelines of ``config(server)`` on one run budget, every case of each
-    (``N_CASES``) open at once, on an :class:`_AnswerClock` that each answer of the server
-    moves by ``step``. Returns the cases' outputs, the pool, the server and the clock's end."""
+    (``N_CASES``, with ``metrics`` and the reference answer "Paris") open at once, on an
+    :class:`_AnswerClock` that each answer of the server (``reply``) moves by ``step``.
+    Returns the cases' outputs, the pool, the server and the clock's end."""
     loop = _AnswerClock()
 
     def answer(messages: Any) -> str:
         loop.advance(step)
-        return echo_reply(messages)
+        return reply(messages)
 
     async def main(endpoint: FakeOpenAIServer, budget: LocalBudget) -> list[dict[str, Any]]:
         built = [build_pipeline(parse_rag_config(config(endpoint)), base_dir=tmp_path,
                                 run_budget=budget, cost_key="s") for _ in range(pipelines)]
         try:
             return list(await asyncio.gather(*(
-                rag.run_case(Query(f"q{p}{i}", question(p, i)), CONTEXTS, ["answer_contains"])
+                rag.run_case(Query(f"q{p}{i}", question(p, i), reference_answers=("Paris",)),
+                             CONTEXTS, list(metrics))
                 for p, rag in enumerate(built) for i in range(N_CASES))))
         finally:
             for rag in built:
                 await rag.aclose()
 
-    with FakeOpenAIServer(reply=answer, **server) as endpoint, LocalBudget() as budget:
+    with FakeOpenAIServer(reply=answer) as endpoint, LocalBudget() as budget:
         try:
             outs = loop.run_until_complete(main(endpoint, budget))
         finally:
@@ -411,25 +422,52 @@ def test_cases_queued_for_the_runs_one_slot_keep_their_time_limit(tmp_path: Path
     assert pool["timeouts"] == 0
 
 
+def _answered_late(tmp_path: Path, config: Any, case: Any, *, run_budget: bool = True
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
+    """``case(pipeline)`` of ``config(server)`` on an :class:`_AnswerClock`, against a server
+    whose answer takes 5 LIMIT of that clock: as a request arrives it moves the clock so far
+    and wakes the loop, then holds its answer until the case has ended (10 s of real time at
+    most: a case its limit did not stop then gets the answer). Returns the case's output, the
+    pool (with ``run_budget``) and whether the answer was still held when the case ended."""
+    loop = _AnswerClock()
+    ended = threading.Event()
+
+    def answer(messages: Any) -> str:
+        loop.advance(5 * LIMIT)
+        loop.call_soon_threadsafe(lambda: None)  # the loop looks at its clock now
+        ended.wait(10)
+        return _reply(messages)
+
+    with FakeOpenAIServer(reply=answer) as server, LocalBudget() as budget:
+        rag = build_pipeline(parse_rag_config(config(server)), base_dir=tmp_path,
+                             **({"run_budget": budget, "cost_key": "s"} if run_budget else {}))
+        try:
+            out = loop.run_until_complete(case(rag))
+            held = not ended.is_set()
+        finally:
+            ended.set()
+            loop.run_until_complete(rag.aclose())
+            loop.close()
+        pools = list(budget.totals()["pools"].values())
+    return out, (pools[0] if run_budget else None), held
+
+
 @pytest.mark.parametrize("limit", ["case_timeout", "generation.timeout"])
 def test_a_call_past_its_limit_is_an_error_and_a_timeout_of_its_endpoint_if_its_own(
         tmp_path: Path, limit: str) -> None:
-    with FakeOpenAIServer(latency=5 * LIMIT) as server, LocalBudget() as budget:
-        config = _config(server, limit, concurrency={"auto": True, "max": 4, "start": 2})
-        rag = build_pipeline(parse_rag_config(config), base_dir=tmp_path, run_budget=budget,
-                             cost_key="s")
-        try:
-            out = rag.run_case_sync(Query("q1", "question?"), CONTEXTS, ["answer_contains"])
-        finally:
-            rag.close()
-        (pool,) = budget.totals()["pools"].values()
+    out, pool, held = _answered_late(
+        tmp_path,
+        lambda server: _config(server, limit, concurrency={"auto": True, "max": 4, "start": 2}),
+        lambda rag: rag.run_case(Query("q1", "question?"), CONTEXTS, ["answer_contains"]))
     said = f"case_timeout {LIMIT:g} s" if limit == "case_timeout" else \
         f"generation.timeout {LIMIT:g} s"
     assert said in out["errors"]["generation"]
+    assert held  # stopped at its limit, not when the answer came
     # past its own case_timeout the slot is freed as a timeout, which the adaptive level
     # backs off on; a case's generation.timeout may run out on another endpoint's account,
     # so the call it cancels says nothing of this one
     blamed = int(limit == "case_timeout")
+    assert pool is not None
     assert pool["timeouts"] == blamed
     assert pool["adaptive"]["decreases"] == blamed
 
@@ -443,35 +481,26 @@ def _reply(messages: Any) -> str:
                                           "supported": 1, "ctx": [1]}], "useful": [1]})
 
 
-def _submit_all(pipelines: list[RagPipeline], question: Any,
-                metrics: list[str]) -> list[dict[str, Any]]:
-    try:
-        for p, rag in enumerate(pipelines):
-            for i in range(N_CASES):
-                rag.submit(i, Query(f"q{p}{i}", question(p, i), reference_answers=("Paris",)),
-                           CONTEXTS, metrics)
-        return [rag.result(i, timeout=30) for rag in pipelines for i in range(N_CASES)]
-    finally:
-        for rag in pipelines:
-            rag.close()
-
-
 @pytest.mark.parametrize("items_per_call", [1, 2])
 def test_a_judge_batch_queued_for_the_runs_slot_keeps_its_cases_time_limit(
         tmp_path: Path, items_per_call: int) -> None:
     """A case waits on a batch of judge items it does not send itself, and before that for the
-    batch to fill (while the other cases queue for their slots)."""
-    with FakeOpenAIServer(latency=LATENCY / 2, reply=per_item_judge(_reply)) as server, \
-            LocalBudget() as budget:
-        config = _config(server, "generation.timeout")
-        config["judge"] = {"items_per_call": items_per_call}
-        outs = _submit_all([build_pipeline(parse_rag_config(config), base_dir=tmp_path,
-                                           run_budget=budget, cost_key="s")
-                            for _ in range(N_PIPELINES)],
-                           lambda p, i: f"question {p} {i}?", ["faithfulness"])
-        assert server.max_in_flight == 1
+    batch to fill (while the other cases queue for their slots). Eight cases on the run's one
+    slot, each a generation and a share of a judge call: each answer moves the clock by
+    LATENCY, and a case counts its own two and at most one other beside each."""
+    def config(server: FakeOpenAIServer) -> dict[str, Any]:
+        return {**_config(server, "generation.timeout"),
+                "judge": {"items_per_call": items_per_call}}
+
+    outs, _, server, took = _on_answer_clock(
+        tmp_path, LATENCY, config, N_PIPELINES, lambda p, i: f"question {p} {i}?",
+        reply=per_item_judge(_reply), metrics=["faithfulness"])
     assert [o["errors"] for o in outs] == [{}] * (N_PIPELINES * N_CASES)
     assert all(o["metrics"]["faithfulness"] == 1.0 for o in outs)
+    calls = N_PIPELINES * N_CASES * (1 + 1 / items_per_call)  # generations and judge calls
+    assert server.count(CHAT_PATH) == calls
+    assert server.max_in_flight == 1
+    assert took == pytest.approx(calls * LATENCY)
 
 
 def test_a_case_sharing_another_cases_request_keeps_its_time_limit(tmp_path: Path) -> None:
@@ -494,21 +523,17 @@ def test_a_case_sharing_another_cases_request_keeps_its_time_limit(tmp_path: Pat
 
 def test_judging_a_given_answer_is_bounded_by_the_generation_timeout(tmp_path: Path) -> None:
     """A pipeline under test's answers are judged under the same limit as generated ones."""
-    with FakeOpenAIServer(latency=5 * LIMIT, reply=_reply) as server:
-        config = {**_config(server, "generation.timeout"), "judge": {"llm": "same"}}
-        rag = build_pipeline(parse_rag_config(config), base_dir=tmp_path)
-        try:
-            started = time.monotonic()
-            out = rag.judge_answer_sync(Query("q1", "question?", reference_answers=("Paris",)),
-                                        "Paris is the capital of France.", CONTEXTS,
-                                        ["faithfulness", "answer_contains"])
-            took = time.monotonic() - started
-        finally:
-            rag.close()
+    out, _, held = _answered_late(
+        tmp_path,
+        lambda server: {**_config(server, "generation.timeout"), "judge": {"llm": "same"}},
+        lambda rag: rag.judge_answer(Query("q1", "question?", reference_answers=("Paris",)),
+                                     "Paris is the capital of France.", CONTEXTS,
+                                     ["faithfulness", "answer_contains"]),
+        run_budget=False)
     assert out["errors"] == {"faithfulness": "judge timed out: the case's judging took longer "
                                              f"than generation.timeout {LIMIT:g} s"}
     assert out["metrics"] == {"faithfulness": None, "answer_contains": 1.0}
-    assert took < 5 * LIMIT
+    assert held
 
 
 class _Slow:
@@ -530,24 +555,32 @@ class _Slow:
 
 def test_a_registered_llms_case_timeout_does_not_count_the_wait_for_a_slot(
         tmp_path: Path) -> None:
+    """Eight cases (four pipelines, as four workers hold them) of a registered LLM on the
+    run's one slot, on a virtual clock, the budget's included: the last waits 0.7 s behind
+    seven answers of LATENCY, then answers in 0.1 s, within its case_timeout LIMIT only when
+    the wait is not counted."""
     slow = _Slow(LATENCY)
     # validated as the plugin does, which knows the registered names (parse_rag_config
     # checks them against the installed ones only)
     config = rag_config_from_model(schema.RagFields.model_validate(
         {"llm": {"type": "slow", "backoff": 0, "retries": 0, "concurrency": 1,
                  "case_timeout": LIMIT}, "cache": "off"}))
-    with LocalBudget() as budget:
-        pipelines = [build_pipeline(config, base_dir=tmp_path, run_budget=budget,
-                                    components=lambda kind, name, params: slow)
-                     for _ in range(N_PIPELINES)]
-        try:
-            for p, rag in enumerate(pipelines):
-                for i in range(N_CASES):
-                    rag.submit(i, Query(f"q{p}{i}", f"question {p} {i}?"), CONTEXTS,
-                               ["answer_contains"])
-            outs = [rag.result(i, timeout=30) for rag in pipelines for i in range(N_CASES)]
-        finally:
-            for rag in pipelines:
-                rag.close()
+
+    async def main() -> list[dict[str, Any]]:
+        with InlineBudget(asyncio.get_running_loop()) as budget:
+            pipelines = [build_pipeline(config, base_dir=tmp_path, run_budget=budget,
+                                        components=lambda kind, name, params: slow)
+                         for _ in range(N_PIPELINES)]
+            try:
+                return list(await asyncio.gather(*(
+                    rag.run_case(Query(f"q{p}{i}", f"question {p} {i}?"), CONTEXTS,
+                                 ["answer_contains"])
+                    for p, rag in enumerate(pipelines) for i in range(N_CASES))))
+            finally:
+                for rag in pipelines:
+                    await rag.aclose()
+
+    outs, took = run_on_virtual_clock(main)
     assert [o["errors"] for o in outs] == [{}] * (N_PIPELINES * N_CASES)
     assert slow.max_in_flight == 1
+    assert took == pytest.approx(N_PIPELINES * N_CASES * LATENCY)  # one answer after another
