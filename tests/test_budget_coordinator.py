@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from virtual_clock import JumpingClock
 
 from pytest_ragbench.budget import (
     Adaptive,
@@ -112,13 +113,62 @@ def max_in_window(times: list[float], window: float) -> int:
     return max(sum(start <= t < start + window for t in times) for start in times)
 
 
+class _Gate:
+    """Holds every request a server accepts (its reply function blocks) until :meth:`run`
+    lets one through, once what the coordinator granted has all reached the server and what
+    the server answered has all been released: the endpoint then counts in flight exactly
+    what the run's budget does, however late a loaded machine runs the workers."""
+
+    def __init__(self) -> None:
+        self._passes = threading.Semaphore(0)
+
+    def reply(self, messages: Any) -> str:
+        if not self._passes.acquire(timeout=60):
+            raise RuntimeError("the gate let nothing through for 60 s")
+        return echo_reply(messages)
+
+    def run(self, server: FakeOpenAIServer, client: CoordinatorClient,
+            stop: threading.Event) -> None:
+        def answered() -> int:  # accepted requests that have left the server
+            return len(server.arrival_times()) - server.in_flight - server.refused
+
+        def limit(pool: dict[str, Any]) -> int:
+            return int(pool["adaptive"]["level"] if "adaptive" in pool else pool["concurrency"])
+
+        while not stop.is_set():
+            pool = client.totals()["pools"]["endpoint"]
+            settled = (pool["requests"] == len(server.arrival_times())  # no grant on its way
+                       and pool["in_flight"] == server.in_flight  # nor a reply to a worker
+                       and pool["throttled"] == server.refused
+                       # nor an acquire to the coordinator, while callers are waiting
+                       and (pool["in_flight"] >= limit(pool) or pool["waiting"] == 0))
+            if settled and server.in_flight > 0:
+                before = answered()
+                self._passes.release()
+                # until it has left the server, which still counts it
+                while answered() <= before and not stop.is_set():
+                    time.sleep(0.0005)
+            else:
+                time.sleep(0.0005)
+
+
 def test_processes_sharing_a_coordinator_never_exceed_concurrency(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=3))
-    with FakeOpenAIServer(latency=0.02) as server:
-        # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
-        reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
+    # the server answers one request at a time, once the run is settled (see _Gate): all
+    # the run allows are then in flight at the server, however late a loaded machine sends
+    gate = _Gate()
+    stop = threading.Event()
+    with FakeOpenAIServer(reply=gate.reply) as server:
+        answering = threading.Thread(target=gate.run, args=(server, client, stop))
+        answering.start()
+        try:
+            # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
+            reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
+        finally:
+            stop.set()
+            answering.join()
         assert sum(r["ok"] for r in reports) == 36
         assert server.count("/v1/chat/completions") == 36
         assert server.max_in_flight == 3  # never more, and the limit was really used
@@ -132,34 +182,61 @@ def test_processes_sharing_a_coordinator_never_exceed_concurrency(
 # A test-sized "minute". The windows are checked on the times the coordinator granted the
 # requests, on its own clock: a request arrives a little after its grant, and on a loaded
 # 2-core machine one window's arrivals came over 100 ms late while the next window's were on
-# time, so windows counted from arrivals held more than the rate now and then. That every
-# request reached the server only after a grant is checked on the same clock.
+# time, so windows counted from arrivals held more than the rate now and then. That clock is
+# a JumpingClock (tests/virtual_clock.py): a window passes once every request granted in it
+# has been answered and released, with no real waiting.
 PERIOD = 0.3
 
 
 @pytest.fixture
-def grant_times(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The coordinator's clock at each grant it makes in this test."""
-    times: list[float] = []
+def jumping_coordinator() -> Iterator[Coordinator]:
+    """A coordinator whose core runs on a :class:`JumpingClock` that jumps to the core's next
+    timer (a rate window, a Retry-After pause) once no request is in flight."""
+    running: list[Coordinator] = []
+
+    def settled() -> bool:
+        core = running[0]._core
+        assert core is not None
+        return all(pool["in_flight"] == 0 for pool in core.totals()["pools"].values())
+
+    with Coordinator(clock=lambda loop: JumpingClock(loop, settled)) as coordinator:
+        running.append(coordinator)
+        yield coordinator
+
+
+@dataclass
+class Grants:
+    """The coordinator's grants in this test: its clock at each (``at``), and the real
+    (monotonic) time of each (``real``)."""
+
+    at: list[float]
+    real: list[float]
+
+
+@pytest.fixture
+def grant_times(monkeypatch: pytest.MonkeyPatch) -> Grants:
+    grants = Grants([], [])
     grant = BudgetCore._grant
 
     def recorded(core: BudgetCore, pool: Any, waiter: Any, now: float) -> None:
-        times.append(now)
+        grants.at.append(now)
+        grants.real.append(time.monotonic())
         grant(core, pool, waiter, now)
 
     monkeypatch.setattr(BudgetCore, "_grant", recorded)
-    return times
+    return grants
 
 
-def each_after_a_grant(arrivals: list[float], grants: list[float]) -> bool:
+def each_after_a_grant(arrivals: list[float], grants: Grants) -> bool:
     """Whether the server saw every request only after the coordinator had granted one more
     (the server and the coordinator run in this process, on the same monotonic clock)."""
-    return len(arrivals) == len(grants) and all(
-        a >= g for a, g in zip(sorted(arrivals), sorted(grants), strict=True))
+    return len(arrivals) == len(grants.real) and all(
+        a >= g for a, g in zip(sorted(arrivals), sorted(grants.real), strict=True))
 
 
-def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPool,
-                                    grant_times: list[float]) -> None:
+def test_rpm_holds_across_processes(jumping_coordinator: Coordinator, workers: WorkerPool,
+                                    grant_times: Grants) -> None:
+    coordinator = jumping_coordinator
     client = CoordinatorClient(coordinator.address, coordinator.token)
     # at most 5 requests in any PERIOD
     client.declare("endpoint", PoolLimits(rpm=5, period=PERIOD))
@@ -169,13 +246,14 @@ def test_rpm_holds_across_processes(coordinator: Coordinator, workers: WorkerPoo
     assert sum(r["ok"] for r in reports) == 15
     assert each_after_a_grant(arrivals, grant_times)
     # windows of 5 at 0, 1 and 2 periods: per-process buckets would send all 15 at once
-    assert max(grant_times) - min(grant_times) >= 2 * PERIOD
-    assert max_in_window(grant_times, PERIOD) <= 5
+    assert max(grant_times.at) - min(grant_times.at) >= 2 * PERIOD
+    assert max_in_window(grant_times.at, PERIOD) <= 5
     client.close()
 
 
 def test_tpm_holds_across_processes_with_settled_estimates(
-        coordinator: Coordinator, workers: WorkerPool, grant_times: list[float]) -> None:
+        jumping_coordinator: Coordinator, workers: WorkerPool, grant_times: Grants) -> None:
+    coordinator = jumping_coordinator
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(tpm=50, period=PERIOD))
     with FakeOpenAIServer() as server:
@@ -187,8 +265,8 @@ def test_tpm_holds_across_processes_with_settled_estimates(
     assert sum(r["ok"] for r in reports) == 18
     assert each_after_a_grant(arrivals, grant_times)
     # 7 tokens each: at most 7 requests fit 50 tokens in a window, so 18 need 3 windows
-    assert max_in_window(grant_times, PERIOD) <= 7
-    assert max(grant_times) - min(grant_times) >= 2 * PERIOD
+    assert max_in_window(grant_times.at, PERIOD) <= 7
+    assert max(grant_times.at) - min(grant_times.at) >= 2 * PERIOD
     client.close()
 
 
@@ -213,6 +291,15 @@ def test_max_cost_holds_across_processes(
     client.close()
 
 
+async def queued_at(coordinator: Coordinator, waiting: int) -> None:
+    """Until ``waiting`` acquires wait at the coordinator for the pool "endpoint"."""
+    for _ in range(5000):
+        if coordinator.totals()["pools"]["endpoint"]["waiting"] == waiting:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{waiting} acquires never waited at the coordinator")
+
+
 def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=2))
@@ -228,8 +315,8 @@ def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
 
         async def blocked_then_granted() -> float:
             waiter = asyncio.ensure_future(client.acquire("endpoint"))
-            await asyncio.sleep(0.1)  # a grant would take one local round trip (< 1 ms)
-            assert not waiter.done()  # both slots are held by the other process
+            await queued_at(coordinator, 1)  # both slots are held by the other process
+            assert not waiter.done()
             start = time.monotonic()
             holder.kill()  # SIGKILL: no goodbye, only the closed socket tells
             lease = await asyncio.wait_for(waiter, 5)
@@ -243,43 +330,6 @@ def test_a_crashed_worker_releases_its_slots(coordinator: Coordinator) -> None:
         holder.kill()
         holder.join(timeout=10)
         client.close()
-
-
-class _Gate:
-    """Holds every request a server accepts (its reply function blocks) until :meth:`run`
-    lets one through, once what the coordinator granted has all reached the server and what
-    the server answered has all been released: the endpoint then counts in flight exactly
-    what the run's budget does, however late a loaded machine runs the workers."""
-
-    def __init__(self) -> None:
-        self._passes = threading.Semaphore(0)
-
-    def reply(self, messages: Any) -> str:
-        if not self._passes.acquire(timeout=60):
-            raise RuntimeError("the gate let nothing through for 60 s")
-        return echo_reply(messages)
-
-    def run(self, server: FakeOpenAIServer, client: CoordinatorClient,
-            stop: threading.Event) -> None:
-        def answered() -> int:  # accepted requests that have left the server
-            return len(server.arrival_times()) - server.in_flight - server.refused
-
-        while not stop.is_set():
-            pool = client.totals()["pools"]["endpoint"]
-            settled = (pool["requests"] == len(server.arrival_times())  # no grant on its way
-                       and pool["in_flight"] == server.in_flight  # nor a reply to a worker
-                       and pool["throttled"] == server.refused
-                       # nor an acquire to the coordinator, while callers are waiting
-                       and (pool["in_flight"] >= pool["adaptive"]["level"]
-                            or pool["waiting"] == 0))
-            if settled and server.in_flight > 0:
-                before = answered()
-                self._passes.release()
-                # until it has left the server, which still counts it
-                while answered() <= before and not stop.is_set():
-                    time.sleep(0.0005)
-            else:
-                time.sleep(0.0005)
 
 
 def test_adaptive_concurrency_finds_a_hidden_limit(
@@ -316,18 +366,23 @@ def test_adaptive_concurrency_finds_a_hidden_limit(
 
 
 def test_retry_after_from_a_refusing_endpoint_pauses_every_worker(
-        coordinator: Coordinator, workers: WorkerPool) -> None:
+        jumping_coordinator: Coordinator, workers: WorkerPool, grant_times: Grants) -> None:
+    coordinator = jumping_coordinator
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=16, start=8)))
-    # every 429 pauses the pool for Retry-After; the check leaves 20 ms of it for arrival
-    # jitter, as the rpm checks leave 50 ms of their period
+    # every 429 pauses the pool for Retry-After, on the coordinator's (jumping) clock: only a
+    # pause moves it, so the grants' times show exactly what the pauses held back
     with FakeOpenAIServer(latency=0.025, refuse_above=2, refuse_retry_after="0.1") as server:
         reports = run_workers(workers, coordinator, server, 2, requests=8, tasks=8)
-        arrivals = sorted(server.arrival_times())
+        arrivals = server.arrival_times()
+        refused = server.refused
     assert sum(r["ok"] for r in reports) == 16
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    # the pause held every worker back, not just the refused one (other gaps: ~latency)
-    assert max(gaps) >= 0.08
+    assert each_after_a_grant(arrivals, grant_times)
+    gaps = [b - a for a, b in itertools.pairwise(grant_times.at)]
+    # the pause held every worker back, not just the refused one: no grant to any of them
+    # for the whole Retry-After (to float rounding), and none before the first refusal
+    assert refused >= 1
+    assert max(gaps) >= 0.1 - 1e-9
     assert client.totals()["pools"]["endpoint"]["adaptive"]["level"] <= 4
     client.close()
 
@@ -354,7 +409,7 @@ def test_losing_the_coordinator_fails_waiting_calls_clearly() -> None:
     async def wait_then_lose() -> None:
         held = await client.acquire("endpoint")
         waiter = asyncio.ensure_future(client.acquire("endpoint"))
-        await asyncio.sleep(0.05)
+        await queued_at(coordinator, 1)
         coordinator.stop()
         with pytest.raises(CoordinatorError, match="lost the run budget coordinator at"):
             await asyncio.wait_for(waiter, 5)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
+import itertools
 import selectors
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pytest_ragbench.budget.api import RunBudget
@@ -77,6 +80,66 @@ class InlineBudget(RunBudget):
 
     def close(self) -> None:
         self._core.drop_owner("inline")
+
+
+@dataclass(order=True)
+class _JumpTimer:
+    when: float
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class JumpingClock:
+    """A clock for a run budget's core on a real event loop (``Coordinator(clock=...)``).
+
+    It stands still, starting at 0; a timer the core sets fires, the clock jumping to its
+    time, as soon as the loop is free and ``settled()`` holds (looked at every half
+    millisecond until it does). The core's rate windows and pauses then pass with no real
+    waiting and are exact on this clock, while ``settled`` (say, no request in flight) keeps
+    what comes in real time (replies, the token counts they settle) in the window it belongs
+    to, whatever the machine's load. Used from the loop's thread only, as the core is."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 settled: Callable[[], bool] = lambda: True) -> None:
+        self.settled = settled
+        self._loop = loop
+        self._now = 0.0
+        self._timers: list[_JumpTimer] = []
+        self._seq = itertools.count()
+        self._looking = False
+
+    def time(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _JumpTimer:
+        timer = _JumpTimer(self._now + max(delay, 0.0), next(self._seq), callback)
+        heapq.heappush(self._timers, timer)
+        self._look(0.0)
+        return timer
+
+    def _look(self, after: float) -> None:
+        if not self._looking:
+            self._looking = True
+            self._loop.call_later(after, self._fire)
+
+    def _fire(self) -> None:
+        self._looking = False
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return
+        if not self.settled():
+            self._look(0.0005)
+            return
+        timer = heapq.heappop(self._timers)
+        self._now = max(self._now, timer.when)
+        timer.callback()
+        if self._timers:
+            self._look(0.0)
 
 
 def run(main: Callable[[], Awaitable[T]]) -> tuple[T, float]:
