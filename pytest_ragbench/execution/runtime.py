@@ -133,12 +133,33 @@ def errors_text(errors: Mapping[str, Any]) -> str:
     return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_text.items())
 
 
+class CaseClock:
+    """What the runtime times a component's ``case_timeout`` on: the real clock. A test may
+    give a :class:`SuiteRuntime` one whose waits end as soon as the call waited for can no
+    longer end in time, and whose event loop runs on a virtual clock."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock."""
+        return time.monotonic()
+
+    def wait(self, done: threading.Event, timeout: float) -> bool:
+        """Wait for a synchronous call running in a thread of its own to set ``done``, at
+        most ``timeout`` seconds; whether it did."""
+        return done.wait(timeout)
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop that async components run on."""
+        return asyncio.new_event_loop()
+
+
 class SuiteRuntime:
-    """Runs the cases of one suite inside one process."""
+    """Runs the cases of one suite inside one process. ``clock``: what components' time
+    limits are timed on (default: the real clock)."""
 
     def __init__(self, suite: Suite, suite_id: str, registry: Registry,
-                 ctx: BuildContext) -> None:
+                 ctx: BuildContext, *, clock: CaseClock | None = None) -> None:
         self.suite = suite
+        self._clock = clock or CaseClock()
         self.suite_id = suite_id
         self.registry = registry
         # Factories see the suite's other retrievers (hybrid fuses them) through the context.
@@ -212,7 +233,7 @@ class SuiteRuntime:
         if not inspect.isawaitable(value):
             return value
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            self._loop = self._clock.new_event_loop()
         return self._loop.run_until_complete(value)
 
     def retriever(self, name: str) -> Any:
@@ -523,7 +544,7 @@ class SuiteRuntime:
         # a wait longer than the platform allows (threading.TIMEOUT_MAX, about 292 years)
         # raised OverflowError: such a limit is no limit
         limit = min(limit, threading.TIMEOUT_MAX)
-        deadline = time.monotonic() + limit
+        deadline = self._clock.monotonic() + limit
         done = threading.Event()
         box: dict[str, Any] = {}
 
@@ -536,13 +557,13 @@ class SuiteRuntime:
                 done.set()
 
         threading.Thread(target=target, name=f"ragbench-{what}", daemon=True).start()
-        if not done.wait(limit):
+        if not self._clock.wait(done, limit):
             raise timed_out()
         if "error" in box:
             raise box["error"]
         value = box["value"]
         if inspect.isawaitable(value):
-            remaining = max(deadline - time.monotonic(), 0.0)
+            remaining = max(deadline - self._clock.monotonic(), 0.0)
             # on the clock of the LLM limits: a wait for one of the run's slots (a dense
             # retriever's openai embedder draws from the run's budget) is not counted, or
             # the same retrieval would time out at -n 2 and not at -n 0

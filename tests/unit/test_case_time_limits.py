@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from virtual_clock import VirtualClockLoop
 
-from pytest_ragbench.execution.runtime import SuiteRuntime
+from pytest_ragbench.execution.runtime import CaseClock, SuiteRuntime
 from pytest_ragbench.llm import deadline
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.suite.loader import load_suite
 
 #: Far above what a fast case takes (10 ms idle, 32 ms at most under a load of 10 on 2 cores).
+#: No test waits for it: see StallClock.
 LIMIT = 0.2
 #: How long a slow call waits at most (it is released when its test ends).
 SLOW = 30.0
@@ -58,6 +60,41 @@ PIPELINE_SUITE = textwrap.dedent("""\
 """).format(items=ITEMS, limit=LIMIT)
 
 
+class Release(threading.Event):
+    """Set when the test ends: a slow call left running in the background returns. A slow
+    synchronous call waits for it in :meth:`block`, which :class:`StallClock` sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = threading.Semaphore(0)
+
+    def block(self) -> None:
+        if not self.is_set():
+            self.blocked.release()
+        self.wait(SLOW)
+
+
+class StallClock(CaseClock):
+    """The runtime's clock in these tests. A synchronous call that blocks until the test's end
+    (:meth:`Release.block`) can only end past its limit: the runtime's wait for it ends then,
+    as the limit's passing would end it, and a fast call's wait ends with the call, as
+    before. Async components run on a virtual clock (tests/virtual_clock.py), where a slow
+    one's limit passes at once."""
+
+    def __init__(self, release: Release) -> None:
+        self.release = release
+
+    def wait(self, done: threading.Event, timeout: float) -> bool:
+        given_up = time.monotonic() + SLOW
+        while not done.wait(0.001):
+            if self.release.blocked.acquire(blocking=False) or time.monotonic() > given_up:
+                return False
+        return True
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return VirtualClockLoop()
+
+
 class Calls:
     """The query texts a component was called with, in order (from any thread)."""
 
@@ -77,7 +114,7 @@ class SlowRetriever:
     """Returns the query's own document first; on the slow query it waits until ``release``
     is set (at most ``SLOW`` s)."""
 
-    def __init__(self, calls: Calls, mode: str, release: threading.Event) -> None:
+    def __init__(self, calls: Calls, mode: str, release: Release) -> None:
         self.calls, self.mode, self.release = calls, mode, release
 
     def index(self, corpus: Sequence[Any]) -> None:
@@ -92,7 +129,7 @@ class SlowRetriever:
         if self.mode == "async":
             return self._aretrieve(text)
         if text.startswith("slow"):
-            self.release.wait(SLOW)
+            self.release.block()
         return self._hits(text)
 
     async def _aretrieve(self, text: str) -> list[tuple[str, float]]:
@@ -110,7 +147,7 @@ async def _released(release: threading.Event) -> None:
 class SlowApp:
     """A RAG application under test that waits on the slow query as SlowRetriever does."""
 
-    def __init__(self, calls: Calls, mode: str, release: threading.Event) -> None:
+    def __init__(self, calls: Calls, mode: str, release: Release) -> None:
         self.calls, self.mode, self.release = calls, mode, release
 
     def _output(self, text: str) -> dict[str, Any]:
@@ -122,7 +159,7 @@ class SlowApp:
         if self.mode.startswith("async"):
             return self._aanswer(query.text)
         if query.text.startswith("slow"):
-            self.release.wait(SLOW)
+            self.release.block()
         return self._output(query.text)
 
     async def _aanswer(self, text: str) -> dict[str, Any]:
@@ -137,25 +174,26 @@ class SlowApp:
 
 
 @pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """Set when the test ends: a slow call left running in the background returns."""
-    event = threading.Event()
+def release() -> Iterator[Release]:
+    event = Release()
     yield event
     event.set()
 
 
 @pytest.fixture
-def runtime_of(tmp_path: Path) -> Iterator[Callable[..., SuiteRuntime]]:
+def runtime_of(tmp_path: Path, release: Release) -> Iterator[Callable[..., SuiteRuntime]]:
     rows = [{"_id": f"d{i}", "text": f"document {i}"} for i in range(N_CASES)]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     made: list[SuiteRuntime] = []
 
-    def make(text: str, kind: str, name: str, factory: Callable[[], Any]) -> SuiteRuntime:
+    def make(text: str, kind: str, name: str, factory: Callable[[], Any],
+             clock: CaseClock | None = None) -> SuiteRuntime:
         path = tmp_path / "suite.yaml"
         path.write_text(text, encoding="utf-8")
         registry = Registry(use_entry_points=False)
         registry.add(kind, name, factory, origin="the test")
-        runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext())
+        runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext(),
+                               clock=clock or StallClock(release))
         made.append(runtime)
         return runtime
 
@@ -247,13 +285,18 @@ def test_an_answer_past_its_limit_is_an_error_naming_the_pipeline(runtime_of, re
                for r in by_id.values()), by_id
 
 
-class SelfReleasingRetriever(SlowRetriever):
-    """The slow query returns 0.1 s after it was asked (the case waits on it meanwhile)."""
+class WaitingClock(CaseClock):
+    """The real clock, whose wait for a call first waits as a real one would, on a lock that
+    is free (a timeout a lock cannot wait for raises as in :meth:`threading.Event.wait`),
+    then lets the slow call return."""
 
-    def retrieve(self, text: str, k: int) -> Any:
-        if text.startswith("slow"):
-            threading.Timer(0.1, self.release.set).start()
-        return super().retrieve(text, k)
+    def __init__(self, release: Release) -> None:
+        self.release = release
+
+    def wait(self, done: threading.Event, timeout: float) -> bool:
+        threading.Lock().acquire(timeout=timeout)
+        self.release.set()
+        return super().wait(done, timeout)
 
 
 def test_a_limit_beyond_what_the_platform_can_wait_is_no_limit(runtime_of, release) -> None:
@@ -262,7 +305,7 @@ def test_a_limit_beyond_what_the_platform_can_wait_is_no_limit(runtime_of, relea
     calls = Calls()
     text = RETRIEVER_SUITE.replace(f"case_timeout: {LIMIT}", "case_timeout: 1.0e+300")
     runtime = runtime_of(text, "retriever", "slow",
-                         lambda: SelfReleasingRetriever(calls, "sync", release))
+                         lambda: SlowRetriever(calls, "sync", release), WaitingClock(release))
     rec = runtime.run_case("slow", SLOW_CASE)
     assert rec["status"] == "ok", rec.get("error")
 
