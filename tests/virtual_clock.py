@@ -59,6 +59,25 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now += max(seconds, 0.0)
 
 
+class ManualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only by :meth:`advance` (from any thread), starting at
+    0. A server on 127.0.0.1 that advances it by its answer time while it answers makes the
+    loop's timeouts count exactly the answers they are under, however late a loaded machine
+    runs the client (a timer never fires on real time passing). To make the loop look at
+    its clock before the server answers (a timeout past which it will not), wake it:
+    ``loop.call_soon_threadsafe(lambda: None)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+
 class InlineBudget(RunBudget):
     """A run budget whose core answers in the caller's thread, at once, on ``loop``'s clock
     and timers. :class:`~pytest_ragbench.budget.local.LocalBudget` answers from its own

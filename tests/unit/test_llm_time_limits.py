@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from virtual_clock import InlineBudget, VirtualClockLoop, raises_after
+from virtual_clock import InlineBudget, ManualClockLoop, VirtualClockLoop, raises_after
 from virtual_clock import run as run_on_virtual_clock
 
 from pytest_ragbench.answers.config import parse_rag_config, rag_config_from_model
@@ -353,32 +353,15 @@ def _config(server: FakeOpenAIServer, limit: str, **llm: Any) -> dict[str, Any]:
     return config
 
 
-class _AnswerClock(asyncio.SelectorEventLoop):
-    """An event loop whose clock moves only by :meth:`advance` (from any thread): a server
-    that advances it by its answer time while it answers makes the time limits count exactly
-    the answers they are under, whatever the machine's load (a loaded machine once took the
-    0.3 s a real clock left each case beyond its 0.1 s answer)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._now = 0.0
-
-    def time(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-
-
 def _on_answer_clock(tmp_path: Path, step: float, config: Any, pipelines: int,
                      question: Any, *, reply: Reply = echo_reply,
                      metrics: Sequence[str] = ("answer_contains",),
                      ) -> tuple[list[dict[str, Any]], dict[str, Any], FakeOpenAIServer, float]:
     """``pipelines`` pipelines of ``config(server)`` on one run budget, every case of each
     (``N_CASES``, with ``metrics`` and the reference answer "Paris") open at once, on an
-    :class:`_AnswerClock` that each answer of the server (``reply``) moves by ``step``.
+    :class:`ManualClockLoop` that each answer of the server (``reply``) moves by ``step``.
     Returns the cases' outputs, the pool, the server and the clock's end."""
-    loop = _AnswerClock()
+    loop = ManualClockLoop()
 
     def answer(messages: Any) -> str:
         loop.advance(step)
@@ -424,12 +407,12 @@ def test_cases_queued_for_the_runs_one_slot_keep_their_time_limit(tmp_path: Path
 
 def _answered_late(tmp_path: Path, config: Any, case: Any, *, run_budget: bool = True
                    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool]:
-    """``case(pipeline)`` of ``config(server)`` on an :class:`_AnswerClock`, against a server
+    """``case(pipeline)`` of ``config(server)`` on a :class:`ManualClockLoop`, against a server
     whose answer takes 5 LIMIT of that clock: as a request arrives it moves the clock so far
     and wakes the loop, then holds its answer until the case has ended (10 s of real time at
     most: a case its limit did not stop then gets the answer). Returns the case's output, the
     pool (with ``run_budget``) and whether the answer was still held when the case ended."""
-    loop = _AnswerClock()
+    loop = ManualClockLoop()
     ended = threading.Event()
 
     def answer(messages: Any) -> str:
