@@ -12,10 +12,12 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from virtual_clock import ManualClockLoop
 
 from pytest_ragbench.errors import ComponentError
 from pytest_ragbench.llm.base import LLM, Embedder, LLMError, Usage
@@ -32,6 +34,7 @@ from pytest_ragbench.llm.testing import (
     EMBEDDINGS_PATH,
     FakeOpenAIServer,
     Fault,
+    echo_reply,
     hash_embedding,
 )
 
@@ -159,24 +162,29 @@ async def test_scripted_reply_can_return_judge_json(server: FakeOpenAIServer) ->
 
 @pytest.mark.asyncio
 async def test_concurrency_limit_bounds_requests_in_flight() -> None:
-    with FakeOpenAIServer(latency=0.05) as server:
-        async with chat_client(server, concurrency=2, timeout=5) as llm:
-            started = time.perf_counter()
+    # the server answers requests two by two, once both have arrived: 6 calls, 2 at a time,
+    # are all in flight at the server (all at once: 6)
+    pairs = threading.Barrier(2)
+
+    def in_pairs(messages: Any) -> str:
+        pairs.wait(timeout=5)
+        return "paired"
+
+    with FakeOpenAIServer(reply=in_pairs) as server:
+        async with chat_client(server, concurrency=2, timeout=10) as llm:
             results = await asyncio.gather(*(llm.chat(USER) for _ in range(6)))
-            elapsed = time.perf_counter() - started
-    assert len(results) == 6
-    assert elapsed >= 0.145  # 6 calls, 2 at a time, 0.05 s each (all at once: 0.05 s)
-    assert elapsed < 2.0
+    assert [r.text for r in results] == ["paired"] * 6
+    assert server.max_in_flight == 2
     assert llm.usage.requests == 6
 
 
 # -- every fault ends in a completion or an LLMError ----------------------------------------
 
 
+# a hang has tests of its own below, on a clock the server moves past the timeout
 FAULTS = {
     "429": (Fault.rate_limited("0"), "HTTP 429"),
     "500": (Fault.server_error(500), "HTTP 500: injected HTTP 500"),
-    "hang": (Fault.hang(), "timed out after 0.3 s"),
     "malformed": (Fault.malformed(), "malformed JSON in reply body"),
     "truncated": (Fault.truncated(), "truncated JSON in reply body"),
     "drop": (Fault.drop(), "connection error"),
@@ -202,38 +210,109 @@ async def test_lasting_fault_ends_in_llm_error_with_reason(
 ) -> None:
     fault, reason = FAULTS[name]
     server.set_default(fault)
-    # Every attempt at a hanging server waits out the whole timeout and none has to succeed:
-    # a shorter one shows the same. The other faults answer at once, and keep the margin.
-    timeout = 0.1 if name == "hang" else 0.3
-    async with chat_client(server, timeout=timeout) as llm:
+    async with chat_client(server, timeout=0.3) as llm:
         with pytest.raises(LLMError) as info:
             await asyncio.wait_for(llm.chat(USER), 5)
     message = str(info.value)
-    assert reason.replace("0.3 s", f"{timeout:g} s") in message
+    assert reason in message
     assert message.startswith(f"POST {server.base_url}/chat/completions failed after 3 attempts")
     assert server.count(CHAT_PATH) == 3
+
+
+class Hangs:
+    """A server's reply for a client on a :class:`ManualClockLoop`: each of the first
+    ``hanging`` requests (None: every one) moves the loop's clock a second on, past the
+    client's timeout, wakes the loop, and says nothing more until the test ends, as a
+    ``Fault.hang`` does; the others are answered at once."""
+
+    def __init__(self, loop: ManualClockLoop, hanging: int | None) -> None:
+        self.loop, self.hanging = loop, hanging
+        self.over = threading.Event()
+        self._lock = threading.Lock()
+        self._seen = 0
+
+    def __call__(self, messages: Any) -> str:
+        with self._lock:
+            self._seen += 1
+            hangs = self.hanging is None or self._seen <= self.hanging
+        if not hangs:
+            return echo_reply(messages)
+        self.loop.advance(1.0)
+        self.loop.call_soon_threadsafe(lambda: None)
+        self.over.wait(10)
+        return "too late"
+
+
+def _on_hanging_server(hanging: int | None, call: Any) -> tuple[Any, FakeOpenAIServer, str]:
+    """``call(llm)`` with a client (timeout 0.3 s, waits between attempts recorded) of a
+    server whose replies are ``Hangs(loop, hanging)``, on a :class:`ManualClockLoop`: what it
+    returned or raised, the server (stopped) and its base URL."""
+    loop = ManualClockLoop()
+    hangs = Hangs(loop, hanging)
+
+    async def main(server: FakeOpenAIServer) -> Any:
+        async with chat_client(server, timeout=0.3, sleep=Sleeps()) as llm:
+            try:
+                return await call(llm)
+            except LLMError as exc:
+                return exc
+
+    with FakeOpenAIServer(reply=hangs) as server:
+        base_url = server.base_url
+        try:
+            outcome = loop.run_until_complete(main(server))
+        finally:
+            hangs.over.set()
+            loop.close()
+    return outcome, server, base_url
+
+
+def test_a_single_hang_is_retried_to_a_completion() -> None:
+    completion, server, _ = _on_hanging_server(1, lambda llm: llm.chat(USER))
+    assert completion.text == "echo: hello there"
+    assert completion.usage.requests == 2
+    assert server.count(CHAT_PATH) == 2
+
+
+def test_a_lasting_hang_ends_in_llm_error_with_reason() -> None:
+    error, server, base_url = _on_hanging_server(None, lambda llm: llm.chat(USER))
+    assert isinstance(error, LLMError)
+    message = str(error)
+    assert "timed out after 0.3 s" in message
+    assert message.startswith(f"POST {base_url}/chat/completions failed after 3 attempts")
+    assert server.count(CHAT_PATH) == 3
+
+
+class Sleeps:
+    """A client's waits between attempts, recorded instead of waited for."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
 
 
 @pytest.mark.asyncio
 async def test_retry_after_is_honoured(server: FakeOpenAIServer) -> None:
     server.add_faults(Fault.rate_limited("0.05"), Fault.rate_limited("0.05"))
     retry = RetryPolicy(max_attempts=3, base_delay=0.0)  # without the header: no wait at all
-    async with chat_client(server, retry=retry, timeout=2) as llm:
-        started = time.perf_counter()
+    sleeps = Sleeps()
+    async with chat_client(server, retry=retry, timeout=2, sleep=sleeps) as llm:
         completion = await asyncio.wait_for(llm.chat(USER), 5)
-        elapsed = time.perf_counter() - started
     assert completion.usage.requests == 3
-    assert 0.1 <= elapsed < 1.3  # the two waits the header asked for, and not seconds more
+    assert sleeps.delays == [0.05, 0.05]  # the two waits the header asked for
 
 
 @pytest.mark.asyncio
 async def test_retry_after_is_capped_by_max_delay(server: FakeOpenAIServer) -> None:
     server.add_faults(Fault.server_error(503, retry_after="100"))
     retry = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.1)
-    async with chat_client(server, retry=retry, timeout=2) as llm:
-        started = time.perf_counter()
+    sleeps = Sleeps()
+    async with chat_client(server, retry=retry, timeout=2, sleep=sleeps) as llm:
         await asyncio.wait_for(llm.chat(USER), 5)
-    assert time.perf_counter() - started < 1.0
+    assert sleeps.delays == [0.1]
 
 
 @pytest.mark.asyncio
@@ -504,17 +583,34 @@ def test_extractive_returns_several_sentences_ranked() -> None:
 def test_the_fake_server_says_nothing_of_a_client_that_gave_up(
         capfd: pytest.CaptureFixture[str]) -> None:
     # a client past its timeout closes the connection: writing the late answer failed with a
-    # BrokenPipeError traceback on stderr for every such request
-    with FakeOpenAIServer(latency=0.3) as server:
-        for _ in range(3):
-            with pytest.raises(httpx.TimeoutException):
-                httpx.post(f"{server.base_url}/chat/completions", timeout=0.05,
-                           json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-        # until the handlers have written their late answers (and ended)
+    # BrokenPipeError traceback on stderr for every such request. Here each client closes its
+    # connection once its request has reached the server, which answers only then.
+    gave_up = threading.Event()
+
+    def late(messages: Any) -> str:
+        gave_up.wait(5)
+        return "too late"
+
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    with FakeOpenAIServer(reply=late) as server:
+        for sent in range(1, 4):
+            gave_up.clear()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+                client.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                               f"Content-Type: application/json\r\n"
+                               f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+                deadline = time.monotonic() + 5
+                while server.count(CHAT_PATH) < sent and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            gave_up.set()
+            # until the handler has written its late answer (and ended)
+            while server.in_flight and time.monotonic() < deadline:
+                time.sleep(0.001)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(
                 "process_request_thread" in t.name for t in threading.enumerate()):
-            time.sleep(0.01)
+            time.sleep(0.001)
+    assert server.count(CHAT_PATH) == 3
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
 

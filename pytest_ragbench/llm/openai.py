@@ -45,6 +45,7 @@ from .resilience import (
     CircuitBreaker,
     RateLimiter,
     RetryPolicy,
+    Sleep,
     attempt_timed_out,
     is_retryable_status,
     parse_retry_after,
@@ -128,6 +129,7 @@ class _OpenAIEndpoint:
         cost_key: str | None = None,
         cost_of: Callable[[Usage], float] | None = None,
         case_timeout: float | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not base_url:
             raise ComponentError("base_url: must not be empty")
@@ -172,6 +174,7 @@ class _OpenAIEndpoint:
         self._cost_key = cost_key
         self._cost_of = cost_of
         self._case_timeout = case_timeout
+        self._sleep = sleep
         self._prompt_tokens = 0
         self._completion_tokens = 0
         self._requests = 0
@@ -448,7 +451,7 @@ class _OpenAIEndpoint:
                     failure,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
 
 
 def _parse_chat(data: Any) -> tuple[str, Usage | None, str]:
@@ -506,6 +509,7 @@ class OpenAIChat(_OpenAIEndpoint):
         retry, breaker, rate_limiter: resilience settings (defaults: ``RetryPolicy()``, a new
             ``CircuitBreaker()``, no rate limit).
         rng: random source for backoff jitter; transport: an httpx transport (tests).
+        sleep: how the client waits between attempts (default ``asyncio.sleep``; tests).
         run_budget, pool: draw every attempt from this declared pool of the run's budget
             instead of the local semaphore and rate limiter.
         cost_key, cost_of: refuse calls once the run's cap ``cost_key`` is used up, and
