@@ -81,13 +81,17 @@ class HeadStart:
     budget, closed by :meth:`stop` (which gives back whatever the head start still held).
     A failure stops the head start and is kept in :attr:`error` (the workers then do the
     rest); a suite problem (:class:`~pytest_ragbench.errors.RagbenchError`) is left to the
-    workers to report.
+    workers to report. ``clock`` and ``sleep`` are what :meth:`wait_first_wave` polls the
+    sending on (default: the real ones; tests step them).
     """
 
     def __init__(self, plan: Callable[[Callable[[], bool]], Sequence[SuitePlan]],
-                 budget: Any) -> None:
+                 budget: Any, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._plan = plan
         self._budget = budget
+        self._clock = clock
+        self._sleep = sleep
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._runtimes: list[SuiteRuntime] = []
@@ -135,12 +139,12 @@ class HeadStart:
         False only when ``timeout`` passed before the first window was submitted (or the
         head start ended).
         """
-        started = time.monotonic()
+        started = self._clock()
         if not self._first_wave.wait(timeout):
             return False
-        deadline = min(started + timeout, time.monotonic() + SEND_WAIT)
-        while self.running and not self._wave_sent() and time.monotonic() < deadline:
-            time.sleep(SEND_POLL)
+        deadline = min(started + timeout, self._clock() + SEND_WAIT)
+        while self.running and not self._wave_sent() and self._clock() < deadline:
+            self._sleep(SEND_POLL)
         return True
 
     def _wave_sent(self) -> bool:

@@ -91,7 +91,45 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
-        time.sleep(0.01)
+        time.sleep(0.001)
+
+
+class StepClock:
+    """The clock :meth:`HeadStart.wait_first_wave` polls on: each poll's sleep waits for the
+    test's :meth:`step` (or for :meth:`run`), then moves the clock on by its length."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.polls = 0
+        self._steps = threading.Semaphore(0)
+        self._running = False
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        if not self._running:
+            self._steps.acquire()
+        self.now += seconds
+        self.polls += 1
+
+    def step(self, polls: int) -> None:
+        """Let ``polls`` more polls happen, and wait until they have."""
+        target = self.polls + polls
+        self._steps.release(polls)
+        try:
+            wait_until(lambda: self.polls >= target)
+        except AssertionError:
+            raise AssertionError(f"the wait stopped polling after {self.polls} polls") from None
+
+    def run(self) -> None:
+        """Let every poll happen at once from now on."""
+        self._running = True
+        self._steps.release()  # a poll waiting for its step
+
+
+def stepped(plan: Any, budget: Any, clock: StepClock) -> HeadStart:
+    return HeadStart(plan, budget, clock=clock.time, sleep=clock.sleep).start()
 
 
 def test_stop_cancels_in_flight_work_and_releases_everything() -> None:
@@ -311,19 +349,25 @@ def test_the_first_wave_wait_lasts_until_its_requests_are_granted(
     monkeypatch.setattr(headstart, "SEND_WAIT", 30.0)
     runtime = Runtime()
     budget = GrantingBudget(concurrency=100 if full == "every case granted" else 3)
-    head = HeadStart(lambda stopped: plan(runtime), budget).start()
+    clock = StepClock()
+    head = stepped(lambda stopped: plan(runtime), budget, clock)
     done = threading.Event()
     waiter = threading.Thread(target=lambda: (head.wait_first_wave(5), done.set()))
     try:
         waiter.start()
         wait_until(lambda: len(runtime.asked) == 2 * Prefetcher.concurrency)
-        # the window is submitted, none of its requests granted
-        assert not done.wait(0.05)
+        # the window is submitted, none of its requests granted: the wait looks, and goes on
+        clock.step(3)
+        assert not done.is_set()
         budget.granted = 2
-        assert not done.wait(0.05)
+        clock.step(3)
+        assert not done.is_set()
         budget.granted = 4 if full == "every case granted" else 3
-        assert done.wait(1)  # by the grants: the wait's own bounds are 5 s and 30 s off
+        clock.step(1)
+        assert done.wait(5)
+        assert clock.now < 1  # by the grants: the wait's own bounds are 5 s and 30 s off
     finally:
+        clock.run()
         runtime.pipe.release.set()
         head.stop()
         waiter.join(5)
@@ -339,11 +383,12 @@ def test_cases_answered_from_the_cache_are_not_waited_for() -> None:
             return keys
 
     runtime = Cached()
-    head = HeadStart(lambda stopped: plan(runtime), GrantingBudget()).start()
+    clock = StepClock()
+    clock.run()
+    head = stepped(lambda stopped: plan(runtime), GrantingBudget(), clock)
     try:
-        started = time.monotonic()
         assert head.wait_first_wave(5) is True
-        assert time.monotonic() - started < 0.2  # not SEND_WAIT (0.25 s)
+        assert clock.polls == 0  # nothing to wait for, not SEND_WAIT (0.25 s)
         assert len(runtime.asked) >= 2 * Prefetcher.concurrency
     finally:
         runtime.pipe.release.set()
@@ -351,15 +396,16 @@ def test_cases_answered_from_the_cache_are_not_waited_for() -> None:
 
 
 def test_the_wait_for_the_first_requests_is_bounded() -> None:
-    from pytest_ragbench.execution.headstart import SEND_WAIT
+    from pytest_ragbench.execution.headstart import SEND_POLL, SEND_WAIT
 
     runtime = Runtime()
-    head = HeadStart(lambda stopped: plan(runtime), GrantingBudget()).start()
+    clock = StepClock()
+    clock.run()
+    head = stepped(lambda stopped: plan(runtime), GrantingBudget(), clock)
     try:
         wait_until(lambda: runtime.asked)
-        started = time.monotonic()
         assert head.wait_first_wave(5) is True  # nothing is ever granted (a stuck endpoint)
-        assert SEND_WAIT * 0.8 <= time.monotonic() - started < SEND_WAIT + 1
+        assert SEND_WAIT <= clock.now < SEND_WAIT + 2 * SEND_POLL
     finally:
         runtime.pipe.release.set()
         head.stop()
