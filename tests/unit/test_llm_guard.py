@@ -5,13 +5,14 @@ built-in OpenAI client (pytest_ragbench.llm.guard, answers.pipeline.build_pipeli
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from virtual_clock import VirtualClockLoop
+from virtual_clock import run as run_on_virtual_clock
 
 from pytest_ragbench.answers.config import rag_config_from_model
 from pytest_ragbench.answers.pipeline import RagPipeline, build_pipeline
@@ -185,11 +186,17 @@ def test_the_per_attempt_timeout_retries_a_hung_call(tmp_path: Path) -> None:
 
     hangs = Hangs()
     rag = pipeline(tmp_path, hangs, llm={"timeout": 0.05}, cache="off")
-    try:
-        out = rag.run_case_sync(QUERY, CONTEXTS, ["exact_match"])
-    finally:
-        rag.close()
+    out, took = run_on_virtual_clock(lambda: _one_case(rag))
     assert out["errors"] == {} and out["usage"]["requests"] == 2 and hangs.calls == 2
+    assert took == pytest.approx(0.05)  # the hung attempt was given up at its timeout
+
+
+async def _one_case(rag: RagPipeline) -> dict[str, Any]:
+    """A case of ``rag`` on the running loop (a virtual clock's, tests/virtual_clock.py)."""
+    try:
+        return await rag.run_case(QUERY, CONTEXTS, ["exact_match"])
+    finally:
+        await rag.aclose()
 
 
 @pytest.mark.parametrize("late", ["blocks", "ignores-cancel"])
@@ -201,7 +208,9 @@ def test_an_attempt_that_returns_past_its_timeout_timed_out(tmp_path: Path, late
             self.calls += 1
             if self.calls == 1:
                 if late == "blocks":
-                    time.sleep(0.2)
+                    loop = asyncio.get_running_loop()
+                    assert isinstance(loop, VirtualClockLoop)
+                    loop.advance(0.2)  # what a blocking call does to the clock: no yield
                 else:
                     try:
                         await asyncio.sleep(5.0)
@@ -212,10 +221,7 @@ def test_an_attempt_that_returns_past_its_timeout_timed_out(tmp_path: Path, late
 
     provider = Late()
     rag = pipeline(tmp_path, provider, llm={"timeout": 0.05, "retries": 1}, cache="off")
-    try:
-        out = rag.run_case_sync(QUERY, CONTEXTS, ["exact_match"])
-    finally:
-        rag.close()
+    out, _ = run_on_virtual_clock(lambda: _one_case(rag))
     assert out["errors"] == {} and out["answer"] == "Paris", out
     assert out["usage"]["requests"] == 2 and provider.calls == 2
 
