@@ -416,3 +416,37 @@ def test_cache_prune_keeps_an_entry_whose_lock_files_cannot_be_opened_and_says_w
     assert "2 kept (state unknown)" in out.splitlines()[-1]
     assert locked.cache_path.is_dir() and used.cache_path.is_dir()
     assert not fine.cache_path.exists()
+
+
+@pytest.mark.skipif(not Path("/sys/devices/system/cpu/online").is_file(),
+                    reason="needs Linux's sysfs")
+def test_cache_list_and_dry_run_see_a_lock_file_this_user_cannot_write(
+        tmp_path, monkeypatch, capsys):
+    """A ``.use`` file this user can read but not open for writing (another user's) was
+    listed without a mark and 'would remove'd by --dry-run (exit 0), while the prune itself
+    kept the entry as state unknown and exited 1. (A link to a sysfs file no one may write
+    stands for such a file: chmod does not stop root.)"""
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.retrievers.bm25 import BM25Retriever
+
+    cache = tmp_path / ".pytest_cache" / "d" / "ragbench"
+    retriever = BM25Retriever(cache_dir=cache)
+    retriever.index([Document(f"d{i}", f"text {i} about {i % 3}") for i in range(20)])
+    retriever._set_lease(None)
+    use = cache / f"{retriever.cache_path.name}.use"
+    use.unlink()
+    use.symlink_to("/sys/devices/system/cpu/online")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["cache", "list"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines()
+               if retriever.cache_path.name in x]
+    assert f"[state unknown: cannot open {use}: " in line
+    assert main(["cache", "prune", "--all", "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert f"would keep {retriever.cache_path.name}: cannot tell whether a run is building " \
+        f"or using it: cannot open {use}: " in out
+    assert main(["cache", "prune", "--all"]) == 1
+    assert "1 kept (state unknown)" in capsys.readouterr().out
+    assert retriever.cache_path.is_dir()

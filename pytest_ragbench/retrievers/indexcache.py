@@ -94,7 +94,9 @@ def _held(path: Path) -> bool:
     import fcntl
 
     try:
-        fh = path.open("rb")
+        # for writing, as a prune's and a run's locks open it: one this user can only read
+        # (another user's) would look free here and then stop the prune
+        fh = path.open("r+b")
     except FileNotFoundError:
         return False
     except OSError as exc:
