@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -450,3 +451,42 @@ def test_cache_list_and_dry_run_see_a_lock_file_this_user_cannot_write(
     assert main(["cache", "prune", "--all"]) == 1
     assert "1 kept (state unknown)" in capsys.readouterr().out
     assert retriever.cache_path.is_dir()
+
+
+@pytest.mark.parametrize("where", ["ini addopts", "PYTEST_ADDOPTS"])
+def test_cache_finds_the_index_cache_moved_by_an_override_in_addopts(
+        pytester, monkeypatch, capsys, where):
+    """``-o cache_dir=...`` in the ini's ``addopts`` or in ``PYTEST_ADDOPTS`` moves pytest's
+    cache (and the index cache in it) as in the ini itself: ``ragbench cache list`` looked in
+    the ini's (or pytest's default) folder and said 'no index cache here', calling that
+    pytest's default cache folder."""
+    from pytest_ragbench.cli.pytestini import _overrides_from_ini_addopts
+
+    if where == "ini addopts" and not _overrides_from_ini_addopts():
+        pytest.skip("this pytest reads its ini's values before the ini's addopts")
+    ini = "[pytest]\ncache_dir = build/ini\n"
+    if where == "ini addopts":
+        ini += ("addopts = -p no:randomly -o cache_dir=build/first "
+                "--override-ini=cache_dir=build/moved\n")
+    else:
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-o cache_dir=build/moved")
+    (pytester.path / "pytest.ini").write_text(ini)
+    pytester.makefile(".jsonl", corpus='{"id": "d1", "text": "espresso grind size"}\n')
+    pytester.makefile(".jsonl", queries='{"id": "q1", "text": "grind", "relevant": ["d1"]}')
+    pytester.makefile(".yaml", suite="dataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+                                     "retrievers: {bm25: {}}\nmetrics: [recall@10]\n")
+    monkeypatch.chdir(pytester.path)
+    pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=1)
+    cache = pytester.path / "build" / "moved" / "d" / "ragbench"
+    built = sorted(p.name for p in cache.glob("bm25-*") if p.is_dir())
+    assert len(built) == 1  # where pytest put it
+    capsys.readouterr()
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"index cache: {cache}\n") and built[0] in out
+    shutil.rmtree(cache)
+    assert main(["cache", "list"]) == 0
+    origin = (f"the addopts of {pytester.path / 'pytest.ini'}" if where == "ini addopts"
+              else "PYTEST_ADDOPTS")
+    assert capsys.readouterr().out.startswith(
+        f"no index cache here: {cache} does not exist (-o cache_dir=build/moved in {origin})")

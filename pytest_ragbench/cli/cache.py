@@ -49,7 +49,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="the index cache folder, or a pytest cache folder holding it "
                             "(default: d/ragbench in the pytest cache of the project here, as "
                             "pytest finds it: its rootdir and ini file, and the ini's "
-                            "cache_dir, by default .pytest_cache; give --dir for a cache "
+                            "cache_dir or an -o cache_dir=... in its addopts or in "
+                            "PYTEST_ADDOPTS, by default .pytest_cache; give --dir for a cache "
                             "moved by -o cache_dir or --rootdir on pytest's command line)")
         if name == "list":
             a.add_argument("--json", action="store_true",
@@ -78,8 +79,8 @@ def _find(given: Path | None) -> Path:
 def _whose() -> str:
     """Where pytest's cache of the project here comes from, for a message."""
     found = pytest_cache(Path.cwd())
-    if found.setting is not None:
-        return f"cache_dir = {found.setting} in {found.inifile}"
+    if found.origin is not None:
+        return found.origin
     where = f"{found.inifile}" if found.inifile is not None else "no ini file"
     return f"pytest's default cache folder of the rootdir {found.rootdir} ({where})"
 

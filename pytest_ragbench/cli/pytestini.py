@@ -7,15 +7,19 @@ the first folder holding a file with pytest configuration (``pytest.toml`` and
 ``pyproject.toml`` with ``[tool.pytest.ini_options]`` or ``[tool.pytest]``, a ``tox.ini`` with
 ``[pytest]``, a ``setup.cfg`` with ``[tool:pytest]``, in this order within a folder) is the
 rootdir; without one, the folder of the nearest ``pyproject.toml``, else the nearest folder with
-a ``setup.py``, else the current folder. The cache is the ini's ``cache_dir`` (``$VAR`` and
-``~`` expanded, relative to the rootdir), by default ``.pytest_cache`` (under ``$TOX_ENV_DIR``
-when tox runs pytest). Options given on pytest's command line (``-o cache_dir=...``,
-``--rootdir``, ``-c``) are not seen here.
+a ``setup.py``, else the current folder (``--rootdir`` in ``PYTEST_ADDOPTS`` names it
+instead). The cache is the ini's ``cache_dir``, unless a ``-o cache_dir=...`` in the ini's
+``addopts`` (pytest releases that apply it) or in ``PYTEST_ADDOPTS`` overrides it (``$VAR``
+and ``~`` expanded, relative to the rootdir), by default ``.pytest_cache`` (under
+``$TOX_ENV_DIR`` when tox runs pytest). Options given on pytest's command line
+(``-o cache_dir=...``, ``--rootdir``, ``-c``), and ``-c`` in ``PYTEST_ADDOPTS``, are not seen
+here.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,13 +39,15 @@ class IniError(Exception):
 @dataclass(frozen=True)
 class PytestCache:
     """pytest's cache folder for a project: ``folder``, the ``rootdir`` it was found for, the
-    ``inifile`` read (None: none), and ``setting``: ``cache_dir = VALUE`` as written in the
-    ini, or None for pytest's default."""
+    ``inifile`` read (None: none), and ``setting``: ``cache_dir``'s value as written in the
+    ini or an ``-o cache_dir=VALUE`` of its ``addopts`` or ``PYTEST_ADDOPTS``, or None for
+    pytest's default; ``origin`` says which of those, for a message."""
 
     folder: Path
     rootdir: Path
     inifile: Path | None
     setting: str | None
+    origin: str | None = None
 
 
 def _pytest_major() -> int:
@@ -138,11 +144,63 @@ def pytest_cache(cwd: Path) -> PytestCache:
         rootdir = next((f for f in (here, *here.parents) if (f / "setup.py").is_file()), here)
     value = config.get("cache_dir")
     setting = None if value is None else str(value)
+    origin = None if setting is None else f"cache_dir = {setting} in {inifile}"
+    # pytest reads the overrides of its ini's addopts and then of PYTEST_ADDOPTS (the last
+    # -o of a name wins); only the environment's --rootdir counts, the ini being found by then
+    given = config.get("addopts") if _overrides_from_ini_addopts() else None
+    ini_args = _split(given, f"addopts in {inifile}") if given is not None else []
+    env_args = _split(os.environ.get("PYTEST_ADDOPTS", ""), "PYTEST_ADDOPTS")
+    for args, where in ((ini_args, f"the addopts of {inifile}"), (env_args, "PYTEST_ADDOPTS")):
+        override = _option(args, ("-o", "--override-ini"), "cache_dir=")
+        if override is not None:
+            setting, origin = override, f"-o cache_dir={override} in {where}"
+    named = _option(env_args, ("--rootdir",))
+    if named:
+        rootdir = Path(os.path.abspath(os.path.join(here, os.path.expandvars(named))))
     if setting is None:
         tox = os.environ.get("TOX_ENV_DIR")
         written = os.path.join(tox, _DEFAULT) if tox else _DEFAULT
     else:
         written = setting
     expanded = Path(os.path.expanduser(os.path.expandvars(written)))
-    return PytestCache(rootdir / expanded, rootdir, inifile, setting)
+    return PytestCache(rootdir / expanded, rootdir, inifile, setting, origin)
+
+
+def _overrides_from_ini_addopts() -> bool:
+    """Whether this pytest applies an ``-o`` of the ini's ``addopts`` (pytest 8, and 9 before
+    its fix of pytest-dev/pytest#14442, read the ini's values before adding those; that fix
+    brought ``parse_override_ini`` into ``_pytest.config``, which no release says otherwise)."""
+    try:
+        import _pytest.config
+    except ImportError:  # pragma: no cover - pytest is a dependency
+        return False
+    return hasattr(_pytest.config, "parse_override_ini")
+
+
+def _split(value: Any, where: str) -> list[str]:
+    """Arguments as pytest takes them from an ``args`` ini value or ``PYTEST_ADDOPTS``."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    try:
+        return shlex.split(str(value))
+    except ValueError as exc:
+        raise IniError(f"{where}: {exc}") from None
+
+
+def _option(args: list[str], names: tuple[str, ...], prefix: str = "") -> str | None:
+    """The value of the last of ``names`` in ``args`` whose value starts with ``prefix``
+    (``-o X``, ``-oX``, ``--override-ini X``, ``--override-ini=X``), ``prefix`` cut off."""
+    found = None
+    for index, arg in enumerate(args):
+        value = None
+        for name in names:
+            if arg == name and index + 1 < len(args):
+                value = args[index + 1]
+            elif name.startswith("--") and arg.startswith(name + "="):
+                value = arg[len(name) + 1:]
+            elif not name.startswith("--") and arg.startswith(name) and arg != name:
+                value = arg[len(name):]
+        if value is not None and value.startswith(prefix):
+            found = value[len(prefix):]
+    return found
 
