@@ -297,6 +297,25 @@ def test_a_resumed_run_judges_reused_cases_by_its_own_thresholds(pytester, mini_
     resumed.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
 
 
+def test_the_reports_pytest_keeps_do_not_hold_the_workers_query_texts(pytester, mini_suite):
+    # A worker sends its suites' query texts and metadata with its first case report, which
+    # pytest's terminal reporter keeps to the end of the run: megabytes per worker for a big
+    # suite, once the controller has read them
+    mini_suite()
+    pytester.makeconftest("""
+        def pytest_terminal_summary(terminalreporter):
+            kept = [r for reports in terminalreporter.stats.values() for r in reports]
+            held = [a for r in kept for a in ("ragbench_query_texts", "ragbench_query_meta")
+                    if hasattr(r, a)]
+            print(f"KEPT {len(kept)} HELD {held}")
+        """)
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", "-n", "1")
+    result.stdout.fnmatch_lines(["KEPT * HELD []"])
+    run = latest_run(pytester.path)
+    assert all(json.loads(line)["query"] for line in (run / "cases.jsonl").read_text()
+               .splitlines())
+
+
 def test_a_crashed_case_shows_its_query_text_like_any_case(pytester, mini_suite):
     # The controller's record of a case whose worker died had the query's metadata but not
     # its text: cases.jsonl said "query": null and the HTML report's row and details an empty
