@@ -555,8 +555,8 @@ class OpenAIChat(_OpenAIEndpoint):
 def _embedding_parser(count: int,
                       estimate: int) -> Callable[[Any], tuple[np.ndarray, int, bool]]:
     """A parser of a reply to ``count`` texts: its vectors, tokens and whether they are an
-    estimate: ``estimate`` when it says none (counted as 0, a batch settled ``tpm`` to nothing
-    and cost nothing under ``max_cost``)."""
+    estimate: ``estimate`` when it says none (counted as 0, such a batch would settle ``tpm``
+    to nothing and cost nothing under ``max_cost``)."""
 
     def parse(data: Any) -> tuple[np.ndarray, int, bool]:
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
