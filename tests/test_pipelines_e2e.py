@@ -8,6 +8,7 @@ import fnmatch
 import json
 import os
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ SITE = Path(__file__).parent / "data" / "thirdparty" / "site_pipelines"
 # A pipeline as a user would write it: its own tiny store and a keyword ranking.
 TINY_RAG = '''
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 DOCS = [json.loads(line) for line in
@@ -361,6 +363,7 @@ def check_scheduling_run(server: FakeOpenAIServer, rag_server: FakeOpenAIServer,
 
 
 COUNTED = '''
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -481,6 +484,7 @@ def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
 
 
 FLAKY_CONFTEST = '''
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_ragbench.llm.base import Completion, ProviderError, Usage
@@ -734,23 +738,28 @@ def test_broken_pipeline_suites_are_one_collection_error_each(pytester, app, mon
     assert "Traceback" not in out
 
 
+def _answers_without_usage(app: Callable[[str], Path], server: FakeOpenAIServer,
+                           *lines: str) -> None:
+    """A suite whose priced endpoint answers every chat request without ``usage``."""
+    reply = json.dumps({"choices": [{"message": {"content": "a fine grind"}}]})
+    server.set_default(Fault("status", 200, body=reply))
+    app("\n".join([
+        "name: app",
+        "dataset: {corpus: corpus.jsonl, queries: queries.jsonl}",
+        "retrievers: {bm25: {}}",
+        "metrics: [recall@10, token_f1]",
+        f'llm: {{type: openai, base_url: "{server.base_url}", model: m, retries: 0}}',
+        "prices: {m: {prompt: 1, completion: 1}}",
+        *lines]) + "\n")
+
+
 def test_tokens_estimated_for_a_reply_without_usage_say_so_cold_and_from_the_cache(
         pytester, app):
     """An endpoint that sends no ``usage``: its tokens are estimated (4 characters a token).
     Every output said them as if measured, and the response cache stored them as counted, so
     they read as measured on every later run too."""
-    reply = json.dumps({"choices": [{"message": {"content": "a fine grind"}}]})
     with FakeOpenAIServer() as server:
-        server.set_default(Fault("status", 200, body=reply))
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            retrievers: {{bm25: {{}}}}
-            metrics: [recall@10, token_f1]
-            llm: {{type: openai, base_url: "{server.base_url}", model: m, retries: 0}}
-            prices: {{m: {{prompt: 1, completion: 1}}}}
-            cache: {{path: cache.sqlite}}
-        """)
+        _answers_without_usage(app, server, "cache: {path: cache.sqlite}")
         # cold at the full level (the llm line), then every reply from the cache at the
         # default level (the table's llm cell, as in summary.md)
         for level, said in (("full", [
@@ -782,19 +791,8 @@ def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_and_progre
     their tokens were estimates, but the cap's 'spent $X', the pool's line (terminal,
     summary.json, summary.md) and the live progress line showed the same figures as
     measured."""
-    reply = json.dumps({"choices": [{"message": {"content": "a fine grind"}}]})
     with FakeOpenAIServer() as server:
-        server.set_default(Fault("status", 200, body=reply))
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            retrievers: {{bm25: {{}}}}
-            metrics: [recall@10, token_f1]
-            llm: {{type: openai, base_url: "{server.base_url}", model: m, retries: 0}}
-            prices: {{m: {{prompt: 1, completion: 1}}}}
-            max_cost: 5
-            cache: {{mode: off}}
-        """)
+        _answers_without_usage(app, server, "max_cost: 5", "cache: {mode: off}")
         pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.001\n")
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
     result.assert_outcomes(passed=5)
