@@ -4,6 +4,7 @@ clients, and a real local HTTP server that counts what really reached it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -152,23 +153,30 @@ class _Gate:
                 time.sleep(0.0005)
 
 
+@contextlib.contextmanager
+def _gated_server(client: CoordinatorClient, **options: Any) -> Iterator[FakeOpenAIServer]:
+    """A fake endpoint whose requests a :class:`_Gate` answers one at a time."""
+    gate = _Gate()
+    stop = threading.Event()
+    with FakeOpenAIServer(reply=gate.reply, **options) as server:
+        answering = threading.Thread(target=gate.run, args=(server, client, stop))
+        answering.start()
+        try:
+            yield server
+        finally:
+            stop.set()
+            answering.join()
+
+
 def test_processes_sharing_a_coordinator_never_exceed_concurrency(
         coordinator: Coordinator, workers: WorkerPool) -> None:
     client = CoordinatorClient(coordinator.address, coordinator.token)
     client.declare("endpoint", PoolLimits(concurrency=3))
     # the server answers one request at a time, once the run is settled (see _Gate): all
     # the run allows are then in flight at the server, however late a loaded machine sends
-    gate = _Gate()
-    stop = threading.Event()
-    with FakeOpenAIServer(reply=gate.reply) as server:
-        answering = threading.Thread(target=gate.run, args=(server, client, stop))
-        answering.start()
-        try:
-            # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
-            reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
-        finally:
-            stop.set()
-            answering.join()
+    with _gated_server(client) as server:
+        # 3 processes x 6 tasks each want 18 requests in flight; the run allows 3
+        reports = run_workers(workers, coordinator, server, 3, requests=12, tasks=6)
         assert sum(r["ok"] for r in reports) == 36
         assert server.count("/v1/chat/completions") == 36
         assert server.max_in_flight == 3  # never more, and the limit was really used
@@ -339,16 +347,8 @@ def test_adaptive_concurrency_finds_a_hidden_limit(
     client.declare("endpoint", PoolLimits(adaptive=Adaptive(max=32, start=2)))
     # the server answers one request at a time, once the run is settled (see _Gate): the
     # level moves on what the endpoint counts, not on how late a loaded machine sends
-    gate = _Gate()
-    stop = threading.Event()
-    with FakeOpenAIServer(refuse_above=hidden, reply=gate.reply) as server:
-        answering = threading.Thread(target=gate.run, args=(server, client, stop))
-        answering.start()
-        try:
-            reports = run_workers(workers, coordinator, server, 3, requests=40, tasks=12)
-        finally:
-            stop.set()
-            answering.join()
+    with _gated_server(client, refuse_above=hidden) as server:
+        reports = run_workers(workers, coordinator, server, 3, requests=40, tasks=12)
         refused = server.refused
     pool = client.totals()["pools"]["endpoint"]
     adaptive = pool["adaptive"]
