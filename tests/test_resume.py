@@ -127,29 +127,34 @@ def test_a_run_stopped_by_maxfail_is_finished_under_xdist_as_if_never_stopped(
     assert measured(run) == measured(whole)
 
 
-# On the controller, before its worker starts: the runs folder is out of the worker's sight
-# (hidden, or cut to its first record) until the run ends, as on another host without a
-# shared filesystem, where it is missing or an older copy.
+# On the controller, before its worker starts: the runs folder (or, with OLDER_RUN, that one
+# run) is out of the worker's sight (hidden, or each cases.jsonl cut to its first record)
+# until the run ends, as on another host without a shared filesystem, where it is missing or
+# an older copy. A run stops after the case STOP_AFTER.
 OTHER_HOST = """
 import os, shutil
 from pathlib import Path
 
-RUNS = Path(".ragbench") / "runs"
+PART = Path(".ragbench") / "runs" / os.environ.get("OLDER_RUN", "")
 HIDDEN = Path("hidden-runs")
 MODE = os.environ.get("OTHER_HOST", "")
 
 def pytest_configure_node(node):
-    if MODE == "missing" and RUNS.exists():
-        RUNS.rename(HIDDEN)
+    if MODE == "missing" and PART.exists():
+        PART.rename(HIDDEN)
     elif MODE == "stale" and not HIDDEN.exists():
-        shutil.copytree(RUNS, HIDDEN, symlinks=True)
-        for cases in RUNS.glob("*/cases.jsonl"):
+        shutil.copytree(PART, HIDDEN, symlinks=True)
+        for cases in [*PART.glob("cases.jsonl"), *PART.glob("*/cases.jsonl")]:
             cases.write_text(cases.read_text().splitlines()[0] + "\\n")
 
 def pytest_unconfigure(config):
     if not hasattr(config, "workerinput") and HIDDEN.exists():
-        shutil.rmtree(RUNS, ignore_errors=True)
-        HIDDEN.rename(RUNS)
+        shutil.rmtree(PART, ignore_errors=True)
+        HIDDEN.rename(PART)
+
+def pytest_runtest_teardown(item):
+    if item.name == os.environ.get("STOP_AFTER"):
+        item.session.shouldstop = "stopped after " + item.name
 """
 
 
@@ -178,33 +183,6 @@ def test_a_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
     assert latest_run(pytester.path) == first  # no run folder of its own
 
 
-# A run stops after the case STOP_AFTER; before a worker starts, the run OLDER_RUN (one the
-# newest resumed) is out of its sight until the run ends, as in OTHER_HOST.
-OLDER_RUN_ON_ANOTHER_HOST = """
-import os, shutil
-from pathlib import Path
-
-RUN = Path(".ragbench") / "runs" / os.environ.get("OLDER_RUN", "-")
-HIDDEN = Path("hidden-run")
-MODE = os.environ.get("OTHER_HOST", "")
-
-def pytest_configure_node(node):
-    if MODE == "missing" and RUN.exists():
-        RUN.rename(HIDDEN)
-    elif MODE == "stale" and not HIDDEN.exists():
-        shutil.copytree(RUN, HIDDEN)
-        cases = RUN / "cases.jsonl"
-        cases.write_text(cases.read_text().splitlines()[0] + "\\n")
-
-def pytest_unconfigure(config):
-    if not hasattr(config, "workerinput") and HIDDEN.exists():
-        shutil.rmtree(RUN, ignore_errors=True)
-        HIDDEN.rename(RUN)
-
-def pytest_runtest_teardown(item):
-    if item.name == os.environ.get("STOP_AFTER"):
-        item.session.shouldstop = "stopped after " + item.name
-"""
 
 
 @pytest.mark.parametrize("host", ["missing", "stale"])
@@ -213,7 +191,7 @@ def test_a_resume_of_a_resume_whose_workers_cannot_read_the_older_run_says_so(
     # The workers checked the newest run against the controller's, not the older runs of its
     # chain, whose records a resume stopped early never replayed: one without the older run
     # (or with an older copy) ran those cases again, and said no more than fewer 'reused'
-    pytester.makeconftest(OLDER_RUN_ON_ANOTHER_HOST)
+    pytester.makeconftest(OTHER_HOST)
     pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
                                                                               failed=1)
     first = latest_run(pytester.path)
@@ -264,7 +242,7 @@ def test_workers_on_another_host_skip_a_run_still_going_on_the_controllers(
     pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
                                                                               failed=1)
     first = latest_run(pytester.path)
-    pytester.makeconftest(OLDER_RUN_ON_ANOTHER_HOST + WORKERS_ON_ANOTHER_HOST)
+    pytester.makeconftest(OTHER_HOST + WORKERS_ON_ANOTHER_HOST)
     monkeypatch.setenv("STOP_AFTER", "q1")
     pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=1)
     going = latest_run(pytester.path)
