@@ -826,10 +826,14 @@ def test_estimated_token_counts_are_said_in_the_pool_and_cap_lines_and_the_cap_e
     h.release(h.acquire(cost_key="c"), tokens_used=10, usd=0.5)
     h.release(h.acquire(key="q"), tokens_used=7, estimated=True)  # unpriced
     h.release(h.acquire(key="q"), outcome="error", estimated=True)  # nothing settled
+    h.release(h.acquire(key="q"), outcome="throttled")  # nor here
     refused = h.acquire(cost_key="c")
     note = "estimated for 1 of 2 requests: the endpoint sent no usage"
     assert h.replies[("w", refused)]["message"].endswith(f"(all workers together; {note})")
     cap, pool, unpriced = budget_lines(budget_report(h.core.totals()))
     assert cap == f"run budget c: spent $1.0000 of $1.0000 (all workers; {note}), cap reached"
     assert f", spent $1.0000 ({note}) (concurrency 2)" in pool
-    assert unpriced.endswith(f", tokens {note} (concurrency 2)")
+    # the estimates are of the requests whose tokens were counted: not of the failed and
+    # the refused one (it said "1 of 3")
+    assert unpriced.startswith("llm pool ") and "3 requests" in unpriced, unpriced
+    assert unpriced.endswith(f", tokens {note.replace('of 2', 'of 1')} (concurrency 2)")

@@ -355,6 +355,12 @@ def test_progress_says_when_its_tokens_and_cost_rest_on_estimates() -> None:
                         elapsed=2.0, case_cost=0.25)
     assert plain is not None and "estimated" not in plain.line()
     assert "~" not in plain.compact()
+    # of the requests whose tokens came back: not those refused (429) or failed
+    answered = {"a": {**pools["a"], "settled": 6}}
+    some = progress_of({"pools": answered, "costs": {}}, items_done=4, items_total=8,
+                       elapsed=2.0, case_cost=None)
+    assert some is not None and "8 LLM requests done" in some.line()
+    assert "(estimated for 3 of 6 requests: the endpoint sent no usage)" in some.line()
 
 
 def test_requests_to_an_http_pipeline_are_not_counted_as_llm_requests() -> None:

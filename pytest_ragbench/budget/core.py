@@ -171,6 +171,7 @@ class _Pool:
     trips: int = 0  # times the run's circuit breaker opened on it
     spent: float = 0.0  # USD its priced replies cost (charged to a cost cap with them)
     estimated: int = 0  # requests settled by an estimate (the reply said no usage)
+    settled: int = 0  # requests whose token count came back (the estimates' "of M")
     held: list[_Waiter] = field(default_factory=list)  # slots of departed owners still taken
 
     def limit(self) -> float:
@@ -228,6 +229,7 @@ class _Pool:
             "trips": self.trips,
             "spent": self.spent,
             "estimated": self.estimated,
+            "settled": self.settled,
         }
         if self.aimd is not None:
             data["adaptive"] = {
@@ -613,6 +615,7 @@ class BudgetCore:
         if tokens_used is not None:
             pool.tokens_used += max(0.0, tokens_used)
             pool.estimated += estimated
+            pool.settled += 1
         if tokens_used is not None and waiter.token_entry is not None:
             # settles the estimate in place; an entry already out of the window stays out
             waiter.token_entry[1] = max(0.0, tokens_used)

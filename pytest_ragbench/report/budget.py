@@ -36,6 +36,8 @@ def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
         if pool.get("estimated"):
             # requests counted by an estimate (the reply said no usage): its spend rests on them
             entry["estimated"] = int(pool["estimated"])
+            # of the requests whose tokens were counted (not those refused or failed)
+            entry["settled"] = int(pool.get("settled", pool.get("requests") or 0))
         if pool.get("adaptive"):
             entry["adaptive"] = dict(pool["adaptive"])
         pools.append(entry)
@@ -84,7 +86,9 @@ def budget_lines(report: Mapping[str, Any]) -> list[str]:
                 f"{pool['throttled']} throttled (429), {pool['timeouts']} timed out")
         if pool.get("errors"):
             line += f", {pool['errors']} failed (an HTTP error or no answer)"
-        note = estimate_note(int(pool.get("estimated") or 0), int(pool["requests"]))
+        # of the requests whose tokens were counted: a refused or failed one has none
+        note = estimate_note(int(pool.get("estimated") or 0),
+                             int(pool.get("settled", pool["requests"])))
         if pool.get("spent"):
             line += f", spent ${pool['spent']:.4f}" + (f" ({note})" if note else "")
         elif note:

@@ -47,6 +47,9 @@ class Progress:
     elapsed: float
     estimated: int = 0  # of the requests done: counted by an estimate (no usage sent)
     cost_estimated: bool = False  # the cost rests in part on estimated token counts
+    #: of the requests done, those whose tokens were counted (None: all of them); a refused
+    #: or failed one has none, so the estimates are "N of" these
+    settled: int | None = None
 
     @property
     def eta(self) -> float | None:
@@ -61,7 +64,8 @@ class Progress:
                  else str(self.items_done))
         waiting = f", {self.waiting} waiting" if self.waiting else ""
         cost = money(self.cost) if self.cost is not None else "cost unknown (no prices)"
-        note = estimate_note(self.estimated, self.requests)
+        note = estimate_note(self.estimated,
+                             self.requests if self.settled is None else self.settled)
         tokens = f"{count(self.tokens)} tokens" + (f" ({note})" if note else "")
         if self.cost is not None and self.cost_estimated:
             cost += " (estimated)"
@@ -112,7 +116,10 @@ def progress_of(totals: Mapping[str, Any] | None, *, items_done: int, items_tota
     return Progress(items_done, items_total, requests - in_flight, in_flight,
                     sum(int(p.get("waiting") or 0) for p in pools.values()),
                     sum(int(p.get("tokens") or 0) for p in pools.values()), cost, elapsed,
-                    sum(int(p.get("estimated") or 0) for p in pools.values()), cost_estimated)
+                    sum(int(p.get("estimated") or 0) for p in pools.values()), cost_estimated,
+                    sum(int(p["settled"]) if "settled" in p
+                        else int(p.get("requests") or 0) - int(p.get("in_flight") or 0)
+                        for p in pools.values()))
 
 
 class ProgressReporter:
