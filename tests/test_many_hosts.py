@@ -95,6 +95,16 @@ def host_infos(lines: Sequence[str]) -> list[dict[str, Any]]:
     return [json.loads(line.split(" ", 1)[1]) for line in lines if line.startswith("HOST-INFO ")]
 
 
+def one_collection_error(result: pytest.RunResult) -> str:
+    """The terminal output of a run that ended on one collection error, neither a traceback
+    nor an INTERNALERROR, its whitespace runs made single spaces (long paths wrap)."""
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 1 error in *"])
+    text = result.stdout.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    return " ".join(text.split())
+
+
 def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
                                            tmp_path_factory: pytest.TempPathFactory) -> None:
     gw = tmp_path_factory.mktemp("gateway")  # outside the controller's rootdir
@@ -177,13 +187,9 @@ def pytest_configure_node(node):
 """)
     result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
                                 "--dist=load")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
-    result.stdout.fnmatch_lines(["*= 1 error in *"])
-    text = result.stdout.str()
     assert ("ragbench: suite file suites/gone.yaml (relative to the controller's rootdir "
             f"{pytester.path}) not found on this worker's host; tried {gw}/suites/gone.yaml"
-            ) in " ".join(text.split())
-    assert "Traceback" not in text and "INTERNALERROR" not in text
+            ) in one_collection_error(result)
 
 
 def test_a_suite_that_differs_on_a_host_is_one_collection_error(
@@ -203,12 +209,9 @@ def pytest_configure_node(node):
 """)
     result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
                                 "--dist=load")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
-    result.stdout.fnmatch_lines(["*= 1 error in *"])
-    text = " ".join(result.stdout.str().split())
     assert (f"ragbench: suite file suite.yaml on this worker's host ({pytester.path}/suite.yaml)"
-            f" differs from the controller's ({pytester.path}/suite.yaml)") in text
-    assert "Traceback" not in text and "INTERNALERROR" not in text
+            f" differs from the controller's ({pytester.path}/suite.yaml)"
+            ) in one_collection_error(result)
 
 
 def test_a_dataset_that_differs_on_a_host_is_one_collection_error(
@@ -223,12 +226,9 @@ def test_a_dataset_that_differs_on_a_host_is_one_collection_error(
     corpus.write_text(corpus.read_text().replace("passage 3 about", "passage 3 on"))
     result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={copy}",
                                 "--dist=load")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
-    result.stdout.fnmatch_lines(["*= 1 error in *"])
-    text = " ".join(result.stdout.str().split())
     assert (f"ragbench: the corpus file {corpus} on this worker's host differs from the "
-            f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})") in text
-    assert "Traceback" not in text and "INTERNALERROR" not in text
+            f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})"
+            ) in one_collection_error(result)
 
 
 def test_a_dataset_that_differs_is_found_for_a_suite_with_its_own_conftest(
