@@ -341,9 +341,12 @@ class RagbenchSession:
                     self._query_texts.setdefault(str(sid), texts)  # every process's are alike
         # pytest's terminal reporter keeps every report to the end: one copy of each
         # worker's query texts and metadata (megabytes for 100,000 queries) once read here
-        for attr in (QUERY_META_ATTR, QUERY_TEXTS_ATTR):
-            with contextlib.suppress(AttributeError, TypeError):
-                delattr(source, attr)
+        # (read on every report: only the first of each process has them, so no lookup
+        # that raises is made on the others)
+        for attr, value in ((QUERY_META_ATTR, query_meta), (QUERY_TEXTS_ATTR, query_texts)):
+            if value is not None:
+                with contextlib.suppress(AttributeError, TypeError):
+                    delattr(source, attr)
         if self.resume is not None:
             self._resumed(source)
 
