@@ -262,19 +262,31 @@ class CaseResume:
     def _charge_reused(self, records: list[dict[str, Any]]) -> None:
         """A resumed run is one run under its suites' ``max_cost``: what the cases it reuses
         cost counts before its first request (resumed with the same cap, it used to spend
-        the cap again). Each process computes the same sums from the same collection."""
+        the cap again). Each process computes the same sums from the same collection.
+        With the requests that cost and how many of them were priced from estimated token
+        counts: a spend resting on estimates says so resumed or not."""
+        from .llm.usage import PaidBefore
         from .state import STATE_KEY
 
-        spent: dict[str, float] = {}
+        spent: dict[str, PaidBefore] = {}
         for rec in records:
             cost = rec.get("cost")
-            if isinstance(cost, int | float) and math.isfinite(cost) and cost > 0:
-                spent[str(rec["suite"])] = spent.get(str(rec["suite"]), 0.0) + float(cost)
+            # a request priced at $0 was charged too (as one of the cap's requests)
+            if isinstance(cost, int | float) and math.isfinite(cost) and cost >= 0:
+                usage = rec.get("usage") if isinstance(rec.get("usage"), dict) else {}
+                requests = _count(usage.get("requests"))
+                # a judge batch's share of a request may be none of it, yet estimated:
+                # never more estimated requests than the case's own
+                estimated = min(_count(usage.get("estimated")), requests)
+                paid = spent.get(str(rec["suite"]), PaidBefore())
+                spent[str(rec["suite"])] = PaidBefore(paid.usd + float(cost),
+                                                      paid.charges + requests,
+                                                      paid.estimated + estimated)
         state = self.config.stash[STATE_KEY]
-        for sid, usd in spent.items():
+        for sid, paid in spent.items():
             runtime = state.known_runtime(sid)
             if runtime is not None:
-                runtime.count_spent_before(usd)
+                runtime.count_spent_before(paid)
 
     def _clock(self, earlier: EarlierRun | None,
                injected: dict[str, dict[str, Any]]) -> float | None:
@@ -403,3 +415,8 @@ class CaseResume:
                 setattr(report, RESUME_RUN_ATTR, self._payload)
                 self._payload = None
         return report
+
+
+def _count(value: Any) -> int:
+    """A record's request count (0 when missing or not a count: records of every version)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

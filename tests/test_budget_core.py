@@ -837,3 +837,27 @@ def test_estimated_token_counts_are_said_in_the_pool_and_cap_lines_and_the_cap_e
     # the refused one (it said "1 of 3")
     assert unpriced.startswith("llm pool ") and "3 requests" in unpriced, unpriced
     assert unpriced.endswith(f", tokens {note.replace('of 2', 'of 1')} (concurrency 2)")
+
+
+def test_what_a_cap_paid_before_the_run_counts_once_with_its_estimates() -> None:
+    """A resumed run's reused cases: every process declares what they cost, in how many
+    requests and how many of those were priced from estimates; it counts once, and the
+    cap's line says the estimates with the run's own charges."""
+    from pytest_ragbench.report.budget import budget_lines, budget_report
+
+    h = Harness()
+    h.declare(concurrency=2)
+    for owner in ("gw0", "gw1", "gw0"):
+        h.send(owner, {"op": "declare_cost", "key": "c", "max_cost": 5.0, "spent": 0.75,
+                       "charges": 3, "estimated": 2})
+    h.release(h.acquire(cost_key="c"), tokens_used=10, usd=0.25)
+    cost = h.core.totals()["costs"]["c"]
+    assert (cost["spent"], cost["charges"], cost["estimated"]) == (1.0, 4, 2)
+    (cap, _) = budget_lines(budget_report(h.core.totals()))
+    assert cap == ("run budget c: spent $1.0000 of $5.0000 (all workers; estimated for 2 of 4 "
+                   "requests: the endpoint sent no usage)")
+    # more estimated requests than requests is no figure a run could have made
+    bad = h.send("w", {"op": "declare_cost", "key": "c", "max_cost": 5.0, "charges": 1,
+                       "estimated": 2})
+    assert h.replies[("w", bad)]["error"] == "invalid"
+    assert h.core.totals()["costs"]["c"]["estimated"] == 2

@@ -811,3 +811,33 @@ def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_and_progre
     assert budget["pools"][0]["estimated"] == 5
     assert f"(all workers; {note})" in (run / "summary.md").read_text()
     assert f"(all workers; {note})" in (run / "report.html").read_text()
+
+
+def test_a_resumed_runs_spend_says_the_reused_cases_cost_rests_on_estimates(pytester, app):
+    """Replies without ``usage`` under a ``max_cost``, the run stopped after three cases and
+    resumed: the reused cases' cost counted toward the cap's spend, but as measured. The
+    resumed run's 'spent $X of $Y' (terminal, summary.json, summary.md, HTML run details)
+    said 'estimated for 2 of 2 requests' where a run of the same cases said 5 of 5."""
+    with FakeOpenAIServer() as server:
+        _answers_without_usage(app, server, "max_cost: 5", "cache: {mode: off}")
+        whole = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        whole.assert_outcomes(passed=5)
+        expected = json.loads((latest_run(pytester.path) / "summary.json").read_text())[
+            "run"]["budget"]["costs"]["suite.yaml"]
+        pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                           "-k", "not q4 and not q5").assert_outcomes(passed=3)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                                    "--ragbench-resume=latest")
+        result.assert_outcomes(passed=5)
+        assert server.count("/v1/chat/completions") == 5 + 3 + 2
+    note = "estimated for 5 of 5 requests: the endpoint sent no usage"
+    assert (expected["estimated"], expected["charges"]) == (5, 5)
+    result.stdout.fnmatch_lines(["*resumed from * 3 cases reused, 2 run*",
+                                 f"run budget suite.yaml: spent $* of $5.0000 "
+                                 f"(all workers; {note})"])
+    run = latest_run(pytester.path)
+    cost = json.loads((run / "summary.json").read_text())["run"]["budget"]["costs"][
+        "suite.yaml"]
+    assert cost == pytest.approx(expected)
+    assert f"(all workers; {note})" in (run / "summary.md").read_text()
+    assert f"(all workers; {note})" in (run / "report.html").read_text()

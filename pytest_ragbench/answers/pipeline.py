@@ -65,7 +65,7 @@ from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallGuard, CallLimits, GuardedEmbedder, GuardedLLM
 from ..llm.identity import ProviderId, canonical_json, strip_credentials
 from ..llm.resilience import RateLimiter, RetryPolicy
-from ..llm.usage import BudgetedLLM, CostBudget, PriceTable, Usage
+from ..llm.usage import BudgetedLLM, CostBudget, PaidBefore, PriceTable, Usage
 from ..metrics.answer import ANSWER_METRICS
 from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
@@ -621,7 +621,7 @@ def build_pipeline(
     cost_key: str | None = None,
     exchange: Role | None = None,
     exchange_scope: str | None = None,
-    spent_before: float = 0.0,
+    spent_before: PaidBefore | None = None,
 ) -> RagPipeline:
     """Build the LLM(s), cache, budget, judge and embedder that ``config`` describes.
 
@@ -671,11 +671,12 @@ def build_pipeline(
         if run_budget is not None:
             key = cost_key or prefix or "suite"
             if config.max_cost is not None:
-                budget = RunCostBudget(run_budget, key, config.max_cost, spent_before)
+                budget = RunCostBudget(run_budget, key, config.max_cost,
+                                       spent_before or PaidBefore())
             share = _RunShare(run_budget, key if budget is not None else None, config.prices)
         elif config.max_cost is not None:
             budget = CostBudget(config.max_cost)
-            budget.add(spent_before)
+            budget.add(spent_before.usd if spent_before is not None else 0.0)
         meter: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar(
             "ragbench_case_meter", default=None
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..llm.base import Completion
-from ..llm.usage import PriceTable
+from ..llm.usage import PaidBefore, PriceTable
 from .api import RunBudget
 
 
@@ -16,19 +16,22 @@ class RunCostBudget:
     """
 
     def __init__(self, budget: RunBudget, key: str, max_cost: float,
-                 spent: float = 0.0) -> None:
-        budget.declare_cost(key, max_cost, spent)
+                 spent: float | PaidBefore = 0.0) -> None:
         self.run_budget = budget
         self.key = key
         self.max_cost = float(max_cost)
+        self.spent_before(spent)
 
     def __repr__(self) -> str:
         return f"RunCostBudget(key={self.key!r}, max_cost={self.max_cost})"
 
-    def spent_before(self, usd: float) -> None:
-        """Count ``usd`` as paid before the run (a resumed run's reused cases), once for the
-        run however many processes say it."""
-        self.run_budget.declare_cost(self.key, self.max_cost, usd)
+    def spent_before(self, paid: float | PaidBefore) -> None:
+        """Count ``paid`` (USD, or with the requests it paid for) as paid before the run (a
+        resumed run's reused cases), once for the run however many processes say it."""
+        if not isinstance(paid, PaidBefore):
+            paid = PaidBefore(float(paid))
+        self.run_budget.declare_cost(self.key, self.max_cost, paid.usd,
+                                     charges=paid.charges, estimated=paid.estimated)
 
     @property
     def spent(self) -> float:

@@ -237,11 +237,18 @@ class RunBudget(ABC):
         """Declare pool ``key`` (e.g. one endpoint and model) with its run-wide limits."""
         self._call_sync({"op": "declare", "key": key, "limits": limits.to_dict()})
 
-    def declare_cost(self, key: str, max_cost: float, spent: float = 0.0) -> None:
+    def declare_cost(self, key: str, max_cost: float, spent: float = 0.0, *,
+                     charges: int = 0, estimated: int = 0) -> None:
         """Declare spending cap ``key`` (e.g. a suite's ``max_cost``) in USD for the run;
-        ``spent``: what it paid for before (the cases a resumed run reuses)."""
-        self._call_sync({"op": "declare_cost", "key": key, "max_cost": float(max_cost),
-                         "spent": float(spent)})
+        ``spent``: what it paid for before (the cases a resumed run reuses), in ``charges``
+        requests of which ``estimated`` were priced from estimated token counts."""
+        message: dict[str, Any] = {"op": "declare_cost", "key": key,
+                                   "max_cost": float(max_cost), "spent": float(spent)}
+        if charges:
+            message["charges"] = int(charges)
+        if estimated:
+            message["estimated"] = int(estimated)
+        self._call_sync(message)
 
     # -- per request ------------------------------------------------------------
 

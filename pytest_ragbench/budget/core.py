@@ -248,6 +248,8 @@ class _Cost:
     before: float = 0.0  # of spent: what the cap paid for before the run (declared)
     charges: int = 0
     estimated: int = 0  # of charges: made from estimated token counts (no usage sent)
+    charges_before: int = 0  # of charges and estimated: those paid for before the run
+    estimated_before: int = 0
     refused: int = 0
 
     @property
@@ -281,10 +283,11 @@ class BudgetCore:
 
         Messages (``id`` is the caller's request number; messages without one get no reply):
 
-        - ``declare {key, limits}`` and ``declare_cost {key, max_cost[, spent]}``:
-          idempotent; a conflicting redeclaration is an error (every worker reads the same
-          suites). ``spent`` is what the cap paid for before this run (the cases a resumed
-          run reuses): the last one declared counts, once.
+        - ``declare {key, limits}`` and ``declare_cost {key, max_cost[, spent, charges,
+          estimated]}``: idempotent; a conflicting redeclaration is an error (every worker
+          reads the same suites). ``spent`` is what the cap paid for before this run (the
+          cases a resumed run reuses), in ``charges`` requests of which ``estimated`` were
+          priced from estimated token counts: the last one declared counts, once.
         - ``acquire {id, key, tokens, cost_key[, hold]}``: answered ``{id, ok}`` once
           granted; the lease is named by ``id``. ``hold``: how long the request may run (its
           attempt timeout): if its owner leaves the run (a crashed worker), its slot stays
@@ -354,7 +357,9 @@ class BudgetCore:
                 answer({"ok": True})
             elif op == "declare_cost":
                 self._declare_cost(str(message["key"]), float(message["max_cost"]),
-                                   float(message.get("spent", 0.0)))
+                                   float(message.get("spent", 0.0)),
+                                   int(message.get("charges", 0)),
+                                   int(message.get("estimated", 0)))
                 answer({"ok": True})
             elif op == "check_cost":
                 error = self._cost_error(message.get("key"), _counted(message))
@@ -445,21 +450,28 @@ class BudgetCore:
                          limits.adaptive.decrease)
         self._pools[key] = _Pool(key, limits, aimd)
 
-    def _declare_cost(self, key: str, max_cost: float, spent: float = 0.0) -> None:
+    def _declare_cost(self, key: str, max_cost: float, spent: float = 0.0,
+                      charges: int = 0, estimated: int = 0) -> None:
         if not math.isfinite(max_cost) or max_cost < 0:
             raise ValueError(f"max_cost must be a finite number >= 0, got {max_cost}")
         if not math.isfinite(spent) or spent < 0:
             raise ValueError(f"spent must be a finite number >= 0, got {spent}")
+        if not 0 <= estimated <= charges:
+            raise ValueError(f"estimated must be between 0 and charges ({charges}), "
+                             f"got {estimated}")
         cost = self._costs.get(key)
-        if cost is not None:
-            if cost.max_cost != max_cost:
-                raise ValueError(f"cost key {key!r} was declared with max_cost "
-                                 f"{cost.max_cost} and now with {max_cost}")
-            # every process declares the same figure, once known: it counts once
-            cost.spent += spent - cost.before
-            cost.before = spent
-            return
-        self._costs[key] = _Cost(max_cost, spent=spent, before=spent)
+        if cost is None:
+            cost = self._costs[key] = _Cost(max_cost)
+        elif cost.max_cost != max_cost:
+            raise ValueError(f"cost key {key!r} was declared with max_cost "
+                             f"{cost.max_cost} and now with {max_cost}")
+        # every process declares the same figures, once known: they count once
+        cost.spent += spent - cost.before
+        cost.before = spent
+        cost.charges += charges - cost.charges_before
+        cost.charges_before = charges
+        cost.estimated += estimated - cost.estimated_before
+        cost.estimated_before = estimated
 
     # -- cost ------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from typing import Any, Literal
 from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import RagbenchError, SuiteError, did_you_mean
 from ..llm import deadline as limits
+from ..llm.usage import PaidBefore
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
 from ..records import CaseRecord, add_answer, clean_float, make_record, relevant_ranks
@@ -202,7 +203,7 @@ class SuiteRuntime:
         self.run_budget: Callable[[], Any] | None = None
         # What the suite's ``max_cost`` paid for before this run (the cases a resumed run
         # reuses; see :meth:`count_spent_before`).
-        self._spent_before = 0.0
+        self._spent_before = PaidBefore()
         #: Where an xdist worker says which queries its look-ahead is in (see .ahead).
         self.ahead: AheadMarker | None = None
         #: This process's role in the run's request exchange ("lead": the xdist controller's
@@ -704,16 +705,16 @@ class SuiteRuntime:
             spent_before=self._spent_before,
         )
 
-    def count_spent_before(self, usd: float) -> None:
-        """Count ``usd`` against the suite's ``max_cost`` as paid before this run (the cases a
-        resumed run reuses), before its first case; the pipeline may be built already."""
-        self._spent_before = usd
+    def count_spent_before(self, paid: PaidBefore) -> None:
+        """Count ``paid`` against the suite's ``max_cost`` as paid before this run (the cases
+        a resumed run reuses), before its first case; the pipeline may be built already."""
+        self._spent_before = paid
         budget = getattr(self._pipeline, "budget", None)
         if budget is not None:
             if hasattr(budget, "spent_before"):
-                budget.spent_before(usd)
+                budget.spent_before(paid)
             else:  # a per-process CostBudget (no run budget)
-                budget.add(usd)
+                budget.add(paid.usd)
 
     def pipeline(self) -> Any:
         """The suite's RAG pipeline, built once per process; a failure is remembered."""

@@ -101,6 +101,20 @@ class BudgetExceeded(LLMError):
     """The run's spending cap is used up; no further paid call is started."""
 
 
+@dataclass(frozen=True)
+class PaidBefore:
+    """What a spending cap paid for before this run: the cases a resumed run reuses.
+
+    ``usd`` counts toward the cap; ``charges`` (the paid requests) and ``estimated`` (of them,
+    those priced from estimated token counts: the reply said no usage) keep the spend saying
+    what it rests on, as the run that made those requests said it.
+    """
+
+    usd: float = 0.0
+    charges: int = 0
+    estimated: int = 0
+
+
 class CostBudget:
     """A spending cap: :meth:`check` before each call, :meth:`add` its cost after.
 
