@@ -41,6 +41,9 @@ TRACEBACK_STYLES = ("long", "short", "native")
 
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
 
+#: On a worker's session-level collection report (True): the error is a usage error.
+USAGE_ERROR_ATTR = "ragbench_usage_error"
+
 
 def marker_name(prefix: str, value: str) -> str:
     """A valid marker name for a query attribute, e.g. ``difficulty_hard``."""
@@ -60,9 +63,14 @@ def query_marker_names(queries: Iterable[Any]) -> list[str]:
     return list(names)
 
 
-def session_error(session: pytest.Session, message: str) -> None:
-    """Report ``message`` as a collection error of the whole session (not of one file)."""
-    report = pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
+def session_error(session: pytest.Session, message: str, *, usage_error: bool = False) -> None:
+    """Report ``message`` as a collection error of the whole session (not of one file).
+
+    ``usage_error`` (an xdist worker's): what a run without workers raises as a usage error
+    (exit 4) before any item; the controller raises it as one on receiving the report."""
+    extra = {USAGE_ERROR_ATTR: True} if usage_error else {}
+    report = pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[],
+                                  **extra)
     session.config.hook.pytest_collectreport(report=report)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .collect import RECORD_KEY, CaseItem, case_name, session_error
+from .collect import RECORD_KEY, USAGE_ERROR_ATTR, CaseItem, case_name, session_error
 from .options import RESUME_NEWEST_UNFINISHED
 
 if TYPE_CHECKING:
@@ -155,7 +155,12 @@ class CaseResume:
                 given.update(self._sent)
             node.workerinput[RESUME_INPUT] = given
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if not self._on_worker and getattr(report, USAGE_ERROR_ATTR, False):
+            # a worker's usage error (see above), raised before any other plugin shows it as
+            # a collection error: the run ends as the same run without workers does
+            raise pytest.UsageError(str(report.longrepr))
         self._collected += [x for x in (report.result or []) if isinstance(x, CaseItem)]
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -195,18 +200,20 @@ class CaseResume:
         folder of the controller's that is missing here, or another copy of it (another host
         without a shared filesystem), is one collection error, as the controller's own
         resume errors are usage errors; the worker would run every case again, or resume from
-        another run than the controller's. So is a run whose records cannot be read (a
-        usage error at ``-n 0``): raised on a worker, it ended the run as an INTERNALERROR
-        that only said no worker was left."""
+        another run than the controller's. A run whose records cannot be read is the usage
+        error it is at ``-n 0`` (raised on a worker, it ended the run as an INTERNALERROR
+        that only said no worker was left; then in a collection error, exit 1 against
+        ``-n 0``'s 4): the report carries it to the controller, which raises it."""
         if self.candidates is None or not self._on_worker or not self._collected:
             return
-        from .results.resume import ResumeError
+        from .results.resume import NotOnThisHostError, ResumeError
 
         try:
             self._earlier()
         except ResumeError as exc:
             self.candidates = None  # nothing runs: no payload, no replays
-            session_error(session, f"ragbench: {exc}")
+            session_error(session, f"ragbench: {exc}",
+                          usage_error=not isinstance(exc, NotOnThisHostError))
             items.clear()
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:

@@ -478,10 +478,19 @@ def pytest_unconfigure(config):
     ("badkey", [], 2),
     # So is a gate on a metric that no collected suite computes (a typo).
     ("", ["--ragbench-gate", "ndcg@100 >= 0.1"], 2),
+    # A run to resume whose records cannot be read is one named on the command line, as a
+    # baseline is (4 under xdist too: tests/test_resume.py)
+    ("damaged-run", ["--ragbench-resume=latest"], 4),
 ], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key",
-        "gate-metric-typo"])
+        "gate-metric-typo", "damaged-run-to-resume"])
 def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
     path = mini_suite(drop="d4")
+    if setup == "damaged-run":
+        assert pytester.runpytest(SUITE).ret == 0
+        records = latest_run(pytester.path) / "cases.jsonl"
+        # a damaged line amid the records (a cut last line is a crash's, read as unfinished)
+        first, *rest = records.read_text().splitlines(keepends=True)
+        records.write_text("".join([first, '{"suite": \n', *rest]))
     if setup == "fail":
         path.write_text(path.read_text() + THRESHOLD)
     elif setup == "gate":

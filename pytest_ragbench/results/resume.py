@@ -79,6 +79,12 @@ class ResumeError(RagbenchError):
     """The run named by ``--ragbench-resume`` cannot be found or read."""
 
 
+class NotOnThisHostError(ResumeError):
+    """An xdist worker does not see the controller's run: its folder is missing on the
+    worker's host, or the host holds another copy of it. Unlike the other resume errors,
+    one that a run without workers cannot meet."""
+
+
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -583,7 +589,7 @@ def _not_the_controllers(folder: Path, expected: int, *,
                 f"against the controller's {expected})")
     run = folder.name if resumed_by is None or resumed_by.name == folder.name else (
         f"{resumed_by.name}: it resumed {folder.name}, whose records it holds")
-    raise ResumeError(
+    raise NotOnThisHostError(
         f"cannot resume from {run}: {what}; a resume reads the run in {folder} on "
         "every host its workers run on: put the runs folder at that path on each (a shared "
         "filesystem, or a copy made after the run stopped), or resume without gateways to "
