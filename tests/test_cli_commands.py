@@ -387,12 +387,17 @@ def test_cache_prune_keeps_an_entry_whose_lock_files_cannot_be_opened_and_says_w
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     monkeypatch.chdir(tmp_path)
 
-    assert main(["cache", "list"]) == 0
+    # exit 1 as a prune's (it exited 0: a script checking the list could not tell), every
+    # entry still listed
+    assert main(["cache", "list"]) == 1
     out = capsys.readouterr().out
     for name, bad in ((locked.cache_path.name, bad_lock), (used.cache_path.name, bad_use)):
         (line,) = [x for x in out.splitlines() if name in x]
         assert f"[state unknown: cannot open {bad}: Is a directory]" in line
-    assert main(["cache", "list", "--json"]) == 0
+    assert fine.cache_path.name in out
+    assert out.splitlines()[-1].startswith("3 entries, ")
+    assert out.splitlines()[-1].endswith("; 2 of state unknown")
+    assert main(["cache", "list", "--json"]) == 1
     listed = {Path(e["path"]).name: e for e in json.loads(capsys.readouterr().out)}
     assert listed[used.cache_path.name]["state_unknown"] == f"cannot open {bad_use}: " \
         "Is a directory"
@@ -447,7 +452,7 @@ def test_cache_list_and_dry_run_see_a_lock_file_this_user_cannot_write(
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     monkeypatch.chdir(tmp_path)
 
-    assert main(["cache", "list"]) == 0
+    assert main(["cache", "list"]) == 1
     (line,) = [x for x in capsys.readouterr().out.splitlines()
                if retriever.cache_path.name in x]
     assert f"[state unknown: cannot open {use}: " in line

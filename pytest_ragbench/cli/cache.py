@@ -42,7 +42,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "using are kept.")
     actions = p.add_subparsers(title="actions", dest="action", metavar="ACTION")
     actions.required = True
-    for name, summary in (("list", "list the entries with their size and last use"),
+    for name, summary in (("list", "list the entries with their size and last use (exit "
+                                   "1 when an entry's state is unknown: a lock file that "
+                                   "cannot be opened)"),
                           ("prune", "remove entries not used for a while (or all)")):
         a = actions.add_parser(name, help=summary, description=summary)
         a.add_argument("--dir", type=Path, default=None, metavar="DIR",
@@ -126,12 +128,16 @@ def run(args: argparse.Namespace) -> int:
     now = time.time()
     entries = scan(folder)
     if args.action == "list":
+        # as a prune does: an entry whose state cannot be known is a problem to fix, which a
+        # script checking the list's exit status would otherwise not see
+        unknown = sum(e.state_unknown is not None for e in entries)
+        status = EXIT_FAILED if unknown else EXIT_OK
         if args.json:
             print(json.dumps([{"path": str(e.path), "kind": e.kind, "size": e.size,
                                "last_used": e.last_used, "unfinished": e.unfinished,
                                "in_use": e.in_use, "state_unknown": e.state_unknown}
                               for e in entries], indent=2))
-            return EXIT_OK
+            return status
         print(f"index cache: {folder}")
         for e in entries:
             notes = ", ".join(n for n, on in (
@@ -141,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {e.path.name:<40} {size_text(e.size):>10}  last used {stamp} "
                   f"({_ago(now - e.last_used)})" + (f"  [{notes}]" if notes else ""))
         total = sum(e.size for e in entries)
-        print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)}")
-        return EXIT_OK
+        print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)}"
+              + (f"; {unknown} of state unknown" if unknown else ""))
+        return status
     print(f"index cache: {folder}")
     chosen = [e for e in entries
               if args.all or e.unfinished or now - e.last_used > args.older_than]
