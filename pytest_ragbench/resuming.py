@@ -10,8 +10,9 @@ case report, so that the new run holds every case. Under ``--lf``/``--ff`` the c
 remembers as failed run again.
 
 The controller resolves which earlier runs to look at before anything runs (its own run
-folder does not exist yet) and hands that list to each xdist worker; each process then takes
-the newest that holds one of its collected suites, the same one in every process.
+folder does not exist yet) and hands that list to each xdist worker, with which of them were
+still going then; each process then takes the newest that holds one of its collected suites
+and was not going, the same one in every process.
 """
 
 from __future__ import annotations
@@ -64,9 +65,12 @@ class CaseResume:
         #: match (None: this process resolved the candidates, or shares its files).
         self.chains: list[list[list[Any]]] | None = None
         #: An xdist worker's: whether each candidate's run was still going on the controller
-        #: (a run's process is known alive only on its own host).
+        #: (a run's process is known alive only on its own host, and every worker must pick
+        #: the same run).
         self.running: list[bool] | None = None
-        self._sent: dict[str, Any] | None = None
+        #: The controller's: what it sends its workers (see pytest_configure_node).
+        self._running: list[bool] | None = None
+        self._chains: list[list[list[Any]]] | None = None
         if workerinput is not None:
             given = workerinput.get(RESUME_INPUT)
             if isinstance(given, dict):
@@ -142,17 +146,22 @@ class CaseResume:
             from .results.resume import chain_sizes
             from .results.runfolder import is_running
 
+            folders = [Path(p) for p in self.candidates]
+            if self._running is None:
+                # decided once for every worker, replacements too: each deciding for itself,
+                # a run of these suites in another terminal finishing between two workers'
+                # collection made them resume from different runs
+                self._running = [is_running(p) for p in folders]
             given: dict[str, Any] = {"folders": self.candidates,
-                                     "unfinished_only": self.unfinished_only}
+                                     "unfinished_only": self.unfinished_only,
+                                     "running": self._running}
             # a worker in another folder or on another host sees its own files at these
             # paths: it checks them. One in this folder reads the very files (their sizes
             # may change meanwhile: a run of these suites in another terminal finishing)
             if moves_workers([str(getattr(getattr(node, "gateway", None), "spec", ""))]):
-                if self._sent is None:
-                    folders = [Path(p) for p in self.candidates]
-                    self._sent = {"chains": [chain_sizes(p) for p in folders],
-                                  "running": [is_running(p) for p in folders]}
-                given.update(self._sent)
+                if self._chains is None:
+                    self._chains = [chain_sizes(p) for p in folders]
+                given["chains"] = self._chains
             node.workerinput[RESUME_INPUT] = given
 
     @pytest.hookimpl(tryfirst=True)
