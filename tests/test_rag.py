@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import QUERIES
+from virtual_clock import JumpingClock
 
 from pytest_ragbench.answers.config import parse_rag_config
 from pytest_ragbench.answers.pipeline import CaseRequest, RagPipeline, build_pipeline
@@ -626,11 +627,18 @@ def test_a_case_whose_request_a_worker_sent_itself_does_not_wait_for_the_leader_
         tmp_path: Path) -> None:
     """A worker's request the head start did not reach in time becomes the worker's own
     (budget/exchange.py); the head start then skips that case, so the case's judge request
-    must not wait for a claim that never comes."""
+    must not wait for a claim that never comes. The park runs out on a JumpingClock (no real
+    waiting): a second wait would add a second park to the clock."""
     from pytest_ragbench.budget import Coordinator, CoordinatorClient
 
     park = 0.5
-    with FakeOpenAIServer(reply=scripted) as server, Coordinator() as coord:
+    clocks: list[JumpingClock] = []
+
+    def clock(loop: asyncio.AbstractEventLoop) -> JumpingClock:
+        clocks.append(JumpingClock(loop))
+        return clocks[0]
+
+    with FakeOpenAIServer(reply=scripted) as server, Coordinator(clock=clock) as coord:
         coord._core.exchange._park_timeout = park
         lead = coord.local_budget()
         lead.lead(["suite.yaml"])  # leads the suite, and never gets to this case
@@ -638,9 +646,9 @@ def test_a_case_whose_request_a_worker_sent_itself_does_not_wait_for_the_leader_
         follow = pipeline(tmp_path, full_config(server, cache="off"), run_budget=worker,
                           cost_key="s", exchange="follow", exchange_scope="suite.yaml")
         try:
-            started = time.monotonic()
+            started = clocks[0].time()
             out = follow.run_case_sync(FRANCE, CONTEXTS, ["faithfulness"])
-            took = time.monotonic() - started
+            took = clocks[0].time() - started
             assert out["errors"] == {}
             # the generation waited for the leader once; the judge went its own way at once
             assert coord.totals()["exchange"]["parked"] == 1
