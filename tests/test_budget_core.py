@@ -301,7 +301,9 @@ def test_adaptive_finds_a_high_limit_as_fast_as_without_a_memory() -> None:
 async def test_adaptive_against_a_real_endpoint_taking_two_at_once_is_rarely_refused() -> None:
     # 31% of the requests were refused (75 of 235) when every window regrew onto the level
     # the endpoint had just refused; now 5% (a probe after 2, 4, 8, ... windows)
-    with FakeOpenAIServer(latency=0.01, refuse_above=2) as server, LocalBudget() as budget:
+    # (windows count successes, not seconds: a latency far above sending a request, so that
+    # the slots granted at once overlap at the endpoint, shows it as a longer one does)
+    with FakeOpenAIServer(latency=0.003, refuse_above=2) as server, LocalBudget() as budget:
         budget.declare("p", PoolLimits(adaptive=Adaptive(max=32, start=4)))
         spec = WorkerSpec(address="", token="", base_url=server.base_url, pool="p",
                           requests=160, tasks=8)
