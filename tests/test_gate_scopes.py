@@ -5,6 +5,10 @@ matches is a suite error before the first case, in a whole run and in a run narr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import QUERIES, error_sections, latest_run, write_jsonl
@@ -54,34 +58,78 @@ def test_a_case_whose_worker_crashed_counts_in_its_scope(pytester, mini_suite):
         ("overlap", False, 0.5, 2), ("bm25", True, 0.0, 2)]
 
 
-def test_a_crashed_case_of_a_suite_of_one_system_keeps_its_query_metadata(pytester, mini_suite):
+@dataclass
+class CrashRun:
+    """One run whose worker crashed (see :data:`CRASH_RUNS`): its folder (not ``latest``,
+    which a later run in the same directory moves) and result."""
+
+    run: Path
+    result: pytest.RunResult
+
+
+#: The crashed runs two tests each read (the metadata of the crashed cases, and their
+#: query texts), each made once by the first test that needs it: q4 (a hard query) crashes
+#: its lone worker; or every query crashes its worker, so both workers die in their first
+#: case (q2 and q4, both hard). Either suite has a gate on the hard queries' error rate.
+CRASH_RUNS = {"one": ("citric", ("-n", "1")),
+              "every": (" ", ("-n", "2", "-k", "q2 or q4"))}
+
+
+@pytest.fixture(scope="module")
+def shared_runs() -> dict[str, CrashRun | str]:
+    """Runs made once for this module, each by the first test that needs it."""
+    return {}
+
+
+@pytest.fixture
+def crash_run(pytester: pytest.Pytester, mini_suite: Any,
+              shared_runs: dict[str, CrashRun | str]) -> Callable[[str], CrashRun]:
+    def get(name: str) -> CrashRun:
+        if name not in shared_runs:
+            crash_on, args = CRASH_RUNS[name]
+            try:
+                path = mini_suite(crash_on=crash_on)
+                path.write_text(path.read_text()
+                                + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+                result = pytester.runpytest(SUITE, "-p", "no:randomly", *args)
+                shared_runs[name] = CrashRun(latest_run(pytester.path), result)
+            except Exception as exc:
+                # the first test shows the failure; the others say so instead of running it
+                shared_runs[name] = f"{type(exc).__name__}: {exc}"
+                raise
+        run = shared_runs[name]
+        if isinstance(run, str):
+            pytest.fail(f"the shared run {name!r} failed (see the first test that made it): "
+                        f"{run}")
+        return run
+
+    return get
+
+
+def test_a_crashed_case_of_a_suite_of_one_system_keeps_its_query_metadata(crash_run):
     # With one system there is no other record of the query: the workers send the type,
     # difficulty and tags of the queries they collected, and the controller's error record of
     # the crashed case carries them (in cases.jsonl too, as a case that errored on its worker)
-    path = mini_suite(crash_on="citric")  # q4, a hard query
-    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
-    result = pytester.runpytest(SUITE, "-n", "1", "-p", "no:randomly")
-    result.assert_outcomes(passed=4, failed=1)
-    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    shared = crash_run("one")  # q4, a hard query
+    shared.result.assert_outcomes(passed=4, failed=1)
+    (gate,) = json.loads((shared.run / "summary.json").read_text())["gates"]
     assert (gate["passed"], gate["value"], gate["n"]) == (False, 0.5, 2)
-    rec = next(json.loads(line) for line in (latest_run(pytester.path) / "cases.jsonl")
+    rec = next(json.loads(line) for line in (shared.run / "cases.jsonl")
                .read_text().splitlines() if json.loads(line)["case_id"] == "q4")
     assert (rec["difficulty"], rec["type"], rec["tags"]) == ("hard", "how_to", ["cleaning"])
     assert rec["error"]["stage"] == "crash"
 
 
 def test_cases_of_workers_that_each_died_in_their_first_case_keep_their_query_metadata(
-        pytester, mini_suite):
+        crash_run):
     # The workers send their queries' metadata with their first case report: when every
     # worker dies in its first case none arrives before the controller records the crashes,
     # and the hard queries' crashes fell out of 'difficulty=hard' ("no query matches")
-    path = mini_suite(crash_on=" ")  # every query
-    path.write_text(path.read_text() + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
-    result = pytester.runpytest(SUITE, "-n", "2", "-p", "no:randomly", "-k", "q2 or q4")
-    result.assert_outcomes(failed=2)
-    (gate,) = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
+    shared = crash_run("every")
+    shared.result.assert_outcomes(failed=2)
+    (gate,) = json.loads((shared.run / "summary.json").read_text())["gates"]
     assert (gate["passed"], gate["value"], gate["n"]) == (False, 1.0, 2)
-    recs = sorted((json.loads(line) for line in (latest_run(pytester.path) / "cases.jsonl")
+    recs = sorted((json.loads(line) for line in (shared.run / "cases.jsonl")
                    .read_text().splitlines()), key=lambda r: r["case_id"])
     assert [(r["case_id"], r["difficulty"], r["type"], r["tags"], r["error"]["stage"])
             for r in recs] == [("q2", "hard", "numeric", ["cold_brew", "numeric"], "crash"),
@@ -316,21 +364,19 @@ def test_the_reports_pytest_keeps_do_not_hold_the_workers_query_texts(pytester, 
                .splitlines())
 
 
-def test_a_crashed_case_shows_its_query_text_like_any_case(pytester, mini_suite):
+def test_a_crashed_case_shows_its_query_text_like_any_case(crash_run):
     # The controller's record of a case whose worker died had the query's metadata but not
     # its text: cases.jsonl said "query": null and the HTML report's row and details an empty
     # query, whether the metadata came with a worker's report or the controller read it (every
     # worker dead in its first case)
-    for crash_on, args in (("citric", ["-n", "1"]),  # q4
-                           (" ", ["-n", "2", "-k", "q2 or q4"])):  # every query
-        mini_suite(crash_on=crash_on)
-        result = pytester.runpytest(SUITE, "-p", "no:randomly", *args)
-        assert result.ret == pytest.ExitCode.TESTS_FAILED
-        run = latest_run(pytester.path)
+    for name in ("one", "every"):  # q4 crashes; every query crashes
+        shared = crash_run(name)
+        assert shared.result.ret == pytest.ExitCode.TESTS_FAILED
+        run = shared.run
         recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
                                              .splitlines())}
         assert recs["q4"]["error"]["stage"] == "crash"
-        assert recs["q4"]["query"] == "remove scale with citric acid", args
-        assert "remove scale with citric acid" in (run / "report.html").read_text(), args
-        if crash_on == " ":
+        assert recs["q4"]["query"] == "remove scale with citric acid", name
+        assert "remove scale with citric acid" in (run / "report.html").read_text(), name
+        if name == "every":
             assert recs["q2"]["query"] == "how long to steep cold brew"
