@@ -316,11 +316,11 @@ def test_http_pipelines_concurrency_holds_for_the_whole_run() -> None:
 
 
 def test_http_pipeline_timeout_bounds_each_whole_attempt(service):
-    # the reply trickles in a byte every 50 ms: no single read waits 0.2 s, the attempt does
-    with service([(200, Trickle(GOOD, 0.05))]) as svc:
-        pipeline = HTTPPipeline(url=svc.url, timeout=0.2, retries=1, backoff=0.0)
+    # the reply trickles in a byte every 20 ms: no single read waits 0.1 s, the attempt does
+    with service([(200, Trickle(GOOD, 0.02))]) as svc:
+        pipeline = HTTPPipeline(url=svc.url, timeout=0.1, retries=1, backoff=0.0)
         with pytest.raises(HTTPPipelineError, match=(
-                r"failed after 2 attempt\(s\): timed out after 0\.2 s "
+                r"failed after 2 attempt\(s\): timed out after 0\.1 s "
                 r"\(the per-attempt timeout\)")):
             _ask(pipeline)
     assert pipeline.requests == 2
