@@ -535,12 +535,12 @@ def test_http_client_errors_fail_at_once_and_secrets_are_scrubbed(server, monkey
 
 
 def test_http_timeout_bounds_each_whole_attempt(server) -> None:
-    # the reply trickles in a byte every 50 ms: no single read waits 0.2 s, the attempt does
+    # the reply trickles in a byte every 20 ms: no single read waits 0.1 s, the attempt does
     srv = server(lambda body, headers, n: (200, Trickle({"results": [{"id": "d1", "score": 1}]},
-                                                        0.05)))
-    r = HTTPRetriever(url=srv.url, timeout=0.2, retries=1, backoff=0.0)
+                                                        0.02)))
+    r = HTTPRetriever(url=srv.url, timeout=0.1, retries=1, backoff=0.0)
     with pytest.raises(HTTPRetrieverError, match=(
-            r"failed after 2 attempt\(s\): timed out after 0\.2 s \(the per-attempt timeout\)")):
+            r"failed after 2 attempt\(s\): timed out after 0\.1 s \(the per-attempt timeout\)")):
         asyncio.run(r.retrieve("x", 1))
     assert r.requests == 2
 
