@@ -232,7 +232,7 @@ def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
     """``runs: 2`` of one query: the repetitions answer alike, so their judge requests are
     the same and one of them sends it while the other reads it from the cache. Which one
     depended on whose answer came back first, at ``-n 0`` too. Holding the first or the
-    second generation request to arrive for 0.2 s lets one repetition's judge request or the
+    second generation request to arrive for 50 ms lets one repetition's judge request or the
     other's go out first (the unheld one's generation and judge request take milliseconds;
     a 20 ms hold sufficed in trials); the run's outputs charge the request to run 0, the
     first case in order, either way."""
@@ -246,7 +246,7 @@ def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
     for held in (0, 1) * 5:
         for stale in pytester.path.glob("cache.sqlite*"):
             stale.unlink()
-        server.add_faults(*[Fault.ok(delay=0.2 if i == held else 0.0) for i in range(2)])
+        server.add_faults(*[Fault.ok(delay=0.05 if i == held else 0.0) for i in range(2)])
         before = server.count("/v1/chat/completions")
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
         result.assert_outcomes(passed=2)
