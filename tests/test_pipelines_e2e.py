@@ -381,9 +381,9 @@ def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
     from test_plugin_rag import judge_reply
 
     pytester.makepyfile(counted=COUNTED)
-    # judge requests asked ahead go out within milliseconds of each other: 0.1 s in flight
+    # judge requests asked ahead go out within milliseconds of each other: 0.03 s in flight
     # overlaps them (all four did at 0.01 s in trials)
-    with FakeOpenAIServer(reply=judge_reply, latency=0.1) as server:
+    with FakeOpenAIServer(reply=judge_reply, latency=0.03) as server:
         app(f"""
             name: app
             dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
