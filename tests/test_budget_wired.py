@@ -187,9 +187,10 @@ class Slow:
 '''
 
 
-# The timed-out step (a retrieval or a first LLM call) takes 3 s, ten times the limit; every
-# other step answers at once (no latency), so a short limit still separates the two at load.
-TIMEOUT = 0.3
+# The timed-out step (a retrieval or a first LLM call) takes 3 s, twenty times the limit;
+# every other step answers at once (no latency: 10-20 ms a case at a load of 5 on 2 cores),
+# so a short limit still separates the two at load. The run waits it out four times.
+TIMEOUT = 0.15
 
 
 def slow_suite(name: str, asynchronous: bool) -> str:
@@ -247,7 +248,7 @@ def run_serial(pytester: pytest.Pytester, dataset: Any) -> SerialRun:
     # latencies only have to be far longer than sending a request (well under 1 ms here), so
     # that requests let through at once really overlap at the server
     with FakeOpenAIServer(latency=0.02, reply=reply) as conc, \
-            FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
+            FakeOpenAIServer(latency=0.02, reply=reply) as paid, \
             FakeOpenAIServer(reply=reply) as keys, \
             FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
@@ -401,7 +402,7 @@ def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost(
             FakeOpenAIServer(latency=0.02, reply=reply) as shared, \
             FakeOpenAIServer(latency=0.05, reply=reply, refuse_above=3,
                              refuse_retry_after="0") as shedding, \
-            FakeOpenAIServer(latency=0.05, reply=reply) as paid, \
+            FakeOpenAIServer(latency=0.02, reply=reply) as paid, \
             FakeOpenAIServer(latency=0.02) as embeddings, \
             FakeOpenAIServer(latency=0.01, reply=reply) as dead:
         dataset(wide.base_url, "  concurrency: 16", name="wide.yaml")
