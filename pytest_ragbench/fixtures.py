@@ -10,7 +10,9 @@ Parametrize a test function over a suite's cases with the marker::
         assert hits
 
 The path is relative to the test file's folder. Without ``retriever=`` the test runs for every
-retriever of the suite (ids ``<retriever>-<query id>``). Alternatively
+retriever of the suite (ids ``<retriever>-<query id>``), or for every pipeline of a suite that
+has no retriever; ``retriever=`` may name a pipeline too (the test then asks the application
+itself and scores its answer with ``ragbench_record.score``). Alternatively
 ``@pytest.mark.parametrize("ragbench_case", cases("suite.yaml", retriever="bm25"),
 indirect=True)`` with :func:`cases`.
 
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from .datasets import Query
     from .execution.runtime import SuiteRuntime
     from .state import RagbenchState
+    from .suite.model import Suite
 
 
 @dataclass(frozen=True)
@@ -121,11 +124,10 @@ def cases(path: str | Path, retriever: str | None = None) -> list[Any]:
         # called while the test module is imported: the message alone, as the
         # ragbench_suite marker gives it, not a traceback through the plugin's loader
         raise pytest.fail.Exception(f"cases: {exc}", pytrace=False) from None
-    names = [r.name for r in suite.retrievers]
-    if retriever is not None and retriever not in names:
-        raise pytest.fail.Exception(f"cases: {p}: no retriever {retriever!r} (it has: "
-                                    f"{', '.join(names)})", pytrace=False)
-    chosen = [retriever] if retriever is not None else names
+    problem = _unknown_system(suite, retriever)
+    if problem is not None:
+        raise pytest.fail.Exception(f"cases: {p}: {problem}", pytrace=False)
+    chosen = _systems(suite, retriever)
     return [
         pytest.param(CaseRef(str(p.resolve()), r, q.id),
                      id=q.id if len(chosen) == 1 else f"{r}-{q.id}")
@@ -159,15 +161,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except RagbenchError as exc:
         # Not chained: pytest would show the message twice.
         raise pytest.fail.Exception(f"ragbench_suite: {exc}", pytrace=False) from None
-    names = [r.name for r in suite.retrievers]
-    if retriever is not None and retriever not in names:
-        pytest.fail(f"ragbench_suite: {path} has no retriever {retriever!r} "
-                    f"(it has: {', '.join(names)})", pytrace=False)
-    chosen = [retriever] if retriever is not None else names
+    problem = _unknown_system(suite, retriever)
+    if problem is not None:
+        pytest.fail(f"ragbench_suite: {path} has {problem}", pytrace=False)
+    chosen = _systems(suite, retriever)
     refs = [CaseRef(str(path), r, q.id) for r in chosen for q in queries]
     ids = [ref.case_id if len(chosen) == 1 else f"{ref.retriever}-{ref.case_id}"
            for ref in refs]
     metafunc.parametrize("ragbench_case_ref", refs, ids=ids, indirect=True)
+
+
+def _systems(suite: Suite, name: str | None) -> list[str]:
+    """The systems a hand-written test runs for: ``name`` (a retriever or a pipeline), else
+    every retriever of the suite, or every pipeline of a suite that has no retriever (one
+    that tests the user's RAG application: its test ran for no case, skipped as an empty
+    parameter set)."""
+    if name is not None:
+        return [name]
+    return [r.name for r in suite.retrievers] or [p.name for p in suite.pipelines]
+
+
+def _unknown_system(suite: Suite, name: str | None) -> str | None:
+    """What is wrong with naming ``name`` in a hand-written test of ``suite``, if anything."""
+    retrievers = [r.name for r in suite.retrievers]
+    pipelines = [p.name for p in suite.pipelines]
+    if name is None or name in retrievers or name in pipelines:
+        return None
+    kinds = "retriever" if not pipelines else (
+        "pipeline" if not retrievers else "retriever or pipeline")
+    return f"no {kinds} {name!r} (it has: {', '.join(retrievers + pipelines)})"
 
 
 def _marker_args(marker: pytest.Mark, test_path: Path) -> tuple[Path, str | None]:
@@ -254,13 +276,25 @@ def ragbench_retriever(request: pytest.FixtureRequest,
                         "retriever='name')", pytrace=False)
         path, retriever = _marker_args(marker, request.node.path)
         suite_path = str(path)
-        name = retriever or _runtime(request.config, path).suite.retrievers[0].name
+        if retriever is None:
+            retrievers = _runtime(request.config, path).suite.retrievers
+            if not retrievers:
+                pytest.fail(f"ragbench_retriever: {path} has no retriever", pytrace=False)
+            retriever = retrievers[0].name
+        name = retriever
     runtime = _runtime(request.config, suite_path)
+    if runtime.suite.is_pipeline(name):
+        pytest.fail(f"ragbench_retriever: {name!r} is a pipeline of {suite_path}, not a "
+                    "retriever: ask the application yourself and score its answer with "
+                    "ragbench_record.score(answer, contexts)", pytrace=False)
     try:
         runtime.retriever(name)
     except RagbenchError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    return RetrieverHandle(runtime, name)
+        problem = str(exc)
+    else:
+        return RetrieverHandle(runtime, name)
+    # outside the except block: the report shows the message once, not a chained exception
+    pytest.fail(problem, pytrace=False)
 
 
 def _component_spec(request: pytest.FixtureRequest, kind: str) -> Any:

@@ -396,3 +396,60 @@ def test_a_narrowed_run_of_hand_written_cases_is_partial(pytester, mini_suite, w
     # the whole of it is whole
     result = pytester.runpytest("test_hand.py", "-p", "no:randomly", *workers)
     result.stdout.fnmatch_lines(["ragbench: passed"])
+
+
+def test_hand_written_tests_over_a_suite_of_pipelines(project):
+    """A suite whose systems are pipelines (the user's RAG app) gave hand-written tests no
+    case: the marker's test was skipped ("got empty parameter set"), and naming the pipeline
+    was "has no retriever 'app' (it has: )"."""
+    (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "app_pipeline:App"}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    project.makepyfile(app_pipeline="""
+        class App:
+            def answer(self, query):
+                return {"answer": "?", "contexts": [{"id": "d1"}]}
+    """)
+    _test_file(project, """
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.ragbench_suite("suites/app.yaml")
+        def test_every(ragbench_case, ragbench_record):
+            ragbench_record("one", 1.0)
+
+        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
+        def test_named(ragbench_case, ragbench_record):
+            ragbench_record.evaluate([("d1", 1.0)])
+
+        @pytest.mark.parametrize("ragbench_case", cases("suites/app.yaml", retriever="app"),
+                                 indirect=True)
+        def test_helper(ragbench_case, ragbench_retriever):
+            pass
+    """)
+    result = project.runpytest("-v", "test_hand.py", "-p", "no:randomly")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("skipped"), outcomes.get("errors")) == (
+        10, None, 5), result.stdout.str()
+    assert len(_passed(result, "test_every")) == len(_passed(result, "test_named")) == 5
+    # the retriever fixture on a pipeline's case says what it is instead
+    result.stdout.fnmatch_lines(["*ragbench_retriever: 'app' is a pipeline of *app.yaml, "
+                                 "not a retriever*"])
+    recs = {(r["suite"], r["case_id"]): r for r in _records(project)}
+    named = recs["test_hand.py::test_named", "q1"]
+    assert named["retriever"] == "app" and named["metrics"]["recall@10"] == 0.5
+    assert recs["test_hand.py::test_every", "q5"]["metrics"]["one"] == 1.0
+    # a name that is not one of them lists them
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="ap")
+        def test_case(ragbench_case):
+            pass
+    """)
+    result = project.runpytest("test_hand.py")
+    result.stdout.fnmatch_lines(["*app.yaml has no pipeline 'ap' (it has: app)"])
