@@ -442,3 +442,23 @@ def test_llamaindex_responses_map_onto_the_contract() -> None:
         llamaindex_output(_Response(None, []))
     assert llamaindex_output(_Response("nothing found", [])).contexts_given
     assert not llamaindex_output(_Response("x", None)).contexts_given  # type: ignore[arg-type]
+
+
+def test_a_python_pipelines_own_documents_and_nodes_are_contexts() -> None:
+    """A Python pipeline that returned its chain's Documents or its index's nodes as contexts
+    (as the langchain and llamaindex pipelines read them) lost each Document's text when it
+    had an id, and one without an id was 'has neither an id nor a non-empty text'."""
+    out = normalise_output({"answer": "a", "contexts": [
+        _Document("Espresso...", {"doc_id": "d1", "score": 0.5}, id="uuid-1"),
+        _Document("Brew...", {}, id="d2"),
+        _Document("Loose text", {"source": "s.pdf"}),
+        _Scored(_Node("Chunk", "uuid-2", {"id": "d4"}), 0.25),
+        _Node("Bare node", "n5", {})]})
+    assert out.contexts == (Context("d1", "Espresso...", 0.5), Context("d2", "Brew..."),
+                            Context("s.pdf", "Loose text"), Context("d4", "Chunk", 0.25),
+                            Context("n5", "Bare node"))
+    # what the contract checks still holds for them
+    with pytest.raises(OutputError, match=r"contexts\[0\] has neither an 'id' nor a non-empty"):
+        normalise_output({"answer": "a", "contexts": [_Document(" ", {})]})
+    with pytest.raises(OutputError, match=r"contexts\[0\]\.text is not valid text"):
+        normalise_output({"answer": "a", "contexts": [_Document("caf\udce9", {"id": "d1"})]})

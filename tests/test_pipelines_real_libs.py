@@ -242,6 +242,14 @@ def test_langchain_message_output_and_retrievers(lc: types.ModuleType) -> None:
     assert out.answer == ""
     assert [c.id for c in out.contexts] == store_ids(lc, question, 2)
     assert all(c.score is None for c in out.contexts)
+    # the same documents returned by the user's own Python pipeline are read alike (their
+    # text was lost: a pydantic Document dumped to its made-up id alone)
+    from pytest_ragbench.pipelines import normalise_output
+
+    docs = lc.store.similarity_search(question, k=2)
+    assert all(d.id for d in docs)
+    assert normalise_output({"answer": "", "contexts": docs}).contexts == tuple(
+        Context(d.metadata["doc_id"], d.page_content) for d in docs)
     # Document.id when told to read nothing else
     made_up = [d.id for d in lc.store.similarity_search(question, k=2)]
     out = ask(build("langchain", {"object": "lc_app:retriever", "id_key": "doc_id"}), question)
@@ -356,6 +364,12 @@ def test_llamaindex_query_engine_and_retriever(li: types.ModuleType) -> None:
     out = ask(build("llamaindex", {"object": "li_app:make_retriever", "id_key": "title"}),
               question)
     assert [c.id for c in out.contexts] == [n.node.metadata["title"] for n in nodes]
+    # the same nodes returned by the user's own Python pipeline are read alike
+    from pytest_ragbench.pipelines import normalise_output
+
+    mine = normalise_output({"answer": "", "contexts": nodes}).contexts
+    assert mine == tuple(Context(n.node.source_node.node_id, n.node.get_content(),
+                                 pytest.approx(n.score)) for n in nodes)
 
 
 def test_llamaindex_bad_objects_are_named_at_collection(

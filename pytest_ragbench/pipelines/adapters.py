@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
-import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,11 +60,17 @@ from typing import Any
 from ..datasets import Query
 from ..errors import ComponentError
 from ..registry import BuildContext
-from .contract import Context, OutputError, PipelineOutput, Usage, is_number
+from .contract import (
+    Context,
+    OutputError,
+    PipelineOutput,
+    Usage,
+    langchain_context,
+    llamaindex_context,
+)
 
 _ANSWER_KEYS = ("answer", "result", "output", "text")
 _DOC_KEYS = ("context", "source_documents", "documents")
-_ID_KEYS = ("id", "doc_id")
 
 
 @dataclass(frozen=True)
@@ -187,31 +191,6 @@ def _has(obj: Any, *names: str) -> bool:
     return any(callable(getattr(obj, n, None)) for n in names)
 
 
-def _finite(value: Any) -> float | None:
-    if not is_number(value):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _text_id(value: Any) -> str | None:
-    if not (isinstance(value, str) or (is_number(value) and isinstance(value, numbers.Integral))):
-        return None
-    return str(value) or None
-
-
-def _metadata_id(metadata: Any, id_key: str | None, what: str) -> str | None:
-    """The corpus id in ``metadata``: under ``id_key`` (required there) or a default key."""
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    if id_key is not None:
-        doc_id = _text_id(metadata.get(id_key))
-        if doc_id is None:
-            raise OutputError(f"{what} has no id under metadata[{id_key!r}] (its metadata "
-                              f"keys: {', '.join(map(str, metadata)) or 'none'})")
-        return doc_id
-    return next((d for d in map(_text_id, (metadata.get(k) for k in _ID_KEYS)) if d), None)
-
-
 # -- LangChain -------------------------------------------------------------------------------
 
 
@@ -285,21 +264,8 @@ def langchain_contexts(docs: Any, *, id_key: str | None = None,
     """Contexts of LangChain ``Document`` objects (see the module docs for ids and scores)."""
     if isinstance(docs, str | bytes) or not isinstance(docs, Sequence):
         raise OutputError(f"the chain's documents are {type(docs).__name__}, expected a list")
-    contexts = []
-    for i, doc in enumerate(docs):
-        text = getattr(doc, "page_content", None)
-        if not isinstance(text, str):
-            raise OutputError(f"document {i} is {type(doc).__name__}, expected a Document "
-                              "with page_content")
-        metadata = getattr(doc, "metadata", None)
-        doc_id = _metadata_id(metadata, id_key, f"document {i}")
-        if doc_id is None:
-            doc_id = _text_id(getattr(doc, "id", None)) or (
-                _text_id(metadata.get("source")) if isinstance(metadata, Mapping) else None)
-        score = (_finite(metadata.get(score_key))
-                 if score_key and isinstance(metadata, Mapping) else None)
-        contexts.append(Context(id=doc_id, text=text, score=score))
-    return tuple(contexts)
+    return tuple(langchain_context(doc, f"document {i}", id_key=id_key, score_key=score_key)
+                 for i, doc in enumerate(docs))
 
 
 def langchain_output(result: Any, *, id_key: str | None = None, score_key: str | None = "score",
@@ -447,21 +413,8 @@ def llamaindex_contexts(nodes: Any, *, id_key: str | None = None) -> tuple[Conte
     """Contexts of LlamaIndex ``NodeWithScore`` objects (see the module docs for ids)."""
     if isinstance(nodes, str | bytes) or not isinstance(nodes, Sequence):
         raise OutputError(f"the source nodes are {type(nodes).__name__}, expected a list")
-    contexts = []
-    for i, item in enumerate(nodes):
-        node = getattr(item, "node", item)
-        get_content = getattr(node, "get_content", None)
-        text = get_content() if callable(get_content) else getattr(node, "text", None)
-        if not isinstance(text, str):
-            raise OutputError(f"source node {i} has no text")
-        doc_id = _metadata_id(getattr(node, "metadata", None), id_key, f"source node {i}")
-        if doc_id is None:
-            source = getattr(node, "source_node", None)
-            doc_id = (_text_id(getattr(source, "node_id", None))
-                      or _text_id(getattr(node, "node_id", None)))
-        contexts.append(Context(id=doc_id, text=text,
-                                score=_finite(getattr(item, "score", None))))
-    return tuple(contexts)
+    return tuple(llamaindex_context(item, f"source node {i}", id_key=id_key)
+                 for i, item in enumerate(nodes))
 
 
 def llamaindex_output(response: Any, *, id_key: str | None = None) -> PipelineOutput:

@@ -8,7 +8,10 @@ The same shape for a Python return value, an HTTP response body and a line of a 
      "usage": {"prompt_tokens": 120, "completion_tokens": 30, "cost": 0.0004},  # optional
      "latency_ms": 812.5}                                               # optional
 
-Each context needs an ``id`` or a ``text`` (or both); ``score`` is optional. ``contexts`` may
+Each context needs an ``id`` or a ``text`` (or both); ``score`` is optional. A LangChain
+``Document`` or a LlamaIndex node (``NodeWithScore``) is a context too, read as the
+``langchain`` and ``llamaindex`` pipelines read them (:func:`langchain_context`,
+:func:`llamaindex_context`). ``contexts`` may
 be omitted (an answer only: answer metrics still run, retrieval metrics are n/a); an empty list
 says the system found nothing, a ranking of nothing that scores 0 on retrieval metrics. A
 Python pipeline may also return a :class:`PipelineOutput` (with ``contexts_given=True`` when
@@ -154,10 +157,90 @@ def _text(value: str, where: str) -> str:
     return value
 
 
+_ID_KEYS = ("id", "doc_id")
+
+
+def _finite(value: Any) -> float | None:
+    if not is_number(value):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _text_id(value: Any) -> str | None:
+    if not (isinstance(value, str) or (is_number(value) and isinstance(value, numbers.Integral))):
+        return None
+    return str(value) or None
+
+
+def _metadata_id(metadata: Any, id_key: str | None, what: str) -> str | None:
+    """The corpus id in ``metadata``: under ``id_key`` (required there) or a default key."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    if id_key is not None:
+        doc_id = _text_id(metadata.get(id_key))
+        if doc_id is None:
+            raise OutputError(f"{what} has no id under metadata[{id_key!r}] (its metadata "
+                              f"keys: {', '.join(map(str, metadata)) or 'none'})")
+        return doc_id
+    return next((d for d in map(_text_id, (metadata.get(k) for k in _ID_KEYS)) if d), None)
+
+
+def langchain_context(doc: Any, what: str, *, id_key: str | None = None,
+                      score_key: str | None = "score") -> Context:
+    """A LangChain ``Document`` as a context: its text is ``page_content``; its id is
+    ``metadata[id_key]`` when ``id_key`` is set, else ``metadata["id"]`` / ``["doc_id"]``,
+    else ``Document.id`` (vector stores make it up unless given one), else
+    ``metadata["source"]``; its score is ``metadata[score_key]`` when a finite number."""
+    text = getattr(doc, "page_content", None)
+    if not isinstance(text, str):
+        raise OutputError(f"{what} is {type(doc).__name__}, expected a Document "
+                          "with page_content")
+    metadata = getattr(doc, "metadata", None)
+    doc_id = _metadata_id(metadata, id_key, what)
+    if doc_id is None:
+        doc_id = _text_id(getattr(doc, "id", None)) or (
+            _text_id(metadata.get("source")) if isinstance(metadata, Mapping) else None)
+    score = (_finite(metadata.get(score_key))
+             if score_key and isinstance(metadata, Mapping) else None)
+    return Context(id=doc_id, text=text, score=score)
+
+
+def llamaindex_context(item: Any, what: str, *, id_key: str | None = None) -> Context:
+    """A LlamaIndex ``NodeWithScore`` (or node) as a context: its text is
+    ``node.get_content()``, its score ``.score``; its id is ``metadata[id_key]`` when set, else
+    ``metadata["id"]`` / ``["doc_id"]``, else the id of the document the chunk came from
+    (``node.source_node.node_id``), else ``node.node_id``."""
+    node = getattr(item, "node", item)
+    get_content = getattr(node, "get_content", None)
+    text = get_content() if callable(get_content) else getattr(node, "text", None)
+    if not isinstance(text, str):
+        raise OutputError(f"{what} has no text")
+    doc_id = _metadata_id(getattr(node, "metadata", None), id_key, what)
+    if doc_id is None:
+        source = getattr(node, "source_node", None)
+        doc_id = (_text_id(getattr(source, "node_id", None))
+                  or _text_id(getattr(node, "node_id", None)))
+    return Context(id=doc_id, text=text, score=_finite(getattr(item, "score", None)))
+
+
+def _is_llamaindex_node(value: Any) -> bool:
+    """A LlamaIndex ``NodeWithScore`` or node (read by duck type: the library is optional)."""
+    node = getattr(value, "node", value)
+    return callable(getattr(node, "get_content", None)) and hasattr(node, "node_id")
+
+
 def _context(value: Any, i: int) -> Context:
     where = f"contexts[{i}]"
     if isinstance(value, str):
         return Context(text=_text(value, where))
+    # the documents of the user's own chain or index, as the langchain and llamaindex
+    # pipelines read them: as pydantic models they dumped to mappings with neither an 'id'
+    # nor a 'text' (an error), or, given a Document.id, to the id alone (the text was lost)
+    if not isinstance(value, Mapping | Context):
+        if isinstance(getattr(value, "page_content", None), str):
+            value = langchain_context(value, where)
+        elif _is_llamaindex_node(value):
+            value = llamaindex_context(value, where)
     if isinstance(value, Context):
         # checked as a mapping is: a dataclass does not check its fields
         value = {"id": value.id, "text": value.text, "score": value.score}
