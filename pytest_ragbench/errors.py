@@ -79,6 +79,13 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def exception_text(exc: BaseException) -> str:
+    """``ValueError: what went wrong``, or the type alone when the exception says nothing (a
+    bare ``assert``, ``raise ValueError()``), not a colon followed by nothing."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text.strip() else type(exc).__name__
+
+
 def type_name(value: object) -> str:
     """How a value's type reads in a message about a YAML/JSON document."""
     if value is None:

@@ -54,7 +54,13 @@ from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ComponentError, ParamError, did_you_mean, validation_message
+from .errors import (
+    ComponentError,
+    ParamError,
+    did_you_mean,
+    exception_text,
+    validation_message,
+)
 
 KINDS = ("retriever", "pipeline", "llm", "embedder", "metric")
 
@@ -238,7 +244,7 @@ def _import_failure(exc: Exception) -> str:
     else of the innermost frame outside importlib (its frames are frozen or its own)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{type(exc).__name__}: {exc.msg} (at {exc.filename}:{exc.lineno})"
-    text = f"{type(exc).__name__}: {exc}"
+    text = exception_text(exc)
     machinery = Path(importlib.__file__ or "").parent
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if not frame.filename.startswith("<") and Path(frame.filename).parent != machinery:

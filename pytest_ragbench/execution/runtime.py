@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
-from ..errors import RagbenchError, SuiteError, did_you_mean
+from ..errors import RagbenchError, SuiteError, did_you_mean, exception_text
 from ..llm import deadline as limits
 from ..llm.usage import PaidBefore
 from ..metrics.retrieval import parse_metric, trec_order
@@ -259,7 +259,7 @@ class SuiteRuntime:
                                                replace(self.ctx, name=name))
             self._run(instance.index(self.dataset.corpus))
         except Exception as exc:
-            detail = str(exc) if isinstance(exc, CaseError) else f"{type(exc).__name__}: {exc}"
+            detail = str(exc) if isinstance(exc, CaseError) else exception_text(exc)
             err = CaseError("index", f"retriever {name!r} ({spec.type}) could not be built or "
                                      f"indexed: {detail}", type(exc).__name__, cause=exc)
             self._failed[name] = err
@@ -336,7 +336,7 @@ class SuiteRuntime:
                 "retriever", spec.type, spec.params,
                 replace(self.ctx, name=spec.name, run_budget=self.run_budget))
         except Exception as exc:
-            detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
+            detail = str(exc) if isinstance(exc, RagbenchError) else exception_text(exc)
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
                                line=spec.line)]
         return self._check_retriever(spec, self._built[spec.name])
@@ -361,7 +361,7 @@ class SuiteRuntime:
             self._pipeline = self._build_pipeline()
         except Exception as exc:
             text = str(exc) if isinstance(exc, ValueError | RagbenchError) \
-                else f"{type(exc).__name__}: {exc}"
+                else exception_text(exc)
             # build_pipeline says "key.path: what is wrong".
             key, sep, detail = text.partition(": ")
             if sep and key and " " not in key:
@@ -529,7 +529,7 @@ class SuiteRuntime:
         except (Exception, SystemExit) as exc:
             # a SystemExit is a failure of its case, as pytest counts it in a test: raised
             # while retrieving ahead it errored every case up to the one that raised it
-            raise CaseError("retrieve", f"retriever {name!r} raised {type(exc).__name__}: {exc}",
+            raise CaseError("retrieve", f"retriever {name!r} raised {exception_text(exc)}",
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
 
@@ -681,7 +681,7 @@ class SuiteRuntime:
                 rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
             except Exception as exc:
                 _fail(rec, "metric", type(exc).__name__,
-                      f"metric {m.name!r} raised {type(exc).__name__}: {exc}",
+                      f"metric {m.name!r} raised {exception_text(exc)}",
                       (exc, exc.__traceback__), on_error)
                 return
 
@@ -806,7 +806,7 @@ class SuiteRuntime:
             return
         except Exception as exc:  # a bug or a cancelled prefetch: still a recorded error
             _fail(rec, "generation", type(exc).__name__,
-                  f"generation failed: {type(exc).__name__}: {exc}", (exc, exc.__traceback__),
+                  f"generation failed: {exception_text(exc)}", (exc, exc.__traceback__),
                   on_error)
             return
         add_answer(rec, out)
@@ -887,7 +887,7 @@ class SuiteRuntime:
             # an async factory: built on the loop its pipeline's answers will run on
             instance = self._run(instance)
         except Exception as exc:
-            detail = str(exc) if isinstance(exc, RagbenchError) else f"{type(exc).__name__}: {exc}"
+            detail = str(exc) if isinstance(exc, RagbenchError) else exception_text(exc)
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
                                line=spec.line)]
         self._systems[spec.name] = instance
@@ -944,7 +944,7 @@ class SuiteRuntime:
         except CaseError:
             raise
         except (Exception, SystemExit) as exc:  # see _timed
-            raise CaseError("answer", f"pipeline {name!r} raised {type(exc).__name__}: {exc}",
+            raise CaseError("answer", f"pipeline {name!r} raised {exception_text(exc)}",
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0
 
@@ -1130,7 +1130,7 @@ class SuiteRuntime:
                 rec["metrics"][m.name] = clean_float(self._metric_value(m, query, result))
             except Exception as exc:
                 _fail(rec, "metric", type(exc).__name__,
-                      f"metric {m.name!r} raised {type(exc).__name__}: {exc}",
+                      f"metric {m.name!r} raised {exception_text(exc)}",
                       (exc, exc.__traceback__), on_error)
                 return
 
@@ -1166,7 +1166,7 @@ class SuiteRuntime:
             return
         except Exception as exc:
             _fail(rec, "judge", type(exc).__name__,
-                  f"judging failed: {type(exc).__name__}: {exc}", (exc, exc.__traceback__),
+                  f"judging failed: {exception_text(exc)}", (exc, exc.__traceback__),
                   on_error)
             return
         for metric, value in out.get("metrics", {}).items():

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..datasets import Query
-from ..errors import RagbenchError
+from ..errors import RagbenchError, exception_text
 from ..llm.base import LLM, Embedder, LLMError
 from .judge import Criteria, Judge, JudgeInput, JudgeResult
 
@@ -263,7 +263,7 @@ async def score_answer(
             errors[name] = str(exc)
             evidence = exc.evidence
         except Exception as exc:
-            errors[name] = f"metric {name!r} raised {type(exc).__name__}: {exc}"
+            errors[name] = f"metric {name!r} raised {exception_text(exc)}"
             evidence = None
         part = getattr(metric, "judge_part", None)
         if evidence is None and part is not None:

@@ -274,6 +274,26 @@ def test_a_raising_metric_and_a_raising_pipeline_reach_on_error(runtime_of) -> N
     assert frames == [(HERE, "answer"), (HERE, "_raise_deep")]
 
 
+def test_an_exception_without_a_message_is_named_by_its_type_alone(runtime_of) -> None:
+    """A bare ``assert`` or ``raise ValueError()`` in the user's code read "pipeline 'app'
+    raised AssertionError: ", the colon followed by nothing."""
+
+    class App:
+        def answer(self, query: Any) -> Any:
+            raise AssertionError
+
+    class Mute(Ranked):
+        def retrieve(self, text: str, k: int) -> Any:
+            raise ValueError()
+
+    rec = runtime_of(App, PIPELINE_SUITE, "pipeline", "app").run_pipeline_case("app", "q1")
+    assert rec["error"]["message"] == "pipeline 'app' raised AssertionError"
+    rec = runtime_of(Mute).run_case("fake", "q1")
+    assert rec["error"]["message"] == "retriever 'fake' raised ValueError"
+    rec = runtime_of(lambda: Ranked(fail="beta")).run_case("fake", "q2")
+    assert rec["error"]["message"] == "retriever 'fake' raised ValueError: no index for 'beta'"
+
+
 def test_a_traceback_with_no_frame_of_a_component_is_kept_whole() -> None:
     try:
         clean_float("not a number")
