@@ -48,7 +48,7 @@ import keyword
 import sys
 import traceback
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
@@ -237,6 +237,26 @@ class ComponentHook(Protocol):
     def make(self, kind: str, name: str, params: Mapping[str, Any], context: BuildContext) -> Any:
         """The first non-None result of the hook, or None."""
         ...
+
+
+#: The method a system's object answers with, by kind.
+_SYSTEM_METHODS = {"pipeline": ("answer", "answer(query)"),
+                   "retriever": ("retrieve", "retrieve(query, k)")}
+#: What a user names the question when writing the answer or retrieve function itself.
+_QUESTION_NAMES = frozenset({"query", "question", "q", "text", "query_text", "prompt"})
+
+
+def _called_hint(kind: str, type_name: str, factory: Callable[..., Any],
+                 missing: Sequence[str]) -> str:
+    """Why a function asks for the question the suite cannot give it: it is the answer (or
+    retrieve) function itself, named where its factory belongs ("missing required
+    parameter(s) query" alone sent the user to add a query to the suite)."""
+    method = _SYSTEM_METHODS.get(kind)
+    if method is None or inspect.isclass(factory) or not _QUESTION_NAMES & set(missing):
+        return ""
+    return (f" (a {kind} type is a factory: a class, or a function that returns an object "
+            f"with {method[1]}, called with the suite's parameters; {type_name!r} looks like "
+            f"the {method[0]} function itself)")
 
 
 def _import_failure(exc: Exception) -> str:
@@ -484,7 +504,7 @@ class Registry:
         if missing:
             raise ComponentError(
                 f"{kind} {type_name!r} is missing required parameter(s) {', '.join(missing)}; "
-                f"it accepts: {', '.join(shown)}"
+                f"it accepts: {', '.join(shown)}{_called_hint(kind, type_name, factory, missing)}"
             )
         return kwargs
 

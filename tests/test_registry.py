@@ -186,6 +186,33 @@ def test_missing_required_parameter_is_named() -> None:
         reg.check("retriever", "run", {})
 
 
+def test_the_answer_function_itself_given_as_a_pipeline_type_gets_a_hint() -> None:
+    """A pipeline's type is a factory of an object with answer(query): the answer function
+    itself was told it "is missing required parameter(s) query; it accepts: query", as if
+    the suite should give it the question."""
+
+    def my_app(query: Any) -> dict[str, str]:
+        return {"answer": "?"}
+
+    def my_search(query: Any, k: int) -> list[tuple[str, float]]:
+        return []
+
+    reg = Registry(use_entry_points=False)
+    reg.add("pipeline", "app", my_app, origin="test")
+    reg.add("retriever", "search", my_search, origin="test")
+    with pytest.raises(ComponentError) as exc:
+        reg.check("pipeline", "app", {})
+    assert str(exc.value) == (
+        "pipeline 'app' is missing required parameter(s) query; it accepts: query (a pipeline "
+        "type is a factory: a class, or a function that returns an object with answer(query), "
+        "called with the suite's parameters; 'app' looks like the answer function itself)")
+    with pytest.raises(ComponentError, match=r"is missing required parameter\(s\) query, k; "
+                       r"it accepts: query, k \(a retriever type is a factory: a class, or a "
+                       r"function that returns an object with retrieve\(query, k\), .*"
+                       r"'search' looks like the retrieve function itself\)$"):
+        reg.check("retriever", "search", {})
+
+
 def test_context_parameters_are_filled_and_not_user_settable(tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 
