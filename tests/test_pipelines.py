@@ -51,6 +51,24 @@ def test_the_documented_dict_normalises() -> None:
     assert out.extra == {"trace_id": "t-1"}
 
 
+def test_usage_in_the_shape_other_libraries_report_it_is_counted() -> None:
+    """A pipeline that passed on its model's usage as LangChain's usage_metadata or
+    Anthropic's usage name it (input_tokens / output_tokens) reported no tokens at all,
+    without a word; a usage with none of the known keys now says so."""
+    out = normalise_output({"answer": "a", "usage": {"input_tokens": 12, "output_tokens": 3,
+                                                     "total_tokens": 15}})
+    assert out.usage == Usage(prompt_tokens=12, completion_tokens=3)
+    # the contract's own names win where both are given
+    out = normalise_output({"answer": "a", "usage": {"prompt_tokens": 5, "input_tokens": 12}})
+    assert out.usage == Usage(prompt_tokens=5)
+    with pytest.raises(OutputError, match=r"^usage has none of prompt_tokens, completion_tokens, "
+                                          r"cost \(its keys: total_tokens, model\)$"):
+        normalise_output({"answer": "a", "usage": {"total_tokens": 15, "model": "m"}})
+    assert normalise_output({"answer": "a", "usage": {}}).usage == Usage()
+    with pytest.raises(OutputError, match=r"usage\.input_tokens must be >= 0"):
+        normalise_output({"answer": "a", "usage": {"input_tokens": -1}})
+
+
 def test_richer_return_types_are_welcome() -> None:
     @dataclass
     class Answer:

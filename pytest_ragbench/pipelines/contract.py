@@ -8,16 +8,17 @@ The same shape for a Python return value, an HTTP response body and a line of a 
      "usage": {"prompt_tokens": 120, "completion_tokens": 30, "cost": 0.0004},  # optional
      "latency_ms": 812.5}                                               # optional
 
-Each context needs an ``id`` or a ``text`` (or both); ``score`` is optional. A LangChain
-``Document`` or a LlamaIndex node (``NodeWithScore``) is a context too, read as the
-``langchain`` and ``llamaindex`` pipelines read them (:func:`langchain_context`,
-:func:`llamaindex_context`). ``contexts`` may
-be omitted (an answer only: answer metrics still run, retrieval metrics are n/a); an empty list
-says the system found nothing, a ranking of nothing that scores 0 on retrieval metrics. A
-Python pipeline may also return a :class:`PipelineOutput` (with ``contexts_given=True`` when
-its empty ``contexts`` mean that nothing was found), or any object with ``answer`` /
-``contexts`` / ``usage`` attributes (a dataclass, a pydantic model), or a bare string (the
-answer, no contexts).
+``usage`` may name its counts ``input_tokens`` / ``output_tokens`` (LangChain's
+``usage_metadata``, Anthropic's ``usage``). Each context needs an ``id`` or a ``text`` (or
+both); ``score`` is optional. A LangChain ``Document`` or a LlamaIndex node
+(``NodeWithScore``) is a context too, read as the ``langchain`` and ``llamaindex`` pipelines
+read them (:func:`langchain_context`, :func:`llamaindex_context`). ``contexts`` may be omitted
+(an answer only: answer metrics still run, retrieval metrics are n/a); an empty list says the
+system found nothing, a ranking of nothing that scores 0 on retrieval metrics. A Python
+pipeline may also return a :class:`PipelineOutput` (with ``contexts_given=True`` when its empty
+``contexts`` mean that nothing was found), or any object with ``answer`` / ``contexts`` /
+``usage`` attributes (a dataclass, a pydantic model), or a bare string (the answer, no
+contexts).
 
 :func:`normalise_output` turns any of those into a :class:`PipelineOutput` or raises
 :class:`OutputError` naming the first thing that is wrong. Nothing here imports pytest.
@@ -266,6 +267,10 @@ def _context(value: Any, i: int) -> Context:
     return Context(id=doc_id, text=text, score=score)
 
 
+#: The contract's token counts, and the names other libraries give them.
+_USAGE_KEYS = (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens"))
+
+
 def _usage(value: Any) -> Usage | None:
     if value is None:
         return None
@@ -278,13 +283,19 @@ def _usage(value: Any) -> Usage | None:
     cost = _number(data.get("cost"), "usage.cost")
     if cost is not None and cost < 0:
         raise OutputError(f"usage.cost must be >= 0, got {cost!r}")
-    return Usage(
-        prompt_tokens=_number(data.get("prompt_tokens"), "usage.prompt_tokens",
-                              integer=True),  # type: ignore[arg-type]
-        completion_tokens=_number(data.get("completion_tokens"), "usage.completion_tokens",
-                                  integer=True),  # type: ignore[arg-type]
-        cost=cost,
-    )
+    counts: dict[str, int | None] = {}
+    for key, alias in _USAGE_KEYS:
+        # LangChain's usage_metadata and Anthropic's usage name the counts otherwise: passed
+        # on as they are, they counted no token at all
+        name = key if data.get(key) is not None or data.get(alias) is None else alias
+        counts[key] = _number(data.get(name), f"usage.{name}",
+                              integer=True)  # type: ignore[assignment]
+    if data and not {"cost", *(k for pair in _USAGE_KEYS for k in pair)} & set(data):
+        keys = ", ".join(map(str, list(data)[:8]))
+        raise OutputError(f"usage has none of prompt_tokens, completion_tokens, cost (its "
+                          f"keys: {keys})")
+    return Usage(prompt_tokens=counts["prompt_tokens"],
+                 completion_tokens=counts["completion_tokens"], cost=cost)
 
 
 def normalise_output(value: Any) -> PipelineOutput:
