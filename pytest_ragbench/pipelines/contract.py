@@ -146,16 +146,17 @@ def _number(value: Any, where: str, *, integer: bool = False) -> float | int | N
 
 
 def _text(value: str, where: str) -> str:
-    """``value`` if it can be written as UTF-8: a lone surrogate (text decoded with
-    ``errors="surrogateescape"``, or a JSON reply's ``"\\udce9"``) stopped the whole run where
-    its record was written."""
+    """``value`` as a plain ``str`` if it can be written as UTF-8: a lone surrogate (text
+    decoded with ``errors="surrogateescape"``, or a JSON reply's ``"\\udce9"``) stopped the
+    whole run where its record was written. A str subclass (LangChain's StrOutputParser
+    answers with one) could not cross the xdist wire: it stopped every worker that had one."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise OutputError(f"{where} is not valid text: it holds the lone surrogate "
                           f"{value[exc.start]!r} at character {exc.start} (bytes decoded "
                           "with errors='surrogateescape', or a JSON \\udcXX escape?)") from None
-    return value
+    return value if type(value) is str else str.__str__(value)
 
 
 _ID_KEYS = ("id", "doc_id")
@@ -260,7 +261,7 @@ def _context(value: Any, i: int) -> Context:
         raise OutputError(f"{where}.text must be a string, got {type_name(text)}")
     doc_id = None if doc_id is None or str(doc_id) == "" else _text(str(doc_id), f"{where}.id")
     if text is not None:
-        _text(text, f"{where}.text")
+        text = _text(text, f"{where}.text")
     if doc_id is None and not (text and text.strip()):
         raise OutputError(f"{where} has neither an 'id' nor a non-empty 'text'")
     score = _number(item.get("score"), f"{where}.score")
@@ -324,7 +325,7 @@ def normalise_output(value: Any) -> PipelineOutput:
     answer = data["answer"]
     if not isinstance(answer, str):
         raise OutputError(f"'answer' must be a string, got {type_name(answer)}")
-    _text(answer, "'answer'")
+    answer = _text(answer, "'answer'")
     raw_contexts = data.get("contexts")
     if given is None:
         given = raw_contexts is not None

@@ -187,6 +187,36 @@ def test_a_pipelines_record_ranks_its_contexts_in_its_order(runtime_of) -> None:
     assert rec["relevant_ranks"] == {"d056": 1, "d099": 3, "d000": None}
 
 
+class _Text(str):
+    """A str subclass, as LangChain's StrOutputParser returns (``TextAccessor``)."""
+
+
+def _plain_types(value: Any) -> set[type]:
+    if isinstance(value, dict):
+        return {dict}.union(*(_plain_types(k) | _plain_types(v) for k, v in value.items()))
+    if isinstance(value, list):
+        return {list}.union(*map(_plain_types, value))
+    return {type(value)}
+
+
+def test_a_pipelines_str_subclasses_reach_the_record_as_plain_str(runtime_of) -> None:
+    """A LangChain chain ending in StrOutputParser answers with a str subclass: in the record
+    it stopped every xdist worker that ran such a case ("can't serialize TextAccessor", an
+    INTERNALERROR and no test run)."""
+    from execnet.gateway_base import dumps
+
+    class App:
+        def answer(self, query: Any) -> dict[str, Any]:
+            return {"answer": _Text("fine"), "contexts": [
+                {"id": _Text("d056"), "text": _Text("some text")}, _Text("a bare text")]}
+
+    rec = runtime_of(App, PIPELINE_SUITE, "pipeline", "app").run_pipeline_case("app", "q1")
+    assert rec["status"] == "ok" and rec["answer"] == "fine"
+    assert rec["contexts"] == ["d056", "a bare text"]
+    assert _plain_types(rec) <= {dict, list, str, int, float, bool, type(None)}
+    dumps(rec)  # what xdist sends a record with
+
+
 def test_the_failure_text_gives_every_relevant_rank_and_counts_all_missed() -> None:
     rec = make_record(suite="s.yaml", retriever="bm25", case_id="q012", query="why",
                       metrics={"ndcg@10": 0.0, "recall@100": 1.0})
