@@ -22,10 +22,10 @@ Fixtures:
     the current :class:`~pytest_ragbench.datasets.Query` (id, text, labels, metadata).
 ``ragbench_retriever``
     a :class:`RetrieverHandle` for the case's retriever (or the marker's, or the suite's first):
-    ``retrieve(query_or_text, k=None)`` runs it synchronously on the plugin's event loop and
-    checks the hits like a collected item; ``.component`` is the retriever object itself. The
-    retriever is the same instance collected items use: built once per process, closed at the
-    end of the session.
+    ``retrieve(query_or_text, k=None)`` runs it synchronously on the plugin's event loop (also
+    when called from an async test) and checks the hits like a collected item;
+    ``.component`` is the retriever object itself. The retriever is the same instance
+    collected items use: built once per process, closed at the end of the session.
 ``ragbench_llm`` / ``ragbench_embedder``
     the component named by ``@pytest.mark.ragbench_components(llm=SPEC, embedder=SPEC)`` or
     by the ini options ``ragbench_llm`` / ``ragbench_embedder`` (a type name or a JSON

@@ -453,3 +453,57 @@ def test_hand_written_tests_over_a_suite_of_pipelines(project):
     """)
     result = project.runpytest("test_hand.py")
     result.stdout.fnmatch_lines(["*app.yaml has no pipeline 'ap' (it has: app)"])
+
+
+def test_the_fixtures_work_inside_an_async_test(project):
+    """Called from an async test (pytest-asyncio), ragbench_retriever.retrieve of an async
+    retriever and ragbench_record.score failed: "retriever 'slow' raised RuntimeError: Cannot
+    run the event loop while another loop is running", blaming the retriever."""
+    project.makepyfile(async_parts="""
+        import asyncio
+
+        class Slow:
+            async def index(self, corpus):
+                await asyncio.sleep(0)
+
+            async def retrieve(self, query, k):
+                await asyncio.sleep(0)
+                return [("d1", 1.0)]
+
+        class App:
+            async def answer(self, query):
+                return "a fine grind"
+    """)
+    (project.path / "suites" / "async.yaml").write_text(textwrap.dedent("""\
+        name: async
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          slow: {type: "async_parts:Slow"}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "async_parts:App"}
+        metrics: [token_f1]
+    """), encoding="utf-8")
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="slow")
+        async def test_retrieve(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/app.yaml")
+        async def test_score(ragbench_case, ragbench_record):
+            scores = ragbench_record.score("a fine grind", ["Espresso needs a fine grind."],
+                                           references=["a fine grind"])
+            assert scores["token_f1"] == 1.0
+    """)
+    result = project.runpytest("test_hand.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=10)
+    recs = [r for r in _records(project) if r["suite"] == "test_hand.py::test_retrieve"]
+    assert sorted(r["metrics"]["recall@10"] for r in recs) == [0.0, 0.0, 0.0, 0.0, 0.5]

@@ -235,7 +235,27 @@ class SuiteRuntime:
             return value
         if self._loop is None:
             self._loop = self._clock.new_event_loop()
-        return self._loop.run_until_complete(value)
+        if not _loop_running_here():
+            return self._loop.run_until_complete(value)
+        # A hand-written async test (pytest-asyncio) calls the fixtures' synchronous API from
+        # inside its own loop, where run_until_complete raises "Cannot run the event loop while
+        # another loop is running" (blamed on the component): this loop runs in a thread of
+        # its own meanwhile, the caller waiting as for any synchronous call.
+        box: dict[str, Any] = {}
+        loop = self._loop
+
+        def target() -> None:
+            try:
+                box["value"] = loop.run_until_complete(value)
+            except BaseException as exc:  # handed to the caller's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="ragbench-loop")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def retriever(self, name: str) -> Any:
         """The built and indexed retriever ``name``; a failure is remembered, not retried."""
@@ -1286,6 +1306,15 @@ class SuiteRuntime:
         self._failed_retrievals.clear()
         self._answered.clear()
         self._judging.clear()
+
+
+def _loop_running_here() -> bool:
+    """Whether an event loop runs in this thread (the caller is a coroutine's code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _spec_key(spec: ComponentSpec) -> str:
