@@ -51,6 +51,28 @@ def test_the_documented_dict_normalises() -> None:
     assert out.extra == {"trace_id": "t-1"}
 
 
+def test_a_pydantic_output_keeps_its_documents_as_they_are() -> None:
+    """A pydantic model holding the chain's Documents (pydantic models too) was dumped whole:
+    each Document became a mapping keyed page_content, read as its made-up id alone (its
+    text and its corpus id in the metadata were lost)."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Doc(BaseModel):  # langchain_core.documents.Document is a pydantic model
+        page_content: str
+        metadata: dict[str, Any] = {}
+        id: str | None = None
+
+    class Reply(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        answer: str
+        contexts: list[Doc]
+
+    out = normalise_output(Reply(answer="a", trace="t-1", contexts=[
+        Doc(page_content="Espresso...", metadata={"doc_id": "d1"}, id="uuid-1")]))
+    assert out.contexts == (Context("d1", "Espresso..."),)
+    assert out.extra == {"trace": "t-1"}
+
+
 def test_usage_in_the_shape_other_libraries_report_it_is_counted() -> None:
     """A pipeline that passed on its model's usage as LangChain's usage_metadata or
     Anthropic's usage name it (input_tokens / output_tokens) reported no tokens at all,

@@ -85,6 +85,14 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
     """A mapping view of a dict, a pydantic model or an object with contract attributes."""
     if isinstance(value, Mapping):
         return value
+    fields = getattr(type(value), "model_fields", None)
+    if isinstance(fields, Mapping):
+        # a pydantic model, read a level deep: its nested models (a chain's Documents) stay
+        # objects, read as such; model_dump() made each Document a mapping keyed
+        # page_content, read as its made-up id alone
+        data = {name: getattr(value, name) for name in fields if hasattr(value, name)}
+        extra = getattr(value, "model_extra", None)
+        return {**(extra if isinstance(extra, Mapping) else {}), **data}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         try:
