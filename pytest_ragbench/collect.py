@@ -40,6 +40,8 @@ TRACEBACK_STYLES = ("long", "short", "native")
 """``--tb`` styles that ask for a component's traceback (``auto``, the default, does with -vv)."""
 
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
+#: Whether a skip mark keeps a case from running (see CaseItem.skipped_by_mark).
+SKIPPED_KEY = pytest.StashKey[bool]()
 
 #: On a worker's session-level collection report (True): the error is a usage error.
 USAGE_ERROR_ATTR = "ragbench_usage_error"
@@ -357,9 +359,28 @@ class CaseItem(pytest.Item):
             except ValueError:
                 return []
         group = self.parent
-        # Replayed cases need no retrieval or answer: they are not batched or prefetched.
+        # Replayed cases need no retrieval or answer, and a case a skip mark keeps from
+        # running needs none either (it was answered and judged ahead, paid for and never
+        # reported): they are not batched or prefetched.
         return [(it.case_id, it.run) for it in candidates
-                if isinstance(it, CaseItem) and it.parent is group and it.replay is None]
+                if isinstance(it, CaseItem) and it.parent is group and it.replay is None
+                and not it.skipped_by_mark()]
+
+    def skipped_by_mark(self) -> bool:
+        """Whether a ``skip`` mark, or a ``skipif`` whose condition holds, keeps this case from
+        running (a conftest adds them); worked out once."""
+        skipped = self.stash.get(SKIPPED_KEY, None)
+        if skipped is None:
+            skipped = self.get_closest_marker("skip") is not None
+            if not skipped and self.get_closest_marker("skipif") is not None:
+                from _pytest.skipping import evaluate_skip_marks
+
+                try:
+                    skipped = evaluate_skip_marks(self) is not None
+                except Exception:  # a bad condition: pytest reports it when the item runs
+                    skipped = False
+            self.stash[SKIPPED_KEY] = skipped
+        return skipped
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]

@@ -407,6 +407,41 @@ def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
         "q1", "q2", "q3", "q4", "q5"]
 
 
+def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
+    """A case a conftest marks skip (or skipif with a true condition) was still answered by
+    the user's application and judged ahead of its item: paid calls for a case that never
+    ran, and a pool line of 5 judge requests beside a table of 4."""
+    from test_plugin_rag import judge_reply
+
+    pytester.makepyfile(counted=COUNTED)
+    pytester.makeconftest(CONFTEST + textwrap.dedent("""
+        import pytest
+
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.name.endswith("q2"):
+                    item.add_marker(pytest.mark.skip(reason="upstream outage"))
+                if item.name.endswith("q4"):
+                    item.add_marker(pytest.mark.skipif(True, reason="not on this branch"))
+                if item.name.endswith("q5"):
+                    item.add_marker(pytest.mark.skipif(False, reason="runs"))
+    """))
+    with FakeOpenAIServer(reply=judge_reply) as server:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines: {{sys: {{type: "counted:Counted"}}}}
+            metrics: [faithfulness]
+            judge: {{llm: {{base_url: {server.base_url}, model: m, retries: 0}}}}
+            cache: off
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        result.assert_outcomes(passed=3, skipped=2)
+        assert server.count("/v1/chat/completions") == 3
+    assert sorted((pytester.path / "asked.log").read_text().split()) == ["q1", "q3", "q5"]
+
+
 def test_the_pipeline_example_runs_offline_and_passes(pytester):
     import shutil
 
