@@ -219,6 +219,26 @@ def test_recorded_jsonl_json_and_csv_read_the_same(tmp_path: Path) -> None:
     assert [c.id for c in read["out.csv"]["q1"].contexts] == ["d1", "d5"]
 
 
+def test_recorded_csv_token_counts_written_as_floats_are_counts(tmp_path: Path) -> None:
+    """pandas writes a column of counts with a gap as floats ("812.0"): such a file was
+    refused with "column 'prompt_tokens' must be a number, got '812.0'"."""
+    (tmp_path / "out.csv").write_text(
+        "query_id,answer,prompt_tokens,completion_tokens\n"
+        "q1,fine,812.0,9.0\n"
+        "q2,hours,,\n")
+    outputs = RecordedPipeline(path="out.csv", base_dir=tmp_path).outputs
+    assert outputs["q1"].usage == Usage(prompt_tokens=812, completion_tokens=9)
+    assert type(outputs["q1"].usage.prompt_tokens) is int
+    (tmp_path / "out.csv").write_text("query_id,answer,prompt_tokens\nq1,fine,812.5\n")
+    with pytest.raises(DataFileError, match=r"usage\.prompt_tokens must be an integer, "
+                                            r"got 812\.5"):
+        RecordedPipeline(path="out.csv", base_dir=tmp_path)
+    (tmp_path / "out.csv").write_text("query_id,answer,prompt_tokens\nq1,fine,many\n")
+    with pytest.raises(DataFileError, match="column 'prompt_tokens' must be a number, got "
+                                            "'many'"):
+        RecordedPipeline(path="out.csv", base_dir=tmp_path)
+
+
 def test_recorded_file_problems_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text('{"query_id": "q1", "answer": "a"}\n{"query_id": "q1", "answer": "b"}\n')

@@ -50,6 +50,15 @@ def _resolve(path: str, base_dir: Path | None) -> Path:
     return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
+def _count(text: str) -> float | int:
+    """A token count as written: ``812``, or ``812.0`` as pandas writes a column of counts
+    with a gap (the contract then checks it is a whole number)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _csv_row(row: Mapping[str, Any], file: Path, line: int) -> dict[str, Any]:
     """A CSV row (all text) in the JSON shape of the contract."""
     out: dict[str, Any] = {"answer": row.get("answer")}
@@ -68,7 +77,7 @@ def _csv_row(row: Mapping[str, Any], file: Path, line: int) -> dict[str, Any]:
         if not text:
             continue
         try:
-            value: float | int = int(text) if key.endswith("tokens") else float(text)
+            value: float | int = _count(text) if key.endswith("tokens") else float(text)
         except ValueError:
             raise DataFileError(f"column {key!r} must be a number, got {text!r}", file=file,
                                 line=line) from None
