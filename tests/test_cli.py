@@ -43,7 +43,20 @@ def test_compare_exit_codes(files, capsys):
     assert "ragbench: gate failed: s/r ndcg@10 dropped significantly" in out
     assert "delta -0.1333" in out and "ragbench compare: FAILED" in out
     assert main(["compare", "base.json", "missing.json"]) == 2
-    assert "baseline 'missing.json': no such file or run folder: " in capsys.readouterr().err
+    assert "run to check 'missing.json': no such file or run folder: " in capsys.readouterr().err
+
+
+def test_compare_names_which_side_it_could_not_find(files, capsys):
+    # B is the run to check, not a baseline: an error calling it one sends the user to fix A
+    assert main(["compare", "base.json", "nowhere/run"]) == 2
+    err = capsys.readouterr().err
+    assert "run to check 'nowhere/run': no such file or run folder: " in err
+    assert "baseline" not in err
+    assert main(["compare", "nowhere/base", "same.json"]) == 2
+    assert "baseline 'nowhere/base': no such file or run folder: " in capsys.readouterr().err
+    assert main(["compare", "base.json", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "run to check 'last'" in err and "baseline" not in err
 
 
 def test_compare_options_override_the_suite(files, capsys):

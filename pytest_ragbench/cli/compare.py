@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     db = Path(args.history) if args.history else cwd / DEFAULT_HISTORY
     try:
         base, base_label = load_side(args.baseline, cwd=cwd, history=db)
-        cur, cur_label = load_side(args.current, cwd=cwd, history=db)
+        cur, cur_label = load_side(args.current, cwd=cwd, history=db, role="run to check")
         names = {sid: str(cs.get("name", sid)) for sid, cs in (cur.get("suites") or {}).items()}
         problem = suites_problem(base, names)
         if problem is not None:

@@ -535,14 +535,16 @@ def _run_ref(history: Any, run_id: Any) -> str:
 
 
 def load_side(spec: str, *, cwd: Path, history: Path | None,
-              suites: Sequence[str] | None = None) -> tuple[dict[str, Any], str]:
+              suites: Sequence[str] | None = None,
+              role: str = "baseline") -> tuple[dict[str, Any], str]:
     """Resolve ``spec`` to a baseline document and a label for the output.
 
     ``spec`` is a baseline JSON file, a run folder, or (with a history database) ``last``,
     ``best`` or a run id. ``last`` and ``best`` resolve per suite (for the suite names in
     ``suites``, else every suite in the history): each suite comes from the newest complete
     run, or the complete run where it scored best, that holds it. Raises BaselineError with
-    what was tried.
+    what was tried, naming ``spec`` by its ``role`` (``ragbench compare``'s B is the run to
+    check, not a baseline).
     """
     path = Path(spec) if Path(spec).is_absolute() else cwd / spec
     if path.is_dir():
@@ -550,7 +552,7 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
     if path.is_file():
         return load_baseline(path), str(spec)
     if _names_a_path(spec):
-        raise _no_such_path(spec, path)
+        raise _no_such_path(spec, path, role)
     if history is not None and history.exists():
         from .history import HistoryError, RunHistory
 
@@ -561,7 +563,7 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
                     if not doc["suites"]:
                         which = f" holding suite {', '.join(map(repr, suites))}" if suites \
                             else ""
-                        raise BaselineError(f"baseline {spec!r}: {history} has no complete "
+                        raise BaselineError(f"{role} {spec!r}: {history} has no complete "
                                             f"run{which}")
                     runs = doc["run"]["runs"]
                     label = (f"history {_run_ref(h, doc['run']['id'])}" if doc["run"]["id"]
@@ -576,13 +578,13 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
         check_baseline_doc(doc, f"history run {spec}")
         return doc, label
     where = f" nor a run in {history}" if history is not None else ""
-    raise BaselineError(f"baseline {spec!r} is not a file, a run folder{where}")
+    raise BaselineError(f"{role} {spec!r} is not a file, a run folder{where}")
 
 
-def _no_such_path(spec: str, path: Path) -> BaselineError:
+def _no_such_path(spec: str, path: Path, role: str = "baseline") -> BaselineError:
     dangling = " (a symbolic link to nothing: a loop or a missing target)" \
         if path.is_symlink() else ""
-    return BaselineError(f"baseline {spec!r}: no such file or run folder: {path}{dangling}")
+    return BaselineError(f"{role} {spec!r}: no such file or run folder: {path}{dangling}")
 
 
 def _names_a_path(spec: str) -> bool:
