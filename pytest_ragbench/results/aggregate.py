@@ -291,7 +291,8 @@ def summarize_run(
         spec = specs.get(suite_id)
         entries = by_suite[suite_id]
         if spec is not None:
-            order = {name: i for i, name in enumerate(spec["retrievers"])}
+            order = {name: i for i, name in
+                     enumerate([*spec["retrievers"], *spec.get("pipelines", ())])}
             entries.sort(key=lambda e: (order.get(e[0], len(order)), e[0]))
             metric_names = list(spec["metrics"])
             seed = int(spec["seed"])

@@ -346,6 +346,18 @@ def test_a_suite_with_a_pipeline_labels_its_gates_with_the_suites_count() -> Non
         "a": "4 of 5 cases"}
 
 
+def test_pipelines_are_summarized_in_the_suites_order_as_retrievers_are() -> None:
+    """A suite listing pipelines small then large showed large first (by name), in the
+    terminal, summary.md and the A/B pairs, where its test ids and retrievers keep its order."""
+    recs = [rec(q, {"ndcg@10": 1.0}, retriever=r) for r in ("small", "large", "b")
+            for q in ("q1", "q2")]
+    spec = dict(SPEC, retrievers=["b"], pipelines=["small", "large"], gates=[])
+    s = summarize_run(recs, {SID: spec})["suites"][0]  # type: ignore[dict-item]
+    assert [r["name"] for r in s["retrievers"]] == ["b", "small", "large"]
+    assert [(p["a"], p["b"]) for p in s["ab"][0]["pairs"]] == [
+        ("b", "small"), ("b", "large"), ("small", "large")]
+
+
 def test_a_querys_identical_repetitions_score_what_each_did_in_every_view() -> None:
     """``runs: 3`` of a deterministic query: the scoped gates and baseline pairing
     (case_scores) averaged three copies of 0.7 to 0.7000000000000001, the means
