@@ -237,6 +237,12 @@ def broken_suites(base_url: str) -> dict[str, tuple[str, list[str]]]:
                         'headers: {X-Token: "${' + UNSET + '}"}}}'), metrics="recall@10"),
             [f"{{file}}:3: retrievers.prod.headers.X-Token: environment variable {UNSET} "
              "is not set or empty"]),
+        # block style: the line of the header, not of the retriever (a long entry's first)
+        "header_block.yaml": (suite_text(
+            retrievers=('\n  prod:\n    type: http\n    url: "' + base_url + '/search"\n'
+                        '    headers:\n      X-Token: "${' + UNSET + '}"'), metrics="recall@10"),
+            [f"{{file}}:8: retrievers.prod.headers.X-Token: environment variable {UNSET} "
+             "is not set or empty"]),
         "dense.yaml": (suite_text(
             retrievers=("{dense: {type: dense, embedder: {type: openai, model: e, "
                         f"base_url: 'http://127.0.0.1:9/v1', api_key_env: {UNSET}}}}}}}"),

@@ -317,7 +317,10 @@ class SuiteRuntime:
         unset: dict[str, list[SuiteError]] = {}
         for key, message in unset_env_problems([(k, r.params) for k, r in keys.items()], rag):
             owner = next((k for k in keys if key == k or key.startswith(f"{k}.")), "")
-            line = keys[owner].line if owner else None
+            # the variable's own line (a header a few lines below its retriever's name)
+            line = suite.lines.at_key(key) if suite.lines is not None else None
+            if line is None and owner:
+                line = keys[owner].line
             unset.setdefault(owner, []).append(
                 SuiteError(message, file=suite.path, key=key, line=line))
         # In the order of the file; what an unset variable explains is not built again.
