@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,7 +56,7 @@ from .results.runfolder import (
     parse_keep_runs,
 )
 from .results.settle import settle_shared_calls
-from .results.spec import SuiteSpec, suite_spec
+from .results.spec import SuiteSpec, read_spec, suite_spec
 from .results.verdict import Coverage, make_verdict
 from .resuming import RESUME_ATTR, RESUME_RUN_ATTR, runs_root
 from .sigterm import drop_lineless_frames, replace_sigterm
@@ -67,6 +67,7 @@ from .state import (
     QUERY_TEXTS_ATTR,
     REPORT_ATTR,
     SHOWN_TEXTS_OUTPUT,
+    SPECS_ATTR,
     STATE_KEY,
 )
 from .suite.files import case_matcher
@@ -329,6 +330,9 @@ class RagbenchSession:
                 # an xdist worker's totals came after run.json was written: a run killed
                 # before its end is re-rendered from that file ("N of M cases")
                 self._write_run_json()
+        specs = getattr(source, SPECS_ATTR, None)
+        if isinstance(specs, dict):
+            self._take_worker_specs(specs)
         query_meta = getattr(source, QUERY_META_ATTR, None)
         if isinstance(query_meta, dict):
             for sid, queries in query_meta.items():
@@ -349,6 +353,28 @@ class RagbenchSession:
                     delattr(source, attr)
         if self.resume is not None:
             self._resumed(source)
+
+    def _take_worker_specs(self, specs: Mapping[str, Any]) -> None:
+        """The specs of the suites this controller could not validate, as a worker did:
+        without them their gates went unjudged and their metrics in name order."""
+        taken = False
+        for sid, data in specs.items():
+            sid = str(sid)
+            if self.specs.get(sid) is not None or not isinstance(data, Mapping):
+                continue
+            spec = read_spec(data.get("spec"))
+            if spec is None:
+                continue
+            self.specs[sid] = spec
+            self._systems[sid] = [*spec["retrievers"], *spec.get("pipelines", [])]
+            runs = data.get("runs")
+            if isinstance(runs, int) and not isinstance(runs, bool) and runs > 0:
+                self._runs[sid] = runs
+            self._suite_of[sid] = {"suite_name": spec["name"],
+                                   "suite_hash": str(data.get("suite_hash") or "")}
+            taken = True
+        if taken and self._run_json_totals is not None:
+            self._write_run_json()  # a run killed before its end is re-rendered from it
 
     def _meta_of(self, suite_id: str, case_id: str) -> dict[str, Any] | None:
         """The text, type, difficulty and tags of a query, for the record of a case that died
@@ -611,7 +637,7 @@ class RagbenchSession:
             suite = state.collected_suites.get(sid)
             try:
                 if suite is None:
-                    suite = state.load_suite(self.config.rootpath / sid)
+                    suite = state.suite_for_spec(self.config.rootpath / sid)
             except (RagbenchError, OSError):
                 self.specs[sid] = None
                 continue
@@ -665,7 +691,7 @@ class RagbenchSession:
         # a worker that reported no case sends here what it would have sent with the first
         self._take_process_data(SimpleNamespace(**{
             k: output[k] for k in (COLLECTED_ATTR, QUERY_META_ATTR, QUERY_TEXTS_ATTR,
-                                   RESUME_RUN_ATTR)
+                                   RESUME_RUN_ATTR, SPECS_ATTR)
             if k in output}))
         sent = output.get(SHOWN_TEXTS_OUTPUT)
         if isinstance(sent, dict):

@@ -49,6 +49,10 @@ QUERY_META_ATTR = "ragbench_query_meta"
 # controller parses it only for a case that died without its record (a 100,000-query
 # suite's texts as a dict took each worker and the controller half a second to serialise).
 QUERY_TEXTS_ATTR = "ragbench_query_texts"
+# With it, from an xdist worker: {suite id: {"spec": SuiteSpec, "runs": N, "suite_hash": H}},
+# the suites as the worker validated them, for a controller that could not (a conftest.py of
+# the suite's folder, which only the workers load, registers a metric it names).
+SPECS_ATTR = "ragbench_specs"
 RUN_START_INPUT = "ragbench_run_start"
 #: ``workerinput`` key: the controller runs under ``--dist each`` (a worker's own
 #: ``config.option.dist`` is reset by xdist).
@@ -246,22 +250,45 @@ class RagbenchState:
                 if handed is not None:
                     self._suites[path] = handed
                     return handed
-            ctx = self.build_context(path.parent)
             # Names only a make-component hook knows cannot be checked before building.
-            known = None if self.hook.active() else self.registry.names("retriever")
-            known_pipelines = None if self.hook.active() else self.registry.names("pipeline")
-
-            def resolve(name: str, params: Mapping[str, Any]) -> Any:
-                from .metrics.spec import resolve_metric
-
-                return resolve_metric(name, params, registry=self.registry, context=ctx)
-
-            from .suite.loader import load_suite
-
-            suite = load_suite(path, known, resolve, known_pipelines)
-            self._check_components(suite, ctx)
+            checked = not self.hook.active()
+            suite = self._parse_suite(path, checked=checked)
+            self._check_components(suite, self.build_context(path.parent))
             self._suites[path] = suite
         return self._suites[path]
+
+    def _parse_suite(self, path: Path, *, checked: bool) -> Suite:
+        """The suite file at ``path`` parsed, its metrics resolved, and with ``checked`` its
+        systems' type names checked against the registry."""
+        ctx = self.build_context(path.parent)
+        known = self.registry.names("retriever") if checked else None
+        known_pipelines = self.registry.names("pipeline") if checked else None
+
+        def resolve(name: str, params: Mapping[str, Any]) -> Any:
+            from .metrics.spec import resolve_metric
+
+            return resolve_metric(name, params, registry=self.registry, context=ctx)
+
+        from .suite.loader import load_suite
+
+        return load_suite(path, known, resolve, known_pipelines)
+
+    def suite_for_spec(self, path: Path) -> Suite:
+        """The suite at ``path`` for what the controller aggregates and matches baselines by
+        (its name, metrics and their directions, systems, gates and settings).
+
+        The validated suite when this process can validate it; else, for an xdist
+        controller that has not loaded the ``conftest.py`` of the suite's folder (only the
+        workers collect there), the file with the systems' types left unchecked: those are
+        the workers' to check, and a spec without them dropped the suite's gates. Not kept:
+        nothing here builds a component from it. RagbenchError when even that fails.
+        """
+        try:
+            return self.load_suite(path)
+        except RagbenchError:
+            if not hasattr(self.config, "workerinput") and not self.hook.active():
+                return self._parse_suite(path.resolve(), checked=False)
+            raise
 
     def explicit_dataset_digests(self) -> list[dict[str, str]]:
         """xdist controller: the digests of each explicit suite's dataset as read here (see
@@ -444,6 +471,9 @@ class RagbenchState:
                 setattr(report, QUERY_META_ATTR, self.query_meta)
             if self.query_texts:
                 setattr(report, QUERY_TEXTS_ATTR, self.query_texts)
+            specs = self._worker_specs()
+            if specs:
+                setattr(report, SPECS_ATTR, specs)
 
     def send_unsent_collected(self) -> None:
         """In an xdist worker that reported no case, put the collection counts and query
@@ -459,6 +489,19 @@ class RagbenchState:
             output[QUERY_META_ATTR] = self.query_meta
         if self.query_texts:
             output[QUERY_TEXTS_ATTR] = self.query_texts
+        specs = self._worker_specs()
+        if specs:
+            output[SPECS_ATTR] = specs
+
+    def _worker_specs(self) -> dict[str, dict[str, Any]]:
+        """In an xdist worker, the spec of each suite it collected (see SPECS_ATTR)."""
+        if not hasattr(self.config, "workerinput"):
+            return {}
+        from .results.spec import suite_spec
+
+        return {sid: {"spec": suite_spec(suite), "runs": int(suite.runs),
+                      "suite_hash": suite.suite_hash}
+                for sid, suite in self.collected_suites.items()}
 
     def note_shown(self, rec: Mapping[str, Any]) -> None:
         """In an xdist worker, remember the documents a record of this worker shows."""

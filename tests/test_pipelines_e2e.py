@@ -463,6 +463,78 @@ def test_the_pipeline_example_runs_offline_and_passes(pytester):
     ])
 
 
+def test_a_suite_whose_pipeline_a_folder_conftest_registers_keeps_its_gates_under_xdist(
+        pytester, app):
+    """The xdist controller does not load the conftest.py of a suite's folder, so it could
+    not validate the suite: the run aggregated without its spec, dropped its gates and passed
+    at -n 2 (metrics in name order) where -n 0 failed them (the pipeline example at -n 2)."""
+    (pytester.path / "conftest.py").unlink()
+    bench = pytester.path / "bench"
+    bench.mkdir()
+    (bench / "conftest.py").write_text(CONFTEST, encoding="utf-8")
+    (bench / "suite.yaml").write_text(textwrap.dedent("""
+        name: app
+        dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
+        pipelines:
+          tiny: {top: 1}
+        metrics: [token_f1, recall@10]
+        gates: {recall@10: '>= 0.99', token_f1: '>= 0.1'}
+    """).lstrip(), encoding="utf-8")
+    outs = {}
+    for n in ("0", "2"):
+        result = pytester.runpytest("--ragbench=bench/suite.yaml", "-n", n, "-p",
+                                    "no:cacheprovider")
+        assert result.ret == 1, (n, result.stdout.str())
+        result.stdout.fnmatch_lines([
+            "*system  cases  errors  token_f1 * recall@10 *",
+            "ragbench: gate failed: app/tiny recall@10 = *",
+            "ragbench: FAILED: 1 gate failed"])
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())
+        assert run_doc["suites"]["bench/suite.yaml"]["pipelines"] == ["tiny"], n
+        outs[n] = (summary["suites"], summary["gates"])
+    assert outs["0"] == outs["2"]
+
+
+NOVELTY_CONFTEST = '''
+class Novelty:
+    def __init__(self, k: int = 10):
+        self.name, self.direction = f"novelty@{k}", "higher"
+
+    def compute(self, case, result):
+        return 0.1
+
+
+def pytest_ragbench_register(registry):
+    registry.add("metric", "novelty", Novelty)
+'''
+
+
+def test_a_suite_whose_metric_a_folder_conftest_registers_keeps_its_gates_under_xdist(
+        pytester, mini_suite):
+    """Not even the suite's metrics resolve on the controller then: the workers, which
+    validated it, send its spec; without it the gate on the metric was dropped at -n 2."""
+    bench = pytester.path / "bench"
+    bench.mkdir()
+    (bench / "conftest.py").write_text(NOVELTY_CONFTEST, encoding="utf-8")
+    mini_suite("""
+        name: nov
+        dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
+        retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
+        metrics: [novelty@10, recall@10]
+        gates: {novelty@10: '>= 0.5'}
+    """, name="bench/suite.yaml")
+    result = pytester.runpytest("--ragbench=bench/suite.yaml", "-n", "2", "-p",
+                                "no:cacheprovider")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*system * cases * errors * novelty@10 * recall@10 *",
+        "ragbench: gate failed: nov/overlap novelty@10 = 0.1000, expected >= 0.5*",
+        "ragbench: FAILED: 1 gate failed"])
+    run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())
+    assert run_doc["suites"]["bench/suite.yaml"]["gates"] == ["novelty@10 >= 0.5"]
+
+
 def test_the_pipeline_examples_answers_do_not_depend_on_the_hash_seed():
     """Each xdist worker has its own hash seed: the example summed its scores in set order,
     and two documents that tie to the last bit swapped places (token_f1 0.2892 or 0.2880)."""
