@@ -225,6 +225,8 @@ class RagbenchSession:
         self.reused_failed: dict[str, str] = {}
         # each suite's system names (retrievers and pipelines), for matching a baseline
         self._systems: dict[str, list[str]] = {}
+        # the name of each suite this process could not validate (its spec comes later)
+        self._names: dict[str, str] = {}
         # each suite's repetitions (runs), for the case of an item name
         self._runs: dict[str, int] = {}
         # each suite's name and hash, for the records of cases that died without one
@@ -640,6 +642,12 @@ class RagbenchSession:
                     suite = state.suite_for_spec(self.config.rootpath / sid)
             except (RagbenchError, OSError):
                 self.specs[sid] = None
+                # its workers send its spec with their first case: its name now, for the
+                # baseline matched before the first item
+                from .suite.loader import suite_name
+
+                with contextlib.suppress(RagbenchError, OSError):
+                    self._names[sid] = suite_name(self.config.rootpath / sid)
                 continue
             self.specs[sid] = suite_spec(suite)
             self._systems[sid] = [x.name for x in suite.systems]
@@ -667,7 +675,8 @@ class RagbenchSession:
 
     def _match_baseline(self, suite_ids: list[str]) -> None:
         assert self.baseline_spec is not None
-        names = {sid: (self.specs.get(sid) or {}).get("name", sid) for sid in suite_ids}
+        names = {sid: (self.specs.get(sid) or {}).get("name") or self._names.get(sid, sid)
+                 for sid in suite_ids}
         loaded = ((self.baseline_doc, self.baseline_label or self.baseline_spec)
                   if self.baseline_doc is not None else None)
         self.baseline_doc, self.baseline_label = self.outputs.load_baseline(

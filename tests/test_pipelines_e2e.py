@@ -524,11 +524,17 @@ def test_a_suite_whose_metric_a_folder_conftest_registers_keeps_its_gates_under_
         metrics: [novelty@10, recall@10]
         gates: {novelty@10: '>= 0.5'}
     """, name="bench/suite.yaml")
+    saved = pytester.runpytest("--ragbench=bench/suite.yaml", "-p", "no:cacheprovider",
+                               "--ragbench-save-baseline=base.json")
+    assert saved.ret == 1
+    # matched by the suite's name before the first item, as at -n 0 (it was matched by the
+    # suite's path and refused: "matches no suite of this run", exit 4)
     result = pytester.runpytest("--ragbench=bench/suite.yaml", "-n", "2", "-p",
-                                "no:cacheprovider")
+                                "no:cacheprovider", "--ragbench-baseline=base.json")
     assert result.ret == 1, result.stdout.str()
     result.stdout.fnmatch_lines([
         "*system * cases * errors * novelty@10 * recall@10 *",
+        "baseline base.json:", "  0 of 2 metrics regressed",
         "ragbench: gate failed: nov/overlap novelty@10 = 0.1000, expected >= 0.5*",
         "ragbench: FAILED: 1 gate failed"])
     run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())

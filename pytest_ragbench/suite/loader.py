@@ -461,6 +461,17 @@ def load_dataset_spec(path: Path) -> DatasetSpec:
                           name if isinstance(name, str) and name else path.name.split(".")[0])
 
 
+def suite_name(path: Path) -> str:
+    """The name of the suite file at ``path`` (its ``name:``, else its file name without
+    suffixes, as :func:`load_suite` gives it), read without validating the suite: for a
+    baseline to match a suite this process cannot validate. SuiteError when unreadable."""
+    path = Path(path)
+    _, text = read_text(path)
+    data, _ = parse_document(text, path)
+    name = data.get("name") if isinstance(data, Mapping) else None
+    return name if isinstance(name, str) and name else path.name.split(".")[0]
+
+
 def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                metric_resolver: MetricResolver | None = None,
                known_pipelines: Sequence[str] | None = None) -> Suite:
