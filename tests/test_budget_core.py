@@ -559,6 +559,41 @@ def test_run_cost_budget_stops_a_budgeted_llm_with_the_run_spend() -> None:
         assert RunCostBudget(budget, "suite", 1.0).spent == pytest.approx(1.2)
 
 
+def test_a_free_request_is_one_of_a_caps_charges_on_every_path() -> None:
+    """A request priced at $0 is a charge of the cap: the built-in clients and the call
+    guard (charged with their lease) counted it, a RunCostBudget (the drop-in CostBudget,
+    e.g. under a conftest's BudgetedLLM) did not, so the same requests said no charge there
+    (and no 'estimated for 1 of 2') where the lease path said 2. A cached reply made no
+    request and is no charge."""
+    class Free:
+        def __init__(self) -> None:
+            self.replies = iter([Usage(10, 2, 1, estimated=True), Usage(10, 2, 1)])
+
+        async def chat(self, messages: Any, **params: Any) -> Completion:
+            return Completion("x", next(self.replies), "m")
+
+    prices = PriceTable.from_mapping({"m": {"prompt": 0.0, "completion": 0.0}})
+    with LocalBudget() as budget:
+        llm = BudgetedLLM(Free(), RunCostBudget(budget, "adapter", 1.0), prices,  # type: ignore[arg-type]
+                          model="m")
+        asyncio.run(llm.chat([]))
+        asyncio.run(llm.chat([]))
+        RunCostBudget(budget, "adapter", 1.0).charge(
+            prices, "m", Completion("x", Usage(10, 2, 0), "m", cached=True))
+        budget.declare("p", PoolLimits())
+        budget.declare_cost("lease", 1.0)
+
+        async def leases() -> None:
+            for estimated in (True, False):
+                lease = await budget.acquire("p", cost_key="lease")
+                lease.release("ok", tokens_used=12, usd=0.0, estimated=estimated)
+
+        asyncio.run(leases())
+        costs = budget.totals()["costs"]
+    figures = {key: (c["spent"], c["charges"], c["estimated"]) for key, c in costs.items()}
+    assert figures == {"adapter": (0.0, 2, 1), "lease": (0.0, 2, 1)}
+
+
 def test_cost_charged_on_release_is_known_before_the_next_grant() -> None:
     h = Harness()
     h.declare(concurrency=1)

@@ -52,8 +52,13 @@ class RunCostBudget:
         self.run_budget.charge(self.key, cost, estimated=estimated)
 
     def charge(self, prices: PriceTable, model: str, completion: Completion) -> float:
-        """Add the cost of ``completion`` (zero when it came from the cache); return it."""
-        cost = 0.0 if completion.cached else prices.cost(model, completion.usage)
-        if cost:
-            self.add(cost, estimated=completion.usage.estimated)
+        """Add the cost of ``completion`` (zero when it came from the cache); return it.
+
+        A request priced at $0 is one of the cap's charges too, as the built-in clients
+        count it with their lease: the same requests say the same 'estimated for N of M'
+        whichever path charged them. A cached reply made no request and is none."""
+        if completion.cached:
+            return 0.0
+        cost = prices.cost(model, completion.usage)
+        self.add(cost, estimated=completion.usage.estimated)
         return cost
