@@ -424,6 +424,41 @@ def test_cache_prune_keeps_an_entry_whose_lock_files_cannot_be_opened_and_says_w
     assert not fine.cache_path.exists()
 
 
+def test_cache_prune_exits_1_for_an_entry_of_unknown_state_it_was_not_asked_to_prune(
+        tmp_path, monkeypatch, capsys):
+    """``prune --older-than`` exited 0 when the entry whose lock file cannot be opened was
+    too recent to prune, where ``list`` exits 1 for it and docs/many-hosts.md says a prune
+    exits 1 for any such entry whatever the options: a nightly prune could not tell that it
+    had not checked an entry (which no prune can remove once it is old)."""
+    from pytest_ragbench.datasets import Document
+    from pytest_ragbench.retrievers.bm25 import BM25Retriever
+
+    cache = tmp_path / ".pytest_cache" / "d" / "ragbench"
+    docs = [Document(f"d{i}", f"text {i} about {i % 3}") for i in range(20)]
+    recent, old = (BM25Retriever(cache_dir=cache, k1=k1) for k1 in (1.1, 1.2))
+    for retriever in (recent, old):
+        retriever.index(docs)
+        retriever._set_lease(None)
+    ten_days = time.time() - 10 * 86400
+    os.utime(cache / f"{old.cache_path.name}.use", (ten_days, ten_days))
+    os.utime(old.cache_path, (ten_days, ten_days))
+    bad = cache / f"{recent.cache_path.name}.lock"
+    bad.unlink()
+    bad.mkdir()
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(tmp_path)
+
+    for dry_run, verb in ((["--dry-run"], "would remove"), ([], "removed")):
+        assert main(["cache", "prune", "--older-than", "7d", *dry_run]) == 1
+        out = capsys.readouterr().out
+        assert f"{verb} {old.cache_path.name} (" in out
+        assert (f"left {recent.cache_path.name} (last used just now): cannot tell whether a "
+                f"run is building or using it: cannot open {bad}: Is a directory" in out), out
+        assert out.splitlines()[-1].startswith(f"{verb} 1 of 2 entries, ")
+        assert out.splitlines()[-1].endswith("; 1 left (state unknown)")
+    assert recent.cache_path.is_dir() and not old.cache_path.exists()
+
+
 @pytest.mark.skipif(not Path("/sys/devices/system/cpu/online").is_file(),
                     reason="needs Linux's sysfs")
 def test_cache_list_and_dry_run_see_a_lock_file_this_user_cannot_write(

@@ -45,7 +45,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for name, summary in (("list", "list the entries with their size and last use (exit "
                                    "1 when an entry's state is unknown: a lock file that "
                                    "cannot be opened)"),
-                          ("prune", "remove entries not used for a while (or all)")):
+                          ("prune", "remove entries not used for a while (or all); exit 1 "
+                                    "when an entry's state is unknown, whether or not it was "
+                                    "due, or --all kept one in use")):
         a = actions.add_parser(name, help=summary, description=summary)
         a.add_argument("--dir", type=Path, default=None, metavar="DIR",
                        help="the index cache folder, or a pytest cache folder holding it "
@@ -175,14 +177,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             kept += 1
             print(f"kept {e.path.name}: {outcome} by a run now")
+    # an entry too recent to prune whose state is unknown is still one this prune could not
+    # check (and no prune can remove once it is old): said, and exit 1, as `list` does
+    left = [e for e in entries if e not in chosen and e.state_unknown is not None]
+    for e in left:
+        print(f"left {e.path.name} (last used {_ago(now - e.last_used)}): "
+              f"{_unknown(e.state_unknown or '')}")
     if not args.dry_run:
         sweep_orphans(folder)
     notes = [text for text, n in ((f"{kept} kept (in use)", kept),
-                                  (f"{unknown} kept (state unknown)", unknown)) if n]
+                                  (f"{unknown} kept (state unknown)", unknown),
+                                  (f"{len(left)} left (state unknown)", len(left))) if n]
     print(f"{verb} {len(chosen) - kept - unknown} of {len(entries)} entries, "
           f"{size_text(freed)}" + "".join(f"; {n}" for n in notes))
     # an entry whose state cannot be known is a problem to fix whatever was asked for
-    return EXIT_FAILED if unknown or (kept and args.all) else EXIT_OK
+    return EXIT_FAILED if unknown or left or (kept and args.all) else EXIT_OK
 
 
 def _unknown(why: str) -> str:
