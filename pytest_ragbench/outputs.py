@@ -38,7 +38,6 @@ from .results.compare import (
 from .results.history import HistoryError, RunHistory
 from .results.retention import prune_lines, prune_runs
 from .results.runfile import save_runs
-from .results.verdict import coverage_text
 
 __all__ = [
     "Comparison", "add_gate_testcases", "add_to_history",
@@ -129,12 +128,7 @@ def compare(summary: dict[str, Any], current: dict[str, Any], *,
     except BaselineError as exc:
         line = f"ragbench: {exc}"
         return Comparison(failures=[line], other=[line])
-    # by suite file, not name: two suite files of a run may share a name
-    partial = {s["id"]: coverage_text(s["n_cases_run"], s["n_cases_total"])
-               for s in summary["suites"] if s.get("partial")}
-    for g in result["gates"]:
-        if g.get("suite_id") in partial and not g.get("skipped"):
-            g["coverage"] = partial[g["suite_id"]]
+    # labelled with their coverage by compare_docs, as the suites' own gates are
     summary["gates"] += result["gates"]
     summary["gates_passed"] = all(g["passed"] for g in summary["gates"])
     rows: list[dict[str, Any]] = []

@@ -113,6 +113,52 @@ def test_gates_of_two_suites_with_one_name_stay_with_their_files(pytester, mini_
     assert cases["b.yaml.ragbench-gates.overlap::ndcg@10 >= 0.9"].find("failure") is not None
 
 
+def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compare(
+        pytester, mini_suite, capsys):
+    """A run of two cases of one of two systems: the suite's gates said "on 2 of 5 cases that ran"
+    (the system's cases), a command-line gate and the gates against the baseline on the same
+    system "on 2 of 10" (the suite's), and `ragbench compare` of that run folder said no
+    coverage at all (gate lines, --json) where its verdict said partial."""
+    from pytest_ragbench.cli import main
+
+    two = ("name: mini\ndataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
+           "retrievers:\n  a: {type: 'overlap_retriever:Overlap'}\n"
+           "  b: {type: 'overlap_retriever:Overlap', drop: d1}\n"
+           "metrics: [ndcg@10, recall@10, mrr@10]\n")
+    mini_suite(two)
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    mini_suite(two + "gates: {mrr@10: '>= 0.1', ndcg@10: 'drop <= 0.5'}\n")
+    result = pytester.runpytest(SUITE, "suite.yaml::b::q1", "suite.yaml::b::q2", "-v",
+                                "--ragbench-baseline", "base.json",
+                                "--ragbench-gate", "recall@10 >= 0.1")
+    summary, _, _ = _outputs(pytester)
+    gates = {(g["retriever"], g["text"]): g.get("coverage") for g in summary["gates"]}
+    assert gates == {("b", "mrr@10 >= 0.1"): "2 of 5 cases",
+                     ("b", "ndcg@10: drop <= 0.5"): "2 of 5 cases",
+                     ("b", "recall@10 >= 0.1"): "2 of 5 cases"}
+    assert result.stdout.str().count("[on 2 of 5 cases that ran]") == 3
+    assert "of 10 cases that ran" not in result.stdout.str()
+
+    capsys.readouterr()
+    run = str(latest_run(pytester.path))
+    assert main(["compare", "base.json", run, "--gate", "recall@10 >= 0.1", "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    assert {(g["retriever"], g["text"]): g.get("coverage")
+            for g in compared["gates"]} == gates
+    assert main(["compare", "base.json", run, "--gate", "recall@10 >= 0.1"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  PASS ")]
+    assert len(lines) == 3 and all(x.endswith(" [on 2 of 5 cases that ran]") for x in lines)
+    # a run stored before its systems kept their coverage: labelled with the suite's
+    stored = Path(run) / "summary.json"
+    old = json.loads(stored.read_text())
+    for system in old["suites"][0]["retrievers"]:
+        del system["coverage"]
+    stored.write_text(json.dumps(old))
+    assert main(["compare", "base.json", run, "--json"]) == 0
+    assert {g.get("coverage") for g in json.loads(capsys.readouterr().out)["gates"]} == {
+        "2 of 10 cases"}
+
+
 def test_gates_and_regressions_of_two_suites_with_one_name_say_which_file(pytester,
                                                                          mini_suite):
     # The tables name a suite with its file ("suite mini [a.yaml]"); the gate and regression

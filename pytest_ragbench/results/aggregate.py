@@ -343,10 +343,15 @@ def summarize_run(
                                                 meta=meta)
                 ran, total = ((len(recs), per_system) if per_system is not None
                               else (n_run, n_total))
-                if n_run < n_total and ran < total:
+                if n_run < n_total:
+                    # kept with the system (None: it ran all of its cases): its gates from
+                    # the command line and against the baseline (checked later, and by
+                    # `ragbench compare` from the stored run) say the same
+                    group["coverage"] = coverage_text(ran, total) if ran < total else None
+                if group.get("coverage"):
                     for g in group["gates"]:
                         if not g.get("skipped"):  # its note says what it did not judge
-                            g["coverage"] = coverage_text(ran, total)
+                            g["coverage"] = group["coverage"]
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
         if spec is not None:

@@ -63,6 +63,9 @@ def make_baseline(
             errors = [cid for cid, (_, err) in case_scores(recs, first or "").items() if err]
             retrievers[r["name"]] = {"metrics": metrics, "n_cases": r["n_cases"],
                                      "n_errors": r["n_errors"], "errors": errors}
+            if s.get("partial") and "coverage" in r:
+                # what its gates are judged on (None: it ran all of its cases)
+                retrievers[r["name"]]["coverage"] = r["coverage"]
             counts = case_error_counts(recs)
             if any(runs > 1 for _, runs in counts.values()):
                 # repeated runs: a scoped error rate counts runs, as the run-wide one does

@@ -182,9 +182,9 @@ def compare_docs(
         gates = suite_gates(cur_s, applicable_gates(cur_s, ov.gates, computed))
         n_stored = len(cur_s.get("gates", []))
         partial = _partial_text(current, cur_s)
-        gate_results += _threshold_results(
+        gate_results += _covered(cur_s, partial, _threshold_results(
             name, cur_s, gates if suite_thresholds else gates[n_stored:],
-            partial=partial is not None, suite_id=sid)
+            partial=partial is not None, suite_id=sid))
         base_id = matched.get(sid)
         base_s = None if baseline is None or base_id is None else baseline["suites"][base_id]
         if base_s is None:
@@ -221,8 +221,8 @@ def compare_docs(
                             f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
         rows += suite_rows
-        gate_results += _baseline_gate_results(name, sid, cur_s, gates, suite_rows,
-                                               settings.alpha, partial=partial is not None)
+        gate_results += _covered(cur_s, partial, _baseline_gate_results(
+            name, sid, cur_s, gates, suite_rows, settings.alpha, partial=partial is not None))
     other = list(failures)
     prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
@@ -248,6 +248,26 @@ def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str |
             return f"run {coverage_text(n, total)}"
         return "run partial"
     return None
+
+
+def _covered(cur_s: Mapping[str, Any], partial: str | None,
+             gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``gates`` of a partial suite, each labelled with the cases its system ran of its own
+    (``coverage``), as the run labelled its suite's gates: "2 of 5 cases", not the suite's
+    "2 of 10" (a system that ran all of its cases gets none). A document stored before
+    the systems kept it falls back to the suite's; a suite that ran whole in a partial run
+    gets none."""
+    if partial is None or not isinstance(cur_s.get("n_cases_total"), int):
+        return gates
+    systems = cur_s.get("retrievers", {})
+    for g in gates:
+        if g.get("skipped"):  # its note says what it did not judge
+            continue
+        system = systems.get(g.get("retriever"), {})
+        coverage = system.get("coverage", partial)
+        if coverage:
+            g["coverage"] = coverage
+    return gates
 
 
 #: Reasons of a stored verdict that the comparison's own verdict carries over itself.
