@@ -81,6 +81,28 @@ def check_known_failures(result: pytest.RunResult, run: Path, *, xdist: bool) ->
     assert statuses == {"q1": "xpassed", "q2": "ok", "q3": "ok", "q4": "xfailed", "q5": "ok"}
 
 
+def test_summary_md_counts_known_failures_as_the_terminal_does(pytester, mini_suite) -> None:
+    """The terminal's table had an "xfail/xpass" column (and its full summary "1 xfailed
+    (expected), 1 xpassed", beside the cases below the thresholds); summary.md, the PR
+    comment, had neither at any level: a run with known failures read as one without."""
+    from pytest_ragbench.report.markdown import summary_markdown
+
+    path = mini_suite(drop="d4,d6")  # q5 now misses the threshold too: one failed item
+    path.write_text(path.read_text() + KNOWN)
+    result = pytester.runpytest(SUITE)
+    result.assert_outcomes(passed=2, failed=1, xfailed=1, xpassed=1)
+    result.stdout.fnmatch_lines(["  system   cases  errors  failed  xfail/xpass  *",
+                                 "  overlap      5       0       1          1/1  *"])
+    run = latest_run(pytester.path)
+    md = (run / "summary.md").read_text(encoding="utf-8")
+    assert "| system | cases | errors | failed | xfail/xpass | ndcg@10 |" in md
+    assert "| overlap | 5 | 0 | 1 | 1/1 | " in md
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    full = summary_markdown(summary, level="full")
+    assert "| retriever | cases | errors | failed | xfail/xpass | ndcg@10 |" in full
+    assert "| overlap | 5 | 0 | 1 | 1/1 | " in full
+
+
 def test_an_error_in_a_known_failure_is_xfailed_and_still_an_error(pytester,
                                                                     mini_suite) -> None:
     path = mini_suite(fail_on="citric")  # q4's retrieval raises

@@ -96,9 +96,13 @@ def summary_markdown(summary: Mapping[str, Any],
             lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
                       ""]
         metrics = s["metrics"]
-        lines.append("| retriever | cases | errors | " + " | ".join(_cell(m) for m in metrics)
-                     + " |")
-        lines.append("|---|---:|---:|" + "---:|" * len(metrics))
+        # the counts the terminal's full summary gives each system, when there are any
+        failed = any(r.get("n_failed") for r in s["retrievers"])
+        known = any(r.get("n_xfailed") or r.get("n_xpassed") for r in s["retrievers"])
+        lines.append("| retriever | cases | errors | " + ("failed | " if failed else "")
+                     + ("xfail/xpass | " if known else "")
+                     + " | ".join(_cell(m) for m in metrics) + " |")
+        lines.append("|---|---:|---:|" + "---:|" * (failed + known + len(metrics)))
         for r in s["retrievers"]:
             cells = []
             for m in metrics:
@@ -107,8 +111,10 @@ def summary_markdown(summary: Mapping[str, Any],
                 nan = f", {st['n_nan']} nan" if st.get("n_nan") else ""
                 cells.append(f"{num(st['mean'])} [{num(st['ci_low'])}, {num(st['ci_high'])}]"
                              f" (n {st['n']}{nan})")
+            counts = ([str(r.get("n_failed", 0))] if failed else []) + (
+                [f"{r.get('n_xfailed', 0)}/{r.get('n_xpassed', 0)}"] if known else [])
             lines.append(f"| {_cell(r['name'])} | {r['n_cases']} | {r['n_errors']} | "
-                         + " | ".join(cells) + " |")
+                         + " | ".join([*counts, *cells]) + " |")
         lines.append("")
         # what the default level's llm cell says, in full (as the terminal's full summary)
         used = [(r["name"], u) for r in s["retrievers"] if (u := usage_view(r)) is not None]
@@ -197,16 +203,21 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
 
 def _table(table: SuiteTable, *, ci: bool) -> list[str]:
     extra_failed = any(r.n_failed for r in table.rows)
+    # the terminal's columns: known failures are counted apart from the failed items
+    known = table.has_known_failures
     head = ["system", "cases", "errors", *(["failed"] if extra_failed else []),
+            *(["xfail/xpass"] if known else []),
             *(_cell(m) for m in table.headline), "n", *(_cell(m) for m in table.resources),
             *(["llm"] if table.has_usage else [])]
     align = ["---", "---:", "---:", *(["---:"] if extra_failed else []),
+             *(["---:"] if known else []),
              *("---" for _ in table.headline), "---:", *("---:" for _ in table.resources),
              *(["---"] if table.has_usage else [])]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for r in table.rows:
         cells = [_cell(r.name), str(r.n_cases), str(r.n_errors),
-                 *([str(r.n_failed)] if extra_failed else [])]
+                 *([str(r.n_failed)] if extra_failed else []),
+                 *([f"{r.n_xfailed}/{r.n_xpassed}"] if known else [])]
         for m in table.headline:
             st = r.metrics.get(m)
             if st is None:
