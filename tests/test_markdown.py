@@ -160,3 +160,20 @@ def test_the_full_summary_md_shows_each_systems_llm_use_as_the_default_one_does(
     full = summary_markdown(summary, level="full")
     assert ("bm25: llm: 5 requests, 80 prompt + 20 completion tokens (estimated for 5 of 5 "
             "cases: the endpoint sent no usage), cost $") in md_text_unescaped(full)
+
+
+def test_a_gates_margin_reads_as_in_the_terminal() -> None:
+    """summary.md gave a passed gate's margin without its sign ("0.1000") where the
+    terminal, the HTML report and junit say "+0.1000" (and a failed one's "-0.2000")."""
+    from pytest_ragbench.report.terminal import gate_lines
+
+    gates = [{"kind": "threshold", "suite": "s", "suite_id": "s.yaml", "retriever": "bm25",
+              "metric": "ndcg@10", "scope": "", "op": ">=", "threshold": threshold,
+              "value": 0.5, "passed": margin >= 0, "margin": margin,
+              "text": f"ndcg@10 >= {threshold}", "n": 1}
+             for threshold, margin in ((0.4, 0.1), (0.7, -0.2), (0.5, 0.0))]
+    md = summary_markdown(_summary(gates=gates, gates_passed=False), level="full")
+    terminal = "\n".join(gate_lines(gates))
+    for margin in ("+0.1000", "-0.2000", "+0.0000"):
+        assert f"(margin {margin})" in terminal
+        assert f" | 0.5000 | {margin} |" in md

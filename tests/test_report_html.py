@@ -694,7 +694,7 @@ def test_report_of_a_run_killed_before_the_end_shows_the_gates(
     assert "difficulty=hard: recall@10 &gt;= 0.9" in html and "no gates</span>" not in html
     md = (folder / "summary.md").read_text(encoding="utf-8")
     assert ("| PASS | smoke/ov | difficulty=hard: recall@10 &gt;= 0.9 (on 2 of 3 cases that "
-            "ran) | 1.0000 | 0.1000 |") in md
+            "ran) | 1.0000 | +0.1000 |") in md
 
 
 @pytest.mark.parametrize(("line", "message"), [

@@ -70,7 +70,7 @@ def _gate_value(g: Mapping[str, Any]) -> tuple[str, str]:
     if g.get("skipped") or g.get("note"):  # a failed one: nothing it could check
         return "-", _cell(g.get("note", ""))
     if g.get("kind", "threshold") == "threshold":
-        return num(g["value"]), num(g["margin"])
+        return num(g["value"]), signed(g["margin"])  # signed, as every other output
     r = g["row"]
     return (f"{signed(r['delta'])} [{signed(r['ci_low'])}, {signed(r['ci_high'])}]",
             f"p = {p_value(r['p_holm'])} ({r['test']}, Holm)")
