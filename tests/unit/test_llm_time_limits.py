@@ -567,3 +567,29 @@ def test_a_registered_llms_case_timeout_does_not_count_the_wait_for_a_slot(
     assert [o["errors"] for o in outs] == [{}] * (N_PIPELINES * N_CASES)
     assert slow.max_in_flight == 1
     assert took == pytest.approx(N_PIPELINES * N_CASES * LATENCY)  # one answer after another
+
+
+def test_a_registered_llms_call_past_its_case_timeout_is_an_explicit_error(
+        tmp_path: Path) -> None:
+    """The built-in clients bound their own calls; a registered LLM's calls are bounded by
+    the guard around it (nothing else stopped a call taking three times its limit)."""
+    slow = _Slow(3 * LIMIT)
+    config = rag_config_from_model(schema.RagFields.model_validate(
+        {"llm": {"type": "slow", "backoff": 0, "retries": 0, "case_timeout": LIMIT},
+         "cache": "off"}))
+
+    async def main() -> dict[str, Any]:
+        with InlineBudget(asyncio.get_running_loop()) as budget:
+            rag = build_pipeline(config, base_dir=tmp_path, run_budget=budget,
+                                 components=lambda kind, name, params: slow)
+            try:
+                return await rag.run_case(Query("q1", "capital of France?"), CONTEXTS,
+                                          ["answer_contains"])
+            finally:
+                await rag.aclose()
+
+    out, took = run_on_virtual_clock(main)
+    assert took == pytest.approx(LIMIT)  # given up at its limit, not after the answer
+    (stage, message), = out["errors"].items()
+    assert stage == "generation", out["errors"]
+    assert f"took longer than case_timeout {LIMIT:g} s" in message
