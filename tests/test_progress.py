@@ -380,3 +380,61 @@ def test_requests_to_an_http_pipeline_are_not_counted_as_llm_requests() -> None:
     p = progress_of({"pools": pools, "costs": {}}, items_done=2, items_total=5, elapsed=1.0,
                     case_cost=None)
     assert p is not None and (p.requests, p.in_flight, p.tokens) == (2, 1, 300)
+
+
+def test_embedding_requests_are_named_apart_from_the_llm_requests_the_summary_counts() -> None:
+    """The line counted an embedder's requests and tokens as LLM requests ('195 LLM requests
+    done, 57.4k tokens') beside a summary whose llm column counts the chat requests
+    ('130 req, 56.5k tok'): a user comparing them could not tell why they differ."""
+    from pytest_ragbench.budget import PoolLimits
+    from pytest_ragbench.budget.wiring import pool_key
+
+    limits = PoolLimits(concurrency=8)
+    chat = pool_key("http://127.0.0.1:2/v1", "m", limits)
+    emb = pool_key("http://127.0.0.1:2/v1", "e", limits, kind="embedding")
+    pools = {chat: {"requests": 131, "in_flight": 1, "tokens": 56_500},
+             emb: {"requests": 66, "in_flight": 1, "tokens": 912}}
+    p = progress_of({"pools": pools, "costs": {}}, items_done=2, items_total=5, elapsed=1.0,
+                    case_cost=0.5)
+    assert p is not None
+    assert (p.requests, p.tokens, p.embedding_requests, p.embedding_tokens) == (
+        130, 56_500, 65, 912)
+    assert ", 130 LLM + 65 embedding requests done, 2 in flight, 56.5k LLM + 912 embedding " \
+           "tokens, $0.5000," in p.line()
+    assert "ragbench 2/5, 130 req +65 emb (2 in flight), 56.5k tok, $0.5000" in p.compact()
+    # estimates are over every request whose tokens were counted, of both kinds
+    pools[emb]["estimated"] = 66
+    estimated = progress_of({"pools": pools, "costs": {}}, items_done=2, items_total=5,
+                            elapsed=1.0, case_cost=None)
+    assert estimated is not None
+    assert "(estimated for 66 of 195 requests" in estimated.line()
+    # an embedder alone (a dense retriever's): its requests, named as such
+    alone = progress_of({"pools": {emb: pools[emb]}, "costs": {}}, items_done=2,
+                        items_total=5, elapsed=1.0, case_cost=None)
+    assert alone is not None
+    assert ", 65 embedding requests done, 1 in flight, 912 embedding tokens (" in alone.line()
+
+
+def test_the_progress_line_counts_the_requests_and_tokens_the_summary_shows(
+        pytester: pytest.Pytester, mini_suite: Any) -> None:
+    _llm_dataset(pytester, mini_suite)
+    pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.000001\n")
+    with FakeOpenAIServer(reply=lambda messages: "the passage") as server:
+        # a dense retriever's embedder: its requests go through the run budget too
+        dense = (f"retrievers: {{overlap: {{type: dense, embedder: {{type: openai, "
+                 f"base_url: {server.base_url}, model: e, api_key_env: null}}}}}}\n")
+        (pytester.path / "suite.yaml").write_text(
+            SUITE.format(base_url=server.base_url).replace(
+                'retrievers: {overlap: {type: "overlap_retriever:Overlap"}}\n', dense),
+            encoding="utf-8")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:xdist",
+                                    "--ragbench-no-output")
+        embeddings = server.count("/v1/embeddings")
+    result.assert_outcomes(passed=N_QUERIES)
+    last = [line for line in result.outlines if line.startswith("ragbench progress:")][-1]
+    row = next(line for line in result.outlines if line.strip().startswith("overlap "))
+    found = re.search(r"(\d+) req, ([\d.]+k?) tok", row)
+    assert found is not None, row
+    assert embeddings
+    assert (f", {found[1]} LLM + {embeddings} embedding requests done, 0 in flight, "
+            f"{found[2]} LLM + ") in last, (last, row)

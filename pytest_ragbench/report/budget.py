@@ -13,7 +13,7 @@ from typing import Any
 
 from .format import estimate_note, plural
 
-__all__ = ["budget_lines", "budget_report", "llm_pools"]
+__all__ = ["budget_lines", "budget_report", "llm_pools", "pool_kind"]
 
 
 def budget_report(totals: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +59,12 @@ def _pool_name(key: str) -> tuple[str, str, str]:
     except (ValueError, TypeError):
         return key, "", "llm"
     return url, model, rest[0] if rest and isinstance(rest[0], str) else "llm"
+
+
+def pool_kind(key: str) -> str:
+    """What a pool's requests are: ``"llm"`` (chat: generation and judge), ``"embedding"``
+    or ``"pipeline"`` (an ``http`` pipeline's)."""
+    return _pool_name(key)[2]
 
 
 def llm_pools(pools: Mapping[str, Any]) -> dict[str, Any]:

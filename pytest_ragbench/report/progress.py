@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from ..state import REPORT_ATTR
-from .budget import llm_pools
+from .budget import llm_pools, pool_kind
 from .format import count, duration, estimate_note, money, plural
 
 #: Seconds between in-place updates on a terminal.
@@ -50,6 +50,11 @@ class Progress:
     #: of the requests done, those whose tokens were counted (None: all of them); a refused
     #: or failed one has none, so the estimates are "N of" these
     settled: int | None = None
+    #: embedding requests done and their tokens, apart from ``requests`` and ``tokens`` (the
+    #: chat requests, which the summary's llm column counts); ``estimated`` and ``settled``
+    #: cover both kinds
+    embedding_requests: int = 0
+    embedding_tokens: int = 0
 
     @property
     def eta(self) -> float | None:
@@ -65,13 +70,27 @@ class Progress:
         waiting = f", {self.waiting} waiting" if self.waiting else ""
         cost = money(self.cost) if self.cost is not None else "cost unknown (no prices)"
         note = estimate_note(self.estimated,
-                             self.requests if self.settled is None else self.settled)
-        tokens = f"{count(self.tokens)} tokens" + (f" ({note})" if note else "")
+                             self.requests + self.embedding_requests if self.settled is None
+                             else self.settled)
+        tokens = self._tokens() + (f" ({note})" if note else "")
         if self.cost is not None and self.cost_estimated:
             cost += " (estimated)"
-        return (f"ragbench progress: {items} items, {plural(self.requests, 'LLM request')} done, "
+        return (f"ragbench progress: {items} items, {self._requests()} done, "
                 f"{self.in_flight} in flight{waiting}, {tokens}, {cost}, "
                 f"{duration(self.elapsed)} elapsed, ETA {duration(self.eta)}")
+
+    def _requests(self) -> str:
+        # named by kind: the summary's llm column counts the chat requests only
+        if not self.embedding_requests:
+            return plural(self.requests, "LLM request")
+        embedding = plural(self.embedding_requests, "embedding request")
+        return f"{self.requests} LLM + {embedding}" if self.requests else embedding
+
+    def _tokens(self) -> str:
+        if not self.embedding_requests:
+            return f"{count(self.tokens)} tokens"
+        embedding = f"{count(self.embedding_tokens)} embedding tokens"
+        return (f"{count(self.tokens)} LLM + {embedding}" if self.requests else embedding)
 
     def compact(self) -> str:
         """The same figures for an 80-column terminal (the elapsed time left out; ``~``
@@ -80,10 +99,12 @@ class Progress:
                  else str(self.items_done))
         waiting = f", {self.waiting} waiting" if self.waiting else ""
         # '~' marks an estimate: the full line's words would push the ETA off 80 columns
+        # the chat figures, as the summary's llm column; the embedding requests beside them
         tokens = ("~" if self.estimated else "") + f"{count(self.tokens)} tok"
         cost = (("~" if self.cost_estimated else "") + money(self.cost)
                 if self.cost is not None else "cost ?")
-        return (f"ragbench {items}, {self.requests} req ({self.in_flight} in flight"
+        embedding = f" +{self.embedding_requests} emb" if self.embedding_requests else ""
+        return (f"ragbench {items}, {self.requests} req{embedding} ({self.in_flight} in flight"
                 f"{waiting}), {tokens}, {cost}, ETA {duration(self.eta)}")
 
     def fit(self, width: int) -> str:
@@ -95,31 +116,41 @@ class Progress:
 def progress_of(totals: Mapping[str, Any] | None, *, items_done: int, items_total: int | None,
                 elapsed: float, case_cost: float | None,
                 case_cost_estimated: bool = False) -> Progress | None:
-    """The progress from the run budget's ``totals`` (None: no LLM request yet; an ``http``
-    pipeline's requests are not LLM requests).
+    """The progress from the run budget's ``totals`` (None: no LLM or embedding request yet;
+    an ``http`` pipeline's requests are not LLM requests).
 
     ``case_cost`` is the cost the finished cases carried (``case_cost_estimated``: some of
     it made from estimated token counts); a cost cap's live spend (every request, finished
     case or not) replaces it when the run has one."""
     totals = totals or {}
     pools = llm_pools(totals.get("pools") or {})
-    requests = sum(int(p.get("requests") or 0) for p in pools.values())
-    if not requests:
+    if not sum(int(p.get("requests") or 0) for p in pools.values()):
         return None
-    in_flight = sum(int(p.get("in_flight") or 0) for p in pools.values())
+
+    embedding = {key for key in pools if pool_kind(key) == "embedding"}
+
+    def done(embeddings: bool) -> tuple[int, int]:
+        """(requests done, tokens) of the chat pools, or of the embedding pools."""
+        mine = [p for key, p in pools.items() if (key in embedding) == embeddings]
+        return (sum(int(p.get("requests") or 0) - int(p.get("in_flight") or 0) for p in mine),
+                sum(int(p.get("tokens") or 0) for p in mine))
+
+    (chat_done, chat_tokens), (embedding_done, embedding_tokens) = done(False), done(True)
     costs = totals.get("costs")
     if costs:
         cost: float | None = float(totals["spent"])
         cost_estimated = any(int(c.get("estimated") or 0) for c in costs.values())
     else:
         cost, cost_estimated = case_cost, case_cost_estimated
-    return Progress(items_done, items_total, requests - in_flight, in_flight,
+    return Progress(items_done, items_total, chat_done,
+                    sum(int(p.get("in_flight") or 0) for p in pools.values()),
                     sum(int(p.get("waiting") or 0) for p in pools.values()),
-                    sum(int(p.get("tokens") or 0) for p in pools.values()), cost, elapsed,
+                    chat_tokens, cost, elapsed,
                     sum(int(p.get("estimated") or 0) for p in pools.values()), cost_estimated,
                     sum(int(p["settled"]) if "settled" in p
                         else int(p.get("requests") or 0) - int(p.get("in_flight") or 0)
-                        for p in pools.values()))
+                        for p in pools.values()),
+                    embedding_done, embedding_tokens)
 
 
 class ProgressReporter:
