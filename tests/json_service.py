@@ -22,8 +22,16 @@ class Trickle:
     every: float
 
 
-#: (status, payload): bytes and str are sent as they are, a :class:`Trickle` slowly, anything
-#: else as JSON.
+@dataclass(frozen=True)
+class WithHeaders:
+    """A payload sent with extra response headers (``Retry-After``, say)."""
+
+    payload: Any
+    headers: dict[str, str]
+
+
+#: (status, payload): bytes and str are sent as they are, a :class:`Trickle` slowly, a
+#: :class:`WithHeaders` with its headers, anything else as JSON.
 Reply = tuple[int, Any]
 #: (raw body, headers as sent, 1-based request number) -> the reply.
 Replier = Callable[[bytes, dict[str, str], int], Reply]
@@ -46,6 +54,8 @@ class JsonService:
                     owner.received.append((body, headers))
                     n = len(owner.received)
                 status, payload = reply(body, headers, n)
+                extra = payload.headers if isinstance(payload, WithHeaders) else {}
+                payload = payload.payload if isinstance(payload, WithHeaders) else payload
                 every = payload.every if isinstance(payload, Trickle) else 0.0
                 payload = payload.payload if isinstance(payload, Trickle) else payload
                 data = (payload if isinstance(payload, bytes) else payload.encode()
@@ -53,6 +63,8 @@ class JsonService:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if not every:
                     self.wfile.write(data)

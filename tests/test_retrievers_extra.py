@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
-from json_service import JsonService, Reply, Trickle
+from json_service import JsonService, Reply, Trickle, WithHeaders
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -515,6 +515,47 @@ def test_http_retries_server_errors_with_backoff(server) -> None:
     assert asyncio.run(go())[0] == ("d2", 2.0)
     assert len(srv.requests) == 3
     assert srv.requests[0][0]["query_id"] is None
+
+
+def test_http_retries_408_and_waits_what_retry_after_says(server) -> None:
+    """As the http pipeline and the LLM clients do: a 408 was a final 'answered HTTP 408'
+    failure of the case, and a 429's Retry-After was ignored (its own backoff instead)."""
+    def busy(body: dict[str, Any], headers: dict[str, str], n: int) -> Reply:
+        if n == 1:
+            return 408, {"error": "request timeout"}
+        if n == 2:
+            return 429, WithHeaders({"error": "slow down"}, {"Retry-After": "7"})
+        if n == 3:
+            return 503, WithHeaders({"error": "later"}, {"Retry-After": "120"})
+        return _overlap_reply(body, headers, n)
+
+    srv = server(busy)
+    r = HTTPRetriever(url=srv.url, retries=3, backoff=0.5, max_backoff=30.0)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the retriever's clock: no real wait
+        waits.append(seconds)
+
+    r._sleep = sleep
+
+    async def go() -> list[tuple[str, float]]:
+        try:
+            return await r.retrieve("cold brew", 3)
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(go())[0] == ("d2", 2.0)
+    assert len(srv.requests) == 4
+    # backoff (jittered) after the 408, then the server's word, capped by max_backoff
+    assert len(waits) == 3 and 0.0 <= waits[0] <= 0.5 and waits[1:] == [7.0, 30.0]
+    # the retries run out on a 408 as on any retryable reply
+    srv = server(lambda body, headers, n: (408, {"error": "request timeout"}))
+    r = HTTPRetriever(url=srv.url, retries=2, backoff=0.0)
+    with pytest.raises(HTTPRetrieverError, match=r"failed after 3 attempt\(s\): HTTP 408"):
+        asyncio.run(r.retrieve("x", 1))
+    assert len(srv.requests) == 3
+    with pytest.raises(ValueError, match="max_backoff must be a number of seconds >= 0"):
+        HTTPRetriever(url=srv.url, max_backoff=-1)
 
 
 def test_http_client_errors_fail_at_once_and_secrets_are_scrubbed(server, monkeypatch) -> None:

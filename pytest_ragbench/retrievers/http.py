@@ -28,14 +28,17 @@ environment (and of secret-named headers' literal values, and URL credentials), 
 8-character run of one (a key the service echoes in part), before a reply body is cut to an
 excerpt (:mod:`pytest_ragbench.redact`).
 
-Failures are retried ``retries`` times with exponential backoff (``backoff`` * 2^attempt
-seconds, at most ``max_backoff``) on connection errors, timeouts, 429 and 5xx replies; other 4xx
-replies and malformed JSON fail at once.
+Failures are retried as the ``http`` pipeline and the LLM clients retry them
+(:mod:`pytest_ragbench.llm.resilience`): connection errors, timeouts, 408, 429 and 5xx replies
+are retried ``retries`` times with exponential backoff and jitter (up to ``backoff`` *
+2^(attempt-1) seconds, at most ``max_backoff``); a ``Retry-After`` header wins (capped by
+``max_backoff``). Other 4xx replies and malformed JSON fail at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +48,13 @@ import httpx
 from ..datasets import Document, Query
 from ..http_headers import check_url_and_headers, expand_env
 from ..llm.identity import strip_credentials
-from ..llm.resilience import attempt_timed_out
+from ..llm.resilience import (
+    RetryPolicy,
+    Sleep,
+    attempt_timed_out,
+    is_retryable_status,
+    parse_retry_after,
+)
 from ..redact import Redactor, header_secrets
 from ..registry import BuildContext
 from ..tls import ssl_context_for
@@ -58,14 +67,15 @@ class HTTPRetrieverError(Exception):
 
 
 def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
-              params: Any) -> None:
+              max_backoff: Any, params: Any) -> None:
     check_url_and_headers(url, headers)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-    if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 0:
-        raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+    for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
     if params is not None and not isinstance(params, Mapping):
         raise ValueError(f"params must be a mapping of extra JSON fields, got {params!r}")
     # each request sets these itself: a value given here was replaced without a word
@@ -82,7 +92,7 @@ class HTTPRetriever:
     def __init__(self, *, url: str, headers: Mapping[str, str] | None = None,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
                  max_backoff: float = 8.0, params: Mapping[str, Any] | None = None) -> None:
-        _validate(url, headers, timeout, retries, backoff, params)
+        _validate(url, headers, timeout, retries, backoff, max_backoff, params)
         secrets: list[str] = []
         resolved: dict[str, str] = {}
         for name, raw in (headers or {}).items():
@@ -95,6 +105,12 @@ class HTTPRetriever:
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self.params = dict(params or {})
+        self.retry = RetryPolicy(max_attempts=retries + 1, base_delay=self.backoff,
+                                 max_delay=self.max_backoff)
+        # Jitter only spreads retries; seeded so a run's timing does not depend on the clock.
+        self._rng = random.Random(0)
+        # the wait between attempts: a test's seam, so that it need not wait in real time
+        self._sleep: Sleep = asyncio.sleep
         self._headers = resolved
         parts = urlsplit(url)
         secrets += [s for s in (parts.username, parts.password) if s]
@@ -106,7 +122,8 @@ class HTTPRetriever:
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
         """At collection: URL and option types (environment variables are read at build)."""
         _validate(params.get("url"), params.get("headers"), params.get("timeout", 30.0),
-                  params.get("retries", 3), params.get("backoff", 0.5), params.get("params"))
+                  params.get("retries", 3), params.get("backoff", 0.5),
+                  params.get("max_backoff", 8.0), params.get("params"))
 
     def __repr__(self) -> str:
         return f"HTTPRetriever(url={strip_credentials(self.url)!r})"
@@ -137,9 +154,9 @@ class HTTPRetriever:
         client = self._client_for_loop()
         where = f"POST {strip_credentials(self.url)}"
         last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+        attempts = self.retry.max_attempts
+        for attempt in range(1, attempts + 1):
+            retry_after: float | None = None
             self.requests += 1
             try:
                 # httpx's timeout bounds each read: a reply trickling in would hold the
@@ -147,25 +164,30 @@ class HTTPRetriever:
                 reply = await asyncio.wait_for(client.post(self.url, json=body), self.timeout)
             except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
                 last = attempt_timed_out(self.timeout)
-                continue
             except httpx.TransportError as exc:  # connection refused or reset
                 last = f"{type(exc).__name__}: {exc}"
-                continue
-            if reply.status_code == 429 or reply.status_code >= 500:
+            else:
+                if not is_retryable_status(reply.status_code):
+                    return self._read(reply, where)
                 last = f"HTTP {reply.status_code}: {self._excerpt(reply.text)}"
-                continue
-            if reply.status_code != 200:
-                raise HTTPRetrieverError(self._scrub(
-                    f"{where} answered HTTP {reply.status_code}: {self._excerpt(reply.text)}"))
-            try:
-                return reply.json()
-            except ValueError:
-                # scrubbed before repr too: repr could escape a secret's characters
-                body = repr(self._scrub(reply.text))
-                raise HTTPRetrieverError(self._scrub(
-                    f"{where} answered non-JSON: {self._excerpt(body)}")) from None
+                retry_after = parse_retry_after(reply.headers.get("retry-after"))
+            if attempt < attempts:
+                await self._sleep(self.retry.delay(attempt, retry_after, self._rng))
         raise HTTPRetrieverError(self._scrub(
-            f"{where} failed after {self.retries + 1} attempt(s): {last}"))
+            f"{where} failed after {attempts} attempt(s): {last}"))
+
+    def _read(self, reply: httpx.Response, where: str) -> Any:
+        """The JSON of a final reply (one not worth another attempt)."""
+        if reply.status_code != 200:
+            raise HTTPRetrieverError(self._scrub(
+                f"{where} answered HTTP {reply.status_code}: {self._excerpt(reply.text)}"))
+        try:
+            return reply.json()
+        except ValueError:
+            # scrubbed before repr too: repr could escape a secret's characters
+            body = repr(self._scrub(reply.text))
+            raise HTTPRetrieverError(self._scrub(
+                f"{where} answered non-JSON: {self._excerpt(body)}")) from None
 
     async def _search(self, text: str, query_id: str | None, k: int) -> list[tuple[str, float]]:
         data = await self._post({**self.params, "query": text, "k": k, "query_id": query_id})
