@@ -63,6 +63,21 @@ class ComponentError(RagbenchError):
         self.detail = detail
 
 
+class ParamValueError(ValueError):
+    """A component's ``ragbench_check`` (or factory) rejecting one of its own parameters.
+
+    ``path`` is the parameter's key path below the component (``("params", "query")``) and
+    ``detail`` what is wrong with it, without its name: the suite's error then names the
+    parameter's key and points at its line rather than the component's. The message reads on
+    its own (``params.query is set by ...``), for code that builds the component directly.
+    """
+
+    def __init__(self, message: str, *, path: tuple[str | int, ...], detail: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.detail = detail
+
+
 class ParamError(ComponentError, ValueError):
     """A :class:`ComponentError` that is also a ValueError, for callers whose contract is
     ValueError (``resolve_metric``); it keeps which parameter is at fault."""

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import ParamValueError
+
 #: A ``${NAME}`` reference to an environment variable inside a header value.
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -71,24 +73,28 @@ def header_value_problem(value: str) -> str | None:
 
 
 def check_url_and_headers(url: Any, headers: Any) -> None:
-    """ValueError unless ``url`` is an http(s) URL and ``headers`` a mapping of valid header
-    names to values (text or numbers) a client can send (the ``http`` components' params)."""
+    """ValueError (a :class:`~pytest_ragbench.errors.ParamValueError` naming the key) unless
+    ``url`` is an http(s) URL with a host and ``headers`` a mapping of valid header names to
+    values (text or numbers) a client can send (the ``http`` components' params)."""
     if not is_http_url(url):
         shown = repr(shown_url(url)) if isinstance(url, str) else repr(url)
-        raise ValueError(f"url must be an http(s) URL with a host, got {shown}")
+        detail = f"must be an http(s) URL with a host, got {shown}"
+        raise ParamValueError(f"url {detail}", path=("url",), detail=detail)
     if headers is None:
         return
     if not isinstance(headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
             for k, v in headers.items()):
-        raise ValueError("headers must be a mapping of header names to strings")
+        detail = "must be a mapping of header names to strings"
+        raise ParamValueError(f"headers {detail}", path=("headers",), detail=detail)
     for name, value in headers.items():
         problem = header_name_problem(name)
         if problem:
-            raise ValueError(f"headers: {problem}")
+            raise ParamValueError(f"headers: {problem}", path=("headers",), detail=problem)
         problem = header_value_problem(str(value))
         if problem:
-            raise ValueError(f"headers.{name}: the value {problem}")
+            raise ParamValueError(f"headers.{name}: the value {problem}",
+                                  path=("headers", name), detail=f"the value {problem}")
 
 
 def unset_env_message(name: str) -> str:

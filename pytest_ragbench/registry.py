@@ -57,6 +57,7 @@ from typing import Any, Protocol
 from .errors import (
     ComponentError,
     ParamError,
+    ParamValueError,
     did_you_mean,
     exception_text,
     validation_message,
@@ -448,6 +449,11 @@ class Registry:
                 # a nested component's (a dense retriever's embedder): its parameter path is
                 # below the nested spec, not a key of this component, so point at this one
                 raise ComponentError(str(exc)) from None
+            except ParamValueError as exc:
+                param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                for p in exc.path).lstrip(".")
+                raise ComponentError(f"{kind} {type_name!r}: {exc}", param=param,
+                                     path=exc.path, detail=exc.detail) from None
             except (TypeError, ValueError) as exc:
                 raise ComponentError(f"{kind} {type_name!r}: {exc}") from None
 

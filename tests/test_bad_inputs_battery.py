@@ -110,6 +110,18 @@ HYBRID_SUITE = SUITE.replace(
     "  bm25: {k1: 0.9, b: 0.4}\n  plain: {type: bm25, stemmer: null}\n"
     "  fused: {type: hybrid, retrievers: [bm25, plain], rrf_k: 60}")
 
+# The user's own search service and RAG app (never called: each case fails at collection).
+HTTP_SUITE = SUITE.replace(
+    "  bm25: {k1: 0.9, b: 0.4}",
+    "  svc:\n"                                                     # 7
+    "    type: http\n"                                             # 8
+    "    url: http://127.0.0.1:9/search\n"                         # 9
+    "    timeout: 5\n"                                             # 10
+    "    params:\n"                                                # 11
+    "      index: main")                                           # 12
+HTTP_PIPELINE_SUITE = HTTP_SUITE.replace("retrievers:\n  svc:", "pipelines:\n  app:").replace(
+    "/search", "/answer")
+
 
 def sub(text: str, old: str, new: str) -> str:
     assert old in text, old
@@ -444,6 +456,27 @@ NUMBERS: list[Case] = [
         ("runs-zero", OPENAI_SUITE + "runs: 0\n", "*suite.yaml:18: runs: *", {}),
         ("contexts-zero", RAG_SUITE.replace("contexts: 2", "contexts: 0"),
          "*suite.yaml:11: generation.contexts: *", {}),
+        # at the key's own line, not the system's name's (line 7)
+        ("http-retriever-params-query", sub(HTTP_SUITE, "index: main", "index: main\n"
+                                            "      query: x"),
+         "*suite.yaml:13: retrievers.svc.params.query: set by ragbench in each request (the "
+         "query's text); leave it out", {}),
+        ("http-pipeline-params-metadata", sub(HTTP_PIPELINE_SUITE, "index: main",
+                                              "metadata: {a: 1}"),
+         "*suite.yaml:12: pipelines.app.params.metadata: set by ragbench in each request "
+         "(the question's metadata); leave it out", {}),
+        ("http-retriever-timeout-zero", sub(HTTP_SUITE, "timeout: 5", "timeout: 0"),
+         "*suite.yaml:10: retrievers.svc.timeout: must be a number of seconds > 0, got 0", {}),
+        ("http-pipeline-retries-negative", sub(HTTP_PIPELINE_SUITE, "timeout: 5",
+                                               "retries: -1"),
+         "*suite.yaml:10: pipelines.app.retries: must be >= 0, got -1", {}),
+        ("http-retriever-url", sub(HTTP_SUITE, "http://127.0.0.1:9/search", "localhost/search"),
+         "*suite.yaml:9: retrievers.svc.url: must be an http(s) URL with a host, got "
+         "'localhost/search'", {}),
+        ("http-pipeline-header", sub(HTTP_PIPELINE_SUITE, "timeout: 5",
+                                     "headers:\n      X-Team: 'a '"),
+         "*suite.yaml:11: pipelines.app.headers.X-Team: the value starts or ends with a space*",
+         {}),
     )
 ]
 

@@ -50,6 +50,7 @@ import httpx
 
 from ..budget.wiring import outcome_of
 from ..datasets import Query
+from ..errors import ParamValueError
 from ..http_headers import check_url_and_headers, expand_env
 from ..llm import deadline
 from ..llm.base import LLMError
@@ -75,15 +76,33 @@ class HTTPPipelineError(Exception):
 
 def _validate(params: Mapping[str, Any]) -> None:
     check_url_and_headers(params.get("url"), params.get("headers"))
+    for name, default in (("timeout", 60.0), ("backoff", 0.5), ("max_backoff", 8.0),
+                          ("breaker_reset", 30.0)):
+        value = params.get(name, default)
+        if name == "timeout" and value <= 0:
+            _bad(name, f"must be > 0, got {value!r}")
+        elif value < 0:
+            _bad(name, f"must be >= 0, got {value!r}")
+    for name, default, low in (("retries", 3, 0), ("concurrency", 8, 1),
+                               ("breaker_threshold", 5, 1)):
+        count = params.get(name, default)
+        if count < low:
+            _bad(name, f"must be >= {low}, got {count!r}")
     extra = params.get("params")
     if extra is not None and not isinstance(extra, Mapping):
-        raise ValueError(f"params must be a mapping of extra JSON fields, got {extra!r}")
+        _bad("params", f"must be a mapping of extra JSON fields, got {extra!r}")
     # each request sets these itself: a value given here was replaced without a word
     for key, what in (("query", "the question"), ("query_id", "the question's id"),
                       ("metadata", "the question's metadata")):
         if extra is not None and key in extra:
-            raise ValueError(f"params.{key} is set by ragbench in each request ({what}); "
-                             "leave it out")
+            detail = f"set by ragbench in each request ({what}); leave it out"
+            raise ParamValueError(f"params.{key} is {detail}", path=("params", key),
+                                  detail=detail)
+
+
+def _bad(name: str, detail: str) -> None:
+    """Refuse parameter ``name``: its key and line in a suite, ``name detail`` on its own."""
+    raise ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPPipeline:
@@ -95,17 +114,10 @@ class HTTPPipeline:
                  breaker_threshold: int = 5, breaker_reset: float = 30.0,
                  params: Mapping[str, Any] | None = None,
                  context: BuildContext | None = None) -> None:
-        _validate({"url": url, "headers": headers, "params": params})
-        for name, value, low in (("timeout", timeout, 0.0), ("backoff", backoff, 0.0),
-                                 ("max_backoff", max_backoff, 0.0),
-                                 ("breaker_reset", breaker_reset, 0.0)):
-            if value < low or (name == "timeout" and value == 0):
-                raise ValueError(f"{name} must be > 0, got {value!r}" if name == "timeout"
-                                 else f"{name} must be >= 0, got {value!r}")
-        for name, count, low in (("retries", retries, 0), ("concurrency", concurrency, 1),
-                                 ("breaker_threshold", breaker_threshold, 1)):
-            if count < low:
-                raise ValueError(f"{name} must be >= {low}, got {count!r}")
+        _validate({"url": url, "headers": headers, "params": params, "timeout": timeout,
+                   "retries": retries, "backoff": backoff, "max_backoff": max_backoff,
+                   "concurrency": concurrency, "breaker_threshold": breaker_threshold,
+                   "breaker_reset": breaker_reset})
         secrets: list[str] = []
         resolved: dict[str, str] = {}
         for name, raw in (headers or {}).items():
@@ -142,7 +154,8 @@ class HTTPPipeline:
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
-        """At collection: URL, headers and params (environment variables are read at build)."""
+        """At collection: URL, headers, params and limits (environment variables are read at
+        build)."""
         _validate(params)
 
     def __repr__(self) -> str:

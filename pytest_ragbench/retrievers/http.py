@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..datasets import Document, Query
+from ..errors import ParamValueError
 from ..http_headers import check_url_and_headers, expand_env
 from ..llm.identity import strip_credentials
 from ..llm.resilience import (
@@ -70,20 +71,26 @@ def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
               max_backoff: Any, params: Any) -> None:
     check_url_and_headers(url, headers)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        _bad("retries", f"must be an integer >= 0, got {retries!r}")
     for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+            _bad(name, f"must be a number of seconds >= 0, got {value!r}")
     if params is not None and not isinstance(params, Mapping):
-        raise ValueError(f"params must be a mapping of extra JSON fields, got {params!r}")
+        _bad("params", f"must be a mapping of extra JSON fields, got {params!r}")
     # each request sets these itself: a value given here was replaced without a word
     for key, what in (("query", "the query's text"), ("k", "the suite's k"),
                       ("query_id", "the query's id")):
         if params is not None and key in params:
-            raise ValueError(f"params.{key} is set by ragbench in each request ({what}); "
-                             "leave it out")
+            detail = f"set by ragbench in each request ({what}); leave it out"
+            raise ParamValueError(f"params.{key} is {detail}", path=("params", key),
+                                  detail=detail)
+
+
+def _bad(name: str, detail: str) -> None:
+    """Refuse parameter ``name``: its key and line in a suite, ``name detail`` on its own."""
+    raise ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPRetriever:
