@@ -14,7 +14,7 @@ import gc
 import inspect
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .execution.ahead import AheadMarker
     from .execution.runtime import SuiteRuntime
     from .hosts import HostPaths
-    from .suite.model import Suite
+    from .suite.model import ComponentSpec, Suite
 
 # The suite parser (with YAML), datasets, metrics and runtimes are imported when a suite is
 # loaded: every pytest run in an environment with the plugin installed imports this module.
@@ -252,14 +252,14 @@ class RagbenchState:
                     return handed
             # Names only a make-component hook knows cannot be checked before building.
             checked = not self.hook.active()
-            suite = self._parse_suite(path, checked=checked)
-            self._check_components(suite, self.build_context(path.parent))
+            suite = self._parse_suite(path, checked=checked, components=True)
             self._suites[path] = suite
         return self._suites[path]
 
-    def _parse_suite(self, path: Path, *, checked: bool) -> Suite:
-        """The suite file at ``path`` parsed, its metrics resolved, and with ``checked`` its
-        systems' type names checked against the registry."""
+    def _parse_suite(self, path: Path, *, checked: bool, components: bool = False) -> Suite:
+        """The suite file at ``path`` parsed, its metrics resolved, with ``checked`` its
+        systems' type names checked against the registry, and with ``components`` their
+        parameters."""
         ctx = self.build_context(path.parent)
         known = self.registry.names("retriever") if checked else None
         known_pipelines = self.registry.names("pipeline") if checked else None
@@ -269,9 +269,15 @@ class RagbenchState:
 
             return resolve_metric(name, params, registry=self.registry, context=ctx)
 
+        def check(kind: str, spec: ComponentSpec, retrievers: Sequence[ComponentSpec]) -> None:
+            siblings = {r.name: (r.type, dict(r.params)) for r in retrievers}
+            self.registry.check(kind, spec.type, spec.params,
+                                replace(ctx, siblings=siblings, name=spec.name))
+
         from .suite.loader import load_suite
 
-        return load_suite(path, known, resolve, known_pipelines)
+        return load_suite(path, known, resolve, known_pipelines,
+                          check if components else None)
 
     def suite_for_spec(self, path: Path) -> Suite:
         """The suite at ``path`` for what the controller aggregates and matches baselines by
@@ -316,16 +322,6 @@ class RagbenchState:
                         digests = {}
                     self._dataset_digests.append(digests)
         return self._dataset_digests
-
-    def _check_components(self, suite: Suite, ctx: BuildContext) -> None:
-        siblings = {r.name: (r.type, dict(r.params)) for r in suite.retrievers}
-        for kind, spec in [*(("retriever", r) for r in suite.retrievers),
-                           *(("pipeline", p) for p in suite.pipelines)]:
-            try:
-                self.registry.check(kind, spec.type, spec.params,
-                                    replace(ctx, siblings=siblings, name=spec.name))
-            except ComponentError as exc:
-                raise spec.error(suite.path, exc) from None
 
     def _ahead_marker(self) -> AheadMarker | None:
         """An xdist worker's marker of what its look-ahead is in (see crash_blame.py)."""

@@ -46,3 +46,41 @@ def test_end_to_end_module_that_raises_on_import(pytester, mini_suite):
         "*suite.yaml:6: retrievers.mine: cannot import 'raises_on_import' for "
         "'raises_on_import:R': RuntimeError: no API key configured (at *raises_on_import.py:1)"])
     assert "importlib" not in result.stdout.str()
+
+
+def test_every_bad_component_parameter_of_a_suite_is_listed_in_its_one_error(pytester,
+                                                                              mini_suite):
+    """Only the first was reported (pipeline a's object), so a user fixed one, ran again and
+    met the next, as the runtime checks (unset variables) do not make them do."""
+    mini_suite()
+    result = run_bad(pytester, """\
+        name: many
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          bm25: {k1: fast}
+        pipelines:
+          a:
+            type: langchain
+            object: "nomod_a:chain"
+          b:
+            type: langchain
+            object: "nomod_b:chain"
+          c:
+            type: http
+            url: http://127.0.0.1:9/answer
+            params: {query: 1}
+        metrics:
+          - ndcg@10
+          - {name: temporal_ndcg@10, lambda: high}
+          - {name: temporal_ndcg@5, lambda: low}
+        """)
+    out = result.stdout.str()
+    assert out.count("ERROR collecting suite.yaml") == 1, out
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:4: retrievers.bm25.k1: expected a number, got 'fast'",
+        "*suite.yaml:6: pipelines.a: *cannot import 'nomod_a'*",
+        "*suite.yaml:9: pipelines.b: *cannot import 'nomod_b'*",
+        "*suite.yaml:15: pipelines.c.params.query: set by ragbench in each request*",
+        "*suite.yaml:18: metrics[[]1[]].lambda: expected a number, got 'high'",
+        "*suite.yaml:19: metrics[[]2[]].lambda: expected a number, got 'low'",
+    ], consecutive=True)

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from ..datasets import DataFileError, DatasetSpec, HfPart, HfSpec, check_file
 from ..datasets.core import ANSWER_KEYS, ID_KEYS, has_control_characters
 from ..errors import (
+    ComponentError,
     ParamError,
     SuiteError,
     did_you_mean,
@@ -63,6 +64,9 @@ SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 
 
 MetricResolver = Callable[[str, Mapping[str, Any]], MetricSpec]
+#: Checks one system's parameters without building it: (kind, its spec, the suite's
+#: retrievers) -> None, or ComponentError.
+SystemChecker = Callable[[str, ComponentSpec, Sequence[ComponentSpec]], None]
 
 # -- bytes -> text ----------------------------------------------------------------------------
 
@@ -474,7 +478,8 @@ def suite_name(path: Path) -> str:
 
 def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                metric_resolver: MetricResolver | None = None,
-               known_pipelines: Sequence[str] | None = None) -> Suite:
+               known_pipelines: Sequence[str] | None = None,
+               check_system: SystemChecker | None = None) -> Suite:
     """Load and validate the suite file at ``path``.
 
     ``known_retrievers`` / ``known_pipelines`` list the retriever / pipeline type names the
@@ -482,6 +487,9 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     checks them). ``metric_resolver``
     turns a metric entry (name, parameters) into a MetricSpec (default: built-ins and installed
     entry points, see :func:`~pytest_ragbench.metrics.spec.resolve_metric`).
+    ``check_system`` checks each retriever's and pipeline's parameters (None: not checked).
+    The metrics' and the systems' parameter problems are reported together, every one of
+    them in one :class:`SuiteError` (a line each), so that a user fixes them in one go.
     """
     path = Path(path)
     raw, text = read_text(path)
@@ -502,8 +510,18 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         raise validation_error(exc, data, ctx) from None
 
     name = model.name or path.name.split(".")[0]
+    problems: list[SuiteError] = []
     metrics = _parse_metrics(ctx, data["metrics"],
-                             metric_resolver or _default_metric_resolver())
+                             metric_resolver or _default_metric_resolver(), problems)
+    if problems:
+        # the systems do not depend on the metrics: their problems go in the same error
+        try:
+            systems = _parse_systems(ctx, data, known_retrievers, known_pipelines)
+        except SuiteError as exc:
+            problems.append(exc)
+        else:
+            problems += _system_problems(ctx, *systems, check_system)
+        raise one_error(problems)
     baseline = _parse_baseline(ctx, data.get("baseline") or {})
     by_name = {m.name: m for m in metrics}
     _check_tolerance_metrics(ctx, baseline, by_name)
@@ -515,11 +533,7 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     if model.k is not None and data.get("retrievers"):
         _check_cutoffs(ctx, metrics, model.k)
 
-    retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers)
-                  if data.get("retrievers") is not None else ())
-    pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline")
-                 if data.get("pipelines") is not None else ())
-    _check_system_names(ctx, retrievers, pipelines)
+    retrievers, pipelines = _parse_systems(ctx, data, known_retrievers, known_pipelines)
     systems = [s.name for s in (*retrievers, *pipelines)]
     rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
     threshold_places: list[tuple[str, int | None]] = []
@@ -532,6 +546,9 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                         if isinstance(g, Gate)]
     gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
                          gate_places)
+    problems = _system_problems(ctx, retrievers, pipelines, check_system)
+    if problems:
+        raise one_error(problems)
     return Suite(
         name=name,
         path=path,
@@ -671,7 +688,47 @@ def _default_metric_resolver() -> MetricResolver:
     return resolve
 
 
-def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[MetricSpec, ...]:
+def one_error(problems: Sequence[SuiteError]) -> SuiteError:
+    """Problems of one suite as its one error: a line each, in the order of the file."""
+    if len(problems) == 1:
+        return problems[0]
+    ordered = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+    return SuiteError("\n".join(str(p) for p in ordered))
+
+
+def _parse_systems(ctx: _Ctx, data: Mapping[str, Any], known_retrievers: Sequence[str] | None,
+                   known_pipelines: Sequence[str] | None,
+                   ) -> tuple[tuple[ComponentSpec, ...], tuple[ComponentSpec, ...]]:
+    """The ``retrievers:`` and ``pipelines:`` sections."""
+    retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers)
+                  if data.get("retrievers") is not None else ())
+    pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline")
+                 if data.get("pipelines") is not None else ())
+    _check_system_names(ctx, retrievers, pipelines)
+    return retrievers, pipelines
+
+
+def _system_problems(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
+                     pipelines: Sequence[ComponentSpec],
+                     check: SystemChecker | None) -> list[SuiteError]:
+    """What ``check`` finds wrong with each system's parameters (each system's first
+    problem: a system's check stops at it)."""
+    if check is None:
+        return []
+    problems: list[SuiteError] = []
+    for kind, spec in [*(("retriever", r) for r in retrievers),
+                       *(("pipeline", p) for p in pipelines)]:
+        try:
+            check(kind, spec, retrievers)
+        except ComponentError as exc:
+            problems.append(spec.error(ctx.file, exc))
+    return problems
+
+
+def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver,
+                   problems: list[SuiteError] | None = None) -> tuple[MetricSpec, ...]:
+    """The ``metrics:`` section; each entry's problem goes into ``problems`` when given (the
+    rest are still read), else the first is raised."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
         if not value:
@@ -689,10 +746,19 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver) -> tuple[Metr
         except ValueError as exc:
             if isinstance(exc, ParamError) and exc.path and isinstance(value[i], Mapping):
                 # a parameter at fault: its own key and line (the mapping form names them)
-                raise ctx.error(("metrics", i, *exc.path), exc.detail or str(exc)) from None
-            raise ctx.error(("metrics", i), str(exc)) from None
+                problem = ctx.error(("metrics", i, *exc.path), exc.detail or str(exc))
+            else:
+                problem = ctx.error(("metrics", i), str(exc))
+            if problems is None:
+                raise problem from None
+            problems.append(problem)
+            continue
         if spec.name in {m.name for m in out}:
-            raise ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")
+            problem = ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")
+            if problems is None:
+                raise problem
+            problems.append(problem)
+            continue
         out.append(spec)
     return tuple(out)
 
