@@ -380,3 +380,41 @@ def test_a_crashed_case_shows_its_query_text_like_any_case(crash_run):
         assert "remove scale with citric acid" in (run / "report.html").read_text(), name
         if name == "every":
             assert recs["q2"]["query"] == "how long to steep cold brew"
+
+
+def test_a_scoped_gate_says_its_scope_once_in_every_output(pytester, mini_suite):
+    """'PASS mini/overlap [difficulty=hard, retriever=overlap]: difficulty=hard,
+    retriever=overlap: ndcg@10: drop <= 0.03: ...' in the terminal, and the scope in both
+    columns of the HTML report's gate table."""
+    import re
+
+    path = mini_suite()
+    path.write_text(path.read_text() + "gates:\n"
+                    '  - "difficulty=hard, retriever=overlap: ndcg@10: drop <= 0.03"\n'
+                    '  - "difficulty=hard, retriever=overlap: ndcg@10 <= 0.5"\n'
+                    '  - "difficulty=hard, retriever=overlap: ndcg@10: no significant drop"\n')
+    pytester.runpytest(SUITE, "-p", "no:randomly")
+    base = latest_run(pytester.path)
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", f"--ragbench-baseline={base}",
+                                "--ragbench-summary=full", "--junitxml=junit.xml")
+    run = latest_run(pytester.path)
+    assert run != base
+    scope = "difficulty=hard, retriever=overlap"
+    terminal = [line for line in result.outlines
+                if re.match(r"  (PASS|FAIL|SKIP) ", line)]
+    assert len(terminal) == 3, result.outlines
+    assert all(line.count(scope) == 1 for line in terminal), terminal
+    md = [line for line in (run / "summary.md").read_text().splitlines()
+          if re.match(r"\| (PASS|\*\*FAIL\*\*|skip) \|", line)]
+    assert len(md) == 3 and all(line.count(scope) == 1 for line in md), (
+        run / "summary.md").read_text()
+    html = (run / "report.html").read_text()
+    table = html[html.index('<table class="rb-gates">'):]
+    rows = re.findall(r"<tr class=\"(?:pass|fail|skip)\">.*?</tr>",
+                      table[:table.index("</table>")], flags=re.S)
+    assert len(rows) == 3 and all(row.count(scope) == 1 for row in rows), rows
+    junit = (pytester.path / "junit.xml").read_text()
+    names = re.findall(r'<testcase [^>]*name="([^"]*ndcg@10[^"]*)"', junit)
+    assert len(names) == 3 and all(n.count(scope) == 1 for n in names), names
+    messages = re.findall(r'message="([^"]*)"', junit)
+    assert messages and all(m.count(scope) <= 1 for m in messages), messages

@@ -60,6 +60,7 @@ from .views import (
     gate_state,
     headline_metrics,
     tell_suites_apart,
+    unscoped_text,
     usage_view,
 )
 
@@ -334,7 +335,8 @@ def _gate_view_of(g: Mapping[str, Any]) -> GateView:
     where = f"{g.get('suite')} / {g.get('retriever')}"
     if g.get("scope"):
         where += f" [{g['scope']}]"
-    text = str(g.get("text", ""))
+    # the scope is said once, beside the system: not again at the head of the gate's text
+    text = unscoped_text(g)
     state = gate_state({"passed": False, **g})
     if state == "skipped":
         return GateView("skip", where, text, "\u2013", str(g.get("note", "")))

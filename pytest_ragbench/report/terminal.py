@@ -25,6 +25,7 @@ from .views import (
     gates_failed_first,
     suite_table,
     tell_suites_apart,
+    unscoped_text,
     usage_view,
     where,
 )
@@ -295,12 +296,12 @@ def _gate_line(g: Mapping[str, Any]) -> str:
     state = gate_state(g)
     mark = {"skipped": "SKIP", "passed": "PASS", "failed": "FAIL"}[state]
     if state == "skipped" or g.get("note"):  # a failed one: nothing it could check
-        return f"  {mark} {where(g)}: {g['text']} ({g.get('note', '')})"
+        return f"  {mark} {where(g)}: {unscoped_text(g)} ({g.get('note', '')})"
     if g.get("kind", "threshold") == "threshold":
         return (f"  {mark} {where(g)}: {g['metric']} {_f(g['value'])} "
                 f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})")
     r = g["row"]
-    return (f"  {mark} {where(g)}: {g['text']}: delta {_f(r['delta'], signed=True)} "
+    return (f"  {mark} {where(g)}: {unscoped_text(g)}: delta {_f(r['delta'], signed=True)} "
             f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "
             f"p = {_p(r['p_holm'])} ({r['test']}, Holm)")
 

@@ -22,13 +22,20 @@ __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "
            "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
            "gates_failed_first", "headline_metrics",
            "is_resource_metric", "regression_line", "suite_table", "tell_suites_apart",
-           "usage_view", "where", "with_failure_lines"]
+           "unscoped_text", "usage_view", "where", "with_failure_lines"]
 
 
 def where(g: Mapping[str, Any]) -> str:
     """``suite/retriever [scope]``: where a gate or row applies."""
     scope = f" [{g['scope']}]" if g.get("scope") else ""
     return f"{g['suite']}/{g['retriever']}{scope}"
+
+
+def unscoped_text(g: Mapping[str, Any]) -> str:
+    """A gate's text without the scope it starts with (``ndcg@10: drop <= 0.03``), for a
+    line whose :func:`where` already names the scope."""
+    text, scope = str(g.get("text", "")), g.get("scope")
+    return text.removeprefix(f"{scope}: ") if scope else text
 
 
 def tell_suites_apart(gates: Sequence[Mapping[str, Any]],
