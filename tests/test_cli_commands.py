@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -287,7 +288,9 @@ def test_cache_lists_entries_and_prunes_those_unused_for_a_while(tmp_path, monke
     lines = out.splitlines()
     assert old.cache_path.name in lines[1] and "(10d ago)" in lines[1]
     assert new.cache_path.name in lines[2] and "(just now)  [in use]" in lines[2]
-    assert " KB " in lines[1] and lines[3].startswith("2 entries, ")
+    # sizes as `ragbench history --prune` writes them (kB, powers of 1000), not KB
+    assert re.search(r" \d+\.\d kB  last used", lines[1]) and "KB" not in out, out
+    assert lines[3].startswith("2 entries, ")
 
     assert main(["cache", "prune", "--older-than", "7d", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith(

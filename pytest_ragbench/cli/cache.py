@@ -89,16 +89,6 @@ def _whose() -> str:
     return f"pytest's default cache folder of the rootdir {found.rootdir} ({where})"
 
 
-def size_text(size: int) -> str:
-    """Bytes as B, KB, MB, GB (powers of 1024, one decimal above bytes)."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 def _ago(seconds: float) -> str:
     seconds = max(0.0, seconds)
     for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -109,6 +99,8 @@ def _ago(seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List or prune; returns the exit status."""
+    # sizes as `ragbench history --prune` writes them: one unit style wherever sizes show
+    from ..results.retention import human_size
     from ..retrievers.indexcache import LockFileError, prune_entry, scan, sweep_orphans
 
     try:
@@ -146,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
                 ("unfinished build", e.unfinished), ("in use", e.in_use),
                 (f"state unknown: {e.state_unknown}", e.state_unknown is not None)) if on)
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
-            print(f"  {e.path.name:<40} {size_text(e.size):>10}  last used {stamp} "
+            print(f"  {e.path.name:<40} {human_size(e.size):>10}  last used {stamp} "
                   f"({_ago(now - e.last_used)})" + (f"  [{notes}]" if notes else ""))
         total = sum(e.size for e in entries)
-        print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {size_text(total)}"
+        print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {human_size(total)}"
               + (f"; {unknown} of state unknown" if unknown else ""))
         return status
     print(f"index cache: {folder}")
@@ -173,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         if outcome == "removed":
             freed += e.size
-            print(f"{verb} {e.path.name} ({size_text(e.size)})")
+            print(f"{verb} {e.path.name} ({human_size(e.size)})")
         else:
             kept += 1
             print(f"kept {e.path.name}: {outcome} by a run now")
@@ -189,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                                   (f"{unknown} kept (state unknown)", unknown),
                                   (f"{len(left)} left (state unknown)", len(left))) if n]
     print(f"{verb} {len(chosen) - kept - unknown} of {len(entries)} entries, "
-          f"{size_text(freed)}" + "".join(f"; {n}" for n in notes))
+          f"{human_size(freed)}" + "".join(f"; {n}" for n in notes))
     # an entry whose state cannot be known is a problem to fix whatever was asked for
     return EXIT_FAILED if unknown or left or (kept and args.all) else EXIT_OK
 
