@@ -367,20 +367,35 @@ class CaseItem(pytest.Item):
                 and not it.skipped_by_mark()]
 
     def skipped_by_mark(self) -> bool:
-        """Whether a ``skip`` mark, or a ``skipif`` whose condition holds, keeps this case from
-        running (a conftest adds them); worked out once."""
+        """Whether a ``skip`` mark, a ``skipif`` whose condition holds, or an
+        ``xfail(run=False)`` (without ``--runxfail``) keeps this case from running (a conftest
+        adds them); worked out once."""
         skipped = self.stash.get(SKIPPED_KEY, None)
         if skipped is None:
-            skipped = self.get_closest_marker("skip") is not None
-            if not skipped and self.get_closest_marker("skipif") is not None:
-                from _pytest.skipping import evaluate_skip_marks
-
-                try:
-                    skipped = evaluate_skip_marks(self) is not None
-                except Exception:  # a bad condition: pytest reports it when the item runs
-                    skipped = False
+            skipped = self._kept_from_running()
             self.stash[SKIPPED_KEY] = skipped
         return skipped
+
+    def _kept_from_running(self) -> bool:
+        # without pytest's skipping plugin no mark keeps an item from running
+        if not self.config.pluginmanager.has_plugin("skipping"):
+            return False
+        if self.get_closest_marker("skip") is not None:
+            return True
+        from _pytest.skipping import evaluate_skip_marks, evaluate_xfail_marks
+
+        try:
+            if (self.get_closest_marker("skipif") is not None
+                    and evaluate_skip_marks(self) is not None):
+                return True
+            # an xfail(run=False) case is reported "[NOTRUN]" without running, as a skip is
+            if (self.get_closest_marker("xfail") is not None
+                    and not getattr(self.config.option, "runxfail", False)):
+                xfailed = evaluate_xfail_marks(self)
+                return xfailed is not None and not xfailed.run
+        except Exception:  # a bad condition: pytest reports it when the item runs
+            return False
+        return False
 
     def runtest(self) -> None:
         rec = self.stash[RECORD_KEY]

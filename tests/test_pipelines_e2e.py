@@ -442,6 +442,43 @@ def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
     assert sorted((pytester.path / "asked.log").read_text().split()) == ["q1", "q3", "q5"]
 
 
+def test_a_case_a_conftest_marks_xfail_not_run_is_not_asked_or_judged_ahead(pytester, app):
+    """``xfail(run=False)`` keeps a case from running as a skip does (pytest reports it
+    "[NOTRUN]"): it was still answered and judged ahead, the pool line counting 5 judge
+    requests beside a table of 4. ``--runxfail`` runs it, so it is asked then."""
+    from test_plugin_rag import judge_reply
+
+    pytester.makepyfile(counted=COUNTED)
+    pytester.makeconftest(CONFTEST + textwrap.dedent("""
+        import pytest
+
+
+        def pytest_collection_modifyitems(items):
+            for item in items:
+                if item.name.endswith("q2"):
+                    item.add_marker(pytest.mark.xfail(run=False, reason="known"))
+    """))
+    with FakeOpenAIServer(reply=judge_reply) as server:
+        app(f"""
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines: {{sys: {{type: "counted:Counted"}}}}
+            metrics: [faithfulness]
+            judge: {{llm: {{base_url: {server.base_url}, model: m, retries: 0}}}}
+            cache: off
+        """)
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+        result.assert_outcomes(passed=4, xfailed=1)
+        result.stdout.fnmatch_lines(["llm pool m at *: 4 requests,*"])
+        assert server.count("/v1/chat/completions") == 4
+        assert sorted((pytester.path / "asked.log").read_text().split()) == [
+            "q1", "q3", "q4", "q5"]
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
+                                    "--runxfail")
+        result.assert_outcomes(passed=5)
+        assert server.count("/v1/chat/completions") == 4 + 5
+
+
 def test_the_pipeline_example_runs_offline_and_passes(pytester):
     import shutil
 
