@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import time
 
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
@@ -507,3 +508,48 @@ def test_the_fixtures_work_inside_an_async_test(project):
     result.assert_outcomes(passed=10)
     recs = [r for r in _records(project) if r["suite"] == "test_hand.py::test_retrieve"]
     assert sorted(r["metrics"]["recall@10"] for r in recs) == [0.0, 0.0, 0.0, 0.0, 0.5]
+
+
+def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(project):
+    """Ctrl-C twice (pytest-asyncio's runner raises on the second) while an async test waited
+    for an async retriever: the retrieval went on in the runtime's thread, and the session's
+    teardown raised "RuntimeError: Cannot close a running event loop" (exit 1, a traceback)
+    instead of ending as an interrupted run."""
+    project.makepyfile(async_parts="""
+        import asyncio
+        import os
+        import signal
+
+        class Stuck:
+            def index(self, corpus):
+                pass
+
+            async def retrieve(self, query, k):
+                os.kill(os.getpid(), signal.SIGINT)  # the runner cancels the test's task
+                await asyncio.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGINT)  # and raises KeyboardInterrupt
+                await asyncio.sleep(30)
+                return [("d1", 1.0)]
+    """)
+    (project.path / "suites" / "async.yaml").write_text(textwrap.dedent("""\
+        name: async
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          stuck: {type: "async_parts:Stuck"}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="stuck")
+        async def test_retrieve(ragbench_case, ragbench_retriever):
+            ragbench_retriever.retrieve(ragbench_case)
+    """)
+    started = time.monotonic()
+    result = project.runpytest("test_hand.py", "-p", "no:randomly", no_reraise_ctrlc=True)
+    assert time.monotonic() - started < 20  # the retrieval was cancelled, not waited out
+    output = result.stdout.str() + result.stderr.str()
+    assert "running event loop" not in output
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    result.stdout.fnmatch_lines(["collected 5 items", "*KeyboardInterrupt*"])

@@ -246,13 +246,24 @@ class SuiteRuntime:
 
         def target() -> None:
             try:
-                box["value"] = loop.run_until_complete(value)
+                box["task"] = task = asyncio.ensure_future(value, loop=loop)
+                box["value"] = loop.run_until_complete(task)
             except BaseException as exc:  # handed to the caller's thread
                 box["error"] = exc
 
         thread = threading.Thread(target=target, name="ragbench-loop")
         thread.start()
-        thread.join()
+        try:
+            thread.join()
+        except BaseException:
+            # interrupted (a second Ctrl-C: the test's runner raises it here): the call is
+            # cancelled and waited for, or it went on in the thread and the session's
+            # teardown failed on closing a loop still running
+            task = box.get("task")
+            if task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+            thread.join()
+            raise
         if "error" in box:
             raise box["error"]
         return box["value"]
