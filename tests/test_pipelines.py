@@ -73,6 +73,31 @@ def test_a_pydantic_output_keeps_its_documents_as_they_are() -> None:
     assert out.extra == {"trace": "t-1"}
 
 
+def test_a_pydantic_outputs_computed_fields_are_read_as_its_fields() -> None:
+    """Read a level deep (no longer dumped), a model whose answer is a computed field (or
+    whose contexts are) said "the output has no 'answer' (its keys: 'raw', ...)", where the
+    dump had included it."""
+    from pydantic import BaseModel, computed_field
+
+    class Reply(BaseModel):
+        raw: str
+        sources: list[str]
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def answer(self) -> str:
+            return self.raw.strip()
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def contexts(self) -> list[dict[str, str]]:
+            return [{"id": s} for s in self.sources]
+
+    out = normalise_output(Reply(raw=" a fine grind ", sources=["d1", "d5"]))
+    assert (out.answer, out.contexts) == ("a fine grind", (Context("d1"), Context("d5")))
+    assert out.extra == {"raw": " a fine grind ", "sources": ["d1", "d5"]}
+
+
 def test_usage_in_the_shape_other_libraries_report_it_is_counted() -> None:
     """A pipeline that passed on its model's usage as LangChain's usage_metadata or
     Anthropic's usage name it (input_tokens / output_tokens) reported no tokens at all,

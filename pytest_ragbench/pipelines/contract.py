@@ -90,7 +90,10 @@ def _as_mapping(value: Any) -> Mapping[str, Any] | None:
         # a pydantic model, read a level deep: its nested models (a chain's Documents) stay
         # objects, read as such; model_dump() made each Document a mapping keyed
         # page_content, read as its made-up id alone
-        data = {name: getattr(value, name) for name in fields if hasattr(value, name)}
+        # its computed fields too (an answer made from its parts), which the dump held
+        computed = getattr(type(value), "model_computed_fields", None)
+        names = [*fields, *(computed if isinstance(computed, Mapping) else ())]
+        data = {name: getattr(value, name) for name in names if hasattr(value, name)}
         extra = getattr(value, "model_extra", None)
         return {**(extra if isinstance(extra, Mapping) else {}), **data}
     dump = getattr(value, "model_dump", None)
