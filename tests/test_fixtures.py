@@ -553,3 +553,45 @@ def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(
     assert "running event loop" not in output
     assert result.ret == pytest.ExitCode.INTERRUPTED, output
     result.stdout.fnmatch_lines(["collected 5 items", "*KeyboardInterrupt*"])
+
+
+def test_an_async_tests_context_reaches_the_retriever_as_a_sync_tests_does(project):
+    """A context variable the test set (a tracing span: LangSmith's, OpenTelemetry's) was
+    seen by an async retriever called from a sync test, but not from an async one: the
+    runtime's loop ran in a thread of its own, with a context of its own."""
+    project.makepyfile(async_parts="""
+        import contextvars
+
+        DOC = contextvars.ContextVar("doc", default="d2")
+
+        class Traced:
+            def index(self, corpus):
+                pass
+
+            async def retrieve(self, query, k):
+                return [(DOC.get(), 1.0)]
+    """)
+    (project.path / "suites" / "async.yaml").write_text(textwrap.dedent("""\
+        name: async
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          traced: {type: "async_parts:Traced"}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    _test_file(project, """
+        import pytest
+        from async_parts import DOC
+
+        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="traced")
+        def test_sync(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="traced")
+        async def test_async(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+    """)
+    project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
+        passed=2)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import inspect
 import math
 import os
@@ -251,7 +252,10 @@ class SuiteRuntime:
             except BaseException as exc:  # handed to the caller's thread
                 box["error"] = exc
 
-        thread = threading.Thread(target=target, name="ragbench-loop")
+        # in the caller's context, as run_until_complete in its thread would: a context
+        # variable the test set (a tracing span) reaches the component
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(target,),
+                                  name="ragbench-loop")
         thread.start()
         try:
             thread.join()
