@@ -135,6 +135,23 @@ def test_stand_ins_need_no_library(monkeypatch: pytest.MonkeyPatch) -> None:
         build("llamaindex", {"object": "ducks:Document"})
 
 
+def test_an_application_raising_without_a_message_is_named_by_its_type_alone(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A chain factory (or the module holding it) raising an exception that says nothing
+    (``raise ValueError()``, a bare ``assert``) read "calling 'app:make' raised ValueError: ",
+    a colon followed by nothing, as the other components' errors no longer do."""
+    load_app(monkeypatch, "silent_app", "def make():\n    raise ValueError()\n")
+    for type_name in ("langchain", "llamaindex"):
+        with pytest.raises(ComponentError) as info:
+            build(type_name, {"object": "silent_app:make"})
+        assert str(info.value).endswith("calling 'silent_app:make' raised ValueError")
+    (tmp_path / "asserting_app.py").write_text("assert False\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(ComponentError) as info:
+        check("langchain", {"object": "asserting_app:chain"})
+    assert str(info.value).endswith("importing 'asserting_app' raised AssertionError")
+
+
 # -- LangChain ---------------------------------------------------------------------------------
 
 LC_ANSWER = "Use a fine grind."

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..datasets import Query
-from ..errors import ComponentError
+from ..errors import ComponentError, exception_text
 from ..registry import BuildContext
 from .contract import (
     Context,
@@ -135,7 +135,7 @@ def _attribute(spec: str, where: str, lib: _Library) -> Any:
                              f"{exc}") from None
     except Exception as exc:
         raise ComponentError(f"{where}: importing {module_name!r} raised "
-                             f"{type(exc).__name__}: {exc}") from None
+                             f"{exception_text(exc)}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -176,8 +176,8 @@ def _instantiate(obj: Any, spec: str, where: str) -> Any:
     try:
         made = obj()
     except Exception as exc:
-        raise ComponentError(f"{where}: calling {spec!r} raised {type(exc).__name__}: "
-                             f"{exc}") from None
+        raise ComponentError(f"{where}: calling {spec!r} raised "
+                             f"{exception_text(exc)}") from None
     if inspect.isawaitable(made):
         close = getattr(made, "close", None)
         if callable(close):
