@@ -900,3 +900,24 @@ def test_what_a_cap_paid_before_the_run_counts_once_with_its_estimates() -> None
                        "estimated": 2})
     assert h.replies[("w", bad)]["error"] == "invalid"
     assert h.core.totals()["costs"]["c"]["estimated"] == 2
+
+
+def test_a_process_that_has_not_read_the_reused_cases_yet_lowers_no_cap() -> None:
+    """A worker whose pipeline was built before it read the resumed cases declares the cap
+    with nothing paid before; declared after another worker's figures, it took them back
+    out of the run's spend, and a request the cap should refuse went out meanwhile."""
+    h = Harness()
+    h.declare(concurrency=1)
+    h.send("gw0", {"op": "declare_cost", "key": "c", "max_cost": 1.0, "spent": 0.9,
+                   "charges": 3, "estimated": 1})
+    h.send("gw1", {"op": "declare_cost", "key": "c", "max_cost": 1.0})  # not read yet
+    cost = h.core.totals()["costs"]["c"]
+    assert (cost["spent"], cost["charges"], cost["estimated"]) == (0.9, 3, 1)
+    h.release(h.acquire(cost_key="c"), usd=0.1)
+    refused = h.acquire(cost_key="c")
+    assert h.replies[("w", refused)]["error"] == "budget"
+    # then it reads them: the same figures, still counted once
+    h.send("gw1", {"op": "declare_cost", "key": "c", "max_cost": 1.0, "spent": 0.9,
+                   "charges": 3, "estimated": 1})
+    cost = h.core.totals()["costs"]["c"]
+    assert (cost["spent"], cost["charges"], cost["estimated"]) == (1.0, 4, 1)

@@ -287,7 +287,7 @@ class BudgetCore:
           estimated]}``: idempotent; a conflicting redeclaration is an error (every worker
           reads the same suites). ``spent`` is what the cap paid for before this run (the
           cases a resumed run reuses), in ``charges`` requests of which ``estimated`` were
-          priced from estimated token counts: the last one declared counts, once.
+          priced from estimated token counts: the largest declared counts, once.
         - ``acquire {id, key, tokens, cost_key[, hold]}``: answered ``{id, ok}`` once
           granted; the lease is named by ``id``. ``hold``: how long the request may run (its
           attempt timeout): if its owner leaves the run (a crashed worker), its slot stays
@@ -465,13 +465,18 @@ class BudgetCore:
         elif cost.max_cost != max_cost:
             raise ValueError(f"cost key {key!r} was declared with max_cost "
                              f"{cost.max_cost} and now with {max_cost}")
-        # every process declares the same figures, once known: they count once
-        cost.spent += spent - cost.before
-        cost.before = spent
-        cost.charges += charges - cost.charges_before
-        cost.charges_before = charges
-        cost.estimated += estimated - cost.estimated_before
-        cost.estimated_before = estimated
+        # Every process declares the same figures once it knows them, counted once; one
+        # that does not yet (its pipeline built before it read the reused cases) declares
+        # none, which must not take another's back out of the run's spend meanwhile.
+        if spent > cost.before:
+            cost.spent += spent - cost.before
+            cost.before = spent
+        if charges > cost.charges_before:
+            cost.charges += charges - cost.charges_before
+            cost.charges_before = charges
+        if estimated > cost.estimated_before:
+            cost.estimated += estimated - cost.estimated_before
+            cost.estimated_before = estimated
 
     # -- cost ------------------------------------------------------------
 
