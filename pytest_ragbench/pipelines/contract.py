@@ -304,8 +304,8 @@ def _usage(value: Any) -> Usage | None:
                               integer=True)  # type: ignore[assignment]
     if data and not {"cost", *(k for pair in _USAGE_KEYS for k in pair)} & set(data):
         keys = ", ".join(map(str, list(data)[:8]))
-        raise OutputError(f"usage has none of prompt_tokens, completion_tokens, cost (its "
-                          f"keys: {keys})")
+        raise OutputError(f"usage has none of prompt_tokens (or input_tokens), "
+                          f"completion_tokens (or output_tokens), cost (its keys: {keys})")
     return Usage(prompt_tokens=counts["prompt_tokens"],
                  completion_tokens=counts["completion_tokens"], cost=cost)
 
