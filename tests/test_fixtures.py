@@ -595,3 +595,39 @@ def test_an_async_tests_context_reaches_the_retriever_as_a_sync_tests_does(proje
     """)
     project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
         passed=2)
+
+
+def test_a_tests_context_reaches_a_retriever_bounded_by_its_case_timeout(project):
+    """A synchronous retriever with a ``case_timeout`` runs in a thread of its own (a call
+    that cannot be interrupted is left behind past its limit): it ran with an empty context,
+    so a context variable the test set (a tracing span) reached it only without the limit."""
+    project.makepyfile(sync_parts="""
+        import contextvars
+
+        DOC = contextvars.ContextVar("doc", default="d2")
+
+        class Traced:
+            def index(self, corpus):
+                pass
+
+            def retrieve(self, query, k):
+                return [(DOC.get(), 1.0)]
+    """)
+    (project.path / "suites" / "bounded.yaml").write_text(textwrap.dedent("""\
+        name: bounded
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          traced: {type: "sync_parts:Traced", case_timeout: 30}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    _test_file(project, """
+        import pytest
+        from sync_parts import DOC
+
+        @pytest.mark.ragbench_suite("suites/bounded.yaml", retriever="traced")
+        def test_sync(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+    """)
+    project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
+        passed=1)

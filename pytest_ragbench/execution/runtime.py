@@ -595,7 +595,10 @@ class SuiteRuntime:
             finally:
                 done.set()
 
-        threading.Thread(target=target, name=f"ragbench-{what}", daemon=True).start()
+        # in the caller's context, as a call without the limit runs (a tracing span the
+        # test or a fixture set reaches the component)
+        threading.Thread(target=contextvars.copy_context().run, args=(target,),
+                         name=f"ragbench-{what}", daemon=True).start()
         if not self._clock.wait(done, limit):
             raise timed_out()
         if "error" in box:
