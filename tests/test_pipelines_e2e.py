@@ -407,6 +407,19 @@ def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
         "q1", "q2", "q3", "q4", "q5"]
 
 
+def _counted_judged(base_url: str) -> str:
+    """A suite of the ``Counted`` app (it logs each query it is asked) judged for
+    faithfulness by the endpoint at ``base_url``, without a cache."""
+    return f"""
+        name: app
+        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+        pipelines: {{sys: {{type: "counted:Counted"}}}}
+        metrics: [faithfulness]
+        judge: {{llm: {{base_url: {base_url}, model: m, retries: 0}}}}
+        cache: off
+    """
+
+
 def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
     """A case a conftest marks skip (or skipif with a true condition) was still answered by
     the user's application and judged ahead of its item: paid calls for a case that never
@@ -428,14 +441,7 @@ def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
                     item.add_marker(pytest.mark.skipif(False, reason="runs"))
     """))
     with FakeOpenAIServer(reply=judge_reply) as server:
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            pipelines: {{sys: {{type: "counted:Counted"}}}}
-            metrics: [faithfulness]
-            judge: {{llm: {{base_url: {server.base_url}, model: m, retries: 0}}}}
-            cache: off
-        """)
+        app(_counted_judged(server.base_url))
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
         result.assert_outcomes(passed=3, skipped=2)
         assert server.count("/v1/chat/completions") == 3
@@ -459,14 +465,7 @@ def test_a_case_a_conftest_marks_xfail_not_run_is_not_asked_or_judged_ahead(pyte
                     item.add_marker(pytest.mark.xfail(run=False, reason="known"))
     """))
     with FakeOpenAIServer(reply=judge_reply) as server:
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            pipelines: {{sys: {{type: "counted:Counted"}}}}
-            metrics: [faithfulness]
-            judge: {{llm: {{base_url: {server.base_url}, model: m, retries: 0}}}}
-            cache: off
-        """)
+        app(_counted_judged(server.base_url))
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
         result.assert_outcomes(passed=4, xfailed=1)
         result.stdout.fnmatch_lines(["llm pool m at *: 4 requests,*"])

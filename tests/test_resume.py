@@ -233,11 +233,16 @@ def pytest_configure(config):
 """
 
 
-def test_workers_on_another_host_skip_a_run_still_going_on_the_controllers(
-        pytester, logged, tmp_path_factory, monkeypatch):
-    # A run is 'still going' when its process is alive on this host: a worker on another
-    # host (sharing the runs folder) took the newer run still going on the controller's host
-    # for a stopped one and resumed from it, where the controller, and -n 0, skip it
+@pytest.mark.parametrize("workers", ["gateway", "plain"])
+def test_workers_take_the_controllers_word_on_which_runs_are_still_going(
+        pytester, logged, tmp_path_factory, monkeypatch, workers):
+    """A run is 'still going' when its process is alive on its host; here the workers see
+    another host's name, so to them the newer run still going on the controller's host looks
+    stopped. ``gateway``: workers in another folder (another host sharing the runs folder)
+    resumed from it, where the controller, and -n 0, skip it. ``plain``: with plain -n each
+    worker checked for itself, so a run in another terminal finishing between the
+    controller's start and a worker's collection made that worker resume from it and the
+    others from the run before. Every worker now takes the controller's view."""
     from pytest_ragbench.results.runfolder import _process_start
 
     pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
@@ -250,48 +255,15 @@ def test_workers_on_another_host_skip_a_run_still_going_on_the_controllers(
     assert going != first
     monkeypatch.delenv("STOP_AFTER")
     (going / "summary.json").unlink()
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:  # its process, alive on this host
-        doc = json.loads((going / "run.json").read_text())
-        doc["process"].update(pid=alive.pid, start=_process_start(alive.pid))
-        (going / "run.json").write_text(json.dumps(doc))
-        monkeypatch.setenv("WORKER_HOST", "another-host")
-        gw = tmp_path_factory.mktemp("gateway")
-        result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}",
-                                    "-d", "-p", "no:cacheprovider")
-    finally:
-        alive.kill()
-        alive.wait()
-    result.assert_outcomes(passed=9, failed=1)
-    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
-
-
-def test_workers_in_the_controllers_folder_take_its_word_on_which_runs_are_still_going(
-        pytester, logged, monkeypatch):
-    # With plain -n each worker checked for itself whether the newest run of the suites was
-    # still going: a run in another terminal finishing between the controller's start and a
-    # worker's collection (here: a worker whose check says another host's process) made
-    # that worker resume from it, and the others from the run before. Every worker now
-    # takes the controller's view, as a worker in another folder or on another host does
-    from pytest_ragbench.results.runfolder import _process_start
-
-    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
-                                                                              failed=1)
-    first = latest_run(pytester.path)
-    pytester.makeconftest(OTHER_HOST + WORKERS_ON_ANOTHER_HOST)
-    monkeypatch.setenv("STOP_AFTER", "q1")
-    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=1)
-    going = latest_run(pytester.path)
-    assert going != first
-    monkeypatch.delenv("STOP_AFTER")
-    (going / "summary.json").unlink()
+    args = ([f"--tx=popen//chdir={tmp_path_factory.mktemp('gateway')}", "-d"]
+            if workers == "gateway" else ["-n", "2"])
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:  # its process, alive on this host: going, as the controller sees it
         doc = json.loads((going / "run.json").read_text())
         doc["process"].update(pid=alive.pid, start=_process_start(alive.pid))
         (going / "run.json").write_text(json.dumps(doc))
         monkeypatch.setenv("WORKER_HOST", "another-host")
-        result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "2", "-p",
+        result = pytester.runpytest(SUITE, "--ragbench-resume", *args, "-p",
                                     "no:cacheprovider")
     finally:
         alive.kill()
