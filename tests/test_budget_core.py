@@ -156,6 +156,19 @@ def test_token_window_settles_estimates_and_admits_the_next_waiter() -> None:
     assert h.grant_times == [0.0, 0.0]
 
 
+def test_token_window_fills_to_tpm_and_a_waiter_waits_only_for_the_entries_it_needs() -> None:
+    h = Harness()
+    h.declare(tpm=1000, period=60.0, margin=0.0)
+    a = h.acquire(tokens=500)
+    h.advance(10.0)
+    b = h.acquire(tokens=500)  # 1000 of tpm 1000: within the limit, not over it
+    h.advance(10.0)
+    c = h.acquire(tokens=500)  # fits once a's 500 leave the window; b's may stay
+    h.advance(100.0)
+    assert all(h.granted(i) for i in (a, b, c))
+    assert h.grant_times == [0.0, 10.0, 60.0]
+
+
 def test_retry_after_pauses_the_whole_pool() -> None:
     h = Harness()
     h.declare(concurrency=4)
@@ -168,6 +181,52 @@ def test_retry_after_pauses_the_whole_pool() -> None:
     h.advance(0.1)
     assert h.granted(b)
     assert h.pool()["throttled"] == 1
+
+
+def test_a_request_larger_than_tpm_waits_for_an_empty_window_and_is_then_admitted() -> None:
+    h = Harness()
+    h.declare(tpm=100, period=60.0, margin=0.0)
+    a = h.acquire(tokens=60)
+    big = h.acquire(tokens=500)  # more than a whole window: it counts as the whole window
+    assert h.granted(a) and not h.granted(big)
+    h.advance(100.0)
+    assert h.grant_times == [0.0, 60.0]
+
+
+def test_a_retry_after_is_capped_at_max_pause() -> None:
+    h = Harness()
+    h.declare(concurrency=4, max_pause=30.0)
+    h.release(h.acquire(), outcome="throttled", retry_after=3600.0)
+    b = h.acquire()
+    h.advance(29.9)
+    assert not h.granted(b)
+    h.advance(0.1)
+    assert h.granted(b)
+
+
+def test_a_shorter_retry_after_does_not_cut_a_longer_pause_short() -> None:
+    h = Harness()
+    h.declare(concurrency=4)
+    a, b = h.acquire(), h.acquire()
+    h.release(a, outcome="throttled", retry_after=5.0)
+    h.release(b, outcome="throttled", retry_after=1.0)  # a reply of the same burst
+    c = h.acquire()
+    h.advance(4.9)
+    assert not h.granted(c)
+    h.advance(0.1)
+    assert h.granted(c)
+
+
+def test_adaptive_backs_off_on_a_retry_after_whatever_the_status() -> None:
+    # README: it backs off on 429s, timeouts and Retry-After (a 503 saying when to come back)
+    h = Harness()
+    h.declare(adaptive=Adaptive(max=8, start=4, decrease=0.5))
+    h.release(h.acquire(), outcome="error", retry_after=1.0)
+    assert h.pool()["adaptive"]["level"] == 2
+    assert h.pool()["adaptive"]["decreases"] == 1
+    h.advance(1.0)
+    h.release(h.acquire(), outcome="error")  # an error that says nothing of the load
+    assert h.pool()["adaptive"]["level"] == 2
 
 
 def test_adaptive_grows_on_saturated_success_and_cuts_once_per_generation() -> None:
@@ -830,6 +889,21 @@ def test_consecutive_faults_of_every_process_open_the_runs_breaker() -> None:
     assert h.pool()["trips"] == 1
     (line,) = budget_lines(budget_report(h.core.totals()))
     assert "5 failed (an HTTP error or no answer), circuit breaker opened 1 time" in line
+
+
+def test_a_call_cut_at_its_time_limit_does_not_reset_the_runs_breaker() -> None:
+    # a case_timeout cancelling a call says nothing of the endpoint: the failures around it
+    # are still consecutive
+    h = Harness()
+    h.declare(concurrency=4)
+    fault = [3, 10.0, "HTTP 503"]
+    h.release(h.acquire("gw0"), "gw0", outcome="error", fault=fault)
+    h.release(h.acquire("gw1"), "gw1", outcome="error", fault=fault)
+    h.release(h.acquire("gw0"), "gw0", outcome="timeout")
+    h.release(h.acquire("gw1"), "gw1", outcome="error", fault=fault)
+    refused = h.acquire("gw0")
+    assert h.replies[("gw0", refused)]["error"] == "circuit"
+    assert h.pool()["trips"] == 1
 
 
 def test_the_runs_breaker_lets_one_probe_through_and_opens_again_if_it_fails() -> None:
