@@ -423,3 +423,39 @@ def test_a_roundoff_difference_is_no_significant_drop(test):
     worse = _doc({f"q{i:02d}": (0.6 if i % 3 == 0 else 0.5) for i in range(30)},
                  gates=[f"ndcg@10: no significant drop using {test}"])
     assert not compare_docs(base, worse)["passed"]
+
+
+def test_a_significance_gate_is_corrected_only_over_the_metrics_gated_for_significance():
+    """Holm runs over the gated metrics alone: the suite's other metrics (here mrr@10) would
+    weaken the gate's test the more metrics a suite lists."""
+    def doc(scores: dict[str, float], **kw) -> dict:
+        d = _doc(scores, **kw)
+        r = d["suites"]["s.yaml"]["retrievers"]["r"]
+        r["metrics"]["mrr@10"] = {"mean": 0.5, "direction": "higher",
+                                  "scores": dict.fromkeys(scores, 0.5)}
+        return d
+
+    base = doc({f"q{i:02d}": 0.5 for i in range(30)})
+    cur = doc({f"q{i:02d}": 0.5 - (0.05 if i < 6 else 0.0) for i in range(30)},
+              gates=["ndcg@10: no significant drop"])
+    out = compare_docs(base, cur)
+    rows = {r["metric"]: r for r in out["rows"]}
+    assert rows["ndcg@10"]["p_value"] < 0.05
+    assert rows["ndcg@10"]["p_holm"] == rows["ndcg@10"]["p_value"]  # a family of one
+    (gate,) = out["gates"]
+    assert gate["p_holm"] == rows["ndcg@10"]["p_value"] and not gate["passed"]
+
+
+def test_a_suite_that_ran_whole_in_a_partial_run_is_judged_as_whole():
+    # a -k that left out another suite's cases: this suite's gates carry no coverage and a
+    # scope of it that matches no query still fails (a misspelled value passes nothing)
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    cur = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    cur["suites"]["s.yaml"].update(n_cases_run=20, n_cases_total=20)
+    cur["run"].update(partial=True, n_cases=25, n_cases_total=40)
+    out = compare_docs(base, cur, Overrides(gates=("difficulty=hrad: ndcg@10 >= 0.1",
+                                                   "ndcg@10: drop <= 0.01")))
+    assert "partial" not in out["suites"][0]
+    scoped, drop = out["gates"]
+    assert not scoped["passed"] and not scoped.get("skipped")
+    assert drop["passed"] and "coverage" not in drop and "coverage" not in scoped

@@ -227,3 +227,31 @@ def test_a_mean_equal_to_the_bound_meets_it_in_any_order(values: list[float]) ->
     # a time in milliseconds keeps the same relative allowance, and a real miss still fails
     assert Gate("latency_ms", "<=", 250.0).passes(sum([250.1, 249.9]) / 2)
     assert not Gate("precision@10", ">=", 0.2).passes(0.2 - 1e-9)
+
+
+def test_a_ceiling_gates_margin_is_positive_on_its_passing_side() -> None:
+    # the outputs print it signed: '+0.0050' for an error rate of 0.005 under 0.01
+    assert Gate("error_rate", "<=", 0.01).margin(0.005) == pytest.approx(0.005)
+    assert Gate("error_rate", "<=", 0.01).margin(0.02) == pytest.approx(-0.01)
+    assert Gate("latency_ms", "<", 250.0).margin(300.0) == pytest.approx(-50.0)
+
+
+def test_a_strict_drop_gate_fails_a_drop_equal_to_its_limit() -> None:
+    assert DropGate("ndcg@10", 0.02).passes(0.02, 0.6)
+    assert not DropGate("ndcg@10", 0.02, op="<").passes(0.02, 0.6)
+    assert DropGate("ndcg@10", 0.02, op="<").passes(0.019, 0.6)
+    assert not DropGate("ndcg@10", 5.0, relative=True, op="<").passes(0.03, 0.6)
+
+
+@pytest.mark.parametrize("expr", ["difficulty=hrad: recall@10 >= 0.5",
+                                  "difficulty=hrad: error_rate <= 0.1"])
+def test_a_scope_matching_no_query_fails_its_gate_unless_the_run_is_partial(expr: str) -> None:
+    # a misspelled scope value must pass nothing; only a -k run may have left the scope out
+    meta = {"q1": {"difficulty": "easy", "tags": []}}
+    args = dict(suite="s", retriever="r", mean=1.0, error_rate=0.0, cases={"q1": (1.0, False)},
+                meta=meta, error_counts={"q1": (0, 1)})
+    whole = evaluate_threshold(parse_gate_expression(expr), **args)
+    assert not whole["passed"] and not whole.get("skipped")
+    assert whole["note"] == "no query matches difficulty=hrad"
+    partial = evaluate_threshold(parse_gate_expression(expr), partial=True, **args)
+    assert partial["passed"] and partial["skipped"]

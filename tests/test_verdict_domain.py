@@ -73,6 +73,14 @@ def test_coverage_counts_cases_against_collected_totals():
     assert Coverage(run={"a.yaml": 3}, interrupted=True).partial
 
 
+def test_coverage_never_says_fewer_cases_held_than_ran():
+    # a total counted short (cases a resumed run replays beside those collected) must not
+    # print "5 of 3 cases"
+    cov = Coverage(run={"a.yaml": 5, "b.yaml": 2}, total={"a.yaml": 3, "b.yaml": 4})
+    assert cov.suite("a.yaml") == (5, 5)
+    assert (cov.cases_run, cov.cases_total, cov.partial) == (7, 9, True)
+
+
 def test_old_summaries_get_a_verdict_from_what_they_hold():
     v = verdict_of({"passed": False, "gates": [], "run": {"n_records": 4}})
     assert v["passed"] is False and v["headline"] == "FAILED"
