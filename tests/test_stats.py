@@ -457,3 +457,23 @@ def test_randomised_sign_flip_is_scipys_to_the_last_bit(alternative: str) -> Non
                 vectorized=True, n_resamples=resamples, batch=_BLOCK_ELEMENTS // size // 1000,
                 alternative=alternative, **{_permutation_rng_kw(): theirs}).pvalue
             assert _p_sign_flip(d, alternative, resamples, ours) == float(expected)
+
+
+def test_permutation_is_exact_when_the_resamples_cover_every_sign_assignment() -> None:
+    # 4 pairs have 16 sign assignments: n_resamples=16 enumerates them all, as scipy does,
+    # and only the assignment observed is as extreme as it (one tail: 1/16, two: 2/16)
+    a = [0.0, 0.0, 0.0, 0.0]
+    b = [0.1, 0.2, 0.3, 0.4]
+    r = paired_compare(a, b, test="permutation", n_resamples=16)
+    assert r.p_value == pytest.approx(2 / 16)
+    assert paired_compare(a, b, test="permutation", alternative="greater",
+                          n_resamples=16).p_value == pytest.approx(1 / 16)
+
+
+def test_bootstrap_counts_a_resample_equal_to_delta_in_both_tails() -> None:
+    # scores in quarters: many resample means lie exactly at 2 * delta, i.e. a recentred
+    # mean exactly at delta, which is "at least as extreme" in either direction
+    a, b = [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]
+    less = paired_compare(a, b, test="bootstrap", alternative="less", n_resamples=2000)
+    greater = paired_compare(a, b, test="bootstrap", alternative="greater", n_resamples=2000)
+    assert less.p_value + greater.p_value > 1.1
