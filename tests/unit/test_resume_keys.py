@@ -213,6 +213,19 @@ def test_an_earlier_run_reuses_finished_matching_records_only(tmp_path: Path):
     assert keys.change("a", reuse["q1"][0]["case_key"]) == "case key changed"
 
 
+def test_a_finished_record_is_reused_whichever_comes_last_and_no_unknown_status_is(
+        tmp_path: Path):
+    # an error record of a case written after its finished one must not make it run (and
+    # be paid for) again; a record of a status this version does not know is not a result
+    unknown = {**_rec("q3"), "status": None}
+    run = EarlierRun.load(_write_run(tmp_path, "r1", [
+        _rec("q1"), _rec("q1", "error"), _rec("q2", "skipped"), unknown]))
+    (reused, why) = run.reusable(_keys(), "a", "q1", 0)
+    assert why is None and reused is not None and reused["status"] == "ok"
+    assert run.reusable(_keys(), "a", "q2", 0)[0] is None
+    assert run.reusable(_keys(), "a", "q3", 0)[0] is None
+
+
 def test_saving_run_files_reuses_a_record_only_when_it_holds_the_top_k(tmp_path: Path):
     def ranked(case_id: str, n: int, depth: int | None, system: str = "a") -> dict:
         rec = _rec(case_id)
