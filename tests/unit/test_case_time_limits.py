@@ -242,6 +242,34 @@ def test_a_retrieval_past_its_limit_is_one_call_and_one_error(runtime_of, releas
     assert again["status"] == "ok" and calls.of(SLOW_CASE) == 2, again.get("error")
 
 
+class BatchingRetriever(SlowRetriever):
+    """Also answers many queries in one call, which one case's limit could not bound."""
+
+    def __init__(self, calls: Calls, mode: str, release: Release) -> None:
+        super().__init__(calls, mode, release)
+        self.batches = 0
+
+    def retrieve_many(self, texts: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+        self.batches += 1
+        return [self._hits(t) for t in texts]
+
+
+def test_a_time_limited_retriever_is_never_asked_for_a_batch(runtime_of, release) -> None:
+    calls = Calls()
+    made: list[BatchingRetriever] = []
+
+    def factory() -> BatchingRetriever:
+        made.append(BatchingRetriever(calls, "sync", release))
+        return made[-1]
+
+    runtime = runtime_of(RETRIEVER_SUITE, "retriever", "slow", factory)
+    slow, by_id = _run_all(lambda cid, rest: runtime.run_case(
+        "slow", cid, upcoming=lambda: rest, upcoming_runs=lambda: [(c, 0) for c in rest]))
+    assert slow["error"]["type"] == "TimeoutError"
+    assert all(r["status"] == "ok" for r in by_id.values())
+    assert [r.batches for r in made] == [0]
+
+
 class QueuedRetriever(SlowRetriever):
     """Async; on the slow query its embedder waits for one of the run's slots (held by other
     workers' requests) half as long again as the limit, then answers at once."""
