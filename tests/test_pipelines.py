@@ -151,6 +151,8 @@ def test_an_empty_contexts_list_is_told_from_no_contexts() -> None:
      "usage.prompt_tokens must be >= 0, got -1000"),
     (PipelineOutput("a", usage=Usage(cost=-0.5)), "usage.cost must be >= 0, got -0.5"),
     (PipelineOutput("a", latency_ms=float("nan")), "latency_ms must be a finite number"),
+    # a clock that went backwards (or a sign slip) would lower the run's mean latency
+    ({"answer": "a", "latency_ms": -5.0}, "latency_ms must be >= 0, got -5.0"),
     (PipelineOutput("a", (Context(text="t", score=float("nan")),)),
      "contexts[0].score must be a finite number"),
     (PipelineOutput("a", (Context(),)), "contexts[0] has neither an 'id' nor a non-empty"),

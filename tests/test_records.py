@@ -20,6 +20,7 @@ from pytest_ragbench.records import (
     jsonable,
     make_record,
     record_key,
+    relevant_ranks,
 )
 
 KEYS = st.one_of(st.text(max_size=5), st.booleans(), st.none(), st.integers(),
@@ -108,3 +109,12 @@ def test_valid_strings_replaces_lone_surrogates_and_keeps_clean_data_as_it_is() 
                                     "b": {"c": "ok", "d": "\ufffd!"}}
     assert valid_text("\U0001f600 \ud83d") == "\U0001f600 \ufffd"
     json.dumps(valid_strings(dirty), ensure_ascii=False).encode("utf-8")
+
+
+def test_relevant_ranks_list_only_relevant_documents_first_by_rank_then_missed_by_grade():
+    # a grade of 0 is judged non-relevant; a document listed twice keeps its first rank;
+    # the missed ones come as ``missed`` lists them: highest grade first, then by id
+    grades = {"d1": 1, "d2": 0, "d3": 2, "a9": 1, "z1": 3, "b2": 1}
+    ranks = relevant_ranks(["d2", "d3", "d3", "d1"], grades)
+    assert list(ranks.items()) == [("d3", 2), ("d1", 4), ("z1", None), ("a9", None),
+                                   ("b2", None)]
