@@ -529,3 +529,18 @@ def test_prefetched_answers_are_retrieved_in_one_batch(tmp_path: Path) -> None:
         assert all("answer" in pipeline.result(key) for key in keys)
     finally:
         runtime.close()
+
+
+def test_a_per_query_threshold_scoped_to_another_retriever_does_not_judge_this_ones_cases(
+        make_runtime, suite_path: Path) -> None:
+    two = SUITE.replace("  fake: {}\n", "  fake: {}\n  other: {type: fake}\n")
+    suite_path.write_text(two.replace("thresholds: {recall@2: 0.5}",
+                                      'thresholds: {"retriever=other: recall@2": 0.9, '
+                                      '"retriever=fake: mrr@3": 0.3}'), encoding="utf-8")
+    runtime = make_runtime(PlainRetriever)
+    rec = runtime.run_case("fake", "q2")  # recall@2 0 would fail the other's bound
+    assert [(t["metric"], t["passed"]) for t in rec["thresholds"]] == [("mrr@3", True)]
+    assert rec["status"] == "ok"
+    other = runtime.run_case("other", "q2")
+    assert [(t["metric"], t["passed"]) for t in other["thresholds"]] == [("recall@2", False)]
+    assert other["status"] == "failed"
