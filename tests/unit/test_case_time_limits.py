@@ -356,3 +356,44 @@ def test_a_rerun_retrieves_afresh_while_other_runs_wait(runtime_of, release) -> 
     assert again["status"] == "ok", again.get("error")
     # run 1 keeps the error its own look-ahead met
     assert runtime.run_case("slow", SLOW_CASE, 1)["error"]["type"] == "TimeoutError"
+
+
+class SteppedClock(StallClock):
+    """StallClock whose monotonic seconds the test moves on by hand."""
+
+    def __init__(self, release: Release) -> None:
+        super().__init__(release)
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class BlockThenAwait(SlowRetriever):
+    """On the slow query its synchronous part takes most of the limit, then it hands back an
+    awaitable that needs half the limit more."""
+
+    clock: SteppedClock
+
+    def retrieve(self, text: str, k: int) -> Any:
+        self.calls.add(text)
+        if not text.startswith("slow"):
+            return self._hits(text)
+        self.clock.now += 0.75 * LIMIT
+
+        async def rest() -> list[tuple[str, float]]:
+            await asyncio.sleep(0.5 * LIMIT)
+            return self._hits(text)
+
+        return rest()
+
+
+def test_an_awaitable_handed_back_late_gets_only_what_is_left_of_the_limit(
+        runtime_of, release) -> None:
+    clock = SteppedClock(release)
+    retriever = BlockThenAwait(Calls(), "sync", release)
+    retriever.clock = clock
+    runtime = runtime_of(RETRIEVER_SUITE, "retriever", "slow", lambda: retriever, clock=clock)
+    rec = runtime.run_case("slow", SLOW_CASE)
+    assert rec["status"] == "error" and rec["error"]["type"] == "TimeoutError", rec["error"]
+    assert runtime.run_case("slow", "q1")["status"] == "ok"
