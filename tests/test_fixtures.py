@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import textwrap
 import time
 
@@ -546,8 +547,14 @@ def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(
         async def test_retrieve(ragbench_case, ragbench_retriever):
             ragbench_retriever.retrieve(ragbench_case)
     """)
+    # Ctrl-C as at a terminal's foreground: a shell's background job (`cmd &`, some CI
+    # runners) starts with SIGINT ignored, and then no SIGINT interrupts anything
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
-    result = project.runpytest("test_hand.py", "-p", "no:randomly", no_reraise_ctrlc=True)
+    try:
+        result = project.runpytest("test_hand.py", "-p", "no:randomly", no_reraise_ctrlc=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 20  # the retrieval was cancelled, not waited out
     output = result.stdout.str() + result.stderr.str()
     assert "running event loop" not in output
