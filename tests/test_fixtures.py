@@ -562,11 +562,13 @@ def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(
     result.stdout.fnmatch_lines(["collected 5 items", "*KeyboardInterrupt*"])
 
 
-def test_an_async_tests_context_reaches_the_retriever_as_a_sync_tests_does(project):
-    """A context variable the test set (a tracing span: LangSmith's, OpenTelemetry's) was
-    seen by an async retriever called from a sync test, but not from an async one: the
-    runtime's loop ran in a thread of its own, with a context of its own."""
-    project.makepyfile(async_parts="""
+def test_a_tests_context_reaches_the_retriever_whatever_runs_it(project):
+    """A context variable the test set (a tracing span: LangSmith's, OpenTelemetry's) reaches
+    the retriever as a plain call does. ``traced`` (async): seen from a sync test but not
+    from an async one, the runtime's loop running in a thread of its own with a context of
+    its own. ``bounded`` (sync, with a ``case_timeout``): it runs in a thread of its own (a
+    call that cannot be interrupted is left behind past its limit), with an empty context."""
+    project.makepyfile(traced_parts="""
         import contextvars
 
         DOC = contextvars.ContextVar("doc", default="d2")
@@ -577,64 +579,38 @@ def test_an_async_tests_context_reaches_the_retriever_as_a_sync_tests_does(proje
 
             async def retrieve(self, query, k):
                 return [(DOC.get(), 1.0)]
+
+        class Bounded(Traced):
+            def retrieve(self, query, k):
+                return [(DOC.get(), 1.0)]
     """)
-    (project.path / "suites" / "async.yaml").write_text(textwrap.dedent("""\
-        name: async
+    (project.path / "suites" / "traced.yaml").write_text(textwrap.dedent("""\
+        name: traced
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers:
-          traced: {type: "async_parts:Traced"}
+          traced: {type: "traced_parts:Traced"}
+          bounded: {type: "traced_parts:Bounded", case_timeout: 30}
         metrics: [recall@10]
     """), encoding="utf-8")
     _test_file(project, """
         import pytest
-        from async_parts import DOC
+        from traced_parts import DOC
 
-        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="traced")
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
         def test_sync(ragbench_case, ragbench_retriever):
             DOC.set("d1")
             assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
 
         @pytest.mark.asyncio
-        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="traced")
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
         async def test_async(ragbench_case, ragbench_retriever):
             DOC.set("d1")
             assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
-    """)
-    project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
-        passed=2)
 
-
-def test_a_tests_context_reaches_a_retriever_bounded_by_its_case_timeout(project):
-    """A synchronous retriever with a ``case_timeout`` runs in a thread of its own (a call
-    that cannot be interrupted is left behind past its limit): it ran with an empty context,
-    so a context variable the test set (a tracing span) reached it only without the limit."""
-    project.makepyfile(sync_parts="""
-        import contextvars
-
-        DOC = contextvars.ContextVar("doc", default="d2")
-
-        class Traced:
-            def index(self, corpus):
-                pass
-
-            def retrieve(self, query, k):
-                return [(DOC.get(), 1.0)]
-    """)
-    (project.path / "suites" / "bounded.yaml").write_text(textwrap.dedent("""\
-        name: bounded
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers:
-          traced: {type: "sync_parts:Traced", case_timeout: 30}
-        metrics: [recall@10]
-    """), encoding="utf-8")
-    _test_file(project, """
-        import pytest
-        from sync_parts import DOC
-
-        @pytest.mark.ragbench_suite("suites/bounded.yaml", retriever="traced")
-        def test_sync(ragbench_case, ragbench_retriever):
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="bounded")
+        def test_bounded(ragbench_case, ragbench_retriever):
             DOC.set("d1")
             assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
     """)
     project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
-        passed=1)
+        passed=3)

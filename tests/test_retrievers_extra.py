@@ -497,6 +497,17 @@ def test_http_contract_and_env_headers(server, monkeypatch) -> None:
     asyncio.run(r.aclose())
 
 
+def _retrieve_once(r: HTTPRetriever, query: str, k: int) -> list[tuple[str, float]]:
+    """``r.retrieve(query, k)`` on a loop of its own, then the retriever closed."""
+    async def go() -> list[tuple[str, float]]:
+        try:
+            return await r.retrieve(query, k)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(go())
+
+
 def test_http_retries_server_errors_with_backoff(server) -> None:
     def flaky(body: dict[str, Any], headers: dict[str, str], n: int) -> Reply:
         if n <= 2:
@@ -506,13 +517,7 @@ def test_http_retries_server_errors_with_backoff(server) -> None:
     srv = server(flaky)
     r = HTTPRetriever(url=srv.url, retries=3, backoff=0.01)
 
-    async def go() -> list[tuple[str, float]]:
-        try:
-            return await r.retrieve("cold brew", 3)
-        finally:
-            await r.aclose()
-
-    assert asyncio.run(go())[0] == ("d2", 2.0)
+    assert _retrieve_once(r, "cold brew", 3)[0] == ("d2", 2.0)
     assert len(srv.requests) == 3
     assert srv.requests[0][0]["query_id"] is None
 
@@ -538,13 +543,7 @@ def test_http_retries_408_and_waits_what_retry_after_says(server) -> None:
 
     r._sleep = sleep
 
-    async def go() -> list[tuple[str, float]]:
-        try:
-            return await r.retrieve("cold brew", 3)
-        finally:
-            await r.aclose()
-
-    assert asyncio.run(go())[0] == ("d2", 2.0)
+    assert _retrieve_once(r, "cold brew", 3)[0] == ("d2", 2.0)
     assert len(srv.requests) == 4
     # backoff (jittered) after the 408, then the server's word, capped by max_backoff
     assert len(waits) == 3 and 0.0 <= waits[0] <= 0.5 and waits[1:] == [7.0, 30.0]
