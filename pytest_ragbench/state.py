@@ -462,14 +462,8 @@ class RagbenchState:
         report (a plain attribute survives xdist's report serialisation)."""
         if not self.collected_sent and self.collected:
             self.collected_sent = True
-            setattr(report, COLLECTED_ATTR, dict(self.collected))
-            if any(self.query_meta.values()):
-                setattr(report, QUERY_META_ATTR, self.query_meta)
-            if self.query_texts:
-                setattr(report, QUERY_TEXTS_ATTR, self.query_texts)
-            specs = self._worker_specs()
-            if specs:
-                setattr(report, SPECS_ATTR, specs)
+            for key, value in self._process_data().items():
+                setattr(report, key, value)
 
     def send_unsent_collected(self) -> None:
         """In an xdist worker that reported no case, put the collection counts and query
@@ -480,14 +474,20 @@ class RagbenchState:
         if output is None or self.collected_sent or not self.collected:
             return
         self.collected_sent = True
-        output[COLLECTED_ATTR] = dict(self.collected)
+        output.update(self._process_data())
+
+    def _process_data(self) -> dict[str, Any]:
+        """What this process sends the controller once: the collection counts, the queries'
+        metadata and texts and, from an xdist worker, the suites' specs."""
+        data: dict[str, Any] = {COLLECTED_ATTR: dict(self.collected)}
         if any(self.query_meta.values()):
-            output[QUERY_META_ATTR] = self.query_meta
+            data[QUERY_META_ATTR] = self.query_meta
         if self.query_texts:
-            output[QUERY_TEXTS_ATTR] = self.query_texts
+            data[QUERY_TEXTS_ATTR] = self.query_texts
         specs = self._worker_specs()
         if specs:
-            output[SPECS_ATTR] = specs
+            data[SPECS_ATTR] = specs
+        return data
 
     def _worker_specs(self) -> dict[str, dict[str, Any]]:
         """In an xdist worker, the spec of each suite it collected (see SPECS_ATTR)."""
