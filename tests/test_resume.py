@@ -159,61 +159,76 @@ def pytest_runtest_teardown(item):
 """
 
 
-@pytest.mark.parametrize("host", ["missing", "stale"])
-def test_a_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
-        pytester, logged, tmp_path_factory, monkeypatch, host):
-    # The workers read the run to resume at the controller's path, on their own host: one
-    # without it took 'nothing to resume' and ran every case again, one with an older copy
-    # resumed from that copy
-    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
-                                                                              failed=1)
-    first = latest_run(pytester.path)
+def test_a_resume_whose_workers_cannot_read_the_run_or_an_older_run_of_its_chain_says_so(
+        pytester, logged, tmp_path_factory, monkeypatch):
+    """The workers read the run to resume at the controller's path, on their own host: one
+    without it (``missing``) took 'nothing to resume' and ran every case again, one with an
+    older copy (``stale``) resumed from that copy. They checked the newest run against the
+    controller's, not the older runs of its chain, whose records a resume stopped early never
+    replayed: one without the older run (or with an older copy) ran those cases again, and
+    said no more than fewer 'reused'. With --lf, the worker read the run while pytest's
+    last-failed plugin chose its cases, before the check: the error escaped as the worker's
+    internal error (a traceback) instead of the one collection error.
+
+    A refused resume runs no case and makes no run of its own: every refusal here is of the
+    one stopped run (then of the one stopped resume of it), which the next one sees as the
+    last did."""
     pytester.makeconftest(OTHER_HOST)
-    monkeypatch.setenv("OTHER_HOST", host)
-    gw = tmp_path_factory.mktemp("gateway")
-    before = _calls(pytester.path)
-    result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
-                                "-p", "no:cacheprovider")
-    result.assert_outcomes(errors=1)  # one collection error, no case
-    assert _calls(pytester.path) == before
-    what = ("its run folder is not on the host of this worker" if host == "missing"
-            else "the host of this worker (*) holds another copy of it (1 record, ")
+    # with the cache provider: --lf below reads its last failures
+    pytester.runpytest(SUITE, "-x").assert_outcomes(passed=3, failed=1)
+    first = latest_run(pytester.path)
+    what = {"missing": "its run folder is not on the host of this worker",
+            "stale": "the host of this worker (*) holds another copy of it (1 record, "}
+
+    # the run itself out of the workers' sight
+    for host in ("missing", "stale"):
+        monkeypatch.setenv("OTHER_HOST", host)
+        gw = tmp_path_factory.mktemp("gateway")
+        before = _calls(pytester.path)
+        result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}",
+                                    "-d", "-p", "no:cacheprovider")
+        result.assert_outcomes(errors=1)  # one collection error, no case
+        assert _calls(pytester.path) == before
+        result.stdout.fnmatch_lines([
+            f"ragbench: cannot resume from {first.name}: {what[host]}*"
+            f"a resume reads the run in {first} on every host*"])
+        assert latest_run(pytester.path) == first  # no run folder of its own
+
+    # and with --lf
+    monkeypatch.setenv("OTHER_HOST", "missing")
+    gw = pytester.mkdir("gateway")  # inside the project: its rootdir, and its last failures
+    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume", f"--tx=popen//chdir={gw}",
+                                "-d")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([
-        f"ragbench: cannot resume from {first.name}: {what}*"
-        f"a resume reads the run in {first} on every host*"])
-    assert latest_run(pytester.path) == first  # no run folder of its own
+        f"ragbench: cannot resume from {first.name}: its run folder is not on the host of "
+        "this worker*"])
+    assert latest_run(pytester.path) == first
 
-
-
-
-@pytest.mark.parametrize("host", ["missing", "stale"])
-def test_a_resume_of_a_resume_whose_workers_cannot_read_the_older_run_says_so(
-        pytester, logged, tmp_path_factory, monkeypatch, host):
-    # The workers checked the newest run against the controller's, not the older runs of its
-    # chain, whose records a resume stopped early never replayed: one without the older run
-    # (or with an older copy) ran those cases again, and said no more than fewer 'reused'
-    pytester.makeconftest(OTHER_HOST)
-    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
-                                                                              failed=1)
-    first = latest_run(pytester.path)
+    # a resume of it stopped after one case: its newest run holds that record alone
+    monkeypatch.delenv("OTHER_HOST")
     monkeypatch.setenv("STOP_AFTER", "q1")
     pytester.runpytest(SUITE, "--ragbench-resume", "-p", "no:cacheprovider").assert_outcomes(
         passed=1)
     second = latest_run(pytester.path)
     assert len(_records(second)) == 1 and len(_records(first)) == 4
     monkeypatch.delenv("STOP_AFTER")
+
+    # the older run of the chain out of the workers' sight
     monkeypatch.setenv("OLDER_RUN", first.name)
-    monkeypatch.setenv("OTHER_HOST", host)
-    gw = tmp_path_factory.mktemp("gateway")
-    result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
-                                "-p", "no:cacheprovider")
-    assert _calls(gw) == Counter(), result.stdout.str()  # the worker's retrievals
-    result.assert_outcomes(errors=1)  # one collection error, no case
-    what = ("its run folder is not on the host of this worker" if host == "missing"
-            else "the host of this worker (*) holds another copy of it (1 record, ")
-    result.stdout.fnmatch_lines([
-        f"ragbench: cannot resume from {second.name}: it resumed {first.name}, whose records "
-        f"it holds: {what}*a resume reads the run in {first} on every host*"])
+    for host in ("missing", "stale"):
+        monkeypatch.setenv("OTHER_HOST", host)
+        gw = tmp_path_factory.mktemp("gateway")
+        result = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}",
+                                    "-d", "-p", "no:cacheprovider")
+        assert _calls(gw) == Counter(), result.stdout.str()  # the worker's retrievals
+        result.assert_outcomes(errors=1)  # one collection error, no case
+        result.stdout.fnmatch_lines([
+            f"ragbench: cannot resume from {second.name}: it resumed {first.name}, whose "
+            f"records it holds: {what[host]}*a resume reads the run in {first} on every "
+            "host*"])
+        assert latest_run(pytester.path) == second
 
     monkeypatch.delenv("OTHER_HOST")  # the same host: the chain is whole
     resumed = pytester.runpytest(SUITE, "--ragbench-resume", f"--tx=popen//chdir={gw}", "-d",
@@ -270,25 +285,6 @@ def test_workers_take_the_controllers_word_on_which_runs_are_still_going(
         alive.wait()
     result.assert_outcomes(passed=9, failed=1)
     result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
-
-
-def test_lf_resume_whose_workers_cannot_read_the_run_says_so_before_any_case(
-        pytester, logged, monkeypatch):
-    # With --lf, the worker read the run to resume while pytest's last-failed plugin chose
-    # its cases, before the check that reports a run missing on its host: the error escaped
-    # as the worker's internal error (a traceback) instead of the one collection error
-    pytester.runpytest(SUITE, "-x").assert_outcomes(passed=3, failed=1)
-    first = latest_run(pytester.path)
-    pytester.makeconftest(OTHER_HOST)
-    monkeypatch.setenv("OTHER_HOST", "missing")
-    gw = pytester.mkdir("gateway")  # inside the project: its rootdir, and its last failures
-    result = pytester.runpytest(SUITE, "--lf", "--ragbench-resume", f"--tx=popen//chdir={gw}",
-                                "-d")
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        f"ragbench: cannot resume from {first.name}: its run folder is not on the host of "
-        "this worker*"])
 
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
