@@ -287,27 +287,30 @@ def test_workers_take_the_controllers_word_on_which_runs_are_still_going(
     result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 6 run"])
 
 
-@pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
-def test_a_resume_under_xdist_from_a_damaged_run_says_which_line_before_any_case(
-        pytester, logged, xdist):
+def test_a_resume_from_a_damaged_run_says_which_line_before_any_case_at_n_0_and_under_xdist(
+        pytester, logged):
     # At -n 0 a usage error naming the file and line; under xdist each worker raised it
     # while collecting, and the run ended in an INTERNALERROR saying only 'Unexpectedly no
     # active workers available'; then in a collection error, exit 1 where -n 0 said 4: the
-    # run the option names cannot be read, whatever -n is (docs/ci.md's exit codes)
+    # run the option names cannot be read, whatever -n is (docs/ci.md's exit codes).
+    # A refused resume makes no run: both resume the one damaged run.
     pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
                                                                               failed=1)
     first = latest_run(pytester.path)
     lines = (first / "cases.jsonl").read_text().splitlines(keepends=True)
     (first / "cases.jsonl").write_text("".join([lines[0], '{"suite": \n', *lines[1:]]))
-    result = pytester.runpytest(SUITE, "--ragbench-resume", *xdist, "-p", "no:cacheprovider")
-    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    errors = [line for line in result.stderr.lines if line.strip()]
-    assert len(errors) == 1, result.stderr.lines
-    assert fnmatch.fnmatch(errors[0], f"ERROR: ragbench: cannot resume from {first}: cannot "
-                                      "read cases.jsonl: *cases.jsonl: line 2: not JSON*")
-    assert "ERROR collecting" not in result.stdout.str()
-    assert latest_run(pytester.path) == first
+    for xdist in [(), ("-n", "2")]:
+        result = pytester.runpytest(SUITE, "--ragbench-resume", *xdist, "-p",
+                                    "no:cacheprovider")
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str(), xdist
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, xdist
+        errors = [line for line in result.stderr.lines if line.strip()]
+        assert len(errors) == 1, result.stderr.lines
+        assert fnmatch.fnmatch(errors[0], f"ERROR: ragbench: cannot resume from {first}: "
+                                          "cannot read cases.jsonl: *cases.jsonl: line 2: "
+                                          "not JSON*"), xdist
+        assert "ERROR collecting" not in result.stdout.str()
+        assert latest_run(pytester.path) == first
 
 
 def test_workers_in_the_controllers_folder_read_its_runs_as_they_are_now(
