@@ -673,22 +673,25 @@ def test_a_resume_stopped_before_its_replays_keeps_the_run_it_resumed(pytester, 
     assert len(_records(latest_run(pytester.path))) == 10
 
 
-@pytest.mark.parametrize("narrowed", [("suite.yaml::b::q2",), ("suite.yaml::b",),
-                                      ("suite.yaml::b::q2", "-n", "2")],
-                         ids=["case", "system", "case-xdist"])
-def test_resume_narrowed_by_node_ids_keeps_every_case(pytester, logged, narrowed):
+def test_resume_narrowed_by_node_ids_keeps_every_case_a_case_a_system_and_under_xdist(
+        pytester, logged):
     # node ids leave the suite's other cases uncollected (no item to carry their records):
-    # they are carried over all the same, and the resumed run is whole
+    # they are carried over all the same, and the resumed run is whole. Each resume reuses
+    # every case and adds none: the next resumes the run it made, with the same records.
     pytester.runpytest(SUITE).assert_outcomes(passed=9, failed=1)
     first = latest_run(pytester.path)
-    before = _calls(pytester.path)
-    result = pytester.runpytest(SUITE, "--ragbench-resume=latest", *narrowed)
-    result.stdout.fnmatch_lines([f"resumed from {first.name}: 10 cases reused, 0 run"])
-    assert _calls(pytester.path) == before
-    summary = _summary(latest_run(pytester.path))
-    assert summary["verdict"]["coverage"] == "10 of 10 cases"
-    assert not summary["verdict"]["partial"]
-    assert _results(summary) == _results(_summary(first))
+    for narrowed in [("suite.yaml::b::q2",), ("suite.yaml::b",),
+                     ("suite.yaml::b::q2", "-n", "2")]:
+        newest = latest_run(pytester.path)
+        before = _calls(pytester.path)
+        result = pytester.runpytest(SUITE, "--ragbench-resume=latest", *narrowed)
+        result.stdout.fnmatch_lines([f"resumed from {newest.name}: 10 cases reused, 0 run"])
+        assert _calls(pytester.path) == before, narrowed
+        assert latest_run(pytester.path) != newest
+        summary = _summary(latest_run(pytester.path))
+        assert summary["verdict"]["coverage"] == "10 of 10 cases", narrowed
+        assert not summary["verdict"]["partial"]
+        assert _results(summary) == _results(_summary(first)), narrowed
 
 
 # conftest's quick_interrupt_memo as an inner project's conftest, for runs in processes
