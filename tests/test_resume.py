@@ -339,24 +339,35 @@ def pytest_runtest_setup(item):
 """
 
 
-def test_a_case_whose_worker_crashed_on_resume_still_says_why_it_was_not_reused(pytester,
-                                                                                  logged):
-    # Why a case is not reused travelled on its own setup report, which a worker that died
-    # in it never sent: "8 cases reused, 2 run" without the "errored" of the two.
+def test_a_resume_whose_every_run_case_crashed_its_worker_keeps_the_reused_ones_and_says_why(
+        pytester, logged):
+    """Three things travelled with a worker's case reports, which a worker that died in its
+    first case never sent: why a case is not reused, on its own setup report ("4 cases
+    reused, 2 run" without the "errored" of a::q5), the records a resume reuses for the
+    cases it does not run, and the count of the cases collected, on the first report (the
+    resumed run held the crashed cases alone: whole, "2 of 2 cases", no word of the resume).
+    One resume shows all three: -n 1 -k q5 runs a::q5 (errored in the stopped run) and b::q5
+    (never run), each the first case of a worker that dies in it."""
     pytester.makeconftest("""
         def pytest_runtest_setup(item):
             if item.name == "q5":
                 raise RuntimeError("no fixture data")
     """)
-    pytester.runpytest(SUITE, "-p", "no:cacheprovider").assert_outcomes(passed=7, failed=1,
-                                                                        errors=2)
+    # a::q4 fails and a::q5 errors: the run stops before b's cases
+    pytester.runpytest(SUITE, "--maxfail=2", "-p", "no:cacheprovider").assert_outcomes(
+        passed=3, failed=1, errors=1)
     first = latest_run(pytester.path)
     pytester.makeconftest(Q5_KILLS_ITS_WORKER)
-    result = pytester.runpytest(SUITE, "--ragbench-resume=latest", "-n", "1", "-k", "q5",
+    result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-k", "q5",
                                 "-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines([f"resumed from {first.name}: 8 cases reused, 2 run "
-                                 "(2 not reused: errored)"])
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 2 run "
+                                 "(1 not reused: errored)"])
+    run = latest_run(pytester.path)
+    assert _summary(run)["verdict"]["coverage"] == "6 of 10 cases"
+    assert sorted((r["retriever"], r["case_id"], r["status"]) for r in _records(run)) == [
+        *(("a", q, "ok") for q in ("q1", "q2", "q3")), ("a", "q4", "failed"),
+        ("a", "q5", "error"), ("b", "q5", "error")]
 
 
 def test_a_reused_case_skipped_now_is_not_counted_as_reused(pytester, logged):
@@ -393,26 +404,6 @@ class Clock:
 def pytest_ragbench_register(registry):
     registry.add("metric", "clock", Clock)
 """
-
-
-def test_a_resume_whose_every_run_case_crashed_its_worker_keeps_the_reused_ones(
-        pytester, logged):
-    # The records a resume reuses for the cases it does not run travel with a worker's first
-    # case report: workers that all died in their first case sent none, and the resumed run
-    # held the crashed cases alone (whole, "2 of 2 cases", no word of the resume).
-    pytester.runpytest(SUITE, "-x", "-p", "no:cacheprovider").assert_outcomes(passed=3,
-                                                                             failed=1)
-    first = latest_run(pytester.path)
-    pytester.makeconftest(Q5_KILLS_ITS_WORKER)
-    result = pytester.runpytest(SUITE, "--ragbench-resume", "-n", "1", "-k", "q5",
-                                "-p", "no:cacheprovider")
-    result.assert_outcomes(failed=2)
-    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 2 run"])
-    run = latest_run(pytester.path)
-    assert _summary(run)["verdict"]["coverage"] == "6 of 10 cases"
-    assert sorted((r["retriever"], r["case_id"], r["status"]) for r in _records(run)) == [
-        *(("a", q, "ok") for q in ("q1", "q2", "q3")), ("a", "q4", "failed"),
-        ("a", "q5", "error"), ("b", "q5", "error")]
 
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
