@@ -44,20 +44,6 @@ def test_a_scope_a_narrowed_run_left_out_is_still_skipped(pytester, mini_suite):
     result.stdout.fnmatch_lines(["*no case of its scope ran in this partial run*"])
 
 
-def test_a_case_whose_worker_crashed_counts_in_its_scope(pytester, mini_suite):
-    # A crashed worker's case gets its error record from the controller, which holds no
-    # dataset: no type, difficulty or tags, so a scoped error-rate gate passed on the hard
-    # queries while one of them crashed. Another system's record of the query has them.
-    path = mini_suite(crash_on="citric")  # q4, a hard query
-    path.write_text(path.read_text().replace("metrics:", "  bm25: {}\nmetrics:")
-                    + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
-    result = pytester.runpytest(SUITE, "-n", "1", "-p", "no:randomly")
-    result.assert_outcomes(passed=9, failed=1)
-    gates = json.loads((latest_run(pytester.path) / "summary.json").read_text())["gates"]
-    assert [(g["retriever"], g["passed"], g["value"], g["n"]) for g in gates] == [
-        ("overlap", False, 0.5, 2), ("bm25", True, 0.0, 2)]
-
-
 @dataclass
 class CrashRun:
     """One run whose worker crashed (see :data:`CRASH_RUNS`): its folder (not ``latest``,
@@ -66,12 +52,34 @@ class CrashRun:
     run: Path
     result: pytest.RunResult
 
+    def gates(self, suite: str) -> list[dict[str, Any]]:
+        return [g for g in json.loads((self.run / "summary.json").read_text())["gates"]
+                if g["suite_id"] == suite]
 
-#: The crashed runs two tests each read (the metadata of the crashed cases, and their
-#: query texts), each made once by the first test that needs it: q4 (a hard query) crashes
-#: its lone worker; or every query crashes its worker, so both workers die in their first
-#: case (q2 and q4, both hard). Either suite has a gate on the hard queries' error rate.
-CRASH_RUNS = {"one": ("citric", ("-n", "1")),
+    def records(self, suite: str) -> list[dict[str, Any]]:
+        return [r for r in map(json.loads, (self.run / "cases.jsonl").read_text().splitlines())
+                if r["suite"] == suite]
+
+
+#: Prints, at the end of a run, which of the reports pytest's terminal reporter keeps still
+#: hold a worker's query texts or metadata.
+KEPT_REPORTS = """
+def pytest_terminal_summary(terminalreporter):
+    kept = [r for reports in terminalreporter.stats.values() for r in reports]
+    held = [a for r in kept for a in ("ragbench_query_texts", "ragbench_query_meta")
+            if hasattr(r, a)]
+    print(f"KEPT {len(kept)} HELD {held}")
+"""
+
+#: The crashed runs several tests each read, each made once by the first test that needs it.
+#: "one": q4 (a hard query) crashes the lone worker (-n 1) in each of two suites (the worker
+#: is replaced after the first crash): suite.yaml of one system, whose crash record has no
+#: other record of the query, and two.yaml, whose bm25 records the query the crashed
+#: overlap did not; a conftest prints what the kept reports hold (which a crash changes
+#: for no other suite: the query metadata and texts travel, and gates judge, per suite).
+#: "every": every query crashes its worker, so both workers die in their first case (q2 and
+#: q4, both hard). Every suite has a gate on the hard queries' error rate.
+CRASH_RUNS = {"one": ("citric", ("--ragbench=two.yaml", "-n", "1")),
               "every": (" ", ("-n", "2", "-k", "q2 or q4"))}
 
 
@@ -91,6 +99,11 @@ def crash_run(pytester: pytest.Pytester, mini_suite: Any,
                 path = mini_suite(crash_on=crash_on)
                 path.write_text(path.read_text()
                                 + 'gates:\n  - "difficulty=hard: error_rate <= 0"\n')
+                if name == "one":
+                    (pytester.path / "two.yaml").write_text(
+                        path.read_text().replace("name: mini", "name: two")
+                        .replace("metrics:", "  bm25: {}\nmetrics:"))
+                    pytester.makeconftest(KEPT_REPORTS)
                 result = pytester.runpytest(SUITE, "-p", "no:randomly", *args)
                 shared_runs[name] = CrashRun(latest_run(pytester.path), result)
             except Exception as exc:
@@ -106,16 +119,28 @@ def crash_run(pytester: pytest.Pytester, mini_suite: Any,
     return get
 
 
+def test_a_case_whose_worker_crashed_counts_in_its_scope(crash_run):
+    # A crashed worker's case gets its error record from the controller, which holds no
+    # dataset: no type, difficulty or tags, so a scoped error-rate gate passed on the hard
+    # queries while one of them crashed. Another system's record of the query has them.
+    shared = crash_run("one")  # two.yaml's overlap crashes on q4; its bm25 does not
+    shared.result.assert_outcomes(passed=4 + 9, failed=1 + 1)
+    shared.result.stdout.fnmatch_lines(["FAILED two.yaml::overlap::q4*"])
+    assert [(g["retriever"], g["passed"], g["value"], g["n"])
+            for g in shared.gates("two.yaml")] == [("overlap", False, 0.5, 2),
+                                                   ("bm25", True, 0.0, 2)]
+
+
 def test_a_crashed_case_of_a_suite_of_one_system_keeps_its_query_metadata(crash_run):
     # With one system there is no other record of the query: the workers send the type,
     # difficulty and tags of the queries they collected, and the controller's error record of
     # the crashed case carries them (in cases.jsonl too, as a case that errored on its worker)
-    shared = crash_run("one")  # q4, a hard query
-    shared.result.assert_outcomes(passed=4, failed=1)
-    (gate,) = json.loads((shared.run / "summary.json").read_text())["gates"]
+    shared = crash_run("one")  # suite.yaml's q4, a hard query (two.yaml beside it)
+    shared.result.assert_outcomes(passed=4 + 9, failed=1 + 1)
+    shared.result.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
+    (gate,) = shared.gates("suite.yaml")
     assert (gate["passed"], gate["value"], gate["n"]) == (False, 0.5, 2)
-    rec = next(json.loads(line) for line in (shared.run / "cases.jsonl")
-               .read_text().splitlines() if json.loads(line)["case_id"] == "q4")
+    rec = next(r for r in shared.records("suite.yaml") if r["case_id"] == "q4")
     assert (rec["difficulty"], rec["type"], rec["tags"]) == ("hard", "how_to", ["cleaning"])
     assert rec["error"]["stage"] == "crash"
 
@@ -345,23 +370,15 @@ def test_a_resumed_run_judges_reused_cases_by_its_own_thresholds(pytester, mini_
     resumed.stdout.fnmatch_lines(["FAILED suite.yaml::overlap::q4*"])
 
 
-def test_the_reports_pytest_keeps_do_not_hold_the_workers_query_texts(pytester, mini_suite):
+def test_the_reports_pytest_keeps_do_not_hold_the_workers_query_texts(crash_run):
     # A worker sends its suites' query texts and metadata with its first case report, which
     # pytest's terminal reporter keeps to the end of the run: megabytes per worker for a big
-    # suite, once the controller has read them
-    mini_suite()
-    pytester.makeconftest("""
-        def pytest_terminal_summary(terminalreporter):
-            kept = [r for reports in terminalreporter.stats.values() for r in reports]
-            held = [a for r in kept for a in ("ragbench_query_texts", "ragbench_query_meta")
-                    if hasattr(r, a)]
-            print(f"KEPT {len(kept)} HELD {held}")
-        """)
-    result = pytester.runpytest(SUITE, "-p", "no:randomly", "-n", "1")
-    result.stdout.fnmatch_lines(["KEPT * HELD []"])
-    run = latest_run(pytester.path)
-    assert all(json.loads(line)["query"] for line in (run / "cases.jsonl").read_text()
-               .splitlines())
+    # suite, once the controller has read them (here two workers' first reports: the lone
+    # worker's and its replacement's after the crash)
+    shared = crash_run("one")
+    shared.result.stdout.fnmatch_lines(["KEPT * HELD []"])
+    recs = [json.loads(line) for line in (shared.run / "cases.jsonl").read_text().splitlines()]
+    assert len(recs) == 5 + 10 and all(r["query"] for r in recs)
 
 
 def test_a_crashed_case_shows_its_query_text_like_any_case(crash_run):
@@ -373,8 +390,7 @@ def test_a_crashed_case_shows_its_query_text_like_any_case(crash_run):
         shared = crash_run(name)
         assert shared.result.ret == pytest.ExitCode.TESTS_FAILED
         run = shared.run
-        recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
-                                             .splitlines())}
+        recs = {r["case_id"]: r for r in shared.records("suite.yaml")}
         assert recs["q4"]["error"]["stage"] == "crash"
         assert recs["q4"]["query"] == "remove scale with citric acid", name
         assert "remove scale with citric acid" in (run / "report.html").read_text(), name
