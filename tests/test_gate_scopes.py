@@ -184,49 +184,83 @@ def test_a_case_whose_setup_failed_counts_in_its_scope(pytester, mini_suite):
     assert rec["error"]["stage"] == "setup" and "RuntimeError" in rec["error"]["message"]
 
 
-@pytest.mark.parametrize("workers", [["-k", "q1"], ["-n", "2"]], ids=["k", "xdist"])
-def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(
-        pytester, mini_suite, workers):
+def test_a_command_line_gate_no_query_of_any_suite_matches_is_one_usage_error(pytester,
+                                                                             mini_suite):
     """A ``--ragbench-gate`` applies to every suite: its scope is a typo when no selected
-    query of any collected suite matches it."""
+    query of any collected suite matches it. (Under xdist, in the head start test's "cli"
+    run below.)"""
     mini_suite()
     gate = "type=factiod: recall@10 >= 0.5"
-    result = pytester.runpytest(SUITE, "--ragbench-gate", gate, *workers)
-    assert result.ret != 0  # 2 at -n 0; xdist's controller ends a collection error with 1
+    result = pytester.runpytest(SUITE, "--ragbench-gate", gate, "-k", "q1")
+    assert result.ret != 0
     out = result.stdout.str()
-    said = (f"ragbench: --ragbench-gate {gate!r}: selects none of the 5 selected queries of the "
-            "collected suites: no query has type 'factiod' (did you mean 'factoid'?); the "
-            "types: factoid, how_to, numeric")
-    assert said in out and out.count("selects none") == 1
+    assert _factiod_said(gate) in out and out.count("selects none") == 1
     assert "passed" not in out.splitlines()[-1]
 
 
-def _answered_suite(base_url: str) -> str:
+def _factiod_said(gate: str) -> str:
+    return (f"ragbench: --ragbench-gate {gate!r}: selects none of the 5 selected queries of "
+            "the collected suites: no query has type 'factiod' (did you mean 'factoid'?); the "
+            "types: factoid, how_to, numeric")
+
+
+def _answered_suite(base_url: str, name: str = "hs") -> str:
     """A suite the xdist head start answers (bm25, an OpenAI-compatible LLM, token_f1)."""
-    return ("name: hs\n"
+    return (f"name: {name}\n"
             "dataset: {corpus: corpus.jsonl, queries: queries.jsonl, answer_field: type}\n"
             "retrievers: {bm25: {}}\nmetrics: [recall@10, token_f1]\n"
             f'llm: {{type: openai, base_url: "{base_url}", model: m, api_key_env: null}}\n')
 
 
-@pytest.mark.parametrize("gate", ["suite", "threshold", "cli-scope", "cli-metric"])
-def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mini_suite, gate):
+#: The typos of the head start test's runs: in a suite file, or on the command line.
+TYPO_GATES = {"cli-scopes": ["type=factiod: recall@10 >= 0.5", "tag=espreso: recall@10 >= 0.5"],
+              "cli-metric": ["recal@10 >= 0.5"]}
+
+
+@pytest.mark.parametrize("typos", ["suite-gate-and-threshold", "cli-scopes", "cli-metric"])
+def test_the_head_start_sends_no_request_for_a_run_the_workers_stop(pytester, mini_suite,
+                                                                    typos):
     """Under xdist the controller's head start answered 10 of the cases of a run whose
-    workers then stopped at a gate typo (before any request of theirs)."""
+    workers then stopped at a gate typo (before any request of theirs).
+
+    A run holds two typos only where each stops the head start alone: a suite gate's scope
+    in suite.yaml and a threshold's in t.yaml (the head start plans, or skips, each suite by
+    its own gates and thresholds: a suite whose typo it missed would be answered); or two
+    ``--ragbench-gate`` scopes no suite has (checked together, the usage error test's xdist
+    case: each is one problem of the workers' one usage error, shown once). A metric typo
+    would stop the head start without its scopes being looked at: a run of its own."""
     from pytest_ragbench.llm.testing import CHAT_PATH, FakeOpenAIServer
 
+    gates = TYPO_GATES.get(typos, [])
     with FakeOpenAIServer(latency=0.01) as server:
-        scoped = ', "difficulty=hrad: recall@10 >= 0.5"' if gate == "suite" else ""
-        threshold = ('thresholds: {"difficulty=hrad: recall@10": 0.5}'
-                     if gate == "threshold" else "")
-        mini_suite(_answered_suite(server.base_url)
-                   + f'gates: ["recall@10 >= 0.0"{scoped}]\n{threshold}\n')
-        cli = {"cli-scope": ["--ragbench-gate", "tag=espreso: recall@10 >= 0.5"],
-               "cli-metric": ["--ragbench-gate", "recal@10 >= 0.5"]}.get(gate, [])
-        result = pytester.runpytest(SUITE, "-n", "2", *cli)
+        args = [arg for gate in gates for arg in ("--ragbench-gate", gate)]
+        if typos.startswith("suite"):
+            mini_suite(_answered_suite(server.base_url)
+                       + 'gates: ["recall@10 >= 0.0", "difficulty=hrad: recall@10 >= 0.5"]\n')
+            mini_suite(_answered_suite(server.base_url, name="t")
+                       + 'gates: ["recall@10 >= 0.0"]\n'
+                       + 'thresholds: {"difficulty=hrad: recall@10": 0.5}\n', name="t.yaml")
+            args = ["--ragbench=t.yaml"]
+        else:
+            mini_suite(_answered_suite(server.base_url) + 'gates: ["recall@10 >= 0.0"]\n')
+        result = pytester.runpytest(SUITE, *args, "-n", "2", "-p", "no:randomly")
         chats = server.count(CHAT_PATH)
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*--ragbench-gate*" if gate.startswith("cli") else "*hrad*"])
+    out = result.stdout.str()
+    if typos.startswith("suite"):
+        sections = error_sections(out)
+        assert set(sections) == {"suite.yaml", "t.yaml"}, out
+        assert "gates[1]: gate 'difficulty=hrad: recall@10 >= 0.5' selects none" in " ".join(
+            sections["suite.yaml"])
+        assert "thresholds.difficulty=hrad: recall@10: gate" in " ".join(sections["t.yaml"])
+    else:
+        for gate in gates:  # one line each (the short summary shows the first's start)
+            said = [line for line in result.outlines
+                    if line.startswith(f"ragbench: --ragbench-gate {gate!r}: ")]
+            assert len(said) == 1, out
+        assert "passed" not in out.splitlines()[-1]
+    if typos == "cli-scopes":
+        assert _factiod_said(gates[0]) in out and out.count("selects none") == 2
     assert chats == 0
 
 
