@@ -355,14 +355,17 @@ def test_a_scoped_per_query_threshold_applies_to_its_scope_only(pytester, mini_s
                                  "selected queries*"])
 
 
-@pytest.mark.parametrize("gate", [None, "retriever=ov, tag=special: recall@10 >= 0.0",
-                                  "retriever=ov, type=factoid: recall@10 >= 0.0"],
-                         ids=["none", "tag", "type"])
+@pytest.mark.parametrize("gates", [[], ["retriever=ov, tag=special: recall@10 >= 0.0",
+                                         "retriever=ov, type=factoid: recall@10 >= 0.0"]],
+                         ids=["none", "tag-and-type"])
 def test_a_valid_command_line_gate_keeps_the_head_start(pytester, mini_suite, monkeypatch,
-                                                        gate):
+                                                        gates):
     """A gate on a system of a suite the head start does not answer (retrieval only): that
     suite's queries were not read there, and its scope was taken for a typo that stops the
-    run (the head start sent nothing and the workers answered every case themselves)."""
+    run (the head start sent nothing and the workers answered every case themselves).
+
+    The tag and the type scope share a run: either one taken for a typo stops it. The run
+    without a gate shows the head start plans the one suite here."""
     from pytest_ragbench import headstart
     from pytest_ragbench.llm.testing import FakeOpenAIServer
 
@@ -378,7 +381,7 @@ def test_a_valid_command_line_gate_keeps_the_head_start(pytester, mini_suite, mo
                    "retrievers: {ov: {type: 'overlap_retriever:Overlap'}}\n"
                    "metrics: [recall@10]\n", name="ret.yaml")
         result = pytester.runpytest(SUITE, "--ragbench=ret.yaml", "-n", "2",
-                                    *(["--ragbench-gate", gate] if gate else []))
+                                    *(arg for gate in gates for arg in ("--ragbench-gate", gate)))
     assert result.ret == 0
     assert planned == [1]
 
