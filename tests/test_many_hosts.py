@@ -214,29 +214,22 @@ def pytest_configure_node(node):
             ) in one_collection_error(result)
 
 
-def test_a_dataset_that_differs_on_a_host_is_one_collection_error(
+def test_datasets_that_differ_on_a_host_are_a_collection_error_of_their_suite_each(
         pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Another checkout of the project whose corpus is not the controller's (the suite file
-    the same): its worker scored its cases against its own documents and the controller
-    mixed them with the other hosts' into one run. The gateway runs in that checkout."""
+    """Another checkout of the project whose datasets are not the controller's (the suite
+    files the same): its worker scored its cases against its own documents and queries and
+    the controller mixed them with the other hosts' into one run. The gateway runs in that
+    checkout. Two suites share the run, as a worker checks each suite's dataset as it
+    collects that suite (one collection error of its own each):
+
+    - suite.yaml, whose corpus differs;
+    - suites/s.yaml, whose queries differ and whose retriever its folder's conftest
+      registers: the controller, which does not load that conftest, could not read the
+      suite ('unknown retriever'), and so compared no dataset for it: the other checkout's
+      queries ran unnoticed."""
     write_project(pytester.path, "http://127.0.0.1:9/v1")
-    copy = tmp_path_factory.mktemp("host2") / "proj"
-    shutil.copytree(pytester.path, copy)
-    corpus = copy / "data" / "corpus.jsonl"
-    corpus.write_text(corpus.read_text().replace("passage 3 about", "passage 3 on"))
-    result = pytester.runpytest("--ragbench=suite.yaml", f"--tx=popen//chdir={copy}",
-                                "--dist=load")
-    assert (f"ragbench: the corpus file {corpus} on this worker's host differs from the "
-            f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})"
-            ) in one_collection_error(result)
-
-
-def test_a_dataset_that_differs_is_found_for_a_suite_with_its_own_conftest(
-        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A suite whose retriever its folder's conftest registers: the controller, which does
-    not load that conftest, could not read the suite ('unknown retriever'), and so compared
-    no dataset for it: the other checkout's queries ran unnoticed."""
-    pytester.makeini(BASE_INI)
+    # the project's conftest reports on the one suite of the other tests' runs
+    (pytester.path / "conftest.py").unlink()
     suites = pytester.path / "suites"
     suites.mkdir()
     (suites / "overlap_retriever.py").write_text(OVERLAP_RETRIEVER)
@@ -251,14 +244,24 @@ def test_a_dataset_that_differs_is_found_for_a_suite_with_its_own_conftest(
                                    "retrievers: {mine: {type: mine}}\nmetrics: [recall@3]\n")
     copy = tmp_path_factory.mktemp("host2") / "proj"
     shutil.copytree(pytester.path, copy)
+    corpus = copy / "data" / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace("passage 3 about", "passage 3 on"))
     queries = copy / "suites" / "queries.jsonl"
     queries.write_text(queries.read_text().replace("espresso", "ristretto", 1))
-    result = pytester.runpytest("--ragbench=suites/s.yaml", f"--tx=popen//chdir={copy}",
-                                "--dist=load")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    text = " ".join(result.stdout.str().split())
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench=suites/s.yaml",
+                                f"--tx=popen//chdir={copy}", "--dist=load")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # as xdist reports collection errors
+    result.stdout.fnmatch_lines(["*= 2 errors in *"])
+    out = result.stdout.str()
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    sections = {name: " ".join(" ".join(lines).split())
+                for name, lines in error_sections(out).items()}
+    assert set(sections) == {"suite.yaml", "suites/s.yaml"}, out
+    assert (f"ragbench: the corpus file {corpus} on this worker's host differs from the "
+            f"controller's (dataset 'hosts' of suite {copy / 'suite.yaml'})"
+            ) in sections["suite.yaml"]
     assert (f"ragbench: the queries file {queries} on this worker's host differs from the "
-            "controller's") in text
+            "controller's") in sections["suites/s.yaml"]
 
 
 def test_gateway_usage_errors(pytester: pytest.Pytester) -> None:
