@@ -375,7 +375,7 @@ class Gate:
         return REPLY
 
 
-def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost(
+def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost_also_resumed(
         pytester: pytest.Pytester, dataset: Any, serial: SerialRun) -> None:
     """One ``-n 2`` run (each worker start-up costs more than all the checks) shows, on six
     endpoints: each worker gets its whole share of cases so the run reaches its concurrency;
@@ -384,7 +384,10 @@ def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost(
     the run stops paying at its cost cap; and a dead endpoint gets one circuit breaker's
     worth of requests, as at ``-n 0`` (the shared serial run's suite ``dead``). Without the
     head start (a custom retriever) every worker had its own circuit breaker: a dead
-    endpoint took twice the requests at -n 2 (four times at -n 4)."""
+    endpoint took twice the requests at -n 2 (four times at -n 4).
+
+    The run is also the first run of :func:`resume_under_the_cap` at ``-n 2`` (its suite
+    ``cost`` stopped at its cap; the resumes run that suite alone)."""
     pytester.makeconftest(SCHEDULER_PROBE)
     pytester.makepyfile(test_plain="""
         import pytest
@@ -441,7 +444,8 @@ def test_under_xdist_one_run_shares_pools_and_a_breaker_backs_off_and_caps_cost(
         assert wide.count(CHAT_PATH) == N_QUERIES
         assert wide.max_in_flight == N_QUERIES
         shared_url, base_url, refused = shared.base_url, shedding.base_url, shedding.refused
-    run = latest_run(pytester.path)
+        run = latest_run(pytester.path)
+        resume_under_the_cap(pytester, paid, ["-n", "2"])
     assert len(summary(run)["run"]["budget"]["pools"]) == 6  # one per endpoint
     check_pool(run, result, shared_url, 2 * N_QUERIES)
     auto = [r for r in records(run) if r["suite_name"] == "auto"]
@@ -592,39 +596,47 @@ def test_two_systems_sending_the_same_request_pay_once_as_at_n0(pytester: pytest
                for (system, _), (u, cost) in usage["n0"].items() if system == "b")
 
 
-@pytest.mark.parametrize("workers", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester, dataset: Any,
-                                                     workers: list[str]) -> None:
+def resume_under_the_cap(pytester: pytest.Pytester, server: FakeOpenAIServer,
+                         workers: list[str]) -> None:
     """A run stopped by max_cost and resumed with the same cap spent the cap again (the
     resumed run counted from $0), and its summary showed the new spend beside the reused
-    cases' costs. The cap holds for the run as one: old and new cases together."""
+    cases' costs. The cap holds for the run as one: old and new cases together.
+
+    Called right after a run that holds suite ``cost`` (cost.yaml against ``server``, which
+    stopped at its cap); resumes it twice with ``workers``, with that suite alone."""
 
     def spent() -> float:
-        return sum(r["cost"] or 0.0 for r in records(latest_run(pytester.path)))
+        return sum(r["cost"] or 0.0 for r in records(latest_run(pytester.path))
+                   if r["suite_name"] == "cost")
 
+    first, calls = spent(), server.count(CHAT_PATH)
+    assert COST_CAP <= first <= COST_CAP + COST_CONCURRENCY * COST_PER_CALL
+    # the same cap: spent already, so nothing new is paid for
+    pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
+    assert server.count(CHAT_PATH) == calls
+    budget = summary(latest_run(pytester.path))["run"]["budget"]
+    assert budget["spent"] == pytest.approx(spent()) == pytest.approx(first)
+    refused = [r for r in records(latest_run(pytester.path)) if r["status"] == "error"]
+    assert refused and all(f"this run spent ${first:.4f} of ${COST_CAP:.4f}"
+                           in r["error"]["message"] for r in refused)
+    # a higher cap (not part of the case keys): the run goes on up to it, all told
+    cap = 2 * COST_CAP
+    suite = pytester.path / "cost.yaml"
+    suite.write_text(suite.read_text().replace(f"max_cost: {COST_CAP}", f"max_cost: {cap}"))
+    pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
+    assert server.count(CHAT_PATH) > calls
+    total = spent()
+    assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
+    assert summary(latest_run(pytester.path))["run"]["budget"]["spent"] == pytest.approx(total)
+
+
+def test_a_resumed_run_is_one_run_under_its_cost_cap(pytester: pytest.Pytester,
+                                                     dataset: Any) -> None:
+    """:func:`resume_under_the_cap` at ``-n 0``; at ``-n 2``, after the xdist test's run."""
     with FakeOpenAIServer(latency=0.02, reply=reply) as server:
         dataset(server.base_url, COST_LLM, extra=COST_EXTRA, name="cost.yaml")
-        pytester.runpytest("--ragbench=cost.yaml", *workers)
-        first, calls = spent(), server.count(CHAT_PATH)
-        assert COST_CAP <= first <= COST_CAP + COST_CONCURRENCY * COST_PER_CALL
-        # the same cap: spent already, so nothing new is paid for
-        pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
-        assert server.count(CHAT_PATH) == calls
-        budget = summary(latest_run(pytester.path))["run"]["budget"]
-        assert budget["spent"] == pytest.approx(spent()) == pytest.approx(first)
-        refused = [r for r in records(latest_run(pytester.path)) if r["status"] == "error"]
-        assert refused and all(f"this run spent ${first:.4f} of ${COST_CAP:.4f}"
-                               in r["error"]["message"] for r in refused)
-        # a higher cap (not part of the case keys): the run goes on up to it, all told
-        cap = 2 * COST_CAP
-        suite = pytester.path / "cost.yaml"
-        suite.write_text(suite.read_text().replace(f"max_cost: {COST_CAP}", f"max_cost: {cap}"))
-        pytester.runpytest("--ragbench=cost.yaml", "--ragbench-resume=latest", *workers)
-        assert server.count(CHAT_PATH) > calls
-        total = spent()
-        assert cap <= total <= cap + COST_CONCURRENCY * COST_PER_CALL
-        assert summary(latest_run(pytester.path))["run"]["budget"]["spent"] == pytest.approx(total)
-
+        pytester.runpytest("--ragbench=cost.yaml", "-p", "no:xdist")
+        resume_under_the_cap(pytester, server, ["-p", "no:xdist"])
 
 
 def test_two_suites_sending_the_same_prompts_each_pay_under_their_own_cap(
