@@ -1,10 +1,11 @@
 """A suite run through xdist gateways whose working directory is not the controller's.
 
-One inner ``--tx 2*popen//chdir=GW`` run (the two workers share one host and one folder, as
-the workers of one remote host do) is compared with a serial run of the same suite: the same
-metrics bit for bit, every output on the controller's side, nothing in ``GW`` but what xdist
-copies there and the per-host index cache, one BM25 index build for the host, and one run
-budget for both workers. The ssh test runs the same suite through a real sshd on 127.0.0.1.
+One inner run of two ``popen//chdir=GW`` workers, the second started through a ``--px``
+proxy (they share one host and one folder, as the workers of one remote host do), is
+compared with a serial run of the same suite: the same metrics bit for bit, every output on
+the controller's side, nothing in ``GW`` but what xdist copies there and the per-host index
+cache, one BM25 index build for the host, and one run budget for both workers. The ssh test
+runs the same suite through a real sshd on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -105,8 +106,12 @@ def one_collection_error(result: pytest.RunResult) -> str:
     return " ".join(text.split())
 
 
-def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
-                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_chdir_gateways_match_a_serial_run_and_one_behind_a_proxy_ends_with_the_run(
+        pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The two workers of the run share GW, one started directly, the other through a
+    ``--px`` proxy: xdist ends a proxy after the workers behind it; those stay with its
+    teardown (a worker that finished, as the direct one, is otherwise told to exit at once:
+    worker_exits.py), and the run ends as any other."""
     gw = tmp_path_factory.mktemp("gateway")  # outside the controller's rootdir
     with FakeOpenAIServer(reply=reply) as server:
         write_project(pytester.path, server.base_url)
@@ -119,9 +124,14 @@ def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
         # must overlap at the server for a per-worker budget to show
         server.latency = 0.05
         result = pytester.runpytest(
-            "--ragbench=suite.yaml", f"--tx=2*popen//chdir={gw}", "-d",
+            "--ragbench=suite.yaml", f"--tx=popen//chdir={gw}",
+            "--px=id=hop//execmodel=thread//popen", f"--tx=popen//via=hop//chdir={gw}", "-d",
             "--junitxml=junit.xml", "--ragbench-html=out/report.html")
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
         result.assert_outcomes(passed=N_QUERIES)
+        result.stdout.fnmatch_lines(["ragbench: passed"])
+        text = result.stdout.str() + result.stderr.str()
+        assert "Traceback" not in text and "INTERNALERROR" not in text
         assert server.count(CHAT_PATH) == 2 * N_QUERIES
         # concurrency: 1 held across both workers: the budget is the run's, not a worker's
         assert server.max_in_flight == 1
@@ -154,22 +164,6 @@ def test_chdir_gateways_match_a_serial_run(pytester: pytest.Pytester,
     cache = gw / ".pytest_cache" / "d" / "ragbench"
     (index,) = [p for p in cache.iterdir() if p.is_dir()]
     assert str(index) == infos[0]["cache_path"] and (cache / f"{index.name}.lock").is_file()
-
-
-def test_workers_behind_a_proxy_gateway_end_with_the_run(pytester: pytest.Pytester) -> None:
-    """``--px``: xdist ends a proxy after the workers behind it; those stay with its teardown
-    (a worker that finished is otherwise told to exit at once: worker_exits.py)."""
-    with FakeOpenAIServer(reply=reply) as server:
-        write_project(pytester.path, server.base_url)
-        result = pytester.runpytest("--ragbench=suite.yaml", "--px",
-                                    "id=hop//execmodel=thread//popen", "--tx",
-                                    "2*popen//via=hop", "-d")
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
-    result.assert_outcomes(passed=N_QUERIES)
-    result.stdout.fnmatch_lines(["ragbench: passed"])
-    text = result.stdout.str() + result.stderr.str()
-    assert "Traceback" not in text and "INTERNALERROR" not in text
-    assert len(host_infos(result.outlines)) == 2
 
 
 def test_a_suite_missing_on_a_host_is_one_collection_error(
