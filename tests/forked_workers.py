@@ -57,7 +57,8 @@ class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
     ``send_signal`` and ``returncode``)."""
 
     def __init__(self, args: list[str], pid: int, stdin: int, stdout: int,
-                 status: socket.socket) -> None:  # no super().__init__: nothing to start
+                 status: socket.socket, pending: bytes = b"") -> None:
+        # no super().__init__: nothing to start
         self.args = args
         self.pid = pid
         self.returncode: int | None = None
@@ -65,6 +66,9 @@ class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
         self.stdout = os.fdopen(stdout, "rb")
         self.stderr = None
         self._status = status
+        # what the waiter sent after the pid: a worker that ends at once can have its
+        # status read with its pid, in one chunk
+        self._pending = pending
         self._child_created = False  # Popen.__del__ has nothing to reap: the zygote does
         self._lock = threading.Lock()
 
@@ -72,11 +76,11 @@ class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
         # The lock is taken only to read a status already there: execnet waits for a worker
         # in one thread while the plugin polls it from another.
         if self.returncode is None:
-            ready, _, _ = select.select([self._status], [], [], timeout)
+            ready = self._pending or select.select([self._status], [], [], timeout)[0]
             if ready:
                 with self._lock:
                     if self.returncode is None:
-                        data = b""
+                        data, self._pending = self._pending, b""
                         while not data.endswith(b"\n"):
                             chunk = self._status.recv(64)
                             if not chunk:  # the waiter is gone without a word: as if killed
@@ -161,7 +165,7 @@ class Zygote:
                 socket.send_fds(control, [request.encode() + b"\n"],
                                 [stdin_r, stdout_w, status_theirs.fileno(), 2])
                 line = b""
-                while not line.endswith(b"\n"):
+                while b"\n" not in line:
                     chunk = status_ours.recv(64)
                     if not chunk:
                         raise OSError("the zygote's waiter gave no pid")
@@ -176,7 +180,8 @@ class Zygote:
                 status_theirs.close()
             os.close(stdin_r)
             os.close(stdout_w)
-            return ForkedPopen(args, int(line), stdin_w, stdout_r, status_ours)
+            pid, _, rest = line.partition(b"\n")
+            return ForkedPopen(args, int(pid), stdin_w, stdout_r, status_ours, rest)
 
     def close(self) -> None:
         if self._control is not None:

@@ -4,7 +4,10 @@ processes of their own."""
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
+from typing import Any
 
 import forked_workers
 import pytest
@@ -75,3 +78,42 @@ def test_a_forked_worker_ends_as_an_interpreter_does(
     assert popen is not None
     assert popen.wait(timeout=10) == 1
     assert popen.stdout.read().decode().split() == ["thread", "atexit"]
+
+
+class _ReadsLate:
+    """A socketpair whose first end's first ``recv`` waits until two lines are there: the
+    spawner descheduled while a worker that ends at once has its pid and its status sent."""
+
+    def __init__(self, socketpair: Any) -> None:
+        self._socketpair = socketpair
+
+    def __call__(self, *args: Any) -> tuple[socket.socket, socket.socket]:
+        ours, theirs = self._socketpair(*args)
+        late = _LateSocket(fileno=ours.detach())
+        return late, theirs
+
+
+class _LateSocket(socket.socket):
+    waited = False
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if not self.waited:
+            self.waited = True
+            while self.recv(64, socket.MSG_PEEK).count(b"\n") < 2:
+                select.select([self], [], [], 10)
+        return super().recv(size, flags)
+
+
+def test_a_forked_worker_whose_status_comes_with_its_pid_is_read_whole(
+        _zygote: forked_workers.Zygote, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that exits at once can have its pid and its exit status read in one chunk:
+    the pid was that whole chunk (ValueError in ``int``, a flaky xdist inner run under load)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--assert=plain")
+    assert _zygote._start() is not None  # its control socketpair made before the late one
+    monkeypatch.setattr(forked_workers.socket, "socketpair",
+                        _ReadsLate(forked_workers.socket.socketpair))
+    popen = _zygote.spawn(["python", "-u", "-c", "import os; os._exit(4)"],
+                          dont_write_bytecode=False)
+    assert popen is not None
+    assert popen.poll() == 4
+    assert popen.wait(timeout=10) == 4
