@@ -457,6 +457,40 @@ def test_hand_written_tests_over_a_suite_of_pipelines(project):
     result.stdout.fnmatch_lines(["*app.yaml has no pipeline 'ap' (it has: app)"])
 
 
+def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
+    """ragbench_record.evaluate given bad hits on a pipeline's case said "retriever 'app'
+    returned unknown document id ...": the app is a pipeline, and there is no retriever."""
+    (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
+        name: app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "app_pipeline:App"}
+        metrics: [recall@10]
+    """), encoding="utf-8")
+    project.makepyfile(app_pipeline="""
+        class App:
+            def answer(self, query):
+                return "?"
+    """)
+    _test_file(project, """
+        import pytest
+
+        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
+        def test_unknown(ragbench_case, ragbench_record):
+            ragbench_record.evaluate([("nope", 1.0)])
+
+        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
+        def test_twice(ragbench_case, ragbench_record):
+            ragbench_record.evaluate([("d1", 1.0), ("d1", 0.5)])
+    """)
+    result = project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*pipeline 'app' returned unknown document id 'nope' at rank 1*",
+        "*pipeline 'app' returned document 'd1' twice*"])
+    assert "retriever 'app'" not in result.stdout.str()
+
+
 def test_the_fixtures_work_inside_an_async_test(project):
     """Called from an async test (pytest-asyncio), ragbench_retriever.retrieve of an async
     retriever and ragbench_record.score failed: "retriever 'slow' raised RuntimeError: Cannot

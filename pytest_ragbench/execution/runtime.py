@@ -468,17 +468,21 @@ class SuiteRuntime:
         return found
 
     def check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
-        """Validated ``(doc_id, score)`` pairs; :class:`CaseError` names what is wrong."""
+        """Validated ``(doc_id, score)`` pairs of system ``name`` (a retriever or, for hits a
+        hand-written test scores on a pipeline's case, a pipeline); :class:`CaseError` names
+        what is wrong."""
         _ = self.dataset
-        return self._check_hits(name, hits, k)
+        kind = "pipeline" if self.suite.is_pipeline(name) else "retriever"
+        return self._check_hits(name, hits, k, kind)
 
-    def _check_hits(self, name: str, hits: Any, k: int) -> Sequence[tuple[str, float]]:
+    def _check_hits(self, name: str, hits: Any, k: int,
+                    kind: str = "retriever") -> Sequence[tuple[str, float]]:
+        who = f"{kind} {name!r}"
         if not isinstance(hits, Sequence) or isinstance(hits, str | bytes):
-            raise CaseError("retrieve", f"retriever {name!r} returned {type(hits).__name__}, "
+            raise CaseError("retrieve", f"{who} returned {type(hits).__name__}, "
                                         "expected a list of (doc_id, score) pairs")
         if len(hits) > k:
-            raise CaseError("retrieve", f"retriever {name!r} returned {len(hits)} results, "
-                                        f"more than k={k}")
+            raise CaseError("retrieve", f"{who} returned {len(hits)} results, more than k={k}")
         fast = self._check_hits_fast(hits)
         if fast is not None:
             return fast
@@ -490,16 +494,16 @@ class SuiteRuntime:
                 doc_id, score = hit
                 doc_id, score = str(doc_id), float(score)
             except (TypeError, ValueError):
-                raise CaseError("retrieve", f"retriever {name!r} result {i} is {hit!r}, "
+                raise CaseError("retrieve", f"{who} result {i} is {hit!r}, "
                                             "expected a (doc_id, score) pair") from None
             if doc_id not in self._doc_ids:
-                raise CaseError("retrieve", f"retriever {name!r} returned unknown document id "
+                raise CaseError("retrieve", f"{who} returned unknown document id "
                                             f"{doc_id!r} at rank {i + 1}")
             if doc_id in seen:
-                raise CaseError("retrieve", f"retriever {name!r} returned document {doc_id!r} "
+                raise CaseError("retrieve", f"{who} returned document {doc_id!r} "
                                             "twice")
             if not math.isfinite(score):
-                raise CaseError("retrieve", f"retriever {name!r} returned a non-finite score "
+                raise CaseError("retrieve", f"{who} returned a non-finite score "
                                             f"({score}) for {doc_id!r}")
             seen.add(doc_id)
             out.append((doc_id, score))
