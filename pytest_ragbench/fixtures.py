@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -377,7 +377,11 @@ class CaseRecorder:
             raise RagbenchError("ragbench_record.evaluate needs a test parametrized over a "
                                 "suite's cases")
         runtime, ref = self._runtime, self._ref
-        checked = runtime.check_hits(ref.retriever, list(hits), runtime.suite.k)
+        # what is not iterable goes to the check as it is, which says what it is instead of
+        # failing in list() ("'int' object is not iterable" from this line)
+        if isinstance(hits, Iterable) and not isinstance(hits, str | bytes):
+            hits = list(hits)
+        checked = runtime.check_hits(ref.retriever, hits, runtime.suite.k)
         rec = runtime.new_record(ref.retriever, ref.case_id)
         runtime.score(rec, runtime.query(ref.case_id), checked, latency_ms)
         if rec["status"] == "error":

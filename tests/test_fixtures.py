@@ -459,7 +459,8 @@ def test_hand_written_tests_over_a_suite_of_pipelines(project):
 
 def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
     """ragbench_record.evaluate given bad hits on a pipeline's case said "retriever 'app'
-    returned unknown document id ...": the app is a pipeline, and there is no retriever."""
+    returned unknown document id ...": the app is a pipeline, and there is no retriever. Given
+    something not iterable it failed with "TypeError: 'int' object is not iterable"."""
     (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
         name: app
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
@@ -482,12 +483,24 @@ def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
         @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
         def test_twice(ragbench_case, ragbench_record):
             ragbench_record.evaluate([("d1", 1.0), ("d1", 0.5)])
+
+        # not a list: "TypeError: 'int' object is not iterable" from the fixture's own code
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+        def test_not_a_list(ragbench_case, ragbench_record):
+            ragbench_record.evaluate(3)
+
+        # a generator of pairs is read as the list it yields
+        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="overlap")
+        def test_generator(ragbench_case, ragbench_record):
+            assert ragbench_record.evaluate(h for h in [("d1", 1.0)])["recall@10"] == 0.5
     """)
     result = project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3, passed=1)
     result.stdout.fnmatch_lines([
         "*pipeline 'app' returned unknown document id 'nope' at rank 1*",
-        "*pipeline 'app' returned document 'd1' twice*"])
+        "*pipeline 'app' returned document 'd1' twice*",
+        "*retriever 'overlap' returned int, expected a list of (doc_id, score) pairs*"])
+    assert "'int' object is not iterable" not in result.stdout.str()
     assert "retriever 'app'" not in result.stdout.str()
 
 
