@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RagbenchError
+from ..errors import RagbenchError, exception_text
 from .runtime import SuiteRuntime
 
 #: How many of its own window's worth of cases the head start keeps submitted ahead of the
@@ -247,7 +247,7 @@ class HeadStart:
                 self._budget.lead(scopes[n + 1:])
         except Exception as exc:
             if not self._stopped.is_set() and not isinstance(exc, RagbenchError):
-                self.error = f"{type(exc).__name__}: {exc}"
+                self.error = exception_text(exc)
         finally:
             # runtimes first: their requests in flight are cancelled and their claims and
             # spend posted before the budget's close gives back what is still held (the

@@ -175,7 +175,7 @@ def test_collection_known_before_the_plan_is_checked_too() -> None:
     assert runtime.asked == []
 
 
-@pytest.mark.parametrize("kind", ["bug", "suite"])
+@pytest.mark.parametrize("kind", ["bug", "suite", "bare"])
 def test_a_failure_is_kept_once_and_the_workers_do_the_rest(kind: str) -> None:
     from pytest_ragbench.errors import SuiteError
 
@@ -184,13 +184,16 @@ def test_a_failure_is_kept_once_and_the_workers_do_the_rest(kind: str) -> None:
     def broken() -> list[SuitePlan]:
         if kind == "suite":
             raise SuiteError("bad key", file="s.yaml")
+        if kind == "bare":
+            raise ValueError()
         raise KeyError("index")
 
     head = HeadStart(lambda stopped: broken(), budget).start()
     wait_until(lambda: not head.running)
     assert budget.closed == 1
-    # a suite problem is the workers' to report (a collection error); a bug is said once
-    assert head.error == (None if kind == "suite" else "KeyError: 'index'")
+    # a suite problem is the workers' to report (a collection error); a bug is said once;
+    # one without a message reads as its type, not "ValueError: " (a colon and nothing)
+    assert head.error == {"suite": None, "bug": "KeyError: 'index'", "bare": "ValueError"}[kind]
 
 
 def test_after_a_failure_runtimes_close_before_the_budget() -> None:
