@@ -39,6 +39,7 @@ import numpy as np
 from ..budget.api import RunBudget
 from ..budget.limits import Adaptive
 from ..budget.wiring import outcome_of
+from ..errors import exception_text
 from . import deadline
 from .base import LLM, Completion, Embedder, LLMError, Message, ProviderError, Usage
 from .resilience import (
@@ -132,8 +133,7 @@ def describe_exception(exc: BaseException) -> str:
     """``ValueError: text`` for a foreign exception; an LLMError's own message as it is."""
     if isinstance(exc, LLMError) and str(exc):
         return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return exception_text(exc)
 
 
 def classify(exc: BaseException) -> Failure:

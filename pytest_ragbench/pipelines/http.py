@@ -50,7 +50,7 @@ import httpx
 
 from ..budget.wiring import outcome_of
 from ..datasets import Query
-from ..errors import ParamValueError
+from ..errors import ParamValueError, exception_text
 from ..http_headers import check_url_and_headers, expand_env
 from ..llm import deadline
 from ..llm.base import LLMError
@@ -225,7 +225,7 @@ class HTTPPipeline:
                 last = attempt_timed_out(self.timeout)
                 await self.breaker.record_failure(last)
             except httpx.TransportError as exc:  # connection refused or reset
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                last = exception_text(exc)
                 await self.breaker.record_failure(last)
             except BaseException:
                 self.breaker.record_abort()

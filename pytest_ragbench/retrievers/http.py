@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..datasets import Document, Query
-from ..errors import ParamValueError
+from ..errors import ParamValueError, exception_text
 from ..http_headers import check_url_and_headers, expand_env
 from ..llm.identity import strip_credentials
 from ..llm.resilience import (
@@ -172,7 +172,7 @@ class HTTPRetriever:
             except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
                 last = attempt_timed_out(self.timeout)
             except httpx.TransportError as exc:  # connection refused or reset
-                last = f"{type(exc).__name__}: {exc}"
+                last = exception_text(exc)
             else:
                 if not is_retryable_status(reply.status_code):
                     return self._read(reply, where)
