@@ -209,7 +209,11 @@ class BuildContext:
     def check(self, kind: str, spec: str | Mapping[str, Any]) -> None:
         """Validate a nested component spec without building it."""
         type_name, params = split_spec(kind, spec)
-        self._registry().check(kind, type_name, params, self)
+        try:
+            self._registry().check(kind, type_name, params, self)
+        except ParamError as exc:
+            # its parameter path is below the nested spec, not a key of the caller's
+            raise ComponentError(str(exc)) from None
 
 
 def split_spec(kind: str, spec: Any) -> tuple[str, dict[str, Any]]:
@@ -445,6 +449,9 @@ class Registry:
         if callable(checker):
             try:
                 checker(dict(params), ctx)
+            except ParamError:
+                # the checker's own parameter, named by a message that names the component
+                raise
             except ComponentError as exc:
                 # a nested component's (a dense retriever's embedder): its parameter path is
                 # below the nested spec, not a key of this component, so point at this one

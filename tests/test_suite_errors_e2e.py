@@ -48,6 +48,51 @@ def test_end_to_end_module_that_raises_on_import(pytester, mini_suite):
     assert "importlib" not in result.stdout.str()
 
 
+def test_a_bad_langchain_or_llamaindex_object_is_reported_at_its_own_line(pytester,
+                                                                          mini_suite):
+    """A langchain or llamaindex pipeline's bad 'object' (a wrong attribute, not a Runnable or
+    query engine, built by a factory as such) was reported at the pipeline's name, where
+    every other parameter's error points at that parameter's own line."""
+    mini_suite()
+    pytester.makepyfile(app_mod="""
+        three = 3
+
+        def make_three():
+            return 3
+    """)
+    result = run_bad(pytester, """\
+        name: objects
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          lc:
+            type: langchain
+            object: "app_mod:nothing"
+          li:
+            type: llamaindex
+            # the older spelling
+            engine: "app_mod:three"
+        metrics: [recall@10]
+        """)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:6: pipelines.lc.object: 'app_mod' has no attribute 'nothing'",
+        "*suite.yaml:10: pipelines.li.engine: 'app_mod:three' is int, not a LlamaIndex query "
+        "engine or retriever",
+    ], consecutive=True)
+    # a factory's object is checked when built, still before the first item
+    result = run_bad(pytester, """\
+        name: made
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          made:
+            type: langchain
+            object: "app_mod:make_three"
+        metrics: [recall@10]
+        """)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:6: pipelines.made.object: 'app_mod:make_three' is int, not a LangChain "
+        "Runnable (chain) or BaseRetriever"])
+
+
 def test_every_bad_component_parameter_of_a_suite_is_listed_in_its_one_error(pytester,
                                                                               mini_suite):
     """Only the first was reported (pipeline a's object), so a user fixed one, ran again and
@@ -78,8 +123,10 @@ def test_every_bad_component_parameter_of_a_suite_is_listed_in_its_one_error(pyt
     assert out.count("ERROR collecting suite.yaml") == 1, out
     result.stdout.fnmatch_lines([
         "*suite.yaml:4: retrievers.bm25.k1: expected a number, got 'fast'",
-        "*suite.yaml:6: pipelines.a: *cannot import 'nomod_a'*",
-        "*suite.yaml:9: pipelines.b: *cannot import 'nomod_b'*",
+        "*suite.yaml:8: pipelines.a.object: cannot import 'nomod_a' for 'nomod_a:chain': "
+        "No module named 'nomod_a'",
+        "*suite.yaml:11: pipelines.b.object: cannot import 'nomod_b' for 'nomod_b:chain': "
+        "No module named 'nomod_b'",
         "*suite.yaml:15: pipelines.c.params.query: set by ragbench in each request*",
         "*suite.yaml:18: metrics[[]1[]].lambda: expected a number, got 'high'",
         "*suite.yaml:19: metrics[[]2[]].lambda: expected a number, got 'low'",

@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..datasets import Dataset, Document, Query, load_dataset
-from ..errors import RagbenchError, SuiteError, did_you_mean, exception_text
+from ..errors import ComponentError, RagbenchError, SuiteError, did_you_mean, exception_text
 from ..llm import deadline as limits
 from ..llm.usage import PaidBefore
 from ..metrics.retrieval import parse_metric, trec_order
@@ -932,6 +932,10 @@ class SuiteRuntime:
             # an async factory: built on the loop its pipeline's answers will run on
             instance = self._run(instance)
         except Exception as exc:
+            if isinstance(exc, ComponentError) and exc.path and spec.path:
+                # one parameter at fault (a langchain factory's object that is not a
+                # Runnable): at that key's line, as when it is found at collection
+                return [spec.error(self.suite.path, exc)]
             detail = str(exc) if isinstance(exc, RagbenchError) else exception_text(exc)
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
                                line=spec.line)]

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..datasets import Query
-from ..errors import ComponentError, exception_text
+from ..errors import ComponentError, ParamError, exception_text
 from ..registry import BuildContext
 from .contract import (
     Context,
@@ -107,7 +107,22 @@ def _where(context: BuildContext | None, lib: _Library) -> str:
     return f"pipeline {name!r} (type {lib.type})" if name else f"pipeline type {lib.type}"
 
 
-def _spec(params: Mapping[str, Any], alias: str, where: str) -> str:
+@dataclass(frozen=True)
+class _Target:
+    """The object a pipeline tests: its ``package.module:attr`` path, the key that gave it
+    (``object`` or an older spelling) and how messages name the pipeline."""
+
+    spec: str
+    key: str
+    where: str
+
+    def error(self, detail: str) -> ComponentError:
+        """What is wrong with the object, at its key: the suite points at that key's line."""
+        return ComponentError(f"{self.where}: {detail}", param=self.key, path=(self.key,),
+                              detail=detail)
+
+
+def _spec(params: Mapping[str, Any], alias: str, where: str) -> _Target:
     """The ``object`` (or older ``alias``) parameter, checked for form."""
     given = [k for k in ("object", alias) if params.get(k) is not None]
     if not given:
@@ -115,51 +130,60 @@ def _spec(params: Mapping[str, Any], alias: str, where: str) -> str:
                              "object to test")
     if len(given) == 2:
         raise ComponentError(f"{where}: give 'object' or '{alias}', not both")
-    spec = params[given[0]]
+    key, spec = given[0], params[given[0]]
     module, _, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
     if not module.strip() or not attr.strip():
-        raise ComponentError(f"{where}: {given[0]} must be 'package.module:attr', "
-                             f"got {spec!r}")
-    return spec
+        detail = f"must be 'package.module:attr', got {spec!r}"
+        raise ComponentError(f"{where}: {key} {detail}", param=key, path=(key,), detail=detail)
+    return _Target(spec, key, where)
 
 
-def _attribute(spec: str, where: str, lib: _Library) -> Any:
-    """The attribute at ``spec``, imported but not called."""
-    module_name, _, attr = spec.partition(":")
+def _attribute(target: _Target, lib: _Library) -> Any:
+    """The attribute at ``target``'s path, imported but not called."""
+    module_name, _, attr = target.spec.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         if lib.is_missing(exc):
-            raise lib.missing(where, f"importing {module_name!r} failed: {exc}") from None
-        raise ComponentError(f"{where}: cannot import {module_name!r} for {spec!r}: "
-                             f"{exc}") from None
+            raise lib.missing(target.where,
+                              f"importing {module_name!r} failed: {exc}") from None
+        raise target.error(f"cannot import {module_name!r} for {target.spec!r}: "
+                           f"{exc}") from None
     except Exception as exc:
-        raise ComponentError(f"{where}: importing {module_name!r} raised "
-                             f"{exception_text(exc)}") from None
+        raise target.error(f"importing {module_name!r} raised "
+                           f"{exception_text(exc)}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ComponentError(f"{where}: {module_name!r} has no attribute {attr!r}") from None
+            raise target.error(f"{module_name!r} has no attribute {attr!r}") from None
     return obj
 
 
 def _check_object(params: Mapping[str, Any], context: BuildContext, library: _Library, key: str,
-                  kind: Callable[[Any, Any, str], Any]) -> None:
+                  kind: Callable[[Any, _Target], Any]) -> None:
     """The library, the path, and the object's kind unless a factory builds it (then it is
-    checked when built, still before the first item)."""
-    where = _where(context, library)
-    spec = _spec(params, key, where)
-    obj = _attribute(spec, where, library)
-    if not _is_factory(obj):
-        kind(obj, spec, where)
+    checked when built, still before the first item).
+
+    What is wrong with the object is a :class:`ParamError` naming its key: the suite's error
+    points at that key's line, as for any other parameter.
+    """
+    try:
+        target = _spec(params, key, _where(context, library))
+        obj = _attribute(target, library)
+        if not _is_factory(obj):
+            kind(obj, target)
+    except ComponentError as exc:
+        if exc.path:
+            raise ParamError.of(exc) from None
+        raise
 
 
 def _is_factory(obj: Any) -> bool:
     return inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismethod(obj)
 
 
-def _instantiate(obj: Any, spec: str, where: str) -> Any:
+def _instantiate(obj: Any, target: _Target) -> Any:
     """``obj``, or what it returns when it is a factory with no required argument."""
     if not _is_factory(obj):
         return obj
@@ -170,20 +194,19 @@ def _instantiate(obj: Any, spec: str, where: str) -> Any:
     required = [p.name for p in params if p.default is inspect.Parameter.empty
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
-        raise ComponentError(f"{where}: {spec!r} is a factory with required argument(s) "
-                             f"{', '.join(required)}; name an object, or a factory that needs "
-                             "no arguments")
+        raise target.error(f"{target.spec!r} is a factory with required argument(s) "
+                           f"{', '.join(required)}; name an object, or a factory that needs "
+                           "no arguments")
     try:
         made = obj()
     except Exception as exc:
-        raise ComponentError(f"{where}: calling {spec!r} raised "
-                             f"{exception_text(exc)}") from None
+        raise target.error(f"calling {target.spec!r} raised {exception_text(exc)}") from None
     if inspect.isawaitable(made):
         close = getattr(made, "close", None)
         if callable(close):
             close()
-        raise ComponentError(f"{where}: {spec!r} is an async factory; make it synchronous "
-                             "or name the object it builds")
+        raise target.error(f"{target.spec!r} is an async factory; make it synchronous or "
+                           "name the object it builds")
     return made
 
 
@@ -235,7 +258,7 @@ def _message_usage(message: Any) -> Usage | None:
                  completion_tokens=int(usage.get("output_tokens") or 0))
 
 
-def _langchain_kind(obj: Any, spec: str, where: str) -> str:
+def _langchain_kind(obj: Any, target: _Target) -> str:
     """``"retriever"`` or ``"runnable"``; ComponentError naming what ``obj`` is otherwise."""
     if _LANGCHAIN.loaded():
         from langchain_core.retrievers import BaseRetriever
@@ -249,8 +272,8 @@ def _langchain_kind(obj: Any, spec: str, where: str) -> str:
         hint = " (a vector store: name its .as_retriever(), or a chain using it)"
     elif _has(obj, "aquery", "query", "aretrieve", "retrieve"):
         hint = " (it looks like a LlamaIndex object: use type: llamaindex)"
-    raise ComponentError(f"{where}: {spec!r} is {type(obj).__name__}, not a LangChain Runnable "
-                         f"(chain) or BaseRetriever{hint}")
+    raise target.error(f"{target.spec!r} is {type(obj).__name__}, not a LangChain Runnable "
+                       f"(chain) or BaseRetriever{hint}")
 
 
 def _is_runnable(obj: Any) -> bool:
@@ -339,9 +362,10 @@ class LangChainPipeline:
                  score_key: str | None = "score", answer_key: str | None = None,
                  context_key: str | None = None, context: BuildContext | None = None) -> None:
         where = _where(context, _LANGCHAIN)
-        spec = _spec({"object": object, "chain": chain}, "chain", where)
-        self.target = _instantiate(_attribute(spec, where, _LANGCHAIN), spec, where)
-        self.kind = _langchain_kind(self.target, spec, where)
+        target = _spec({"object": object, "chain": chain}, "chain", where)
+        spec = target.spec
+        self.target = _instantiate(_attribute(target, _LANGCHAIN), target)
+        self.kind = _langchain_kind(self.target, target)
         # a real Runnable takes a config: the callback that reads the token usage
         self.runnable = _LANGCHAIN.loaded() and _is_runnable(self.target)
         if self.kind == "retriever" and (input_key or answer_key or context_key):
@@ -386,7 +410,7 @@ class LangChainPipeline:
 # -- LlamaIndex ------------------------------------------------------------------------------
 
 
-def _llamaindex_kind(obj: Any, spec: str, where: str) -> str:
+def _llamaindex_kind(obj: Any, target: _Target) -> str:
     """``"engine"`` or ``"retriever"``; ComponentError naming what ``obj`` is otherwise."""
     if _LLAMAINDEX.loaded():
         from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -405,8 +429,8 @@ def _llamaindex_kind(obj: Any, spec: str, where: str) -> str:
         hint = " (an index: name its .as_query_engine() or .as_retriever())"
     elif _has(obj, "ainvoke", "invoke"):
         hint = " (it looks like a LangChain Runnable: use type: langchain)"
-    raise ComponentError(f"{where}: {spec!r} is {type(obj).__name__}, not a LlamaIndex query "
-                         f"engine or retriever{hint}")
+    raise target.error(f"{target.spec!r} is {type(obj).__name__}, not a LlamaIndex query "
+                       f"engine or retriever{hint}")
 
 
 def llamaindex_contexts(nodes: Any, *, id_key: str | None = None) -> tuple[Context, ...]:
@@ -436,9 +460,9 @@ class LlamaIndexPipeline:
     def __init__(self, *, object: str | None = None, engine: str | None = None,
                  id_key: str | None = None, context: BuildContext | None = None) -> None:
         where = _where(context, _LLAMAINDEX)
-        spec = _spec({"object": object, "engine": engine}, "engine", where)
-        self.target = _instantiate(_attribute(spec, where, _LLAMAINDEX), spec, where)
-        self.kind = _llamaindex_kind(self.target, spec, where)
+        target = _spec({"object": object, "engine": engine}, "engine", where)
+        self.target = _instantiate(_attribute(target, _LLAMAINDEX), target)
+        self.kind = _llamaindex_kind(self.target, target)
         self.id_key = id_key
 
     @staticmethod
