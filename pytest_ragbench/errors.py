@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -52,15 +52,33 @@ class ComponentError(RagbenchError):
     ``param`` is the key path below the component's own key (``"k1"``, ``"stopwords[0]"``)
     when one parameter is at fault, and ``path`` the same as keys (``("stopwords", 0)``), so a
     caller can point at its line; ``detail`` is then what is wrong with it, without the
-    component's name (which the key path gives).
+    component's name (which the key path gives). When several of the component's parameters
+    are at fault, ``problems`` holds an error for each (see :meth:`combine`).
     """
 
     def __init__(self, message: str, *, param: str | None = None,
-                 path: tuple[str | int, ...] = (), detail: str | None = None) -> None:
+                 path: tuple[str | int, ...] = (), detail: str | None = None,
+                 problems: Sequence[ComponentError] = ()) -> None:
         super().__init__(message)
         self.param = param
         self.path = path
         self.detail = detail
+        self.problems = tuple(problems)
+
+    @classmethod
+    def combine(cls, errors: Sequence[ComponentError]) -> ComponentError:
+        """One error for what is wrong with one component: ``errors[0]`` alone, else an
+        error whose message is a line each, with the first's parameter (for a caller that
+        points at one line) and every one in ``problems``."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        return cls("\n".join(str(e) for e in errors), param=first.param, path=first.path,
+                   detail=first.detail, problems=errors)
+
+    def each(self) -> tuple[ComponentError, ...]:
+        """Every problem this error stands for: those it combines, else itself."""
+        return self.problems or (self,)
 
 
 class ParamValueError(ValueError):
@@ -85,7 +103,8 @@ class ParamError(ComponentError, ValueError):
     @classmethod
     def of(cls, exc: ComponentError, prefix: str = "") -> ParamError:
         """``exc`` as a ValueError, keeping which parameter it names."""
-        return cls(f"{prefix}{exc}", param=exc.param, path=exc.path, detail=exc.detail)
+        return cls(f"{prefix}{exc}", param=exc.param, path=exc.path, detail=exc.detail,
+                   problems=[cls.of(p, prefix) for p in exc.problems])
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

@@ -498,34 +498,40 @@ class Registry:
                 unknown.append(str(key))
             else:
                 kwargs[target] = value
+        # every problem of the component at once: fixing one and meeting the next a run
+        # later is what one collection error is there to spare
+        problems: list[ComponentError] = []
         if unknown:
             # `timeout` is the HTTP components' per-request limit; a Python component's
             # time limit is the suite's own `case_timeout`
             hint = ("; the time limit of any retriever or pipeline is case_timeout"
                     if "timeout" in unknown and kind in ("retriever", "pipeline") else "")
-            raise ComponentError(
+            problems.append(ComponentError(
                 f"{kind} {type_name!r} got unknown parameter(s) {', '.join(unknown)}"
                 f"{did_you_mean(unknown[0], shown)}; it accepts: "
                 f"{', '.join(shown) or 'no parameters'}{hint}", param=unknown[0],
                 path=(unknown[0],)
-            )
-        self._check_types(kind, type_name, factory, kwargs)
+            ))
+        problems += self._check_types(kind, type_name, factory, kwargs)
         for name in CONTEXT_PARAMS:
             if name in accepted and name not in kwargs:
                 kwargs[name] = ctx if name == "context" else getattr(ctx, name)
         missing = [display_name(p) for p in required if p not in kwargs]
         if missing:
-            raise ComponentError(
+            problems.append(ComponentError(
                 f"{kind} {type_name!r} is missing required parameter(s) {', '.join(missing)}; "
                 f"it accepts: {', '.join(shown)}{_called_hint(kind, type_name, factory, missing)}"
-            )
+            ))
+        if problems:
+            raise ComponentError.combine(problems)
         return kwargs
 
     def _check_types(self, kind: str, type_name: str, factory: Callable[..., Any],
-                     kwargs: Mapping[str, Any]) -> None:
-        """Each user parameter against the factory's type hint; ComponentError naming it."""
+                     kwargs: Mapping[str, Any]) -> list[ComponentError]:
+        """Each user parameter against the factory's type hint: a ComponentError naming
+        each one at fault."""
         if not kwargs:  # nothing to check: no need to build the factory's type adapters
-            return
+            return []
         from pydantic import ValidationError
 
         try:
@@ -536,6 +542,7 @@ class Registry:
             types = param_types(factory)
             with contextlib.suppress(TypeError):
                 self._param_types[factory] = types
+        problems: list[ComponentError] = []
         for target, value in kwargs.items():
             adapter = types.get(target)
             if adapter is None:
@@ -557,9 +564,10 @@ class Registry:
                 where = display_name(target) + "".join(
                     f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
                 detail = validation_message(dict(err))
-                raise ComponentError(f"{kind} {type_name!r} parameter {where}: {detail}",
-                                     param=where, path=(display_name(target), *loc),
-                                     detail=detail) from None
+                problems.append(ComponentError(
+                    f"{kind} {type_name!r} parameter {where}: {detail}", param=where,
+                    path=(display_name(target), *loc), detail=detail))
+        return problems
 
 
 def _ragbench_entry_points() -> list[EntryPoint]:

@@ -131,3 +131,36 @@ def test_every_bad_component_parameter_of_a_suite_is_listed_in_its_one_error(pyt
         "*suite.yaml:18: metrics[[]1[]].lambda: expected a number, got 'high'",
         "*suite.yaml:19: metrics[[]2[]].lambda: expected a number, got 'low'",
     ], consecutive=True)
+
+
+def test_every_bad_parameter_of_one_component_is_listed_in_its_one_error(pytester, mini_suite):
+    """Within one component only the first bad parameter was reported (bm25's k1, not its b;
+    an unknown one hid a wrong type beside it), so a user fixed one, ran again and met the
+    next."""
+    mini_suite()
+    result = run_bad(pytester, """\
+        name: one
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          bm25:
+            k1: fast
+            b: high
+          other:
+            type: bm25
+            nope: 1
+            k1: slow
+        metrics:
+          - ndcg@10
+          - {name: temporal_ndcg@10, lambda: high, field: 3}
+        """)
+    out = result.stdout.str()
+    assert out.count("ERROR collecting suite.yaml") == 1, out
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:5: retrievers.bm25.k1: expected a number, got 'fast'",
+        "*suite.yaml:6: retrievers.bm25.b: expected a number, got 'high'",
+        "*suite.yaml:9: retrievers.other.nope: retriever 'bm25' got unknown parameter(s) nope; "
+        "it accepts: *",
+        "*suite.yaml:10: retrievers.other.k1: expected a number, got 'slow'",
+        "*suite.yaml:13: metrics[[]1[]].lambda: expected a number, got 'high'",
+        "*suite.yaml:13: metrics[[]1[]].field: expected a string, got 3",
+    ], consecutive=True)

@@ -935,7 +935,7 @@ class SuiteRuntime:
             if isinstance(exc, ComponentError) and exc.path and spec.path:
                 # one parameter at fault (a langchain factory's object that is not a
                 # Runnable): at that key's line, as when it is found at collection
-                return [spec.error(self.suite.path, exc)]
+                return spec.errors(self.suite.path, exc)
             detail = str(exc) if isinstance(exc, RagbenchError) else exception_text(exc)
             return [SuiteError(detail, file=self.suite.path, key=_spec_key(spec),
                                line=spec.line)]

@@ -711,8 +711,8 @@ def _parse_systems(ctx: _Ctx, data: Mapping[str, Any], known_retrievers: Sequenc
 def _system_problems(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
                      pipelines: Sequence[ComponentSpec],
                      check: SystemChecker | None) -> list[SuiteError]:
-    """What ``check`` finds wrong with each system's parameters (each system's first
-    problem: a system's check stops at it)."""
+    """What ``check`` finds wrong with each system's parameters (the registry's checks
+    name every parameter at fault; a factory's own ``ragbench_check`` stops at its first)."""
     if check is None:
         return []
     problems: list[SuiteError] = []
@@ -721,7 +721,7 @@ def _system_problems(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
         try:
             check(kind, spec, retrievers)
         except ComponentError as exc:
-            problems.append(spec.error(ctx.file, exc))
+            problems += spec.errors(ctx.file, exc)
     return problems
 
 
@@ -745,13 +745,14 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver,
             spec = resolve(item, params)
         except ValueError as exc:
             if isinstance(exc, ParamError) and exc.path and isinstance(value[i], Mapping):
-                # a parameter at fault: its own key and line (the mapping form names them)
-                problem = ctx.error(("metrics", i, *exc.path), exc.detail or str(exc))
+                # each parameter at fault: its own key and line (the mapping form names them)
+                found = [ctx.error(("metrics", i, *p.path), p.detail or str(p)) if p.path
+                         else ctx.error(("metrics", i), str(p)) for p in exc.each()]
             else:
-                problem = ctx.error(("metrics", i), str(exc))
+                found = [ctx.error(("metrics", i), str(exc))]
             if problems is None:
-                raise problem from None
-            problems.append(problem)
+                raise one_error(found) from None
+            problems += found
             continue
         if spec.name in {m.name for m in out}:
             problem = ctx.error(("metrics", i), f"metric {spec.name!r} is listed twice")

@@ -91,6 +91,11 @@ class ComponentSpec:
                               line=self.lines.get(full))
         return SuiteError(str(exc), file=file, key=self.key or None, line=self.line)
 
+    def errors(self, file: Path, exc: ComponentError) -> list[SuiteError]:
+        """Every problem ``exc`` stands for (several parameters at fault: one each) as
+        :meth:`error` reads it."""
+        return [self.error(file, problem) for problem in exc.each()]
+
 
 @dataclass(frozen=True)
 class Suite:
