@@ -414,6 +414,32 @@ def test_wrong_library_gets_a_hint(lc: types.ModuleType, li: types.ModuleType) -
         check("llamaindex", {"object": "lc_app:chain"})
 
 
+def test_a_python_pipeline_returning_a_library_object_gets_a_hint(
+        lc: types.ModuleType, li: types.ModuleType) -> None:
+    """A Python pipeline returning what its query engine (or chain) returned, as it is, was
+    told "returned Response; expected a mapping ..." (or, for a LangChain message, "the
+    output has no 'answer' (its keys: 'content', ...)"), not that the adapter reads it."""
+    from langchain_core.messages import AIMessage
+    from llama_index.core.base.response.schema import Response
+
+    from pytest_ragbench.pipelines import normalise_output
+
+    with pytest.raises(OutputError, match=(
+            r"^returned Response; expected a mapping .* or a string \(a LlamaIndex query "
+            r"engine's Response: name the engine with type: llamaindex, or return "
+            r"\{'answer': response\.response, 'contexts': response\.source_nodes\}\)$")):
+        normalise_output(Response(response="a fine grind", source_nodes=[]))
+    with pytest.raises(OutputError, match=(
+            r"^the output has no 'answer' \(its keys: 'content', .*\) \(a LangChain message: "
+            r"name the chain with type: langchain, or return its \.content\)$")):
+        normalise_output(AIMessage(content="a fine grind"))
+    # what the engine's Response holds, passed on, is read as the llamaindex pipeline reads it
+    engine_response = li.engine.query("espresso grind")
+    out = normalise_output({"answer": engine_response.response,
+                            "contexts": engine_response.source_nodes})
+    assert out.answer == engine_response.response and out.contexts
+
+
 # -- whole runs: one per library ---------------------------------------------------------------
 
 

@@ -310,6 +310,25 @@ def _usage(value: Any) -> Usage | None:
                  completion_tokens=counts["completion_tokens"], cost=cost)
 
 
+def _library_hint(value: Any) -> str:
+    """For what a LangChain chain or LlamaIndex query engine returned, passed on as it is:
+    the pipeline type that reads it, or what to return instead ("" for anything else).
+    Read by the module of its class: the libraries need not be imported to tell."""
+    module = type(value).__module__ or ""
+    if module.startswith("llama_index."):
+        if hasattr(value, "source_nodes"):
+            return (" (a LlamaIndex query engine's Response: name the engine with type: "
+                    "llamaindex, or return {'answer': response.response, "
+                    "'contexts': response.source_nodes})")
+        return " (a LlamaIndex object: name the query engine with type: llamaindex)"
+    if module.startswith(("langchain_core.", "langchain.", "langgraph.")):
+        if module.startswith("langchain_core.messages"):
+            return (" (a LangChain message: name the chain with type: langchain, or return "
+                    "its .content)")
+        return " (a LangChain object: name the chain with type: langchain)"
+    return ""
+
+
 def normalise_output(value: Any) -> PipelineOutput:
     """``value`` (see the module docs) as a :class:`PipelineOutput`; :class:`OutputError` if
     it does not follow the contract."""
@@ -329,10 +348,11 @@ def normalise_output(value: Any) -> PipelineOutput:
     if data is None:
         raise OutputError(f"returned {type_name(value)}; expected a mapping "
                           "{'answer': str, 'contexts': [...], 'usage': {...}}, a "
-                          "PipelineOutput or a string")
+                          f"PipelineOutput or a string{_library_hint(value)}")
     if "answer" not in data:
         keys = ", ".join(repr(k) for k in list(data)[:8]) or "none"
-        raise OutputError(f"the output has no 'answer' (its keys: {keys})")
+        raise OutputError(f"the output has no 'answer' (its keys: {keys})"
+                          f"{_library_hint(value)}")
     answer = data["answer"]
     if not isinstance(answer, str):
         raise OutputError(f"'answer' must be a string, got {type_name(answer)}")
