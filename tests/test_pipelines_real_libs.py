@@ -414,6 +414,25 @@ def test_wrong_library_gets_a_hint(lc: types.ModuleType, li: types.ModuleType) -
         check("llamaindex", {"object": "lc_app:chain"})
 
 
+def test_keys_a_langchain_retriever_does_not_take_are_named_at_their_own_line(
+        lc: types.ModuleType) -> None:
+    """input_key (answer_key, context_key) given for a BaseRetriever was reported at the
+    pipeline's name, not at the key's own line."""
+    from pytest_ragbench.suite.model import ComponentSpec, Lines
+
+    with pytest.raises(ComponentError) as info:
+        build("langchain", {"object": "lc_app:retriever", "answer_key": "a",
+                            "context_key": "c"})
+    assert info.value.path == ("answer_key",)
+    lines = Lines({("pipelines", "x"): 4, ("pipelines", "x", "answer_key"): 6})
+    spec = ComponentSpec("x", "langchain", key="pipelines.x", line=4, path=("pipelines", "x"),
+                         lines=lines)
+    assert str(spec.error(Path("s.yaml"), info.value)) == (
+        "s.yaml:6: pipelines.x.answer_key: 'lc_app:retriever' is a retriever, which takes the "
+        "question text and returns documents: input_key, answer_key and context_key do not "
+        "apply")
+
+
 def test_a_python_pipeline_returning_a_library_object_gets_a_hint(
         lc: types.ModuleType, li: types.ModuleType) -> None:
     """A Python pipeline returning what its query engine (or chain) returned, as it is, was

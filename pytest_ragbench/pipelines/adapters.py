@@ -368,10 +368,14 @@ class LangChainPipeline:
         self.kind = _langchain_kind(self.target, target)
         # a real Runnable takes a config: the callback that reads the token usage
         self.runnable = _LANGCHAIN.loaded() and _is_runnable(self.target)
-        if self.kind == "retriever" and (input_key or answer_key or context_key):
-            raise ComponentError(f"{where}: {spec!r} is a retriever, which takes the question "
-                                 "text and returns documents: input_key, answer_key and "
-                                 "context_key do not apply")
+        given = [k for k, v in (("input_key", input_key), ("answer_key", answer_key),
+                                ("context_key", context_key)) if v]
+        if self.kind == "retriever" and given:
+            detail = (f"{spec!r} is a retriever, which takes the question text and returns "
+                      "documents: input_key, answer_key and context_key do not apply")
+            # at the first of them: its line in the suite
+            raise ComponentError(f"{where}: {detail}", param=given[0], path=(given[0],),
+                                 detail=detail)
         self.input_key = input_key
         self.id_key = id_key
         self.score_key = score_key
