@@ -475,41 +475,45 @@ def test_missing_suite_file_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*ragbench: suite file not found: *nope.yaml"])
 
 
-def test_results_survive_a_crashed_worker(pytester, mini_suite):
-    mini_suite(crash_on="milk")
-    # One worker is enough: it finishes q1 and q2 before it dies at q3, and its replacement
-    # runs q4 and q5; all five must reach the controller's files.
-    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "1")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 4 and outcomes.get("failed") == 1
-    run = latest_run(pytester.path)
-    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
-    assert len(recs) == 5
-    crashed = [r for r in recs if r["status"] == "error"]
-    assert [r["case_id"] for r in crashed] == ["q3"]
-    result.stdout.fnmatch_lines(["  overlap: 5 cases, 1 error, 0 below per-query thresholds"])
+def test_results_survive_crashed_workers_and_a_crashed_cases_record_names_its_suite(
+        pytester, mini_suite):
+    """Two systems whose workers die, one run at -n 1 (the crashes are per system):
 
-
-def test_a_crashed_workers_case_record_names_its_suite(pytester, mini_suite):
-    # The controller's record of a case whose worker died named the suite by its file and
-    # had no suite hash: with q1 (the first case) crashed, summary.json's suite_hash was
-    # null (against a baseline: 'suite file changed', unchanged) and the TREC run files
-    # were suite.yaml.overlap.trec, not mini.overlap.trec
+    - ``first`` crashes in q1, the run's first case. The controller's record of a case whose
+      worker died named the suite by its file and had no suite hash: summary.json's
+      suite_hash was null (against a baseline: 'suite file changed', unchanged) and the
+      TREC run files were suite.yaml.first.trec, not mini.first.trec.
+    - ``overlap`` crashes in q3: one worker is enough, it finishes q1 and q2 before it dies,
+      and its replacement runs q4 and q5; all five must reach the controller's files."""
     import hashlib
 
-    path = mini_suite(crash_on="espresso")
-    result = pytester.runpytest(SUITE, "-n", "1", "--ragbench-save-run=runs", "-p",
-                                "no:randomly")
-    result.assert_outcomes(passed=4, failed=1)
+    path = mini_suite("""
+        name: mini
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          first: {type: "overlap_retriever:Overlap", crash_on: espresso}
+          overlap: {type: "overlap_retriever:Overlap", crash_on: milk}
+        metrics: [ndcg@10, recall@10, mrr@10]
+    """)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "1",
+                                "--ragbench-save-run=runs", "-p", "no:randomly")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed")) == (8, 2), result.stdout.str()
     run = latest_run(pytester.path)
+    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+    assert sorted((r["retriever"], r["case_id"]) for r in recs) == [
+        (system, f"q{i}") for system in ("first", "overlap") for i in range(1, 6)]
+    crashed = [r for r in recs if r["status"] == "error"]
+    assert [(r["retriever"], r["case_id"]) for r in crashed] == [("first", "q1"),
+                                                                 ("overlap", "q3")]
+    result.stdout.fnmatch_lines(["  first: 5 cases, 1 error, 0 below per-query thresholds",
+                                 "  overlap: 5 cases, 1 error, 0 below per-query thresholds"])
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     (suite,) = json.loads((run / "summary.json").read_text())["suites"]
     assert suite["suite_hash"] == digest
-    crashed = next(json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()
-                   if json.loads(x)["status"] == "error")
-    assert (crashed["case_id"], crashed["suite_name"], crashed["suite_hash"]) == (
-        "q1", "mini", digest)
-    assert sorted(p.name for p in (pytester.path / "runs").iterdir()) == ["mini.overlap.trec"]
+    assert all((r["suite_name"], r["suite_hash"]) == ("mini", digest) for r in crashed)
+    assert sorted(p.name for p in (pytester.path / "runs").iterdir()) == [
+        "mini.first.trec", "mini.overlap.trec"]
 
 
 def test_a_run_whose_only_case_crashed_its_worker_is_partial(pytester, mini_suite):
