@@ -6,10 +6,11 @@ import json
 import re
 import shutil
 import textwrap
+import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import BASE_INI, QUERIES, latest_run, write_jsonl
-from test_verdict_plugin import _history_rows, _outputs
+from test_verdict_plugin import _history_rows, _junit_cases, _outputs
 from test_xfail_outcome import KNOWN, check_known_failures
 
 from pytest_ragbench.report.rerender import rerender
@@ -715,29 +716,24 @@ def test_an_unusable_pytest_cache_builds_indexes_in_memory(pytester, mini_suite)
     assert strip[:5] == strip[5:]
 
 
-def test_interrupted_run_keeps_finished_cases_and_partial_summary(pytester, mini_suite):
-    mini_suite(interrupt_on="milk")
-    # In process, but told not to raise the inner run's KeyboardInterrupt again in this one
-    # (as pytester does by default: a user's Ctrl-C).
-    result = pytester.runpytest(SUITE, no_reraise_ctrlc=True)
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    run = latest_run(pytester.path)
-    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
-    assert [r["case_id"] for r in recs] == ["q1", "q2"]
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["run"]["partial"] is True
-    assert summary["suites"][0]["retrievers"][0]["n_cases"] == 2
+def test_an_interrupted_run_keeps_finished_cases_fails_junit_and_reads_alike_at_n0_and_n1(
+        pytester, mini_suite):
+    """A Ctrl-C in q3, at -n 0 and at -n 1: one suite for what each run must show.
 
-
-def test_a_worker_interrupted_in_a_case_leaves_it_unfinished_as_at_n0(pytester, mini_suite):
-    # xdist reports the case a worker was in when a KeyboardInterrupt stopped it as a crash:
-    # the controller recorded it as an errored case ('1 item errored', in error_rate gates),
-    # where -n 0 leaves the interrupted case unfinished, for a resume to run
+    - The finished cases are kept and the summary is partial.
+    - The cases that ran passed, so junit had no failing testcase while the exit status,
+      summary.json, summary.md and the HTML said FAILED: the run was interrupted.
+    - xdist reports the case a worker was in when a KeyboardInterrupt stopped it as a
+      crash: the controller recorded it as an errored case ('1 item errored', in
+      error_rate gates), where -n 0 leaves the interrupted case unfinished, for a resume to
+      run; every output of the two runs is alike."""
     path = mini_suite(interrupt_on="milk")
     path.write_text(path.read_text() + 'gates:\n  - "error_rate <= 0"\n')
     outputs = []
-    for workers in (["-p", "no:xdist"], ["-n", "1"]):
-        result = pytester.runpytest(SUITE, *workers, "-p", "no:randomly",
+    for workers in ([], ["-n", "1"]):
+        # In process, but told not to raise the inner run's KeyboardInterrupt again in this
+        # one (as pytester does by default: a user's Ctrl-C).
+        result = pytester.runpytest(SUITE, "--junitxml=out.xml", *workers, "-p", "no:randomly",
                                     no_reraise_ctrlc=True)
         assert result.ret == pytest.ExitCode.INTERRUPTED
         run = latest_run(pytester.path)
@@ -745,8 +741,25 @@ def test_a_worker_interrupted_in_a_case_leaves_it_unfinished_as_at_n0(pytester, 
         summary = json.loads((run / "summary.json").read_text())
         outputs.append(([r["case_id"] for r in recs], summary["verdict"], summary["gates"],
                         summary["suites"]))
+        assert [r["case_id"] for r in recs] == ["q1", "q2"]
+        assert summary["run"]["partial"] is True
+        assert summary["suites"][0]["retrievers"][0]["n_cases"] == 2
+        assert _outputs(pytester)[0]["passed"] is False
+        # junit fails the run as every other output does
+        root = ET.parse(pytester.path / "out.xml").getroot()
+        suite = root.find("testsuite")
+        assert suite is not None and int(suite.get("failures") or 0) == 1
+        case = _junit_cases(pytester.path / "out.xml")[
+            "ragbench-verdict::the run was interrupted"]
+        failure = case.find("failure")
+        assert failure is not None
+        assert ("ragbench: FAILED (partial: 2 of 5 cases): the run was interrupted"
+                in failure.get("message", ""))
+        props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+        assert props["ragbench_verdict"] == ("FAILED (partial: 2 of 5 cases): the run was "
+                                             "interrupted")
+        assert props["ragbench_coverage"] == "2 of 5 cases"
     assert outputs[0] == outputs[1]
-    assert outputs[1][0] == ["q1", "q2"]
     assert outputs[1][1]["headline"] == "FAILED (partial: 2 of 5 cases)"
     assert [(g["passed"], g["value"]) for g in outputs[1][2]] == [(True, 0.0)]
 
