@@ -29,29 +29,30 @@ def summary_section(lines: list[str]) -> list[str]:
     return out
 
 
-def test_collects_one_item_per_query_and_retriever(pytester, mini_suite):
-    mini_suite()
-    result = pytester.runpytest(SUITE, "--collect-only", "-q")
-    result.stdout.fnmatch_lines([
-        "suite.yaml::overlap::q1",
-        "suite.yaml::overlap::q2",
-        "suite.yaml::overlap::q5",
-        "5 tests collected*",
-    ])
-
-
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_collect_only_writes_no_run_folder(pytester, mini_suite, workers):
-    # --collect-only runs no case: it made a run folder holding only run.json and pointed
-    # `latest` at it, so `ragbench report latest` then refused it ("not a ragbench run")
-    mini_suite()
+def test_collect_only_lists_each_retrievers_queries_in_dataset_order_and_writes_no_run(
+        pytester, mini_suite):
+    """One item per query and retriever, in the suite's retriever order then the dataset's
+    query order, serial and at -n 2 (the two --collect-only runs share the suite and the run
+    before them). --collect-only runs no case: it made a run folder holding only run.json and
+    pointed `latest` at it, so `ragbench report latest` then refused it ("not a ragbench
+    run")."""
+    mini_suite("""
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          b: {type: "overlap_retriever:Overlap"}
+          a: {type: "overlap_retriever:Overlap"}
+        metrics: [ndcg@10]
+    """)
     assert pytester.runpytest(SUITE).ret == 0
     run = latest_run(pytester.path)
-    result = pytester.runpytest(SUITE, "--collect-only", "-q", *workers)
-    result.stdout.fnmatch_lines(["5 tests collected*"])
-    assert latest_run(pytester.path) == run
-    assert [p.name for p in (pytester.path / ".ragbench" / "runs").iterdir()
-            if p.name != "latest"] == [run.name]
+    for workers in ([], ["-n", "2"]):
+        result = pytester.runpytest(SUITE, "--collect-only", "-q", *workers)
+        ids = [line for line in result.outlines if "::" in line]
+        assert ids == [f"suite.yaml::{r}::q{i}" for r in ("b", "a") for i in range(1, 6)]
+        result.stdout.fnmatch_lines(["10 tests collected*"])
+        assert latest_run(pytester.path) == run
+        assert [p.name for p in (pytester.path / ".ragbench" / "runs").iterdir()
+                if p.name != "latest"] == [run.name]
 
 
 @pytest.mark.parametrize("option", ["--setup-plan", "--setup-only"])
@@ -66,19 +67,6 @@ def test_setup_only_and_plan_run_no_case(pytester, mini_suite, option):
     assert "backend unavailable" not in result.stdout.str()
     assert "ragbench summary" not in result.stdout.str()
     assert not (pytester.path / ".ragbench").exists()
-
-
-def test_order_is_dataset_order_across_retrievers(pytester, mini_suite):
-    mini_suite("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers:
-          b: {type: "overlap_retriever:Overlap"}
-          a: {type: "overlap_retriever:Overlap"}
-        metrics: [ndcg@10]
-    """)
-    result = pytester.runpytest(SUITE, "--collect-only", "-q")
-    ids = [line for line in result.outlines if "::" in line]
-    assert ids == [f"suite.yaml::{r}::q{i}" for r in ("b", "a") for i in range(1, 6)]
 
 
 def test_k_selects_queries_and_retrievers(pytester, mini_suite):
