@@ -190,19 +190,6 @@ def test_gates_and_regressions_of_two_suites_with_one_name_say_which_file(pytest
     assert "<td>mini [a.yaml] / overlap</td>" in html
 
 
-def test_baseline_regressions_are_junit_testcases(pytester, mini_suite):
-    mini_suite()
-    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
-    mini_suite(drop="d1")
-    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "--junitxml=out.xml")
-    assert result.ret == 1
-    cases = _junit_cases(pytester.path / "out.xml")
-    reg = cases["suite.yaml.ragbench-gates.overlap::ndcg@10: regression within tolerance 0"]
-    assert reg.find("failure") is not None
-    summary, _, _ = _outputs(pytester)
-    assert [r["kind"] for r in summary["verdict"]["reasons"]] == ["regression"]
-
-
 @pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
                                   ["-x"], ["-k", "q1 or q2", "-n", "2"],
                                   ["-m", "type_numeric"], ["suite.yaml::overlap::q1"],
@@ -292,11 +279,33 @@ def test_save_baseline_refuses_a_partial_run(pytester, mini_suite):
     result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
 
 
-def test_baseline_holding_none_of_a_suites_systems_is_a_usage_error(pytester, mini_suite):
+def test_a_baseline_matching_no_suite_or_system_is_a_usage_error_and_regressions_are_junit_cases(
+        pytester, mini_suite):
+    """Three checks against one saved baseline of the mini suite (saving it is a run of its
+    own), each with the suite changed another way."""
+    path = mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+
+    # a suite the baseline does not name: a usage error before any item, serial and under
+    # xdist
+    mini_suite(path.read_text().replace("name: mini", "name: other"), name="suite.yaml")
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: ragbench: baseline 'base.json' matches no suite of "
+                                 "this run (suites are matched by name; this run: other; the "
+                                 "baseline: mini)"])
+    assert "PASSED" not in result.stdout.str() and "passed" not in result.stdout.str()
+    runs = [p for p in (pytester.path / ".ragbench" / "runs").iterdir() if not p.is_symlink()]
+    assert len(runs) == 1  # only the baseline run wrote a folder
+    # one worker puts the controller in distribution mode, where the check must hold too
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "-n", "1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "matches no suite of this run" in result.stderr.str() + result.stdout.str()
+    assert "passed" not in result.stdout.str()
+
     # a renamed (or misspelled) system: every comparison and baseline gate skipped, and the
     # run passed with "0 of 0 metrics regressed"
     path = mini_suite()
-    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
     path.write_text(path.read_text().replace("  overlap:", "  overlapp:")
                     + "gates: ['ndcg@10: drop <= 0.01']\n")
     for extra in ([], ["-n", "2"]):
@@ -314,26 +323,15 @@ def test_baseline_holding_none_of_a_suites_systems_is_a_usage_error(pytester, mi
                                              "{type: 'overlap_retriever:Overlap'}\n"))
     assert pytester.runpytest(SUITE, "--ragbench-baseline=base.json").ret == 0
 
-
-def test_baseline_matching_no_suite_is_a_usage_error_before_any_item(pytester, mini_suite):
-    # serial and under xdist, against the one saved baseline
-    mini_suite()
-    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
-    mini_suite(mini_suite().read_text().replace("name: mini", "name: other"), name="suite.yaml")
-    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: ragbench: baseline 'base.json' matches no suite of "
-                                 "this run (suites are matched by name; this run: other; the "
-                                 "baseline: mini)"])
-    assert "PASSED" not in result.stdout.str() and "passed" not in result.stdout.str()
-    runs = [p for p in (pytester.path / ".ragbench" / "runs").iterdir() if not p.is_symlink()]
-    assert len(runs) == 1  # only the baseline run wrote a folder
-
-    # one worker puts the controller in distribution mode, where the check must hold too
-    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "-n", "1")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "matches no suite of this run" in result.stderr.str() + result.stdout.str()
-    assert "passed" not in result.stdout.str()
+    # a regression against the baseline is a junit testcase, and the run's failure reason
+    mini_suite(drop="d1")
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json", "--junitxml=out.xml")
+    assert result.ret == 1
+    cases = _junit_cases(pytester.path / "out.xml")
+    reg = cases["suite.yaml.ragbench-gates.overlap::ndcg@10: regression within tolerance 0"]
+    assert reg.find("failure") is not None
+    summary, _, _ = _outputs(pytester)
+    assert [r["kind"] for r in summary["verdict"]["reasons"]] == ["regression"]
 
 
 @pytest.mark.parametrize("spec", ["last", "best", "nope-run"])
