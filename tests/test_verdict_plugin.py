@@ -190,15 +190,11 @@ def test_gates_and_regressions_of_two_suites_with_one_name_say_which_file(pytest
     assert "<td>mini [a.yaml] / overlap</td>" in html
 
 
-@pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
-                                  ["-x"], ["-k", "q1 or q2", "-n", "2"],
-                                  ["-m", "type_numeric"], ["suite.yaml::overlap::q1"],
-                                  ["suite.yaml::overlap::q1", "-n", "2"]],
-                         ids=["k", "deselect", "x", "k-xdist", "m", "nodeid", "nodeid-xdist"])
-def test_narrowed_runs_are_partial_everywhere(pytester, mini_suite, args):
-    path = mini_suite(drop="d3")
-    path.write_text(path.read_text() + THRESHOLD + "gates:\n  mrr@10: 0.1\n")
-    result = pytester.runpytest(SUITE, *args)
+NARROWED = THRESHOLD + "gates:\n  mrr@10: 0.1\n"  # the narrowed runs' suite: mini, drop=d3
+
+
+def _check_partial_everywhere(pytester: pytest.Pytester, result: pytest.RunResult) -> None:
+    """What a narrowed run of the NARROWED suite (n of its 5 cases) says in every output."""
     summary, md, html = _outputs(pytester)
     n = summary["run"]["n_cases"]
     assert summary["run"]["n_cases_total"] == 5 and n < 5
@@ -213,6 +209,22 @@ def test_narrowed_runs_are_partial_everywhere(pytester, mini_suite, args):
                                  f"*mrr@10 * [[]on {n} of 5 cases that ran[]]"])
     assert f"(partial: {n} of 5 cases)" in _history_rows(pytester)[-1]
     assert (result.ret == 0) is summary["passed"]
+
+
+# -x: test_x_stops_a_run_as_failed_at_any_n[serial]
+@pytest.mark.parametrize("args", [["-k", "q1"], ["--deselect", "suite.yaml::overlap::q2"],
+                                  ["-k", "q1 or q2", "-n", "2"],
+                                  ["-m", "type_numeric"], ["suite.yaml::overlap::q1"],
+                                  ["suite.yaml::overlap::q1", "-n", "2"]],
+                         ids=["k", "deselect", "k-xdist", "m", "nodeid", "nodeid-xdist"])
+def test_narrowed_runs_are_partial_everywhere_and_never_saved_as_a_baseline(pytester,
+                                                                            mini_suite, args):
+    path = mini_suite(drop="d3")
+    path.write_text(path.read_text() + NARROWED)
+    result = pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json", *args)
+    _check_partial_everywhere(pytester, result)
+    assert not (pytester.path / "base.json").exists()
+    result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
 
 
 def test_last_failed_rerun_is_partial(pytester, mini_suite):
@@ -270,13 +282,6 @@ def test_partial_runs_are_never_last_or_best(pytester, mini_suite):
         summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
         assert summary["baseline"]["baseline_run"] == complete, spec
         assert result.ret == 0
-
-
-def test_save_baseline_refuses_a_partial_run(pytester, mini_suite):
-    mini_suite()
-    result = pytester.runpytest(SUITE, "-k", "q1", "--ragbench-save-baseline=base.json")
-    assert not (pytester.path / "base.json").exists()
-    result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
 
 
 def test_a_baseline_matching_no_suite_or_system_is_a_usage_error_and_regressions_are_junit_cases(
@@ -580,12 +585,16 @@ def test_a_gate_whose_scope_no_query_matches_says_so_in_every_output(pytester, m
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_x_stops_a_run_as_failed_at_any_n(pytester, mini_suite, workers):
     """Under xdist -x stopped the run as an interruption (exit 2, "the run was
-    interrupted"); at -n 0 as failed (exit 1)."""
-    path = mini_suite(drop="d4,d6")
-    path.write_text(path.read_text() + THRESHOLD)
+    interrupted"); at -n 0 as failed (exit 1). The suite is the narrowed runs' one: at -n 0
+    the run stops at q3, and is partial everywhere as they are."""
+    path = mini_suite(drop="d3")
+    path.write_text(path.read_text() + NARROWED)
     result = pytester.runpytest(SUITE, "-x", "-p", "no:randomly", *workers)
     assert result.ret == 1
     summary, _, _ = _outputs(pytester)
     kinds = [r["kind"] for r in summary["verdict"]["reasons"] if r["fails"]]
     assert kinds == ["items_failed"]
     assert summary["run"]["partial"] == summary["verdict"]["partial"]
+    if not workers:
+        _check_partial_everywhere(pytester, result)
+        assert summary["run"]["n_cases"] == 3
