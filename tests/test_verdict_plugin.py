@@ -349,25 +349,10 @@ def test_history_reference_without_a_run_is_a_usage_error(pytester, mini_suite, 
                                  "folder nor a run in *history.sqlite (no run history there)"])
 
 
-def test_baseline_follows_a_moved_suite_by_name(pytester, mini_suite):
-    mini_suite()
-    assert pytester.runpytest(SUITE).ret == 0
-    moved = pytester.path / "bench"
-    moved.mkdir()
-    text = (pytester.path / "suite.yaml").read_text()
-    (moved / "renamed.yaml").write_text(text.replace("corpus.jsonl", "../corpus.jsonl")
-                                        .replace("queries.jsonl", "../queries.jsonl"))
-    (pytester.path / "suite.yaml").unlink()
-    result = pytester.runpytest("--ragbench=bench/renamed.yaml", "--ragbench-baseline=last")
-    assert result.ret == 0
-    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    info = summary["baseline"]["suites"][0]
-    assert info["in_baseline"] and info["baseline_id"] == "suite.yaml"
-    assert info["id"] == "bench/renamed.yaml" and len(summary["baseline"]["rows"]) == 3
-    result.stdout.fnmatch_lines(["  suite mini: matched by name to suite.yaml in the baseline*"])
-
-
-def test_last_resolves_per_suite(pytester, mini_suite):
+def test_last_resolves_per_suite_and_follows_a_moved_suite_by_name(pytester, mini_suite):
+    """`--ragbench-baseline=last` takes each suite's last run, and a suite moved since then
+    is matched by its name. The moved suite's check needs a run of it alone first: the
+    second run here."""
     mini_suite()
     text = (pytester.path / "suite.yaml").read_text()
     (pytester.path / "other.yaml").write_text(text.replace("name: mini", "name: other"))
@@ -379,6 +364,20 @@ def test_last_resolves_per_suite(pytester, mini_suite):
     summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
     assert summary["baseline"]["baseline_runs"] == {"mini": only_mini, "other": both}
     assert all(s["in_baseline"] for s in summary["baseline"]["suites"])
+
+    # suite.yaml moved and renamed: its last run is found by its name
+    moved = pytester.path / "bench"
+    moved.mkdir()
+    (moved / "renamed.yaml").write_text(text.replace("corpus.jsonl", "../corpus.jsonl")
+                                        .replace("queries.jsonl", "../queries.jsonl"))
+    (pytester.path / "suite.yaml").unlink()
+    result = pytester.runpytest("--ragbench=bench/renamed.yaml", "--ragbench-baseline=last")
+    assert result.ret == 0
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    info = summary["baseline"]["suites"][0]
+    assert info["in_baseline"] and info["baseline_id"] == "suite.yaml"
+    assert info["id"] == "bench/renamed.yaml" and len(summary["baseline"]["rows"]) == 3
+    result.stdout.fnmatch_lines(["  suite mini: matched by name to suite.yaml in the baseline*"])
 
 
 def test_unwritable_out_folder_is_a_usage_error_before_any_item(pytester, mini_suite):
@@ -496,7 +495,6 @@ def pytest_unconfigure(config):
 
 
 @pytest.mark.parametrize(("setup", "args", "code"), [
-    ("", [], 0),
     ("fail", [], 1),
     ("gate", [], 1),
     ("", ["--ragbench-baseline=nope.json"], 4),
@@ -506,14 +504,18 @@ def pytest_unconfigure(config):
     # So is a gate on a metric that no collected suite computes (a typo).
     ("", ["--ragbench-gate", "ndcg@100 >= 0.1"], 2),
     # A run to resume whose records cannot be read is one named on the command line, as a
-    # baseline is (4 under xdist too: tests/test_resume.py)
-    ("damaged-run", ["--ragbench-resume=latest"], 4),
-], ids=["ok", "item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key",
-        "gate-metric-typo", "damaged-run-to-resume"])
+    # baseline is (4 under xdist too: tests/test_resume.py); the run it resumes is the
+    # passing one (0)
+    ("ok-then-damaged-run", ["--ragbench-resume=latest"], 4),
+], ids=["item-failed", "gate-failed", "missing-baseline", "bad-gate", "bad-suite-key",
+        "gate-metric-typo", "ok-then-damaged-run-to-resume"])
 def test_exit_codes_listed_in_docs_ci(pytester, mini_suite, setup, args, code):
     path = mini_suite(drop="d4")
-    if setup == "damaged-run":
-        assert pytester.runpytest(SUITE).ret == 0
+    if setup == "ok-then-damaged-run":
+        result = pytester.runpytest(SUITE)
+        assert int(result.ret) == 0, result.stdout.str() + result.stderr.str()
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        assert summary["passed"] is True
         records = latest_run(pytester.path) / "cases.jsonl"
         # a damaged line amid the records (a cut last line is a crash's, read as unfinished)
         first, *rest = records.read_text().splitlines(keepends=True)
