@@ -356,7 +356,8 @@ def test_summary_identical_with_and_without_xdist(pytester, mini_suite):
     check_snippets(pytester)
 
 
-def test_unjudged_queries_and_queries_without_relevant_documents(pytester, mini_suite):
+def test_unjudged_queries_are_nan_even_in_junit_and_queries_without_relevant_documents(
+        pytester, mini_suite):
     # two suites in one run, one for each kind of query
     mini_suite("""
         dataset:
@@ -377,8 +378,12 @@ def test_unjudged_queries_and_queries_without_relevant_documents(pytester, mini_
         metrics: [recall@10]
     """, name="norelevant.yaml")
     result = pytester.runpytest("--ragbench-summary=full", "--ragbench=unjudged.yaml",
-                                "--ragbench=norelevant.yaml")
+                                "--ragbench=norelevant.yaml", "--junitxml=out.xml")
     result.assert_outcomes(passed=4)
+    # An unjudged query has no recall: junit said value="None" beside the gates' "nan".
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'value="None"' not in xml
+    assert '<property name="ragbench_record.recall@10" value="nan"' in xml
     lines = result.outlines
     unjudged = next(i for i, line in enumerate(lines) if "[unjudged.yaml]" in line)
     norelevant = next(i for i, line in enumerate(lines) if "[norelevant.yaml]" in line)
@@ -774,15 +779,3 @@ def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
     """)
     result = pytester.runpytest_subprocess("-p", "no:hypothesispytest")
     result.assert_outcomes(passed=1)
-
-
-def test_junit_says_nan_for_a_score_that_could_not_be_computed(pytester, mini_suite):
-    """A query without labels has no ndcg: junit said value="None" beside the gates' "nan"."""
-    write_jsonl(pytester.path / "queries.jsonl",
-                [{k: v for k, v in q.items() if k != "relevant" or q["_id"] != "q1"}
-                 for q in QUERIES])
-    mini_suite()
-    pytester.runpytest(SUITE, "--junitxml=out.xml")
-    xml = (pytester.path / "out.xml").read_text()
-    assert 'value="None"' not in xml
-    assert '<property name="ragbench_record.ndcg@10" value="nan"' in xml
