@@ -104,25 +104,31 @@ def test_query_metadata_become_registered_markers(pytester, mini_suite):
     assert result.ret == 0
 
 
-def test_failing_threshold_report_shows_query_hits_missed_and_margin(pytester, mini_suite):
+def _report_section(lines: list[str], nodeid_part: str) -> pytest.LineMatcher:
+    """The lines of the failure report of the item whose header names ``nodeid_part``."""
+    start = next(n for n, line in enumerate(lines)
+                 if line.startswith("_") and nodeid_part in line)
+    end = next((n for n in range(start + 1, len(lines))
+                if lines[n].startswith(("_", "="))), len(lines))
+    return pytest.LineMatcher(lines[start:end])
+
+
+def test_a_failed_thresholds_report_shows_query_hits_missed_margin_and_grades(pytester,
+                                                                              mini_suite):
+    """Two items of one run, each failing a threshold: q4 misses d4 (recall@10 below 0.5),
+    q1 cannot reach ndcg@10 > 1 and lists the grades of what it retrieved."""
     path = mini_suite(drop="d4")
-    path.write_text(path.read_text() + "thresholds:\n  recall@10: 0.5\n")
-    result = pytester.runpytest(SUITE, "-k", "q4")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
+    path.write_text(path.read_text() + "thresholds:\n  recall@10: 0.5\n  ndcg@10: '> 1'\n")
+    result = pytester.runpytest(SUITE, "-k", "q1 or q4")
+    result.assert_outcomes(failed=2)
+    _report_section(result.outlines, "overlap::q4").fnmatch_lines([
         "*query q4 (overlap): 'remove scale with citric acid'",
         "threshold failed: recall@10 = 0.0000, expected >= 0.5 (missed by 0.5000)",
         "top * retrieved (rank, doc id, score, grade):",
         "relevant but not retrieved: d4 (grade 1)",
     ])
-
-
-def test_retrieved_grades_are_listed_in_failure(pytester, mini_suite):
-    path = mini_suite()
-    path.write_text(path.read_text() + "thresholds:\n  ndcg@10: '> 1'\n")
-    result = pytester.runpytest(SUITE, "-k", "q1")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*1. d1  *  grade 2", "*d5  *  grade 1"])
+    _report_section(result.outlines, "overlap::q1").fnmatch_lines([
+        "*1. d1  *  grade 2", "*d5  *  grade 1"])
 
 
 def test_retriever_error_is_an_error_item_counted_in_summary(pytester, mini_suite):
