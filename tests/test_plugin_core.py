@@ -592,23 +592,28 @@ class Odd:
 """
 
 
-@pytest.mark.parametrize("system", ["retrievers", "pipelines"])
-def test_a_system_exit_raised_ahead_errors_its_own_case_only(pytester, mini_suite, system):
+def test_a_system_exit_raised_ahead_errors_its_own_case_only(pytester, mini_suite):
     """A retriever's SystemExit, raised while the case before it retrieved ahead (answer
-    metrics make it look ahead), errored every case up to the one that raised it."""
+    metrics make it look ahead), errored every case up to the one that raised it. A
+    retriever's suite and a pipeline's, each raising in q4, in one run (retrieving ahead is
+    per system)."""
     pytester.makepyfile(exiting=EXITING)
     write_jsonl(pytester.path / "queries.jsonl",
                 [{**q, "answer": "grind"} for q in QUERIES])
-    component = ("retrievers: {ex: {type: 'exiting:Retriever'}}\nllm: {type: extractive}\n"
-                 if system == "retrievers" else "pipelines: {ex: {type: 'exiting:App'}}\n")
-    mini_suite("name: ex\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
-               + component + "metrics: [recall@10, token_f1]\n")
-    result = pytester.runpytest(SUITE, "-p", "no:randomly")
-    result.assert_outcomes(passed=4, errors=1)
+    components = {"retrievers": "retrievers: {ex: {type: 'exiting:Retriever'}}\n"
+                                "llm: {type: extractive}\n",
+                  "pipelines": "pipelines: {ex: {type: 'exiting:App'}}\n"}
+    for system, component in components.items():
+        mini_suite(f"name: {system}\ndataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}\n"
+                   + component + "metrics: [recall@10, token_f1]\n", name=f"{system}.yaml")
+    result = pytester.runpytest("--ragbench=retrievers.yaml", "--ragbench=pipelines.yaml",
+                                "-p", "no:randomly")
+    result.assert_outcomes(passed=8, errors=2)
     recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
             .splitlines()]
-    (errored,) = [r for r in recs if r["status"] == "error"]
-    assert errored["case_id"] == "q4" and "SystemExit" in errored["error"]["message"]
+    for system in components:
+        (errored,) = [r for r in recs if r["status"] == "error" and r["suite_name"] == system]
+        assert errored["case_id"] == "q4" and "SystemExit" in errored["error"]["message"]
 
 
 EXITING = """
