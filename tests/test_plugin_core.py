@@ -265,13 +265,17 @@ def check_snippets(pytester) -> None:
     assert "Steam milk to about 60 degrees." in page
 
 
-def test_a_default_run_reports_writes_and_passes_everywhere(pytester, mini_suite):
+def test_a_default_run_runs_the_suite_alone_reports_writes_and_passes_everywhere(pytester,
+                                                                                 mini_suite):
     # One run of the plain mini suite checks what every output of a passing run holds; the
-    # facts were checked by seven runs of the same suite before.
+    # facts were checked by eight runs of the same suite before.
     mini_suite()
+    pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
     result = pytester.runpytest("--ragbench-summary=full", SUITE, "--junitxml=out.xml",
                                 "--ragbench-html", "out/report.html")
     assert result.ret == 0
+    # only the suite when no path is given (test_ragbench_alongside_explicit_test_paths)
+    result.assert_outcomes(passed=5)
     # the terminal summary: means, CIs, counts, and the verdict
     result.stdout.fnmatch_lines([
         "*ragbench summary*",
@@ -465,8 +469,7 @@ def test_ragbench_alongside_explicit_test_paths(pytester, mini_suite):
     pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
     result = pytester.runpytest(SUITE, "test_plain.py", "-q")
     result.assert_outcomes(passed=6)
-    result = pytester.runpytest(SUITE, "-q")
-    result.assert_outcomes(passed=5)  # only the suite when no path is given
+    # only the suite when no path is given: test_a_default_run_runs_the_suite_alone_...
 
 
 def test_missing_suite_file_is_a_usage_error(pytester):
