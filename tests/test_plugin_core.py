@@ -478,35 +478,44 @@ def test_missing_suite_file_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*ragbench: suite file not found: *nope.yaml"])
 
 
-def test_results_survive_crashed_workers_and_a_crashed_cases_record_names_its_suite(
-        pytester, mini_suite):
-    """Two systems whose workers die, one run at -n 1 (the crashes are per system):
+def test_a_workers_cases_reach_the_controller_through_crashes_and_lone_surrogates(pytester,
+                                                                                  mini_suite):
+    """Three systems whose cases a worker could lose, one run at -n 1 (one worker puts the
+    controller in distribution mode; the crashes and errors are per system):
 
     - ``first`` crashes in q1, the run's first case. The controller's record of a case whose
       worker died named the suite by its file and had no suite hash: summary.json's
       suite_hash was null (against a baseline: 'suite file changed', unchanged) and the
       TREC run files were suite.yaml.first.trec, not mini.first.trec.
     - ``overlap`` crashes in q3: one worker is enough, it finishes q1 and q2 before it dies,
-      and its replacement runs q4 and q5; all five must reach the controller's files."""
+      and its replacement runs q4 and q5; all five must reach the controller's files.
+    - ``odd`` raises an error whose message holds a lone surrogate (bytes decoded with
+      surrogateescape) in q3: it stopped a worker's report under xdist (at -n 0 the run's
+      writer: test_a_system_exit_or_a_lone_surrogate_errors_its_own_case_only)."""
     import hashlib
 
+    pytester.makepyfile(odd=ODD_RETRIEVER)
     path = mini_suite("""
         name: mini
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers:
           first: {type: "overlap_retriever:Overlap", crash_on: espresso}
           overlap: {type: "overlap_retriever:Overlap", crash_on: milk}
+          odd: {type: "odd:Odd"}
         metrics: [ndcg@10, recall@10, mrr@10]
     """)
     result = pytester.runpytest("--ragbench-summary=full", SUITE, "-n", "1",
                                 "--ragbench-save-run=runs", "-p", "no:randomly")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
     outcomes = result.parseoutcomes()
-    assert (outcomes.get("passed"), outcomes.get("failed")) == (8, 2), result.stdout.str()
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("errors")) == (
+        12, 2, 1), out
     run = latest_run(pytester.path)
     recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
     assert sorted((r["retriever"], r["case_id"]) for r in recs) == [
-        (system, f"q{i}") for system in ("first", "overlap") for i in range(1, 6)]
-    crashed = [r for r in recs if r["status"] == "error"]
+        (system, f"q{i}") for system in ("first", "odd", "overlap") for i in range(1, 6)]
+    crashed = [r for r in recs if r["status"] == "error" and r["retriever"] != "odd"]
     assert [(r["retriever"], r["case_id"]) for r in crashed] == [("first", "q1"),
                                                                  ("overlap", "q3")]
     result.stdout.fnmatch_lines(["  first: 5 cases, 1 error, 0 below per-query thresholds",
@@ -516,7 +525,10 @@ def test_results_survive_crashed_workers_and_a_crashed_cases_record_names_its_su
     assert suite["suite_hash"] == digest
     assert all((r["suite_name"], r["suite_hash"]) == ("mini", digest) for r in crashed)
     assert sorted(p.name for p in (pytester.path / "runs").iterdir()) == [
-        "mini.first.trec", "mini.overlap.trec"]
+        "mini.first.trec", "mini.odd.trec", "mini.overlap.trec"]
+    (errored,) = [r for r in recs if r["status"] == "error" and r["retriever"] == "odd"]
+    assert errored["case_id"] == "q3"
+    assert "bad \ufffd byte" in json.dumps(errored, ensure_ascii=False)
 
 
 def test_a_run_whose_only_case_crashed_its_worker_is_partial(pytester, mini_suite):
@@ -565,24 +577,6 @@ def test_a_repeated_case_that_died_without_a_record_keeps_its_query_and_run(pyte
     assert summary["baseline"]["suites"][0]["added"] == 0
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_retrievers_lone_surrogates_lose_no_case(pytester, mini_suite, workers):
-    """A retriever's error message holding a lone surrogate (bytes decoded with
-    surrogateescape) stopped the run's writer, or a worker's report under xdist."""
-    pytester.makepyfile(odd=ODD_RETRIEVER)
-    path = mini_suite()
-    path.write_text(path.read_text().replace("overlap_retriever:Overlap", "odd:Odd"))
-    result = pytester.runpytest(SUITE, "-p", "no:randomly", *workers)
-    out = result.stdout.str() + result.stderr.str()
-    assert "INTERNALERROR" not in out, out
-    assert result.parseoutcomes().get("passed") == 4
-    recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
-            .splitlines()]
-    assert len(recs) == 5
-    (errored,) = [r for r in recs if r["status"] == "error"]
-    assert "bad \ufffd byte" in json.dumps(errored, ensure_ascii=False)
-
-
 ODD_RETRIEVER = """
 class Odd:
     def index(self, corpus):
@@ -595,12 +589,17 @@ class Odd:
 """
 
 
-def test_a_system_exit_raised_ahead_errors_its_own_case_only(pytester, mini_suite):
-    """A retriever's SystemExit, raised while the case before it retrieved ahead (answer
-    metrics make it look ahead), errored every case up to the one that raised it. A
-    retriever's suite and a pipeline's, each raising in q4, in one run (retrieving ahead is
-    per system)."""
-    pytester.makepyfile(exiting=EXITING)
+def test_a_system_exit_or_a_lone_surrogate_errors_its_own_case_only(pytester, mini_suite):
+    """Three suites of one run at -n 0, each erring in one case (errors are per case):
+
+    - A retriever's SystemExit, raised while the case before it retrieved ahead (answer
+      metrics make it look ahead), errored every case up to the one that raised it; a
+      retriever's suite and a pipeline's, each raising in q4 (retrieving ahead is per
+      system).
+    - A retriever's error message holding a lone surrogate (bytes decoded with
+      surrogateescape), in q3, stopped the run's writer (under xdist a worker's report:
+      test_a_workers_cases_reach_the_controller_through_crashes_and_lone_surrogates)."""
+    pytester.makepyfile(exiting=EXITING, odd=ODD_RETRIEVER)
     write_jsonl(pytester.path / "queries.jsonl",
                 [{**q, "answer": "grind"} for q in QUERIES])
     components = {"retrievers": "retrievers: {ex: {type: 'exiting:Retriever'}}\n"
@@ -609,14 +608,22 @@ def test_a_system_exit_raised_ahead_errors_its_own_case_only(pytester, mini_suit
     for system, component in components.items():
         mini_suite(f"name: {system}\ndataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}\n"
                    + component + "metrics: [recall@10, token_f1]\n", name=f"{system}.yaml")
+    mini_suite("name: odd\ndataset: {corpus: corpus.jsonl, queries: queries.jsonl}\n"
+               "retrievers: {odd: {type: 'odd:Odd'}}\nmetrics: [recall@10]\n", name="odd.yaml")
     result = pytester.runpytest("--ragbench=retrievers.yaml", "--ragbench=pipelines.yaml",
-                                "-p", "no:randomly")
-    result.assert_outcomes(passed=8, errors=2)
+                                "--ragbench=odd.yaml", "-p", "no:randomly")
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    result.assert_outcomes(passed=12, errors=3)
     recs = [json.loads(x) for x in (latest_run(pytester.path) / "cases.jsonl").read_text()
             .splitlines()]
+    assert len(recs) == 15
     for system in components:
         (errored,) = [r for r in recs if r["status"] == "error" and r["suite_name"] == system]
         assert errored["case_id"] == "q4" and "SystemExit" in errored["error"]["message"]
+    (errored,) = [r for r in recs if r["status"] == "error" and r["suite_name"] == "odd"]
+    assert errored["case_id"] == "q3"
+    assert "bad \ufffd byte" in json.dumps(errored, ensure_ascii=False)
 
 
 EXITING = """
