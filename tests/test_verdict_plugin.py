@@ -227,47 +227,52 @@ def test_narrowed_runs_are_partial_everywhere_and_never_saved_as_a_baseline(pyte
     result.stdout.fnmatch_lines(["ragbench: baseline not saved to *: the run is partial*"])
 
 
-def test_last_failed_rerun_is_partial(pytester, mini_suite):
-    path = mini_suite(drop="d3")
-    path.write_text(path.read_text() + THRESHOLD)
-    first = pytester.runpytest(SUITE, "-p", "cacheprovider")
-    assert first.ret == 1
-    pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider")
-    summary, _, _ = _outputs(pytester)
-    assert summary["run"]["partial"] is True
-    assert summary["run"]["n_cases"] == first.parseoutcomes()["failed"] < 5
-
-
-def test_last_failed_and_stepwise_narrow_repeated_cases(pytester, mini_suite):
+def test_last_failed_and_stepwise_narrow_plain_and_repeated_cases(pytester, mini_suite):
     # `runs: 2` names its cases `query[runN]`: pytest reads the ids it cached back with the
     # bracket as parameters, and the cases must carry the same structured id, or `--lf`
-    # and `--sw` select nothing and rerun the whole suite as if it were narrowed
+    # and `--sw` select nothing and rerun the whole suite as if it were narrowed. A suite of
+    # plain cases (plain.yaml, runs: 1, after it so that --sw stops in the repeated ones)
+    # shares the runs: its --lf rerun is partial too.
     path = mini_suite(drop="d3")
     path.write_text(path.read_text() + "llm: {type: extractive}\nruns: 2\n" + THRESHOLD)
-    first = pytester.runpytest(SUITE, "-p", "cacheprovider")
+    plain = mini_suite(name="plain.yaml", drop="d3")
+    plain.write_text(plain.read_text().replace("name: mini", "name: plain") + THRESHOLD)
+    args = [SUITE, "--ragbench=plain.yaml", "-p", "cacheprovider"]
+    first = pytester.runpytest(*args)
     failed = first.parseoutcomes()["failed"]
-    assert first.ret == 1 and 0 < failed < 10
-    rerun = pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider")
-    assert rerun.parseoutcomes() == {"failed": failed, "deselected": 10 - failed}
-    summary, _, _ = _outputs(pytester)
-    assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
+    assert first.ret == 1 and 0 < failed < 15
+    failed_in = {sid: len(re.findall(rf"^FAILED {re.escape(sid)}::", first.stdout.str(),
+                                     re.MULTILINE))
+                 for sid in ("suite.yaml", "plain.yaml")}
+    assert sum(failed_in.values()) == failed and 0 < failed_in["plain.yaml"] < 5
+
+    def check_partial() -> None:
+        summary, _, _ = _outputs(pytester)
+        assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
+        assert {s["id"]: (s["n_cases_run"], s["partial"]) for s in summary["suites"]} == {
+            sid: (n, True) for sid, n in failed_in.items()}
+
+    rerun = pytester.runpytest(*args, "--lf")
+    assert rerun.parseoutcomes() == {"failed": failed, "deselected": 15 - failed}
+    check_partial()
     # the workers select the same cases (xdist reports no deselected count)
-    rerun = pytester.runpytest(SUITE, "--lf", "-p", "cacheprovider", "-n", "2")
+    rerun = pytester.runpytest(*args, "--lf", "-n", "2")
     assert rerun.parseoutcomes() == {"failed": failed}
-    summary, _, _ = _outputs(pytester)
-    assert summary["run"]["partial"] is True and summary["run"]["n_cases"] == failed
+    check_partial()
 
     # failed first: the failures run before the others
-    ordered = pytester.runpytest(SUITE, "--ff", "-p", "cacheprovider", "-v")
+    ordered = pytester.runpytest(*args, "--ff", "-v")
     outcomes = re.findall(r"::\S+ (FAILED|PASSED)", ordered.stdout.str())
-    assert outcomes == ["FAILED"] * failed + ["PASSED"] * (10 - failed)
+    assert outcomes == ["FAILED"] * failed + ["PASSED"] * (15 - failed)
 
-    # stepwise: the second run starts at the case the first one stopped at
-    stopped = pytester.runpytest(SUITE, "--sw", "-p", "cacheprovider", "-v")
-    first_failure = re.search(r"::(\S+) FAILED", stopped.stdout.str()).group(1)
-    again = pytester.runpytest(SUITE, "--sw", "-p", "cacheprovider", "-v")
+    # stepwise: the second run starts at the case the first one stopped at, a repeated one
+    stopped = pytester.runpytest(*args, "--sw", "-v")
+    first_failure = re.search(r"^(\S+::\S+) FAILED", stopped.stdout.str(), re.MULTILINE)[1]
+    assert first_failure.startswith("suite.yaml::") and "[run" in first_failure
+    again = pytester.runpytest(*args, "--sw", "-v")
     assert again.parseoutcomes().get("deselected", 0) > 0
-    assert re.search(r"::(\S+) (FAILED|PASSED)", again.stdout.str()).group(1) == first_failure
+    assert re.search(r"^(\S+::\S+) (FAILED|PASSED)", again.stdout.str(),
+                     re.MULTILINE)[1] == first_failure
 
 
 def test_partial_runs_are_never_last_or_best(pytester, mini_suite):
