@@ -206,7 +206,10 @@ class Bad{i}:
         result.stdout.fnmatch_lines([f"  bad{i}: 1 case, 1 error*"])
 
 
-def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
+def test_hits_of_other_shapes_are_accepted_and_normalised_and_async_retrievers_awaited(
+        pytester, mini_suite):
+    """Two suites of one passing run, each with a retriever of its own (each one's cases
+    pass or fail alone): hits of other shapes, and an async retriever."""
     # Lists for pairs, int and numpy scores, and scores whose sum overflows are all valid.
     _suite_with_retriever(pytester, mini_suite, "odd", """
             def retrieve(self, query, k):
@@ -215,17 +218,6 @@ def test_hits_of_other_shapes_are_accepted_and_normalised(pytester, mini_suite):
                     return [("d2", 1e308), ("d1", 1e308)]
                 return [["d1", 2], ("d2", np.float32(1.5))]
     """)
-    result = pytester.runpytest(SUITE, "--ragbench-out", "out")
-    result.assert_outcomes(passed=5)
-    records = {r["case_id"]: r for r in map(json.loads,
-               (pytester.path / "out" / "latest" / "cases.jsonl").read_text().splitlines())}
-    assert all(r["status"] == "ok" for r in records.values())
-    plain = [r for r in records.values() if not r["query"].startswith("milk")]
-    assert plain and all(r["retrieved"][0][:2] == ["d1", 2.0] for r in plain)
-    assert all(r["retrieved"][1][:2] == ["d2", 1.5] for r in plain)
-
-
-def test_async_retriever_is_awaited(pytester, mini_suite):
     pytester.makepyfile(aret="""
         class Async:
             async def index(self, corpus):
@@ -234,13 +226,26 @@ def test_async_retriever_is_awaited(pytester, mini_suite):
                 return [(self.ids[0], 1.0)]
     """)
     mini_suite("""
+        name: async
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers: {a: {type: "aret:Async"}}
         metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", SUITE, "-k", "q1")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["    recall@10 * 0.5000 *"])
+    """, name="async.yaml")
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "--ragbench=async.yaml",
+                                "--ragbench-out", "out")
+    result.assert_outcomes(passed=10)
+    all_records = [json.loads(line) for line in
+                   (pytester.path / "out" / "latest" / "cases.jsonl").read_text().splitlines()]
+    records = {r["case_id"]: r for r in all_records if r["retriever"] == "odd"}
+    assert all(r["status"] == "ok" for r in records.values())
+    plain = [r for r in records.values() if not r["query"].startswith("milk")]
+    assert plain and all(r["retrieved"][0][:2] == ["d1", 2.0] for r in plain)
+    assert all(r["retrieved"][1][:2] == ["d2", 1.5] for r in plain)
+    # the async retriever's index and retrieve were awaited: d1 for every query
+    awaited = {r["case_id"]: r["metrics"]["recall@10"] for r in all_records
+               if r["retriever"] == "a"}
+    assert awaited == {"q1": 0.5, "q2": 0.0, "q3": 0.0, "q4": 0.0, "q5": 0.0}
+    result.stdout.fnmatch_lines(["suite async *", "    recall@10 * 0.1000 *"])
 
 
 def test_gate_failure_sets_exit_code_although_all_tests_pass(pytester, mini_suite):
