@@ -63,12 +63,22 @@ def _junit_cases(path: Path) -> dict[str, ET.Element]:
 # Under xdist the gates' test cases come from the controller; one worker puts it in
 # distribution mode (a worker that wrote gate cases too would show as extra test cases).
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist"])
-def test_every_gate_is_a_junit_testcase(pytester, mini_suite, workers):
+def test_a_failed_gate_fails_a_passing_run_and_every_gate_is_a_junit_testcase(
+        pytester, mini_suite, workers):
     path = mini_suite(drop="d5")
     path.write_text(path.read_text() + "gates:\n  ndcg@10: '>= 0.99'\n  mrr@10: 0.1\n")
-    result = pytester.runpytest(SUITE, "--junitxml=out.xml", "--ragbench-gate",
-                                "recall@10 >= 0.2", *workers)
+    result = pytester.runpytest("--ragbench-summary=full", SUITE, "--junitxml=out.xml",
+                                "--ragbench-gate", "recall@10 >= 0.2", *workers)
+    # every item passes: the gate alone sets the exit status
+    result.assert_outcomes(passed=5)
     assert result.ret == 1
+    assert _outputs(pytester)[0]["passed"] is False
+    result.stdout.fnmatch_lines([
+        "gates:",
+        "  FAIL mini/overlap: ndcg@10 * >= 0.99 (margin -*)",
+        "  PASS mini/overlap: mrr@10 * >= 0.1 (margin +*)",
+        "ragbench: gate failed: mini/overlap ndcg@10 = *, expected >= 0.99 (missed by *)",
+    ])
     suite = ET.parse(pytester.path / "out.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("failures") == "1" and suite.get("tests") == "8"
     cases = _junit_cases(pytester.path / "out.xml")
