@@ -499,39 +499,6 @@ def test_the_pipeline_example_runs_offline_and_passes(pytester):
     ])
 
 
-def test_a_suite_whose_pipeline_a_folder_conftest_registers_keeps_its_gates_under_xdist(
-        pytester, app):
-    """The xdist controller does not load the conftest.py of a suite's folder, so it could
-    not validate the suite: the run aggregated without its spec, dropped its gates and passed
-    at -n 2 (metrics in name order) where -n 0 failed them (the pipeline example at -n 2)."""
-    (pytester.path / "conftest.py").unlink()
-    bench = pytester.path / "bench"
-    bench.mkdir()
-    (bench / "conftest.py").write_text(CONFTEST, encoding="utf-8")
-    (bench / "suite.yaml").write_text(textwrap.dedent("""
-        name: app
-        dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
-        pipelines:
-          tiny: {top: 1}
-        metrics: [token_f1, recall@10]
-        gates: {recall@10: '>= 0.99', token_f1: '>= 0.1'}
-    """).lstrip(), encoding="utf-8")
-    outs = {}
-    for n in ("0", "2"):
-        result = pytester.runpytest("--ragbench=bench/suite.yaml", "-n", n, "-p",
-                                    "no:cacheprovider")
-        assert result.ret == 1, (n, result.stdout.str())
-        result.stdout.fnmatch_lines([
-            "*system  cases  errors  token_f1 * recall@10 *",
-            "ragbench: gate failed: app/tiny recall@10 = *",
-            "ragbench: FAILED: 1 gate failed"])
-        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-        run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())
-        assert run_doc["suites"]["bench/suite.yaml"]["pipelines"] == ["tiny"], n
-        outs[n] = (summary["suites"], summary["gates"])
-    assert outs["0"] == outs["2"]
-
-
 NOVELTY_CONFTEST = '''
 class Novelty:
     def __init__(self, k: int = 10):
@@ -546,35 +513,69 @@ def pytest_ragbench_register(registry):
 '''
 
 
-def test_a_suite_whose_metric_a_folder_conftest_registers_keeps_its_gates_under_xdist(
-        pytester, mini_suite):
-    """Not even the suite's metrics resolve on the controller then: the workers, which
-    validated it, send its spec; without it the gate on the metric was dropped at -n 2."""
-    bench = pytester.path / "bench"
-    bench.mkdir()
-    (bench / "conftest.py").write_text(NOVELTY_CONFTEST, encoding="utf-8")
-    mini_suite("""
-        name: nov
-        dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
-        retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
-        metrics: [novelty@10, recall@10]
-        gates: {novelty@10: '>= 0.5'}
-    """, name="bench/suite.yaml")
-    saved = pytester.runpytest("--ragbench=bench/suite.yaml", "-p", "no:cacheprovider",
-                               "--ragbench-save-baseline=base.json")
-    assert saved.ret == 1
-    # matched by the suite's name before the first item, as at -n 0 (it was matched by the
-    # suite's path and refused: "matches no suite of this run", exit 4)
-    result = pytester.runpytest("--ragbench=bench/suite.yaml", "-n", "2", "-p",
-                                "no:cacheprovider", "--ragbench-baseline=base.json")
-    assert result.ret == 1, result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*system * cases * errors * novelty@10 * recall@10 *",
-        "baseline base.json:", "  0 of 2 metrics regressed",
-        "ragbench: gate failed: nov/overlap novelty@10 = 0.1000, expected >= 0.5*",
-        "ragbench: FAILED: 1 gate failed"])
-    run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())
-    assert run_doc["suites"]["bench/suite.yaml"]["gates"] == ["novelty@10 >= 0.5"]
+def test_suites_whose_pipeline_or_metric_a_folder_conftest_registers_keep_their_gates_under_xdist(
+        pytester, app):
+    """The xdist controller does not load the conftest.py of a suite's folder, so it could
+    not validate the suite: the run aggregated without its spec, dropped its gates and passed
+    at -n 2 (metrics in name order) where -n 0 failed them (the pipeline example at -n 2).
+    Not even the suite's metrics resolve on the controller then: the workers, which
+    validated it, send its spec; without it the gate on the metric was dropped at -n 2.
+
+    Both suites, each in a folder whose conftest registers its own component (app/: the
+    pipeline, nov/: the metric), share the -n 0 run (it saves the baseline) and the -n 2 run
+    (against it): an xdist run's cost is its workers' start-up. Each suite's gate is its own
+    (gates are per suite), and each fails on its own line."""
+    (pytester.path / "conftest.py").unlink()
+    pytester.makepyfile(overlap_retriever=OVERLAP_RETRIEVER)
+    for folder, conftest, suite in (
+            ("bench", CONFTEST, """
+                name: app
+                dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
+                pipelines:
+                  tiny: {top: 1}
+                metrics: [token_f1, recall@10]
+                gates: {recall@10: '>= 0.99', token_f1: '>= 0.1'}
+            """),
+            ("nov", NOVELTY_CONFTEST, """
+                name: nov
+                dataset: {corpus: ../corpus.jsonl, queries: ../queries.jsonl}
+                retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
+                metrics: [novelty@10, recall@10]
+                gates: {novelty@10: '>= 0.5'}
+            """)):
+        (pytester.path / folder).mkdir()
+        (pytester.path / folder / "conftest.py").write_text(conftest, encoding="utf-8")
+        (pytester.path / folder / "suite.yaml").write_text(
+            textwrap.dedent(suite).lstrip(), encoding="utf-8")
+    args = ("--ragbench=bench/suite.yaml", "--ragbench=nov/suite.yaml", "-p", "no:cacheprovider")
+    outs = {}
+    # the -n 2 run's baseline (nov's) is matched by the suite's name before the first item,
+    # as at -n 0 (it was matched by the suite's path and refused: "matches no suite of this
+    # run", exit 4)
+    for n, baseline in (("0", "--ragbench-save-baseline=base.json"),
+                        ("2", "--ragbench-baseline=base.json")):
+        result = pytester.runpytest(*args, "-n", n, baseline)
+        assert result.ret == 1, (n, result.stdout.str())
+        result.stdout.fnmatch_lines([
+            "*system  cases  errors  token_f1 * recall@10 *",
+            "*system * cases * errors * novelty@10 * recall@10 *",
+            "ragbench: gate failed: app/tiny recall@10 = *",
+            "ragbench: gate failed: nov/overlap novelty@10 = 0.1000, expected >= 0.5*",
+            "ragbench: FAILED: 2 gates failed"])
+        summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+        run_doc = json.loads((latest_run(pytester.path) / "run.json").read_text())
+        assert run_doc["suites"]["bench/suite.yaml"]["pipelines"] == ["tiny"], n
+        assert run_doc["suites"]["nov/suite.yaml"]["gates"] == ["novelty@10 >= 0.5"], n
+        outs[n] = (summary["suites"], summary["gates"])
+        if n == "0":
+            # the baseline keeps nov alone: a baseline one suite of the run matches is not
+            # refused, so app's entry would hide a nov matched by nothing
+            base = json.loads((pytester.path / "base.json").read_text())
+            assert sorted(s["name"] for s in base["suites"].values()) == ["app", "nov"]
+            base["suites"] = {k: s for k, s in base["suites"].items() if s["name"] == "nov"}
+            (pytester.path / "base.json").write_text(json.dumps(base))
+    result.stdout.fnmatch_lines(["baseline base.json:", "  0 of 2 metrics regressed"])
+    assert outs["0"] == outs["2"]
 
 
 def test_the_pipeline_examples_answers_do_not_depend_on_the_hash_seed():
