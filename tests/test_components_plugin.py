@@ -153,54 +153,42 @@ def test_list_shows_a_component_whose_module_raises_on_import_as_unavailable(pyt
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_registration_the_registry_refuses_is_one_line_naming_the_conftest(
+def test_a_registration_the_registry_refuses_is_one_line_naming_the_conftest_for_every_suite_file(
         pytester, project, workers):
-    # a kind misspelt in registry.add was a traceback through the plugin (a ValueError), and
-    # under xdist the controller's head start ended the run in an INTERNALERROR
+    """A kind misspelt in registry.add was a traceback through the plugin (a ValueError), and
+    under xdist the controller's head start (a.yaml has an LLM) ended the run in an
+    INTERNALERROR. The hook ran once, for the first suite file; the next one was built from
+    the half-done registry and read "unknown retriever 'mine'", hiding the cause. One run
+    (per worker layout) over both suite files shows both."""
     project("""
         retrievers: {mine: {}}
         metrics: [ndcg@10]
         llm: {type: extractive}
-    """)
-    pytester.makeconftest("""
-        def pytest_ragbench_register(registry):
-            registry.add("retrievr", "mine", "overlap_retriever:Overlap")
-    """)
-    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider", *workers)
-    out = result.stdout.str()
-    assert "INTERNALERROR" not in out and "registry.py" not in out, out
-    assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED)
-    result.stdout.fnmatch_lines([
-        "conftest conftest.py: pytest_ragbench_register: unknown component kind 'retrievr' "
-        "(did you mean 'retriever'?) (expected one of retriever, pipeline, llm, embedder, "
-        "metric)"])
-
-
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_a_refused_registration_is_the_error_of_every_suite_file(pytester, project, workers):
-    # The hook ran once, for the first suite file; the next one was built from the half-done
-    # registry and read "unknown retriever 'mine'", hiding the cause
-    for name in ("a.yaml", "b.yaml"):
-        project("""
-            retrievers: {mine: {}}
-            metrics: [ndcg@10]
-        """, name=name)
+    """, name="a.yaml")
+    project("""
+        retrievers: {mine: {}}
+        metrics: [ndcg@10]
+    """, name="b.yaml")
     pytester.makeconftest("""
         from overlap_retriever import Overlap
 
         def pytest_ragbench_register(registry):
             registry.add("retriever", "other", Overlap)
-            registry.add("retrievr", "mine", Overlap)
+            registry.add("retrievr", "mine", "overlap_retriever:Overlap")
     """)
     result = pytester.runpytest("--ragbench=a.yaml", "--ragbench=b.yaml", "-p",
                                 "no:cacheprovider", *workers)
     out = result.stdout.str()
+    assert "INTERNALERROR" not in out and "registry.py" not in out, out
+    assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED)
     assert "unknown retriever 'mine'" not in out, out
     # xdist shows the first collection error of its workers only
     for name in ("a.yaml", "b.yaml")[:1 if workers else 2]:
-        result.stdout.fnmatch_lines([f"*ERROR collecting {name}*",
-                                     "conftest conftest.py: pytest_ragbench_register: unknown "
-                                     "component kind 'retrievr'*"])
+        result.stdout.fnmatch_lines([
+            f"*ERROR collecting {name}*",
+            "conftest conftest.py: pytest_ragbench_register: unknown component kind 'retrievr' "
+            "(did you mean 'retriever'?) (expected one of retriever, pipeline, llm, embedder, "
+            "metric)"])
 
 
 def test_duplicate_name_from_two_distributions_fails_naming_both(pytester, project,
