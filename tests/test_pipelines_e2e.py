@@ -8,6 +8,7 @@ import fnmatch
 import json
 import os
 import textwrap
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,21 +117,83 @@ def by_case(recs: list[dict], system: str) -> dict[str, dict]:
     return {r["case_id"]: r for r in recs if r["retriever"] == system}
 
 
-def test_conftest_pipeline_scored_like_a_retriever(pytester, app):
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          tiny: {top: 2}
-        metrics: [recall@10, token_f1, answer_contains, latency_ms]
-        thresholds: {recall@10: 0.5}
-        gates: {recall@10: '>= 0.5', token_f1: '>= 0.1'}
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
-    result.assert_outcomes(passed=5)
+FINDS_FEW = '''
+class FindsFew:
+    def answer(self, query):
+        if query.id in ("q1", "q3"):
+            return {"answer": "a", "contexts": [{"id": "d1"}, {"id": "d5"}, {"id": "d3"}]}
+        if query.id == "q5":
+            return {"answer": "a"}  # an answer alone: retrieval metrics stay n/a
+        return {"answer": "a", "contexts": []}
+'''
+
+
+def test_conftest_module_path_and_framework_pipelines_scored_in_one_run(pytester, app):
+    """Four suites share one run (a run's start-up costs more than its items; each suite's
+    thresholds and gates are its own): a conftest's pipeline scored like a retriever
+    (app.yaml), pipelines by module path, sync and async, with bad outputs (modules.yaml), a
+    pipeline that found no context for some questions (few.yaml) and the langchain and
+    llamaindex adapters (frameworks.yaml). Each check below is one of them."""
+    answers = json.dumps(ANSWERS)
+    pytester.makepyfile(finds_few=FINDS_FEW, frameworks=FRAMEWORKS)
+    suites = {
+        "app.yaml": """
+            name: app
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            pipelines:
+              tiny: {top: 2}
+            metrics: [recall@10, token_f1, answer_contains, latency_ms]
+            thresholds: {recall@10: 0.5}
+            gates: {recall@10: '>= 0.5', token_f1: '>= 0.1'}
+        """,
+        "modules.yaml": f"""
+            name: modules
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines:
+              remote: {{type: "tiny_rag:make_async", answers: {answers}}}
+              fixed: {{type: "tiny_rag:sync_factory", answers: {answers}}}
+              flaky: {{type: tiny, fail_on: q4}}
+            metrics: [recall@10]
+        """,
+        "few.yaml": """
+            name: few
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            pipelines:
+              few: {type: "finds_few:FindsFew"}
+            metrics: [recall@10]
+            gates: {recall@10: '>= 0.9'}
+        """,
+        "frameworks.yaml": """
+            name: frameworks
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            pipelines:
+              lc: {type: langchain, chain: "frameworks:chain", input_key: input}
+              li: {type: llamaindex, engine: "frameworks:make_engine"}
+            metrics: [recall@10, answer_contains]
+        """,
+    }
+    for name, body in suites.items():
+        (pytester.path / name).write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+    result = pytester.runpytest("--ragbench-summary=full", "-p", "no:randomly",
+                                *(f"--ragbench={name}" for name in suites))
+    recs = records(pytester.path)
+    outcomes = {name: Counter(r["status"] for r in recs if r["suite_name"] == name)
+                for name in ("app", "modules", "few", "frameworks")}
+    assert outcomes == {"app": {"ok": 5}, "modules": {"ok": 12, "error": 3},
+                        "few": {"ok": 5}, "frameworks": {"ok": 10}}
+    result.assert_outcomes(passed=5 + 12 + 5 + 10, errors=3)
+    assert "Traceback" not in result.stdout.str()
+    _conftest_pipeline_scored_like_a_retriever(result, recs)
+    _python_pipelines_by_module_path_sync_and_async_with_bad_outputs(result, recs)
+    _a_pipeline_that_found_no_context_scores_0_not_nan(result, recs)
+    _langchain_and_llamaindex_adapters(recs)
+
+
+def _conftest_pipeline_scored_like_a_retriever(result: pytest.RunResult,
+                                               recs: list[dict]) -> None:
     result.stdout.fnmatch_lines(["*tiny: 5 cases, 0 errors*", "*PASS app/tiny: recall@10 *"])
-    recs = by_case(records(pytester.path), "tiny")
-    q1 = recs["q1"]
+    tiny = by_case(recs, "tiny")
+    q1 = tiny["q1"]
     assert q1["pipeline"] == "tiny" and q1["status"] == "ok"
     # "espresso grind size": d1 shares two words, d5 one; both are labelled relevant
     assert [r[0] for r in q1["retrieved"]] == ["d1", "d5"] and q1["missed"] == []
@@ -142,23 +205,11 @@ def test_conftest_pipeline_scored_like_a_retriever(pytester, app):
     assert q1["metrics"]["answer_contains"] == 1.0
     assert q1["usage"]["prompt_tokens"] == 10 and q1["cost"] == 0.001
     assert q1["system_usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001}
-    assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in recs.values())
+    assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in tiny.values())
 
 
-def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pytester, app):
-    answers = json.dumps(ANSWERS)
-    app(f"""
-        name: app
-        dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-        pipelines:
-          remote: {{type: "tiny_rag:make_async", answers: {answers}}}
-          fixed: {{type: "tiny_rag:sync_factory", answers: {answers}}}
-          flaky: {{type: tiny, fail_on: q4}}
-        metrics: [recall@10]
-    """)
-    result = pytester.runpytest("--ragbench-summary=full",
-                                "--ragbench=suite.yaml", "-p", "no:randomly")
-    recs = records(pytester.path)
+def _python_pipelines_by_module_path_sync_and_async_with_bad_outputs(
+        result: pytest.RunResult, recs: list[dict]) -> None:
     remote, fixed, flaky = (by_case(recs, n) for n in ("remote", "fixed", "flaky"))
     assert remote["q1"]["status"] == "ok" and remote["q1"]["answer"] == "a fine grind"
     # text-only contexts rank nothing against the labels: retrieval metrics are not computed
@@ -174,41 +225,32 @@ def test_python_pipelines_by_module_path_sync_and_async_with_bad_outputs(pyteste
         "message": "pipeline 'flaky' raised RuntimeError: the LLM backend is down"}
     assert all(r["status"] == "ok" for r in fixed.values())
     assert fixed["q5"]["answer"] == ANSWERS["q5"] and fixed["q5"]["contexts"] == []
-    result.assert_outcomes(passed=12, errors=3)
     result.stdout.fnmatch_lines(["*remote: 5 cases, 2 errors*"])
-    assert "Traceback" not in result.stdout.str()
 
 
-def test_a_pipeline_that_found_no_context_scores_0_not_nan(pytester, app):
+def _a_pipeline_that_found_no_context_scores_0_not_nan(result: pytest.RunResult,
+                                                        recs: list[dict]) -> None:
     # "contexts": [] says the application found nothing: an empty ranking, 0 on retrieval
     # metrics as for a retriever that returns nothing. It was n/a, as for an answer alone, and
     # a NaN is left out of the mean: an application that found the relevant document for 2
     # of 5 questions and nothing for the rest read recall 1.0 and passed a 0.9 gate.
-    pytester.makepyfile(finds_few='''
-        class FindsFew:
-            def answer(self, query):
-                if query.id in ("q1", "q3"):
-                    return {"answer": "a", "contexts": [{"id": "d1"}, {"id": "d5"}, {"id": "d3"}]}
-                if query.id == "q5":
-                    return {"answer": "a"}  # an answer alone: retrieval metrics stay n/a
-                return {"answer": "a", "contexts": []}
-    ''')
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          few: {type: "finds_few:FindsFew"}
-        metrics: [recall@10]
-        gates: {recall@10: '>= 0.9'}
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    recs = by_case(records(pytester.path), "few")
-    assert {q: r["metrics"]["recall@10"] for q, r in recs.items()} == {
+    few = by_case(recs, "few")
+    assert {q: r["metrics"]["recall@10"] for q, r in few.items()} == {
         "q1": 1.0, "q2": 0.0, "q3": 1.0, "q4": 0.0, "q5": None}
-    assert recs["q2"]["missed"] == [["d2", 2]] and recs["q2"]["relevant_ranks"] == {"d2": None}
-    assert recs["q5"]["missed"] == [] and recs["q5"]["relevant_ranks"] == {}
-    result.stdout.fnmatch_lines(["*FAILED: 1 gate failed*"])
+    assert few["q2"]["missed"] == [["d2", 2]] and few["q2"]["relevant_ranks"] == {"d2": None}
+    assert few["q5"]["missed"] == [] and few["q5"]["relevant_ranks"] == {}
+    # the run's one gate failure is few's (app's gates pass); its errors are modules'
+    result.stdout.fnmatch_lines(["ragbench: gate failed: few/few recall@10 = 0.5000, expected "
+                                 ">= 0.9*", "ragbench: FAILED: 3 items errored; 1 gate failed"])
     assert result.ret == 1
+
+
+def _langchain_and_llamaindex_adapters(recs: list[dict]) -> None:
+    lc, li = by_case(recs, "lc"), by_case(recs, "li")
+    assert lc["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert lc["q4"]["contexts"] == ["d4"]
+    assert li["q5"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
 
 
 def test_recorded_outputs_without_a_corpus(pytester):
@@ -784,26 +826,6 @@ def make_engine():
 
 chain = Chain()
 '''
-
-
-def test_langchain_and_llamaindex_adapters_end_to_end(pytester, app):
-    pytester.makepyfile(frameworks=FRAMEWORKS)
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          lc: {type: langchain, chain: "frameworks:chain", input_key: input}
-          li: {type: llamaindex, engine: "frameworks:make_engine"}
-        metrics: [recall@10, answer_contains]
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(passed=10)
-    recs = records(pytester.path)
-    lc, li = by_case(recs, "lc"), by_case(recs, "li")
-    assert lc["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
-    assert lc["q4"]["contexts"] == ["d4"]
-    assert li["q5"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
-    assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
 
 
 # -- suites refused at collection: one run, one error block each --------------------------------
