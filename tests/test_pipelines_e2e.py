@@ -253,76 +253,84 @@ def _langchain_and_llamaindex_adapters(recs: list[dict]) -> None:
     assert li["q5"]["retrieved"] == [["d6", 2.5, 2]]
 
 
-def test_recorded_outputs_without_a_corpus(pytester):
-    pytester.makeini(BASE_INI)
+def test_recorded_http_and_entry_point_pipelines_in_one_run(pytester, app, monkeypatch):
+    """Recorded outputs without a corpus (offline.yaml), an http pipeline (http.yaml) and an
+    installed distribution's entry point pipeline (echo.yaml, listed by --ragbench-list
+    first) share one run: a run's start-up costs more than its items, and each suite's
+    outcomes, records and pool are its own (offline's threshold is per suite)."""
+    # In process, with the distribution on sys.path: each run scans the entry points anew.
+    monkeypatch.syspath_prepend(SITE)
+    secret = "tok-0123456789abcdef"
+    monkeypatch.setenv("RAG_TOKEN", secret)
     items = [{"id": q["_id"], "question": q["text"], "answer": ANSWERS[q["_id"]]}
              for q in QUERIES]
     outputs = [{"query_id": q, "answer": a if q != "q2" else "overnight",
                 "contexts": [{"text": "context text"}]}
                for q, a in ANSWERS.items() if q != "q5"]
     write_jsonl(pytester.path / "outputs.jsonl", outputs)
-    (pytester.path / "suite.yaml").write_text(textwrap.dedent(f"""
-        name: offline
-        dataset: {{items: {json.dumps(items)}}}
-        pipelines:
-          last_night: {{type: recorded, path: outputs.jsonl}}
-        metrics: [exact_match, token_f1]
-        thresholds: {{exact_match: 1}}
-    """), encoding="utf-8")
-    result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(passed=3, failed=1, errors=1)
-    recs = by_case(records(pytester.path), "last_night")
-    assert recs["q2"]["status"] == "failed" and recs["q2"]["metrics"]["exact_match"] == 0.0
-    assert recs["q5"]["status"] == "error"
-    assert "outputs.jsonl has no output for query 'q5' (4 output(s) recorded)" \
-        in recs["q5"]["error"]["message"]
-
-
-def test_http_pipeline_end_to_end(pytester, app, monkeypatch):
-    secret = "tok-0123456789abcdef"
-    monkeypatch.setenv("RAG_TOKEN", secret)
     reply = {"answer": "Descale the kettle with citric acid.",
              "contexts": [{"id": "d4", "score": 3.0}, {"id": "d1", "score": 1.0}]}
     with _Service([(503, "warming up"), (200, reply)]) as svc:
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            pipelines:
-              prod:
-                type: http
-                url: {svc.url}
-                headers: {{Authorization: "Bearer ${{RAG_TOKEN}}"}}
-                backoff: 0.0
-            metrics: [recall@10, answer_contains]
-        """)
-        result = pytester.runpytest("--ragbench=suite.yaml")
-    result.assert_outcomes(passed=5)
-    recs = by_case(records(pytester.path), "prod")
-    assert recs["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
-    assert recs["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
+        suites = {
+            "offline.yaml": f"""
+                name: offline
+                dataset: {{items: {json.dumps(items)}}}
+                pipelines:
+                  last_night: {{type: recorded, path: outputs.jsonl}}
+                metrics: [exact_match, token_f1]
+                thresholds: {{exact_match: 1}}
+            """,
+            "http.yaml": f"""
+                name: app
+                dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+                pipelines:
+                  prod:
+                    type: http
+                    url: {svc.url}
+                    headers: {{Authorization: "Bearer ${{RAG_TOKEN}}"}}
+                    backoff: 0.0
+                metrics: [recall@10, answer_contains]
+            """,
+            "echo.yaml": """
+                dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+                pipelines: {echo: {prefix: "about"}}
+                metrics: [token_f1]
+            """,
+        }
+        for name, body in suites.items():
+            (pytester.path / name).write_text(textwrap.dedent(body).lstrip("\n"),
+                                              encoding="utf-8")
+        result = pytester.runpytest("--ragbench=echo.yaml", "--ragbench-list",
+                                    "-p", "no:cacheprovider")
+        result.stdout.fnmatch_lines(["pipelines (type names for suite files)",
+                                     "  echo -- distribution ragbench-rag-app 0.1.0"])
+        assert svc.bodies == []  # listed, then exited
+        result = pytester.runpytest(*(f"--ragbench={name}" for name in suites),
+                                    "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3 + 5 + 5, failed=1, errors=1)
+    recs = records(pytester.path)
+    # recorded outputs without a corpus: a wrong answer fails its threshold, a missing one
+    # is an error naming the file
+    offline = by_case(recs, "last_night")
+    assert sorted(r["status"] for r in offline.values()) == ["error", "failed", "ok", "ok", "ok"]
+    assert offline["q2"]["status"] == "failed" and offline["q2"]["metrics"]["exact_match"] == 0.0
+    assert offline["q5"]["status"] == "error"
+    assert "outputs.jsonl has no output for query 'q5' (4 output(s) recorded)" \
+        in offline["q5"]["error"]["message"]
+    # the http pipeline, end to end
+    prod = by_case(recs, "prod")
+    assert all(r["status"] == "ok" for r in prod.values()) and len(prod) == 5
+    assert prod["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
+    assert prod["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
     assert [b["query_id"] for b in svc.bodies] == ["q1", "q1", "q2", "q3", "q4", "q5"]
     assert all(h["Authorization"] == f"Bearer {secret}" for h in svc.headers)
     # its concurrency is the run's (one pool for every xdist worker), counted with its attempts
     result.stdout.fnmatch_lines([f"pipeline pool at {svc.url}: 6 requests, max 1 in flight, "
                                  "0 throttled (429), 0 timed out, 1 failed * (concurrency 8)"])
-
-
-def test_entry_point_pipeline_of_an_installed_distribution(pytester, app, monkeypatch):
-    # In process, with the distribution on sys.path: each run scans the entry points anew.
-    monkeypatch.syspath_prepend(SITE)
-    app("""
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines: {echo: {prefix: "about"}}
-        metrics: [token_f1]
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-list",
-                                "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["pipelines (type names for suite files)",
-                                 "  echo -- distribution ragbench-rag-app 0.1.0"])
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5)
-    recs = by_case(records(pytester.path), "echo")
-    assert recs["q3"]["answer"] == "about milk temperature for steaming"
+    # the entry point's pipeline
+    echo = by_case(recs, "echo")
+    assert all(r["status"] == "ok" for r in echo.values()) and len(echo) == 5
+    assert echo["q3"]["answer"] == "about milk temperature for steaming"
 
 
 # The scheduling check needs a serial and an -n 2 run; tests/test_answer_metrics_e2e.py
