@@ -652,38 +652,9 @@ def test_the_pipeline_examples_answers_do_not_depend_on_the_hash_seed():
     assert outs["1"].count("\n") == 65 and outs["1"] == outs["60"]
 
 
-def test_entry_point_llm_named_in_llm_is_retried_metered_cached_and_checked(
-        pytester, app, monkeypatch):
-    # real .dist-info metadata on sys.path: the registry finds the ragbench.llms entry point
-    monkeypatch.syspath_prepend(str(SITE))
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {bm25: {}}
-        metrics: [recall@10, token_f1]
-        llm: {type: canned, answer: "a fine grind", log: calls.log, fail_first: 2,
-              retries: 2, backoff: 0}
-        cache: {path: cache.sqlite}
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
-                                "--ragbench-summary=full")
-    result.assert_outcomes(passed=5)
-    recs = by_case(records(pytester.path), "bm25")
-    assert recs["q1"]["answer"] == "a fine grind" and recs["q1"]["metrics"]["token_f1"] == 1.0
-    assert recs["q1"]["usage"]["prompt_tokens"] == 7
-    # two 429s, then answers: every attempt is counted, in the records and the summary
-    assert sum(r["usage"]["requests"] for r in recs.values()) == 7
-    assert (pytester.path / "calls.log").read_text().count("call") == 7
-    result.stdout.fnmatch_lines(["*llm: 7 requests, 35 prompt + 15 completion tokens*",
-                                 "*llm pool canned at registered llm 'canned': 7 requests*"])
-    # the response cache wraps it like any provider: a rerun asks it nothing
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
-    result.assert_outcomes(passed=5)
-    assert (pytester.path / "calls.log").read_text().count("call") == 7
-    result.stdout.fnmatch_lines(["*llm: 0 requests, 35 prompt + 15 completion tokens*"])
-
-
-FLAKY_CONFTEST = '''
+# Two LLMs a conftest registers: one that fails each question twice (503) and logs every
+# call, one whose provider_id is its version (a plain string, as the dense cache takes it).
+LLMS_CONFTEST = '''
 from collections.abc import Callable
 from pathlib import Path
 
@@ -707,45 +678,6 @@ class Overloaded:
         return Completion("a fine grind", Usage(20, 4), model=self.model)
 
 
-def pytest_ragbench_register(registry):
-    registry.add("llm", "overloaded", Overloaded)
-'''
-
-
-def test_conftest_llm_is_retried_priced_metered_and_cached(pytester, app):
-    pytester.makeconftest(CONFTEST + FLAKY_CONFTEST)
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {bm25: {}}
-        metrics: [token_f1]
-        llm: {type: overloaded, model: ovl-1, retries: 3, backoff: 0, concurrency: 2}
-        prices: {ovl-1: {prompt: 1000, completion: 1000}}
-        max_cost: 10
-        cache: {path: cache.sqlite}
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
-    result.assert_outcomes(passed=5)
-    recs = list(by_case(records(pytester.path), "bm25").values())
-    assert all(r["usage"]["requests"] == 3 and r["answer"] == "a fine grind" for r in recs)
-    # priced as its model: 24 tokens at $1000 per 1M each
-    assert all(r["cost"] == pytest.approx(0.024) for r in recs)
-    assert (pytester.path / "calls.log").read_text().count("call") == 15
-    result.stdout.fnmatch_lines(["*llm: 15 requests, 100 prompt + 20 completion tokens, "
-                                 "cost $0.12*",
-                                 "*run budget * spent $0.1200 of $10.0000*",
-                                 "*llm pool ovl-1 at registered llm 'overloaded': 15 requests, "
-                                 "max * in flight*(concurrency 2)*"])
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-summary=full")
-    result.assert_outcomes(passed=5)
-    assert (pytester.path / "calls.log").read_text().count("call") == 15
-    result.stdout.fnmatch_lines(["*llm: 0 requests, 100 prompt + 20 completion tokens*"])
-
-
-VERSIONED_LLM = '''
-from pytest_ragbench.llm.base import Completion, Usage
-
-
 class Versioned:
     """Answers as its version says; its provider_id is that version (a plain string)."""
 
@@ -756,27 +688,94 @@ class Versioned:
 
 
 def pytest_ragbench_register(registry):
+    registry.add("llm", "overloaded", Overloaded)
     registry.add("llm", "versioned", Versioned)
 '''
 
 
-def test_a_registered_llms_string_provider_id_keys_its_cached_responses(pytester, app):
-    """A provider_id given as a plain string (as the dense cache takes it) was ignored by
-    the response cache, which keyed on type and parameters alone: bumping it after a code
-    change still served the old code's answers from the cache."""
-    app("""
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers: {bm25: {}}
-        metrics: [token_f1]
-        llm: {type: versioned}
-        cache: {path: cache.sqlite}
-    """)
-    for version in ("1", "2"):
-        pytester.makeconftest(CONFTEST + VERSIONED_LLM.replace("{version}", version))
-        pytester.runpytest("--ragbench=suite.yaml").assert_outcomes(passed=5)
-        answers = {r["answer"] for r in by_case(records(pytester.path), "bm25").values()}
-        assert answers == {f"answer {version}"}
+def test_entry_point_and_conftest_llms_are_retried_metered_cached_and_keyed_by_provider_id(
+        pytester, app, monkeypatch):
+    """Three suites, each with its own LLM and cache, share a cold run and a rerun (a run's
+    start-up costs more than its items; each suite's llm line, budget and pool are its own):
+    an installed distribution's entry point LLM named in ``llm`` (canned.yaml) and a conftest's
+    (overloaded.yaml), each retried, metered, priced and then served from the cache; and a
+    registered LLM whose provider_id (a plain string) changes between the runs
+    (versioned.yaml). The response cache keyed on type and parameters alone and ignored that
+    provider_id: bumping it after a code change still served the old code's answers."""
+    # real .dist-info metadata on sys.path: the registry finds the ragbench.llms entry point
+    monkeypatch.syspath_prepend(str(SITE))
+    suites = {
+        "canned.yaml": """
+            name: canned
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            retrievers: {bm25: {}}
+            metrics: [recall@10, token_f1]
+            llm: {type: canned, answer: "a fine grind", log: canned.log, fail_first: 2,
+                  retries: 2, backoff: 0}
+            cache: {path: canned.sqlite}
+        """,
+        "overloaded.yaml": """
+            name: overloaded
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            retrievers: {bm25: {}}
+            metrics: [token_f1]
+            llm: {type: overloaded, model: ovl-1, retries: 3, backoff: 0, concurrency: 2}
+            prices: {ovl-1: {prompt: 1000, completion: 1000}}
+            max_cost: 10
+            cache: {path: overloaded.sqlite}
+        """,
+        "versioned.yaml": """
+            name: versioned
+            dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+            retrievers: {bm25: {}}
+            metrics: [token_f1]
+            llm: {type: versioned}
+            cache: {path: versioned.sqlite}
+        """,
+    }
+    for name, body in suites.items():
+        (pytester.path / name).write_text(textwrap.dedent(body).lstrip("\n"), encoding="utf-8")
+
+    def run(version: str) -> tuple[pytest.RunResult, dict[str, list[dict]]]:
+        pytester.makeconftest(LLMS_CONFTEST.replace("{version}", version))
+        result = pytester.runpytest(*(f"--ragbench={name}" for name in suites),
+                                    "-p", "no:randomly", "--ragbench-summary=full")
+        result.assert_outcomes(passed=15)
+        recs = records(pytester.path)
+        return result, {name: [r for r in recs if r["suite_name"] == name]
+                        for name in ("canned", "overloaded", "versioned")}
+
+    result, recs = run("1")
+    canned = {r["case_id"]: r for r in recs["canned"]}
+    assert canned["q1"]["answer"] == "a fine grind"
+    assert canned["q1"]["metrics"]["token_f1"] == 1.0
+    assert canned["q1"]["usage"]["prompt_tokens"] == 7
+    # two 429s, then answers: every attempt is counted, in the records and the summary
+    assert sum(r["usage"]["requests"] for r in canned.values()) == 7
+    assert (pytester.path / "canned.log").read_text().count("call") == 7
+    overloaded = recs["overloaded"]
+    assert all(r["usage"]["requests"] == 3 and r["answer"] == "a fine grind"
+               for r in overloaded)
+    # priced as its model: 24 tokens at $1000 per 1M each
+    assert all(r["cost"] == pytest.approx(0.024) for r in overloaded)
+    assert (pytester.path / "calls.log").read_text().count("call") == 15
+    result.stdout.fnmatch_lines(["*llm: 7 requests, 35 prompt + 15 completion tokens*",
+                                 "*llm pool canned at registered llm 'canned': 7 requests*"])
+    result.stdout.fnmatch_lines(["*llm: 15 requests, 100 prompt + 20 completion tokens, "
+                                 "cost $0.12*",
+                                 "*run budget * spent $0.1200 of $10.0000*",
+                                 "*llm pool ovl-1 at registered llm 'overloaded': 15 requests, "
+                                 "max * in flight*(concurrency 2)*"])
+    assert {r["answer"] for r in recs["versioned"]} == {"answer 1"}
+
+    # the response cache wraps them like any provider: a rerun asks neither anything, and
+    # asks the versioned LLM again under its new provider_id
+    result, recs = run("2")
+    assert (pytester.path / "canned.log").read_text().count("call") == 7
+    assert (pytester.path / "calls.log").read_text().count("call") == 15
+    result.stdout.fnmatch_lines(["*llm: 0 requests, 35 prompt + 15 completion tokens*"])
+    result.stdout.fnmatch_lines(["*llm: 0 requests, 100 prompt + 20 completion tokens*"])
+    assert {r["answer"] for r in recs["versioned"]} == {"answer 2"}
 
 
 FRAMEWORKS = '''
