@@ -964,52 +964,43 @@ def test_tokens_estimated_for_a_reply_without_usage_say_so_cold_and_from_the_cac
                                "*| 0 req, * tok (estimated), $*")
 
 
-def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_and_progress_lines(
+def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_progress_and_resumed_runs(
         pytester, app):
     """Replies without ``usage`` under a ``max_cost``: the case records and the tables said
     their tokens were estimates, but the cap's 'spent $X', the pool's line (terminal,
     summary.json, summary.md) and the live progress line showed the same figures as
-    measured."""
+    measured. Then the run stopped after three cases and resumed: the reused cases' cost
+    counted toward the cap's spend, but as measured. The resumed run's 'spent $X of $Y'
+    (terminal, summary.json, summary.md, HTML run details) said 'estimated for 2 of 2
+    requests' where a run of the same cases said 5 of 5. (The whole run, with live progress
+    lines, is the one the resumed run is compared with.)"""
+    note = "estimated for 5 of 5 requests: the endpoint sent no usage"
     with FakeOpenAIServer() as server:
         _answers_without_usage(app, server, "max_cost: 5", "cache: {mode: off}")
         pytester.makeini(BASE_INI + "ragbench_progress_interval = 0.001\n")
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-    result.assert_outcomes(passed=5)
-    note = "estimated for 5 of 5 requests: the endpoint sent no usage"
-    # (a line at every item's end but the last, maybe: they are at most every 1 ms; the
-    # requests run ahead of the items, so some may still be in flight)
-    result.stdout.fnmatch_lines([
-        "ragbench progress: */5 items, * in flight, * tokens (estimated for * of * requests: "
-        "the endpoint sent no usage), $* (estimated), *",
-        f"run budget suite.yaml: spent $* of $5.0000 (all workers; {note})",
-        f"llm pool m at *: 5 requests, *, spent $* ({note}) (concurrency *)"])
-    run = latest_run(pytester.path)
-    budget = json.loads((run / "summary.json").read_text())["run"]["budget"]
-    assert budget["costs"]["suite.yaml"]["estimated"] == 5
-    assert budget["costs"]["suite.yaml"]["charges"] == 5
-    assert budget["pools"][0]["estimated"] == 5
-    assert f"(all workers; {note})" in (run / "summary.md").read_text()
-    assert f"(all workers; {note})" in (run / "report.html").read_text()
-
-
-def test_a_resumed_runs_spend_says_the_reused_cases_cost_rests_on_estimates(pytester, app):
-    """Replies without ``usage`` under a ``max_cost``, the run stopped after three cases and
-    resumed: the reused cases' cost counted toward the cap's spend, but as measured. The
-    resumed run's 'spent $X of $Y' (terminal, summary.json, summary.md, HTML run details)
-    said 'estimated for 2 of 2 requests' where a run of the same cases said 5 of 5."""
-    with FakeOpenAIServer() as server:
-        _answers_without_usage(app, server, "max_cost: 5", "cache: {mode: off}")
         whole = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
         whole.assert_outcomes(passed=5)
-        expected = json.loads((latest_run(pytester.path) / "summary.json").read_text())[
-            "run"]["budget"]["costs"]["suite.yaml"]
+        # (a line at every item's end but the last, maybe: they are at most every 1 ms; the
+        # requests run ahead of the items, so some may still be in flight)
+        whole.stdout.fnmatch_lines([
+            "ragbench progress: */5 items, * in flight, * tokens (estimated for * of * "
+            "requests: the endpoint sent no usage), $* (estimated), *",
+            f"run budget suite.yaml: spent $* of $5.0000 (all workers; {note})",
+            f"llm pool m at *: 5 requests, *, spent $* ({note}) (concurrency *)"])
+        run = latest_run(pytester.path)
+        budget = json.loads((run / "summary.json").read_text())["run"]["budget"]
+        assert budget["costs"]["suite.yaml"]["estimated"] == 5
+        assert budget["costs"]["suite.yaml"]["charges"] == 5
+        assert budget["pools"][0]["estimated"] == 5
+        assert f"(all workers; {note})" in (run / "summary.md").read_text()
+        assert f"(all workers; {note})" in (run / "report.html").read_text()
+        expected = budget["costs"]["suite.yaml"]
         pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
                            "-k", "not q4 and not q5").assert_outcomes(passed=3)
         result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
                                     "--ragbench-resume=latest")
         result.assert_outcomes(passed=5)
         assert server.count("/v1/chat/completions") == 5 + 3 + 2
-    note = "estimated for 5 of 5 requests: the endpoint sent no usage"
     assert (expected["estimated"], expected["charges"]) == (5, 5)
     result.stdout.fnmatch_lines(["*resumed from * 3 cases reused, 2 run*",
                                  f"run budget suite.yaml: spent $* of $5.0000 "
