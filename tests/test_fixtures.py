@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
+from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, error_sections, write_jsonl
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -196,47 +196,79 @@ def test_missing_marker_is_a_clear_error(project):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_unknown_retriever_in_marker_is_a_collection_error(project):
-    _test_file(project, """
-        import pytest
+APP_SUITE = """\
+name: app
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+pipelines:
+  app: {type: "app_pipeline:App"}
+metrics: [recall@10]
+"""
 
-        @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm52")
-        def test_case(ragbench_case):
-            pass
-    """)
-    result = project.runpytest("test_hand.py")
-    result.stdout.fnmatch_lines(["*has no retriever 'bm52' (it has: overlap, bm25)*"])
-    assert result.ret == pytest.ExitCode.INTERRUPTED
+APP_PIPELINE = """
+class App:
+    def answer(self, query):
+        return {"answer": "?", "contexts": [{"id": "d1"}]}
+"""
 
 
-def test_a_bad_suite_or_retriever_given_to_cases_is_one_line(project):
-    # cases() runs while the module is imported: it showed a traceback through the plugin's
-    # loader, where the ragbench_suite marker shows the message alone
+def test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error(
+        project):
+    """Each of four test files names something its suite lacks, each its own collection
+    error in one run: the marker a retriever (test_marker.py) or a pipeline (test_app.py:
+    the suite's pipelines are listed), cases() a misspelt suite (test_hand.py) or a retriever
+    (test_other.py). cases() runs while the module is imported: it showed a traceback
+    through the plugin's loader, where the ragbench_suite marker shows the message alone."""
     (project.path / "suites" / "typo.yaml").write_text(SUITE_TEXT + "metric: [mrr@10]\n")
-    _test_file(project, """
-        import pytest
-        from pytest_ragbench.fixtures import cases
+    (project.path / "suites" / "app.yaml").write_text(APP_SUITE, encoding="utf-8")
+    project.makepyfile(app_pipeline=APP_PIPELINE)
+    files = {
+        "test_marker": """
+            import pytest
 
-        @pytest.mark.parametrize("ragbench_case", cases("suites/typo.yaml"), indirect=True)
-        def test_case(ragbench_case):
-            pass
-    """)
-    project.makepyfile(test_other=textwrap.dedent("""
-        import pytest
-        from pytest_ragbench.fixtures import cases
+            @pytest.mark.ragbench_suite("suites/suite.yaml", retriever="bm52")
+            def test_case(ragbench_case):
+                pass
+        """,
+        "test_app": """
+            import pytest
 
-        @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm52"),
-                                 indirect=True)
-        def test_case(ragbench_case):
-            pass
-    """))
-    result = project.runpytest("test_hand.py", "test_other.py")
+            @pytest.mark.ragbench_suite("suites/app.yaml", retriever="ap")
+            def test_case(ragbench_case):
+                pass
+        """,
+        "test_hand": """
+            import pytest
+            from pytest_ragbench.fixtures import cases
+
+            @pytest.mark.parametrize("ragbench_case", cases("suites/typo.yaml"), indirect=True)
+            def test_case(ragbench_case):
+                pass
+        """,
+        "test_other": """
+            import pytest
+            from pytest_ragbench.fixtures import cases
+
+            @pytest.mark.parametrize("ragbench_case", cases("suites/suite.yaml", retriever="bm52"),
+                                     indirect=True)
+            def test_case(ragbench_case):
+                pass
+        """,
+    }
+    project.makepyfile(**{name: textwrap.dedent(body) for name, body in files.items()})
+    result = project.runpytest(*(f"{name}.py" for name in files))
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines_random([
-        "cases: *typo.yaml:*: metric: unknown key 'metric' (did you mean 'metrics'?)*",
-        "cases: *suite.yaml: no retriever 'bm52' (it has: overlap, bm25)"])
-    assert "fixtures.py" not in result.stdout.str() and "SuiteError" not in result.stdout.str()
+    result.assert_outcomes(errors=4)
+    out = result.stdout.str()
+    sections = error_sections(out)
+    assert set(sections) == {f"{name}.py" for name in files}, out
+    for name, pattern in (
+            ("test_marker.py", "*has no retriever 'bm52' (it has: overlap, bm25)*"),
+            ("test_app.py", "*app.yaml has no pipeline 'ap' (it has: app)"),
+            ("test_hand.py",
+             "cases: *typo.yaml:*: metric: unknown key 'metric' (did you mean 'metrics'?)*"),
+            ("test_other.py", "cases: *suite.yaml: no retriever 'bm52' (it has: overlap, bm25)")):
+        pytest.LineMatcher(sections[name]).fnmatch_lines([pattern])
+    assert "fixtures.py" not in out and "SuiteError" not in out
 
 
 def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
@@ -445,16 +477,8 @@ def test_hand_written_tests_over_a_suite_of_pipelines(project):
     named = recs["test_hand.py::test_named", "q1"]
     assert named["retriever"] == "app" and named["metrics"]["recall@10"] == 0.5
     assert recs["test_hand.py::test_every", "q5"]["metrics"]["one"] == 1.0
-    # a name that is not one of them lists them
-    _test_file(project, """
-        import pytest
-
-        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="ap")
-        def test_case(ragbench_case):
-            pass
-    """)
-    result = project.runpytest("test_hand.py")
-    result.stdout.fnmatch_lines(["*app.yaml has no pipeline 'ap' (it has: app)"])
+    # (a name that is not one of them lists them: in
+    # test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error)
 
 
 def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
