@@ -51,15 +51,33 @@ def _test_file(pytester: pytest.Pytester, body: str) -> None:
     pytester.makepyfile(test_hand=textwrap.dedent(body))
 
 
-def _passed(result: pytest.RunResult, test: str) -> list[str]:
-    """The ids of ``test``'s items that passed (from ``-v`` output)."""
+def _passed(result: pytest.RunResult, test: str, file: str = "test_hand.py") -> list[str]:
+    """The ids of ``test``'s items (in ``file``) that passed (from ``-v`` output)."""
     return [m.group(1) for line in result.outlines
-            if (m := re.match(rf"test_hand\.py::{test}\[(.+?)\] PASSED", line))]
+            if (m := re.match(rf"{re.escape(file)}::{test}\[(.+?)\] PASSED", line))]
 
 
-def test_marker_retriever_fixture_and_cases_helper_parametrize_over_cases(project):
-    # One run, one test function per way of parametrizing over a suite's cases.
-    _test_file(project, """
+APP_SUITE = """\
+name: app
+dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+pipelines:
+  app: {type: "app_pipeline:App"}
+metrics: [recall@10]
+"""
+
+APP_PIPELINE = """
+class App:
+    def answer(self, query):
+        return {"answer": "?", "contexts": [{"id": "d1"}]}
+"""
+
+
+# Hand-written tests that pass (or fail on purpose), one test file each, share one run: a run's
+# start-up costs more than their items, and each file's items, records and suites are its
+# own. test_hand_written_tests_in_one_run runs them; one check function per file.
+HAND_TESTS = {
+    # one test function per way of parametrizing over a suite's cases
+    "test_hand": """
         import pytest
         from pytest_ragbench.fixtures import cases
 
@@ -97,19 +115,196 @@ def test_marker_retriever_fixture_and_cases_helper_parametrize_over_cases(projec
         def test_helper(ragbench_case, ragbench_retriever, ragbench_record):
             assert ragbench_retriever.name == "bm25"
             ragbench_record("len", len(ragbench_case.text))
-    """)
-    result = project.runpytest("-v", "test_hand.py")
-    result.assert_outcomes(passed=5 + 10 + 5 + 1 + 5)
-    result.stdout.fnmatch_lines(["*test_case[[]q1[]] PASSED*", "*test_case[[]q5[]] PASSED*"])
+    """,
+    # over a suite of pipelines (suites/app.yaml)
+    "test_app": """
+        import pytest
+        from pytest_ragbench.fixtures import cases
+
+        @pytest.mark.ragbench_suite("suites/app.yaml")
+        def test_every(ragbench_case, ragbench_record):
+            ragbench_record("one", 1.0)
+
+        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
+        def test_named(ragbench_case, ragbench_record):
+            ragbench_record.evaluate([("d1", 1.0)])
+
+        @pytest.mark.parametrize("ragbench_case", cases("suites/app.yaml", retriever="app"),
+                                 indirect=True)
+        def test_helper(ragbench_case, ragbench_retriever):
+            pass
+    """,
+    # async tests (pytest-asyncio) of an async retriever and an async pipeline
+    "test_async": """
+        import pytest
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="slow")
+        async def test_retrieve(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/async_app.yaml")
+        async def test_score(ragbench_case, ragbench_record):
+            scores = ragbench_record.score("a fine grind", ["Espresso needs a fine grind."],
+                                           references=["a fine grind"])
+            assert scores["token_f1"] == 1.0
+    """,
+    # a context variable the test sets, seen by the retriever
+    "test_traced": """
+        import pytest
+        from traced_parts import DOC
+
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
+        def test_sync(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+
+        @pytest.mark.asyncio
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
+        async def test_async(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+
+        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="bounded")
+        def test_bounded(ragbench_case, ragbench_retriever):
+            DOC.set("d1")
+            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
+    """,
+}
+
+ASYNC_PARTS = """
+    import asyncio
+
+    class Slow:
+        async def index(self, corpus):
+            await asyncio.sleep(0)
+
+        async def retrieve(self, query, k):
+            await asyncio.sleep(0)
+            return [("d1", 1.0)]
+
+    class App:
+        async def answer(self, query):
+            return "a fine grind"
+"""
+
+TRACED_PARTS = """
+    import contextvars
+
+    DOC = contextvars.ContextVar("doc", default="d2")
+
+    class Traced:
+        def index(self, corpus):
+            pass
+
+        async def retrieve(self, query, k):
+            return [(DOC.get(), 1.0)]
+
+    class Bounded(Traced):
+        def retrieve(self, query, k):
+            return [(DOC.get(), 1.0)]
+"""
+
+HAND_SUITES = {
+    "app.yaml": APP_SUITE,
+    "async.yaml": """\
+        name: async
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          slow: {type: "async_parts:Slow"}
+        metrics: [recall@10]
+    """,
+    "async_app.yaml": """\
+        name: async_app
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "async_parts:App"}
+        metrics: [token_f1]
+    """,
+    "traced.yaml": """\
+        name: traced
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          traced: {type: "traced_parts:Traced"}
+          bounded: {type: "traced_parts:Bounded", case_timeout: 30}
+        metrics: [recall@10]
+    """,
+}
+
+
+def test_hand_written_tests_in_one_run(project):
+    """The hand-written tests of HAND_TESTS, one run: each check below is one file's."""
+    for name, text in HAND_SUITES.items():
+        (project.path / "suites" / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    project.makepyfile(app_pipeline=APP_PIPELINE, async_parts=textwrap.dedent(ASYNC_PARTS),
+                       traced_parts=textwrap.dedent(TRACED_PARTS))
+    project.makepyfile(**{name: textwrap.dedent(body) for name, body in HAND_TESTS.items()})
+    result = project.runpytest("-v", "-p", "no:randomly", *(f"{name}.py" for name in HAND_TESTS))
+    result.assert_outcomes(passed=(5 + 10 + 5 + 1 + 5) + 10 + 10 + 15, errors=5)
+    recs = _records(project)
+    _marker_retriever_fixture_and_cases_helper_parametrize_over_cases(result, recs)
+    _hand_written_tests_over_a_suite_of_pipelines(result, recs)
+    _the_fixtures_work_inside_an_async_test(result, recs)
+    _a_tests_context_reaches_the_retriever_whatever_runs_it(result)
+
+
+def _marker_retriever_fixture_and_cases_helper_parametrize_over_cases(
+        result: pytest.RunResult, recs: list[dict]) -> None:
+    result.stdout.fnmatch_lines(["*test_hand.py::test_case[[]q1[]] PASSED*",
+                                 "*test_hand.py::test_case[[]q5[]] PASSED*"])
     assert len(_passed(result, "test_case")) == 5
-    result.stdout.fnmatch_lines(["*test_every[[]overlap-q1[]]*", "*test_every[[]bm25-q5[]]*"])
+    result.stdout.fnmatch_lines(["*test_hand.py::test_every[[]overlap-q1[]]*",
+                                 "*test_hand.py::test_every[[]bm25-q5[]]*"])
     assert len(_passed(result, "test_every")) == 10
     assert len(_passed(result, "test_top_hit_is_relevant")) == 5
     assert "test_hand.py::test_text_query PASSED" in result.stdout.str()
-    result.stdout.fnmatch_lines(["*test_helper[[]q3[]] PASSED*"])
+    result.stdout.fnmatch_lines(["*test_hand.py::test_helper[[]q3[]] PASSED*"])
     assert len(_passed(result, "test_helper")) == 5
-    assert {r["metrics"]["len"] for r in _records(project) if "len" in r["metrics"]} == {
+    assert {r["metrics"]["len"] for r in recs if "len" in r["metrics"]} == {
         float(len(q["text"])) for q in QUERIES}
+
+
+def _hand_written_tests_over_a_suite_of_pipelines(result: pytest.RunResult,
+                                                  recs: list[dict]) -> None:
+    """A suite whose systems are pipelines (the user's RAG app) gave hand-written tests no
+    case: the marker's test was skipped ("got empty parameter set"), and naming the pipeline
+    was "has no retriever 'app' (it has: )". (A name that is not one of them lists them: in
+    test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error.)
+    """
+    # (none skipped: the run's outcomes count no skip)
+    assert len(_passed(result, "test_every", "test_app.py")) == len(
+        _passed(result, "test_named", "test_app.py")) == 5
+    # the retriever fixture on a pipeline's case says what it is instead: the run's 5 errors
+    assert len([line for line in result.outlines
+                if re.match(r"test_app\.py::test_helper\[q\d\] ERROR", line)]) == 5
+    result.stdout.fnmatch_lines(["*ragbench_retriever: 'app' is a pipeline of *app.yaml, "
+                                 "not a retriever*"])
+    by_key = {(r["suite"], r["case_id"]): r for r in recs}
+    named = by_key["test_app.py::test_named", "q1"]
+    assert named["retriever"] == "app" and named["metrics"]["recall@10"] == 0.5
+    assert by_key["test_app.py::test_every", "q5"]["metrics"]["one"] == 1.0
+
+
+def _the_fixtures_work_inside_an_async_test(result: pytest.RunResult,
+                                            recs: list[dict]) -> None:
+    """Called from an async test (pytest-asyncio), ragbench_retriever.retrieve of an async
+    retriever and ragbench_record.score failed: "retriever 'slow' raised RuntimeError: Cannot
+    run the event loop while another loop is running", blaming the retriever."""
+    assert len(_passed(result, "test_retrieve", "test_async.py")) == 5
+    assert len(_passed(result, "test_score", "test_async.py")) == 5
+    retrieved = [r for r in recs if r["suite"] == "test_async.py::test_retrieve"]
+    assert sorted(r["metrics"]["recall@10"] for r in retrieved) == [0.0, 0.0, 0.0, 0.0, 0.5]
+
+
+def _a_tests_context_reaches_the_retriever_whatever_runs_it(result: pytest.RunResult) -> None:
+    """A context variable the test set (a tracing span: LangSmith's, OpenTelemetry's) reaches
+    the retriever as a plain call does. ``traced`` (async): seen from a sync test but not
+    from an async one, the runtime's loop running in a thread of its own with a context of
+    its own. ``bounded`` (sync, with a ``case_timeout``): it runs in a thread of its own (a
+    call that cannot be interrupted is left behind past its limit), with an empty context."""
+    for test in ("test_sync", "test_async", "test_bounded"):
+        assert len(_passed(result, test, "test_traced.py")) == 5, test
 
 
 # The record fixture's check needs a serial and an -n 2 run; tests/test_answer_metrics_e2e.py
@@ -194,21 +389,6 @@ def test_missing_marker_is_a_clear_error(project):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*ragbench_case needs @pytest.mark.ragbench_suite*"])
     assert "Traceback" not in result.stdout.str()
-
-
-APP_SUITE = """\
-name: app
-dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-pipelines:
-  app: {type: "app_pipeline:App"}
-metrics: [recall@10]
-"""
-
-APP_PIPELINE = """
-class App:
-    def answer(self, query):
-        return {"answer": "?", "contexts": [{"id": "d1"}]}
-"""
 
 
 def test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error(
@@ -432,55 +612,6 @@ def test_a_narrowed_run_of_hand_written_cases_is_partial(pytester, mini_suite, w
     result.stdout.fnmatch_lines(["ragbench: passed"])
 
 
-def test_hand_written_tests_over_a_suite_of_pipelines(project):
-    """A suite whose systems are pipelines (the user's RAG app) gave hand-written tests no
-    case: the marker's test was skipped ("got empty parameter set"), and naming the pipeline
-    was "has no retriever 'app' (it has: )"."""
-    (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          app: {type: "app_pipeline:App"}
-        metrics: [recall@10]
-    """), encoding="utf-8")
-    project.makepyfile(app_pipeline="""
-        class App:
-            def answer(self, query):
-                return {"answer": "?", "contexts": [{"id": "d1"}]}
-    """)
-    _test_file(project, """
-        import pytest
-        from pytest_ragbench.fixtures import cases
-
-        @pytest.mark.ragbench_suite("suites/app.yaml")
-        def test_every(ragbench_case, ragbench_record):
-            ragbench_record("one", 1.0)
-
-        @pytest.mark.ragbench_suite("suites/app.yaml", retriever="app")
-        def test_named(ragbench_case, ragbench_record):
-            ragbench_record.evaluate([("d1", 1.0)])
-
-        @pytest.mark.parametrize("ragbench_case", cases("suites/app.yaml", retriever="app"),
-                                 indirect=True)
-        def test_helper(ragbench_case, ragbench_retriever):
-            pass
-    """)
-    result = project.runpytest("-v", "test_hand.py", "-p", "no:randomly")
-    outcomes = result.parseoutcomes()
-    assert (outcomes.get("passed"), outcomes.get("skipped"), outcomes.get("errors")) == (
-        10, None, 5), result.stdout.str()
-    assert len(_passed(result, "test_every")) == len(_passed(result, "test_named")) == 5
-    # the retriever fixture on a pipeline's case says what it is instead
-    result.stdout.fnmatch_lines(["*ragbench_retriever: 'app' is a pipeline of *app.yaml, "
-                                 "not a retriever*"])
-    recs = {(r["suite"], r["case_id"]): r for r in _records(project)}
-    named = recs["test_hand.py::test_named", "q1"]
-    assert named["retriever"] == "app" and named["metrics"]["recall@10"] == 0.5
-    assert recs["test_hand.py::test_every", "q5"]["metrics"]["one"] == 1.0
-    # (a name that is not one of them lists them: in
-    # test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error)
-
-
 def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
     """ragbench_record.evaluate given bad hits on a pipeline's case said "retriever 'app'
     returned unknown document id ...": the app is a pipeline, and there is no retriever. Given
@@ -526,60 +657,6 @@ def test_evaluate_on_a_pipeline_case_names_the_pipeline(project):
         "*retriever 'overlap' returned int, expected a list of (doc_id, score) pairs*"])
     assert "'int' object is not iterable" not in result.stdout.str()
     assert "retriever 'app'" not in result.stdout.str()
-
-
-def test_the_fixtures_work_inside_an_async_test(project):
-    """Called from an async test (pytest-asyncio), ragbench_retriever.retrieve of an async
-    retriever and ragbench_record.score failed: "retriever 'slow' raised RuntimeError: Cannot
-    run the event loop while another loop is running", blaming the retriever."""
-    project.makepyfile(async_parts="""
-        import asyncio
-
-        class Slow:
-            async def index(self, corpus):
-                await asyncio.sleep(0)
-
-            async def retrieve(self, query, k):
-                await asyncio.sleep(0)
-                return [("d1", 1.0)]
-
-        class App:
-            async def answer(self, query):
-                return "a fine grind"
-    """)
-    (project.path / "suites" / "async.yaml").write_text(textwrap.dedent("""\
-        name: async
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers:
-          slow: {type: "async_parts:Slow"}
-        metrics: [recall@10]
-    """), encoding="utf-8")
-    (project.path / "suites" / "app.yaml").write_text(textwrap.dedent("""\
-        name: app
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          app: {type: "async_parts:App"}
-        metrics: [token_f1]
-    """), encoding="utf-8")
-    _test_file(project, """
-        import pytest
-
-        @pytest.mark.asyncio
-        @pytest.mark.ragbench_suite("suites/async.yaml", retriever="slow")
-        async def test_retrieve(ragbench_case, ragbench_retriever, ragbench_record):
-            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
-
-        @pytest.mark.asyncio
-        @pytest.mark.ragbench_suite("suites/app.yaml")
-        async def test_score(ragbench_case, ragbench_record):
-            scores = ragbench_record.score("a fine grind", ["Espresso needs a fine grind."],
-                                           references=["a fine grind"])
-            assert scores["token_f1"] == 1.0
-    """)
-    result = project.runpytest("test_hand.py", "-p", "no:randomly")
-    result.assert_outcomes(passed=10)
-    recs = [r for r in _records(project) if r["suite"] == "test_hand.py::test_retrieve"]
-    assert sorted(r["metrics"]["recall@10"] for r in recs) == [0.0, 0.0, 0.0, 0.0, 0.5]
 
 
 def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(project):
@@ -631,57 +708,3 @@ def test_an_async_test_interrupted_while_its_retrieval_runs_ends_as_interrupted(
     assert "running event loop" not in output
     assert result.ret == pytest.ExitCode.INTERRUPTED, output
     result.stdout.fnmatch_lines(["collected 5 items", "*KeyboardInterrupt*"])
-
-
-def test_a_tests_context_reaches_the_retriever_whatever_runs_it(project):
-    """A context variable the test set (a tracing span: LangSmith's, OpenTelemetry's) reaches
-    the retriever as a plain call does. ``traced`` (async): seen from a sync test but not
-    from an async one, the runtime's loop running in a thread of its own with a context of
-    its own. ``bounded`` (sync, with a ``case_timeout``): it runs in a thread of its own (a
-    call that cannot be interrupted is left behind past its limit), with an empty context."""
-    project.makepyfile(traced_parts="""
-        import contextvars
-
-        DOC = contextvars.ContextVar("doc", default="d2")
-
-        class Traced:
-            def index(self, corpus):
-                pass
-
-            async def retrieve(self, query, k):
-                return [(DOC.get(), 1.0)]
-
-        class Bounded(Traced):
-            def retrieve(self, query, k):
-                return [(DOC.get(), 1.0)]
-    """)
-    (project.path / "suites" / "traced.yaml").write_text(textwrap.dedent("""\
-        name: traced
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        retrievers:
-          traced: {type: "traced_parts:Traced"}
-          bounded: {type: "traced_parts:Bounded", case_timeout: 30}
-        metrics: [recall@10]
-    """), encoding="utf-8")
-    _test_file(project, """
-        import pytest
-        from traced_parts import DOC
-
-        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
-        def test_sync(ragbench_case, ragbench_retriever):
-            DOC.set("d1")
-            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
-
-        @pytest.mark.asyncio
-        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="traced")
-        async def test_async(ragbench_case, ragbench_retriever):
-            DOC.set("d1")
-            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
-
-        @pytest.mark.ragbench_suite("suites/traced.yaml", retriever="bounded")
-        def test_bounded(ragbench_case, ragbench_retriever):
-            DOC.set("d1")
-            assert ragbench_retriever.retrieve(ragbench_case)[0][0] == "d1"
-    """)
-    project.runpytest("test_hand.py", "-p", "no:randomly", "-k", "q1").assert_outcomes(
-        passed=3)
