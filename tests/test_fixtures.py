@@ -380,17 +380,6 @@ def check_record_runs(serial: pytest.RunResult, serial_recs: list[dict],
         (key(r), r["status"], r["metrics"]) for r in hand_parallel]
 
 
-def test_missing_marker_is_a_clear_error(project):
-    _test_file(project, """
-        def test_case(ragbench_case):
-            pass
-    """)
-    result = project.runpytest("test_hand.py")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ragbench_case needs @pytest.mark.ragbench_suite*"])
-    assert "Traceback" not in result.stdout.str()
-
-
 def test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_collection_error(
         project):
     """Each of four test files names something its suite lacks, each its own collection
@@ -451,7 +440,11 @@ def test_a_bad_suite_retriever_or_pipeline_named_by_a_marker_or_cases_is_one_col
     assert "fixtures.py" not in out and "SuiteError" not in out
 
 
-def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
+def test_embedder_and_llm_fixtures_are_built_once_and_closed_and_unset_ones_are_clear_errors(
+        project):
+    """test_hand.py's fixtures are built once and closed; test_unset.py, in the same run,
+    uses ragbench_case without the marker and ragbench_llm with no llm configured: a clear
+    error each."""
     project.makeconftest("""
         import os
         from pytest_ragbench.embedders import HashingEmbedder
@@ -507,17 +500,37 @@ def test_embedder_and_llm_fixtures_are_built_once_and_closed(project):
         def test_bad_call_key(ragbench_llm):
             pass
     """)
-    result = project.runpytest("test_hand.py")
-    result.assert_outcomes(passed=5, errors=1)
+    project.makepyfile(test_unset="""
+        def test_case(ragbench_case):
+            pass
+
+        def test_llm(ragbench_llm):
+            pass
+    """)
+    result = project.runpytest("test_hand.py", "test_unset.py")
+    result.assert_outcomes(passed=5, errors=3)
     result.stdout.fnmatch_lines(["*ragbench_llm: llm 'flaky' retries: expected an integer "
                                  ">= 0, got -1*"])
+    # (test_hand.py's test_llm passes)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_case*",
+                                 "ragbench_case needs @pytest.mark.ragbench_suite*",
+                                 "*ERROR at setup of test_llm*",
+                                 "ragbench_llm: no llm configured*"])
+    result.stdout.fnmatch_lines(["ERROR test_unset.py::test_case - *",
+                                 "ERROR test_unset.py::test_llm - *"])
     assert "another exception occurred" not in result.stdout.str()
+    assert "Traceback" not in result.stdout.str()
     assert (project.path / "built.txt").read_text() == "built\n"  # once for three tests
     assert (project.path / "closed.txt").read_text() == "closed\n"
 
 
-def test_embedder_fixture_from_ini_and_missing_configuration(project):
-    project.makeini(BASE_INI + 'ragbench_embedder = {"type": "hashing", "dim": 8}\n')
+def test_embedder_fixture_from_ini_and_an_ini_component_that_is_not_json_is_said_once(project):
+    """An embedder the ini configures is built from it; an ini llm that is not JSON: the
+    decoder's error was shown first, then the message as a chained exception. (An llm
+    configured nowhere: test_embedder_and_llm_fixtures_are_built_once_and_closed_and_unset_
+    ones_are_clear_errors.)"""
+    project.makeini(BASE_INI + 'ragbench_embedder = {"type": "hashing", "dim": 8}\n'
+                    "ragbench_llm = {type: extractive}\n")
     _test_file(project, """
         import asyncio
 
@@ -529,18 +542,6 @@ def test_embedder_fixture_from_ini_and_missing_configuration(project):
     """)
     result = project.runpytest("test_hand.py")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*ragbench_llm: no llm configured*"])
-
-
-def test_an_ini_component_that_is_not_json_is_said_once(project):
-    # the decoder's error was shown first, then the message as a chained exception
-    project.makeini(BASE_INI + "ragbench_llm = {type: extractive}\n")
-    _test_file(project, """
-        def test_llm(ragbench_llm):
-            pass
-    """)
-    result = project.runpytest("test_hand.py")
-    result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert out.count("Expecting property name enclosed in double quotes") == 1, out
     result.stdout.fnmatch_lines(["ini option ragbench_llm: not valid JSON: Expecting property "
