@@ -86,35 +86,40 @@ def records(root: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir(root) / "cases.jsonl").read_text().splitlines()]
 
 
-def test_offline_extractive_answers(pytester, rag_suite_files):
+def test_offline_extractive_answers_and_judged_metrics_from_a_real_server_and_cache(
+        pytester, rag_suite_files, server):
+    """Two suites, one run (and a rerun), each with its own LLM and lines: extractive
+    answers offline (offline.yaml), and judged metrics from a real server, then from the
+    cache (suite.yaml)."""
     rag_suite_files("""
+        name: offline
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         retrievers: {overlap: {type: "overlap_retriever:Overlap"}}
         metrics: [recall@10, token_f1, abstention_accuracy]
         llm: {type: extractive}
-    """)
-    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
-    result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["    token_f1 * 5 * 0", "    abstention_accuracy * 5 * 0"])
-    recs = records(pytester.path)
-    assert all(isinstance(r["answer"], str) and r["contexts"] for r in recs)
-
-
-def test_judged_metrics_from_a_real_server_and_cache(pytester, rag_suite_files, server):
+    """, name="offline.yaml")
     rag_suite_files(rag_suite(server.base_url))
-    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
-    result.assert_outcomes(passed=5)
+    args = ("--ragbench-summary=full", "--ragbench=offline.yaml", "--ragbench=suite.yaml")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=5 + 5)
+    # offline: every item answered from its contexts
+    result.stdout.fnmatch_lines(["    token_f1 * 5 * 0", "    abstention_accuracy * 5 * 0"])
+    offline = [r for r in records(pytester.path) if r["suite_name"] == "offline"]
+    assert len(offline) == 5
+    assert all(isinstance(r["answer"], str) and r["contexts"] for r in offline)
+    # judged by the server
     result.stdout.fnmatch_lines(["    faithfulness * 0.5000 *[[]0.5000, 0.5000[]] * 5 * 0"])
     first = server.count("/v1/chat/completions")
     assert first == 10  # one generation + one batched judge call per item
     result.stdout.fnmatch_lines(["    llm: 10 requests, * cost $0.0000 (per item: 2.00 requests*"])
-    recs = records(pytester.path)
-    assert all(r["usage"]["requests"] == 2 and r["judge"] for r in recs)
+    recs = [r for r in records(pytester.path) if r["suite_name"] == "rag"]
+    assert len(recs) == 5 and all(r["usage"]["requests"] == 2 and r["judge"] for r in recs)
     # A rerun of the unchanged suite is served by the cache: no network call.
-    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml")
-    result.assert_outcomes(passed=5)
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=5 + 5)
     assert server.count("/v1/chat/completions") == first
-    assert all(r["usage"]["requests"] == 0 for r in records(pytester.path))
+    recs = [r for r in records(pytester.path) if r["suite_name"] == "rag"]
+    assert len(recs) == 5 and all(r["usage"]["requests"] == 0 for r in recs)
     # The key is nowhere on disk.
     for path in pytester.path.rglob("*"):
         if path.is_file():
