@@ -146,12 +146,23 @@ def test_dead_endpoint_makes_explicit_errors_and_the_run_goes_on(pytester, rag_s
     assert SECRET not in result.stdout.str()
 
 
-def test_transient_faults_are_retried_to_a_score(pytester, rag_suite_files, server):
+def test_transient_faults_are_retried_to_a_score_and_a_priced_run_without_a_cap_claims_no_spend(
+        pytester, rag_suite_files, server):
+    # nothing is charged to the run budget without max_cost: its "spent" read $0.0 while the
+    # records (and the system rows) held the run's cost (retried requests or not)
     server.add_faults(Fault.rate_limited("0.05"), Fault.server_error(500), Fault.malformed())
-    rag_suite_files(rag_suite(server.base_url))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off")
+    rag_suite_files(rag_suite(server.base_url, extra="prices: {m: {prompt: 1000.0, "
+                                                     "completion: 2000.0}}"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-p",
+                                "no:randomly")
     result.assert_outcomes(passed=5)
+    assert result.ret == 0
+    assert server.faults_served == 3
     assert all(r["metrics"]["faithfulness"] == 0.5 for r in records(pytester.path))
+    summary = json.loads((run_dir(pytester.path) / "summary.json").read_text())
+    assert sum(r["cost"] for r in records(pytester.path)) > 0
+    assert summary["run"]["budget"]["costs"] == {}
+    assert summary["run"]["budget"]["spent"] is None
 
 
 def test_failing_item_shows_answer_and_judge_verdicts(pytester, rag_suite_files, server):
@@ -269,18 +280,6 @@ def test_a_judge_request_two_repetitions_share_is_charged_to_the_first(pytester,
     assert charged[0] == charged[1]
     assert charged[0][0][0] == 2 and charged[0][1][0] == 1
     assert charged[0][0][1] > charged[0][1][1] > 0
-
-
-def test_a_priced_run_without_a_cap_claims_no_budget_spend(pytester, rag_suite_files, server):
-    # nothing is charged to the run budget without max_cost: its "spent" read $0.0 while the
-    # records (and the system rows) held the run's cost
-    rag_suite_files(rag_suite(server.base_url, extra="prices: {m: {prompt: 1000.0, "
-                                                     "completion: 2000.0}}"))
-    assert pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly").ret == 0
-    summary = json.loads((run_dir(pytester.path) / "summary.json").read_text())
-    assert sum(r["cost"] for r in records(pytester.path)) > 0
-    assert summary["run"]["budget"]["costs"] == {}
-    assert summary["run"]["budget"]["spent"] is None
 
 
 def test_only_requests_cases_really_share_are_charged_to_one_of_them(pytester, mini_suite,
