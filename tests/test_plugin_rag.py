@@ -165,11 +165,15 @@ def test_transient_faults_are_retried_to_a_score_and_a_priced_run_without_a_cap_
     assert summary["run"]["budget"]["spent"] is None
 
 
-def test_failing_item_shows_answer_and_judge_verdicts(pytester, rag_suite_files, server):
+def test_deselected_items_cost_no_calls_and_a_failing_item_shows_answer_and_judge_verdicts(
+        pytester, rag_suite_files, server):
     rag_suite_files(rag_suite(server.base_url, extra="thresholds: {faithfulness: 0.9}"))
-    result = pytester.runpytest("--ragbench=suite.yaml", "-k", "q1")
-    result.assert_outcomes(failed=1)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off",
+                                "-k", "q1 or q4")
+    result.assert_outcomes(failed=2)
+    assert server.count("/v1/chat/completions") == 4  # 2 items x (generation + judge)
     result.stdout.fnmatch_lines([
+        "*overlap::q1*",
         "threshold failed: faithfulness = 0.5000, expected >= 0.9 (missed by 0.4000)",
         "answer: *",
         "judge faithfulness: not supported: 'An unsupported claim.'",
@@ -209,13 +213,6 @@ def test_flaky_cases_are_flagged_across_runs():
     flaky = flaky_cases(recs, ["f"])
     assert [(f["case_id"], f["flips"]) for f in flaky] == [("a", True), ("b", False)]
     assert flaky[0]["spread"] == pytest.approx(0.7)
-
-
-def test_deselected_items_cost_no_calls(pytester, rag_suite_files, server):
-    rag_suite_files(rag_suite(server.base_url))
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-cache=off", "-k", "q1 or q4")
-    result.assert_outcomes(passed=2)
-    assert server.count("/v1/chat/completions") == 4  # 2 items x (generation + judge)
 
 
 def _html_case_rows(html: str) -> list[list[Any]]:
