@@ -91,15 +91,26 @@ def test_third_party_distribution_is_discovered_and_used(pytester, project, monk
     assert q3["metrics"]["novelty@3"] == pytest.approx(1.0)
 
 
-def test_list_shows_components_with_origins_and_parameters(pytester, project, monkeypatch):
+def test_list_shows_components_with_origins_and_parameters_or_unavailable(pytester, project,
+                                                                         monkeypatch):
+    """One listing: built-in, plugin, distribution and conftest components with their
+    parameters; and one whose module raises on import (its own error, not an ImportError,
+    ended --ragbench-list in a traceback), listed as unavailable."""
     _pythonpath(monkeypatch, SITE_A)
-    pytester.makeconftest(CONFTEST_REGISTER)
+    pytester.makepyfile(raises_on_import="raise RuntimeError('no API key configured')\n")
+    pytester.makeconftest(CONFTEST_REGISTER.replace(
+        '    registry.add("retriever", "mine", Overlap)\n',
+        '    registry.add("retriever", "mine", Overlap)\n'
+        '    registry.add("retriever", "broken", "raises_on_import:R")\n'))
     result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "retrievers (type names for suite files)",
         "  bm25 -- built-in",
         "      parameters: k1=0.9, b=0.4, *",
+        "  broken -- conftest conftest.py",
+        "      unavailable: cannot import 'raises_on_import' for 'raises_on_import:R': "
+        "RuntimeError: no API key configured (at *raises_on_import.py:1)",
         "  extra-registered -- plugin ragbench_extra (distribution ragbench-extra 1.2.0)",
         "      parameters: boost=1.0, min_len=1",
         "  keyword -- distribution ragbench-extra 1.2.0",
@@ -117,6 +128,7 @@ def test_list_shows_components_with_origins_and_parameters(pytester, project, mo
         "gain='exponential'",
     ])
     assert "collected" not in result.stdout.str()  # listed, then exited: nothing ran
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
@@ -134,22 +146,6 @@ def test_list_marks_conflicts_and_overrides(pytester, project, monkeypatch):
         "  keyword -- CONFLICT: provided by distribution ragbench-* and by distribution "
         "ragbench-*",
     ])
-
-
-def test_list_shows_a_component_whose_module_raises_on_import_as_unavailable(pytester):
-    # the module's own error (not an ImportError) ended --ragbench-list in a traceback
-    pytester.makepyfile(raises_on_import="raise RuntimeError('no API key configured')\n")
-    pytester.syspathinsert()
-    pytester.makeconftest("""
-        def pytest_ragbench_register(registry):
-            registry.add("retriever", "broken", "raises_on_import:R")
-    """)
-    result = pytester.runpytest("--ragbench-list", "-p", "no:cacheprovider")
-    assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "  broken -- conftest conftest.py",
-        "      unavailable: cannot import 'raises_on_import' for 'raises_on_import:R': "
-        "RuntimeError: no API key configured (at *raises_on_import.py:1)"])
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
