@@ -71,26 +71,6 @@ def _records(pytester: pytest.Pytester) -> list[dict]:
 # -- discovery ---------------------------------------------------------------------------------
 
 
-def test_third_party_distribution_is_discovered_and_used(pytester, project, monkeypatch):
-    _pythonpath(monkeypatch, SITE_A)
-    project("""
-        retrievers:
-          kw: {type: keyword, boost: 2.0}
-        metrics: [ndcg@10, {name: novelty@3, weight: 2.0}]
-    """)
-    result = pytester.runpytest(SUITE, "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=5)
-    # the system's row (5 cases, 0 errors) and the plugin's metric in the summary
-    result.stdout.fnmatch_lines(["  kw*5*0 *"])
-    result.stdout.fnmatch_lines(["*novelty@3 *"])
-    recs = _records(pytester)
-    assert {r["retriever"] for r in recs} == {"kw"}
-    # q3 "milk temperature for steaming" retrieves d3 (labelled) and d2 ("for"; not labelled
-    # for q3): novelty = weight 2 * 1/2
-    q3 = next(r for r in recs if r["case_id"] == "q3")
-    assert q3["metrics"]["novelty@3"] == pytest.approx(1.0)
-
-
 def test_list_shows_components_with_origins_and_parameters_or_unavailable(pytester, project,
                                                                          monkeypatch):
     """One listing: built-in, plugin, distribution and conftest components with their
@@ -216,12 +196,20 @@ def test_registration_from_two_conftests_fails_naming_both(pytester, project):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-def test_conftest_components_registered_made_by_the_hook_and_a_failing_metric(pytester,
-                                                                              project):
-    """One conftest, one run, three suites: a conftest-registered retriever (its parameter
+def test_distribution_and_conftest_components_registered_made_by_the_hook_and_a_failing_metric(
+        pytester, project, monkeypatch):
+    """One conftest, one run, four suites: a third-party distribution's retriever and metric
+    discovered and used (thirdparty.yaml), a conftest-registered retriever (its parameter
     reaches the class), the make-component hook building a name the registry lacks (and passing
     on bm25, which the registry builds), and a conftest metric with parameters that fails for
     one case."""
+    _pythonpath(monkeypatch, SITE_A)
+    project("""
+        name: thirdparty
+        retrievers:
+          kw: {type: keyword, boost: 2.0}
+        metrics: [ndcg@10, {name: novelty@3, weight: 2.0}]
+    """, name="thirdparty.yaml")
     pytester.makeconftest("""
         from overlap_retriever import Overlap
 
@@ -261,9 +249,13 @@ def test_conftest_components_registered_made_by_the_hook_and_a_failing_metric(py
         gates:
           depth_x10: "<= 20"
     """, name="metric.yaml")
-    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=registered.yaml",
-                                "--ragbench=hook.yaml", "--ragbench=metric.yaml")
-    result.assert_outcomes(passed=5 + 10 + 4, errors=1)
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=thirdparty.yaml",
+                                "--ragbench=registered.yaml", "--ragbench=hook.yaml",
+                                "--ragbench=metric.yaml")
+    result.assert_outcomes(passed=5 + 5 + 10 + 4, errors=1)
+    # the distribution's system: its row (5 cases, 0 errors) and its metric in the summary
+    result.stdout.fnmatch_lines(["  kw*5*0 *"])
+    result.stdout.fnmatch_lines(["*novelty@3 *"])
     result.stdout.fnmatch_lines(["  mine: 5 cases, 0 errors*"])
     result.stdout.fnmatch_lines([
         "*error [[]metric[]]: metric 'depth_x10' raised ZeroDivisionError: no depth for q5*",
@@ -280,6 +272,11 @@ def test_conftest_components_registered_made_by_the_hook_and_a_failing_metric(py
     metric = {r["case_id"]: r for r in recs if r["suite_name"] == "metric"}
     assert metric["q1"]["metrics"]["depth_x10"] == 20.0
     assert metric["q5"]["status"] == "error"
+    thirdparty = {r["case_id"]: r for r in recs if r["suite_name"] == "thirdparty"}
+    assert {r["retriever"] for r in thirdparty.values()} == {"kw"} and len(thirdparty) == 5
+    # q3 "milk temperature for steaming" retrieves d3 (labelled) and d2 ("for"; not labelled
+    # for q3): novelty = weight 2 * 1/2
+    assert thirdparty["q3"]["metrics"]["novelty@3"] == pytest.approx(1.0)
 
 
 # -- collection-time validation ----------------------------------------------------------------
