@@ -219,17 +219,10 @@ def test_identical_small_drop_and_changed_dataset_against_one_baseline(pytester,
     ])
 
 
-def test_history_last_is_a_baseline(pytester, planted):
-    planted(0)
-    assert pytester.runpytest("--ragbench=suite.yaml", "-q").ret == 0
-    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
-    planted(8)
-    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
-
-
-def test_missing_baseline_is_a_clear_failure(pytester, planted):
+def test_a_missing_baseline_is_a_clear_failure_and_history_last_is_a_baseline(pytester, planted):
+    """What --ragbench-baseline names: a file or run folder that is not there is a usage
+    error, before and after a run history exists; ``last`` is the history's last run. The
+    run that starts the history serves both."""
     planted(0)
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=nope.json",
                                 "--ragbench-no-history")
@@ -238,8 +231,9 @@ def test_missing_baseline_is_a_clear_failure(pytester, planted):
     result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json': no such file or run folder: "
                                  "*nope.json"])
     assert "passed" not in result.stdout.str() and not (pytester.path / ".ragbench").exists()
+    assert pytester.runpytest("--ragbench=suite.yaml", "-q").ret == 0
+    assert (pytester.path / ".ragbench" / "history.sqlite").is_file()
     # with a run history there, a file name is still looked for as a file, not as a run id
-    assert pytester.runpytest("--ragbench=suite.yaml").ret == 0
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=nope.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ragbench: baseline 'nope.json': no such file or run folder: "
@@ -247,6 +241,11 @@ def test_missing_baseline_is_a_clear_failure(pytester, planted):
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=runs/gone")
     result.stderr.fnmatch_lines(["*ragbench: baseline 'runs/gone': no such file or run folder: "
                                  "*gone"])
+    # the history's last run (the one above) is a baseline
+    planted(8)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
 
 
 def test_ab_table_for_two_retrievers(pytester, planted):
