@@ -179,18 +179,32 @@ def check_planted_parallel(serial: pytest.RunResult, serial_run: Path,
     assert len(_planted_records(parallel_run)) == N_QUERIES
 
 
-def test_identical_small_drop_and_changed_dataset_against_one_baseline(pytester, planted):
+def test_identical_small_drop_and_changed_dataset_against_one_baseline_and_an_ab_table(
+        pytester, planted):
     _save_baseline(pytester, planted)
-    # an identical run passes
+    # an identical run passes; beside it, a suite the baseline does not hold (ab.yaml, no
+    # gates) compares its two retrievers (the A/B table is per suite): one run for both
     planted(0)
-    result = pytester.runpytest("--ragbench-summary=full",
-                                "--ragbench=suite.yaml", "--ragbench-baseline=base.json")
+    (pytester.path / "ab.yaml").write_text(_suite(0, "").replace("name: planted", "name: ab")
+                                           .replace("retrievers:\n", "retrievers:\n  worse: "
+                                                    "{type: \"planted:Planted\", degrade: 30}\n"))
+    result = pytester.runpytest("--ragbench-summary=full", "--ragbench=suite.yaml",
+                                "--ragbench=ab.yaml", "--ragbench-baseline=base.json")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
         "  PASS planted/planted: ndcg@10: drop <= 0.02: delta +0.0000 *",
         "  ok        planted/planted: ndcg@10 1.0000 vs baseline 1.0000 (delta +0.0000*",
     ])
     assert "gate failed" not in result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "A/B ab ndcg@10 (permutation, two-sided, Holm-corrected; * p < 0.05):",
+        "  planted vs worse: +0.1107 [[]+0.*, +0.*[]] p = * [*]",
+        "  best: planted (P(best) = 1.00)",
+    ])
+    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
+    (suite,) = [s for s in summary["suites"] if s["name"] == "ab"]
+    ab = suite["ab"][0]
+    assert ab["best"] == "planted" and ab["pairs"][0]["significant"] is True
 
     # a small drop within the gates passes, but a plain baseline catches it
     planted(1, gates="")  # one query degraded: -0.0037, not significant
@@ -246,23 +260,6 @@ def test_a_missing_baseline_is_a_clear_failure_and_history_last_is_a_baseline(py
     result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=last")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["baseline history run *:", "*ndcg@10 dropped significantly*"])
-
-
-def test_ab_table_for_two_retrievers(pytester, planted):
-    path = planted(0, gates="")
-    path.write_text(path.read_text().replace(
-        "retrievers:\n", "retrievers:\n  worse: {type: \"planted:Planted\", degrade: 30}\n"))
-    result = pytester.runpytest("--ragbench-summary=full",
-                                "--ragbench=suite.yaml", "--ragbench-no-history")
-    assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "A/B planted ndcg@10 (permutation, two-sided, Holm-corrected; * p < 0.05):",
-        "  planted vs worse: +0.1107 [[]+0.*, +0.*[]] p = * [*]",
-        "  best: planted (P(best) = 1.00)",
-    ])
-    summary = json.loads((latest_run(pytester.path) / "summary.json").read_text())
-    ab = summary["suites"][0]["ab"][0]
-    assert ab["best"] == "planted" and ab["pairs"][0]["significant"] is True
 
 
 # -- synthetic documents, no pytest run --------------------------------------------------------
