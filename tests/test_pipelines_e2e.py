@@ -418,62 +418,50 @@ from pathlib import Path
 
 
 class Counted:
-    """A pipeline that logs each question it is asked."""
+    """A pipeline that logs each question it is asked (to ``log``)."""
+
+    def __init__(self, log: str = "asked.log"):
+        self.log = log
 
     def answer(self, query):
-        with open(Path(__file__).with_name("asked.log"), "a") as fh:
+        with open(Path(__file__).with_name(self.log), "a") as fh:
             fh.write(query.id + "\\n")
         return {"answer": "a fine grind", "contexts": [{"id": "d1"}]}
 '''
 
 
-def test_a_pipelines_judging_runs_ahead_concurrently(pytester, app):
-    from test_plugin_rag import judge_reply
-
-    pytester.makepyfile(counted=COUNTED)
-    # judge requests asked ahead go out within milliseconds of each other: 0.03 s in flight
-    # overlaps them (all four did at 0.01 s in trials)
-    with FakeOpenAIServer(reply=judge_reply, latency=0.03) as server:
-        app(f"""
-            name: app
-            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-            pipelines: {{sys: {{type: "counted:Counted"}}}}
-            metrics: [faithfulness]
-            judge:
-              llm: {{base_url: {server.base_url}, model: m, retries: 0, concurrency: 4}}
-            cache: off
-        """)
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-        result.assert_outcomes(passed=5)
-        # items report one by one, yet their judge calls were in flight together
-        assert server.count("/v1/chat/completions") == 5
-        assert 1 < server.max_in_flight <= 4
-    recs = records(pytester.path)
-    assert [r["case_id"] for r in recs] == ["q1", "q2", "q3", "q4", "q5"]
-    assert all(r["metrics"]["faithfulness"] == 0.5 and r["usage"]["requests"] == 1
-               for r in recs)
-    # asked ahead, but each question exactly once
-    assert sorted((pytester.path / "asked.log").read_text().split()) == [
-        "q1", "q2", "q3", "q4", "q5"]
-
-
-def _counted_judged(base_url: str) -> str:
-    """A suite of the ``Counted`` app (it logs each query it is asked) judged for
-    faithfulness by the endpoint at ``base_url``, without a cache."""
+def _counted_judged(name: str, base_url: str, concurrency: int = 8) -> str:
+    """Suite ``name`` of the ``Counted`` app (it logs each query it is asked to
+    ``name``.log) judged for faithfulness by the endpoint at ``base_url``, without a
+    cache."""
     return f"""
-        name: app
+        name: {name}
         dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-        pipelines: {{sys: {{type: "counted:Counted"}}}}
+        pipelines: {{sys: {{type: "counted:Counted", log: {name}.log}}}}
         metrics: [faithfulness]
-        judge: {{llm: {{base_url: {base_url}, model: m, retries: 0}}}}
+        judge:
+          llm: {{base_url: {base_url}, model: m, retries: 0, concurrency: {concurrency}}}
         cache: off
     """
 
 
-def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
-    """A case a conftest marks skip (or skipif with a true condition) was still answered by
-    the user's application and judged ahead of its item: paid calls for a case that never
-    ran, and a pool line of 5 judge requests beside a table of 4."""
+def _asked(pytester: pytest.Pytester, name: str) -> list[str]:
+    return sorted((pytester.path / f"{name}.log").read_text().split())
+
+
+def test_a_pipelines_judging_runs_ahead_but_not_for_a_case_a_conftest_skips_or_will_not_run(
+        pytester, app):
+    """Three suites, each with its own judge endpoint and question log, share a run and a
+    ``--runxfail`` rerun (a run's start-up costs more than its items; the conftest marks the
+    items of its own suite file only):
+
+    - ahead.yaml: a pipeline's judging runs ahead, concurrently, each question asked once;
+    - skips.yaml: a case a conftest marks skip (or skipif with a true condition) was still
+      answered by the user's application and judged ahead of its item: paid calls for a case
+      that never ran, and a pool line of 5 judge requests beside a table of 4;
+    - xfail.yaml: ``xfail(run=False)`` keeps a case from running as a skip does (pytest
+      reports it "[NOTRUN]"): it was still answered and judged ahead, the pool line counting
+      5 judge requests beside a table of 4. ``--runxfail`` runs it, so it is asked then."""
     from test_plugin_rag import judge_reply
 
     pytester.makepyfile(counted=COUNTED)
@@ -483,49 +471,49 @@ def test_a_case_a_conftest_skips_is_not_asked_or_judged_ahead(pytester, app):
 
         def pytest_collection_modifyitems(items):
             for item in items:
-                if item.name.endswith("q2"):
-                    item.add_marker(pytest.mark.skip(reason="upstream outage"))
-                if item.name.endswith("q4"):
-                    item.add_marker(pytest.mark.skipif(True, reason="not on this branch"))
-                if item.name.endswith("q5"):
-                    item.add_marker(pytest.mark.skipif(False, reason="runs"))
-    """))
-    with FakeOpenAIServer(reply=judge_reply) as server:
-        app(_counted_judged(server.base_url))
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-        result.assert_outcomes(passed=3, skipped=2)
-        assert server.count("/v1/chat/completions") == 3
-    assert sorted((pytester.path / "asked.log").read_text().split()) == ["q1", "q3", "q5"]
-
-
-def test_a_case_a_conftest_marks_xfail_not_run_is_not_asked_or_judged_ahead(pytester, app):
-    """``xfail(run=False)`` keeps a case from running as a skip does (pytest reports it
-    "[NOTRUN]"): it was still answered and judged ahead, the pool line counting 5 judge
-    requests beside a table of 4. ``--runxfail`` runs it, so it is asked then."""
-    from test_plugin_rag import judge_reply
-
-    pytester.makepyfile(counted=COUNTED)
-    pytester.makeconftest(CONFTEST + textwrap.dedent("""
-        import pytest
-
-
-        def pytest_collection_modifyitems(items):
-            for item in items:
-                if item.name.endswith("q2"):
+                if item.nodeid.startswith("skips.yaml"):
+                    if item.name.endswith("q2"):
+                        item.add_marker(pytest.mark.skip(reason="upstream outage"))
+                    if item.name.endswith("q4"):
+                        item.add_marker(pytest.mark.skipif(True, reason="not on this branch"))
+                    if item.name.endswith("q5"):
+                        item.add_marker(pytest.mark.skipif(False, reason="runs"))
+                if item.nodeid.startswith("xfail.yaml") and item.name.endswith("q2"):
                     item.add_marker(pytest.mark.xfail(run=False, reason="known"))
     """))
-    with FakeOpenAIServer(reply=judge_reply) as server:
-        app(_counted_judged(server.base_url))
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-        result.assert_outcomes(passed=4, xfailed=1)
-        result.stdout.fnmatch_lines(["llm pool m at *: 4 requests,*"])
-        assert server.count("/v1/chat/completions") == 4
-        assert sorted((pytester.path / "asked.log").read_text().split()) == [
-            "q1", "q3", "q4", "q5"]
-        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly",
-                                    "--runxfail")
-        result.assert_outcomes(passed=5)
-        assert server.count("/v1/chat/completions") == 4 + 5
+    # ahead's judge requests asked ahead go out within milliseconds of each other: 0.03 s in
+    # flight overlaps them (all four did at 0.01 s in trials)
+    with FakeOpenAIServer(reply=judge_reply, latency=0.03) as ahead, \
+            FakeOpenAIServer(reply=judge_reply) as skips, \
+            FakeOpenAIServer(reply=judge_reply) as xfail:
+        for name, server, concurrency in (("ahead", ahead, 4), ("skips", skips, 8),
+                                          ("xfail", xfail, 8)):
+            (pytester.path / f"{name}.yaml").write_text(textwrap.dedent(
+                _counted_judged(name, server.base_url, concurrency)).lstrip("\n"),
+                encoding="utf-8")
+        args = ("--ragbench=ahead.yaml", "--ragbench=skips.yaml", "--ragbench=xfail.yaml",
+                "-p", "no:randomly")
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(passed=5 + 3 + 4, skipped=2, xfailed=1)
+        # ahead: items report one by one, yet their judge calls were in flight together
+        assert ahead.count("/v1/chat/completions") == 5
+        assert 1 < ahead.max_in_flight <= 4
+        recs = [r for r in records(pytester.path) if r["suite_name"] == "ahead"]
+        assert [r["case_id"] for r in recs] == ["q1", "q2", "q3", "q4", "q5"]
+        assert all(r["metrics"]["faithfulness"] == 0.5 and r["usage"]["requests"] == 1
+                   for r in recs)
+        # asked ahead, but each question exactly once
+        assert _asked(pytester, "ahead") == ["q1", "q2", "q3", "q4", "q5"]
+        # skips: the skipped cases neither asked nor judged
+        assert skips.count("/v1/chat/completions") == 3
+        assert _asked(pytester, "skips") == ["q1", "q3", "q5"]
+        # xfail: the case not run neither asked nor judged
+        result.stdout.fnmatch_lines([f"llm pool m at {xfail.base_url}*: 4 requests,*"])
+        assert xfail.count("/v1/chat/completions") == 4
+        assert _asked(pytester, "xfail") == ["q1", "q3", "q4", "q5"]
+        result = pytester.runpytest(*args, "--runxfail")
+        result.assert_outcomes(passed=5 + 3 + 5, skipped=2)
+        assert xfail.count("/v1/chat/completions") == 4 + 5
 
 
 def test_the_pipeline_example_runs_offline_and_passes(pytester):
