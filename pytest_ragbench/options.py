@@ -171,8 +171,8 @@ def addoption(parser: Any) -> None:
              "parameters, case and repetition are unchanged, run the rest (missing or "
              "errored), and report old and new as one run. RUN: a run number (the history's #), "
              "a run id, a run folder, 'last', 'best' or 'latest' (the newest run of the same "
-             "suites, finished or not); without RUN: that run if it is unfinished (with --lf "
-             "or --ff, whether or not)",
+             "suites, finished or not); without RUN: that run if it is unfinished or a "
+             "crashed worker left cases of it (with --lf or --ff, whether or not)",
     )
     group.addoption(
         "--ragbench-html", default=None, metavar="PATH",

@@ -78,6 +78,8 @@ from typing import Any, TypedDict
 SCHEMA_VERSION = 1
 USER_PROPERTY = "ragbench_record"
 CASE_KEY_FIELD = "case_key"
+#: The error stage of a case whose process died in it (a crashed xdist worker).
+CRASH_STAGE = "crash"
 
 
 class CaseFailure(TypedDict):

@@ -31,7 +31,7 @@ from .collect import split_case_name
 from .errors import RagbenchError
 from .hosts import gateway_count
 from .options import summary_level
-from .records import case_outcome, error_record, jsonable
+from .records import CRASH_STAGE, case_outcome, error_record, jsonable
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
@@ -438,7 +438,7 @@ class RagbenchSession:
                 meta=self._meta_of(str(ident["suite"]), str(ident["case_id"])),
                 **self._suite_of.get(str(ident["suite"]), {}),
                 message=message[-1] if message else "the case failed without a record",
-                stage="crash" if report.when not in ("setup", "call", "teardown")
+                stage=CRASH_STAGE if report.when not in ("setup", "call", "teardown")
                 else report.when))
         elif report.failed and report.nodeid not in self.records and self._is_case(report.nodeid):
             # The case died before producing a record (a crashed worker, a bug): keep it as an
@@ -449,7 +449,7 @@ class RagbenchSession:
                 suite=suite, retriever=retriever, case_id=case_id, run=run,
                 meta=self._meta_of(suite, case_id), **self._suite_of.get(suite, {}),
                 message=message[-1] if message else "the case failed without a record",
-                stage="crash" if report.when not in ("setup", "call", "teardown")
+                stage=CRASH_STAGE if report.when not in ("setup", "call", "teardown")
                 else report.when,
             ))
 
@@ -599,7 +599,7 @@ class RagbenchSession:
                 continue
             suite, retriever, case_id, run = self._case_of(nodeid)
             self._add(nodeid, error_record(
-                suite=suite, retriever=retriever, case_id=case_id, run=run, stage="crash",
+                suite=suite, retriever=retriever, case_id=case_id, run=run, stage=CRASH_STAGE,
                 meta=self._meta_of(suite, case_id), **self._suite_of.get(suite, {}),
                 message="a worker crashed while it retrieved ahead for other queries; put "
                         "back to run again, it never ran (the run stopped first)"))

@@ -406,6 +406,45 @@ def pytest_ragbench_register(registry):
 """
 
 
+# While a file "crash" exists, case a::q2 ends its process on the spot.
+A2_CRASHES = """
+import os
+
+def pytest_runtest_setup(item):
+    if item.nodeid.endswith("::a::q2") and os.path.exists("crash"):
+        os._exit(3)
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_the_bare_resume_runs_what_a_crash_left_with_or_without_workers(pytester, logged,
+                                                                        workers):
+    # Without workers a crash kills the run (no summary: the bare option resumes it); under
+    # xdist the run goes on with the crashed case as an error record and finishes, and the
+    # bare option said "nothing to resume" and ran all ten cases again
+    pytester.makeconftest(A2_CRASHES)
+    (pytester.path / "crash").touch()
+    args = (SUITE, "-p", "no:cacheprovider", "-p", "no:randomly", "-n", workers)
+    if workers == "0":
+        pytester.runpytest_subprocess(*args)  # the crash ends the process
+    else:
+        pytester.runpytest(*args).assert_outcomes(passed=8, failed=2)
+    first = latest_run(pytester.path)
+    finished = sum(r["status"] != "error" for r in _records(first))
+    assert finished == (1 if workers == "0" else 9)
+    (pytester.path / "crash").unlink()
+    result = pytester.runpytest(*args, "--ragbench-resume")
+    result.assert_outcomes(passed=9, failed=1)
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: {finished} case"
+                                 f"{'' if finished == 1 else 's'} reused, {10 - finished} run*"])
+    summary = _summary(latest_run(pytester.path))
+    assert summary["verdict"]["coverage"] == "10 of 10 cases"
+    assert [s["n_errors"] for s in summary["suites"][0]["retrievers"]] == [0, 0]
+    # done: the bare option has nothing left to resume
+    again = pytester.runpytest(*args, "--ragbench-resume")
+    again.stdout.fnmatch_lines(["ragbench: nothing to resume*"])
+
+
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
 def test_a_resumed_run_scores_its_new_cases_against_the_clock_of_the_run_it_resumes(
         pytester, logged, xdist):

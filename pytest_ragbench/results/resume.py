@@ -39,13 +39,13 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RagbenchError
-from ..records import CASE_KEY_FIELD
+from ..records import CASE_KEY_FIELD, CRASH_STAGE
 from .runfolder import (
     CASES_JSONL,
     RUN_ID,
@@ -310,6 +310,67 @@ def is_unfinished(folder: Path) -> bool:
     return not isinstance(run, dict) or bool(run.get("partial"))
 
 
+def crashed_cases(folder: Path) -> int:
+    """How many cases of the run in ``folder`` a crash left unfinished: their record is an
+    error of stage ``crash`` and the run holds no finished record of them. Under xdist a
+    worker that dies in a case (``os._exit``, a segfault, the OOM killer) leaves that error
+    and the run goes on to its end; without workers the same crash kills the run, which then
+    has no summary (:func:`is_unfinished`). Either way the case never ran to its end."""
+    marker = f'"{CRASH_STAGE}"'
+    crashed: set[Identity] = set()
+    try:
+        # line by line, parsing only the lines that name the stage: a finished run of a
+        # million cases is parsed whole only when it holds a crash, which nearly none does
+        for line in _lines(folder / CASES_JSONL):
+            rec = _record(line) if marker in line else None
+            error = rec.get("error") if rec is not None else None
+            if rec is not None and rec.get("status") not in REUSABLE \
+                    and isinstance(error, Mapping) and error.get("stage") == CRASH_STAGE:
+                ident = _identity(rec)
+                if ident is not None:
+                    crashed.add(ident)
+        if crashed:
+            # a crashed case the run finished afterwards (put back, run again) is no crash
+            # left
+            for line in _lines(folder / CASES_JSONL):
+                rec = _record(line)
+                if rec is not None and rec.get("status") in REUSABLE:
+                    ident = _identity(rec)
+                    if ident is not None:
+                        crashed.discard(ident)
+    except OSError:
+        return 0
+    return len(crashed)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        yield from fh
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None  # a torn last line
+    return rec if isinstance(rec, dict) else None
+
+
+def _identity(rec: Mapping[str, Any]) -> Identity | None:
+    try:
+        return (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]),
+                int(rec.get("run", 0)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def left_unfinished(folder: Path) -> bool:
+    """Whether the default resume takes the run in ``folder``: it did not run all its cases
+    (:func:`is_unfinished`), or a crash left some of them unfinished (:func:`crashed_cases`),
+    so that a crash is resumed alike with and without xdist workers."""
+    return is_unfinished(folder) or crashed_cases(folder) > 0
+
+
 def _age_key(folder: Path) -> tuple[str, int]:
     # Run ids start with their UTC second; within one second the later write wins.
     try:
@@ -537,8 +598,9 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
              chains: Sequence[Sequence[Sequence[Any]]] | None = None,
              running: Sequence[bool] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
-    when there is none or, with ``unfinished_only``, when that run finished (the newest run
-    of these suites is the one to finish, not an older one it superseded).
+    when there is none or, with ``unfinished_only``, when that run finished every case
+    (:func:`left_unfinished`: the newest run of these suites is the one to finish, not an
+    older one it superseded; a case errored in its own right finished).
 
     ``chains``: each folder's :func:`chain_sizes` where the run was resolved (an xdist
     controller). A folder missing here, or the one picked or a run it resumed being of
@@ -563,7 +625,7 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
         if run_suites(folder) & wanted:
             if isinstance(expected, int) and records_size(folder) != expected:
                 _not_the_controllers(folder, expected)
-            if unfinished_only and not is_unfinished(folder):
+            if unfinished_only and not left_unfinished(folder):
                 return None
             return EarlierRun.load(folder, chain=chain or None)
     return None

@@ -15,6 +15,7 @@ from pytest_ragbench.results.resume import (
     ResumeError,
     SuiteKeys,
     annotations_hash,
+    crashed_cases,
     pick_run,
     resolve_run_folder,
     resume_line,
@@ -338,6 +339,31 @@ def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tm
     picked = pick_run(run_folders(tmp_path), ["s.yaml"])  # --lf: the newest, finished or not
     assert picked is not None and picked.run_id == "20260104T000000Z-dddddd"
     assert pick_run(run_folders(tmp_path), ["nope.yaml"]) is None
+
+
+def test_the_default_run_is_also_a_finished_one_that_a_crash_left_cases_of(tmp_path: Path):
+    """A crashed xdist worker leaves an error record of stage "crash" and the run finishes;
+    without workers the crash kills the run. The bare option resumed only the latter."""
+    whole = {"run": {"partial": False}}
+
+    def crash(case_id: str, stage: str = "crash") -> dict:
+        rec = _rec(case_id, "error")
+        rec["error"] = {"stage": stage, "type": "Error", "message": "worker 'gw1' crashed"}
+        return rec
+
+    _write_run(tmp_path, "20260101T000000Z-aaaaaa", [_rec("q1"), crash("q2")], summary=whole)
+    assert crashed_cases(tmp_path / "20260101T000000Z-aaaaaa") == 1
+    picked = pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True)
+    assert picked is not None and picked.run_id == "20260101T000000Z-aaaaaa"
+    # a case that errored in its own right finished: it is rerun only when the run is named
+    _write_run(tmp_path, "20260102T000000Z-bbbbbb", [_rec("q1"), crash("q2", "retrieve")],
+               summary=whole)
+    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
+    # a crashed case the run finished later (put back to run again) is no crash left
+    _write_run(tmp_path, "20260103T000000Z-cccccc", [crash("q2"), _rec("q1"), _rec("q2")],
+               summary=whole)
+    assert crashed_cases(tmp_path / "20260103T000000Z-cccccc") == 0
+    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
 
 
 def test_a_copied_latest_folder_is_no_run_of_its_own(tmp_path: Path):
