@@ -169,6 +169,44 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
         "2 of 10 cases"}
 
 
+def test_a_scoped_gate_of_a_partial_run_says_the_cases_of_its_scope_it_judged(
+        pytester, mini_suite, capsys):
+    """A gate on the hard queries of a run of three of five cases judged the one hard case
+    that ran (n=1), yet every output labelled it "on 3 of 5 cases that ran": the system's
+    cases, most of which the gate never looked at."""
+    from pytest_ragbench.cli import main
+
+    path = mini_suite()
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    path = mini_suite(drop="d2")  # q2, the hard query that runs, finds nothing
+    path.write_text(path.read_text() + "gates: {'difficulty=hard: recall@10': '>= 0.5', "
+                    "'difficulty=hard: ndcg@10': 'drop <= 0.5', mrr@10: '>= 0.1'}\n")
+    result = pytester.runpytest(SUITE, "-k", "q1 or q2 or q3", "--junitxml=out.xml",
+                                "--ragbench-baseline=base.json")
+    summary, md, html = _outputs(pytester)
+    gates = {g["text"]: (g.get("coverage"), g.get("n", g.get("row", {}).get("n")))
+             for g in summary["gates"]}
+    assert gates == {"difficulty=hard: recall@10 >= 0.5": ("1 case of its scope", 1),
+                     "difficulty=hard: ndcg@10: drop <= 0.5": ("1 case of its scope", 1),
+                     "mrr@10 >= 0.1": ("3 of 5 cases", 3)}
+    out = result.stdout.str()
+    assert out.count("[on 1 case of its scope that ran]") == 2, out
+    assert out.count("[on 3 of 5 cases that ran]") == 1, out
+    assert md.count("(on 1 case of its scope that ran)") == 2, md
+    assert html.count("(n=1); on 1 case of its scope that ran") == 1
+    failures = [f.get("message") for c in _junit_cases(pytester.path / "out.xml").values()
+                for f in c.iter("failure") if "difficulty=hard" in (f.get("message") or "")]
+    assert len(failures) == 2 and all(
+        m.endswith("(on 1 case of its scope that ran)") for m in failures), failures
+
+    capsys.readouterr()
+    run = str(latest_run(pytester.path))
+    assert main(["compare", "base.json", run, "--json"]) == 1
+    compared = json.loads(capsys.readouterr().out)
+    assert {g["text"]: g.get("coverage") for g in compared["gates"]} == {
+        text: coverage for text, (coverage, _) in gates.items()}
+
+
 def test_gates_and_regressions_of_two_suites_with_one_name_say_which_file(pytester,
                                                                          mini_suite):
     # The tables name a suite with its file ("suite mini [a.yaml]"); the gate and regression

@@ -17,7 +17,7 @@ from ..records import case_outcome, record_key
 from .gates import check_thresholds
 from .spec import SuiteSpec, spec_test, threshold_gates
 from .stats import best_system, pairwise_table, summarize
-from .verdict import coverage_text
+from .verdict import coverage_text, gate_coverage_text
 
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -351,7 +351,7 @@ def summarize_run(
                 if group.get("coverage"):
                     for g in group["gates"]:
                         if not g.get("skipped"):  # its note says what it did not judge
-                            g["coverage"] = group["coverage"]
+                            g["coverage"] = gate_coverage_text(g, group["coverage"])
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
         if spec is not None:

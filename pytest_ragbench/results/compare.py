@@ -34,6 +34,7 @@ from .gates import (
     Tolerance,
     case_filter,
     case_in_scope,
+    cases_in_scope,
     check_thresholds,
     is_timing,
     parse_gate_expression,
@@ -42,7 +43,7 @@ from .gates import (
     worse_by,
 )
 from .stats import holm, paired_compare
-from .verdict import make_verdict
+from .verdict import gate_coverage_text, make_verdict
 
 N_RESAMPLES = 10000
 
@@ -129,6 +130,16 @@ def _cases_of(doc_r: Mapping[str, Any], metric: str) -> set[str]:
     """The cases a system of a document ran, as the threshold gates on ``metric`` count
     them: those scored on it and those that errored."""
     return {*_scores(doc_r, metric), *(str(c) for c in doc_r.get("errors", []))}
+
+
+def _runs_of(doc_r: Mapping[str, Any], metric: str) -> dict[str, int]:
+    """Query id -> repetitions that ran, of the cases a system of a document ran (as
+    :func:`_cases_of` counts them): from its ``error_counts`` when it kept them (repeated
+    runs), else one each."""
+    counts = doc_r.get("error_counts")
+    if isinstance(counts, Mapping):
+        return {str(cid): int(c[1]) for cid, c in counts.items()}
+    return dict.fromkeys(_cases_of(doc_r, metric), 1)
 
 
 def _case_ids(doc_suite: Mapping[str, Any]) -> set[str]:
@@ -266,7 +277,7 @@ def _covered(cur_s: Mapping[str, Any], partial: str | None,
         system = systems.get(g.get("retriever"), {})
         coverage = system.get("coverage", partial)
         if coverage:
-            g["coverage"] = coverage
+            g["coverage"] = gate_coverage_text(g, coverage)
     return gates
 
 
@@ -492,6 +503,8 @@ def _baseline_gate_results(
                            margin=(p - alpha) if dropped else None)
                 if worse > 0 and not dropped and p < alpha:
                     res["note"] = "the drop is within roundoff"
+            if filt and not res.get("skipped"):
+                res["scope_cases"] = cases_in_scope(filt, meta, _runs_of(cur_r, gate.metric))
             out.append(res)
     return out
 

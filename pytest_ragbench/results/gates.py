@@ -392,6 +392,15 @@ def case_in_scope(meta: Mapping[str, Any], scope: Scope) -> bool:
     return True
 
 
+def cases_in_scope(scope: Scope, meta: Mapping[str, Mapping[str, Any]],
+                   runs: Mapping[str, int]) -> int:
+    """How many of a system's cases that ran a gate's query scope holds (``runs``: query id
+    -> repetitions of it that ran): what a scoped gate judged, which a partial run labels it
+    with, not the system's count of cases."""
+    filt = case_filter(scope)
+    return sum(n for cid, n in runs.items() if case_in_scope(meta.get(cid, {}), filt))
+
+
 def worse_by(delta: float, direction: str) -> float:
     """How much worse ``current - baseline = delta`` is (positive = worse)."""
     return -delta if direction == "higher" else delta
@@ -503,6 +512,10 @@ def evaluate_threshold(
         "op": gate.op, "threshold": gate.threshold, "value": v, "passed": gate.passes(v),
         "margin": gate.margin(v), "text": gate.text, "n": n,
     }
+    if filt:
+        runs = ({cid: t for cid, (_, t) in error_counts.items()} if error_counts is not None
+                else dict.fromkeys(cases, 1))
+        out["scope_cases"] = cases_in_scope(filt, meta, runs)
     if filt and not any(case_in_scope(meta.get(cid, {}), filt) for cid in cases):
         if partial:
             out.update(passed=True, skipped=True, note=NO_CASE_RAN)

@@ -30,6 +30,16 @@ def coverage_text(cases_run: int, cases_total: int) -> str:
     return f"{cases_run} of {_plural(cases_total, 'case')}"
 
 
+def gate_coverage_text(gate: Mapping[str, Any], system_coverage: str) -> str:
+    """What a gate of a partial run is labelled with ("on ... that ran"): a gate with a query
+    scope, the cases of its scope that ran (``scope_cases``: ``"1 case of its scope"``), as it
+    judged them; any other, its system's ``system_coverage`` (``"3 of 5 cases"``)."""
+    n = gate.get("scope_cases")
+    if isinstance(n, int) and not isinstance(n, bool):
+        return f"{_plural(n, 'case')} of its scope"
+    return system_coverage
+
+
 @dataclass(frozen=True)
 class Coverage:
     """How many cases ran, per suite id, against how many the suites hold."""
