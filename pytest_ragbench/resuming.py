@@ -54,6 +54,8 @@ class CaseResume:
         self._why: dict[str, str] = {}
         self._payload: dict[str, Any] | None = None
         self._earlier_run: EarlierRun | None = None
+        #: The newest run of these suites when the bare option passed it over as finished.
+        self._finished: Path | None = None
         workerinput = getattr(config, "workerinput", None)
         self._on_worker = workerinput is not None
         #: Run folders to resume from, newest first; None: not resuming.
@@ -268,6 +270,9 @@ class CaseResume:
         clock = self._clock(earlier, injected)
         if self.candidates is not None:
             self._payload = {"from": earlier.run_id if earlier else None,
+                             # the bare option passed the newest run over as finished: the
+                             # run says which, and how many of its cases a resume would run
+                             "finished": self._finished_run(),
                              "folder": str(earlier.folder) if earlier else None,
                              "clock": clock, "injected": injected,
                              # with the reasons of the cases run now: a worker that dies in
@@ -368,15 +373,27 @@ class CaseResume:
         from .results.resume import ResumeError, pick_run
 
         suites = {item.nodeid.split("::")[0] for item in self._collected}
+        finished: list[Path] = []
         try:
             self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
                                          unfinished_only=self.unfinished_only,
-                                         chains=self.chains, running=self.running)
+                                         chains=self.chains, running=self.running,
+                                         finished=finished)
+            self._finished = finished[0] if finished else None
             return self._earlier_run
         except ResumeError as exc:
             if self._on_worker:
                 raise  # one collection error (see the hook above)
             raise pytest.UsageError(f"ragbench: {exc}") from None
+
+    def _finished_run(self) -> list[Any] | None:
+        """``[run id, errored cases]`` of the newest run of these suites when the bare
+        option passed it over as finished."""
+        if self._finished is None:
+            return None
+        from .results.resume import errored_cases
+
+        return [self._finished.name, errored_cases(self._finished)]
 
     def _last_failed(self) -> set[str]:
         """Node ids ``--lf``/``--ff`` remember as failed: they run again."""

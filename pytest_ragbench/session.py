@@ -464,6 +464,9 @@ class RagbenchSession:
             return  # every xdist worker sends the same, with its first case
         self.resume.seen = True
         self.resume.run_id = run.get("from")
+        finished = run.get("finished")
+        if isinstance(finished, list | tuple) and len(finished) == 2:
+            self.resume.finished = (str(finished[0]), int(finished[1]))
         clock = run.get("clock")
         if isinstance(clock, int | float) and not isinstance(clock, bool):
             # under xdist the workers took it; run.json says it for the next resume

@@ -440,9 +440,11 @@ def test_the_bare_resume_runs_what_a_crash_left_with_or_without_workers(pytester
     summary = _summary(latest_run(pytester.path))
     assert summary["verdict"]["coverage"] == "10 of 10 cases"
     assert [s["n_errors"] for s in summary["suites"][0]["retrievers"]] == [0, 0]
-    # done: the bare option has nothing left to resume
+    # done: the bare option has nothing left to resume, and names the run it passed over
+    resumed = latest_run(pytester.path)
     again = pytester.runpytest(*args, "--ragbench-resume")
-    again.stdout.fnmatch_lines(["ragbench: nothing to resume*"])
+    again.stdout.fnmatch_lines([f"ragbench: nothing to resume (the newest run of these suites, "
+                                f"{resumed.name}, finished): 10 cases ran, none reused"])
 
 
 @pytest.mark.parametrize("xdist", [(), ("-n", "2")], ids=["serial", "xdist"])
@@ -588,7 +590,9 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     first = latest_run(pytester.path)
     before = _calls(pytester.path)
     result = pytester.runpytest(SUITE, "--ragbench-resume")
-    result.stdout.fnmatch_lines(["ragbench: nothing to resume*"])
+    # it names the run it passed over (no errored case a resume of it would run again)
+    result.stdout.fnmatch_lines([f"ragbench: nothing to resume (the newest run of these "
+                                 f"suites, {first.name}, finished): 10 cases ran, none reused"])
     assert sum((_calls(pytester.path) - before).values()) == 10
     latest = latest_run(pytester.path)
     # another suite's run since: `latest` is still the newest run of this suite

@@ -38,8 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -316,31 +317,50 @@ def crashed_cases(folder: Path) -> int:
     worker that dies in a case (``os._exit``, a segfault, the OOM killer) leaves that error
     and the run goes on to its end; without workers the same crash kills the run, which then
     has no summary (:func:`is_unfinished`). Either way the case never ran to its end."""
-    marker = f'"{CRASH_STAGE}"'
-    crashed: set[Identity] = set()
+    return _unfinished_cases(folder, _CRASHED, _is_crash)
+
+
+def errored_cases(folder: Path) -> int:
+    """How many cases of the run in ``folder`` ended in an error (a retriever's exception, a
+    time limit, the cost cap, a crash) with no finished record of them: the cases a resume
+    of that run runs again."""
+    return _unfinished_cases(folder, _ERRORED, lambda rec: rec.get("status") == "error")
+
+
+_ERRORED = re.compile(r'"status"\s*:\s*"error"')
+_CRASHED = re.compile(re.escape(f'"{CRASH_STAGE}"'))
+
+
+def _is_crash(rec: Mapping[str, Any]) -> bool:
+    error = rec.get("error")
+    return isinstance(error, Mapping) and error.get("stage") == CRASH_STAGE
+
+
+def _unfinished_cases(folder: Path, marker: re.Pattern[str],
+                      kind: Callable[[Mapping[str, Any]], bool]) -> int:
+    """Cases with a record of ``kind`` (not a finished one) and no finished record in the
+    run in ``folder``. Read line by line, parsing only the lines ``marker`` is found in: a
+    finished run of a million cases is parsed whole only when it holds such an error, which
+    nearly none does."""
+    unfinished: set[Identity] = set()
     try:
-        # line by line, parsing only the lines that name the stage: a finished run of a
-        # million cases is parsed whole only when it holds a crash, which nearly none does
         for line in _lines(folder / CASES_JSONL):
-            rec = _record(line) if marker in line else None
-            error = rec.get("error") if rec is not None else None
-            if rec is not None and rec.get("status") not in REUSABLE \
-                    and isinstance(error, Mapping) and error.get("stage") == CRASH_STAGE:
+            rec = _record(line) if marker.search(line) else None
+            if rec is not None and rec.get("status") not in REUSABLE and kind(rec):
                 ident = _identity(rec)
                 if ident is not None:
-                    crashed.add(ident)
-        if crashed:
-            # a crashed case the run finished afterwards (put back, run again) is no crash
-            # left
+                    unfinished.add(ident)
+        if unfinished:
+            # a case the run finished afterwards (put back, run again) is done
             for line in _lines(folder / CASES_JSONL):
                 rec = _record(line)
                 if rec is not None and rec.get("status") in REUSABLE:
                     ident = _identity(rec)
                     if ident is not None:
-                        crashed.discard(ident)
+                        unfinished.discard(ident)
     except OSError:
         return 0
-    return len(crashed)
+    return len(unfinished)
 
 
 def _lines(path: Path) -> Iterator[str]:
@@ -596,7 +616,8 @@ def records_size(folder: Path) -> int | None:
 def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
              unfinished_only: bool = False,
              chains: Sequence[Sequence[Sequence[Any]]] | None = None,
-             running: Sequence[bool] | None = None) -> EarlierRun | None:
+             running: Sequence[bool] | None = None,
+             finished: list[Path] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
     when there is none or, with ``unfinished_only``, when that run finished every case
     (:func:`left_unfinished`: the newest run of these suites is the one to finish, not an
@@ -611,7 +632,10 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
     ``running``: whether each folder's run was still going there, which decides instead of
     this host's view: a run's process is known alive only on its own host (a host sharing
     the runs folder took a run going on the controller's for a stopped one), and every
-    worker must pick the same run."""
+    worker must pick the same run.
+
+    ``finished``: given, the newest run of these suites is appended to it when
+    ``unfinished_only`` passes it over as finished (what the run says instead of resuming)."""
     wanted = set(suite_ids)
     for index, folder in enumerate(folders):
         going = running[index] if running is not None and index < len(running) \
@@ -626,6 +650,8 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
             if isinstance(expected, int) and records_size(folder) != expected:
                 _not_the_controllers(folder, expected)
             if unfinished_only and not left_unfinished(folder):
+                if finished is not None:
+                    finished.append(folder)
                 return None
             return EarlierRun.load(folder, chain=chain or None)
     return None
@@ -666,6 +692,9 @@ class ResumeTally:
     """The controller's count of a resumed run, fed from the case reports."""
 
     run_id: str | None = None
+    #: Nothing resumed by the bare option: the newest run of these suites, which finished,
+    #: and how many of its cases errored (a resume of it by name runs them again).
+    finished: tuple[str, int] | None = None
     seen: bool = False
     #: A reused record of a case not run now failed: the run fails as if it had run.
     failed: bool = False
@@ -680,9 +709,12 @@ class ResumeTally:
 
     def as_dict(self, n_records: int) -> dict[str, Any]:
         """What ``summary.json`` keeps under ``run.resumed``."""
-        return {"from": self.run_id, "reused": len(self.reused),
-                "run": max(0, n_records - len(self.reused)),
-                "not_reused": dict(sorted(Counter(self.why.values()).items()))}
+        out = {"from": self.run_id, "reused": len(self.reused),
+               "run": max(0, n_records - len(self.reused)),
+               "not_reused": dict(sorted(Counter(self.why.values()).items()))}
+        if self.run_id is None and self.finished is not None:
+            out["newest"] = {"run": self.finished[0], "errors": self.finished[1]}
+        return out
 
 
 def resume_line(info: Mapping[str, Any]) -> str:
@@ -691,8 +723,16 @@ def resume_line(info: Mapping[str, Any]) -> str:
     reused, ran = int(info.get("reused", 0)), int(info.get("run", 0))
     if info.get("from") is None:
         # not "every case ran": the run may be interrupted or narrowed (it says so below)
-        return ("ragbench: nothing to resume (no run of these suites, or the newest one "
-                f"finished): {ran} case{'' if ran == 1 else 's'} ran, none reused")
+        newest = info.get("newest")
+        reason = "no run of these suites, or the newest one finished"
+        if isinstance(newest, Mapping) and newest.get("run"):
+            errors = int(newest.get("errors") or 0)
+            reason = f"the newest run of these suites, {newest['run']}, finished"
+            if errors:
+                reason += (f"; --ragbench-resume={newest['run']} runs its {errors} errored "
+                           f"case{'' if errors == 1 else 's'} again")
+        return (f"ragbench: nothing to resume ({reason}): {ran} case{'' if ran == 1 else 's'} "
+                "ran, none reused")
     text = (f"resumed from {info['from']}: {reused} case{'' if reused == 1 else 's'} reused, "
             f"{ran} run")
     why: Mapping[str, int] = info.get("not_reused") or {}

@@ -16,6 +16,7 @@ from pytest_ragbench.results.resume import (
     SuiteKeys,
     annotations_hash,
     crashed_cases,
+    errored_cases,
     pick_run,
     resolve_run_folder,
     resume_line,
@@ -363,7 +364,17 @@ def test_the_default_run_is_also_a_finished_one_that_a_crash_left_cases_of(tmp_p
     _write_run(tmp_path, "20260103T000000Z-cccccc", [crash("q2"), _rec("q1"), _rec("q2")],
                summary=whole)
     assert crashed_cases(tmp_path / "20260103T000000Z-cccccc") == 0
-    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True) is None
+    finished: list[Path] = []
+    assert pick_run(run_folders(tmp_path), ["s.yaml"], unfinished_only=True,
+                    finished=finished) is None
+    # passed over, it is named, with the errored cases a resume of it would run again
+    assert finished == [tmp_path / "20260103T000000Z-cccccc"]
+    assert errored_cases(tmp_path / "20260103T000000Z-cccccc") == 0
+    assert errored_cases(tmp_path / "20260102T000000Z-bbbbbb") == 1
+    _write_run(tmp_path, "20260104T000000Z-dddddd",
+               [_rec("q1", "error"), crash("q2", "retrieve"), _rec("q3", "failed"),
+                crash("q4"), _rec("q4")], summary=whole)
+    assert errored_cases(tmp_path / "20260104T000000Z-dddddd") == 2
 
 
 def test_a_copied_latest_folder_is_no_run_of_its_own(tmp_path: Path):
@@ -423,6 +434,14 @@ def test_the_resume_line():
     assert resume_line({"from": None, "reused": 0, "run": 8}) == (
         "ragbench: nothing to resume (no run of these suites, or the newest one finished): "
         "8 cases ran, none reused")
+    # the newest run, passed over as finished, is named with what a resume of it would run
+    newest = {"from": None, "reused": 0, "run": 10, "newest": {"run": "R", "errors": 0}}
+    assert resume_line(newest) == ("ragbench: nothing to resume (the newest run of these "
+                                   "suites, R, finished): 10 cases ran, none reused")
+    newest["newest"] = {"run": "R", "errors": 3}
+    assert resume_line(newest) == (
+        "ragbench: nothing to resume (the newest run of these suites, R, finished; "
+        "--ragbench-resume=R runs its 3 errored cases again): 10 cases ran, none reused")
 
 
 def test_the_default_run_is_never_one_still_going(tmp_path: Path):
