@@ -164,3 +164,37 @@ def test_every_bad_parameter_of_one_component_is_listed_in_its_one_error(pyteste
         "*suite.yaml:13: metrics[[]1[]].lambda: expected a number, got 'high'",
         "*suite.yaml:13: metrics[[]1[]].field: expected a string, got 3",
     ], consecutive=True)
+
+
+def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mini_suite):
+    """A registered LLM's bad parameters were one error at the ``llm:`` line, its second and
+    third problems lines without a file or key (a retriever's are each at their own line)."""
+    mini_suite()
+    pytester.makepyfile(my_llm="""
+        class MyLLM:
+            def __init__(self, model: str, temperature: float = 0.0):
+                self.model = model
+
+            def complete(self, messages, **kwargs):
+                return "x"
+    """)
+    result = run_bad(pytester, """\
+        name: one
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          overlap: {type: "overlap_retriever:Overlap"}
+        llm:
+          type: my_llm:MyLLM
+          modle: small
+          temperature: hot
+        metrics: [recall@10, token_f1]
+        """)
+    out = result.stdout.str()
+    assert out.count("ERROR collecting suite.yaml") == 1, out
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:7: llm.modle: llm 'my_llm:MyLLM' got unknown parameter(s) modle (did you "
+        "mean 'model'?); it accepts: model, temperature",
+        "*suite.yaml:8: llm.temperature: expected a number, got 'hot'",
+        "*suite.yaml:5: llm: llm 'my_llm:MyLLM' is missing required parameter(s) model; it "
+        "accepts: model, temperature",
+    ], consecutive=True)

@@ -6,13 +6,13 @@ The pydantic models of :mod:`pytest_ragbench.suite.schema` validate the suite ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..budget.limits import Adaptive
-from ..errors import type_name, validation_message
+from ..errors import ComponentError, type_name, validation_message
 from ..llm.cache import CacheMode
 from ..llm.extractive import ExtractiveLLM
 from ..llm.guard import CallLimits
@@ -180,10 +180,22 @@ class ConfigError(ValueError):
     ``str()`` reads ``key: detail``, as every ValueError of this module always has.
     """
 
-    def __init__(self, key: str, detail: str) -> None:
+    def __init__(self, key: str, detail: str,
+                 problems: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(f"{key}: {detail}")
         self.key = key
         self.detail = detail
+        #: Every ``(key, detail)`` at fault when there are several (a component's
+        #: parameters), each at its own key.
+        self.problems = tuple(problems) or ((key, detail),)
+
+
+def component_error(key: str, exc: ComponentError) -> ConfigError:
+    """What is wrong with the registered component at ``key``, with each of its parameters
+    at fault at its own key (``llm.temperature``), as a retriever's are."""
+    problems = [(".".join([key, *map(str, p.path)]) if p.path else key, p.detail or str(p))
+                for p in exc.each()]
+    return ConfigError(key, str(exc), problems)
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -341,7 +353,6 @@ def registered_components(config: RagConfig) -> list[tuple[str, str, str, Mappin
 def _check_registered(config: RagConfig, key_prefix: str) -> None:
     """Registered provider types against built-ins and installed entry points (the plugin
     checks them against its own registry, conftest registrations included)."""
-    from ..errors import ComponentError
     from ..registry import Registry
 
     registry = Registry()
@@ -354,7 +365,7 @@ def _check_registered(config: RagConfig, key_prefix: str) -> None:
         try:
             registry.check(kind, name, params)
         except ComponentError as exc:
-            raise _fail(_path(key_prefix, key), str(exc)) from None
+            raise component_error(_path(key_prefix, key), exc) from None
 
 
 def unknown_provider_message(kind: str, type_name: str, known: list[str]) -> str:

@@ -70,7 +70,7 @@ from ..metrics.answer import ANSWER_METRICS
 from ..metrics.contract import AnswerSample, is_answer_metric, score_answer
 from ..metrics.judge import JUDGED_METRICS, TEMPLATE_VERSION, Judge
 from ..records import clean_float, jsonable
-from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path
+from .config import EndpointConfig, LlmConfig, RagConfig, _fail, _path, component_error
 from .exchange import ExchangedLLM, LeftEmbedder, Role, unled_requests
 from .metering import _Meter, _MeteredLLM
 from .prefetch import Prefetcher
@@ -820,7 +820,9 @@ def _build_registered(components: Callable[[str, str, Mapping[str, Any]], Any] |
 
     try:
         return components(kind, type_name, params)
-    except (ComponentError, TypeError, ValueError) as exc:
+    except ComponentError as exc:
+        raise component_error(key, exc) from None
+    except (TypeError, ValueError) as exc:
         raise _fail(key, str(exc)) from None
 
 

@@ -400,6 +400,12 @@ class SuiteRuntime:
         except Exception as exc:
             text = str(exc) if isinstance(exc, ValueError | RagbenchError) \
                 else exception_text(exc)
+            from ..answers.config import ConfigError
+
+            if isinstance(exc, ConfigError):
+                # each at its own key (a registered LLM's parameters), as a retriever's are
+                return [SuiteError(detail, file=self.suite.path, key=key)
+                        for key, detail in exc.problems]
             # build_pipeline says "key.path: what is wrong".
             key, sep, detail = text.partition(": ")
             if sep and key and " " not in key:
