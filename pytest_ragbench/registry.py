@@ -444,25 +444,23 @@ class Registry:
                 return
             raise
         factory = info.load()
-        self._kwargs(kind, type_name, factory, params, ctx)
+        try:
+            self._kwargs(kind, type_name, factory, params, ctx)
+            problems: list[ComponentError] = []
+        except ComponentError as exc:
+            problems = list(exc.each())
         checker = getattr(factory, "ragbench_check", None)
-        if callable(checker):
-            try:
-                checker(dict(params), ctx)
-            except ParamError:
-                # the checker's own parameter, named by a message that names the component
-                raise
-            except ComponentError as exc:
-                # a nested component's (a dense retriever's embedder): its parameter path is
-                # below the nested spec, not a key of this component, so point at this one
-                raise ComponentError(str(exc)) from None
-            except ParamValueError as exc:
-                param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                                for p in exc.path).lstrip(".")
-                raise ComponentError(f"{kind} {type_name!r}: {exc}", param=param,
-                                     path=exc.path, detail=exc.detail) from None
-            except (TypeError, ValueError) as exc:
-                raise ComponentError(f"{kind} {type_name!r}: {exc}") from None
+        checked = _checkable(factory, params, problems) if callable(checker) else None
+        if callable(checker) and checked is not None:
+            # what the component's own check finds is listed beside the parameters refused
+            # above, not found a run later once they are fixed
+            given, whole = checked
+            found = _checker_problems(checker, given, ctx, kind, type_name)
+            # with a refused parameter held back, what the check says about the component
+            # as a whole ("needs 'object'") may be that parameter's absence
+            problems += found if whole else [p for p in found if p.path]
+        if problems:
+            raise ComponentError.combine(problems)
 
     def build(self, kind: str, type_name: str, params: Mapping[str, Any],
               ctx: BuildContext | None = None) -> Any:
@@ -643,6 +641,49 @@ def display_name(param: str) -> str:
     if param.endswith("_") and keyword.iskeyword(param[:-1]):
         return param[:-1]
     return param
+
+
+def _checkable(factory: Callable[..., Any], params: Mapping[str, Any],
+               refused: Sequence[ComponentError]) -> tuple[dict[str, Any], bool] | None:
+    """The parameters a factory's ``ragbench_check`` is given beside the ``refused`` ones,
+    and whether they are all those the factory would get: all of them when none is refused,
+    else those accepted and not refused (the check sees its defaults for the others, so it
+    neither repeats nor trips over them); None when a required parameter is missing or
+    refused, which the check would only report again."""
+    if not refused:
+        return dict(params), True
+    sig = signature_params(factory)
+    if sig is None or any(not p.path for p in refused):
+        return None
+    accepted, required = sig
+    faulty = {str(p.path[0]) for p in refused}
+    if faulty & {display_name(r) for r in required}:
+        return None
+    known = {display_name(a) for a in accepted if a != "context"}
+    given = {k: v for k, v in params.items() if k in known and k not in faulty}
+    return given, not (faulty & known)
+
+
+def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: BuildContext,
+                      kind: str, type_name: str) -> list[ComponentError]:
+    """What a factory's ``ragbench_check`` refuses of ``params``."""
+    try:
+        checker(params, ctx)
+    except ParamError as exc:
+        # the checker's own parameter, named by a message that names the component
+        return list(exc.each())
+    except ComponentError as exc:
+        # a nested component's (a dense retriever's embedder): its parameter path is below
+        # the nested spec, not a key of this component, so point at this one
+        return [ComponentError(str(exc))]
+    except ParamValueError as exc:
+        param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                        for p in exc.path).lstrip(".")
+        return [ComponentError(f"{kind} {type_name!r}: {exc}", param=param, path=exc.path,
+                               detail=exc.detail)]
+    except (TypeError, ValueError) as exc:
+        return [ComponentError(f"{kind} {type_name!r}: {exc}")]
+    return []
 
 
 def signature_params(factory: Callable[..., Any]) -> tuple[list[str], list[str]] | None:

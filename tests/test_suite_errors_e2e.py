@@ -198,3 +198,50 @@ def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mi
         "*suite.yaml:5: llm: llm 'my_llm:MyLLM' is missing required parameter(s) model; it "
         "accepts: model, temperature",
     ], consecutive=True)
+
+
+def test_a_components_own_check_is_listed_beside_its_refused_parameters(pytester, mini_suite):
+    """A parameter the registry refused (unknown, mistyped) hid what the component's own
+    check finds (a reserved request parameter, a dense retriever's embedder, a langchain
+    pipeline's object): a user fixed the one and met the other a run later."""
+    mini_suite()
+    result = run_bad(pytester, """\
+        name: checked
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          h:
+            type: http
+            url: http://127.0.0.1:9/search
+            params: {query: 1}
+            extra: 1
+          dense:
+            type: dense
+            batch_sise: 8
+            embedder: {type: hashing, dim: lots}
+        pipelines:
+          lc:
+            type: langchain
+            object: "nomod_lc:chain"
+            input_kye: q
+          typed:
+            type: langchain
+            object: 3
+        metrics: [recall@10]
+        """)
+    out = result.stdout.str()
+    assert out.count("ERROR collecting suite.yaml") == 1, out
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:7: retrievers.h.params.query: set by ragbench in each request*",
+        "*suite.yaml:8: retrievers.h.extra: retriever 'http' got unknown parameter(s) extra;*",
+        "*suite.yaml:9: retrievers.dense: embedder 'hashing' parameter dim: expected an "
+        "integer, got 'lots'",
+        "*suite.yaml:11: retrievers.dense.batch_sise: retriever 'dense' got unknown "
+        "parameter(s) batch_sise (did you mean 'batch_size'?)*",
+        "*suite.yaml:16: pipelines.lc.object: cannot import 'nomod_lc' for 'nomod_lc:chain': "
+        "No module named 'nomod_lc'",
+        "*suite.yaml:17: pipelines.lc.input_kye: pipeline 'langchain' got unknown "
+        "parameter(s) input_kye (did you mean 'input_key'?)*",
+        # the object held back from the check is not said to be missing as well
+        "*suite.yaml:20: pipelines.typed.object: expected a string, got 3",
+        "*short test summary*",
+    ], consecutive=True)
