@@ -674,8 +674,8 @@ def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: 
         return list(exc.each())
     except ComponentError as exc:
         # a nested component's (a dense retriever's embedder): its parameter path is below
-        # the nested spec, not a key of this component, so point at this one
-        return [ComponentError(str(exc))]
+        # the nested spec, not a key of this component, so point at this one, a line each
+        return [ComponentError(str(p)) for p in exc.each()]
     except ParamValueError as exc:
         param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
                         for p in exc.path).lstrip(".")

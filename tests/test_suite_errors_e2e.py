@@ -245,3 +245,24 @@ def test_a_components_own_check_is_listed_beside_its_refused_parameters(pytester
         "*suite.yaml:20: pipelines.typed.object: expected a string, got 3",
         "*short test summary*",
     ], consecutive=True)
+
+
+def test_each_bad_parameter_of_a_nested_embedder_has_a_line_of_its_own(pytester, mini_suite):
+    """A dense retriever's embedder with two bad parameters read as one error whose second
+    line had no file, line or key: an editor's problem matcher (and a reader) took it for
+    part of the first."""
+    mini_suite()
+    result = run_bad(pytester, """\
+        name: nested
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        retrievers:
+          dense:
+            type: dense
+            embedder: {type: hashing, dim: lots, bogus: 2}
+        metrics: [recall@10]
+        """)
+    result.stdout.fnmatch_lines([
+        "*suite.yaml:4: retrievers.dense: embedder 'hashing' got unknown parameter(s) bogus;*",
+        "*suite.yaml:4: retrievers.dense: embedder 'hashing' parameter dim: expected an "
+        "integer, got 'lots'",
+    ], consecutive=True)
