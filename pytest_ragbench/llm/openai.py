@@ -34,7 +34,7 @@ import numpy as np
 
 from ..budget.api import RunBudget
 from ..budget.wiring import outcome_of
-from ..errors import ComponentError
+from ..errors import ComponentError, exception_text
 from ..http_headers import env_value, expand_env
 from ..redact import Redactor, header_secrets
 from ..tls import ssl_context_for
@@ -274,7 +274,7 @@ class _OpenAIEndpoint:
             )
         except httpx.TransportError as exc:
             return _Attempt(
-                failure=f"connection error ({type(exc).__name__}: {exc})",
+                failure=f"connection error ({exception_text(exc)})",
                 retryable=True,
                 endpoint_fault=True,
             )
@@ -285,7 +285,7 @@ class _OpenAIEndpoint:
             if not type(exc).__module__.startswith(("httpcore", "h11")):
                 raise
             return _Attempt(
-                failure=f"connection error ({type(exc).__name__}: {exc})",
+                failure=f"connection error ({exception_text(exc)})",
                 retryable=True,
                 endpoint_fault=True,
             )
