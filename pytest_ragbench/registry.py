@@ -206,14 +206,25 @@ class BuildContext:
         type_name, params = split_spec(kind, spec)
         return self._registry().build(kind, type_name, params, self)
 
-    def check(self, kind: str, spec: str | Mapping[str, Any]) -> None:
-        """Validate a nested component spec without building it."""
+    def check(self, kind: str, spec: str | Mapping[str, Any], key: str | None = None) -> None:
+        """Validate a nested component spec without building it.
+
+        ``key``: the caller's parameter that holds the spec (a dense retriever's
+        ``embedder``). Given, each problem is a :class:`ParamError` at its own key below it
+        (``embedder.dim``), so the suite points at that line; else the caller's own.
+        """
         type_name, params = split_spec(kind, spec)
         try:
             self._registry().check(kind, type_name, params, self)
-        except ParamError as exc:
-            # its parameter path is below the nested spec, not a key of the caller's
-            raise ComponentError(str(exc)) from None
+        except ComponentError as exc:
+            if key is None:
+                if isinstance(exc, ParamError):
+                    # its parameter path is below the nested spec, not a key of the caller's
+                    raise ComponentError(str(exc)) from None
+                raise
+            raise ParamError.combine([
+                ParamError(str(p), param=display_path((key, *p.path)), path=(key, *p.path),
+                           detail=p.detail or str(p)) for p in exc.each()]) from None
 
 
 def split_spec(kind: str, spec: Any) -> tuple[str, dict[str, Any]]:
@@ -559,8 +570,7 @@ class Registry:
                 loc = list(err["loc"])
                 if loc and isinstance(loc[0], str) and _is_union(adapter.core_schema):
                     loc = loc[1:]
-                where = display_name(target) + "".join(
-                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+                where = display_path((display_name(target), *loc))
                 detail = validation_message(dict(err))
                 problems.append(ComponentError(
                     f"{kind} {type_name!r} parameter {where}: {detail}", param=where,
@@ -677,13 +687,16 @@ def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: 
         # the nested spec, not a key of this component, so point at this one, a line each
         return [ComponentError(str(p)) for p in exc.each()]
     except ParamValueError as exc:
-        param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                        for p in exc.path).lstrip(".")
-        return [ComponentError(f"{kind} {type_name!r}: {exc}", param=param, path=exc.path,
-                               detail=exc.detail)]
+        return [ComponentError(f"{kind} {type_name!r}: {exc}", param=display_path(exc.path),
+                               path=exc.path, detail=exc.detail)]
     except (TypeError, ValueError) as exc:
         return [ComponentError(f"{kind} {type_name!r}: {exc}")]
     return []
+
+
+def display_path(path: Sequence[str | int]) -> str:
+    """A parameter's key path as messages name it: ``embedder.dim``, ``stopwords[0]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def signature_params(factory: Callable[..., Any]) -> tuple[list[str], list[str]] | None:

@@ -306,14 +306,14 @@ BROKEN = {
         retrievers:
           dense: {type: dense, embedder: {type: hashin, dim: 8}}
         metrics: [ndcg@10]
-    """, "{file}:3: retrievers.dense: unknown embedder 'hashin' (did you mean "
+    """, "{file}:3: retrievers.dense.embedder: unknown embedder 'hashin' (did you mean "
          "'hashing'?) (known: hashing, openai, sentence-transformers; *"),
     "optional.yaml": ("""
         retrievers:
           dense: {type: dense, embedder: {type: sentence-transformers, model: all-MiniLM-L6-v2}}
         metrics: [ndcg@10]
-    """, "*retrievers.dense: embedder 'sentence-transformers' needs the optional package "
-         "'no_such_module_for_ragbench', which is not installed: "
+    """, "*retrievers.dense.embedder: embedder 'sentence-transformers' needs the optional "
+         "package 'no_such_module_for_ragbench', which is not installed: "
          "pip install 'pytest-ragbench[[]dense[]]'"),
     "cycle.yaml": ("""
         retrievers:

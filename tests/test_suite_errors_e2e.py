@@ -233,10 +233,9 @@ def test_a_components_own_check_is_listed_beside_its_refused_parameters(pytester
     result.stdout.fnmatch_lines([
         "*suite.yaml:7: retrievers.h.params.query: set by ragbench in each request*",
         "*suite.yaml:8: retrievers.h.extra: retriever 'http' got unknown parameter(s) extra;*",
-        "*suite.yaml:9: retrievers.dense: embedder 'hashing' parameter dim: expected an "
-        "integer, got 'lots'",
         "*suite.yaml:11: retrievers.dense.batch_sise: retriever 'dense' got unknown "
         "parameter(s) batch_sise (did you mean 'batch_size'?)*",
+        "*suite.yaml:12: retrievers.dense.embedder.dim: expected an integer, got 'lots'",
         "*suite.yaml:16: pipelines.lc.object: cannot import 'nomod_lc' for 'nomod_lc:chain': "
         "No module named 'nomod_lc'",
         "*suite.yaml:17: pipelines.lc.input_kye: pipeline 'langchain' got unknown "
@@ -250,7 +249,7 @@ def test_a_components_own_check_is_listed_beside_its_refused_parameters(pytester
 def test_each_bad_parameter_of_a_nested_embedder_has_a_line_of_its_own(pytester, mini_suite):
     """A dense retriever's embedder with two bad parameters read as one error whose second
     line had no file, line or key: an editor's problem matcher (and a reader) took it for
-    part of the first."""
+    part of the first. Then each was at the retriever's line; each is at its own key's."""
     mini_suite()
     result = run_bad(pytester, """\
         name: nested
@@ -259,10 +258,20 @@ def test_each_bad_parameter_of_a_nested_embedder_has_a_line_of_its_own(pytester,
           dense:
             type: dense
             embedder: {type: hashing, dim: lots, bogus: 2}
+          block:
+            type: dense
+            embedder:
+              type: hashing
+              dim: lots
+          named:
+            type: dense
+            embedder: nosuch
         metrics: [recall@10]
         """)
     result.stdout.fnmatch_lines([
-        "*suite.yaml:4: retrievers.dense: embedder 'hashing' got unknown parameter(s) bogus;*",
-        "*suite.yaml:4: retrievers.dense: embedder 'hashing' parameter dim: expected an "
-        "integer, got 'lots'",
+        "*suite.yaml:6: retrievers.dense.embedder.bogus: embedder 'hashing' got unknown "
+        "parameter(s) bogus;*",
+        "*suite.yaml:6: retrievers.dense.embedder.dim: expected an integer, got 'lots'",
+        "*suite.yaml:11: retrievers.block.embedder.dim: expected an integer, got 'lots'",
+        "*suite.yaml:14: retrievers.named.embedder: unknown embedder 'nosuch'*",
     ], consecutive=True)

@@ -183,7 +183,7 @@ class DenseRetriever:
         """Collection-time check of the nested embedder spec (nothing is built)."""
         spec = params.get("embedder")
         if isinstance(spec, str | Mapping):
-            context.check("embedder", spec)
+            context.check("embedder", spec, key="embedder")
 
     def describe(self) -> dict[str, Any]:
         """Parameters for reports."""

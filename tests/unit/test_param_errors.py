@@ -64,14 +64,14 @@ def test_metric_parameters_in_the_mapping_form(tmp_path: Path) -> None:
     assert (info.value.line, info.value.key) == (10, "metrics[1].lambda")
 
 
-def test_a_nested_components_parameter_stays_at_the_component(tmp_path: Path) -> None:
-    # the embedder's `dim` is not a key of the dense retriever: the error names the embedder
-    # and points at the retriever's key, as no exact line of the nested value is known
+def test_a_nested_components_parameter_is_at_its_own_key(tmp_path: Path) -> None:
+    # the embedder's `dim` is not a key of the dense retriever but of its `embedder`: the
+    # error points at that key's line (it was at the retriever's)
     body = ("retrievers:\n  dense:\n    type: dense\n    embedder:\n      type: hashing\n"
             "      dim: abc\nmetrics: [ndcg@10]\n")
     assert _retriever_error(_suite(tmp_path, body)) == (
-        f"{tmp_path / 'suite.yaml'}:6: retrievers.dense: embedder 'hashing' parameter dim: "
-        "expected an integer, got 'abc'")
+        f"{tmp_path / 'suite.yaml'}:10: retrievers.dense.embedder.dim: expected an integer, "
+        "got 'abc'")
 
 
 @pytest.mark.parametrize("kind", ["retrievers", "pipelines"])
