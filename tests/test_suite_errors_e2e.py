@@ -168,7 +168,8 @@ def test_every_bad_parameter_of_one_component_is_listed_in_its_one_error(pyteste
 
 def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mini_suite):
     """A registered LLM's bad parameters were one error at the ``llm:`` line, its second and
-    third problems lines without a file or key (a retriever's are each at their own line)."""
+    third problems lines without a file or key (a retriever's are each at their own line); a
+    bad judge LLM beside it was found only a run later (building stopped at the first)."""
     mini_suite()
     pytester.makepyfile(my_llm="""
         class MyLLM:
@@ -187,7 +188,9 @@ def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mi
           type: my_llm:MyLLM
           modle: small
           temperature: hot
-        metrics: [recall@10, token_f1]
+        judge:
+          llm: {type: "my_llm:MyLLM", model: judge, temperature: warm}
+        metrics: [recall@10, token_f1, faithfulness]
         """)
     out = result.stdout.str()
     assert out.count("ERROR collecting suite.yaml") == 1, out
@@ -197,6 +200,7 @@ def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mi
         "*suite.yaml:8: llm.temperature: expected a number, got 'hot'",
         "*suite.yaml:5: llm: llm 'my_llm:MyLLM' is missing required parameter(s) model; it "
         "accepts: model, temperature",
+        "*suite.yaml:10: judge.llm.temperature: expected a number, got 'warm'",
     ], consecutive=True)
 
 

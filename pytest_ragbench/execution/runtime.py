@@ -395,13 +395,16 @@ class SuiteRuntime:
     def _prepare_pipeline(self) -> list[SuiteError]:
         if self._pipeline is not None:
             return []
+        from ..answers.config import ConfigError
+
+        problems = self._registered_problems()
+        if problems:
+            return problems
         try:
             self._pipeline = self._build_pipeline()
         except Exception as exc:
             text = str(exc) if isinstance(exc, ValueError | RagbenchError) \
                 else exception_text(exc)
-            from ..answers.config import ConfigError
-
             if isinstance(exc, ConfigError):
                 # each at its own key (a registered LLM's parameters), as a retriever's are
                 return [SuiteError(detail, file=self.suite.path, key=key)
@@ -412,6 +415,25 @@ class SuiteRuntime:
                 return [SuiteError(detail, file=self.suite.path, key=key)]
             return [SuiteError(text, file=self.suite.path)]
         return []
+
+    def _registered_problems(self) -> list[SuiteError]:
+        """What is wrong with each LLM or embedder of the user's own type the suite names
+        (``llm``, ``judge.llm``, ``embedder``), each parameter at its own key: building stops
+        at the first, and a user would meet the next one a run later."""
+        from ..answers.config import component_error, registered_components
+
+        rag = self.suite.rag
+        if rag is None:
+            return []
+        problems: list[SuiteError] = []
+        for key, kind, name, params in registered_components(rag):
+            try:
+                self.registry.check(kind, name, params, self.ctx)
+            except ComponentError as exc:
+                problems += [SuiteError(detail, file=self.suite.path, key=where)
+                             for where, detail in component_error(rag.key_prefix + key,
+                                                                  exc).problems]
+        return problems
 
     def _check_references(self) -> list[SuiteError]:
         from .prechecks import missing_reference_problem
