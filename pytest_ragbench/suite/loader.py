@@ -431,17 +431,21 @@ class _Ctx:
 
 
 def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
-    """The first problem (in document order) of a validation error, as a SuiteError."""
+    """The problems of a validation error as the suite's one error, a line each in the
+    order of the file: every one, not the first only (a user fixed one, ran again and met the
+    next); one per key (the first pydantic names for it)."""
     required = required_keys()
-    found: list[SuiteError] = []
+    found: dict[tuple[Any, ...], SuiteError] = {}
     for err in exc.errors():
-        path = key_path(err, data)
+        path = tuple(key_path(err, data))
+        if path in found:
+            continue
         if err["type"] == "missing" and len(path) == 1 and path[0] in required:
-            found.append(ctx.error((), f"missing required key {path[0]!r} "
-                                       f"({required[str(path[0])]})"))
+            found[path] = ctx.error((), f"missing required key {path[0]!r} "
+                                        f"({required[str(path[0])]})")
         else:
-            found.append(ctx.error(path, validation_message(dict(err))))
-    return min(found, key=lambda e: e.line or 0)
+            found[path] = ctx.error(path, validation_message(dict(err)))
+    return one_error(list(found.values()))
 
 
 # -- load -------------------------------------------------------------------------------------

@@ -91,3 +91,18 @@ def test_a_bad_case_timeout_is_one_message_at_its_line(tmp_path: Path, kind: str
     with pytest.raises(SuiteError) as info:
         load_suite(path, None)
     assert str(info.value) == f"{path}:8: {kind}.mine.case_timeout: {said}"
+
+
+def test_every_key_the_schema_refuses_is_a_line_of_the_one_error(tmp_path: Path) -> None:
+    # only the first in the file was reported (llm.model), so a user fixed it, ran again and
+    # met llm.timeout, then k; each key once, however many ways pydantic finds it wrong
+    body = ("retrievers:\n  bm25: {}\n"
+            "llm: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: 3, timeout: soon}\n"
+            "metrics: [token_f1]\nk: many\n")
+    path = _suite(tmp_path, body)
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, None)
+    assert str(info.value).splitlines() == [
+        f"{path}:7: llm.model: expected a non-empty string, got 3",
+        f"{path}:7: llm.timeout: expected a number, got string",
+        f"{path}:9: k: expected a positive integer, got 'many'"]
