@@ -4,10 +4,13 @@ own server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -100,3 +103,29 @@ class JsonService:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def connection_resetter(connections: int) -> Iterator[str]:
+    """A server on 127.0.0.1 (its ``http://host:port``) that reads a request on each of its
+    first ``connections`` connections and resets it (httpx's ReadError, whose message is
+    empty): a service that drops every request."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def reset_each() -> None:
+        for _ in range(connections):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            # linger 0: close sends a reset, not an orderly end
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=reset_each, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        thread.join(5)
+        listener.close()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from json_service import connection_resetter
 from virtual_clock import ManualClockLoop
 
 from pytest_ragbench.errors import ComponentError
@@ -348,33 +349,13 @@ async def test_a_connection_reset_without_a_message_reads_as_its_type() -> None:
     """A server that resets the connection (httpx's ReadError says nothing) made the LLM's
     error read "connection error (ReadError: )", a colon followed by nothing, as the http
     retriever's did."""
-    import struct
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def reset_each() -> None:
-        for _ in range(2):
-            conn, _ = listener.accept()
-            conn.recv(65536)
-            # linger 0: close sends a reset, not an orderly end
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    thread = threading.Thread(target=reset_each, daemon=True)
-    thread.start()
-    try:
+    with connection_resetter(2) as url:
         async with OpenAIChat(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/v1", "m",
-            retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0), timeout=5,
-            breaker=CircuitBreaker(10)
+            f"{url}/v1", "m", retry=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0),
+            timeout=5, breaker=CircuitBreaker(10)
         ) as llm:
             with pytest.raises(LLMError) as info:
                 await asyncio.wait_for(llm.chat(USER), 10)
-    finally:
-        thread.join(5)
-        listener.close()
     assert str(info.value).endswith("failed after 2 attempts: connection error (ReadError)"), \
         str(info.value)
 

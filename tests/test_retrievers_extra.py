@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import BASE_INI, DOCS, OVERLAP_RETRIEVER, QUERIES, write_jsonl
-from json_service import JsonService, Reply, Trickle, WithHeaders
+from json_service import JsonService, Reply, Trickle, WithHeaders, connection_resetter
 
 # Imported here, in the outer process: in-process pytester runs drop modules first imported
 # during a run, and numpy's compiled parts (used by scipy.sparse) cannot be imported twice.
@@ -598,31 +598,10 @@ def test_http_connection_errors_are_retried_then_fail() -> None:
 def test_http_a_connection_reset_without_a_message_reads_as_its_type() -> None:
     """A server that resets the connection (httpx's ReadError says nothing) made the error
     read "failed after 2 attempt(s): ReadError: ", a colon followed by nothing."""
-    import struct
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-
-    def reset_each() -> None:
-        for _ in range(2):
-            conn, _ = listener.accept()
-            conn.recv(65536)
-            # linger 0: close sends a reset, not an orderly end
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()
-
-    thread = threading.Thread(target=reset_each, daemon=True)
-    thread.start()
-    r = HTTPRetriever(url=f"http://127.0.0.1:{listener.getsockname()[1]}/search", retries=1,
-                      backoff=0.0)
-    try:
+    with connection_resetter(2) as url:
+        r = HTTPRetriever(url=f"{url}/search", retries=1, backoff=0.0)
         with pytest.raises(HTTPRetrieverError) as exc:
             _retrieve_once(r, "x", 1)
-    finally:
-        thread.join(5)
-        listener.close()
     assert str(exc.value).endswith("failed after 2 attempt(s): ReadError"), str(exc.value)
 
 
