@@ -11,8 +11,9 @@ remembers as failed run again.
 
 The controller resolves which earlier runs to look at before anything runs (its own run
 folder does not exist yet) and hands that list to each xdist worker, with which of them were
-still going then; each process then takes the newest that holds one of its collected suites
-and was not going, the same one in every process.
+still going then; each process then takes the same run as every other: the newest that holds
+one of its collected suites and was not going, or with the bare option, for each suite the
+newest run of it when unfinished (:func:`~pytest_ragbench.results.resume.pick_run`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class CaseResume:
         self._earlier_run: EarlierRun | None = None
         #: The newest run of these suites when the bare option passed it over as finished.
         self._finished: Path | None = None
+        #: Older unfinished runs some suites took that the bare option did not resume (a run
+        #: resumes one run), with those suites.
+        self._passed_over: list[tuple[Path, list[str]]] = []
         workerinput = getattr(config, "workerinput", None)
         self._on_worker = workerinput is not None
         #: Run folders to resume from, newest first; None: not resuming.
@@ -273,6 +277,9 @@ class CaseResume:
                              # the bare option passed the newest run over as finished: the
                              # run says which, and how many of its cases a resume would run
                              "finished": self._finished_run(),
+                             # unfinished runs of other suites it left (one run is resumed)
+                             "passed_over": [[folder.name, suites]
+                                             for folder, suites in self._passed_over],
                              "folder": str(earlier.folder) if earlier else None,
                              "clock": clock, "injected": injected,
                              # with the reasons of the cases run now: a worker that dies in
@@ -374,12 +381,14 @@ class CaseResume:
 
         suites = {item.nodeid.split("::")[0] for item in self._collected}
         finished: list[Path] = []
+        passed_over: list[tuple[Path, list[str]]] = []
         try:
             self._earlier_run = pick_run((Path(p) for p in self.candidates), suites,
                                          unfinished_only=self.unfinished_only,
                                          chains=self.chains, running=self.running,
-                                         finished=finished)
+                                         finished=finished, passed_over=passed_over)
             self._finished = finished[0] if finished else None
+            self._passed_over = passed_over
             return self._earlier_run
         except ResumeError as exc:
             if self._on_worker:

@@ -467,6 +467,10 @@ class RagbenchSession:
         finished = run.get("finished")
         if isinstance(finished, list | tuple) and len(finished) == 2:
             self.resume.finished = (str(finished[0]), int(finished[1]))
+        self.resume.passed_over = [
+            (str(entry[0]), [str(s) for s in entry[1]])
+            for entry in run.get("passed_over") or []
+            if isinstance(entry, list | tuple) and len(entry) == 2]
         clock = run.get("clock")
         if isinstance(clock, int | float) and not isinstance(clock, bool):
             # under xdist the workers took it; run.json says it for the next resume

@@ -632,6 +632,28 @@ def test_resume_latest_names_the_newest_run_finished_or_not(pytester, logged):
     result.stdout.fnmatch_lines([f"resumed from {found.name}: 10 cases reused, 10 run"])
 
 
+def test_the_bare_resume_takes_for_each_suite_the_newest_run_of_it(pytester, logged):
+    """A run of two suites stopped in the second; the first resumed alone since (a newer run
+    holding it alone, finished): the bare resume of both said "nothing to resume" (the newest
+    run of these suites finished) and ran the second suite's finished cases again."""
+    (pytester.path / "other.yaml").write_text(
+        TWO.replace("name: mini", "name: other").replace('  a: {type: "logged:Logged", '
+                                                         'drop: d4}\n', ""))
+    both = ("--ragbench=other.yaml", SUITE, "-p", "no:cacheprovider", "-p", "no:randomly")
+    pytester.runpytest(*both, "-x").assert_outcomes(passed=8, failed=1)  # a::q4 stops it
+    first = latest_run(pytester.path)
+    pytester.runpytest("--ragbench=other.yaml", "--ragbench-resume", "-p", "no:cacheprovider"
+                       ).stdout.fnmatch_lines([f"resumed from {first.name}: 5 cases reused, "
+                                               "0 run"])
+    before = _calls(pytester.path)
+    result = pytester.runpytest(*both, "--ragbench-resume")
+    result.assert_outcomes(passed=14, failed=1)
+    # other.yaml's newest run finished: it runs again, as alone; suite.yaml's is resumed
+    result.stdout.fnmatch_lines([f"resumed from {first.name}: 4 cases reused, 11 run"])
+    assert sum((_calls(pytester.path) - before).values()) == 11
+    assert _summary(latest_run(pytester.path))["verdict"]["coverage"] == "15 of 15 cases"
+
+
 def test_a_failed_case_interrupted_between_its_setup_and_call_counts_once_everywhere(
         pytester, logged):
     """The record comes with the setup report and the failure is raised in the call: a

@@ -501,7 +501,8 @@ class EarlierRun:
 
     @classmethod
     def load(cls, folder: Path, *,
-             chain: Sequence[Sequence[Any]] | None = None) -> EarlierRun:
+             chain: Sequence[Sequence[Any]] | None = None,
+             suites: Iterable[str] | None = None) -> EarlierRun:
         """The records of the run in ``folder`` and, when it was itself a resume, those of
         the runs it resumed (:func:`resume_chain`): a resumed run stopped before it replayed
         every reused record still holds them all. A run's own finished record of a case wins
@@ -510,7 +511,11 @@ class EarlierRun:
         ``chain``: the chain as the process that resolved the run saw it (an xdist
         controller; :func:`chain_sizes`), read instead of this host's: an older run of it
         missing here, or of another size than there, is a ResumeError, as for the run
-        itself in :func:`pick_run`."""
+        itself in :func:`pick_run`.
+
+        ``suites``: only the records of these suite ids (the others' newest run is
+        another)."""
+        only = None if suites is None else set(suites)
         records: dict[Identity, dict[str, Any]] = {}
         if chain is None:
             runs = resume_chain(folder)
@@ -536,6 +541,8 @@ class EarlierRun:
                     ident = (str(rec["suite"]), str(rec["retriever"]), str(rec["case_id"]),
                              int(rec.get("run", 0)))
                 except (KeyError, TypeError, ValueError, AttributeError):
+                    continue
+                if only is not None and ident[0] not in only:
                     continue
                 old = own.get(ident)
                 # A finished record is kept over an error record of the same case.
@@ -617,11 +624,18 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
              unfinished_only: bool = False,
              chains: Sequence[Sequence[Sequence[Any]]] | None = None,
              running: Sequence[bool] | None = None,
-             finished: list[Path] | None = None) -> EarlierRun | None:
+             finished: list[Path] | None = None,
+             passed_over: list[tuple[Path, list[str]]] | None = None) -> EarlierRun | None:
     """The first of ``folders`` (newest first) holding one of ``suite_ids``, loaded; None
-    when there is none or, with ``unfinished_only``, when that run finished every case
-    (:func:`left_unfinished`: the newest run of these suites is the one to finish, not an
-    older one it superseded; a case errored in its own right finished).
+    when there is none.
+
+    With ``unfinished_only`` (the bare option) each suite takes the newest run of it, and
+    only when that run did not finish every case (:func:`left_unfinished`: the newest run of
+    a suite is the one to finish, not an older one it superseded; a case errored in its own
+    right finished): the newest of the runs so taken is loaded, with the records of the
+    suites that took it alone. A newer run holding some of the suites (one of them resumed
+    alone) no longer hides an older unfinished run of the others; None when every suite's
+    newest run finished.
 
     ``chains``: each folder's :func:`chain_sizes` where the run was resolved (an xdist
     controller). A folder missing here, or the one picked or a run it resumed being of
@@ -635,9 +649,16 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
     worker must pick the same run.
 
     ``finished``: given, the newest run of these suites is appended to it when
-    ``unfinished_only`` passes it over as finished (what the run says instead of resuming)."""
-    wanted = set(suite_ids)
+    ``unfinished_only`` passes every suite's newest run over as finished (what the run says
+    instead of resuming). ``passed_over``: given, each other unfinished run some suites took
+    is appended to it, with those suites: a run resumes one run (one clock, one
+    ``resumed_from``), and says which it left."""
+    left = set(suite_ids)
+    taken: list[tuple[Path, Sequence[Sequence[Any]] | None, set[str]]] = []
+    newest_finished: Path | None = None
     for index, folder in enumerate(folders):
+        if not left:
+            break
         going = running[index] if running is not None and index < len(running) \
             else is_running(folder)
         if going:
@@ -646,15 +667,26 @@ def pick_run(folders: Iterable[Path], suite_ids: Iterable[str], *,
         expected = chain[0][1] if chain else None
         if isinstance(expected, int) and records_size(folder) is None:
             _not_the_controllers(folder, expected)
-        if run_suites(folder) & wanted:
-            if isinstance(expected, int) and records_size(folder) != expected:
-                _not_the_controllers(folder, expected)
-            if unfinished_only and not left_unfinished(folder):
-                if finished is not None:
-                    finished.append(folder)
-                return None
+        held = run_suites(folder) & left
+        if not held:
+            continue
+        if isinstance(expected, int) and records_size(folder) != expected:
+            _not_the_controllers(folder, expected)
+        if not unfinished_only:
             return EarlierRun.load(folder, chain=chain or None)
-    return None
+        left -= held
+        if left_unfinished(folder):
+            taken.append((folder, chain, held))
+        elif newest_finished is None:
+            newest_finished = folder
+    if not taken:
+        if finished is not None and newest_finished is not None:
+            finished.append(newest_finished)
+        return None
+    if passed_over is not None:
+        passed_over += [(folder, sorted(held)) for folder, _, held in taken[1:]]
+    folder, chain, held = taken[0]
+    return EarlierRun.load(folder, chain=chain or None, suites=held)
 
 
 def _not_the_controllers(folder: Path, expected: int, *,
@@ -695,6 +727,9 @@ class ResumeTally:
     #: Nothing resumed by the bare option: the newest run of these suites, which finished,
     #: and how many of its cases errored (a resume of it by name runs them again).
     finished: tuple[str, int] | None = None
+    #: Older unfinished runs the bare option left, each with the suites whose newest run it
+    #: is (a run resumes one run).
+    passed_over: list[tuple[str, list[str]]] = field(default_factory=list)
     seen: bool = False
     #: A reused record of a case not run now failed: the run fails as if it had run.
     failed: bool = False
@@ -714,12 +749,16 @@ class ResumeTally:
                "not_reused": dict(sorted(Counter(self.why.values()).items()))}
         if self.run_id is None and self.finished is not None:
             out["newest"] = {"run": self.finished[0], "errors": self.finished[1]}
+        if self.passed_over:
+            out["passed_over"] = [{"run": run, "suites": suites}
+                                  for run, suites in self.passed_over]
         return out
 
 
 def resume_line(info: Mapping[str, Any]) -> str:
     """``"resumed from RUN: 812 cases reused, 188 run (12 not reused: retriever 'bm25'
-    parameters changed)"``."""
+    parameters changed)"``, then the unfinished runs of other suites the bare option left
+    (``"; not resumed: RUN, the newest run of b.yaml, unfinished too (...)"``)."""
     reused, ran = int(info.get("reused", 0)), int(info.get("run", 0))
     if info.get("from") is None:
         # not "every case ran": the run may be interrupted or narrowed (it says so below)
@@ -744,4 +783,8 @@ def resume_line(info: Mapping[str, Any]) -> str:
             detail = "; ".join(f"{n} {reason}" for reason, n in
                                sorted(why.items(), key=lambda kv: (-kv[1], kv[0])))
         text += f" ({total} not reused: {detail})"
+    for left in info.get("passed_over") or []:
+        run, suites = left.get("run"), ", ".join(left.get("suites") or [])
+        text += (f"; not resumed: {run}, the newest run of {suites}, unfinished too (a run "
+                 f"resumes one run: resume those suites alone with --ragbench-resume={run})")
     return text

@@ -342,6 +342,40 @@ def test_the_default_run_is_the_newest_of_the_suites_and_only_when_unfinished(tm
     assert pick_run(run_folders(tmp_path), ["nope.yaml"]) is None
 
 
+def test_the_default_run_is_taken_per_suite_the_newest_of_each(tmp_path: Path):
+    """A run of s and t stopped; s resumed alone since (a newer run of s, finished): the bare
+    option of both took that newest run for both suites and resumed nothing of t."""
+    def rec(suite: str, case_id: str) -> dict:
+        return {**_rec(case_id), "suite": suite}
+
+    partial, whole = {"run": {"partial": True}}, {"run": {"partial": False}}
+    _write_run(tmp_path, "20260101T000000Z-aaaaaa", [rec("s.yaml", "q1"), rec("t.yaml", "q1")],
+               summary=partial, suites=("s.yaml", "t.yaml"))
+    _write_run(tmp_path, "20260102T000000Z-bbbbbb", [rec("s.yaml", "q1"), rec("s.yaml", "q2")],
+               summary=whole)
+    picked = pick_run(run_folders(tmp_path), ["s.yaml", "t.yaml"], unfinished_only=True)
+    # t's records only: s's newest run finished, it is not resumed from an older one
+    assert picked is not None and picked.run_id == "20260101T000000Z-aaaaaa"
+    assert list(picked.records) == [("t.yaml", "a", "q1", 0)]
+    # --lf: the newest run of any of them, finished or not, whole
+    picked = pick_run(run_folders(tmp_path), ["s.yaml", "t.yaml"])
+    assert picked is not None and picked.run_id == "20260102T000000Z-bbbbbb"
+    # a newer unfinished run of s: one run is resumed (one clock, one resumed_from), the
+    # newest; the other is named, with its suites
+    _write_run(tmp_path, "20260103T000000Z-cccccc", [rec("s.yaml", "q1")], summary=partial)
+    passed_over: list[tuple[Path, list[str]]] = []
+    picked = pick_run(run_folders(tmp_path), ["s.yaml", "t.yaml"], unfinished_only=True,
+                      passed_over=passed_over)
+    assert picked is not None and picked.run_id == "20260103T000000Z-cccccc"
+    assert list(picked.records) == [("s.yaml", "a", "q1", 0)]
+    assert passed_over == [(tmp_path / "20260101T000000Z-aaaaaa", ["t.yaml"])]
+    assert resume_line({"from": "C", "reused": 1, "run": 3,
+                        "passed_over": [{"run": "A", "suites": ["t.yaml"]}]}) == (
+        "resumed from C: 1 case reused, 3 run; not resumed: A, the newest run of t.yaml, "
+        "unfinished too (a run resumes one run: resume those suites alone with "
+        "--ragbench-resume=A)")
+
+
 def test_the_default_run_is_also_a_finished_one_that_a_crash_left_cases_of(tmp_path: Path):
     """A crashed xdist worker leaves an error record of stage "crash" and the run finishes;
     without workers the crash kills the run. The bare option resumed only the latter."""
