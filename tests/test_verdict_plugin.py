@@ -158,6 +158,15 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
     assert main(["compare", "base.json", run, "--gate", "recall@10 >= 0.1"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  PASS ")]
     assert len(lines) == 3 and all(x.endswith(" [on 2 of 5 cases that ran]") for x in lines)
+    # the run as the history holds it: labelled as its folder is (it said no coverage, the
+    # history keeping no case counts of its suites and systems)
+    for ref in (Path(run).name, "2"):
+        assert main(["compare", "base.json", ref, "--gate", "recall@10 >= 0.1",
+                     "--json"]) == 0
+        compared = json.loads(capsys.readouterr().out)
+        assert {(g["retriever"], g["text"]): g.get("coverage")
+                for g in compared["gates"]} == gates
+        assert [s.get("partial") for s in compared["suites"]] == ["2 of 10 cases"]
     # a run stored before its systems kept their coverage: labelled with the suite's
     stored = Path(run) / "summary.json"
     old = json.loads(stored.read_text())

@@ -1,7 +1,8 @@
 """Run history: every run appended to a SQLite database, usable as a baseline later.
 
-Stored per run: metadata (id, times, git commit, command line, package versions, exit status;
-never environment variables), per suite its hashes, gates and baseline settings, per
+Stored per run: metadata (id, times, git commit, command line, package versions, exit status,
+the case counts of its partial suites and their systems; never environment variables), per
+suite its hashes, gates and baseline settings, per
 (suite, retriever, metric) the mean, and every per-query score, so any past run can be
 rebuilt as a baseline document (:meth:`RunHistory.baseline_doc`). The database is in WAL mode
 so a reader (``ragbench history``) does not block a run that appends. Nothing here imports
@@ -89,6 +90,25 @@ def _why(exc: sqlite3.Error) -> str:
     if "not a database" in text or "malformed" in text:
         return f"not a SQLite database: {text}"
     return text
+
+
+#: The run metadata key of the case counts of its partial suites and their systems.
+_COVERAGE_KEY = "suite_coverage"
+
+
+def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
+    """``{suite id: {"n_cases_run", "n_cases_total", "systems": {name: coverage}}}`` of a
+    baseline document's partial suites: what a comparison of the run labels its gates with
+    ("on 2 of 5 cases that ran"), as it does the run folder's."""
+    out: dict[str, Any] = {}
+    for sid, s in suites.items():
+        if not isinstance(s, Mapping) or not isinstance(s.get("n_cases_total"), int):
+            continue
+        systems = {str(name): r["coverage"] for name, r in (s.get("retrievers") or {}).items()
+                   if isinstance(r, Mapping) and "coverage" in r}
+        out[str(sid)] = {"n_cases_run": s.get("n_cases_run"),
+                         "n_cases_total": s["n_cases_total"], "systems": systems}
+    return out
 
 
 def _meta_int(meta: str | None, key: str) -> int | None:
@@ -282,6 +302,11 @@ class RunHistory:
         run = doc.get("run", {})
         run_id = str(run.get("id"))
         meta = {k: run[k] for k in _RUN_KEYS if k in run}
+        coverage = _suite_coverage(doc.get("suites") or {})
+        if coverage:
+            # in the run's metadata, not columns of its suites: a history an older version
+            # also writes to keeps its tables
+            meta[_COVERAGE_KEY] = coverage
         refs = [(run_id, str(t), None) for t in dict.fromkeys(compared_with) if t != run_id]
         if saved_to is not None:
             refs.append((run_id, None, str(Path(saved_to).resolve())))
@@ -574,6 +599,7 @@ class RunHistory:
             raise HistoryError(f"{self.path}: run {run_id!r} has unreadable metadata") from None
         run["passed"] = None if passed is None else bool(passed)
         run["partial"] = bool(partial)
+        run.pop(_COVERAGE_KEY, None)  # the suites' own (_suite_entries)
         return dict(run)
 
     def _suite_entries(self, run_id: str, only: set[str] | None = None) -> dict[str, Any]:
@@ -610,10 +636,33 @@ class RunHistory:
             ):
                 if sid in suites:
                     suites[sid]["retrievers"][rname]["metrics"][metric]["scores"][cid] = value
+            self._add_coverage(run_id, suites)
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise HistoryError(f"{self.path}: run {run_id!r} is stored inconsistently "
                                f"({type(exc).__name__}: {exc})") from None
         return suites
+
+    def _add_coverage(self, run_id: str, suites: dict[str, Any]) -> None:
+        """Put back the case counts of a run's partial suites and their systems, as its
+        baseline document held them (:func:`_suite_coverage`)."""
+        rows = self._query("SELECT meta FROM runs WHERE id = ?", (run_id,))
+        try:
+            meta = json.loads(rows[0][0]) if rows else {}
+        except json.JSONDecodeError:
+            return
+        coverage = meta.get(_COVERAGE_KEY) if isinstance(meta, dict) else None
+        if not isinstance(coverage, dict):
+            return
+        for sid, counts in coverage.items():
+            suite = suites.get(sid)
+            if suite is None or not isinstance(counts, dict) \
+                    or not isinstance(counts.get("n_cases_total"), int):
+                continue
+            suite.update(n_cases_run=counts.get("n_cases_run"),
+                         n_cases_total=counts["n_cases_total"])
+            for name, cov in (counts.get("systems") or {}).items():
+                if name in suite["retrievers"]:
+                    suite["retrievers"][name]["coverage"] = cov
 
     def suite_names(self) -> list[str]:
         """Names of every suite a complete run holds."""
