@@ -88,12 +88,30 @@ class ParamValueError(ValueError):
     ``detail`` what is wrong with it, without its name: the suite's error then names the
     parameter's key and points at its line rather than the component's. The message reads on
     its own (``params.query is set by ...``), for code that builds the component directly.
+    A check that finds several raises them as one (:meth:`combine`), each at its own key.
     """
 
-    def __init__(self, message: str, *, path: tuple[str | int, ...], detail: str) -> None:
+    def __init__(self, message: str, *, path: tuple[str | int, ...], detail: str,
+                 problems: Sequence[ParamValueError] = ()) -> None:
         super().__init__(message)
         self.path = path
         self.detail = detail
+        self.problems = tuple(problems)
+
+    @classmethod
+    def combine(cls, errors: Sequence[ParamValueError]) -> ParamValueError:
+        """Several parameters refused at once (a check that reports every problem, not its
+        first): ``errors[0]`` alone, else an error whose message is a line each, with the
+        first's path and every one in ``problems``."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        return cls("\n".join(str(e) for e in errors), path=first.path, detail=first.detail,
+                   problems=errors)
+
+    def each(self) -> tuple[ParamValueError, ...]:
+        """Every parameter refused: those this error combines, else itself."""
+        return self.problems or (self,)
 
 
 class ParamError(ComponentError, ValueError):

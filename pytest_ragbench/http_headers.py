@@ -72,29 +72,43 @@ def header_value_problem(value: str) -> str | None:
     return None
 
 
-def check_url_and_headers(url: Any, headers: Any) -> None:
-    """ValueError (a :class:`~pytest_ragbench.errors.ParamValueError` naming the key) unless
-    ``url`` is an http(s) URL with a host and ``headers`` a mapping of valid header names to
-    values (text or numbers) a client can send (the ``http`` components' params)."""
+def url_and_header_problems(url: Any, headers: Any) -> list[ParamValueError]:
+    """What is wrong with ``url`` (an http(s) URL with a host) and ``headers`` (a mapping of
+    valid header names to values, text or numbers, a client can send): every problem, each
+    a :class:`~pytest_ragbench.errors.ParamValueError` naming its key."""
+    problems: list[ParamValueError] = []
     if not is_http_url(url):
         shown = repr(shown_url(url)) if isinstance(url, str) else repr(url)
         detail = f"must be an http(s) URL with a host, got {shown}"
-        raise ParamValueError(f"url {detail}", path=("url",), detail=detail)
+        problems.append(ParamValueError(f"url {detail}", path=("url",), detail=detail))
     if headers is None:
-        return
+        return problems
     if not isinstance(headers, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
             for k, v in headers.items()):
         detail = "must be a mapping of header names to strings"
-        raise ParamValueError(f"headers {detail}", path=("headers",), detail=detail)
+        return [*problems, ParamValueError(f"headers {detail}", path=("headers",),
+                                           detail=detail)]
     for name, value in headers.items():
         problem = header_name_problem(name)
         if problem:
-            raise ParamValueError(f"headers: {problem}", path=("headers",), detail=problem)
+            problems.append(ParamValueError(f"headers: {problem}", path=("headers",),
+                                            detail=problem))
+            continue
         problem = header_value_problem(str(value))
         if problem:
-            raise ParamValueError(f"headers.{name}: the value {problem}",
-                                  path=("headers", name), detail=f"the value {problem}")
+            problems.append(ParamValueError(f"headers.{name}: the value {problem}",
+                                            path=("headers", name),
+                                            detail=f"the value {problem}"))
+    return problems
+
+
+def check_url_and_headers(url: Any, headers: Any) -> None:
+    """ValueError (a :class:`~pytest_ragbench.errors.ParamValueError` naming each key at
+    fault) unless ``url`` and ``headers`` are as :func:`url_and_header_problems` wants."""
+    problems = url_and_header_problems(url, headers)
+    if problems:
+        raise ParamValueError.combine(problems)
 
 
 def unset_env_message(name: str) -> str:

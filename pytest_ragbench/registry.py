@@ -687,8 +687,8 @@ def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: 
         # the nested spec, not a key of this component, so point at this one, a line each
         return [ComponentError(str(p)) for p in exc.each()]
     except ParamValueError as exc:
-        return [ComponentError(f"{kind} {type_name!r}: {exc}", param=display_path(exc.path),
-                               path=exc.path, detail=exc.detail)]
+        return [ComponentError(f"{kind} {type_name!r}: {p}", param=display_path(p.path),
+                               path=p.path, detail=p.detail) for p in exc.each()]
     except (TypeError, ValueError) as exc:
         return [ComponentError(f"{kind} {type_name!r}: {exc}")]
     return []

@@ -51,7 +51,7 @@ import httpx
 from ..budget.wiring import outcome_of
 from ..datasets import Query
 from ..errors import ParamValueError, exception_text
-from ..http_headers import check_url_and_headers, expand_env
+from ..http_headers import expand_env, url_and_header_problems
 from ..llm import deadline
 from ..llm.base import LLMError
 from ..llm.identity import strip_credentials
@@ -75,34 +75,38 @@ class HTTPPipelineError(Exception):
 
 
 def _validate(params: Mapping[str, Any]) -> None:
-    check_url_and_headers(params.get("url"), params.get("headers"))
+    """ParamValueError naming every parameter at fault (a bad URL hid a reserved request
+    parameter until it was fixed)."""
+    problems = url_and_header_problems(params.get("url"), params.get("headers"))
     for name, default in (("timeout", 60.0), ("backoff", 0.5), ("max_backoff", 8.0),
                           ("breaker_reset", 30.0)):
         value = params.get(name, default)
         if name == "timeout" and value <= 0:
-            _bad(name, f"must be > 0, got {value!r}")
+            problems.append(_bad(name, f"must be > 0, got {value!r}"))
         elif value < 0:
-            _bad(name, f"must be >= 0, got {value!r}")
+            problems.append(_bad(name, f"must be >= 0, got {value!r}"))
     for name, default, low in (("retries", 3, 0), ("concurrency", 8, 1),
                                ("breaker_threshold", 5, 1)):
         count = params.get(name, default)
         if count < low:
-            _bad(name, f"must be >= {low}, got {count!r}")
+            problems.append(_bad(name, f"must be >= {low}, got {count!r}"))
     extra = params.get("params")
     if extra is not None and not isinstance(extra, Mapping):
-        _bad("params", f"must be a mapping of extra JSON fields, got {extra!r}")
+        problems.append(_bad("params", f"must be a mapping of extra JSON fields, got {extra!r}"))
     # each request sets these itself: a value given here was replaced without a word
     for key, what in (("query", "the question"), ("query_id", "the question's id"),
                       ("metadata", "the question's metadata")):
-        if extra is not None and key in extra:
+        if isinstance(extra, Mapping) and key in extra:
             detail = f"set by ragbench in each request ({what}); leave it out"
-            raise ParamValueError(f"params.{key} is {detail}", path=("params", key),
-                                  detail=detail)
+            problems.append(ParamValueError(f"params.{key} is {detail}", path=("params", key),
+                                            detail=detail))
+    if problems:
+        raise ParamValueError.combine(problems)
 
 
-def _bad(name: str, detail: str) -> None:
-    """Refuse parameter ``name``: its key and line in a suite, ``name detail`` on its own."""
-    raise ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
+def _bad(name: str, detail: str) -> ParamValueError:
+    """Parameter ``name`` refused: its key and line in a suite, ``name detail`` on its own."""
+    return ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPPipeline:

@@ -47,7 +47,7 @@ import httpx
 
 from ..datasets import Document, Query
 from ..errors import ParamValueError, exception_text
-from ..http_headers import check_url_and_headers, expand_env
+from ..http_headers import expand_env, url_and_header_problems
 from ..llm.identity import strip_credentials
 from ..llm.resilience import (
     RetryPolicy,
@@ -69,28 +69,32 @@ class HTTPRetrieverError(Exception):
 
 def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
               max_backoff: Any, params: Any) -> None:
-    check_url_and_headers(url, headers)
+    """ParamValueError naming every parameter at fault (a bad URL hid a reserved request
+    parameter until it was fixed)."""
+    problems = url_and_header_problems(url, headers)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+        problems.append(_bad("timeout", f"must be a number of seconds > 0, got {timeout!r}"))
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        _bad("retries", f"must be an integer >= 0, got {retries!r}")
+        problems.append(_bad("retries", f"must be an integer >= 0, got {retries!r}"))
     for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            _bad(name, f"must be a number of seconds >= 0, got {value!r}")
+            problems.append(_bad(name, f"must be a number of seconds >= 0, got {value!r}"))
     if params is not None and not isinstance(params, Mapping):
-        _bad("params", f"must be a mapping of extra JSON fields, got {params!r}")
+        problems.append(_bad("params", f"must be a mapping of extra JSON fields, got {params!r}"))
     # each request sets these itself: a value given here was replaced without a word
     for key, what in (("query", "the query's text"), ("k", "the suite's k"),
                       ("query_id", "the query's id")):
-        if params is not None and key in params:
+        if isinstance(params, Mapping) and key in params:
             detail = f"set by ragbench in each request ({what}); leave it out"
-            raise ParamValueError(f"params.{key} is {detail}", path=("params", key),
-                                  detail=detail)
+            problems.append(ParamValueError(f"params.{key} is {detail}", path=("params", key),
+                                            detail=detail))
+    if problems:
+        raise ParamValueError.combine(problems)
 
 
-def _bad(name: str, detail: str) -> None:
-    """Refuse parameter ``name``: its key and line in a suite, ``name detail`` on its own."""
-    raise ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
+def _bad(name: str, detail: str) -> ParamValueError:
+    """Parameter ``name`` refused: its key and line in a suite, ``name detail`` on its own."""
+    return ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPRetriever:

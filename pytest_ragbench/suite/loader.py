@@ -715,8 +715,9 @@ def _parse_systems(ctx: _Ctx, data: Mapping[str, Any], known_retrievers: Sequenc
 def _system_problems(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
                      pipelines: Sequence[ComponentSpec],
                      check: SystemChecker | None) -> list[SuiteError]:
-    """What ``check`` finds wrong with each system's parameters (the registry's checks
-    name every parameter at fault; a factory's own ``ragbench_check`` stops at its first)."""
+    """What ``check`` finds wrong with each system's parameters: every parameter at fault
+    the registry's checks name, and what each factory's own ``ragbench_check`` raises (the
+    built-ins' name every one; a user's may stop at its first)."""
     if check is None:
         return []
     problems: list[SuiteError] = []

@@ -18,7 +18,7 @@ import fnmatch
 from pathlib import Path
 
 import pytest
-from test_bad_inputs_battery import LOADER_CASES, Case, alarm, write_files
+from test_bad_inputs_battery import HTTP_SUITE, LOADER_CASES, Case, alarm, sub, write_files
 
 from pytest_ragbench.errors import RagbenchError
 from pytest_ragbench.state import RagbenchState
@@ -48,3 +48,51 @@ def test_bad_input_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     matching = [line for line in text.splitlines() if fnmatch.fnmatchcase(line, case.expect)]
     assert len(matching) == 1, f"expected one line matching {case.expect!r}, got " \
                                f"{len(matching)}:\n{text}"
+
+
+# -- every problem of a suite in its one error ---------------------------------------------------
+
+
+def all_lines(config: pytest.Config, root: Path, suite: str,
+              monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The lines of the one collection error of ``suite`` (beside the battery's files)."""
+    monkeypatch.chdir(root)
+    write_files(root, Case("all", "*", suite=suite), monkeypatch)
+    text = str(collection_error(config, root / "suite.yaml"))
+    assert "Traceback" not in text, text
+    return text.splitlines()
+
+
+def test_an_http_components_own_check_reports_every_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """The http retriever's and pipeline's own checks stopped at their first problem: a bad
+    URL hid a bad header, a reserved request parameter and a bad limit, each met a run
+    later."""
+    suite = sub(sub(HTTP_SUITE, "http://127.0.0.1:9/search", "localhost/search"),
+                "timeout: 5", "timeout: 0\n    headers: {X A: '1', B: ' x'}") + (
+        "pipelines:\n"                                             # 17
+        "  app:\n"                                                 # 18
+        "    type: http\n"                                         # 19
+        "    url: ftp://127.0.0.1:9/answer\n"                      # 20
+        "    retries: -1\n"                                        # 21
+        "    params: {query_id: 1, metadata: {}}\n"                # 22
+    )
+    suite = sub(suite, "      index: main", "      index: main\n      k: 3")
+    lines = all_lines(pytestconfig, tmp_path, suite, monkeypatch)
+    assert [line.partition("suite.yaml:")[2] for line in lines] == [
+        "9: retrievers.svc.url: must be an http(s) URL with a host, got 'localhost/search'",
+        "10: retrievers.svc.timeout: must be a number of seconds > 0, got 0",
+        "11: retrievers.svc.headers: 'X A' is not a valid header name (letters, digits and "
+        "!#$%&'*+.^_`|~- only)",
+        "11: retrievers.svc.headers.B: the value starts or ends with a space or tab (a pasted "
+        "key's?)",
+        "14: retrievers.svc.params.k: set by ragbench in each request (the suite's k); leave "
+        "it out",
+        "20: pipelines.app.url: must be an http(s) URL with a host, got "
+        "'ftp://127.0.0.1:9/answer'",
+        "21: pipelines.app.retries: must be >= 0, got -1",
+        "22: pipelines.app.params.query_id: set by ragbench in each request (the question's "
+        "id); leave it out",
+        "22: pipelines.app.params.metadata: set by ragbench in each request (the question's "
+        "metadata); leave it out",
+    ], "\n".join(lines)
