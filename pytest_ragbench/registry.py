@@ -465,11 +465,20 @@ class Registry:
         if callable(checker) and checked is not None:
             # what the component's own check finds is listed beside the parameters refused
             # above, not found a run later once they are fixed
-            given, whole = checked
-            found = _checker_problems(checker, given, ctx, kind, type_name)
-            # with a refused parameter held back, what the check says about the component
-            # as a whole ("needs 'object'") may be that parameter's absence
-            problems += found if whole else [p for p in found if p.path]
+            given, held = checked
+            try:
+                found = _checker_problems(checker, given, ctx, kind, type_name)
+            except Exception:
+                if not held:
+                    raise
+                # a check written for a complete spec may trip over a held-back required
+                # parameter's absence (params["url"]): it has nothing to say until that
+                # parameter is fixed
+                found = []
+            # with a parameter held back, what the check says of it, or of the component
+            # as a whole ("needs 'object'"), may be that parameter's absence
+            problems += [p for p in found if not held
+                         or (p.path and str(p.path[0]) not in held)]
         if problems:
             raise ComponentError.combine(problems)
 
@@ -654,24 +663,25 @@ def display_name(param: str) -> str:
 
 
 def _checkable(factory: Callable[..., Any], params: Mapping[str, Any],
-               refused: Sequence[ComponentError]) -> tuple[dict[str, Any], bool] | None:
+               refused: Sequence[ComponentError]) -> tuple[dict[str, Any], frozenset[str]] | None:
     """The parameters a factory's ``ragbench_check`` is given beside the ``refused`` ones,
-    and whether they are all those the factory would get: all of them when none is refused,
+    and the keys held back from it: all of them and none held back when none is refused,
     else those accepted and not refused (the check sees its defaults for the others, so it
-    neither repeats nor trips over them); None when a required parameter is missing or
-    refused, which the check would only report again."""
+    neither repeats nor trips over them), with the refused ones it accepts and the required
+    ones missing held back. None when the factory takes ``**kwargs`` (nothing is refused
+    then)."""
     if not refused:
-        return dict(params), True
+        return dict(params), frozenset()
     sig = signature_params(factory)
-    if sig is None or any(not p.path for p in refused):
+    if sig is None:
         return None
     accepted, required = sig
-    faulty = {str(p.path[0]) for p in refused}
-    if faulty & {display_name(r) for r in required}:
-        return None
+    faulty = {str(p.path[0]) for p in refused if p.path}
     known = {display_name(a) for a in accepted if a != "context"}
+    missing = {display_name(r) for r in required
+               if r not in CONTEXT_PARAMS and display_name(r) not in params}
     given = {k: v for k, v in params.items() if k in known and k not in faulty}
-    return given, not (faulty & known)
+    return given, frozenset((faulty & known) | missing)
 
 
 def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: BuildContext,

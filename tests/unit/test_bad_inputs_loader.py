@@ -18,7 +18,15 @@ import fnmatch
 from pathlib import Path
 
 import pytest
-from test_bad_inputs_battery import HTTP_SUITE, LOADER_CASES, Case, alarm, sub, write_files
+from test_bad_inputs_battery import (
+    HTTP_SUITE,
+    LOADER_CASES,
+    SUITE,
+    Case,
+    alarm,
+    sub,
+    write_files,
+)
 
 from pytest_ragbench.errors import RagbenchError
 from pytest_ragbench.state import RagbenchState
@@ -95,4 +103,70 @@ def test_an_http_components_own_check_reports_every_problem(
         "id); leave it out",
         "22: pipelines.app.params.metadata: set by ragbench in each request (the question's "
         "metadata); leave it out",
+    ], "\n".join(lines)
+
+
+OWN_CHECK = '''\
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_ragbench.errors import ParamValueError
+
+
+class Svc:
+    def __init__(self, *, endpoint: str, mode: str = "fast") -> None:
+        self.endpoint = endpoint
+
+    @staticmethod
+    def ragbench_check(params: Mapping[str, Any], context: Any) -> None:
+        if params.get("mode", "fast") not in ("fast", "slow"):
+            raise ParamValueError("mode must be fast or slow", path=("mode",),
+                                  detail="must be fast or slow")
+        # written for a complete spec: its required parameter is there
+        if not params["endpoint"].startswith("svc://"):
+            raise ValueError("endpoint must start with svc://")
+'''
+
+
+def test_a_components_own_check_runs_beside_a_missing_or_mistyped_required_parameter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """A component's own check was skipped while a required parameter was missing or
+    mistyped: the http retriever's reserved params.query or the pipeline's bad retries showed
+    only once url was given, a run later. It runs on the parameters that are valid; what it
+    says of the held-back one (or of the whole component) is left out, and a check that
+    trips over its absence is no traceback."""
+    (tmp_path / "own_check_mod.py").write_text(OWN_CHECK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = sub(SUITE, "  bm25: {k1: 0.9, b: 0.4}",
+                "  svc:\n"                                         # 7
+                "    type: http\n"                                 # 8
+                "    params: {query: x}\n"                         # 9
+                "  typed:\n"                                       # 10
+                "    type: http\n"                                 # 11
+                "    url: 3\n"                                     # 12
+                "    params: {k: 3}\n"                             # 13
+                "  own:\n"                                         # 14
+                "    type: own_check_mod:Svc\n"                    # 15
+                "    mode: medium") + (                            # 16
+        "pipelines:\n"                                             # 19
+        "  app:\n"                                                 # 20
+        "    type: http\n"                                         # 21
+        "    retries: -1\n"                                        # 22
+    )
+    lines = all_lines(pytestconfig, tmp_path, suite, monkeypatch)
+    assert [line.partition("suite.yaml:")[2] for line in lines] == [
+        "7: retrievers.svc: retriever 'http' is missing required parameter(s) url; it accepts: "
+        "url, headers, timeout, retries, backoff, max_backoff, params",
+        "9: retrievers.svc.params.query: set by ragbench in each request (the query's text); "
+        "leave it out",
+        "12: retrievers.typed.url: expected a string, got 3",
+        "13: retrievers.typed.params.k: set by ragbench in each request (the suite's k); leave "
+        "it out",
+        "14: retrievers.own: retriever 'own_check_mod:Svc' is missing required parameter(s) "
+        "endpoint; it accepts: endpoint, mode",
+        "16: retrievers.own.mode: must be fast or slow",
+        "20: pipelines.app: pipeline 'http' is missing required parameter(s) url; it accepts: "
+        "url, headers, timeout, retries, backoff, max_backoff, concurrency, breaker_threshold, "
+        "breaker_reset, params",
+        "22: pipelines.app.retries: must be >= 0, got -1",
     ], "\n".join(lines)
