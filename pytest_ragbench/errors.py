@@ -196,7 +196,8 @@ def validation_message(error: dict[str, object]) -> str:
     if kind in simple:
         return f"{simple[str(kind)]}, {got}"
     if kind == "extra_forbidden":
-        return "unknown key"
+        # the schema's closed mappings put what was meant in the key's stand-in value
+        return str(getattr(value, "unknown_key_message", "unknown key"))
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, {got}"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",

@@ -323,12 +323,27 @@ class _Model(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and cls.model_config.get("extra") == "forbid":
+        if isinstance(data, Mapping) and cls.model_config.get("extra") == "forbid" and any(
+                key not in cls.model_fields for key in data):
+            # not raised here: that ended the mapping's validation, so a typo of one key
+            # hid every other problem of the document until it was fixed; pydantic reports
+            # each unknown key (extra_forbidden) beside them, its value saying what was meant
             known = list(cls.model_fields)
-            for key in data:
-                if key not in cls.model_fields:
-                    raise fail(unknown_key_message(key, known), str(key))
+            return {key: value if key in cls.model_fields
+                    else UnknownKey(unknown_key_message(key, known))
+                    for key, value in data.items()}
         return data
+
+
+class UnknownKey:
+    """Stands for an unknown key's value while a closed mapping is validated: the input of
+    pydantic's error for the key, whose ``unknown_key_message`` names the keys expected."""
+
+    def __init__(self, message: str) -> None:
+        self.unknown_key_message = message
+
+    def __repr__(self) -> str:
+        return "<unknown key>"
 
 
 def unknown_key_message(key: Any, known: list[str]) -> str:

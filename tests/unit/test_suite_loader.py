@@ -198,6 +198,31 @@ def test_metric_parameters_go_through_the_same_check(folder):
     assert text.endswith("suite.yaml:7: metrics[0].lambda: expected a finite number, got inf")
 
 
+def test_an_unknown_key_hides_no_other_problem_of_the_schema(folder):
+    """An unknown key ended the validation of its mapping: the next unknown key, a bad
+    case_timeout, a bad k and an unknown dataset key beside it showed a run later each."""
+    text = message(write(folder, GOOD.replace("bm25: {}", "bm25: {case_timeout: soon}")
+                         .replace("  queries: queries.jsonl", "  queries: queries.jsonl\n"
+                                                              "  split: 3\n  qrel: q.tsv")
+                         + "seeed: 3\nk: many\nkk: 4\n"))
+    lines = [line.partition("suite.yaml:")[2] for line in text.splitlines()]
+    assert lines == [
+        "5: dataset.split: expected a non-empty string, got 3",
+        "6: dataset.qrel: unknown key 'qrel' (did you mean 'qrels'?) (expected one of: "
+        "answer_field, corpus, documents, hf, ir_datasets, items, max_queries, name, path, "
+        "qrels, queries, query_ids, split)",
+        "8: retrievers.bm25.case_timeout: expected a number, got string",
+        "10: seeed: unknown key 'seeed' (did you mean 'seed'?) (expected one of: baseline, "
+        "cache, dataset, description, embedder, gates, generation, judge, k, llm, max_cost, "
+        "metrics, name, pipelines, prices, record_depth, retrievers, runs, seed, thresholds, "
+        "xfail)",
+        "11: k: expected a positive integer, got 'many'",
+        "12: kk: unknown key 'kk' (did you mean 'k'?) (expected one of: baseline, cache, "
+        "dataset, description, embedder, gates, generation, judge, k, llm, max_cost, metrics, "
+        "name, pipelines, prices, record_depth, retrievers, runs, seed, thresholds, xfail)",
+    ], text
+
+
 # -- the parser never raises anything but SuiteError ------------------------------------------
 
 yaml_text = st.text(alphabet=st.sampled_from(list("ab:- \n[]{},&*!|>'\"#%@`?0.\t")),
