@@ -18,7 +18,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -430,10 +430,11 @@ class _Ctx:
                           line=self.lines.get(path))
 
 
-def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
-    """The problems of a validation error as the suite's one error, a line each in the
-    order of the file: every one, not the first only (a user fixed one, ran again and met the
-    next); one per key (the first pydantic names for it)."""
+def validation_problems(exc: ValidationError, data: Any, ctx: _Ctx
+                        ) -> dict[KeyPath, SuiteError]:
+    """The problems of a validation error by key path: every one, not the first only (a
+    user fixed one, ran again and met the next); one per key (the first pydantic names for
+    it)."""
     required = required_keys()
     found: dict[tuple[Any, ...], SuiteError] = {}
     for err in exc.errors():
@@ -445,7 +446,7 @@ def validation_error(exc: ValidationError, data: Any, ctx: _Ctx) -> SuiteError:
                                         f"({required[str(path[0])]})")
         else:
             found[path] = ctx.error(path, validation_message(dict(err)))
-    return one_error(list(found.values()))
+    return found
 
 
 # -- load -------------------------------------------------------------------------------------
@@ -508,15 +509,19 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
             raise ctx.error((SCHEMA_KEY,), "expected the URL or path of the suite's JSON "
                                            f"Schema, got {type_name(data[SCHEMA_KEY])}")
         data = {k: v for k, v in data.items() if k != SCHEMA_KEY}
+    resolver = metric_resolver or _default_metric_resolver()
     try:
         model = SuiteModel.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, data, ctx) from None
+        found = validation_problems(exc, data, ctx)
+        # the components' checks do not wait for the schema's problems to be fixed
+        raise one_error([*found.values(), *_component_problems(
+            ctx, data, found, known_retrievers, known_pipelines, resolver, check_system)]
+                        ) from None
 
     name = model.name or path.name.split(".")[0]
     problems: list[SuiteError] = []
-    metrics = _parse_metrics(ctx, data["metrics"],
-                             metric_resolver or _default_metric_resolver(), problems)
+    metrics = _parse_metrics(ctx, data["metrics"], resolver, problems)
     if problems:
         # the systems do not depend on the metrics: their problems go in the same error
         try:
@@ -701,39 +706,78 @@ def one_error(problems: Sequence[SuiteError]) -> SuiteError:
 
 
 def _parse_systems(ctx: _Ctx, data: Mapping[str, Any], known_retrievers: Sequence[str] | None,
-                   known_pipelines: Sequence[str] | None,
+                   known_pipelines: Sequence[str] | None, held: frozenset[KeyPath] = frozenset(),
                    ) -> tuple[tuple[ComponentSpec, ...], tuple[ComponentSpec, ...]]:
-    """The ``retrievers:`` and ``pipelines:`` sections."""
-    retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers)
-                  if data.get("retrievers") is not None else ())
-    pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline")
-                 if data.get("pipelines") is not None else ())
+    """The ``retrievers:`` and ``pipelines:`` sections (``held``: see
+    :func:`_parse_retrievers`; a section held as a whole is left out)."""
+    retrievers = (_parse_retrievers(ctx, data["retrievers"], known_retrievers, held=held)
+                  if data.get("retrievers") is not None and ("retrievers",) not in held
+                  else ())
+    pipelines = (_parse_retrievers(ctx, data["pipelines"], known_pipelines, kind="pipeline",
+                                   held=held)
+                 if data.get("pipelines") is not None and ("pipelines",) not in held else ())
     _check_system_names(ctx, retrievers, pipelines)
     return retrievers, pipelines
 
 
+#: The sections whose entries the registry checks (each entry on its own).
+_COMPONENT_SECTIONS = ("metrics", "retrievers", "pipelines")
+
+
+def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[KeyPath],
+                        known_retrievers: Sequence[str] | None,
+                        known_pipelines: Sequence[str] | None, resolve: MetricResolver,
+                        check: SystemChecker | None) -> list[SuiteError]:
+    """What the metrics' and the systems' checks find in a document the schema refused at
+    ``refused`` (key paths): every entry the schema accepted is checked, so that its
+    problems are listed beside the schema's, not met a run later. An entry (or a section
+    as a whole) the schema refused is not, but for a system's ``case_timeout``, which is not
+    a parameter of the component: what it holds is not what the checks expect."""
+    held = frozenset(tuple(p[:2]) for p in refused if p and p[0] in _COMPONENT_SECTIONS and (
+        # a system's case_timeout is the schema's alone: the rest of the entry is checkable
+        p[0] == "metrics" or len(p) < 3 or p[2] in ("type", "name")))
+    problems: list[SuiteError] = []
+    if data.get("metrics") is not None and ("metrics",) not in held:
+        try:
+            _parse_metrics(ctx, data["metrics"], resolve, problems, held)
+        except SuiteError as exc:
+            problems.append(exc)
+    try:
+        retrievers, pipelines = _parse_systems(ctx, data, known_retrievers, known_pipelines,
+                                               held)
+    except SuiteError as exc:
+        return [*problems, exc]
+    problems += _system_problems(ctx, [r for r in retrievers if r.path not in held],
+                                 [p for p in pipelines if p.path not in held], check,
+                                 retrievers)
+    return problems
+
+
 def _system_problems(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
-                     pipelines: Sequence[ComponentSpec],
-                     check: SystemChecker | None) -> list[SuiteError]:
+                     pipelines: Sequence[ComponentSpec], check: SystemChecker | None,
+                     siblings: Sequence[ComponentSpec] | None = None) -> list[SuiteError]:
     """What ``check`` finds wrong with each system's parameters: every parameter at fault
     the registry's checks name, and what each factory's own ``ragbench_check`` raises (the
-    built-ins' name every one; a user's may stop at its first)."""
+    built-ins' name every one; a user's may stop at its first). ``siblings``: the suite's
+    retrievers a check may look up (default: ``retrievers``)."""
     if check is None:
         return []
     problems: list[SuiteError] = []
     for kind, spec in [*(("retriever", r) for r in retrievers),
                        *(("pipeline", p) for p in pipelines)]:
         try:
-            check(kind, spec, retrievers)
+            check(kind, spec, retrievers if siblings is None else siblings)
         except ComponentError as exc:
             problems += spec.errors(ctx.file, exc)
     return problems
 
 
 def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver,
-                   problems: list[SuiteError] | None = None) -> tuple[MetricSpec, ...]:
+                   problems: list[SuiteError] | None = None,
+                   held: frozenset[KeyPath] = frozenset()) -> tuple[MetricSpec, ...]:
     """The ``metrics:`` section; each entry's problem goes into ``problems`` when given (the
-    rest are still read), else the first is raised."""
+    rest are still read), else the first is raised. The entries at ``held`` (refused by the
+    schema) are left out."""
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
         if not value:
@@ -741,6 +785,8 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver,
                                           "e.g. [ndcg@10]")
     out: list[MetricSpec] = []
     for i, item in enumerate(value):
+        if ("metrics", i) in held:
+            continue
         # A mapping entry carries parameters: {name: temporal_ndcg@10, lambda: 0.5}.
         params: Mapping[str, Any] = {}
         if isinstance(item, Mapping):
@@ -770,9 +816,14 @@ def _parse_metrics(ctx: _Ctx, value: Any, resolve: MetricResolver,
 
 
 def _parse_retrievers(
-    ctx: _Ctx, value: Any, known: Sequence[str] | None, kind: str = "retriever"
+    ctx: _Ctx, value: Any, known: Sequence[str] | None, kind: str = "retriever",
+    held: frozenset[KeyPath] = frozenset(),
 ) -> tuple[ComponentSpec, ...]:
-    """The ``retrievers:`` (or, with ``kind="pipeline"``, ``pipelines:``) section."""
+    """The ``retrievers:`` (or, with ``kind="pipeline"``, ``pipelines:``) section.
+
+    The entries at ``held`` are those the schema refused: what can be read of them is kept
+    (a hybrid retriever's check looks its siblings up), unchecked; the rest are dropped.
+    """
     section = f"{kind}s"
     entries: list[tuple[str, Mapping[str, Any], tuple[Any, ...]]] = []
     if isinstance(value, str):
@@ -780,6 +831,8 @@ def _parse_retrievers(
     elif isinstance(value, list):
         for i, item in enumerate(value):
             if isinstance(item, Mapping):
+                if "name" not in item:  # only where the schema refused the entry
+                    continue
                 params = {k: v for k, v in item.items() if k != "name"}
                 entries.append((str(item["name"]), params, (section, i)))
             else:
@@ -788,14 +841,18 @@ def _parse_retrievers(
         for rname, params in value.items():
             entries.append((str(rname), params if params is not None else {},
                             (section, str(rname))))
-    if not entries:
+    if not entries and not held:
         raise ctx.error((section,), f"expected at least one {kind}")
 
     out: list[ComponentSpec] = []
     seen: set[str] = set()
     for rname, params, path in entries:
+        if path in held and not isinstance(params, Mapping):
+            continue
         if (not rname or has_control_characters(rname)
                 or any(c in ":/[]" or c.isspace() for c in rname)):
+            if path in held:
+                continue
             raise ctx.error(path, f"{kind} name {rname!r} must be non-empty and contain no "
                                   "':', '/', '[', ']', spaces or control characters (it is "
                                   "part of test ids)")
@@ -803,12 +860,14 @@ def _parse_retrievers(
             raise ctx.error(path, f"{kind} name {rname!r} is used twice")
         seen.add(rname)
         rtype = str(params.get("type") or rname).strip()
-        if known is not None and ":" not in rtype and rtype not in known:
+        if (known is not None and ":" not in rtype and rtype not in known
+                and path not in held):
             raise ctx.error(
                 (*path, "type") if "type" in params else path,
                 f"unknown {kind} {rtype!r}{did_you_mean(rtype, known)} "
                 f"(known: {', '.join(sorted(known))}; or 'package.module:Factory')",
             )
+        timeout = params.get("case_timeout")
         out.append(
             ComponentSpec(
                 name=rname,
@@ -818,8 +877,9 @@ def _parse_retrievers(
                 line=ctx.lines.get(path),
                 path=path,
                 lines=ctx.lines,
-                timeout=None if params.get("case_timeout") is None
-                else float(params["case_timeout"]),
+                # a case_timeout the schema refused is its problem, not this one's
+                timeout=float(timeout) if isinstance(timeout, int | float)
+                and not isinstance(timeout, bool) else None,
             )
         )
     return tuple(out)

@@ -170,3 +170,40 @@ def test_a_components_own_check_runs_beside_a_missing_or_mistyped_required_param
         "breaker_reset, params",
         "22: pipelines.app.retries: must be >= 0, got -1",
     ], "\n".join(lines)
+
+
+def test_schema_errors_and_component_checks_are_one_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """A schema error (an unknown top-level key, a bad case_timeout) ended the suite's check
+    before its components were looked at: a bad bm25 parameter, an http pipeline's bad URL
+    and a metric's bad parameter showed a run later; and an unknown key hid every other
+    schema problem (the next unknown key, a case_timeout). The components the schema accepts
+    are checked beside it; one whose type it refuses is not."""
+    suite = sub(SUITE, "  bm25: {k1: 0.9, b: 0.4}",
+                "  bm25: {k1: fast, b: 0.4}\n"                     # 7
+                "  slow: {type: bm25, k1: slow, case_timeout: soon}\n"  # 8
+                "  typed: {type: 3, k1: fast}")                      # 9
+    suite = sub(suite, "metrics: [ndcg@10, recall@10]",
+                "metrics: [ndcg@10, {name: temporal_ndcg@10, lambda: high}]")  # 10
+    suite += (
+        "pipelines:\n"                                             # 12
+        "  app: {type: http, url: 'localhost/answer'}\n"           # 13
+        "seeed: 3\n"                                               # 14
+        "kk: 4\n"                                                  # 15
+    )
+    lines = all_lines(pytestconfig, tmp_path, suite, monkeypatch)
+    expected = [
+        "7: retrievers.bm25.k1: expected a number, got 'fast'",
+        "8: retrievers.slow.case_timeout: expected a number, got string",
+        "8: retrievers.slow.k1: expected a number, got 'slow'",
+        # not checked: which retriever is it?
+        "9: retrievers.typed.type: expected a non-empty string, got 3",
+        "10: metrics[[]1[]].lambda: expected a number, got 'high'",
+        "13: pipelines.app.url: must be an http(s) URL with a host, got 'localhost/answer'",
+        "14: seeed: unknown key 'seeed' (did you mean 'seed'?) (expected one of: *)",
+        "15: kk: unknown key 'kk' (did you mean 'k'?) (expected one of: *)",
+    ]
+    found = [line.partition("suite.yaml:")[2] for line in lines]
+    assert len(found) == len(expected) and all(
+        fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), \
+        "\n".join(lines)
