@@ -531,37 +531,43 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         else:
             problems += _system_problems(ctx, *systems, check_system)
         raise one_error(problems)
-    baseline = _parse_baseline(ctx, data.get("baseline") or {})
-    by_name = {m.name: m for m in metrics}
-    _check_tolerance_metrics(ctx, baseline, by_name)
-    default_k = max([m.k for m in metrics if m.k] + [10])
-    if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
-        default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
-    k = model.k if model.k is not None else default_k
-    # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
-    if model.k is not None and data.get("retrievers"):
-        _check_cutoffs(ctx, metrics, model.k)
-
     retrievers, pipelines = _parse_systems(ctx, data, known_retrievers, known_pipelines)
-    systems = [s.name for s in (*retrievers, *pipelines)]
-    rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
-    threshold_places: list[tuple[str, int | None]] = []
-    gate_places: list[tuple[str, int | None]] = []
-    checks = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
-                          systems, threshold_places)
-    # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
-    thresholds = tuple(g for g in checks if isinstance(g, Gate))
-    threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
-                        if isinstance(g, Gate)]
-    gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
-                         gate_places)
+    # the components' checks do not wait for the rest of the suite to be right: a bad gate
+    # or a missing dataset file hid a bad bm25 parameter until it was fixed
     problems = _system_problems(ctx, retrievers, pipelines, check_system)
+    try:
+        baseline = _parse_baseline(ctx, data.get("baseline") or {})
+        by_name = {m.name: m for m in metrics}
+        _check_tolerance_metrics(ctx, baseline, by_name)
+        default_k = max([m.k for m in metrics if m.k] + [10])
+        if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
+            default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
+        k = model.k if model.k is not None else default_k
+        # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
+        if model.k is not None and data.get("retrievers"):
+            _check_cutoffs(ctx, metrics, model.k)
+
+        systems = [s.name for s in (*retrievers, *pipelines)]
+        rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
+        threshold_places: list[tuple[str, int | None]] = []
+        gate_places: list[tuple[str, int | None]] = []
+        checks = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
+                              systems, threshold_places)
+        # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
+        thresholds = tuple(g for g in checks if isinstance(g, Gate))
+        threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
+                            if isinstance(g, Gate)]
+        gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
+                             gate_places)
+        dataset = _parse_dataset(ctx, data["dataset"], path.parent, name)
+    except SuiteError as exc:
+        raise one_error([exc, *problems]) from None
     if problems:
         raise one_error(problems)
     return Suite(
         name=name,
         path=path,
-        dataset=_parse_dataset(ctx, data["dataset"], path.parent, name),
+        dataset=dataset,
         retrievers=retrievers,
         pipelines=pipelines,
         metrics=metrics,

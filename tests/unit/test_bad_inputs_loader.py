@@ -207,3 +207,23 @@ def test_schema_errors_and_component_checks_are_one_error(
     assert len(found) == len(expected) and all(
         fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), \
         "\n".join(lines)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (("k: 10", "k: 10\ngates: {ndcg@10: '>= banana'}"),
+     "10: gates.ndcg@10: cannot parse '>= banana': *"),
+    (("queries: queries.jsonl", "queries: missing.jsonl"),
+     "4: dataset.queries: * not found*missing.jsonl"),
+])
+def test_the_rest_of_a_suites_problems_and_component_checks_are_one_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config,
+        change: tuple[str, str], problem: str) -> None:
+    """A bad gate or a missing dataset file ended the suite's check before its components'
+    problems were reported: a bad bm25 parameter showed a run later."""
+    suite = sub(sub(SUITE, "  bm25: {k1: 0.9, b: 0.4}", "  bm25: {k1: fast, b: 0.4}"), *change)
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    expected = sorted(["7: retrievers.bm25.k1: expected a number, got 'fast'", problem],
+                      key=lambda e: int(e.partition(":")[0]))
+    assert len(found) == 2 and all(
+        fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), found
