@@ -741,7 +741,7 @@ def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[Ke
     a parameter of the component: what it holds is not what the checks expect."""
     held = frozenset(tuple(p[:2]) for p in refused if p and p[0] in _COMPONENT_SECTIONS and (
         # a system's case_timeout is the schema's alone: the rest of the entry is checkable
-        p[0] == "metrics" or len(p) < 3 or p[2] in ("type", "name")))
+        p[0] == "metrics" or len(p) < 3 or p[2] != "case_timeout"))
     problems: list[SuiteError] = []
     if data.get("metrics") is not None and ("metrics",) not in held:
         try:
@@ -753,6 +753,9 @@ def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[Ke
                                                held)
     except SuiteError as exc:
         return [*problems, exc]
+    except (AttributeError, TypeError, ValueError):
+        # an entry the schema refused read as one it accepted: the schema's problems say it
+        return problems
     problems += _system_problems(ctx, [r for r in retrievers if r.path not in held],
                                  [p for p in pipelines if p.path not in held], check,
                                  retrievers)
@@ -853,7 +856,9 @@ def _parse_retrievers(
     out: list[ComponentSpec] = []
     seen: set[str] = set()
     for rname, params, path in entries:
-        if path in held and not isinstance(params, Mapping):
+        if held and not isinstance(params, Mapping):
+            # refused by the schema, though not found at this path (a key pydantic reads
+            # otherwise, a lone surrogate)
             continue
         if (not rname or has_control_characters(rname)
                 or any(c in ":/[]" or c.isspace() for c in rname)):

@@ -326,6 +326,18 @@ def test_any_document_is_a_suite_or_one_suite_error(folder: Path, document: dict
         assert str(exc).startswith(str(path))
 
 
+def test_an_entry_the_schema_refused_is_not_read_as_a_component(folder: Path) -> None:
+    """The components the schema accepts are checked beside its problems; one it refused
+    under a key pydantic names otherwise (a character outside the BMP, which JSON writes as
+    a surrogate pair) was read as a retriever, an AttributeError instead of the error."""
+    path = folder / "suite.yaml"
+    path.write_text(json.dumps({
+        "dataset": {"corpus": "corpus.jsonl", "queries": "queries.jsonl"},
+        "retrievers": {"\U00010000": False, "bm25": {}}, "metrics": ["ndcg@10"]}))
+    text = message(path)
+    assert text.startswith(f"{path}:1: retrievers.") and "expected a mapping" in text, text
+
+
 def test_dataset_paths_that_loop_or_are_the_wrong_kind_name_the_entry(tmp_path: Path) -> None:
     (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
