@@ -533,7 +533,8 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         raise one_error(problems)
     retrievers, pipelines = _parse_systems(ctx, data, known_retrievers, known_pipelines)
     # the components' checks do not wait for the rest of the suite to be right: a bad gate
-    # or a missing dataset file hid a bad bm25 parameter until it was fixed
+    # or a missing dataset file hid a bad bm25 parameter until it was fixed (and the
+    # registered LLMs', which a run checks once the suite loads)
     problems = _system_problems(ctx, retrievers, pipelines, check_system)
     try:
         baseline = _parse_baseline(ctx, data.get("baseline") or {})
@@ -561,7 +562,8 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
                              gate_places)
         dataset = _parse_dataset(ctx, data["dataset"], path.parent, name)
     except SuiteError as exc:
-        raise one_error([exc, *problems]) from None
+        raise one_error([exc, *problems, *_registered_problems(
+            ctx, data, (), check_system, retrievers)]) from None
     if problems:
         raise one_error(problems)
     return Suite(
@@ -759,6 +761,47 @@ def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[Ke
     problems += _system_problems(ctx, [r for r in retrievers if r.path not in held],
                                  [p for p in pipelines if p.path not in held], check,
                                  retrievers)
+    return problems + _registered_problems(ctx, data, refused, check, retrievers)
+
+
+#: Where a suite names an LLM or embedder, which may be of a registered type.
+_PROVIDERS = ((("llm",), "llm"), (("judge", "llm"), "llm"), (("embedder",), "embedder"))
+
+
+def _registered_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[KeyPath],
+                         check: SystemChecker | None,
+                         retrievers: Sequence[ComponentSpec]) -> list[SuiteError]:
+    """What ``check`` finds wrong with each LLM or embedder of a registered type the suite
+    names (a run checks them once the suite loads, which a schema error stops), where the
+    schema accepted its section."""
+    from ..answers.config import split_call_keys
+    from .schema import BUILTIN_EMBEDDERS, BUILTIN_LLMS
+
+    if check is None:
+        return []
+    refused = list(refused)
+    problems: list[SuiteError] = []
+    for where, kind in _PROVIDERS:
+        spec: Any = data
+        for key in where:
+            spec = spec.get(key) if isinstance(spec, Mapping) else None
+        type_name = spec.get("type") if isinstance(spec, Mapping) else None
+        builtins = BUILTIN_LLMS if kind == "llm" else BUILTIN_EMBEDDERS
+        if (not isinstance(type_name, str) or type_name in builtins
+                or any(p[:len(where)] == where for p in refused)):
+            continue
+        try:
+            params, _ = split_call_keys(kind, type_name,
+                                        {k: v for k, v in spec.items() if k != "type"})
+        except ComponentError:
+            continue  # the schema's to say
+        component = ComponentSpec(name=where[-1], type=type_name, params=params,
+                                  key=key_str(where), line=ctx.lines.get(where), path=where,
+                                  lines=ctx.lines)
+        try:
+            check(kind, component, retrievers)
+        except ComponentError as exc:
+            problems += component.errors(ctx.file, exc)
     return problems
 
 

@@ -227,3 +227,48 @@ def test_the_rest_of_a_suites_problems_and_component_checks_are_one_error(
                       key=lambda e: int(e.partition(":")[0]))
     assert len(found) == 2 and all(
         fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), found
+
+
+OWN_LLM = '''\
+class MyLLM:
+    def __init__(self, model: str, temperature: float = 0.0) -> None:
+        self.model = model
+
+    def complete(self, messages, **kwargs):
+        return "x"
+'''
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ("seeed: 3\n",
+     "16: seeed: unknown key 'seeed' (did you mean 'seed'?) (expected one of: *)"),
+    ("gates: {ndcg@10: '>= banana'}\n", "16: gates.ndcg@10: cannot parse '>= banana': *"),
+])
+def test_a_suites_problem_and_a_registered_llms_problems_are_one_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config,
+        line: str, problem: str) -> None:
+    """A registered LLM's (or judge LLM's) bad parameters are checked when the suite is run,
+    so a problem of the suite file (an unknown key, a bad gate) hid them: they showed a run
+    later."""
+    (tmp_path / "own_llm_mod.py").write_text(OWN_LLM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = sub(SUITE, "[ndcg@10, recall@10]", "[ndcg@10, token_f1, faithfulness]") + (
+        "llm:\n"                                                   # 10
+        "  type: own_llm_mod:MyLLM\n"                              # 11
+        "  temperature: hot\n"                                     # 12
+        "  concurrency: 2\n"                                       # 13
+        "judge:\n"                                                 # 14
+        "  llm: {type: 'own_llm_mod:MyLLM', model: j, temprature: 0}\n"  # 15
+    ) + line                                                       # 16
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    expected = [
+        "10: llm: llm 'own_llm_mod:MyLLM' is missing required parameter(s) model; it accepts: "
+        "model, temperature",
+        "12: llm.temperature: expected a number, got 'hot'",
+        "15: judge.llm.temprature: llm 'own_llm_mod:MyLLM' got unknown parameter(s) "
+        "temprature (did you mean 'temperature'?); it accepts: model, temperature",
+        problem,
+    ]
+    assert len(found) == len(expected) and all(
+        fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), found
