@@ -194,12 +194,13 @@ def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mi
         """)
     out = result.stdout.str()
     assert out.count("ERROR collecting suite.yaml") == 1, out
+    # in the order of the file, as the loader's problems are
     result.stdout.fnmatch_lines([
+        "*suite.yaml:5: llm: llm 'my_llm:MyLLM' is missing required parameter(s) model; it "
+        "accepts: model, temperature",
         "*suite.yaml:7: llm.modle: llm 'my_llm:MyLLM' got unknown parameter(s) modle (did you "
         "mean 'model'?); it accepts: model, temperature",
         "*suite.yaml:8: llm.temperature: expected a number, got 'hot'",
-        "*suite.yaml:5: llm: llm 'my_llm:MyLLM' is missing required parameter(s) model; it "
-        "accepts: model, temperature",
         "*suite.yaml:10: judge.llm.temperature: expected a number, got 'warm'",
     ], consecutive=True)
 

@@ -338,7 +338,7 @@ class SuiteRuntime:
                 line = keys[owner].line
             unset.setdefault(owner, []).append(
                 SuiteError(message, file=suite.path, key=key, line=line))
-        # In the order of the file; what an unset variable explains is not built again.
+        # What an unset variable explains is not built again.
         problems: list[SuiteError] = []
         for key, spec in keys.items():
             build = (self._build_system if suite.is_pipeline(spec.name)
@@ -361,6 +361,9 @@ class SuiteRuntime:
                     problem.place(suite.lines.at_key(problem.key))
             if len(problems) == 1:
                 raise problems[0]
+            # in the order of the file, as the loader's: found in another (the systems, then
+            # the llm, then the references its metrics need)
+            problems.sort(key=lambda p: (p.line is None, p.line or 0))
             raise SuiteError("\n".join(str(p) for p in problems))
         self._prepared |= todo
 

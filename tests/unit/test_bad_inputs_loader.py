@@ -272,3 +272,22 @@ def test_a_suites_problem_and_a_registered_llms_problems_are_one_error(
     ]
     assert len(found) == len(expected) and all(
         fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), found
+
+
+def test_the_problems_found_once_a_suite_loads_are_in_the_order_of_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """What the run finds once the suite loads (a registered LLM's parameters, a metric
+    without reference answers) was listed in the order it was found, the llm's line before
+    the metrics' above it, where the loader's own problems are in the order of the file."""
+    (tmp_path / "own_llm_mod.py").write_text(OWN_LLM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = sub(SUITE, "[ndcg@10, recall@10]", "[ndcg@10, token_f1]") + (
+        "llm: {type: 'own_llm_mod:MyLLM', model: m, temperature: hot}\n"  # 10
+    )
+    files = {"queries.jsonl": '{"_id": "q1", "text": "espresso grind"}\n'
+                              '{"_id": "q2", "text": "cold brew steep"}\n'}
+    monkeypatch.chdir(tmp_path)
+    write_files(tmp_path, Case("order", "*", suite=suite, files=files), monkeypatch)
+    text = str(collection_error(pytestconfig, tmp_path / "suite.yaml"))
+    found = [line.partition("suite.yaml:")[2].partition(":")[0] for line in text.splitlines()]
+    assert found == ["8", "10"], text
