@@ -276,8 +276,9 @@ def _called_hint(kind: str, type_name: str, factory: Callable[..., Any],
 
 
 def _import_failure(exc: Exception) -> str:
-    """What a module raised while imported, and where: the file and line of a SyntaxError,
-    else of the innermost frame outside importlib (its frames are frozen or its own)."""
+    """What a user's module raised while imported (or its code while called), and where:
+    the file and line of a SyntaxError, else of the innermost frame outside importlib (its
+    frames are frozen or its own)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{type(exc).__name__}: {exc.msg} (at {exc.filename}:{exc.lineno})"
     text = exception_text(exc)
@@ -466,17 +467,10 @@ class Registry:
             # what the component's own check finds is listed beside the parameters refused
             # above, not found a run later once they are fixed
             given, held = checked
-            try:
-                found = _checker_problems(checker, given, ctx, kind, type_name)
-            except Exception:
-                if not held:
-                    raise
-                # a check written for a complete spec may trip over a held-back required
-                # parameter's absence (params["url"]): it has nothing to say until that
-                # parameter is fixed
-                found = []
+            found = _checker_problems(checker, given, ctx, kind, type_name)
             # with a parameter held back, what the check says of it, or of the component
-            # as a whole ("needs 'object'"), may be that parameter's absence
+            # as a whole ("needs 'object'", a KeyError of a check written for a complete
+            # spec), may be that parameter's absence
             problems += [p for p in found if not held
                          or (p.path and str(p.path[0]) not in held)]
         if problems:
@@ -701,6 +695,11 @@ def _checker_problems(checker: Callable[..., Any], params: dict[str, Any], ctx: 
                                path=p.path, detail=p.detail) for p in exc.each()]
     except (TypeError, ValueError) as exc:
         return [ComponentError(f"{kind} {type_name!r}: {exc}")]
+    except Exception as exc:
+        # the check's own bug (a KeyError on a parameter it took for given): one line with
+        # where it was raised, not a traceback through the plugin's collection
+        return [ComponentError(f"{kind} {type_name!r}: its ragbench_check raised "
+                               f"{_import_failure(exc)}")]
     return []
 
 

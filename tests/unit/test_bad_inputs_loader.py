@@ -291,3 +291,28 @@ def test_the_problems_found_once_a_suite_loads_are_in_the_order_of_the_file(
     text = str(collection_error(pytestconfig, tmp_path / "suite.yaml"))
     found = [line.partition("suite.yaml:")[2].partition(":")[0] for line in text.splitlines()]
     assert found == ["8", "10"], text
+
+
+def test_a_components_own_check_that_raises_is_one_line_at_the_component(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """A component's own check that raised something else than a ValueError (a KeyError on
+    a parameter it took for given) was a traceback through the plugin's collection; it is
+    the component's problem, with where it was raised, as a module's import error is."""
+    (tmp_path / "raising_check_mod.py").write_text(
+        "class Svc:\n"
+        "    def __init__(self, *, endpoint: str = 'x') -> None:\n"
+        "        pass\n"
+        "\n"
+        "    @staticmethod\n"
+        "    def ragbench_check(params, context):\n"
+        "        return params['endpoint']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    suite = sub(SUITE, "  bm25: {k1: 0.9, b: 0.4}",
+                "  bm25: {k1: fast}\n  own: {type: 'raising_check_mod:Svc'}")
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    assert found == [
+        "7: retrievers.bm25.k1: expected a number, got 'fast'",
+        "8: retrievers.own: retriever 'raising_check_mod:Svc': its ragbench_check raised "
+        f"KeyError: 'endpoint' (at {tmp_path / 'raising_check_mod.py'}:7)",
+    ], found
