@@ -18,6 +18,10 @@ class SuiteError(RagbenchError):
     are known; it is what the user sees, as a usage or collection error.
     """
 
+    #: The problems an error of several lines is made of (each a line), so that it can be
+    #: merged into a larger one in the order of the file.
+    parts: tuple[SuiteError, ...] = ()
+
     def __init__(
         self,
         message: str,

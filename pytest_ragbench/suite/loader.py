@@ -536,36 +536,44 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     # or a missing dataset file hid a bad bm25 parameter until it was fixed (and the
     # registered LLMs', which a run checks once the suite loads)
     problems = _system_problems(ctx, retrievers, pipelines, check_system)
-    try:
-        baseline = _parse_baseline(ctx, data.get("baseline") or {})
-        by_name = {m.name: m for m in metrics}
-        _check_tolerance_metrics(ctx, baseline, by_name)
-        default_k = max([m.k for m in metrics if m.k] + [10])
-        if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
-            default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
-        k = model.k if model.k is not None else default_k
-        # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
-        if model.k is not None and data.get("retrievers"):
-            _check_cutoffs(ctx, metrics, model.k)
 
-        systems = [s.name for s in (*retrievers, *pipelines)]
-        rag = _parse_rag(ctx, model, metrics, path.parent, only_pipelines=not retrievers)
-        threshold_places: list[tuple[str, int | None]] = []
-        gate_places: list[tuple[str, int | None]] = []
-        checks = _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",), by_name,
-                              systems, threshold_places)
-        # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
-        thresholds = tuple(g for g in checks if isinstance(g, Gate))
-        threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
-                            if isinstance(g, Gate)]
-        gates = _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name, systems,
-                             gate_places)
-        dataset = _parse_dataset(ctx, data["dataset"], path.parent, name)
-    except SuiteError as exc:
-        raise one_error([exc, *problems, *_registered_problems(
-            ctx, data, (), check_system, retrievers)]) from None
+    def attempt(parse: Callable[[], Any]) -> Any:
+        # each part is checked whatever the others hold: a bad gate hid a bad tolerance or a
+        # missing dataset file until it was fixed, a run at a time
+        try:
+            return parse()
+        except SuiteError as exc:
+            problems.append(exc)
+            return None
+
+    by_name = {m.name: m for m in metrics}
+    baseline = attempt(lambda: _parse_baseline(ctx, data.get("baseline") or {}, by_name))
+    default_k = max([m.k for m in metrics if m.k] + [10])
+    if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
+        default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
+    k = model.k if model.k is not None else default_k
+    # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
+    if model.k is not None and data.get("retrievers"):
+        attempt(lambda: _check_cutoffs(ctx, metrics, model.k))
+
+    systems = [s.name for s in (*retrievers, *pipelines)]
+    rag = attempt(lambda: _parse_rag(ctx, model, metrics, path.parent,
+                                     only_pipelines=not retrievers))
+    threshold_places: list[tuple[str, int | None]] = []
+    gate_places: list[tuple[str, int | None]] = []
+    checks = attempt(lambda: _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",),
+                                          by_name, systems, threshold_places)) or ()
+    # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
+    thresholds = tuple(g for g in checks if isinstance(g, Gate))
+    threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
+                        if isinstance(g, Gate)]
+    gates = attempt(lambda: _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name,
+                                         systems, gate_places)) or ()
+    dataset = attempt(lambda: _parse_dataset(ctx, data["dataset"], path.parent, name))
     if problems:
-        raise one_error(problems)
+        # the registered LLMs' problems too, which a run checks only once the suite loads
+        raise one_error([*problems, *_registered_problems(ctx, data, (), check_system,
+                                                          retrievers)])
     return Suite(
         name=name,
         path=path,
@@ -592,11 +600,12 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
 
 
 def _check_cutoffs(ctx: _Ctx, metrics: Sequence[MetricSpec], k: int) -> None:
-    for i, m in enumerate(metrics):
-        if m.k is not None and m.k > k:
-            raise ctx.error(("metrics", i),
-                            f"{m.name} looks at the top {m.k} documents but each retriever "
-                            f"returns only k: {k}; raise k or lower the cutoff")
+    problems = [ctx.error(("metrics", i),
+                          f"{m.name} looks at the top {m.k} documents but each retriever "
+                          f"returns only k: {k}; raise k or lower the cutoff")
+                for i, m in enumerate(metrics) if m.k is not None and m.k > k]
+    if problems:
+        raise one_error(problems)
 
 
 def _check_system_names(ctx: _Ctx, retrievers: Sequence[ComponentSpec],
@@ -707,10 +716,13 @@ def _default_metric_resolver() -> MetricResolver:
 
 def one_error(problems: Sequence[SuiteError]) -> SuiteError:
     """Problems of one suite as its one error: a line each, in the order of the file."""
-    if len(problems) == 1:
-        return problems[0]
-    ordered = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
-    return SuiteError("\n".join(str(p) for p in ordered))
+    flat = [part for p in problems for part in (p.parts or (p,))]
+    if len(flat) == 1:
+        return flat[0]
+    ordered = sorted(flat, key=lambda p: (p.line is None, p.line or 0))
+    error = SuiteError("\n".join(str(p) for p in ordered))
+    error.parts = tuple(ordered)
+    return error
 
 
 def _parse_systems(ctx: _Ctx, data: Mapping[str, Any], known_retrievers: Sequence[str] | None,
@@ -1119,6 +1131,7 @@ def _parse_gates(
     allow_baseline = path == ("gates",)
     out: list[GateCheck] = []
     where: list[tuple[Any, ...]] = []
+    problems: list[SuiteError] = []  # every bad gate, not the first only
     if isinstance(value, list):
         for i, item in enumerate(value):
             try:
@@ -1127,7 +1140,8 @@ def _parse_gates(
                     _check_bound(check, metrics)
                     _check_scope(check, systems)
             except ValueError as exc:
-                raise ctx.error((*path, i), str(exc)) from None
+                problems.append(ctx.error((*path, i), str(exc)))
+                continue
             out += checks
             where += [(*path, i)] * len(checks)
     else:
@@ -1139,9 +1153,12 @@ def _parse_gates(
                     _check_bound(gate, metrics)
                     _check_scope(gate, systems)
                 except ValueError as exc:
-                    raise ctx.error((*path, str(key)), str(exc)) from None
+                    problems.append(ctx.error((*path, str(key)), str(exc)))
+                    break  # a key is one line: its first problem says what is wrong there
                 out.append(gate)
                 where.append((*path, str(key)))
+    if problems:
+        raise one_error(problems)
     if places is not None:
         places += [(key_str(p), ctx.lines.get(p)) for p in where]
     return tuple(out)
@@ -1164,31 +1181,32 @@ def _check_bound(check: GateCheck, metrics: Mapping[str, MetricSpec]) -> None:
         raise ValueError(problem)
 
 
-def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any]) -> BaselineSettings:
+def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any],
+                    metrics: Mapping[str, MetricSpec]) -> BaselineSettings:
+    """The ``baseline:`` section. A tolerance names a metric the baseline comparison has a
+    row for: one for another name (a typo, an alias, latency_ms not listed under metrics)
+    was never applied."""
     out: dict[str, Tolerance] = {}
     tol = data.get("tolerance")
     items = [] if tol is None else tol.items() if isinstance(tol, Mapping) else [("*", tol)]
+    problems: list[SuiteError] = []
     for metric, spec in items:
+        key = (("baseline", "tolerance") if metric == "*"
+               else ("baseline", "tolerance", str(metric)))
+        if metric != "*" and str(metric) not in metrics:
+            problems.append(ctx.error(key, f"a tolerance for {str(metric)!r}, which is not "
+                                           f"among the suite's metrics ({', '.join(metrics)})"
+                                           f"{did_you_mean(str(metric), metrics)}"))
+            continue
         try:
             out[str(metric)] = parse_tolerance(spec)
         except ValueError as exc:
-            key = (("baseline", "tolerance") if metric == "*"
-                   else ("baseline", "tolerance", str(metric)))
-            raise ctx.error(key, str(exc)) from None
+            problems.append(ctx.error(key, str(exc)))
+    if problems:
+        raise one_error(problems)
     return BaselineSettings(out, bool(data.get("require_same_dataset", False)),
                             str(data.get("test", "permutation")),
                             float(data.get("alpha", 0.05)))
-
-
-def _check_tolerance_metrics(ctx: _Ctx, baseline: BaselineSettings,
-                             metrics: Mapping[str, MetricSpec]) -> None:
-    """A tolerance names a metric the baseline comparison has a row for: one for another
-    name (a typo, an alias, latency_ms not listed under metrics) was never applied."""
-    for metric in baseline.tolerances:
-        if metric != "*" and metric not in metrics:
-            raise ctx.error(("baseline", "tolerance", metric),
-                            f"a tolerance for {metric!r}, which is not among the suite's "
-                            f"metrics ({', '.join(metrics)}){did_you_mean(metric, metrics)}")
 
 
 def finite_or_none(value: float) -> float | None:

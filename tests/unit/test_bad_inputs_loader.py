@@ -229,6 +229,38 @@ def test_the_rest_of_a_suites_problems_and_component_checks_are_one_error(
         fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), found
 
 
+def test_every_bad_gate_threshold_tolerance_and_the_dataset_are_one_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """Of the gates, thresholds, tolerances and the dataset only the first problem was
+    reported (a bad gate hid a second bad gate, a bad tolerance and a missing qrels file):
+    a user fixed one, ran again and met the next."""
+    suite = sub(SUITE, "qrels.txt", "missing.txt").replace("k: 10\n", (
+        "k: 5\n"                                                         # 9
+        "gates: {ndcg@10: '>= banana', recall@10: '>= 2 cats'}\n"       # 10
+        "thresholds:\n"                                                  # 11
+        "  ndcg@10: '>= x'\n"                                            # 12
+        "  recall@10: '>= 0.1'\n"                                        # 13
+        "  mrr: '>= 0.1'\n"                                              # 14
+        "baseline:\n"                                                    # 15
+        "  tolerance: {ndcg@10: lots, recal@10: 0.01}\n"))              # 16
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    expected = ["5: dataset.qrels: *missing.txt*",
+                "8: metrics[[]0]: ndcg@10 looks at the top 10 documents but each retriever "
+                "returns only k: 5*",
+                "8: metrics[[]1]: recall@10 looks at the top 10*",
+                "10: gates.ndcg@10: cannot parse '>= banana'*",
+                "10: gates.recall@10: cannot parse '>= 2 cats'*",
+                "12: thresholds.ndcg@10: cannot parse '>= x'*",
+                "14: thresholds.mrr: *",
+                "16: baseline.tolerance.ndcg@10: cannot parse tolerance 'lots'*",
+                "16: baseline.tolerance.recal@10: a tolerance for 'recal@10', which is not "
+                "among the suite's metrics * (did you mean 'recall@10'?)"]
+    assert len(found) == len(expected) and all(
+        fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), \
+        "\n".join(found)
+
+
 OWN_LLM = '''\
 class MyLLM:
     def __init__(self, model: str, temperature: float = 0.0) -> None:
