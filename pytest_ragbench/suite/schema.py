@@ -201,6 +201,10 @@ def _describe(value: Any) -> str:
         if math.isfinite(number):
             return (f"the text {value!r} (YAML reads a number in this form as text: "
                     f"write {_as_yaml_number(number)})")
+    if isinstance(value, str):
+        # the value itself, as the schema's other messages quote it (not "got string")
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
     return type_name(value)
 
 

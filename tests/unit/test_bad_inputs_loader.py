@@ -194,7 +194,7 @@ def test_schema_errors_and_component_checks_are_one_error(
     lines = all_lines(pytestconfig, tmp_path, suite, monkeypatch)
     expected = [
         "7: retrievers.bm25.k1: expected a number, got 'fast'",
-        "8: retrievers.slow.case_timeout: expected a number, got string",
+        "8: retrievers.slow.case_timeout: expected a number, got 'soon'",
         "8: retrievers.slow.k1: expected a number, got 'slow'",
         # not checked: which retriever is it?
         "9: retrievers.typed.type: expected a non-empty string, got 3",

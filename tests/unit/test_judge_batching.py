@@ -539,7 +539,7 @@ async def test_a_call_whose_cases_have_all_gone_is_stopped() -> None:
 @pytest.mark.parametrize(("value", "expected"), [
     ("0", "expected an integer from 1 to 50, got 0"),
     ("51", "expected an integer from 1 to 50, got 51"),
-    ("ten", "expected an integer from 1 to 50, got string"),
+    ("ten", "expected an integer from 1 to 50, got 'ten'"),
 ])
 def test_items_per_call_out_of_bounds_is_one_clear_error(tmp_path: Path, value: str,
                                                          expected: str) -> None:

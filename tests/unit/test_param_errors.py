@@ -76,7 +76,7 @@ def test_a_nested_components_parameter_is_at_its_own_key(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("kind", ["retrievers", "pipelines"])
 @pytest.mark.parametrize(("value", "said"), [
-    ("abc", "expected a number, got string"),
+    ("abc", "expected a number, got 'abc'"),
     ("0", "expected a finite number > 0, got 0"),
     ("-1", "expected a finite number > 0, got -1"),
     (".nan", "expected a finite number > 0, got nan"),
@@ -104,5 +104,5 @@ def test_every_key_the_schema_refuses_is_a_line_of_the_one_error(tmp_path: Path)
         load_suite(path, None)
     assert str(info.value).splitlines() == [
         f"{path}:7: llm.model: expected a non-empty string, got 3",
-        f"{path}:7: llm.timeout: expected a number, got string",
+        f"{path}:7: llm.timeout: expected a number, got 'soon'",
         f"{path}:9: k: expected a positive integer, got 'many'"]
