@@ -113,6 +113,12 @@ class ParamValueError(ValueError):
         return cls("\n".join(str(e) for e in errors), path=first.path, detail=first.detail,
                    problems=errors)
 
+    @classmethod
+    def at(cls, name: str, detail: str) -> ParamValueError:
+        """Parameter ``name`` refused: its key and line in a suite, ``name detail`` on its
+        own."""
+        return cls(f"{name} {detail}", path=(name,), detail=detail)
+
     def each(self) -> tuple[ParamValueError, ...]:
         """Every parameter refused: those this error combines, else itself."""
         return self.problems or (self,)

@@ -74,6 +74,9 @@ class HTTPPipelineError(Exception):
     """The service failed for good or answered outside the JSON contract."""
 
 
+_bad = ParamValueError.at  # parameter NAME refused, at its own key and line
+
+
 def _validate(params: Mapping[str, Any]) -> None:
     """ParamValueError naming every parameter at fault (a bad URL hid a reserved request
     parameter until it was fixed)."""
@@ -102,11 +105,6 @@ def _validate(params: Mapping[str, Any]) -> None:
                                             detail=detail))
     if problems:
         raise ParamValueError.combine(problems)
-
-
-def _bad(name: str, detail: str) -> ParamValueError:
-    """Parameter ``name`` refused: its key and line in a suite, ``name detail`` on its own."""
-    return ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPPipeline:

@@ -67,6 +67,9 @@ class HTTPRetrieverError(Exception):
     """The service failed for good or answered something outside the JSON contract."""
 
 
+_bad = ParamValueError.at  # parameter NAME refused, at its own key and line
+
+
 def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
               max_backoff: Any, params: Any) -> None:
     """ParamValueError naming every parameter at fault (a bad URL hid a reserved request
@@ -90,11 +93,6 @@ def _validate(url: Any, headers: Any, timeout: Any, retries: Any, backoff: Any,
                                             detail=detail))
     if problems:
         raise ParamValueError.combine(problems)
-
-
-def _bad(name: str, detail: str) -> ParamValueError:
-    """Parameter ``name`` refused: its key and line in a suite, ``name detail`` on its own."""
-    return ParamValueError(f"{name} {detail}", path=(name,), detail=detail)
 
 
 class HTTPRetriever:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from ..datasets import Document, Query
+from ..errors import ParamValueError, did_you_mean
 from ..metrics.retrieval import trec_order
 from ..registry import BuildContext
 
@@ -53,46 +54,65 @@ async def _await_all(pending: Sequence[Awaitable[Any]]) -> None:
 def _validate(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any) -> None:
     """Check a hybrid's parameters (``rrf_k`` None: not given), as a suite's author wrote
     them: a parameter its method ignores, or weights that leave nothing to rank by, are
-    errors rather than a fused ranking no one asked for."""
+    errors rather than a fused ranking no one asked for. A ParamValueError names every
+    parameter at fault (a bad method hid a bad depth)."""
+    problems = _problems(retrievers, method, rrf_k, weights, depth)
+    if problems:
+        raise ParamValueError.combine(problems)
+
+
+def _problems(retrievers: Any, method: Any, rrf_k: Any, weights: Any, depth: Any,
+              ) -> list[ParamValueError]:
+    bad = ParamValueError.at
+    problems = []
+    names: list[str] = []
     if isinstance(retrievers, str) or not isinstance(retrievers, Sequence) or not retrievers:
-        raise ValueError(f"retrievers must be a non-empty list of retriever names, "
-                         f"got {retrievers!r}")
-    names = [r for r in retrievers if isinstance(r, str)]
-    if len(set(names)) != len(names):
-        raise ValueError(f"retrievers lists a name twice: {list(retrievers)!r}")
+        problems.append(bad("retrievers", f"must be a non-empty list of retriever names, "
+                                          f"got {retrievers!r}"))
+    else:
+        names = [r for r in retrievers if isinstance(r, str)]
+        if len(set(names)) != len(names):
+            problems.append(bad("retrievers", f"lists a name twice: {list(retrievers)!r}"))
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        problems.append(bad("method", f"must be one of {', '.join(METHODS)}, got {method!r}"))
     if rrf_k is not None:
         if isinstance(rrf_k, bool) or not isinstance(rrf_k, int | float) or not (
                 math.isfinite(rrf_k) and rrf_k >= 0):
-            raise ValueError(f"rrf_k must be a number >= 0, got {rrf_k!r}")
-        if method != "rrf":
-            raise ValueError(f"rrf_k is a parameter of method: rrf; method: {method} does not "
-                             "use it")
+            problems.append(bad("rrf_k", f"must be a number >= 0, got {rrf_k!r}"))
+        elif method in METHODS and method != "rrf":
+            problems.append(bad("rrf_k", f"is a parameter of method: rrf; method: {method} "
+                                         "does not use it"))
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        problems.append(bad("depth", f"must be a positive integer, got {depth!r}"))
+    weights_problem = _weights_problem(weights, names, retrievers)
+    if weights_problem:
+        problems.append(bad("weights", weights_problem))
+    return problems
+
+
+def _weights_problem(weights: Any, names: Sequence[str], retrievers: Any) -> str | None:
+    """What is wrong with ``weights`` (its first problem: they are one key), or None."""
     if weights is None:
-        return
+        return None
     if isinstance(weights, Mapping):
         unknown = [w for w in weights if w not in names]
         if unknown:
-            raise ValueError(f"weights names {', '.join(map(str, unknown))}, not among "
-                             f"retrievers {names}")
+            return f"names {', '.join(map(str, unknown))}, not among retrievers {names}"
         # a name left out weighs 1.0
         values = [weights.get(n, 1.0) for n in names]
     elif isinstance(weights, Sequence) and not isinstance(weights, str):
-        if len(weights) != len(retrievers):
-            raise ValueError(f"weights has {len(weights)} values for {len(retrievers)} "
-                             "retrievers")
+        if isinstance(retrievers, Sequence) and len(weights) != len(retrievers):
+            return f"has {len(weights)} values for {len(retrievers)} retrievers"
         values = list(weights)
     else:
-        raise ValueError(f"weights must be a list or a mapping, got {weights!r}")
+        return f"must be a list or a mapping, got {weights!r}"
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-        raise ValueError(f"weights must be numbers, got {weights!r}")
+        return f"must be numbers, got {weights!r}"
     if not all(math.isfinite(v) and v >= 0 for v in values):
-        raise ValueError(f"weights must be finite numbers >= 0, got {weights!r}")
+        return f"must be finite numbers >= 0, got {weights!r}"
     if not any(values):
-        raise ValueError(f"weights are all 0, got {weights!r}: every document would score 0")
+        return f"are all 0, got {weights!r}: every document would score 0"
+    return None
 
 
 def min_max(hits: Sequence[tuple[str, float]]) -> dict[str, float]:
@@ -152,19 +172,24 @@ class HybridRetriever:
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
         """At collection: the names exist in the suite, are not this one, form no cycle."""
         refs = params.get("retrievers")
-        _validate(refs, params.get("method", "rrf"), params.get("rrf_k"),
-                  params.get("weights"), params.get("depth", 100))
-        assert isinstance(refs, Sequence)
+        problems = _problems(refs, params.get("method", "rrf"), params.get("rrf_k"),
+                             params.get("weights"), params.get("depth", 100))
         siblings = context.siblings
-        for name in refs:
+        listed = (isinstance(refs, Sequence) and not isinstance(refs, str)
+                  and not any(p.path == ("retrievers",) for p in problems))
+        for i, name in enumerate(refs if listed else ()):
             if not isinstance(name, str):
-                raise ValueError(f"retrievers must be names of this suite's retrievers, "
-                                 f"got {name!r}")
-            if name == context.name:
-                raise ValueError(f"retriever {name!r} cannot fuse itself")
-            if siblings and name not in siblings:
-                raise ValueError(f"retriever {name!r} is not in this suite (it has: "
-                                 f"{', '.join(sorted(siblings))})")
+                detail = f"retrievers must be names of this suite's retrievers, got {name!r}"
+            elif name == context.name:
+                detail = f"retriever {name!r} cannot fuse itself"
+            elif siblings and name not in siblings:
+                detail = (f"retriever {name!r} is not in this suite (it has: "
+                          f"{', '.join(sorted(siblings))}){did_you_mean(name, siblings)}")
+            else:
+                continue
+            problems.append(ParamValueError(detail, path=("retrievers", i), detail=detail))
+        if problems:
+            raise ParamValueError.combine(problems)
         if siblings and context.name:
             _check_cycles(context.name, siblings)
 

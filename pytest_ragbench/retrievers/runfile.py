@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datasets import DataFileError, Document, Query, check_file, open_text, trec_number
+from ..errors import ParamValueError
 from ..metrics.retrieval import trec_order
 from ..registry import BuildContext
 
@@ -268,12 +269,14 @@ class RunFileRetriever:
 
 
 def _validate(path: Any, fmt: Any, missing: Any, unknown_docs: Any) -> None:
+    """ParamValueError naming every parameter at fault (a missing path hid a bad format)."""
+    problems = []
     if not isinstance(path, str) or not path:
-        raise ValueError(f"path must be the run file's path, got {path!r}")
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if missing not in MISSING:
-        raise ValueError(f"missing must be one of {', '.join(MISSING)}, got {missing!r}")
-    if unknown_docs not in UNKNOWN_DOCS:
-        raise ValueError(f"unknown_docs must be one of {', '.join(UNKNOWN_DOCS)}, "
-                         f"got {unknown_docs!r}")
+        problems.append(ParamValueError.at("path", f"must be the run file's path, got {path!r}"))
+    for name, value, allowed in (("format", fmt, FORMATS), ("missing", missing, MISSING),
+                                 ("unknown_docs", unknown_docs, UNKNOWN_DOCS)):
+        if value not in allowed:
+            problems.append(ParamValueError.at(
+                name, f"must be one of {', '.join(allowed)}, got {value!r}"))
+    if problems:
+        raise ParamValueError.combine(problems)

@@ -106,6 +106,35 @@ def test_an_http_components_own_check_reports_every_problem(
     ], "\n".join(lines)
 
 
+def test_a_run_files_and_a_hybrids_own_checks_report_every_problem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """The run-file and hybrid retrievers' own checks stopped at their first problem (a
+    missing path hid a bad format, a bad method a bad depth and a name not in the suite),
+    each met a run later."""
+    suite = sub(SUITE, "  bm25: {k1: 0.9, b: 0.4}", (
+        "  bm25: {k1: 0.9, b: 0.4}\n"                                       # 7
+        "  sub:\n"                                                          # 8
+        "    type: run\n"                                                   # 9
+        "    format: bogus\n"                                               # 10
+        "    missing: skip\n"                                               # 11
+        "  fused:\n"                                                        # 12
+        "    type: hybrid\n"                                                # 13
+        "    retrievers: [bm25, bm52]\n"                                    # 14
+        "    method: mean\n"                                                # 15
+        "    depth: 0"))                                                    # 16
+    lines = all_lines(pytestconfig, tmp_path, suite, monkeypatch)
+    assert [line.partition("suite.yaml:")[2] for line in lines] == [
+        "8: retrievers.sub: retriever 'run' is missing required parameter(s) path; it accepts: "
+        "path, format, missing, unknown_docs",
+        "10: retrievers.sub.format: must be one of auto, trec, jsonl, got 'bogus'",
+        "11: retrievers.sub.missing: must be one of error, empty, got 'skip'",
+        "14: retrievers.fused.retrievers[1]: retriever 'bm52' is not in this suite (it has: "
+        "bm25, fused, sub) (did you mean 'bm25'?)",
+        "15: retrievers.fused.method: must be one of rrf, weighted, got 'mean'",
+        "16: retrievers.fused.depth: must be a positive integer, got 0",
+    ], "\n".join(lines)
+
+
 OWN_CHECK = '''\
 from collections.abc import Mapping
 from typing import Any
