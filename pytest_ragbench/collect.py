@@ -326,6 +326,31 @@ class CaseItem(pytest.Item):
             mark_expected_failure(rec, self.xfail_reason or str(report.wasxfail), applied=True)
         return rec
 
+    def mark_own_xfail(self, report: pytest.TestReport, rec: dict[str, Any]) -> None:
+        """Fill in ``rec["xfail"]`` from an xfail mark of the user's own (a conftest or a
+        plugin adds it; the suite's ``xfail`` key has set it already): the outcome pytest
+        reports for the case, derived as for the suite's (the record leaves with this setup
+        ``report``, before the call runs), so that the counts, the CSV and the HTML rows say
+        xfailed, xpassed or (a strict mark's pass, ``[XPASS(strict)]``) failed, as the verdict
+        does. A mark whose ``raises`` the case's failure does not match leaves it a failure."""
+        if rec.get("xfail") is not None or not self._xfail_applied():
+            return
+        from _pytest.skipping import xfailed_key
+
+        xfailed = self.stash.get(xfailed_key, None)
+        if xfailed is None:
+            return
+        status = rec.get("status")
+        if status == "error":  # setup raised: pytest's own report says how it took it
+            outcome = "xfailed" if hasattr(report, "wasxfail") else None
+        elif status == "failed":  # the call raises pytest.fail's exception
+            outcome = "xfailed" if _raises_match(xfailed.raises, pytest.fail.Exception(
+                "", pytrace=False)) else None
+        else:
+            outcome = "failed" if xfailed.strict else "xpassed"
+        if outcome is not None:
+            rec["xfail"] = {"reason": str(xfailed.reason), "outcome": outcome}
+
     def _xfail_applied(self) -> bool:
         """Whether pytest honours this item's xfail mark: ``--runxfail`` (or disabling the
         skipping plugin) makes it report a listed case as a plain pass or failure."""
@@ -407,6 +432,17 @@ class CaseItem(pytest.Item):
     def reportinfo(self) -> tuple[Any, int | None, str]:
         # a line, not None: pytest's skip reports (a skip mark a conftest adds) require one
         return self.path, self.line, f"ragbench {self.retriever}::{self.case_id}"
+
+
+def _raises_match(raises: Any, exc: BaseException) -> bool:
+    """Whether an xfail mark's ``raises`` (None, a type or tuple of types, or a
+    ``pytest.RaisesExc``) takes ``exc`` as the expected failure, as pytest decides it."""
+    if raises is None:
+        return True
+    if isinstance(raises, type | tuple):
+        return isinstance(exc, raises)
+    matches = getattr(raises, "matches", None)
+    return bool(matches(exc)) if callable(matches) else False
 
 
 def _xdist_pending(interactor: Any) -> list[int]:

@@ -571,6 +571,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rec = item.stash.get(RECORD_KEY, None)
         if rec is None:
             rec = item.setup_error_record(report, call)
+        else:
+            item.mark_own_xfail(report, rec)
         if rec is not None:
             # A plain attribute survives xdist's report serialisation (it copies __dict__).
             setattr(report, REPORT_ATTR, rec)

@@ -32,10 +32,12 @@ Fields (schema version 1)::
                     ``retrieved``), None when it was not retrieved within k; ranked ones first
                     by rank, then the rest as in ``missed``
     thresholds      [{"metric", "op", "threshold", "value", "passed", "margin"[, "scope"]}, ...]
-    xfail           None, or {"reason": str, "outcome": "xfailed" | "xpassed" | None} when the
-                    suite lists the case under ``xfail`` (a known failure). ``outcome`` is what
+    xfail           None, or {"reason": str, "outcome": "xfailed" | "xpassed" | "failed" |
+                    None} when the suite lists the case under ``xfail`` (a known failure) or an
+                    xfail mark of the user's own applies to it. ``outcome`` is what
                     pytest reports for the item: "xfailed" when it failed as expected (below a
-                    threshold, or an error), "xpassed" when it passed, None when pytest did not
+                    threshold, or an error), "xpassed" when it passed, "failed" when it passed
+                    under a strict mark (``[XPASS(strict)]``), None when pytest did not
                     apply the xfail mark (``--runxfail``). ``status`` keeps the case's own
                     verdict ("failed" for a missed threshold), so an xfailed case is still
                     "failed" there; read :func:`case_outcome` to show or count cases.
@@ -365,6 +367,13 @@ def xfail_outcome(rec: Mapping[str, Any]) -> str | None:
     return None
 
 
+def strict_xpass(rec: Mapping[str, Any]) -> bool:
+    """Whether the case passed under a strict xfail mark, which pytest reports as a failure
+    (``[XPASS(strict)]``)."""
+    xfail = rec.get("xfail")
+    return isinstance(xfail, Mapping) and xfail.get("outcome") == "failed"
+
+
 def xfail_reason(rec: Mapping[str, Any]) -> str | None:
     """The suite's reason when it lists the case as a known failure, else None."""
     xfail = rec.get("xfail")
@@ -381,6 +390,8 @@ def case_outcome(rec: Mapping[str, Any]) -> str:
     outcome = xfail_outcome(rec)
     if outcome is not None:
         return outcome
+    if strict_xpass(rec):
+        return "failed"
     status = rec.get("status")
     return str(status) if status in ("ok", "failed", "error") else "error"
 

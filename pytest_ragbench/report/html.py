@@ -45,6 +45,7 @@ from ..records import (
     XFAIL_OUTCOMES,
     case_outcome,
     dumps_json,
+    strict_xpass,
     xfail_outcome,
     xfail_reason,
 )
@@ -525,8 +526,10 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
         d["query"] = _cut(query, limits.query)
     reason = xfail_reason(rec)
     if reason is not None:
-        # [reason, "xfailed" | "xpassed" | None]; None: listed, but pytest ignored the mark.
-        d["xfail"] = [_cut(reason, max(limits.answer, 500)), xfail_outcome(rec)]
+        # [reason, "xfailed" | "xpassed" | "failed" | None]; "failed": passed under a strict
+        # mark; None: listed, but pytest ignored the mark.
+        d["xfail"] = [_cut(reason, max(limits.answer, 500)),
+                      "failed" if strict_xpass(rec) else xfail_outcome(rec)]
     err = rec.get("error")
     if isinstance(err, Mapping):
         d["error"] = [str(err.get("stage", "")), str(err.get("type", "")),

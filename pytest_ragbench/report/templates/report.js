@@ -16,6 +16,7 @@
   const XFAIL_LABEL = {
     xfailed: "expected failure (xfailed)",
     xpassed: "expected to fail, but passed (xpassed)",
+    failed: "expected to fail, but passed: a failure under a strict mark (XPASS(strict))",
   };
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
