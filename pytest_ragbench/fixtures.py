@@ -437,8 +437,10 @@ class CaseRecorder:
         return values
 
     def build(self, report: pytest.TestReport) -> CaseRecord | None:
-        """The record for the finished test, or None when it was skipped."""
-        if report.skipped:
+        """The record for the finished test, or None when it was skipped (an xfailed test,
+        whose report is a skip too, failed as expected: its record says so)."""
+        wasxfail = getattr(report, "wasxfail", None)
+        if report.skipped and wasxfail is None:
             return None
         item = self._item
         suite_id = _suite_of(item)
@@ -467,6 +469,9 @@ class CaseRecorder:
         if self.latency_ms is not None:
             rec["latency_ms"] = round(self.latency_ms, 3)
         rec["status"] = "ok" if report.passed else "failed"
+        if wasxfail is not None:
+            rec["xfail"] = {"reason": str(wasxfail),
+                            "outcome": "xpassed" if report.passed else "xfailed"}
         return rec
 
     def _answer_metrics(self) -> dict[str, float | None]:

@@ -590,6 +590,37 @@ def test_a_test_using_the_cases_without_recording_them_writes_no_run(pytester, m
     assert not (pytester.path / ".ragbench").exists()
 
 
+def test_a_hand_written_case_under_an_xfail_mark_keeps_its_record(pytester, mini_suite):
+    """A hand-written test under an xfail mark that failed as expected left no record (its
+    report is a skip): the case vanished from cases.jsonl and the tables, and a whole run
+    read "partial: 4 of 5 cases" (never a baseline); the ones that passed read "ok" where
+    pytest said xpassed."""
+    mini_suite()
+    pytester.makepyfile(test_hand="""
+        import pytest
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        @pytest.mark.xfail(reason="q3 is odd")
+        def test_hand(ragbench_case, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+            assert ragbench_case.id not in ("q3", "q4")
+    """)
+    result = pytester.runpytest("test_hand.py", "-p", "no:randomly")
+    result.assert_outcomes(xfailed=2, xpassed=3)
+    result.stdout.fnmatch_lines(["ragbench: passed"])
+    run = pytester.path / ".ragbench" / "runs" / "latest"
+    recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
+                                          .splitlines())}
+    assert sorted(recs) == ["q1", "q2", "q3", "q4", "q5"]
+    assert recs["q3"]["status"] == "failed"
+    assert recs["q3"]["xfail"] == {"reason": "q3 is odd", "outcome": "xfailed"}
+    assert recs["q1"]["xfail"] == {"reason": "q3 is odd", "outcome": "xpassed"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["verdict"]["coverage"] == "5 of 5 cases" and not summary["run"]["partial"]
+    group = summary["suites"][0]["retrievers"][0]
+    assert (group["n_failed"], group["n_xfailed"], group["n_xpassed"]) == (0, 2, 3)
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_narrowed_run_of_hand_written_cases_is_partial(pytester, mini_suite, workers):
     """A hand-written test's cases had no collection count: a `-k` run of two of its five
