@@ -235,6 +235,9 @@ class RagbenchSession:
         # items whose call phase reported (a case's record comes with its setup report)
         self._called: set[str] = set()
         self.items_errored: set[str] = set()
+        # files (or other collectors) that failed to collect in a run that went on without
+        # them: their error made the exit status 1, and the verdict says why
+        self.collection_errors: set[str] = set()
         self.verdict: dict[str, Any] | None = None
         self._sigterm = SigtermAsInterrupt()
         # a Ctrl-C (or SIGTERM) reached the controller, as opposed to xdist's stop at -x
@@ -452,6 +455,11 @@ class RagbenchSession:
                 stage=CRASH_STAGE if report.when not in ("setup", "call", "teardown")
                 else report.when,
             ))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        # under xdist the controller gets each worker's failed collection once
+        if report.failed:
+            self.collection_errors.add(report.nodeid)
 
     def _resumed(self, source: Any) -> None:
         """Count a resumed run's reuse; add the earlier records of cases not run now."""
@@ -843,6 +851,7 @@ class RagbenchSession:
         self.verdict = make_verdict(
             items_failed=len(self.items_failed),
             items_errored=len(self.items_errored - self.items_failed),
+            collection_errors=len(self.collection_errors),
             gates=summary["gates"], rows=self.baseline_rows, other_failures=other,
             cases_run=cov.cases_run, cases_total=cov.cases_total, partial=cov.partial,
             interrupted=interrupted, exitstatus=int(session.exitstatus))

@@ -55,6 +55,23 @@ def test_failed_items_fail_every_output(pytester, mini_suite, monkeypatch):
     assert "FAILED" in _history_rows(pytester)[-1]
 
 
+def test_a_test_file_that_fails_to_collect_is_the_reason_the_run_failed(pytester, mini_suite):
+    """A run whose suite passed beside a test module that cannot be imported (pytest-xdist, or
+    --continue-on-collection-errors, runs the rest and exits 1) failed "because: pytest exit
+    status 1" in every output, which names nothing; the reason is the collection error."""
+    mini_suite()
+    pytester.makepyfile(test_broken="import no_such_module_here\n")
+    for args in (["--continue-on-collection-errors"], ["-n", "2"]):
+        result = pytester.runpytest(SUITE, "test_broken.py", *args)
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, args
+        result.stdout.fnmatch_lines(["ragbench: FAILED: 1 collection error"])
+        summary, md, html = _outputs(pytester)
+        assert [(r["kind"], r["count"], r["text"]) for r in summary["verdict"]["reasons"]] == [
+            ("collection_errors", 1, "1 collection error")], args
+        assert "Failed because: 1 collection error." in md
+        assert "Failed because: 1 collection error." in html
+
+
 def _junit_cases(path: Path) -> dict[str, ET.Element]:
     root = ET.parse(path).getroot()
     return {f"{c.get('classname')}::{c.get('name')}": c for c in root.iter("testcase")}

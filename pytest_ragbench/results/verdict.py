@@ -7,7 +7,9 @@ Every output (exit status, ``summary.json``, ``summary.md``, the HTML header, th
      "cases_run": N, "cases_total": M, "coverage": "N of M cases",
      "reasons": [{"kind", "count", "text", "fails"}, ...], "headline": str}
 
-Reasons that fail a run: items that failed or errored (any pytest item), gates that failed,
+Reasons that fail a run: items that failed or errored (any pytest item), test files that
+failed to collect (a run that went on without them: pytest-xdist, or
+``--continue-on-collection-errors``), gates that failed,
 metrics that regressed against the baseline, other baseline failures (a dataset that must not
 change), an interruption, and a non-zero exit status nothing else explains. ``partial`` is a
 reason too, but it does not fail a run by itself: a run narrowed with ``-k`` passes or fails on
@@ -71,7 +73,7 @@ class Coverage:
 
 
 def make_verdict(
-    *, items_failed: int = 0, items_errored: int = 0,
+    *, items_failed: int = 0, items_errored: int = 0, collection_errors: int = 0,
     gates: Sequence[Mapping[str, Any]] = (), rows: Sequence[Mapping[str, Any]] = (),
     other_failures: Sequence[str] = (), cases_run: int = 0, cases_total: int = 0,
     partial: bool = False, interrupted: bool = False, exitstatus: int | None = None,
@@ -90,6 +92,9 @@ def make_verdict(
         add("items_failed", items_failed, f"{_plural(items_failed, 'item')} failed")
     if items_errored:
         add("items_errored", items_errored, f"{_plural(items_errored, 'item')} errored")
+    if collection_errors:
+        add("collection_errors", collection_errors,
+            _plural(collection_errors, "collection error"))
     n_gates = sum(1 for g in gates if not g.get("passed", True) and not g.get("skipped"))
     if n_gates:
         add("gates_failed", n_gates, f"{_plural(n_gates, 'gate')} failed")
