@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..results.gates import bound_text
 from .format import num as _num
 
 SHOWN_HITS = 10
@@ -23,7 +24,7 @@ def format_case_failure(rec: Mapping[str, Any]) -> str:
             scope = f"[{t['scope']}] " if t.get("scope") else ""
             lines.append(
                 f"threshold failed: {scope}{t['metric']} = {_num(t['value'])}, expected "
-                f"{t['op']} {t['threshold']:g} (missed by {_num(abs(t['margin']))})"
+                f"{t['op']} {bound_text(t['threshold'])} (missed by {_num(abs(t['margin']))})"
             )
     metrics = ", ".join(f"{k}={_num(v)}" for k, v in rec.get("metrics", {}).items())
     lines.append(f"metrics: {metrics}")

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..results.gates import bound_text
 from .format import count, money, plural
 from .format import num as _f
 from .format import p_value as _p
@@ -299,7 +300,7 @@ def _gate_line(g: Mapping[str, Any]) -> str:
         return f"  {mark} {where(g)}: {unscoped_text(g)} ({g.get('note', '')})"
     if g.get("kind", "threshold") == "threshold":
         return (f"  {mark} {where(g)}: {g['metric']} {_f(g['value'])} "
-                f"{g['op']} {g['threshold']:g} (margin {_f(g['margin'], signed=True)})")
+                f"{g['op']} {bound_text(g['threshold'])} (margin {_f(g['margin'], signed=True)})")
     r = g["row"]
     return (f"  {mark} {where(g)}: {unscoped_text(g)}: delta {_f(r['delta'], signed=True)} "
             f"[{_f(r['ci_low'], signed=True)}, {_f(r['ci_high'], signed=True)}], "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..results.changes import dataset_change_text
+from ..results.gates import bound_text
 from .format import estimate_note, finite, num, p_value, plural
 
 __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
@@ -68,7 +69,7 @@ def gate_failure_line(g: Mapping[str, Any]) -> str:
     if g["kind"] == "threshold":
         margin = finite(g["margin"])
         return (f"ragbench: gate failed: {where(g)} {g['metric']} = {num(g['value'])}, "
-                f"expected {g['op']} {g['threshold']:g} (missed by "
+                f"expected {g['op']} {bound_text(g['threshold'])} (missed by "
                 f"{num(None if margin is None else abs(margin))})")
     r = g["row"]
     if not r.get("n"):

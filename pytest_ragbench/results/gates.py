@@ -72,8 +72,9 @@ def is_timing(metric: str) -> bool:
     return metric.split("@")[0].endswith("_ms")
 
 
-def _num(value: float) -> str:
-    """Shortest text that reads back as exactly ``value`` (``:g`` when that is exact)."""
+def bound_text(value: float) -> str:
+    """Shortest text that reads back as exactly ``value`` (``:g`` when that is exact): a
+    bound or limit as written, in a gate's text and every line that quotes it."""
     short = f"{value:g}"
     return short if float(short) == value else repr(float(value))
 
@@ -100,7 +101,7 @@ class Gate:
 
     @property
     def text(self) -> str:
-        return f"{_prefix(self.scope)}{self.metric} {self.op} {_num(self.threshold)}"
+        return f"{_prefix(self.scope)}{self.metric} {self.op} {bound_text(self.threshold)}"
 
     def passes(self, value: float) -> bool:
         if math.isnan(value):
@@ -143,7 +144,7 @@ class DropGate:
 
     @property
     def limit_text(self) -> str:
-        return f"{_num(self.limit)}%" if self.relative else _num(self.limit)
+        return f"{bound_text(self.limit)}%" if self.relative else bound_text(self.limit)
 
     @property
     def text(self) -> str:
@@ -179,7 +180,7 @@ class SignificanceGate:
     @property
     def text(self) -> str:
         out = f"{_prefix(self.scope)}{self.metric}: no significant drop"
-        out += f" at {_num(self.alpha)}" if self.alpha is not None else ""
+        out += f" at {bound_text(self.alpha)}" if self.alpha is not None else ""
         return out + (f" using {self.test}" if self.test else "")
 
 
@@ -415,7 +416,7 @@ class Tolerance:
 
     @property
     def text(self) -> str:
-        return f"{_num(self.value * 100)}%" if self.relative else _num(self.value)
+        return f"{bound_text(self.value * 100)}%" if self.relative else bound_text(self.value)
 
     def allowed(self, baseline: float) -> float:
         return self.value * abs(baseline) if self.relative else self.value

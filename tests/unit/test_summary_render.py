@@ -289,3 +289,25 @@ def test_the_full_summary_md_gives_each_metrics_n_and_nan_count() -> None:
     assert re.search(r"\] \(n 7, 3 nan\) \|", full)
     cells = sum(len(s["retrievers"]) * len(s["metrics"]) for s in summary["suites"])
     assert full.count("] (n ") == cells
+
+
+def test_a_gates_bound_reads_as_written_in_every_line() -> None:
+    """The terminal's gate line and the failure lines (the gate's, a case's threshold) gave
+    a bound to 6 digits: 'ndcg@10 >= 0.99999999' read '>= 1' there, beside the bound as
+    written in summary.md, the HTML report and junit."""
+    from pytest_ragbench.report.failure import format_case_failure
+    from pytest_ragbench.report.terminal import gate_lines
+    from pytest_ragbench.report.views import gate_failure_line
+    from pytest_ragbench.results.gates import Gate, evaluate_threshold
+
+    gate = Gate("ndcg@10", ">=", 0.99999999)
+    g = evaluate_threshold(gate, suite="s", retriever="bm25", mean=0.5, error_rate=0.0,
+                           cases={}, meta={})
+    assert g["text"] == "ndcg@10 >= 0.99999999" and not g["passed"]
+    assert gate_lines([g]) == ["  FAIL s/bm25: ndcg@10 0.5000 >= 0.99999999 (margin -0.5000)"]
+    assert "expected >= 0.99999999 (missed by 0.5000)" in gate_failure_line(g)
+    rec = {"case_id": "q1", "retriever": "bm25", "query": "q", "metrics": {},
+           "thresholds": [{"metric": "recall@10", "op": ">=", "threshold": 0.1234567,
+                           "value": 0.0, "passed": False, "margin": -0.1234567}]}
+    assert ("threshold failed: recall@10 = 0.0000, expected >= 0.1234567 (missed by 0.1235)"
+            in format_case_failure(rec))
