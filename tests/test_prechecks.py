@@ -173,6 +173,21 @@ def test_a_cli_gate_scope_is_matched_in_the_suites_computing_its_metric():
                               "difficulty=hard: error_rate <= 0.1"], suites, None, queries) == []
 
 
+def test_a_cli_gate_on_a_system_no_suite_computing_its_metric_has_is_refused():
+    # 'retriever=bm25: ndcg@10': bm25 is a's, ndcg@10 is b's; a leaves the gate alone (its
+    # metric is another suite's), b too (no system bm25): it judged nothing, and the run
+    # passed without a word of it
+    suites = {"a": ["recall@10"], "b": ["ndcg@10", "mrr@10"]}
+    systems = {"a": ["bm25"], "b": ["overlap", "dense"]}
+    assert cli_gate_problems(["retriever=bm25: ndcg@10 >= 0.5"], suites, systems) == [
+        "--ragbench-gate 'retriever=bm25: ndcg@10 >= 0.5': no collected suite with system "
+        "'bm25' computes 'ndcg@10'; the suites with 'bm25' compute: a (recall@10)"]
+    # a suite with both, or the error rate, which every suite has
+    assert cli_gate_problems(["retriever=bm25: recall@10 >= 0.5",
+                              "retriever=dense: mrr@10: drop <= 0.1",
+                              "retriever=bm25: error_rate <= 0.1"], suites, systems) == []
+
+
 def test_a_cli_gate_bound_outside_the_metrics_range_is_refused(tmp_path):
     # as in a suite file: 60 for 0.6 can never pass, error_rate <= 5 always passes
     suite = tmp_path / "s.yaml"

@@ -127,7 +127,8 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                       suite_systems: Mapping[str, Sequence[str]] | None = None,
                       suite_queries: Mapping[str, Sequence[Any]] | None = None) -> list[str]:
     """Messages for ``--ragbench-gate`` expressions on a metric no collected suite computes,
-    scoped to a ``retriever=`` no collected suite has, or to a ``type=`` / ``difficulty=`` /
+    scoped to a ``retriever=`` no collected suite has (or none that computes the metric), or
+    to a ``type=`` / ``difficulty=`` /
     ``tag=`` no selected query of any collected suite has (each would apply to nothing).
 
     ``suite_metrics`` maps each collected suite's name to its metric names, ``suite_systems``
@@ -156,6 +157,18 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{only!r}{did_you_mean(only, systems)}; the systems: "
                             f"{', '.join(systems) or 'none'}")
             continue
+        if (suite_systems is not None and only is not None and metric in known
+                and metric != ERROR_RATE):
+            # each suite leaves alone a gate on another suite's metric or system
+            # (results.compare.applicable_gates): with no suite holding both it judged none
+            having = sorted(name for name, names in suite_systems.items() if only in names)
+            if not any(metric in suite_metrics.get(name, ()) for name in having):
+                shown = ", ".join(f"{name} ({', '.join(suite_metrics.get(name, ()))})"
+                                  for name in having)
+                problems.append(f"--ragbench-gate {text!r}: no collected suite with system "
+                                f"{only!r} computes {metric!r}; the suites with {only!r} "
+                                f"compute: {shown}")
+                continue
         if metas is not None and case_filter(gate.scope):
             # the queries of the suites the gate judges: those with its system, if it names
             # one, that compute its metric, if some do (the others it leaves alone, as the
