@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import CaseRecord, add_answer, clean_float, make_record
+from .records import CaseRecord, add_answer, clean_float, error_record, make_record
 
 if TYPE_CHECKING:
     from .datasets import Query
@@ -505,6 +505,32 @@ def case_ref(item: pytest.Item) -> CaseRef | None:
     return None
 
 
+def _xfailed_setup_record(item: pytest.Item, ref: CaseRef,
+                          report: pytest.TestReport) -> CaseRecord:
+    """The record of a hand-written test whose setup failed under an xfail mark: an error of
+    its case, xfailed. pytest reports it as a skip, which the controller does not record as
+    the crash of a failed one (a setup stopped on purpose, by a skip or ``pytest.xfail()``,
+    leaves its case unrecorded), and without it the case was lost: a whole run read as
+    partial."""
+    crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
+    lines = [crash] if isinstance(crash, str) else str(report.longrepr).strip().splitlines()
+    runtime = _state(item.config).known_runtime(suite_id_for(item.config, Path(ref.suite)))
+    meta: dict[str, Any] | None = None
+    named: dict[str, str] = {}
+    if runtime is not None:
+        query = runtime.query(ref.case_id)
+        meta = {"query": query.text, "type": query.type, "difficulty": query.difficulty,
+                "tags": query.tags}
+        named = {"suite_name": f"{runtime.suite.name}:"
+                               f"{getattr(item, 'originalname', item.name)}",
+                 "suite_hash": runtime.suite.suite_hash}
+    rec = error_record(suite=_suite_of(item), retriever=ref.retriever, case_id=ref.case_id,
+                       stage="setup", meta=meta, **named,
+                       message=lines[-1] if lines else "the test's setup failed")
+    rec["xfail"] = {"reason": str(report.wasxfail), "outcome": "xfailed"}
+    return rec
+
+
 def records_a_case(item: pytest.Item) -> bool:
     """Whether a hand-written test records a suite's case (``ragbench_record`` on a test
     parametrized over the cases, by the ``ragbench_suite`` marker or :func:`cases`)."""
@@ -547,6 +573,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                                             "retriever": ref.retriever,
                                             "case_id": ref.case_id})
             item.config.stash[STATE_KEY].attach_collected(report)
+            if (call.excinfo is not None and hasattr(report, "wasxfail")
+                    and not isinstance(call.excinfo.value,
+                                       pytest.skip.Exception | pytest.xfail.Exception)):
+                from .state import REPORT_ATTR
+
+                setattr(report, REPORT_ATTR, _xfailed_setup_record(item, ref, report))
     if call.when == "call":
         recorder = item.stash.get(RECORDER_KEY, None)
         if recorder is not None:

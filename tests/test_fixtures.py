@@ -591,22 +591,27 @@ def test_a_test_using_the_cases_without_recording_them_writes_no_run(pytester, m
 
 
 def test_a_hand_written_case_under_an_xfail_mark_keeps_its_record(pytester, mini_suite):
-    """A hand-written test under an xfail mark that failed as expected left no record (its
-    report is a skip): the case vanished from cases.jsonl and the tables, and a whole run
-    read "partial: 4 of 5 cases" (never a baseline); the ones that passed read "ok" where
-    pytest said xpassed."""
+    """A hand-written test under an xfail mark that failed as expected, in its call or its
+    setup, left no record (its report is a skip): the case vanished from cases.jsonl and the
+    tables, and a whole run read "partial: 3 of 5 cases" (never a baseline); the ones that
+    passed read "ok" where pytest said xpassed."""
     mini_suite()
     pytester.makepyfile(test_hand="""
         import pytest
 
+        @pytest.fixture
+        def backend(ragbench_case):
+            if ragbench_case.id == "q2":
+                raise RuntimeError("no backend for q2")
+
         @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
         @pytest.mark.xfail(reason="q3 is odd")
-        def test_hand(ragbench_case, ragbench_retriever, ragbench_record):
+        def test_hand(ragbench_case, backend, ragbench_retriever, ragbench_record):
             ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
             assert ragbench_case.id not in ("q3", "q4")
     """)
     result = pytester.runpytest("test_hand.py", "-p", "no:randomly")
-    result.assert_outcomes(xfailed=2, xpassed=3)
+    result.assert_outcomes(xfailed=3, xpassed=2)
     result.stdout.fnmatch_lines(["ragbench: passed"])
     run = pytester.path / ".ragbench" / "runs" / "latest"
     recs = {r["case_id"]: r for r in map(json.loads, (run / "cases.jsonl").read_text()
@@ -615,10 +620,16 @@ def test_a_hand_written_case_under_an_xfail_mark_keeps_its_record(pytester, mini
     assert recs["q3"]["status"] == "failed"
     assert recs["q3"]["xfail"] == {"reason": "q3 is odd", "outcome": "xfailed"}
     assert recs["q1"]["xfail"] == {"reason": "q3 is odd", "outcome": "xpassed"}
+    # a setup that failed under the mark (xfailed too): an error of the case, with its query
+    assert recs["q2"]["status"] == "error" and recs["q2"]["error"]["stage"] == "setup"
+    assert "no backend for q2" in recs["q2"]["error"]["message"]
+    assert recs["q2"]["xfail"] == {"reason": "q3 is odd", "outcome": "xfailed"}
+    assert (recs["q2"]["difficulty"], recs["q2"]["query"]) == ("hard",
+                                                               "how long to steep cold brew")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["verdict"]["coverage"] == "5 of 5 cases" and not summary["run"]["partial"]
     group = summary["suites"][0]["retrievers"][0]
-    assert (group["n_failed"], group["n_xfailed"], group["n_xpassed"]) == (0, 2, 3)
+    assert (group["n_failed"], group["n_xfailed"], group["n_xpassed"]) == (0, 3, 2)
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
