@@ -27,6 +27,7 @@ from .records import (
     CASE_KEY_FIELD,
     USER_PROPERTY,
     error_record,
+    failure_message,
     mark_expected_failure,
     valid_record,
 )
@@ -308,8 +309,7 @@ class CaseItem(pytest.Item):
         if (call.excinfo is None or not (report.failed or hasattr(report, "wasxfail"))
                 or isinstance(call.excinfo.value, pytest.skip.Exception | pytest.xfail.Exception)):
             return None
-        lines = str(report.longrepr).strip().splitlines()
-        message = lines[-1] if lines else "the case failed without a record"
+        message = failure_message(report.longrepr)
         suite_file = self._suite_file()
         runtime = suite_file._state().known_runtime(suite_file.nodeid)
         rec: dict[str, Any]

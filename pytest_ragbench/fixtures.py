@@ -67,7 +67,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RagbenchError
-from .records import CaseRecord, add_answer, clean_float, error_record, make_record
+from .records import (
+    CaseRecord,
+    add_answer,
+    clean_float,
+    error_record,
+    failure_message,
+    make_record,
+)
 
 if TYPE_CHECKING:
     from .datasets import Query
@@ -512,8 +519,6 @@ def _xfailed_setup_record(item: pytest.Item, ref: CaseRef,
     the crash of a failed one (a setup stopped on purpose, by a skip or ``pytest.xfail()``,
     leaves its case unrecorded), and without it the case was lost: a whole run read as
     partial."""
-    crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", None)
-    lines = [crash] if isinstance(crash, str) else str(report.longrepr).strip().splitlines()
     runtime = _state(item.config).known_runtime(suite_id_for(item.config, Path(ref.suite)))
     meta: dict[str, Any] | None = None
     named: dict[str, str] = {}
@@ -526,7 +531,7 @@ def _xfailed_setup_record(item: pytest.Item, ref: CaseRef,
                  "suite_hash": runtime.suite.suite_hash}
     rec = error_record(suite=_suite_of(item), retriever=ref.retriever, case_id=ref.case_id,
                        stage="setup", meta=meta, **named,
-                       message=lines[-1] if lines else "the test's setup failed")
+                       message=failure_message(report.longrepr, "the test's setup failed"))
     rec["xfail"] = {"reason": str(report.wasxfail), "outcome": "xfailed"}
     return rec
 

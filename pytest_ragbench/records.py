@@ -412,6 +412,18 @@ def mark_expected_failure(rec: dict[str, Any], reason: str, *, applied: bool) ->
     rec["xfail"] = {"reason": reason, "outcome": outcome}
 
 
+def failure_message(longrepr: Any, default: str = "the case failed without a record") -> str:
+    """What a failed report says went wrong, in one line: its exception (``RuntimeError: no
+    data``, pytest's crash line) when it has one, else the last line of its text (a crashed
+    worker's report is a plain string); the traceback's last line says only where
+    (``conftest.py:4: RuntimeError``)."""
+    crash = getattr(getattr(longrepr, "reprcrash", None), "message", None)
+    if isinstance(crash, str) and crash.strip():
+        return crash.strip().splitlines()[0]
+    lines = str(longrepr).strip().splitlines() if longrepr is not None else []
+    return lines[-1] if lines else default
+
+
 def error_record(
     *, suite: str, retriever: str, case_id: str, message: str, stage: str, run: int = 0,
     etype: str = "Error", meta: Mapping[str, Any] | None = None,

@@ -31,7 +31,7 @@ from .collect import split_case_name
 from .errors import RagbenchError
 from .hosts import gateway_count
 from .options import summary_level
-from .records import CRASH_STAGE, case_outcome, error_record, jsonable
+from .records import CRASH_STAGE, case_outcome, error_record, failure_message, jsonable
 from .report.files import (
     CASES_CSV,
     CASES_JSONL,
@@ -434,24 +434,22 @@ class RagbenchSession:
             # a hand-written test of a suite's case that died without its record (a crashed
             # worker): an error of that case, as for a collected one
             ident = self._identities[report.nodeid]
-            message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
                 suite=str(ident["suite"]), retriever=str(ident["retriever"]),
                 case_id=str(ident["case_id"]),
                 meta=self._meta_of(str(ident["suite"]), str(ident["case_id"])),
                 **self._suite_of.get(str(ident["suite"]), {}),
-                message=message[-1] if message else "the case failed without a record",
+                message=failure_message(report.longrepr),
                 stage=CRASH_STAGE if report.when not in ("setup", "call", "teardown")
                 else report.when))
         elif report.failed and report.nodeid not in self.records and self._is_case(report.nodeid):
             # The case died before producing a record (a crashed worker, a bug): keep it as an
             # error so it is counted, not lost.
             suite, retriever, case_id, run = self._case_of(report.nodeid)
-            message = str(report.longrepr).strip().splitlines()
             self._add(report.nodeid, error_record(
                 suite=suite, retriever=retriever, case_id=case_id, run=run,
                 meta=self._meta_of(suite, case_id), **self._suite_of.get(suite, {}),
-                message=message[-1] if message else "the case failed without a record",
+                message=failure_message(report.longrepr),
                 stage=CRASH_STAGE if report.when not in ("setup", "call", "teardown")
                 else report.when,
             ))

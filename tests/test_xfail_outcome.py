@@ -350,3 +350,38 @@ def test_an_xfail_mark_of_the_users_own_counts_as_pytest_reports_it(pytester,
     assert html_rows(page) == outcomes
     assert ("a failure under a strict mark (XPASS(strict))</span> mine: strict" in page
             and "not applied (--runxfail)</span> mine" not in page)
+
+
+def test_a_case_whose_setup_fails_outside_the_case_says_what_was_raised(pytester,
+                                                                         mini_suite) -> None:
+    """The error record of a case whose setup a conftest hook failed (or a hand-written
+    test's fixture) said 'conftest.py:4: RuntimeError', the last line of the traceback, in
+    the CSV, the summary's errors and the report: where, not what went wrong."""
+    mini_suite()
+    pytester.makeconftest("""
+        def pytest_runtest_setup(item):
+            if item.name == "q4":
+                raise RuntimeError("no fixture data for q4")
+    """)
+    pytester.makepyfile(test_hand="""
+        import pytest
+
+        @pytest.fixture
+        def backend(ragbench_case):
+            if ragbench_case.id == "q2":
+                raise LookupError("no backend for q2")
+
+        @pytest.mark.ragbench_suite("suite.yaml", retriever="overlap")
+        def test_hand(ragbench_case, backend, ragbench_retriever, ragbench_record):
+            ragbench_record.evaluate(ragbench_retriever.retrieve(ragbench_case))
+    """)
+    result = pytester.runpytest(SUITE, "test_hand.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=8, errors=2)
+    run = latest_run(pytester.path)
+    recs = [json.loads(x) for x in (run / "cases.jsonl").read_text().splitlines()]
+    messages = {(r["suite"], r["case_id"]): r["error"]["message"] for r in recs
+                if r["status"] == "error"}
+    assert messages == {("suite.yaml", "q4"): "RuntimeError: no fixture data for q4",
+                        ("test_hand.py::test_hand", "q2"): "LookupError: no backend for q2"}
+    assert "overlap/q4 [setup]: RuntimeError: no fixture data for q4" in (
+        run / "summary.md").read_text(encoding="utf-8")
