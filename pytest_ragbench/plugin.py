@@ -187,6 +187,18 @@ def pytest_configure_worker_priority(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         worker_nice(config)
         _check_cache_path(config)
+        _check_gc_freeze(config)
+
+
+def _check_gc_freeze(config: pytest.Config) -> None:
+    """A ``ragbench_gc_freeze`` that is no boolean: a usage error naming the option and its
+    file (pytest's own says only "invalid truth value", where the run first reads it)."""
+    try:
+        config.getini("ragbench_gc_freeze")
+    except (ValueError, pytest.UsageError) as exc:  # pytest >= 9 raises the latter
+        where = f" in {config.inipath}" if config.inipath else ""
+        raise pytest.UsageError(f"ragbench: ini option ragbench_gc_freeze{where}: expected true "
+                                f"or false ({exc})") from None
 
 
 def _check_cache_path(config: pytest.Config) -> None:

@@ -455,6 +455,15 @@ def test_a_suite_found_by_collection_starts_the_controller_session(pytester, min
     assert "ragbench summary" not in result.stdout.str()
 
 
+def test_a_gc_freeze_ini_value_that_is_no_boolean_names_the_option(pytester):
+    """'ragbench_gc_freeze = flase' stopped the run with pytest's 'invalid truth value
+    'flase'', naming neither the option nor the file."""
+    pytester.makeini("[pytest]\nragbench_gc_freeze = flase\n")
+    with pytest.raises(pytest.UsageError, match=r"ragbench: ini option ragbench_gc_freeze in "
+                       r".*tox\.ini: expected true or false.*'flase'"):
+        pytester.parseconfigure("-p", "no:xdist")
+
+
 def test_ragbench_alongside_explicit_test_paths(pytester, mini_suite):
     mini_suite()
     pytester.makepyfile(test_plain="def test_ok():\n    assert True\n")
