@@ -537,7 +537,9 @@ def _detail(rec: Mapping[str, Any], limits: _Limits, docs: dict[str, None]) -> d
     # a scoped threshold names its scope: two bounds on one metric are told apart
     thresholds = [[(f"[{t['scope']}] " if t.get("scope") else "") + str(t.get("metric")),
                    str(t.get("op")), _finite(t.get("threshold")),
-                   _round(t.get("value"), 4), bool(t.get("passed"))]
+                   _round(t.get("value"), 4),
+                   # None: the metric could not be computed, which neither passes nor fails
+                   None if t.get("passed") is None else bool(t.get("passed"))]
                   for t in rec.get("thresholds") or [] if isinstance(t, Mapping)]
     if thresholds:
         d["thresholds"] = thresholds

@@ -119,7 +119,10 @@
       // A missed threshold of an expected failure is not a failure to alarm anyone.
       const miss = row[F_ST] === "xfailed" ? "xfail" : "fail";
       for (const t of d.thresholds) {
-        ul.append(el("li", t[4] ? "pass" : miss, (t[4] ? "PASS" : miss.toUpperCase()) + " " +
+        // null: the metric could not be computed, which neither passes nor fails
+        const na = t[4] === null;
+        ul.append(el("li", t[4] ? "pass" : na ? "na" : miss,
+          (t[4] ? "PASS" : na ? "NOT COMPUTED" : miss.toUpperCase()) + " " +
           t[0] + " = " + fmt(t[3], 4) + ", expected " + t[1] + " " + t[2]));
       }
       body.append(ul);
