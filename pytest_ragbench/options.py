@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def tolerance_arg(value: str) -> Tolerance:
     """argparse type for ``--ragbench-tolerance``: ``0.02`` or ``5%``."""
-    from .results.gates import parse_tolerance
+    from .results.gates import parse_tolerance, tolerance_problem
 
     try:
         tolerance = parse_tolerance(value)
@@ -26,10 +26,9 @@ def tolerance_arg(value: str) -> Tolerance:
         raise argparse.ArgumentTypeError(str(exc)) from None
     # It applies to every metric, and most lie in [0, 1]: an absolute drop above 1 would pass
     # any regression, so "5" is far more likely a percentage missing its sign.
-    if not tolerance.relative and tolerance.value > 1:
-        raise argparse.ArgumentTypeError(
-            f"an absolute tolerance of {value} lets any score in [0, 1] drop to 0; for a "
-            f"relative one write '{value}%', for an absolute one a value up to 1 (e.g. 0.02)")
+    problem = tolerance_problem("*", tolerance, None)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return tolerance
 
 

@@ -196,12 +196,18 @@ def test_a_cli_gate_bound_outside_the_metrics_range_is_refused(tmp_path):
     suite.write_text("dataset: {corpus: c.jsonl, queries: q.jsonl}\nretrievers: {bm25: {}}\n"
                      "metrics: [ndcg@10, latency_ms]\n")
     suites = {"s": load_suite(suite, None)}
+    # and an absolute drop limit above 1 always passes ('drop <= 2' meant 2%)
     assert suites_gate_problems(["ndcg@10 >= 60", "error_rate <= 5", "ndcg@10 >= 0.6",
-                                 "latency_ms <= 60", "ndcg@10: drop <= 2"], suites) == [
+                                 "latency_ms <= 60", "ndcg@10: drop <= 2",
+                                 "ndcg@10: drop <= 1", "ndcg@10: drop <= 2%",
+                                 "latency_ms: drop <= 20"], suites) == [
         "--ragbench-gate 'ndcg@10 >= 60': ndcg@10 lies between 0 and 1, so 'ndcg@10 >= 60' "
         "can never pass (expected a bound between 0 and 1)",
         "--ragbench-gate 'error_rate <= 5': error_rate lies between 0 and 1, so "
-        "'error_rate <= 5' always passes (expected a bound between 0 and 1)"]
+        "'error_rate <= 5' always passes (expected a bound between 0 and 1)",
+        "--ragbench-gate 'ndcg@10: drop <= 2': ndcg@10 lies between 0 and 1, so it never "
+        "drops by more than 1 and 'ndcg@10: drop <= 2' always passes (for a relative limit "
+        "write 'drop <= 2%', for an absolute one a value up to 1)"]
 
 
 # -- through pytest ----------------------------------------------------------------------------

@@ -194,17 +194,36 @@ UNIT_INTERVAL = frozenset({
 
 
 def bound_problem(check: GateCheck, kind: str | None) -> str | None:
-    """Why a threshold gate on a metric of ``kind`` (its registry name; None: not known) can
-    never pass or always passes, its bound lying outside the metric's [0, 1] (the error rate
-    lies there too); None when it can tell apart good and bad means."""
-    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0:
-        return None
-    if check.metric != ERROR_RATE and kind not in UNIT_INTERVAL:
+    """Why a gate on a metric of ``kind`` (its registry name; None: not known) can never
+    pass or always passes: a threshold outside the metric's [0, 1] (the error rate lies
+    there too), or an absolute drop limit above 1, which no such metric can drop by (``drop
+    <= 5`` meant 5%); None when it can tell apart good and bad means."""
+    unit = check.metric == ERROR_RATE or kind in UNIT_INTERVAL
+    if isinstance(check, DropGate):
+        if not unit or check.relative or check.limit <= 1.0:
+            return None
+        return (f"{check.metric} lies between 0 and 1, so it never drops by more than 1 and "
+                f"'{check.text}' always passes (for a relative limit write 'drop {check.op} "
+                f"{check.limit_text}%', for an absolute one a value up to 1)")
+    if not isinstance(check, Gate) or 0.0 <= check.threshold <= 1.0 or not unit:
         return None
     never = (check.threshold > 1.0) == (check.op in (">=", ">"))
     return (f"{check.metric} lies between 0 and 1, so '{check.text}' "
             f"{'can never pass' if never else 'always passes'} (expected a bound "
             "between 0 and 1)")
+
+
+def tolerance_problem(metric: str, tolerance: Tolerance, kind: str | None) -> str | None:
+    """Why an absolute tolerance lets any drop of a metric of ``kind`` pass (as
+    :func:`bound_problem` for a drop gate); ``metric`` ``*`` is every metric, most of which
+    lie in [0, 1] (as for ``--ragbench-tolerance``)."""
+    unit = metric in ("*", ERROR_RATE) or kind in UNIT_INTERVAL
+    if not unit or tolerance.relative or tolerance.value <= 1.0:
+        return None
+    which = "any score in [0, 1]" if metric == "*" else f"{metric}, which lies in [0, 1],"
+    return (f"an absolute tolerance of {tolerance.text} lets {which} drop to 0; for a "
+            f"relative one write '{tolerance.text}%', for an absolute one a value up to 1 "
+            "(e.g. 0.02)")
 
 
 def _parse_number(text: str, what: str) -> float:

@@ -47,6 +47,7 @@ from ..results.gates import (
     parse_gate_list,
     parse_tolerance,
     scope_retriever,
+    tolerance_problem,
 )
 from .model import ComponentSpec, Lines, Suite, key_str
 from .schema import SCHEMA_KEY, KeyPath, SuiteModel, key_path, required_keys
@@ -1199,9 +1200,16 @@ def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any],
                                            f"{did_you_mean(str(metric), metrics)}"))
             continue
         try:
-            out[str(metric)] = parse_tolerance(spec)
+            tolerance = parse_tolerance(spec)
         except ValueError as exc:
             problems.append(ctx.error(key, str(exc)))
+            continue
+        spec_of = metrics.get(str(metric))
+        problem = tolerance_problem(str(metric), tolerance,
+                                    spec_of.kind if spec_of is not None else None)
+        if problem:
+            problems.append(ctx.error(key, problem))
+        out[str(metric)] = tolerance
     if problems:
         raise one_error(problems)
     return BaselineSettings(out, bool(data.get("require_same_dataset", False)),

@@ -290,6 +290,30 @@ def test_every_bad_gate_threshold_tolerance_and_the_dataset_are_one_error(
         "\n".join(found)
 
 
+def test_a_drop_limit_or_tolerance_no_score_in_0_1_can_exceed_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """A suite's 'ndcg@10: drop <= 5' and 'tolerance: 5' (meant 5%) were accepted and let any
+    regression pass, where --ragbench-tolerance 5 is refused; a latency's are its own."""
+    suite = SUITE.replace("[ndcg@10, recall@10]", "[ndcg@10, recall@10, latency_ms]") + (
+        "gates: ['ndcg@10: drop <= 5', 'recall@10: drop <= 5%', 'latency_ms: drop <= 50']\n"
+        "baseline:\n"                                                   # 11
+        "  tolerance: {ndcg@10: 3, recall@10: 0.02, latency_ms: 20}\n")  # 12
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    assert found == [
+        "10: gates[0]: ndcg@10 lies between 0 and 1, so it never drops by more than 1 and "
+        "'ndcg@10: drop <= 5' always passes (for a relative limit write 'drop <= 5%', for an "
+        "absolute one a value up to 1)",
+        "12: baseline.tolerance.ndcg@10: an absolute tolerance of 3 lets ndcg@10, which lies "
+        "in [0, 1], drop to 0; for a relative one write '3%', for an absolute one a value up "
+        "to 1 (e.g. 0.02)"], "\n".join(found)
+    everywhere = sub(SUITE, "k: 10", "k: 10\nbaseline: {tolerance: 5}")
+    assert [line.partition("suite.yaml:")[2] for line in all_lines(
+        pytestconfig, tmp_path, everywhere, monkeypatch)] == [
+        "10: baseline.tolerance: an absolute tolerance of 5 lets any score in [0, 1] drop to "
+        "0; for a relative one write '5%', for an absolute one a value up to 1 (e.g. 0.02)"]
+
+
 OWN_LLM = '''\
 class MyLLM:
     def __init__(self, model: str, temperature: float = 0.0) -> None:
