@@ -526,6 +526,9 @@ class PipelineEntry(PipelineParams):
 class MetricEntry(_Open):
     """A metric with parameters: ``{name: temporal_ndcg@10, lambda: 0.5, as: label}``."""
 
+    # editors: a criteria entry has a name too, and matched both members of the oneOf
+    model_config = ConfigDict(json_schema_extra={
+        "not": {"required": ["type"], "properties": {"type": {"const": "criteria"}}}})
     name: NonEmptyStr = Field(description="a metric name such as ndcg@10")
 
 

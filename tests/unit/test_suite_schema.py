@@ -88,6 +88,16 @@ def test_shorthands_are_accepted(validator) -> None:
         assert validator.is_valid({**GOOD, **change}), change
 
 
+def test_a_criteria_metric_is_one_metric_entry(validator) -> None:
+    # A criteria entry also has a 'name', as an open metric entry does: the schema's oneOf
+    # matched both and refused every criteria metric, where the plugin runs it.
+    criteria = {"name": "helpfulness", "type": "criteria", "criteria": "Is it helpful?"}
+    assert validator.is_valid({**GOOD, "metrics": ["ndcg@10", criteria]})
+    assert validator.is_valid({**GOOD, "metrics": [{"name": "novelty@10", "weight": 2}]})
+    assert not validator.is_valid({**GOOD, "metrics": [{**criteria, "scale": [1]}]})
+    assert not validator.is_valid({**GOOD, "metrics": [{"name": "x", "type": "criteria"}]})
+
+
 def test_yaml_language_server_line_in_readme_points_at_the_schema() -> None:
     section = (ROOT / "README.md").read_text().split("## A suite in 30 seconds", 1)[1]
     section = section.split("\n## ", 1)[0]
