@@ -237,7 +237,7 @@ NonEmptyStr = Annotated[str, Field(min_length=1, pattern=r"\S"), _wrapped(_non_e
                         AfterValidator(str.strip)]
 # Scalars written where a string is meant (query ids, metric names as YAML keys) read as text.
 IdText = Annotated[str, BeforeValidator(lambda v: str(v) if _is_number(v) else v),
-                 WithJsonSchema({"type": ["string", "integer"]})]
+                 WithJsonSchema({"type": ["string", "number"]})]
 
 
 def _json_value(value: Any) -> Any:

@@ -98,6 +98,14 @@ def test_a_criteria_metric_is_one_metric_entry(validator) -> None:
     assert not validator.is_valid({**GOOD, "metrics": [{"name": "x", "type": "criteria"}]})
 
 
+def test_ids_yaml_reads_as_decimals_are_ids(validator) -> None:
+    # `query_ids: [1.10]` and `xfail: [2.5]` run as the ids written (docs/datasets.md); an
+    # editor read the schema's string-or-integer and flagged them.
+    dataset = {**GOOD["dataset"], "query_ids": [1.1, 7, "q1"]}
+    assert validator.is_valid({**GOOD, "dataset": dataset, "xfail": [2.5, 3]})
+    assert not validator.is_valid({**GOOD, "xfail": [[2.5]]})
+
+
 def test_yaml_language_server_line_in_readme_points_at_the_schema() -> None:
     section = (ROOT / "README.md").read_text().split("## A suite in 30 seconds", 1)[1]
     section = section.split("\n## ", 1)[0]
