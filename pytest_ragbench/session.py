@@ -760,7 +760,9 @@ class RagbenchSession:
         # cases.jsonl took each record as it came: the outputs below show the settled ones)
         settle_shared_calls(self.records.values())
         doc_text = None
-        if self.write_files:
+        # --ragbench-no-output drops the run folder, not a report the command line names
+        html_only = None if self.write_files else self.config.getoption("ragbench_html")
+        if self.write_files or html_only:
             doc_text = self.outputs.shown_document_texts(self.records.values(), state.corpus,
                                                          self.worker_texts)
 
@@ -814,6 +816,15 @@ class RagbenchSession:
                 self.messages += self.outputs.prune(
                     self.out_root, self.history_path(), self.keep_runs, run_id=self.run_id,
                     ini=KEEP_RUNS_INI)
+        elif html_only:
+            report = self.config.invocation_params.dir / html_only
+            try:
+                self.messages += self.outputs.html_reports(
+                    [report], summary, list(self.records.values()),
+                    history_db=self.history_path(), out_root=self.out_root,
+                    run_id=self.run_id, doc_text=doc_text)
+            except OSError as exc:
+                self._cannot_write("outputs", Path(exc.filename or report), exc)
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""

@@ -785,6 +785,18 @@ def test_no_output_flag_writes_nothing(pytester, mini_suite):
     assert not (pytester.path / ".ragbench").exists()
 
 
+def test_no_output_still_writes_the_html_report_asked_for(pytester, mini_suite):
+    # --ragbench-no-output drops the run folder and history; a report the command line names
+    # was dropped with them, without a word, while --ragbench-save-baseline was written.
+    mini_suite()
+    result = pytester.runpytest(SUITE, "--ragbench-no-output", "--ragbench-html=r/out.html")
+    assert result.ret == 0
+    report = pytester.path / "r" / "out.html"
+    assert "<html" in report.read_text(encoding="utf-8").lower()
+    result.stdout.fnmatch_lines([f"report: {report}"])
+    assert not (pytester.path / ".ragbench").exists()
+
+
 def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
     # Every pytest run in an environment with the plugin installed loads it; the statistics,
     # numpy and the HTML renderer are for runs that collect a suite.
