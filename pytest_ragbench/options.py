@@ -185,7 +185,8 @@ def addoption(parser: Any) -> None:
     )
     parser.addini(
         "ragbench_suites", type="linelist", default=[],
-        help="suite files to collect as if given with --ragbench (relative to the rootdir)",
+        help="suite files to collect beside the test paths (testpaths, or the ones given on "
+             "the command line); relative to the rootdir",
     )
     parser.addini(
         "ragbench_keep_runs", type="string", default="",

@@ -39,6 +39,7 @@ from .state import (
     STATE_KEY,
     WORKERINPUT_EXCHANGE,
     RagbenchState,
+    suites_alone,
 )
 from .suite.files import is_suite_file
 
@@ -450,9 +451,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def _add_suites_to_args(config: pytest.Config, suites: list[Path]) -> None:
-    """Make the suites collection arguments; alone when no test paths were given explicitly."""
-    explicit_args = config.args_source == pytest.Config.ArgsSource.ARGS
-    current = list(config.args) if explicit_args else []
+    """Make the suites collection arguments: beside the test paths given on the command
+    line; without any, ``--ragbench`` suites alone, the ``ragbench_suites`` ini's beside
+    ``testpaths`` (or the current folder), as pytest collects without the ini (a bare
+    ``pytest`` ran the benchmark alone, its unit tests left out without a word)."""
+    current = [] if suites_alone(config) else list(config.args)
     have = set()
     for a in current:
         try:

@@ -113,14 +113,15 @@ class CaseResume:
     def _check_holds_a_suite(self, ref: str, folder: Path) -> None:
         """A run named on purpose that holds none of the run's suites is a usage error:
         resuming from it reuses nothing, and the whole run would be paid for again. Known
-        here only when the ``--ragbench`` suites (and ``ragbench_suites``) are all the run
-        collects: test paths on the command line may find more (their runs say "nothing to
-        resume" at the end)."""
-        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
+        here only when the ``--ragbench`` suites are all the run collects: test paths (on
+        the command line, or the ini's beside its ``ragbench_suites``) may find more (their
+        runs say "nothing to resume" at the end)."""
+        from .state import STATE_KEY, suites_alone
+
+        if not suites_alone(self.config):
             return
         from .headstart import suite_id
         from .results.resume import run_suites
-        from .state import STATE_KEY
 
         rootdir = self.config.rootpath
         wanted = {sid for path in self.config.stash[STATE_KEY].explicit

@@ -113,6 +113,14 @@ def collect_then_freeze() -> None:
     gc.freeze()
 
 
+def suites_alone(config: pytest.Config) -> bool:
+    """Whether the explicit suites are all the run collects: ``--ragbench`` suites with no
+    test path on the command line. The ``ragbench_suites`` ini's are collected beside
+    ``testpaths`` (or the current folder) then, and beside the paths given."""
+    return (config.args_source != pytest.Config.ArgsSource.ARGS
+            and bool(config.getoption("ragbench", None)))
+
+
 class RagbenchState:
     """Everything the plugin keeps for one pytest process: suites, runtimes, the registry."""
 

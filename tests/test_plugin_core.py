@@ -409,6 +409,14 @@ def test_ini_option_and_suite_file_pattern_collect_suites(pytester, mini_suite):
     pytester.makeini(BASE_INI + "ragbench_suites = other.yaml\n")
     result = pytester.runpytest("-q")
     result.assert_outcomes(passed=5)
+    # the ini's suites are collected beside its testpaths, not instead of them: a bare
+    # pytest ran the benchmark alone and the project's unit tests not at all, without a word
+    pytester.makepyfile(**{"tests/test_unit": "def test_unit():\n    assert True\n"})
+    pytester.makeini(BASE_INI + "ragbench_suites = other.yaml\ntestpaths = tests\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["ragbench: passed"])
+    assert pytester.runpytest("-q", "--ragbench=other.yaml").parseoutcomes() == {"passed": 5}
 
 
 def test_a_suite_found_by_collection_starts_the_controller_session(pytester, mini_suite,
