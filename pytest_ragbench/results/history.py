@@ -111,6 +111,23 @@ def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _held_text(numbers: Sequence[int]) -> str:
+    """Which run numbers a history holds, for an error naming one it does not: a range only
+    when none is missing in it (retention removes old runs; '2 runs, numbered 1 to 5' read
+    as if 2 to 4 were there)."""
+    if not numbers:
+        return "it holds no run yet"
+    if len(numbers) == 1:
+        return f"it holds run {numbers[0]}"
+    lo, hi = numbers[0], numbers[-1]
+    if hi - lo + 1 == len(numbers):
+        return f"it holds {len(numbers)} runs, numbered {lo} to {hi}"
+    if len(numbers) <= 10:
+        listed = ", ".join(map(str, numbers[:-1]))
+        return f"it holds {len(numbers)} runs, numbered {listed} and {hi}"
+    return f"it holds {len(numbers)} runs, numbered from {lo} to {hi} with gaps"
+
+
 def _meta_int(meta: str | None, key: str) -> int | None:
     try:
         value = json.loads(meta or "{}").get(key)
@@ -448,11 +465,9 @@ class RunHistory:
                 if 0 < number <= _MAX_NUMBER else [])
         if rows:
             return str(rows[0][0])
-        (count, lo, hi), = self._query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM runs")
-        held = ("it holds no run yet" if not count else f"it holds run {lo}" if count == 1
-                else f"it holds {count} runs, numbered {lo} to {hi}")
-        raise HistoryError(f"{self.path}: no run number {number} in the run history ({held}; "
-                           "'ragbench history' lists them)")
+        numbers = [int(n) for n, in self._query("SELECT seq FROM runs ORDER BY seq")]
+        raise HistoryError(f"{self.path}: no run number {number} in the run history "
+                           f"({_held_text(numbers)}; 'ragbench history' lists them)")
 
     def number_of(self, run_id: str) -> int | None:
         """The number of the run with this id (None when the history does not hold it)."""
@@ -822,6 +837,13 @@ def _suites_cell(names: Sequence[str], width: int) -> str:
 SUITES_WIDTH = 20
 
 
+def _newest_first_metric(history: RunHistory, runs: Sequence[RunInfo]) -> str | None:
+    """The first metric of the newest listed run's first suite: what a trend with nothing
+    to draw yet (only partial runs) is of, rather than the history's alphabetically first."""
+    return next((m for r in reversed(runs) for name in r.suites
+                 if (m := history.first_metric(name)) is not None), None)
+
+
 def history_lines(history: RunHistory, *, metric: str | None = None, suite: str | None = None,
                   limit: int = 20) -> list[str]:
     """The ``ragbench history`` text: recent runs with their number (``#``, usable wherever a
@@ -844,7 +866,7 @@ def history_lines(history: RunHistory, *, metric: str | None = None, suite: str 
     if metric is not None and metric not in metrics:
         return [*lines, f"metric {metric!r} is not in the history (known: {', '.join(metrics)})"]
     # A partial run's means cover only the cases it ran: listed above, never in a trend.
-    runs = [r for r in runs if not r.partial]
+    listed, runs = runs, [r for r in runs if not r.partial]
     firsts: dict[tuple[str, str | None], str | None] = {}
     if metric is None:
         shared = history.shared_names()
@@ -867,7 +889,8 @@ def history_lines(history: RunHistory, *, metric: str | None = None, suite: str 
     rows.sort(key=lambda row: (row[0], row[1]))
     shown = sorted({m for _, _, m, _ in rows})
     if len(shown) <= 1:
-        title = f"trend of {shown[0] if shown else metric or metrics[0]}"
+        of = shown[0] if shown else metric or _newest_first_metric(history, listed)
+        title = f"trend of {of or metrics[0]}"
     else:
         title = "trend of each suite's first metric (--metric to choose one)"
     lines += ["", f"{title} over the last {len(runs)} complete runs (oldest first):"]

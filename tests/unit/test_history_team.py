@@ -82,14 +82,24 @@ def test_run_numbers_resolve_and_are_never_reused(rb):
         assert [(r.seq, r.id) for r in h.runs()] == [(1, rid(1)), (2, rid(2)), (4, rid(4))]
         assert h.baseline_doc("1")["suites"]["s.yaml"]["retrievers"]["bm25"]["metrics"][
             "mrr@10"]["mean"] == 0.7
+        # not "numbered 1 to 4", which read as if run 3 were there
         with pytest.raises(HistoryError, match=r"no run number 3 in the run history \(it "
-                                               r"holds 3 runs, numbered 1 to 4;"):
+                                               r"holds 3 runs, numbered 1, 2 and 4;"):
             h.resolve("3")
         with pytest.raises(HistoryError, match="no run number 99999999999999999999"):
             h.resolve("99999999999999999999")
     assert run_number("12") == run_number("#12") == 12
     assert run_number("20250101T") is None and run_number("last") is None
     assert run_number("-1") is None and run_number("") is None
+
+
+def test_a_history_of_partial_runs_names_the_suites_first_metric_as_its_trend(rb):
+    """With only partial runs (none drawn) the trend's title named the history's
+    alphabetically first metric, not the suite's first."""
+    with RunHistory(rb / "history.sqlite") as h:
+        h.append(doc(rid(1), 0.5, metrics=("recall@10", "mrr@10"), partial=True))
+        text = "\n".join(history_lines(h))
+    assert "trend of recall@10 over the last 0 complete runs" in text, text
 
 
 def test_history_lists_suites_cases_and_numbers(rb):
