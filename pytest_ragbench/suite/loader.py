@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..metrics.spec import MetricSpec, resolve_metric
 from ..results.gates import (
+    ERROR_RATE,
     BaselineSettings,
     Gate,
     GateCheck,
@@ -1138,6 +1139,7 @@ def _parse_gates(
             try:
                 checks = parse_gate_list([item], metrics)
                 for check in checks:
+                    _check_per_query(check, allow_baseline)
                     _check_bound(check, metrics)
                     _check_scope(check, systems)
             except ValueError as exc:
@@ -1151,6 +1153,7 @@ def _parse_gates(
             for e in exprs:
                 try:
                     gate = parse_gate(str(key), e, metrics, allow_baseline=allow_baseline)
+                    _check_per_query(gate, allow_baseline)
                     _check_bound(gate, metrics)
                     _check_scope(gate, systems)
                 except ValueError as exc:
@@ -1163,6 +1166,15 @@ def _parse_gates(
     if places is not None:
         places += [(key_str(p), ctx.lines.get(p)) for p in where]
     return tuple(out)
+
+
+def _check_per_query(check: GateCheck, run_level: bool) -> None:
+    """A per-query threshold (not ``run_level``) on the error rate, a figure of the run:
+    each case recorded it as checked with no value, and nothing was checked."""
+    if not run_level and check.metric == ERROR_RATE:
+        raise ValueError(f"error_rate is the share of a system's cases that errored, a figure "
+                         f"of the run, not of one query: write '{check.text}' under gates, "
+                         "not thresholds")
 
 
 def _check_scope(check: GateCheck, systems: Sequence[str]) -> None:

@@ -262,7 +262,8 @@ def test_every_bad_gate_threshold_tolerance_and_the_dataset_are_one_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
     """Of the gates, thresholds, tolerances and the dataset only the first problem was
     reported (a bad gate hid a second bad gate, a bad tolerance and a missing qrels file):
-    a user fixed one, ran again and met the next."""
+    a user fixed one, ran again and met the next. A per-query threshold on the error rate
+    (a figure of the run) checked nothing."""
     suite = sub(SUITE, "qrels.txt", "missing.txt").replace("k: 10\n", (
         "k: 5\n"                                                         # 9
         "gates: {ndcg@10: '>= banana', recall@10: '>= 2 cats'}\n"       # 10
@@ -270,8 +271,9 @@ def test_every_bad_gate_threshold_tolerance_and_the_dataset_are_one_error(
         "  ndcg@10: '>= x'\n"                                            # 12
         "  recall@10: '>= 0.1'\n"                                        # 13
         "  mrr: '>= 0.1'\n"                                              # 14
-        "baseline:\n"                                                    # 15
-        "  tolerance: {ndcg@10: lots, recal@10: 0.01}\n"))              # 16
+        "  error_rate: '<= 0'\n"                                         # 15
+        "baseline:\n"                                                    # 16
+        "  tolerance: {ndcg@10: lots, recal@10: 0.01}\n"))              # 17
     found = [line.partition("suite.yaml:")[2]
              for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
     expected = ["5: dataset.qrels: *missing.txt*",
@@ -282,8 +284,11 @@ def test_every_bad_gate_threshold_tolerance_and_the_dataset_are_one_error(
                 "10: gates.recall@10: cannot parse '>= 2 cats'*",
                 "12: thresholds.ndcg@10: cannot parse '>= x'*",
                 "14: thresholds.mrr: *",
-                "16: baseline.tolerance.ndcg@10: cannot parse tolerance 'lots'*",
-                "16: baseline.tolerance.recal@10: a tolerance for 'recal@10', which is not "
+                "15: thresholds.error_rate: error_rate is the share of a system's cases that "
+                "errored, a figure of the run, not of one query: write 'error_rate <= 0' under "
+                "gates, not thresholds",
+                "17: baseline.tolerance.ndcg@10: cannot parse tolerance 'lots'*",
+                "17: baseline.tolerance.recal@10: a tolerance for 'recal@10', which is not "
                 "among the suite's metrics * (did you mean 'recall@10'?)"]
     assert len(found) == len(expected) and all(
         fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), \
