@@ -816,15 +816,22 @@ class RagbenchSession:
                 self.messages += self.outputs.prune(
                     self.out_root, self.history_path(), self.keep_runs, run_id=self.run_id,
                     ini=KEEP_RUNS_INI)
-        elif html_only:
-            report = self.config.invocation_params.dir / html_only
+        else:
+            # the CI job's step summary is not the run folder: a job that keeps no run
+            # folders still shows the summary on its page
             try:
-                self.messages += self.outputs.html_reports(
-                    [report], summary, list(self.records.values()),
-                    history_db=self.history_path(), out_root=self.out_root,
-                    run_id=self.run_id, doc_text=doc_text)
+                self._append_step_summary(self._markdown(summary))
             except OSError as exc:
-                self._cannot_write("outputs", Path(exc.filename or report), exc)
+                self._cannot_write("outputs", Path(exc.filename or "GITHUB_STEP_SUMMARY"), exc)
+            if html_only:
+                report = self.config.invocation_params.dir / html_only
+                try:
+                    self.messages += self.outputs.html_reports(
+                        [report], summary, list(self.records.values()),
+                        history_db=self.history_path(), out_root=self.out_root,
+                        run_id=self.run_id, doc_text=doc_text)
+                except OSError as exc:
+                    self._cannot_write("outputs", Path(exc.filename or report), exc)
 
     def _budget_figures(self, state: Any) -> dict[str, Any]:
         """The run budget's spend and pool figures (timing-dependent: run metadata)."""
@@ -899,6 +906,19 @@ class RagbenchSession:
         self.failures += result.failures
         return result.other
 
+    def _markdown(self, summary: dict[str, Any]) -> str:
+        # -q and -v change only what the terminal shows; the option, the file too.
+        return summary_markdown(summary, self.baseline_rows,
+                                level=self.config.getoption("ragbench_summary") or "default")
+
+    @staticmethod
+    def _append_step_summary(md: str) -> None:
+        """Append ``summary.md`` to GitHub Actions' ``$GITHUB_STEP_SUMMARY`` when set."""
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(md + "\n")
+
     def _write_outputs(self, summary: dict[str, Any],
                        doc_text: dict[str, str] | None = None) -> None:
         run_dir = self._run_dir()
@@ -909,14 +929,9 @@ class RagbenchSession:
             (run_dir / CASES_JSONL).touch()
         write_cases_csv(run_dir / CASES_CSV, self.records.values())
         write_json(run_dir / SUMMARY_JSON, summary)
-        # -q and -v change only what the terminal shows; the option, the file too.
-        md = summary_markdown(summary, self.baseline_rows,
-                              level=self.config.getoption("ragbench_summary") or "default")
+        md = self._markdown(summary)
         (run_dir / SUMMARY_MD).write_text(md, encoding="utf-8")
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as fh:
-                fh.write(md + "\n")
+        self._append_step_summary(md)
         # "results:" first: the lines after it carry run-specific paths, and tests compare
         # the summary up to it between runs.
         self.messages.append(f"results: {run_dir}")

@@ -793,16 +793,20 @@ def test_no_output_flag_writes_nothing(pytester, mini_suite):
     assert not (pytester.path / ".ragbench").exists()
 
 
-def test_no_output_still_writes_the_html_report_asked_for(pytester, mini_suite):
+def test_no_output_still_writes_the_html_report_asked_for(pytester, mini_suite, monkeypatch):
     # --ragbench-no-output drops the run folder and history; a report the command line names
-    # was dropped with them, without a word, while --ragbench-save-baseline was written.
+    # was dropped with them, without a word, while --ragbench-save-baseline was written. So
+    # was the summary a GitHub Actions job shows on its page ($GITHUB_STEP_SUMMARY).
     mini_suite()
+    step = pytester.path / "step.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
     result = pytester.runpytest(SUITE, "--ragbench-no-output", "--ragbench-html=r/out.html")
     assert result.ret == 0
     report = pytester.path / "r" / "out.html"
     assert "<html" in report.read_text(encoding="utf-8").lower()
     result.stdout.fnmatch_lines([f"report: {report}"])
     assert not (pytester.path / ".ragbench").exists()
+    assert step.read_text(encoding="utf-8").startswith("## ragbench: passed")
 
 
 def test_a_run_without_suites_does_not_import_the_heavy_modules(pytester):
