@@ -145,7 +145,9 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
     """A run of two cases of one of two systems: the suite's gates said "on 2 of 5 cases that ran"
     (the system's cases), a command-line gate and the gates against the baseline on the same
     system "on 2 of 10" (the suite's), and `ragbench compare` of that run folder said no
-    coverage at all (gate lines, --json) where its verdict said partial."""
+    coverage at all (gate lines, --json) where its verdict said partial. The gates of the
+    system that ran no case (the suite's, the command line's, one scoped to it) vanished from
+    every output; they are listed as not judged, "no case of a ran"."""
     from pytest_ragbench.cli import main
 
     two = ("name: mini\ndataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
@@ -156,30 +158,57 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
     assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
     mini_suite(two + "gates: {mrr@10: '>= 0.1', ndcg@10: 'drop <= 0.5'}\n")
     result = pytester.runpytest(SUITE, "suite.yaml::b::q1", "suite.yaml::b::q2", "-v",
-                                "--ragbench-baseline", "base.json",
-                                "--ragbench-gate", "recall@10 >= 0.1")
-    summary, _, _ = _outputs(pytester)
+                                "--ragbench-baseline", "base.json", "--junitxml=out.xml",
+                                "--ragbench-gate", "recall@10 >= 0.1",
+                                "--ragbench-gate", "retriever=a: ndcg@10 >= 0.2")
+    assert result.ret == 0
+    summary, md, html = _outputs(pytester)
     gates = {(g["retriever"], g["text"]): g.get("coverage") for g in summary["gates"]}
+    # the gates of system a, which ran no case, are listed as not judged (they vanished:
+    # "gates: 3 passed" of 7), and pass or fail nothing
+    not_run = "no case of a ran in this partial run"
+    unjudged = {("a", "mrr@10 >= 0.1"): None, ("a", "ndcg@10: drop <= 0.5"): None,
+                ("a", "recall@10 >= 0.1"): None, ("a", "retriever=a: ndcg@10 >= 0.2"): None}
     assert gates == {("b", "mrr@10 >= 0.1"): "2 of 5 cases",
                      ("b", "ndcg@10: drop <= 0.5"): "2 of 5 cases",
-                     ("b", "recall@10 >= 0.1"): "2 of 5 cases"}
-    assert result.stdout.str().count("[on 2 of 5 cases that ran]") == 3
-    assert "of 10 cases that ran" not in result.stdout.str()
+                     ("b", "recall@10 >= 0.1"): "2 of 5 cases", **unjudged}
+    assert all(g.get("skipped") and g["passed"] and g["note"] == not_run
+               for g in summary["gates"] if g["retriever"] == "a")
+    out = result.stdout.str()
+    assert out.count("[on 2 of 5 cases that ran]") == 3
+    assert "of 10 cases that ran" not in out
+    for where, text in (("a", "mrr@10 >= 0.1"), ("a", "ndcg@10: drop <= 0.5"),
+                        ("a", "recall@10 >= 0.1"), ("a [retriever=a]", "ndcg@10 >= 0.2")):
+        assert f"  SKIP mini/{where}: {text} ({not_run})" in out, out
+    assert "3 passed, 4 skipped" in md, md
+    for text in ("mrr@10 >= 0.1", "ndcg@10: drop <= 0.5", "recall@10 >= 0.1",
+                 "retriever=a: ndcg@10 >= 0.2"):
+        cell = text.replace(">", "&gt;").replace("<", "&lt;")
+        assert f"| skip | mini/a | {cell} | - | {not_run} |" in md, md
+    assert html.count(not_run) == 4
+    assert summary["verdict"]["passed"] and "partial" in summary["verdict"]["headline"]
+    skipped = {k: c for k, c in _junit_cases(pytester.path / "out.xml").items()
+               if ".ragbench-gates.a::" in k}
+    assert len(skipped) == 4 and all(
+        not_run in (c.find("skipped").get("message") or "") for c in skipped.values())
 
     capsys.readouterr()
     run = str(latest_run(pytester.path))
-    assert main(["compare", "base.json", run, "--gate", "recall@10 >= 0.1", "--json"]) == 0
+    cli_gates = ["--gate", "recall@10 >= 0.1", "--gate", "retriever=a: ndcg@10 >= 0.2"]
+    assert main(["compare", "base.json", run, *cli_gates, "--json"]) == 0
     compared = json.loads(capsys.readouterr().out)
     assert {(g["retriever"], g["text"]): g.get("coverage")
             for g in compared["gates"]} == gates
-    assert main(["compare", "base.json", run, "--gate", "recall@10 >= 0.1"]) == 0
-    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  PASS ")]
+    assert main(["compare", "base.json", run, *cli_gates]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    lines = [x for x in shown if x.startswith("  PASS ")]
     assert len(lines) == 3 and all(x.endswith(" [on 2 of 5 cases that ran]") for x in lines)
+    assert len([x for x in shown if x.startswith("  SKIP mini/a")
+                and x.endswith(f" ({not_run})")]) == 4
     # the run as the history holds it: labelled as its folder is (it said no coverage, the
     # history keeping no case counts of its suites and systems)
     for ref in (Path(run).name, "2"):
-        assert main(["compare", "base.json", ref, "--gate", "recall@10 >= 0.1",
-                     "--json"]) == 0
+        assert main(["compare", "base.json", ref, *cli_gates, "--json"]) == 0
         compared = json.loads(capsys.readouterr().out)
         assert {(g["retriever"], g["text"]): g.get("coverage")
                 for g in compared["gates"]} == gates
@@ -191,8 +220,18 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
         del system["coverage"]
     stored.write_text(json.dumps(old))
     assert main(["compare", "base.json", run, "--json"]) == 0
-    assert {g.get("coverage") for g in json.loads(capsys.readouterr().out)["gates"]} == {
-        "2 of 10 cases"}
+    assert {(g["retriever"], g["text"]): g.get("coverage")
+            for g in json.loads(capsys.readouterr().out)["gates"]} == {
+        ("b", "mrr@10 >= 0.1"): "2 of 10 cases", ("b", "ndcg@10: drop <= 0.5"): "2 of 10 cases",
+        ("a", "mrr@10 >= 0.1"): None, ("a", "ndcg@10: drop <= 0.5"): None}
+    # and before it kept its systems: the gates of the systems that ran, as it was read then
+    for suite in old["suites"]:
+        del suite["systems"]
+    stored.write_text(json.dumps(old))
+    assert main(["compare", "base.json", run, "--json"]) == 0
+    assert {(g["retriever"], g["text"]): g.get("coverage")
+            for g in json.loads(capsys.readouterr().out)["gates"]} == {
+        ("b", "mrr@10 >= 0.1"): "2 of 10 cases", ("b", "ndcg@10: drop <= 0.5"): "2 of 10 cases"}
 
 
 def test_a_scoped_gate_of_a_partial_run_says_the_cases_of_its_scope_it_judged(

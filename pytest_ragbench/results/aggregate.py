@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..records import case_outcome, record_key
-from .gates import check_thresholds
+from .gates import check_thresholds, no_case_of, unjudged_gates
 from .spec import SuiteSpec, spec_test, threshold_gates
 from .stats import best_system, pairwise_table, summarize
 from .verdict import coverage_text, gate_coverage_text
@@ -354,6 +354,18 @@ def summarize_run(
                             g["coverage"] = gate_coverage_text(g, group["coverage"])
                 gates.extend(group["gates"])
             suite_out["retrievers"].append(group)
+        if spec is not None and systems:
+            # every system of the suite, those that ran no case too: a partial run lists
+            # their gates as not judged (gone from every output, a `-k` of one system read
+            # "gates: 2 passed" where the suite has 4), and a comparison of it does too
+            suite_out["systems"] = names
+            if n_run < n_total:
+                ran = {name for name, _ in entries}
+                for name in names:
+                    if name not in ran:
+                        gates.extend(unjudged_gates(
+                            threshold_gates(spec), suite=spec["name"], retriever=name,
+                            note=no_case_of(name), suite_id=suite_id))
         if spec is not None:
             suite_out["seed"] = seed
             suite_out["gate_texts"] = list(spec["gates"])

@@ -79,6 +79,9 @@ def make_baseline(
         if s.get("partial"):
             suites[s["id"]].update(n_cases_run=s["n_cases_run"],
                                    n_cases_total=s["n_cases_total"])
+            if s.get("systems"):
+                # those that ran no case too, whose gates a comparison lists as not judged
+                suites[s["id"]]["systems"] = list(s["systems"])
     return jsonable({
         "schema_version": BASELINE_SCHEMA_VERSION,
         "kind": BASELINE_KIND,

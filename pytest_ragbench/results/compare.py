@@ -29,6 +29,7 @@ from .gates import (
     NO_CASE_RAN,
     BaselineSettings,
     DropGate,
+    Gate,
     GateCheck,
     SignificanceGate,
     Tolerance,
@@ -37,9 +38,11 @@ from .gates import (
     cases_in_scope,
     check_thresholds,
     is_timing,
+    no_case_of,
     parse_gate_expression,
     scope_retriever,
     scope_text,
+    unjudged_gates,
     worse_by,
 )
 from .stats import holm, paired_compare
@@ -93,6 +96,23 @@ def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list
     return out
 
 
+def suite_systems(doc_suite: Mapping[str, Any]) -> list[str]:
+    """The systems of a suite of a document: those that ran, and of a partial run's suite
+    those that ran no case too (kept as ``systems``; a document stored before it has them
+    not)."""
+    ran = [str(name) for name in doc_suite.get("retrievers") or {}]
+    listed = doc_suite.get("systems")
+    if not isinstance(listed, list):
+        return ran
+    return list(dict.fromkeys([*(str(name) for name in listed), *ran]))
+
+
+def _not_run(doc_suite: Mapping[str, Any]) -> list[str]:
+    """The systems of a suite that ran no case (in a partial run)."""
+    ran = doc_suite.get("retrievers") or {}
+    return [name for name in suite_systems(doc_suite) if name not in ran]
+
+
 def _computed(doc_suite: Mapping[str, Any]) -> set[str]:
     """The metrics a suite of a document computes."""
     return {m for r in doc_suite.get("retrievers", {}).values() for m in r.get("metrics", {})}
@@ -104,7 +124,7 @@ def applicable_gates(doc_suite: Mapping[str, Any], extra: Sequence[str],
     system the suite does not have (``retriever=bm25``), nor one on a metric the suite does
     not compute while another suite of the run does (``computed_elsewhere``), which judges
     that suite's systems. A gate on a metric no suite computes stays, and is an error."""
-    systems = set(doc_suite.get("retrievers", {}))
+    systems = set(suite_systems(doc_suite))
     computed = _computed(doc_suite)
     out = []
     for text in extra:
@@ -359,6 +379,10 @@ def _threshold_results(
             gates, suite=name, retriever=rname, error_rate=error_rate, cases=cases, meta=meta,
             means={m: st.get("mean") for m, st in metrics.items()}, error_counts=counts,
             partial=partial, suite_id=suite_id)
+    if partial:
+        for rname in _not_run(cur_s):
+            out += unjudged_gates([g for g in gates if isinstance(g, Gate)], suite=name,
+                                  retriever=rname, note=no_case_of(rname), suite_id=suite_id)
     return out
 
 
@@ -506,6 +530,11 @@ def _baseline_gate_results(
             if filt and not res.get("skipped"):
                 res["scope_cases"] = cases_in_scope(filt, meta, _runs_of(cur_r, gate.metric))
             out.append(res)
+    if partial:
+        for rname in _not_run(cur_s):
+            out += unjudged_gates([g for g in gates if isinstance(g, DropGate | SignificanceGate)],
+                                  suite=name, retriever=rname, note=no_case_of(rname),
+                                  suite_id=sid)
     return out
 
 

@@ -487,6 +487,36 @@ class BaselineSettings:
 NO_CASE_RAN = "no case of its scope ran in this partial run"
 
 
+def no_case_of(system: str) -> str:
+    """Why a gate on ``system`` is not judged in a partial run that ran none of its cases
+    (a ``-k`` may have selected another system's alone)."""
+    return f"no case of {system} ran in this partial run"
+
+
+def unjudged_gates(
+    gates: Iterable[GateCheck], *, suite: str, retriever: str, note: str,
+    suite_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Each gate among ``gates`` that applies to ``retriever`` (none scoped to another), as
+    a result that judged nothing and says why (``note``): skipped, so it neither passes nor
+    fails the run, yet listed in every output as a scope no case of which ran is."""
+    out = []
+    for gate in gates:
+        only = scope_retriever(gate.scope)
+        if only is not None and only != retriever:
+            continue
+        res: dict[str, Any] = {
+            "kind": gate.kind, "suite": suite,
+            **({"suite_id": suite_id} if suite_id is not None else {}),
+            "retriever": retriever, "metric": gate.metric, "scope": scope_text(gate.scope),
+            "text": gate.text}
+        if isinstance(gate, Gate):
+            res.update(op=gate.op, threshold=gate.threshold, n=0)
+        res.update(passed=True, skipped=True, note=note)
+        out.append(res)
+    return out
+
+
 def evaluate_threshold(
     gate: Gate, *, suite: str, retriever: str, mean: float | None, error_rate: float,
     cases: Mapping[str, tuple[float | None, bool]], meta: Mapping[str, Mapping[str, Any]],

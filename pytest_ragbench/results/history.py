@@ -97,9 +97,10 @@ _COVERAGE_KEY = "suite_coverage"
 
 
 def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
-    """``{suite id: {"n_cases_run", "n_cases_total", "systems": {name: coverage}}}`` of a
-    baseline document's partial suites: what a comparison of the run labels its gates with
-    ("on 2 of 5 cases that ran"), as it does the run folder's."""
+    """``{suite id: {"n_cases_run", "n_cases_total", "systems": {name: coverage},
+    "all_systems": [name]}}`` of a baseline document's partial suites: what a comparison of
+    the run labels its gates with ("on 2 of 5 cases that ran"), as it does the run
+    folder's, and the systems whose gates it lists as not judged."""
     out: dict[str, Any] = {}
     for sid, s in suites.items():
         if not isinstance(s, Mapping) or not isinstance(s.get("n_cases_total"), int):
@@ -108,6 +109,10 @@ def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
                    if isinstance(r, Mapping) and "coverage" in r}
         out[str(sid)] = {"n_cases_run": s.get("n_cases_run"),
                          "n_cases_total": s["n_cases_total"], "systems": systems}
+        if isinstance(s.get("systems"), list):
+            # every system of the suite, those that ran no case too (their gates are
+            # listed as not judged)
+            out[str(sid)]["all_systems"] = [str(name) for name in s["systems"]]
     return out
 
 
@@ -678,6 +683,8 @@ class RunHistory:
             for name, cov in (counts.get("systems") or {}).items():
                 if name in suite["retrievers"]:
                     suite["retrievers"][name]["coverage"] = cov
+            if isinstance(counts.get("all_systems"), list):
+                suite["systems"] = [str(name) for name in counts["all_systems"]]
 
     def suite_names(self) -> list[str]:
         """Names of every suite a complete run holds."""

@@ -294,7 +294,12 @@ def test_a_scope_no_case_is_in_fails_a_whole_run_and_is_skipped_in_a_partial_one
     summary = summarize_run(recs, {SID: spec}, {SID: 2 if partial else 1})  # type: ignore
     stored = compare_docs(None, make_baseline(summary, recs, {}))
     for gates in (summary["gates"], stored["gates"]):
-        (scoped,) = [g for g in gates if g["scope"]]
+        # system b of the spec ran no case: its gates, listed, judged nothing
+        assert [g["text"] for g in gates if g["retriever"] == "b"] == (
+            ["difficulty=hard: ndcg@10 >= 0.5", "ndcg@10 >= 0.5"] if partial else [])
+        assert all(g["skipped"] and g["note"] == "no case of b ran in this partial run"
+                   for g in gates if g["retriever"] == "b")
+        (scoped,) = [g for g in gates if g["scope"] and g["retriever"] == "a"]
         if partial:
             assert scoped["passed"] and scoped["skipped"]
             assert scoped["note"] == "no case of its scope ran in this partial run"
@@ -343,7 +348,11 @@ def test_a_suite_with_a_pipeline_labels_its_gates_with_the_suites_count() -> Non
     only_a = [r for r in recs if r["retriever"] == "a"]
     summary = summarize_run(only_a, {SID: spec}, {SID: 10})  # type: ignore[dict-item]
     assert {g["retriever"]: g.get("coverage") for g in summary["gates"]} == {
-        "a": "4 of 5 cases"}
+        "a": "4 of 5 cases", "app": None}
+    # the gate of the system that ran no case is listed, not judged
+    (unjudged,) = [g for g in summary["gates"] if g["retriever"] == "app"]
+    assert unjudged["skipped"] and unjudged["passed"]
+    assert unjudged["note"] == "no case of app ran in this partial run"
 
 
 def test_pipelines_are_summarized_in_the_suites_order_as_retrievers_are() -> None:
