@@ -100,6 +100,33 @@ def test_compare_refuses_what_would_compare_nothing(files, capsys):
                  "retriever=r: ndcg@10 >= 0.5"]) == 0
 
 
+def test_compare_refuses_a_gate_on_a_system_no_suite_computing_its_metric_has(files, capsys):
+    """As the plugin refuses it: 'retriever=bm25: ndcg@10' where bm25 is a suite's that
+    computes recall@10 alone and ndcg@10 another suite's, which has no bm25: each suite
+    left the gate alone, it judged nothing and the comparison passed without a word of it."""
+    two = _doc("two", 0)
+    sb = two["suites"].pop("s.yaml")
+    scores = {"q1": 1.0, "q2": 0.5}
+    sa = {**sb, "name": "sa", "gates": [], "retrievers": {"bm25": {
+        "n_cases": 2, "n_errors": 0, "errors": [], "metrics": {"recall@10": {
+            "mean": 0.75, "direction": "higher", "scores": scores}}}}}
+    overlap = {"overlap": sb["retrievers"]["r"]}
+    two["suites"].update({"sa.yaml": sa,
+                          "sb.yaml": {**sb, "name": "sb", "gates": [], "retrievers": overlap}})
+    save_baseline(files / "two.json", two)
+    gate = "retriever=bm25: ndcg@10 >= 0.5"
+    assert main(["compare", "two.json", "two.json", "--gate", gate]) == 2
+    err = capsys.readouterr().err
+    assert (f"--gate {gate!r}: no suite of the run with system 'bm25' computes 'ndcg@10'; "
+            "the suites with 'bm25' compute: sa [sa.yaml] (recall@10)") in err, err
+    # a suite with both, or the error rate, which every suite has
+    for fine in ("retriever=bm25: recall@10 >= 0.5", "retriever=overlap: ndcg@10 >= 0.5",
+                 "retriever=bm25: error_rate <= 0.1"):
+        assert main(["compare", "two.json", "two.json", "--gate", fine, "--json"]) == 0, fine
+        judged = json.loads(capsys.readouterr().out)["gates"]
+        assert [g["text"] for g in judged] == [fine]
+
+
 def test_a_gate_on_no_common_query_says_so(files, capsys):
     # renamed query ids: the significance gate fails, and its line says why (not "dropped
     # significantly ... delta nan")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..options import add_gate_options, add_history_option
 from ..report.format import one_line
@@ -60,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
         Overrides,
         compare_docs,
         load_side,
-        suite_systems,
         suites_problem,
         systems_problem,
     )
@@ -82,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
         problem = systems_problem(base, names, systems)
         if problem is not None:
             raise BaselineError(f"baseline {base_label} {problem}; nothing would be compared")
-        # a partial run's systems that ran no case too: their gates are listed, not judged
-        _check_gates(args.gate, sorted({n for cs in (cur.get("suites") or {}).values()
-                                        for n in suite_systems(cs)}))
+        _check_gates(args.gate, cur.get("suites") or {})
         result = jsonable(with_failure_lines(compare_docs(base, cur, Overrides(
             tolerance=args.tolerance, test=args.test, alpha=args.alpha,
             require_same_dataset=args.require_same_dataset, gates=tuple(args.gate)))))
@@ -115,15 +114,30 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if result["passed"] else EXIT_FAILED
 
 
-def _check_gates(gates: list[str], systems: list[str]) -> None:
+def _check_gates(gates: list[str], suites: Mapping[str, Mapping[str, Any]]) -> None:
     """What the plugin refuses in ``--ragbench-gate`` before a run: a gate scoped to
-    ``retriever=NAME`` that no suite of the run has (it would apply to nothing and pass
-    unseen), and a bound outside a [0, 1] metric's range ('error_rate <= 5' for 5%, which
-    always passes; 'ndcg@10 >= 60' for 0.6, which never does)."""
+    ``retriever=NAME`` that no suite of the run (``suites``: the run's document's) has, or
+    none that computes its metric (it would apply to nothing and pass unseen), and a bound
+    outside a [0, 1] metric's range ('error_rate <= 5' for 5%, which always passes;
+    'ndcg@10 >= 60' for 0.6, which never does)."""
     from ..errors import did_you_mean
     from ..results.baseline import BaselineError
-    from ..results.gates import bound_problem, parse_gate_expression, scope_retriever
+    from ..results.compare import suite_systems
+    from ..results.gates import (
+        bound_problem,
+        parse_gate_expression,
+        scope_retriever,
+        system_metric_problem,
+    )
 
+    # named as the plugin names them (two suite files may share a name); a partial run's
+    # systems that ran no case too, whose gates are listed as not judged
+    labels = {sid: f"{cs.get('name', sid)} [{sid}]" for sid, cs in sorted(suites.items())}
+    per_suite = {labels[sid]: suite_systems(cs) for sid, cs in suites.items()}
+    metrics = {labels[sid]: list(dict.fromkeys(
+        m for r in (cs.get("retrievers") or {}).values() for m in r.get("metrics") or {}))
+        for sid, cs in suites.items()}
+    systems = sorted({n for names in per_suite.values() for n in names})
     for text in gates:
         try:
             check = parse_gate_expression(text)
@@ -134,7 +148,8 @@ def _check_gates(gates: list[str], systems: list[str]) -> None:
             raise BaselineError(f"--gate {text!r}: the run has no system {only!r}"
                                 f"{did_you_mean(only, systems)} (its systems: "
                                 f"{', '.join(systems) or 'none'})")
-        problem = bound_problem(check, _metric_kind(check.metric))
+        problem = (system_metric_problem(check, metrics, per_suite, suites="suite of the run")
+                   or bound_problem(check, _metric_kind(check.metric)))
         if problem:
             raise BaselineError(f"--gate {text!r}: {problem}")
 

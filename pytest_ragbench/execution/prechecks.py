@@ -136,7 +136,13 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
     checked, as when some of the suites a gate judges were not collected). Expressions were
     checked for syntax when the option was parsed.
     """
-    from ..results.gates import ERROR_RATE, case_filter, parse_gate_expression, scope_retriever
+    from ..results.gates import (
+        ERROR_RATE,
+        case_filter,
+        parse_gate_expression,
+        scope_retriever,
+        system_metric_problem,
+    )
 
     known = sorted({m for names in suite_metrics.values() for m in names})
     # the queries' metadata only when a gate has a query scope (a suite may hold 100k)
@@ -157,18 +163,13 @@ def cli_gate_problems(gates: Sequence[str], suite_metrics: Mapping[str, Sequence
                             f"{only!r}{did_you_mean(only, systems)}; the systems: "
                             f"{', '.join(systems) or 'none'}")
             continue
-        if (suite_systems is not None and only is not None and metric in known
-                and metric != ERROR_RATE):
-            # each suite leaves alone a gate on another suite's metric or system
-            # (results.compare.applicable_gates): with no suite holding both it judged none
-            having = sorted(name for name, names in suite_systems.items() if only in names)
-            if not any(metric in suite_metrics.get(name, ()) for name in having):
-                shown = ", ".join(f"{name} ({', '.join(suite_metrics.get(name, ()))})"
-                                  for name in having)
-                problems.append(f"--ragbench-gate {text!r}: no collected suite with system "
-                                f"{only!r} computes {metric!r}; the suites with {only!r} "
-                                f"compute: {shown}")
-                continue
+        # the rule `ragbench compare --gate` shares: no suite with its system computes it
+        unjudged = (system_metric_problem(gate, suite_metrics, suite_systems,
+                                          suites="collected suite")
+                    if suite_systems is not None else None)
+        if unjudged is not None:
+            problems.append(f"--ragbench-gate {text!r}: {unjudged}")
+            continue
         if metas is not None and case_filter(gate.scope):
             # the queries of the suites the gate judges: those with its system, if it names
             # one, that compute its metric, if some do (the others it leaves alone, as the

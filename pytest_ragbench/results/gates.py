@@ -396,6 +396,31 @@ def scope_retriever(scope: Scope) -> str | None:
     return next((v for k, v in scope if k == "retriever"), None)
 
 
+def system_metric_problem(
+    gate: GateCheck, suite_metrics: Mapping[str, Iterable[str]],
+    suite_systems: Mapping[str, Iterable[str]], *, suites: str = "suite",
+) -> str | None:
+    """Why a gate scoped to ``retriever=NAME`` judges nothing where some suite has ``NAME``
+    and some computes its metric, but none both (None: one does, or it names no system,
+    or the metric is the error rate, which every suite has, or no suite has either, which
+    is another problem). Each suite leaves alone a gate on another suite's metric or system
+    (:func:`pytest_ragbench.results.compare.applicable_gates`), so the run passed without a
+    word of it. ``suite_metrics`` and ``suite_systems`` map each suite, as the message names
+    it, to its metrics and systems; ``suites`` says which suites these are ("collected
+    suite")."""
+    only = scope_retriever(gate.scope)
+    if only is None or gate.metric == ERROR_RATE:
+        return None
+    if not any(gate.metric in names for names in map(set, suite_metrics.values())):
+        return None
+    having = sorted(name for name, names in suite_systems.items() if only in set(names))
+    if not having or any(gate.metric in set(suite_metrics.get(name, ())) for name in having):
+        return None
+    shown = ", ".join(f"{name} ({', '.join(suite_metrics.get(name, ()))})" for name in having)
+    return (f"no {suites} with system {only!r} computes {gate.metric!r}; the suites with "
+            f"{only!r} compute: {shown}")
+
+
 def case_filter(scope: Scope) -> Scope:
     """The part of a scope that selects queries (everything but the retriever)."""
     return tuple((k, v) for k, v in scope if k != "retriever")
