@@ -143,8 +143,18 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 def exception_text(exc: BaseException) -> str:
     """``ValueError: what went wrong``, or the type alone when the exception says nothing (a
-    bare ``assert``, ``raise ValueError()``), not a colon followed by nothing."""
-    text = str(exc)
+    bare ``assert``, ``raise ValueError()``), not a colon followed by nothing. An exception
+    whose ``__str__`` itself raises is named with that error: its own message cannot be had,
+    and the error it raised must not escape the case that reports it."""
+    try:
+        text = str(exc)
+    except Exception as broken:
+        try:
+            why = str(broken)
+        except Exception:  # its error's own message is broken too: its type must do
+            why = ""
+        why = f"{type(broken).__name__}: {why}" if why.strip() else type(broken).__name__
+        return f"{type(exc).__name__} (its message could not be read: {why})"
     return f"{type(exc).__name__}: {text}" if text.strip() else type(exc).__name__
 
 

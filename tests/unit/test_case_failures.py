@@ -324,6 +324,43 @@ def test_an_exception_without_a_message_is_named_by_its_type_alone(runtime_of) -
     assert rec["error"]["message"] == "retriever 'fake' raised ValueError: no index for 'beta'"
 
 
+class _Unprintable(Exception):
+    """An exception whose message cannot be had: its ``__str__`` (and ``__repr__``) raise."""
+
+    def __str__(self) -> str:
+        raise ValueError("str blew up")
+
+    def __repr__(self) -> str:
+        raise ValueError("repr blew up")
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_an_error_of_its_case(
+    runtime_of,
+) -> None:
+    """An exception whose ``__str__`` raises escaped the case: the record had stage 'setup'
+    and the message 'conftest.py:35: ValueError' (the ``__str__``'s own error), neither the
+    pipeline nor the answer stage."""
+
+    class App:
+        def answer(self, query: Any) -> Any:
+            raise _Unprintable
+
+    class Mute(Ranked):
+        def retrieve(self, text: str, k: int) -> Any:
+            raise _Unprintable
+
+    errors = Errors()
+    rec = runtime_of(App, PIPELINE_SUITE, "pipeline", "app").run_pipeline_case(
+        "app", "q1", on_error=errors)
+    assert rec["error"]["stage"] == "answer"
+    assert rec["error"]["message"] == ("pipeline 'app' raised _Unprintable (its message "
+                                       "could not be read: ValueError: str blew up)")
+    assert isinstance(errors.raised[-1][0], _Unprintable)
+    rec = runtime_of(Mute).run_case("fake", "q1")
+    assert rec["error"]["stage"] == "retrieve"
+    assert rec["error"]["message"].startswith("retriever 'fake' raised _Unprintable (")
+
+
 def test_a_traceback_with_no_frame_of_a_component_is_kept_whole() -> None:
     try:
         clean_float("not a number")
