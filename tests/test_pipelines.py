@@ -404,6 +404,18 @@ def test_http_pipelines_concurrency_holds_for_the_whole_run() -> None:
     assert (pool["concurrency"], pool["requests"], pool["max_in_flight"]) == (1, 6, 1)
 
 
+def test_http_pipeline_throttled_for_a_while_is_waited_out_not_taken_for_down(service):
+    """A service answering 429 to a burst (a rate limit, an answer from a live service) opened
+    the pipeline's circuit breaker after 5 of them: the case failed with 'circuit open' with
+    retries left, and so did every later case until the breaker closed, where the LLM clients
+    back off and retry (a 429 does not count against their breaker)."""
+    with service([*[(429, "slow down")] * 7, (200, GOOD)]) as svc:
+        pipeline = HTTPPipeline(url=svc.url, retries=9, backoff=0.0)
+        out = _ask(pipeline)
+    assert out.answer == "a fine grind"
+    assert pipeline.requests == 8
+
+
 def test_http_pipeline_timeout_bounds_each_whole_attempt(service):
     # the reply trickles in a byte every 20 ms: no single read waits 0.1 s, the attempt does
     with service([(200, Trickle(GOOD, 0.02))]) as svc:

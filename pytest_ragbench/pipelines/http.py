@@ -236,7 +236,12 @@ class HTTPPipeline:
                 if is_retryable_status(reply.status_code):
                     last = f"HTTP {reply.status_code}: {self._excerpt(reply.text)}"
                     retry_after = parse_retry_after(reply.headers.get("retry-after"))
-                    await self.breaker.record_failure(f"HTTP {reply.status_code}")
+                    if reply.status_code == 429:
+                        # a rate limit is an answer from a live service: backed off and
+                        # retried, not counted towards declaring it down (as the LLM clients)
+                        await self.breaker.record_success()
+                    else:
+                        await self.breaker.record_failure(f"HTTP {reply.status_code}")
                 else:
                     # any other answer proves the service is alive
                     await self.breaker.record_success()
