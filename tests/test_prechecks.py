@@ -88,6 +88,21 @@ def test_unset_env_problems_name_key_path_and_variable_never_a_value(env):
     assert SECRET not in repr(problems)
 
 
+def test_a_pipeline_suites_judge_key_is_named_once_at_its_own_key(env, tmp_path):
+    """A suite of pipelines has no ``llm:``, the judge's LLM stands in for it: its unset key
+    was reported twice, once at ``llm.api_key_env``, a key the file does not have, whose line
+    was looked for forever (collection hung)."""
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "why"}\n')
+    (tmp_path / "out.jsonl").write_text('{"query_id": "q1", "answer": "because"}\n')
+    (tmp_path / "suite.yaml").write_text(
+        "name: pipes\ndataset: {queries: queries.jsonl}\n"
+        "pipelines: {rec: {type: recorded, path: out.jsonl}}\nmetrics: [faithfulness]\n"
+        f"judge: {{llm: {{base_url: 'http://x/v1', model: j, api_key_env: {UNSET}}}}}\n")
+    suite = load_suite(tmp_path / "suite.yaml", None)
+    assert unset_env_problems([], suite.rag) == [
+        ("judge.llm.api_key_env", f"environment variable {UNSET} is not set or empty")]
+
+
 def test_empty_variable_counts_as_unset(monkeypatch):
     monkeypatch.setenv(UNSET, "")
     assert unset_env_problems([("retrievers.r", {"api_key_env": UNSET})]) == [

@@ -205,6 +205,55 @@ def test_every_bad_parameter_of_a_registered_llm_is_at_its_own_line(pytester, mi
     ], consecutive=True)
 
 
+def test_a_pipeline_suites_registered_judge_llm_is_reported_once_at_its_own_key(
+        pytester, mini_suite):
+    """A suite of pipelines has no ``llm:`` (the judge's own LLM stands in for it): a bad
+    parameter of a registered judge LLM was reported twice, once at ``llm.temperature``, a key
+    the file does not have, whose line was looked for forever (collection hung)."""
+    mini_suite()
+    pytester.makepyfile(my_llm="""
+        class MyLLM:
+            def __init__(self, model: str, temperature: float = 0.0):
+                if temperature < 0:
+                    raise ValueError("temperature must be >= 0")
+                self.model = model
+
+            async def chat(self, messages, **kwargs):
+                raise NotImplementedError
+
+
+        class App:
+            def answer(self, query):
+                return "x"
+    """)
+    result = run_bad(pytester, """\
+        name: pipes
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "my_llm:App"}
+        judge:
+          llm: {type: "my_llm:MyLLM", model: judge, temperature: warm}
+        metrics: [faithfulness]
+        """)
+    out = result.stdout.str()
+    assert out.count("ERROR collecting suite.yaml") == 1, out
+    result.stdout.fnmatch_lines(
+        ["*suite.yaml:6: judge.llm.temperature: expected a number, got 'warm'"])
+    assert out.count("llm.temperature") == 1, out
+    # one it cannot build: built once (the stand-in is the judge's), said at the judge's line
+    result = run_bad(pytester, """\
+        name: pipes
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "my_llm:App"}
+        judge:
+          llm: {type: "my_llm:MyLLM", model: judge, temperature: -1}
+        metrics: [faithfulness]
+        """)
+    result.stdout.fnmatch_lines(
+        ["*suite.yaml:6: judge.llm: cannot build llm 'my_llm:MyLLM': temperature must be >= 0"])
+
+
 def test_a_components_own_check_is_listed_beside_its_refused_parameters(pytester, mini_suite):
     """A parameter the registry refused (unknown, mistyped) hid what the component's own
     check finds (a reserved request parameter, a dense retriever's embedder, a langchain

@@ -168,6 +168,10 @@ class RagConfig:
     # names not here are the built-ins
     metrics: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False,
                                        repr=False)
+    #: False when ``llm`` is a suite of pipelines' stand-in, its judge's own LLM (it generates
+    #: nothing): the file has no ``llm:`` key, so what is wrong with it is said at
+    #: ``judge.llm`` alone
+    llm_in_suite: bool = field(default=True, compare=False)
 
 
 def _path(prefix: str, *parts: str) -> str:
@@ -291,8 +295,11 @@ def rag_config_from_model(model: schema.RagFields, *, key_prefix: str = "") -> R
     if model.prices is not None:
         prices = PriceTable.from_mapping({m: p.model_dump() for m, p in model.prices.items()},
                                          key=_path(key_prefix, "prices"))
+    # the loader's stand-in is the judge's own model object, a key of the file never is
+    stand_in = model.judge is not None and model.llm is model.judge.llm
     return RagConfig(
         llm=_llm(model.llm),
+        llm_in_suite=not stand_in,
         judge=judge,
         embedder=embedder,
         generation=GenerationConfig(contexts=gen.contexts, template=gen.template,
@@ -342,7 +349,8 @@ def registered_components(config: RagConfig) -> list[tuple[str, str, str, Mappin
     """(key path, kind, type, parameters) of each registered-type provider ``config`` uses."""
     out: list[tuple[str, str, str, Mapping[str, Any]]] = []
     judge_llm = config.judge.llm if config.judge is not None else None
-    for key, llm in (("llm", config.llm), ("judge.llm", judge_llm)):
+    generation = config.llm if config.llm_in_suite else None
+    for key, llm in (("llm", generation), ("judge.llm", judge_llm)):
         if llm is not None and llm.registered:
             out.append((key, "llm", llm.type, llm.params))
     if config.embedder is not None and config.embedder.registered:

@@ -736,7 +736,11 @@ def build_pipeline(
                 key = _cache_key_of(cached)
             return _MeteredLLM(wrapped, meter, config.prices, model, key=key)
 
-        gen_inner, gen_id, gen_model = provider(config.llm, _path(prefix, "llm"))
+        # a suite of pipelines' stand-in llm is its judge's own (built once, as for "same",
+        # and named at judge.llm: the file has no llm: key)
+        gen_inner, gen_id, gen_model = provider(
+            config.llm, _path(prefix, "llm") if config.llm_in_suite
+            else _path(prefix, "judge", "llm"))
         llm = finish(gen_inner, gen_id, gen_model, version)
 
         embedder: Embedder | None = None
@@ -772,7 +776,8 @@ def build_pipeline(
             embedder = LeftEmbedder()
         judge: Judge | None = None
         if config.judge is not None:
-            if config.judge.llm is None:  # "same": share the client, budget and price
+            if config.judge.llm is None or not config.llm_in_suite:
+                # "same" (or the stand-in): share the client, budget and price
                 j_inner, j_id, j_model = gen_inner, gen_id, gen_model
             else:
                 j_inner, j_id, j_model = provider(config.judge.llm, _path(prefix, "judge", "llm"))

@@ -72,7 +72,9 @@ def _endpoint_refs(rag: Any) -> Iterator[tuple[str, str]]:
     """
     prefix = str(getattr(rag, "key_prefix", "") or "")
     judge = getattr(rag, "judge", None)
-    for key, part in (("llm", getattr(rag, "llm", None)),
+    # a suite of pipelines' stand-in llm is its judge's: named at judge.llm alone
+    llm = getattr(rag, "llm", None) if getattr(rag, "llm_in_suite", True) else None
+    for key, part in (("llm", llm),
                       ("judge.llm", getattr(judge, "llm", None)),
                       ("embedder", getattr(rag, "embedder", None))):
         endpoint = getattr(part, "endpoint", None)
