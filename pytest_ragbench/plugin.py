@@ -596,7 +596,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.hookimpl(wrapper=True)
+# innermost of the session-finish wrappers: inside pytest's warnings capture, so that what
+# closing the components warns of (a close() that raised) reaches the warnings summary
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> Any:
     try:
         return (yield)

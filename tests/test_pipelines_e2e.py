@@ -999,3 +999,26 @@ def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_progress_a
     assert cost == pytest.approx(expected)
     assert f"(all workers; {note})" in (run / "summary.md").read_text()
     assert f"(all workers; {note})" in (run / "report.html").read_text()
+
+
+def test_a_pipeline_whose_close_raises_is_in_the_warnings_summary(pytester, mini_suite):
+    """A pipeline's close() that raised was swallowed at the end of the run without a word."""
+    mini_suite("""\
+        name: closing
+        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
+        pipelines:
+          app: {type: "closing_app:App"}
+        metrics: [recall@10]
+        """)
+    pytester.makepyfile(closing_app="""
+        class App:
+            def answer(self, query):
+                return {"answer": "x", "contexts": [{"id": "d1"}]}
+
+            def close(self):
+                raise RuntimeError("flush failed")
+    """)
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
+    result.assert_outcomes(passed=5, warnings=1)
+    result.stdout.fnmatch_lines(["*CloseWarning: pipeline 'app': close() raised RuntimeError: "
+                                 "flush failed"])

@@ -39,6 +39,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -133,6 +134,14 @@ def errors_text(errors: Mapping[str, Any]) -> str:
     for name, text in errors.items():
         by_text.setdefault(str(text), []).append(str(name))
     return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_text.items())
+
+
+#: Seconds a component's ``aclose()`` may take at the end of the run before it is left behind.
+CLOSE_TIMEOUT = 30.0
+
+
+class CloseWarning(UserWarning):
+    """A retriever's or pipeline's ``close()`` / ``aclose()`` failed or did not finish."""
 
 
 class CaseClock:
@@ -1336,17 +1345,36 @@ class SuiteRuntime:
             if passed is False:
                 rec["status"] = "failed"
 
+    def _close_component(self, name: str, component: Any) -> None:
+        for meth in ("aclose", "close"):
+            fn = getattr(component, meth, None)
+            if not callable(fn):
+                continue
+            kind = "pipeline" if self.suite.is_pipeline(name) else "retriever"
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    self._run(asyncio.wait_for(result, CLOSE_TIMEOUT))
+            except (asyncio.TimeoutError, TimeoutError):
+                warnings.warn(CloseWarning(f"{kind} {name!r}: {meth}() did not finish within "
+                                           f"{CLOSE_TIMEOUT:g} s; left behind"), stacklevel=1)
+            except Exception as exc:
+                warnings.warn(CloseWarning(f"{kind} {name!r}: {meth}() raised "
+                                           f"{exception_text(exc)}"), stacklevel=1)
+            return
+
     def close(self) -> None:
-        """Close retrievers that have a ``close``/``aclose`` and the event loop; drop the data."""
+        """Close retrievers and pipelines that have a ``close``/``aclose`` and the event loop;
+        drop the data. One that raises, or whose ``aclose`` takes longer than
+        :data:`CLOSE_TIMEOUT`, is a :class:`CloseWarning` naming it (teardown must not mask
+        results, nor hang the run after them)."""
         # Built at collection but never indexed (their cases were deselected) count too.
-        for r in [*self._retrievers.values(), *self._built.values(), *self._systems.values()]:
-            for meth in ("aclose", "close"):
-                fn = getattr(r, meth, None)
-                if callable(fn):
-                    # Teardown must not mask results.
-                    with contextlib.suppress(Exception):
-                        self._run(fn())
-                    break
+        closed: set[int] = set()
+        for name, r in [*self._retrievers.items(), *self._built.items(),
+                        *self._systems.items()]:
+            if id(r) not in closed:
+                closed.add(id(r))
+                self._close_component(name, r)
         self._retrievers.clear()
         self._built.clear()
         self._systems.clear()

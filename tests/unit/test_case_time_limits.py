@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from virtual_clock import VirtualClockLoop
 
-from pytest_ragbench.execution.runtime import CaseClock, SuiteRuntime
+from pytest_ragbench.execution.runtime import CaseClock, CloseWarning, SuiteRuntime
 from pytest_ragbench.llm import deadline
 from pytest_ragbench.registry import BuildContext, Registry
 from pytest_ragbench.suite.loader import load_suite
@@ -397,3 +397,36 @@ def test_an_awaitable_handed_back_late_gets_only_what_is_left_of_the_limit(
     rec = runtime.run_case("slow", SLOW_CASE)
     assert rec["status"] == "error" and rec["error"]["type"] == "TimeoutError", rec["error"]
     assert runtime.run_case("slow", "q1")["status"] == "ok"
+
+
+class Unclosable:
+    """An application whose ``aclose()`` never ends, or whose ``close()`` raises."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def answer(self, query: Any) -> dict[str, Any]:
+        return {"answer": "document 0", "contexts": [{"id": "d0"}]}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "aclose" and self.mode == "hangs":
+            return lambda: asyncio.Event().wait()
+        if name == "close" and self.mode == "raises":
+            def close() -> None:
+                raise RuntimeError("flush failed")
+            return close
+        raise AttributeError(name)
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("hangs", r"pipeline 'app': aclose\(\) did not finish within 30 s; left behind"),
+    ("raises", r"pipeline 'app': close\(\) raised RuntimeError: flush failed"),
+])
+def test_a_pipeline_whose_close_hangs_or_raises_is_a_warning_naming_it(
+        runtime_of, mode: str, message: str) -> None:
+    """An ``aclose()`` that never ended hung the run after its last item (no summary, the
+    process never exited); a ``close()`` that raised was swallowed without a word."""
+    runtime = runtime_of(PIPELINE_SUITE, "pipeline", "app", lambda: Unclosable(mode))
+    assert runtime.run_pipeline_case("app", "q0")["status"] == "ok"
+    with pytest.warns(CloseWarning, match=message):
+        runtime.close()
