@@ -527,6 +527,23 @@ def test_langchain_outputs_map_onto_the_contract() -> None:
     assert not langchain_output("plain").contexts_given
 
 
+def test_a_chains_output_it_cannot_read_says_which_key_and_how_to_name_another() -> None:
+    """'the chain's output has none of answer, result, output, text (its keys: output_text,
+    context)' did not say that answer_key names another, and 'document 0 is str' not under
+    which key of the output the documents were."""
+    from pytest_ragbench.pipelines.adapters import langchain_output
+
+    with pytest.raises(OutputError) as info:
+        langchain_output({"output_text": "a", "context": []})
+    assert str(info.value) == ("the chain's output has none of answer, result, output, text "
+                               "(its keys: output_text, context; name another with "
+                               "answer_key: NAME)")
+    with pytest.raises(OutputError) as info:
+        langchain_output({"answer": "a", "source_documents": ["a text"]})
+    assert str(info.value) == ("the chain's 'source_documents' document 0 is str, expected a "
+                               "Document with page_content")
+
+
 def test_llamaindex_responses_map_onto_the_contract() -> None:
     from pytest_ragbench.pipelines.adapters import llamaindex_output
 

@@ -283,11 +283,14 @@ def _is_runnable(obj: Any) -> bool:
 
 
 def langchain_contexts(docs: Any, *, id_key: str | None = None,
-                       score_key: str | None = "score") -> tuple[Context, ...]:
-    """Contexts of LangChain ``Document`` objects (see the module docs for ids and scores)."""
+                       score_key: str | None = "score", key: str | None = None,
+                       ) -> tuple[Context, ...]:
+    """Contexts of LangChain ``Document`` objects (see the module docs for ids and scores);
+    ``key`` is the chain output's key that held them, for messages."""
     if isinstance(docs, str | bytes) or not isinstance(docs, Sequence):
         raise OutputError(f"the chain's documents are {type(docs).__name__}, expected a list")
-    return tuple(langchain_context(doc, f"document {i}", id_key=id_key, score_key=score_key)
+    where = f"the chain's {key!r} document" if key else "document"
+    return tuple(langchain_context(doc, f"{where} {i}", id_key=id_key, score_key=score_key)
                  for i, doc in enumerate(docs))
 
 
@@ -299,8 +302,8 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
     ``usage`` is what the run's chat model calls reported; without it, a message's own
     ``usage_metadata`` counts.
     """
-    def docs_of(value: Any) -> tuple[Context, ...]:
-        return langchain_contexts(value, id_key=id_key, score_key=score_key)
+    def docs_of(value: Any, key: str | None = None) -> tuple[Context, ...]:
+        return langchain_contexts(value, id_key=id_key, score_key=score_key, key=key)
 
     if isinstance(result, str):
         return PipelineOutput(answer=result, usage=usage)
@@ -323,8 +326,9 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
         return PipelineOutput(answer=_content_text(last.content, "the last message"),
                               usage=usage or _message_usage(last))
     if key is None:
+        hint = "" if answer_key else "; name another with answer_key: NAME"
         raise OutputError(f"the chain's output has none of {', '.join(keys)} "
-                          f"(its keys: {', '.join(map(str, result))})")
+                          f"(its keys: {', '.join(map(str, result))}{hint})")
     answer = result[key]
     if hasattr(answer, "content"):
         usage = usage or _message_usage(answer)
@@ -332,12 +336,13 @@ def langchain_output(result: Any, *, id_key: str | None = None, score_key: str |
     if not isinstance(answer, str):
         raise OutputError(f"the chain's {key!r} is {type(answer).__name__}, expected a string")
     doc_keys = (context_key,) if context_key else _DOC_KEYS
-    docs = next((result[k] for k in doc_keys if k in result), None)
+    doc_key = next((k for k in doc_keys if k in result), None)
+    docs = result[doc_key] if doc_key is not None else None
     if docs is None and context_key:
         raise OutputError(f"the chain's output has no {context_key!r} "
                           f"(its keys: {', '.join(map(str, result))})")
     # documents the chain returned, even none, are its ranking; none returned leaves it n/a
-    return PipelineOutput(answer=answer, contexts=docs_of(docs or []), usage=usage,
+    return PipelineOutput(answer=answer, contexts=docs_of(docs or [], doc_key), usage=usage,
                           contexts_given=docs is not None)
 
 
