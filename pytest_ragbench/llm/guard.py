@@ -133,6 +133,10 @@ def describe_exception(exc: BaseException) -> str:
     """``ValueError: text`` for a foreign exception; an LLMError's own message as it is."""
     if isinstance(exc, LLMError) and str(exc):
         return str(exc)
+    status = getattr(exc, "status", None) if isinstance(exc, ProviderError) else None
+    if isinstance(status, int) and not isinstance(status, bool):
+        # all it says of what went wrong, and why it was (or was not) retried
+        return f"{type(exc).__name__} (status {status})"
     return exception_text(exc)
 
 

@@ -126,6 +126,17 @@ def test_what_is_retried(exc: Exception, retryable: bool, outcome: str,
     assert failure.message  # never empty: it becomes the case's error
 
 
+def test_a_provider_error_without_a_message_says_its_status() -> None:
+    """``raise ProviderError("", status=503)`` (the service's body was empty) made the case's
+    error 'llm 'mine' failed after 5 attempts: ProviderError', the status it was retried for
+    lost."""
+    assert classify(ProviderError("", status=503)).message == "ProviderError (status 503)"
+    assert classify(ProviderError("", status=429, retry_after=1.0)).message == (
+        "ProviderError (status 429)")
+    assert classify(ProviderError("overloaded", status=503)).message == "overloaded"
+    assert classify(ProviderError("", retryable=True)).message == "ProviderError"
+
+
 def test_a_registered_llm_that_fails_twice_then_answers_is_retried_metered_and_cached(
         tmp_path: Path) -> None:
     flaky = Flaky(fails=2)
