@@ -63,7 +63,10 @@ class Lines:
         while key:
             if key in self._by_key:
                 return self._by_key[key]
-            key = _PARENT.sub("", key)
+            parent = _PARENT.sub("", key)
+            if parent == key:  # a top-level key the file does not have
+                break
+            key = parent
         return self._lines.get(())
 
 

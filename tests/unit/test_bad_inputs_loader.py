@@ -406,3 +406,16 @@ def test_a_components_own_check_that_raises_is_one_line_at_the_component(
         "8: retrievers.own: retriever 'raising_check_mod:Svc': its ragbench_check raised "
         f"KeyError: 'endpoint' (at {tmp_path / 'raising_check_mod.py'}:7)",
     ], found
+
+
+def test_an_error_at_a_top_level_key_the_file_lacks_has_no_line_and_does_not_hang(
+        alarm: None) -> None:
+    """The line of a key path an error names was looked up by taking keys off its end: a
+    top-level key the file does not hold (``llm`` in a suite of pipelines whose judge stands
+    in for it) never got shorter, and collection hung."""
+    from pytest_ragbench.suite.model import Lines
+
+    lines = Lines({("judge",): 3, ("judge", "llm"): 4})
+    assert lines.at_key("llm.temperature") is None
+    assert lines.at_key("llm") is None
+    assert lines.at_key("judge.llm.temperature") == 4
