@@ -375,6 +375,22 @@ async def test_adaptive_against_a_real_endpoint_taking_two_at_once_is_rarely_ref
     assert pool["adaptive"]["level"] == 2
 
 
+def test_the_spend_shown_is_the_same_in_whatever_order_the_charges_came() -> None:
+    """The run's spend was a running sum: the same charges arriving in another order (at
+    another -n) showed 0.009878 and 0.009877999999999996 in summary.json."""
+    charges = [0.000123, 0.0011, 0.0004567, 0.002, 0.000001, 0.0061983] * 7
+    shown = []
+    for order in (charges, charges[::-1], sorted(charges)):
+        h = Harness()
+        h.send("w", {"op": "declare_cost", "key": "suite", "max_cost": 10.0})
+        for usd in order:
+            h.send("w", {"op": "charge", "key": "suite", "usd": usd})
+        totals = h.core.totals()
+        shown.append((totals["spent"], totals["costs"]["suite"]["spent"]))
+    assert len(set(shown)) == 1, shown
+    assert shown[0][0] == round(math.fsum(charges), 11)
+
+
 def test_cost_cap_refuses_before_and_while_waiting() -> None:
     h = Harness()
     h.declare(concurrency=1)

@@ -227,7 +227,7 @@ class _Pool:
             "timeouts": self.timeouts,
             "errors": self.errors,
             "trips": self.trips,
-            "spent": self.spent,
+            "spent": usd_total(self.spent),
             "estimated": self.estimated,
             "settled": self.settled,
         }
@@ -239,6 +239,13 @@ class _Pool:
                 "decreases": self.aimd.decreases,
             }
         return data
+
+
+def usd_total(value: float) -> float:
+    """A spend as shown: a sum of many charges in the order they came (another at each
+    ``-n``), rounded to a billionth of a cent so that the same charges show the same total
+    (0.009878, not 0.009877999999999996 at ``-n 2``)."""
+    return round(value, 11)
 
 
 @dataclass
@@ -426,12 +433,13 @@ class BudgetCore:
         return {
             "pools": {key: pool.snapshot() for key, pool in sorted(self._pools.items())},
             "costs": {
-                key: {"spent": c.spent, "max_cost": c.max_cost, "charges": c.charges,
+                key: {"spent": usd_total(c.spent), "max_cost": c.max_cost,
+                      "charges": c.charges,
                       "estimated": c.estimated, "refused": c.refused,
                       "exhausted": c.exhausted}
                 for key, c in sorted(self._costs.items())
             },
-            "spent": sum(c.spent for c in self._costs.values()),
+            "spent": usd_total(math.fsum(c.spent for c in self._costs.values())),
             "exchange": self.exchange.stats.to_dict(),
         }
 
