@@ -144,6 +144,20 @@ class CloseWarning(UserWarning):
     """A retriever's or pipeline's ``close()`` / ``aclose()`` failed or did not finish."""
 
 
+def _warn_closing(message: str) -> None:
+    """Warn :class:`CloseWarning` ``message``, never raising it: a filter that makes warnings
+    errors (``-W error``, an ini's ``filterwarnings = error``) raised it out of the run's end,
+    a traceback in place of the ragbench summary and pytest's counts (an xdist worker's was
+    lost without a word); it is recorded as the warning it is, for the warnings summary."""
+    warning = CloseWarning(message)
+    try:
+        warnings.warn(warning, stacklevel=1)
+    except CloseWarning:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CloseWarning)
+            warnings.warn(warning, stacklevel=1)
+
+
 class CaseClock:
     """What the runtime times a component's ``case_timeout`` on: the real clock. A test may
     give a :class:`SuiteRuntime` one whose waits end as soon as the call waited for can no
@@ -1356,11 +1370,10 @@ class SuiteRuntime:
                 if inspect.isawaitable(result):
                     self._run(asyncio.wait_for(result, CLOSE_TIMEOUT))
             except (asyncio.TimeoutError, TimeoutError):
-                warnings.warn(CloseWarning(f"{kind} {name!r}: {meth}() did not finish within "
-                                           f"{CLOSE_TIMEOUT:g} s; left behind"), stacklevel=1)
+                _warn_closing(f"{kind} {name!r}: {meth}() did not finish within "
+                              f"{CLOSE_TIMEOUT:g} s; left behind")
             except Exception as exc:
-                warnings.warn(CloseWarning(f"{kind} {name!r}: {meth}() raised "
-                                           f"{exception_text(exc)}"), stacklevel=1)
+                _warn_closing(f"{kind} {name!r}: {meth}() raised {exception_text(exc)}")
             return
 
     def close(self) -> None:
