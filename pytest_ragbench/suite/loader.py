@@ -516,10 +516,11 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
         model = SuiteModel.model_validate(data)
     except ValidationError as exc:
         found = validation_problems(exc, data, ctx)
-        # the components' checks do not wait for the schema's problems to be fixed
+        # the components' checks do not wait for the schema's problems to be fixed, nor do
+        # the gates', tolerances' and dataset's
         raise one_error([*found.values(), *_component_problems(
-            ctx, data, found, known_retrievers, known_pipelines, resolver, check_system)]
-                        ) from None
+            ctx, data, found, known_retrievers, known_pipelines, resolver, check_system),
+            *_section_problems(ctx, data, found, resolver, path)]) from None
 
     name = model.name or path.name.split(".")[0]
     problems: list[SuiteError] = []
@@ -776,6 +777,43 @@ def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[Ke
                                  [p for p in pipelines if p.path not in held], check,
                                  retrievers)
     return problems + _registered_problems(ctx, data, refused, check, retrievers)
+
+
+def _section_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[KeyPath],
+                      resolve: MetricResolver, path: Path) -> list[SuiteError]:
+    """What the gates, thresholds, tolerances and dataset of a document the schema refused
+    at ``refused`` hold wrong, for each of them the schema accepted (with the metrics: a
+    gate names one): a bad gate showed only once an unknown key elsewhere was fixed."""
+    tops = {p[0] for p in refused if p}
+    if "metrics" in tops or not isinstance(data.get("metrics"), list | str):
+        return []
+    try:
+        metrics = {m.name: m for m in _parse_metrics(ctx, data["metrics"], resolve, [])}
+    except SuiteError:
+        return []  # the components' checks report the metrics
+    systems = [str(n) for key in ("retrievers", "pipelines")
+               if isinstance(data.get(key), Mapping) for n in data[key]]
+    name = str(data.get("name") or path.name.split(".")[0])
+    parts: list[tuple[str, Callable[[], Any]]] = [
+        ("thresholds", lambda: _parse_gates(ctx, data.get("thresholds") or {},
+                                            ("thresholds",), metrics, systems)),
+        ("gates", lambda: _parse_gates(ctx, data.get("gates") or {}, ("gates",), metrics,
+                                       systems)),
+        ("baseline", lambda: _parse_baseline(ctx, data.get("baseline") or {}, metrics)),
+        ("dataset", lambda: _parse_dataset(ctx, data["dataset"], path.parent, name)),
+    ]
+    problems: list[SuiteError] = []
+    for section, parse in parts:
+        if section in tops or (section == "dataset" and "name" in tops) or (
+                section != "dataset" and data.get(section) is None):
+            continue
+        try:
+            parse()
+        except SuiteError as exc:
+            problems.append(exc)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue  # a shape the schema refused elsewhere: its problem says it
+    return problems
 
 
 #: Where a suite names an LLM or embedder, which may be of a registered type.

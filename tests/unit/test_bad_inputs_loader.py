@@ -419,3 +419,24 @@ def test_an_error_at_a_top_level_key_the_file_lacks_has_no_line_and_does_not_han
     assert lines.at_key("llm.temperature") is None
     assert lines.at_key("llm") is None
     assert lines.at_key("judge.llm.temperature") == 4
+
+
+def test_a_schema_error_hides_no_bad_gate_tolerance_or_dataset_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """An unknown key (a schema error) ended the check before the gates, thresholds,
+    tolerances and the dataset were read: a bad gate showed a run later."""
+    suite = sub(SUITE, "qrels.txt", "missing.txt") + (
+        "seeed: 1\n"                                                   # 10
+        "gates: {ndcg@10: '>= lots'}\n"                                # 11
+        "thresholds: {recall@10: '>= x'}\n"                            # 12
+        "baseline: {tolerance: {ndcg@10: 7}}\n")                      # 13
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    expected = ["5: dataset.qrels: qrels file not found: *missing.txt",
+                "10: seeed: unknown key 'seeed' (did you mean 'seed'?)*",
+                "11: gates.ndcg@10: cannot parse '>= lots'*",
+                "12: thresholds.recall@10: cannot parse '>= x'*",
+                "13: baseline.tolerance.ndcg@10: an absolute tolerance of 7 *"]
+    assert len(found) == len(expected) and all(
+        fnmatch.fnmatchcase(f, e) for f, e in zip(found, expected, strict=True)), \
+        "\n".join(found)
