@@ -1242,7 +1242,7 @@ def _parse_baseline(ctx: _Ctx, data: Mapping[str, Any],
     items = [] if tol is None else tol.items() if isinstance(tol, Mapping) else [("*", tol)]
     problems: list[SuiteError] = []
     for metric, spec in items:
-        key = (("baseline", "tolerance") if metric == "*"
+        key = (("baseline", "tolerance") if not isinstance(tol, Mapping)
                else ("baseline", "tolerance", str(metric)))
         if metric != "*" and str(metric) not in metrics:
             problems.append(ctx.error(key, f"a tolerance for {str(metric)!r}, which is not "

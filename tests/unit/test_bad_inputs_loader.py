@@ -317,6 +317,12 @@ def test_a_drop_limit_or_tolerance_no_score_in_0_1_can_exceed_is_refused(
         pytestconfig, tmp_path, everywhere, monkeypatch)] == [
         "10: baseline.tolerance: an absolute tolerance of 5 lets any score in [0, 1] drop to "
         "0; for a relative one write '5%', for an absolute one a value up to 1 (e.g. 0.02)"]
+    # the same written as a map's '*' key is at that key
+    starred = sub(SUITE, "k: 10", "k: 10\nbaseline:\n  tolerance:\n    '*': 5")
+    assert [line.partition("suite.yaml:")[2] for line in all_lines(
+        pytestconfig, tmp_path, starred, monkeypatch)] == [
+        "12: baseline.tolerance.*: an absolute tolerance of 5 lets any score in [0, 1] drop "
+        "to 0; for a relative one write '5%', for an absolute one a value up to 1 (e.g. 0.02)"]
 
 
 OWN_LLM = '''\
