@@ -1002,7 +1002,11 @@ def test_a_spend_and_tokens_counted_by_estimates_say_so_in_the_budget_progress_a
 
 
 def test_a_pipeline_whose_close_raises_is_in_the_warnings_summary(pytester, mini_suite):
-    """A pipeline's close() that raised was swallowed at the end of the run without a word."""
+    """A pipeline's close() that raised was swallowed at the end of the run without a word.
+    Under ``-W error`` (or an ini's ``filterwarnings = error``) its CloseWarning was then
+    raised out of the session's end: a traceback in place of the ragbench summary and
+    pytest's counts (at -n 0; an xdist worker's was lost without a word). It is listed in
+    the warnings summary either way."""
     mini_suite("""\
         name: closing
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
@@ -1018,33 +1022,8 @@ def test_a_pipeline_whose_close_raises_is_in_the_warnings_summary(pytester, mini
             def close(self):
                 raise RuntimeError("flush failed")
     """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly")
-    result.assert_outcomes(passed=5, warnings=1)
-    result.stdout.fnmatch_lines(["*CloseWarning: pipeline 'app': close() raised RuntimeError: "
-                                 "flush failed"])
-
-
-def test_a_close_warning_under_w_error_leaves_the_summary_and_is_listed(pytester, mini_suite):
-    """Under ``-W error`` (or an ini's ``filterwarnings = error``) the CloseWarning of a
-    close() that raised was raised out of the session's end: a traceback in place of the
-    ragbench summary and pytest's counts (at -n 0; an xdist worker's was lost without a
-    word). It is listed in the warnings summary, as without the filter."""
-    mini_suite("""\
-        name: closing
-        dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
-        pipelines:
-          app: {type: "closing_app:App"}
-        metrics: [recall@10]
-        """)
-    pytester.makepyfile(closing_app="""
-        class App:
-            def answer(self, query):
-                return {"answer": "x", "contexts": [{"id": "d1"}]}
-
-            def close(self):
-                raise RuntimeError("flush failed")
-    """)
-    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly", "-W", "error")
-    result.stdout.fnmatch_lines(["*CloseWarning: pipeline 'app': close() raised RuntimeError: "
-                                 "flush failed", "*ragbench: passed"])
-    result.assert_outcomes(passed=5, warnings=1)
+    for extra in ([], ["-W", "error"]):
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:randomly", *extra)
+        result.stdout.fnmatch_lines(["*CloseWarning: pipeline 'app': close() raised "
+                                     "RuntimeError: flush failed", "*ragbench: passed"])
+        result.assert_outcomes(passed=5, warnings=1)
