@@ -631,6 +631,13 @@ class RagbenchSession:
         if not suite_ids:
             return
         new_specs = self._collect_specs(suite_ids)
+        # and those every case of which was deselected (-k of another suite's system): they
+        # are listed, none of their cases ran, their gates not judged (an xdist worker sends
+        # them, this controller collecting none)
+        state = self.config.stash[STATE_KEY]
+        new_specs |= self._collect_specs(sorted(
+            sid for sid, n in state.collected.items()
+            if n and sid in state.collected_suites and sid not in suite_ids))
         if self.baseline_spec and not self._baseline_matched:
             self._baseline_matched = True
             self._match_baseline(suite_ids)

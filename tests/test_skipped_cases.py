@@ -54,4 +54,7 @@ def test_a_run_whose_every_case_is_skipped_says_so(pytester, mini_suite, workers
     assert rerender(run)  # `ragbench report` reads the folder, `ragbench compare` too
     assert (run / "cases.jsonl").read_text() == ""
     assert ragbench_main(["compare", str(run), str(run)]) == 2  # nothing to compare
-    assert "not a run folder" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not a run folder" not in err
+    # the suite is listed (0 of 5 cases ran), and is no baseline
+    assert "the baseline: mini (no case of it ran))" in err, err

@@ -234,6 +234,89 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
         ("b", "mrr@10 >= 0.1"): "2 of 10 cases", ("b", "ndcg@10: drop <= 0.5"): "2 of 10 cases"}
 
 
+def test_a_suite_of_a_partial_run_none_of_whose_cases_ran_is_listed_with_its_gates(
+        pytester, mini_suite, capsys):
+    """`-k sar` over two suites, sa (system sar) and sb (system sbr), each with a gate: sb
+    and its gates vanished from every output ("partial run: 5 of 10 cases ran", suite sa
+    alone, "gates: 1 passed") and from `ragbench compare` of the run. sb is listed, "0 of 5
+    cases ran", its gates (the file's, the command line's, against the baseline) as not
+    judged, "no case of sbr ran"; the verdict is what ran."""
+    from pytest_ragbench.cli import main
+
+    def suite(name: str, system: str, gates: str = "") -> None:
+        mini_suite(f"name: {name}\ndataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
+                   f"retrievers:\n  {system}: {{type: 'overlap_retriever:Overlap'}}\n"
+                   f"metrics: [ndcg@10, recall@10, mrr@10]\n{gates}", name=f"{name}.yaml")
+
+    both = ["--ragbench=sa.yaml", "--ragbench=sb.yaml"]
+    suite("sa", "sar")
+    suite("sb", "sbr")
+    assert pytester.runpytest(*both, "--ragbench-save-baseline=base.json").ret == 0
+    gates_yaml = "gates: ['ndcg@10 >= 0.1', 'ndcg@10: drop <= 0.5']\n"
+    suite("sa", "sar", gates_yaml)
+    suite("sb", "sbr", gates_yaml)
+    not_run = "no case of sbr ran in this partial run"
+    texts = ["ndcg@10 >= 0.1", "ndcg@10: drop <= 0.5", "recall@10 >= 0.1"]
+    for workers in ([], ["-n", "2"]):
+        result = pytester.runpytest(*both, "-k", "sar", "--junitxml=out.xml", *workers,
+                                    "--ragbench-baseline", "base.json",
+                                    "--ragbench-gate", "recall@10 >= 0.1")
+        assert result.ret == 0, workers
+        summary, md, html = _outputs(pytester)
+        by_id = {s["id"]: s for s in summary["suites"]}
+        assert sorted(by_id) == ["sa.yaml", "sb.yaml"], workers
+        sb = by_id["sb.yaml"]
+        assert (sb["n_cases_run"], sb["n_cases_total"], sb["partial"]) == (0, 5, True)
+        assert sb["retrievers"] == [] and sb["systems"] == ["sbr"]
+        gates = {(g["suite_id"], g["text"]): g for g in summary["gates"]}
+        assert sorted(gates) == sorted([*(("sa.yaml", t) for t in texts),
+                                        *(("sb.yaml", t) for t in texts)]), workers
+        assert all(g["skipped"] and g["passed"] and g["note"] == not_run
+                   and g["retriever"] == "sbr" for (sid, _), g in gates.items()
+                   if sid == "sb.yaml")
+        assert not any(g.get("skipped") for (sid, _), g in gates.items() if sid == "sa.yaml")
+        assert summary["verdict"]["passed"] and summary["verdict"]["coverage"] == "5 of 10 cases"
+        out = result.stdout.str()
+        assert "suite sb [sb.yaml]: partial, 0 of 5 cases ran" in out, out
+        assert "gates: 3 passed, 3 skipped" in out, out
+        for text in texts:
+            assert f"  SKIP sb/sbr: {text} ({not_run})" in out, out
+        assert "### Suite sb" in md and "0 of 5 cases ran." in md and "3 passed, 3 skipped" in md
+        assert md.count("| skip | sb/sbr |") == 3, md
+        assert html.count(not_run) == 3 and "0 of 5 cases ran" in html
+        junit = {k: c for k, c in _junit_cases(pytester.path / "out.xml").items()
+                 if k.startswith("sb.yaml.ragbench-gates.sbr::")}
+        assert len(junit) == 3 and all(
+            not_run in (c.find("skipped").get("message") or "") for c in junit.values())
+
+    capsys.readouterr()
+    run = str(latest_run(pytester.path))
+    # the run folder, and the run as the history holds it (the third one)
+    for ref in (run, Path(run).name, "3"):
+        assert main(["compare", "base.json", ref, "--gate", "recall@10 >= 0.1", "--json"]) == 0
+        compared = json.loads(capsys.readouterr().out)
+        assert {(g["suite_id"], g["text"]): bool(g.get("skipped")) for g in compared["gates"]
+                if g["suite_id"] == "sb.yaml"} == {("sb.yaml", t): True for t in texts}, ref
+        assert all(g["note"] == not_run for g in compared["gates"]
+                   if g["suite_id"] == "sb.yaml"), ref
+        (sb,) = [s for s in compared["suites"] if s["id"] == "sb.yaml"]
+        # it compared nothing: no change claimed (it has no hashes, its records gone)
+        assert (sb["partial"], sb["suite_changed"], sb["dataset_changed"], sb["removed"]) == (
+            "0 of 5 cases", False, False, 0), ref
+    assert main(["compare", "base.json", run]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("SKIP sb/sbr:") == 2 and not_run in shown, shown
+    assert "suite sb: partial, 0 of 5 cases ran" in shown and "suite sb: suite" not in shown
+    # a run stored before such a suite was kept lists the suites that ran, as it read then
+    stored = Path(run) / "summary.json"
+    old = json.loads(stored.read_text())
+    old["suites"] = [s for s in old["suites"] if s["id"] != "sb.yaml"]
+    old["gates"] = [g for g in old["gates"] if g["suite_id"] != "sb.yaml"]
+    stored.write_text(json.dumps(old))
+    assert main(["compare", "base.json", run, "--json"]) == 0
+    assert {g["suite_id"] for g in json.loads(capsys.readouterr().out)["gates"]} == {"sa.yaml"}
+
+
 def test_a_scoped_gate_of_a_partial_run_says_the_cases_of_its_scope_it_judged(
         pytester, mini_suite, capsys):
     """A gate on the hard queries of a run of three of five cases judged the one hard case

@@ -95,6 +95,9 @@ def summary_markdown(summary: Mapping[str, Any],
         if s.get("partial"):
             lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
                       ""]
+        if not s["retrievers"]:
+            lines += [_NONE_RAN, ""]  # a partial run's suite: no system to tabulate
+            continue
         metrics = s["metrics"]
         # the counts the terminal's full summary gives each system, when there are any
         failed = any(r.get("n_failed") for r in s["retrievers"])
@@ -144,6 +147,9 @@ def summary_markdown(summary: Mapping[str, Any],
     return "\n".join(lines)
 
 
+_NONE_RAN = "No case of this suite ran."
+
+
 def _suite_name(suite: Mapping[str, Any], suites: Sequence[Mapping[str, Any]]) -> str:
     """The suite's name, with its file where another suite file of the run shares it."""
     shared = sum(1 for s in suites if s.get("name") == suite.get("name")) > 1
@@ -180,6 +186,9 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
         if table.partial:
             lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
                       ""]
+        if not table.rows:
+            lines += [_NONE_RAN, ""]  # a partial run's suite: no system to tabulate
+            continue
         lines += _table(table, ci=level != "short")
         if level == "short":
             continue

@@ -131,6 +131,9 @@ def table_lines(table: SuiteTable, *, ci: bool = True) -> list[str]:
                                                    if table.dataset else "")
     if table.partial:
         head += f": {table.partial}"
+    if not table.rows:
+        # a suite of a partial run of which no case ran: no system to tabulate
+        return [head, "  no case of this suite ran"]
     cols: list[tuple[str, list[str], bool]] = [
         ("system", [r.name for r in table.rows], False),
         ("cases", [str(r.n_cases) for r in table.rows], True),
@@ -245,6 +248,8 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             line += (f": partial, {s['n_cases_run']} of "
                      f"{plural(int(s['n_cases_total']), 'case')} ran")
         lines.append(line)
+        if not s["retrievers"]:
+            lines.append("  no case of this suite ran")
         for r in s["retrievers"]:
             counts = (f"  {r['name']}: {plural(int(r['n_cases']), 'case')}, "
                       f"{plural(int(r['n_errors']), 'error')}, "

@@ -285,6 +285,12 @@ def summarize_run(
     by_suite: dict[str, list[tuple[str, list[Mapping[str, Any]]]]] = {}
     for (suite_id, retriever), recs in groups.items():
         by_suite.setdefault(suite_id, []).append((retriever, recs))
+    for suite_id, spec in specs.items():
+        if spec is not None and int((totals or {}).get(suite_id, 0)) > 0:
+            # a suite of a partial run of which no case ran (a `-k` of another suite's
+            # system): listed, "0 of 5 cases ran", its gates as not judged (it vanished
+            # from every output, and its gates with it)
+            by_suite.setdefault(suite_id, [])
     out_suites: list[dict[str, Any]] = []
     gates: list[dict[str, Any]] = []
     for suite_id in sorted(by_suite):
@@ -299,7 +305,7 @@ def summarize_run(
         else:
             metric_names = sorted({m for _, recs in entries for r in recs for m in r["metrics"]})
             seed = 0
-        first = entries[0][1][0]
+        first = entries[0][1][0] if entries else {}
         suite_out: dict[str, Any] = {
             "id": suite_id,
             "name": spec["name"] if spec is not None else first.get("suite_name", suite_id),
@@ -372,6 +378,10 @@ def summarize_run(
             suite_out["baseline_settings"] = dict(spec["baseline_settings"])
             directions = {m: spec["directions"].get(m, "higher") for m in metric_names}
             test, alpha = spec_test(spec)
+            if not entries:
+                # no system carries them: what its gates are read with, here and when a
+                # comparison of the stored run lists them
+                suite_out["directions"] = directions
         else:
             directions = {m: "higher" for m in metric_names}
             test, alpha = "permutation", 0.05

@@ -82,6 +82,10 @@ def make_baseline(
             if s.get("systems"):
                 # those that ran no case too, whose gates a comparison lists as not judged
                 suites[s["id"]]["systems"] = list(s["systems"])
+            if not s["retrievers"] and isinstance(s.get("directions"), Mapping):
+                # none of its cases ran: no system carries its metrics, which its gates
+                # (listed as not judged) are read with
+                suites[s["id"]]["directions"] = dict(s["directions"])
     return jsonable({
         "schema_version": BASELINE_SCHEMA_VERSION,
         "kind": BASELINE_KIND,

@@ -82,6 +82,8 @@ def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list
         for r in doc_suite.get("retrievers", {}).values()
         for m, st in r.get("metrics", {}).items()
     }
+    for m, direction in _suite_directions(doc_suite).items():
+        directions.setdefault(m, direction)
     out = []
     for text in [*doc_suite.get("gates", []), *extra]:
         try:
@@ -113,9 +115,20 @@ def _not_run(doc_suite: Mapping[str, Any]) -> list[str]:
     return [name for name in suite_systems(doc_suite) if name not in ran]
 
 
+def _suite_directions(doc_suite: Mapping[str, Any]) -> dict[str, str]:
+    """The metrics' directions a suite of a partial run none of whose cases ran keeps
+    (``directions``: no system carries them; a document stored before it has none)."""
+    stored = doc_suite.get("directions")
+    if not isinstance(stored, Mapping):
+        return {}
+    return {str(m): str(d) for m, d in stored.items()}
+
+
 def _computed(doc_suite: Mapping[str, Any]) -> set[str]:
-    """The metrics a suite of a document computes."""
-    return {m for r in doc_suite.get("retrievers", {}).values() for m in r.get("metrics", {})}
+    """The metrics a suite of a document computes (one none of whose cases ran: those it
+    would have)."""
+    return {*(m for r in doc_suite.get("retrievers", {}).values() for m in r.get("metrics", {})),
+            *_suite_directions(doc_suite)}
 
 
 def applicable_gates(doc_suite: Mapping[str, Any], extra: Sequence[str],
@@ -229,13 +242,19 @@ def compare_docs(
                 for g in gates if isinstance(g, DropGate | SignificanceGate)]
             continue
         cur_ids, base_ids = _case_ids(cur_s), _case_ids(base_s)
+        # a suite of a partial run none of whose cases ran has no hashes (they come with its
+        # records) and compares nothing: it read "suite file changed, dataset changed"
+        none_ran = partial is not None and not cur_s.get("retrievers")
         info = {
             "id": sid, "name": name, "in_baseline": True, "baseline_id": base_id,
             "baseline_run": base_s.get("run_id") or (baseline or {}).get("run", {}).get("id"),
-            "suite_changed": base_s.get("suite_hash") != cur_s.get("suite_hash"),
-            "dataset_changed": base_s.get("dataset_hash") != cur_s.get("dataset_hash"),
+            "suite_changed": not none_ran
+            and base_s.get("suite_hash") != cur_s.get("suite_hash"),
+            "dataset_changed": not none_ran
+            and base_s.get("dataset_hash") != cur_s.get("dataset_hash"),
             "n_common": len(cur_ids & base_ids),
-            "added": len(cur_ids - base_ids), "removed": len(base_ids - cur_ids),
+            "added": len(cur_ids - base_ids),
+            "removed": 0 if none_ran else len(base_ids - cur_ids),
             **({"partial": partial} if partial else {}),
         }
         out_suites.append(info)
@@ -687,7 +706,10 @@ def suites_problem(baseline: Mapping[str, Any], current: Mapping[str, str]) -> s
     name): nothing would be compared. None when one matches."""
     if match_suites(baseline, current):
         return None
-    held = sorted({str(s.get("name", sid)) for sid, s in (baseline.get("suites") or {}).items()})
+    # a suite none of whose cases ran is held, yet matches nothing: said so
+    held = sorted({str(s.get("name", sid)) + (" (no case of it ran)" if "retrievers" in s
+                                              and not s["retrievers"] else "")
+                   for sid, s in (baseline.get("suites") or {}).items()})
     return (f"matches no suite of this run (suites are matched by name; this run: "
             f"{', '.join(sorted(set(current.values()))) or 'none'}; the baseline: "
             f"{', '.join(held) or 'none'})")
@@ -722,10 +744,13 @@ def match_suites(
 
     Suites are matched by name (their stable identity: moving or renaming the suite file
     keeps it); when the baseline holds several suites of that name, the one at the same path
-    wins, else the first by id. ``current`` maps suite ids to names.
+    wins, else the first by id. ``current`` maps suite ids to names. A suite of a partial
+    run none of whose cases ran (no system) is no baseline: it has nothing to compare with.
     """
     by_name: dict[str, list[str]] = {}
     for bid, bs in sorted((baseline.get("suites") or {}).items()):
+        if isinstance(bs, Mapping) and "retrievers" in bs and not bs["retrievers"]:
+            continue
         name = bs.get("name") if isinstance(bs, Mapping) else None
         by_name.setdefault(str(name if name is not None else bid), []).append(bid)
     out: dict[str, str] = {}

@@ -98,9 +98,10 @@ _COVERAGE_KEY = "suite_coverage"
 
 def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
     """``{suite id: {"n_cases_run", "n_cases_total", "systems": {name: coverage},
-    "all_systems": [name]}}`` of a baseline document's partial suites: what a comparison of
-    the run labels its gates with ("on 2 of 5 cases that ran"), as it does the run
-    folder's, and the systems whose gates it lists as not judged."""
+    "all_systems": [name], "directions": {metric: direction}}}`` of a baseline document's
+    partial suites: what a comparison of the run labels its gates with ("on 2 of 5 cases
+    that ran"), as it does the run folder's, the systems whose gates it lists as not judged
+    and, of a suite none of whose cases ran, its metrics."""
     out: dict[str, Any] = {}
     for sid, s in suites.items():
         if not isinstance(s, Mapping) or not isinstance(s.get("n_cases_total"), int):
@@ -113,6 +114,10 @@ def _suite_coverage(suites: Mapping[str, Any]) -> dict[str, Any]:
             # every system of the suite, those that ran no case too (their gates are
             # listed as not judged)
             out[str(sid)]["all_systems"] = [str(name) for name in s["systems"]]
+        if isinstance(s.get("directions"), Mapping):
+            # none of its cases ran: its metrics, which no system carries (its gates are
+            # read with them)
+            out[str(sid)]["directions"] = {str(m): str(d) for m, d in s["directions"].items()}
     return out
 
 
@@ -685,6 +690,8 @@ class RunHistory:
                     suite["retrievers"][name]["coverage"] = cov
             if isinstance(counts.get("all_systems"), list):
                 suite["systems"] = [str(name) for name in counts["all_systems"]]
+            if isinstance(counts.get("directions"), dict):
+                suite["directions"] = {str(m): str(d) for m, d in counts["directions"].items()}
 
     def suite_names(self) -> list[str]:
         """Names of every suite a complete run holds."""
