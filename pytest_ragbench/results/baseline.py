@@ -76,9 +76,12 @@ def make_baseline(
                            "gates": list(s.get("gate_texts", [])),
                            "baseline_settings": s.get("baseline_settings", {}),
                            "cases": case_meta(all_recs), "retrievers": retrievers}
-        if s.get("partial"):
+        if (run.get("partial") or s.get("partial")) and isinstance(s.get("n_cases_total"), int):
+            # every suite of a partial run, whole ones too: without its own counts a
+            # comparison took the run's ("run 5 of 10 cases ran") for a suite that ran all
             suites[s["id"]].update(n_cases_run=s["n_cases_run"],
                                    n_cases_total=s["n_cases_total"])
+        if s.get("partial"):
             if s.get("systems"):
                 # those that ran no case too, whose gates a comparison lists as not judged
                 suites[s["id"]]["systems"] = list(s["systems"])

@@ -392,3 +392,23 @@ def test_a_systems_cost_is_the_same_however_a_shared_call_was_split() -> None:
 
     assert costs([0.1, 0.2, 0.3]) == costs([0.3, 0.0, 0.3])
     assert costs([0.1, 0.2, 0.3])["cost"] == 0.6
+
+
+def test_a_whole_suite_of_a_partial_run_is_compared_as_whole() -> None:
+    """Stored from a partial run (another suite ran none of its cases), a suite that ran all
+    of its cases was compared as 'run 1 of 3 cases ran; compared on those': the stored
+    document kept case counts only for the partial suites, and a comparison fell back to the
+    run's."""
+    from pytest_ragbench.results.baseline import make_baseline
+    from pytest_ragbench.results.compare import compare_docs
+
+    other = "suites/t.yaml"
+    recs = [rec("q1", {"ndcg@10": 1.0, "recall@10": 1.0})]
+    specs = {SID: dict(SPEC, retrievers=["a"], gates=[]),
+             other: dict(SPEC, name="t", retrievers=["c"], gates=[])}
+    summary = summarize_run(recs, specs, {SID: 1, other: 2})  # type: ignore[arg-type]
+    run = {"id": "r", "partial": True, "n_cases": 1, "n_cases_total": 3}
+    doc = make_baseline(summary, recs, run)
+    compared = compare_docs(doc, doc)
+    partial = {s["id"]: s.get("partial") for s in compared["suites"]}
+    assert partial == {SID: None, other: "0 of 2 cases"}, partial
