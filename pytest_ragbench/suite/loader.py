@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -539,40 +539,18 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     # or a missing dataset file hid a bad bm25 parameter until it was fixed (and the
     # registered LLMs', which a run checks once the suite loads)
     problems = _system_problems(ctx, retrievers, pipelines, check_system)
-
-    def attempt(parse: Callable[[], Any]) -> Any:
-        # each part is checked whatever the others hold: a bad gate hid a bad tolerance or a
-        # missing dataset file until it was fixed, a run at a time
-        try:
-            return parse()
-        except SuiteError as exc:
-            problems.append(exc)
-            return None
-
     by_name = {m.name: m for m in metrics}
-    baseline = attempt(lambda: _parse_baseline(ctx, data.get("baseline") or {}, by_name))
     default_k = max([m.k for m in metrics if m.k] + [10])
     if any(m.kind in ("map", "ndcg", "r_precision", "mrr") and m.k is None for m in metrics):
         default_k = max(default_k, 1000)  # uncut measures look at trec_eval's full depth
     k = model.k if model.k is not None else default_k
     # k bounds what a retriever returns; a pipeline's contexts are scored as it gave them
     if model.k is not None and data.get("retrievers"):
-        attempt(lambda: _check_cutoffs(ctx, metrics, model.k))
-
-    systems = [s.name for s in (*retrievers, *pipelines)]
-    rag = attempt(lambda: _parse_rag(ctx, model, metrics, path.parent,
-                                     only_pipelines=not retrievers))
-    threshold_places: list[tuple[str, int | None]] = []
-    gate_places: list[tuple[str, int | None]] = []
-    checks = attempt(lambda: _parse_gates(ctx, data.get("thresholds") or {}, ("thresholds",),
-                                          by_name, systems, threshold_places)) or ()
-    # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
-    thresholds = tuple(g for g in checks if isinstance(g, Gate))
-    threshold_places = [p for g, p in zip(checks, threshold_places, strict=True)
-                        if isinstance(g, Gate)]
-    gates = attempt(lambda: _parse_gates(ctx, data.get("gates") or {}, ("gates",), by_name,
-                                         systems, gate_places)) or ()
-    dataset = attempt(lambda: _parse_dataset(ctx, data["dataset"], path.parent, name))
+        _attempt(problems, lambda: _check_cutoffs(ctx, metrics, model.k))
+    rag = _attempt(problems, lambda: _parse_rag(ctx, model, metrics, path.parent,
+                                                only_pipelines=not retrievers))
+    sections = _parse_sections(ctx, data, by_name, [s.name for s in (*retrievers, *pipelines)],
+                               path, name, problems)
     if problems:
         # the registered LLMs' problems too, which a run checks only once the suite loads
         raise one_error([*problems, *_registered_problems(ctx, data, (), check_system,
@@ -580,17 +558,17 @@ def load_suite(path: Path, known_retrievers: Sequence[str] | None,
     return Suite(
         name=name,
         path=path,
-        dataset=dataset,
+        dataset=sections.dataset,
         retrievers=retrievers,
         pipelines=pipelines,
         metrics=metrics,
         k=k,
-        thresholds=thresholds,
-        gates=gates,
-        threshold_places=tuple(threshold_places),
-        gate_places=tuple(gate_places),
-        tolerances=baseline.tolerances or {},
-        baseline_settings=baseline,
+        thresholds=sections.thresholds,
+        gates=sections.gates,
+        threshold_places=tuple(sections.threshold_places),
+        gate_places=tuple(sections.gate_places),
+        tolerances=sections.baseline.tolerances or {},
+        baseline_settings=sections.baseline,
         seed=model.seed,
         record_depth=model.record_depth,
         suite_hash=hashlib.sha256(raw).hexdigest(),
@@ -779,12 +757,73 @@ def _component_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[Ke
     return problems + _registered_problems(ctx, data, refused, check, retrievers)
 
 
+def _attempt(problems: list[SuiteError], parse: Callable[[], Any],
+             refused: bool = False) -> Any:
+    """``parse()``, its SuiteError put in ``problems`` (None then): each part of a suite is
+    checked whatever the others hold (a bad gate hid a bad tolerance or a missing dataset
+    file until it was fixed, a run at a time). ``refused``: the schema refused part of the
+    document, and a shape it refused elsewhere that ``parse`` cannot read is its to say."""
+    try:
+        return parse()
+    except SuiteError as exc:
+        problems.append(exc)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        if not refused:
+            raise
+    return None
+
+
+@dataclass
+class _Sections:
+    """The thresholds, gates, baseline settings and dataset of a suite (None where one had
+    a problem)."""
+
+    thresholds: tuple[Gate, ...]
+    threshold_places: list[tuple[str, int | None]]
+    gates: tuple[GateCheck, ...]
+    gate_places: list[tuple[str, int | None]]
+    baseline: Any
+    dataset: Any
+
+
+def _parse_sections(ctx: _Ctx, data: Mapping[str, Any], metrics: Mapping[str, MetricSpec],
+                    systems: Sequence[str], path: Path, name: str, problems: list[SuiteError],
+                    refused: frozenset[str] = frozenset()) -> _Sections:
+    """The ``thresholds``, ``gates``, ``baseline`` and ``dataset`` sections, each one's
+    problems put in ``problems``; ``refused``: the top-level keys the schema refused, whose
+    sections are left out (as is the dataset when the suite's ``name`` was refused)."""
+    tolerant = bool(refused)
+
+    def part(section: str, parse: Callable[[], Any]) -> Any:
+        if section in refused or (section == "dataset" and "name" in refused):
+            return None
+        return _attempt(problems, parse, tolerant)
+
+    threshold_places: list[tuple[str, int | None]] = []
+    gate_places: list[tuple[str, int | None]] = []
+    checks = part("thresholds", lambda: _parse_gates(
+        ctx, data.get("thresholds") or {}, ("thresholds",), metrics, systems,
+        threshold_places)) or ()
+    gates = part("gates", lambda: _parse_gates(ctx, data.get("gates") or {}, ("gates",),
+                                               metrics, systems, gate_places)) or ()
+    # per-query thresholds parse to plain bounds only (a query has no baseline to drop from)
+    return _Sections(
+        thresholds=tuple(g for g in checks if isinstance(g, Gate)),
+        threshold_places=[p for g, p in zip(checks, threshold_places, strict=True)
+                          if isinstance(g, Gate)],
+        gates=gates, gate_places=gate_places,
+        baseline=part("baseline", lambda: _parse_baseline(ctx, data.get("baseline") or {},
+                                                          metrics)),
+        dataset=part("dataset", lambda: _parse_dataset(ctx, data["dataset"], path.parent,
+                                                       name)))
+
+
 def _section_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[KeyPath],
                       resolve: MetricResolver, path: Path) -> list[SuiteError]:
     """What the gates, thresholds, tolerances and dataset of a document the schema refused
     at ``refused`` hold wrong, for each of them the schema accepted (with the metrics: a
     gate names one): a bad gate showed only once an unknown key elsewhere was fixed."""
-    tops = {p[0] for p in refused if p}
+    tops = frozenset(p[0] for p in refused if p)
     if "metrics" in tops or not isinstance(data.get("metrics"), list | str):
         return []
     try:
@@ -793,26 +832,10 @@ def _section_problems(ctx: _Ctx, data: Mapping[str, Any], refused: Iterable[KeyP
         return []  # the components' checks report the metrics
     systems = [str(n) for key in ("retrievers", "pipelines")
                if isinstance(data.get(key), Mapping) for n in data[key]]
-    name = str(data.get("name") or path.name.split(".")[0])
-    parts: list[tuple[str, Callable[[], Any]]] = [
-        ("thresholds", lambda: _parse_gates(ctx, data.get("thresholds") or {},
-                                            ("thresholds",), metrics, systems)),
-        ("gates", lambda: _parse_gates(ctx, data.get("gates") or {}, ("gates",), metrics,
-                                       systems)),
-        ("baseline", lambda: _parse_baseline(ctx, data.get("baseline") or {}, metrics)),
-        ("dataset", lambda: _parse_dataset(ctx, data["dataset"], path.parent, name)),
-    ]
     problems: list[SuiteError] = []
-    for section, parse in parts:
-        if section in tops or (section == "dataset" and "name" in tops) or (
-                section != "dataset" and data.get(section) is None):
-            continue
-        try:
-            parse()
-        except SuiteError as exc:
-            problems.append(exc)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            continue  # a shape the schema refused elsewhere: its problem says it
+    _parse_sections(ctx, data, metrics, systems, path,
+                    str(data.get("name") or path.name.split(".")[0]), problems,
+                    refused=tops)
     return problems
 
 
