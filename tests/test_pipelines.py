@@ -580,3 +580,58 @@ def test_a_python_pipelines_own_documents_and_nodes_are_contexts() -> None:
         normalise_output({"answer": "a", "contexts": [_Document(" ", {})]})
     with pytest.raises(OutputError, match=r"contexts\[0\]\.text is not valid text"):
         normalise_output({"answer": "a", "contexts": [_Document("caf\udce9", {"id": "d1"})]})
+
+
+class _ServiceClock:
+    """What the http pipeline times its answers on: seconds that pass only while the
+    service answers (one second an answer), however loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.lock = threading.Lock()
+
+    def perf_counter(self) -> float:
+        with self.lock:
+            return self.now
+
+    def served(self) -> None:
+        with self.lock:
+            self.now += 1.0
+
+
+@pytest.mark.parametrize("in_a_run", [False, True])
+def test_an_http_answers_latency_leaves_out_its_wait_for_a_slot(monkeypatch, in_a_run) -> None:
+    """With ``concurrency: 1`` (in a run: the run's, every worker's together) a question
+    asked while another was in flight waited for it, and that wait was in its latency_ms:
+    the same service measured twice as slow at -n 2 as at -n 0."""
+    import types
+
+    from pytest_ragbench.pipelines import http
+
+    clock = _ServiceClock()
+    monkeypatch.setattr(http, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+
+    def reply(body: bytes, headers: dict[str, str], n: int) -> tuple[int, Any]:
+        clock.served()
+        return 200, {"answer": "ok", "contexts": [{"id": "d1"}]}
+
+    budget = LocalBudget() if in_a_run else None
+    context = BuildContext(run_budget=lambda: budget) if in_a_run else None
+    with JsonService(reply, path="/answer") as svc:
+        pipeline = HTTPPipeline(url=svc.url, concurrency=1, context=context)
+
+        async def both() -> list[PipelineOutput]:
+            try:
+                return list(await asyncio.gather(*(pipeline.answer(Query(id=f"q{i}",
+                                                                         text="grind"))
+                                                   for i in range(2))))
+            finally:
+                await pipeline.aclose()
+
+        try:
+            outputs = asyncio.run(both())
+        finally:
+            if budget is not None:
+                budget.close()
+    assert clock.now == 2.0  # one after the other
+    assert [o.latency_ms for o in outputs] == [1000.0, 1000.0]

@@ -322,10 +322,14 @@ def test_recorded_http_and_entry_point_pipelines_in_one_run(pytester, app, monke
     assert all(r["status"] == "ok" for r in prod.values()) and len(prod) == 5
     assert prod["q4"]["metrics"] == {"recall@10": 1.0, "answer_contains": 1.0}
     assert prod["q4"]["retrieved"] == [["d4", 3.0, 1], ["d1", 1.0, None]]
-    assert [b["query_id"] for b in svc.bodies] == ["q1", "q1", "q2", "q3", "q4", "q5"]
+    # asked for several cases at once (its concurrency): whichever came first met the 503
+    # and was asked again
+    asked = Counter(b["query_id"] for b in svc.bodies)
+    assert sorted(asked) == ["q1", "q2", "q3", "q4", "q5"] and sorted(asked.values()) == [
+        1, 1, 1, 1, 2]
     assert all(h["Authorization"] == f"Bearer {secret}" for h in svc.headers)
     # its concurrency is the run's (one pool for every xdist worker), counted with its attempts
-    result.stdout.fnmatch_lines([f"pipeline pool at {svc.url}: 6 requests, max 1 in flight, "
+    result.stdout.fnmatch_lines([f"pipeline pool at {svc.url}: 6 requests, max * in flight, "
                                  "0 throttled (429), 0 timed out, 1 failed * (concurrency 8)"])
     # the entry point's pipeline
     echo = by_case(recs, "echo")
@@ -418,10 +422,12 @@ from pathlib import Path
 
 
 class Counted:
-    """A pipeline that logs each question it is asked (to ``log``)."""
+    """A pipeline that logs each question it is asked (to ``log``), asked for
+    ``concurrency`` of them at once."""
 
-    def __init__(self, log: str = "asked.log"):
+    def __init__(self, log: str = "asked.log", concurrency: int = 1):
         self.log = log
+        self.concurrency = concurrency
 
     def answer(self, query):
         with open(Path(__file__).with_name(self.log), "a") as fh:
@@ -430,14 +436,14 @@ class Counted:
 '''
 
 
-def _counted_judged(name: str, base_url: str, concurrency: int = 8) -> str:
+def _counted_judged(name: str, base_url: str, concurrency: int = 8, asks: int = 1) -> str:
     """Suite ``name`` of the ``Counted`` app (it logs each query it is asked to
-    ``name``.log) judged for faithfulness by the endpoint at ``base_url``, without a
-    cache."""
+    ``name``.log, ``asks`` at once) judged for faithfulness by the endpoint at ``base_url``
+    (``concurrency`` requests at once), without a cache."""
     return f"""
         name: {name}
         dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
-        pipelines: {{sys: {{type: "counted:Counted", log: {name}.log}}}}
+        pipelines: {{sys: {{type: "counted:Counted", log: {name}.log, concurrency: {asks}}}}}
         metrics: [faithfulness]
         judge:
           llm: {{base_url: {base_url}, model: m, retries: 0, concurrency: {concurrency}}}
@@ -458,7 +464,8 @@ def test_a_pipelines_judging_runs_ahead_but_not_for_a_case_a_conftest_skips_or_w
     - ahead.yaml: a pipeline's judging runs ahead, concurrently, each question asked once;
     - skips.yaml: a case a conftest marks skip (or skipif with a true condition) was still
       answered by the user's application and judged ahead of its item: paid calls for a case
-      that never ran, and a pool line of 5 judge requests beside a table of 4;
+      that never ran, and a pool line of 5 judge requests beside a table of 4 (its app is
+      asked for three cases at once);
     - xfail.yaml: ``xfail(run=False)`` keeps a case from running as a skip does (pytest
       reports it "[NOTRUN]"): it was still answered and judged ahead, the pool line counting
       5 judge requests beside a table of 4. ``--runxfail`` runs it, so it is asked then."""
@@ -486,10 +493,10 @@ def test_a_pipelines_judging_runs_ahead_but_not_for_a_case_a_conftest_skips_or_w
     with FakeOpenAIServer(reply=judge_reply, latency=0.03) as ahead, \
             FakeOpenAIServer(reply=judge_reply) as skips, \
             FakeOpenAIServer(reply=judge_reply) as xfail:
-        for name, server, concurrency in (("ahead", ahead, 4), ("skips", skips, 8),
-                                          ("xfail", xfail, 8)):
+        for name, server, concurrency, asks in (("ahead", ahead, 4, 1), ("skips", skips, 8, 3),
+                                                ("xfail", xfail, 8, 1)):
             (pytester.path / f"{name}.yaml").write_text(textwrap.dedent(
-                _counted_judged(name, server.base_url, concurrency)).lstrip("\n"),
+                _counted_judged(name, server.base_url, concurrency, asks)).lstrip("\n"),
                 encoding="utf-8")
         args = ("--ragbench=ahead.yaml", "--ragbench=skips.yaml", "--ragbench=xfail.yaml",
                 "-p", "no:randomly")
@@ -1027,3 +1034,49 @@ def test_a_pipeline_whose_close_raises_is_in_the_warnings_summary(pytester, mini
         result.stdout.fnmatch_lines(["*CloseWarning: pipeline 'app': close() raised "
                                      "RuntimeError: flush failed", "*ragbench: passed"])
         result.assert_outcomes(passed=5, warnings=1)
+
+
+def test_an_http_pipeline_is_asked_for_its_concurrency_of_cases_at_once(pytester, mini_suite):
+    """Asked one case at a time, an http pipeline with ``concurrency: 8`` in front of a
+    service that took a second an answer took six seconds for six cases. Here each of the
+    first four replies waits until four requests are in flight: one at a time, each waited
+    out its patience."""
+    import threading
+
+    from json_service import JsonService
+
+    mini_suite()
+    lock = threading.Lock()
+    seen = {"now": 0, "most": 0}
+    four_in = threading.Event()
+
+    def reply(body: bytes, headers: dict[str, str], n: int) -> tuple[int, object]:
+        with lock:
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            if seen["now"] >= 4:
+                four_in.set()
+        try:
+            if n <= 4:
+                four_in.wait(10.0)
+            qid = json.loads(body)["query_id"]
+            return 200, {"answer": ANSWERS[qid], "contexts": [{"id": "d1"}]}
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    with JsonService(reply, path="/answer") as svc:
+        (pytester.path / "suite.yaml").write_text(textwrap.dedent(f"""\
+            name: app
+            dataset: {{corpus: corpus.jsonl, queries: queries.jsonl}}
+            pipelines:
+              prod: {{type: http, url: {svc.url}, concurrency: 4}}
+            metrics: [recall@10]
+        """), encoding="utf-8")
+        result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+    assert four_in.is_set() and seen["most"] == 4
+    assert len(svc.received) == 5
+    result.stdout.fnmatch_lines([f"pipeline pool at {svc.url}: 5 requests, max 4 in flight,*"])
+    recs = by_case(records(pytester.path), "prod")
+    assert all(r["answer"] == ANSWERS[cid] and r["latency_ms"] > 0 for cid, r in recs.items())

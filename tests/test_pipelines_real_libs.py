@@ -493,7 +493,8 @@ def test_langchain_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPa
         name: lc
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         pipelines:
-          chain: {type: langchain, object: "lc_app:chain", input_key: input}
+          # asked for both questions at once: each call's token usage is its own
+          chain: {type: langchain, object: "lc_app:chain", input_key: input, concurrency: 2}
           scored: {type: langchain, object: "lc_app:make_scored", id_key: doc_id}
         metrics: [recall@2, exact_match]
     """)
@@ -529,7 +530,7 @@ def test_llamaindex_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyP
         name: li
         dataset: {corpus: corpus.jsonl, queries: queries.jsonl}
         pipelines:
-          engine: {type: llamaindex, object: "li_app:engine"}
+          engine: {type: llamaindex, object: "li_app:engine", concurrency: 2}
           retriever: {type: llamaindex, object: "li_app:make_retriever"}
         metrics: [recall@3]
     """)

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from ..loopthread import LoopThread
 from .api import RunBudget
 from .core import BudgetCore
+
+__all__ = ["CoreBudget", "LocalBudget", "LoopThread"]
 
 _OWNER = "local"
 
@@ -26,27 +29,6 @@ _Queued = tuple[dict[str, Any] | None, concurrent.futures.Future[Any] | None]
 
 def _lost() -> dict[str, Any]:
     return {"ok": False, "error": "lost", "message": "the run budget was closed"}
-
-
-class LoopThread:
-    """An asyncio loop running in a daemon thread until :meth:`stop`."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self.loop.close()
 
 
 class CoreBudget(RunBudget):

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from ..datasets import Dataset, Document, Query, load_dataset
 from ..errors import ComponentError, RagbenchError, SuiteError, did_you_mean, exception_text
 from ..llm import deadline as limits
 from ..llm.usage import PaidBefore
+from ..loopthread import LoopThread
 from ..metrics.retrieval import parse_metric, trec_order
 from ..metrics.spec import CaseResult, MetricSpec
 from ..records import CaseRecord, add_answer, clean_float, make_record, relevant_ranks
@@ -56,6 +57,7 @@ from ..registry import BuildContext, Registry
 from ..retrievers.hits import RankedHits
 from ..suite.model import ComponentSpec, Suite
 from .ahead import AheadMarker
+from .asking import Asker, ask_concurrency
 
 #: Most queries one ``retrieve_many`` call receives (bounds the memory of cached batches).
 BATCH_LIMIT = 256
@@ -223,6 +225,10 @@ class SuiteRuntime:
         # judging was started in the background: (pipeline, case, run).
         self._answered: dict[tuple[str, str, int], tuple[Any, float] | CaseError] = {}
         self._judging: set[tuple[str, str, int]] = set()
+        # Pipelines asked for several cases at once (see .asking), None for one at a time;
+        # from the first on, the event loop runs in a thread of its own.
+        self._askers: dict[str, Asker | None] = {}
+        self._loop_thread: LoopThread | None = None
         # The process's run budget (set by the plugin's state); None: a budget per pipeline.
         self.run_budget: Callable[[], Any] | None = None
         # What the suite's ``max_cost`` paid for before this run (the cases a resumed run
@@ -257,6 +263,8 @@ class SuiteRuntime:
         """Await ``value`` on this runtime's event loop when a component is async."""
         if not inspect.isawaitable(value):
             return value
+        if self._loop_thread is not None:
+            return self._loop_thread.run(value)
         if self._loop is None:
             self._loop = self._clock.new_event_loop()
         if not _loop_running_here():
@@ -1003,6 +1011,11 @@ class SuiteRuntime:
                 f"pipeline {spec.name!r} ({spec.type}) built {type(instance).__name__}, which "
                 "has no answer(query) method", file=self.suite.path, key=_spec_key(spec),
                 line=spec.line))
+        wrong = ask_concurrency(instance)
+        if isinstance(wrong, str):
+            problems.append(SuiteError(f"pipeline {spec.name!r} ({spec.type}): {wrong}",
+                                       file=self.suite.path, key=_spec_key(spec),
+                                       line=spec.line))
         checker = getattr(instance, "check_queries", None)
         if callable(checker):
             for message in checker(self.dataset.queries) or ():
@@ -1059,14 +1072,97 @@ class SuiteRuntime:
             return None
         return f"{doc.title}. {doc.text}" if doc.title else doc.text
 
+    def _asker(self, name: str) -> Asker | None:
+        """What asks pipeline ``name`` for several cases at once; None when it takes one at
+        a time (see :mod:`.asking`)."""
+        if name in self._askers:
+            return self._askers[name]
+        instance = self.system(name)
+        concurrency = ask_concurrency(instance)
+        asker = None
+        if isinstance(concurrency, int) and concurrency > 1:
+            if self._loop_thread is None:
+                if self._loop is None:
+                    self._loop = self._clock.new_event_loop()
+                self._loop_thread = LoopThread("ragbench-loop", self._loop)
+            limit = self._case_limit(name)
+            asker = Asker(
+                instance, concurrency, self._loop_thread, limit=limit, name=name,
+                failed=lambda exc: CaseError(
+                    "answer", f"pipeline {name!r} raised {exception_text(exc)}",
+                    type(exc).__name__, cause=exc),
+                timed_out=lambda: CaseError(
+                    "answer", f"pipeline {name!r} timed out: the answer took longer than its "
+                              f"case_timeout {limit:g} s", "TimeoutError"),
+                looking_ahead=self._looking_ahead)
+        self._askers[name] = asker
+        return asker
+
+    def _answer_of(self, name: str, instance: Any, query: Query,
+                   run: int) -> tuple[Any, float]:
+        """Case (``name``, ``query``, ``run``)'s raw output and wall ms: asked ahead, or now."""
+        asked = self._answered.pop((name, query.id, run), None)
+        if isinstance(asked, CaseError):
+            raise asked
+        if asked is not None:
+            return asked
+        asker = self._asker(name)
+        if asker is None:
+            return self._ask(name, instance, query)
+        key = (name, query.id, run)
+        asker.submit(key, query, ahead=False)
+        return asker.result(key)
+
+    def _look_ahead(self, name: str, cases: Sequence[tuple[str, int]]) -> None:
+        """Ask pipeline ``name`` for the answers of the next ``cases`` (this case first) when
+        it takes several at once, and start judging those that are in, so that the
+        pipeline's and the judge's requests of several items are in flight while items
+        report in order. At most ``concurrency`` cases (or the judge's, if more) are ahead:
+        asked and not yet reported."""
+        asker = self._asker(name)
+        if asker is None:
+            if self._rag_metrics:
+                self._prefetch_judging(name, cases)
+            return
+        judged = self._judged_metrics()
+        window = asker.concurrency
+        if judged:
+            window = max(window, self.pipeline().prefetcher.concurrency)
+        ahead = {k for k in (*asker.keys(), *self._answered, *self._judging) if k[0] == name}
+        for key in self._to_ask(name, cases, window, ahead):
+            asker.submit(key, self._queries[key[1]], ahead=True)
+        if not judged:
+            return
+        for key in asker.answered():
+            try:
+                self._answered[key] = asked = asker.result(key)
+            except CaseError as exc:
+                self._answered[key] = exc
+                continue
+            self._judge_ahead(key, asked[0], judged)
+
+    def _judge_ahead(self, key: tuple[str, str, int], raw: Any, judged: list[str]) -> None:
+        """Start judging case ``key``'s answer (``raw``, as the pipeline gave it) in the
+        background; an output the case itself will refuse is left to it."""
+        from ..pipelines.contract import OutputError, normalise_output
+
+        try:
+            output = normalise_output(raw)
+        except OutputError:
+            return  # the case itself says what is wrong with it
+        texts = self._judge_texts(output)
+        if texts is None:
+            return
+        self.pipeline().submit_judgement(("judge", *key), self._queries[key[1]], output.answer,
+                                         texts, judged, run=key[2])
+        self._judging.add(key)
+
     def _prefetch_judging(self, name: str, cases: Sequence[tuple[str, int]]) -> None:
         """Ask pipeline ``name`` for the answers of the next cases and start judging them in
         the background, so judge requests of several items are in flight while items report
         in order. At most the judge's ``concurrency`` cases are ahead (asked and not yet
         reported), so a slow pipeline is not asked far ahead of its items; each case is
         asked once, and only cases this process will run are touched."""
-        from ..pipelines.contract import OutputError, normalise_output
-
         judged = self._judged_metrics()
         if not judged:
             return
@@ -1074,31 +1170,29 @@ class SuiteRuntime:
         instance = self.system(name)
         window = pipeline.prefetcher.concurrency
         ahead = {k for k in (*self._answered, *self._judging) if k[0] == name}
+        for key in self._to_ask(name, cases, window, ahead):
+            try:
+                with self._looking_ahead([key[1]]):
+                    asked = self._ask(name, instance, self._queries[key[1]])
+            except CaseError as exc:
+                self._answered[key] = exc
+                continue
+            self._answered[key] = asked
+            self._judge_ahead(key, asked[0], judged)
+
+    def _to_ask(self, name: str, cases: Sequence[tuple[str, int]], window: int,
+                 ahead: set[tuple[str, str, int]]) -> Iterator[tuple[str, str, int]]:
+        """The keys of pipeline ``name``'s ``cases`` to ask ahead, in order: those not
+        ``ahead`` already, of this process's queries, not blamed for a crash, while fewer
+        than ``window`` are ahead (each one yielded joins ``ahead``)."""
         for cid, run in cases:
             key = (name, cid, run)
             if key in ahead or cid not in self._queries or not self._may_look_ahead(cid):
                 continue
             if len(ahead) >= window:
-                break
+                return
             ahead.add(key)
-            query = self._queries[cid]
-            try:
-                with self._looking_ahead([cid]):
-                    asked = self._ask(name, instance, query)
-            except CaseError as exc:
-                self._answered[key] = exc
-                continue
-            self._answered[key] = asked
-            try:
-                output = normalise_output(asked[0])
-            except OutputError:
-                continue  # the case itself says what is wrong with it
-            texts = self._judge_texts(output)
-            if texts is None:
-                continue
-            pipeline.submit_judgement(("judge", *key), query, output.answer, texts, judged,
-                                      run=run)
-            self._judging.add(key)
+            yield key
 
     def _may_look_ahead(self, case_id: str) -> bool:
         return self.ahead is None or self.ahead.allows(self.suite_id, case_id)
@@ -1144,16 +1238,13 @@ class SuiteRuntime:
         query = self.query(case_id)
         rec = self.new_record(name, case_id, run)
         rec["pipeline"] = name
-        if upcoming_runs is not None and self._rag_metrics:
+        if upcoming_runs is not None:
             # a judge or pipeline that cannot be had fails again below, in this case's record
             with contextlib.suppress(CaseError):
-                self._prefetch_judging(name, [(case_id, run), *upcoming_runs()])
+                self._look_ahead(name, [(case_id, run), *upcoming_runs()])
         try:
             instance = self.system(name)
-            asked = self._answered.pop((name, case_id, run), None)
-            if isinstance(asked, CaseError):
-                raise asked
-            raw, wall_ms = asked if asked is not None else self._ask(name, instance, query)
+            raw, wall_ms = self._answer_of(name, instance, query, run)
             try:
                 output = normalise_output(raw)
             except OutputError as exc:
@@ -1381,6 +1472,11 @@ class SuiteRuntime:
         drop the data. One that raises, or whose ``aclose`` takes longer than
         :data:`CLOSE_TIMEOUT`, is a :class:`CloseWarning` naming it (teardown must not mask
         results, nor hang the run after them)."""
+        # Cases asked ahead and never reported (a run stopped early) are not waited for.
+        for asker in self._askers.values():
+            if asker is not None:
+                asker.close()
+        self._askers.clear()
         # Built at collection but never indexed (their cases were deselected) count too.
         closed: set[int] = set()
         for name, r in [*self._retrievers.items(), *self._built.items(),
@@ -1395,6 +1491,10 @@ class SuiteRuntime:
             with contextlib.suppress(Exception):
                 self._pipeline.close()
             self._pipeline = None
+        if self._loop_thread is not None:
+            # closed with it; one a callback still blocks is left behind in its thread
+            self._loop_thread.stop(cancel=True)
+            self._loop_thread, self._loop = None, None
         if self._loop is not None:
             self._loop.close()
             self._loop = None

@@ -365,7 +365,8 @@ class LangChainPipeline:
     def __init__(self, *, object: str | None = None, chain: str | None = None,
                  input_key: str | None = None, id_key: str | None = None,
                  score_key: str | None = "score", answer_key: str | None = None,
-                 context_key: str | None = None, context: BuildContext | None = None) -> None:
+                 context_key: str | None = None, concurrency: int = 1,
+                 context: BuildContext | None = None) -> None:
         where = _where(context, _LANGCHAIN)
         target = _spec({"object": object, "chain": chain}, "chain", where)
         spec = target.spec
@@ -386,6 +387,8 @@ class LangChainPipeline:
         self.score_key = score_key
         self.answer_key = answer_key
         self.context_key = context_key
+        #: cases asked at once (see pytest_ragbench.execution.asking)
+        self.concurrency = concurrency
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
@@ -467,12 +470,15 @@ class LlamaIndexPipeline:
     """A LlamaIndex query engine or retriever as a pipeline."""
 
     def __init__(self, *, object: str | None = None, engine: str | None = None,
-                 id_key: str | None = None, context: BuildContext | None = None) -> None:
+                 id_key: str | None = None, concurrency: int = 1,
+                 context: BuildContext | None = None) -> None:
         where = _where(context, _LLAMAINDEX)
         target = _spec({"object": object, "engine": engine}, "engine", where)
         self.target = _instantiate(_attribute(target, _LLAMAINDEX), target)
         self.kind = _llamaindex_kind(self.target, target)
         self.id_key = id_key
+        #: cases asked at once (see pytest_ragbench.execution.asking)
+        self.concurrency = concurrency
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:

@@ -27,9 +27,10 @@ errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with exponentia
 jitter (a ``Retry-After`` header wins); a circuit breaker fails fast after
 ``breaker_threshold`` consecutive failures, so a service that is down costs seconds, not
 ``retries`` timeouts per query. Other 4xx replies and bodies outside the contract fail the case
-at once. ``concurrency`` bounds requests in flight; built in a run, it holds for the whole run
-(every xdist worker together), as an LLM endpoint's does: its requests draw from a pool of the
-run's budget, which the summary's pool lines show.
+at once. ``concurrency`` is how many cases the pipeline is asked for at once (see
+:mod:`pytest_ragbench.execution.asking`) and bounds requests in flight; built in a run, it holds
+for the whole run (every xdist worker together), as an LLM endpoint's does: its requests draw
+from a pool of the run's budget, which the summary's pool lines show.
 
 Secrets: header values may reference environment variables as ``${NAME}``; they are read when
 the pipeline is built (an unset variable is an error naming the variable, never its value) and
@@ -41,7 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -176,27 +179,31 @@ class HTTPPipeline:
         return self._client
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[list[str]]:
+    async def _slot(self, waited: list[float]) -> AsyncIterator[list[str]]:
         """One request in flight: a slot of the run's pool (or of this process's semaphore
-        outside a run); the caller puts the attempt's outcome into the yielded list."""
+        outside a run); the caller puts the attempt's outcome into the yielded list. The
+        seconds spent waiting for the slot are added to ``waited[0]``."""
+        began = time.perf_counter()
         if self._budget is None:
             assert self._slots is not None
             async with self._slots:
+                waited[0] += time.perf_counter() - began
                 yield []
             return
         with deadline.waiting_for_slot():
             lease = await self._budget.acquire(self._pool, hold=self.timeout)
+        waited[0] += time.perf_counter() - began
         outcome = ["aborted"]
         try:
             yield outcome
         finally:
             lease.release(outcome[-1])
 
-    async def _post(self, body: dict[str, Any]) -> Any:
+    async def _post(self, body: dict[str, Any], waited: list[float]) -> Any:
         with deadline.call():
-            return await self._posting(body)
+            return await self._posting(body, waited)
 
-    async def _posting(self, body: dict[str, Any]) -> Any:
+    async def _posting(self, body: dict[str, Any], waited: list[float]) -> Any:
         client = self._client_for_loop()
         assert self._slots is not None
         where = f"POST {strip_credentials(self.url)}"
@@ -209,7 +216,7 @@ class HTTPPipeline:
                 raise HTTPPipelineError(self._redact(str(exc))) from None
             retry_after: float | None = None
             try:
-                async with self._slot() as outcome:
+                async with self._slot(waited) as outcome:
                     self.requests += 1
                     try:
                         # httpx's timeout bounds each read: a reply trickling in would hold
@@ -267,16 +274,27 @@ class HTTPPipeline:
                                              f"{last}"))
 
     async def answer(self, query: Query) -> PipelineOutput:
-        """Ask the service about ``query``; the reply checked against the contract."""
+        """Ask the service about ``query``; the reply checked against the contract.
+
+        Its ``latency_ms``, when the service reports none, is the time the service took,
+        retries included: the waits for a slot of the pipeline's ``concurrency``, which under
+        xdist is every worker's together, are left out, so that the same service measures the
+        same at any ``-n``."""
         body = {**self.params, "query": query.text, "query_id": query.id,
                 "metadata": dict(query.metadata)}
-        data = await self._post(body)
+        waited = [0.0]
+        began = time.perf_counter()
+        data = await self._post(body, waited)
+        took_ms = max(time.perf_counter() - began - waited[0], 0.0) * 1000.0
         try:
-            return normalise_output(data)
+            output = normalise_output(data)
         except OutputError as exc:
             raise HTTPPipelineError(self._redact(
                 f"POST {strip_credentials(self.url)}: the reply does not follow the pipeline "
                 f"contract: {exc}")) from None
+        if output.latency_ms is None:
+            output = dataclasses.replace(output, latency_ms=took_ms)
+        return output
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -1,0 +1,253 @@
+"""A pipeline with a ``concurrency`` above 1 is asked for that many cases at once, ahead of
+their items (pytest_ragbench.execution.asking), in the runtime. No pytest run inside:
+tests/test_pipelines_e2e.py asks an http service through one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_ragbench.execution.runtime import SuiteRuntime
+from pytest_ragbench.registry import BuildContext, Registry
+from pytest_ragbench.suite.loader import load_suite
+
+N_CASES = 8
+#: Long enough for any wait below never to run out on a loaded machine; no test waits for it.
+PATIENCE = 10.0
+
+SUITE = textwrap.dedent("""\
+    name: asking
+    dataset:
+      corpus: corpus.jsonl
+      items:
+    {items}pipelines:
+      app: {{{options}}}
+    metrics: [recall@10, token_f1]
+""")
+
+#: What a test sets in its own context: a component sees it as on the caller's thread.
+TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="unset")
+
+
+def _suite(options: str = "") -> str:
+    items = "".join(f"    - {{_id: q{i}, text: 'question {i}', relevant: {{d{i}: 1}}, "
+                    f"reference_answer: 'document {i}'}}\n" for i in range(N_CASES))
+    return SUITE.format(items=items, options=options)
+
+
+class InFlight:
+    """How many answers are running at once, at most, and the loops and threads they ran on;
+    the first ``gather`` answers wait (at most PATIENCE) until that many are in flight, which
+    only a pipeline asked for them at once gets past in time."""
+
+    def __init__(self, gather: int) -> None:
+        self.gather = gather
+        self.lock = threading.Lock()
+        self.now = self.most = self.started = 0
+        self.all_in = threading.Event()
+        self.loops: set[int] = set()
+        self.threads: set[str] = set()
+        self.traces: set[str] = set()
+        self.cancelled = 0
+        self.release = threading.Event()  # set when the test ends: a hung call returns
+        self.hung_in_daemon: bool | None = None
+
+    def enter(self) -> bool:
+        """Count an answer in; whether it is one of the first ``gather``."""
+        with self.lock:
+            self.now += 1
+            self.started += 1
+            self.most = max(self.most, self.now)
+            if self.now >= self.gather:
+                self.all_in.set()
+            self.threads.add(threading.current_thread().name)
+            self.traces.add(TRACE.get())
+            return self.started <= self.gather
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def _output(query: Any) -> dict[str, Any]:
+    n = query.id[1:]
+    if query.id == "q5":
+        raise ValueError("no answer for q5")
+    return {"answer": f"document {n}", "contexts": [{"id": f"d{n}"}]}
+
+
+class AsyncApp:
+    """An async application that takes ``concurrency`` questions at once."""
+
+    def __init__(self, seen: InFlight, concurrency: Any, hangs: str = "") -> None:
+        self.seen, self.concurrency, self.hangs = seen, concurrency, hangs
+        self.closed_on: int | None = None
+
+    async def answer(self, query: Any) -> dict[str, Any]:
+        self.seen.loops.add(id(asyncio.get_running_loop()))
+        first = self.seen.enter()
+        try:
+            if first:
+                await asyncio.wait_for(asyncio.to_thread(self.seen.all_in.wait, PATIENCE),
+                                       PATIENCE)
+            if query.id == self.hangs:
+                await asyncio.sleep(PATIENCE)  # past its case_timeout
+            return _output(query)
+        except asyncio.CancelledError:
+            self.seen.cancelled += 1
+            raise
+        finally:
+            self.seen.leave()
+
+    async def aclose(self) -> None:
+        self.closed_on = id(asyncio.get_running_loop())
+
+
+class SyncApp:
+    """A synchronous application, safe to call from several threads."""
+
+    def __init__(self, seen: InFlight, concurrency: Any, hangs: str = "") -> None:
+        self.seen, self.concurrency, self.hangs = seen, concurrency, hangs
+
+    def answer(self, query: Any) -> dict[str, Any]:
+        first = self.seen.enter()
+        try:
+            if first:
+                self.seen.all_in.wait(PATIENCE)
+            if query.id == self.hangs:
+                self.seen.hung_in_daemon = threading.current_thread().daemon
+                self.seen.release.wait(PATIENCE)  # past its case_timeout
+            return _output(query)
+        finally:
+            self.seen.leave()
+
+
+@pytest.fixture
+def runtime_of(tmp_path: Path) -> Iterator[Callable[..., SuiteRuntime]]:
+    rows = [{"_id": f"d{i}", "text": f"document {i}"} for i in range(N_CASES)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    made: list[SuiteRuntime] = []
+
+    def make(factory: Callable[[], Any], options: str = "") -> SuiteRuntime:
+        path = tmp_path / "suite.yaml"
+        path.write_text(_suite(options), encoding="utf-8")
+        registry = Registry(use_entry_points=False)
+        registry.add("pipeline", "app", factory, origin="the test")
+        runtime = SuiteRuntime(load_suite(path, None), "suite.yaml", registry, BuildContext())
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def _run_all(runtime: SuiteRuntime, last: int = N_CASES) -> dict[str, dict[str, Any]]:
+    """Each case in order, as collected items run, each looking ahead at the ones after it."""
+    ids = [f"q{i}" for i in range(N_CASES)]
+    by_id = {}
+    for i, cid in enumerate(ids[:last]):
+        rest = ids[i + 1:]
+        rec = runtime.run_pipeline_case("app", cid,
+                                        upcoming_runs=lambda rest=rest: [(c, 0) for c in rest])
+        by_id[cid] = rec
+    return by_id
+
+
+def _scores(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {cid: (r["status"], r.get("answer"), r["metrics"], (r.get("error") or {}).get("message"))
+            for cid, r in records.items()}
+
+
+@pytest.mark.parametrize("app", [AsyncApp, SyncApp])
+def test_a_pipeline_is_asked_for_its_concurrency_of_cases_at_once(runtime_of, app) -> None:
+    """Asked one case at a time, the first three answers, each waiting for the others, ran
+    out of patience; the records are those of a pipeline asked one at a time."""
+    seen = InFlight(gather=3)
+    TRACE.set("the caller's")
+    records = _run_all(runtime_of(lambda: app(seen, 3)))
+    assert seen.all_in.is_set() and seen.most == 3, (seen.most, seen.started)
+    assert seen.started == N_CASES  # each case asked once
+    assert seen.traces == {"the caller's"}
+    if app is SyncApp:  # in threads of its own, never the items' thread
+        assert threading.current_thread().name not in seen.threads
+    one_at_a_time = InFlight(gather=1)
+    alone = _run_all(runtime_of(lambda: app(one_at_a_time, 1)))
+    assert one_at_a_time.most == 1
+    assert _scores(records) == _scores(alone)
+    assert records["q5"]["status"] == "error" and records["q5"]["error"] == {
+        "stage": "answer", "type": "ValueError",
+        "message": "pipeline 'app' raised ValueError: no answer for q5"}
+    assert [r["status"] for c, r in records.items() if c != "q5"] == ["ok"] * (N_CASES - 1)
+    assert all(r["latency_ms"] > 0 for r in records.values() if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("app", [AsyncApp, SyncApp])
+def test_a_case_past_its_limit_is_its_own_error_and_the_loop_is_the_answers_to_the_end(
+        runtime_of, app) -> None:
+    """A synchronous call past its limit is left to finish in its thread, which does not
+    hold the process at its exit."""
+    seen = InFlight(gather=2)
+    apps: list[Any] = []
+
+    def build() -> Any:
+        apps.append(app(seen, 4, hangs="q7"))
+        return apps[-1]
+
+    runtime = runtime_of(build, "case_timeout: 0.5")
+    try:
+        records = _run_all(runtime)
+    finally:
+        seen.release.set()
+    assert records["q7"]["error"] == {
+        "stage": "answer", "type": "TimeoutError",
+        "message": "pipeline 'app' timed out: the answer took longer than its case_timeout 0.5 s"}
+    assert records["q6"]["status"] == "ok" and records["q5"]["status"] == "error"
+    runtime.close()
+    if app is AsyncApp:
+        # every answer and aclose() on one loop: what the app opened on it is still its own
+        assert len(seen.loops) == 1 and apps[0].closed_on in seen.loops
+    else:
+        assert seen.hung_in_daemon is True
+
+
+def test_cases_asked_ahead_of_a_run_that_stopped_are_cancelled_at_its_end(runtime_of) -> None:
+    seen = InFlight(gather=4)
+    blocked = threading.Event()
+
+    class Stuck(AsyncApp):
+        async def answer(self, query: Any) -> dict[str, Any]:
+            if query.id != "q0":
+                self.seen.enter()
+                try:
+                    blocked.set()
+                    await asyncio.sleep(PATIENCE)
+                except asyncio.CancelledError:
+                    self.seen.cancelled += 1
+                    raise
+            return _output(query)
+
+    runtime = runtime_of(lambda: Stuck(seen, 4))
+    assert _run_all(runtime, last=1)["q0"]["status"] == "ok"  # then -x stopped the run
+    assert blocked.wait(PATIENCE)
+    runtime.close()  # does not wait out the answers nobody will report
+    assert seen.cancelled == seen.started == 3
+
+
+@pytest.mark.parametrize("value", [0, "8", 2.5, True])
+def test_a_concurrency_that_is_not_a_whole_number_above_zero_is_a_build_error(
+        runtime_of, value: Any) -> None:
+    runtime = runtime_of(lambda: AsyncApp(InFlight(gather=1), value))
+    rec = runtime.run_pipeline_case("app", "q0")
+    assert rec["status"] == "error"
+    assert rec["error"]["message"] == (
+        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
+        f"cases it is asked for at once) must be a whole number >= 1, got {value!r}")
