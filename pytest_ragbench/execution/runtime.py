@@ -146,18 +146,30 @@ class CloseWarning(UserWarning):
     """A retriever's or pipeline's ``close()`` / ``aclose()`` failed or did not finish."""
 
 
-def _warn_closing(message: str) -> None:
+def _warn_closing(message: str, method: Any = None) -> None:
     """Warn :class:`CloseWarning` ``message``, never raising it: a filter that makes warnings
     errors (``-W error``, an ini's ``filterwarnings = error``) raised it out of the run's end,
     a traceback in place of the ragbench summary and pytest's counts (an xdist worker's was
-    lost without a word); it is recorded as the warning it is, for the warnings summary."""
+    lost without a word); it is recorded as the warning it is, for the warnings summary.
+
+    It is located at ``method``, the component's ``close``/``aclose``, when that is Python
+    code (the warnings summary named a line of this module, which the user cannot fix)."""
     warning = CloseWarning(message)
+    code = getattr(method, "__code__", None)
+
+    def warn() -> None:
+        if code is None:
+            warnings.warn(warning, stacklevel=3)
+        else:
+            warnings.warn_explicit(warning, CloseWarning, code.co_filename,
+                                   code.co_firstlineno)
+
     try:
-        warnings.warn(warning, stacklevel=1)
+        warn()
     except CloseWarning:
         with warnings.catch_warnings():
             warnings.simplefilter("always", CloseWarning)
-            warnings.warn(warning, stacklevel=1)
+            warn()
 
 
 class CaseClock:
@@ -1462,9 +1474,9 @@ class SuiteRuntime:
                     self._run(asyncio.wait_for(result, CLOSE_TIMEOUT))
             except (asyncio.TimeoutError, TimeoutError):
                 _warn_closing(f"{kind} {name!r}: {meth}() did not finish within "
-                              f"{CLOSE_TIMEOUT:g} s; left behind")
+                              f"{CLOSE_TIMEOUT:g} s; left behind", fn)
             except Exception as exc:
-                _warn_closing(f"{kind} {name!r}: {meth}() raised {exception_text(exc)}")
+                _warn_closing(f"{kind} {name!r}: {meth}() raised {exception_text(exc)}", fn)
             return
 
     def close(self) -> None:
