@@ -73,6 +73,17 @@ def test_compare_options_override_the_suite(files, capsys):
     assert "not among the suite's metrics" in capsys.readouterr().err
 
 
+def test_compare_lists_a_gate_the_suite_has_or_given_twice_once(files, capsys):
+    """'--gate "ndcg@10: no significant drop"' is the stored gate, and 'ndcg@10: 0.5'
+    the 'ndcg@10 >= 0.5' before it: each check is judged and listed once, as the live
+    run lists it."""
+    assert main(["compare", "base.json", "same.json", "--json",
+                 "--gate", "ndcg@10: no significant drop", "--gate", "ndcg@10 >= 0.5",
+                 "--gate", "ndcg@10: 0.5", "--gate", "ndcg@10 >= 0.5"]) == 0
+    gates = json.loads(capsys.readouterr().out)["gates"]
+    assert [g["text"] for g in gates] == ["ndcg@10 >= 0.5", "ndcg@10: no significant drop"]
+
+
 def test_compare_against_a_baseline_of_no_suite_of_the_run_exits_2(files, capsys):
     # as the plugin refuses it (exit 4): nothing would be compared, and it passed
     other = _doc("other", 10)

@@ -472,3 +472,54 @@ def test_a_scoped_gate_says_its_scope_once_in_every_output(pytester, mini_suite)
     assert len(names) == 3 and all(n.count(scope) == 1 for n in names), names
     messages = re.findall(r'message="([^"]*)"', junit)
     assert messages and all(m.count(scope) <= 1 for m in messages), messages
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["n0", "n2"])
+def test_a_command_line_gate_the_suite_already_has_is_one_gate_in_every_output(
+        pytester, mini_suite, workers, capsys):
+    """``--ragbench-gate 'ndcg@10: 0.3'`` beside a suite's 'ndcg@10 >= 0.3' (and a scoped
+    drop gate with its scope's items in another order, and a gate given twice) is the same
+    check stated twice: one gate, as the suite file words it, in every output; a gate the
+    suite has not is added."""
+    import re
+
+    path = mini_suite()
+    path.write_text(path.read_text() + "gates:\n"
+                    '  - "ndcg@10 >= 0.3"\n'
+                    '  - "difficulty=hard, tag=numeric: ndcg@10: drop <= 0.05"\n')
+    pytester.runpytest(SUITE, "-p", "no:randomly")
+    base = latest_run(pytester.path)
+    cli = ["ndcg@10: 0.3", "tag=numeric, difficulty=hard: ndcg@10: drop <= 0.05",
+           "recall@10 >= 0.2", "recall@10 >= 0.2"]
+    result = pytester.runpytest(SUITE, "-p", "no:randomly", f"--ragbench-baseline={base}",
+                                *(arg for gate in cli for arg in ("--ragbench-gate", gate)),
+                                "--junitxml=junit.xml", *workers)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    run = latest_run(pytester.path)
+    texts = ["ndcg@10 >= 0.3", "recall@10 >= 0.2",
+             "difficulty=hard, tag=numeric: ndcg@10: drop <= 0.05"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert sorted(g["text"] for g in summary["gates"]) == sorted(texts)
+    result.stdout.fnmatch_lines(["gates: 3 passed"])
+    md = [line for line in (run / "summary.md").read_text().splitlines()
+          if re.match(r"\| (PASS|\*\*FAIL\*\*|skip) \|", line)]
+    assert len(md) == 3, md
+    html = (run / "report.html").read_text()
+    table = html[html.index('<table class="rb-gates">'):]
+    rows = re.findall(r"<tr class=\"(?:pass|fail|skip)\">", table[:table.index("</table>")])
+    assert len(rows) == 3, table[:table.index("</table>")]
+    junit = (pytester.path / "junit.xml").read_text()
+    names = re.findall(r'<testcase classname="[^"]*ragbench-gates[^"]*" name="([^"]*)"', junit)
+    gates = [n for n in names if "regression within tolerance" not in n]
+    assert len(gates) == 3, names
+    # 'ragbench compare' of the two runs, given the same gates, lists them once too
+    from pytest_ragbench.cli import main as ragbench_main
+
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(pytester.path)
+        code = ragbench_main(["compare", str(base), str(run), "--json",
+                              *(arg for gate in cli for arg in ("--gate", gate))])
+    assert code == 0
+    compared = json.loads(capsys.readouterr().out)["gates"]
+    assert sorted(g["text"] for g in compared) == sorted(texts)

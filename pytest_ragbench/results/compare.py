@@ -38,6 +38,7 @@ from .gates import (
     cases_in_scope,
     check_thresholds,
     is_timing,
+    new_checks,
     no_case_of,
     parse_gate_expression,
     scope_retriever,
@@ -73,7 +74,9 @@ def _settings(doc_suite: Mapping[str, Any], ov: Overrides) -> BaselineSettings:
 
 
 def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list[GateCheck]:
-    """The suite's gates as stored with the run, then ``extra`` (from the command line).
+    """The suite's gates as stored with the run, then those of ``extra`` (from the command
+    line) that state a check the suite has not (:func:`~.gates.new_checks`): a gate given
+    twice, or on the command line as the suite states it, is one gate in every output.
 
     Raises BaselineError for a gate on a metric the suite does not compute.
     """
@@ -95,7 +98,8 @@ def suite_gates(doc_suite: Mapping[str, Any], extra: Sequence[str] = ()) -> list
             raise BaselineError(f"gate {text!r} in suite {doc_suite.get('name')}: metric "
                                 f"{gate.metric!r} is not among the suite's metrics ({known})")
         out.append(gate)
-    return out
+    n_stored = len(doc_suite.get("gates", []))
+    return out[:n_stored] + new_checks(out[:n_stored], out[n_stored:])
 
 
 def suite_systems(doc_suite: Mapping[str, Any]) -> list[str]:

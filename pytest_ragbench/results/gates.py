@@ -387,6 +387,33 @@ def parse_gate_list(items: Iterable[Any], metrics: Mapping[str, _HasDirection]) 
     return out
 
 
+def check_key(check: GateCheck) -> tuple[Any, ...]:
+    """What two gates stating the same check share, however each is written: kind, metric,
+    bound and scope, its items in any order (``ndcg@10: 0.3`` is ``ndcg@10 >= 0.3``, and
+    ``tag=a, difficulty=hard`` is ``difficulty=hard, tag=a``)."""
+    if isinstance(check, Gate):
+        bound: tuple[Any, ...] = (check.op, check.threshold)
+    elif isinstance(check, DropGate):
+        bound = (check.op, check.limit, check.relative)
+    else:
+        bound = (check.alpha, check.test)
+    return (check.kind, check.metric, *bound, tuple(sorted(check.scope)))
+
+
+def new_checks(given: Iterable[GateCheck], extra: Iterable[GateCheck]) -> list[GateCheck]:
+    """The checks among ``extra`` (the command line's) that none of ``given`` (a suite's)
+    nor an earlier one of ``extra`` states: the same check stated twice is one, judged and
+    listed once, as ``given`` words it."""
+    seen = {check_key(g) for g in given}
+    out = []
+    for check in extra:
+        key = check_key(check)
+        if key not in seen:
+            seen.add(key)
+            out.append(check)
+    return out
+
+
 def is_baseline_gate(check: GateCheck) -> bool:
     """Whether the check needs a baseline (drops and significance) rather than one run."""
     return isinstance(check, DropGate | SignificanceGate)
