@@ -234,6 +234,53 @@ def test_a_partial_runs_gates_say_one_coverage_in_the_run_and_in_ragbench_compar
         ("b", "mrr@10 >= 0.1"): "2 of 10 cases", ("b", "ndcg@10: drop <= 0.5"): "2 of 10 cases"}
 
 
+def test_a_run_of_only_systems_the_baseline_lacks_says_it_compared_nothing(
+        pytester, mini_suite, capsys):
+    """A baseline of system a, and a `-k bnew` (a shard of a sharded run) of a suite of a and
+    bnew: nothing was compared and the run passed (a shard may hold such cases), its outputs
+    reading "compared on those", "0 of 0 metrics regressed" (summary.md and the HTML
+    report had no word of the baseline); each says no system that ran is in it, and
+    `ragbench compare` of the run passes too (it refused the run: "nothing would be
+    compared"). A whole run's new system bnew is said not to be compared."""
+    from pytest_ragbench.cli import main
+
+    one = ("name: mini\ndataset:\n  corpus: corpus.jsonl\n  queries: queries.jsonl\n"
+           "retrievers:\n  a: {type: 'overlap_retriever:Overlap'}\n"
+           "metrics: [ndcg@10, recall@10]\n")
+    mini_suite(one)
+    assert pytester.runpytest(SUITE, "--ragbench-save-baseline=base.json").ret == 0
+    mini_suite(one.replace("metrics:", "  bnew: {type: 'overlap_retriever:Overlap', drop: d1}\n"
+                                       "metrics:"))
+    result = pytester.runpytest(SUITE, "-k", "bnew", "--ragbench-baseline=base.json",
+                                "--junitxml=out.xml")
+    assert result.ret == 0, result.stdout.str()
+    note = ("suite mini: no system that ran is in the baseline (ran: bnew; the baseline: a), so "
+            "nothing was compared against it")
+    nothing = "nothing was compared against the baseline"
+    out = result.stdout.str()
+    assert f"  {note}\n" in out and f"  {nothing}\n" in out, out
+    assert "compared on" not in out and "metrics regressed" not in out
+    summary, md, html = _outputs(pytester)
+    (info,) = summary["baseline"]["suites"]
+    assert info["not_in_baseline"] == ["bnew"] and info["nothing_compared"] is True
+    assert f"- {note}" in md and f"{nothing[0].upper()}{nothing[1:]}." in md, md
+    assert ("No system that ran is in the baseline (ran: bnew; the baseline: a), so nothing was "
+            "compared against it.") in html and f"&middot; {nothing}</p>" in html
+    root = ET.parse(pytester.path / "out.xml").getroot()
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props.get("ragbench_baseline") == f"{nothing}: {note}", props
+    capsys.readouterr()
+    assert main(["compare", "base.json", str(latest_run(pytester.path))]) == 0
+    shown = capsys.readouterr()
+    assert f"  {note}\n" in shown.out and f"  {nothing}\n" in shown.out, shown
+    # a whole run: a compared, b said not to be
+    result = pytester.runpytest(SUITE, "--ragbench-baseline=base.json")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "  suite mini: bnew is not in the baseline (it holds a), so it was not compared",
+        "  0 of 2 metrics regressed"])
+
+
 def test_a_suite_of_a_partial_run_none_of_whose_cases_ran_is_listed_with_its_gates(
         pytester, mini_suite, capsys):
     """`-k sar` over two suites, sa (system sar) and sb (system sbr), each with a gate: sb

@@ -56,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ragbench compare`` on parsed arguments; returns the exit status."""
     from ..records import jsonable
     from ..report.terminal import baseline_lines, dataset_lines, gate_lines
-    from ..report.views import tell_suites_apart, with_failure_lines
+    from ..report.views import NOTHING_COMPARED, tell_suites_apart, with_failure_lines
     from ..results.baseline import BaselineError
     from ..results.compare import (
         Overrides,
         compare_docs,
         load_side,
+        suite_systems,
         suites_problem,
         systems_problem,
     )
@@ -78,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         if problem is not None:
             # as the plugin refuses it: nothing would be compared, and the run would pass
             raise BaselineError(f"baseline {base_label} {problem}")
-        systems = {sid: sorted(cs.get("retrievers") or {})
-                   for sid, cs in (cur.get("suites") or {}).items()}
+        # every system of a suite, as the live run checks the systems it collected: a
+        # partial run (a shard) of systems the baseline lacks alone passed, comparing nothing
+        systems = {sid: suite_systems(cs) for sid, cs in (cur.get("suites") or {}).items()}
         problem = systems_problem(base, names, systems)
         if problem is not None:
             raise BaselineError(f"baseline {base_label} {problem}; nothing would be compared")
@@ -100,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         # named as the suites are, where two suite files share a name
         for line in baseline_lines(tell_suites_apart(result["rows"], result["suites"])):
             print(one_line(line))
+        if not result["rows"]:
+            print(f"  {NOTHING_COMPARED}")
         if result["gates"]:
             print("gates:")
             for line in gate_lines(tell_suites_apart(result["gates"], result["suites"])):

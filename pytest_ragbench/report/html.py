@@ -57,9 +57,11 @@ from .documents import SNIPPET_MAX
 from .format import finite as _finite
 from .format import num, p_value
 from .views import (
+    NOTHING_COMPARED,
     dataset_change_text,
     gate_state,
     headline_metrics,
+    not_in_baseline_text,
     tell_suites_apart,
     unscoped_text,
     usage_view,
@@ -737,8 +739,12 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
             notes.append("The suite file changed since the baseline.")
         change = dataset_change_text(info)
         if change:
-            notes.append(f"Against the baseline: {change}; compared on "
-                         f"{info.get('n_common', '?')} common queries.")
+            notes.append(f"Against the baseline: {change}" + (
+                "." if info.get("nothing_compared")
+                else f"; compared on {info.get('n_common', '?')} common queries."))
+        missing = not_in_baseline_text(info)
+        if missing:
+            notes.append(f"{missing[0].upper()}{missing[1:]}.")
     trends = _trends(suite, history, run_id, gates) if history else ()
     directions = {m: next((r.summary["metrics"][m]["direction"] for r in retrievers
                            if m in r.summary["metrics"]), "higher") for m in metrics}
@@ -997,6 +1003,8 @@ def _render(
         reasons=reasons, coverage=coverage,
         verdict=verdict, gates=gates, baseline=baseline, baseline_rows=baseline_rows,
         regressed=regressed, suites=suites, data_json=data_json, trimmed=trimmed,
+        nothing_compared=NOTHING_COMPARED if isinstance(summary.get("baseline"), Mapping)
+        and not baseline_rows else None,
         docs=snippets, page_size=PAGE_SIZE, n_records=len(records),
         css=Markup(_asset("report.css")), script=Markup(script),
         script_hash=f"'sha256-{digest}'",

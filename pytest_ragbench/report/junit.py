@@ -21,6 +21,7 @@ import pytest
 from ..results.verdict import reason_line, verdict_of
 from .format import num as _f
 from .format import p_value as _p
+from .views import NOTHING_COMPARED, not_in_baseline_text
 
 GATES_CLASS = "ragbench-gates"
 
@@ -121,6 +122,19 @@ def gate_cases(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     return out
 
 
+def nothing_compared(summary: Mapping[str, Any],
+                     rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a comparison with a baseline compared nothing (a run of new systems alone
+    passes, no gate or row testcase saying so); None without a baseline or when it
+    compared something."""
+    base = summary.get("baseline")
+    if not isinstance(base, Mapping) or rows:
+        return None
+    why = [f"suite {s.get('name')}: {not_in_baseline_text(s)}" for s in base.get("suites") or []
+           if isinstance(s, Mapping) and s.get("nothing_compared")]
+    return NOTHING_COMPARED + (": " + "; ".join(why) if why else "")
+
+
 def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
                        rows: Sequence[Mapping[str, Any]],
                        reused_failed: Mapping[str, str] | None = None) -> int:
@@ -133,6 +147,9 @@ def add_gate_testcases(config: pytest.Config, summary: Mapping[str, Any],
     # share of the suites' cases ran
     xml.add_global_property("ragbench_verdict", reason_line(verdict))
     xml.add_global_property("ragbench_coverage", verdict["coverage"])
+    compared = nothing_compared(summary, rows)
+    if compared is not None:
+        xml.add_global_property("ragbench_baseline", compared)
     cases = gate_cases(summary, rows, reused_failed)
     for case in cases:
         props = [(f"ragbench_gate.{k}", "nan" if v is None else v)

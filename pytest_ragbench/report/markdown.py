@@ -22,6 +22,7 @@ from .views import (
     SuiteTable,
     ab_view,
     baseline_suite_notes,
+    compared_text,
     gate_selection,
     gate_state,
     gates_failed_first,
@@ -204,7 +205,7 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
                       ""]
         lines += _ab(s, table)
     lines += _gates(tell_suites_apart(gates, summary["suites"]), level)
-    if baseline_rows:
+    if baseline_rows or isinstance(summary.get("baseline"), Mapping):
         lines += _baseline(summary.get("baseline") or {}, baseline_rows, level)
     lines += _budget(summary)
     return "\n".join(lines)
@@ -345,7 +346,8 @@ def _baseline_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 def _baseline(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
               level: str) -> list[str]:
     regressed = [b for b in rows if b["regressed"]]
-    lines = [*_baseline_head(base), f"{len(regressed)} of {len(rows)} metrics regressed.", ""]
+    said = compared_text(rows)
+    lines = [*_baseline_head(base), f"{said[0].upper()}{said[1:]}.", ""]
     if level == "short" or not regressed:
         return lines
     return [*lines, *_baseline_table(regressed)]

@@ -21,6 +21,7 @@ from .views import (
     SystemRow,
     ab_view,
     baseline_suite_notes,
+    compared_text,
     gate_selection,
     gate_state,
     gates_failed_first,
@@ -229,8 +230,8 @@ def baseline_section(base: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     count otherwise (``short``: the count only)."""
     regressed = [r for r in rows if r["regressed"]]
     lines = [f"baseline {base['path']}:", *dataset_lines(base.get("suites", []))]
-    if level != "full":
-        lines.append(f"  {len(regressed)} of {len(rows)} metrics regressed")
+    if level != "full" or not rows:
+        lines.append(f"  {compared_text(rows)}")
     if level == "full":
         lines += baseline_lines(rows)
     elif level == "default":

@@ -204,16 +204,51 @@ def baseline_suite_notes(suites: Sequence[Mapping[str, Any]]) -> list[str]:
         # two suite files may share a name: then the file says which
         name = (f"{s['name']} [{s['id']}]" if names.count(str(s.get("name"))) > 1
                 and s.get("id") is not None else s["name"])
+        nothing = bool(s.get("nothing_compared"))
         if s.get("partial"):
-            lines.append(f"suite {name}: partial, {s['partial']} ran; compared on those")
+            lines.append(f"suite {name}: partial, {s['partial']} ran"
+                         + ("" if nothing else "; compared on those"))
         if not s.get("in_baseline", True):
             lines.append(f"suite {name}: not in the baseline")
             continue
         changes = baseline_notes(s)
+        missing = not_in_baseline_text(s)
         if changes and s.get("n_common") is not None:
-            lines.append(f"suite {name}: {', '.join(changes)}; compared on the "
-                         f"{s['n_common']} common queries")
+            # compared on no query when no system that ran is in the baseline
+            lines.append(f"suite {name}: {', '.join(changes)}" + (
+                "" if nothing else f"; compared on the {s['n_common']} common queries"))
+        if missing:
+            lines.append(f"suite {name}: {missing}")
     return lines
+
+
+def not_in_baseline_text(info: Mapping[str, Any]) -> str:
+    """What a suite of a comparison (``info``) ran that its baseline suite lacks, so that
+    nothing was compared for it: every system that ran (a ``-k`` or shard of new systems
+    alone, which passes having compared nothing) or some; empty when none."""
+    missing = [str(n) for n in info.get("not_in_baseline") or []]
+    if not missing:
+        return ""
+    theirs = ", ".join(str(n) for n in info.get("baseline_systems") or []) or "none"
+    if info.get("nothing_compared"):
+        return (f"no system that ran is in the baseline (ran: {', '.join(missing)}; the "
+                f"baseline: {theirs}), so nothing was compared against it")
+    if len(missing) == 1:
+        return f"{missing[0]} is not in the baseline (it holds {theirs}), so it was not compared"
+    return (f"{', '.join(missing)} are not in the baseline (it holds {theirs}), so they were "
+            "not compared")
+
+
+#: What every output says of a comparison with the baseline that compared no metric.
+NOTHING_COMPARED = "nothing was compared against the baseline"
+
+
+def compared_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``"1 of 4 metrics regressed"``, or :data:`NOTHING_COMPARED` (not "0 of 0 metrics
+    regressed", which read as a comparison that found nothing wrong)."""
+    if not rows:
+        return NOTHING_COMPARED
+    return f"{sum(1 for r in rows if r.get('regressed'))} of {len(rows)} metrics regressed"
 
 
 # -- the one-screen summary ------------------------------------------------------------------

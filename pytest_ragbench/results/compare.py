@@ -260,6 +260,7 @@ def compare_docs(
             "added": len(cur_ids - base_ids),
             "removed": 0 if none_ran else len(base_ids - cur_ids),
             **({"partial": partial} if partial else {}),
+            **_systems_not_in(base_s, cur_s),
         }
         out_suites.append(info)
         # A partial side scored only the cases it ran: of the same dataset (its hash covers
@@ -285,6 +286,20 @@ def compare_docs(
     return {"suites": out_suites, "rows": rows, "gates": gate_results,
             "other_failures": other, "prior_failure": prior, "passed": verdict["passed"],
             "verdict": verdict}
+
+
+def _systems_not_in(base_s: Mapping[str, Any], cur_s: Mapping[str, Any]) -> dict[str, Any]:
+    """The systems that ran that the baseline suite lacks, which nothing is compared for
+    (``not_in_baseline``, with the baseline's ``baseline_systems``), and whether that is
+    every system that ran (``nothing_compared``: a ``-k`` or a shard of only new systems,
+    which passes having compared nothing); empty when the baseline has them all."""
+    theirs = base_s.get("retrievers") or {}
+    ran = list(cur_s.get("retrievers") or {})
+    missing = [name for name in ran if name not in theirs]
+    if not missing:
+        return {}
+    return {"not_in_baseline": missing, "baseline_systems": sorted(theirs),
+            "nothing_compared": len(missing) == len(ran)}
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
