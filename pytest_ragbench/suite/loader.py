@@ -44,6 +44,7 @@ from ..results.gates import (
     GateCheck,
     Tolerance,
     bound_problem,
+    check_key,
     parse_gate,
     parse_gate_list,
     parse_tolerance,
@@ -1195,6 +1196,18 @@ def _parse_gates(
     out: list[GateCheck] = []
     where: list[tuple[Any, ...]] = []
     problems: list[SuiteError] = []  # every bad gate, not the first only
+    # the same check stated twice (a copy whose metric or bound was not changed) was judged
+    # and listed twice in every output: check key -> where it was first, as written there
+    stated: dict[tuple[Any, ...], tuple[tuple[Any, ...], str]] = {}
+
+    def restated(check: GateCheck, at: tuple[Any, ...], written: str) -> str | None:
+        first = stated.get(check_key(check))
+        if first is None:
+            stated[check_key(check)] = (at, written)
+            return None
+        return (f"{written!r} states the same check as {key_str(first[0])} ({first[1]!r}): "
+                "one of them is enough")
+
     if isinstance(value, list):
         for i, item in enumerate(value):
             try:
@@ -1203,6 +1216,9 @@ def _parse_gates(
                     _check_per_query(check, allow_baseline)
                     _check_bound(check, metrics)
                     _check_scope(check, systems)
+                    problem = restated(check, (*path, i), str(item).strip())
+                    if problem:
+                        raise ValueError(problem)
             except ValueError as exc:
                 problems.append(ctx.error((*path, i), str(exc)))
                 continue
@@ -1217,6 +1233,9 @@ def _parse_gates(
                     _check_per_query(gate, allow_baseline)
                     _check_bound(gate, metrics)
                     _check_scope(gate, systems)
+                    problem = restated(gate, (*path, str(key)), gate.text)
+                    if problem:
+                        raise ValueError(problem)
                 except ValueError as exc:
                     problems.append(ctx.error((*path, str(key)), str(exc)))
                     break  # a key is one line: its first problem says what is wrong there

@@ -325,6 +325,35 @@ def test_a_drop_limit_or_tolerance_no_score_in_0_1_can_exceed_is_refused(
         "to 0; for a relative one write '5%', for an absolute one a value up to 1 (e.g. 0.02)"]
 
 
+def test_a_gate_or_threshold_the_suite_states_twice_is_refused_at_the_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config) -> None:
+    """'ndcg@10 >= 0.3' and 'ndcg@10: 0.3' (a copy whose metric or bound was not changed)
+    were judged and listed twice in every output; the second is an error at its line naming
+    the first, as the same bound twice in a key's list is (a scope to a system is another
+    check)."""
+    suite = SUITE + (
+        "gates:\n"                                                       # 10
+        "  - 'ndcg@10 >= 0.3'\n"                                         # 11
+        "  - 'recall@10 >= 0.3'\n"                                       # 12
+        "  - 'ndcg@10: 0.3'\n"                                           # 13
+        "  - 'retriever=bm25: ndcg@10 >= 0.3'\n"                         # 14
+        "  - 'ndcg@10>=0.30'\n")                                         # 15
+    found = [line.partition("suite.yaml:")[2]
+             for line in all_lines(pytestconfig, tmp_path, suite, monkeypatch)]
+    assert found == [
+        "13: gates[2]: 'ndcg@10: 0.3' states the same check as gates[0] "
+        "('ndcg@10 >= 0.3'): one of them is enough",
+        "15: gates[4]: 'ndcg@10>=0.30' states the same check as gates[0] ('ndcg@10 >= 0.3'): "
+        "one of them is enough",
+    ], "\n".join(found)
+    # the mapping form's list of a key's gates
+    listed = SUITE + "gates:\n  recall@10: [0.5, '>= 0.5', 'drop <= 0.1']\n"    # 10, 11
+    assert [line.partition("suite.yaml:")[2] for line in all_lines(
+        pytestconfig, tmp_path, listed, monkeypatch)] == [
+        "11: gates.recall@10: 'recall@10 >= 0.5' states the same check as gates.recall@10 "
+        "('recall@10 >= 0.5'): one of them is enough"]
+
+
 OWN_LLM = '''\
 class MyLLM:
     def __init__(self, model: str, temperature: float = 0.0) -> None:
