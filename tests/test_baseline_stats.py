@@ -384,6 +384,24 @@ def test_a_scoped_row_claims_no_tolerance_check():
                      "ndcg@10: regression within tolerance 0.02"]
 
 
+def test_one_query_scope_written_in_two_orders_is_compared_once():
+    """'difficulty=hard, tag=x: ... drop' and 'tag=x, difficulty=hard: ... no significant
+    drop' scope the same queries: they were compared twice, as two rows ("0 of 3 metrics
+    regressed" of 2), the significance gate's test and Holm family on a row of its own."""
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    gates = ["difficulty=hard, tag=x: ndcg@10: drop <= 0.5",
+             "tag=x, difficulty=hard: ndcg@10: no significant drop using wilcoxon"]
+    cur = _doc({f"q{i:02d}": 0.5 - (0.1 if i < 5 else 0.0) for i in range(20)}, gates=gates)
+    for doc in (base, cur):
+        for q in ("q00", "q01", "q02", "q03", "q04"):
+            doc["suites"]["s.yaml"]["cases"][q]["tags"] = ["x"]
+    out = compare_docs(base, cur)
+    scoped = [r for r in out["rows"] if r["scope"]]
+    assert [(r["scope"], r["n"], r["test"], r["gated"]) for r in scoped] == [
+        ("difficulty=hard, tag=x", 5, "wilcoxon", True)]
+    assert [g["row"]["test"] for g in out["gates"]] == ["wilcoxon", "wilcoxon"]
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

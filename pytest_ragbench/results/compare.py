@@ -31,6 +31,7 @@ from .gates import (
     DropGate,
     Gate,
     GateCheck,
+    Scope,
     SignificanceGate,
     Tolerance,
     case_filter,
@@ -431,11 +432,10 @@ def _suite_rows(
     seed = int(cur_s.get("seed", 0) or 0)
     sig = [g for g in gates if isinstance(g, SignificanceGate)]
     baseline_metrics = {g.metric for g in gates if isinstance(g, DropGate | SignificanceGate)}
-    # Rows for the whole query set, plus one per query scope a baseline gate asks for.
-    scopes: list[tuple[tuple[str, str], ...]] = [()]
-    for g in gates:
-        if isinstance(g, DropGate | SignificanceGate) and case_filter(g.scope) not in scopes:
-            scopes.append(case_filter(g.scope))
+    # Rows for the whole query set, plus one per query scope a baseline gate asks for (as
+    # the first gate of that scope writes it)
+    row_scopes = _row_scopes(gates)
+    scopes = [(), *(s for s in row_scopes.values() if s)]
     meta = cur_s.get("cases", {})
     same_dataset = base_s.get("dataset_hash") == cur_s.get("dataset_hash")
     rows: list[dict[str, Any]] = []
@@ -448,7 +448,7 @@ def _suite_rows(
             for metric, st in cur_r.get("metrics", {}).items():
                 if metric not in base_r.get("metrics", {}):
                     continue
-                if scope and not any(case_filter(g.scope) == scope and g.metric == metric
+                if scope and not any(_row_scope(g, row_scopes) == scope and g.metric == metric
                                      for g in gates if isinstance(g, DropGate | SignificanceGate)):
                     continue
                 direction = st.get("direction", "higher")
@@ -457,7 +457,7 @@ def _suite_rows(
                 if scope:
                     ids = [c for c in ids if case_in_scope(meta.get(c, {}), scope)]
                 test = next((g.test for g in sig if g.metric == metric and g.test
-                             and case_filter(g.scope) == scope), None) or settings.test
+                             and _row_scope(g, row_scopes) == scope), None) or settings.test
                 c = paired_compare(
                     [_nan(base_scores[c]) for c in ids], [_nan(cur_scores[c]) for c in ids],
                     metric=metric, test=test,
@@ -480,12 +480,30 @@ def _suite_rows(
                     "tolerance": tol.text if tol is not None else None,
                     "allowed": tol.allowed(c.mean_a) if tol is not None else None,
                     "regressed": regressed, "same_dataset": same_dataset,
-                    "gated": any(g.metric == metric and case_filter(g.scope) == scope
+                    "gated": any(g.metric == metric and _row_scope(g, row_scopes) == scope
                                  for g in sig),
                 })
             _apply_holm(group)
             rows += group
     return rows
+
+
+def _row_scopes(gates: Sequence[GateCheck]) -> dict[tuple[tuple[str, str], ...], Scope]:
+    """The query scopes the baseline gates ask rows for: one per set of filters (sorted
+    items -> the filters as the first gate of it writes them), so that 'difficulty=hard,
+    tag=x' and 'tag=x, difficulty=hard' are one row, not two compared apart."""
+    out: dict[tuple[tuple[str, str], ...], Scope] = {}
+    for g in gates:
+        if isinstance(g, DropGate | SignificanceGate):
+            out.setdefault(tuple(sorted(case_filter(g.scope))), case_filter(g.scope))
+    return out
+
+
+def _row_scope(gate: GateCheck, row_scopes: Mapping[tuple[tuple[str, str], ...], Scope]
+               ) -> Scope:
+    """The scope of the row a baseline gate is judged on (see :func:`_row_scopes`)."""
+    filt = case_filter(gate.scope)
+    return row_scopes.get(tuple(sorted(filt)), filt)
 
 
 def _tolerance(
@@ -517,6 +535,7 @@ def _baseline_gate_results(
     rows: Sequence[Mapping[str, Any]], default_alpha: float, *, partial: bool = False,
 ) -> list[dict[str, Any]]:
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
+    row_scopes = _row_scopes(gates)
     meta = cur_s.get("cases", {})
     out = []
     for rname, cur_r in cur_s.get("retrievers", {}).items():
@@ -526,7 +545,7 @@ def _baseline_gate_results(
             only = scope_retriever(gate.scope)
             if only is not None and only != rname:
                 continue
-            row = by_key.get((rname, gate.metric, scope_text(case_filter(gate.scope))))
+            row = by_key.get((rname, gate.metric, scope_text(_row_scope(gate, row_scopes))))
             res: dict[str, Any] = {
                 "kind": gate.kind, "suite": name, "suite_id": sid, "retriever": rname,
                 "metric": gate.metric, "scope": scope_text(gate.scope), "text": gate.text,
