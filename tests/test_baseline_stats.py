@@ -402,6 +402,29 @@ def test_one_query_scope_written_in_two_orders_is_compared_once():
     assert [g["row"]["test"] for g in out["gates"]] == ["wilcoxon", "wilcoxon"]
 
 
+def test_a_gate_on_one_system_leaves_the_others_their_any_drop_check():
+    """Without a tolerance a metric's any-drop check gave way to any drop gate on it: one
+    scoped to system r let r2's ndcg@10 fall from 0.5 to 0.1, and the run passed."""
+    import copy
+
+    def with_r2(doc: dict, scores: dict[str, float]) -> dict:
+        doc["suites"]["s.yaml"]["retrievers"]["r2"] = copy.deepcopy(
+            _doc(scores)["suites"]["s.yaml"]["retrievers"]["r"])
+        return doc
+
+    same = {f"q{i:02d}": 0.5 for i in range(20)}
+    base = with_r2(_doc(same), same)
+    cur = with_r2(_doc(same, gates=["retriever=r: ndcg@10: drop <= 0.5"]),
+                  {f"q{i:02d}": 0.1 for i in range(20)})
+    out = compare_docs(base, cur)
+    assert {(r["retriever"], r["tolerance"], r["regressed"]) for r in out["rows"]} == {
+        ("r", None, False), ("r2", "0", True)}
+    assert not out["passed"]
+    # a gate on every system still stands for the default check of each
+    out = compare_docs(base, with_r2(_doc(same, gates=["ndcg@10: drop <= 0.5"]), same))
+    assert [r["tolerance"] for r in out["rows"]] == [None, None]
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate
