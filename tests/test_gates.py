@@ -71,6 +71,22 @@ def test_bad_expressions_say_what_was_not_understood(text, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["error_rate: drop <= 0.01", "error_rate: drop <= 5%",
+                                  "error_rate: no significant drop",
+                                  "difficulty=hard: error_rate: no significant drop at 0.01"])
+def test_a_gate_against_the_baseline_on_the_error_rate_says_to_write_a_ceiling(text):
+    """The error rate is no per-query score a baseline is compared on: such a gate was
+    accepted and always skipped, "not in the baseline; nothing to compare", with the error
+    rate gone from 0 to 0.2."""
+    with pytest.raises(ValueError, match=(
+            r"the error rate is not compared against the baseline \(it has no per-query "
+            r"scores\); gate it with a ceiling such as 'error_rate <= 0\.01'")):
+        parse_gate_expression(text)
+    with pytest.raises(ValueError, match="the error rate is not compared"):
+        parse_gate(text.rsplit(":", 1)[0], text.rsplit(":", 1)[1], METRICS,
+                   allow_baseline=True)
+
+
 def test_mapping_form_keeps_old_meaning_and_checks_metric_names():
     assert parse_gate("ndcg@10", ">= 0.5", METRICS) == Gate("ndcg@10", ">=", 0.5)
     assert parse_gate("latency_ms", 100, METRICS) == Gate("latency_ms", "<=", 100.0)

@@ -279,6 +279,11 @@ def parse_gate_body(
         op = m.group(1) or ("<=" if lower_better else ">=")
         value = _parse_number(m.group(2), "threshold") / (100.0 if m.group(3) else 1.0)
         return Gate(metric, op, value, scope)
+    if metric == ERROR_RATE and allow_baseline and (_DROP.match(body) or _SIG.match(body)):
+        # no per-query scores: such a gate found no row and was skipped at every run
+        raise ValueError("the error rate is not compared against the baseline (it has no "
+                         "per-query scores); gate it with a ceiling such as "
+                         "'error_rate <= 0.01'")
     m = _DROP.match(body)
     if m and allow_baseline:
         limit = _parse_number(m.group(2), "allowed drop")
