@@ -425,6 +425,23 @@ def test_a_gate_on_one_system_leaves_the_others_their_any_drop_check():
     assert [r["tolerance"] for r in out["rows"]] == [None, None]
 
 
+def test_a_significance_gate_on_one_system_sets_the_test_of_its_rows_alone():
+    """'retriever=r: ndcg@10: no significant drop using wilcoxon' compared r2's ndcg@10 by
+    the Wilcoxon test too, and counted its row among those gated for significance (its Holm
+    family), though no gate judges it."""
+    import copy
+
+    same = {f"q{i:02d}": 0.5 for i in range(20)}
+    base, cur = _doc(same), _doc(same, gates=["retriever=r: ndcg@10: no significant drop "
+                                              "using wilcoxon"])
+    for doc in (base, cur):
+        doc["suites"]["s.yaml"]["retrievers"]["r2"] = copy.deepcopy(
+            doc["suites"]["s.yaml"]["retrievers"]["r"])
+    out = compare_docs(base, cur)
+    assert {r["retriever"]: (r["test"], r["gated"]) for r in out["rows"]} == {
+        "r": ("wilcoxon", True), "r2": ("permutation", False)}
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

@@ -430,7 +430,7 @@ def _suite_rows(
     settings: BaselineSettings, gates: Sequence[GateCheck], ov: Overrides,
 ) -> list[dict[str, Any]]:
     seed = int(cur_s.get("seed", 0) or 0)
-    sig = [g for g in gates if isinstance(g, SignificanceGate)]
+    significance = [g for g in gates if isinstance(g, SignificanceGate)]
     # Rows for the whole query set, plus one per query scope a baseline gate asks for (as
     # the first gate of that scope writes it)
     row_scopes = _row_scopes(gates)
@@ -439,6 +439,8 @@ def _suite_rows(
     same_dataset = base_s.get("dataset_hash") == cur_s.get("dataset_hash")
     rows: list[dict[str, Any]] = []
     for rname, cur_r in cur_s.get("retrievers", {}).items():
+        # a gate scoped to another system names neither this one's test nor its family
+        sig = [g for g in significance if scope_retriever(g.scope) in (None, rname)]
         base_r = base_s.get("retrievers", {}).get(rname)
         if base_r is None:
             continue
