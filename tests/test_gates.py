@@ -19,6 +19,7 @@ from pytest_ragbench.results.gates import (
     parse_gate,
     parse_gate_expression,
     parse_gate_list,
+    parse_tolerance,
 )
 
 
@@ -85,6 +86,26 @@ def test_a_gate_against_the_baseline_on_the_error_rate_says_to_write_a_ceiling(t
     with pytest.raises(ValueError, match="the error rate is not compared"):
         parse_gate(text.rsplit(":", 1)[0], text.rsplit(":", 1)[1], METRICS,
                    allow_baseline=True)
+
+
+@pytest.mark.parametrize(("spec", "text"), [
+    ("7%", "7%"), ("14%", "14%"), ("29%", "29%"), ("57%", "57%"), ("1.1%", "1.1%"),
+    ("0.3%", "0.3%"), ("12.5%", "12.5%"), ("50%", "50%"), ("100%", "100%"), ("250%", "250%"),
+    ("0.07", "0.07"), (0.02, "0.02")])
+def test_a_tolerance_reads_as_written(spec, text):
+    """'tolerance: 7%' read 'tolerance 7.000000000000001%' (29%: '28.999999999999996%') in
+    every baseline row, junit's testcase name and the stored settings."""
+    tol = parse_tolerance(spec)
+    assert tol.text == text
+    assert parse_tolerance(tol.text) == tol
+
+
+@given(st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
+def test_a_relative_tolerances_text_reads_back_exactly(percent):
+    # as the suite's settings are stored (as text) and read back by a later comparison
+    tol = parse_tolerance(f"{percent!r}%")
+    assert parse_tolerance(tol.text) == tol
+    assert float(tol.text.removesuffix("%")) == pytest.approx(percent, rel=1e-12)
 
 
 def test_mapping_form_keeps_old_meaning_and_checks_metric_names():

@@ -492,10 +492,20 @@ class Tolerance:
 
     @property
     def text(self) -> str:
-        return f"{bound_text(self.value * 100)}%" if self.relative else bound_text(self.value)
+        return f"{_percent_text(self.value)}%" if self.relative else bound_text(self.value)
 
     def allowed(self, baseline: float) -> float:
         return self.value * abs(baseline) if self.relative else self.value
+
+
+def _percent_text(fraction: float) -> str:
+    """The shortest percentage that reads back as exactly ``fraction`` (``7`` for 0.07, not
+    ``fraction * 100``'s ``7.000000000000001``), as :func:`parse_tolerance` reads it."""
+    for digits in range(1, 18):
+        percent = float(f"{fraction * 100:.{digits}g}")
+        if percent / 100.0 == fraction:
+            return bound_text(percent)
+    return repr(fraction * 100)
 
 
 def parse_tolerance(spec: Any) -> Tolerance:
