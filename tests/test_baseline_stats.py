@@ -442,6 +442,26 @@ def test_a_significance_gate_on_one_system_sets_the_test_of_its_rows_alone():
         "r": ("wilcoxon", True), "r2": ("permutation", False)}
 
 
+def test_a_metric_the_baseline_lacks_is_said_not_to_be_compared():
+    """A suite whose ndcg@10 became ndcg@5 (its k changed) against a baseline of ndcg@10
+    compared nothing and passed, "0 of 0 metrics regressed", without a word of why."""
+    from pytest_ragbench.report.views import baseline_suite_notes
+
+    same = {f"q{i:02d}": 0.5 for i in range(20)}
+    cur = _doc(same)
+    system = cur["suites"]["s.yaml"]["retrievers"]["r"]
+    system["metrics"]["ndcg@5"] = system["metrics"].pop("ndcg@10")
+    out = compare_docs(_doc(same), cur)
+    assert out["passed"] and out["rows"] == []
+    note = "suite s: ndcg@5 is not in the baseline (it has ndcg@10), so it was not compared"
+    assert baseline_suite_notes(out["suites"]) == [note]
+    # junit, which has no row testcase to say it
+    from pytest_ragbench.report.junit import nothing_compared
+
+    summary = {"baseline": {"path": "b.json", "rows": [], "suites": out["suites"]}}
+    assert nothing_compared(summary, []) == f"nothing was compared against the baseline: {note}"
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

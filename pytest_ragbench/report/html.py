@@ -61,6 +61,7 @@ from .views import (
     dataset_change_text,
     gate_state,
     headline_metrics,
+    metrics_not_in_baseline_text,
     not_in_baseline_text,
     tell_suites_apart,
     unscoped_text,
@@ -742,9 +743,9 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
             notes.append(f"Against the baseline: {change}" + (
                 "." if info.get("nothing_compared")
                 else f"; compared on {info.get('n_common', '?')} common queries."))
-        missing = not_in_baseline_text(info)
-        if missing:
-            notes.append(f"{missing[0].upper()}{missing[1:]}.")
+        for missing in (not_in_baseline_text(info), metrics_not_in_baseline_text(info)):
+            if missing:
+                notes.append(f"{missing[0].upper()}{missing[1:]}.")
     trends = _trends(suite, history, run_id, gates) if history else ()
     directions = {m: next((r.summary["metrics"][m]["direction"] for r in retrievers
                            if m in r.summary["metrics"]), "higher") for m in metrics}

@@ -21,7 +21,7 @@ import pytest
 from ..results.verdict import reason_line, verdict_of
 from .format import num as _f
 from .format import p_value as _p
-from .views import NOTHING_COMPARED, not_in_baseline_text
+from .views import NOTHING_COMPARED, metrics_not_in_baseline_text, not_in_baseline_text
 
 GATES_CLASS = "ragbench-gates"
 
@@ -130,8 +130,9 @@ def nothing_compared(summary: Mapping[str, Any],
     base = summary.get("baseline")
     if not isinstance(base, Mapping) or rows:
         return None
-    why = [f"suite {s.get('name')}: {not_in_baseline_text(s)}" for s in base.get("suites") or []
-           if isinstance(s, Mapping) and s.get("nothing_compared")]
+    why = [f"suite {s.get('name')}: {text}" for s in base.get("suites") or []
+           if isinstance(s, Mapping)
+           for text in (not_in_baseline_text(s), metrics_not_in_baseline_text(s)) if text]
     return NOTHING_COMPARED + (": " + "; ".join(why) if why else "")
 
 

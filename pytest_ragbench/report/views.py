@@ -219,6 +219,9 @@ def baseline_suite_notes(suites: Sequence[Mapping[str, Any]]) -> list[str]:
                 "" if nothing else f"; compared on the {s['n_common']} common queries"))
         if missing:
             lines.append(f"suite {name}: {missing}")
+        metrics = metrics_not_in_baseline_text(s)
+        if metrics:
+            lines.append(f"suite {name}: {metrics}")
     return lines
 
 
@@ -229,13 +232,28 @@ def not_in_baseline_text(info: Mapping[str, Any]) -> str:
     missing = [str(n) for n in info.get("not_in_baseline") or []]
     if not missing:
         return ""
-    theirs = ", ".join(str(n) for n in info.get("baseline_systems") or []) or "none"
-    if info.get("nothing_compared"):
+    return _not_compared(missing, info.get("baseline_systems"), "holds",
+                         bool(info.get("nothing_compared")))
+
+
+def metrics_not_in_baseline_text(info: Mapping[str, Any]) -> str:
+    """The metrics a suite of a comparison (``info``) computes that its baseline suite's
+    systems lack (``ndcg@10`` become ``ndcg@5``), compared for none; empty when none."""
+    missing = [str(n) for n in info.get("metrics_not_in_baseline") or []]
+    if not missing:
+        return ""
+    return _not_compared(missing, info.get("baseline_metrics"), "has", False)
+
+
+def _not_compared(missing: list[str], have: Any, verb: str, nothing: bool) -> str:
+    theirs = ", ".join(str(n) for n in have or []) or "none"
+    if nothing:
         return (f"no system that ran is in the baseline (ran: {', '.join(missing)}; the "
                 f"baseline: {theirs}), so nothing was compared against it")
     if len(missing) == 1:
-        return f"{missing[0]} is not in the baseline (it holds {theirs}), so it was not compared"
-    return (f"{', '.join(missing)} are not in the baseline (it holds {theirs}), so they were "
+        return (f"{missing[0]} is not in the baseline (it {verb} {theirs}), so it was not "
+                "compared")
+    return (f"{', '.join(missing)} are not in the baseline (it {verb} {theirs}), so they were "
             "not compared")
 
 

@@ -293,14 +293,26 @@ def _systems_not_in(base_s: Mapping[str, Any], cur_s: Mapping[str, Any]) -> dict
     """The systems that ran that the baseline suite lacks, which nothing is compared for
     (``not_in_baseline``, with the baseline's ``baseline_systems``), and whether that is
     every system that ran (``nothing_compared``: a ``-k`` or a shard of only new systems,
-    which passes having compared nothing); empty when the baseline has them all."""
+    which passes having compared nothing); the metrics of the others the baseline lacks
+    (``metrics_not_in_baseline``, with its ``baseline_metrics``); empty when the baseline
+    has them all."""
     theirs = base_s.get("retrievers") or {}
-    ran = list(cur_s.get("retrievers") or {})
+    ours = cur_s.get("retrievers") or {}
+    ran = list(ours)
     missing = [name for name in ran if name not in theirs]
-    if not missing:
-        return {}
-    return {"not_in_baseline": missing, "baseline_systems": sorted(theirs),
-            "nothing_compared": len(missing) == len(ran)}
+    # the metrics of a system both sides have that the baseline's lacks (a k changed:
+    # ndcg@10 became ndcg@5): each compared nothing, without a word of why
+    new_metrics = list(dict.fromkeys(
+        m for name in ran if name in theirs for m in (ours[name].get("metrics") or {})
+        if m not in (theirs[name].get("metrics") or {})))
+    out: dict[str, Any] = {}
+    if new_metrics:
+        out.update(metrics_not_in_baseline=new_metrics, baseline_metrics=sorted(
+            {m for name in ran if name in theirs for m in theirs[name].get("metrics") or {}}))
+    if missing:
+        out.update(not_in_baseline=missing, baseline_systems=sorted(theirs),
+                   nothing_compared=len(missing) == len(ran))
+    return out
 
 
 def _partial_text(current: Mapping[str, Any], cur_s: Mapping[str, Any]) -> str | None:
