@@ -462,6 +462,20 @@ def test_a_metric_the_baseline_lacks_is_said_not_to_be_compared():
     assert nothing_compared(summary, []) == f"nothing was compared against the baseline: {note}"
 
 
+def test_a_suite_none_of_whose_cases_ran_compared_nothing_and_says_so():
+    """`--ragbench=a.yaml --ragbench=b.yaml -k <a's>` against a baseline of both: b read
+    "partial, 0 of 5 cases ran; compared on those"."""
+    from pytest_ragbench.report.views import baseline_suite_notes
+
+    same = {f"q{i:02d}": 0.5 for i in range(5)}
+    cur = _doc(same)
+    cur["suites"]["s.yaml"].update(n_cases_run=0, n_cases_total=5, systems=["r"],
+                                   retrievers={}, cases={}, directions={"ndcg@10": "higher"})
+    out = compare_docs(_doc(same), cur)
+    assert out["rows"] == [] and out["suites"][0]["nothing_compared"] is True
+    assert baseline_suite_notes(out["suites"]) == ["suite s: partial, 0 of 5 cases ran"]
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

@@ -262,6 +262,8 @@ def compare_docs(
             "removed": 0 if none_ran else len(base_ids - cur_ids),
             **({"partial": partial} if partial else {}),
             **_systems_not_in(base_s, cur_s),
+            # "partial, 0 of 5 cases ran; compared on those" said it compared them
+            **({"nothing_compared": True} if none_ran else {}),
         }
         out_suites.append(info)
         # A partial side scored only the cases it ran: of the same dataset (its hash covers
