@@ -90,6 +90,45 @@ def test_local_parquet_files(tmp_path: Path, hf: Any) -> None:
     assert {q.id for q in got.queries} == {"q1", "q2", "q3"}  # only labelled queries run
 
 
+def test_local_csv_and_jsonl_files_read_as_the_file_forms_read_them(tmp_path: Path,
+                                                                     hf: Any) -> None:
+    # What the datasets library would infer from a CSV: ids "007" and "7" both the number 7,
+    # a column of years with a gap floats; the same file named by 'corpus' reads as written.
+    (tmp_path / "corpus.csv").write_text(
+        "_id,title,text\n007,1984,Espresso needs a fine grind.\n7,,Cold brew steeps.\n"
+        "010,2001,Steam milk to 60 degrees.\n", encoding="utf-8")
+    write_jsonl(tmp_path / "queries.jsonl", [{"_id": "01", "text": "espresso grind"},
+                                             {"_id": "1", "text": "cold brew"}])
+    (tmp_path / "qrels.csv").write_text("query-id,corpus-id,score\n01,007,2\n1,7,1\n",
+                                        encoding="utf-8")
+    (tmp_path / "qrels.tsv").write_text("01\t007\t2\n1\t7\t1\n", encoding="utf-8")
+    want = suite_dataset(tmp_path, """\
+        corpus: corpus.csv
+        queries: queries.jsonl
+        qrels: qrels.tsv
+        """)
+    assert [d.id for d in want.corpus] == ["007", "7", "010"]
+    got = suite_dataset(tmp_path, """\
+        hf:
+          cache_dir: hf-cache
+          corpus: corpus.csv
+          queries: queries.jsonl
+          qrels: qrels.csv
+        """)
+    assert_same(got, want)
+    assert [d.title for d in got.corpus] == ["1984", "", "2001"]
+    # a .json file holding JSON lines is the library's to read, as it always was
+    write_jsonl(tmp_path / "lines.json", [{"_id": "007", "title": "1984", "text": "a"}])
+    got = suite_dataset(tmp_path, "hf: {corpus: lines.json, queries: queries.jsonl, "
+                                  "cache_dir: hf-cache}\n")
+    assert [(d.id, d.title) for d in got.corpus] == [("007", "1984")]
+    # an error names the file and its line, as for the file forms
+    (tmp_path / "corpus.csv").write_text("_id,text\nd1,a\nd1,b\n", encoding="utf-8")
+    with pytest.raises(DataFileError) as exc:
+        suite_dataset(tmp_path, "hf: {corpus: corpus.csv, queries: queries.jsonl}\n")
+    assert (exc.value.file, exc.value.line) == (str(tmp_path / "corpus.csv"), 3)
+
+
 def test_a_save_to_disk_folder_with_corpus_queries_and_qrels_splits(tmp_path: Path,
                                                                      hf: Any) -> None:
     want = reference(tmp_path)

@@ -37,6 +37,7 @@ from .core import (
     read_corpus,
     read_qrels,
     read_queries,
+    read_records,
 )
 
 # Our field -> the key the file readers look for first (see datasets.core.ID_KEYS and friends).
@@ -49,6 +50,10 @@ _QRELS_COLUMNS = {
 }
 _LOCAL_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".jsonl": "json", ".json": "json",
                    ".ndjson": "json", ".csv": "csv"}
+# Local files our own readers read: the library would infer their columns' types (a CSV's id
+# "007" the number 7, a column of years with a gap floats) where a 'corpus:' file keeps text.
+# Not .json: the library reads JSON lines in a .json file too, as many datasets name them.
+_OWN_READERS = (".jsonl", ".ndjson", ".csv")
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,37 @@ def _is_saved_folder(path: Path) -> bool:
                                  ("dataset_dict.json", "state.json"))
 
 
+class _FileRows:
+    """The records of a local data file read by :func:`read_records`, standing in for a
+    library table: the same rows, with the file's own line numbers, as a 'corpus:' file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = list(read_records(path))
+        self.column_names = list(dict.fromkeys(k for _, rec in self.rows for k in rec))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (rec for _, rec in self.rows)
+
+
+def _numbered(table: Any) -> Iterator[tuple[int, Any]]:
+    """The rows of ``table`` with their line in its file (a local file read by our readers),
+    else their row number."""
+    return iter(table.rows) if isinstance(table, _FileRows) else enumerate(table, 1)
+
+
+def _source(table: Any, part: HfPart) -> Path:
+    """What messages about ``table``'s rows name: the file our readers read, else the part."""
+    return table.path if isinstance(table, _FileRows) else Path(_hf_label(part))
+
+
 def _hf_open(datasets: Any, part: HfPart, cache_dir: Path | None, spec: DatasetSpec) -> Any:
     """The part's ``Dataset`` (one split), or a :class:`SuiteError` naming the suite entry."""
     cache = None if cache_dir is None else str(cache_dir)
     path = Path(part.path)
+    if part.local and path.suffix.lower() in _OWN_READERS and path.is_file():
+        # one split, "train", as the library gives a file
+        return _hf_split({"train": _FileRows(path)}, part, spec)
     try:
         with _hf_offline(datasets):
             if part.local and _is_saved_folder(path):
@@ -178,7 +210,7 @@ def _check_columns(table: Any, part: HfPart, spec: DatasetSpec) -> None:
 
 def _renamed_rows(table: Any, part: HfPart) -> Iterator[tuple[int, dict[str, Any]]]:
     mapping = [(_CANONICAL[field], column) for field, column in part.columns]
-    for i, row in enumerate(table, 1):
+    for i, row in _numbered(table):
         if mapping:
             row = dict(row)
             for ours, column in mapping:
@@ -199,7 +231,7 @@ def _qrels_rows(table: Any, part: HfPart, label: Path, spec: DatasetSpec) -> lis
         chosen[field] = column
     return qrels_from_rows(
         ((i, row[chosen["query_id"]], row[chosen["doc_id"]], row[chosen["grade"]])
-         for i, row in enumerate(table, 1)), label)
+         for i, row in _numbered(table)), label)
 
 
 def read_hf(spec: DatasetSpec) -> LibraryDataset:
@@ -213,7 +245,7 @@ def read_hf(spec: DatasetSpec) -> LibraryDataset:
             continue
         table = _hf_open(datasets, part, hf.cache_dir, spec)
         _check_columns(table, part, spec)
-        tables[name] = (table, part, Path(_hf_label(part)))
+        tables[name] = (table, part, _source(table, part))
     try:
         table, part, corpus_src = tables["corpus"]
         corpus = read_corpus(_renamed_rows(table, part), corpus_src)
