@@ -273,6 +273,27 @@ def test_csv_row_longer_than_header(tmp_path: Path) -> None:
     assert exc.value.line == 3
 
 
+@pytest.mark.parametrize(("part", "sep"), [("corpus", "\t"), ("queries", "\t"),
+                                          ("queries", ",")])
+def test_a_tsv_or_csv_without_a_header_row_says_so(tmp_path: Path, part: str, sep: str
+                                                   ) -> None:
+    # MS MARCO's collection.tsv and queries.tsv have no header: its first row was taken for
+    # one, and the second reported as a record without an id
+    suffix = ".tsv" if sep == "\t" else ".csv"
+    files = {"corpus": tmp_path / "corpus.jsonl", "queries": tmp_path / "queries.jsonl"}
+    files["corpus"].write_text(CORPUS)
+    files["queries"].write_text(QUERIES)
+    files[part] = tmp_path / f"{part}{suffix}"
+    files[part].write_text(f"\nd1{sep}espresso grind\nd2{sep}cold brew\n")
+    spec = DatasetSpec(name="x", source=tmp_path / "s.yaml", corpus=files["corpus"],
+                       queries=files["queries"])
+    with pytest.raises(DataFileError) as exc:
+        load_dataset(spec)
+    assert (exc.value.file, exc.value.line) == (str(files[part]), 2)
+    assert "the header row names no id column (got 'd1', 'espresso grind'" in exc.value.detail
+    assert f"a {suffix[1:].upper()} file starts with a row naming its fields" in exc.value.detail
+
+
 def test_csv_nul_byte_and_bad_quoting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"id,text\n" + b"d1,hello\n" * 400 + b"d2,he\x00llo\n")

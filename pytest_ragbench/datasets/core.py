@@ -323,8 +323,13 @@ def open_text(path: Path, newline: str | None = None) -> Iterator[TextIO]:
             raise DataFileError(f"cannot read the file: {_os_reason(exc)}", file=path) from None
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)`` from a JSONL, JSON (list of objects) or CSV file."""
+def read_records(path: Path, *, id_keys: Sequence[str] = ()
+                 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, record)`` from a JSONL, JSON (list of objects) or CSV file.
+
+    ``id_keys``: a CSV or TSV header naming none of these columns is an error at its line (a
+    file without a header row, whose first record would be taken for one).
+    """
     check_file(path, "data")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
@@ -332,7 +337,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     elif suffix == ".json":
         yield from _read_json(path)
     elif suffix in (".csv", ".tsv"):
-        yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",", id_keys=id_keys)
     else:
         raise DataFileError(
             f"unsupported file type {suffix!r} (expected .jsonl, .json, .csv or .tsv)", file=path
@@ -459,7 +464,8 @@ def json_entries(content: str) -> Iterator[tuple[int, str | None, Any]]:
 _CSV_FIELD_LIMIT = 100 * 1024 * 1024
 
 
-def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_csv(path: Path, delimiter: str, id_keys: Sequence[str] = ()
+              ) -> Iterator[tuple[int, dict[str, Any]]]:
     """The rows of a CSV or TSV file as records, each with the line it starts on.
 
     A TSV has no quoting (MS MARCO's collection and most IR corpora hold raw quotes: read as
@@ -492,6 +498,8 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]
                 if tsv:
                     row = [_unquoted(field) for field in row]
                 if header is None:
+                    if id_keys and not set(id_keys) & set(row):
+                        raise _headerless(row, id_keys, tsv, path, start)
                     header = row
                     continue
                 if len(row) > len(header):
@@ -504,6 +512,18 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]
         except csv.Error as exc:
             raise DataFileError(f"malformed {'TSV' if tsv else 'CSV'}: {exc}",
                                 file=path, line=start) from None
+
+
+def _headerless(row: Sequence[str], id_keys: Sequence[str], tsv: bool, path: Path,
+                line: int) -> DataFileError:
+    """The error for a first row naming no id column: most likely a record, in a file
+    without a header row (MS MARCO's TSVs have none)."""
+    got = ", ".join(map(repr, row[:5])) + (", ..." if len(row) > 5 else "")
+    example = "_id<TAB>text" if tsv else "_id,text"
+    return DataFileError(f"the header row names no id column (got {got}; expected one of "
+                         f"{', '.join(id_keys)}): a {'TSV' if tsv else 'CSV'} file starts with "
+                         f"a row naming its fields, e.g. {example}; add one", file=path,
+                         line=line)
 
 
 def _unquoted(field: str) -> str:
@@ -925,7 +945,7 @@ def load_files(spec: DatasetSpec) -> Dataset:
         corpus = read_corpus(_inline(spec.inline_corpus, spec.inline_corpus_lines),
                              spec.source)
     elif corpus_path is not None:
-        corpus = read_corpus(read_records(corpus_path), corpus_path)
+        corpus = read_corpus(read_records(corpus_path, id_keys=ID_KEYS), corpus_path)
     elif spec.corpus_optional:
         corpus = ()
     else:
@@ -963,7 +983,7 @@ def _read_spec_queries(spec: DatasetSpec, path: Path | None) -> tuple[Query, ...
             file=spec.source,
             key=spec.key,
         )
-    return read_queries(read_records(path), path, spec.answer_field)
+    return read_queries(read_records(path, id_keys=ID_KEYS), path, spec.answer_field)
 
 
 def scope_meta(queries: Iterable[Query]) -> dict[str, dict[str, Any]]:
