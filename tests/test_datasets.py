@@ -322,6 +322,22 @@ def test_max_queries_and_query_ids(tmp_path: Path) -> None:
         load_dataset(DatasetSpec(**base, query_ids=("q9",)))
 
 
+def test_query_ids_naming_a_query_the_qrels_leave_out_say_so(tmp_path: Path) -> None:
+    # q2 is in the queries file (another split's): 'unknown query ids: q2' sent the user to
+    # a file that holds it
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n')
+    (tmp_path / "q.jsonl").write_text('{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "b"}\n')
+    (tmp_path / "test.tsv").write_text("q1\td1\t1\n")
+    base = {"name": "x", "source": tmp_path / "s.yaml", "corpus": tmp_path / "c.jsonl",
+            "queries": tmp_path / "q.jsonl", "qrels": tmp_path / "test.tsv"}
+    with pytest.raises(SuiteError) as exc:
+        load_dataset(DatasetSpec(**base, query_ids=("q1", "q2", "q9")))
+    assert exc.value.key == "dataset.query_ids"
+    assert exc.value.detail == (
+        f"unknown query ids: q9; not in the qrels ({tmp_path / 'test.tsv'}), which select the "
+        "queries run: q2")
+
+
 def test_load_queries_reads_no_corpus(tmp_path: Path) -> None:
     # the xdist controller reads a suite's queries for their scope metadata, not its corpus
     (tmp_path / "corpus.jsonl").write_text("not json\n")

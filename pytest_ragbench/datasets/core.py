@@ -1003,6 +1003,11 @@ def _breaks_test_ids(qid: str) -> bool:
     return "::" in qid or has_control_characters(qid)
 
 
+def _some(ids: Sequence[str]) -> str:
+    """The first five of ``ids`` and how many more there are."""
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
 def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[Query, ...],
                 qrels: list[QrelsRow] | None, *, corpus_src: Path, queries_src: Path,
                 qrels_src: Path | None) -> Dataset:
@@ -1054,14 +1059,16 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
 
     if spec.query_ids is not None:
         wanted = set(spec.query_ids)
-        unknown = sorted(wanted - {q.id for q in selected})
-        if unknown:
-            raise SuiteError(
-                f"unknown query ids: {', '.join(unknown[:5])}"
-                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""),
-                file=spec.source,
-                key=f"{spec.key}.query_ids",
-            )
+        missing = wanted - {q.id for q in selected}
+        if missing:
+            # a query of the file the qrels leave out (another split's) is no unknown id
+            unknown, left_out = sorted(missing - by_id.keys()), sorted(missing & by_id.keys())
+            problems = [f"unknown query ids: {_some(unknown)}"] if unknown else []
+            if left_out:
+                problems.append(f"not in the qrels ({qrels_src}), which select the queries "
+                                f"run: {_some(left_out)}")
+            raise SuiteError("; ".join(problems), file=spec.source,
+                             key=f"{spec.key}.query_ids")
         selected = [q for q in selected if q.id in wanted]
     if spec.max_queries is not None:
         selected = selected[: spec.max_queries]
