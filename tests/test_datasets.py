@@ -308,6 +308,26 @@ def test_csv_and_json_corpora(tmp_path: Path) -> None:
     assert [(d.id, d.text) for d in json_docs] == [("d1", "hello"), ("d2", "world")]
 
 
+def test_a_query_naming_its_document_keeps_its_own_id(tmp_path: Path) -> None:
+    # QA data often names the query's source document: {"qid": ..., "doc_id": ...}; the
+    # document's id was taken for the query's (doc_id came first of the id keys)
+    (tmp_path / "c.jsonl").write_text('{"doc_id": "d1", "qid": "q7", "text": "espresso"}\n'
+                                      '{"docid": "d2", "text": "cold brew"}\n')
+    (tmp_path / "q.jsonl").write_text(
+        '{"qid": "q1", "doc_id": "d1", "question": "espresso?", "relevant": ["d1"]}\n'
+        '{"query_id": "q2", "docid": "d2", "question": "cold brew?", "relevant": ["d2"]}\n')
+    ds = load_dataset(DatasetSpec(name="x", source=tmp_path / "s.yaml",
+                                  corpus=tmp_path / "c.jsonl", queries=tmp_path / "q.jsonl"))
+    assert [(q.id, dict(q.metadata)) for q in ds.queries] == [
+        ("q1", {"doc_id": "d1"}), ("q2", {"docid": "d2"})]
+    assert [(d.id, dict(d.metadata)) for d in ds.corpus] == [("d1", {"qid": "q7"}), ("d2", {})]
+    # a query's id keys are the query's: a doc_id alone is no query id
+    (tmp_path / "q.csv").write_text("doc_id,question\nd1,espresso?\n")
+    with pytest.raises(SuiteError, match="expected one of _id, id, query_id, qid"):
+        load_dataset(DatasetSpec(name="x", source=tmp_path / "s.yaml",
+                                 corpus=tmp_path / "c.jsonl", queries=tmp_path / "q.csv"))
+
+
 def test_max_queries_and_query_ids(tmp_path: Path) -> None:
     (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n')
     (tmp_path / "q.jsonl").write_text("".join(

@@ -190,7 +190,11 @@ class DatasetSpec:
         return None
 
 
-#: The keys a record's id is read from, first found first.
+#: The keys a document's and a query's id are read from, first found first: a query's
+#: ``doc_id`` (the document a QA record was written from) is its metadata, not its id.
+DOC_ID_KEYS = ("_id", "id", "doc_id", "docid")
+QUERY_ID_KEYS = ("_id", "id", "query_id", "qid")
+#: The keys either's id may be read from.
 ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 #: The fields of a query record holding its reference answers (a string, a number or a list).
 ANSWER_KEYS = ("reference_answer", "reference_answers", "answers", "answer")
@@ -539,8 +543,9 @@ def _unquoted(field: str) -> str:
     return inner.replace('""', '"')
 
 
-def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> str:
-    key, value = _first(record, ID_KEYS)
+def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str,
+                id_keys: Sequence[str]) -> str:
+    key, value = _first(record, id_keys)
     if type(value) is str and value and not value.isspace():
         return value  # the common case, first
     if key is not None and (not isinstance(value, _ID_TYPES) or isinstance(value, bool)):
@@ -549,7 +554,7 @@ def _require_id(record: Mapping[str, Any], path: Path, line: int, what: str) -> 
             file=path, line=line)
     if value is None or str(value).strip() == "":
         raise DataFileError(
-            f"{what} has no id (expected one of the keys {', '.join(ID_KEYS)})",
+            f"{what} has no id (expected one of the keys {', '.join(id_keys)})",
             file=path,
             line=line,
         )
@@ -570,7 +575,7 @@ def read_corpus(
     docs: list[Document] = []
     seen: dict[str, int] = {}
     for lineno, rec in records:
-        doc_id = _require_id(rec, path, lineno, "document")
+        doc_id = _require_id(rec, path, lineno, "document", DOC_ID_KEYS)
         if doc_id in seen:
             raise DataFileError(
                 f"duplicate document id {doc_id!r} (first seen at line {seen[doc_id]})",
@@ -591,7 +596,8 @@ def read_corpus(
                 line=lineno,
             )
         meta = {
-            k: v for k, v in rec.items() if k not in (*ID_KEYS, text_key, "title", "metadata")
+            k: v for k, v in rec.items()
+            if k not in (*DOC_ID_KEYS, text_key, "title", "metadata")
         }
         if isinstance(rec.get("metadata"), dict):
             meta.update(rec["metadata"])
@@ -685,7 +691,7 @@ def read_queries(
     queries: list[Query] = []
     seen: dict[str, int] = {}
     for lineno, rec in records:
-        qid = _require_id(rec, path, lineno, "query")
+        qid = _require_id(rec, path, lineno, "query", QUERY_ID_KEYS)
         if qid in seen:
             raise DataFileError(
                 f"duplicate query id {qid!r} (first seen at line {seen[qid]})",
@@ -725,7 +731,7 @@ def read_queries(
                 raise DataFileError(f"query {qid!r}: field {key!r} must be a string, got "
                                     f"{_type_name(value)}", file=path, line=lineno)
         known = {
-            *ID_KEYS, text_key, "relevant", *ANSWER_KEYS, "type", "difficulty", "tags",
+            *QUERY_ID_KEYS, text_key, "relevant", *ANSWER_KEYS, "type", "difficulty", "tags",
             "metadata",
         }
         meta = {k: v for k, v in rec.items() if k not in known}
@@ -945,7 +951,7 @@ def load_files(spec: DatasetSpec) -> Dataset:
         corpus = read_corpus(_inline(spec.inline_corpus, spec.inline_corpus_lines),
                              spec.source)
     elif corpus_path is not None:
-        corpus = read_corpus(read_records(corpus_path, id_keys=ID_KEYS), corpus_path)
+        corpus = read_corpus(read_records(corpus_path, id_keys=DOC_ID_KEYS), corpus_path)
     elif spec.corpus_optional:
         corpus = ()
     else:
@@ -983,7 +989,7 @@ def _read_spec_queries(spec: DatasetSpec, path: Path | None) -> tuple[Query, ...
             file=spec.source,
             key=spec.key,
         )
-    return read_queries(read_records(path, id_keys=ID_KEYS), path, spec.answer_field)
+    return read_queries(read_records(path, id_keys=QUERY_ID_KEYS), path, spec.answer_field)
 
 
 def scope_meta(queries: Iterable[Query]) -> dict[str, dict[str, Any]]:
