@@ -129,6 +129,25 @@ def test_local_csv_and_jsonl_files_read_as_the_file_forms_read_them(tmp_path: Pa
     assert (exc.value.file, exc.value.line) == (str(tmp_path / "corpus.csv"), 3)
 
 
+def test_inline_labels_in_a_parquet_file(tmp_path: Path, hf: Any) -> None:
+    # Arrow stores {doc: grade} mappings as one struct of every row's documents, the ones a
+    # row lacks null: q1's labels read {d1: 2, d2: None}, refused as a grade that is None
+    queries = [{"_id": "q1", "text": "espresso grind size", "relevant": {"d1": 2, "d5": 1}},
+               {"_id": "q2", "text": "cold brew", "relevant": {"d2": 2, "d3": 0}}]
+    write_jsonl(tmp_path / "corpus.jsonl", DOCS)
+    write_jsonl(tmp_path / "queries.jsonl", queries)
+    want = suite_dataset(tmp_path, "corpus: corpus.jsonl\nqueries: queries.jsonl\n")
+    hf.Dataset.from_list(queries).to_parquet(str(tmp_path / "queries.parquet"))
+    got = suite_dataset(tmp_path, """\
+        hf:
+          cache_dir: hf-cache
+          corpus: corpus.jsonl
+          queries: queries.parquet
+        """)
+    assert_same(got, want)
+    assert [dict(q.relevant) for q in got.queries] == [{"d1": 2, "d5": 1}, {"d2": 2, "d3": 0}]
+
+
 def test_a_save_to_disk_folder_with_corpus_queries_and_qrels_splits(tmp_path: Path,
                                                                      hf: Any) -> None:
     want = reference(tmp_path)

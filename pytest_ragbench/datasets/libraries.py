@@ -210,11 +210,17 @@ def _check_columns(table: Any, part: HfPart, spec: DatasetSpec) -> None:
 
 def _renamed_rows(table: Any, part: HfPart) -> Iterator[tuple[int, dict[str, Any]]]:
     mapping = [(_CANONICAL[field], column) for field, column in part.columns]
+    columnar = not isinstance(table, _FileRows)
     for i, row in _numbered(table):
         if mapping:
             row = dict(row)
             for ours, column in mapping:
                 row[ours] = row[column]
+        relevant = row.get("relevant")
+        if columnar and isinstance(relevant, Mapping) and None in relevant.values():
+            # Arrow stores {doc: grade} as one struct of every row's documents, null where
+            # a row has none: those are no labels of this query
+            row = {**row, "relevant": {d: g for d, g in relevant.items() if g is not None}}
         yield i, row
 
 
