@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -412,6 +413,44 @@ def test_a_tsv_field_quoted_as_pandas_writes_it_is_unwrapped(tmp_path: Path) -> 
                     'd4\t"a ""b"" c" d"\n', encoding="utf-8")
     docs = read_corpus(read_records(path), path)
     assert [d.text for d in docs] == ['He said "hi"', '"Hello"', '"Hello"', '"a ""b"" c" d"']
+
+
+def test_a_tsv_field_quoted_over_several_lines_as_pandas_writes_it(tmp_path: Path) -> None:
+    # ClapNQ's retrieval TSVs (pandas' to_csv(sep="\t")): an answer holding a line break is
+    # quoted over two lines; its second line was read as a query of its own, without text
+    path = tmp_path / "q.tsv"
+    path.write_bytes(
+        b'id\tquestion\tdoc-id-list\tanswers\n'
+        b'1\tfirst question\td1\tplain answer\n'
+        b'2\tsecond question\td2\t"Russian Blue is ""blue"".\r\nThe British Blue is not."\n'
+        b'3\t"a question\n\nover lines"\td3\t"""quoted"" start\nend"\n'
+        b'4\t"To be\td4\t\n')
+    queries = read_queries(read_records(path), path)
+    assert [(q.id, q.text, q.reference_answers, q.line) for q in queries] == [
+        ("1", "first question", ("plain answer",), 2),
+        ("2", "second question", ('Russian Blue is "blue".\r\nThe British Blue is not.',), 3),
+        ("3", "a question\n\nover lines", ('"quoted" start\nend',), 5),
+        ("4", '"To be', (), 9)]
+    # a row after one is named at its own line
+    path.write_bytes(b'id\ttext\n1\t"two\nlines"\n2\tx\textra\n')
+    with pytest.raises(SuiteError, match=r"q\.tsv:4: row has 3 fields, the header 2"):
+        read_queries(read_records(path), path)
+
+
+@tmp_settings
+@given(rows=st.lists(st.tuples(
+    st.lists(st.sampled_from(["a", "b c", '"', "\n", "\r\n", "\u00e9", " ", "''"]),
+             max_size=8).map("".join),
+    st.lists(st.sampled_from(["x", '"', "\n", "\r\n", "y z"]), max_size=8).map("".join)),
+    min_size=1, max_size=5))
+def test_a_tsv_written_by_csv_or_pandas_reads_back(tmp_path: Path, rows) -> None:
+    path = tmp_path / "c.tsv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(["_id", "title", "text"])
+        writer.writerows((f"d{i}", title, text) for i, (title, text) in enumerate(rows))
+    got = [(r["_id"], r["title"], r["text"]) for _, r in read_records(path)]
+    assert got == [(f"d{i}", title, text) for i, (title, text) in enumerate(rows)]
 
 
 def test_blank_lines_keep_the_line_numbers_right(tmp_path: Path) -> None:

@@ -473,49 +473,134 @@ def _read_csv(path: Path, delimiter: str, id_keys: Sequence[str] = ()
     """The rows of a CSV or TSV file as records, each with the line it starts on.
 
     A TSV has no quoting (MS MARCO's collection and most IR corpora hold raw quotes: read as
-    CSV, '"To be' opened a field that swallowed the rows after it); a field wrapped whole in
-    quotes with its inner quotes doubled, as pandas and the csv module write one holding a
-    quote, is unwrapped (:func:`_unquoted`). A document is one field, often longer than the
-    csv module's default limit of 131,072 characters: that process-wide limit is raised
+    CSV, '"To be' opened a field that swallowed the rows after it), but for the fields pandas
+    and the csv module quote (:func:`_tsv_rows`). A document is one field, often longer than
+    the csv module's default limit of 131,072 characters: that process-wide limit is raised
     (never lowered again: two files read at once would otherwise put it back under each
     other).
     """
     tsv = delimiter == "\t"
+    header: list[str] | None = None
+    with open_text(path, newline="") as fh:
+        for start, row in _tsv_rows(fh, path) if tsv else _csv_rows(fh, path):
+            if header is None:
+                if id_keys and not set(id_keys) & set(row):
+                    raise _headerless(row, id_keys, tsv, path, start)
+                header = row
+                continue
+            if len(row) > len(header):
+                raise DataFileError(
+                    f"row has {len(row)} fields, the header {len(header)} (expected one "
+                    "value per header column)", file=path, line=start)
+            record: dict[str, Any] = dict.fromkeys(header)
+            record.update(zip(header, row, strict=False))  # a short row: None for the rest
+            yield start, record
+
+
+def _csv_rows(fh: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line it starts on, fields)`` of each row of a CSV file, blank lines skipped."""
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
-    with open_text(path, newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter,
-                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        header: list[str] | None = None
-        start = 1
-        try:
-            while True:
-                # where the next row starts (blank lines and a row's quoted line breaks
-                # counted): a malformed row fails before the reader counts it
-                start = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                if not row:
-                    continue  # a blank line
-                if tsv:
-                    row = [_unquoted(field) for field in row]
-                if header is None:
-                    if id_keys and not set(id_keys) & set(row):
-                        raise _headerless(row, id_keys, tsv, path, start)
-                    header = row
+    reader = csv.reader(fh)
+    start = 1
+    try:
+        while True:
+            # where the next row starts (blank lines and a row's quoted line breaks
+            # counted): a malformed row fails before the reader counts it
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            if row:
+                yield start, row
+    except csv.Error as exc:
+        raise DataFileError(f"malformed CSV: {exc}", file=path, line=start) from None
+
+
+def _tsv_rows(fh: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line it starts on, fields)`` of each row of a TSV file, blank lines skipped.
+
+    Fields are split at tabs, quotes being text; but a field pandas or the csv module quoted
+    is unwrapped: on one line, wrapped whole in quotes with its inner quotes doubled
+    (:func:`_unquoted`); over several lines (a line break in a text, ClapNQ's answers), a
+    row's last field opening a quote its inner quotes doubled, closed on a later line before
+    a tab or the line's end, each line in between too short to be a row of its own (so that
+    MS MARCO's '"To be' cannot swallow the rows after it). Any other row is read as it
+    stands.
+    """
+    lines = enumerate(fh, 1)
+    pushed: list[tuple[int, str]] = []  # lines read ahead in vain, next first (a stack)
+
+    def pull() -> tuple[int, str] | None:
+        return pushed.pop() if pushed else next(lines, None)
+
+    width = 0  # the header's fields
+    while (item := pull()) is not None:
+        lineno, raw = item
+        body = raw.rstrip("\r\n")
+        if "\x00" in body:
+            raise DataFileError("malformed TSV: line contains NUL", file=path, line=lineno)
+        if not body:
+            continue  # a blank line
+        row = body.split("\t")
+        if '"' in body:  # most lines hold none: nothing to unwrap
+            if width and _opens_quote(row[-1]):
+                taken: list[tuple[int, str]] = []
+                spanned = _spanning_row(row, raw[len(body):], pull, taken, width)
+                if spanned is not None:
+                    yield lineno, spanned
                     continue
-                if len(row) > len(header):
-                    raise DataFileError(
-                        f"row has {len(row)} fields, the header {len(header)} (expected one "
-                        "value per header column)", file=path, line=start)
-                record: dict[str, Any] = dict.fromkeys(header)
-                record.update(zip(header, row, strict=False))  # a short row: None for the rest
-                yield start, record
-        except csv.Error as exc:
-            raise DataFileError(f"malformed {'TSV' if tsv else 'CSV'}: {exc}",
-                                file=path, line=start) from None
+                pushed.extend(reversed(taken))
+            row = [_unquoted(f) for f in row]
+        width = width or len(row)
+        yield lineno, row
+
+
+def _lone_quote(text: str) -> int:
+    """The index of the first quote in ``text`` that is not one of a doubled pair, or -1."""
+    at = text.find('"')
+    while at >= 0 and text.startswith('""', at):
+        at = text.find('"', at + 2)
+    return at
+
+
+def _opens_quote(field: str) -> bool:
+    """Whether ``field`` opens a quoted field that its line does not close."""
+    return field.startswith('"') and _lone_quote(field[1:]) < 0
+
+
+def _spanning_row(row: list[str], ending: str, pull: Any, taken: list[tuple[int, str]],
+                  width: int) -> list[str] | None:
+    """The fields of a row whose last field ``row[-1]`` opens a quote closed on a later line
+    (the lines read appended to ``taken``), or None when the lines that follow do not close
+    it as a csv writer would have (see :func:`_tsv_rows`)."""
+    fields = [_unquoted(f) for f in row[:-1]]
+    text = row[-1][1:] + ending
+    while (item := pull()) is not None:
+        taken.append(item)
+        raw = item[1]
+        body = raw.rstrip("\r\n")
+        if "\x00" in body or body.count("\t") + 1 >= width:
+            return None  # a row of its own
+        close = _lone_quote(body)
+        if close < 0:
+            text += raw
+            continue
+        if close + 1 < len(body) and body[close + 1] != "\t":
+            return None
+        fields.append((text + body[:close]).replace('""', '"'))
+        if close + 1 == len(body):
+            break
+        rest = body[close + 2:].split("\t")
+        if not _opens_quote(rest[-1]):
+            fields.extend(_unquoted(f) for f in rest)
+            break
+        fields.extend(_unquoted(f) for f in rest[:-1])
+        text = rest[-1][1:] + raw[len(body):]
+    else:
+        return None
+    return fields if len(fields) == width else None
 
 
 def _headerless(row: Sequence[str], id_keys: Sequence[str], tsv: bool, path: Path,
