@@ -294,6 +294,25 @@ def test_a_tsv_or_csv_without_a_header_row_says_so(tmp_path: Path, part: str, se
     assert f"a {suffix[1:].upper()} file starts with a row naming its fields" in exc.value.detail
 
 
+@pytest.mark.parametrize(("suffix", "content", "line"), [
+    (".jsonl", '{"_id": "q1", "text": "a"}\n{"_id": "q2", "text": "b", '
+               '"relevant": {"d1": 2, "d2": 1, "d1": 0}}\n', 2),
+    (".json", '[{"_id": "q1", "text": "a"},\n {"_id": "q2", "_id": "q3", "text": "b"}]', 2),
+])
+def test_a_key_given_twice_in_a_query_record_is_an_error(tmp_path: Path, suffix: str,
+                                                         content: str, line: int) -> None:
+    # json.loads keeps the last: q2's label of d1 read 0, where a qrels file giving the pair
+    # two grades is an error (trec_eval refuses it too)
+    queries = tmp_path / f"queries{suffix}"
+    queries.write_text(content)
+    (tmp_path / "corpus.jsonl").write_text(CORPUS)
+    spec = DatasetSpec(name="x", source=tmp_path / "s.yaml", corpus=tmp_path / "corpus.jsonl",
+                       queries=queries)
+    with pytest.raises(DataFileError, match="duplicate key") as exc:
+        load_dataset(spec)
+    assert (exc.value.file, exc.value.line) == (str(queries), line)
+
+
 def test_csv_nul_byte_and_bad_quoting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"id,text\n" + b"d1,hello\n" * 400 + b"d2,he\x00llo\n")

@@ -32,7 +32,7 @@ import numbers
 import re
 import stat
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,19 +327,22 @@ def open_text(path: Path, newline: str | None = None) -> Iterator[TextIO]:
             raise DataFileError(f"cannot read the file: {_os_reason(exc)}", file=path) from None
 
 
-def read_records(path: Path, *, id_keys: Sequence[str] = ()
+def read_records(path: Path, *, id_keys: Sequence[str] = (), unique_keys: bool = False
                  ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, record)`` from a JSONL, JSON (list of objects) or CSV file.
 
     ``id_keys``: a CSV or TSV header naming none of these columns is an error at its line (a
-    file without a header row, whose first record would be taken for one).
+    file without a header row, whose first record would be taken for one). ``unique_keys``:
+    a JSON object giving a key twice (``"relevant": {"d1": 2, "d1": 0}``, which JSON readers
+    take as its last) is an error at its record's line; it costs time per record.
     """
     check_file(path, "data")
     suffix = path.suffix.lower()
+    hook = _unique_pairs if unique_keys else None
     if suffix in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path)
+        yield from _read_jsonl(path, hook)
     elif suffix == ".json":
-        yield from _read_json(path)
+        yield from _read_json(path, hook)
     elif suffix in (".csv", ".tsv"):
         yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",", id_keys=id_keys)
     else:
@@ -356,13 +359,38 @@ def _json_error(exc: Exception) -> str:
     return str(exc)  # e.g. an integer literal longer than Python's digit limit
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r} in a JSON object (expected each key once; "
+                         "JSON readers keep the last one's value)")
+        self.lineno: int | None = None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's ``object_pairs_hook`` refusing a key given twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_PairsHook = Callable[[list[tuple[str, Any]]], dict[str, Any]] | None
+
+
+def _read_jsonl(path: Path, hook: _PairsHook = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    loads = json.loads if hook is None else json.JSONDecoder(object_pairs_hook=hook).decode
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = loads(line)
+            except _DuplicateKey as exc:
+                raise DataFileError(str(exc), file=path, line=lineno) from None
             except (ValueError, RecursionError) as exc:
                 raise DataFileError(
                     f"malformed JSON line: {_json_error(exc)}", file=path, line=lineno
@@ -376,14 +404,14 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
-def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_json(path: Path, hook: _PairsHook = None) -> Iterator[tuple[int, dict[str, Any]]]:
     with open_text(path) as fh:
         content = fh.read()
     if not content.strip():
         raise DataFileError("the file is empty (expected a JSON list of objects or an object "
                             "keyed by id)", file=path)
     try:
-        for line, key, value in json_entries(content):
+        for line, key, value in json_entries(content, hook):
             if key is not None:  # {"id": {...}} mapping form
                 value = {"_id": key, **value} if isinstance(value, dict) else {
                     "_id": key, "text": value}
@@ -394,6 +422,8 @@ def _read_json(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, DataFileError):
             raise
+        if isinstance(exc, _DuplicateKey):
+            raise DataFileError(str(exc), file=path, line=exc.lineno) from None
         if isinstance(exc, _NotAContainer):
             raise DataFileError("expected a JSON list of objects or an object keyed by id, "
                                 f"got {_type_name(exc.value)}", file=path) from None
@@ -410,16 +440,18 @@ class _NotAContainer(ValueError):
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
-def json_entries(content: str) -> Iterator[tuple[int, str | None, Any]]:
+def json_entries(content: str, hook: _PairsHook = None
+                 ) -> Iterator[tuple[int, str | None, Any]]:
     """``(line, key, value)`` of each top-level entry of a JSON array (``key`` None) or object,
     in document order, with the 1-based line the entry starts on.
 
     Each entry is decoded on its own (by the same decoder as :func:`json.loads`), so that an
     error names the line of the record at fault rather than its index; an object's repeated
     key yields each of its entries. Raises :class:`json.JSONDecodeError` where ``json.loads``
-    would, and ``_NotAContainer`` for a document that is a single scalar.
+    would, and ``_NotAContainer`` for a document that is a single scalar. ``hook``: the
+    decoder's ``object_pairs_hook``; a :class:`_DuplicateKey` it raises gets the entry's line.
     """
-    decode = json.JSONDecoder().raw_decode
+    decode = json.JSONDecoder(object_pairs_hook=hook).raw_decode
 
     def space(at: int) -> int:
         return _JSON_SPACE.match(content, at).end()  # type: ignore[union-attr]
@@ -450,7 +482,11 @@ def json_entries(content: str) -> Iterator[tuple[int, str | None, Any]]:
                 if not content.startswith(":", pos):
                     raise json.JSONDecodeError("Expecting ':' delimiter", content, pos)
                 pos = space(pos + 1)
-            value, pos = decode(content, pos)
+            try:
+                value, pos = decode(content, pos)
+            except _DuplicateKey as exc:
+                exc.lineno = line
+                raise
             yield line, key, value
             pos = space(pos)
             if content.startswith(",", pos):
@@ -1074,7 +1110,9 @@ def _read_spec_queries(spec: DatasetSpec, path: Path | None) -> tuple[Query, ...
             file=spec.source,
             key=spec.key,
         )
-    return read_queries(read_records(path, id_keys=QUERY_ID_KEYS), path, spec.answer_field)
+    # queries files are small: a label given twice is worth a slower parse
+    return read_queries(read_records(path, id_keys=QUERY_ID_KEYS, unique_keys=True), path,
+                        spec.answer_field)
 
 
 def scope_meta(queries: Iterable[Query]) -> dict[str, dict[str, Any]]:

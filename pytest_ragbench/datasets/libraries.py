@@ -119,9 +119,9 @@ class _FileRows:
     """The records of a local data file read by :func:`read_records`, standing in for a
     library table: the same rows, with the file's own line numbers, as a 'corpus:' file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, unique_keys: bool = False) -> None:
         self.path = path
-        self.rows = list(read_records(path))
+        self.rows = list(read_records(path, unique_keys=unique_keys))
         self.column_names = list(dict.fromkeys(k for _, rec in self.rows for k in rec))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -145,7 +145,8 @@ def _hf_open(datasets: Any, part: HfPart, cache_dir: Path | None, spec: DatasetS
     path = Path(part.path)
     if part.local and path.suffix.lower() in _OWN_READERS and path.is_file():
         # one split, "train", as the library gives a file
-        return _hf_split({"train": _FileRows(path)}, part, spec)
+        rows = _FileRows(path, unique_keys=part.key.endswith(".queries"))  # as load_files
+        return _hf_split({"train": rows}, part, spec)
     try:
         with _hf_offline(datasets):
             if part.local and _is_saved_folder(path):
