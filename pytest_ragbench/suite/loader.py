@@ -1036,7 +1036,9 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         # Not resolved: a symlink keeps the name it was given (its suffix picks the reader, so
         # corpus.jsonl -> a content-addressed blob stays JSONL), and a loop or an unreadable
         # target is reported by check_file below as what it is.
-        p = Path(v) if Path(v).is_absolute() else base.absolute() / v
+        # '~' as a run retriever's path and the hf entries read it
+        p = Path(v).expanduser()
+        p = p if p.is_absolute() else base.absolute() / p
         if key == "path":
             try:
                 mode = p.stat().st_mode

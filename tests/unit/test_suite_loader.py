@@ -358,6 +358,26 @@ def test_dataset_paths_that_loop_or_are_the_wrong_kind_name_the_entry(tmp_path: 
         assert text in str(exc.value)
 
 
+def test_dataset_paths_under_the_home_folder(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # '~/data/nfcorpus' was looked for under the suite's folder, where a run retriever's
+    # path, an embedder's and the hf entries expand it
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    write_jsonl(home / "data" / "corpus.jsonl", DOCS)
+    write_jsonl(home / "data" / "queries.jsonl", QUERIES)
+    (home / "data" / "qrels.tsv").write_text("q1\td1\t1\n")
+    monkeypatch.setenv("HOME", str(home))
+    suite = tmp_path / "suites" / "suite.yaml"
+    suite.parent.mkdir()
+    for dataset in ("~/data", "{path: ~/data, qrels: ~/data/qrels.tsv}",
+                    "{corpus: ~/data/corpus.jsonl, queries: ~/data/queries.jsonl}"):
+        suite.write_text(f"name: x\ndataset: {dataset}\nretrievers: {{bm25: {{}}}}\n"
+                         "metrics: [ndcg@10]\n")
+        spec = load_suite(suite, None).dataset
+        assert (spec.path or spec.corpus.parent) == home / "data"
+
+
 @pytest.mark.parametrize(("line", "expected"), [
     ("k: 010\n", ":8: k: 010 is the octal number 8 in YAML (a leading zero), not 10: write 8, "
                  "or 10 without the leading zero"),
