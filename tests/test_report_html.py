@@ -579,6 +579,32 @@ def test_rerender_refuses_a_finished_run_without_its_records(
     assert (run_dir / REPORT_HTML).read_text(encoding="utf-8") == html_before
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_a_finished_run_whose_records_were_cut_short_is_refused(
+        run_dir: Path, capsys: pytest.CaptureFixture[str], keep: float) -> None:
+    """A finished run's cases.jsonl cut short (a copy or an artifact upload that stopped
+    midway, an emptied file) was read as a crash's torn last line: 'ragbench report'
+    rewrote cases.csv and the report from what was left, exit 0, and 'ragbench compare' of
+    the folder judged the missing queries as regressions."""
+    from pytest_ragbench.results.baseline import BaselineError
+    from pytest_ragbench.results.compare import doc_from_run_dir
+
+    raw = (run_dir / CASES_JSONL).read_bytes()
+    (run_dir / CASES_JSONL).write_bytes(raw[:int(len(raw) * keep)])
+    left = len(read_jsonl(run_dir / CASES_JSONL))
+    csv_before = (run_dir / "cases.csv").read_text()
+    html_before = (run_dir / REPORT_HTML).read_text(encoding="utf-8")
+    assert ragbench_main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{run_dir / CASES_JSONL} holds {left} case records, and the run recorded 3 "
+            f"({SUMMARY_JSON}): nothing was rewritten") in err, err
+    assert (run_dir / "cases.csv").read_text() == csv_before
+    assert (run_dir / REPORT_HTML).read_text(encoding="utf-8") == html_before
+    with pytest.raises(BaselineError, match=f"holds {left} case records, and the run "
+                                            "recorded 3"):
+        doc_from_run_dir(run_dir)
+
+
 @pytest.mark.parametrize("edit", ["drop-metrics", "run-not-a-mapping"])
 def test_rerender_names_a_summary_this_version_cannot_read(
         run_dir: Path, capsys: pytest.CaptureFixture[str], edit: str) -> None:

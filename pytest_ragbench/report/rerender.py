@@ -28,7 +28,7 @@ from ..errors import RagbenchError
 from ..records import case_outcome, jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
-from ..results.runfolder import RUN_JSON, RecordsFileError, read_run_start
+from ..results.runfolder import RUN_JSON, RecordsFileError, read_run_start, records_cut_short
 from ..results.settle import settle_shared_calls
 from ..results.verdict import Coverage, make_verdict
 from .documents import CorpusLookup, shown_document_texts
@@ -103,6 +103,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         # emptied (an artifact uploaded without the large file)
         raise RunFolderError(f"{run_dir}: {CASES_JSONL} is missing, and the run recorded "
                              f"cases: nothing was rewritten (restore {CASES_JSONL})")
+    problem = records_cut_short(cases, summary, records) \
+        if summary is not None and cases.is_file() else None
+    if problem is not None:
+        raise RunFolderError(f"{problem}: nothing was rewritten (restore {CASES_JSONL})")
     if summary is None:
         missing = not (run_dir / SUMMARY_JSON).exists()
         why = f"{SUMMARY_JSON} is {'missing' if missing else 'unreadable'}"

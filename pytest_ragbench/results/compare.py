@@ -633,7 +633,13 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
     from .baseline import make_baseline
-    from .runfolder import CASES_JSONL, SUMMARY_JSON, RecordsFileError, read_jsonl
+    from .runfolder import (
+        CASES_JSONL,
+        SUMMARY_JSON,
+        RecordsFileError,
+        read_jsonl,
+        records_cut_short,
+    )
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     if cases_path.is_file() and not summary_path.exists():
@@ -658,6 +664,10 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
         records = read_jsonl(cases_path)
     except RecordsFileError as exc:
         raise BaselineError(str(exc)) from None
+    problem = records_cut_short(cases_path, summary, records)
+    if problem is not None:
+        raise BaselineError(f"{problem}: its missing queries cannot be compared (restore "
+                            f"{CASES_JSONL})")
     try:
         doc = make_baseline(summary, records, summary.get("run") or {})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -213,6 +213,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def records_cut_short(path: Path, summary: Mapping[str, Any],
+                      records: list[dict[str, Any]]) -> str | None:
+    """What is wrong when a finished run's ``cases.jsonl`` (``path``) holds another number
+    of records than its ``summary`` says it recorded, else None.
+
+    A finished run's file is complete: fewer records there is a copy or an upload that
+    stopped midway (or an emptied file), whose cut last line :func:`read_jsonl` takes for
+    a crash's. Outputs rebuilt from it would lose cases without a word, a comparison would
+    take them for queries removed."""
+    run = summary.get("run")
+    recorded = run.get("n_records") if isinstance(run, Mapping) else None
+    if not isinstance(recorded, int) or isinstance(recorded, bool) \
+            or recorded == len(records):
+        return None
+    return (f"{path} holds {len(records)} case records, and the run recorded {recorded} "
+            f"({SUMMARY_JSON})")
+
+
 def run_start_doc(*, run_id: str, started: str, specs: Mapping[str, SuiteSpec | None],
                   collected: Mapping[str, int], resumed_from: str | None = None,
                   clock: float | None = None) -> dict[str, Any]:
