@@ -147,6 +147,9 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
     result = PruneResult(keep=keep)
     now = time.time() if now is None else now
     db = history if history is not None and history.is_file() else None
+    # measured before the history is opened: the deleted rows go to the write-ahead log
+    # first, which grew the file a prune then reported as freed
+    size_before = _db_size(db) if db is not None else 0
     h = RunHistory(db) if db is not None else None
     try:
         rows = h.runs() if h is not None else []
@@ -195,9 +198,8 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
         if h is not None and gone_rows:
             h.delete_runs(gone_rows)
         if h is not None and vacuum and db is not None:
-            before = _db_size(db)
             h.vacuum()
-            result.history_bytes = (before, _db_size(db))
+            result.history_bytes = (size_before, _db_size(db))
     finally:
         if h is not None:
             h.close()

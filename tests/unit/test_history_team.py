@@ -217,6 +217,25 @@ def test_parse_keep_runs():
     assert human_size(999) == "999 B" and human_size(12_345_678) == "12.3 MB"
 
 
+def test_prune_measures_the_history_as_it_was_before_pruning(tmp_path, rb):
+    """'history: 217.7 kB -> 90.1 kB' of a 118.8 kB file: the size before compacting was
+    taken after the deleted rows had grown the write-ahead log, and 'freed' counted that
+    growth as space given back."""
+    out, db = rb / "runs", rb / "history.sqlite"
+    with RunHistory(db) as h:
+        for i in range(1, 9):
+            h.append(doc(rid(i), 0.1 * i, cases=200))
+    wal = db.with_name(db.name + "-wal")
+    on_disk = db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    result = prune_runs(out, db, 2, vacuum=True)
+    assert len(result.deleted) == 6
+    assert result.history_bytes is not None
+    before, after = result.history_bytes
+    assert before == on_disk
+    assert after == db.stat().st_size < before
+    assert result.freed == before - after
+
+
 def test_prune_keeps_the_newest_and_what_baselines_point_at(tmp_path, rb):
     out, db = rb / "runs", rb / "history.sqlite"
     base = tmp_path / "main.json"
