@@ -804,6 +804,31 @@ def test_folders_that_are_not_run_folders(tmp_path: Path,
     assert ragbench_main(["report"]) == 2  # argparse: RUN_DIR is required
 
 
+def test_a_sibling_run_whose_summary_cannot_be_read_is_left_out_of_the_trends(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder beside the one re-rendered (no history database: its trends come from
+    the folders) whose summary.json has another shape (another tool's, edited by hand)
+    ended 'ragbench report' of every other run in a traceback, and a run's own end too."""
+    recs = [make_record("q1", ndcg=0.25)]
+    odd = make_summary(recs)
+    odd["suites"][0]["retrievers"][0]["metrics"] = ["ndcg@10"]
+    no_id = make_summary(recs)
+    del no_id["suites"][0]["id"]
+    for name, summary in (("20260101T000000Z-aaaaaa", odd), ("20260102T000000Z-bbbbbb", no_id),
+                          ("20260103T000000Z-cccccc", make_summary(recs))):
+        folder = tmp_path / name
+        folder.mkdir()
+        summary["run"]["id"] = name
+        (folder / SUMMARY_JSON).write_text(json.dumps(summary))
+        (folder / CASES_JSONL).write_text(json.dumps(recs[0]) + "\n")
+    assert history_from_runs(tmp_path) == [
+        {"run_id": "20260103T000000Z-cccccc", "finished": "2026-01-01T00:00:05+00:00",
+         "means": {"suites/s.yaml/bm25/ndcg@10": pytest.approx(0.25),
+                   "suites/s.yaml/bm25/recall@10": pytest.approx(0.5)}}]
+    assert ragbench_main(["report", str(tmp_path / "20260103T000000Z-cccccc")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_history_from_sibling_run_folders(tmp_path: Path) -> None:
     recs = [make_record("q1", ndcg=0.25)]
     for i, (name, partial) in enumerate((("20260101T000000Z-aaaaaa", False),

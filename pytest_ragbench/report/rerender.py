@@ -165,16 +165,31 @@ def history_from_runs(runs_root: Path, *, before: str | None = None,
     for name in names[-limit:]:
         summary = _read_summary(runs_root / name / SUMMARY_JSON)
         run = (summary or {}).get("run") or {}
-        if summary is None or run.get("partial"):
+        means = _run_means(summary) if summary is not None else None
+        if means is None or not isinstance(run, Mapping) or run.get("partial"):
             continue
-        means = {
-            f"{s['id']}/{r['name']}/{m}": st.get("mean")
-            for s in summary["suites"] for r in s.get("retrievers", [])
-            for m, st in r.get("metrics", {}).items()
-        }
         out.append({"run_id": run.get("id", name), "finished": run.get("finished"),
                     "means": means})
     return out
+
+
+def _run_means(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"SUITE_ID/RETRIEVER/METRIC": mean}`` of a run's summary, or None for one of a
+    shape this version does not read: another run's file (another tool's, edited by hand)
+    leaves the trends, not every report of the runs beside it."""
+    means: dict[str, Any] = {}
+    for s in summary["suites"]:
+        if not isinstance(s, Mapping) or not isinstance(s.get("retrievers", []), list):
+            return None
+        for r in s.get("retrievers", []):
+            if not isinstance(r, Mapping) or not isinstance(r.get("metrics", {}), Mapping) \
+                    or "id" not in s or "name" not in r:
+                return None
+            for m, st in r.get("metrics", {}).items():
+                if not isinstance(st, Mapping):
+                    return None
+                means[f"{s['id']}/{r['name']}/{m}"] = st.get("mean")
+    return means
 
 
 def history_from_db(db: Path, *, before: str | None = None,
