@@ -605,6 +605,46 @@ def test_a_finished_run_whose_records_were_cut_short_is_refused(
         doc_from_run_dir(run_dir)
 
 
+def test_a_run_still_going_is_not_reported_as_interrupted(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'ragbench report latest' while the run was still going rewrote its folder's reports
+    with 'FAILED (partial: 2 of 10 cases): the run was interrupted', and 'ragbench compare'
+    of it said it did not finish and to resume it, which a resume refuses."""
+    import subprocess
+    import sys
+
+    from pytest_ragbench.results.baseline import BaselineError
+    from pytest_ragbench.results.compare import doc_from_run_dir
+    from pytest_ragbench.results.runfolder import _process_start
+
+    (run_dir / SUMMARY_JSON).unlink()
+    (run_dir / REPORT_HTML).unlink()
+    start = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    # a process of this host that lives until its input closes: the run, still going
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as proc:
+        try:
+            start["process"]["pid"] = proc.pid
+            start["process"]["start"] = _process_start(proc.pid)
+            (run_dir / RUN_JSON).write_text(json.dumps(start), encoding="utf-8")
+            assert ragbench_main(["report", str(run_dir)]) == 2
+            err = capsys.readouterr().err
+            assert (f"ragbench report: {run_dir}: the run is still going (process "
+                    f"{proc.pid} on this host)") in err, err
+            assert "the run was interrupted" not in err
+            assert not (run_dir / REPORT_HTML).exists()
+            with pytest.raises(BaselineError, match=f"the run is still going \\(process "
+                                                    f"{proc.pid} on this host\\)") as caught:
+                doc_from_run_dir(run_dir)
+            assert "--ragbench-resume" not in str(caught.value)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+    # its process gone without a summary: a run that did not finish, as before
+    assert ragbench_main(["report", str(run_dir)]) == 0
+    assert "the run did not finish" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("edit", ["drop-metrics", "run-not-a-mapping"])
 def test_rerender_names_a_summary_this_version_cannot_read(
         run_dir: Path, capsys: pytest.CaptureFixture[str], edit: str) -> None:

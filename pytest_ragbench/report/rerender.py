@@ -28,7 +28,13 @@ from ..errors import RagbenchError
 from ..records import case_outcome, jsonable
 from ..results.aggregate import summarize_run
 from ..results.history import HistoryError, RunHistory
-from ..results.runfolder import RUN_JSON, RecordsFileError, read_run_start, records_cut_short
+from ..results.runfolder import (
+    RUN_JSON,
+    RecordsFileError,
+    read_run_start,
+    records_cut_short,
+    still_going,
+)
 from ..results.settle import settle_shared_calls
 from ..results.verdict import Coverage, make_verdict
 from .documents import CorpusLookup, shown_document_texts
@@ -88,6 +94,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """
     if not run_dir.is_dir() or not _is_run_folder(run_dir):
         raise _not_a_run_folder(run_dir)
+    going = still_going(run_dir)
+    if going is not None:
+        # its records so far read as a run that stopped: 'the run was interrupted'
+        raise RunFolderError(f"{run_dir}: {going}: its reports are written when it ends")
     cases = run_dir / CASES_JSONL
     try:
         records = read_jsonl(cases) if cases.is_file() else []

@@ -639,9 +639,13 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
         RecordsFileError,
         read_jsonl,
         records_cut_short,
+        still_going,
     )
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
+    going = still_going(folder)
+    if going is not None:
+        raise BaselineError(f"{folder}: {going}, so it has no summary to compare yet")
     if cases_path.is_file() and not summary_path.exists():
         # a run killed before its end (SIGKILL, a lost machine) writes its cases as they come
         raise BaselineError(f"{folder}: the run did not finish (it has {CASES_JSONL} but no "

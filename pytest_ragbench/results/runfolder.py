@@ -269,25 +269,38 @@ def _process_start(pid: int) -> int | None:
 def is_running(folder: Path) -> bool:
     """Whether a run folder's run is still going: no ``summary.json`` yet, and the process
     its ``run.json`` names is alive on this host (another than this one)."""
+    return running_pid(folder) is not None
+
+
+def running_pid(folder: Path) -> int | None:
+    """The process id of a run folder's run while it is still going (see
+    :func:`is_running`), else None."""
     if (folder / SUMMARY_JSON).exists():
-        return False
+        return None
     try:
         doc = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
         pid, host = int(doc["process"]["pid"]), str(doc["process"]["host"])
         start = doc["process"].get("start")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+        return None
     if host != socket.gethostname() or pid == os.getpid() or pid <= 0:
-        return False
+        return None
     if isinstance(start, int) and _process_start(pid) not in (start, None):
-        return False  # the pid is another process's now: the run's was killed
+        return None  # the pid is another process's now: the run's was killed
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except OSError:
-        return True  # alive, owned by someone else
-    return True
+        return pid  # alive, owned by someone else
+    return pid
+
+
+def still_going(folder: Path) -> str | None:
+    """``the run is still going (process N on this host)`` for a run folder whose run is
+    (its missing ``summary.json`` is not a run that stopped), else None."""
+    pid = running_pid(folder)
+    return None if pid is None else f"the run is still going (process {pid} on this host)"
 
 
 def read_run_start(path: Path) -> tuple[dict[str, Any], dict[str, SuiteSpec | None],
