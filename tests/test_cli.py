@@ -151,6 +151,18 @@ def test_a_gate_on_no_common_query_says_so(files, capsys):
             "(`ndcg@10: no significant drop`, n = 0): nothing was compared") in out
 
 
+def test_compare_says_there_is_no_run_history(files, capsys):
+    """'ragbench compare last 5' where no history is said 'is not a file, a run folder nor a
+    run in .../history.sqlite', as if the file were there; the plugin's
+    --ragbench-baseline=last says there is no run history there."""
+    for args, role in ((["last", "same.json"], "baseline"), (["base.json", "5"], "run to check")):
+        assert main(["compare", *args]) == 2
+        err = capsys.readouterr().err
+        spec = args[0] if role == "baseline" else args[1]
+        assert (f"{role} {spec!r} is not a file, a run folder nor a run in "
+                f"{files / '.ragbench' / 'history.sqlite'} (no run history there)") in err, err
+
+
 def test_compare_says_a_run_that_did_not_finish_has_no_summary(files, capsys):
     """A run killed before its end leaves its cases and run.json, not its summary: it was
     called "not a run folder", which ``ragbench report`` contradicts."""

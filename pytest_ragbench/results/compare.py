@@ -735,7 +735,8 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
             raise BaselineError(str(exc)) from None
         check_baseline_doc(doc, f"history run {spec}")
         return doc, label
-    where = f" nor a run in {history}" if history is not None else ""
+    # only without a history file here; said, as --ragbench-baseline says it
+    where = f" nor a run in {history} (no run history there)" if history is not None else ""
     raise BaselineError(f"{role} {spec!r} is not a file, a run folder{where}")
 
 
