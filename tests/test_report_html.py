@@ -687,6 +687,28 @@ def test_rerender_a_crashed_run_without_summary(run_dir: Path) -> None:
     assert summary["suites"][0]["metrics"] == ["ndcg@10", "recall@10"]
 
 
+def test_a_run_killed_before_its_first_case_is_a_run_that_did_not_finish(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed before any case ended (an index still building, a first LLM call) leaves
+    run.json alone: 'ragbench report latest' said its folder was 'not a ragbench run folder
+    (it has neither cases.jsonl nor summary.json)', 'ragbench compare' 'not a run folder'."""
+    from pytest_ragbench.results.baseline import BaselineError
+    from pytest_ragbench.results.compare import doc_from_run_dir
+
+    for name in (SUMMARY_JSON, CASES_JSONL, REPORT_HTML, "cases.csv", "summary.md"):
+        (run_dir / name).unlink()
+    assert ragbench_main(["report", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "summary.json is missing (the run did not finish)" in err, err
+    md = (run_dir / "summary.md").read_text(encoding="utf-8")
+    assert "## ragbench: FAILED (partial: 0 of 3 cases)" in md
+    assert "the run was interrupted" in md
+    assert (run_dir / "cases.csv").read_text().count("\n") == 1  # the header alone
+    with pytest.raises(BaselineError, match="the run did not finish") as caught:
+        doc_from_run_dir(run_dir)
+    assert "not a run folder" not in str(caught.value)
+
+
 def test_rerendered_crashed_run_counts_the_cases_of_a_suite_that_recorded_none(
         run_dir: Path) -> None:
     """A run of two suites killed before the second one's first case: the live run said

@@ -61,7 +61,8 @@ class RunFolderError(RagbenchError):
 
 
 def _is_run_folder(path: Path) -> bool:
-    return (path / CASES_JSONL).is_file() or (path / SUMMARY_JSON).is_file()
+    # run.json alone: a run killed before its first case ended (an index still building)
+    return any((path / name).is_file() for name in (CASES_JSONL, SUMMARY_JSON, RUN_JSON))
 
 
 def _not_a_run_folder(run_dir: Path) -> RunFolderError:
@@ -70,8 +71,8 @@ def _not_a_run_folder(run_dir: Path) -> RunFolderError:
             return RunFolderError(f"{run_dir} is a file, not a run folder (expected the folder "
                                   f"that holds {CASES_JSONL} and {SUMMARY_JSON})")
         return RunFolderError(f"{run_dir}: no such folder")
-    message = (f"{run_dir} is not a ragbench run folder (it has neither {CASES_JSONL} nor "
-               f"{SUMMARY_JSON})")
+    message = (f"{run_dir} is not a ragbench run folder (it has none of {RUN_JSON}, "
+               f"{CASES_JSONL} and {SUMMARY_JSON})")
     if (run_dir / "latest").exists() or any(
             p.is_dir() and _is_run_folder(p) for p in run_dir.iterdir()):
         message += f"; it holds runs: pass one of them, e.g. {run_dir / 'latest'}"

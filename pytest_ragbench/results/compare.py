@@ -635,6 +635,7 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     from .baseline import make_baseline
     from .runfolder import (
         CASES_JSONL,
+        RUN_JSON,
         SUMMARY_JSON,
         RecordsFileError,
         read_jsonl,
@@ -646,9 +647,12 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     going = still_going(folder)
     if going is not None:
         raise BaselineError(f"{folder}: {going}, so it has no summary to compare yet")
-    if cases_path.is_file() and not summary_path.exists():
-        # a run killed before its end (SIGKILL, a lost machine) writes its cases as they come
-        raise BaselineError(f"{folder}: the run did not finish (it has {CASES_JSONL} but no "
+    started = next((name for name in (CASES_JSONL, RUN_JSON) if (folder / name).is_file()),
+                   None)
+    if started is not None and not summary_path.exists():
+        # a run killed before its end (SIGKILL, a lost machine) writes its cases as they come,
+        # and run.json alone before its first case ends
+        raise BaselineError(f"{folder}: the run did not finish (it has {started} but no "
                             f"{SUMMARY_JSON}), so it has no summary to compare: "
                             f"--ragbench-resume={folder} makes a whole run of its cases and "
                             "the missing ones ('ragbench report' shows what it has)")
