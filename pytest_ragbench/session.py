@@ -625,9 +625,10 @@ class RagbenchSession:
         controller's head start sends requests while the workers boot)."""
         self._sigterm.install()
 
-    def _run_started(self, suite_ids: list[str]) -> None:
+    def _run_started(self, suite_ids: list[str], *, stops: bool = False) -> None:
         """Collection is done and these suites have cases to run: resolve the baseline
-        against them, and let SIGTERM end the run as Ctrl-C does."""
+        against them, and let SIGTERM end the run as Ctrl-C does. ``stops``: collection
+        errors end the run before its first item, which then writes no run folder."""
         if not suite_ids:
             return
         new_specs = self._collect_specs(suite_ids)
@@ -643,7 +644,7 @@ class RagbenchSession:
             self._match_baseline(suite_ids)
         # After the baseline is matched: a run that stops at a usage error writes no folder,
         # nor does one that runs no case (`latest` stays on the last run).
-        if new_specs and self.write_files and self._runs_cases():
+        if new_specs and self.write_files and self._runs_cases() and not stops:
             self._write_run_json()
         self._sigterm.install()
 
@@ -705,7 +706,12 @@ class RagbenchSession:
             systems={sid: self._systems[sid] for sid in suite_ids if sid in self._systems})
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self._run_started(self._case_suites(item.nodeid for item in session.items))
+        # pytest's own rule: a collection error interrupts the run before its first item
+        # ('Interrupted: 1 error during collection'), unless told to go on
+        stops = bool(session.testsfailed) and not self.config.getoption(
+            "continue_on_collection_errors", False)
+        self._run_started(self._case_suites(item.nodeid for item in session.items),
+                          stops=stops)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:

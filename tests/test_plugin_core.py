@@ -55,6 +55,26 @@ def test_collect_only_lists_each_retrievers_queries_in_dataset_order_and_writes_
                 if p.name != "latest"] == [run.name]
 
 
+def test_a_run_stopped_by_a_collection_error_writes_no_run(pytester, mini_suite):
+    """A suite beside a test file that does not import stops at collection ('Interrupted: 1
+    error during collection'), no case run: it made a run folder holding only run.json and
+    pointed `latest` at it, so `ragbench report latest` reported an empty interrupted run in
+    place of the last one. With --continue-on-collection-errors the run goes on, and is one."""
+    mini_suite()
+    assert pytester.runpytest(SUITE).ret == 0
+    run = latest_run(pytester.path)
+    pytester.makepyfile(test_broken="import no_such_module_here\n")
+    result = pytester.runpytest(SUITE, "test_broken.py")
+    result.stdout.fnmatch_lines(["*Interrupted: 1 error during collection*"])
+    assert latest_run(pytester.path) == run
+    assert [p.name for p in (pytester.path / ".ragbench" / "runs").iterdir()
+            if p.name != "latest"] == [run.name]
+    result = pytester.runpytest(SUITE, "test_broken.py", "--continue-on-collection-errors")
+    result.assert_outcomes(passed=5, errors=1)
+    assert latest_run(pytester.path) != run
+    assert (latest_run(pytester.path) / "summary.json").is_file()
+
+
 @pytest.mark.parametrize("option", ["--setup-plan", "--setup-only"])
 def test_setup_only_and_plan_run_no_case(pytester, mini_suite, option):
     # A case runs in its item's setup: these options ran every case (each request paid),
