@@ -163,6 +163,26 @@ def test_compare_says_there_is_no_run_history(files, capsys):
                 f"{files / '.ragbench' / 'history.sqlite'} (no run history there)") in err, err
 
 
+def test_compare_of_a_run_folders_file_names_the_folder(files, capsys):
+    """'ragbench compare A .ragbench/runs/X/summary.json' said 'not a ragbench baseline ...
+    save one with --ragbench-save-baseline', sending the user to run again; the folder
+    itself is what names the run."""
+    run = files / "runs" / "20250101T000000Z-abcdef"
+    run.mkdir(parents=True)
+    (files / "runs" / "latest").symlink_to(run.name)
+    for folder in (run, files / "runs" / "latest"):
+        for name in ("summary.json", "cases.jsonl", "run.json"):
+            (run / name).write_text("{}\n")
+            assert main(["compare", "base.json", str(folder / name)]) == 2
+            err = capsys.readouterr().err
+            assert (f"run to check '{folder / name}' is a file of the run folder {folder}: "
+                    "name the folder itself") in err, err
+            assert "--ragbench-save-baseline" not in err
+    # a baseline saved under that name is one
+    save_baseline(run / "summary.json", _doc("same", 0))
+    assert main(["compare", "base.json", str(run / "summary.json")]) == 0
+
+
 def test_compare_says_a_run_that_did_not_finish_has_no_summary(files, capsys):
     """A run killed before its end leaves its cases and run.json, not its summary: it was
     called "not a run folder", which ``ragbench report`` contradicts."""

@@ -47,6 +47,7 @@ from .gates import (
     unjudged_gates,
     worse_by,
 )
+from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON
 from .stats import holm, paired_compare
 from .verdict import gate_coverage_text, make_verdict
 
@@ -633,15 +634,7 @@ def doc_from_run_dir(folder: Path) -> dict[str, Any]:
     """A baseline document from a run folder (``summary.json`` and ``cases.jsonl``); it
     carries the run's stored ``verdict`` so that ``ragbench compare`` repeats it."""
     from .baseline import make_baseline
-    from .runfolder import (
-        CASES_JSONL,
-        RUN_JSON,
-        SUMMARY_JSON,
-        RecordsFileError,
-        read_jsonl,
-        records_cut_short,
-        still_going,
-    )
+    from .runfolder import RecordsFileError, read_jsonl, records_cut_short, still_going
 
     summary_path, cases_path = folder / SUMMARY_JSON, folder / CASES_JSONL
     going = still_going(folder)
@@ -712,7 +705,15 @@ def load_side(spec: str, *, cwd: Path, history: Path | None,
     if path.is_dir():
         return doc_from_run_dir(path), str(spec)
     if path.is_file():
-        return load_baseline(path), str(spec)
+        try:
+            return load_baseline(path), str(spec)
+        except BaselineError:
+            if path.name not in (SUMMARY_JSON, CASES_JSONL, RUN_JSON):
+                raise
+        # a file of a run folder: 'not a ragbench baseline ... save one with
+        # --ragbench-save-baseline' sent the user to run again, where the folder names the run
+        raise BaselineError(f"{role} {spec!r} is a file of the run folder {path.parent}: "
+                            "name the folder itself")
     if _names_a_path(spec):
         raise _no_such_path(spec, path, role)
     if history is not None and history.exists():
