@@ -18,8 +18,9 @@ complete and partial alike. Beyond the newest N, a run is kept when a baseline p
 
 Those references are recorded in the history (:meth:`RunHistory.append`); a run made with
 ``--ragbench-no-history`` records none. A run folder with no ``summary.json`` and no history
-row that changed in the last hour may belong to a run still going: it is neither counted nor
-deleted. Nothing here imports pytest.
+row whose run's process is alive on this host, or that changed in the last hour (a run on
+another host), may belong to a run still going: it is neither counted nor deleted. Nothing here
+imports pytest.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .runfolder import (
     RUN_ID,
     SUMMARY_JSON,
     folder_size,
+    is_running,
     latest_run_id,
     parse_keep_runs,
     run_folders,
@@ -158,8 +160,11 @@ def prune_runs(out_dir: Path, history: Path | None, keep: int, *,
         folders = {rid: path for rid, path in run_folders(out_dir).items()
                    if RUN_ID.fullmatch(rid)}
         for rid, folder in folders.items():
+            # a run still going (its process alive: an index built for hours before the
+            # first case left run.json alone, changed at its start) whatever its age
             if (rid not in result.numbers and not (folder / SUMMARY_JSON).is_file()
-                    and now - _newest_change(folder) < RUNNING_GRACE_S):
+                    and (now - _newest_change(folder) < RUNNING_GRACE_S
+                         or is_running(folder))):
                 result.running.append(rid)
         candidates = sorted((set(result.numbers) | set(folders)) - set(result.running),
                             reverse=True)
@@ -259,6 +264,6 @@ def prune_lines(result: PruneResult, *, detail: bool = True) -> list[str]:
     for rid, why in sorted(result.pinned.items()):
         lines.append(f"  kept {result.label(rid)}: {why}")
     for rid in result.running:
-        lines.append(f"  kept {rid}: no summary.json and changed within the hour (still "
-                     "running?)")
+        lines.append(f"  kept {rid}: no summary.json, and its run is still going or "
+                     "changed within the hour")
     return lines + result.errors

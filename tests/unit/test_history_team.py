@@ -217,6 +217,48 @@ def test_parse_keep_runs():
     assert human_size(999) == "999 B" and human_size(12_345_678) == "12.3 MB"
 
 
+def test_prune_keeps_the_folder_of_a_run_still_going_however_long_ago_it_changed(tmp_path, rb):
+    """A run still building its index after more than an hour has run.json alone, last
+    changed at its start: a prune (another run's ragbench_keep_runs, 'ragbench history
+    --prune') took it for a run killed long ago and deleted its folder under it."""
+    import subprocess
+    import sys
+
+    from pytest_ragbench.results.runfolder import RUN_JSON, run_start_doc
+
+    out, db = rb / "runs", rb / "history.sqlite"
+    with RunHistory(db) as h:
+        for i in (2, 3):
+            h.append(doc(rid(i), 0.5))
+    for i in (2, 3):
+        folder(out, rid(i))
+    going = make_run_folder(out, rid(1))
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as proc:
+        try:
+            start = run_start_doc(run_id=rid(1), started="t", specs={}, collected={})
+            start["process"]["pid"] = proc.pid
+            from pytest_ragbench.results.runfolder import _process_start
+
+            start["process"]["start"] = _process_start(proc.pid)
+            (going / RUN_JSON).write_text(json.dumps(start), encoding="utf-8")
+            old = time.time() - RUNNING_GRACE_S - 60
+            for p in (going, *going.iterdir()):
+                os.utime(p, (old, old))
+            result = prune_runs(out, db, 1)
+            assert going.is_dir()
+            assert result.running == [rid(1)]
+            assert [r.run_id for r in result.deleted] == [rid(2)]
+            assert f"  kept {rid(1)}: no summary.json, and its run is still going or " \
+                "changed within the hour" in prune_lines(result)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+    # its process gone, it is a run killed long ago: pruned as any other
+    result = prune_runs(out, db, 1)
+    assert [r.run_id for r in result.deleted] == [rid(1)] and not going.exists()
+
+
 def test_prune_measures_the_history_as_it_was_before_pruning(tmp_path, rb):
     """'history: 217.7 kB -> 90.1 kB' of a 118.8 kB file: the size before compacting was
     taken after the deleted rows had grown the write-ahead log, and 'freed' counted that
