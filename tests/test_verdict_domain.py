@@ -416,6 +416,24 @@ def test_a_failed_run_named_last_fails_a_comparison_as_named_by_its_number(tmp_p
                                    "(FAILED)"])
 
 
+def test_last_per_suite_names_every_picked_run_that_failed(tmp_path):
+    """`ragbench compare last last` of a history whose suites' last runs both failed named
+    one of them ('run r1 ended with exit status 1 when it ran'), the other left unsaid."""
+    from pytest_ragbench.results.compare import compare_docs
+
+    path = tmp_path / "history.sqlite"
+    with RunHistory(path) as h:
+        for run_id, name, status, verdict in (("r1", "a", 1, "FAILED"), ("r2", "b", 2, "FAILED"),
+                                              ("r3", "c", 0, "passed")):
+            doc = _doc(run_id, 0.9, name=name, sid=f"{name}.yaml")
+            doc["run"].update(exitstatus=status, verdict=verdict)
+            h.append(doc, passed=not status)
+    last, _ = load_side("last", cwd=tmp_path, history=path)
+    assert compare_docs(last, last)["other_failures"] == [
+        "ragbench: run r1 ended with exit status 1 when it ran (FAILED); run r2 ended with "
+        "exit status 2 when it ran (FAILED)"]
+
+
 def test_best_compares_every_run_on_one_metric_whatever_order_a_suite_lists_them(tmp_path):
     """`best` scored each run by its own first metric: after a suite put recall@100 first,
     a run worse on every metric was picked because its recall beat the other's ndcg."""

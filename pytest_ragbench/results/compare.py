@@ -384,9 +384,14 @@ def _prior_failure(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]
     status = run.get("exitstatus")
     if not isinstance(status, int) or not status:
         return None
-    said = f" ({run['verdict']})" if isinstance(run.get("verdict"), str) else ""
-    which = run.get("failed_run") or run.get("id")
-    return f"ragbench: run {which} ended with exit status {status} when it ran{said}"
+    # `last`/`best` per suite: every picked run that failed
+    failed = [f for f in run.get("failed_runs") or () if isinstance(f, Mapping)] or [
+        {"id": run.get("failed_run") or run.get("id"), "exitstatus": status,
+         "verdict": run.get("verdict")}]
+    return "ragbench: " + "; ".join(
+        f"run {f.get('id')} ended with exit status {f.get('exitstatus')} when it ran"
+        + (f" ({f['verdict']})" if isinstance(f.get("verdict"), str) else "")
+        for f in failed)
 
 
 def _verdict(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]],

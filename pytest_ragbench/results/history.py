@@ -791,13 +791,20 @@ class RunHistory:
                                "runs": runs}
         # what the picked runs ended with (a run is picked whether it passed or not): named
         # `last` a failed run read "passed", named by its number "FAILED"
+        # each of them: one suite's picked run that failed named, another's was left unsaid
+        failed: list[dict[str, Any]] = []
         for rid in ids:
             meta = self._run_meta(rid)
             status = meta.get("exitstatus")
-            if isinstance(status, int) and status and "exitstatus" not in run:
-                run.update(exitstatus=status, failed_run=rid,
-                           **({"verdict": meta["verdict"]}
-                              if isinstance(meta.get("verdict"), str) else {}))
+            if isinstance(status, int) and status:
+                failed.append({"id": rid, "exitstatus": status,
+                               **({"verdict": meta["verdict"]}
+                                  if isinstance(meta.get("verdict"), str) else {})})
+        if failed:
+            first = failed[0]
+            run.update(exitstatus=first["exitstatus"], failed_run=first["id"],
+                       failed_runs=failed,
+                       **({"verdict": first["verdict"]} if "verdict" in first else {}))
         return {"schema_version": BASELINE_SCHEMA_VERSION, "kind": BASELINE_KIND,
                 "created": None, "run": run, "suites": suites}
 
