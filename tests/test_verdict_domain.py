@@ -362,6 +362,25 @@ def test_cli_reports_a_broken_history_in_one_line(tmp_path, monkeypatch, capsys)
     assert len(err) == 1 and "b.json: not valid JSON" in err[0]
 
 
+def test_an_empty_history_file_is_a_history_without_runs(tmp_path, monkeypatch, capsys):
+    """A history file of no bytes (one a run has just created and not yet filled, a touched
+    file) is no broken history, as the writer takes it: every reader said 'cannot read the
+    run history (no such table: runs)'."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / ".ragbench" / "history.sqlite"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    assert ragbench_main(["history"]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs in {db}"
+    assert ragbench_main(["report", "last"]) == 2
+    assert "the run history has no complete run yet" in capsys.readouterr().err
+    assert ragbench_main(["compare", "last", "last"]) == 2
+    assert f"baseline 'last': {db} has no complete run" in capsys.readouterr().err
+    with pytest.raises(BaselineError, match="has no complete run"):
+        load_side("last", cwd=tmp_path, history=db)
+    assert db.read_bytes() == b""  # read, not written
+
+
 def test_cli_compare_agrees_with_a_failed_history_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     failed = _doc("r2", 0.5)

@@ -204,6 +204,13 @@ class RunHistory:
                 self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
                                             timeout=BUSY_TIMEOUT_S)
                 self._check_schema()
+                if not self._tables():
+                    # a file another run has just created and not yet filled (or a touched
+                    # one): a history of no runs, as its writer takes it, where every read
+                    # said 'cannot read the run history (no such table: runs)'
+                    self.conn.close()
+                    self.conn = sqlite3.connect(":memory:")
+                    self.conn.executescript(_SCHEMA)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 ignore_folder(self.path.parent)
@@ -282,10 +289,13 @@ class RunHistory:
             raise
         self._check_schema()
 
+    def _tables(self) -> set[str]:
+        return {str(n) for (n,) in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
     def _check_schema(self) -> None:
         try:
-            tables = {str(n) for (n,) in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = self._tables()
             if not tables:
                 # A file another run has just created and not yet filled: empty, not broken.
                 return
