@@ -430,6 +430,26 @@ def test_cli_numbers_in_compare_report_and_prune(tmp_path, rb, monkeypatch, caps
     assert "nothing to prune" in capsys.readouterr().err
 
 
+def test_cli_prune_refuses_an_out_folder_that_does_not_exist(tmp_path, rb, monkeypatch,
+                                                              capsys):
+    """'ragbench history --prune 1 --out .ragbench/run' (a typo of runs) found no run folder
+    there and deleted the history rows of every run but the newest, exit 0, their folders
+    left in .ragbench/runs without them."""
+    monkeypatch.chdir(tmp_path)
+    out, db = rb / "runs", rb / "history.sqlite"
+    with RunHistory(db) as h:
+        for i in (1, 2, 3):
+            h.append(doc(rid(i), 0.5), passed=True)
+    for i in (1, 2, 3):
+        folder(out, rid(i))
+    typo = rb / "run"
+    assert main(["history", "--prune", "1", "--out", str(typo)]) == 2
+    assert f"ragbench history: --out {typo}: no such folder" in capsys.readouterr().err
+    with RunHistory(db, readonly=True) as h:
+        assert [r.id for r in h.runs()] == [rid(1), rid(2), rid(3)]
+    assert main(["history", "--prune", "1", "--out", str(out)]) == 0
+
+
 def test_cli_report_by_number(tmp_path, rb, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out, db = rb / "runs", rb / "history.sqlite"
