@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     db = Path(args.history) if args.history else Path.cwd() / DEFAULT_HISTORY
     if args.prune is not None:
         return _prune(db, args.out if args.out is not None else db.parent / "runs",
-                      args.prune, out_given=args.out is not None)
+                      args.prune, out_given=args.out is not None,
+                      history_given=bool(args.history))
     try:
         with RunHistory(db, readonly=True) as h:
             lines = history_lines(h, metric=args.metric, suite=args.suite, limit=args.limit)
@@ -70,13 +71,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_USAGE if unknown else EXIT_OK
 
 
-def _prune(db: Path, out_dir: Path, keep: int, *, out_given: bool = False) -> int:
+def _prune(db: Path, out_dir: Path, keep: int, *, out_given: bool = False,
+           history_given: bool = False) -> int:
     from ..results.history import HistoryError
     from ..results.retention import prune_lines, prune_runs
 
     if not db.is_file() and not out_dir.is_dir():
         print(f"ragbench history: nothing to prune: no run history at {db} and no run "
               f"folders in {out_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    if history_given and not db.is_file():
+        # a typo: the folders went without the history that pins runs ('last', 'best', a
+        # baseline's)
+        print(f"ragbench history: no run history at {db}", file=sys.stderr)
         return EXIT_USAGE
     if out_given and not out_dir.is_dir():
         # a typo: no run folder there, so every history row past the newest N went, their

@@ -450,6 +450,26 @@ def test_cli_prune_refuses_an_out_folder_that_does_not_exist(tmp_path, rb, monke
     assert main(["history", "--prune", "1", "--out", str(out)]) == 0
 
 
+def test_cli_prune_refuses_a_history_file_that_does_not_exist(tmp_path, rb, monkeypatch,
+                                                              capsys):
+    """'ragbench history --prune 1 --history .ragbench/histroy.sqlite' (a typo) pruned the
+    run folders without the history that pins runs: the folder of 'best' went with the
+    others, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    out, db = rb / "runs", rb / "history.sqlite"
+    with RunHistory(db) as h:
+        for i in (1, 2, 3):
+            h.append(doc(rid(i), 0.9 if i == 1 else 0.5), passed=True)
+    for i in (1, 2, 3):
+        folder(out, rid(i))
+    typo = rb / "histroy.sqlite"
+    assert main(["history", "--prune", "1", "--history", str(typo)]) == 2
+    assert f"ragbench history: no run history at {typo}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [rid(1), rid(2), rid(3)]
+    assert main(["history", "--prune", "1", "--history", str(db)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [rid(1), rid(3)]  # 1 is 'best'
+
+
 def test_cli_report_by_number(tmp_path, rb, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out, db = rb / "runs", rb / "history.sqlite"
