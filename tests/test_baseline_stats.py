@@ -312,9 +312,15 @@ def test_a_partial_side_of_the_same_dataset_is_no_dataset_change():
     part = _doc({"q00": 0.5, "q01": 0.5})
     part["suites"]["s.yaml"].update(n_cases_run=2, n_cases_total=5)
     strict = Overrides(require_same_dataset=True)
+    from pytest_ragbench.report.views import baseline_suite_notes
+
     for base, cur in ((whole, part), (part, whole)):
         out = compare_docs(base, cur, strict)
         assert out["passed"] and out["other_failures"] == [], out["other_failures"]
+    # and it was not said to be one: "partial, 2 of 5 cases ran; compared on those" then
+    # "dataset unchanged, 0 queries added, 3 removed" in every output
+    assert baseline_suite_notes(compare_docs(whole, part)["suites"]) == [
+        "suite s: partial, 2 of 5 cases ran; compared on those"]
     # another dataset, or a whole run with another query set, still fails
     other = _doc({"q00": 0.5, "q01": 0.5}, dataset="d2")
     other["suites"]["s.yaml"].update(n_cases_run=2, n_cases_total=5)

@@ -273,6 +273,8 @@ def compare_docs(
         same = base_s.get("dataset_hash") is not None and not info["dataset_changed"]
         added = 0 if same and _partial_text(baseline or {}, base_s) else info["added"]
         removed = 0 if same and partial else info["removed"]
+        # as every output words it: "partial, 2 of 5 cases ran" says it, not "3 removed"
+        info.update(added=added, removed=removed)
         if settings.require_same_dataset and (info["dataset_changed"] or added or removed):
             change = dataset_change_text(
                 info, (base_s.get("dataset_hash"), cur_s.get("dataset_hash")))
