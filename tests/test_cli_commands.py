@@ -291,6 +291,9 @@ def test_cache_lists_entries_and_prunes_those_unused_for_a_while(tmp_path, monke
     # sizes as `ragbench history --prune` writes them (kB, powers of 1000), not KB
     assert re.search(r" \d+\.\d kB  last used", lines[1]) and "KB" not in out, out
     assert lines[3].startswith("2 entries, ")
+    # the project's folder itself: its entries, not "0 entries" of a folder holding none
+    assert main(["cache", "list", "--dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == out
 
     assert main(["cache", "prune", "--older-than", "7d", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith(

@@ -50,7 +50,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                     "due, or --all kept one in use")):
         a = actions.add_parser(name, help=summary, description=summary)
         a.add_argument("--dir", type=Path, default=None, metavar="DIR",
-                       help="the index cache folder, or a pytest cache folder holding it "
+                       help="the index cache folder, a pytest cache folder holding it, or "
+                            "a project folder whose .pytest_cache holds it "
                             "(default: d/ragbench in the pytest cache of the project here, as "
                             "pytest finds it: its rootdir and ini file, and the ini's "
                             "cache_dir or an -o cache_dir=... in its addopts or in "
@@ -71,12 +72,18 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _find(given: Path | None) -> Path:
-    """The index cache folder: ``given`` (itself or its ``d/ragbench``), else the one in the
+    """The index cache folder: ``given`` (itself, its ``d/ragbench`` or its
+    ``.pytest_cache/d/ragbench``), else the one in the
     pytest cache of the project pytest would find from here (see :mod:`.pytestini`). Never
     just any ``.pytest_cache`` above: one in a parent folder (``/tmp``, a home folder) is
     another project's."""
     if given is not None:
-        return given / _RAGBENCH if (given / _RAGBENCH).is_dir() else given
+        # a project folder (its .pytest_cache holds the index cache) read as an empty cache:
+        # "0 entries", exit 0, with the entries one level below
+        for inside in (given / _RAGBENCH, given / ".pytest_cache" / _RAGBENCH):
+            if inside.is_dir():
+                return inside
+        return given
     return pytest_cache(Path.cwd()).folder / _RAGBENCH
 
 
