@@ -464,7 +464,8 @@ class CaseRecorder:
                 tags=base["tags"],
                 metrics={**(base["metrics"] if self._scored is not None else {}),
                          **self._answer_metrics(), **self.metrics},
-                n_relevant=base["n_relevant"], no_relevant=base["no_relevant"])
+                n_relevant=base["n_relevant"], no_relevant=base["no_relevant"],
+                unknown_labels=base["unknown_labels"])
             rec["latency_ms"] = base["latency_ms"]
             rec["retrieved"], rec["missed"] = base["retrieved"], base["missed"]
             if self._answered is not None:

@@ -22,6 +22,10 @@ Fields (schema version 1)::
     latency_ms      float | None
     n_relevant      number of relevant (grade > 0) documents in the labels
     no_relevant     True when the query is judged but has no relevant document
+    unknown_labels  None, or {"action": "kept" | "dropped", "documents": [doc_id, ...]}: the
+                    query's labels naming documents the corpus lacks, kept (relevant and never
+                    retrievable, as trec_eval scores them) or dropped, as the dataset's
+                    ``unknown_documents`` says
     retrieved       [[doc_id, score, grade | None], ...] top ``record_depth`` in evaluation order
     record_depth    None, or the most documents ``retrieved`` and ``missed`` keep (the suite's
                     ``record_depth``; at least k with ``--ragbench-save-run``): a shorter
@@ -142,6 +146,7 @@ class _RecordFields(TypedDict):
     latency_ms: float | None
     n_relevant: int | None
     no_relevant: bool
+    unknown_labels: dict[str, Any] | None
     retrieved: list[list[Any]]
     record_depth: int | None
     missed: list[list[Any]]
@@ -170,6 +175,7 @@ def make_record(
     type: str | None = None, difficulty: str | None = None,
     tags: Iterable[str] = (), metrics: Iterable[str] | Mapping[str, float | None] = (),
     n_relevant: int | None = None, no_relevant: bool = False,
+    unknown_labels: Mapping[str, Any] | None = None,
     error: CaseFailure | None = None, answer: AnswerPart | None = None,
 ) -> CaseRecord:
     """The one constructor of a :class:`CaseRecord`, with every field present.
@@ -199,6 +205,7 @@ def make_record(
         "latency_ms": None,
         "n_relevant": n_relevant,
         "no_relevant": bool(no_relevant),
+        "unknown_labels": dict(unknown_labels) if unknown_labels else None,
         "retrieved": [],
         "record_depth": None,
         "missed": [],

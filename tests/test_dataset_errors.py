@@ -668,3 +668,36 @@ def test_conflicting_qrels_is_one_collection_error(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(["*qrels.txt:3: query 'q1', document 'd1': grade 0 conflicts "
                                  "with grade 1 at line 1 (expected one grade per pair)"])
     assert result.stdout.str().count("conflicts with") == 1
+
+
+def test_a_dataset_naming_documents_the_corpus_lacks_runs_with_unknown_documents(
+        pytester: pytest.Pytester) -> None:
+    # ArguAna's qrels name documents its corpus left out: refused by default (the error says
+    # how to run it), scored as trec_eval does under 'keep', and every output says so
+    qrels = b"q1 0 d1 1\nq1 0 gone 1\nq2 0 d2 2\n"
+    result = run_suite(pytester, "-q", qrels__txt=qrels)
+    result.stdout.fnmatch_lines(["*qrels.txt:2: qrels row names unknown document 'gone': a "
+                                 "document the corpus lacks; set 'dataset.unknown_documents: "
+                                 "keep' to score it*"])
+    (pytester.path / "suite.yaml").write_text(SUITE.replace(
+        "  qrels: qrels.txt\n", "  qrels: qrels.txt\n  unknown_documents: keep\n"
+    ).replace("[ndcg@10]", "[recall@10]"))
+    result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider", "-q")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    said = ("1 label of 1 query names a document the corpus lacks: kept, relevant and never "
+            "retrieved, as trec_eval and BEIR score them (dataset.unknown_documents: keep)")
+    result.stdout.fnmatch_lines([f"  {said}"])
+    run = pytester.path / ".ragbench" / "runs" / "latest"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["suites"][0]["unknown_labels"] == {"action": "kept", "n_labels": 1,
+                                                      "n_queries": 1}
+    cases = {c["case_id"]: c for c in map(json.loads, (run / "cases.jsonl").open())}
+    assert cases["q1"]["unknown_labels"] == {"action": "kept", "documents": ["gone"]}
+    assert cases["q2"]["unknown_labels"] is None
+    # relevant and never retrieved: half of q1's relevant documents at best
+    assert cases["q1"]["metrics"]["recall@10"] == 0.5
+    assert ["gone", 1] in cases["q1"]["missed"]
+    # Markdown escapes the underscores
+    assert f"{said[:1].upper()}{said[1:]}." in (run / "summary.md").read_text().replace(
+        "\\_", "_")
+    assert f"{said[:1].upper()}{said[1:]}." in (run / "report.html").read_text()

@@ -488,3 +488,93 @@ def test_an_empty_or_null_relevant_field_means_no_labels(tmp_path: Path) -> None
             (2, {"_id": "q2", "text": "b", "relevant": " "}),
             (3, {"_id": "q3", "text": "c", "relevant": {}})]
     assert [q.judged for q in read_queries(recs, tmp_path / "q.jsonl")] == [False, False, True]
+
+
+def _unknown_docs_spec(tmp_path: Path, policy: str, qrels: str = "q1\td1\t1\nq1\tgone\t2\n"
+                       "q2\td2\t1\nq2\tlost\t0\nq3\tgone\t1\n") -> DatasetSpec:
+    """A BEIR-like dataset whose qrels name documents ('gone', 'lost') its corpus lacks, as
+    ArguAna's do."""
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"}\n')
+    (tmp_path / "q.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": "x"}) + "\n" for i in (1, 2, 3)))
+    (tmp_path / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
+    return DatasetSpec(name="x", source=tmp_path / "s.yaml", corpus=tmp_path / "c.jsonl",
+                       queries=tmp_path / "q.jsonl", qrels=tmp_path / "test.tsv",
+                       unknown_documents=policy)
+
+
+def test_unknown_documents_keep_scores_as_trec_eval_does(tmp_path: Path) -> None:
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from pytest_ragbench.metrics.retrieval import parse_metric
+
+    ds = load_dataset(_unknown_docs_spec(tmp_path, "keep"))
+    by_id = {q.id: q for q in ds.queries}
+    assert dict(by_id["q1"].relevant) == {"d1": 1, "gone": 2}
+    assert dict(by_id["q2"].relevant) == {"d2": 1, "lost": 0}
+    assert [by_id[q].unknown_labels for q in ("q1", "q2", "q3")] == [("gone",), ("lost",),
+                                                                     ("gone",)]
+    assert ds.unknown_documents == "keep" and ds.unknown_label_count() == 3
+    # the whole corpus retrieved, the missing documents never: trec_eval counts them relevant
+    run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d2": 2.0, "d1": 1.0},
+           "q3": {"d1": 2.0, "d2": 1.0}}
+    qrels = {"q1": {"d1": 1, "gone": 2}, "q2": {"d2": 1, "lost": 0}, "q3": {"gone": 1}}
+    trec = pytrec_eval.RelevanceEvaluator(
+        qrels, {"recall.10", "ndcg_cut.10", "P.10", "map", "recip_rank"}).evaluate(run)
+    for qid, ranking in run.items():
+        ranked = sorted(ranking, key=lambda d: -ranking[d])
+        grades = by_id[qid].relevant
+        for ours, theirs in (("recall@10", "recall_10"), ("ndcg@10", "ndcg_cut_10"),
+                             ("precision@10", "P_10"), ("map", "map"), ("mrr", "recip_rank")):
+            value = parse_metric(ours).compute(ranked, grades)
+            assert value == pytest.approx(trec[qid][theirs], abs=1e-9), (qid, ours)
+    # recall counts the missing document: d1 found, 'gone' never
+    assert parse_metric("recall@10").compute(["d1", "d2"], by_id["q1"].relevant) == 0.5
+
+
+def test_unknown_documents_drop_ignores_the_label(tmp_path: Path) -> None:
+    ds = load_dataset(_unknown_docs_spec(tmp_path, "drop"))
+    by_id = {q.id: q for q in ds.queries}
+    assert dict(by_id["q1"].relevant) == {"d1": 1}
+    assert dict(by_id["q2"].relevant) == {"d2": 1}
+    # a query whose every label is dropped is still run, judged with nothing relevant
+    assert dict(by_id["q3"].relevant) == {} and by_id["q3"].judged
+    assert by_id["q1"].unknown_labels == ("gone",) and ds.unknown_label_count() == 3
+    assert ds.unknown_documents == "drop"
+
+
+def test_unknown_documents_change_the_dataset_hash_only_when_a_label_names_one(
+        tmp_path: Path) -> None:
+    keep, drop = (load_dataset(_unknown_docs_spec(tmp_path, p)) for p in ("keep", "drop"))
+    # a resumed run or a baseline of one is not taken for the other
+    assert keep.content_hash != drop.content_hash and keep.labels_hash != drop.labels_hash
+    assert keep.corpus_hash == drop.corpus_hash
+    clean = "q1\td1\t1\nq2\td2\t1\n"
+    hashes = {load_dataset(_unknown_docs_spec(tmp_path, p, clean)).content_hash
+              for p in ("error", "keep", "drop")}
+    assert len(hashes) == 1  # nothing to keep or drop: the same dataset as the default's
+
+
+def test_unknown_documents_error_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError) as exc:
+        load_dataset(_unknown_docs_spec(tmp_path, "error"))
+    assert exc.value.line == 3
+    assert exc.value.detail == (
+        "qrels row names unknown document 'gone': a document the corpus lacks; set "
+        "'dataset.unknown_documents: keep' to score it as trec_eval and BEIR do (relevant, "
+        "never retrieved) or 'drop' to ignore the label")
+
+
+def test_unknown_documents_apply_to_inline_labels(tmp_path: Path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"_id": "d1", "text": "a"}\n')
+    (tmp_path / "q.jsonl").write_text(
+        '{"_id": "q1", "text": "a", "relevant": {"d1": 1, "zz": 2}}\n')
+    base = {"name": "x", "source": tmp_path / "s.yaml", "corpus": tmp_path / "c.jsonl",
+            "queries": tmp_path / "q.jsonl"}
+    with pytest.raises(SuiteError, match=r"labels unknown document 'zz' as relevant: .*"
+                                         r"'dataset\.unknown_documents: keep'"):
+        load_dataset(DatasetSpec(**base))
+    kept = load_dataset(DatasetSpec(**base, unknown_documents="keep")).queries[0]
+    dropped = load_dataset(DatasetSpec(**base, unknown_documents="drop")).queries[0]
+    assert dict(kept.relevant) == {"d1": 1, "zz": 2} and kept.unknown_labels == ("zz",)
+    assert dict(dropped.relevant) == {"d1": 1} and dropped.unknown_labels == ("zz",)
+    assert (kept.num_relevant, dropped.num_relevant) == (2, 1)

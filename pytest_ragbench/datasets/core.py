@@ -13,10 +13,18 @@ directories, pipes, devices, symlink loops and unreadable files are refused befo
 
 Labels follow trec_eval where it has a rule: grades are integers (``1.0`` reads as 1, ``1.5``,
 ``inf`` and ``nan`` are errors); a qrels row repeating a (query, document) pair is dropped when
-it repeats the grade and an error when it changes it. Where trec_eval would silently ignore
-data, here it is an error: a qrels row naming a query the queries file lacks, or a document the
-corpus lacks, means the wrong split, folder or file, and evaluating anyway would give scores for
-a different benchmark than the one named.
+it repeats the grade and an error when it changes it. A qrels row naming a query the queries
+file lacks is an error where trec_eval ignores it: it means the wrong split, folder or file, and
+evaluating anyway would give scores for a different benchmark than the one named.
+
+A label (a qrels row, or a query's inline ``relevant``) naming a document the corpus lacks is an
+error too by default, for the same reason (and it catches a typo). trec_eval never sees the
+corpus: it counts such a label as relevant and never retrieved, and BEIR's published numbers
+include them, for datasets whose qrels name documents their corpus left out (ArguAna, and
+others: beir-cellar/beir issues #101 and #172). The dataset's ``unknown_documents`` runs them:
+``keep`` scores them as trec_eval does (in recall's and nDCG's ideal, never retrievable),
+``drop`` ignores the label. Each query lists them in ``unknown_labels``, for every output to
+say how many were kept or dropped.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -71,6 +79,9 @@ class Query:
     #: The line of its record in the file it was read from (the suite file's for an inline
     #: query), for the errors found once the corpus is known; None where there is none.
     line: int | None = field(default=None, compare=False, hash=False, repr=False)
+    #: The documents its labels name that the corpus lacks, kept in ``relevant`` or dropped
+    #: from it as the dataset's ``unknown_documents`` says (under "error" loading fails).
+    unknown_labels: tuple[str, ...] = field(default=(), compare=False, hash=False, repr=False)
 
     @property
     def num_relevant(self) -> int:
@@ -93,6 +104,13 @@ class Dataset:
     #: and ``content_hash`` it tells which part of two datasets differs (corpus, labels or
     #: query texts); "" where not computed.
     labels_hash: str = field(default="", compare=False, repr=False)
+    #: The ``unknown_documents`` setting it was read with; the queries' ``unknown_labels``
+    #: say which labels it kept or dropped.
+    unknown_documents: str = field(default="error", compare=False, repr=False)
+
+    def unknown_label_count(self) -> int:
+        """How many labels of the selected queries name a document the corpus lacks."""
+        return sum(len(q.unknown_labels) for q in self.queries)
 
     def digests(self) -> dict[str, str]:
         """The dataset's digests by part (``corpus``, ``labels``, ``content``), plain strings
@@ -150,6 +168,9 @@ class DatasetSpec:
     ir_datasets: str | None = None  # an ir_datasets id, e.g. "beir/nfcorpus/test"
     #: No corpus is an empty corpus (a suite of pipelines that needs no documents).
     corpus_optional: bool = False
+    #: What a label naming a document the corpus lacks does: one of
+    #: :data:`UNKNOWN_DOCUMENTS` (see the module docs).
+    unknown_documents: str = "error"
     #: The suite file's line of each key below ``key`` (``"dataset.query_ids"``), for the
     #: errors only reading the dataset finds (an unknown query id).
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
@@ -189,6 +210,10 @@ class DatasetSpec:
             key = key.rpartition(".")[0]
         return None
 
+
+#: The values of ``unknown_documents``: a label naming a document the corpus lacks is an
+#: error, kept (relevant and never retrievable, as trec_eval and BEIR score it) or dropped.
+UNKNOWN_DOCUMENTS = ("error", "keep", "drop")
 
 #: The keys a document's and a query's id are read from, first found first: a query's
 #: ``doc_id`` (the document a QA record was written from) is its metadata, not its id.
@@ -1137,22 +1162,38 @@ def _some(ids: Sequence[str]) -> str:
     return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
+def _unknown_document_hint(key: str) -> str:
+    """What to set to run a dataset whose labels name documents its corpus lacks."""
+    return (f"a document the corpus lacks; set '{key}.unknown_documents: keep' to score it as "
+            "trec_eval and BEIR do (relevant, never retrieved) or 'drop' to ignore the label")
+
+
 def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[Query, ...],
                 qrels: list[QrelsRow] | None, *, corpus_src: Path, queries_src: Path,
                 qrels_src: Path | None) -> Dataset:
-    """Labels joined to the queries, checked against the corpus; the selected queries."""
+    """Labels joined to the queries, checked against the corpus; the selected queries.
+
+    A label naming a document the corpus lacks is an error, kept or dropped as
+    ``spec.unknown_documents`` says; each query lists those it had in ``unknown_labels``.
+    """
     doc_ids = {d.id for d in corpus}
+    policy = spec.unknown_documents
+    # without a corpus, labels name documents of the pipeline's own store
+    checked = bool(doc_ids)
     by_id = {q.id: q for q in queries}
+    unknown: dict[str, list[str]] = {}
     for q in queries:
         for doc_id in q.relevant:
-            # without a corpus, labels name documents of the pipeline's own store
-            if doc_ids and doc_id not in doc_ids:
-                raise DataFileError(
-                    f"query {q.id!r} labels unknown document {doc_id!r} as relevant",
-                    file=queries_src,
-                    key="relevant",
-                    line=q.line,
-                )
+            if checked and doc_id not in doc_ids:
+                if policy == "error":
+                    raise DataFileError(
+                        f"query {q.id!r} labels unknown document {doc_id!r} as relevant: "
+                        + _unknown_document_hint(spec.key),
+                        file=queries_src,
+                        key="relevant",
+                        line=q.line,
+                    )
+                unknown.setdefault(q.id, []).append(doc_id)
 
     if qrels is not None:
         labels: dict[str, dict[str, int]] = {}
@@ -1161,17 +1202,21 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
                                 "'query-id corpus-id score' or 'qid iter docid grade' rows)",
                                 file=qrels_src)
         for row in qrels:
-            # An error, not ignored as trec_eval would: see the module docs.
+            # An error where trec_eval ignores it: see the module docs.
             if row.query_id not in by_id:
                 raise DataFileError(
                     f"qrels row names unknown query {row.query_id!r}", file=qrels_src,
                     line=row.line,
                 )
-            if doc_ids and row.doc_id not in doc_ids:
-                raise DataFileError(
-                    f"qrels row names unknown document {row.doc_id!r}", file=qrels_src,
-                    line=row.line,
-                )
+            if checked and row.doc_id not in doc_ids:
+                if policy == "error":
+                    raise DataFileError(
+                        f"qrels row names unknown document {row.doc_id!r}: "
+                        + _unknown_document_hint(spec.key), file=qrels_src, line=row.line,
+                    )
+                known = unknown.setdefault(row.query_id, [])
+                if row.doc_id not in known:
+                    known.append(row.doc_id)
             labels.setdefault(row.query_id, {})[row.doc_id] = row.grade
         # As trec_eval does, only queries present in the qrels are evaluated.
         selected = [
@@ -1185,6 +1230,9 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
         ]
     else:
         selected = list(queries)
+    if unknown:
+        selected = [_with_unknown(q, unknown.get(q.id, ()), drop=policy == "drop")
+                    for q in selected]
 
     if spec.query_ids is not None:
         wanted = set(spec.query_ids)
@@ -1233,4 +1281,15 @@ def join_labels(spec: DatasetSpec, corpus: tuple[Document, ...], queries: tuple[
         content_hash=content_hash,
         all_query_ids=frozenset(by_id),
         labels_hash=labels_hash,
+        unknown_documents=policy,
     )
+
+
+def _with_unknown(q: Query, doc_ids: Sequence[str], *, drop: bool) -> Query:
+    """``q`` listing ``doc_ids`` (labels naming documents the corpus lacks) as unknown, and
+    without their labels when they are dropped."""
+    if not doc_ids:
+        return q
+    relevant = ({d: g for d, g in q.relevant.items() if d not in doc_ids} if drop
+                else q.relevant)
+    return replace(q, relevant=relevant, unknown_labels=tuple(doc_ids))

@@ -627,7 +627,10 @@ class SuiteRuntime:
             difficulty=query.difficulty, tags=query.tags,
             metrics=[m.name for m in suite.metrics],
             n_relevant=query.num_relevant if query.judged else None,
-            no_relevant=query.judged and query.num_relevant == 0)
+            no_relevant=query.judged and query.num_relevant == 0,
+            unknown_labels={"action": "dropped" if self.dataset.unknown_documents == "drop"
+                            else "kept", "documents": list(query.unknown_labels)}
+            if query.unknown_labels else None)
 
     def _case_limit(self, name: str) -> float | None:
         """The ``case_timeout`` of retriever or pipeline ``name`` (None: no limit)."""

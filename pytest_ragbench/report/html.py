@@ -64,6 +64,7 @@ from .views import (
     metrics_not_in_baseline_text,
     not_in_baseline_text,
     tell_suites_apart,
+    unknown_labels_text,
     unscoped_text,
     usage_view,
 )
@@ -380,6 +381,9 @@ class SuiteView:
     has_usage: bool
     has_cost: bool
     has_xfail: bool
+    #: What the dataset's ``unknown_documents`` did with labels naming documents the corpus
+    #: lacks, in words; None when none did.
+    unknown_labels: str | None = None
 
 
 @dataclass(frozen=True)
@@ -759,6 +763,7 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
         # From the rows too: a summary written before the xfail counts existed has none.
         has_xfail=any(rv.summary["n_xfailed"] or rv.summary["n_xpassed"] for rv in retrievers)
         or any(row.status in XFAIL_OUTCOMES for row in table.rows),
+        unknown_labels=unknown_labels_text(suite.get("unknown_labels")),
     )
 
 

@@ -28,6 +28,7 @@ from .views import (
     gates_failed_first,
     suite_table,
     tell_suites_apart,
+    unknown_labels_text,
     usage_view,
 )
 
@@ -96,6 +97,9 @@ def summary_markdown(summary: Mapping[str, Any],
         if s.get("partial"):
             lines += [f"{s['n_cases_run']} of {plural(int(s['n_cases_total']), 'case')} ran.",
                       ""]
+        unknown = unknown_labels_text(s.get("unknown_labels"))
+        if unknown:
+            lines += [f"{_cell(unknown[:1].upper() + unknown[1:])}.", ""]
         if not s["retrievers"]:
             lines += [_NONE_RAN, ""]  # a partial run's suite: no system to tabulate
             continue
@@ -191,6 +195,10 @@ def _compact_markdown(summary: Mapping[str, Any], baseline_rows: Sequence[Mappin
             lines += [_NONE_RAN, ""]  # a partial run's suite: no system to tabulate
             continue
         lines += _table(table, ci=level != "short")
+        if table.unknown_labels:
+            # at every level: the means are of labels the dataset did not give as they are
+            lines += [f"{_cell(table.unknown_labels[:1].upper() + table.unknown_labels[1:])}.",
+                      ""]
         if level == "short":
             continue
         if table.hidden:

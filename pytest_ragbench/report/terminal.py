@@ -27,6 +27,7 @@ from .views import (
     gates_failed_first,
     suite_table,
     tell_suites_apart,
+    unknown_labels_text,
     unscoped_text,
     usage_view,
     where,
@@ -85,6 +86,9 @@ def render_summary(summary: Mapping[str, Any], baseline_rows: Sequence[Mapping[s
         for s in summary["suites"]:
             table = suite_table(s, gates)
             lines += [Line(t) for t in table_lines(table, ci=level != "short")]
+            if level == "short" and table.unknown_labels:
+                # the means are of labels the dataset did not give as they are
+                lines.append(Line(f"  {table.unknown_labels}"))
             if level != "short":
                 lines += [Line(t) for t in table_notes(table)]
                 ab = ab_view(s, table.headline)
@@ -177,6 +181,8 @@ def table_notes(table: SuiteTable) -> list[str]:
     if table.n_no_relevant:
         lines.append(f"  {_no_relevant(table.n_no_relevant)} in the labels (scored 0, as "
                      "trec_eval does)")
+    if table.unknown_labels:
+        lines.append(f"  {table.unknown_labels}")
     if table.flaky:
         lines.append(f"  repeated runs: {table.flaky} case/metric pairs vary, {table.flips} "
                      "flip between pass and fail at 0.5")
@@ -249,6 +255,9 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
             line += (f": partial, {s['n_cases_run']} of "
                      f"{plural(int(s['n_cases_total']), 'case')} ran")
         lines.append(line)
+        unknown = unknown_labels_text(s.get("unknown_labels"))
+        if unknown:
+            lines.append(f"  {unknown}")
         if not s["retrievers"]:
             lines.append("  no case of this suite ran")
         for r in s["retrievers"]:

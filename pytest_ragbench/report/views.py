@@ -23,7 +23,8 @@ __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "
            "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
            "gates_failed_first", "headline_metrics",
            "is_resource_metric", "regression_line", "suite_table", "tell_suites_apart",
-           "unscoped_text", "usage_view", "where", "with_failure_lines"]
+           "unknown_labels_text", "unscoped_text", "usage_view", "where",
+           "with_failure_lines"]
 
 
 def where(g: Mapping[str, Any]) -> str:
@@ -351,6 +352,9 @@ class SuiteTable:
     errors: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     flaky: int = 0
     flips: int = 0
+    #: What the dataset's ``unknown_documents`` did, in words (None: no label named a
+    #: document the corpus lacks).
+    unknown_labels: str | None = None
 
     @property
     def has_usage(self) -> bool:
@@ -395,7 +399,23 @@ def suite_table(suite: Mapping[str, Any], gates: Sequence[Mapping[str, Any]] = (
                       (suite.get("dataset_hash") or "")[:12], partial, headline, resources,
                       hidden, rows,
                       sum(int(r.get("n_no_relevant", 0)) for r in suite["retrievers"]),
-                      errors, flaky, flips)
+                      errors, flaky, flips, unknown_labels_text(suite.get("unknown_labels")))
+
+
+def unknown_labels_text(info: Any) -> str | None:
+    """A suite's ``unknown_labels`` (see :func:`~pytest_ragbench.results.aggregate.
+    unknown_labels`) in words, e.g. "3 labels of 2 queries name a document the corpus lacks:
+    kept, ..."; None when there is none (or it is not one)."""
+    if not isinstance(info, Mapping) or not info.get("n_labels"):
+        return None
+    action = str(info.get("action"))
+    what = {"kept": "kept, relevant and never retrieved, as trec_eval and BEIR score them "
+                    "(dataset.unknown_documents: keep)",
+            "dropped": "dropped, not scored (dataset.unknown_documents: drop)"}.get(action, action)
+    return (f"{plural(int(info['n_labels']), 'label')} of "
+            f"{plural(int(info.get('n_queries') or 0), 'query', 'queries')} "
+            f"name{'s' if int(info['n_labels']) == 1 else ''} a document the corpus lacks: "
+            f"{what}")
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,24 @@ def ab_comparisons(
     return out
 
 
+def unknown_labels(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """How many labels of the queries run name a document the corpus lacks, and what the
+    dataset's ``unknown_documents`` did with them: ``{"action": "kept" | "dropped",
+    "n_labels", "n_queries"}``, each query counted once (every system and repetition run
+    it); None when there were none."""
+    by_query: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        info = r.get("unknown_labels")
+        if isinstance(info, Mapping) and info.get("documents"):
+            by_query.setdefault(str(r.get("case_id")), info)
+    if not by_query:
+        return None
+    actions = sorted({str(i.get("action")) for i in by_query.values()})
+    return {"action": actions[0] if len(actions) == 1 else "/".join(actions),
+            "n_labels": sum(len(i["documents"]) for i in by_query.values()),
+            "n_queries": len(by_query)}
+
+
 def summarize_run(
     records: Iterable[Mapping[str, Any]], specs: Mapping[str, SuiteSpec | None],
     totals: Mapping[str, int] | None = None,
@@ -320,6 +338,7 @@ def summarize_run(
             "metrics": metric_names,
             "retrievers": [],
         }
+        suite_out["unknown_labels"] = unknown_labels(r for _, recs in entries for r in recs)
         n_run = sum(len(recs) for _, recs in entries)
         n_total = max(n_run, int((totals or {}).get(suite_id, n_run)))
         suite_out.update(n_cases_run=n_run, n_cases_total=n_total, partial=n_run < n_total)

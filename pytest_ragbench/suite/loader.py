@@ -1090,6 +1090,7 @@ def _parse_dataset(ctx: _Ctx, value: Any, base: Path, suite_name: str) -> Datase
         inline_query_lines=_item_lines(ctx, (*path_key, "items"), inline_items),
         # the schema requires a corpus when retrievers run; pipelines may do without
         corpus_optional=True,
+        unknown_documents=str(data.get("unknown_documents") or "error"),
         hf=hf,
         ir_datasets=library_id,
         key_lines=_dataset_lines(ctx, data),

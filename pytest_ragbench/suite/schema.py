@@ -428,6 +428,11 @@ HfField = _one_of("a mapping (path, corpus, queries, qrels, cache_dir) or a data
                   mapping=HfModel, text=NonEmptyStr)
 
 
+UNKNOWN_DOCUMENTS = ("error", "keep", "drop")  # datasets.core.UNKNOWN_DOCUMENTS
+UnknownDocuments = Annotated[Literal["error", "keep", "drop"], _wrapped(
+    lambda v: f"expected one of {', '.join(UNKNOWN_DOCUMENTS)}, got {v!r}")]
+
+
 class DatasetModel(_Model):
     """Where the corpus, queries and labels are; paths are relative to the suite file."""
 
@@ -449,6 +454,10 @@ class DatasetModel(_Model):
     max_queries: PositiveInt | None = Field(None, description="run at most this many queries")
     answer_field: str | None = Field(
         None, description="dotted key of a query record holding its reference answer")
+    unknown_documents: UnknownDocuments = Field(
+        "error", description="a label naming a document the corpus lacks: error (the "
+                             "default), keep (scored as trec_eval and BEIR do: relevant, never "
+                             "retrieved) or drop (the label ignored)")
     documents: list[dict[str, Any]] | None = Field(None, description="the corpus, inline")
     items: list[dict[str, Any]] | None = Field(None, description="the queries, inline")
 

@@ -412,3 +412,17 @@ def test_a_whole_suite_of_a_partial_run_is_compared_as_whole() -> None:
     compared = compare_docs(doc, doc)
     partial = {s["id"]: s.get("partial") for s in compared["suites"]}
     assert partial == {SID: None, other: "0 of 2 cases"}, partial
+
+
+def test_unknown_labels_count_each_query_once_and_none_without_them() -> None:
+    kept = {"action": "kept", "documents": ["gone", "lost"]}
+    records = [rec("q1", {"ndcg@10": 0.5}, unknown_labels=kept),
+               rec("q1", {"ndcg@10": 0.5}, retriever="b", unknown_labels=kept),
+               rec("q1", {"ndcg@10": 0.5}, run=1, unknown_labels=kept),
+               rec("q2", {"ndcg@10": 1.0}, unknown_labels={"action": "kept",
+                                                          "documents": ["gone"]}),
+               rec("q3", {"ndcg@10": 1.0}, unknown_labels=None),
+               rec("q4", {"ndcg@10": 1.0})]  # a record written before the field existed
+    suite = summarize_run(records, {})["suites"][0]
+    assert suite["unknown_labels"] == {"action": "kept", "n_labels": 3, "n_queries": 2}
+    assert summarize_run(records[4:], {})["suites"][0]["unknown_labels"] is None

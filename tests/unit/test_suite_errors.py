@@ -45,6 +45,12 @@ def error(folder: Path, suite: str, *, dataset: bool = False, **files: str) -> s
     return str(info.value)
 
 
+#: What an unknown document's error says to do, the option named.
+UNKNOWN_HINT = ("a document the corpus lacks; set 'dataset.unknown_documents: keep' to score "
+                "it as trec_eval and BEIR do (relevant, never retrieved) or 'drop' to ignore "
+                "the label")
+
+
 def check(message: str, pattern: str) -> None:
     assert fnmatch.fnmatchcase(message, pattern), message
 
@@ -140,7 +146,8 @@ def test_qrels_row_with_unknown_document(folder):
     suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
                          "  qrels: qrels.txt\n")
     check(error(folder, suite, dataset=True, qrels__txt="q1 0 d1 1\nq2 0 d99 2\n"),
-          "*qrels.txt:2: qrels row names unknown document 'd99'")
+          "*qrels.txt:2: qrels row names unknown document 'd99': "
+          f"{UNKNOWN_HINT}")
 
 
 def test_qrels_bad_grade(folder):
@@ -155,12 +162,24 @@ def test_inline_label_for_unknown_document(folder):
     queries = ('{"_id": "q1", "text": "a", "relevant": {"d1": 1}}\n'
                '{"_id": "q2", "text": "b", "relevant": {"zz": 1}}\n')
     check(error(folder, GOOD, dataset=True, queries__jsonl=queries),
-          "*queries.jsonl:2: relevant: query 'q2' labels unknown document 'zz' as relevant")
+          "*queries.jsonl:2: relevant: query 'q2' labels unknown document 'zz' as relevant: "
+          f"{UNKNOWN_HINT}")
     inline = GOOD.replace("  queries: queries.jsonl\n", "  items:\n"
                           "    - {_id: q1, text: a, relevant: [d1]}\n"
                           "    - {_id: q2, text: b, relevant: [zz]}\n")
     check(error(folder, inline, dataset=True),
-          "*suite.yaml:6: relevant: query 'q2' labels unknown document 'zz' as relevant")
+          "*suite.yaml:6: relevant: query 'q2' labels unknown document 'zz' as relevant: "
+          f"{UNKNOWN_HINT}")
+
+
+def test_a_bad_unknown_documents_value_is_an_error_at_its_line(folder):
+    suite = GOOD.replace("  queries: queries.jsonl\n", "  queries: queries.jsonl\n"
+                         "  unknown_documents: ignore\n")
+    check(error(folder, suite), "*suite.yaml:5: dataset.unknown_documents: expected one of "
+                                "error, keep, drop, got 'ignore'")
+    check(error(folder, suite.replace("ignore", "[keep]")),
+          "*suite.yaml:5: dataset.unknown_documents: expected one of error, keep, drop, "
+          "got [[]'keep']")  # fnmatch's escape of '['
 
 
 def test_bad_gate_expression(folder):

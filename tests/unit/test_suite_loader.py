@@ -210,7 +210,7 @@ def test_an_unknown_key_hides_no_other_problem_of_the_schema(folder):
         "5: dataset.split: expected a non-empty string, got 3",
         "6: dataset.qrel: unknown key 'qrel' (did you mean 'qrels'?) (expected one of: "
         "answer_field, corpus, documents, hf, ir_datasets, items, max_queries, name, path, "
-        "qrels, queries, query_ids, split)",
+        "qrels, queries, query_ids, split, unknown_documents)",
         "8: retrievers.bm25.case_timeout: expected a number, got 'soon'",
         "10: seeed: unknown key 'seeed' (did you mean 'seed'?) (expected one of: baseline, "
         "cache, dataset, description, embedder, gates, generation, judge, k, llm, max_cost, "

@@ -132,3 +132,12 @@ def test_schema_module_imports_neither_yaml_nor_the_loader() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_unknown_documents_values_match_the_datasets() -> None:
+    from pytest_ragbench.datasets.core import UNKNOWN_DOCUMENTS
+    from pytest_ragbench.suite import schema
+
+    assert schema.UNKNOWN_DOCUMENTS == UNKNOWN_DOCUMENTS
+    described = schema.SuiteModel.model_json_schema()["$defs"]["DatasetModel"]["properties"]
+    assert described["unknown_documents"]["enum"] == list(UNKNOWN_DOCUMENTS)

@@ -311,3 +311,18 @@ def test_a_gates_bound_reads_as_written_in_every_line() -> None:
                            "value": 0.0, "passed": False, "margin": -0.1234567}]}
     assert ("threshold failed: recall@10 = 0.0000, expected >= 0.1234567 (missed by 0.1235)"
             in format_case_failure(rec))
+
+
+def test_labels_of_documents_the_corpus_lacks_are_said_at_every_level() -> None:
+    summary = synthetic_summary()
+    summary["suites"][0]["unknown_labels"] = {"action": "dropped", "n_labels": 3,
+                                              "n_queries": 2}
+    said = ("3 labels of 2 queries name a document the corpus lacks: dropped, not scored "
+            "(dataset.unknown_documents: drop)")
+    for level in ("short", "default", "full"):
+        assert f"  {said}" in render(level, summary=summary), level
+        md = summary_markdown(summary, level=level).replace("\\_", "_")
+        assert f"{said[:1].upper()}{said[1:]}." in md, level
+    plain = synthetic_summary()
+    assert not any("corpus lacks" in t for t in render("full", summary=plain))
+    assert "corpus lacks" not in summary_markdown(plain, level="full")
