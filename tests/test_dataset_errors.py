@@ -531,6 +531,24 @@ def test_json_records_name_the_line_they_start_on(tmp_path: Path) -> None:
     assert exc.value.line == 8
 
 
+def test_an_entry_keyed_by_id_giving_another_id_is_an_error_at_its_line(tmp_path: Path) -> None:
+    """``{"d2": {"_id": "zz"}}`` ran as document 'zz' without a word (its inner ``_id``
+    replaced the key), and ``{"d2": {"id": "zz"}}`` as 'd2'."""
+    path = tmp_path / "corpus.json"
+    for field_name in ("_id", "id"):
+        path.write_text(json.dumps({"d1": {"text": "a", "_id": "d1"},
+                                    "d2": {"text": "b", field_name: "zz"}}, indent=2))
+        with pytest.raises(DataFileError, match=f"entry 'd2' gives another id, {field_name}: "
+                                                 "'zz'") as exc:
+            corpus_of(path)
+        assert exc.value.line == 6
+    # a query naming the document it was written from keeps it as metadata
+    path = tmp_path / "queries.json"
+    path.write_text(json.dumps({"q1": {"text": "what", "doc_id": "d1"}}))
+    (query,) = read_queries(read_records(path), path)
+    assert query.id == "q1" and query.metadata == {"doc_id": "d1"}
+
+
 def test_inline_records_name_their_line_in_the_suite(tmp_path: Path) -> None:
     from pytest_ragbench.suite.loader import load_suite
 

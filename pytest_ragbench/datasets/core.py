@@ -438,7 +438,9 @@ def _read_json(path: Path, hook: _PairsHook = None) -> Iterator[tuple[int, dict[
     try:
         for line, key, value in json_entries(content, hook):
             if key is not None:  # {"id": {...}} mapping form
-                value = {"_id": key, **value} if isinstance(value, dict) else {
+                if isinstance(value, dict):
+                    _check_keyed_id(key, value, path, line)
+                value = {**value, "_id": key} if isinstance(value, dict) else {
                     "_id": key, "text": value}
             if not isinstance(value, dict):
                 raise DataFileError(f"expected an object, got {_type_name(value)}", file=path,
@@ -454,6 +456,19 @@ def _read_json(path: Path, hook: _PairsHook = None) -> Iterator[tuple[int, dict[
                                 f"got {_type_name(exc.value)}", file=path) from None
         line = exc.lineno if isinstance(exc, json.JSONDecodeError) else None
         raise DataFileError(f"malformed JSON: {_json_error(exc)}", file=path, line=line) from None
+
+
+def _check_keyed_id(key: str, value: Mapping[str, Any], path: Path, line: int) -> None:
+    """An entry of an object keyed by id giving another id of its own: the inner one
+    silently replaced the key. Only the keys a document and a query share: a query's
+    ``doc_id`` is its metadata (the document a QA record was written from)."""
+    for field_name in ("_id", "id"):
+        inner = value.get(field_name)
+        if inner is not None and str(inner) != key:
+            raise DataFileError(
+                f"entry {key!r} gives another id, {field_name}: {inner!r} (in an object keyed "
+                "by id the key is the id: leave the field out or make it the key)",
+                file=path, line=line)
 
 
 class _NotAContainer(ValueError):
