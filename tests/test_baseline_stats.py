@@ -4,7 +4,9 @@ agrees with the plugin, and -n 2 gives the same result."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -231,6 +233,68 @@ def test_identical_small_drop_and_changed_dataset_against_one_baseline_and_an_ab
         "ragbench: dataset differs from the baseline in suite planted: *0 queries added, "
         "10 removed (require_same_dataset is set)",
     ])
+
+
+ROW_GATES = ('gates:\n  - "ndcg@10: drop <= 0.01"\n'
+             '  - "difficulty=hard: mrr@10: no significant drop"\n')
+
+
+def test_a_row_whose_gate_failed_reads_regressed_in_every_output(pytester, planted,
+                                                                  monkeypatch, capsys):
+    """A row judged by a drop or significance gate, or a scoped row, has no tolerance: it
+    read "ok" in the terminal, summary.md, the HTML report, summary.json and 'ragbench
+    compare' right beside the gate judged on it FAILING. It takes the gate's outcome; the
+    verdict counts the failure once, as the failed gate."""
+    _save_baseline(pytester, planted)
+    planted(8, gates=ROW_GATES)
+    result = pytester.runpytest("--ragbench=suite.yaml", "--ragbench-baseline=base.json",
+                                "--ragbench-summary=full", "--junitxml=out.xml")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines([
+        "  REGRESSED planted/planted: ndcg@10 0.9705 vs baseline 1.0000 *",
+        # no gate judges the whole set's mrr@10 (the scoped gate stands for its check)
+        "  ok        planted/planted: mrr@10 0.9600 vs baseline 1.0000 *",
+        "  REGRESSED planted/planted [[]difficulty=hard[]]: mrr@10 0.8000 vs baseline 1.0000 *",
+    ])
+    # one line per failure: the gates', no regression line for the same rows
+    assert [line.split(" (")[0] for line in result.outlines
+            if line.startswith(("ragbench: gate failed", "ragbench: regression"))] == [
+        "ragbench: gate failed: planted/planted ndcg@10 dropped more than allowed",
+        "ragbench: gate failed: planted/planted [difficulty=hard] mrr@10 dropped significantly "
+        "at 0.05"]
+    run = latest_run(pytester.path)
+    summary = json.loads((run / "summary.json").read_text())
+    marks = {(r["metric"], r["scope"]): (r["regressed"], r["beyond_tolerance"],
+                                         r["failed_gates"])
+             for r in summary["baseline"]["rows"]}
+    assert marks == {("ndcg@10", ""): (True, False, ["ndcg@10: drop <= 0.01"]),
+                     ("mrr@10", ""): (False, False, []),
+                     ("mrr@10", "difficulty=hard"): (
+                         True, False, ["difficulty=hard: mrr@10: no significant drop"])}
+    assert [(r["kind"], r["count"]) for r in _planted_reasons(summary)] == [
+        ("gates_failed", 2)]
+    md = (run / "summary.md").read_text()
+    assert "| **REGRESSED** | planted/planted | ndcg@10 |" in md
+    assert "| ok | planted/planted | mrr@10 |" in md
+    assert "| **REGRESSED** | planted/planted [difficulty=hard] | mrr@10 |" in md
+    html = (run / "report.html").read_text()
+    marked = re.findall(r'<span class="badge \w+">(REGRESSED|ok)</span></td><td>planted</td>'
+                        r"<td>([^<]*)</td>", html)
+    assert marked == [("REGRESSED", "ndcg@10"), ("ok", "mrr@10"),
+                      ("REGRESSED", "mrr@10 [difficulty=hard]")]
+    assert "regressed against the baseline" in html
+    # junit: the two gates fail, and no row is a testcase of a check never made
+    root = ET.parse(pytester.path / "out.xml").getroot()
+    failed = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["ndcg@10: drop <= 0.01", "difficulty=hard: mrr@10: no significant drop"]
+
+    monkeypatch.chdir(pytester.path)
+    capsys.readouterr()
+    assert ragbench_main(["compare", "base.json", str(run)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line[:12] for line in out if " vs baseline " in line] == [
+        "  REGRESSED ", "  ok        ", "  REGRESSED "]
+    assert out[-1] == "ragbench compare: FAILED: 2 gates failed"
 
 
 def test_a_missing_baseline_is_a_clear_failure_and_history_last_is_a_baseline(pytester, planted):
@@ -553,3 +617,42 @@ def test_a_suite_that_ran_whole_in_a_partial_run_is_judged_as_whole():
     scoped, drop = out["gates"]
     assert not scoped["passed"] and not scoped.get("skipped")
     assert drop["passed"] and "coverage" not in drop and "coverage" not in scoped
+
+
+def test_a_scoped_row_no_query_matched_reads_regressed_beside_its_failed_gate():
+    """'ragbench compare A A --gate "tag=zzz: ndcg@10: drop <= 0.1"': the scope matches no
+    query (n 0) and its gate fails, nothing compared, while its row read "ok"; it is marked
+    as its gate, and the failure is said and counted once."""
+    from pytest_ragbench.report.terminal import baseline_lines, baseline_section
+    from pytest_ragbench.report.views import compared_text
+
+    same = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    out = compare_docs(same, same, Overrides(gates=("tag=zzz: ndcg@10: drop <= 0.1",)))
+    rows = {r["scope"]: r for r in out["rows"]}
+    assert rows["tag=zzz"]["n"] == 0 and rows["tag=zzz"]["regressed"]
+    assert not rows["tag=zzz"]["beyond_tolerance"] and not rows[""]["regressed"]
+    assert [line[:12] for line in baseline_lines(out["rows"])] == ["  ok        ",
+                                                                   "  REGRESSED "]
+    assert compared_text(out["rows"]) == "1 of 2 metrics regressed"
+    # the default summary lists the row it counts
+    section = baseline_section({"path": "b.json"}, out["rows"], "default")
+    assert section[1] == "  1 of 2 metrics regressed"
+    assert [line[:12] for line in section[2:]] == ["  REGRESSED "]
+    assert [(r["kind"], r["count"]) for r in out["verdict"]["reasons"]] == [
+        ("gates_failed", 1)]
+    (line,) = failure_lines(out)
+    assert line.startswith("ragbench: gate failed: s/r [tag=zzz] ndcg@10: no query in common")
+
+
+def test_a_row_beyond_its_tolerance_and_failing_its_gate_fails_both_checks():
+    # two checks the suite states, each failed once: the tolerance's regression and the gate
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)}, settings={"tolerance": {"*": "0.02"}})
+    cur = _doc({f"q{i:02d}": 0.1 for i in range(20)}, gates=["ndcg@10: drop <= 0.05"],
+               settings={"tolerance": {"*": "0.02"}})
+    out = compare_docs(base, cur)
+    (row,) = out["rows"]
+    assert (row["regressed"], row["beyond_tolerance"], row["failed_gates"]) == (
+        True, True, ["ndcg@10: drop <= 0.05"])
+    assert [(r["kind"], r["count"]) for r in out["verdict"]["reasons"]] == [
+        ("gates_failed", 1), ("regression", 1)]
+    assert len(failure_lines(out)) == 2

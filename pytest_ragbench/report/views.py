@@ -15,6 +15,7 @@ from typing import Any
 
 from ..results.changes import dataset_change_text
 from ..results.gates import bound_text
+from ..results.verdict import beyond_tolerance
 from .format import estimate_note, finite, num, p_value, plural
 
 __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "SuiteTable",
@@ -108,8 +109,9 @@ def regression_line(row: Mapping[str, Any]) -> str:
 
 def failure_lines(result: Mapping[str, Any]) -> list[str]:
     """One line per reason a comparison (:func:`~pytest_ragbench.results.compare.compare_docs`)
-    fails: a dataset that must not change, each failed gate, each regression, and a run that
-    had failed when it ran, in that order."""
+    fails: a dataset that must not change, each failed gate, each row beyond its tolerance
+    (a row marked regressed by a failed gate alone is that gate's line), and a run that had
+    failed when it ran, in that order."""
     prior = result.get("prior_failure")
     other = [line for line in result.get("other_failures", []) if line != prior]
     return [*other,
@@ -118,7 +120,7 @@ def failure_lines(result: Mapping[str, Any]) -> list[str]:
               if not g["passed"]),
             *(regression_line(row)
               for row in tell_suites_apart(result.get("rows", []), result.get("suites", []))
-              if row["regressed"]),
+              if beyond_tolerance(row)),
             *([prior] if prior else [])]
 
 

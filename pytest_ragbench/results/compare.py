@@ -49,7 +49,7 @@ from .gates import (
 )
 from .runfolder import CASES_JSONL, RUN_JSON, SUMMARY_JSON
 from .stats import holm, paired_compare
-from .verdict import gate_coverage_text, make_verdict
+from .verdict import beyond_tolerance, gate_coverage_text, make_verdict
 
 N_RESAMPLES = 10000
 
@@ -210,7 +210,8 @@ def compare_docs(
     "prior_failure": str | None, "passed": bool, "verdict": {...}}``: ``suites`` says per
     suite which baseline suite it was matched with (by name), whether the suite file, the
     dataset or the query set changed, and whether it is partial; ``rows`` are the per-metric
-    comparisons (``regressed`` beyond a tolerance); ``gates`` the checked gates (thresholds on
+    comparisons (``regressed``: beyond its tolerance, ``beyond_tolerance``, or judged by a
+    gate that failed, ``failed_gates``); ``gates`` the checked gates (thresholds on
     the current side and gates against the baseline); ``other_failures`` the reasons to fail
     that are neither gates nor regressions (a required-but-different dataset, and
     ``prior_failure``, a run that had failed when it ran); ``verdict`` as
@@ -375,7 +376,7 @@ def _prior_failure(current: Mapping[str, Any], gates: Sequence[Mapping[str, Any]
         found_again = {
             "gates_failed": sum(1 for g in gates if not g.get("passed", True)
                                 and not g.get("skipped")),
-            "regression": sum(1 for r in rows if r.get("regressed"))}
+            "regression": sum(1 for r in rows if beyond_tolerance(r))}
         other = [str(r.get("text")) for r in stored.get("reasons", [])
                  if isinstance(r, Mapping) and r.get("fails") and r.get("kind") not in _CARRIED
                  and int(r.get("count") or 0) > found_again.get(str(r.get("kind")), 0)]
@@ -502,7 +503,11 @@ def _suite_rows(
                     "p_holm": c.p_value, "test": c.test, "alternative": c.alternative,
                     "tolerance": tol.text if tol is not None else None,
                     "allowed": tol.allowed(c.mean_a) if tol is not None else None,
-                    "regressed": regressed, "same_dataset": same_dataset,
+                    # the row's mark; a failed gate judged on it sets it too
+                    # (_baseline_gate_results), as the tolerance alone left a row "ok"
+                    # beside its gate FAILING
+                    "regressed": regressed, "beyond_tolerance": regressed,
+                    "failed_gates": [], "same_dataset": same_dataset,
                     "gated": any(g.metric == metric and _row_scope(g, row_scopes) == scope
                                  for g in sig),
                 })
@@ -617,6 +622,9 @@ def _baseline_gate_results(
                            margin=(p - alpha) if dropped else None)
                 if worse > 0 and not dropped and p < alpha:
                     res["note"] = "the drop is within roundoff"
+            if row is not None and not res.get("skipped") and not res["passed"]:
+                row["failed_gates"].append(gate.text)
+                row["regressed"] = True
             if filt and not res.get("skipped"):
                 res["scope_cases"] = cases_in_scope(filt, meta, _runs_of(cur_r, gate.metric))
             out.append(res)

@@ -72,6 +72,14 @@ class Coverage:
         return self.interrupted or self.cases_run < self.cases_total
 
 
+def beyond_tolerance(row: Mapping[str, Any]) -> bool:
+    """Whether a comparison row moved beyond its tolerance: the verdict's "regression". Its
+    ``regressed`` (the row's mark) is also set by a failed gate judged on it, which the
+    verdict counts as that gate; a row stored before the two were told apart has only
+    ``regressed``, its tolerance's."""
+    return bool(row.get("beyond_tolerance", row.get("regressed")))
+
+
 def make_verdict(
     *, items_failed: int = 0, items_errored: int = 0, collection_errors: int = 0,
     gates: Sequence[Mapping[str, Any]] = (), rows: Sequence[Mapping[str, Any]] = (),
@@ -98,7 +106,7 @@ def make_verdict(
     n_gates = sum(1 for g in gates if not g.get("passed", True) and not g.get("skipped"))
     if n_gates:
         add("gates_failed", n_gates, f"{_plural(n_gates, 'gate')} failed")
-    n_reg = sum(1 for r in rows if r.get("regressed"))
+    n_reg = sum(1 for r in rows if beyond_tolerance(r))
     if n_reg:
         add("regression", n_reg,
             f"{_plural(n_reg, 'metric')} regressed against the baseline")
