@@ -495,6 +495,26 @@ def test_a_gate_on_one_system_leaves_the_others_their_any_drop_check():
     assert [r["tolerance"] for r in out["rows"]] == [None, None]
 
 
+def test_a_scoped_gate_on_one_system_asks_a_scoped_row_of_that_system_alone():
+    """'retriever=r, difficulty=hard: ndcg@10: drop <= 0.5' compared r2's hard queries too:
+    a row no check judges, read "ok" beside r2's fall of 0.2, and counted among the metrics
+    compared ("1 of 4 metrics regressed")."""
+    import copy
+
+    from pytest_ragbench.report.views import compared_text
+
+    same = {f"q{i:02d}": 0.5 for i in range(20)}
+    base, cur = _doc(same), _doc({q: 0.1 if q < "q05" else 0.5 for q in same},
+                                 gates=["retriever=r, difficulty=hard: ndcg@10: drop <= 0.5"])
+    for doc in (base, cur):
+        doc["suites"]["s.yaml"]["retrievers"]["r2"] = copy.deepcopy(
+            doc["suites"]["s.yaml"]["retrievers"]["r"])
+    out = compare_docs(base, cur)
+    assert [(r["retriever"], r["scope"]) for r in out["rows"]] == [
+        ("r", ""), ("r", "difficulty=hard"), ("r2", "")]
+    assert compared_text(out["rows"]) == "1 of 3 metrics regressed"
+
+
 def test_a_significance_gate_on_one_system_sets_the_test_of_its_rows_alone():
     """'retriever=r: ndcg@10: no significant drop using wilcoxon' compared r2's ndcg@10 by
     the Wilcoxon test too, and counted its row among those gated for significance (its Holm

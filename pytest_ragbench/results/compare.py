@@ -472,7 +472,10 @@ def _suite_rows(
             for metric, st in cur_r.get("metrics", {}).items():
                 if metric not in base_r.get("metrics", {}):
                     continue
+                # a scoped row of a system a gate of that scope judges (one scoped to
+                # another system asked a row no check judged, which read "ok")
                 if scope and not any(_row_scope(g, row_scopes) == scope and g.metric == metric
+                                     and scope_retriever(g.scope) in (None, rname)
                                      for g in gates if isinstance(g, DropGate | SignificanceGate)):
                     continue
                 direction = st.get("direction", "higher")
