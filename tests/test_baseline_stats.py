@@ -433,6 +433,31 @@ def test_a_baseline_gate_is_skipped_for_a_system_that_ran_none_of_its_scope():
         ("r2", gates[1]): "no case of its scope ran in this partial run"}
 
 
+def test_a_scoped_row_whose_gates_a_partial_run_skipped_is_no_row():
+    """A -k that left out a system's hard queries skipped the hard queries' gate on it, yet
+    its row read "ok ... nan vs baseline nan ... n 0" beside that SKIP and counted among
+    the metrics compared ("0 of 2 metrics regressed")."""
+    import copy
+
+    from pytest_ragbench.report.views import compared_text
+
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    base["suites"]["s.yaml"]["retrievers"]["r2"] = copy.deepcopy(
+        base["suites"]["s.yaml"]["retrievers"]["r"])
+    cur = _doc({f"q{i:02d}": 0.5 for i in range(20)},
+               gates=["difficulty=hard: ndcg@10: drop <= 0.01"])
+    cur["suites"]["s.yaml"]["retrievers"]["r2"] = {
+        "n_cases": 2, "n_errors": 0, "errors": [], "metrics": {"ndcg@10": {
+            "mean": 0.5, "direction": "higher", "scores": {"q10": 0.5, "q11": 0.5}}}}
+    cur["suites"]["s.yaml"].update(n_cases_run=22, n_cases_total=40)
+    out = compare_docs(base, cur)
+    assert [(g["retriever"], g.get("skipped", False)) for g in out["gates"]] == [
+        ("r", False), ("r2", True)]
+    assert [(r["retriever"], r["scope"], r["n"]) for r in out["rows"]] == [
+        ("r", "", 20), ("r", "difficulty=hard", 10), ("r2", "", 2)]
+    assert compared_text(out["rows"]) == "0 of 3 metrics regressed"
+
+
 def test_a_scoped_row_claims_no_tolerance_check():
     # the row a scoped baseline gate asks for is judged by that gate alone (no tolerance is
     # applied to it), yet it carried the suite's tolerance: junit showed a passing

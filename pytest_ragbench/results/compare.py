@@ -282,9 +282,13 @@ def compare_docs(
             failures.append(f"ragbench: dataset differs from the baseline in suite {name}: "
                             f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
-        rows += suite_rows
+        judged: list[dict[str, Any]] = []
         gate_results += _covered(cur_s, partial, _baseline_gate_results(
-            name, sid, cur_s, gates, suite_rows, settings.alpha, partial=partial is not None))
+            name, sid, cur_s, gates, suite_rows, settings.alpha, partial=partial is not None,
+            judged=judged))
+        # a scoped row is there for its gates: one whose every gate a partial run skipped
+        # (no case of its scope ran) compared nothing, and read "ok" beside the SKIP
+        rows += [r for r in suite_rows if not r["scope"] or any(r is j for j in judged)]
     other = list(failures)
     prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
@@ -573,8 +577,12 @@ def _apply_holm(group: list[dict[str, Any]]) -> None:
 
 def _baseline_gate_results(
     name: str, sid: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
-    rows: Sequence[Mapping[str, Any]], default_alpha: float, *, partial: bool = False,
+    rows: Sequence[dict[str, Any]], default_alpha: float, *, partial: bool = False,
+    judged: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """The results of the drop and significance gates on the comparison ``rows``; a failed
+    one marks its row ``regressed`` (with its text in ``failed_gates``), and every row a gate
+    judged (not skipped) is appended to ``judged``."""
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
     row_scopes = _row_scopes(gates)
     meta = cur_s.get("cases", {})
@@ -625,9 +633,12 @@ def _baseline_gate_results(
                            margin=(p - alpha) if dropped else None)
                 if worse > 0 and not dropped and p < alpha:
                     res["note"] = "the drop is within roundoff"
-            if row is not None and not res.get("skipped") and not res["passed"]:
-                row["failed_gates"].append(gate.text)
-                row["regressed"] = True
+            if row is not None and not res.get("skipped"):
+                if judged is not None:
+                    judged.append(row)
+                if not res["passed"]:
+                    row["failed_gates"].append(gate.text)
+                    row["regressed"] = True
             if filt and not res.get("skipped"):
                 res["scope_cases"] = cases_in_scope(filt, meta, _runs_of(cur_r, gate.metric))
             out.append(res)
