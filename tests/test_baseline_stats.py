@@ -252,8 +252,8 @@ def test_a_row_whose_gate_failed_reads_regressed_in_every_output(pytester, plant
     assert result.ret == 1
     result.stdout.fnmatch_lines([
         "  REGRESSED planted/planted: ndcg@10 0.9705 vs baseline 1.0000 *",
-        # no gate judges the whole set's mrr@10 (the scoped gate stands for its check)
-        "  ok        planted/planted: mrr@10 0.9600 vs baseline 1.0000 *",
+        # no check judges the whole set's mrr@10 (the scoped gate stands for it)
+        "  unchecked planted/planted: mrr@10 0.9600 vs baseline 1.0000 *",
         "  REGRESSED planted/planted [[]difficulty=hard[]]: mrr@10 0.8000 vs baseline 1.0000 *",
     ])
     # one line per failure: the gates', no regression line for the same rows
@@ -265,22 +265,22 @@ def test_a_row_whose_gate_failed_reads_regressed_in_every_output(pytester, plant
     run = latest_run(pytester.path)
     summary = json.loads((run / "summary.json").read_text())
     marks = {(r["metric"], r["scope"]): (r["regressed"], r["beyond_tolerance"],
-                                         r["failed_gates"])
+                                         r["failed_gates"], r["checked"])
              for r in summary["baseline"]["rows"]}
-    assert marks == {("ndcg@10", ""): (True, False, ["ndcg@10: drop <= 0.01"]),
-                     ("mrr@10", ""): (False, False, []),
+    assert marks == {("ndcg@10", ""): (True, False, ["ndcg@10: drop <= 0.01"], True),
+                     ("mrr@10", ""): (False, False, [], False),
                      ("mrr@10", "difficulty=hard"): (
-                         True, False, ["difficulty=hard: mrr@10: no significant drop"])}
+                         True, False, ["difficulty=hard: mrr@10: no significant drop"], True)}
     assert [(r["kind"], r["count"]) for r in _planted_reasons(summary)] == [
         ("gates_failed", 2)]
     md = (run / "summary.md").read_text()
     assert "| **REGRESSED** | planted/planted | ndcg@10 |" in md
-    assert "| ok | planted/planted | mrr@10 |" in md
+    assert "| unchecked | planted/planted | mrr@10 |" in md
     assert "| **REGRESSED** | planted/planted [difficulty=hard] | mrr@10 |" in md
     html = (run / "report.html").read_text()
-    marked = re.findall(r'<span class="badge \w+">(REGRESSED|ok)</span></td><td>planted</td>'
+    marked = re.findall(r'<span class="badge \w+">(\w+)</span></td><td>planted</td>'
                         r"<td>([^<]*)</td>", html)
-    assert marked == [("REGRESSED", "ndcg@10"), ("ok", "mrr@10"),
+    assert marked == [("REGRESSED", "ndcg@10"), ("unchecked", "mrr@10"),
                       ("REGRESSED", "mrr@10 [difficulty=hard]")]
     assert "regressed against the baseline" in html
     # junit: the two gates fail, and no row is a testcase of a check never made
@@ -293,7 +293,7 @@ def test_a_row_whose_gate_failed_reads_regressed_in_every_output(pytester, plant
     assert ragbench_main(["compare", "base.json", str(run)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert [line[:12] for line in out if " vs baseline " in line] == [
-        "  REGRESSED ", "  ok        ", "  REGRESSED "]
+        "  REGRESSED ", "  unchecked ", "  REGRESSED "]
     assert out[-1] == "ragbench compare: FAILED: 2 gates failed"
 
 
@@ -676,7 +676,8 @@ def test_a_scoped_row_no_query_matched_reads_regressed_beside_its_failed_gate():
     rows = {r["scope"]: r for r in out["rows"]}
     assert rows["tag=zzz"]["n"] == 0 and rows["tag=zzz"]["regressed"]
     assert not rows["tag=zzz"]["beyond_tolerance"] and not rows[""]["regressed"]
-    assert [line[:12] for line in baseline_lines(out["rows"])] == ["  ok        ",
+    # the whole set's row: the scoped gate stands for its check
+    assert [line[:12] for line in baseline_lines(out["rows"])] == ["  unchecked ",
                                                                    "  REGRESSED "]
     assert compared_text(out["rows"]) == "1 of 2 metrics regressed"
     # the default summary lists the row it counts

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_ragbench.cli import main as ragbench_main
+from pytest_ragbench.report.terminal import baseline_lines
 from pytest_ragbench.report.views import failure_lines
 from pytest_ragbench.results.baseline import BaselineError, load_baseline, save_baseline
 from pytest_ragbench.results.compare import (
@@ -236,6 +237,9 @@ def test_a_slower_run_is_no_regression_unless_a_tolerance_names_its_latency(tole
     assert rows["latency_ms"]["delta"] > 0.15  # compared and shown all the same
     assert rows["latency_ms"]["regressed"] is False and rows["latency_ms"]["tolerance"] is None
     assert result["passed"] is True, failure_lines(result)
+    # no check judged it: it read "ok" beside a time six times the baseline's
+    assert rows["latency_ms"]["checked"] is False and rows["ndcg@10"]["checked"] is True
+    assert [line.split()[0] for line in baseline_lines(result["rows"])] == ["ok", "unchecked"]
 
 
 def test_a_tolerance_naming_latency_judges_it_and_says_it_rose():

@@ -63,6 +63,7 @@ from .views import (
     headline_metrics,
     metrics_not_in_baseline_text,
     not_in_baseline_text,
+    row_mark,
     tell_suites_apart,
     unknown_labels_text,
     unscoped_text,
@@ -731,7 +732,8 @@ def _suite_view(suite: Mapping[str, Any], table: CaseTable,
                                      if x),
                      _finite(b.get("delta")), _finite(b.get("allowed")),
                      str(b.get("direction", "higher")), bool(b.get("regressed")),
-                     _finite(b.get("ci_low")), _finite(b.get("ci_high"))) for b in rows
+                     _finite(b.get("ci_low")), _finite(b.get("ci_high")),
+                     bool(b.get("checked", True))) for b in rows
     ], label=f"{suite.get('name')}: change against the baseline") if rows else None
     notes = []
     for info in baseline.get("suites") or []:
@@ -962,7 +964,9 @@ def _render(
     colors = _Colors(tuple(names))
     run = summary.get("run") or {}
     baseline = dict(summary.get("baseline") or {})
-    baseline_rows = [_with(_ROW_DEFAULTS, b) for b in baseline.get("rows") or []]
+    # with the mark every output gives the row
+    baseline_rows = [{**_with(_ROW_DEFAULTS, b), "mark": row_mark(b)}
+                     for b in baseline.get("rows") or []]
     baseline["rows"] = baseline_rows
 
     tables: list[CaseTable] = []

@@ -26,6 +26,7 @@ from .views import (
     gate_selection,
     gate_state,
     gates_failed_first,
+    row_mark,
     suite_table,
     tell_suites_apart,
     unknown_labels_text,
@@ -341,7 +342,7 @@ def _baseline_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
              "p (Holm) | test | tolerance |",
              "|---|---|---|---:|---:|---:|---|---:|---|---:|"]
     for b in rows:
-        mark = "**REGRESSED**" if b["regressed"] else "ok"
+        mark = "**REGRESSED**" if b["regressed"] else row_mark(b)
         scope = f" [{_cell(b['scope'])}]" if b.get("scope") else ""
         lines.append(f"| {mark} | {_cell(b['suite'])}/{_cell(b['retriever'])}{scope} | "
                      f"{_cell(b['metric'])} | {num(b['baseline'])} | {num(b['current'])} | "

@@ -67,7 +67,8 @@ class HistSeries:
 
 @dataclass(frozen=True)
 class DeltaBar:
-    """A change against the baseline; ``allowed`` is the tolerated move in the worse direction."""
+    """A change against the baseline; ``allowed`` is the tolerated move in the worse direction;
+    ``checked``: whether a tolerance or gate judged it (else it is shown, not judged)."""
 
     label: str
     delta: float | None
@@ -76,6 +77,7 @@ class DeltaBar:
     regressed: bool
     ci_low: float | None = None
     ci_high: float | None = None
+    checked: bool = True
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -354,7 +356,7 @@ def delta_chart(rows: Sequence[DeltaBar], *, label: str) -> Markup:
         better = r.delta * worse_sign < 0
         fill = _BAD if r.regressed else (_GOOD if better and r.delta != 0 else _NEUTRAL)
         a, b = sorted((x(0.0), x(r.delta)))
-        verdict = "regressed" if r.regressed else "ok"
+        verdict = "regressed" if r.regressed else "ok" if r.checked else "unchecked"
         ci = ""
         if r.ci_low is not None and r.ci_high is not None and math.isfinite(r.ci_low) \
                 and math.isfinite(r.ci_high):

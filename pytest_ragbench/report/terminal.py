@@ -25,6 +25,7 @@ from .views import (
     gate_selection,
     gate_state,
     gates_failed_first,
+    row_mark,
     suite_table,
     tell_suites_apart,
     unknown_labels_text,
@@ -357,7 +358,7 @@ def baseline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per (suite, retriever, metric): baseline and current means, paired delta, CI, p."""
     lines = []
     for row in rows:
-        mark = "REGRESSED" if row["regressed"] else "ok"
+        mark = row_mark(row)
         scope = f" [{row['scope']}]" if row.get("scope") else ""
         tol = f", tolerance {row['tolerance']}" if row.get("tolerance") is not None else ""
         lines.append(

@@ -23,8 +23,8 @@ __all__ = ["HEADLINE_COUNT", "MAX_GATES", "AbPair", "AbView", "GateSelection", "
            "dataset_change_text",
            "failure_lines", "gate_failure_line", "gate_selection", "gate_state",
            "gates_failed_first", "headline_metrics",
-           "is_resource_metric", "regression_line", "suite_table", "tell_suites_apart",
-           "unknown_labels_text", "unscoped_text", "usage_view", "where",
+           "is_resource_metric", "regression_line", "row_mark", "suite_table",
+           "tell_suites_apart", "unknown_labels_text", "unscoped_text", "usage_view", "where",
            "with_failure_lines"]
 
 
@@ -122,6 +122,16 @@ def failure_lines(result: Mapping[str, Any]) -> list[str]:
               for row in tell_suites_apart(result.get("rows", []), result.get("suites", []))
               if beyond_tolerance(row)),
             *([prior] if prior else [])]
+
+
+def row_mark(row: Mapping[str, Any]) -> str:
+    """A comparison row's mark in every output: ``REGRESSED`` (beyond its tolerance, or a
+    gate judged on it failed), ``ok`` (its checks passed) or ``unchecked`` (no tolerance or
+    gate judges it: a wall time, or a metric gated on some queries only; it is shown, not
+    judged). A row stored before rows said whether they were checked reads ``ok``."""
+    if row.get("regressed"):
+        return "REGRESSED"
+    return "ok" if row.get("checked", True) else "unchecked"
 
 
 def with_failure_lines(result: Mapping[str, Any]) -> dict[str, Any]:

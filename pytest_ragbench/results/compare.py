@@ -211,7 +211,8 @@ def compare_docs(
     suite which baseline suite it was matched with (by name), whether the suite file, the
     dataset or the query set changed, and whether it is partial; ``rows`` are the per-metric
     comparisons (``regressed``: beyond its tolerance, ``beyond_tolerance``, or judged by a
-    gate that failed, ``failed_gates``); ``gates`` the checked gates (thresholds on
+    gate that failed, ``failed_gates``; ``checked``: judged by either, see
+    :func:`pytest_ragbench.report.views.row_mark`); ``gates`` the checked gates (thresholds on
     the current side and gates against the baseline); ``other_failures`` the reasons to fail
     that are neither gates nor regressions (a required-but-different dataset, and
     ``prior_failure``, a run that had failed when it ran); ``verdict`` as
@@ -282,13 +283,11 @@ def compare_docs(
             failures.append(f"ragbench: dataset differs from the baseline in suite {name}: "
                             f"{change} (require_same_dataset is set)")
         suite_rows = _suite_rows(sid, name, base_s, cur_s, settings, gates, ov)
-        judged: list[dict[str, Any]] = []
         gate_results += _covered(cur_s, partial, _baseline_gate_results(
-            name, sid, cur_s, gates, suite_rows, settings.alpha, partial=partial is not None,
-            judged=judged))
+            name, sid, cur_s, gates, suite_rows, settings.alpha, partial=partial is not None))
         # a scoped row is there for its gates: one whose every gate a partial run skipped
         # (no case of its scope ran) compared nothing, and read "ok" beside the SKIP
-        rows += [r for r in suite_rows if not r["scope"] or any(r is j for j in judged)]
+        rows += [r for r in suite_rows if not r["scope"] or r["checked"]]
     other = list(failures)
     prior = _prior_failure(current, gate_results, rows) if stored_verdict else None
     if prior is not None:
@@ -514,7 +513,10 @@ def _suite_rows(
                     # (_baseline_gate_results), as the tolerance alone left a row "ok"
                     # beside its gate FAILING
                     "regressed": regressed, "beyond_tolerance": regressed,
-                    "failed_gates": [], "same_dataset": same_dataset,
+                    "failed_gates": [],
+                    # judged by a tolerance or (_baseline_gate_results) a gate: a row no
+                    # check judges (a wall time, a metric gated on some queries) read "ok"
+                    "checked": tol is not None, "same_dataset": same_dataset,
                     "gated": any(g.metric == metric and _row_scope(g, row_scopes) == scope
                                  for g in sig),
                 })
@@ -578,11 +580,10 @@ def _apply_holm(group: list[dict[str, Any]]) -> None:
 def _baseline_gate_results(
     name: str, sid: str, cur_s: Mapping[str, Any], gates: Sequence[GateCheck],
     rows: Sequence[dict[str, Any]], default_alpha: float, *, partial: bool = False,
-    judged: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The results of the drop and significance gates on the comparison ``rows``; a failed
-    one marks its row ``regressed`` (with its text in ``failed_gates``), and every row a gate
-    judged (not skipped) is appended to ``judged``."""
+    """The results of the drop and significance gates on the comparison ``rows``: a row a
+    gate judged (not skipped) is ``checked``, and ``regressed`` when the gate failed (its
+    text in ``failed_gates``)."""
     by_key = {(r["retriever"], r["metric"], r["scope"]): r for r in rows}
     row_scopes = _row_scopes(gates)
     meta = cur_s.get("cases", {})
@@ -634,8 +635,7 @@ def _baseline_gate_results(
                 if worse > 0 and not dropped and p < alpha:
                     res["note"] = "the drop is within roundoff"
             if row is not None and not res.get("skipped"):
-                if judged is not None:
-                    judged.append(row)
+                row["checked"] = True
                 if not res["passed"]:
                     row["failed_gates"].append(gate.text)
                     row["regressed"] = True
