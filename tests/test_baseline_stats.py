@@ -591,6 +591,21 @@ def test_a_suite_none_of_whose_cases_ran_compared_nothing_and_says_so():
     assert baseline_suite_notes(out["suites"]) == ["suite s: partial, 0 of 5 cases ran"]
 
 
+def test_a_gate_on_queries_scored_nan_on_one_side_does_not_say_none_is_in_common():
+    """The hard queries scored NaN in this run (no relevant document, a judge that failed):
+    their gate read "no query in common with the baseline", sending the user to look for
+    renamed query ids; the regression line of such a row says NaN on one side."""
+    base = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    cur = _doc({f"q{i:02d}": 0.5 for i in range(20)},
+               gates=["difficulty=hard: ndcg@10: drop <= 0.1"])
+    scores = cur["suites"]["s.yaml"]["retrievers"]["r"]["metrics"]["ndcg@10"]["scores"]
+    scores.update({q: None for q in scores if q < "q10"})
+    (line,) = failure_lines(compare_docs(base, cur))
+    assert line == ("ragbench: gate failed: s/r [difficulty=hard] ndcg@10: no query scored on "
+                    "both sides, the 10 queries in common with the baseline NaN on one side "
+                    "(`difficulty=hard: ndcg@10: drop <= 0.1`, n = 0): nothing was compared")
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

@@ -74,6 +74,11 @@ def gate_failure_line(g: Mapping[str, Any]) -> str:
                 f"expected {g['op']} {bound_text(g['threshold'])} (missed by "
                 f"{num(None if margin is None else abs(margin))})")
     r = g["row"]
+    if not r.get("n") and r.get("n_common"):
+        # not renamed query ids: the queries are there, unscored (NaN) on one side
+        return (f"ragbench: gate failed: {where(g)} {g['metric']}: no query scored on both "
+                f"sides, the {plural(int(r['n_common']), 'query', 'queries')} in common with "
+                f"the baseline NaN on one side (`{g['text']}`, n = 0): nothing was compared")
     if not r.get("n"):
         return (f"ragbench: gate failed: {where(g)} {g['metric']}: no query in common with the "
                 f"baseline (`{g['text']}`, n = 0): nothing was compared")

@@ -505,6 +505,8 @@ def _suite_rows(
                     "suite": name, "suite_id": sid, "retriever": rname, "metric": metric,
                     "scope": scope_text(scope), "direction": direction, "n": c.n,
                     "baseline": c.mean_a, "current": c.mean_b, "delta": c.delta,
+                    # the queries in common, some of which n leaves out (NaN on one side)
+                    "n_common": len(ids),
                     "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value,
                     "p_holm": c.p_value, "test": c.test, "alternative": c.alternative,
                     "tolerance": tol.text if tol is not None else None,
@@ -652,7 +654,7 @@ def _baseline_gate_results(
 
 def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("baseline", "current", "delta", "ci_low", "ci_high", "p_value", "p_holm", "test",
-            "n", "direction")
+            "n", "n_common", "direction")
     return {k: row[k] for k in keys}
 
 
