@@ -606,6 +606,28 @@ def test_a_gate_on_queries_scored_nan_on_one_side_does_not_say_none_is_in_common
                     "(`difficulty=hard: ndcg@10: drop <= 0.1`, n = 0): nothing was compared")
 
 
+def test_a_gate_that_compared_nothing_says_so_in_every_output():
+    """A baseline gate on a scope no query matches failed with "no query in common with the
+    baseline ... nothing was compared" on its failure line, but as "delta nan [nan, nan],
+    p = nan" in the gate lists of the terminal, summary.md and the HTML report and in its
+    junit failure."""
+    from pytest_ragbench.report.html import _gate_view
+    from pytest_ragbench.report.junit import gate_cases
+    from pytest_ragbench.report.markdown import _gate_table
+    from pytest_ragbench.report.terminal import gate_lines
+
+    same = _doc({f"q{i:02d}": 0.5 for i in range(20)})
+    out = compare_docs(same, same, Overrides(gates=("tag=zzz: ndcg@10: drop <= 0.1",)))
+    (gate,) = out["gates"]
+    said = "no query in common with the baseline, n = 0: nothing was compared"
+    assert gate_lines([gate]) == [f"  FAIL s/r [tag=zzz]: ndcg@10: drop <= 0.1 ({said})"]
+    (case,) = gate_cases({"suites": [{"id": "s.yaml", "name": "s"}], "gates": [gate]}, [])
+    assert case["outcome"] == "failed" and case["text"] == f"tag=zzz: ndcg@10: drop <= 0.1: {said}"
+    assert f"| - | {said} |" in "\n".join(_gate_table([gate]))
+    assert _gate_view(gate).detail == said and _gate_view(gate).status == "fail"
+    assert "nan" not in " ".join(failure_lines(out))
+
+
 def test_no_significant_drop_fails_when_no_query_was_compared():
     # renamed query ids (or a scope that matches none): "compared on the 0 common queries",
     # where no drop could be measured; the gate is not evidence of no drop, as a drop gate

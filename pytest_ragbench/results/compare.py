@@ -636,6 +636,9 @@ def _baseline_gate_results(
                            margin=(p - alpha) if dropped else None)
                 if worse > 0 and not dropped and p < alpha:
                     res["note"] = "the drop is within roundoff"
+            if row is not None and not res.get("skipped") and not row["n"]:
+                # said in every gate list as the failure line says it, not "delta nan"
+                res["note"] = _nothing_compared_text(row)
             if row is not None and not res.get("skipped"):
                 row["checked"] = True
                 if not res["passed"]:
@@ -650,6 +653,18 @@ def _baseline_gate_results(
                                   suite=name, retriever=rname, note=no_case_of(rname),
                                   suite_id=sid)
     return out
+
+
+def _nothing_compared_text(row: Mapping[str, Any]) -> str:
+    """Why a comparison row of no pair (n = 0) compared nothing: no query in common with
+    the baseline (renamed ids, a scope no query matches), or those in common are NaN on one
+    side (no relevant document, a judge that failed)."""
+    common = int(row.get("n_common") or 0)
+    if not common:
+        return "no query in common with the baseline, n = 0: nothing was compared"
+    queries = f"{common} {'query' if common == 1 else 'queries'}"
+    return (f"no query scored on both sides, the {queries} in common with the baseline NaN on "
+            "one side, n = 0: nothing was compared")
 
 
 def _row_ref(row: Mapping[str, Any]) -> dict[str, Any]:
