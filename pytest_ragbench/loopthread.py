@@ -13,7 +13,7 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -35,23 +35,30 @@ class LoopThread:
         self.loop.run_forever()
 
     def start(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
-        """Begin ``awaitable`` on the loop; its future (cancelling it cancels the work)."""
+        """Begin ``awaitable`` on the loop; its future (cancelling it cancels the work).
+
+        A ``SystemExit`` or ``KeyboardInterrupt`` it raises is the caller's, as it would be
+        on the caller's own loop: raised out of a task, asyncio stops the loop with it, and
+        every call waiting on the loop (this one too) waited forever."""
         context = contextvars.copy_context()
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        async def guarded() -> tuple[Any, BaseException | None]:
+            try:
+                return await awaitable, None
+            except (SystemExit, KeyboardInterrupt) as exc:
+                return None, exc
 
         def begin() -> None:
             if result.cancelled():
                 with contextlib.suppress(Exception):
                     awaitable.close()  # type: ignore[attr-defined]
                 return
-            try:
-                # the task copies the context current when it is made: the caller's
-                task = context.run(asyncio.ensure_future, awaitable)
-            except BaseException as exc:  # not awaitable after all: the caller's error
-                result.set_exception(exc)
-                return
+            # the task copies the context current when it is made: the caller's (one that is
+            # not awaitable after all raises the caller's TypeError in it)
+            task = context.run(asyncio.ensure_future, guarded())
 
-            def done(finished: asyncio.Future[T]) -> None:
+            def done(finished: asyncio.Future[tuple[Any, BaseException | None]]) -> None:
                 if result.done():
                     return
                 if finished.cancelled():
@@ -59,7 +66,11 @@ class LoopThread:
                 elif finished.exception() is not None:
                     result.set_exception(finished.exception())  # type: ignore[arg-type]
                 else:
-                    result.set_result(finished.result())
+                    value, stopped = finished.result()
+                    if stopped is not None:
+                        result.set_exception(stopped)
+                    else:
+                        result.set_result(value)
 
             task.add_done_callback(done)
             result.add_done_callback(

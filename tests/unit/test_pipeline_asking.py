@@ -251,3 +251,69 @@ def test_a_concurrency_that_is_not_a_whole_number_above_zero_is_a_build_error(
     assert rec["error"]["message"] == (
         "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
         f"cases it is asked for at once) must be a whole number >= 1, got {value!r}")
+
+
+class Stopping:
+    """An async application (``concurrency`` 1) whose answer to q2 raises ``stop``."""
+
+    def __init__(self, stop: type[BaseException]) -> None:
+        self.stop = stop
+
+    async def answer(self, query: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        if query.id == "q2":
+            raise self.stop(5)
+        return _output(query)
+
+
+def _in_time(call: Callable[[], Any]) -> Any:
+    """``call()``'s result or exception, or a test failure when it has not returned within
+    PATIENCE (it would have waited forever)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(PATIENCE)
+    assert not thread.is_alive(), "the call never returned"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.mark.parametrize("stop", [SystemExit, KeyboardInterrupt])
+def test_a_system_exit_or_interrupt_on_the_loop_thread_reaches_the_caller(
+        tmp_path, stop) -> None:
+    """A suite of two pipelines, the first asked for three cases at once (the suite's event
+    loop then runs in a thread of its own): the second's async answer raising SystemExit
+    (a case error at concurrency 1) or KeyboardInterrupt (which stops the run) stopped
+    that loop instead, and the run waited for its answer forever."""
+    rows = [{"_id": f"d{i}", "text": f"document {i}"} for i in range(N_CASES)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "suite.yaml").write_text(
+        _suite("type: many").replace("metrics:", "  other: {type: stopping}\nmetrics:"),
+        encoding="utf-8")
+    registry = Registry(use_entry_points=False)
+    registry.add("pipeline", "many", lambda: SyncApp(InFlight(gather=1), 3), origin="the test")
+    registry.add("pipeline", "stopping", lambda: Stopping(stop), origin="the test")
+    runtime = SuiteRuntime(load_suite(tmp_path / "suite.yaml", None), "suite.yaml", registry,
+                           BuildContext())
+    try:
+        assert runtime.run_pipeline_case("app", "q0")["status"] == "ok"
+        assert _in_time(lambda: runtime.run_pipeline_case("other", "q1"))["status"] == "ok"
+        if stop is SystemExit:
+            rec = _in_time(lambda: runtime.run_pipeline_case("other", "q2"))
+            assert rec["error"] == {"stage": "answer", "type": "SystemExit",
+                                    "message": "pipeline 'other' raised SystemExit: 5"}
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                _in_time(lambda: runtime.run_pipeline_case("other", "q2"))
+        # the loop still runs the suite's async calls
+        assert _in_time(lambda: runtime.run_pipeline_case("other", "q3"))["status"] == "ok"
+    finally:
+        runtime.close()
