@@ -89,6 +89,13 @@ class Asker:
         with self._lock:
             return [k for k, f in self._asked.items() if f.done()]
 
+    def settle(self) -> None:
+        """Wait until none of the cases asked is still running (their answers stay in,
+        to be collected)."""
+        with self._lock:
+            pending = list(self._asked.values())
+        concurrent.futures.wait(pending)
+
     def submit(self, key: Hashable, query: Query, *, ahead: bool) -> None:
         """Ask for ``query``'s answer under ``key`` (nothing if it is asked already)."""
         with self._lock:

@@ -1125,6 +1125,13 @@ class SuiteRuntime:
         if asker is None:
             return self._ask(name, instance, query)
         key = (name, query.id, run)
+        if key not in asker and not self._may_look_ahead(query.id):
+            # its query was in flight when a worker died (see .ahead): asked with nothing
+            # else in flight, so that a crash in it is its own item's, not one more rerun
+            # that names the cases around it
+            for other in self._askers.values():
+                if other is not None:
+                    other.settle()
         asker.submit(key, query, ahead=False)
         return asker.result(key)
 
@@ -1139,6 +1146,8 @@ class SuiteRuntime:
             if self._rag_metrics:
                 self._prefetch_judging(name, cases)
             return
+        if cases and not self._may_look_ahead(cases[0][0]):
+            return  # this case is asked alone (see _answer_of)
         judged = self._judged_metrics()
         window = asker.concurrency
         if judged:

@@ -317,3 +317,47 @@ def test_a_system_exit_or_interrupt_on_the_loop_thread_reaches_the_caller(
         assert _in_time(lambda: runtime.run_pipeline_case("other", "q3"))["status"] == "ok"
     finally:
         runtime.close()
+
+
+def test_a_query_that_was_running_when_a_worker_died_is_asked_alone(runtime_of,
+                                                                     tmp_path) -> None:
+    """Under xdist, a worker that died while its look-ahead was in several queries is
+    replaced by one told not to look ahead into them (pytest_ragbench.crash_blame). A query
+    of a pipeline asked for several cases at once was then asked with others in flight, so
+    that the next crash in it named those too: its item was run again, in a new worker each
+    time (a query that kills its worker crashed five workers instead of two), until xdist
+    ran out of restarts and charged the crash to whatever item was running."""
+    from pytest_ragbench.execution.ahead import AheadMarker, read_marker
+
+    marker = tmp_path / "gw0.ahead"
+    go = threading.Event()  # the answers asked ahead of q3 wait for it
+    seen: dict[str, Any] = {}
+
+    class App:
+        concurrency = 3
+
+        def answer(self, query: Any) -> dict[str, Any]:
+            if query.id in ("q4", "q5"):
+                go.wait(PATIENCE)
+            if query.id == "q3":
+                seen["marker"] = read_marker(marker)
+            return _output(query)
+
+    runtime = runtime_of(App)
+    runtime.ahead = AheadMarker(marker, skip=["suite.yaml::q3"])
+    ids = [f"q{i}" for i in range(N_CASES)]
+
+    def item(i: int) -> dict[str, Any]:
+        return runtime.run_pipeline_case(
+            "app", ids[i], upcoming_runs=lambda: [(c, 0) for c in ids[i + 1:]])
+
+    assert [item(i)["status"] for i in range(3)] == ["ok"] * 3  # q4 and q5 asked ahead
+    answering = threading.Thread(target=lambda: seen.setdefault("q3", item(3)), daemon=True)
+    answering.start()
+    # asked alone, q3 waits for q4 and q5: they are let go when it has not started by then
+    answering.join(0.3)
+    go.set()
+    answering.join(PATIENCE)
+    assert seen["q3"]["status"] == "ok"
+    assert seen["marker"] == []  # nothing else in flight: a crash would be q3's own
+    assert [item(i)["status"] for i in range(4, N_CASES)] == ["ok", "error", "ok", "ok"]
