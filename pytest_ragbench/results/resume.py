@@ -19,7 +19,9 @@ record (up to timing). It hashes:
     that the content hash baselines compare by stays what it was;
 ``system``
     the retriever's or pipeline's type, parameters and case timeout, with those of every
-    sibling retriever it names in its parameters (a hybrid's fused retrievers);
+    sibling retriever it names in its parameters (a hybrid's fused retrievers); a pipeline's
+    ``concurrency`` (the cases it is asked for at once) sets only how it is called, and is
+    left out;
 ``version``
     the pytest-ragbench version;
 
@@ -40,7 +42,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -201,13 +203,23 @@ def _names_in(value: Any, names: Iterable[str]) -> set[str]:
     return found
 
 
-def system_hashes(systems: Iterable[ComponentSpec]) -> dict[str, str]:
-    """The ``system`` part of the key of each system, by name.
+def system_hashes(systems: Iterable[ComponentSpec],
+                  pipelines: Collection[str] = ()) -> dict[str, str]:
+    """The ``system`` part of the key of each system, by name (``pipelines``: the names of
+    those that are pipelines, whose ``concurrency`` is left out: the cases it is asked for at
+    once, and an http pipeline's requests in flight, set only how it is called).
 
     A system's hash covers the specs of the siblings its parameters name, transitively, so a
     hybrid retriever's cases are not reused when a retriever it fuses changed.
     """
     specs = {s.name: s for s in systems}
+
+    def params(name: str) -> dict[str, Any]:
+        found = _spec_params(specs[name].params)
+        if name in pipelines:
+            found.pop("concurrency", None)
+        return found
+
     out: dict[str, str] = {}
     for name in specs:
         closure: set[str] = set()
@@ -218,8 +230,8 @@ def system_hashes(systems: Iterable[ComponentSpec]) -> dict[str, str]:
                 continue
             closure.add(n)
             todo.extend(_names_in(dict(specs[n].params), set(specs) - {n}))
-        out[name] = _digest([[n, specs[n].type, _spec_params(specs[n].params),
-                              specs[n].timeout] for n in sorted(closure)])
+        out[name] = _digest([[n, specs[n].type, params(n), specs[n].timeout]
+                             for n in sorted(closure)])
     return out
 
 
@@ -247,7 +259,8 @@ class SuiteKeys:
                    settings=(settings_hash(suite.path) if suite.document is None
                              else settings_digest(suite.document)),
                    dataset=dataset_hash, version=version, annotations=annotations,
-                   systems=system_hashes(suite.systems),
+                   systems=system_hashes(suite.systems,
+                                         pipelines={p.name for p in suite.pipelines}),
                    pipelines=frozenset(p.name for p in suite.pipelines),
                    depth=depth)
 

@@ -115,6 +115,39 @@ def test_a_systems_key_ignores_how_its_nested_endpoint_is_called():
     assert system_hashes(spec(model="e2"))["dense"] != before
 
 
+def test_a_pipelines_key_ignores_how_many_cases_it_is_asked_at_once(tmp_path: Path):
+    """A pipeline's ``concurrency`` (the cases it is asked for at once, and an http
+    pipeline's requests in flight) sets only how it is called: a run stopped by an overloaded
+    service, resumed with a lower one, reused none of its cases ("pipeline 'prod' parameters
+    changed"), as it did for a higher one to finish sooner."""
+    def specs(**params: object) -> list[ComponentSpec]:
+        return [ComponentSpec("prod", "http", {"url": "http://x/answer", **params}),
+                ComponentSpec("app", "my_app", {"model": "small", **params})]
+
+    for concurrency in (2, 16):
+        assert system_hashes(specs(concurrency=concurrency), pipelines={"prod", "app"}) == \
+            system_hashes(specs(concurrency=8), pipelines={"prod", "app"})
+    assert system_hashes(specs(concurrency=8, mode="eval"), pipelines={"prod", "app"}) != \
+        system_hashes(specs(concurrency=8), pipelines={"prod", "app"})
+    from pytest_ragbench.suite.loader import load_suite
+
+    for name in ("c.jsonl", "q.jsonl"):
+        (tmp_path / name).write_text("")
+
+    def loaded(concurrency: int) -> str:
+        path = tmp_path / f"s{concurrency}.yaml"
+        path.write_text("name: s\ndataset: {corpus: c.jsonl, queries: q.jsonl}\n"
+                        f"pipelines: {{prod: {{type: http, url: 'http://x/answer', "
+                        f"concurrency: {concurrency}}}}}\nmetrics: [recall@10]\n")
+        return SuiteKeys.of(load_suite(path, None), "s.yaml", "D", "1").systems["prod"]
+
+    assert loaded(2) == loaded(8)
+    # a retriever's parameter of that name is its own
+    retriever = [ComponentSpec("r", "my_retriever", {"concurrency": 2})]
+    assert system_hashes(retriever)["r"] != system_hashes(
+        [ComponentSpec("r", "my_retriever", {"concurrency": 4})])["r"]
+
+
 def test_a_hybrid_key_follows_the_retrievers_it_fuses_and_no_other():
     def specs(k1: float) -> list[ComponentSpec]:
         return [ComponentSpec("bm25", "bm25", {"k1": k1}), ComponentSpec("dense", "dense", {}),
