@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..datasets import Query
+from ..errors import exception_text
 from ..llm import deadline as limits
 from ..loopthread import LoopThread
 
@@ -39,7 +40,11 @@ from ..loopthread import LoopThread
 def ask_concurrency(instance: Any) -> int | str:
     """How many cases pipeline ``instance`` takes at once (its ``concurrency`` attribute, 1
     without one), or what is wrong with the attribute."""
-    value = getattr(instance, "concurrency", None)
+    try:
+        value = getattr(instance, "concurrency", None)
+    except Exception as exc:  # a property of the application's: its error, not a traceback
+        return (f"its concurrency (the cases it is asked for at once) could not be read: "
+                f"{exception_text(exc)}")
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -361,3 +361,25 @@ def test_a_query_that_was_running_when_a_worker_died_is_asked_alone(runtime_of,
     assert seen["q3"]["status"] == "ok"
     assert seen["marker"] == []  # nothing else in flight: a crash would be q3's own
     assert [item(i)["status"] for i in range(4, N_CASES)] == ["ok", "error", "ok", "ok"]
+
+
+def test_a_concurrency_that_raises_when_read_is_a_build_error(runtime_of) -> None:
+    """An application whose ``concurrency`` is a property that raised (read from a config
+    not loaded yet) stopped collection with a traceback naming neither the suite nor the
+    pipeline."""
+
+    class Unready(SyncApp):
+        @property  # type: ignore[override]
+        def concurrency(self) -> int:
+            raise RuntimeError("config not loaded")
+
+        @concurrency.setter
+        def concurrency(self, value: Any) -> None:
+            pass
+
+    runtime = runtime_of(lambda: Unready(InFlight(gather=1), 4))
+    rec = runtime.run_pipeline_case("app", "q0")
+    assert rec["status"] == "error"
+    assert rec["error"]["message"] == (
+        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
+        "cases it is asked for at once) could not be read: RuntimeError: config not loaded")
