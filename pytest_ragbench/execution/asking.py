@@ -135,7 +135,9 @@ class Asker:
                 except (asyncio.TimeoutError, TimeoutError) as exc:
                     raise (self._timed_out() if self._limit is not None
                            else self._failed(exc)) from None
-                except (Exception, SystemExit) as exc:  # a SystemExit fails its case only
+                except (Exception, SystemExit, asyncio.CancelledError) as exc:
+                    # a SystemExit fails its case only, and so does a CancelledError the
+                    # application raised (this call cancelled, nobody waits for its case)
                     raise self._failed(exc) from exc
             return raw, (time.perf_counter() - t0) * 1000.0
 

@@ -1074,7 +1074,9 @@ class SuiteRuntime:
                                       "TimeoutError"))
         except CaseError:
             raise
-        except (Exception, SystemExit) as exc:  # see _timed
+        except (Exception, SystemExit, asyncio.CancelledError) as exc:
+            # see _timed; a CancelledError here is the application's own (awaiting a future
+            # another of its calls cancelled): an interruption reaches the caller as such
             raise CaseError("answer", f"pipeline {name!r} raised {exception_text(exc)}",
                             type(exc).__name__, cause=exc) from exc
         return raw, (time.perf_counter() - t0) * 1000.0

@@ -383,3 +383,25 @@ def test_a_concurrency_that_raises_when_read_is_a_build_error(runtime_of) -> Non
     assert rec["error"]["message"] == (
         "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
         "cases it is asked for at once) could not be read: RuntimeError: config not loaded")
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_an_answer_that_raises_cancelled_error_is_its_cases_error(runtime_of,
+                                                                  concurrency) -> None:
+    """An application awaiting a shared future another call cancelled (a request it
+    coalesced, whose first asker timed out) raised asyncio.CancelledError: its case was a
+    setup error 'asyncio.exceptions.CancelledError' naming no pipeline, and asked with
+    others at once 'concurrent.futures._base.CancelledError'."""
+
+    class Coalescing(AsyncApp):
+        async def answer(self, query: Any) -> dict[str, Any]:
+            if query.id == "q2":
+                shared = asyncio.get_running_loop().create_future()
+                shared.cancel()
+                await shared
+            return _output(query)
+
+    records = _run_all(runtime_of(lambda: Coalescing(InFlight(gather=1), concurrency)), last=4)
+    assert records["q2"]["error"] == {"stage": "answer", "type": "CancelledError",
+                                      "message": "pipeline 'app' raised CancelledError"}
+    assert [records[c]["status"] for c in ("q0", "q1", "q3")] == ["ok"] * 3
