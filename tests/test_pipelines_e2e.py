@@ -427,7 +427,7 @@ class Counted:
 
     def __init__(self, log: str = "asked.log", concurrency: int = 1):
         self.log = log
-        self.concurrency = concurrency
+        self.ragbench_concurrency = concurrency
 
     def answer(self, query):
         with open(Path(__file__).with_name(self.log), "a") as fh:

@@ -1,7 +1,9 @@
 """Asking a pipeline for the answers of several cases at once, ahead of their items.
 
-A pipeline whose object has a ``concurrency`` attribute above 1 (the http pipeline's parameter
-of that name, the LangChain and LlamaIndex adapters' one, or any application that sets it) is
+A pipeline whose object has a ``ragbench_concurrency`` attribute above 1 (the http pipeline's
+``concurrency`` parameter, the LangChain and LlamaIndex adapters' one, or any application that
+sets it: a name of its own, so that an application's ``concurrency`` setting for its own use
+does not have it called from several threads) is
 asked for up to that many cases at once while items report in order, each item waiting for
 its own answer. Asked one case at a time, an http pipeline with ``concurrency: 8`` in front
 of a service that takes one second an answer took six seconds for six cases.
@@ -38,18 +40,19 @@ from ..loopthread import LoopThread
 
 
 def ask_concurrency(instance: Any) -> int | str:
-    """How many cases pipeline ``instance`` takes at once (its ``concurrency`` attribute, 1
-    without one), or what is wrong with the attribute."""
+    """How many cases pipeline ``instance`` takes at once (its ``ragbench_concurrency``
+    attribute, 1 without one), or what is wrong with the attribute."""
     try:
-        value = getattr(instance, "concurrency", None)
+        value = getattr(instance, "ragbench_concurrency", None)
     except Exception as exc:  # a property of the application's: its error, not a traceback
-        return (f"its concurrency (the cases it is asked for at once) could not be read: "
+        return (f"its ragbench_concurrency (the cases it is asked for at once) could not be "
+                f"read: "
                 f"{exception_text(exc)}")
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return (f"its concurrency (the cases it is asked for at once) must be a whole number "
-                f">= 1, got {value!r}")
+        return (f"its ragbench_concurrency (the cases it is asked for at once) must be a whole "
+                f"number >= 1, got {value!r}")
     return value
 
 

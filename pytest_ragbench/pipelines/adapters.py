@@ -388,7 +388,7 @@ class LangChainPipeline:
         self.answer_key = answer_key
         self.context_key = context_key
         #: cases asked at once (see pytest_ragbench.execution.asking)
-        self.concurrency = concurrency
+        self.ragbench_concurrency = concurrency
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:
@@ -478,7 +478,7 @@ class LlamaIndexPipeline:
         self.kind = _llamaindex_kind(self.target, target)
         self.id_key = id_key
         #: cases asked at once (see pytest_ragbench.execution.asking)
-        self.concurrency = concurrency
+        self.ragbench_concurrency = concurrency
 
     @staticmethod
     def ragbench_check(params: Mapping[str, Any], context: BuildContext) -> None:

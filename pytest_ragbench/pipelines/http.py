@@ -135,6 +135,8 @@ class HTTPPipeline:
         self.timeout = float(timeout)
         self.params = dict(params or {})
         self.concurrency = concurrency
+        #: cases asked at once (see pytest_ragbench.execution.asking)
+        self.ragbench_concurrency = concurrency
         self.retry = RetryPolicy(max_attempts=retries + 1, base_delay=float(backoff),
                                  max_delay=float(max_backoff))
         self.breaker = CircuitBreaker(breaker_threshold, float(breaker_reset))

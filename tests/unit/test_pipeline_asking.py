@@ -1,4 +1,4 @@
-"""A pipeline with a ``concurrency`` above 1 is asked for that many cases at once, ahead of
+"""A pipeline with a ``ragbench_concurrency`` above 1 is asked for that many cases at once, ahead of
 their items (pytest_ragbench.execution.asking), in the runtime. No pytest run inside:
 tests/test_pipelines_e2e.py asks an http service through one."""
 
@@ -88,7 +88,7 @@ class AsyncApp:
     """An async application that takes ``concurrency`` questions at once."""
 
     def __init__(self, seen: InFlight, concurrency: Any, hangs: str = "") -> None:
-        self.seen, self.concurrency, self.hangs = seen, concurrency, hangs
+        self.seen, self.ragbench_concurrency, self.hangs = seen, concurrency, hangs
         self.closed_on: int | None = None
 
     async def answer(self, query: Any) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class SyncApp:
     """A synchronous application, safe to call from several threads."""
 
     def __init__(self, seen: InFlight, concurrency: Any, hangs: str = "") -> None:
-        self.seen, self.concurrency, self.hangs = seen, concurrency, hangs
+        self.seen, self.ragbench_concurrency, self.hangs = seen, concurrency, hangs
 
     def answer(self, query: Any) -> dict[str, Any]:
         first = self.seen.enter()
@@ -249,8 +249,9 @@ def test_a_concurrency_that_is_not_a_whole_number_above_zero_is_a_build_error(
     rec = runtime.run_pipeline_case("app", "q0")
     assert rec["status"] == "error"
     assert rec["error"]["message"] == (
-        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
-        f"cases it is asked for at once) must be a whole number >= 1, got {value!r}")
+        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its "
+        "ragbench_concurrency (the cases it is asked for at once) must be a whole number >= 1, "
+        f"got {value!r}")
 
 
 class Stopping:
@@ -334,7 +335,7 @@ def test_a_query_that_was_running_when_a_worker_died_is_asked_alone(runtime_of,
     seen: dict[str, Any] = {}
 
     class App:
-        concurrency = 3
+        ragbench_concurrency = 3
 
         def answer(self, query: Any) -> dict[str, Any]:
             if query.id in ("q4", "q5"):
@@ -370,19 +371,20 @@ def test_a_concurrency_that_raises_when_read_is_a_build_error(runtime_of) -> Non
 
     class Unready(SyncApp):
         @property  # type: ignore[override]
-        def concurrency(self) -> int:
+        def ragbench_concurrency(self) -> int:
             raise RuntimeError("config not loaded")
 
-        @concurrency.setter
-        def concurrency(self, value: Any) -> None:
+        @ragbench_concurrency.setter
+        def ragbench_concurrency(self, value: Any) -> None:
             pass
 
     runtime = runtime_of(lambda: Unready(InFlight(gather=1), 4))
     rec = runtime.run_pipeline_case("app", "q0")
     assert rec["status"] == "error"
     assert rec["error"]["message"] == (
-        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its concurrency (the "
-        "cases it is asked for at once) could not be read: RuntimeError: config not loaded")
+        "pipeline 'app' (app) could not be built: pipeline 'app' (app): its "
+        "ragbench_concurrency (the cases it is asked for at once) could not be read: "
+        "RuntimeError: config not loaded")
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
