@@ -149,6 +149,9 @@ def summary_markdown(summary: Mapping[str, Any],
             tell_suites_apart(summary["gates"], summary["suites"])))]
     if baseline_rows:
         lines += [*_baseline_head(summary.get("baseline", {})), *_baseline_table(baseline_rows)]
+    elif isinstance(summary.get("baseline"), Mapping):
+        # a comparison with no row: why, as every other output says it
+        lines += _baseline(summary["baseline"], baseline_rows, level)
     lines += _budget(summary)
     return "\n".join(lines)
 

@@ -326,3 +326,20 @@ def test_labels_of_documents_the_corpus_lacks_are_said_at_every_level() -> None:
     plain = synthetic_summary()
     assert not any("corpus lacks" in t for t in render("full", summary=plain))
     assert "corpus lacks" not in summary_markdown(plain, level="full")
+
+
+def test_a_baseline_that_compared_nothing_is_said_at_every_level() -> None:
+    """A `-k` of only systems the baseline lacks: `--ragbench-summary=full` wrote a
+    summary.md with no word of the baseline, where the terminal (at every level) and the
+    default summary.md say why nothing was compared."""
+    summary = synthetic_summary()
+    summary["baseline"] = {"path": "base.json", "rows": [], "suites": [{
+        "name": "bench", "id": "bench.yaml", "nothing_compared": True,
+        "not_in_baseline": ["new"],
+        "baseline_systems": ["old"]}]}
+    for level in ("short", "default", "full"):
+        terminal = render(level, summary=summary)
+        md = summary_markdown(summary, level=level)
+        assert "  nothing was compared against the baseline" in terminal, level
+        assert "Baseline: base.json" in md, level
+        assert "Nothing was compared against the baseline." in md, (level, md)
