@@ -203,11 +203,17 @@ def _names_in(value: Any, names: Iterable[str]) -> set[str]:
     return found
 
 
+#: The built-in pipeline types whose ``concurrency`` sets only how they are called.
+CALLED_CONCURRENTLY = frozenset({"http", "langchain", "llamaindex"})
+
+
 def system_hashes(systems: Iterable[ComponentSpec],
                   pipelines: Collection[str] = ()) -> dict[str, str]:
     """The ``system`` part of the key of each system, by name (``pipelines``: the names of
-    those that are pipelines, whose ``concurrency`` is left out: the cases it is asked for at
-    once, and an http pipeline's requests in flight, set only how it is called).
+    those that are pipelines; the ``concurrency`` of a built-in one, ``http``, ``langchain``
+    or ``llamaindex``, is left out: the cases it is asked for at once, and an http
+    pipeline's requests in flight, set only how it is called. A user's own pipeline's
+    ``concurrency`` parameter is its own, which may change its answers: it stays in).
 
     A system's hash covers the specs of the siblings its parameters name, transitively, so a
     hybrid retriever's cases are not reused when a retriever it fuses changed.
@@ -216,7 +222,7 @@ def system_hashes(systems: Iterable[ComponentSpec],
 
     def params(name: str) -> dict[str, Any]:
         found = _spec_params(specs[name].params)
-        if name in pipelines:
+        if name in pipelines and specs[name].type in CALLED_CONCURRENTLY:
             found.pop("concurrency", None)
         return found
 

@@ -119,16 +119,22 @@ def test_a_pipelines_key_ignores_how_many_cases_it_is_asked_at_once(tmp_path: Pa
     """A pipeline's ``concurrency`` (the cases it is asked for at once, and an http
     pipeline's requests in flight) sets only how it is called: a run stopped by an overloaded
     service, resumed with a lower one, reused none of its cases ("pipeline 'prod' parameters
-    changed"), as it did for a higher one to finish sooner."""
+    changed"), as it did for a higher one to finish sooner. A user's own pipeline's
+    ``concurrency`` parameter is its own (the plugin reads ``ragbench_concurrency``), which may
+    change its answers: it stays in its key."""
     def specs(**params: object) -> list[ComponentSpec]:
         return [ComponentSpec("prod", "http", {"url": "http://x/answer", **params}),
+                ComponentSpec("chain", "langchain", {"object": "m:chain", **params}),
                 ComponentSpec("app", "my_app", {"model": "small", **params})]
 
+    names = {"prod", "chain", "app"}
+    eight = system_hashes(specs(concurrency=8), pipelines=names)
     for concurrency in (2, 16):
-        assert system_hashes(specs(concurrency=concurrency), pipelines={"prod", "app"}) == \
-            system_hashes(specs(concurrency=8), pipelines={"prod", "app"})
-    assert system_hashes(specs(concurrency=8, mode="eval"), pipelines={"prod", "app"}) != \
-        system_hashes(specs(concurrency=8), pipelines={"prod", "app"})
+        other = system_hashes(specs(concurrency=concurrency), pipelines=names)
+        assert (other["prod"], other["chain"]) == (eight["prod"], eight["chain"])
+        assert other["app"] != eight["app"]
+    assert system_hashes(specs(concurrency=8, mode="eval"), pipelines=names)["prod"] != \
+        eight["prod"]
     from pytest_ragbench.suite.loader import load_suite
 
     for name in ("c.jsonl", "q.jsonl"):
