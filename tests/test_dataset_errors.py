@@ -702,8 +702,8 @@ def test_a_dataset_naming_documents_the_corpus_lacks_runs_with_unknown_documents
     ).replace("[ndcg@10]", "[recall@10]"))
     result = pytester.runpytest("--ragbench=suite.yaml", "-p", "no:cacheprovider", "-q")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    said = ("1 label of 1 query names a document the corpus lacks: kept, relevant and never "
-            "retrieved, as trec_eval and BEIR score them (dataset.unknown_documents: keep)")
+    said = ("1 label of 1 query names a document the corpus lacks: kept with their grades, "
+            "never retrieved, as trec_eval and BEIR score them (dataset.unknown_documents: keep)")
     result.stdout.fnmatch_lines([f"  {said}"])
     run = pytester.path / ".ragbench" / "runs" / "latest"
     summary = json.loads((run / "summary.json").read_text())

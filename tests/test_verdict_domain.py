@@ -251,7 +251,8 @@ def test_a_tolerance_naming_latency_judges_it_and_says_it_rose():
     assert result["passed"] is False
     (line,) = failure_lines(result)
     assert line.startswith("ragbench: regression: s/bm25 latency_ms rose from 43.33")
-    assert line.endswith("tolerance 20%)")
+    # its p is Holm-corrected, as the gate line says of the same row's p
+    assert line.endswith(", Holm), tolerance 20%)"), line
     # a gate on it says the same
     for gate, said in (("latency_ms: drop <= 20%", "rose more than allowed"),
                        ("latency_ms: no significant drop", "rose significantly")):

@@ -109,7 +109,7 @@ def regression_line(row: Mapping[str, Any]) -> str:
             f"{_worse(row)} from {num(row['baseline'])} to {num(row['current'])} "
             f"(delta {num(row['delta'], signed=True)}, 95% CI "
             f"[{num(row['ci_low'], signed=True)}, {num(row['ci_high'], signed=True)}], "
-            f"p = {p_value(row['p_holm'])} ({row['test']}), tolerance {row['tolerance']})")
+            f"p = {p_value(row['p_holm'])} ({row['test']}, Holm), tolerance {row['tolerance']})")
 
 
 def failure_lines(result: Mapping[str, Any]) -> list[str]:
@@ -426,7 +426,8 @@ def unknown_labels_text(info: Any) -> str | None:
     if not isinstance(info, Mapping) or not info.get("n_labels"):
         return None
     action = str(info.get("action"))
-    what = {"kept": "kept, relevant and never retrieved, as trec_eval and BEIR score them "
+    # "relevant" said of every label counted a grade-0 one among them
+    what = {"kept": "kept with their grades, never retrieved, as trec_eval and BEIR score them "
                     "(dataset.unknown_documents: keep)",
             "dropped": "dropped, not scored (dataset.unknown_documents: drop)"}.get(action, action)
     return (f"{plural(int(info['n_labels']), 'label')} of "
