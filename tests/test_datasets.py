@@ -83,6 +83,12 @@ def test_inline_labels_forms(tmp_path: Path) -> None:
     assert qs[1].relevant == {"d1": 2, "d2": 0} and qs[1].num_relevant == 1
     assert qs[1].reference_answers == ("r1", "r2") and qs[1].difficulty == "hard"
     assert qs[2].judged is False and qs[2].reference_answers == ("m",)
+    # a list on the way is looked into (ClapNQ's output: [{"answer": ...}, ...])
+    recs = [(1, {"_id": "a", "text": "x", "output": [{"answer": "one"}, {"answer": ["two"]},
+                                                     {"meta": 1}, {"answer": ""}]}),
+            (2, {"_id": "b", "text": "y", "output": []})]
+    qs = read_queries(recs, tmp_path / "q.jsonl", answer_field="output.answer")
+    assert [q.reference_answers for q in qs] == [("one", "two"), ()]
 
 
 def test_only_texts_and_numbers_in_an_answer_list_are_answers(tmp_path: Path) -> None:

@@ -835,12 +835,21 @@ def _answer_texts(value: Any) -> list[str]:
 
 
 def _dotted(record: Mapping[str, Any], dotted: str) -> Any:
-    cur: Any = record
+    """The value at ``dotted`` (``metadata.answer``) in ``record``, None where there is none.
+
+    A list on the way is looked into element by element, their values gathered in one list:
+    ClapNQ keeps its answers as ``output: [{"answer": ...}, ...]``, which ``output.answer``
+    found nothing in."""
+    values: list[Any] = [record]
     for part in dotted.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
+        values = [item[part] for cur in values
+                  for item in (cur if isinstance(cur, list) else [cur])
+                  if isinstance(item, Mapping) and part in item]
+        if not values:
             return None
-        cur = cur[part]
-    return cur
+    if len(values) == 1:
+        return values[0]
+    return [v for value in values for v in (value if isinstance(value, list) else [value])]
 
 
 def read_queries(
