@@ -93,7 +93,11 @@ def test_history_lines_list_runs_and_trend(db):
     assert "0.9000" not in trend
     assert trend.endswith(sparkline([0.5, 0.7, 0.6]))
     with RunHistory(db, readonly=True) as h:
-        assert "not in the history" in history_lines(h, metric="mrr@5")[-1]
+        assert history_lines(h, metric="mrr@5")[-1].startswith(
+            "metric 'mrr@5' is not in the history (known: ")
+        # a metric of the history but not of the suite asked for is said to be not that suite's
+        assert history_lines(h, metric="mrr@5", suite="s")[-1].startswith(
+            "metric 'mrr@5' is not in the history of suite 's' (known: ")
         assert history_lines(h, suite="other") == [f"no runs in {db} for suite 'other'"]
 
 

@@ -895,7 +895,10 @@ def history_lines(history: RunHistory, *, metric: str | None = None, suite: str 
     if not metrics:
         return lines
     if metric is not None and metric not in metrics:
-        return [*lines, f"metric {metric!r} is not in the history (known: {', '.join(metrics)})"]
+        # of the suite asked for: "not in the history" of a metric other suites have
+        where = f" of suite {suite!r}" if suite else ""
+        return [*lines, f"metric {metric!r} is not in the history{where} (known: "
+                        f"{', '.join(metrics)})"]
     # A partial run's means cover only the cases it ran: listed above, never in a trend.
     listed, runs = runs, [r for r in runs if not r.partial]
     firsts: dict[tuple[str, str | None], str | None] = {}
