@@ -462,6 +462,14 @@ def test_qrels_integral_grades_and_header(tmp_path: Path) -> None:
         ("q1", "d1", 1, 3), ("q2", "d2", -1, 4), ("q3", "d3", 2, 5)]
 
 
+def test_qrels_mixing_tabs_and_spaces_read_as_trec_eval_reads_them(tmp_path: Path) -> None:
+    """'q1 0 d1<TAB>1' (a file edited by hand) was refused, 'got 2 columns'; trec_eval splits
+    on white space. Tabs that give the columns stay the separator (an id may hold a space)."""
+    rows = read_qrels(qrels_file(tmp_path, "q1 0 d1\t1\nq2\t0 d2 2\nq3\tdoc three\t1\n"))
+    assert [(r.query_id, r.doc_id, r.grade) for r in rows] == [
+        ("q1", "d1", 1), ("q2", "d2", 2), ("q3", "doc three", 1)]
+
+
 def test_conflicting_duplicate_qrels_rows(tmp_path: Path) -> None:
     path = qrels_file(tmp_path, "q1 0 d1 1\nq1 0 d2 0\nq1 0 d1 2\n")
     with pytest.raises(DataFileError) as exc:

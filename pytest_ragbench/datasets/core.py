@@ -961,6 +961,10 @@ def read_qrels(path: Path) -> list[QrelsRow]:
                 continue
             may_be_header, first = first, False
             parts = line.split("\t") if "\t" in line else line.split()
+            if len(parts) not in (3, 4) and "\t" in line:
+                # tabs and spaces mixed ('q1 0 d1<TAB>1', hand-edited), which trec_eval reads
+                # as white space: split so where the tabs alone do not give the columns
+                parts = line.split()
             if len(parts) == 4:
                 qid, _, doc_id, grade_s = parts
             elif len(parts) == 3:
