@@ -220,7 +220,9 @@ UNKNOWN_DOCUMENTS = ("error", "keep", "drop")
 DOC_ID_KEYS = ("_id", "id", "doc_id", "docid")
 QUERY_ID_KEYS = ("_id", "id", "query_id", "qid")
 #: The keys either's id may be read from.
-ID_KEYS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
+ID_KEYS = tuple(dict.fromkeys((*DOC_ID_KEYS, *QUERY_ID_KEYS)))
+#: The keys both's id may be read from.
+SHARED_ID_KEYS = tuple(k for k in DOC_ID_KEYS if k in QUERY_ID_KEYS)
 #: The fields of a query record holding its reference answers (a string, a number or a list).
 ANSWER_KEYS = ("reference_answer", "reference_answers", "answers", "answer")
 _QUERY_TEXT_KEYS = ("text", "query", "question", "input")
@@ -462,7 +464,7 @@ def _check_keyed_id(key: str, value: Mapping[str, Any], path: Path, line: int) -
     """An entry of an object keyed by id giving another id of its own: the inner one
     silently replaced the key. Only the keys a document and a query share: a query's
     ``doc_id`` is its metadata (the document a QA record was written from)."""
-    for field_name in ("_id", "id"):
+    for field_name in SHARED_ID_KEYS:
         inner = value.get(field_name)
         if inner is not None and str(inner) != key:
             raise DataFileError(
